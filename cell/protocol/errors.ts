@@ -1,0 +1,89 @@
+/**
+ * Stable error codes of the wire protocol and the HTTP API. Clients match on `code`, never on
+ * the message. Every code is documented in docs/protocol.md; add a row there with a new code.
+ */
+export const ErrorCode = {
+  BadJson: 'BAD_JSON',
+  BadFrame: 'BAD_FRAME',
+  UnknownOp: 'UNKNOWN_OP',
+  PayloadTooLarge: 'PAYLOAD_TOO_LARGE',
+  BinaryNotSupported: 'BINARY_NOT_SUPPORTED',
+  RateLimited: 'RATE_LIMITED',
+  Unauthenticated: 'UNAUTHENTICATED',
+  TokenInvalid: 'TOKEN_INVALID',
+  TokenExpired: 'TOKEN_EXPIRED',
+  TenantUnknown: 'TENANT_UNKNOWN',
+  OriginForbidden: 'ORIGIN_FORBIDDEN',
+  UnsupportedVersion: 'UNSUPPORTED_VERSION',
+  DeviceLimit: 'DEVICE_LIMIT',
+  ConversationForbidden: 'CONVERSATION_FORBIDDEN',
+  MerchantNotHosted: 'MERCHANT_NOT_HOSTED',
+  SeqOutOfRange: 'SEQ_OUT_OF_RANGE',
+  NotFound: 'NOT_FOUND',
+  MethodNotAllowed: 'METHOD_NOT_ALLOWED',
+  StoreUnavailable: 'STORE_UNAVAILABLE',
+  ShuttingDown: 'SHUTTING_DOWN',
+  Internal: 'INTERNAL',
+} as const;
+
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** HTTP status for each code, used by the HTTP API and by rejected WebSocket upgrades. */
+export const httpStatusOf: Record<ErrorCode, number> = {
+  BAD_JSON: 400,
+  BAD_FRAME: 400,
+  UNKNOWN_OP: 400,
+  PAYLOAD_TOO_LARGE: 413,
+  BINARY_NOT_SUPPORTED: 400,
+  RATE_LIMITED: 429,
+  UNAUTHENTICATED: 401,
+  TOKEN_INVALID: 401,
+  TOKEN_EXPIRED: 401,
+  TENANT_UNKNOWN: 401,
+  ORIGIN_FORBIDDEN: 403,
+  UNSUPPORTED_VERSION: 426,
+  DEVICE_LIMIT: 409,
+  CONVERSATION_FORBIDDEN: 403,
+  MERCHANT_NOT_HOSTED: 404,
+  SEQ_OUT_OF_RANGE: 400,
+  NOT_FOUND: 404,
+  METHOD_NOT_ALLOWED: 405,
+  STORE_UNAVAILABLE: 503,
+  SHUTTING_DOWN: 503,
+  INTERNAL: 500,
+};
+
+/** An operating error with a stable code: answered to the client, never a crash. */
+export class CellError extends Error {
+  readonly code: ErrorCode;
+  /** Extra machine-readable details (for example `retryAfterMs`). */
+  readonly details: Record<string, unknown> | undefined;
+
+  constructor(code: ErrorCode, message: string, details?: Record<string, unknown>) {
+    super(message);
+    this.name = 'CellError';
+    this.code = code;
+    this.details = details;
+  }
+}
+
+/**
+ * WebSocket close codes the cell uses. 1xxx are the standard ones; 4xxx are ours, and a client
+ * must not reconnect on the 44xx ones without changing something (token, device).
+ */
+export const CloseCode = {
+  /** The cell is shutting down or draining: reconnect (with backoff), the session resumes. */
+  GoingAway: 1001,
+  /** A frame larger than the hard transport limit; the connection cannot continue. */
+  MessageTooBig: 1009,
+  /** The device did not read fast enough; reconnect and resync from the delivery cursor. */
+  Backpressure: 4008,
+  /** The token expired during the session: get a new token, then reconnect. */
+  TokenExpired: 4401,
+  /** The same device connected again elsewhere; this older connection is replaced. */
+  Replaced: 4409,
+  /** Too many consecutive protocol errors or rate-limit violations. */
+  PolicyViolation: 4429,
+} as const;
+
+export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];

@@ -1,0 +1,153 @@
+import { z } from 'zod';
+
+/** The wire protocol version this code speaks; negotiated through the WebSocket subprotocol. */
+export const PROTOCOL_VERSION = 1;
+/** The subprotocol name a client offers in `Sec-WebSocket-Protocol` to ask for version 1. */
+export const SUBPROTOCOL_V1 = 'cellmesh.v1';
+
+/** Identifiers of tenants, users, merchants and devices: short, URL- and key-safe. */
+export const IDENTIFIER_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
+const identifier = z.string().regex(IDENTIFIER_PATTERN, 'must be 1-64 characters of [A-Za-z0-9_.-]');
+
+/** A conversation is named by its merchant and its customer: `<merchant>:<customer>`. */
+export const CONVERSATION_SEPARATOR = ':';
+const conversationId = z
+  .string()
+  .max(129)
+  .refine((value) => parseConversationId(value) !== undefined, 'must be <merchant>:<customer>');
+
+const seq = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const requestId = z.string().min(1).max(64);
+
+export function conversationIdOf(merchant: string, customer: string): string {
+  return `${merchant}${CONVERSATION_SEPARATOR}${customer}`;
+}
+
+export function parseConversationId(conv: string): { merchant: string; customer: string } | undefined {
+  const separatorAt = conv.indexOf(CONVERSATION_SEPARATOR);
+  if (separatorAt < 0) return undefined;
+  const merchant = conv.slice(0, separatorAt);
+  const customer = conv.slice(separatorAt + 1);
+  if (!IDENTIFIER_PATTERN.test(merchant) || !IDENTIFIER_PATTERN.test(customer)) return undefined;
+  return { merchant, customer };
+}
+
+/** Upper bound on a message body, in UTF-16 code units; a frame is also bounded in bytes. */
+export const MAX_BODY_CHARS = 16_384;
+
+export const SendFrame = z.object({
+  op: z.literal('send'),
+  id: requestId.optional(),
+  conv: conversationId,
+  /** Client message id: a resend with the same id returns the same seq and stores nothing new. */
+  cmid: z.string().min(1).max(64),
+  body: z.string().min(1).max(MAX_BODY_CHARS),
+});
+
+export const AckFrame = z.object({ op: z.literal('ack'), conv: conversationId, seq });
+export const ReadFrame = z.object({ op: z.literal('read'), id: requestId.optional(), conv: conversationId, seq });
+export const HistoryFrame = z.object({
+  op: z.literal('history'),
+  id: requestId,
+  conv: conversationId,
+  /** Messages with seq strictly below this; omitted means from the newest. */
+  before: seq.optional(),
+  limit: z.number().int().min(1).max(200).optional(),
+});
+export const InboxFrame = z.object({ op: z.literal('inbox'), id: requestId });
+export const PresenceFrame = z.object({
+  op: z.literal('presence'),
+  id: requestId,
+  users: z.array(identifier).min(1).max(100),
+});
+export const PingFrame = z.object({ op: z.literal('ping'), id: requestId.optional() });
+
+export const clientFrameSchemas = {
+  send: SendFrame,
+  ack: AckFrame,
+  read: ReadFrame,
+  history: HistoryFrame,
+  inbox: InboxFrame,
+  presence: PresenceFrame,
+  ping: PingFrame,
+} as const;
+
+export type ClientOp = keyof typeof clientFrameSchemas;
+export type SendFrame = z.infer<typeof SendFrame>;
+export type AckFrame = z.infer<typeof AckFrame>;
+export type ReadFrame = z.infer<typeof ReadFrame>;
+export type HistoryFrame = z.infer<typeof HistoryFrame>;
+export type InboxFrame = z.infer<typeof InboxFrame>;
+export type PresenceFrame = z.infer<typeof PresenceFrame>;
+export type PingFrame = z.infer<typeof PingFrame>;
+export type ClientFrame = { [Op in ClientOp]: z.infer<(typeof clientFrameSchemas)[Op]> }[ClientOp];
+
+export type Role = 'customer' | 'agent';
+
+/** A stored, sequenced chat message as it travels to devices. */
+export interface ChatMessage {
+  conv: string;
+  seq: number;
+  /** The sending user. */
+  from: string;
+  role: Role;
+  /** The device it was sent from (so the sender's other devices can tell it is their own). */
+  device: string;
+  cmid: string;
+  body: string;
+  /** Cell time when the message became durable, ms since the epoch. */
+  ts: number;
+}
+
+export interface DeviceInfo {
+  device: string;
+  sinceMs: number;
+}
+
+export interface ConversationSummary {
+  conv: string;
+  merchant: string;
+  customer: string;
+  lastSeq: number;
+  /** What this device has acknowledged. */
+  deliveredSeq: number;
+  /** What this user has read. */
+  readSeq: number;
+  /** Messages after `readSeq`. Sending a message marks the conversation read up to it. */
+  unread: number;
+  /** Read cursors of the other users of the conversation. */
+  reads: Array<{ user: string; seq: number }>;
+}
+
+export interface Limits {
+  maxFrameBytes: number;
+  maxBodyChars: number;
+  ratePerSecond: number;
+  rateBurst: number;
+  deliveryWindow: number;
+}
+
+export type ServerFrame =
+  | {
+      t: 'welcome';
+      v: number;
+      cell: string;
+      tenant: string;
+      user: string;
+      role: Role;
+      merchant?: string;
+      device: string;
+      session: string;
+      limits: Limits;
+    }
+  | ({ t: 'msg' } & ChatMessage)
+  | { t: 'sent'; id?: string; conv: string; cmid: string; seq: number; ts: number }
+  | { t: 'receipt'; conv: string; user: string; seq: number }
+  | { t: 'synced' }
+  | { t: 'devices'; user: string; devices: DeviceInfo[] }
+  | { t: 'history'; id: string; conv: string; messages: ChatMessage[]; hasMore: boolean }
+  | { t: 'inbox'; id: string; conversations: ConversationSummary[] }
+  | { t: 'presence'; id: string; users: Array<{ user: string; devices: DeviceInfo[] }> }
+  | { t: 'pong'; id?: string; ts: number }
+  | { t: 'ok'; id: string }
+  | { t: 'error'; id?: string; code: string; message: string; retryAfterMs?: number };

@@ -1,0 +1,49 @@
+/**
+ * The storage port of a cell: an ordered key-value store with atomic, durable batches.
+ *
+ * Keys and values are strings; keys sort by UTF-16 code unit (plain `<` on strings), which every
+ * adapter must match, so range reads return the same entries in the same order everywhere.
+ * The memory, LevelDB and Redis adapters pass one contract suite (store-contract.ts).
+ */
+export type StoreOp =
+  | { type: 'put'; key: string; value: string }
+  | { type: 'del'; key: string };
+
+export interface RangeQuery {
+  /** Inclusive lower bound. */
+  gte: string;
+  /** Exclusive upper bound. */
+  lt: string;
+  /** Newest-first (descending keys) when true. */
+  reverse?: boolean;
+  /** At most this many entries; must be a positive integer. */
+  limit: number;
+}
+
+export interface Store {
+  /** Opens the store; must be called once before anything else. */
+  open(): Promise<void>;
+  /** Waits for writes under way, then closes. Idempotent. */
+  close(): Promise<void>;
+  get(key: string): Promise<string | undefined>;
+  /** Values in the order of `keys`, `undefined` where absent. */
+  getMany(keys: readonly string[]): Promise<Array<string | undefined>>;
+  /**
+   * Applies all ops atomically (all or none) and resolves only once they are durable: a
+   * `kill -9` of the process after the promise resolves loses none of them. Writes resolve in
+   * the order they were called. Rejects with StoreError when the store cannot write.
+   */
+  write(ops: readonly StoreOp[]): Promise<void>;
+  /** Entries with gte <= key < lt, ascending by key (descending when `reverse`). */
+  range(query: RangeQuery): Promise<Array<[key: string, value: string]>>;
+}
+
+/** The store failed an operation (I/O error, closed, unreachable). */
+export class StoreError extends Error {
+  readonly code = 'STORE_UNAVAILABLE';
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'StoreError';
+  }
+}
