@@ -55,11 +55,16 @@ export const HistoryFrame = z.object({
   limit: z.number().int().min(1).max(200).optional(),
 });
 export const InboxFrame = z.object({ op: z.literal('inbox'), id: requestId });
-export const PresenceFrame = z.object({
-  op: z.literal('presence'),
-  id: requestId,
-  users: z.array(identifier).min(1).max(100),
-});
+export const PresenceFrame = z
+  .object({
+    op: z.literal('presence'),
+    id: requestId,
+    /** Users whose devices to list (agents: anyone of the tenant; customers: themselves). */
+    users: z.array(identifier).max(100).optional(),
+    /** Merchants whose online agents to count (anyone may ask). */
+    merchants: z.array(identifier).max(100).optional(),
+  })
+  .refine((frame) => (frame.users?.length ?? 0) + (frame.merchants?.length ?? 0) > 0, 'name at least one user or merchant');
 export const PingFrame = z.object({ op: z.literal('ping'), id: requestId.optional() });
 
 export const clientFrameSchemas = {
@@ -147,7 +152,12 @@ export type ServerFrame =
   | { t: 'devices'; user: string; devices: DeviceInfo[] }
   | { t: 'history'; id: string; conv: string; messages: ChatMessage[]; hasMore: boolean }
   | { t: 'inbox'; id: string; conversations: ConversationSummary[] }
-  | { t: 'presence'; id: string; users: Array<{ user: string; devices: DeviceInfo[] }> }
+  | {
+      t: 'presence';
+      id: string;
+      users: Array<{ user: string; devices: DeviceInfo[] }>;
+      merchants: Array<{ merchant: string; agentsOnline: number }>;
+    }
   | { t: 'pong'; id?: string; ts: number }
   | { t: 'ok'; id: string }
   | { t: 'error'; id?: string; code: string; message: string; retryAfterMs?: number };

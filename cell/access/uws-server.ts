@@ -1,0 +1,351 @@
+import uWS from 'uWebSockets.js';
+import type { z } from 'zod';
+import type { CellCore } from '../cell-core.js';
+import type { LimitsConfig } from '../config.js';
+import type { Logger } from '../logger.js';
+import type { DeviceConnection, DevicePort } from '../messaging/device.js';
+import type { CellMetrics } from '../metrics.js';
+import { CellError, ErrorCode, httpStatusOf } from '../protocol/errors.js';
+import { PROTOCOL_VERSION, SUBPROTOCOL_V1, parseConversationId } from '../protocol/frames.js';
+import { HttpHistoryQuery, HttpReadBody, HttpSendBody } from '../protocol/http.js';
+import type { Identity } from './tokens.js';
+
+export interface AccessServerOptions {
+  core: CellCore;
+  metrics: CellMetrics;
+  logger: Logger;
+  limits: LimitsConfig;
+  host: string;
+  port: number;
+  /** Whether the cell is ready to take traffic (store open, not draining). */
+  isReady: () => boolean;
+}
+
+interface SocketData {
+  identity: Identity;
+  port?: UwsDevicePort;
+  connection?: DeviceConnection;
+}
+
+/** The hard transport limit is this many times the frame limit; beyond it uWS closes with 1009. */
+const HARD_PAYLOAD_FACTOR = 16;
+
+/** A device port over one uWS WebSocket; guards against use after close, which uWS forbids. */
+class UwsDevicePort implements DevicePort {
+  closed = false;
+
+  constructor(private readonly socket: uWS.WebSocket<SocketData>) {}
+
+  send(text: string): void {
+    if (!this.closed) this.socket.send(text, false, false);
+  }
+
+  bufferedBytes(): number {
+    return this.closed ? 0 : this.socket.getBufferedAmount();
+  }
+
+  close(code: number, reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.socket.end(code, reason);
+  }
+}
+
+/**
+ * The access layer: WebSocket and HTTP over uWebSockets.js. It only turns connections and
+ * requests into calls of the core; all rules live there.
+ */
+export class AccessServer {
+  private listenSocket: uWS.us_listen_socket | undefined;
+  private readonly app: uWS.TemplatedApp;
+  boundPort = 0;
+
+  constructor(private readonly options: AccessServerOptions) {
+    this.app = uWS.App();
+    this.routeWebSocket();
+    this.routeHttp();
+  }
+
+  async listen(): Promise<number> {
+    const { host, port } = this.options;
+    await new Promise<void>((resolve, reject) => {
+      this.app.listen(host, port, (socket) => {
+        if (socket === false) {
+          reject(new Error(`cannot listen on ${host}:${port} (in use or not permitted)`));
+          return;
+        }
+        this.listenSocket = socket;
+        this.boundPort = uWS.us_socket_local_port(socket as unknown as uWS.us_socket);
+        resolve();
+      });
+    });
+    return this.boundPort;
+  }
+
+  /** Stops accepting connections; open sockets stay until the core closes them. */
+  stopListening(): void {
+    if (this.listenSocket !== undefined) {
+      uWS.us_listen_socket_close(this.listenSocket);
+      this.listenSocket = undefined;
+    }
+  }
+
+  private routeWebSocket(): void {
+    const { core, limits, metrics, logger } = this.options;
+    this.app.ws<SocketData>('/v1/ws', {
+      maxPayloadLength: limits.maxFrameBytes * HARD_PAYLOAD_FACTOR,
+      idleTimeout: limits.idleTimeoutSeconds,
+      sendPingsAutomatically: true,
+      // Our own limit (checked after every send) closes slow devices first; uWS must never
+      // silently drop a frame, which would break per-device order.
+      maxBackpressure: limits.maxBackpressureBytes * 4 + limits.maxFrameBytes * HARD_PAYLOAD_FACTOR,
+      closeOnBackpressureLimit: 0,
+      upgrade: (res, req, context) => {
+        const request = {
+          token: req.getQuery('token') || bearerToken(req.getHeader('authorization')),
+          origin: req.getHeader('origin'),
+          key: req.getHeader('sec-websocket-key'),
+          protocols: req.getHeader('sec-websocket-protocol'),
+          extensions: req.getHeader('sec-websocket-extensions'),
+        };
+        let aborted = false;
+        res.onAborted(() => {
+          aborted = true;
+        });
+        void (async () => {
+          try {
+            const protocol = negotiateProtocol(request.protocols);
+            const identity = await core.authenticate(request.token || undefined);
+            core.admit(identity, request.origin || undefined);
+            if (aborted) return;
+            res.cork(() => res.upgrade<SocketData>({ identity }, request.key, protocol, request.extensions, context));
+          } catch (error) {
+            const cellError = asCellError(error, logger);
+            metrics.upgradesRejected.inc({ code: cellError.code });
+            if (!aborted) res.cork(() => writeError(res, cellError));
+          }
+        })();
+      },
+      open: (socket) => {
+        const data = socket.getUserData();
+        data.port = new UwsDevicePort(socket);
+        data.connection = core.connect(data.identity, data.port);
+      },
+      message: (socket, message, isBinary) => {
+        const connection = socket.getUserData().connection;
+        if (connection === undefined) return;
+        if (isBinary) {
+          core.refuse(connection, new CellError(ErrorCode.BinaryNotSupported, 'frames are JSON text; binary frames are not accepted'));
+        } else if (message.byteLength > limits.maxFrameBytes) {
+          core.refuse(
+            connection,
+            new CellError(ErrorCode.PayloadTooLarge, `frame of ${message.byteLength} bytes exceeds the limit of ${limits.maxFrameBytes}`),
+          );
+        } else {
+          // The ArrayBuffer is only valid during this callback; decoding copies it.
+          core.receive(connection, Buffer.from(message).toString('utf8'));
+        }
+      },
+      close: (socket) => {
+        const data = socket.getUserData();
+        if (data.port !== undefined) data.port.closed = true;
+        if (data.connection !== undefined) core.disconnect(data.connection);
+      },
+    });
+  }
+
+  private routeHttp(): void {
+    const { core, metrics } = this.options;
+    this.app.get('/v1/healthz', (res) => respondJson(res, 200, { status: 'ok' }));
+    this.app.get('/v1/readyz', (res) =>
+      this.options.isReady() ? respondJson(res, 200, { status: 'ready' }) : respondJson(res, 503, { status: core.isDraining ? 'draining' : 'starting' }),
+    );
+    this.app.get('/v1/info', (res) =>
+      respondJson(res, 200, { protocolVersions: [PROTOCOL_VERSION], subprotocols: [SUBPROTOCOL_V1], connections: core.presence.connections }),
+    );
+    this.app.get('/v1/metrics', (res) => {
+      const state = watchAbort(res);
+      metrics.registry.metrics().then(
+        (text) => {
+          if (state.aborted) return;
+          res.cork(() => res.writeStatus('200 OK').writeHeader('content-type', metrics.registry.contentType).end(text));
+        },
+        (error: unknown) => !state.aborted && res.cork(() => writeError(res, asCellError(error, this.options.logger))),
+      );
+    });
+    this.handle('get', '/v1/inbox', async (identity) => ({ status: 200, body: { conversations: await core.inbox(identity) } }));
+    this.handle('get', '/v1/presence', async (identity, request) => ({
+      status: 200,
+      body: core.presenceOf(identity, { users: listParameter(request.query, 'users'), merchants: listParameter(request.query, 'merchants') }),
+    }));
+    this.handle('get', '/v1/conversations/:conv/messages', async (identity, request) => {
+      const query = parseWith(HttpHistoryQuery, { before: request.query.get('before') ?? undefined, limit: request.query.get('limit') ?? undefined });
+      const conv = conversationParameter(request.parameters[0]);
+      const page = await core.history(identity, { conv, before: query.before, limit: query.limit });
+      return { status: 200, body: { conv, ...page } };
+    });
+    this.handle('post', '/v1/conversations/:conv/messages', async (identity, request) => {
+      const body = parseWith(HttpSendBody, parseJsonBody(request.body));
+      const conv = conversationParameter(request.parameters[0]);
+      const { message, duplicate } = await core.send(identity, conv, body.cmid, body.body);
+      return { status: duplicate ? 200 : 201, body: { conv, cmid: message.cmid, seq: message.seq, ts: message.ts, duplicate } };
+    });
+    this.handle('post', '/v1/conversations/:conv/read', async (identity, request) => {
+      const body = parseWith(HttpReadBody, parseJsonBody(request.body));
+      const conv = conversationParameter(request.parameters[0]);
+      await core.markRead(identity, conv, body.seq);
+      return { status: 200, body: { conv, seq: body.seq } };
+    });
+    this.app.any('/*', (res, req) => {
+      const known = ['/v1/healthz', '/v1/readyz', '/v1/info', '/v1/metrics', '/v1/inbox', '/v1/presence'].includes(req.getUrl());
+      writeError(
+        res,
+        known
+          ? new CellError(ErrorCode.MethodNotAllowed, `${req.getMethod().toUpperCase()} is not allowed on ${req.getUrl()}`)
+          : new CellError(ErrorCode.NotFound, `no route ${req.getMethod().toUpperCase()} ${req.getUrl()}`),
+      );
+    });
+  }
+
+  /** An authenticated JSON endpoint: reads the body (bounded), runs `handler`, answers JSON. */
+  private handle(
+    method: 'get' | 'post',
+    pattern: string,
+    handler: (identity: Identity, request: HttpRequestData) => Promise<{ status: number; body: unknown }>,
+  ): void {
+    const { core, limits, logger, metrics } = this.options;
+    this.app[method](pattern, (res, req) => {
+      const parameterCount = (pattern.match(/:/g) ?? []).length;
+      const request: HttpRequestData = {
+        parameters: Array.from({ length: parameterCount }, (_, index) => req.getParameter(index)),
+        query: new URLSearchParams(req.getQuery() ?? ''),
+        body: '',
+      };
+      const token = bearerToken(req.getHeader('authorization'));
+      const state = watchAbort(res);
+      const chunks: Buffer[] = [];
+      let received = 0;
+      const run = async (): Promise<void> => {
+        try {
+          if (received > limits.maxFrameBytes) {
+            throw new CellError(ErrorCode.PayloadTooLarge, `request body exceeds ${limits.maxFrameBytes} bytes`);
+          }
+          request.body = Buffer.concat(chunks).toString('utf8');
+          const identity = await core.authenticate(token || undefined);
+          const answer = await handler(identity, request);
+          if (!state.aborted) res.cork(() => respondJson(res, answer.status, answer.body));
+        } catch (error) {
+          const cellError = asCellError(error, logger);
+          metrics.errors.inc({ code: cellError.code });
+          if (!state.aborted) res.cork(() => writeError(res, cellError));
+        }
+      };
+      if (method === 'get') {
+        void run();
+        return;
+      }
+      res.onData((chunk, isLast) => {
+        received += chunk.byteLength;
+        // Copy: uWS reuses the chunk's memory after this callback.
+        if (received <= limits.maxFrameBytes) chunks.push(Buffer.from(new Uint8Array(chunk).slice()));
+        if (isLast) void run();
+      });
+    });
+  }
+}
+
+interface HttpRequestData {
+  parameters: string[];
+  query: URLSearchParams;
+  body: string;
+}
+
+function watchAbort(res: uWS.HttpResponse): { aborted: boolean } {
+  const state = { aborted: false };
+  res.onAborted(() => {
+    state.aborted = true;
+  });
+  return state;
+}
+
+function respondJson(res: uWS.HttpResponse, status: number, body: unknown): void {
+  res.writeStatus(`${status} ${statusText(status)}`).writeHeader('content-type', 'application/json').end(JSON.stringify(body));
+}
+
+function writeError(res: uWS.HttpResponse, error: CellError): void {
+  const body: Record<string, unknown> = { error: { code: error.code, message: error.message } };
+  const retryAfterMs = error.details?.['retryAfterMs'];
+  if (typeof retryAfterMs === 'number') (body['error'] as Record<string, unknown>)['retryAfterMs'] = retryAfterMs;
+  respondJson(res, httpStatusOf[error.code], body);
+}
+
+function asCellError(error: unknown, logger: Logger): CellError {
+  if (error instanceof CellError) return error;
+  logger.error({ err: error }, 'unexpected error in the access layer');
+  return new CellError(ErrorCode.Internal, 'internal error');
+}
+
+function statusText(status: number): string {
+  const texts: Record<number, string> = {
+    200: 'OK',
+    201: 'Created',
+    400: 'Bad Request',
+    401: 'Unauthorized',
+    403: 'Forbidden',
+    404: 'Not Found',
+    405: 'Method Not Allowed',
+    409: 'Conflict',
+    413: 'Payload Too Large',
+    426: 'Upgrade Required',
+    429: 'Too Many Requests',
+    500: 'Internal Server Error',
+    503: 'Service Unavailable',
+  };
+  return texts[status] ?? 'Unknown';
+}
+
+function bearerToken(header: string): string {
+  return header.toLowerCase().startsWith('bearer ') ? header.slice(7).trim() : '';
+}
+
+/**
+ * Picks the subprotocol: a client that offers none gets version 1 (browsers that cannot set
+ * it); a client that offers only versions we do not speak is refused with 426.
+ */
+export function negotiateProtocol(offered: string): string {
+  const protocols = offered
+    .split(',')
+    .map((protocol) => protocol.trim())
+    .filter((protocol) => protocol !== '');
+  if (protocols.length === 0) return '';
+  if (protocols.includes(SUBPROTOCOL_V1)) return SUBPROTOCOL_V1;
+  throw new CellError(ErrorCode.UnsupportedVersion, `none of the offered subprotocols (${protocols.join(', ')}) is supported; this cell speaks ${SUBPROTOCOL_V1}`);
+}
+
+function parseJsonBody(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new CellError(ErrorCode.BadJson, 'the request body is not valid JSON');
+  }
+}
+
+function parseWith<Schema extends z.ZodType>(schema: Schema, value: unknown): z.output<Schema> {
+  const result = schema.safeParse(value);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    throw new CellError(ErrorCode.BadFrame, `${issue?.path.join('.') || 'request'}: ${issue?.message ?? 'invalid'}`);
+  }
+  return result.data;
+}
+
+function conversationParameter(raw: string | undefined): string {
+  const conv = decodeURIComponent(raw ?? '');
+  if (parseConversationId(conv) === undefined) throw new CellError(ErrorCode.BadFrame, `'${conv}' is not a conversation id (<merchant>:<customer>)`);
+  return conv;
+}
+
+function listParameter(query: URLSearchParams, name: string): string[] | undefined {
+  const value = query.get(name);
+  return value === null || value === '' ? undefined : value.split(',').slice(0, 100);
+}

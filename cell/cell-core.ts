@@ -1,0 +1,455 @@
+import type { Clock } from '../platform/clock.js';
+import { randomId, type Random } from '../platform/random.js';
+import { verifyToken, type Identity } from './access/tokens.js';
+import type { LimitsConfig, TenantConfig } from './config.js';
+import type { Logger } from './logger.js';
+import { ConversationLog } from './messaging/conversation-log.js';
+import { DeliveryService, MAX_CONVERSATIONS_PER_DEVICE } from './messaging/delivery.js';
+import { DeviceConnection, type DevicePort } from './messaging/device.js';
+import { keys, lastField } from './messaging/keys.js';
+import { PresenceRegistry } from './messaging/presence.js';
+import type { CellMetrics } from './metrics.js';
+import { CellError, CloseCode, ErrorCode } from './protocol/errors.js';
+import {
+  MAX_BODY_CHARS,
+  PROTOCOL_VERSION,
+  clientFrameSchemas,
+  parseConversationId,
+  type ChatMessage,
+  type ClientFrame,
+  type ClientOp,
+  type ConversationSummary,
+  type HistoryFrame,
+  type PresenceFrame,
+  type ServerFrame,
+} from './protocol/frames.js';
+import type { Store } from './store/store.js';
+
+export interface CellCoreOptions {
+  cellId: string;
+  tenants: readonly TenantConfig[];
+  limits: LimitsConfig;
+  clock: Clock;
+  random: Random;
+  store: Store;
+  metrics: CellMetrics;
+  logger: Logger;
+}
+
+interface TenantPolicy {
+  secret: string;
+  origins: ReadonlySet<string>;
+  merchants: ReadonlySet<string>;
+}
+
+/** A send whose durable ack goes to the connection that asked, as soon as it is durable. */
+interface PendingAck {
+  connection: DeviceConnection;
+  requestId: string | undefined;
+  receivedAtMs: number;
+}
+
+const DEFAULT_HISTORY_LIMIT = 50;
+
+export type PresenceAnswer = Omit<Extract<ServerFrame, { t: 'presence' }>, 't' | 'id'>;
+
+/**
+ * One business cell's core: authentication, authorisation, and the messaging operations behind
+ * both the WebSocket and the HTTP API. It reaches the world only through its ports (clock,
+ * random, store, device ports), so the same code runs under uWS and in the simulator.
+ */
+export class CellCore {
+  readonly presence = new PresenceRegistry();
+  private readonly tenants: ReadonlyMap<string, TenantPolicy>;
+  private readonly log: ConversationLog;
+  private readonly delivery: DeliveryService;
+  private readonly pendingAcks = new Map<string, PendingAck>();
+  private draining = false;
+
+  constructor(private readonly options: CellCoreOptions) {
+    this.tenants = new Map(
+      options.tenants.map((tenant) => [
+        tenant.id,
+        {
+          secret: tenant.secret,
+          origins: new Set(tenant.origins),
+          merchants: new Set(tenant.merchants.map((merchant) => merchant.id)),
+        },
+      ]),
+    );
+    this.log = new ConversationLog({
+      store: options.store,
+      clock: options.clock,
+      onDurable: (tenant, message) => this.fanOut(tenant, message),
+      onStoreWrite: (durationMs) => options.metrics.storeWriteLatency.observe(durationMs / 1000),
+    });
+    this.delivery = new DeliveryService(this.log, options.store, options.metrics, options.logger, {
+      deliveryWindow: options.limits.deliveryWindow,
+      syncPageSize: options.limits.syncPageSize,
+      maxBackpressureBytes: options.limits.maxBackpressureBytes,
+    });
+  }
+
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
+  /** Verifies a bearer token against its tenant's secret. */
+  async authenticate(token: string | undefined): Promise<Identity> {
+    if (token === undefined || token === '') {
+      throw new CellError(ErrorCode.Unauthenticated, 'a token is required (query parameter `token` or `Authorization: Bearer`)');
+    }
+    return verifyToken(token, (tenant) => this.tenants.get(tenant)?.secret, this.options.clock.now());
+  }
+
+  /** Decides whether a verified identity may open a WebSocket from `origin`. */
+  admit(identity: Identity, origin: string | undefined): void {
+    if (this.draining) throw new CellError(ErrorCode.ShuttingDown, 'the cell is shutting down; reconnect shortly');
+    const tenant = this.tenantOf(identity);
+    if (origin !== undefined && origin !== '' && !tenant.origins.has(origin)) {
+      throw new CellError(ErrorCode.OriginForbidden, `origin ${origin} is not allowed for tenant ${identity.tenant}`);
+    }
+    if (identity.merchant !== undefined && !tenant.merchants.has(identity.merchant)) {
+      throw new CellError(ErrorCode.MerchantNotHosted, `merchant ${identity.merchant} is not hosted by this cell`);
+    }
+    const { tenant: tenantId, user, device } = identity;
+    if (
+      !this.presence.hasDevice(tenantId, user, device) &&
+      this.presence.deviceCount(tenantId, user) >= this.options.limits.maxDevicesPerUser
+    ) {
+      throw new CellError(
+        ErrorCode.DeviceLimit,
+        `user ${user} already has ${this.options.limits.maxDevicesPerUser} devices connected; close one first`,
+      );
+    }
+  }
+
+  /** A WebSocket opened for an admitted identity. */
+  connect(identity: Identity, port: DevicePort): DeviceConnection {
+    const { clock, limits, metrics, random } = this.options;
+    const nowMs = clock.now();
+    const connection = new DeviceConnection(identity, randomId(random), port, nowMs, {
+      ratePerSecond: limits.ratePerSecond,
+      burst: limits.rateBurst,
+    });
+    const replaced = this.presence.add(connection);
+    if (replaced !== undefined) replaced.port.close(CloseCode.Replaced, 'this device connected again elsewhere');
+    metrics.connections.set(this.presence.connections);
+    metrics.connectionsOpened.inc();
+    connection.expiryTimer = clock.setTimer(Math.max(0, identity.expiresAtMs - nowMs), () =>
+      connection.port.close(CloseCode.TokenExpired, 'token expired; reconnect with a fresh token'),
+    );
+    const welcome: ServerFrame = {
+      t: 'welcome',
+      v: PROTOCOL_VERSION,
+      cell: this.options.cellId,
+      tenant: identity.tenant,
+      user: identity.user,
+      role: identity.role,
+      device: identity.device,
+      session: connection.session,
+      limits: {
+        maxFrameBytes: limits.maxFrameBytes,
+        maxBodyChars: MAX_BODY_CHARS,
+        ratePerSecond: limits.ratePerSecond,
+        rateBurst: limits.rateBurst,
+        deliveryWindow: limits.deliveryWindow,
+      },
+    };
+    if (identity.merchant !== undefined) welcome.merchant = identity.merchant;
+    this.delivery.sendFrame(connection, welcome);
+    this.announceDevices(identity.tenant, identity.user);
+    this.delivery.attach(connection).catch((error: unknown) => {
+      this.options.logger.error({ err: error, device: identity.device }, 'attaching a device failed');
+      port.close(CloseCode.GoingAway, 'could not load your conversations; reconnect');
+    });
+    return connection;
+  }
+
+  /** The connection closed (any reason); forgets it. */
+  disconnect(connection: DeviceConnection): void {
+    if (connection.closed) return;
+    connection.closed = true;
+    connection.expiryTimer?.cancel();
+    if (this.presence.remove(connection)) {
+      this.options.metrics.connections.set(this.presence.connections);
+      this.announceDevices(connection.identity.tenant, connection.identity.user);
+    }
+  }
+
+  /** Answers a frame the access layer refused before parsing (too large, binary). */
+  refuse(connection: DeviceConnection, error: CellError): void {
+    this.answerError(connection, undefined, error);
+  }
+
+  /** One text frame from a device. Never throws: every failure becomes an error frame. */
+  receive(connection: DeviceConnection, text: string): void {
+    if (connection.closed) return;
+    const retryAfterMs = connection.rateLimit.take(this.options.clock.now());
+    if (retryAfterMs > 0) {
+      const error = new CellError(ErrorCode.RateLimited, `slow down: retry in ${retryAfterMs} ms`, { retryAfterMs });
+      this.answerError(connection, requestIdOf(text), error);
+      return;
+    }
+    let frame: ClientFrame;
+    try {
+      frame = parseClientFrame(text);
+    } catch (error) {
+      this.answerError(connection, requestIdOf(text), error);
+      return;
+    }
+    this.options.metrics.framesIn.inc({ op: frame.op });
+    const requestId = 'id' in frame ? frame.id : undefined;
+    this.dispatch(connection, frame).then(
+      () => {
+        connection.consecutiveErrors = 0;
+      },
+      (error: unknown) => this.answerError(connection, requestId, error),
+    );
+  }
+
+  /** Appends a message as `identity`; resolves once durable. Used by HTTP and WebSocket. */
+  async send(identity: Identity, conv: string, cmid: string, body: string): Promise<{ message: ChatMessage; duplicate: boolean }> {
+    this.authorize(identity, conv);
+    if (this.draining) throw new CellError(ErrorCode.ShuttingDown, 'the cell is shutting down; resend after reconnecting');
+    const result = await this.log.append({
+      tenant: identity.tenant,
+      conv,
+      from: identity.user,
+      role: identity.role,
+      device: identity.device,
+      cmid,
+      body,
+    });
+    if (result.duplicate) this.options.metrics.duplicateSends.inc();
+    return result;
+  }
+
+  async history(identity: Identity, frame: Pick<HistoryFrame, 'conv' | 'before' | 'limit'>): Promise<{ messages: ChatMessage[]; hasMore: boolean }> {
+    this.authorize(identity, frame.conv);
+    const state = await this.log.conversation(identity.tenant, frame.conv);
+    const before = Math.min(frame.before ?? state.durableSeq + 1, state.durableSeq + 1);
+    const messages = await this.log.messagesBefore(identity.tenant, frame.conv, before, frame.limit ?? DEFAULT_HISTORY_LIMIT);
+    return { messages, hasMore: (messages[0]?.seq ?? before) > 1 };
+  }
+
+  /** Moves the user's read cursor; the receipt reaches both parties' devices. */
+  async markRead(identity: Identity, conv: string, seq: number): Promise<void> {
+    const { merchant, customer } = this.authorize(identity, conv);
+    const moved = await this.log.markRead(identity.tenant, conv, identity.user, seq);
+    if (!moved) return;
+    this.options.metrics.receipts.inc();
+    const receipt: ServerFrame = { t: 'receipt', conv, user: identity.user, seq };
+    this.delivery.broadcast(this.presence.participantsOf(identity.tenant, merchant, customer), receipt);
+  }
+
+  /** The user's conversations with cursors and unread counts, as seen from `device`. */
+  async inbox(identity: Identity, connection?: DeviceConnection): Promise<ConversationSummary[]> {
+    const { tenant, user, device } = identity;
+    const index =
+      identity.merchant !== undefined ? keys.merchantConversations(tenant, identity.merchant) : keys.customerConversations(tenant, user);
+    const [conversationEntries, cursorEntries] = await Promise.all([
+      this.options.store.range({ ...index, limit: MAX_CONVERSATIONS_PER_DEVICE }),
+      connection === undefined
+        ? this.options.store.range({ ...keys.deliveryCursors(tenant, user, device), limit: MAX_CONVERSATIONS_PER_DEVICE })
+        : Promise.resolve([]),
+    ]);
+    const storedCursors = new Map(cursorEntries.map(([key, value]) => [lastField(key), Number(value)]));
+    const summaries: ConversationSummary[] = [];
+    for (const [key] of conversationEntries) {
+      const conv = lastField(key);
+      const state = await this.log.conversation(tenant, conv);
+      const readSeq = state.reads.get(user) ?? 0;
+      summaries.push({
+        conv,
+        merchant: state.merchant,
+        customer: state.customer,
+        lastSeq: state.durableSeq,
+        deliveredSeq: connection?.cursors.get(conv)?.ackedSeq ?? storedCursors.get(conv) ?? 0,
+        readSeq,
+        unread: Math.max(0, state.durableSeq - readSeq),
+        reads: [...state.reads].filter(([reader]) => reader !== user).map(([reader, seq]) => ({ user: reader, seq })),
+      });
+    }
+    return summaries;
+  }
+
+  presenceOf(identity: Identity, frame: Pick<PresenceFrame, 'users' | 'merchants'>): PresenceAnswer {
+    const users = (frame.users ?? []).map((user) => {
+      if (identity.role === 'customer' && user !== identity.user) {
+        throw new CellError(ErrorCode.ConversationForbidden, 'customers may only ask for their own devices');
+      }
+      return { user, devices: this.presence.deviceInfo(identity.tenant, user) };
+    });
+    const merchants = (frame.merchants ?? []).map((merchant) => ({
+      merchant,
+      agentsOnline: new Set([...this.presence.agentsOf(identity.tenant, merchant)].map((device) => device.identity.user)).size,
+    }));
+    return { users, merchants };
+  }
+
+  /**
+   * Graceful shutdown: refuse new sends, wait for writes under way so their acks go out, then
+   * close every device with "going away" so clients reconnect (to this cell when it is back).
+   */
+  async drain(): Promise<void> {
+    this.draining = true;
+    await this.log.whenIdle();
+    for (const connection of this.presence.all()) {
+      connection.port.close(CloseCode.GoingAway, 'cell shutting down; reconnect');
+    }
+  }
+
+  private async dispatch(connection: DeviceConnection, frame: ClientFrame): Promise<void> {
+    const { identity } = connection;
+    switch (frame.op) {
+      case 'send': {
+        const key = pendingAckKey(identity.tenant, frame.conv, identity.user, frame.cmid);
+        if (!this.pendingAcks.has(key)) {
+          this.pendingAcks.set(key, { connection, requestId: frame.id, receivedAtMs: this.options.clock.now() });
+        }
+        try {
+          const result = await this.send(identity, frame.conv, frame.cmid, frame.body);
+          // A fresh message was acked from fanOut the moment it became durable; a resend of a
+          // stored cmid never becomes durable again, so its ack goes out here.
+          if (result.duplicate) this.answerSent(connection, frame.id, result.message);
+        } finally {
+          if (this.pendingAcks.get(key)?.connection === connection) this.pendingAcks.delete(key);
+        }
+        return;
+      }
+      case 'ack':
+        this.authorize(identity, frame.conv);
+        return this.delivery.ack(connection, frame.conv, frame.seq);
+      case 'read':
+        await this.markRead(identity, frame.conv, frame.seq);
+        if (frame.id !== undefined) this.delivery.sendFrame(connection, { t: 'ok', id: frame.id });
+        return;
+      case 'history': {
+        const page = await this.history(identity, frame);
+        this.delivery.sendFrame(connection, { t: 'history', id: frame.id, conv: frame.conv, ...page });
+        return;
+      }
+      case 'inbox': {
+        const conversations = await this.inbox(identity, connection);
+        this.delivery.sendFrame(connection, { t: 'inbox', id: frame.id, conversations });
+        return;
+      }
+      case 'presence':
+        this.delivery.sendFrame(connection, { t: 'presence', id: frame.id, ...this.presenceOf(identity, frame) });
+        return;
+      case 'ping': {
+        const pong: ServerFrame = { t: 'pong', ts: this.options.clock.now() };
+        if (frame.id !== undefined) pong.id = frame.id;
+        this.delivery.sendFrame(connection, pong);
+        return;
+      }
+    }
+  }
+
+  /** Pushes a newly durable message to every device of both parties, and acks its sender. */
+  private fanOut(tenant: string, message: ChatMessage): void {
+    this.options.metrics.messagesIn.inc();
+    const parsed = parseConversationId(message.conv)!;
+    const key = pendingAckKey(tenant, message.conv, message.from, message.cmid);
+    const pending = this.pendingAcks.get(key);
+    if (pending !== undefined) {
+      this.pendingAcks.delete(key);
+      this.options.metrics.ackLatency.observe((this.options.clock.now() - pending.receivedAtMs) / 1000);
+    }
+    for (const device of this.presence.participantsOf(tenant, parsed.merchant, parsed.customer)) {
+      if (device === pending?.connection) {
+        this.answerSent(device, pending.requestId, message);
+        this.delivery.deliveredBySentFrame(device, message);
+      } else {
+        this.delivery.offer(device, message);
+      }
+    }
+  }
+
+  private answerSent(connection: DeviceConnection, requestId: string | undefined, message: ChatMessage): void {
+    const frame: ServerFrame = { t: 'sent', conv: message.conv, cmid: message.cmid, seq: message.seq, ts: message.ts };
+    if (requestId !== undefined) frame.id = requestId;
+    this.delivery.sendFrame(connection, frame);
+  }
+
+  private answerError(connection: DeviceConnection, requestId: string | undefined, error: unknown): void {
+    const cellError = error instanceof CellError ? error : undefined;
+    if (cellError === undefined) {
+      this.options.logger.error({ err: error, device: connection.identity.device }, 'unexpected error handling a frame');
+    }
+    const code = cellError?.code ?? ErrorCode.Internal;
+    this.options.metrics.errors.inc({ code });
+    const frame: ServerFrame = { t: 'error', code, message: cellError?.message ?? 'internal error; the frame was not applied' };
+    if (requestId !== undefined) frame.id = requestId;
+    const retryAfterMs = cellError?.details?.['retryAfterMs'];
+    if (typeof retryAfterMs === 'number') frame.retryAfterMs = retryAfterMs;
+    this.delivery.sendFrame(connection, frame);
+    connection.consecutiveErrors++;
+    if (connection.consecutiveErrors >= this.options.limits.maxConsecutiveErrors) {
+      connection.port.close(CloseCode.PolicyViolation, 'too many bad frames');
+    }
+  }
+
+  private announceDevices(tenant: string, user: string): void {
+    const frame: ServerFrame = { t: 'devices', user, devices: this.presence.deviceInfo(tenant, user) };
+    this.delivery.broadcast(this.presence.devicesOf(tenant, user), frame);
+  }
+
+  private tenantOf(identity: Identity): TenantPolicy {
+    const tenant = this.tenants.get(identity.tenant);
+    if (tenant === undefined) throw new CellError(ErrorCode.TenantUnknown, `tenant ${identity.tenant} is not served here`);
+    return tenant;
+  }
+
+  /** Checks that `identity` takes part in `conv` and that this cell hosts its merchant. */
+  private authorize(identity: Identity, conv: string): { merchant: string; customer: string } {
+    const parsed = parseConversationId(conv);
+    if (parsed === undefined) throw new CellError(ErrorCode.BadFrame, `'${conv}' is not a conversation id (<merchant>:<customer>)`);
+    const allowed = identity.role === 'agent' ? identity.merchant === parsed.merchant : identity.user === parsed.customer;
+    if (!allowed) throw new CellError(ErrorCode.ConversationForbidden, `you are not a party to conversation ${conv}`);
+    if (!this.tenantOf(identity).merchants.has(parsed.merchant)) {
+      throw new CellError(ErrorCode.MerchantNotHosted, `merchant ${parsed.merchant} is not hosted by this cell`);
+    }
+    return parsed;
+  }
+}
+
+function pendingAckKey(tenant: string, conv: string, from: string, cmid: string): string {
+  return `${tenant}/${conv}/${from}/${cmid}`;
+}
+
+/** Parses and validates one client frame, with a stable error code for each way it can fail. */
+export function parseClientFrame(text: string): ClientFrame {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    throw new CellError(ErrorCode.BadJson, 'the frame is not valid JSON');
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new CellError(ErrorCode.BadFrame, 'a frame must be a JSON object');
+  }
+  const op = (raw as { op?: unknown }).op;
+  if (typeof op !== 'string') throw new CellError(ErrorCode.BadFrame, 'the frame has no string field `op`');
+  if (!Object.hasOwn(clientFrameSchemas, op)) {
+    throw new CellError(ErrorCode.UnknownOp, `unknown op '${op.slice(0, 32)}'; known: ${Object.keys(clientFrameSchemas).join(', ')}`);
+  }
+  const result = clientFrameSchemas[op as ClientOp].safeParse(raw);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const where = issue?.path.length ? `\`${issue.path.join('.')}\`` : 'the frame';
+    throw new CellError(ErrorCode.BadFrame, `${op}: ${where} ${issue?.message ?? 'is invalid'}`);
+  }
+  return result.data as ClientFrame;
+}
+
+/** Best effort: the request id of a frame that failed, so the error can be matched to it. */
+function requestIdOf(text: string): string | undefined {
+  try {
+    const id = (JSON.parse(text) as { id?: unknown }).id;
+    return typeof id === 'string' && id.length <= 64 ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}

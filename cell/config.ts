@@ -1,0 +1,93 @@
+import { z } from 'zod';
+import { IDENTIFIER_PATTERN } from './protocol/frames.js';
+import { MIN_SECRET_BYTES } from './access/tokens.js';
+
+const identifier = z.string().regex(IDENTIFIER_PATTERN, 'must be 1-64 characters of [A-Za-z0-9_.-]');
+
+export const MerchantConfig = z.object({
+  id: identifier,
+  name: z.string().max(200).optional(),
+});
+
+export const TenantConfig = z.object({
+  id: identifier,
+  /** HS256 secret that signs this tenant's tokens. */
+  secret: z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`),
+  /**
+   * Browser origins allowed to open WebSockets, matched exactly. Requests without an Origin
+   * header (native apps, servers) are allowed; browsers always send one.
+   */
+  origins: z.array(z.string().url()).default([]),
+  merchants: z.array(MerchantConfig).default([]),
+});
+
+export const LimitsConfig = z.object({
+  /** Largest frame a client may send, in bytes; larger ones get PAYLOAD_TOO_LARGE. */
+  maxFrameBytes: z.number().int().min(1024).default(64 * 1024),
+  /** Frames per second a connection may send on average... */
+  ratePerSecond: z.number().positive().default(50),
+  /** ...and in a burst. */
+  rateBurst: z.number().int().positive().default(100),
+  /** Connections (devices) one user may hold in this cell at once. */
+  maxDevicesPerUser: z.number().int().positive().default(5),
+  /** Unacknowledged messages in flight to one device before the cell waits for acks. */
+  deliveryWindow: z.number().int().min(1).max(10_000).default(256),
+  /** Bytes buffered for a device that does not read before it is closed (code 4008). */
+  maxBackpressureBytes: z.number().int().min(64 * 1024).default(1024 * 1024),
+  /** Seconds without traffic before a connection is dropped; the cell pings before that. */
+  idleTimeoutSeconds: z.number().int().min(8).max(960).default(120),
+  /** Messages read from the store per page when a device catches up. */
+  syncPageSize: z.number().int().min(1).max(1000).default(100),
+  /** Consecutive bad frames after which a connection is closed (4429). */
+  maxConsecutiveErrors: z.number().int().positive().default(50),
+});
+
+export const CellConfig = z.object({
+  cell: z.object({ id: identifier.default('cell-1') }).default({ id: 'cell-1' }),
+  listen: z
+    .object({
+      /** Loopback by default: exposing a cell is a deliberate choice (pods set their own address). */
+      host: z.string().default('127.0.0.1'),
+      port: z.number().int().min(0).max(65535).default(7400),
+    })
+    .default({ host: '127.0.0.1', port: 7400 }),
+  store: z
+    .discriminatedUnion('kind', [
+      z.object({
+        kind: z.literal('level'),
+        directory: z.string().default('./data/cell-1'),
+        /** fsync every group-committed batch; turning it off survives kill -9 but not power loss. */
+        sync: z.boolean().default(true),
+      }),
+      z.object({ kind: z.literal('memory') }),
+    ])
+    .default({ kind: 'level', directory: './data/cell-1', sync: true }),
+  tenants: z.array(TenantConfig).min(1, 'at least one tenant is needed'),
+  limits: LimitsConfig.default(LimitsConfig.parse({})),
+  /** Seconds SIGTERM waits for writes and sockets before exiting anyway. */
+  shutdownGraceSeconds: z.number().positive().default(10),
+  log: z.object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info') }).default({ level: 'info' }),
+});
+
+export type CellConfig = z.infer<typeof CellConfig>;
+export type TenantConfig = z.infer<typeof TenantConfig>;
+export type LimitsConfig = z.infer<typeof LimitsConfig>;
+
+/** Validates a raw config object, with errors that name the offending path. */
+export function parseCellConfig(raw: unknown): CellConfig {
+  const result = CellConfig.safeParse(raw);
+  if (!result.success) {
+    const lines = result.error.issues.map((issue) => `  ${issue.path.join('.') || '(root)'}: ${issue.message}`);
+    throw new ConfigError(`invalid cell config:\n${lines.join('\n')}`);
+  }
+  return result.data;
+}
+
+export class ConfigError extends Error {
+  readonly code = 'CONFIG_INVALID';
+
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}

@@ -1,0 +1,304 @@
+import type { Clock } from '../../platform/clock.js';
+import { CellError, ErrorCode } from '../protocol/errors.js';
+import type { ChatMessage, Role } from '../protocol/frames.js';
+import { parseConversationId } from '../protocol/frames.js';
+import type { Store, StoreOp } from '../store/store.js';
+import { keys, lastField } from './keys.js';
+
+/** What a sender asks to append. */
+export interface AppendRequest {
+  tenant: string;
+  conv: string;
+  from: string;
+  role: Role;
+  device: string;
+  cmid: string;
+  body: string;
+}
+
+export interface AppendResult {
+  message: ChatMessage;
+  /** True when the cmid had been stored before: nothing new was written. */
+  duplicate: boolean;
+}
+
+export interface ConversationLogOptions {
+  store: Store;
+  clock: Clock;
+  /** Called once per newly durable message, in seq order per conversation. Must not throw. */
+  onDurable: (tenant: string, message: ChatMessage, firstOfConversation: boolean) => void;
+  /** Called with the time a durable write took, for metrics. */
+  onStoreWrite?: (durationMs: number) => void;
+  /** Recent messages kept in memory per conversation, so live delivery rarely reads the store. */
+  recentMessages?: number;
+  /** Conversations kept in memory; the least recently used idle ones are dropped beyond this. */
+  maxCachedConversations?: number;
+  /** Appends waiting for one conversation before senders get STORE_UNAVAILABLE. */
+  maxQueuedAppends?: number;
+}
+
+interface PendingAppend {
+  request: AppendRequest;
+  resolve: (result: AppendResult) => void;
+  reject: (error: unknown) => void;
+}
+
+/** One conversation's in-memory head: the durable sequence, read cursors, recent messages. */
+export class ConversationState {
+  durableSeq: number;
+  readonly reads: Map<string, number>;
+  /** The newest durable messages, oldest first, at most `recentLimit`. */
+  readonly recent: ChatMessage[] = [];
+  /** Appends that wait for the write under way; they share the next batch. */
+  readonly queue: PendingAppend[] = [];
+  /** Appends by sender and cmid that are queued or being written, so a resend joins them. */
+  readonly inFlight = new Map<string, Promise<AppendResult>>();
+  writing = false;
+
+  constructor(
+    readonly tenant: string,
+    readonly conv: string,
+    readonly merchant: string,
+    readonly customer: string,
+    durableSeq: number,
+    reads: Map<string, number>,
+  ) {
+    this.durableSeq = durableSeq;
+    this.reads = reads;
+  }
+
+  get busy(): boolean {
+    return this.writing || this.queue.length > 0;
+  }
+}
+
+const DEFAULT_RECENT_MESSAGES = 64;
+const DEFAULT_MAX_CACHED_CONVERSATIONS = 100_000;
+const DEFAULT_MAX_QUEUED_APPENDS = 1_000;
+/** Appends of one conversation written in one store batch at most. */
+const MAX_APPENDS_PER_BATCH = 256;
+
+/**
+ * The messaging heart of a cell: assigns each conversation's gap-free sequence, makes messages
+ * durable before anyone hears of them, deduplicates resends by client message id, and keeps
+ * read cursors.
+ *
+ * Sequence numbers are assigned only when a batch is handed to the store, from the last durable
+ * seq, and one conversation has at most one write under way; so a failed write never leaves a
+ * gap (the next batch reuses the numbers) and messages become durable in seq order.
+ */
+export class ConversationLog {
+  private readonly store: Store;
+  private readonly clock: Clock;
+  private readonly options: Required<Omit<ConversationLogOptions, 'onStoreWrite'>> & Pick<ConversationLogOptions, 'onStoreWrite'>;
+  /** Loaded conversations in least-recently-used order (Map keeps insertion order). */
+  private readonly cache = new Map<string, ConversationState>();
+  private readonly loading = new Map<string, Promise<ConversationState>>();
+  private readonly idleWaiters: Array<() => void> = [];
+
+  constructor(options: ConversationLogOptions) {
+    this.store = options.store;
+    this.clock = options.clock;
+    this.options = {
+      recentMessages: DEFAULT_RECENT_MESSAGES,
+      maxCachedConversations: DEFAULT_MAX_CACHED_CONVERSATIONS,
+      maxQueuedAppends: DEFAULT_MAX_QUEUED_APPENDS,
+      ...options,
+    };
+  }
+
+  /** The conversation's head, loaded from the store on first use. */
+  async conversation(tenant: string, conv: string): Promise<ConversationState> {
+    const cacheKey = `${tenant}/${conv}`;
+    const cached = this.cache.get(cacheKey);
+    if (cached !== undefined) {
+      this.cache.delete(cacheKey);
+      this.cache.set(cacheKey, cached);
+      return cached;
+    }
+    let load = this.loading.get(cacheKey);
+    if (load === undefined) {
+      load = this.load(tenant, conv).finally(() => this.loading.delete(cacheKey));
+      this.loading.set(cacheKey, load);
+    }
+    return load;
+  }
+
+  /** The head if it is in memory; used on hot paths that must not wait. */
+  cached(tenant: string, conv: string): ConversationState | undefined {
+    return this.cache.get(`${tenant}/${conv}`);
+  }
+
+  /**
+   * Appends a message and resolves once it is durable. A resend with a cmid this sender used
+   * before in this conversation resolves with the original message and writes nothing.
+   */
+  async append(request: AppendRequest): Promise<AppendResult> {
+    const state = await this.conversation(request.tenant, request.conv);
+    const dedupKey = `${request.from}/${request.cmid}`;
+    const inFlight = state.inFlight.get(dedupKey);
+    if (inFlight !== undefined) return inFlight.then((result) => ({ ...result, duplicate: true }));
+
+    const promise = this.appendNew(state, request);
+    state.inFlight.set(dedupKey, promise);
+    try {
+      return await promise;
+    } finally {
+      state.inFlight.delete(dedupKey);
+      this.notifyIfIdle();
+    }
+  }
+
+  /** Messages with seq in [fromSeq, toSeq), ascending, at most `limit`. */
+  async messages(tenant: string, conv: string, fromSeq: number, toSeq: number, limit: number): Promise<ChatMessage[]> {
+    if (fromSeq >= toSeq || limit <= 0) return [];
+    const state = this.cached(tenant, conv);
+    const oldestRecent = state?.recent[0];
+    if (state !== undefined && oldestRecent !== undefined && fromSeq >= oldestRecent.seq) {
+      const start = fromSeq - oldestRecent.seq;
+      const end = Math.min(start + limit, toSeq - oldestRecent.seq, state.recent.length);
+      if (end - start === Math.min(limit, toSeq - fromSeq)) return state.recent.slice(start, end);
+    }
+    const entries = await this.store.range({ ...keys.messageRange(tenant, conv, fromSeq, toSeq), limit });
+    return entries.map(([, value]) => JSON.parse(value) as ChatMessage);
+  }
+
+  /** The newest messages before `beforeSeq`, ascending, at most `limit`; for history paging. */
+  async messagesBefore(tenant: string, conv: string, beforeSeq: number, limit: number): Promise<ChatMessage[]> {
+    const fromSeq = Math.max(1, beforeSeq - limit);
+    return this.messages(tenant, conv, fromSeq, beforeSeq, limit);
+  }
+
+  /**
+   * Moves `user`'s read cursor forward to `seq` (never backwards) and makes it durable.
+   * Returns false when the cursor was already there or beyond.
+   */
+  async markRead(tenant: string, conv: string, user: string, seq: number): Promise<boolean> {
+    const state = await this.conversation(tenant, conv);
+    if (seq > state.durableSeq) {
+      throw new CellError(ErrorCode.SeqOutOfRange, `seq ${seq} is beyond the conversation's last message ${state.durableSeq}`);
+    }
+    if (seq <= (state.reads.get(user) ?? 0)) return false;
+    state.reads.set(user, seq);
+    await this.timedWrite([{ type: 'put', key: keys.readCursor(tenant, conv, user), value: String(seq) }]);
+    return true;
+  }
+
+  /** Resolves once no append is queued or being written (for graceful shutdown). */
+  async whenIdle(): Promise<void> {
+    if (!this.anyBusy()) return;
+    await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  private anyBusy(): boolean {
+    for (const state of this.cache.values()) if (state.busy || state.inFlight.size > 0) return true;
+    return this.loading.size > 0;
+  }
+
+  private notifyIfIdle(): void {
+    if (this.idleWaiters.length === 0 || this.anyBusy()) return;
+    for (const resolve of this.idleWaiters.splice(0)) resolve();
+  }
+
+  private async appendNew(state: ConversationState, request: AppendRequest): Promise<AppendResult> {
+    const storedSeq = await this.store.get(keys.clientMessageId(request.tenant, request.conv, request.from, request.cmid));
+    if (storedSeq !== undefined) {
+      const seq = Number(storedSeq);
+      const [message] = await this.messages(request.tenant, request.conv, seq, seq + 1, 1);
+      if (message === undefined) throw new Error(`idempotency record points at missing message ${request.conv}#${seq}`);
+      return { message, duplicate: true };
+    }
+    if (state.queue.length >= this.options.maxQueuedAppends) {
+      throw new CellError(ErrorCode.StoreUnavailable, 'too many messages are waiting for the store in this conversation; retry');
+    }
+    return new Promise<AppendResult>((resolve, reject) => {
+      state.queue.push({ request, resolve, reject });
+      if (!state.writing) void this.writeQueued(state);
+    });
+  }
+
+  /** Writes everything queued for one conversation as one atomic batch, then repeats. */
+  private async writeQueued(state: ConversationState): Promise<void> {
+    state.writing = true;
+    while (state.queue.length > 0) {
+      const batch = state.queue.splice(0, MAX_APPENDS_PER_BATCH);
+      const firstSeq = state.durableSeq + 1;
+      const ts = this.clock.now();
+      const messages = batch.map((pending, index): ChatMessage => ({
+        conv: state.conv,
+        seq: firstSeq + index,
+        from: pending.request.from,
+        role: pending.request.role,
+        device: pending.request.device,
+        cmid: pending.request.cmid,
+        body: pending.request.body,
+        ts,
+      }));
+      const ops: StoreOp[] = [];
+      const readsAfter = new Map<string, number>();
+      for (const message of messages) {
+        ops.push({ type: 'put', key: keys.message(state.tenant, state.conv, message.seq), value: JSON.stringify(message) });
+        ops.push({ type: 'put', key: keys.clientMessageId(state.tenant, state.conv, message.from, message.cmid), value: String(message.seq) });
+        // Sending a message means its sender has read everything up to it.
+        readsAfter.set(message.from, message.seq);
+      }
+      for (const [user, seq] of readsAfter) ops.push({ type: 'put', key: keys.readCursor(state.tenant, state.conv, user), value: String(seq) });
+      const firstOfConversation = firstSeq === 1;
+      if (firstOfConversation) {
+        ops.push({ type: 'put', key: keys.customerConversation(state.tenant, state.customer, state.conv), value: '' });
+        ops.push({ type: 'put', key: keys.merchantConversation(state.tenant, state.merchant, state.conv), value: '' });
+      }
+      try {
+        await this.timedWrite(ops);
+      } catch (error) {
+        const failure = new CellError(ErrorCode.StoreUnavailable, 'the store could not make the message durable; retry', {
+          cause: String(error),
+        });
+        for (const pending of batch) pending.reject(failure);
+        continue;
+      }
+      state.durableSeq = firstSeq + messages.length - 1;
+      for (const [user, seq] of readsAfter) if (seq > (state.reads.get(user) ?? 0)) state.reads.set(user, seq);
+      state.recent.push(...messages);
+      if (state.recent.length > this.options.recentMessages) state.recent.splice(0, state.recent.length - this.options.recentMessages);
+      messages.forEach((message, index) => {
+        this.options.onDurable(state.tenant, message, firstOfConversation && index === 0);
+        batch[index]!.resolve({ message, duplicate: false });
+      });
+    }
+    state.writing = false;
+    this.evictIdle();
+  }
+
+  private async timedWrite(ops: StoreOp[]): Promise<void> {
+    const startMs = this.clock.now();
+    await this.store.write(ops);
+    this.options.onStoreWrite?.(this.clock.now() - startMs);
+  }
+
+  private async load(tenant: string, conv: string): Promise<ConversationState> {
+    const parsed = parseConversationId(conv);
+    if (parsed === undefined) throw new CellError(ErrorCode.BadFrame, `'${conv}' is not a conversation id`);
+    const [newest, readEntries] = await Promise.all([
+      this.store.range({ ...keys.allMessages(tenant, conv), reverse: true, limit: this.options.recentMessages }),
+      this.store.range({ ...keys.readCursors(tenant, conv), limit: 10_000 }),
+    ]);
+    const recent = newest.reverse().map(([, value]) => JSON.parse(value) as ChatMessage);
+    const durableSeq = recent.at(-1)?.seq ?? 0;
+    const reads = new Map(readEntries.map(([key, value]) => [lastField(key), Number(value)]));
+    const state = new ConversationState(tenant, conv, parsed.merchant, parsed.customer, durableSeq, reads);
+    state.recent.push(...recent);
+    this.cache.set(`${tenant}/${conv}`, state);
+    this.evictIdle();
+    return state;
+  }
+
+  private evictIdle(): void {
+    if (this.cache.size <= this.options.maxCachedConversations) return;
+    for (const [cacheKey, state] of this.cache) {
+      if (this.cache.size <= this.options.maxCachedConversations) break;
+      if (!state.busy && state.inFlight.size === 0) this.cache.delete(cacheKey);
+    }
+  }
+}
+

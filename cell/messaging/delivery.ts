@@ -1,0 +1,230 @@
+import { CellError, CloseCode, ErrorCode } from '../protocol/errors.js';
+import type { ChatMessage, ServerFrame } from '../protocol/frames.js';
+import type { Store } from '../store/store.js';
+import type { CellMetrics } from '../metrics.js';
+import type { Logger } from '../logger.js';
+import type { ConversationLog } from './conversation-log.js';
+import type { DeviceConnection, DeviceCursor } from './device.js';
+import { keys, lastField } from './keys.js';
+
+export interface DeliveryLimits {
+  /** Messages pushed and unacknowledged per device before pushing waits for acks. */
+  deliveryWindow: number;
+  /** Messages read from the store per catch-up page. */
+  syncPageSize: number;
+  /** A device with more bytes queued than this is closed (4008) and resyncs later. */
+  maxBackpressureBytes: number;
+}
+
+/** A device follows at most this many conversations; older ones are reachable through history. */
+export const MAX_CONVERSATIONS_PER_DEVICE = 10_000;
+/** Conversation heads loaded at once while a device attaches. */
+const ATTACH_LOAD_PARALLELISM = 32;
+
+/**
+ * Delivers each conversation to each device in seq order, gap-free, from the device's cursor.
+ *
+ * One mechanism serves live delivery, offline sync and paging: a device's cursor per
+ * conversation says what it has; whatever lies between that and the conversation's durable seq
+ * is pushed, straight from memory when it is the next message, otherwise read from the store
+ * in pages. At most `deliveryWindow` messages are in flight per device, so a device that does
+ * not ack stops receiving (and costs nothing) instead of growing a queue.
+ */
+export class DeliveryService {
+  private readonly frameTexts = new WeakMap<ChatMessage, string>();
+
+  constructor(
+    private readonly log: ConversationLog,
+    private readonly store: Store,
+    private readonly metrics: CellMetrics,
+    private readonly logger: Logger,
+    private readonly limits: DeliveryLimits,
+  ) {}
+
+  /** Loads the device's conversations and cursors, then starts catching it up. */
+  async attach(connection: DeviceConnection): Promise<void> {
+    const { tenant, user, role, merchant, device } = connection.identity;
+    const index =
+      role === 'agent' && merchant !== undefined
+        ? keys.merchantConversations(tenant, merchant)
+        : keys.customerConversations(tenant, user);
+    const [conversationEntries, cursorEntries] = await Promise.all([
+      this.store.range({ ...index, limit: MAX_CONVERSATIONS_PER_DEVICE }),
+      this.store.range({ ...keys.deliveryCursors(tenant, user, device), limit: MAX_CONVERSATIONS_PER_DEVICE }),
+    ]);
+    const ackedByConversation = new Map(cursorEntries.map(([key, value]) => [lastField(key), Number(value)]));
+    const conversations = conversationEntries.map(([key]) => lastField(key));
+    for (let start = 0; start < conversations.length; start += ATTACH_LOAD_PARALLELISM) {
+      const chunk = conversations.slice(start, start + ATTACH_LOAD_PARALLELISM);
+      const states = await Promise.all(chunk.map((conv) => this.log.conversation(tenant, conv)));
+      for (const state of states) {
+        const ackedSeq = Math.min(ackedByConversation.get(state.conv) ?? 0, state.durableSeq);
+        const cursor: DeviceCursor = { sentSeq: ackedSeq, ackedSeq, pumping: false, syncTargetSeq: state.durableSeq };
+        if (ackedSeq < state.durableSeq) connection.unsyncedConversations++;
+        else cursor.syncTargetSeq = 0;
+        connection.cursors.set(state.conv, cursor);
+      }
+    }
+    for (const conv of connection.notifiedWhileLoading) {
+      if (connection.cursors.has(conv)) continue;
+      const ackedSeq = ackedByConversation.get(conv) ?? 0;
+      connection.cursors.set(conv, { sentSeq: ackedSeq, ackedSeq, pumping: false, syncTargetSeq: 0 });
+    }
+    connection.notifiedWhileLoading.clear();
+    connection.loaded = true;
+    if (connection.closed) return;
+    if (connection.unsyncedConversations === 0) this.sendSynced(connection);
+    for (const conv of connection.cursors.keys()) this.pump(connection, conv);
+  }
+
+  /** A message became durable: offer it to one of the conversation's devices. */
+  offer(connection: DeviceConnection, message: ChatMessage): void {
+    if (connection.closed) return;
+    if (!connection.loaded) {
+      connection.notifiedWhileLoading.add(message.conv);
+      return;
+    }
+    let cursor = connection.cursors.get(message.conv);
+    if (cursor === undefined) {
+      // A conversation that started after the device attached: it has seen nothing of it.
+      cursor = { sentSeq: 0, ackedSeq: 0, pumping: false, syncTargetSeq: 0 };
+      connection.cursors.set(message.conv, cursor);
+    }
+    if (cursor.sentSeq === message.seq - 1 && !cursor.pumping && this.hasRoom(connection)) {
+      this.push(connection, cursor, message);
+    } else if (cursor.sentSeq < message.seq) {
+      this.pump(connection, message.conv);
+    }
+  }
+
+  /**
+   * The sending device learns its own message from the `sent` frame, which therefore counts
+   * as its delivery there when it is the next one in order.
+   */
+  deliveredBySentFrame(connection: DeviceConnection, message: ChatMessage): void {
+    const cursor = connection.cursors.get(message.conv);
+    if (cursor !== undefined && cursor.sentSeq === message.seq - 1 && !cursor.pumping) {
+      cursor.sentSeq = message.seq;
+      connection.inFlight++;
+    }
+  }
+
+  /** A cumulative delivery ack: the device has everything up to `seq` in `conv`. */
+  async ack(connection: DeviceConnection, conv: string, seq: number): Promise<void> {
+    const cursor = connection.cursors.get(conv);
+    const state = cursor === undefined ? undefined : (this.log.cached(connection.identity.tenant, conv) ?? (await this.log.conversation(connection.identity.tenant, conv)));
+    if (cursor === undefined || state === undefined || seq > state.durableSeq) {
+      throw new CellError(ErrorCode.SeqOutOfRange, `nothing up to seq ${seq} was delivered in ${conv}`);
+    }
+    if (seq <= cursor.ackedSeq) return;
+    connection.inFlight -= Math.max(0, Math.min(seq, cursor.sentSeq) - cursor.ackedSeq);
+    cursor.ackedSeq = seq;
+    if (seq > cursor.sentSeq) cursor.sentSeq = seq;
+    this.checkSynced(connection, cursor);
+    const { tenant, user, device } = connection.identity;
+    // Not awaited by the frame: losing the newest cursor in a crash only means a redelivery
+    // the client drops by seq. Writes land in call order, so the stored cursor never regresses.
+    this.store
+      .write([{ type: 'put', key: keys.deliveryCursor(tenant, user, device, conv), value: String(seq) }])
+      .catch((error: unknown) => this.logger.warn({ err: error, conv, device }, 'delivery cursor not persisted'));
+    this.resumeStalled(connection);
+  }
+
+  /** Serialises and sends any frame, closing a device that stopped reading. */
+  sendFrame(connection: DeviceConnection, frame: ServerFrame): void {
+    this.sendText(connection, JSON.stringify(frame));
+  }
+
+  /** Sends one frame to many devices, serialised once. */
+  broadcast(connections: Iterable<DeviceConnection>, frame: ServerFrame): void {
+    const text = JSON.stringify(frame);
+    for (const connection of connections) this.sendText(connection, text);
+  }
+
+  private sendText(connection: DeviceConnection, text: string): void {
+    if (connection.closed) return;
+    connection.port.send(text);
+    if (connection.port.bufferedBytes() > this.limits.maxBackpressureBytes) {
+      this.metrics.backpressureCloses.inc();
+      connection.port.close(CloseCode.Backpressure, 'device too slow; reconnect to resync');
+    }
+  }
+
+  private hasRoom(connection: DeviceConnection): boolean {
+    return connection.inFlight < this.limits.deliveryWindow;
+  }
+
+  private push(connection: DeviceConnection, cursor: DeviceCursor, message: ChatMessage): void {
+    let text = this.frameTexts.get(message);
+    if (text === undefined) {
+      text = JSON.stringify({ t: 'msg', ...message });
+      this.frameTexts.set(message, text);
+    }
+    cursor.sentSeq = message.seq;
+    connection.inFlight++;
+    this.metrics.messagesOut.inc();
+    this.sendText(connection, text);
+    this.checkSynced(connection, cursor);
+  }
+
+  /** Catches one conversation up on one device, page by page, within the window. */
+  private pump(connection: DeviceConnection, conv: string): void {
+    const cursor = connection.cursors.get(conv);
+    if (cursor === undefined || cursor.pumping) return;
+    cursor.pumping = true;
+    this.catchUp(connection, conv, cursor)
+      .catch((error: unknown) => {
+        this.logger.error({ err: error, conv, device: connection.identity.device }, 'catch-up failed; closing the device');
+        connection.port.close(CloseCode.GoingAway, 'delivery failed; reconnect');
+      })
+      .finally(() => {
+        cursor.pumping = false;
+      });
+  }
+
+  private async catchUp(connection: DeviceConnection, conv: string, cursor: DeviceCursor): Promise<void> {
+    const { tenant } = connection.identity;
+    while (!connection.closed) {
+      const state = this.log.cached(tenant, conv) ?? (await this.log.conversation(tenant, conv));
+      const available = state.durableSeq - cursor.sentSeq;
+      if (available <= 0) return;
+      const room = this.limits.deliveryWindow - connection.inFlight;
+      if (room <= 0) {
+        connection.stalledConversations.add(conv);
+        return;
+      }
+      const page = await this.log.messages(
+        tenant,
+        conv,
+        cursor.sentSeq + 1,
+        state.durableSeq + 1,
+        Math.min(room, available, this.limits.syncPageSize),
+      );
+      if (page.length === 0) return;
+      for (const message of page) {
+        if (connection.closed) return;
+        if (message.seq === cursor.sentSeq + 1) this.push(connection, cursor, message);
+      }
+    }
+  }
+
+  private resumeStalled(connection: DeviceConnection): void {
+    if (connection.stalledConversations.size === 0 || !this.hasRoom(connection)) return;
+    const stalled = [...connection.stalledConversations];
+    connection.stalledConversations.clear();
+    for (const conv of stalled) this.pump(connection, conv);
+  }
+
+  private checkSynced(connection: DeviceConnection, cursor: DeviceCursor): void {
+    if (cursor.syncTargetSeq === 0 || cursor.sentSeq < cursor.syncTargetSeq) return;
+    cursor.syncTargetSeq = 0;
+    connection.unsyncedConversations--;
+    if (connection.unsyncedConversations === 0) this.sendSynced(connection);
+  }
+
+  private sendSynced(connection: DeviceConnection): void {
+    if (connection.syncedSent || !connection.loaded) return;
+    connection.syncedSent = true;
+    this.sendFrame(connection, { t: 'synced' });
+  }
+}

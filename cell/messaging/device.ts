@@ -1,0 +1,58 @@
+import type { TimerHandle } from '../../platform/clock.js';
+import type { Identity } from '../access/tokens.js';
+import type { CloseCode } from '../protocol/errors.js';
+import { TokenBucket } from './token-bucket.js';
+
+/**
+ * The access port: what the core needs from one client connection. The WebSocket adapter
+ * implements it over uWS and the simulator over its virtual network; the core never sees a socket.
+ */
+export interface DevicePort {
+  /** Queues a text frame; must not block. Calls after `close` are ignored. */
+  send(text: string): void;
+  /** Bytes queued for this device and not yet taken by its network. */
+  bufferedBytes(): number;
+  /** Closes with a WebSocket close code; the core's `disconnect` follows. */
+  close(code: CloseCode, reason: string): void;
+}
+
+/** Delivery state of one conversation on one device. */
+export interface DeviceCursor {
+  /** Highest seq pushed to this connection (or that it told us it has). */
+  sentSeq: number;
+  /** Highest seq the device acknowledged; persisted as its delivery cursor. */
+  ackedSeq: number;
+  /** A catch-up read from the store is under way for this conversation. */
+  pumping: boolean;
+  /** The conversation's last seq when the device connected; `synced` is due once reached. */
+  syncTargetSeq: number;
+}
+
+/** One connected device as the core tracks it. */
+export class DeviceConnection {
+  readonly cursors = new Map<string, DeviceCursor>();
+  /** Conversations that changed while the cursors were still loading. */
+  readonly notifiedWhileLoading = new Set<string>();
+  /** Conversations whose push waits for the window to open. */
+  readonly stalledConversations = new Set<string>();
+  /** Messages pushed and not yet acknowledged, over all conversations. */
+  inFlight = 0;
+  loaded = false;
+  closed = false;
+  syncedSent = false;
+  /** Conversations still short of their sync target. */
+  unsyncedConversations = 0;
+  consecutiveErrors = 0;
+  readonly rateLimit: TokenBucket;
+  expiryTimer: TimerHandle | undefined;
+
+  constructor(
+    readonly identity: Identity,
+    readonly session: string,
+    readonly port: DevicePort,
+    readonly connectedAtMs: number,
+    rate: { ratePerSecond: number; burst: number },
+  ) {
+    this.rateLimit = new TokenBucket(rate.ratePerSecond, rate.burst, connectedAtMs);
+  }
+}

@@ -1,0 +1,58 @@
+/**
+ * The key layout of a cell's store. Every key starts with a one-letter table and the tenant, so
+ * one tenant's data can never be read through another tenant's key. Identifiers never contain
+ * '/', so '/' separates fields unambiguously; sequence numbers are zero-padded to sort as
+ * strings. All keys are ASCII (stores compare bytes or UTF-16 units; both agree on ASCII).
+ *
+ *   m/<tenant>/<conv>/<seq>              a message (JSON)
+ *   i/<tenant>/<conv>/<sender>/<cmid>    idempotency: the seq a client message id got
+ *   r/<tenant>/<conv>/<user>             a user's read cursor in a conversation
+ *   d/<tenant>/<user>/<device>/<conv>    a device's delivery cursor in a conversation
+ *   uc/<tenant>/<customer>/<conv>        index: a customer's conversations
+ *   mc/<tenant>/<merchant>/<conv>        index: a merchant's conversations
+ */
+const SEQ_DIGITS = 16;
+/** Sorts after every character used in keys, to close a prefix range. */
+const PREFIX_END = '\x7f';
+
+export function encodeSeq(seq: number): string {
+  return seq.toString().padStart(SEQ_DIGITS, '0');
+}
+
+export function decodeSeq(encoded: string): number {
+  return Number.parseInt(encoded, 10);
+}
+
+export interface KeyRange {
+  gte: string;
+  lt: string;
+}
+
+export function prefixRange(prefix: string): KeyRange {
+  return { gte: prefix, lt: prefix + PREFIX_END };
+}
+
+export const keys = {
+  message: (tenant: string, conv: string, seq: number) => `m/${tenant}/${conv}/${encodeSeq(seq)}`,
+  /** Messages with from <= seq < to. */
+  messageRange: (tenant: string, conv: string, fromSeq: number, toSeq: number): KeyRange => ({
+    gte: `m/${tenant}/${conv}/${encodeSeq(fromSeq)}`,
+    lt: `m/${tenant}/${conv}/${encodeSeq(toSeq)}`,
+  }),
+  allMessages: (tenant: string, conv: string) => prefixRange(`m/${tenant}/${conv}/`),
+  clientMessageId: (tenant: string, conv: string, sender: string, cmid: string) =>
+    `i/${tenant}/${conv}/${sender}/${encodeURIComponent(cmid)}`,
+  readCursor: (tenant: string, conv: string, user: string) => `r/${tenant}/${conv}/${user}`,
+  readCursors: (tenant: string, conv: string) => prefixRange(`r/${tenant}/${conv}/`),
+  deliveryCursor: (tenant: string, user: string, device: string, conv: string) => `d/${tenant}/${user}/${device}/${conv}`,
+  deliveryCursors: (tenant: string, user: string, device: string) => prefixRange(`d/${tenant}/${user}/${device}/`),
+  customerConversation: (tenant: string, customer: string, conv: string) => `uc/${tenant}/${customer}/${conv}`,
+  customerConversations: (tenant: string, customer: string) => prefixRange(`uc/${tenant}/${customer}/`),
+  merchantConversation: (tenant: string, merchant: string, conv: string) => `mc/${tenant}/${merchant}/${conv}`,
+  merchantConversations: (tenant: string, merchant: string) => prefixRange(`mc/${tenant}/${merchant}/`),
+};
+
+/** The last '/'-separated field of a key (the conversation of an index or cursor key, a user...). */
+export function lastField(key: string): string {
+  return key.slice(key.lastIndexOf('/') + 1);
+}

@@ -1,0 +1,94 @@
+import type { DeviceInfo } from '../protocol/frames.js';
+import type { DeviceConnection } from './device.js';
+
+/**
+ * Which users are online in this cell and on which devices; also the fan-out index: a
+ * conversation reaches its customer's devices and the devices of its merchant's agents.
+ */
+export class PresenceRegistry {
+  private readonly devicesByUser = new Map<string, Map<string, DeviceConnection>>();
+  private readonly agentsByMerchant = new Map<string, Set<DeviceConnection>>();
+  private count = 0;
+
+  get connections(): number {
+    return this.count;
+  }
+
+  /** Registers a device; returns the connection it replaces (same user and device), if any. */
+  add(connection: DeviceConnection): DeviceConnection | undefined {
+    const { tenant, user, device, merchant } = connection.identity;
+    const userKey = `${tenant}/${user}`;
+    let devices = this.devicesByUser.get(userKey);
+    if (devices === undefined) {
+      devices = new Map();
+      this.devicesByUser.set(userKey, devices);
+    }
+    const replaced = devices.get(device);
+    if (replaced !== undefined) this.remove(replaced);
+    devices.set(device, connection);
+    if (merchant !== undefined) {
+      const merchantKey = `${tenant}/${merchant}`;
+      let agents = this.agentsByMerchant.get(merchantKey);
+      if (agents === undefined) {
+        agents = new Set();
+        this.agentsByMerchant.set(merchantKey, agents);
+      }
+      agents.add(connection);
+    }
+    this.count++;
+    return replaced;
+  }
+
+  /** Unregisters a device; a no-op when a newer connection of the same device took its place. */
+  remove(connection: DeviceConnection): boolean {
+    const { tenant, user, device, merchant } = connection.identity;
+    const userKey = `${tenant}/${user}`;
+    const devices = this.devicesByUser.get(userKey);
+    if (devices?.get(device) !== connection) return false;
+    devices.delete(device);
+    if (devices.size === 0) this.devicesByUser.delete(userKey);
+    if (merchant !== undefined) {
+      const merchantKey = `${tenant}/${merchant}`;
+      const agents = this.agentsByMerchant.get(merchantKey);
+      agents?.delete(connection);
+      if (agents?.size === 0) this.agentsByMerchant.delete(merchantKey);
+    }
+    this.count--;
+    return true;
+  }
+
+  devicesOf(tenant: string, user: string): Iterable<DeviceConnection> {
+    return this.devicesByUser.get(`${tenant}/${user}`)?.values() ?? [];
+  }
+
+  deviceCount(tenant: string, user: string): number {
+    return this.devicesByUser.get(`${tenant}/${user}`)?.size ?? 0;
+  }
+
+  hasDevice(tenant: string, user: string, device: string): boolean {
+    return this.devicesByUser.get(`${tenant}/${user}`)?.has(device) ?? false;
+  }
+
+  agentsOf(tenant: string, merchant: string): Iterable<DeviceConnection> {
+    return this.agentsByMerchant.get(`${tenant}/${merchant}`) ?? [];
+  }
+
+  /** Every device that should see a conversation's traffic. */
+  *participantsOf(tenant: string, merchant: string, customer: string): Iterable<DeviceConnection> {
+    yield* this.devicesOf(tenant, customer);
+    yield* this.agentsOf(tenant, merchant);
+  }
+
+  deviceInfo(tenant: string, user: string): DeviceInfo[] {
+    return [...this.devicesOf(tenant, user)].map((connection) => ({
+      device: connection.identity.device,
+      sinceMs: connection.connectedAtMs,
+    }));
+  }
+
+  all(): Iterable<DeviceConnection> {
+    const everyone: DeviceConnection[] = [];
+    for (const devices of this.devicesByUser.values()) everyone.push(...devices.values());
+    return everyone;
+  }
+}

@@ -1,0 +1,111 @@
+import assert from 'node:assert/strict';
+import { Level } from 'level';
+import { GroupCommit, type GroupCommitStats } from './group-commit.js';
+import { decodeKey, encodeKey } from './key-codec.js';
+import type { RangeQuery, Store, StoreOp } from './store.js';
+import { StoreGuard, assertValidOps, assertValidRange } from './store-guard.js';
+
+export interface LevelStoreInit {
+  /** Directory of the LevelDB database; created (with its parents) when missing. */
+  directory: string;
+  /**
+   * Fsync each batch before acknowledging its writes (default true). Without it a write
+   * survives a crash of the process but not of the machine; only benchmarks should turn it off.
+   */
+  sync?: boolean;
+  /** Most ops coalesced into one LevelDB batch (default in group-commit.ts). */
+  maxBatchOps?: number;
+  /** Most ops waiting behind the batch being written (default in group-commit.ts). */
+  maxQueuedOps?: number;
+}
+
+type LevelOp = { type: 'put'; key: Buffer; value: string } | { type: 'del'; key: Buffer };
+
+/**
+ * The embedded, durable Store of a cell: LevelDB through `level` (classic-level).
+ *
+ * Concurrent writes are group-committed: they queue while a batch is being written and go
+ * together in the next one, so a single fsync acknowledges many writes. Keys are stored with
+ * the order-preserving codec of key-codec.ts, so any string may be a key and ranges follow the
+ * port's string order; values are stored as UTF-8.
+ */
+export class LevelStore implements Store {
+  private readonly directory: string;
+  private readonly sync: boolean;
+  private readonly guard: StoreGuard;
+  private readonly commits: GroupCommit<LevelOp>;
+  // Made in open(): constructing a Level already starts opening the directory.
+  private db: Level<Buffer, string> | undefined;
+
+  constructor(init: LevelStoreInit) {
+    this.directory = init.directory;
+    this.sync = init.sync ?? true;
+    this.guard = new StoreGuard(`LevelDB store at ${init.directory}`);
+    this.commits = new GroupCommit<LevelOp>({
+      flush: (ops) => this.database().batch(ops, { sync: this.sync }),
+      maxBatchOps: init.maxBatchOps,
+      maxQueuedOps: init.maxQueuedOps,
+    });
+  }
+
+  open(): Promise<void> {
+    return this.guard.open(async () => {
+      this.db = new Level<Buffer, string>(this.directory, { keyEncoding: 'buffer', valueEncoding: 'utf8' });
+      await this.db.open();
+    });
+  }
+
+  close(): Promise<void> {
+    return this.guard.close(async () => {
+      await this.db?.close();
+    });
+  }
+
+  get(key: string): Promise<string | undefined> {
+    return this.guard.run('get', () => this.database().get(encodeKey(key)));
+  }
+
+  getMany(keys: readonly string[]): Promise<Array<string | undefined>> {
+    return this.guard.run('getMany', () => this.database().getMany(keys.map(encodeKey)));
+  }
+
+  write(ops: readonly StoreOp[]): Promise<void> {
+    // Everything up to submit() runs synchronously in this call, so the queue holds writes in
+    // call order.
+    return this.guard.run('write', () => {
+      assertValidOps(ops);
+      return this.commits.submit(ops.map(encodeOp));
+    });
+  }
+
+  range(query: RangeQuery): Promise<Array<[key: string, value: string]>> {
+    return this.guard.run('range', async () => {
+      assertValidRange(query);
+      const entries = await this.database()
+        .iterator({
+          gte: encodeKey(query.gte),
+          lt: encodeKey(query.lt),
+          reverse: query.reverse ?? false,
+          limit: query.limit,
+        })
+        .all();
+      return entries.map(([key, value]): [string, string] => [decodeKey(key), value]);
+    });
+  }
+
+  /** Batches written and writes acknowledged so far; writes / batches is the grouping factor. */
+  stats(): GroupCommitStats {
+    return this.commits.stats();
+  }
+
+  private database(): Level<Buffer, string> {
+    assert(this.db !== undefined, 'LevelStore used before open()');
+    return this.db;
+  }
+}
+
+function encodeOp(op: StoreOp): LevelOp {
+  return op.type === 'put'
+    ? { type: 'put', key: encodeKey(op.key), value: op.value }
+    : { type: 'del', key: encodeKey(op.key) };
+}

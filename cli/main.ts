@@ -1,0 +1,66 @@
+import '../platform/promise-with-resolvers.js';
+import { Command, Option } from 'commander';
+import { runCellCommand } from './cell-command.js';
+import { runTokenCommand } from './token-command.js';
+const runDemoCommand = async (): Promise<void> => {};
+const runChatCommand = async (): Promise<void> => {};
+
+const program = new Command()
+  .name('cellmesh')
+  .description('A cell-based customer-service chat cluster: run cells, mint tokens, chat.')
+  .showHelpAfterError();
+
+program
+  .command('cell')
+  .description('run one business cell (WebSocket at /v1/ws, HTTP API under /v1/)')
+  .addOption(new Option('-c, --config <file>', 'YAML or JSON config file (see docs/operations.md)').env('CELLMESH_CONFIG'))
+  .addOption(new Option('--cell-id <id>', 'this cell\'s id').env('CELLMESH_CELL_ID'))
+  .addOption(new Option('--host <address>', 'address to listen on (default 127.0.0.1)').env('CELLMESH_HOST'))
+  .addOption(new Option('--port <port>', 'port to listen on, 0 for any free one (default 7400)').env('CELLMESH_PORT').argParser(parsePort))
+  .addOption(new Option('--store <kind>', 'storage adapter').choices(['level', 'memory']).env('CELLMESH_STORE'))
+  .addOption(new Option('--data-dir <dir>', 'LevelDB directory (default ./data/<cell id>)').env('CELLMESH_DATA_DIR'))
+  .addOption(new Option('--no-sync', 'do not fsync store batches (survives kill -9, not power loss)'))
+  .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).env('CELLMESH_LOG_LEVEL'))
+  .action(runCellCommand);
+
+program
+  .command('token')
+  .description('mint a device token (JWT, HS256) for demos and tests')
+  .requiredOption('--tenant <id>', 'tenant id')
+  .requiredOption('--user <id>', 'user id')
+  .addOption(new Option('--role <role>', 'user role').choices(['customer', 'agent']).default('customer'))
+  .option('--merchant <id>', 'merchant the agent works for (agents only)')
+  .option('--device <id>', 'device id', 'cli')
+  .addOption(new Option('--ttl <seconds>', 'lifetime in seconds').default(3600).argParser(parsePositiveInt))
+  .addOption(new Option('--secret <secret>', 'the tenant secret').env('CELLMESH_TENANT_SECRET'))
+  .addOption(new Option('-c, --config <file>', 'read the tenant secret from this cell config').env('CELLMESH_CONFIG'))
+  .action(runTokenCommand);
+
+program
+  .command('demo')
+  .description('run a demo cell with a demo tenant, merchants, agents and customers, and show how to chat')
+  .addOption(new Option('--port <port>', 'port of the demo cell').default(7400).argParser(parsePort))
+  .addOption(new Option('--data-dir <dir>', 'LevelDB directory of the demo cell').default('./data/demo'))
+  .action(runDemoCommand);
+
+program
+  .command('chat')
+  .description('chat from the terminal: prints incoming messages, sends each line you type')
+  .requiredOption('--url <url>', 'the cell, e.g. ws://127.0.0.1:7400')
+  .requiredOption('--token <jwt>', 'device token (see `cellmesh token`)')
+  .requiredOption('--conv <id>', 'conversation to write to, <merchant>:<customer>')
+  .action(runChatCommand);
+
+function parsePort(value: string): number {
+  const port = Number(value);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`'${value}' is not a port number`);
+  return port;
+}
+
+function parsePositiveInt(value: string): number {
+  const parsed = Number(value);
+  if (!Number.isInteger(parsed) || parsed <= 0) throw new Error(`'${value}' is not a positive integer`);
+  return parsed;
+}
+
+await program.parseAsync(process.argv);
