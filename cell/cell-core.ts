@@ -185,18 +185,22 @@ export class CellCore {
   /** One text frame from a device. Never throws: every failure becomes an error frame. */
   receive(connection: DeviceConnection, text: string): void {
     if (connection.closed) return;
-    const retryAfterMs = connection.rateLimit.take(this.options.clock.now());
-    if (retryAfterMs > 0) {
-      const error = new CellError(ErrorCode.RateLimited, `slow down: retry in ${retryAfterMs} ms`, { retryAfterMs });
-      this.answerError(connection, requestIdOf(text), error);
-      return;
-    }
     let frame: ClientFrame;
     try {
       frame = parseClientFrame(text);
     } catch (error) {
       this.answerError(connection, requestIdOf(text), error);
       return;
+    }
+    // Acks are exempt: they only ever shrink what the cell holds for the device, a refused ack
+    // could not be matched to anything, and it would stall the device's delivery window.
+    if (frame.op !== 'ack') {
+      const retryAfterMs = connection.rateLimit.take(this.options.clock.now());
+      if (retryAfterMs > 0) {
+        const error = new CellError(ErrorCode.RateLimited, `slow down: retry in ${retryAfterMs} ms`, { retryAfterMs });
+        this.answerError(connection, 'id' in frame ? frame.id : undefined, error);
+        return;
+      }
     }
     this.options.metrics.framesIn.inc({ op: frame.op });
     const requestId = 'id' in frame ? frame.id : undefined;

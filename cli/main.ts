@@ -2,8 +2,8 @@ import '../platform/promise-with-resolvers.js';
 import { Command, Option } from 'commander';
 import { runCellCommand } from './cell-command.js';
 import { runTokenCommand } from './token-command.js';
-const runDemoCommand = async (): Promise<void> => {};
-const runChatCommand = async (): Promise<void> => {};
+import { runDemoCommand } from './demo-command.js';
+import { runChatCommand } from './chat-command.js';
 
 const program = new Command()
   .name('cellmesh')

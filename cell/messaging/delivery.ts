@@ -99,13 +99,19 @@ export class DeliveryService {
 
   /**
    * The sending device learns its own message from the `sent` frame, which therefore counts
-   * as its delivery there when it is the next one in order.
+   * as its delivery there when it is the next one in order; otherwise it is pushed in turn.
    */
   deliveredBySentFrame(connection: DeviceConnection, message: ChatMessage): void {
-    const cursor = connection.cursors.get(message.conv);
+    const cursor = connection.loaded ? connection.cursors.get(message.conv) : undefined;
     if (cursor !== undefined && cursor.sentSeq === message.seq - 1 && !cursor.pumping) {
       cursor.sentSeq = message.seq;
       connection.inFlight++;
+    } else if (connection.loaded && cursor === undefined && message.seq === 1) {
+      // The device just started this conversation: its own first message is all there is.
+      connection.cursors.set(message.conv, { sentSeq: 1, ackedSeq: 0, pumping: false, syncTargetSeq: 0 });
+      connection.inFlight++;
+    } else {
+      this.offer(connection, message);
     }
   }
 

@@ -1,0 +1,475 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import WebSocket from 'ws';
+import { mintToken } from '../cell/access/tokens.js';
+import { startCell, type RunningCell } from '../cell/cell.js';
+import { parseCellConfig, type CellConfig } from '../cell/config.js';
+import { silentLogger } from '../cell/logger.js';
+import type { Role, ServerFrame } from '../cell/protocol/frames.js';
+
+/** Test fixtures: one tenant with two merchants, and a second tenant. */
+export const TENANT = 'mall';
+export const SECRET = 'test-secret-0123456789abcdef-0123456789';
+export const OTHER_TENANT = 'market';
+export const OTHER_SECRET = 'other-secret-0123456789abcdef-012345678';
+export const ALLOWED_ORIGIN = 'http://shop.example';
+/** The repository root (bin/cellmesh.js lives there). */
+export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+export interface TestCell {
+  cell: RunningCell;
+  config: CellConfig;
+  url: string;
+  httpUrl: string;
+  directory: string;
+  stop(): Promise<void>;
+}
+
+/** Starts a real cell (uWS on a free loopback port, LevelDB in a temp dir) in this process. */
+export async function startTestCell(overrides: { limits?: Record<string, unknown>; store?: 'level' | 'memory' } = {}): Promise<TestCell> {
+  const directory = await mkdtemp(join(tmpdir(), 'cellmesh-test-'));
+  const config = parseCellConfig({
+    cell: { id: 'test-cell' },
+    listen: { host: '127.0.0.1', port: 0 },
+    store: overrides.store === 'memory' ? { kind: 'memory' } : { kind: 'level', directory },
+    tenants: [
+      { id: TENANT, secret: SECRET, origins: [ALLOWED_ORIGIN], merchants: [{ id: 'm1' }, { id: 'm2' }] },
+      { id: OTHER_TENANT, secret: OTHER_SECRET, merchants: [{ id: 'm9' }] },
+    ],
+    limits: { ratePerSecond: 10_000, rateBurst: 10_000, ...overrides.limits },
+  });
+  const cell = await startCell({ config, logger: silentLogger });
+  return {
+    cell,
+    config,
+    url: `ws://127.0.0.1:${cell.port}`,
+    httpUrl: `http://127.0.0.1:${cell.port}`,
+    directory,
+    stop: async () => {
+      await cell.stop();
+      await rm(directory, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface TokenFor {
+  user: string;
+  role?: Role;
+  merchant?: string;
+  device?: string;
+  tenant?: string;
+  secret?: string;
+  ttlSeconds?: number;
+}
+
+export function tokenFor(options: TokenFor): Promise<string> {
+  const role = options.role ?? (options.merchant === undefined ? 'customer' : 'agent');
+  return mintToken({
+    secret: options.secret ?? (options.tenant === OTHER_TENANT ? OTHER_SECRET : SECRET),
+    tenant: options.tenant ?? TENANT,
+    user: options.user,
+    role,
+    ...(options.merchant === undefined ? {} : { merchant: options.merchant }),
+    device: options.device ?? 'd1',
+    ttlSeconds: options.ttlSeconds ?? 600,
+    nowMs: Date.now(),
+  });
+}
+
+/**
+ * A raw protocol client over a real WebSocket, for tests that check frames exactly. It records
+ * every frame and lets a test wait for the next one that matches.
+ */
+export class RawClient {
+  readonly frames: ServerFrame[] = [];
+  closeCode: number | undefined;
+  closeReason = '';
+  private waiters: Array<{ match: (frame: ServerFrame) => boolean; resolve: (frame: ServerFrame) => void; from: number }> = [];
+  /** Called after every frame and on close (used by `until`). */
+  private readonly watchers = new Set<() => void>();
+  private readonly closed: Promise<void>;
+
+  private constructor(readonly socket: WebSocket) {
+    socket.on('message', (data) => {
+      const frame = JSON.parse(data.toString()) as ServerFrame;
+      this.frames.push(frame);
+      this.waiters = this.waiters.filter((waiter) => {
+        if (!waiter.match(frame)) return true;
+        waiter.resolve(frame);
+        return false;
+      });
+      for (const watcher of [...this.watchers]) watcher();
+    });
+    this.closed = new Promise((resolve) =>
+      socket.on('close', (code, reason) => {
+        this.closeCode = code;
+        this.closeReason = reason.toString();
+        resolve();
+        for (const watcher of [...this.watchers]) watcher();
+      }),
+    );
+    // Errors after open (a reset by the server) end in 'close'; without a listener they would throw.
+    socket.on('error', () => {});
+  }
+
+  static async connect(url: string, token: string, options: { origin?: string; protocols?: string[] } = {}): Promise<RawClient> {
+    const socket = new WebSocket(`${url}/v1/ws?token=${encodeURIComponent(token)}`, options.protocols ?? ['cellmesh.v1'], {
+      ...(options.origin === undefined ? {} : { origin: options.origin }),
+      perMessageDeflate: false,
+    });
+    const client = new RawClient(socket);
+    await new Promise<void>((resolve, reject) => {
+      socket.once('open', () => resolve());
+      socket.once('unexpected-response', (_request, response) => {
+        let body = '';
+        response.on('data', (chunk: Buffer) => (body += chunk.toString()));
+        response.on('end', () => reject(new UpgradeRejected(response.statusCode ?? 0, body)));
+      });
+      socket.once('error', reject);
+    });
+    await client.next((frame) => frame.t === 'welcome', { fromStart: true });
+    return client;
+  }
+
+  send(frame: unknown): void {
+    this.socket.send(typeof frame === 'string' ? frame : JSON.stringify(frame));
+  }
+
+  /** The first frame matching `match` received after this call (or already received, when `fromStart`). */
+  next<T extends ServerFrame['t']>(match: ((frame: ServerFrame) => boolean) | T, options: { timeoutMs?: number; fromStart?: boolean } = {}): Promise<ServerFrame> {
+    const predicate = typeof match === 'string' ? (frame: ServerFrame) => frame.t === match : match;
+    if (options.fromStart === true) {
+      const found = this.frames.find(predicate);
+      if (found !== undefined) return Promise.resolve(found);
+    }
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no matching frame within ${timeoutMs} ms; last frames: ${JSON.stringify(this.frames.slice(-5))}`)), timeoutMs);
+      this.waiters.push({
+        match: predicate,
+        from: this.frames.length,
+        resolve: (frame) => {
+          clearTimeout(timer);
+          resolve(frame);
+        },
+      });
+    });
+  }
+
+  /** Sends a request with an id and waits for the frame answering it (result or error). */
+  async request(frame: Record<string, unknown> & { id: string }): Promise<ServerFrame> {
+    const answer = this.next((received) => 'id' in received && received.id === frame.id);
+    this.send(frame);
+    return answer;
+  }
+
+  messages(conv?: string): Array<Extract<ServerFrame, { t: 'msg' }>> {
+    return this.frames.filter((frame): frame is Extract<ServerFrame, { t: 'msg' }> => frame.t === 'msg' && (conv === undefined || frame.conv === conv));
+  }
+
+  async close(): Promise<void> {
+    if (this.closeCode === undefined) this.socket.close(1000);
+    await this.closed;
+  }
+
+  whenClosed(): Promise<void> {
+    return this.closed;
+  }
+
+  /** Resolves once `condition()` holds (checked now, after every frame and on close). */
+  until(condition: () => boolean, options: { timeoutMs?: number; what?: string } = {}): Promise<void> {
+    if (condition()) return Promise.resolve();
+    const timeoutMs = options.timeoutMs ?? 10_000;
+    return new Promise((resolve, reject) => {
+      const watcher = (): void => {
+        if (!condition()) return;
+        this.watchers.delete(watcher);
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        this.watchers.delete(watcher);
+        reject(
+          new Error(
+            `timed out after ${timeoutMs} ms waiting for ${options.what ?? 'a condition'}; ` +
+              `closeCode=${String(this.closeCode)}; last frames: ${JSON.stringify(this.frames.slice(-5)).slice(0, 1500)}`,
+          ),
+        );
+      }, timeoutMs);
+      this.watchers.add(watcher);
+    });
+  }
+
+  /** Acknowledges every `msg` frame of `conv` (or of all conversations) as it arrives. */
+  autoAck(conv?: string): void {
+    this.socket.on('message', (data) => {
+      const frame = JSON.parse(data.toString()) as ServerFrame;
+      if (frame.t === 'msg' && (conv === undefined || frame.conv === conv) && this.socket.readyState === WebSocket.OPEN) {
+        this.send({ op: 'ack', conv: frame.conv, seq: frame.seq });
+      }
+    });
+  }
+
+  /** Frames of one type. */
+  all<T extends ServerFrame['t']>(type: T): Array<Extract<ServerFrame, { t: T }>> {
+    return this.frames.filter((frame): frame is Extract<ServerFrame, { t: T }> => frame.t === type);
+  }
+
+  /** Closes without waiting for the close handshake to finish (TCP reset), if still open. */
+  terminate(): void {
+    this.socket.terminate();
+  }
+}
+
+/** Collects cleanup steps and runs them newest first; every step runs even when one fails. */
+export class Cleanup {
+  private readonly steps: Array<() => unknown> = [];
+
+  add(step: () => unknown): void {
+    this.steps.push(step);
+  }
+
+  async run(): Promise<void> {
+    const errors: unknown[] = [];
+    while (this.steps.length > 0) {
+      const step = this.steps.pop()!;
+      try {
+        await step();
+      } catch (error) {
+        errors.push(error);
+      }
+    }
+    if (errors.length > 0) throw new AggregateError(errors, `cleanup failed: ${errors.map(String).join('; ')}`);
+  }
+
+  /** Connects a client and registers its close. */
+  async client(url: string, token: string, options: { origin?: string; protocols?: string[] } = {}): Promise<RawClient> {
+    const client = await RawClient.connect(url, token, options);
+    this.add(() => (client.closeCode === undefined ? closeQuickly(client) : undefined));
+    return client;
+  }
+
+  /** Starts an in-process cell and registers its stop. */
+  async cell(overrides: Parameters<typeof startTestCell>[0] = {}): Promise<TestCell> {
+    const cell = await startTestCell(overrides);
+    this.add(() => cell.stop());
+    return cell;
+  }
+
+  /** A temporary directory, removed at cleanup. */
+  async tempDir(prefix = 'cellmesh-test-'): Promise<string> {
+    const directory = await mkdtemp(join(tmpdir(), prefix));
+    this.add(() => rm(directory, { recursive: true, force: true }));
+    return directory;
+  }
+}
+
+/** Closes a client politely, or resets it when the close handshake does not finish quickly. */
+async function closeQuickly(client: RawClient): Promise<void> {
+  const timer = setTimeout(() => client.terminate(), 2_000);
+  try {
+    await client.close();
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Connects and expects the upgrade to be refused; returns the refusal. */
+export async function expectUpgradeRejected(url: string, token: string, options: { origin?: string; protocols?: string[] } = {}): Promise<UpgradeRejected> {
+  let client: RawClient;
+  try {
+    client = await RawClient.connect(url, token, options);
+  } catch (error) {
+    if (error instanceof UpgradeRejected) return error;
+    throw error;
+  }
+  await client.close();
+  throw new Error('the upgrade was accepted, but a refusal was expected');
+}
+
+export interface HttpAnswer {
+  status: number;
+  body: unknown;
+  text: string;
+}
+
+/** One HTTP request with an optional bearer token and JSON (or raw) body. */
+export async function httpRequest(
+  method: string,
+  url: string,
+  options: { token?: string; json?: unknown; rawBody?: string; headers?: Record<string, string> } = {},
+): Promise<HttpAnswer> {
+  const headers: Record<string, string> = { ...options.headers };
+  if (options.token !== undefined) headers['authorization'] = `Bearer ${options.token}`;
+  let body: string | undefined;
+  if (options.json !== undefined) {
+    body = JSON.stringify(options.json);
+    headers['content-type'] = 'application/json';
+  } else if (options.rawBody !== undefined) {
+    body = options.rawBody;
+    headers['content-type'] ??= 'application/json';
+  }
+  const response = await fetch(url, { method, headers, ...(body === undefined ? {} : { body }), signal: AbortSignal.timeout(10_000) });
+  const text = await response.text();
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = undefined;
+  }
+  return { status: response.status, body: parsed, text };
+}
+
+/** The error code of an HTTP error answer (`{error:{code}}`). */
+export function errorCodeOf(answer: HttpAnswer): string | undefined {
+  return (answer.body as { error?: { code?: string } } | undefined)?.error?.code;
+}
+
+/**
+ * The value of one sample of a Prometheus text exposition: `name` with exactly `labels`
+ * (order-insensitive); undefined when absent.
+ */
+export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
+  const wanted = Object.entries(labels)
+    .map(([key, value]) => `${key}="${value}"`)
+    .sort()
+    .join(',');
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#') || line.trim() === '') continue;
+    const match = /^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{([^}]*)\})?\s+(\S+)/.exec(line);
+    if (match === null || match[1] !== name) continue;
+    const have = (match[2] ?? '')
+      .split(/,(?=[A-Za-z_])/)
+      .filter((part) => part !== '')
+      .sort()
+      .join(',');
+    if (have === wanted) return Number(match[3]);
+  }
+  return undefined;
+}
+
+export async function fetchMetrics(httpUrl: string): Promise<string> {
+  const answer = await httpRequest('GET', `${httpUrl}/v1/metrics`);
+  if (answer.status !== 200) throw new Error(`GET /v1/metrics answered ${answer.status}: ${answer.text}`);
+  return answer.text;
+}
+
+/** Polls `condition` every 20 ms until it holds; fails after `timeoutMs`. */
+export async function eventually(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (await condition()) return;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+export interface ChildCell {
+  readonly child: ChildProcess;
+  readonly port: number;
+  readonly url: string;
+  readonly httpUrl: string;
+  /** Resolves with how the process ended. */
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** The last lines the process wrote to stderr (its logs), for failure messages. */
+  stderrTail(): string;
+  /** Sends a signal; a no-op once the process has ended. */
+  kill(signal: NodeJS.Signals): void;
+}
+
+/**
+ * Writes a config file and starts `node bin/cellmesh.js cell --config <file>` as a child process
+ * (LevelDB in `directory`, a free port), resolving once it prints its `listening` line.
+ */
+export async function startChildCell(options: { directory: string; configDir: string; limits?: Record<string, unknown>; logLevel?: string }): Promise<ChildCell> {
+  const config = {
+    cell: { id: 'child-cell' },
+    listen: { host: '127.0.0.1', port: 0 },
+    store: { kind: 'level', directory: options.directory, sync: true },
+    tenants: [
+      { id: TENANT, secret: SECRET, origins: [ALLOWED_ORIGIN], merchants: [{ id: 'm1' }, { id: 'm2' }] },
+      { id: OTHER_TENANT, secret: OTHER_SECRET, merchants: [{ id: 'm9' }] },
+    ],
+    limits: { ratePerSecond: 100_000, rateBurst: 100_000, ...options.limits },
+    shutdownGraceSeconds: 10,
+    log: { level: options.logLevel ?? 'warn' },
+  };
+  const configFile = join(options.configDir, `cell-${Date.now()}-${Math.floor(Math.random() * 1e9)}.json`);
+  await writeFile(configFile, JSON.stringify(config));
+  const child = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'cellmesh.js'), 'cell', '--config', configFile], {
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, CELLMESH_CONFIG: '', CELLMESH_PORT: '', CELLMESH_DATA_DIR: '', CELLMESH_STORE: '' },
+  });
+  const stderrLines: string[] = [];
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
+    stderrLines.push(...chunk.split('\n').filter((line) => line !== ''));
+    if (stderrLines.length > 50) stderrLines.splice(0, stderrLines.length - 50);
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  let ended = false;
+  void exited.then(() => (ended = true));
+  const stderrTail = (): string => stderrLines.join('\n');
+  const port = await new Promise<number>((resolve, reject) => {
+    let buffered = '';
+    const timer = setTimeout(() => reject(new Error(`the child cell did not print its listening line within 20 s; stderr:\n${stderrTail()}`)), 20_000);
+    child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
+      buffered += chunk;
+      for (const line of buffered.split('\n').slice(0, -1)) {
+        try {
+          const event = JSON.parse(line) as { event?: string; port?: number };
+          if (event.event === 'listening' && typeof event.port === 'number') {
+            clearTimeout(timer);
+            resolve(event.port);
+          }
+        } catch {
+          // not our line
+        }
+      }
+      buffered = buffered.slice(buffered.lastIndexOf('\n') + 1);
+    });
+    void exited.then(({ code, signal }) => {
+      clearTimeout(timer);
+      reject(new Error(`the child cell exited (code ${code}, signal ${signal}) before listening; stderr:\n${stderrTail()}`));
+    });
+  });
+  return {
+    child,
+    port,
+    url: `ws://127.0.0.1:${port}`,
+    httpUrl: `http://127.0.0.1:${port}`,
+    exited,
+    stderrTail,
+    kill: (signal) => {
+      if (!ended && child.exitCode === null && child.signalCode === null) child.kill(signal);
+    },
+  };
+}
+
+/** Kills a child cell (SIGKILL) if it still runs, and waits for it to end. */
+export async function killChildCell(cell: ChildCell): Promise<void> {
+  cell.kill('SIGKILL');
+  await cell.exited;
+}
+
+export class UpgradeRejected extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: string,
+  ) {
+    super(`upgrade rejected with ${status}: ${body}`);
+  }
+
+  get code(): string | undefined {
+    try {
+      return (JSON.parse(this.body) as { error?: { code?: string } }).error?.code;
+    } catch {
+      return undefined;
+    }
+  }
+}
