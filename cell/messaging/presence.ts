@@ -18,13 +18,14 @@ export class PresenceRegistry {
   add(connection: DeviceConnection): DeviceConnection | undefined {
     const { tenant, user, device, merchant } = connection.identity;
     const userKey = `${tenant}/${user}`;
+    // Removing first: it may drop the user's (then empty) device map.
+    const replaced = this.devicesByUser.get(userKey)?.get(device);
+    if (replaced !== undefined) this.remove(replaced);
     let devices = this.devicesByUser.get(userKey);
     if (devices === undefined) {
       devices = new Map();
       this.devicesByUser.set(userKey, devices);
     }
-    const replaced = devices.get(device);
-    if (replaced !== undefined) this.remove(replaced);
     devices.set(device, connection);
     if (merchant !== undefined) {
       const merchantKey = `${tenant}/${merchant}`;

@@ -1,0 +1,191 @@
+import { beforeEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '../platform/manual-clock.js';
+import { SeededRandom } from '../platform/random.js';
+import { verifyToken, mintToken, type Identity } from './access/tokens.js';
+import { CellCore } from './cell-core.js';
+import { LimitsConfig } from './config.js';
+import { silentLogger } from './logger.js';
+import type { DevicePort } from './messaging/device.js';
+import type { DeviceConnection } from './messaging/device.js';
+import { CellMetrics } from './metrics.js';
+import { CloseCode } from './protocol/errors.js';
+import type { ServerFrame } from './protocol/frames.js';
+import { MemoryStore } from './store/memory-store.js';
+import type { Store, StoreOp } from './store/store.js';
+import { StoreError } from './store/store.js';
+
+const SECRET = 'unit-test-secret-0123456789abcdef-0123';
+
+/** A device port that records frames, as the simulator's will. */
+class RecordingPort implements DevicePort {
+  readonly frames: ServerFrame[] = [];
+  closed: { code: number; reason: string } | undefined;
+  onClose: (() => void) | undefined;
+
+  send(text: string): void {
+    if (this.closed === undefined) this.frames.push(JSON.parse(text) as ServerFrame);
+  }
+
+  bufferedBytes(): number {
+    return 0;
+  }
+
+  close(code: number, reason: string): void {
+    if (this.closed !== undefined) return;
+    this.closed = { code, reason };
+    this.onClose?.();
+  }
+
+  of<T extends ServerFrame['t']>(type: T): Array<Extract<ServerFrame, { t: T }>> {
+    return this.frames.filter((frame): frame is Extract<ServerFrame, { t: T }> => frame.t === type);
+  }
+}
+
+/** A store whose writes can be made to fail, to see what a failed write leaves behind. */
+class FlakyStore extends MemoryStore {
+  failWrites = false;
+
+  override async write(ops: readonly StoreOp[]): Promise<void> {
+    if (this.failWrites) throw new StoreError('injected write failure');
+    return super.write(ops);
+  }
+}
+
+/** Lets every pending promise callback run (the memory store resolves on the microtask queue). */
+async function settle(): Promise<void> {
+  for (let round = 0; round < 20; round++) await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+describe('CellCore on a manual clock and a memory store', () => {
+  let clock: ManualClock;
+  let store: Store;
+  let core: CellCore;
+
+  async function makeCore(limits: Partial<LimitsConfig> = {}, storeToUse: Store = new MemoryStore()): Promise<void> {
+    clock = new ManualClock();
+    store = storeToUse;
+    await store.open();
+    core = new CellCore({
+      cellId: 'unit',
+      tenants: [{ id: 'mall', secret: SECRET, origins: [], merchants: [{ id: 'm1' }] }],
+      limits: LimitsConfig.parse({ ratePerSecond: 1000, rateBurst: 1000, ...limits }),
+      clock,
+      random: new SeededRandom(7),
+      store,
+      metrics: new CellMetrics(),
+      logger: silentLogger,
+    });
+  }
+
+  async function identity(user: string, options: { merchant?: string; device?: string; ttlSeconds?: number } = {}): Promise<Identity> {
+    const token = await mintToken({
+      secret: SECRET,
+      tenant: 'mall',
+      user,
+      role: options.merchant === undefined ? 'customer' : 'agent',
+      ...(options.merchant === undefined ? {} : { merchant: options.merchant }),
+      device: options.device ?? 'd1',
+      ttlSeconds: options.ttlSeconds ?? 600,
+      nowMs: clock.now(),
+    });
+    return verifyToken(token, () => SECRET, clock.now());
+  }
+
+  async function connect(user: string, options: { merchant?: string; device?: string; ttlSeconds?: number } = {}): Promise<{ port: RecordingPort; connection: DeviceConnection }> {
+    const port = new RecordingPort();
+    const connection = core.connect(await identity(user, options), port);
+    port.onClose = () => core.disconnect(connection);
+    await settle();
+    return { port, connection };
+  }
+
+  beforeEach(async () => {
+    await makeCore();
+  });
+
+  it('closes a device with 4401 when its token expires on the virtual clock', async () => {
+    const { port } = await connect('alice', { ttlSeconds: 60 });
+    clock.advance(59_000);
+    expect(port.closed).toBeUndefined();
+    clock.advance(1_000);
+    expect(port.closed?.code).toBe(CloseCode.TokenExpired);
+    expect(core.presence.connections).toBe(0);
+  });
+
+  it('rate-limits frames by virtual time and refills the bucket as time passes', async () => {
+    await makeCore({ ratePerSecond: 2, rateBurst: 2 });
+    const { port, connection } = await connect('alice');
+    for (let index = 0; index < 3; index++) core.receive(connection, JSON.stringify({ op: 'ping', id: `p${index}` }));
+    await settle();
+    expect(port.of('pong').map((frame) => frame.id)).toEqual(['p0', 'p1']);
+    expect(port.of('error')).toMatchObject([{ id: 'p2', code: 'RATE_LIMITED', retryAfterMs: 500 }]);
+    clock.advance(500);
+    core.receive(connection, JSON.stringify({ op: 'ping', id: 'p3' }));
+    await settle();
+    expect(port.of('pong').map((frame) => frame.id)).toEqual(['p0', 'p1', 'p3']);
+  });
+
+  it('never rate-limits acks, which only release what the cell holds', async () => {
+    await makeCore({ ratePerSecond: 1, rateBurst: 1 });
+    const { connection: customer } = await connect('alice');
+    core.receive(customer, JSON.stringify({ op: 'send', id: 's', conv: 'm1:alice', cmid: 'c1', body: 'hi' }));
+    await settle();
+    const { port: agent, connection } = await connect('bob', { merchant: 'm1' });
+    expect(agent.of('msg').map((frame) => frame.seq)).toEqual([1]);
+    for (let index = 0; index < 5; index++) core.receive(connection, JSON.stringify({ op: 'ack', conv: 'm1:alice', seq: 1 }));
+    await settle();
+    expect(agent.of('error')).toEqual([]);
+  });
+
+  it('a failed store write fails the send and leaves no gap in the sequence', async () => {
+    const flaky = new FlakyStore();
+    await makeCore({}, flaky);
+    const { port, connection } = await connect('alice');
+    core.receive(connection, JSON.stringify({ op: 'send', id: 'a', conv: 'm1:alice', cmid: 'c1', body: 'one' }));
+    await settle();
+    flaky.failWrites = true;
+    core.receive(connection, JSON.stringify({ op: 'send', id: 'b', conv: 'm1:alice', cmid: 'c2', body: 'two' }));
+    await settle();
+    expect(port.of('error')).toMatchObject([{ id: 'b', code: 'STORE_UNAVAILABLE' }]);
+    flaky.failWrites = false;
+    core.receive(connection, JSON.stringify({ op: 'send', id: 'c', conv: 'm1:alice', cmid: 'c2', body: 'two' }));
+    await settle();
+    expect(port.of('sent').map((frame) => [frame.id, frame.seq])).toEqual([
+      ['a', 1],
+      ['c', 2],
+    ]);
+  });
+
+  it('holds at most deliveryWindow unacked messages per device and resumes on ack', async () => {
+    await makeCore({ deliveryWindow: 3 });
+    const { connection: customer } = await connect('alice');
+    const { port: agent, connection } = await connect('bob', { merchant: 'm1' });
+    for (let index = 1; index <= 7; index++) {
+      core.receive(customer, JSON.stringify({ op: 'send', conv: 'm1:alice', cmid: `c${index}`, body: `m${index}` }));
+    }
+    await settle();
+    expect(agent.of('msg').map((frame) => frame.seq)).toEqual([1, 2, 3]);
+    core.receive(connection, JSON.stringify({ op: 'ack', conv: 'm1:alice', seq: 2 }));
+    await settle();
+    expect(agent.of('msg').map((frame) => frame.seq)).toEqual([1, 2, 3, 4, 5]);
+    core.receive(connection, JSON.stringify({ op: 'ack', conv: 'm1:alice', seq: 5 }));
+    await settle();
+    expect(agent.of('msg').map((frame) => frame.seq)).toEqual([1, 2, 3, 4, 5, 6, 7]);
+  });
+
+  it('drain lets writes under way finish and be acked, then says going away', async () => {
+    const { port, connection } = await connect('alice');
+    core.receive(connection, JSON.stringify({ op: 'send', id: 'a', conv: 'm1:alice', cmid: 'c1', body: 'one' }));
+    await core.drain();
+    expect(port.of('sent').map((frame) => frame.seq)).toEqual([1]);
+    expect(port.closed?.code).toBe(CloseCode.GoingAway);
+  });
+
+  it('a device connecting again replaces its older connection with 4409', async () => {
+    const first = await connect('alice', { device: 'phone' });
+    const second = await connect('alice', { device: 'phone' });
+    expect(first.port.closed?.code).toBe(CloseCode.Replaced);
+    expect(second.port.closed).toBeUndefined();
+    expect(core.presence.deviceCount('mall', 'alice')).toBe(1);
+  });
+});
