@@ -195,8 +195,9 @@ export class CellCore {
     // Acks are exempt: they only ever shrink what the cell holds for the device, a refused ack
     // could not be matched to anything, and it would stall the device's delivery window.
     if (frame.op !== 'ack') {
-      const retryAfterMs = connection.rateLimit.take(this.options.clock.now());
-      if (retryAfterMs > 0) {
+      const nowMs = this.options.clock.now();
+      if (!connection.rateLimit.take(nowMs)) {
+        const retryAfterMs = connection.rateLimit.waitMs(nowMs);
         const error = new CellError(ErrorCode.RateLimited, `slow down: retry in ${retryAfterMs} ms`, { retryAfterMs });
         this.answerError(connection, 'id' in frame ? frame.id : undefined, error);
         return;

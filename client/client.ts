@@ -22,7 +22,7 @@ import { backoffDelayMs } from './backoff.js';
 import { clientDefaults, type BackoffSettings } from './defaults.js';
 import { TypedEmitter, type Listener } from './emitter.js';
 import { ClientError, ClientErrorCode, type ClientErrorCodeValue, type ClientErrorDetails } from './errors.js';
-import { FramePacer } from './pacer.js';
+import { TokenBucket } from '../platform/token-bucket.js';
 import { chatMessageOf, parseServerFrame } from './server-frames.js';
 import { jwtExpiresAtMs, type TokenSource } from './token.js';
 import type { ClientConnection, ClientTransport, ConnectionListener, TransportErrorInfo } from './transport.js';
@@ -368,8 +368,12 @@ export class CellmeshClient {
   private readonly ackDirty = new Set<string>();
   /** Deliveries (pushes and own confirmations) since the last ack flush. */
   private unackedDeliveries = 0;
-  /** The rate limit of the current session, mirrored; see pacer.ts. */
-  private pacer: FramePacer | undefined;
+  /**
+   * The cell's per-connection rate limit, mirrored from the welcome so the client paces its own
+   * sends and requests instead of being refused (acks are exempt on the cell). Sends leave a
+   * quarter of the burst for requests.
+   */
+  private pacer: TokenBucket | undefined;
   private sessionSynced = false;
   private syncedPending = false;
 
@@ -932,7 +936,7 @@ export class CellmeshClient {
     this.sessionValue = session;
     this.openedAtMs = this.clock.now();
     this.authFailures = 0;
-    this.pacer = new FramePacer(frame.limits.ratePerSecond, frame.limits.rateBurst, this.openedAtMs);
+    this.pacer = new TokenBucket(frame.limits.ratePerSecond, frame.limits.rateBurst, this.openedAtMs);
     // Conversations this client knew before the connection existed before it attached, so the
     // cell tracks them for this connection.
     for (const conversation of this.conversations.values()) conversation.ackable = conversation.cursor !== undefined;
@@ -967,7 +971,7 @@ export class CellmeshClient {
         return;
       }
     } else if (frame.code === ErrorCode.RateLimited) {
-      this.onAnonymousRateLimit(frame.retryAfterMs);
+      this.onAnonymousRateLimit();
     }
     this.events.emit('error', error);
   }
@@ -1003,7 +1007,7 @@ export class CellmeshClient {
       if (this.inFlightSends >= this.settings.maxInFlightSends) return;
       if (entry.phase !== 'waiting') continue;
       // A send the cell refused already waited what it asked; it need not wait for the reserve.
-      const reserve = entry.transientFailures > 0 ? 0 : pacer.sendReserve;
+      const reserve = entry.transientFailures > 0 ? 0 : Math.floor(pacer.burst / 4);
       if (!pacer.take(nowMs, reserve)) {
         this.resumeSendsAfter(pacer.waitMs(nowMs, reserve));
         return;
@@ -1466,16 +1470,14 @@ export class CellmeshClient {
     });
   }
 
-  /** One cumulative ack per conversation with news, as far as the rate limit allows now. */
+  /** One cumulative ack per conversation with news; the cell does not rate-limit acks. */
   private flushAcks(): void {
     this.ackTimer = cancelTimer(this.ackTimer);
     this.unackedDeliveries = 0;
-    const pacer = this.pacer;
-    if (this.sessionValue === undefined || pacer === undefined) {
+    if (this.sessionValue === undefined) {
       this.ackDirty.clear();
       return;
     }
-    const nowMs = this.clock.now();
     for (const conv of this.ackDirty) {
       const conversation = this.conversations.get(conv);
       const target = conversation === undefined ? 0 : this.ackTarget(conversation);
@@ -1483,34 +1485,15 @@ export class CellmeshClient {
         this.ackDirty.delete(conv);
         continue;
       }
-      if (!pacer.take(nowMs)) {
-        this.scheduleAckFlush(pacer.waitMs(nowMs));
-        return;
-      }
       this.ackDirty.delete(conv);
       conversation.ackedSeq = target;
       this.transmit({ op: 'ack', conv, seq: target });
     }
   }
 
-  /**
-   * The cell refused a frame without an id for the rate limit: an ack (or a heartbeat ping), and
-   * a lost ack would hold the delivery window. Acks are cumulative, so acknowledging every
-   * conversation of the session again, after the wait, repairs whichever was lost.
-   */
-  private onAnonymousRateLimit(retryAfterMs: number | undefined): void {
-    const pacer = this.pacer;
-    if (pacer === undefined) return;
-    const nowMs = this.clock.now();
-    pacer.drain(nowMs);
-    for (const conversation of this.conversations.values()) {
-      if (conversation.ackedSeq === 0) continue;
-      conversation.ackedSeq = 0;
-      this.ackDirty.add(conversation.conv);
-    }
-    if (this.ackDirty.size === 0) return;
-    this.ackTimer = cancelTimer(this.ackTimer);
-    this.scheduleAckFlush(Math.max(retryAfterMs ?? 0, pacer.waitMs(nowMs)));
+  /** The cell refused a frame without an id (a heartbeat ping) for the rate limit: its bucket is empty. */
+  private onAnonymousRateLimit(): void {
+    this.pacer?.drain(this.clock.now());
   }
 
   /**

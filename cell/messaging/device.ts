@@ -1,7 +1,7 @@
 import type { TimerHandle } from '../../platform/clock.js';
 import type { Identity } from '../access/tokens.js';
 import type { CloseCode } from '../protocol/errors.js';
-import { TokenBucket } from './token-bucket.js';
+import { TokenBucket } from '../../platform/token-bucket.js';
 
 /**
  * The access port: what the core needs from one client connection. The WebSocket adapter
