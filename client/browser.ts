@@ -1,7 +1,7 @@
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import type { Random } from '../platform/random.js';
 import { BrowserTransport, type WebSocketConstructor } from './browser-transport.js';
-import { CellmeshClient, type CellmeshClientOptions } from './client.js';
+import { openClient, type CellmeshClient, type CellmeshClientOptions } from './client.js';
 
 /**
  * The public surface of the client SDK for browsers: everything in `portable.ts` plus browser
@@ -48,17 +48,8 @@ export interface BrowserConnectOptions extends Omit<CellmeshClientOptions, 'tran
 /** A client on the browser's WebSocket, clock and Web Crypto, resolved once the cell welcomed it. */
 export async function connectBrowser(options: BrowserConnectOptions): Promise<CellmeshClient> {
   const { webSocket, signal, ...clientOptions } = options;
-  const client = new CellmeshClient({
-    ...clientOptions,
-    transport: new BrowserTransport(webSocket),
-    clock: new BrowserClock(),
-    random: new CryptoRandom(),
-  });
-  try {
-    await client.connect(signal);
-  } catch (error) {
-    await client.close();
-    throw error;
-  }
-  return client;
+  return openClient(
+    { ...clientOptions, transport: new BrowserTransport(webSocket), clock: new BrowserClock(), random: new CryptoRandom() },
+    signal,
+  );
 }

@@ -1616,3 +1616,19 @@ function cancelTimer(timer: TimerHandle | undefined): undefined {
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
+
+/**
+ * Makes a client on the given ports and resolves once the cell welcomed it; on failure (or
+ * `signal`) the client is closed and the error thrown. `connectNode` and `connectBrowser` wire
+ * their world's ports and call this.
+ */
+export async function openClient(options: CellmeshClientOptions, signal?: AbortSignal): Promise<CellmeshClient> {
+  const client = new CellmeshClient(options);
+  try {
+    await client.connect(signal);
+  } catch (error) {
+    await client.close();
+    throw error;
+  }
+  return client;
+}

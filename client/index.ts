@@ -1,6 +1,6 @@
 import { SystemClock } from '../platform/clock.js';
 import { SystemRandom } from '../platform/random.js';
-import { CellmeshClient, type CellmeshClientOptions } from './client.js';
+import { openClient, type CellmeshClient, type CellmeshClientOptions } from './client.js';
 import { WsTransport, type WsTransportInit } from './ws-transport.js';
 
 /**
@@ -25,17 +25,5 @@ export interface NodeConnectOptions extends Omit<CellmeshClientOptions, 'transpo
  */
 export async function connectNode(options: NodeConnectOptions): Promise<CellmeshClient> {
   const { ws, signal, ...clientOptions } = options;
-  const client = new CellmeshClient({
-    ...clientOptions,
-    transport: new WsTransport(ws),
-    clock: new SystemClock(),
-    random: new SystemRandom(),
-  });
-  try {
-    await client.connect(signal);
-  } catch (error) {
-    await client.close();
-    throw error;
-  }
-  return client;
+  return openClient({ ...clientOptions, transport: new WsTransport(ws), clock: new SystemClock(), random: new SystemRandom() }, signal);
 }

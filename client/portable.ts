@@ -5,6 +5,7 @@
  */
 export {
   CellmeshClient,
+  openClient,
   DEFAULT_WEBSOCKET_PATH,
   type CellmeshClientOptions,
   type ClientEvents,
