@@ -56,6 +56,26 @@ async function settle(): Promise<void> {
   for (let round = 0; round < 20; round++) await new Promise<void>((resolve) => setImmediate(resolve));
 }
 
+/** A store whose reads complete in a shuffled order, as a thread-pooled LevelDB may. */
+class ShuffledReadStore extends MemoryStore {
+  private readonly random = new SeededRandom(11);
+
+  override async getMany(keys: readonly string[]): Promise<Array<string | undefined>> {
+    await this.delay();
+    return super.getMany(keys);
+  }
+
+  override async get(key: string): Promise<string | undefined> {
+    await this.delay();
+    return super.get(key);
+  }
+
+  private async delay(): Promise<void> {
+    const rounds = Math.floor(this.random.next() * 5);
+    for (let round = 0; round < rounds; round++) await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+}
+
 describe('CellCore on a manual clock and a memory store', () => {
   let clock: ManualClock;
   let store: Store;
@@ -154,6 +174,18 @@ describe('CellCore on a manual clock and a memory store', () => {
       ['a', 1],
       ['c', 2],
     ]);
+  });
+
+  it("sequences a sender's pipelined messages in arrival order, whatever order store reads complete in", async () => {
+    await makeCore({}, new ShuffledReadStore());
+    const { port, connection } = await connect('alice');
+    for (let index = 1; index <= 40; index++) {
+      core.receive(connection, JSON.stringify({ op: 'send', id: `s${index}`, conv: 'm1:alice', cmid: `c${index}`, body: `m${index}` }));
+      if (index % 7 === 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    for (let round = 0; round < 10; round++) await settle();
+    expect(port.of('sent').map((frame) => frame.id)).toEqual(Array.from({ length: 40 }, (_, index) => `s${index + 1}`));
+    expect(port.of('sent').map((frame) => frame.seq)).toEqual(Array.from({ length: 40 }, (_, index) => index + 1));
   });
 
   it('holds at most deliveryWindow unacked messages per device and resumes on ack', async () => {

@@ -200,16 +200,14 @@ export class ConversationLog {
     for (const resolve of this.idleWaiters.splice(0)) resolve();
   }
 
-  private async appendNew(state: ConversationState, request: AppendRequest): Promise<AppendResult> {
-    const storedSeq = await this.store.get(keys.clientMessageId(request.tenant, request.conv, request.from, request.cmid));
-    if (storedSeq !== undefined) {
-      const seq = Number(storedSeq);
-      const [message] = await this.messages(request.tenant, request.conv, seq, seq + 1, 1);
-      if (message === undefined) throw new Error(`idempotency record points at missing message ${request.conv}#${seq}`);
-      return { message, duplicate: true };
-    }
+  /**
+   * Queues the append synchronously, so a conversation's messages are sequenced in the order
+   * they arrived (a sender's pipelined messages keep their order); the idempotency lookup
+   * happens in the writer, for the whole batch at once.
+   */
+  private appendNew(state: ConversationState, request: AppendRequest): Promise<AppendResult> {
     if (state.queue.length >= this.options.maxQueuedAppends) {
-      throw new CellError(ErrorCode.StoreUnavailable, 'too many messages are waiting for the store in this conversation; retry');
+      return Promise.reject(new CellError(ErrorCode.StoreUnavailable, 'too many messages are waiting for the store in this conversation; retry'));
     }
     return new Promise<AppendResult>((resolve, reject) => {
       state.queue.push({ request, resolve, reject });
@@ -221,7 +219,16 @@ export class ConversationLog {
   private async writeQueued(state: ConversationState): Promise<void> {
     state.writing = true;
     while (state.queue.length > 0) {
-      const batch = state.queue.splice(0, MAX_APPENDS_PER_BATCH);
+      const queued = state.queue.splice(0, MAX_APPENDS_PER_BATCH);
+      let batch: PendingAppend[];
+      try {
+        batch = await this.answerStoredResends(state, queued);
+      } catch (error) {
+        const failure = new CellError(ErrorCode.StoreUnavailable, 'the store could not be read; retry', { cause: String(error) });
+        for (const pending of queued) pending.reject(failure);
+        continue;
+      }
+      if (batch.length === 0) continue;
       const firstSeq = state.durableSeq + 1;
       const ts = this.clock.now();
       const messages = batch.map((pending, index): ChatMessage => ({
@@ -268,6 +275,29 @@ export class ConversationLog {
     }
     state.writing = false;
     this.evictIdle();
+  }
+
+  /**
+   * Resolves the appends whose (sender, cmid) is already stored with the stored message, and
+   * returns the others, in order.
+   */
+  private async answerStoredResends(state: ConversationState, queued: PendingAppend[]): Promise<PendingAppend[]> {
+    const storedSeqs = await this.store.getMany(
+      queued.map(({ request }) => keys.clientMessageId(request.tenant, request.conv, request.from, request.cmid)),
+    );
+    const fresh: PendingAppend[] = [];
+    for (const [index, pending] of queued.entries()) {
+      const storedSeq = storedSeqs[index];
+      if (storedSeq === undefined) {
+        fresh.push(pending);
+        continue;
+      }
+      const seq = Number(storedSeq);
+      const [message] = await this.messages(state.tenant, state.conv, seq, seq + 1, 1);
+      if (message === undefined) throw new Error(`idempotency record points at missing message ${state.conv}#${seq}`);
+      pending.resolve({ message, duplicate: true });
+    }
+    return fresh;
   }
 
   private async timedWrite(ops: StoreOp[]): Promise<void> {
