@@ -7,8 +7,16 @@ import WebSocket from 'ws';
 import { mintToken } from '../cell/access/tokens.js';
 import { startCell, type RunningCell } from '../cell/cell.js';
 import { parseCellConfig, type CellConfig } from '../cell/config.js';
-import { silentLogger } from '../cell/logger.js';
+import { silentLogger, type Logger } from '../cell/logger.js';
 import type { Role, ServerFrame } from '../cell/protocol/frames.js';
+
+const logLine =
+  (level: string) =>
+  (fields: object, message?: string): void => {
+    console.log(`[cell ${level}] ${message ?? ''} ${JSON.stringify(fields, (_key, value: unknown) => (value instanceof Error ? value.stack : value))}`);
+  };
+/** Set CELLMESH_TEST_LOG=1 to see the logs of in-process cells. */
+const consoleLogger: Logger = { debug: () => {}, info: logLine('info'), warn: logLine('warn'), error: logLine('error') };
 
 /** Test fixtures: one tenant with two merchants, and a second tenant. */
 export const TENANT = 'mall';
@@ -29,19 +37,28 @@ export interface TestCell {
 }
 
 /** Starts a real cell (uWS on a free loopback port, LevelDB in a temp dir) in this process. */
-export async function startTestCell(overrides: { limits?: Record<string, unknown>; store?: 'level' | 'memory' } = {}): Promise<TestCell> {
+export async function startTestCell(
+  overrides: {
+    limits?: Record<string, unknown>;
+    store?: 'level' | 'memory';
+    /** Browser origins the tenant `mall` allows besides ALLOWED_ORIGIN (exact, like `http://127.0.0.1:8080`). */
+    origins?: string[];
+    /** Logs of the cell; silent unless CELLMESH_TEST_LOG=1. */
+    logger?: Logger;
+  } = {},
+): Promise<TestCell> {
   const directory = await mkdtemp(join(tmpdir(), 'cellmesh-test-'));
   const config = parseCellConfig({
     cell: { id: 'test-cell' },
     listen: { host: '127.0.0.1', port: 0 },
     store: overrides.store === 'memory' ? { kind: 'memory' } : { kind: 'level', directory },
     tenants: [
-      { id: TENANT, secret: SECRET, origins: [ALLOWED_ORIGIN], merchants: [{ id: 'm1' }, { id: 'm2' }] },
+      { id: TENANT, secret: SECRET, origins: [ALLOWED_ORIGIN, ...(overrides.origins ?? [])], merchants: [{ id: 'm1' }, { id: 'm2' }] },
       { id: OTHER_TENANT, secret: OTHER_SECRET, merchants: [{ id: 'm9' }] },
     ],
     limits: { ratePerSecond: 10_000, rateBurst: 10_000, ...overrides.limits },
   });
-  const cell = await startCell({ config, logger: silentLogger });
+  const cell = await startCell({ config, logger: overrides.logger ?? (process.env['CELLMESH_TEST_LOG'] === '1' ? consoleLogger : silentLogger) });
   return {
     cell,
     config,
@@ -87,6 +104,8 @@ export class RawClient {
   readonly frames: ServerFrame[] = [];
   closeCode: number | undefined;
   closeReason = '';
+  /** The last socket error (an invalid frame from the server, a reset...), if any. */
+  lastError: Error | undefined;
   private waiters: Array<{ match: (frame: ServerFrame) => boolean; resolve: (frame: ServerFrame) => void; from: number }> = [];
   /** Called after every frame and on close (used by `until`). */
   private readonly watchers = new Set<() => void>();
@@ -112,7 +131,9 @@ export class RawClient {
       }),
     );
     // Errors after open (a reset by the server) end in 'close'; without a listener they would throw.
-    socket.on('error', () => {});
+    socket.on('error', (error) => {
+      this.lastError = error;
+    });
   }
 
   static async connect(url: string, token: string, options: { origin?: string; protocols?: string[] } = {}): Promise<RawClient> {
@@ -195,7 +216,7 @@ export class RawClient {
         reject(
           new Error(
             `timed out after ${timeoutMs} ms waiting for ${options.what ?? 'a condition'}; ` +
-              `closeCode=${String(this.closeCode)}; last frames: ${JSON.stringify(this.frames.slice(-5)).slice(0, 1500)}`,
+              `closeCode=${String(this.closeCode)} ${this.closeReason}; error=${String(this.lastError)}; last frames: ${JSON.stringify(this.frames.slice(-5)).slice(0, 1500)}`,
           ),
         );
       }, timeoutMs);
@@ -203,15 +224,39 @@ export class RawClient {
     });
   }
 
-  /** Acknowledges every `msg` frame of `conv` (or of all conversations) as it arrives. */
+  /**
+   * Acknowledges like a well-behaved client: per conversation, the highest seq up to which it
+   * holds every message (pushed as `msg`, or its own answered with `sent`), whenever that grows.
+   */
   autoAck(conv?: string): void {
+    const held = new Map<string, Set<number>>();
+    const contiguous = new Map<string, number>();
     this.socket.on('message', (data) => {
       const frame = JSON.parse(data.toString()) as ServerFrame;
-      if (frame.t === 'msg' && (conv === undefined || frame.conv === conv) && this.socket.readyState === WebSocket.OPEN) {
-        this.send({ op: 'ack', conv: frame.conv, seq: frame.seq });
+      if ((frame.t !== 'msg' && frame.t !== 'sent') || (conv !== undefined && frame.conv !== conv)) return;
+      let seqs = held.get(frame.conv);
+      if (seqs === undefined) {
+        seqs = new Set();
+        held.set(frame.conv, seqs);
+      }
+      let top = contiguous.get(frame.conv) ?? this.ackBase.get(frame.conv) ?? 0;
+      if (frame.seq <= top) return;
+      const before = top;
+      // The cell pushes only what lies after the device's stored cursor: a device that did not
+      // say where it stands (ackBase) holds everything before the first `msg` it is pushed.
+      if (frame.t === 'msg' && !contiguous.has(frame.conv) && !this.ackBase.has(frame.conv)) top = frame.seq - 1;
+      seqs.add(frame.seq);
+      while (seqs.has(top + 1)) seqs.delete(++top);
+      for (const seq of seqs) if (seq <= top) seqs.delete(seq);
+      if (top > before) {
+        contiguous.set(frame.conv, top);
+        if (this.socket.readyState === WebSocket.OPEN) this.send({ op: 'ack', conv: frame.conv, seq: top });
       }
     });
   }
+
+  /** Seqs a device already holds per conversation before `autoAck` starts (its stored cursor). */
+  readonly ackBase = new Map<string, number>();
 
   /** Frames of one type. */
   all<T extends ServerFrame['t']>(type: T): Array<Extract<ServerFrame, { t: T }>> {
@@ -472,4 +517,52 @@ export class UpgradeRejected extends Error {
       return undefined;
     }
   }
+}
+
+export type MsgFrame = Extract<ServerFrame, { t: 'msg' }>;
+export type SentFrame = Extract<ServerFrame, { t: 'sent' }>;
+
+/**
+ * What one device saw of one conversation, checked against Guarantee 3 and 4: `msg` frames in
+ * strictly increasing seq order; a seq skipped by the `msg` stream only when this device had
+ * already been answered `sent` for it (its own message); every seq in fromSeq..lastSeq covered.
+ * Returns the problems found (empty when the device saw the conversation correctly).
+ */
+export function deliveryProblems(client: RawClient, conv: string, lastSeq: number, fromSeq = 1): string[] {
+  const problems: string[] = [];
+  const ownSent = new Set<number>();
+  let cursor = fromSeq - 1;
+  for (const frame of client.frames) {
+    if (frame.t === 'sent' && frame.conv === conv) ownSent.add(frame.seq);
+    if (frame.t !== 'msg' || frame.conv !== conv) continue;
+    if (frame.seq <= cursor) {
+      problems.push(`msg ${frame.seq} arrived after ${cursor} (repeated or out of order)`);
+      continue;
+    }
+    for (let seq = cursor + 1; seq < frame.seq; seq++) {
+      if (!ownSent.has(seq)) problems.push(`msg ${frame.seq} arrived but ${seq} was never delivered before it`);
+    }
+    cursor = frame.seq;
+  }
+  for (let seq = cursor + 1; seq <= lastSeq; seq++) {
+    if (!ownSent.has(seq)) problems.push(`seq ${seq} never reached the device`);
+  }
+  return problems;
+}
+
+/** Whether a device has every seq in fromSeq..lastSeq of `conv`, as `msg` or as its own `sent`. */
+export function hasAll(client: RawClient, conv: string, lastSeq: number, fromSeq = 1): boolean {
+  const have = new Set<number>();
+  for (const frame of client.frames) {
+    if ((frame.t === 'msg' || frame.t === 'sent') && frame.conv === conv) have.add(frame.seq);
+  }
+  for (let seq = fromSeq; seq <= lastSeq; seq++) if (!have.has(seq)) return false;
+  return true;
+}
+
+/** Sends one message and waits for its `sent` (fails on an error frame). */
+export async function sendMessage(client: RawClient, conv: string, cmid: string, body: string, id = `send-${cmid}`): Promise<SentFrame> {
+  const answer = await client.request({ id, op: 'send', conv, cmid, body });
+  if (answer.t !== 'sent') throw new Error(`send ${cmid} answered ${JSON.stringify(answer)}`);
+  return answer;
 }
