@@ -68,6 +68,13 @@ class ScriptedConnection implements ClientConnection {
     this.end(1006, '');
   }
 
+  /** How the cell refuses a browser: it completes the handshake, explains, then closes. */
+  rejectInBand(code: string, closeCode: number): void {
+    this.listener.onOpen();
+    this.push({ t: 'error', code, message: `refused: ${code}` });
+    this.end(closeCode, code);
+  }
+
   rejectUpgrade(httpStatus: number, code: string): void {
     this.listener.onError({ message: `upgrade rejected with HTTP ${httpStatus}`, httpStatus, code });
     this.end(1006, '');
@@ -300,6 +307,30 @@ describe('CellmeshClient connection', () => {
     expect(second.client.state).toBe('closed');
     second.clock.advance(600_000);
     expect(second.transport.connections).toHaveLength(1);
+  });
+
+  it('understands refusals a browser gets in band: an error frame before welcome, then 4403 or 4401', async () => {
+    const forbidden = setup();
+    const opened = forbidden.client.connect();
+    forbidden.transport.last.rejectInBand('ORIGIN_FORBIDDEN', 4403);
+    expect((await rejection(opened)).code).toBe('ORIGIN_FORBIDDEN');
+    expect(forbidden.client.state).toBe('closed');
+
+    const badToken = setup();
+    const refused = badToken.client.connect();
+    badToken.transport.last.rejectInBand('TOKEN_INVALID', 4401);
+    expect((await rejection(refused)).code).toBe('TOKEN_INVALID');
+    expect(badToken.client.state).toBe('closed');
+
+    let calls = 0;
+    const refreshing = setup({ token: async () => `token-${++calls}` });
+    void refreshing.client.connect();
+    await settle();
+    refreshing.transport.last.rejectInBand('TOKEN_EXPIRED', 4401);
+    refreshing.clock.advance(refreshing.lastState().delayMs ?? 0);
+    await settle();
+    expect(calls).toBe(2);
+    expect(refreshing.transport.last.url).toContain('token=token-2');
   });
 
   it('stops when the merchant is not hosted, and waits the policy delay at the device limit', async () => {

@@ -754,8 +754,14 @@ export class CellmeshClient {
       };
     }
     if (code === CloseCode.TokenExpired) {
-      const error = new ClientError(ErrorCode.TokenExpired, `the token expired during the session${reason}`, closeDetails);
-      return this.hasTokenProvider() ? { kind: 'retry', error, policy: false, refreshToken: true } : { kind: 'fatal', error };
+      const refusedCode = wasOpen ? undefined : transportError?.code;
+      const error =
+        refusedCode === undefined
+          ? new ClientError(ErrorCode.TokenExpired, `the token expired during the session${reason}`, closeDetails)
+          : new ClientError(refusedCode, transportError?.message ?? refusedCode, closeDetails);
+      if (!this.hasTokenProvider()) return { kind: 'fatal', error };
+      if (refusedCode !== undefined && ++this.authFailures >= this.settings.maxAuthFailures) return { kind: 'fatal', error };
+      return { kind: 'retry', error, policy: false, refreshToken: true };
     }
     if (code === CloseCode.PolicyViolation) {
       const error = new ClientError(ClientErrorCode.ConnectionLost, `closed for a policy violation${reason}`, closeDetails);
@@ -879,8 +885,11 @@ export class CellmeshClient {
     const frame = parsed.frame;
     if (this.sessionValue === undefined) {
       if (frame.t === 'welcome') this.onWelcome(generation, frame);
-      else if (frame.t === 'error') this.onErrorFrame(frame);
-      else this.dropConnection(generation, new ClientError(ClientErrorCode.ProtocolError, `expected 'welcome' first, got '${frame.t}'`));
+      else if (frame.t === 'error') {
+        // A browser's refused upgrade: the cell explains in band, then closes (4401/4403/4429).
+        this.lastTransportError = { message: frame.message, code: frame.code };
+        this.onErrorFrame(frame);
+      } else this.dropConnection(generation, new ClientError(ClientErrorCode.ProtocolError, `expected 'welcome' first, got '${frame.t}'`));
       return;
     }
     switch (frame.t) {

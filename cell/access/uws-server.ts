@@ -5,7 +5,7 @@ import type { LimitsConfig } from '../config.js';
 import type { Logger } from '../logger.js';
 import type { DeviceConnection, DevicePort } from '../messaging/device.js';
 import type { CellMetrics } from '../metrics.js';
-import { CellError, ErrorCode, httpStatusOf } from '../protocol/errors.js';
+import { CellError, ErrorCode, httpStatusOf, inBandRejectionCloseCodes } from '../protocol/errors.js';
 import { PROTOCOL_VERSION, SUBPROTOCOL_V1, parseConversationId } from '../protocol/frames.js';
 import { HttpHistoryQuery, HttpReadBody, HttpSendBody } from '../protocol/http.js';
 import type { Identity } from './tokens.js';
@@ -21,11 +21,10 @@ export interface AccessServerOptions {
   isReady: () => boolean;
 }
 
-interface SocketData {
-  identity: Identity;
-  port?: UwsDevicePort;
-  connection?: DeviceConnection;
-}
+type SocketData =
+  | { identity: Identity; port?: UwsDevicePort; connection?: DeviceConnection }
+  /** An upgrade refused in band, for a browser: one error frame, then the close code. */
+  | { rejection: CellError; closeCode: number };
 
 /** The hard transport limit is this many times the frame limit; beyond it uWS closes with 1009. */
 const HARD_PAYLOAD_FACTOR = 16;
@@ -113,8 +112,9 @@ export class AccessServer {
           aborted = true;
         });
         void (async () => {
+          let protocol = '';
           try {
-            const protocol = negotiateProtocol(request.protocols);
+            protocol = negotiateProtocol(request.protocols);
             const identity = await core.authenticate(request.token || undefined);
             core.admit(identity, request.origin || undefined);
             if (aborted) return;
@@ -122,17 +122,29 @@ export class AccessServer {
           } catch (error) {
             const cellError = asCellError(error, logger);
             metrics.upgradesRejected.inc({ code: cellError.code });
-            if (!aborted) res.cork(() => writeError(res, cellError));
+            if (aborted) return;
+            const closeCode = inBandRejectionCloseCodes[cellError.code];
+            if (request.origin !== '' && closeCode !== undefined) {
+              res.cork(() => res.upgrade<SocketData>({ rejection: cellError, closeCode }, request.key, protocol, request.extensions, context));
+            } else {
+              res.cork(() => writeError(res, cellError));
+            }
           }
         })();
       },
       open: (socket) => {
         const data = socket.getUserData();
+        if ('rejection' in data) {
+          socket.send(JSON.stringify({ t: 'error', code: data.rejection.code, message: data.rejection.message }));
+          socket.end(data.closeCode, data.rejection.code);
+          return;
+        }
         data.port = new UwsDevicePort(socket);
         data.connection = core.connect(data.identity, data.port);
       },
       message: (socket, message, isBinary) => {
-        const connection = socket.getUserData().connection;
+        const data = socket.getUserData();
+        const connection = 'connection' in data ? data.connection : undefined;
         if (connection === undefined) return;
         if (isBinary) {
           core.refuse(connection, new CellError(ErrorCode.BinaryNotSupported, 'frames are JSON text; binary frames are not accepted'));
@@ -148,6 +160,7 @@ export class AccessServer {
       },
       close: (socket) => {
         const data = socket.getUserData();
+        if ('rejection' in data) return;
         if (data.port !== undefined) data.port.closed = true;
         if (data.connection !== undefined) core.disconnect(data.connection);
       },

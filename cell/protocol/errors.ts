@@ -78,8 +78,10 @@ export const CloseCode = {
   MessageTooBig: 1009,
   /** The device did not read fast enough; reconnect and resync from the delivery cursor. */
   Backpressure: 4008,
-  /** The token expired during the session: get a new token, then reconnect. */
+  /** The token expired during the session, or (for browsers) was refused: get a new token, then reconnect. */
   TokenExpired: 4401,
+  /** (For browsers) the connection is forbidden: origin not allowed, merchant not hosted. Do not retry. */
+  Forbidden: 4403,
   /** The same device connected again elsewhere; this older connection is replaced. */
   Replaced: 4409,
   /** Too many consecutive protocol errors or rate-limit violations. */
@@ -87,3 +89,18 @@ export const CloseCode = {
 } as const;
 
 export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
+
+/**
+ * Browsers cannot read the HTTP error of a refused WebSocket upgrade. For them (requests with an
+ * Origin header) the cell accepts the upgrade, sends one `error` frame and closes with the code
+ * below; the codes missing here are answered over HTTP to everyone.
+ */
+export const inBandRejectionCloseCodes: Partial<Record<ErrorCode, CloseCode>> = {
+  UNAUTHENTICATED: CloseCode.TokenExpired,
+  TOKEN_INVALID: CloseCode.TokenExpired,
+  TOKEN_EXPIRED: CloseCode.TokenExpired,
+  TENANT_UNKNOWN: CloseCode.Forbidden,
+  ORIGIN_FORBIDDEN: CloseCode.Forbidden,
+  MERCHANT_NOT_HOSTED: CloseCode.Forbidden,
+  DEVICE_LIMIT: CloseCode.PolicyViolation,
+};
