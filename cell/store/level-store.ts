@@ -69,6 +69,13 @@ export class LevelStore implements Store {
     return this.guard.run('getMany', () => this.database().getMany(keys.map(encodeKey)));
   }
 
+  getManySync(keys: readonly string[]): Array<string | undefined> {
+    return this.guard.runSync('getManySync', () => {
+      const db = this.database();
+      return keys.map((key) => db.getSync(encodeKey(key)));
+    });
+  }
+
   write(ops: readonly StoreOp[]): Promise<void> {
     // Everything up to submit() runs synchronously in this call, so the queue holds writes in
     // call order.

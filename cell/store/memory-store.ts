@@ -34,6 +34,10 @@ export class MemoryStore implements Store {
     return this.guard.run('getMany', () => this.db.getMany([...keys]));
   }
 
+  getManySync(keys: readonly string[]): Array<string | undefined> {
+    return this.guard.runSync('getManySync', () => keys.map((key) => this.db.getSync(key)));
+  }
+
   write(ops: readonly StoreOp[]): Promise<void> {
     return this.guard.run('write', async () => {
       assertValidOps(ops);

@@ -99,6 +99,19 @@ export function describeStoreContract(
         expect(await store.getMany(['b', 'gap', 'a', 'b'])).toEqual(['2', undefined, '1', '2']);
         expect(await store.getMany([])).toEqual([]);
       });
+
+      it('answers getManySync, where the adapter has it, exactly as getMany', async () => {
+        if (store.getManySync === undefined) return;
+        await store.write([
+          { type: 'put', key: 'a', value: '1' },
+          { type: 'put', key: 'b', value: '2' },
+        ]);
+        const write = store.write([{ type: 'put', key: 'c', value: '3' }]);
+        await write;
+        const asked = ['b', 'gap', 'a', 'c'];
+        expect(store.getManySync(asked)).toEqual(await store.getMany(asked));
+        expect(store.getManySync(asked)).toEqual(['2', undefined, '1', '3']);
+      });
     });
 
     describe('atomic writes', () => {
@@ -283,6 +296,10 @@ export function describeStoreContract(
           store.write([{ type: 'put', key: 'a', value: 'x' }]),
           store.range({ gte: 'a', lt: 'z', limit: 1 }),
         ];
+        if (store.getManySync !== undefined) {
+          const sync = store.getManySync.bind(store);
+          attempts.push(new Promise((resolve) => resolve(sync(['a']))));
+        }
         for (const attempt of attempts) {
           const error: unknown = await attempt.then(
             () => undefined,

@@ -51,6 +51,18 @@ export class StoreGuard {
     return promise;
   }
 
+  /** Runs a synchronous operation if the store is open, with the same errors as `run`. */
+  runSync<T>(operation: string, perform: () => T): T {
+    assert(this.phase !== 'new' && this.phase !== 'opening', `${this.name}: ${operation} called before open() resolved`);
+    if (this.phase !== 'open') throw new StoreError(`${this.name}: ${operation} on a closed store`);
+    try {
+      return perform();
+    } catch (cause) {
+      if (cause instanceof StoreError || cause instanceof assert.AssertionError) throw cause;
+      throw new StoreError(`${this.name}: ${operation} failed`, { cause });
+    }
+  }
+
   /** Idempotent: every call returns the same promise. */
   close(closeBackend: () => Promise<void>): Promise<void> {
     this.closing ??= this.shutDown(closeBackend);

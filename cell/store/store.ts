@@ -29,6 +29,13 @@ export interface Store {
   /** Values in the order of `keys`, `undefined` where absent. */
   getMany(keys: readonly string[]): Promise<Array<string | undefined>>;
   /**
+   * Optional: the same as `getMany`, answered synchronously from what the adapter holds on this
+   * machine (LevelDB's memtable, block cache and bloom filters; memory). Hot paths use it to
+   * skip a thread-pool round trip per lookup. Adapters that would need the network (Redis) leave
+   * it out and callers use `getMany`. Throws StoreError when the store is not open.
+   */
+  getManySync?(keys: readonly string[]): Array<string | undefined>;
+  /**
    * Applies all ops atomically (all or none) and resolves only once they are durable: a
    * `kill -9` of the process after the promise resolves loses none of them. Writes resolve in
    * the order they were called. Rejects with StoreError when the store cannot write.
