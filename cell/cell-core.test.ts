@@ -56,18 +56,27 @@ async function settle(): Promise<void> {
   for (let round = 0; round < 20; round++) await new Promise<void>((resolve) => setImmediate(resolve));
 }
 
-/** A store whose reads complete in a shuffled order, as a thread-pooled LevelDB may. */
-class ShuffledReadStore extends MemoryStore {
+/**
+ * A store whose reads complete in a shuffled order, as a thread-pooled LevelDB's may, and that
+ * has no synchronous reads (as Redis will not), so the cell must take the asynchronous path.
+ */
+class ShuffledReadStore implements Store {
+  private readonly inner = new MemoryStore();
   private readonly random = new SeededRandom(11);
 
-  override async getMany(keys: readonly string[]): Promise<Array<string | undefined>> {
+  open = (): Promise<void> => this.inner.open();
+  close = (): Promise<void> => this.inner.close();
+  write = (ops: readonly StoreOp[]): Promise<void> => this.inner.write(ops);
+  range: Store['range'] = (query) => this.inner.range(query);
+
+  async getMany(keys: readonly string[]): Promise<Array<string | undefined>> {
     await this.delay();
-    return super.getMany(keys);
+    return this.inner.getMany(keys);
   }
 
-  override async get(key: string): Promise<string | undefined> {
+  async get(key: string): Promise<string | undefined> {
     await this.delay();
-    return super.get(key);
+    return this.inner.get(key);
   }
 
   private async delay(): Promise<void> {

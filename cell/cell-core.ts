@@ -50,6 +50,7 @@ interface PendingAck {
 }
 
 const DEFAULT_HISTORY_LIMIT = 50;
+const SERVER_SIDE_CODES: ReadonlySet<string> = new Set([ErrorCode.StoreUnavailable, ErrorCode.ShuttingDown, ErrorCode.Internal]);
 
 export type PresenceAnswer = Omit<Extract<ServerFrame, { t: 'presence' }>, 't' | 'id'>;
 
@@ -132,6 +133,7 @@ export class CellCore {
       ratePerSecond: limits.ratePerSecond,
       burst: limits.rateBurst,
     });
+    port.onDrained = () => this.delivery.drained(connection);
     const replaced = this.presence.add(connection);
     if (replaced !== undefined) replaced.port.close(CloseCode.Replaced, 'this device connected again elsewhere');
     metrics.connections.set(this.presence.connections);
@@ -303,6 +305,7 @@ export class CellCore {
     for (const connection of this.presence.all()) {
       connection.port.close(CloseCode.GoingAway, 'cell shutting down; reconnect');
     }
+    await this.delivery.cursorsFlushed();
   }
 
   private async dispatch(connection: DeviceConnection, frame: ClientFrame): Promise<void> {
@@ -390,6 +393,9 @@ export class CellCore {
     const retryAfterMs = cellError?.details?.['retryAfterMs'];
     if (typeof retryAfterMs === 'number') frame.retryAfterMs = retryAfterMs;
     this.delivery.sendFrame(connection, frame);
+    // Only the client's own faults count towards closing it; the cell's (a store failure, a
+    // shutdown, a bug) must not cost a well-behaved client its connection.
+    if (SERVER_SIDE_CODES.has(code)) return;
     connection.consecutiveErrors++;
     if (connection.consecutiveErrors >= this.options.limits.maxConsecutiveErrors) {
       connection.port.close(CloseCode.PolicyViolation, 'too many bad frames');

@@ -26,28 +26,53 @@ type SocketData =
   /** An upgrade refused in band, for a browser: one error frame, then the close code. */
   | { rejection: CellError; closeCode: number };
 
-/** The hard transport limit is this many times the frame limit; beyond it uWS closes with 1009. */
+/** The hard transport limit is this many times the frame limit; beyond it uWS drops the connection. */
 const HARD_PAYLOAD_FACTOR = 16;
 
-/** A device port over one uWS WebSocket; guards against use after close, which uWS forbids. */
+/**
+ * A device port over one uWS WebSocket; guards against use after close, which uWS forbids.
+ * Frames sent in one turn of the event loop (a fan-out, a page of catch-up) are written
+ * together inside one cork, so a busy device costs one syscall per turn, not one per frame.
+ */
 class UwsDevicePort implements DevicePort {
   closed = false;
+  onDrained: (() => void) | undefined;
+  private pending: string[] = [];
+  private pendingBytes = 0;
 
   constructor(private readonly socket: uWS.WebSocket<SocketData>) {}
 
   send(text: string): void {
-    if (!this.closed) this.socket.send(text, false, false);
+    if (this.closed) return;
+    if (this.pending.length === 0) queueMicrotask(this.flush);
+    this.pending.push(text);
+    this.pendingBytes += text.length;
   }
 
   bufferedBytes(): number {
-    return this.closed ? 0 : this.socket.getBufferedAmount();
+    return this.closed ? 0 : this.socket.getBufferedAmount() + this.pendingBytes;
   }
 
   close(code: number, reason: string): void {
     if (this.closed) return;
+    // Frames queued before the close (a last `sent`, say) still go out ahead of it.
+    this.flush();
     this.closed = true;
     this.socket.end(code, reason);
   }
+
+  private readonly flush = (): void => {
+    if (this.closed || this.pending.length === 0) return;
+    const frames = this.pending;
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.socket.cork(() => {
+      for (const frame of frames) this.socket.send(frame, false, false);
+    });
+    // uWS reports a drain only after backpressure built up; a flush the network took at once
+    // is a drain too.
+    if (this.socket.getBufferedAmount() === 0) this.onDrained?.();
+  };
 }
 
 /**
@@ -118,14 +143,16 @@ export class AccessServer {
             const identity = await core.authenticate(request.token || undefined);
             core.admit(identity, request.origin || undefined);
             if (aborted) return;
-            res.cork(() => res.upgrade<SocketData>({ identity }, request.key, protocol, request.extensions, context));
+            // Not inside res.cork(): the upgrade moves the connection to a new WebSocket, and
+            // uncorking the HTTP response afterwards now and then dropped it (1006).
+            res.upgrade<SocketData>({ identity }, request.key, protocol, request.extensions, context);
           } catch (error) {
             const cellError = asCellError(error, logger);
             metrics.upgradesRejected.inc({ code: cellError.code });
             if (aborted) return;
             const closeCode = inBandRejectionCloseCodes[cellError.code];
             if (request.origin !== '' && closeCode !== undefined) {
-              res.cork(() => res.upgrade<SocketData>({ rejection: cellError, closeCode }, request.key, protocol, request.extensions, context));
+              res.upgrade<SocketData>({ rejection: cellError, closeCode }, request.key, protocol, request.extensions, context);
             } else {
               res.cork(() => writeError(res, cellError));
             }
@@ -157,6 +184,10 @@ export class AccessServer {
           // The ArrayBuffer is only valid during this callback; decoding copies it.
           core.receive(connection, Buffer.from(message).toString('utf8'));
         }
+      },
+      drain: (socket) => {
+        const data = socket.getUserData();
+        if ('port' in data) data.port?.onDrained?.();
       },
       close: (socket) => {
         const data = socket.getUserData();

@@ -282,9 +282,10 @@ export class ConversationLog {
    * returns the others, in order.
    */
   private async answerStoredResends(state: ConversationState, queued: PendingAppend[]): Promise<PendingAppend[]> {
-    const storedSeqs = await this.store.getMany(
-      queued.map(({ request }) => keys.clientMessageId(request.tenant, request.conv, request.from, request.cmid)),
-    );
+    const lookupKeys = queued.map(({ request }) => keys.clientMessageId(request.tenant, request.conv, request.from, request.cmid));
+    // Local stores answer at once (memtable, bloom filters); a thread-pool round trip per send
+    // would cost more than the lookup itself.
+    const storedSeqs = this.store.getManySync?.(lookupKeys) ?? (await this.store.getMany(lookupKeys));
     const fresh: PendingAppend[] = [];
     for (const [index, pending] of queued.entries()) {
       const storedSeq = storedSeqs[index];

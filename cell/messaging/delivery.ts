@@ -3,6 +3,7 @@ import type { ChatMessage, ServerFrame } from '../protocol/frames.js';
 import type { Store } from '../store/store.js';
 import type { CellMetrics } from '../metrics.js';
 import type { Logger } from '../logger.js';
+import { CoalescingWriter } from './coalescing-writer.js';
 import type { ConversationLog } from './conversation-log.js';
 import type { DeviceConnection, DeviceCursor } from './device.js';
 import { keys, lastField } from './keys.js';
@@ -32,6 +33,7 @@ const ATTACH_LOAD_PARALLELISM = 32;
  */
 export class DeliveryService {
   private readonly frameTexts = new WeakMap<ChatMessage, string>();
+  private readonly cursorWriter: CoalescingWriter;
 
   constructor(
     private readonly log: ConversationLog,
@@ -39,7 +41,14 @@ export class DeliveryService {
     private readonly metrics: CellMetrics,
     private readonly logger: Logger,
     private readonly limits: DeliveryLimits,
-  ) {}
+  ) {
+    this.cursorWriter = new CoalescingWriter(store, logger);
+  }
+
+  /** Resolves once every acknowledged cursor is written (for graceful shutdown). */
+  cursorsFlushed(): Promise<void> {
+    return this.cursorWriter.flushed();
+  }
 
   /** Loads the device's conversations and cursors, then starts catching it up. */
   async attach(connection: DeviceConnection): Promise<void> {
@@ -53,6 +62,12 @@ export class DeliveryService {
       this.store.range({ ...keys.deliveryCursors(tenant, user, device), limit: MAX_CONVERSATIONS_PER_DEVICE }),
     ]);
     const ackedByConversation = new Map(cursorEntries.map(([key, value]) => [lastField(key), Number(value)]));
+    // A device that acked and reconnected at once may be faster than its cursor's write.
+    const { gte: cursorPrefix } = keys.deliveryCursors(tenant, user, device);
+    for (const [key, value] of this.cursorWriter.unwritten(cursorPrefix)) {
+      const conv = lastField(key);
+      ackedByConversation.set(conv, Math.max(ackedByConversation.get(conv) ?? 0, Number(value)));
+    }
     const conversations = conversationEntries.map(([key]) => lastField(key));
     for (let start = 0; start < conversations.length; start += ATTACH_LOAD_PARALLELISM) {
       const chunk = conversations.slice(start, start + ATTACH_LOAD_PARALLELISM);
@@ -128,11 +143,9 @@ export class DeliveryService {
     if (seq > cursor.sentSeq) cursor.sentSeq = seq;
     this.checkSynced(connection, cursor);
     const { tenant, user, device } = connection.identity;
-    // Not awaited by the frame: losing the newest cursor in a crash only means a redelivery
-    // the client drops by seq. Writes land in call order, so the stored cursor never regresses.
-    this.store
-      .write([{ type: 'put', key: keys.deliveryCursor(tenant, user, device, conv), value: String(seq) }])
-      .catch((error: unknown) => this.logger.warn({ err: error, conv, device }, 'delivery cursor not persisted'));
+    // Cursors only move forward and the writer writes each key's latest value in order, so the
+    // stored cursor never regresses.
+    this.cursorWriter.set(keys.deliveryCursor(tenant, user, device, conv), String(seq));
     this.resumeStalled(connection);
   }
 
@@ -178,44 +191,68 @@ export class DeliveryService {
     const cursor = connection.cursors.get(conv);
     if (cursor === undefined || cursor.pumping) return;
     cursor.pumping = true;
-    this.catchUp(connection, conv, cursor)
-      .catch((error: unknown) => {
-        this.logger.error({ err: error, conv, device: connection.identity.device }, 'catch-up failed; closing the device');
-        connection.port.close(CloseCode.GoingAway, 'delivery failed; reconnect');
-      })
-      .finally(() => {
-        cursor.pumping = false;
-      });
+    this.catchUp(connection, conv, cursor).catch((error: unknown) => {
+      this.logger.error({ err: error, conv, device: connection.identity.device }, 'catch-up failed; closing the device');
+      connection.port.close(CloseCode.GoingAway, 'delivery failed; reconnect');
+    });
   }
 
+  /**
+   * Pushes pages until the device has everything, its window is full or its network is
+   * saturated (then the conversation waits in `stalledConversations` for an ack or a drain).
+   * `pumping` is cleared in this function's own `finally`, which runs synchronously at the
+   * return, so a wake-up that comes right after a stall finds the conversation free to pump.
+   */
   private async catchUp(connection: DeviceConnection, conv: string, cursor: DeviceCursor): Promise<void> {
     const { tenant } = connection.identity;
-    while (!connection.closed) {
-      const state = this.log.cached(tenant, conv) ?? (await this.log.conversation(tenant, conv));
-      const available = state.durableSeq - cursor.sentSeq;
-      if (available <= 0) return;
-      const room = this.limits.deliveryWindow - connection.inFlight;
-      if (room <= 0) {
-        connection.stalledConversations.add(conv);
-        return;
+    try {
+      while (!connection.closed) {
+        const state = this.log.cached(tenant, conv) ?? (await this.log.conversation(tenant, conv));
+        const available = state.durableSeq - cursor.sentSeq;
+        if (available <= 0) return;
+        const room = this.limits.deliveryWindow - connection.inFlight;
+        if (room <= 0 || this.saturated(connection)) {
+          connection.stalledConversations.add(conv);
+          return;
+        }
+        const page = await this.log.messages(
+          tenant,
+          conv,
+          cursor.sentSeq + 1,
+          state.durableSeq + 1,
+          Math.min(room, available, this.limits.syncPageSize),
+        );
+        if (page.length === 0) return;
+        for (const message of page) {
+          if (connection.closed) return;
+          if (this.saturated(connection)) {
+            // Catch-up waits for the device's network to drain instead of piling up bytes.
+            connection.stalledConversations.add(conv);
+            return;
+          }
+          if (message.seq === cursor.sentSeq + 1) this.push(connection, cursor, message);
+        }
       }
-      const page = await this.log.messages(
-        tenant,
-        conv,
-        cursor.sentSeq + 1,
-        state.durableSeq + 1,
-        Math.min(room, available, this.limits.syncPageSize),
-      );
-      if (page.length === 0) return;
-      for (const message of page) {
-        if (connection.closed) return;
-        if (message.seq === cursor.sentSeq + 1) this.push(connection, cursor, message);
-      }
+    } finally {
+      cursor.pumping = false;
     }
   }
 
+  /**
+   * The device's network took the bytes queued for it (uWS drain, or a flush that left little
+   * behind): conversations that waited for bytes go on.
+   */
+  drained(connection: DeviceConnection): void {
+    if (!connection.closed) this.resumeStalled(connection);
+  }
+
+  /** Past half the backpressure limit, catch-up stops; only live frames may go beyond. */
+  private saturated(connection: DeviceConnection): boolean {
+    return connection.port.bufferedBytes() > this.limits.maxBackpressureBytes / 2;
+  }
+
   private resumeStalled(connection: DeviceConnection): void {
-    if (connection.stalledConversations.size === 0 || !this.hasRoom(connection)) return;
+    if (connection.stalledConversations.size === 0 || !this.hasRoom(connection) || this.saturated(connection)) return;
     const stalled = [...connection.stalledConversations];
     connection.stalledConversations.clear();
     for (const conv of stalled) this.pump(connection, conv);

@@ -14,6 +14,11 @@ export interface DevicePort {
   bufferedBytes(): number;
   /** Closes with a WebSocket close code; the core's `disconnect` follows. */
   close(code: CloseCode, reason: string): void;
+  /**
+   * Set by the core: the adapter calls it when bytes queued for the device have drained (its
+   * network took them), so delivery that paused for bytes can go on.
+   */
+  onDrained?: () => void;
 }
 
 /** Delivery state of one conversation on one device. */

@@ -74,8 +74,6 @@ export class CellError extends Error {
 export const CloseCode = {
   /** The cell is shutting down or draining: reconnect (with backoff), the session resumes. */
   GoingAway: 1001,
-  /** A frame larger than the hard transport limit; the connection cannot continue. */
-  MessageTooBig: 1009,
   /** The device did not read fast enough; reconnect and resync from the delivery cursor. */
   Backpressure: 4008,
   /** The token expired during the session, or (for browsers) was refused: get a new token, then reconnect. */

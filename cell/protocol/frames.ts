@@ -17,6 +17,13 @@ const conversationId = z
   .refine((value) => parseConversationId(value) !== undefined, 'must be <merchant>:<customer>');
 
 const seq = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+/** A lone surrogate (half of a UTF-16 pair) cannot be encoded as UTF-8, so not stored as a key. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+export const clientMessageId = z
+  .string()
+  .min(1)
+  .max(64)
+  .refine((value) => !LONE_SURROGATE.test(value), 'must be well-formed Unicode (no lone surrogates)');
 const requestId = z.string().min(1).max(64);
 
 export function conversationIdOf(merchant: string, customer: string): string {
@@ -40,7 +47,7 @@ export const SendFrame = z.object({
   id: requestId.optional(),
   conv: conversationId,
   /** Client message id: a resend with the same id returns the same seq and stores nothing new. */
-  cmid: z.string().min(1).max(64),
+  cmid: clientMessageId,
   body: z.string().min(1).max(MAX_BODY_CHARS),
 });
 

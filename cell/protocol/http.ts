@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import { MAX_BODY_CHARS } from './frames.js';
+import { MAX_BODY_CHARS, clientMessageId } from './frames.js';
 
 /** Bodies and query parameters of the HTTP API (docs/protocol.md, "HTTP API"). */
 export const HttpSendBody = z.object({
-  cmid: z.string().min(1).max(64),
+  cmid: clientMessageId,
   body: z.string().min(1).max(MAX_BODY_CHARS),
 });
 
