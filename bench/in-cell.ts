@@ -559,7 +559,9 @@ async function runTarget(
     result.ok = true;
   } catch (error) {
     result.error = (error as Error).message;
-    if (server?.hasExited()) result.error += `\n${server.stderrTail()}`;
+    // The server's own words (its log tail) usually say why, whether or not it exited.
+    const tail = server?.stderrTail().trim();
+    if (tail) result.error += `\n${server?.hasExited() ? 'server exited; ' : ''}its log ends with:\n${tail}`;
     log(`  failed: ${result.error}`);
   } finally {
     await Promise.all(workers.map((worker) => worker.close()));

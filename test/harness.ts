@@ -9,6 +9,7 @@ import { startCell, type RunningCell } from '../cell/cell.js';
 import { parseCellConfig, type CellConfig } from '../cell/config.js';
 import { silentLogger, type Logger } from '../cell/logger.js';
 import type { Role, ServerFrame } from '../cell/protocol/frames.js';
+import { MemoryStore, type RangeQuery, type Store, type StoreOp } from '../cell/store/index.js';
 
 const logLine =
   (level: string) =>
@@ -45,6 +46,8 @@ export async function startTestCell(
     origins?: string[];
     /** Logs of the cell; silent unless CELLMESH_TEST_LOG=1. */
     logger?: Logger;
+    /** A store object to use instead of the one `store` names (e.g. a GatedStore). */
+    storeInstance?: Store;
   } = {},
 ): Promise<TestCell> {
   const directory = await mkdtemp(join(tmpdir(), 'cellmesh-test-'));
@@ -58,7 +61,11 @@ export async function startTestCell(
     ],
     limits: { ratePerSecond: 10_000, rateBurst: 10_000, ...overrides.limits },
   });
-  const cell = await startCell({ config, logger: overrides.logger ?? (process.env['CELLMESH_TEST_LOG'] === '1' ? consoleLogger : silentLogger) });
+  const cell = await startCell({
+    config,
+    logger: overrides.logger ?? (process.env['CELLMESH_TEST_LOG'] === '1' ? consoleLogger : silentLogger),
+    ...(overrides.storeInstance === undefined ? {} : { store: overrides.storeInstance }),
+  });
   return {
     cell,
     config,
@@ -151,7 +158,12 @@ export class RawClient {
       });
       socket.once('error', reject);
     });
-    await client.next((frame) => frame.t === 'welcome', { fromStart: true });
+    // A browser's refused upgrade is answered in band: an error frame, then a close.
+    await client.until(() => client.frames.some((frame) => frame.t === 'welcome') || client.closeCode !== undefined, { what: 'welcome' });
+    if (!client.frames.some((frame) => frame.t === 'welcome')) {
+      const error = client.frames.find((frame) => frame.t === 'error');
+      throw new InBandRejected(client.closeCode ?? 0, error?.t === 'error' ? error.code : undefined, client.frames);
+    }
     return client;
   }
 
@@ -322,13 +334,17 @@ async function closeQuickly(client: RawClient): Promise<void> {
   }
 }
 
-/** Connects and expects the upgrade to be refused; returns the refusal. */
-export async function expectUpgradeRejected(url: string, token: string, options: { origin?: string; protocols?: string[] } = {}): Promise<UpgradeRejected> {
+/** Connects and expects the upgrade to be refused (over HTTP, or in band for a browser); returns the refusal. */
+export async function expectUpgradeRejected(
+  url: string,
+  token: string,
+  options: { origin?: string; protocols?: string[] } = {},
+): Promise<UpgradeRejected | InBandRejected> {
   let client: RawClient;
   try {
     client = await RawClient.connect(url, token, options);
   } catch (error) {
-    if (error instanceof UpgradeRejected) return error;
+    if (error instanceof UpgradeRejected || error instanceof InBandRejected) return error;
     throw error;
   }
   await client.close();
@@ -447,7 +463,8 @@ export async function startChildCell(options: { directory: string; configDir: st
   const child = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'cellmesh.js'), 'cell', '--config', configFile], {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, CELLMESH_CONFIG: '', CELLMESH_PORT: '', CELLMESH_DATA_DIR: '', CELLMESH_STORE: '' },
+    // The config file decides: no CELLMESH_* variable of the test's environment overrides it.
+    env: Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('CELLMESH_'))),
   });
   const stderrLines: string[] = [];
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => {
@@ -500,6 +517,17 @@ export async function startChildCell(options: { directory: string; configDir: st
 export async function killChildCell(cell: ChildCell): Promise<void> {
   cell.kill('SIGKILL');
   await cell.exited;
+}
+
+/** An upgrade the cell accepted only to send one error frame and close (how browsers are refused). */
+export class InBandRejected extends Error {
+  constructor(
+    readonly closeCode: number,
+    readonly code: string | undefined,
+    readonly frames: ServerFrame[],
+  ) {
+    super(`refused in band with close ${closeCode} and error ${String(code)}: ${JSON.stringify(frames)}`);
+  }
 }
 
 export class UpgradeRejected extends Error {
@@ -565,4 +593,57 @@ export async function sendMessage(client: RawClient, conv: string, cmid: string,
   const answer = await client.request({ id, op: 'send', conv, cmid, body });
   if (answer.t !== 'sent') throw new Error(`send ${cmid} answered ${JSON.stringify(answer)}`);
   return answer;
+}
+
+/**
+ * A memory store whose writes of chat messages can be held: while held, a write holding a
+ * message key (`m/...`) waits until `release()`. Lets a test keep a cell "busy writing".
+ */
+export class GatedStore implements Store {
+  private readonly inner = new MemoryStore();
+  private gate: Promise<void> | undefined;
+  private openGate: (() => void) | undefined;
+  /** Message writes currently waiting at the gate. */
+  waiting = 0;
+
+  hold(): void {
+    this.gate ??= new Promise((resolve) => (this.openGate = resolve));
+  }
+
+  release(): void {
+    this.openGate?.();
+    this.gate = undefined;
+    this.openGate = undefined;
+  }
+
+  open(): Promise<void> {
+    return this.inner.open();
+  }
+
+  close(): Promise<void> {
+    this.release();
+    return this.inner.close();
+  }
+
+  get(key: string): Promise<string | undefined> {
+    return this.inner.get(key);
+  }
+
+  getMany(keys: readonly string[]): Promise<Array<string | undefined>> {
+    return this.inner.getMany(keys);
+  }
+
+  async write(ops: readonly StoreOp[]): Promise<void> {
+    const gate = this.gate;
+    if (gate !== undefined && ops.some((op) => op.key.startsWith('m/'))) {
+      this.waiting++;
+      await gate;
+      this.waiting--;
+    }
+    return this.inner.write(ops);
+  }
+
+  range(query: RangeQuery): Promise<Array<[key: string, value: string]>> {
+    return this.inner.range(query);
+  }
 }
