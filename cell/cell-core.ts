@@ -96,7 +96,7 @@ export class CellCore {
   }
 
   /** Verifies a bearer token against its tenant's secret. */
-  async authenticate(token: string | undefined): Promise<Identity> {
+  authenticate(token: string | undefined): Identity {
     if (token === undefined || token === '') {
       throw new CellError(ErrorCode.Unauthenticated, 'a token is required (query parameter `token` or `Authorization: Bearer`)');
     }

@@ -75,12 +75,12 @@ async function main(): Promise<void> {
       next(new Error('UNAUTHENTICATED'));
       return;
     }
-    verifyToken(token, (tenant) => secrets.get(tenant), Date.now())
-      .then((identity) => {
-        socket.data.identity = identity;
-        next();
-      })
-      .catch((error: unknown) => next(new Error((error as { code?: string }).code ?? 'TOKEN_INVALID')));
+    try {
+      socket.data.identity = verifyToken(token, (tenant) => secrets.get(tenant), Date.now());
+      next();
+    } catch (error) {
+      next(new Error((error as { code?: string }).code ?? 'TOKEN_INVALID'));
+    }
   });
 
   io.on('connection', (socket) => {

@@ -1,4 +1,5 @@
-import { SignJWT, decodeJwt, errors as joseErrors, jwtVerify } from 'jose';
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { SignJWT, decodeJwt, decodeProtectedHeader } from 'jose';
 import { z } from 'zod';
 import { CellError, ErrorCode } from '../protocol/errors.js';
 import { IDENTIFIER_PATTERN, type Role } from '../protocol/frames.js';
@@ -68,36 +69,40 @@ export async function mintToken(options: MintTokenOptions): Promise<string> {
 }
 
 /**
- * Verifies a token against its tenant's secret. The tenant is read from the unverified payload
- * only to pick the key; nothing is trusted before the signature checks out.
+ * Verifies a token against its tenant's secret, synchronously. The tenant is read from the
+ * unverified payload only to pick the key; nothing is trusted before the signature checks out.
+ *
+ * jose parses the token and signs tokens; the HS256 check itself is one HMAC, done here with
+ * node:crypto because jose verifies only asynchronously, and the WebSocket upgrade must decide
+ * inside uWS's own callback: this uWS build loses connections upgraded later from a corked
+ * callback, and warns about every one upgraded uncorked.
  */
-export async function verifyToken(
-  token: string,
-  secretOfTenant: (tenant: string) => string | undefined,
-  nowMs: number,
-): Promise<Identity> {
-  let unverifiedTenant: unknown;
+export function verifyToken(token: string, secretOfTenant: (tenant: string) => string | undefined, nowMs: number): Identity {
+  const parts = token.split('.');
+  let header: ReturnType<typeof decodeProtectedHeader>;
+  let payload: ReturnType<typeof decodeJwt>;
   try {
-    unverifiedTenant = decodeJwt(token)['tenant'];
+    if (parts.length !== 3) throw new Error('not three parts');
+    header = decodeProtectedHeader(token);
+    payload = decodeJwt(token);
   } catch {
     throw new CellError(ErrorCode.TokenInvalid, 'the token is not a well-formed JWT');
   }
-  const secret = typeof unverifiedTenant === 'string' ? secretOfTenant(unverifiedTenant) : undefined;
+  const tenant = payload['tenant'];
+  const secret = typeof tenant === 'string' ? secretOfTenant(tenant) : undefined;
   if (secret === undefined) {
     throw new CellError(ErrorCode.TenantUnknown, 'the token names no tenant this cell serves');
   }
-  let payload: unknown;
-  try {
-    ({ payload } = await jwtVerify(token, keyOf(secret), {
-      algorithms: [ALGORITHM],
-      currentDate: new Date(nowMs),
-      requiredClaims: ['exp', 'sub'],
-    }));
-  } catch (error) {
-    if (error instanceof joseErrors.JWTExpired) {
-      throw new CellError(ErrorCode.TokenExpired, 'the token has expired');
-    }
+  if (header.alg !== ALGORITHM || !signatureMatches(parts, secret)) {
     throw new CellError(ErrorCode.TokenInvalid, 'the token signature or claims are invalid');
+  }
+  const nowSeconds = Math.floor(nowMs / 1000);
+  if (typeof payload.exp !== 'number' || typeof payload.sub !== 'string') {
+    throw new CellError(ErrorCode.TokenInvalid, 'the token lacks the required claims exp and sub');
+  }
+  if (payload.exp <= nowSeconds) throw new CellError(ErrorCode.TokenExpired, 'the token has expired');
+  if (typeof payload.nbf === 'number' && payload.nbf > nowSeconds) {
+    throw new CellError(ErrorCode.TokenInvalid, 'the token is not valid yet');
   }
   const parsed = Claims.safeParse(payload);
   if (!parsed.success) {
@@ -113,4 +118,10 @@ export async function verifyToken(
   };
   if (claims.merchant !== undefined) identity.merchant = claims.merchant;
   return identity;
+}
+
+function signatureMatches([header, payload, signature]: string[], secret: string): boolean {
+  const expected = createHmac('sha256', keyOf(secret)).update(`${header}.${payload}`).digest();
+  const given = Buffer.from(signature ?? '', 'base64url');
+  return given.length === expected.length && timingSafeEqual(given, expected);
 }

@@ -124,40 +124,28 @@ export class AccessServer {
       // silently drop a frame, which would break per-device order.
       maxBackpressure: limits.maxBackpressureBytes * 4 + limits.maxFrameBytes * HARD_PAYLOAD_FACTOR,
       closeOnBackpressureLimit: 0,
+      // Decided synchronously, inside uWS's callback: tokens verify without awaiting (tokens.ts).
       upgrade: (res, req, context) => {
-        const request = {
-          token: req.getQuery('token') || bearerToken(req.getHeader('authorization')),
-          origin: req.getHeader('origin'),
-          key: req.getHeader('sec-websocket-key'),
-          protocols: req.getHeader('sec-websocket-protocol'),
-          extensions: req.getHeader('sec-websocket-extensions'),
-        };
-        let aborted = false;
-        res.onAborted(() => {
-          aborted = true;
-        });
-        void (async () => {
-          let protocol = '';
-          try {
-            protocol = negotiateProtocol(request.protocols);
-            const identity = await core.authenticate(request.token || undefined);
-            core.admit(identity, request.origin || undefined);
-            if (aborted) return;
-            // Not inside res.cork(): the upgrade moves the connection to a new WebSocket, and
-            // uncorking the HTTP response afterwards now and then dropped it (1006).
-            res.upgrade<SocketData>({ identity }, request.key, protocol, request.extensions, context);
-          } catch (error) {
-            const cellError = asCellError(error, logger);
-            metrics.upgradesRejected.inc({ code: cellError.code });
-            if (aborted) return;
-            const closeCode = inBandRejectionCloseCodes[cellError.code];
-            if (request.origin !== '' && closeCode !== undefined) {
-              res.upgrade<SocketData>({ rejection: cellError, closeCode }, request.key, protocol, request.extensions, context);
-            } else {
-              res.cork(() => writeError(res, cellError));
-            }
+        const token = req.getQuery('token') || bearerToken(req.getHeader('authorization'));
+        const origin = req.getHeader('origin');
+        const key = req.getHeader('sec-websocket-key');
+        const extensions = req.getHeader('sec-websocket-extensions');
+        let protocol = '';
+        try {
+          protocol = negotiateProtocol(req.getHeader('sec-websocket-protocol'));
+          const identity = core.authenticate(token || undefined);
+          core.admit(identity, origin || undefined);
+          res.upgrade<SocketData>({ identity }, key, protocol, extensions, context);
+        } catch (error) {
+          const cellError = asCellError(error, logger);
+          metrics.upgradesRejected.inc({ code: cellError.code });
+          const closeCode = inBandRejectionCloseCodes[cellError.code];
+          if (origin !== '' && closeCode !== undefined) {
+            res.upgrade<SocketData>({ rejection: cellError, closeCode }, key, protocol, extensions, context);
+          } else {
+            writeError(res, cellError);
           }
-        })();
+        }
       },
       open: (socket) => {
         const data = socket.getUserData();
@@ -275,7 +263,7 @@ export class AccessServer {
             throw new CellError(ErrorCode.PayloadTooLarge, `request body exceeds ${limits.maxFrameBytes} bytes`);
           }
           request.body = Buffer.concat(chunks).toString('utf8');
-          const identity = await core.authenticate(token || undefined);
+          const identity = core.authenticate(token || undefined);
           const answer = await handler(identity, request);
           if (!state.aborted) res.cork(() => respondJson(res, answer.status, answer.body));
         } catch (error) {

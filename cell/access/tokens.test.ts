@@ -1,0 +1,74 @@
+import { SignJWT } from 'jose';
+import { describe, expect, it } from 'vitest';
+import { CellError } from '../protocol/errors.js';
+import { mintToken, verifyToken } from './tokens.js';
+
+const SECRET = 'tokens-test-secret-0123456789abcdef-0123';
+const NOW_MS = 1_800_000_000_000;
+const secretOf = (tenant: string): string | undefined => (tenant === 'mall' ? SECRET : undefined);
+
+function codeOf(run: () => unknown): string | undefined {
+  try {
+    run();
+  } catch (error) {
+    return error instanceof CellError ? error.code : `not a CellError: ${String(error)}`;
+  }
+  return undefined;
+}
+
+const base = { secret: SECRET, tenant: 'mall', user: 'alice', role: 'customer' as const, device: 'phone', ttlSeconds: 60, nowMs: NOW_MS };
+
+describe('verifyToken', () => {
+  it('accepts a token minted for the tenant and returns its identity', async () => {
+    const agent = await mintToken({ ...base, user: 'bob', role: 'agent', merchant: 'm1' });
+    expect(verifyToken(agent, secretOf, NOW_MS)).toEqual({
+      tenant: 'mall',
+      user: 'bob',
+      role: 'agent',
+      merchant: 'm1',
+      device: 'phone',
+      expiresAtMs: NOW_MS + 60_000,
+    });
+  });
+
+  it('refuses forged, tampered, foreign, expired and malformed tokens with stable codes', async () => {
+    const token = await mintToken(base);
+    const [header, payload, signature] = token.split('.') as [string, string, string];
+    const tampered = JSON.parse(Buffer.from(payload, 'base64url').toString()) as Record<string, unknown>;
+    tampered['sub'] = 'mallory';
+    const unsigned = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'JWT' })).toString('base64url')}.${payload}.`;
+    const hs512 = await new SignJWT({ tenant: 'mall', role: 'customer', device: 'phone' })
+      .setProtectedHeader({ alg: 'HS512' })
+      .setSubject('alice')
+      .setExpirationTime(NOW_MS / 1000 + 60)
+      .sign(new TextEncoder().encode(SECRET));
+    const otherSecret = await mintToken({ ...base, secret: 'another-secret-0123456789abcdef-0123456' });
+    const notYet = await new SignJWT({ tenant: 'mall', role: 'customer', device: 'phone' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('alice')
+      .setNotBefore(NOW_MS / 1000 + 30)
+      .setExpirationTime(NOW_MS / 1000 + 60)
+      .sign(new TextEncoder().encode(SECRET));
+
+    expect(codeOf(() => verifyToken(`${header}.${Buffer.from(JSON.stringify(tampered)).toString('base64url')}.${signature}`, secretOf, NOW_MS))).toBe('TOKEN_INVALID');
+    expect(codeOf(() => verifyToken(unsigned, secretOf, NOW_MS))).toBe('TOKEN_INVALID');
+    expect(codeOf(() => verifyToken(hs512, secretOf, NOW_MS))).toBe('TOKEN_INVALID');
+    expect(codeOf(() => verifyToken(otherSecret, secretOf, NOW_MS))).toBe('TOKEN_INVALID');
+    expect(codeOf(() => verifyToken(notYet, secretOf, NOW_MS))).toBe('TOKEN_INVALID');
+    expect(codeOf(() => verifyToken(token, secretOf, NOW_MS + 60_000))).toBe('TOKEN_EXPIRED');
+    const foreign = await mintToken({ ...base, tenant: 'market' });
+    expect(codeOf(() => verifyToken(foreign, secretOf, NOW_MS))).toBe('TENANT_UNKNOWN');
+    expect(codeOf(() => verifyToken('not-a-jwt', secretOf, NOW_MS))).toBe('TOKEN_INVALID');
+    expect(codeOf(() => verifyToken(`${header}.${payload}`, secretOf, NOW_MS))).toBe('TOKEN_INVALID');
+    expect(codeOf(() => verifyToken(token, secretOf, NOW_MS))).toBeUndefined();
+  });
+
+  it('refuses claims that do not fit the role', async () => {
+    const customerWithMerchant = await new SignJWT({ tenant: 'mall', role: 'customer', merchant: 'm1', device: 'phone' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject('alice')
+      .setExpirationTime(NOW_MS / 1000 + 60)
+      .sign(new TextEncoder().encode(SECRET));
+    expect(codeOf(() => verifyToken(customerWithMerchant, secretOf, NOW_MS))).toBe('TOKEN_INVALID');
+  });
+});
