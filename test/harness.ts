@@ -3,6 +3,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createServer } from 'node:net';
 import WebSocket from 'ws';
 import { mintToken } from '../cell/access/tokens.js';
 import { startCell, type RunningCell } from '../cell/cell.js';
@@ -443,12 +444,22 @@ export interface ChildCell {
 
 /**
  * Writes a config file and starts `node bin/cellmesh.js cell --config <file>` as a child process
- * (LevelDB in `directory`, a free port), resolving once it prints its `listening` line.
+ * (LevelDB in `directory`), resolving once it prints its `listening` line. It listens on `port`
+ * (pass a stopped cell's port to restart "the same" cell) or on a free one.
  */
-export async function startChildCell(options: { directory: string; configDir: string; limits?: Record<string, unknown>; logLevel?: string }): Promise<ChildCell> {
+export async function startChildCell(options: {
+  directory: string;
+  configDir: string;
+  port?: number;
+  limits?: Record<string, unknown>;
+  logLevel?: string;
+}): Promise<ChildCell> {
   const config = {
     cell: { id: 'child-cell' },
-    listen: { host: '127.0.0.1', port: 0 },
+    // An explicit port even the first time: Linux refuses to bind again a port that was
+    // auto-assigned (port 0) to a SO_REUSEPORT listener while its old connections sit in
+    // TIME_WAIT, which would make restarting on the same port flaky.
+    listen: { host: '127.0.0.1', port: options.port ?? (await freePort()) },
     store: { kind: 'level', directory: options.directory, sync: true },
     tenants: [
       { id: TENANT, secret: SECRET, origins: [ALLOWED_ORIGIN], merchants: [{ id: 'm1' }, { id: 'm2' }] },
@@ -511,6 +522,15 @@ export async function startChildCell(options: { directory: string; configDir: st
       if (!ended && child.exitCode === null && child.signalCode === null) child.kill(signal);
     },
   };
+}
+
+/** A port nothing listens on right now (bound by the kernel, then released). */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise((resolve) => server.close(resolve));
+  return port;
 }
 
 /** Kills a child cell (SIGKILL) if it still runs, and waits for it to end. */

@@ -3,20 +3,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connectNode, conversationIdOf, type CellmeshClient, type ChatMessage } from '../client/index.js';
-import { CellProcess } from './cell-process.js';
-import { tokenFor } from './harness.js';
+import { eventually, killChildCell, startChildCell, tokenFor, type ChildCell } from './harness.js';
 
 const CONV = conversationIdOf('m1', 'alice');
 const FAST_BACKOFF = { initialDelayMs: 50, maxDelayMs: 400 };
-
-/** Resolves once `check` holds, polling; fails after `timeoutMs`. */
-async function eventually(check: () => boolean, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
 
 describe('the client SDK against a cell process that dies and comes back', () => {
   const cleanups: Array<() => Promise<unknown>> = [];
@@ -24,12 +14,18 @@ describe('the client SDK against a cell process that dies and comes back', () =>
     for (const cleanup of cleanups.splice(0).reverse()) await cleanup().catch(() => {});
   });
 
-  async function setUp(): Promise<{ directory: string; cell: CellProcess }> {
+  async function setUp(): Promise<{ start: (port?: number) => Promise<ChildCell>; cell: ChildCell }> {
     const root = await mkdtemp(join(tmpdir(), 'cellmesh-sdk-'));
     cleanups.push(() => rm(root, { recursive: true, force: true }));
-    const directory = join(root, 'data');
-    const cell = await CellProcess.start(directory);
-    return { directory, cell };
+    const start = (port?: number): Promise<ChildCell> =>
+      startChildCell({ directory: join(root, 'data'), configDir: root, ...(port === undefined ? {} : { port }) });
+    return { start, cell: await start() };
+  }
+
+  /** Signals the cell and waits for its exit. */
+  async function stop(cell: ChildCell, signal: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    cell.kill(signal);
+    return cell.exited;
   }
 
   async function client(url: string, user: string, device: string, merchant?: string): Promise<CellmeshClient> {
@@ -40,9 +36,9 @@ describe('the client SDK against a cell process that dies and comes back', () =>
   }
 
   it('loses and duplicates nothing when the cell is killed -9 mid-stream and restarted', async () => {
-    const { directory, cell } = await setUp();
+    const { start, cell } = await setUp();
     let current = cell;
-    cleanups.push(() => current.stop('SIGKILL'));
+    cleanups.push(() => killChildCell(current));
     const customer = await client(cell.url, 'alice', 'phone');
     const agent = await client(cell.url, 'bob', 'desk', 'm1');
     const agentSaw: ChatMessage[] = [];
@@ -56,16 +52,16 @@ describe('the client SDK against a cell process that dies and comes back', () =>
         return result;
       }),
     );
-    await eventually(() => acked >= 60, 30_000, 'the first acks');
-    await current.stop('SIGKILL');
+    await eventually(() => acked >= 60, 'the first acks', 30_000);
+    await stop(current, 'SIGKILL');
     const ackedBeforeKill = acked;
     expect(ackedBeforeKill).toBeLessThan(total);
-    current = await CellProcess.start(directory, cell.port);
+    current = await start(cell.port);
 
     const results = await Promise.all(sends);
     // The SDK resends in order with the original cmids, so seqs follow the calls exactly.
     expect(results.map((result) => result.seq)).toEqual(Array.from({ length: total }, (_, index) => index + 1));
-    await eventually(() => agentSaw.length >= total, 30_000, 'the agent to see every message');
+    await eventually(() => agentSaw.length >= total, 'the agent to see every message', 30_000);
     expect(agentSaw.map((message) => message.seq)).toEqual(Array.from({ length: total }, (_, index) => index + 1));
     expect(agentSaw.map((message) => message.body)).toEqual(Array.from({ length: total }, (_, index) => `message ${index}`));
 
@@ -82,9 +78,9 @@ describe('the client SDK against a cell process that dies and comes back', () =>
   });
 
   it('reconnects after a graceful restart (1001) and keeps each device in order', async () => {
-    const { directory, cell } = await setUp();
+    const { start, cell } = await setUp();
     let current = cell;
-    cleanups.push(() => current.stop('SIGKILL'));
+    cleanups.push(() => killChildCell(current));
     const phone = await client(cell.url, 'alice', 'phone');
     const laptop = await client(cell.url, 'alice', 'laptop');
     const laptopSaw: ChatMessage[] = [];
@@ -95,12 +91,12 @@ describe('the client SDK against a cell process that dies and comes back', () =>
     });
 
     for (let index = 0; index < 20; index++) await phone.send(CONV, `before ${index}`);
-    const exit = await current.stop('SIGTERM');
+    const exit = await stop(current, 'SIGTERM');
     expect(exit.code).toBe(0);
-    current = await CellProcess.start(directory, cell.port);
+    current = await start(cell.port);
     for (let index = 0; index < 20; index++) await phone.send(CONV, `after ${index}`);
 
-    await eventually(() => laptopSaw.length >= 40, 20_000, 'the laptop to see all 40 messages');
+    await eventually(() => laptopSaw.length >= 40, 'the laptop to see all 40 messages', 20_000);
     expect(closeCodes).toContain(1001);
     expect(laptopSaw.map((message) => message.seq)).toEqual(Array.from({ length: 40 }, (_, index) => index + 1));
     expect(laptopSaw.every((message) => message.device === 'phone')).toBe(true);
