@@ -57,14 +57,17 @@ export class DeliveryService {
       role === 'agent' && merchant !== undefined
         ? keys.merchantConversations(tenant, merchant)
         : keys.customerConversations(tenant, user);
+    // A device that acked and reconnected at once may be faster than its cursor's write. Taken
+    // before the store read: a write that lands during the read leaves the writer's list but
+    // may be missing from what the read saw.
+    const cursorRange = keys.deliveryCursors(tenant, user, device);
+    const unwritten = this.cursorWriter.unwritten(cursorRange.gte);
     const [conversationEntries, cursorEntries] = await Promise.all([
       this.store.range({ ...index, limit: MAX_CONVERSATIONS_PER_DEVICE }),
-      this.store.range({ ...keys.deliveryCursors(tenant, user, device), limit: MAX_CONVERSATIONS_PER_DEVICE }),
+      this.store.range({ ...cursorRange, limit: MAX_CONVERSATIONS_PER_DEVICE }),
     ]);
     const ackedByConversation = new Map(cursorEntries.map(([key, value]) => [lastField(key), Number(value)]));
-    // A device that acked and reconnected at once may be faster than its cursor's write.
-    const { gte: cursorPrefix } = keys.deliveryCursors(tenant, user, device);
-    for (const [key, value] of this.cursorWriter.unwritten(cursorPrefix)) {
+    for (const [key, value] of unwritten) {
       const conv = lastField(key);
       ackedByConversation.set(conv, Math.max(ackedByConversation.get(conv) ?? 0, Number(value)));
     }
