@@ -32,7 +32,7 @@ export interface RunningCell {
   stop(): Promise<void>;
 }
 
-export function storeFromConfig(config: CellConfig): Store {
+function storeFromConfig(config: CellConfig): Store {
   return config.store.kind === 'level'
     ? new LevelStore({ directory: config.store.directory, sync: config.store.sync })
     : new MemoryStore();

@@ -19,10 +19,6 @@ export function encodeSeq(seq: number): string {
   return seq.toString().padStart(SEQ_DIGITS, '0');
 }
 
-export function decodeSeq(encoded: string): number {
-  return Number.parseInt(encoded, 10);
-}
-
 export interface KeyRange {
   gte: string;
   lt: string;
