@@ -214,6 +214,29 @@ describe('CellCore on a manual clock and a memory store', () => {
     expect(agent.of('msg').map((frame) => frame.seq)).toEqual([1, 2, 3, 4, 5, 6, 7]);
   });
 
+  it('writes delivery cursors at most every cursorWriteIntervalMs, yet resumes a reconnect from the latest ack', async () => {
+    await makeCore({ cursorWriteIntervalMs: 500 });
+    const { connection: customer } = await connect('alice');
+    for (let index = 1; index <= 5; index++) {
+      core.receive(customer, JSON.stringify({ op: 'send', conv: 'm1:alice', cmid: `c${index}`, body: `m${index}` }));
+    }
+    await settle();
+    const first = await connect('bob', { merchant: 'm1', device: 'desk' });
+    expect(first.port.of('msg').map((frame) => frame.seq)).toEqual([1, 2, 3, 4, 5]);
+    core.receive(first.connection, JSON.stringify({ op: 'ack', conv: 'm1:alice', seq: 3 }));
+    await settle();
+    const cursorKey = 'd/mall/bob/desk/m1:alice';
+    expect(await store.get(cursorKey)).toBeUndefined();
+
+    first.port.close(1000, 'bye');
+    const second = await connect('bob', { merchant: 'm1', device: 'desk' });
+    expect(second.port.of('msg').map((frame) => frame.seq)).toEqual([4, 5]);
+
+    clock.advance(500);
+    await settle();
+    expect(await store.get(cursorKey)).toBe('3');
+  });
+
   it('drain lets writes under way finish and be acked, then says going away', async () => {
     const { port, connection } = await connect('alice');
     core.receive(connection, JSON.stringify({ op: 'send', id: 'a', conv: 'm1:alice', cmid: 'c1', body: 'one' }));

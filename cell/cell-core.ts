@@ -84,10 +84,11 @@ export class CellCore {
       onDurable: (tenant, message) => this.fanOut(tenant, message),
       onStoreWrite: (durationMs) => options.metrics.storeWriteLatency.observe(durationMs / 1000),
     });
-    this.delivery = new DeliveryService(this.log, options.store, options.metrics, options.logger, {
+    this.delivery = new DeliveryService(this.log, options.store, options.clock, options.metrics, options.logger, {
       deliveryWindow: options.limits.deliveryWindow,
       syncPageSize: options.limits.syncPageSize,
       maxBackpressureBytes: options.limits.maxBackpressureBytes,
+      cursorWriteIntervalMs: options.limits.cursorWriteIntervalMs,
     });
   }
 

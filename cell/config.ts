@@ -38,6 +38,12 @@ export const LimitsConfig = z.object({
   idleTimeoutSeconds: z.number().int().min(8).max(960).default(120),
   /** Messages read from the store per page when a device catches up. */
   syncPageSize: z.number().int().min(1).max(1000).default(100),
+  /**
+   * Delivery cursors (what each device acked) are written at most this often. A reconnect
+   * always resumes from the latest ack; a crash may redeliver up to this much of what devices
+   * had acked, which clients drop by seq.
+   */
+  cursorWriteIntervalMs: z.number().int().min(0).max(60_000).default(500),
   /** Consecutive bad frames after which a connection is closed (4429). */
   maxConsecutiveErrors: z.number().int().positive().default(50),
 });

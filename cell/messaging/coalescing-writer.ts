@@ -1,26 +1,32 @@
+import type { Clock, TimerHandle } from '../../platform/clock.js';
 import type { Logger } from '../logger.js';
 import type { Store } from '../store/store.js';
 
 /**
- * Writes the latest value of each key, one store write at a time: values set while a write is
- * under way wait and go together in the next one, and a key set many times meanwhile is
- * written once. For delivery cursors, which devices move with every ack: losing the newest
- * values in a crash only means a redelivery the client drops by seq, so callers do not wait.
+ * Writes the latest value of each key at most every `intervalMs`, one store write at a time: a
+ * key set many times meanwhile is written once. For delivery cursors, which devices move with
+ * every ack (agents ack every conversation of their merchant): written at every ack they would
+ * outnumber the messages in the store's batches. The values not yet written stay readable
+ * (`unwritten`), so a device reconnecting at once still resumes from its latest ack; a crash
+ * loses at most `intervalMs` of acks, which means a redelivery the client drops by seq.
  */
 export class CoalescingWriter {
   private pending = new Map<string, string>();
   /** The batch being written, readable until it lands. */
   private inFlight = new Map<string, string>();
   private writing: Promise<void> | undefined;
+  private timer: TimerHandle | undefined;
 
   constructor(
     private readonly store: Store,
+    private readonly clock: Clock,
+    private readonly intervalMs: number,
     private readonly logger: Logger,
   ) {}
 
   set(key: string, value: string): void {
     this.pending.set(key, value);
-    this.writing ??= this.writeAll();
+    this.schedule();
   }
 
   /** Values set and not yet written, with keys that start with `prefix` (newest wins). */
@@ -32,23 +38,40 @@ export class CoalescingWriter {
     return found;
   }
 
-  /** Resolves once everything set so far is written (or failed and was logged). */
+  /** Writes everything set so far now, and resolves once it landed (or failed and was logged). */
   async flushed(): Promise<void> {
-    while (this.writing !== undefined) await this.writing;
+    for (;;) {
+      if (this.writing !== undefined) {
+        await this.writing;
+        continue;
+      }
+      if (this.pending.size === 0) return;
+      this.timer?.cancel();
+      this.timer = undefined;
+      this.writing = this.writeAll();
+    }
+  }
+
+  private schedule(): void {
+    if (this.timer !== undefined || this.writing !== undefined) return;
+    this.timer = this.clock.setTimer(this.intervalMs, () => {
+      this.timer = undefined;
+      this.writing ??= this.writeAll();
+    });
   }
 
   private async writeAll(): Promise<void> {
-    while (this.pending.size > 0) {
-      const batch = this.pending;
-      this.pending = new Map();
-      this.inFlight = batch;
-      try {
-        await this.store.write([...batch].map(([key, value]) => ({ type: 'put' as const, key, value })));
-      } catch (error) {
-        this.logger.warn({ err: error, keys: batch.size }, 'delivery cursors not persisted');
-      }
+    const batch = this.pending;
+    this.pending = new Map();
+    this.inFlight = batch;
+    try {
+      await this.store.write([...batch].map(([key, value]) => ({ type: 'put' as const, key, value })));
+    } catch (error) {
+      this.logger.warn({ err: error, keys: batch.size }, 'delivery cursors not persisted');
+    } finally {
+      this.inFlight = new Map();
+      this.writing = undefined;
+      if (this.pending.size > 0) this.schedule();
     }
-    this.inFlight = new Map();
-    this.writing = undefined;
   }
 }

@@ -1,3 +1,4 @@
+import type { Clock } from '../../platform/clock.js';
 import { CellError, CloseCode, ErrorCode } from '../protocol/errors.js';
 import type { ChatMessage, ServerFrame } from '../protocol/frames.js';
 import type { Store } from '../store/store.js';
@@ -15,6 +16,8 @@ export interface DeliveryLimits {
   syncPageSize: number;
   /** A device with more bytes queued than this is closed (4008) and resyncs later. */
   maxBackpressureBytes: number;
+  /** Delivery cursors are written at most this often (see CoalescingWriter). */
+  cursorWriteIntervalMs: number;
 }
 
 /** A device follows at most this many conversations; older ones are reachable through history. */
@@ -38,11 +41,12 @@ export class DeliveryService {
   constructor(
     private readonly log: ConversationLog,
     private readonly store: Store,
+    clock: Clock,
     private readonly metrics: CellMetrics,
     private readonly logger: Logger,
     private readonly limits: DeliveryLimits,
   ) {
-    this.cursorWriter = new CoalescingWriter(store, logger);
+    this.cursorWriter = new CoalescingWriter(store, clock, limits.cursorWriteIntervalMs, logger);
   }
 
   /** Resolves once every acknowledged cursor is written (for graceful shutdown). */
