@@ -34,7 +34,7 @@ export interface RunningCell {
 
 function storeFromConfig(config: CellConfig): Store {
   return config.store.kind === 'level'
-    ? new LevelStore({ directory: config.store.directory, sync: config.store.sync })
+    ? new LevelStore({ directory: config.store.directory, sync: config.store.sync, minFlushIntervalMs: config.store.minFlushIntervalMs })
     : new MemoryStore();
 }
 

@@ -64,10 +64,15 @@ export const CellConfig = z.object({
         directory: z.string().default('./data/cell-1'),
         /** fsync every group-committed batch; turning it off survives kill -9 but not power loss. */
         sync: z.boolean().default(true),
+        /**
+         * Least time between the starts of two fsynced batches. 0 flushes back to back; 1-2 ms
+         * saves CPU under steady moderate load for that much more ack latency.
+         */
+        minFlushIntervalMs: z.number().min(0).max(100).default(0),
       }),
       z.object({ kind: z.literal('memory') }),
     ])
-    .default({ kind: 'level', directory: './data/cell-1', sync: true }),
+    .default({ kind: 'level', directory: './data/cell-1', sync: true, minFlushIntervalMs: 0 }),
   tenants: z.array(TenantConfig).min(1, 'at least one tenant is needed'),
   limits: LimitsConfig.default(LimitsConfig.parse({})),
   /** Seconds SIGTERM waits for writes and sockets before exiting anyway. */

@@ -37,6 +37,11 @@ export interface GroupCommitInit<Op> {
   maxBatchOps?: number;
   /** Most ops waiting behind the flush under way. */
   maxQueuedOps?: number;
+  /**
+   * Awaited before each flush takes its batch from the queue, so an adapter can space flushes
+   * out: writes arriving meanwhile join the batch, and fewer, larger flushes cost less.
+   */
+  beforeFlush?: () => Promise<void> | void;
 }
 
 export interface GroupCommitStats {
@@ -54,6 +59,7 @@ interface PendingWrite<Op> {
 
 export class GroupCommit<Op> {
   private readonly flush: (ops: Op[]) => Promise<void>;
+  private readonly beforeFlush: (() => Promise<void> | void) | undefined;
   private readonly maxBatchOps: number;
   private readonly maxQueuedOps: number;
   private readonly queue: Array<PendingWrite<Op>> = [];
@@ -64,6 +70,7 @@ export class GroupCommit<Op> {
 
   constructor(init: GroupCommitInit<Op>) {
     this.flush = init.flush;
+    this.beforeFlush = init.beforeFlush;
     this.maxBatchOps = init.maxBatchOps ?? groupCommitDefaults.maxBatchOps;
     this.maxQueuedOps = init.maxQueuedOps ?? groupCommitDefaults.maxQueuedOps;
     assert(Number.isSafeInteger(this.maxBatchOps) && this.maxBatchOps > 0, 'maxBatchOps must be > 0');
@@ -97,6 +104,7 @@ export class GroupCommit<Op> {
     // share the first flush instead of the first write going alone.
     await undefined;
     while (this.queue.length > 0) {
+      await this.beforeFlush?.();
       const batch = this.takeBatch();
       const ops = batch.flatMap((write) => write.ops);
       try {

@@ -36,7 +36,7 @@ describe('LevelStore', () => {
   let directory: string;
   const opened: LevelStore[] = [];
 
-  async function openStore(init: { maxBatchOps?: number; maxQueuedOps?: number } = {}): Promise<LevelStore> {
+  async function openStore(init: { maxBatchOps?: number; maxQueuedOps?: number; minFlushIntervalMs?: number } = {}): Promise<LevelStore> {
     const store = new LevelStore({ directory, ...init });
     opened.push(store);
     await store.open();
@@ -79,6 +79,21 @@ describe('LevelStore', () => {
       expect(writes).toBe(writerCount * writesPerWriter);
       // Each round of the writers shares a batch or two; one batch a write would be 500.
       expect(batches).toBeLessThanOrEqual(writes / 10);
+    });
+
+    it('spaces flushes by minFlushIntervalMs, so writers that keep writing share fewer batches', async () => {
+      const spaced = await openStore({ minFlushIntervalMs: 20 });
+      const startedMs = performance.now();
+      // Three writes in sequence: the second and third each wait out the interval.
+      for (let round = 0; round < 3; round += 1) await spaced.write(puts(`spaced/${round}`, 1));
+      expect(performance.now() - startedMs).toBeGreaterThanOrEqual(38);
+      // Ten writers writing back to back for the same while: the interval gathers them.
+      await Promise.all(
+        Array.from({ length: 10 }, async (_, writer) => {
+          for (let round = 0; round < 3; round += 1) await spaced.write(puts(`spaced/${writer}/${round}`, 1));
+        }),
+      );
+      expect(spaced.stats().batches).toBeLessThanOrEqual(3 + 4);
     });
 
     it('caps a batch at maxBatchOps but never splits a write', async () => {
