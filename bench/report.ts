@@ -3,10 +3,24 @@
  * the human-readable report.
  */
 import { cpus, totalmem } from 'node:os';
-import { TARGET_LABELS, type TargetKind } from './load-protocol.js';
+import { TARGET_LABELS, type RunResultReply, type TargetKind } from './load-protocol.js';
 
-export interface PhaseSummary {
-  mode: 'closed' | 'paced';
+/** A phase as the load workers counted it (summed over workers), plus latency and CPU. */
+export interface PhaseSummary
+  extends Pick<
+    RunResultReply,
+    | 'mode'
+    | 'sentInWindow'
+    | 'ackedInWindow'
+    | 'totalSent'
+    | 'totalAcked'
+    | 'unackedAfterDrain'
+    | 'skipped'
+    | 'errors'
+    | 'delivered'
+    | 'deliveryAcksSent'
+    | 'socketsClosedUnexpectedly'
+  > {
   /** Paced phases: the rate asked for (all workers together); null in closed loop. */
   targetRatePerSecond: number | null;
   /** Acks received per second during the measurement window. */
@@ -18,18 +32,8 @@ export interface PhaseSummary {
   maxMs: number | null;
   meanMs: number | null;
   windowSeconds: number;
-  sentInWindow: number;
-  ackedInWindow: number;
-  totalSent: number;
-  totalAcked: number;
-  unackedAfterDrain: number;
-  skipped: number;
-  errors: Record<string, number>;
-  /** Pushes received by agents (and other devices), and what full fan-out would have been. */
-  delivered: number;
+  /** What full fan-out would have delivered (pushes received are in `delivered`). */
   expectedDeliveries: number | null;
-  deliveryAcksSent: number;
-  socketsClosedUnexpectedly: number;
   /** CPU of the server process during the window, percent of one core (threads add up). */
   serverCpuPercent: number;
   /** The kernel's share of it (syscalls: socket writes, fsync), percent of one core. */

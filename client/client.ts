@@ -68,18 +68,7 @@ const POLICY_REJECTIONS: ReadonlySet<string> = new Set([ErrorCode.DeviceLimit, E
 export type ConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed' | 'replaced';
 
 /** What the cell's `welcome` said about this session. */
-export interface SessionInfo {
-  protocolVersion: number;
-  cell: string;
-  tenant: string;
-  user: string;
-  role: Role;
-  /** The merchant of an agent. */
-  merchant?: string;
-  device: string;
-  session: string;
-  limits: Limits;
-}
+export type SessionInfo = Omit<WelcomeFrame, 't' | 'v'> & { protocolVersion: number };
 
 export interface StateChange {
   state: ConnectionState;
@@ -931,17 +920,8 @@ export class CellmeshClient {
       return;
     }
     this.attemptTimer = cancelTimer(this.attemptTimer);
-    const session: SessionInfo = {
-      protocolVersion: frame.v,
-      cell: frame.cell,
-      tenant: frame.tenant,
-      user: frame.user,
-      role: frame.role,
-      ...(frame.merchant === undefined ? {} : { merchant: frame.merchant }),
-      device: frame.device,
-      session: frame.session,
-      limits: frame.limits,
-    };
+    const { t: _type, v: protocolVersion, ...welcome } = frame;
+    const session: SessionInfo = { ...welcome, protocolVersion };
     this.sessionValue = session;
     this.openedAtMs = this.clock.now();
     this.authFailures = 0;
