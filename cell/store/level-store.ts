@@ -62,7 +62,7 @@ export class LevelStore implements Store {
     this.minFlushIntervalMs = init.minFlushIntervalMs ?? 0;
     this.guard = new StoreGuard(`LevelDB store at ${init.directory}`);
     this.commits = new GroupCommit<LevelOp>({
-      flush: (ops) => this.database().batch(ops, { sync: this.sync }),
+      flush: (ops) => this.writeBatch(ops),
       beforeFlush: () => this.spaceFlushes(),
       maxBatchOps: init.maxBatchOps,
       maxQueuedOps: init.maxQueuedOps,
@@ -123,6 +123,19 @@ export class LevelStore implements Store {
         .all();
       return entries.map(([key, value]): [string, string] => [decodeKey(key), value]);
     });
+  }
+
+  /**
+   * One atomic, durable LevelDB batch. The chained-batch API costs less than half as much per op
+   * as `db.batch(array)`, whose per-op copies and checks were the main thread's largest cost.
+   */
+  private async writeBatch(ops: LevelOp[]): Promise<void> {
+    const batch = this.database().batch();
+    for (const op of ops) {
+      if (op.type === 'put') batch.put(op.key, op.value);
+      else batch.del(op.key);
+    }
+    await batch.write({ sync: this.sync });
   }
 
   /** Waits out `minFlushIntervalMs` since the last flush began (this adapter owns real time). */
