@@ -10,6 +10,9 @@ import type { Store } from '../store/store.js';
  * (`unwritten`), so a device reconnecting at once still resumes from its latest ack; a crash
  * loses at most `intervalMs` of acks, which means a redelivery the client drops by seq.
  */
+/** Keys per store write: small enough to keep each write's synchronous work well under a millisecond. */
+const MAX_KEYS_PER_WRITE = 128;
+
 export class CoalescingWriter {
   private pending = new Map<string, string>();
   /** The batch being written, readable until it lands. */
@@ -65,7 +68,12 @@ export class CoalescingWriter {
     this.pending = new Map();
     this.inFlight = batch;
     try {
-      await this.store.write([...batch].map(([key, value]) => ({ type: 'put' as const, key, value })));
+      const ops = [...batch].map(([key, value]) => ({ type: 'put' as const, key, value }));
+      // In slices: thousands of cursors in one store write are one long synchronous stretch of
+      // batch building on the event loop, which every message behind it would wait for.
+      for (let start = 0; start < ops.length; start += MAX_KEYS_PER_WRITE) {
+        await this.store.write(ops.slice(start, start + MAX_KEYS_PER_WRITE));
+      }
     } catch (error) {
       this.logger.warn({ err: error, keys: batch.size }, 'delivery cursors not persisted');
     } finally {
