@@ -513,47 +513,25 @@ async function runTarget(
     const opened = connected.reduce((total, reply) => total + reply.opened, 0);
     log(`  connected ${opened} sockets in ${((performance.now() - connectStartedMs) / 1000).toFixed(1)} s`);
 
-    await waitForQuietMachine(server, options.waitQuietSeconds * 1000, log);
-    result.peak = await runPhase(
-      workers,
-      customerShares,
-      { mode: 'closed', ratePerSecond: 0, warmupMs: options.warmupSeconds * 1000 },
-      options,
-      server,
-      target,
-      progress,
-      `${target} peak`,
-    );
-    log(`  peak: ${describePhase(result.peak)}`);
+    const loadedServer = server;
+    /** Each load phase starts on a machine as quiet as it gets, and says how it went. */
+    const phase = async (request: PhaseRequest, name: string): Promise<PhaseSummary> => {
+      await waitForQuietMachine(loadedServer, options.waitQuietSeconds * 1000, log);
+      const summary = await runPhase(workers, customerShares, request, options, loadedServer, target, progress, `${target} ${name}`);
+      log(`  ${name}: ${describePhase(summary)}`);
+      return summary;
+    };
+    result.peak = await phase({ mode: 'closed', ratePerSecond: 0, warmupMs: options.warmupSeconds * 1000 }, 'peak');
     if (result.peak.ackedInWindow === 0) throw new Error('no send was acknowledged during the peak window');
     const halfRate = options.pacedRatePerSecond ?? result.peak.msgsPerSec / 2;
-    await waitForQuietMachine(server, options.waitQuietSeconds * 1000, log);
-    result.halfLoad = await runPhase(
-      workers,
-      customerShares,
-      { mode: 'paced', ratePerSecond: halfRate, warmupMs: PACED_WARMUP_MS },
-      options,
-      server,
-      target,
-      progress,
-      `${target} half load`,
-    );
-    log(`  half load: ${describePhase(result.halfLoad)}`);
+    result.halfLoad = await phase({ mode: 'paced', ratePerSecond: halfRate, warmupMs: PACED_WARMUP_MS }, 'half load');
     if (target !== 'cell' && cellHalfLoadRate !== null && options.pacedRatePerSecond === null) {
       // The same absolute rate as the cell's half-load phase: for the relay a like-for-like
       // latency, for the echo server the floor that this machine and generator put under it.
-      await waitForQuietMachine(server, options.waitQuietSeconds * 1000, log);
-      result.atCellHalfLoad = await runPhase(
-        workers,
-        customerShares,
+      result.atCellHalfLoad = await phase(
         { mode: 'paced', ratePerSecond: cellHalfLoadRate, warmupMs: PACED_WARMUP_MS },
-        options,
-        server,
-        target,
-        progress,
-        `${target} at the cell's half load`,
+        "at the cell's half load",
       );
-      log(`  at the cell's half load: ${describePhase(result.atCellHalfLoad)}`);
     }
     result.serverRssAfterLoadBytes = server.rssBytes();
     result.ok = true;
