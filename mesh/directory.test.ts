@@ -1,0 +1,213 @@
+import { describe, expect, it } from 'vitest';
+import { SeededRandom } from '../platform/random.js';
+import { signRecord, type CellRecord, type MerchantClaim, type VerifiedRecord } from './cell-record.js';
+import { Directory, type MerchantConflict } from './directory.js';
+import { ed25519PublicKeyOfSeed, ed25519SeedFrom, Ed25519RecordSigner, PublicKeyRegistry } from './record-signer.js';
+
+const random = new SeededRandom(42);
+const registry = new PublicKeyRegistry();
+const signers = new Map<string, Ed25519RecordSigner>();
+
+function signerOf(peer: string): Ed25519RecordSigner {
+  let signer = signers.get(peer);
+  if (signer === undefined) {
+    const seed = ed25519SeedFrom(random);
+    registry.set(peer, ed25519PublicKeyOfSeed(seed));
+    signer = new Ed25519RecordSigner({ privateKey: seed, publicKeyOf: registry.publicKeyOf });
+    signers.set(peer, signer);
+  }
+  return signer;
+}
+
+function rec(cellId: string, order: [number, number], extra: Partial<CellRecord> = {}): VerifiedRecord {
+  const peerId = extra.peerId ?? `peer-${cellId}`;
+  return signRecord(
+    {
+      cellId,
+      peerId,
+      incarnation: order[0],
+      version: order[1],
+      status: 'alive',
+      endpoints: { ws: `ws://${cellId}.test/ws`, http: `http://${cellId}.test`, p2p: [`/memory/${peerId}/p2p/${peerId}`] },
+      tenants: ['mall'],
+      merchants: [],
+      load: { devices: 0, messagesPerSecond: 0 },
+      capacity: { maxDevices: 100 },
+      ...extra,
+    },
+    signerOf(peerId),
+  );
+}
+
+function claims(...list: Array<[string, number]>): MerchantClaim[] {
+  return list.map(([merchant, epoch]) => ({ tenant: 'mall', merchant, epoch }));
+}
+
+function directory(overrides: Partial<ConstructorParameters<typeof Directory>[0]> = {}): Directory {
+  const dir = new Directory({ selfCellId: 'self', maxCells: 100, maxTombstones: 10, tombstoneRetentionMs: 60_000, ...overrides });
+  dir.setOwn(rec('self', [0, 0]), 0);
+  return dir;
+}
+
+describe('Directory merge', () => {
+  it('keeps the newer (incarnation, version) and ignores older or equal records', () => {
+    const dir = directory();
+    expect(dir.mergeRecord(rec('a', [1, 5]), { nowMs: 0, heard: true })).toBe('added');
+    expect(dir.mergeRecord(rec('a', [1, 5]), { nowMs: 1, heard: true })).toBe('stale');
+    expect(dir.mergeRecord(rec('a', [1, 4]), { nowMs: 1, heard: true })).toBe('stale');
+    expect(dir.mergeRecord(rec('a', [0, 99]), { nowMs: 1, heard: true })).toBe('stale');
+    expect(dir.mergeRecord(rec('a', [1, 6]), { nowMs: 2, heard: true })).toBe('updated');
+    expect(dir.mergeRecord(rec('a', [2, 0]), { nowMs: 3, heard: true })).toBe('updated');
+    expect(dir.get('a')?.record.incarnation).toBe(2);
+  });
+
+  it('reports every change with the entries before and after', () => {
+    const dir = directory();
+    const seen: Array<[string, string | undefined, string | undefined]> = [];
+    dir.onChange((cellId, before, after) => seen.push([cellId, before?.liveness, after?.liveness]));
+    dir.mergeRecord(rec('a', [0, 0]), { nowMs: 0, heard: true });
+    dir.applyClaim('a', { kind: 'suspect', incarnation: 0 }, 1);
+    dir.mergeRecord(rec('a', [1, 0]), { nowMs: 2, heard: true });
+    expect(seen).toEqual([
+      ['a', undefined, 'alive'],
+      ['a', 'alive', 'suspect'],
+      ['a', 'suspect', 'alive'],
+    ]);
+  });
+
+  it('binds a cell id to its peer while it lives, and a peer to one cell id', () => {
+    const dir = directory();
+    dir.mergeRecord(rec('a', [0, 0]), { nowMs: 0, heard: true });
+    expect(dir.mergeRecord(rec('a', [5, 0], { peerId: 'peer-intruder' }), { nowMs: 1, heard: true })).toBe('peer-mismatch');
+    expect(dir.mergeRecord(rec('b', [0, 0], { peerId: 'peer-a' }), { nowMs: 1, heard: true })).toBe('peer-mismatch');
+    // Once the old owner is dead, a new key may take the cell id over (a cell rebuilt from scratch).
+    dir.applyClaim('a', { kind: 'dead', incarnation: 0 }, 2);
+    expect(dir.mergeRecord(rec('a', [1, 0], { peerId: 'peer-new' }), { nowMs: 3, heard: true })).toBe('updated');
+    expect(dir.cellOfPeer('peer-new')).toBe('a');
+    expect(dir.cellOfPeer('peer-a')).toBeUndefined();
+    expect(dir.peerOf('a')).toBe('peer-new');
+  });
+});
+
+describe('Directory liveness claims', () => {
+  it('applies claims only at or above the held incarnation; a newer incarnation clears them', () => {
+    const dir = directory();
+    dir.mergeRecord(rec('a', [3, 0]), { nowMs: 0, heard: true });
+    expect(dir.applyClaim('a', { kind: 'suspect', incarnation: 2 }, 1)).toBe('stale');
+    expect(dir.applyClaim('a', { kind: 'suspect', incarnation: 3 }, 1)).toBe('applied');
+    expect(dir.get('a')?.liveness).toBe('suspect');
+    expect(dir.applyClaim('a', { kind: 'suspect', incarnation: 3 }, 1)).toBe('redundant');
+    // A newer version in the same incarnation does not refute.
+    dir.mergeRecord(rec('a', [3, 1]), { nowMs: 2, heard: true });
+    expect(dir.get('a')?.liveness).toBe('suspect');
+    expect(dir.applyClaim('a', { kind: 'dead', incarnation: 3 }, 3)).toBe('applied');
+    expect(dir.applyClaim('a', { kind: 'suspect', incarnation: 3 }, 3)).toBe('redundant');
+    expect(dir.get('a')?.liveness).toBe('dead');
+    expect(dir.deadClaims()).toEqual([{ cellId: 'a', incarnation: 3 }]);
+    dir.mergeRecord(rec('a', [4, 0]), { nowMs: 4, heard: true });
+    expect(dir.get('a')?.liveness).toBe('alive');
+    expect(dir.get('a')?.claim).toBeUndefined();
+  });
+
+  it('keeps a claim about an incarnation not seen yet against the record of that incarnation', () => {
+    const dir = directory();
+    dir.mergeRecord(rec('a', [1, 0]), { nowMs: 0, heard: true });
+    expect(dir.applyClaim('a', { kind: 'dead', incarnation: 2 }, 1)).toBe('applied');
+    dir.mergeRecord(rec('a', [2, 3]), { nowMs: 2, heard: false });
+    expect(dir.get('a')?.liveness).toBe('dead');
+    dir.mergeRecord(rec('a', [3, 0]), { nowMs: 3, heard: false });
+    expect(dir.get('a')?.liveness).toBe('alive');
+  });
+
+  it('follows the status of the record: leaving, then left (final for that incarnation)', () => {
+    const dir = directory();
+    dir.mergeRecord(rec('a', [0, 0]), { nowMs: 0, heard: true });
+    dir.mergeRecord(rec('a', [0, 1], { status: 'leaving' }), { nowMs: 1, heard: true });
+    expect(dir.get('a')?.liveness).toBe('leaving');
+    dir.mergeRecord(rec('a', [0, 2], { status: 'left' }), { nowMs: 2, heard: true });
+    expect(dir.get('a')?.liveness).toBe('left');
+    expect(dir.applyClaim('a', { kind: 'dead', incarnation: 0 }, 3)).toBe('redundant');
+    dir.mergeRecord(rec('a', [1, 0]), { nowMs: 4, heard: true });
+    expect(dir.get('a')?.liveness).toBe('alive');
+  });
+});
+
+describe('Directory home cells and conflicts', () => {
+  it('picks the highest epoch among serving claimants; ties go to the lowest cell id and are reported once', () => {
+    const dir = directory();
+    const conflicts: MerchantConflict[] = [];
+    dir.onConflict((conflict) => conflicts.push(conflict));
+    dir.mergeRecord(rec('c2', [0, 0], { merchants: claims(['shop', 0]) }), { nowMs: 0, heard: true });
+    expect(dir.homeCellOf('mall', 'shop')).toBe('c2');
+    dir.mergeRecord(rec('c1', [0, 0], { merchants: claims(['shop', 0]) }), { nowMs: 0, heard: true });
+    expect(dir.homeCellOf('mall', 'shop')).toBe('c1');
+    expect(conflicts).toEqual([{ tenant: 'mall', merchant: 'shop', epoch: 0, claimants: ['c1', 'c2'], winner: 'c1' }]);
+    // An unrelated change of a claimant does not report the same conflict again.
+    dir.mergeRecord(rec('c2', [0, 1], { merchants: claims(['shop', 0]), load: { devices: 5, messagesPerSecond: 1 } }), { nowMs: 1, heard: true });
+    expect(conflicts).toHaveLength(1);
+    expect(dir.conflicts()).toHaveLength(1);
+    // A third claimant at the same epoch is a new conflict.
+    dir.mergeRecord(rec('c0', [0, 0], { merchants: claims(['shop', 0]) }), { nowMs: 2, heard: true });
+    expect(conflicts).toHaveLength(2);
+    expect(conflicts[1]?.winner).toBe('c0');
+    // A move: c3 claims epoch 1; it wins, and the conflict at epoch 0 no longer matters.
+    dir.mergeRecord(rec('c3', [0, 0], { merchants: claims(['shop', 1]) }), { nowMs: 3, heard: true });
+    expect(dir.homeCellOf('mall', 'shop')).toBe('c3');
+    expect(dir.conflicts()).toEqual([]);
+    expect(dir.homeCellOf('mall', 'nobody')).toBeUndefined();
+    expect(dir.homeCellOf('other-tenant', 'shop')).toBeUndefined();
+  });
+
+  it('ignores dead and left claimants, and falls back when the winner dies', () => {
+    const dir = directory();
+    dir.mergeRecord(rec('c1', [0, 0], { merchants: claims(['shop', 1]) }), { nowMs: 0, heard: true });
+    dir.mergeRecord(rec('c2', [0, 0], { merchants: claims(['shop', 0]) }), { nowMs: 0, heard: true });
+    expect(dir.homeCellOf('mall', 'shop')).toBe('c1');
+    dir.applyClaim('c1', { kind: 'suspect', incarnation: 0 }, 1);
+    expect(dir.homeCellOf('mall', 'shop')).toBe('c1');
+    dir.applyClaim('c1', { kind: 'dead', incarnation: 0 }, 2);
+    expect(dir.homeCellOf('mall', 'shop')).toBe('c2');
+    dir.mergeRecord(rec('c2', [0, 1], { merchants: claims(['shop', 0]), status: 'left' }), { nowMs: 3, heard: true });
+    expect(dir.homeCellOf('mall', 'shop')).toBeUndefined();
+  });
+});
+
+describe('Directory bounds', () => {
+  it('holds at most maxCells, making room by dropping the oldest tombstone', () => {
+    const dir = directory({ maxCells: 3, maxTombstones: 2 });
+    dir.mergeRecord(rec('a', [0, 0]), { nowMs: 0, heard: true });
+    dir.mergeRecord(rec('b', [0, 0]), { nowMs: 0, heard: true });
+    expect(dir.assess(rec('c', [0, 0]).record)).toBe('directory-full');
+    expect(dir.mergeRecord(rec('c', [0, 0]), { nowMs: 0, heard: true })).toBe('directory-full');
+    dir.applyClaim('a', { kind: 'dead', incarnation: 0 }, 5);
+    expect(dir.mergeRecord(rec('c', [0, 0]), { nowMs: 6, heard: true })).toBe('added');
+    expect(dir.get('a')).toBeUndefined();
+    expect(dir.size).toBe(3);
+  });
+
+  it('keeps at most maxTombstones tombstones and expires them after the retention', () => {
+    const dir = directory({ maxTombstones: 2, tombstoneRetentionMs: 1_000 });
+    for (const [index, cellId] of ['a', 'b', 'c', 'd'].entries()) {
+      dir.mergeRecord(rec(cellId, [0, 0]), { nowMs: 0, heard: true });
+      dir.applyClaim(cellId, { kind: 'dead', incarnation: 0 }, index * 100);
+    }
+    expect([...dir.values()].map((entry) => entry.record.cellId).sort()).toEqual(['c', 'd', 'self']);
+    expect(dir.sweep(1_050)).toBe(0);
+    expect(dir.sweep(1_200)).toBe(1);
+    expect(dir.get('c')).toBeUndefined();
+    expect(dir.sweep(1_300)).toBe(1);
+    expect(dir.size).toBe(1);
+  });
+});
+
+describe('Directory digests', () => {
+  it('lists records newer than a digest and cells where the digest is newer', () => {
+    const dir = directory();
+    dir.mergeRecord(rec('a', [1, 1]), { nowMs: 0, heard: true });
+    dir.mergeRecord(rec('b', [0, 4]), { nowMs: 0, heard: true });
+    const digest = { self: [0, 0], a: [1, 2], b: [0, 3], z: [0, 0] } as Record<string, [number, number]>;
+    expect([...dir.newerThan(digest)].map((signed) => JSON.parse(signed.record).cellId)).toEqual(['b']);
+    expect(dir.olderThan(digest).sort()).toEqual(['a', 'z']);
+    expect(dir.digest()).toEqual({ self: [0, 0], a: [1, 1], b: [0, 4] });
+  });
+});

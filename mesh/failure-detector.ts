@@ -1,0 +1,574 @@
+import type { Logger } from '../cell/logger.js';
+import type { Clock, TimerHandle } from '../platform/clock.js';
+import { randomInt, type Random } from '../platform/random.js';
+import { compareRecordOrder } from './cell-record.js';
+import { isServing, isTombstone, type Directory, type DirectoryEntry, type LivenessClaim } from './directory.js';
+import type { MembershipOptions } from './membership-config.js';
+import { MembershipError } from './membership-errors.js';
+import {
+  decodeJson,
+  encodeJson,
+  HeartbeatSchema,
+  LivenessClaimMessageSchema,
+  MembershipProtocol,
+  MembershipTopic,
+  PingAnswerSchema,
+  PingReqAnswerSchema,
+  PingReqRequestSchema,
+  PingRequestSchema,
+  type Heartbeat,
+  type LivenessClaimMessage,
+} from './membership-wire.js';
+import type { MeshMetrics } from './mesh-metrics.js';
+import { MeshTransportError, type MeshMessage, type MeshTransport, type PeerId, type ValidationResult } from './transport.js';
+
+/** Small control messages (heartbeats, claims, pings) are refused above this size. */
+const MAX_CONTROL_MESSAGE_BYTES = 4 * 1024;
+
+export interface FailureDetectorInit {
+  readonly directory: Directory;
+  readonly transport: MeshTransport;
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly options: MembershipOptions;
+  readonly metrics: MeshMetrics;
+  readonly logger: Logger;
+  /** The (incarnation, version) of this cell's own record now. */
+  readonly ownOrder: () => { readonly incarnation: number; readonly version: number };
+  /** A suspect or dead claim about this cell at or above its incarnation arrived: refute it. */
+  readonly refute: (claim: LivenessClaim) => void;
+  /** A heartbeat or ping answer shows a record newer than the one held, or an unknown cell: pull. */
+  readonly onNewerRecordSeen: (peer: PeerId, cellId: string) => void;
+}
+
+interface Suspicion {
+  readonly incarnation: number;
+  readonly startedMs: number;
+  /** Distinct cells that suspect it, this one included when it does; at most K + 1 are kept. */
+  readonly suspectors: Set<string>;
+  timer: TimerHandle | undefined;
+}
+
+type PingResult = 'ack' | 'refused' | 'none';
+type IndirectResult = 'ack' | 'nack' | 'none';
+
+/**
+ * Lifeguard's dynamic suspicion timeout: `max` with no confirmation, shrinking logarithmically
+ * to `min` as `confirmations` (other cells' independent suspicions) reach K; scaled by the
+ * local health multiplier + 1.
+ */
+export function suspicionTimeoutMs(confirmations: number, options: MembershipOptions, healthMultiplier: number): number {
+  const { suspicionMinMs: minMs, suspicionMaxMs: maxMs, suspicionConfirmations: k } = options;
+  const counted = Math.max(0, Math.min(confirmations, k));
+  const fraction = Math.log(counted + 1) / Math.log(k + 1);
+  return Math.max(minMs, Math.floor(maxMs - (maxMs - minMs) * fraction)) * (healthMultiplier + 1);
+}
+
+/**
+ * SWIM failure detection with Lifeguard's refinements, on the mesh transport.
+ *
+ * - Heartbeats: every `heartbeatIntervalMs` this cell publishes `{cellId, incarnation, version}`
+ *   on `cellmesh/heartbeat/v1`. Any heartbeat, own record, request or probe answer from a cell
+ *   counts as hearing from it.
+ * - Probes: every `probeIntervalMs` (x LHM+1) a cell not heard from for `suspectAfterMs`
+ *   (x LHM+1), or whose connection the transport reported closed (at once, not at the next
+ *   round), gets a direct ping (`/cellmesh/ping/1.0.0`, `probeTimeoutMs` x LHM+1). If it fails,
+ *   k = `indirectProbes` random other live connected cells are asked to ping it
+ *   (`/cellmesh/ping-req/1.0.0`); they answer ack or nack. If none acks, the cell is suspected:
+ *   marked suspect here and a claim `{kind: 'suspect', cellId, incarnation, by}` is published on
+ *   `cellmesh/membership/v1`. A suspect this cell only heard about is probed too (when overdue
+ *   here as well), so independent observers confirm each other's suspicion.
+ *   When nothing is overdue, one random connected cell gets a health probe: it feeds only the
+ *   local health multiplier (Lifeguard probes every round; without it LHM would never decay).
+ * - Suspicion: the first claim (own or received) starts a timer of `suspicionMaxMs`, shrinking
+ *   toward `suspicionMinMs` with each further cell's claim (suspicionTimeoutMs). At expiry the
+ *   cell is declared dead: `{kind: 'dead'}` is published. A record with a higher incarnation
+ *   (the suspect's refutation) clears it anywhere, any time.
+ * - Refutation: a claim about this cell at >= its incarnation calls `refute` (the mesh bumps its
+ *   incarnation and republishes its record). A cell still heard from while held dead here gets
+ *   the dead claim re-announced (at most every `claimReannounceIntervalMs`) so it learns to
+ *   refute, which is how both sides of a healed partition come back.
+ * - Local health multiplier (0..`maxLocalHealth`): +1 when a probe fails with no answer at all
+ *   (no direct reply, not even a refused connection, and no nack from a helper: this cell may be
+ *   the slow one), +1 at every refutation, +1 when its own heartbeat timer fires more than an
+ *   interval late (its event loop stalled); -1 on every successful probe. Every timeout above
+ *   scales by LHM + 1.
+ *
+ * Bounds: suspicions and pending probes hold at most one entry per directory entry; at most
+ * `maxConcurrentProbes` probes run at once; a suspicion keeps at most K + 1 suspectors.
+ */
+export class FailureDetector {
+  private running = false;
+  private health = 0;
+  private heartbeatTimer: TimerHandle | undefined;
+  private probeTimer: TimerHandle | undefined;
+  private readonly suspicions = new Map<string, Suspicion>();
+  /** Cells to probe at the next chance regardless of when they were last heard (disconnected). */
+  private readonly pendingProbes = new Set<string>();
+  private readonly probing = new Set<string>();
+  private readonly lastReannounceMs = new Map<string, number>();
+  private readonly heartbeatsChecked = new WeakMap<Uint8Array, Heartbeat | undefined>();
+  private readonly claimsChecked = new WeakMap<Uint8Array, LivenessClaimMessage | undefined>();
+  private unsubscribeDirectory: (() => void) | undefined;
+
+  constructor(private readonly init: FailureDetectorInit) {}
+
+  private get selfCellId(): string {
+    return this.init.directory.selfCellId;
+  }
+
+  /** The local health multiplier now (0 = healthy). */
+  localHealth(): number {
+    return this.health;
+  }
+
+  /** Serves the ping protocols; call once, before `start` (handlers answer only while running). */
+  registerHandlers(): void {
+    const { transport } = this.init;
+    transport.handle(MembershipProtocol.ping, (from, request) => this.answerPing(from, request));
+    transport.handle(MembershipProtocol.pingReq, (from, request) => this.answerPingReq(from, request));
+  }
+
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    const { transport, directory } = this.init;
+    transport.subscribe(MembershipTopic.heartbeat, (message) => this.handleHeartbeat(message), (message) => this.validateHeartbeat(message));
+    transport.subscribe(MembershipTopic.membership, (message) => this.handleClaim(message), (message) => this.validateClaim(message));
+    this.unsubscribeDirectory = directory.onChange((cellId, _before, after) => this.onDirectoryChange(cellId, after));
+    this.init.metrics.localHealth(this.health);
+    this.publishHeartbeat();
+    this.scheduleHeartbeat();
+    this.scheduleProbeRound();
+  }
+
+  stop(): void {
+    if (!this.running) return;
+    this.running = false;
+    this.heartbeatTimer?.cancel();
+    this.probeTimer?.cancel();
+    for (const suspicion of this.suspicions.values()) suspicion.timer?.cancel();
+    this.suspicions.clear();
+    this.pendingProbes.clear();
+    this.lastReannounceMs.clear();
+    this.unsubscribeDirectory?.();
+    this.init.transport.unsubscribe(MembershipTopic.heartbeat);
+    this.init.transport.unsubscribe(MembershipTopic.membership);
+  }
+
+  /** Publishes a heartbeat now (also after the own record changed, so peers see the version). */
+  publishHeartbeat(): void {
+    if (!this.running) return;
+    const order = this.init.ownOrder();
+    const heartbeat: Heartbeat = { cellId: this.selfCellId, incarnation: order.incarnation, version: order.version };
+    this.publish(MembershipTopic.heartbeat, heartbeat);
+  }
+
+  /** A request or message from `peer` arrived: that cell is alive. */
+  heardFromPeer(peer: PeerId): void {
+    const cellId = this.init.directory.cellOfPeer(peer);
+    if (cellId === undefined || cellId === this.selfCellId) return;
+    this.init.directory.markHeard(cellId, this.init.clock.now());
+    this.pendingProbes.delete(cellId);
+  }
+
+  /** The transport reports the connection to `peer` closed: probe that cell at once. */
+  peerDisconnected(peer: PeerId): void {
+    if (!this.running) return;
+    const cellId = this.init.directory.cellOfPeer(peer);
+    if (cellId === undefined || cellId === this.selfCellId) return;
+    const entry = this.init.directory.get(cellId);
+    if (entry === undefined || !isServing(entry.liveness)) return;
+    this.pendingProbes.add(cellId);
+    // Not inside the transport's callback: the probe starts on the next turn of the clock.
+    this.init.clock.setTimer(0, () => {
+      if (this.running) this.startDueProbes();
+    });
+  }
+
+  /** This cell had to refute a claim about itself: a sign it may be the slow one. */
+  noteRefutation(): void {
+    this.raiseHealth('refuted');
+  }
+
+  /** A dead claim relayed by anti-entropy (a tombstone), without a claimant. */
+  applyRelayedDeadClaim(cellId: string, incarnation: number): void {
+    if (cellId === this.selfCellId) {
+      if (incarnation >= this.init.ownOrder().incarnation) this.init.refute({ kind: 'dead', incarnation });
+      return;
+    }
+    const outcome = this.init.directory.applyClaim(cellId, { kind: 'dead', incarnation }, this.init.clock.now());
+    if (outcome === 'applied') this.init.logger.info({ cellId, incarnation }, 'cell learned dead through anti-entropy');
+  }
+
+  /** A claim by another cell (already authenticated as coming from `claim.by`). */
+  applyClaim(claim: LivenessClaimMessage): void {
+    const { directory, clock } = this.init;
+    if (claim.cellId === this.selfCellId) {
+      if (claim.incarnation >= this.init.ownOrder().incarnation) this.init.refute({ kind: claim.kind, incarnation: claim.incarnation });
+      return;
+    }
+    const entry = directory.get(claim.cellId);
+    if (entry === undefined || claim.incarnation < entry.record.incarnation) return;
+    if (claim.kind === 'dead') {
+      if (directory.applyClaim(claim.cellId, { kind: 'dead', incarnation: claim.incarnation }, clock.now()) === 'applied') {
+        this.init.logger.info({ cellId: claim.cellId, incarnation: claim.incarnation, by: claim.by }, 'cell declared dead by another cell');
+      }
+      return;
+    }
+    if (isTombstone(entry.liveness)) return;
+    const suspicion = this.suspicions.get(claim.cellId);
+    if (suspicion !== undefined && suspicion.incarnation > claim.incarnation) return;
+    if (suspicion !== undefined && suspicion.incarnation === claim.incarnation) {
+      this.confirm(claim.cellId, suspicion, claim.by);
+      return;
+    }
+    if (this.markSuspect(claim.cellId, entry, claim.incarnation)) this.startSuspicion(claim.cellId, claim.incarnation, claim.by);
+  }
+
+  private validateHeartbeat(message: MeshMessage): ValidationResult {
+    const heartbeat = this.decodeHeartbeat(message);
+    if (heartbeat === undefined) {
+      this.init.metrics.messageRejected(MembershipTopic.heartbeat, 'malformed');
+      return 'reject';
+    }
+    // The transport never delivers a cell's own publishes: a heartbeat naming this cell is forged.
+    if (heartbeat.cellId === this.selfCellId) return this.rejectMessage(MembershipTopic.heartbeat, 'forged-owner');
+    const entry = this.init.directory.get(heartbeat.cellId);
+    if (entry !== undefined && entry.record.peerId !== message.from && heartbeat.incarnation <= entry.record.incarnation) {
+      return this.rejectMessage(MembershipTopic.heartbeat, 'forged-owner');
+    }
+    return 'accept';
+  }
+
+  private handleHeartbeat(message: MeshMessage): void {
+    const heartbeat = this.decodeHeartbeat(message);
+    if (heartbeat === undefined || !this.running) return;
+    const { directory, clock } = this.init;
+    const entry = directory.get(heartbeat.cellId);
+    if (entry === undefined) {
+      this.init.onNewerRecordSeen(message.from, heartbeat.cellId);
+      return;
+    }
+    if (entry.record.peerId === message.from) {
+      directory.markHeard(heartbeat.cellId, clock.now());
+      this.pendingProbes.delete(heartbeat.cellId);
+    }
+    if (compareRecordOrder(heartbeat, entry.record) > 0) this.init.onNewerRecordSeen(message.from, heartbeat.cellId);
+    if (entry.claim !== undefined && heartbeat.incarnation <= entry.claim.incarnation) this.reannounce(heartbeat.cellId, entry.claim);
+  }
+
+  private validateClaim(message: MeshMessage): ValidationResult {
+    const claim = this.decodeClaim(message);
+    if (claim === undefined) return this.rejectMessage(MembershipTopic.membership, 'malformed');
+    if (claim.by === this.selfCellId) return this.rejectMessage(MembershipTopic.membership, 'forged-owner');
+    const claimant = this.init.directory.get(claim.by);
+    // A claim from a cell not known yet is dropped quietly; its record will come.
+    if (claimant === undefined) return 'ignore';
+    if (claimant.record.peerId !== message.from) return this.rejectMessage(MembershipTopic.membership, 'forged-owner');
+    return 'accept';
+  }
+
+  private handleClaim(message: MeshMessage): void {
+    const claim = this.decodeClaim(message);
+    if (claim === undefined || !this.running) return;
+    this.heardFromPeer(message.from);
+    this.applyClaim(claim);
+  }
+
+  private rejectMessage(channel: string, reason: string): ValidationResult {
+    this.init.metrics.messageRejected(channel, reason);
+    return 'reject';
+  }
+
+  private decodeHeartbeat(message: MeshMessage): Heartbeat | undefined {
+    if (this.heartbeatsChecked.has(message.data)) return this.heartbeatsChecked.get(message.data);
+    const decoded = decodeJson(message.data, HeartbeatSchema, MAX_CONTROL_MESSAGE_BYTES);
+    const heartbeat = decoded.ok ? decoded.value : undefined;
+    this.heartbeatsChecked.set(message.data, heartbeat);
+    return heartbeat;
+  }
+
+  private decodeClaim(message: MeshMessage): LivenessClaimMessage | undefined {
+    if (this.claimsChecked.has(message.data)) return this.claimsChecked.get(message.data);
+    const decoded = decodeJson(message.data, LivenessClaimMessageSchema, MAX_CONTROL_MESSAGE_BYTES);
+    const claim = decoded.ok ? decoded.value : undefined;
+    this.claimsChecked.set(message.data, claim);
+    return claim;
+  }
+
+  private async answerPing(from: PeerId, request: Uint8Array): Promise<Uint8Array> {
+    if (!this.running) throw new MembershipError('STOPPED');
+    if (!decodeJson(request, PingRequestSchema, MAX_CONTROL_MESSAGE_BYTES).ok) {
+      this.init.metrics.messageRejected(MembershipProtocol.ping, 'malformed');
+      throw new MembershipError('BAD_MESSAGE', 'malformed ping');
+    }
+    this.heardFromPeer(from);
+    const order = this.init.ownOrder();
+    return encodeJson({ cellId: this.selfCellId, incarnation: order.incarnation, version: order.version } satisfies Heartbeat);
+  }
+
+  private async answerPingReq(from: PeerId, request: Uint8Array): Promise<Uint8Array> {
+    if (!this.running) throw new MembershipError('STOPPED');
+    const decoded = decodeJson(request, PingReqRequestSchema, MAX_CONTROL_MESSAGE_BYTES);
+    if (!decoded.ok) {
+      this.init.metrics.messageRejected(MembershipProtocol.pingReq, decoded.reason);
+      throw new MembershipError('BAD_MESSAGE', 'malformed ping-req');
+    }
+    this.heardFromPeer(from);
+    const { target, peer, timeoutMs } = decoded.value;
+    const answer = await this.ping(peer, Math.min(timeoutMs, this.init.options.probeTimeoutMs * (this.health + 1)));
+    const ok = answer.result === 'ack' && answer.heartbeat?.cellId === target;
+    if (ok) this.heardFromPeer(peer);
+    return encodeJson({ ok });
+  }
+
+  private async ping(peer: PeerId, timeoutMs: number): Promise<{ result: PingResult; heartbeat?: Heartbeat }> {
+    try {
+      const answer = await this.init.transport.request(peer, MembershipProtocol.ping, encodeJson({}), { timeoutMs });
+      const decoded = decodeJson(answer, PingAnswerSchema, MAX_CONTROL_MESSAGE_BYTES);
+      return decoded.ok ? { result: 'ack', heartbeat: decoded.value } : { result: 'refused' };
+    } catch (error) {
+      // A refused connection or a failing handler is an answer of the network or the peer: this
+      // cell is not the slow one. Only silence (timeout) says nothing.
+      const answered = error instanceof MeshTransportError && (error.code === 'PEER_UNREACHABLE' || error.code === 'PROTOCOL_UNSUPPORTED' || error.code === 'REMOTE_HANDLER_FAILED');
+      return { result: answered ? 'refused' : 'none' };
+    }
+  }
+
+  private async pingIndirect(helper: PeerId, target: string, targetPeer: PeerId, timeoutMs: number): Promise<IndirectResult> {
+    try {
+      const answer = await this.init.transport.request(helper, MembershipProtocol.pingReq, encodeJson({ target, peer: targetPeer, timeoutMs }), {
+        // The helper's ping takes up to timeoutMs; the rest is for the two legs to the helper.
+        timeoutMs: 2 * timeoutMs,
+      });
+      const decoded = decodeJson(answer, PingReqAnswerSchema, MAX_CONTROL_MESSAGE_BYTES);
+      if (!decoded.ok) return 'none';
+      this.heardFromPeer(helper);
+      return decoded.value.ok ? 'ack' : 'nack';
+    } catch {
+      return 'none';
+    }
+  }
+
+  private scheduleHeartbeat(): void {
+    const intervalMs = this.init.options.heartbeatIntervalMs;
+    const dueMs = this.init.clock.now() + intervalMs;
+    this.heartbeatTimer = this.init.clock.setTimer(intervalMs, () => {
+      if (!this.running) return;
+      // A timer that fires more than a whole interval late means this cell's event loop was
+      // stalled: it may be the one that cannot keep up, so it gives others more time.
+      if (this.init.clock.now() - dueMs > intervalMs) this.raiseHealth('heartbeat-late');
+      this.publishHeartbeat();
+      this.scheduleHeartbeat();
+    });
+  }
+
+  private scheduleProbeRound(): void {
+    this.probeTimer = this.init.clock.setTimer(this.init.options.probeIntervalMs * (this.health + 1), () => {
+      if (!this.running) return;
+      this.probeRound();
+      this.scheduleProbeRound();
+    });
+  }
+
+  private probeRound(): void {
+    const started = this.startDueProbes();
+    if (started > 0 || this.probing.size > 0) return;
+    const candidates = this.liveConnectedCells(undefined);
+    if (candidates.length === 0) return;
+    const cellId = candidates[randomInt(this.init.random, candidates.length)] as string;
+    void this.probe(cellId, 'health');
+  }
+
+  /** Starts probes of overdue or disconnected cells, up to the concurrency bound; returns how many. */
+  private startDueProbes(): number {
+    const { directory, options, clock } = this.init;
+    const nowMs = clock.now();
+    const thresholdMs = options.suspectAfterMs * (this.health + 1);
+    const due: DirectoryEntry[] = [];
+    for (const entry of directory.values()) {
+      const cellId = entry.record.cellId;
+      if (cellId === this.selfCellId || this.probing.has(cellId)) continue;
+      const overdue = this.pendingProbes.has(cellId) || nowMs - entry.lastHeardMs > thresholdMs;
+      if (!overdue) continue;
+      if (entry.liveness === 'alive' || entry.liveness === 'leaving') {
+        due.push(entry);
+      } else if (entry.liveness === 'suspect') {
+        // Confirm (or not) a suspicion heard from others, once.
+        const suspicion = this.suspicions.get(cellId);
+        if (suspicion !== undefined && !suspicion.suspectors.has(this.selfCellId) && suspicion.suspectors.size <= options.suspicionConfirmations) {
+          due.push(entry);
+        }
+      } else {
+        this.pendingProbes.delete(cellId);
+      }
+    }
+    due.sort((a, b) => {
+      const pendingA = this.pendingProbes.has(a.record.cellId) ? 0 : 1;
+      const pendingB = this.pendingProbes.has(b.record.cellId) ? 0 : 1;
+      if (pendingA !== pendingB) return pendingA - pendingB;
+      if (a.lastHeardMs !== b.lastHeardMs) return a.lastHeardMs - b.lastHeardMs;
+      return a.record.cellId < b.record.cellId ? -1 : 1;
+    });
+    const room = Math.max(0, options.maxConcurrentProbes - this.probing.size);
+    const chosen = due.slice(0, room);
+    for (const entry of chosen) void this.probe(entry.record.cellId, 'suspicion');
+    return chosen.length;
+  }
+
+  private async probe(cellId: string, purpose: 'suspicion' | 'health'): Promise<void> {
+    const entry = this.init.directory.get(cellId);
+    if (entry === undefined || this.probing.has(cellId)) return;
+    const peer = entry.record.peerId;
+    const incarnation = Math.max(entry.record.incarnation, entry.claim?.incarnation ?? 0);
+    this.probing.add(cellId);
+    this.pendingProbes.delete(cellId);
+    try {
+      const timeoutMs = this.init.options.probeTimeoutMs * (this.health + 1);
+      const direct = await this.ping(peer, timeoutMs);
+      if (!this.running) return;
+      if (direct.result === 'ack' && direct.heartbeat?.cellId === cellId) {
+        this.heardFromPeer(peer);
+        const held = this.init.directory.get(cellId);
+        if (held !== undefined && compareRecordOrder(direct.heartbeat, held.record) > 0) this.init.onNewerRecordSeen(peer, cellId);
+        this.init.metrics.probe('ack');
+        this.lowerHealth();
+        return;
+      }
+      const helpers = this.liveConnectedCells(cellId)
+        .slice(0, this.init.options.indirectProbes)
+        .map((helper) => this.init.directory.peerOf(helper) as PeerId);
+      const results = await Promise.all(helpers.map((helper) => this.pingIndirect(helper, cellId, peer, timeoutMs)));
+      if (!this.running) return;
+      if (results.includes('ack')) {
+        this.init.directory.markHeard(cellId, this.init.clock.now());
+        this.init.metrics.probe('indirect-ack');
+        this.lowerHealth();
+        return;
+      }
+      this.init.metrics.probe('failed');
+      if (direct.result === 'none' && !results.includes('nack')) this.raiseHealth('probe-unanswered');
+      if (purpose === 'suspicion') this.suspectLocally(cellId, incarnation);
+    } finally {
+      this.probing.delete(cellId);
+    }
+  }
+
+  /** Connected cells held alive, in random order, without `exclude`. */
+  private liveConnectedCells(exclude: string | undefined): string[] {
+    const { directory, transport, random } = this.init;
+    const cells: string[] = [];
+    for (const peer of transport.connectedPeers()) {
+      const cellId = directory.cellOfPeer(peer);
+      if (cellId === undefined || cellId === exclude || cellId === this.selfCellId) continue;
+      if (directory.get(cellId)?.liveness === 'alive') cells.push(cellId);
+    }
+    // Fisher-Yates on the injected Random keeps runs reproducible.
+    for (let index = cells.length - 1; index > 0; index--) {
+      const other = randomInt(random, index + 1);
+      [cells[index], cells[other]] = [cells[other] as string, cells[index] as string];
+    }
+    return cells;
+  }
+
+  /** This cell's own probes failed: suspect the cell (or confirm a suspicion heard from others). */
+  private suspectLocally(cellId: string, incarnation: number): void {
+    const entry = this.init.directory.get(cellId);
+    if (entry === undefined || !isServing(entry.liveness) || incarnation < entry.record.incarnation) return;
+    const suspicion = this.suspicions.get(cellId);
+    if (suspicion !== undefined && suspicion.incarnation > incarnation) return;
+    if (suspicion !== undefined && suspicion.incarnation === incarnation) {
+      if (suspicion.suspectors.has(this.selfCellId)) return;
+      this.confirm(cellId, suspicion, this.selfCellId);
+    } else {
+      if (!this.markSuspect(cellId, entry, incarnation)) return;
+      this.startSuspicion(cellId, incarnation, this.selfCellId);
+    }
+    this.init.metrics.suspectDeclared();
+    this.init.logger.info({ cellId, incarnation }, 'cell suspected');
+    this.publishClaim({ kind: 'suspect', cellId, incarnation, by: this.selfCellId });
+  }
+
+  /** Marks the cell suspect in the directory; false when the directory holds something stronger. */
+  private markSuspect(cellId: string, entry: DirectoryEntry, incarnation: number): boolean {
+    const outcome = this.init.directory.applyClaim(cellId, { kind: 'suspect', incarnation }, this.init.clock.now());
+    if (outcome === 'applied') return true;
+    // Already suspect at this incarnation without a timer (should not happen; be safe).
+    return entry.claim?.kind === 'suspect' && entry.claim.incarnation === incarnation && !this.suspicions.has(cellId);
+  }
+
+  private startSuspicion(cellId: string, incarnation: number, firstSuspector: string): void {
+    this.suspicions.get(cellId)?.timer?.cancel();
+    const suspicion: Suspicion = { incarnation, startedMs: this.init.clock.now(), suspectors: new Set([firstSuspector]), timer: undefined };
+    this.suspicions.set(cellId, suspicion);
+    this.scheduleSuspicion(cellId, suspicion);
+  }
+
+  private confirm(cellId: string, suspicion: Suspicion, by: string): void {
+    if (suspicion.suspectors.has(by) || suspicion.suspectors.size > this.init.options.suspicionConfirmations) return;
+    suspicion.suspectors.add(by);
+    this.scheduleSuspicion(cellId, suspicion);
+  }
+
+  private scheduleSuspicion(cellId: string, suspicion: Suspicion): void {
+    suspicion.timer?.cancel();
+    const timeoutMs = suspicionTimeoutMs(suspicion.suspectors.size - 1, this.init.options, this.health);
+    const remainingMs = Math.max(0, suspicion.startedMs + timeoutMs - this.init.clock.now());
+    suspicion.timer = this.init.clock.setTimer(remainingMs, () => this.suspicionExpired(cellId, suspicion));
+  }
+
+  private suspicionExpired(cellId: string, suspicion: Suspicion): void {
+    if (!this.running || this.suspicions.get(cellId) !== suspicion) return;
+    this.suspicions.delete(cellId);
+    const entry = this.init.directory.get(cellId);
+    if (entry === undefined || entry.liveness !== 'suspect' || entry.claim?.incarnation !== suspicion.incarnation) return;
+    this.init.directory.applyClaim(cellId, { kind: 'dead', incarnation: suspicion.incarnation }, this.init.clock.now());
+    this.init.metrics.deadDeclared();
+    this.init.logger.info({ cellId, incarnation: suspicion.incarnation, suspectors: suspicion.suspectors.size }, 'cell declared dead');
+    this.publishClaim({ kind: 'dead', cellId, incarnation: suspicion.incarnation, by: this.selfCellId });
+  }
+
+  /** Tells a cell that is still heard from what this cell holds against it, so it can refute. */
+  private reannounce(cellId: string, claim: LivenessClaim): void {
+    if (claim.kind === 'suspect' && this.suspicions.get(cellId)?.suspectors.has(this.selfCellId) !== true) return;
+    const nowMs = this.init.clock.now();
+    const lastMs = this.lastReannounceMs.get(cellId);
+    if (lastMs !== undefined && nowMs - lastMs < this.init.options.claimReannounceIntervalMs) return;
+    this.lastReannounceMs.set(cellId, nowMs);
+    this.publishClaim({ kind: claim.kind, cellId, incarnation: claim.incarnation, by: this.selfCellId });
+  }
+
+  private onDirectoryChange(cellId: string, after: DirectoryEntry | undefined): void {
+    if (after === undefined) this.pendingProbes.delete(cellId);
+    if (after === undefined || after.claim === undefined) this.lastReannounceMs.delete(cellId);
+    const suspicion = this.suspicions.get(cellId);
+    if (suspicion !== undefined && (after === undefined || after.liveness !== 'suspect' || after.claim?.incarnation !== suspicion.incarnation)) {
+      suspicion.timer?.cancel();
+      this.suspicions.delete(cellId);
+    }
+  }
+
+  private publishClaim(claim: LivenessClaimMessage): void {
+    this.publish(MembershipTopic.membership, claim);
+  }
+
+  private publish(topic: string, value: unknown): void {
+    this.init.transport.publish(topic, encodeJson(value)).catch((error: unknown) => {
+      this.init.logger.debug({ err: error, topic }, 'publish failed');
+    });
+  }
+
+  private raiseHealth(reason: string): void {
+    if (this.health >= this.init.options.maxLocalHealth) return;
+    this.health++;
+    this.init.metrics.localHealth(this.health);
+    this.init.logger.debug({ health: this.health, reason }, 'local health multiplier raised');
+  }
+
+  private lowerHealth(): void {
+    if (this.health === 0) return;
+    this.health--;
+    this.init.metrics.localHealth(this.health);
+  }
+}

@@ -1,0 +1,148 @@
+import type { Logger } from '../cell/logger.js';
+import type { Clock } from '../platform/clock.js';
+import { compareRecordOrder, openSignedRecord, SignedRecordSchema, type CellRecord, type VerifiedRecord } from './cell-record.js';
+import type { Directory } from './directory.js';
+import { decodeJson } from './membership-wire.js';
+import type { MeshMetrics, RecordRejectReason, RecordSource } from './mesh-metrics.js';
+import type { RecordSigner } from './record-signer.js';
+import type { MeshMessage, PeerId, ValidationResult } from './transport.js';
+
+export type IngestOutcome =
+  | { readonly kind: 'accepted'; readonly record: CellRecord }
+  | { readonly kind: 'stale' }
+  | { readonly kind: 'rejected'; readonly reason: RecordRejectReason };
+
+export interface RecordIntakeInit {
+  readonly directory: Directory;
+  readonly signer: RecordSigner;
+  readonly clock: Clock;
+  readonly metrics: MeshMetrics;
+  readonly logger: Logger;
+  /** This cell's transport identity. */
+  readonly selfPeer: PeerId;
+  readonly maxMessageBytes: number;
+  /**
+   * A valid record of this very cell newer than the one it holds: it ran before with state this
+   * run does not know (a lost Store). The mesh answers by moving to a higher incarnation.
+   */
+  readonly onNewerOwnRecord: (record: CellRecord) => void;
+}
+
+type Checked = { ok: true; verified: VerifiedRecord; newer: boolean } | { ok: false; reason: RecordRejectReason };
+
+/**
+ * The one gate every received cell record goes through, by gossip or by anti-entropy:
+ * decode, validate (zod), verify the owner's signature, and for gossip require that the
+ * publisher is the owner. Then the directory's own rules (order, peer binding, bounds) apply.
+ */
+export class RecordIntake {
+  /** Records checked by the topic validator, reused by the handler of the same message. */
+  private readonly checkedMessages = new WeakMap<Uint8Array, Checked>();
+
+  constructor(private readonly init: RecordIntakeInit) {}
+
+  /** The validator of `cellmesh/directory/v1`: authenticates without changing state. */
+  readonly validateGossip = (message: MeshMessage): ValidationResult => {
+    const checked = this.checkGossip(message);
+    if (!checked.ok) {
+      this.init.metrics.recordRejected('gossip', checked.reason);
+      return 'reject';
+    }
+    // An authenticated record published by its owner is news from that cell, even when stale.
+    if (checked.verified.record.cellId !== this.init.directory.selfCellId) {
+      this.init.directory.markHeard(checked.verified.record.cellId, this.init.clock.now());
+    }
+    if (!checked.newer) {
+      this.init.metrics.recordStale('gossip');
+      return 'ignore';
+    }
+    return 'accept';
+  };
+
+  /** The handler of `cellmesh/directory/v1` (runs after the validator accepted). */
+  readonly handleGossip = (message: MeshMessage): void => {
+    const checked = this.checkGossip(message);
+    if (checked.ok) this.merge(checked.verified, 'gossip', true);
+  };
+
+  /** Ingests an envelope relayed by anti-entropy (any sender; the signature is what counts). */
+  ingestRelayed(envelope: unknown): IngestOutcome {
+    const opened = openSignedRecord(envelope, this.init.signer);
+    if (!opened.ok) {
+      this.init.metrics.recordRejected('anti-entropy', opened.reason);
+      return { kind: 'rejected', reason: opened.reason };
+    }
+    const checked = this.checkVerified(opened.verified);
+    if (!checked.ok) {
+      this.init.metrics.recordRejected('anti-entropy', checked.reason);
+      return { kind: 'rejected', reason: checked.reason };
+    }
+    if (!checked.newer) {
+      this.init.metrics.recordStale('anti-entropy');
+      return { kind: 'stale' };
+    }
+    return this.merge(checked.verified, 'anti-entropy', false);
+  }
+
+  private checkGossip(message: MeshMessage): Checked {
+    const cached = this.checkedMessages.get(message.data);
+    if (cached !== undefined) return cached;
+    const checked = this.checkGossipUncached(message);
+    this.checkedMessages.set(message.data, checked);
+    return checked;
+  }
+
+  private checkGossipUncached(message: MeshMessage): Checked {
+    const decoded = decodeJson(message.data, SignedRecordSchema, this.init.maxMessageBytes);
+    if (!decoded.ok) return { ok: false, reason: decoded.reason };
+    const opened = openSignedRecord(decoded.value, this.init.signer);
+    if (!opened.ok) return { ok: false, reason: opened.reason };
+    // Gossip must come from the record's owner: relays of others' records go by anti-entropy.
+    if (opened.verified.record.peerId !== message.from) return { ok: false, reason: 'forged-owner' };
+    return this.checkVerified(opened.verified);
+  }
+
+  private checkVerified(verified: VerifiedRecord): Checked {
+    const { record } = verified;
+    const { directory } = this.init;
+    if (record.cellId === directory.selfCellId) {
+      if (record.peerId !== this.init.selfPeer) {
+        this.init.logger.warn({ cellId: record.cellId, peer: record.peerId }, 'another peer publishes records under this cell id');
+        return { ok: false, reason: 'peer-mismatch' };
+      }
+      const own = directory.get(record.cellId);
+      return { ok: true, verified, newer: own === undefined || compareRecordOrder(record, own.record) > 0 };
+    }
+    const assessment = directory.assess(record);
+    if (assessment === 'peer-mismatch' || assessment === 'directory-full') return { ok: false, reason: assessment };
+    return { ok: true, verified, newer: assessment === 'newer' };
+  }
+
+  private merge(verified: VerifiedRecord, source: RecordSource, heard: boolean): IngestOutcome {
+    const { record } = verified;
+    const { directory, metrics } = this.init;
+    if (record.cellId === directory.selfCellId) {
+      const own = directory.get(record.cellId);
+      if (own !== undefined && compareRecordOrder(record, own.record) <= 0) {
+        metrics.recordStale(source);
+        return { kind: 'stale' };
+      }
+      metrics.recordAccepted(source);
+      this.init.onNewerOwnRecord(record);
+      return { kind: 'accepted', record };
+    }
+    const outcome = directory.mergeRecord(verified, { nowMs: this.init.clock.now(), heard });
+    switch (outcome) {
+      case 'added':
+      case 'updated':
+        metrics.recordAccepted(source);
+        return { kind: 'accepted', record };
+      case 'stale':
+        metrics.recordStale(source);
+        return { kind: 'stale' };
+      default:
+        metrics.recordRejected(source, outcome);
+        return { kind: 'rejected', reason: outcome };
+    }
+  }
+}
