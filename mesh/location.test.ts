@@ -1,0 +1,313 @@
+import { Registry } from 'prom-client';
+import { afterEach, describe, expect, it } from 'vitest';
+import { ManualClock } from '../platform/manual-clock.js';
+import { SeededRandom } from '../platform/random.js';
+import { LOCATE_REPLY_PROTOCOL, LOCATE_TOPIC, LocationError, LocationService, type LocationInit } from './location.js';
+import { MemoryNetwork, memoryAddress, type MemoryTransport } from './memory-network.js';
+
+/** Lets promise continuations (and the memory store's) run between clock steps. */
+async function drain(): Promise<void> {
+  for (let round = 0; round < 3; round++) await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+async function advance(clock: ManualClock, totalMs: number, stepMs = 1): Promise<void> {
+  for (let elapsedMs = 0; elapsedMs < totalMs; elapsedMs += stepMs) {
+    clock.advance(Math.min(stepMs, totalMs - elapsedMs));
+    await drain();
+  }
+}
+
+/** Counts publishes and requests a transport makes, to assert on network traffic. */
+function countTraffic(transport: MemoryTransport): { publishes: number; requests: number } {
+  const counts = { publishes: 0, requests: 0 };
+  const publish = transport.publish.bind(transport);
+  const request = transport.request.bind(transport);
+  transport.publish = (topic, data) => {
+    counts.publishes++;
+    return publish(topic, data);
+  };
+  transport.request = (peer, protocol, data, options) => {
+    counts.requests++;
+    return request(peer, protocol, data, options);
+  };
+  return counts;
+}
+
+interface TestCell {
+  readonly cellId: string;
+  readonly transport: MemoryTransport;
+  readonly service: LocationService;
+  /** `tenant/user` held on this cell. */
+  readonly users: Set<string>;
+  readonly traffic: { publishes: number; requests: number };
+}
+
+async function makeMesh(count: number, init: LocationInit = {}) {
+  const clock = new ManualClock();
+  const random = new SeededRandom(42);
+  const network = new MemoryNetwork({ clock, random });
+  const peerOf = new Map<string, string>();
+  const cellOf = new Map<string, string>();
+  const cells: TestCell[] = [];
+  for (let index = 0; index < count; index++) {
+    const cellId = `cell-${index}`;
+    const peer = `peer-${index}`;
+    peerOf.set(cellId, peer);
+    cellOf.set(peer, cellId);
+    const transport = network.createTransport(peer);
+    await transport.start();
+    const traffic = countTraffic(transport);
+    const users = new Set<string>();
+    const service = new LocationService(
+      {
+        transport,
+        clock,
+        random,
+        cellId,
+        cellOfPeer: (peerId) => cellOf.get(peerId),
+        localUsers: (tenant, userIds) => userIds.filter((userId) => users.has(`${tenant}/${userId}`)),
+        registry: new Registry(),
+      },
+      init,
+    );
+    service.start();
+    cells.push({ cellId, transport, service, users, traffic });
+  }
+  // A full mesh of connections, as gossipsub would form among five cells.
+  for (const a of cells) for (const b of cells) if (a.cellId < b.cellId) await a.transport.dial(memoryAddress(b.transport.self));
+  const resetTraffic = (): void => {
+    for (const cell of cells) {
+      cell.traffic.publishes = 0;
+      cell.traffic.requests = 0;
+    }
+  };
+  return { clock, network, cells, resetTraffic };
+}
+
+/** Runs a locate to completion on the manual clock. */
+async function locate(mesh: Awaited<ReturnType<typeof makeMesh>>, asker: TestCell, tenant: string, userId: string): Promise<string[]> {
+  let result: string[] | undefined;
+  let failure: unknown;
+  asker.service.locate(tenant, userId).then(
+    (cells) => (result = cells),
+    (error: unknown) => (failure = error),
+  );
+  for (let step = 0; step < 400 && result === undefined && failure === undefined; step++) await advance(mesh.clock, 1);
+  if (failure !== undefined) throw failure;
+  if (result === undefined) throw new Error('locate did not resolve');
+  return result;
+}
+
+let stopAll: (() => void) | undefined;
+afterEach(() => {
+  stopAll?.();
+  stopAll = undefined;
+});
+
+async function fiveCells(init: LocationInit = {}) {
+  const mesh = await makeMesh(5, init);
+  stopAll = () => mesh.cells.forEach((cell) => cell.service.stop());
+  return mesh;
+}
+
+describe('LocationService', () => {
+  it('locates a user held by one of five cells with one publish and one reply', async () => {
+    const mesh = await fiveCells();
+    const [asker, , , holder] = mesh.cells as [TestCell, TestCell, TestCell, TestCell, TestCell];
+    holder.users.add('mall/alice');
+    expect(await locate(mesh, asker, 'mall', 'alice')).toEqual(['cell-3']);
+    expect(asker.traffic.publishes).toBe(1);
+    const totalRequests = mesh.cells.reduce((sum, cell) => sum + cell.traffic.requests, 0);
+    expect(totalRequests).toBe(1);
+    expect(holder.traffic.requests).toBe(1);
+    const stats = asker.service.stats();
+    expect(stats).toMatchObject({ queriesSent: 1, queriesCompleted: 1, repliesReceived: 1, cacheMisses: 1, usersQueried: 1 });
+    expect(stats.queryMessages / stats.queriesCompleted).toBe(2);
+    expect(holder.service.stats().repliesSent).toBe(1);
+  });
+
+  it('finds a user on two cells', async () => {
+    const mesh = await fiveCells();
+    const [asker, one, , , four] = mesh.cells as [TestCell, TestCell, TestCell, TestCell, TestCell];
+    one.users.add('mall/bob');
+    four.users.add('mall/bob');
+    four.users.add('market/bob'); // another tenant's user of the same name is not confused with him
+    expect(await locate(mesh, asker, 'mall', 'bob')).toEqual(['cell-1', 'cell-4']);
+    expect(asker.service.stats().queryMessages).toBe(3);
+  });
+
+  it('answers [] for an absent user after the answer window, with no reply traffic', async () => {
+    const mesh = await fiveCells();
+    const asker = mesh.cells[0]!;
+    const started = mesh.clock.now();
+    expect(await locate(mesh, asker, 'mall', 'nobody')).toEqual([]);
+    expect(mesh.clock.now() - started).toBeGreaterThanOrEqual(150);
+    expect(mesh.cells.reduce((sum, cell) => sum + cell.traffic.requests, 0)).toBe(0);
+  });
+
+  it('sends 20 concurrent locates inside the batch window as one publish', async () => {
+    const mesh = await fiveCells();
+    const [asker, one, two] = mesh.cells as [TestCell, TestCell, TestCell];
+    for (let index = 0; index < 20; index++) (index % 2 === 0 ? one : two).users.add(`mall/u${index}`);
+    const results = new Map<string, string[]>();
+    const pending: Array<Promise<void>> = [];
+    for (let index = 0; index < 20; index++) {
+      pending.push(asker.service.locate('mall', `u${index}`).then((cells) => void results.set(`u${index}`, cells)));
+      if (index % 5 === 4) await advance(mesh.clock, 1); // spread over 4 ms, inside the 5 ms window
+    }
+    // A second caller for the same user shares the flight.
+    pending.push(asker.service.locate('mall', 'u3').then((cells) => expect(cells).toEqual(['cell-2'])));
+    await advance(mesh.clock, 200);
+    await Promise.all(pending);
+    expect(asker.traffic.publishes).toBe(1);
+    expect(results.get('u0')).toEqual(['cell-1']);
+    expect(results.get('u7')).toEqual(['cell-2']);
+    // One reply per holding cell, each carrying its ten users.
+    expect(one.traffic.requests + two.traffic.requests).toBe(2);
+    expect(asker.service.stats()).toMatchObject({ queriesSent: 1, usersQueried: 20, repliesReceived: 2 });
+  });
+
+  it('splits a batch larger than batchMaxUsers into several queries', async () => {
+    const mesh = await fiveCells({ batchMaxUsers: 8 });
+    const asker = mesh.cells[0]!;
+    const pending = Array.from({ length: 20 }, (_, index) => asker.service.locate('mall', `x${index}`));
+    await advance(mesh.clock, 200);
+    expect(await Promise.all(pending)).toEqual(Array.from({ length: 20 }, () => []));
+    expect(asker.traffic.publishes).toBe(3);
+  });
+
+  it('answers from the cache without network traffic, forgets on demand and expires after the TTL', async () => {
+    const mesh = await fiveCells();
+    const [asker, one] = mesh.cells as [TestCell, TestCell];
+    one.users.add('mall/carol');
+    expect(await locate(mesh, asker, 'mall', 'carol')).toEqual(['cell-1']);
+    mesh.resetTraffic();
+
+    expect(await asker.service.locate('mall', 'carol')).toEqual(['cell-1']);
+    expect(mesh.cells.reduce((sum, cell) => sum + cell.traffic.publishes + cell.traffic.requests, 0)).toBe(0);
+    expect(asker.service.stats().cacheHits).toBe(1);
+
+    // A delivery found carol gone from cell-1; she is now on cell-2.
+    one.users.delete('mall/carol');
+    mesh.cells[2]!.users.add('mall/carol');
+    asker.service.forget('mall', 'carol', 'cell-1');
+    expect(await locate(mesh, asker, 'mall', 'carol')).toEqual(['cell-2']);
+    expect(asker.traffic.publishes).toBe(1);
+
+    // The TTL (30 s) expires: the next locate asks again.
+    mesh.resetTraffic();
+    await advance(mesh.clock, 29_000, 1_000);
+    expect(await asker.service.locate('mall', 'carol')).toEqual(['cell-2']);
+    expect(asker.traffic.publishes).toBe(0);
+    await advance(mesh.clock, 1_000, 1_000);
+    expect(await locate(mesh, asker, 'mall', 'carol')).toEqual(['cell-2']);
+    expect(asker.traffic.publishes).toBe(1);
+  });
+
+  it('caches an empty answer only for the short negative TTL', async () => {
+    const mesh = await fiveCells({ negativeCacheTtlMs: 500 });
+    const [asker, one] = mesh.cells as [TestCell, TestCell];
+    expect(await locate(mesh, asker, 'mall', 'dave')).toEqual([]);
+    one.users.add('mall/dave');
+    mesh.resetTraffic();
+    expect(await asker.service.locate('mall', 'dave')).toEqual([]);
+    expect(asker.traffic.publishes).toBe(0);
+    await advance(mesh.clock, 500, 100);
+    expect(await locate(mesh, asker, 'mall', 'dave')).toEqual(['cell-1']);
+  });
+
+  it('bounds the cache by evicting the least recently used entry', async () => {
+    const mesh = await fiveCells({ cacheMaxEntries: 2 });
+    const [asker, one] = mesh.cells as [TestCell, TestCell];
+    for (const user of ['a', 'b', 'c']) one.users.add(`mall/${user}`);
+    for (const user of ['a', 'b']) await locate(mesh, asker, 'mall', user);
+    await asker.service.locate('mall', 'a'); // a is now the most recent
+    await locate(mesh, asker, 'mall', 'c'); // evicts b
+    mesh.resetTraffic();
+    await asker.service.locate('mall', 'a');
+    await asker.service.locate('mall', 'c');
+    expect(asker.traffic.publishes).toBe(0);
+    await locate(mesh, asker, 'mall', 'b');
+    expect(asker.traffic.publishes).toBe(1);
+  });
+
+  it('does not find a partitioned holder, and finds it after the heal', async () => {
+    const mesh = await fiveCells({ negativeCacheTtlMs: 0 });
+    const [asker, , , , holder] = mesh.cells as [TestCell, TestCell, TestCell, TestCell, TestCell];
+    holder.users.add('mall/erin');
+    const others = mesh.cells.filter((cell) => cell !== holder).map((cell) => cell.transport.self);
+    mesh.network.partition(others, [holder.transport.self]);
+    expect(await locate(mesh, asker, 'mall', 'erin')).toEqual([]);
+    mesh.network.heal();
+    expect(await locate(mesh, asker, 'mall', 'erin')).toEqual(['cell-4']);
+  });
+
+  it('rejects malformed queries and replies, and replies from peers that are not the named cell', async () => {
+    const mesh = await fiveCells();
+    const [asker, one, two] = mesh.cells as [TestCell, TestCell, TestCell];
+    one.users.add('mall/frank');
+    const send = (data: string | Uint8Array) => asker.transport.publish(LOCATE_TOPIC, typeof data === 'string' ? new TextEncoder().encode(data) : data);
+    await send('not json');
+    await send(new Uint8Array([0xff, 0xfe, 0x00]));
+    await send(JSON.stringify({ queryId: 'q1', fromCellId: 'cell-0', users: [] }));
+    await send(JSON.stringify({ queryId: 'q2', fromCellId: 'cell-0', users: [{ tenant: 'mall/x', userId: 'frank' }] }));
+    // A query in another cell's name: cell-1 must not answer it.
+    await send(JSON.stringify({ queryId: 'q3', fromCellId: 'cell-2', users: [{ tenant: 'mall', userId: 'frank' }] }));
+    await advance(mesh.clock, 20);
+    expect(one.traffic.requests).toBe(0);
+    expect(one.service.stats().messagesRejected).toBeGreaterThanOrEqual(5);
+
+    // While cell-0 locates frank, cell-2 claims to be cell-1 and cell-1's reply is garbage.
+    const found = asker.service.locate('mall', 'ghost');
+    await advance(mesh.clock, 6);
+    const answers = await Promise.all([
+      two.transport.request('peer-0', LOCATE_REPLY_PROTOCOL, new TextEncoder().encode('{"queryId":'), { timeoutMs: 100 }),
+      two.transport.request(
+        'peer-0',
+        LOCATE_REPLY_PROTOCOL,
+        new TextEncoder().encode(JSON.stringify({ queryId: 'whatever', cellId: 'cell-1', users: [{ tenant: 'mall', userId: 'ghost' }] })),
+        { timeoutMs: 100 },
+      ),
+      advance(mesh.clock, 10).then(() => new Uint8Array()),
+    ]);
+    expect(JSON.parse(new TextDecoder().decode(answers[0]))).toEqual({ ok: false, code: 'LOCATE_BAD_MESSAGE' });
+    expect(JSON.parse(new TextDecoder().decode(answers[1]))).toEqual({ ok: false, code: 'LOCATE_UNKNOWN_SENDER' });
+    await advance(mesh.clock, 200);
+    expect(await found).toEqual([]);
+  });
+
+  it('rejects invalid arguments, overload, abort and stop with typed errors', async () => {
+    const mesh = await fiveCells({ maxInFlightUsers: 2 });
+    const asker = mesh.cells[0]!;
+    await expect(asker.service.locate('mall/x', 'a')).rejects.toMatchObject({ code: 'LOCATE_INVALID_ARGUMENT' });
+    const first = asker.service.locate('mall', 'a');
+    const controller = new AbortController();
+    const second = asker.service.locate('mall', 'b', { signal: controller.signal });
+    await expect(asker.service.locate('mall', 'c')).rejects.toMatchObject({ code: 'LOCATE_OVERLOADED' });
+    controller.abort();
+    await expect(second).rejects.toMatchObject({ code: 'LOCATE_ABORTED' });
+    asker.service.stop();
+    await expect(first).rejects.toBeInstanceOf(LocationError);
+    await expect(first).rejects.toMatchObject({ code: 'LOCATE_STOPPED' });
+    await expect(asker.service.locate('mall', 'a')).rejects.toMatchObject({ code: 'LOCATE_NOT_STARTED' });
+  });
+
+  it('exports Prometheus metrics to the injected registry', async () => {
+    const registry = new Registry();
+    const clock = new ManualClock();
+    const network = new MemoryNetwork({ clock, random: new SeededRandom(1) });
+    const transport = network.createTransport('p');
+    await transport.start();
+    const service = new LocationService({ transport, clock, random: new SeededRandom(2), cellId: 'c', cellOfPeer: () => undefined, localUsers: () => [], registry });
+    service.start();
+    const found = service.locate('mall', 'zed');
+    await advance(clock, 200);
+    expect(await found).toEqual([]);
+    const text = await registry.metrics();
+    expect(text).toContain('cellmesh_locate_queries_total 1');
+    expect(text).toContain('cellmesh_locate_messages_per_query_sum 1');
+    expect(text).toContain('cellmesh_locate_cache_total{result="miss"} 1');
+    service.stop();
+    expect(await registry.metrics()).not.toContain('cellmesh_locate_queries_total');
+  });
+});
