@@ -1,6 +1,8 @@
 import { SystemClock, type Clock } from '../platform/clock.js';
 import { SystemRandom, type Random } from '../platform/random.js';
-import { AccessServer } from './access/uws-server.js';
+import { startMeshNode, type MeshNode } from '../mesh/mesh-node.js';
+import { routeToMerchant, summarizeDirectory } from '../router/route.js';
+import { AccessServer, type ClusterApi } from './access/uws-server.js';
 import { CellCore } from './cell-core.js';
 import type { CellConfig } from './config.js';
 import type { Logger } from './logger.js';
@@ -25,6 +27,8 @@ export interface RunningCell {
   readonly port: number;
   readonly core: CellCore;
   readonly metrics: CellMetrics;
+  /** The cell's node of the mesh; undefined for a standalone cell. */
+  readonly mesh: MeshNode | undefined;
   /**
    * Graceful stop: stop accepting, let writes under way finish and be acked, close devices
    * with "going away", close the store. Idempotent.
@@ -45,17 +49,22 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   const metrics = new CellMetrics();
   if (options.processMetrics === true) metrics.collectProcessMetrics();
   await store.open();
+  const clock = options.clock ?? new SystemClock();
+  const random = options.random ?? new SystemRandom();
   const core = new CellCore({
     cellId: config.cell.id,
     tenants: config.tenants,
     limits: config.limits,
-    clock: options.clock ?? new SystemClock(),
-    random: options.random ?? new SystemRandom(),
+    clock,
+    random,
     store,
     metrics,
     logger,
   });
   let ready = false;
+  let meshNode: MeshNode | undefined;
+  // Bound once the mesh node runs; until then (and for a standalone cell) the API says so.
+  let cluster: ClusterApi | undefined;
   const access = new AccessServer({
     core,
     metrics,
@@ -64,27 +73,127 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     host: config.listen.host,
     port: config.listen.port,
     isReady: () => ready && !core.isDraining,
+    ...(config.admin.token === undefined ? {} : { adminToken: config.admin.token }),
+    get cluster() {
+      return cluster;
+    },
   });
   let port: number;
   try {
     port = await access.listen();
+    if (config.mesh !== undefined) {
+      meshNode = await startCellMesh(config, { store, clock, random, logger, metrics, core, port });
+      cluster = clusterApiOf(meshNode, clock);
+    }
   } catch (error) {
+    access.stopListening();
     await store.close();
     throw error;
   }
   ready = true;
-  logger.info({ cell: config.cell.id, host: config.listen.host, port, store: config.store.kind }, 'cell listening');
+  logger.info({ cell: config.cell.id, host: config.listen.host, port, store: config.store.kind, mesh: meshNode?.transport.addresses() }, 'cell listening');
 
   let stopping: Promise<void> | undefined;
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       ready = false;
       access.stopListening();
-      await core.drain();
+      // In a mesh the others hear 'leaving' first (routers stop sending devices here), then
+      // 'left' once the devices are closed and the writes are done.
+      if (meshNode !== undefined) await meshNode.leave(() => core.drain());
+      else await core.drain();
       await store.close();
       logger.info({ cell: config.cell.id }, 'cell stopped');
     })();
     return stopping;
   };
-  return { cellId: config.cell.id, port, core, metrics, stop };
+  return { cellId: config.cell.id, port, core, metrics, mesh: meshNode, stop };
+}
+
+interface CellParts {
+  store: Store;
+  clock: Clock;
+  random: Random;
+  logger: Logger;
+  metrics: CellMetrics;
+  core: CellCore;
+  port: number;
+}
+
+/** Joins the cluster the config names, advertising this cell's endpoints, tenants and merchants. */
+function startCellMesh(config: CellConfig, parts: CellParts): Promise<MeshNode> {
+  const mesh = config.mesh as NonNullable<CellConfig['mesh']>;
+  const { core, metrics } = parts;
+  const advertisedHost = config.listen.host === '0.0.0.0' ? '127.0.0.1' : config.listen.host;
+  let lastSample = { atMs: parts.clock.now(), messages: 0 };
+  return startMeshNode({
+    cellId: config.cell.id,
+    settings: {
+      listenHost: mesh.listen.host,
+      listenPort: mesh.listen.port,
+      bootstrap: mesh.bootstrap,
+      clusterSecret: mesh.clusterSecret,
+      keyFile: mesh.keyFile,
+      maxDevices: mesh.maxDevices,
+      timings: mesh.timings,
+    },
+    storeDirectory: config.store.kind === 'level' ? config.store.directory : undefined,
+    store: parts.store,
+    clock: parts.clock,
+    random: parts.random,
+    logger: parts.logger,
+    registry: metrics.registry,
+    endpoints: {
+      ws: mesh.advertise.ws ?? `ws://${advertisedHost}:${parts.port}/v1/ws`,
+      http: mesh.advertise.http ?? `http://${advertisedHost}:${parts.port}`,
+    },
+    tenants: config.tenants.map((tenant) => tenant.id),
+    // Merchants named in the config are claimed at epoch 0; a move claims a higher epoch.
+    merchants: config.tenants.flatMap((tenant) => tenant.merchants.map((merchant) => ({ tenant: tenant.id, merchant: merchant.id, epoch: 0 }))),
+    localUsers: (tenant, userIds) => userIds.filter((user) => core.presence.deviceCount(tenant, user) > 0),
+    sampleLoad: async () => {
+      const messages = (await metrics.messagesIn.get()).values[0]?.value ?? 0;
+      const nowMs = parts.clock.now();
+      const elapsedSeconds = Math.max(0.001, (nowMs - lastSample.atMs) / 1000);
+      const messagesPerSecond = Math.max(0, (messages - lastSample.messages) / elapsedSeconds);
+      lastSample = { atMs: nowMs, messages };
+      return { devices: core.presence.connections, messagesPerSecond };
+    },
+  });
+}
+
+/** The HTTP API's view of the mesh (routes, the cluster view, partition tools). */
+function clusterApiOf(node: MeshNode, clock: Clock): ClusterApi {
+  const { mesh, transport } = node;
+  const peersOf = (cellIds: readonly string[]): { peers: string[]; unknown: string[] } => {
+    const peers: string[] = [];
+    const unknown: string[] = [];
+    for (const cellId of cellIds) {
+      const peer = mesh.peerOf(cellId);
+      if (peer === undefined) unknown.push(cellId);
+      else peers.push(peer);
+    }
+    return { peers, unknown };
+  };
+  return {
+    route: (tenant, merchant) => routeToMerchant(mesh.directory, tenant, merchant),
+    view: () => ({
+      self: mesh.cellId,
+      incarnation: mesh.incarnation,
+      localHealth: mesh.localHealth(),
+      peers: transport.connectedPeers().length,
+      cells: summarizeDirectory(mesh.directory, mesh.cellId, clock.now()),
+      conflicts: mesh.conflicts(),
+    }),
+    block: async (cellIds) => {
+      const { peers, unknown } = peersOf(cellIds);
+      await transport.blockPeers(peers);
+      return { blocked: cellIds.filter((cellId) => !unknown.includes(cellId)), unknown };
+    },
+    unblock: async (cellIds) => {
+      const { peers, unknown } = peersOf(cellIds);
+      transport.unblockPeers(peers);
+      return { unblocked: cellIds.filter((cellId) => !unknown.includes(cellId)), unknown };
+    },
+  };
 }

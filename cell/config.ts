@@ -48,7 +48,39 @@ export const LimitsConfig = z.object({
   maxConsecutiveErrors: z.number().int().positive().default(50),
 });
 
-export const CellConfig = z.object({
+/**
+ * The cell's membership in a cluster. Absent: a standalone cell. Present: the cell runs a
+ * libp2p node, joins through `bootstrap` and gossips its record (docs/mesh.md).
+ */
+export const MeshConfig = z.object({
+  /** Where the libp2p node listens; loopback by default, like the cell's own port. */
+  listen: z
+    .object({
+      host: z.string().default('127.0.0.1'),
+      port: z.number().int().min(0).max(65535).default(7500),
+    })
+    .default({ host: '127.0.0.1', port: 7500 }),
+  /** libp2p addresses of any cells of the cluster (`/ip4/…/tcp/…/p2p/…`); empty for the first cell. */
+  bootstrap: z.array(z.string().startsWith('/', 'must be a multiaddr such as /ip4/127.0.0.1/tcp/7500/p2p/<peer id>')).default([]),
+  /**
+   * Shared by every cell of the cluster: the libp2p private-network key derives from it, so a
+   * node without it cannot even finish a connection. Keep it out of version control.
+   */
+  clusterSecret: z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`),
+  /** The cell's libp2p key (its identity in the cluster); default `<store directory>/mesh-peer.key`. */
+  keyFile: z.string().optional(),
+  /**
+   * URLs other cells and routers hand to devices for this cell. Default: the listen address
+   * (right on one machine; pods set their own address).
+   */
+  advertise: z.object({ ws: z.string().url().optional(), http: z.string().url().optional() }).default({}),
+  /** Devices this cell is sized for; gossiped with its load so routers can balance. */
+  maxDevices: z.number().int().positive().default(100_000),
+  /** Timing overrides of the failure detector and anti-entropy (docs/mesh.md lists the defaults). */
+  timings: z.record(z.string(), z.number().int().positive()).default({}),
+});
+
+const CellConfigShape = z.object({
   cell: z.object({ id: identifier.default('cell-1') }).default({ id: 'cell-1' }),
   listen: z
     .object({
@@ -77,12 +109,25 @@ export const CellConfig = z.object({
   limits: LimitsConfig.default(LimitsConfig.parse({})),
   /** Seconds SIGTERM waits for writes and sockets before exiting anyway. */
   shutdownGraceSeconds: z.number().positive().default(10),
+  mesh: MeshConfig.optional(),
+  /** The admin API (`/v1/admin/...`, docs/operations.md) answers only to this bearer token; off without one. */
+  admin: z.object({ token: z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`).optional() }).default({}),
   log: z.object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info') }).default({ level: 'info' }),
+});
+
+/** A cell of a cluster is named in other cells' directories, whose ids are lowercase DNS-like labels. */
+const CLUSTER_CELL_ID = /^[a-z0-9][a-z0-9-]{0,63}$/;
+
+export const CellConfig = CellConfigShape.superRefine((config, context) => {
+  if (config.mesh !== undefined && !CLUSTER_CELL_ID.test(config.cell.id)) {
+    context.addIssue({ code: 'custom', path: ['cell', 'id'], message: 'a cell in a mesh needs an id of lowercase letters, digits and dashes (at most 64, not starting with a dash)' });
+  }
 });
 
 export type CellConfig = z.infer<typeof CellConfig>;
 export type TenantConfig = z.infer<typeof TenantConfig>;
 export type LimitsConfig = z.infer<typeof LimitsConfig>;
+export type MeshConfig = z.infer<typeof MeshConfig>;
 
 /** Validates a raw config object, with errors that name the offending path. */
 export function parseCellConfig(raw: unknown): CellConfig {

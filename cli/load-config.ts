@@ -11,6 +11,11 @@ export interface CellOverrides {
   dataDir?: string;
   sync?: boolean;
   logLevel?: string;
+  meshHost?: string;
+  meshPort?: number;
+  /** Comma-separated libp2p addresses of cells to join through. */
+  bootstrap?: string;
+  clusterSecret?: string;
 }
 
 /** Reads a YAML or JSON config file (YAML is a superset of JSON). */
@@ -51,6 +56,7 @@ export function resolveCellConfig(raw: Record<string, unknown>, overrides: CellO
   }
   if (overrides.sync !== undefined) section('store')['sync'] = overrides.sync;
   if (overrides.logLevel !== undefined) section('log')['level'] = overrides.logLevel;
+  applyMeshOverrides(merged, overrides);
   // A level store without a directory gets one per cell id, so two cells never share one.
   const store = section('store');
   store['kind'] ??= 'level';
@@ -58,4 +64,24 @@ export function resolveCellConfig(raw: Record<string, unknown>, overrides: CellO
     store['directory'] = `./data/${String(section('cell')['id'] ?? 'cell-1')}`;
   }
   return parseCellConfig(merged);
+}
+
+/** Mesh flags create the `mesh` section when the file has none: a cluster secret is enough to join. */
+function applyMeshOverrides(merged: Record<string, unknown>, overrides: CellOverrides): void {
+  const { meshHost, meshPort, bootstrap, clusterSecret } = overrides;
+  if (meshHost === undefined && meshPort === undefined && bootstrap === undefined && clusterSecret === undefined) return;
+  const existing = merged['mesh'];
+  const mesh = typeof existing === 'object' && existing !== null ? (existing as Record<string, unknown>) : {};
+  merged['mesh'] = mesh;
+  const listen = typeof mesh['listen'] === 'object' && mesh['listen'] !== null ? (mesh['listen'] as Record<string, unknown>) : {};
+  mesh['listen'] = listen;
+  if (meshHost !== undefined) listen['host'] = meshHost;
+  if (meshPort !== undefined) listen['port'] = meshPort;
+  if (clusterSecret !== undefined) mesh['clusterSecret'] = clusterSecret;
+  if (bootstrap !== undefined) {
+    mesh['bootstrap'] = bootstrap
+      .split(',')
+      .map((address) => address.trim())
+      .filter((address) => address !== '');
+  }
 }

@@ -5,6 +5,11 @@ import { runTokenCommand } from './token-command.js';
 import { runDemoCommand } from './demo-command.js';
 import { runChatCommand } from './chat-command.js';
 
+// An empty variable (`CELLMESH_PORT=` in a pod spec) means "not set", not an empty value.
+for (const [name, value] of Object.entries(process.env)) {
+  if (name.startsWith('CELLMESH_') && value === '') delete process.env[name];
+}
+
 const program = new Command()
   .name('cellmesh')
   .description('A cell-based customer-service chat cluster: run cells, mint tokens, chat.')
@@ -21,6 +26,10 @@ program
   .addOption(new Option('--data-dir <dir>', 'LevelDB directory (default ./data/<cell id>)').env('CELLMESH_DATA_DIR'))
   .addOption(new Option('--no-sync', 'do not fsync store batches (survives kill -9, not power loss)'))
   .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).env('CELLMESH_LOG_LEVEL'))
+  .addOption(new Option('--mesh-host <address>', 'address the libp2p node listens on (default 127.0.0.1)').env('CELLMESH_MESH_HOST'))
+  .addOption(new Option('--mesh-port <port>', 'port of the libp2p node (default 7500)').env('CELLMESH_MESH_PORT').argParser(parsePort))
+  .addOption(new Option('--bootstrap <addresses>', 'comma-separated libp2p addresses of cells to join through').env('CELLMESH_BOOTSTRAP'))
+  .addOption(new Option('--cluster-secret <secret>', 'the cluster secret (prefer the env var or the config file)').env('CELLMESH_CLUSTER_SECRET'))
   .action(runCellCommand);
 
 program

@@ -109,6 +109,8 @@ export class CellMesh {
   private nextRejoinAtMs = 0;
   private readonly dialing = new Set<PeerId>();
   private readonly redial = new Map<PeerId, RedialState>();
+  /** When each dead cell was last dialled (bounded by maxTombstones). */
+  private readonly deadDialedAtMs = new Map<PeerId, number>();
   private readonly connectedListeners = new Set<PeerListener>();
   private readonly disconnectedListeners = new Set<PeerListener>();
   private persistChain: Promise<void> = Promise.resolve();
@@ -502,11 +504,12 @@ export class CellMesh {
     const candidates: CellRecord[] = [];
     for (const entry of this.directoryState.values()) {
       const { record } = entry;
-      if (record.cellId === this.cellId || entry.liveness !== 'alive' || record.endpoints.p2p.length === 0) continue;
+      if (record.cellId === this.cellId || record.endpoints.p2p.length === 0) continue;
       if (connected.has(record.peerId) || this.dialing.has(record.peerId)) continue;
       const backoff = this.redial.get(record.peerId);
       if (backoff !== undefined && backoff.nextAtMs > nowMs) continue;
-      candidates.push(record);
+      if (entry.liveness === 'alive') candidates.push(record);
+      else if (entry.liveness === 'dead' && this.deadDialDue(record.peerId, nowMs)) candidates.push(record);
     }
     const room = Math.min(this.options.maxConnections - connected.size, this.options.maxConcurrentDials - this.dialing.size);
     for (let picked = 0; picked < room && candidates.length > 0; picked++) {
@@ -514,6 +517,15 @@ export class CellMesh {
       const [record] = candidates.splice(index, 1);
       if (record !== undefined) void this.dialCell(record);
     }
+  }
+
+  /** Whether a dead cell is due for its occasional dial; records the attempt when it is. */
+  private deadDialDue(peer: PeerId, nowMs: number): boolean {
+    const lastMs = this.deadDialedAtMs.get(peer);
+    if (lastMs !== undefined && nowMs - lastMs < this.options.deadRedialIntervalMs) return false;
+    if (this.deadDialedAtMs.size >= this.options.maxTombstones) this.deadDialedAtMs.clear();
+    this.deadDialedAtMs.set(peer, nowMs);
+    return true;
   }
 
   private rejoinIfIsolated(nowMs: number): void {

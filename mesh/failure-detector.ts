@@ -55,10 +55,13 @@ type IndirectResult = 'ack' | 'nack' | 'none';
 /**
  * Lifeguard's dynamic suspicion timeout: `max` with no confirmation, shrinking logarithmically
  * to `min` as `confirmations` (other cells' independent suspicions) reach K; scaled by the
- * local health multiplier + 1.
+ * local health multiplier + 1. As in memberlist, a cluster too small to give K confirmations
+ * (fewer than K cells besides this one and the suspect: `servingCells` counts both) expects
+ * none and waits `min` alone, or a crash in a three-cell cluster would take the full `max`.
  */
-export function suspicionTimeoutMs(confirmations: number, options: MembershipOptions, healthMultiplier: number): number {
+export function suspicionTimeoutMs(confirmations: number, options: MembershipOptions, healthMultiplier: number, servingCells = Number.POSITIVE_INFINITY): number {
   const { suspicionMinMs: minMs, suspicionMaxMs: maxMs, suspicionConfirmations: k } = options;
+  if (servingCells - 2 < k) return minMs * (healthMultiplier + 1);
   const counted = Math.max(0, Math.min(confirmations, k));
   const fraction = Math.log(counted + 1) / Math.log(k + 1);
   return Math.max(minMs, Math.floor(maxMs - (maxMs - minMs) * fraction)) * (healthMultiplier + 1);
@@ -513,9 +516,16 @@ export class FailureDetector {
 
   private scheduleSuspicion(cellId: string, suspicion: Suspicion): void {
     suspicion.timer?.cancel();
-    const timeoutMs = suspicionTimeoutMs(suspicion.suspectors.size - 1, this.init.options, this.health);
+    const timeoutMs = suspicionTimeoutMs(suspicion.suspectors.size - 1, this.init.options, this.health, this.servingCells());
     const remainingMs = Math.max(0, suspicion.startedMs + timeoutMs - this.init.clock.now());
     suspicion.timer = this.init.clock.setTimer(remainingMs, () => this.suspicionExpired(cellId, suspicion));
+  }
+
+  /** Cells of the directory that serve (alive, suspect or leaving), this one included. */
+  private servingCells(): number {
+    let count = 0;
+    for (const entry of this.init.directory.values()) if (isServing(entry.liveness)) count++;
+    return count;
   }
 
   private suspicionExpired(cellId: string, suspicion: Suspicion): void {

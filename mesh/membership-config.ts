@@ -72,6 +72,12 @@ export interface MembershipOptions {
   /** First wait before redialling a cell that failed to dial; doubles up to the max. */
   readonly redialBackoffBaseMs: number;
   readonly redialBackoffMaxMs: number;
+  /**
+   * How often the keeper dials a cell it holds dead (not left), as memberlist gossips to the
+   * dead: after a partition that closed the connections, both sides hold the other dead, and
+   * without this nobody would dial across again. A cell that answers refutes and comes back.
+   */
+  readonly deadRedialIntervalMs: number;
   /** First wait between rounds over the bootstrap list; doubles up to the max, jittered. */
   readonly bootstrapRetryBaseMs: number;
   readonly bootstrapRetryMaxMs: number;
@@ -119,6 +125,7 @@ export const LAN_MEMBERSHIP_OPTIONS: MembershipOptions = Object.freeze({
   dialTimeoutMs: 5_000,
   redialBackoffBaseMs: 1_000,
   redialBackoffMaxMs: 30_000,
+  deadRedialIntervalMs: 5_000,
   bootstrapRetryBaseMs: 250,
   bootstrapRetryMaxMs: 5_000,
   bootstrapMaxAttempts: 20,
@@ -147,6 +154,7 @@ export const WAN_MEMBERSHIP_OPTIONS: MembershipOptions = Object.freeze({
   antiEntropyIntervalMs: 10_000,
   antiEntropyTimeoutMs: 10_000,
   dialTimeoutMs: 10_000,
+  deadRedialIntervalMs: 30_000,
   leavePushTimeoutMs: 3_000,
 });
 
@@ -165,6 +173,7 @@ export const LOCAL_MEMBERSHIP_OPTIONS: MembershipOptions = Object.freeze({
   antiEntropyIntervalMs: 1_000,
   antiEntropyTimeoutMs: 1_000,
   connectionMaintenanceIntervalMs: 500,
+  deadRedialIntervalMs: 2_000,
 });
 
 export const MEMBERSHIP_PRESETS = Object.freeze({

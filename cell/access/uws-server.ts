@@ -1,3 +1,4 @@
+import { timingSafeEqual } from 'node:crypto';
 import uWS from 'uWebSockets.js';
 import type { z } from 'zod';
 import type { CellCore } from '../cell-core.js';
@@ -7,7 +8,7 @@ import type { DeviceConnection, DevicePort } from '../messaging/device.js';
 import type { CellMetrics } from '../metrics.js';
 import { CellError, ErrorCode, httpStatusOf, inBandRejectionCloseCodes } from '../protocol/errors.js';
 import { PROTOCOL_VERSION, SUBPROTOCOL_V1, parseConversationId } from '../protocol/frames.js';
-import { HttpHistoryQuery, HttpReadBody, HttpSendBody } from '../protocol/http.js';
+import { HttpCellList, HttpHistoryQuery, HttpReadBody, HttpRouteQuery, HttpSendBody } from '../protocol/http.js';
 import type { Identity } from './tokens.js';
 
 export interface AccessServerOptions {
@@ -19,6 +20,24 @@ export interface AccessServerOptions {
   port: number;
   /** Whether the cell is ready to take traffic (store open, not draining). */
   isReady: () => boolean;
+  /** The cluster API of a cell in a mesh; a standalone cell answers MESH_DISABLED. */
+  cluster?: ClusterApi;
+  /** Bearer token of the admin API (`/v1/admin/...`); without one the admin API refuses everything. */
+  adminToken?: string;
+}
+
+/**
+ * What the HTTP API needs from the mesh, as plain JSON-able values: the access layer never sees
+ * a mesh type.
+ */
+export interface ClusterApi {
+  /** The home cell of a merchant, or undefined when no serving cell hosts it. */
+  route(tenant: string, merchant: string): object | undefined;
+  /** This cell's view of the cluster: cells, liveness, merchants, conflicts. */
+  view(): object;
+  /** Simulates a partition from this side: drops and refuses the libp2p connections of these cells. */
+  block(cellIds: readonly string[]): Promise<object>;
+  unblock(cellIds: readonly string[]): Promise<object>;
 }
 
 type SocketData =
@@ -228,8 +247,25 @@ export class AccessServer {
       await core.markRead(identity, conv, body.seq);
       return { status: 200, body: { conv, seq: body.seq } };
     });
+    this.handleJson('get', '/v1/route', async (request) => {
+      const { cluster } = this.options;
+      if (cluster === undefined) throw new CellError(ErrorCode.MeshDisabled, 'this cell runs standalone: connect to it directly');
+      const query = parseWith(HttpRouteQuery, { tenant: request.query.get('tenant') ?? undefined, merchant: request.query.get('merchant') ?? undefined });
+      const route = cluster.route(query.tenant, query.merchant);
+      if (route === undefined) throw new CellError(ErrorCode.MerchantUnknown, `no serving cell hosts merchant ${query.merchant} of tenant ${query.tenant}`);
+      return { status: 200, body: route };
+    });
+    this.handleAdmin('get', '/v1/admin/cluster', async (cluster) => ({ status: 200, body: cluster.view() }));
+    this.handleAdmin('post', '/v1/admin/mesh/block', async (cluster, request) => {
+      const body = parseWith(HttpCellList, parseJsonBody(request.body));
+      return { status: 200, body: await cluster.block(body.cells) };
+    });
+    this.handleAdmin('post', '/v1/admin/mesh/unblock', async (cluster, request) => {
+      const body = parseWith(HttpCellList, parseJsonBody(request.body));
+      return { status: 200, body: await cluster.unblock(body.cells) };
+    });
     this.app.any('/*', (res, req) => {
-      const known = ['/v1/healthz', '/v1/readyz', '/v1/info', '/v1/metrics', '/v1/inbox', '/v1/presence'].includes(req.getUrl());
+      const known = ['/v1/healthz', '/v1/readyz', '/v1/info', '/v1/metrics', '/v1/inbox', '/v1/presence', '/v1/route', '/v1/admin/cluster', '/v1/admin/mesh/block', '/v1/admin/mesh/unblock'].includes(req.getUrl());
       writeError(
         res,
         known
@@ -239,13 +275,35 @@ export class AccessServer {
     });
   }
 
-  /** An authenticated JSON endpoint: reads the body (bounded), runs `handler`, answers JSON. */
+  /** A JSON endpoint for devices: authenticated by the device's token. */
   private handle(
     method: 'get' | 'post',
     pattern: string,
     handler: (identity: Identity, request: HttpRequestData) => Promise<{ status: number; body: unknown }>,
   ): void {
-    const { core, limits, logger, metrics } = this.options;
+    const { core } = this.options;
+    this.handleJson(method, pattern, (request, token) => handler(core.authenticate(token || undefined), request));
+  }
+
+  /** A JSON endpoint of the admin API: needs the configured admin token. */
+  private handleAdmin(method: 'get' | 'post', pattern: string, handler: (cluster: ClusterApi, request: HttpRequestData) => Promise<{ status: number; body: unknown }>): void {
+    this.handleJson(method, pattern, (request, token) => {
+      const { adminToken, cluster } = this.options;
+      if (adminToken === undefined || !constantTimeEquals(token, adminToken)) {
+        throw new CellError(ErrorCode.AdminForbidden, adminToken === undefined ? 'the admin API is disabled: set admin.token in the config' : 'missing or wrong admin token');
+      }
+      if (cluster === undefined) throw new CellError(ErrorCode.MeshDisabled, 'this cell runs standalone (no mesh section in its config)');
+      return handler(cluster, request);
+    });
+  }
+
+  /** Reads the body (bounded), runs `handler` with the bearer token, answers JSON or a typed error. */
+  private handleJson(
+    method: 'get' | 'post',
+    pattern: string,
+    handler: (request: HttpRequestData, token: string) => Promise<{ status: number; body: unknown }>,
+  ): void {
+    const { limits, logger, metrics } = this.options;
     this.app[method](pattern, (res, req) => {
       const parameterCount = (pattern.match(/:/g) ?? []).length;
       const request: HttpRequestData = {
@@ -263,8 +321,7 @@ export class AccessServer {
             throw new CellError(ErrorCode.PayloadTooLarge, `request body exceeds ${limits.maxFrameBytes} bytes`);
           }
           request.body = Buffer.concat(chunks).toString('utf8');
-          const identity = core.authenticate(token || undefined);
-          const answer = await handler(identity, request);
+          const answer = await handler(request, token);
           if (!state.aborted) res.cork(() => respondJson(res, answer.status, answer.body));
         } catch (error) {
           const cellError = asCellError(error, logger);
@@ -380,4 +437,11 @@ function conversationParameter(raw: string | undefined): string {
 function listParameter(query: URLSearchParams, name: string): string[] | undefined {
   const value = query.get(name);
   return value === null || value === '' ? undefined : value.split(',').slice(0, 100);
+}
+
+/** Compares secrets without leaking through timing how much of a guess was right. */
+function constantTimeEquals(given: string, expected: string): boolean {
+  const left = Buffer.from(given);
+  const right = Buffer.from(expected);
+  return left.length === right.length && timingSafeEqual(left, right);
 }

@@ -24,6 +24,14 @@ export const ErrorCode = {
   StoreUnavailable: 'STORE_UNAVAILABLE',
   ShuttingDown: 'SHUTTING_DOWN',
   Internal: 'INTERNAL',
+  MerchantUnknown: 'MERCHANT_UNKNOWN',
+  MeshDisabled: 'MESH_DISABLED',
+  AdminForbidden: 'ADMIN_FORBIDDEN',
+  /**
+   * HTTP only: the message is durable in this (access) cell's outbox and waits for its
+   * conversation's home cell, which assigns its seq; resend with the same cmid to learn it.
+   */
+  ForwardPending: 'FORWARD_PENDING',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -51,6 +59,10 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   STORE_UNAVAILABLE: 503,
   SHUTTING_DOWN: 503,
   INTERNAL: 500,
+  MERCHANT_UNKNOWN: 404,
+  MESH_DISABLED: 404,
+  ADMIN_FORBIDDEN: 403,
+  FORWARD_PENDING: 503,
 };
 
 /** An operating error with a stable code: answered to the client, never a crash. */

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { MAX_BODY_CHARS, clientMessageId } from './frames.js';
+import { IDENTIFIER_PATTERN, MAX_BODY_CHARS, clientMessageId } from './frames.js';
 
 /** Bodies and query parameters of the HTTP API (docs/protocol.md, "HTTP API"). */
 export const HttpSendBody = z.object({
@@ -28,3 +28,10 @@ export const HttpHistoryQuery = z.object({
   before: optionalPositiveInt,
   limit: optionalPositiveInt.pipe(z.number().int().min(1).max(200).optional()),
 });
+
+const identifier = z.string().regex(IDENTIFIER_PATTERN, 'must be 1-64 characters of [A-Za-z0-9_.-]');
+
+export const HttpRouteQuery = z.object({ tenant: identifier, merchant: identifier });
+
+/** Body of the admin API's block and unblock calls. */
+export const HttpCellList = z.object({ cells: z.array(identifier).min(1).max(1024) });

@@ -1,0 +1,213 @@
+import { join } from 'node:path';
+import type { Registry } from 'prom-client';
+import type { Clock, TimerHandle } from '../platform/clock.js';
+import type { Random } from '../platform/random.js';
+import type { Logger } from '../cell/logger.js';
+import type { Store } from '../cell/store/store.js';
+import { CellMesh } from './cell-mesh.js';
+import type { CellRecordContent, MerchantClaim } from './cell-record.js';
+import { createLibp2pTransport, loadOrCreatePeerKey, type Libp2pMeshTransport } from './libp2p-transport.js';
+import { libp2pPublicKeyOf } from './libp2p-record-keys.js';
+import { LocationService } from './location.js';
+import { MEMBERSHIP_PRESETS, membershipOptions, type MembershipOptions } from './membership-config.js';
+import { PromMeshMetrics } from './mesh-metrics.js';
+import { Inbox, Outbox } from './outbox.js';
+import { Ed25519RecordSigner } from './record-signer.js';
+
+/** How often a cell republishes its load when it changed; each publish is one small gossip message. */
+const LOAD_PUBLISH_INTERVAL_MS = 5_000;
+
+export interface MeshNodeSettings {
+  readonly listenHost: string;
+  readonly listenPort: number;
+  readonly bootstrap: readonly string[];
+  readonly clusterSecret: string;
+  /** Where the libp2p key lives; `<store directory>/mesh-peer.key` when the cell has one. */
+  readonly keyFile: string | undefined;
+  readonly maxDevices: number;
+  /** Overrides of the LAN preset (membership-config.ts), by option name. */
+  readonly timings: Readonly<Record<string, number>>;
+}
+
+export interface LoadSample {
+  readonly devices: number;
+  readonly messagesPerSecond: number;
+}
+
+export interface MeshNodeInit {
+  readonly cellId: string;
+  readonly settings: MeshNodeSettings;
+  /** The cell's store directory, for the default key file; undefined for a memory store. */
+  readonly storeDirectory: string | undefined;
+  readonly store: Store;
+  readonly clock: Clock;
+  readonly random: Random;
+  readonly logger: Logger;
+  readonly registry: Registry;
+  readonly endpoints: { readonly ws: string; readonly http: string };
+  readonly tenants: readonly string[];
+  readonly merchants: readonly MerchantClaim[];
+  /** Users of `tenant` among `userIds` with a device on this cell (answers location queries). */
+  readonly localUsers: (tenant: string, userIds: readonly string[]) => readonly string[];
+  /** The cell's load now, gossiped every few seconds when it changed (the first record says zero). */
+  readonly sampleLoad: () => Promise<LoadSample>;
+}
+
+/**
+ * A cell's node of the mesh, as production runs it: libp2p, the membership (CellMesh), user
+ * location, and the outbox and inbox of cross-cell forwarding, all on one transport.
+ */
+export interface MeshNode {
+  readonly mesh: CellMesh;
+  readonly transport: Libp2pMeshTransport;
+  readonly location: LocationService;
+  readonly outbox: Outbox;
+  readonly inbox: Inbox;
+  /** Leaves gracefully: 'leaving' is gossiped, `drain` runs, 'left' is gossiped, then everything stops. */
+  leave(drain: () => Promise<void>): Promise<void>;
+  /** Stops without telling the cluster (it will detect the absence). Idempotent. */
+  stop(): Promise<void>;
+}
+
+/** Starts the mesh node of a cell; on failure everything started so far is stopped again. */
+export async function startMeshNode(init: MeshNodeInit): Promise<MeshNode> {
+  const { settings, logger } = init;
+  const privateKey = await loadOrCreatePeerKey(keyFileOf(init));
+  const transport = await createLibp2pTransport({
+    clusterSecret: settings.clusterSecret,
+    privateKey,
+    listenHost: settings.listenHost,
+    listenPort: settings.listenPort,
+    logger,
+  });
+  const options = membershipTimings(settings.timings);
+  await transport.start();
+  const stopped: Array<() => Promise<void> | void> = [() => transport.stop()];
+  const unwind = async (): Promise<void> => {
+    for (const step of stopped.reverse()) await Promise.resolve(step()).catch(() => undefined);
+  };
+  try {
+    const mesh = new CellMesh({
+      cellId: init.cellId,
+      transport,
+      clock: init.clock,
+      random: init.random,
+      store: init.store,
+      signer: new Ed25519RecordSigner({ privateKey: privateKey.raw, publicKeyOf: libp2pPublicKeyOf }),
+      record: initialRecord(init, transport.addresses()),
+      bootstrap: settings.bootstrap,
+      options,
+      metrics: new PromMeshMetrics(init.registry),
+      logger,
+    });
+    const cellOfPeer = (peer: string): string | undefined => mesh.directory.cellOfPeer(peer);
+    const resolvePeer = (cellId: string): string | undefined => mesh.peerOf(cellId);
+    const location = new LocationService({
+      transport,
+      clock: init.clock,
+      random: init.random,
+      cellId: init.cellId,
+      cellOfPeer,
+      localUsers: init.localUsers,
+      registry: init.registry,
+    });
+    const outbox = new Outbox({ store: init.store, transport, clock: init.clock, random: init.random, cellId: init.cellId, resolvePeer, registry: init.registry });
+    const inbox = new Inbox({ store: init.store, transport, cellOfPeer, registry: init.registry });
+
+    await mesh.start();
+    stopped.push(() => mesh.stop());
+    location.start();
+    stopped.push(() => location.stop());
+    await outbox.start();
+    stopped.push(() => outbox.stop());
+    await inbox.start();
+    stopped.push(() => inbox.stop());
+    // A cell coming back (after a partition or a restart) gets its waiting entries at once,
+    // not after the outbox's backoff.
+    const stopNudging = mesh.onPeerConnected((peer) => {
+      const cellId = cellOfPeer(peer);
+      if (cellId !== undefined) outbox.nudge(cellId);
+    });
+    stopped.push(stopNudging);
+    const loadTimer = publishLoadPeriodically(mesh, init.clock, init.sampleLoad, logger);
+    stopped.push(() => loadTimer.cancel());
+
+    let ending: Promise<void> | undefined;
+    const end = (leaveFirst: ((drain: () => Promise<void>) => Promise<void>) | undefined, drain: () => Promise<void>): Promise<void> => {
+      ending ??= (async () => {
+        loadTimer.cancel();
+        if (leaveFirst !== undefined) {
+          await leaveFirst(drain).catch((error: unknown) => logger.warn({ err: error }, 'leaving the mesh gracefully failed; stopping anyway'));
+        }
+        await unwind();
+      })();
+      return ending;
+    };
+    return {
+      mesh,
+      transport,
+      location,
+      outbox,
+      inbox,
+      leave: (drain) => end((run) => mesh.leave({ drain: run }), drain),
+      stop: () => end(undefined, async () => {}),
+    };
+  } catch (error) {
+    await unwind();
+    throw error;
+  }
+}
+
+/** The configured timing overrides, checked by name and value before anything starts. */
+function membershipTimings(timings: Readonly<Record<string, number>>): MembershipOptions {
+  const known = Object.keys(MEMBERSHIP_PRESETS.lan);
+  const unknown = Object.keys(timings).filter((name) => !known.includes(name));
+  if (unknown.length > 0) throw new RangeError(`unknown mesh.timings option(s) ${unknown.join(', ')}; known: ${known.join(', ')}`);
+  return membershipOptions(timings as Partial<MembershipOptions>);
+}
+
+function keyFileOf(init: MeshNodeInit): string {
+  if (init.settings.keyFile !== undefined) return init.settings.keyFile;
+  if (init.storeDirectory === undefined) {
+    throw new Error('mesh.keyFile is required when the store has no directory (memory store): the key is the cell\'s identity in the cluster');
+  }
+  return join(init.storeDirectory, 'mesh-peer.key');
+}
+
+function initialRecord(init: MeshNodeInit, p2p: readonly string[]): CellRecordContent {
+  return {
+    endpoints: { ws: init.endpoints.ws, http: init.endpoints.http, p2p: [...p2p] },
+    tenants: [...init.tenants],
+    merchants: [...init.merchants],
+    load: { devices: 0, messagesPerSecond: 0 },
+    capacity: { maxDevices: init.settings.maxDevices },
+  };
+}
+
+/** Republishes the record's load every few seconds, only when it changed. */
+function publishLoadPeriodically(mesh: CellMesh, clock: Clock, sampleLoad: () => Promise<LoadSample>, logger: Logger): TimerHandle {
+  let timer: TimerHandle | undefined;
+  let cancelled = false;
+  const publishIfChanged = async (): Promise<void> => {
+    const load = await sampleLoad();
+    const current = mesh.ownRecord().load;
+    const messagesPerSecond = Math.round(load.messagesPerSecond);
+    if (mesh.state !== 'running' || (current.devices === load.devices && current.messagesPerSecond === messagesPerSecond)) return;
+    await mesh.updateOwnRecord({ load: { devices: load.devices, messagesPerSecond } });
+  };
+  const tick = (): void => {
+    if (cancelled) return;
+    publishIfChanged()
+      .catch((error: unknown) => logger.warn({ err: error }, 'publishing the load failed'))
+      .finally(() => {
+        if (!cancelled) timer = clock.setTimer(LOAD_PUBLISH_INTERVAL_MS, tick);
+      });
+  };
+  timer = clock.setTimer(LOAD_PUBLISH_INTERVAL_MS, tick);
+  return {
+    cancel: () => {
+      cancelled = true;
+      timer?.cancel();
+    },
+  };
+}
