@@ -83,7 +83,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     port = await access.listen();
     if (config.mesh !== undefined) {
       meshNode = await startCellMesh(config, { store, clock, random, logger, metrics, core, port });
-      cluster = clusterApiOf(meshNode, clock);
+      cluster = clusterApiOf(meshNode, core, clock);
     }
   } catch (error) {
     access.stopListening();
@@ -163,8 +163,8 @@ function startCellMesh(config: CellConfig, parts: CellParts): Promise<MeshNode> 
 }
 
 /** The HTTP API's view of the mesh (routes, the cluster view, partition tools). */
-function clusterApiOf(node: MeshNode, clock: Clock): ClusterApi {
-  const { mesh, transport } = node;
+function clusterApiOf(node: MeshNode, core: CellCore, clock: Clock): ClusterApi {
+  const { mesh, transport, location } = node;
   const peersOf = (cellIds: readonly string[]): { peers: string[]; unknown: string[] } => {
     const peers: string[] = [];
     const unknown: string[] = [];
@@ -185,6 +185,11 @@ function clusterApiOf(node: MeshNode, clock: Clock): ClusterApi {
       cells: summarizeDirectory(mesh.directory, mesh.cellId, clock.now()),
       conflicts: mesh.conflicts(),
     }),
+    locate: async (tenant, user) => {
+      const here = core.presence.deviceCount(tenant, user) > 0 ? [mesh.cellId] : [];
+      const elsewhere = await location.locate(tenant, user);
+      return { tenant, user, cells: [...here, ...elsewhere] };
+    },
     block: async (cellIds) => {
       const { peers, unknown } = peersOf(cellIds);
       await transport.blockPeers(peers);

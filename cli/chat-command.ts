@@ -2,7 +2,8 @@ import { createInterface } from 'node:readline';
 import { connectNode, parseConversationId, type ChatMessage } from '../client/index.js';
 
 interface ChatCommandOptions {
-  url: string;
+  url?: string;
+  cluster?: string;
   token: string;
   conv: string;
 }
@@ -15,9 +16,11 @@ export async function runChatCommand(options: ChatCommandOptions): Promise<void>
     process.stderr.write(`cellmesh chat: '${options.conv}' is not a conversation id (<merchant>:<customer>)\n`);
     process.exit(2);
   }
-  const client = await connectNode({ url: options.url, token: options.token, signal: AbortSignal.timeout(10_000) });
+  const url = await cellUrlOf(options);
+  const client = await connectNode({ url, token: options.token, signal: AbortSignal.timeout(10_000) });
   const session = client.session!;
   const say = (line: string): void => void process.stdout.write(`${line}\n`);
+  if (options.cluster !== undefined) say(`routed by ${options.cluster} to ${url}`);
   say(`connected to cell ${session.cell} as ${session.user} (${session.role}, device ${session.device}); ${HELP}`);
   let lastSeq = 0;
   const show = (message: ChatMessage): void => {
@@ -66,4 +69,34 @@ export async function runChatCommand(options: ChatCommandOptions): Promise<void>
   }
   await client.close();
   process.exit(0);
+}
+
+/** The cell to connect to: given, or the conversation's merchant's home cell as the cluster routes it. */
+async function cellUrlOf(options: ChatCommandOptions): Promise<string> {
+  if (options.url !== undefined) return options.url;
+  if (options.cluster === undefined) {
+    process.stderr.write('cellmesh chat: pass --url <ws url of a cell> or --cluster <http url of any cell>\n');
+    process.exit(2);
+  }
+  const { merchant } = parseConversationId(options.conv)!;
+  const tenant = tenantOfToken(options.token);
+  const response = await fetch(`${options.cluster.replace(/\/$/, '')}/v1/route?tenant=${encodeURIComponent(tenant)}&merchant=${encodeURIComponent(merchant)}`);
+  const body = (await response.json()) as { ws?: string; error?: { code: string; message: string } };
+  if (!response.ok || body.ws === undefined) {
+    process.stderr.write(`cellmesh chat: cannot route to merchant ${merchant}: ${body.error?.message ?? `HTTP ${response.status}`}\n`);
+    process.exit(1);
+  }
+  return body.ws.replace(/\/v1\/ws$/, '');
+}
+
+/** The tenant claim of a token, read without verifying (the cell verifies it). */
+function tenantOfToken(token: string): string {
+  try {
+    const payload = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { tenant?: unknown };
+    if (typeof payload.tenant === 'string') return payload.tenant;
+  } catch {
+    // Fall through to the error below.
+  }
+  process.stderr.write('cellmesh chat: the token carries no tenant\n');
+  process.exit(2);
 }

@@ -1,97 +1,228 @@
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { mintToken } from '../cell/access/tokens.js';
-import { startCell } from '../cell/cell.js';
-import { parseCellConfig } from '../cell/config.js';
 import { connectNode, conversationIdOf, type CellmeshClient } from '../client/index.js';
-import { createLogger } from './logger.js';
-import { runUntilSignal } from './signals.js';
+import {
+  DEMO_CELLS,
+  DEMO_EXTRA_CELL,
+  DEMO_TENANT,
+  DEMO_TENANT_SECRET,
+  fetchClusterView,
+  logPathOf,
+  meshAddressOf,
+  pidPathOf,
+  readBootstrapFile,
+  spawnDemoCell,
+  waitReady,
+  writeBootstrapFile,
+  writeDemoCellConfig,
+  type DemoCell,
+} from './demo-cluster.js';
 
 interface DemoCommandOptions {
-  port: number;
   dataDir: string;
 }
 
-/** A fixed, published secret: the demo's tokens are for trying things out, never for production. */
-const DEMO_SECRET = 'cellmesh-demo-secret-do-not-use-in-production';
-const TENANT = 'mall';
-const MERCHANTS = [
-  { id: 'acme-shoes', name: 'ACME Shoes', agent: 'bob' },
-  { id: 'bolt-bikes', name: 'Bolt Bikes', agent: 'carol' },
-];
-const CUSTOMERS = ['alice', 'dave'];
+const READY_TIMEOUT_MS = 30_000;
+const CONVERGE_TIMEOUT_MS = 20_000;
 const TOKEN_TTL_SECONDS = 24 * 3600;
+const CUSTOMERS = ['alice', 'dave'];
 
 /**
- * `npm start`: one cell with a demo tenant, two merchants whose agents answer automatically, a
- * first conversation, and ready-made commands to chat as customers and agents.
+ * `npm start`: a demo cluster of three cells on this machine (the platform's own store and two
+ * groups of merchants), meshed over libp2p, with agents that answer automatically, a first
+ * conversation, and ready-made commands to chat, add a fourth cell and stop one.
  */
 export async function runDemoCommand(options: DemoCommandOptions): Promise<void> {
-  const config = parseCellConfig({
-    cell: { id: 'demo-cell' },
-    listen: { host: '127.0.0.1', port: options.port },
-    store: { kind: 'level', directory: options.dataDir },
-    tenants: [{ id: TENANT, secret: DEMO_SECRET, origins: [], merchants: MERCHANTS.map(({ id, name }) => ({ id, name })) }],
-  });
-  const logger = createLogger('warn', 'demo');
-  const cell = await startCell({ config, logger, processMetrics: true });
-  const url = `ws://127.0.0.1:${cell.port}`;
-  const token = (user: string, device: string, merchant?: string): Promise<string> =>
-    mintToken({
-      secret: DEMO_SECRET,
-      tenant: TENANT,
-      user,
-      role: merchant === undefined ? 'customer' : 'agent',
-      ...(merchant === undefined ? {} : { merchant }),
-      device,
-      ttlSeconds: TOKEN_TTL_SECONDS,
-      nowMs: Date.now(),
+  const { dataDir } = options;
+  const children = new Map<string, ChildProcess>();
+  let stopping = false;
+  const stopAll = (): void => {
+    stopping = true;
+    for (const child of children.values()) if (child.exitCode === null) child.kill('SIGTERM');
+  };
+  process.once('SIGINT', stopAll);
+  process.once('SIGTERM', stopAll);
+
+  const first = DEMO_CELLS[0] as DemoCell;
+  try {
+    children.set(first.id, startCell(dataDir, first, []));
+    await waitReady(first.port, READY_TIMEOUT_MS, children.get(first.id));
+    const bootstrap = [await meshAddressOf(first.port)];
+    writeBootstrapFile(dataDir, bootstrap);
+    for (const cell of DEMO_CELLS.slice(1)) children.set(cell.id, startCell(dataDir, cell, bootstrap));
+    for (const cell of DEMO_CELLS.slice(1)) await waitReady(cell.port, READY_TIMEOUT_MS, children.get(cell.id));
+    await waitConverged(DEMO_CELLS, CONVERGE_TIMEOUT_MS);
+  } catch (error) {
+    process.stderr.write(`cellmesh demo: ${(error as Error).message}; see the logs in ${dataDir}/logs\n`);
+    stopAll();
+    process.exit(1);
+  }
+  for (const [cellId, child] of children) {
+    child.once('exit', (code, signal) => {
+      children.delete(cellId);
+      rmSync(pidPathOf(dataDir, cellId), { force: true });
+      if (!stopping) process.stdout.write(`\n(cell ${cellId} stopped: ${signal ?? `exit ${code}`}; the others go on)\n`);
+      if (children.size === 0) process.exit(0);
     });
+  }
 
   const bots: CellmeshClient[] = [];
-  for (const merchant of MERCHANTS) {
-    bots.push(await startAnsweringAgent(url, await token(merchant.agent, 'demo-bot', merchant.id), merchant.name, merchant.agent));
-  }
-  const opening = await connectNode({ url, token: await token('alice', 'demo-seed') });
-  const firstConversation = conversationIdOf('acme-shoes', 'alice');
-  await opening.send(firstConversation, 'Hello! Is the trail runner in stock in size 44?', { cmid: 'demo-opening' });
+  for (const cell of DEMO_CELLS) for (const merchant of cell.merchants) bots.push(await startAnsweringAgent(cell, merchant));
+  const opening = await connectNode({ url: wsUrlOf(DEMO_CELLS[1] as DemoCell), token: await token('alice', 'demo-seed') });
+  await opening.send(conversationIdOf('acme-shoes', 'alice'), 'Hello! Is the trail runner in stock in size 44?', { cmid: 'demo-opening' });
   await opening.close();
+  process.stdout.write(await describeCluster(dataDir));
+  process.once('SIGINT', () => void Promise.all(bots.map((bot) => bot.close())));
+}
 
-  const lines = [
-    '',
-    `cellmesh demo: one cell listening on ${url} (data in ${options.dataDir})`,
-    `  tenant '${TENANT}'; merchants ${MERCHANTS.map((m) => `${m.id} (agent ${m.agent}, answers automatically)`).join(', ')}; customers ${CUSTOMERS.join(', ')}`,
-    '',
-    'Chat as alice from her phone (type a line, press enter):',
-    `  npx cellmesh chat --url ${url} --conv ${firstConversation} --token ${await token('alice', 'phone')}`,
-    'The same conversation on alice\'s laptop (multi-device sync):',
-    `  npx cellmesh chat --url ${url} --conv ${firstConversation} --token ${await token('alice', 'laptop')}`,
-    'As bob, ACME Shoes\' agent, at his desk:',
-    `  npx cellmesh chat --url ${url} --conv ${firstConversation} --token ${await token('bob', 'desk', 'acme-shoes')}`,
-    'As dave, asking Bolt Bikes:',
-    `  npx cellmesh chat --url ${url} --conv ${conversationIdOf('bolt-bikes', 'dave')} --token ${await token('dave', 'phone')}`,
-    '',
-    `Health ${url.replace('ws:', 'http:')}/v1/readyz, metrics ${url.replace('ws:', 'http:')}/v1/metrics. Ctrl-C stops the cell.`,
-    '',
-  ];
-  process.stdout.write(lines.join('\n'));
-  await runUntilSignal(
-    async () => {
-      await Promise.all(bots.map((bot) => bot.close()));
-      await cell.stop();
-    },
-    config.shutdownGraceSeconds * 1000,
-    logger,
+/** `cellmesh demo add-cell`: a fourth cell joins the running demo cluster; Ctrl-C makes it leave. */
+export async function runDemoAddCellCommand(options: DemoCommandOptions): Promise<void> {
+  const { dataDir } = options;
+  const cell = DEMO_EXTRA_CELL;
+  const bootstrap = readBootstrapFile(dataDir);
+  const startedMs = performance.now();
+  const child = startCell(dataDir, cell, bootstrap);
+  process.once('SIGINT', () => child.kill('SIGTERM'));
+  process.once('SIGTERM', () => child.kill('SIGTERM'));
+  child.once('exit', (code, signal) => {
+    rmSync(pidPathOf(dataDir, cell.id), { force: true });
+    process.stdout.write(`cell ${cell.id} left the cluster (${signal ?? `exit ${code}`})\n`);
+    process.exit(code ?? 0);
+  });
+  await waitReady(cell.port, READY_TIMEOUT_MS, child);
+  await waitConverged([...DEMO_CELLS.filter((other) => isRunning(dataDir, other.id)), cell], CONVERGE_TIMEOUT_MS);
+  const joinedMs = Math.round(performance.now() - startedMs);
+  const [demoMerchant] = cell.merchants;
+  if (demoMerchant === undefined) throw new Error(`demo cell ${cell.id} hosts no merchant`);
+  const bot = await startAnsweringAgent(cell, demoMerchant);
+  process.once('SIGINT', () => void bot.close());
+  const merchant = demoMerchant.id;
+  process.stdout.write(
+    [
+      '',
+      `cell ${cell.id} (${cell.role}) joined the demo cluster in ${joinedMs} ms; every cell now routes ${merchant} to it:`,
+      `  curl -s 'http://127.0.0.1:${DEMO_CELLS[0]?.port}/v1/route?tenant=${DEMO_TENANT}&merchant=${merchant}'`,
+      'Chat with its merchant:',
+      `  npx cellmesh chat --cluster http://127.0.0.1:${DEMO_CELLS[0]?.port} --conv ${conversationIdOf(merchant, 'alice')} --token ${await token('alice', 'phone')}`,
+      'Ctrl-C here makes the cell leave gracefully (the others see it as left at once).',
+      '',
+    ].join('\n'),
   );
 }
 
-/** A demo agent that answers every customer message of its merchant. */
-async function startAnsweringAgent(url: string, token: string, merchantName: string, agent: string): Promise<CellmeshClient> {
-  const client = await connectNode({ url, token });
+/** `cellmesh demo stop-cell <id>`: stops one cell of the demo cluster gracefully (SIGTERM). */
+export async function runDemoStopCellCommand(cellId: string, options: DemoCommandOptions): Promise<void> {
+  const pidPath = pidPathOf(options.dataDir, cellId);
+  if (!existsSync(pidPath)) throw new Error(`no demo cell '${cellId}' is running from ${options.dataDir}`);
+  const pid = Number(readFileSync(pidPath, 'utf8'));
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    rmSync(pidPath, { force: true });
+    throw new Error(`demo cell '${cellId}' (pid ${pid}) is not running`);
+  }
+  const deadline = performance.now() + 15_000;
+  while (isAlive(pid) && performance.now() < deadline) await new Promise((resolveWait) => setTimeout(resolveWait, 100));
+  rmSync(pidPath, { force: true });
+  const witness = [...DEMO_CELLS, DEMO_EXTRA_CELL].find((cell) => cell.id !== cellId && isRunning(options.dataDir, cell.id));
+  const seen = witness === undefined ? undefined : (await fetchClusterView(witness.port)).cells.find((cell) => cell.cellId === cellId)?.liveness;
+  process.stdout.write(`cell ${cellId} stopped${seen === undefined ? '' : `; ${witness?.id} now sees it as '${seen}'`}\n`);
+}
+
+function startCell(dataDir: string, cell: DemoCell, bootstrap: readonly string[]): ChildProcess {
+  writeDemoCellConfig(dataDir, cell, bootstrap);
+  return spawnDemoCell(dataDir, cell, { detached: false });
+}
+
+function isRunning(dataDir: string, cellId: string): boolean {
+  const pidPath = pidPathOf(dataDir, cellId);
+  return existsSync(pidPath) && isAlive(Number(readFileSync(pidPath, 'utf8')));
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Waits until every cell's view lists all of `cells` as alive. */
+async function waitConverged(cells: readonly DemoCell[], timeoutMs: number): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    const views = await Promise.all(cells.map((cell) => fetchClusterView(cell.port).catch(() => undefined)));
+    const converged = views.every(
+      (view) => view !== undefined && cells.every((cell) => view.cells.some((seen) => seen.cellId === cell.id && seen.liveness === 'alive')),
+    );
+    if (converged) return;
+    if (performance.now() > deadline) throw new Error(`the cells did not see each other within ${timeoutMs} ms`);
+    await new Promise((resolveWait) => setTimeout(resolveWait, 100));
+  }
+}
+
+function wsUrlOf(cell: DemoCell): string {
+  return `ws://127.0.0.1:${cell.port}`;
+}
+
+function token(user: string, device: string, merchant?: string): Promise<string> {
+  return mintToken({
+    secret: DEMO_TENANT_SECRET,
+    tenant: DEMO_TENANT,
+    user,
+    role: merchant === undefined ? 'customer' : 'agent',
+    ...(merchant === undefined ? {} : { merchant }),
+    device,
+    ttlSeconds: TOKEN_TTL_SECONDS,
+    nowMs: Date.now(),
+  });
+}
+
+/** A demo agent on its merchant's home cell that answers every customer message. */
+async function startAnsweringAgent(cell: DemoCell, merchant: { id: string; name: string; agent: string }): Promise<CellmeshClient> {
+  const client = await connectNode({ url: wsUrlOf(cell), token: await token(merchant.agent, 'demo-bot', merchant.id) });
   client.on('message', (message) => {
     if (message.role !== 'customer') return;
-    const reply = `Hi ${message.from}, ${agent} from ${merchantName} here. About “${message.body.slice(0, 80)}”: let me check that for you.`;
+    const reply = `Hi ${message.from}, ${merchant.agent} from ${merchant.name} (cell ${cell.id}) here. About “${message.body.slice(0, 80)}”: let me check that for you.`;
     // The reply's cmid derives from the message it answers, so a redelivery never answers twice.
     client.send(message.conv, reply, { cmid: `reply-${message.seq}` }).catch(() => {});
     client.read(message.conv, message.seq).catch(() => {});
   });
   return client;
+}
+
+async function describeCluster(dataDir: string): Promise<string> {
+  const platform = DEMO_CELLS[0] as DemoCell;
+  const cluster = `http://127.0.0.1:${platform.port}`;
+  const lines = [
+    '',
+    `cellmesh demo: a cluster of ${DEMO_CELLS.length} cells on this machine (data and logs in ${dataDir})`,
+    ...DEMO_CELLS.map(
+      (cell) =>
+        `  ${cell.id.padEnd(9)} ${cell.role.padEnd(25)} ws://127.0.0.1:${cell.port}  mesh :${cell.meshPort}  merchants ${cell.merchants.map((merchant) => `${merchant.id} (agent ${merchant.agent}, answers)`).join(', ')}`,
+    ),
+    `  tenant '${DEMO_TENANT}'; customers ${CUSTOMERS.join(', ')}`,
+    '',
+    'Chat as alice with ACME Shoes (--cluster asks any cell where the merchant lives, then connects there):',
+    `  npx cellmesh chat --cluster ${cluster} --conv ${conversationIdOf('acme-shoes', 'alice')} --token ${await token('alice', 'phone')}`,
+    'The same conversation on alice\'s laptop (multi-device sync):',
+    `  npx cellmesh chat --cluster ${cluster} --conv ${conversationIdOf('acme-shoes', 'alice')} --token ${await token('alice', 'laptop')}`,
+    'As bob, ACME Shoes\' agent:',
+    `  npx cellmesh chat --cluster ${cluster} --conv ${conversationIdOf('acme-shoes', 'alice')} --token ${await token('bob', 'desk', 'acme-shoes')}`,
+    'As dave, asking Cozy Books (another cell):',
+    `  npx cellmesh chat --cluster ${cluster} --conv ${conversationIdOf('cozy-books', 'dave')} --token ${await token('dave', 'phone')}`,
+    '',
+    'The cluster as each cell sees it, and where a merchant lives:',
+    `  curl -s -H 'authorization: Bearer <admin token>' ${cluster}/v1/admin/cluster   (token: see ${dataDir}/cells/*.yaml)`,
+    `  curl -s '${cluster}/v1/route?tenant=${DEMO_TENANT}&merchant=cozy-books'`,
+    'Add a fourth cell at runtime (in another terminal; Ctrl-C there makes it leave):',
+    '  npx cellmesh demo add-cell',
+    'Stop one cell (it leaves gracefully; the others see it at once):',
+    '  npx cellmesh demo stop-cell shops-b',
+    `Logs: ${logPathOf(dataDir, '<cell>')}. Ctrl-C stops the cluster.`,
+    '',
+  ];
+  return lines.join('\n');
 }

@@ -2,7 +2,7 @@ import '../platform/promise-with-resolvers.js';
 import { Command, Option } from 'commander';
 import { runCellCommand } from './cell-command.js';
 import { runTokenCommand } from './token-command.js';
-import { runDemoCommand } from './demo-command.js';
+import { runDemoAddCellCommand, runDemoCommand, runDemoStopCellCommand } from './demo-command.js';
 import { runChatCommand } from './chat-command.js';
 
 // An empty variable (`CELLMESH_PORT=` in a pod spec) means "not set", not an empty value.
@@ -45,17 +45,30 @@ program
   .addOption(new Option('-c, --config <file>', 'read the tenant secret from this cell config').env('CELLMESH_CONFIG'))
   .action(runTokenCommand);
 
-program
+const demo = program
   .command('demo')
-  .description('run a demo cell with a demo tenant, merchants, agents and customers, and show how to chat')
-  .addOption(new Option('--port <port>', 'port of the demo cell').default(7400).argParser(parsePort))
-  .addOption(new Option('--data-dir <dir>', 'LevelDB directory of the demo cell').default('./data/demo'))
+  .description('run a demo cluster of three cells with demo merchants, agents and customers, and show how to chat')
+  .addOption(new Option('--data-dir <dir>', 'where the demo cells keep their configs, data and logs').default('./data/demo'))
   .action(runDemoCommand);
+
+demo
+  .command('add-cell')
+  .description('start a fourth cell that joins the running demo cluster (Ctrl-C makes it leave)')
+  .addOption(new Option('--data-dir <dir>', 'the running demo\'s directory').default('./data/demo'))
+  .action(runDemoAddCellCommand);
+
+demo
+  .command('stop-cell')
+  .description('stop one cell of the running demo cluster gracefully')
+  .argument('<cell>', 'the cell id, e.g. shops-b')
+  .addOption(new Option('--data-dir <dir>', 'the running demo\'s directory').default('./data/demo'))
+  .action(runDemoStopCellCommand);
 
 program
   .command('chat')
   .description('chat from the terminal: prints incoming messages, sends each line you type')
-  .requiredOption('--url <url>', 'the cell, e.g. ws://127.0.0.1:7400')
+  .option('--url <url>', 'the cell to connect to, e.g. ws://127.0.0.1:7400')
+  .option('--cluster <url>', 'any cell of a cluster (http://...); the merchant\'s home cell is looked up there')
   .requiredOption('--token <jwt>', 'device token (see `cellmesh token`)')
   .requiredOption('--conv <id>', 'conversation to write to, <merchant>:<customer>')
   .action(runChatCommand);

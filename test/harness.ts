@@ -26,6 +26,9 @@ export const SECRET = 'test-secret-0123456789abcdef-0123456789';
 export const OTHER_TENANT = 'market';
 export const OTHER_SECRET = 'other-secret-0123456789abcdef-012345678';
 export const ALLOWED_ORIGIN = 'http://shop.example';
+/** Shared by the cells of a test cluster (child cells with a mesh). */
+export const CLUSTER_SECRET = 'test-cluster-secret-0123456789abcdef-01';
+export const ADMIN_TOKEN = 'test-admin-token-0123456789abcdef-0123';
 /** The repository root (bin/cellmesh.js lives there). */
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -453,16 +456,34 @@ export async function startChildCell(options: {
   port?: number;
   limits?: Record<string, unknown>;
   logLevel?: string;
+  cellId?: string;
+  /** Merchants of tenant `mall` (default m1, m2). */
+  merchants?: readonly string[];
+  /** Makes the cell a node of a mesh (libp2p on 127.0.0.1, `port` or a free one). */
+  mesh?: { port?: number; bootstrap?: readonly string[]; timings?: Record<string, number> };
 }): Promise<ChildCell> {
+  const mesh =
+    options.mesh === undefined
+      ? {}
+      : {
+          mesh: {
+            listen: { host: '127.0.0.1', port: options.mesh.port ?? (await freePort()) },
+            clusterSecret: CLUSTER_SECRET,
+            bootstrap: options.mesh.bootstrap ?? [],
+            timings: options.mesh.timings ?? {},
+          },
+          admin: { token: ADMIN_TOKEN },
+        };
   const config = {
-    cell: { id: 'child-cell' },
+    ...mesh,
+    cell: { id: options.cellId ?? 'child-cell' },
     // An explicit port even the first time: Linux refuses to bind again a port that was
     // auto-assigned (port 0) to a SO_REUSEPORT listener while its old connections sit in
     // TIME_WAIT, which would make restarting on the same port flaky.
     listen: { host: '127.0.0.1', port: options.port ?? (await freePort()) },
     store: { kind: 'level', directory: options.directory, sync: true },
     tenants: [
-      { id: TENANT, secret: SECRET, origins: [ALLOWED_ORIGIN], merchants: [{ id: 'm1' }, { id: 'm2' }] },
+      { id: TENANT, secret: SECRET, origins: [ALLOWED_ORIGIN], merchants: (options.merchants ?? ['m1', 'm2']).map((id) => ({ id })) },
       { id: OTHER_TENANT, secret: OTHER_SECRET, merchants: [{ id: 'm9' }] },
     ],
     limits: { ratePerSecond: 100_000, rateBurst: 100_000, ...options.limits },

@@ -8,7 +8,7 @@ import type { DeviceConnection, DevicePort } from '../messaging/device.js';
 import type { CellMetrics } from '../metrics.js';
 import { CellError, ErrorCode, httpStatusOf, inBandRejectionCloseCodes } from '../protocol/errors.js';
 import { PROTOCOL_VERSION, SUBPROTOCOL_V1, parseConversationId } from '../protocol/frames.js';
-import { HttpCellList, HttpHistoryQuery, HttpReadBody, HttpRouteQuery, HttpSendBody } from '../protocol/http.js';
+import { HttpCellList, HttpHistoryQuery, HttpLocateQuery, HttpReadBody, HttpRouteQuery, HttpSendBody } from '../protocol/http.js';
 import type { Identity } from './tokens.js';
 
 export interface AccessServerOptions {
@@ -35,6 +35,8 @@ export interface ClusterApi {
   route(tenant: string, merchant: string): object | undefined;
   /** This cell's view of the cluster: cells, liveness, merchants, conflicts. */
   view(): object;
+  /** The cells holding devices of a user (this one included), by the mesh's location broadcast. */
+  locate(tenant: string, user: string): Promise<object>;
   /** Simulates a partition from this side: drops and refuses the libp2p connections of these cells. */
   block(cellIds: readonly string[]): Promise<object>;
   unblock(cellIds: readonly string[]): Promise<object>;
@@ -256,6 +258,10 @@ export class AccessServer {
       return { status: 200, body: route };
     });
     this.handleAdmin('get', '/v1/admin/cluster', async (cluster) => ({ status: 200, body: cluster.view() }));
+    this.handleAdmin('get', '/v1/admin/locate', async (cluster, request) => {
+      const query = parseWith(HttpLocateQuery, { tenant: request.query.get('tenant') ?? undefined, user: request.query.get('user') ?? undefined });
+      return { status: 200, body: await cluster.locate(query.tenant, query.user) };
+    });
     this.handleAdmin('post', '/v1/admin/mesh/block', async (cluster, request) => {
       const body = parseWith(HttpCellList, parseJsonBody(request.body));
       return { status: 200, body: await cluster.block(body.cells) };
@@ -265,7 +271,7 @@ export class AccessServer {
       return { status: 200, body: await cluster.unblock(body.cells) };
     });
     this.app.any('/*', (res, req) => {
-      const known = ['/v1/healthz', '/v1/readyz', '/v1/info', '/v1/metrics', '/v1/inbox', '/v1/presence', '/v1/route', '/v1/admin/cluster', '/v1/admin/mesh/block', '/v1/admin/mesh/unblock'].includes(req.getUrl());
+      const known = ['/v1/healthz', '/v1/readyz', '/v1/info', '/v1/metrics', '/v1/inbox', '/v1/presence', '/v1/route', '/v1/admin/cluster', '/v1/admin/locate', '/v1/admin/mesh/block', '/v1/admin/mesh/unblock'].includes(req.getUrl());
       writeError(
         res,
         known

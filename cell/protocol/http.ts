@@ -33,5 +33,7 @@ const identifier = z.string().regex(IDENTIFIER_PATTERN, 'must be 1-64 characters
 
 export const HttpRouteQuery = z.object({ tenant: identifier, merchant: identifier });
 
+export const HttpLocateQuery = z.object({ tenant: identifier, user: identifier });
+
 /** Body of the admin API's block and unblock calls. */
 export const HttpCellList = z.object({ cells: z.array(identifier).min(1).max(1024) });

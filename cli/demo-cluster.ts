@@ -1,0 +1,166 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify as toYaml } from 'yaml';
+
+/**
+ * The demo cluster on one machine: its fixed, published secrets (for trying things out, never
+ * for production), its cells and merchants, and how to start one cell of it as a process.
+ */
+export const DEMO_TENANT = 'mall';
+export const DEMO_TENANT_SECRET = 'cellmesh-demo-secret-do-not-use-in-production';
+export const DEMO_CLUSTER_SECRET = 'cellmesh-demo-cluster-secret-do-not-use-in-production';
+export const DEMO_ADMIN_TOKEN = 'cellmesh-demo-admin-token-do-not-use-in-production';
+
+export interface DemoMerchant {
+  readonly id: string;
+  readonly name: string;
+  readonly agent: string;
+}
+
+export interface DemoCell {
+  readonly id: string;
+  readonly role: string;
+  readonly port: number;
+  readonly meshPort: number;
+  readonly merchants: readonly DemoMerchant[];
+}
+
+/** The platform's own business, and two groups of merchants, as in the seed. */
+export const DEMO_CELLS: readonly DemoCell[] = [
+  { id: 'platform', role: "the platform's own store", port: 7401, meshPort: 7501, merchants: [{ id: 'mall-official', name: 'Mall Official Store', agent: 'erin' }] },
+  {
+    id: 'shops-a',
+    role: 'merchant group A',
+    port: 7402,
+    meshPort: 7502,
+    merchants: [
+      { id: 'acme-shoes', name: 'ACME Shoes', agent: 'bob' },
+      { id: 'bolt-bikes', name: 'Bolt Bikes', agent: 'carol' },
+    ],
+  },
+  {
+    id: 'shops-b',
+    role: 'merchant group B',
+    port: 7403,
+    meshPort: 7503,
+    merchants: [
+      { id: 'cozy-books', name: 'Cozy Books', agent: 'frank' },
+      { id: 'dash-phones', name: 'Dash Phones', agent: 'grace' },
+    ],
+  },
+];
+
+/** The cell `npx cellmesh demo add-cell` starts at runtime. */
+export const DEMO_EXTRA_CELL: DemoCell = {
+  id: 'shops-c',
+  role: 'merchant group C, added at runtime',
+  port: 7404,
+  meshPort: 7504,
+  merchants: [{ id: 'echo-garden', name: 'Echo Garden', agent: 'heidi' }],
+};
+
+const BIN_PATH = resolve(fileURLToPath(new URL('../bin/cellmesh.js', import.meta.url)));
+
+export function configPathOf(dataDir: string, cell: DemoCell): string {
+  return join(dataDir, 'cells', `${cell.id}.yaml`);
+}
+
+export function pidPathOf(dataDir: string, cellId: string): string {
+  return join(dataDir, 'run', `${cellId}.pid`);
+}
+
+export function logPathOf(dataDir: string, cellId: string): string {
+  return join(dataDir, 'logs', `${cellId}.log`);
+}
+
+/** Writes the cell's config file (YAML, the same format an operator writes). */
+export function writeDemoCellConfig(dataDir: string, cell: DemoCell, bootstrap: readonly string[]): string {
+  const path = configPathOf(dataDir, cell);
+  mkdirSync(join(dataDir, 'cells'), { recursive: true });
+  const config = {
+    cell: { id: cell.id },
+    listen: { host: '127.0.0.1', port: cell.port },
+    store: { kind: 'level', directory: resolve(dataDir, 'store', cell.id) },
+    admin: { token: DEMO_ADMIN_TOKEN },
+    mesh: {
+      listen: { host: '127.0.0.1', port: cell.meshPort },
+      clusterSecret: DEMO_CLUSTER_SECRET,
+      bootstrap: [...bootstrap],
+    },
+    tenants: [
+      { id: DEMO_TENANT, secret: DEMO_TENANT_SECRET, origins: [], merchants: cell.merchants.map(({ id, name }) => ({ id, name })) },
+    ],
+    log: { level: 'info' },
+  };
+  writeFileSync(path, `# cellmesh demo cell '${cell.id}' (${cell.role}); written by \`cellmesh demo\`\n${toYaml(config)}`);
+  return path;
+}
+
+/** Starts `cellmesh cell` for a demo cell as a child process, logging to its log file. */
+export function spawnDemoCell(dataDir: string, cell: DemoCell, options: { detached: boolean }): ChildProcess {
+  mkdirSync(join(dataDir, 'logs'), { recursive: true });
+  mkdirSync(join(dataDir, 'run'), { recursive: true });
+  const log = createWriteStream(logPathOf(dataDir, cell.id), { flags: 'a' });
+  const child = spawn(process.execPath, [BIN_PATH, 'cell', '--config', configPathOf(dataDir, cell)], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: options.detached,
+  });
+  child.stdout?.pipe(log);
+  child.stderr?.pipe(log);
+  if (child.pid !== undefined) writeFileSync(pidPathOf(dataDir, cell.id), String(child.pid));
+  return child;
+}
+
+interface ClusterView {
+  self: string;
+  cells: Array<{ cellId: string; liveness: string; endpoints: { ws: string; http: string; p2p: string[] }; merchants: Array<{ merchant: string }> }>;
+}
+
+/** The admin view of the cluster from the cell at `port` (demo admin token). */
+export async function fetchClusterView(port: number, signal?: AbortSignal): Promise<ClusterView> {
+  const response = await fetch(`http://127.0.0.1:${port}/v1/admin/cluster`, {
+    headers: { authorization: `Bearer ${DEMO_ADMIN_TOKEN}` },
+    ...(signal === undefined ? {} : { signal }),
+  });
+  if (!response.ok) throw new Error(`cluster view of port ${port}: HTTP ${response.status}`);
+  return (await response.json()) as ClusterView;
+}
+
+/** Waits until the cell at `port` answers readyz, or fails after `timeoutMs`. */
+export async function waitReady(port: number, timeoutMs: number, child?: ChildProcess): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  for (;;) {
+    if (child !== undefined && child.exitCode !== null) throw new Error(`the cell on port ${port} exited with code ${child.exitCode}`);
+    try {
+      const response = await fetch(`http://127.0.0.1:${port}/v1/readyz`, { signal: AbortSignal.timeout(1_000) });
+      if (response.ok) return;
+    } catch {
+      // Not listening yet.
+    }
+    if (performance.now() > deadline) throw new Error(`the cell on port ${port} was not ready within ${timeoutMs} ms`);
+    await new Promise((resolveWait) => setTimeout(resolveWait, 100));
+  }
+}
+
+/** The libp2p address of the running cell at `port`, for others to bootstrap through. */
+export async function meshAddressOf(port: number): Promise<string> {
+  const view = await fetchClusterView(port);
+  const self = view.cells.find((cell) => cell.cellId === view.self);
+  const address = self?.endpoints.p2p[0];
+  if (address === undefined) throw new Error(`the cell on port ${port} has no mesh address`);
+  return address;
+}
+
+/** Bootstrap addresses recorded by `cellmesh demo` for cells added later. */
+export function readBootstrapFile(dataDir: string): string[] {
+  const path = join(dataDir, 'run', 'bootstrap.json');
+  if (!existsSync(path)) throw new Error(`no running demo cluster found in ${dataDir} (start it with \`npm start\`)`);
+  return JSON.parse(readFileSync(path, 'utf8')) as string[];
+}
+
+export function writeBootstrapFile(dataDir: string, addresses: readonly string[]): void {
+  mkdirSync(join(dataDir, 'run'), { recursive: true });
+  writeFileSync(join(dataDir, 'run', 'bootstrap.json'), JSON.stringify(addresses));
+}
