@@ -190,6 +190,10 @@ function clusterApiOf(node: MeshNode, core: CellCore, clock: Clock): ClusterApi 
       const elsewhere = await location.locate(tenant, user);
       return { tenant, user, cells: [...here, ...elsewhere] };
     },
+    setCapacity: async (maxDevices) => {
+      const record = await mesh.updateOwnRecord({ capacity: { maxDevices } });
+      return { cellId: record.cellId, version: record.version, capacity: record.capacity };
+    },
     block: async (cellIds) => {
       const { peers, unknown } = peersOf(cellIds);
       await transport.blockPeers(peers);

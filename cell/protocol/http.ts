@@ -37,3 +37,5 @@ export const HttpLocateQuery = z.object({ tenant: identifier, user: identifier }
 
 /** Body of the admin API's block and unblock calls. */
 export const HttpCellList = z.object({ cells: z.array(identifier).min(1).max(1024) });
+
+export const HttpCapacityBody = z.object({ maxDevices: z.number().int().min(0).max(100_000_000) });
