@@ -3,11 +3,14 @@ import { randomId, type Random } from '../platform/random.js';
 import { verifyToken, type Identity } from './access/tokens.js';
 import type { LimitsConfig, TenantConfig } from './config.js';
 import type { Logger } from './logger.js';
+import type { ClusterPort } from './messaging/cluster-port.js';
 import { ConversationLog } from './messaging/conversation-log.js';
+import { CrossCellRelay, type CrossCellHost, type CrossCellSettings, type CrossCellStats } from './messaging/cross-cell.js';
 import { DeliveryService, MAX_CONVERSATIONS_PER_DEVICE } from './messaging/delivery.js';
 import { DeviceConnection, type DevicePort } from './messaging/device.js';
 import { keys, lastField } from './messaging/keys.js';
 import { PresenceRegistry } from './messaging/presence.js';
+import type { RelayedSend } from './messaging/relayed-sends.js';
 import type { CellMetrics } from './metrics.js';
 import { CellError, CloseCode, ErrorCode } from './protocol/errors.js';
 import {
@@ -34,6 +37,22 @@ export interface CellCoreOptions {
   store: Store;
   metrics: CellMetrics;
   logger: Logger;
+  /**
+   * The cluster, for conversations whose merchant another cell hosts (cross-cell conversations,
+   * docs/architecture.md); or attach it later with `attachCluster`. Without it the cell is
+   * standalone and refuses them with MERCHANT_NOT_HOSTED.
+   */
+  cluster?: ClusterPort;
+  /** Settings of cross-cell conversations (defaults: CROSS_CELL_DEFAULTS). */
+  crossCell?: Partial<CrossCellSettings>;
+}
+
+/** A conversation's parties, and its home cell when another cell hosts it. */
+interface Parties {
+  merchant: string;
+  customer: string;
+  /** The home cell of a cross-cell conversation; undefined when this cell hosts it. */
+  home: string | undefined;
 }
 
 interface TenantPolicy {
@@ -65,6 +84,7 @@ export class CellCore {
   private readonly log: ConversationLog;
   private readonly delivery: DeliveryService;
   private readonly pendingAcks = new Map<string, PendingAck>();
+  private relay: CrossCellRelay | undefined;
   private draining = false;
 
   constructor(private readonly options: CellCoreOptions) {
@@ -89,6 +109,26 @@ export class CellCore {
       syncPageSize: options.limits.syncPageSize,
       maxBackpressureBytes: options.limits.maxBackpressureBytes,
       cursorWriteIntervalMs: options.limits.cursorWriteIntervalMs,
+    });
+    if (options.cluster !== undefined) this.attachCluster(options.cluster);
+  }
+
+  /**
+   * Joins the cell to its cluster: from now on it serves cross-cell conversations, and it
+   * registers its handlers of forwarded entries and history requests on `cluster` at once
+   * (entries arriving before are refused and retried by their source). Once only.
+   */
+  attachCluster(cluster: ClusterPort): void {
+    if (this.relay !== undefined) throw new Error('the cell is attached to a cluster already');
+    const { options } = this;
+    this.relay = new CrossCellRelay({
+      cluster,
+      log: this.log,
+      store: options.store,
+      clock: options.clock,
+      logger: options.logger,
+      host: this.crossCellHost(),
+      ...(options.crossCell === undefined ? {} : { settings: options.crossCell }),
     });
   }
 
@@ -162,7 +202,9 @@ export class CellCore {
     if (identity.merchant !== undefined) welcome.merchant = identity.merchant;
     this.delivery.sendFrame(connection, welcome);
     this.announceDevices(identity.tenant, identity.user);
-    this.delivery.attach(connection).catch((error: unknown) => {
+    // A customer's mirrored conversations may have to catch up from their home cells first.
+    const prepared = this.relay?.prepareDevice(identity) ?? Promise.resolve();
+    prepared.then(() => this.delivery.attach(connection)).catch((error: unknown) => {
       this.options.logger.error({ err: error, device: identity.device }, 'attaching a device failed');
       port.close(CloseCode.GoingAway, 'could not load your conversations; reconnect');
     });
@@ -175,9 +217,21 @@ export class CellCore {
     connection.closed = true;
     connection.expiryTimer?.cancel();
     if (this.presence.remove(connection)) {
+      const { tenant, user } = connection.identity;
       this.options.metrics.connections.set(this.presence.connections);
-      this.announceDevices(connection.identity.tenant, connection.identity.user);
+      this.announceDevices(tenant, user);
+      if (this.presence.deviceCount(tenant, user) === 0) this.relay?.userLeft(tenant, user);
     }
+  }
+
+  /** The users of `userIds` with a device connected here (the mesh's location queries ask this). */
+  localUsers(tenant: string, userIds: readonly string[]): string[] {
+    return userIds.filter((user) => this.presence.deviceCount(tenant, user) > 0);
+  }
+
+  /** Counters of cross-cell conversations; undefined for a standalone cell. */
+  crossCellStats(): Readonly<CrossCellStats> | undefined {
+    return this.relay?.stats();
   }
 
   /** Answers a frame the access layer refused before parsing (too large, binary). */
@@ -218,8 +272,15 @@ export class CellCore {
 
   /** Appends a message as `identity`; resolves once durable. Used by HTTP and WebSocket. */
   async send(identity: Identity, conv: string, cmid: string, body: string): Promise<{ message: ChatMessage; duplicate: boolean }> {
-    this.authorize(identity, conv);
+    const { home } = this.authorize(identity, conv);
     if (this.draining) throw new CellError(ErrorCode.ShuttingDown, 'the cell is shutting down; resend after reconnecting');
+    if (home !== undefined) {
+      // Over HTTP there is no `queued`: wait for the seq a while, else FORWARD_PENDING.
+      const relay = this.relay!;
+      const stored = await relay.relaySend(identity, home, conv, cmid, body, { connection: undefined, requestId: undefined });
+      if (stored !== undefined) return { message: stored, duplicate: true };
+      return { message: await relay.waitForSeq(identity.tenant, conv, identity.user, cmid), duplicate: false };
+    }
     const result = await this.log.append({
       tenant: identity.tenant,
       conv,
@@ -234,7 +295,8 @@ export class CellCore {
   }
 
   async history(identity: Identity, frame: Pick<HistoryFrame, 'conv' | 'before' | 'limit'>): Promise<{ messages: ChatMessage[]; hasMore: boolean }> {
-    this.authorize(identity, frame.conv);
+    const { home } = this.authorize(identity, frame.conv);
+    if (home !== undefined) await this.relay!.freshen(identity, { conv: frame.conv, home });
     const state = await this.log.conversation(identity.tenant, frame.conv);
     const before = Math.min(frame.before ?? state.durableSeq + 1, state.durableSeq + 1);
     const messages = await this.log.messagesBefore(identity.tenant, frame.conv, before, frame.limit ?? DEFAULT_HISTORY_LIMIT);
@@ -243,17 +305,18 @@ export class CellCore {
 
   /** Moves the user's read cursor; the receipt reaches both parties' devices. */
   async markRead(identity: Identity, conv: string, seq: number): Promise<void> {
-    const { merchant, customer } = this.authorize(identity, conv);
-    const moved = await this.log.markRead(identity.tenant, conv, identity.user, seq);
-    if (!moved) return;
-    this.options.metrics.receipts.inc();
-    const receipt: ServerFrame = { t: 'receipt', conv, user: identity.user, seq };
-    this.delivery.broadcast(this.presence.participantsOf(identity.tenant, merchant, customer), receipt);
+    const { home } = this.authorize(identity, conv);
+    if (home !== undefined) {
+      if (await this.relay!.relayRead(identity, home, conv, seq)) this.deliverReceipt(identity.tenant, conv, identity.user, seq);
+      return;
+    }
+    await this.markReadHere(identity.tenant, conv, identity.user, seq);
   }
 
   /** The user's conversations with cursors and unread counts, as seen from `device`. */
   async inbox(identity: Identity, connection?: DeviceConnection): Promise<ConversationSummary[]> {
     const { tenant, user, device } = identity;
+    if (connection === undefined) await this.relay?.freshen(identity);
     const index =
       identity.merchant !== undefined ? keys.merchantConversations(tenant, identity.merchant) : keys.customerConversations(tenant, user);
     const [conversationEntries, cursorEntries] = await Promise.all([
@@ -313,6 +376,8 @@ export class CellCore {
     const { identity } = connection;
     switch (frame.op) {
       case 'send': {
+        const { home } = this.authorize(identity, frame.conv);
+        if (home !== undefined) return this.relaySend(connection, frame, home);
         const key = pendingAckKey(identity.tenant, frame.conv, identity.user, frame.cmid);
         if (!this.pendingAcks.has(key)) {
           this.pendingAcks.set(key, { connection, requestId: frame.id, receivedAtMs: this.options.clock.now() });
@@ -356,24 +421,86 @@ export class CellCore {
     }
   }
 
-  /** Pushes a newly durable message to every device of both parties, and acks its sender. */
+  /**
+   * A message of a conversation hosted here became durable: to every device of both parties
+   * here (its sender acked), and on to the cells that hold the customer's devices.
+   */
   private fanOut(tenant: string, message: ChatMessage): void {
     this.options.metrics.messagesIn.inc();
-    const parsed = parseConversationId(message.conv)!;
     const key = pendingAckKey(tenant, message.conv, message.from, message.cmid);
     const pending = this.pendingAcks.get(key);
-    if (pending !== undefined) {
-      this.pendingAcks.delete(key);
-      this.options.metrics.ackLatency.observe((this.options.clock.now() - pending.receivedAtMs) / 1000);
-    }
+    if (pending !== undefined) this.pendingAcks.delete(key);
+    this.deliverHere(tenant, message, pending);
+    this.relay?.messageDurable(tenant, message);
+  }
+
+  /** Pushes a durable (or mirrored) message to the conversation's devices here; `sender`'s connection gets `sent`. */
+  private deliverHere(tenant: string, message: ChatMessage, sender: PendingAck | RelayedSend | undefined): void {
+    if (sender !== undefined) this.options.metrics.ackLatency.observe((this.options.clock.now() - sender.receivedAtMs) / 1000);
+    const parsed = parseConversationId(message.conv)!;
     for (const device of this.presence.participantsOf(tenant, parsed.merchant, parsed.customer)) {
-      if (device === pending?.connection) {
-        this.answerSent(device, pending.requestId, message);
+      if (device === sender?.connection) {
+        this.answerSent(device, sender.requestId, message);
         this.delivery.deliveredBySentFrame(device, message);
       } else {
         this.delivery.offer(device, message);
       }
     }
+  }
+
+  /** Moves a read cursor of a conversation hosted here; the receipt reaches both parties everywhere. */
+  private async markReadHere(tenant: string, conv: string, user: string, seq: number): Promise<void> {
+    const moved = await this.log.markRead(tenant, conv, user, seq);
+    if (!moved) return;
+    this.deliverReceipt(tenant, conv, user, seq);
+    this.relay?.receiptMoved(tenant, conv, user, seq);
+  }
+
+  private deliverReceipt(tenant: string, conv: string, user: string, seq: number): void {
+    const parsed = parseConversationId(conv)!;
+    this.options.metrics.receipts.inc();
+    const receipt: ServerFrame = { t: 'receipt', conv, user, seq };
+    this.delivery.broadcast(this.presence.participantsOf(tenant, parsed.merchant, parsed.customer), receipt);
+  }
+
+  /**
+   * A device's send to a conversation another cell hosts: answered `sent` at once when its seq
+   * is known here (a resend), otherwise `queued` once it is durable in the outbox; `sent`
+   * follows when the message comes back from the home cell.
+   */
+  private async relaySend(connection: DeviceConnection, frame: Extract<ClientFrame, { op: 'send' }>, home: string): Promise<void> {
+    if (this.draining) throw new CellError(ErrorCode.ShuttingDown, 'the cell is shutting down; resend after reconnecting');
+    const stored = await this.relay!.relaySend(connection.identity, home, frame.conv, frame.cmid, frame.body, { connection, requestId: frame.id });
+    if (stored !== undefined) {
+      this.options.metrics.duplicateSends.inc();
+      this.answerSent(connection, frame.id, stored);
+      return;
+    }
+    const queued: ServerFrame = { t: 'queued', conv: frame.conv, cmid: frame.cmid };
+    if (frame.id !== undefined) queued.id = frame.id;
+    this.delivery.sendFrame(connection, queued);
+  }
+
+  /** What the cross-cell relay may do to this core. */
+  private crossCellHost(): CrossCellHost {
+    return {
+      isDraining: () => this.draining,
+      hosts: (tenant, merchant) => this.tenants.get(tenant)?.merchants.has(merchant) === true,
+      hasDevices: (tenant, user) => this.presence.deviceCount(tenant, user) > 0,
+      deliver: (tenant, message, sender) => this.deliverHere(tenant, message, sender),
+      deliverReceipt: (tenant, conv, user, seq) => this.deliverReceipt(tenant, conv, user, seq),
+      markRead: (tenant, conv, user, seq) => this.markReadHere(tenant, conv, user, seq),
+      refuseRelayed: (sender, tenant, user, conv, cmid, error) => {
+        const frame: ServerFrame = { t: 'error', code: error.code, message: error.message, conv, cmid };
+        const connection = sender?.connection;
+        if (connection !== undefined && !connection.closed) {
+          if (sender?.requestId !== undefined) frame.id = sender.requestId;
+          this.delivery.sendFrame(connection, frame);
+          return;
+        }
+        this.delivery.broadcast(this.presence.devicesOf(tenant, user), frame);
+      },
+    };
   }
 
   private answerSent(connection: DeviceConnection, requestId: string | undefined, message: ChatMessage): void {
@@ -414,16 +541,20 @@ export class CellCore {
     return tenant;
   }
 
-  /** Checks that `identity` takes part in `conv` and that this cell hosts its merchant. */
-  private authorize(identity: Identity, conv: string): { merchant: string; customer: string } {
+  /**
+   * Checks that `identity` takes part in `conv` and that this cell hosts its merchant, or, for a
+   * customer in a cluster, that another cell does (a cross-cell conversation). Agents work in
+   * their merchant's home cell only.
+   */
+  private authorize(identity: Identity, conv: string): Parties {
     const parsed = parseConversationId(conv);
     if (parsed === undefined) throw new CellError(ErrorCode.BadFrame, `'${conv}' is not a conversation id (<merchant>:<customer>)`);
     const allowed = identity.role === 'agent' ? identity.merchant === parsed.merchant : identity.user === parsed.customer;
     if (!allowed) throw new CellError(ErrorCode.ConversationForbidden, `you are not a party to conversation ${conv}`);
-    if (!this.tenantOf(identity).merchants.has(parsed.merchant)) {
-      throw new CellError(ErrorCode.MerchantNotHosted, `merchant ${parsed.merchant} is not hosted by this cell`);
-    }
-    return parsed;
+    if (this.tenantOf(identity).merchants.has(parsed.merchant)) return { ...parsed, home: undefined };
+    const home = identity.role === 'customer' ? this.relay?.homeCellOf(identity.tenant, parsed.merchant) : undefined;
+    if (home === undefined) throw new CellError(ErrorCode.MerchantNotHosted, `merchant ${parsed.merchant} is not hosted by this cell`);
+    return { ...parsed, home };
   }
 }
 

@@ -513,6 +513,73 @@ describe('CellmeshClient sending', () => {
   });
 });
 
+describe('CellmeshClient sends to conversations of other cells', () => {
+  it('keeps a queued send pending without holding a send slot, and resolves it on sent', async () => {
+    const { client, transport } = await connected({ maxInFlightSends: 1 });
+    const queuedEvents: unknown[] = [];
+    client.on('queued', (event) => queuedEvents.push(event));
+    const connection = transport.last;
+    const first = client.send(CONV, 'one');
+    const second = client.send(CONV, 'two');
+    const [frameOne] = connection.ops('send');
+    if (frameOne === undefined) throw new Error('a send expected');
+    expect(connection.ops('send')).toHaveLength(1);
+    connection.push({ t: 'queued', id: frameOne.id, conv: CONV, cmid: frameOne.cmid });
+    // The queued send no longer counts as in flight: the next one goes out.
+    expect(connection.ops('send').map((frame) => frame.body)).toEqual(['one', 'two']);
+    expect(queuedEvents).toEqual([{ conv: CONV, cmid: frameOne.cmid }]);
+    connection.push({ t: 'sent', id: frameOne.id, conv: CONV, cmid: frameOne.cmid, seq: 7, ts: 1 });
+    await expect(first).resolves.toMatchObject({ seq: 7 });
+    const frameTwo = connection.ops('send')[1]!;
+    connection.push({ t: 'sent', id: frameTwo.id, conv: CONV, cmid: frameTwo.cmid, seq: 8, ts: 2 });
+    await expect(second).resolves.toMatchObject({ seq: 8 });
+  });
+
+  it('does not resend a queued send to the cell that holds it, and matches its message by cmid', async () => {
+    const { client, transport, clock, lastState, messages } = await connected({ initialCursors: { [CONV]: 4 } });
+    const first = transport.last;
+    const pending = client.send(CONV, 'across');
+    const [frame] = first.ops('send');
+    if (frame === undefined) throw new Error('a send expected');
+    first.push({ t: 'queued', id: frame.id, conv: CONV, cmid: frame.cmid });
+    first.serverClose(1001, 'restarting');
+    clock.advance(lastState().delayMs ?? 0);
+    const second = transport.last;
+    second.open();
+    expect(second.ops('send')).toEqual([]);
+    // The restarted cell no longer knows which device sent it: the message comes as a delivery.
+    second.push(msg(CONV, 5, { from: 'alice', role: 'customer', device: 'phone', cmid: frame.cmid, body: 'across' }));
+    await expect(pending).resolves.toEqual({ conv: CONV, cmid: frame.cmid, seq: 5, ts: 1_005 });
+    expect(messages.map((message) => [message.seq, message.body])).toEqual([[5, 'across']]);
+  });
+
+  it('resends a queued send through another cell after connecting there', async () => {
+    const { client, transport, clock, lastState } = await connected();
+    const first = transport.last;
+    void client.send(CONV, 'across');
+    const [frame] = first.ops('send');
+    if (frame === undefined) throw new Error('a send expected');
+    first.push({ t: 'queued', id: frame.id, conv: CONV, cmid: frame.cmid });
+    first.serverClose(1001, 'draining');
+    clock.advance(lastState().delayMs ?? 0);
+    const second = transport.last;
+    second.open({ cell: 'cell-c' });
+    expect(second.ops('send').map((resent) => resent.cmid)).toEqual([frame.cmid]);
+  });
+
+  it('rejects a queued send that the home cell refused, by conv and cmid when the id is gone', async () => {
+    const { client, transport } = await connected();
+    const connection = transport.last;
+    const pending = client.send('moved:alice', 'hello?');
+    const [frame] = connection.ops('send');
+    if (frame === undefined) throw new Error('a send expected');
+    connection.push({ t: 'queued', id: frame.id, conv: 'moved:alice', cmid: frame.cmid });
+    connection.push({ t: 'error', code: 'MERCHANT_NOT_HOSTED', message: 'not here', conv: 'moved:alice', cmid: frame.cmid });
+    const error = await rejection(pending);
+    expect(error.code).toBe('MERCHANT_NOT_HOSTED');
+  });
+});
+
 describe('CellmeshClient delivery', () => {
   it('delivers repeated messages once and still acknowledges them', async () => {
     const { transport, clock, messages } = await connected({}, {});

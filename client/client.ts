@@ -93,6 +93,15 @@ export interface SendResult {
   ts: number;
 }
 
+/**
+ * A send to a conversation hosted by another cell than the one this device is connected to is
+ * durable in that (access) cell, which forwards it; its seq follows with `sent`.
+ */
+export interface QueuedSend {
+  conv: string;
+  cmid: string;
+}
+
 export interface SendOptions {
   /** The client message id; generated when absent. Reuse it to resend the same message. */
   cmid?: string;
@@ -176,6 +185,8 @@ export interface SyncedEvent {
 export interface ClientEvents {
   message: ChatMessage;
   sent: SendResult;
+  /** A send is durable in the access cell and waits for its conversation's home cell; `sent` follows. */
+  queued: QueuedSend;
   receipt: Receipt;
   devices: DevicesChange;
   /** The catch-up after a (re)connect is delivered; once per session. */
@@ -222,6 +233,7 @@ type ReplyOf<Type extends ReplyType> = Extract<ServerFrame, { t: Type }>;
 type RequestFrame = HistoryFrame | InboxFrame | PresenceFrame | ReadFrame | PingFrame;
 type WelcomeFrame = Extract<ServerFrame, { t: 'welcome' }>;
 type SentFrame = Extract<ServerFrame, { t: 'sent' }>;
+type QueuedFrame = Extract<ServerFrame, { t: 'queued' }>;
 type ErrorFrame = Extract<ServerFrame, { t: 'error' }>;
 
 interface OutboxEntry {
@@ -229,8 +241,14 @@ interface OutboxEntry {
   readonly conv: string;
   readonly cmid: string;
   readonly body: string;
-  /** `waiting` to be transmitted on the current or next connection, or `inflight` on it. */
-  phase: 'waiting' | 'inflight';
+  /**
+   * `waiting` to be transmitted on the current or next connection, `inflight` on it, or
+   * `queued`: durable in the access cell named by `queuedAt`, which forwards it to the
+   * conversation's home cell; only `sent` (or the own message pushed back) is awaited then.
+   */
+  phase: 'waiting' | 'inflight' | 'queued';
+  /** With `queued`: the cell that holds the send. */
+  queuedAt: string | undefined;
   /** The caller aborted after the send went on the wire; its confirmation is still awaited. */
   abandoned: boolean;
   transientFailures: number;
@@ -468,9 +486,12 @@ export class CellmeshClient {
   }
 
   /**
-   * Sends `body` to `conv` and resolves once the cell stored it durably. Until then the send
-   * waits in the outbox and is retransmitted, with the same cmid, after every reconnect and
-   * after rate limiting; rejects with the cell's code for errors that retrying cannot fix.
+   * Sends `body` to `conv` and resolves with its seq once the conversation's cell stored it
+   * durably. Until then the send waits in the outbox and is retransmitted, with the same cmid,
+   * after every reconnect and after rate limiting; rejects with the cell's code for errors that
+   * retrying cannot fix. A send to a conversation hosted by another cell is first `queued` (an
+   * event): durable in the connected cell, which forwards it; it is then not retransmitted to
+   * that cell, and resolves when `sent` arrives or when the message comes back as a push.
    */
   send(conv: string, body: string, options: SendOptions = {}): Promise<SendResult> {
     const refusal = this.refusal(options.signal);
@@ -491,6 +512,7 @@ export class CellmeshClient {
         cmid,
         body,
         phase: 'waiting',
+        queuedAt: undefined,
         abandoned: false,
         transientFailures: 0,
         resolve,
@@ -812,10 +834,11 @@ export class CellmeshClient {
       conversation.ackedSeq = 0;
     }
     for (const entry of this.outbox.values()) {
-      if (entry.phase !== 'inflight') continue;
+      if (entry.phase === 'waiting') continue;
       // An abandoned send is not retransmitted; if it was stored, the catch-up brings it.
       if (entry.abandoned) this.outbox.delete(entry.id);
-      else entry.phase = 'waiting';
+      // A queued send needs no retransmission to the cell that holds it (see onWelcome).
+      else if (entry.phase === 'inflight') entry.phase = 'waiting';
     }
     this.inFlightSends = 0;
     for (const request of this.requests.values()) {
@@ -891,6 +914,9 @@ export class CellmeshClient {
       case 'sent':
         this.onSent(frame);
         return;
+      case 'queued':
+        this.onQueued(frame);
+        return;
       case 'receipt':
         this.events.emit('receipt', { conv: frame.conv, user: frame.user, seq: frame.seq });
         return;
@@ -929,6 +955,14 @@ export class CellmeshClient {
     // Conversations this client knew before the connection existed before it attached, so the
     // cell tracks them for this connection.
     for (const conversation of this.conversations.values()) conversation.ackable = conversation.cursor !== undefined;
+    // Sends queued in another cell are sent again through this one (the cmid keeps that safe):
+    // the other cell may not come back, and this one answers with the seq once it knows it.
+    for (const entry of this.outbox.values()) {
+      if (entry.phase === 'queued' && entry.queuedAt !== frame.cell) {
+        entry.phase = 'waiting';
+        entry.queuedAt = undefined;
+      }
+    }
     // Requests and sends waited longest, so they go first; then gaps that the cell will not push
     // again are fetched.
     for (const request of this.requests.values()) {
@@ -961,6 +995,12 @@ export class CellmeshClient {
       }
     } else if (frame.code === ErrorCode.RateLimited) {
       this.onAnonymousRateLimit();
+    }
+    // A relayed send refused by its home cell after this device's connection that sent it ended.
+    const refused = frame.conv === undefined || frame.cmid === undefined ? undefined : this.outboxEntryOf({ conv: frame.conv, cmid: frame.cmid });
+    if (refused !== undefined) {
+      this.onSendError(refused, error);
+      return;
     }
     this.events.emit('error', error);
   }
@@ -1026,10 +1066,7 @@ export class CellmeshClient {
     const entry = this.outboxEntryOf(frame);
     // Only this client's sends are confirmed on its connection; an unknown one is a repeat.
     if (entry === undefined) return;
-    this.removeEntry(entry);
-    const result: SendResult = { conv: frame.conv, cmid: frame.cmid, seq: frame.seq, ts: frame.ts };
-    if (!entry.abandoned) entry.resolve(result);
-    this.events.emit('sent', result);
+    this.confirm(entry, { conv: frame.conv, cmid: frame.cmid, seq: frame.seq, ts: frame.ts });
     const session = this.sessionValue;
     // A `sent` listener may have closed the client.
     if (session === undefined) return;
@@ -1055,19 +1092,57 @@ export class CellmeshClient {
     this.pumpOutbox();
   }
 
-  private outboxEntryOf(frame: SentFrame): OutboxEntry | undefined {
-    if (frame.id !== undefined) return this.outbox.get(frame.id);
+  private confirm(entry: OutboxEntry, result: SendResult): void {
+    this.removeEntry(entry);
+    if (!entry.abandoned) entry.resolve(result);
+    this.events.emit('sent', result);
+  }
+
+  /** The send a frame answers: by request id, else by conversation and cmid among those on the wire or queued. */
+  private outboxEntryOf(frame: { id?: string; conv: string; cmid: string }): OutboxEntry | undefined {
+    if (frame.id !== undefined) {
+      const entry = this.outbox.get(frame.id);
+      if (entry !== undefined) return entry;
+    }
     for (const entry of this.outbox.values()) {
-      if (entry.phase === 'inflight' && entry.conv === frame.conv && entry.cmid === frame.cmid) return entry;
+      if (entry.phase !== 'waiting' && entry.conv === frame.conv && entry.cmid === frame.cmid) return entry;
     }
     return undefined;
   }
 
-  private onSendError(entry: OutboxEntry, error: ClientError): void {
-    if (entry.phase === 'inflight') {
-      entry.phase = 'waiting';
-      this.inFlightSends--;
+  /**
+   * The access cell holds the send durably and forwards it; it stops counting as in flight (a
+   * partition between the cells must not stall this device's other sends) and waits for `sent`.
+   */
+  private onQueued(frame: QueuedFrame): void {
+    const entry = this.outboxEntryOf(frame);
+    if (entry === undefined || entry.phase !== 'inflight') return;
+    entry.phase = 'queued';
+    entry.queuedAt = this.sessionValue?.cell;
+    this.inFlightSends--;
+    this.events.emit('queued', { conv: entry.conv, cmid: entry.cmid });
+    this.pumpOutbox();
+  }
+
+  /**
+   * A pushed message that is this user's own send still waiting for `sent`: the confirmation
+   * that a restarted access cell can no longer give (or that went to an earlier connection).
+   * The message itself is delivered by the push.
+   */
+  private confirmOwnPush(message: ChatMessage): void {
+    if (message.from !== this.sessionValue?.user) return;
+    for (const entry of this.outbox.values()) {
+      if (entry.conv === message.conv && entry.cmid === message.cmid) {
+        this.confirm(entry, { conv: message.conv, cmid: message.cmid, seq: message.seq, ts: message.ts });
+        return;
+      }
     }
+  }
+
+  private onSendError(entry: OutboxEntry, error: ClientError): void {
+    if (entry.phase === 'inflight') this.inFlightSends--;
+    entry.phase = 'waiting';
+    entry.queuedAt = undefined;
     if (TRANSIENT_ERROR_CODES.has(error.code) && !entry.abandoned) {
       // Later sends wait too: sending them now would likely be refused as well, and overtaking
       // this one would store the user's messages out of the order they were written.
@@ -1199,6 +1274,9 @@ export class CellmeshClient {
   }
 
   private onPushedMessage(message: ChatMessage): void {
+    this.confirmOwnPush(message);
+    // A `sent` listener may have closed the client.
+    if (this.sessionValue === undefined) return;
     const conversation = this.conversation(message.conv);
     conversation.ackable = true;
     this.noteDelivered(conversation, message.seq);

@@ -19,6 +19,7 @@ export {
   type PresenceEntry,
   type PresenceQuery,
   type PresenceResult,
+  type QueuedSend,
   type Receipt,
   type RequestOptions,
   type SendOptions,

@@ -46,6 +46,8 @@ export function parseServerFrame(text: string): ParsedServerFrame {
       return check(frame, isChatMessage(frame));
     case 'sent':
       return check(frame, optionalString(frame.id) && isString(frame.conv) && isString(frame.cmid) && isSeq(frame.seq) && isNumber(frame.ts));
+    case 'queued':
+      return check(frame, optionalString(frame.id) && isString(frame.conv) && isString(frame.cmid));
     case 'receipt':
       return check(frame, isString(frame.conv) && isString(frame.user) && isCursor(frame.seq));
     case 'synced':
@@ -75,7 +77,9 @@ export function parseServerFrame(text: string): ParsedServerFrame {
         optionalString(frame.id) &&
           isString(frame.code) &&
           isString(frame.message) &&
-          (frame.retryAfterMs === undefined || isNumber(frame.retryAfterMs)),
+          (frame.retryAfterMs === undefined || isNumber(frame.retryAfterMs)) &&
+          optionalString(frame.conv) &&
+          optionalString(frame.cmid),
       );
     default:
       return { kind: 'unknown', type };

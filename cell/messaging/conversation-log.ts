@@ -184,6 +184,67 @@ export class ConversationLog {
     return true;
   }
 
+  /** The message `from` sent with `cmid`, if this cell stores it (its seq is known). */
+  async storedMessage(tenant: string, conv: string, from: string, cmid: string): Promise<ChatMessage | undefined> {
+    const stored = await this.store.get(keys.clientMessageId(tenant, conv, from, cmid));
+    if (stored === undefined) return undefined;
+    const seq = Number(stored);
+    const [message] = await this.messages(tenant, conv, seq, seq + 1, 1);
+    return message;
+  }
+
+  /**
+   * Writes messages of a conversation that another cell hosts (this cell's mirror of it, see
+   * cross-cell.ts) under the same keys as its own conversations, so delivery, sync, history and
+   * the inbox read a mirror unchanged. The home cell assigned the seqs; `messages` must continue
+   * the mirror without a gap (ascending, the first at most `durableSeq + 1`); those at or below
+   * `durableSeq` are skipped, so applying the same messages again writes nothing. `reads` (read
+   * cursors at the home cell) move this copy's cursors forward, never beyond its last message.
+   * The caller serialises mirror writes per conversation, and never appends to a mirror: the
+   * home cell sequences it. Resolves, once durable, with the messages newly written.
+   */
+  async mirror(tenant: string, conv: string, messages: readonly ChatMessage[], reads: Iterable<readonly [string, number]>): Promise<ChatMessage[]> {
+    const state = await this.conversation(tenant, conv);
+    if (state.busy) throw new Error(`mirror write to ${conv} while another write is under way`);
+    const fresh = messages.filter((message) => message.seq > state.durableSeq);
+    fresh.forEach((message, index) => {
+      if (message.conv !== conv || message.seq !== state.durableSeq + 1 + index) {
+        throw new Error(`mirror of ${conv} would get a gap: expected seq ${state.durableSeq + 1 + index}, got ${message.conv}#${message.seq}`);
+      }
+    });
+    const lastSeq = state.durableSeq + fresh.length;
+    // Sending a message means its sender has read everything up to it, as in the home cell.
+    const readsAfter = new Map<string, number>();
+    for (const message of fresh) readsAfter.set(message.from, message.seq);
+    for (const [user, seq] of reads) {
+      if (seq <= lastSeq && seq > (readsAfter.get(user) ?? 0)) readsAfter.set(user, seq);
+    }
+    for (const [user, seq] of readsAfter) if (seq <= (state.reads.get(user) ?? 0)) readsAfter.delete(user);
+    if (fresh.length === 0 && readsAfter.size === 0) return [];
+    const ops: StoreOp[] = [];
+    for (const message of fresh) {
+      ops.push({ type: 'put', key: keys.message(tenant, conv, message.seq), value: JSON.stringify(message) });
+      ops.push({ type: 'put', key: keys.clientMessageId(tenant, conv, message.from, message.cmid), value: String(message.seq) });
+    }
+    for (const [user, seq] of readsAfter) ops.push({ type: 'put', key: keys.readCursor(tenant, conv, user), value: String(seq) });
+    // Only the customer's index: the merchant's agents work in its home cell, never here.
+    if (state.durableSeq === 0 && fresh.length > 0) ops.push({ type: 'put', key: keys.customerConversation(tenant, state.customer, conv), value: '' });
+    state.writing = true;
+    try {
+      await this.timedWrite(ops);
+    } finally {
+      state.writing = false;
+    }
+    state.durableSeq = lastSeq;
+    // A receipt may have moved a cursor further while this was written.
+    for (const [user, seq] of readsAfter) if (seq > (state.reads.get(user) ?? 0)) state.reads.set(user, seq);
+    state.recent.push(...fresh);
+    if (state.recent.length > this.options.recentMessages) state.recent.splice(0, state.recent.length - this.options.recentMessages);
+    this.evictIdle();
+    this.notifyIfIdle();
+    return fresh;
+  }
+
   /** Resolves once no append is queued or being written (for graceful shutdown). */
   async whenIdle(): Promise<void> {
     if (!this.anyBusy()) return;

@@ -154,6 +154,11 @@ export type ServerFrame =
     }
   | ({ t: 'msg' } & ChatMessage)
   | { t: 'sent'; id?: string; conv: string; cmid: string; seq: number; ts: number }
+  /**
+   * A send to a conversation that another cell hosts is durable in this (access) cell, which
+   * forwards it; its seq follows in `sent` (docs/protocol.md, "Cross-cell conversations").
+   */
+  | { t: 'queued'; id?: string; conv: string; cmid: string }
   | { t: 'receipt'; conv: string; user: string; seq: number }
   | { t: 'synced' }
   | { t: 'devices'; user: string; devices: DeviceInfo[] }
@@ -167,4 +172,5 @@ export type ServerFrame =
     }
   | { t: 'pong'; id?: string; ts: number }
   | { t: 'ok'; id: string }
-  | { t: 'error'; id?: string; code: string; message: string; retryAfterMs?: number };
+  /** `conv` and `cmid` name the send an error refuses when the error cannot carry its `id`. */
+  | { t: 'error'; id?: string; code: string; message: string; retryAfterMs?: number; conv?: string; cmid?: string };

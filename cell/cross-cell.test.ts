@@ -1,0 +1,570 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { Inbox, Outbox } from '../mesh/outbox.js';
+import { LocationService } from '../mesh/location.js';
+import { MemoryNetwork, memoryAddress, type MemoryTransport } from '../mesh/memory-network.js';
+import { createClusterPort } from '../mesh/cluster-port-adapter.js';
+import { ManualClock } from '../platform/manual-clock.js';
+import { SeededRandom } from '../platform/random.js';
+import { mintToken, verifyToken, type Identity } from './access/tokens.js';
+import { CellCore } from './cell-core.js';
+import { LimitsConfig } from './config.js';
+import { silentLogger } from './logger.js';
+import type { DeviceConnection, DevicePort } from './messaging/device.js';
+import { keys } from './messaging/keys.js';
+import { CellMetrics } from './metrics.js';
+import { CellError } from './protocol/errors.js';
+import type { ChatMessage, ServerFrame } from './protocol/frames.js';
+import { MemoryStore } from './store/memory-store.js';
+
+const SECRET = 'cross-cell-test-secret-0123456789abcdef';
+const TENANT = 'mall';
+
+/** A device: records frames, and acks what it receives the way the SDK does (cumulatively). */
+class TestDevice implements DevicePort {
+  readonly frames: ServerFrame[] = [];
+  closed: { code: number; reason: string } | undefined;
+  connection!: DeviceConnection;
+  private readonly toAck = new Map<string, number>();
+
+  constructor(
+    readonly cell: TestCell,
+    readonly identity: Identity,
+    private readonly autoAck: boolean,
+  ) {}
+
+  send(text: string): void {
+    if (this.closed !== undefined) return;
+    const frame = JSON.parse(text) as ServerFrame;
+    this.frames.push(frame);
+    if (frame.t === 'msg' || frame.t === 'sent') this.toAck.set(frame.conv, Math.max(this.toAck.get(frame.conv) ?? 0, frame.seq));
+  }
+
+  bufferedBytes(): number {
+    return 0;
+  }
+
+  close(code: number, reason: string): void {
+    if (this.closed !== undefined) return;
+    this.closed = { code, reason };
+    this.cell.core.disconnect(this.connection);
+  }
+
+  frame(op: Record<string, unknown>): void {
+    this.cell.core.receive(this.connection, JSON.stringify(op));
+  }
+
+  flushAcks(): void {
+    if (!this.autoAck || this.closed !== undefined) return;
+    for (const [conv, seq] of this.toAck) this.frame({ op: 'ack', conv, seq });
+    this.toAck.clear();
+  }
+
+  of<T extends ServerFrame['t']>(type: T): Array<Extract<ServerFrame, { t: T }>> {
+    return this.frames.filter((frame): frame is Extract<ServerFrame, { t: T }> => frame.t === type);
+  }
+
+  /** Seqs of `conv` pushed as `msg`, in arrival order. */
+  pushed(conv: string): number[] {
+    return this.of('msg')
+      .filter((frame) => frame.conv === conv)
+      .map((frame) => frame.seq);
+  }
+
+  /** Every seq of `conv` this device learnt (pushed, or its own `sent`), deduplicated, in arrival order. */
+  seen(conv: string): number[] {
+    const seqs: number[] = [];
+    for (const frame of this.frames) {
+      if ((frame.t === 'msg' || frame.t === 'sent') && frame.conv === conv && !seqs.includes(frame.seq)) seqs.push(frame.seq);
+    }
+    return seqs;
+  }
+}
+
+interface TestCell {
+  readonly cellId: string;
+  readonly merchants: readonly string[];
+  readonly store: MemoryStore;
+  transport: MemoryTransport;
+  location: LocationService;
+  outbox: Outbox;
+  inbox: Inbox;
+  core: CellCore;
+  readonly devices: TestDevice[];
+}
+
+const range = (from: number, to: number): number[] => Array.from({ length: to - from + 1 }, (_, index) => from + index);
+
+class TestCluster {
+  readonly clock = new ManualClock();
+  readonly random = new SeededRandom(5);
+  readonly network = new MemoryNetwork({ clock: this.clock, random: this.random });
+  readonly cells = new Map<string, TestCell>();
+  /** The directory, static: `tenant/merchant` to its home cell. */
+  readonly homes = new Map<string, string>();
+  private seed = 100;
+
+  cell(cellId: string): TestCell {
+    const cell = this.cells.get(cellId);
+    if (cell === undefined) throw new Error(`no cell ${cellId}`);
+    return cell;
+  }
+
+  async addCell(cellId: string, merchants: readonly string[], store = new MemoryStore()): Promise<TestCell> {
+    if (!this.cells.has(cellId)) await store.open();
+    for (const merchant of merchants) this.homes.set(`${TENANT}/${merchant}`, cellId);
+    const peer = `peer-${cellId}`;
+    const transport = this.network.createTransport(peer);
+    await transport.start();
+    for (const other of this.cells.values()) {
+      // Cells across a partition stay undialled; the test dials them after the heal.
+      if (other.cellId !== cellId && other.transport.isRunning) await transport.dial(memoryAddress(other.transport.self)).catch(() => undefined);
+    }
+    const cellOfPeer = (candidate: string): string | undefined => (candidate.startsWith('peer-') ? candidate.slice('peer-'.length) : undefined);
+    const directory = {
+      homeCellOf: (tenant: string, merchant: string) => this.homes.get(`${tenant}/${merchant}`),
+      peerOf: (cell: string) => `peer-${cell}`,
+      cellOfPeer,
+    };
+    const cell = { cellId, merchants, store, transport, devices: [] as TestDevice[] } as unknown as TestCell;
+    const random = new SeededRandom(this.seed++);
+    cell.location = new LocationService(
+      { transport, clock: this.clock, random, cellId, cellOfPeer, localUsers: (tenant, users) => cell.core.localUsers(tenant, users) },
+      { answerWindowMs: 20, batchWindowMs: 1 },
+    );
+    cell.outbox = new Outbox(
+      { store, transport, clock: this.clock, random, cellId, resolvePeer: directory.peerOf },
+      { requestTimeoutMs: 200, backoffInitialMs: 10, backoffMaxMs: 200 },
+    );
+    cell.inbox = new Inbox({ store, transport, cellOfPeer });
+    const cluster = createClusterPort({ cellId, directory, location: cell.location, outbox: cell.outbox, inbox: cell.inbox, transport });
+    cell.core = new CellCore({
+      cellId,
+      tenants: [{ id: TENANT, secret: SECRET, origins: [], merchants: merchants.map((id) => ({ id })) }],
+      limits: LimitsConfig.parse({ ratePerSecond: 10_000, rateBurst: 10_000, deliveryWindow: 64 }),
+      clock: this.clock,
+      random,
+      store,
+      metrics: new CellMetrics(),
+      logger: silentLogger,
+      cluster,
+      crossCell: { historyPageMessages: 7, historyTimeoutMs: 300, relayWaitMs: 1_000 },
+    });
+    cell.inbox.start();
+    cell.location.start();
+    await cell.outbox.start();
+    this.cells.set(cellId, cell);
+    return cell;
+  }
+
+  /** Stops a cell's mesh services and drops its devices, as a crash would; its store survives. */
+  async crash(cellId: string): Promise<void> {
+    const cell = this.cell(cellId);
+    for (const device of cell.devices) device.close(1006, 'crash');
+    cell.location.stop();
+    await cell.outbox.stop();
+    await cell.inbox.stop();
+    await cell.transport.stop();
+    this.network.forget(cell.transport.self);
+  }
+
+  /** A new CellCore and mesh services on the same store, as after a restart. */
+  async restart(cellId: string): Promise<TestCell> {
+    const old = this.cell(cellId);
+    await this.crash(cellId);
+    return this.addCell(cellId, old.merchants, old.store);
+  }
+
+  async connect(cellId: string, user: string, options: { merchant?: string; device?: string; autoAck?: boolean } = {}): Promise<TestDevice> {
+    const cell = this.cell(cellId);
+    const token = await mintToken({
+      secret: SECRET,
+      tenant: TENANT,
+      user,
+      role: options.merchant === undefined ? 'customer' : 'agent',
+      ...(options.merchant === undefined ? {} : { merchant: options.merchant }),
+      device: options.device ?? 'd1',
+      ttlSeconds: 24 * 3600,
+      nowMs: this.clock.now(),
+    });
+    const identity = verifyToken(token, () => SECRET, this.clock.now());
+    const device = new TestDevice(cell, identity, options.autoAck ?? true);
+    device.connection = cell.core.connect(identity, device);
+    cell.devices.push(device);
+    await this.until(() => device.of('synced').length > 0, 5_000);
+    return device;
+  }
+
+  /** Advances virtual time in 1 ms steps, letting promises run and devices ack, until `condition`. */
+  async until(condition: () => boolean, maxMs = 20_000): Promise<void> {
+    const startMs = this.clock.now();
+    await this.settle();
+    while (!condition()) {
+      if (this.clock.now() - startMs > maxMs) throw new Error(`condition not met within ${maxMs} ms of virtual time`);
+      this.clock.advance(1);
+      await this.settle();
+    }
+  }
+
+  /** Lets time pass (the outboxes retry, location windows close), in steps of `stepMs`. */
+  async run(ms: number, stepMs = 1): Promise<void> {
+    const endMs = this.clock.now() + ms;
+    while (this.clock.now() < endMs) {
+      this.clock.advance(Math.min(stepMs, endMs - this.clock.now()));
+      await this.settle();
+    }
+  }
+
+  async settle(): Promise<void> {
+    for (let round = 0; round < 6; round++) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      for (const cell of this.cells.values()) for (const device of cell.devices) device.flushAcks();
+    }
+  }
+
+  async stopAll(): Promise<void> {
+    for (const cell of this.cells.values()) {
+      if (!cell.transport.isRunning) continue;
+      cell.location.stop();
+      await cell.outbox.stop();
+      await cell.inbox.stop();
+      await cell.transport.stop();
+    }
+  }
+
+  /** The messages a cell's store holds for `conv` (its own or its mirror). */
+  async stored(cellId: string, conv: string): Promise<ChatMessage[]> {
+    const rows = await this.cell(cellId).store.range({ ...keys.allMessages(TENANT, conv), limit: 10_000 });
+    return rows.map(([, value]) => JSON.parse(value) as ChatMessage);
+  }
+}
+
+const CONV = 'shop:alice';
+
+describe('cross-cell conversations over a memory network', () => {
+  let cluster: TestCluster;
+
+  async function threeCells(): Promise<TestCluster> {
+    cluster = new TestCluster();
+    await cluster.addCell('a', ['corner']);
+    await cluster.addCell('b', ['shop']);
+    await cluster.addCell('c', ['kiosk']);
+    return cluster;
+  }
+
+  afterEach(async () => {
+    await cluster?.stopAll();
+  });
+
+  it('relays a customer send to the home cell: queued, then sent with the home seq; the reply comes back', async () => {
+    await threeCells();
+    const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });
+    const alice = await cluster.connect('a', 'alice');
+    alice.frame({ op: 'send', id: 's1', conv: CONV, cmid: 'c1', body: 'hello' });
+    await cluster.until(() => alice.of('queued').length === 1);
+    expect(alice.of('queued')).toEqual([{ t: 'queued', id: 's1', conv: CONV, cmid: 'c1' }]);
+    expect(alice.of('sent')).toEqual([]);
+    await cluster.until(() => alice.of('sent').length === 1);
+    expect(alice.of('sent')[0]).toMatchObject({ id: 's1', conv: CONV, cmid: 'c1', seq: 1 });
+    // The seq was the home cell's, durable there before the access cell heard of it.
+    expect((await cluster.stored('b', CONV)).map((message) => [message.seq, message.body, message.device])).toEqual([[1, 'hello', 'd1']]);
+    await cluster.until(() => agent.pushed(CONV).length === 1);
+    expect(agent.of('msg')[0]).toMatchObject({ from: 'alice', role: 'customer', cmid: 'c1', body: 'hello' });
+
+    agent.frame({ op: 'send', id: 'r1', conv: CONV, cmid: 'r1', body: 'hi alice' });
+    await cluster.until(() => alice.pushed(CONV).length === 1);
+    expect(alice.of('msg')[0]).toMatchObject({ seq: 2, from: 'bob', body: 'hi alice' });
+    // The access cell's mirror holds the conversation under the home cell's seqs.
+    expect((await cluster.stored('a', CONV)).map((message) => message.seq)).toEqual([1, 2]);
+    alice.frame({ op: 'inbox', id: 'i1' });
+    await cluster.until(() => alice.of('inbox').length === 1);
+    expect(alice.of('inbox')[0]!.conversations).toEqual([
+      expect.objectContaining({ conv: CONV, merchant: 'shop', customer: 'alice', lastSeq: 2, readSeq: 1, unread: 1 }),
+    ]);
+  });
+
+  it('keeps 200 messages both ways gap-free and in order on every device', async () => {
+    await threeCells();
+    const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });
+    const phone = await cluster.connect('a', 'alice', { device: 'phone' });
+    const tablet = await cluster.connect('a', 'alice', { device: 'tablet' });
+    for (let index = 0; index < 100; index++) {
+      phone.frame({ op: 'send', conv: CONV, cmid: `a${index}`, body: `from alice ${index}` });
+      agent.frame({ op: 'send', conv: CONV, cmid: `b${index}`, body: `from bob ${index}` });
+      if (index % 10 === 9) await cluster.run(3);
+    }
+    await cluster.until(() => [agent, phone, tablet].every((device) => device.seen(CONV).length === 200), 60_000);
+    for (const device of [agent, phone, tablet]) {
+      const pushed = device.pushed(CONV);
+      expect(pushed).toEqual([...pushed].sort((x, y) => x - y));
+      expect(new Set(pushed).size).toBe(pushed.length);
+      expect([...device.seen(CONV)].sort((x, y) => x - y)).toEqual(range(1, 200));
+    }
+    // Each party's messages keep the order they were sent in.
+    const stored = await cluster.stored('b', CONV);
+    expect(stored.filter((message) => message.from === 'alice').map((message) => message.body)).toEqual(range(0, 99).map((index) => `from alice ${index}`));
+    expect(phone.of('sent').map((frame) => frame.cmid)).toEqual(range(0, 99).map((index) => `a${index}`));
+    expect(await cluster.stored('a', CONV)).toEqual(stored);
+  });
+
+  it('answers a resend of a relayed send with the same seq and stores nothing twice, through any cell', async () => {
+    await threeCells();
+    await cluster.connect('b', 'bob', { merchant: 'shop' });
+    const phone = await cluster.connect('a', 'alice', { device: 'phone' });
+    phone.frame({ op: 'send', id: 's1', conv: CONV, cmid: 'once', body: 'only once' });
+    await cluster.until(() => phone.of('sent').length === 1);
+    phone.frame({ op: 'send', id: 's2', conv: CONV, cmid: 'once', body: 'only once' });
+    await cluster.until(() => phone.of('sent').length === 2);
+    expect(phone.of('sent').map((frame) => [frame.id, frame.seq])).toEqual([
+      ['s1', 1],
+      ['s2', 1],
+    ]);
+    // The same cmid through another access cell that never saw it: relayed, deduplicated at home.
+    const laptop = await cluster.connect('c', 'alice', { device: 'laptop' });
+    laptop.frame({ op: 'send', id: 's3', conv: CONV, cmid: 'once', body: 'only once' });
+    await cluster.until(() => laptop.of('sent').length === 1);
+    expect(laptop.of('sent')[0]).toMatchObject({ id: 's3', seq: 1 });
+    await cluster.run(100);
+    expect(await cluster.stored('b', CONV)).toHaveLength(1);
+    expect(laptop.pushed(CONV)).toEqual([]);
+  });
+
+  it('gives a customer with devices on two access cells everything on both', async () => {
+    await threeCells();
+    const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });
+    const phone = await cluster.connect('a', 'alice', { device: 'phone' });
+    const laptop = await cluster.connect('c', 'alice', { device: 'laptop' });
+    agent.frame({ op: 'send', conv: CONV, cmid: 'b1', body: 'welcome' });
+    await cluster.until(() => phone.pushed(CONV).length === 1 && laptop.pushed(CONV).length === 1);
+    phone.frame({ op: 'send', conv: CONV, cmid: 'p1', body: 'from my phone' });
+    await cluster.until(() => laptop.pushed(CONV).length === 2 && agent.pushed(CONV).length === 1);
+    laptop.frame({ op: 'send', conv: CONV, cmid: 'l1', body: 'from my laptop' });
+    await cluster.until(() => phone.pushed(CONV).length === 2 && agent.pushed(CONV).length === 2);
+    expect(phone.seen(CONV)).toEqual([1, 2, 3]);
+    expect(laptop.seen(CONV)).toEqual([1, 2, 3]);
+    expect(laptop.of('msg').find((frame) => frame.seq === 2)).toMatchObject({ from: 'alice', device: 'phone', body: 'from my phone' });
+    expect(phone.of('msg').find((frame) => frame.seq === 3)).toMatchObject({ from: 'alice', device: 'laptop', body: 'from my laptop' });
+  });
+
+  it('carries read receipts across cells, both ways, to the reader’s other devices too', async () => {
+    await threeCells();
+    const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });
+    const phone = await cluster.connect('a', 'alice', { device: 'phone' });
+    const laptop = await cluster.connect('c', 'alice', { device: 'laptop' });
+    for (const cmid of ['b1', 'b2', 'b3']) agent.frame({ op: 'send', conv: CONV, cmid, body: cmid });
+    await cluster.until(() => phone.pushed(CONV).length === 3 && laptop.pushed(CONV).length === 3);
+    phone.frame({ op: 'read', id: 'rd', conv: CONV, seq: 2 });
+    await cluster.until(() => agent.of('receipt').length === 1 && laptop.of('receipt').length === 1);
+    expect(phone.of('ok')).toEqual([{ t: 'ok', id: 'rd' }]);
+    expect(agent.of('receipt')).toEqual([{ t: 'receipt', conv: CONV, user: 'alice', seq: 2 }]);
+    expect(laptop.of('receipt')).toEqual([{ t: 'receipt', conv: CONV, user: 'alice', seq: 2 }]);
+    expect(phone.of('receipt')).toEqual([{ t: 'receipt', conv: CONV, user: 'alice', seq: 2 }]);
+
+    agent.frame({ op: 'read', conv: CONV, seq: 0 });
+    phone.frame({ op: 'send', conv: CONV, cmid: 'p1', body: 'reply' });
+    await cluster.until(() => agent.pushed(CONV).length === 1);
+    agent.frame({ op: 'read', conv: CONV, seq: 4 });
+    await cluster.until(() => phone.of('receipt').length === 2 && laptop.of('receipt').length === 2);
+    expect(phone.of('receipt')[1]).toEqual({ t: 'receipt', conv: CONV, user: 'bob', seq: 4 });
+    phone.frame({ op: 'inbox', id: 'i' });
+    await cluster.until(() => phone.of('inbox').length === 1);
+    expect(phone.of('inbox')[0]!.conversations[0]).toMatchObject({ lastSeq: 4, readSeq: 4, unread: 0, reads: [{ user: 'bob', seq: 4 }] });
+  });
+
+  it('lets conversations inside each cell go on during a partition, and delivers the rest once, in order, after the heal', async () => {
+    await threeCells();
+    const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });
+    const alice = await cluster.connect('a', 'alice');
+    const localAgentA = await cluster.connect('a', 'carol', { merchant: 'corner' });
+    const localCustomerA = await cluster.connect('a', 'dave');
+    const localCustomerB = await cluster.connect('b', 'erin');
+    alice.frame({ op: 'send', conv: CONV, cmid: 'before', body: 'before the partition' });
+    await cluster.until(() => agent.pushed(CONV).length === 1 && alice.of('sent').length === 1);
+
+    cluster.network.partition(['peer-a'], ['peer-b']);
+    for (let index = 0; index < 5; index++) {
+      alice.frame({ op: 'send', id: `p${index}`, conv: CONV, cmid: `p${index}`, body: `during ${index}` });
+      agent.frame({ op: 'send', conv: CONV, cmid: `q${index}`, body: `agent during ${index}` });
+      localCustomerA.frame({ op: 'send', conv: 'corner:dave', cmid: `d${index}`, body: `in cell a ${index}` });
+      localCustomerB.frame({ op: 'send', conv: 'shop:erin', cmid: `e${index}`, body: `in cell b ${index}` });
+    }
+    await cluster.run(500);
+    // Inside each cell nothing waits for the other.
+    expect(localCustomerA.of('sent').map((frame) => frame.seq)).toEqual(range(1, 5));
+    expect(localAgentA.pushed('corner:dave')).toEqual(range(1, 5));
+    expect(localCustomerB.of('sent').map((frame) => frame.seq)).toEqual(range(1, 5));
+    expect(agent.pushed('shop:erin')).toEqual(range(1, 5));
+    // Across, the sends are durable at the access cell and wait.
+    expect(alice.of('queued').map((frame) => frame.cmid)).toEqual(['before', 'p0', 'p1', 'p2', 'p3', 'p4']);
+    expect(alice.of('sent')).toHaveLength(1);
+    expect(alice.pushed(CONV)).toEqual([]);
+    // A resend of a queued send is answered `queued` again and not forwarded twice.
+    const relayed = cluster.cell('a').core.crossCellStats()!.relayedSends;
+    alice.frame({ op: 'send', id: 'again', conv: CONV, cmid: 'p2', body: 'during 2' });
+    await cluster.until(() => alice.of('queued').some((frame) => frame.id === 'again'));
+    expect(cluster.cell('a').core.crossCellStats()!.relayedSends).toBe(relayed);
+
+    cluster.network.heal();
+    await cluster.until(() => alice.seen(CONV).length === 11 && agent.seen(CONV).length === 11, 30_000);
+    // p2's `sent` goes to the request that asked last.
+    expect(alice.of('sent').map((frame) => [frame.cmid, frame.id])).toEqual([
+      ['before', undefined],
+      ['p0', 'p0'],
+      ['p1', 'p1'],
+      ['p2', 'again'],
+      ['p3', 'p3'],
+      ['p4', 'p4'],
+    ]);
+    const stored = await cluster.stored('b', CONV);
+    expect(stored.map((message) => message.seq)).toEqual(range(1, 11));
+    expect(stored.filter((message) => message.from === 'alice').map((message) => message.cmid)).toEqual(['before', 'p0', 'p1', 'p2', 'p3', 'p4']);
+    for (const device of [alice, agent]) {
+      const pushed = device.pushed(CONV);
+      expect(pushed).toEqual([...new Set(pushed)].sort((x, y) => x - y));
+      expect([...device.seen(CONV)].sort((x, y) => x - y)).toEqual(range(1, 11));
+    }
+  });
+
+  it('still forwards to a silent customer across a partition longer than the location cache', async () => {
+    await threeCells();
+    const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });
+    const alice = await cluster.connect('a', 'alice');
+    alice.frame({ op: 'send', conv: CONV, cmid: 'hi', body: 'hi' });
+    await cluster.until(() => alice.of('sent').length === 1);
+    cluster.network.partition(['peer-a'], ['peer-b']);
+    // 40 s: the home cell's cached location of alice (30 s) expires meanwhile, and locating her
+    // across the partition finds nobody.
+    for (let index = 0; index < 8; index++) {
+      agent.frame({ op: 'send', conv: CONV, cmid: `b${index}`, body: `while apart ${index}` });
+      await cluster.run(5_000, 50);
+    }
+    expect(alice.pushed(CONV)).toEqual([]);
+    cluster.network.heal();
+    await cluster.until(() => alice.pushed(CONV).length === 8, 30_000);
+    expect(alice.pushed(CONV)).toEqual(range(2, 9));
+  });
+
+  it('syncs a reconnecting customer from the mirror, backfilled from the home cell where it fell behind', async () => {
+    await threeCells();
+    const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });
+    const first = await cluster.connect('a', 'alice', { device: 'phone' });
+    first.frame({ op: 'send', conv: CONV, cmid: 'c1', body: 'hi' });
+    agent.frame({ op: 'send', conv: CONV, cmid: 'b1', body: 'hello' });
+    await cluster.until(() => first.seen(CONV).length === 2);
+    first.close(1000, 'bye');
+    // The first message after she left reaches the mirror, which tells the home cell she is gone;
+    // the later ones stay at home.
+    for (let index = 0; index < 20; index++) {
+      agent.frame({ op: 'send', conv: CONV, cmid: `later${index}`, body: `later ${index}` });
+      await cluster.run(30);
+    }
+    await cluster.run(200);
+    const mirrored = (await cluster.stored('a', CONV)).length;
+    expect(mirrored).toBeLessThan(22);
+    expect(cluster.cell('b').core.crossCellStats()).toMatchObject({ historyPagesServed: 0 });
+
+    expect(cluster.cell('a').core.crossCellStats()!.goneHints).toBe(1);
+    const second = await cluster.connect('a', 'alice', { device: 'phone' });
+    expect(second.pushed(CONV)).toEqual(range(3, 22));
+    expect(cluster.cell('b').core.crossCellStats()!.historyPagesServed).toBeGreaterThan(0);
+    expect(second.frames.findIndex((frame) => frame.t === 'synced')).toBeGreaterThan(second.frames.findLastIndex((frame) => frame.t === 'msg'));
+    expect((await cluster.stored('a', CONV)).map((message) => message.seq)).toEqual(range(1, 22));
+    // The home cell finds her again for what follows.
+    agent.frame({ op: 'send', conv: CONV, cmid: 'after', body: 'after the reconnect' });
+    await cluster.until(() => second.pushed(CONV).includes(23));
+  });
+
+  it('backfills a mirror that starts in the middle of a conversation', async () => {
+    await threeCells();
+    const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });
+    const onHome = await cluster.connect('b', 'alice', { device: 'web' });
+    for (let index = 0; index < 30; index++) agent.frame({ op: 'send', conv: CONV, cmid: `b${index}`, body: `m${index}` });
+    await cluster.until(() => onHome.pushed(CONV).length === 30);
+    // Her new device on another cell starts from nothing: the mirror copies the whole prefix first.
+    const phone = await cluster.connect('a', 'alice', { device: 'phone' });
+    agent.frame({ op: 'send', conv: CONV, cmid: 'b30', body: 'm30' });
+    await cluster.until(() => phone.pushed(CONV).length === 31);
+    expect(phone.pushed(CONV)).toEqual(range(1, 31));
+    expect(await cluster.stored('a', CONV)).toEqual(await cluster.stored('b', CONV));
+  });
+
+  it('loses nothing when the access cell restarts from its store with sends waiting in its outbox', async () => {
+    await threeCells();
+    const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });
+    const alice = await cluster.connect('a', 'alice');
+    alice.frame({ op: 'send', conv: CONV, cmid: 'm0', body: 'zero' });
+    await cluster.until(() => alice.of('sent').length === 1);
+    cluster.network.partition(['peer-a'], ['peer-b']);
+    for (let index = 1; index <= 3; index++) alice.frame({ op: 'send', id: `s${index}`, conv: CONV, cmid: `m${index}`, body: `msg ${index}` });
+    await cluster.until(() => alice.of('queued').length === 4);
+    agent.frame({ op: 'send', conv: CONV, cmid: 'b1', body: 'while apart' });
+    // Long enough for her device's delivery cursor to be written (cursorWriteIntervalMs).
+    await cluster.run(600);
+
+    await cluster.restart('a');
+    cluster.network.heal();
+    // The restarted cell re-dials; the home cell's cell reaches it again.
+    await cluster.cell('b').transport.dial(memoryAddress('peer-a'));
+    await cluster.cell('c').transport.dial(memoryAddress('peer-a'));
+    await cluster.until(() => agent.seen(CONV).length === 5, 30_000);
+    const stored = await cluster.stored('b', CONV);
+    expect(stored.map((message) => message.cmid)).toEqual(['m0', 'b1', 'm1', 'm2', 'm3']);
+
+    // Reconnected, she gets everything after her cursor; her queued sends come as deliveries.
+    const again = await cluster.connect('a', 'alice');
+    await cluster.until(() => again.seen(CONV).length === 4);
+    expect(again.of('msg').map((frame) => [frame.seq, frame.cmid])).toEqual([
+      [2, 'b1'],
+      [3, 'm1'],
+      [4, 'm2'],
+      [5, 'm3'],
+    ]);
+    // A resend after the restart is answered from the mirror.
+    again.frame({ op: 'send', id: 'r', conv: CONV, cmid: 'm2', body: 'msg 2' });
+    await cluster.until(() => again.of('sent').length === 1);
+    expect(again.of('sent')[0]).toMatchObject({ id: 'r', seq: 4 });
+    expect(await cluster.stored('b', CONV)).toHaveLength(5);
+  });
+
+  it('waits for the seq of an HTTP send to another cell, and says FORWARD_PENDING when it does not come', async () => {
+    await threeCells();
+    await cluster.connect('b', 'bob', { merchant: 'shop' });
+    const identity = (await cluster.connect('a', 'alice', { autoAck: false })).identity;
+    const core = cluster.cell('a').core;
+    let answered: unknown;
+    void core.send(identity, CONV, 'h1', 'over http').then((result) => (answered = result));
+    await cluster.until(() => answered !== undefined);
+    expect(answered).toMatchObject({ duplicate: false, message: { seq: 1, cmid: 'h1' } });
+    await expect(core.send(identity, CONV, 'h1', 'over http')).resolves.toMatchObject({ duplicate: true, message: { seq: 1 } });
+
+    cluster.network.partition(['peer-a'], ['peer-b']);
+    const pending = core.send(identity, CONV, 'h2', 'stuck');
+    const outcome = pending.then(
+      () => 'resolved',
+      (error: unknown) => (error instanceof CellError ? error.code : 'other'),
+    );
+    await cluster.run(1_100);
+    expect(await outcome).toBe('FORWARD_PENDING');
+  });
+
+  it('refuses cross-cell conversations nobody hosts, and agents of merchants hosted elsewhere', async () => {
+    await threeCells();
+    const alice = await cluster.connect('a', 'alice');
+    alice.frame({ op: 'send', id: 'x', conv: 'nowhere:alice', cmid: 'c', body: 'b' });
+    await cluster.until(() => alice.of('error').length === 1);
+    expect(alice.of('error')[0]).toMatchObject({ id: 'x', code: 'MERCHANT_NOT_HOSTED' });
+    const agent = cluster.cell('a').core;
+    const token = await mintToken({ secret: SECRET, tenant: TENANT, user: 'bob', role: 'agent', merchant: 'shop', device: 'd', ttlSeconds: 60, nowMs: cluster.clock.now() });
+    expect(() => agent.admit(verifyToken(token, () => SECRET, cluster.clock.now()), undefined)).toThrow(/not hosted/);
+  });
+
+  it('tells the sending device when the home cell refuses a relayed send', async () => {
+    await threeCells();
+    const alice = await cluster.connect('a', 'alice');
+    // The directory says cell b hosts "moved", but cell b does not (a stale directory).
+    cluster.homes.set(`${TENANT}/moved`, 'b');
+    alice.frame({ op: 'send', id: 's', conv: 'moved:alice', cmid: 'c1', body: 'hello?' });
+    await cluster.until(() => alice.of('error').length === 1);
+    expect(alice.of('queued')).toHaveLength(1);
+    expect(alice.of('error')[0]).toMatchObject({ id: 's', code: 'MERCHANT_NOT_HOSTED', conv: 'moved:alice', cmid: 'c1' });
+  });
+});

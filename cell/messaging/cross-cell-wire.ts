@@ -1,0 +1,147 @@
+import { z } from 'zod';
+import { IDENTIFIER_PATTERN, MAX_BODY_CHARS, clientMessageId, parseConversationId } from '../protocol/frames.js';
+import type { ClusterEntry, JsonValue } from './cluster-port.js';
+
+/**
+ * The wire formats of cross-cell conversations (docs/architecture.md, "Cross-cell
+ * conversations"): the payloads of outbox entries between cells, and the history protocol an
+ * access cell uses to copy a conversation from its home cell. JSON, UTF-8; every payload
+ * carries `v: 1`; receivers validate everything with the schemas below and drop what fails.
+ */
+
+/** Request/response protocol of history pages (home cell serves, access cells ask). */
+export const HISTORY_PROTOCOL = '/cellmesh/history/1.0.0';
+/** Most messages one history page may carry. */
+export const HISTORY_MAX_PAGE_MESSAGES = 200;
+/** Most read cursors a history page may carry. */
+export const HISTORY_MAX_READS = 1_000;
+/** Largest history request accepted, in bytes, checked before parsing. */
+export const HISTORY_MAX_REQUEST_BYTES = 4 * 1024;
+/** Largest history response accepted, in bytes, checked before parsing. */
+export const HISTORY_MAX_RESPONSE_BYTES = 8 * 1024 * 1024;
+
+const identifier = z.string().regex(IDENTIFIER_PATTERN);
+const conversationId = z
+  .string()
+  .max(129)
+  .refine((value) => parseConversationId(value) !== undefined);
+const role = z.enum(['customer', 'agent']);
+const seq = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
+const cursor = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
+const errorCode = z.string().min(1).max(64);
+const errorMessage = z.string().max(1_024);
+
+const chatMessage = z.object({
+  conv: conversationId,
+  seq,
+  from: identifier,
+  role,
+  device: identifier,
+  cmid: clientMessageId,
+  body: z.string().min(1).max(MAX_BODY_CHARS),
+  ts: z.number().finite(),
+});
+
+/**
+ * One entry between cells:
+ * - `send` (access cell to home cell): a device's message, to append as that user.
+ * - `read` (access cell to home cell): a user read the conversation up to `seq`.
+ * - `message` (home cell to the cells holding the customer's devices): a durable message.
+ * - `receipt` (home cell to the same): a read cursor moved.
+ * - `gone` (access cell to home cell): the user has no device here any more; stop sending.
+ * - `rejected` (home cell to access cell): a `send` the home cell refuses for good.
+ */
+export const CrossCellEntry = z.discriminatedUnion('kind', [
+  z.object({
+    v: z.literal(1),
+    kind: z.literal('send'),
+    tenant: identifier,
+    conv: conversationId,
+    user: identifier,
+    role,
+    device: identifier,
+    cmid: clientMessageId,
+    body: z.string().min(1).max(MAX_BODY_CHARS),
+  }),
+  z.object({ v: z.literal(1), kind: z.literal('read'), tenant: identifier, conv: conversationId, user: identifier, seq: cursor }),
+  z.object({ v: z.literal(1), kind: z.literal('message'), tenant: identifier, message: chatMessage }),
+  z.object({ v: z.literal(1), kind: z.literal('receipt'), tenant: identifier, conv: conversationId, user: identifier, seq: cursor }),
+  z.object({ v: z.literal(1), kind: z.literal('gone'), tenant: identifier, user: identifier }),
+  z.object({
+    v: z.literal(1),
+    kind: z.literal('rejected'),
+    tenant: identifier,
+    conv: conversationId,
+    user: identifier,
+    cmid: clientMessageId,
+    code: errorCode,
+    message: errorMessage,
+  }),
+]);
+export type CrossCellEntry = z.infer<typeof CrossCellEntry>;
+export type CrossCellEntryOf<Kind extends CrossCellEntry['kind']> = Extract<CrossCellEntry, { kind: Kind }>;
+
+/** Builds the outbox entry of a payload; the key names it in the receiver's logs and metrics. */
+export function crossCellEntry(payload: CrossCellEntry): ClusterEntry {
+  const subject = payload.kind === 'message' ? payload.message.conv : payload.kind === 'gone' ? payload.user : payload.conv;
+  return { key: `${payload.kind}/${payload.tenant}/${subject}`, payload: payload as unknown as JsonValue };
+}
+
+/** The entry's payload when it is one of ours; undefined for anything else (dropped by the receiver). */
+export function parseCrossCellEntry(payload: JsonValue): CrossCellEntry | undefined {
+  const parsed = CrossCellEntry.safeParse(payload);
+  return parsed.success ? parsed.data : undefined;
+}
+
+/**
+ * `/cellmesh/history/1.0.0` request: the messages of `conv` after `afterSeq`, ascending, at most
+ * `limit`. `follow: true` says the asker holds devices of the conversation's customer now, so the
+ * home cell drops its cached location of that customer and finds the asker on its next delivery.
+ */
+export const HistoryRequest = z.object({
+  v: z.literal(1),
+  tenant: identifier,
+  conv: conversationId,
+  afterSeq: cursor,
+  limit: z.number().int().min(1).max(HISTORY_MAX_PAGE_MESSAGES),
+  follow: z.boolean().optional(),
+});
+export type HistoryRequest = z.infer<typeof HistoryRequest>;
+
+/**
+ * The answer: `messages` continue right after `afterSeq` without a gap (possibly fewer than
+ * asked, never none while `lastSeq > afterSeq`); `lastSeq` is the conversation's newest seq at
+ * the home cell; `reads` its users' read cursors. Or a refusal with a code: `BAD_REQUEST`,
+ * `NOT_HOSTED` (the home cell does not host the conversation's merchant), `STORE_UNAVAILABLE`.
+ */
+export const HistoryResponse = z.discriminatedUnion('ok', [
+  z.object({
+    ok: z.literal(true),
+    lastSeq: cursor,
+    messages: z.array(chatMessage).max(HISTORY_MAX_PAGE_MESSAGES),
+    reads: z.array(z.object({ user: identifier, seq: cursor })).max(HISTORY_MAX_READS),
+  }),
+  z.object({ ok: z.literal(false), code: errorCode, message: errorMessage.optional() }),
+]);
+export type HistoryResponse = z.infer<typeof HistoryResponse>;
+export type HistoryPage = Extract<HistoryResponse, { ok: true }>;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder('utf-8', { fatal: true });
+
+export function encodeJson(value: unknown): Uint8Array {
+  return encoder.encode(JSON.stringify(value));
+}
+
+/** Parses a wire message; undefined when too large, not UTF-8, not JSON or not of the schema. */
+export function decodeJson<T>(schema: z.ZodType<T>, data: Uint8Array, maxBytes: number): T | undefined {
+  if (data.byteLength > maxBytes) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(decoder.decode(data));
+  } catch {
+    return undefined;
+  }
+  const parsed = schema.safeParse(value);
+  return parsed.success ? parsed.data : undefined;
+}
