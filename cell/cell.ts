@@ -1,5 +1,6 @@
 import { SystemClock, type Clock } from '../platform/clock.js';
 import { SystemRandom, type Random } from '../platform/random.js';
+import { createClusterPort } from '../mesh/cluster-port-adapter.js';
 import { startMeshNode, type MeshNode } from '../mesh/mesh-node.js';
 import { routeToMerchant, summarizeDirectory } from '../router/route.js';
 import { AccessServer, type ClusterApi } from './access/uws-server.js';
@@ -83,6 +84,10 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     port = await access.listen();
     if (config.mesh !== undefined) {
       meshNode = await startCellMesh(config, { store, clock, random, logger, metrics, core, port });
+      const { mesh, location, outbox, inbox, transport } = meshNode;
+      // From here on, conversations of merchants homed on other cells are served cross-cell.
+      core.attachCluster(createClusterPort({ cellId: config.cell.id, directory: mesh.directory, location, outbox, inbox, transport }));
+      metrics.collectCrossCellStats(() => core.crossCellStats());
       cluster = clusterApiOf(meshNode, core, clock);
     }
   } catch (error) {
@@ -135,6 +140,7 @@ function startCellMesh(config: CellConfig, parts: CellParts): Promise<MeshNode> 
       clusterSecret: mesh.clusterSecret,
       keyFile: mesh.keyFile,
       maxDevices: mesh.maxDevices,
+      maxFrameBytes: config.limits.maxFrameBytes,
       timings: mesh.timings,
     },
     storeDirectory: config.store.kind === 'level' ? config.store.directory : undefined,
@@ -150,7 +156,7 @@ function startCellMesh(config: CellConfig, parts: CellParts): Promise<MeshNode> 
     tenants: config.tenants.map((tenant) => tenant.id),
     // Merchants named in the config are claimed at epoch 0; a move claims a higher epoch.
     merchants: config.tenants.flatMap((tenant) => tenant.merchants.map((merchant) => ({ tenant: tenant.id, merchant: merchant.id, epoch: 0 }))),
-    localUsers: (tenant, userIds) => userIds.filter((user) => core.presence.deviceCount(tenant, user) > 0),
+    localUsers: (tenant, userIds) => core.localUsers(tenant, userIds),
     sampleLoad: async () => {
       const messages = (await metrics.messagesIn.get()).values[0]?.value ?? 0;
       const nowMs = parts.clock.now();

@@ -71,6 +71,24 @@ export class CellMetrics {
     registers: [this.registry],
   });
 
+  /**
+   * Exposes the cross-cell counters of a cell in a cluster, read from `stats` at each scrape:
+   * `cellmesh_cross_cell_events{event}` (relayed sends, mirrored messages, history pages served,
+   * entries enqueued for other cells, drops and failures).
+   */
+  collectCrossCellStats(stats: () => Readonly<Record<string, number>> | undefined): void {
+    new Gauge({
+      name: 'cellmesh_cross_cell_events',
+      help: 'Cross-cell conversation events since start, by event (monotonic; read from the core at scrape time).',
+      labelNames: ['event'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [event, value] of Object.entries(stats() ?? {})) this.set({ event }, value);
+      },
+    });
+  }
+
   /** Adds the process metrics (CPU, memory, event loop lag); only for a real process. */
   collectProcessMetrics(): void {
     collectDefaultMetrics({ register: this.registry });

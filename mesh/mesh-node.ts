@@ -25,6 +25,11 @@ export interface MeshNodeSettings {
   /** Where the libp2p key lives; `<store directory>/mesh-peer.key` when the cell has one. */
   readonly keyFile: string | undefined;
   readonly maxDevices: number;
+  /**
+   * Largest client frame the cell accepts; a relayed send carries one, so outbox entries and
+   * batches must hold it with room for the envelope.
+   */
+  readonly maxFrameBytes: number;
   /** Overrides of the LAN preset (membership-config.ts), by option name. */
   readonly timings: Readonly<Record<string, number>>;
 }
@@ -111,7 +116,11 @@ export async function startMeshNode(init: MeshNodeInit): Promise<MeshNode> {
       localUsers: init.localUsers,
       registry: init.registry,
     });
-    const outbox = new Outbox({ store: init.store, transport, clock: init.clock, random: init.random, cellId: init.cellId, resolvePeer, registry: init.registry });
+    const maxEntryBytes = 2 * settings.maxFrameBytes;
+    const outbox = new Outbox(
+      { store: init.store, transport, clock: init.clock, random: init.random, cellId: init.cellId, resolvePeer, registry: init.registry },
+      { maxEntryBytes, maxBatchBytes: Math.max(256 * 1024, 4 * maxEntryBytes) },
+    );
     const inbox = new Inbox({ store: init.store, transport, cellOfPeer, registry: init.registry });
 
     await mesh.start();

@@ -171,3 +171,52 @@ describe('a cluster of cell processes', () => {
     }
   });
 });
+
+describe('cross-cell conversations between cell processes', () => {
+  it('relays a customer on one cell to a merchant homed on another, through a partition, once and in order', async () => {
+    const [c1, c2] = (await startCluster()) as [ChildCell, ChildCell, ChildCell];
+    const conv = 'm2:alice';
+    // alice is connected to c1; m2 lives on c2, where its agent is.
+    const alice = await RawClient.connect(c1.url, await tokenFor({ user: 'alice', device: 'phone' }));
+    const agent = await RawClient.connect(c2.url, await tokenFor({ user: 'bob', role: 'agent', merchant: 'm2', device: 'desk' }));
+    alice.autoAck();
+    agent.autoAck();
+    try {
+      const first = await alice.request({ op: 'send', id: 's1', conv, cmid: 'c1', body: 'hello from another cell' });
+      expect(first).toMatchObject({ t: 'queued', conv, cmid: 'c1' });
+      await alice.until(() => alice.frames.some((frame) => frame.t === 'sent' && frame.cmid === 'c1' && frame.seq === 1), { what: 'sent with the seq of the home cell' });
+      await agent.until(() => agent.messages(conv).length === 1, { what: 'the agent to get the message' });
+      agent.send({ op: 'send', id: 'r1', conv, cmid: 'r1', body: 'hi alice' });
+      await alice.until(() => alice.messages(conv).some((message) => message.seq === 2 && message.body === 'hi alice'), { what: "the agent's reply on the customer's cell" });
+
+      // A partition between the two cells: alice's sends wait in c1's outbox; the agent's replies in c2's.
+      await admin(c1, '/v1/admin/mesh/block', { cells: ['c2'] });
+      await admin(c2, '/v1/admin/mesh/block', { cells: ['c1'] });
+      for (let index = 0; index < 10; index++) {
+        const answer = await alice.request({ op: 'send', id: `p${index}`, conv, cmid: `p${index}`, body: `while cut off ${index}` });
+        expect(answer.t).toBe('queued');
+      }
+      // Inside c2, conversations go on during the partition.
+      const local = await RawClient.connect(c2.url, await tokenFor({ user: 'carol', device: 'tab' }));
+      const inCell = await local.request({ op: 'send', id: 'l1', conv: 'm2:carol', cmid: 'l1', body: 'in-cell during the partition' });
+      expect(inCell).toMatchObject({ t: 'sent', seq: 1 });
+      await local.close();
+
+      await admin(c1, '/v1/admin/mesh/unblock', { cells: ['c2'] });
+      await admin(c2, '/v1/admin/mesh/unblock', { cells: ['c1'] });
+      // The agent gets alice's messages as `msg` (its own reply, seq 2, came back as `sent`).
+      await agent.until(() => agent.messages(conv).length === 11, { what: 'every queued message after the heal', timeoutMs: 30_000 });
+      const seqs = agent.messages(conv).map((message) => message.seq);
+      expect(seqs).toEqual([1, ...Array.from({ length: 10 }, (_, index) => index + 3)]);
+      const bodies = agent.messages(conv).slice(1).map((message) => message.body);
+      expect(bodies).toEqual(Array.from({ length: 10 }, (_, index) => `while cut off ${index}`));
+      await alice.until(() => ['c1', ...Array.from({ length: 10 }, (_, index) => `p${index}`)].every((cmid) => alice.frames.some((frame) => frame.t === 'sent' && frame.cmid === cmid)), {
+        what: 'a sent (with its seq) for every queued send',
+        timeoutMs: 30_000,
+      });
+    } finally {
+      await alice.close();
+      await agent.close();
+    }
+  });
+});
