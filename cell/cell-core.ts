@@ -11,6 +11,7 @@ import { DeviceConnection, type DevicePort } from './messaging/device.js';
 import { keys, lastField } from './messaging/keys.js';
 import { PresenceRegistry } from './messaging/presence.js';
 import type { RelayedSend } from './messaging/relayed-sends.js';
+import type { MoveHost } from './merchant-move.js';
 import type { CellMetrics } from './metrics.js';
 import { CellError, CloseCode, ErrorCode } from './protocol/errors.js';
 import {
@@ -58,7 +59,8 @@ interface Parties {
 interface TenantPolicy {
   secret: string;
   origins: ReadonlySet<string>;
-  merchants: ReadonlySet<string>;
+  /** Hosted here now; a merchant moves in or out at runtime (merchant-move.ts). */
+  merchants: Set<string>;
 }
 
 /** A send whose durable ack goes to the connection that asked, as soon as it is durable. */
@@ -86,6 +88,8 @@ export class CellCore {
   private readonly pendingAcks = new Map<string, PendingAck>();
   private relay: CrossCellRelay | undefined;
   private draining = false;
+  /** Merchants being moved out, by tenant/merchant: writes to their conversations wait for these. */
+  private readonly fences = new Map<string, Promise<void>>();
 
   constructor(private readonly options: CellCoreOptions) {
     this.tenants = new Map(
@@ -272,7 +276,8 @@ export class CellCore {
 
   /** Appends a message as `identity`; resolves once durable. Used by HTTP and WebSocket. */
   async send(identity: Identity, conv: string, cmid: string, body: string): Promise<{ message: ChatMessage; duplicate: boolean }> {
-    const { home } = this.authorize(identity, conv);
+    const settled = this.authorizeWrite(identity, conv);
+    const { home } = settled instanceof Promise ? await settled : settled;
     if (this.draining) throw new CellError(ErrorCode.ShuttingDown, 'the cell is shutting down; resend after reconnecting');
     if (home !== undefined) {
       // Over HTTP there is no `queued`: wait for the seq a while, else FORWARD_PENDING.
@@ -305,7 +310,8 @@ export class CellCore {
 
   /** Moves the user's read cursor; the receipt reaches both parties' devices. */
   async markRead(identity: Identity, conv: string, seq: number): Promise<void> {
-    const { home } = this.authorize(identity, conv);
+    const settled = this.authorizeWrite(identity, conv);
+    const { home } = settled instanceof Promise ? await settled : settled;
     if (home !== undefined) {
       if (await this.relay!.relayRead(identity, home, conv, seq)) this.deliverReceipt(identity.tenant, conv, identity.user, seq);
       return;
@@ -376,7 +382,8 @@ export class CellCore {
     const { identity } = connection;
     switch (frame.op) {
       case 'send': {
-        const { home } = this.authorize(identity, frame.conv);
+        const settled = this.authorizeWrite(identity, frame.conv);
+        const { home } = settled instanceof Promise ? await settled : settled;
         if (home !== undefined) return this.relaySend(connection, frame, home);
         const key = pendingAckKey(identity.tenant, frame.conv, identity.user, frame.cmid);
         if (!this.pendingAcks.has(key)) {
@@ -481,10 +488,58 @@ export class CellCore {
     this.delivery.sendFrame(connection, queued);
   }
 
+  /** What a merchant's move may do to this core (merchant-move.ts). */
+  moveHost(): MoveHost {
+    return {
+      hosts: (tenant, merchant) => this.tenants.get(tenant)?.merchants.has(merchant) === true,
+      fence: (tenant, merchant) => {
+        const key = `${tenant}/${merchant}`;
+        let lift!: () => void;
+        this.fences.set(key, new Promise<void>((resolve) => (lift = resolve)));
+        return () => {
+          this.fences.delete(key);
+          lift();
+        };
+      },
+      whenMerchantIdle: (tenant, merchant) => this.log.whenMerchantIdle(tenant, merchant),
+      cursorsFlushed: () => this.delivery.cursorsFlushed(),
+      hostMerchant: (tenant, merchant) => {
+        const policy = this.tenants.get(tenant);
+        if (policy === undefined) throw new CellError(ErrorCode.TenantUnknown, `tenant ${tenant} is not served here`);
+        // The store now holds the merchant's conversations as copied; heads cached from an
+        // earlier mirror of them are stale.
+        this.log.forgetMerchant(tenant, merchant);
+        policy.merchants.add(merchant);
+      },
+      releaseMerchant: (tenant, merchant) => {
+        this.tenants.get(tenant)?.merchants.delete(merchant);
+        for (const agent of [...this.presence.agentsOf(tenant, merchant)]) {
+          agent.port.close(CloseCode.GoingAway, `merchant ${merchant} moved to another cell; reconnect through /v1/route`);
+        }
+      },
+    };
+  }
+
+  /**
+   * `authorize` for writes: while the conversation's merchant is being moved out of this cell,
+   * waits for the move to end, then decides again (it may have become a cross-cell conversation).
+   * Every write waits, also one that arrives when the new home is already known, so that a
+   * device's writes leave in the order they came. Synchronous when no move is under way, so a
+   * frame is queued in the turn it arrived (a drain that follows still lets it finish).
+   */
+  private authorizeWrite(identity: Identity, conv: string): Parties | Promise<Parties> {
+    const parties = this.authorize(identity, conv);
+    const fence = this.fences.get(`${identity.tenant}/${parties.merchant}`);
+    return fence === undefined ? parties : fence.then(() => this.authorizeWrite(identity, conv));
+  }
+
   /** What the cross-cell relay may do to this core. */
   private crossCellHost(): CrossCellHost {
     return {
       isDraining: () => this.draining,
+      whenSettled: async (tenant, merchant) => {
+        for (let fence = this.fences.get(`${tenant}/${merchant}`); fence !== undefined; fence = this.fences.get(`${tenant}/${merchant}`)) await fence;
+      },
       hosts: (tenant, merchant) => this.tenants.get(tenant)?.merchants.has(merchant) === true,
       hasDevices: (tenant, user) => this.presence.deviceCount(tenant, user) > 0,
       deliver: (tenant, message, sender) => this.deliverHere(tenant, message, sender),

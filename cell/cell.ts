@@ -1,5 +1,6 @@
 import { SystemClock, type Clock } from '../platform/clock.js';
 import { SystemRandom, type Random } from '../platform/random.js';
+import type { CellMesh } from '../mesh/cell-mesh.js';
 import { createClusterPort } from '../mesh/cluster-port-adapter.js';
 import { startMeshNode, type MeshNode } from '../mesh/mesh-node.js';
 import { routeToMerchant, summarizeDirectory } from '../router/route.js';
@@ -7,6 +8,8 @@ import { AccessServer, type ClusterApi } from './access/uws-server.js';
 import { CellCore } from './cell-core.js';
 import type { CellConfig } from './config.js';
 import type { Logger } from './logger.js';
+import { MerchantClaimsStore, tenantsHosting, type HostedMerchant } from './merchant-claims.js';
+import { MerchantMover, type MerchantClaims } from './merchant-move.js';
 import { CellMetrics } from './metrics.js';
 import { LevelStore, MemoryStore, type Store } from './store/index.js';
 
@@ -52,9 +55,16 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   await store.open();
   const clock = options.clock ?? new SystemClock();
   const random = options.random ?? new SystemRandom();
+  // In a cluster, moves may have changed what this cell hosts since its config was written.
+  const claims = config.mesh === undefined ? undefined : new MerchantClaimsStore(store);
+  await claims?.load();
+  const hosted = claims?.hosted(config.tenants) ?? [];
+  for (const merchant of claims?.movedOut(config.tenants) ?? []) {
+    logger.warn({ merchant }, 'the config lists a merchant that was moved to another cell; it stays there (update the config)');
+  }
   const core = new CellCore({
     cellId: config.cell.id,
-    tenants: config.tenants,
+    tenants: claims === undefined ? config.tenants : tenantsHosting(config.tenants, hosted),
     limits: config.limits,
     clock,
     random,
@@ -83,12 +93,22 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   try {
     port = await access.listen();
     if (config.mesh !== undefined) {
-      meshNode = await startCellMesh(config, { store, clock, random, logger, metrics, core, port });
+      meshNode = await startCellMesh(config, hosted, { store, clock, random, logger, metrics, core, port });
       const { mesh, location, outbox, inbox, transport } = meshNode;
+      const clusterPort = createClusterPort({ cellId: config.cell.id, directory: mesh.directory, location, outbox, inbox, transport });
       // From here on, conversations of merchants homed on other cells are served cross-cell.
-      core.attachCluster(createClusterPort({ cellId: config.cell.id, directory: mesh.directory, location, outbox, inbox, transport }));
+      core.attachCluster(clusterPort);
       metrics.collectCrossCellStats(() => core.crossCellStats());
-      cluster = clusterApiOf(meshNode, core, clock);
+      const mover = new MerchantMover({
+        cellId: config.cell.id,
+        store,
+        cluster: clusterPort,
+        clock,
+        logger,
+        host: core.moveHost(),
+        claims: merchantClaimsOf(meshNode.mesh, claims as MerchantClaimsStore),
+      });
+      cluster = clusterApiOf(meshNode, core, mover, clock);
     }
   } catch (error) {
     access.stopListening();
@@ -126,7 +146,7 @@ interface CellParts {
 }
 
 /** Joins the cluster the config names, advertising this cell's endpoints, tenants and merchants. */
-function startCellMesh(config: CellConfig, parts: CellParts): Promise<MeshNode> {
+function startCellMesh(config: CellConfig, hosted: readonly HostedMerchant[], parts: CellParts): Promise<MeshNode> {
   const mesh = config.mesh as NonNullable<CellConfig['mesh']>;
   const { core, metrics } = parts;
   const advertisedHost = config.listen.host === '0.0.0.0' ? '127.0.0.1' : config.listen.host;
@@ -155,7 +175,7 @@ function startCellMesh(config: CellConfig, parts: CellParts): Promise<MeshNode> 
     },
     tenants: config.tenants.map((tenant) => tenant.id),
     // Merchants named in the config are claimed at epoch 0; a move claims a higher epoch.
-    merchants: config.tenants.flatMap((tenant) => tenant.merchants.map((merchant) => ({ tenant: tenant.id, merchant: merchant.id, epoch: 0 }))),
+    merchants: hosted.map(({ tenant, merchant, epoch }) => ({ tenant, merchant, epoch })),
     localUsers: (tenant, userIds) => core.localUsers(tenant, userIds),
     sampleLoad: async () => {
       const messages = (await metrics.messagesIn.get()).values[0]?.value ?? 0;
@@ -169,7 +189,25 @@ function startCellMesh(config: CellConfig, parts: CellParts): Promise<MeshNode> 
 }
 
 /** The HTTP API's view of the mesh (routes, the cluster view, partition tools). */
-function clusterApiOf(node: MeshNode, core: CellCore, clock: Clock): ClusterApi {
+/** A move's view of this cell's claims: its record (gossiped) and the claims store (persisted first). */
+function merchantClaimsOf(mesh: CellMesh, store: MerchantClaimsStore): MerchantClaims {
+  const others = (tenant: string, merchant: string) =>
+    mesh.ownRecord().merchants.filter((claim) => claim.tenant !== tenant || claim.merchant !== merchant);
+  return {
+    epochOf: (tenant, merchant) => mesh.ownRecord().merchants.find((claim) => claim.tenant === tenant && claim.merchant === merchant)?.epoch,
+    claim: async (tenant, merchant, epoch) => {
+      await store.record(tenant, merchant, epoch, true);
+      await mesh.updateOwnRecord({ merchants: [...others(tenant, merchant), { tenant, merchant, epoch }] });
+    },
+    release: async (tenant, merchant, epoch) => {
+      await store.record(tenant, merchant, epoch, false);
+      await mesh.updateOwnRecord({ merchants: others(tenant, merchant) });
+    },
+    homeOf: (tenant, merchant) => mesh.homeCellOf(tenant, merchant),
+  };
+}
+
+function clusterApiOf(node: MeshNode, core: CellCore, mover: MerchantMover, clock: Clock): ClusterApi {
   const { mesh, transport, location } = node;
   const peersOf = (cellIds: readonly string[]): { peers: string[]; unknown: string[] } => {
     const peers: string[] = [];
@@ -196,6 +234,7 @@ function clusterApiOf(node: MeshNode, core: CellCore, clock: Clock): ClusterApi 
       const elsewhere = await location.locate(tenant, user);
       return { tenant, user, cells: [...here, ...elsewhere] };
     },
+    moveMerchant: (tenant, merchant, to) => mover.move(tenant, merchant, to),
     setCapacity: async (maxDevices) => {
       const record = await mesh.updateOwnRecord({ capacity: { maxDevices } });
       return { cellId: record.cellId, version: record.version, capacity: record.capacity };

@@ -4,6 +4,7 @@ import { runCellCommand } from './cell-command.js';
 import { runTokenCommand } from './token-command.js';
 import { runDemoAddCellCommand, runDemoCommand, runDemoStopCellCommand } from './demo-command.js';
 import { runChatCommand } from './chat-command.js';
+import { runMoveCommand } from './move-command.js';
 
 // An empty variable (`CELLMESH_PORT=` in a pod spec) means "not set", not an empty value.
 for (const [name, value] of Object.entries(process.env)) {
@@ -44,6 +45,16 @@ program
   .addOption(new Option('--secret <secret>', 'the tenant secret').env('CELLMESH_TENANT_SECRET'))
   .addOption(new Option('-c, --config <file>', 'read the tenant secret from this cell config').env('CELLMESH_CONFIG'))
   .action(runTokenCommand);
+
+program
+  .command('move-merchant')
+  .description('move a merchant (its conversations, history and cursors) to another cell of a running cluster')
+  .requiredOption('--cluster <url>', 'any cell of the cluster, http://host:port')
+  .addOption(new Option('--admin-token <token>', 'the admin token of the cells').env('CELLMESH_ADMIN_TOKEN'))
+  .requiredOption('--tenant <id>', 'tenant of the merchant')
+  .requiredOption('--merchant <id>', 'the merchant to move')
+  .requiredOption('--to <cell>', 'id of the cell that becomes its home')
+  .action(runMoveCommand);
 
 const demo = program
   .command('demo')

@@ -123,6 +123,12 @@ export async function startMeshNode(init: MeshNodeInit): Promise<MeshNode> {
     );
     const inbox = new Inbox({ store: init.store, transport, cellOfPeer, registry: init.registry });
 
+    // Requests (outbox, handover, history) go to cells this one may not be connected to yet:
+    // libp2p can dial them only if it knows their addresses, which the directory has.
+    const stopAddressing = mesh.directory.onChange((_cellId, _before, after) => {
+      if (after !== undefined && after.record.peerId !== transport.self) transport.addPeerAddresses(after.record.peerId, after.record.endpoints.p2p);
+    });
+    stopped.push(stopAddressing);
     await mesh.start();
     stopped.push(() => mesh.stop());
     location.start();

@@ -220,3 +220,55 @@ describe('cross-cell conversations between cell processes', () => {
     }
   });
 });
+
+describe('moving a merchant between cell processes', () => {
+  it('hands over conversations, history and cursors under traffic, switches routing, and loses nothing', async () => {
+    const [c1, c2, c3] = (await startCluster()) as [ChildCell, ChildCell, ChildCell];
+    const conv = 'm2:alice';
+    const alice = await RawClient.connect(c2.url, await tokenFor({ user: 'alice', device: 'phone' }));
+    const bob = await RawClient.connect(c2.url, await tokenFor({ user: 'bob', role: 'agent', merchant: 'm2', device: 'desk' }));
+    alice.autoAck();
+    bob.autoAck();
+    const sentCmids = (): string[] => alice.frames.flatMap((frame) => (frame.t === 'sent' ? [frame.cmid] : []));
+    try {
+      for (let index = 0; index < 20; index++) alice.send({ op: 'send', id: `a${index}`, conv, cmid: `a${index}`, body: `before ${index}` });
+      await alice.until(() => sentCmids().length === 20, { what: 'the first 20 acks' });
+      await bob.until(() => bob.messages(conv).length === 20, { what: 'bob to read the first 20' });
+
+      // The move runs while alice keeps writing: her sends during the fence wait, later ones go cross-cell.
+      const moving = admin<{ to: string; epoch: number; conversations: number }>(c2, '/v1/admin/merchants/move', { tenant: TENANT, merchant: 'm2', to: 'c3' });
+      for (let index = 20; index < 40; index++) {
+        alice.send({ op: 'send', id: `a${index}`, conv, cmid: `a${index}`, body: `during ${index}` });
+        await new Promise((resolve) => setTimeout(resolve, 5));
+      }
+      const moved = await moving;
+      expect(moved).toMatchObject({ to: 'c3', epoch: 1, conversations: 1 });
+      for (const cell of [c1, c2, c3]) {
+        await eventually(async () => {
+          const route = await httpRequest('GET', `${cell.httpUrl}/v1/route?tenant=${TENANT}&merchant=m2`);
+          return (route.body as { cellId?: string }).cellId === 'c3';
+        }, `${cell.httpUrl} to route m2 to c3`);
+      }
+      // The agent on the old cell was told to reconnect; at the new home he finds everything.
+      await bob.whenClosed();
+      expect(bob.closeCode).toBe(1001);
+      const bobAgain = await RawClient.connect(c3.url, await tokenFor({ user: 'bob', role: 'agent', merchant: 'm2', device: 'desk' }));
+      bobAgain.autoAck();
+      try {
+        await alice.until(() => sentCmids().length === 40, { what: 'an ack for every send', timeoutMs: 30_000 });
+        await bobAgain.until(() => bobAgain.messages(conv).some((message) => message.seq === 40), { what: 'the agent at the new home to get seq 40', timeoutMs: 30_000 });
+        const history = (await bobAgain.request({ op: 'history', id: 'h', conv, limit: 100 })) as { messages: Array<{ seq: number; cmid: string }> };
+        expect(history.messages.map((message) => message.seq)).toEqual(Array.from({ length: 40 }, (_, index) => index + 1));
+        expect(history.messages.map((message) => message.cmid)).toEqual(Array.from({ length: 40 }, (_, index) => `a${index}`));
+        // Every ack alice got names the seq the new home holds for that cmid.
+        const seqByCmid = new Map(history.messages.map((message) => [message.cmid, message.seq]));
+        for (const frame of alice.frames) if (frame.t === 'sent') expect(frame.seq).toBe(seqByCmid.get(frame.cmid));
+      } finally {
+        await bobAgain.close();
+      }
+    } finally {
+      await alice.close();
+      await bob.close();
+    }
+  });
+});

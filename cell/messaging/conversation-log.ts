@@ -94,7 +94,7 @@ export class ConversationLog {
   /** Loaded conversations in least-recently-used order (Map keeps insertion order). */
   private readonly cache = new Map<string, ConversationState>();
   private readonly loading = new Map<string, Promise<ConversationState>>();
-  private readonly idleWaiters: Array<() => void> = [];
+  private readonly idleWaiters: Array<{ concerns: (cacheKey: string) => boolean; resolve: () => void }> = [];
 
   constructor(options: ConversationLogOptions) {
     this.store = options.store;
@@ -247,18 +247,44 @@ export class ConversationLog {
 
   /** Resolves once no append is queued or being written (for graceful shutdown). */
   async whenIdle(): Promise<void> {
-    if (!this.anyBusy()) return;
-    await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+    await this.whenIdleWhere(() => true);
   }
 
-  private anyBusy(): boolean {
-    for (const state of this.cache.values()) if (state.busy || state.inFlight.size > 0) return true;
-    return this.loading.size > 0;
+  /**
+   * Resolves once no append to `tenant`'s conversations of `merchant` is queued or being written
+   * (a merchant's move waits for this after fencing new ones).
+   */
+  async whenMerchantIdle(tenant: string, merchant: string): Promise<void> {
+    const prefix = `${tenant}/${merchant}:`;
+    await this.whenIdleWhere((cacheKey) => cacheKey.startsWith(prefix));
+  }
+
+  /** Forgets the cached heads of `tenant`'s conversations of `merchant`: their store was rewritten (a merchant moved in). */
+  forgetMerchant(tenant: string, merchant: string): void {
+    const prefix = `${tenant}/${merchant}:`;
+    for (const [cacheKey, state] of this.cache) {
+      if (cacheKey.startsWith(prefix) && !state.busy && state.inFlight.size === 0) this.cache.delete(cacheKey);
+    }
+  }
+
+  private async whenIdleWhere(concerns: (cacheKey: string) => boolean): Promise<void> {
+    if (!this.anyBusy(concerns)) return;
+    await new Promise<void>((resolve) => this.idleWaiters.push({ concerns, resolve }));
+  }
+
+  private anyBusy(concerns: (cacheKey: string) => boolean): boolean {
+    for (const [cacheKey, state] of this.cache) if (concerns(cacheKey) && (state.busy || state.inFlight.size > 0)) return true;
+    for (const cacheKey of this.loading.keys()) if (concerns(cacheKey)) return true;
+    return false;
   }
 
   private notifyIfIdle(): void {
-    if (this.idleWaiters.length === 0 || this.anyBusy()) return;
-    for (const resolve of this.idleWaiters.splice(0)) resolve();
+    if (this.idleWaiters.length === 0) return;
+    const waiting = this.idleWaiters.splice(0);
+    for (const waiter of waiting) {
+      if (this.anyBusy(waiter.concerns)) this.idleWaiters.push(waiter);
+      else waiter.resolve();
+    }
   }
 
   /**

@@ -6,6 +6,7 @@ import { parseConversationId, type ChatMessage } from '../protocol/frames.js';
 import type { Store } from '../store/store.js';
 import { clusterErrorCode, type ClusterForwardedEntry, type ClusterPort } from './cluster-port.js';
 import type { ConversationLog } from './conversation-log.js';
+import { KeyedSerializer, SerializerFullError } from './keyed-serializer.js';
 import { ConversationMirror } from './conversation-mirror.js';
 import {
   HISTORY_MAX_READS,
@@ -70,6 +71,8 @@ export interface CrossCellHost {
   isDraining(): boolean;
   /** Whether this cell serves the tenant and hosts the merchant itself (its configuration). */
   hosts(tenant: string, merchant: string): boolean;
+  /** Resolves once no move of the merchant out of this cell is under way (writes wait for it). */
+  whenSettled(tenant: string, merchant: string): Promise<void>;
   hasDevices(tenant: string, user: string): boolean;
   /** Pushes a durable message to this cell's devices of its conversation; `sender`'s device gets `sent`. */
   deliver(tenant: string, message: ChatMessage, sender: RelayedSend | undefined): void;
@@ -137,6 +140,8 @@ export class CrossCellRelay {
   private readonly mirror: ConversationMirror;
   private readonly fanOut: RemoteFanOut;
   private readonly sends: RelayedSends;
+  /** One relayed send at a time per conversation, so a device's pipelined sends leave in order. */
+  private readonly relaying: KeyedSerializer;
   /** Sends being appended here for another cell, by relayedSendKey: that cell gets the message back. */
   private readonly origins = new Map<string, string>();
   /** The fan-out (to the origin, among others) of each such send once durable. */
@@ -152,6 +157,7 @@ export class CrossCellRelay {
     const { cluster, log, clock, logger } = components;
     this.mirror = new ConversationMirror(log, cluster, this.settings);
     this.fanOut = new RemoteFanOut(cluster, clock, logger, this.settings);
+    this.relaying = new KeyedSerializer(this.settings.maxQueuedTasks);
     this.sends = new RelayedSends(
       clock,
       this.settings.maxRelayedSends,
@@ -184,6 +190,23 @@ export class CrossCellRelay {
    * `sender` then gets `sent` when the message comes back.
    */
   async relaySend(
+    identity: Identity,
+    home: string,
+    conv: string,
+    cmid: string,
+    body: string,
+    sender: { connection: RelayedSend['connection']; requestId: string | undefined },
+  ): Promise<ChatMessage | undefined> {
+    const { tenant } = identity;
+    try {
+      return await this.relaying.run(`${tenant}/${conv}`, () => this.relaySendInOrder(identity, home, conv, cmid, body, sender));
+    } catch (error) {
+      if (error instanceof SerializerFullError) throw new CellError(ErrorCode.StoreUnavailable, 'too many sends wait for other cells; retry with the same cmid', { retryAfterMs: 1_000 });
+      throw error;
+    }
+  }
+
+  private async relaySendInOrder(
     identity: Identity,
     home: string,
     conv: string,
@@ -358,7 +381,15 @@ export class CrossCellRelay {
   private async applySends(source: string, sends: ReadonlyArray<CrossCellEntryOf<'send'>>): Promise<void> {
     const { tenant, conv } = sends[0]!;
     const { merchant, customer } = parseConversationId(conv)!;
+    await this.components.host.whenSettled(tenant, merchant);
     if (!this.components.host.hosts(tenant, merchant)) {
+      // The merchant moved away: pass the sends on to its new home rather than refuse them; its
+      // fan-out reaches the access cell through the customer's location, which answers `sent`.
+      const home = this.components.cluster.homeCellOf(tenant, merchant);
+      if (home !== undefined && home !== this.components.cluster.selfCellId) {
+        await this.components.cluster.enqueue(home, sends.map((send) => ({ key: `send/${tenant}/${conv}`, payload: send })));
+        return;
+      }
       await this.reject(source, sends, new CellError(ErrorCode.MerchantNotHosted, `merchant ${merchant} is not hosted by cell ${this.components.cluster.selfCellId}`));
       return;
     }

@@ -32,6 +32,8 @@ export const ErrorCode = {
    * conversation's home cell, which assigns its seq; resend with the same cmid to learn it.
    */
   ForwardPending: 'FORWARD_PENDING',
+  MoveInProgress: 'MOVE_IN_PROGRESS',
+  MoveFailed: 'MOVE_FAILED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -63,6 +65,8 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   MESH_DISABLED: 404,
   ADMIN_FORBIDDEN: 403,
   FORWARD_PENDING: 503,
+  MOVE_IN_PROGRESS: 409,
+  MOVE_FAILED: 502,
 };
 
 /** An operating error with a stable code: answered to the client, never a crash. */

@@ -39,3 +39,5 @@ export const HttpLocateQuery = z.object({ tenant: identifier, user: identifier }
 export const HttpCellList = z.object({ cells: z.array(identifier).min(1).max(1024) });
 
 export const HttpCapacityBody = z.object({ maxDevices: z.number().int().min(0).max(100_000_000) });
+
+export const HttpMoveBody = z.object({ tenant: identifier, merchant: identifier, to: z.string().regex(/^[a-z0-9][a-z0-9-]{0,63}$/, 'must be a cell id') });
