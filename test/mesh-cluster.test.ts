@@ -95,7 +95,7 @@ async function startCluster(): Promise<ChildCell[]> {
 }
 
 describe('a cluster of cell processes', () => {
-  it('joins through one bootstrap cell, agrees on membership and routes every merchant to its home cell from any cell', async () => {
+  it('joins through one bootstrap cell, agrees on membership, routes every merchant to its home cell from any cell, and resolves a claim conflict alike everywhere', async () => {
     const cells = await startCluster();
     for (const cell of cells) {
       for (const [merchant, home] of [['m1', 'c1'], ['m2', 'c2'], ['m3', 'c3']] as const) {
@@ -110,6 +110,18 @@ describe('a cluster of cell processes', () => {
     // The admin API refuses without the token.
     const refused = await httpRequest('GET', `${cells[0]!.httpUrl}/v1/admin/cluster`);
     expect(refused.status).toBe(403);
+
+    // A config mistake: a fourth cell claims m1 too. Every cell resolves it the same way (same
+    // epoch: the lower cell id wins) and reports the conflict.
+    const c4 = await startCell('c4', ['m1', 'm4'], [await addressOf(cells[0]!)]);
+    for (const cell of [...cells, c4]) {
+      await eventually(async () => {
+        const view = await admin<{ conflicts: Array<{ merchant: string; claimants: string[]; winner: string }> }>(cell, '/v1/admin/cluster');
+        return view.conflicts.some((conflict) => conflict.merchant === 'm1' && conflict.winner === 'c1' && conflict.claimants.includes('c4'));
+      }, `${cell.httpUrl} to report the conflict over m1`, 20_000);
+      const route = await httpRequest('GET', `${cell.httpUrl}/v1/route?tenant=${TENANT}&merchant=m1`);
+      expect(route.body).toMatchObject({ cellId: 'c1' });
+    }
   });
 
   // How fast (the 5 s goal) is measured by `npm run bench -- mesh`; here: that it happens.
