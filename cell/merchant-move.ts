@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { Clock } from '../platform/clock.js';
+import { decodeJson, encodeJson } from '../platform/wire-json.js';
 import type { Logger } from './logger.js';
 import type { ClusterPort } from './messaging/cluster-port.js';
 import { keys, lastField, prefixRange } from './messaging/keys.js';
@@ -75,8 +76,8 @@ const HandoverRequest = z.discriminatedUnion('stage', [
 type HandoverRequest = z.infer<typeof HandoverRequest>;
 const HandoverAnswer = z.union([z.object({ ok: z.literal(true) }), z.object({ ok: z.literal(false), code: z.string(), message: z.string() })]);
 
-const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+/** Largest handover request or answer accepted: a page of keys and values with room to spare. */
+const MAX_WIRE_BYTES = 4 * PAGE_BYTES;
 
 export interface MerchantMoverComponents {
   cellId: string;
@@ -182,20 +183,17 @@ export class MerchantMover {
   }
 
   private async call(to: string, request: HandoverRequest): Promise<void> {
-    const data = await this.components.cluster.request(to, HANDOVER_PROTOCOL, encoder.encode(JSON.stringify(request)), { timeoutMs: REQUEST_TIMEOUT_MS });
-    const answer = HandoverAnswer.parse(JSON.parse(decoder.decode(data)));
+    const data = await this.components.cluster.request(to, HANDOVER_PROTOCOL, encodeJson(request), { timeoutMs: REQUEST_TIMEOUT_MS });
+    const answer = decodeJson(HandoverAnswer, data, MAX_WIRE_BYTES);
+    if (answer === undefined) throw new CellError(ErrorCode.MoveFailed, `cell ${to} answered the ${request.stage} with something that is not a handover answer`);
     if (!answer.ok) throw new CellError(ErrorCode.MoveFailed, `cell ${to} refused the ${request.stage}: ${answer.code} ${answer.message}`);
   }
 
   /** Target side: store copied keys; on commit, host the merchant and claim it. */
   private async serve(from: string, data: Uint8Array): Promise<Uint8Array> {
-    const answer = (body: z.infer<typeof HandoverAnswer>): Uint8Array => encoder.encode(JSON.stringify(body));
-    let request: HandoverRequest;
-    try {
-      request = HandoverRequest.parse(JSON.parse(decoder.decode(data)));
-    } catch {
-      return answer({ ok: false, code: 'BAD_REQUEST', message: 'not a handover request' });
-    }
+    const answer = (body: z.infer<typeof HandoverAnswer>): Uint8Array => encodeJson(body);
+    const request = decodeJson(HandoverRequest, data, MAX_WIRE_BYTES);
+    if (request === undefined) return answer({ ok: false, code: 'BAD_REQUEST', message: 'not a handover request' });
     const { host, claims, store, logger } = this.components;
     if (claims.homeOf(request.tenant, request.merchant) !== from) {
       return answer({ ok: false, code: 'NOT_HOME', message: `cell ${from} is not the home of ${request.merchant} here` });

@@ -2,6 +2,7 @@ import { Counter, Histogram, type Registry } from 'prom-client';
 import { z } from 'zod';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import { randomId, type Random } from '../platform/random.js';
+import { decodeJson, encodeJson } from '../platform/wire-json.js';
 import type { MeshMessage, MeshTransport, PeerId, ValidationResult } from './transport.js';
 
 /**
@@ -157,23 +158,6 @@ const ReplyAnswer = z.object({ ok: z.boolean(), code: z.string().max(64).optiona
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
-
-function encodeJson(value: unknown): Uint8Array {
-  return encoder.encode(JSON.stringify(value));
-}
-
-/** Parses a wire message; undefined when it is too large, not UTF-8, not JSON or not of the schema. */
-function decodeJson<T>(schema: z.ZodType<T>, data: Uint8Array): T | undefined {
-  if (data.byteLength > LOCATE_WIRE_MAX_BYTES) return undefined;
-  let value: unknown;
-  try {
-    value = JSON.parse(decoder.decode(data));
-  } catch {
-    return undefined;
-  }
-  const parsed = schema.safeParse(value);
-  return parsed.success ? parsed.data : undefined;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Metrics
@@ -509,7 +493,7 @@ export class LocationService {
   }
 
   private async onReply(from: PeerId, data: Uint8Array): Promise<Uint8Array> {
-    const reply = decodeJson(LocateReply, data);
+    const reply = decodeJson(LocateReply, data, LOCATE_WIRE_MAX_BYTES);
     if (reply === undefined) {
       this.metrics.rejected('malformed');
       return encodeJson({ ok: false, code: 'LOCATE_BAD_MESSAGE' });
@@ -535,7 +519,7 @@ export class LocationService {
   // -- answering ------------------------------------------------------------------------------
 
   private validateQuery(message: MeshMessage): ValidationResult {
-    const query = decodeJson(LocateQuery, message.data);
+    const query = decodeJson(LocateQuery, message.data, LOCATE_WIRE_MAX_BYTES);
     if (query === undefined) {
       this.metrics.rejected('malformed');
       return 'reject';
@@ -557,7 +541,7 @@ export class LocationService {
   private onQuery(message: MeshMessage): void {
     if (!this.running) return;
     // Validators ran already; parsing again keeps the handler safe on transports that skip them.
-    const query = decodeJson(LocateQuery, message.data);
+    const query = decodeJson(LocateQuery, message.data, LOCATE_WIRE_MAX_BYTES);
     if (query === undefined || query.fromCellId === this.components.cellId) return;
     if (this.components.cellOfPeer(message.from) !== query.fromCellId) return;
     if (this.repliesInFlight >= this.settings.maxConcurrentReplies) {

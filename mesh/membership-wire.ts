@@ -86,31 +86,6 @@ export type AntiEntropyAnswer = z.infer<typeof AntiEntropyAnswerSchema>;
 export const AntiEntropyPushSchema = z.object({ records: z.array(SignedRecordSchema).max(MAX_LIST) });
 export const AntiEntropyPushAnswerSchema = z.object({ accepted: CounterSchema });
 
-const encoder = new TextEncoder();
-const decoder = new TextDecoder('utf-8', { fatal: true });
-
-export function encodeJson(value: unknown): Uint8Array {
-  return encoder.encode(JSON.stringify(value));
-}
-
-export type DecodeFailure = 'too-large' | 'malformed';
-
-/**
- * Decodes UTF-8 JSON bytes against `schema`, refusing more than `maxBytes` before parsing.
- * Never throws.
- */
-export function decodeJson<T>(
-  bytes: Uint8Array,
-  schema: z.ZodType<T>,
-  maxBytes: number,
-): { ok: true; value: T } | { ok: false; reason: DecodeFailure } {
-  if (bytes.length > maxBytes) return { ok: false, reason: 'too-large' };
-  let json: unknown;
-  try {
-    json = JSON.parse(decoder.decode(bytes));
-  } catch {
-    return { ok: false, reason: 'malformed' };
-  }
-  const parsed = schema.safeParse(json);
-  return parsed.success ? { ok: true, value: parsed.data } : { ok: false, reason: 'malformed' };
-}
+export { encodeJson, type DecodeFailure } from '../platform/wire-json.js';
+/** Decodes UTF-8 JSON bytes against `schema`, refusing more than `maxBytes` before parsing. Never throws. */
+export { decodeJsonResult as decodeJson } from '../platform/wire-json.js';

@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { StoreOp, Store } from '../cell/store/store.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import { randomId, type Random } from '../platform/random.js';
+import { decodeJson, encodeJson, parseJson } from '../platform/wire-json.js';
 import type { MeshTransport, PeerId } from './transport.js';
 
 /**
@@ -160,34 +161,6 @@ export type ForwardResponse = z.infer<typeof ForwardResponse>;
 const StoredEntry = z.object({ key: z.string(), payload: z.json(), enqueuedAtMs: z.number() });
 const StoredMark = z.object({ epochId: z.string(), generation: z.number().int().min(1), hw: z.number().int().min(0) });
 type StoredMark = z.infer<typeof StoredMark>;
-
-const encoder = new TextEncoder();
-const decoder = new TextDecoder('utf-8', { fatal: true });
-
-function encodeJson(value: unknown): Uint8Array {
-  return encoder.encode(JSON.stringify(value));
-}
-
-function parseJson<T>(schema: z.ZodType<T>, text: string): T | undefined {
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-  const parsed = schema.safeParse(value);
-  return parsed.success ? parsed.data : undefined;
-}
-
-function decodeJson<T>(schema: z.ZodType<T>, data: Uint8Array): T | undefined {
-  let text: string;
-  try {
-    text = decoder.decode(data);
-  } catch {
-    return undefined;
-  }
-  return parseJson(schema, text);
-}
 
 // ---------------------------------------------------------------------------------------------
 // Keys

@@ -129,19 +129,4 @@ export type HistoryPage = Extract<HistoryResponse, { ok: true }>;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder('utf-8', { fatal: true });
 
-export function encodeJson(value: unknown): Uint8Array {
-  return encoder.encode(JSON.stringify(value));
-}
-
-/** Parses a wire message; undefined when too large, not UTF-8, not JSON or not of the schema. */
-export function decodeJson<T>(schema: z.ZodType<T>, data: Uint8Array, maxBytes: number): T | undefined {
-  if (data.byteLength > maxBytes) return undefined;
-  let value: unknown;
-  try {
-    value = JSON.parse(decoder.decode(data));
-  } catch {
-    return undefined;
-  }
-  const parsed = schema.safeParse(value);
-  return parsed.success ? parsed.data : undefined;
-}
+export { decodeJson, encodeJson } from '../../platform/wire-json.js';
