@@ -24,6 +24,9 @@ import {
 import { MAX_CONVERSATIONS_PER_DEVICE } from './delivery.js';
 import { keys, lastField } from './keys.js';
 import { RelayedSends, relayedSendKey, type RelayedSend } from './relayed-sends.js';
+
+/** The device (and request) a relayed send answers once its seq is known. */
+type RelaySender = { connection: RelayedSend['connection']; requestId: string | undefined };
 import { RemoteFanOut, type RemoteFanOutStats } from './remote-fan-out.js';
 
 /** Settings of cross-cell conversations; defaults in CROSS_CELL_DEFAULTS, quoted by docs/architecture.md. */
@@ -189,14 +192,7 @@ export class CrossCellRelay {
    * seq is known here already (a resend), or undefined once the send is durable in the outbox:
    * `sender` then gets `sent` when the message comes back.
    */
-  async relaySend(
-    identity: Identity,
-    home: string,
-    conv: string,
-    cmid: string,
-    body: string,
-    sender: { connection: RelayedSend['connection']; requestId: string | undefined },
-  ): Promise<ChatMessage | undefined> {
+  async relaySend(identity: Identity, home: string, conv: string, cmid: string, body: string, sender: RelaySender): Promise<ChatMessage | undefined> {
     const { tenant } = identity;
     try {
       return await this.relaying.run(`${tenant}/${conv}`, () => this.relaySendInOrder(identity, home, conv, cmid, body, sender));
@@ -206,14 +202,7 @@ export class CrossCellRelay {
     }
   }
 
-  private async relaySendInOrder(
-    identity: Identity,
-    home: string,
-    conv: string,
-    cmid: string,
-    body: string,
-    sender: { connection: RelayedSend['connection']; requestId: string | undefined },
-  ): Promise<ChatMessage | undefined> {
+  private async relaySendInOrder(identity: Identity, home: string, conv: string, cmid: string, body: string, sender: RelaySender): Promise<ChatMessage | undefined> {
     const { tenant, user, role, device } = identity;
     const stored = await this.components.log.storedMessage(tenant, conv, user, cmid);
     if (stored !== undefined) return stored;
