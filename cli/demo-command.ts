@@ -1,6 +1,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { mintToken } from '../cell/access/tokens.js';
+import { ErrorCode } from '../cell/protocol/errors.js';
 import { connectNode, conversationIdOf, type CellmeshClient } from '../client/index.js';
 import {
   DEMO_CELLS,
@@ -180,17 +181,39 @@ function token(user: string, device: string, merchant?: string): Promise<string>
   });
 }
 
-/** A demo agent on its merchant's home cell that answers every customer message. */
-async function startAnsweringAgent(cell: DemoCell, merchant: { id: string; name: string; agent: string }): Promise<CellmeshClient> {
-  const client = await connectNode({ url: wsUrlOf(cell), token: await token(merchant.agent, 'demo-bot', merchant.id) });
+/**
+ * A demo agent on its merchant's home cell that answers every customer message. When the
+ * merchant moves (its old cell closes the agent and then refuses it), the agent asks the cluster
+ * where the merchant lives now and follows it there.
+ */
+async function startAnsweringAgent(cell: DemoCell, merchant: { id: string; name: string; agent: string }, url = wsUrlOf(cell)): Promise<CellmeshClient> {
+  const client = await connectNode({ url, token: await token(merchant.agent, 'demo-bot', merchant.id) });
   client.on('message', (message) => {
     if (message.role !== 'customer') return;
-    const reply = `Hi ${message.from}, ${merchant.agent} from ${merchant.name} (cell ${cell.id}) here. About “${message.body.slice(0, 80)}”: let me check that for you.`;
+    const reply = `Hi ${message.from}, ${merchant.agent} from ${merchant.name} here. About “${message.body.slice(0, 80)}”: let me check that for you.`;
     // The reply's cmid derives from the message it answers, so a redelivery never answers twice.
     client.send(message.conv, reply, { cmid: `reply-${message.seq}` }).catch(() => {});
     client.read(message.conv, message.seq).catch(() => {});
   });
+  client.on('state', (change) => {
+    if (change.state !== 'closed' || change.error?.code !== ErrorCode.MerchantNotHosted) return;
+    void followMerchant(cell, merchant);
+  });
   return client;
+}
+
+async function followMerchant(cell: DemoCell, merchant: { id: string; name: string; agent: string }): Promise<void> {
+  for (const other of [...DEMO_CELLS, DEMO_EXTRA_CELL]) {
+    try {
+      const response = await fetch(`http://127.0.0.1:${other.port}/v1/route?tenant=${DEMO_TENANT}&merchant=${merchant.id}`, { signal: AbortSignal.timeout(2_000) });
+      if (!response.ok) continue;
+      const route = (await response.json()) as { ws: string };
+      await startAnsweringAgent(cell, merchant, route.ws.replace(/\/v1\/ws$/, ''));
+      return;
+    } catch {
+      // That cell is down; ask the next one.
+    }
+  }
 }
 
 async function describeCluster(dataDir: string): Promise<string> {
