@@ -149,7 +149,8 @@ interface CellParts {
 function startCellMesh(config: CellConfig, hosted: readonly HostedMerchant[], parts: CellParts): Promise<MeshNode> {
   const mesh = config.mesh as NonNullable<CellConfig['mesh']>;
   const { core, metrics } = parts;
-  const advertisedHost = config.listen.host === '0.0.0.0' ? '127.0.0.1' : config.listen.host;
+  // A pod listening on a wildcard address must say in mesh.advertise how it is reached.
+  const advertisedHost = config.listen.host;
   let lastSample = { atMs: parts.clock.now(), messages: 0 };
   return startMeshNode({
     cellId: config.cell.id,
