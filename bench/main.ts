@@ -2,6 +2,7 @@
  * `npm run bench -- <benchmark> [options]`: the benchmarks of cellmesh.
  *
  *   in-cell   one cell under chat load, against a Socket.IO + LevelDB relay and a raw uWS echo
+ *   mesh      a cluster of cell processes: convergence, join, failure detection, location, cross-cell delivery
  *
  * Progress goes to stderr; the report to stdout (with `--json`, exactly one JSON object).
  */
@@ -11,6 +12,7 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, InvalidArgumentError } from 'commander';
 import type { TargetKind } from './load-protocol.js';
+import { MESH_PHASES, type MeshPhase } from './mesh.js';
 
 const ALL_TARGETS: TargetKind[] = ['cell', 'socketio', 'uws-echo'];
 const REEXEC_MARKER = 'CELLMESH_BENCH_FD_RAISED';
@@ -120,6 +122,75 @@ program
       json: raw['json'] === true,
       cpuProfileDirectory:
         typeof raw['cpuProfileDir'] === 'string' ? resolve(raw['cpuProfileDir']) : null,
+    });
+  });
+
+function phaseList(value: string): MeshPhase[] {
+  const phases = value
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item !== '');
+  for (const phase of phases) {
+    if (!MESH_PHASES.includes(phase as MeshPhase)) {
+      throw new InvalidArgumentError(`unknown phase '${phase}' (known: ${MESH_PHASES.join(', ')})`);
+    }
+  }
+  return phases as MeshPhase[];
+}
+
+/** `--timing name=value`, repeatable: overrides of the LAN membership timings (mesh/membership-config.ts). */
+function timingOverride(value: string, previous: Record<string, number>): Record<string, number> {
+  const match = /^([A-Za-z]+)=(\d+)$/.exec(value.trim());
+  if (match === null) throw new InvalidArgumentError('must be name=milliseconds, e.g. suspicionMinMs=1000');
+  return { ...previous, [match[1]!]: Number(match[2]) };
+}
+
+program
+  .command('mesh')
+  .description(
+    'a cluster of real cell processes on loopback: record convergence, join to routable, crash detection and stalls, location messages per query, in-cell vs cross-cell delivery',
+  )
+  .option('--cells <n>', 'cells of the cluster (a further one joins and leaves in the join phase)', integer(3, 16), 5)
+  .option('--converge-trials <n>', 'record changes timed (the changing cell rotates)', integer(1, 1000), 20)
+  .option('--converge-warmup <n>', 'record changes made first and not counted (fresh processes compile these paths on first use)', integer(0, 1000), 5)
+  .option('--poll-interval-ms <n>', 'pause between two polls of one cell\'s admin view', integer(0, 1000), 2)
+  .option('--locate-users <n>', 'users located (devices on 0 to cells-2 cells each)', integer(1, 1000), 24)
+  .option('--delivery-messages <n>', 'measured messages per path (in-cell and cross-cell)', integer(1, 100_000), 300)
+  .option('--delivery-warmup <n>', 'messages per path sent first and not measured', integer(0, 10_000), 20)
+  .option('--delivery-rate <n>', 'messages per second on each path', integer(1, 5000), 25)
+  .option('--body-bytes <n>', 'characters per message body', integer(1, 16_384), 64)
+  .option('--stalls <n>', 'SIGSTOP/SIGCONT stalls of one cell', integer(0, 100), 3)
+  .option('--stall-ms <n>', 'length of each stall', integer(1, 60_000), 1000)
+  .option('--stall-spacing-ms <n>', 'pause between two stalls', integer(0, 60_000), 3000)
+  .option('--stall-watch-seconds <n>', 'watching after the last stall', integer(0, 600), 5)
+  .option('--failure-trials <n>', 'SIGKILL trials, each followed by a restart of the killed cell', integer(1, 100), 3)
+  .option('--timing <name=ms>', 'override a LAN membership timing on every cell (repeatable), e.g. suspicionMinMs=1000', timingOverride, {})
+  .option('--phases <list>', `comma-separated, from ${MESH_PHASES.join(',')}`, phaseList, [...MESH_PHASES])
+  .option('--wait-quiet-seconds <n>', 'before each phase, wait up to n s for other processes to go quiet', integer(0, 600), 15)
+  .option('--max-seconds <n>', 'bound on the whole run; everything is stopped after it', integer(30, 3600), 600)
+  .option('--json', 'print exactly one JSON object on stdout')
+  .action(async (raw: Record<string, unknown>) => {
+    const { runMesh } = await import('./mesh.js');
+    process.exitCode = await runMesh({
+      cells: raw['cells'] as number,
+      convergeTrials: raw['convergeTrials'] as number,
+      convergeWarmup: raw['convergeWarmup'] as number,
+      waitQuietSeconds: raw['waitQuietSeconds'] as number,
+      pollIntervalMs: raw['pollIntervalMs'] as number,
+      locateUsers: raw['locateUsers'] as number,
+      deliveryMessages: raw['deliveryMessages'] as number,
+      deliveryWarmup: raw['deliveryWarmup'] as number,
+      deliveryRate: raw['deliveryRate'] as number,
+      bodyBytes: raw['bodyBytes'] as number,
+      stalls: raw['stalls'] as number,
+      stallMs: raw['stallMs'] as number,
+      stallSpacingMs: raw['stallSpacingMs'] as number,
+      stallWatchSeconds: raw['stallWatchSeconds'] as number,
+      failureTrials: raw['failureTrials'] as number,
+      timings: raw['timing'] as Record<string, number>,
+      phases: raw['phases'] as MeshPhase[],
+      maxSeconds: raw['maxSeconds'] as number,
+      json: raw['json'] === true,
     });
   });
 
