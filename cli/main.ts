@@ -5,6 +5,7 @@ import { runTokenCommand } from './token-command.js';
 import { runDemoAddCellCommand, runDemoCommand, runDemoStopCellCommand } from './demo-command.js';
 import { runChatCommand } from './chat-command.js';
 import { runMoveCommand } from './move-command.js';
+import { addSimCommand } from './sim-command.js';
 
 // An empty variable (`CELLMESH_PORT=` in a pod spec) means "not set", not an empty value.
 for (const [name, value] of Object.entries(process.env)) {
@@ -55,6 +56,8 @@ program
   .requiredOption('--merchant <id>', 'the merchant to move')
   .requiredOption('--to <cell>', 'id of the cell that becomes its home')
   .action(runMoveCommand);
+
+addSimCommand(program);
 
 const demo = program
   .command('demo')

@@ -1,0 +1,9 @@
+// `npm run sim -- --scenario <file> --seed <n> [--json] [--report-dir <dir>]`: the simulator's
+// command on its own, the same as `npx cellmesh sim` (cli/sim-command.ts).
+import '../platform/promise-with-resolvers.js';
+import { Command } from 'commander';
+import { addSimCommand } from '../cli/sim-command.js';
+
+const program = new Command().name('cellmesh').showHelpAfterError();
+addSimCommand(program);
+await program.parseAsync(['node', 'cellmesh', 'sim', ...process.argv.slice(2)]);

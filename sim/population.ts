@@ -1,0 +1,86 @@
+import type { Random } from '../platform/random.js';
+import { pickIndex, ZipfSampler } from './rng.js';
+
+export interface MerchantPlan {
+  readonly id: string;
+  /** Its home cell (merchants do not move yet). */
+  readonly cellId: string;
+  /** Agent user ids; each agent has one device on the home cell. */
+  readonly agents: readonly string[];
+}
+
+export interface CustomerPlan {
+  readonly id: string;
+  /** The merchant the customer came for: its home cell is the customer's access cell (the router's choice). */
+  readonly primary: MerchantPlan;
+  /** A merchant of another cell the customer also talks to (a cross-cell conversation), if any. */
+  readonly secondary: MerchantPlan | undefined;
+  readonly devices: number;
+}
+
+export interface PopulationSettings {
+  readonly agentsPerMerchant: number;
+  readonly zipfExponent: number;
+  readonly secondDeviceShare: number;
+  readonly crossCellShare: number;
+}
+
+/**
+ * Who is in the simulated world: merchants on cells, their agents, customers and their devices,
+ * and which merchants each customer talks to. Popularity is Zipf over a seeded shuffle of the
+ * merchants, so popular merchants are spread over the cells.
+ */
+export class Population {
+  readonly merchants: MerchantPlan[] = [];
+  readonly customers: CustomerPlan[] = [];
+  private readonly ranked: MerchantPlan[] = [];
+  private sampler: ZipfSampler | undefined;
+  private customerCount = 0;
+
+  constructor(
+    private readonly settings: PopulationSettings,
+    private readonly random: Random,
+  ) {}
+
+  /** Adds `count` merchants homed on `cellId`; `cellIndex` names them (`m<cell>-<k>`). */
+  addMerchants(cellId: string, cellIndex: number, count: number): MerchantPlan[] {
+    const added: MerchantPlan[] = [];
+    for (let k = 0; k < count; k++) {
+      const id = `m${cellIndex}-${k}`;
+      const agents = Array.from({ length: this.settings.agentsPerMerchant }, (_, index) => `${id}-a${index}`);
+      const merchant: MerchantPlan = { id, cellId, agents };
+      this.merchants.push(merchant);
+      // Insert at a random rank: a seeded shuffle, built incrementally.
+      this.ranked.splice(pickIndex(this.random, this.ranked.length + 1), 0, merchant);
+      added.push(merchant);
+    }
+    this.sampler = undefined;
+    return added;
+  }
+
+  /** Adds `count` customers; their primary merchant is drawn by popularity, from `pool` when given. */
+  addCustomers(count: number, pool?: readonly MerchantPlan[]): CustomerPlan[] {
+    const added: CustomerPlan[] = [];
+    const poolSampler = pool === undefined || pool.length === 0 ? undefined : new ZipfSampler(pool.length, this.settings.zipfExponent);
+    for (let index = 0; index < count; index++) {
+      const primary = poolSampler !== undefined ? pool![poolSampler.sample(this.random)]! : this.drawMerchant();
+      let secondary: MerchantPlan | undefined;
+      if (this.random.next() < this.settings.crossCellShare) {
+        for (let attempt = 0; attempt < 16 && secondary === undefined; attempt++) {
+          const candidate = this.drawMerchant();
+          if (candidate.cellId !== primary.cellId) secondary = candidate;
+        }
+      }
+      const devices = this.random.next() < this.settings.secondDeviceShare ? 2 : 1;
+      const customer: CustomerPlan = { id: `u${this.customerCount++}`, primary, secondary, devices };
+      this.customers.push(customer);
+      added.push(customer);
+    }
+    return added;
+  }
+
+  private drawMerchant(): MerchantPlan {
+    this.sampler ??= new ZipfSampler(this.ranked.length, this.settings.zipfExponent);
+    return this.ranked[this.sampler.sample(this.random)]!;
+  }
+}

@@ -1,0 +1,240 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { z } from 'zod';
+import { MEMBERSHIP_PRESETS } from '../mesh/membership-config.js';
+
+/**
+ * The scenario file of a simulation run (YAML or JSON): the cluster, the people on it, their
+ * traffic, and a timeline of faults. Every field is validated with zod; an invalid file is
+ * refused with one line per problem, each naming its path (`timeline.3.partition.groups`).
+ * docs/simulation.md describes every field.
+ */
+
+/** A duration: a number of seconds, or a string with a unit: `250ms`, `30s`, `5m`, `1h`. */
+const DURATION_PATTERN = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)$/;
+
+export const Duration = z.union([z.number().nonnegative(), z.string().regex(DURATION_PATTERN, 'must be a duration such as 250ms, 30s, 5m or 1h (a bare number is seconds)')]).transform((value) => {
+  if (typeof value === 'number') return Math.round(value * 1000);
+  const match = DURATION_PATTERN.exec(value)!;
+  const amount = Number(match[1]);
+  const unitMs = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000 }[match[2] as 'ms' | 's' | 'm' | 'h'];
+  return Math.round(amount * unitMs);
+});
+
+/** A latency distribution of one delivery (one way), in ms; draws are rounded to whole ms and at least 0. */
+export const LatencySpec = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('fixed'), ms: z.number().nonnegative() }).strict(),
+  z.object({ kind: z.literal('uniform'), min: z.number().nonnegative(), max: z.number().nonnegative() }).strict().refine((spec) => spec.max >= spec.min, { message: 'max must be at least min', path: ['max'] }),
+  z.object({ kind: z.literal('normal'), mean: z.number().nonnegative(), stddev: z.number().nonnegative() }).strict(),
+  z.object({ kind: z.literal('lognormal'), median: z.number().positive(), sigma: z.number().nonnegative() }).strict(),
+  z.object({ kind: z.literal('pareto'), min: z.number().positive(), alpha: z.number().positive() }).strict(),
+]);
+export type LatencySpec = z.infer<typeof LatencySpec>;
+
+/**
+ * Which cells an event applies to, resolved when it happens: a cell id (`cell-0003`), an index
+ * (`3`), an index range (`0-9`), a share of the running cells drawn from the seed (`25%`),
+ * `random` (one running cell), or `rest` (every running cell the other groups of the event did
+ * not name).
+ */
+const SELECTOR_PATTERN = /^(cell-\d+|\d+|\d+-\d+|\d+(?:\.\d+)?%|random|rest)$/;
+export const CellSelector = z.string().regex(SELECTOR_PATTERN, 'must be a cell id (cell-0003), an index (3), a range (0-9), a share (25%), random or rest');
+const Group = z.array(CellSelector).min(1, 'a group names at least one selector');
+
+const FaultActions = {
+  partition: z.object({ groups: z.array(Group).min(2, 'a partition needs at least two groups'), duration: Duration.optional() }).strict(),
+  oneWay: z.object({ from: Group, to: Group, duration: Duration.optional() }).strict(),
+  heal: z.object({}).strict(),
+  loss: z.object({ rate: z.number().min(0).max(1), duration: Duration.optional() }).strict(),
+  latency: z.object({ mesh: LatencySpec.optional(), devices: LatencySpec.optional(), duration: Duration.optional() }).strict(),
+  crash: z.object({ cells: Group, restartAfter: Duration.optional() }).strict(),
+  restart: z.object({ cells: Group }).strict(),
+  join: z
+    .object({ cells: z.number().int().min(1).max(1_000), merchantsPerCell: z.number().int().min(0).max(1_000).optional(), customers: z.number().int().min(0).max(1_000_000).optional() })
+    .strict(),
+  leave: z.object({ cells: Group }).strict(),
+  deviceFlap: z.object({ fraction: z.number().min(0).max(1) }).strict(),
+} as const;
+export type FaultKind = keyof typeof FaultActions;
+export const FAULT_KINDS = Object.keys(FaultActions) as FaultKind[];
+export type FaultAction = { [Kind in FaultKind]: { kind: Kind } & z.infer<(typeof FaultActions)[Kind]> }[FaultKind];
+export interface TimelineEvent {
+  readonly atMs: number;
+  readonly action: FaultAction;
+}
+
+/** One timeline entry: `{at: 30s, partition: {...}}`, exactly one action key besides `at`. */
+const TimelineEntry = z.record(z.string(), z.unknown()).transform((entry, context): TimelineEvent => {
+  const at = Duration.safeParse(entry['at']);
+  if (!at.success) {
+    for (const issue of at.error.issues) context.addIssue({ code: 'custom', path: ['at', ...issue.path], message: entry['at'] === undefined ? 'is required' : issue.message });
+  }
+  const keys = Object.keys(entry).filter((key) => key !== 'at');
+  if (keys.length !== 1 || !Object.hasOwn(FaultActions, keys[0]!)) {
+    context.addIssue({ code: 'custom', path: keys.length === 1 ? [keys[0]!] : [], message: `needs exactly one action besides \`at\`, one of ${FAULT_KINDS.join(', ')}; got ${keys.length === 0 ? 'none' : keys.join(', ')}` });
+    return z.NEVER;
+  }
+  const kind = keys[0] as FaultKind;
+  const parsed = FaultActions[kind].safeParse(entry[kind]);
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) context.addIssue({ code: 'custom', path: [kind, ...issue.path], message: issue.message });
+    return z.NEVER;
+  }
+  if (!at.success) return z.NEVER;
+  return { atMs: at.data, action: { kind, ...parsed.data } as FaultAction };
+});
+
+const RANDOM_FAULT_KINDS = ['partition', 'oneWay', 'loss', 'latency', 'crash', 'deviceFlap'] as const;
+
+export const ScenarioSchema = z
+  .object({
+    name: z.string().min(1).max(100),
+    description: z.string().max(2_000).optional(),
+    /** Cells at the start; each hosts `merchantsPerCell` merchants. */
+    cells: z.number().int().min(1).max(5_000),
+    merchantsPerCell: z.number().int().min(1).max(1_000).default(4),
+    /** Popularity of merchants among customers: weight of rank k is 1/(k+1)^zipf (0: uniform). */
+    merchantPopularity: z.object({ zipf: z.number().min(0).max(5).default(1) }).strict().default({ zipf: 1 }),
+    agentsPerMerchant: z.number().int().min(1).max(20).default(1),
+    customers: z.number().int().min(0).max(1_000_000),
+    /** Share of customers with a second device (on the same access cell). */
+    secondDeviceShare: z.number().min(0).max(1).default(0.2),
+    /** Share of customers who also talk to a merchant of another cell (a cross-cell conversation). */
+    crossCellShare: z.number().min(0).max(1).default(0.3),
+    traffic: z
+      .object({
+        /** Messages each customer sends per minute on average (a Poisson process). */
+        customerMessagesPerMinute: z.number().min(0).max(600).default(1),
+        /** Chance that the agent answers a customer's message, after `agentReplyDelay`. */
+        agentReplyProbability: z.number().min(0).max(1).default(0.7),
+        agentReplyDelay: z.object({ min: Duration, max: Duration }).strict().default({ min: 500, max: 5_000 }),
+        /** Chance that a device marks a conversation read after a message from the other party arrives. */
+        readProbability: z.number().min(0).max(1).default(0.3),
+        readDelay: z.object({ min: Duration, max: Duration }).strict().default({ min: 200, max: 3_000 }),
+      })
+      .strict()
+      .default({ customerMessagesPerMinute: 1, agentReplyProbability: 0.7, agentReplyDelay: { min: 500, max: 5_000 }, readProbability: 0.3, readDelay: { min: 200, max: 3_000 } }),
+    /** Traffic and faults run this long, after the warmup. */
+    duration: Duration,
+    /** Cells start and devices connect during the warmup; no traffic, no faults. */
+    warmup: Duration.default(15_000),
+    /** After the final heal: at most this long for everything to arrive and the directory to converge. */
+    settle: Duration.default(120_000),
+    network: z
+      .object({
+        mesh: z
+          .object({
+            latency: LatencySpec,
+            /**
+             * A connection across a link blocked (either way) this long is closed at both ends, as
+             * TCP and yamux keep-alives would close it; 0 keeps connections open through partitions.
+             */
+            connectionTimeout: Duration.default(10_000),
+          })
+          .strict()
+          .default({ latency: { kind: 'uniform', min: 1, max: 5 }, connectionTimeout: 10_000 }),
+        devices: z.object({ latency: LatencySpec }).strict().default({ latency: { kind: 'uniform', min: 5, max: 40 } }),
+        /** Virtual time from a store write to its durability (the fsync). */
+        storeWrite: Duration.default(2),
+      })
+      .strict()
+      .default({ mesh: { latency: { kind: 'uniform', min: 1, max: 5 }, connectionTimeout: 10_000 }, devices: { latency: { kind: 'uniform', min: 5, max: 40 } }, storeWrite: 2 }),
+    mesh: z
+      .object({
+        preset: z.enum(Object.keys(MEMBERSHIP_PRESETS) as [string, ...string[]]).default('lan'),
+        /** Overrides of the preset, by option name (mesh/membership-config.ts). */
+        timings: z.record(z.string(), z.number().positive()).default({}),
+        /** `hmac` (default) or `ed25519` record signatures; see sim/sim-keys.ts. */
+        signatures: z.enum(['hmac', 'ed25519']).default('hmac'),
+      })
+      .strict()
+      .default({ preset: 'lan', timings: {}, signatures: 'hmac' }),
+    timeline: z.array(TimelineEntry).default([]),
+    randomFaults: z
+      .object({
+        enabled: z.boolean().default(true),
+        /** Mean time between two faults (exponential). */
+        meanInterval: Duration.default(60_000),
+        kinds: z.array(z.enum(RANDOM_FAULT_KINDS)).min(1).default([...RANDOM_FAULT_KINDS]),
+        /** Longest a drawn fault lasts (drawn uniformly from a tenth of it to all of it). */
+        maxDuration: Duration.default(30_000),
+        /** Largest share of the cells one drawn partition or crash cuts off. */
+        maxShare: z.number().min(0).max(1).default(0.3),
+        maxLossRate: z.number().min(0).max(1).default(0.2),
+      })
+      .strict()
+      .optional(),
+    invariants: z
+      .object({
+        /** After the final heal, every live cell must hold the same membership and merchant homes within this. */
+        convergeWithin: Duration.default(30_000),
+        /** An in-cell send during a partition counts as delivered when acked within this. */
+        inCellAckWithin: Duration.default(5_000),
+        /** Least share of in-cell sends during partitions that must be acked within `inCellAckWithin`. */
+        inCellDeliveryRatioMin: z.number().min(0).max(1).default(0.99),
+      })
+      .strict()
+      .default({ convergeWithin: 30_000, inCellAckWithin: 5_000, inCellDeliveryRatioMin: 0.99 }),
+    /** How often the time series of the report is sampled; default: about 300 points over the run. */
+    sampleInterval: Duration.optional(),
+  })
+  .strict()
+  .superRefine((scenario, context) => {
+    const known = Object.keys(MEMBERSHIP_PRESETS.lan);
+    for (const name of Object.keys(scenario.mesh.timings)) {
+      if (!known.includes(name)) context.addIssue({ code: 'custom', path: ['mesh', 'timings', name], message: `unknown option; known: ${known.join(', ')}` });
+    }
+    const endMs = scenario.duration;
+    scenario.timeline.forEach((event, index) => {
+      if (event.atMs > endMs) context.addIssue({ code: 'custom', path: ['timeline', index, 'at'], message: `is after the end of the traffic (duration ${endMs / 1000}s)` });
+    });
+    for (const [name, range] of [['traffic.agentReplyDelay', scenario.traffic.agentReplyDelay], ['traffic.readDelay', scenario.traffic.readDelay]] as const) {
+      if (range.max < range.min) context.addIssue({ code: 'custom', path: [...name.split('.'), 'max'], message: 'must be at least min' });
+    }
+  });
+
+export type Scenario = z.output<typeof ScenarioSchema>;
+
+/** An invalid scenario: the message has one line per problem, each with its path. */
+export class ScenarioError extends Error {
+  readonly code = 'SCENARIO_INVALID';
+
+  constructor(
+    message: string,
+    readonly problems: readonly string[] = [],
+  ) {
+    super(message);
+    this.name = 'ScenarioError';
+  }
+}
+
+/** Validates a parsed scenario object; `source` names it in errors. */
+export function parseScenario(raw: unknown, source = 'scenario'): Scenario {
+  const result = ScenarioSchema.safeParse(raw);
+  if (!result.success) {
+    const problems = result.error.issues.map((issue) => `${issue.path.map(String).join('.') || '(root)'}: ${issue.message}`);
+    throw new ScenarioError(`invalid ${source}:\n${problems.map((line) => `  ${line}`).join('\n')}`, problems);
+  }
+  return result.data;
+}
+
+/** Parses scenario text, YAML or JSON (JSON is YAML). */
+export function parseScenarioText(text: string, source = 'scenario'): Scenario {
+  let raw: unknown;
+  try {
+    raw = parseYaml(text);
+  } catch (error) {
+    throw new ScenarioError(`${source} is not valid YAML or JSON: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  return parseScenario(raw, source);
+}
+
+export function loadScenario(file: string): Scenario {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new ScenarioError(`cannot read scenario ${file}: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  return parseScenarioText(text, file);
+}

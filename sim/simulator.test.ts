@@ -1,0 +1,88 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { runSimCommand, type SimCommandIo } from '../cli/sim-command.js';
+import { deterministicJson, reportHtml } from './report.js';
+import { loadScenario, parseScenarioText } from './scenario.js';
+import { runSimulation } from './simulator.js';
+
+const SMALL = join(import.meta.dirname, 'scenarios', 'small.yaml');
+
+function capture(): SimCommandIo & { out: string[]; err: string[] } {
+  const out: string[] = [];
+  const err: string[] = [];
+  return { out, err, stdout: (text) => out.push(text), stderr: (text) => err.push(text), stderrIsTty: false };
+}
+
+describe('the simulator', () => {
+  it('runs the small scenario for a handful of seeds with every invariant holding', async () => {
+    const scenario = loadScenario(SMALL);
+    for (const seed of [1, 2, 3]) {
+      const report = await runSimulation({ scenario, seed, scenarioFile: SMALL });
+      expect(report.violationExamples, `seed ${seed}: ${report.replay}`).toEqual([]);
+      expect(report.violations).toBe(0);
+      // The run did what the scenario asked: traffic, faults, a heal that converged, in-cell traffic through partitions.
+      expect(report.messagesAcked).toBeGreaterThan(200);
+      expect(report.deliveries).toBeGreaterThan(report.messagesAcked);
+      expect(report.faults.map((fault) => fault.kind)).toEqual(expect.arrayContaining(['partition', 'oneWay', 'loss', 'crash', 'deviceFlap', 'join', 'leave']));
+      expect(report.convergeMsAfterHeal).not.toBeNull();
+      expect(report.convergeMsAfterHeal!).toBeLessThanOrEqual(report.bounds.convergeWithinMs);
+      expect(report.inCellDeliveryDuringPartition.eligible).toBeGreaterThan(20);
+      expect(report.cellsAtEnd).toBe(4);
+      expect(report.sendsPendingAtEnd).toBe(0);
+    }
+  });
+
+  it('gives byte-identical reports for the same seed, scenario and code (wall-clock figures aside)', async () => {
+    const scenario = loadScenario(SMALL);
+    const first = await runSimulation({ scenario, seed: 11, scenarioFile: SMALL });
+    const second = await runSimulation({ scenario, seed: 11, scenarioFile: SMALL });
+    expect(deterministicJson(second)).toBe(deterministicJson(first));
+    expect(second.digest).toBe(first.digest);
+    const other = await runSimulation({ scenario, seed: 12, scenarioFile: SMALL });
+    expect(other.digest).not.toBe(first.digest);
+  });
+
+  it('catches a disk that acknowledges writes before they are durable', async () => {
+    // The broken variant: crashes lose acknowledged writes, and the home cell reuses their seqs.
+    const scenario = parseScenarioText(readFileSync(SMALL, 'utf8').replace('storeWrite: 2ms', 'storeWrite: 300ms'));
+    const report = await runSimulation({ scenario, seed: 4, brokenDurability: true });
+    expect(report.violations).toBeGreaterThan(0);
+    expect(report.violationsByKind['lost']).toBeGreaterThan(0);
+    expect(report.violationExamples.find((violation) => violation.kind === 'lost')?.message).toMatch(/ seq \d+ \(cmid .*\) never reached /);
+  });
+
+  it('writes an HTML report with its plots inline', async () => {
+    const report = await runSimulation({ scenario: loadScenario(SMALL), seed: 1, scenarioFile: SMALL });
+    const html = reportHtml(report);
+    expect(html).toMatch(/^<!doctype html>/);
+    expect(html.match(/<svg /g)).toHaveLength(4);
+    expect(html).not.toMatch(/<script|src="http/);
+    expect(html).toContain('All invariants hold.');
+  });
+});
+
+describe('cellmesh sim', () => {
+  it('refuses an invalid scenario with the path of each problem, exit code 2', async () => {
+    const io = capture();
+    const code = await runSimCommand({ scenario: join(import.meta.dirname, 'scenario.test.ts'), seed: '1', progress: false }, io);
+    expect(code).toBe(2);
+    expect(io.err.join('')).toMatch(/cellmesh sim: .*scenario.test.ts/);
+    const badSeed = capture();
+    expect(await runSimCommand({ scenario: SMALL, seed: 'x', progress: false }, badSeed)).toBe(2);
+    expect(badSeed.err.join('')).toMatch(/--seed must be an integer/);
+    process.exitCode = 0;
+  });
+
+  it('prints the JSON report with the figures the issue asks for, exit code 0', async () => {
+    const io = capture();
+    const code = await runSimCommand({ scenario: SMALL, seed: 2, json: true, progress: false, duration: '60s' }, io);
+    expect(code).toBe(0);
+    const report = JSON.parse(io.out.join('')) as Record<string, unknown>;
+    for (const field of ['cells', 'customers', 'messagesSent', 'virtualSeconds', 'wallSeconds', 'simSpeed', 'violations', 'convergeMsAfterHeal', 'inCellDeliveryDuringPartition']) {
+      expect(report, field).toHaveProperty(field);
+    }
+    expect(report['replay']).toBe(`npx cellmesh sim --scenario ${SMALL} --seed 2 --duration 60s`);
+    process.exitCode = 0;
+  });
+});

@@ -1,0 +1,1076 @@
+import { createHash } from 'node:crypto';
+import { LimitsConfig, type TenantConfig } from '../cell/config.js';
+import type { ChatMessage } from '../cell/protocol/frames.js';
+import { conversationIdOf } from '../cell/protocol/frames.js';
+import { MEMBERSHIP_PRESETS, membershipOptions, type MembershipOptions, type MembershipPreset } from '../mesh/membership-config.js';
+import type { TimerHandle } from '../platform/clock.js';
+import type { Random } from '../platform/random.js';
+import { DeviceActor, uniformMs, type ActorHost } from './actors.js';
+import type { DeviceEndpoint, DeviceNetwork } from './device-link.js';
+import { History, type InCellStats, type LatencySummary, type Violation } from './history.js';
+import { describeLatency, latencySampler, type LatencySampler } from './latency.js';
+import { Population, type CustomerPlan, type MerchantPlan } from './population.js';
+import { exponential, pickIndex, sampleIndexes, stream } from './rng.js';
+import type { FaultAction, Scenario, TimelineEvent } from './scenario.js';
+import { SimCellIncarnation, peerOf } from './sim-cell.js';
+import { SimClock } from './sim-clock.js';
+import { SimKeyring } from './sim-keys.js';
+import { SimNetwork } from './sim-network.js';
+import { SimStore } from './sim-store.js';
+
+const TENANT = 'mall';
+const TENANT_SECRET = 'cellmesh-simulator-tenant-secret-0123456789';
+const START_MS = 1_700_000_000_000;
+/** Cells a new or restarted cell bootstraps through. */
+const BOOTSTRAP_CELLS = 3;
+/** Loop iterations between two progress reports. */
+const PROGRESS_EVERY_STEPS = 4_096;
+/** ...and at least once per virtual second (a step of a large cluster can take long). */
+const PROGRESS_EVERY_VIRTUAL_MS = 1_000;
+
+export interface SimulationOptions {
+  readonly scenario: Scenario;
+  readonly seed: number;
+  /** The scenario file, for the replay command in the report. */
+  readonly scenarioFile?: string;
+  /** Overrides the scenario's duration (ms): profile a big scenario on a shorter run. */
+  readonly durationMs?: number;
+  readonly onProgress?: (progress: SimProgress) => void;
+  /** Test only: every cell gets a disk that acknowledges writes before they are durable (sim/sim-store.ts). */
+  readonly brokenDurability?: boolean;
+}
+
+export type SimPhase = 'warmup' | 'traffic' | 'settle' | 'done';
+
+export interface SimProgress {
+  readonly phase: SimPhase;
+  readonly virtualMs: number;
+  /** Virtual ms the run will take at most (warmup + duration + settle). */
+  readonly plannedMs: number;
+  readonly messagesSent: number;
+  readonly violations: number;
+  readonly cellsUp: number;
+}
+
+export interface SeriesPoint {
+  /** Virtual seconds since the start. */
+  readonly t: number;
+  readonly sent: number;
+  readonly acked: number;
+  readonly delivered: number;
+  readonly outboxWaiting: number;
+  /** Share of running cells whose membership view is the most common one. */
+  readonly agreement: number;
+  readonly cellsUp: number;
+}
+
+export interface FaultSpan {
+  readonly kind: string;
+  readonly startS: number;
+  /** Undefined while it lasted to the final heal. */
+  endS: number | undefined;
+  readonly detail: string;
+}
+
+export interface SimReport {
+  readonly scenario: string;
+  readonly seed: number;
+  readonly replay: string;
+  readonly cells: number;
+  readonly cellsAtEnd: number;
+  readonly merchants: number;
+  readonly customers: number;
+  readonly agents: number;
+  readonly devices: number;
+  readonly messagesSent: number;
+  readonly messagesAcked: number;
+  readonly deliveries: number;
+  readonly receipts: number;
+  /** Sends refused for good, by code (not violations: nothing was acknowledged). */
+  readonly sendFailures: Record<string, number>;
+  readonly sendFailuresDuringPartitions: Record<string, number>;
+  readonly clientErrors: Record<string, number>;
+  readonly virtualSeconds: number;
+  readonly violations: number;
+  readonly violationsByKind: Record<string, number>;
+  readonly violationExamples: readonly Violation[];
+  /** Virtual ms from the final heal until every live cell agreed on membership and merchant homes; null if never. */
+  readonly convergeMsAfterHeal: number | null;
+  /** Every heal of the run and the convergence after it (null: the next fault came first, or never). */
+  readonly heals: readonly HealRecord[];
+  readonly inCellDeliveryDuringPartition: InCellStats & { readonly boundMs: number; readonly required: number };
+  readonly ackLatency: { readonly inCell: LatencySummary; readonly crossCell: LatencySummary };
+  readonly bounds: { readonly convergeWithinMs: number; readonly inCellAckWithinMs: number; readonly inCellDeliveryRatioMin: number; readonly settleMaxMs: number };
+  readonly faults: readonly FaultSpan[];
+  readonly series: readonly SeriesPoint[];
+  readonly outboxEntriesForLeftCells: number;
+  readonly sendsPendingAtEnd: number;
+  readonly work: { readonly timersFired: number; readonly loopSteps: number; readonly storeWrites: number; readonly storeWritesLostToCrashes: number; readonly devicesNotOpenAtEnd: number };
+  /** SHA-256 of the run's observable outcome (everything above): equal digests, equal runs. */
+  readonly digest: string;
+  /** Wall-clock figures: the only fields that differ between two runs of one seed. */
+  readonly wallSeconds: number;
+  /** Virtual seconds per wall second. */
+  readonly simSpeed: number;
+  /** CPU seconds of this process during the run (user + system): steadier than wall time on a shared machine. */
+  readonly cpuSeconds: number;
+}
+
+interface CellSlot {
+  readonly id: string;
+  readonly index: number;
+  readonly merchants: MerchantPlan[];
+  readonly disk: SimStore;
+  readonly bootstrap: string[];
+  incarnation: SimCellIncarnation | undefined;
+  startCount: number;
+  status: 'up' | 'crashed' | 'left';
+  readonly downIntervals: Array<[number, number]>;
+  downSinceMs: number | undefined;
+}
+
+export interface HealRecord {
+  /** Virtual seconds since the start. */
+  readonly atS: number;
+  readonly what: string;
+  /** Virtual ms until every running cell agreed on membership and merchant homes; null when another fault came first or it never did. */
+  convergedMs: number | null;
+}
+
+interface ActivePartition {
+  readonly id: number;
+  readonly blocks: ReadonlyArray<readonly [string[], string[]]>;
+  readonly span: FaultSpan;
+}
+
+/** Runs one simulation to the end and returns its report. Throws only on a bug of the simulator or a crash of the code under test. */
+export async function runSimulation(options: SimulationOptions): Promise<SimReport> {
+  const simulation = new Simulation(options);
+  return simulation.run();
+}
+
+class Simulation implements ActorHost {
+  readonly clock = new SimClock(START_MS);
+  readonly seed: number;
+  readonly history = new History(START_MS);
+  readonly tenant = TENANT;
+  readonly secret = TENANT_SECRET;
+  readonly tokenTtlSeconds: number;
+  readonly clientErrors = new Map<string, number>();
+  readonly deviceNetwork: DeviceNetwork;
+  private readonly scenario: Scenario;
+  private readonly durationMs: number;
+  private readonly network: SimNetwork;
+  private readonly keyring: SimKeyring;
+  private readonly population: Population;
+  private readonly workloadRandom: Random;
+  private readonly faultRandom: Random;
+  private readonly setupRandom: Random;
+  private readonly deviceRandom: Random;
+  private readonly slots = new Map<string, CellSlot>();
+  private readonly devices: DeviceActor[] = [];
+  private readonly customerDevices = new Map<string, DeviceActor[]>();
+  private readonly merchantConvs = new Map<string, string[]>();
+  private readonly orphaned = new Set<string>();
+  private readonly activeCustomers = new Set<string>();
+  private readonly pendingReads = new Set<string>();
+  private readonly partitions: ActivePartition[] = [];
+  private readonly faultSpans: FaultSpan[] = [];
+  private readonly series: SeriesPoint[] = [];
+  private readonly limits = LimitsConfig.parse({});
+  private readonly meshPreset: MembershipPreset;
+  private readonly meshOptions: Partial<MembershipOptions>;
+  private meshLatency: LatencySampler;
+  private deviceLatency: LatencySampler;
+  private nextPartitionId = 0;
+  private deviceSerial = 0;
+  private bodyCount = 0;
+  private trafficOn = false;
+  private phase: SimPhase = 'warmup';
+  private lossSpan: FaultSpan | undefined;
+  private latencySpan: FaultSpan | undefined;
+  private loopSteps = 0;
+  private progressAtMs = 0;
+  private healAtMs: number | undefined;
+  private convergedAtMs: number | undefined;
+  /** Heals (a partition ending, a restart, the final heal) and how long the directory took to converge after each. */
+  private readonly heals: HealRecord[] = [];
+  private convergenceTimer: TimerHandle | undefined;
+  private devicesStopped = 0;
+
+  constructor(private readonly options: SimulationOptions) {
+    this.scenario = options.scenario;
+    this.seed = options.seed >>> 0;
+    this.durationMs = options.durationMs ?? this.scenario.duration;
+    const totalMs = this.scenario.warmup + this.durationMs + this.scenario.settle;
+    this.tokenTtlSeconds = Math.ceil(totalMs / 1000) + 86_400;
+    this.workloadRandom = stream(this.seed, 'workload');
+    this.faultRandom = stream(this.seed, 'faults');
+    this.setupRandom = stream(this.seed, 'setup');
+    this.deviceRandom = stream(this.seed, 'device-network');
+    this.meshLatency = latencySampler(this.scenario.network.mesh.latency);
+    this.deviceLatency = latencySampler(this.scenario.network.devices.latency);
+    this.network = new SimNetwork({ clock: this.clock, random: stream(this.seed, 'mesh-network'), latencyMs: (_from, _to, random) => this.meshLatency(random) });
+    this.keyring = new SimKeyring(this.seed, this.scenario.mesh.signatures);
+    this.meshPreset = this.scenario.mesh.preset as MembershipPreset;
+    this.meshOptions = this.scenario.mesh.timings as Partial<MembershipOptions>;
+    // Validates the overrides against the preset now, rather than in the first cell.
+    membershipOptions(this.meshOptions, this.meshPreset);
+    this.population = new Population(
+      {
+        agentsPerMerchant: this.scenario.agentsPerMerchant,
+        zipfExponent: this.scenario.merchantPopularity.zipf,
+        secondDeviceShare: this.scenario.secondDeviceShare,
+        crossCellShare: this.scenario.crossCellShare,
+      },
+      this.setupRandom,
+    );
+    this.deviceNetwork = {
+      clock: this.clock,
+      latencyMs: () => this.deviceLatency(this.deviceRandom),
+      endpointOf: (cellId: string): DeviceEndpoint | undefined => {
+        const incarnation = this.slots.get(cellId)?.incarnation;
+        return incarnation !== undefined && incarnation.acceptsDevices ? incarnation : undefined;
+      },
+    };
+  }
+
+  async run(): Promise<SimReport> {
+    const wallStartMs = performance.now(); // real-clock-ok: the run's wall time is reported, never fed to the simulation
+    const cpuStart = process.cpuUsage();
+    // A rejection nobody handles would crash a production process: it is a violation here.
+    const onUnhandled = (reason: unknown): void => {
+      this.history.violation('unhandled-rejection', error(reason), this.clock.now());
+    };
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      return await this.runPhases(wallStartMs, cpuStart);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  }
+
+  private async runPhases(wallStartMs: number, cpuStart: NodeJS.CpuUsage): Promise<SimReport> {
+    const { scenario } = this;
+    const trafficStartMs = START_MS + scenario.warmup;
+    const trafficEndMs = trafficStartMs + this.durationMs;
+    const settleEndMs = trafficEndMs + scenario.settle;
+    const plannedMs = settleEndMs - START_MS;
+    this.setUp();
+    this.scheduleSampling(this.sampleIntervalMs());
+    this.clock.setTimer(scenario.warmup, () => {
+      this.phase = 'traffic';
+      this.trafficOn = true;
+    });
+    for (const event of this.timeline()) {
+      this.clock.setTimer(scenario.warmup + event.atMs, () => this.apply(event));
+    }
+    this.clock.setTimer(scenario.warmup + this.durationMs, () => this.finalHeal());
+
+    await this.runUntil(trafficEndMs, plannedMs);
+    // The settle phase: everything must arrive and the directory converge; it ends early once they did.
+    let done = false;
+    const check = (): void => {
+      if (this.convergedAtMs !== undefined && this.quiescent()) {
+        done = true;
+        return;
+      }
+      this.clock.setTimer(this.checkIntervalMs(), check);
+    };
+    this.clock.setTimer(0, check);
+    await this.runUntil(settleEndMs, plannedMs, () => done);
+    // A little more time for the last acks and receipts to travel, the same for every run.
+    await this.runUntil(this.clock.now() + 2_000, plannedMs);
+    this.phase = 'done';
+    this.sample();
+
+    this.finalChecks();
+    const virtualSeconds = (this.clock.now() - START_MS) / 1000;
+    const wallSeconds = (performance.now() - wallStartMs) / 1000; // real-clock-ok: reported only
+    const cpu = process.cpuUsage(cpuStart);
+    const cpuSeconds = (cpu.user + cpu.system) / 1e6;
+    this.options.onProgress?.(this.progress(plannedMs));
+    return this.report(virtualSeconds, wallSeconds, cpuSeconds);
+  }
+
+  // -- the loop -----------------------------------------------------------------------------------
+
+  /**
+   * Fires the timers of each virtual ms in turn and lets every promise chain they started run
+   * before the next: a macrotask turn (setImmediate) drains the microtask queue, and nothing
+   * in the simulated world waits on anything else (no I/O, no real timers), so each step
+   * finishes all work of its ms, and the order of everything is fixed by the seed.
+   */
+  private async runUntil(endMs: number, plannedMs: number, stop?: () => boolean): Promise<void> {
+    for (;;) {
+      if (stop?.() === true) return;
+      const next = this.clock.nextDueMs();
+      if (next === undefined || next > endMs) {
+        this.clock.advanceTo(endMs);
+        await turn();
+        return;
+      }
+      this.clock.advanceTo(next);
+      await turn();
+      if (++this.loopSteps % PROGRESS_EVERY_STEPS === 0 || next - this.progressAtMs >= PROGRESS_EVERY_VIRTUAL_MS) {
+        this.progressAtMs = next;
+        this.options.onProgress?.(this.progress(plannedMs));
+      }
+    }
+  }
+
+  private progress(plannedMs: number): SimProgress {
+    return {
+      phase: this.phase,
+      virtualMs: this.clock.now() - START_MS,
+      plannedMs,
+      messagesSent: this.history.messagesSent,
+      violations: this.history.violationTotal,
+      cellsUp: this.upSlots().length,
+    };
+  }
+
+  // -- set-up -------------------------------------------------------------------------------------
+
+  private setUp(): void {
+    const { scenario } = this;
+    const startWindowMs = Math.floor(scenario.warmup * 0.3);
+    for (let index = 0; index < scenario.cells; index++) {
+      const slot = this.addSlot(index, scenario.merchantsPerCell);
+      const startAtMs = scenario.cells <= 1 ? 0 : Math.floor((index * startWindowMs) / scenario.cells);
+      this.clock.setTimer(startAtMs, () => this.startCell(slot));
+    }
+    const customers = this.population.addCustomers(scenario.customers);
+    // Devices connect once their cells run: agents first, then customers, spread over the warmup.
+    const agentsAtMs = Math.floor(scenario.warmup * 0.35);
+    const customersFromMs = Math.floor(scenario.warmup * 0.4);
+    const customersWindowMs = Math.max(1, Math.floor(scenario.warmup * 0.4));
+    for (const merchant of this.population.merchants) this.clock.setTimer(agentsAtMs, () => this.addAgents(merchant));
+    customers.forEach((customer, index) => {
+      const atMs = customersFromMs + Math.floor((index * customersWindowMs) / Math.max(1, customers.length));
+      this.clock.setTimer(atMs, () => this.addCustomer(customer));
+    });
+  }
+
+  private addSlot(index: number, merchantCount: number): CellSlot {
+    const id = cellIdOf(index);
+    const merchants = this.population.addMerchants(id, index, merchantCount);
+    const existing = [...this.slots.values()].filter((slot) => slot.status === 'up');
+    const bootstrap = sampleIndexes(this.setupRandom, existing.length, Math.min(BOOTSTRAP_CELLS, existing.length)).map((at) => existing[at]!.id);
+    const slot: CellSlot = {
+      id,
+      index,
+      merchants,
+      disk: new SimStore(this.clock, this.scenario.network.storeWrite, this.options.brokenDurability === true),
+      bootstrap,
+      incarnation: undefined,
+      startCount: 0,
+      status: 'up',
+      downIntervals: [],
+      downSinceMs: undefined,
+    };
+    this.slots.set(id, slot);
+    for (const merchant of merchants) this.merchantConvs.set(merchant.id, []);
+    return slot;
+  }
+
+  private startCell(slot: CellSlot): void {
+    const tenant: TenantConfig = { id: TENANT, secret: TENANT_SECRET, origins: [], merchants: slot.merchants.map((merchant) => ({ id: merchant.id })) };
+    const bootstrap = slot.bootstrap.filter((id) => this.slots.get(id)?.status !== 'left');
+    if (slot.startCount > 0 && bootstrap.length < BOOTSTRAP_CELLS) {
+      // An operator would point a cell whose seeds are gone at others.
+      const others = this.upSlots().filter((other) => other !== slot && !bootstrap.includes(other.id));
+      for (const at of sampleIndexes(this.faultRandom, others.length, BOOTSTRAP_CELLS - bootstrap.length)) bootstrap.push(others[at]!.id);
+    }
+    const incarnation = new SimCellIncarnation({
+      cellId: slot.id,
+      seed: this.seed,
+      startCount: slot.startCount,
+      clock: this.clock,
+      network: this.network,
+      keyring: this.keyring,
+      disk: slot.disk,
+      tenant,
+      limits: this.limits,
+      preset: this.meshPreset,
+      meshOptions: this.meshOptions,
+      bootstrap,
+    });
+    slot.startCount++;
+    slot.incarnation = incarnation;
+    const start = (): Promise<void> => slot.disk.open().then(() => incarnation.start());
+    start().catch((error: unknown) => {
+      if (incarnation.life.alive) this.history.violation('unhandled-rejection', `cell ${slot.id} failed to start: ${messageOf(error)}`, this.clock.now());
+    });
+  }
+
+  private addAgents(merchant: MerchantPlan): void {
+    merchant.agents.forEach((agent) => {
+      const device = new DeviceActor(this, { user: agent, role: 'agent', merchant: merchant.id, device: 'd0' }, this.deviceSerial++, merchant.cellId);
+      device.onMessage = (actor, message) => this.agentHeard(actor, merchant, message);
+      this.devices.push(device);
+      device.connect(merchant.cellId);
+    });
+  }
+
+  private addCustomer(customer: CustomerPlan): void {
+    const devices: DeviceActor[] = [];
+    for (let index = 0; index < customer.devices; index++) {
+      const device = new DeviceActor(this, { user: customer.id, role: 'customer', device: `d${index}` }, this.deviceSerial++, customer.primary.cellId);
+      device.onMessage = (actor, message) => this.maybeRead(actor, message);
+      devices.push(device);
+      this.devices.push(device);
+      device.connect(customer.primary.cellId);
+    }
+    this.customerDevices.set(customer.id, devices);
+    for (const merchant of [customer.primary, customer.secondary]) {
+      if (merchant !== undefined) this.merchantConvs.get(merchant.id)!.push(conversationIdOf(merchant.id, customer.id));
+    }
+    this.activeCustomers.add(customer.id);
+    this.scheduleCustomerSend(customer);
+  }
+
+  // -- traffic ------------------------------------------------------------------------------------
+
+  private scheduleCustomerSend(customer: CustomerPlan): void {
+    const rate = this.scenario.traffic.customerMessagesPerMinute;
+    if (rate <= 0) return;
+    const delayMs = Math.max(1, Math.round(exponential(this.workloadRandom, 60_000 / rate)));
+    this.clock.setTimer(delayMs, () => {
+      if (!this.activeCustomers.has(customer.id)) return;
+      if (this.trafficOn) this.customerSends(customer);
+      if (this.phase === 'warmup' || this.phase === 'traffic') this.scheduleCustomerSend(customer);
+    });
+  }
+
+  private customerSends(customer: CustomerPlan): void {
+    const merchants = [customer.primary, customer.secondary].filter(
+      (merchant): merchant is MerchantPlan => merchant !== undefined && !this.orphaned.has(conversationIdOf(merchant.id, customer.id)),
+    );
+    const devices = this.customerDevices.get(customer.id) ?? [];
+    if (merchants.length === 0 || devices.length === 0) return;
+    // Most messages go to the merchant the customer came for.
+    const merchant = merchants.length > 1 && this.workloadRandom.next() < 0.3 ? merchants[1]! : merchants[0]!;
+    const device = devices[pickIndex(this.workloadRandom, devices.length)]!;
+    const conv = conversationIdOf(merchant.id, customer.id);
+    device.send(conv, this.nextBody(), { inCell: device.cellId === merchant.cellId, duringPartition: this.partitions.length > 0 });
+  }
+
+  /** The agent in charge of a conversation answers some customer messages after a while. */
+  private agentHeard(device: DeviceActor, merchant: MerchantPlan, message: ChatMessage): void {
+    if (message.from === device.identity.user) return;
+    this.maybeRead(device, message);
+    if (message.role !== 'customer' || !this.trafficOn) return;
+    const agents = merchant.agents;
+    if (agents[stringHash(message.conv) % agents.length] !== device.identity.user) return;
+    const { traffic } = this.scenario;
+    if (this.workloadRandom.next() >= traffic.agentReplyProbability) return;
+    const delayMs = uniformMs(this.workloadRandom, traffic.agentReplyDelay.min, traffic.agentReplyDelay.max);
+    this.clock.setTimer(delayMs, () => {
+      if (!this.trafficOn || this.orphaned.has(message.conv)) return;
+      const customer = message.conv.slice(message.conv.indexOf(':') + 1);
+      const customerCell = this.customerDevices.get(customer)?.[0]?.cellId;
+      device.send(message.conv, this.nextBody(), { inCell: customerCell === merchant.cellId, duringPartition: this.partitions.length > 0 });
+    });
+  }
+
+  private maybeRead(device: DeviceActor, message: ChatMessage): void {
+    if (message.from === device.identity.user || !this.trafficOn) return;
+    const { traffic } = this.scenario;
+    if (this.workloadRandom.next() >= traffic.readProbability) return;
+    const key = `${device.key}\u0000${message.conv}`;
+    if (this.pendingReads.has(key)) return;
+    this.pendingReads.add(key);
+    this.clock.setTimer(uniformMs(this.workloadRandom, traffic.readDelay.min, traffic.readDelay.max), () => {
+      this.pendingReads.delete(key);
+      if (this.trafficOn) device.read(message.conv);
+    });
+  }
+
+  private nextBody(): string {
+    return `m${(this.bodyCount++).toString(36)}`;
+  }
+
+  deviceStopped(device: DeviceActor, reason: string): void {
+    this.devicesStopped++;
+    this.history.violation('device-stopped', `${device.key} on ${device.cellId}: ${reason}`, this.clock.now());
+  }
+
+  // -- faults -------------------------------------------------------------------------------------
+
+  /** The scenario's timeline and, in random-fault mode, faults drawn from the seed; in time order. */
+  private timeline(): TimelineEvent[] {
+    const events = [...this.scenario.timeline];
+    const random = this.scenario.randomFaults;
+    if (random !== undefined && random.enabled) {
+      const draw = stream(this.seed, 'random-faults');
+      let atMs = 0;
+      for (;;) {
+        atMs += Math.max(1_000, Math.round(exponential(draw, random.meanInterval)));
+        if (atMs >= this.durationMs) break;
+        const kind = random.kinds[pickIndex(draw, random.kinds.length)]!;
+        const durationMs = Math.round(random.maxDuration * (0.1 + 0.9 * draw.next()));
+        const share = `${Math.max(1, Math.round(100 * random.maxShare * (0.2 + 0.8 * draw.next())))}%`;
+        let action: FaultAction;
+        switch (kind) {
+          case 'partition':
+            action = { kind, groups: [[share], ['rest']], duration: durationMs };
+            break;
+          case 'oneWay':
+            action = { kind, from: [share], to: ['rest'], duration: durationMs };
+            break;
+          case 'loss':
+            action = { kind, rate: Math.round(1000 * random.maxLossRate * draw.next()) / 1000, duration: durationMs };
+            break;
+          case 'latency':
+            action = { kind, mesh: { kind: 'uniform', min: 1, max: 20 + Math.round(480 * draw.next()) }, duration: durationMs };
+            break;
+          case 'crash':
+            action = { kind, cells: ['random'], restartAfter: durationMs };
+            break;
+          case 'deviceFlap':
+            action = { kind, fraction: Math.round(200 * draw.next()) / 1000 };
+            break;
+        }
+        events.push({ atMs, action });
+      }
+    }
+    // Stable: events at the same time keep the order they were listed (scenario first).
+    return events.map((event, order) => ({ event, order })).sort((a, b) => a.event.atMs - b.event.atMs || a.order - b.order).map(({ event }) => event);
+  }
+
+  private apply(event: TimelineEvent): void {
+    if (this.phase !== 'traffic') return;
+    const { action } = event;
+    switch (action.kind) {
+      case 'partition': {
+        const groups = this.resolveGroups(action.groups);
+        const blocks: Array<readonly [string[], string[]]> = [];
+        for (let a = 0; a < groups.length; a++) {
+          for (let b = a + 1; b < groups.length; b++) {
+            blocks.push([groups[a]!, groups[b]!], [groups[b]!, groups[a]!]);
+          }
+        }
+        this.addPartition('partition', blocks, groups.map((group) => describeCells(group)).join(' | '), action.duration);
+        return;
+      }
+      case 'oneWay': {
+        const [from, to] = this.resolveGroups([action.from, action.to]);
+        this.addPartition('oneWay', [[from!, to!]], `${describeCells(from!)} -> ${describeCells(to!)}`, action.duration);
+        return;
+      }
+      case 'heal':
+        this.healPartitions();
+        this.watchConvergence('heal');
+        return;
+      case 'loss': {
+        this.setLoss(action.rate);
+        if (action.duration !== undefined) this.clock.setTimer(action.duration, () => this.phase === 'traffic' && this.setLoss(0));
+        return;
+      }
+      case 'latency': {
+        this.setLatency(action.mesh, action.devices);
+        if (action.duration !== undefined) this.clock.setTimer(action.duration, () => this.phase === 'traffic' && this.setLatency(undefined, undefined));
+        return;
+      }
+      case 'crash': {
+        const [cells] = this.resolveGroups([action.cells]);
+        for (const cellId of cells!) {
+          const slot = this.slots.get(cellId)!;
+          this.crash(slot);
+          if (action.restartAfter !== undefined) this.clock.setTimer(action.restartAfter, () => this.restart(slot));
+        }
+        return;
+      }
+      case 'restart': {
+        const [cells] = this.resolveGroups([action.cells], 'crashed');
+        for (const cellId of cells!) this.restart(this.slots.get(cellId)!);
+        return;
+      }
+      case 'join':
+        this.join(action.cells, action.merchantsPerCell ?? this.scenario.merchantsPerCell, action.customers ?? 0);
+        return;
+      case 'leave': {
+        const [cells] = this.resolveGroups([action.cells]);
+        for (const cellId of cells!) this.leave(this.slots.get(cellId)!);
+        return;
+      }
+      case 'deviceFlap': {
+        const open = this.devices.filter((device) => device.isOpen);
+        const picked = sampleIndexes(this.faultRandom, open.length, Math.round(open.length * action.fraction));
+        for (const at of picked) open[at]!.flap();
+        this.faultSpans.push({ kind: 'deviceFlap', startS: this.seconds(), endS: this.seconds(), detail: `${picked.length} devices` });
+        return;
+      }
+    }
+  }
+
+  /** Resolves each group's selectors to cell ids; `rest` is every candidate no other group named. */
+  private resolveGroups(groups: ReadonlyArray<readonly string[]>, among: 'up' | 'crashed' = 'up'): string[][] {
+    const candidates = [...this.slots.values()].filter((slot) => slot.status === among).map((slot) => slot.id);
+    const taken = new Set<string>();
+    const resolved = groups.map((group) => {
+      const cells = new Set<string>();
+      for (const selector of group) {
+        if (selector === 'rest') continue;
+        // A cell belongs to one group of an event: later groups draw from what is left.
+        const free = candidates.filter((cellId) => !taken.has(cellId) && !cells.has(cellId));
+        for (const cellId of this.resolveSelector(selector, free, candidates.length)) cells.add(cellId);
+      }
+      for (const cellId of cells) taken.add(cellId);
+      return cells;
+    });
+    groups.forEach((group, index) => {
+      if (group.includes('rest')) for (const cellId of candidates) if (!taken.has(cellId)) resolved[index]!.add(cellId);
+    });
+    return resolved.map((cells) => [...cells].sort());
+  }
+
+  /** `total`: the number of candidates before earlier groups took theirs (what a share is of). */
+  private resolveSelector(selector: string, candidates: readonly string[], total: number): string[] {
+    const isCandidate = (cellId: string): boolean => candidates.includes(cellId);
+    if (selector === 'random') return candidates.length === 0 ? [] : [candidates[pickIndex(this.faultRandom, candidates.length)]!];
+    if (selector.endsWith('%')) {
+      const count = Math.round((total * Number(selector.slice(0, -1))) / 100);
+      return sampleIndexes(this.faultRandom, candidates.length, Math.max(1, Math.min(candidates.length - 1, count))).map((at) => candidates[at]!);
+    }
+    if (selector.startsWith('cell-')) return isCandidate(selector) ? [selector] : [];
+    const range = /^(\d+)-(\d+)$/.exec(selector);
+    const [from, to] = range === null ? [Number(selector), Number(selector)] : [Number(range[1]), Number(range[2])];
+    const cells: string[] = [];
+    for (let index = from; index <= to; index++) if (isCandidate(cellIdOf(index))) cells.push(cellIdOf(index));
+    return cells;
+  }
+
+  private addPartition(kind: string, blocks: Array<readonly [string[], string[]]>, detail: string, durationMs: number | undefined): void {
+    const span: FaultSpan = { kind, startS: this.seconds(), endS: undefined, detail };
+    this.faultSpans.push(span);
+    const partition: ActivePartition = { id: this.nextPartitionId++, blocks, span };
+    this.partitions.push(partition);
+    for (const [from, to] of blocks) this.network.blockOneWay(from.map(peerOf), to.map(peerOf));
+    const timeoutMs = this.scenario.network.mesh.connectionTimeout;
+    if (timeoutMs > 0) this.clock.setTimer(timeoutMs, () => this.closeBlockedConnections(partition));
+    if (durationMs !== undefined) {
+      this.clock.setTimer(durationMs, () => {
+        if (this.phase !== 'traffic') return;
+        const at = this.partitions.indexOf(partition);
+        if (at < 0) return;
+        this.partitions.splice(at, 1);
+        span.endS = this.seconds();
+        this.reapplyBlocks();
+        this.watchConvergence(`end of ${kind} ${detail}`);
+      });
+    }
+  }
+
+  /** Keep-alives across a partition failed: the connections it cut close at both ends. */
+  private closeBlockedConnections(partition: ActivePartition): void {
+    if (!this.partitions.includes(partition)) return;
+    for (const [from, to] of partition.blocks) {
+      const targets = new Set(to.map(peerOf));
+      for (const cellId of from) {
+        const transport = this.slots.get(cellId)?.incarnation?.transport;
+        if (transport === undefined || !transport.isRunning) continue;
+        for (const peer of transport.connectedPeers()) if (targets.has(peer)) void transport.hangUp(peer);
+      }
+    }
+  }
+
+  private healPartitions(): void {
+    for (const partition of this.partitions) partition.span.endS = this.seconds();
+    this.partitions.length = 0;
+    this.reapplyBlocks();
+  }
+
+  private reapplyBlocks(): void {
+    this.network.heal();
+    for (const partition of this.partitions) for (const [from, to] of partition.blocks) this.network.blockOneWay(from.map(peerOf), to.map(peerOf));
+  }
+
+  private setLoss(rate: number): void {
+    this.network.setFaults({ lossRate: rate });
+    if (this.lossSpan !== undefined) this.lossSpan.endS = this.seconds();
+    this.lossSpan = undefined;
+    if (rate > 0) {
+      this.lossSpan = { kind: 'loss', startS: this.seconds(), endS: undefined, detail: `${Math.round(rate * 1000) / 10}% of mesh deliveries lost` };
+      this.faultSpans.push(this.lossSpan);
+    }
+  }
+
+  private setLatency(mesh: Scenario['network']['mesh']['latency'] | undefined, devices: Scenario['network']['devices']['latency'] | undefined): void {
+    this.meshLatency = latencySampler(mesh ?? this.scenario.network.mesh.latency);
+    this.deviceLatency = latencySampler(devices ?? this.scenario.network.devices.latency);
+    if (this.latencySpan !== undefined) this.latencySpan.endS = this.seconds();
+    this.latencySpan = undefined;
+    if (mesh !== undefined || devices !== undefined) {
+      const parts = [mesh === undefined ? '' : `mesh ${describeLatency(mesh)}`, devices === undefined ? '' : `devices ${describeLatency(devices)}`].filter((part) => part !== '');
+      this.latencySpan = { kind: 'latency', startS: this.seconds(), endS: undefined, detail: parts.join(', ') };
+      this.faultSpans.push(this.latencySpan);
+    }
+  }
+
+  private crash(slot: CellSlot): void {
+    if (slot.status !== 'up') return;
+    slot.incarnation?.crash();
+    slot.status = 'crashed';
+    slot.downSinceMs = this.clock.now();
+    this.faultSpans.push({ kind: 'crash', startS: this.seconds(), endS: undefined, detail: slot.id });
+  }
+
+  private restart(slot: CellSlot): void {
+    if (slot.status !== 'crashed') return;
+    slot.status = 'up';
+    slot.downIntervals.push([slot.downSinceMs ?? this.clock.now(), this.clock.now()]);
+    slot.downSinceMs = undefined;
+    const span = this.faultSpans.find((candidate) => candidate.kind === 'crash' && candidate.detail === slot.id && candidate.endS === undefined);
+    if (span !== undefined) span.endS = this.seconds();
+    this.startCell(slot);
+    if (this.phase === 'traffic') this.watchConvergence(`restart of ${slot.id}`);
+  }
+
+  private join(cells: number, merchantsPerCell: number, customerCount: number): void {
+    const added: CellSlot[] = [];
+    const newMerchants: MerchantPlan[] = [];
+    for (let count = 0; count < cells; count++) {
+      const slot = this.addSlot(this.slots.size, merchantsPerCell);
+      added.push(slot);
+      newMerchants.push(...slot.merchants);
+      this.startCell(slot);
+    }
+    this.faultSpans.push({ kind: 'join', startS: this.seconds(), endS: this.seconds(), detail: added.map((slot) => slot.id).join(', ') });
+    this.clock.setTimer(2_000, () => {
+      for (const merchant of newMerchants) this.addAgents(merchant);
+    });
+    if (customerCount > 0 && newMerchants.length > 0) {
+      const customers = this.population.addCustomers(customerCount, newMerchants);
+      customers.forEach((customer, index) => this.clock.setTimer(3_000 + Math.floor((index * 2_000) / customers.length), () => this.addCustomer(customer)));
+    }
+  }
+
+  /** A graceful leave: the cell drains and leaves; its merchants' conversations end; its customers move. */
+  private leave(slot: CellSlot): void {
+    if (slot.status !== 'up' || slot.incarnation === undefined) return;
+    slot.status = 'left';
+    slot.downSinceMs = this.clock.now();
+    const span: FaultSpan = { kind: 'leave', startS: this.seconds(), endS: undefined, detail: slot.id };
+    this.faultSpans.push(span);
+    const leaving = new Set(slot.merchants.map((merchant) => merchant.id));
+    for (const merchant of slot.merchants) for (const conv of this.merchantConvs.get(merchant.id) ?? []) this.orphaned.add(conv);
+    for (const device of this.devices) {
+      if (device.identity.role === 'agent' && leaving.has(device.identity.merchant ?? '')) void device.close();
+    }
+    // Customers connected there reconnect elsewhere (the router no longer sends them there).
+    for (const customer of this.population.customers) {
+      const devices = this.customerDevices.get(customer.id);
+      if (devices === undefined || devices[0]?.cellId !== slot.id) continue;
+      const secondary = customer.secondary;
+      const live = secondary !== undefined && !leaving.has(secondary.id) && this.slots.get(secondary.cellId)?.status === 'up' ? secondary.cellId : undefined;
+      if (live === undefined) {
+        this.activeCustomers.delete(customer.id);
+        for (const device of devices) void device.close();
+        continue;
+      }
+      for (const device of devices) this.clock.setTimer(1_000, () => device.moveTo(live));
+    }
+    void slot.incarnation.leave().then(() => {
+      span.endS = this.seconds();
+    });
+  }
+
+  /** The end of traffic and faults: heal everything, restart crashed cells. */
+  private finalHeal(): void {
+    this.phase = 'settle';
+    this.trafficOn = false;
+    this.healAtMs = this.clock.now();
+    this.healPartitions();
+    this.setLoss(0);
+    this.setLatency(undefined, undefined);
+    for (const slot of this.slots.values()) if (slot.status === 'crashed') this.restart(slot);
+    this.watchConvergence('final heal');
+  }
+
+  /**
+   * Measures how long the directory takes to converge after a heal: checked every
+   * checkIntervalMs while no partition is in force. A fault that comes first ends the watch.
+   */
+  private watchConvergence(what: string): void {
+    const record: HealRecord = { atS: this.seconds(), what, convergedMs: null };
+    this.heals.push(record);
+    const startedMs = this.clock.now();
+    this.convergenceTimer?.cancel();
+    const check = (): void => {
+      this.convergenceTimer = undefined;
+      if (this.partitions.length === 0 && this.converged()) {
+        record.convergedMs = Math.round(this.clock.now() - startedMs);
+        if (what === 'final heal') this.convergedAtMs = this.clock.now();
+        return;
+      }
+      if (this.phase === 'done') return;
+      this.convergenceTimer = this.clock.setTimer(this.checkIntervalMs(), check);
+    };
+    this.convergenceTimer = this.clock.setTimer(0, check);
+  }
+
+  private checkIntervalMs(): number {
+    return this.slots.size > 200 ? 1_000 : 250;
+  }
+
+  // -- observation --------------------------------------------------------------------------------
+
+  private upSlots(): CellSlot[] {
+    return [...this.slots.values()].filter((slot) => slot.status === 'up');
+  }
+
+  private seconds(): number {
+    return Math.round(this.clock.now() - START_MS) / 1000;
+  }
+
+  private sampleIntervalMs(): number {
+    const total = this.scenario.warmup + this.durationMs + this.scenario.settle;
+    return this.scenario.sampleInterval ?? Math.max(1_000, Math.round(total / 300 / 1_000) * 1_000);
+  }
+
+  private scheduleSampling(intervalMs: number): void {
+    this.clock.setTimer(intervalMs, () => {
+      if (this.phase === 'done') return;
+      this.sample();
+      this.scheduleSampling(intervalMs);
+    });
+  }
+
+  /** Outbox entries waiting in the running cells: for live destinations, and for cells that left. */
+  private outboxWaiting(): { live: number; gone: number } {
+    const total = { live: 0, gone: 0 };
+    const gone = (cellId: string): boolean => this.slots.get(cellId)?.status === 'left';
+    for (const slot of this.upSlots()) {
+      const waiting = slot.incarnation?.outboxWaiting(gone);
+      total.live += waiting?.live ?? 0;
+      total.gone += waiting?.gone ?? 0;
+    }
+    return total;
+  }
+
+  private sample(): void {
+    const waiting = this.outboxWaiting();
+    const outboxWaiting = waiting.live + waiting.gone;
+    this.series.push({
+      t: this.seconds(),
+      sent: this.history.messagesSent,
+      acked: this.history.messagesAcked,
+      delivered: this.history.deliveries,
+      outboxWaiting,
+      agreement: Math.round(this.agreement() * 1000) / 1000,
+      cellsUp: this.upSlots().length,
+    });
+  }
+
+  /** Share of running cells whose membership view (cell, incarnation, liveness) is the most common one. */
+  private agreement(): number {
+    const digests = new Map<number, number>();
+    let running = 0;
+    for (const slot of this.upSlots()) {
+      const mesh = slot.incarnation?.mesh;
+      if (mesh === undefined || mesh.state !== 'running') continue;
+      running++;
+      let digest = 0;
+      for (const entry of mesh.directory.values()) {
+        digest = (digest + mix(stringHash(entry.record.cellId), entry.record.incarnation, livenessCode(entry.liveness))) >>> 0;
+      }
+      digests.set(digest, (digests.get(digest) ?? 0) + 1);
+    }
+    if (running === 0) return 0;
+    return Math.max(...digests.values()) / running;
+  }
+
+  /** Every running cell holds every other as alive at its current incarnation, left ones as left (or forgotten), and the right merchant homes. */
+  private converged(): boolean {
+    return this.membershipDisagreements(1).length === 0 && this.homeDisagreements(1).length === 0;
+  }
+
+  private membershipDisagreements(limit: number): string[] {
+    const problems: string[] = [];
+    const up = this.upSlots();
+    for (const viewer of up) {
+      const mesh = viewer.incarnation?.mesh;
+      if (mesh === undefined || mesh.state !== 'running') {
+        problems.push(`${viewer.id} is not running its mesh`);
+        if (problems.length >= limit) return problems;
+        continue;
+      }
+      for (const slot of this.slots.values()) {
+        const entry = mesh.directory.get(slot.id);
+        if (slot.status === 'up') {
+          const incarnation = slot.incarnation?.mesh?.state === 'running' ? slot.incarnation.mesh.incarnation : undefined;
+          if (entry === undefined || entry.liveness !== 'alive' || entry.record.incarnation !== incarnation) {
+            problems.push(`${viewer.id} holds ${slot.id} as ${entry === undefined ? 'unknown' : `${entry.liveness} incarnation ${entry.record.incarnation}`}; it is alive at incarnation ${incarnation}`);
+          }
+        } else if (slot.status === 'left' && entry !== undefined && entry.liveness !== 'left') {
+          problems.push(`${viewer.id} holds ${slot.id}, which left, as ${entry.liveness}`);
+        }
+        if (problems.length >= limit) return problems;
+      }
+      if (mesh.conflicts().length > 0) {
+        problems.push(`${viewer.id} reports merchant conflicts: ${mesh.conflicts().map((conflict) => conflict.merchant).join(', ')}`);
+        if (problems.length >= limit) return problems;
+      }
+    }
+    return problems;
+  }
+
+  private homeDisagreements(limit: number): string[] {
+    const problems: string[] = [];
+    for (const viewer of this.upSlots()) {
+      const mesh = viewer.incarnation?.mesh;
+      if (mesh === undefined) continue;
+      for (const merchant of this.population.merchants) {
+        const expected = this.slots.get(merchant.cellId)?.status === 'up' ? merchant.cellId : undefined;
+        const held = mesh.homeCellOf(TENANT, merchant.id);
+        if (held !== expected) {
+          problems.push(`${viewer.id} holds ${held ?? 'no cell'} as the home of ${merchant.id}; it is ${expected ?? 'homeless (its cell left)'}`);
+          if (problems.length >= limit) return problems;
+        }
+      }
+    }
+    return problems;
+  }
+
+  /** Nothing left to arrive: every acked message on every device of its parties, and the outboxes empty. */
+  private quiescent(): boolean {
+    if (this.history.pendingSends > 0 || this.history.undelivered(this.orphaned, 1) > 0) return false;
+    return this.outboxWaiting().live === 0;
+  }
+
+  private finalChecks(): void {
+    const { invariants } = this.scenario;
+    this.history.checkLost(this.orphaned);
+    if (this.convergedAtMs === undefined) {
+      for (const problem of [...this.membershipDisagreements(10), ...this.homeDisagreements(10)]) this.history.violation('membership', `not converged at the end: ${problem}`);
+    } else if (this.convergedAtMs - (this.healAtMs ?? 0) > invariants.convergeWithin) {
+      this.history.violation('membership', `converged ${this.convergedAtMs - (this.healAtMs ?? 0)} ms after the heal; the bound is ${invariants.convergeWithin} ms`);
+    }
+    // Exactly one home per merchant, checked on every live cell whatever the convergence said.
+    for (const problem of this.homeDisagreements(10)) this.history.violation('merchant-home', problem);
+    const inCell = this.inCellStats();
+    if (inCell.eligible > 0 && inCell.ratio < invariants.inCellDeliveryRatioMin) {
+      this.history.violation('in-cell-delivery', `${inCell.ackedWithinBound} of ${inCell.eligible} in-cell sends during partitions were acked within ${invariants.inCellAckWithin} ms (${(inCell.ratio * 100).toFixed(2)}%); at least ${invariants.inCellDeliveryRatioMin * 100}% must be`);
+    }
+  }
+
+  private inCellStats(): InCellStats {
+    return this.history.inCellDelivery(this.scenario.invariants.inCellAckWithin, (cellId, fromMs, toMs) => {
+      const slot = this.slots.get(cellId);
+      if (slot === undefined) return true;
+      if (slot.downSinceMs !== undefined && slot.downSinceMs <= toMs) return true;
+      return slot.downIntervals.some(([downMs, upMs]) => downMs <= toMs && upMs >= fromMs);
+    });
+  }
+
+  private report(virtualSeconds: number, wallSeconds: number, cpuSeconds: number): SimReport {
+    const { scenario } = this;
+    const inCell = this.inCellStats();
+    let storeWrites = 0;
+    let lost = 0;
+    for (const slot of this.slots.values()) {
+      const stats = slot.disk.stats();
+      storeWrites += stats.writes;
+      lost += stats.droppedByCrash;
+    }
+    const devicesNotOpenAtEnd = this.devices.filter((device) => !device.isOpen && device.client?.state !== 'closed').length;
+    const file = this.options.scenarioFile ?? '<scenario file>';
+    const durationFlag = this.options.durationMs === undefined ? '' : ` --duration ${this.options.durationMs / 1000}s`;
+    const body = {
+      scenario: scenario.name,
+      seed: this.seed,
+      replay: `npx cellmesh sim --scenario ${file} --seed ${this.seed}${durationFlag}`,
+      cells: scenario.cells,
+      cellsAtEnd: this.upSlots().length,
+      merchants: this.population.merchants.length,
+      customers: this.population.customers.length,
+      agents: this.population.merchants.reduce((sum, merchant) => sum + merchant.agents.length, 0),
+      devices: this.devices.length,
+      messagesSent: this.history.messagesSent,
+      messagesAcked: this.history.messagesAcked,
+      deliveries: this.history.deliveries,
+      receipts: this.history.receipts,
+      sendFailures: this.history.failuresByCode(),
+      sendFailuresDuringPartitions: this.history.failuresDuringPartitionsByCode(),
+      clientErrors: Object.fromEntries([...this.clientErrors].sort(([a], [b]) => (a < b ? -1 : 1))),
+      virtualSeconds,
+      violations: this.history.violationTotal,
+      violationsByKind: this.history.violationSummary(),
+      violationExamples: this.history.violationExamples(),
+      convergeMsAfterHeal: this.convergedAtMs === undefined || this.healAtMs === undefined ? null : Math.round(this.convergedAtMs - this.healAtMs),
+      heals: this.heals,
+      inCellDeliveryDuringPartition: { ...inCell, ratio: Math.round(inCell.ratio * 10_000) / 10_000, boundMs: scenario.invariants.inCellAckWithin, required: scenario.invariants.inCellDeliveryRatioMin },
+      ackLatency: this.history.ackLatency(),
+      bounds: {
+        convergeWithinMs: scenario.invariants.convergeWithin,
+        inCellAckWithinMs: scenario.invariants.inCellAckWithin,
+        inCellDeliveryRatioMin: scenario.invariants.inCellDeliveryRatioMin,
+        settleMaxMs: scenario.settle,
+      },
+      faults: this.faultSpans,
+      series: this.series,
+      work: { timersFired: this.clock.fired, loopSteps: this.loopSteps, storeWrites, storeWritesLostToCrashes: lost, devicesNotOpenAtEnd },
+      /** Outbox entries still waiting at the end for cells that left: nothing ever delivers or drops them. */
+      outboxEntriesForLeftCells: this.outboxWaiting().gone,
+      /** Sends still neither acknowledged nor refused at the end (the settle phase ran out first). */
+      sendsPendingAtEnd: this.history.pendingSends,
+    };
+    const digest = createHash('sha256').update(JSON.stringify(body)).digest('hex');
+    return {
+      ...body,
+      digest,
+      wallSeconds: Math.round(wallSeconds * 1000) / 1000,
+      simSpeed: Math.round((virtualSeconds / Math.max(0.001, wallSeconds)) * 100) / 100,
+      cpuSeconds: Math.round(cpuSeconds * 1000) / 1000,
+    };
+  }
+}
+
+export function cellIdOf(index: number): string {
+  return `cell-${String(index).padStart(4, '0')}`;
+}
+
+function describeCells(cells: readonly string[]): string {
+  if (cells.length <= 4) return cells.join(',');
+  return `${cells.slice(0, 3).join(',')},… (${cells.length} cells)`;
+}
+
+function turn(): Promise<void> {
+  return new Promise<void>((resolve) => setImmediate(resolve)); // real-clock-ok: one macrotask turn; no virtual time passes
+}
+
+function stringHash(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let index = 0; index < text.length; index++) {
+    hash ^= text.charCodeAt(index);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash;
+}
+
+/** Combines three 32-bit values and avalanches (murmur3's fmix32), so sums of mixes rarely collide. */
+function mix(a: number, b: number, c: number): number {
+  let hash = (a ^ Math.imul(b, 0x9e3779b1) ^ Math.imul(c, 0x85ebca77)) >>> 0;
+  hash = Math.imul(hash ^ (hash >>> 16), 0x85ebca6b) >>> 0;
+  hash = Math.imul(hash ^ (hash >>> 13), 0xc2b2ae35) >>> 0;
+  hash = (hash ^ (hash >>> 16)) >>> 0;
+  hash = Math.imul(hash ^ (hash >>> 16), 0x7feb352d) >>> 0;
+  hash = Math.imul(hash ^ (hash >>> 15), 0x846ca68b) >>> 0;
+  return (hash ^ (hash >>> 16)) >>> 0;
+}
+
+function livenessCode(liveness: string): number {
+  return ['alive', 'suspect', 'dead', 'leaving', 'left'].indexOf(liveness) + 1;
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function error(reason: unknown): string {
+  return reason instanceof Error ? (reason.stack ?? reason.message).split('\n').slice(0, 4).join(' | ') : String(reason);
+}
+
+export { MEMBERSHIP_PRESETS };
