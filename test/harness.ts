@@ -511,7 +511,7 @@ export async function startChildCell(options: {
   const stderrTail = (): string => stderrLines.join('\n');
   const port = await new Promise<number>((resolve, reject) => {
     let buffered = '';
-    const timer = setTimeout(() => reject(new Error(`the child cell did not print its listening line within 20 s; stderr:\n${stderrTail()}`)), 20_000);
+    const timer = setTimeout(() => reject(new Error(`the child cell did not print its listening line within 60 s; stderr:\n${stderrTail()}`)), 60_000);
     child.stdout!.setEncoding('utf8').on('data', (chunk: string) => {
       buffered += chunk;
       for (const line of buffered.split('\n').slice(0, -1)) {
