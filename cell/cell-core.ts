@@ -516,6 +516,8 @@ export class CellCore {
         for (const agent of [...this.presence.agentsOf(tenant, merchant)]) {
           agent.port.close(CloseCode.GoingAway, `merchant ${merchant} moved to another cell; reconnect through /v1/route`);
         }
+        // Its customers connected here are cross-cell customers from now on.
+        void this.relay?.merchantMovedAway(tenant, merchant);
       },
     };
   }

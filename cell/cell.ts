@@ -1,6 +1,5 @@
 import { SystemClock, type Clock } from '../platform/clock.js';
 import { SystemRandom, type Random } from '../platform/random.js';
-import type { CellMesh } from '../mesh/cell-mesh.js';
 import { createClusterPort } from '../mesh/cluster-port-adapter.js';
 import { startMeshNode, type MeshNode } from '../mesh/mesh-node.js';
 import { routeToMerchant, summarizeDirectory } from '../router/route.js';
@@ -8,8 +7,8 @@ import { AccessServer, type ClusterApi } from './access/uws-server.js';
 import { CellCore } from './cell-core.js';
 import type { CellConfig } from './config.js';
 import type { Logger } from './logger.js';
-import { MerchantClaimsStore, tenantsHosting, type HostedMerchant } from './merchant-claims.js';
-import { MerchantMover, type MerchantClaims } from './merchant-move.js';
+import { MerchantClaimsStore, meshMerchantClaims, tenantsHosting, type HostedMerchant } from './merchant-claims.js';
+import { MerchantMover } from './merchant-move.js';
 import { CellMetrics } from './metrics.js';
 import { LevelStore, MemoryStore, type Store } from './store/index.js';
 
@@ -106,7 +105,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
         clock,
         logger,
         host: core.moveHost(),
-        claims: merchantClaimsOf(meshNode.mesh, claims as MerchantClaimsStore),
+        claims: meshMerchantClaims(meshNode.mesh, claims as MerchantClaimsStore),
       });
       cluster = clusterApiOf(meshNode, core, mover, clock);
     }
@@ -190,24 +189,6 @@ function startCellMesh(config: CellConfig, hosted: readonly HostedMerchant[], pa
 }
 
 /** The HTTP API's view of the mesh (routes, the cluster view, partition tools). */
-/** A move's view of this cell's claims: its record (gossiped) and the claims store (persisted first). */
-function merchantClaimsOf(mesh: CellMesh, store: MerchantClaimsStore): MerchantClaims {
-  const others = (tenant: string, merchant: string) =>
-    mesh.ownRecord().merchants.filter((claim) => claim.tenant !== tenant || claim.merchant !== merchant);
-  return {
-    epochOf: (tenant, merchant) => mesh.ownRecord().merchants.find((claim) => claim.tenant === tenant && claim.merchant === merchant)?.epoch,
-    claim: async (tenant, merchant, epoch) => {
-      await store.record(tenant, merchant, epoch, true);
-      await mesh.updateOwnRecord({ merchants: [...others(tenant, merchant), { tenant, merchant, epoch }] });
-    },
-    release: async (tenant, merchant, epoch) => {
-      await store.record(tenant, merchant, epoch, false);
-      await mesh.updateOwnRecord({ merchants: others(tenant, merchant) });
-    },
-    homeOf: (tenant, merchant) => mesh.homeCellOf(tenant, merchant),
-  };
-}
-
 function clusterApiOf(node: MeshNode, core: CellCore, mover: MerchantMover, clock: Clock): ClusterApi {
   const { mesh, transport, location } = node;
   const peersOf = (cellIds: readonly string[]): { peers: string[]; unknown: string[] } => {

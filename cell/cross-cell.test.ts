@@ -443,6 +443,30 @@ describe('cross-cell conversations over a memory network', () => {
     expect(alice.pushed(CONV)).toEqual(range(2, 9));
   });
 
+  it('repairs a mirror the home cell stopped feeding: it restarted, forgot who follows her, and could not locate her', async () => {
+    await threeCells();
+    await cluster.connect('b', 'bob', { merchant: 'shop' });
+    const alice = await cluster.connect('a', 'alice');
+    alice.frame({ op: 'send', conv: CONV, cmid: 'hi', body: 'hi' });
+    await cluster.until(() => alice.of('sent').length === 1);
+    await cluster.restart('b');
+    const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });
+    // While she cannot be reached, the restarted home cell has no follower and locates nobody.
+    cluster.network.partition(['peer-a'], ['peer-b']);
+    agent.frame({ op: 'send', conv: CONV, cmid: 'b1', body: 'while forgotten' });
+    await cluster.until(() => agent.of('sent').length === 1);
+    await cluster.run(2_000, 50);
+    cluster.network.heal();
+    await cluster.run(5_000, 50);
+    expect(alice.pushed(CONV)).toEqual([]);
+    // The access cell's repair pass (every 30 s) finds the message and re-subscribes her.
+    await cluster.until(() => alice.pushed(CONV).length === 1, 40_000);
+    expect(alice.pushed(CONV)).toEqual([2]);
+    expect(cluster.cell('a').core.crossCellStats()!.repairedMessages).toBe(1);
+    agent.frame({ op: 'send', conv: CONV, cmid: 'b2', body: 'found again' });
+    await cluster.until(() => alice.pushed(CONV).includes(3), 5_000);
+  });
+
   it('syncs a reconnecting customer from the mirror, backfilled from the home cell where it fell behind', async () => {
     await threeCells();
     const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });

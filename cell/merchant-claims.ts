@@ -1,5 +1,7 @@
 import { z } from 'zod';
 import type { TenantConfig } from './config.js';
+import type { CellMesh } from '../mesh/cell-mesh.js';
+import type { MerchantClaims } from './merchant-move.js';
 import type { Store } from './store/store.js';
 
 /**
@@ -65,4 +67,22 @@ export function tenantsHosting(tenants: readonly TenantConfig[], hosted: readonl
       merchants: hosted.filter((claim) => claim.tenant === tenant.id).map((claim) => named.get(claim.merchant) ?? { id: claim.merchant }),
     };
   });
+}
+
+/** A move's view of this cell's claims: its record (gossiped) and the claims store (persisted first). */
+export function meshMerchantClaims(mesh: CellMesh, store: MerchantClaimsStore): MerchantClaims {
+  const others = (tenant: string, merchant: string) =>
+    mesh.ownRecord().merchants.filter((claim) => claim.tenant !== tenant || claim.merchant !== merchant);
+  return {
+    epochOf: (tenant, merchant) => mesh.ownRecord().merchants.find((claim) => claim.tenant === tenant && claim.merchant === merchant)?.epoch,
+    claim: async (tenant, merchant, epoch) => {
+      await store.record(tenant, merchant, epoch, true);
+      await mesh.updateOwnRecord({ merchants: [...others(tenant, merchant), { tenant, merchant, epoch }] });
+    },
+    release: async (tenant, merchant, epoch) => {
+      await store.record(tenant, merchant, epoch, false);
+      await mesh.updateOwnRecord({ merchants: others(tenant, merchant) });
+    },
+    homeOf: (tenant, merchant) => mesh.homeCellOf(tenant, merchant),
+  };
 }

@@ -3,6 +3,7 @@ import type { Clock } from '../platform/clock.js';
 import { decodeJson, encodeJson } from '../platform/wire-json.js';
 import type { Logger } from './logger.js';
 import type { ClusterPort } from './messaging/cluster-port.js';
+import { KeyedSerializer } from './messaging/keyed-serializer.js';
 import { keys, lastField, prefixRange } from './messaging/keys.js';
 import { CellError, ErrorCode } from './protocol/errors.js';
 import { IDENTIFIER_PATTERN } from './protocol/frames.js';
@@ -11,7 +12,9 @@ import type { Store, StoreOp } from './store/store.js';
 /**
  * Moving a merchant to another cell at runtime (docs/mesh.md, "Moving a merchant").
  *
- * The source cell fences the merchant (new writes to its conversations wait), lets the writes
+ * The source first asks the target to prepare (is it reachable, does it agree the source is the
+ * home?) without holding anything up, so a move towards a cell behind a partition fails at once
+ * instead of stalling the merchant's conversations. Then it fences the merchant (new writes to its conversations wait), lets the writes
  * under way finish and flushes delivery cursors, copies every key of the merchant to the target
  * over `/cellmesh/handover/1.0.0` (messages, idempotency keys, read cursors, the conversation
  * indexes, delivery cursors), then asks the target to commit: the target hosts the merchant and
@@ -26,7 +29,17 @@ export const HANDOVER_PROTOCOL = '/cellmesh/handover/1.0.0';
 /** Keys per handover request, and their bytes: bounded so one request never holds a huge batch. */
 const PAGE_KEYS = 512;
 const PAGE_BYTES = 512 * 1024;
-const REQUEST_TIMEOUT_MS = 10_000;
+const PREPARE_TIMEOUT_MS = 10_000;
+/**
+ * Requests made while the merchant is fenced: short, since every write to the merchant waits
+ * for them (a page of 512 keys takes milliseconds between two healthy cells).
+ */
+const FENCED_REQUEST_TIMEOUT_MS = 3_000;
+/** Retries of an abort while the outcome of a commit is unknown: 250 ms, doubling to 5 s. */
+const UNKNOWN_OUTCOME_FIRST_RETRY_MS = 250;
+const UNKNOWN_OUTCOME_MAX_RETRY_MS = 5_000;
+/** Handover requests waiting per target cell, over all merchants. */
+const MAX_SERVING_TASKS = 64;
 /** How long the source waits for its own directory to route the merchant to the target. */
 const ROUTE_SWITCH_TIMEOUT_MS = 10_000;
 const ROUTE_POLL_MS = 20;
@@ -70,6 +83,8 @@ export interface MoveResult {
 
 const identifier = z.string().regex(IDENTIFIER_PATTERN);
 const HandoverRequest = z.discriminatedUnion('stage', [
+  z.object({ v: z.literal(1), stage: z.literal('prepare'), tenant: identifier, merchant: identifier }),
+  z.object({ v: z.literal(1), stage: z.literal('abort'), tenant: identifier, merchant: identifier, epoch: z.number().int().min(1) }),
   z.object({ v: z.literal(1), stage: z.literal('copy'), tenant: identifier, merchant: identifier, entries: z.array(z.tuple([z.string().max(1024), z.string()])).max(PAGE_KEYS) }),
   z.object({ v: z.literal(1), stage: z.literal('commit'), tenant: identifier, merchant: identifier, epoch: z.number().int().min(1) }),
 ]);
@@ -82,7 +97,8 @@ const MAX_WIRE_BYTES = 4 * PAGE_BYTES;
 export interface MerchantMoverComponents {
   cellId: string;
   store: Store;
-  cluster: ClusterPort;
+  /** Only requests to other cells, and serving the handover protocol. */
+  cluster: Pick<ClusterPort, 'request' | 'handle'>;
   clock: Clock;
   logger: Logger;
   host: MoveHost;
@@ -92,6 +108,8 @@ export interface MerchantMoverComponents {
 export class MerchantMover {
   /** Moves under way from this cell, by tenant/merchant: one at a time per merchant. */
   private readonly moving = new Set<string>();
+  /** Target side: one handover request per merchant at a time. */
+  private readonly serving = new KeyedSerializer(MAX_SERVING_TASKS);
 
   constructor(private readonly components: MerchantMoverComponents) {
     components.cluster.handle(HANDOVER_PROTOCOL, (from, data) => this.serve(from, data));
@@ -106,6 +124,13 @@ export class MerchantMover {
     if (this.moving.has(key)) throw new CellError(ErrorCode.MoveInProgress, `merchant ${merchant} is being moved already`);
     this.moving.add(key);
     const epoch = (claims.epochOf(tenant, merchant) ?? 0) + 1;
+    try {
+      await this.call(to, { v: 1, stage: 'prepare', tenant, merchant }, PREPARE_TIMEOUT_MS);
+    } catch (error) {
+      this.moving.delete(key);
+      logger.warn({ err: error, tenant, merchant, to }, 'merchant move refused before it began; the merchant stays here');
+      throw error instanceof CellError ? error : new CellError(ErrorCode.MoveFailed, `moving ${merchant} to ${to} failed: ${(error as Error).message}`);
+    }
     const release = host.fence(tenant, merchant);
     const fencedAtMs = clock.now();
     let committed = false;
@@ -113,8 +138,8 @@ export class MerchantMover {
       await host.whenMerchantIdle(tenant, merchant);
       await host.cursorsFlushed();
       const { conversations, keysCopied } = await this.copy(tenant, merchant, to);
-      await this.call(to, { v: 1, stage: 'commit', tenant, merchant, epoch });
-      committed = true;
+      committed = await this.commit(tenant, merchant, to, epoch);
+      if (!committed) throw new CellError(ErrorCode.MoveFailed, `cell ${to} did not commit ${merchant}; it stays here`);
       host.releaseMerchant(tenant, merchant);
       await claims.release(tenant, merchant, epoch);
       await this.waitRoutedTo(tenant, merchant, to);
@@ -140,7 +165,7 @@ export class MerchantMover {
     let pageBytes = 0;
     const flush = async (): Promise<void> => {
       if (page.length === 0) return;
-      await this.call(to, { v: 1, stage: 'copy', tenant, merchant, entries: page });
+      await this.call(to, { v: 1, stage: 'copy', tenant, merchant, entries: page }, FENCED_REQUEST_TIMEOUT_MS);
       keysCopied += page.length;
       page = [];
       pageBytes = 0;
@@ -173,6 +198,36 @@ export class MerchantMover {
     return { conversations: conversations.length, keysCopied };
   }
 
+  /**
+   * Asks the target to commit. A refusal means it did not. A commit whose answer never came
+   * (lost, timed out, the target restarted) may have happened or not, and guessing wrong makes
+   * two homes: the merchant stays fenced until the outcome is known, from the directory (the
+   * target's claim arrived) or from an abort the target either accepts (it will never commit
+   * this epoch) or refuses because it committed.
+   */
+  private async commit(tenant: string, merchant: string, to: string, epoch: number): Promise<boolean> {
+    const { claims, clock, logger } = this.components;
+    try {
+      await this.call(to, { v: 1, stage: 'commit', tenant, merchant, epoch }, FENCED_REQUEST_TIMEOUT_MS);
+      return true;
+    } catch (error) {
+      if (error instanceof HandoverRefused) return false;
+      logger.warn({ err: error, tenant, merchant, to, epoch }, 'the commit of a merchant move went unanswered; finding out whether it happened');
+    }
+    for (let attempt = 0; ; attempt++) {
+      if (claims.homeOf(tenant, merchant) === to) return true;
+      try {
+        await this.call(to, { v: 1, stage: 'abort', tenant, merchant, epoch }, FENCED_REQUEST_TIMEOUT_MS);
+        return false;
+      } catch (error) {
+        if (error instanceof HandoverRefused && error.refusal === 'COMMITTED') return true;
+        if (error instanceof HandoverRefused) throw error;
+      }
+      const delayMs = Math.min(UNKNOWN_OUTCOME_MAX_RETRY_MS, UNKNOWN_OUTCOME_FIRST_RETRY_MS * 2 ** attempt);
+      await new Promise<void>((resolve) => clock.setTimer(delayMs, resolve));
+    }
+  }
+
   private async waitRoutedTo(tenant: string, merchant: string, to: string): Promise<void> {
     const { claims, clock } = this.components;
     const deadlineMs = clock.now() + ROUTE_SWITCH_TIMEOUT_MS;
@@ -182,22 +237,40 @@ export class MerchantMover {
     }
   }
 
-  private async call(to: string, request: HandoverRequest): Promise<void> {
-    const data = await this.components.cluster.request(to, HANDOVER_PROTOCOL, encodeJson(request), { timeoutMs: REQUEST_TIMEOUT_MS });
+  private async call(to: string, request: HandoverRequest, timeoutMs: number): Promise<void> {
+    const data = await this.components.cluster.request(to, HANDOVER_PROTOCOL, encodeJson(request), { timeoutMs });
     const answer = decodeJson(HandoverAnswer, data, MAX_WIRE_BYTES);
     if (answer === undefined) throw new CellError(ErrorCode.MoveFailed, `cell ${to} answered the ${request.stage} with something that is not a handover answer`);
-    if (!answer.ok) throw new CellError(ErrorCode.MoveFailed, `cell ${to} refused the ${request.stage}: ${answer.code} ${answer.message}`);
+    if (!answer.ok) throw new HandoverRefused(answer.code, `cell ${to} refused the ${request.stage}: ${answer.code} ${answer.message}`);
   }
 
-  /** Target side: store copied keys; on commit, host the merchant and claim it. */
-  private async serve(from: string, data: Uint8Array): Promise<Uint8Array> {
-    const answer = (body: z.infer<typeof HandoverAnswer>): Uint8Array => encodeJson(body);
+  /**
+   * Target side: store copied keys; on commit, host the merchant and claim it; on abort, promise
+   * never to commit that epoch. One request per merchant at a time, so an abort cannot slip in
+   * between a commit's hosting and its claim.
+   */
+  private serve(from: string, data: Uint8Array): Promise<Uint8Array> {
     const request = decodeJson(HandoverRequest, data, MAX_WIRE_BYTES);
-    if (request === undefined) return answer({ ok: false, code: 'BAD_REQUEST', message: 'not a handover request' });
+    if (request === undefined) return Promise.resolve(encodeJson({ ok: false, code: 'BAD_REQUEST', message: 'not a handover request' }));
+    return this.serving.run(`${request.tenant}/${request.merchant}`, () => this.serveInTurn(from, request));
+  }
+
+  private async serveInTurn(from: string, request: HandoverRequest): Promise<Uint8Array> {
+    const answer = (body: z.infer<typeof HandoverAnswer>): Uint8Array => encodeJson(body);
     const { host, claims, store, logger } = this.components;
+    // A repeated commit (a retry, or a duplicate) of what happened already, and aborts, are
+    // answered whoever the home is now: after a commit it is this cell.
+    const committedHere = (epoch: number): boolean => host.hosts(request.tenant, request.merchant) && (claims.epochOf(request.tenant, request.merchant) ?? -1) >= epoch;
+    if (request.stage === 'abort') {
+      if (committedHere(request.epoch)) return answer({ ok: false, code: 'COMMITTED', message: `${request.merchant} was committed here at epoch ${request.epoch}` });
+      await this.recordAbort(request.tenant, request.merchant, request.epoch);
+      return answer({ ok: true });
+    }
+    if (request.stage === 'commit' && committedHere(request.epoch)) return answer({ ok: true });
     if (claims.homeOf(request.tenant, request.merchant) !== from) {
       return answer({ ok: false, code: 'NOT_HOME', message: `cell ${from} is not the home of ${request.merchant} here` });
     }
+    if (request.stage === 'prepare') return answer({ ok: true });
     if (request.stage === 'copy') {
       const allowed = request.entries.every(([key]) => belongsToMerchant(key, request.tenant, request.merchant));
       if (!allowed) return answer({ ok: false, code: 'BAD_REQUEST', message: 'a key outside the merchant' });
@@ -205,11 +278,40 @@ export class MerchantMover {
       await store.write(ops);
       return answer({ ok: true });
     }
+    if ((await this.abortedEpoch(request.tenant, request.merchant)) >= request.epoch) {
+      return answer({ ok: false, code: 'ABORTED', message: `the move of ${request.merchant} at epoch ${request.epoch} was aborted` });
+    }
     host.hostMerchant(request.tenant, request.merchant);
     await claims.claim(request.tenant, request.merchant, request.epoch);
     logger.info({ tenant: request.tenant, merchant: request.merchant, from, epoch: request.epoch }, 'merchant moved in');
     return answer({ ok: true });
   }
+
+  /** Aborted epochs are kept on disk: a commit delayed in the network must not win after a restart either. */
+  private async recordAbort(tenant: string, merchant: string, epoch: number): Promise<void> {
+    if ((await this.abortedEpoch(tenant, merchant)) >= epoch) return;
+    await this.components.store.write([{ type: 'put', key: abortKey(tenant, merchant), value: String(epoch) }]);
+  }
+
+  private async abortedEpoch(tenant: string, merchant: string): Promise<number> {
+    const value = await this.components.store.get(abortKey(tenant, merchant));
+    return value === undefined ? 0 : Number(value);
+  }
+}
+
+/** The target refused a handover request: a definite answer, unlike a request that went unanswered. */
+class HandoverRefused extends CellError {
+  constructor(
+    readonly refusal: string,
+    message: string,
+  ) {
+    super(ErrorCode.MoveFailed, message);
+    this.name = 'HandoverRefused';
+  }
+}
+
+function abortKey(tenant: string, merchant: string): string {
+  return `mesh/handover-aborted/${tenant}/${merchant}`;
 }
 
 /** Whether a copied key is one of the merchant's (the target refuses anything else). */

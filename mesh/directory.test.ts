@@ -158,16 +158,19 @@ describe('Directory home cells and conflicts', () => {
     expect(dir.homeCellOf('other-tenant', 'shop')).toBeUndefined();
   });
 
-  it('ignores dead and left claimants, and falls back when the winner dies', () => {
+  it('keeps a dead winner as the home (its merchants wait for it), and lets go of a claimant only when it left', () => {
     const dir = directory();
     dir.mergeRecord(rec('c1', [0, 0], { merchants: claims(['shop', 1]) }), { nowMs: 0, heard: true });
     dir.mergeRecord(rec('c2', [0, 0], { merchants: claims(['shop', 0]) }), { nowMs: 0, heard: true });
     expect(dir.homeCellOf('mall', 'shop')).toBe('c1');
     dir.applyClaim('c1', { kind: 'suspect', incarnation: 0 }, 1);
     expect(dir.homeCellOf('mall', 'shop')).toBe('c1');
+    // Dead may only mean "across a partition": passing shop to c2 would give it two homes.
     dir.applyClaim('c1', { kind: 'dead', incarnation: 0 }, 2);
+    expect(dir.homeCellOf('mall', 'shop')).toBe('c1');
+    dir.mergeRecord(rec('c1', [0, 1], { merchants: claims(['shop', 1]), status: 'left' }), { nowMs: 3, heard: true });
     expect(dir.homeCellOf('mall', 'shop')).toBe('c2');
-    dir.mergeRecord(rec('c2', [0, 1], { merchants: claims(['shop', 0]), status: 'left' }), { nowMs: 3, heard: true });
+    dir.mergeRecord(rec('c2', [0, 1], { merchants: claims(['shop', 0]), status: 'left' }), { nowMs: 4, heard: true });
     expect(dir.homeCellOf('mall', 'shop')).toBeUndefined();
   });
 });

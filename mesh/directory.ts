@@ -1,6 +1,6 @@
 import type { Logger } from '../cell/logger.js';
 import { silentLogger } from '../cell/logger.js';
-import { compareRecordOrder, merchantKey, type CellRecord, type SignedRecord, type VerifiedRecord } from './cell-record.js';
+import { compareRecordOrder, merchantKey, type CellRecord, type MerchantClaim, type SignedRecord, type VerifiedRecord } from './cell-record.js';
 import type { DeadClaim } from './membership-wire.js';
 import type { PeerId } from './transport.js';
 
@@ -86,6 +86,17 @@ interface MerchantClaimants {
 /** Liveness states whose cells still host their merchants (and can be routed to). */
 export function isServing(liveness: Liveness): boolean {
   return liveness === 'alive' || liveness === 'suspect' || liveness === 'leaving';
+}
+
+/**
+ * Liveness states whose cells keep their merchant claims: the serving ones, and `dead`. A cell
+ * declared dead may be on the other side of a partition, still serving its merchants there, or
+ * restarting; its merchants wait for it (cross-cell writes queue in the outboxes; the router
+ * sends nobody there) instead of passing to a lower claim, which would make two homes. Only a
+ * cell that `left` gives its merchants up.
+ */
+export function holdsClaims(liveness: Liveness): boolean {
+  return isServing(liveness) || liveness === 'dead';
 }
 
 /** Dead and left records are tombstones: kept only so older copies cannot come back. */
@@ -321,11 +332,15 @@ export class Directory implements DirectoryView {
     }
     this.cellByPeer.set(after.record.peerId, cellId);
     const affected = new Set<string>();
-    if (before?.record !== after.record) {
+    if (before !== undefined && (before.record === after.record || sameClaims(before.record.merchants, after.record.merchants))) {
+      // The index already holds these claims (most record changes are load updates): only a
+      // change of liveness can change who wins them.
+      if (isServing(before.liveness) !== isServing(after.liveness) || holdsClaims(before.liveness) !== holdsClaims(after.liveness)) {
+        for (const claim of after.record.merchants) affected.add(merchantKey(claim.tenant, claim.merchant));
+      }
+    } else {
       if (before !== undefined) this.unindexMerchants(cellId, before.record, affected);
       this.indexMerchants(cellId, after.record, affected);
-    } else if (isServing(before.liveness) !== isServing(after.liveness)) {
-      for (const claim of after.record.merchants) affected.add(merchantKey(claim.tenant, claim.merchant));
     }
     this.emitChange(cellId, before, after);
     this.refreshConflicts(affected);
@@ -375,7 +390,7 @@ export class Directory implements DirectoryView {
     let top: string[] = [];
     for (const [cellId, claimed] of claimants.epochs) {
       const entry = this.entries.get(cellId);
-      if (entry === undefined || !isServing(entry.liveness) || claimed < epoch) continue;
+      if (entry === undefined || !holdsClaims(entry.liveness) || claimed < epoch) continue;
       if (claimed > epoch) {
         epoch = claimed;
         top = [];
@@ -464,4 +479,16 @@ function compareStrings(a: string, b: string): number {
 
 function sameList(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((item, index) => item === b[index]);
+}
+
+/** The same merchant claims in the same order (what the merchant index was built from). */
+function sameClaims(a: readonly MerchantClaim[], b: readonly MerchantClaim[]): boolean {
+  if (a === b) return true;
+  if (a.length !== b.length) return false;
+  for (let index = 0; index < a.length; index++) {
+    const x = a[index] as MerchantClaim;
+    const y = b[index] as MerchantClaim;
+    if (x.tenant !== y.tenant || x.merchant !== y.merchant || x.epoch !== y.epoch) return false;
+  }
+  return true;
 }

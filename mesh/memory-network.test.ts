@@ -45,4 +45,38 @@ describe('memory network faults', () => {
     clock.advance(10);
     expect(heard.b).toEqual(['from a again']);
   });
+
+  it('duplication delivers copies twice and runs a request handler twice; reordering lets later deliveries overtake', async () => {
+    const clock = new ManualClock();
+    const network = new MemoryNetwork({ clock, random: new SeededRandom(3), latencyMs: () => 1 });
+    const [a, b] = [network.createTransport('a'), network.createTransport('b')];
+    await a.start();
+    await b.start();
+    await a.dial(b.addresses()[0]!);
+    const heard: number[] = [];
+    b.subscribe('t', (message) => heard.push(message.data[0]!));
+    let served = 0;
+    b.handle('/echo', async (_from, data) => {
+      served++;
+      return data;
+    });
+
+    network.setFaults({ lossRate: 0, duplicateRate: 1 });
+    await a.publish('t', Uint8Array.of(1));
+    const answer = a.request('b', '/echo', Uint8Array.of(9), { timeoutMs: 1_000 });
+    for (let step = 0; step < 5; step++) {
+      clock.advance(1);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    expect(heard).toEqual([1, 1]);
+    expect(served).toBe(2);
+    expect([...(await answer)]).toEqual([9]);
+
+    heard.length = 0;
+    network.setFaults({ lossRate: 0, reorderRate: 0.5, reorderDelayMs: 50 });
+    for (let value = 0; value < 40; value++) await a.publish('t', Uint8Array.of(value));
+    clock.advance(100);
+    expect([...heard].sort((x, y) => x - y)).toEqual(Array.from({ length: 40 }, (_, value) => value));
+    expect(heard).not.toEqual([...heard].sort((x, y) => x - y));
+  });
 });

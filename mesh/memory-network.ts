@@ -26,6 +26,10 @@ import {
  *   across a blocked link are dropped silently, so requests time out, as with a firewall that
  *   drops packets. Connections stay "open", as TCP connections do until keep-alives fail.
  * - Latency is drawn per delivery from `latencyMs`; loss drops a delivery with `lossRate`.
+ * - Duplication delivers a copy twice, each with its own latency (a retransmission, or a
+ *   gossip message seen again after the seen-cache forgot it): handlers must be idempotent.
+ *   Reordering holds a delivery back by up to `reorderDelayMs` more, so later ones overtake it
+ *   (messages and requests between two cells travel on independent streams).
  */
 export interface MemoryNetworkOptions {
   readonly clock: Clock;
@@ -37,6 +41,11 @@ export interface MemoryNetworkOptions {
 export interface LinkFaults {
   /** Probability in [0, 1] that one delivery (a message or one leg of a request) is lost. */
   readonly lossRate: number;
+  /** Probability in [0, 1] that one delivery arrives twice. */
+  readonly duplicateRate?: number;
+  /** Probability in [0, 1] that one delivery is held back by up to `reorderDelayMs` more than its latency. */
+  readonly reorderRate?: number;
+  readonly reorderDelayMs?: number;
 }
 
 export class MemoryNetwork {
@@ -112,12 +121,21 @@ export class MemoryNetwork {
    */
   schedule(from: PeerId, to: PeerId, deliver: (target: MemoryTransport) => void): void {
     if (this.isBlocked(from, to)) return;
-    if (this.faults.lossRate > 0 && this.options.random.next() < this.faults.lossRate) return;
-    const latencyMs = this.options.latencyMs?.(from, to, this.options.random) ?? 1;
-    this.options.clock.setTimer(latencyMs, () => {
-      const target = this.endpoints.get(to);
-      if (target?.isRunning === true) deliver(target);
-    });
+    const { faults } = this;
+    const { random } = this.options;
+    // Each fault draws only when it is on, so a run without it keeps the same random sequence.
+    if (faults.lossRate > 0 && random.next() < faults.lossRate) return;
+    const duplicateRate = faults.duplicateRate ?? 0;
+    const copies = duplicateRate > 0 && random.next() < duplicateRate ? 2 : 1;
+    for (let copy = 0; copy < copies; copy++) {
+      let latencyMs = this.options.latencyMs?.(from, to, random) ?? 1;
+      const reorderRate = faults.reorderRate ?? 0;
+      if (reorderRate > 0 && random.next() < reorderRate) latencyMs += Math.floor(random.next() * ((faults.reorderDelayMs ?? 0) + 1));
+      this.options.clock.setTimer(latencyMs, () => {
+        const target = this.endpoints.get(to);
+        if (target?.isRunning === true) deliver(target);
+      });
+    }
   }
 }
 
@@ -248,7 +266,8 @@ export class MemoryTransport implements MeshTransport {
     }
     const copy = data.slice();
     this.network.schedule(this.self, peer, (server) => {
-      void server.serve(this.self, protocol, copy).then((answer) => {
+      // A duplicated request runs the handler twice; the first answer back settles the request.
+      void server.serve(this.self, protocol, copy.slice()).then((answer) => {
         this.network.schedule(peer, this.self, () => settle(() => (answer.ok ? resolve(answer.data) : reject(answer.error))));
       });
     });

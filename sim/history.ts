@@ -119,7 +119,8 @@ export class History {
   private readonly sendFailuresInPartitions = new Map<string, number>();
   private sentCount = 0;
   /** Sends neither acknowledged nor failed yet. */
-  private openSends = 0;
+  /** Keys of the sends whose outcome is unknown. */
+  private readonly openSends = new Set<string>();
   private ackedCount = 0;
   private deliveredCount = 0;
   private receiptCount = 0;
@@ -132,7 +133,17 @@ export class History {
 
   /** Sends whose outcome (ack or failure) is still unknown. */
   get pendingSends(): number {
-    return this.openSends;
+    return this.openSends.size;
+  }
+
+  /**
+   * Of those, the sends to conversations not in `ended`: a send into a conversation whose
+   * merchant's cell left may wait in an outbox for good, as nobody hosts it any more.
+   */
+  pendingSendsOutside(ended: ReadonlySet<string>): number {
+    let count = 0;
+    for (const key of this.openSends) if (!ended.has(this.sends.get(key)!.conv)) count++;
+    return count;
   }
 
   get messagesAcked(): number {
@@ -156,7 +167,7 @@ export class History {
   sendCalled(context: SendContext): string {
     const key = sendKey(context.conv, context.from, context.cmid);
     this.sentCount++;
-    this.openSends++;
+    this.openSends.add(key);
     this.sends.set(key, { ...context, seq: undefined, ackedSeq: undefined, ackedAtMs: undefined, failedCode: undefined });
     return key;
   }
@@ -165,7 +176,7 @@ export class History {
     const send = this.sends.get(key);
     if (send === undefined) throw new Error(`ack of an unknown send ${key}`);
     if (send.ackedSeq !== undefined) return;
-    if (send.failedCode === undefined) this.openSends--;
+    this.openSends.delete(key);
     this.ackedCount++;
     send.ackedSeq = seq;
     send.ackedAtMs = atMs;
@@ -176,7 +187,7 @@ export class History {
     const send = this.sends.get(key);
     if (send !== undefined && send.failedCode === undefined && send.ackedSeq === undefined) {
       send.failedCode = code;
-      this.openSends--;
+      this.openSends.delete(key);
     }
     this.sendFailures.set(code, (this.sendFailures.get(code) ?? 0) + 1);
     if (send?.duringPartition === true) this.sendFailuresInPartitions.set(code, (this.sendFailuresInPartitions.get(code) ?? 0) + 1);

@@ -3,8 +3,8 @@ import { pickIndex, ZipfSampler } from './rng.js';
 
 export interface MerchantPlan {
   readonly id: string;
-  /** Its home cell (merchants do not move yet). */
-  readonly cellId: string;
+  /** Its home cell: where it started, then where the last move the simulator saw took it. */
+  cellId: string;
   /** Agent user ids; each agent has one device on the home cell. */
   readonly agents: readonly string[];
 }

@@ -46,6 +46,10 @@ const FaultActions = {
   oneWay: z.object({ from: Group, to: Group, duration: Duration.optional() }).strict(),
   heal: z.object({}).strict(),
   loss: z.object({ rate: z.number().min(0).max(1), duration: Duration.optional() }).strict(),
+  /** Mesh deliveries arriving twice (each copy with its own latency). */
+  duplicate: z.object({ rate: z.number().min(0).max(1), duration: Duration.optional() }).strict(),
+  /** Mesh deliveries held back by up to `maxDelay` beyond their latency, so later ones overtake them. */
+  reorder: z.object({ rate: z.number().min(0).max(1), maxDelay: Duration, duration: Duration.optional() }).strict(),
   latency: z.object({ mesh: LatencySpec.optional(), devices: LatencySpec.optional(), duration: Duration.optional() }).strict(),
   crash: z.object({ cells: Group, restartAfter: Duration.optional() }).strict(),
   restart: z.object({ cells: Group }).strict(),
@@ -54,6 +58,11 @@ const FaultActions = {
     .strict(),
   leave: z.object({ cells: Group }).strict(),
   deviceFlap: z.object({ fraction: z.number().min(0).max(1) }).strict(),
+  /**
+   * Moves `merchants` merchants, each hosted by a running cell of `from`, to a running cell of
+   * `to` (another one): the production move (cell/merchant-move.ts) under whatever else happens.
+   */
+  move: z.object({ merchants: z.number().int().min(1).max(1_000).default(1), from: Group.default(['rest']), to: Group.default(['rest']) }).strict(),
 } as const;
 export type FaultKind = keyof typeof FaultActions;
 export const FAULT_KINDS = Object.keys(FaultActions) as FaultKind[];
@@ -84,7 +93,7 @@ const TimelineEntry = z.record(z.string(), z.unknown()).transform((entry, contex
   return { atMs: at.data, action: { kind, ...parsed.data } as FaultAction };
 });
 
-const RANDOM_FAULT_KINDS = ['partition', 'oneWay', 'loss', 'latency', 'crash', 'deviceFlap'] as const;
+const RANDOM_FAULT_KINDS = ['partition', 'oneWay', 'loss', 'duplicate', 'reorder', 'latency', 'crash', 'deviceFlap', 'move'] as const;
 
 export const ScenarioSchema = z
   .object({

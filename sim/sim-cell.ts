@@ -1,6 +1,8 @@
 import { CellCore } from '../cell/cell-core.js';
 import type { LimitsConfig, TenantConfig } from '../cell/config.js';
 import { silentLogger } from '../cell/logger.js';
+import { MerchantClaimsStore, meshMerchantClaims, tenantsHosting } from '../cell/merchant-claims.js';
+import { MerchantMover, type MoveHost } from '../cell/merchant-move.js';
 import { CellMetrics } from '../cell/metrics.js';
 import type { Store } from '../cell/store/store.js';
 import { CellMesh } from '../mesh/cell-mesh.js';
@@ -14,7 +16,7 @@ import type { Clock, TimerHandle } from '../platform/clock.js';
 import type { DeviceEndpoint, DeviceLink } from './device-link.js';
 import { FencedTransport } from './fenced-transport.js';
 import { stream } from './rng.js';
-import { FencedClock, Life, type SimClock } from './sim-clock.js';
+import { FencedClock, type Life, type SimClock } from './sim-clock.js';
 import type { SimKeyring } from './sim-keys.js';
 import type { SimStore } from './sim-store.js';
 
@@ -24,12 +26,15 @@ const LOAD_PUBLISH_INTERVAL_MS = 5_000;
 export interface SimCellInit {
   readonly cellId: string;
   readonly seed: number;
+  /** The life of this incarnation: it ends with a crash or a leave, and with it every pending call. */
+  readonly life: Life;
   /** 0 for the first start of this cell, 1 after its first restart, ... (names its random stream). */
   readonly startCount: number;
   readonly clock: SimClock;
   readonly network: MemoryNetwork;
   readonly keyring: SimKeyring;
   readonly disk: SimStore;
+  /** The tenant as the cell's config has it (the merchants it was set up with; moves may have changed what it hosts). */
   readonly tenant: TenantConfig;
   readonly limits: LimitsConfig;
   readonly preset: MembershipPreset;
@@ -43,14 +48,26 @@ export function peerOf(cellId: string): string {
 }
 
 /**
+ * Starts an incarnation as cell/cell.ts starts a cell: open the disk, read which merchants moves
+ * left with this cell, then build the core on them. Never settles when the incarnation dies first
+ * (a crash during start-up), as a dead process's calls never return.
+ */
+export async function openSimCell(init: SimCellInit): Promise<SimCellIncarnation> {
+  await init.disk.open();
+  const claims = new MerchantClaimsStore(init.disk.view(init.life));
+  await claims.load();
+  return new SimCellIncarnation(init, claims);
+}
+
+/**
  * One incarnation of a simulated cell: the production core (CellCore) and mesh services
- * (CellMesh, LocationService, Outbox, Inbox, the cluster port adapter) wired as cell/cell.ts and
- * mesh/mesh-node.ts wire them, on the simulator's ports: a fenced virtual clock, a seeded random
- * stream, the cell's simulated disk and a MemoryTransport. A crash ends the incarnation; a
- * restart is a new one on the same disk.
+ * (CellMesh, LocationService, Outbox, Inbox, the cluster port adapter, the merchant mover) wired
+ * as cell/cell.ts and mesh/mesh-node.ts wire them, on the simulator's ports: a fenced virtual
+ * clock, a seeded random stream, the cell's simulated disk and a MemoryTransport. A crash ends
+ * the incarnation; a restart is a new one on the same disk.
  */
 export class SimCellIncarnation implements DeviceEndpoint {
-  readonly life = new Life();
+  readonly life: Life;
   readonly links = new Set<DeviceLink>();
   readonly core: CellCore;
   readonly maxFrameBytes: number;
@@ -62,16 +79,25 @@ export class SimCellIncarnation implements DeviceEndpoint {
   outbox: Outbox | undefined;
   inbox: Inbox | undefined;
   transport: MemoryTransport | undefined;
+  mover: MerchantMover | undefined;
   private loadTimer: TimerHandle | undefined;
   private state: 'starting' | 'running' | 'leaving' | 'left' | 'crashed' = 'starting';
 
-  constructor(private readonly init: SimCellInit) {
+  private readonly hosted: ReturnType<MerchantClaimsStore['hosted']>;
+  private readonly moveHost: MoveHost;
+
+  constructor(
+    private readonly init: SimCellInit,
+    private readonly claims: MerchantClaimsStore,
+  ) {
+    this.life = init.life;
     this.clock = new FencedClock(init.clock, this.life);
     this.store = init.disk.view(this.life);
     this.maxFrameBytes = init.limits.maxFrameBytes;
+    this.hosted = claims.hosted([init.tenant]);
     this.core = new CellCore({
       cellId: init.cellId,
-      tenants: [init.tenant],
+      tenants: tenantsHosting([init.tenant], this.hosted),
       limits: init.limits,
       clock: this.clock,
       random: stream(init.seed, `cell/${init.cellId}/${init.startCount}/core`),
@@ -79,6 +105,12 @@ export class SimCellIncarnation implements DeviceEndpoint {
       metrics: this.metrics,
       logger: silentLogger,
     });
+    this.moveHost = this.core.moveHost();
+  }
+
+  /** Whether this incarnation's core hosts `merchant` now (its config, then the moves). */
+  hosts(tenant: string, merchant: string): boolean {
+    return this.moveHost.hosts(tenant, merchant);
   }
 
   get cellId(): string {
@@ -104,7 +136,7 @@ export class SimCellIncarnation implements DeviceEndpoint {
     this.transport = inner;
     const transport = new FencedTransport(inner, this.life);
     await transport.start();
-    const claims: MerchantClaim[] = init.tenant.merchants.map((merchant) => ({ tenant: init.tenant.id, merchant: merchant.id, epoch: 0 }));
+    const claims: MerchantClaim[] = this.hosted.map(({ tenant, merchant, epoch }) => ({ tenant, merchant, epoch }));
     const mesh = new CellMesh({
       cellId: init.cellId,
       transport,
@@ -145,7 +177,17 @@ export class SimCellIncarnation implements DeviceEndpoint {
       if (cellId !== undefined) outbox.nudge(cellId);
     });
     this.loadTimer = this.publishLoadPeriodically(mesh);
-    this.core.attachCluster(createClusterPort({ cellId: init.cellId, directory: mesh.directory, location, outbox, inbox, transport }));
+    const clusterPort = createClusterPort({ cellId: init.cellId, directory: mesh.directory, location, outbox, inbox, transport });
+    this.core.attachCluster(clusterPort);
+    this.mover = new MerchantMover({
+      cellId: init.cellId,
+      store: this.store,
+      cluster: clusterPort,
+      clock: this.clock,
+      logger: silentLogger,
+      host: this.moveHost,
+      claims: meshMerchantClaims(mesh, this.claims),
+    });
     if (this.state === 'starting') this.state = 'running';
   }
 

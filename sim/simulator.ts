@@ -2,7 +2,9 @@ import { createHash } from 'node:crypto';
 import { LimitsConfig, type TenantConfig } from '../cell/config.js';
 import type { ChatMessage } from '../cell/protocol/frames.js';
 import { conversationIdOf } from '../cell/protocol/frames.js';
-import { MEMBERSHIP_PRESETS, membershipOptions, type MembershipOptions, type MembershipPreset } from '../mesh/membership-config.js';
+import { routeToMerchant } from '../router/route.js';
+import { membershipOptions, type MembershipOptions, type MembershipPreset } from '../mesh/membership-config.js';
+import type { LinkFaults } from '../mesh/memory-network.js';
 import type { TimerHandle } from '../platform/clock.js';
 import type { Random } from '../platform/random.js';
 import { DeviceActor, uniformMs, type ActorHost } from './actors.js';
@@ -12,8 +14,8 @@ import { describeLatency, latencySampler, type LatencySampler } from './latency.
 import { Population, type CustomerPlan, type MerchantPlan } from './population.js';
 import { exponential, pickIndex, sampleIndexes, stream } from './rng.js';
 import type { FaultAction, Scenario, TimelineEvent } from './scenario.js';
-import { SimCellIncarnation, peerOf } from './sim-cell.js';
-import { SimClock } from './sim-clock.js';
+import { SimCellIncarnation, openSimCell, peerOf } from './sim-cell.js';
+import { Life, SimClock } from './sim-clock.js';
 import { SimKeyring } from './sim-keys.js';
 import { SimNetwork } from './sim-network.js';
 import { SimStore } from './sim-store.js';
@@ -69,7 +71,8 @@ export interface FaultSpan {
   readonly startS: number;
   /** Undefined while it lasted to the final heal. */
   endS: number | undefined;
-  readonly detail: string;
+  /** What it did; a move's outcome is added when it ends. */
+  detail: string;
 }
 
 export interface SimReport {
@@ -104,7 +107,9 @@ export interface SimReport {
   readonly faults: readonly FaultSpan[];
   readonly series: readonly SeriesPoint[];
   readonly outboxEntriesForLeftCells: number;
+  readonly moves: { readonly started: number; readonly moved: number; readonly failed: Record<string, number>; readonly unsettled: number; readonly agentReroutes: number };
   readonly sendsPendingAtEnd: number;
+  readonly sendsPendingInEndedConversations: number;
   readonly work: { readonly timersFired: number; readonly loopSteps: number; readonly storeWrites: number; readonly storeWritesLostToCrashes: number; readonly devicesNotOpenAtEnd: number };
   /** SHA-256 of the run's observable outcome (everything above): equal digests, equal runs. */
   readonly digest: string;
@@ -123,6 +128,8 @@ interface CellSlot {
   readonly disk: SimStore;
   readonly bootstrap: string[];
   incarnation: SimCellIncarnation | undefined;
+  /** The life of the latest start; it ends with a crash even before the incarnation is built. */
+  life: Life | undefined;
   startCount: number;
   status: 'up' | 'crashed' | 'left';
   readonly downIntervals: Array<[number, number]>;
@@ -187,7 +194,9 @@ class Simulation implements ActorHost {
   private bodyCount = 0;
   private trafficOn = false;
   private phase: SimPhase = 'warmup';
-  private lossSpan: FaultSpan | undefined;
+  /** The mesh link faults in force, and the span of each in the report. */
+  private linkFaults: Required<LinkFaults> = { lossRate: 0, duplicateRate: 0, reorderRate: 0, reorderDelayMs: 0 };
+  private readonly linkFaultSpans = new Map<LinkFaultKind, FaultSpan>();
   private latencySpan: FaultSpan | undefined;
   private loopSteps = 0;
   private progressAtMs = 0;
@@ -197,6 +206,14 @@ class Simulation implements ActorHost {
   private readonly heals: HealRecord[] = [];
   private convergenceTimer: TimerHandle | undefined;
   private devicesStopped = 0;
+  /** Merchants with a move under way (one at a time each; a move whose source crashed stays here). */
+  private readonly moving = new Set<string>();
+  /** Cells each moved merchant was ever moved to or from: where the home check looks for it. */
+  private readonly moveCells = new Map<string, Set<string>>();
+  /** Merchants whose hosting cell left the cluster: hosted nowhere, on purpose. */
+  private readonly homeless = new Set<string>();
+  private readonly moveOutcomes = { started: 0, moved: 0, failed: {} as Record<string, number>, unsettled: 0 };
+  private agentReroutes = 0;
 
   constructor(private readonly options: SimulationOptions) {
     this.scenario = options.scenario;
@@ -364,6 +381,7 @@ class Simulation implements ActorHost {
       disk: new SimStore(this.clock, this.scenario.network.storeWrite, this.options.brokenDurability === true),
       bootstrap,
       incarnation: undefined,
+      life: undefined,
       startCount: 0,
       status: 'up',
       downIntervals: [],
@@ -382,9 +400,13 @@ class Simulation implements ActorHost {
       const others = this.upSlots().filter((other) => other !== slot && !bootstrap.includes(other.id));
       for (const at of sampleIndexes(this.faultRandom, others.length, BOOTSTRAP_CELLS - bootstrap.length)) bootstrap.push(others[at]!.id);
     }
-    const incarnation = new SimCellIncarnation({
+    const life = new Life();
+    slot.life = life;
+    slot.incarnation = undefined;
+    const opening = openSimCell({
       cellId: slot.id,
       seed: this.seed,
+      life,
       startCount: slot.startCount,
       clock: this.clock,
       network: this.network,
@@ -397,11 +419,14 @@ class Simulation implements ActorHost {
       bootstrap,
     });
     slot.startCount++;
-    slot.incarnation = incarnation;
-    const start = (): Promise<void> => slot.disk.open().then(() => incarnation.start());
-    start().catch((error: unknown) => {
-      if (incarnation.life.alive) this.history.violation('unhandled-rejection', `cell ${slot.id} failed to start: ${messageOf(error)}`, this.clock.now());
-    });
+    opening
+      .then((incarnation) => {
+        slot.incarnation = incarnation;
+        return incarnation.start();
+      })
+      .catch((error: unknown) => {
+        if (life.alive) this.history.violation('unhandled-rejection', `cell ${slot.id} failed to start: ${messageOf(error)}`, this.clock.now());
+      });
   }
 
   private addAgents(merchant: MerchantPlan): void {
@@ -492,6 +517,12 @@ class Simulation implements ActorHost {
   }
 
   deviceStopped(device: DeviceActor, reason: string): void {
+    // An agent whose merchant moved is refused by its old cell: it asks the router, as real
+    // clients do (GET /v1/route), and reconnects to the new home.
+    if (device.identity.role === 'agent' && reason.includes(' MERCHANT_NOT_HOSTED ') && !this.homeless.has(device.identity.merchant ?? '')) {
+      this.reroute(device);
+      return;
+    }
     this.devicesStopped++;
     this.history.violation('device-stopped', `${device.key} on ${device.cellId}: ${reason}`, this.clock.now());
   }
@@ -521,6 +552,15 @@ class Simulation implements ActorHost {
             break;
           case 'loss':
             action = { kind, rate: Math.round(1000 * random.maxLossRate * draw.next()) / 1000, duration: durationMs };
+            break;
+          case 'duplicate':
+            action = { kind, rate: Math.round(1000 * 0.3 * draw.next()) / 1000, duration: durationMs };
+            break;
+          case 'reorder':
+            action = { kind, rate: Math.round(1000 * 0.5 * draw.next()) / 1000, maxDelay: 10 + Math.round(490 * draw.next()), duration: durationMs };
+            break;
+          case 'move':
+            action = { kind, merchants: 1 + Math.floor(3 * draw.next()), from: ['rest'], to: ['rest'] };
             break;
           case 'latency':
             action = { kind, mesh: { kind: 'uniform', min: 1, max: 20 + Math.round(480 * draw.next()) }, duration: durationMs };
@@ -563,9 +603,12 @@ class Simulation implements ActorHost {
         this.healPartitions();
         this.watchConvergence('heal');
         return;
-      case 'loss': {
-        this.setLoss(action.rate);
-        if (action.duration !== undefined) this.clock.setTimer(action.duration, () => this.phase === 'traffic' && this.setLoss(0));
+      case 'loss':
+      case 'duplicate':
+      case 'reorder': {
+        const delayMs = action.kind === 'reorder' ? action.maxDelay : 0;
+        this.setLinkFault(action.kind, action.rate, delayMs);
+        if (action.duration !== undefined) this.clock.setTimer(action.duration, () => this.phase === 'traffic' && this.setLinkFault(action.kind, 0, 0));
         return;
       }
       case 'latency': {
@@ -595,6 +638,9 @@ class Simulation implements ActorHost {
         for (const cellId of cells!) this.leave(this.slots.get(cellId)!);
         return;
       }
+      case 'move':
+        this.moveMerchants(action.merchants, action.from, action.to);
+        return;
       case 'deviceFlap': {
         const open = this.devices.filter((device) => device.isOpen);
         const picked = sampleIndexes(this.faultRandom, open.length, Math.round(open.length * action.fraction));
@@ -687,13 +733,22 @@ class Simulation implements ActorHost {
     for (const partition of this.partitions) for (const [from, to] of partition.blocks) this.network.blockOneWay(from.map(peerOf), to.map(peerOf));
   }
 
-  private setLoss(rate: number): void {
-    this.network.setFaults({ lossRate: rate });
-    if (this.lossSpan !== undefined) this.lossSpan.endS = this.seconds();
-    this.lossSpan = undefined;
+  /** Sets one kind of mesh link fault (0: off), ending the span of the one it replaces. */
+  private setLinkFault(kind: LinkFaultKind, rate: number, reorderDelayMs: number): void {
+    const faults = this.linkFaults;
+    this.linkFaults =
+      kind === 'loss' ? { ...faults, lossRate: rate } : kind === 'duplicate' ? { ...faults, duplicateRate: rate } : { ...faults, reorderRate: rate, reorderDelayMs };
+    this.network.setFaults(this.linkFaults);
+    const previous = this.linkFaultSpans.get(kind);
+    if (previous !== undefined) previous.endS = this.seconds();
+    this.linkFaultSpans.delete(kind);
     if (rate > 0) {
-      this.lossSpan = { kind: 'loss', startS: this.seconds(), endS: undefined, detail: `${Math.round(rate * 1000) / 10}% of mesh deliveries lost` };
-      this.faultSpans.push(this.lossSpan);
+      const percent = `${Math.round(rate * 1000) / 10}%`;
+      const detail =
+        kind === 'loss' ? `${percent} of mesh deliveries lost` : kind === 'duplicate' ? `${percent} of mesh deliveries twice` : `${percent} of mesh deliveries up to ${reorderDelayMs} ms late`;
+      const span: FaultSpan = { kind, startS: this.seconds(), endS: undefined, detail };
+      this.linkFaultSpans.set(kind, span);
+      this.faultSpans.push(span);
     }
   }
 
@@ -711,7 +766,13 @@ class Simulation implements ActorHost {
 
   private crash(slot: CellSlot): void {
     if (slot.status !== 'up') return;
-    slot.incarnation?.crash();
+    if (slot.incarnation !== undefined) {
+      slot.incarnation.crash();
+    } else {
+      // Still opening its disk: the process dies before it served anything.
+      slot.life?.end();
+      slot.disk.crash();
+    }
     slot.status = 'crashed';
     slot.downSinceMs = this.clock.now();
     this.faultSpans.push({ kind: 'crash', startS: this.seconds(), endS: undefined, detail: slot.id });
@@ -754,8 +815,12 @@ class Simulation implements ActorHost {
     slot.downSinceMs = this.clock.now();
     const span: FaultSpan = { kind: 'leave', startS: this.seconds(), endS: undefined, detail: slot.id };
     this.faultSpans.push(span);
-    const leaving = new Set(slot.merchants.map((merchant) => merchant.id));
-    for (const merchant of slot.merchants) for (const conv of this.merchantConvs.get(merchant.id) ?? []) this.orphaned.add(conv);
+    const hosted = this.population.merchants.filter((merchant) => this.candidateHomes(merchant).includes(slot.id) && slot.incarnation!.hosts(TENANT, merchant.id));
+    const leaving = new Set(hosted.map((merchant) => merchant.id));
+    for (const merchant of hosted) {
+      this.homeless.add(merchant.id);
+      for (const conv of this.merchantConvs.get(merchant.id) ?? []) this.orphaned.add(conv);
+    }
     for (const device of this.devices) {
       if (device.identity.role === 'agent' && leaving.has(device.identity.merchant ?? '')) void device.close();
     }
@@ -777,13 +842,82 @@ class Simulation implements ActorHost {
     });
   }
 
+  /** Moves `count` merchants hosted by cells of `from` to cells of `to`, drawn from the seed. */
+  private moveMerchants(count: number, from: readonly string[], to: readonly string[]): void {
+    const [sources, targets] = this.resolveGroups([from, to]);
+    const sourceCells = new Set(sources);
+    const candidates = this.population.merchants.filter(
+      (merchant) => sourceCells.has(merchant.cellId) && !this.moving.has(merchant.id) && this.slots.get(merchant.cellId)?.incarnation?.hosts(TENANT, merchant.id) === true,
+    );
+    for (const at of sampleIndexes(this.faultRandom, candidates.length, Math.min(count, candidates.length))) {
+      const merchant = candidates[at]!;
+      const choices = targets!.filter((cellId) => cellId !== merchant.cellId);
+      if (choices.length > 0) this.moveMerchant(merchant, choices[pickIndex(this.faultRandom, choices.length)]!);
+    }
+  }
+
+  /**
+   * One move through the source cell's MerchantMover, as `POST /v1/admin/merchants/move` starts
+   * it. The simulator follows the outcome only to aim its agents and classify sends; the checks
+   * look at what the cells host.
+   */
+  private moveMerchant(merchant: MerchantPlan, to: string): void {
+    const source = this.slots.get(merchant.cellId)!;
+    const mover = source.incarnation?.mover;
+    if (mover === undefined) return;
+    const span: FaultSpan = { kind: 'move', startS: this.seconds(), endS: undefined, detail: `${merchant.id}: ${source.id} -> ${to}` };
+    this.faultSpans.push(span);
+    this.moving.add(merchant.id);
+    this.moveOutcomes.started++;
+    const cells = this.moveCells.get(merchant.id) ?? new Set<string>();
+    cells.add(source.id).add(to);
+    this.moveCells.set(merchant.id, cells);
+    // A move whose source crashes never settles (its process is gone): it stays under way.
+    mover.move(TENANT, merchant.id, to).then(
+      () => {
+        this.moveOutcomes.moved++;
+        merchant.cellId = to;
+        this.settleMove(merchant, span);
+      },
+      (error: unknown) => {
+        const code = (error as { code?: string }).code ?? 'UNKNOWN';
+        this.moveOutcomes.failed[code] = (this.moveOutcomes.failed[code] ?? 0) + 1;
+        span.detail += ` (failed: ${code})`;
+        // A failure after the commit leaves the merchant at the target all the same.
+        if (this.slots.get(to)?.incarnation?.hosts(TENANT, merchant.id) === true) merchant.cellId = to;
+        this.settleMove(merchant, span);
+      },
+    );
+  }
+
+  private settleMove(merchant: MerchantPlan, span: FaultSpan): void {
+    span.endS = this.seconds();
+    this.moving.delete(merchant.id);
+  }
+
+  /** Asks the router of the agent's cell (or of any running cell) where its merchant lives, and goes there. */
+  private reroute(device: DeviceActor, attempt = 0): void {
+    const merchant = device.identity.merchant!;
+    const viewer = [this.slots.get(device.cellId), ...this.upSlots()].find((slot) => slot?.status === 'up' && slot.incarnation?.mesh?.state === 'running');
+    const route = viewer === undefined ? undefined : routeToMerchant(viewer.incarnation!.mesh!.directory, TENANT, merchant);
+    if (route === undefined || (route.cellId === device.cellId && attempt < 30)) {
+      // The directory has not caught up yet (or the old home still routes to itself): ask again.
+      this.clock.setTimer(1_000, () => this.reroute(device, attempt + 1));
+      return;
+    }
+    this.agentReroutes++;
+    const plan = this.population.merchants.find((candidate) => candidate.id === merchant);
+    if (plan !== undefined) plan.cellId = route.cellId;
+    device.moveTo(route.cellId);
+  }
+
   /** The end of traffic and faults: heal everything, restart crashed cells. */
   private finalHeal(): void {
     this.phase = 'settle';
     this.trafficOn = false;
     this.healAtMs = this.clock.now();
     this.healPartitions();
-    this.setLoss(0);
+    for (const kind of LINK_FAULT_KINDS) this.setLinkFault(kind, 0, 0);
     this.setLatency(undefined, undefined);
     for (const slot of this.slots.values()) if (slot.status === 'crashed') this.restart(slot);
     this.watchConvergence('final heal');
@@ -917,16 +1051,31 @@ class Simulation implements ActorHost {
     return problems;
   }
 
+  /**
+   * Each merchant is hosted by exactly one running cell (none once its cell left), and every
+   * running cell's directory names that cell as its home. Which cell hosts it is what the cells'
+   * cores say, so moves that failed or never finished are judged by their real outcome.
+   */
   private homeDisagreements(limit: number): string[] {
     const problems: string[] = [];
+    const homes = new Map<string, string | undefined>();
+    for (const merchant of this.population.merchants) {
+      const hosting = this.candidateHomes(merchant).filter((cellId) => {
+        const slot = this.slots.get(cellId);
+        return slot?.status === 'up' && slot.incarnation?.hosts(TENANT, merchant.id) === true;
+      });
+      if (hosting.length > 1) problems.push(`${merchant.id} is hosted by ${hosting.length} cells: ${hosting.join(', ')}`);
+      else if (hosting.length === 0 && !this.homeless.has(merchant.id)) problems.push(`${merchant.id} is hosted by no running cell`);
+      if (problems.length >= limit) return problems;
+      homes.set(merchant.id, hosting[0]);
+    }
     for (const viewer of this.upSlots()) {
       const mesh = viewer.incarnation?.mesh;
       if (mesh === undefined) continue;
-      for (const merchant of this.population.merchants) {
-        const expected = this.slots.get(merchant.cellId)?.status === 'up' ? merchant.cellId : undefined;
-        const held = mesh.homeCellOf(TENANT, merchant.id);
+      for (const [merchant, expected] of homes) {
+        const held = mesh.homeCellOf(TENANT, merchant);
         if (held !== expected) {
-          problems.push(`${viewer.id} holds ${held ?? 'no cell'} as the home of ${merchant.id}; it is ${expected ?? 'homeless (its cell left)'}`);
+          problems.push(`${viewer.id} holds ${held ?? 'no cell'} as the home of ${merchant}; it is ${expected ?? 'homeless (its cell left)'}`);
           if (problems.length >= limit) return problems;
         }
       }
@@ -934,9 +1083,16 @@ class Simulation implements ActorHost {
     return problems;
   }
 
+  /** The cells that may host `merchant`: where it started and every cell a move involved. */
+  private candidateHomes(merchant: MerchantPlan): string[] {
+    const moved = this.moveCells.get(merchant.id);
+    if (moved === undefined) return [merchant.cellId];
+    return [...new Set([merchant.cellId, ...moved])].sort();
+  }
+
   /** Nothing left to arrive: every acked message on every device of its parties, and the outboxes empty. */
   private quiescent(): boolean {
-    if (this.history.pendingSends > 0 || this.history.undelivered(this.orphaned, 1) > 0) return false;
+    if (this.history.pendingSendsOutside(this.orphaned) > 0 || this.history.undelivered(this.orphaned, 1) > 0) return false;
     return this.outboxWaiting().live === 0;
   }
 
@@ -1014,8 +1170,12 @@ class Simulation implements ActorHost {
       work: { timersFired: this.clock.fired, loopSteps: this.loopSteps, storeWrites, storeWritesLostToCrashes: lost, devicesNotOpenAtEnd },
       /** Outbox entries still waiting at the end for cells that left: nothing ever delivers or drops them. */
       outboxEntriesForLeftCells: this.outboxWaiting().gone,
+      /** Merchant moves: started, finished, refused or failed by code, and those whose source crashed under them. */
+      moves: { ...this.moveOutcomes, unsettled: this.moving.size, agentReroutes: this.agentReroutes },
       /** Sends still neither acknowledged nor refused at the end (the settle phase ran out first). */
-      sendsPendingAtEnd: this.history.pendingSends,
+      sendsPendingAtEnd: this.history.pendingSendsOutside(this.orphaned),
+      /** Sends into conversations that ended when their merchant's cell left, still unanswered (not violations). */
+      sendsPendingInEndedConversations: this.history.pendingSends - this.history.pendingSendsOutside(this.orphaned),
     };
     const digest = createHash('sha256').update(JSON.stringify(body)).digest('hex');
     return {
@@ -1027,6 +1187,9 @@ class Simulation implements ActorHost {
     };
   }
 }
+
+const LINK_FAULT_KINDS = ['loss', 'duplicate', 'reorder'] as const;
+type LinkFaultKind = (typeof LINK_FAULT_KINDS)[number];
 
 export function cellIdOf(index: number): string {
   return `cell-${String(index).padStart(4, '0')}`;
@@ -1073,4 +1236,3 @@ function error(reason: unknown): string {
   return reason instanceof Error ? (reason.stack ?? reason.message).split('\n').slice(0, 4).join(' | ') : String(reason);
 }
 
-export { MEMBERSHIP_PRESETS };

@@ -1,4 +1,4 @@
-// `npm run sim:soak -- --seeds 1000 [--scenario sim/scenarios/small.yaml] [--from 1] [--jobs 2]`:
+// `npm run sim:soak -- --seeds 1000 [--scenario sim/scenarios/chaos.yaml] [--from 1] [--jobs 2]`:
 // runs one scenario for many seeds in worker processes and reports every failing seed with the
 // command that replays it. Exit code 1 when any seed failed.
 import '../platform/promise-with-resolvers.js';
@@ -52,7 +52,7 @@ async function main(): Promise<void> {
     .name('sim:soak')
     .option('--seeds <n>', 'how many seeds', '100')
     .option('--from <seed>', 'the first seed', '1')
-    .option('--scenario <file>', 'the scenario', 'sim/scenarios/small.yaml')
+    .option('--scenario <file>', 'the scenario', 'sim/scenarios/chaos.yaml')
     .option('--jobs <n>', 'worker processes', String(Math.max(1, Math.min(4, availableParallelism()))))
     .parse(process.argv);
   const options = program.opts<{ seeds: string; from: string; scenario: string; jobs: string }>();

@@ -1,4 +1,4 @@
-import type { Clock } from '../../platform/clock.js';
+import type { Clock, TimerHandle } from '../../platform/clock.js';
 import type { Identity } from '../access/tokens.js';
 import type { Logger } from '../logger.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
@@ -29,6 +29,9 @@ import { RelayedSends, relayedSendKey, type RelayedSend } from './relayed-sends.
 type RelaySender = { connection: RelayedSend['connection']; requestId: string | undefined };
 import { RemoteFanOut, type RemoteFanOutStats } from './remote-fan-out.js';
 
+/** Conversations read per page when a merchant moved away. */
+const MOVED_SCAN_PAGE = 512;
+
 /** Settings of cross-cell conversations; defaults in CROSS_CELL_DEFAULTS, quoted by docs/architecture.md. */
 export interface CrossCellSettings {
   /** Messages asked per history page when a mirror backfills (at most 200). */
@@ -53,6 +56,13 @@ export interface CrossCellSettings {
   followTtlMs: number;
   /** Users whose following cells a home cell remembers. */
   maxFollowedUsers: number;
+  /**
+   * How often the mirrors of customers with a device here are caught up with their home cells
+   * (and the home cells told to follow this cell again). The repair for whatever the home cells'
+   * pushes missed: a home that restarted and forgot its followers, a locate whose answer was
+   * lost, a merchant moved to a cell that never followed this one, a refresh that failed.
+   */
+  mirrorRepairIntervalMs: number;
 }
 
 export const CROSS_CELL_DEFAULTS: CrossCellSettings = {
@@ -67,6 +77,7 @@ export const CROSS_CELL_DEFAULTS: CrossCellSettings = {
   maxGoneHints: 10_000,
   followTtlMs: 10 * 60_000,
   maxFollowedUsers: 100_000,
+  mirrorRepairIntervalMs: 30_000,
 };
 
 /** What the relay needs of the cell's core; the core implements it. */
@@ -110,6 +121,8 @@ export interface CrossCellStats extends RemoteFanOutStats {
   goneHints: number;
   /** Mirror refreshes (or backfills) that failed; the mirror stays as it was. */
   refreshFailures: number;
+  /** Messages the repair pass found missing from mirrors (pushes that never came). */
+  repairedMessages: number;
 }
 
 /**
@@ -151,9 +164,12 @@ export class CrossCellRelay {
   private readonly originTasks = new Map<string, Promise<void>>();
   /** Customers whose mirrors are known fresh: refreshed while a device of theirs was connected here since. */
   private readonly freshUsers = new Set<string>();
+  /** Customers with a device here and mirrors: what the repair pass catches up, as [tenant, user] by `tenant/user`. */
+  private readonly mirroredUsers = new Map<string, readonly [string, string]>();
+  private repairTimer: TimerHandle | undefined;
   /** `tenant/user` to the cells a `gone` was sent to; insertion-ordered for eviction. */
   private readonly goneSent = new Map<string, Set<string>>();
-  private readonly counts = { relayedSends: 0, mirroredMessages: 0, historyPagesServed: 0, entriesDropped: 0, goneHints: 0, refreshFailures: 0 };
+  private readonly counts = { relayedSends: 0, mirroredMessages: 0, historyPagesServed: 0, entriesDropped: 0, goneHints: 0, refreshFailures: 0, repairedMessages: 0 };
 
   constructor(private readonly components: CrossCellComponents) {
     this.settings = { ...CROSS_CELL_DEFAULTS, ...components.settings };
@@ -204,6 +220,7 @@ export class CrossCellRelay {
 
   private async relaySendInOrder(identity: Identity, home: string, conv: string, cmid: string, body: string, sender: RelaySender): Promise<ChatMessage | undefined> {
     const { tenant, user, role, device } = identity;
+    this.watchMirrors(tenant, user);
     const stored = await this.components.log.storedMessage(tenant, conv, user, cmid);
     if (stored !== undefined) return stored;
     const key = relayedSendKey(tenant, conv, user, cmid);
@@ -259,14 +276,76 @@ export class CrossCellRelay {
     const userKey = `${identity.tenant}/${identity.user}`;
     this.goneSent.delete(userKey);
     if (this.freshUsers.has(userKey)) return;
-    // A refresh that failed (a home cell out of reach) leaves the user stale: the next device tries again.
-    const complete = await this.refreshUser(identity.tenant, identity.user, true);
-    if (complete && this.components.host.hasDevices(identity.tenant, identity.user)) this.freshUsers.add(userKey);
+    // A refresh that failed (a home cell out of reach) leaves the user stale: the repair pass and the next device try again.
+    const { complete, mirrors } = await this.refreshUser(identity.tenant, identity.user, true);
+    if (!this.components.host.hasDevices(identity.tenant, identity.user)) return;
+    if (complete) this.freshUsers.add(userKey);
+    if (mirrors > 0) this.watchMirrors(identity.tenant, identity.user);
   }
 
   /** The user's last device here disconnected: their mirrors may fall behind from now on. */
   userLeft(tenant: string, user: string): void {
     this.freshUsers.delete(`${tenant}/${user}`);
+    this.mirroredUsers.delete(`${tenant}/${user}`);
+  }
+
+  /**
+   * A merchant hosted here moved to another cell: its conversations here became mirrors (the
+   * copy left behind is complete), and the customers connected here now depend on pushes from a
+   * home cell that does not know them yet. They go under the repair pass.
+   */
+  async merchantMovedAway(tenant: string, merchant: string): Promise<void> {
+    const { store, host, logger } = this.components;
+    const range = keys.merchantConversations(tenant, merchant);
+    let gte = range.gte;
+    try {
+      for (;;) {
+        const page = await store.range({ gte, lt: range.lt, limit: MOVED_SCAN_PAGE });
+        for (const [key] of page) {
+          const customer = parseConversationId(lastField(key))?.customer;
+          if (customer !== undefined && host.hasDevices(tenant, customer)) this.watchMirrors(tenant, customer);
+        }
+        if (page.length < MOVED_SCAN_PAGE) return;
+        gte = `${page[page.length - 1]![0]}\u0000`;
+      }
+    } catch (error) {
+      // Their next connect, send or forwarded entry puts them under the repair pass all the same.
+      logger.warn({ err: error, merchant }, 'could not list the conversations of a merchant that moved away');
+    }
+  }
+
+  /** Puts the user's mirrors under the repair pass while a device of theirs is here (until `userLeft`). */
+  private watchMirrors(tenant: string, user: string): void {
+    this.mirroredUsers.set(`${tenant}/${user}`, [tenant, user]);
+    this.repairTimer ??= this.components.clock.setTimer(this.settings.mirrorRepairIntervalMs, () => void this.repairMirrors());
+  }
+
+  /**
+   * The repair pass: catches up the mirrors of every customer with a device here, one customer
+   * at a time, asking the home cells to follow this cell again. Usually each history request
+   * finds nothing new; otherwise the devices get what was missing, in order.
+   */
+  private async repairMirrors(): Promise<void> {
+    const { host, logger } = this.components;
+    let repaired = 0;
+    for (const [key, [tenant, user]] of [...this.mirroredUsers]) {
+      if (host.isDraining()) break;
+      if (!host.hasDevices(tenant, user)) {
+        this.mirroredUsers.delete(key);
+        continue;
+      }
+      const before = this.counts.mirroredMessages;
+      await this.refreshUser(tenant, user, true);
+      repaired += this.counts.mirroredMessages - before;
+    }
+    if (repaired > 0) {
+      this.counts.repairedMessages += repaired;
+      logger.info({ messages: repaired }, 'mirror repair found messages the home cells had not pushed here');
+    }
+    this.repairTimer = undefined;
+    if (this.mirroredUsers.size > 0 && !host.isDraining()) {
+      this.repairTimer = this.components.clock.setTimer(this.settings.mirrorRepairIntervalMs, () => void this.repairMirrors());
+    }
   }
 
   /**
@@ -433,6 +512,8 @@ export class CrossCellRelay {
       this.drop(source, `message/${tenant}/${conv}`, 'a message of a conversation hosted here');
       return;
     }
+    // A conversation can turn cross-cell after the customer's device connected (its merchant moved away).
+    if (this.components.host.hasDevices(tenant, parsed.customer)) this.watchMirrors(tenant, parsed.customer);
     const bySeq = new Map(entries.map(({ message }) => [message.seq, message]));
     const messages = [...bySeq.values()].sort((a, b) => a.seq - b.seq);
     // Runs of consecutive seqs; a hole between two runs is backfilled by the second.
@@ -516,15 +597,15 @@ export class CrossCellRelay {
 
   // -- mirrors ----------------------------------------------------------------------------------
 
-  /** Refreshes the user's mirrors (the first `maxRefreshConversations`); resolves whether all succeeded. */
-  private async refreshUser(tenant: string, user: string, follow: boolean): Promise<boolean> {
+  /** Refreshes the user's mirrors (the first `maxRefreshConversations`); resolves whether all succeeded, and how many there are. */
+  private async refreshUser(tenant: string, user: string, follow: boolean): Promise<{ complete: boolean; mirrors: number }> {
     let entries: Array<[string, string]>;
     try {
       entries = await this.components.store.range({ ...keys.customerConversations(tenant, user), limit: MAX_CONVERSATIONS_PER_DEVICE });
     } catch (error) {
       this.counts.refreshFailures++;
       this.components.logger.warn({ err: error, user }, 'could not list the mirrors of a user');
-      return false;
+      return { complete: false, mirrors: 0 };
     }
     const mirrors: Array<{ conv: string; home: string }> = [];
     for (const [key] of entries) {
@@ -543,7 +624,7 @@ export class CrossCellRelay {
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.settings.refreshParallelism, mirrors.length) }, worker));
-    return complete;
+    return { complete, mirrors: mirrors.length };
   }
 
   /** Catches one mirror up with its home cell; resolves false (logged) when that failed. */
