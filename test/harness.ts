@@ -459,15 +459,23 @@ export async function startChildCell(options: {
   cellId?: string;
   /** Merchants of tenant `mall` (default m1, m2). */
   merchants?: readonly string[];
-  /** Makes the cell a node of a mesh (libp2p on 127.0.0.1, `port` or a free one). */
+  /** Makes the cell a node of a mesh (libp2p on `host`, `port` or a free one). */
   mesh?: { port?: number; bootstrap?: readonly string[]; timings?: Record<string, number> };
+  /** The address the cell listens on, for devices and (with `mesh`) libp2p; default 127.0.0.1. */
+  host?: string;
+  /**
+   * A command the cell runs under, such as `['ip', 'netns', 'exec', '<namespace>']`. It must
+   * exec node in place (as `ip netns exec` does), so that signals reach the cell.
+   */
+  commandPrefix?: readonly string[];
 }): Promise<ChildCell> {
+  const host = options.host ?? '127.0.0.1';
   const mesh =
     options.mesh === undefined
       ? {}
       : {
           mesh: {
-            listen: { host: '127.0.0.1', port: options.mesh.port ?? (await freePort()) },
+            listen: { host, port: options.mesh.port ?? (await freePort()) },
             clusterSecret: CLUSTER_SECRET,
             bootstrap: options.mesh.bootstrap ?? [],
             timings: options.mesh.timings ?? {},
@@ -480,7 +488,7 @@ export async function startChildCell(options: {
     // An explicit port even the first time: Linux refuses to bind again a port that was
     // auto-assigned (port 0) to a SO_REUSEPORT listener while its old connections sit in
     // TIME_WAIT, which would make restarting on the same port flaky.
-    listen: { host: '127.0.0.1', port: options.port ?? (await freePort()) },
+    listen: { host, port: options.port ?? (await freePort()) },
     store: { kind: 'level', directory: options.directory, sync: true },
     tenants: [
       { id: TENANT, secret: SECRET, origins: [ALLOWED_ORIGIN], merchants: (options.merchants ?? ['m1', 'm2']).map((id) => ({ id })) },
@@ -492,7 +500,8 @@ export async function startChildCell(options: {
   };
   const configFile = join(options.configDir, `cell-${Date.now()}-${Math.floor(Math.random() * 1e9)}.json`);
   await writeFile(configFile, JSON.stringify(config));
-  const child = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'cellmesh.js'), 'cell', '--config', configFile], {
+  const [command = process.execPath, ...commandArguments] = [...(options.commandPrefix ?? []), process.execPath, join(REPO_ROOT, 'bin', 'cellmesh.js'), 'cell', '--config', configFile];
+  const child = spawn(command, commandArguments, {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     // The config file decides: no CELLMESH_* variable of the test's environment overrides it.
@@ -535,8 +544,8 @@ export async function startChildCell(options: {
   return {
     child,
     port,
-    url: `ws://127.0.0.1:${port}`,
-    httpUrl: `http://127.0.0.1:${port}`,
+    url: `ws://${host}:${port}`,
+    httpUrl: `http://${host}:${port}`,
     exited,
     stderrTail,
     kill: (signal) => {
