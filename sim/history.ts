@@ -75,7 +75,9 @@ export interface SendContext {
   readonly cellId: string;
 }
 
-interface SendRecord extends SendContext {
+interface SendRecord extends Omit<SendContext, 'inCell'> {
+  /** As sent; cleared when the conversation's merchant starts moving before the send is answered. */
+  inCell: boolean;
   /** The seq it was stored under, from its ack or its first delivery. */
   seq: number | undefined;
   ackedSeq: number | undefined;
@@ -314,6 +316,19 @@ export class History {
    * Cell autonomy: of the in-cell sends made during partitions by an open device to a cell that
    * stayed up for `boundMs` after, the share acknowledged within `boundMs`.
    */
+  /**
+   * The merchant of these conversations starts moving to another cell: sends not answered yet
+   * no longer count as in-cell (the move changes the conversation's cell, and an agent's send is
+   * refused once the merchant left), for the autonomy check.
+   */
+  merchantMoving(merchant: string): void {
+    const prefix = `${merchant}:`;
+    for (const key of this.openSends) {
+      const send = this.sends.get(key)!;
+      if (send.conv.startsWith(prefix)) send.inCell = false;
+    }
+  }
+
   inCellDelivery(boundMs: number, cellWasDown: (cellId: string, fromMs: number, toMs: number) => boolean): InCellStats {
     let eligible = 0;
     let acked = 0;

@@ -478,7 +478,7 @@ class Simulation implements ActorHost {
     const merchant = merchants.length > 1 && this.workloadRandom.next() < 0.3 ? merchants[1]! : merchants[0]!;
     const device = devices[pickIndex(this.workloadRandom, devices.length)]!;
     const conv = conversationIdOf(merchant.id, customer.id);
-    device.send(conv, this.nextBody(), { inCell: device.cellId === merchant.cellId, duringPartition: this.partitions.length > 0 });
+    device.send(conv, this.nextBody(), { inCell: device.cellId === merchant.cellId && !this.moving.has(merchant.id), duringPartition: this.partitions.length > 0 });
   }
 
   /** The agent in charge of a conversation answers some customer messages after a while. */
@@ -495,7 +495,7 @@ class Simulation implements ActorHost {
       if (!this.trafficOn || this.orphaned.has(message.conv)) return;
       const customer = message.conv.slice(message.conv.indexOf(':') + 1);
       const customerCell = this.customerDevices.get(customer)?.[0]?.cellId;
-      device.send(message.conv, this.nextBody(), { inCell: customerCell === merchant.cellId, duringPartition: this.partitions.length > 0 });
+      device.send(message.conv, this.nextBody(), { inCell: customerCell === merchant.cellId && !this.moving.has(merchant.id), duringPartition: this.partitions.length > 0 });
     });
   }
 
@@ -868,6 +868,7 @@ class Simulation implements ActorHost {
     const span: FaultSpan = { kind: 'move', startS: this.seconds(), endS: undefined, detail: `${merchant.id}: ${source.id} -> ${to}` };
     this.faultSpans.push(span);
     this.moving.add(merchant.id);
+    this.history.merchantMoving(merchant.id);
     this.moveOutcomes.started++;
     const cells = this.moveCells.get(merchant.id) ?? new Set<string>();
     cells.add(source.id).add(to);
