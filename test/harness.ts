@@ -492,7 +492,9 @@ export async function startChildCell(options: {
     store: { kind: 'level', directory: options.directory, sync: true },
     tenants: [
       { id: TENANT, secret: SECRET, origins: [ALLOWED_ORIGIN], merchants: (options.merchants ?? ['m1', 'm2']).map((id) => ({ id })) },
-      { id: OTHER_TENANT, secret: OTHER_SECRET, merchants: [{ id: 'm9' }] },
+      // A second tenant for isolation tests of a lone cell; in a mesh, every cell claiming m9
+      // would be a merchant conflict.
+      ...(options.mesh === undefined ? [{ id: OTHER_TENANT, secret: OTHER_SECRET, merchants: [{ id: 'm9' }] }] : []),
     ],
     limits: { ratePerSecond: 100_000, rateBurst: 100_000, ...options.limits },
     shutdownGraceSeconds: 10,
