@@ -2,7 +2,7 @@ import type { Logger } from '../cell/logger.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import { randomInt, type Random } from '../platform/random.js';
 import type { SignedRecord } from './cell-record.js';
-import type { Directory } from './directory.js';
+import { isServing, type Directory } from './directory.js';
 import type { MembershipOptions } from './membership-config.js';
 import { MembershipError } from './membership-errors.js';
 import {
@@ -56,6 +56,21 @@ function envelopeBytes(signed: SignedRecord): number {
 }
 
 /**
+ * The mean period of the anti-entropy loop in a cluster of `servingCells` serving cells:
+ * `antiEntropyIntervalMs` up to `antiEntropyScaleAboveCells` cells, then longer by one period
+ * for each doubling beyond, as memberlist's push-pull (`pushPullScale`): every exchange carries
+ * a digest of the whole directory, so its cost grows with the cluster, and this keeps a cell's
+ * anti-entropy work per second growing as n / log n rather than n. LAN preset: 2 s up to 32 cells,
+ * 4 s up to 64, 8 s at 200, 12 s at 1,000. 0 turns the scaling off.
+ */
+export function antiEntropyIntervalMs(servingCells: number, options: MembershipOptions): number {
+  const threshold = options.antiEntropyScaleAboveCells;
+  if (threshold <= 0 || servingCells <= threshold) return options.antiEntropyIntervalMs;
+  const multiplier = Math.ceil(Math.log2(servingCells) - Math.log2(threshold)) + 1;
+  return options.antiEntropyIntervalMs * multiplier;
+}
+
+/**
  * Scuttlebutt-style anti-entropy: repairs whatever gossip missed (lost publishes, partitions,
  * a cell that joined late), so every view converges on the newest record of every cell.
  *
@@ -72,8 +87,9 @@ function envelopeBytes(signed: SignedRecord): number {
  * Every message holds at most `antiEntropyMaxRecordsPerMessage` records and about
  * `antiEntropyMaxBytesPerMessage` bytes of them.
  *
- * When: every `antiEntropyIntervalMs` (jittered to 50-150 %, so cells do not synchronise) with
- * one random connected peer that has not left; right after joining through a bootstrap peer;
+ * When: every `antiEntropyIntervalMs` (jittered to 50-150 %, so cells do not synchronise; longer
+ * in clusters above `antiEntropyScaleAboveCells`, see antiEntropyIntervalMs()) with one random
+ * connected peer that has not left; right after joining through a bootstrap peer;
  * and whenever a heartbeat shows a record newer than the one held (a pull from that sender).
  * At most `maxConcurrentExchanges` run at once, one per peer.
  */
@@ -140,13 +156,20 @@ export class AntiEntropy {
 
   private scheduleRound(): void {
     const { options, random, clock } = this.init;
-    const delayMs = Math.round(options.antiEntropyIntervalMs * (0.5 + random.next()));
+    const delayMs = Math.round(this.intervalMs() * (0.5 + random.next()));
     this.timer = clock.setTimer(delayMs, () => {
       if (!this.running) return;
       const peer = this.pickPeer();
       if (peer !== undefined) this.requestExchange(peer, 'periodic');
       this.scheduleRound();
     });
+  }
+
+  /** The mean period of the loop now (antiEntropyIntervalMs() for the serving cells known). */
+  intervalMs(): number {
+    let serving = 0;
+    for (const entry of this.init.directory.values()) if (isServing(entry.liveness)) serving++;
+    return antiEntropyIntervalMs(serving, this.init.options);
   }
 
   /** A random connected peer, excluding cells known to have left. */

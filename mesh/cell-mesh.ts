@@ -196,6 +196,14 @@ export class CellMesh {
     return this.failureDetector.localHealth();
   }
 
+  /**
+   * The interval of this cell's heartbeats now: `heartbeatIntervalMs`, or longer in a cluster
+   * too large for `heartbeatReceiveBudgetPerSecond` (membership-config.ts).
+   */
+  heartbeatIntervalMs(): number {
+    return this.failureDetector.heartbeatIntervalMs();
+  }
+
   async start(options: { signal?: AbortSignal } = {}): Promise<void> {
     if (this.stateValue !== 'new') throw new MembershipError('ALREADY_STARTED');
     this.stateValue = 'starting';

@@ -18,15 +18,35 @@
  *   incarnation) as soon as it runs again, long before `suspicionMinMs` expires.
  * Every timeout of a cell is multiplied by (its local health multiplier + 1) (Lifeguard): a cell
  * that is itself slow waits longer before it accuses others.
+ * These figures hold up to 51 cells. In a larger cluster the heartbeat interval and
+ * `suspectAfterMs` stretch by f = (n - 1) / (heartbeatReceiveBudgetPerSecond x interval) so each
+ * cell receives a bounded number of heartbeats: a crash that drops connections is still declared
+ * dead in about 2 s (the cells connected to it probe at once and confirm each other), a silent
+ * cell takes f x `suspectAfterMs` longer to be probed (LAN, 200 cells: f = 4, about 10 s in all;
+ * 1,000 cells: f = 20, about 35 s).
  */
 export interface MembershipOptions {
-  /** How often a cell publishes its heartbeat ({cellId, incarnation, version}). */
+  /** How often a cell publishes its heartbeat ({cellId, incarnation, version}), up to `heartbeatReceiveBudgetPerSecond`'s cluster size. */
   readonly heartbeatIntervalMs: number;
+  /**
+   * Heartbeats a cell should have to receive per second, from all other cells together. Every
+   * cell publishes to every other, so at `heartbeatIntervalMs` a cell of an n-cell cluster
+   * receives (n - 1) / interval of them: 2,000 a second at 1,000 cells on the LAN preset. Past
+   * budget x interval + 1 cells (51 with every preset) the interval stretches to
+   * (n - 1) / budget, the heartbeat announces it, and `suspectAfterMs` stretches by the same
+   * factor, so each cell's membership load stays bounded as in SWIM, at the price of slower
+   * detection of a silent cell in a large cluster (a crash that resets connections is still
+   * seen at once by the cells connected to it). 0 turns it off: fixed interval at any size.
+   */
+  readonly heartbeatReceiveBudgetPerSecond: number;
   /** How often the probe loop looks for silent cells (scaled by LHM + 1). */
   readonly probeIntervalMs: number;
   /** How long a direct ping waits for its answer (scaled by LHM + 1). */
   readonly probeTimeoutMs: number;
-  /** A cell not heard from for this long is probed (scaled by LHM + 1). Three heartbeats. */
+  /**
+   * A cell not heard from for this long is probed (scaled by LHM + 1). Three heartbeats; stretched
+   * with the heartbeat interval in a cluster larger than the heartbeat budget allows.
+   */
   readonly suspectAfterMs: number;
   /** How many other cells are asked to ping a cell that did not answer a direct ping (SWIM's k). */
   readonly indirectProbes: number;
@@ -48,6 +68,12 @@ export interface MembershipOptions {
 
   /** Mean period of the anti-entropy loop; each round is jittered to 50-150 % of it. */
   readonly antiEntropyIntervalMs: number;
+  /**
+   * Above this many serving cells the anti-entropy period grows by one `antiEntropyIntervalMs`
+   * per doubling (memberlist's push-pull scaling): each exchange carries a digest of every
+   * cell, so without it a cell's anti-entropy work grows with the cluster. 0 turns it off.
+   */
+  readonly antiEntropyScaleAboveCells: number;
   /** Timeout of one anti-entropy request. */
   readonly antiEntropyTimeoutMs: number;
   /** Anti-entropy exchanges in flight at once (periodic, join and heartbeat-triggered together). */
@@ -96,10 +122,13 @@ export interface MembershipOptions {
 
 /**
  * The LAN preset, and the default: cells in one data centre or on one machine, round trips
- * well under 10 ms. Heartbeats every 500 ms cost n - 1 small messages per cell per period.
+ * well under 10 ms. Heartbeats every 500 ms cost n - 1 small messages per cell per period, up
+ * to the budget of 100 received per second per cell (51 cells); larger clusters stretch it.
  */
 export const LAN_MEMBERSHIP_OPTIONS: MembershipOptions = Object.freeze({
   heartbeatIntervalMs: 500,
+  // 100 a second up to 51 cells; beyond, the interval grows: 2 s at 200 cells, 10 s at 1,000.
+  heartbeatReceiveBudgetPerSecond: 100,
   probeIntervalMs: 500,
   probeTimeoutMs: 500,
   suspectAfterMs: 1_500,
@@ -112,6 +141,8 @@ export const LAN_MEMBERSHIP_OPTIONS: MembershipOptions = Object.freeze({
   claimReannounceIntervalMs: 1_000,
 
   antiEntropyIntervalMs: 2_000,
+  // memberlist's threshold: 4 s up to 64 cells, 8 s at 200, 12 s at 1,000.
+  antiEntropyScaleAboveCells: 32,
   antiEntropyTimeoutMs: 2_000,
   maxConcurrentExchanges: 4,
   antiEntropyMaxRounds: 16,
@@ -146,6 +177,7 @@ export const LAN_MEMBERSHIP_OPTIONS: MembershipOptions = Object.freeze({
 export const WAN_MEMBERSHIP_OPTIONS: MembershipOptions = Object.freeze({
   ...LAN_MEMBERSHIP_OPTIONS,
   heartbeatIntervalMs: 1_000,
+  heartbeatReceiveBudgetPerSecond: 50,
   probeIntervalMs: 1_000,
   probeTimeoutMs: 3_000,
   suspectAfterMs: 5_000,
@@ -165,6 +197,7 @@ export const WAN_MEMBERSHIP_OPTIONS: MembershipOptions = Object.freeze({
 export const LOCAL_MEMBERSHIP_OPTIONS: MembershipOptions = Object.freeze({
   ...LAN_MEMBERSHIP_OPTIONS,
   heartbeatIntervalMs: 200,
+  heartbeatReceiveBudgetPerSecond: 250,
   probeIntervalMs: 200,
   probeTimeoutMs: 200,
   suspectAfterMs: 600,

@@ -10,7 +10,7 @@ import { CellIdSchema, SignedRecordSchema } from './cell-record.js';
 export const MembershipTopic = Object.freeze({
   /** SignedRecord envelopes, each published by the cell it describes. */
   directory: 'cellmesh/directory/v1',
-  /** Heartbeat: `{ cellId, incarnation, version }` from each cell every heartbeat interval. */
+  /** Heartbeat: `{ cellId, incarnation, version, intervalMs? }` from each cell every heartbeat interval. */
   heartbeat: 'cellmesh/heartbeat/v1',
   /** Liveness claims: `{ kind: 'suspect' | 'dead', cellId, incarnation, by }`. */
   membership: 'cellmesh/membership/v1',
@@ -29,10 +29,19 @@ export const MembershipProtocol = Object.freeze({
 
 const CounterSchema = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
+/** The longest heartbeat interval a heartbeat may announce (an hour). */
+export const MAX_HEARTBEAT_INTERVAL_MS = 3_600_000;
+
 export const HeartbeatSchema = z.object({
   cellId: CellIdSchema,
   incarnation: CounterSchema,
   version: CounterSchema,
+  /**
+   * The sender's heartbeat interval, present only when stretched beyond `heartbeatIntervalMs`
+   * for a large cluster (failure-detector.ts heartbeatIntervalMs()); receivers give it that much
+   * more silence before probing it. Cells without it ignore the field.
+   */
+  intervalMs: z.number().int().min(1).max(MAX_HEARTBEAT_INTERVAL_MS).optional(),
 });
 export type Heartbeat = z.infer<typeof HeartbeatSchema>;
 
