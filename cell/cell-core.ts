@@ -9,6 +9,7 @@ import { CrossCellRelay, type CrossCellHost, type CrossCellSettings, type CrossC
 import { DeliveryService, MAX_CONVERSATIONS_PER_DEVICE } from './messaging/delivery.js';
 import { DeviceConnection, type DevicePort } from './messaging/device.js';
 import { keys, lastField } from './messaging/keys.js';
+import { merchantConversations } from './messaging/merchant-conversations.js';
 import { PresenceRegistry } from './messaging/presence.js';
 import type { RelayedSend } from './messaging/relayed-sends.js';
 import type { MoveHost } from './merchant-move.js';
@@ -510,6 +511,7 @@ export class CellCore {
         // earlier mirror of them are stale.
         this.log.forgetMerchant(tenant, merchant);
         policy.merchants.add(merchant);
+        void this.resumeMovedIn(tenant, merchant);
       },
       releaseMerchant: (tenant, merchant) => {
         this.tenants.get(tenant)?.merchants.delete(merchant);
@@ -520,6 +522,21 @@ export class CellCore {
         void this.relay?.merchantMovedAway(tenant, merchant);
       },
     };
+  }
+
+  /**
+   * A merchant moved in: the devices here that followed its conversations through mirrors may
+   * lack messages the old home wrote and never pushed here; the copied log has them.
+   */
+  private async resumeMovedIn(tenant: string, merchant: string): Promise<void> {
+    try {
+      for await (const { conv, customer } of merchantConversations(this.options.store, tenant, merchant)) {
+        for (const device of this.presence.participantsOf(tenant, merchant, customer)) this.delivery.resume(device, conv);
+      }
+    } catch (error) {
+      // Those devices get the messages at their next one in the conversation, or at a reconnect.
+      this.options.logger.warn({ err: error, merchant }, 'could not list the conversations of a merchant that moved in');
+    }
   }
 
   /**

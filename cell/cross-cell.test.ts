@@ -467,6 +467,24 @@ describe('cross-cell conversations over a memory network', () => {
     await cluster.until(() => alice.pushed(CONV).includes(3), 5_000);
   });
 
+  it('delivers, when a merchant moves in, what its old home wrote and never pushed to the devices here', async () => {
+    await threeCells();
+    await cluster.connect('b', 'bob', { merchant: 'shop' });
+    const alice = await cluster.connect('a', 'alice');
+    alice.frame({ op: 'send', conv: CONV, cmid: 'hi', body: 'hi' });
+    await cluster.until(() => alice.of('sent').length === 1);
+    // The move's copy brings seq 2, which the old home never pushed here (its locate came back empty).
+    const missed: ChatMessage = { conv: CONV, seq: 2, from: 'bob', role: 'agent', device: 'd1', cmid: 'b1', body: 'never pushed', ts: cluster.clock.now() };
+    await cluster.cell('a').store.write([
+      { type: 'put', key: keys.message(TENANT, CONV, 2), value: JSON.stringify(missed) },
+      { type: 'put', key: keys.merchantConversation(TENANT, 'shop', CONV), value: '' },
+    ]);
+    cluster.homes.set(`${TENANT}/shop`, 'a');
+    cluster.cell('a').core.moveHost().hostMerchant(TENANT, 'shop');
+    await cluster.until(() => alice.pushed(CONV).includes(2), 2_000);
+    expect(alice.pushed(CONV)).toEqual([2]);
+  });
+
   it('syncs a reconnecting customer from the mirror, backfilled from the home cell where it fell behind', async () => {
     await threeCells();
     const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });

@@ -23,14 +23,12 @@ import {
 } from './cross-cell-wire.js';
 import { MAX_CONVERSATIONS_PER_DEVICE } from './delivery.js';
 import { keys, lastField } from './keys.js';
+import { merchantConversations } from './merchant-conversations.js';
 import { RelayedSends, relayedSendKey, type RelayedSend } from './relayed-sends.js';
 
 /** The device (and request) a relayed send answers once its seq is known. */
 type RelaySender = { connection: RelayedSend['connection']; requestId: string | undefined };
 import { RemoteFanOut, type RemoteFanOutStats } from './remote-fan-out.js';
-
-/** Conversations read per page when a merchant moved away. */
-const MOVED_SCAN_PAGE = 512;
 
 /** Settings of cross-cell conversations; defaults in CROSS_CELL_DEFAULTS, quoted by docs/architecture.md. */
 export interface CrossCellSettings {
@@ -296,17 +294,9 @@ export class CrossCellRelay {
    */
   async merchantMovedAway(tenant: string, merchant: string): Promise<void> {
     const { store, host, logger } = this.components;
-    const range = keys.merchantConversations(tenant, merchant);
-    let gte = range.gte;
     try {
-      for (;;) {
-        const page = await store.range({ gte, lt: range.lt, limit: MOVED_SCAN_PAGE });
-        for (const [key] of page) {
-          const customer = parseConversationId(lastField(key))?.customer;
-          if (customer !== undefined && host.hasDevices(tenant, customer)) this.watchMirrors(tenant, customer);
-        }
-        if (page.length < MOVED_SCAN_PAGE) return;
-        gte = `${page[page.length - 1]![0]}\u0000`;
+      for await (const { customer } of merchantConversations(store, tenant, merchant)) {
+        if (host.hasDevices(tenant, customer)) this.watchMirrors(tenant, customer);
       }
     } catch (error) {
       // Their next connect, send or forwarded entry puts them under the repair pass all the same.

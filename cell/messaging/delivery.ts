@@ -120,6 +120,15 @@ export class DeliveryService {
   }
 
   /**
+   * The conversation's log grew other than by appends here (a merchant moved in, with the log
+   * its old home copied): the device gets what it lacks, from its cursor on.
+   */
+  resume(connection: DeviceConnection, conv: string): void {
+    if (connection.closed || !connection.loaded || !connection.cursors.has(conv)) return;
+    this.pump(connection, conv);
+  }
+
+  /**
    * The sending device learns its own message from the `sent` frame, which therefore counts
    * as its delivery there when it is the next one in order; otherwise it is pushed in turn.
    */
