@@ -2,7 +2,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Inbox, Outbox } from '../mesh/outbox.js';
 import { LocationService } from '../mesh/location.js';
 import { MemoryNetwork, memoryAddress, type MemoryTransport } from '../mesh/memory-network.js';
-import { createClusterPort } from '../mesh/cluster-port-adapter.js';
+import { createClusterPort, type ClusterDirectory } from '../mesh/cluster-port-adapter.js';
+import type { Liveness } from '../mesh/directory.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { SeededRandom } from '../platform/random.js';
 import { mintToken, verifyToken, type Identity } from './access/tokens.js';
@@ -101,7 +102,14 @@ class TestCluster {
   readonly cells = new Map<string, TestCell>();
   /** The directory, static: `tenant/merchant` to its home cell. */
   readonly homes = new Map<string, string>();
+  /** Every cell's directory listeners: `announceLeft` tells them a cell left. */
+  private readonly directoryListeners = new Set<(cellId: string, before: { liveness: Liveness } | undefined, after: { liveness: Liveness } | undefined) => void>();
   private seed = 100;
+
+  /** Every directory now holds `cellId` as left (it left the cluster gracefully). */
+  announceLeft(cellId: string): void {
+    for (const listener of this.directoryListeners) listener(cellId, { liveness: 'alive' }, { liveness: 'left' });
+  }
 
   cell(cellId: string): TestCell {
     const cell = this.cells.get(cellId);
@@ -120,10 +128,14 @@ class TestCluster {
       if (other.cellId !== cellId && other.transport.isRunning) await transport.dial(memoryAddress(other.transport.self)).catch(() => undefined);
     }
     const cellOfPeer = (candidate: string): string | undefined => (candidate.startsWith('peer-') ? candidate.slice('peer-'.length) : undefined);
-    const directory = {
+    const directory: ClusterDirectory = {
       homeCellOf: (tenant: string, merchant: string) => this.homes.get(`${tenant}/${merchant}`),
       peerOf: (cell: string) => `peer-${cell}`,
       cellOfPeer,
+      onChange: (listener) => {
+        this.directoryListeners.add(listener);
+        return () => this.directoryListeners.delete(listener);
+      },
     };
     const cell = { cellId, merchants, store, transport, devices: [] as TestDevice[] } as unknown as TestCell;
     const random = new SeededRandom(this.seed++);
@@ -483,6 +495,22 @@ describe('cross-cell conversations over a memory network', () => {
     cluster.cell('a').core.moveHost().hostMerchant(TENANT, 'shop');
     await cluster.until(() => alice.pushed(CONV).includes(2), 2_000);
     expect(alice.pushed(CONV)).toEqual([2]);
+  });
+
+  it('forgets a customer\'s cell that left: the next message finds her on the cell she moved to', async () => {
+    await threeCells();
+    const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });
+    const onA = await cluster.connect('a', 'alice', { device: 'phone' });
+    onA.frame({ op: 'send', conv: CONV, cmid: 'hi', body: 'hi' });
+    await cluster.until(() => onA.of('sent').length === 1);
+    // Cell a leaves the cluster; her device reconnects to c, which has never seen the conversation.
+    await cluster.crash('a');
+    cluster.announceLeft('a');
+    const onC = await cluster.connect('c', 'alice', { device: 'phone' });
+    agent.frame({ op: 'send', conv: CONV, cmid: 'b1', body: 'where are you?' });
+    // The home cell no longer sends to a (cached location, follower) but locates her anew.
+    await cluster.until(() => onC.pushed(CONV).includes(2), 5_000);
+    expect(onC.pushed(CONV)).toEqual([1, 2]);
   });
 
   it('syncs a reconnecting customer from the mirror, backfilled from the home cell where it fell behind', async () => {

@@ -1,6 +1,7 @@
 import type { ClusterPort } from '../cell/messaging/cluster-port.js';
 import type { LocationService } from './location.js';
 import type { Inbox, Outbox } from './outbox.js';
+import type { Liveness } from './directory.js';
 import type { MeshTransport, PeerId } from './transport.js';
 
 /** What the adapter reads of the cluster's directory (CellMesh's `directory` view fits). */
@@ -8,12 +9,14 @@ export interface ClusterDirectory {
   homeCellOf(tenant: string, merchant: string): string | undefined;
   peerOf(cellId: string): PeerId | undefined;
   cellOfPeer(peer: PeerId): string | undefined;
+  /** Calls `listener` with each cell whose entry changed, and its liveness after; returns the unsubscribe. */
+  onChange(listener: (cellId: string, before: { liveness: Liveness } | undefined, after: { liveness: Liveness } | undefined) => void): () => void;
 }
 
 export interface ClusterPortComponents {
   readonly cellId: string;
   readonly directory: ClusterDirectory;
-  readonly location: Pick<LocationService, 'locate' | 'forget' | 'remember' | 'invalidate'>;
+  readonly location: Pick<LocationService, 'locate' | 'forget' | 'remember' | 'invalidate' | 'forgetCell'>;
   readonly outbox: Pick<Outbox, 'enqueue'>;
   readonly inbox: Pick<Inbox, 'onForward'>;
   readonly transport: Pick<MeshTransport, 'request' | 'handle'>;
@@ -40,6 +43,14 @@ export class ClusterPortError extends Error {
  */
 export function createClusterPort(components: ClusterPortComponents): ClusterPort {
   const { cellId, directory, location, outbox, inbox, transport } = components;
+  const goneListeners: Array<(cellId: string) => void> = [];
+  // A cell that left is gone for good: cached locations and followers naming it would keep
+  // sending users' entries into an outbox nobody drains, instead of finding where they went.
+  directory.onChange((changed, before, after) => {
+    if (after?.liveness !== 'left' || before?.liveness === 'left') return;
+    location.forgetCell(changed);
+    for (const listener of goneListeners) listener(changed);
+  });
   return {
     selfCellId: cellId,
     homeCellOf: (tenant, merchant) => directory.homeCellOf(tenant, merchant),
@@ -49,6 +60,7 @@ export function createClusterPort(components: ClusterPortComponents): ClusterPor
     invalidate: (tenant, user) => location.invalidate(tenant, user),
     enqueue: (destination, entries) => outbox.enqueue(destination, entries),
     onForward: (handler) => inbox.onForward(handler),
+    onCellGone: (listener) => void goneListeners.push(listener),
     request: (cell, protocol, data, options) => {
       const peer = directory.peerOf(cell);
       if (peer === undefined) return Promise.reject(new ClusterPortError('CLUSTER_UNKNOWN_CELL', `cell ${cell} is not in the directory`));

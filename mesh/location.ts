@@ -419,6 +419,14 @@ export class LocationService {
     this.cachePut(key, cells, this.components.clock.now() + this.settings.cacheTtlMs);
   }
 
+  /**
+   * `cellId` left the cluster: every cached answer naming it is dropped (not just trimmed), so the
+   * next locate of those users asks where their devices went.
+   */
+  forgetCell(cellId: string): void {
+    for (const [key, entry] of this.cache) if (entry.cells.includes(cellId)) this.cache.delete(key);
+  }
+
   /** Drops everything cached about the user. */
   invalidate(tenant: string, userId: string): void {
     this.cache.delete(userKey(tenant, userId));

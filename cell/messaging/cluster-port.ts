@@ -66,6 +66,8 @@ export interface ClusterPort {
    * `OUTBOX_INVALID_ENTRY`, `OUTBOX_STORE_FAILED`); nothing was stored then.
    */
   enqueue(destinationCellId: string, entries: readonly ClusterEntry[]): Promise<void>;
+  /** Calls `listener` with each cell that leaves the cluster for good (gracefully: `left`). */
+  onCellGone(listener: (cellId: string) => void): void;
   /** Sets the handler of entries forwarded to this cell (one handler; set it before the mesh starts serving). */
   onForward(handler: ClusterForwardHandler): void;
   /** One request to another cell over a versioned protocol; rejects on timeout, unreachable cell or a failed handler. */

@@ -186,6 +186,7 @@ export class CrossCellRelay {
         ),
     );
     cluster.onForward((source, entries) => this.onForward(source, entries));
+    cluster.onCellGone((cellId) => this.fanOut.forgetCell(cellId));
     cluster.handle(HISTORY_PROTOCOL, (from, data) => this.serveHistory(from, data));
   }
 

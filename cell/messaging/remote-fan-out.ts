@@ -73,6 +73,13 @@ export class RemoteFanOut {
     while (this.followers.size > this.settings.maxFollowedUsers) this.followers.delete(this.followers.keys().next().value as string);
   }
 
+  /** `cell` left the cluster: it follows nobody any more. */
+  forgetCell(cell: string): void {
+    for (const [key, cells] of this.followers) {
+      if (cells.delete(cell) && cells.size === 0) this.followers.delete(key);
+    }
+  }
+
   /** `cell` said it holds no device of the user any more. */
   unfollow(tenant: string, user: string, cell: string): void {
     const key = `${tenant}/${user}`;
