@@ -176,17 +176,27 @@ export function signRecord(record: CellRecord, signer: RecordSigner): VerifiedRe
 export function openSignedRecord(envelope: unknown, signer: RecordSigner): RecordOpenResult {
   const shape = SignedRecordSchema.safeParse(envelope);
   if (!shape.success) return { ok: false, reason: 'malformed' };
+  return openEnvelope(shape.data, signer);
+}
+
+/**
+ * Opens an envelope that already passed SignedRecordSchema (as the output of
+ * `decodeJson(bytes, SignedRecordSchema, ...)` has): what openSignedRecord does after its shape
+ * check, so a decoded gossip message is not validated against the envelope schema twice.
+ * Never throws.
+ */
+export function openEnvelope(envelope: SignedRecord, signer: RecordSigner): RecordOpenResult {
   let json: unknown;
   try {
-    json = JSON.parse(shape.data.record);
+    json = JSON.parse(envelope.record);
   } catch {
     return { ok: false, reason: 'malformed' };
   }
   const record = CellRecordSchema.safeParse(json);
   if (!record.success) return { ok: false, reason: 'malformed' };
-  const signature = Buffer.from(shape.data.signature, 'base64');
-  if (!signer.verify(record.data.peerId as PeerId, signingBytes(shape.data.record), signature)) {
+  const signature = Buffer.from(envelope.signature, 'base64');
+  if (!signer.verify(record.data.peerId as PeerId, signingBytes(envelope.record), signature)) {
     return { ok: false, reason: 'bad-signature' };
   }
-  return { ok: true, verified: { record: record.data, signed: { record: shape.data.record, signature: shape.data.signature } } };
+  return { ok: true, verified: { record: record.data, signed: { record: envelope.record, signature: envelope.signature } } };
 }

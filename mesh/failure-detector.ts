@@ -21,6 +21,7 @@ import {
   type LivenessClaimMessage,
 } from './membership-wire.js';
 import type { MeshMetrics } from './mesh-metrics.js';
+import { sameBytes } from './same-bytes.js';
 import { MeshTransportError, type MeshMessage, type MeshTransport, type PeerId, type ValidationResult } from './transport.js';
 
 /** Small control messages (heartbeats, claims, pings) are refused above this size. */
@@ -685,13 +686,6 @@ export class FailureDetector {
     this.health--;
     this.init.metrics.localHealth(this.health);
   }
-}
-
-function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a === b) return true;
-  if (a.length !== b.length) return false;
-  for (let index = 0; index < a.length; index++) if (a[index] !== b[index]) return false;
-  return true;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });

@@ -1,10 +1,11 @@
 import type { Logger } from '../cell/logger.js';
 import type { Clock } from '../platform/clock.js';
-import { compareRecordOrder, openSignedRecord, SignedRecordSchema, type CellRecord, type VerifiedRecord } from './cell-record.js';
+import { compareRecordOrder, openEnvelope, openSignedRecord, SignedRecordSchema, type CellRecord, type VerifiedRecord } from './cell-record.js';
 import type { Directory } from './directory.js';
 import { decodeJson } from './membership-wire.js';
 import type { MeshMetrics, RecordRejectReason, RecordSource } from './mesh-metrics.js';
 import type { RecordSigner } from './record-signer.js';
+import { sameBytes } from './same-bytes.js';
 import type { MeshMessage, PeerId, ValidationResult } from './transport.js';
 
 export type IngestOutcome =
@@ -29,6 +30,7 @@ export interface RecordIntakeInit {
 }
 
 type Checked = { ok: true; verified: VerifiedRecord; newer: boolean } | { ok: false; reason: RecordRejectReason };
+type Opened = { ok: true; verified: VerifiedRecord } | { ok: false; reason: RecordRejectReason };
 
 /**
  * The one gate every received cell record goes through, by gossip or by anti-entropy:
@@ -36,8 +38,13 @@ type Checked = { ok: true; verified: VerifiedRecord; newer: boolean } | { ok: fa
  * publisher is the owner. Then the directory's own rules (order, peer binding, bounds) apply.
  */
 export class RecordIntake {
-  /** Records checked by the topic validator, reused by the handler of the same message. */
-  private readonly checkedMessages = new WeakMap<Uint8Array, Checked>();
+  /**
+   * The last gossip message that decoded and verified, by content: the validator and the handler
+   * receive separate copies of each message, and opening one (JSON, schema, signature) is the
+   * costly part of intake. Only successes are kept, so a rejected message is opened afresh every
+   * time; the checks against the publisher and the directory run for every delivery.
+   */
+  private lastOpened: { readonly bytes: Uint8Array; readonly verified: VerifiedRecord } | undefined;
 
   constructor(private readonly init: RecordIntakeInit) {}
 
@@ -85,21 +92,25 @@ export class RecordIntake {
   }
 
   private checkGossip(message: MeshMessage): Checked {
-    const cached = this.checkedMessages.get(message.data);
-    if (cached !== undefined) return cached;
-    const checked = this.checkGossipUncached(message);
-    this.checkedMessages.set(message.data, checked);
-    return checked;
-  }
-
-  private checkGossipUncached(message: MeshMessage): Checked {
-    const decoded = decodeJson(message.data, SignedRecordSchema, this.init.maxMessageBytes);
-    if (!decoded.ok) return { ok: false, reason: decoded.reason };
-    const opened = openSignedRecord(decoded.value, this.init.signer);
-    if (!opened.ok) return { ok: false, reason: opened.reason };
+    const opened = this.openGossip(message.data);
+    if (!opened.ok) return opened;
     // Gossip must come from the record's owner: relays of others' records go by anti-entropy.
     if (opened.verified.record.peerId !== message.from) return { ok: false, reason: 'forged-owner' };
+    // The directory may have changed since the validator ran: judge the record against it anew.
     return this.checkVerified(opened.verified);
+  }
+
+  /** Decodes and verifies a gossip message's bytes, or reuses the last result for the same bytes. */
+  private openGossip(data: Uint8Array): Opened {
+    const last = this.lastOpened;
+    if (last !== undefined && sameBytes(last.bytes, data)) return { ok: true, verified: last.verified };
+    const decoded = decodeJson(data, SignedRecordSchema, this.init.maxMessageBytes);
+    if (!decoded.ok) return { ok: false, reason: decoded.reason };
+    const opened = openEnvelope(decoded.value, this.init.signer);
+    if (!opened.ok) return { ok: false, reason: opened.reason };
+    // A copy (a Buffer's slice would be a view): the cache must not change if whoever owns `data` reuses its buffer.
+    this.lastOpened = { bytes: new Uint8Array(data), verified: opened.verified };
+    return opened;
   }
 
   private checkVerified(verified: VerifiedRecord): Checked {
