@@ -4,6 +4,7 @@ import type { ChatMessage } from '../cell/protocol/frames.js';
 import { conversationIdOf } from '../cell/protocol/frames.js';
 import { routeToMerchant } from '../router/route.js';
 import { membershipOptions, type MembershipOptions, type MembershipPreset } from '../mesh/membership-config.js';
+import { holdsClaims, type DirectoryView } from '../mesh/directory.js';
 import type { LinkFaults } from '../mesh/memory-network.js';
 import type { TimerHandle } from '../platform/clock.js';
 import type { Random } from '../platform/random.js';
@@ -824,12 +825,15 @@ class Simulation implements ActorHost {
     for (const device of this.devices) {
       if (device.identity.role === 'agent' && leaving.has(device.identity.merchant ?? '')) void device.close();
     }
-    // Customers connected there reconnect elsewhere (the router no longer sends them there).
+    // Customers connected there reconnect where the router sends them now: to the home of a
+    // merchant of theirs that stays (the first one's first; a move may have taken it elsewhere).
     for (const customer of this.population.customers) {
       const devices = this.customerDevices.get(customer.id);
       if (devices === undefined || devices[0]?.cellId !== slot.id) continue;
-      const secondary = customer.secondary;
-      const live = secondary !== undefined && !leaving.has(secondary.id) && this.slots.get(secondary.cellId)?.status === 'up' ? secondary.cellId : undefined;
+      const staying = [customer.primary, customer.secondary].find(
+        (merchant) => merchant !== undefined && !leaving.has(merchant.id) && merchant.cellId !== slot.id && this.slots.get(merchant.cellId)?.status !== 'left',
+      );
+      const live = staying?.cellId;
       if (live === undefined) {
         this.activeCustomers.delete(customer.id);
         for (const device of devices) void device.close();
@@ -1017,9 +1021,13 @@ class Simulation implements ActorHost {
     return Math.max(...digests.values()) / running;
   }
 
-  /** Every running cell holds every other as alive at its current incarnation, left ones as left (or forgotten), and the right merchant homes. */
+  /**
+   * Every running cell holds every other as alive at its current incarnation, left ones as left
+   * (or forgotten), and the right merchant homes. Homes are checked only once membership agrees,
+   * and by homesAgree (the same answer as homeDisagreements(1) at a fraction of the cost).
+   */
   private converged(): boolean {
-    return this.membershipDisagreements(1).length === 0 && this.homeDisagreements(1).length === 0;
+    return this.membershipDisagreements(1).length === 0 && this.homesAgree();
   }
 
   private membershipDisagreements(limit: number): string[] {
@@ -1059,17 +1067,8 @@ class Simulation implements ActorHost {
    */
   private homeDisagreements(limit: number): string[] {
     const problems: string[] = [];
-    const homes = new Map<string, string | undefined>();
-    for (const merchant of this.population.merchants) {
-      const hosting = this.candidateHomes(merchant).filter((cellId) => {
-        const slot = this.slots.get(cellId);
-        return slot?.status === 'up' && slot.incarnation?.hosts(TENANT, merchant.id) === true;
-      });
-      if (hosting.length > 1) problems.push(`${merchant.id} is hosted by ${hosting.length} cells: ${hosting.join(', ')}`);
-      else if (hosting.length === 0 && !this.homeless.has(merchant.id)) problems.push(`${merchant.id} is hosted by no running cell`);
-      if (problems.length >= limit) return problems;
-      homes.set(merchant.id, hosting[0]);
-    }
+    const homes = this.expectedHomes(problems, limit);
+    if (problems.length >= limit) return problems;
     for (const viewer of this.upSlots()) {
       const mesh = viewer.incarnation?.mesh;
       if (mesh === undefined) continue;
@@ -1082,6 +1081,49 @@ class Simulation implements ActorHost {
       }
     }
     return problems;
+  }
+
+  /** The running cell hosting each merchant, by the cells' cores; problems (more than one, or none) go to `problems`, up to `limit`. */
+  private expectedHomes(problems: string[], limit: number): Map<string, string | undefined> {
+    const homes = new Map<string, string | undefined>();
+    for (const merchant of this.population.merchants) {
+      const hosting = this.candidateHomes(merchant).filter((cellId) => {
+        const slot = this.slots.get(cellId);
+        return slot?.status === 'up' && slot.incarnation?.hosts(TENANT, merchant.id) === true;
+      });
+      if (hosting.length > 1) problems.push(`${merchant.id} is hosted by ${hosting.length} cells: ${hosting.join(', ')}`);
+      else if (hosting.length === 0 && !this.homeless.has(merchant.id)) problems.push(`${merchant.id} is hosted by no running cell`);
+      if (problems.length >= limit) return homes;
+      homes.set(merchant.id, hosting[0]);
+    }
+    return homes;
+  }
+
+  /**
+   * Whether homeDisagreements(1) finds nothing, for the convergence watch. Asking every viewer
+   * for every merchant's home is cells x merchants lookups; instead each viewer's directory is
+   * compared with those of viewers already found right, and only a viewer unlike all of them is
+   * asked merchant by merchant. A directory's homes are a function of its records and their
+   * liveness (the rule in mesh/directory.ts), so a viewer holding the same records (same
+   * signatures) with the same claim-holding liveness as a right viewer is right too. The final
+   * checks still ask every viewer (homeDisagreements).
+   */
+  private homesAgree(): boolean {
+    const problems: string[] = [];
+    const homes = this.expectedHomes(problems, 1);
+    if (problems.length > 0) return false;
+    const agreeing: DirectoryView[] = [];
+    for (const viewer of this.upSlots()) {
+      const mesh = viewer.incarnation?.mesh;
+      if (mesh === undefined) continue;
+      if (agreeing.some((known) => sameHomeInputs(known, mesh.directory))) continue;
+      for (const [merchant, expected] of homes) {
+        if (mesh.homeCellOf(TENANT, merchant) !== expected) return false;
+      }
+      // A bound on the comparisons per viewer when the views differ widely.
+      if (agreeing.length < MAX_HOME_VIEWS_COMPARED) agreeing.push(mesh.directory);
+    }
+    return true;
   }
 
   /** The cells that may host `merchant`: where it started and every cell a move involved. */
@@ -1203,6 +1245,23 @@ function describeCells(cells: readonly string[]): string {
 
 function turn(): Promise<void> {
   return new Promise<void>((resolve) => setImmediate(resolve)); // real-clock-ok: one macrotask turn; no virtual time passes
+}
+
+/** Distinct directories the convergence watch's home check remembers per check. */
+const MAX_HOME_VIEWS_COMPARED = 8;
+
+/**
+ * True when two directories hold the same records (by signature: each is verified, so the same
+ * signature is the same record text) with the same claim-holding liveness, which is all the home
+ * rule reads. Stops at the first difference.
+ */
+function sameHomeInputs(a: DirectoryView, b: DirectoryView): boolean {
+  if (a.size !== b.size) return false;
+  for (const entry of b.values()) {
+    const other = a.get(entry.record.cellId);
+    if (other === undefined || other.signed.signature !== entry.signed.signature || holdsClaims(other.liveness) !== holdsClaims(entry.liveness)) return false;
+  }
+  return true;
 }
 
 function stringHash(text: string): number {
