@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { gcCounts, histogramSumCount, judgeGoals, metricTotal, metricValue, percentile, round, summarize } from './mesh-stats.js';
+import { metricValue } from '../platform/prometheus-text.js';
+import { gcCounts, histogramSumCount, judgeGoals, metricTotal, percentile, round, summarize } from './mesh-stats.js';
 
 describe('percentile (nearest rank)', () => {
   it('picks the smallest value with the quantile at or below it', () => {

@@ -3,6 +3,8 @@
  * readings it takes from the cells, and the goals it judges the figures against.
  */
 
+import { metricValue } from '../platform/prometheus-text.js';
+
 /** Summary of a small sample (every value kept), milliseconds unless said otherwise. */
 export interface SampleSummary {
   count: number;
@@ -65,29 +67,6 @@ export function roundSummary(summary: SampleSummary, digits = 1): SampleSummary 
     max: round(summary.max, digits),
     mean: round(summary.mean, digits),
   };
-}
-
-/**
- * The value of one sample in a Prometheus text exposition: `name` with exactly `labels`
- * (order-insensitive); undefined when absent.
- */
-export function metricValue(text: string, name: string, labels: Readonly<Record<string, string>> = {}): number | undefined {
-  const wanted = Object.entries(labels)
-    .map(([key, value]) => `${key}="${value}"`)
-    .sort()
-    .join(',');
-  for (const line of text.split('\n')) {
-    if (line.startsWith('#') || line.trim() === '') continue;
-    const match = /^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{([^}]*)\})?\s+(\S+)/.exec(line);
-    if (match === null || match[1] !== name) continue;
-    const have = (match[2] ?? '')
-      .split(/,(?=[A-Za-z_])/)
-      .filter((part) => part !== '')
-      .sort()
-      .join(',');
-    if (have === wanted) return Number(match[3]);
-  }
-  return undefined;
 }
 
 /** The sum of every sample of `name`, whatever its labels (0 when absent). */

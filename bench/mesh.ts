@@ -22,7 +22,8 @@ import { LAN_MEMBERSHIP_OPTIONS, membershipOptions, type MembershipOptions } fro
 import { BenchDevice, mintDeviceToken, type BenchFrame } from './mesh-client.js';
 import { BENCH_TENANT, BenchCluster, LISTENING_TIMEOUT_MS, pollUntil, sleep, type BenchCell, type CellSpec } from './mesh-cluster.js';
 import { formatMeshReport } from './mesh-report.js';
-import { gcCounts, histogramSumCount, judgeGoals, metricTotal, metricValue, round, roundSummary, summarize, type SampleSummary } from './mesh-stats.js';
+import { metricValue } from '../platform/prometheus-text.js';
+import { gcCounts, histogramSumCount, judgeGoals, metricTotal, round, roundSummary, summarize, type SampleSummary } from './mesh-stats.js';
 import { readCpuSeconds, readSystemCpu } from './servers.js';
 
 export const MESH_PHASES = ['converge', 'locate', 'delivery', 'join', 'stall', 'failure'] as const;

@@ -5,6 +5,7 @@
  */
 import type { Socket } from 'node:net';
 import { afterEach, expect, test } from 'vitest';
+import { metricValue } from '../platform/prometheus-text.js';
 import {
   Cleanup,
   deliveryProblems,
@@ -12,7 +13,6 @@ import {
   fetchMetrics,
   hasAll,
   httpRequest,
-  metricValue,
   sendMessage,
   tokenFor,
 } from './harness.js';

@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import WebSocket from 'ws';
 import { mintToken } from '../cell/access/tokens.js';
 import type { ServerFrame } from '../cell/protocol/frames.js';
+import { metricValue } from '../platform/prometheus-text.js';
 import {
   ALLOWED_ORIGIN,
   Cleanup,
@@ -21,7 +22,6 @@ import {
   fetchMetrics,
   httpRequest,
   killChildCell,
-  metricValue,
   sendMessage,
   startChildCell,
   tokenFor,

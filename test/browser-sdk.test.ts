@@ -15,7 +15,8 @@ import type { ServerFrame } from '../cell/protocol/frames.js';
 import type { PageConnectOptions, PageConnectResult, PageLog } from './browser/page-app.js';
 import { PageServer, bundlePageApp } from './browser/page-server.js';
 import { TcpProxy } from './browser/tcp-proxy.js';
-import { ALLOWED_ORIGIN, Cleanup, RawClient, SECRET, TENANT, fetchMetrics, metricValue, tokenFor, type TestCell } from './harness.js';
+import { metricValue } from '../platform/prometheus-text.js';
+import { ALLOWED_ORIGIN, Cleanup, RawClient, SECRET, TENANT, fetchMetrics, tokenFor, type TestCell } from './harness.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const HAVE_CHROMIUM = existsSync(CHROMIUM);

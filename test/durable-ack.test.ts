@@ -6,6 +6,7 @@
  */
 import { afterEach, describe, expect, test } from 'vitest';
 import type { ServerFrame } from '../cell/protocol/frames.js';
+import { metricValue } from '../platform/prometheus-text.js';
 import {
   Cleanup,
   GatedStore,
@@ -15,7 +16,6 @@ import {
   fetchMetrics,
   hasAll,
   killChildCell,
-  metricValue,
   startChildCell,
   tokenFor,
   type ChildCell,

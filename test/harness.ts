@@ -393,29 +393,6 @@ export function errorCodeOf(answer: HttpAnswer): string | undefined {
   return (answer.body as { error?: { code?: string } } | undefined)?.error?.code;
 }
 
-/**
- * The value of one sample of a Prometheus text exposition: `name` with exactly `labels`
- * (order-insensitive); undefined when absent.
- */
-export function metricValue(text: string, name: string, labels: Record<string, string> = {}): number | undefined {
-  const wanted = Object.entries(labels)
-    .map(([key, value]) => `${key}="${value}"`)
-    .sort()
-    .join(',');
-  for (const line of text.split('\n')) {
-    if (line.startsWith('#') || line.trim() === '') continue;
-    const match = /^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{([^}]*)\})?\s+(\S+)/.exec(line);
-    if (match === null || match[1] !== name) continue;
-    const have = (match[2] ?? '')
-      .split(/,(?=[A-Za-z_])/)
-      .filter((part) => part !== '')
-      .sort()
-      .join(',');
-    if (have === wanted) return Number(match[3]);
-  }
-  return undefined;
-}
-
 export async function fetchMetrics(httpUrl: string): Promise<string> {
   const answer = await httpRequest('GET', `${httpUrl}/v1/metrics`);
   if (answer.status !== 200) throw new Error(`GET /v1/metrics answered ${answer.status}: ${answer.text}`);

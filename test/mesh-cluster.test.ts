@@ -2,6 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { metricValue } from '../platform/prometheus-text.js';
 import {
   ADMIN_TOKEN,
   RawClient,
@@ -10,7 +11,6 @@ import {
   fetchMetrics,
   httpRequest,
   killChildCell,
-  metricValue,
   startChildCell,
   tokenFor,
   type ChildCell,

@@ -3,7 +3,8 @@
  * as traffic does (exact deltas where the count is known).
  */
 import { afterEach, expect, test } from 'vitest';
-import { Cleanup, eventually, expectUpgradeRejected, fetchMetrics, httpRequest, metricValue, sendMessage, tokenFor } from './harness.js';
+import { metricValue } from '../platform/prometheus-text.js';
+import { Cleanup, eventually, expectUpgradeRejected, fetchMetrics, httpRequest, sendMessage, tokenFor } from './harness.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
