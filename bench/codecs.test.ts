@@ -22,7 +22,7 @@ describe('cell codec', () => {
 
   it('encodes sends with the send number as id and cmid, and decodes sent, msg and error', () => {
     expect(JSON.parse(codec.encodeSend('m1:c1', 7, 'hello'))).toEqual({ op: 'send', id: '7', conv: 'm1:c1', cmid: '7', body: 'hello' });
-    expect(JSON.parse(codec.encodeAck('m1:c1', 9))).toEqual({ op: 'ack', conv: 'm1:c1', seq: 9 });
+    expect(JSON.parse(codec.encodeAcks(new Map([['m1:c1', 9], ['m1:c2', 4]])))).toEqual({ op: 'ack', acks: { 'm1:c1': 9, 'm1:c2': 4 } });
     const sink = recordingSink();
     const socket = fakeSocket();
     codec.decode(socket, JSON.stringify({ t: 'sent', id: '7', conv: 'm1:c1', cmid: '7', seq: 3, ts: 1 }), sink);
@@ -58,7 +58,7 @@ describe('Socket.IO codec', () => {
     expect(codec.handshake(socket, '44{"message":"TOKEN_INVALID"}', 'jwt').kind).toBe('error');
 
     expect(codec.encodeSend('m1:c1', 12, 'hi')).toBe('4212["send",{"conv":"m1:c1","cmid":"12","body":"hi"}]');
-    expect(codec.encodeAck('m1:c1', 4)).toBe('42["ack",{"conv":"m1:c1","seq":4}]');
+    expect(codec.encodeAcks(new Map([['m1:c1', 4], ['m1:c2', 7]]))).toBe('42["ack",{"m1:c1":4,"m1:c2":7}]');
     const sink = recordingSink();
     codec.decode(socket, '4312[{"seq":4,"ts":1}]', sink);
     codec.decode(socket, '4313[{"error":"BAD_FRAME"}]', sink);

@@ -30,7 +30,8 @@ export interface Codec {
   /** Handles a frame that arrives before the handshake completed. */
   handshake(socket: WebSocket, text: string, token: string): HandshakeStep;
   encodeSend(conv: string, sendNumber: number, body: string): string;
-  encodeAck(conv: string, seq: number): string;
+  /** One frame acknowledging every conversation of `acks` (conversation to highest seq). */
+  encodeAcks(acks: ReadonlyMap<string, number>): string;
   decode(socket: WebSocket, text: string, sink: FrameSink): void;
 }
 
@@ -59,7 +60,7 @@ const cellCodec: Codec = {
   },
   encodeSend: (conv, sendNumber, body) =>
     JSON.stringify({ op: 'send', id: String(sendNumber), conv, cmid: String(sendNumber), body }),
-  encodeAck: (conv, seq) => JSON.stringify({ op: 'ack', conv, seq }),
+  encodeAcks: (acks) => JSON.stringify({ op: 'ack', acks: Object.fromEntries(acks) }),
   decode(_socket, text, sink) {
     const frame = JSON.parse(text) as CellFrame;
     switch (frame.t) {
@@ -106,7 +107,7 @@ const socketIoCodec: Codec = {
   },
   encodeSend: (conv, sendNumber, body) =>
     `42${sendNumber}["send",${JSON.stringify({ conv, cmid: String(sendNumber), body })}]`,
-  encodeAck: (conv, seq) => `42["ack",${JSON.stringify({ conv, seq })}]`,
+  encodeAcks: (acks) => `42["ack",${JSON.stringify(Object.fromEntries(acks))}]`,
   decode(socket, text, sink) {
     if (text === ENGINE_PING) {
       socket.send(ENGINE_PONG);
@@ -136,7 +137,7 @@ const echoCodec: Codec = {
   readyOnOpen: true,
   handshake: () => ({ kind: 'ready' }),
   encodeSend: cellCodec.encodeSend,
-  encodeAck: cellCodec.encodeAck,
+  encodeAcks: cellCodec.encodeAcks,
   decode(_socket, text, sink) {
     const frame = JSON.parse(text) as CellFrame;
     if (frame.op === 'send') sink.sent(Number(frame.cmid));

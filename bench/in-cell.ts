@@ -376,6 +376,7 @@ async function runPhase(
     delivered: sum((result) => result.delivered),
     expectedDeliveries: target === 'uws-echo' ? null : totalAcked * options.agentsPerMerchant,
     deliveryAcksSent: sum((result) => result.deliveryAcksSent),
+    ackFramesSent: sum((result) => result.ackFramesSent),
     socketsClosedUnexpectedly: sum((result) => result.socketsClosedUnexpectedly),
     serverCpuPercent: (serverCpuSeconds / wallSeconds) * 100,
     serverSystemCpuPercent: ((end.serverSystemSeconds - start.serverSystemSeconds) / wallSeconds) * 100,

@@ -120,8 +120,10 @@ export interface RunResultReply {
   errors: Record<string, number>;
   /** Messages pushed to agents (and other devices) during the whole phase. */
   delivered: number;
-  /** Cumulative ack frames sent back by agents. */
+  /** Conversations acknowledged by agents (one entry per conversation per ack flush). */
   deliveryAcksSent: number;
+  /** Ack frames those went in (one per flush of an agent, up to 256 conversations each). */
+  ackFramesSent: number;
   socketsClosedUnexpectedly: number;
   /** Event-loop utilisation of this worker during the window: near 1 means the generator is the bottleneck. */
   eventLoopUtilization: number;

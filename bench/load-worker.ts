@@ -26,6 +26,8 @@ import type {
 
 const ACK_FLUSH_MS = 20;
 const ACK_FLUSH_COUNT = 64;
+/** Conversations per ack frame: the cell's `limits.maxAcksPerFrame`. */
+const ACKS_PER_FRAME = 256;
 const PROGRESS_INTERVAL_MS = 250;
 const BODY_POOL_SIZE = 256;
 /** A paced tick never sends more than this share of a second's load at once. */
@@ -88,9 +90,21 @@ class DeliveryAcker {
       this.highest.clear();
       return;
     }
+    // One frame for all conversations with news, as the SDK does with a cell that announces
+    // `maxAcksPerFrame` (and the relay takes the same map in one event).
+    let batch = new Map<string, number>();
     for (const [conv, seq] of this.highest) {
-      this.socket.send(this.codec.encodeAck(conv, seq));
+      batch.set(conv, seq);
       counters.deliveryAcksSent++;
+      if (batch.size === ACKS_PER_FRAME) {
+        this.socket.send(this.codec.encodeAcks(batch));
+        counters.ackFramesSent++;
+        batch = new Map();
+      }
+    }
+    if (batch.size > 0) {
+      this.socket.send(this.codec.encodeAcks(batch));
+      counters.ackFramesSent++;
     }
     this.highest.clear();
   }
@@ -117,6 +131,7 @@ class Customer {
 const counters = {
   delivered: 0,
   deliveryAcksSent: 0,
+  ackFramesSent: 0,
   socketsClosedUnexpectedly: 0,
 };
 
@@ -364,6 +379,7 @@ async function run(command: RunCommand): Promise<void> {
   collectGarbage();
   counters.delivered = 0;
   counters.deliveryAcksSent = 0;
+  counters.ackFramesSent = 0;
   counters.socketsClosedUnexpectedly = 0;
   const state: PhaseState = {
     command,
@@ -474,6 +490,7 @@ async function run(command: RunCommand): Promise<void> {
     errors: state.errors,
     delivered: counters.delivered,
     deliveryAcksSent: counters.deliveryAcksSent,
+    ackFramesSent: counters.ackFramesSent,
     socketsClosedUnexpectedly: counters.socketsClosedUnexpectedly,
     eventLoopUtilization: elu.utilization,
     tickLagP99Ms: command.mode === 'paced' ? tickGaps.quantileMs(0.99) : null,

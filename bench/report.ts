@@ -19,6 +19,7 @@ export interface PhaseSummary
     | 'errors'
     | 'delivered'
     | 'deliveryAcksSent'
+    | 'ackFramesSent'
     | 'socketsClosedUnexpectedly'
   > {
   /** Paced phases: the rate asked for (all workers together); null in closed loop. */

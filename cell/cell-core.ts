@@ -4,7 +4,7 @@ import { verifyToken, type Identity } from './access/tokens.js';
 import type { LimitsConfig, TenantConfig } from './config.js';
 import type { Logger } from './logger.js';
 import type { ClusterPort } from './messaging/cluster-port.js';
-import { ConversationLog } from './messaging/conversation-log.js';
+import { ConversationLog, type AppendResult } from './messaging/conversation-log.js';
 import { CrossCellRelay, type CrossCellHost, type CrossCellSettings, type CrossCellStats } from './messaging/cross-cell.js';
 import { DeliveryService, MAX_CONVERSATIONS_PER_DEVICE } from './messaging/delivery.js';
 import { DeviceConnection, type DevicePort } from './messaging/device.js';
@@ -16,8 +16,10 @@ import type { MoveHost } from './merchant-move.js';
 import type { CellMetrics } from './metrics.js';
 import { CellError, CloseCode, ErrorCode } from './protocol/errors.js';
 import {
+  MAX_ACKS_PER_FRAME,
   MAX_BODY_CHARS,
   PROTOCOL_VERSION,
+  ackEntries,
   clientFrameSchemas,
   parseConversationId,
   type ChatMessage,
@@ -202,6 +204,7 @@ export class CellCore {
         ratePerSecond: limits.ratePerSecond,
         rateBurst: limits.rateBurst,
         deliveryWindow: limits.deliveryWindow,
+        maxAcksPerFrame: MAX_ACKS_PER_FRAME,
       },
     };
     if (identity.merchant !== undefined) welcome.merchant = identity.merchant;
@@ -265,7 +268,7 @@ export class CellCore {
         return;
       }
     }
-    this.options.metrics.framesIn.inc({ op: frame.op });
+    this.options.metrics.countFrameIn(frame.op);
     const requestId = 'id' in frame ? frame.id : undefined;
     this.dispatch(connection, frame).then(
       () => {
@@ -275,29 +278,27 @@ export class CellCore {
     );
   }
 
-  /** Appends a message as `identity`; resolves once durable. Used by HTTP and WebSocket. */
+  /** Appends a message as `identity`; resolves once durable. Used by HTTP. */
   async send(identity: Identity, conv: string, cmid: string, body: string): Promise<{ message: ChatMessage; duplicate: boolean }> {
     const settled = this.authorizeWrite(identity, conv);
     const { home } = settled instanceof Promise ? await settled : settled;
-    if (this.draining) throw new CellError(ErrorCode.ShuttingDown, 'the cell is shutting down; resend after reconnecting');
     if (home !== undefined) {
+      if (this.draining) throw shuttingDown();
       // Over HTTP there is no `queued`: wait for the seq a while, else FORWARD_PENDING.
       const relay = this.relay!;
       const stored = await relay.relaySend(identity, home, conv, cmid, body, { connection: undefined, requestId: undefined });
       if (stored !== undefined) return { message: stored, duplicate: true };
       return { message: await relay.waitForSeq(identity.tenant, conv, identity.user, cmid), duplicate: false };
     }
-    const result = await this.log.append({
-      tenant: identity.tenant,
-      conv,
-      from: identity.user,
-      role: identity.role,
-      device: identity.device,
-      cmid,
-      body,
-    });
+    const result = await this.appendHere(identity, conv, cmid, body);
     if (result.duplicate) this.options.metrics.duplicateSends.inc();
     return result;
+  }
+
+  /** Appends to a conversation this cell hosts, once authorized; resolves once durable. */
+  private appendHere(identity: Identity, conv: string, cmid: string, body: string): Promise<AppendResult> {
+    if (this.draining) return Promise.reject(shuttingDown());
+    return this.log.append({ tenant: identity.tenant, conv, from: identity.user, role: identity.role, device: identity.device, cmid, body });
   }
 
   async history(identity: Identity, frame: Pick<HistoryFrame, 'conv' | 'before' | 'limit'>): Promise<{ messages: ChatMessage[]; hasMore: boolean }> {
@@ -391,18 +392,38 @@ export class CellCore {
           this.pendingAcks.set(key, { connection, requestId: frame.id, receivedAtMs: this.options.clock.now() });
         }
         try {
-          const result = await this.send(identity, frame.conv, frame.cmid, frame.body);
+          const result = await this.appendHere(identity, frame.conv, frame.cmid, frame.body);
           // A fresh message was acked from fanOut the moment it became durable; a resend of a
           // stored cmid never becomes durable again, so its ack goes out here.
-          if (result.duplicate) this.answerSent(connection, frame.id, result.message);
+          if (result.duplicate) {
+            this.options.metrics.duplicateSends.inc();
+            this.answerSent(connection, frame.id, result.message);
+          }
         } finally {
           if (this.pendingAcks.get(key)?.connection === connection) this.pendingAcks.delete(key);
         }
         return;
       }
-      case 'ack':
-        this.authorize(identity, frame.conv);
-        return this.delivery.ack(connection, frame.conv, frame.seq);
+      case 'ack': {
+        if (frame.acks === undefined) {
+          this.authorize(identity, frame.conv!);
+          return this.delivery.ack(connection, frame.conv!, frame.seq!);
+        }
+        // Each conversation of a multi-conversation ack stands alone: a refused entry is answered
+        // with an error naming it, and the others still move their cursors.
+        const loading: Array<Promise<void>> = [];
+        for (const [conv, seq] of ackEntries(frame)) {
+          try {
+            this.authorize(identity, conv);
+            const applied = this.delivery.ack(connection, conv, seq);
+            if (applied !== undefined) loading.push(applied.catch((error: unknown) => this.answerError(connection, undefined, error, conv)));
+          } catch (error) {
+            this.answerError(connection, undefined, error, conv);
+          }
+        }
+        if (loading.length > 0) await Promise.all(loading);
+        return;
+      }
       case 'read':
         await this.markRead(identity, frame.conv, frame.seq);
         if (frame.id !== undefined) this.delivery.sendFrame(connection, { t: 'ok', id: frame.id });
@@ -583,7 +604,8 @@ export class CellCore {
     this.delivery.sendFrame(connection, frame);
   }
 
-  private answerError(connection: DeviceConnection, requestId: string | undefined, error: unknown): void {
+  /** `conv` names the conversation of a refused entry of a multi-conversation ack. */
+  private answerError(connection: DeviceConnection, requestId: string | undefined, error: unknown, conv?: string): void {
     const cellError = error instanceof CellError ? error : undefined;
     if (cellError === undefined) {
       this.options.logger.error({ err: error, device: connection.identity.device }, 'unexpected error handling a frame');
@@ -592,6 +614,7 @@ export class CellCore {
     this.options.metrics.errors.inc({ code });
     const frame: ServerFrame = { t: 'error', code, message: cellError?.message ?? 'internal error; the frame was not applied' };
     if (requestId !== undefined) frame.id = requestId;
+    if (conv !== undefined) frame.conv = conv;
     const retryAfterMs = cellError?.details?.['retryAfterMs'];
     if (typeof retryAfterMs === 'number') frame.retryAfterMs = retryAfterMs;
     this.delivery.sendFrame(connection, frame);
@@ -625,11 +648,15 @@ export class CellCore {
     if (parsed === undefined) throw new CellError(ErrorCode.BadFrame, `'${conv}' is not a conversation id (<merchant>:<customer>)`);
     const allowed = identity.role === 'agent' ? identity.merchant === parsed.merchant : identity.user === parsed.customer;
     if (!allowed) throw new CellError(ErrorCode.ConversationForbidden, `you are not a party to conversation ${conv}`);
-    if (this.tenantOf(identity).merchants.has(parsed.merchant)) return { ...parsed, home: undefined };
+    if (this.tenantOf(identity).merchants.has(parsed.merchant)) return { merchant: parsed.merchant, customer: parsed.customer, home: undefined };
     const home = identity.role === 'customer' ? this.relay?.homeCellOf(identity.tenant, parsed.merchant) : undefined;
     if (home === undefined) throw new CellError(ErrorCode.MerchantNotHosted, `merchant ${parsed.merchant} is not hosted by this cell`);
-    return { ...parsed, home };
+    return { merchant: parsed.merchant, customer: parsed.customer, home };
   }
+}
+
+function shuttingDown(): CellError {
+  return new CellError(ErrorCode.ShuttingDown, 'the cell is shutting down; resend after reconnecting');
 }
 
 function pendingAckKey(tenant: string, conv: string, from: string, cmid: string): string {

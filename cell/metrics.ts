@@ -42,6 +42,8 @@ export class CellMetrics {
     labelNames: ['op'],
     registers: [this.registry],
   });
+  /** One child per op, made on first use: `framesIn.inc({ op })` would hash its labels per frame. */
+  private readonly framesInByOp = new Map<string, Counter.Internal>();
   readonly errors = new Counter({
     name: 'cellmesh_errors_total',
     help: 'Errors answered to clients, by code.',
@@ -87,6 +89,16 @@ export class CellMetrics {
         for (const [event, value] of Object.entries(stats() ?? {})) this.set({ event }, value);
       },
     });
+  }
+
+  /** Counts one client frame of `op` (`cellmesh_frames_in_total{op}`). */
+  countFrameIn(op: string): void {
+    let child = this.framesInByOp.get(op);
+    if (child === undefined) {
+      child = this.framesIn.labels({ op });
+      this.framesInByOp.set(op, child);
+    }
+    child.inc();
   }
 
   /** Adds the process metrics (CPU, memory, event loop lag); only for a real process. */

@@ -680,6 +680,24 @@ describe('CellmeshClient delivery', () => {
     expect(connection.ops('ack')).toHaveLength(3);
   });
 
+  it('acks many conversations in one frame when the cell announces maxAcksPerFrame', async () => {
+    const { transport, clock } = await connected({}, { limits: { ...LIMITS, maxAcksPerFrame: 2 } });
+    const connection = transport.last;
+    const third = 'shop1:carol';
+    for (let seq = 1; seq <= 4; seq++) connection.push(msg(CONV, seq));
+    connection.push(msg(OTHER_CONV, 1));
+    connection.push(msg(third, 1));
+    clock.advance(20);
+    // Two conversations fill the first frame; the third goes in the next.
+    expect(connection.ops('ack')).toEqual([
+      { op: 'ack', acks: { [CONV]: 4, [OTHER_CONV]: 1 } },
+      { op: 'ack', acks: { [third]: 1 } },
+    ]);
+    connection.push(msg(CONV, 5));
+    clock.advance(20);
+    expect(connection.ops('ack').slice(2)).toEqual([{ op: 'ack', acks: { [CONV]: 5 } }]);
+  });
+
   it('acks at once when half the delivery window is unacknowledged', async () => {
     const { transport } = await connected({}, { limits: { ...LIMITS, deliveryWindow: 8 } });
     const connection = transport.last;

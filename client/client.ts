@@ -1537,25 +1537,40 @@ export class CellmeshClient {
     });
   }
 
-  /** One cumulative ack per conversation with news; the cell does not rate-limit acks. */
+  /**
+   * One cumulative ack per conversation with news; the cell does not rate-limit acks. A cell
+   * that announces `limits.maxAcksPerFrame` gets them together, that many conversations per
+   * frame; an older cell one frame per conversation.
+   */
   private flushAcks(): void {
     this.ackTimer = cancelTimer(this.ackTimer);
     this.unackedDeliveries = 0;
-    if (this.sessionValue === undefined) {
+    const session = this.sessionValue;
+    if (session === undefined) {
       this.ackDirty.clear();
       return;
     }
+    const perFrame = session.limits.maxAcksPerFrame;
+    let acks: Record<string, number> = {};
+    let inFrame = 0;
     for (const conv of this.ackDirty) {
+      this.ackDirty.delete(conv);
       const conversation = this.conversations.get(conv);
       const target = conversation === undefined ? 0 : this.ackTarget(conversation);
-      if (conversation === undefined || target <= conversation.ackedSeq) {
-        this.ackDirty.delete(conv);
+      if (conversation === undefined || target <= conversation.ackedSeq) continue;
+      conversation.ackedSeq = target;
+      if (perFrame === undefined) {
+        this.transmit({ op: 'ack', conv, seq: target });
         continue;
       }
-      this.ackDirty.delete(conv);
-      conversation.ackedSeq = target;
-      this.transmit({ op: 'ack', conv, seq: target });
+      acks[conv] = target;
+      if (++inFrame === perFrame) {
+        this.transmit({ op: 'ack', acks });
+        acks = {};
+        inFrame = 0;
+      }
     }
+    if (inFrame > 0) this.transmit({ op: 'ack', acks });
   }
 
   /** The cell refused a frame without an id (a heartbeat ping) for the rate limit: its bucket is empty. */

@@ -40,7 +40,8 @@ export function parseServerFrame(text: string): ParsedServerFrame {
           isNumber(frame.limits.ratePerSecond) &&
           frame.limits.ratePerSecond > 0 &&
           isInteger(frame.limits.rateBurst) &&
-          frame.limits.rateBurst >= 1,
+          frame.limits.rateBurst >= 1 &&
+          (frame.limits.maxAcksPerFrame === undefined || (isInteger(frame.limits.maxAcksPerFrame) && frame.limits.maxAcksPerFrame >= 1)),
       );
     case 'msg':
       return check(frame, isChatMessage(frame));

@@ -278,6 +278,34 @@ describe('per-device cursors and offline sync (Guarantee 4)', () => {
     expect(deskAgain.messages()).toEqual([]);
   });
 
+  test('one ack frame moves the cursors of many conversations; a refused entry is named and the rest apply', async () => {
+    const cell = await cleanup.cell();
+    const first = await cleanup.client(cell.url, await tokenFor({ user: 'c1', device: 'phone' }));
+    const second = await cleanup.client(cell.url, await tokenFor({ user: 'c2', device: 'phone' }));
+    const deskToken = await tokenFor({ user: 'a1', merchant: 'm1', device: 'desk' });
+    const desk = await cleanup.client(cell.url, deskToken);
+    expect(desk.frames[0]).toMatchObject({ t: 'welcome', limits: { maxAcksPerFrame: 256 } });
+    for (let index = 1; index <= 3; index++) {
+      await sendMessage(first, 'm1:c1', `a${index}`, `from c1 ${index}`);
+      await sendMessage(second, 'm1:c2', `b${index}`, `from c2 ${index}`);
+    }
+    await desk.until(() => desk.messages().length === 6, { what: 'the desk to get 6' });
+
+    desk.send({ op: 'ack', acks: { 'm1:c1': 2, 'm1:c2': 3, 'm1:c9': 1, 'm2:c1': 1 } });
+    await ping(desk, 'p');
+    const errors = desk.all('error');
+    expect(errors.map((error) => [error.conv, error.code]).sort()).toEqual([
+      ['m1:c9', 'SEQ_OUT_OF_RANGE'],
+      ['m2:c1', 'CONVERSATION_FORBIDDEN'],
+    ]);
+    await desk.close();
+
+    const again = await cleanup.client(cell.url, deskToken);
+    await again.until(() => again.all('synced').length > 0, { what: 'synced' });
+    await ping(again, 'p2');
+    expect(again.messages().map((message) => `${message.conv}#${message.seq}`)).toEqual(['m1:c1#3']);
+  });
+
   /** Connects, waits for `synced`; returns undefined when the cell drops the socket first. */
   async function connectUntilSynced(url: string, token: string): Promise<RawClient | undefined> {
     const client = await RawClient.connect(url, token);

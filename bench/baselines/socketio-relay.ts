@@ -3,7 +3,8 @@
  * `ws` engine on a plain HTTP server, JWT auth in a middleware (the same tokens as the cell),
  * and each message persisted in LevelDB with one `await db.put(key, value, { sync })` before the
  * sender gets its ack with a sequence number; then the message is relayed to the room of the
- * merchant's agents, whose cumulative receipt acks move a delivery cursor.
+ * merchant's agents, whose cumulative receipt acks (one event naming every conversation with
+ * news, conversation to seq, as the cell's multi-conversation ack) move delivery cursors.
  *
  * It keeps what such a relay usually keeps and no more: a per-conversation sequence counter and
  * the agents' cursors in memory, no idempotency (a resend is stored twice), no offline sync. That
@@ -33,10 +34,8 @@ interface SendPayload {
   body?: unknown;
 }
 
-interface AckPayload {
-  conv?: unknown;
-  seq?: unknown;
-}
+/** Conversation to the highest seq this device has, for every conversation with news. */
+type AckPayload = Record<string, unknown>;
 
 const MAX_FRAME_BYTES = 64 * 1024;
 const MAX_BODY_CHARS = 16_384;
@@ -119,11 +118,13 @@ async function main(): Promise<void> {
     });
 
     socket.on('ack', (payload: AckPayload) => {
-      const { conv, seq } = payload ?? {};
-      if (typeof conv !== 'string' || typeof seq !== 'number') return;
-      const cursorKey = `${identity.tenant}/${identity.device}/${conv}`;
-      if (!cursors.has(cursorKey) && cursors.size >= MAX_CONVERSATIONS) return;
-      if (seq > (cursors.get(cursorKey) ?? 0)) cursors.set(cursorKey, seq);
+      if (typeof payload !== 'object' || payload === null) return;
+      for (const [conv, seq] of Object.entries(payload)) {
+        if (typeof seq !== 'number') continue;
+        const cursorKey = `${identity.tenant}/${identity.device}/${conv}`;
+        if (!cursors.has(cursorKey) && cursors.size >= MAX_CONVERSATIONS) continue;
+        if (seq > (cursors.get(cursorKey) ?? 0)) cursors.set(cursorKey, seq);
+      }
     });
   });
 

@@ -35,7 +35,12 @@ const ATTACH_LOAD_PARALLELISM = 32;
  * not ack stops receiving (and costs nothing) instead of growing a queue.
  */
 export class DeliveryService {
-  private readonly frameTexts = new WeakMap<ChatMessage, string>();
+  /**
+   * The `msg` frame of the message pushed last: a message goes to all its devices in one turn,
+   * so one entry serialises it once, and nothing outlives the fan-out (a cache keyed by every
+   * message would keep them all reachable for the garbage collector to trace).
+   */
+  private lastPushed: { message: ChatMessage; text: string } | undefined;
   private readonly cursorWriter: CoalescingWriter;
 
   constructor(
@@ -146,22 +151,35 @@ export class DeliveryService {
     }
   }
 
-  /** A cumulative delivery ack: the device has everything up to `seq` in `conv`. */
-  async ack(connection: DeviceConnection, conv: string, seq: number): Promise<void> {
+  /**
+   * A cumulative delivery ack: the device has everything up to `seq` in `conv`. Applied at
+   * once when the conversation's head is in memory (the usual case); otherwise the returned
+   * promise settles once it is loaded and applied.
+   */
+  ack(connection: DeviceConnection, conv: string, seq: number): Promise<void> | undefined {
     const cursor = connection.cursors.get(conv);
-    const state = cursor === undefined ? undefined : (this.log.cached(connection.identity.tenant, conv) ?? (await this.log.conversation(connection.identity.tenant, conv)));
-    if (cursor === undefined || state === undefined || seq > state.durableSeq) {
-      throw new CellError(ErrorCode.SeqOutOfRange, `nothing up to seq ${seq} was delivered in ${conv}`);
+    if (cursor === undefined) throw outOfRange(conv, seq);
+    const { tenant } = connection.identity;
+    const state = this.log.cached(tenant, conv);
+    if (state !== undefined) {
+      this.applyAck(connection, cursor, state.durableSeq, conv, seq);
+      return undefined;
     }
+    return this.log.conversation(tenant, conv).then((loaded) => this.applyAck(connection, cursor, loaded.durableSeq, conv, seq));
+  }
+
+  private applyAck(connection: DeviceConnection, cursor: DeviceCursor, durableSeq: number, conv: string, seq: number): void {
+    if (seq > durableSeq) throw outOfRange(conv, seq);
     if (seq <= cursor.ackedSeq) return;
     connection.inFlight -= Math.max(0, Math.min(seq, cursor.sentSeq) - cursor.ackedSeq);
     cursor.ackedSeq = seq;
     if (seq > cursor.sentSeq) cursor.sentSeq = seq;
     this.checkSynced(connection, cursor);
     const { tenant, user, device } = connection.identity;
+    cursor.storeKey ??= keys.deliveryCursor(tenant, user, device, conv);
     // Cursors only move forward and the writer writes each key's latest value in order, so the
     // stored cursor never regresses.
-    this.cursorWriter.set(keys.deliveryCursor(tenant, user, device, conv), String(seq));
+    this.cursorWriter.set(cursor.storeKey, String(seq));
     this.resumeStalled(connection);
   }
 
@@ -190,10 +208,10 @@ export class DeliveryService {
   }
 
   private push(connection: DeviceConnection, cursor: DeviceCursor, message: ChatMessage): void {
-    let text = this.frameTexts.get(message);
+    let text = this.lastPushed?.message === message ? this.lastPushed.text : undefined;
     if (text === undefined) {
       text = JSON.stringify({ t: 'msg', ...message });
-      this.frameTexts.set(message, text);
+      this.lastPushed = { message, text };
     }
     cursor.sentSeq = message.seq;
     connection.inFlight++;
@@ -286,4 +304,8 @@ export class DeliveryService {
     connection.syncedSent = true;
     this.sendFrame(connection, { t: 'synced' });
   }
+}
+
+function outOfRange(conv: string, seq: number): CellError {
+  return new CellError(ErrorCode.SeqOutOfRange, `nothing up to seq ${seq} was delivered in ${conv}`);
 }

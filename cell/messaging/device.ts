@@ -31,6 +31,8 @@ export interface DeviceCursor {
   pumping: boolean;
   /** The conversation's last seq when the device connected; `synced` is due once reached. */
   syncTargetSeq: number;
+  /** The store key of this cursor, made at its first ack (an agent acks every few ms). */
+  storeKey?: string;
 }
 
 /** One connected device as the core tracks it. */

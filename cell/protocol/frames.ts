@@ -51,7 +51,34 @@ export const SendFrame = z.object({
   body: z.string().min(1).max(MAX_BODY_CHARS),
 });
 
-export const AckFrame = z.object({ op: z.literal('ack'), conv: conversationId, seq });
+/** Most conversations one `ack` frame may acknowledge at once (announced in `welcome.limits`). */
+export const MAX_ACKS_PER_FRAME = 256;
+/**
+ * A cumulative delivery ack: either one conversation (`conv`, `seq`) or many at once (`acks`,
+ * conversation to seq), so a device that receives from many conversations acks them in one frame.
+ */
+export const AckFrame = z
+  .object({
+    op: z.literal('ack'),
+    conv: conversationId.optional(),
+    seq: seq.optional(),
+    acks: z
+      .record(conversationId, seq)
+      .refine((acks) => {
+        const count = Object.keys(acks).length;
+        return count >= 1 && count <= MAX_ACKS_PER_FRAME;
+      }, `must name 1-${MAX_ACKS_PER_FRAME} conversations`)
+      .optional(),
+  })
+  .refine(
+    (frame) => (frame.acks === undefined ? frame.conv !== undefined && frame.seq !== undefined : frame.conv === undefined && frame.seq === undefined),
+    'give either `conv` and `seq`, or `acks`',
+  );
+
+/** The (conversation, seq) pairs an ack frame acknowledges, in the frame's order. */
+export function ackEntries(frame: AckFrame): Array<[conv: string, seq: number]> {
+  return frame.acks === undefined ? [[frame.conv!, frame.seq!]] : Object.entries(frame.acks);
+}
 export const ReadFrame = z.object({ op: z.literal('read'), id: requestId.optional(), conv: conversationId, seq });
 export const HistoryFrame = z.object({
   op: z.literal('history'),
@@ -137,6 +164,8 @@ export interface Limits {
   ratePerSecond: number;
   rateBurst: number;
   deliveryWindow: number;
+  /** Conversations one `ack` frame may name in `acks`; absent from cells that take one per frame. */
+  maxAcksPerFrame?: number;
 }
 
 export type ServerFrame =
