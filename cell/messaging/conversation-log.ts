@@ -37,6 +37,14 @@ export interface ConversationLogOptions {
   maxQueuedAppends?: number;
 }
 
+/** A conversation's appends of one batch, with their seqs assigned and their store ops. */
+interface SequencedBatch {
+  messages: ChatMessage[];
+  ops: StoreOp[];
+  readsAfter: Map<string, number>;
+  firstOfConversation: boolean;
+}
+
 interface PendingAppend {
   request: AppendRequest;
   resolve: (result: AppendResult) => void;
@@ -95,6 +103,9 @@ export class ConversationLog {
   private readonly cache = new Map<string, ConversationState>();
   private readonly loading = new Map<string, Promise<ConversationState>>();
   private readonly idleWaiters: Array<{ concerns: (cacheKey: string) => boolean; resolve: () => void }> = [];
+  /** Conversations with queued appends and no write under way, waiting for the next batch. */
+  private readonly ready = new Set<ConversationState>();
+  private batchUnderWay = false;
 
   constructor(options: ConversationLogOptions) {
     this.store = options.store;
@@ -133,20 +144,28 @@ export class ConversationLog {
    * Appends a message and resolves once it is durable. A resend with a cmid this sender used
    * before in this conversation resolves with the original message and writes nothing.
    */
-  async append(request: AppendRequest): Promise<AppendResult> {
-    const state = await this.conversation(request.tenant, request.conv);
+  append(request: AppendRequest): Promise<AppendResult> {
+    const cacheKey = `${request.tenant}/${request.conv}`;
+    const cached = this.cache.get(cacheKey);
+    if (cached === undefined) return this.conversation(request.tenant, request.conv).then((state) => this.appendTo(state, request));
+    this.cache.delete(cacheKey);
+    this.cache.set(cacheKey, cached);
+    return this.appendTo(cached, request);
+  }
+
+  private appendTo(state: ConversationState, request: AppendRequest): Promise<AppendResult> {
     const dedupKey = `${request.from}/${request.cmid}`;
     const inFlight = state.inFlight.get(dedupKey);
     if (inFlight !== undefined) return inFlight.then((result) => ({ ...result, duplicate: true }));
 
     const promise = this.appendNew(state, request);
     state.inFlight.set(dedupKey, promise);
-    try {
-      return await promise;
-    } finally {
+    const settle = (): void => {
       state.inFlight.delete(dedupKey);
       this.notifyIfIdle();
-    }
+    };
+    promise.then(settle, settle);
+    return promise;
   }
 
   /** Messages with seq in [fromSeq, toSeq), ascending, at most `limit`. */
@@ -298,92 +317,144 @@ export class ConversationLog {
     }
     return new Promise<AppendResult>((resolve, reject) => {
       state.queue.push({ request, resolve, reject });
-      if (!state.writing) void this.writeQueued(state);
+      if (!state.writing) this.markReady(state);
     });
   }
 
-  /** Writes everything queued for one conversation as one atomic batch, then repeats. */
-  private async writeQueued(state: ConversationState): Promise<void> {
-    state.writing = true;
-    while (state.queue.length > 0) {
-      const queued = state.queue.splice(0, MAX_APPENDS_PER_BATCH);
-      let batch: PendingAppend[];
+  private markReady(state: ConversationState): void {
+    this.ready.add(state);
+    if (!this.batchUnderWay) void this.writeBatches();
+  }
+
+  /**
+   * Writes the queued appends of every ready conversation as one store write, then repeats
+   * with what queued meanwhile. One write (one chain of promises) per batch instead of one per
+   * message keeps the work and the garbage per message small; the store's group commit would
+   * have merged the writes into one flush anyway.
+   */
+  private async writeBatches(): Promise<void> {
+    this.batchUnderWay = true;
+    // One microtask, so that appends from the same synchronous stretch share the first batch.
+    await undefined;
+    while (this.ready.size > 0) {
+      const states = [...this.ready];
+      this.ready.clear();
+      const queuedByState = states.map((state) => {
+        state.writing = true;
+        return state.queue.splice(0, MAX_APPENDS_PER_BATCH);
+      });
+      let batches: PendingAppend[][];
       try {
-        batch = await this.answerStoredResends(state, queued);
+        batches = await this.answerStoredResends(states, queuedByState);
       } catch (error) {
         const failure = new CellError(ErrorCode.StoreUnavailable, 'the store could not be read; retry', { cause: String(error) });
-        for (const pending of queued) pending.reject(failure);
+        for (const queued of queuedByState) for (const pending of queued) pending.reject(failure);
+        this.finishBatch(states);
         continue;
       }
-      if (batch.length === 0) continue;
-      const firstSeq = state.durableSeq + 1;
-      const ts = this.clock.now();
-      const messages = batch.map((pending, index): ChatMessage => ({
-        conv: state.conv,
-        seq: firstSeq + index,
-        from: pending.request.from,
-        role: pending.request.role,
-        device: pending.request.device,
-        cmid: pending.request.cmid,
-        body: pending.request.body,
-        ts,
-      }));
-      const ops: StoreOp[] = [];
-      const readsAfter = new Map<string, number>();
-      for (const message of messages) {
-        ops.push({ type: 'put', key: keys.message(state.tenant, state.conv, message.seq), value: JSON.stringify(message) });
-        ops.push({ type: 'put', key: keys.clientMessageId(state.tenant, state.conv, message.from, message.cmid), value: String(message.seq) });
-        // Sending a message means its sender has read everything up to it.
-        readsAfter.set(message.from, message.seq);
-      }
-      for (const [user, seq] of readsAfter) ops.push({ type: 'put', key: keys.readCursor(state.tenant, state.conv, user), value: String(seq) });
-      const firstOfConversation = firstSeq === 1;
-      if (firstOfConversation) {
-        ops.push({ type: 'put', key: keys.customerConversation(state.tenant, state.customer, state.conv), value: '' });
-        ops.push({ type: 'put', key: keys.merchantConversation(state.tenant, state.merchant, state.conv), value: '' });
-      }
+      const written = states.map((state, index) => this.sequence(state, batches[index]!));
+      const ops = written.flatMap((batch) => batch.ops);
       try {
-        await this.timedWrite(ops);
+        if (ops.length > 0) await this.timedWrite(ops);
       } catch (error) {
         const failure = new CellError(ErrorCode.StoreUnavailable, 'the store could not make the message durable; retry', {
           cause: String(error),
         });
-        for (const pending of batch) pending.reject(failure);
+        for (const batch of batches) for (const pending of batch) pending.reject(failure);
+        this.finishBatch(states);
         continue;
       }
-      state.durableSeq = firstSeq + messages.length - 1;
-      for (const [user, seq] of readsAfter) if (seq > (state.reads.get(user) ?? 0)) state.reads.set(user, seq);
-      state.recent.push(...messages);
-      if (state.recent.length > this.options.recentMessages) state.recent.splice(0, state.recent.length - this.options.recentMessages);
-      messages.forEach((message, index) => {
-        this.options.onDurable(state.tenant, message, firstOfConversation && index === 0);
-        batch[index]!.resolve({ message, duplicate: false });
-      });
+      states.forEach((state, index) => this.applyDurable(state, batches[index]!, written[index]!));
+      this.finishBatch(states);
     }
-    state.writing = false;
+    this.batchUnderWay = false;
+  }
+
+  /** Assigns the next seqs of `state` to `batch` (nothing is applied until they are durable). */
+  private sequence(state: ConversationState, batch: PendingAppend[]): SequencedBatch {
+    const firstSeq = state.durableSeq + 1;
+    const ts = this.clock.now();
+    const messages: ChatMessage[] = [];
+    const ops: StoreOp[] = [];
+    const readsAfter = new Map<string, number>();
+    for (const [index, { request }] of batch.entries()) {
+      const message: ChatMessage = {
+        conv: state.conv,
+        seq: firstSeq + index,
+        from: request.from,
+        role: request.role,
+        device: request.device,
+        cmid: request.cmid,
+        body: request.body,
+        ts,
+      };
+      messages.push(message);
+      ops.push({ type: 'put', key: keys.message(state.tenant, state.conv, message.seq), value: JSON.stringify(message) });
+      ops.push({ type: 'put', key: keys.clientMessageId(state.tenant, state.conv, message.from, message.cmid), value: String(message.seq) });
+      // Sending a message means its sender has read everything up to it.
+      readsAfter.set(message.from, message.seq);
+    }
+    for (const [user, seq] of readsAfter) ops.push({ type: 'put', key: keys.readCursor(state.tenant, state.conv, user), value: String(seq) });
+    const firstOfConversation = firstSeq === 1 && messages.length > 0;
+    if (firstOfConversation) {
+      ops.push({ type: 'put', key: keys.customerConversation(state.tenant, state.customer, state.conv), value: '' });
+      ops.push({ type: 'put', key: keys.merchantConversation(state.tenant, state.merchant, state.conv), value: '' });
+    }
+    return { messages, ops, readsAfter, firstOfConversation };
+  }
+
+  /** The batch is durable: move the head, then tell the cell and the senders, in seq order. */
+  private applyDurable(state: ConversationState, batch: PendingAppend[], written: SequencedBatch): void {
+    const { messages, readsAfter, firstOfConversation } = written;
+    if (messages.length === 0) return;
+    state.durableSeq = messages.at(-1)!.seq;
+    for (const [user, seq] of readsAfter) if (seq > (state.reads.get(user) ?? 0)) state.reads.set(user, seq);
+    state.recent.push(...messages);
+    if (state.recent.length > this.options.recentMessages) state.recent.splice(0, state.recent.length - this.options.recentMessages);
+    messages.forEach((message, index) => {
+      this.options.onDurable(state.tenant, message, firstOfConversation && index === 0);
+      batch[index]!.resolve({ message, duplicate: false });
+    });
+  }
+
+  /** The write of `states` ended: those with more queued are ready again. */
+  private finishBatch(states: readonly ConversationState[]): void {
+    for (const state of states) {
+      state.writing = false;
+      if (state.queue.length > 0) this.ready.add(state);
+    }
     this.evictIdle();
   }
 
   /**
    * Resolves the appends whose (sender, cmid) is already stored with the stored message, and
-   * returns the others, in order.
+   * returns the others of each conversation, in order.
    */
-  private async answerStoredResends(state: ConversationState, queued: PendingAppend[]): Promise<PendingAppend[]> {
-    const lookupKeys = queued.map(({ request }) => keys.clientMessageId(request.tenant, request.conv, request.from, request.cmid));
+  private async answerStoredResends(states: readonly ConversationState[], queuedByState: readonly PendingAppend[][]): Promise<PendingAppend[][]> {
+    const lookupKeys: string[] = [];
+    for (const queued of queuedByState) {
+      for (const { request } of queued) lookupKeys.push(keys.clientMessageId(request.tenant, request.conv, request.from, request.cmid));
+    }
     // Local stores answer at once (memtable, bloom filters); a thread-pool round trip per send
     // would cost more than the lookup itself.
     const storedSeqs = this.store.getManySync?.(lookupKeys) ?? (await this.store.getMany(lookupKeys));
-    const fresh: PendingAppend[] = [];
-    for (const [index, pending] of queued.entries()) {
-      const storedSeq = storedSeqs[index];
-      if (storedSeq === undefined) {
-        fresh.push(pending);
-        continue;
+    let lookup = 0;
+    const fresh: PendingAppend[][] = [];
+    for (const [index, queued] of queuedByState.entries()) {
+      const state = states[index]!;
+      const batch: PendingAppend[] = [];
+      for (const pending of queued) {
+        const storedSeq = storedSeqs[lookup++];
+        if (storedSeq === undefined) {
+          batch.push(pending);
+          continue;
+        }
+        const seq = Number(storedSeq);
+        const [message] = await this.messages(state.tenant, state.conv, seq, seq + 1, 1);
+        if (message === undefined) throw new Error(`idempotency record points at missing message ${state.conv}#${seq}`);
+        pending.resolve({ message, duplicate: true });
       }
-      const seq = Number(storedSeq);
-      const [message] = await this.messages(state.tenant, state.conv, seq, seq + 1, 1);
-      if (message === undefined) throw new Error(`idempotency record points at missing message ${state.conv}#${seq}`);
-      pending.resolve({ message, duplicate: true });
+      fresh.push(batch);
     }
     return fresh;
   }
