@@ -3,6 +3,7 @@
  *
  *   in-cell   one cell under chat load, against a Socket.IO + LevelDB relay and a raw uWS echo
  *   mesh      a cluster of cell processes: convergence, join, failure detection, location, cross-cell delivery
+ *   hot-path  CPU and GC time per message through the cell core and LevelDB in one process (no sockets)
  *
  * Progress goes to stderr; the report to stdout (with `--json`, exactly one JSON object).
  */
@@ -192,6 +193,38 @@ program
       maxSeconds: raw['maxSeconds'] as number,
       json: raw['json'] === true,
     });
+  });
+
+program
+  .command('hot-path')
+  .description('CPU and GC time per message through the cell core and LevelDB in one process, no sockets (compares commits)')
+  .option('--customers <n>', 'customer devices (customer i talks to merchant i mod merchants)', integer(1, 100_000), 1000)
+  .option('--merchants <n>', 'merchants', integer(1, 1000), 10)
+  .option('--agents-per-merchant <n>', 'agent devices per merchant; each receives and acks its merchant\'s messages', integer(1, 100), 2)
+  .option('--per-tick <n>', 'messages sent together, then awaited (the next customers in turn)', integer(1, 10_000), 50)
+  .option('--ack-every <n>', 'agents acknowledge every n ticks', integer(1, 1000), 4)
+  .option('--messages <n>', 'measured messages', integer(1, 10_000_000), 100_000)
+  .option('--warmup-messages <n>', 'messages sent first and not measured', integer(0, 10_000_000), 20_000)
+  .option('--body-bytes <n>', 'characters per message body', integer(1, 16_384), 64)
+  .option('--no-sync', 'store without fsync')
+  .option('--seed <n>', 'seed of the tenant secret', integer(0, 2 ** 31 - 1), 1)
+  .option('--json', 'print exactly one JSON object on stdout')
+  .action(async (raw: Record<string, unknown>) => {
+    const { runHotPath, describeHotPath } = await import('./hot-path.js');
+    const report = await runHotPath({
+      customers: raw['customers'] as number,
+      merchants: raw['merchants'] as number,
+      agentsPerMerchant: raw['agentsPerMerchant'] as number,
+      perTick: raw['perTick'] as number,
+      ackEvery: raw['ackEvery'] as number,
+      messages: raw['messages'] as number,
+      warmupMessages: raw['warmupMessages'] as number,
+      bodyBytes: raw['bodyBytes'] as number,
+      storeSync: raw['sync'] as boolean,
+      seed: raw['seed'] as number,
+      json: raw['json'] === true,
+    });
+    process.stdout.write(raw['json'] === true ? `${JSON.stringify(report)}\n` : `${describeHotPath(report)}\n`);
   });
 
 await program.parseAsync(process.argv);

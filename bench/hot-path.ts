@@ -1,0 +1,237 @@
+/**
+ * `npm run bench -- hot-path`: what one chat message costs the cell's core itself, with no
+ * sockets and no load generator sharing the machine: CPU time and garbage-collection time per
+ * message through the real CellCore and a real LevelDB store (fsync on by default).
+ *
+ * The in-cell benchmark measures the whole cell over WebSockets, but on a shared 2-core virtual
+ * machine its peak moves by 10-30% between identical runs. This one runs in one process, so a
+ * change to the messaging path shows here as a few percent, stable enough to compare two commits
+ * (run it on each). It drives C customers of M merchants (A agent devices each) in ticks: each tick
+ * sends `--per-tick` messages from the next customers in turn and waits for their durable
+ * acks; every `--ack-every` ticks each agent acknowledges what it received, in one frame naming
+ * every conversation with news (as the SDK does).
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PerformanceObserver, performance } from 'node:perf_hooks';
+import { mintToken, verifyToken } from '../cell/access/tokens.js';
+import { CellCore } from '../cell/cell-core.js';
+import { LimitsConfig } from '../cell/config.js';
+import { silentLogger } from '../cell/logger.js';
+import type { DeviceConnection, DevicePort } from '../cell/messaging/device.js';
+import { CellMetrics } from '../cell/metrics.js';
+import { LevelStore } from '../cell/store/index.js';
+import { SystemClock } from '../platform/clock.js';
+import { SeededRandom, randomId } from '../platform/random.js';
+
+export interface HotPathOptions {
+  customers: number;
+  merchants: number;
+  agentsPerMerchant: number;
+  perTick: number;
+  ackEvery: number;
+  messages: number;
+  warmupMessages: number;
+  bodyBytes: number;
+  storeSync: boolean;
+  seed: number;
+  json: boolean;
+}
+
+export interface HotPathReport {
+  benchmark: 'hot-path';
+  messages: number;
+  wallSeconds: number;
+  msgsPerSec: number;
+  /** Process CPU (all threads: LevelDB's and the collector's helpers too) per message. */
+  cpuMicrosPerMessage: number;
+  userCpuMicrosPerMessage: number;
+  /** Garbage-collection pauses of the main thread per 1,000 messages. */
+  gcMsPerThousandMessages: number;
+  gcPausesPerThousandMessages: number;
+  gcMaxPauseMs: number;
+  deliveries: number;
+  errorFrames: number;
+  parameters: Omit<HotPathOptions, 'json'>;
+  machine: { node: string };
+}
+
+const TENANT = 'bench';
+
+/** A customer device: counts the durable acks (`sent`) of its sends. */
+class CustomerPort implements DevicePort {
+  constructor(private readonly tally: Tally) {}
+
+  send(text: string): void {
+    if (text.startsWith('{"t":"sent"')) this.tally.sent++;
+    else if (text.startsWith('{"t":"error"')) this.tally.errors++;
+  }
+
+  bufferedBytes(): number {
+    return 0;
+  }
+
+  close(): void {}
+}
+
+/** An agent device: remembers the highest seq pushed per conversation, to acknowledge it. */
+class AgentPort implements DevicePort {
+  readonly highest = new Map<string, number>();
+
+  constructor(private readonly tally: Tally) {}
+
+  send(text: string): void {
+    if (!text.startsWith('{"t":"msg"')) {
+      if (text.startsWith('{"t":"error"')) this.tally.errors++;
+      return;
+    }
+    const frame = JSON.parse(text) as { conv: string; seq: number };
+    this.highest.set(frame.conv, frame.seq);
+    this.tally.deliveries++;
+  }
+
+  bufferedBytes(): number {
+    return 0;
+  }
+
+  close(): void {}
+}
+
+interface Tally {
+  sent: number;
+  deliveries: number;
+  errors: number;
+}
+
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+export async function runHotPath(options: HotPathOptions): Promise<HotPathReport> {
+  const clock = new SystemClock();
+  const random = new SeededRandom(options.seed);
+  const secret = randomId(random, 32);
+  const directory = mkdtempSync(join(tmpdir(), 'cellmesh-hot-path-'));
+  const store = new LevelStore({ directory, sync: options.storeSync });
+  await store.open();
+  const merchants = Array.from({ length: options.merchants }, (_, index) => ({ id: `m${index}` }));
+  const core = new CellCore({
+    cellId: 'hot-path',
+    tenants: [{ id: TENANT, secret, origins: [], merchants }],
+    limits: LimitsConfig.parse({ ratePerSecond: 1_000_000, rateBurst: 1_000_000, maxDevicesPerUser: 10 }),
+    clock,
+    random,
+    store,
+    metrics: new CellMetrics(),
+    logger: silentLogger,
+  });
+  const tally: Tally = { sent: 0, deliveries: 0, errors: 0 };
+  const identity = async (user: string, merchant?: string) => {
+    const token = await mintToken({
+      secret,
+      tenant: TENANT,
+      user,
+      role: merchant === undefined ? 'customer' : 'agent',
+      ...(merchant === undefined ? {} : { merchant }),
+      device: 'd1',
+      ttlSeconds: 24 * 3600,
+      nowMs: clock.now(),
+    });
+    return verifyToken(token, () => secret, clock.now());
+  };
+  const agents: Array<{ port: AgentPort; connection: DeviceConnection }> = [];
+  for (let merchant = 0; merchant < options.merchants; merchant++) {
+    for (let agent = 0; agent < options.agentsPerMerchant; agent++) {
+      const port = new AgentPort(tally);
+      agents.push({ port, connection: core.connect(await identity(`a${merchant}-${agent}`, `m${merchant}`), port) });
+    }
+  }
+  const customers: DeviceConnection[] = [];
+  for (let customer = 0; customer < options.customers; customer++) {
+    customers.push(core.connect(await identity(`c${customer}`), new CustomerPort(tally)));
+  }
+  // Devices attach (load their cursors) asynchronously; let them settle before the first send.
+  for (let turn = 0; turn < 50; turn++) await nextTurn();
+
+  const body = 'x'.repeat(options.bodyBytes);
+  let sendNumber = 0;
+  let tick = 0;
+  const runTicks = async (messages: number): Promise<void> => {
+    for (let sentSoFar = 0; sentSoFar < messages; sentSoFar += options.perTick) {
+      const before = tally.sent;
+      const count = Math.min(options.perTick, messages - sentSoFar);
+      for (let index = 0; index < count; index++) {
+        const customer = sendNumber % options.customers;
+        const id = String(sendNumber++);
+        const frame = { op: 'send', id, conv: `m${customer % options.merchants}:c${customer}`, cmid: id, body };
+        core.receive(customers[customer]!, JSON.stringify(frame));
+      }
+      while (tally.sent - before < count) {
+        if (tally.errors > 0) throw new Error(`the cell answered ${tally.errors} error frame(s)`);
+        await nextTurn();
+      }
+      if (++tick % options.ackEvery !== 0) continue;
+      for (const { port, connection } of agents) {
+        if (port.highest.size === 0) continue;
+        core.receive(connection, JSON.stringify({ op: 'ack', acks: Object.fromEntries(port.highest) }));
+        port.highest.clear();
+      }
+    }
+  };
+
+  try {
+    await runTicks(options.warmupMessages);
+    const gc = { totalMs: 0, count: 0, maxMs: 0, recording: true };
+    const observer = new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) {
+        if (!gc.recording) continue;
+        gc.totalMs += entry.duration;
+        gc.count++;
+        gc.maxMs = Math.max(gc.maxMs, entry.duration);
+      }
+    });
+    observer.observe({ entryTypes: ['gc'] });
+    const deliveriesBefore = tally.deliveries;
+    const cpuBefore = process.cpuUsage();
+    const startedMs = performance.now();
+    await runTicks(options.messages);
+    const wallMs = performance.now() - startedMs;
+    const cpu = process.cpuUsage(cpuBefore);
+    // Entries of the last collections arrive on a later turn.
+    await nextTurn();
+    gc.recording = false;
+    observer.disconnect();
+    const { json: _json, ...parameters } = options;
+    return {
+      benchmark: 'hot-path',
+      messages: options.messages,
+      wallSeconds: wallMs / 1000,
+      msgsPerSec: options.messages / (wallMs / 1000),
+      cpuMicrosPerMessage: (cpu.user + cpu.system) / options.messages,
+      userCpuMicrosPerMessage: cpu.user / options.messages,
+      gcMsPerThousandMessages: (gc.totalMs / options.messages) * 1000,
+      gcPausesPerThousandMessages: (gc.count / options.messages) * 1000,
+      gcMaxPauseMs: gc.maxMs,
+      deliveries: tally.deliveries - deliveriesBefore,
+      errorFrames: tally.errors,
+      parameters,
+      machine: { node: process.version },
+    };
+  } finally {
+    for (const connection of [...customers, ...agents.map((agent) => agent.connection)]) core.disconnect(connection);
+    await store.close();
+    rmSync(directory, { recursive: true, force: true });
+  }
+}
+
+export function describeHotPath(report: HotPathReport): string {
+  const round = (value: number, digits = 1): string => value.toFixed(digits);
+  return [
+    `hot path: ${report.messages} messages through CellCore + LevelDB (sync ${report.parameters.storeSync}), no sockets`,
+    `  CPU per message:      ${round(report.cpuMicrosPerMessage)} µs (user ${round(report.userCpuMicrosPerMessage)} µs)`,
+    `  GC per 1,000 msgs:    ${round(report.gcMsPerThousandMessages, 2)} ms in ${round(report.gcPausesPerThousandMessages, 2)} pauses (longest ${round(report.gcMaxPauseMs)} ms)`,
+    `  rate:                 ${Math.round(report.msgsPerSec)} msgs/s (${report.parameters.perTick} per tick, acks every ${report.parameters.ackEvery} ticks)`,
+    `  deliveries to agents: ${report.deliveries}`,
+  ].join('\n');
+}
