@@ -102,6 +102,8 @@ class TestCluster {
   readonly cells = new Map<string, TestCell>();
   /** The directory, static: `tenant/merchant` to its home cell. */
   readonly homes = new Map<string, string>();
+  /** Per cell, entries of its directory that lag behind `homes` (`tenant/merchant` to a former home). */
+  readonly staleHomes = new Map<string, Map<string, string>>();
   /** Every cell's directory listeners: `announceLeft` tells them a cell left. */
   private readonly directoryListeners = new Set<(cellId: string, before: { liveness: Liveness } | undefined, after: { liveness: Liveness } | undefined) => void>();
   private seed = 100;
@@ -129,7 +131,7 @@ class TestCluster {
     }
     const cellOfPeer = (candidate: string): string | undefined => (candidate.startsWith('peer-') ? candidate.slice('peer-'.length) : undefined);
     const directory: ClusterDirectory = {
-      homeCellOf: (tenant: string, merchant: string) => this.homes.get(`${tenant}/${merchant}`),
+      homeCellOf: (tenant: string, merchant: string) => this.staleHomes.get(cellId)?.get(`${tenant}/${merchant}`) ?? this.homes.get(`${tenant}/${merchant}`),
       peerOf: (cell: string) => `peer-${cell}`,
       cellOfPeer,
       onChange: (listener) => {
@@ -495,6 +497,30 @@ describe('cross-cell conversations over a memory network', () => {
     cluster.cell('a').core.moveHost().hostMerchant(TENANT, 'shop');
     await cluster.until(() => alice.pushed(CONV).includes(2), 2_000);
     expect(alice.pushed(CONV)).toEqual([2]);
+  });
+
+  it('passes a send that reached the old home on to the new one, and the customer\'s cell gets it and what follows, though nobody could locate her', async () => {
+    await threeCells();
+    // The merchant moved from b to c; cell a's directory has not heard of it yet.
+    cluster.homes.set(`${TENANT}/shop`, 'c');
+    cluster.staleHomes.set('a', new Map([[`${TENANT}/shop`, 'b']]));
+    cluster.cell('b').core.moveHost().releaseMerchant(TENANT, 'shop');
+    cluster.cell('c').core.moveHost().hostMerchant(TENANT, 'shop');
+    const agent = await cluster.connect('c', 'bob', { merchant: 'shop' });
+    const alice = await cluster.connect('a', 'alice');
+    // The new home cannot reach a while the send travels a -> b -> c: its locate finds nobody.
+    cluster.network.partition(['peer-a'], ['peer-c']);
+    alice.frame({ op: 'send', conv: CONV, cmid: 'hi', body: 'a new conversation' });
+    await cluster.until(() => agent.pushed(CONV).includes(1), 5_000);
+    agent.frame({ op: 'send', conv: CONV, cmid: 'b1', body: 'welcome' });
+    await cluster.until(() => agent.of('sent').length === 1);
+    await cluster.run(1_000, 50);
+    cluster.network.heal();
+    // c sends both to a, the cell the send came from, not to b, which passed it on.
+    await cluster.until(() => alice.of('sent').length === 1 && alice.pushed(CONV).includes(2), 10_000);
+    expect(alice.of('sent').map((frame) => frame.seq)).toEqual([1]);
+    expect(alice.pushed(CONV)).toEqual([2]);
+    expect(await cluster.stored('b', CONV)).toEqual([]);
   });
 
   it('forgets a customer\'s cell that left: the next message finds her on the cell she moved to', async () => {

@@ -62,6 +62,12 @@ export const CrossCellEntry = z.discriminatedUnion('kind', [
     device: identifier,
     cmid: clientMessageId,
     body: z.string().min(1).max(MAX_BODY_CHARS),
+    /**
+     * The access cell that took the send from the device, when another cell passes it on (the
+     * merchant moved away from the cell it was relayed to): the message and any refusal go
+     * back there, and the home learns that the customer's devices are there.
+     */
+    origin: identifier.optional(),
   }),
   z.object({ v: z.literal(1), kind: z.literal('read'), tenant: identifier, conv: conversationId, user: identifier, seq: cursor }),
   z.object({ v: z.literal(1), kind: z.literal('message'), tenant: identifier, message: chatMessage }),

@@ -444,21 +444,26 @@ export class CrossCellRelay {
     if (!this.components.host.hosts(tenant, merchant)) {
       // The merchant moved away: pass the sends on to its new home rather than refuse them; its
       // fan-out reaches the access cell through the customer's location, which answers `sent`.
+      // Each keeps the access cell it came from as its origin: this cell holds no device of
+      // the customer, and a home that took it for the customer's cell would send the message
+      // (and all that follow) here instead of to the customer.
       const home = this.components.cluster.homeCellOf(tenant, merchant);
       if (home !== undefined && home !== this.components.cluster.selfCellId) {
-        await this.components.cluster.enqueue(home, sends.map((send) => ({ key: `send/${tenant}/${conv}`, payload: send })));
+        const passedOn = sends.map((send) => ({ key: `send/${tenant}/${conv}`, payload: { ...send, origin: send.origin ?? source } }));
+        await this.components.cluster.enqueue(home, passedOn);
         return;
       }
-      await this.reject(source, sends, new CellError(ErrorCode.MerchantNotHosted, `merchant ${merchant} is not hosted by cell ${this.components.cluster.selfCellId}`));
+      await this.rejectAtOrigins(source, sends, new CellError(ErrorCode.MerchantNotHosted, `merchant ${merchant} is not hosted by cell ${this.components.cluster.selfCellId}`));
       return;
     }
     const foreign = sends.filter((send) => send.role !== 'customer' || send.user !== customer);
-    if (foreign.length > 0) await this.reject(source, foreign, new CellError(ErrorCode.ConversationForbidden, `the sender is not a party to conversation ${conv}`));
+    if (foreign.length > 0) await this.rejectAtOrigins(source, foreign, new CellError(ErrorCode.ConversationForbidden, `the sender is not a party to conversation ${conv}`));
     const accepted = sends.filter((send) => !foreign.includes(send));
     if (accepted.length === 0) return;
     if (this.components.host.isDraining()) throw new CellError(ErrorCode.ShuttingDown, 'this cell is shutting down');
     const sendKeys = accepted.map((send) => relayedSendKey(tenant, conv, send.user, send.cmid));
-    for (const key of sendKeys) this.origins.set(key, source);
+    const origins = accepted.map((send) => send.origin ?? source);
+    sendKeys.forEach((key, index) => this.origins.set(key, origins[index]!));
     try {
       // Appended in one go: the log sequences them in this order and writes them together.
       const results = await Promise.all(
@@ -467,7 +472,7 @@ export class CrossCellRelay {
         ),
       );
       await Promise.all(
-        results.map((result, index) => this.originTasks.get(sendKeys[index]!) ?? this.fanOut.toOrigin(tenant, result.message, source)),
+        results.map((result, index) => this.originTasks.get(sendKeys[index]!) ?? this.fanOut.toOrigin(tenant, result.message, origins[index]!)),
       );
     } finally {
       for (const key of sendKeys) {
@@ -555,6 +560,16 @@ export class CrossCellRelay {
       const sender = this.sends.settle(relayedSendKey(tenant, message.conv, message.from, message.cmid), message);
       this.components.host.deliver(tenant, message, sender);
     }
+  }
+
+  /** Refuses each send to the access cell it came from (its `origin` when another cell passed it on). */
+  private async rejectAtOrigins(source: string, sends: ReadonlyArray<CrossCellEntryOf<'send'>>, error: CellError): Promise<void> {
+    const byOrigin = new Map<string, Array<CrossCellEntryOf<'send'>>>();
+    for (const send of sends) {
+      const origin = send.origin ?? source;
+      byOrigin.set(origin, [...(byOrigin.get(origin) ?? []), send]);
+    }
+    for (const [origin, refused] of byOrigin) await this.reject(origin, refused, error);
   }
 
   private async reject(source: string, sends: ReadonlyArray<CrossCellEntryOf<'send'>>, error: CellError): Promise<void> {
