@@ -88,7 +88,6 @@ export class CellCore {
   private readonly tenants: ReadonlyMap<string, TenantPolicy>;
   private readonly log: ConversationLog;
   private readonly delivery: DeliveryService;
-  private readonly pendingAcks = new Map<string, PendingAck>();
   private relay: CrossCellRelay | undefined;
   private draining = false;
   /** Merchants being moved out, by tenant/merchant: writes to their conversations wait for these. */
@@ -108,7 +107,7 @@ export class CellCore {
     this.log = new ConversationLog({
       store: options.store,
       clock: options.clock,
-      onDurable: (tenant, message) => this.fanOut(tenant, message),
+      onDurable: (tenant, message, _first, sender) => this.fanOut(tenant, message, sender as PendingAck | undefined),
       onStoreWrite: (durationMs) => options.metrics.storeWriteLatency.observe(durationMs / 1000),
     });
     this.delivery = new DeliveryService(this.log, options.store, options.clock, options.metrics, options.logger, {
@@ -296,9 +295,9 @@ export class CellCore {
   }
 
   /** Appends to a conversation this cell hosts, once authorized; resolves once durable. */
-  private appendHere(identity: Identity, conv: string, cmid: string, body: string): Promise<AppendResult> {
+  private appendHere(identity: Identity, conv: string, cmid: string, body: string, sender?: PendingAck): Promise<AppendResult> {
     if (this.draining) return Promise.reject(shuttingDown());
-    return this.log.append({ tenant: identity.tenant, conv, from: identity.user, role: identity.role, device: identity.device, cmid, body });
+    return this.log.append({ tenant: identity.tenant, conv, from: identity.user, role: identity.role, device: identity.device, cmid, body, context: sender });
   }
 
   async history(identity: Identity, frame: Pick<HistoryFrame, 'conv' | 'before' | 'limit'>): Promise<{ messages: ChatMessage[]; hasMore: boolean }> {
@@ -387,20 +386,13 @@ export class CellCore {
         const settled = this.authorizeWrite(identity, frame.conv);
         const { home } = settled instanceof Promise ? await settled : settled;
         if (home !== undefined) return this.relaySend(connection, frame, home);
-        const key = pendingAckKey(identity.tenant, frame.conv, identity.user, frame.cmid);
-        if (!this.pendingAcks.has(key)) {
-          this.pendingAcks.set(key, { connection, requestId: frame.id, receivedAtMs: this.options.clock.now() });
-        }
-        try {
-          const result = await this.appendHere(identity, frame.conv, frame.cmid, frame.body);
-          // A fresh message was acked from fanOut the moment it became durable; a resend of a
-          // stored cmid never becomes durable again, so its ack goes out here.
-          if (result.duplicate) {
-            this.options.metrics.duplicateSends.inc();
-            this.answerSent(connection, frame.id, result.message);
-          }
-        } finally {
-          if (this.pendingAcks.get(key)?.connection === connection) this.pendingAcks.delete(key);
+        const sender: PendingAck = { connection, requestId: frame.id, receivedAtMs: this.options.clock.now() };
+        const result = await this.appendHere(identity, frame.conv, frame.cmid, frame.body, sender);
+        // A fresh message was acked from fanOut the moment it became durable; a resend of a
+        // stored cmid never becomes durable again, so its ack goes out here.
+        if (result.duplicate) {
+          this.options.metrics.duplicateSends.inc();
+          this.answerSent(connection, frame.id, result.message);
         }
         return;
       }
@@ -454,12 +446,9 @@ export class CellCore {
    * A message of a conversation hosted here became durable: to every device of both parties
    * here (its sender acked), and on to the cells that hold the customer's devices.
    */
-  private fanOut(tenant: string, message: ChatMessage): void {
+  private fanOut(tenant: string, message: ChatMessage, sender: PendingAck | undefined): void {
     this.options.metrics.messagesIn.inc();
-    const key = pendingAckKey(tenant, message.conv, message.from, message.cmid);
-    const pending = this.pendingAcks.get(key);
-    if (pending !== undefined) this.pendingAcks.delete(key);
-    this.deliverHere(tenant, message, pending);
+    this.deliverHere(tenant, message, sender);
     this.relay?.messageDurable(tenant, message);
   }
 
@@ -657,10 +646,6 @@ export class CellCore {
 
 function shuttingDown(): CellError {
   return new CellError(ErrorCode.ShuttingDown, 'the cell is shutting down; resend after reconnecting');
-}
-
-function pendingAckKey(tenant: string, conv: string, from: string, cmid: string): string {
-  return `${tenant}/${conv}/${from}/${cmid}`;
 }
 
 /** Parses and validates one client frame, with a stable error code for each way it can fail. */

@@ -14,6 +14,8 @@ export interface AppendRequest {
   device: string;
   cmid: string;
   body: string;
+  /** Handed back to `onDurable` with the new message (the connection that gets `sent`). */
+  context?: object;
 }
 
 export interface AppendResult {
@@ -25,8 +27,11 @@ export interface AppendResult {
 export interface ConversationLogOptions {
   store: Store;
   clock: Clock;
-  /** Called once per newly durable message, in seq order per conversation. Must not throw. */
-  onDurable: (tenant: string, message: ChatMessage, firstOfConversation: boolean) => void;
+  /**
+   * Called once per newly durable message, in seq order per conversation, with the `context`
+   * of the append that wrote it. Must not throw.
+   */
+  onDurable: (tenant: string, message: ChatMessage, firstOfConversation: boolean, context: object | undefined) => void;
   /** Called with the time a durable write took, for metrics. */
   onStoreWrite?: (durationMs: number) => void;
   /** Recent messages kept in memory per conversation, so live delivery rarely reads the store. */
@@ -412,7 +417,7 @@ export class ConversationLog {
     state.recent.push(...messages);
     if (state.recent.length > this.options.recentMessages) state.recent.splice(0, state.recent.length - this.options.recentMessages);
     messages.forEach((message, index) => {
-      this.options.onDurable(state.tenant, message, firstOfConversation && index === 0);
+      this.options.onDurable(state.tenant, message, firstOfConversation && index === 0, batch[index]!.request.context);
       batch[index]!.resolve({ message, duplicate: false });
     });
   }
