@@ -165,12 +165,16 @@ export class ConversationLog {
 
     const promise = this.appendNew(state, request);
     state.inFlight.set(dedupKey, promise);
-    const settle = (): void => {
-      state.inFlight.delete(dedupKey);
-      this.notifyIfIdle();
-    };
-    promise.then(settle, settle);
+    promise.then(
+      () => this.appendSettled(state, dedupKey),
+      () => this.appendSettled(state, dedupKey),
+    );
     return promise;
+  }
+
+  private appendSettled(state: ConversationState, dedupKey: string): void {
+    state.inFlight.delete(dedupKey);
+    this.notifyIfIdle();
   }
 
   /** Messages with seq in [fromSeq, toSeq), ascending, at most `limit`. */

@@ -106,11 +106,16 @@ export class StoreGuard {
  * JSON.stringify never produces one (it escapes them), so values built with it always pass.
  */
 const loneSurrogatePattern = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+/**
+ * Any surrogate at all. Most values have none, and this plain scan allocates nothing, where the
+ * look-behind above allocated on every value (4% of the cell's allocations per message).
+ */
+const anySurrogatePattern = /[\uD800-\uDFFF]/;
 
 /** Asserts that every value of `ops` is well-formed UTF-16. Keys may hold any code unit. */
 export function assertValidOps(ops: readonly StoreOp[]): void {
   for (const op of ops) {
-    if (op.type !== 'put') continue;
+    if (op.type !== 'put' || !anySurrogatePattern.test(op.value)) continue;
     assert(
       !loneSurrogatePattern.test(op.value),
       `the value for key ${JSON.stringify(op.key)} holds a lone surrogate, which a store cannot keep`,
