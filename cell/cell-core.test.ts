@@ -10,6 +10,7 @@ import type { DeviceConnection } from './messaging/device.js';
 import { CellMetrics } from './metrics.js';
 import { CloseCode } from './protocol/errors.js';
 import type { ServerFrame } from './protocol/frames.js';
+import { keys } from './messaging/keys.js';
 import { MemoryStore } from './store/memory-store.js';
 import type { Store, StoreOp } from './store/store.js';
 import { StoreError } from './store/store.js';
@@ -48,6 +49,27 @@ class FlakyStore extends MemoryStore {
   override async write(ops: readonly StoreOp[]): Promise<void> {
     if (this.failWrites) throw new StoreError('injected write failure');
     return super.write(ops);
+  }
+}
+
+/** A store whose writes can be held back; held writes then land in the order they were made, as a group commit's do. */
+class GatedStore extends MemoryStore {
+  private held: Array<() => void> | undefined;
+
+  hold(): void {
+    this.held = [];
+  }
+
+  release(): void {
+    const held = this.held ?? [];
+    this.held = undefined;
+    for (const land of held) land();
+  }
+
+  override write(ops: readonly StoreOp[]): Promise<void> {
+    const held = this.held;
+    if (held === undefined) return super.write(ops);
+    return new Promise<void>((resolve, reject) => held.push(() => void super.write(ops).then(resolve, reject)));
   }
 }
 
@@ -183,6 +205,25 @@ describe('CellCore on a manual clock and a memory store', () => {
       ['a', 1],
       ['c', 2],
     ]);
+  });
+
+  it("never stores a read cursor below the one the sender's own message under way writes", async () => {
+    const gated = new GatedStore();
+    await makeCore({}, gated);
+    const { connection: alice } = await connect('alice');
+    const { connection: agent } = await connect('bob', { merchant: 'm1' });
+    core.receive(alice, JSON.stringify({ op: 'send', id: 'a1', conv: 'm1:alice', cmid: 'a1', body: 'hello' }));
+    for (const cmid of ['b2', 'b3']) core.receive(agent, JSON.stringify({ op: 'send', id: cmid, conv: 'm1:alice', cmid, body: 'hi' }));
+    await settle();
+    // Her seq 4 is being written (sending means having read up to 4) when her read of 3 arrives.
+    gated.hold();
+    core.receive(alice, JSON.stringify({ op: 'send', id: 'a4', conv: 'm1:alice', cmid: 'a4', body: 'again' }));
+    await settle();
+    core.receive(alice, JSON.stringify({ op: 'read', id: 'r3', conv: 'm1:alice', seq: 3 }));
+    await settle();
+    gated.release();
+    await settle();
+    expect(await store.get(keys.readCursor('mall', 'm1:alice', 'alice'))).toBe('4');
   });
 
   it("sequences a sender's pipelined messages in arrival order, whatever order store reads complete in", async () => {

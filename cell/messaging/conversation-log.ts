@@ -64,7 +64,7 @@ export class ConversationState {
   readonly recent: ChatMessage[] = [];
   /** Appends that wait for the write under way; they share the next batch. */
   readonly queue: PendingAppend[] = [];
-  /** Appends by sender and cmid that are queued or being written, so a resend joins them. */
+  /** Appends by `sender/cmid` that are queued or being written, so a resend joins them. */
   readonly inFlight = new Map<string, Promise<AppendResult>>();
   writing = false;
 
@@ -206,10 +206,22 @@ export class ConversationLog {
     if (seq > state.durableSeq) {
       throw new CellError(ErrorCode.SeqOutOfRange, `seq ${seq} is beyond the conversation's last message ${state.durableSeq}`);
     }
+    // The user's own appends under way write their read cursor too (sending means having read):
+    // a lower value written now could land after theirs and move the stored cursor back.
+    for (let own = this.appendsUnderWay(state, user); own.length > 0; own = this.appendsUnderWay(state, user)) {
+      await Promise.allSettled(own);
+    }
     if (seq <= (state.reads.get(user) ?? 0)) return false;
     state.reads.set(user, seq);
     await this.timedWrite([{ type: 'put', key: keys.readCursor(tenant, conv, user), value: String(seq) }]);
     return true;
+  }
+
+  private appendsUnderWay(state: ConversationState, user: string): Array<Promise<AppendResult>> {
+    const prefix = `${user}/`;
+    const own: Array<Promise<AppendResult>> = [];
+    for (const [dedupKey, append] of state.inFlight) if (dedupKey.startsWith(prefix)) own.push(append);
+    return own;
   }
 
   /** The message `from` sent with `cmid`, if this cell stores it (its seq is known). */
