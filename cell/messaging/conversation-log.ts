@@ -126,18 +126,23 @@ export class ConversationLog {
   /** The conversation's head, loaded from the store on first use. */
   async conversation(tenant: string, conv: string): Promise<ConversationState> {
     const cacheKey = `${tenant}/${conv}`;
-    const cached = this.cache.get(cacheKey);
-    if (cached !== undefined) {
-      this.cache.delete(cacheKey);
-      this.cache.set(cacheKey, cached);
-      return cached;
-    }
+    const cached = this.touch(cacheKey);
+    if (cached !== undefined) return cached;
     let load = this.loading.get(cacheKey);
     if (load === undefined) {
       load = this.load(tenant, conv).finally(() => this.loading.delete(cacheKey));
       this.loading.set(cacheKey, load);
     }
     return load;
+  }
+
+  /** The cached head under `cacheKey`, moved to the most recently used end; undefined when not in memory. */
+  private touch(cacheKey: string): ConversationState | undefined {
+    const cached = this.cache.get(cacheKey);
+    if (cached === undefined) return undefined;
+    this.cache.delete(cacheKey);
+    this.cache.set(cacheKey, cached);
+    return cached;
   }
 
   /** The head if it is in memory; used on hot paths that must not wait. */
@@ -150,11 +155,9 @@ export class ConversationLog {
    * before in this conversation resolves with the original message and writes nothing.
    */
   append(request: AppendRequest): Promise<AppendResult> {
-    const cacheKey = `${request.tenant}/${request.conv}`;
-    const cached = this.cache.get(cacheKey);
+    // A cached head is appended to at once: awaiting conversation() would cost a turn of promises per message.
+    const cached = this.touch(`${request.tenant}/${request.conv}`);
     if (cached === undefined) return this.conversation(request.tenant, request.conv).then((state) => this.appendTo(state, request));
-    this.cache.delete(cacheKey);
-    this.cache.set(cacheKey, cached);
     return this.appendTo(cached, request);
   }
 
