@@ -269,6 +269,16 @@ describe('cross-cell conversations over a memory network', () => {
     await cluster?.stopAll();
   });
 
+  /** Three cells; bob, the agent of `shop`, on b; alice on a, whose first message there is acked. */
+  async function aliceSaidHi(): Promise<{ agent: TestDevice; alice: TestDevice }> {
+    await threeCells();
+    const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });
+    const alice = await cluster.connect('a', 'alice');
+    alice.frame({ op: 'send', conv: CONV, cmid: 'hi', body: 'hi' });
+    await cluster.until(() => alice.of('sent').length === 1);
+    return { agent, alice };
+  }
+
   it('relays a customer send to the home cell: queued, then sent with the home seq; the reply comes back', async () => {
     await threeCells();
     const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });
@@ -439,11 +449,7 @@ describe('cross-cell conversations over a memory network', () => {
   });
 
   it('still forwards to a silent customer across a partition longer than the location cache', async () => {
-    await threeCells();
-    const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });
-    const alice = await cluster.connect('a', 'alice');
-    alice.frame({ op: 'send', conv: CONV, cmid: 'hi', body: 'hi' });
-    await cluster.until(() => alice.of('sent').length === 1);
+    const { agent, alice } = await aliceSaidHi();
     cluster.network.partition(['peer-a'], ['peer-b']);
     // 40 s: the home cell's cached location of alice (30 s) expires meanwhile, and locating her
     // across the partition finds nobody.
@@ -458,11 +464,7 @@ describe('cross-cell conversations over a memory network', () => {
   });
 
   it('repairs a mirror the home cell stopped feeding: it restarted, forgot who follows her, and could not locate her', async () => {
-    await threeCells();
-    await cluster.connect('b', 'bob', { merchant: 'shop' });
-    const alice = await cluster.connect('a', 'alice');
-    alice.frame({ op: 'send', conv: CONV, cmid: 'hi', body: 'hi' });
-    await cluster.until(() => alice.of('sent').length === 1);
+    const { alice } = await aliceSaidHi();
     await cluster.restart('b');
     const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });
     // While she cannot be reached, the restarted home cell has no follower and locates nobody.
@@ -482,11 +484,7 @@ describe('cross-cell conversations over a memory network', () => {
   });
 
   it('delivers, when a merchant moves in, what its old home wrote and never pushed to the devices here', async () => {
-    await threeCells();
-    await cluster.connect('b', 'bob', { merchant: 'shop' });
-    const alice = await cluster.connect('a', 'alice');
-    alice.frame({ op: 'send', conv: CONV, cmid: 'hi', body: 'hi' });
-    await cluster.until(() => alice.of('sent').length === 1);
+    const { alice } = await aliceSaidHi();
     // The move's copy brings seq 2, which the old home never pushed here (its locate came back empty).
     const missed: ChatMessage = { conv: CONV, seq: 2, from: 'bob', role: 'agent', device: 'd1', cmid: 'b1', body: 'never pushed', ts: cluster.clock.now() };
     await cluster.cell('a').store.write([
