@@ -150,7 +150,6 @@ function startCellMesh(config: CellConfig, hosted: readonly HostedMerchant[], pa
   const { core, metrics } = parts;
   // A pod listening on a wildcard address must say in mesh.advertise how it is reached.
   const advertisedHost = config.listen.host;
-  let lastSample = { atMs: parts.clock.now(), messages: 0 };
   return startMeshNode({
     cellId: config.cell.id,
     settings: {
@@ -177,14 +176,7 @@ function startCellMesh(config: CellConfig, hosted: readonly HostedMerchant[], pa
     // Merchants named in the config are claimed at epoch 0; a move claims a higher epoch.
     merchants: hosted.map(({ tenant, merchant, epoch }) => ({ tenant, merchant, epoch })),
     localUsers: (tenant, userIds) => core.localUsers(tenant, userIds),
-    sampleLoad: async () => {
-      const messages = (await metrics.messagesIn.get()).values[0]?.value ?? 0;
-      const nowMs = parts.clock.now();
-      const elapsedSeconds = Math.max(0.001, (nowMs - lastSample.atMs) / 1000);
-      const messagesPerSecond = Math.max(0, (messages - lastSample.messages) / elapsedSeconds);
-      lastSample = { atMs: nowMs, messages };
-      return { devices: core.presence.connections, messagesPerSecond };
-    },
+    load: { devices: () => core.presence.connections, messagesTotal: () => metrics.messagesInTotal() },
   });
 }
 

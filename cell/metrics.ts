@@ -78,6 +78,11 @@ export class CellMetrics {
    * `cellmesh_cross_cell_events{event}` (relayed sends, mirrored messages, history pages served,
    * entries enqueued for other cells, drops and failures).
    */
+  /** Messages made durable since the cell started (what the mesh's load figure is a rate of). */
+  async messagesInTotal(): Promise<number> {
+    return (await this.messagesIn.get()).values[0]?.value ?? 0;
+  }
+
   collectCrossCellStats(stats: () => Readonly<Record<string, number>> | undefined): void {
     new Gauge({
       name: 'cellmesh_cross_cell_events',

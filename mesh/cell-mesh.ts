@@ -204,6 +204,11 @@ export class CellMesh {
     return this.failureDetector.heartbeatIntervalMs();
   }
 
+  /** Serving cells this cell knows of, itself included, as its failure detector last counted them. */
+  servingCellCount(): number {
+    return this.failureDetector.servingCellCount();
+  }
+
   async start(options: { signal?: AbortSignal } = {}): Promise<void> {
     if (this.stateValue !== 'new') throw new MembershipError('ALREADY_STARTED');
     this.stateValue = 'starting';

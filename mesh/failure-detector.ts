@@ -211,6 +211,11 @@ export class FailureDetector {
     this.publish(MembershipTopic.heartbeat, intervalMs > this.init.options.heartbeatIntervalMs ? { ...heartbeat, intervalMs } : heartbeat);
   }
 
+  /** Serving cells (itself included) as of the last heartbeat or probe round. */
+  servingCellCount(): number {
+    return this.servingCellsSeen;
+  }
+
   /** The interval of this cell's heartbeats now (see heartbeatIntervalMs()). */
   heartbeatIntervalMs(): number {
     return heartbeatIntervalMs(this.servingCellsSeen, this.init.options);

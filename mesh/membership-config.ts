@@ -39,6 +39,19 @@ export interface MembershipOptions {
    * seen at once by the cells connected to it). 0 turns it off: fixed interval at any size.
    */
   readonly heartbeatReceiveBudgetPerSecond: number;
+  /**
+   * How often a cell looks at its load (devices, messages per second) and republishes its
+   * record when the load changed by `loadChangeThreshold` or more (mesh/load-publisher.ts).
+   */
+  readonly loadPublishIntervalMs: number;
+  /**
+   * Load updates a cell should have to receive per second, from all other cells together: past
+   * budget x interval + 1 cells the load interval stretches to (n - 1) / budget, as the
+   * heartbeat's does. 0 turns it off.
+   */
+  readonly loadUpdateReceiveBudgetPerSecond: number;
+  /** Smallest change of a load figure, relative to the published one, that is republished (0: any change). */
+  readonly loadChangeThreshold: number;
   /** How often the probe loop looks for silent cells (scaled by LHM + 1). */
   readonly probeIntervalMs: number;
   /** How long a direct ping waits for its answer (scaled by LHM + 1). */
@@ -129,6 +142,10 @@ export const LAN_MEMBERSHIP_OPTIONS: MembershipOptions = Object.freeze({
   heartbeatIntervalMs: 500,
   // 100 a second up to 51 cells; beyond, the interval grows: 2 s at 200 cells, 10 s at 1,000.
   heartbeatReceiveBudgetPerSecond: 100,
+  // Every 5 s up to 101 cells; beyond, at most 20 load updates a second reach a cell (50 s at 1,000).
+  loadPublishIntervalMs: 5_000,
+  loadUpdateReceiveBudgetPerSecond: 20,
+  loadChangeThreshold: 0.1,
   probeIntervalMs: 500,
   probeTimeoutMs: 500,
   suspectAfterMs: 1_500,
@@ -232,7 +249,7 @@ export function membershipOptions(overrides: Partial<MembershipOptions> = {}, pr
     'heartbeatIntervalMs', 'probeIntervalMs', 'probeTimeoutMs', 'antiEntropyIntervalMs', 'antiEntropyTimeoutMs',
     'connectionMaintenanceIntervalMs', 'maxConcurrentProbes', 'maxConcurrentExchanges', 'antiEntropyMaxRounds',
     'antiEntropyMaxRecordsPerMessage', 'antiEntropyMaxBytesPerMessage', 'maxMessageBytes', 'maxConcurrentDials',
-    'dialTimeoutMs', 'maxCells', 'suspicionConfirmations',
+    'dialTimeoutMs', 'maxCells', 'suspicionConfirmations', 'loadPublishIntervalMs',
   ];
   for (const name of positive) {
     if (options[name] <= 0) throw new RangeError(`membership option ${name} must be > 0`);

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { Registry } from 'prom-client';
-import type { Clock, TimerHandle } from '../platform/clock.js';
+import type { Clock } from '../platform/clock.js';
 import type { Random } from '../platform/random.js';
 import type { Logger } from '../cell/logger.js';
 import type { Store } from '../cell/store/store.js';
@@ -8,14 +8,12 @@ import { CellMesh } from './cell-mesh.js';
 import type { CellRecordContent, MerchantClaim } from './cell-record.js';
 import { createLibp2pTransport, loadOrCreatePeerKey, type Libp2pMeshTransport } from './libp2p-transport.js';
 import { libp2pPublicKeyOf } from './libp2p-record-keys.js';
+import { publishLoadPeriodically, type LoadSource } from './load-publisher.js';
 import { LocationService } from './location.js';
 import { MEMBERSHIP_PRESETS, membershipOptions, type MembershipOptions } from './membership-config.js';
 import { PromMeshMetrics } from './mesh-metrics.js';
 import { Inbox, Outbox } from './outbox.js';
 import { Ed25519RecordSigner } from './record-signer.js';
-
-/** How often a cell republishes its load when it changed; each publish is one small gossip message. */
-const LOAD_PUBLISH_INTERVAL_MS = 5_000;
 
 export interface MeshNodeSettings {
   readonly listenHost: string;
@@ -34,11 +32,6 @@ export interface MeshNodeSettings {
   readonly timings: Readonly<Record<string, number>>;
 }
 
-export interface LoadSample {
-  readonly devices: number;
-  readonly messagesPerSecond: number;
-}
-
 export interface MeshNodeInit {
   readonly cellId: string;
   readonly settings: MeshNodeSettings;
@@ -54,8 +47,8 @@ export interface MeshNodeInit {
   readonly merchants: readonly MerchantClaim[];
   /** Users of `tenant` among `userIds` with a device on this cell (answers location queries). */
   readonly localUsers: (tenant: string, userIds: readonly string[]) => readonly string[];
-  /** The cell's load now, gossiped every few seconds when it changed (the first record says zero). */
-  readonly sampleLoad: () => Promise<LoadSample>;
+  /** The cell's load, gossiped in its record when it changed noticeably (the first record says zero). */
+  readonly load: LoadSource;
 }
 
 /**
@@ -144,7 +137,7 @@ export async function startMeshNode(init: MeshNodeInit): Promise<MeshNode> {
       if (cellId !== undefined) outbox.nudge(cellId);
     });
     stopped.push(stopNudging);
-    const loadTimer = publishLoadPeriodically(mesh, init.clock, init.sampleLoad, logger);
+    const loadTimer = publishLoadPeriodically(mesh, init.clock, init.load, (error) => logger.warn({ err: error }, 'publishing the load failed'));
     stopped.push(() => loadTimer.cancel());
 
     let ending: Promise<void> | undefined;
@@ -199,30 +192,3 @@ function initialRecord(init: MeshNodeInit, p2p: readonly string[]): CellRecordCo
   };
 }
 
-/** Republishes the record's load every few seconds, only when it changed. */
-function publishLoadPeriodically(mesh: CellMesh, clock: Clock, sampleLoad: () => Promise<LoadSample>, logger: Logger): TimerHandle {
-  let timer: TimerHandle | undefined;
-  let cancelled = false;
-  const publishIfChanged = async (): Promise<void> => {
-    const load = await sampleLoad();
-    const current = mesh.ownRecord().load;
-    const messagesPerSecond = Math.round(load.messagesPerSecond);
-    if (mesh.state !== 'running' || (current.devices === load.devices && current.messagesPerSecond === messagesPerSecond)) return;
-    await mesh.updateOwnRecord({ load: { devices: load.devices, messagesPerSecond } });
-  };
-  const tick = (): void => {
-    if (cancelled) return;
-    publishIfChanged()
-      .catch((error: unknown) => logger.warn({ err: error }, 'publishing the load failed'))
-      .finally(() => {
-        if (!cancelled) timer = clock.setTimer(LOAD_PUBLISH_INTERVAL_MS, tick);
-      });
-  };
-  timer = clock.setTimer(LOAD_PUBLISH_INTERVAL_MS, tick);
-  return {
-    cancel: () => {
-      cancelled = true;
-      timer?.cancel();
-    },
-  };
-}

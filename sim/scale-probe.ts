@@ -4,7 +4,8 @@
 // It runs sim/scenarios/large.yaml's density (10 merchants, 100 customers per cell) without
 // faults and prints CPU seconds per virtual second over the traffic phase (after its first 5 s),
 // the mesh deliveries per virtual second (all, and the relayed copies by topic: heartbeats per
-// cell per second among them), the warmup's CPU, the heap, and the timer count. With --profile
+// cell per second among them), the warmup's CPU and its relayed copies by topic (the joins' and
+// the connecting devices' record gossip), the heap, and the timer count. With --profile
 // it writes a V8 CPU profile of that steady window only (open it in Chrome DevTools), or from
 // --profile-from virtual seconds on (1: the warmup's joins too).
 import '../platform/promise-with-resolvers.js';
@@ -79,6 +80,10 @@ const warmupEnd = samples.find((sample) => sample.virtualS >= warmupS);
 const perVirtualSecond = from === undefined || to === undefined || to.virtualS <= from.virtualS ? Number.NaN : (to.cpu - from.cpu) / (to.virtualS - from.virtualS);
 const spanS = from === undefined || to === undefined ? Number.NaN : to.virtualS - from.virtualS;
 const perSecond = (a: number, b: number): number => Math.round((b - a) / spanS);
+const warmupTopicsPerSecond: Record<string, number> = {};
+if (warmupEnd !== undefined) {
+  for (const [topic, count] of warmupEnd.counts.byTopic) warmupTopicsPerSecond[topic] = Math.round(count / warmupEnd.virtualS);
+}
 const topicsPerSecond: Record<string, number> = {};
 if (from !== undefined && to !== undefined) {
   for (const [topic, count] of to.counts.byTopic) topicsPerSecond[topic] = perSecond(from.counts.byTopic.get(topic) ?? 0, count);
@@ -93,6 +98,7 @@ console.log(
     receivedPerVirtualSecondByTopic: topicsPerSecond,
     heartbeatsReceivedPerCellPerSecond: Math.round((topicsPerSecond['cellmesh/heartbeat/v1'] ?? 0) / cells),
     warmupCpuSeconds: Math.round(warmupEnd?.cpu ?? Number.NaN),
+    warmupReceivedPerVirtualSecondByTopic: warmupTopicsPerSecond,
     heapGigabytes: Math.round(process.memoryUsage().heapUsed / 1e8) / 10,
     timersFired: report.work.timersFired,
     messagesSent: report.messagesSent,

@@ -8,6 +8,7 @@ import type { Store } from '../cell/store/store.js';
 import { CellMesh } from '../mesh/cell-mesh.js';
 import type { MerchantClaim } from '../mesh/cell-record.js';
 import { createClusterPort } from '../mesh/cluster-port-adapter.js';
+import { publishLoadPeriodically } from '../mesh/load-publisher.js';
 import { LocationService } from '../mesh/location.js';
 import type { MembershipOptions, MembershipPreset } from '../mesh/membership-config.js';
 import { memoryAddress, type MemoryNetwork, type MemoryTransport } from '../mesh/memory-network.js';
@@ -19,9 +20,6 @@ import { stream } from './rng.js';
 import { FencedClock, type Life, type SimClock } from './sim-clock.js';
 import type { SimKeyring } from './sim-keys.js';
 import type { SimStore } from './sim-store.js';
-
-/** How often a cell republishes its load when it changed (mesh/mesh-node.ts's LOAD_PUBLISH_INTERVAL_MS). */
-const LOAD_PUBLISH_INTERVAL_MS = 5_000;
 
 export interface SimCellInit {
   readonly cellId: string;
@@ -176,7 +174,8 @@ export class SimCellIncarnation implements DeviceEndpoint {
       const cellId = cellOfPeer(connected);
       if (cellId !== undefined) outbox.nudge(cellId);
     });
-    this.loadTimer = this.publishLoadPeriodically(mesh);
+    // As mesh/mesh-node.ts does in a cell process; a crash ends the incarnation's timers with it.
+    this.loadTimer = publishLoadPeriodically(mesh, this.clock, { devices: () => this.core.presence.connections, messagesTotal: () => this.metrics.messagesInTotal() }, () => undefined);
     const clusterPort = createClusterPort({ cellId: init.cellId, directory: mesh.directory, location, outbox, inbox, transport });
     this.core.attachCluster(clusterPort);
     this.mover = new MerchantMover({
@@ -239,37 +238,5 @@ export class SimCellIncarnation implements DeviceEndpoint {
       else waiting.live += info.entries;
     }
     return waiting;
-  }
-
-  private publishLoadPeriodically(mesh: CellMesh): TimerHandle {
-    let timer: TimerHandle | undefined;
-    let cancelled = false;
-    let lastSample = { atMs: this.clock.now(), messages: 0 };
-    const publishIfChanged = async (): Promise<void> => {
-      const messages = (await this.metrics.messagesIn.get()).values[0]?.value ?? 0;
-      const nowMs = this.clock.now();
-      const elapsedSeconds = Math.max(0.001, (nowMs - lastSample.atMs) / 1000);
-      const messagesPerSecond = Math.round(Math.max(0, (messages - lastSample.messages) / elapsedSeconds));
-      lastSample = { atMs: nowMs, messages };
-      const devices = this.core.presence.connections;
-      const current = mesh.ownRecord().load;
-      if (mesh.state !== 'running' || (current.devices === devices && current.messagesPerSecond === messagesPerSecond)) return;
-      await mesh.updateOwnRecord({ load: { devices, messagesPerSecond } });
-    };
-    const tick = (): void => {
-      if (cancelled) return;
-      publishIfChanged()
-        .catch(() => undefined)
-        .finally(() => {
-          if (!cancelled) timer = this.clock.setTimer(LOAD_PUBLISH_INTERVAL_MS, tick);
-        });
-    };
-    timer = this.clock.setTimer(LOAD_PUBLISH_INTERVAL_MS, tick);
-    return {
-      cancel: () => {
-        cancelled = true;
-        timer?.cancel();
-      },
-    };
   }
 }

@@ -27,6 +27,7 @@ interface CellView {
   incarnation: number;
   merchants: Array<{ merchant: string }>;
   endpoints: { p2p: string[] };
+  load: { devices: number; messagesPerSecond: number };
 }
 
 interface ClusterView {
@@ -166,7 +167,7 @@ describe('a cluster of cell processes', () => {
     expect(metricValue(await fetchMetrics(c3.httpUrl), 'cellmesh_mesh_refutations_total')).toBeGreaterThan(0);
   });
 
-  it('locates a user by broadcast: the cells holding the user\'s devices answer', async () => {
+  it('locates a user by broadcast: the cells holding the user\'s devices answer, and every cell gossips its load', async () => {
     const [c1, c2, c3] = (await startCluster()) as [ChildCell, ChildCell, ChildCell];
     const phone = await RawClient.connect(c2.url, await tokenFor({ user: 'alice', device: 'phone' }));
     const laptop = await RawClient.connect(c3.url, await tokenFor({ user: 'alice', device: 'laptop' }));
@@ -177,6 +178,11 @@ describe('a cluster of cell processes', () => {
       expect(nobody.cells).toEqual([]);
       const metrics = await fetchMetrics(c1.httpUrl);
       expect(metricValue(metrics, 'cellmesh_locate_queries_total')).toBe(2);
+      // Each cell republishes its record when its load changed (mesh/load-publisher.ts, every 5 s here).
+      await eventually(async () => {
+        const seen = (await viewOf(c1)).cells.filter((cell) => cell.cellId !== 'c1');
+        return seen.length === 2 && seen.every((cell) => cell.load.devices === 1);
+      }, 'c1 to see one device in the load of c2 and of c3', 15_000);
     } finally {
       phone.close();
       laptop.close();
