@@ -12,6 +12,7 @@ import '../platform/promise-with-resolvers.js';
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { Command } from 'commander';
+import { AntiEntropy } from '../mesh/anti-entropy.js';
 import { MemoryNetwork, MemoryTransport } from '../mesh/memory-network.js';
 import type { MeshMessage, PeerId } from '../mesh/transport.js';
 import { loadScenario } from './scenario.js';
@@ -19,8 +20,9 @@ import { runSimulation } from './simulator.js';
 
 // Counters of the network's work, by wrapping two methods of the memory network (a few ns per
 // call): every scheduled delivery (a relayed copy or one leg of a request), and every relayed
-// copy that reached a subscriber, by topic.
-const counts = { deliveries: 0, byTopic: new Map<string, number>() };
+// copy that reached a subscriber, by topic; and the anti-entropy exchanges asked for, by reason
+// (an exchange is a full-directory digest each way).
+const counts = { deliveries: 0, byTopic: new Map<string, number>(), exchanges: new Map<string, number>() };
 const schedule = MemoryNetwork.prototype.schedule;
 MemoryNetwork.prototype.schedule = function (this: MemoryNetwork, from: PeerId, to: PeerId, deliver: (target: MemoryTransport) => void): void {
   counts.deliveries++;
@@ -31,7 +33,16 @@ MemoryTransport.prototype.receive = function (this: MemoryTransport, message: Me
   counts.byTopic.set(message.topic, (counts.byTopic.get(message.topic) ?? 0) + 1);
   receive.call(this, message, seen);
 };
-const snapshot = (): { deliveries: number; byTopic: Map<string, number> } => ({ deliveries: counts.deliveries, byTopic: new Map(counts.byTopic) });
+const requestExchange = AntiEntropy.prototype.requestExchange;
+AntiEntropy.prototype.requestExchange = function (this: AntiEntropy, peer: PeerId, reason: string): void {
+  counts.exchanges.set(reason, (counts.exchanges.get(reason) ?? 0) + 1);
+  requestExchange.call(this, peer, reason);
+};
+const snapshot = (): { deliveries: number; byTopic: Map<string, number>; exchanges: Map<string, number> } => ({
+  deliveries: counts.deliveries,
+  byTopic: new Map(counts.byTopic),
+  exchanges: new Map(counts.exchanges),
+});
 
 const options = new Command()
   .option('--cells <n>', 'cells', '100')
@@ -81,8 +92,14 @@ const perVirtualSecond = from === undefined || to === undefined || to.virtualS <
 const spanS = from === undefined || to === undefined ? Number.NaN : to.virtualS - from.virtualS;
 const perSecond = (a: number, b: number): number => Math.round((b - a) / spanS);
 const warmupTopicsPerSecond: Record<string, number> = {};
+const warmupExchanges: Record<string, number> = {};
 if (warmupEnd !== undefined) {
   for (const [topic, count] of warmupEnd.counts.byTopic) warmupTopicsPerSecond[topic] = Math.round(count / warmupEnd.virtualS);
+  for (const [reason, count] of warmupEnd.counts.exchanges) warmupExchanges[reason] = count;
+}
+const steadyExchanges: Record<string, number> = {};
+if (from !== undefined && to !== undefined) {
+  for (const [reason, count] of to.counts.exchanges) steadyExchanges[reason] = perSecond(from.counts.exchanges.get(reason) ?? 0, count);
 }
 const topicsPerSecond: Record<string, number> = {};
 if (from !== undefined && to !== undefined) {
@@ -99,6 +116,8 @@ console.log(
     heartbeatsReceivedPerCellPerSecond: Math.round((topicsPerSecond['cellmesh/heartbeat/v1'] ?? 0) / cells),
     warmupCpuSeconds: Math.round(warmupEnd?.cpu ?? Number.NaN),
     warmupReceivedPerVirtualSecondByTopic: warmupTopicsPerSecond,
+    warmupExchangesByReason: warmupExchanges,
+    exchangesPerVirtualSecondByReason: steadyExchanges,
     heapGigabytes: Math.round(process.memoryUsage().heapUsed / 1e8) / 10,
     timersFired: report.work.timersFired,
     messagesSent: report.messagesSent,

@@ -4,7 +4,7 @@ import type { ChatMessage } from '../cell/protocol/frames.js';
 import { conversationIdOf } from '../cell/protocol/frames.js';
 import { routeToMerchant } from '../router/route.js';
 import { membershipOptions, type MembershipOptions, type MembershipPreset } from '../mesh/membership-config.js';
-import { holdsClaims, type DirectoryView } from '../mesh/directory.js';
+import { holdsClaims, type DirectoryView, type Liveness } from '../mesh/directory.js';
 import type { LinkFaults } from '../mesh/memory-network.js';
 import type { TimerHandle } from '../platform/clock.js';
 import type { Random } from '../platform/random.js';
@@ -185,6 +185,7 @@ class Simulation implements ActorHost {
   private readonly partitions: ActivePartition[] = [];
   private readonly faultSpans: FaultSpan[] = [];
   private readonly series: SeriesPoint[] = [];
+  private readonly cellIdHashes = new Map<string, number>();
   private readonly limits = LimitsConfig.parse({});
   private readonly meshPreset: MembershipPreset;
   private readonly meshOptions: Partial<MembershipOptions>;
@@ -1013,12 +1014,22 @@ class Simulation implements ActorHost {
       running++;
       let digest = 0;
       for (const entry of mesh.directory.values()) {
-        digest = (digest + mix(stringHash(entry.record.cellId), entry.record.incarnation, livenessCode(entry.liveness))) >>> 0;
+        digest = (digest + mix(this.cellIdHash(entry.record.cellId), entry.record.incarnation, LIVENESS_CODES[entry.liveness])) >>> 0;
       }
       digests.set(digest, (digests.get(digest) ?? 0) + 1);
     }
     if (running === 0) return 0;
     return Math.max(...digests.values()) / running;
+  }
+
+  /** stringHash of a cell id, computed once: agreement() needs it for every cell's view of every cell, every sample. */
+  private cellIdHash(cellId: string): number {
+    let hash = this.cellIdHashes.get(cellId);
+    if (hash === undefined) {
+      hash = stringHash(cellId);
+      this.cellIdHashes.set(cellId, hash);
+    }
+    return hash;
   }
 
   /**
@@ -1284,9 +1295,7 @@ function mix(a: number, b: number, c: number): number {
   return (hash ^ (hash >>> 16)) >>> 0;
 }
 
-function livenessCode(liveness: string): number {
-  return ['alive', 'suspect', 'dead', 'leaving', 'left'].indexOf(liveness) + 1;
-}
+const LIVENESS_CODES: Readonly<Record<Liveness, number>> = { alive: 1, suspect: 2, dead: 3, leaving: 4, left: 5 };
 
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
