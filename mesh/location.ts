@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import { randomId, type Random } from '../platform/random.js';
 import { decodeJson, encodeJson } from '../platform/wire-json.js';
+import { sameBytes } from './same-bytes.js';
 import type { MeshMessage, MeshTransport, PeerId, ValidationResult } from './transport.js';
 
 /**
@@ -318,6 +319,8 @@ export class LocationService {
   private readonly queries = new Map<string, OpenQuery>();
   private repliesInFlight = 0;
   private running = false;
+  /** The last query message decoded, for its second reading (see decodeQuery). */
+  private lastQuery: { readonly bytes: Uint8Array; readonly query: LocateQuery | undefined } | undefined;
 
   constructor(
     private readonly components: LocationComponents,
@@ -526,8 +529,20 @@ export class LocationService {
 
   // -- answering ------------------------------------------------------------------------------
 
+  /**
+   * The query in `bytes`, decoded once: the topic validator and the handler each get a copy of
+   * the same message, so the last one decoded is recognised by content (as heartbeats are).
+   */
+  private decodeQuery(bytes: Uint8Array): LocateQuery | undefined {
+    const last = this.lastQuery;
+    if (last !== undefined && sameBytes(last.bytes, bytes)) return last.query;
+    const query = decodeJson(LocateQuery, bytes, LOCATE_WIRE_MAX_BYTES);
+    this.lastQuery = { bytes, query };
+    return query;
+  }
+
   private validateQuery(message: MeshMessage): ValidationResult {
-    const query = decodeJson(LocateQuery, message.data, LOCATE_WIRE_MAX_BYTES);
+    const query = this.decodeQuery(message.data);
     if (query === undefined) {
       this.metrics.rejected('malformed');
       return 'reject';
@@ -548,8 +563,8 @@ export class LocationService {
 
   private onQuery(message: MeshMessage): void {
     if (!this.running) return;
-    // Validators ran already; parsing again keeps the handler safe on transports that skip them.
-    const query = decodeJson(LocateQuery, message.data, LOCATE_WIRE_MAX_BYTES);
+    // Validators ran already; decoding here too keeps the handler safe on transports that skip them.
+    const query = this.decodeQuery(message.data);
     if (query === undefined || query.fromCellId === this.components.cellId) return;
     if (this.components.cellOfPeer(message.from) !== query.fromCellId) return;
     if (this.repliesInFlight >= this.settings.maxConcurrentReplies) {
