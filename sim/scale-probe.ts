@@ -14,15 +14,15 @@ import { Session } from 'node:inspector/promises';
 import { Command } from 'commander';
 import { AntiEntropy } from '../mesh/anti-entropy.js';
 import { MemoryNetwork, MemoryTransport } from '../mesh/memory-network.js';
-import type { MeshMessage, PeerId } from '../mesh/transport.js';
+import type { MeshMessage, PeerId, RequestOptions } from '../mesh/transport.js';
 import { loadScenario } from './scenario.js';
 import { runSimulation } from './simulator.js';
 
 // Counters of the network's work, by wrapping two methods of the memory network (a few ns per
 // call): every scheduled delivery (a relayed copy or one leg of a request), and every relayed
-// copy that reached a subscriber, by topic; and the anti-entropy exchanges asked for, by reason
-// (an exchange is a full-directory digest each way).
-const counts = { deliveries: 0, byTopic: new Map<string, number>(), exchanges: new Map<string, number>() };
+// copy that reached a subscriber, by topic; requests, by protocol; and the anti-entropy
+// exchanges asked for, by reason (an exchange is a full-directory digest each way).
+const counts = { deliveries: 0, byTopic: new Map<string, number>(), exchanges: new Map<string, number>(), requests: new Map<string, number>() };
 const schedule = MemoryNetwork.prototype.schedule;
 MemoryNetwork.prototype.schedule = function (this: MemoryNetwork, from: PeerId, to: PeerId, deliver: (target: MemoryTransport) => void): void {
   counts.deliveries++;
@@ -33,15 +33,21 @@ MemoryTransport.prototype.receive = function (this: MemoryTransport, message: Me
   counts.byTopic.set(message.topic, (counts.byTopic.get(message.topic) ?? 0) + 1);
   receive.call(this, message, seen);
 };
+const request = MemoryTransport.prototype.request;
+MemoryTransport.prototype.request = function (this: MemoryTransport, peer: PeerId, protocol: string, data: Uint8Array, requestOptions: RequestOptions): Promise<Uint8Array> {
+  counts.requests.set(protocol, (counts.requests.get(protocol) ?? 0) + 1);
+  return request.call(this, peer, protocol, data, requestOptions);
+};
 const requestExchange = AntiEntropy.prototype.requestExchange;
 AntiEntropy.prototype.requestExchange = function (this: AntiEntropy, peer: PeerId, reason: string): void {
   counts.exchanges.set(reason, (counts.exchanges.get(reason) ?? 0) + 1);
   requestExchange.call(this, peer, reason);
 };
-const snapshot = (): { deliveries: number; byTopic: Map<string, number>; exchanges: Map<string, number> } => ({
+const snapshot = (): { deliveries: number; byTopic: Map<string, number>; exchanges: Map<string, number>; requests: Map<string, number> } => ({
   deliveries: counts.deliveries,
   byTopic: new Map(counts.byTopic),
   exchanges: new Map(counts.exchanges),
+  requests: new Map(counts.requests),
 });
 
 const options = new Command()
@@ -98,8 +104,10 @@ if (warmupEnd !== undefined) {
   for (const [reason, count] of warmupEnd.counts.exchanges) warmupExchanges[reason] = count;
 }
 const steadyExchanges: Record<string, number> = {};
+const steadyRequests: Record<string, number> = {};
 if (from !== undefined && to !== undefined) {
   for (const [reason, count] of to.counts.exchanges) steadyExchanges[reason] = perSecond(from.counts.exchanges.get(reason) ?? 0, count);
+  for (const [protocol, count] of to.counts.requests) steadyRequests[protocol] = perSecond(from.counts.requests.get(protocol) ?? 0, count);
 }
 const topicsPerSecond: Record<string, number> = {};
 if (from !== undefined && to !== undefined) {
@@ -118,6 +126,7 @@ console.log(
     warmupReceivedPerVirtualSecondByTopic: warmupTopicsPerSecond,
     warmupExchangesByReason: warmupExchanges,
     exchangesPerVirtualSecondByReason: steadyExchanges,
+    requestsPerVirtualSecondByProtocol: steadyRequests,
     heapGigabytes: Math.round(process.memoryUsage().heapUsed / 1e8) / 10,
     timersFired: report.work.timersFired,
     messagesSent: report.messagesSent,
