@@ -3,7 +3,7 @@ import type { Clock, TimerHandle } from '../platform/clock.js';
 import { randomInt, type Random } from '../platform/random.js';
 import { CELL_ID_PATTERN, compareRecordOrder } from './cell-record.js';
 import { isServing, isTombstone, type Directory, type DirectoryEntry, type LivenessClaim } from './directory.js';
-import type { MembershipOptions } from './membership-config.js';
+import { budgetedIntervalMs, type MembershipOptions } from './membership-config.js';
 import { MembershipError } from './membership-errors.js';
 import {
   decodeJson,
@@ -78,10 +78,7 @@ export function suspicionTimeoutMs(confirmations: number, options: MembershipOpt
  * publishes every 10 s instead of every 500 ms. A budget of 0 turns the stretching off.
  */
 export function heartbeatIntervalMs(servingCells: number, options: MembershipOptions): number {
-  const { heartbeatIntervalMs: baseMs, heartbeatReceiveBudgetPerSecond: budget } = options;
-  if (budget <= 0) return baseMs;
-  const others = Math.min(Math.max(0, servingCells - 1), options.maxCells);
-  return Math.max(baseMs, Math.ceil((others * 1_000) / budget));
+  return budgetedIntervalMs(servingCells, options.heartbeatIntervalMs, options.heartbeatReceiveBudgetPerSecond, options.maxCells);
 }
 
 /**

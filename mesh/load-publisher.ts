@@ -1,6 +1,6 @@
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import type { CellRecordContent } from './cell-record.js';
-import type { MembershipOptions } from './membership-config.js';
+import { budgetedIntervalMs, type MembershipOptions } from './membership-config.js';
 
 /** The load a cell's record carries. */
 export type CellLoad = CellRecordContent['load'];
@@ -31,10 +31,7 @@ export interface LoadRecordOwner {
  * takes at most 20, and each cell publishes at most every 50 s. A budget of 0 turns it off.
  */
 export function loadPublishIntervalMs(servingCells: number, options: MembershipOptions): number {
-  const { loadPublishIntervalMs: baseMs, loadUpdateReceiveBudgetPerSecond: budget } = options;
-  if (budget <= 0) return baseMs;
-  const others = Math.min(Math.max(0, servingCells - 1), options.maxCells);
-  return Math.max(baseMs, Math.ceil((others * 1_000) / budget));
+  return budgetedIntervalMs(servingCells, options.loadPublishIntervalMs, options.loadUpdateReceiveBudgetPerSecond, options.maxCells);
 }
 
 /**

@@ -235,6 +235,18 @@ export const MEMBERSHIP_PRESETS = Object.freeze({
 export type MembershipPreset = keyof typeof MEMBERSHIP_PRESETS;
 
 /**
+ * The period at which each of `servingCells` cells (itself included) should publish something
+ * that every other cell receives, so that a cell receives at most `receiveBudgetPerSecond` of
+ * them a second from all the others together: `baseMs`, or (n - 1) / budget seconds when that is
+ * longer. A budget of 0 keeps `baseMs` at any size. Heartbeats and load updates both use it.
+ */
+export function budgetedIntervalMs(servingCells: number, baseMs: number, receiveBudgetPerSecond: number, maxCells: number): number {
+  if (receiveBudgetPerSecond <= 0) return baseMs;
+  const others = Math.min(Math.max(0, servingCells - 1), maxCells);
+  return Math.max(baseMs, Math.ceil((others * 1_000) / receiveBudgetPerSecond));
+}
+
+/**
  * The LAN preset with `overrides` applied, checked: a nonsensical combination is a programmer
  * error and throws at construction rather than misbehaving at runtime.
  */
