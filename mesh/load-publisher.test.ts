@@ -44,27 +44,27 @@ describe('publishLoadPeriodically', () => {
       throw error;
     });
     const seenByC1 = () => harness.cell('c1').mesh.directory.get('c0')!.record;
+    /** The next 5 s look: `devices` connected, `messagesPerSecond` over the interval. */
+    const nextInterval = async (devices: number, messagesPerSecond: number): Promise<void> => {
+      load.devices = devices;
+      load.messages += 5 * messagesPerSecond;
+      await harness.run(5_000);
+    };
     try {
       const firstVersion = c0.mesh.ownRecord().version;
       await harness.run(12_000);
       expect(c0.mesh.ownRecord().version).toBe(firstVersion);
 
-      load.devices = 1_000;
-      load.messages += 5 * 200;
-      await harness.run(5_000);
+      await nextInterval(1_000, 200);
       expect(seenByC1().load).toEqual({ devices: 1_000, messagesPerSecond: 200 });
       const published = c0.mesh.ownRecord().version;
 
       // 5 % more devices and 5 % more messages a second: not news.
-      load.devices = 1_050;
-      load.messages += 5 * 210;
-      await harness.run(5_000);
+      await nextInterval(1_050, 210);
       expect(c0.mesh.ownRecord().version).toBe(published);
 
       // The drift adds up to 10 % of what was published: news.
-      load.devices = 1_100;
-      load.messages += 5 * 210;
-      await harness.run(5_000);
+      await nextInterval(1_100, 210);
       expect(seenByC1().load).toEqual({ devices: 1_100, messagesPerSecond: 210 });
       expect(seenByC1().version).toBe(published + 1);
     } finally {
