@@ -53,6 +53,7 @@ export class MemoryNetwork {
   /** Directed blocked links, as `from\0to`. */
   private readonly blocked = new Set<string>();
   private faults: LinkFaults = { lossRate: 0 };
+  private topology = 0;
 
   constructor(private readonly options: MemoryNetworkOptions) {}
 
@@ -101,6 +102,21 @@ export class MemoryNetwork {
 
   endpoint(peer: PeerId): MemoryTransport | undefined {
     return this.endpoints.get(peer);
+  }
+
+  /** The peers of this network, running or stopped (until forgotten). */
+  peers(): IterableIterator<MemoryTransport> {
+    return this.endpoints.values();
+  }
+
+  /** Changes whenever a connection opens or closes, for caches of the connection graph. */
+  get topologyVersion(): number {
+    return this.topology;
+  }
+
+  /** @internal A connection opened or closed (or, in a subclass, something else the graph depends on). */
+  topologyChanged(): void {
+    this.topology++;
   }
 
   /**
@@ -193,6 +209,7 @@ export class MemoryTransport implements MeshTransport {
     if (!this.connections.has(peer)) {
       this.connections.add(peer);
       target.connections.add(this.self);
+      this.network.topologyChanged();
       this.events.onPeerConnected?.(peer);
       target.events.onPeerConnected?.(this.self);
     }
@@ -302,6 +319,7 @@ export class MemoryTransport implements MeshTransport {
     if (!this.connections.delete(peer)) return;
     const target = this.network.endpoint(peer);
     target?.connections.delete(this.self);
+    this.network.topologyChanged();
     this.events.onPeerDisconnected?.(peer);
     if (target?.running === true) target.events.onPeerDisconnected?.(this.self);
   }
