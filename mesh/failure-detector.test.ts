@@ -76,6 +76,43 @@ describe('failure detection', () => {
     expect(elapsedMs).toBeGreaterThan(2_000);
   });
 
+  it('a partition costs about K + 1 suspect and dead claims per cut-off cell, not one from every cell of the other side', async () => {
+    // Cells started a little apart, as real ones do, so their probe rounds are not in step.
+    const harness = new MeshHarness({ seed: 8, latencyMs: [1, 5] });
+    await harness.addCell('c0');
+    for (let index = 1; index < 16; index++) {
+      await harness.run(31);
+      await harness.addCell(`c${index}`, { bootstrap: ['c0'] });
+    }
+    await harness.runUntil(() => harness.converged(16), 5_000);
+    await harness.run(3_000);
+    const claims: Array<{ kind: string; cellId: string; by: string }> = [];
+    for (const cell of harness.running()) {
+      const publish = cell.transport.publish.bind(cell.transport);
+      cell.transport.publish = (topic, data) => {
+        if (topic === 'cellmesh/membership/v1') claims.push(JSON.parse(new TextDecoder().decode(data)) as { kind: string; cellId: string; by: string });
+        return publish(topic, data);
+      };
+    }
+    const minority = ['c12', 'c13', 'c14', 'c15'];
+    const majority = harness.running().map((cell) => cell.cellId).filter((cellId) => !minority.includes(cellId));
+    harness.network.partition(minority.map(MeshHarness.peerOf), majority.map(MeshHarness.peerOf));
+    await harness.runUntil(() => majority.every((observer) => minority.every((cellId) => harness.cell(observer).mesh.directory.get(cellId)?.liveness === 'dead')), 20_000);
+    await harness.run(2_000);
+    const k = LAN_MEMBERSHIP_OPTIONS.suspicionConfirmations;
+    for (const cellId of minority) {
+      const about = (kind: string): string[] => claims.filter((claim) => claim.kind === kind && claim.cellId === cellId && majority.includes(claim.by)).map((claim) => claim.by);
+      // K + 1 make the timeout shortest; a few more race them (their probes ended within a hop of the first claims).
+      expect(about('suspect').length).toBeGreaterThanOrEqual(k + 1);
+      expect(about('suspect').length).toBeLessThan(majority.length / 2);
+      expect(about('dead').every((by) => about('suspect').includes(by))).toBe(true);
+      expect(about('dead').length).toBeGreaterThan(0);
+    }
+    // Both sides come back after the heal.
+    harness.network.heal();
+    await harness.runUntil(() => harness.converged(16) && harness.running().every((cell) => cell.mesh.liveCells().length === 16), 20_000);
+  });
+
   it.each([1, 2, 3, 4, 5])('never declares a cell dead while its event loop stalls for 1 s (seed %i)', async (seed) => {
     const harness = await cluster(seed, 5, true);
     const stalled = harness.cell('c3');

@@ -102,8 +102,9 @@ export function heartbeatIntervalMs(servingCells: number, options: MembershipOpt
  *   When nothing is overdue, one random connected cell gets a health probe: it feeds only the
  *   local health multiplier (Lifeguard probes every round; without it LHM would never decay).
  * - Suspicion: the first claim (own or received) starts a timer of `suspicionMaxMs`, shrinking
- *   toward `suspicionMinMs` with each further cell's claim (suspicionTimeoutMs). At expiry the
- *   cell is declared dead: `{kind: 'dead'}` is published. A record with a higher incarnation
+ *   toward `suspicionMinMs` with each further cell's claim (suspicionTimeoutMs). A cell whose
+ *   own probes fail when it holds K confirmations already publishes nothing. At expiry the
+ *   cell is declared dead; `{kind: 'dead'}` is published if this cell was one of the suspectors. A record with a higher incarnation
  *   (the suspect's refutation) clears it anywhere, any time.
  * - Refutation: a claim about this cell at >= its incarnation calls `refute` (the mesh bumps its
  *   incarnation and republishes its record). A cell still heard from while held dead here gets
@@ -587,6 +588,10 @@ export class FailureDetector {
     if (suspicion !== undefined && suspicion.incarnation > incarnation) return;
     if (suspicion !== undefined && suspicion.incarnation === incarnation) {
       if (suspicion.suspectors.has(this.selfCellId)) return;
+      // K confirmations are here already, so the same gossip brought them everywhere: one more
+      // claim would shorten no timeout. Staying silent (memberlist's rule) keeps a partition to
+      // about K + 1 claims per cut-off cell instead of one from every cell of the other side.
+      if (suspicion.suspectors.size > this.init.options.suspicionConfirmations) return;
       this.confirm(cellId, suspicion, this.selfCellId);
     } else {
       if (!this.markSuspect(cellId, entry, incarnation)) return;
@@ -640,7 +645,9 @@ export class FailureDetector {
     this.init.directory.applyClaim(cellId, { kind: 'dead', incarnation: suspicion.incarnation }, this.init.clock.now());
     this.init.metrics.deadDeclared();
     this.init.logger.info({ cellId, incarnation: suspicion.incarnation, suspectors: suspicion.suspectors.size }, 'cell declared dead');
-    this.publishClaim({ kind: 'dead', cellId, incarnation: suspicion.incarnation, by: this.selfCellId });
+    // Every cell holding the suspicion declares the death by its own timer at about the same
+    // time; the claim is for those that missed it, and the suspectors' claims are enough.
+    if (suspicion.suspectors.has(this.selfCellId)) this.publishClaim({ kind: 'dead', cellId, incarnation: suspicion.incarnation, by: this.selfCellId });
   }
 
   /** Tells a cell that is still heard from what this cell holds against it, so it can refute. */
