@@ -30,7 +30,7 @@ export class SimNetwork extends MemoryNetwork {
   private readonly blockedTo = new Map<PeerId, Set<PeerId>>();
   private blockedLinks = 0;
   private endpointCount = 0;
-  /** The graph's version when each flood in flight was published (its first relay). */
+  /** The graph's version when each flood in flight was published during a partition. */
   private readonly floodVersions = new WeakMap<Set<PeerId>, number>();
   /** Size of each peer's component, as of `componentsVersion`. */
   private componentSizes = new Map<PeerId, number>();
@@ -57,15 +57,14 @@ export class SimNetwork extends MemoryNetwork {
   }
 
   override relay(relay: MemoryTransport, message: MeshMessage, seen: Set<PeerId>): void {
-    let publishedAt = this.floodVersions.get(seen);
-    if (publishedAt === undefined) {
-      publishedAt = this.topologyVersion;
-      this.floodVersions.set(seen, publishedAt);
-    }
+    // The publisher's own relay (the first hop) notes the graph's version during a partition.
+    const publishing = seen.size === 1 && relay.self === message.from;
+    if (publishing && this.blockedLinks > 0) this.floodVersions.set(seen, this.topologyVersion);
     // Every endpoint has been scheduled a copy: the base loop would find all connections seen.
     if (seen.size >= this.endpointCount) return;
-    // Every peer the flood can reach has been, on an unchanged graph (see the class comment).
-    if (this.blockedLinks > 0 && publishedAt === this.topologyVersion && seen.size >= this.componentSize(relay.self)) return;
+    // Every peer the flood can reach has been, on an unchanged graph (see the class comment). A
+    // flood published with no block in place has no version and is walked as before.
+    if (this.blockedLinks > 0 && !publishing && this.floodVersions.get(seen) === this.topologyVersion && seen.size >= this.componentSize(relay.self)) return;
     super.relay(relay, message, seen);
   }
 
