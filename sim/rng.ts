@@ -7,15 +7,20 @@ import { SeededRandom, type Random } from '../platform/random.js';
  */
 export function streamSeed(seed: number, label: string): number {
   // FNV-1a over the seed and the label, then a splitmix finaliser for a well-mixed 32 bits.
+  let hash = stringHash(`${seed >>> 0}/${label}`);
+  hash = Math.imul(hash ^ (hash >>> 16), 0x85ebca6b) >>> 0;
+  hash = Math.imul(hash ^ (hash >>> 13), 0xc2b2ae35) >>> 0;
+  return (hash ^ (hash >>> 16)) >>> 0;
+}
+
+/** FNV-1a of a string, 32 bits. */
+export function stringHash(text: string): number {
   let hash = 0x811c9dc5;
-  const text = `${seed >>> 0}/${label}`;
   for (let index = 0; index < text.length; index++) {
     hash ^= text.charCodeAt(index);
     hash = Math.imul(hash, 0x01000193) >>> 0;
   }
-  hash = Math.imul(hash ^ (hash >>> 16), 0x85ebca6b) >>> 0;
-  hash = Math.imul(hash ^ (hash >>> 13), 0xc2b2ae35) >>> 0;
-  return (hash ^ (hash >>> 16)) >>> 0;
+  return hash;
 }
 
 export function stream(seed: number, label: string): SeededRandom {

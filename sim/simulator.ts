@@ -13,13 +13,14 @@ import type { DeviceEndpoint, DeviceNetwork } from './device-link.js';
 import { History, type InCellStats, type LatencySummary, type Violation } from './history.js';
 import { describeLatency, latencySampler, type LatencySampler } from './latency.js';
 import { Population, type CustomerPlan, type MerchantPlan } from './population.js';
-import { exponential, pickIndex, sampleIndexes, stream } from './rng.js';
+import { exponential, pickIndex, sampleIndexes, stream, stringHash } from './rng.js';
 import type { FaultAction, Scenario, TimelineEvent } from './scenario.js';
 import { SimCellIncarnation, openSimCell, peerOf } from './sim-cell.js';
 import { Life, SimClock } from './sim-clock.js';
 import { SimKeyring } from './sim-keys.js';
 import { SimNetwork } from './sim-network.js';
 import { SimStore } from './sim-store.js';
+import { ViewDigests } from './view-digests.js';
 
 const TENANT = 'mall';
 const TENANT_SECRET = 'cellmesh-simulator-tenant-secret-0123456789';
@@ -185,7 +186,7 @@ class Simulation implements ActorHost {
   private readonly partitions: ActivePartition[] = [];
   private readonly faultSpans: FaultSpan[] = [];
   private readonly series: SeriesPoint[] = [];
-  private readonly cellIdHashes = new Map<string, number>();
+  private readonly viewDigests = new ViewDigests();
   private readonly limits = LimitsConfig.parse({});
   private readonly meshPreset: MembershipPreset;
   private readonly meshOptions: Partial<MembershipOptions>;
@@ -1012,24 +1013,11 @@ class Simulation implements ActorHost {
       const mesh = slot.incarnation?.mesh;
       if (mesh === undefined || mesh.state !== 'running') continue;
       running++;
-      let digest = 0;
-      for (const entry of mesh.directory.values()) {
-        digest = (digest + mix(this.cellIdHash(entry.record.cellId), entry.record.incarnation, LIVENESS_CODES[entry.liveness])) >>> 0;
-      }
+      const digest = this.viewDigests.of(mesh);
       digests.set(digest, (digests.get(digest) ?? 0) + 1);
     }
     if (running === 0) return 0;
     return Math.max(...digests.values()) / running;
-  }
-
-  /** stringHash of a cell id, computed once: agreement() needs it for every cell's view of every cell, every sample. */
-  private cellIdHash(cellId: string): number {
-    let hash = this.cellIdHashes.get(cellId);
-    if (hash === undefined) {
-      hash = stringHash(cellId);
-      this.cellIdHashes.set(cellId, hash);
-    }
-    return hash;
   }
 
   /**
@@ -1274,28 +1262,6 @@ function sameHomeInputs(a: DirectoryView, b: DirectoryView): boolean {
   }
   return true;
 }
-
-function stringHash(text: string): number {
-  let hash = 0x811c9dc5;
-  for (let index = 0; index < text.length; index++) {
-    hash ^= text.charCodeAt(index);
-    hash = Math.imul(hash, 0x01000193) >>> 0;
-  }
-  return hash;
-}
-
-/** Combines three 32-bit values and avalanches (murmur3's fmix32), so sums of mixes rarely collide. */
-function mix(a: number, b: number, c: number): number {
-  let hash = (a ^ Math.imul(b, 0x9e3779b1) ^ Math.imul(c, 0x85ebca77)) >>> 0;
-  hash = Math.imul(hash ^ (hash >>> 16), 0x85ebca6b) >>> 0;
-  hash = Math.imul(hash ^ (hash >>> 13), 0xc2b2ae35) >>> 0;
-  hash = (hash ^ (hash >>> 16)) >>> 0;
-  hash = Math.imul(hash ^ (hash >>> 16), 0x7feb352d) >>> 0;
-  hash = Math.imul(hash ^ (hash >>> 15), 0x846ca68b) >>> 0;
-  return (hash ^ (hash >>> 16)) >>> 0;
-}
-
-const LIVENESS_CODES: Readonly<Record<Liveness, number>> = { alive: 1, suspect: 2, dead: 3, leaving: 4, left: 5 };
 
 function messageOf(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
