@@ -80,3 +80,23 @@ describe('memory network faults', () => {
     expect(heard).not.toEqual([...heard].sort((x, y) => x - y));
   });
 });
+
+describe('memory network deliveries', () => {
+  it.each([false, true])('gives each subscriber its own copy of a message unless bytes are shared (shareDeliveredBytes %s)', async (shareDeliveredBytes) => {
+    const clock = new ManualClock();
+    const network = new MemoryNetwork({ clock, random: new SeededRandom(7), shareDeliveredBytes });
+    const [a, b, c] = [network.createTransport('a'), network.createTransport('b'), network.createTransport('c')];
+    for (const transport of [a, b, c]) await transport.start();
+    await a.dial(b.addresses()[0]!);
+    await b.dial(c.addresses()[0]!);
+    const received: Uint8Array[] = [];
+    b.subscribe('t', (message) => received.push(message.data));
+    c.subscribe('t', (message) => received.push(message.data));
+    const published = new TextEncoder().encode('hello');
+    await a.publish('t', published);
+    clock.advance(5);
+    expect(received.map((data) => new TextDecoder().decode(data))).toEqual(['hello', 'hello']);
+    expect(received[0]).not.toBe(published);
+    expect(received[0] === received[1]).toBe(shareDeliveredBytes);
+  });
+});
