@@ -130,13 +130,13 @@ export class FailureDetector {
   private readonly pendingProbes = new Set<string>();
   private readonly probing = new Set<string>();
   private readonly lastReannounceMs = new Map<string, number>();
-  private readonly claimsChecked = new WeakMap<Uint8Array, LivenessClaimMessage | undefined>();
   /**
-   * The heartbeat last decoded, by content: a transport may hand the validator and the handler
-   * different copies of the same message, and decoding it twice was the largest single cost of a
-   * cell in large simulated clusters.
+   * The heartbeat and the claim last decoded, by content: a transport may hand the validator and
+   * the handler different copies of the same message (libp2p does), and decoding it twice was
+   * the largest single cost of a cell in large simulated clusters.
    */
   private lastHeartbeat: { readonly bytes: Uint8Array; readonly heartbeat: Heartbeat | undefined } | undefined;
+  private lastClaim: { readonly bytes: Uint8Array; readonly claim: LivenessClaimMessage | undefined } | undefined;
   /** Heartbeat intervals other cells announced, when longer than `heartbeatIntervalMs` (bounded by the directory). */
   private readonly announcedIntervalMs = new Map<string, number>();
   /** Deferred pulls of cells heard of only by heartbeat (see unknownCellHeard); at most maxCells. */
@@ -390,10 +390,12 @@ export class FailureDetector {
   }
 
   private decodeClaim(message: MeshMessage): LivenessClaimMessage | undefined {
-    if (this.claimsChecked.has(message.data)) return this.claimsChecked.get(message.data);
-    const decoded = decodeJson(message.data, LivenessClaimMessageSchema, MAX_CONTROL_MESSAGE_BYTES);
+    const bytes = message.data;
+    const last = this.lastClaim;
+    if (last !== undefined && sameBytes(last.bytes, bytes)) return last.claim;
+    const decoded = decodeJson(bytes, LivenessClaimMessageSchema, MAX_CONTROL_MESSAGE_BYTES);
     const claim = decoded.ok ? decoded.value : undefined;
-    this.claimsChecked.set(message.data, claim);
+    this.lastClaim = { bytes, claim };
     return claim;
   }
 
@@ -625,7 +627,11 @@ export class FailureDetector {
 
   private scheduleSuspicion(cellId: string, suspicion: Suspicion): void {
     suspicion.timer?.cancel();
-    const timeoutMs = suspicionTimeoutMs(suspicion.suspectors.size - 1, this.init.options, this.health, this.servingCells());
+    // The count changes the timeout only below K + 2 cells (suspicionTimeoutMs): counted afresh
+    // near there, taken from the last probe round above. A directory walk for every claim heard
+    // made a partition of a 1,000-cell mesh cost n^3.
+    const servingCells = this.servingCellsSeen < this.init.options.suspicionConfirmations + 4 ? this.servingCells() : this.servingCellsSeen;
+    const timeoutMs = suspicionTimeoutMs(suspicion.suspectors.size - 1, this.init.options, this.health, servingCells);
     const remainingMs = Math.max(0, suspicion.startedMs + timeoutMs - this.init.clock.now());
     suspicion.timer = this.init.clock.setTimer(remainingMs, () => this.suspicionExpired(cellId, suspicion));
   }
