@@ -118,10 +118,13 @@ describe('SimClock', () => {
       const random = new SeededRandom(3);
       const handles = [];
       for (let index = 0; index < 500; index++) {
-        const delayMs = Math.floor(random.next() * 50);
+        // Fractional delays too (drawn latencies are), and timers set by callbacks for their own instant.
+        const delayMs = Math.floor(random.next() * 50) + (index % 4 === 0 ? 0.5 : 0);
         handles.push(clock.setTimer(delayMs, () => {
           fired.push(`${index}@${clock.now()}`);
           if (index % 7 === 0) clock.setTimer(index % 3, () => fired.push(`child-${index}@${clock.now()}`));
+          // Cancels a timer due at this same instant or later, which then never fires.
+          if (index % 13 === 0) handles[(index * 7) % handles.length]!.cancel();
         }));
       }
       for (let index = 0; index < 500; index += 11) handles[index]!.cancel();
