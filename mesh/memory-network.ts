@@ -58,7 +58,6 @@ export class MemoryNetwork {
   /** Directed blocked links, as `from\0to`. */
   private readonly blocked = new Set<string>();
   private faults: LinkFaults = { lossRate: 0 };
-  private topology = 0;
 
   constructor(private readonly options: MemoryNetworkOptions) {}
 
@@ -118,15 +117,11 @@ export class MemoryNetwork {
     return this.endpoints.values();
   }
 
-  /** Changes whenever a connection opens or closes, for caches of the connection graph. */
-  get topologyVersion(): number {
-    return this.topology;
-  }
+  /** @internal A connection between `a` and `b` opened; for subclasses that keep a view of the connection graph. */
+  connectionOpened(_a: PeerId, _b: PeerId): void {}
 
-  /** @internal A connection opened or closed (or, in a subclass, something else the graph depends on). */
-  topologyChanged(): void {
-    this.topology++;
-  }
+  /** @internal A connection between `a` and `b` closed (ditto). */
+  connectionClosed(_a: PeerId, _b: PeerId): void {}
 
   /**
    * @internal Passes a published message on from `relay` to its connected peers that have not
@@ -218,7 +213,7 @@ export class MemoryTransport implements MeshTransport {
     if (!this.connections.has(peer)) {
       this.connections.add(peer);
       target.connections.add(this.self);
-      this.network.topologyChanged();
+      this.network.connectionOpened(this.self, peer);
       this.events.onPeerConnected?.(peer);
       target.events.onPeerConnected?.(this.self);
     }
@@ -328,7 +323,7 @@ export class MemoryTransport implements MeshTransport {
     if (!this.connections.delete(peer)) return;
     const target = this.network.endpoint(peer);
     target?.connections.delete(this.self);
-    this.network.topologyChanged();
+    this.network.connectionClosed(this.self, peer);
     this.events.onPeerDisconnected?.(peer);
     if (target?.running === true) target.events.onPeerDisconnected?.(this.self);
   }

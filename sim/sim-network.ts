@@ -14,13 +14,15 @@ import type { MeshMessage, PeerId } from '../mesh/transport.js';
  * loss, delivery order, random draws and timers are otherwise the base class's.
  *
  * During a partition a flood cannot reach every endpoint, so that test never passes and every
- * relay walks all its connections (at 1,000 cells in a full mesh, about a million checks per
+ * relay walks all its connections (at 1,000 cells, a few tens of thousands of checks per
  * publish). Then the bound is the publisher's component instead: the peers linked to it by
- * connections open in at least one direction, computed once per change of the graph (blocks,
- * connections, endpoints). That is an upper bound of what a flood reaches, and a copy only ever
- * travels such links, so while the graph has not changed since the publish, a `seen` set as
- * large as the component holds all of it and the walk would schedule nothing. A flood published
- * before the last change is walked as before, so deliveries are exactly the base class's.
+ * connections open in at least one direction (a union-find, joined as connections open and
+ * rebuilt after anything that can split a component: a connection closing, a block, a peer
+ * leaving). That is an upper bound of what a flood reaches, and a copy only ever travels such
+ * links, so a `seen` set as large as the component holds all of it and the walk would schedule
+ * nothing. This holds while no component has split since the publish (joins only grow the
+ * component around `seen`); a flood published before a split is walked as before, so deliveries
+ * are exactly the base class's.
  *
  * The subscribers of a publish share its bytes (`shareDeliveredBytes`): the cells run the
  * production handlers, which only read them, and a copy per delivery was about a fifth of the
@@ -34,11 +36,14 @@ export class SimNetwork extends MemoryNetwork {
   private readonly blockedTo = new Map<PeerId, Set<PeerId>>();
   private blockedLinks = 0;
   private endpointCount = 0;
-  /** The graph's version when each flood in flight was published during a partition. */
-  private readonly floodVersions = new WeakMap<Set<PeerId>, number>();
-  /** Size of each peer's component, as of `componentsVersion`. */
-  private componentSizes = new Map<PeerId, number>();
-  private componentsVersion = -1;
+  /** Counts what can split a component (see the class comment); floods note it when published during a partition. */
+  private splits = 0;
+  private readonly floodSplits = new WeakMap<Set<PeerId>, number>();
+  /** Union-find over the peers by open connections: parent links, and sizes at the roots. */
+  private readonly parent = new Map<PeerId, PeerId>();
+  private readonly size = new Map<PeerId, number>();
+  /** Whether `parent` must be rebuilt before it is read (after a split, or a heal). */
+  private componentsStale = true;
 
   constructor(options: MemoryNetworkOptions) {
     super({ ...options, shareDeliveredBytes: true });
@@ -47,7 +52,10 @@ export class SimNetwork extends MemoryNetwork {
   override createTransport(peer: PeerId): MemoryTransport {
     const transport = super.createTransport(peer);
     this.endpointCount++;
-    this.topologyChanged();
+    if (!this.componentsStale) {
+      this.parent.set(peer, peer);
+      this.size.set(peer, 1);
+    }
     return transport;
   }
 
@@ -56,20 +64,28 @@ export class SimNetwork extends MemoryNetwork {
     super.forget(peer);
     if (known) {
       this.endpointCount--;
-      this.topologyChanged();
+      this.split();
     }
   }
 
   override relay(relay: MemoryTransport, message: MeshMessage, seen: Set<PeerId>): void {
-    // The publisher's own relay (the first hop) notes the graph's version during a partition.
+    // The publisher's own relay (the first hop) notes the splits so far during a partition.
     const publishing = seen.size === 1 && relay.self === message.from;
-    if (publishing && this.blockedLinks > 0) this.floodVersions.set(seen, this.topologyVersion);
+    if (publishing && this.blockedLinks > 0) this.floodSplits.set(seen, this.splits);
     // Every endpoint has been scheduled a copy: the base loop would find all connections seen.
     if (seen.size >= this.endpointCount) return;
-    // Every peer the flood can reach has been, on an unchanged graph (see the class comment). A
-    // flood published with no block in place has no version and is walked as before.
-    if (this.blockedLinks > 0 && !publishing && this.floodVersions.get(seen) === this.topologyVersion && seen.size >= this.componentSize(relay.self)) return;
+    // Every peer the flood can reach has been (see the class comment). A flood published with
+    // no block in place has no count and is walked as before.
+    if (this.blockedLinks > 0 && !publishing && this.floodSplits.get(seen) === this.splits && seen.size >= this.componentSize(relay.self)) return;
     super.relay(relay, message, seen);
+  }
+
+  override connectionOpened(a: PeerId, b: PeerId): void {
+    if (!this.componentsStale && (!this.isBlocked(a, b) || !this.isBlocked(b, a))) this.union(a, b);
+  }
+
+  override connectionClosed(): void {
+    this.split();
   }
 
   override blockOneWay(from: readonly PeerId[], to: readonly PeerId[]): void {
@@ -87,13 +103,14 @@ export class SimNetwork extends MemoryNetwork {
         }
       }
     }
-    this.topologyChanged();
+    this.split();
   }
 
   override heal(): void {
     this.blockedTo.clear();
     this.blockedLinks = 0;
-    this.topologyChanged();
+    // Components only join: floods under way stay bounded by theirs.
+    this.componentsStale = true;
   }
 
   override isBlocked(from: PeerId, to: PeerId): boolean {
@@ -101,43 +118,56 @@ export class SimNetwork extends MemoryNetwork {
     return this.blockedTo.get(from)?.has(to) === true;
   }
 
-  private componentSize(peer: PeerId): number {
-    if (this.componentsVersion !== this.topologyVersion) {
-      this.componentSizes = this.computeComponentSizes();
-      this.componentsVersion = this.topologyVersion;
-    }
-    return this.componentSizes.get(peer) ?? 1;
+  private split(): void {
+    this.splits++;
+    this.componentsStale = true;
   }
 
-  /** Union-find over the connections not blocked both ways; every peer to the size of its component. */
-  private computeComponentSizes(): Map<PeerId, number> {
-    const parent = new Map<PeerId, PeerId>();
-    const root = (peer: PeerId): PeerId => {
-      let top = peer;
-      for (let up = parent.get(top); up !== undefined && up !== top; up = parent.get(top)) top = up;
-      // Path compression: later finds of the same peers take one step.
-      for (let at = peer; at !== top; ) {
-        const up = parent.get(at) as PeerId;
-        parent.set(at, top);
-        at = up;
-      }
-      return top;
-    };
-    for (const transport of this.peers()) parent.set(transport.self, transport.self);
+  private componentSize(peer: PeerId): number {
+    if (this.componentsStale) this.rebuildComponents();
+    return this.size.get(this.root(peer)) ?? 1;
+  }
+
+  /** The union-find from scratch: every peer, joined over the connections not blocked both ways. */
+  private rebuildComponents(): void {
+    this.parent.clear();
+    this.size.clear();
+    for (const transport of this.peers()) {
+      this.parent.set(transport.self, transport.self);
+      this.size.set(transport.self, 1);
+    }
     for (const transport of this.peers()) {
       const self = transport.self;
       for (const next of transport.connections) {
-        if (next <= self || !parent.has(next)) continue;
-        if (this.isBlocked(self, next) && this.isBlocked(next, self)) continue;
-        const a = root(self);
-        const b = root(next);
-        if (a !== b) parent.set(a, b);
+        if (next <= self || !this.parent.has(next)) continue;
+        if (!this.isBlocked(self, next) || !this.isBlocked(next, self)) this.union(self, next);
       }
     }
-    const sizes = new Map<PeerId, number>();
-    for (const peer of parent.keys()) sizes.set(root(peer), (sizes.get(root(peer)) ?? 0) + 1);
-    const byPeer = new Map<PeerId, number>();
-    for (const peer of parent.keys()) byPeer.set(peer, sizes.get(root(peer)) as number);
-    return byPeer;
+    this.componentsStale = false;
+  }
+
+  private union(a: PeerId, b: PeerId): void {
+    const rootA = this.root(a);
+    const rootB = this.root(b);
+    if (rootA === rootB) return;
+    const sizeA = this.size.get(rootA) ?? 1;
+    const sizeB = this.size.get(rootB) ?? 1;
+    // The smaller tree goes under the larger, so paths stay short.
+    const [small, large] = sizeA < sizeB ? [rootA, rootB] : [rootB, rootA];
+    this.parent.set(small, large);
+    this.size.set(large, sizeA + sizeB);
+    this.size.delete(small);
+  }
+
+  private root(peer: PeerId): PeerId {
+    let top = peer;
+    for (let up = this.parent.get(top); up !== undefined && up !== top; up = this.parent.get(top)) top = up;
+    // Path compression: later finds of the same peers take one step.
+    for (let at = peer; at !== top; ) {
+      const up = this.parent.get(at) as PeerId;
+      this.parent.set(at, top);
+      at = up;
+    }
+    return top;
   }
 }
