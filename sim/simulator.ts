@@ -4,7 +4,7 @@ import type { ChatMessage } from '../cell/protocol/frames.js';
 import { conversationIdOf } from '../cell/protocol/frames.js';
 import { routeToMerchant } from '../router/route.js';
 import { membershipOptions, type MembershipOptions, type MembershipPreset } from '../mesh/membership-config.js';
-import { holdsClaims, type DirectoryView, type Liveness } from '../mesh/directory.js';
+import { holdsClaims, type DirectoryView } from '../mesh/directory.js';
 import type { LinkFaults } from '../mesh/memory-network.js';
 import type { TimerHandle } from '../platform/clock.js';
 import type { Random } from '../platform/random.js';
