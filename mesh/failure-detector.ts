@@ -104,8 +104,9 @@ export function heartbeatIntervalMs(servingCells: number, options: MembershipOpt
  * - Suspicion: the first claim (own or received) starts a timer of `suspicionMaxMs`, shrinking
  *   toward `suspicionMinMs` with each further cell's claim (suspicionTimeoutMs). A cell whose
  *   own probes fail when it holds K confirmations already publishes nothing. At expiry the
- *   cell is declared dead; `{kind: 'dead'}` is published if this cell was one of the suspectors. A record with a higher incarnation
- *   (the suspect's refutation) clears it anywhere, any time.
+ *   cell is declared dead; `{kind: 'dead'}` is published if this cell was one of the
+ *   suspectors. A record with a higher incarnation (the suspect's refutation) clears it
+ *   anywhere, any time.
  * - Refutation: a claim about this cell at >= its incarnation calls `refute` (the mesh bumps its
  *   incarnation and republishes its record). A cell still heard from while held dead here gets
  *   the dead claim re-announced (at most every `claimReannounceIntervalMs`) so it learns to

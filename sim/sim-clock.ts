@@ -40,6 +40,8 @@ export class SimClock implements Clock {
   /** The instants that have a bucket, as a binary min-heap. */
   private readonly instants: number[] = [];
   private firedCount = 0;
+  /** The bucket of the timer peek() last returned. */
+  private head: Bucket | undefined;
 
   constructor(startMs = 1_700_000_000_000) {
     this.nowMs = startMs;
@@ -94,7 +96,8 @@ export class SimClock implements Clock {
     for (;;) {
       const top = this.peek();
       if (top === undefined || top.dueMs > targetMs) break;
-      this.take(top);
+      // Taken from the bucket peek() found; a callback may add timers to it, and peek() drops it once empty.
+      this.head!.next++;
       this.nowMs = Math.max(this.nowMs, top.dueMs);
       this.firedCount++;
       if (top.life === undefined || top.life.alive) top.callback();
@@ -109,17 +112,13 @@ export class SimClock implements Clock {
       if (instant === undefined) return undefined;
       const bucket = this.buckets.get(instant)!;
       while (bucket.next < bucket.timers.length && bucket.timers[bucket.next]!.cancelled) bucket.next++;
-      if (bucket.next < bucket.timers.length) return bucket.timers[bucket.next];
+      if (bucket.next < bucket.timers.length) {
+        this.head = bucket;
+        return bucket.timers[bucket.next];
+      }
       this.buckets.delete(instant);
       this.popInstant();
     }
-  }
-
-  /** Takes `timer`, which peek() just returned. */
-  private take(timer: SimTimer): void {
-    const bucket = this.buckets.get(timer.dueMs)!;
-    bucket.next++;
-    // A callback may set more timers for this very instant: the bucket stays until peek() finds it empty.
   }
 
   private pushInstant(instant: number): void {

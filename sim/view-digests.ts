@@ -18,9 +18,8 @@ export class ViewDigests {
   of(mesh: CellMesh): number {
     let digest = this.digests.get(mesh);
     if (digest === undefined) {
-      const tracked = { value: 0 };
+      const tracked = { value: this.recompute(mesh) };
       digest = tracked;
-      for (const entry of mesh.directory.values()) tracked.value = (tracked.value + this.term(entry)) >>> 0;
       mesh.onChange((_cellId, before, after) => {
         if (before !== undefined) tracked.value = (tracked.value - this.term(before)) >>> 0;
         if (after !== undefined) tracked.value = (tracked.value + this.term(after)) >>> 0;
@@ -30,7 +29,7 @@ export class ViewDigests {
     return digest.value;
   }
 
-  /** The digest computed from scratch (what `of` keeps up to date), for tests. */
+  /** The digest computed from scratch: what `of` starts from and keeps up to date. */
   recompute(mesh: CellMesh): number {
     let value = 0;
     for (const entry of mesh.directory.values()) value = (value + this.term(entry)) >>> 0;
