@@ -210,6 +210,23 @@ describe('CellMesh membership', () => {
     expect(harness.converged(3)).toBe(true);
   });
 
+  it("a joining cell's record spreads by its own gossip past the bootstrap cell that took it by anti-entropy", async () => {
+    // A heartbeat budget this small puts 6 cells past it: heartbeats of unknown cells wait for
+    // the record's gossip before pulling, so only the gossip can bring the record within 50 ms.
+    const harness = new MeshHarness({ seed: 13, latencyMs: [1, 5], options: { heartbeatReceiveBudgetPerSecond: 1 } });
+    await harness.addCell('c0');
+    for (let index = 1; index < 6; index++) await harness.addCell(`c${index}`, { bootstrap: ['c0'] });
+    await harness.runUntil(() => harness.converged(6), 5_000);
+    await harness.run(3_000);
+
+    const joiner = await harness.addCell('c6', { bootstrap: ['c0'] });
+    await harness.runUntil(() => harness.cell('c0').mesh.directory.get('c6') !== undefined, 1_000);
+    // c0 took the record by the joiner's push: the joiner's publish, one connection wide, must go on past it.
+    expect(joiner.transport.connectedPeers()).toEqual([MeshHarness.peerOf('c0')]);
+    // A few gossip hops; pulls would wait up to 2 x probeTimeoutMs (1 s) first.
+    await harness.runUntil(() => harness.converged(7), 50);
+  });
+
   it('retries the bootstrap with backoff until it answers', async () => {
     const harness = new MeshHarness({ seed: 9 });
     const early = await harness.addCell('c1', { bootstrap: ['c0'] });

@@ -87,8 +87,9 @@ describe('RecordIntake', () => {
     expect(directory.get('cell-b')?.record.version).toBe(0);
     expect(outcomes).toEqual(['gossip:accepted']);
 
-    // The same bytes again: not opened again, but judged against the directory as it is now.
-    expect(deliver(first)).toBe('ignore');
+    // The same bytes again (the owner republished it): not opened again, passed on so the
+    // publish goes on past this cell, and found stale by the handler.
+    expect(deliver(first)).toBe('accept');
     expect(counted.verifies).toBe(1);
     // The same bytes from another publisher: the owner check runs for every delivery.
     expect(deliver({ ...first, from: 'peer-a' as PeerId })).toBe('reject');
@@ -100,6 +101,20 @@ describe('RecordIntake', () => {
     expect(deliver(second)).toBe('accept');
     expect(counted.verifies).toBe(2);
     expect(directory.get('cell-b')?.record.version).toBe(1);
+
+    // An older one (a replay) goes no further.
+    expect(deliver(first)).toBe('ignore');
+    expect(outcomes.slice(3)).toEqual(['gossip:accepted', 'gossip:stale']);
+    expect(directory.get('cell-b')?.record.version).toBe(1);
+  });
+
+  it("passes on a record it took by anti-entropy when the owner's gossip of it comes", () => {
+    const { intake, directory, signerB, outcomes, message, deliver } = setUp();
+    const signed = signRecord(record(), signerB).signed;
+    expect(intake.ingestRelayed(signed).kind).toBe('accepted');
+    expect(deliver(message(signed))).toBe('accept');
+    expect(outcomes).toEqual(['anti-entropy:accepted', 'gossip:stale']);
+    expect(directory.get('cell-b')?.record.version).toBe(0);
   });
 
   it('opens a rejected message afresh at every delivery and rejects it as before', () => {

@@ -59,12 +59,24 @@ export class RecordIntake {
     if (checked.verified.record.cellId !== this.init.directory.selfCellId) {
       this.init.directory.markHeard(checked.verified.record.cellId, this.init.clock.now());
     }
-    if (!checked.newer) {
-      this.init.metrics.recordStale('gossip');
-      return 'ignore';
-    }
-    return 'accept';
+    if (checked.newer || this.holdsSameOrder(checked.verified.record)) return 'accept';
+    this.init.metrics.recordStale('gossip');
+    return 'ignore';
   };
+
+  /**
+   * The record held for its cell has the same (incarnation, version): its owner published it
+   * again, or this cell took it by anti-entropy before the gossip came (a joining cell pushes
+   * its record to its bootstrap peer, then publishes it through that one connection). Such a
+   * copy is passed on (the handler finds it stale): ignoring it would stop the publish at the
+   * first cell that already has it, and every other cell would have to pull it. Older ones are
+   * ignored, so replays go no further.
+   */
+  private holdsSameOrder(record: CellRecord): boolean {
+    if (record.cellId === this.init.directory.selfCellId) return false;
+    const held = this.init.directory.get(record.cellId);
+    return held !== undefined && compareRecordOrder(record, held.record) === 0;
+  }
 
   /** The handler of `cellmesh/directory/v1` (runs after the validator accepted). */
   readonly handleGossip = (message: MeshMessage): void => {
