@@ -79,6 +79,23 @@ describe('anti-entropy', () => {
     expect(elapsedMs).toBeLessThanOrEqual(520);
   });
 
+  it('in a cluster past the heartbeat budget, the first pulls make the owner republish and spare the rest', async () => {
+    // Heartbeats every 7 s at 8 cells (a budget of 1 a second): the cluster waits before pulling.
+    // Periodic anti-entropy is held off so that only heartbeat pulls can carry the change.
+    const harness = await cluster(10, 8, { heartbeatReceiveBudgetPerSecond: 1, antiEntropyIntervalMs: 600_000 });
+    const owner = harness.cell('c1');
+    const answeredBefore = await metricValue(owner.registry, 'cellmesh_mesh_anti_entropy_rounds_total', { role: 'answerer' });
+    harness.network.setFaults({ lossRate: 1 });
+    const changed = await owner.mesh.updateOwnRecord({ capacity: { maxDevices: 5 } });
+    harness.network.setFaults({ lossRate: 0 });
+    await harness.runUntil(() => harness.running().every((cell) => cell.mesh.directory.get('c1')?.record.version === changed.version), 10_000);
+    // Seven cells heard the heartbeat; without the republish each would have pulled.
+    const answered = (await metricValue(owner.registry, 'cellmesh_mesh_anti_entropy_rounds_total', { role: 'answerer' })) - answeredBefore;
+    expect(answered).toBeGreaterThanOrEqual(1);
+    expect(answered).toBeLessThanOrEqual(3);
+    expect(await metricValue(owner.registry, 'cellmesh_mesh_own_record_republished_total')).toBe(1);
+  });
+
   it('does not resurrect a dead cell from a stale peer (records nor digests)', async () => {
     const harness = await cluster(4, 4);
     const victim = harness.cell('c3');

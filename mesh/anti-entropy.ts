@@ -1,7 +1,7 @@
 import type { Logger } from '../cell/logger.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import { randomInt, type Random } from '../platform/random.js';
-import type { SignedRecord } from './cell-record.js';
+import { compareRecordOrder, type SignedRecord } from './cell-record.js';
 import { isServing, type Directory } from './directory.js';
 import type { MembershipOptions } from './membership-config.js';
 import { MembershipError } from './membership-errors.js';
@@ -36,6 +36,11 @@ export interface AntiEntropyInit {
   readonly logger: Logger;
   readonly intake: RecordIntake;
   readonly liveness: AntiEntropyLiveness;
+  /**
+   * An asker's digest held this cell's own record at an older (incarnation, version): the last
+   * publish of it did not reach that peer, and maybe not others. The mesh republishes it.
+   */
+  readonly onOwnRecordLacked: () => void;
 }
 
 export interface ExchangeResult {
@@ -84,6 +89,9 @@ export function antiEntropyIntervalMs(servingCells: number, options: MembershipO
  *    not), applies the claims, then pushes the records B lacks with
  *    `/cellmesh/anti-entropy-push/1.0.0` `{ records }` (chunked), answered `{ accepted }`.
  * While `more` is true A repeats step 1 with its updated digest, up to `antiEntropyMaxRounds`.
+ * When A's digest holds B's own record at an older order, B also calls `onOwnRecordLacked`: a
+ * cell that heard B's heartbeat before B's record pulls from B (after a wait, in a large
+ * cluster), and B republishing its record spares the cells still waiting their own pull.
  * Every message holds at most `antiEntropyMaxRecordsPerMessage` records and about
  * `antiEntropyMaxBytesPerMessage` bytes of them.
  *
@@ -233,6 +241,7 @@ export class AntiEntropy {
     }
     liveness.heardFromPeer(from);
     for (const claim of decoded.value.claims) liveness.applyRelayedDeadClaim(claim.cellId, claim.incarnation);
+    this.noteOwnRecordSeenBy(decoded.value.digest);
     const records: SignedRecord[] = [];
     let bytes = 0;
     let more = false;
@@ -250,6 +259,15 @@ export class AntiEntropy {
     const answer: AntiEntropyAnswer = { records, claims: directory.deadClaims(), newer, more };
     metrics.antiEntropyRound('answerer', 'ok');
     return encodeJson(answer);
+  }
+
+  /** Only an older order counts: a digest without this cell is a newcomer's bootstrap pull. */
+  private noteOwnRecordSeenBy(digest: Readonly<Record<string, readonly [number, number]>>): void {
+    const { directory } = this.init;
+    const held = Object.hasOwn(digest, directory.selfCellId) ? digest[directory.selfCellId] : undefined;
+    const own = directory.get(directory.selfCellId);
+    if (held === undefined || own === undefined) return;
+    if (compareRecordOrder({ incarnation: held[0], version: held[1] }, own.record) < 0) this.init.onOwnRecordLacked();
   }
 
   private async answerPush(from: PeerId, request: Uint8Array): Promise<Uint8Array> {

@@ -114,6 +114,8 @@ export class CellMesh {
   private readonly connectedListeners = new Set<PeerListener>();
   private readonly disconnectedListeners = new Set<PeerListener>();
   private persistChain: Promise<void> = Promise.resolve();
+  /** When this cell last handed its own record to the transport (see ownRecordLacked). */
+  private ownPublishedAtMs = Number.NEGATIVE_INFINITY;
 
   constructor(init: CellMeshInit) {
     this.init = init;
@@ -168,6 +170,7 @@ export class CellMesh {
       logger: this.logger,
       intake: this.intake,
       liveness: this.failureDetector,
+      onOwnRecordLacked: () => this.ownRecordLacked(),
     });
   }
 
@@ -431,9 +434,21 @@ export class CellMesh {
     });
   }
 
+  /**
+   * A peer pulled holding an older record of this cell: republish it, unless it went out less
+   * than `probeTimeoutMs` (a round trip's bound) ago, when pulls sent before it arrived are
+   * still coming in.
+   */
+  private ownRecordLacked(): void {
+    if (this.init.clock.now() - this.ownPublishedAtMs < this.options.probeTimeoutMs) return;
+    this.metrics.ownRecordRepublished();
+    void this.publishOwnRecord();
+  }
+
   private publishOwnRecord(): Promise<void> {
     const own = this.own;
     if (own === undefined || (this.stateValue !== 'running' && this.stateValue !== 'leaving')) return Promise.resolve();
+    this.ownPublishedAtMs = this.init.clock.now();
     const bytes = new TextEncoder().encode(JSON.stringify(own.signed));
     return this.init.transport.publish(MembershipTopic.directory, bytes).catch((error: unknown) => {
       this.logger.debug({ err: error }, 'publishing the own record failed');

@@ -113,6 +113,51 @@ describe('failure detection', () => {
     await harness.runUntil(() => harness.converged(16) && harness.running().every((cell) => cell.mesh.liveCells().length === 16), 20_000);
   });
 
+  it('past the heartbeat budget, a heal costs a few pulls and reannounced claims per cell, not one from every cell of the other side', async () => {
+    // A budget of 5 heartbeats a second puts 16 cells past it (a heartbeat every 3 s). Periodic
+    // anti-entropy is held off: what repairs the views here is what heartbeats set off.
+    const harness = new MeshHarness({ seed: 9, latencyMs: [1, 5], options: { heartbeatReceiveBudgetPerSecond: 5, antiEntropyIntervalMs: 600_000 } });
+    await harness.addCell('c0');
+    for (let index = 1; index < 16; index++) {
+      await harness.run(31);
+      await harness.addCell(`c${index}`, { bootstrap: ['c0'] });
+    }
+    await harness.runUntil(() => harness.converged(16), 10_000);
+    await harness.run(5_000);
+    const minority = ['c12', 'c13', 'c14', 'c15'];
+    const majority = harness.running().map((cell) => cell.cellId).filter((cellId) => !minority.includes(cellId));
+    harness.network.partition(minority.map(MeshHarness.peerOf), majority.map(MeshHarness.peerOf));
+    await harness.runUntil(
+      () => harness.running().every((observer) => harness.running().every((cell) => minority.includes(observer.cellId) === minority.includes(cell.cellId) || observer.mesh.directory.get(cell.cellId)?.liveness === 'dead')),
+      60_000,
+    );
+    const deadClaims: string[] = [];
+    for (const cell of harness.running()) {
+      const publish = cell.transport.publish.bind(cell.transport);
+      cell.transport.publish = (topic, data) => {
+        if (topic === 'cellmesh/membership/v1') {
+          const claim = JSON.parse(new TextDecoder().decode(data)) as { kind: string; cellId: string };
+          if (claim.kind === 'dead') deadClaims.push(claim.cellId);
+        }
+        return publish(topic, data);
+      };
+    }
+    const exchanges = async (): Promise<number> => {
+      let total = 0;
+      for (const cell of harness.running()) total += await metricValue(cell.registry, 'cellmesh_mesh_anti_entropy_rounds_total', { role: 'answerer' });
+      return total;
+    };
+    const exchangesBefore = await exchanges();
+
+    harness.network.heal();
+    await harness.runUntil(() => harness.converged(16) && harness.running().every((cell) => cell.mesh.liveCells().length === 16), 30_000);
+    // Every cell was held dead by the other side and heard by all of it: 12 x 4 x 2 = 96 pairs.
+    // Repairing at once cost 90 pulls; waiting for the pulls alone, 129 reannounced claims.
+    const pulls = (await exchanges()) - exchangesBefore;
+    expect(pulls).toBeLessThan(32);
+    expect(deadClaims.length).toBeLessThan(32);
+  });
+
   it.each([1, 2, 3, 4, 5])('never declares a cell dead while its event loop stalls for 1 s (seed %i)', async (seed) => {
     const harness = await cluster(seed, 5, true);
     const stalled = harness.cell('c3');

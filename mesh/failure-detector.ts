@@ -43,6 +43,12 @@ export interface FailureDetectorInit {
   readonly onNewerRecordSeen: (peer: PeerId, cellId: string) => void;
 }
 
+/** The (incarnation, version) a heartbeat announced, which a deferred repair judges the view by when it fires. */
+interface DeferredRepair {
+  readonly order: { readonly incarnation: number; readonly version: number };
+  readonly timer: TimerHandle;
+}
+
 interface Suspicion {
   readonly incarnation: number;
   readonly startedMs: number;
@@ -109,8 +115,9 @@ export function heartbeatIntervalMs(servingCells: number, options: MembershipOpt
  *   anywhere, any time.
  * - Refutation: a claim about this cell at >= its incarnation calls `refute` (the mesh bumps its
  *   incarnation and republishes its record). A cell still heard from while held dead here gets
- *   the dead claim re-announced (at most every `claimReannounceIntervalMs`) so it learns to
- *   refute, which is how both sides of a healed partition come back.
+ *   the dead claim re-announced (at most every `claimReannounceIntervalMs`; in a large
+ *   cluster after a random wait, see viewDisagreementHeard) so it learns to refute, which is how
+ *   both sides of a healed partition come back.
  * - Local health multiplier (0..`maxLocalHealth`): +1 when a probe fails with no answer at all
  *   (no direct reply, not even a refused connection, and no nack from a helper: this cell may be
  *   the slow one), +1 at every refutation, +1 when its own heartbeat timer fires more than an
@@ -118,7 +125,7 @@ export function heartbeatIntervalMs(servingCells: number, options: MembershipOpt
  *   scales by LHM + 1.
  *
  * Bounds: suspicions, pending probes and announced intervals hold at most one entry per
- * directory entry, deferred pulls of unknown cells at most `maxCells`; at most
+ * directory entry, deferred repairs at most `maxCells`; at most
  * `maxConcurrentProbes` probes run at once; a suspicion keeps at most K + 1 suspectors.
  */
 export class FailureDetector {
@@ -140,8 +147,8 @@ export class FailureDetector {
   private lastClaim: { readonly bytes: Uint8Array; readonly claim: LivenessClaimMessage | undefined } | undefined;
   /** Heartbeat intervals other cells announced, when longer than `heartbeatIntervalMs` (bounded by the directory). */
   private readonly announcedIntervalMs = new Map<string, number>();
-  /** Deferred pulls of cells heard of only by heartbeat (see unknownCellHeard); at most maxCells. */
-  private readonly unknownPulls = new Map<string, TimerHandle>();
+  /** Repairs waiting to see whether gossip makes them needless (see viewDisagreementHeard); at most maxCells. */
+  private readonly deferredRepairs = new Map<string, DeferredRepair>();
   /** Serving cells (this one included) at the last probe round: what the heartbeat interval follows. */
   private servingCellsSeen = 1;
   private unsubscribeDirectory: (() => void) | undefined;
@@ -193,8 +200,8 @@ export class FailureDetector {
     this.pendingProbes.clear();
     this.lastReannounceMs.clear();
     this.announcedIntervalMs.clear();
-    for (const timer of this.unknownPulls.values()) timer.cancel();
-    this.unknownPulls.clear();
+    for (const repair of this.deferredRepairs.values()) repair.timer.cancel();
+    this.deferredRepairs.clear();
     this.unsubscribeDirectory?.();
     this.init.transport.unsubscribe(MembershipTopic.heartbeat);
     this.init.transport.unsubscribe(MembershipTopic.membership);
@@ -314,38 +321,57 @@ export class FailureDetector {
     if (heartbeat === undefined || !this.running) return;
     const { directory, clock } = this.init;
     const entry = directory.get(heartbeat.cellId);
-    if (entry === undefined) {
-      this.unknownCellHeard(message.from, heartbeat.cellId);
-      return;
-    }
-    if (entry.record.peerId === message.from) {
+    if (entry !== undefined && entry.record.peerId === message.from) {
       directory.markHeard(heartbeat.cellId, clock.now());
       this.pendingProbes.delete(heartbeat.cellId);
       this.noteAnnouncedInterval(heartbeat);
     }
-    if (compareRecordOrder(heartbeat, entry.record) > 0) this.init.onNewerRecordSeen(message.from, heartbeat.cellId);
-    if (entry.claim !== undefined && heartbeat.incarnation <= entry.claim.incarnation) this.reannounce(heartbeat.cellId, entry.claim);
+    if (this.repairsCalledFor(entry, heartbeat)) this.viewDisagreementHeard(message.from, heartbeat.cellId, heartbeat);
   }
 
   /**
-   * A heartbeat of a cell not in the directory: pull its record. A joining cell publishes its
-   * record and its heartbeat together, and the heartbeat often arrives first; in a small cluster
-   * the pull goes out at once (cheap, and the earliest repair). In a cluster past the heartbeat
-   * budget, every cell pulling from every newcomer would be n full-directory exchanges per
-   * join, so the pull waits `probeTimeoutMs` and goes out only if the record has not come by
-   * gossip meanwhile.
+   * Whether a cell announcing `order` disagrees with `entry`, the view of it held here: its
+   * record is newer than the one held, or not held at all (pull it), or it is held suspect or
+   * dead at its incarnation (reannounce the claim, so that it refutes).
    */
-  private unknownCellHeard(peer: PeerId, cellId: string): void {
+  private repairsCalledFor(entry: DirectoryEntry | undefined, order: DeferredRepair['order']): boolean {
+    if (entry === undefined || compareRecordOrder(order, entry.record) > 0) return true;
+    return entry.claim !== undefined && order.incarnation <= entry.claim.incarnation;
+  }
+
+  private repair(peer: PeerId, cellId: string, order: DeferredRepair['order']): void {
+    const entry = this.init.directory.get(cellId);
+    if (entry === undefined || compareRecordOrder(order, entry.record) > 0) this.init.onNewerRecordSeen(peer, cellId);
+    if (entry?.claim !== undefined && order.incarnation <= entry.claim.incarnation) this.reannounce(cellId, entry.claim);
+  }
+
+  /**
+   * `peer`, the owner of `cellId`, announced `order`, which disagrees with the view held here
+   * (repairsCalledFor). In a small cluster the repair runs at once (cheap, and the earliest).
+   * In a cluster past the heartbeat budget every cell hears the owner at about the same time:
+   * after a join, a restart or a heal, every cell pulling would be n full-directory exchanges
+   * per changed record, and every cell reannouncing n floods per cell held dead (at a heal, n x
+   * the cells cut off, both ways). So the repair waits a random time of up to 2 x
+   * `probeTimeoutMs` and runs only if the view still disagrees then. The first few to run
+   * settle it for the rest: the owner refutes a reannounced claim with a new record, and
+   * republishes a record a pull shows was missed (AntiEntropy, onOwnRecordLacked); a record
+   * and the heartbeat announcing it are published together, and the record often follows.
+   */
+  private viewDisagreementHeard(peer: PeerId, cellId: string, order: DeferredRepair['order']): void {
     if (this.heartbeatIntervalMs() <= this.init.options.heartbeatIntervalMs) {
-      this.init.onNewerRecordSeen(peer, cellId);
+      this.repair(peer, cellId, order);
       return;
     }
-    if (this.unknownPulls.has(cellId) || this.unknownPulls.size >= this.init.options.maxCells) return;
-    const timer = this.init.clock.setTimer(this.init.options.probeTimeoutMs, () => {
-      this.unknownPulls.delete(cellId);
-      if (this.running && this.init.directory.get(cellId) === undefined) this.init.onNewerRecordSeen(peer, cellId);
+    const waiting = this.deferredRepairs.get(cellId);
+    if (waiting !== undefined && compareRecordOrder(waiting.order, order) >= 0) return;
+    if (waiting === undefined && this.deferredRepairs.size >= this.init.options.maxCells) return;
+    waiting?.timer.cancel();
+    const delayMs = Math.round(2 * this.init.options.probeTimeoutMs * this.init.random.next());
+    const timer = this.init.clock.setTimer(delayMs, () => {
+      this.deferredRepairs.delete(cellId);
+      if (this.running) this.repair(peer, cellId, order);
     });
-    this.unknownPulls.set(cellId, timer);
+    this.deferredRepairs.set(cellId, { order: { incarnation: order.incarnation, version: order.version }, timer });
   }
 
   private noteAnnouncedInterval(heartbeat: Heartbeat): void {
@@ -542,7 +568,7 @@ export class FailureDetector {
       if (direct.result === 'ack' && direct.heartbeat?.cellId === cellId) {
         this.heardFromPeer(peer);
         const held = this.init.directory.get(cellId);
-        if (held !== undefined && compareRecordOrder(direct.heartbeat, held.record) > 0) this.init.onNewerRecordSeen(peer, cellId);
+        if (held !== undefined && compareRecordOrder(direct.heartbeat, held.record) > 0) this.viewDisagreementHeard(peer, cellId, direct.heartbeat);
         this.init.metrics.probe('ack');
         this.lowerHealth();
         return;

@@ -37,6 +37,8 @@ export interface MeshMetrics {
   suspectDeclared(): void;
   deadDeclared(): void;
   refuted(): void;
+  /** A peer's anti-entropy digest showed it had missed this cell's record, which went out again. */
+  ownRecordRepublished(): void;
   conflictDetected(): void;
   localHealth(multiplier: number): void;
 }
@@ -53,6 +55,7 @@ export const noopMeshMetrics: MeshMetrics = {
   suspectDeclared: () => {},
   deadDeclared: () => {},
   refuted: () => {},
+  ownRecordRepublished: () => {},
   conflictDetected: () => {},
   localHealth: () => {},
 };
@@ -71,6 +74,7 @@ export class PromMeshMetrics implements MeshMetrics {
   private readonly suspects: Counter;
   private readonly deaths: Counter;
   private readonly refutations: Counter;
+  private readonly republished: Counter;
   private readonly conflicts: Counter;
   private readonly health: Gauge;
 
@@ -114,6 +118,11 @@ export class PromMeshMetrics implements MeshMetrics {
     this.suspects = new Counter({ name: 'cellmesh_mesh_suspect_declarations_total', help: 'Cells this cell declared suspect.', registers });
     this.deaths = new Counter({ name: 'cellmesh_mesh_dead_declarations_total', help: 'Cells this cell declared dead.', registers });
     this.refutations = new Counter({ name: 'cellmesh_mesh_refutations_total', help: 'Suspicions of this cell it refuted.', registers });
+    this.republished = new Counter({
+      name: 'cellmesh_mesh_own_record_republished_total',
+      help: "Times this cell republished its own record because a peer's anti-entropy digest showed it had missed it.",
+      registers,
+    });
     this.conflicts = new Counter({
       name: 'cellmesh_mesh_merchant_conflicts_total',
       help: 'Merchants claimed by two or more cells at the same epoch (each new conflict once).',
@@ -164,6 +173,10 @@ export class PromMeshMetrics implements MeshMetrics {
 
   refuted(): void {
     this.refutations.inc();
+  }
+
+  ownRecordRepublished(): void {
+    this.republished.inc();
   }
 
   conflictDetected(): void {
