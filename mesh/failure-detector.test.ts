@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import type { Liveness } from './directory.js';
 import { suspicionTimeoutMs } from './failure-detector.js';
 import { LAN_MEMBERSHIP_OPTIONS } from './membership-config.js';
-import { MeshHarness, metricValue } from './mesh-harness.js';
+import { MembershipTopic } from './membership-wire.js';
+import { MeshHarness, metricValue, type HarnessInit } from './mesh-harness.js';
 
 /** A converged cluster of `size` cells (c0 ... c{size-1}) joined through c0, settled for 3 s. */
 async function cluster(seed: number, size: number, stallable = false): Promise<MeshHarness> {
@@ -12,6 +13,35 @@ async function cluster(seed: number, size: number, stallable = false): Promise<M
   await harness.runUntil(() => harness.converged(size), 5_000);
   await harness.run(3_000);
   return harness;
+}
+
+/**
+ * A converged cluster of 16 cells (c0 ... c15) joined through c0, started 31 ms apart as real
+ * ones are (so their probe rounds are not in step), settled for `settleMs`.
+ */
+async function staggeredCluster(init: HarnessInit, settleMs: number): Promise<MeshHarness> {
+  const harness = new MeshHarness(init);
+  await harness.addCell('c0');
+  for (let index = 1; index < 16; index++) {
+    await harness.run(31);
+    await harness.addCell(`c${index}`, { bootstrap: ['c0'] });
+  }
+  await harness.runUntil(() => harness.converged(16), 10_000);
+  await harness.run(settleMs);
+  return harness;
+}
+
+/** Every suspect or dead claim the running cells publish from now on. */
+function recordClaims(harness: MeshHarness): Array<{ kind: string; cellId: string; by: string }> {
+  const claims: Array<{ kind: string; cellId: string; by: string }> = [];
+  for (const cell of harness.running()) {
+    const publish = cell.transport.publish.bind(cell.transport);
+    cell.transport.publish = (topic, data) => {
+      if (topic === MembershipTopic.membership) claims.push(JSON.parse(new TextDecoder().decode(data)) as { kind: string; cellId: string; by: string });
+      return publish(topic, data);
+    };
+  }
+  return claims;
 }
 
 /** Records every liveness a cell takes in any view, from now on. */
@@ -77,23 +107,8 @@ describe('failure detection', () => {
   });
 
   it('a partition costs about K + 1 suspect and dead claims per cut-off cell, not one from every cell of the other side', async () => {
-    // Cells started a little apart, as real ones do, so their probe rounds are not in step.
-    const harness = new MeshHarness({ seed: 8, latencyMs: [1, 5] });
-    await harness.addCell('c0');
-    for (let index = 1; index < 16; index++) {
-      await harness.run(31);
-      await harness.addCell(`c${index}`, { bootstrap: ['c0'] });
-    }
-    await harness.runUntil(() => harness.converged(16), 5_000);
-    await harness.run(3_000);
-    const claims: Array<{ kind: string; cellId: string; by: string }> = [];
-    for (const cell of harness.running()) {
-      const publish = cell.transport.publish.bind(cell.transport);
-      cell.transport.publish = (topic, data) => {
-        if (topic === 'cellmesh/membership/v1') claims.push(JSON.parse(new TextDecoder().decode(data)) as { kind: string; cellId: string; by: string });
-        return publish(topic, data);
-      };
-    }
+    const harness = await staggeredCluster({ seed: 8, latencyMs: [1, 5] }, 3_000);
+    const claims = recordClaims(harness);
     const minority = ['c12', 'c13', 'c14', 'c15'];
     const majority = harness.running().map((cell) => cell.cellId).filter((cellId) => !minority.includes(cellId));
     harness.network.partition(minority.map(MeshHarness.peerOf), majority.map(MeshHarness.peerOf));
@@ -116,14 +131,7 @@ describe('failure detection', () => {
   it('past the heartbeat budget, a heal costs a few pulls and reannounced claims per cell, not one from every cell of the other side', async () => {
     // A budget of 5 heartbeats a second puts 16 cells past it (a heartbeat every 3 s). Periodic
     // anti-entropy is held off: what repairs the views here is what heartbeats set off.
-    const harness = new MeshHarness({ seed: 9, latencyMs: [1, 5], options: { heartbeatReceiveBudgetPerSecond: 5, antiEntropyIntervalMs: 600_000 } });
-    await harness.addCell('c0');
-    for (let index = 1; index < 16; index++) {
-      await harness.run(31);
-      await harness.addCell(`c${index}`, { bootstrap: ['c0'] });
-    }
-    await harness.runUntil(() => harness.converged(16), 10_000);
-    await harness.run(5_000);
+    const harness = await staggeredCluster({ seed: 9, latencyMs: [1, 5], options: { heartbeatReceiveBudgetPerSecond: 5, antiEntropyIntervalMs: 600_000 } }, 5_000);
     const minority = ['c12', 'c13', 'c14', 'c15'];
     const majority = harness.running().map((cell) => cell.cellId).filter((cellId) => !minority.includes(cellId));
     harness.network.partition(minority.map(MeshHarness.peerOf), majority.map(MeshHarness.peerOf));
@@ -131,17 +139,7 @@ describe('failure detection', () => {
       () => harness.running().every((observer) => harness.running().every((cell) => minority.includes(observer.cellId) === minority.includes(cell.cellId) || observer.mesh.directory.get(cell.cellId)?.liveness === 'dead')),
       60_000,
     );
-    const deadClaims: string[] = [];
-    for (const cell of harness.running()) {
-      const publish = cell.transport.publish.bind(cell.transport);
-      cell.transport.publish = (topic, data) => {
-        if (topic === 'cellmesh/membership/v1') {
-          const claim = JSON.parse(new TextDecoder().decode(data)) as { kind: string; cellId: string };
-          if (claim.kind === 'dead') deadClaims.push(claim.cellId);
-        }
-        return publish(topic, data);
-      };
-    }
+    const claims = recordClaims(harness);
     const exchanges = async (): Promise<number> => {
       let total = 0;
       for (const cell of harness.running()) total += await metricValue(cell.registry, 'cellmesh_mesh_anti_entropy_rounds_total', { role: 'answerer' });
@@ -155,7 +153,7 @@ describe('failure detection', () => {
     // Repairing at once cost 90 pulls; waiting for the pulls alone, 129 reannounced claims.
     const pulls = (await exchanges()) - exchangesBefore;
     expect(pulls).toBeLessThan(32);
-    expect(deadClaims.length).toBeLessThan(32);
+    expect(claims.filter((claim) => claim.kind === 'dead').length).toBeLessThan(32);
   });
 
   it.each([1, 2, 3, 4, 5])('never declares a cell dead while its event loop stalls for 1 s (seed %i)', async (seed) => {
