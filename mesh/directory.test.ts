@@ -201,6 +201,22 @@ describe('Directory bounds', () => {
     expect(dir.sweep(1_300)).toBe(1);
     expect(dir.size).toBe(1);
   });
+
+  it('counts a tombstone out again when its cell refutes, leaves or is forgotten', () => {
+    const dir = directory({ maxTombstones: 2, tombstoneRetentionMs: 1_000 });
+    for (const cellId of ['a', 'b', 'c', 'd']) dir.mergeRecord(rec(cellId, [0, 0]), { nowMs: 0, heard: true });
+    // a dies and refutes, b dies and is forgotten: neither is a tombstone any more.
+    dir.applyClaim('a', { kind: 'dead', incarnation: 0 }, 10);
+    dir.mergeRecord(rec('a', [1, 0]), { nowMs: 20, heard: true });
+    dir.applyClaim('b', { kind: 'dead', incarnation: 0 }, 30);
+    expect(dir.sweep(1_100)).toBe(1);
+    // Two tombstones now fit the bound: c, and d (which leaves); a third evicts the oldest.
+    dir.applyClaim('c', { kind: 'dead', incarnation: 0 }, 1_200);
+    dir.mergeRecord(rec('d', [0, 1], { status: 'left' }), { nowMs: 1_300, heard: true });
+    expect([...dir.values()].map((entry) => `${entry.record.cellId}:${entry.liveness}`).sort()).toEqual(['a:alive', 'c:dead', 'd:left', 'self:alive']);
+    dir.applyClaim('a', { kind: 'dead', incarnation: 1 }, 1_400);
+    expect([...dir.values()].map((entry) => entry.record.cellId).sort()).toEqual(['a', 'd', 'self']);
+  });
 });
 
 describe('Directory digests', () => {
