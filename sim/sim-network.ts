@@ -13,9 +13,10 @@ import type { MeshMessage, PeerId } from '../mesh/transport.js';
  * the base class would walk the connections only to find each of them seen. Relay, latency,
  * loss, delivery order, random draws and timers are otherwise the base class's.
  *
- * During a partition a flood cannot reach every endpoint, so that test never passes and every
- * relay walks all its connections (at 1,000 cells, a few tens of thousands of checks per
- * publish). Then the bound is the publisher's component instead: the peers linked to it by
+ * When a flood cannot reach every endpoint (during a partition, and after a heal until the
+ * connections across are dialed again), that test never passes and every relay walks all its
+ * connections (at 1,000 cells, a few tens of thousands of checks per publish, a fifth of a heal's
+ * time). Then the bound is the publisher's component instead: the peers linked to it by
  * connections open in at least one direction (a union-find, joined as connections open and
  * rebuilt after anything that can split a component: a connection closing, a block, a peer
  * leaving). That is an upper bound of what a flood reaches, and a copy only ever travels such
@@ -36,7 +37,7 @@ export class SimNetwork extends MemoryNetwork {
   private readonly blockedTo = new Map<PeerId, Set<PeerId>>();
   private blockedLinks = 0;
   private endpointCount = 0;
-  /** Counts what can split a component (see the class comment); floods note it when published during a partition. */
+  /** Counts what can split a component (see the class comment); floods note it when published. */
   private splits = 0;
   private readonly floodSplits = new WeakMap<Set<PeerId>, number>();
   /** Union-find over the peers by open connections: parent links, and sizes at the roots. */
@@ -69,14 +70,13 @@ export class SimNetwork extends MemoryNetwork {
   }
 
   override relay(relay: MemoryTransport, message: MeshMessage, seen: Set<PeerId>): void {
-    // The publisher's own relay (the first hop) notes the splits so far during a partition.
+    // The publisher's own relay (the first hop) notes the splits so far.
     const publishing = seen.size === 1 && relay.self === message.from;
-    if (publishing && this.blockedLinks > 0) this.floodSplits.set(seen, this.splits);
+    if (publishing) this.floodSplits.set(seen, this.splits);
     // Every endpoint has been scheduled a copy: the base loop would find all connections seen.
     if (seen.size >= this.endpointCount) return;
-    // Every peer the flood can reach has been (see the class comment). A flood published with
-    // no block in place has no count and is walked as before.
-    if (this.blockedLinks > 0 && !publishing && this.floodSplits.get(seen) === this.splits && seen.size >= this.componentSize(relay.self)) return;
+    // Every peer the flood can reach has been (see the class comment).
+    if (!publishing && this.floodSplits.get(seen) === this.splits && seen.size >= this.componentSize(relay.self)) return;
     super.relay(relay, message, seen);
   }
 
