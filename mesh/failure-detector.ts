@@ -87,6 +87,16 @@ export function heartbeatIntervalMs(servingCells: number, options: MembershipOpt
   return budgetedIntervalMs(servingCells, options.heartbeatIntervalMs, options.heartbeatReceiveBudgetPerSecond, options.maxCells);
 }
 
+/** A cell announcing `order` has a record newer than `entry`, the one held of it, or none is held: pull it. */
+function pullCalledFor(entry: DirectoryEntry | undefined, order: DeferredRepair['order']): boolean {
+  return entry === undefined || compareRecordOrder(order, entry.record) > 0;
+}
+
+/** The claim to reannounce to a cell announcing `order`: held suspect or dead at its incarnation, it must refute. */
+function claimToReannounce(entry: DirectoryEntry | undefined, order: DeferredRepair['order']): LivenessClaim | undefined {
+  return entry?.claim !== undefined && order.incarnation <= entry.claim.incarnation ? entry.claim : undefined;
+}
+
 /**
  * SWIM failure detection with Lifeguard's refinements, on the mesh transport.
  *
@@ -326,28 +336,21 @@ export class FailureDetector {
       this.pendingProbes.delete(heartbeat.cellId);
       this.noteAnnouncedInterval(heartbeat);
     }
-    if (this.repairsCalledFor(entry, heartbeat)) this.viewDisagreementHeard(message.from, heartbeat.cellId, heartbeat);
-  }
-
-  /**
-   * Whether a cell announcing `order` disagrees with `entry`, the view of it held here: its
-   * record is newer than the one held, or not held at all (pull it), or it is held suspect or
-   * dead at its incarnation (reannounce the claim, so that it refutes).
-   */
-  private repairsCalledFor(entry: DirectoryEntry | undefined, order: DeferredRepair['order']): boolean {
-    if (entry === undefined || compareRecordOrder(order, entry.record) > 0) return true;
-    return entry.claim !== undefined && order.incarnation <= entry.claim.incarnation;
+    if (pullCalledFor(entry, heartbeat) || claimToReannounce(entry, heartbeat) !== undefined) {
+      this.viewDisagreementHeard(message.from, heartbeat.cellId, heartbeat);
+    }
   }
 
   private repair(peer: PeerId, cellId: string, order: DeferredRepair['order']): void {
     const entry = this.init.directory.get(cellId);
-    if (entry === undefined || compareRecordOrder(order, entry.record) > 0) this.init.onNewerRecordSeen(peer, cellId);
-    if (entry?.claim !== undefined && order.incarnation <= entry.claim.incarnation) this.reannounce(cellId, entry.claim);
+    if (pullCalledFor(entry, order)) this.init.onNewerRecordSeen(peer, cellId);
+    const claim = claimToReannounce(entry, order);
+    if (claim !== undefined) this.reannounce(cellId, claim);
   }
 
   /**
    * `peer`, the owner of `cellId`, announced `order`, which disagrees with the view held here
-   * (repairsCalledFor). In a small cluster the repair runs at once (cheap, and the earliest).
+   * (pullCalledFor, claimToReannounce). In a small cluster the repair runs at once (cheap, and the earliest).
    * In a cluster past the heartbeat budget every cell hears the owner at about the same time:
    * after a join, a restart or a heal, every cell pulling would be n full-directory exchanges
    * per changed record, and every cell reannouncing n floods per cell held dead (at a heal, n x
