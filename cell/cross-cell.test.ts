@@ -369,6 +369,24 @@ describe('cross-cell conversations over a memory network', () => {
     expect(phone.of('msg').find((frame) => frame.seq === 3)).toMatchObject({ from: 'alice', device: 'laptop', body: 'from my laptop' });
   });
 
+  it('pushes to a customer device that connects to another cell while the home cell holds her location as nowhere else', async () => {
+    await threeCells();
+    const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });
+    const phone = await cluster.connect('b', 'alice', { device: 'phone' });
+    phone.frame({ op: 'send', conv: CONV, cmid: 'p1', body: 'hi' });
+    await cluster.until(() => phone.of('sent').length === 1);
+    // b located alice for that message: nowhere but here, an answer it serves for 30 s. Her
+    // laptop connects to c, which has never seen the conversation; c tells b, which asked.
+    await cluster.until(() => cluster.cell('b').location.stats().queriesCompleted === 1);
+    const laptop = await cluster.connect('c', 'alice', { device: 'laptop' });
+    await cluster.run(20);
+    agent.frame({ op: 'send', conv: CONV, cmid: 'b1', body: 'hello' });
+    await cluster.until(() => laptop.seen(CONV).includes(2), 1_000);
+    expect(cluster.cell('b').location.stats()).toMatchObject({ queriesSent: 1, noticesReceived: 1 });
+    await cluster.until(() => laptop.seen(CONV).length === 2, 1_000);
+    expect(laptop.seen(CONV).sort()).toEqual([1, 2]);
+  });
+
   it('carries read receipts across cells, both ways, to the reader’s other devices too', async () => {
     await threeCells();
     const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });

@@ -16,7 +16,7 @@ export interface ClusterDirectory {
 export interface ClusterPortComponents {
   readonly cellId: string;
   readonly directory: ClusterDirectory;
-  readonly location: Pick<LocationService, 'locate' | 'forget' | 'remember' | 'invalidate' | 'forgetCell'>;
+  readonly location: Pick<LocationService, 'locate' | 'forget' | 'remember' | 'invalidate' | 'forgetCell' | 'userArrived'>;
   readonly outbox: Pick<Outbox, 'enqueue'>;
   readonly inbox: Pick<Inbox, 'onForward'>;
   readonly transport: Pick<MeshTransport, 'request' | 'handle'>;
@@ -58,6 +58,7 @@ export function createClusterPort(components: ClusterPortComponents): ClusterPor
     forget: (tenant, user, cell) => location.forget(tenant, user, cell),
     remember: (tenant, user, cell) => location.remember(tenant, user, cell),
     invalidate: (tenant, user) => location.invalidate(tenant, user),
+    userArrived: (tenant, user) => location.userArrived(tenant, user),
     enqueue: (destination, entries) => outbox.enqueue(destination, entries),
     onForward: (handler) => inbox.onForward(handler),
     onCellGone: (listener) => void goneListeners.push(listener),

@@ -2,7 +2,7 @@ import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../platform/manual-clock.js';
 import { SeededRandom } from '../platform/random.js';
-import { LOCATE_REPLY_PROTOCOL, LOCATE_TOPIC, LocationError, LocationService, type LocationInit } from './location.js';
+import { LOCATE_NOTICE_PROTOCOL, LOCATE_REPLY_PROTOCOL, LOCATE_TOPIC, LocationError, LocationService, type LocationInit } from './location.js';
 import { MemoryNetwork, memoryAddress, type MemoryTransport } from './memory-network.js';
 
 /** Lets promise continuations (and the memory store's) run between clock steps. */
@@ -204,7 +204,7 @@ describe('LocationService', () => {
     expect(asker.traffic.publishes).toBe(1);
   });
 
-  it('caches an empty answer only for the short negative TTL', async () => {
+  it('caches an empty answer only for the negative TTL', async () => {
     const mesh = await fiveCells({ negativeCacheTtlMs: 500 });
     const [asker, one] = mesh.cells as [TestCell, TestCell];
     expect(await locate(mesh, asker, 'mall', 'dave')).toEqual([]);
@@ -214,6 +214,88 @@ describe('LocationService', () => {
     expect(asker.traffic.publishes).toBe(0);
     await advance(mesh.clock, 500, 100);
     expect(await locate(mesh, asker, 'mall', 'dave')).toEqual(['cell-1']);
+  });
+
+  it('tells an asker serving an empty answer when the user connects to a cell, without a new query', async () => {
+    const mesh = await fiveCells();
+    const [asker, , two] = mesh.cells as [TestCell, TestCell, TestCell];
+    expect(await locate(mesh, asker, 'mall', 'gina')).toEqual([]);
+    mesh.resetTraffic();
+    await advance(mesh.clock, 10_000, 1_000);
+    two.users.add('mall/gina');
+    two.service.userArrived('mall', 'gina');
+    await advance(mesh.clock, 10);
+    expect(await asker.service.locate('mall', 'gina')).toEqual(['cell-2']);
+    expect(asker.traffic.publishes).toBe(0);
+    expect(two.traffic.requests).toBe(1);
+    expect(two.service.stats().noticesSent).toBe(1);
+    expect(asker.service.stats().noticesReceived).toBe(1);
+    // The answer keeps the expiry of the query behind it (30 s), which is as long as the watches last.
+    await advance(mesh.clock, 20_000, 1_000);
+    expect(await locate(mesh, asker, 'mall', 'gina')).toEqual(['cell-2']);
+    expect(asker.traffic.publishes).toBe(1);
+  });
+
+  it('adds a notified cell to a positive answer and to a query still collecting replies', async () => {
+    const mesh = await fiveCells();
+    const [asker, one, two, three] = mesh.cells as [TestCell, TestCell, TestCell, TestCell];
+    one.users.add('mall/hugo');
+    expect(await locate(mesh, asker, 'mall', 'hugo')).toEqual(['cell-1']);
+    two.users.add('mall/hugo');
+    two.service.userArrived('mall', 'hugo');
+    await advance(mesh.clock, 10);
+    expect(await asker.service.locate('mall', 'hugo')).toEqual(['cell-1', 'cell-2']);
+
+    const pending = asker.service.locate('mall', 'ines');
+    await advance(mesh.clock, 20); // the query is out and watched, its window still open
+    three.users.add('mall/ines');
+    three.service.userArrived('mall', 'ines');
+    await advance(mesh.clock, 200);
+    expect(await pending).toEqual(['cell-3']);
+  });
+
+  it('stops watching once the watch ends, and never for a query that asks for no watch', async () => {
+    const mesh = await fiveCells();
+    const [asker, one] = mesh.cells as [TestCell, TestCell];
+    await locate(mesh, asker, 'mall', 'jo');
+    await advance(mesh.clock, 30_200, 1_000); // the query's watch: 150 ms window + 30 s TTL
+    one.service.userArrived('mall', 'jo');
+    await advance(mesh.clock, 10);
+    expect(one.service.stats().noticesSent).toBe(0);
+
+    // A query of an earlier version, without watchMs.
+    await asker.transport.publish(LOCATE_TOPIC, new TextEncoder().encode(JSON.stringify({ queryId: 'old1', fromCellId: 'cell-0', users: [{ tenant: 'mall', userId: 'kim' }] })));
+    await advance(mesh.clock, 10);
+    one.service.userArrived('mall', 'kim');
+    await advance(mesh.clock, 10);
+    expect(one.service.stats().noticesSent).toBe(0);
+  });
+
+  it('bounds the watches, dropping the least recently asked', async () => {
+    const mesh = await fiveCells({ maxWatchedUsers: 2 });
+    const [asker, one] = mesh.cells as [TestCell, TestCell];
+    for (const user of ['la', 'lb', 'lc']) await locate(mesh, asker, 'mall', user);
+    expect(one.service.stats().watchesDropped).toBe(1);
+    for (const user of ['la', 'lb', 'lc']) one.service.userArrived('mall', user);
+    await advance(mesh.clock, 10);
+    expect(one.service.stats().noticesSent).toBe(2);
+    expect(await asker.service.locate('mall', 'la')).toEqual([]);
+    expect(await asker.service.locate('mall', 'lc')).toEqual(['cell-1']);
+  });
+
+  it('rejects notices that are malformed or from a peer that is not the named cell', async () => {
+    const mesh = await fiveCells();
+    const [asker, , two] = mesh.cells as [TestCell, TestCell, TestCell];
+    expect(await locate(mesh, asker, 'mall', 'max')).toEqual([]);
+    const notice = (data: string) => two.transport.request('peer-0', LOCATE_NOTICE_PROTOCOL, new TextEncoder().encode(data), { timeoutMs: 100 });
+    const answers = await Promise.all([
+      notice('{"cellId":'),
+      notice(JSON.stringify({ cellId: 'cell-1', users: [{ tenant: 'mall', userId: 'max' }] })),
+      advance(mesh.clock, 10).then(() => new Uint8Array()),
+    ]);
+    expect(JSON.parse(new TextDecoder().decode(answers[0]))).toEqual({ ok: false, code: 'LOCATE_BAD_MESSAGE' });
+    expect(JSON.parse(new TextDecoder().decode(answers[1]))).toEqual({ ok: false, code: 'LOCATE_UNKNOWN_SENDER' });
+    expect(await asker.service.locate('mall', 'max')).toEqual([]);
   });
 
   it('bounds the cache by evicting the least recently used entry', async () => {
@@ -307,6 +389,8 @@ describe('LocationService', () => {
     expect(text).toContain('cellmesh_locate_queries_total 1');
     expect(text).toContain('cellmesh_locate_messages_per_query_sum 1');
     expect(text).toContain('cellmesh_locate_cache_total{result="miss"} 1');
+    expect(text).toContain('cellmesh_locate_notices_total');
+    expect(text).toContain('cellmesh_locate_watches_dropped_total 0');
     service.stop();
     expect(await registry.metrics()).not.toContain('cellmesh_locate_queries_total');
   });

@@ -19,6 +19,15 @@ import type { MeshMessage, MeshTransport, PeerId, ValidationResult } from './tra
  * Answers are cached (positive answers for `cacheTtlMs`, empty ones for `negativeCacheTtlMs`);
  * a delivery that finds the user gone calls `forget`, so the next locate asks again.
  *
+ * Watches keep a cached answer true while it is served. Every cell that hears a query remembers
+ * the asker as a watcher of its users for the query's `watchMs` (as long as the asker may serve
+ * the answer from its cache, plus the answer window); a cell where a device of a watched user
+ * then connects tells each watcher at once (`/cellmesh/locate-notice/1.0.0`), and the watcher
+ * adds the cell to its cached answer. So an empty answer can be cached as long as a positive
+ * one: a customer's burst of messages and receipts costs one broadcast, not one each. A notice
+ * is best effort; a lost one (a partition, an overloaded cell) leaves the asker's answer short
+ * until it expires, which the cell's followers and mirror repair cover (docs/mesh.md).
+ *
  * The asker cannot know how many cells will answer, so it collects replies for a fixed
  * `answerWindowMs` and then resolves. The trade-off: a user held somewhere is found within one
  * round trip but the answer still waits for the window to close (a second holder may answer
@@ -34,12 +43,15 @@ import type { MeshMessage, MeshTransport, PeerId, ValidationResult } from './tra
 export const LOCATE_TOPIC = 'cellmesh/locate/v1';
 /** The request/response protocol on which holding cells answer the asker. */
 export const LOCATE_REPLY_PROTOCOL = '/cellmesh/locate-reply/1.0.0';
+/** The request/response protocol on which a cell tells watchers that a watched user connected to it. */
+export const LOCATE_NOTICE_PROTOCOL = '/cellmesh/locate-notice/1.0.0';
 
 /** Defaults of LocationInit, in one place; docs/mesh.md quotes them. */
 export const LOCATION_DEFAULTS = {
   cacheTtlMs: 30_000,
-  negativeCacheTtlMs: 1_000,
+  negativeCacheTtlMs: 30_000,
   cacheMaxEntries: 10_000,
+  maxWatchedUsers: 100_000,
   batchWindowMs: 5,
   batchMaxUsers: 256,
   answerWindowMs: 150,
@@ -52,18 +64,26 @@ export const LOCATION_DEFAULTS = {
 export const LOCATE_WIRE_MAX_USERS = 1_024;
 /** Largest query or reply accepted, in bytes, checked before parsing. */
 export const LOCATE_WIRE_MAX_BYTES = 256 * 1024;
+/** Longest watch a query may ask for; it bounds how long an asker may serve a cached answer. */
+export const LOCATE_WIRE_MAX_WATCH_MS = 10 * 60_000;
 
 export interface LocationInit {
   /** How long a non-empty answer is served from the cache (default 30 s). */
   readonly cacheTtlMs?: number;
   /**
-   * How long an empty answer is served from the cache (default 1 s). Short, because nothing
-   * tells the asker when an absent user connects; it only stops a burst of messages to an
-   * offline user from costing one query window each. 0 disables negative caching.
+   * How long an empty answer is served from the cache (default 30 s). The cells asked watch the
+   * user that long (see watches above), so a device connecting meanwhile is still found. 0
+   * disables negative caching.
    */
   readonly negativeCacheTtlMs?: number;
   /** Most cached users; the least recently used entry is evicted beyond (default 10,000). */
   readonly cacheMaxEntries?: number;
+  /**
+   * Most users this cell watches for other cells' queries (default 100,000); the least recently
+   * asked are dropped beyond (`cellmesh_locate_watches_dropped_total`), and their askers then
+   * learn of a connect only when their cache expires.
+   */
+  readonly maxWatchedUsers?: number;
   /** Misses within this window after the first one go out in one publish (default 5 ms). */
   readonly batchWindowMs?: number;
   /** Most users per publish; a larger batch is split into several queries (default 256). */
@@ -138,11 +158,16 @@ const cellIdSchema = z.string().min(1).max(128).regex(/^[\x21-\x7e]+$/);
 const queryIdSchema = z.string().min(1).max(64).regex(/^[A-Za-z0-9_-]+$/);
 const userRef = z.object({ tenant: identifier, userId: identifier });
 
-/** `cellmesh/locate/v1`: {queryId, fromCellId, users:[{tenant,userId}]}. */
+/**
+ * `cellmesh/locate/v1`: {queryId, fromCellId, users:[{tenant,userId}], watchMs?}. `watchMs` asks
+ * every cell that hears it to tell the asker, for that long, when a device of one of the users
+ * connects there; a query without it (from a cell of an earlier version) sets no watch.
+ */
 export const LocateQuery = z.object({
   queryId: queryIdSchema,
   fromCellId: cellIdSchema,
   users: z.array(userRef).min(1).max(LOCATE_WIRE_MAX_USERS),
+  watchMs: z.number().int().min(0).max(LOCATE_WIRE_MAX_WATCH_MS).optional(),
 });
 export type LocateQuery = z.infer<typeof LocateQuery>;
 
@@ -153,6 +178,13 @@ export const LocateReply = z.object({
   users: z.array(userRef).min(1).max(LOCATE_WIRE_MAX_USERS),
 });
 export type LocateReply = z.infer<typeof LocateReply>;
+
+/** `/cellmesh/locate-notice/1.0.0` request: {cellId, users:[{tenant,userId}]}, watched users a device of which just connected to `cellId`. */
+export const LocateNotice = z.object({
+  cellId: cellIdSchema,
+  users: z.array(userRef).min(1).max(LOCATE_WIRE_MAX_USERS),
+});
+export type LocateNotice = z.infer<typeof LocateNotice>;
 
 /** The answer to a reply request: `{ok: true}` or `{ok: false, code}`; informative only. */
 const ReplyAnswer = z.object({ ok: z.boolean(), code: z.string().max(64).optional() });
@@ -183,6 +215,12 @@ export interface LocationStats {
   messagesRejected: number;
   /** Network messages of completed queries: 1 publish + the replies each received. */
   queryMessages: number;
+  /** Notices this cell sent to watchers (a watched user connected here). */
+  noticesSent: number;
+  /** Notices from other cells that were accepted. */
+  noticesReceived: number;
+  /** Watches dropped to stay within `maxWatchedUsers`. */
+  watchesDropped: number;
 }
 
 class LocationMetrics {
@@ -196,6 +234,9 @@ class LocationMetrics {
     repliesReceived: 0,
     messagesRejected: 0,
     queryMessages: 0,
+    noticesSent: 0,
+    noticesReceived: 0,
+    watchesDropped: 0,
   };
   private readonly prom: ReturnType<typeof createPromMetrics> | undefined;
 
@@ -236,6 +277,21 @@ class LocationMetrics {
     this.prom?.replies.inc({ direction: 'received' });
   }
 
+  noticeSent(): void {
+    this.stats.noticesSent++;
+    this.prom?.notices.inc({ direction: 'sent' });
+  }
+
+  noticeReceived(): void {
+    this.stats.noticesReceived++;
+    this.prom?.notices.inc({ direction: 'received' });
+  }
+
+  watchDropped(): void {
+    this.stats.watchesDropped++;
+    this.prom?.watchesDropped.inc();
+  }
+
   rejected(reason: string): void {
     this.stats.messagesRejected++;
     this.prom?.rejected.inc({ reason });
@@ -255,6 +311,8 @@ const LOCATION_METRIC_NAMES = [
   'cellmesh_locate_replies_total',
   'cellmesh_locate_cache_total',
   'cellmesh_locate_rejected_total',
+  'cellmesh_locate_notices_total',
+  'cellmesh_locate_watches_dropped_total',
 ] as const;
 
 function createPromMetrics(registry: Registry) {
@@ -272,6 +330,17 @@ function createPromMetrics(registry: Registry) {
     replies: new Counter({ name: 'cellmesh_locate_replies_total', help: 'Location replies, by direction.', labelNames: ['direction'], registers }),
     cache: new Counter({ name: 'cellmesh_locate_cache_total', help: 'Locate calls answered from the cache (hit) or not (miss).', labelNames: ['result'], registers }),
     rejected: new Counter({ name: 'cellmesh_locate_rejected_total', help: 'Location messages rejected, by reason.', labelNames: ['reason'], registers }),
+    notices: new Counter({
+      name: 'cellmesh_locate_notices_total',
+      help: 'Notices that a watched user connected, by direction (sent to a watcher, received from a holder).',
+      labelNames: ['direction'],
+      registers,
+    }),
+    watchesDropped: new Counter({
+      name: 'cellmesh_locate_watches_dropped_total',
+      help: 'Watches of other cells dropped to stay within the most watched users.',
+      registers,
+    }),
   };
 }
 
@@ -300,6 +369,12 @@ interface OpenQuery {
   replies: number;
 }
 
+/** The cells watching one user here: asker peer to the clock ms its watch ends, and the latest end. */
+interface Watch {
+  readonly askers: Map<PeerId, number>;
+  endsAtMs: number;
+}
+
 function userKey(tenant: string, userId: string): string {
   return `${tenant}/${userId}`;
 }
@@ -317,6 +392,10 @@ export class LocationService {
   private batch: Flight[] = [];
   private batchTimer: TimerHandle | undefined;
   private readonly queries = new Map<string, OpenQuery>();
+  /** Users other cells asked for lately, by userKey; least recently asked first. */
+  private readonly watches = new Map<string, Watch>();
+  /** What this cell's queries ask the others to watch for: as long as it may serve their answers. */
+  private readonly watchMs: number;
   private repliesInFlight = 0;
   private running = false;
   /** The last query message decoded, for its second reading (see decodeQuery). */
@@ -327,12 +406,19 @@ export class LocationService {
     init: LocationInit = {},
   ) {
     this.settings = { ...LOCATION_DEFAULTS, ...stripUndefined(init) };
-    const { batchMaxUsers, cacheMaxEntries, maxInFlightUsers } = this.settings;
+    const { batchMaxUsers, cacheMaxEntries, maxInFlightUsers, maxWatchedUsers, cacheTtlMs, negativeCacheTtlMs, answerWindowMs } = this.settings;
     if (!Number.isInteger(batchMaxUsers) || batchMaxUsers < 1 || batchMaxUsers > LOCATE_WIRE_MAX_USERS) {
       throw new RangeError(`batchMaxUsers must be an integer in [1, ${LOCATE_WIRE_MAX_USERS}]`);
     }
     if (!Number.isInteger(cacheMaxEntries) || cacheMaxEntries < 0) throw new RangeError('cacheMaxEntries must be a non-negative integer');
     if (!Number.isInteger(maxInFlightUsers) || maxInFlightUsers < 1) throw new RangeError('maxInFlightUsers must be a positive integer');
+    if (!Number.isInteger(maxWatchedUsers) || maxWatchedUsers < 0) throw new RangeError('maxWatchedUsers must be a non-negative integer');
+    // The cached answer is served until answerWindowMs + TTL after the query left; the watch,
+    // started when a cell heard it, must last at least that long.
+    this.watchMs = answerWindowMs + Math.max(cacheTtlMs, negativeCacheTtlMs);
+    if (!Number.isInteger(this.watchMs) || this.watchMs > LOCATE_WIRE_MAX_WATCH_MS) {
+      throw new RangeError(`answerWindowMs plus the longer cache TTL must be an integer of at most ${LOCATE_WIRE_MAX_WATCH_MS} ms`);
+    }
     this.metrics = new LocationMetrics(components.registry);
   }
 
@@ -346,6 +432,7 @@ export class LocationService {
       (message) => this.validateQuery(message),
     );
     transport.handle(LOCATE_REPLY_PROTOCOL, (from, data) => this.onReply(from, data));
+    transport.handle(LOCATE_NOTICE_PROTOCOL, (from, data) => this.onNotice(from, data));
   }
 
   stop(): void {
@@ -357,6 +444,7 @@ export class LocationService {
     this.batch = [];
     for (const query of this.queries.values()) query.timer.cancel();
     this.queries.clear();
+    this.watches.clear();
     const error = new LocationError('LOCATE_STOPPED');
     for (const flight of this.flights.values()) flight.reject(error);
     this.flights.clear();
@@ -412,14 +500,12 @@ export class LocationService {
 
   /**
    * Adds a location learnt without asking (for example: a forwarded message from the user came
-   * from `cellId`). Extends a cached answer or starts one with the positive TTL.
+   * from `cellId`) to the cached answer, or starts one with the positive TTL.
    */
   remember(tenant: string, userId: string, cellId: string): void {
     if (cellId === this.components.cellId || this.settings.cacheMaxEntries === 0) return;
     const key = userKey(tenant, userId);
-    const entry = this.cacheGet(key);
-    const cells = entry === undefined ? [cellId] : entry.includes(cellId) ? entry : [...entry, cellId];
-    this.cachePut(key, cells, this.components.clock.now() + this.settings.cacheTtlMs);
+    if (!this.addToCached(key, cellId)) this.cachePut(key, [cellId], this.components.clock.now() + this.settings.cacheTtlMs);
   }
 
   /**
@@ -433,6 +519,29 @@ export class LocationService {
   /** Drops everything cached about the user. */
   invalidate(tenant: string, userId: string): void {
     this.cache.delete(userKey(tenant, userId));
+  }
+
+  /**
+   * A device of the user connected to this cell: the cells watching the user (they asked for it
+   * lately and may be serving an answer without this cell) are told, one notice each.
+   */
+  userArrived(tenant: string, userId: string): void {
+    if (!this.running) return;
+    const key = userKey(tenant, userId);
+    const watch = this.watches.get(key);
+    if (watch === undefined) return;
+    const nowMs = this.components.clock.now();
+    const notice = encodeJson({ cellId: this.components.cellId, users: [{ tenant, userId }] } satisfies LocateNotice);
+    for (const [asker, endsAtMs] of watch.askers) {
+      if (endsAtMs <= nowMs) {
+        watch.askers.delete(asker);
+        continue;
+      }
+      this.metrics.noticeSent();
+      // Best effort: a lost notice leaves the asker's answer short until its TTL (see above).
+      this.components.transport.request(asker, LOCATE_NOTICE_PROTOCOL, notice, { timeoutMs: this.settings.replyTimeoutMs }).catch(() => undefined);
+    }
+    if (watch.askers.size === 0) this.watches.delete(key);
   }
 
   // -- asking ---------------------------------------------------------------------------------
@@ -467,6 +576,7 @@ export class LocationService {
       queryId,
       fromCellId: this.components.cellId,
       users: flights.map((flight) => ({ tenant: flight.tenant, userId: flight.userId })),
+      watchMs: this.watchMs,
     };
     const open: OpenQuery = {
       flights: new Map(flights.map((flight) => [flight.key, flight])),
@@ -527,6 +637,28 @@ export class LocationService {
     return encodeJson({ ok: true });
   }
 
+  /** A cell this one watches users on says a device of some of them connected there. */
+  private async onNotice(from: PeerId, data: Uint8Array): Promise<Uint8Array> {
+    const notice = decodeJson(LocateNotice, data, LOCATE_WIRE_MAX_BYTES);
+    if (notice === undefined) {
+      this.metrics.rejected('malformed');
+      return encodeJson({ ok: false, code: 'LOCATE_BAD_MESSAGE' });
+    }
+    if (this.components.cellOfPeer(from) !== notice.cellId) {
+      this.metrics.rejected('unknown-sender');
+      return encodeJson({ ok: false, code: 'LOCATE_UNKNOWN_SENDER' });
+    }
+    this.metrics.noticeReceived();
+    for (const { tenant, userId } of notice.users) {
+      const key = userKey(tenant, userId);
+      // A query in flight collects it as a reply; a cached answer (empty or not) gains the cell.
+      // Nothing cached: the next locate asks anyway.
+      this.flights.get(key)?.cells.add(notice.cellId);
+      this.addToCached(key, notice.cellId);
+    }
+    return encodeJson({ ok: true });
+  }
+
   // -- answering ------------------------------------------------------------------------------
 
   /**
@@ -567,6 +699,8 @@ export class LocationService {
     const query = this.decodeQuery(message.data);
     if (query === undefined || query.fromCellId === this.components.cellId) return;
     if (this.components.cellOfPeer(message.from) !== query.fromCellId) return;
+    // Watched before the answer is looked up, so a device connecting meanwhile is told of either way.
+    if (query.watchMs !== undefined && query.watchMs > 0) this.watch(message.from, query.users, query.watchMs);
     if (this.repliesInFlight >= this.settings.maxConcurrentReplies) {
       this.metrics.rejected('reply-overload');
       return;
@@ -607,7 +741,41 @@ export class LocationService {
     }
   }
 
+  /** Remembers `asker` as a watcher of `users` for `watchMs`; drops expired and excess watches, oldest first. */
+  private watch(asker: PeerId, users: readonly { tenant: string; userId: string }[], watchMs: number): void {
+    const { maxWatchedUsers } = this.settings;
+    if (maxWatchedUsers === 0) return;
+    const nowMs = this.components.clock.now();
+    const endsAtMs = nowMs + watchMs;
+    for (const { tenant, userId } of users) {
+      const key = userKey(tenant, userId);
+      let watch = this.watches.get(key);
+      if (watch === undefined) watch = { askers: new Map(), endsAtMs };
+      else this.watches.delete(key);
+      watch.askers.set(asker, Math.max(watch.askers.get(asker) ?? 0, endsAtMs));
+      watch.endsAtMs = Math.max(watch.endsAtMs, endsAtMs);
+      this.watches.set(key, watch);
+    }
+    // Least recently asked first: the expired ones are at the front (with one watch length for all askers).
+    for (const [key, watch] of this.watches) {
+      if (watch.endsAtMs > nowMs && this.watches.size <= maxWatchedUsers) break;
+      if (watch.endsAtMs > nowMs) this.metrics.watchDropped();
+      this.watches.delete(key);
+    }
+  }
+
   // -- cache ----------------------------------------------------------------------------------
+
+  /**
+   * Adds `cellId` to the user's cached answer, if one is fresh; false when none is. The answer
+   * keeps its expiry: the watches of the query behind it last only that long.
+   */
+  private addToCached(key: string, cellId: string): boolean {
+    const cells = this.cacheGet(key);
+    if (cells === undefined) return false;
+    if (!cells.includes(cellId)) this.cachePut(key, [...cells, cellId].sort(), this.cache.get(key)!.expiresAtMs);
+    return true;
+  }
 
   private cacheGet(key: string): readonly string[] | undefined {
     const entry = this.cache.get(key);

@@ -59,6 +59,8 @@ export interface ClusterPort {
   remember(tenant: string, user: string, cellId: string): void;
   /** Drop the cached location of the user, so the next `locate` asks the mesh again. */
   invalidate(tenant: string, user: string): void;
+  /** A device of the user connected to this cell: cells that asked where the user is lately are told. */
+  userArrived(tenant: string, user: string): void;
   /**
    * Appends entries for `destinationCellId` durably (resolves once they survive a crash); they
    * reach that cell's forward handler once each, in enqueue order, retried across partitions

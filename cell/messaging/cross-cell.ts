@@ -274,6 +274,8 @@ export class CrossCellRelay {
     if (identity.role !== 'customer') return;
     const userKey = `${identity.tenant}/${identity.user}`;
     this.goneSent.delete(userKey);
+    // Home cells that asked where the customer is lately may hold an answer without this cell.
+    this.components.cluster.userArrived(identity.tenant, identity.user);
     if (this.freshUsers.has(userKey)) return;
     // A refresh that failed (a home cell out of reach) leaves the user stale: the repair pass and the next device try again.
     const { complete, mirrors } = await this.refreshUser(identity.tenant, identity.user, true);
