@@ -256,6 +256,8 @@ export class Directory implements DirectoryView {
 
   /** Drops tombstones older than the retention; returns how many. */
   sweep(nowMs: number): number {
+    // Every cell sweeps at each connection-keeper round: without tombstones there is nothing to walk for.
+    if (this.tombstones === 0) return 0;
     const expired: string[] = [];
     for (const [cellId, entry] of this.entries) {
       if (cellId !== this.selfCellId && isTombstone(entry.liveness) && nowMs - entry.livenessSinceMs >= this.tombstoneRetentionMs) {
