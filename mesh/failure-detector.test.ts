@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import type { Liveness } from './directory.js';
 import { suspicionTimeoutMs } from './failure-detector.js';
 import { LAN_MEMBERSHIP_OPTIONS } from './membership-config.js';
-import { MembershipTopic } from './membership-wire.js';
+import { MembershipProtocol, MembershipTopic } from './membership-wire.js';
 import { MeshHarness, metricValue, type HarnessInit } from './mesh-harness.js';
 
 /** A converged cluster of `size` cells (c0 ... c{size-1}) joined through c0, settled for 3 s. */
@@ -147,13 +147,25 @@ describe('failure detection', () => {
     };
     const exchangesBefore = await exchanges();
 
+    const reannounced = async (): Promise<number> => {
+      let total = 0;
+      for (const cell of harness.running()) total += await metricValue(cell.registry, 'cellmesh_mesh_claims_reannounced_total');
+      return total;
+    };
+    const seenOfMinority = minority.map((cellId) => watchLiveness(harness, cellId));
+
     harness.network.heal();
     await harness.runUntil(() => harness.converged(16) && harness.running().every((cell) => cell.mesh.liveCells().length === 16), 30_000);
     // Every cell was held dead by the other side and heard by all of it: 12 x 4 x 2 = 96 pairs.
     // Repairing at once cost 90 pulls; waiting for the pulls alone, 129 reannounced claims.
     const pulls = (await exchanges()) - exchangesBefore;
     expect(pulls).toBeLessThan(32);
-    expect(claims.filter((claim) => claim.kind === 'dead').length).toBeLessThan(32);
+    expect(await reannounced()).toBeLessThan(32);
+    // Reannounced claims go to the cell they are about, not to every cell: no claim is gossiped
+    // at the heal, and the cut-off cells never see each other dead (a gossiped one did that).
+    expect(claims).toEqual([]);
+    const ownSide = seenOfMinority.flat().filter((event) => minority.includes(event.observer));
+    expect(ownSide.filter((event) => event.liveness !== 'alive')).toEqual([]);
   });
 
   it.each([1, 2, 3, 4, 5])('never declares a cell dead while its event loop stalls for 1 s (seed %i)', async (seed) => {
@@ -183,6 +195,24 @@ describe('failure detection', () => {
     expect(harness.cell('c3').mesh.incarnation).toBeGreaterThan(0);
     expect(await metricValue(harness.cell('c3').registry, 'cellmesh_mesh_refutations_total')).toBeGreaterThan(0);
     expect(harness.converged(5)).toBe(true);
+  });
+
+  it('refutes a claim sent to it directly by the cell holding it, and refuses one sent in another cell\'s name', async () => {
+    const harness = await cluster(4, 4);
+    const accused = harness.cell('c2');
+    const before = accused.mesh.incarnation;
+    const send = (from: string, claim: object) =>
+      harness.cell(from).transport.request(MeshHarness.peerOf('c2'), MembershipProtocol.claim, new TextEncoder().encode(JSON.stringify(claim)), { timeoutMs: 500 });
+    const forged = send('c1', { kind: 'dead', cellId: 'c2', incarnation: before, by: 'c3' }).catch((error: unknown) => error);
+    const elsewhere = send('c1', { kind: 'dead', cellId: 'c3', incarnation: before, by: 'c1' }).catch((error: unknown) => error);
+    await harness.run(10);
+    expect(await forged).toMatchObject({ code: 'REMOTE_HANDLER_FAILED' });
+    expect(await elsewhere).toMatchObject({ code: 'REMOTE_HANDLER_FAILED' });
+    expect(accused.mesh.incarnation).toBe(before);
+    const genuine = send('c1', { kind: 'dead', cellId: 'c2', incarnation: before, by: 'c1' });
+    await harness.runUntil(() => harness.running().every((cell) => cell.mesh.directory.get('c2')?.record.incarnation === before + 1), 100);
+    await genuine;
+    expect(await metricValue(accused.registry, 'cellmesh_mesh_messages_rejected_total', { channel: MembershipProtocol.claim, reason: 'forged-owner' })).toBe(1);
   });
 
   it('refutes a suspicion: a suspected live cell bumps its incarnation and stays alive everywhere', async () => {

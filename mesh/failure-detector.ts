@@ -125,9 +125,10 @@ function claimToReannounce(entry: DirectoryEntry | undefined, order: DeferredRep
  *   anywhere, any time.
  * - Refutation: a claim about this cell at >= its incarnation calls `refute` (the mesh bumps its
  *   incarnation and republishes its record). A cell still heard from while held dead here gets
- *   the dead claim re-announced (at most every `claimReannounceIntervalMs`; in a large
- *   cluster after a random wait, see viewDisagreementHeard) so it learns to refute, which is how
- *   both sides of a healed partition come back.
+ *   the dead claim re-announced to it alone (`/cellmesh/claim/1.0.0`, at most every
+ *   `claimReannounceIntervalMs`; in a large cluster after a random wait, see
+ *   viewDisagreementHeard) so it learns to refute, which is how both sides of a healed
+ *   partition come back.
  * - Local health multiplier (0..`maxLocalHealth`): +1 when a probe fails with no answer at all
  *   (no direct reply, not even a refused connection, and no nack from a helper: this cell may be
  *   the slow one), +1 at every refutation, +1 when its own heartbeat timer fires more than an
@@ -184,6 +185,7 @@ export class FailureDetector {
     const { transport } = this.init;
     transport.handle(MembershipProtocol.ping, (from, request) => this.answerPing(from, request));
     transport.handle(MembershipProtocol.pingReq, (from, request) => this.answerPingReq(from, request));
+    transport.handle(MembershipProtocol.claim, (from, request) => this.answerClaim(from, request));
   }
 
   start(): void {
@@ -440,6 +442,24 @@ export class FailureDetector {
     return encodeJson({ cellId: this.selfCellId, incarnation: order.incarnation, version: order.version } satisfies Heartbeat);
   }
 
+  /** A claim about this cell reannounced by the cell holding it (see reannounce): refute it if it holds. */
+  private async answerClaim(from: PeerId, request: Uint8Array): Promise<Uint8Array> {
+    if (!this.running) throw new MembershipError('STOPPED');
+    const decoded = decodeJson(request, LivenessClaimMessageSchema, MAX_CONTROL_MESSAGE_BYTES);
+    if (!decoded.ok || decoded.value.cellId !== this.selfCellId) {
+      this.init.metrics.messageRejected(MembershipProtocol.claim, 'malformed');
+      throw new MembershipError('BAD_MESSAGE', 'malformed claim, or not about this cell');
+    }
+    const claim = decoded.value;
+    if (this.init.directory.cellOfPeer(from) !== claim.by) {
+      this.init.metrics.messageRejected(MembershipProtocol.claim, 'forged-owner');
+      throw new MembershipError('BAD_MESSAGE', 'the claim is not by the cell that sent it');
+    }
+    this.heardFromPeer(from);
+    this.applyClaim(claim);
+    return encodeJson({});
+  }
+
   private async answerPingReq(from: PeerId, request: Uint8Array): Promise<Uint8Array> {
     if (!this.running) throw new MembershipError('STOPPED');
     const decoded = decodeJson(request, PingReqRequestSchema, MAX_CONTROL_MESSAGE_BYTES);
@@ -686,14 +706,25 @@ export class FailureDetector {
     if (suspicion.suspectors.has(this.selfCellId)) this.publishClaim({ kind: 'dead', cellId, incarnation: suspicion.incarnation, by: this.selfCellId });
   }
 
-  /** Tells a cell that is still heard from what this cell holds against it, so it can refute. */
+  /**
+   * Tells a cell that is still heard from what this cell holds against it, so it can refute: a
+   * request to that cell alone. Gossiped, the claim would go to every cell, and mark the cell
+   * dead again where its refutation (or the cell's side of a healed partition) had it alive.
+   */
   private reannounce(cellId: string, claim: LivenessClaim): void {
     if (claim.kind === 'suspect' && this.suspicions.get(cellId)?.suspectors.has(this.selfCellId) !== true) return;
+    const peer = this.init.directory.get(cellId)?.record.peerId;
+    if (peer === undefined) return;
     const nowMs = this.init.clock.now();
     const lastMs = this.lastReannounceMs.get(cellId);
     if (lastMs !== undefined && nowMs - lastMs < this.init.options.claimReannounceIntervalMs) return;
     this.lastReannounceMs.set(cellId, nowMs);
-    this.publishClaim({ kind: claim.kind, cellId, incarnation: claim.incarnation, by: this.selfCellId });
+    this.init.metrics.claimReannounced();
+    const message: LivenessClaimMessage = { kind: claim.kind, cellId, incarnation: claim.incarnation, by: this.selfCellId };
+    this.init.transport.request(peer, MembershipProtocol.claim, encodeJson(message), { timeoutMs: this.init.options.probeTimeoutMs }).catch((error: unknown) => {
+      // The next heartbeat heard from it tries again (after claimReannounceIntervalMs).
+      this.init.logger.debug({ err: error, cellId }, 'reannouncing a claim failed');
+    });
   }
 
   private onDirectoryChange(cellId: string, after: DirectoryEntry | undefined): void {

@@ -25,6 +25,11 @@ export const MembershipProtocol = Object.freeze({
   antiEntropy: '/cellmesh/anti-entropy/1.0.0',
   /** Request `{ records }`; answer `{ accepted }`. */
   antiEntropyPush: '/cellmesh/anti-entropy-push/1.0.0',
+  /**
+   * Request: a liveness claim (as on the membership topic) about the answering cell, from the
+   * cell that holds it; answer `{}`. How a claim is reannounced to the one cell that must refute it.
+   */
+  claim: '/cellmesh/claim/1.0.0',
 });
 
 const CounterSchema = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);

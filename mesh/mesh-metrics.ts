@@ -37,6 +37,8 @@ export interface MeshMetrics {
   suspectDeclared(): void;
   deadDeclared(): void;
   refuted(): void;
+  /** A claim held against a cell still heard from was sent to it, so it can refute. */
+  claimReannounced(): void;
   /** A peer's anti-entropy digest showed it had missed this cell's record, which went out again. */
   ownRecordRepublished(): void;
   conflictDetected(): void;
@@ -55,6 +57,7 @@ export const noopMeshMetrics: MeshMetrics = {
   suspectDeclared: () => {},
   deadDeclared: () => {},
   refuted: () => {},
+  claimReannounced: () => {},
   ownRecordRepublished: () => {},
   conflictDetected: () => {},
   localHealth: () => {},
@@ -74,6 +77,7 @@ export class PromMeshMetrics implements MeshMetrics {
   private readonly suspects: Counter;
   private readonly deaths: Counter;
   private readonly refutations: Counter;
+  private readonly reannounced: Counter;
   private readonly republished: Counter;
   private readonly conflicts: Counter;
   private readonly health: Gauge;
@@ -118,6 +122,11 @@ export class PromMeshMetrics implements MeshMetrics {
     this.suspects = new Counter({ name: 'cellmesh_mesh_suspect_declarations_total', help: 'Cells this cell declared suspect.', registers });
     this.deaths = new Counter({ name: 'cellmesh_mesh_dead_declarations_total', help: 'Cells this cell declared dead.', registers });
     this.refutations = new Counter({ name: 'cellmesh_mesh_refutations_total', help: 'Suspicions of this cell it refuted.', registers });
+    this.reannounced = new Counter({
+      name: 'cellmesh_mesh_claims_reannounced_total',
+      help: 'Suspect or dead claims this cell sent to the cell they are about, because it was still heard from.',
+      registers,
+    });
     this.republished = new Counter({
       name: 'cellmesh_mesh_own_record_republished_total',
       help: "Times this cell republished its own record because a peer's anti-entropy digest showed it had missed it.",
@@ -173,6 +182,10 @@ export class PromMeshMetrics implements MeshMetrics {
 
   refuted(): void {
     this.refutations.inc();
+  }
+
+  claimReannounced(): void {
+    this.reannounced.inc();
   }
 
   ownRecordRepublished(): void {
