@@ -369,10 +369,11 @@ interface OpenQuery {
   replies: number;
 }
 
-/** The cells watching one user here: asker peer to the clock ms its watch ends, and the latest end. */
-interface Watch {
-  readonly askers: Map<PeerId, number>;
-  endsAtMs: number;
+/** When the last of a user's watches ends (clock ms). */
+function lastWatchEndMs(askers: ReadonlyMap<PeerId, number>): number {
+  let endMs = 0;
+  for (const askerEndMs of askers.values()) endMs = Math.max(endMs, askerEndMs);
+  return endMs;
 }
 
 function userKey(tenant: string, userId: string): string {
@@ -392,8 +393,8 @@ export class LocationService {
   private batch: Flight[] = [];
   private batchTimer: TimerHandle | undefined;
   private readonly queries = new Map<string, OpenQuery>();
-  /** Users other cells asked for lately, by userKey; least recently asked first. */
-  private readonly watches = new Map<string, Watch>();
+  /** Users other cells asked for lately, by userKey, each to its askers' peers and the clock ms their watch ends; least recently asked first. */
+  private readonly watches = new Map<string, Map<PeerId, number>>();
   /** What this cell's queries ask the others to watch for: as long as it may serve their answers. */
   private readonly watchMs: number;
   private repliesInFlight = 0;
@@ -528,20 +529,20 @@ export class LocationService {
   userArrived(tenant: string, userId: string): void {
     if (!this.running) return;
     const key = userKey(tenant, userId);
-    const watch = this.watches.get(key);
-    if (watch === undefined) return;
+    const askers = this.watches.get(key);
+    if (askers === undefined) return;
     const nowMs = this.components.clock.now();
     const notice = encodeJson({ cellId: this.components.cellId, users: [{ tenant, userId }] } satisfies LocateNotice);
-    for (const [asker, endsAtMs] of watch.askers) {
+    for (const [asker, endsAtMs] of askers) {
       if (endsAtMs <= nowMs) {
-        watch.askers.delete(asker);
+        askers.delete(asker);
         continue;
       }
       this.metrics.noticeSent();
       // Best effort: a lost notice leaves the asker's answer short until its TTL (see above).
       this.components.transport.request(asker, LOCATE_NOTICE_PROTOCOL, notice, { timeoutMs: this.settings.replyTimeoutMs }).catch(() => undefined);
     }
-    if (watch.askers.size === 0) this.watches.delete(key);
+    if (askers.size === 0) this.watches.delete(key);
   }
 
   // -- asking ---------------------------------------------------------------------------------
@@ -749,17 +750,16 @@ export class LocationService {
     const endsAtMs = nowMs + watchMs;
     for (const { tenant, userId } of users) {
       const key = userKey(tenant, userId);
-      let watch = this.watches.get(key);
-      if (watch === undefined) watch = { askers: new Map(), endsAtMs };
-      else this.watches.delete(key);
-      watch.askers.set(asker, Math.max(watch.askers.get(asker) ?? 0, endsAtMs));
-      watch.endsAtMs = Math.max(watch.endsAtMs, endsAtMs);
-      this.watches.set(key, watch);
+      const askers = this.watches.get(key) ?? new Map<PeerId, number>();
+      this.watches.delete(key);
+      askers.set(asker, Math.max(askers.get(asker) ?? 0, endsAtMs));
+      this.watches.set(key, askers);
     }
     // Least recently asked first: the expired ones are at the front (with one watch length for all askers).
-    for (const [key, watch] of this.watches) {
-      if (watch.endsAtMs > nowMs && this.watches.size <= maxWatchedUsers) break;
-      if (watch.endsAtMs > nowMs) this.metrics.watchDropped();
+    for (const [key, askers] of this.watches) {
+      const live = lastWatchEndMs(askers) > nowMs;
+      if (live && this.watches.size <= maxWatchedUsers) break;
+      if (live) this.metrics.watchDropped();
       this.watches.delete(key);
     }
   }
