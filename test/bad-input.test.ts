@@ -262,6 +262,15 @@ describe('limits on a connection', () => {
     await client.until(() => client.closeCode !== undefined, { what: 'the expiry close', timeoutMs: 5_000 });
     expect(client.closeCode).toBe(4401);
   });
+
+  test('a 30-day token keeps its session: its expiry timer (beyond 2^31 ms) does not fire at once', async () => {
+    const cell = await cleanup.cell();
+    const client = await cleanup.client(cell.url, await tokenFor({ user: 'c1', device: 'month', ttlSeconds: 30 * 24 * 3600 }));
+    // An overflowing timer fires after 1 ms; a second is ample to see its close.
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(client.closeCode).toBeUndefined();
+    expect((await client.request({ op: 'ping', id: 'still-here' })).t).toBe('pong');
+  });
 });
 
 describe('refused upgrades: HTTP status and code (in band for browsers)', () => {
