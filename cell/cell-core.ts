@@ -516,7 +516,7 @@ export class CellCore {
       cursorsFlushed: () => this.delivery.cursorsFlushed(),
       hostMerchant: (tenant, merchant) => {
         const policy = this.tenants.get(tenant);
-        if (policy === undefined) throw new CellError(ErrorCode.TenantUnknown, `tenant ${tenant} is not served here`);
+        if (policy === undefined) throw new CellError(ErrorCode.MoveFailed, `tenant ${tenant} is not served by this cell: add it to its config before moving its merchants here`);
         // The store now holds the merchant's conversations as copied; heads cached from an
         // earlier mirror of them are stale.
         this.log.forgetMerchant(tenant, merchant);
@@ -623,7 +623,8 @@ export class CellCore {
 
   private tenantOf(identity: Identity): TenantPolicy {
     const tenant = this.tenants.get(identity.tenant);
-    if (tenant === undefined) throw new CellError(ErrorCode.TenantUnknown, `tenant ${identity.tenant} is not served here`);
+    // verifyToken accepts only tenants of this cell (their secret signed the token).
+    if (tenant === undefined) throw new Error(`a verified identity names tenant ${identity.tenant}, which this cell does not serve`);
     return tenant;
   }
 

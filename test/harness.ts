@@ -359,6 +359,7 @@ export interface HttpAnswer {
   status: number;
   body: unknown;
   text: string;
+  headers: Headers;
 }
 
 /** One HTTP request with an optional bearer token and JSON (or raw) body. */
@@ -385,7 +386,7 @@ export async function httpRequest(
   } catch {
     parsed = undefined;
   }
-  return { status: response.status, body: parsed, text };
+  return { status: response.status, body: parsed, text, headers: response.headers };
 }
 
 /** The error code of an HTTP error answer (`{error:{code}}`). */

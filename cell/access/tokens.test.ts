@@ -57,10 +57,38 @@ describe('verifyToken', () => {
     expect(codeOf(() => verifyToken(notYet, secretOf, NOW_MS))).toBe('TOKEN_INVALID');
     expect(codeOf(() => verifyToken(token, secretOf, NOW_MS + 60_000))).toBe('TOKEN_EXPIRED');
     const foreign = await mintToken({ ...base, tenant: 'market' });
-    expect(codeOf(() => verifyToken(foreign, secretOf, NOW_MS))).toBe('TENANT_UNKNOWN');
+    expect(codeOf(() => verifyToken(foreign, secretOf, NOW_MS))).toBe('TOKEN_INVALID');
     expect(codeOf(() => verifyToken('not-a-jwt', secretOf, NOW_MS))).toBe('TOKEN_INVALID');
     expect(codeOf(() => verifyToken(`${header}.${payload}`, secretOf, NOW_MS))).toBe('TOKEN_INVALID');
     expect(codeOf(() => verifyToken(token, secretOf, NOW_MS))).toBeUndefined();
+  });
+
+  it('answers a tenant it does not serve exactly like a forged signature', async () => {
+    const refusalOf = (token: string): unknown => {
+      try {
+        verifyToken(token, secretOf, NOW_MS);
+      } catch (error) {
+        return error instanceof CellError ? { code: error.code, message: error.message } : error;
+      }
+      return 'accepted';
+    };
+    const unknownTenant = await mintToken({ ...base, tenant: 'market' });
+    const forged = await mintToken({ ...base, secret: 'another-secret-0123456789abcdef-0123456' });
+    expect(refusalOf(unknownTenant)).toEqual(refusalOf(forged));
+    expect(refusalOf(unknownTenant)).toMatchObject({ code: 'TOKEN_INVALID' });
+  });
+
+  it('refuses segments that are not canonical base64url: padding, stray characters, non-zero padding bits', async () => {
+    const token = await mintToken(base);
+    expect(codeOf(() => verifyToken(token, secretOf, NOW_MS))).toBeUndefined();
+    const segments = token.split('.');
+    for (const [index, segment] of segments.entries()) {
+      const variants = [`${segment}=`, `${segment}==`, `${segment.slice(0, 5)}*${segment.slice(5)}`, `${segment.slice(0, 5)} ${segment.slice(5)}`, ...withPaddingBits(segment)];
+      for (const variant of variants) {
+        const mutated = segments.map((part, at) => (at === index ? variant : part)).join('.');
+        expect(codeOf(() => verifyToken(mutated, secretOf, NOW_MS)), `segment ${index}: ${variant}`).toBe('TOKEN_INVALID');
+      }
+    }
   });
 
   it('refuses claims that do not fit the role', async () => {
@@ -72,3 +100,14 @@ describe('verifyToken', () => {
     expect(codeOf(() => verifyToken(customerWithMerchant, secretOf, NOW_MS))).toBe('TOKEN_INVALID');
   });
 });
+
+const BASE64URL_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+/** The segment with its unused low bits set (it decodes to the same bytes), when it has any. */
+function withPaddingBits(segment: string): string[] {
+  if (segment.length % 4 === 0) return [];
+  const last = BASE64URL_ALPHABET.indexOf(segment.at(-1)!);
+  const variant = `${segment.slice(0, -1)}${BASE64URL_ALPHABET[last | 1]}`;
+  expect(Buffer.from(variant, 'base64url')).toEqual(Buffer.from(segment, 'base64url'));
+  return [variant];
+}

@@ -31,6 +31,9 @@ const Claims = z
   });
 
 const ALGORITHM = 'HS256';
+const INVALID_SIGNATURE_MESSAGE = 'the token signature or claims are invalid';
+/** Checked against when a token names no tenant of this cell; its result is never trusted. */
+const UNKNOWN_TENANT_SECRET = 'no-tenant-of-this-cell-signs-with-this-key';
 /** HS256 keys shorter than the hash give no security margin; refuse them. */
 export const MIN_SECRET_BYTES = 32;
 
@@ -83,6 +86,7 @@ export function verifyToken(token: string, secretOfTenant: (tenant: string) => s
   let payload: ReturnType<typeof decodeJwt>;
   try {
     if (parts.length !== 3) throw new Error('not three parts');
+    if (!parts.every(isCanonicalBase64url)) throw new Error('a part is not canonical base64url');
     header = decodeProtectedHeader(token);
     payload = decodeJwt(token);
   } catch {
@@ -90,11 +94,11 @@ export function verifyToken(token: string, secretOfTenant: (tenant: string) => s
   }
   const tenant = payload['tenant'];
   const secret = typeof tenant === 'string' ? secretOfTenant(tenant) : undefined;
-  if (secret === undefined) {
-    throw new CellError(ErrorCode.TenantUnknown, 'the token names no tenant this cell serves');
-  }
-  if (header.alg !== ALGORITHM || !signatureMatches(parts, secret)) {
-    throw new CellError(ErrorCode.TokenInvalid, 'the token signature or claims are invalid');
+  // A tenant this cell does not serve is answered like a bad signature, after the same work, so
+  // that nobody can list a cell's tenants by trying names.
+  const signatureValid = signatureMatches(parts, secret ?? UNKNOWN_TENANT_SECRET);
+  if (secret === undefined || header.alg !== ALGORITHM || !signatureValid) {
+    throw new CellError(ErrorCode.TokenInvalid, INVALID_SIGNATURE_MESSAGE);
   }
   const nowSeconds = Math.floor(nowMs / 1000);
   if (typeof payload.exp !== 'number' || typeof payload.sub !== 'string') {
@@ -118,6 +122,15 @@ export function verifyToken(token: string, secretOfTenant: (tenant: string) => s
   };
   if (claims.merchant !== undefined) identity.merchant = claims.merchant;
   return identity;
+}
+
+/**
+ * Whether a JWT segment is base64url exactly as an encoder writes it: no padding, no characters
+ * outside the alphabet, unused low bits zero. Decoders skip what does not fit, so without this
+ * check many strings would pass for one token.
+ */
+function isCanonicalBase64url(segment: string): boolean {
+  return segment !== '' && Buffer.from(segment, 'base64url').toString('base64url') === segment;
 }
 
 function signatureMatches([header, payload, signature]: string[], secret: string): boolean {
