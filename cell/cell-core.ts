@@ -1,6 +1,6 @@
 import type { Clock } from '../platform/clock.js';
 import { randomId, type Random } from '../platform/random.js';
-import { verifyToken, type Identity } from './access/tokens.js';
+import { signingKeysOf, verifyToken, type Identity, type SigningKey } from './access/tokens.js';
 import type { LimitsConfig, TenantConfig } from './config.js';
 import type { Logger } from './logger.js';
 import type { ClusterPort } from './messaging/cluster-port.js';
@@ -60,7 +60,7 @@ interface Parties {
 }
 
 interface TenantPolicy {
-  secret: string;
+  keys: readonly SigningKey[];
   origins: ReadonlySet<string>;
   /** Hosted here now; a merchant moves in or out at runtime (merchant-move.ts). */
   merchants: Set<string>;
@@ -98,7 +98,7 @@ export class CellCore {
       options.tenants.map((tenant) => [
         tenant.id,
         {
-          secret: tenant.secret,
+          keys: signingKeysOf(tenant),
           origins: new Set(tenant.origins),
           merchants: new Set(tenant.merchants.map((merchant) => merchant.id)),
         },
@@ -142,12 +142,12 @@ export class CellCore {
     return this.draining;
   }
 
-  /** Verifies a bearer token against its tenant's secret. */
+  /** Verifies a bearer token against its tenant's secrets. */
   authenticate(token: string | undefined): Identity {
     if (token === undefined || token === '') {
       throw new CellError(ErrorCode.Unauthenticated, 'a token is required (query parameter `token` or `Authorization: Bearer`)');
     }
-    return verifyToken(token, (tenant) => this.tenants.get(tenant)?.secret, this.options.clock.now());
+    return verifyToken(token, (tenant) => this.tenants.get(tenant)?.keys, this.options.clock.now());
   }
 
   /** Decides whether a verified identity may open a WebSocket from `origin`. */
