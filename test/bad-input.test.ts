@@ -452,6 +452,7 @@ describe('bad HTTP requests', () => {
       { name: 'presence of another user', method: 'GET', url: `${cell.httpUrl}/v1/presence?users=c2`, token, status: 403, code: 'CONVERSATION_FORBIDDEN' },
       { name: 'bad percent-encoding in the path', method: 'GET', url: `${cell.httpUrl}/v1/conversations/%zz/messages`, token, status: 400, code: 'BAD_FRAME' },
       { name: 'percent-encoded invalid UTF-8 in the path', method: 'POST', url: `${cell.httpUrl}/v1/conversations/m1%3A%C3%28/read`, token, json: { seq: 1 }, status: 400, code: 'BAD_FRAME' },
+      { name: 'the WebSocket path without an upgrade', method: 'GET', url: `${cell.httpUrl}/v1/ws`, status: 426, code: 'UPGRADE_REQUIRED' },
       { name: 'unknown route under a conversation', method: 'GET', url: `${base}/nope`, token, status: 404, code: 'NOT_FOUND' },
       { name: 'unknown tenant', method: 'GET', url: `${cell.httpUrl}/v1/inbox`, token: unknownTenant, status: 401, code: 'TOKEN_INVALID' },
       { name: 'token signature with padding appended', method: 'GET', url: `${cell.httpUrl}/v1/inbox`, token: `${token}=`, status: 401, code: 'TOKEN_INVALID' },

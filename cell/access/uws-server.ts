@@ -291,6 +291,9 @@ export class AccessServer {
       const allowed = this.methodsAllowedOn(url);
       if (allowed.length === 0) {
         writeError(res, new CellError(ErrorCode.NotFound, `no route ${method} ${url}`));
+      } else if (allowed.includes(method)) {
+        // Only the WebSocket route lets a request of its own method through: one without the upgrade.
+        writeError(res, new CellError(ErrorCode.UpgradeRequired, `${url} takes a WebSocket upgrade (Upgrade: websocket)`), { upgrade: 'websocket' });
       } else {
         writeError(res, new CellError(ErrorCode.MethodNotAllowed, `${method} is not allowed on ${url}; it takes ${allowed.join(', ')}`), { allow: allowed.join(', ') });
       }

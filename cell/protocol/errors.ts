@@ -20,6 +20,8 @@ export const ErrorCode = {
   SeqOutOfRange: 'SEQ_OUT_OF_RANGE',
   NotFound: 'NOT_FOUND',
   MethodNotAllowed: 'METHOD_NOT_ALLOWED',
+  /** HTTP: a plain request to the WebSocket endpoint, without the upgrade. */
+  UpgradeRequired: 'UPGRADE_REQUIRED',
   StoreUnavailable: 'STORE_UNAVAILABLE',
   ShuttingDown: 'SHUTTING_DOWN',
   Internal: 'INTERNAL',
@@ -56,6 +58,7 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   SEQ_OUT_OF_RANGE: 400,
   NOT_FOUND: 404,
   METHOD_NOT_ALLOWED: 405,
+  UPGRADE_REQUIRED: 426,
   STORE_UNAVAILABLE: 503,
   SHUTTING_DOWN: 503,
   INTERNAL: 500,
