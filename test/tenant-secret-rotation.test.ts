@@ -105,5 +105,6 @@ describe('rotating a tenant signing secret with devices connected', () => {
     expect(history.t === 'history' && history.messages.map((message) => message.cmid)).toEqual(['before', 'during']);
     const newAgent = await RawClient.connect(running.url, await tokenFor({ user: 'a1', merchant: 'm1', device: 'desk', kid: 'new', secret: NEW_SECRET }));
     await newAgent.close();
-  });
+    // Three cell starts and a CLI run, each a Node process loading TypeScript: slow on a busy machine.
+  }, 180_000);
 });
