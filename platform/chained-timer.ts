@@ -18,7 +18,8 @@ export function setChainedTimer(setPlatformTimer: SetPlatformTimer, delayMs: num
   let step: TimerHandle;
   let cancelled = false;
   const wait = (remainingMs: number): void => {
-    if (remainingMs <= maxDelayMs) {
+    // Written so that NaN takes the platform's own path (which runs it at once), not a chain.
+    if (!(remainingMs > maxDelayMs)) {
       step = setPlatformTimer(remainingMs, callback);
       return;
     }
