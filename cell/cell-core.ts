@@ -179,6 +179,10 @@ export class CellCore {
     const connection = new DeviceConnection(identity, randomId(random), port, nowMs, {
       ratePerSecond: limits.ratePerSecond,
       burst: limits.rateBurst,
+      ackRatePerSecond: limits.ackRatePerSecond,
+      ackBurst: Math.max(limits.ackBurst, limits.deliveryWindow),
+      maxErrors: limits.maxConsecutiveErrors,
+      errorRecoveryPerSecond: limits.errorRecoveryPerSecond,
     });
     port.onDrained = () => this.delivery.drained(connection);
     const replaced = this.presence.add(connection);
@@ -241,40 +245,45 @@ export class CellCore {
     return this.relay?.stats();
   }
 
-  /** Answers a frame the access layer refused before parsing (too large, binary). */
+  /** Answers a frame the access layer refused before parsing (too large, binary); it counts like any frame. */
   refuse(connection: DeviceConnection, error: CellError): void {
+    if (connection.closed) return;
+    connection.rateLimit.spend(this.options.clock.now());
     this.answerError(connection, undefined, error);
   }
 
-  /** One text frame from a device. Never throws: every failure becomes an error frame. */
+  /**
+   * One text frame from a device. Never throws: every failure becomes an error frame. Every
+   * frame counts against a rate limit: `ack` frames against their own, larger budget, all others
+   * (and frames that cannot be parsed) against `ratePerSecond`. Errors use up the connection's
+   * error allowance, which closes it (4429) when it runs out, so a flood ends after a bounded
+   * number of frames whatever it mixes.
+   */
   receive(connection: DeviceConnection, text: string): void {
     if (connection.closed) return;
+    const nowMs = this.options.clock.now();
+    // With both budgets spent no frame could pass: refuse it without the cost of parsing it.
+    const waitMs = Math.min(connection.rateLimit.waitMs(nowMs), connection.ackRateLimit.waitMs(nowMs));
+    if (waitMs > 0) {
+      this.answerError(connection, undefined, rateLimited(waitMs));
+      return;
+    }
     let frame: ClientFrame;
     try {
       frame = parseClientFrame(text);
     } catch (error) {
+      connection.rateLimit.spend(nowMs);
       this.answerError(connection, requestIdOf(text), error);
       return;
     }
-    // Acks are exempt: they only ever shrink what the cell holds for the device, a refused ack
-    // could not be matched to anything, and it would stall the device's delivery window.
-    if (frame.op !== 'ack') {
-      const nowMs = this.options.clock.now();
-      if (!connection.rateLimit.take(nowMs)) {
-        const retryAfterMs = connection.rateLimit.waitMs(nowMs);
-        const error = new CellError(ErrorCode.RateLimited, `slow down: retry in ${retryAfterMs} ms`, { retryAfterMs });
-        this.answerError(connection, 'id' in frame ? frame.id : undefined, error);
-        return;
-      }
+    const requestId = 'id' in frame ? frame.id : undefined;
+    const budget = frame.op === 'ack' ? connection.ackRateLimit : connection.rateLimit;
+    if (!budget.take(nowMs)) {
+      this.answerError(connection, requestId, rateLimited(budget.waitMs(nowMs)));
+      return;
     }
     this.options.metrics.countFrameIn(frame.op);
-    const requestId = 'id' in frame ? frame.id : undefined;
-    this.dispatch(connection, frame).then(
-      () => {
-        connection.consecutiveErrors = 0;
-      },
-      (error: unknown) => this.answerError(connection, requestId, error),
-    );
+    this.dispatch(connection, frame).catch((error: unknown) => this.answerError(connection, requestId, error));
   }
 
   /** Appends a message as `identity`; resolves once durable. Used by HTTP. */
@@ -402,9 +411,11 @@ export class CellCore {
           return this.delivery.ack(connection, frame.conv!, frame.seq!);
         }
         // Each conversation of a multi-conversation ack stands alone: a refused entry is answered
-        // with an error naming it, and the others still move their cursors.
+        // with an error naming it (and counts as an error of its own), and the others still move
+        // their cursors.
         const loading: Array<Promise<void>> = [];
         for (const [conv, seq] of ackEntries(frame)) {
+          if (connection.closed) break;
           try {
             this.authorize(identity, conv);
             const applied = this.delivery.ack(connection, conv, seq);
@@ -590,11 +601,14 @@ export class CellCore {
   private answerSent(connection: DeviceConnection, requestId: string | undefined, message: ChatMessage): void {
     const frame: ServerFrame = { t: 'sent', conv: message.conv, cmid: message.cmid, seq: message.seq, ts: message.ts };
     if (requestId !== undefined) frame.id = requestId;
+    // The device may ack its own message like a pushed one.
+    connection.ackRateLimit.credit(1);
     this.delivery.sendFrame(connection, frame);
   }
 
   /** `conv` names the conversation of a refused entry of a multi-conversation ack. */
   private answerError(connection: DeviceConnection, requestId: string | undefined, error: unknown, conv?: string): void {
+    if (connection.closed) return;
     const cellError = error instanceof CellError ? error : undefined;
     if (cellError === undefined) {
       this.options.logger.error({ err: error, device: connection.identity.device }, 'unexpected error handling a frame');
@@ -610,9 +624,12 @@ export class CellCore {
     // Only the client's own faults count towards closing it; the cell's (a store failure, a
     // shutdown, a bug) must not cost a well-behaved client its connection.
     if (SERVER_SIDE_CODES.has(code)) return;
-    connection.consecutiveErrors++;
-    if (connection.consecutiveErrors >= this.options.limits.maxConsecutiveErrors) {
+    const nowMs = this.options.clock.now();
+    connection.errorAllowance.spend(nowMs);
+    if (connection.errorAllowance.waitMs(nowMs) > 0) {
       connection.port.close(CloseCode.PolicyViolation, 'too many bad frames');
+      // Forgotten at once: frames still on their way find it closed and cost nothing.
+      this.disconnect(connection);
     }
   }
 
@@ -643,6 +660,10 @@ export class CellCore {
     if (home === undefined) throw new CellError(ErrorCode.MerchantNotHosted, `merchant ${parsed.merchant} is not hosted by this cell`);
     return { merchant: parsed.merchant, customer: parsed.customer, home };
   }
+}
+
+function rateLimited(retryAfterMs: number): CellError {
+  return new CellError(ErrorCode.RateLimited, `slow down: retry in ${retryAfterMs} ms`, { retryAfterMs });
 }
 
 function shuttingDown(): CellError {

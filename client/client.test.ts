@@ -760,7 +760,7 @@ describe('CellmeshClient delivery', () => {
     expect(connection.ops('ack')).toEqual([{ op: 'ack', conv: CONV, seq: 2 }]);
   });
 
-  it('acks immediately after an anonymous RATE_LIMITED, since the cell never rate-limits acks', async () => {
+  it('acks immediately after an anonymous RATE_LIMITED, since acks have a budget of their own on the cell', async () => {
     const { transport, clock, errors } = await connected();
     const connection = transport.last;
     connection.push(msg(CONV, 1));

@@ -376,7 +376,8 @@ export class CellmeshClient {
   private unackedDeliveries = 0;
   /**
    * The cell's per-connection rate limit, mirrored from the welcome so the client paces its own
-   * sends and requests instead of being refused (acks are exempt on the cell). Sends leave a
+   * sends and requests instead of being refused (acks have a budget of their own on the cell,
+   * which grows with every delivery, so batched acks never come near it). Sends leave a
    * quarter of the burst for requests.
    */
   private pacer: TokenBucket | undefined;
@@ -1537,7 +1538,8 @@ export class CellmeshClient {
   }
 
   /**
-   * One cumulative ack per conversation with news; the cell does not rate-limit acks. A cell
+   * One cumulative ack per conversation with news, at most one flush per delivery (the cell's
+   * ack budget grows by one per delivery, docs/protocol.md "Limits of a connection"). A cell
    * that announces `limits.maxAcksPerFrame` gets them together, that many conversations per
    * frame; an older cell one frame per conversation.
    */
