@@ -11,6 +11,7 @@ import { DeviceConnection, type DevicePort } from './messaging/device.js';
 import { keys, lastField } from './messaging/keys.js';
 import { merchantConversations } from './messaging/merchant-conversations.js';
 import { PresenceRegistry } from './messaging/presence.js';
+import { newestWithinBytes, responseByteBudget } from './messaging/response-bytes.js';
 import type { RelayedSend } from './messaging/relayed-sends.js';
 import type { MoveHost } from './merchant-move.js';
 import type { CellMetrics } from './metrics.js';
@@ -314,7 +315,9 @@ export class CellCore {
     if (home !== undefined) await this.relay!.freshen(identity, { conv: frame.conv, home });
     const state = await this.log.conversation(identity.tenant, frame.conv);
     const before = Math.min(frame.before ?? state.durableSeq + 1, state.durableSeq + 1);
-    const messages = await this.log.messagesBefore(identity.tenant, frame.conv, before, frame.limit ?? DEFAULT_HISTORY_LIMIT);
+    const newest = await this.log.messagesBefore(identity.tenant, frame.conv, before, frame.limit ?? DEFAULT_HISTORY_LIMIT);
+    // A page of large messages is cut short from its oldest end; `hasMore` sends the client on.
+    const messages = newestWithinBytes(newest, responseByteBudget(this.options.limits.maxBackpressureBytes));
     return { messages, hasMore: (messages[0]?.seq ?? before) > 1 };
   }
 

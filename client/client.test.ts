@@ -645,6 +645,30 @@ describe('CellmeshClient delivery', () => {
     expect(messages.map((message) => message.seq)).toEqual(Array.from({ length: 251 }, (_, index) => index + 1));
   });
 
+  it('pages on below a history page the cell cut short by bytes, and skips nothing', async () => {
+    const { transport, messages, errors } = await connected({ initialCursors: { [CONV]: 0 } });
+    const connection = transport.last;
+    connection.push(msg(CONV, 101));
+    const answer = (from: number, to: number) => {
+      const request = connection.ops('history').at(-1);
+      const page: ChatMessage[] = [];
+      for (let seq = from; seq <= to; seq++) page.push(chat(CONV, seq));
+      connection.push({ t: 'history', id: request?.id ?? '', conv: CONV, messages: page, hasMore: from > 1 });
+    };
+    expect(connection.ops('history').at(-1)).toMatchObject({ before: 101, limit: 100 });
+    // Large messages: the cell answers only the newest part of the window asked for.
+    answer(61, 100);
+    await settle();
+    expect(connection.ops('history').at(-1)).toMatchObject({ before: 61, limit: 60 });
+    answer(21, 60);
+    await settle();
+    expect(connection.ops('history').at(-1)).toMatchObject({ before: 21, limit: 20 });
+    answer(1, 20);
+    await settle();
+    expect(messages.map((message) => message.seq)).toEqual(Array.from({ length: 101 }, (_, index) => index + 1));
+    expect(errors.filter((error) => error.code === 'GAP_UNFILLED')).toEqual([]);
+  });
+
   it('skips a gap the cell cannot fill and reports it', async () => {
     const { transport, messages, errors } = await connected({ initialCursors: { [CONV]: 2 } });
     const connection = transport.last;

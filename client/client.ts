@@ -1383,19 +1383,21 @@ export class CellmeshClient {
     conversation.fillBefore = before;
     this.fillsInFlight++;
     this.request('history', (id) => ({ op: 'history', id, conv: conversation.conv, before, limit }), undefined).then(
-      ({ reply }) => this.onGapPage(conversation, reply.messages),
+      ({ reply }) => this.onGapPage(conversation, reply.messages, reply.hasMore),
       (error: unknown) => this.onGapFailure(conversation, error),
     );
   }
 
-  private onGapPage(conversation: ConversationState, messages: ChatMessage[]): void {
+  private onGapPage(conversation: ConversationState, messages: ChatMessage[], hasMore: boolean): void {
     const before = conversation.fillBefore;
     this.endFill(conversation);
     if (this.terminalError !== undefined || before === undefined) return;
     const page = messages.filter((message) => message.conv === conversation.conv).map(chatMessageOf);
     const delivered = this.deliverContiguous(conversation, page);
     const cursor = conversation.cursor ?? 0;
-    if (delivered === 0 && cursor + 1 < before) {
+    // A page cut short is held, and the fill goes on below it (advance, below).
+    const cutShort = delivered === 0 && hasMore && this.holdCutShortPage(conversation, page, cursor);
+    if (!cutShort && delivered === 0 && cursor + 1 < before) {
       // The cell has no message right after the cursor: skip to the next one it has.
       const next = page.find((message) => message.seq > cursor)?.seq ?? Math.min(this.lowestHeld(conversation) ?? before, before);
       this.skipTo(conversation, next - 1);
@@ -1405,6 +1407,17 @@ export class CellmeshClient {
     this.advance(conversation);
     this.noteAck(conversation);
     this.maybeEmitSynced();
+  }
+
+  /**
+   * A page the cell cut short by its byte bound (docs/protocol.md, `history`) holds the newest
+   * messages of the window asked for; the older ones exist. Holds it, so that the next fill asks
+   * for what lies below; returns false when that made no progress (nothing new could be held).
+   */
+  private holdCutShortPage(conversation: ConversationState, page: ChatMessage[], cursor: number): boolean {
+    const lowestBefore = this.lowestHeld(conversation) ?? Number.POSITIVE_INFINITY;
+    for (const message of page) if (message.seq > cursor + 1) this.hold(conversation, message, true);
+    return (this.lowestHeld(conversation) ?? Number.POSITIVE_INFINITY) < lowestBefore;
   }
 
   private deliverContiguous(conversation: ConversationState, page: ChatMessage[]): number {

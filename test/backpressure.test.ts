@@ -121,3 +121,40 @@ test('a device catching up a page of large messages is not closed as too slow', 
   // A reading device is never "too slow": a catch-up page pushed in one go must not close it.
   expect(closeCodes).toEqual([]);
 });
+
+test('history of large messages is answered in pages bounded by bytes, never closed as too slow', async () => {
+  // Defaults: maxBackpressureBytes 1 MiB, so an answer holds at most 256 KiB of messages.
+  const cell = await cleanup.cell();
+  const phone = await cleanup.client(cell.url, await tokenFor({ user: 'c1', device: 'phone' }));
+  const total = 100;
+  // The longest bodies a send may carry, of characters that take 3 bytes each in UTF-8: 4.8 MB.
+  const body = '€'.repeat(16_384 - 8);
+  for (let first = 1; first <= total; first += 20) {
+    for (let index = first; index < first + 20; index++) phone.send({ op: 'send', id: `s${index}`, conv: CONV, cmid: `m${index}`, body: `${body} ${String(index).padStart(3, '0')}` });
+    await phone.until(() => phone.all('sent').length === first + 19, { what: `sends up to ${first + 19}` });
+  }
+
+  const reader = await cleanup.client(cell.url, await tokenFor({ user: 'c1', device: 'reader' }));
+  reader.autoAck();
+  await reader.until(() => reader.all('synced').length > 0, { what: 'synced', timeoutMs: 20_000 });
+  const seqs: number[] = [];
+  let before: number | undefined;
+  for (let pageNumber = 0; pageNumber < total; pageNumber++) {
+    const page = await reader.request({ id: `h${pageNumber}`, op: 'history', conv: CONV, limit: 200, ...(before === undefined ? {} : { before }) });
+    if (page.t !== 'history') throw new Error(`history answered ${JSON.stringify(page).slice(0, 300)}`);
+    expect(Buffer.byteLength(JSON.stringify(page.messages))).toBeLessThanOrEqual(256 * 1024);
+    expect(page.messages.length).toBeGreaterThan(0);
+    seqs.unshift(...page.messages.map((message) => message.seq));
+    if (!page.hasMore) break;
+    before = page.messages[0]!.seq;
+  }
+  expect(reader.closeCode).toBeUndefined();
+  expect(seqs).toEqual(Array.from({ length: total }, (_, index) => index + 1));
+
+  // The same bound over HTTP.
+  const answer = await httpRequest('GET', `${cell.httpUrl}/v1/conversations/${CONV}/messages?limit=200`, { token: await tokenFor({ user: 'c1', device: 'web' }) });
+  const page = answer.body as { messages: Array<{ seq: number }>; hasMore: boolean };
+  expect(page.hasMore).toBe(true);
+  expect(page.messages.at(-1)?.seq).toBe(total);
+  expect(Buffer.byteLength(JSON.stringify(page.messages))).toBeLessThanOrEqual(256 * 1024);
+}, 60_000);
