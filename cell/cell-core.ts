@@ -11,7 +11,7 @@ import { DeviceConnection, type DevicePort } from './messaging/device.js';
 import { keys, lastField } from './messaging/keys.js';
 import { merchantConversations } from './messaging/merchant-conversations.js';
 import { PresenceRegistry } from './messaging/presence.js';
-import { newestWithinBytes, responseByteBudget } from './messaging/response-bytes.js';
+import { jsonBytes, newestWithinBytes, responseByteBudget } from './messaging/response-bytes.js';
 import type { RelayedSend } from './messaging/relayed-sends.js';
 import type { MoveHost } from './merchant-move.js';
 import type { CellMetrics } from './metrics.js';
@@ -332,25 +332,34 @@ export class CellCore {
     await this.markReadHere(identity.tenant, conv, identity.user, seq);
   }
 
-  /** The user's conversations with cursors and unread counts, as seen from `device`. */
-  async inbox(identity: Identity, connection?: DeviceConnection): Promise<ConversationSummary[]> {
+  /**
+   * The user's conversations with cursors and unread counts, as seen from `device`, in order of
+   * their ids from after `after`: a page bounded in bytes like a history page; `hasMore` says
+   * that the next page starts after the last conversation of this one.
+   */
+  async inbox(identity: Identity, connection?: DeviceConnection, after?: string): Promise<{ conversations: ConversationSummary[]; hasMore: boolean }> {
     const { tenant, user, device } = identity;
     if (connection === undefined) await this.relay?.freshen(identity);
     const index =
       identity.merchant !== undefined ? keys.merchantConversations(tenant, identity.merchant) : keys.customerConversations(tenant, user);
+    // From `after` on (the index key of a conversation is the prefix and its id); `after` itself is skipped below.
+    const limit = MAX_CONVERSATIONS_PER_DEVICE + 1;
     const [conversationEntries, cursorEntries] = await Promise.all([
-      this.options.store.range({ ...index, limit: MAX_CONVERSATIONS_PER_DEVICE }),
+      this.options.store.range({ gte: after === undefined ? index.gte : index.gte + after, lt: index.lt, limit }),
       connection === undefined
         ? this.options.store.range({ ...keys.deliveryCursors(tenant, user, device), limit: MAX_CONVERSATIONS_PER_DEVICE })
         : Promise.resolve([]),
     ]);
     const storedCursors = new Map(cursorEntries.map(([key, value]) => [lastField(key), Number(value)]));
-    const summaries: ConversationSummary[] = [];
+    const budgetBytes = responseByteBudget(this.options.limits.maxBackpressureBytes);
+    const conversations: ConversationSummary[] = [];
+    let bytes = 0;
     for (const [key] of conversationEntries) {
       const conv = lastField(key);
+      if (conv === after) continue;
       const state = await this.log.conversation(tenant, conv);
       const readSeq = state.reads.get(user) ?? 0;
-      summaries.push({
+      const summary: ConversationSummary = {
         conv,
         merchant: state.merchant,
         customer: state.customer,
@@ -359,9 +368,12 @@ export class CellCore {
         readSeq,
         unread: Math.max(0, state.durableSeq - readSeq),
         reads: [...state.reads].filter(([reader]) => reader !== user).map(([reader, seq]) => ({ user: reader, seq })),
-      });
+      };
+      bytes += jsonBytes(summary);
+      if (bytes > budgetBytes && conversations.length > 0) return { conversations, hasMore: true };
+      conversations.push(summary);
     }
-    return summaries;
+    return { conversations, hasMore: conversationEntries.length === limit };
   }
 
   presenceOf(identity: Identity, frame: Pick<PresenceFrame, 'users' | 'merchants'>): PresenceAnswer {
@@ -440,8 +452,8 @@ export class CellCore {
         return;
       }
       case 'inbox': {
-        const conversations = await this.inbox(identity, connection);
-        this.delivery.sendFrame(connection, { t: 'inbox', id: frame.id, conversations });
+        const page = await this.inbox(identity, connection, frame.after);
+        this.delivery.sendFrame(connection, { t: 'inbox', id: frame.id, ...page });
         return;
       }
       case 'presence':

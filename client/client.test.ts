@@ -831,6 +831,20 @@ describe('CellmeshClient delivery', () => {
 });
 
 describe('CellmeshClient requests', () => {
+  it('asks for inbox pages one after the other while the cell says there are more', async () => {
+    const { client, transport } = await connected();
+    const summary = (conv: string) => ({ conv, merchant: 'm1', customer: conv.slice(3), lastSeq: 1, deliveredSeq: 1, readSeq: 1, unread: 0, reads: [] });
+    const inbox = client.inbox();
+    const first = transport.last.ops('inbox').at(-1);
+    expect(first).toEqual({ op: 'inbox', id: expect.any(String) });
+    transport.last.push({ t: 'inbox', id: first?.id ?? '', conversations: [summary('m1:a'), summary('m1:b')], hasMore: true });
+    await settle();
+    const second = transport.last.ops('inbox').at(-1);
+    expect(second).toMatchObject({ op: 'inbox', after: 'm1:b' });
+    transport.last.push({ t: 'inbox', id: second?.id ?? '', conversations: [summary('m1:c')], hasMore: false });
+    expect((await inbox).map((conversation) => conversation.conv)).toEqual(['m1:a', 'm1:b', 'm1:c']);
+  });
+
   it('answers requests by id, including ones made before the connection opened', async () => {
     const { client, transport } = setup();
     const inbox = client.inbox();
@@ -839,7 +853,7 @@ describe('CellmeshClient requests', () => {
     await opened;
     const [request] = transport.last.ops('inbox');
     expect(request).toBeDefined();
-    transport.last.push({ t: 'inbox', id: request?.id ?? '', conversations: [] });
+    transport.last.push({ t: 'inbox', id: request?.id ?? '', conversations: [], hasMore: false });
     await expect(inbox).resolves.toEqual([]);
 
     const read = client.read(CONV, 3);

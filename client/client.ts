@@ -31,6 +31,8 @@ import type { ClientConnection, ClientTransport, ConnectionListener, TransportEr
 export const DEFAULT_WEBSOCKET_PATH = '/v1/ws';
 /** The most messages one history request may ask for (the protocol's bound). */
 const HISTORY_PAGE_LIMIT = 200;
+/** The most conversations a cell lists for one device (MAX_CONVERSATIONS_PER_DEVICE in the cell). */
+const MAX_INBOX_CONVERSATIONS = 10_000;
 const CMID_ALPHABET = '0123456789abcdefghijklmnopqrstuvwxyz';
 /** 20 characters of 36 symbols: about 103 random bits, so two devices never pick the same cmid. */
 const CMID_LENGTH = 20;
@@ -535,10 +537,22 @@ export class CellmeshClient {
     return { messages: reply.messages.map(chatMessageOf), hasMore: reply.hasMore };
   }
 
-  /** The user's conversations with their cursors and unread counts. */
+  /**
+   * The user's conversations with their cursors and unread counts. The cell answers in pages
+   * bounded in bytes (docs/protocol.md, `inbox`); this asks for one after the other.
+   */
   async inbox(options: RequestOptions = {}): Promise<ConversationSummary[]> {
-    const { reply } = await this.request('inbox', (id) => ({ op: 'inbox', id }), options.signal);
-    return reply.conversations;
+    const conversations: ConversationSummary[] = [];
+    let after: string | undefined;
+    // Each page holds at least one conversation, and a cell serves at most MAX_INBOX_CONVERSATIONS.
+    for (let page = 0; page < MAX_INBOX_CONVERSATIONS; page++) {
+      const { reply } = await this.request('inbox', (id) => ({ op: 'inbox', id, ...(after === undefined ? {} : { after }) }), options.signal);
+      conversations.push(...reply.conversations);
+      after = reply.conversations.at(-1)?.conv;
+      // An older cell answers everything at once, without `hasMore`.
+      if (reply.hasMore !== true || after === undefined) break;
+    }
+    return conversations;
   }
 
   /** The online devices of users and the number of online agents of merchants (up to 100 each). */

@@ -158,3 +158,52 @@ test('history of large messages is answered in pages bounded by bytes, never clo
   expect(page.messages.at(-1)?.seq).toBe(total);
   expect(Buffer.byteLength(JSON.stringify(page.messages))).toBeLessThanOrEqual(256 * 1024);
 }, 60_000);
+
+test('an inbox of many conversations is answered in pages bounded by bytes, never closed as too slow', async () => {
+  // The smallest backpressure limit (64 KiB): an answer holds at most 16 KiB; the summaries of
+  // 600 conversations take about 83 KB.
+  const cell = await cleanup.cell({ limits: { maxBackpressureBytes: 65_536 } });
+  const total = 600;
+  const customers = Array.from({ length: total }, (_, index) => `c${String(index).padStart(3, '0')}`);
+  for (let first = 0; first < total; first += 50) {
+    await Promise.all(
+      customers.slice(first, first + 50).map(async (customer) => {
+        const answer = await httpRequest('POST', `${cell.httpUrl}/v1/conversations/m1:${customer}/messages`, {
+          token: await tokenFor({ user: customer, device: 'web' }),
+          json: { cmid: 'hello', body: `hello from ${customer}` },
+        });
+        expect(answer.status).toBe(201);
+      }),
+    );
+  }
+
+  const deskToken = await tokenFor({ user: 'a1', merchant: 'm1', device: 'desk' });
+  const desk = await cleanup.client(cell.url, deskToken);
+  desk.autoAck();
+  await desk.until(() => desk.all('synced').length > 0, { what: 'synced', timeoutMs: 20_000 });
+  const listed: string[] = [];
+  let after: string | undefined;
+  for (let pageNumber = 0; pageNumber < total; pageNumber++) {
+    const page = await desk.request({ id: `i${pageNumber}`, op: 'inbox', ...(after === undefined ? {} : { after }) });
+    if (page.t !== 'inbox') throw new Error(`inbox answered ${JSON.stringify(page).slice(0, 300)}`);
+    expect(Buffer.byteLength(JSON.stringify(page.conversations))).toBeLessThanOrEqual(16 * 1024);
+    expect(page.conversations.length).toBeGreaterThan(0);
+    listed.push(...page.conversations.map((conversation) => conversation.conv));
+    if (!page.hasMore) break;
+    after = page.conversations.at(-1)!.conv;
+  }
+  expect(desk.closeCode).toBeUndefined();
+  expect(listed).toEqual(customers.map((customer) => `m1:${customer}`));
+
+  // The same pages over HTTP.
+  const httpListed: string[] = [];
+  let query = '';
+  for (let pageNumber = 0; pageNumber < total; pageNumber++) {
+    const answer = await httpRequest('GET', `${cell.httpUrl}/v1/inbox${query}`, { token: deskToken });
+    const page = answer.body as { conversations: Array<{ conv: string }>; hasMore: boolean };
+    httpListed.push(...page.conversations.map((conversation) => conversation.conv));
+    if (!page.hasMore) break;
+    query = `?after=${encodeURIComponent(page.conversations.at(-1)!.conv)}`;
+  }
+  expect(httpListed).toEqual(listed);
+}, 60_000);

@@ -541,7 +541,7 @@ describe('tenant isolation', () => {
     const inbox = await marketCustomer.request({ id: 'i', op: 'inbox' });
     expect(inbox).toMatchObject({ t: 'inbox', conversations: [] });
     const httpInbox = await httpRequest('GET', `${cell.httpUrl}/v1/inbox`, { token: marketToken });
-    expect(httpInbox.body).toEqual({ conversations: [] });
+    expect(httpInbox.body).toEqual({ conversations: [], hasMore: false });
     const presence = await marketAgent.request({ id: 'p', op: 'presence', users: ['c1', 'a1'], merchants: ['m1', 'm9'] });
     expect(presence).toMatchObject({
       users: [
