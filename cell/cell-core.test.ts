@@ -192,6 +192,7 @@ describe('CellCore on a manual clock and a memory store', () => {
     await makeCore({ ackRatePerSecond: 1, ackBurst: 2, deliveryWindow: 2 });
     const { connection: customer } = await connect('alice');
     const { port: agent, connection } = await connect('bob', { merchant: 'm1' });
+    expect(agent.of('welcome')[0]?.limits).toMatchObject({ ackRatePerSecond: 1, ackBurst: 2 });
     const ack = JSON.stringify({ op: 'ack', conv: 'm1:alice', seq: 1 });
     for (let index = 0; index < 3; index++) core.receive(connection, ack);
     await settle();

@@ -177,11 +177,12 @@ export class CellCore {
   connect(identity: Identity, port: DevicePort): DeviceConnection {
     const { clock, limits, metrics, random } = this.options;
     const nowMs = clock.now();
+    const ackBurst = Math.max(limits.ackBurst, limits.deliveryWindow);
     const connection = new DeviceConnection(identity, randomId(random), port, nowMs, {
       ratePerSecond: limits.ratePerSecond,
       burst: limits.rateBurst,
       ackRatePerSecond: limits.ackRatePerSecond,
-      ackBurst: Math.max(limits.ackBurst, limits.deliveryWindow),
+      ackBurst,
       maxErrors: limits.maxConsecutiveErrors,
       errorRecoveryPerSecond: limits.errorRecoveryPerSecond,
     });
@@ -209,6 +210,8 @@ export class CellCore {
         rateBurst: limits.rateBurst,
         deliveryWindow: limits.deliveryWindow,
         maxAcksPerFrame: MAX_ACKS_PER_FRAME,
+        ackRatePerSecond: limits.ackRatePerSecond,
+        ackBurst,
       },
     };
     if (identity.merchant !== undefined) welcome.merchant = identity.merchant;

@@ -171,6 +171,12 @@ export interface Limits {
   deliveryWindow: number;
   /** Conversations one `ack` frame may name in `acks`; absent from cells that take one per frame. */
   maxAcksPerFrame?: number;
+  /**
+   * The budget of `ack` frames, besides one per message given to the device (docs/protocol.md,
+   * "Limits of a connection"); absent from cells that did not limit acks.
+   */
+  ackRatePerSecond?: number;
+  ackBurst?: number;
 }
 
 export type ServerFrame =
