@@ -66,6 +66,8 @@ export class ConversationState {
   readonly queue: PendingAppend[] = [];
   /** Appends by `sender/cmid` that are queued or being written, so a resend joins them. */
   readonly inFlight = new Map<string, Promise<AppendResult>>();
+  /** Read cursor writes under way, by user; the cursor in `reads` moves once one is durable. */
+  readonly readWrites = new Map<string, Promise<void>>();
   writing = false;
 
   constructor(
@@ -209,21 +211,32 @@ export class ConversationLog {
     if (seq > state.durableSeq) {
       throw new CellError(ErrorCode.SeqOutOfRange, `seq ${seq} is beyond the conversation's last message ${state.durableSeq}`);
     }
-    // The user's own appends under way write their read cursor too (sending means having read):
-    // a lower value written now could land after theirs and move the stored cursor back.
-    for (let own = this.appendsUnderWay(state, user); own.length > 0; own = this.appendsUnderWay(state, user)) {
+    // The user's own appends under way write their read cursor too (sending means having read),
+    // and so does an earlier read of theirs: a lower value written now could land after theirs
+    // and move the stored cursor back.
+    for (let own = this.cursorWritesUnderWay(state, user); own.length > 0; own = this.cursorWritesUnderWay(state, user)) {
       await Promise.allSettled(own);
     }
     if (seq <= (state.reads.get(user) ?? 0)) return false;
-    state.reads.set(user, seq);
-    await this.timedWrite([{ type: 'put', key: keys.readCursor(tenant, conv, user), value: String(seq) }]);
+    // The cursor in memory moves only once the write is durable: after a failed write it stays
+    // where it was, so a retry writes again (and its caller sends the receipt).
+    const write = this.timedWrite([{ type: 'put', key: keys.readCursor(tenant, conv, user), value: String(seq) }]);
+    state.readWrites.set(user, write);
+    try {
+      await write;
+    } finally {
+      if (state.readWrites.get(user) === write) state.readWrites.delete(user);
+    }
+    if (seq > (state.reads.get(user) ?? 0)) state.reads.set(user, seq);
     return true;
   }
 
-  private appendsUnderWay(state: ConversationState, user: string): Array<Promise<AppendResult>> {
+  private cursorWritesUnderWay(state: ConversationState, user: string): Array<Promise<unknown>> {
     const prefix = `${user}/`;
-    const own: Array<Promise<AppendResult>> = [];
+    const own: Array<Promise<unknown>> = [];
     for (const [dedupKey, append] of state.inFlight) if (dedupKey.startsWith(prefix)) own.push(append);
+    const reading = state.readWrites.get(user);
+    if (reading !== undefined) own.push(reading);
     return own;
   }
 
