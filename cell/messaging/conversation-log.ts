@@ -64,8 +64,8 @@ export class ConversationState {
   readonly recent: ChatMessage[] = [];
   /** Appends that wait for the write under way; they share the next batch. */
   readonly queue: PendingAppend[] = [];
-  /** Appends by `sender/cmid` that are queued or being written, so a resend joins them. */
-  readonly inFlight = new Map<string, Promise<AppendResult>>();
+  /** Appends by `sender/cmid` that are queued or being written, so a resend joins them (with the same body). */
+  readonly inFlight = new Map<string, { promise: Promise<AppendResult>; body: string }>();
   /** Read cursor writes under way, by user; the cursor in `reads` moves once one is durable. */
   readonly readWrites = new Map<string, Promise<void>>();
   writing = false;
@@ -154,7 +154,8 @@ export class ConversationLog {
 
   /**
    * Appends a message and resolves once it is durable. A resend with a cmid this sender used
-   * before in this conversation resolves with the original message and writes nothing.
+   * before in this conversation resolves with the original message and writes nothing; when its
+   * body differs from the original's, it rejects with IDEMPOTENCY_CONFLICT (and writes nothing).
    */
   append(request: AppendRequest): Promise<AppendResult> {
     // A cached head is appended to at once: awaiting conversation() would cost a turn of promises per message.
@@ -166,10 +167,13 @@ export class ConversationLog {
   private appendTo(state: ConversationState, request: AppendRequest): Promise<AppendResult> {
     const dedupKey = `${request.from}/${request.cmid}`;
     const inFlight = state.inFlight.get(dedupKey);
-    if (inFlight !== undefined) return inFlight.then((result) => ({ ...result, duplicate: true }));
+    if (inFlight !== undefined) {
+      if (inFlight.body !== request.body) return Promise.reject(idempotencyConflict(request.cmid));
+      return inFlight.promise.then((result) => ({ ...result, duplicate: true }));
+    }
 
     const promise = this.appendNew(state, request);
-    state.inFlight.set(dedupKey, promise);
+    state.inFlight.set(dedupKey, { promise, body: request.body });
     promise.then(
       () => this.appendSettled(state, dedupKey),
       () => this.appendSettled(state, dedupKey),
@@ -234,7 +238,7 @@ export class ConversationLog {
   private cursorWritesUnderWay(state: ConversationState, user: string): Array<Promise<unknown>> {
     const prefix = `${user}/`;
     const own: Array<Promise<unknown>> = [];
-    for (const [dedupKey, append] of state.inFlight) if (dedupKey.startsWith(prefix)) own.push(append);
+    for (const [dedupKey, append] of state.inFlight) if (dedupKey.startsWith(prefix)) own.push(append.promise);
     const reading = state.readWrites.get(user);
     if (reading !== undefined) own.push(reading);
     return own;
@@ -464,8 +468,8 @@ export class ConversationLog {
   }
 
   /**
-   * Resolves the appends whose (sender, cmid) is already stored with the stored message, and
-   * returns the others of each conversation, in order.
+   * Resolves the appends whose (sender, cmid) is already stored with the stored message (or
+   * rejects them when their body differs), and returns the others of each conversation, in order.
    */
   private async answerStoredResends(states: readonly ConversationState[], queuedByState: readonly PendingAppend[][]): Promise<PendingAppend[][]> {
     const lookupKeys: string[] = [];
@@ -487,9 +491,11 @@ export class ConversationLog {
           continue;
         }
         const seq = Number(storedSeq);
+        // The stored message is read anyway to answer the resend, so comparing its body costs nothing more.
         const [message] = await this.messages(state.tenant, state.conv, seq, seq + 1, 1);
         if (message === undefined) throw new Error(`idempotency record points at missing message ${state.conv}#${seq}`);
-        pending.resolve({ message, duplicate: true });
+        if (message.body === pending.request.body) pending.resolve({ message, duplicate: true });
+        else pending.reject(idempotencyConflict(pending.request.cmid));
       }
       fresh.push(batch);
     }
@@ -528,3 +534,10 @@ export class ConversationLog {
   }
 }
 
+/** A resend of `cmid` whose body is not the one stored (or being stored) under it. */
+export function idempotencyConflict(cmid: string): CellError {
+  return new CellError(
+    ErrorCode.IdempotencyConflict,
+    `client message id ${JSON.stringify(cmid)} was already used for a message with another body; a new message needs a new cmid`,
+  );
+}
