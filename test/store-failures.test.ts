@@ -97,6 +97,34 @@ describe('a store that fails, off the send path', () => {
     expect(inbox.body).toMatchObject({ conversations: [{ conv: CONV, lastSeq: 1, readSeq: 1, unread: 0 }] });
   });
 
+  test('delivery cursors whose write failed are written once the store works again: no redelivery after a restart', async () => {
+    const directory = await cleanup.tempDir();
+    const first = await cellOnFailingStore(directory);
+    const customer = await cleanup.client(first.url, await tokenFor({ user: 'c1' }));
+    for (let index = 1; index <= 3; index++) await sendMessage(customer, CONV, `m${index}`, `message ${index}`);
+    const deskToken = await tokenFor({ user: 'a1', merchant: 'm1', device: 'desk' });
+    const desk = await cleanup.client(first.url, deskToken);
+    await desk.until(() => desk.messages(CONV).length === 3, { what: 'three messages at the desk' });
+
+    first.store.failWrites = true;
+    const failuresBefore = first.store.failures;
+    desk.send({ op: 'ack', conv: CONV, seq: 3 });
+    // The cursor writer tries within cursorWriteIntervalMs (500 ms) and fails.
+    for (let waited = 0; waited < 5_000 && first.store.failures === failuresBefore; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(first.store.failures).toBeGreaterThan(failuresBefore);
+    first.store.failWrites = false;
+    // The next interval writes it (the desk stays connected: nothing else would bring the cursor back).
+    await new Promise((resolve) => setTimeout(resolve, 1_200));
+    await desk.close();
+    await customer.close();
+    await first.stop();
+
+    const second = await cellOnFailingStore(directory);
+    const deskAgain = await cleanup.client(second.url, deskToken);
+    await deskAgain.until(() => deskAgain.all('synced').length > 0, { what: 'synced after the restart' });
+    expect(deskAgain.messages(CONV)).toEqual([]);
+  });
+
   test('HTTP: a read whose write failed answers 503, and its retry writes the cursor', async () => {
     const { store, httpUrl, url } = await cellOnFailingStore();
     const customer = await cleanup.client(url, await tokenFor({ user: 'c1' }));
