@@ -529,7 +529,8 @@ export class ConversationLog {
     if (this.cache.size <= this.options.maxCachedConversations) return;
     for (const [cacheKey, state] of this.cache) {
       if (this.cache.size <= this.options.maxCachedConversations) break;
-      if (!state.busy && state.inFlight.size === 0) this.cache.delete(cacheKey);
+      // A head with a read cursor write under way stays: a reload now would miss that cursor.
+      if (!state.busy && state.inFlight.size === 0 && state.readWrites.size === 0) this.cache.delete(cacheKey);
     }
   }
 }
