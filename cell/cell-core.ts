@@ -16,6 +16,7 @@ import type { RelayedSend } from './messaging/relayed-sends.js';
 import type { MoveHost } from './merchant-move.js';
 import type { CellMetrics } from './metrics.js';
 import { CellError, CloseCode, ErrorCode } from './protocol/errors.js';
+import { operatingErrorOf } from './protocol/operating-errors.js';
 import {
   MAX_ACKS_PER_FRAME,
   MAX_BODY_CHARS,
@@ -220,7 +221,10 @@ export class CellCore {
     // A customer's mirrored conversations may have to catch up from their home cells first.
     const prepared = this.relay?.prepareDevice(identity) ?? Promise.resolve();
     prepared.then(() => this.delivery.attach(connection)).catch((error: unknown) => {
-      this.options.logger.error({ err: error, device: identity.device }, 'attaching a device failed');
+      // A store failure is an operating error: the device hears STORE_UNAVAILABLE, then "reconnect".
+      const storeFailed = operatingErrorOf(error)?.code === ErrorCode.StoreUnavailable;
+      if (storeFailed) this.answerError(connection, undefined, error);
+      else this.options.logger.error({ err: error, device: identity.device }, 'attaching a device failed');
       port.close(CloseCode.GoingAway, 'could not load your conversations; reconnect');
     });
     return connection;
@@ -627,9 +631,11 @@ export class CellCore {
   /** `conv` names the conversation of a refused entry of a multi-conversation ack. */
   private answerError(connection: DeviceConnection, requestId: string | undefined, error: unknown, conv?: string): void {
     if (connection.closed) return;
-    const cellError = error instanceof CellError ? error : undefined;
+    const cellError = operatingErrorOf(error);
     if (cellError === undefined) {
       this.options.logger.error({ err: error, device: connection.identity.device }, 'unexpected error handling a frame');
+    } else if (cellError !== error) {
+      this.options.logger.warn({ err: error, device: connection.identity.device }, 'the store failed; the frame was answered STORE_UNAVAILABLE');
     }
     const code = cellError?.code ?? ErrorCode.Internal;
     this.options.metrics.errors.inc({ code });

@@ -104,7 +104,10 @@ export interface QueuedSend {
 }
 
 export interface SendOptions {
-  /** The client message id; generated when absent. Reuse it to resend the same message. */
+  /**
+   * The client message id; generated when absent. Reuse it to resend the same message (the same
+   * body): with another body the send is rejected with IDEMPOTENCY_CONFLICT, and not retried.
+   */
   cmid?: string;
   /**
    * Stops waiting for the confirmation. A send not yet transmitted is withdrawn; one already on

@@ -10,7 +10,7 @@ import { startCell, type RunningCell } from '../cell/cell.js';
 import { parseCellConfig, type CellConfig } from '../cell/config.js';
 import { silentLogger, type Logger } from '../cell/logger.js';
 import type { Role, ServerFrame } from '../cell/protocol/frames.js';
-import { MemoryStore, type RangeQuery, type Store, type StoreOp } from '../cell/store/index.js';
+import { LevelStore, MemoryStore, StoreError, type RangeQuery, type Store, type StoreOp } from '../cell/store/index.js';
 
 const logLine =
   (level: string) =>
@@ -680,5 +680,61 @@ export class GatedStore implements Store {
 
   range(query: RangeQuery): Promise<Array<[key: string, value: string]>> {
     return this.inner.range(query);
+  }
+}
+
+/**
+ * A real LevelDB store (in `directory`) whose reads and writes can be made to fail on demand, as
+ * a failing disk would: the failures are StoreErrors, as LevelStore reports the I/O errors of
+ * LevelDB. `failReads` covers get, getMany (and its synchronous form) and range.
+ */
+export class FailingStore implements Store {
+  readonly level: LevelStore;
+  failReads = false;
+  failWrites = false;
+  /** Operations refused so far. */
+  failures = 0;
+
+  constructor(directory: string) {
+    this.level = new LevelStore({ directory });
+  }
+
+  open(): Promise<void> {
+    return this.level.open();
+  }
+
+  close(): Promise<void> {
+    return this.level.close();
+  }
+
+  get(key: string): Promise<string | undefined> {
+    return this.refuseRead('get') ?? this.level.get(key);
+  }
+
+  getMany(keys: readonly string[]): Promise<Array<string | undefined>> {
+    return this.refuseRead('getMany') ?? this.level.getMany(keys);
+  }
+
+  getManySync(keys: readonly string[]): Array<string | undefined> {
+    if (this.failReads) throw this.failure('getManySync');
+    return this.level.getManySync(keys);
+  }
+
+  range(query: RangeQuery): Promise<Array<[key: string, value: string]>> {
+    return this.refuseRead('range') ?? this.level.range(query);
+  }
+
+  write(ops: readonly StoreOp[]): Promise<void> {
+    if (this.failWrites) return Promise.reject(this.failure('write'));
+    return this.level.write(ops);
+  }
+
+  private refuseRead(operation: string): Promise<never> | undefined {
+    return this.failReads ? Promise.reject(this.failure(operation)) : undefined;
+  }
+
+  private failure(operation: string): StoreError {
+    this.failures++;
+    return new StoreError(`test LevelDB store: ${operation} failed`, { cause: new Error('EIO: i/o error (injected by the test)') });
   }
 }

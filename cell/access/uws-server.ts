@@ -7,6 +7,7 @@ import type { Logger } from '../logger.js';
 import type { DeviceConnection, DevicePort } from '../messaging/device.js';
 import type { CellMetrics } from '../metrics.js';
 import { CellError, ErrorCode, httpStatusOf, inBandRejectionCloseCodes } from '../protocol/errors.js';
+import { operatingErrorOf } from '../protocol/operating-errors.js';
 import { PROTOCOL_VERSION, SUBPROTOCOL_V1, parseConversationId } from '../protocol/frames.js';
 import { HttpCapacityBody, HttpCellList, HttpMoveBody, HttpHistoryQuery, HttpLocateQuery, HttpReadBody, HttpRouteQuery, HttpSendBody } from '../protocol/http.js';
 import type { Identity } from './tokens.js';
@@ -426,9 +427,13 @@ function writeError(res: uWS.HttpResponse, error: CellError, headers: Record<str
 }
 
 function asCellError(error: unknown, logger: Logger): CellError {
-  if (error instanceof CellError) return error;
-  logger.error({ err: error }, 'unexpected error in the access layer');
-  return new CellError(ErrorCode.Internal, 'internal error');
+  const cellError = operatingErrorOf(error);
+  if (cellError === undefined) {
+    logger.error({ err: error }, 'unexpected error in the access layer');
+    return new CellError(ErrorCode.Internal, 'internal error');
+  }
+  if (cellError !== error) logger.warn({ err: error }, 'the store failed; the request was answered STORE_UNAVAILABLE');
+  return cellError;
 }
 
 function statusText(status: number): string {

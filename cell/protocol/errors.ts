@@ -35,6 +35,8 @@ export const ErrorCode = {
   ForwardPending: 'FORWARD_PENDING',
   MoveInProgress: 'MOVE_IN_PROGRESS',
   MoveFailed: 'MOVE_FAILED',
+  /** A resend of a client message id with another body than the stored message's: the second body is not stored. */
+  IdempotencyConflict: 'IDEMPOTENCY_CONFLICT',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -68,6 +70,7 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   FORWARD_PENDING: 503,
   MOVE_IN_PROGRESS: 409,
   MOVE_FAILED: 502,
+  IDEMPOTENCY_CONFLICT: 409,
 };
 
 /** An operating error with a stable code: answered to the client, never a crash. */
