@@ -167,4 +167,30 @@ describe('the private network under a flood of silent connections', () => {
     expect(Math.min(...closedAfterMs.slice(2))).toBeGreaterThanOrEqual(1_000);
     expect(cell.unauthenticatedInbound().waiting).toBe(0);
   }, 20_000);
+
+  it('accepts a dialler with any accepted secret, dials with its own secret only, and refuses every other', async () => {
+    const [oldSecret, newSecret, otherSecret] = ['rotation-old-secret-0123456789abcdef', 'rotation-new-secret-0123456789abcdef', 'not-of-this-cluster-0123456789abcdef'];
+    const rotating = await startTransport({ clusterSecret: newSecret, acceptClusterSecrets: [oldSecret] });
+    const [oldCell, newCell, laterOldCell] = await Promise.all([
+      startTransport({ clusterSecret: oldSecret }),
+      startTransport({ clusterSecret: newSecret }),
+      startTransport({ clusterSecret: oldSecret, dialTimeoutMs: 1_000 }),
+    ]);
+    const stranger = await startTransport({ clusterSecret: otherSecret, dialTimeoutMs: 1_000 });
+    const echo = '/cellmesh/private-network-test/echo/1.0.0';
+    rotating.handle(echo, async (from, request) => new TextEncoder().encode(`${from}:${new TextDecoder().decode(request)}`));
+    const address = rotating.addresses()[0]!;
+
+    // In: both secrets of the rotation, and a request crosses each connection both ways intact.
+    for (const [cell, word] of [[oldCell!, 'old'], [newCell!, 'new']] as const) {
+      expect(await cell.dial(address)).toBe(rotating.self);
+      const answer = await cell.request(rotating.self, echo, new TextEncoder().encode(`hello with the ${word} secret`), { timeoutMs: 5_000 });
+      expect(new TextDecoder().decode(answer)).toBe(`${cell.self}:hello with the ${word} secret`);
+    }
+    await expect(stranger.dial(address)).rejects.toMatchObject({ code: 'PEER_UNREACHABLE' });
+
+    // Out: the rotating cell dials with its current secret, which a cell knowing only the old one refuses.
+    await expect(rotating.dial(laterOldCell!.addresses()[0]!)).rejects.toMatchObject({ code: 'PEER_UNREACHABLE' });
+    expect(rotating.connectedPeers().sort()).toEqual([oldCell!.self, newCell!.self].sort());
+  }, 20_000);
 });
