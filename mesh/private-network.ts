@@ -61,7 +61,7 @@ export class PrivateNetworkRefusedError extends Error {
 }
 
 /** The v1 swarm-key file `@libp2p/pnet` reads, holding a raw 32-byte network key. */
-export function swarmKeyFile(networkKey: Uint8Array): Uint8Array {
+function swarmKeyFile(networkKey: Uint8Array): Uint8Array {
   return new TextEncoder().encode(`/key/swarm/psk/1.0.0/\n/base16/\n${Buffer.from(networkKey).toString('hex')}`);
 }
 
