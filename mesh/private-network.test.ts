@@ -138,7 +138,7 @@ describe('the private network under a flood of silent connections', () => {
   }, 30_000);
 
   it('drops a silent connection after the handshake deadline, and the oldest first when the share is full', async () => {
-    const cell = await startTransport({ privateNetworkHandshakeTimeoutMs: 1_500, maxUnauthenticatedInbound: 3 });
+    const cell = await startTransport({ privateNetworkHandshakeTimeoutMs: 3_000, maxUnauthenticatedInbound: 3 });
     const port = portOf(cell);
     const closedAfterMs: number[] = [];
     const closedOrder: number[] = [];
@@ -164,7 +164,7 @@ describe('the private network under a flood of silent connections', () => {
     // Then the deadline ends the rest, although the sockets stay open on this side.
     await waitFor(() => closedOrder.length === 5, 'the deadline to close the rest', JOIN_BOUND_MS);
     expect(closedOrder.slice(2).sort()).toEqual([2, 3, 4]);
-    expect(Math.min(...closedAfterMs.slice(2))).toBeGreaterThanOrEqual(1_000);
+    expect(Math.min(...closedAfterMs.slice(2))).toBeGreaterThanOrEqual(2_000);
     expect(cell.unauthenticatedInbound().waiting).toBe(0);
   }, 20_000);
 
