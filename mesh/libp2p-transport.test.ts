@@ -75,7 +75,7 @@ describe('libp2p transport', () => {
   });
 
   it('refuses a node with another cluster secret: the dial rejects and no message crosses', async () => {
-    // A wrong secret can stall a handshake until the dial timeout (see dialTimeoutMs); keep it short.
+    // The other side refuses a wrong secret once the first bytes arrive; a short dial timeout bounds a regression.
     const [member, otherMember] = await startTransports(2, { dialTimeoutMs: 1_000 });
     const [stranger] = await startTransports(1, { clusterSecret: OTHER_SECRET, dialTimeoutMs: 1_000 });
     const network = await open([member!, otherMember!, stranger!]);

@@ -48,7 +48,7 @@ import { tcp } from '@libp2p/tcp';
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import { lpStream } from 'it-length-prefixed-stream';
 import { createLibp2p } from 'libp2p';
-import { ClusterPrivateNetwork, NETWORK_KEY_BYTES } from './private-network.js';
+import { ClusterPrivateNetwork } from './private-network.js';
 import {
   MeshTransportError,
   type MeshMessage,
@@ -120,8 +120,8 @@ export const LIBP2P_TRANSPORT_DEFAULTS = {
   /**
    * Inbound connections that have proven the secret and are still being upgraded (noise, yamux),
    * at most; libp2p's pending inbound limit is this plus maxUnauthenticatedInbound, so outsiders
-   * never take these slots. 16 is more than libp2p's whole default (10): 31 cells redialling one
-   * cell at once after a partition get in within a few rounds.
+   * never take these slots. 16 is more than libp2p's whole default (10), which cells redialling
+   * together after a partition already shared.
    */
   maxAuthenticatedPendingInbound: 16,
   /** The shortest cluster secret accepted: the secret is the cluster's only admission control. */
@@ -206,9 +206,7 @@ export function deriveNetworkKey(clusterSecret: string | Uint8Array): Uint8Array
         `${LIBP2P_TRANSPORT_DEFAULTS.minClusterSecretBytes} are required (use 32 random bytes, e.g. openssl rand -hex 32)`,
     );
   }
-  const key = createHash('sha256').update(PSK_DOMAIN_SEPARATOR).update(secretBytes).digest();
-  if (key.byteLength !== NETWORK_KEY_BYTES) throw new Error('sha-256 yields 32 bytes');
-  return new Uint8Array(key);
+  return new Uint8Array(createHash('sha256').update(PSK_DOMAIN_SEPARATOR).update(secretBytes).digest());
 }
 
 /**
@@ -616,7 +614,7 @@ export class Libp2pMeshTransport implements MeshTransport {
 
   /**
    * Inbound connections waiting to prove the cluster secret now, and how many such connections
-   * newer ones have evicted since the start (operators' and tests' view of a connection flood).
+   * newer ones have evicted since the start: how a connection flood looks from this cell.
    */
   unauthenticatedInbound(): { waiting: number; evicted: number } {
     return { waiting: this.privateNetwork.unauthenticatedInbound, evicted: this.privateNetwork.evictions };

@@ -34,7 +34,7 @@ import { preSharedKey } from '@libp2p/pnet';
 import xsalsa20 from 'xsalsa20';
 
 const NONCE_BYTES = 24;
-export const NETWORK_KEY_BYTES = 32;
+const NETWORK_KEY_BYTES = 32;
 /** multistream-select's header as the dialer writes it: varint length 19, then the protocol id. */
 const MULTISTREAM_HEADER = new Uint8Array([19, ...new TextEncoder().encode('/multistream/1.0.0\n')]);
 
