@@ -157,6 +157,8 @@ function startCellMesh(config: CellConfig, hosted: readonly HostedMerchant[], pa
       listenPort: mesh.listen.port,
       bootstrap: mesh.bootstrap,
       clusterSecret: mesh.clusterSecret,
+      acceptClusterSecrets: mesh.acceptClusterSecrets ?? [],
+      admission: mesh.admission,
       keyFile: mesh.keyFile,
       maxDevices: mesh.maxDevices,
       maxFrameBytes: config.limits.maxFrameBytes,

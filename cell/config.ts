@@ -102,6 +102,25 @@ export const MeshConfig = z.object({
    * node without it cannot even finish a connection. Keep it out of version control.
    */
   clusterSecret: z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`),
+  /**
+   * Further cluster secrets accepted from dialling cells, never used to dial: the other secret
+   * while the cluster secret is rotated cell by cell (docs/operations.md, "Rotating secrets").
+   */
+  acceptClusterSecrets: z
+    .array(z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`))
+    .max(4, 'a rotation needs one more secret; at most 4 are accepted')
+    .optional(),
+  /**
+   * Inbound libp2p connections that have not proven the cluster secret yet (docs/mesh.md,
+   * "Admission"): how long one may take to prove it (default 3000 ms) and how many may wait at
+   * once before the newest evicts the oldest (default 16).
+   */
+  admission: z
+    .object({
+      handshakeTimeoutMs: z.number().int().min(100).max(60_000).optional(),
+      maxUnauthenticatedInbound: z.number().int().min(1).max(1024).optional(),
+    })
+    .default({}),
   /** The cell's libp2p key (its identity in the cluster); default `<store directory>/mesh-peer.key`. */
   keyFile: z.string().optional(),
   /**

@@ -10,9 +10,14 @@
  * - `request` opens one libp2p stream per call: the caller writes one length-prefixed frame, the
  *   peer answers one length-prefixed frame whose first byte is a status (0 ok, 1 the handler
  *   failed, followed by its UTF-8 message).
- * - Only the cells that hold the cluster secret can connect: the pnet protector (xsalsa20 with a
- *   key derived from the secret) wraps every TCP connection before noise runs, so a node with
- *   another secret fails the noise handshake and never reaches identify, gossipsub or a handler.
+ * - Only the cells that hold the cluster secret can connect: the private network protector
+ *   (private-network.ts: pnet's xsalsa20 with a key derived from the secret) wraps every TCP
+ *   connection before noise runs, so a node with another secret is refused after its first
+ *   bytes and never reaches noise, identify, gossipsub or a handler. During a rotation a cell
+ *   accepts several secrets inbound and dials with one.
+ * - Outsiders cannot crowd cells out: inbound connections that have not proven the secret get a
+ *   short deadline and a bounded share of libp2p's pending inbound slots (the oldest go first),
+ *   and the rest of the slots are kept for connections that have proven it.
  *
  * What it deliberately leaves out: mDNS, the DHT, circuit relay, UPnP, AutoNAT and bootstrap
  * lists. Cells learn each other from configuration and the gossiped directory; libp2p itself
@@ -39,11 +44,11 @@ import {
   type Stream,
 } from '@libp2p/interface';
 import { peerIdFromString } from '@libp2p/peer-id';
-import { preSharedKey } from '@libp2p/pnet';
 import { tcp } from '@libp2p/tcp';
 import { multiaddr, type Multiaddr } from '@multiformats/multiaddr';
 import { lpStream } from 'it-length-prefixed-stream';
 import { createLibp2p } from 'libp2p';
+import { ClusterPrivateNetwork } from './private-network.js';
 import {
   MeshTransportError,
   type MeshMessage,
@@ -76,10 +81,8 @@ export const LIBP2P_TRANSPORT_DEFAULTS = {
   heartbeatIntervalMs: 700,
   /**
    * How long opening a connection may take (TCP, pnet, noise, yamux), dialling out or accepting
-   * in; libp2p's default is 10 s. It also bounds a request's connecting phase. With a wrong
-   * cluster secret the noise handshake reads pnet-garbled bytes: usually it fails at once, but
-   * when the garbage decodes as a plausible length prefix it waits for bytes that never come,
-   * until this timeout.
+   * in; libp2p's default is 10 s. It also bounds a request's connecting phase. A cell dialling
+   * a cell with another cluster secret is refused once its first bytes arrive there.
    */
   dialTimeoutMs: 5_000,
   /** Largest request body a peer accepts; larger requests are refused before the handler runs. */
@@ -102,8 +105,25 @@ export const LIBP2P_TRANSPORT_DEFAULTS = {
   inboundConnectionsPerHostPerSecond: 50,
   /** Bytes gossipsub may queue for one slow peer before it drops further RPCs to it. */
   maxOutboundBufferBytes: 16 * MEBIBYTE,
-  /** The pnet nonce exchange, the first thing on every connection, must finish within this. */
+  /**
+   * An inbound connection must prove the cluster secret within this (the nonce exchange and the
+   * dialer's first encrypted bytes: one and a half round trips); an outbound one must finish the
+   * nonce exchange within it.
+   */
   privateNetworkHandshakeTimeoutMs: 3_000,
+  /**
+   * Inbound connections that have not proven the cluster secret yet, at most; a new one evicts
+   * the oldest. An outsider can hold this many slots, never more, and only until newer
+   * connections (the next dial of a cell among them) push its connections out.
+   */
+  maxUnauthenticatedInbound: 16,
+  /**
+   * Inbound connections that have proven the secret and are still being upgraded (noise, yamux),
+   * at most; libp2p's pending inbound limit is this plus maxUnauthenticatedInbound, so outsiders
+   * never take these slots. 16 is more than libp2p's whole default (10), which cells redialling
+   * together after a partition already shared.
+   */
+  maxAuthenticatedPendingInbound: 16,
   /** The shortest cluster secret accepted: the secret is the cluster's only admission control. */
   minClusterSecretBytes: 16,
 } as const;
@@ -119,9 +139,16 @@ const silentTransportLogger: TransportLogger = { debug: () => {}, warn: () => {}
 export interface Libp2pTransportInit {
   /**
    * The secret shared by every cell of the cluster (at least 16 bytes, ideally 32 random bytes,
-   * e.g. `openssl rand -hex 32`). The pnet swarm key is derived from it; see `deriveSwarmKey`.
+   * e.g. `openssl rand -hex 32`). The private network key is derived from it; see `deriveNetworkKey`.
    */
   readonly clusterSecret: string | Uint8Array;
+  /**
+   * Further cluster secrets accepted from dialling cells (not used to dial): the other secret of
+   * a rotation (docs/operations.md). Same length rule as clusterSecret.
+   */
+  readonly acceptClusterSecrets?: readonly (string | Uint8Array)[];
+  readonly privateNetworkHandshakeTimeoutMs?: number;
+  readonly maxUnauthenticatedInbound?: number;
   /** The key behind the peer id; keep it in a file (`loadOrCreatePeerKey`) for a stable id. */
   readonly privateKey?: PrivateKey;
   readonly listenHost?: string;
@@ -162,17 +189,16 @@ interface Subscription {
 const PSK_DOMAIN_SEPARATOR = 'cellmesh/pnet-psk/v1\n';
 
 /**
- * Derives the pnet swarm key (the v1 PSK file format that `@libp2p/pnet` reads:
- * `/key/swarm/psk/1.0.0/`, `/base16/`, 64 hex digits) from the cluster secret.
+ * Derives the 32-byte private network key (pnet's pre-shared key) from a cluster secret.
  *
- * Why hashing a configured secret is defensible: the PSK must be 32 bytes that every cell agrees
+ * Why hashing a configured secret is defensible: the key must be 32 bytes that every cell agrees
  * on, and SHA-256 of a high-entropy secret is as good as 32 random bytes while letting operators
  * configure one string instead of distributing a key file. The domain separator keeps the key
  * distinct from any other use of the same secret (for example signing tokens). What hashing
  * cannot do is add entropy: a guessable secret can be tried offline against a captured
  * handshake, which is why short secrets are refused and 32 random bytes are recommended.
  */
-export function deriveSwarmKey(clusterSecret: string | Uint8Array): Uint8Array {
+export function deriveNetworkKey(clusterSecret: string | Uint8Array): Uint8Array {
   const secretBytes = typeof clusterSecret === 'string' ? Buffer.from(clusterSecret, 'utf8') : clusterSecret;
   if (secretBytes.byteLength < LIBP2P_TRANSPORT_DEFAULTS.minClusterSecretBytes) {
     throw new RangeError(
@@ -180,8 +206,7 @@ export function deriveSwarmKey(clusterSecret: string | Uint8Array): Uint8Array {
         `${LIBP2P_TRANSPORT_DEFAULTS.minClusterSecretBytes} are required (use 32 random bytes, e.g. openssl rand -hex 32)`,
     );
   }
-  const digest = createHash('sha256').update(PSK_DOMAIN_SEPARATOR).update(secretBytes).digest('hex');
-  return new TextEncoder().encode(`/key/swarm/psk/1.0.0/\n/base16/\n${digest}`);
+  return new Uint8Array(createHash('sha256').update(PSK_DOMAIN_SEPARATOR).update(secretBytes).digest());
 }
 
 /**
@@ -243,22 +268,27 @@ async function readKeyFile(keyPath: string): Promise<PrivateKey | undefined> {
 export async function createLibp2pTransport(init: Libp2pTransportInit): Promise<Libp2pMeshTransport> {
   const settings = resolveSettings(init);
   const blockedPeers = new Set<PeerId>();
+  const privateNetwork = new ClusterPrivateNetwork({
+    dialKey: deriveNetworkKey(init.clusterSecret),
+    acceptKeys: (init.acceptClusterSecrets ?? []).map((secret) => deriveNetworkKey(secret)),
+    handshakeTimeoutMs: settings.privateNetworkHandshakeTimeoutMs,
+    maxUnauthenticatedInbound: settings.maxUnauthenticatedInbound,
+  });
   const node: MeshNode = await createLibp2p({
     start: false,
     ...(init.privateKey === undefined ? {} : { privateKey: init.privateKey }),
     addresses: { listen: [listenAddress(settings.listenHost, settings.listenPort)] },
     transports: [tcp()],
-    connectionProtector: preSharedKey({
-      psk: deriveSwarmKey(init.clusterSecret),
-      timeout: settings.privateNetworkHandshakeTimeoutMs,
-    }),
+    connectionProtector: (components) => privateNetwork.protector(components),
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
-    connectionGater: blockingGater(blockedPeers),
+    connectionGater: blockingGater(blockedPeers, privateNetwork),
     connectionManager: {
       dialTimeout: settings.dialTimeoutMs,
-      // A handshake that stalls (a peer with another secret can stall it: see dialTimeoutMs) holds
-      // one of the few pending inbound slots; free it as soon as an outbound dial would give up.
+      // libp2p refuses inbound connections beyond this before the protector sees them: the
+      // protector keeps unauthenticated ones to their share, the rest is for proven cells.
+      maxIncomingPendingConnections: settings.maxUnauthenticatedInbound + settings.maxAuthenticatedPendingInbound,
+      // A proven cell whose upgrade stalls holds a pending slot; free it when a dial would give up.
       inboundUpgradeTimeout: settings.dialTimeoutMs,
       inboundConnectionThreshold: settings.inboundConnectionsPerHostPerSecond,
     },
@@ -283,7 +313,7 @@ export async function createLibp2pTransport(init: Libp2pTransportInit): Promise<
       }),
     },
   });
-  return new Libp2pMeshTransport(node, blockedPeers, settings, init.logger ?? silentTransportLogger);
+  return new Libp2pMeshTransport(node, blockedPeers, privateNetwork, settings, init.logger ?? silentTransportLogger);
 }
 
 function resolveSettings(init: Libp2pTransportInit): Settings {
@@ -301,6 +331,8 @@ function resolveSettings(init: Libp2pTransportInit): Settings {
     inboundRequestReadTimeoutMs: init.inboundRequestReadTimeoutMs ?? defaults.inboundRequestReadTimeoutMs,
     inboundConnectionsPerHostPerSecond:
       init.inboundConnectionsPerHostPerSecond ?? defaults.inboundConnectionsPerHostPerSecond,
+    privateNetworkHandshakeTimeoutMs: init.privateNetworkHandshakeTimeoutMs ?? defaults.privateNetworkHandshakeTimeoutMs,
+    maxUnauthenticatedInbound: init.maxUnauthenticatedInbound ?? defaults.maxUnauthenticatedInbound,
   };
   if (!Number.isInteger(settings.listenPort) || settings.listenPort < 0 || settings.listenPort > 65_535) {
     throw new RangeError(`listenPort must be an integer in 0..65535, got ${settings.listenPort}`);
@@ -315,12 +347,17 @@ function listenAddress(host: string, port: number): string {
 
 /**
  * The connection gater behind `blockPeers`: a blocked peer can neither be dialled nor connect in.
+ * It also tells the private network which connections are inbound (see private-network.ts).
  * Inbound connections are checked right after the noise handshake, the first point where the
  * remote's peer id is proven.
  */
-function blockingGater(blockedPeers: ReadonlySet<PeerId>): ConnectionGater {
+function blockingGater(blockedPeers: ReadonlySet<PeerId>, privateNetwork: ClusterPrivateNetwork): ConnectionGater {
   const isBlocked = (peer: Libp2pPeerId): boolean => blockedPeers.has(peer.toString());
   return {
+    denyInboundConnection: (connection) => {
+      privateNetwork.expectInbound(connection);
+      return false;
+    },
     denyDialPeer: isBlocked,
     denyDialMultiaddr: (address: Multiaddr) => {
       const peer = address.getPeerId();
@@ -438,6 +475,7 @@ export class Libp2pMeshTransport implements MeshTransport {
   constructor(
     private readonly node: MeshNode,
     private readonly blockedPeers: Set<PeerId>,
+    private readonly privateNetwork: ClusterPrivateNetwork,
     private readonly settings: Settings,
     private readonly logger: TransportLogger,
   ) {
@@ -572,6 +610,14 @@ export class Libp2pMeshTransport implements MeshTransport {
   async blockPeers(peers: readonly PeerId[]): Promise<void> {
     for (const peer of peers) this.blockedPeers.add(peer);
     await Promise.all(peers.map((peer) => this.hangUp(peer)));
+  }
+
+  /**
+   * Inbound connections waiting to prove the cluster secret now, and how many such connections
+   * newer ones have evicted since the start: how a connection flood looks from this cell.
+   */
+  unauthenticatedInbound(): { waiting: number; evicted: number } {
+    return { waiting: this.privateNetwork.unauthenticatedInbound, evicted: this.privateNetwork.evictions };
   }
 
   /** Lifts `blockPeers`; connections come back when either side dials again. */

@@ -19,7 +19,12 @@ export interface MeshNodeSettings {
   readonly listenHost: string;
   readonly listenPort: number;
   readonly bootstrap: readonly string[];
+  /** Dialled with and accepted. */
   readonly clusterSecret: string;
+  /** Also accepted from dialling cells during a rotation (docs/operations.md). */
+  readonly acceptClusterSecrets: readonly string[];
+  /** Admission of inbound connections that have not proven the secret; unset fields keep the transport's defaults. */
+  readonly admission: { readonly handshakeTimeoutMs?: number | undefined; readonly maxUnauthenticatedInbound?: number | undefined };
   /** Where the libp2p key lives; `<store directory>/mesh-peer.key` when the cell has one. */
   readonly keyFile: string | undefined;
   readonly maxDevices: number;
@@ -73,6 +78,9 @@ export async function startMeshNode(init: MeshNodeInit): Promise<MeshNode> {
   const privateKey = await loadOrCreatePeerKey(keyFileOf(init));
   const transport = await createLibp2pTransport({
     clusterSecret: settings.clusterSecret,
+    acceptClusterSecrets: settings.acceptClusterSecrets,
+    privateNetworkHandshakeTimeoutMs: settings.admission.handshakeTimeoutMs,
+    maxUnauthenticatedInbound: settings.admission.maxUnauthenticatedInbound,
     privateKey,
     listenHost: settings.listenHost,
     listenPort: settings.listenPort,
