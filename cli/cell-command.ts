@@ -1,5 +1,6 @@
 import { startCell } from '../cell/cell.js';
 import { ConfigError } from '../cell/config.js';
+import { CellStartError } from '../cell/start-errors.js';
 import { createLogger } from './logger.js';
 import { readConfigFile, resolveCellConfig, type CellOverrides } from './load-config.js';
 import { runUntilSignal } from './signals.js';
@@ -27,7 +28,17 @@ export async function runCellCommand(options: CellCommandOptions): Promise<void>
     throw error;
   }
   const logger = createLogger(config.log.level, `cell:${config.cell.id}`);
-  const cell = await startCell({ config, logger, processMetrics: true });
+  let cell;
+  try {
+    cell = await startCell({ config, logger, processMetrics: true });
+  } catch (error) {
+    // A busy port or a locked store is the operator's to fix: one line naming the setting.
+    if (error instanceof CellStartError) {
+      process.stderr.write(`cellmesh cell: ${error.message}\n`);
+      process.exit(2);
+    }
+    throw error;
+  }
   process.stdout.write(`${JSON.stringify({ event: 'listening', cell: cell.cellId, host: config.listen.host, port: cell.port })}\n`);
   await runUntilSignal(() => cell.stop(), config.shutdownGraceSeconds * 1000, logger);
 }

@@ -117,10 +117,14 @@ export class AccessServer {
     this.routeHttp();
   }
 
+  /**
+   * Listens without SO_REUSEPORT: a second cell started on a busy port must fail, not share it
+   * with the first and get a share of its devices from the kernel.
+   */
   async listen(): Promise<number> {
     const { host, port } = this.options;
     await new Promise<void>((resolve, reject) => {
-      this.app.listen(host, port, (socket) => {
+      listenExclusively(this.app, host, port, (socket) => {
         if (socket === false) {
           reject(new Error(`cannot listen on ${host}:${port} (in use or not permitted)`));
           return;
@@ -503,6 +507,14 @@ function listParameter(query: URLSearchParams, name: string): string[] | undefin
 }
 
 /** Compares secrets without leaking through timing how much of a guess was right. */
+/** uWS's exclusive-port option; its typings declare it only for the listen form without a host. */
+const LIBUS_LISTEN_EXCLUSIVE_PORT = (uWS as unknown as { LIBUS_LISTEN_EXCLUSIVE_PORT: number }).LIBUS_LISTEN_EXCLUSIVE_PORT;
+
+function listenExclusively(app: uWS.TemplatedApp, host: string, port: number, callback: (socket: uWS.us_listen_socket | false) => void): void {
+  const listen = app.listen.bind(app) as unknown as (host: string, port: number, options: number, callback: (socket: uWS.us_listen_socket | false) => void) => void;
+  listen(host, port, LIBUS_LISTEN_EXCLUSIVE_PORT, callback);
+}
+
 function constantTimeEquals(given: string, expected: string): boolean {
   const left = Buffer.from(given);
   const right = Buffer.from(expected);
