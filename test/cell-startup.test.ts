@@ -1,13 +1,14 @@
 /**
- * What `node bin/cellmesh.js cell` does when it cannot or must not start (issue 15, items 11
- * and 13): one line on stderr that names the setting to change, exit code 2, never a stack
+ * What `node bin/cellmesh.js cell` does when it cannot or must not start (issue 15, items 11,
+ * 12 and 13): one line on stderr that names the setting to change, exit code 2, never a stack
  * trace, and never a second cell sharing a port with the first.
  */
 import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
-import { CLUSTER_SECRET, Cleanup, REPO_ROOT, SECRET, freePort, httpRequest, killChildCell, startChildCell } from './harness.js';
+import { DEMO_ADMIN_TOKEN, DEMO_TENANT_SECRET } from '../cli/demo-cluster.js';
+import { ADMIN_TOKEN, CLUSTER_SECRET, Cleanup, REPO_ROOT, SECRET, freePort, httpRequest, killChildCell, startChildCell } from './harness.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -111,5 +112,39 @@ describe('a cell that cannot start says why in one line and exits 2', () => {
     const config = cellConfig(await cleanup.tempDir(), await freePort());
     const ended = await runCell(configDir, { ...config, listen: { host: '127.0.0.1', prot: 7401 } });
     expectOneLineRefusal(ended, /^cellmesh cell: invalid cell config: listen\.prot is not a setting; did you mean listen\.port\?$/);
+  });
+});
+
+describe('a cell refuses guessable secrets outside local experiments', () => {
+  test('the demo\'s published tenant secret is refused, naming the setting', async () => {
+    const configDir = await cleanup.tempDir();
+    const config = cellConfig(await cleanup.tempDir(), await freePort(), { tenants: [{ id: 'mall', secret: DEMO_TENANT_SECRET }] });
+    const ended = await runCell(configDir, config);
+    expectOneLineRefusal(ended, /^cellmesh cell: tenants\[0\]\.secret is a published demo value: anyone can use it; set secrets of your own, or pass --insecure-allow-weak-secrets/);
+  });
+
+  test('the demo admin token and a run of one character are refused together, one line each', async () => {
+    const configDir = await cleanup.tempDir();
+    const config = cellConfig(await cleanup.tempDir(), await freePort(), {
+      cell: { id: 'weak-cell' },
+      admin: { token: DEMO_ADMIN_TOKEN },
+      mesh: { listen: { host: '127.0.0.1', port: await freePort() }, clusterSecret: 'a'.repeat(32) },
+    });
+    const ended = await runCell(configDir, config);
+    expect(ended.code, ended.stderr).toBe(2);
+    expect(ended.stderr.trimEnd().split('\n')).toEqual([
+      'cellmesh cell: guessable secrets (set secrets of your own, or pass --insecure-allow-weak-secrets for a local experiment):',
+      '  mesh.clusterSecret has fewer than 8 different characters',
+      '  admin.token is a published demo value: anyone can use it',
+    ]);
+  });
+
+  test('--insecure-allow-weak-secrets lets a local experiment start with them', async () => {
+    const configDir = await cleanup.tempDir();
+    const config = cellConfig(await cleanup.tempDir(), await freePort(), { tenants: [{ id: 'mall', secret: DEMO_TENANT_SECRET }], admin: { token: ADMIN_TOKEN } });
+    const ended = await runCell(configDir, config, ['--insecure-allow-weak-secrets']);
+    // runCell kills a cell that starts listening: exit code null, the listening line printed.
+    expect(ended.code, ended.stderr).toBeNull();
+    expect(ended.stdout).toContain('"event":"listening"');
   });
 });
