@@ -108,7 +108,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     host: config.listen.host,
     port: config.listen.port,
     isReady: () => ready && !core.isDraining,
-    ...(config.admin.token === undefined ? {} : { adminToken: config.admin.token }),
+    adminTokens: config.admin.token === undefined ? [] : [config.admin.token, ...config.admin.acceptTokens],
     get cluster() {
       return cluster;
     },

@@ -78,6 +78,14 @@ describe('parseCellConfig: addresses and combinations', () => {
   });
 });
 
+describe('parseCellConfig: admin tokens', () => {
+  it('accepts further tokens during a rotation, only beside admin.token', () => {
+    expect(parseCellConfig({ ...minimal(), admin: { token: SECRET, acceptTokens: [`${SECRET}-new`] } }).admin).toEqual({ token: SECRET, acceptTokens: [`${SECRET}-new`] });
+    expect(refusal({ ...minimal(), admin: { acceptTokens: [`${SECRET}-new`] } })).toMatch(/^invalid cell config: admin\.acceptTokens: tokens accepted during a rotation need admin\.token/);
+    expect(refusal({ ...minimal(), admin: { token: SECRET, acceptTokens: ['short'] } })).toBe('invalid cell config: admin.acceptTokens[0]: must be at least 32 characters');
+  });
+});
+
 describe('nearestKey', () => {
   it('allows about one edit per three characters, swaps counting as one', () => {
     expect(nearestKey('prot', ['host', 'port'])).toBe('port');

@@ -152,8 +152,12 @@ const CellConfigShape = strict({
   /** Seconds SIGTERM waits for writes and sockets before exiting anyway. */
   shutdownGraceSeconds: z.number().positive().default(10),
   mesh: MeshConfig.optional(),
-  /** The admin API (`/v1/admin/...`, docs/operations.md) answers only to this bearer token; off without one. */
-  admin: strict({ token: z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`).optional() }).default({}),
+  admin: strict({
+    /** The admin API (`/v1/admin/...`, docs/operations.md) answers only to this bearer token; off without one. */
+    token: z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`).optional(),
+    /** Further tokens the admin API answers to while the token is rotated (docs/operations.md, "Rotating secrets"). */
+    acceptTokens: z.array(z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`)).max(4, 'a rotation needs one more token, not a list').default([]),
+  }).default({ acceptTokens: [] }),
   log: strict({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info') }).default({ level: 'info' }),
 });
 
@@ -161,6 +165,9 @@ const CellConfigShape = strict({
 const CLUSTER_CELL_ID = /^[a-z0-9][a-z0-9-]{0,63}$/;
 
 export const CellConfig = CellConfigShape.superRefine((config, context) => {
+  if (config.admin.acceptTokens.length > 0 && config.admin.token === undefined) {
+    context.addIssue({ code: 'custom', path: ['admin', 'acceptTokens'], message: 'tokens accepted during a rotation need admin.token, the one the API is meant to answer to' });
+  }
   if (config.mesh === undefined) return;
   if (!CLUSTER_CELL_ID.test(config.cell.id)) {
     context.addIssue({ code: 'custom', path: ['cell', 'id'], message: 'a cell in a mesh needs an id of lowercase letters, digits and dashes (at most 64, not starting with a dash)' });

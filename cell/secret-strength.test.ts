@@ -31,14 +31,21 @@ describe('weakSecretProblems', () => {
 });
 
 describe('secretSettingsOf', () => {
-  it('lists every tenant secret, the cluster secret and the admin token by path', () => {
+  it('lists every tenant secret, the cluster secret and the admin tokens by path', () => {
     const config = parseCellConfig({
       cell: { id: 'cell-a' },
       store: { kind: 'level', directory: '/tmp/x' },
       tenants: [{ id: 'mall', secret: STRONG }, { id: 'market', secrets: [{ kid: 'k1', secret: `${STRONG}-2` }, { kid: 'k2', secret: `${STRONG}-3` }] }],
       mesh: { clusterSecret: `${STRONG}-c` },
-      admin: { token: `${STRONG}-a` },
+      admin: { token: `${STRONG}-a`, acceptTokens: [`${STRONG}-b`] },
     });
-    expect(secretSettingsOf(config).map(({ path }) => path)).toEqual(['tenants[0].secret', 'tenants[1].secrets[0].secret', 'tenants[1].secrets[1].secret', 'mesh.clusterSecret', 'admin.token']);
+    expect(secretSettingsOf(config).map(({ path }) => path)).toEqual([
+      'tenants[0].secret',
+      'tenants[1].secrets[0].secret',
+      'tenants[1].secrets[1].secret',
+      'mesh.clusterSecret',
+      'admin.token',
+      'admin.acceptTokens[0]',
+    ]);
   });
 });

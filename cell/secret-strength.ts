@@ -16,6 +16,7 @@ export function secretSettingsOf(config: CellConfig): SecretSetting[] {
     ...config.tenants.flatMap((tenant, index) => (tenant.secrets ?? []).map((entry, position) => ({ path: `tenants[${index}].secrets[${position}].secret`, value: entry.secret }))),
     ...(config.mesh === undefined ? [] : [{ path: 'mesh.clusterSecret', value: config.mesh.clusterSecret }]),
     ...(config.admin.token === undefined ? [] : [{ path: 'admin.token', value: config.admin.token }]),
+    ...config.admin.acceptTokens.map((value, index) => ({ path: `admin.acceptTokens[${index}]`, value })),
   ];
 }
 

@@ -22,8 +22,11 @@ export interface AccessServerOptions {
   isReady: () => boolean;
   /** The cluster API of a cell in a mesh; a standalone cell answers MESH_DISABLED. */
   cluster?: ClusterApi;
-  /** Bearer token of the admin API (`/v1/admin/...`); without one the admin API refuses everything. */
-  adminToken?: string;
+  /**
+   * Bearer tokens of the admin API (`/v1/admin/...`): the configured one and any accepted during
+   * a rotation. Empty: the admin API refuses everything.
+   */
+  adminTokens: readonly string[];
 }
 
 /**
@@ -347,9 +350,9 @@ export class AccessServer {
   /** A JSON endpoint of the admin API: needs the configured admin token. */
   private handleAdmin(method: 'get' | 'post', pattern: string, handler: (cluster: ClusterApi, request: HttpRequestData) => Promise<{ status: number; body: unknown }>): void {
     this.handleJson(method, pattern, (request, token) => {
-      const { adminToken, cluster } = this.options;
-      if (adminToken === undefined || !constantTimeEquals(token, adminToken)) {
-        throw new CellError(ErrorCode.AdminForbidden, adminToken === undefined ? 'the admin API is disabled: set admin.token in the config' : 'missing or wrong admin token');
+      const { adminTokens, cluster } = this.options;
+      if (!matchesAny(token, adminTokens)) {
+        throw new CellError(ErrorCode.AdminForbidden, adminTokens.length === 0 ? 'the admin API is disabled: set admin.token in the config' : 'missing or wrong admin token');
       }
       if (cluster === undefined) throw new CellError(ErrorCode.MeshDisabled, 'this cell runs standalone (no mesh section in its config)');
       return handler(cluster, request);
@@ -513,6 +516,13 @@ const LIBUS_LISTEN_EXCLUSIVE_PORT = (uWS as unknown as { LIBUS_LISTEN_EXCLUSIVE_
 function listenExclusively(app: uWS.TemplatedApp, host: string, port: number, callback: (socket: uWS.us_listen_socket | false) => void): void {
   const listen = app.listen.bind(app) as unknown as (host: string, port: number, options: number, callback: (socket: uWS.us_listen_socket | false) => void) => void;
   listen(host, port, LIBUS_LISTEN_EXCLUSIVE_PORT, callback);
+}
+
+/** Compares with every token, so the time taken does not tell which one (if any) came close. */
+function matchesAny(given: string, tokens: readonly string[]): boolean {
+  let matched = false;
+  for (const token of tokens) matched = constantTimeEquals(given, token) || matched;
+  return matched;
 }
 
 function constantTimeEquals(given: string, expected: string): boolean {
