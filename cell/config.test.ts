@@ -69,6 +69,12 @@ describe('parseCellConfig: addresses and combinations', () => {
     expect(refusal({ ...withMesh(), mesh: { clusterSecret: SECRET, listen: { host: ' ' } } })).toMatch(/^invalid cell config: mesh\.listen\.host: must be an address/);
   });
 
+  it('refuses a bootstrap address that is no multiaddr, naming it by index', () => {
+    expect(refusal({ ...withMesh(), mesh: { clusterSecret: SECRET, bootstrap: ['/ip4/127.0.0.1/tcp/7500', '/ip4/abc/tcp/7500'] } })).toBe(
+      'invalid cell config: mesh.bootstrap[1]: must be a multiaddr such as /ip4/127.0.0.1/tcp/7500/p2p/<peer id>',
+    );
+  });
+
   it('refuses a memory store in a mesh, naming store.kind', () => {
     expect(refusal({ ...withMesh(), store: { kind: 'memory' } })).toMatch(/^invalid cell config: store\.kind: a cell in a mesh needs the level store/);
   });

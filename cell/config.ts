@@ -1,3 +1,4 @@
+import { multiaddr } from '@multiformats/multiaddr';
 import { z } from 'zod';
 import { IDENTIFIER_PATTERN } from './protocol/frames.js';
 import { MIN_SECRET_BYTES } from './access/tokens.js';
@@ -12,6 +13,16 @@ const strict = z.strictObject;
 
 /** An address to listen on: an empty one would make the OS pick every interface. */
 const listenHost = z.string().regex(/^\S+$/, 'must be an address such as 127.0.0.1 (0.0.0.0 for every interface), not empty');
+
+/** A typo in a bootstrap address would leave the cell alone in a cluster of its own: parse it now. */
+function isMultiaddr(address: string): boolean {
+  try {
+    multiaddr(address);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 const identifier = z.string().regex(IDENTIFIER_PATTERN, 'must be 1-64 characters of [A-Za-z0-9_.-]');
 
@@ -103,7 +114,7 @@ export const MeshConfig = strict({
     port: z.number().int().min(0).max(65535).default(7500),
   }).default({ host: '127.0.0.1', port: 7500 }),
   /** libp2p addresses of any cells of the cluster (`/ip4/…/tcp/…/p2p/…`); empty for the first cell. */
-  bootstrap: z.array(z.string().startsWith('/', 'must be a multiaddr such as /ip4/127.0.0.1/tcp/7500/p2p/<peer id>')).default([]),
+  bootstrap: z.array(z.string().refine(isMultiaddr, 'must be a multiaddr such as /ip4/127.0.0.1/tcp/7500/p2p/<peer id>')).default([]),
   /**
    * Shared by every cell of the cluster: the libp2p private-network key derives from it, so a
    * node without it cannot even finish a connection. Keep it out of version control.
