@@ -10,7 +10,8 @@ import type { Logger } from './logger.js';
 import { MerchantClaimsStore, meshMerchantClaims, tenantsHosting, type HostedMerchant } from './merchant-claims.js';
 import { MerchantMover } from './merchant-move.js';
 import { CellMetrics } from './metrics.js';
-import { LevelStore, MemoryStore, type Store } from './store/index.js';
+import { CellStartError, listenStartError } from './start-errors.js';
+import { LevelStore, MemoryStore, isLockedByAnotherProcess, type Store } from './store/index.js';
 
 export interface StartCellOptions {
   config: CellConfig;
@@ -45,13 +46,37 @@ function storeFromConfig(config: CellConfig): Store {
     : new MemoryStore();
 }
 
+/**
+ * Opens the store; a LevelDB directory that cannot be opened (held by another cell, not
+ * writable) is a CellStartError naming store.directory, not a stack trace.
+ */
+async function openStore(config: CellConfig, store: Store): Promise<void> {
+  try {
+    await store.open();
+  } catch (error) {
+    if (config.store.kind !== 'level') throw error;
+    const { directory } = config.store;
+    if (isLockedByAnotherProcess(error)) {
+      throw new CellStartError('store.directory', `${directory} is locked by another process (another cell uses this directory)`, { cause: error });
+    }
+    throw new CellStartError('store.directory', `cannot open the LevelDB store at ${directory}: ${deepestMessage(error)}`, { cause: error });
+  }
+}
+
+/** The message of the innermost cause: the OS's or LevelDB's own words. */
+function deepestMessage(error: unknown): string {
+  let current = error;
+  for (let depth = 0; depth < 8 && current instanceof Error && current.cause instanceof Error; depth++) current = current.cause;
+  return current instanceof Error ? current.message : String(current);
+}
+
 /** Production wiring of one cell: uWS access, the configured store, the system clock. */
 export async function startCell(options: StartCellOptions): Promise<RunningCell> {
   const { config, logger } = options;
   const store = options.store ?? storeFromConfig(config);
   const metrics = new CellMetrics();
   if (options.processMetrics === true) metrics.collectProcessMetrics();
-  await store.open();
+  await openStore(config, store);
   const clock = options.clock ?? new SystemClock();
   const random = options.random ?? new SystemRandom();
   // In a cluster, moves may have changed what this cell hosts since its config was written.
@@ -83,16 +108,21 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     host: config.listen.host,
     port: config.listen.port,
     isReady: () => ready && !core.isDraining,
-    ...(config.admin.token === undefined ? {} : { adminToken: config.admin.token }),
+    adminTokens: config.admin.token === undefined ? [] : [config.admin.token, ...config.admin.acceptTokens],
     get cluster() {
       return cluster;
     },
   });
   let port: number;
   try {
-    port = await access.listen();
+    port = await access.listen().catch(async (error: unknown) => {
+      throw await listenStartError({ host: 'listen.host', port: 'listen.port' }, config.listen.host, config.listen.port, error);
+    });
     if (config.mesh !== undefined) {
-      meshNode = await startCellMesh(config, hosted, { store, clock, random, logger, metrics, core, port });
+      const meshListen = config.mesh.listen;
+      meshNode = await startCellMesh(config, hosted, { store, clock, random, logger, metrics, core, port }).catch(async (error: unknown) => {
+        throw await listenStartError({ host: 'mesh.listen.host', port: 'mesh.listen.port' }, meshListen.host, meshListen.port, error);
+      });
       const { mesh, location, outbox, inbox, transport } = meshNode;
       const clusterPort = createClusterPort({ cellId: config.cell.id, directory: mesh.directory, location, outbox, inbox, transport });
       // From here on, conversations of merchants homed on other cells are served cross-cell.

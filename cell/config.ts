@@ -1,49 +1,69 @@
+import { multiaddr } from '@multiformats/multiaddr';
 import { z } from 'zod';
 import { IDENTIFIER_PATTERN } from './protocol/frames.js';
 import { MIN_SECRET_BYTES } from './access/tokens.js';
+import { configIssueLines } from './config-issues.js';
+import { LAN_MEMBERSHIP_OPTIONS, membershipOptions, type MembershipOptions } from '../mesh/membership-config.js';
+
+/**
+ * Every object of the config is strict: an unknown key is almost always a typo (`listen.prot`,
+ * a top-level `stroe`) that would otherwise silently leave the default in force.
+ */
+const strict = z.strictObject;
+
+/** An address to listen on: an empty one would make the OS pick every interface. */
+const listenHost = z.string().regex(/^\S+$/, 'must be an address such as 127.0.0.1 (0.0.0.0 for every interface), not empty');
+
+/** A typo in a bootstrap address would leave the cell alone in a cluster of its own: parse it now. */
+function isMultiaddr(address: string): boolean {
+  try {
+    multiaddr(address);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 const identifier = z.string().regex(IDENTIFIER_PATTERN, 'must be 1-64 characters of [A-Za-z0-9_.-]');
 
-export const MerchantConfig = z.object({
+export const MerchantConfig = strict({
   id: identifier,
   name: z.string().max(200).optional(),
 });
 
 const tenantSecret = z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`);
 
-export const TenantConfig = z
-  .object({
-    id: identifier,
-    /** HS256 secret that signs this tenant's tokens (tokens without `kid`). */
-    secret: tenantSecret.optional(),
-    /**
-     * Instead of `secret`: one or two secrets named by `kid`, which tokens carry in their header.
-     * Two during a rotation (docs/operations.md, "Rotating secrets"); tokens without `kid` are
-     * checked against both.
-     */
-    secrets: z
-      .array(z.object({ kid: identifier, secret: tenantSecret }))
-      .min(1, 'needs at least one secret')
-      .max(2, 'holds at most two secrets: the current one and the one being rotated in or out')
-      .optional(),
-    /**
-     * Browser origins allowed to open WebSockets, matched exactly. Requests without an Origin
-     * header (native apps, servers) are allowed; browsers always send one.
-     */
-    origins: z.array(z.string().url()).default([]),
-    merchants: z.array(MerchantConfig).default([]),
-  })
-  .superRefine((tenant, context) => {
-    if ((tenant.secret === undefined) === (tenant.secrets === undefined)) {
-      context.addIssue({ code: 'custom', path: ['secret'], message: 'give exactly one of secret (a single secret) and secrets (secrets named by kid)' });
-    }
-    const kids = tenant.secrets?.map((entry) => entry.kid) ?? [];
-    if (new Set(kids).size !== kids.length) {
-      context.addIssue({ code: 'custom', path: ['secrets'], message: `every secret needs its own kid (${kids.join(', ')})` });
-    }
-  });
+export const TenantConfig = strict({
+  id: identifier,
+  /** HS256 secret that signs this tenant's tokens (tokens without `kid`). */
+  secret: tenantSecret.optional(),
+  /**
+   * Instead of `secret`: one or two secrets named by `kid`, which tokens carry in their header.
+   * Two during a rotation (docs/operations.md, "Rotating secrets"); tokens without `kid` are
+   * checked against both.
+   */
+  secrets: z
+    .array(strict({ kid: identifier, secret: tenantSecret }))
+    .min(1, 'needs at least one secret')
+    .max(2, 'holds at most two secrets: the current one and the one being rotated in or out')
+    .optional(),
+  /**
+   * Browser origins allowed to open WebSockets, matched exactly. Requests without an Origin
+   * header (native apps, servers) are allowed; browsers always send one.
+   */
+  origins: z.array(z.string().url()).default([]),
+  merchants: z.array(MerchantConfig).default([]),
+}).superRefine((tenant, context) => {
+  if ((tenant.secret === undefined) === (tenant.secrets === undefined)) {
+    context.addIssue({ code: 'custom', path: ['secret'], message: 'give exactly one of secret (a single secret) and secrets (secrets named by kid)' });
+  }
+  const kids = tenant.secrets?.map((entry) => entry.kid) ?? [];
+  if (new Set(kids).size !== kids.length) {
+    context.addIssue({ code: 'custom', path: ['secrets'], message: `every secret needs its own kid (${kids.join(', ')})` });
+  }
+});
 
-export const LimitsConfig = z.object({
+export const LimitsConfig = strict({
   /** Largest frame a client may send, in bytes; larger ones get PAYLOAD_TOO_LARGE. */
   maxFrameBytes: z.number().int().min(1024).default(64 * 1024),
   /** Frames per second a connection may send on average (every op but `ack`)... */
@@ -87,16 +107,14 @@ export const LimitsConfig = z.object({
  * The cell's membership in a cluster. Absent: a standalone cell. Present: the cell runs a
  * libp2p node, joins through `bootstrap` and gossips its record (docs/mesh.md).
  */
-export const MeshConfig = z.object({
+export const MeshConfig = strict({
   /** Where the libp2p node listens; loopback by default, like the cell's own port. */
-  listen: z
-    .object({
-      host: z.string().default('127.0.0.1'),
-      port: z.number().int().min(0).max(65535).default(7500),
-    })
-    .default({ host: '127.0.0.1', port: 7500 }),
+  listen: strict({
+    host: listenHost.default('127.0.0.1'),
+    port: z.number().int().min(0).max(65535).default(7500),
+  }).default({ host: '127.0.0.1', port: 7500 }),
   /** libp2p addresses of any cells of the cluster (`/ip4/…/tcp/…/p2p/…`); empty for the first cell. */
-  bootstrap: z.array(z.string().startsWith('/', 'must be a multiaddr such as /ip4/127.0.0.1/tcp/7500/p2p/<peer id>')).default([]),
+  bootstrap: z.array(z.string().refine(isMultiaddr, 'must be a multiaddr such as /ip4/127.0.0.1/tcp/7500/p2p/<peer id>')).default([]),
   /**
    * Shared by every cell of the cluster: the libp2p private-network key derives from it, so a
    * node without it cannot even finish a connection. Keep it out of version control.
@@ -115,37 +133,35 @@ export const MeshConfig = z.object({
    * "Admission"): how long one may take to prove it (default 3000 ms) and how many may wait at
    * once before the newest evicts the oldest (default 16).
    */
-  admission: z
-    .object({
+  admission: strict({
       handshakeTimeoutMs: z.number().int().min(100).max(60_000).optional(),
       maxUnauthenticatedInbound: z.number().int().min(1).max(1024).optional(),
-    })
-    .default({}),
+    }).default({}),
   /** The cell's libp2p key (its identity in the cluster); default `<store directory>/mesh-peer.key`. */
   keyFile: z.string().optional(),
   /**
    * URLs other cells and routers hand to devices for this cell. Default: the listen address
    * (right on one machine; pods set their own address).
    */
-  advertise: z.object({ ws: z.string().url().optional(), http: z.string().url().optional() }).default({}),
+  advertise: strict({ ws: z.string().url().optional(), http: z.string().url().optional() }).default({}),
   /** Devices this cell is sized for; gossiped with its load so routers can balance. */
   maxDevices: z.number().int().positive().default(100_000),
   /** Timing overrides of the failure detector and anti-entropy (docs/mesh.md lists the defaults). */
-  timings: z.record(z.string(), z.number().int().positive()).default({}),
+  timings: strict(
+    Object.fromEntries(Object.keys(LAN_MEMBERSHIP_OPTIONS).map((name) => [name, z.number().nonnegative().optional()])) as Record<keyof MembershipOptions, z.ZodOptional<z.ZodNumber>>,
+  ).default({}),
 });
 
-const CellConfigShape = z.object({
-  cell: z.object({ id: identifier.default('cell-1') }).default({ id: 'cell-1' }),
-  listen: z
-    .object({
-      /** Loopback by default: exposing a cell is a deliberate choice (pods set their own address). */
-      host: z.string().default('127.0.0.1'),
-      port: z.number().int().min(0).max(65535).default(7400),
-    })
-    .default({ host: '127.0.0.1', port: 7400 }),
+const CellConfigShape = strict({
+  cell: strict({ id: identifier.default('cell-1') }).default({ id: 'cell-1' }),
+  listen: strict({
+    /** Loopback by default: exposing a cell is a deliberate choice (pods set their own address). */
+    host: listenHost.default('127.0.0.1'),
+    port: z.number().int().min(0).max(65535).default(7400),
+  }).default({ host: '127.0.0.1', port: 7400 }),
   store: z
     .discriminatedUnion('kind', [
-      z.object({
+      strict({
         kind: z.literal('level'),
         directory: z.string().default('./data/cell-1'),
         /** fsync every group-committed batch; turning it off survives kill -9 but not power loss. */
@@ -156,7 +172,7 @@ const CellConfigShape = z.object({
          */
         minFlushIntervalMs: z.number().min(0).max(100).default(0),
       }),
-      z.object({ kind: z.literal('memory') }),
+      strict({ kind: z.literal('memory') }),
     ])
     .default({ kind: 'level', directory: './data/cell-1', sync: true, minFlushIntervalMs: 0 }),
   tenants: z.array(TenantConfig).min(1, 'at least one tenant is needed'),
@@ -164,17 +180,36 @@ const CellConfigShape = z.object({
   /** Seconds SIGTERM waits for writes and sockets before exiting anyway. */
   shutdownGraceSeconds: z.number().positive().default(10),
   mesh: MeshConfig.optional(),
-  /** The admin API (`/v1/admin/...`, docs/operations.md) answers only to this bearer token; off without one. */
-  admin: z.object({ token: z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`).optional() }).default({}),
-  log: z.object({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info') }).default({ level: 'info' }),
+  admin: strict({
+    /** The admin API (`/v1/admin/...`, docs/operations.md) answers only to this bearer token; off without one. */
+    token: z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`).optional(),
+    /** Further tokens the admin API answers to while the token is rotated (docs/operations.md, "Rotating secrets"). */
+    acceptTokens: z.array(z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`)).max(4, 'a rotation needs one more token, not a list').default([]),
+  }).default({ acceptTokens: [] }),
+  log: strict({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info') }).default({ level: 'info' }),
 });
 
 /** A cell of a cluster is named in other cells' directories, whose ids are lowercase DNS-like labels. */
 const CLUSTER_CELL_ID = /^[a-z0-9][a-z0-9-]{0,63}$/;
 
 export const CellConfig = CellConfigShape.superRefine((config, context) => {
-  if (config.mesh !== undefined && !CLUSTER_CELL_ID.test(config.cell.id)) {
+  if (config.admin.acceptTokens.length > 0 && config.admin.token === undefined) {
+    context.addIssue({ code: 'custom', path: ['admin', 'acceptTokens'], message: 'tokens accepted during a rotation need admin.token, the one the API is meant to answer to' });
+  }
+  if (config.mesh === undefined) return;
+  if (!CLUSTER_CELL_ID.test(config.cell.id)) {
     context.addIssue({ code: 'custom', path: ['cell', 'id'], message: 'a cell in a mesh needs an id of lowercase letters, digits and dashes (at most 64, not starting with a dash)' });
+  }
+  if (config.store.kind === 'memory') {
+    // The outbox, the merchant claims and the mesh key must survive a restart, or the cluster
+    // loses cross-cell messages and sees the cell come back as a stranger.
+    context.addIssue({ code: 'custom', path: ['store', 'kind'], message: 'a cell in a mesh needs the level store (memory keeps no outbox or mesh key across a restart)' });
+  }
+  try {
+    membershipOptions(config.mesh.timings);
+  } catch (error) {
+    if (!(error instanceof RangeError)) throw error;
+    context.addIssue({ code: 'custom', path: ['mesh', 'timings'], message: error.message });
   }
 });
 
@@ -187,8 +222,8 @@ export type MeshConfig = z.infer<typeof MeshConfig>;
 export function parseCellConfig(raw: unknown): CellConfig {
   const result = CellConfig.safeParse(raw);
   if (!result.success) {
-    const lines = result.error.issues.map((issue) => `  ${issue.path.join('.') || '(root)'}: ${issue.message}`);
-    throw new ConfigError(`invalid cell config:\n${lines.join('\n')}`);
+    const lines = configIssueLines(CellConfig, raw, result.error.issues);
+    throw new ConfigError(lines.length === 1 ? `invalid cell config: ${lines[0]}` : `invalid cell config:\n${lines.map((line) => `  ${line}`).join('\n')}`);
   }
   return result.data;
 }

@@ -103,7 +103,8 @@ export function spawnDemoCell(dataDir: string, cell: DemoCell, options: { detach
   mkdirSync(join(dataDir, 'logs'), { recursive: true });
   mkdirSync(join(dataDir, 'run'), { recursive: true });
   const log = createWriteStream(logPathOf(dataDir, cell.id), { flags: 'a' });
-  const child = spawn(process.execPath, [BIN_PATH, 'cell', '--config', configPathOf(dataDir, cell)], {
+  // The demo's secrets are published: a cell refuses them without the insecure flag.
+  const child = spawn(process.execPath, [BIN_PATH, 'cell', '--config', configPathOf(dataDir, cell), '--insecure-allow-weak-secrets'], {
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: options.detached,
   });

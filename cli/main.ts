@@ -32,6 +32,7 @@ program
   .addOption(new Option('--mesh-port <port>', 'port of the libp2p node (default 7500)').env('CELLMESH_MESH_PORT').argParser(parsePort))
   .addOption(new Option('--bootstrap <addresses>', 'comma-separated libp2p addresses of cells to join through').env('CELLMESH_BOOTSTRAP'))
   .addOption(new Option('--cluster-secret <secret>', 'the cluster secret (prefer the env var or the config file)').env('CELLMESH_CLUSTER_SECRET'))
+  .option('--insecure-allow-weak-secrets', 'start even with the demo\'s published secrets or guessable ones: local experiments only, never production')
   .action(runCellCommand);
 
 program

@@ -444,6 +444,8 @@ export async function startChildCell(options: {
   tenantKeys?: { secret: string } | { secrets: ReadonlyArray<{ kid: string; secret: string }> };
   /** Makes the cell a node of a mesh (libp2p on `host`, `port` or a free one). */
   mesh?: { port?: number; bootstrap?: readonly string[]; timings?: Record<string, number> };
+  /** The admin section of a cell in a mesh (default: ADMIN_TOKEN alone). */
+  admin?: { token: string; acceptTokens?: readonly string[] };
   /** The address the cell listens on, for devices and (with `mesh`) libp2p; default 127.0.0.1. */
   host?: string;
   /**
@@ -463,7 +465,7 @@ export async function startChildCell(options: {
             bootstrap: options.mesh.bootstrap ?? [],
             timings: options.mesh.timings ?? {},
           },
-          admin: { token: ADMIN_TOKEN },
+          admin: options.admin ?? { token: ADMIN_TOKEN },
         };
   const config = {
     ...mesh,
@@ -540,7 +542,7 @@ export async function startChildCell(options: {
 }
 
 /** A port nothing listens on right now (bound by the kernel, then released). */
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as { port: number };

@@ -23,8 +23,11 @@ export interface AccessServerOptions {
   isReady: () => boolean;
   /** The cluster API of a cell in a mesh; a standalone cell answers MESH_DISABLED. */
   cluster?: ClusterApi;
-  /** Bearer token of the admin API (`/v1/admin/...`); without one the admin API refuses everything. */
-  adminToken?: string;
+  /**
+   * Bearer tokens of the admin API (`/v1/admin/...`): the configured one and any accepted during
+   * a rotation. Empty: the admin API refuses everything.
+   */
+  adminTokens: readonly string[];
 }
 
 /**
@@ -118,10 +121,14 @@ export class AccessServer {
     this.routeHttp();
   }
 
+  /**
+   * Listens without SO_REUSEPORT: a second cell started on a busy port must fail, not share it
+   * with the first and get a share of its devices from the kernel.
+   */
   async listen(): Promise<number> {
     const { host, port } = this.options;
     await new Promise<void>((resolve, reject) => {
-      this.app.listen(host, port, (socket) => {
+      listenExclusively(this.app, host, port, (socket) => {
         if (socket === false) {
           reject(new Error(`cannot listen on ${host}:${port} (in use or not permitted)`));
           return;
@@ -344,9 +351,9 @@ export class AccessServer {
   /** A JSON endpoint of the admin API: needs the configured admin token. */
   private handleAdmin(method: 'get' | 'post', pattern: string, handler: (cluster: ClusterApi, request: HttpRequestData) => Promise<{ status: number; body: unknown }>): void {
     this.handleJson(method, pattern, (request, token) => {
-      const { adminToken, cluster } = this.options;
-      if (adminToken === undefined || !constantTimeEquals(token, adminToken)) {
-        throw new CellError(ErrorCode.AdminForbidden, adminToken === undefined ? 'the admin API is disabled: set admin.token in the config' : 'missing or wrong admin token');
+      const { adminTokens, cluster } = this.options;
+      if (!matchesAny(token, adminTokens)) {
+        throw new CellError(ErrorCode.AdminForbidden, adminTokens.length === 0 ? 'the admin API is disabled: set admin.token in the config' : 'missing or wrong admin token');
       }
       if (cluster === undefined) throw new CellError(ErrorCode.MeshDisabled, 'this cell runs standalone (no mesh section in its config)');
       return handler(cluster, request);
@@ -508,6 +515,21 @@ function listParameter(query: URLSearchParams, name: string): string[] | undefin
 }
 
 /** Compares secrets without leaking through timing how much of a guess was right. */
+/** uWS's exclusive-port option; its typings declare it only for the listen form without a host. */
+const LIBUS_LISTEN_EXCLUSIVE_PORT = (uWS as unknown as { LIBUS_LISTEN_EXCLUSIVE_PORT: number }).LIBUS_LISTEN_EXCLUSIVE_PORT;
+
+function listenExclusively(app: uWS.TemplatedApp, host: string, port: number, callback: (socket: uWS.us_listen_socket | false) => void): void {
+  const listen = app.listen.bind(app) as unknown as (host: string, port: number, options: number, callback: (socket: uWS.us_listen_socket | false) => void) => void;
+  listen(host, port, LIBUS_LISTEN_EXCLUSIVE_PORT, callback);
+}
+
+/** Compares with every token, so the time taken does not tell which one (if any) came close. */
+function matchesAny(given: string, tokens: readonly string[]): boolean {
+  let matched = false;
+  for (const token of tokens) matched = constantTimeEquals(given, token) || matched;
+  return matched;
+}
+
 function constantTimeEquals(given: string, expected: string): boolean {
   const left = Buffer.from(given);
   const right = Buffer.from(expected);

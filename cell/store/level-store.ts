@@ -162,3 +162,16 @@ function encodeOp(op: StoreOp): LevelOp {
     ? { type: 'put', key: encodeKey(op.key), value: op.value }
     : { type: 'del', key: encodeKey(op.key) };
 }
+
+/**
+ * Whether opening a LevelDB store failed because another process holds its directory's LOCK
+ * (LevelDB allows one process per directory): `LEVEL_LOCKED` somewhere in the cause chain.
+ */
+export function isLockedByAnotherProcess(error: unknown): boolean {
+  let current = error;
+  for (let depth = 0; depth < 8 && typeof current === 'object' && current !== null; depth++) {
+    if ((current as { code?: unknown }).code === 'LEVEL_LOCKED') return true;
+    current = (current as { cause?: unknown }).cause;
+  }
+  return false;
+}

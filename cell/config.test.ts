@@ -1,0 +1,102 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, parseCellConfig } from './config.js';
+import { nearestKey } from './config-issues.js';
+
+const SECRET = 'config-test-secret-0123456789abcdef-0123';
+const minimal = (): Record<string, unknown> => ({ tenants: [{ id: 'mall', secret: SECRET }] });
+const withMesh = (): Record<string, unknown> => ({ ...minimal(), cell: { id: 'cell-a' }, store: { kind: 'level', directory: '/tmp/x' }, mesh: { clusterSecret: SECRET } });
+
+/** The message parseCellConfig refuses `raw` with. */
+function refusal(raw: unknown): string {
+  try {
+    parseCellConfig(raw);
+  } catch (error) {
+    expect(error).toBeInstanceOf(ConfigError);
+    return (error as ConfigError).message;
+  }
+  throw new Error('the config was accepted');
+}
+
+describe('parseCellConfig: unknown keys', () => {
+  it('names a misspelt key of a section and suggests the setting meant', () => {
+    expect(refusal({ ...minimal(), listen: { prot: 7401 } })).toBe('invalid cell config: listen.prot is not a setting; did you mean listen.port?');
+  });
+
+  it('names a misspelt top-level section and suggests the one meant', () => {
+    expect(refusal({ ...minimal(), stroe: { kind: 'memory' } })).toBe('invalid cell config: stroe is not a setting; did you mean store?');
+  });
+
+  it('finds unknown keys inside arrays, the store kind and the mesh, each on its own line', () => {
+    const message = refusal({
+      ...withMesh(),
+      tenants: [{ id: 'mall', secret: SECRET, merchants: [{ id: 'm1', nmae: 'Shoes' }] }],
+      store: { kind: 'level', directory: '/tmp/x', snyc: false },
+      mesh: { clusterSecret: SECRET, timings: { suspectAfterMS: 900 }, advertise: { websocket: 'ws://x' } },
+      limits: { ratePerSec: 5 },
+    });
+    expect(message.split('\n').slice(1).map((line) => line.trim()).sort()).toEqual([
+      'tenants[0].merchants[0].nmae is not a setting; did you mean tenants[0].merchants[0].name?',
+      'store.snyc is not a setting; did you mean store.sync?',
+      'limits.ratePerSec is not a setting; did you mean limits.ratePerSecond?',
+      'mesh.advertise.websocket is not a setting; the settings here are mesh.advertise.ws, mesh.advertise.http',
+      'mesh.timings.suspectAfterMS is not a setting; did you mean mesh.timings.suspectAfterMs?',
+    ].sort());
+  });
+
+  it('suggests only what the store kind has: a memory store has no directory', () => {
+    expect(refusal({ ...minimal(), store: { kind: 'memory', directory: './data' } })).toBe('invalid cell config: store.directory is not a setting; the settings here are store.kind');
+  });
+
+  it('accepts every documented setting', () => {
+    const config = parseCellConfig({
+      ...withMesh(),
+      listen: { host: '127.0.0.1', port: 7400 },
+      store: { kind: 'level', directory: '/tmp/x', sync: true, minFlushIntervalMs: 0 },
+      tenants: [{ id: 'mall', secret: SECRET, origins: ['https://shop.example'], merchants: [{ id: 'acme', name: 'ACME' }] }],
+      limits: { maxFrameBytes: 65536, ratePerSecond: 50, rateBurst: 100 },
+      shutdownGraceSeconds: 10,
+      mesh: { listen: { host: '127.0.0.1', port: 7500 }, clusterSecret: SECRET, bootstrap: [], advertise: { ws: 'ws://h:1/v1/ws', http: 'http://h:1' }, maxDevices: 10, timings: { suspectAfterMs: 1500, loadChangeThreshold: 0.2 } },
+      admin: { token: SECRET },
+      log: { level: 'warn' },
+    });
+    expect(config.mesh?.timings).toEqual({ suspectAfterMs: 1500, loadChangeThreshold: 0.2 });
+  });
+});
+
+describe('parseCellConfig: addresses and combinations', () => {
+  it('refuses an empty listen host, for devices and for the mesh', () => {
+    expect(refusal({ ...minimal(), listen: { host: '' } })).toMatch(/^invalid cell config: listen\.host: must be an address/);
+    expect(refusal({ ...withMesh(), mesh: { clusterSecret: SECRET, listen: { host: ' ' } } })).toMatch(/^invalid cell config: mesh\.listen\.host: must be an address/);
+  });
+
+  it('refuses a bootstrap address that is no multiaddr, naming it by index', () => {
+    expect(refusal({ ...withMesh(), mesh: { clusterSecret: SECRET, bootstrap: ['/ip4/127.0.0.1/tcp/7500', '/ip4/abc/tcp/7500'] } })).toBe(
+      'invalid cell config: mesh.bootstrap[1]: must be a multiaddr such as /ip4/127.0.0.1/tcp/7500/p2p/<peer id>',
+    );
+  });
+
+  it('refuses a memory store in a mesh, naming store.kind', () => {
+    expect(refusal({ ...withMesh(), store: { kind: 'memory' } })).toMatch(/^invalid cell config: store\.kind: a cell in a mesh needs the level store/);
+  });
+
+  it('refuses mesh timings that contradict each other as a config error', () => {
+    expect(refusal({ ...withMesh(), mesh: { clusterSecret: SECRET, timings: { suspicionMinMs: 9000, suspicionMaxMs: 100 } } })).toMatch(/^invalid cell config: mesh\.timings: suspicionMinMs must not exceed suspicionMaxMs/);
+  });
+});
+
+describe('parseCellConfig: admin tokens', () => {
+  it('accepts further tokens during a rotation, only beside admin.token', () => {
+    expect(parseCellConfig({ ...minimal(), admin: { token: SECRET, acceptTokens: [`${SECRET}-new`] } }).admin).toEqual({ token: SECRET, acceptTokens: [`${SECRET}-new`] });
+    expect(refusal({ ...minimal(), admin: { acceptTokens: [`${SECRET}-new`] } })).toMatch(/^invalid cell config: admin\.acceptTokens: tokens accepted during a rotation need admin\.token/);
+    expect(refusal({ ...minimal(), admin: { token: SECRET, acceptTokens: ['short'] } })).toBe('invalid cell config: admin.acceptTokens[0]: must be at least 32 characters');
+  });
+});
+
+describe('nearestKey', () => {
+  it('allows about one edit per three characters, swaps counting as one', () => {
+    expect(nearestKey('prot', ['host', 'port'])).toBe('port');
+    expect(nearestKey('Port', ['host', 'port'])).toBe('port');
+    expect(nearestKey('tenant', ['tenants', 'store'])).toBe('tenants');
+    expect(nearestKey('xyz', ['host', 'port'])).toBeUndefined();
+  });
+});
