@@ -3,6 +3,7 @@ import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { mintToken } from '../cell/access/tokens.js';
 import { ErrorCode } from '../cell/protocol/errors.js';
 import { connectNode, conversationIdOf, type CellmeshClient } from '../client/index.js';
+import { CliError, ExitCode } from './cli-errors.js';
 import {
   DEMO_CELLS,
   DEMO_EXTRA_CELL,
@@ -115,13 +116,13 @@ export async function runDemoAddCellCommand(options: DemoCommandOptions): Promis
 /** `cellmesh demo stop-cell <id>`: stops one cell of the demo cluster gracefully (SIGTERM). */
 export async function runDemoStopCellCommand(cellId: string, options: DemoCommandOptions): Promise<void> {
   const pidPath = pidPathOf(options.dataDir, cellId);
-  if (!existsSync(pidPath)) throw new Error(`no demo cell '${cellId}' is running from ${options.dataDir}`);
+  if (!existsSync(pidPath)) throw new CliError(`no demo cell '${cellId}' is running from ${options.dataDir}`, ExitCode.Failed);
   const pid = Number(readFileSync(pidPath, 'utf8'));
   try {
     process.kill(pid, 'SIGTERM');
   } catch {
     rmSync(pidPath, { force: true });
-    throw new Error(`demo cell '${cellId}' (pid ${pid}) is not running`);
+    throw new CliError(`demo cell '${cellId}' (pid ${pid}) is not running`, ExitCode.Failed);
   }
   const deadline = performance.now() + 15_000;
   while (isAlive(pid) && performance.now() < deadline) await new Promise((resolveWait) => setTimeout(resolveWait, 100));

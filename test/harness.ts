@@ -534,7 +534,7 @@ export async function startChildCell(options: {
 }
 
 /** A port nothing listens on right now (bound by the kernel, then released). */
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   const server = createServer();
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as { port: number };
