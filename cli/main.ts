@@ -8,6 +8,7 @@ import { runDemoAddCellCommand, runDemoCommand, runDemoStopCellCommand } from '.
 import { runChatCommand } from './chat-command.js';
 import { runMoveCommand } from './move-command.js';
 import { addSimCommand } from './sim-command.js';
+import { DEFAULT_DEMO_PORT_BASE, DEMO_PORT_SPAN } from './demo-cluster.js';
 
 // An empty variable (`CELLMESH_PORT=` in a pod spec) means "not set", not an empty value.
 for (const [name, value] of Object.entries(process.env)) {
@@ -73,6 +74,12 @@ const demo = program
   .command('demo')
   .description('run a demo cluster of three cells with demo merchants, agents and customers, and show how to chat')
   .addOption(new Option('--data-dir <dir>', 'where the demo cells keep their configs, data and logs').default('./data/demo'))
+  .addOption(
+    new Option('--port-base <port>', `cell N listens on base+N, its libp2p node on base+100+N`)
+      .env('CELLMESH_DEMO_PORT_BASE')
+      .default(DEFAULT_DEMO_PORT_BASE)
+      .argParser(parsePortBase),
+  )
   .action(runDemoCommand);
 
 demo
@@ -107,6 +114,12 @@ function parsePort(value: string): number {
   const port = Number(value);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InvalidArgumentError(`'${value}' is not a port number`);
   return port;
+}
+
+function parsePortBase(value: string): number {
+  const base = parsePort(value);
+  if (base === 0 || base + DEMO_PORT_SPAN > 65535) throw new InvalidArgumentError(`the demo needs ports ${value}+1 to ${value}+${DEMO_PORT_SPAN}`);
+  return base;
 }
 
 function parsePositiveInt(value: string): number {
