@@ -2,7 +2,7 @@ import { startCell } from '../cell/cell.js';
 import { ConfigError } from '../cell/config.js';
 import { createLogger } from './logger.js';
 import { readConfigFile, resolveCellConfig, type CellOverrides } from './load-config.js';
-import { runUntilSignal } from './signals.js';
+import { listenForStopSignal, runUntilSignal } from './signals.js';
 
 interface CellCommandOptions extends CellOverrides {
   config?: string;
@@ -27,7 +27,9 @@ export async function runCellCommand(options: CellCommandOptions): Promise<void>
     throw error;
   }
   const logger = createLogger(config.log.level, `cell:${config.cell.id}`);
+  // From before the start: a SIGTERM while the cell starts, or right after it says it listens, stops it gracefully.
+  const stopSignal = listenForStopSignal(logger);
   const cell = await startCell({ config, logger, processMetrics: true });
   process.stdout.write(`${JSON.stringify({ event: 'listening', cell: cell.cellId, host: config.listen.host, port: cell.port })}\n`);
-  await runUntilSignal(() => cell.stop(), config.shutdownGraceSeconds * 1000, logger);
+  await runUntilSignal(stopSignal, () => cell.stop(), config.shutdownGraceSeconds * 1000, logger);
 }
