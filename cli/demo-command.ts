@@ -63,6 +63,8 @@ export async function runDemoCommand(options: DemoStartOptions): Promise<void> {
     for (const { cell, child } of others) await waitReady(cell.port, READY_TIMEOUT_MS, child);
     await waitConverged(cells, CONVERGE_TIMEOUT_MS);
   } catch (error) {
+    // Stopped while starting: the cells are leaving, and the command exits when they have.
+    if (group.isStopping()) return;
     process.stderr.write(`cellmesh demo: ${(error as Error).message}; see the logs in ${dataDir}/logs\n`);
     group.stop(ExitCode.Failed);
     return;
@@ -75,7 +77,7 @@ export async function runDemoCommand(options: DemoStartOptions): Promise<void> {
     await opening.send(conversationIdOf('acme-shoes', 'alice'), 'Hello! Is the trail runner in stock in size 44?', { cmid: 'demo-opening' });
     await opening.close();
   } catch (error) {
-    // Stopped while the agents connected: the cells are leaving, and the command exits when they have.
+    // Stopped while the agents connected: likewise.
     if (group.isStopping()) return;
     throw error;
   }
@@ -98,8 +100,14 @@ export async function runDemoAddCellCommand(options: DemoCommandOptions): Promis
   });
   const child = group.start(cell, bootstrap);
   group.announceExits();
-  await waitReady(cell.port, READY_TIMEOUT_MS, child);
-  await waitConverged([...cells.filter((other) => isRunning(dataDir, other.id)), cell], CONVERGE_TIMEOUT_MS);
+  try {
+    await waitReady(cell.port, READY_TIMEOUT_MS, child);
+    await waitConverged([...cells.filter((other) => isRunning(dataDir, other.id)), cell], CONVERGE_TIMEOUT_MS);
+  } catch (error) {
+    // Stopped while joining: the cell is leaving, and the command exits when it has.
+    if (group.isStopping()) return;
+    throw error;
+  }
   const joinedMs = Math.round(performance.now() - startedMs);
   const [demoMerchant] = cell.merchants;
   if (demoMerchant === undefined) throw new Error(`demo cell ${cell.id} hosts no merchant`);
@@ -171,7 +179,9 @@ class DemoCellProcesses {
     child.once('exit', (code, signal) => {
       this.running.delete(cell.id);
       rmSync(pidPathOf(this.dataDir, cell.id), { force: true });
-      if (code !== 0) this.exitCode = ExitCode.Failed;
+      // A cell ended by our SIGTERM itself had not yet begun to listen for it: it held nothing yet.
+      const stoppedBeforeStart = this.stopping && signal === 'SIGTERM';
+      if (code !== 0 && !stoppedBeforeStart) this.exitCode = ExitCode.Failed;
       const how = signal ?? `exit ${code}`;
       if (this.stopping) process.stdout.write(`cell ${cell.id} stopped (${how})\n`);
       else if (this.announcing) process.stdout.write(`\n(cell ${cell.id} stopped: ${how}; ${this.running.size === 0 ? 'none is left' : 'the others go on'})\n`);
