@@ -1,4 +1,5 @@
 import type { Logger } from '../cell/logger.js';
+import { SystemClock } from '../platform/clock.js';
 
 /**
  * Listens for SIGTERM and SIGINT from now on; resolves with the first one. From then on a
@@ -32,10 +33,12 @@ export function listenForStopSignal(logger: Logger): Promise<NodeJS.Signals> {
 export async function runUntilSignal(stopSignal: Promise<NodeJS.Signals>, stop: () => Promise<void>, graceMs: number, logger: Logger): Promise<never> {
   const signal = await stopSignal;
   logger.info({ signal }, 'shutting down gracefully');
-  setTimeout(() => {
+  // The clock's timer, not setTimeout: a grace of 25 days or more (shutdownGraceSeconds is not
+  // capped) would make setTimeout exit at once.
+  new SystemClock().setTimer(graceMs, () => {
     logger.error({ signal }, `shutdown took longer than ${graceMs} ms: exiting now`);
     process.exit(1);
-  }, graceMs).unref();
+  });
   try {
     await stop();
   } catch (error) {
