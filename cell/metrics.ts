@@ -73,25 +73,26 @@ export class CellMetrics {
     registers: [this.registry],
   });
 
-  /**
-   * Exposes the cross-cell counters of a cell in a cluster, read from `stats` at each scrape:
-   * `cellmesh_cross_cell_events{event}` (relayed sends, mirrored messages, history pages served,
-   * entries enqueued for other cells, drops and failures).
-   */
   /** Messages made durable since the cell started (what the mesh's load figure is a rate of). */
   async messagesInTotal(): Promise<number> {
     return (await this.messagesIn.get()).values[0]?.value ?? 0;
   }
 
+  /**
+   * Exposes the cross-cell counters of a cell in a cluster, read from `stats` at each scrape:
+   * `cellmesh_cross_cell_events_total{event}` (relayed sends, mirrored messages, history pages
+   * served, entries enqueued for other cells, drops and failures). The core counts them; a
+   * counter that is reset and refilled at each scrape exposes them with the type they have.
+   */
   collectCrossCellStats(stats: () => Readonly<Record<string, number>> | undefined): void {
-    new Gauge({
-      name: 'cellmesh_cross_cell_events',
-      help: 'Cross-cell conversation events since start, by event (monotonic; read from the core at scrape time).',
+    new Counter({
+      name: 'cellmesh_cross_cell_events_total',
+      help: 'Cross-cell conversation events since start, by event (read from the core at scrape time).',
       labelNames: ['event'],
       registers: [this.registry],
       collect() {
         this.reset();
-        for (const [event, value] of Object.entries(stats() ?? {})) this.set({ event }, value);
+        for (const [event, value] of Object.entries(stats() ?? {})) this.inc({ event }, value);
       },
     });
   }
@@ -106,8 +107,16 @@ export class CellMetrics {
     child.inc();
   }
 
-  /** Adds the process metrics (CPU, memory, event loop lag); only for a real process. */
+  /**
+   * Adds the process metrics (CPU, memory, event loop lag); only for a real process. prom-client
+   * also registers gauges named `nodejs_active_{handles,requests,resources}_total`, which break
+   * the naming rule that only counters end in `_total` (`promtool check metrics` flags them);
+   * they are dropped, as each is the sum over its `type` label of the series without the suffix.
+   */
   collectProcessMetrics(): void {
     collectDefaultMetrics({ register: this.registry });
+    for (const metric of this.registry.getMetricsAsArray()) {
+      if (metric.name.startsWith('nodejs_') && metric.name.endsWith('_total') && !(metric instanceof Counter)) this.registry.removeSingleMetric(metric.name);
+    }
   }
 }

@@ -1,11 +1,10 @@
 import { startCell } from '../cell/cell.js';
 import { ConfigError } from '../cell/config.js';
 import { secretSettingsOf, weakSecretProblems } from '../cell/secret-strength.js';
-import { CellStartError } from '../cell/start-errors.js';
 import { DEMO_ADMIN_TOKEN, DEMO_CLUSTER_SECRET, DEMO_TENANT_SECRET } from './demo-cluster.js';
 import { createLogger } from './logger.js';
 import { readConfigFile, resolveCellConfig, type CellOverrides } from './load-config.js';
-import { runUntilSignal } from './signals.js';
+import { listenForStopSignal, runUntilSignal } from './signals.js';
 
 interface CellCommandOptions extends CellOverrides {
   config?: string;
@@ -17,42 +16,24 @@ interface CellCommandOptions extends CellOverrides {
 const PUBLISHED_SECRETS = [DEMO_TENANT_SECRET, DEMO_CLUSTER_SECRET, DEMO_ADMIN_TOKEN];
 
 export async function runCellCommand(options: CellCommandOptions): Promise<void> {
-  let config;
-  let weakSecrets: string[] = [];
-  try {
-    if (options.config === undefined) {
-      throw new ConfigError('a cell needs a config file with its tenants: pass --config <file> or set CELLMESH_CONFIG (see docs/operations.md)');
-    }
-    const raw = await readConfigFile(options.config);
-    const overrides: CellOverrides = { ...options };
-    // commander sets `sync: true` unless --no-sync was given; only an explicit flag overrides the file.
-    if (options.sync !== false) delete overrides.sync;
-    config = resolveCellConfig(raw, overrides);
-    weakSecrets = weakSecretProblems(secretSettingsOf(config), PUBLISHED_SECRETS);
-    if (weakSecrets.length > 0 && options.insecureAllowWeakSecrets !== true) {
-      const advice = 'set secrets of your own, or pass --insecure-allow-weak-secrets for a local experiment';
-      throw new ConfigError(weakSecrets.length === 1 ? `${weakSecrets[0]}; ${advice}` : `guessable secrets (${advice}):\n${weakSecrets.map((line) => `  ${line}`).join('\n')}`);
-    }
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      process.stderr.write(`cellmesh cell: ${error.message}\n`);
-      process.exit(2);
-    }
-    throw error;
+  if (options.config === undefined) {
+    throw new ConfigError('a cell needs a config file with its tenants: pass --config <file> or set CELLMESH_CONFIG (see docs/operations.md)');
+  }
+  const raw = await readConfigFile(options.config);
+  const overrides: CellOverrides = { ...options };
+  // commander sets `sync: true` unless --no-sync was given; only an explicit flag overrides the file.
+  if (options.sync !== false) delete overrides.sync;
+  const config = resolveCellConfig(raw, overrides);
+  const weakSecrets = weakSecretProblems(secretSettingsOf(config), PUBLISHED_SECRETS);
+  if (weakSecrets.length > 0 && options.insecureAllowWeakSecrets !== true) {
+    const advice = 'set secrets of your own, or pass --insecure-allow-weak-secrets for a local experiment';
+    throw new ConfigError(weakSecrets.length === 1 ? `${weakSecrets[0]}; ${advice}` : `guessable secrets (${advice}):\n${weakSecrets.map((line) => `  ${line}`).join('\n')}`);
   }
   const logger = createLogger(config.log.level, `cell:${config.cell.id}`);
   if (weakSecrets.length > 0) logger.warn({ weakSecrets }, 'starting with guessable secrets (--insecure-allow-weak-secrets): for local experiments only');
-  let cell;
-  try {
-    cell = await startCell({ config, logger, processMetrics: true });
-  } catch (error) {
-    // A busy port or a locked store is the operator's to fix: one line naming the setting.
-    if (error instanceof CellStartError) {
-      process.stderr.write(`cellmesh cell: ${error.message}\n`);
-      process.exit(2);
-    }
-    throw error;
-  }
+  // From before the start: a SIGTERM while the cell starts, or right after it says it listens, stops it gracefully.
+  const stopSignal = listenForStopSignal(logger);
+  const cell = await startCell({ config, logger, processMetrics: true });
   process.stdout.write(`${JSON.stringify({ event: 'listening', cell: cell.cellId, host: config.listen.host, port: cell.port })}\n`);
-  await runUntilSignal(() => cell.stop(), config.shutdownGraceSeconds * 1000, logger);
+  await runUntilSignal(stopSignal, () => cell.stop(), config.shutdownGraceSeconds * 1000, logger);
 }

@@ -1,5 +1,8 @@
 import { createInterface } from 'node:readline';
-import { connectNode, parseConversationId, type ChatMessage } from '../client/index.js';
+import { SystemClock } from '../platform/clock.js';
+import { SystemRandom } from '../platform/random.js';
+import { CellmeshClient, ClientError, ClientErrorCode, parseConversationId, WsTransport, type ChatMessage, type StateChange } from '../client/index.js';
+import { CliError, ExitCode, messageWithCauses } from './cli-errors.js';
 
 interface ChatCommandOptions {
   url?: string;
@@ -9,15 +12,16 @@ interface ChatCommandOptions {
 }
 
 const HELP = 'commands: /history [n]  /inbox  /read  /quit  (anything else is sent)';
+/** How long the first connection, or the route lookup, may take before the command gives up. */
+const CONNECT_TIMEOUT_MS = 10_000;
 
 /** A terminal chat on the SDK: prints the conversation, sends each typed line. */
 export async function runChatCommand(options: ChatCommandOptions): Promise<void> {
   if (parseConversationId(options.conv) === undefined) {
-    process.stderr.write(`cellmesh chat: '${options.conv}' is not a conversation id (<merchant>:<customer>)\n`);
-    process.exit(2);
+    throw new CliError(`'${options.conv}' is not a conversation id (<merchant>:<customer>)`, ExitCode.Usage);
   }
   const url = await cellUrlOf(options);
-  const client = await connectNode({ url, token: options.token, signal: AbortSignal.timeout(10_000) });
+  const client = await connectOnce(url, options.token);
   const session = client.session!;
   const say = (line: string): void => void process.stdout.write(`${line}\n`);
   if (options.cluster !== undefined) say(`routed by ${options.cluster} to ${url}`);
@@ -71,20 +75,62 @@ export async function runChatCommand(options: ChatCommandOptions): Promise<void>
   process.exit(0);
 }
 
+/**
+ * Connects, and fails at the first failed attempt: a person at a terminal learns at once why
+ * (refused token, nothing listening) rather than watching silent retries. Once open, the client
+ * reconnects as usual. The timer is a plain one on purpose: it keeps the process alive while
+ * the attempt runs (the client's own timers never do).
+ */
+async function connectOnce(url: string, token: string): Promise<CellmeshClient> {
+  const client = new CellmeshClient({ url, token, transport: new WsTransport(), clock: new SystemClock(), random: new SystemRandom() });
+  const giveUp = new AbortController();
+  let failure: ClientError | undefined;
+  const onState = (change: StateChange): void => {
+    if (change.state !== 'reconnecting' && change.state !== 'closed') return;
+    // The first failure is the reason; the close that follows it has none.
+    failure ??= change.error;
+    giveUp.abort();
+  };
+  client.on('state', onState);
+  const timer = setTimeout(() => giveUp.abort(), CONNECT_TIMEOUT_MS);
+  try {
+    await client.connect(giveUp.signal);
+    return client;
+  } catch (error) {
+    await client.close();
+    const reason = failure ?? (error instanceof ClientError && error.code !== ClientErrorCode.Aborted ? error : undefined);
+    if (reason === undefined) throw new CliError(`cannot connect to ${url}: no session within ${CONNECT_TIMEOUT_MS} ms`, ExitCode.Unreachable);
+    // An HTTP status, or a close code of the cell's own (4xxx), means a cell answered and said no.
+    const closeCode = reason.details.closeCode ?? 0;
+    if (reason.details.httpStatus !== undefined || (closeCode >= 4000 && closeCode < 5000)) {
+      throw new CliError(`${url} refused the connection: ${reason.message}`, ExitCode.Failed);
+    }
+    throw new CliError(`cannot connect to ${url}: ${messageWithCauses(reason)}`, ExitCode.Unreachable);
+  } finally {
+    clearTimeout(timer);
+    client.off('state', onState);
+  }
+}
+
 /** The cell to connect to: given, or the conversation's merchant's home cell as the cluster routes it. */
 async function cellUrlOf(options: ChatCommandOptions): Promise<string> {
   if (options.url !== undefined) return options.url;
-  if (options.cluster === undefined) {
-    process.stderr.write('cellmesh chat: pass --url <ws url of a cell> or --cluster <http url of any cell>\n');
-    process.exit(2);
-  }
+  if (options.cluster === undefined) throw new CliError('pass --url <ws url of a cell> or --cluster <http url of any cell>', ExitCode.Usage);
   const { merchant } = parseConversationId(options.conv)!;
   const tenant = tenantOfToken(options.token);
-  const response = await fetch(`${options.cluster.replace(/\/$/, '')}/v1/route?tenant=${encodeURIComponent(tenant)}&merchant=${encodeURIComponent(merchant)}`);
-  const body = (await response.json()) as { ws?: string; error?: { code: string; message: string } };
+  const cluster = options.cluster.replace(/\/$/, '');
+  let response: Response;
+  let body: { ws?: string; error?: { code: string; message: string } };
+  try {
+    response = await fetch(`${cluster}/v1/route?tenant=${encodeURIComponent(tenant)}&merchant=${encodeURIComponent(merchant)}`, {
+      signal: AbortSignal.timeout(CONNECT_TIMEOUT_MS),
+    });
+    body = (await response.json()) as typeof body;
+  } catch (error) {
+    throw new CliError(`cannot reach the cluster at ${cluster}: ${messageWithCauses(error)}`, ExitCode.Unreachable);
+  }
   if (!response.ok || body.ws === undefined) {
-    process.stderr.write(`cellmesh chat: cannot route to merchant ${merchant}: ${body.error?.message ?? `HTTP ${response.status}`}\n`);
-    process.exit(1);
+    throw new CliError(`cannot route to merchant ${merchant}: ${body.error?.message ?? `HTTP ${response.status}`}`, ExitCode.Failed);
   }
   return body.ws.replace(/\/v1\/ws$/, '');
 }
@@ -97,6 +143,5 @@ function tenantOfToken(token: string): string {
   } catch {
     // Fall through to the error below.
   }
-  process.stderr.write('cellmesh chat: the token carries no tenant\n');
-  process.exit(2);
+  throw new CliError('the token carries no tenant', ExitCode.Usage);
 }

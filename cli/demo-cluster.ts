@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify as toYaml } from 'yaml';
@@ -27,14 +27,23 @@ export interface DemoCell {
   readonly merchants: readonly DemoMerchant[];
 }
 
+/** Ports of the demo cells: the Nth (from 1) listens on base + N, its libp2p node on base + 100 + N. */
+export const DEFAULT_DEMO_PORT_BASE = 7400;
+/** The highest offset from the base a demo cell uses (the extra cell's libp2p port). */
+export const DEMO_PORT_SPAN = 104;
+
+interface DemoCellPlan {
+  readonly id: string;
+  readonly role: string;
+  readonly merchants: readonly DemoMerchant[];
+}
+
 /** The platform's own business, and two groups of merchants, as in the seed. */
-export const DEMO_CELLS: readonly DemoCell[] = [
-  { id: 'platform', role: "the platform's own store", port: 7401, meshPort: 7501, merchants: [{ id: 'mall-official', name: 'Mall Official Store', agent: 'erin' }] },
+const DEMO_CELL_PLANS: readonly DemoCellPlan[] = [
+  { id: 'platform', role: "the platform's own store", merchants: [{ id: 'mall-official', name: 'Mall Official Store', agent: 'erin' }] },
   {
     id: 'shops-a',
     role: 'merchant group A',
-    port: 7402,
-    meshPort: 7502,
     merchants: [
       { id: 'acme-shoes', name: 'ACME Shoes', agent: 'bob' },
       { id: 'bolt-bikes', name: 'Bolt Bikes', agent: 'carol' },
@@ -43,8 +52,6 @@ export const DEMO_CELLS: readonly DemoCell[] = [
   {
     id: 'shops-b',
     role: 'merchant group B',
-    port: 7403,
-    meshPort: 7503,
     merchants: [
       { id: 'cozy-books', name: 'Cozy Books', agent: 'frank' },
       { id: 'dash-phones', name: 'Dash Phones', agent: 'grace' },
@@ -53,13 +60,22 @@ export const DEMO_CELLS: readonly DemoCell[] = [
 ];
 
 /** The cell `npx cellmesh demo add-cell` starts at runtime. */
-export const DEMO_EXTRA_CELL: DemoCell = {
+const DEMO_EXTRA_CELL_PLAN: DemoCellPlan = {
   id: 'shops-c',
   role: 'merchant group C, added at runtime',
-  port: 7404,
-  meshPort: 7504,
   merchants: [{ id: 'echo-garden', name: 'Echo Garden', agent: 'heidi' }],
 };
+
+/** The demo's cells on ports from `portBase` (7401-7403 and 7501-7503 by default). */
+export function demoCells(portBase: number): readonly DemoCell[] {
+  return DEMO_CELL_PLANS.map((plan, index) => ({ ...plan, port: portBase + 1 + index, meshPort: portBase + 101 + index }));
+}
+
+/** The cell `demo add-cell` starts (7404 and 7504 by default). */
+export function demoExtraCell(portBase: number): DemoCell {
+  const number = DEMO_CELL_PLANS.length + 1;
+  return { ...DEMO_EXTRA_CELL_PLAN, port: portBase + number, meshPort: portBase + 100 + number };
+}
 
 const BIN_PATH = resolve(fileURLToPath(new URL('../bin/cellmesh.js', import.meta.url)));
 
@@ -98,20 +114,27 @@ export function writeDemoCellConfig(dataDir: string, cell: DemoCell, bootstrap: 
   return path;
 }
 
-/** Starts `cellmesh cell` for a demo cell as a child process, logging to its log file. */
-export function spawnDemoCell(dataDir: string, cell: DemoCell, options: { detached: boolean }): ChildProcess {
+/**
+ * Starts `cellmesh cell` for a demo cell as a child process that writes its log file itself.
+ * It runs in a process group of its own, so that a terminal's Ctrl-C (SIGINT to the whole
+ * foreground group) reaches only the demo command, which stops each cell with one SIGTERM: a
+ * cell that got the terminal's signal and the command's would take the second as "exit now".
+ */
+export function spawnDemoCell(dataDir: string, cell: DemoCell): ChildProcess {
   mkdirSync(join(dataDir, 'logs'), { recursive: true });
   mkdirSync(join(dataDir, 'run'), { recursive: true });
-  const log = createWriteStream(logPathOf(dataDir, cell.id), { flags: 'a' });
-  // The demo's secrets are published: a cell refuses them without the insecure flag.
-  const child = spawn(process.execPath, [BIN_PATH, 'cell', '--config', configPathOf(dataDir, cell), '--insecure-allow-weak-secrets'], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    detached: options.detached,
-  });
-  child.stdout?.pipe(log);
-  child.stderr?.pipe(log);
-  if (child.pid !== undefined) writeFileSync(pidPathOf(dataDir, cell.id), String(child.pid));
-  return child;
+  const log = openSync(logPathOf(dataDir, cell.id), 'a');
+  try {
+    // The demo's secrets are published: a cell refuses them without the insecure flag.
+    const child = spawn(process.execPath, [BIN_PATH, 'cell', '--config', configPathOf(dataDir, cell), '--insecure-allow-weak-secrets'], {
+      stdio: ['ignore', log, log],
+      detached: true,
+    });
+    if (child.pid !== undefined) writeFileSync(pidPathOf(dataDir, cell.id), String(child.pid));
+    return child;
+  } finally {
+    closeSync(log);
+  }
 }
 
 interface ClusterView {
@@ -164,4 +187,15 @@ export function readBootstrapFile(dataDir: string): string[] {
 export function writeBootstrapFile(dataDir: string, addresses: readonly string[]): void {
   mkdirSync(join(dataDir, 'run'), { recursive: true });
   writeFileSync(join(dataDir, 'run', 'bootstrap.json'), JSON.stringify(addresses));
+}
+
+/** The port base `cellmesh demo` ran with, for the commands that join or stop its cells. */
+export function readPortBaseFile(dataDir: string): number {
+  const path = join(dataDir, 'run', 'port-base');
+  return existsSync(path) ? Number(readFileSync(path, 'utf8')) : DEFAULT_DEMO_PORT_BASE;
+}
+
+export function writePortBaseFile(dataDir: string, portBase: number): void {
+  mkdirSync(join(dataDir, 'run'), { recursive: true });
+  writeFileSync(join(dataDir, 'run', 'port-base'), String(portBase));
 }

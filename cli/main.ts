@@ -1,20 +1,31 @@
 import '../platform/promise-with-resolvers.js';
-import { Command, Option } from 'commander';
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { describeFailure, exitCodeOfCommander } from './cli-errors.js';
 import { runCellCommand } from './cell-command.js';
 import { runTokenCommand } from './token-command.js';
 import { runDemoAddCellCommand, runDemoCommand, runDemoStopCellCommand } from './demo-command.js';
 import { runChatCommand } from './chat-command.js';
 import { runMoveCommand } from './move-command.js';
 import { addSimCommand } from './sim-command.js';
+import { DEFAULT_DEMO_PORT_BASE, DEMO_PORT_SPAN } from './demo-cluster.js';
 
 // An empty variable (`CELLMESH_PORT=` in a pod spec) means "not set", not an empty value.
 for (const [name, value] of Object.entries(process.env)) {
   if (name.startsWith('CELLMESH_') && value === '') delete process.env[name];
 }
 
+const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
+
+// Set before any subcommand is added, so that they inherit both: exitOverride makes parse errors
+// reach the handler at the end of this file (which gives them the usage exit code); positional
+// options give `demo stop-cell --data-dir` to stop-cell, not to `demo` and its default.
 const program = new Command()
   .name('cellmesh')
   .description('A cell-based customer-service chat cluster: run cells, mint tokens, chat.')
+  .version(version, '-V, --version', 'print the version of cellmesh')
+  .exitOverride()
+  .enablePositionalOptions()
   .showHelpAfterError();
 
 program
@@ -65,20 +76,26 @@ const demo = program
   .command('demo')
   .description('run a demo cluster of three cells with demo merchants, agents and customers, and show how to chat')
   .addOption(new Option('--data-dir <dir>', 'where the demo cells keep their configs, data and logs').default('./data/demo'))
+  .addOption(
+    new Option('--port-base <port>', `cell N listens on base+N, its libp2p node on base+100+N`)
+      .env('CELLMESH_DEMO_PORT_BASE')
+      .default(DEFAULT_DEMO_PORT_BASE)
+      .argParser(parsePortBase),
+  )
   .action(runDemoCommand);
 
 demo
   .command('add-cell')
   .description('start a fourth cell that joins the running demo cluster (Ctrl-C makes it leave)')
-  .addOption(new Option('--data-dir <dir>', 'the running demo\'s directory').default('./data/demo'))
-  .action(runDemoAddCellCommand);
+  .addOption(new Option('--data-dir <dir>', 'the running demo\'s directory (default: demo\'s)'))
+  .action((_options, command: Command) => runDemoAddCellCommand(demoOptionsOf(command)));
 
 demo
   .command('stop-cell')
   .description('stop one cell of the running demo cluster gracefully')
   .argument('<cell>', 'the cell id, e.g. shops-b')
-  .addOption(new Option('--data-dir <dir>', 'the running demo\'s directory').default('./data/demo'))
-  .action(runDemoStopCellCommand);
+  .addOption(new Option('--data-dir <dir>', 'the running demo\'s directory (default: demo\'s)'))
+  .action((cellId: string, _options, command: Command) => runDemoStopCellCommand(cellId, demoOptionsOf(command)));
 
 program
   .command('chat')
@@ -89,16 +106,48 @@ program
   .requiredOption('--conv <id>', 'conversation to write to, <merchant>:<customer>')
   .action(runChatCommand);
 
+/** `--data-dir` given after the subcommand, or else to `demo` (or demo's default). */
+function demoOptionsOf(command: Command): { dataDir: string } {
+  const own = command.opts<{ dataDir?: string }>().dataDir;
+  return { dataDir: own ?? demo.opts<{ dataDir: string }>().dataDir };
+}
+
 function parsePort(value: string): number {
   const port = Number(value);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`'${value}' is not a port number`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InvalidArgumentError(`'${value}' is not a port number`);
   return port;
+}
+
+function parsePortBase(value: string): number {
+  const base = parsePort(value);
+  if (base === 0 || base + DEMO_PORT_SPAN > 65535) throw new InvalidArgumentError(`the demo needs ports ${value}+1 to ${value}+${DEMO_PORT_SPAN}`);
+  return base;
 }
 
 function parsePositiveInt(value: string): number {
   const parsed = Number(value);
-  if (!Number.isInteger(parsed) || parsed <= 0) throw new Error(`'${value}' is not a positive integer`);
+  if (!Number.isInteger(parsed) || parsed <= 0) throw new InvalidArgumentError(`'${value}' is not a positive integer`);
   return parsed;
 }
 
-await program.parseAsync(process.argv);
+// The command whose action runs, to name it in its error line (`cellmesh demo stop-cell: ...`).
+let running = program;
+program.hook('preAction', (_program, actionCommand) => {
+  running = actionCommand;
+});
+
+try {
+  await program.parseAsync(process.argv);
+} catch (error) {
+  // commander has printed its own message for a parse error; anything else gets one line here.
+  if (error instanceof CommanderError) process.exit(exitCodeOfCommander(error));
+  const { message, exitCode } = describeFailure(error);
+  process.stderr.write(`${commandPathOf(running)}: ${message}\n`);
+  process.exit(exitCode);
+}
+
+function commandPathOf(command: Command): string {
+  const names: string[] = [];
+  for (let current: Command | null = command; current !== null; current = current.parent) names.unshift(current.name());
+  return names.join(' ');
+}

@@ -1,3 +1,5 @@
+import { CliError, ExitCode, messageWithCauses, type ExitCodeValue } from './cli-errors.js';
+
 interface MoveCommandOptions {
   cluster: string;
   adminToken?: string;
@@ -11,14 +13,13 @@ interface MoveCommandOptions {
  * cluster) to hand the merchant over to cell `--to`, and prints what moved.
  */
 export async function runMoveCommand(options: MoveCommandOptions): Promise<void> {
-  const fail = (message: string, code = 1): never => {
-    process.stderr.write(`cellmesh move-merchant: ${message}\n`);
-    process.exit(code);
+  const fail = (message: string, code: ExitCodeValue = ExitCode.Failed): never => {
+    throw new CliError(message, code);
   };
-  if (options.adminToken === undefined || options.adminToken === '') fail('pass --admin-token or set CELLMESH_ADMIN_TOKEN', 2);
+  if (options.adminToken === undefined || options.adminToken === '') fail('pass --admin-token or set CELLMESH_ADMIN_TOKEN', ExitCode.Usage);
   const base = options.cluster.replace(/\/$/, '');
   const query = `tenant=${encodeURIComponent(options.tenant)}&merchant=${encodeURIComponent(options.merchant)}`;
-  const route = await fetchJson(`${base}/v1/route?${query}`).catch((error: Error) => fail(`cannot reach ${base}: ${error.message}`));
+  const route = await fetchJson(`${base}/v1/route?${query}`).catch((error: unknown) => fail(`cannot reach ${base}: ${messageWithCauses(error)}`, ExitCode.Unreachable));
   if (route.status !== 200) fail(`no home cell for ${options.merchant}: ${errorText(route.body)}`);
   const home = route.body as { cellId: string; http: string };
   process.stdout.write(`moving ${options.tenant}/${options.merchant} from ${home.cellId} to ${options.to}...\n`);
@@ -26,7 +27,7 @@ export async function runMoveCommand(options: MoveCommandOptions): Promise<void>
     method: 'POST',
     headers: { authorization: `Bearer ${options.adminToken}`, 'content-type': 'application/json' },
     body: JSON.stringify({ tenant: options.tenant, merchant: options.merchant, to: options.to }),
-  }).catch((error: Error) => fail(`cannot reach ${home.http}: ${error.message}`));
+  }).catch((error: unknown) => fail(`cannot reach ${home.http}: ${messageWithCauses(error)}`, ExitCode.Unreachable));
   if (moved.status !== 200) fail(`the move failed: ${errorText(moved.body)}`);
   const result = moved.body as { to: string; epoch: number; conversations: number; keysCopied: number; fencedMs: number };
   process.stdout.write(

@@ -1,7 +1,8 @@
-import { mintToken, signingKeysOf, type SigningKey } from '../cell/access/tokens.js';
+import { MIN_SECRET_BYTES, mintToken, signingKeysOf, type SigningKey } from '../cell/access/tokens.js';
 import type { Role } from '../cell/protocol/frames.js';
 import { readConfigFile } from './load-config.js';
 import { TenantConfig } from '../cell/config.js';
+import { CliError, ExitCode } from './cli-errors.js';
 
 interface TokenCommandOptions {
   tenant: string;
@@ -26,6 +27,8 @@ export async function runTokenCommand(options: TokenCommandOptions): Promise<voi
   if (key === undefined) fail('give the tenant secret with --secret (or CELLMESH_TENANT_SECRET), or a cell config with --config');
   if (options.role === 'agent' && options.merchant === undefined) fail('an agent token needs --merchant');
   if (options.role === 'customer' && options.merchant !== undefined) fail('a customer token takes no --merchant');
+  // Checked here to say which setting is wrong; a cell would refuse a shorter secret anyway.
+  if (Buffer.byteLength(key.secret) < MIN_SECRET_BYTES) fail(`the tenant secret must be at least ${MIN_SECRET_BYTES} bytes (the tenant's \`secret\` in the cell config)`);
   const token = await mintToken({
     secret: key.secret,
     ...(key.kid === undefined ? {} : { kid: key.kid }),
@@ -56,6 +59,5 @@ async function keyFromConfig(path: string, tenantId: string, kid: string | undef
 }
 
 function fail(message: string): never {
-  process.stderr.write(`cellmesh token: ${message}\n`);
-  process.exit(2);
+  throw new CliError(message, ExitCode.Usage);
 }

@@ -1,0 +1,34 @@
+/** Runs the real `cellmesh` command (node bin/cellmesh.js) as a child process, for the CLI tests. */
+import { spawn, type SpawnOptions } from 'node:child_process';
+import { join } from 'node:path';
+import { REPO_ROOT } from './harness.js';
+
+export const BIN = join(REPO_ROOT, 'bin', 'cellmesh.js');
+
+export interface CliRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** The test's environment without CELLMESH_* variables, so only the arguments decide. */
+export function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return { ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('CELLMESH_'))), ...extra };
+}
+
+/** Runs `cellmesh ...args` to its end (killed after `timeoutMs`), with no standard input. */
+export function runCli(args: readonly string[], options: { timeoutMs?: number; spawn?: SpawnOptions } = {}): Promise<CliRun> {
+  const child = spawn(process.execPath, [BIN, ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv(), ...options.spawn });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const timer = setTimeout(() => child.kill('SIGKILL'), options.timeoutMs ?? 60_000);
+  return new Promise((resolve) =>
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    }),
+  );
+}
