@@ -397,19 +397,19 @@ describe('cross-cell conversations over a memory network', () => {
     phone.frame({ op: 'read', id: 'rd', conv: CONV, seq: 2 });
     await cluster.until(() => agent.of('receipt').length === 1 && laptop.of('receipt').length === 1);
     expect(phone.of('ok')).toEqual([{ t: 'ok', id: 'rd' }]);
-    expect(agent.of('receipt')).toEqual([{ t: 'receipt', conv: CONV, user: 'alice', seq: 2 }]);
-    expect(laptop.of('receipt')).toEqual([{ t: 'receipt', conv: CONV, user: 'alice', seq: 2 }]);
-    expect(phone.of('receipt')).toEqual([{ t: 'receipt', conv: CONV, user: 'alice', seq: 2 }]);
+    expect(agent.of('receipt')).toEqual([{ t: 'receipt', conv: CONV, user: 'alice', role: 'customer', seq: 2 }]);
+    expect(laptop.of('receipt')).toEqual([{ t: 'receipt', conv: CONV, user: 'alice', role: 'customer', seq: 2 }]);
+    expect(phone.of('receipt')).toEqual([{ t: 'receipt', conv: CONV, user: 'alice', role: 'customer', seq: 2 }]);
 
     agent.frame({ op: 'read', conv: CONV, seq: 0 });
     phone.frame({ op: 'send', conv: CONV, cmid: 'p1', body: 'reply' });
     await cluster.until(() => agent.pushed(CONV).length === 1);
     agent.frame({ op: 'read', conv: CONV, seq: 4 });
     await cluster.until(() => phone.of('receipt').length === 2 && laptop.of('receipt').length === 2);
-    expect(phone.of('receipt')[1]).toEqual({ t: 'receipt', conv: CONV, user: 'bob', seq: 4 });
+    expect(phone.of('receipt')[1]).toEqual({ t: 'receipt', conv: CONV, user: 'bob', role: 'agent', seq: 4 });
     phone.frame({ op: 'inbox', id: 'i' });
     await cluster.until(() => phone.of('inbox').length === 1);
-    expect(phone.of('inbox')[0]!.conversations[0]).toMatchObject({ lastSeq: 4, readSeq: 4, unread: 0, reads: [{ user: 'bob', seq: 4 }] });
+    expect(phone.of('inbox')[0]!.conversations[0]).toMatchObject({ lastSeq: 4, readSeq: 4, unread: 0, reads: [{ user: 'bob', role: 'agent', seq: 4 }] });
   });
 
   it('lets conversations inside each cell go on during a partition, and delivers the rest once, in order, after the heal', async () => {

@@ -8,6 +8,7 @@ import { CoalescingWriter } from './coalescing-writer.js';
 import type { ConversationLog } from './conversation-log.js';
 import type { DeviceConnection, DeviceCursor } from './device.js';
 import { keys, lastField } from './keys.js';
+import { partyId } from './principal.js';
 
 export interface DeliveryLimits {
   /** Messages pushed and unacknowledged per device before pushing waits for acks. */
@@ -62,6 +63,7 @@ export class DeliveryService {
   /** Loads the device's conversations and cursors, then starts catching it up. */
   async attach(connection: DeviceConnection): Promise<void> {
     const { tenant, user, role, merchant, device } = connection.identity;
+    const party = partyId(connection.identity);
     const index =
       role === 'agent' && merchant !== undefined
         ? keys.merchantConversations(tenant, merchant)
@@ -69,7 +71,7 @@ export class DeliveryService {
     // A device that acked and reconnected at once may be faster than its cursor's write. Taken
     // before the store read: a write that lands during the read leaves the writer's list but
     // may be missing from what the read saw.
-    const cursorRange = keys.deliveryCursors(tenant, user, device);
+    const cursorRange = keys.deliveryCursors(tenant, party, device);
     const unwritten = this.cursorWriter.unwritten(cursorRange.gte);
     const [conversationEntries, cursorEntries] = await Promise.all([
       this.store.range({ ...index, limit: MAX_CONVERSATIONS_PER_DEVICE }),
@@ -175,8 +177,8 @@ export class DeliveryService {
     cursor.ackedSeq = seq;
     if (seq > cursor.sentSeq) cursor.sentSeq = seq;
     this.checkSynced(connection, cursor);
-    const { tenant, user, device } = connection.identity;
-    cursor.storeKey ??= keys.deliveryCursor(tenant, user, device, conv);
+    const { tenant, device } = connection.identity;
+    cursor.storeKey ??= keys.deliveryCursor(tenant, partyId(connection.identity), device, conv);
     // Cursors only move forward and the writer writes each key's latest value in order, so the
     // stored cursor never regresses.
     this.cursorWriter.set(cursor.storeKey, String(seq));
