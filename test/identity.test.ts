@@ -49,7 +49,9 @@ describe('identity is (tenant, role, user, merchant)', () => {
     expect(await phone.request({ op: 'read', id: 'r1', conv: CONV, seq: sent.seq + 1 })).toMatchObject({ t: 'ok' });
     expect(await acmeAgent.request({ op: 'read', id: 'r2', conv: CONV, seq: sent.seq + 1 })).toMatchObject({ t: 'ok' });
     await laptop.close();
-    await phone.until(() => phone.all('devices').at(-1)?.devices.length === 1, { what: 'the devices frame of the laptop leaving' });
+    await phone.until(() => phone.all('devices').at(-1)?.devices.every((device) => device.device !== 'laptop') === true, {
+      what: 'the devices frame of the laptop leaving',
+    });
 
     await pinged(lookAlike, 'p1');
     await pinged(lookAlikeTablet, 'p2');
