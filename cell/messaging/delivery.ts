@@ -25,6 +25,8 @@ export interface DeliveryLimits {
 export const MAX_CONVERSATIONS_PER_DEVICE = 10_000;
 /** Conversation heads loaded at once while a device attaches. */
 const ATTACH_LOAD_PARALLELISM = 32;
+/** Acks one device may have waiting for its cursors to load (right after connecting). */
+export const MAX_ACKS_WAITING_FOR_CURSORS = 4 * 1024;
 
 /**
  * Delivers each conversation to each device in seq order, gap-free, from the device's cursor.
@@ -100,7 +102,7 @@ export class DeliveryService {
       connection.cursors.set(conv, { sentSeq: ackedSeq, ackedSeq, pumping: false, syncTargetSeq: 0 });
     }
     connection.notifiedWhileLoading.clear();
-    connection.loaded = true;
+    connection.markLoaded();
     if (connection.closed) return;
     if (connection.unsyncedConversations === 0) this.sendSynced(connection);
     for (const conv of connection.cursors.keys()) this.pump(connection, conv);
@@ -155,10 +157,11 @@ export class DeliveryService {
 
   /**
    * A cumulative delivery ack: the device has everything up to `seq` in `conv`. Applied at
-   * once when the conversation's head is in memory (the usual case); otherwise the returned
-   * promise settles once it is loaded and applied.
+   * once when the device's cursors and the conversation's head are in memory (the usual case);
+   * otherwise the returned promise settles once they are loaded and it is applied.
    */
   ack(connection: DeviceConnection, conv: string, seq: number): Promise<void> | undefined {
+    if (!connection.loaded) return this.ackOnceLoaded(connection, conv, seq);
     const cursor = connection.cursors.get(conv);
     if (cursor === undefined) throw outOfRange(conv, seq);
     const { tenant } = connection.identity;
@@ -168,6 +171,25 @@ export class DeliveryService {
       return undefined;
     }
     return this.log.conversation(tenant, conv).then((loaded) => this.applyAck(connection, cursor, loaded.durableSeq, conv, seq));
+  }
+
+  /**
+   * An ack that arrives before the device's cursors are loaded (it acked the `sent` of a resend
+   * right after connecting) waits for them: judged against cursors not loaded yet, a legal ack
+   * would look like one of nothing delivered.
+   */
+  private async ackOnceLoaded(connection: DeviceConnection, conv: string, seq: number): Promise<void> {
+    if (connection.acksWaitingForCursors >= MAX_ACKS_WAITING_FOR_CURSORS) {
+      throw new CellError(ErrorCode.RateLimited, 'too many acks before your conversations were loaded; retry in a moment', { retryAfterMs: 100 });
+    }
+    connection.acksWaitingForCursors++;
+    try {
+      await connection.whenLoaded;
+    } finally {
+      connection.acksWaitingForCursors--;
+    }
+    if (connection.closed) return;
+    await this.ack(connection, conv, seq);
   }
 
   private applyAck(connection: DeviceConnection, cursor: DeviceCursor, durableSeq: number, conv: string, seq: number): void {

@@ -44,7 +44,12 @@ export class DeviceConnection {
   readonly stalledConversations = new Set<string>();
   /** Messages pushed and not yet acknowledged, over all conversations. */
   inFlight = 0;
+  /** The cursors are loaded (`markLoaded`); before, acks wait for `whenLoaded`. */
   loaded = false;
+  readonly whenLoaded: Promise<void>;
+  /** Acks waiting for the cursors to load; bounded by MAX_ACKS_WAITING_FOR_CURSORS. */
+  acksWaitingForCursors = 0;
+  private resolveLoaded!: () => void;
   closed = false;
   syncedSent = false;
   /** Conversations still short of their sync target. */
@@ -61,5 +66,11 @@ export class DeviceConnection {
     rate: { ratePerSecond: number; burst: number },
   ) {
     this.rateLimit = new TokenBucket(rate.ratePerSecond, rate.burst, connectedAtMs);
+    this.whenLoaded = new Promise<void>((resolve) => (this.resolveLoaded = resolve));
+  }
+
+  markLoaded(): void {
+    this.loaded = true;
+    this.resolveLoaded();
   }
 }
