@@ -139,7 +139,7 @@ describe('CellCore on a manual clock and a memory store', () => {
       ttlSeconds: options.ttlSeconds ?? 600,
       nowMs: clock.now(),
     });
-    return verifyToken(token, () => SECRET, clock.now());
+    return verifyToken(token, () => [{ secret: SECRET }], clock.now());
   }
 
   async function connect(user: string, options: { merchant?: string; device?: string; ttlSeconds?: number } = {}): Promise<{ port: RecordingPort; connection: DeviceConnection }> {

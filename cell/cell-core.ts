@@ -1,6 +1,6 @@
 import type { Clock } from '../platform/clock.js';
 import { randomId, type Random } from '../platform/random.js';
-import { verifyToken, type Identity } from './access/tokens.js';
+import { signingKeysOf, verifyToken, type Identity, type SigningKey } from './access/tokens.js';
 import type { LimitsConfig, TenantConfig } from './config.js';
 import type { Logger } from './logger.js';
 import type { ClusterPort } from './messaging/cluster-port.js';
@@ -61,7 +61,7 @@ interface Parties {
 }
 
 interface TenantPolicy {
-  secret: string;
+  keys: readonly SigningKey[];
   origins: ReadonlySet<string>;
   /** Hosted here now; a merchant moves in or out at runtime (merchant-move.ts). */
   merchants: Set<string>;
@@ -99,7 +99,7 @@ export class CellCore {
       options.tenants.map((tenant) => [
         tenant.id,
         {
-          secret: tenant.secret,
+          keys: signingKeysOf(tenant),
           origins: new Set(tenant.origins),
           merchants: new Set(tenant.merchants.map((merchant) => merchant.id)),
         },
@@ -143,12 +143,12 @@ export class CellCore {
     return this.draining;
   }
 
-  /** Verifies a bearer token against its tenant's secret. */
+  /** Verifies a bearer token against its tenant's secrets. */
   authenticate(token: string | undefined): Identity {
     if (token === undefined || token === '') {
       throw new CellError(ErrorCode.Unauthenticated, 'a token is required (query parameter `token` or `Authorization: Bearer`)');
     }
-    return verifyToken(token, (tenant) => this.tenants.get(tenant)?.secret, this.options.clock.now());
+    return verifyToken(token, (tenant) => this.tenants.get(tenant)?.keys, this.options.clock.now());
   }
 
   /** Decides whether a verified identity may open a WebSocket from `origin`. */
@@ -531,7 +531,7 @@ export class CellCore {
       cursorsFlushed: () => this.delivery.cursorsFlushed(),
       hostMerchant: (tenant, merchant) => {
         const policy = this.tenants.get(tenant);
-        if (policy === undefined) throw new CellError(ErrorCode.TenantUnknown, `tenant ${tenant} is not served here`);
+        if (policy === undefined) throw new CellError(ErrorCode.MoveFailed, `tenant ${tenant} is not served by this cell: add it to its config before moving its merchants here`);
         // The store now holds the merchant's conversations as copied; heads cached from an
         // earlier mirror of them are stale.
         this.log.forgetMerchant(tenant, merchant);
@@ -639,7 +639,8 @@ export class CellCore {
 
   private tenantOf(identity: Identity): TenantPolicy {
     const tenant = this.tenants.get(identity.tenant);
-    if (tenant === undefined) throw new CellError(ErrorCode.TenantUnknown, `tenant ${identity.tenant} is not served here`);
+    // verifyToken accepts only tenants of this cell (their secret signed the token).
+    if (tenant === undefined) throw new Error(`a verified identity names tenant ${identity.tenant}, which this cell does not serve`);
     return tenant;
   }
 

@@ -9,17 +9,39 @@ export const MerchantConfig = z.object({
   name: z.string().max(200).optional(),
 });
 
-export const TenantConfig = z.object({
-  id: identifier,
-  /** HS256 secret that signs this tenant's tokens. */
-  secret: z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`),
-  /**
-   * Browser origins allowed to open WebSockets, matched exactly. Requests without an Origin
-   * header (native apps, servers) are allowed; browsers always send one.
-   */
-  origins: z.array(z.string().url()).default([]),
-  merchants: z.array(MerchantConfig).default([]),
-});
+const tenantSecret = z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`);
+
+export const TenantConfig = z
+  .object({
+    id: identifier,
+    /** HS256 secret that signs this tenant's tokens (tokens without `kid`). */
+    secret: tenantSecret.optional(),
+    /**
+     * Instead of `secret`: one or two secrets named by `kid`, which tokens carry in their header.
+     * Two during a rotation (docs/operations.md, "Rotating secrets"); tokens without `kid` are
+     * checked against both.
+     */
+    secrets: z
+      .array(z.object({ kid: identifier, secret: tenantSecret }))
+      .min(1, 'needs at least one secret')
+      .max(2, 'holds at most two secrets: the current one and the one being rotated in or out')
+      .optional(),
+    /**
+     * Browser origins allowed to open WebSockets, matched exactly. Requests without an Origin
+     * header (native apps, servers) are allowed; browsers always send one.
+     */
+    origins: z.array(z.string().url()).default([]),
+    merchants: z.array(MerchantConfig).default([]),
+  })
+  .superRefine((tenant, context) => {
+    if ((tenant.secret === undefined) === (tenant.secrets === undefined)) {
+      context.addIssue({ code: 'custom', path: ['secret'], message: 'give exactly one of secret (a single secret) and secrets (secrets named by kid)' });
+    }
+    const kids = tenant.secrets?.map((entry) => entry.kid) ?? [];
+    if (new Set(kids).size !== kids.length) {
+      context.addIssue({ code: 'custom', path: ['secrets'], message: `every secret needs its own kid (${kids.join(', ')})` });
+    }
+  });
 
 export const LimitsConfig = z.object({
   /** Largest frame a client may send, in bytes; larger ones get PAYLOAD_TOO_LARGE. */

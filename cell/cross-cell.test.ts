@@ -200,7 +200,7 @@ class TestCluster {
       ttlSeconds: 24 * 3600,
       nowMs: this.clock.now(),
     });
-    const identity = verifyToken(token, () => SECRET, this.clock.now());
+    const identity = verifyToken(token, () => [{ secret: SECRET }], this.clock.now());
     const device = new TestDevice(cell, identity, options.autoAck ?? true);
     device.connection = cell.core.connect(identity, device);
     cell.devices.push(device);
@@ -666,7 +666,7 @@ describe('cross-cell conversations over a memory network', () => {
     expect(alice.of('error')[0]).toMatchObject({ id: 'x', code: 'MERCHANT_NOT_HOSTED' });
     const agent = cluster.cell('a').core;
     const token = await mintToken({ secret: SECRET, tenant: TENANT, user: 'bob', role: 'agent', merchant: 'shop', device: 'd', ttlSeconds: 60, nowMs: cluster.clock.now() });
-    expect(() => agent.admit(verifyToken(token, () => SECRET, cluster.clock.now()), undefined)).toThrow(/not hosted/);
+    expect(() => agent.admit(verifyToken(token, () => [{ secret: SECRET }], cluster.clock.now()), undefined)).toThrow(/not hosted/);
   });
 
   it('tells the sending device when the home cell refuses a relayed send', async () => {

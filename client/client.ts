@@ -47,11 +47,10 @@ const TRANSIENT_ERROR_CODES: ReadonlySet<string> = new Set([
 /** Upgrade rejections that a fresh token may cure. */
 const AUTH_REJECTIONS: ReadonlySet<string> = new Set([ErrorCode.TokenExpired, ErrorCode.TokenInvalid, ErrorCode.Unauthenticated]);
 /**
- * Upgrade rejections that stay however often the client retries: the tenant, the origin, the
- * protocol version or the merchant's home cell would have to change first.
+ * Upgrade rejections that stay however often the client retries: the origin, the protocol
+ * version or the merchant's home cell would have to change first.
  */
 const FINAL_REJECTIONS: ReadonlySet<string> = new Set([
-  ErrorCode.TenantUnknown,
   ErrorCode.OriginForbidden,
   ErrorCode.UnsupportedVersion,
   ErrorCode.MerchantNotHosted,

@@ -90,6 +90,8 @@ export interface TokenFor {
   device?: string;
   tenant?: string;
   secret?: string;
+  /** Names the secret in the token header. */
+  kid?: string;
   ttlSeconds?: number;
 }
 
@@ -97,6 +99,7 @@ export function tokenFor(options: TokenFor): Promise<string> {
   const role = options.role ?? (options.merchant === undefined ? 'customer' : 'agent');
   return mintToken({
     secret: options.secret ?? (options.tenant === OTHER_TENANT ? OTHER_SECRET : SECRET),
+    ...(options.kid === undefined ? {} : { kid: options.kid }),
     tenant: options.tenant ?? TENANT,
     user: options.user,
     role,
@@ -359,6 +362,7 @@ export interface HttpAnswer {
   status: number;
   body: unknown;
   text: string;
+  headers: Headers;
 }
 
 /** One HTTP request with an optional bearer token and JSON (or raw) body. */
@@ -385,7 +389,7 @@ export async function httpRequest(
   } catch {
     parsed = undefined;
   }
-  return { status: response.status, body: parsed, text };
+  return { status: response.status, body: parsed, text, headers: response.headers };
 }
 
 /** The error code of an HTTP error answer (`{error:{code}}`). */
@@ -436,6 +440,8 @@ export async function startChildCell(options: {
   cellId?: string;
   /** Merchants of tenant `mall` (default m1, m2). */
   merchants?: readonly string[];
+  /** The signing secrets of tenant `mall` (default `{ secret: SECRET }`). */
+  tenantKeys?: { secret: string } | { secrets: ReadonlyArray<{ kid: string; secret: string }> };
   /** Makes the cell a node of a mesh (libp2p on `host`, `port` or a free one). */
   mesh?: { port?: number; bootstrap?: readonly string[]; timings?: Record<string, number> };
   /** The address the cell listens on, for devices and (with `mesh`) libp2p; default 127.0.0.1. */
@@ -468,7 +474,7 @@ export async function startChildCell(options: {
     listen: { host, port: options.port ?? (await freePort()) },
     store: { kind: 'level', directory: options.directory, sync: true },
     tenants: [
-      { id: TENANT, secret: SECRET, origins: [ALLOWED_ORIGIN], merchants: (options.merchants ?? ['m1', 'm2']).map((id) => ({ id })) },
+      { id: TENANT, ...(options.tenantKeys ?? { secret: SECRET }), origins: [ALLOWED_ORIGIN], merchants: (options.merchants ?? ['m1', 'm2']).map((id) => ({ id })) },
       // A second tenant for isolation tests of a lone cell; in a mesh, every cell claiming m9
       // would be a merchant conflict.
       ...(options.mesh === undefined ? [{ id: OTHER_TENANT, secret: OTHER_SECRET, merchants: [{ id: 'm9' }] }] : []),
