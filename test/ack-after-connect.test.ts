@@ -6,6 +6,7 @@
  * so the ack surely arrives before the cursors are loaded.
  */
 import { afterEach, describe, expect, test } from 'vitest';
+import { MAX_ACKS_WAITING_FOR_CURSORS } from '../cell/messaging/delivery.js';
 import { LevelStore, type RangeQuery, type Store, type StoreOp } from '../cell/store/index.js';
 import { Cleanup, sendMessage, tokenFor } from './harness.js';
 
@@ -95,6 +96,26 @@ describe('an ack right after connecting', () => {
     expect(again.messages(CONV)).toEqual([]);
     const inbox = await again.request({ op: 'inbox', id: 'i' });
     expect(inbox).toMatchObject({ t: 'inbox', conversations: [{ conv: CONV, deliveredSeq: second.seq }] });
+  });
+
+  test('acks waiting for the cursors are bounded: beyond MAX_ACKS_WAITING_FOR_CURSORS, RATE_LIMITED', async () => {
+    const store = new CursorGatedStore(new LevelStore({ directory: await cleanup.tempDir() }));
+    const cell = await cleanup.cell({ storeInstance: store });
+    const token = await tokenFor({ user: 'alice', device: 'phone' });
+    const phone = await cleanup.client(cell.url, token);
+    await sendMessage(phone, CONV, 'c-1', 'first');
+    await phone.close();
+
+    store.hold();
+    const again = await cleanup.client(cell.url, token);
+    await again.until(() => store.waiting > 0, { what: 'the cursor read under way' });
+    for (let index = 0; index <= MAX_ACKS_WAITING_FOR_CURSORS; index++) again.send({ op: 'ack', conv: CONV, seq: 1 });
+    const refused = await again.next('error');
+    expect(refused).toMatchObject({ t: 'error', code: 'RATE_LIMITED' });
+    store.release();
+    await again.until(() => again.all('synced').length > 0, { what: 'synced' });
+    expect(await again.request({ op: 'ping', id: 'p' })).toMatchObject({ t: 'pong' });
+    expect(again.all('error')).toHaveLength(1);
   });
 
   test('an ack beyond the conversation that waited for the cursors is still refused', async () => {
