@@ -12,6 +12,7 @@ import { keys, lastField } from './messaging/keys.js';
 import { merchantConversations } from './messaging/merchant-conversations.js';
 import { PresenceRegistry } from './messaging/presence.js';
 import { customerPrincipal, parsePartyId, partyId, type Principal } from './messaging/principal.js';
+import { jsonBytes, newestWithinBytes, responseByteBudget } from './messaging/response-bytes.js';
 import type { RelayedSend } from './messaging/relayed-sends.js';
 import type { MoveHost } from './merchant-move.js';
 import type { CellMetrics } from './metrics.js';
@@ -174,9 +175,14 @@ export class CellCore {
   connect(identity: Identity, port: DevicePort): DeviceConnection {
     const { clock, limits, metrics, random } = this.options;
     const nowMs = clock.now();
+    const ackBurst = Math.max(limits.ackBurst, limits.deliveryWindow);
     const connection = new DeviceConnection(identity, randomId(random), port, nowMs, {
       ratePerSecond: limits.ratePerSecond,
       burst: limits.rateBurst,
+      ackRatePerSecond: limits.ackRatePerSecond,
+      ackBurst,
+      maxErrors: limits.maxConsecutiveErrors,
+      errorRecoveryPerSecond: limits.errorRecoveryPerSecond,
     });
     port.onDrained = () => this.delivery.drained(connection);
     const replaced = this.presence.add(connection);
@@ -202,6 +208,8 @@ export class CellCore {
         rateBurst: limits.rateBurst,
         deliveryWindow: limits.deliveryWindow,
         maxAcksPerFrame: MAX_ACKS_PER_FRAME,
+        ackRatePerSecond: limits.ackRatePerSecond,
+        ackBurst,
       },
     };
     if (identity.merchant !== undefined) welcome.merchant = identity.merchant;
@@ -243,40 +251,45 @@ export class CellCore {
     return this.relay?.stats();
   }
 
-  /** Answers a frame the access layer refused before parsing (too large, binary). */
+  /** Answers a frame the access layer refused before parsing (too large, binary); it counts like any frame. */
   refuse(connection: DeviceConnection, error: CellError): void {
+    if (connection.closed) return;
+    connection.rateLimit.spend(this.options.clock.now());
     this.answerError(connection, undefined, error);
   }
 
-  /** One text frame from a device. Never throws: every failure becomes an error frame. */
+  /**
+   * One text frame from a device. Never throws: every failure becomes an error frame. Every
+   * frame counts against a rate limit: `ack` frames against their own, larger budget, all others
+   * (and frames that cannot be parsed) against `ratePerSecond`. Errors use up the connection's
+   * error allowance, which closes it (4429) when it runs out, so a flood ends after a bounded
+   * number of frames whatever it mixes.
+   */
   receive(connection: DeviceConnection, text: string): void {
     if (connection.closed) return;
+    const nowMs = this.options.clock.now();
+    // With both budgets spent no frame could pass: refuse it without the cost of parsing it.
+    const waitMs = Math.min(connection.rateLimit.waitMs(nowMs), connection.ackRateLimit.waitMs(nowMs));
+    if (waitMs > 0) {
+      this.answerError(connection, undefined, rateLimited(waitMs));
+      return;
+    }
     let frame: ClientFrame;
     try {
       frame = parseClientFrame(text);
     } catch (error) {
+      connection.rateLimit.spend(nowMs);
       this.answerError(connection, requestIdOf(text), error);
       return;
     }
-    // Acks are exempt: they only ever shrink what the cell holds for the device, a refused ack
-    // could not be matched to anything, and it would stall the device's delivery window.
-    if (frame.op !== 'ack') {
-      const nowMs = this.options.clock.now();
-      if (!connection.rateLimit.take(nowMs)) {
-        const retryAfterMs = connection.rateLimit.waitMs(nowMs);
-        const error = new CellError(ErrorCode.RateLimited, `slow down: retry in ${retryAfterMs} ms`, { retryAfterMs });
-        this.answerError(connection, 'id' in frame ? frame.id : undefined, error);
-        return;
-      }
+    const requestId = 'id' in frame ? frame.id : undefined;
+    const budget = frame.op === 'ack' ? connection.ackRateLimit : connection.rateLimit;
+    if (!budget.take(nowMs)) {
+      this.answerError(connection, requestId, rateLimited(budget.waitMs(nowMs)));
+      return;
     }
     this.options.metrics.countFrameIn(frame.op);
-    const requestId = 'id' in frame ? frame.id : undefined;
-    this.dispatch(connection, frame).then(
-      () => {
-        connection.consecutiveErrors = 0;
-      },
-      (error: unknown) => this.answerError(connection, requestId, error),
-    );
+    this.dispatch(connection, frame).catch((error: unknown) => this.answerError(connection, requestId, error));
   }
 
   /** Appends a message as `identity`; resolves once durable. Used by HTTP. */
@@ -307,7 +320,9 @@ export class CellCore {
     if (home !== undefined) await this.relay!.freshen(identity, { conv: frame.conv, home });
     const state = await this.log.conversation(identity.tenant, frame.conv);
     const before = Math.min(frame.before ?? state.durableSeq + 1, state.durableSeq + 1);
-    const messages = await this.log.messagesBefore(identity.tenant, frame.conv, before, frame.limit ?? DEFAULT_HISTORY_LIMIT);
+    const newest = await this.log.messagesBefore(identity.tenant, frame.conv, before, frame.limit ?? DEFAULT_HISTORY_LIMIT);
+    // A page of large messages is cut short from its oldest end; `hasMore` sends the client on.
+    const messages = newestWithinBytes(newest, responseByteBudget(this.options.limits.maxBackpressureBytes));
     return { messages, hasMore: (messages[0]?.seq ?? before) > 1 };
   }
 
@@ -323,26 +338,35 @@ export class CellCore {
     await this.markReadHere(identity.tenant, conv, party, seq);
   }
 
-  /** The user's conversations with cursors and unread counts, as seen from `device`. */
-  async inbox(identity: Identity, connection?: DeviceConnection): Promise<ConversationSummary[]> {
+  /**
+   * The user's conversations with cursors and unread counts, as seen from `device`, in order of
+   * their ids from after `after`: a page bounded in bytes like a history page; `hasMore` says
+   * that the next page starts after the last conversation of this one.
+   */
+  async inbox(identity: Identity, connection?: DeviceConnection, after?: string): Promise<{ conversations: ConversationSummary[]; hasMore: boolean }> {
     const { tenant, user, device } = identity;
     const party = partyId(identity);
     if (connection === undefined) await this.relay?.freshen(identity);
     const index =
       identity.merchant !== undefined ? keys.merchantConversations(tenant, identity.merchant) : keys.customerConversations(tenant, user);
+    // From `after` on (the index key of a conversation is the prefix and its id); `after` itself is skipped below.
+    const limit = MAX_CONVERSATIONS_PER_DEVICE + 1;
     const [conversationEntries, cursorEntries] = await Promise.all([
-      this.options.store.range({ ...index, limit: MAX_CONVERSATIONS_PER_DEVICE }),
+      this.options.store.range({ gte: after === undefined ? index.gte : index.gte + after, lt: index.lt, limit }),
       connection === undefined
         ? this.options.store.range({ ...keys.deliveryCursors(tenant, party, device), limit: MAX_CONVERSATIONS_PER_DEVICE })
         : Promise.resolve([]),
     ]);
     const storedCursors = new Map(cursorEntries.map(([key, value]) => [lastField(key), Number(value)]));
-    const summaries: ConversationSummary[] = [];
+    const budgetBytes = responseByteBudget(this.options.limits.maxBackpressureBytes);
+    const conversations: ConversationSummary[] = [];
+    let bytes = 0;
     for (const [key] of conversationEntries) {
       const conv = lastField(key);
+      if (conv === after) continue;
       const state = await this.log.conversation(tenant, conv);
       const readSeq = state.reads.get(party) ?? 0;
-      summaries.push({
+      const summary: ConversationSummary = {
         conv,
         merchant: state.merchant,
         customer: state.customer,
@@ -351,9 +375,12 @@ export class CellCore {
         readSeq,
         unread: Math.max(0, state.durableSeq - readSeq),
         reads: readsOfOthers(state.reads, party),
-      });
+      };
+      bytes += jsonBytes(summary);
+      if (bytes > budgetBytes && conversations.length > 0) return { conversations, hasMore: true };
+      conversations.push(summary);
     }
-    return summaries;
+    return { conversations, hasMore: conversationEntries.length === limit };
   }
 
   /**
@@ -415,9 +442,11 @@ export class CellCore {
           return this.delivery.ack(connection, frame.conv!, frame.seq!);
         }
         // Each conversation of a multi-conversation ack stands alone: a refused entry is answered
-        // with an error naming it, and the others still move their cursors.
+        // with an error naming it (and counts as an error of its own), and the others still move
+        // their cursors.
         const loading: Array<Promise<void>> = [];
         for (const [conv, seq] of ackEntries(frame)) {
+          if (connection.closed) break;
           try {
             this.authorize(identity, conv);
             const applied = this.delivery.ack(connection, conv, seq);
@@ -439,8 +468,8 @@ export class CellCore {
         return;
       }
       case 'inbox': {
-        const conversations = await this.inbox(identity, connection);
-        this.delivery.sendFrame(connection, { t: 'inbox', id: frame.id, conversations });
+        const page = await this.inbox(identity, connection, frame.after);
+        this.delivery.sendFrame(connection, { t: 'inbox', id: frame.id, ...page });
         return;
       }
       case 'presence':
@@ -605,11 +634,14 @@ export class CellCore {
   private answerSent(connection: DeviceConnection, requestId: string | undefined, message: ChatMessage): void {
     const frame: ServerFrame = { t: 'sent', conv: message.conv, cmid: message.cmid, seq: message.seq, ts: message.ts };
     if (requestId !== undefined) frame.id = requestId;
+    // The device may ack its own message like a pushed one.
+    connection.ackRateLimit.credit(1);
     this.delivery.sendFrame(connection, frame);
   }
 
   /** `conv` names the conversation of a refused entry of a multi-conversation ack. */
   private answerError(connection: DeviceConnection, requestId: string | undefined, error: unknown, conv?: string): void {
+    if (connection.closed) return;
     const cellError = error instanceof CellError ? error : undefined;
     if (cellError === undefined) {
       this.options.logger.error({ err: error, device: connection.identity.device }, 'unexpected error handling a frame');
@@ -625,9 +657,12 @@ export class CellCore {
     // Only the client's own faults count towards closing it; the cell's (a store failure, a
     // shutdown, a bug) must not cost a well-behaved client its connection.
     if (SERVER_SIDE_CODES.has(code)) return;
-    connection.consecutiveErrors++;
-    if (connection.consecutiveErrors >= this.options.limits.maxConsecutiveErrors) {
+    const nowMs = this.options.clock.now();
+    connection.errorAllowance.spend(nowMs);
+    if (connection.errorAllowance.waitMs(nowMs) > 0) {
       connection.port.close(CloseCode.PolicyViolation, 'too many bad frames');
+      // Forgotten at once: frames still on their way find it closed and cost nothing.
+      this.disconnect(connection);
     }
   }
 
@@ -669,6 +704,10 @@ function readsOfOthers(reads: ReadonlyMap<string, number>, party: string): Conve
     if (parsed !== undefined) others.push({ user: parsed.user, role: parsed.role, seq });
   }
   return others;
+}
+
+function rateLimited(retryAfterMs: number): CellError {
+  return new CellError(ErrorCode.RateLimited, `slow down: retry in ${retryAfterMs} ms`, { retryAfterMs });
 }
 
 function shuttingDown(): CellError {

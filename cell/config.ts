@@ -46,10 +46,18 @@ export const TenantConfig = z
 export const LimitsConfig = z.object({
   /** Largest frame a client may send, in bytes; larger ones get PAYLOAD_TOO_LARGE. */
   maxFrameBytes: z.number().int().min(1024).default(64 * 1024),
-  /** Frames per second a connection may send on average... */
+  /** Frames per second a connection may send on average (every op but `ack`)... */
   ratePerSecond: z.number().positive().default(50),
   /** ...and in a burst. */
   rateBurst: z.number().int().positive().default(100),
+  /**
+   * `ack` frames have their own budget: this many per second on average, plus one for every
+   * message the cell pushes to the device (`msg` or `sent`), since a device acks at most what it
+   * was given...
+   */
+  ackRatePerSecond: z.number().positive().default(100),
+  /** ...and this many at once (at least `deliveryWindow`, so a full window can be acked one by one). */
+  ackBurst: z.number().int().positive().default(1000),
   /** Connections (devices) one user may hold in this cell at once. */
   maxDevicesPerUser: z.number().int().positive().default(5),
   /** Unacknowledged messages in flight to one device before the cell waits for acks. */
@@ -66,8 +74,13 @@ export const LimitsConfig = z.object({
    * had acked, which clients drop by seq.
    */
   cursorWriteIntervalMs: z.number().int().min(0).max(60_000).default(500),
-  /** Consecutive bad frames after which a connection is closed (4429). */
+  /**
+   * Errors a connection may cause at once before it is closed (4429): each bad frame, each
+   * refused entry of an `ack`, each frame over the rate limit counts one. Frames that succeed do
+   * not wipe them out; the allowance grows back by `errorRecoveryPerSecond`.
+   */
   maxConsecutiveErrors: z.number().int().positive().default(50),
+  errorRecoveryPerSecond: z.number().positive().default(1),
 });
 
 /**

@@ -100,7 +100,8 @@ describe('an ack right after connecting', () => {
 
   test('acks waiting for the cursors are bounded: beyond MAX_ACKS_WAITING_FOR_CURSORS, RATE_LIMITED', async () => {
     const store = new CursorGatedStore(new LevelStore({ directory: await cleanup.tempDir() }));
-    const cell = await cleanup.cell({ storeInstance: store });
+    // An ack budget above the bound, so that the bound is what refuses.
+    const cell = await cleanup.cell({ storeInstance: store, limits: { ackRatePerSecond: 100_000, ackBurst: 2 * MAX_ACKS_WAITING_FOR_CURSORS } });
     const token = await tokenFor({ user: 'alice', device: 'phone' });
     const phone = await cleanup.client(cell.url, token);
     await sendMessage(phone, CONV, 'c-1', 'first');

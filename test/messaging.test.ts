@@ -707,6 +707,7 @@ describe('HTTP API', () => {
     expect(inboxAnswer.status).toBe(200);
     expect(inboxAnswer.body).toEqual({
       conversations: [{ conv: CONV, merchant: 'm1', customer: 'c1', lastSeq: 12, deliveredSeq: 0, readSeq: 11, unread: 1, reads: [{ user: 'a1', role: 'agent', seq: 12 }] }],
+      hasMore: false,
     });
 
     const read = await httpRequest('POST', `${base}/read`, { token: customerToken, json: { seq: 12 } });

@@ -233,7 +233,11 @@ export class AccessServer {
         (error: unknown) => !state.aborted && res.cork(() => writeError(res, asCellError(error, this.options.logger))),
       );
     });
-    this.handle('get', '/v1/inbox', async (identity) => ({ status: 200, body: { conversations: await core.inbox(identity) } }));
+    this.handle('get', '/v1/inbox', async (identity, request) => {
+      const after = request.query.get('after') ?? undefined;
+      if (after !== undefined && parseConversationId(after) === undefined) throw new CellError(ErrorCode.BadFrame, `after: '${after.slice(0, 200)}' is not a conversation id (<merchant>:<customer>)`);
+      return { status: 200, body: await core.inbox(identity, undefined, after) };
+    });
     this.handle('get', '/v1/presence', async (identity, request) => ({
       status: 200,
       body: core.presenceOf(identity, { users: listParameter(request.query, 'users'), merchants: listParameter(request.query, 'merchants') }),

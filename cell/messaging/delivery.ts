@@ -239,6 +239,8 @@ export class DeliveryService {
     }
     cursor.sentSeq = message.seq;
     connection.inFlight++;
+    // Each message pushed earns the device one ack beyond its ack rate (cell-core.ts, receive).
+    connection.ackRateLimit.credit(1);
     this.metrics.messagesOut.inc();
     this.sendText(connection, text);
     this.checkSynced(connection, cursor);

@@ -99,7 +99,7 @@ export const CloseCode = {
   Forbidden: 4403,
   /** The same device connected again elsewhere; this older connection is replaced. */
   Replaced: 4409,
-  /** Too many consecutive protocol errors or rate-limit violations. */
+  /** The connection used up its error allowance: protocol errors, refused ack entries, rate-limit violations. */
   PolicyViolation: 4429,
 } as const;
 
