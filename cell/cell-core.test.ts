@@ -262,7 +262,7 @@ describe('CellCore on a manual clock and a memory store', () => {
     await settle();
     gated.release();
     await settle();
-    expect(await store.get(keys.readCursor('mall', 'm1:alice', 'alice'))).toBe('4');
+    expect(await store.get(keys.readCursor('mall', 'm1:alice', 'c:alice'))).toBe('4');
   });
 
   it("sequences a sender's pipelined messages in arrival order, whatever order store reads complete in", async () => {
@@ -305,7 +305,7 @@ describe('CellCore on a manual clock and a memory store', () => {
     expect(first.port.of('msg').map((frame) => frame.seq)).toEqual([1, 2, 3, 4, 5]);
     core.receive(first.connection, JSON.stringify({ op: 'ack', conv: 'm1:alice', seq: 3 }));
     await settle();
-    const cursorKey = 'd/mall/bob/desk/m1:alice';
+    const cursorKey = 'd/mall/a:m1:bob/desk/m1:alice';
     expect(await store.get(cursorKey)).toBeUndefined();
 
     first.port.close(1000, 'bye');
@@ -330,6 +330,6 @@ describe('CellCore on a manual clock and a memory store', () => {
     const second = await connect('alice', { device: 'phone' });
     expect(first.port.closed?.code).toBe(CloseCode.Replaced);
     expect(second.port.closed).toBeUndefined();
-    expect(core.presence.deviceCount('mall', 'alice')).toBe(1);
+    expect(core.presence.deviceCount({ tenant: 'mall', role: 'customer', user: 'alice' })).toBe(1);
   });
 });

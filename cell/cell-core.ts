@@ -11,6 +11,7 @@ import { DeviceConnection, type DevicePort } from './messaging/device.js';
 import { keys, lastField } from './messaging/keys.js';
 import { merchantConversations } from './messaging/merchant-conversations.js';
 import { PresenceRegistry } from './messaging/presence.js';
+import { customerPrincipal, parsePartyId, partyId, type Principal } from './messaging/principal.js';
 import { jsonBytes, newestWithinBytes, responseByteBudget } from './messaging/response-bytes.js';
 import type { RelayedSend } from './messaging/relayed-sends.js';
 import type { MoveHost } from './merchant-move.js';
@@ -162,11 +163,8 @@ export class CellCore {
     if (identity.merchant !== undefined && !tenant.merchants.has(identity.merchant)) {
       throw new CellError(ErrorCode.MerchantNotHosted, `merchant ${identity.merchant} is not hosted by this cell`);
     }
-    const { tenant: tenantId, user, device } = identity;
-    if (
-      !this.presence.hasDevice(tenantId, user, device) &&
-      this.presence.deviceCount(tenantId, user) >= this.options.limits.maxDevicesPerUser
-    ) {
+    const { user, device } = identity;
+    if (!this.presence.hasDevice(identity, device) && this.presence.deviceCount(identity) >= this.options.limits.maxDevicesPerUser) {
       throw new CellError(
         ErrorCode.DeviceLimit,
         `user ${user} already has ${this.options.limits.maxDevicesPerUser} devices connected; close one first`,
@@ -217,7 +215,7 @@ export class CellCore {
     };
     if (identity.merchant !== undefined) welcome.merchant = identity.merchant;
     this.delivery.sendFrame(connection, welcome);
-    this.announceDevices(identity.tenant, identity.user);
+    this.announceDevices(identity);
     // A customer's mirrored conversations may have to catch up from their home cells first.
     const prepared = this.relay?.prepareDevice(identity) ?? Promise.resolve();
     prepared.then(() => this.delivery.attach(connection)).catch((error: unknown) => {
@@ -236,16 +234,20 @@ export class CellCore {
     connection.closed = true;
     connection.expiryTimer?.cancel();
     if (this.presence.remove(connection)) {
-      const { tenant, user } = connection.identity;
+      const { identity } = connection;
       this.options.metrics.connections.set(this.presence.connections);
-      this.announceDevices(tenant, user);
-      if (this.presence.deviceCount(tenant, user) === 0) this.relay?.userLeft(tenant, user);
+      this.announceDevices(identity);
+      // Only customers are followed across cells (their conversations' homes may be elsewhere).
+      if (identity.role === 'customer' && this.presence.deviceCount(identity) === 0) this.relay?.userLeft(identity.tenant, identity.user);
     }
   }
 
-  /** The users of `userIds` with a device connected here (the mesh's location queries ask this). */
-  localUsers(tenant: string, userIds: readonly string[]): string[] {
-    return userIds.filter((user) => this.presence.deviceCount(tenant, user) > 0);
+  /**
+   * The customers of `customerIds` with a device connected here (the mesh's location queries
+   * ask this). Only customers are ever located: agents work in their merchant's home cell.
+   */
+  localUsers(tenant: string, customerIds: readonly string[]): string[] {
+    return customerIds.filter((customer) => this.presence.deviceCount(customerPrincipal(tenant, customer)) > 0);
   }
 
   /** Counters of cross-cell conversations; undefined for a standalone cell. */
@@ -304,7 +306,7 @@ export class CellCore {
       const relay = this.relay!;
       const stored = await relay.relaySend(identity, home, conv, cmid, body, { connection: undefined, requestId: undefined });
       if (stored !== undefined) return { message: stored, duplicate: true };
-      return { message: await relay.waitForSeq(identity.tenant, conv, identity.user, cmid), duplicate: false };
+      return { message: await relay.waitForSeq(identity.tenant, conv, partyId(identity), cmid), duplicate: false };
     }
     const result = await this.appendHere(identity, conv, cmid, body);
     if (result.duplicate) this.options.metrics.duplicateSends.inc();
@@ -332,11 +334,12 @@ export class CellCore {
   async markRead(identity: Identity, conv: string, seq: number): Promise<void> {
     const settled = this.authorizeWrite(identity, conv);
     const { home } = settled instanceof Promise ? await settled : settled;
+    const party = partyId(identity);
     if (home !== undefined) {
-      if (await this.relay!.relayRead(identity, home, conv, seq)) this.deliverReceipt(identity.tenant, conv, identity.user, seq);
+      if (await this.relay!.relayRead(identity, home, conv, seq)) this.deliverReceipt(identity.tenant, conv, party, seq);
       return;
     }
-    await this.markReadHere(identity.tenant, conv, identity.user, seq);
+    await this.markReadHere(identity.tenant, conv, party, seq);
   }
 
   /**
@@ -346,6 +349,7 @@ export class CellCore {
    */
   async inbox(identity: Identity, connection?: DeviceConnection, after?: string): Promise<{ conversations: ConversationSummary[]; hasMore: boolean }> {
     const { tenant, user, device } = identity;
+    const party = partyId(identity);
     if (connection === undefined) await this.relay?.freshen(identity);
     const index =
       identity.merchant !== undefined ? keys.merchantConversations(tenant, identity.merchant) : keys.customerConversations(tenant, user);
@@ -354,7 +358,7 @@ export class CellCore {
     const [conversationEntries, cursorEntries] = await Promise.all([
       this.options.store.range({ gte: after === undefined ? index.gte : index.gte + after, lt: index.lt, limit }),
       connection === undefined
-        ? this.options.store.range({ ...keys.deliveryCursors(tenant, user, device), limit: MAX_CONVERSATIONS_PER_DEVICE })
+        ? this.options.store.range({ ...keys.deliveryCursors(tenant, party, device), limit: MAX_CONVERSATIONS_PER_DEVICE })
         : Promise.resolve([]),
     ]);
     const storedCursors = new Map(cursorEntries.map(([key, value]) => [lastField(key), Number(value)]));
@@ -365,7 +369,7 @@ export class CellCore {
       const conv = lastField(key);
       if (conv === after) continue;
       const state = await this.log.conversation(tenant, conv);
-      const readSeq = state.reads.get(user) ?? 0;
+      const readSeq = state.reads.get(party) ?? 0;
       const summary: ConversationSummary = {
         conv,
         merchant: state.merchant,
@@ -374,7 +378,7 @@ export class CellCore {
         deliveredSeq: connection?.cursors.get(conv)?.ackedSeq ?? storedCursors.get(conv) ?? 0,
         readSeq,
         unread: Math.max(0, state.durableSeq - readSeq),
-        reads: [...state.reads].filter(([reader]) => reader !== user).map(([reader, seq]) => ({ user: reader, seq })),
+        reads: readsOfOthers(state.reads, party),
       };
       bytes += jsonBytes(summary);
       if (bytes > budgetBytes && conversations.length > 0) return { conversations, hasMore: true };
@@ -383,13 +387,22 @@ export class CellCore {
     return { conversations, hasMore: conversationEntries.length === limit };
   }
 
+  /**
+   * An id in `users` names the tenant's customer of that id and, when an agent asks, also the
+   * agent of that id of the asker's own merchant (listed only when online): never another
+   * merchant's agent, whose id may be the same. Customers may ask only about themselves.
+   */
   presenceOf(identity: Identity, frame: Pick<PresenceFrame, 'users' | 'merchants'>): PresenceAnswer {
-    const users = (frame.users ?? []).map((user) => {
+    const users: PresenceAnswer['users'] = [];
+    for (const user of frame.users ?? []) {
       if (identity.role === 'customer' && user !== identity.user) {
         throw new CellError(ErrorCode.ConversationForbidden, 'customers may only ask for their own devices');
       }
-      return { user, devices: this.presence.deviceInfo(identity.tenant, user) };
-    });
+      users.push({ user, role: 'customer', devices: this.presence.deviceInfo(customerPrincipal(identity.tenant, user)) });
+      if (identity.role !== 'agent') continue;
+      const colleague = this.presence.deviceInfo({ tenant: identity.tenant, role: 'agent', user, merchant: identity.merchant });
+      if (colleague.length > 0) users.push({ user, role: 'agent', devices: colleague });
+    }
     const merchants = (frame.merchants ?? []).map((merchant) => ({
       merchant,
       agentsOnline: new Set([...this.presence.agentsOf(identity.tenant, merchant)].map((device) => device.identity.user)).size,
@@ -499,18 +512,20 @@ export class CellCore {
     }
   }
 
-  /** Moves a read cursor of a conversation hosted here; the receipt reaches both parties everywhere. */
-  private async markReadHere(tenant: string, conv: string, user: string, seq: number): Promise<void> {
-    const moved = await this.log.markRead(tenant, conv, user, seq);
+  /** Moves `party`'s read cursor of a conversation hosted here; the receipt reaches both parties everywhere. */
+  private async markReadHere(tenant: string, conv: string, party: string, seq: number): Promise<void> {
+    const moved = await this.log.markRead(tenant, conv, party, seq);
     if (!moved) return;
-    this.deliverReceipt(tenant, conv, user, seq);
-    this.relay?.receiptMoved(tenant, conv, user, seq);
+    this.deliverReceipt(tenant, conv, party, seq);
+    this.relay?.receiptMoved(tenant, conv, party, seq);
   }
 
-  private deliverReceipt(tenant: string, conv: string, user: string, seq: number): void {
+  /** `party` (a party id of the conversation) read up to `seq`: to the conversation's devices here. */
+  private deliverReceipt(tenant: string, conv: string, party: string, seq: number): void {
     const parsed = parseConversationId(conv)!;
+    const reader = parsePartyId(party)!;
     this.options.metrics.receipts.inc();
-    const receipt: ServerFrame = { t: 'receipt', conv, user, seq };
+    const receipt: ServerFrame = { t: 'receipt', conv, user: reader.user, role: reader.role, seq };
     this.delivery.broadcast(this.presence.participantsOf(tenant, parsed.merchant, parsed.customer), receipt);
   }
 
@@ -603,11 +618,11 @@ export class CellCore {
         for (let fence = this.fences.get(`${tenant}/${merchant}`); fence !== undefined; fence = this.fences.get(`${tenant}/${merchant}`)) await fence;
       },
       hosts: (tenant, merchant) => this.tenants.get(tenant)?.merchants.has(merchant) === true,
-      hasDevices: (tenant, user) => this.presence.deviceCount(tenant, user) > 0,
+      customerHasDevices: (tenant, customer) => this.presence.deviceCount(customerPrincipal(tenant, customer)) > 0,
       deliver: (tenant, message, sender) => this.deliverHere(tenant, message, sender),
-      deliverReceipt: (tenant, conv, user, seq) => this.deliverReceipt(tenant, conv, user, seq),
-      markRead: (tenant, conv, user, seq) => this.markReadHere(tenant, conv, user, seq),
-      refuseRelayed: (sender, tenant, user, conv, cmid, error) => {
+      deliverReceipt: (tenant, conv, party, seq) => this.deliverReceipt(tenant, conv, party, seq),
+      markRead: (tenant, conv, party, seq) => this.markReadHere(tenant, conv, party, seq),
+      refuseRelayed: (sender, tenant, customer, conv, cmid, error) => {
         const frame: ServerFrame = { t: 'error', code: error.code, message: error.message, conv, cmid };
         const connection = sender?.connection;
         if (connection !== undefined && !connection.closed) {
@@ -615,7 +630,7 @@ export class CellCore {
           this.delivery.sendFrame(connection, frame);
           return;
         }
-        this.delivery.broadcast(this.presence.devicesOf(tenant, user), frame);
+        this.delivery.broadcast(this.presence.devicesOf(customerPrincipal(tenant, customer)), frame);
       },
     };
   }
@@ -657,9 +672,10 @@ export class CellCore {
     }
   }
 
-  private announceDevices(tenant: string, user: string): void {
-    const frame: ServerFrame = { t: 'devices', user, devices: this.presence.deviceInfo(tenant, user) };
-    this.delivery.broadcast(this.presence.devicesOf(tenant, user), frame);
+  /** Tells the principal's devices (and no one else's) which of its devices are connected. */
+  private announceDevices(principal: Principal): void {
+    const frame: ServerFrame = { t: 'devices', user: principal.user, devices: this.presence.deviceInfo(principal) };
+    this.delivery.broadcast(this.presence.devicesOf(principal), frame);
   }
 
   private tenantOf(identity: Identity): TenantPolicy {
@@ -684,6 +700,16 @@ export class CellCore {
     if (home === undefined) throw new CellError(ErrorCode.MerchantNotHosted, `merchant ${parsed.merchant} is not hosted by this cell`);
     return { merchant: parsed.merchant, customer: parsed.customer, home };
   }
+}
+
+/** The read cursors of a conversation other than `party`'s, as `inbox` reports them. */
+function readsOfOthers(reads: ReadonlyMap<string, number>, party: string): ConversationSummary['reads'] {
+  const others: ConversationSummary['reads'] = [];
+  for (const [reader, seq] of reads) {
+    const parsed = reader === party ? undefined : parsePartyId(reader);
+    if (parsed !== undefined) others.push({ user: parsed.user, role: parsed.role, seq });
+  }
+  return others;
 }
 
 function rateLimited(retryAfterMs: number): CellError {

@@ -9,6 +9,7 @@ import type { CellConfig } from './config.js';
 import type { Logger } from './logger.js';
 import { MerchantClaimsStore, meshMerchantClaims, tenantsHosting, type HostedMerchant } from './merchant-claims.js';
 import { MerchantMover } from './merchant-move.js';
+import { KEY_LAYOUT_VERSION, upgradeKeyLayout } from './messaging/key-layout.js';
 import { CellMetrics } from './metrics.js';
 import { CellStartError, listenStartError } from './start-errors.js';
 import { LevelStore, MemoryStore, isLockedByAnotherProcess, type Store } from './store/index.js';
@@ -77,6 +78,13 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   const metrics = new CellMetrics();
   if (options.processMetrics === true) metrics.collectProcessMetrics();
   await openStore(config, store);
+  try {
+    const rewritten = await upgradeKeyLayout(store);
+    if (rewritten > 0) logger.info({ keys: rewritten, layout: KEY_LAYOUT_VERSION }, 'rewrote store keys of an earlier layout (users named by their whole identity)');
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
   const clock = options.clock ?? new SystemClock();
   const random = options.random ?? new SystemRandom();
   // In a cluster, moves may have changed what this cell hosts since its config was written.
@@ -236,7 +244,8 @@ function clusterApiOf(node: MeshNode, core: CellCore, mover: MerchantMover, cloc
       conflicts: mesh.conflicts(),
     }),
     locate: async (tenant, user) => {
-      const here = core.presence.deviceCount(tenant, user) > 0 ? [mesh.cellId] : [];
+      // Only customers are located (agents work in their merchant's home cell).
+      const here = core.localUsers(tenant, [user]).length > 0 ? [mesh.cellId] : [];
       const elsewhere = await location.locate(tenant, user);
       return { tenant, user, cells: [...here, ...elsewhere] };
     },

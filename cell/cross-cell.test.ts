@@ -426,19 +426,19 @@ describe('cross-cell conversations over a memory network', () => {
     phone.frame({ op: 'read', id: 'rd', conv: CONV, seq: 2 });
     await cluster.until(() => agent.of('receipt').length === 1 && laptop.of('receipt').length === 1);
     expect(phone.of('ok')).toEqual([{ t: 'ok', id: 'rd' }]);
-    expect(agent.of('receipt')).toEqual([{ t: 'receipt', conv: CONV, user: 'alice', seq: 2 }]);
-    expect(laptop.of('receipt')).toEqual([{ t: 'receipt', conv: CONV, user: 'alice', seq: 2 }]);
-    expect(phone.of('receipt')).toEqual([{ t: 'receipt', conv: CONV, user: 'alice', seq: 2 }]);
+    expect(agent.of('receipt')).toEqual([{ t: 'receipt', conv: CONV, user: 'alice', role: 'customer', seq: 2 }]);
+    expect(laptop.of('receipt')).toEqual([{ t: 'receipt', conv: CONV, user: 'alice', role: 'customer', seq: 2 }]);
+    expect(phone.of('receipt')).toEqual([{ t: 'receipt', conv: CONV, user: 'alice', role: 'customer', seq: 2 }]);
 
     agent.frame({ op: 'read', conv: CONV, seq: 0 });
     phone.frame({ op: 'send', conv: CONV, cmid: 'p1', body: 'reply' });
     await cluster.until(() => agent.pushed(CONV).length === 1);
     agent.frame({ op: 'read', conv: CONV, seq: 4 });
     await cluster.until(() => phone.of('receipt').length === 2 && laptop.of('receipt').length === 2);
-    expect(phone.of('receipt')[1]).toEqual({ t: 'receipt', conv: CONV, user: 'bob', seq: 4 });
+    expect(phone.of('receipt')[1]).toEqual({ t: 'receipt', conv: CONV, user: 'bob', role: 'agent', seq: 4 });
     phone.frame({ op: 'inbox', id: 'i' });
     await cluster.until(() => phone.of('inbox').length === 1);
-    expect(phone.of('inbox')[0]!.conversations[0]).toMatchObject({ lastSeq: 4, readSeq: 4, unread: 0, reads: [{ user: 'bob', seq: 4 }] });
+    expect(phone.of('inbox')[0]!.conversations[0]).toMatchObject({ lastSeq: 4, readSeq: 4, unread: 0, reads: [{ user: 'bob', role: 'agent', seq: 4 }] });
   });
 
   it('lets conversations inside each cell go on during a partition, and delivers the rest once, in order, after the heal', async () => {
@@ -707,5 +707,32 @@ describe('cross-cell conversations over a memory network', () => {
     await cluster.until(() => alice.of('error').length === 1);
     expect(alice.of('queued')).toHaveLength(1);
     expect(alice.of('error')[0]).toMatchObject({ id: 's', code: 'MERCHANT_NOT_HOSTED', conv: 'moved:alice', cmid: 'c1' });
+  });
+
+  it("keeps a relayed customer's sends and reads apart from those of the merchant's agent of the same id", async () => {
+    await threeCells();
+    // The shop's agent is also called alice.
+    const agent = await cluster.connect('b', 'alice', { merchant: 'shop' });
+    const customer = await cluster.connect('a', 'alice');
+    agent.frame({ op: 'send', id: 'g', conv: CONV, cmid: 'x', body: 'hello from the shop' });
+    await cluster.until(() => customer.pushed(CONV).length === 1);
+    expect(customer.of('msg')[0]).toMatchObject({ seq: 1, from: 'alice', role: 'agent' });
+    // Her cmid `x` is her own, though the mirror holds the agent's `x`: relayed, and stored as seq 2.
+    customer.frame({ op: 'send', id: 's', conv: CONV, cmid: 'x', body: 'hello from the customer' });
+    await cluster.until(() => customer.of('sent').length === 1);
+    expect(customer.of('queued')).toEqual([{ t: 'queued', id: 's', conv: CONV, cmid: 'x' }]);
+    expect(customer.of('sent')[0]).toMatchObject({ id: 's', seq: 2 });
+    expect((await cluster.stored('b', CONV)).map((message) => [message.seq, message.role, message.body])).toEqual([
+      [1, 'agent', 'hello from the shop'],
+      [2, 'customer', 'hello from the customer'],
+    ]);
+    // Her read is hers: the agent's cursor (moved by his send) is another one, in both cells.
+    await cluster.until(() => agent.pushed(CONV).length === 1);
+    agent.frame({ op: 'read', id: 'r', conv: CONV, seq: 2 });
+    await cluster.until(() => customer.of('receipt').length === 1);
+    expect(customer.of('receipt')[0]).toEqual({ t: 'receipt', conv: CONV, user: 'alice', role: 'agent', seq: 2 });
+    customer.frame({ op: 'inbox', id: 'i' });
+    await cluster.until(() => customer.of('inbox').length === 1);
+    expect(customer.of('inbox')[0]!.conversations[0]).toMatchObject({ readSeq: 2, reads: [{ user: 'alice', role: 'agent', seq: 2 }] });
   });
 });

@@ -823,9 +823,9 @@ describe('CellmeshClient delivery', () => {
     const devices: unknown[] = [];
     client.on('receipt', (receipt) => receipts.push(receipt));
     client.on('devices', (change) => devices.push(change));
-    transport.last.push({ t: 'receipt', conv: CONV, user: 'shop1-agent', seq: 4 });
+    transport.last.push({ t: 'receipt', conv: CONV, user: 'shop1-agent', role: 'agent', seq: 4 });
     transport.last.push({ t: 'devices', user: 'alice', devices: [{ device: 'phone', sinceMs: 1 }] });
-    expect(receipts).toEqual([{ conv: CONV, user: 'shop1-agent', seq: 4 }]);
+    expect(receipts).toEqual([{ conv: CONV, user: 'shop1-agent', role: 'agent', seq: 4 }]);
     expect(devices).toEqual([{ user: 'alice', devices: [{ device: 'phone', sinceMs: 1 }] }]);
   });
 });

@@ -143,6 +143,8 @@ export interface PresenceQuery {
 
 export interface PresenceEntry {
   user: string;
+  /** The customer of that id, or (asked by an agent) the asker's colleague of that id; absent from cells of an earlier version. */
+  role?: Role;
   devices: DeviceInfo[];
 }
 
@@ -167,6 +169,8 @@ export interface PingResult {
 export interface Receipt {
   conv: string;
   user: string;
+  /** Tells the customer from an agent of the same id; absent from cells of an earlier version. */
+  role?: Role;
   seq: number;
 }
 
@@ -935,7 +939,7 @@ export class CellmeshClient {
         this.onQueued(frame);
         return;
       case 'receipt':
-        this.events.emit('receipt', { conv: frame.conv, user: frame.user, seq: frame.seq });
+        this.events.emit('receipt', { conv: frame.conv, user: frame.user, ...(frame.role === undefined ? {} : { role: frame.role }), seq: frame.seq });
         return;
       case 'devices':
         this.events.emit('devices', { user: frame.user, devices: frame.devices });

@@ -50,7 +50,7 @@ export function parseServerFrame(text: string): ParsedServerFrame {
     case 'queued':
       return check(frame, optionalString(frame.id) && isString(frame.conv) && isString(frame.cmid));
     case 'receipt':
-      return check(frame, isString(frame.conv) && isString(frame.user) && isCursor(frame.seq));
+      return check(frame, isString(frame.conv) && isString(frame.user) && (frame.role === undefined || isRole(frame.role)) && isCursor(frame.seq));
     case 'synced':
       return check(frame, true);
     case 'devices':
@@ -130,6 +130,10 @@ function isFields(value: unknown): value is Fields {
 
 function isString(value: unknown): value is string {
   return typeof value === 'string';
+}
+
+function isRole(value: unknown): boolean {
+  return value === 'customer' || value === 'agent';
 }
 
 function optionalString(value: unknown): boolean {

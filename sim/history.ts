@@ -219,11 +219,12 @@ export class History {
     this.place(send, message.seq, atMs, deviceKey);
   }
 
-  receipt(deviceKey: string, receipt: { conv: string; user: string; seq: number }, atMs: number): void {
+  receipt(deviceKey: string, receipt: { conv: string; user: string; role?: string; seq: number }, atMs: number): void {
     this.receiptCount++;
     const device = this.devices.get(deviceKey);
     if (device === undefined) throw new Error(`receipt to an unregistered device ${deviceKey}`);
-    const key = `${receipt.conv}\u0000${receipt.user}`;
+    // A customer and an agent may share an id: their read cursors are different ones.
+    const key = `${receipt.conv}\u0000${receipt.role ?? ''}\u0000${receipt.user}`;
     const previous = device.receipts.get(key) ?? 0;
     if (receipt.seq < previous) {
       this.violation('cursor-backwards', `${deviceKey} saw ${receipt.user}'s read cursor of ${receipt.conv} go from ${previous} back to ${receipt.seq}`, atMs);

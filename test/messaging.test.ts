@@ -475,7 +475,7 @@ describe('unread counts and receipts', () => {
 
     const before = await inbox(phone);
     expect(before).toEqual([
-      { conv: CONV, merchant: 'm1', customer: 'c1', lastSeq: 8, deliveredSeq: 8, readSeq: 3, unread: 5, reads: [{ user: 'a1', seq: 8 }] },
+      { conv: CONV, merchant: 'm1', customer: 'c1', lastSeq: 8, deliveredSeq: 8, readSeq: 3, unread: 5, reads: [{ user: 'a1', role: 'agent', seq: 8 }] },
     ]);
     const agentBInbox = await inbox(agentB);
     expect(agentBInbox).toEqual([
@@ -488,8 +488,8 @@ describe('unread counts and receipts', () => {
         readSeq: 0,
         unread: 8,
         reads: expect.arrayContaining([
-          { user: 'c1', seq: 3 },
-          { user: 'a1', seq: 8 },
+          { user: 'c1', role: 'customer', seq: 3 },
+          { user: 'a1', role: 'agent', seq: 8 },
         ]) as unknown,
       },
     ]);
@@ -505,7 +505,7 @@ describe('unread counts and receipts', () => {
     expect((await inbox(phone))[0]).toMatchObject({ readSeq: 8, unread: 0 });
     // The agents see the customer's read.
     await agentA.until(() => agentA.all('receipt').some((receipt) => receipt.seq === 8));
-    expect((await inbox(agentA))[0]?.reads).toEqual([{ user: 'c1', seq: 8 }]);
+    expect((await inbox(agentA))[0]?.reads).toEqual([{ user: 'c1', role: 'customer', seq: 8 }]);
     // A new message makes one unread again for the customer; sending marks the sender's read.
     await sendMessage(agentA, CONV, 'a9', 'agent 9');
     expect((await inbox(phone))[0]).toMatchObject({ lastSeq: 9, readSeq: 8, unread: 1 });
@@ -550,7 +550,7 @@ describe('multi-device sync (Guarantee 5)', () => {
 
     const ok = await deskA.request({ id: 'r', op: 'read', conv: CONV, seq: 1 });
     expect(ok).toEqual({ t: 'ok', id: 'r' });
-    const receipt = { t: 'receipt', conv: CONV, user: 'a1', seq: 1 };
+    const receipt = { t: 'receipt', conv: CONV, user: 'a1', role: 'agent', seq: 1 };
     // 'a1' already read up to 2 by sending; reading 1 moves nothing. Read the customer's next message instead.
     const third = await sendMessage(laptop, CONV, 'third', 'are you there?');
     await deskA.until(() => deskA.messages(CONV).some((message) => message.seq === third.seq));
@@ -576,7 +576,7 @@ describe('multi-device sync (Guarantee 5)', () => {
     await phone.request({ id: 'cr', op: 'read', conv: CONV, seq: fourth.seq });
     for (const client of [laptop, deskA, tabletA, deskB]) {
       const got = await client.next((frame) => frame.t === 'receipt' && frame.user === 'c1', { fromStart: true });
-      expect(got).toEqual({ t: 'receipt', conv: CONV, user: 'c1', seq: fourth.seq });
+      expect(got).toEqual({ t: 'receipt', conv: CONV, user: 'c1', role: 'customer', seq: fourth.seq });
     }
   });
 });
@@ -607,14 +607,17 @@ describe('presence', () => {
 
     const counts = await phone.request({ id: 'pr2', op: 'presence', merchants: ['m1', 'm2', 'm77'] });
     expect(counts).toMatchObject({ merchants: [{ merchant: 'm1', agentsOnline: 2 }, { merchant: 'm2', agentsOnline: 1 }, { merchant: 'm77', agentsOnline: 0 }] });
-    // Agents may ask for anyone's devices in their tenant.
-    const asked = await deskA.request({ id: 'pr3', op: 'presence', users: ['c1', 'a1', 'nobody'] });
+    // Agents may ask for the devices of their tenant's customers and of their merchant's agents.
+    const asked = await deskA.request({ id: 'pr3', op: 'presence', users: ['c1', 'a1', 'a3', 'nobody'] });
     expect(asked.t).toBe('presence');
     const users = (asked as Frame<'presence'>).users;
-    expect(users.map((entry) => [entry.user, entry.devices.map((device) => device.device).sort()])).toEqual([
-      ['c1', ['laptop', 'phone']],
-      ['a1', ['desk', 'tablet']],
-      ['nobody', []],
+    expect(users.map((entry) => [entry.user, entry.role, entry.devices.map((device) => device.device).sort()])).toEqual([
+      ['c1', 'customer', ['laptop', 'phone']],
+      ['a1', 'customer', []],
+      ['a1', 'agent', ['desk', 'tablet']],
+      // a3 works for m2: not a colleague.
+      ['a3', 'customer', []],
+      ['nobody', 'customer', []],
     ]);
     // Customers only for themselves.
     const forbidden = await phone.request({ id: 'pr4', op: 'presence', users: ['c2'] });
@@ -703,7 +706,7 @@ describe('HTTP API', () => {
     const inboxAnswer = await httpRequest('GET', `${cell.httpUrl}/v1/inbox`, { token: customerToken });
     expect(inboxAnswer.status).toBe(200);
     expect(inboxAnswer.body).toEqual({
-      conversations: [{ conv: CONV, merchant: 'm1', customer: 'c1', lastSeq: 12, deliveredSeq: 0, readSeq: 11, unread: 1, reads: [{ user: 'a1', seq: 12 }] }],
+      conversations: [{ conv: CONV, merchant: 'm1', customer: 'c1', lastSeq: 12, deliveredSeq: 0, readSeq: 11, unread: 1, reads: [{ user: 'a1', role: 'agent', seq: 12 }] }],
       hasMore: false,
     });
 
@@ -711,7 +714,7 @@ describe('HTTP API', () => {
     expect(read.status).toBe(200);
     expect(read.body).toEqual({ conv: CONV, seq: 12 });
     const receipt = await agent.next((frame) => frame.t === 'receipt', { fromStart: true });
-    expect(receipt).toEqual({ t: 'receipt', conv: CONV, user: 'c1', seq: 12 });
+    expect(receipt).toEqual({ t: 'receipt', conv: CONV, user: 'c1', role: 'customer', seq: 12 });
     await phone.next((frame) => frame.t === 'receipt' && frame.user === 'c1', { fromStart: true });
     const after = await httpRequest('GET', `${cell.httpUrl}/v1/inbox`, { token: customerToken });
     expect((after.body as { conversations: Array<{ unread: number }> }).conversations[0]?.unread).toBe(0);

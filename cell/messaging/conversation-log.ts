@@ -4,6 +4,7 @@ import type { ChatMessage, Role } from '../protocol/frames.js';
 import { parseConversationId } from '../protocol/frames.js';
 import type { Store, StoreOp } from '../store/store.js';
 import { keys, lastField } from './keys.js';
+import { conversationParty } from './principal.js';
 
 /** What a sender asks to append. */
 export interface AppendRequest {
@@ -59,14 +60,15 @@ interface PendingAppend {
 /** One conversation's in-memory head: the durable sequence, read cursors, recent messages. */
 export class ConversationState {
   durableSeq: number;
+  /** Read cursors by party id (principal.ts): a customer and an agent may share a user id. */
   readonly reads: Map<string, number>;
   /** The newest durable messages, oldest first, at most `recentLimit`. */
   readonly recent: ChatMessage[] = [];
   /** Appends that wait for the write under way; they share the next batch. */
   readonly queue: PendingAppend[] = [];
-  /** Appends by `sender/cmid` that are queued or being written, so a resend joins them (with the same body). */
+  /** Appends by `<sender's party id>/cmid` that are queued or being written, so a resend joins them (with the same body). */
   readonly inFlight = new Map<string, { promise: Promise<AppendResult>; body: string }>();
-  /** Read cursor writes under way, by user; the cursor in `reads` moves once one is durable. */
+  /** Read cursor writes under way, by party id; the cursor in `reads` moves once one is durable. */
   readonly readWrites = new Map<string, Promise<void>>();
   writing = false;
 
@@ -165,7 +167,7 @@ export class ConversationLog {
   }
 
   private appendTo(state: ConversationState, request: AppendRequest): Promise<AppendResult> {
-    const dedupKey = `${request.from}/${request.cmid}`;
+    const dedupKey = `${conversationParty(request.conv, request.role, request.from)}/${request.cmid}`;
     const inFlight = state.inFlight.get(dedupKey);
     if (inFlight !== undefined) {
       if (inFlight.body !== request.body) return Promise.reject(idempotencyConflict(request.cmid));
@@ -207,46 +209,46 @@ export class ConversationLog {
   }
 
   /**
-   * Moves `user`'s read cursor forward to `seq` (never backwards) and makes it durable.
-   * Returns false when the cursor was already there or beyond.
+   * Moves the read cursor of `party` (its party id, principal.ts) forward to `seq` (never
+   * backwards) and makes it durable. Returns false when the cursor was already there or beyond.
    */
-  async markRead(tenant: string, conv: string, user: string, seq: number): Promise<boolean> {
+  async markRead(tenant: string, conv: string, party: string, seq: number): Promise<boolean> {
     const state = await this.conversation(tenant, conv);
     if (seq > state.durableSeq) {
       throw new CellError(ErrorCode.SeqOutOfRange, `seq ${seq} is beyond the conversation's last message ${state.durableSeq}`);
     }
-    // The user's own appends under way write their read cursor too (sending means having read),
+    // The party's own appends under way write their read cursor too (sending means having read),
     // and so does an earlier read of theirs: a lower value written now could land after theirs
     // and move the stored cursor back.
-    for (let own = this.cursorWritesUnderWay(state, user); own.length > 0; own = this.cursorWritesUnderWay(state, user)) {
+    for (let own = this.cursorWritesUnderWay(state, party); own.length > 0; own = this.cursorWritesUnderWay(state, party)) {
       await Promise.allSettled(own);
     }
-    if (seq <= (state.reads.get(user) ?? 0)) return false;
+    if (seq <= (state.reads.get(party) ?? 0)) return false;
     // The cursor in memory moves only once the write is durable: after a failed write it stays
     // where it was, so a retry writes again (and its caller sends the receipt).
-    const write = this.timedWrite([{ type: 'put', key: keys.readCursor(tenant, conv, user), value: String(seq) }]);
-    state.readWrites.set(user, write);
+    const write = this.timedWrite([{ type: 'put', key: keys.readCursor(tenant, conv, party), value: String(seq) }]);
+    state.readWrites.set(party, write);
     try {
       await write;
     } finally {
-      if (state.readWrites.get(user) === write) state.readWrites.delete(user);
+      if (state.readWrites.get(party) === write) state.readWrites.delete(party);
     }
-    if (seq > (state.reads.get(user) ?? 0)) state.reads.set(user, seq);
+    if (seq > (state.reads.get(party) ?? 0)) state.reads.set(party, seq);
     return true;
   }
 
-  private cursorWritesUnderWay(state: ConversationState, user: string): Array<Promise<unknown>> {
-    const prefix = `${user}/`;
+  private cursorWritesUnderWay(state: ConversationState, party: string): Array<Promise<unknown>> {
+    const prefix = `${party}/`;
     const own: Array<Promise<unknown>> = [];
     for (const [dedupKey, append] of state.inFlight) if (dedupKey.startsWith(prefix)) own.push(append.promise);
-    const reading = state.readWrites.get(user);
+    const reading = state.readWrites.get(party);
     if (reading !== undefined) own.push(reading);
     return own;
   }
 
-  /** The message `from` sent with `cmid`, if this cell stores it (its seq is known). */
-  async storedMessage(tenant: string, conv: string, from: string, cmid: string): Promise<ChatMessage | undefined> {
-    const stored = await this.store.get(keys.clientMessageId(tenant, conv, from, cmid));
+  /** The message the party `senderParty` sent with `cmid`, if this cell stores it (its seq is known). */
+  async storedMessage(tenant: string, conv: string, senderParty: string, cmid: string): Promise<ChatMessage | undefined> {
+    const stored = await this.store.get(keys.clientMessageId(tenant, conv, senderParty, cmid));
     if (stored === undefined) return undefined;
     const seq = Number(stored);
     const [message] = await this.messages(tenant, conv, seq, seq + 1, 1);
@@ -259,7 +261,7 @@ export class ConversationLog {
    * the inbox read a mirror unchanged. The home cell assigned the seqs; `messages` must continue
    * the mirror without a gap (ascending, the first at most `durableSeq + 1`); those at or below
    * `durableSeq` are skipped, so applying the same messages again writes nothing. `reads` (read
-   * cursors at the home cell) move this copy's cursors forward, never beyond its last message.
+   * cursors at the home cell, by party id) move this copy's cursors forward, never beyond its last message.
    * The caller serialises mirror writes per conversation, and never appends to a mirror: the
    * home cell sequences it. Resolves, once durable, with the messages newly written.
    */
@@ -275,18 +277,18 @@ export class ConversationLog {
     const lastSeq = state.durableSeq + fresh.length;
     // Sending a message means its sender has read everything up to it, as in the home cell.
     const readsAfter = new Map<string, number>();
-    for (const message of fresh) readsAfter.set(message.from, message.seq);
-    for (const [user, seq] of reads) {
-      if (seq <= lastSeq && seq > (readsAfter.get(user) ?? 0)) readsAfter.set(user, seq);
+    for (const message of fresh) readsAfter.set(conversationParty(conv, message.role, message.from), message.seq);
+    for (const [party, seq] of reads) {
+      if (seq <= lastSeq && seq > (readsAfter.get(party) ?? 0)) readsAfter.set(party, seq);
     }
-    for (const [user, seq] of readsAfter) if (seq <= (state.reads.get(user) ?? 0)) readsAfter.delete(user);
+    for (const [party, seq] of readsAfter) if (seq <= (state.reads.get(party) ?? 0)) readsAfter.delete(party);
     if (fresh.length === 0 && readsAfter.size === 0) return [];
     const ops: StoreOp[] = [];
     for (const message of fresh) {
       ops.push({ type: 'put', key: keys.message(tenant, conv, message.seq), value: JSON.stringify(message) });
-      ops.push({ type: 'put', key: keys.clientMessageId(tenant, conv, message.from, message.cmid), value: String(message.seq) });
+      ops.push({ type: 'put', key: keys.clientMessageId(tenant, conv, conversationParty(conv, message.role, message.from), message.cmid), value: String(message.seq) });
     }
-    for (const [user, seq] of readsAfter) ops.push({ type: 'put', key: keys.readCursor(tenant, conv, user), value: String(seq) });
+    for (const [party, seq] of readsAfter) ops.push({ type: 'put', key: keys.readCursor(tenant, conv, party), value: String(seq) });
     // Only the customer's index: the merchant's agents work in its home cell, never here.
     if (state.durableSeq === 0 && fresh.length > 0) ops.push({ type: 'put', key: keys.customerConversation(tenant, state.customer, conv), value: '' });
     state.writing = true;
@@ -297,7 +299,7 @@ export class ConversationLog {
     }
     state.durableSeq = lastSeq;
     // A receipt may have moved a cursor further while this was written.
-    for (const [user, seq] of readsAfter) if (seq > (state.reads.get(user) ?? 0)) state.reads.set(user, seq);
+    for (const [party, seq] of readsAfter) if (seq > (state.reads.get(party) ?? 0)) state.reads.set(party, seq);
     state.recent.push(...fresh);
     if (state.recent.length > this.options.recentMessages) state.recent.splice(0, state.recent.length - this.options.recentMessages);
     this.evictIdle();
@@ -430,12 +432,13 @@ export class ConversationLog {
         ts,
       };
       messages.push(message);
+      const senderParty = conversationParty(state.conv, message.role, message.from);
       ops.push({ type: 'put', key: keys.message(state.tenant, state.conv, message.seq), value: JSON.stringify(message) });
-      ops.push({ type: 'put', key: keys.clientMessageId(state.tenant, state.conv, message.from, message.cmid), value: String(message.seq) });
+      ops.push({ type: 'put', key: keys.clientMessageId(state.tenant, state.conv, senderParty, message.cmid), value: String(message.seq) });
       // Sending a message means its sender has read everything up to it.
-      readsAfter.set(message.from, message.seq);
+      readsAfter.set(senderParty, message.seq);
     }
-    for (const [user, seq] of readsAfter) ops.push({ type: 'put', key: keys.readCursor(state.tenant, state.conv, user), value: String(seq) });
+    for (const [party, seq] of readsAfter) ops.push({ type: 'put', key: keys.readCursor(state.tenant, state.conv, party), value: String(seq) });
     const firstOfConversation = firstSeq === 1 && messages.length > 0;
     if (firstOfConversation) {
       ops.push({ type: 'put', key: keys.customerConversation(state.tenant, state.customer, state.conv), value: '' });
@@ -449,7 +452,7 @@ export class ConversationLog {
     const { messages, readsAfter, firstOfConversation } = written;
     if (messages.length === 0) return;
     state.durableSeq = messages.at(-1)!.seq;
-    for (const [user, seq] of readsAfter) if (seq > (state.reads.get(user) ?? 0)) state.reads.set(user, seq);
+    for (const [party, seq] of readsAfter) if (seq > (state.reads.get(party) ?? 0)) state.reads.set(party, seq);
     state.recent.push(...messages);
     if (state.recent.length > this.options.recentMessages) state.recent.splice(0, state.recent.length - this.options.recentMessages);
     messages.forEach((message, index) => {
@@ -468,13 +471,15 @@ export class ConversationLog {
   }
 
   /**
-   * Resolves the appends whose (sender, cmid) is already stored with the stored message (or
-   * rejects them when their body differs), and returns the others of each conversation, in order.
+   * Resolves the appends whose (sender's party, cmid) is already stored with the stored message
+   * (or rejects them when their body differs), and returns the others of each conversation, in order.
    */
   private async answerStoredResends(states: readonly ConversationState[], queuedByState: readonly PendingAppend[][]): Promise<PendingAppend[][]> {
     const lookupKeys: string[] = [];
     for (const queued of queuedByState) {
-      for (const { request } of queued) lookupKeys.push(keys.clientMessageId(request.tenant, request.conv, request.from, request.cmid));
+      for (const { request } of queued) {
+        lookupKeys.push(keys.clientMessageId(request.tenant, request.conv, conversationParty(request.conv, request.role, request.from), request.cmid));
+      }
     }
     // Local stores answer at once (memtable, bloom filters); a thread-pool round trip per send
     // would cost more than the lookup itself.

@@ -1,7 +1,16 @@
 import type { ChatMessage } from '../protocol/frames.js';
 import type { ClusterPort } from './cluster-port.js';
 import type { ConversationLog } from './conversation-log.js';
-import { HISTORY_MAX_RESPONSE_BYTES, HISTORY_PROTOCOL, HistoryResponse, decodeJson, encodeJson, type HistoryPage, type HistoryRequest } from './cross-cell-wire.js';
+import {
+  HISTORY_MAX_RESPONSE_BYTES,
+  HISTORY_PROTOCOL,
+  HistoryResponse,
+  decodeJson,
+  encodeJson,
+  readerParty,
+  type HistoryPage,
+  type HistoryRequest,
+} from './cross-cell-wire.js';
 import { KeyedSerializer } from './keyed-serializer.js';
 
 export interface MirrorSettings {
@@ -66,14 +75,14 @@ export class ConversationMirror {
   }
 
   /**
-   * Moves `user`'s read cursor in the mirror forward to `seq` (a receipt from the home cell, or
-   * this cell's own user reading), backfilling up to `seq` first. Resolves with the messages
-   * newly written and whether the cursor moved.
+   * Moves the read cursor of `party` (a party id, principal.ts) in the mirror forward to `seq`
+   * (a receipt from the home cell, or this cell's own customer reading), backfilling up to `seq`
+   * first. Resolves with the messages newly written and whether the cursor moved.
    */
-  markRead(tenant: string, conv: string, home: string, user: string, seq: number): Promise<{ written: ChatMessage[]; moved: boolean }> {
+  markRead(tenant: string, conv: string, home: string, party: string, seq: number): Promise<{ written: ChatMessage[]; moved: boolean }> {
     return this.serializer.run(`${tenant}/${conv}`, async () => {
       const written = await this.backfill(tenant, conv, home, seq, false);
-      const moved = await this.log.markRead(tenant, conv, user, seq);
+      const moved = await this.log.markRead(tenant, conv, party, seq);
       return { written, moved };
     });
   }
@@ -101,7 +110,7 @@ export class ConversationMirror {
       const limit = Math.max(1, Math.min(this.settings.historyPageMessages, untilSeq - afterSeq));
       const page = await this.fetchPage(home, { v: 1, tenant, conv, afterSeq, limit, ...(askFollow ? { follow: true } : {}) });
       askFollow = false;
-      const reads = page.reads.map(({ user, seq }) => [user, seq] as const);
+      const reads = page.reads.map(({ user, role, seq }) => [readerParty(conv, user, role), seq] as const);
       written.push(...(await this.log.mirror(tenant, conv, page.messages, reads)));
       state = await this.log.conversation(tenant, conv);
       // The home cell holds no more: `untilSeq` was an upper bound (a catch-up), or it lost data.

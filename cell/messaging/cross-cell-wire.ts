@@ -1,6 +1,7 @@
 import { z } from 'zod';
-import { IDENTIFIER_PATTERN, MAX_BODY_CHARS, clientMessageId, parseConversationId } from '../protocol/frames.js';
+import { IDENTIFIER_PATTERN, MAX_BODY_CHARS, clientMessageId, parseConversationId, type Role } from '../protocol/frames.js';
 import type { ClusterEntry, JsonValue } from './cluster-port.js';
+import { conversationParty } from './principal.js';
 
 /**
  * The wire formats of cross-cell conversations (docs/architecture.md, "Cross-cell
@@ -43,12 +44,14 @@ const chatMessage = z.object({
 });
 
 /**
- * One entry between cells:
+ * One entry between cells. Only customers' devices are ever on another cell than their
+ * conversation's home (agents work in their merchant's home cell), so `user` names a customer
+ * except in `receipt`, where `role` says whose cursor moved (docs/protocol.md, "Identity"):
  * - `send` (access cell to home cell): a device's message, to append as that user.
- * - `read` (access cell to home cell): a user read the conversation up to `seq`.
+ * - `read` (access cell to home cell): the customer read the conversation up to `seq`.
  * - `message` (home cell to the cells holding the customer's devices): a durable message.
  * - `receipt` (home cell to the same): a read cursor moved.
- * - `gone` (access cell to home cell): the user has no device here any more; stop sending.
+ * - `gone` (access cell to home cell): the customer has no device here any more; stop sending.
  * - `rejected` (home cell to access cell): a `send` the home cell refuses for good.
  */
 export const CrossCellEntry = z.discriminatedUnion('kind', [
@@ -71,7 +74,8 @@ export const CrossCellEntry = z.discriminatedUnion('kind', [
   }),
   z.object({ v: z.literal(1), kind: z.literal('read'), tenant: identifier, conv: conversationId, user: identifier, seq: cursor }),
   z.object({ v: z.literal(1), kind: z.literal('message'), tenant: identifier, message: chatMessage }),
-  z.object({ v: z.literal(1), kind: z.literal('receipt'), tenant: identifier, conv: conversationId, user: identifier, seq: cursor }),
+  // `role` is absent from cells of an earlier version: see readerParty.
+  z.object({ v: z.literal(1), kind: z.literal('receipt'), tenant: identifier, conv: conversationId, user: identifier, role: role.optional(), seq: cursor }),
   z.object({ v: z.literal(1), kind: z.literal('gone'), tenant: identifier, user: identifier }),
   z.object({
     v: z.literal(1),
@@ -86,6 +90,15 @@ export const CrossCellEntry = z.discriminatedUnion('kind', [
 ]);
 export type CrossCellEntry = z.infer<typeof CrossCellEntry>;
 export type CrossCellEntryOf<Kind extends CrossCellEntry['kind']> = Extract<CrossCellEntry, { kind: Kind }>;
+
+/**
+ * The party id (principal.ts) of a read cursor a home cell sent: `role` names it; a cell of an
+ * earlier version sends no role, and its cursor of the conversation's customer id is taken as
+ * the customer's (it kept one cursor per id, so that is the best reading of it).
+ */
+export function readerParty(conv: string, user: string, role: Role | undefined): string {
+  return conversationParty(conv, role ?? (parseConversationId(conv)?.customer === user ? 'customer' : 'agent'), user);
+}
 
 /** Builds the outbox entry of a payload; the key names it in the receiver's logs and metrics. */
 export function crossCellEntry(payload: CrossCellEntry): ClusterEntry {
@@ -125,7 +138,7 @@ export const HistoryResponse = z.discriminatedUnion('ok', [
     ok: z.literal(true),
     lastSeq: cursor,
     messages: z.array(chatMessage).max(HISTORY_MAX_PAGE_MESSAGES),
-    reads: z.array(z.object({ user: identifier, seq: cursor })).max(HISTORY_MAX_READS),
+    reads: z.array(z.object({ user: identifier, role: role.optional(), seq: cursor })).max(HISTORY_MAX_READS),
   }),
   z.object({ ok: z.literal(false), code: errorCode, message: errorMessage.optional() }),
 ]);

@@ -17,13 +17,16 @@ import {
   decodeJson,
   encodeJson,
   parseCrossCellEntry,
+  readerParty,
   type CrossCellEntry,
   type CrossCellEntryOf,
+  type HistoryPage,
   type HistoryResponse,
 } from './cross-cell-wire.js';
 import { MAX_CONVERSATIONS_PER_DEVICE } from './delivery.js';
 import { keys, lastField } from './keys.js';
 import { merchantConversations } from './merchant-conversations.js';
+import { conversationParty, parsePartyId, partyId } from './principal.js';
 import { RelayedSends, relayedSendKey, type RelayedSend } from './relayed-sends.js';
 
 /** The device (and request) a relayed send answers once its seq is known. */
@@ -85,15 +88,16 @@ export interface CrossCellHost {
   hosts(tenant: string, merchant: string): boolean;
   /** Resolves once no move of the merchant out of this cell is under way (writes wait for it). */
   whenSettled(tenant: string, merchant: string): Promise<void>;
-  hasDevices(tenant: string, user: string): boolean;
+  /** Whether the customer (never an agent of the same id) has a device connected here. */
+  customerHasDevices(tenant: string, customer: string): boolean;
   /** Pushes a durable message to this cell's devices of its conversation; `sender`'s device gets `sent`. */
   deliver(tenant: string, message: ChatMessage, sender: RelayedSend | undefined): void;
-  /** Pushes a receipt to this cell's devices of the conversation. */
-  deliverReceipt(tenant: string, conv: string, user: string, seq: number): void;
-  /** Moves a read cursor of a conversation this cell hosts, with its receipts everywhere. */
-  markRead(tenant: string, conv: string, user: string, seq: number): Promise<void>;
-  /** Tells the sender of a relayed send (or, when it is gone, the user's devices here) that it was refused. */
-  refuseRelayed(sender: RelayedSend | undefined, tenant: string, user: string, conv: string, cmid: string, error: CellError): void;
+  /** Pushes a receipt (`party`, a party id of the conversation, read up to `seq`) to this cell's devices of the conversation. */
+  deliverReceipt(tenant: string, conv: string, party: string, seq: number): void;
+  /** Moves `party`'s read cursor of a conversation this cell hosts, with its receipts everywhere. */
+  markRead(tenant: string, conv: string, party: string, seq: number): Promise<void>;
+  /** Tells the sender of a relayed send (or, when it is gone, the customer's devices here) that it was refused. */
+  refuseRelayed(sender: RelayedSend | undefined, tenant: string, customer: string, conv: string, cmid: string, error: CellError): void;
 }
 
 export interface CrossCellComponents {
@@ -219,13 +223,14 @@ export class CrossCellRelay {
 
   private async relaySendInOrder(identity: Identity, home: string, conv: string, cmid: string, body: string, sender: RelaySender): Promise<ChatMessage | undefined> {
     const { tenant, user, role, device } = identity;
+    const party = partyId(identity);
     this.watchMirrors(tenant, user);
-    const stored = await this.components.log.storedMessage(tenant, conv, user, cmid);
+    const stored = await this.components.log.storedMessage(tenant, conv, party, cmid);
     if (stored !== undefined) {
       if (stored.body !== body) throw idempotencyConflict(cmid);
       return stored;
     }
-    const key = relayedSendKey(tenant, conv, user, cmid);
+    const key = relayedSendKey(tenant, conv, party, cmid);
     const pendingBody = this.sends.pendingBody(key);
     if (pendingBody !== undefined && pendingBody !== body) throw idempotencyConflict(cmid);
     // A resend of a send under way is answered `queued` again, without a second forward.
@@ -240,9 +245,9 @@ export class CrossCellRelay {
     return undefined;
   }
 
-  /** Waits for the message of a relayed send (HTTP callers); rejects FORWARD_PENDING after `relayWaitMs`. */
-  waitForSeq(tenant: string, conv: string, user: string, cmid: string): Promise<ChatMessage> {
-    return this.sends.wait(relayedSendKey(tenant, conv, user, cmid), this.settings.relayWaitMs);
+  /** Waits for the message of a relayed send (HTTP callers) of the sender `senderParty`; rejects FORWARD_PENDING after `relayWaitMs`. */
+  waitForSeq(tenant: string, conv: string, senderParty: string, cmid: string): Promise<ChatMessage> {
+    return this.sends.wait(relayedSendKey(tenant, conv, senderParty, cmid), this.settings.relayWaitMs);
   }
 
   /**
@@ -251,15 +256,16 @@ export class CrossCellRelay {
    */
   async relayRead(identity: Identity, home: string, conv: string, seq: number): Promise<boolean> {
     const { tenant, user } = identity;
+    const party = partyId(identity);
     const state = await this.components.log.conversation(tenant, conv);
     if (seq > state.durableSeq) {
       throw new CellError(ErrorCode.SeqOutOfRange, `seq ${seq} is beyond the conversation's last message ${state.durableSeq}`);
     }
-    if (seq <= (state.reads.get(user) ?? 0)) return false;
+    if (seq <= (state.reads.get(party) ?? 0)) return false;
     await this.enqueue(home, { v: 1, kind: 'read', tenant, conv, user, seq });
     let outcome: { written: ChatMessage[]; moved: boolean };
     try {
-      outcome = await this.mirror.markRead(tenant, conv, home, user, seq);
+      outcome = await this.mirror.markRead(tenant, conv, home, party, seq);
     } catch (error) {
       // The read is on its way to the home cell, whose receipt moves this cursor too.
       if (error instanceof CellError) throw error;
@@ -284,7 +290,7 @@ export class CrossCellRelay {
     if (this.freshUsers.has(userKey)) return;
     // A refresh that failed (a home cell out of reach) leaves the user stale: the repair pass and the next device try again.
     const { complete, mirrors } = await this.refreshUser(identity.tenant, identity.user, true);
-    if (!this.components.host.hasDevices(identity.tenant, identity.user)) return;
+    if (!this.components.host.customerHasDevices(identity.tenant, identity.user)) return;
     if (complete) this.freshUsers.add(userKey);
     if (mirrors > 0) this.watchMirrors(identity.tenant, identity.user);
   }
@@ -304,7 +310,7 @@ export class CrossCellRelay {
     const { store, host, logger } = this.components;
     try {
       for await (const { customer } of merchantConversations(store, tenant, merchant)) {
-        if (host.hasDevices(tenant, customer)) this.watchMirrors(tenant, customer);
+        if (host.customerHasDevices(tenant, customer)) this.watchMirrors(tenant, customer);
       }
     } catch (error) {
       // Their next connect, send or forwarded entry puts them under the repair pass all the same.
@@ -328,7 +334,7 @@ export class CrossCellRelay {
     let repaired = 0;
     for (const [key, [tenant, user]] of [...this.mirroredUsers]) {
       if (host.isDraining()) break;
-      if (!host.hasDevices(tenant, user)) {
+      if (!host.customerHasDevices(tenant, user)) {
         this.mirroredUsers.delete(key);
         continue;
       }
@@ -363,15 +369,15 @@ export class CrossCellRelay {
 
   /** A message of a conversation hosted here became durable: on to the customer's other cells. */
   messageDurable(tenant: string, message: ChatMessage): void {
-    const key = relayedSendKey(tenant, message.conv, message.from, message.cmid);
+    const key = relayedSendKey(tenant, message.conv, conversationParty(message.conv, message.role, message.from), message.cmid);
     const origin = this.origins.get(key);
     const task = this.fanOut.message(tenant, message, origin);
     if (origin !== undefined) this.originTasks.set(key, task);
   }
 
-  /** A read cursor of a conversation hosted here moved: on to the customer's other cells. */
-  receiptMoved(tenant: string, conv: string, user: string, seq: number): void {
-    void this.fanOut.receipt(tenant, conv, user, seq);
+  /** The read cursor of `party` (a party id) of a conversation hosted here moved: on to the customer's other cells. */
+  receiptMoved(tenant: string, conv: string, party: string, seq: number): void {
+    void this.fanOut.receipt(tenant, conv, parsePartyId(party)!, seq);
   }
 
   // -- forwarded entries ------------------------------------------------------------------------
@@ -468,7 +474,7 @@ export class CrossCellRelay {
     const accepted = sends.filter((send) => !foreign.includes(send));
     if (accepted.length === 0) return;
     if (this.components.host.isDraining()) throw new CellError(ErrorCode.ShuttingDown, 'this cell is shutting down');
-    const sendKeys = accepted.map((send) => relayedSendKey(tenant, conv, send.user, send.cmid));
+    const sendKeys = accepted.map((send) => relayedSendKey(tenant, conv, conversationParty(conv, send.role, send.user), send.cmid));
     const origins = accepted.map((send) => send.origin ?? source);
     sendKeys.forEach((key, index) => this.origins.set(key, origins[index]!));
     try {
@@ -509,7 +515,7 @@ export class CrossCellRelay {
     // The reader's cell holds a device of theirs: it gets the receipt, among others.
     this.fanOut.follow(entry.tenant, entry.user, source);
     try {
-      await this.components.host.markRead(entry.tenant, entry.conv, entry.user, entry.seq);
+      await this.components.host.markRead(entry.tenant, entry.conv, partyId({ role: 'customer', user: entry.user }), entry.seq);
     } catch (error) {
       if (!(error instanceof CellError) || error.code !== ErrorCode.SeqOutOfRange) throw error;
       this.drop(source, `read/${entry.tenant}/${entry.conv}`, 'read beyond the conversation');
@@ -526,7 +532,7 @@ export class CrossCellRelay {
       return;
     }
     // A conversation can turn cross-cell after the customer's device connected (its merchant moved away).
-    if (this.components.host.hasDevices(tenant, parsed.customer)) this.watchMirrors(tenant, parsed.customer);
+    if (this.components.host.customerHasDevices(tenant, parsed.customer)) this.watchMirrors(tenant, parsed.customer);
     const bySeq = new Map(entries.map(({ message }) => [message.seq, message]));
     const messages = [...bySeq.values()].sort((a, b) => a.seq - b.seq);
     // Runs of consecutive seqs; a hole between two runs is backfilled by the second.
@@ -541,7 +547,7 @@ export class CrossCellRelay {
       // Sends answered by messages the mirror held already (a resend, another device's copy).
       const alreadyHeld = run.filter((message) => !writtenSeqs.has(message.seq));
       for (const message of alreadyHeld) {
-        const sender = this.sends.settle(relayedSendKey(tenant, conv, message.from, message.cmid), message);
+        const sender = this.sends.settle(relayedSendKey(tenant, conv, conversationParty(conv, message.role, message.from), message.cmid), message);
         if (sender !== undefined) this.components.host.deliver(tenant, message, sender);
       }
       this.deliverMirrored(tenant, written);
@@ -556,10 +562,11 @@ export class CrossCellRelay {
       this.drop(source, `receipt/${entry.tenant}/${entry.conv}`, 'a receipt of a conversation hosted here');
       return;
     }
-    const { written, moved } = await this.mirror.markRead(entry.tenant, entry.conv, source, entry.user, entry.seq);
+    const party = readerParty(entry.conv, entry.user, entry.role);
+    const { written, moved } = await this.mirror.markRead(entry.tenant, entry.conv, source, party, entry.seq);
     this.counts.mirroredMessages += written.length;
     this.deliverMirrored(entry.tenant, written);
-    if (moved) this.components.host.deliverReceipt(entry.tenant, entry.conv, entry.user, entry.seq);
+    if (moved) this.components.host.deliverReceipt(entry.tenant, entry.conv, party, entry.seq);
     this.hintIfGone(source, entry.tenant, customer);
   }
 
@@ -567,14 +574,14 @@ export class CrossCellRelay {
   private applyRejected(entry: CrossCellEntryOf<'rejected'>): void {
     const code = Object.values(ErrorCode).includes(entry.code as ErrorCode) ? (entry.code as ErrorCode) : ErrorCode.Internal;
     const error = new CellError(code, entry.message);
-    const sender = this.sends.fail(relayedSendKey(entry.tenant, entry.conv, entry.user, entry.cmid), error);
+    const sender = this.sends.fail(relayedSendKey(entry.tenant, entry.conv, partyId({ role: 'customer', user: entry.user }), entry.cmid), error);
     this.components.host.refuseRelayed(sender, entry.tenant, entry.user, entry.conv, entry.cmid, error);
   }
 
   /** Delivers newly mirrored messages, in seq order, answering the devices that sent them. */
   private deliverMirrored(tenant: string, messages: readonly ChatMessage[]): void {
     for (const message of messages) {
-      const sender = this.sends.settle(relayedSendKey(tenant, message.conv, message.from, message.cmid), message);
+      const sender = this.sends.settle(relayedSendKey(tenant, message.conv, conversationParty(message.conv, message.role, message.from), message.cmid), message);
       this.components.host.deliver(tenant, message, sender);
     }
   }
@@ -603,7 +610,7 @@ export class CrossCellRelay {
    * home cell's further forwards into this mirror, which stays correct.
    */
   private hintIfGone(source: string, tenant: string, user: string): void {
-    if (this.components.host.hasDevices(tenant, user)) return;
+    if (this.components.host.customerHasDevices(tenant, user)) return;
     const userKey = `${tenant}/${user}`;
     let cells = this.goneSent.get(userKey);
     if (cells?.has(source) === true) return;
@@ -690,7 +697,11 @@ export class CrossCellRelay {
         if (fits > 0 && bytes > this.settings.historyPageBytes) break;
         fits++;
       }
-      const reads = [...state.reads].slice(0, HISTORY_MAX_READS).map(([user, seq]) => ({ user, seq }));
+      const reads: HistoryPage['reads'] = [];
+      for (const [party, seq] of state.reads) {
+        const reader = parsePartyId(party);
+        if (reader !== undefined && reads.length < HISTORY_MAX_READS) reads.push({ user: reader.user, role: reader.role, seq });
+      }
       this.counts.historyPagesServed++;
       return answer({ ok: true, lastSeq: state.durableSeq, messages: page.slice(0, fits), reads });
     } catch (error) {

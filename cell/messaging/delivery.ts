@@ -9,6 +9,7 @@ import { CoalescingWriter } from './coalescing-writer.js';
 import type { ConversationLog } from './conversation-log.js';
 import type { DeviceConnection, DeviceCursor } from './device.js';
 import { keys, lastField } from './keys.js';
+import { partyId } from './principal.js';
 
 export interface DeliveryLimits {
   /** Messages pushed and unacknowledged per device before pushing waits for acks. */
@@ -25,6 +26,8 @@ export interface DeliveryLimits {
 export const MAX_CONVERSATIONS_PER_DEVICE = 10_000;
 /** Conversation heads loaded at once while a device attaches. */
 const ATTACH_LOAD_PARALLELISM = 32;
+/** Acks one device may have waiting for its cursors to load (right after connecting). */
+export const MAX_ACKS_WAITING_FOR_CURSORS = 4 * 1024;
 
 /**
  * Delivers each conversation to each device in seq order, gap-free, from the device's cursor.
@@ -63,6 +66,7 @@ export class DeliveryService {
   /** Loads the device's conversations and cursors, then starts catching it up. */
   async attach(connection: DeviceConnection): Promise<void> {
     const { tenant, user, role, merchant, device } = connection.identity;
+    const party = partyId(connection.identity);
     const index =
       role === 'agent' && merchant !== undefined
         ? keys.merchantConversations(tenant, merchant)
@@ -70,7 +74,7 @@ export class DeliveryService {
     // A device that acked and reconnected at once may be faster than its cursor's write. Taken
     // before the store read: a write that lands during the read leaves the writer's list but
     // may be missing from what the read saw.
-    const cursorRange = keys.deliveryCursors(tenant, user, device);
+    const cursorRange = keys.deliveryCursors(tenant, party, device);
     const unwritten = this.cursorWriter.unwritten(cursorRange.gte);
     const [conversationEntries, cursorEntries] = await Promise.all([
       this.store.range({ ...index, limit: MAX_CONVERSATIONS_PER_DEVICE }),
@@ -99,7 +103,7 @@ export class DeliveryService {
       connection.cursors.set(conv, { sentSeq: ackedSeq, ackedSeq, pumping: false, syncTargetSeq: 0 });
     }
     connection.notifiedWhileLoading.clear();
-    connection.loaded = true;
+    connection.markLoaded();
     if (connection.closed) return;
     if (connection.unsyncedConversations === 0) this.sendSynced(connection);
     for (const conv of connection.cursors.keys()) this.pump(connection, conv);
@@ -154,10 +158,11 @@ export class DeliveryService {
 
   /**
    * A cumulative delivery ack: the device has everything up to `seq` in `conv`. Applied at
-   * once when the conversation's head is in memory (the usual case); otherwise the returned
-   * promise settles once it is loaded and applied.
+   * once when the device's cursors and the conversation's head are in memory (the usual case);
+   * otherwise the returned promise settles once they are loaded and it is applied.
    */
   ack(connection: DeviceConnection, conv: string, seq: number): Promise<void> | undefined {
+    if (!connection.loaded) return this.ackOnceLoaded(connection, conv, seq);
     const cursor = connection.cursors.get(conv);
     if (cursor === undefined) throw outOfRange(conv, seq);
     const { tenant } = connection.identity;
@@ -169,6 +174,25 @@ export class DeliveryService {
     return this.log.conversation(tenant, conv).then((loaded) => this.applyAck(connection, cursor, loaded.durableSeq, conv, seq));
   }
 
+  /**
+   * An ack that arrives before the device's cursors are loaded (it acked the `sent` of a resend
+   * right after connecting) waits for them: judged against cursors not loaded yet, a legal ack
+   * would look like one of nothing delivered.
+   */
+  private async ackOnceLoaded(connection: DeviceConnection, conv: string, seq: number): Promise<void> {
+    if (connection.acksWaitingForCursors >= MAX_ACKS_WAITING_FOR_CURSORS) {
+      throw new CellError(ErrorCode.RateLimited, 'too many acks before your conversations were loaded; retry in a moment', { retryAfterMs: 100 });
+    }
+    connection.acksWaitingForCursors++;
+    try {
+      await connection.whenLoaded;
+    } finally {
+      connection.acksWaitingForCursors--;
+    }
+    if (connection.closed) return;
+    await this.ack(connection, conv, seq);
+  }
+
   private applyAck(connection: DeviceConnection, cursor: DeviceCursor, durableSeq: number, conv: string, seq: number): void {
     if (seq > durableSeq) throw outOfRange(conv, seq);
     if (seq <= cursor.ackedSeq) return;
@@ -176,8 +200,8 @@ export class DeliveryService {
     cursor.ackedSeq = seq;
     if (seq > cursor.sentSeq) cursor.sentSeq = seq;
     this.checkSynced(connection, cursor);
-    const { tenant, user, device } = connection.identity;
-    cursor.storeKey ??= keys.deliveryCursor(tenant, user, device, conv);
+    const { tenant, device } = connection.identity;
+    cursor.storeKey ??= keys.deliveryCursor(tenant, partyId(connection.identity), device, conv);
     // Cursors only move forward and the writer writes each key's latest value in order, so the
     // stored cursor never regresses.
     this.cursorWriter.set(cursor.storeKey, String(seq));

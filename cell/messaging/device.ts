@@ -44,7 +44,12 @@ export class DeviceConnection {
   readonly stalledConversations = new Set<string>();
   /** Messages pushed and not yet acknowledged, over all conversations. */
   inFlight = 0;
+  /** The cursors are loaded (`markLoaded`); before, acks wait for `whenLoaded`. */
   loaded = false;
+  readonly whenLoaded: Promise<void>;
+  /** Acks waiting for the cursors to load; bounded by MAX_ACKS_WAITING_FOR_CURSORS. */
+  acksWaitingForCursors = 0;
+  private resolveLoaded!: () => void;
   closed = false;
   syncedSent = false;
   /** Conversations still short of their sync target. */
@@ -67,6 +72,12 @@ export class DeviceConnection {
     this.rateLimit = new TokenBucket(limits.ratePerSecond, limits.burst, connectedAtMs);
     this.ackRateLimit = new TokenBucket(limits.ackRatePerSecond, limits.ackBurst, connectedAtMs);
     this.errorAllowance = new TokenBucket(limits.errorRecoveryPerSecond, limits.maxErrors, connectedAtMs);
+    this.whenLoaded = new Promise<void>((resolve) => (this.resolveLoaded = resolve));
+  }
+
+  markLoaded(): void {
+    this.loaded = true;
+    this.resolveLoaded();
   }
 }
 

@@ -5,11 +5,15 @@
  * strings. All keys are ASCII (stores compare bytes or UTF-16 units; both agree on ASCII).
  *
  *   m/<tenant>/<conv>/<seq>              a message (JSON)
- *   i/<tenant>/<conv>/<sender>/<cmid>    idempotency: the seq a client message id got
- *   r/<tenant>/<conv>/<user>             a user's read cursor in a conversation
- *   d/<tenant>/<user>/<device>/<conv>    a device's delivery cursor in a conversation
+ *   i/<tenant>/<conv>/<party>/<cmid>     idempotency: the seq a sender's client message id got
+ *   r/<tenant>/<conv>/<party>            a party's read cursor in a conversation
+ *   d/<tenant>/<party>/<device>/<conv>   a device's delivery cursor in a conversation
  *   uc/<tenant>/<customer>/<conv>        index: a customer's conversations
  *   mc/<tenant>/<merchant>/<conv>        index: a merchant's conversations
+ *   v/layout                             the layout version of the keys above (key-layout.ts)
+ *
+ * `<party>` is a user's whole identity inside the tenant (principal.ts: `c:<user>` or
+ * `a:<merchant>:<user>`), never the bare user id, which customers and agents may share.
  */
 const SEQ_DIGITS = 16;
 /** Sorts after every character used in keys, to close a prefix range. */
@@ -36,16 +40,17 @@ export const keys = {
     lt: `m/${tenant}/${conv}/${encodeSeq(toSeq)}`,
   }),
   allMessages: (tenant: string, conv: string) => prefixRange(`m/${tenant}/${conv}/`),
-  clientMessageId: (tenant: string, conv: string, sender: string, cmid: string) =>
-    `i/${tenant}/${conv}/${sender}/${encodeURIComponent(cmid)}`,
-  readCursor: (tenant: string, conv: string, user: string) => `r/${tenant}/${conv}/${user}`,
+  clientMessageId: (tenant: string, conv: string, senderParty: string, cmid: string) =>
+    `i/${tenant}/${conv}/${senderParty}/${encodeURIComponent(cmid)}`,
+  readCursor: (tenant: string, conv: string, party: string) => `r/${tenant}/${conv}/${party}`,
   readCursors: (tenant: string, conv: string) => prefixRange(`r/${tenant}/${conv}/`),
-  deliveryCursor: (tenant: string, user: string, device: string, conv: string) => `d/${tenant}/${user}/${device}/${conv}`,
-  deliveryCursors: (tenant: string, user: string, device: string) => prefixRange(`d/${tenant}/${user}/${device}/`),
+  deliveryCursor: (tenant: string, party: string, device: string, conv: string) => `d/${tenant}/${party}/${device}/${conv}`,
+  deliveryCursors: (tenant: string, party: string, device: string) => prefixRange(`d/${tenant}/${party}/${device}/`),
   customerConversation: (tenant: string, customer: string, conv: string) => `uc/${tenant}/${customer}/${conv}`,
   customerConversations: (tenant: string, customer: string) => prefixRange(`uc/${tenant}/${customer}/`),
   merchantConversation: (tenant: string, merchant: string, conv: string) => `mc/${tenant}/${merchant}/${conv}`,
   merchantConversations: (tenant: string, merchant: string) => prefixRange(`mc/${tenant}/${merchant}/`),
+  layoutVersion: () => 'v/layout',
 };
 
 /** The last '/'-separated field of a key (the conversation of an index or cursor key, a user...). */

@@ -1,11 +1,15 @@
 import type { DeviceInfo } from '../protocol/frames.js';
 import type { DeviceConnection } from './device.js';
+import { customerPrincipal, principalKey, type Principal } from './principal.js';
 
 /**
  * Which users are online in this cell and on which devices; also the fan-out index: a
  * conversation reaches its customer's devices and the devices of its merchant's agents.
+ * Users are keyed by their whole principal (principal.ts), never by user id alone: customer
+ * `alice` and agent `alice` of some merchant are different users with different devices.
  */
 export class PresenceRegistry {
+  /** By principalKey, then by device. */
   private readonly devicesByUser = new Map<string, Map<string, DeviceConnection>>();
   private readonly agentsByMerchant = new Map<string, Set<DeviceConnection>>();
   private count = 0;
@@ -14,10 +18,10 @@ export class PresenceRegistry {
     return this.count;
   }
 
-  /** Registers a device; returns the connection it replaces (same user and device), if any. */
+  /** Registers a device; returns the connection it replaces (same principal and device), if any. */
   add(connection: DeviceConnection): DeviceConnection | undefined {
-    const { tenant, user, device, merchant } = connection.identity;
-    const userKey = `${tenant}/${user}`;
+    const { tenant, device, merchant } = connection.identity;
+    const userKey = principalKey(connection.identity);
     // Removing first: it may drop the user's (then empty) device map.
     const replaced = this.devicesByUser.get(userKey)?.get(device);
     if (replaced !== undefined) this.remove(replaced);
@@ -42,8 +46,8 @@ export class PresenceRegistry {
 
   /** Unregisters a device; a no-op when a newer connection of the same device took its place. */
   remove(connection: DeviceConnection): boolean {
-    const { tenant, user, device, merchant } = connection.identity;
-    const userKey = `${tenant}/${user}`;
+    const { tenant, device, merchant } = connection.identity;
+    const userKey = principalKey(connection.identity);
     const devices = this.devicesByUser.get(userKey);
     if (devices?.get(device) !== connection) return false;
     devices.delete(device);
@@ -58,30 +62,30 @@ export class PresenceRegistry {
     return true;
   }
 
-  devicesOf(tenant: string, user: string): Iterable<DeviceConnection> {
-    return this.devicesByUser.get(`${tenant}/${user}`)?.values() ?? [];
+  devicesOf(principal: Principal): Iterable<DeviceConnection> {
+    return this.devicesByUser.get(principalKey(principal))?.values() ?? [];
   }
 
-  deviceCount(tenant: string, user: string): number {
-    return this.devicesByUser.get(`${tenant}/${user}`)?.size ?? 0;
+  deviceCount(principal: Principal): number {
+    return this.devicesByUser.get(principalKey(principal))?.size ?? 0;
   }
 
-  hasDevice(tenant: string, user: string, device: string): boolean {
-    return this.devicesByUser.get(`${tenant}/${user}`)?.has(device) ?? false;
+  hasDevice(principal: Principal, device: string): boolean {
+    return this.devicesByUser.get(principalKey(principal))?.has(device) ?? false;
   }
 
   agentsOf(tenant: string, merchant: string): Iterable<DeviceConnection> {
     return this.agentsByMerchant.get(`${tenant}/${merchant}`) ?? [];
   }
 
-  /** Every device that should see a conversation's traffic. */
+  /** Every device that should see a conversation's traffic: its customer's, and its merchant's agents'. */
   *participantsOf(tenant: string, merchant: string, customer: string): Iterable<DeviceConnection> {
-    yield* this.devicesOf(tenant, customer);
+    yield* this.devicesOf(customerPrincipal(tenant, customer));
     yield* this.agentsOf(tenant, merchant);
   }
 
-  deviceInfo(tenant: string, user: string): DeviceInfo[] {
-    return [...this.devicesOf(tenant, user)].map((connection) => ({
+  deviceInfo(principal: Principal): DeviceInfo[] {
+    return [...this.devicesOf(principal)].map((connection) => ({
       device: connection.identity.device,
       sinceMs: connection.connectedAtMs,
     }));

@@ -21,7 +21,7 @@ interface Waiter {
 
 /**
  * The sends this access cell relayed to their conversation's home cell and whose seq it has not
- * seen yet, by (tenant, conv, sender, cmid). When the message comes back (as a forwarded
+ * seen yet, by (tenant, conv, sender's party, cmid). When the message comes back (as a forwarded
  * message, or in a backfill) the device that sent it is answered with `sent`, like a local send.
  *
  * In memory only and bounded: beyond `maxEntries` the oldest is dropped. Nothing is lost then:
@@ -117,7 +117,7 @@ export class RelayedSends {
   }
 }
 
-/** The key of a send: a sender's cmid names one message per conversation for good. */
-export function relayedSendKey(tenant: string, conv: string, sender: string, cmid: string): string {
-  return `${tenant}/${conv}/${sender}/${cmid}`;
+/** The key of a send: a sender's cmid names one message per conversation for good; `senderParty` is its party id (principal.ts). */
+export function relayedSendKey(tenant: string, conv: string, senderParty: string, cmid: string): string {
+  return `${tenant}/${conv}/${senderParty}/${cmid}`;
 }

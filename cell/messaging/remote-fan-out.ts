@@ -4,6 +4,7 @@ import { parseConversationId, type ChatMessage } from '../protocol/frames.js';
 import { clusterErrorCode, type ClusterPort } from './cluster-port.js';
 import { crossCellEntry, type CrossCellEntry } from './cross-cell-wire.js';
 import { KeyedSerializer } from './keyed-serializer.js';
+import type { Party } from './principal.js';
 
 export interface RemoteFanOutSettings {
   /** Fan-outs waiting or running at once, over all conversations. */
@@ -50,7 +51,7 @@ export interface RemoteFanOutStats {
 export class RemoteFanOut {
   private readonly serializer: KeyedSerializer;
   private readonly counts: RemoteFanOutStats = { entriesEnqueued: 0, fanOutsDropped: 0, enqueueFailures: 0, locateFailures: 0 };
-  /** `tenant/user` to follower cell to expiry (clock ms); least recently used first. */
+  /** `tenant/customer` to follower cell to expiry (clock ms); least recently used first. Only customers are followed. */
   private readonly followers = new Map<string, Map<string, number>>();
 
   constructor(
@@ -106,9 +107,10 @@ export class RemoteFanOut {
     return this.fanOut(tenant, message.conv, { v: 1, kind: 'message', tenant, message }, origin, false);
   }
 
-  /** Sends a moved read cursor to the customer's other cells; never rejects. */
-  receipt(tenant: string, conv: string, user: string, seq: number): Promise<void> {
-    return this.fanOut(tenant, conv, { v: 1, kind: 'receipt', tenant, conv, user, seq }, undefined, true).catch(() => undefined);
+  /** Sends a moved read cursor (of `reader`, a party of the conversation) to the customer's other cells; never rejects. */
+  receipt(tenant: string, conv: string, reader: Party, seq: number): Promise<void> {
+    const payload: CrossCellEntry = { v: 1, kind: 'receipt', tenant, conv, user: reader.user, role: reader.role, seq };
+    return this.fanOut(tenant, conv, payload, undefined, true).catch(() => undefined);
   }
 
   private fanOut(tenant: string, conv: string, payload: CrossCellEntry, origin: string | undefined, locate: boolean): Promise<void> {

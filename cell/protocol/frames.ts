@@ -159,8 +159,8 @@ export interface ConversationSummary {
   readSeq: number;
   /** Messages after `readSeq`. Sending a message marks the conversation read up to it. */
   unread: number;
-  /** Read cursors of the other users of the conversation. */
-  reads: Array<{ user: string; seq: number }>;
+  /** Read cursors of the other users of the conversation (`role` tells a customer from an agent of the same id). */
+  reads: Array<{ user: string; role: Role; seq: number }>;
 }
 
 export interface Limits {
@@ -199,7 +199,8 @@ export type ServerFrame =
    * forwards it; its seq follows in `sent` (docs/protocol.md, "Cross-cell conversations").
    */
   | { t: 'queued'; id?: string; conv: string; cmid: string }
-  | { t: 'receipt'; conv: string; user: string; seq: number }
+  /** `user` (with `role`: a customer and an agent may share an id) read `conv` up to `seq`. */
+  | { t: 'receipt'; conv: string; user: string; role: Role; seq: number }
   | { t: 'synced' }
   | { t: 'devices'; user: string; devices: DeviceInfo[] }
   | { t: 'history'; id: string; conv: string; messages: ChatMessage[]; hasMore: boolean }
@@ -207,7 +208,8 @@ export type ServerFrame =
   | {
       t: 'presence';
       id: string;
-      users: Array<{ user: string; devices: DeviceInfo[] }>;
+      /** Per id asked: the customer's devices; for an agent who asks, also its merchant's agent of that id, when online. */
+      users: Array<{ user: string; role: Role; devices: DeviceInfo[] }>;
       merchants: Array<{ merchant: string; agentsOnline: number }>;
     }
   | { t: 'pong'; id?: string; ts: number }
