@@ -250,7 +250,7 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'client SDK in Chromium' : `clie
     expect(await agent.request({ op: 'read', id: 'read-1', conv: CONV, seq: 5 })).toMatchObject({ t: 'ok' });
     for (const tab of [web, laptop]) {
       const log = await waitForLog(tab, 'alice', (entry) => entry.receipts.some((receipt) => receipt.user === 'a1'), 'the agent read receipt');
-      expect(log.receipts.filter((receipt) => receipt.user === 'a1')).toEqual([{ conv: CONV, user: 'a1', seq: 5 }]);
+      expect(log.receipts.filter((receipt) => receipt.user === 'a1')).toEqual([{ conv: CONV, user: 'a1', role: 'agent', seq: 5 }]);
     }
 
     // The agent's reply reaches both of the customer's pages as a message event.
@@ -268,7 +268,7 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'client SDK in Chromium' : `clie
       what: "the customer's receipt at the agent",
     });
     webLog = await waitForLog(web, 'alice', (log) => log.receipts.some((receipt) => receipt.user === 'alice'), "the laptop's receipt on the web tab");
-    expect(webLog.receipts.filter((receipt) => receipt.user === 'alice')).toEqual([{ conv: CONV, user: 'alice', seq: 6 }]);
+    expect(webLog.receipts.filter((receipt) => receipt.user === 'alice')).toEqual([{ conv: CONV, user: 'alice', role: 'customer', seq: 6 }]);
 
     // History through the browser client, and nothing seen twice or out of order anywhere.
     const history = await withTimeout(web.page.evaluate((conv) => window.cellmeshTest.history('alice', conv), CONV), 10_000, 'history');

@@ -84,8 +84,8 @@ describe('a store that fails, off the send path', () => {
     first.store.failWrites = false;
     expect(await agent.request({ id: 'read-2', op: 'read', conv: CONV, seq: 1 })).toEqual({ t: 'ok', id: 'read-2' });
     // The retry moved the cursor: both parties hear the receipt.
-    expect(await customer.next('receipt', { fromStart: true })).toEqual({ t: 'receipt', conv: CONV, user: 'a1', seq: 1 });
-    expect(await agent.next('receipt', { fromStart: true })).toEqual({ t: 'receipt', conv: CONV, user: 'a1', seq: 1 });
+    expect(await customer.next('receipt', { fromStart: true })).toEqual({ t: 'receipt', conv: CONV, user: 'a1', role: 'agent', seq: 1 });
+    expect(await agent.next('receipt', { fromStart: true })).toEqual({ t: 'receipt', conv: CONV, user: 'a1', role: 'agent', seq: 1 });
 
     // ...and it is durable: a restarted cell on the same LevelDB still has it.
     await customer.close();
@@ -137,7 +137,7 @@ describe('a store that fails, off the send path', () => {
     expect([failed.status, errorCodeOf(failed)]).toEqual([503, 'STORE_UNAVAILABLE']);
     store.failWrites = false;
     expect((await httpRequest('POST', readPath, { token: agentToken, json: { seq: 1 } })).status).toBe(200);
-    expect(await customer.next('receipt', { fromStart: true })).toEqual({ t: 'receipt', conv: CONV, user: 'a1', seq: 1 });
+    expect(await customer.next('receipt', { fromStart: true })).toEqual({ t: 'receipt', conv: CONV, user: 'a1', role: 'agent', seq: 1 });
     const inbox = await httpRequest('GET', `${httpUrl}/v1/inbox`, { token: agentToken });
     expect(inbox.body).toMatchObject({ conversations: [{ conv: CONV, readSeq: 1, unread: 0 }] });
   });
