@@ -7,7 +7,7 @@ import { AccessServer, type ClusterApi } from './access/uws-server.js';
 import { CellCore } from './cell-core.js';
 import type { CellConfig } from './config.js';
 import type { Logger } from './logger.js';
-import { MerchantClaimsStore, meshMerchantClaims, tenantsHosting, type HostedMerchant } from './merchant-claims.js';
+import { MerchantClaimsStore, meshMerchantClaims, recordClaims, tenantsHosting, type HostedMerchant } from './merchant-claims.js';
 import { MerchantMover } from './merchant-move.js';
 import { CellMetrics } from './metrics.js';
 import { LevelStore, MemoryStore, type Store } from './store/index.js';
@@ -92,7 +92,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   try {
     port = await access.listen();
     if (config.mesh !== undefined) {
-      meshNode = await startCellMesh(config, hosted, { store, clock, random, logger, metrics, core, port });
+      meshNode = await startCellMesh(config, hosted, claims as MerchantClaimsStore, { store, clock, random, logger, metrics, core, port });
       const { mesh, location, outbox, inbox, transport } = meshNode;
       const clusterPort = createClusterPort({ cellId: config.cell.id, directory: mesh.directory, location, outbox, inbox, transport });
       // From here on, conversations of merchants homed on other cells are served cross-cell.
@@ -145,7 +145,7 @@ interface CellParts {
 }
 
 /** Joins the cluster the config names, advertising this cell's endpoints, tenants and merchants. */
-function startCellMesh(config: CellConfig, hosted: readonly HostedMerchant[], parts: CellParts): Promise<MeshNode> {
+function startCellMesh(config: CellConfig, hosted: readonly HostedMerchant[], claims: MerchantClaimsStore, parts: CellParts): Promise<MeshNode> {
   const mesh = config.mesh as NonNullable<CellConfig['mesh']>;
   const { core, metrics } = parts;
   // A pod listening on a wildcard address must say in mesh.advertise how it is reached.
@@ -173,8 +173,9 @@ function startCellMesh(config: CellConfig, hosted: readonly HostedMerchant[], pa
       http: mesh.advertise.http ?? `http://${advertisedHost}:${parts.port}`,
     },
     tenants: config.tenants.map((tenant) => tenant.id),
-    // Merchants named in the config are claimed at epoch 0; a move claims a higher epoch.
-    merchants: hosted.map(({ tenant, merchant, epoch }) => ({ tenant, merchant, epoch })),
+    // Merchants named in the config are claimed at epoch 0; a move or a placement claims a higher epoch.
+    ...recordClaims(hosted, claims),
+    operatorKeys: mesh.operatorKeys,
     localUsers: (tenant, userIds) => core.localUsers(tenant, userIds),
     load: { devices: () => core.presence.connections, messagesTotal: () => metrics.messagesInTotal() },
   });

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { IDENTIFIER_PATTERN } from './protocol/frames.js';
 import { MIN_SECRET_BYTES } from './access/tokens.js';
+import { isOperatorKey } from '../mesh/claim-proof.js';
 
 const identifier = z.string().regex(IDENTIFIER_PATTERN, 'must be 1-64 characters of [A-Za-z0-9_.-]');
 
@@ -78,6 +79,12 @@ export const MeshConfig = z.object({
   maxDevices: z.number().int().positive().default(100_000),
   /** Timing overrides of the failure detector and anti-entropy (docs/mesh.md lists the defaults). */
   timings: z.record(z.string(), z.number().int().positive()).default({}),
+  /**
+   * Operator public keys (`ed25519:<base64>`, from `cellmesh operator keygen`) whose signed
+   * placements may move a merchant's home (docs/mesh.md, "Trust: who may claim a merchant").
+   * Every key listed is accepted, so a key is rotated by adding the new one, then removing the old.
+   */
+  operatorKeys: z.array(z.string().refine(isOperatorKey, 'must be an operator public key: "ed25519:" followed by 44 base64 characters')).max(16).default([]),
 });
 
 const CellConfigShape = z.object({
