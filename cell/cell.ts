@@ -9,6 +9,7 @@ import type { CellConfig } from './config.js';
 import type { Logger } from './logger.js';
 import { MerchantClaimsStore, meshMerchantClaims, recordClaims, tenantsHosting, type HostedMerchant } from './merchant-claims.js';
 import { MerchantMover } from './merchant-move.js';
+import { placeMerchant, type PlacementComponents } from './merchant-placement.js';
 import { CellMetrics } from './metrics.js';
 import { LevelStore, MemoryStore, type Store } from './store/index.js';
 
@@ -98,16 +99,17 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
       // From here on, conversations of merchants homed on other cells are served cross-cell.
       core.attachCluster(clusterPort);
       metrics.collectCrossCellStats(() => core.crossCellStats());
-      const mover = new MerchantMover({
+      const merchantClaims = meshMerchantClaims(meshNode.mesh, claims as MerchantClaimsStore);
+      const mover = new MerchantMover({ cellId: config.cell.id, store, cluster: clusterPort, clock, logger, host: core.moveHost(), claims: merchantClaims });
+      const placement: PlacementComponents = {
         cellId: config.cell.id,
-        store,
-        cluster: clusterPort,
-        clock,
-        logger,
+        operatorKeys: config.mesh.operatorKeys,
+        directory: mesh.directory,
         host: core.moveHost(),
-        claims: meshMerchantClaims(meshNode.mesh, claims as MerchantClaimsStore),
-      });
-      cluster = clusterApiOf(meshNode, core, mover, clock);
+        claims: merchantClaims,
+        logger,
+      };
+      cluster = clusterApiOf(meshNode, core, mover, placement, clock);
     }
   } catch (error) {
     access.stopListening();
@@ -182,7 +184,7 @@ function startCellMesh(config: CellConfig, hosted: readonly HostedMerchant[], cl
 }
 
 /** The HTTP API's view of the mesh (routes, the cluster view, partition tools). */
-function clusterApiOf(node: MeshNode, core: CellCore, mover: MerchantMover, clock: Clock): ClusterApi {
+function clusterApiOf(node: MeshNode, core: CellCore, mover: MerchantMover, placement: PlacementComponents, clock: Clock): ClusterApi {
   const { mesh, transport, location } = node;
   const peersOf = (cellIds: readonly string[]): { peers: string[]; unknown: string[] } => {
     const peers: string[] = [];
@@ -210,6 +212,7 @@ function clusterApiOf(node: MeshNode, core: CellCore, mover: MerchantMover, cloc
       return { tenant, user, cells: [...here, ...elsewhere] };
     },
     moveMerchant: (tenant, merchant, to) => mover.move(tenant, merchant, to),
+    placeMerchant: (signed) => placeMerchant(placement, signed),
     setCapacity: async (maxDevices) => {
       const record = await mesh.updateOwnRecord({ capacity: { maxDevices } });
       return { cellId: record.cellId, version: record.version, capacity: record.capacity };

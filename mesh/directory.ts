@@ -440,19 +440,20 @@ export class Directory implements DirectoryView {
   private resolve(key: string): Resolution | undefined {
     const claimants = this.merchants.get(key);
     if (claimants === undefined) return undefined;
-    const live: Array<[string, IndexedClaim]> = [];
+    // Routing asks this for every cross-cell write: two passes over the claimants, no proofs checked unless needed.
     let lowest = Number.POSITIVE_INFINITY;
+    let highest = Number.NEGATIVE_INFINITY;
     for (const [cellId, claim] of claimants.claims) {
-      const entry = this.entries.get(cellId);
-      if (entry === undefined || !holdsClaims(entry.liveness)) continue;
-      live.push([cellId, claim]);
+      if (!this.holdsClaimsNow(cellId)) continue;
       if (claim.epoch < lowest) lowest = claim.epoch;
+      if (claim.epoch > highest) highest = claim.epoch;
     }
-    if (live.length === 0) return undefined;
+    if (highest < 0) return undefined;
     let epoch = -1;
     let top: string[] = [];
-    for (const [cellId, claim] of live) {
-      if (claim.epoch < epoch || !(claim.epoch === lowest || this.proofHolds(claimants, cellId, claim.epoch, claim.proof))) continue;
+    for (const [cellId, claim] of claimants.claims) {
+      if (claim.epoch < epoch || !this.holdsClaimsNow(cellId)) continue;
+      if (claim.epoch !== lowest && !this.proofHolds(claimants, cellId, claim.epoch, claim.proof)) continue;
       if (claim.epoch > epoch) {
         epoch = claim.epoch;
         top = [];
@@ -460,10 +461,17 @@ export class Directory implements DirectoryView {
       top.push(cellId);
     }
     const unproven: UnprovenClaim[] = [];
-    for (const [cellId, claim] of live) if (claim.epoch > epoch) unproven.push({ cellId, epoch: claim.epoch });
-    top.sort(compareStrings);
-    unproven.sort((a, b) => compareStrings(a.cellId, b.cellId));
+    if (highest > epoch) {
+      for (const [cellId, claim] of claimants.claims) if (claim.epoch > epoch && this.holdsClaimsNow(cellId)) unproven.push({ cellId, epoch: claim.epoch });
+      unproven.sort((a, b) => compareStrings(a.cellId, b.cellId));
+    }
+    if (top.length > 1) top.sort(compareStrings);
     return { epoch, claimants: top, unproven };
+  }
+
+  private holdsClaimsNow(cellId: string): boolean {
+    const entry = this.entries.get(cellId);
+    return entry !== undefined && holdsClaims(entry.liveness);
   }
 
   /**

@@ -437,7 +437,7 @@ export async function startChildCell(options: {
   /** Merchants of tenant `mall` (default m1, m2). */
   merchants?: readonly string[];
   /** Makes the cell a node of a mesh (libp2p on `host`, `port` or a free one). */
-  mesh?: { port?: number; bootstrap?: readonly string[]; timings?: Record<string, number> };
+  mesh?: { port?: number; bootstrap?: readonly string[]; timings?: Record<string, number>; operatorKeys?: readonly string[] };
   /** The address the cell listens on, for devices and (with `mesh`) libp2p; default 127.0.0.1. */
   host?: string;
   /**
@@ -456,6 +456,7 @@ export async function startChildCell(options: {
             clusterSecret: CLUSTER_SECRET,
             bootstrap: options.mesh.bootstrap ?? [],
             timings: options.mesh.timings ?? {},
+            ...(options.mesh.operatorKeys === undefined ? {} : { operatorKeys: options.mesh.operatorKeys }),
           },
           admin: { token: ADMIN_TOKEN },
         };

@@ -8,7 +8,7 @@ import type { DeviceConnection, DevicePort } from '../messaging/device.js';
 import type { CellMetrics } from '../metrics.js';
 import { CellError, ErrorCode, httpStatusOf, inBandRejectionCloseCodes } from '../protocol/errors.js';
 import { PROTOCOL_VERSION, SUBPROTOCOL_V1, parseConversationId } from '../protocol/frames.js';
-import { HttpCapacityBody, HttpCellList, HttpMoveBody, HttpHistoryQuery, HttpLocateQuery, HttpReadBody, HttpRouteQuery, HttpSendBody } from '../protocol/http.js';
+import { HttpCapacityBody, HttpCellList, HttpMoveBody, HttpPlaceBody, HttpHistoryQuery, HttpLocateQuery, HttpReadBody, HttpRouteQuery, HttpSendBody } from '../protocol/http.js';
 import type { Identity } from './tokens.js';
 
 export interface AccessServerOptions {
@@ -39,6 +39,8 @@ export interface ClusterApi {
   locate(tenant: string, user: string): Promise<object>;
   /** Moves a merchant this cell hosts to cell `to` (conversations, history, cursors); answers when routing switched. */
   moveMerchant(tenant: string, merchant: string, to: string): Promise<object>;
+  /** Takes a merchant in on an operator's signed placement (cell/merchant-placement.ts). */
+  placeMerchant(placement: { tenant: string; merchant: string; cell: string; epoch: number; key: string; signature: string }): Promise<object>;
   /** Sets the device capacity this cell gossips (routers weigh cells by it); answers the new record version. */
   setCapacity(maxDevices: number): Promise<object>;
   /** Simulates a partition from this side: drops and refuses the libp2p connections of these cells. */
@@ -270,6 +272,10 @@ export class AccessServer {
       const body = parseWith(HttpMoveBody, parseJsonBody(request.body));
       return { status: 200, body: await cluster.moveMerchant(body.tenant, body.merchant, body.to) };
     });
+    this.handleAdmin('post', '/v1/admin/merchants/place', async (cluster, request) => {
+      const body = parseWith(HttpPlaceBody, parseJsonBody(request.body));
+      return { status: 200, body: await cluster.placeMerchant(body) };
+    });
     this.handleAdmin('post', '/v1/admin/capacity', async (cluster, request) => {
       const body = parseWith(HttpCapacityBody, parseJsonBody(request.body));
       return { status: 200, body: await cluster.setCapacity(body.maxDevices) };
@@ -283,7 +289,7 @@ export class AccessServer {
       return { status: 200, body: await cluster.unblock(body.cells) };
     });
     this.app.any('/*', (res, req) => {
-      const known = ['/v1/healthz', '/v1/readyz', '/v1/info', '/v1/metrics', '/v1/inbox', '/v1/presence', '/v1/route', '/v1/admin/cluster', '/v1/admin/locate', '/v1/admin/capacity', '/v1/admin/merchants/move', '/v1/admin/mesh/block', '/v1/admin/mesh/unblock'].includes(req.getUrl());
+      const known = ['/v1/healthz', '/v1/readyz', '/v1/info', '/v1/metrics', '/v1/inbox', '/v1/presence', '/v1/route', '/v1/admin/cluster', '/v1/admin/locate', '/v1/admin/capacity', '/v1/admin/merchants/move', '/v1/admin/merchants/place', '/v1/admin/mesh/block', '/v1/admin/mesh/unblock'].includes(req.getUrl());
       writeError(
         res,
         known

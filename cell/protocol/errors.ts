@@ -34,6 +34,10 @@ export const ErrorCode = {
   ForwardPending: 'FORWARD_PENDING',
   MoveInProgress: 'MOVE_IN_PROGRESS',
   MoveFailed: 'MOVE_FAILED',
+  /** HTTP admin: a placement not signed by a configured operator key, or for another cell. */
+  PlacementInvalid: 'PLACEMENT_INVALID',
+  /** HTTP admin: a placement whose epoch is not above every claim of the merchant. */
+  PlacementStale: 'PLACEMENT_STALE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -67,6 +71,8 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   FORWARD_PENDING: 503,
   MOVE_IN_PROGRESS: 409,
   MOVE_FAILED: 502,
+  PLACEMENT_INVALID: 403,
+  PLACEMENT_STALE: 409,
 };
 
 /** An operating error with a stable code: answered to the client, never a crash. */
