@@ -16,6 +16,7 @@ import {
   CLUSTER_SECRET,
   RawClient,
   TENANT,
+  errorCodeOf,
   eventually,
   fetchMetrics,
   httpRequest,
@@ -372,4 +373,58 @@ describe('who may claim a merchant', () => {
       await impostor.stop();
     }
   }, 120_000);
+
+  it('takes a merchant in on an operator placement, and rotates the operator key cell by cell with either key accepted meanwhile', async () => {
+    const oldKey = generateOperatorKeyPair();
+    const newKey = generateOperatorKeyPair();
+    const homes: Record<string, string[]> = { c1: ['m1'], c2: ['m2'], c3: ['m3'] };
+    let cells = await startCluster({ operatorKeys: [oldKey.publicKey] });
+    const cell = (cellId: string): ChildCell => cells[Number(cellId.slice(1)) - 1]!;
+    const place = (key: { privateKeyPem: string }, merchant: string, target: string, epoch: number) =>
+      httpRequest('POST', `${cell(target).httpUrl}/v1/admin/merchants/place`, {
+        token: ADMIN_TOKEN,
+        json: signPlacement(key.privateKeyPem, { tenant: TENANT, merchant, cell: target, epoch }),
+      });
+    const expectRoutes = async (merchant: string, home: string): Promise<void> => {
+      for (const seen of cells) await eventually(async () => (await routedTo(seen, merchant)) === home, `${seen.httpUrl} to route ${merchant} to ${home}`, 20_000);
+    };
+    /** Restarts every cell in turn (SIGTERM, then the same store and port) with these operator keys. */
+    const restartEach = async (operatorKeys: readonly string[]): Promise<void> => {
+      for (let index = 0; index < cells.length; index++) {
+        const before = cells[index]!;
+        const cellId = `c${index + 1}`;
+        const bootstrap = [await addressOf(cells[(index + 1) % cells.length]!)];
+        before.kill('SIGTERM');
+        expect(await before.exited).toMatchObject({ code: 0 });
+        const after = await startCell(cellId, homes[cellId]!, bootstrap, { operatorKeys, port: before.port });
+        cells = cells.map((other, at) => (at === index ? after : other));
+        await allAlive(cells);
+      }
+    };
+
+    // A key the cells do not trust places nothing; the trusted one makes c3 the home of m1 everywhere.
+    expect(errorCodeOf(await place(newKey, 'm1', 'c3', 1))).toBe('PLACEMENT_INVALID');
+    expect((await place(oldKey, 'm1', 'c3', 1)).status).toBe(200);
+    await expectRoutes('m1', 'c3');
+    expect(errorCodeOf(await place(oldKey, 'm1', 'c3', 1))).toBe('PLACEMENT_STALE');
+
+    // Rotation, step 1: every cell in turn trusts both keys; placements signed with either are taken.
+    await restartEach([oldKey.publicKey, newKey.publicKey]);
+    await expectRoutes('m1', 'c3');
+    expect((await place(oldKey, 'm2', 'c1', 1)).status).toBe(200);
+    expect((await place(newKey, 'm3', 'c2', 1)).status).toBe(200);
+    await expectRoutes('m2', 'c1');
+    await expectRoutes('m3', 'c2');
+
+    // Step 2: the placements of the old key still in force are signed again with the new one; then every cell drops the old key.
+    expect((await place(newKey, 'm1', 'c3', 2)).status).toBe(200);
+    expect((await place(newKey, 'm2', 'c1', 2)).status).toBe(200);
+    await restartEach([newKey.publicKey]);
+    await expectRoutes('m1', 'c3');
+    await expectRoutes('m2', 'c1');
+    await expectRoutes('m3', 'c2');
+    expect(errorCodeOf(await place(oldKey, 'm3', 'c1', 5))).toBe('PLACEMENT_INVALID');
+    expect((await place(newKey, 'm3', 'c1', 5)).status).toBe(200);
+    await expectRoutes('m3', 'c1');
+  }, 300_000);
 });
