@@ -138,7 +138,7 @@ export async function runHotPath(options: HotPathOptions): Promise<HotPathReport
       ttlSeconds: 24 * 3600,
       nowMs: clock.now(),
     });
-    return verifyToken(token, () => secret, clock.now());
+    return verifyToken(token, () => [{ secret }], clock.now());
   };
   const agents: Array<{ port: AgentPort; connection: DeviceConnection }> = [];
   for (let merchant = 0; merchant < options.merchants; merchant++) {

@@ -139,7 +139,7 @@ describe('CellCore on a manual clock and a memory store', () => {
       ttlSeconds: options.ttlSeconds ?? 600,
       nowMs: clock.now(),
     });
-    return verifyToken(token, () => SECRET, clock.now());
+    return verifyToken(token, () => [{ secret: SECRET }], clock.now());
   }
 
   async function connect(user: string, options: { merchant?: string; device?: string; ttlSeconds?: number } = {}): Promise<{ port: RecordingPort; connection: DeviceConnection }> {
@@ -176,7 +176,7 @@ describe('CellCore on a manual clock and a memory store', () => {
     expect(port.of('pong').map((frame) => frame.id)).toEqual(['p0', 'p1', 'p3']);
   });
 
-  it('never rate-limits acks, which only release what the cell holds', async () => {
+  it('counts acks against their own, larger budget than other frames', async () => {
     await makeCore({ ratePerSecond: 1, rateBurst: 1 });
     const { connection: customer } = await connect('alice');
     core.receive(customer, JSON.stringify({ op: 'send', id: 's', conv: 'm1:alice', cmid: 'c1', body: 'hi' }));
@@ -186,6 +186,45 @@ describe('CellCore on a manual clock and a memory store', () => {
     for (let index = 0; index < 5; index++) core.receive(connection, JSON.stringify({ op: 'ack', conv: 'm1:alice', seq: 1 }));
     await settle();
     expect(agent.of('error')).toEqual([]);
+  });
+
+  it('limits acks by their own budget, credited with every message pushed', async () => {
+    await makeCore({ ackRatePerSecond: 1, ackBurst: 2, deliveryWindow: 2 });
+    const { connection: customer } = await connect('alice');
+    const { port: agent, connection } = await connect('bob', { merchant: 'm1' });
+    expect(agent.of('welcome')[0]?.limits).toMatchObject({ ackRatePerSecond: 1, ackBurst: 2 });
+    const ack = JSON.stringify({ op: 'ack', conv: 'm1:alice', seq: 1 });
+    for (let index = 0; index < 3; index++) core.receive(connection, ack);
+    await settle();
+    // The first two went into an empty conversation (out of range); the third was over budget.
+    expect(agent.of('error').map((frame) => frame.code).sort()).toEqual(['RATE_LIMITED', 'SEQ_OUT_OF_RANGE', 'SEQ_OUT_OF_RANGE']);
+    clock.advance(1_000);
+    core.receive(customer, JSON.stringify({ op: 'send', id: 's', conv: 'm1:alice', cmid: 'c1', body: 'hi' }));
+    await settle();
+    expect(agent.of('msg').map((frame) => frame.seq)).toEqual([1]);
+    // One token came back with time, one with the push.
+    for (let index = 0; index < 3; index++) core.receive(connection, ack);
+    await settle();
+    expect(agent.of('error').map((frame) => frame.code).slice(3)).toEqual(['RATE_LIMITED']);
+  });
+
+  it('counts every refused entry of an ack frame against the error allowance', async () => {
+    await makeCore({ maxConsecutiveErrors: 10 });
+    const { port, connection } = await connect('alice');
+    core.receive(connection, JSON.stringify({ op: 'send', id: 's', conv: 'm1:alice', cmid: 'c1', body: 'hi' }));
+    await settle();
+    // One good entry and four refused (merchants not hosted here): the good one excuses nothing.
+    const acks = { 'm1:alice': 1, 'm2:alice': 3, 'm3:alice': 3, 'm4:alice': 3, 'm5:alice': 3 };
+    core.receive(connection, JSON.stringify({ op: 'ack', acks }));
+    await settle();
+    expect(port.closed).toBeUndefined();
+    core.receive(connection, JSON.stringify({ op: 'ack', acks }));
+    await settle();
+    expect(port.of('error')).toHaveLength(8);
+    core.receive(connection, JSON.stringify({ op: 'ack', acks }));
+    await settle();
+    expect(port.closed?.code).toBe(CloseCode.PolicyViolation);
+    expect(port.of('error')).toHaveLength(10);
   });
 
   it('a failed store write fails the send and leaves no gap in the sequence', async () => {

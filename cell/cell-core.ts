@@ -1,6 +1,6 @@
 import type { Clock } from '../platform/clock.js';
 import { randomId, type Random } from '../platform/random.js';
-import { verifyToken, type Identity } from './access/tokens.js';
+import { signingKeysOf, verifyToken, type Identity, type SigningKey } from './access/tokens.js';
 import type { LimitsConfig, TenantConfig } from './config.js';
 import type { Logger } from './logger.js';
 import type { ClusterPort } from './messaging/cluster-port.js';
@@ -11,10 +11,12 @@ import { DeviceConnection, type DevicePort } from './messaging/device.js';
 import { keys, lastField } from './messaging/keys.js';
 import { merchantConversations } from './messaging/merchant-conversations.js';
 import { PresenceRegistry } from './messaging/presence.js';
+import { jsonBytes, newestWithinBytes, responseByteBudget } from './messaging/response-bytes.js';
 import type { RelayedSend } from './messaging/relayed-sends.js';
 import type { MoveHost } from './merchant-move.js';
 import type { CellMetrics } from './metrics.js';
 import { CellError, CloseCode, ErrorCode } from './protocol/errors.js';
+import { operatingErrorOf } from './protocol/operating-errors.js';
 import {
   MAX_ACKS_PER_FRAME,
   MAX_BODY_CHARS,
@@ -60,7 +62,7 @@ interface Parties {
 }
 
 interface TenantPolicy {
-  secret: string;
+  keys: readonly SigningKey[];
   origins: ReadonlySet<string>;
   /** Hosted here now; a merchant moves in or out at runtime (merchant-move.ts). */
   merchants: Set<string>;
@@ -98,7 +100,7 @@ export class CellCore {
       options.tenants.map((tenant) => [
         tenant.id,
         {
-          secret: tenant.secret,
+          keys: signingKeysOf(tenant),
           origins: new Set(tenant.origins),
           merchants: new Set(tenant.merchants.map((merchant) => merchant.id)),
         },
@@ -142,12 +144,12 @@ export class CellCore {
     return this.draining;
   }
 
-  /** Verifies a bearer token against its tenant's secret. */
+  /** Verifies a bearer token against its tenant's secrets. */
   authenticate(token: string | undefined): Identity {
     if (token === undefined || token === '') {
       throw new CellError(ErrorCode.Unauthenticated, 'a token is required (query parameter `token` or `Authorization: Bearer`)');
     }
-    return verifyToken(token, (tenant) => this.tenants.get(tenant)?.secret, this.options.clock.now());
+    return verifyToken(token, (tenant) => this.tenants.get(tenant)?.keys, this.options.clock.now());
   }
 
   /** Decides whether a verified identity may open a WebSocket from `origin`. */
@@ -176,9 +178,14 @@ export class CellCore {
   connect(identity: Identity, port: DevicePort): DeviceConnection {
     const { clock, limits, metrics, random } = this.options;
     const nowMs = clock.now();
+    const ackBurst = Math.max(limits.ackBurst, limits.deliveryWindow);
     const connection = new DeviceConnection(identity, randomId(random), port, nowMs, {
       ratePerSecond: limits.ratePerSecond,
       burst: limits.rateBurst,
+      ackRatePerSecond: limits.ackRatePerSecond,
+      ackBurst,
+      maxErrors: limits.maxConsecutiveErrors,
+      errorRecoveryPerSecond: limits.errorRecoveryPerSecond,
     });
     port.onDrained = () => this.delivery.drained(connection);
     const replaced = this.presence.add(connection);
@@ -204,6 +211,8 @@ export class CellCore {
         rateBurst: limits.rateBurst,
         deliveryWindow: limits.deliveryWindow,
         maxAcksPerFrame: MAX_ACKS_PER_FRAME,
+        ackRatePerSecond: limits.ackRatePerSecond,
+        ackBurst,
       },
     };
     if (identity.merchant !== undefined) welcome.merchant = identity.merchant;
@@ -212,7 +221,10 @@ export class CellCore {
     // A customer's mirrored conversations may have to catch up from their home cells first.
     const prepared = this.relay?.prepareDevice(identity) ?? Promise.resolve();
     prepared.then(() => this.delivery.attach(connection)).catch((error: unknown) => {
-      this.options.logger.error({ err: error, device: identity.device }, 'attaching a device failed');
+      // A store failure is an operating error: the device hears STORE_UNAVAILABLE, then "reconnect".
+      const storeFailed = operatingErrorOf(error)?.code === ErrorCode.StoreUnavailable;
+      if (storeFailed) this.answerError(connection, undefined, error);
+      else this.options.logger.error({ err: error, device: identity.device }, 'attaching a device failed');
       port.close(CloseCode.GoingAway, 'could not load your conversations; reconnect');
     });
     return connection;
@@ -241,40 +253,45 @@ export class CellCore {
     return this.relay?.stats();
   }
 
-  /** Answers a frame the access layer refused before parsing (too large, binary). */
+  /** Answers a frame the access layer refused before parsing (too large, binary); it counts like any frame. */
   refuse(connection: DeviceConnection, error: CellError): void {
+    if (connection.closed) return;
+    connection.rateLimit.spend(this.options.clock.now());
     this.answerError(connection, undefined, error);
   }
 
-  /** One text frame from a device. Never throws: every failure becomes an error frame. */
+  /**
+   * One text frame from a device. Never throws: every failure becomes an error frame. Every
+   * frame counts against a rate limit: `ack` frames against their own, larger budget, all others
+   * (and frames that cannot be parsed) against `ratePerSecond`. Errors use up the connection's
+   * error allowance, which closes it (4429) when it runs out, so a flood ends after a bounded
+   * number of frames whatever it mixes.
+   */
   receive(connection: DeviceConnection, text: string): void {
     if (connection.closed) return;
+    const nowMs = this.options.clock.now();
+    // With both budgets spent no frame could pass: refuse it without the cost of parsing it.
+    const waitMs = Math.min(connection.rateLimit.waitMs(nowMs), connection.ackRateLimit.waitMs(nowMs));
+    if (waitMs > 0) {
+      this.answerError(connection, undefined, rateLimited(waitMs));
+      return;
+    }
     let frame: ClientFrame;
     try {
       frame = parseClientFrame(text);
     } catch (error) {
+      connection.rateLimit.spend(nowMs);
       this.answerError(connection, requestIdOf(text), error);
       return;
     }
-    // Acks are exempt: they only ever shrink what the cell holds for the device, a refused ack
-    // could not be matched to anything, and it would stall the device's delivery window.
-    if (frame.op !== 'ack') {
-      const nowMs = this.options.clock.now();
-      if (!connection.rateLimit.take(nowMs)) {
-        const retryAfterMs = connection.rateLimit.waitMs(nowMs);
-        const error = new CellError(ErrorCode.RateLimited, `slow down: retry in ${retryAfterMs} ms`, { retryAfterMs });
-        this.answerError(connection, 'id' in frame ? frame.id : undefined, error);
-        return;
-      }
+    const requestId = 'id' in frame ? frame.id : undefined;
+    const budget = frame.op === 'ack' ? connection.ackRateLimit : connection.rateLimit;
+    if (!budget.take(nowMs)) {
+      this.answerError(connection, requestId, rateLimited(budget.waitMs(nowMs)));
+      return;
     }
     this.options.metrics.countFrameIn(frame.op);
-    const requestId = 'id' in frame ? frame.id : undefined;
-    this.dispatch(connection, frame).then(
-      () => {
-        connection.consecutiveErrors = 0;
-      },
-      (error: unknown) => this.answerError(connection, requestId, error),
-    );
+    this.dispatch(connection, frame).catch((error: unknown) => this.answerError(connection, requestId, error));
   }
 
   /** Appends a message as `identity`; resolves once durable. Used by HTTP. */
@@ -305,7 +322,9 @@ export class CellCore {
     if (home !== undefined) await this.relay!.freshen(identity, { conv: frame.conv, home });
     const state = await this.log.conversation(identity.tenant, frame.conv);
     const before = Math.min(frame.before ?? state.durableSeq + 1, state.durableSeq + 1);
-    const messages = await this.log.messagesBefore(identity.tenant, frame.conv, before, frame.limit ?? DEFAULT_HISTORY_LIMIT);
+    const newest = await this.log.messagesBefore(identity.tenant, frame.conv, before, frame.limit ?? DEFAULT_HISTORY_LIMIT);
+    // A page of large messages is cut short from its oldest end; `hasMore` sends the client on.
+    const messages = newestWithinBytes(newest, responseByteBudget(this.options.limits.maxBackpressureBytes));
     return { messages, hasMore: (messages[0]?.seq ?? before) > 1 };
   }
 
@@ -320,25 +339,34 @@ export class CellCore {
     await this.markReadHere(identity.tenant, conv, identity.user, seq);
   }
 
-  /** The user's conversations with cursors and unread counts, as seen from `device`. */
-  async inbox(identity: Identity, connection?: DeviceConnection): Promise<ConversationSummary[]> {
+  /**
+   * The user's conversations with cursors and unread counts, as seen from `device`, in order of
+   * their ids from after `after`: a page bounded in bytes like a history page; `hasMore` says
+   * that the next page starts after the last conversation of this one.
+   */
+  async inbox(identity: Identity, connection?: DeviceConnection, after?: string): Promise<{ conversations: ConversationSummary[]; hasMore: boolean }> {
     const { tenant, user, device } = identity;
     if (connection === undefined) await this.relay?.freshen(identity);
     const index =
       identity.merchant !== undefined ? keys.merchantConversations(tenant, identity.merchant) : keys.customerConversations(tenant, user);
+    // From `after` on (the index key of a conversation is the prefix and its id); `after` itself is skipped below.
+    const limit = MAX_CONVERSATIONS_PER_DEVICE + 1;
     const [conversationEntries, cursorEntries] = await Promise.all([
-      this.options.store.range({ ...index, limit: MAX_CONVERSATIONS_PER_DEVICE }),
+      this.options.store.range({ gte: after === undefined ? index.gte : index.gte + after, lt: index.lt, limit }),
       connection === undefined
         ? this.options.store.range({ ...keys.deliveryCursors(tenant, user, device), limit: MAX_CONVERSATIONS_PER_DEVICE })
         : Promise.resolve([]),
     ]);
     const storedCursors = new Map(cursorEntries.map(([key, value]) => [lastField(key), Number(value)]));
-    const summaries: ConversationSummary[] = [];
+    const budgetBytes = responseByteBudget(this.options.limits.maxBackpressureBytes);
+    const conversations: ConversationSummary[] = [];
+    let bytes = 0;
     for (const [key] of conversationEntries) {
       const conv = lastField(key);
+      if (conv === after) continue;
       const state = await this.log.conversation(tenant, conv);
       const readSeq = state.reads.get(user) ?? 0;
-      summaries.push({
+      const summary: ConversationSummary = {
         conv,
         merchant: state.merchant,
         customer: state.customer,
@@ -347,9 +375,12 @@ export class CellCore {
         readSeq,
         unread: Math.max(0, state.durableSeq - readSeq),
         reads: [...state.reads].filter(([reader]) => reader !== user).map(([reader, seq]) => ({ user: reader, seq })),
-      });
+      };
+      bytes += jsonBytes(summary);
+      if (bytes > budgetBytes && conversations.length > 0) return { conversations, hasMore: true };
+      conversations.push(summary);
     }
-    return summaries;
+    return { conversations, hasMore: conversationEntries.length === limit };
   }
 
   presenceOf(identity: Identity, frame: Pick<PresenceFrame, 'users' | 'merchants'>): PresenceAnswer {
@@ -402,9 +433,11 @@ export class CellCore {
           return this.delivery.ack(connection, frame.conv!, frame.seq!);
         }
         // Each conversation of a multi-conversation ack stands alone: a refused entry is answered
-        // with an error naming it, and the others still move their cursors.
+        // with an error naming it (and counts as an error of its own), and the others still move
+        // their cursors.
         const loading: Array<Promise<void>> = [];
         for (const [conv, seq] of ackEntries(frame)) {
+          if (connection.closed) break;
           try {
             this.authorize(identity, conv);
             const applied = this.delivery.ack(connection, conv, seq);
@@ -426,8 +459,8 @@ export class CellCore {
         return;
       }
       case 'inbox': {
-        const conversations = await this.inbox(identity, connection);
-        this.delivery.sendFrame(connection, { t: 'inbox', id: frame.id, conversations });
+        const page = await this.inbox(identity, connection, frame.after);
+        this.delivery.sendFrame(connection, { t: 'inbox', id: frame.id, ...page });
         return;
       }
       case 'presence':
@@ -516,7 +549,7 @@ export class CellCore {
       cursorsFlushed: () => this.delivery.cursorsFlushed(),
       hostMerchant: (tenant, merchant) => {
         const policy = this.tenants.get(tenant);
-        if (policy === undefined) throw new CellError(ErrorCode.TenantUnknown, `tenant ${tenant} is not served here`);
+        if (policy === undefined) throw new CellError(ErrorCode.MoveFailed, `tenant ${tenant} is not served by this cell: add it to its config before moving its merchants here`);
         // The store now holds the merchant's conversations as copied; heads cached from an
         // earlier mirror of them are stale.
         this.log.forgetMerchant(tenant, merchant);
@@ -590,14 +623,19 @@ export class CellCore {
   private answerSent(connection: DeviceConnection, requestId: string | undefined, message: ChatMessage): void {
     const frame: ServerFrame = { t: 'sent', conv: message.conv, cmid: message.cmid, seq: message.seq, ts: message.ts };
     if (requestId !== undefined) frame.id = requestId;
+    // The device may ack its own message like a pushed one.
+    connection.ackRateLimit.credit(1);
     this.delivery.sendFrame(connection, frame);
   }
 
   /** `conv` names the conversation of a refused entry of a multi-conversation ack. */
   private answerError(connection: DeviceConnection, requestId: string | undefined, error: unknown, conv?: string): void {
-    const cellError = error instanceof CellError ? error : undefined;
+    if (connection.closed) return;
+    const cellError = operatingErrorOf(error);
     if (cellError === undefined) {
       this.options.logger.error({ err: error, device: connection.identity.device }, 'unexpected error handling a frame');
+    } else if (cellError !== error) {
+      this.options.logger.warn({ err: error, device: connection.identity.device }, 'the store failed; the frame was answered STORE_UNAVAILABLE');
     }
     const code = cellError?.code ?? ErrorCode.Internal;
     this.options.metrics.errors.inc({ code });
@@ -610,9 +648,12 @@ export class CellCore {
     // Only the client's own faults count towards closing it; the cell's (a store failure, a
     // shutdown, a bug) must not cost a well-behaved client its connection.
     if (SERVER_SIDE_CODES.has(code)) return;
-    connection.consecutiveErrors++;
-    if (connection.consecutiveErrors >= this.options.limits.maxConsecutiveErrors) {
+    const nowMs = this.options.clock.now();
+    connection.errorAllowance.spend(nowMs);
+    if (connection.errorAllowance.waitMs(nowMs) > 0) {
       connection.port.close(CloseCode.PolicyViolation, 'too many bad frames');
+      // Forgotten at once: frames still on their way find it closed and cost nothing.
+      this.disconnect(connection);
     }
   }
 
@@ -623,7 +664,8 @@ export class CellCore {
 
   private tenantOf(identity: Identity): TenantPolicy {
     const tenant = this.tenants.get(identity.tenant);
-    if (tenant === undefined) throw new CellError(ErrorCode.TenantUnknown, `tenant ${identity.tenant} is not served here`);
+    // verifyToken accepts only tenants of this cell (their secret signed the token).
+    if (tenant === undefined) throw new Error(`a verified identity names tenant ${identity.tenant}, which this cell does not serve`);
     return tenant;
   }
 
@@ -642,6 +684,10 @@ export class CellCore {
     if (home === undefined) throw new CellError(ErrorCode.MerchantNotHosted, `merchant ${parsed.merchant} is not hosted by this cell`);
     return { merchant: parsed.merchant, customer: parsed.customer, home };
   }
+}
+
+function rateLimited(retryAfterMs: number): CellError {
+  return new CellError(ErrorCode.RateLimited, `slow down: retry in ${retryAfterMs} ms`, { retryAfterMs });
 }
 
 function shuttingDown(): CellError {

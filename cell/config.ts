@@ -10,25 +10,55 @@ export const MerchantConfig = z.object({
   name: z.string().max(200).optional(),
 });
 
-export const TenantConfig = z.object({
-  id: identifier,
-  /** HS256 secret that signs this tenant's tokens. */
-  secret: z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`),
-  /**
-   * Browser origins allowed to open WebSockets, matched exactly. Requests without an Origin
-   * header (native apps, servers) are allowed; browsers always send one.
-   */
-  origins: z.array(z.string().url()).default([]),
-  merchants: z.array(MerchantConfig).default([]),
-});
+const tenantSecret = z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`);
+
+export const TenantConfig = z
+  .object({
+    id: identifier,
+    /** HS256 secret that signs this tenant's tokens (tokens without `kid`). */
+    secret: tenantSecret.optional(),
+    /**
+     * Instead of `secret`: one or two secrets named by `kid`, which tokens carry in their header.
+     * Two during a rotation (docs/operations.md, "Rotating secrets"); tokens without `kid` are
+     * checked against both.
+     */
+    secrets: z
+      .array(z.object({ kid: identifier, secret: tenantSecret }))
+      .min(1, 'needs at least one secret')
+      .max(2, 'holds at most two secrets: the current one and the one being rotated in or out')
+      .optional(),
+    /**
+     * Browser origins allowed to open WebSockets, matched exactly. Requests without an Origin
+     * header (native apps, servers) are allowed; browsers always send one.
+     */
+    origins: z.array(z.string().url()).default([]),
+    merchants: z.array(MerchantConfig).default([]),
+  })
+  .superRefine((tenant, context) => {
+    if ((tenant.secret === undefined) === (tenant.secrets === undefined)) {
+      context.addIssue({ code: 'custom', path: ['secret'], message: 'give exactly one of secret (a single secret) and secrets (secrets named by kid)' });
+    }
+    const kids = tenant.secrets?.map((entry) => entry.kid) ?? [];
+    if (new Set(kids).size !== kids.length) {
+      context.addIssue({ code: 'custom', path: ['secrets'], message: `every secret needs its own kid (${kids.join(', ')})` });
+    }
+  });
 
 export const LimitsConfig = z.object({
   /** Largest frame a client may send, in bytes; larger ones get PAYLOAD_TOO_LARGE. */
   maxFrameBytes: z.number().int().min(1024).default(64 * 1024),
-  /** Frames per second a connection may send on average... */
+  /** Frames per second a connection may send on average (every op but `ack`)... */
   ratePerSecond: z.number().positive().default(50),
   /** ...and in a burst. */
   rateBurst: z.number().int().positive().default(100),
+  /**
+   * `ack` frames have their own budget: this many per second on average, plus one for every
+   * message the cell pushes to the device (`msg` or `sent`), since a device acks at most what it
+   * was given...
+   */
+  ackRatePerSecond: z.number().positive().default(100),
+  /** ...and this many at once (at least `deliveryWindow`, so a full window can be acked one by one). */
+  ackBurst: z.number().int().positive().default(1000),
   /** Connections (devices) one user may hold in this cell at once. */
   maxDevicesPerUser: z.number().int().positive().default(5),
   /** Unacknowledged messages in flight to one device before the cell waits for acks. */
@@ -45,8 +75,13 @@ export const LimitsConfig = z.object({
    * had acked, which clients drop by seq.
    */
   cursorWriteIntervalMs: z.number().int().min(0).max(60_000).default(500),
-  /** Consecutive bad frames after which a connection is closed (4429). */
+  /**
+   * Errors a connection may cause at once before it is closed (4429): each bad frame, each
+   * refused entry of an `ack`, each frame over the rate limit counts one. Frames that succeed do
+   * not wipe them out; the allowance grows back by `errorRecoveryPerSecond`.
+   */
   maxConsecutiveErrors: z.number().int().positive().default(50),
+  errorRecoveryPerSecond: z.number().positive().default(1),
 });
 
 /**

@@ -200,7 +200,7 @@ class TestCluster {
       ttlSeconds: 24 * 3600,
       nowMs: this.clock.now(),
     });
-    const identity = verifyToken(token, () => SECRET, this.clock.now());
+    const identity = verifyToken(token, () => [{ secret: SECRET }], this.clock.now());
     const device = new TestDevice(cell, identity, options.autoAck ?? true);
     device.connection = cell.core.connect(identity, device);
     cell.devices.push(device);
@@ -350,6 +350,35 @@ describe('cross-cell conversations over a memory network', () => {
     await cluster.run(100);
     expect(await cluster.stored('b', CONV)).toHaveLength(1);
     expect(laptop.pushed(CONV)).toEqual([]);
+  });
+
+  it('refuses a resend of a relayed cmid with another body wherever it is caught, and the home cell stores only the first', async () => {
+    await threeCells();
+    await cluster.connect('b', 'bob', { merchant: 'shop' });
+    const phone = await cluster.connect('a', 'alice', { device: 'phone' });
+    // While the send waits in the access cell's outbox.
+    cluster.network.partition(['peer-a'], ['peer-b']);
+    phone.frame({ op: 'send', id: 's1', conv: CONV, cmid: 'once', body: 'first' });
+    await cluster.until(() => phone.of('queued').length === 1);
+    phone.frame({ op: 'send', id: 's2', conv: CONV, cmid: 'once', body: 'second' });
+    await cluster.until(() => phone.of('error').length === 1);
+    expect(phone.of('error')[0]).toMatchObject({ id: 's2', code: 'IDEMPOTENCY_CONFLICT' });
+    cluster.network.heal();
+    await cluster.until(() => phone.of('sent').length === 1, 30_000);
+    expect(phone.of('sent')[0]).toMatchObject({ id: 's1', seq: 1 });
+    // Once the access cell's mirror holds it.
+    phone.frame({ op: 'send', id: 's3', conv: CONV, cmid: 'once', body: 'third' });
+    await cluster.until(() => phone.of('error').length === 2);
+    expect(phone.of('error')[1]).toMatchObject({ id: 's3', code: 'IDEMPOTENCY_CONFLICT' });
+    // Through another access cell that never saw it: the home cell refuses it, and says so to its sender.
+    const laptop = await cluster.connect('c', 'alice', { device: 'laptop' });
+    laptop.frame({ op: 'send', id: 's4', conv: CONV, cmid: 'once', body: 'fourth' });
+    await cluster.until(() => laptop.of('error').length === 1);
+    expect(laptop.of('queued')).toHaveLength(1);
+    expect(laptop.of('error')[0]).toMatchObject({ id: 's4', code: 'IDEMPOTENCY_CONFLICT', conv: CONV, cmid: 'once' });
+    await cluster.run(100);
+    expect((await cluster.stored('b', CONV)).map((message) => message.body)).toEqual(['first']);
+    expect((await cluster.stored('a', CONV)).map((message) => message.body)).toEqual(['first']);
   });
 
   it('gives a customer with devices on two access cells everything on both', async () => {
@@ -666,7 +695,7 @@ describe('cross-cell conversations over a memory network', () => {
     expect(alice.of('error')[0]).toMatchObject({ id: 'x', code: 'MERCHANT_NOT_HOSTED' });
     const agent = cluster.cell('a').core;
     const token = await mintToken({ secret: SECRET, tenant: TENANT, user: 'bob', role: 'agent', merchant: 'shop', device: 'd', ttlSeconds: 60, nowMs: cluster.clock.now() });
-    expect(() => agent.admit(verifyToken(token, () => SECRET, cluster.clock.now()), undefined)).toThrow(/not hosted/);
+    expect(() => agent.admit(verifyToken(token, () => [{ secret: SECRET }], cluster.clock.now()), undefined)).toThrow(/not hosted/);
   });
 
   it('tells the sending device when the home cell refuses a relayed send', async () => {

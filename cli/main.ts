@@ -46,6 +46,7 @@ program
   .addOption(new Option('--ttl <seconds>', 'lifetime in seconds').default(3600).argParser(parsePositiveInt))
   .addOption(new Option('--secret <secret>', 'the tenant secret').env('CELLMESH_TENANT_SECRET'))
   .addOption(new Option('-c, --config <file>', 'read the tenant secret from this cell config').env('CELLMESH_CONFIG'))
+  .option('--kid <kid>', 'name the secret in the token (a tenant with `secrets`); with --config, sign with the secret of this kid (default: the first)')
   .action(runTokenCommand);
 
 program

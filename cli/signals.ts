@@ -1,4 +1,5 @@
 import type { Logger } from '../cell/logger.js';
+import { SystemClock } from '../platform/clock.js';
 
 /**
  * Waits for SIGTERM or SIGINT, then runs `stop` and exits 0; exits 1 when `stop` takes longer
@@ -16,7 +17,9 @@ export async function runUntilSignal(stop: () => Promise<void>, graceMs: number,
   };
   process.once('SIGTERM', forceExit('second signal: exiting now', 1));
   process.once('SIGINT', forceExit('second signal: exiting now', 1));
-  setTimeout(forceExit(`shutdown took longer than ${graceMs} ms: exiting now`, 1), graceMs).unref();
+  // The clock's timer, not setTimeout: a grace of 25 days or more (shutdownGraceSeconds is not
+  // capped) would make setTimeout exit at once.
+  new SystemClock().setTimer(graceMs, forceExit(`shutdown took longer than ${graceMs} ms: exiting now`, 1));
   try {
     await stop();
   } catch (error) {

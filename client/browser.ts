@@ -1,3 +1,4 @@
+import { setChainedTimer } from '../platform/chained-timer.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import type { Random } from '../platform/random.js';
 import { BrowserTransport, type WebSocketConstructor } from './browser-transport.js';
@@ -17,9 +18,14 @@ export class BrowserClock implements Clock {
   }
 
   setTimer(delayMs: number, callback: () => void): TimerHandle {
-    const timer = setTimeout(callback, delayMs); // real-clock-ok: this is the adapter
-    return { cancel: () => clearTimeout(timer) };
+    return setChainedTimer(setPageTimer, delayMs, callback);
   }
+}
+
+/** One page timer; browsers cap its delay like Node (MAX_TIMER_DELAY_MS). */
+function setPageTimer(delayMs: number, callback: () => void): TimerHandle {
+  const timer = setTimeout(callback, delayMs); // real-clock-ok: this is the adapter
+  return { cancel: () => clearTimeout(timer) };
 }
 
 /** The randomness port on Web Crypto, drawn in blocks to keep calls into it rare. */

@@ -645,6 +645,30 @@ describe('CellmeshClient delivery', () => {
     expect(messages.map((message) => message.seq)).toEqual(Array.from({ length: 251 }, (_, index) => index + 1));
   });
 
+  it('pages on below a history page the cell cut short by bytes, and skips nothing', async () => {
+    const { transport, messages, errors } = await connected({ initialCursors: { [CONV]: 0 } });
+    const connection = transport.last;
+    connection.push(msg(CONV, 101));
+    const answer = (from: number, to: number) => {
+      const request = connection.ops('history').at(-1);
+      const page: ChatMessage[] = [];
+      for (let seq = from; seq <= to; seq++) page.push(chat(CONV, seq));
+      connection.push({ t: 'history', id: request?.id ?? '', conv: CONV, messages: page, hasMore: from > 1 });
+    };
+    expect(connection.ops('history').at(-1)).toMatchObject({ before: 101, limit: 100 });
+    // Large messages: the cell answers only the newest part of the window asked for.
+    answer(61, 100);
+    await settle();
+    expect(connection.ops('history').at(-1)).toMatchObject({ before: 61, limit: 60 });
+    answer(21, 60);
+    await settle();
+    expect(connection.ops('history').at(-1)).toMatchObject({ before: 21, limit: 20 });
+    answer(1, 20);
+    await settle();
+    expect(messages.map((message) => message.seq)).toEqual(Array.from({ length: 101 }, (_, index) => index + 1));
+    expect(errors.filter((error) => error.code === 'GAP_UNFILLED')).toEqual([]);
+  });
+
   it('skips a gap the cell cannot fill and reports it', async () => {
     const { transport, messages, errors } = await connected({ initialCursors: { [CONV]: 2 } });
     const connection = transport.last;
@@ -760,7 +784,7 @@ describe('CellmeshClient delivery', () => {
     expect(connection.ops('ack')).toEqual([{ op: 'ack', conv: CONV, seq: 2 }]);
   });
 
-  it('acks immediately after an anonymous RATE_LIMITED, since the cell never rate-limits acks', async () => {
+  it('acks immediately after an anonymous RATE_LIMITED, since acks have a budget of their own on the cell', async () => {
     const { transport, clock, errors } = await connected();
     const connection = transport.last;
     connection.push(msg(CONV, 1));
@@ -807,6 +831,20 @@ describe('CellmeshClient delivery', () => {
 });
 
 describe('CellmeshClient requests', () => {
+  it('asks for inbox pages one after the other while the cell says there are more', async () => {
+    const { client, transport } = await connected();
+    const summary = (conv: string) => ({ conv, merchant: 'm1', customer: conv.slice(3), lastSeq: 1, deliveredSeq: 1, readSeq: 1, unread: 0, reads: [] });
+    const inbox = client.inbox();
+    const first = transport.last.ops('inbox').at(-1);
+    expect(first).toEqual({ op: 'inbox', id: expect.any(String) });
+    transport.last.push({ t: 'inbox', id: first?.id ?? '', conversations: [summary('m1:a'), summary('m1:b')], hasMore: true });
+    await settle();
+    const second = transport.last.ops('inbox').at(-1);
+    expect(second).toMatchObject({ op: 'inbox', after: 'm1:b' });
+    transport.last.push({ t: 'inbox', id: second?.id ?? '', conversations: [summary('m1:c')], hasMore: false });
+    expect((await inbox).map((conversation) => conversation.conv)).toEqual(['m1:a', 'm1:b', 'm1:c']);
+  });
+
   it('answers requests by id, including ones made before the connection opened', async () => {
     const { client, transport } = setup();
     const inbox = client.inbox();
@@ -815,7 +853,7 @@ describe('CellmeshClient requests', () => {
     await opened;
     const [request] = transport.last.ops('inbox');
     expect(request).toBeDefined();
-    transport.last.push({ t: 'inbox', id: request?.id ?? '', conversations: [] });
+    transport.last.push({ t: 'inbox', id: request?.id ?? '', conversations: [], hasMore: false });
     await expect(inbox).resolves.toEqual([]);
 
     const read = client.read(CONV, 3);

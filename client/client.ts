@@ -31,6 +31,8 @@ import type { ClientConnection, ClientTransport, ConnectionListener, TransportEr
 export const DEFAULT_WEBSOCKET_PATH = '/v1/ws';
 /** The most messages one history request may ask for (the protocol's bound). */
 const HISTORY_PAGE_LIMIT = 200;
+/** The most conversations a cell lists for one device (MAX_CONVERSATIONS_PER_DEVICE in the cell). */
+const MAX_INBOX_CONVERSATIONS = 10_000;
 const CMID_ALPHABET = '0123456789abcdefghijklmnopqrstuvwxyz';
 /** 20 characters of 36 symbols: about 103 random bits, so two devices never pick the same cmid. */
 const CMID_LENGTH = 20;
@@ -47,11 +49,10 @@ const TRANSIENT_ERROR_CODES: ReadonlySet<string> = new Set([
 /** Upgrade rejections that a fresh token may cure. */
 const AUTH_REJECTIONS: ReadonlySet<string> = new Set([ErrorCode.TokenExpired, ErrorCode.TokenInvalid, ErrorCode.Unauthenticated]);
 /**
- * Upgrade rejections that stay however often the client retries: the tenant, the origin, the
- * protocol version or the merchant's home cell would have to change first.
+ * Upgrade rejections that stay however often the client retries: the origin, the protocol
+ * version or the merchant's home cell would have to change first.
  */
 const FINAL_REJECTIONS: ReadonlySet<string> = new Set([
-  ErrorCode.TenantUnknown,
   ErrorCode.OriginForbidden,
   ErrorCode.UnsupportedVersion,
   ErrorCode.MerchantNotHosted,
@@ -103,7 +104,10 @@ export interface QueuedSend {
 }
 
 export interface SendOptions {
-  /** The client message id; generated when absent. Reuse it to resend the same message. */
+  /**
+   * The client message id; generated when absent. Reuse it to resend the same message (the same
+   * body): with another body the send is rejected with IDEMPOTENCY_CONFLICT, and not retried.
+   */
   cmid?: string;
   /**
    * Stops waiting for the confirmation. A send not yet transmitted is withdrawn; one already on
@@ -377,7 +381,8 @@ export class CellmeshClient {
   private unackedDeliveries = 0;
   /**
    * The cell's per-connection rate limit, mirrored from the welcome so the client paces its own
-   * sends and requests instead of being refused (acks are exempt on the cell). Sends leave a
+   * sends and requests instead of being refused (acks have a budget of their own on the cell,
+   * which grows with every delivery, so batched acks never come near it). Sends leave a
    * quarter of the burst for requests.
    */
   private pacer: TokenBucket | undefined;
@@ -535,10 +540,22 @@ export class CellmeshClient {
     return { messages: reply.messages.map(chatMessageOf), hasMore: reply.hasMore };
   }
 
-  /** The user's conversations with their cursors and unread counts. */
+  /**
+   * The user's conversations with their cursors and unread counts. The cell answers in pages
+   * bounded in bytes (docs/protocol.md, `inbox`); this asks for one after the other.
+   */
   async inbox(options: RequestOptions = {}): Promise<ConversationSummary[]> {
-    const { reply } = await this.request('inbox', (id) => ({ op: 'inbox', id }), options.signal);
-    return reply.conversations;
+    const conversations: ConversationSummary[] = [];
+    let after: string | undefined;
+    // Each page holds at least one conversation, and a cell serves at most MAX_INBOX_CONVERSATIONS.
+    for (let page = 0; page < MAX_INBOX_CONVERSATIONS; page++) {
+      const { reply } = await this.request('inbox', (id) => ({ op: 'inbox', id, ...(after === undefined ? {} : { after }) }), options.signal);
+      conversations.push(...reply.conversations);
+      after = reply.conversations.at(-1)?.conv;
+      // An older cell answers everything at once, without `hasMore`.
+      if (reply.hasMore !== true || after === undefined) break;
+    }
+    return conversations;
   }
 
   /** The online devices of users and the number of online agents of merchants (up to 100 each). */
@@ -1383,19 +1400,21 @@ export class CellmeshClient {
     conversation.fillBefore = before;
     this.fillsInFlight++;
     this.request('history', (id) => ({ op: 'history', id, conv: conversation.conv, before, limit }), undefined).then(
-      ({ reply }) => this.onGapPage(conversation, reply.messages),
+      ({ reply }) => this.onGapPage(conversation, reply.messages, reply.hasMore),
       (error: unknown) => this.onGapFailure(conversation, error),
     );
   }
 
-  private onGapPage(conversation: ConversationState, messages: ChatMessage[]): void {
+  private onGapPage(conversation: ConversationState, messages: ChatMessage[], hasMore: boolean): void {
     const before = conversation.fillBefore;
     this.endFill(conversation);
     if (this.terminalError !== undefined || before === undefined) return;
     const page = messages.filter((message) => message.conv === conversation.conv).map(chatMessageOf);
     const delivered = this.deliverContiguous(conversation, page);
     const cursor = conversation.cursor ?? 0;
-    if (delivered === 0 && cursor + 1 < before) {
+    // A page cut short is held, and the fill goes on below it (advance, below).
+    const cutShort = delivered === 0 && hasMore && this.holdCutShortPage(conversation, page, cursor);
+    if (!cutShort && delivered === 0 && cursor + 1 < before) {
       // The cell has no message right after the cursor: skip to the next one it has.
       const next = page.find((message) => message.seq > cursor)?.seq ?? Math.min(this.lowestHeld(conversation) ?? before, before);
       this.skipTo(conversation, next - 1);
@@ -1405,6 +1424,17 @@ export class CellmeshClient {
     this.advance(conversation);
     this.noteAck(conversation);
     this.maybeEmitSynced();
+  }
+
+  /**
+   * A page the cell cut short by its byte bound (docs/protocol.md, `history`) holds the newest
+   * messages of the window asked for; the older ones exist. Holds it, so that the next fill asks
+   * for what lies below; returns false when that made no progress (nothing new could be held).
+   */
+  private holdCutShortPage(conversation: ConversationState, page: ChatMessage[], cursor: number): boolean {
+    const lowestBefore = this.lowestHeld(conversation) ?? Number.POSITIVE_INFINITY;
+    for (const message of page) if (message.seq > cursor + 1) this.hold(conversation, message, true);
+    return (this.lowestHeld(conversation) ?? Number.POSITIVE_INFINITY) < lowestBefore;
   }
 
   private deliverContiguous(conversation: ConversationState, page: ChatMessage[]): number {
@@ -1538,7 +1568,8 @@ export class CellmeshClient {
   }
 
   /**
-   * One cumulative ack per conversation with news; the cell does not rate-limit acks. A cell
+   * One cumulative ack per conversation with news, at most one flush per delivery (the cell's
+   * ack budget grows by one per delivery, docs/protocol.md "Limits of a connection"). A cell
    * that announces `limits.maxAcksPerFrame` gets them together, that many conversations per
    * frame; an older cell one frame per conversation.
    */

@@ -65,7 +65,7 @@ export function parseServerFrame(text: string): ParsedServerFrame {
           typeof frame.hasMore === 'boolean',
       );
     case 'inbox':
-      return check(frame, isString(frame.id) && Array.isArray(frame.conversations));
+      return check(frame, isString(frame.id) && Array.isArray(frame.conversations) && (frame.hasMore === undefined || typeof frame.hasMore === 'boolean'));
     case 'presence':
       return check(frame, isString(frame.id) && Array.isArray(frame.users) && Array.isArray(frame.merchants));
     case 'pong':

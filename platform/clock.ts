@@ -1,3 +1,5 @@
+import { setChainedTimer } from './chained-timer.js';
+
 /**
  * The clock and timer port. Core code (cell, mesh, router, client SDK logic) reads time and
  * schedules work only through a Clock, so the same code runs on the system clock in production
@@ -11,7 +13,10 @@ export interface TimerHandle {
 export interface Clock {
   /** Milliseconds since the Unix epoch (virtual in the simulator). */
   now(): number;
-  /** Runs `callback` once after `delayMs`. The callback must not throw. */
+  /**
+   * Runs `callback` once after `delayMs`, however long: adapters on platform timers that cap
+   * delays (setTimeout at 2^31-1 ms) chain them (chained-timer.ts). The callback must not throw.
+   */
   setTimer(delayMs: number, callback: () => void): TimerHandle;
 }
 
@@ -22,9 +27,14 @@ export class SystemClock implements Clock {
   }
 
   setTimer(delayMs: number, callback: () => void): TimerHandle {
-    const timer = setTimeout(callback, delayMs); // real-clock-ok: this is the adapter
-    // Timers of the core never keep the process alive on their own; servers and sockets do.
-    timer.unref();
-    return { cancel: () => clearTimeout(timer) };
+    return setChainedTimer(setNodeTimer, delayMs, callback);
   }
+}
+
+/** One Node timer, of at most MAX_TIMER_DELAY_MS. */
+function setNodeTimer(delayMs: number, callback: () => void): TimerHandle {
+  const timer = setTimeout(callback, delayMs); // real-clock-ok: this is the adapter
+  // Timers of the core never keep the process alive on their own; servers and sockets do.
+  timer.unref();
+  return { cancel: () => clearTimeout(timer) };
 }

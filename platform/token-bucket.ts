@@ -38,6 +38,11 @@ export class TokenBucket {
     return Math.max(1, Math.ceil((missing * 1000) / this.ratePerSecond));
   }
 
+  /** Adds `tokens` (earned otherwise than by time), up to the burst. */
+  credit(tokens: number): void {
+    this.tokens = Math.min(this.burst, this.tokens + tokens);
+  }
+
   /** Empties the bucket (the other side said it is empty, whatever this one believed). */
   drain(nowMs: number): void {
     this.refill(nowMs);

@@ -20,6 +20,8 @@ export interface DeviceNetwork {
   latencyMs(): number;
   /** The running incarnation of `cellId`, if it runs and accepts devices. */
   endpointOf(cellId: string): DeviceEndpoint | undefined;
+  /** Told the code of every `error` frame a cell sends, for the report. */
+  errorAnswered?(code: string): void;
 }
 
 type ServerToClient =
@@ -107,6 +109,7 @@ export class DeviceLink implements ClientConnection {
   readonly port: DevicePort = {
     send: (text: string) => {
       if (this.serverState !== 'open') return;
+      if (text.startsWith('{"t":"error"')) this.network.errorAnswered?.((JSON.parse(text) as { code: string }).code);
       this.down({ kind: 'message', text });
     },
     bufferedBytes: () => (this.serverState === 'open' ? this.downBytes : 0),

@@ -34,7 +34,9 @@ export type ViolationKind =
   /** A promise rejection nobody handled: a crash in production. */
   | 'unhandled-rejection'
   /** A device's client stopped for good (closed or replaced) without the scenario asking. */
-  | 'device-stopped';
+  | 'device-stopped'
+  /** A cell answered a device INTERNAL: a bug, since every operating error (a failing disk too) has its own code. */
+  | 'internal-error';
 
 export interface Violation {
   readonly kind: ViolationKind;

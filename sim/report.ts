@@ -22,6 +22,7 @@ export function summaryText(report: SimReport): string {
     `  cells ${report.cells} (${report.cellsAtEnd} at the end), merchants ${report.merchants}, customers ${report.customers}, agents ${report.agents}, devices ${report.devices}`,
     `  messages sent ${report.messagesSent}, acked ${report.messagesAcked}, deliveries ${report.deliveries}, receipts ${report.receipts}`,
     `  send failures ${formatCounts(report.sendFailures)} (during partitions: ${formatCounts(report.sendFailuresDuringPartitions)}); client errors ${formatCounts(report.clientErrors)}`,
+    `  error answers ${formatCounts(report.errorAnswers)}; disk faults: ${diskText(report)}`,
     `  virtual ${report.virtualSeconds.toFixed(1)} s in ${report.wallSeconds.toFixed(1)} s wall (${report.cpuSeconds.toFixed(1)} s CPU): ${report.simSpeed} virtual s per wall s`,
     `  ack latency in-cell p50 ${report.ackLatency.inCell.p50Ms} ms p99 ${report.ackLatency.inCell.p99Ms} ms; cross-cell p50 ${report.ackLatency.crossCell.p50Ms} ms p99 ${report.ackLatency.crossCell.p99Ms} ms`,
     `  converged ${report.convergeMsAfterHeal === null ? 'never' : `${report.convergeMsAfterHeal} ms`} after the final heal (bound ${report.bounds.convergeWithinMs} ms)`,
@@ -33,6 +34,11 @@ export function summaryText(report: SimReport): string {
   }
   lines.push(`  digest ${report.digest}`);
   return lines.join('\n');
+}
+
+function diskText(report: SimReport): string {
+  const { readErrors, writeErrors, latencySpikes, failedStarts } = report.disk;
+  return `${readErrors} read errors, ${writeErrors} write errors, ${latencySpikes} latency spikes, ${failedStarts} failed starts`;
 }
 
 function formatCounts(counts: Record<string, number>): string {
@@ -88,6 +94,8 @@ export function reportHtml(report: SimReport): string {
     ['deliveries, receipts', `${report.deliveries}, ${report.receipts}`],
     ['send failures (during partitions)', escapeHtml(`${formatCounts(report.sendFailures)} (${formatCounts(report.sendFailuresDuringPartitions)})`)],
     ['client errors', escapeHtml(formatCounts(report.clientErrors))],
+    ['error answers of the cells', escapeHtml(formatCounts(report.errorAnswers))],
+    ['disk faults', escapeHtml(diskText(report))],
     ['virtual seconds / wall seconds (CPU seconds)', `${report.virtualSeconds.toFixed(1)} / ${report.wallSeconds.toFixed(1)} (${report.cpuSeconds.toFixed(1)}); simSpeed ${report.simSpeed}`],
     ['ack latency in-cell (p50 / p99 / max)', `${report.ackLatency.inCell.p50Ms} / ${report.ackLatency.inCell.p99Ms} / ${report.ackLatency.inCell.maxMs} ms`],
     ['ack latency cross-cell (p50 / p99 / max)', `${report.ackLatency.crossCell.p50Ms} / ${report.ackLatency.crossCell.p99Ms} / ${report.ackLatency.crossCell.maxMs} ms`],

@@ -62,10 +62,10 @@ describe('scenario files', () => {
     });
     expect(problems).toEqual([
       'timeline.0.partition.groups: a partition needs at least two groups',
-      'timeline.1.partitoin: needs exactly one action besides `at`, one of partition, oneWay, heal, loss, duplicate, reorder, latency, crash, restart, join, leave, deviceFlap, move; got partitoin',
+      'timeline.1.partitoin: needs exactly one action besides `at`, one of partition, oneWay, heal, loss, duplicate, reorder, latency, crash, restart, join, leave, deviceFlap, move, disk; got partitoin',
       'timeline.2.crash.cells.0: must be a cell id (cell-0003), an index (3), a range (0-9), a share (25%), random or rest',
       'timeline.3.at: is required',
-      'timeline.4: needs exactly one action besides `at`, one of partition, oneWay, heal, loss, duplicate, reorder, latency, crash, restart, join, leave, deviceFlap, move; got heal, loss',
+      'timeline.4: needs exactly one action besides `at`, one of partition, oneWay, heal, loss, duplicate, reorder, latency, crash, restart, join, leave, deviceFlap, move, disk; got heal, loss',
     ]);
     // Checks across fields run once every field is valid on its own.
     expect(problemsOf({ ...MINIMAL, timeline: [{ at: '2m', heal: {} }] })).toEqual(['timeline.0.at: is after the end of the traffic (duration 30s)']);

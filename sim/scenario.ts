@@ -63,6 +63,21 @@ const FaultActions = {
    * `to` (another one): the production move (cell/merchant-move.ts) under whatever else happens.
    */
   move: z.object({ merchants: z.number().int().min(1).max(1_000).default(1), from: Group.default(['rest']), to: Group.default(['rest']) }).strict(),
+  /**
+   * The disks of `cells` fail for `duration` (to the final heal without one): each read and
+   * write fails with its rate (StoreError, answered STORE_UNAVAILABLE), and each one is slowed
+   * by `spike` with `spikeRate` (writes land in order, so a slow one holds back those behind).
+   */
+  disk: z
+    .object({
+      cells: Group,
+      readErrorRate: z.number().min(0).max(1).default(0),
+      writeErrorRate: z.number().min(0).max(1).default(0),
+      spikeRate: z.number().min(0).max(1).default(0),
+      spike: Duration.default(0),
+      duration: Duration.optional(),
+    })
+    .strict(),
 } as const;
 export type FaultKind = keyof typeof FaultActions;
 export const FAULT_KINDS = Object.keys(FaultActions) as FaultKind[];
@@ -170,6 +185,20 @@ export const ScenarioSchema = z
         /** Largest share of the cells one drawn partition or crash cuts off. */
         maxShare: z.number().min(0).max(1).default(0.3),
         maxLossRate: z.number().min(0).max(1).default(0.2),
+        /**
+         * Disk faults, drawn from a stream of their own (so they leave the other faults of a
+         * seed as they were): one cell's disk at a time fails reads and writes at up to
+         * `maxErrorRate` and slows some by up to `maxSpike`, for up to `maxDuration`.
+         */
+        disk: z
+          .object({
+            enabled: z.boolean().default(true),
+            meanInterval: Duration.default(30_000),
+            maxErrorRate: z.number().min(0).max(1).default(0.2),
+            maxSpike: Duration.default(1_000),
+          })
+          .strict()
+          .default({ enabled: true, meanInterval: 30_000, maxErrorRate: 0.2, maxSpike: 1_000 }),
       })
       .strict()
       .optional(),

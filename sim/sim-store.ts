@@ -1,14 +1,40 @@
 import { MemoryStore } from '../cell/store/memory-store.js';
-import type { RangeQuery, Store, StoreOp } from '../cell/store/store.js';
+import { StoreError, type RangeQuery, type Store, type StoreOp } from '../cell/store/store.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
+import type { Random } from '../platform/random.js';
 import { never, type Life } from './sim-clock.js';
 
 interface PendingWrite {
   readonly ops: readonly StoreOp[];
   readonly dueMs: number;
   readonly life: Life;
+  /** A drawn write error: at its due time the write rejects and nothing of it is applied. */
+  readonly fails: boolean;
   readonly resolve: () => void;
   readonly reject: (error: unknown) => void;
+}
+
+/**
+ * A failing disk, in force for a while (a `disk` fault): each read and each write fails with
+ * its rate, and each one is slowed by `spikeMs` with `spikeRate` (a stalled fsync, a slow
+ * seek). Draws come from the disk's own random stream, at the call, so a seed replays them.
+ */
+export interface DiskFaults {
+  readonly readErrorRate: number;
+  readonly writeErrorRate: number;
+  readonly spikeRate: number;
+  readonly spikeMs: number;
+}
+
+export interface DiskStats {
+  /** Durable writes so far. */
+  readonly writes: number;
+  /** Writes lost to crashes (never acknowledged). */
+  readonly droppedByCrash: number;
+  /** Reads and writes failed by a `disk` fault, and those slowed by a latency spike. */
+  readonly readErrors: number;
+  readonly writeErrors: number;
+  readonly latencySpikes: number;
 }
 
 /**
@@ -28,6 +54,12 @@ export class SimStore {
   private opened = false;
   private writesCount = 0;
   private droppedCount = 0;
+  private readErrors = 0;
+  private writeErrors = 0;
+  private latencySpikes = 0;
+  private faults: DiskFaults | undefined;
+  /** The last write handed to the memory store: a failed write settles after it, in call order. */
+  private lastApplied: Promise<unknown> = Promise.resolve();
 
   /**
    * `lying`: a broken disk for the simulator's own tests, which acknowledges a write at once and
@@ -36,8 +68,15 @@ export class SimStore {
   constructor(
     private readonly clock: Clock,
     private readonly writeLatencyMs: number,
+    /** The disk's own stream, drawn only while a fault is in force. */
+    private readonly random: Random,
     private readonly lying = false,
   ) {}
+
+  /** Puts a `disk` fault in force (undefined: the disk works again). */
+  setFaults(faults: DiskFaults | undefined): void {
+    this.faults = faults;
+  }
 
   async open(): Promise<void> {
     if (this.opened) return;
@@ -45,9 +84,8 @@ export class SimStore {
     await this.memory.open();
   }
 
-  /** Durable writes so far and writes lost to crashes. */
-  stats(): { writes: number; droppedByCrash: number } {
-    return { writes: this.writesCount, droppedByCrash: this.droppedCount };
+  stats(): DiskStats {
+    return { writes: this.writesCount, droppedByCrash: this.droppedCount, readErrors: this.readErrors, writeErrors: this.writeErrors, latencySpikes: this.latencySpikes };
   }
 
   /** The process holding this disk died: what was not durable yet is gone. */
@@ -61,16 +99,27 @@ export class SimStore {
   /** The Store the incarnation `life` uses; its calls go quiet when that incarnation dies. */
   view(life: Life): Store {
     const memory = this.memory;
-    const guard = <T>(operation: () => Promise<T>): Promise<T> => {
+    // A read is performed at the call (a snapshot, as a LevelDB iterator takes one) and answered
+    // after the spike, if one was drawn; a drawn read error answers at once.
+    const guard = <T>(name: string, operation: () => Promise<T>): Promise<T> => {
       if (!life.alive) return never();
+      const error = this.drawReadError(name);
+      if (error !== undefined) return Promise.reject(error);
+      const delayMs = this.drawSpikeMs();
       return new Promise<T>((resolve, reject) => {
+        const answer = (settle: () => void): void => {
+          if (delayMs === 0) settle();
+          else this.clock.setTimer(delayMs, settle);
+        };
         operation().then(
-          (value) => {
-            if (life.alive) resolve(value);
-          },
-          (error: unknown) => {
-            if (life.alive) reject(error);
-          },
+          (value) =>
+            answer(() => {
+              if (life.alive) resolve(value);
+            }),
+          (failure: unknown) =>
+            answer(() => {
+              if (life.alive) reject(failure);
+            }),
         );
       });
     };
@@ -78,23 +127,46 @@ export class SimStore {
       // The disk is opened once by the simulator and closed never: a cell's close is a no-op.
       open: async () => {},
       close: async () => {},
-      get: (key: string) => guard(() => memory.get(key)),
-      getMany: (keys: readonly string[]) => guard(() => memory.getMany(keys)),
-      getManySync: (keys: readonly string[]) => memory.getManySync(keys),
-      range: (query: RangeQuery) => guard(() => memory.range(query)),
+      get: (key: string) => guard('get', () => memory.get(key)),
+      getMany: (keys: readonly string[]) => guard('getMany', () => memory.getMany(keys)),
+      getManySync: (keys: readonly string[]) => {
+        const error = this.drawReadError('getManySync');
+        if (error !== undefined) throw error;
+        return memory.getManySync(keys);
+      },
+      range: (query: RangeQuery) => guard('range', () => memory.range(query)),
       write: (ops: readonly StoreOp[]) => (life.alive ? this.enqueue(ops, life) : never()),
     };
   }
 
+  private drawReadError(operation: string): StoreError | undefined {
+    const faults = this.faults;
+    if (faults === undefined || faults.readErrorRate === 0 || this.random.next() >= faults.readErrorRate) return undefined;
+    this.readErrors++;
+    return new StoreError(`simulated disk: ${operation} failed`);
+  }
+
+  /** A latency spike's length, or 0. */
+  private drawSpikeMs(): number {
+    const faults = this.faults;
+    if (faults === undefined || faults.spikeRate === 0 || faults.spikeMs === 0 || this.random.next() >= faults.spikeRate) return 0;
+    this.latencySpikes++;
+    return faults.spikeMs;
+  }
+
   private enqueue(ops: readonly StoreOp[], life: Life): Promise<void> {
+    const faults = this.faults;
+    const fails = faults !== undefined && faults.writeErrorRate > 0 && this.random.next() < faults.writeErrorRate;
+    // A slow write holds back the ones behind it, as a stalled fsync does: writes land in order.
+    const dueMs = this.clock.now() + this.writeLatencyMs + this.drawSpikeMs();
     if (this.lying) {
-      this.pending.push({ ops: ops.map((op) => ({ ...op })), dueMs: this.clock.now() + this.writeLatencyMs, life, resolve: () => {}, reject: () => {} });
+      this.pending.push({ ops: ops.map((op) => ({ ...op })), dueMs, life, fails: false, resolve: () => {}, reject: () => {} });
       this.arm();
       return Promise.resolve();
     }
     return new Promise<void>((resolve, reject) => {
       // The ops are copied: the caller may reuse its array once write() returned.
-      this.pending.push({ ops: ops.map((op) => ({ ...op })), dueMs: this.clock.now() + this.writeLatencyMs, life, resolve, reject });
+      this.pending.push({ ops: ops.map((op) => ({ ...op })), dueMs, life, fails, resolve, reject });
       this.arm();
     });
   }
@@ -115,9 +187,20 @@ export class SimStore {
     while (count < this.pending.length && this.pending[count]!.dueMs <= nowMs) count++;
     const due = this.pending.splice(0, count);
     for (const write of due) {
+      if (write.fails) {
+        // Atomic, as the Store port requires: a failed write leaves nothing behind.
+        this.writeErrors++;
+        const fail = (): void => {
+          if (write.life.alive) write.reject(new StoreError('simulated disk: write failed'));
+        };
+        this.lastApplied.then(fail, fail);
+        continue;
+      }
       // memory-level applies batches in call order; each resolves after it is applied.
       this.writesCount++;
-      this.memory.write(write.ops).then(
+      const applied = this.memory.write(write.ops);
+      this.lastApplied = applied;
+      applied.then(
         () => {
           if (write.life.alive) write.resolve();
         },

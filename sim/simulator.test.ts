@@ -41,9 +41,39 @@ describe('the simulator', () => {
   it('holds every invariant on the chaos seeds that once lost cross-cell messages (docs/simulation.md, "What it found")', async () => {
     const file = join(import.meta.dirname, 'scenarios', 'chaos.yaml');
     const scenario = loadScenario(file);
+    let storeUnavailable = 0;
     for (const seed of [39, 51, 81, 417]) {
       const report = await runSimulation({ scenario, seed, scenarioFile: file });
       expect(report.violationExamples, report.replay).toEqual([]);
+      // The random-fault mode draws disk faults too; what they fail is answered STORE_UNAVAILABLE, never INTERNAL.
+      expect(report.faults.filter((fault) => fault.kind === 'disk').length, report.replay).toBeGreaterThan(0);
+      expect(report.errorAnswers, report.replay).not.toHaveProperty('INTERNAL');
+      storeUnavailable += report.errorAnswers['STORE_UNAVAILABLE'] ?? 0;
+    }
+    expect(storeUnavailable).toBeGreaterThan(0);
+  });
+
+  it('holds every invariant while disks fail reads and writes and stall, and answers what they fail STORE_UNAVAILABLE', async () => {
+    // The small scenario, with two disk faults of its timeline: cells 0 and 1 early, the others later.
+    const diskFaults = [
+      '  - at: 5s',
+      '    disk: { cells: ["0", "1"], readErrorRate: 0.2, writeErrorRate: 0.2, spikeRate: 0.1, spike: 500ms, duration: 30s }',
+      '  - at: 50s',
+      '    disk: { cells: ["rest"], readErrorRate: 0.1, writeErrorRate: 0.3, spikeRate: 0.2, spike: 1s, duration: 25s }',
+    ].join('\n');
+    const scenario = parseScenarioText(`${readFileSync(SMALL, 'utf8').trimEnd()}\n${diskFaults}\n`);
+    for (const seed of [1, 2]) {
+      const report = await runSimulation({ scenario, seed });
+      expect(report.violationExamples, `seed ${seed}`).toEqual([]);
+      expect(report.faults.filter((fault) => fault.kind === 'disk')).toHaveLength(2);
+      expect(report.disk.readErrors, `seed ${seed}`).toBeGreaterThan(10);
+      expect(report.disk.writeErrors, `seed ${seed}`).toBeGreaterThan(10);
+      expect(report.disk.latencySpikes, `seed ${seed}`).toBeGreaterThan(10);
+      expect(report.errorAnswers['STORE_UNAVAILABLE'], `seed ${seed}`).toBeGreaterThan(10);
+      expect(report.errorAnswers, `seed ${seed}`).not.toHaveProperty('INTERNAL');
+      // The clients' retries got the traffic through.
+      expect(report.messagesAcked).toBeGreaterThan(200);
+      expect(report.sendsPendingAtEnd).toBe(0);
     }
   });
 

@@ -19,7 +19,8 @@ import { SimCellIncarnation, openSimCell, peerOf } from './sim-cell.js';
 import { Life, SimClock } from './sim-clock.js';
 import { SimKeyring } from './sim-keys.js';
 import { SimNetwork } from './sim-network.js';
-import { SimStore } from './sim-store.js';
+import { SimStore, type DiskFaults } from './sim-store.js';
+import { StoreError } from '../cell/store/store.js';
 import { ViewDigests } from './view-digests.js';
 
 const TENANT = 'mall';
@@ -113,6 +114,13 @@ export interface SimReport {
   readonly sendsPendingAtEnd: number;
   readonly sendsPendingInEndedConversations: number;
   readonly work: { readonly timersFired: number; readonly loopSteps: number; readonly storeWrites: number; readonly storeWritesLostToCrashes: number; readonly devicesNotOpenAtEnd: number };
+  /**
+   * What the `disk` faults did: reads and writes failed and slowed, and cell starts that failed
+   * on their disk (the supervisor starts them again a second later). Not violations.
+   */
+  readonly disk: { readonly readErrors: number; readonly writeErrors: number; readonly latencySpikes: number; readonly failedStarts: number };
+  /** Every `error` frame the cells sent to devices, by code (STORE_UNAVAILABLE: the requests a disk fault cost). */
+  readonly errorAnswers: Record<string, number>;
   /** SHA-256 of the run's observable outcome (everything above): equal digests, equal runs. */
   readonly digest: string;
   /** Wall-clock figures: the only fields that differ between two runs of one seed. */
@@ -176,6 +184,10 @@ class Simulation implements ActorHost {
   private readonly faultRandom: Random;
   private readonly setupRandom: Random;
   private readonly deviceRandom: Random;
+  /** Picks the cells of disk faults, apart from `faultRandom`, so they leave the other faults' picks as they were. */
+  private readonly diskFaultRandom: Random;
+  private failedStarts = 0;
+  private readonly errorAnswers = new Map<string, number>();
   private readonly slots = new Map<string, CellSlot>();
   private readonly devices: DeviceActor[] = [];
   private readonly customerDevices = new Map<string, DeviceActor[]>();
@@ -201,6 +213,10 @@ class Simulation implements ActorHost {
   private linkFaults: Required<LinkFaults> = { lossRate: 0, duplicateRate: 0, reorderRate: 0, reorderDelayMs: 0 };
   private readonly linkFaultSpans = new Map<LinkFaultKind, FaultSpan>();
   private latencySpan: FaultSpan | undefined;
+  /** Disk faults in force, oldest first (a later one on the same disk overrides). */
+  private readonly diskFaultSpans: Array<{ readonly span: FaultSpan; readonly cells: readonly string[]; readonly faults: DiskFaults }> = [];
+  /** When each disk fault was in force, by cell ([from, to]; to undefined while it lasts). */
+  private readonly diskFaultIntervals = new Map<string, Array<[number, number | undefined]>>();
   private loopSteps = 0;
   private progressAtMs = 0;
   private healAtMs: number | undefined;
@@ -228,6 +244,7 @@ class Simulation implements ActorHost {
     this.faultRandom = stream(this.seed, 'faults');
     this.setupRandom = stream(this.seed, 'setup');
     this.deviceRandom = stream(this.seed, 'device-network');
+    this.diskFaultRandom = stream(this.seed, 'disk-faults');
     this.meshLatency = latencySampler(this.scenario.network.mesh.latency);
     this.deviceLatency = latencySampler(this.scenario.network.devices.latency);
     this.network = new SimNetwork({ clock: this.clock, random: stream(this.seed, 'mesh-network'), latencyMs: (_from, _to, random) => this.meshLatency(random) });
@@ -247,6 +264,11 @@ class Simulation implements ActorHost {
     );
     this.deviceNetwork = {
       clock: this.clock,
+      errorAnswered: (code) => {
+        this.errorAnswers.set(code, (this.errorAnswers.get(code) ?? 0) + 1);
+        // INTERNAL is a bug of the cell: every operating error (a failing disk among them) has its own code.
+        if (code === 'INTERNAL') this.history.violation('internal-error', 'a cell answered a device INTERNAL', this.clock.now());
+      },
       latencyMs: () => this.deviceLatency(this.deviceRandom),
       endpointOf: (cellId: string): DeviceEndpoint | undefined => {
         const incarnation = this.slots.get(cellId)?.incarnation;
@@ -381,7 +403,7 @@ class Simulation implements ActorHost {
       id,
       index,
       merchants,
-      disk: new SimStore(this.clock, this.scenario.network.storeWrite, this.options.brokenDurability === true),
+      disk: new SimStore(this.clock, this.scenario.network.storeWrite, stream(this.seed, `disk/${id}`), this.options.brokenDurability === true),
       bootstrap,
       incarnation: undefined,
       life: undefined,
@@ -428,7 +450,15 @@ class Simulation implements ActorHost {
         return incarnation.start();
       })
       .catch((error: unknown) => {
-        if (life.alive) this.history.violation('unhandled-rejection', `cell ${slot.id} failed to start: ${messageOf(error)}`, this.clock.now());
+        if (!life.alive) return;
+        if (causedByStore(error)) {
+          // A cell whose disk fails at start exits; its supervisor starts it again.
+          this.failedStarts++;
+          this.crash(slot);
+          this.clock.setTimer(1_000, () => this.restart(slot));
+          return;
+        }
+        this.history.violation('unhandled-rejection', `cell ${slot.id} failed to start: ${messageOf(error)}`, this.clock.now());
       });
   }
 
@@ -577,9 +607,32 @@ class Simulation implements ActorHost {
         }
         events.push({ atMs, action });
       }
+      if (random.disk.enabled) events.push(...this.randomDiskFaults(random.maxDuration, random.disk));
     }
     // Stable: events at the same time keep the order they were listed (scenario first).
     return events.map((event, order) => ({ event, order })).sort((a, b) => a.event.atMs - b.event.atMs || a.order - b.order).map(({ event }) => event);
+  }
+
+  /** Disk faults drawn from a stream of their own, one cell at a time. */
+  private randomDiskFaults(maxDurationMs: number, settings: { meanInterval: number; maxErrorRate: number; maxSpike: number }): TimelineEvent[] {
+    const draw = stream(this.seed, 'random-disk-faults');
+    const events: TimelineEvent[] = [];
+    let atMs = 0;
+    for (;;) {
+      atMs += Math.max(1_000, Math.round(exponential(draw, settings.meanInterval)));
+      if (atMs >= this.durationMs) return events;
+      const rate = (): number => Math.round(1000 * settings.maxErrorRate * draw.next()) / 1000;
+      const action: FaultAction = {
+        kind: 'disk',
+        cells: ['random'],
+        readErrorRate: rate(),
+        writeErrorRate: rate(),
+        spikeRate: Math.round(1000 * 0.3 * draw.next()) / 1000,
+        spike: Math.round(settings.maxSpike * draw.next()),
+        duration: Math.round(maxDurationMs * (0.1 + 0.9 * draw.next())),
+      };
+      events.push({ atMs, action });
+    }
   }
 
   private apply(event: TimelineEvent): void {
@@ -644,6 +697,26 @@ class Simulation implements ActorHost {
       case 'move':
         this.moveMerchants(action.merchants, action.from, action.to);
         return;
+      case 'disk': {
+        const [cells] = this.resolveGroups([action.cells], 'up', this.diskFaultRandom);
+        const faults: DiskFaults = { readErrorRate: action.readErrorRate, writeErrorRate: action.writeErrorRate, spikeRate: action.spikeRate, spikeMs: action.spike };
+        const span: FaultSpan = {
+          kind: 'disk',
+          startS: this.seconds(),
+          endS: undefined,
+          detail: `${describeCells(cells!)}: read errors ${faults.readErrorRate}, write errors ${faults.writeErrorRate}, spikes ${faults.spikeRate} x ${faults.spikeMs} ms`,
+        };
+        this.faultSpans.push(span);
+        for (const cellId of cells!) {
+          this.slots.get(cellId)!.disk.setFaults(faults);
+          const intervals = this.diskFaultIntervals.get(cellId) ?? [];
+          intervals.push([this.clock.now(), undefined]);
+          this.diskFaultIntervals.set(cellId, intervals);
+        }
+        this.diskFaultSpans.push({ span, cells: cells!, faults });
+        if (action.duration !== undefined) this.clock.setTimer(action.duration, () => this.phase === 'traffic' && this.endDiskFault(span));
+        return;
+      }
       case 'deviceFlap': {
         const open = this.devices.filter((device) => device.isOpen);
         const picked = sampleIndexes(this.faultRandom, open.length, Math.round(open.length * action.fraction));
@@ -654,8 +727,23 @@ class Simulation implements ActorHost {
     }
   }
 
+  /** The disk fault of `span` ends: its disks work again, unless a later fault took them over. */
+  private endDiskFault(span: FaultSpan): void {
+    const at = this.diskFaultSpans.findIndex((entry) => entry.span === span);
+    if (at < 0) return;
+    const [ended] = this.diskFaultSpans.splice(at, 1);
+    span.endS = this.seconds();
+    for (const cellId of ended!.cells) {
+      const disk = this.slots.get(cellId)!.disk;
+      const later = this.diskFaultSpans.findLast((entry) => entry.cells.includes(cellId));
+      disk.setFaults(later?.faults);
+      const open = this.diskFaultIntervals.get(cellId)?.find((interval) => interval[1] === undefined);
+      if (open !== undefined) open[1] = this.clock.now();
+    }
+  }
+
   /** Resolves each group's selectors to cell ids; `rest` is every candidate no other group named. */
-  private resolveGroups(groups: ReadonlyArray<readonly string[]>, among: 'up' | 'crashed' = 'up'): string[][] {
+  private resolveGroups(groups: ReadonlyArray<readonly string[]>, among: 'up' | 'crashed' = 'up', random: Random = this.faultRandom): string[][] {
     const candidates = [...this.slots.values()].filter((slot) => slot.status === among).map((slot) => slot.id);
     const taken = new Set<string>();
     const resolved = groups.map((group) => {
@@ -664,7 +752,7 @@ class Simulation implements ActorHost {
         if (selector === 'rest') continue;
         // A cell belongs to one group of an event: later groups draw from what is left.
         const free = candidates.filter((cellId) => !taken.has(cellId) && !cells.has(cellId));
-        for (const cellId of this.resolveSelector(selector, free, candidates.length)) cells.add(cellId);
+        for (const cellId of this.resolveSelector(selector, free, candidates.length, random)) cells.add(cellId);
       }
       for (const cellId of cells) taken.add(cellId);
       return cells;
@@ -676,12 +764,12 @@ class Simulation implements ActorHost {
   }
 
   /** `total`: the number of candidates before earlier groups took theirs (what a share is of). */
-  private resolveSelector(selector: string, candidates: readonly string[], total: number): string[] {
+  private resolveSelector(selector: string, candidates: readonly string[], total: number, random: Random): string[] {
     const isCandidate = (cellId: string): boolean => candidates.includes(cellId);
-    if (selector === 'random') return candidates.length === 0 ? [] : [candidates[pickIndex(this.faultRandom, candidates.length)]!];
+    if (selector === 'random') return candidates.length === 0 ? [] : [candidates[pickIndex(random, candidates.length)]!];
     if (selector.endsWith('%')) {
       const count = Math.round((total * Number(selector.slice(0, -1))) / 100);
-      return sampleIndexes(this.faultRandom, candidates.length, Math.max(1, Math.min(candidates.length - 1, count))).map((at) => candidates[at]!);
+      return sampleIndexes(random, candidates.length, Math.max(1, Math.min(candidates.length - 1, count))).map((at) => candidates[at]!);
     }
     if (selector.startsWith('cell-')) return isCandidate(selector) ? [selector] : [];
     const range = /^(\d+)-(\d+)$/.exec(selector);
@@ -926,6 +1014,7 @@ class Simulation implements ActorHost {
     this.healPartitions();
     for (const kind of LINK_FAULT_KINDS) this.setLinkFault(kind, 0, 0);
     this.setLatency(undefined, undefined);
+    for (const { span } of [...this.diskFaultSpans]) this.endDiskFault(span);
     for (const slot of this.slots.values()) if (slot.status === 'crashed') this.restart(slot);
     this.watchConvergence('final heal');
   }
@@ -1154,12 +1243,18 @@ class Simulation implements ActorHost {
     }
   }
 
+  /**
+   * In-cell delivery during partitions, without the sends to a cell that was down or whose disk
+   * failed meanwhile: the autonomy guarantee is about partitions, and a failing disk delays acks
+   * by design (STORE_UNAVAILABLE, then the client's retry).
+   */
   private inCellStats(): InCellStats {
     return this.history.inCellDelivery(this.scenario.invariants.inCellAckWithin, (cellId, fromMs, toMs) => {
       const slot = this.slots.get(cellId);
       if (slot === undefined) return true;
       if (slot.downSinceMs !== undefined && slot.downSinceMs <= toMs) return true;
-      return slot.downIntervals.some(([downMs, upMs]) => downMs <= toMs && upMs >= fromMs);
+      const diskFailed = this.diskFaultIntervals.get(cellId)?.some(([startMs, endMs]) => startMs <= toMs && (endMs === undefined || endMs >= fromMs)) === true;
+      return diskFailed || slot.downIntervals.some(([downMs, upMs]) => downMs <= toMs && upMs >= fromMs);
     });
   }
 
@@ -1168,10 +1263,14 @@ class Simulation implements ActorHost {
     const inCell = this.inCellStats();
     let storeWrites = 0;
     let lost = 0;
+    const disk = { readErrors: 0, writeErrors: 0, latencySpikes: 0, failedStarts: this.failedStarts };
     for (const slot of this.slots.values()) {
       const stats = slot.disk.stats();
       storeWrites += stats.writes;
       lost += stats.droppedByCrash;
+      disk.readErrors += stats.readErrors;
+      disk.writeErrors += stats.writeErrors;
+      disk.latencySpikes += stats.latencySpikes;
     }
     const devicesNotOpenAtEnd = this.devices.filter((device) => !device.isOpen && device.client?.state !== 'closed').length;
     const file = this.options.scenarioFile ?? '<scenario file>';
@@ -1210,6 +1309,8 @@ class Simulation implements ActorHost {
       faults: this.faultSpans,
       series: this.series,
       work: { timersFired: this.clock.fired, loopSteps: this.loopSteps, storeWrites, storeWritesLostToCrashes: lost, devicesNotOpenAtEnd },
+      disk,
+      errorAnswers: Object.fromEntries([...this.errorAnswers].sort(([a], [b]) => (a < b ? -1 : 1))),
       /** Outbox entries still waiting at the end for cells that left: nothing ever delivers or drops them. */
       outboxEntriesForLeftCells: this.outboxWaiting().gone,
       /** Merchant moves: started, finished, refused or failed by code, and those whose source crashed under them. */
@@ -1271,3 +1372,11 @@ function error(reason: unknown): string {
   return reason instanceof Error ? (reason.stack ?? reason.message).split('\n').slice(0, 4).join(' | ') : String(reason);
 }
 
+/** Whether `error` is, or was caused by, a failure of the store (a disk fault, in the simulator). */
+function causedByStore(error: unknown): boolean {
+  for (let cause = error, depth = 0; cause !== undefined && depth < 8; cause = (cause as { cause?: unknown }).cause, depth++) {
+    if (cause instanceof StoreError) return true;
+    if (typeof cause !== 'object' || cause === null) return false;
+  }
+  return false;
+}

@@ -15,6 +15,8 @@ interface SeedResult {
   readonly byKind: Record<string, number>;
   readonly firstViolation: string | undefined;
   readonly messagesAcked: number;
+  /** Requests the run's disk faults failed, answered STORE_UNAVAILABLE. */
+  readonly storeUnavailable: number;
   readonly wallSeconds: number;
   /** Set when the simulation threw (a crash of the simulator or of the code under test). */
   readonly crash?: string;
@@ -34,12 +36,13 @@ async function worker(): Promise<void> {
           byKind: report.violationsByKind,
           firstViolation: report.violationExamples[0]?.message,
           messagesAcked: report.messagesAcked,
+          storeUnavailable: report.errorAnswers['STORE_UNAVAILABLE'] ?? 0,
           wallSeconds: report.wallSeconds,
         };
         process.send?.(result);
       },
       (error: unknown) => {
-        const result: SeedResult = { seed, violations: 1, byKind: { crash: 1 }, firstViolation: undefined, messagesAcked: 0, wallSeconds: 0, crash: error instanceof Error ? (error.stack ?? error.message) : String(error) };
+        const result: SeedResult = { seed, violations: 1, byKind: { crash: 1 }, firstViolation: undefined, messagesAcked: 0, storeUnavailable: 0, wallSeconds: 0, crash: error instanceof Error ? (error.stack ?? error.message) : String(error) };
         process.send?.(result);
       },
     );
@@ -68,6 +71,7 @@ async function main(): Promise<void> {
   const failures: SeedResult[] = [];
   let finished = 0;
   let acked = 0;
+  let storeUnavailable = 0;
   const startedMs = performance.now(); // real-clock-ok: reports the soak's duration
   const script = fileURLToPath(import.meta.url);
   await Promise.all(
@@ -86,6 +90,7 @@ async function main(): Promise<void> {
           }
           finished++;
           acked += message.messagesAcked;
+          storeUnavailable += message.storeUnavailable;
           if (message.violations > 0) {
             failures.push(message);
             process.stdout.write(`FAIL seed ${message.seed}: ${message.crash === undefined ? `${message.violations} violations ${JSON.stringify(message.byKind)}: ${message.firstViolation ?? ''}` : `the simulation crashed: ${message.crash}`}\n`);
@@ -99,7 +104,7 @@ async function main(): Promise<void> {
     }),
   );
   const seconds = (performance.now() - startedMs) / 1000; // real-clock-ok
-  process.stdout.write(`${count} seeds of ${options.scenario} (from ${from}) in ${seconds.toFixed(0)} s: ${count - failures.length} passed, ${failures.length} failed; ${acked} acknowledged messages checked\n`);
+  process.stdout.write(`${count} seeds of ${options.scenario} (from ${from}) in ${seconds.toFixed(0)} s: ${count - failures.length} passed, ${failures.length} failed; ${acked} acknowledged messages checked; ${storeUnavailable} requests answered STORE_UNAVAILABLE under disk faults\n`);
   for (const failure of failures.sort((a, b) => a.seed - b.seed)) process.stdout.write(`  seed ${failure.seed}: npx cellmesh sim --scenario ${options.scenario} --seed ${failure.seed}\n`);
   process.exitCode = failures.length > 0 ? 1 : 0;
 }

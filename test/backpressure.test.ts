@@ -121,3 +121,89 @@ test('a device catching up a page of large messages is not closed as too slow', 
   // A reading device is never "too slow": a catch-up page pushed in one go must not close it.
   expect(closeCodes).toEqual([]);
 });
+
+test('history of large messages is answered in pages bounded by bytes, never closed as too slow', async () => {
+  // Defaults: maxBackpressureBytes 1 MiB, so an answer holds at most 256 KiB of messages.
+  const cell = await cleanup.cell();
+  const phone = await cleanup.client(cell.url, await tokenFor({ user: 'c1', device: 'phone' }));
+  const total = 100;
+  // The longest bodies a send may carry, of characters that take 3 bytes each in UTF-8: 4.8 MB.
+  const body = '€'.repeat(16_384 - 8);
+  for (let first = 1; first <= total; first += 20) {
+    for (let index = first; index < first + 20; index++) phone.send({ op: 'send', id: `s${index}`, conv: CONV, cmid: `m${index}`, body: `${body} ${String(index).padStart(3, '0')}` });
+    await phone.until(() => phone.all('sent').length === first + 19, { what: `sends up to ${first + 19}` });
+  }
+
+  const reader = await cleanup.client(cell.url, await tokenFor({ user: 'c1', device: 'reader' }));
+  reader.autoAck();
+  await reader.until(() => reader.all('synced').length > 0, { what: 'synced', timeoutMs: 20_000 });
+  const seqs: number[] = [];
+  let before: number | undefined;
+  for (let pageNumber = 0; pageNumber < total; pageNumber++) {
+    const page = await reader.request({ id: `h${pageNumber}`, op: 'history', conv: CONV, limit: 200, ...(before === undefined ? {} : { before }) });
+    if (page.t !== 'history') throw new Error(`history answered ${JSON.stringify(page).slice(0, 300)}`);
+    expect(Buffer.byteLength(JSON.stringify(page.messages))).toBeLessThanOrEqual(256 * 1024);
+    expect(page.messages.length).toBeGreaterThan(0);
+    seqs.unshift(...page.messages.map((message) => message.seq));
+    if (!page.hasMore) break;
+    before = page.messages[0]!.seq;
+  }
+  expect(reader.closeCode).toBeUndefined();
+  expect(seqs).toEqual(Array.from({ length: total }, (_, index) => index + 1));
+
+  // The same bound over HTTP.
+  const answer = await httpRequest('GET', `${cell.httpUrl}/v1/conversations/${CONV}/messages?limit=200`, { token: await tokenFor({ user: 'c1', device: 'web' }) });
+  const page = answer.body as { messages: Array<{ seq: number }>; hasMore: boolean };
+  expect(page.hasMore).toBe(true);
+  expect(page.messages.at(-1)?.seq).toBe(total);
+  expect(Buffer.byteLength(JSON.stringify(page.messages))).toBeLessThanOrEqual(256 * 1024);
+}, 60_000);
+
+test('an inbox of many conversations is answered in pages bounded by bytes, never closed as too slow', async () => {
+  // The smallest backpressure limit (64 KiB): an answer holds at most 16 KiB; the summaries of
+  // 600 conversations take about 83 KB.
+  const cell = await cleanup.cell({ limits: { maxBackpressureBytes: 65_536 } });
+  const total = 600;
+  const customers = Array.from({ length: total }, (_, index) => `c${String(index).padStart(3, '0')}`);
+  for (let first = 0; first < total; first += 50) {
+    await Promise.all(
+      customers.slice(first, first + 50).map(async (customer) => {
+        const answer = await httpRequest('POST', `${cell.httpUrl}/v1/conversations/m1:${customer}/messages`, {
+          token: await tokenFor({ user: customer, device: 'web' }),
+          json: { cmid: 'hello', body: `hello from ${customer}` },
+        });
+        expect(answer.status).toBe(201);
+      }),
+    );
+  }
+
+  const deskToken = await tokenFor({ user: 'a1', merchant: 'm1', device: 'desk' });
+  const desk = await cleanup.client(cell.url, deskToken);
+  desk.autoAck();
+  await desk.until(() => desk.all('synced').length > 0, { what: 'synced', timeoutMs: 20_000 });
+  const listed: string[] = [];
+  let after: string | undefined;
+  for (let pageNumber = 0; pageNumber < total; pageNumber++) {
+    const page = await desk.request({ id: `i${pageNumber}`, op: 'inbox', ...(after === undefined ? {} : { after }) });
+    if (page.t !== 'inbox') throw new Error(`inbox answered ${JSON.stringify(page).slice(0, 300)}`);
+    expect(Buffer.byteLength(JSON.stringify(page.conversations))).toBeLessThanOrEqual(16 * 1024);
+    expect(page.conversations.length).toBeGreaterThan(0);
+    listed.push(...page.conversations.map((conversation) => conversation.conv));
+    if (!page.hasMore) break;
+    after = page.conversations.at(-1)!.conv;
+  }
+  expect(desk.closeCode).toBeUndefined();
+  expect(listed).toEqual(customers.map((customer) => `m1:${customer}`));
+
+  // The same pages over HTTP.
+  const httpListed: string[] = [];
+  let query = '';
+  for (let pageNumber = 0; pageNumber < total; pageNumber++) {
+    const answer = await httpRequest('GET', `${cell.httpUrl}/v1/inbox${query}`, { token: deskToken });
+    const page = answer.body as { conversations: Array<{ conv: string }>; hasMore: boolean };
+    httpListed.push(...page.conversations.map((conversation) => conversation.conv));
+    if (!page.hasMore) break;
+    query = `?after=${encodeURIComponent(page.conversations.at(-1)!.conv)}`;
+  }
+  expect(httpListed).toEqual(listed);
+}, 60_000);

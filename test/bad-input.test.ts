@@ -6,6 +6,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import WebSocket from 'ws';
 import { mintToken } from '../cell/access/tokens.js';
+import { silentLogger } from '../cell/logger.js';
 import type { ServerFrame } from '../cell/protocol/frames.js';
 import { metricValue } from '../platform/prometheus-text.js';
 import {
@@ -95,6 +96,7 @@ const frameCases: FrameCase[] = [
   { name: 'history with limit 201', frame: { op: 'history', id: 'h3', conv: CONV, limit: 201 }, code: 'BAD_FRAME', id: 'h3' },
   { name: 'history with a string before', frame: { op: 'history', id: 'h4', conv: CONV, before: 'now' }, code: 'BAD_FRAME', id: 'h4' },
   { name: 'inbox without id', frame: { op: 'inbox' }, code: 'BAD_FRAME' },
+  { name: 'inbox after something that is no conversation id', frame: { op: 'inbox', id: 'i2', after: 'nope' }, code: 'BAD_FRAME', id: 'i2' },
   { name: 'presence naming nobody', frame: { op: 'presence', id: 'p1' }, code: 'BAD_FRAME', id: 'p1' },
   { name: 'presence with users not a list', frame: { op: 'presence', id: 'p2', users: 'c1' }, code: 'BAD_FRAME', id: 'p2' },
   { name: 'ping with a numeric id', frame: { op: 'ping', id: 9 }, code: 'BAD_FRAME' },
@@ -128,7 +130,8 @@ describe('bad frames against a cell process: stable code, connection still usabl
   beforeAll(async () => {
     const configDir = await cleanup.tempDir('cellmesh-config-');
     const dataDir = await cleanup.tempDir('cellmesh-bad-input-');
-    cell = await startChildCell({ directory: dataDir, configDir });
+    // The table sends more bad frames on one connection than its error allowance takes at once.
+    cell = await startChildCell({ directory: dataDir, configDir, limits: { maxConsecutiveErrors: 1_000 } });
     cleanup.add(() => killChildCell(cell));
     clients.customer = await cleanup.client(cell.url, await tokenFor({ user: 'c1', device: 'phone' }));
     clients.agent = await cleanup.client(cell.url, await tokenFor({ user: 'a1', merchant: 'm1', device: 'desk' }));
@@ -218,24 +221,33 @@ describe('limits on a connection', () => {
     expect(metricValue(metrics, 'cellmesh_errors_total', { code: 'RATE_LIMITED' })).toBe(limited.length);
   });
 
-  test('50 consecutive bad frames close the connection with 4429; a good frame resets the count', async () => {
-    const cell = await cleanup.cell();
-    const phone = await cleanup.client(cell.url, await tokenFor({ user: 'c1', device: 'phone' }));
+  test('50 errors at once close the connection with 4429; good frames in between do not reset the count, time does', async () => {
+    const cell = await cleanup.cell({ limits: { errorRecoveryPerSecond: 10 } });
     const other = await cleanup.client(cell.url, await tokenFor({ user: 'c2', device: 'phone' }));
-    const burst = async (count: number): Promise<void> => {
-      const before = phone.all('error').length;
-      for (let index = 0; index < count; index++) phone.send('{bad json');
-      await phone.until(() => phone.all('error').length === before + count || phone.closeCode !== undefined, { what: `${count} errors` });
+    const burst = async (client: RawClient, count: number): Promise<void> => {
+      const before = client.all('error').length;
+      for (let index = 0; index < count; index++) client.send('{bad json');
+      await client.until(() => client.all('error').length === before + count || client.closeCode !== undefined, { what: `${count} errors` });
     };
-    await burst(49);
+    const phone = await cleanup.client(cell.url, await tokenFor({ user: 'c1', device: 'phone' }));
+    await burst(phone, 45);
     expect((await phone.request({ op: 'ping', id: 'alive-1' })).t).toBe('pong');
-    await burst(49);
-    expect((await phone.request({ op: 'ping', id: 'alive-2' })).t).toBe('pong');
-    expect(phone.closeCode).toBeUndefined();
-    await burst(50);
+    await burst(phone, 10);
     await phone.whenClosed();
     expect(phone.closeCode).toBe(4429);
-    // Only that connection: the cell and the other devices carry on.
+    expect(phone.all('error')).toHaveLength(50);
+
+    // The allowance grows back with time (here 10 a second): after a pause, more errors pass.
+    const tablet = await cleanup.client(cell.url, await tokenFor({ user: 'c1', device: 'tablet' }));
+    await burst(tablet, 45);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    await burst(tablet, 12);
+    expect(tablet.closeCode).toBeUndefined();
+    expect((await tablet.request({ op: 'ping', id: 'alive-2' })).t).toBe('pong');
+    await burst(tablet, 50);
+    await tablet.whenClosed();
+    expect(tablet.closeCode).toBe(4429);
+    // Only those connections: the cell and the other devices carry on.
     await sendMessage(other, 'm1:c2', 'fine', 'unaffected');
   });
 
@@ -262,6 +274,15 @@ describe('limits on a connection', () => {
     await client.until(() => client.closeCode !== undefined, { what: 'the expiry close', timeoutMs: 5_000 });
     expect(client.closeCode).toBe(4401);
   });
+
+  test('a 30-day token keeps its session: its expiry timer (beyond 2^31 ms) does not fire at once', async () => {
+    const cell = await cleanup.cell();
+    const client = await cleanup.client(cell.url, await tokenFor({ user: 'c1', device: 'month', ttlSeconds: 30 * 24 * 3600 }));
+    // An overflowing timer fires after 1 ms; a second is ample to see its close.
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(client.closeCode).toBeUndefined();
+    expect((await client.request({ op: 'ping', id: 'still-here' })).t).toBe('pong');
+  });
 });
 
 describe('refused upgrades: HTTP status and code (in band for browsers)', () => {
@@ -285,6 +306,8 @@ describe('refused upgrades: HTTP status and code (in band for browsers)', () => 
     crossTenant: () => tokenFor({ user: 'c1', tenant: OTHER_TENANT, secret: SECRET }),
     expired: () => mintToken({ secret: SECRET, tenant: TENANT, user: 'c1', role: 'customer', device: 'd1', ttlSeconds: 60, nowMs: nowMs() - 3_600_000 }),
     unknownTenant: () => tokenFor({ user: 'c1', tenant: 'nowhere', secret: SECRET }),
+    paddedSignature: async () => `${await tokenFor({ user: 'c1', device: 'padded' })}=`,
+    strayCharacter: async () => (await tokenFor({ user: 'c1', device: 'stray' })).replace(/\.([^.]{5})([^.]*)$/, '.$1*$2'),
     agentWithoutMerchant: () => mintToken({ secret: SECRET, tenant: TENANT, user: 'a1', role: 'agent', device: 'd1', ttlSeconds: 60, nowMs: nowMs() }),
     customerWithMerchant: () => mintToken({ secret: SECRET, tenant: TENANT, user: 'c1', role: 'customer', merchant: 'm1', device: 'd1', ttlSeconds: 60, nowMs: nowMs() }),
     agentNotHosted: () => tokenFor({ user: 'a9', merchant: 'm77' }),
@@ -297,7 +320,9 @@ describe('refused upgrades: HTTP status and code (in band for browsers)', () => 
     { name: 'forged signature', token: 'forged', status: 401, code: 'TOKEN_INVALID' },
     { name: 'another tenant named, signed with this tenant\'s secret', token: 'crossTenant', status: 401, code: 'TOKEN_INVALID' },
     { name: 'expired token', token: 'expired', status: 401, code: 'TOKEN_EXPIRED' },
-    { name: 'unknown tenant', token: 'unknownTenant', status: 401, code: 'TENANT_UNKNOWN' },
+    { name: 'unknown tenant (like any bad token: tenants are not listed)', token: 'unknownTenant', status: 401, code: 'TOKEN_INVALID' },
+    { name: 'signature with base64 padding appended', token: 'paddedSignature', status: 401, code: 'TOKEN_INVALID' },
+    { name: 'signature with a stray character', token: 'strayCharacter', status: 401, code: 'TOKEN_INVALID' },
     { name: 'agent without a merchant claim', token: 'agentWithoutMerchant', status: 401, code: 'TOKEN_INVALID' },
     { name: 'customer with a merchant claim', token: 'customerWithMerchant', status: 401, code: 'TOKEN_INVALID' },
     { name: 'agent of a merchant not hosted', token: 'agentNotHosted', status: 404, code: 'MERCHANT_NOT_HOSTED' },
@@ -314,7 +339,7 @@ describe('refused upgrades: HTTP status and code (in band for browsers)', () => 
   test.each([
     { name: 'garbage token', token: 'garbage' as const, code: 'TOKEN_INVALID', close: 4401 },
     { name: 'expired token', token: 'expired' as const, code: 'TOKEN_EXPIRED', close: 4401 },
-    { name: 'unknown tenant', token: 'unknownTenant' as const, code: 'TENANT_UNKNOWN', close: 4403 },
+    { name: 'unknown tenant', token: 'unknownTenant' as const, code: 'TOKEN_INVALID', close: 4401 },
     { name: 'agent of a merchant not hosted', token: 'agentNotHosted' as const, code: 'MERCHANT_NOT_HOSTED', close: 4403 },
   ])('from a browser (allowed Origin): $name → error $code, close $close', async ({ token, code, close }) => {
     const refusal = await expectUpgradeRejected(url, await tokens[token]!(), { origin: ALLOWED_ORIGIN });
@@ -381,6 +406,18 @@ describe('refused upgrades: HTTP status and code (in band for browsers)', () => 
     });
   });
 
+  test('an unknown tenant is answered byte for byte like a forged signature', async () => {
+    const unknownTenant = await expectUpgradeRejected(url, await tokens['unknownTenant']!());
+    const forged = await expectUpgradeRejected(url, await tokens['forged']!());
+    expect(unknownTenant).toBeInstanceOf(UpgradeRejected);
+    expect([(unknownTenant as UpgradeRejected).status, (unknownTenant as UpgradeRejected).body]).toEqual([(forged as UpgradeRejected).status, (forged as UpgradeRejected).body]);
+    const inBandUnknown = await expectUpgradeRejected(url, await tokens['unknownTenant']!(), { origin: ALLOWED_ORIGIN });
+    const inBandForged = await expectUpgradeRejected(url, await tokens['forged']!(), { origin: ALLOWED_ORIGIN });
+    const seen = (refusal: UpgradeRejected | InBandRejected): unknown => (refusal instanceof InBandRejected ? [refusal.closeCode, refusal.frames] : refusal.message);
+    expect(inBandUnknown).toBeInstanceOf(InBandRejected);
+    expect(seen(inBandUnknown)).toEqual(seen(inBandForged));
+  });
+
   test('refused upgrades are counted by code', async () => {
     const metrics = await fetchMetrics(httpUrl);
     expect(metricValue(metrics, 'cellmesh_upgrades_rejected_total', { code: 'TOKEN_INVALID' })).toBeGreaterThanOrEqual(6);
@@ -393,9 +430,12 @@ describe('bad HTTP requests', () => {
   const cleanup = new Cleanup();
   afterAll(() => cleanup.run());
 
-  test('each gets its status and code; the cell still serves, nothing accepted is lost', async () => {
-    const cell = await cleanup.cell();
+  test('each gets its status and code, none an error-level log; the cell still serves, nothing accepted is lost', async () => {
+    const errorLogs: string[] = [];
+    const logger = { ...silentLogger, error: (fields: object, message?: string) => errorLogs.push(`${message ?? ''} ${JSON.stringify(fields)}`) };
+    const cell = await cleanup.cell({ logger });
     const token = await tokenFor({ user: 'c1', device: 'web' });
+    const unknownTenant = await tokenFor({ user: 'c1', tenant: 'nowhere', secret: SECRET });
     const base = `${cell.httpUrl}/v1/conversations/${CONV}`;
     const created = await httpRequest('POST', `${base}/messages`, { token, json: { cmid: 'first', body: 'accepted' } });
     expect(created.status).toBe(201);
@@ -418,9 +458,16 @@ describe('bad HTTP requests', () => {
       { name: 'merchant not hosted', method: 'POST', url: `${cell.httpUrl}/v1/conversations/m77:c1/messages`, token, json: { cmid: 'x', body: 'x' }, status: 404, code: 'MERCHANT_NOT_HOSTED' },
       { name: 'history limit not a number', method: 'GET', url: `${base}/messages?limit=abc`, token, status: 400, code: 'BAD_FRAME' },
       { name: 'history limit over 200', method: 'GET', url: `${base}/messages?limit=500`, token, status: 400, code: 'BAD_FRAME' },
+      { name: 'inbox after something that is no conversation id', method: 'GET', url: `${cell.httpUrl}/v1/inbox?after=nope`, token, status: 400, code: 'BAD_FRAME' },
       { name: 'read beyond the conversation', method: 'POST', url: `${base}/read`, token, json: { seq: 99 }, status: 400, code: 'SEQ_OUT_OF_RANGE' },
       { name: 'read with a string seq', method: 'POST', url: `${base}/read`, token, json: { seq: '1' }, status: 400, code: 'BAD_FRAME' },
       { name: 'presence of another user', method: 'GET', url: `${cell.httpUrl}/v1/presence?users=c2`, token, status: 403, code: 'CONVERSATION_FORBIDDEN' },
+      { name: 'bad percent-encoding in the path', method: 'GET', url: `${cell.httpUrl}/v1/conversations/%zz/messages`, token, status: 400, code: 'BAD_FRAME' },
+      { name: 'percent-encoded invalid UTF-8 in the path', method: 'POST', url: `${cell.httpUrl}/v1/conversations/m1%3A%C3%28/read`, token, json: { seq: 1 }, status: 400, code: 'BAD_FRAME' },
+      { name: 'the WebSocket path without an upgrade', method: 'GET', url: `${cell.httpUrl}/v1/ws`, status: 426, code: 'UPGRADE_REQUIRED' },
+      { name: 'unknown route under a conversation', method: 'GET', url: `${base}/nope`, token, status: 404, code: 'NOT_FOUND' },
+      { name: 'unknown tenant', method: 'GET', url: `${cell.httpUrl}/v1/inbox`, token: unknownTenant, status: 401, code: 'TOKEN_INVALID' },
+      { name: 'token signature with padding appended', method: 'GET', url: `${cell.httpUrl}/v1/inbox`, token: `${token}=`, status: 401, code: 'TOKEN_INVALID' },
     ];
     const problems: string[] = [];
     for (const row of cases) {
@@ -442,6 +489,35 @@ describe('bad HTTP requests', () => {
       [1, 'first'],
       [2, 'second'],
     ]);
+    const metrics = await fetchMetrics(cell.httpUrl);
+    expect(metricValue(metrics, 'cellmesh_errors_total', { code: 'INTERNAL' })).toBeUndefined();
+    expect(errorLogs).toEqual([]);
+  });
+
+  test('a wrong method on an existing path answers 405 with Allow; the cell still serves', async () => {
+    const cell = await cleanup.cell();
+    const token = await tokenFor({ user: 'c1', device: 'web' });
+    const conversation = `${cell.httpUrl}/v1/conversations/${CONV}`;
+    const cases: Array<{ method: string; url: string; allow: string }> = [
+      { method: 'PUT', url: `${conversation}/messages`, allow: 'GET, POST' },
+      { method: 'DELETE', url: `${conversation}/messages`, allow: 'GET, POST' },
+      { method: 'GET', url: `${conversation}/read`, allow: 'POST' },
+      { method: 'PATCH', url: `${cell.httpUrl}/v1/conversations/%zz/read`, allow: 'POST' },
+      { method: 'POST', url: `${cell.httpUrl}/v1/healthz`, allow: 'GET' },
+      { method: 'DELETE', url: `${cell.httpUrl}/v1/inbox`, allow: 'GET' },
+      { method: 'POST', url: `${cell.httpUrl}/v1/ws`, allow: 'GET' },
+      { method: 'GET', url: `${cell.httpUrl}/v1/admin/capacity`, allow: 'POST' },
+    ];
+    const problems: string[] = [];
+    for (const row of cases) {
+      const answer = await httpRequest(row.method, row.url, { token, ...(row.method === 'GET' ? {} : { rawBody: '{}' }) });
+      const seen = `${answer.status} ${errorCodeOf(answer)} Allow: ${answer.headers.get('allow')}`;
+      const expected = `405 METHOD_NOT_ALLOWED Allow: ${row.allow}`;
+      if (seen !== expected) problems.push(`${row.method} ${row.url}: expected ${expected}, got ${seen}`);
+    }
+    expect(problems).toEqual([]);
+    const created = await httpRequest('POST', `${conversation}/messages`, { token, json: { cmid: 'after-405', body: 'fine' } });
+    expect(created.status).toBe(201);
   });
 });
 
@@ -467,7 +543,7 @@ describe('tenant isolation', () => {
     const inbox = await marketCustomer.request({ id: 'i', op: 'inbox' });
     expect(inbox).toMatchObject({ t: 'inbox', conversations: [] });
     const httpInbox = await httpRequest('GET', `${cell.httpUrl}/v1/inbox`, { token: marketToken });
-    expect(httpInbox.body).toEqual({ conversations: [] });
+    expect(httpInbox.body).toEqual({ conversations: [], hasMore: false });
     const presence = await marketAgent.request({ id: 'p', op: 'presence', users: ['c1', 'a1'], merchants: ['m1', 'm9'] });
     expect(presence).toMatchObject({
       users: [

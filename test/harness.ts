@@ -10,7 +10,7 @@ import { startCell, type RunningCell } from '../cell/cell.js';
 import { parseCellConfig, type CellConfig } from '../cell/config.js';
 import { silentLogger, type Logger } from '../cell/logger.js';
 import type { Role, ServerFrame } from '../cell/protocol/frames.js';
-import { MemoryStore, type RangeQuery, type Store, type StoreOp } from '../cell/store/index.js';
+import { LevelStore, MemoryStore, StoreError, type RangeQuery, type Store, type StoreOp } from '../cell/store/index.js';
 
 const logLine =
   (level: string) =>
@@ -90,6 +90,8 @@ export interface TokenFor {
   device?: string;
   tenant?: string;
   secret?: string;
+  /** Names the secret in the token header. */
+  kid?: string;
   ttlSeconds?: number;
 }
 
@@ -97,6 +99,7 @@ export function tokenFor(options: TokenFor): Promise<string> {
   const role = options.role ?? (options.merchant === undefined ? 'customer' : 'agent');
   return mintToken({
     secret: options.secret ?? (options.tenant === OTHER_TENANT ? OTHER_SECRET : SECRET),
+    ...(options.kid === undefined ? {} : { kid: options.kid }),
     tenant: options.tenant ?? TENANT,
     user: options.user,
     role,
@@ -359,6 +362,7 @@ export interface HttpAnswer {
   status: number;
   body: unknown;
   text: string;
+  headers: Headers;
 }
 
 /** One HTTP request with an optional bearer token and JSON (or raw) body. */
@@ -385,7 +389,7 @@ export async function httpRequest(
   } catch {
     parsed = undefined;
   }
-  return { status: response.status, body: parsed, text };
+  return { status: response.status, body: parsed, text, headers: response.headers };
 }
 
 /** The error code of an HTTP error answer (`{error:{code}}`). */
@@ -436,6 +440,8 @@ export async function startChildCell(options: {
   cellId?: string;
   /** Merchants of tenant `mall` (default m1, m2). */
   merchants?: readonly string[];
+  /** The signing secrets of tenant `mall` (default `{ secret: SECRET }`). */
+  tenantKeys?: { secret: string } | { secrets: ReadonlyArray<{ kid: string; secret: string }> };
   /** Makes the cell a node of a mesh (libp2p on `host`, `port` or a free one). */
   mesh?: { port?: number; bootstrap?: readonly string[]; timings?: Record<string, number>; operatorKeys?: readonly string[] };
   /** The address the cell listens on, for devices and (with `mesh`) libp2p; default 127.0.0.1. */
@@ -469,7 +475,7 @@ export async function startChildCell(options: {
     listen: { host, port: options.port ?? (await freePort()) },
     store: { kind: 'level', directory: options.directory, sync: true },
     tenants: [
-      { id: TENANT, secret: SECRET, origins: [ALLOWED_ORIGIN], merchants: (options.merchants ?? ['m1', 'm2']).map((id) => ({ id })) },
+      { id: TENANT, ...(options.tenantKeys ?? { secret: SECRET }), origins: [ALLOWED_ORIGIN], merchants: (options.merchants ?? ['m1', 'm2']).map((id) => ({ id })) },
       // A second tenant for isolation tests of a lone cell; in a mesh, every cell claiming m9
       // would be a merchant conflict.
       ...(options.mesh === undefined ? [{ id: OTHER_TENANT, secret: OTHER_SECRET, merchants: [{ id: 'm9' }] }] : []),
@@ -675,5 +681,61 @@ export class GatedStore implements Store {
 
   range(query: RangeQuery): Promise<Array<[key: string, value: string]>> {
     return this.inner.range(query);
+  }
+}
+
+/**
+ * A real LevelDB store (in `directory`) whose reads and writes can be made to fail on demand, as
+ * a failing disk would: the failures are StoreErrors, as LevelStore reports the I/O errors of
+ * LevelDB. `failReads` covers get, getMany (and its synchronous form) and range.
+ */
+export class FailingStore implements Store {
+  readonly level: LevelStore;
+  failReads = false;
+  failWrites = false;
+  /** Operations refused so far. */
+  failures = 0;
+
+  constructor(directory: string) {
+    this.level = new LevelStore({ directory });
+  }
+
+  open(): Promise<void> {
+    return this.level.open();
+  }
+
+  close(): Promise<void> {
+    return this.level.close();
+  }
+
+  get(key: string): Promise<string | undefined> {
+    return this.refuseRead('get') ?? this.level.get(key);
+  }
+
+  getMany(keys: readonly string[]): Promise<Array<string | undefined>> {
+    return this.refuseRead('getMany') ?? this.level.getMany(keys);
+  }
+
+  getManySync(keys: readonly string[]): Array<string | undefined> {
+    if (this.failReads) throw this.failure('getManySync');
+    return this.level.getManySync(keys);
+  }
+
+  range(query: RangeQuery): Promise<Array<[key: string, value: string]>> {
+    return this.refuseRead('range') ?? this.level.range(query);
+  }
+
+  write(ops: readonly StoreOp[]): Promise<void> {
+    if (this.failWrites) return Promise.reject(this.failure('write'));
+    return this.level.write(ops);
+  }
+
+  private refuseRead(operation: string): Promise<never> | undefined {
+    return this.failReads ? Promise.reject(this.failure(operation)) : undefined;
+  }
+
+  private failure(operation: string): StoreError {
+    this.failures++;
+    return new StoreError(`test LevelDB store: ${operation} failed`, { cause: new Error('EIO: i/o error (injected by the test)') });
   }
 }

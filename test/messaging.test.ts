@@ -68,9 +68,9 @@ describe('idempotent send (Guarantee 2)', () => {
     expect(first).toMatchObject({ t: 'sent', id: 'r1', conv: CONV, cmid: 'cmid-1', seq: 1 });
     const second = await sendMessage(phone, CONV, 'cmid-1', 'hello', 'r2');
     expect(second).toMatchObject({ id: 'r2', seq: 1, ts: first.ts });
-    // A resend with another body is still the same message: the cmid decides.
-    const changedBody = await sendMessage(phone, CONV, 'cmid-1', 'hello again', 'r3');
-    expect(changedBody.seq).toBe(1);
+    // A resend with another body is refused (IDEMPOTENCY_CONFLICT) and stores nothing.
+    const changedBody = await phone.request({ id: 'r3', op: 'send', conv: CONV, cmid: 'cmid-1', body: 'hello again' });
+    expect(changedBody).toMatchObject({ t: 'error', id: 'r3', code: 'IDEMPOTENCY_CONFLICT' });
 
     await phone.close();
     const phoneAgain = await cleanup.client(cell.url, phoneToken);
@@ -704,6 +704,7 @@ describe('HTTP API', () => {
     expect(inboxAnswer.status).toBe(200);
     expect(inboxAnswer.body).toEqual({
       conversations: [{ conv: CONV, merchant: 'm1', customer: 'c1', lastSeq: 12, deliveredSeq: 0, readSeq: 11, unread: 1, reads: [{ user: 'a1', seq: 12 }] }],
+      hasMore: false,
     });
 
     const read = await httpRequest('POST', `${base}/read`, { token: customerToken, json: { seq: 12 } });

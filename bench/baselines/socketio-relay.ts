@@ -51,7 +51,7 @@ function configPathOf(argv: readonly string[]): string {
 
 async function main(): Promise<void> {
   const config = JSON.parse(readFileSync(configPathOf(process.argv), 'utf8')) as RelayConfig;
-  const secrets = new Map(config.tenants.map((tenant) => [tenant.id, tenant.secret]));
+  const secrets = new Map(config.tenants.map((tenant) => [tenant.id, [{ secret: tenant.secret }]]));
   const db = new Level<string, string>(config.directory);
   await db.open();
 

@@ -31,11 +31,32 @@ const Claims = z
   });
 
 const ALGORITHM = 'HS256';
+const INVALID_SIGNATURE_MESSAGE = 'the token signature or claims are invalid';
+/** Checked against when no key of this cell fits the token; its result is never trusted. */
+const UNKNOWN_KEY_SECRET = 'no-tenant-of-this-cell-signs-with-this-key';
 /** HS256 keys shorter than the hash give no security margin; refuse them. */
 export const MIN_SECRET_BYTES = 32;
 
+/**
+ * One secret a tenant signs tokens with. `kid` names it in the token header; a tenant holds two
+ * during a rotation (docs/operations.md, "Rotating secrets"). A key without `kid` is a tenant's
+ * single `secret` of the config.
+ */
+export interface SigningKey {
+  kid?: string;
+  secret: string;
+}
+
+/** A tenant's signing keys from its config: its single `secret`, or its `secrets` in order. */
+export function signingKeysOf(tenant: { secret?: string | undefined; secrets?: readonly SigningKey[] | undefined }): SigningKey[] {
+  if (tenant.secrets !== undefined) return tenant.secrets.map(({ kid, secret }) => (kid === undefined ? { secret } : { kid, secret }));
+  return tenant.secret === undefined ? [] : [{ secret: tenant.secret }];
+}
+
 export interface MintTokenOptions {
   secret: string;
+  /** Names the secret in the token header (`kid`), for a tenant configured with `secrets`. */
+  kid?: string;
   tenant: string;
   user: string;
   role: Role;
@@ -61,7 +82,7 @@ export async function mintToken(options: MintTokenOptions): Promise<string> {
   const claims: Record<string, string> = { tenant: options.tenant, role: options.role, device: options.device };
   if (options.merchant !== undefined) claims['merchant'] = options.merchant;
   return new SignJWT(claims)
-    .setProtectedHeader({ alg: ALGORITHM, typ: 'JWT' })
+    .setProtectedHeader(options.kid === undefined ? { alg: ALGORITHM, typ: 'JWT' } : { alg: ALGORITHM, typ: 'JWT', kid: options.kid })
     .setSubject(options.user)
     .setIssuedAt(issuedAtSeconds)
     .setExpirationTime(issuedAtSeconds + options.ttlSeconds)
@@ -69,32 +90,38 @@ export async function mintToken(options: MintTokenOptions): Promise<string> {
 }
 
 /**
- * Verifies a token against its tenant's secret, synchronously. The tenant is read from the
- * unverified payload only to pick the key; nothing is trusted before the signature checks out.
+ * Verifies a token against its tenant's keys, synchronously. The tenant (payload) and `kid`
+ * (header) are read unverified only to pick the key; nothing is trusted before the signature
+ * checks out. A token with `kid` is checked against the tenant's key of that kid only; a token
+ * without one against each of the tenant's keys (at most two): tokens minted before a tenant's
+ * first rotation carry none.
  *
  * jose parses the token and signs tokens; the HS256 check itself is one HMAC, done here with
  * node:crypto because jose verifies only asynchronously, and the WebSocket upgrade must decide
  * inside uWS's own callback: this uWS build loses connections upgraded later from a corked
  * callback, and warns about every one upgraded uncorked.
  */
-export function verifyToken(token: string, secretOfTenant: (tenant: string) => string | undefined, nowMs: number): Identity {
+export function verifyToken(token: string, keysOfTenant: (tenant: string) => readonly SigningKey[] | undefined, nowMs: number): Identity {
   const parts = token.split('.');
   let header: ReturnType<typeof decodeProtectedHeader>;
   let payload: ReturnType<typeof decodeJwt>;
   try {
     if (parts.length !== 3) throw new Error('not three parts');
+    if (!parts.every(isCanonicalBase64url)) throw new Error('a part is not canonical base64url');
     header = decodeProtectedHeader(token);
     payload = decodeJwt(token);
   } catch {
     throw new CellError(ErrorCode.TokenInvalid, 'the token is not a well-formed JWT');
   }
   const tenant = payload['tenant'];
-  const secret = typeof tenant === 'string' ? secretOfTenant(tenant) : undefined;
-  if (secret === undefined) {
-    throw new CellError(ErrorCode.TenantUnknown, 'the token names no tenant this cell serves');
-  }
-  if (header.alg !== ALGORITHM || !signatureMatches(parts, secret)) {
-    throw new CellError(ErrorCode.TokenInvalid, 'the token signature or claims are invalid');
+  const keys = (typeof tenant === 'string' ? keysOfTenant(tenant) : undefined) ?? [];
+  const candidates = header.kid === undefined ? keys : keys.filter((key) => key.kid === header.kid);
+  // A tenant this cell does not serve, or a kid the tenant does not have, is answered like a bad
+  // signature, after the same work, so that nobody can list a cell's tenants or keys by trying.
+  if (candidates.length === 0) signatureMatches(parts, UNKNOWN_KEY_SECRET);
+  const signatureValid = candidates.some((key) => signatureMatches(parts, key.secret));
+  if (candidates.length === 0 || header.alg !== ALGORITHM || !signatureValid) {
+    throw new CellError(ErrorCode.TokenInvalid, INVALID_SIGNATURE_MESSAGE);
   }
   const nowSeconds = Math.floor(nowMs / 1000);
   if (typeof payload.exp !== 'number' || typeof payload.sub !== 'string') {
@@ -118,6 +145,15 @@ export function verifyToken(token: string, secretOfTenant: (tenant: string) => s
   };
   if (claims.merchant !== undefined) identity.merchant = claims.merchant;
   return identity;
+}
+
+/**
+ * Whether a JWT segment is base64url exactly as an encoder writes it: no padding, no characters
+ * outside the alphabet, unused low bits zero. Decoders skip what does not fit, so without this
+ * check many strings would pass for one token.
+ */
+function isCanonicalBase64url(segment: string): boolean {
+  return segment !== '' && Buffer.from(segment, 'base64url').toString('base64url') === segment;
 }
 
 function signatureMatches([header, payload, signature]: string[], secret: string): boolean {

@@ -7,6 +7,7 @@ import type { Logger } from '../logger.js';
 import type { DeviceConnection, DevicePort } from '../messaging/device.js';
 import type { CellMetrics } from '../metrics.js';
 import { CellError, ErrorCode, httpStatusOf, inBandRejectionCloseCodes } from '../protocol/errors.js';
+import { operatingErrorOf } from '../protocol/operating-errors.js';
 import { PROTOCOL_VERSION, SUBPROTOCOL_V1, parseConversationId } from '../protocol/frames.js';
 import { HttpCapacityBody, HttpCellList, HttpMoveBody, HttpPlaceBody, HttpHistoryQuery, HttpLocateQuery, HttpReadBody, HttpRouteQuery, HttpSendBody } from '../protocol/http.js';
 import type { Identity } from './tokens.js';
@@ -109,6 +110,8 @@ class UwsDevicePort implements DevicePort {
 export class AccessServer {
   private listenSocket: uWS.us_listen_socket | undefined;
   private readonly app: uWS.TemplatedApp;
+  /** The methods of every route, by its pattern: what `Allow` lists when another method comes. */
+  private readonly routeMethods = new Map<string, string[]>();
   boundPort = 0;
 
   constructor(private readonly options: AccessServerOptions) {
@@ -143,6 +146,7 @@ export class AccessServer {
 
   private routeWebSocket(): void {
     const { core, limits, metrics, logger } = this.options;
+    this.recordRoute('get', '/v1/ws');
     this.app.ws<SocketData>('/v1/ws', {
       maxPayloadLength: limits.maxFrameBytes * HARD_PAYLOAD_FACTOR,
       idleTimeout: limits.idleTimeoutSeconds,
@@ -215,14 +219,14 @@ export class AccessServer {
 
   private routeHttp(): void {
     const { core, metrics } = this.options;
-    this.app.get('/v1/healthz', (res) => respondJson(res, 200, { status: 'ok' }));
-    this.app.get('/v1/readyz', (res) =>
+    this.on('get', '/v1/healthz', (res) => respondJson(res, 200, { status: 'ok' }));
+    this.on('get', '/v1/readyz', (res) =>
       this.options.isReady() ? respondJson(res, 200, { status: 'ready' }) : respondJson(res, 503, { status: core.isDraining ? 'draining' : 'starting' }),
     );
-    this.app.get('/v1/info', (res) =>
+    this.on('get', '/v1/info', (res) =>
       respondJson(res, 200, { protocolVersions: [PROTOCOL_VERSION], subprotocols: [SUBPROTOCOL_V1], connections: core.presence.connections }),
     );
-    this.app.get('/v1/metrics', (res) => {
+    this.on('get', '/v1/metrics', (res) => {
       const state = watchAbort(res);
       metrics.registry.metrics().then(
         (text) => {
@@ -232,7 +236,11 @@ export class AccessServer {
         (error: unknown) => !state.aborted && res.cork(() => writeError(res, asCellError(error, this.options.logger))),
       );
     });
-    this.handle('get', '/v1/inbox', async (identity) => ({ status: 200, body: { conversations: await core.inbox(identity) } }));
+    this.handle('get', '/v1/inbox', async (identity, request) => {
+      const after = request.query.get('after') ?? undefined;
+      if (after !== undefined && parseConversationId(after) === undefined) throw new CellError(ErrorCode.BadFrame, `after: '${after.slice(0, 200)}' is not a conversation id (<merchant>:<customer>)`);
+      return { status: 200, body: await core.inbox(identity, undefined, after) };
+    });
     this.handle('get', '/v1/presence', async (identity, request) => ({
       status: 200,
       body: core.presenceOf(identity, { users: listParameter(request.query, 'users'), merchants: listParameter(request.query, 'merchants') }),
@@ -289,14 +297,44 @@ export class AccessServer {
       return { status: 200, body: await cluster.unblock(body.cells) };
     });
     this.app.any('/*', (res, req) => {
-      const known = ['/v1/healthz', '/v1/readyz', '/v1/info', '/v1/metrics', '/v1/inbox', '/v1/presence', '/v1/route', '/v1/admin/cluster', '/v1/admin/locate', '/v1/admin/capacity', '/v1/admin/merchants/move', '/v1/admin/merchants/place', '/v1/admin/mesh/block', '/v1/admin/mesh/unblock'].includes(req.getUrl());
-      writeError(
-        res,
-        known
-          ? new CellError(ErrorCode.MethodNotAllowed, `${req.getMethod().toUpperCase()} is not allowed on ${req.getUrl()}`)
-          : new CellError(ErrorCode.NotFound, `no route ${req.getMethod().toUpperCase()} ${req.getUrl()}`),
-      );
+      const method = req.getMethod().toUpperCase();
+      const url = req.getUrl();
+      const allowed = this.methodsAllowedOn(url);
+      if (allowed.length === 0) {
+        writeError(res, new CellError(ErrorCode.NotFound, `no route ${method} ${url}`));
+      } else if (allowed.includes(method)) {
+        // Only the WebSocket route lets a request of its own method through: one without the upgrade.
+        writeError(res, new CellError(ErrorCode.UpgradeRequired, `${url} takes a WebSocket upgrade (Upgrade: websocket)`), { upgrade: 'websocket' });
+      } else {
+        writeError(res, new CellError(ErrorCode.MethodNotAllowed, `${method} is not allowed on ${url}; it takes ${allowed.join(', ')}`), { allow: allowed.join(', ') });
+      }
     });
+  }
+
+  /** Registers a handler of one method and pattern, and records it for `Allow`. */
+  private on(method: 'get' | 'post', pattern: string, handler: (res: uWS.HttpResponse, req: uWS.HttpRequest) => void): void {
+    this.recordRoute(method, pattern);
+    this.app[method](pattern, handler);
+  }
+
+  private recordRoute(method: 'get' | 'post', pattern: string): void {
+    const methods = this.routeMethods.get(pattern) ?? [];
+    methods.push(method.toUpperCase());
+    this.routeMethods.set(pattern, methods);
+  }
+
+  /** The methods of the routes whose pattern matches `url` (a `:name` segment matches any non-empty one). */
+  private methodsAllowedOn(url: string): string[] {
+    const segments = url.split('/');
+    const allowed = new Set<string>();
+    for (const [pattern, methods] of this.routeMethods) {
+      const patternSegments = pattern.split('/');
+      const matches =
+        patternSegments.length === segments.length &&
+        patternSegments.every((segment, index) => (segment.startsWith(':') ? segments[index] !== '' : segment === segments[index]));
+      if (matches) for (const method of methods) allowed.add(method);
+    }
+    return [...allowed].sort();
   }
 
   /** A JSON endpoint for devices: authenticated by the device's token. */
@@ -328,7 +366,7 @@ export class AccessServer {
     handler: (request: HttpRequestData, token: string) => Promise<{ status: number; body: unknown }>,
   ): void {
     const { limits, logger, metrics } = this.options;
-    this.app[method](pattern, (res, req) => {
+    this.on(method, pattern, (res, req) => {
       const parameterCount = (pattern.match(/:/g) ?? []).length;
       const request: HttpRequestData = {
         parameters: Array.from({ length: parameterCount }, (_, index) => req.getParameter(index)),
@@ -381,21 +419,27 @@ function watchAbort(res: uWS.HttpResponse): { aborted: boolean } {
   return state;
 }
 
-function respondJson(res: uWS.HttpResponse, status: number, body: unknown): void {
-  res.writeStatus(`${status} ${statusText(status)}`).writeHeader('content-type', 'application/json').end(JSON.stringify(body));
+function respondJson(res: uWS.HttpResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  res.writeStatus(`${status} ${statusText(status)}`).writeHeader('content-type', 'application/json');
+  for (const [name, value] of Object.entries(headers)) res.writeHeader(name, value);
+  res.end(JSON.stringify(body));
 }
 
-function writeError(res: uWS.HttpResponse, error: CellError): void {
+function writeError(res: uWS.HttpResponse, error: CellError, headers: Record<string, string> = {}): void {
   const body: Record<string, unknown> = { error: { code: error.code, message: error.message } };
   const retryAfterMs = error.details?.['retryAfterMs'];
   if (typeof retryAfterMs === 'number') (body['error'] as Record<string, unknown>)['retryAfterMs'] = retryAfterMs;
-  respondJson(res, httpStatusOf[error.code], body);
+  respondJson(res, httpStatusOf[error.code], body, headers);
 }
 
 function asCellError(error: unknown, logger: Logger): CellError {
-  if (error instanceof CellError) return error;
-  logger.error({ err: error }, 'unexpected error in the access layer');
-  return new CellError(ErrorCode.Internal, 'internal error');
+  const cellError = operatingErrorOf(error);
+  if (cellError === undefined) {
+    logger.error({ err: error }, 'unexpected error in the access layer');
+    return new CellError(ErrorCode.Internal, 'internal error');
+  }
+  if (cellError !== error) logger.warn({ err: error }, 'the store failed; the request was answered STORE_UNAVAILABLE');
+  return cellError;
 }
 
 function statusText(status: number): string {
@@ -453,7 +497,13 @@ function parseWith<Schema extends z.ZodType>(schema: Schema, value: unknown): z.
 }
 
 function conversationParameter(raw: string | undefined): string {
-  const conv = decodeURIComponent(raw ?? '');
+  let conv: string;
+  try {
+    conv = decodeURIComponent(raw ?? '');
+  } catch {
+    // Bad percent-encoding (`%zz`, an escape of invalid UTF-8): a malformed conversation id.
+    throw new CellError(ErrorCode.BadFrame, `'${raw ?? ''}' is not a conversation id: bad percent-encoding`);
+  }
   if (parseConversationId(conv) === undefined) throw new CellError(ErrorCode.BadFrame, `'${conv}' is not a conversation id (<merchant>:<customer>)`);
   return conv;
 }

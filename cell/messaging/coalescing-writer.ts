@@ -8,7 +8,9 @@ import type { Store } from '../store/store.js';
  * every ack (agents ack every conversation of their merchant): written at every ack they would
  * outnumber the messages in the store's batches. The values not yet written stay readable
  * (`unwritten`), so a device reconnecting at once still resumes from its latest ack; a crash
- * loses at most `intervalMs` of acks, which means a redelivery the client drops by seq.
+ * loses at most `intervalMs` of acks, which means a redelivery the client drops by seq. A batch
+ * whose write failed is set again (where no newer value was set meanwhile) and retried at the
+ * next interval, so a store that fails for a while delays cursors but does not lose them.
  */
 /** Keys per store write: small enough to keep each write's synchronous work well under a millisecond. */
 const MAX_KEYS_PER_WRITE = 128;
@@ -17,7 +19,8 @@ export class CoalescingWriter {
   private pending = new Map<string, string>();
   /** The batch being written, readable until it lands. */
   private inFlight = new Map<string, string>();
-  private writing: Promise<void> | undefined;
+  /** The write under way; resolves whether it landed. */
+  private writing: Promise<boolean> | undefined;
   private timer: TimerHandle | undefined;
 
   constructor(
@@ -41,11 +44,11 @@ export class CoalescingWriter {
     return found;
   }
 
-  /** Writes everything set so far now, and resolves once it landed (or failed and was logged). */
+  /** Writes everything set so far now, and resolves once it landed (or a write failed and was logged). */
   async flushed(): Promise<void> {
     for (;;) {
       if (this.writing !== undefined) {
-        await this.writing;
+        if (!(await this.writing)) return;
         continue;
       }
       if (this.pending.size === 0) return;
@@ -63,7 +66,7 @@ export class CoalescingWriter {
     });
   }
 
-  private async writeAll(): Promise<void> {
+  private async writeAll(): Promise<boolean> {
     const batch = this.pending;
     this.pending = new Map();
     this.inFlight = batch;
@@ -74,8 +77,12 @@ export class CoalescingWriter {
       for (let start = 0; start < ops.length; start += MAX_KEYS_PER_WRITE) {
         await this.store.write(ops.slice(start, start + MAX_KEYS_PER_WRITE));
       }
+      return true;
     } catch (error) {
-      this.logger.warn({ err: error, keys: batch.size }, 'delivery cursors not persisted');
+      this.logger.warn({ err: error, keys: batch.size }, 'delivery cursors not persisted; retrying at the next interval');
+      // Bounded: at most one value per key, the keys this writer was given.
+      for (const [key, value] of batch) if (!this.pending.has(key)) this.pending.set(key, value);
+      return false;
     } finally {
       this.inFlight = new Map();
       this.writing = undefined;

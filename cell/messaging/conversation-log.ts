@@ -64,8 +64,10 @@ export class ConversationState {
   readonly recent: ChatMessage[] = [];
   /** Appends that wait for the write under way; they share the next batch. */
   readonly queue: PendingAppend[] = [];
-  /** Appends by `sender/cmid` that are queued or being written, so a resend joins them. */
-  readonly inFlight = new Map<string, Promise<AppendResult>>();
+  /** Appends by `sender/cmid` that are queued or being written, so a resend joins them (with the same body). */
+  readonly inFlight = new Map<string, { promise: Promise<AppendResult>; body: string }>();
+  /** Read cursor writes under way, by user; the cursor in `reads` moves once one is durable. */
+  readonly readWrites = new Map<string, Promise<void>>();
   writing = false;
 
   constructor(
@@ -152,7 +154,8 @@ export class ConversationLog {
 
   /**
    * Appends a message and resolves once it is durable. A resend with a cmid this sender used
-   * before in this conversation resolves with the original message and writes nothing.
+   * before in this conversation resolves with the original message and writes nothing; when its
+   * body differs from the original's, it rejects with IDEMPOTENCY_CONFLICT (and writes nothing).
    */
   append(request: AppendRequest): Promise<AppendResult> {
     // A cached head is appended to at once: awaiting conversation() would cost a turn of promises per message.
@@ -164,10 +167,13 @@ export class ConversationLog {
   private appendTo(state: ConversationState, request: AppendRequest): Promise<AppendResult> {
     const dedupKey = `${request.from}/${request.cmid}`;
     const inFlight = state.inFlight.get(dedupKey);
-    if (inFlight !== undefined) return inFlight.then((result) => ({ ...result, duplicate: true }));
+    if (inFlight !== undefined) {
+      if (inFlight.body !== request.body) return Promise.reject(idempotencyConflict(request.cmid));
+      return inFlight.promise.then((result) => ({ ...result, duplicate: true }));
+    }
 
     const promise = this.appendNew(state, request);
-    state.inFlight.set(dedupKey, promise);
+    state.inFlight.set(dedupKey, { promise, body: request.body });
     promise.then(
       () => this.appendSettled(state, dedupKey),
       () => this.appendSettled(state, dedupKey),
@@ -209,21 +215,32 @@ export class ConversationLog {
     if (seq > state.durableSeq) {
       throw new CellError(ErrorCode.SeqOutOfRange, `seq ${seq} is beyond the conversation's last message ${state.durableSeq}`);
     }
-    // The user's own appends under way write their read cursor too (sending means having read):
-    // a lower value written now could land after theirs and move the stored cursor back.
-    for (let own = this.appendsUnderWay(state, user); own.length > 0; own = this.appendsUnderWay(state, user)) {
+    // The user's own appends under way write their read cursor too (sending means having read),
+    // and so does an earlier read of theirs: a lower value written now could land after theirs
+    // and move the stored cursor back.
+    for (let own = this.cursorWritesUnderWay(state, user); own.length > 0; own = this.cursorWritesUnderWay(state, user)) {
       await Promise.allSettled(own);
     }
     if (seq <= (state.reads.get(user) ?? 0)) return false;
-    state.reads.set(user, seq);
-    await this.timedWrite([{ type: 'put', key: keys.readCursor(tenant, conv, user), value: String(seq) }]);
+    // The cursor in memory moves only once the write is durable: after a failed write it stays
+    // where it was, so a retry writes again (and its caller sends the receipt).
+    const write = this.timedWrite([{ type: 'put', key: keys.readCursor(tenant, conv, user), value: String(seq) }]);
+    state.readWrites.set(user, write);
+    try {
+      await write;
+    } finally {
+      if (state.readWrites.get(user) === write) state.readWrites.delete(user);
+    }
+    if (seq > (state.reads.get(user) ?? 0)) state.reads.set(user, seq);
     return true;
   }
 
-  private appendsUnderWay(state: ConversationState, user: string): Array<Promise<AppendResult>> {
+  private cursorWritesUnderWay(state: ConversationState, user: string): Array<Promise<unknown>> {
     const prefix = `${user}/`;
-    const own: Array<Promise<AppendResult>> = [];
-    for (const [dedupKey, append] of state.inFlight) if (dedupKey.startsWith(prefix)) own.push(append);
+    const own: Array<Promise<unknown>> = [];
+    for (const [dedupKey, append] of state.inFlight) if (dedupKey.startsWith(prefix)) own.push(append.promise);
+    const reading = state.readWrites.get(user);
+    if (reading !== undefined) own.push(reading);
     return own;
   }
 
@@ -451,8 +468,8 @@ export class ConversationLog {
   }
 
   /**
-   * Resolves the appends whose (sender, cmid) is already stored with the stored message, and
-   * returns the others of each conversation, in order.
+   * Resolves the appends whose (sender, cmid) is already stored with the stored message (or
+   * rejects them when their body differs), and returns the others of each conversation, in order.
    */
   private async answerStoredResends(states: readonly ConversationState[], queuedByState: readonly PendingAppend[][]): Promise<PendingAppend[][]> {
     const lookupKeys: string[] = [];
@@ -474,9 +491,11 @@ export class ConversationLog {
           continue;
         }
         const seq = Number(storedSeq);
+        // The stored message is read anyway to answer the resend, so comparing its body costs nothing more.
         const [message] = await this.messages(state.tenant, state.conv, seq, seq + 1, 1);
         if (message === undefined) throw new Error(`idempotency record points at missing message ${state.conv}#${seq}`);
-        pending.resolve({ message, duplicate: true });
+        if (message.body === pending.request.body) pending.resolve({ message, duplicate: true });
+        else pending.reject(idempotencyConflict(pending.request.cmid));
       }
       fresh.push(batch);
     }
@@ -510,8 +529,16 @@ export class ConversationLog {
     if (this.cache.size <= this.options.maxCachedConversations) return;
     for (const [cacheKey, state] of this.cache) {
       if (this.cache.size <= this.options.maxCachedConversations) break;
-      if (!state.busy && state.inFlight.size === 0) this.cache.delete(cacheKey);
+      // A head with a read cursor write under way stays: a reload now would miss that cursor.
+      if (!state.busy && state.inFlight.size === 0 && state.readWrites.size === 0) this.cache.delete(cacheKey);
     }
   }
 }
 
+/** A resend of `cmid` whose body is not the one stored (or being stored) under it. */
+export function idempotencyConflict(cmid: string): CellError {
+  return new CellError(
+    ErrorCode.IdempotencyConflict,
+    `client message id ${JSON.stringify(cmid)} was already used for a message with another body; a new message needs a new cmid`,
+  );
+}

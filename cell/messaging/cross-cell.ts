@@ -5,7 +5,7 @@ import { CellError, ErrorCode } from '../protocol/errors.js';
 import { parseConversationId, type ChatMessage } from '../protocol/frames.js';
 import type { Store } from '../store/store.js';
 import { clusterErrorCode, type ClusterForwardedEntry, type ClusterPort } from './cluster-port.js';
-import type { ConversationLog } from './conversation-log.js';
+import { idempotencyConflict, type ConversationLog } from './conversation-log.js';
 import { KeyedSerializer, SerializerFullError } from './keyed-serializer.js';
 import { ConversationMirror } from './conversation-mirror.js';
 import {
@@ -221,10 +221,15 @@ export class CrossCellRelay {
     const { tenant, user, role, device } = identity;
     this.watchMirrors(tenant, user);
     const stored = await this.components.log.storedMessage(tenant, conv, user, cmid);
-    if (stored !== undefined) return stored;
+    if (stored !== undefined) {
+      if (stored.body !== body) throw idempotencyConflict(cmid);
+      return stored;
+    }
     const key = relayedSendKey(tenant, conv, user, cmid);
+    const pendingBody = this.sends.pendingBody(key);
+    if (pendingBody !== undefined && pendingBody !== body) throw idempotencyConflict(cmid);
     // A resend of a send under way is answered `queued` again, without a second forward.
-    if (!this.sends.track(key, sender.connection, sender.requestId)) return undefined;
+    if (!this.sends.track(key, body, sender.connection, sender.requestId)) return undefined;
     try {
       await this.enqueue(home, { v: 1, kind: 'send', tenant, conv, user, role, device, cmid, body });
     } catch (error) {
@@ -468,13 +473,23 @@ export class CrossCellRelay {
     sendKeys.forEach((key, index) => this.origins.set(key, origins[index]!));
     try {
       // Appended in one go: the log sequences them in this order and writes them together.
-      const results = await Promise.all(
+      const outcomes = await Promise.allSettled(
         accepted.map((send) =>
           this.components.log.append({ tenant, conv, from: send.user, role: send.role, device: send.device, cmid: send.cmid, body: send.body }),
         ),
       );
+      // Any other failure (the store) fails the whole delivery: the source retries it, and what
+      // was stored meanwhile is answered as a resend then.
+      const failure = outcomes.find((outcome) => outcome.status === 'rejected' && !isIdempotencyConflict(outcome.reason));
+      if (failure !== undefined) throw (failure as PromiseRejectedResult).reason;
+      // A resend of a cmid with another body is refused for good, at the cell that relayed it.
+      for (const [index, outcome] of outcomes.entries()) {
+        if (outcome.status === 'rejected') await this.rejectAtOrigins(source, [accepted[index]!], outcome.reason as CellError);
+      }
       await Promise.all(
-        results.map((result, index) => this.originTasks.get(sendKeys[index]!) ?? this.fanOut.toOrigin(tenant, result.message, origins[index]!)),
+        outcomes.map((outcome, index) =>
+          outcome.status === 'fulfilled' ? (this.originTasks.get(sendKeys[index]!) ?? this.fanOut.toOrigin(tenant, outcome.value.message, origins[index]!)) : undefined,
+        ),
       );
     } finally {
       for (const key of sendKeys) {
@@ -698,4 +713,8 @@ export class CrossCellRelay {
     this.counts.entriesDropped++;
     this.components.logger.warn({ source, key, reason }, 'dropping a forwarded entry');
   }
+}
+
+function isIdempotencyConflict(error: unknown): boolean {
+  return error instanceof CellError && error.code === ErrorCode.IdempotencyConflict;
 }

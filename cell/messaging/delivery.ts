@@ -1,5 +1,6 @@
 import type { Clock } from '../../platform/clock.js';
 import { CellError, CloseCode, ErrorCode } from '../protocol/errors.js';
+import { operatingErrorOf } from '../protocol/operating-errors.js';
 import type { ChatMessage, ServerFrame } from '../protocol/frames.js';
 import type { Store } from '../store/store.js';
 import type { CellMetrics } from '../metrics.js';
@@ -215,6 +216,8 @@ export class DeliveryService {
     }
     cursor.sentSeq = message.seq;
     connection.inFlight++;
+    // Each message pushed earns the device one ack beyond its ack rate (cell-core.ts, receive).
+    connection.ackRateLimit.credit(1);
     this.metrics.messagesOut.inc();
     this.sendText(connection, text);
     this.checkSynced(connection, cursor);
@@ -226,7 +229,10 @@ export class DeliveryService {
     if (cursor === undefined || cursor.pumping) return;
     cursor.pumping = true;
     this.catchUp(connection, conv, cursor).catch((error: unknown) => {
-      this.logger.error({ err: error, conv, device: connection.identity.device }, 'catch-up failed; closing the device');
+      // The device resyncs from its cursor when it reconnects; a store failure is no bug.
+      const storeFailed = operatingErrorOf(error)?.code === ErrorCode.StoreUnavailable;
+      if (storeFailed) this.sendFrame(connection, { t: 'error', code: ErrorCode.StoreUnavailable, message: 'the store is unavailable; reconnect to resync', conv });
+      this.logger[storeFailed ? 'warn' : 'error']({ err: error, conv, device: connection.identity.device }, 'catch-up failed; closing the device');
       connection.port.close(CloseCode.GoingAway, 'delivery failed; reconnect');
     });
   }

@@ -49,8 +49,12 @@ export class DeviceConnection {
   syncedSent = false;
   /** Conversations still short of their sync target. */
   unsyncedConversations = 0;
-  consecutiveErrors = 0;
+  /** Frames of every op but `ack` (and frames that could not be parsed). */
   readonly rateLimit: TokenBucket;
+  /** `ack` frames; credited with every message pushed to the device. */
+  readonly ackRateLimit: TokenBucket;
+  /** Errors the device may still cause before it is closed (4429); grows back with time. */
+  readonly errorAllowance: TokenBucket;
   expiryTimer: TimerHandle | undefined;
 
   constructor(
@@ -58,8 +62,20 @@ export class DeviceConnection {
     readonly session: string,
     readonly port: DevicePort,
     readonly connectedAtMs: number,
-    rate: { ratePerSecond: number; burst: number },
+    limits: ConnectionLimits,
   ) {
-    this.rateLimit = new TokenBucket(rate.ratePerSecond, rate.burst, connectedAtMs);
+    this.rateLimit = new TokenBucket(limits.ratePerSecond, limits.burst, connectedAtMs);
+    this.ackRateLimit = new TokenBucket(limits.ackRatePerSecond, limits.ackBurst, connectedAtMs);
+    this.errorAllowance = new TokenBucket(limits.errorRecoveryPerSecond, limits.maxErrors, connectedAtMs);
   }
+}
+
+/** The budgets of one connection (docs/protocol.md, "Limits"). */
+export interface ConnectionLimits {
+  ratePerSecond: number;
+  burst: number;
+  ackRatePerSecond: number;
+  ackBurst: number;
+  maxErrors: number;
+  errorRecoveryPerSecond: number;
 }

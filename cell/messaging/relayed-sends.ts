@@ -7,6 +7,8 @@ export interface RelayedSend {
   /** The connection to answer with `sent`; undefined for a send that came over HTTP. */
   connection: DeviceConnection | undefined;
   requestId: string | undefined;
+  /** The body relayed, so that a resend of the cmid with another body is told apart. */
+  readonly body: string;
   readonly receivedAtMs: number;
   readonly waiters: Set<Waiter>;
 }
@@ -44,7 +46,7 @@ export class RelayedSends {
    * not pending yet, so the caller relays it; false when it is (a resend), so it is not relayed
    * twice. A later device of the same send takes over the answer.
    */
-  track(key: string, connection: DeviceConnection | undefined, requestId: string | undefined): boolean {
+  track(key: string, body: string, connection: DeviceConnection | undefined, requestId: string | undefined): boolean {
     const existing = this.entries.get(key);
     if (existing !== undefined) {
       if (connection !== undefined) {
@@ -53,13 +55,18 @@ export class RelayedSends {
       }
       return false;
     }
-    this.entries.set(key, { connection, requestId, receivedAtMs: this.clock.now(), waiters: new Set() });
+    this.entries.set(key, { connection, requestId, body, receivedAtMs: this.clock.now(), waiters: new Set() });
     while (this.entries.size > this.maxEntries) {
       const [oldestKey, oldest] = this.entries.entries().next().value as [string, RelayedSend];
       this.entries.delete(oldestKey);
       this.rejectWaiters(oldest, this.pendingError());
     }
     return true;
+  }
+
+  /** The body of the send under way with `key`; undefined when none is. */
+  pendingBody(key: string): string | undefined {
+    return this.entries.get(key)?.body;
   }
 
   /** Waits for the message of a tracked send, at most `timeoutMs`; rejects with `pendingError()` then. */

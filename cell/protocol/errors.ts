@@ -12,7 +12,6 @@ export const ErrorCode = {
   Unauthenticated: 'UNAUTHENTICATED',
   TokenInvalid: 'TOKEN_INVALID',
   TokenExpired: 'TOKEN_EXPIRED',
-  TenantUnknown: 'TENANT_UNKNOWN',
   OriginForbidden: 'ORIGIN_FORBIDDEN',
   UnsupportedVersion: 'UNSUPPORTED_VERSION',
   DeviceLimit: 'DEVICE_LIMIT',
@@ -21,6 +20,8 @@ export const ErrorCode = {
   SeqOutOfRange: 'SEQ_OUT_OF_RANGE',
   NotFound: 'NOT_FOUND',
   MethodNotAllowed: 'METHOD_NOT_ALLOWED',
+  /** HTTP: a plain request to the WebSocket endpoint, without the upgrade. */
+  UpgradeRequired: 'UPGRADE_REQUIRED',
   StoreUnavailable: 'STORE_UNAVAILABLE',
   ShuttingDown: 'SHUTTING_DOWN',
   Internal: 'INTERNAL',
@@ -34,6 +35,8 @@ export const ErrorCode = {
   ForwardPending: 'FORWARD_PENDING',
   MoveInProgress: 'MOVE_IN_PROGRESS',
   MoveFailed: 'MOVE_FAILED',
+  /** A resend of a client message id with another body than the stored message's: the second body is not stored. */
+  IdempotencyConflict: 'IDEMPOTENCY_CONFLICT',
   /** HTTP admin: a placement not signed by a configured operator key, or for another cell. */
   PlacementInvalid: 'PLACEMENT_INVALID',
   /** HTTP admin: a placement whose epoch is not above every claim of the merchant. */
@@ -53,7 +56,6 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   UNAUTHENTICATED: 401,
   TOKEN_INVALID: 401,
   TOKEN_EXPIRED: 401,
-  TENANT_UNKNOWN: 401,
   ORIGIN_FORBIDDEN: 403,
   UNSUPPORTED_VERSION: 426,
   DEVICE_LIMIT: 409,
@@ -62,6 +64,7 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   SEQ_OUT_OF_RANGE: 400,
   NOT_FOUND: 404,
   METHOD_NOT_ALLOWED: 405,
+  UPGRADE_REQUIRED: 426,
   STORE_UNAVAILABLE: 503,
   SHUTTING_DOWN: 503,
   INTERNAL: 500,
@@ -71,6 +74,7 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   FORWARD_PENDING: 503,
   MOVE_IN_PROGRESS: 409,
   MOVE_FAILED: 502,
+  IDEMPOTENCY_CONFLICT: 409,
   PLACEMENT_INVALID: 403,
   PLACEMENT_STALE: 409,
 };
@@ -104,7 +108,7 @@ export const CloseCode = {
   Forbidden: 4403,
   /** The same device connected again elsewhere; this older connection is replaced. */
   Replaced: 4409,
-  /** Too many consecutive protocol errors or rate-limit violations. */
+  /** The connection used up its error allowance: protocol errors, refused ack entries, rate-limit violations. */
   PolicyViolation: 4429,
 } as const;
 
@@ -119,7 +123,6 @@ export const inBandRejectionCloseCodes: Partial<Record<ErrorCode, CloseCode>> = 
   UNAUTHENTICATED: CloseCode.TokenExpired,
   TOKEN_INVALID: CloseCode.TokenExpired,
   TOKEN_EXPIRED: CloseCode.TokenExpired,
-  TENANT_UNKNOWN: CloseCode.Forbidden,
   ORIGIN_FORBIDDEN: CloseCode.Forbidden,
   MERCHANT_NOT_HOSTED: CloseCode.Forbidden,
   DEVICE_LIMIT: CloseCode.PolicyViolation,

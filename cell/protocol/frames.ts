@@ -88,7 +88,12 @@ export const HistoryFrame = z.object({
   before: seq.optional(),
   limit: z.number().int().min(1).max(200).optional(),
 });
-export const InboxFrame = z.object({ op: z.literal('inbox'), id: requestId });
+export const InboxFrame = z.object({
+  op: z.literal('inbox'),
+  id: requestId,
+  /** Conversations with ids after this one (the last of the page before); omitted: from the first. */
+  after: conversationId.optional(),
+});
 export const PresenceFrame = z
   .object({
     op: z.literal('presence'),
@@ -166,6 +171,12 @@ export interface Limits {
   deliveryWindow: number;
   /** Conversations one `ack` frame may name in `acks`; absent from cells that take one per frame. */
   maxAcksPerFrame?: number;
+  /**
+   * The budget of `ack` frames, besides one per message given to the device (docs/protocol.md,
+   * "Limits of a connection"); absent from cells that did not limit acks.
+   */
+  ackRatePerSecond?: number;
+  ackBurst?: number;
 }
 
 export type ServerFrame =
@@ -192,7 +203,7 @@ export type ServerFrame =
   | { t: 'synced' }
   | { t: 'devices'; user: string; devices: DeviceInfo[] }
   | { t: 'history'; id: string; conv: string; messages: ChatMessage[]; hasMore: boolean }
-  | { t: 'inbox'; id: string; conversations: ConversationSummary[] }
+  | { t: 'inbox'; id: string; conversations: ConversationSummary[]; hasMore: boolean }
   | {
       t: 'presence';
       id: string;
