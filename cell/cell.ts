@@ -7,9 +7,10 @@ import { AccessServer, type ClusterApi } from './access/uws-server.js';
 import { CellCore } from './cell-core.js';
 import type { CellConfig } from './config.js';
 import type { Logger } from './logger.js';
-import { MerchantClaimsStore, meshMerchantClaims, tenantsHosting, type HostedMerchant } from './merchant-claims.js';
+import { MerchantClaimsStore, meshMerchantClaims, recordClaims, tenantsHosting, type HostedMerchant } from './merchant-claims.js';
 import { MerchantMover } from './merchant-move.js';
 import { KEY_LAYOUT_VERSION, upgradeKeyLayout } from './messaging/key-layout.js';
+import { placeMerchant, type PlacementComponents } from './merchant-placement.js';
 import { CellMetrics } from './metrics.js';
 import { CellStartError, listenStartError } from './start-errors.js';
 import { LevelStore, MemoryStore, isLockedByAnotherProcess, type Store } from './store/index.js';
@@ -128,7 +129,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     });
     if (config.mesh !== undefined) {
       const meshListen = config.mesh.listen;
-      meshNode = await startCellMesh(config, hosted, { store, clock, random, logger, metrics, core, port }).catch(async (error: unknown) => {
+      meshNode = await startCellMesh(config, hosted, claims as MerchantClaimsStore, { store, clock, random, logger, metrics, core, port }).catch(async (error: unknown) => {
         throw await listenStartError({ host: 'mesh.listen.host', port: 'mesh.listen.port' }, meshListen.host, meshListen.port, error);
       });
       const { mesh, location, outbox, inbox, transport } = meshNode;
@@ -136,16 +137,17 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
       // From here on, conversations of merchants homed on other cells are served cross-cell.
       core.attachCluster(clusterPort);
       metrics.collectCrossCellStats(() => core.crossCellStats());
-      const mover = new MerchantMover({
+      const merchantClaims = meshMerchantClaims(meshNode.mesh, claims as MerchantClaimsStore);
+      const mover = new MerchantMover({ cellId: config.cell.id, store, cluster: clusterPort, clock, logger, host: core.moveHost(), claims: merchantClaims });
+      const placement: PlacementComponents = {
         cellId: config.cell.id,
-        store,
-        cluster: clusterPort,
-        clock,
-        logger,
+        operatorKeys: config.mesh.operatorKeys,
+        directory: mesh.directory,
         host: core.moveHost(),
-        claims: meshMerchantClaims(meshNode.mesh, claims as MerchantClaimsStore),
-      });
-      cluster = clusterApiOf(meshNode, core, mover, clock);
+        claims: merchantClaims,
+        logger,
+      };
+      cluster = clusterApiOf(meshNode, core, mover, placement, clock);
     }
   } catch (error) {
     access.stopListening();
@@ -183,7 +185,7 @@ interface CellParts {
 }
 
 /** Joins the cluster the config names, advertising this cell's endpoints, tenants and merchants. */
-function startCellMesh(config: CellConfig, hosted: readonly HostedMerchant[], parts: CellParts): Promise<MeshNode> {
+function startCellMesh(config: CellConfig, hosted: readonly HostedMerchant[], claims: MerchantClaimsStore, parts: CellParts): Promise<MeshNode> {
   const mesh = config.mesh as NonNullable<CellConfig['mesh']>;
   const { core, metrics } = parts;
   // A pod listening on a wildcard address must say in mesh.advertise how it is reached.
@@ -213,15 +215,16 @@ function startCellMesh(config: CellConfig, hosted: readonly HostedMerchant[], pa
       http: mesh.advertise.http ?? `http://${advertisedHost}:${parts.port}`,
     },
     tenants: config.tenants.map((tenant) => tenant.id),
-    // Merchants named in the config are claimed at epoch 0; a move claims a higher epoch.
-    merchants: hosted.map(({ tenant, merchant, epoch }) => ({ tenant, merchant, epoch })),
+    // Merchants named in the config are claimed at epoch 0; a move or a placement claims a higher epoch.
+    ...recordClaims(hosted, claims),
+    operatorKeys: mesh.operatorKeys,
     localUsers: (tenant, userIds) => core.localUsers(tenant, userIds),
     load: { devices: () => core.presence.connections, messagesTotal: () => metrics.messagesInTotal() },
   });
 }
 
 /** The HTTP API's view of the mesh (routes, the cluster view, partition tools). */
-function clusterApiOf(node: MeshNode, core: CellCore, mover: MerchantMover, clock: Clock): ClusterApi {
+function clusterApiOf(node: MeshNode, core: CellCore, mover: MerchantMover, placement: PlacementComponents, clock: Clock): ClusterApi {
   const { mesh, transport, location } = node;
   const peersOf = (cellIds: readonly string[]): { peers: string[]; unknown: string[] } => {
     const peers: string[] = [];
@@ -250,6 +253,7 @@ function clusterApiOf(node: MeshNode, core: CellCore, mover: MerchantMover, cloc
       return { tenant, user, cells: [...here, ...elsewhere] };
     },
     moveMerchant: (tenant, merchant, to) => mover.move(tenant, merchant, to),
+    placeMerchant: (signed) => placeMerchant(placement, signed),
     setCapacity: async (maxDevices) => {
       const record = await mesh.updateOwnRecord({ capacity: { maxDevices } });
       return { cellId: record.cellId, version: record.version, capacity: record.capacity };

@@ -23,6 +23,7 @@ function isMultiaddr(address: string): boolean {
     return false;
   }
 }
+import { isOperatorKey } from '../mesh/claim-proof.js';
 
 const identifier = z.string().regex(IDENTIFIER_PATTERN, 'must be 1-64 characters of [A-Za-z0-9_.-]');
 
@@ -150,6 +151,12 @@ export const MeshConfig = strict({
   timings: strict(
     Object.fromEntries(Object.keys(LAN_MEMBERSHIP_OPTIONS).map((name) => [name, z.number().nonnegative().optional()])) as Record<keyof MembershipOptions, z.ZodOptional<z.ZodNumber>>,
   ).default({}),
+  /**
+   * Operator public keys (`ed25519:<base64>`, from `cellmesh operator keygen`) whose signed
+   * placements may move a merchant's home (docs/mesh.md, "Trust: who may claim a merchant").
+   * Every key listed is accepted, so a key is rotated by adding the new one, then removing the old.
+   */
+  operatorKeys: z.array(z.string().refine(isOperatorKey, 'must be an operator public key: "ed25519:" followed by 44 base64 characters')).max(16).default([]),
 });
 
 const CellConfigShape = strict({

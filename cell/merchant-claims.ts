@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { TenantConfig } from './config.js';
 import type { CellMesh } from '../mesh/cell-mesh.js';
+import { CELL_ID_PATTERN, ClaimProofSchema, type ClaimProof, type HandedOver, type MerchantClaim } from '../mesh/cell-record.js';
 import type { MerchantClaims } from './merchant-move.js';
 import type { Store } from './store/store.js';
 
@@ -12,13 +13,21 @@ import type { Store } from './store/store.js';
  */
 const CLAIMS_KEY = 'mesh/merchant-claims';
 
-const StoredClaims = z.record(z.string(), z.object({ epoch: z.number().int().min(0), hosted: z.boolean() }));
+/**
+ * `proof`: what lets a hosted claim displace the previous home; `to`: the cell a merchant was
+ * handed to (at `epoch`). Both are kept so the record says the same after a restart.
+ */
+const StoredClaims = z.record(
+  z.string(),
+  z.object({ epoch: z.number().int().min(0), hosted: z.boolean(), proof: ClaimProofSchema.optional(), to: z.string().regex(CELL_ID_PATTERN).optional() }),
+);
 type StoredClaims = z.infer<typeof StoredClaims>;
 
 export interface HostedMerchant {
   tenant: string;
   merchant: string;
   epoch: number;
+  proof?: ClaimProof;
 }
 
 export class MerchantClaimsStore {
@@ -39,10 +48,20 @@ export class MerchantClaimsStore {
     }
     for (const [key, claim] of Object.entries(this.claims)) {
       const [tenant = '', merchant = ''] = key.split('/');
-      if (claim.hosted) hosted.set(key, { tenant, merchant, epoch: claim.epoch });
+      if (claim.hosted) hosted.set(key, { tenant, merchant, epoch: claim.epoch, ...(claim.proof === undefined ? {} : { proof: claim.proof }) });
       else hosted.delete(key);
     }
     return [...hosted.values()];
+  }
+
+  /** The merchants this cell handed over to another cell, as its record lists them. */
+  handedOver(): HandedOver[] {
+    const notes: HandedOver[] = [];
+    for (const [key, claim] of Object.entries(this.claims)) {
+      const [tenant = '', merchant = ''] = key.split('/');
+      if (!claim.hosted && claim.to !== undefined) notes.push({ tenant, merchant, toCell: claim.to, epoch: claim.epoch });
+    }
+    return notes;
   }
 
   /** Merchants the config lists that a move took away (worth a warning at start). */
@@ -52,8 +71,8 @@ export class MerchantClaimsStore {
     );
   }
 
-  async record(tenant: string, merchant: string, epoch: number, hosted: boolean): Promise<void> {
-    this.claims = { ...this.claims, [`${tenant}/${merchant}`]: { epoch, hosted } };
+  async record(tenant: string, merchant: string, epoch: number, change: { hosted: true; proof?: ClaimProof } | { hosted: false; to: string }): Promise<void> {
+    this.claims = { ...this.claims, [`${tenant}/${merchant}`]: { epoch, ...change } };
     await this.store.write([{ type: 'put', key: CLAIMS_KEY, value: JSON.stringify(this.claims) }]);
   }
 }
@@ -69,19 +88,32 @@ export function tenantsHosting(tenants: readonly TenantConfig[], hosted: readonl
   });
 }
 
+/** The merchant claims of a cell's record: what it hosts (with the proofs of moves in) and what it handed over. */
+export function recordClaims(hosted: readonly HostedMerchant[], store: MerchantClaimsStore): { merchants: MerchantClaim[]; handedOver: HandedOver[] } {
+  return {
+    merchants: hosted.map(({ tenant, merchant, epoch, proof }) => ({ tenant, merchant, epoch, ...(proof === undefined ? {} : { proof }) })),
+    handedOver: store.handedOver(),
+  };
+}
+
 /** A move's view of this cell's claims: its record (gossiped) and the claims store (persisted first). */
 export function meshMerchantClaims(mesh: CellMesh, store: MerchantClaimsStore): MerchantClaims {
-  const others = (tenant: string, merchant: string) =>
-    mesh.ownRecord().merchants.filter((claim) => claim.tenant !== tenant || claim.merchant !== merchant);
+  const isOther = (tenant: string, merchant: string) => (entry: { tenant: string; merchant: string }) => entry.tenant !== tenant || entry.merchant !== merchant;
+  const others = (tenant: string, merchant: string) => mesh.ownRecord().merchants.filter(isOther(tenant, merchant));
+  const otherNotes = (tenant: string, merchant: string) => (mesh.ownRecord().handedOver ?? []).filter(isOther(tenant, merchant));
   return {
     epochOf: (tenant, merchant) => mesh.ownRecord().merchants.find((claim) => claim.tenant === tenant && claim.merchant === merchant)?.epoch,
-    claim: async (tenant, merchant, epoch) => {
-      await store.record(tenant, merchant, epoch, true);
-      await mesh.updateOwnRecord({ merchants: [...others(tenant, merchant), { tenant, merchant, epoch }] });
+    handoverProof: (tenant, merchant, to, epoch) => mesh.handoverProof(tenant, merchant, to, epoch),
+    claim: async (tenant, merchant, epoch, proof) => {
+      await store.record(tenant, merchant, epoch, { hosted: true, ...(proof === undefined ? {} : { proof }) });
+      await mesh.updateOwnRecord({
+        merchants: [...others(tenant, merchant), { tenant, merchant, epoch, ...(proof === undefined ? {} : { proof }) }],
+        handedOver: otherNotes(tenant, merchant),
+      });
     },
-    release: async (tenant, merchant, epoch) => {
-      await store.record(tenant, merchant, epoch, false);
-      await mesh.updateOwnRecord({ merchants: others(tenant, merchant) });
+    release: async (tenant, merchant, epoch, to) => {
+      await store.record(tenant, merchant, epoch, { hosted: false, to });
+      await mesh.updateOwnRecord({ merchants: others(tenant, merchant), handedOver: [...otherNotes(tenant, merchant), { tenant, merchant, toCell: to, epoch }] });
     },
     homeOf: (tenant, merchant) => mesh.homeCellOf(tenant, merchant),
   };

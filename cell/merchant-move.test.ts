@@ -51,6 +51,7 @@ class MoveSide {
     };
     const claims: MerchantClaims = {
       epochOf: (_tenant, merchant) => this.epochs.get(merchant),
+      handoverProof: (_tenant, _merchant, to, epoch) => ({ kind: 'handover', fromCell: cellId, fromPeer: `peer-${cellId}`, fromEpoch: epoch - 1, signature: Buffer.from(`signed-to-${to}`).toString('base64') }),
       claim: async (_tenant, merchant, epoch) => void this.epochs.set(merchant, epoch),
       release: async (_tenant, merchant) => void this.epochs.delete(merchant),
       homeOf: () => this.homeSeen,

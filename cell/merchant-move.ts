@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ClaimProofSchema, type ClaimProof } from '../mesh/cell-record.js';
 import type { Clock } from '../platform/clock.js';
 import { decodeJson, encodeJson } from '../platform/wire-json.js';
 import type { Logger } from './logger.js';
@@ -61,10 +62,15 @@ export interface MoveHost {
 /** What a move needs from the cell's membership (its record's merchant claims). */
 export interface MerchantClaims {
   epochOf(tenant: string, merchant: string): number | undefined;
-  /** Claims the merchant at `epoch` (persisted, then gossiped). */
-  claim(tenant: string, merchant: string, epoch: number): Promise<void>;
-  /** Drops this cell's claim (persisted, then gossiped). */
-  release(tenant: string, merchant: string, epoch: number): Promise<void>;
+  /**
+   * This cell's signed handover of a merchant it claims to cell `to` at `epoch`: the proof the
+   * new home's claim carries (undefined when this cell does not know `to`).
+   */
+  handoverProof(tenant: string, merchant: string, to: string, epoch: number): ClaimProof | undefined;
+  /** Claims the merchant at `epoch` with `proof` of its right to (persisted, then gossiped). */
+  claim(tenant: string, merchant: string, epoch: number, proof?: ClaimProof): Promise<void>;
+  /** Drops this cell's claim, noting that cell `to` claims it at `epoch` now (persisted, then gossiped). */
+  release(tenant: string, merchant: string, epoch: number, to: string): Promise<void>;
   /** The merchant's home in this cell's directory now. */
   homeOf(tenant: string, merchant: string): string | undefined;
 }
@@ -86,7 +92,7 @@ const HandoverRequest = z.discriminatedUnion('stage', [
   z.object({ v: z.literal(1), stage: z.literal('prepare'), tenant: identifier, merchant: identifier }),
   z.object({ v: z.literal(1), stage: z.literal('abort'), tenant: identifier, merchant: identifier, epoch: z.number().int().min(1) }),
   z.object({ v: z.literal(1), stage: z.literal('copy'), tenant: identifier, merchant: identifier, entries: z.array(z.tuple([z.string().max(1024), z.string()])).max(PAGE_KEYS) }),
-  z.object({ v: z.literal(1), stage: z.literal('commit'), tenant: identifier, merchant: identifier, epoch: z.number().int().min(1) }),
+  z.object({ v: z.literal(1), stage: z.literal('commit'), tenant: identifier, merchant: identifier, epoch: z.number().int().min(1), proof: ClaimProofSchema.optional() }),
 ]);
 type HandoverRequest = z.infer<typeof HandoverRequest>;
 const HandoverAnswer = z.union([z.object({ ok: z.literal(true) }), z.object({ ok: z.literal(false), code: z.string(), message: z.string() })]);
@@ -124,6 +130,9 @@ export class MerchantMover {
     if (this.moving.has(key)) throw new CellError(ErrorCode.MoveInProgress, `merchant ${merchant} is being moved already`);
     this.moving.add(key);
     const epoch = (claims.epochOf(tenant, merchant) ?? 0) + 1;
+    // Signed before anything starts: without it, no cell would let the target displace this home.
+    const proof = claims.handoverProof(tenant, merchant, to, epoch);
+    if (proof === undefined) throw new CellError(ErrorCode.MoveFailed, `cell ${to} is not in this cell's directory`);
     try {
       await this.call(to, { v: 1, stage: 'prepare', tenant, merchant }, PREPARE_TIMEOUT_MS);
     } catch (error) {
@@ -138,10 +147,10 @@ export class MerchantMover {
       await host.whenMerchantIdle(tenant, merchant);
       await host.cursorsFlushed();
       const { conversations, keysCopied } = await this.copy(tenant, merchant, to);
-      committed = await this.commit(tenant, merchant, to, epoch);
+      committed = await this.commit(tenant, merchant, to, epoch, proof);
       if (!committed) throw new CellError(ErrorCode.MoveFailed, `cell ${to} did not commit ${merchant}; it stays here`);
       host.releaseMerchant(tenant, merchant);
-      await claims.release(tenant, merchant, epoch);
+      await claims.release(tenant, merchant, epoch, to);
       await this.waitRoutedTo(tenant, merchant, to);
       const result: MoveResult = { tenant, merchant, from: cellId, to, epoch, conversations, keysCopied, fencedMs: clock.now() - fencedAtMs };
       logger.info(result, 'merchant moved');
@@ -205,10 +214,10 @@ export class MerchantMover {
    * target's claim arrived) or from an abort the target either accepts (it will never commit
    * this epoch) or refuses because it committed.
    */
-  private async commit(tenant: string, merchant: string, to: string, epoch: number): Promise<boolean> {
+  private async commit(tenant: string, merchant: string, to: string, epoch: number, proof: ClaimProof): Promise<boolean> {
     const { claims, clock, logger } = this.components;
     try {
-      await this.call(to, { v: 1, stage: 'commit', tenant, merchant, epoch }, FENCED_REQUEST_TIMEOUT_MS);
+      await this.call(to, { v: 1, stage: 'commit', tenant, merchant, epoch, proof }, FENCED_REQUEST_TIMEOUT_MS);
       return true;
     } catch (error) {
       if (error instanceof HandoverRefused) return false;
@@ -282,7 +291,7 @@ export class MerchantMover {
       return answer({ ok: false, code: 'ABORTED', message: `the move of ${request.merchant} at epoch ${request.epoch} was aborted` });
     }
     host.hostMerchant(request.tenant, request.merchant);
-    await claims.claim(request.tenant, request.merchant, request.epoch);
+    await claims.claim(request.tenant, request.merchant, request.epoch, request.proof);
     logger.info({ tenant: request.tenant, merchant: request.merchant, from, epoch: request.epoch }, 'merchant moved in');
     return answer({ ok: true });
   }

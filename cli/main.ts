@@ -7,6 +7,7 @@ import { runTokenCommand } from './token-command.js';
 import { runDemoAddCellCommand, runDemoCommand, runDemoStopCellCommand } from './demo-command.js';
 import { runChatCommand } from './chat-command.js';
 import { runMoveCommand } from './move-command.js';
+import { runOperatorKeygenCommand, runOperatorPlaceCommand } from './operator-command.js';
 import { addSimCommand } from './sim-command.js';
 import { DEFAULT_DEMO_PORT_BASE, DEMO_PORT_SPAN } from './demo-cluster.js';
 
@@ -69,6 +70,26 @@ program
   .requiredOption('--merchant <id>', 'the merchant to move')
   .requiredOption('--to <cell>', 'id of the cell that becomes its home')
   .action(runMoveCommand);
+
+const operator = program.command('operator').description('operator keys: placements that move a merchant\'s home without its old home (docs/mesh.md)');
+
+operator
+  .command('keygen')
+  .description('make an operator key pair: writes the private key, prints the public key for mesh.operatorKeys')
+  .requiredOption('--out <file>', 'where to write the private key (PKCS#8 PEM; never overwritten)')
+  .action(runOperatorKeygenCommand);
+
+operator
+  .command('place')
+  .description('sign a placement of a merchant on a cell, and hand it to that cell (with --cluster) or print it')
+  .requiredOption('--key <file>', 'the operator private key (from operator keygen)')
+  .requiredOption('--tenant <id>', 'tenant of the merchant')
+  .requiredOption('--merchant <id>', 'the merchant to place')
+  .requiredOption('--cell <id>', 'id of the cell that becomes its home')
+  .addOption(new Option('--epoch <n>', 'the claim epoch; default: one above the highest claimed, looked up through --cluster').argParser(parsePositiveInt))
+  .option('--cluster <url>', 'any cell of the cluster, http://host:port')
+  .addOption(new Option('--admin-token <token>', 'the admin token of the cells').env('CELLMESH_ADMIN_TOKEN'))
+  .action(runOperatorPlaceCommand);
 
 addSimCommand(program);
 

@@ -36,7 +36,7 @@ export async function runMoveCommand(options: MoveCommandOptions): Promise<void>
   );
 }
 
-async function fetchJson(url: string, init: RequestInit = {}): Promise<{ status: number; body: unknown }> {
+export async function fetchJson(url: string, init: RequestInit = {}): Promise<{ status: number; body: unknown }> {
   const response = await fetch(url, { ...init, signal: AbortSignal.timeout(60_000) });
   const text = await response.text();
   try {
@@ -46,7 +46,7 @@ async function fetchJson(url: string, init: RequestInit = {}): Promise<{ status:
   }
 }
 
-function errorText(body: unknown): string {
+export function errorText(body: unknown): string {
   const error = (body as { error?: { code?: string; message?: string } } | undefined)?.error;
   return error === undefined ? JSON.stringify(body) : `${error.code}: ${error.message}`;
 }

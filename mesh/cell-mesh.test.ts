@@ -152,13 +152,42 @@ describe('CellMesh membership', () => {
     for (const cell of harness.running()) cell.mesh.onConflict((conflict) => conflicts.push(conflict));
     for (const cell of harness.running()) expect(cell.mesh.homeCellOf('mall', 'shop-7')).toBe('c1');
 
-    await harness.cell('c2').mesh.updateOwnRecord({ merchants: [{ tenant: 'mall', merchant: 'shop-7', epoch: 4 }] });
+    // The old home signs the handover; the new home's claim carries it.
+    const proof = harness.cell('c1').mesh.handoverProof('mall', 'shop-7', 'c2', 4);
+    expect(proof).toBeDefined();
+    await harness.cell('c2').mesh.updateOwnRecord({ merchants: [{ tenant: 'mall', merchant: 'shop-7', epoch: 4, proof }] });
     const switchMs = await harness.runUntil(() => harness.running().every((cell) => cell.mesh.homeCellOf('mall', 'shop-7') === 'c2'), 1_000);
     expect(switchMs).toBeLessThan(20);
     await harness.cell('c1').mesh.updateOwnRecord({ merchants: [] });
     await harness.run(1_000);
     for (const cell of harness.running()) expect(cell.mesh.homeCellOf('mall', 'shop-7')).toBe('c2');
     expect(conflicts).toEqual([]);
+  });
+
+  it('a claim above the home without a handover, or with one the home did not sign, is a conflict that routing ignores', async () => {
+    const harness = new MeshHarness({ seed: 7, latencyMs: [1, 5] });
+    await harness.addCell('c0');
+    await harness.addCell('c1', { bootstrap: ['c0'], merchants: [{ tenant: 'mall', merchant: 'shop-7', epoch: 0 }] });
+    await harness.addCell('c2', { bootstrap: ['c0'] });
+    await harness.addCell('c3', { bootstrap: ['c0'] });
+    await harness.runUntil(() => harness.converged(4), 2_000);
+    const conflicts: MerchantConflict[] = [];
+    for (const cell of harness.running()) cell.mesh.onConflict((conflict) => conflicts.push(conflict));
+
+    await harness.cell('c2').mesh.updateOwnRecord({ merchants: [{ tenant: 'mall', merchant: 'shop-7', epoch: 99 }] });
+    await harness.run(1_000);
+    for (const cell of harness.running()) {
+      expect(cell.mesh.homeCellOf('mall', 'shop-7')).toBe('c1');
+      expect(cell.mesh.conflicts()).toEqual([{ tenant: 'mall', merchant: 'shop-7', epoch: 0, claimants: ['c1'], winner: 'c1', unproven: [{ cellId: 'c2', epoch: 99 }] }]);
+      expect(await metricValue(cell.registry, 'cellmesh_mesh_unproven_claims_total')).toBe(1);
+    }
+    // A handover in the home's name that the home did not sign proves nothing either.
+    const homePeer = harness.cell('c1').mesh.ownRecord().peerId;
+    const forged = { kind: 'handover' as const, fromCell: 'c1', fromPeer: homePeer, fromEpoch: 0, signature: Buffer.alloc(64, 7).toString('base64') };
+    await harness.cell('c2').mesh.updateOwnRecord({ merchants: [{ tenant: 'mall', merchant: 'shop-7', epoch: 100, proof: forged }] });
+    await harness.run(1_000);
+    for (const cell of harness.running()) expect(cell.mesh.homeCellOf('mall', 'shop-7')).toBe('c1');
+    expect(conflicts.every((conflict) => conflict.winner === 'c1')).toBe(true);
   });
 
   it('persists the incarnation: a restarted cell comes back with a higher one and wins over its old record', async () => {

@@ -4,7 +4,8 @@ import type { Store } from '../cell/store/store.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import type { Random } from '../platform/random.js';
 import { AntiEntropy, type ExchangeResult } from './anti-entropy.js';
-import { signRecord, type CellRecord, type CellRecordContent, type VerifiedRecord } from './cell-record.js';
+import { signRecord, type CellRecord, type CellRecordContent, type ClaimProof, type VerifiedRecord } from './cell-record.js';
+import { claimProofVerifier, signHandover } from './claim-proof.js';
 import {
   Directory,
   type ChangeListener,
@@ -40,6 +41,11 @@ export interface CellMeshInit {
   readonly store: Store;
   /** Signs this cell's record with the key of `transport.self`; verifies others'. */
   readonly signer: RecordSigner;
+  /**
+   * Operator public keys (`ed25519:<base64>`) whose signed placements let a claim displace a
+   * merchant's home (docs/mesh.md, "Trust: who may claim a merchant"); none by default.
+   */
+  readonly operatorKeys?: readonly string[];
   /** What the first record says about this cell (endpoints, tenants, merchants, load, capacity). */
   readonly record: CellRecordContent;
   /** Addresses of cells to join through; empty (or absent) for the first cell of a cluster. */
@@ -129,11 +135,17 @@ export class CellMesh {
       maxCells: this.options.maxCells,
       maxTombstones: this.options.maxTombstones,
       tombstoneRetentionMs: this.options.tombstoneRetentionMs,
+      verifyClaimProof: claimProofVerifier({ signer: init.signer, ...(init.operatorKeys === undefined ? {} : { operatorKeys: init.operatorKeys }) }),
       logger: this.logger,
     });
     this.directoryState.onConflict((conflict) => {
       this.metrics.conflictDetected();
-      this.logger.warn({ ...conflict }, 'merchant claimed by more than one cell at the same epoch');
+      if (conflict.unproven !== undefined) {
+        this.metrics.unprovenClaimDetected();
+        this.logger.warn({ ...conflict }, 'a cell claims a merchant above its home without a handover or an operator placement; routing ignores the claim');
+      } else {
+        this.logger.warn({ ...conflict }, 'merchant claimed by more than one cell at the same epoch');
+      }
     });
     this.intake = new RecordIntake({
       directory: this.directoryState,
@@ -341,6 +353,19 @@ export class CellMesh {
 
   conflicts(): MerchantConflict[] {
     return this.directoryState.conflicts();
+  }
+
+  /**
+   * This cell's signed handover of a merchant it claims to cell `toCell` at `epoch` (the move
+   * protocol's commit carries it; the new home's claim publishes it). Undefined when this cell
+   * does not claim the merchant or does not know the target's peer.
+   */
+  handoverProof(tenant: string, merchant: string, toCell: string, epoch: number): ClaimProof | undefined {
+    const own = this.ownRecord();
+    const claim = own.merchants.find((held) => held.tenant === tenant && held.merchant === merchant);
+    const toPeer = this.directoryState.peerOf(toCell);
+    if (claim === undefined || toPeer === undefined) return undefined;
+    return signHandover(this.init.signer, { tenant, merchant, fromCell: this.cellId, fromPeer: own.peerId, fromEpoch: claim.epoch, toCell, toPeer, epoch });
   }
 
   /** Records of the cells that can take new work: alive or merely suspect (this one included), by cell id. */
@@ -659,8 +684,8 @@ export class CellMesh {
 }
 
 function pickContent(record: CellRecord): CellRecordContent {
-  const { endpoints, tenants, merchants, load, capacity } = record;
-  return { endpoints, tenants, merchants, load, capacity };
+  const { endpoints, tenants, merchants, handedOver, load, capacity } = record;
+  return { endpoints, tenants, merchants, ...(handedOver === undefined ? {} : { handedOver }), load, capacity };
 }
 
 /** A deep copy of the content, so callers cannot change a signed record by mutating their objects. */
@@ -668,7 +693,8 @@ function copyContent(content: CellRecordContent): CellRecordContent {
   return {
     endpoints: { ws: content.endpoints.ws, http: content.endpoints.http, p2p: [...content.endpoints.p2p] },
     tenants: [...content.tenants],
-    merchants: content.merchants.map((claim) => ({ tenant: claim.tenant, merchant: claim.merchant, epoch: claim.epoch })),
+    merchants: content.merchants.map((claim) => ({ tenant: claim.tenant, merchant: claim.merchant, epoch: claim.epoch, ...(claim.proof === undefined ? {} : { proof: { ...claim.proof } }) })),
+    ...(content.handedOver === undefined ? {} : { handedOver: content.handedOver.map((note) => ({ ...note })) }),
     load: { devices: content.load.devices, messagesPerSecond: content.load.messagesPerSecond },
     capacity: { maxDevices: content.capacity.maxDevices },
   };

@@ -47,13 +47,56 @@ const CounterSchema = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 export const CellStatusSchema = z.enum(['alive', 'leaving', 'left']);
 export type CellStatus = z.infer<typeof CellStatusSchema>;
 
+/** A base64 Ed25519 signature: 64 bytes are 88 base64 characters. */
+const SignatureSchema = z.base64().max(128);
+
+/**
+ * Why a claim may displace a live home (mesh/claim-proof.ts signs and checks them):
+ * - handover: the previous home (`fromCell`, whose libp2p key is `fromPeer`, claiming it at
+ *   `fromEpoch`) signed that it hands the merchant to this cell, this peer, at this epoch;
+ * - placement: an operator key the cells are configured with (`mesh.operatorKeys`) signed that
+ *   the merchant belongs on this cell at this epoch.
+ * The proof travels in the claim, so every cell that receives the record, now or later, checks it.
+ */
+export const ClaimProofSchema = z.discriminatedUnion('kind', [
+  z.object({
+    kind: z.literal('handover'),
+    fromCell: z.string().regex(CELL_ID_PATTERN),
+    fromPeer: z.string().min(1).max(RECORD_LIMITS.maxPeerIdLength),
+    fromEpoch: CounterSchema,
+    signature: SignatureSchema,
+  }),
+  z.object({
+    kind: z.literal('placement'),
+    /** The operator's public key in its text form (`ed25519:<base64>`). */
+    key: z.string().min(1).max(128),
+    signature: SignatureSchema,
+  }),
+]);
+export type ClaimProof = z.infer<typeof ClaimProofSchema>;
+
 export const MerchantClaimSchema = z.object({
   tenant: NameSchema,
   merchant: NameSchema,
   /** Ownership epoch: a move to another cell claims epoch + 1; the highest epoch is home. */
   epoch: CounterSchema,
+  /** Needed by a claim that displaces another cell's (directory.ts, "Home of a merchant"). */
+  proof: ClaimProofSchema.optional(),
 });
 export type MerchantClaim = z.infer<typeof MerchantClaimSchema>;
+
+/**
+ * A merchant this cell handed over (the move protocol): the target and the epoch it claims. It
+ * stays in the record while this cell does not claim the merchant, so a cell that sees the new
+ * home's handover after this cell dropped its claim can tell that it came from the home.
+ */
+export const HandedOverSchema = z.object({
+  tenant: NameSchema,
+  merchant: NameSchema,
+  toCell: z.string().regex(CELL_ID_PATTERN),
+  epoch: CounterSchema,
+});
+export type HandedOver = z.infer<typeof HandedOverSchema>;
 
 export const CellRecordSchema = z
   .object({
@@ -69,6 +112,8 @@ export const CellRecordSchema = z
     }),
     tenants: z.array(NameSchema).max(RECORD_LIMITS.maxTenants),
     merchants: z.array(MerchantClaimSchema).max(RECORD_LIMITS.maxMerchants),
+    /** Absent in records of earlier versions. */
+    handedOver: z.array(HandedOverSchema).max(RECORD_LIMITS.maxMerchants).optional(),
     load: z.object({
       devices: CounterSchema,
       messagesPerSecond: z.number().min(0).max(Number.MAX_SAFE_INTEGER),
@@ -90,7 +135,7 @@ export const CellRecordSchema = z
 export type CellRecord = z.infer<typeof CellRecordSchema>;
 
 /** What a cell says about itself beyond identity, order and status. */
-export type CellRecordContent = Pick<CellRecord, 'endpoints' | 'tenants' | 'merchants' | 'load' | 'capacity'>;
+export type CellRecordContent = Pick<CellRecord, 'endpoints' | 'tenants' | 'merchants' | 'handedOver' | 'load' | 'capacity'>;
 
 /** The wire envelope of a record; see the module comment. */
 export interface SignedRecord {
@@ -102,8 +147,7 @@ export interface SignedRecord {
 
 export const SignedRecordSchema = z.object({
   record: z.string().min(2).max(RECORD_LIMITS.maxRecordBytes),
-  // 64 signature bytes are 88 base64 characters.
-  signature: z.base64().max(128),
+  signature: SignatureSchema,
 });
 
 /** A record whose signature verified, with the envelope it came in. */

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { SeededRandom } from '../platform/random.js';
-import { signRecord, type CellRecord, type MerchantClaim, type VerifiedRecord } from './cell-record.js';
+import { signRecord, type CellRecord, type ClaimProof, type MerchantClaim, type VerifiedRecord } from './cell-record.js';
+import { claimProofVerifier, generateOperatorKeyPair, signHandover, signPlacement } from './claim-proof.js';
 import { Directory, type MerchantConflict } from './directory.js';
 import { ed25519PublicKeyOfSeed, ed25519SeedFrom, Ed25519RecordSigner, PublicKeyRegistry } from './record-signer.js';
 
@@ -43,8 +44,22 @@ function claims(...list: Array<[string, number]>): MerchantClaim[] {
   return list.map(([merchant, epoch]) => ({ tenant: 'mall', merchant, epoch }));
 }
 
+/** The claim of `to` at `epoch`, with the handover `from` signed for it (from its claim at `fromEpoch`). */
+function handedOver(merchant: string, from: string, fromEpoch: number, to: string, epoch: number, signedBy = from): MerchantClaim {
+  const terms = { tenant: 'mall', merchant, fromCell: from, fromPeer: `peer-${from}`, fromEpoch, toCell: to, toPeer: `peer-${to}`, epoch };
+  const proof: ClaimProof = signHandover(signerOf(`peer-${signedBy}`), terms);
+  return { tenant: 'mall', merchant, epoch, proof };
+}
+
 function directory(overrides: Partial<ConstructorParameters<typeof Directory>[0]> = {}): Directory {
-  const dir = new Directory({ selfCellId: 'self', maxCells: 100, maxTombstones: 10, tombstoneRetentionMs: 60_000, ...overrides });
+  const dir = new Directory({
+    selfCellId: 'self',
+    maxCells: 100,
+    maxTombstones: 10,
+    tombstoneRetentionMs: 60_000,
+    verifyClaimProof: claimProofVerifier({ signer: signerOf('peer-self') }),
+    ...overrides,
+  });
   dir.setOwn(rec('self', [0, 0]), 0);
   return dir;
 }
@@ -150,8 +165,8 @@ describe('Directory home cells and conflicts', () => {
     dir.mergeRecord(rec('c0', [0, 0], { merchants: claims(['shop', 0]) }), { nowMs: 2, heard: true });
     expect(conflicts).toHaveLength(2);
     expect(conflicts[1]?.winner).toBe('c0');
-    // A move: c3 claims epoch 1; it wins, and the conflict at epoch 0 no longer matters.
-    dir.mergeRecord(rec('c3', [0, 0], { merchants: claims(['shop', 1]) }), { nowMs: 3, heard: true });
+    // A move: c3 claims epoch 1 with the handover of c0, the home; it wins, and the conflict at epoch 0 no longer matters.
+    dir.mergeRecord(rec('c3', [0, 0], { merchants: [handedOver('shop', 'c0', 0, 'c3', 1)] }), { nowMs: 3, heard: true });
     expect(dir.homeCellOf('mall', 'shop')).toBe('c3');
     expect(dir.conflicts()).toEqual([]);
     expect(dir.homeCellOf('mall', 'nobody')).toBeUndefined();
@@ -160,7 +175,7 @@ describe('Directory home cells and conflicts', () => {
 
   it('keeps a dead winner as the home (its merchants wait for it), and lets go of a claimant only when it left', () => {
     const dir = directory();
-    dir.mergeRecord(rec('c1', [0, 0], { merchants: claims(['shop', 1]) }), { nowMs: 0, heard: true });
+    dir.mergeRecord(rec('c1', [0, 0], { merchants: [handedOver('shop', 'c2', 0, 'c1', 1)] }), { nowMs: 0, heard: true });
     dir.mergeRecord(rec('c2', [0, 0], { merchants: claims(['shop', 0]) }), { nowMs: 0, heard: true });
     expect(dir.homeCellOf('mall', 'shop')).toBe('c1');
     dir.applyClaim('c1', { kind: 'suspect', incarnation: 0 }, 1);
@@ -168,10 +183,77 @@ describe('Directory home cells and conflicts', () => {
     // Dead may only mean "across a partition": passing shop to c2 would give it two homes.
     dir.applyClaim('c1', { kind: 'dead', incarnation: 0 }, 2);
     expect(dir.homeCellOf('mall', 'shop')).toBe('c1');
-    dir.mergeRecord(rec('c1', [0, 1], { merchants: claims(['shop', 1]), status: 'left' }), { nowMs: 3, heard: true });
+    dir.mergeRecord(rec('c1', [0, 1], { merchants: [handedOver('shop', 'c2', 0, 'c1', 1)], status: 'left' }), { nowMs: 3, heard: true });
     expect(dir.homeCellOf('mall', 'shop')).toBe('c2');
     dir.mergeRecord(rec('c2', [0, 1], { merchants: claims(['shop', 0]), status: 'left' }), { nowMs: 4, heard: true });
     expect(dir.homeCellOf('mall', 'shop')).toBeUndefined();
+  });
+});
+
+describe('Directory: who may displace a home', () => {
+  it('ignores a claim above the home without proof, reports it as a conflict, and lets it in only once nobody else holds the merchant', () => {
+    const dir = directory();
+    const conflicts: MerchantConflict[] = [];
+    dir.onConflict((conflict) => conflicts.push(conflict));
+    dir.mergeRecord(rec('c1', [0, 0], { merchants: claims(['shop', 0]) }), { nowMs: 0, heard: true });
+    dir.mergeRecord(rec('c9', [0, 0], { merchants: claims(['shop', 99]) }), { nowMs: 0, heard: true });
+    expect(dir.homeCellOf('mall', 'shop')).toBe('c1');
+    expect(conflicts).toEqual([{ tenant: 'mall', merchant: 'shop', epoch: 0, claimants: ['c1'], winner: 'c1', unproven: [{ cellId: 'c9', epoch: 99 }] }]);
+    // A proof that does not verify is no proof.
+    const garbled: MerchantClaim = { ...handedOver('shop', 'c1', 0, 'c9', 100), proof: { kind: 'handover', fromCell: 'c1', fromPeer: 'peer-c1', fromEpoch: 0, signature: Buffer.alloc(64).toString('base64') } };
+    dir.mergeRecord(rec('c9', [0, 1], { merchants: [garbled] }), { nowMs: 1, heard: true });
+    expect(dir.homeCellOf('mall', 'shop')).toBe('c1');
+    // The home leaves: the merchant is nobody's, and the claim is a first claim.
+    dir.mergeRecord(rec('c1', [0, 1], { merchants: claims(['shop', 0]), status: 'left' }), { nowMs: 2, heard: true });
+    expect(dir.homeCellOf('mall', 'shop')).toBe('c9');
+    expect(dir.conflicts()).toEqual([]);
+  });
+
+  it('takes a handover only from the home: signed by its peer for its claim, or listed in its record once it dropped the claim', () => {
+    const dir = directory();
+    dir.mergeRecord(rec('c1', [0, 0], { merchants: claims(['shop', 0]) }), { nowMs: 0, heard: true });
+    dir.mergeRecord(rec('c3', [0, 0]), { nowMs: 0, heard: true });
+    // Another member signs a "handover" of a merchant it never held: no.
+    dir.mergeRecord(rec('c2', [0, 0], { merchants: [handedOver('shop', 'c3', 0, 'c2', 1)] }), { nowMs: 0, heard: true });
+    expect(dir.homeCellOf('mall', 'shop')).toBe('c1');
+    // It signs one in the home's name with its own key: no.
+    dir.mergeRecord(rec('c2', [0, 1], { merchants: [handedOver('shop', 'c1', 0, 'c2', 1, 'c3')] }), { nowMs: 1, heard: true });
+    expect(dir.homeCellOf('mall', 'shop')).toBe('c1');
+    expect(dir.conflicts()[0]?.unproven).toEqual([{ cellId: 'c2', epoch: 1 }]);
+    // The home signs it (a move under way): yes, at once, and the conflict clears.
+    dir.mergeRecord(rec('c2', [0, 2], { merchants: [handedOver('shop', 'c1', 0, 'c2', 1)] }), { nowMs: 2, heard: true });
+    expect(dir.homeCellOf('mall', 'shop')).toBe('c2');
+    expect(dir.conflicts()).toEqual([]);
+    // The old home drops its claim and notes the handover; a stranger claiming the merchant at a lower epoch changes nothing.
+    dir.mergeRecord(rec('c1', [0, 1], { handedOver: [{ tenant: 'mall', merchant: 'shop', toCell: 'c2', epoch: 1 }] }), { nowMs: 3, heard: true });
+    dir.mergeRecord(rec('c5', [0, 0], { merchants: claims(['shop', 0]) }), { nowMs: 3, heard: true });
+    expect(dir.homeCellOf('mall', 'shop')).toBe('c2');
+    // A cell joining later sees the same records and picks the same home.
+    const later = directory();
+    for (const cellId of ['c5', 'c2', 'c3', 'c1']) later.mergeRecord({ record: dir.get(cellId)!.record, signed: dir.get(cellId)!.signed }, { nowMs: 4, heard: false });
+    expect(later.homeCellOf('mall', 'shop')).toBe('c2');
+    // Had the old home not noted it, the handover could not be told from one signed by any member.
+    dir.mergeRecord(rec('c1', [0, 2]), { nowMs: 5, heard: true });
+    expect(dir.homeCellOf('mall', 'shop')).toBe('c5');
+    expect(dir.conflicts()[0]?.unproven).toEqual([{ cellId: 'c2', epoch: 1 }]);
+  });
+
+  it('takes a placement signed by a configured operator key, and none signed by another key', () => {
+    const operator = generateOperatorKeyPair();
+    const stranger = generateOperatorKeyPair();
+    const dir = directory({ verifyClaimProof: claimProofVerifier({ signer: signerOf('peer-self'), operatorKeys: [operator.publicKey] }) });
+    dir.mergeRecord(rec('c1', [0, 0], { merchants: claims(['shop', 0]) }), { nowMs: 0, heard: true });
+    const placed = (privateKeyPem: string, epoch: number): MerchantClaim => {
+      const placement = signPlacement(privateKeyPem, { tenant: 'mall', merchant: 'shop', cell: 'c2', epoch });
+      return { tenant: 'mall', merchant: 'shop', epoch, proof: { kind: 'placement', key: placement.key, signature: placement.signature } };
+    };
+    dir.mergeRecord(rec('c2', [0, 0], { merchants: [placed(stranger.privateKeyPem, 1)] }), { nowMs: 0, heard: true });
+    expect(dir.homeCellOf('mall', 'shop')).toBe('c1');
+    dir.mergeRecord(rec('c2', [0, 1], { merchants: [placed(operator.privateKeyPem, 1)] }), { nowMs: 1, heard: true });
+    expect(dir.homeCellOf('mall', 'shop')).toBe('c2');
+    // The placement names its cell: another cell cannot reuse it.
+    dir.mergeRecord(rec('c4', [0, 0], { merchants: [{ ...placed(operator.privateKeyPem, 2) }] }), { nowMs: 2, heard: true });
+    expect(dir.homeCellOf('mall', 'shop')).toBe('c2');
   });
 });
 

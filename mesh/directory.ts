@@ -1,6 +1,7 @@
 import type { Logger } from '../cell/logger.js';
 import { silentLogger } from '../cell/logger.js';
-import { compareRecordOrder, merchantKey, type CellRecord, type MerchantClaim, type SignedRecord, type VerifiedRecord } from './cell-record.js';
+import { compareRecordOrder, merchantKey, type CellRecord, type HandedOver, type MerchantClaim, type SignedRecord, type VerifiedRecord } from './cell-record.js';
+import { rejectAllProofs, type ClaimProofVerifier, type ProofCheck } from './claim-proof.js';
 import type { DeadClaim } from './membership-wire.js';
 import type { PeerId } from './transport.js';
 
@@ -38,15 +39,26 @@ interface MutableEntry extends DirectoryEntry {
   lastHeardMs: number;
 }
 
-/** Two or more serving cells claiming one merchant at the same, highest epoch. */
+/** A claim at a higher epoch than the home's that displaces it without proof: ignored by routing. */
+export interface UnprovenClaim {
+  readonly cellId: string;
+  readonly epoch: number;
+}
+
+/**
+ * A merchant claimed by more than its home: two or more cells at the home's epoch, or cells
+ * claiming it at a higher epoch without proof (`unproven`, present only when there are some).
+ */
 export interface MerchantConflict {
   readonly tenant: string;
   readonly merchant: string;
+  /** The home's epoch. */
   readonly epoch: number;
-  /** The claimants, sorted by cell id. */
+  /** The cells claiming it at the home's epoch with a right to, sorted by cell id. */
   readonly claimants: readonly string[];
   /** The home the rule picks everywhere: the lowest cell id among the claimants. */
   readonly winner: string;
+  readonly unproven?: readonly UnprovenClaim[];
 }
 
 export type MergeOutcome = 'added' | 'updated' | 'stale' | 'peer-mismatch' | 'directory-full';
@@ -73,14 +85,31 @@ export interface DirectoryInit {
   readonly maxCells: number;
   readonly maxTombstones: number;
   readonly tombstoneRetentionMs: number;
+  /** Checks the proofs claims carry (claim-proof.ts); default: every proof is invalid. */
+  readonly verifyClaimProof?: ClaimProofVerifier;
   readonly logger?: Logger;
+}
+
+interface IndexedClaim {
+  readonly epoch: number;
+  /** Checked once, when the record is indexed: signatures do not change. */
+  readonly proof: ProofCheck;
 }
 
 interface MerchantClaimants {
   readonly tenant: string;
   readonly merchant: string;
-  /** cellId -> claimed epoch, over every record held (serving or not). */
-  readonly epochs: Map<string, number>;
+  /** cellId -> its claim, over every record held (serving or not). */
+  readonly claims: Map<string, IndexedClaim>;
+}
+
+/** Who is home, and who claims more than it may. */
+interface Resolution {
+  readonly epoch: number;
+  /** Admitted claimants at the home's epoch, sorted by cell id; the first is home. */
+  readonly claimants: string[];
+  /** Claims above the home's epoch without a proof that holds, sorted by cell id. */
+  readonly unproven: UnprovenClaim[];
 }
 
 /** Liveness states whose cells still host their merchants (and can be routed to). */
@@ -117,9 +146,16 @@ export function isTombstone(liveness: Liveness): boolean {
  *   member of the cluster cannot take over another's cell id; likewise a peer id names one cell.
  * - Claims (suspect/dead about incarnation i) apply when i >= the held incarnation; a record
  *   with a higher incarnation than the claim clears it (SWIM's refutation).
- * - Home of a merchant: among serving cells (alive, suspect, leaving) claiming it, the highest
- *   epoch; ties go to the lowest cell id, and are reported as conflicts (once per new set of
- *   claimants). The rule reads only records and liveness, so every cell picks the same home.
+ * - Home of a merchant: among cells holding claims (alive, suspect, leaving, dead) claiming it,
+ *   the highest epoch among the admitted claims; ties go to the lowest cell id. A claim is
+ *   admitted when nothing lower is claimed (the first claim of a merchant, and every claim at
+ *   the lowest epoch claimed), or when it carries a proof that holds: a placement signed by a
+ *   configured operator key, or a handover signed by the peer of the cell it names as the
+ *   previous home, a cell this directory holds under that peer, which, if it still claims the
+ *   merchant, claims it at the handover's `fromEpoch`. So a member of the cluster cannot
+ *   displace a home by claiming a higher epoch. Ties and unproven claims above the home are
+ *   reported as conflicts (once per new set of claimants). The rule reads only records and
+ *   liveness, so every cell picks the same home.
  * - Tombstones are kept `tombstoneRetentionMs`, at most `maxTombstones` (oldest dropped first);
  *   the directory holds at most `maxCells` entries (a tombstone is dropped to make room).
  */
@@ -128,6 +164,7 @@ export class Directory implements DirectoryView {
   private readonly maxCells: number;
   private readonly maxTombstones: number;
   private readonly tombstoneRetentionMs: number;
+  private readonly verifyClaimProof: ClaimProofVerifier;
   private readonly logger: Logger;
   private readonly entries = new Map<string, MutableEntry>();
   private readonly cellByPeer = new Map<PeerId, string>();
@@ -147,6 +184,7 @@ export class Directory implements DirectoryView {
     this.maxCells = init.maxCells;
     this.maxTombstones = init.maxTombstones;
     this.tombstoneRetentionMs = init.tombstoneRetentionMs;
+    this.verifyClaimProof = init.verifyClaimProof ?? rejectAllProofs;
     this.logger = init.logger ?? silentLogger;
   }
 
@@ -304,7 +342,7 @@ export class Directory implements DirectoryView {
 
   /** The home cell of a merchant by the rule in the class comment; undefined when no serving cell claims it. */
   homeCellOf(tenant: string, merchant: string): string | undefined {
-    return this.topClaimants(merchantKey(tenant, merchant))?.claimants[0];
+    return this.resolve(merchantKey(tenant, merchant))?.claimants[0];
   }
 
   /** Conflicts in force now, sorted by (tenant, merchant). */
@@ -341,6 +379,11 @@ export class Directory implements DirectoryView {
     }
     this.cellByPeer.set(after.record.peerId, cellId);
     const affected = new Set<string>();
+    // A cell's handover notes decide whether another cell's claim holds (proofHolds).
+    if (!sameNotes(before?.record.handedOver ?? [], after.record.handedOver ?? [])) {
+      addNoted(before?.record, affected);
+      addNoted(after.record, affected);
+    }
     if (before !== undefined && (before.record === after.record || sameClaims(before.record.merchants, after.record.merchants))) {
       // The index already holds these claims (most record changes are load updates): only a
       // change of liveness can change who wins them.
@@ -364,6 +407,7 @@ export class Directory implements DirectoryView {
     if (this.cellByPeer.get(before.record.peerId) === cellId) this.cellByPeer.delete(before.record.peerId);
     const affected = new Set<string>();
     this.unindexMerchants(cellId, before.record, affected);
+    addNoted(before.record, affected);
     this.emitChange(cellId, before, undefined);
     this.refreshConflicts(affected);
   }
@@ -373,10 +417,10 @@ export class Directory implements DirectoryView {
       const key = merchantKey(claim.tenant, claim.merchant);
       let claimants = this.merchants.get(key);
       if (claimants === undefined) {
-        claimants = { tenant: claim.tenant, merchant: claim.merchant, epochs: new Map() };
+        claimants = { tenant: claim.tenant, merchant: claim.merchant, claims: new Map() };
         this.merchants.set(key, claimants);
       }
-      claimants.epochs.set(cellId, claim.epoch);
+      claimants.claims.set(cellId, { epoch: claim.epoch, proof: this.verifyClaimProof(claim, { cellId, peerId: record.peerId }) });
       affected.add(key);
     }
   }
@@ -386,48 +430,87 @@ export class Directory implements DirectoryView {
       const key = merchantKey(claim.tenant, claim.merchant);
       const claimants = this.merchants.get(key);
       if (claimants === undefined) continue;
-      claimants.epochs.delete(cellId);
-      if (claimants.epochs.size === 0) this.merchants.delete(key);
+      claimants.claims.delete(cellId);
+      if (claimants.claims.size === 0) this.merchants.delete(key);
       affected.add(key);
     }
   }
 
-  /** The serving claimants at the highest epoch, sorted by cell id; undefined when none. */
-  private topClaimants(key: string): { epoch: number; claimants: string[] } | undefined {
+  /** The home of a merchant and the claims it overrules, by the rule in the class comment; undefined when nobody holds claims on it. */
+  private resolve(key: string): Resolution | undefined {
     const claimants = this.merchants.get(key);
     if (claimants === undefined) return undefined;
+    // Routing asks this for every cross-cell write: two passes over the claimants, no proofs checked unless needed.
+    let lowest = Number.POSITIVE_INFINITY;
+    let highest = Number.NEGATIVE_INFINITY;
+    for (const [cellId, claim] of claimants.claims) {
+      if (!this.holdsClaimsNow(cellId)) continue;
+      if (claim.epoch < lowest) lowest = claim.epoch;
+      if (claim.epoch > highest) highest = claim.epoch;
+    }
+    if (highest < 0) return undefined;
     let epoch = -1;
     let top: string[] = [];
-    for (const [cellId, claimed] of claimants.epochs) {
-      const entry = this.entries.get(cellId);
-      if (entry === undefined || !holdsClaims(entry.liveness) || claimed < epoch) continue;
-      if (claimed > epoch) {
-        epoch = claimed;
+    for (const [cellId, claim] of claimants.claims) {
+      if (claim.epoch < epoch || !this.holdsClaimsNow(cellId)) continue;
+      if (claim.epoch !== lowest && !this.proofHolds(claimants, cellId, claim.epoch, claim.proof)) continue;
+      if (claim.epoch > epoch) {
+        epoch = claim.epoch;
         top = [];
       }
       top.push(cellId);
     }
-    if (top.length === 0) return undefined;
-    top.sort(compareStrings);
-    return { epoch, claimants: top };
+    const unproven: UnprovenClaim[] = [];
+    if (highest > epoch) {
+      for (const [cellId, claim] of claimants.claims) if (claim.epoch > epoch && this.holdsClaimsNow(cellId)) unproven.push({ cellId, epoch: claim.epoch });
+      unproven.sort((a, b) => compareStrings(a.cellId, b.cellId));
+    }
+    if (top.length > 1) top.sort(compareStrings);
+    return { epoch, claimants: top, unproven };
+  }
+
+  private holdsClaimsNow(cellId: string): boolean {
+    const entry = this.entries.get(cellId);
+    return entry !== undefined && holdsClaims(entry.liveness);
+  }
+
+  /**
+   * Whether a proof lets the claim of `cellId` at `epoch` displace lower ones. A handover counts
+   * only if its signer is the peer this directory holds for the cell it names (tombstones
+   * included), and that cell's record shows it was the home: it still claims the merchant at
+   * the handover's `fromEpoch` (a move under way), or it lists the merchant as handed over to
+   * this very cell at this very epoch (a move done). A handover signed by any other member, or
+   * an old one replayed, shows neither.
+   */
+  private proofHolds(claimants: MerchantClaimants, cellId: string, epoch: number, proof: ProofCheck): boolean {
+    if (proof.kind === 'placement') return true;
+    if (proof.kind !== 'handover') return false;
+    const from = this.entries.get(proof.fromCell);
+    if (from === undefined || from.record.peerId !== proof.fromPeer) return false;
+    const held = claimants.claims.get(proof.fromCell);
+    if (held !== undefined) return held.epoch === proof.fromEpoch;
+    return (from.record.handedOver ?? []).some(
+      (note) => note.tenant === claimants.tenant && note.merchant === claimants.merchant && note.toCell === cellId && note.epoch === epoch,
+    );
   }
 
   private refreshConflicts(keys: Iterable<string>): void {
     for (const key of keys) {
-      const top = this.topClaimants(key);
+      const top = this.resolve(key);
       const names = this.merchants.get(key);
-      if (top === undefined || names === undefined || top.claimants.length < 2) {
+      if (top === undefined || names === undefined || (top.claimants.length < 2 && top.unproven.length === 0)) {
         this.conflictsByKey.delete(key);
         continue;
       }
       const held = this.conflictsByKey.get(key);
-      if (held !== undefined && held.epoch === top.epoch && sameList(held.claimants, top.claimants)) continue;
+      if (held !== undefined && held.epoch === top.epoch && sameList(held.claimants, top.claimants) && sameUnproven(held.unproven ?? [], top.unproven)) continue;
       const conflict: MerchantConflict = Object.freeze({
         tenant: names.tenant,
         merchant: names.merchant,
         epoch: top.epoch,
         claimants: Object.freeze(top.claimants),
         winner: top.claimants[0] as string,
+        ...(top.unproven.length === 0 ? {} : { unproven: Object.freeze(top.unproven) }),
       });
       this.conflictsByKey.set(key, conflict);
       for (const listener of this.conflictListeners) {
@@ -484,14 +567,30 @@ function sameList(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((item, index) => item === b[index]);
 }
 
-/** The same merchant claims in the same order (what the merchant index was built from). */
+function sameNotes(a: readonly HandedOver[], b: readonly HandedOver[]): boolean {
+  return a.length === b.length && a.every((note, index) => {
+    const other = b[index];
+    return other !== undefined && note.tenant === other.tenant && note.merchant === other.merchant && note.toCell === other.toCell && note.epoch === other.epoch;
+  });
+}
+
+/** Adds the merchants a record lists as handed over. */
+function addNoted(record: CellRecord | undefined, affected: Set<string>): void {
+  for (const note of record?.handedOver ?? []) affected.add(merchantKey(note.tenant, note.merchant));
+}
+
+function sameUnproven(a: readonly UnprovenClaim[], b: readonly UnprovenClaim[]): boolean {
+  return a.length === b.length && a.every((item, index) => item.cellId === b[index]?.cellId && item.epoch === b[index]?.epoch);
+}
+
+/** The same merchant claims, proofs included, in the same order (what the merchant index was built from). */
 function sameClaims(a: readonly MerchantClaim[], b: readonly MerchantClaim[]): boolean {
   if (a === b) return true;
   if (a.length !== b.length) return false;
   for (let index = 0; index < a.length; index++) {
     const x = a[index] as MerchantClaim;
     const y = b[index] as MerchantClaim;
-    if (x.tenant !== y.tenant || x.merchant !== y.merchant || x.epoch !== y.epoch) return false;
+    if (x.tenant !== y.tenant || x.merchant !== y.merchant || x.epoch !== y.epoch || x.proof?.signature !== y.proof?.signature) return false;
   }
   return true;
 }

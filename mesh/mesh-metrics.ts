@@ -42,6 +42,8 @@ export interface MeshMetrics {
   /** A peer's anti-entropy digest showed it had missed this cell's record, which went out again. */
   ownRecordRepublished(): void;
   conflictDetected(): void;
+  /** A conflict that includes claims above the home's epoch without proof. */
+  unprovenClaimDetected(): void;
   localHealth(multiplier: number): void;
 }
 
@@ -60,6 +62,7 @@ export const noopMeshMetrics: MeshMetrics = {
   claimReannounced: () => {},
   ownRecordRepublished: () => {},
   conflictDetected: () => {},
+  unprovenClaimDetected: () => {},
   localHealth: () => {},
 };
 
@@ -80,6 +83,7 @@ export class PromMeshMetrics implements MeshMetrics {
   private readonly reannounced: Counter;
   private readonly republished: Counter;
   private readonly conflicts: Counter;
+  private readonly unprovenClaims: Counter;
   private readonly health: Gauge;
 
   constructor(registry: Registry) {
@@ -134,7 +138,12 @@ export class PromMeshMetrics implements MeshMetrics {
     });
     this.conflicts = new Counter({
       name: 'cellmesh_mesh_merchant_conflicts_total',
-      help: 'Merchants claimed by two or more cells at the same epoch (each new conflict once).',
+      help: 'Merchant conflicts: two or more cells at the same epoch, or claims above the home without proof (each new conflict once).',
+      registers,
+    });
+    this.unprovenClaims = new Counter({
+      name: 'cellmesh_mesh_unproven_claims_total',
+      help: "Conflicts with claims above a merchant's home that carry no handover or operator placement, ignored by routing (each new conflict once).",
       registers,
     });
     this.health = new Gauge({
@@ -194,6 +203,10 @@ export class PromMeshMetrics implements MeshMetrics {
 
   conflictDetected(): void {
     this.conflicts.inc();
+  }
+
+  unprovenClaimDetected(): void {
+    this.unprovenClaims.inc();
   }
 
   localHealth(multiplier: number): void {

@@ -5,7 +5,7 @@ import type { Random } from '../platform/random.js';
 import type { Logger } from '../cell/logger.js';
 import type { Store } from '../cell/store/store.js';
 import { CellMesh } from './cell-mesh.js';
-import type { CellRecordContent, MerchantClaim } from './cell-record.js';
+import type { CellRecordContent, HandedOver, MerchantClaim } from './cell-record.js';
 import { createLibp2pTransport, loadOrCreatePeerKey, type Libp2pMeshTransport } from './libp2p-transport.js';
 import { libp2pPublicKeyOf } from './libp2p-record-keys.js';
 import { publishLoadPeriodically, type LoadSource } from './load-publisher.js';
@@ -50,6 +50,10 @@ export interface MeshNodeInit {
   readonly endpoints: { readonly ws: string; readonly http: string };
   readonly tenants: readonly string[];
   readonly merchants: readonly MerchantClaim[];
+  /** Merchants this cell handed to other cells (cell-record.ts, HandedOverSchema). */
+  readonly handedOver: readonly HandedOver[];
+  /** Operator public keys whose placements this cell accepts (`mesh.operatorKeys`). */
+  readonly operatorKeys: readonly string[];
   /** Users of `tenant` among `userIds` with a device on this cell (answers location queries). */
   readonly localUsers: (tenant: string, userIds: readonly string[]) => readonly string[];
   /** The cell's load, gossiped in its record when it changed noticeably (the first record says zero). */
@@ -101,6 +105,7 @@ export async function startMeshNode(init: MeshNodeInit): Promise<MeshNode> {
       store: init.store,
       signer: new Ed25519RecordSigner({ privateKey: privateKey.raw, publicKeyOf: libp2pPublicKeyOf }),
       record: initialRecord(init, transport.addresses()),
+      operatorKeys: init.operatorKeys,
       bootstrap: settings.bootstrap,
       options,
       metrics: new PromMeshMetrics(init.registry),
@@ -195,6 +200,7 @@ function initialRecord(init: MeshNodeInit, p2p: readonly string[]): CellRecordCo
     endpoints: { ws: init.endpoints.ws, http: init.endpoints.http, p2p: [...p2p] },
     tenants: [...init.tenants],
     merchants: [...init.merchants],
+    handedOver: [...init.handedOver],
     load: { devices: 0, messagesPerSecond: 0 },
     capacity: { maxDevices: init.settings.maxDevices },
   };

@@ -1,12 +1,11 @@
 import { CellCore } from '../cell/cell-core.js';
 import type { LimitsConfig, TenantConfig } from '../cell/config.js';
 import { silentLogger } from '../cell/logger.js';
-import { MerchantClaimsStore, meshMerchantClaims, tenantsHosting } from '../cell/merchant-claims.js';
+import { MerchantClaimsStore, meshMerchantClaims, recordClaims, tenantsHosting } from '../cell/merchant-claims.js';
 import { MerchantMover, type MoveHost } from '../cell/merchant-move.js';
 import { CellMetrics } from '../cell/metrics.js';
 import type { Store } from '../cell/store/store.js';
 import { CellMesh } from '../mesh/cell-mesh.js';
-import type { MerchantClaim } from '../mesh/cell-record.js';
 import { createClusterPort } from '../mesh/cluster-port-adapter.js';
 import { publishLoadPeriodically } from '../mesh/load-publisher.js';
 import { LocationService } from '../mesh/location.js';
@@ -134,7 +133,7 @@ export class SimCellIncarnation implements DeviceEndpoint {
     this.transport = inner;
     const transport = new FencedTransport(inner, this.life);
     await transport.start();
-    const claims: MerchantClaim[] = this.hosted.map(({ tenant, merchant, epoch }) => ({ tenant, merchant, epoch }));
+    const { merchants, handedOver } = recordClaims(this.hosted, this.claims);
     const mesh = new CellMesh({
       cellId: init.cellId,
       transport,
@@ -145,7 +144,8 @@ export class SimCellIncarnation implements DeviceEndpoint {
       record: {
         endpoints: { ws: `ws://${init.cellId}.sim/v1/ws`, http: `http://${init.cellId}.sim`, p2p: inner.addresses() },
         tenants: [init.tenant.id],
-        merchants: claims,
+        merchants,
+        handedOver,
         load: { devices: 0, messagesPerSecond: 0 },
         capacity: { maxDevices: 100_000 },
       },

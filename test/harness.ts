@@ -443,7 +443,7 @@ export async function startChildCell(options: {
   /** The signing secrets of tenant `mall` (default `{ secret: SECRET }`). */
   tenantKeys?: { secret: string } | { secrets: ReadonlyArray<{ kid: string; secret: string }> };
   /** Makes the cell a node of a mesh (libp2p on `host`, `port` or a free one). */
-  mesh?: { port?: number; bootstrap?: readonly string[]; timings?: Record<string, number> };
+  mesh?: { port?: number; bootstrap?: readonly string[]; timings?: Record<string, number>; operatorKeys?: readonly string[] };
   /** The admin section of a cell in a mesh (default: ADMIN_TOKEN alone). */
   admin?: { token: string; acceptTokens?: readonly string[] };
   /** The address the cell listens on, for devices and (with `mesh`) libp2p; default 127.0.0.1. */
@@ -464,6 +464,7 @@ export async function startChildCell(options: {
             clusterSecret: CLUSTER_SECRET,
             bootstrap: options.mesh.bootstrap ?? [],
             timings: options.mesh.timings ?? {},
+            ...(options.mesh.operatorKeys === undefined ? {} : { operatorKeys: options.mesh.operatorKeys }),
           },
           admin: options.admin ?? { token: ADMIN_TOKEN },
         };

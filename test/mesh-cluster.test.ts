@@ -2,11 +2,21 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { Registry } from 'prom-client';
+import { silentLogger } from '../cell/logger.js';
+import { MemoryStore } from '../cell/store/memory-store.js';
+import { generateOperatorKeyPair, signPlacement } from '../mesh/claim-proof.js';
+import type { MerchantClaim } from '../mesh/cell-record.js';
+import { startMeshNode, type MeshNode } from '../mesh/mesh-node.js';
+import { SystemClock } from '../platform/clock.js';
 import { metricValue } from '../platform/prometheus-text.js';
+import { SystemRandom } from '../platform/random.js';
 import {
   ADMIN_TOKEN,
+  CLUSTER_SECRET,
   RawClient,
   TENANT,
+  errorCodeOf,
   eventually,
   fetchMetrics,
   httpRequest,
@@ -44,14 +54,15 @@ afterEach(async () => {
   directory = undefined;
 });
 
-async function startCell(cellId: string, merchants: string[], bootstrap: string[]): Promise<ChildCell> {
+async function startCell(cellId: string, merchants: string[], bootstrap: string[], options: { operatorKeys?: readonly string[]; port?: number } = {}): Promise<ChildCell> {
   const root = (directory ??= await mkdtemp(join(tmpdir(), 'cellmesh-mesh-')));
   const cell = await startChildCell({
     directory: join(root, cellId),
     configDir: root,
     cellId,
     merchants,
-    mesh: { bootstrap },
+    ...(options.port === undefined ? {} : { port: options.port }),
+    mesh: { bootstrap, ...(options.operatorKeys === undefined ? {} : { operatorKeys: options.operatorKeys }) },
   });
   running.push(cell);
   return cell;
@@ -80,19 +91,28 @@ async function addressOf(cell: ChildCell): Promise<string> {
 }
 
 /** Three cells: c1 first, c2 and c3 bootstrap through it; resolves once every view has all three alive. */
-async function startCluster(): Promise<ChildCell[]> {
-  const c1 = await startCell('c1', ['m1'], []);
+async function startCluster(options: { operatorKeys?: readonly string[] } = {}): Promise<ChildCell[]> {
+  const c1 = await startCell('c1', ['m1'], [], options);
   const bootstrap = [await addressOf(c1)];
-  const [c2, c3] = await Promise.all([startCell('c2', ['m2'], bootstrap), startCell('c3', ['m3'], bootstrap)]);
+  const [c2, c3] = await Promise.all([startCell('c2', ['m2'], bootstrap, options), startCell('c3', ['m3'], bootstrap, options)]);
   const cells = [c1, c2, c3] as ChildCell[];
+  await allAlive(cells);
+  return cells;
+}
+
+async function allAlive(cells: readonly ChildCell[]): Promise<void> {
   await eventually(async () => {
     for (const cell of cells) {
       const view = await viewOf(cell);
-      if (view.cells.filter((seen) => seen.liveness === 'alive').length !== 3) return false;
+      if (view.cells.filter((seen) => seen.liveness === 'alive').length !== cells.length) return false;
     }
     return true;
-  }, 'all three cells to see each other alive', 20_000);
-  return cells;
+  }, `all ${cells.length} cells to see each other alive`, 20_000);
+}
+
+async function routedTo(cell: ChildCell, merchant: string): Promise<string | undefined> {
+  const route = await httpRequest('GET', `${cell.httpUrl}/v1/route?tenant=${TENANT}&merchant=${merchant}`);
+  return (route.body as { cellId?: string }).cellId;
 }
 
 describe('a cluster of cell processes', () => {
@@ -289,4 +309,124 @@ describe('moving a merchant between cell processes', () => {
       await bob.close();
     }
   });
+});
+
+/**
+ * A node that holds the cluster secret but is no cell of the operator's: a real libp2p mesh node
+ * in this process that publishes its own, validly signed record with the claims it likes.
+ */
+async function startImpostor(cellId: string, bootstrap: string, merchants: readonly MerchantClaim[]): Promise<MeshNode> {
+  const root = (directory ??= await mkdtemp(join(tmpdir(), 'cellmesh-mesh-')));
+  const store = new MemoryStore();
+  await store.open();
+  return startMeshNode({
+    cellId,
+    settings: {
+      listenHost: '127.0.0.1',
+      listenPort: 0,
+      bootstrap: [bootstrap],
+      clusterSecret: CLUSTER_SECRET,
+      acceptClusterSecrets: [],
+      admission: {},
+      keyFile: join(root, `${cellId}.key`),
+      maxDevices: 100,
+      maxFrameBytes: 64 * 1024,
+      timings: {},
+    },
+    storeDirectory: undefined,
+    store,
+    clock: new SystemClock(),
+    random: new SystemRandom(),
+    logger: silentLogger,
+    registry: new Registry(),
+    endpoints: { ws: 'ws://127.0.0.1:9/v1/ws', http: 'http://127.0.0.1:9' },
+    tenants: [TENANT],
+    merchants,
+    handedOver: [],
+    operatorKeys: [],
+    localUsers: () => [],
+    load: { devices: () => 0, messagesTotal: () => 0 },
+  });
+}
+
+interface ConflictView {
+  conflicts: Array<{ merchant: string; winner: string; unproven?: Array<{ cellId: string; epoch: number }> }>;
+}
+
+describe('who may claim a merchant', () => {
+  it('ignores a node with the cluster secret that claims a hosted merchant at a higher epoch without proof, and reports it', async () => {
+    const cells = await startCluster();
+    const impostor = await startImpostor('impostor', await addressOf(cells[0]!), [{ tenant: TENANT, merchant: 'm1', epoch: 99 }]);
+    try {
+      for (const cell of cells) {
+        await eventually(async () => (await viewOf(cell)).cells.some((seen) => seen.cellId === 'impostor' && seen.liveness === 'alive'), `${cell.httpUrl} to take the impostor's record`, 20_000);
+      }
+      for (const cell of cells) {
+        expect(await routedTo(cell, 'm1')).toBe('c1');
+        const view = await admin<ConflictView>(cell, '/v1/admin/cluster');
+        expect(view.conflicts).toEqual([expect.objectContaining({ merchant: 'm1', winner: 'c1', unproven: [{ cellId: 'impostor', epoch: 99 }] })]);
+        expect(metricValue(await fetchMetrics(cell.httpUrl), 'cellmesh_mesh_unproven_claims_total')).toBe(1);
+      }
+      // A real move, with the home's signed handover, still moves a merchant past the impostor's claim.
+      const moved = await admin<{ to: string; epoch: number }>(cells[0]!, '/v1/admin/merchants/move', { tenant: TENANT, merchant: 'm1', to: 'c2' });
+      expect(moved).toMatchObject({ to: 'c2', epoch: 1 });
+      for (const cell of cells) await eventually(async () => (await routedTo(cell, 'm1')) === 'c2', `${cell.httpUrl} to route m1 to c2`);
+    } finally {
+      await impostor.stop();
+    }
+  }, 120_000);
+
+  it('takes a merchant in on an operator placement, and rotates the operator key cell by cell with either key accepted meanwhile', async () => {
+    const oldKey = generateOperatorKeyPair();
+    const newKey = generateOperatorKeyPair();
+    const homes: Record<string, string[]> = { c1: ['m1'], c2: ['m2'], c3: ['m3'] };
+    let cells = await startCluster({ operatorKeys: [oldKey.publicKey] });
+    const cell = (cellId: string): ChildCell => cells[Number(cellId.slice(1)) - 1]!;
+    const place = (key: { privateKeyPem: string }, merchant: string, target: string, epoch: number) =>
+      httpRequest('POST', `${cell(target).httpUrl}/v1/admin/merchants/place`, {
+        token: ADMIN_TOKEN,
+        json: signPlacement(key.privateKeyPem, { tenant: TENANT, merchant, cell: target, epoch }),
+      });
+    const expectRoutes = async (merchant: string, home: string): Promise<void> => {
+      for (const seen of cells) await eventually(async () => (await routedTo(seen, merchant)) === home, `${seen.httpUrl} to route ${merchant} to ${home}`, 20_000);
+    };
+    /** Restarts every cell in turn (SIGTERM, then the same store and port) with these operator keys. */
+    const restartEach = async (operatorKeys: readonly string[]): Promise<void> => {
+      for (let index = 0; index < cells.length; index++) {
+        const before = cells[index]!;
+        const cellId = `c${index + 1}`;
+        const bootstrap = [await addressOf(cells[(index + 1) % cells.length]!)];
+        before.kill('SIGTERM');
+        expect(await before.exited).toMatchObject({ code: 0 });
+        const after = await startCell(cellId, homes[cellId]!, bootstrap, { operatorKeys, port: before.port });
+        cells = cells.map((other, at) => (at === index ? after : other));
+        await allAlive(cells);
+      }
+    };
+
+    // A key the cells do not trust places nothing; the trusted one makes c3 the home of m1 everywhere.
+    expect(errorCodeOf(await place(newKey, 'm1', 'c3', 1))).toBe('PLACEMENT_INVALID');
+    expect((await place(oldKey, 'm1', 'c3', 1)).status).toBe(200);
+    await expectRoutes('m1', 'c3');
+    expect(errorCodeOf(await place(oldKey, 'm1', 'c3', 1))).toBe('PLACEMENT_STALE');
+
+    // Rotation, step 1: every cell in turn trusts both keys; placements signed with either are taken.
+    await restartEach([oldKey.publicKey, newKey.publicKey]);
+    await expectRoutes('m1', 'c3');
+    expect((await place(oldKey, 'm2', 'c1', 1)).status).toBe(200);
+    expect((await place(newKey, 'm3', 'c2', 1)).status).toBe(200);
+    await expectRoutes('m2', 'c1');
+    await expectRoutes('m3', 'c2');
+
+    // Step 2: the placements of the old key still in force are signed again with the new one; then every cell drops the old key.
+    expect((await place(newKey, 'm1', 'c3', 2)).status).toBe(200);
+    expect((await place(newKey, 'm2', 'c1', 2)).status).toBe(200);
+    await restartEach([newKey.publicKey]);
+    await expectRoutes('m1', 'c3');
+    await expectRoutes('m2', 'c1');
+    await expectRoutes('m3', 'c2');
+    expect(errorCodeOf(await place(oldKey, 'm3', 'c1', 5))).toBe('PLACEMENT_INVALID');
+    expect((await place(newKey, 'm3', 'c1', 5)).status).toBe(200);
+    await expectRoutes('m3', 'c1');
+  }, 300_000);
 });

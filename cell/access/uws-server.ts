@@ -9,7 +9,7 @@ import type { CellMetrics } from '../metrics.js';
 import { CellError, ErrorCode, httpStatusOf, inBandRejectionCloseCodes } from '../protocol/errors.js';
 import { operatingErrorOf } from '../protocol/operating-errors.js';
 import { PROTOCOL_VERSION, SUBPROTOCOL_V1, parseConversationId } from '../protocol/frames.js';
-import { HttpCapacityBody, HttpCellList, HttpMoveBody, HttpHistoryQuery, HttpLocateQuery, HttpReadBody, HttpRouteQuery, HttpSendBody } from '../protocol/http.js';
+import { HttpCapacityBody, HttpCellList, HttpMoveBody, HttpPlaceBody, HttpHistoryQuery, HttpLocateQuery, HttpReadBody, HttpRouteQuery, HttpSendBody } from '../protocol/http.js';
 import type { Identity } from './tokens.js';
 
 export interface AccessServerOptions {
@@ -43,6 +43,8 @@ export interface ClusterApi {
   locate(tenant: string, user: string): Promise<object>;
   /** Moves a merchant this cell hosts to cell `to` (conversations, history, cursors); answers when routing switched. */
   moveMerchant(tenant: string, merchant: string, to: string): Promise<object>;
+  /** Takes a merchant in on an operator's signed placement (cell/merchant-placement.ts). */
+  placeMerchant(placement: { tenant: string; merchant: string; cell: string; epoch: number; key: string; signature: string }): Promise<object>;
   /** Sets the device capacity this cell gossips (routers weigh cells by it); answers the new record version. */
   setCapacity(maxDevices: number): Promise<object>;
   /** Simulates a partition from this side: drops and refuses the libp2p connections of these cells. */
@@ -284,6 +286,10 @@ export class AccessServer {
     this.handleAdmin('post', '/v1/admin/merchants/move', async (cluster, request) => {
       const body = parseWith(HttpMoveBody, parseJsonBody(request.body));
       return { status: 200, body: await cluster.moveMerchant(body.tenant, body.merchant, body.to) };
+    });
+    this.handleAdmin('post', '/v1/admin/merchants/place', async (cluster, request) => {
+      const body = parseWith(HttpPlaceBody, parseJsonBody(request.body));
+      return { status: 200, body: await cluster.placeMerchant(body) };
     });
     this.handleAdmin('post', '/v1/admin/capacity', async (cluster, request) => {
       const body = parseWith(HttpCapacityBody, parseJsonBody(request.body));

@@ -37,6 +37,10 @@ export const ErrorCode = {
   MoveFailed: 'MOVE_FAILED',
   /** A resend of a client message id with another body than the stored message's: the second body is not stored. */
   IdempotencyConflict: 'IDEMPOTENCY_CONFLICT',
+  /** HTTP admin: a placement not signed by a configured operator key, or for another cell. */
+  PlacementInvalid: 'PLACEMENT_INVALID',
+  /** HTTP admin: a placement whose epoch is not above every claim of the merchant. */
+  PlacementStale: 'PLACEMENT_STALE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -71,6 +75,8 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   MOVE_IN_PROGRESS: 409,
   MOVE_FAILED: 502,
   IDEMPOTENCY_CONFLICT: 409,
+  PLACEMENT_INVALID: 403,
+  PLACEMENT_STALE: 409,
 };
 
 /** An operating error with a stable code: answered to the client, never a crash. */

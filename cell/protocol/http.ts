@@ -40,4 +40,14 @@ export const HttpCellList = z.object({ cells: z.array(identifier).min(1).max(102
 
 export const HttpCapacityBody = z.object({ maxDevices: z.number().int().min(0).max(100_000_000) });
 
+/** A signed placement, as `cellmesh operator place` makes it (mesh/claim-proof.ts, SignedPlacement). */
+export const HttpPlaceBody = z.object({
+  tenant: identifier,
+  merchant: identifier,
+  cell: z.string().regex(/^[a-z0-9][a-z0-9-]{0,63}$/, 'must be a cell id'),
+  epoch: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
+  key: z.string().min(1).max(128),
+  signature: z.base64().max(128),
+});
+
 export const HttpMoveBody = z.object({ tenant: identifier, merchant: identifier, to: z.string().regex(/^[a-z0-9][a-z0-9-]{0,63}$/, 'must be a cell id') });
