@@ -2,6 +2,7 @@ import { Counter, Histogram, type Registry } from 'prom-client';
 import { z } from 'zod';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import { randomId, type Random } from '../platform/random.js';
+import { untilAborted } from '../platform/abortable.js';
 import { decodeJson, encodeJson } from '../platform/wire-json.js';
 import { sameBytes } from './same-bytes.js';
 import type { MeshMessage, MeshTransport, PeerId, ValidationResult } from './transport.js';
@@ -484,7 +485,8 @@ export class LocationService {
       if (this.batch.length >= this.settings.batchMaxUsers) this.flushBatch();
       else this.batchTimer ??= this.components.clock.setTimer(this.settings.batchWindowMs, () => this.flushBatch());
     }
-    return withAbort(flight.promise, options.signal);
+    // LOCATE_ABORTED when the caller's signal aborts first; the shared flight goes on for others.
+    return options.signal === undefined ? flight.promise : untilAborted(flight.promise, options.signal, () => new LocationError('LOCATE_ABORTED'));
   }
 
   /** Drops `cellId` from the cached location of the user: a delivery there found the user gone. */
@@ -799,25 +801,6 @@ export class LocationService {
       this.cache.delete(oldest);
     }
   }
-}
-
-/** Rejects with LOCATE_ABORTED when `signal` aborts first; the shared flight goes on for others. */
-function withAbort<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return promise;
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(new LocationError('LOCATE_ABORTED'));
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
 }
 
 function stripUndefined<T extends object>(value: T): Partial<T> {

@@ -32,6 +32,7 @@ import { randomBytes } from 'node:crypto';
 import type { ComponentLogger, ConnectionProtector, MultiaddrConnection } from '@libp2p/interface';
 import { preSharedKey } from '@libp2p/pnet';
 import xsalsa20 from 'xsalsa20';
+import { untilAborted } from '../platform/abortable.js';
 
 const NONCE_BYTES = 24;
 const NETWORK_KEY_BYTES = 32;
@@ -243,24 +244,6 @@ async function readAtLeast(incoming: AsyncIterator<Chunk>, byteCount: number, si
     received += bytes.byteLength;
   }
   return Buffer.concat(parts);
-}
-
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(value);
-      },
-      (error: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(error);
-      },
-    );
-  });
 }
 
 /** Names the cause of a failed inbound handshake. */

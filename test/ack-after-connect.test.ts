@@ -7,71 +7,17 @@
  */
 import { afterEach, describe, expect, test } from 'vitest';
 import { MAX_ACKS_WAITING_FOR_CURSORS } from '../cell/messaging/delivery.js';
-import { LevelStore, type RangeQuery, type Store, type StoreOp } from '../cell/store/index.js';
-import { Cleanup, sendMessage, tokenFor } from './harness.js';
+import { LevelStore } from '../cell/store/index.js';
+import { Cleanup, GatedStore, sendMessage, tokenFor } from './harness.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
 
 const CONV = 'm1:alice';
 
-/** A LevelDB store whose range reads of delivery cursors (`d/...`) wait while held. */
-class CursorGatedStore implements Store {
-  private gate: Promise<void> | undefined;
-  private openGate: (() => void) | undefined;
-  /** Cursor reads waiting at the gate. */
-  waiting = 0;
-
-  constructor(private readonly inner: LevelStore) {}
-
-  hold(): void {
-    this.gate ??= new Promise((resolve) => (this.openGate = resolve));
-  }
-
-  release(): void {
-    this.openGate?.();
-    this.gate = undefined;
-  }
-
-  open(): Promise<void> {
-    return this.inner.open();
-  }
-
-  close(): Promise<void> {
-    this.release();
-    return this.inner.close();
-  }
-
-  get(key: string): Promise<string | undefined> {
-    return this.inner.get(key);
-  }
-
-  getMany(keys: readonly string[]): Promise<Array<string | undefined>> {
-    return this.inner.getMany(keys);
-  }
-
-  getManySync(keys: readonly string[]): Array<string | undefined> {
-    return this.inner.getManySync(keys);
-  }
-
-  write(ops: readonly StoreOp[]): Promise<void> {
-    return this.inner.write(ops);
-  }
-
-  async range(query: RangeQuery): Promise<Array<[key: string, value: string]>> {
-    const gate = this.gate;
-    if (gate !== undefined && query.gte.startsWith('d/')) {
-      this.waiting++;
-      await gate;
-      this.waiting--;
-    }
-    return this.inner.range(query);
-  }
-}
-
 describe('an ack right after connecting', () => {
   test('reconnect, resend, get `sent`, ack that seq at once: the ack is applied, never refused', async () => {
-    const store = new CursorGatedStore(new LevelStore({ directory: await cleanup.tempDir() }));
+    const store = new GatedStore(new LevelStore({ directory: await cleanup.tempDir() }), 'cursor-reads');
     const cell = await cleanup.cell({ storeInstance: store });
     const token = await tokenFor({ user: 'alice', device: 'phone' });
     const phone = await cleanup.client(cell.url, token);
@@ -99,7 +45,7 @@ describe('an ack right after connecting', () => {
   });
 
   test('acks waiting for the cursors are bounded: beyond MAX_ACKS_WAITING_FOR_CURSORS, RATE_LIMITED', async () => {
-    const store = new CursorGatedStore(new LevelStore({ directory: await cleanup.tempDir() }));
+    const store = new GatedStore(new LevelStore({ directory: await cleanup.tempDir() }), 'cursor-reads');
     // An ack budget above the bound, so that the bound is what refuses.
     const cell = await cleanup.cell({ storeInstance: store, limits: { ackRatePerSecond: 100_000, ackBurst: 2 * MAX_ACKS_WAITING_FOR_CURSORS } });
     const token = await tokenFor({ user: 'alice', device: 'phone' });
@@ -120,7 +66,7 @@ describe('an ack right after connecting', () => {
   });
 
   test('an ack beyond the conversation that waited for the cursors is still refused', async () => {
-    const store = new CursorGatedStore(new LevelStore({ directory: await cleanup.tempDir() }));
+    const store = new GatedStore(new LevelStore({ directory: await cleanup.tempDir() }), 'cursor-reads');
     const cell = await cleanup.cell({ storeInstance: store });
     const token = await tokenFor({ user: 'alice', device: 'phone' });
     const phone = await cleanup.client(cell.url, token);

@@ -633,16 +633,24 @@ export async function sendMessage(client: RawClient, conv: string, cmid: string,
   return answer;
 }
 
+/** What a GatedStore holds while held: writes of chat messages, or range reads of delivery cursors. */
+export type GatedOperations = 'message-writes' | 'cursor-reads';
+
 /**
- * A memory store whose writes of chat messages can be held: while held, a write holding a
- * message key (`m/...`) waits until `release()`. Lets a test keep a cell "busy writing".
+ * A store (memory by default) whose writes of chat messages (`m/...`), or range reads of
+ * delivery cursors (`d/...`), can be held: while held, they wait until `release()`. Lets a test
+ * keep a cell "busy writing", or a connecting device's cursors not loaded yet.
  */
 export class GatedStore implements Store {
-  private readonly inner = new MemoryStore();
   private gate: Promise<void> | undefined;
   private openGate: (() => void) | undefined;
-  /** Message writes currently waiting at the gate. */
+  /** Operations currently waiting at the gate. */
   waiting = 0;
+
+  constructor(
+    private readonly inner: Store = new MemoryStore(),
+    private readonly gated: GatedOperations = 'message-writes',
+  ) {}
 
   hold(): void {
     this.gate ??= new Promise((resolve) => (this.openGate = resolve));
@@ -672,17 +680,21 @@ export class GatedStore implements Store {
   }
 
   async write(ops: readonly StoreOp[]): Promise<void> {
-    const gate = this.gate;
-    if (gate !== undefined && ops.some((op) => op.key.startsWith('m/'))) {
-      this.waiting++;
-      await gate;
-      this.waiting--;
-    }
+    if (this.gated === 'message-writes' && ops.some((op) => op.key.startsWith('m/'))) await this.passGate();
     return this.inner.write(ops);
   }
 
-  range(query: RangeQuery): Promise<Array<[key: string, value: string]>> {
+  async range(query: RangeQuery): Promise<Array<[key: string, value: string]>> {
+    if (this.gated === 'cursor-reads' && query.gte.startsWith('d/')) await this.passGate();
     return this.inner.range(query);
+  }
+
+  private async passGate(): Promise<void> {
+    const gate = this.gate;
+    if (gate === undefined) return;
+    this.waiting++;
+    await gate;
+    this.waiting--;
   }
 }
 
