@@ -2,6 +2,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { connectNode, type CellmeshClient } from '../client/index.js';
 import { Registry } from 'prom-client';
 import { silentLogger } from '../cell/logger.js';
 import { MemoryStore } from '../cell/store/memory-store.js';
@@ -48,7 +49,11 @@ interface ClusterView {
 let directory: string | undefined;
 const running: ChildCell[] = [];
 
+/** SDK clients a test opened; closed before its cells are killed. */
+const closeAfter: CellmeshClient[] = [];
+
 afterEach(async () => {
+  await Promise.all(closeAfter.splice(0).map((client) => client.close()));
   await Promise.all(running.splice(0).map((cell) => killChildCell(cell)));
   if (directory !== undefined) await rm(directory, { recursive: true, force: true });
   directory = undefined;
@@ -410,9 +415,30 @@ describe('who may claim a merchant', () => {
     await expectRoutes('m1', 'c3');
     expect(errorCodeOf(await place(oldKey, 'm1', 'c3', 1))).toBe('PLACEMENT_STALE');
 
+    // A customer and an agent of m1 stay connected to its home c3 (the SDK reconnects when c3
+    // restarts) and keep chatting through every step of the rotation.
+    const device = async (user: string, merchant?: string): Promise<CellmeshClient> => {
+      const token = await tokenFor({ user, device: 'phone', ...(merchant === undefined ? {} : { merchant }) });
+      const client = await connectNode({ url: cell('c3').url, token, backoff: { initialDelayMs: 50, maxDelayMs: 400 }, signal: AbortSignal.timeout(20_000) });
+      closeAfter.push(client);
+      return client;
+    };
+    const customer = await device('alice');
+    const agent = await device('a1', 'm1');
+    const agentSaw: string[] = [];
+    agent.on('message', (message) => agentSaw.push(message.body));
+    let sent = 0;
+    const chat = async (): Promise<void> => {
+      const body = `message ${sent++}`;
+      await customer.send('m1:alice', body);
+      await eventually(async () => agentSaw.includes(body), `the agent to get "${body}"`, 20_000);
+    };
+    await chat();
+
     // Rotation, step 1: every cell in turn trusts both keys; placements signed with either are taken.
     await restartEach([oldKey.publicKey, newKey.publicKey]);
     await expectRoutes('m1', 'c3');
+    await chat();
     expect((await place(oldKey, 'm2', 'c1', 1)).status).toBe(200);
     expect((await place(newKey, 'm3', 'c2', 1)).status).toBe(200);
     await expectRoutes('m2', 'c1');
@@ -423,10 +449,13 @@ describe('who may claim a merchant', () => {
     expect((await place(newKey, 'm2', 'c1', 2)).status).toBe(200);
     await restartEach([newKey.publicKey]);
     await expectRoutes('m1', 'c3');
+    await chat();
     await expectRoutes('m2', 'c1');
     await expectRoutes('m3', 'c2');
     expect(errorCodeOf(await place(oldKey, 'm3', 'c1', 5))).toBe('PLACEMENT_INVALID');
     expect((await place(newKey, 'm3', 'c1', 5)).status).toBe(200);
     await expectRoutes('m3', 'c1');
+    await chat();
+    expect(agentSaw).toEqual(Array.from({ length: sent }, (_, index) => `message ${index}`));
   }, 300_000);
 });
