@@ -10,7 +10,7 @@ import { DeliveryService, MAX_CONVERSATIONS_PER_DEVICE } from './messaging/deliv
 import { DeviceConnection, type DevicePort } from './messaging/device.js';
 import { keys, lastField } from './messaging/keys.js';
 import { merchantConversations } from './messaging/merchant-conversations.js';
-import { PresenceRegistry } from './messaging/presence.js';
+import { PresenceRegistry, type PresenceAnswer } from './messaging/presence.js';
 import { customerPrincipal, parsePartyId, partyId, type Principal } from './messaging/principal.js';
 import { jsonBytes, newestWithinBytes, responseByteBudget } from './messaging/response-bytes.js';
 import type { RelayedSend } from './messaging/relayed-sends.js';
@@ -23,16 +23,15 @@ import {
   MAX_BODY_CHARS,
   PROTOCOL_VERSION,
   ackEntries,
-  clientFrameSchemas,
   parseConversationId,
   type ChatMessage,
   type ClientFrame,
-  type ClientOp,
   type ConversationSummary,
   type HistoryFrame,
   type PresenceFrame,
   type ServerFrame,
 } from './protocol/frames.js';
+import { parseClientFrame, requestIdOf } from './protocol/parse-client-frame.js';
 import type { Store } from './store/store.js';
 
 export interface CellCoreOptions {
@@ -78,8 +77,6 @@ interface PendingAck {
 
 const DEFAULT_HISTORY_LIMIT = 50;
 const SERVER_SIDE_CODES: ReadonlySet<string> = new Set([ErrorCode.StoreUnavailable, ErrorCode.ShuttingDown, ErrorCode.Internal]);
-
-export type PresenceAnswer = Omit<Extract<ServerFrame, { t: 'presence' }>, 't' | 'id'>;
 
 /**
  * One business cell's core: authentication, authorisation, and the messaging operations behind
@@ -387,27 +384,9 @@ export class CellCore {
     return { conversations, hasMore: conversationEntries.length === limit };
   }
 
-  /**
-   * An id in `users` names the tenant's customer of that id and, when an agent asks, also the
-   * agent of that id of the asker's own merchant (listed only when online): never another
-   * merchant's agent, whose id may be the same. Customers may ask only about themselves.
-   */
+  /** Who of `frame.users` and of the agents of `frame.merchants` is online, as `identity` may see it. */
   presenceOf(identity: Identity, frame: Pick<PresenceFrame, 'users' | 'merchants'>): PresenceAnswer {
-    const users: PresenceAnswer['users'] = [];
-    for (const user of frame.users ?? []) {
-      if (identity.role === 'customer' && user !== identity.user) {
-        throw new CellError(ErrorCode.ConversationForbidden, 'customers may only ask for their own devices');
-      }
-      users.push({ user, role: 'customer', devices: this.presence.deviceInfo(customerPrincipal(identity.tenant, user)) });
-      if (identity.role !== 'agent') continue;
-      const colleague = this.presence.deviceInfo({ tenant: identity.tenant, role: 'agent', user, merchant: identity.merchant });
-      if (colleague.length > 0) users.push({ user, role: 'agent', devices: colleague });
-    }
-    const merchants = (frame.merchants ?? []).map((merchant) => ({
-      merchant,
-      agentsOnline: new Set([...this.presence.agentsOf(identity.tenant, merchant)].map((device) => device.identity.user)).size,
-    }));
-    return { users, merchants };
+    return this.presence.answer(identity, frame);
   }
 
   /**
@@ -718,39 +697,4 @@ function rateLimited(retryAfterMs: number): CellError {
 
 function shuttingDown(): CellError {
   return new CellError(ErrorCode.ShuttingDown, 'the cell is shutting down; resend after reconnecting');
-}
-
-/** Parses and validates one client frame, with a stable error code for each way it can fail. */
-export function parseClientFrame(text: string): ClientFrame {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch {
-    throw new CellError(ErrorCode.BadJson, 'the frame is not valid JSON');
-  }
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    throw new CellError(ErrorCode.BadFrame, 'a frame must be a JSON object');
-  }
-  const op = (raw as { op?: unknown }).op;
-  if (typeof op !== 'string') throw new CellError(ErrorCode.BadFrame, 'the frame has no string field `op`');
-  if (!Object.hasOwn(clientFrameSchemas, op)) {
-    throw new CellError(ErrorCode.UnknownOp, `unknown op '${op.slice(0, 32)}'; known: ${Object.keys(clientFrameSchemas).join(', ')}`);
-  }
-  const result = clientFrameSchemas[op as ClientOp].safeParse(raw);
-  if (!result.success) {
-    const issue = result.error.issues[0];
-    const where = issue?.path.length ? `\`${issue.path.join('.')}\`` : 'the frame';
-    throw new CellError(ErrorCode.BadFrame, `${op}: ${where} ${issue?.message ?? 'is invalid'}`);
-  }
-  return result.data as ClientFrame;
-}
-
-/** Best effort: the request id of a frame that failed, so the error can be matched to it. */
-function requestIdOf(text: string): string | undefined {
-  try {
-    const id = (JSON.parse(text) as { id?: unknown }).id;
-    return typeof id === 'string' && id.length <= 64 ? id : undefined;
-  } catch {
-    return undefined;
-  }
 }

@@ -1,6 +1,11 @@
-import type { DeviceInfo } from '../protocol/frames.js';
+import type { Identity } from '../access/tokens.js';
+import { CellError, ErrorCode } from '../protocol/errors.js';
+import type { DeviceInfo, PresenceFrame, ServerFrame } from '../protocol/frames.js';
 import type { DeviceConnection } from './device.js';
 import { customerPrincipal, principalKey, type Principal } from './principal.js';
+
+/** A `presence` answer without its frame fields. */
+export type PresenceAnswer = Omit<Extract<ServerFrame, { t: 'presence' }>, 't' | 'id'>;
 
 /**
  * Which users are online in this cell and on which devices; also the fan-out index: a
@@ -95,5 +100,28 @@ export class PresenceRegistry {
     const everyone: DeviceConnection[] = [];
     for (const devices of this.devicesByUser.values()) everyone.push(...devices.values());
     return everyone;
+  }
+
+  /**
+   * An id in `users` names the tenant's customer of that id and, when an agent asks, also the
+   * agent of that id of the asker's own merchant (listed only when online): never another
+   * merchant's agent, whose id may be the same. Customers may ask only about themselves.
+   */
+  answer(identity: Identity, frame: Pick<PresenceFrame, 'users' | 'merchants'>): PresenceAnswer {
+    const users: PresenceAnswer['users'] = [];
+    for (const user of frame.users ?? []) {
+      if (identity.role === 'customer' && user !== identity.user) {
+        throw new CellError(ErrorCode.ConversationForbidden, 'customers may only ask for their own devices');
+      }
+      users.push({ user, role: 'customer', devices: this.deviceInfo(customerPrincipal(identity.tenant, user)) });
+      if (identity.role !== 'agent') continue;
+      const colleague = this.deviceInfo({ tenant: identity.tenant, role: 'agent', user, merchant: identity.merchant });
+      if (colleague.length > 0) users.push({ user, role: 'agent', devices: colleague });
+    }
+    const merchants = (frame.merchants ?? []).map((merchant) => ({
+      merchant,
+      agentsOnline: new Set([...this.agentsOf(identity.tenant, merchant)].map((device) => device.identity.user)).size,
+    }));
+    return { users, merchants };
   }
 }
