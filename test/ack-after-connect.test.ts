@@ -15,20 +15,34 @@ afterEach(() => cleanup.run());
 
 const CONV = 'm1:alice';
 
-describe('an ack right after connecting', () => {
-  test('reconnect, resend, get `sent`, ack that seq at once: the ack is applied, never refused', async () => {
-    const store = new GatedStore(new LevelStore({ directory: await cleanup.tempDir() }), 'cursor-reads');
-    const cell = await cleanup.cell({ storeInstance: store });
-    const token = await tokenFor({ user: 'alice', device: 'phone' });
-    const phone = await cleanup.client(cell.url, token);
-    await sendMessage(phone, CONV, 'c-1', 'first');
-    const second = await sendMessage(phone, CONV, 'c-2', 'second; the connection drops before its ack');
-    await phone.close();
-
-    // The cell loads the reconnecting device's cursors only once the test lets it.
+/**
+ * A cell over a LevelDB store whose cursor reads the test can hold, and alice's phone, which
+ * sent `messages` (bodies, cmids c-1, c-2, ...) and disconnected. `reconnect` connects the phone
+ * again with its cursor read held, so whatever the test sends next arrives before the cursors.
+ */
+async function phoneThatSent(messages: readonly string[], limits?: Record<string, unknown>) {
+  const store = new GatedStore(new LevelStore({ directory: await cleanup.tempDir() }), 'cursor-reads');
+  const cell = await cleanup.cell({ storeInstance: store, ...(limits === undefined ? {} : { limits }) });
+  const token = await tokenFor({ user: 'alice', device: 'phone' });
+  const phone = await cleanup.client(cell.url, token);
+  const sent = [];
+  for (const [index, body] of messages.entries()) sent.push(await sendMessage(phone, CONV, `c-${index + 1}`, body));
+  await phone.close();
+  const reconnect = async () => {
     store.hold();
     const again = await cleanup.client(cell.url, token);
     await again.until(() => store.waiting > 0, { what: 'the cursor read under way' });
+    return again;
+  };
+  return { store, sent, reconnect };
+}
+
+describe('an ack right after connecting', () => {
+  test('reconnect, resend, get `sent`, ack that seq at once: the ack is applied, never refused', async () => {
+    const { store, sent, reconnect } = await phoneThatSent(['first', 'second; the connection drops before its ack']);
+    const second = sent[1]!;
+    // The cell loads the reconnecting device's cursors only once the test lets it.
+    const again = await reconnect();
     const resent = await sendMessage(again, CONV, 'c-2', 'second; the connection drops before its ack');
     expect(resent.seq).toBe(second.seq);
     again.send({ op: 'ack', conv: CONV, seq: resent.seq });
@@ -45,17 +59,9 @@ describe('an ack right after connecting', () => {
   });
 
   test('acks waiting for the cursors are bounded: beyond MAX_ACKS_WAITING_FOR_CURSORS, RATE_LIMITED', async () => {
-    const store = new GatedStore(new LevelStore({ directory: await cleanup.tempDir() }), 'cursor-reads');
     // An ack budget above the bound, so that the bound is what refuses.
-    const cell = await cleanup.cell({ storeInstance: store, limits: { ackRatePerSecond: 100_000, ackBurst: 2 * MAX_ACKS_WAITING_FOR_CURSORS } });
-    const token = await tokenFor({ user: 'alice', device: 'phone' });
-    const phone = await cleanup.client(cell.url, token);
-    await sendMessage(phone, CONV, 'c-1', 'first');
-    await phone.close();
-
-    store.hold();
-    const again = await cleanup.client(cell.url, token);
-    await again.until(() => store.waiting > 0, { what: 'the cursor read under way' });
+    const { store, reconnect } = await phoneThatSent(['first'], { ackRatePerSecond: 100_000, ackBurst: 2 * MAX_ACKS_WAITING_FOR_CURSORS });
+    const again = await reconnect();
     for (let index = 0; index <= MAX_ACKS_WAITING_FOR_CURSORS; index++) again.send({ op: 'ack', conv: CONV, seq: 1 });
     const refused = await again.next('error');
     expect(refused).toMatchObject({ t: 'error', code: 'RATE_LIMITED' });
@@ -66,16 +72,8 @@ describe('an ack right after connecting', () => {
   });
 
   test('an ack beyond the conversation that waited for the cursors is still refused', async () => {
-    const store = new GatedStore(new LevelStore({ directory: await cleanup.tempDir() }), 'cursor-reads');
-    const cell = await cleanup.cell({ storeInstance: store });
-    const token = await tokenFor({ user: 'alice', device: 'phone' });
-    const phone = await cleanup.client(cell.url, token);
-    await sendMessage(phone, CONV, 'c-1', 'first');
-    await phone.close();
-
-    store.hold();
-    const again = await cleanup.client(cell.url, token);
-    await again.until(() => store.waiting > 0, { what: 'the cursor read under way' });
+    const { store, reconnect } = await phoneThatSent(['first']);
+    const again = await reconnect();
     again.send({ op: 'ack', conv: CONV, seq: 2 });
     store.release();
     const refused = await again.next('error');

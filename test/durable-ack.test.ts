@@ -15,10 +15,7 @@ import {
   deliveryProblems,
   fetchMetrics,
   hasAll,
-  killChildCell,
-  startChildCell,
   tokenFor,
-  type ChildCell,
 } from './harness.js';
 
 const cleanup = new Cleanup();
@@ -28,18 +25,6 @@ const CONV = 'm1:c1';
 
 function bodyOf(cmid: string): string {
   return `durable body of ${cmid} ${'·'.repeat(64)}`;
-}
-
-async function startCell(dataDir: string, configDir: string): Promise<ChildCell> {
-  const cell = await startChildCell({ directory: dataDir, configDir });
-  cleanup.add(() => killChildCell(cell));
-  return cell;
-}
-
-async function connect(url: string, token: string): Promise<RawClient> {
-  const client = await RawClient.connect(url, token);
-  cleanup.add(() => (client.closeCode === undefined ? client.terminate() : undefined));
-  return client;
 }
 
 /** Every stored message of a conversation, read with backward history pages. */
@@ -73,8 +58,8 @@ describe('durable ack (Guarantee 1) with a real cell process', () => {
     const dataDir = await cleanup.tempDir('cellmesh-durable-');
     const configDir = await cleanup.tempDir('cellmesh-config-');
     const customerToken = await tokenFor({ user: 'c1', device: 'phone' });
-    let cell = await startCell(dataDir, configDir);
-    const phone = await connect(cell.url, customerToken);
+    let cell = await cleanup.childCell({ directory: dataDir, configDir });
+    const phone = await cleanup.resettingClient(cell.url, customerToken);
 
     const TOTAL = 600;
     const KILL_AFTER_ACKS = 150;
@@ -113,8 +98,8 @@ describe('durable ack (Guarantee 1) with a real cell process', () => {
     expect(sentCmids.length).toBeLessThan(TOTAL);
     expect(new Set(acked.values()).size, 'two cmids acked with one seq').toBe(acked.size);
 
-    cell = await startCell(dataDir, configDir);
-    const reader = await connect(cell.url, await tokenFor({ user: 'c1', device: 'verifier' }));
+    cell = await cleanup.childCell({ directory: dataDir, configDir });
+    const reader = await cleanup.resettingClient(cell.url, await tokenFor({ user: 'c1', device: 'verifier' }));
     const stored = await readConversation(reader, CONV);
     checkLog(stored, new Set(sentCmids));
     const storedSeq = new Map(stored.map((message) => [message.cmid, message.seq]));
@@ -124,7 +109,7 @@ describe('durable ack (Guarantee 1) with a real cell process', () => {
 
     // Resending everything after the crash (as a client does with unacked sends) is idempotent:
     // stored cmids keep their seq, the others are appended once, still gap-free.
-    const phoneAgain = await connect(cell.url, customerToken);
+    const phoneAgain = await cleanup.resettingClient(cell.url, customerToken);
     phoneAgain.autoAck();
     for (const cmid of sentCmids) phoneAgain.send({ op: 'send', id: cmid, conv: CONV, cmid, body: bodyOf(cmid) });
     await phoneAgain.until(() => new Set(phoneAgain.all('sent').map((frame) => frame.cmid)).size === sentCmids.length, {
@@ -139,7 +124,7 @@ describe('durable ack (Guarantee 1) with a real cell process', () => {
     expect(afterResend).toHaveLength(sentCmids.length);
 
     // A device that has seen nothing syncs the whole conversation in order after the restart.
-    const agent = await connect(cell.url, await tokenFor({ user: 'a1', merchant: 'm1', device: 'desk' }));
+    const agent = await cleanup.resettingClient(cell.url, await tokenFor({ user: 'a1', merchant: 'm1', device: 'desk' }));
     agent.autoAck();
     await agent.until(() => hasAll(agent, CONV, sentCmids.length) && agent.all('synced').length > 0, { what: 'agent sync', timeoutMs: 20_000 });
     expect(deliveryProblems(agent, CONV, sentCmids.length)).toEqual([]);
@@ -148,9 +133,9 @@ describe('durable ack (Guarantee 1) with a real cell process', () => {
   test('SIGTERM: devices get 1001, everything acked is durable, the process exits 0', async () => {
     const dataDir = await cleanup.tempDir('cellmesh-graceful-');
     const configDir = await cleanup.tempDir('cellmesh-config-');
-    let cell = await startCell(dataDir, configDir);
-    const phone = await connect(cell.url, await tokenFor({ user: 'c1', device: 'phone' }));
-    const agent = await connect(cell.url, await tokenFor({ user: 'a1', merchant: 'm1', device: 'desk' }));
+    let cell = await cleanup.childCell({ directory: dataDir, configDir });
+    const phone = await cleanup.resettingClient(cell.url, await tokenFor({ user: 'c1', device: 'phone' }));
+    const agent = await cleanup.resettingClient(cell.url, await tokenFor({ user: 'a1', merchant: 'm1', device: 'desk' }));
     agent.autoAck();
 
     const metrics = await fetchMetrics(cell.httpUrl);
@@ -197,8 +182,8 @@ describe('durable ack (Guarantee 1) with a real cell process', () => {
     const agentSeqs = agent.messages(CONV).map((message) => message.seq);
     expect(agentSeqs).toEqual(Array.from({ length: agentSeqs.length }, (_, index) => index + 1));
 
-    cell = await startCell(dataDir, configDir);
-    const reader = await connect(cell.url, await tokenFor({ user: 'c1', device: 'verifier' }));
+    cell = await cleanup.childCell({ directory: dataDir, configDir });
+    const reader = await cleanup.resettingClient(cell.url, await tokenFor({ user: 'c1', device: 'verifier' }));
     const stored = await readConversation(reader, CONV);
     checkLog(stored, new Set(sentCmids));
     const storedSeq = new Map(stored.map((message) => [message.cmid, message.seq]));
@@ -206,7 +191,7 @@ describe('durable ack (Guarantee 1) with a real cell process', () => {
     // (A stored message may lack its ack: a send can slip past the drain's idle check while its
     // conversation head loads; a resend with its cmid is then answered idempotently.)
     // The agent device resumes after its stored cursor (at most what it was pushed) up to the end.
-    const agentAgain = await connect(cell.url, await tokenFor({ user: 'a1', merchant: 'm1', device: 'desk' }));
+    const agentAgain = await cleanup.resettingClient(cell.url, await tokenFor({ user: 'a1', merchant: 'm1', device: 'desk' }));
     agentAgain.autoAck();
     await agentAgain.until(() => agentAgain.all('synced').length > 0, { what: 'agent synced after restart' });
     const resumed = agentAgain.messages(CONV).map((message) => message.seq);

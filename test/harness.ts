@@ -316,6 +316,23 @@ export class Cleanup {
     return client;
   }
 
+  /**
+   * Connects a client to a cell that a test may kill under it: registers a reset, since no close
+   * handshake can finish with a killed cell.
+   */
+  async resettingClient(url: string, token: string): Promise<RawClient> {
+    const client = await RawClient.connect(url, token);
+    this.add(() => (client.closeCode === undefined ? client.terminate() : undefined));
+    return client;
+  }
+
+  /** Starts a cell as a child process and registers its kill. */
+  async childCell(options: Parameters<typeof startChildCell>[0]): Promise<ChildCell> {
+    const cell = await startChildCell(options);
+    this.add(() => killChildCell(cell));
+    return cell;
+  }
+
   /** Starts an in-process cell and registers its stop. */
   async cell(overrides: Parameters<typeof startTestCell>[0] = {}): Promise<TestCell> {
     const cell = await startTestCell(overrides);

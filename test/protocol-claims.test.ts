@@ -4,32 +4,20 @@
  * conversation; an applied `ack` is not answered; a read cursor answered `ok` survives kill -9.
  */
 import { afterEach, describe, expect, test } from 'vitest';
-import { Cleanup, RawClient, httpRequest, killChildCell, sendMessage, startChildCell, tokenFor, type ChildCell } from './harness.js';
+import { Cleanup, httpRequest, killChildCell, sendMessage, tokenFor } from './harness.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
 
 const CONV = 'm1:c1';
 
-async function childCell(directory: string, configDir: string, port?: number): Promise<ChildCell> {
-  const cell = await startChildCell({ directory, configDir, ...(port === undefined ? {} : { port }) });
-  cleanup.add(() => killChildCell(cell));
-  return cell;
-}
-
-async function connect(url: string, token: string): Promise<RawClient> {
-  const client = await RawClient.connect(url, token);
-  cleanup.add(() => (client.closeCode === undefined ? client.terminate() : undefined));
-  return client;
-}
-
 describe('sent, ack and read as docs/protocol.md states them', () => {
   test('sent precedes later msg frames on the sending connection; an applied ack gets no answer; a read answered ok survives kill -9', async () => {
     const root = await cleanup.tempDir();
-    const cell = await childCell(`${root}/data`, root);
-    const customer = await connect(cell.url, await tokenFor({ user: 'c1', device: 'phone' }));
+    const cell = await cleanup.childCell({ directory: `${root}/data`, configDir: root });
+    const customer = await cleanup.resettingClient(cell.url, await tokenFor({ user: 'c1', device: 'phone' }));
     const agentToken = await tokenFor({ user: 'a1', merchant: 'm1', device: 'desk' });
-    const agent = await connect(cell.url, agentToken);
+    const agent = await cleanup.resettingClient(cell.url, agentToken);
 
     // The customer sends while the agent answers as fast as it can: on the customer's
     // connection, each `sent` comes before every `msg` with a higher seq.
@@ -53,12 +41,12 @@ describe('sent, ack and read as docs/protocol.md states them', () => {
     // A read answered `ok` is on disk: it survives kill -9 and a restart. (A second agent, whose
     // cursor no send of theirs moved.)
     const supervisorToken = await tokenFor({ user: 'a2', merchant: 'm1', device: 'desk' });
-    const supervisor = await connect(cell.url, supervisorToken);
+    const supervisor = await cleanup.resettingClient(cell.url, supervisorToken);
     expect(await supervisor.request({ op: 'read', id: 'r', conv: CONV, seq: 39 })).toEqual({ t: 'ok', id: 'r' });
     await killChildCell(cell);
-    const restarted = await childCell(`${root}/data`, root, cell.port);
+    const restarted = await cleanup.childCell({ directory: `${root}/data`, configDir: root, port: cell.port });
     const inbox = await httpRequest('GET', `${restarted.httpUrl}/v1/inbox`, { token: supervisorToken });
     expect(inbox.body).toMatchObject({ conversations: [{ conv: CONV, lastSeq: 40, readSeq: 39, unread: 1 }] });
-    expect((await sendMessage(await connect(restarted.url, agentToken), CONV, 'after', 'after the crash')).seq).toBe(41);
+    expect((await sendMessage(await cleanup.resettingClient(restarted.url, agentToken), CONV, 'after', 'after the crash')).seq).toBe(41);
   });
 });
