@@ -17,11 +17,11 @@ import { join } from 'node:path';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { mintToken, verifyToken } from '../cell/access/tokens.js';
 import { CellCore } from '../cell/cell-core.js';
-import { LimitsConfig } from '../cell/config.js';
-import { silentLogger } from '../cell/logger.js';
+import { LimitsConfig } from '../cell/settings.js';
+import { silentLogger } from '../platform/logger.js';
 import type { DeviceConnection, DevicePort } from '../cell/messaging/device.js';
 import { CellMetrics } from '../cell/metrics.js';
-import { LevelStore } from '../cell/store/index.js';
+import { LevelStore } from '../platform/store/index.js';
 import { SystemClock } from '../platform/clock.js';
 import { SeededRandom, randomId } from '../platform/random.js';
 

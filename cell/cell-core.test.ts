@@ -3,17 +3,17 @@ import { ManualClock } from '../platform/manual-clock.js';
 import { SeededRandom } from '../platform/random.js';
 import { verifyToken, mintToken, type Identity } from './access/tokens.js';
 import { CellCore } from './cell-core.js';
-import { LimitsConfig } from './config.js';
-import { silentLogger } from './logger.js';
+import { LimitsConfig } from './settings.js';
+import { silentLogger } from '../platform/logger.js';
 import type { DevicePort } from './messaging/device.js';
 import type { DeviceConnection } from './messaging/device.js';
 import { CellMetrics } from './metrics.js';
 import { CloseCode } from './protocol/errors.js';
 import type { ServerFrame } from './protocol/frames.js';
 import { keys } from './messaging/keys.js';
-import { MemoryStore } from './store/memory-store.js';
-import type { Store, StoreOp } from './store/store.js';
-import { StoreError } from './store/store.js';
+import { MemoryStore } from '../platform/store/memory-store.js';
+import type { Store, StoreOp } from '../platform/store/store.js';
+import { StoreError } from '../platform/store/store.js';
 
 const SECRET = 'unit-test-secret-0123456789abcdef-0123';
 

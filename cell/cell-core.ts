@@ -1,8 +1,8 @@
 import type { Clock } from '../platform/clock.js';
 import { randomId, type Random } from '../platform/random.js';
 import { signingKeysOf, verifyToken, type Identity, type SigningKey } from './access/tokens.js';
-import type { LimitsConfig, TenantConfig } from './config.js';
-import type { Logger } from './logger.js';
+import type { LimitsConfig, TenantConfig } from './settings.js';
+import type { Logger } from '../platform/logger.js';
 import type { ClusterPort } from './messaging/cluster-port.js';
 import { ConversationLog, type AppendResult } from './messaging/conversation-log.js';
 import { CrossCellRelay, type CrossCellHost, type CrossCellSettings, type CrossCellStats } from './messaging/cross-cell.js';
@@ -14,7 +14,7 @@ import { PresenceRegistry, type PresenceAnswer } from './messaging/presence.js';
 import { customerPrincipal, parsePartyId, partyId, type Principal } from './messaging/principal.js';
 import { jsonBytes, newestWithinBytes, responseByteBudget } from './messaging/response-bytes.js';
 import type { RelayedSend } from './messaging/relayed-sends.js';
-import type { MoveHost } from './merchant-move.js';
+import type { MoveHost } from './move-host.js';
 import type { CellMetrics } from './metrics.js';
 import { CellError, CloseCode, ErrorCode } from './protocol/errors.js';
 import { operatingErrorOf } from './protocol/operating-errors.js';
@@ -32,7 +32,7 @@ import {
   type ServerFrame,
 } from './protocol/frames.js';
 import { parseClientFrame, requestIdOf } from './protocol/parse-client-frame.js';
-import type { Store } from './store/store.js';
+import type { Store } from '../platform/store/store.js';
 
 export interface CellCoreOptions {
   cellId: string;

@@ -1,6 +1,6 @@
-import { startCell } from '../cell/cell.js';
-import { ConfigError } from '../cell/config.js';
-import { secretSettingsOf, weakSecretProblems } from '../cell/secret-strength.js';
+import { startCell } from '../assembly/process-cell.js';
+import { ConfigError } from '../assembly/config.js';
+import { secretSettingsOf, weakSecretProblems } from '../assembly/secret-strength.js';
 import { DEMO_ADMIN_TOKEN, DEMO_CLUSTER_SECRET, DEMO_TENANT_SECRET } from './demo-cluster.js';
 import { createLogger } from './logger.js';
 import { readConfigFile, resolveCellConfig, type CellOverrides } from './load-config.js';

@@ -1,7 +1,7 @@
 import { CommanderError } from 'commander';
 import { ClientError, ClientErrorCode } from '../client/index.js';
-import { ConfigError } from '../cell/config.js';
-import { CellStartError } from '../cell/start-errors.js';
+import { ConfigError } from '../assembly/config.js';
+import { CellStartError } from '../assembly/start-errors.js';
 
 /** Exit codes of the `cellmesh` command; docs/operations.md ("Exit codes") has the same table. */
 export const ExitCode = {

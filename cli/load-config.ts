@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
-import { ConfigError, parseCellConfig, type CellConfig } from '../cell/config.js';
+import { ConfigError, parseCellConfig, type CellConfig } from '../assembly/config.js';
 
 /** Settings that flags and environment variables may override over the config file. */
 export interface CellOverrides {

@@ -8,7 +8,7 @@ import { runDemoAddCellCommand, runDemoCommand, runDemoStopCellCommand } from '.
 import { runChatCommand } from './chat-command.js';
 import { runMoveCommand } from './move-command.js';
 import { runOperatorKeygenCommand, runOperatorPlaceCommand } from './operator-command.js';
-import { addSimCommand } from './sim-command.js';
+import { addSimCommand } from '../sim/sim-command.js';
 import { DEFAULT_DEMO_PORT_BASE, DEMO_PORT_SPAN } from './demo-cluster.js';
 
 // An empty variable (`CELLMESH_PORT=` in a pod spec) means "not set", not an empty value.

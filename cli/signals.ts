@@ -1,4 +1,4 @@
-import type { Logger } from '../cell/logger.js';
+import type { Logger } from '../platform/logger.js';
 import { SystemClock } from '../platform/clock.js';
 
 /**

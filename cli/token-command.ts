@@ -1,7 +1,7 @@
 import { MIN_SECRET_BYTES, mintToken, signingKeysOf, type SigningKey } from '../cell/access/tokens.js';
 import type { Role } from '../cell/protocol/frames.js';
 import { readConfigFile } from './load-config.js';
-import { TenantConfig } from '../cell/config.js';
+import { TenantConfig } from '../cell/settings.js';
 import { CliError, ExitCode } from './cli-errors.js';
 
 interface TokenCommandOptions {

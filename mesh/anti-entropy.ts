@@ -1,4 +1,4 @@
-import type { Logger } from '../cell/logger.js';
+import type { Logger } from '../platform/logger.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import { randomInt, type Random } from '../platform/random.js';
 import { compareRecordOrder, type SignedRecord } from './cell-record.js';

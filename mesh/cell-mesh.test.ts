@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MemoryStore } from '../cell/store/memory-store.js';
+import { MemoryStore } from '../platform/store/memory-store.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { SeededRandom } from '../platform/random.js';
 import { signRecord, type CellRecord } from './cell-record.js';

@@ -1,6 +1,6 @@
-import type { Logger } from '../cell/logger.js';
-import { silentLogger } from '../cell/logger.js';
-import type { Store } from '../cell/store/store.js';
+import type { Logger } from '../platform/logger.js';
+import { silentLogger } from '../platform/logger.js';
+import type { Store } from '../platform/store/store.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import type { Random } from '../platform/random.js';
 import { AntiEntropy, type ExchangeResult } from './anti-entropy.js';

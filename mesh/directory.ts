@@ -1,5 +1,5 @@
-import type { Logger } from '../cell/logger.js';
-import { silentLogger } from '../cell/logger.js';
+import type { Logger } from '../platform/logger.js';
+import { silentLogger } from '../platform/logger.js';
 import { compareRecordOrder, merchantKey, type CellRecord, type HandedOver, type MerchantClaim, type SignedRecord, type VerifiedRecord } from './cell-record.js';
 import { rejectAllProofs, type ClaimProofVerifier, type ProofCheck } from './claim-proof.js';
 import type { DeadClaim } from './membership-wire.js';

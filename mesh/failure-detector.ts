@@ -1,4 +1,4 @@
-import type { Logger } from '../cell/logger.js';
+import type { Logger } from '../platform/logger.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import { randomInt, type Random } from '../platform/random.js';
 import { CELL_ID_PATTERN, compareRecordOrder } from './cell-record.js';

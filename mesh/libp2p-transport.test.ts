@@ -16,7 +16,7 @@ import {
   text,
   TestNetworkDriver,
   type MeshTransportTestNetwork,
-} from './transport-compliance.js';
+} from '../testing/transport-compliance.js';
 
 const CLUSTER_SECRET = 'compliance-cluster-secret-0123456789abcdef';
 const OTHER_SECRET = 'another-cluster-entirely-0123456789abcdef';

@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { ManualClock } from '../platform/manual-clock.js';
 import { SeededRandom } from '../platform/random.js';
 import { MemoryNetwork } from './memory-network.js';
-import { describeMeshTransportCompliance } from './transport-compliance.js';
+import { describeMeshTransportCompliance } from '../testing/transport-compliance.js';
 
 // The simulator's network keeps the same contract as libp2p: the one suite runs on both.
 describeMeshTransportCompliance('memory network on a virtual clock', async (count) => {

@@ -1,5 +1,5 @@
 import { Registry } from 'prom-client';
-import { MemoryStore } from '../cell/store/memory-store.js';
+import { MemoryStore } from '../platform/store/memory-store.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { SeededRandom } from '../platform/random.js';

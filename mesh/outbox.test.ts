@@ -1,7 +1,7 @@
 import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
-import { MemoryStore } from '../cell/store/memory-store.js';
-import type { Store, StoreOp } from '../cell/store/store.js';
+import { MemoryStore } from '../platform/store/memory-store.js';
+import type { Store, StoreOp } from '../platform/store/store.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { SeededRandom } from '../platform/random.js';
 import { MemoryNetwork, memoryAddress, type MemoryTransport } from './memory-network.js';

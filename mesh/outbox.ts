@@ -1,6 +1,6 @@
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { z } from 'zod';
-import type { StoreOp, Store } from '../cell/store/store.js';
+import type { StoreOp, Store } from '../platform/store/store.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import { randomId, type Random } from '../platform/random.js';
 import { decodeJson, encodeJson, parseJson } from '../platform/wire-json.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { silentLogger } from '../cell/logger.js';
+import { silentLogger } from '../platform/logger.js';
 import type { Clock } from '../platform/clock.js';
 import { SeededRandom } from '../platform/random.js';
 import { signRecord, type CellRecord, type SignedRecord } from './cell-record.js';

@@ -1,4 +1,4 @@
-import type { Logger } from '../cell/logger.js';
+import type { Logger } from '../platform/logger.js';
 import type { Clock } from '../platform/clock.js';
 import { compareRecordOrder, openEnvelope, openSignedRecord, SignedRecordSchema, type CellRecord, type VerifiedRecord } from './cell-record.js';
 import type { Directory } from './directory.js';

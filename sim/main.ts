@@ -2,7 +2,7 @@
 // command on its own, the same as `npx cellmesh sim` (cli/sim-command.ts).
 import '../platform/promise-with-resolvers.js';
 import { Command } from 'commander';
-import { addSimCommand } from '../cli/sim-command.js';
+import { addSimCommand } from './sim-command.js';
 
 const program = new Command().name('cellmesh').showHelpAfterError();
 addSimCommand(program);

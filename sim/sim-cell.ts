@@ -1,10 +1,11 @@
 import { CellCore } from '../cell/cell-core.js';
-import type { LimitsConfig, TenantConfig } from '../cell/config.js';
-import { silentLogger } from '../cell/logger.js';
-import { MerchantClaimsStore, meshMerchantClaims, recordClaims, tenantsHosting } from '../cell/merchant-claims.js';
-import { MerchantMover, type MoveHost } from '../cell/merchant-move.js';
+import type { LimitsConfig, TenantConfig } from '../cell/settings.js';
+import { silentLogger } from '../platform/logger.js';
+import { MerchantClaimsStore, meshMerchantClaims, recordClaims, tenantsHosting } from '../mesh/merchant-claims.js';
+import type { MoveHost } from '../cell/move-host.js';
+import { MerchantMover } from '../mesh/merchant-move.js';
 import { CellMetrics } from '../cell/metrics.js';
-import type { Store } from '../cell/store/store.js';
+import type { Store } from '../platform/store/store.js';
 import { CellMesh } from '../mesh/cell-mesh.js';
 import { createClusterPort } from '../mesh/cluster-port-adapter.js';
 import { publishLoadPeriodically } from '../mesh/load-publisher.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { describeMeshTransportCompliance } from '../mesh/transport-compliance.js';
+import { describeMeshTransportCompliance } from '../testing/transport-compliance.js';
 import { MemoryNetwork } from '../mesh/memory-network.js';
 import { SeededRandom } from '../platform/random.js';
 import { SimClock } from './sim-clock.js';

@@ -1,5 +1,5 @@
-import { MemoryStore } from '../cell/store/memory-store.js';
-import { StoreError, type RangeQuery, type Store, type StoreOp } from '../cell/store/store.js';
+import { MemoryStore } from '../platform/store/memory-store.js';
+import { StoreError, type RangeQuery, type Store, type StoreOp } from '../platform/store/store.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import type { Random } from '../platform/random.js';
 import { never, type Life } from './sim-clock.js';

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { runSimCommand, type SimCommandIo } from '../cli/sim-command.js';
+import { runSimCommand, type SimCommandIo } from './sim-command.js';
 import { deterministicJson, reportHtml } from './report.js';
 import { loadScenario, parseScenarioText } from './scenario.js';
 import { runSimulation } from './simulator.js';

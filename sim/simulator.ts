@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { LimitsConfig, type TenantConfig } from '../cell/config.js';
+import { LimitsConfig, type TenantConfig } from '../cell/settings.js';
 import type { ChatMessage } from '../cell/protocol/frames.js';
 import { conversationIdOf } from '../cell/protocol/frames.js';
 import { routeToMerchant } from '../router/route.js';
@@ -20,7 +20,7 @@ import { Life, SimClock } from './sim-clock.js';
 import { SimKeyring } from './sim-keys.js';
 import { SimNetwork } from './sim-network.js';
 import { SimStore, type DiskFaults } from './sim-store.js';
-import { StoreError } from '../cell/store/store.js';
+import { StoreError } from '../platform/store/store.js';
 import { ViewDigests } from './view-digests.js';
 
 const TENANT = 'mall';

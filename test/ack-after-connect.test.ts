@@ -7,7 +7,7 @@
  */
 import { afterEach, describe, expect, test } from 'vitest';
 import { MAX_ACKS_WAITING_FOR_CURSORS } from '../cell/messaging/delivery.js';
-import { LevelStore } from '../cell/store/index.js';
+import { LevelStore } from '../platform/store/index.js';
 import { Cleanup, GatedStore, sendMessage, tokenFor } from './harness.js';
 
 const cleanup = new Cleanup();

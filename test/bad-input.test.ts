@@ -6,7 +6,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import WebSocket from 'ws';
 import { mintToken } from '../cell/access/tokens.js';
-import { silentLogger } from '../cell/logger.js';
+import { silentLogger } from '../platform/logger.js';
 import type { ServerFrame } from '../cell/protocol/frames.js';
 import { metricValue } from '../platform/prometheus-text.js';
 import {

@@ -3,9 +3,9 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { startCell, type RunningCell } from '../cell/cell.js';
-import { parseCellConfig } from '../cell/config.js';
-import { silentLogger } from '../cell/logger.js';
+import { startCell, type RunningCell } from '../assembly/process-cell.js';
+import { parseCellConfig } from '../assembly/config.js';
+import { silentLogger } from '../platform/logger.js';
 import { createLibp2pTransport } from '../mesh/libp2p-transport.js';
 import { CLUSTER_SECRET, RawClient, SECRET, TENANT, eventually, tokenFor } from './harness.js';
 

@@ -6,11 +6,11 @@ import { fileURLToPath } from 'node:url';
 import { createServer } from 'node:net';
 import WebSocket from 'ws';
 import { mintToken } from '../cell/access/tokens.js';
-import { startCell, type RunningCell } from '../cell/cell.js';
-import { parseCellConfig, type CellConfig } from '../cell/config.js';
-import { silentLogger, type Logger } from '../cell/logger.js';
+import { startCell, type RunningCell } from '../assembly/process-cell.js';
+import { parseCellConfig, type CellConfig } from '../assembly/config.js';
+import { silentLogger, type Logger } from '../platform/logger.js';
 import type { Role, ServerFrame } from '../cell/protocol/frames.js';
-import { LevelStore, MemoryStore, StoreError, type RangeQuery, type Store, type StoreOp } from '../cell/store/index.js';
+import { LevelStore, MemoryStore, StoreError, type RangeQuery, type Store, type StoreOp } from '../platform/store/index.js';
 
 const logLine =
   (level: string) =>

@@ -7,7 +7,7 @@
 import { afterEach, describe, expect, test } from 'vitest';
 import { connectNode } from '../client/index.js';
 import type { ServerFrame } from '../cell/protocol/frames.js';
-import { LevelStore } from '../cell/store/index.js';
+import { LevelStore } from '../platform/store/index.js';
 import { Cleanup, GatedStore, type RawClient, errorCodeOf, httpRequest, sendMessage, tokenFor } from './harness.js';
 
 const cleanup = new Cleanup();

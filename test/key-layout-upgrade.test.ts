@@ -8,7 +8,7 @@ import { afterEach, describe, expect, test } from 'vitest';
 import { keys } from '../cell/messaging/keys.js';
 import { KEY_LAYOUT_VERSION, KeyLayoutError, upgradeKeyLayout } from '../cell/messaging/key-layout.js';
 import type { ChatMessage } from '../cell/protocol/frames.js';
-import { LevelStore, MemoryStore, type StoreOp } from '../cell/store/index.js';
+import { LevelStore, MemoryStore, type StoreOp } from '../platform/store/index.js';
 import { Cleanup, sendMessage, tokenFor } from './harness.js';
 
 const cleanup = new Cleanup();

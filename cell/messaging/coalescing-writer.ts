@@ -1,6 +1,6 @@
 import type { Clock, TimerHandle } from '../../platform/clock.js';
-import type { Logger } from '../logger.js';
-import type { Store } from '../store/store.js';
+import type { Logger } from '../../platform/logger.js';
+import type { Store } from '../../platform/store/store.js';
 
 /**
  * Writes the latest value of each key at most every `intervalMs`, one store write at a time: a

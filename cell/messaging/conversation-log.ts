@@ -2,7 +2,7 @@ import type { Clock } from '../../platform/clock.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
 import type { ChatMessage, Role } from '../protocol/frames.js';
 import { parseConversationId } from '../protocol/frames.js';
-import type { Store, StoreOp } from '../store/store.js';
+import type { Store, StoreOp } from '../../platform/store/store.js';
 import { keys, lastField } from './keys.js';
 import { conversationParty } from './principal.js';
 

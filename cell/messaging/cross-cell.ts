@@ -1,9 +1,9 @@
 import type { Clock, TimerHandle } from '../../platform/clock.js';
 import type { Identity } from '../access/tokens.js';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../../platform/logger.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
 import { parseConversationId, type ChatMessage } from '../protocol/frames.js';
-import type { Store } from '../store/store.js';
+import type { Store } from '../../platform/store/store.js';
 import { clusterErrorCode, type ClusterForwardedEntry, type ClusterPort } from './cluster-port.js';
 import { idempotencyConflict, type ConversationLog } from './conversation-log.js';
 import { KeyedSerializer, SerializerFullError } from './keyed-serializer.js';

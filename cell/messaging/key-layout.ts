@@ -1,5 +1,5 @@
 import { parseConversationId, type ChatMessage } from '../protocol/frames.js';
-import type { Store, StoreOp } from '../store/store.js';
+import type { Store, StoreOp } from '../../platform/store/store.js';
 import { keys, prefixRange } from './keys.js';
 import { conversationParty } from './principal.js';
 

@@ -1,4 +1,4 @@
-import type { Store } from '../store/store.js';
+import type { Store } from '../../platform/store/store.js';
 import { keys, lastField } from './keys.js';
 
 /** Conversations read per page. */

@@ -1,5 +1,5 @@
 import type { Clock } from '../../platform/clock.js';
-import type { Logger } from '../logger.js';
+import type { Logger } from '../../platform/logger.js';
 import { parseConversationId, type ChatMessage } from '../protocol/frames.js';
 import { clusterErrorCode, type ClusterPort } from './cluster-port.js';
 import { crossCellEntry, type CrossCellEntry } from './cross-cell-wire.js';

@@ -1,4 +1,4 @@
-import { StoreError } from '../store/store.js';
+import { StoreError } from '../../platform/store/store.js';
 import { CellError, ErrorCode } from './errors.js';
 
 /**

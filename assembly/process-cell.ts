@@ -3,17 +3,17 @@ import { SystemRandom, type Random } from '../platform/random.js';
 import { createClusterPort } from '../mesh/cluster-port-adapter.js';
 import { startMeshNode, type MeshNode } from '../mesh/mesh-node.js';
 import { routeToMerchant, summarizeDirectory } from '../router/route.js';
-import { AccessServer, type ClusterApi } from './access/uws-server.js';
-import { CellCore } from './cell-core.js';
+import { AccessServer, type ClusterApi } from '../cell/access/uws-server.js';
+import { CellCore } from '../cell/cell-core.js';
 import type { CellConfig } from './config.js';
-import type { Logger } from './logger.js';
-import { MerchantClaimsStore, meshMerchantClaims, recordClaims, tenantsHosting, type HostedMerchant } from './merchant-claims.js';
-import { MerchantMover } from './merchant-move.js';
-import { KEY_LAYOUT_VERSION, upgradeKeyLayout } from './messaging/key-layout.js';
-import { placeMerchant, type PlacementComponents } from './merchant-placement.js';
-import { CellMetrics } from './metrics.js';
+import type { Logger } from '../platform/logger.js';
+import { MerchantClaimsStore, meshMerchantClaims, recordClaims, tenantsHosting, type HostedMerchant } from '../mesh/merchant-claims.js';
+import { MerchantMover } from '../mesh/merchant-move.js';
+import { KEY_LAYOUT_VERSION, upgradeKeyLayout } from '../cell/messaging/key-layout.js';
+import { placeMerchant, type PlacementComponents } from '../mesh/merchant-placement.js';
+import { CellMetrics } from '../cell/metrics.js';
 import { CellStartError, listenStartError } from './start-errors.js';
-import { LevelStore, MemoryStore, isLockedByAnotherProcess, type Store } from './store/index.js';
+import { LevelStore, MemoryStore, isLockedByAnotherProcess, type Store } from '../platform/store/index.js';
 
 export interface StartCellOptions {
   config: CellConfig;

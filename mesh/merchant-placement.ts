@@ -1,8 +1,9 @@
-import { placementVerifies, type SignedPlacement } from '../mesh/claim-proof.js';
-import type { DirectoryView } from '../mesh/directory.js';
-import type { Logger } from './logger.js';
-import type { MerchantClaims, MoveHost } from './merchant-move.js';
-import { CellError, ErrorCode } from './protocol/errors.js';
+import { placementVerifies, type SignedPlacement } from './claim-proof.js';
+import type { DirectoryView } from './directory.js';
+import type { Logger } from '../platform/logger.js';
+import type { MoveHost } from '../cell/move-host.js';
+import type { MerchantClaims } from './merchant-move.js';
+import { CellError, ErrorCode } from '../cell/protocol/errors.js';
 
 export interface PlacementComponents {
   readonly cellId: string;

@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { StoreError, type Store, type StoreOp } from './store.js';
+import { StoreError, type Store, type StoreOp } from '../platform/store/store.js';
 
 export interface StoreUnderTest {
   store: Store;

@@ -1,11 +1,12 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { MemoryNetwork, type MemoryTransport } from '../mesh/memory-network.js';
+import { MemoryNetwork, type MemoryTransport } from './memory-network.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { SeededRandom } from '../platform/random.js';
-import { silentLogger } from './logger.js';
-import { HANDOVER_PROTOCOL, MerchantMover, type MerchantClaims, type MoveHost } from './merchant-move.js';
-import type { ClusterPort } from './messaging/cluster-port.js';
-import { MemoryStore } from './store/memory-store.js';
+import { silentLogger } from '../platform/logger.js';
+import type { MoveHost } from '../cell/move-host.js';
+import { HANDOVER_PROTOCOL, MerchantMover, type MerchantClaims } from './merchant-move.js';
+import type { ClusterPort } from '../cell/messaging/cluster-port.js';
+import { MemoryStore } from '../platform/store/memory-store.js';
 
 const TENANT = 'mall';
 const MERCHANT = 'acme';

@@ -1,14 +1,15 @@
 import { z } from 'zod';
-import { ClaimProofSchema, type ClaimProof } from '../mesh/cell-record.js';
+import { ClaimProofSchema, type ClaimProof } from './cell-record.js';
 import type { Clock } from '../platform/clock.js';
 import { decodeJson, encodeJson } from '../platform/wire-json.js';
-import type { Logger } from './logger.js';
-import type { ClusterPort } from './messaging/cluster-port.js';
-import { KeyedSerializer } from './messaging/keyed-serializer.js';
-import { keys, lastField, prefixRange } from './messaging/keys.js';
-import { CellError, ErrorCode } from './protocol/errors.js';
-import { IDENTIFIER_PATTERN } from './protocol/frames.js';
-import type { Store, StoreOp } from './store/store.js';
+import type { Logger } from '../platform/logger.js';
+import type { ClusterPort } from '../cell/messaging/cluster-port.js';
+import type { MoveHost } from '../cell/move-host.js';
+import { KeyedSerializer } from '../cell/messaging/keyed-serializer.js';
+import { keys, lastField, prefixRange } from '../cell/messaging/keys.js';
+import { CellError, ErrorCode } from '../cell/protocol/errors.js';
+import { IDENTIFIER_PATTERN } from '../cell/protocol/frames.js';
+import type { Store, StoreOp } from '../platform/store/store.js';
 
 /**
  * Moving a merchant to another cell at runtime (docs/mesh.md, "Moving a merchant").
@@ -45,19 +46,6 @@ const MAX_SERVING_TASKS = 64;
 const ROUTE_SWITCH_TIMEOUT_MS = 10_000;
 const ROUTE_POLL_MS = 20;
 
-/** What a move needs from the cell core. */
-export interface MoveHost {
-  hosts(tenant: string, merchant: string): boolean;
-  /** New writes to the merchant's conversations wait until the returned release is called. */
-  fence(tenant: string, merchant: string): () => void;
-  /** Resolves once the writes under way to the merchant's conversations are durable. */
-  whenMerchantIdle(tenant: string, merchant: string): Promise<void>;
-  /** Writes the delivery cursors acked so far. */
-  cursorsFlushed(): Promise<void>;
-  hostMerchant(tenant: string, merchant: string): void;
-  /** Stops hosting; the merchant's agents connected here are told to reconnect (to the new home). */
-  releaseMerchant(tenant: string, merchant: string): void;
-}
 
 /** What a move needs from the cell's membership (its record's merchant claims). */
 export interface MerchantClaims {

@@ -1,6 +1,6 @@
 import { expect, it } from 'vitest';
 import { MemoryStore } from './memory-store.js';
-import { describeStoreContract } from './store-contract.js';
+import { describeStoreContract } from '../../testing/store-contract.js';
 
 describeStoreContract('MemoryStore', async () => ({
   store: new MemoryStore(),

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { signingKeysOf } from './access/tokens.js';
-import { TenantConfig } from './config.js';
+import { TenantConfig } from './settings.js';
 
 const SECRET_A = 'tenant-config-test-secret-a-0123456789ab';
 const SECRET_B = 'tenant-config-test-secret-b-0123456789ab';

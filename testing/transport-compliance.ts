@@ -27,7 +27,7 @@ import {
   type MeshTransportErrorCode,
   type MessageHandler,
   type PeerId,
-} from './transport.js';
+} from '../mesh/transport.js';
 
 export interface MeshTransportTestNetwork {
   /** Started transports, not yet connected to each other. */

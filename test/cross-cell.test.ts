@@ -6,16 +6,16 @@ import { createClusterPort, type ClusterDirectory } from '../mesh/cluster-port-a
 import type { Liveness } from '../mesh/directory.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { SeededRandom } from '../platform/random.js';
-import { mintToken, verifyToken, type Identity } from './access/tokens.js';
-import { CellCore } from './cell-core.js';
-import { LimitsConfig } from './config.js';
-import { silentLogger } from './logger.js';
-import type { DeviceConnection, DevicePort } from './messaging/device.js';
-import { keys } from './messaging/keys.js';
-import { CellMetrics } from './metrics.js';
-import { CellError } from './protocol/errors.js';
-import type { ChatMessage, ServerFrame } from './protocol/frames.js';
-import { MemoryStore } from './store/memory-store.js';
+import { mintToken, verifyToken, type Identity } from '../cell/access/tokens.js';
+import { CellCore } from '../cell/cell-core.js';
+import { LimitsConfig } from '../cell/settings.js';
+import { silentLogger } from '../platform/logger.js';
+import type { DeviceConnection, DevicePort } from '../cell/messaging/device.js';
+import { keys } from '../cell/messaging/keys.js';
+import { CellMetrics } from '../cell/metrics.js';
+import { CellError } from '../cell/protocol/errors.js';
+import type { ChatMessage, ServerFrame } from '../cell/protocol/frames.js';
+import { MemoryStore } from '../platform/store/memory-store.js';
 
 const SECRET = 'cross-cell-test-secret-0123456789abcdef';
 const TENANT = 'mall';

@@ -25,17 +25,17 @@ import { MemoryNetwork, memoryAddress, type MemoryTransport } from '../mesh/memo
 import { Inbox, Outbox } from '../mesh/outbox.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { SeededRandom, type Random } from '../platform/random.js';
-import type { Identity } from './access/tokens.js';
-import { CellCore } from './cell-core.js';
-import { LimitsConfig } from './config.js';
-import { silentLogger } from './logger.js';
-import type { DeviceConnection, DevicePort } from './messaging/device.js';
-import { keys } from './messaging/keys.js';
-import { conversationParty, principalKey, type Principal } from './messaging/principal.js';
-import { CellMetrics } from './metrics.js';
-import { CloseCode } from './protocol/errors.js';
-import { parseConversationId, type ChatMessage, type Role, type ServerFrame } from './protocol/frames.js';
-import { MemoryStore } from './store/memory-store.js';
+import type { Identity } from '../cell/access/tokens.js';
+import { CellCore } from '../cell/cell-core.js';
+import { LimitsConfig } from '../cell/settings.js';
+import { silentLogger } from '../platform/logger.js';
+import type { DeviceConnection, DevicePort } from '../cell/messaging/device.js';
+import { keys } from '../cell/messaging/keys.js';
+import { conversationParty, principalKey, type Principal } from '../cell/messaging/principal.js';
+import { CellMetrics } from '../cell/metrics.js';
+import { CloseCode } from '../cell/protocol/errors.js';
+import { parseConversationId, type ChatMessage, type Role, type ServerFrame } from '../cell/protocol/frames.js';
+import { MemoryStore } from '../platform/store/memory-store.js';
 
 const OPERATIONS = Number(process.env['CELLMESH_PROPERTY_OPS'] ?? 10_000);
 const SEED = Number(process.env['CELLMESH_PROPERTY_SEED'] ?? 15);

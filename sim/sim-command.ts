@@ -3,9 +3,9 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import cliProgress from 'cli-progress';
 import { Option, type Command } from 'commander';
-import { reportHtml, reportJson, summaryText } from '../sim/report.js';
-import { Duration, loadScenario, ScenarioError } from '../sim/scenario.js';
-import { runSimulation, type SimProgress, type SimReport } from '../sim/simulator.js';
+import { reportHtml, reportJson, summaryText } from './report.js';
+import { Duration, loadScenario, ScenarioError } from './scenario.js';
+import { runSimulation, type SimProgress, type SimReport } from './simulator.js';
 
 export interface SimCommandOptions {
   scenario: string;

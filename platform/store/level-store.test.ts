@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { LevelStore } from './level-store.js';
 import { StoreError, type StoreOp } from './store.js';
-import { describeStoreContract } from './store-contract.js';
+import { describeStoreContract } from '../../testing/store-contract.js';
 
 async function makeDirectory(): Promise<string> {
   return mkdtemp(join(tmpdir(), 'cellmesh-level-store-'));

@@ -1,9 +1,9 @@
 import { z } from 'zod';
-import type { TenantConfig } from './config.js';
-import type { CellMesh } from '../mesh/cell-mesh.js';
-import { CELL_ID_PATTERN, ClaimProofSchema, type ClaimProof, type HandedOver, type MerchantClaim } from '../mesh/cell-record.js';
+import type { TenantConfig } from '../cell/settings.js';
+import type { CellMesh } from './cell-mesh.js';
+import { CELL_ID_PATTERN, ClaimProofSchema, type ClaimProof, type HandedOver, type MerchantClaim } from './cell-record.js';
 import type { MerchantClaims } from './merchant-move.js';
-import type { Store } from './store/store.js';
+import type { Store } from '../platform/store/store.js';
 
 /**
  * Which merchants this cell hosts, as moves changed it: the config names the merchants a cell

@@ -1,0 +1,13 @@
+/** What a move needs from the cell core. */
+export interface MoveHost {
+  hosts(tenant: string, merchant: string): boolean;
+  /** New writes to the merchant's conversations wait until the returned release is called. */
+  fence(tenant: string, merchant: string): () => void;
+  /** Resolves once the writes under way to the merchant's conversations are durable. */
+  whenMerchantIdle(tenant: string, merchant: string): Promise<void>;
+  /** Writes the delivery cursors acked so far. */
+  cursorsFlushed(): Promise<void>;
+  hostMerchant(tenant: string, merchant: string): void;
+  /** Stops hosting; the merchant's agents connected here are told to reconnect (to the new home). */
+  releaseMerchant(tenant: string, merchant: string): void;
+}

@@ -1,0 +1,94 @@
+import { z } from 'zod';
+import { MIN_SECRET_BYTES } from './access/tokens.js';
+import { IDENTIFIER_PATTERN } from './protocol/frames.js';
+
+/**
+ * What the core is configured with: its tenants (and their merchants) and its limits. The
+ * process's whole config (listen address, store, mesh) is assembly/config.ts, which embeds these.
+ *
+ * Every object is strict: an unknown key is almost always a typo that would otherwise silently
+ * leave the default in force.
+ */
+const strict = z.strictObject;
+
+export const identifier = z.string().regex(IDENTIFIER_PATTERN, 'must be 1-64 characters of [A-Za-z0-9_.-]');
+
+export const MerchantConfig = strict({
+  id: identifier,
+  name: z.string().max(200).optional(),
+});
+
+const tenantSecret = z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`);
+
+export const TenantConfig = strict({
+  id: identifier,
+  /** HS256 secret that signs this tenant's tokens (tokens without `kid`). */
+  secret: tenantSecret.optional(),
+  /**
+   * Instead of `secret`: one or two secrets named by `kid`, which tokens carry in their header.
+   * Two during a rotation (docs/operations.md, "Rotating secrets"); tokens without `kid` are
+   * checked against both.
+   */
+  secrets: z
+    .array(strict({ kid: identifier, secret: tenantSecret }))
+    .min(1, 'needs at least one secret')
+    .max(2, 'holds at most two secrets: the current one and the one being rotated in or out')
+    .optional(),
+  /**
+   * Browser origins allowed to open WebSockets, matched exactly. Requests without an Origin
+   * header (native apps, servers) are allowed; browsers always send one.
+   */
+  origins: z.array(z.string().url()).default([]),
+  merchants: z.array(MerchantConfig).default([]),
+}).superRefine((tenant, context) => {
+  if ((tenant.secret === undefined) === (tenant.secrets === undefined)) {
+    context.addIssue({ code: 'custom', path: ['secret'], message: 'give exactly one of secret (a single secret) and secrets (secrets named by kid)' });
+  }
+  const kids = tenant.secrets?.map((entry) => entry.kid) ?? [];
+  if (new Set(kids).size !== kids.length) {
+    context.addIssue({ code: 'custom', path: ['secrets'], message: `every secret needs its own kid (${kids.join(', ')})` });
+  }
+});
+
+export const LimitsConfig = strict({
+  /** Largest frame a client may send, in bytes; larger ones get PAYLOAD_TOO_LARGE. */
+  maxFrameBytes: z.number().int().min(1024).default(64 * 1024),
+  /** Frames per second a connection may send on average (every op but `ack`)... */
+  ratePerSecond: z.number().positive().default(50),
+  /** ...and in a burst. */
+  rateBurst: z.number().int().positive().default(100),
+  /**
+   * `ack` frames have their own budget: this many per second on average, plus one for every
+   * message the cell pushes to the device (`msg` or `sent`), since a device acks at most what it
+   * was given...
+   */
+  ackRatePerSecond: z.number().positive().default(100),
+  /** ...and this many at once (at least `deliveryWindow`, so a full window can be acked one by one). */
+  ackBurst: z.number().int().positive().default(1000),
+  /** Connections (devices) one user may hold in this cell at once. */
+  maxDevicesPerUser: z.number().int().positive().default(5),
+  /** Unacknowledged messages in flight to one device before the cell waits for acks. */
+  deliveryWindow: z.number().int().min(1).max(10_000).default(256),
+  /** Bytes buffered for a device that does not read before it is closed (code 4008). */
+  maxBackpressureBytes: z.number().int().min(64 * 1024).default(1024 * 1024),
+  /** Seconds without traffic before a connection is dropped; the cell pings before that. */
+  idleTimeoutSeconds: z.number().int().min(8).max(960).default(120),
+  /** Messages read from the store per page when a device catches up. */
+  syncPageSize: z.number().int().min(1).max(1000).default(100),
+  /**
+   * Delivery cursors (what each device acked) are written at most this often. A reconnect
+   * always resumes from the latest ack; a crash may redeliver up to this much of what devices
+   * had acked, which clients drop by seq.
+   */
+  cursorWriteIntervalMs: z.number().int().min(0).max(60_000).default(500),
+  /**
+   * Errors a connection may cause at once before it is closed (4429): each bad frame, each
+   * refused entry of an `ack`, each frame over the rate limit counts one. Frames that succeed do
+   * not wipe them out; the allowance grows back by `errorRecoveryPerSecond`.
+   */
+  maxConsecutiveErrors: z.number().int().positive().default(50),
+  errorRecoveryPerSecond: z.number().positive().default(1),
+});
+
+export type TenantConfig = z.infer<typeof TenantConfig>;
+export type LimitsConfig = z.infer<typeof LimitsConfig>;
