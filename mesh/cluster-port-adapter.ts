@@ -1,3 +1,4 @@
+import { CodedError } from '../platform/coded-error.js';
 import type { ClusterPort } from '../cell/messaging/cluster-port.js';
 import type { LocationService } from './location.js';
 import type { Inbox, Outbox } from './outbox.js';
@@ -25,15 +26,7 @@ export interface ClusterPortComponents {
 export type ClusterPortErrorCode = 'CLUSTER_UNKNOWN_CELL' | 'CLUSTER_UNKNOWN_PEER';
 
 /** A cell or peer the directory does not know; typed so callers can match on `code`. */
-export class ClusterPortError extends Error {
-  constructor(
-    readonly code: ClusterPortErrorCode,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'ClusterPortError';
-  }
-}
+export class ClusterPortError extends CodedError<ClusterPortErrorCode> {}
 
 /**
  * The production ClusterPort of a cell: the mesh services behind the one interface the cell's

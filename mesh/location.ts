@@ -1,5 +1,6 @@
 import { Counter, Histogram, type Registry } from 'prom-client';
 import { z } from 'zod';
+import { CodedError } from '../platform/coded-error.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import { randomId, type Random } from '../platform/random.js';
 import { untilAborted } from '../platform/abortable.js';
@@ -138,14 +139,9 @@ const LOCATION_ERROR_MESSAGES: Record<LocationErrorCode, string> = {
 };
 
 /** A typed location failure with a stable code; callers and tests match on `code`. */
-export class LocationError extends Error {
-  constructor(
-    readonly code: LocationErrorCode,
-    message: string = LOCATION_ERROR_MESSAGES[code],
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.name = 'LocationError';
+export class LocationError extends CodedError<LocationErrorCode> {
+  constructor(code: LocationErrorCode, message: string = LOCATION_ERROR_MESSAGES[code], options?: { cause?: unknown }) {
+    super(code, message, options);
   }
 }
 

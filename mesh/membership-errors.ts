@@ -1,3 +1,5 @@
+import { CodedError } from '../platform/coded-error.js';
+
 /**
  * Typed errors of the membership core (directory, failure detector, anti-entropy, CellMesh).
  * Callers and tests match on `code`, never on the message.
@@ -35,13 +37,8 @@ const DEFAULT_MESSAGES: Record<MembershipErrorCode, string> = {
 };
 
 /** A membership failure with a stable code and a readable message. */
-export class MembershipError extends Error {
-  constructor(
-    readonly code: MembershipErrorCode,
-    message: string = DEFAULT_MESSAGES[code],
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.name = 'MembershipError';
+export class MembershipError extends CodedError<MembershipErrorCode> {
+  constructor(code: MembershipErrorCode, message: string = DEFAULT_MESSAGES[code], options?: { cause?: unknown }) {
+    super(code, message, options);
   }
 }

@@ -5,6 +5,7 @@ import type { Clock, TimerHandle } from '../platform/clock.js';
 import { randomId, type Random } from '../platform/random.js';
 import { decodeJson, encodeJson, parseJson } from '../platform/wire-json.js';
 import type { MeshTransport, PeerId } from './transport.js';
+import { CodedError } from '../platform/coded-error.js';
 
 /**
  * Cross-cell forwarding from a durable outbox (guarantee 6 of the brief).
@@ -100,16 +101,7 @@ export type OutboxErrorCode =
   | 'OUTBOX_STORE_FAILED';
 
 /** A typed outbox failure with a stable code; callers and tests match on `code`. */
-export class OutboxError extends Error {
-  constructor(
-    readonly code: OutboxErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.name = 'OutboxError';
-  }
-}
+export class OutboxError extends CodedError<OutboxErrorCode> {}
 
 /** Codes of a refused forward request, as the receiver answers them on the wire. */
 export type ForwardRefusalCode =

@@ -17,6 +17,8 @@
  * - Buffers handed to handlers belong to the handler; the transport does not reuse them.
  */
 
+import { CodedError } from '../platform/coded-error.js';
+
 /** The identity of a cell's transport endpoint (a libp2p peer id string in production). */
 export type PeerId = string;
 
@@ -86,13 +88,4 @@ export type MeshTransportErrorCode =
   | 'NOT_STARTED';
 
 /** A typed transport failure with a stable code; tests and callers match on `code`. */
-export class MeshTransportError extends Error {
-  constructor(
-    readonly code: MeshTransportErrorCode,
-    message: string,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
-    this.name = 'MeshTransportError';
-  }
-}
+export class MeshTransportError extends CodedError<MeshTransportErrorCode> {}
