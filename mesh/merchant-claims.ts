@@ -32,6 +32,8 @@ export interface HostedMerchant {
 
 export class MerchantClaimsStore {
   private claims: StoredClaims = {};
+  /** The last write under way; the next one starts after it. */
+  private writing: Promise<void> = Promise.resolve();
 
   constructor(private readonly store: Store) {}
 
@@ -71,9 +73,19 @@ export class MerchantClaimsStore {
     );
   }
 
-  async record(tenant: string, merchant: string, epoch: number, change: { hosted: true; proof?: ClaimProof } | { hosted: false; to: string }): Promise<void> {
-    this.claims = { ...this.claims, [`${tenant}/${merchant}`]: { epoch, ...change } };
-    await this.store.write([{ type: 'put', key: CLAIMS_KEY, value: JSON.stringify(this.claims) }]);
+  /**
+   * Records a claim or a release, durably before anything reads it: a write that fails leaves
+   * the claims as they were, so a failed commit cannot reach the record (or the next write of
+   * another merchant's claim). Writes are serialized, each on top of the last one that succeeded.
+   */
+  record(tenant: string, merchant: string, epoch: number, change: { hosted: true; proof?: ClaimProof } | { hosted: false; to: string }): Promise<void> {
+    const write = this.writing.then(async () => {
+      const next = { ...this.claims, [`${tenant}/${merchant}`]: { epoch, ...change } };
+      await this.store.write([{ type: 'put', key: CLAIMS_KEY, value: JSON.stringify(next) }]);
+      this.claims = next;
+    });
+    this.writing = write.catch(() => undefined);
+    return write;
   }
 }
 

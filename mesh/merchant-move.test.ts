@@ -25,6 +25,8 @@ class MoveSide {
   fences = 0;
   /** Called while serving a commit, between hosting and the claim. */
   onHost: () => void = () => {};
+  /** Makes the durable claim fail, as a disk refusing the write would. */
+  failClaims = false;
   /** Requests to drop (as if lost on the way), by handover stage. */
   readonly dropStages = new Set<string>();
   readonly mover: MerchantMover;
@@ -53,7 +55,10 @@ class MoveSide {
     const claims: MerchantClaims = {
       epochOf: (_tenant, merchant) => this.epochs.get(merchant),
       handoverProof: (_tenant, _merchant, to, epoch) => ({ kind: 'handover', fromCell: cellId, fromPeer: `peer-${cellId}`, fromEpoch: epoch - 1, signature: Buffer.from(`signed-to-${to}`).toString('base64') }),
-      claim: async (_tenant, merchant, epoch) => void this.epochs.set(merchant, epoch),
+      claim: async (_tenant, merchant, epoch) => {
+        if (this.failClaims) throw new Error('the disk refused the write');
+        this.epochs.set(merchant, epoch);
+      },
       release: async (_tenant, merchant) => void this.epochs.delete(merchant),
       homeOf: () => this.homeSeen,
     };
@@ -158,6 +163,21 @@ describe('moving a merchant: the outcome of the commit', () => {
     await run(100);
     expect(JSON.parse(new TextDecoder().decode(await late))).toMatchObject({ ok: false, code: 'ABORTED' });
     expect(target.hosted.size).toBe(0);
+  });
+
+  it('does not host a merchant whose claim it failed to write, so the abort leaves one home', async () => {
+    const { source, target, run } = await twoCells();
+    target.failClaims = true;
+    const outcome = source.mover.move(TENANT, MERCHANT, 'cell-b').then(
+      () => 'moved',
+      (error: { code: string }) => error.code,
+    );
+    await run(5_000);
+    expect(await outcome).toBe('MOVE_FAILED');
+    expect(target.hosted.size).toBe(0);
+    expect(target.epochs.has(MERCHANT)).toBe(false);
+    expect([...source.hosted]).toEqual([MERCHANT]);
+    expect(source.fences).toBe(0);
   });
 
   it('answers a repeated commit as done and refuses copies after it', async () => {

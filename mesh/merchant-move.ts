@@ -242,9 +242,9 @@ export class MerchantMover {
   }
 
   /**
-   * Target side: store copied keys; on commit, host the merchant and claim it; on abort, promise
+   * Target side: store copied keys; on commit, claim the merchant and host it; on abort, promise
    * never to commit that epoch. One request per merchant at a time, so an abort cannot slip in
-   * between a commit's hosting and its claim.
+   * between a commit's claim and its hosting.
    */
   private serve(from: string, data: Uint8Array): Promise<Uint8Array> {
     const request = decodeJson(HandoverRequest, data, MAX_WIRE_BYTES);
@@ -278,8 +278,10 @@ export class MerchantMover {
     if ((await this.abortedEpoch(request.tenant, request.merchant)) >= request.epoch) {
       return answer({ ok: false, code: 'ABORTED', message: `the move of ${request.merchant} at epoch ${request.epoch} was aborted` });
     }
-    host.hostMerchant(request.tenant, request.merchant);
+    // The durable claim is the commit: if writing it fails, nothing changed here (the source
+    // may still abort), so the merchant is hosted only once it is written.
     await claims.claim(request.tenant, request.merchant, request.epoch, request.proof);
+    host.hostMerchant(request.tenant, request.merchant);
     logger.info({ tenant: request.tenant, merchant: request.merchant, from, epoch: request.epoch }, 'merchant moved in');
     return answer({ ok: true });
   }
