@@ -1,19 +1,20 @@
-import { SystemClock, type Clock } from '../platform/clock.js';
-import { SystemRandom, type Random } from '../platform/random.js';
-import { createClusterPort } from '../mesh/cluster-port-adapter.js';
-import { startMeshNode, type MeshNode } from '../mesh/mesh-node.js';
-import { routeToMerchant, summarizeDirectory } from '../router/route.js';
+import { join } from 'node:path';
 import { AccessServer, type ClusterApi } from '../cell/access/uws-server.js';
-import { CellCore } from '../cell/cell-core.js';
-import type { CellConfig } from './config.js';
-import type { Logger } from '../platform/logger.js';
-import { MerchantClaimsStore, meshMerchantClaims, recordClaims, tenantsHosting, type HostedMerchant } from '../mesh/merchant-claims.js';
-import { MerchantMover } from '../mesh/merchant-move.js';
-import { KEY_LAYOUT_VERSION, upgradeKeyLayout } from '../cell/messaging/key-layout.js';
-import { placeMerchant, type PlacementComponents } from '../mesh/merchant-placement.js';
+import type { CellCore } from '../cell/cell-core.js';
 import { CellMetrics } from '../cell/metrics.js';
-import { CellStartError, listenStartError } from './start-errors.js';
+import { createLibp2pTransport, loadOrCreatePeerKey, type Libp2pMeshTransport } from '../mesh/libp2p-transport.js';
+import { libp2pPublicKeyOf } from '../mesh/libp2p-record-keys.js';
+import { MEMBERSHIP_PRESETS, membershipOptions, type MembershipOptions } from '../mesh/membership-config.js';
+import { placeMerchant } from '../mesh/merchant-placement.js';
+import { Ed25519RecordSigner } from '../mesh/record-signer.js';
+import { SystemClock, type Clock } from '../platform/clock.js';
+import type { Logger } from '../platform/logger.js';
+import { SystemRandom, type Random } from '../platform/random.js';
 import { LevelStore, MemoryStore, isLockedByAnotherProcess, type Store } from '../platform/store/index.js';
+import { routeToMerchant, summarizeDirectory } from '../router/route.js';
+import { AssemblyError, assembleCell, type AssembledCell, type AssembledMesh, type DeviceAccess, type MeshPorts } from './assemble-cell.js';
+import type { CellConfig, MeshConfig } from './config.js';
+import { CellStartError, listenStartError } from './start-errors.js';
 
 export interface StartCellOptions {
   config: CellConfig;
@@ -33,8 +34,8 @@ export interface RunningCell {
   readonly port: number;
   readonly core: CellCore;
   readonly metrics: CellMetrics;
-  /** The cell's node of the mesh; undefined for a standalone cell. */
-  readonly mesh: MeshNode | undefined;
+  /** The cell's mesh services; undefined for a standalone cell. */
+  readonly mesh: AssembledMesh<Libp2pMeshTransport> | undefined;
   /**
    * Graceful stop: stop accepting, let writes under way finish and be acked, close devices
    * with "going away", close the store. Idempotent.
@@ -49,20 +50,16 @@ function storeFromConfig(config: CellConfig): Store {
 }
 
 /**
- * Opens the store; a LevelDB directory that cannot be opened (held by another cell, not
- * writable) is a CellStartError naming store.directory, not a stack trace.
+ * Why the store did not open, in words: a LevelDB directory that cannot be opened (held by
+ * another cell, not writable) is a CellStartError naming store.directory, not a stack trace.
  */
-async function openStore(config: CellConfig, store: Store): Promise<void> {
-  try {
-    await store.open();
-  } catch (error) {
-    if (config.store.kind !== 'level') throw error;
-    const { directory } = config.store;
-    if (isLockedByAnotherProcess(error)) {
-      throw new CellStartError('store.directory', `${directory} is locked by another process (another cell uses this directory)`, { cause: error });
-    }
-    throw new CellStartError('store.directory', `cannot open the LevelDB store at ${directory}: ${deepestMessage(error)}`, { cause: error });
+function storeOpenError(config: CellConfig, error: unknown): Error {
+  if (config.store.kind !== 'level') return error instanceof Error ? error : new Error(String(error));
+  const { directory } = config.store;
+  if (isLockedByAnotherProcess(error)) {
+    return new CellStartError('store.directory', `${directory} is locked by another process (another cell uses this directory)`, { cause: error });
   }
+  return new CellStartError('store.directory', `cannot open the LevelDB store at ${directory}: ${deepestMessage(error)}`, { cause: error });
 }
 
 /** The message of the innermost cause: the OS's or LevelDB's own words. */
@@ -72,160 +69,123 @@ function deepestMessage(error: unknown): string {
   return current instanceof Error ? current.message : String(current);
 }
 
-/** Production wiring of one cell: uWS access, the configured store, the system clock. */
+/** Production wiring of one cell: uWS access, the configured store, the system clock, libp2p. */
 export async function startCell(options: StartCellOptions): Promise<RunningCell> {
   const { config, logger } = options;
-  const store = options.store ?? storeFromConfig(config);
+  const clock = options.clock ?? new SystemClock();
   const metrics = new CellMetrics();
   if (options.processMetrics === true) metrics.collectProcessMetrics();
-  await openStore(config, store);
-  try {
-    const rewritten = await upgradeKeyLayout(store);
-    if (rewritten > 0) logger.info({ keys: rewritten, layout: KEY_LAYOUT_VERSION }, 'rewrote store keys of an earlier layout (users named by their whole identity)');
-  } catch (error) {
-    await store.close();
-    throw error;
-  }
-  const clock = options.clock ?? new SystemClock();
-  const random = options.random ?? new SystemRandom();
-  // In a cluster, moves may have changed what this cell hosts since its config was written.
-  const claims = config.mesh === undefined ? undefined : new MerchantClaimsStore(store);
-  await claims?.load();
-  const hosted = claims?.hosted(config.tenants) ?? [];
-  for (const merchant of claims?.movedOut(config.tenants) ?? []) {
-    logger.warn({ merchant }, 'the config lists a merchant that was moved to another cell; it stays there (update the config)');
-  }
-  const core = new CellCore({
-    cellId: config.cell.id,
-    tenants: claims === undefined ? config.tenants : tenantsHosting(config.tenants, hosted),
-    limits: config.limits,
-    clock,
-    random,
-    store,
-    metrics,
-    logger,
-  });
-  let ready = false;
-  let meshNode: MeshNode | undefined;
-  // Bound once the mesh node runs; until then (and for a standalone cell) the API says so.
-  let cluster: ClusterApi | undefined;
-  const access = new AccessServer({
-    core,
-    metrics,
-    logger,
-    limits: config.limits,
-    host: config.listen.host,
-    port: config.listen.port,
-    isReady: () => ready && !core.isDraining,
-    adminTokens: config.admin.token === undefined ? [] : [config.admin.token, ...config.admin.acceptTokens],
-    get cluster() {
-      return cluster;
-    },
-  });
-  let port: number;
-  try {
-    port = await access.listen().catch(async (error: unknown) => {
-      throw await listenStartError({ host: 'listen.host', port: 'listen.port' }, config.listen.host, config.listen.port, error);
-    });
-    if (config.mesh !== undefined) {
-      const meshListen = config.mesh.listen;
-      meshNode = await startCellMesh(config, hosted, claims as MerchantClaimsStore, { store, clock, random, logger, metrics, core, port }).catch(async (error: unknown) => {
-        throw await listenStartError({ host: 'mesh.listen.host', port: 'mesh.listen.port' }, meshListen.host, meshListen.port, error);
-      });
-      const { mesh, location, outbox, inbox, transport } = meshNode;
-      const clusterPort = createClusterPort({ cellId: config.cell.id, directory: mesh.directory, location, outbox, inbox, transport });
-      // From here on, conversations of merchants homed on other cells are served cross-cell.
-      core.attachCluster(clusterPort);
-      metrics.collectCrossCellStats(() => core.crossCellStats());
-      const merchantClaims = meshMerchantClaims(meshNode.mesh, claims as MerchantClaimsStore);
-      const mover = new MerchantMover({ cellId: config.cell.id, store, cluster: clusterPort, clock, logger, host: core.moveHost(), claims: merchantClaims });
-      const placement: PlacementComponents = {
-        cellId: config.cell.id,
-        operatorKeys: config.mesh.operatorKeys,
-        directory: mesh.directory,
-        host: core.moveHost(),
-        claims: merchantClaims,
+  // Bound once the cell has joined its cluster; until then (and for a standalone cell) the API says so.
+  let clusterApi: ClusterApi | undefined;
+  let port = 0;
+  let access: AccessServer | undefined;
+  const devices: DeviceAccess = {
+    open: async ({ core, isReady }) => {
+      access = new AccessServer({
+        core,
+        metrics,
         logger,
-      };
-      cluster = clusterApiOf(meshNode, core, mover, placement, clock);
-    }
+        limits: config.limits,
+        host: config.listen.host,
+        port: config.listen.port,
+        isReady,
+        adminTokens: config.admin.token === undefined ? [] : [config.admin.token, ...config.admin.acceptTokens],
+        get cluster() {
+          return clusterApi;
+        },
+      });
+      port = await access.listen().catch(async (error: unknown) => {
+        throw await listenStartError({ host: 'listen.host', port: 'listen.port' }, config.listen.host, config.listen.port, error);
+      });
+      // A pod listening on a wildcard address must say in mesh.advertise how it is reached.
+      const host = config.listen.host;
+      return { ws: config.mesh?.advertise.ws ?? `ws://${host}:${port}/v1/ws`, http: config.mesh?.advertise.http ?? `http://${host}:${port}` };
+    },
+    stopAccepting: () => access?.stopListening(),
+  };
+  const store = options.store ?? storeFromConfig(config);
+  let cell: AssembledCell<Libp2pMeshTransport>;
+  try {
+    cell = await assembleCell({
+      cellId: config.cell.id,
+      tenants: config.tenants,
+      limits: config.limits,
+      clock,
+      random: options.random ?? new SystemRandom(),
+      store,
+      logger,
+      metrics,
+      devices,
+      ...(config.mesh === undefined ? {} : { mesh: libp2pMeshPorts(config, config.mesh, logger) }),
+      storeOpenError: (error) => storeOpenError(config, error),
+    });
   } catch (error) {
-    access.stopListening();
-    await store.close();
+    const meshListen = config.mesh?.listen;
+    if (error instanceof AssemblyError && meshListen !== undefined) {
+      throw await listenStartError({ host: 'mesh.listen.host', port: 'mesh.listen.port' }, meshListen.host, meshListen.port, error.cause);
+    }
     throw error;
   }
-  ready = true;
-  logger.info({ cell: config.cell.id, host: config.listen.host, port, store: config.store.kind, mesh: meshNode?.transport.addresses() }, 'cell listening');
-
-  let stopping: Promise<void> | undefined;
-  const stop = (): Promise<void> => {
-    stopping ??= (async () => {
-      ready = false;
-      access.stopListening();
-      // In a mesh the others hear 'leaving' first (routers stop sending devices here), then
-      // 'left' once the devices are closed and the writes are done.
-      if (meshNode !== undefined) await meshNode.leave(() => core.drain());
-      else await core.drain();
-      await store.close();
-      logger.info({ cell: config.cell.id }, 'cell stopped');
-    })();
-    return stopping;
+  if (cell.cluster !== undefined) clusterApi = clusterApiOf(cell.cluster, cell.core, clock);
+  logger.info({ cell: config.cell.id, host: config.listen.host, port, store: config.store.kind, mesh: cell.cluster?.transport.addresses() }, 'cell listening');
+  const stop = async (): Promise<void> => {
+    await cell.stop();
+    logger.info({ cell: config.cell.id }, 'cell stopped');
   };
-  return { cellId: config.cell.id, port, core, metrics, mesh: meshNode, stop };
+  return { cellId: config.cell.id, port, core: cell.core, metrics, mesh: cell.cluster, stop: once(stop) };
 }
 
-interface CellParts {
-  store: Store;
-  clock: Clock;
-  random: Random;
-  logger: Logger;
-  metrics: CellMetrics;
-  core: CellCore;
-  port: number;
+/** `run` the first time; the same promise after. */
+function once(run: () => Promise<void>): () => Promise<void> {
+  let running: Promise<void> | undefined;
+  return () => (running ??= run());
 }
 
-/** Joins the cluster the config names, advertising this cell's endpoints, tenants and merchants. */
-function startCellMesh(config: CellConfig, hosted: readonly HostedMerchant[], claims: MerchantClaimsStore, parts: CellParts): Promise<MeshNode> {
-  const mesh = config.mesh as NonNullable<CellConfig['mesh']>;
-  const { core, metrics } = parts;
-  // A pod listening on a wildcard address must say in mesh.advertise how it is reached.
-  const advertisedHost = config.listen.host;
-  return startMeshNode({
-    cellId: config.cell.id,
-    settings: {
-      listenHost: mesh.listen.host,
-      listenPort: mesh.listen.port,
-      bootstrap: mesh.bootstrap,
-      clusterSecret: mesh.clusterSecret,
-      acceptClusterSecrets: mesh.acceptClusterSecrets ?? [],
-      admission: mesh.admission,
-      keyFile: mesh.keyFile,
-      maxDevices: mesh.maxDevices,
-      maxFrameBytes: config.limits.maxFrameBytes,
-      timings: mesh.timings,
+/** The libp2p side of a cell process: its key, its private network, its listen address, its timings. */
+function libp2pMeshPorts(config: CellConfig, mesh: MeshConfig, logger: Logger): MeshPorts<Libp2pMeshTransport> {
+  const options = membershipTimings(mesh.timings);
+  return {
+    createTransport: async () => {
+      const privateKey = await loadOrCreatePeerKey(keyFileOf(config, mesh));
+      const transport = await createLibp2pTransport({
+        clusterSecret: mesh.clusterSecret,
+        acceptClusterSecrets: mesh.acceptClusterSecrets ?? [],
+        privateNetworkHandshakeTimeoutMs: mesh.admission.handshakeTimeoutMs,
+        maxUnauthenticatedInbound: mesh.admission.maxUnauthenticatedInbound,
+        privateKey,
+        listenHost: mesh.listen.host,
+        listenPort: mesh.listen.port,
+        logger,
+      });
+      return { transport, signer: new Ed25519RecordSigner({ privateKey: privateKey.raw, publicKeyOf: libp2pPublicKeyOf }) };
     },
-    storeDirectory: config.store.kind === 'level' ? config.store.directory : undefined,
-    store: parts.store,
-    clock: parts.clock,
-    random: parts.random,
-    logger: parts.logger,
-    registry: metrics.registry,
-    endpoints: {
-      ws: mesh.advertise.ws ?? `ws://${advertisedHost}:${parts.port}/v1/ws`,
-      http: mesh.advertise.http ?? `http://${advertisedHost}:${parts.port}`,
-    },
-    tenants: config.tenants.map((tenant) => tenant.id),
-    // Merchants named in the config are claimed at epoch 0; a move or a placement claims a higher epoch.
-    ...recordClaims(hosted, claims),
+    bootstrap: mesh.bootstrap,
+    options,
     operatorKeys: mesh.operatorKeys,
-    localUsers: (tenant, userIds) => core.localUsers(tenant, userIds),
-    load: { devices: () => core.presence.connections, messagesTotal: () => metrics.messagesInTotal() },
-  });
+    maxDevices: mesh.maxDevices,
+  };
+}
+
+/** The configured timing overrides, checked by name and value before anything starts. */
+function membershipTimings(timings: Readonly<Record<string, number>>): MembershipOptions {
+  const known = Object.keys(MEMBERSHIP_PRESETS.lan);
+  const unknown = Object.keys(timings).filter((name) => !known.includes(name));
+  if (unknown.length > 0) throw new RangeError(`unknown mesh.timings option(s) ${unknown.join(', ')}; known: ${known.join(', ')}`);
+  return membershipOptions(timings as Partial<MembershipOptions>);
+}
+
+/** Where the libp2p key lives: `mesh.keyFile`, or `<store directory>/mesh-peer.key`. */
+function keyFileOf(config: CellConfig, mesh: MeshConfig): string {
+  if (mesh.keyFile !== undefined) return mesh.keyFile;
+  if (config.store.kind !== 'level') {
+    throw new Error("mesh.keyFile is required when the store has no directory (memory store): the key is the cell's identity in the cluster");
+  }
+  return join(config.store.directory, 'mesh-peer.key');
 }
 
 /** The HTTP API's view of the mesh (routes, the cluster view, partition tools). */
-function clusterApiOf(node: MeshNode, core: CellCore, mover: MerchantMover, placement: PlacementComponents, clock: Clock): ClusterApi {
-  const { mesh, transport, location } = node;
+function clusterApiOf(cluster: AssembledMesh<Libp2pMeshTransport>, core: CellCore, clock: Clock): ClusterApi {
+  const { mesh, transport, location, mover, placement } = cluster;
   const peersOf = (cellIds: readonly string[]): { peers: string[]; unknown: string[] } => {
     const peers: string[] = [];
     const unknown: string[] = [];

@@ -1,19 +1,17 @@
-import { CellCore } from '../cell/cell-core.js';
+import type { CellCore } from '../cell/cell-core.js';
 import type { LimitsConfig, TenantConfig } from '../cell/settings.js';
-import { silentLogger } from '../platform/logger.js';
-import { MerchantClaimsStore, meshMerchantClaims, recordClaims, tenantsHosting } from '../mesh/merchant-claims.js';
 import type { MoveHost } from '../cell/move-host.js';
-import { MerchantMover } from '../mesh/merchant-move.js';
 import { CellMetrics } from '../cell/metrics.js';
-import type { Store } from '../platform/store/store.js';
-import { CellMesh } from '../mesh/cell-mesh.js';
-import { createClusterPort } from '../mesh/cluster-port-adapter.js';
-import { publishLoadPeriodically } from '../mesh/load-publisher.js';
-import { LocationService } from '../mesh/location.js';
+import type { CellMesh } from '../mesh/cell-mesh.js';
+import type { LocationService } from '../mesh/location.js';
 import type { MembershipOptions, MembershipPreset } from '../mesh/membership-config.js';
+import type { MerchantMover } from '../mesh/merchant-move.js';
 import { memoryAddress, type MemoryNetwork, type MemoryTransport } from '../mesh/memory-network.js';
-import { Inbox, Outbox } from '../mesh/outbox.js';
-import type { Clock, TimerHandle } from '../platform/clock.js';
+import type { Inbox, Outbox } from '../mesh/outbox.js';
+import type { Clock } from '../platform/clock.js';
+import { silentLogger } from '../platform/logger.js';
+import type { Store } from '../platform/store/store.js';
+import { assembleCell, type AssembledCell, type AssembledMesh } from '../assembly/assemble-cell.js';
 import type { DeviceEndpoint, DeviceLink } from './device-link.js';
 import { FencedTransport } from './fenced-transport.js';
 import { stream } from './rng.js';
@@ -46,69 +44,123 @@ export function peerOf(cellId: string): string {
 }
 
 /**
- * Starts an incarnation as cell/cell.ts starts a cell: open the disk, read which merchants moves
- * left with this cell, then build the core on them. Never settles when the incarnation dies first
- * (a crash during start-up), as a dead process's calls never return.
+ * Starts an incarnation as a process starts a cell, through the same assembly
+ * (assembly/assemble-cell.ts): open the disk, read which merchants moves left with this cell,
+ * build the core on them and accept devices; `start()` then waits for the mesh to be joined.
+ * Never settles when the incarnation dies first (a crash during start-up), as a dead process's
+ * calls never return.
  */
-export async function openSimCell(init: SimCellInit): Promise<SimCellIncarnation> {
-  await init.disk.open();
-  const claims = new MerchantClaimsStore(init.disk.view(init.life));
-  await claims.load();
-  return new SimCellIncarnation(init, claims);
+export function openSimCell(init: SimCellInit): Promise<SimCellIncarnation> {
+  const incarnation = new SimCellIncarnation(init);
+  return incarnation.opened.then(() => incarnation);
 }
 
 /**
- * One incarnation of a simulated cell: the production core (CellCore) and mesh services
- * (CellMesh, LocationService, Outbox, Inbox, the cluster port adapter, the merchant mover) wired
- * as cell/cell.ts and mesh/mesh-node.ts wire them, on the simulator's ports: a fenced virtual
- * clock, a seeded random stream, the cell's simulated disk and a MemoryTransport. A crash ends
- * the incarnation; a restart is a new one on the same disk.
+ * One incarnation of a simulated cell: the production core and mesh services, assembled by
+ * assembleCell on the simulator's ports: a fenced virtual clock, seeded random streams, the
+ * cell's simulated disk and a MemoryTransport. A crash ends the incarnation; a restart is a new
+ * one on the same disk.
  */
 export class SimCellIncarnation implements DeviceEndpoint {
   readonly life: Life;
   readonly links = new Set<DeviceLink>();
-  readonly core: CellCore;
   readonly maxFrameBytes: number;
   readonly metrics = new CellMetrics();
   readonly clock: Clock;
   readonly store: Store;
-  mesh: CellMesh | undefined;
-  location: LocationService | undefined;
-  outbox: Outbox | undefined;
-  inbox: Inbox | undefined;
+  /** Resolves once the core exists and devices are accepted (before the mesh is joined). */
+  readonly opened: Promise<void>;
+  /** The MemoryTransport under the fence (the simulator cuts and heals its links). */
   transport: MemoryTransport | undefined;
-  mover: MerchantMover | undefined;
-  private loadTimer: TimerHandle | undefined;
+  private opening: { core: CellCore; moveHost: MoveHost } | undefined;
+  private cluster: AssembledMesh<FencedTransport> | undefined;
+  private readonly assembled: Promise<AssembledCell<FencedTransport>>;
+  private accepting = true;
   private state: 'starting' | 'running' | 'leaving' | 'left' | 'crashed' = 'starting';
 
-  private readonly hosted: ReturnType<MerchantClaimsStore['hosted']>;
-  private readonly moveHost: MoveHost;
-
-  constructor(
-    private readonly init: SimCellInit,
-    private readonly claims: MerchantClaimsStore,
-  ) {
+  constructor(private readonly init: SimCellInit) {
     this.life = init.life;
     this.clock = new FencedClock(init.clock, this.life);
     this.store = init.disk.view(this.life);
     this.maxFrameBytes = init.limits.maxFrameBytes;
-    this.hosted = claims.hosted([init.tenant]);
-    this.core = new CellCore({
+    let markOpened!: () => void;
+    let failOpening!: (error: unknown) => void;
+    this.opened = new Promise<void>((resolve, reject) => {
+      markOpened = resolve;
+      failOpening = reject;
+    });
+    this.assembled = this.assemble(() => markOpened());
+    // A failure before the core exists rejects `opened`; after, `start()` reports it.
+    this.assembled.catch(failOpening);
+  }
+
+  private async assemble(onOpen: () => void): Promise<AssembledCell<FencedTransport>> {
+    const { init } = this;
+    const peer = peerOf(init.cellId);
+    await init.disk.open();
+    return assembleCell({
       cellId: init.cellId,
-      tenants: tenantsHosting([init.tenant], this.hosted),
+      tenants: [init.tenant],
       limits: init.limits,
       clock: this.clock,
       random: stream(init.seed, `cell/${init.cellId}/${init.startCount}/core`),
       store: this.store,
-      metrics: this.metrics,
       logger: silentLogger,
+      metrics: this.metrics,
+      devices: {
+        open: async ({ core }) => {
+          this.opening = { core, moveHost: core.moveHost() };
+          onOpen();
+          return { ws: `ws://${init.cellId}.sim/v1/ws`, http: `http://${init.cellId}.sim` };
+        },
+        stopAccepting: () => {
+          this.accepting = false;
+        },
+      },
+      mesh: {
+        createTransport: async () => {
+          if (init.network.endpoint(peer) !== undefined) init.network.forget(peer);
+          const inner = init.network.createTransport(peer);
+          this.transport = inner;
+          return { transport: new FencedTransport(inner, this.life), signer: init.keyring.signerFor(peer) };
+        },
+        bootstrap: init.bootstrap.map((cellId) => memoryAddress(peerOf(cellId))),
+        options: init.meshOptions,
+        preset: init.preset,
+        random: stream(init.seed, `cell/${init.cellId}/${init.startCount}/mesh`),
+      },
     });
-    this.moveHost = this.core.moveHost();
+  }
+
+  /** The production core of this incarnation; there once `opened` resolved. */
+  get core(): CellCore {
+    if (this.opening === undefined) throw new Error(`cell ${this.init.cellId} has no core before it opened`);
+    return this.opening.core;
+  }
+
+  get mesh(): CellMesh | undefined {
+    return this.cluster?.mesh;
+  }
+
+  get location(): LocationService | undefined {
+    return this.cluster?.location;
+  }
+
+  get outbox(): Outbox | undefined {
+    return this.cluster?.outbox;
+  }
+
+  get inbox(): Inbox | undefined {
+    return this.cluster?.inbox;
+  }
+
+  get mover(): MerchantMover | undefined {
+    return this.cluster?.mover;
   }
 
   /** Whether this incarnation's core hosts `merchant` now (its config, then the moves). */
   hosts(tenant: string, merchant: string): boolean {
-    return this.moveHost.hosts(tenant, merchant);
+    return this.opening?.moveHost.hosts(tenant, merchant) ?? false;
   }
 
   get cellId(): string {
@@ -119,75 +171,15 @@ export class SimCellIncarnation implements DeviceEndpoint {
     return this.state;
   }
 
-  /** Accepts devices (from construction, as the access server listens before the mesh starts) unless gone. */
+  /** Accepts devices once the core exists (the access server listens before the mesh starts), unless gone. */
   get acceptsDevices(): boolean {
-    return this.state === 'starting' || this.state === 'running';
+    return this.opening !== undefined && this.accepting && (this.state === 'starting' || this.state === 'running');
   }
 
-  /** Starts the mesh node and joins the cell to its cluster (cell/cell.ts's startCellMesh, in order). */
+  /** Waits until the cell has joined its cluster (the rest of the assembly after `opened`). */
   async start(): Promise<void> {
-    const { init } = this;
-    const random = stream(init.seed, `cell/${init.cellId}/${init.startCount}/mesh`);
-    const peer = peerOf(init.cellId);
-    if (init.network.endpoint(peer) !== undefined) init.network.forget(peer);
-    const inner = init.network.createTransport(peer);
-    this.transport = inner;
-    const transport = new FencedTransport(inner, this.life);
-    await transport.start();
-    const { merchants, handedOver } = recordClaims(this.hosted, this.claims);
-    const mesh = new CellMesh({
-      cellId: init.cellId,
-      transport,
-      clock: this.clock,
-      random,
-      store: this.store,
-      signer: init.keyring.signerFor(peer),
-      record: {
-        endpoints: { ws: `ws://${init.cellId}.sim/v1/ws`, http: `http://${init.cellId}.sim`, p2p: inner.addresses() },
-        tenants: [init.tenant.id],
-        merchants,
-        handedOver,
-        load: { devices: 0, messagesPerSecond: 0 },
-        capacity: { maxDevices: 100_000 },
-      },
-      bootstrap: init.bootstrap.map((cellId) => memoryAddress(peerOf(cellId))),
-      options: init.meshOptions,
-      preset: init.preset,
-      logger: silentLogger,
-    });
-    this.mesh = mesh;
-    const cellOfPeer = (candidate: string): string | undefined => mesh.directory.cellOfPeer(candidate);
-    const location = new LocationService({ transport, clock: this.clock, random, cellId: init.cellId, cellOfPeer, localUsers: (tenant, users) => this.core.localUsers(tenant, users) });
-    const maxEntryBytes = 2 * init.limits.maxFrameBytes;
-    const outbox = new Outbox(
-      { store: this.store, transport, clock: this.clock, random, cellId: init.cellId, resolvePeer: (cellId) => mesh.peerOf(cellId) },
-      { maxEntryBytes, maxBatchBytes: Math.max(256 * 1024, 4 * maxEntryBytes) },
-    );
-    const inbox = new Inbox({ store: this.store, transport, cellOfPeer });
-    this.location = location;
-    this.outbox = outbox;
-    this.inbox = inbox;
-    await mesh.start();
-    location.start();
-    await outbox.start();
-    inbox.start();
-    mesh.onPeerConnected((connected) => {
-      const cellId = cellOfPeer(connected);
-      if (cellId !== undefined) outbox.nudge(cellId);
-    });
-    // As mesh/mesh-node.ts does in a cell process; a crash ends the incarnation's timers with it.
-    this.loadTimer = publishLoadPeriodically(mesh, this.clock, { devices: () => this.core.presence.connections, messagesTotal: () => this.metrics.messagesInTotal() }, () => undefined);
-    const clusterPort = createClusterPort({ cellId: init.cellId, directory: mesh.directory, location, outbox, inbox, transport });
-    this.core.attachCluster(clusterPort);
-    this.mover = new MerchantMover({
-      cellId: init.cellId,
-      store: this.store,
-      cluster: clusterPort,
-      clock: this.clock,
-      logger: silentLogger,
-      host: this.moveHost,
-      claims: meshMerchantClaims(mesh, this.claims),
-    });
+    const cell = await this.assembled;
+    this.cluster = cell.cluster;
     if (this.state === 'starting') this.state = 'running';
   }
 
@@ -203,17 +195,11 @@ export class SimCellIncarnation implements DeviceEndpoint {
     this.stopTransport();
   }
 
-  /** SIGTERM: 'leaving', drain the devices and writes, 'left', then stop (mesh/mesh-node.ts's leave). */
+  /** SIGTERM: the assembly's graceful stop ('leaving', drain the devices and writes, 'left', stop). */
   async leave(): Promise<void> {
     if (this.state !== 'running') return;
     this.state = 'leaving';
-    this.loadTimer?.cancel();
-    const mesh = this.mesh!;
-    await mesh.leave({ drain: () => this.core.drain() }).catch(() => undefined);
-    this.location?.stop();
-    await this.outbox?.stop();
-    await this.inbox?.stop();
-    await mesh.stop();
+    await (await this.assembled).stop();
     this.state = 'left';
     this.life.end();
     for (const link of [...this.links]) link.breakByCrash();
@@ -233,8 +219,9 @@ export class SimCellIncarnation implements DeviceEndpoint {
   /** Entries waiting in this cell's outbox: for live destinations, and for destinations `gone` says left the cluster. */
   outboxWaiting(gone: (cellId: string) => boolean): { live: number; gone: number } {
     const waiting = { live: 0, gone: 0 };
-    if (this.outbox === undefined || !this.life.alive) return waiting;
-    for (const [destination, info] of this.outbox.waiting()) {
+    const outbox = this.cluster?.outbox;
+    if (outbox === undefined || !this.life.alive) return waiting;
+    for (const [destination, info] of outbox.waiting()) {
       if (gone(destination)) waiting.gone += info.entries;
       else waiting.live += info.entries;
     }

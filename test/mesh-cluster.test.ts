@@ -3,23 +3,24 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connectNode, type CellmeshClient } from '../client/index.js';
-import { Registry } from 'prom-client';
 import { silentLogger } from '../platform/logger.js';
-import { MemoryStore } from '../platform/store/memory-store.js';
+import { LevelStore } from '../platform/store/level-store.js';
+import { parseCellConfig } from '../assembly/config.js';
+import { startCell as startInProcessCell, type RunningCell } from '../assembly/process-cell.js';
+import { MerchantClaimsStore } from '../mesh/merchant-claims.js';
 import { generateOperatorKeyPair, signPlacement } from '../mesh/claim-proof.js';
 import type { MerchantClaim } from '../mesh/cell-record.js';
-import { startMeshNode, type MeshNode } from '../mesh/mesh-node.js';
-import { SystemClock } from '../platform/clock.js';
 import { metricValue } from '../platform/prometheus-text.js';
-import { SystemRandom } from '../platform/random.js';
 import {
   ADMIN_TOKEN,
   CLUSTER_SECRET,
   RawClient,
+  SECRET,
   TENANT,
   errorCodeOf,
   eventually,
   fetchMetrics,
+  freePort,
   httpRequest,
   killChildCell,
   startChildCell,
@@ -317,41 +318,27 @@ describe('moving a merchant between cell processes', () => {
 });
 
 /**
- * A node that holds the cluster secret but is no cell of the operator's: a real libp2p mesh node
- * in this process that publishes its own, validly signed record with the claims it likes.
+ * A node that holds the cluster secret but is no cell of the operator's: a real cell in this
+ * process whose store says it holds `merchants` at the epochs given, with no proof of a move,
+ * so it publishes its own, validly signed record with the claims it likes.
  */
-async function startImpostor(cellId: string, bootstrap: string, merchants: readonly MerchantClaim[]): Promise<MeshNode> {
+async function startImpostor(cellId: string, bootstrap: string, merchants: readonly MerchantClaim[]): Promise<RunningCell> {
   const root = (directory ??= await mkdtemp(join(tmpdir(), 'cellmesh-mesh-')));
-  const store = new MemoryStore();
+  const storeDirectory = join(root, cellId);
+  const store = new LevelStore({ directory: storeDirectory, sync: true });
   await store.open();
-  return startMeshNode({
-    cellId,
-    settings: {
-      listenHost: '127.0.0.1',
-      listenPort: 0,
-      bootstrap: [bootstrap],
-      clusterSecret: CLUSTER_SECRET,
-      acceptClusterSecrets: [],
-      admission: {},
-      keyFile: join(root, `${cellId}.key`),
-      maxDevices: 100,
-      maxFrameBytes: 64 * 1024,
-      timings: {},
-    },
-    storeDirectory: undefined,
-    store,
-    clock: new SystemClock(),
-    random: new SystemRandom(),
-    logger: silentLogger,
-    registry: new Registry(),
-    endpoints: { ws: 'ws://127.0.0.1:9/v1/ws', http: 'http://127.0.0.1:9' },
-    tenants: [TENANT],
-    merchants,
-    handedOver: [],
-    operatorKeys: [],
-    localUsers: () => [],
-    load: { devices: () => 0, messagesTotal: () => 0 },
+  const claims = new MerchantClaimsStore(store);
+  for (const claim of merchants) await claims.record(claim.tenant, claim.merchant, claim.epoch, { hosted: true });
+  await store.close();
+  const config = parseCellConfig({
+    cell: { id: cellId },
+    listen: { host: '127.0.0.1', port: await freePort() },
+    store: { kind: 'level', directory: storeDirectory, sync: true },
+    tenants: [{ id: TENANT, secret: SECRET, merchants: [] }],
+    mesh: { listen: { host: '127.0.0.1', port: await freePort() }, clusterSecret: CLUSTER_SECRET, bootstrap: [bootstrap] },
+    admin: { token: ADMIN_TOKEN },
   });
+  return startInProcessCell({ config, logger: silentLogger });
 }
 
 interface ConflictView {

@@ -1,0 +1,295 @@
+import { CellCore } from '../cell/cell-core.js';
+import type { LimitsConfig, TenantConfig } from '../cell/settings.js';
+import { KEY_LAYOUT_VERSION, upgradeKeyLayout } from '../cell/messaging/key-layout.js';
+import type { CellMetrics } from '../cell/metrics.js';
+import { CellMesh } from '../mesh/cell-mesh.js';
+import { createClusterPort } from '../mesh/cluster-port-adapter.js';
+import { publishLoadPeriodically } from '../mesh/load-publisher.js';
+import { LocationService } from '../mesh/location.js';
+import type { MembershipOptions, MembershipPreset } from '../mesh/membership-config.js';
+import { MerchantClaimsStore, meshMerchantClaims, recordClaims, tenantsHosting, type HostedMerchant } from '../mesh/merchant-claims.js';
+import { MerchantMover } from '../mesh/merchant-move.js';
+import type { PlacementComponents } from '../mesh/merchant-placement.js';
+import { PromMeshMetrics } from '../mesh/mesh-metrics.js';
+import { Inbox, Outbox, type OutboxInit } from '../mesh/outbox.js';
+import type { RecordSigner } from '../mesh/record-signer.js';
+import type { MeshTransport } from '../mesh/transport.js';
+import type { Clock } from '../platform/clock.js';
+import { CodedError } from '../platform/coded-error.js';
+import type { Logger } from '../platform/logger.js';
+import type { Random } from '../platform/random.js';
+import type { Store } from '../platform/store/store.js';
+
+/**
+ * The one place a cell is wired: the process (assembly/process-cell.ts), the simulator
+ * (sim/sim-cell.ts) and the tests call `assembleCell` with their own ports, and get the same
+ * core, the same mesh services in the same start order and the same stop order.
+ */
+
+/** Where the cell's devices come from: uWS in a process, in-memory links in the simulator. */
+export interface DeviceAccess {
+  /**
+   * Starts accepting devices for `cell.core` (the mesh is not joined yet: a cell serves its own
+   * merchants first). Returns the endpoints devices reach it at, which a cell in a cluster
+   * advertises in its record.
+   */
+  open(cell: OpenedCell): Promise<DeviceEndpoints>;
+  /** Stops accepting new devices; those connected are closed by the core's drain. */
+  stopAccepting(): void;
+}
+
+export interface DeviceEndpoints {
+  readonly ws: string;
+  readonly http: string;
+}
+
+/** What the device access needs from the cell while it serves. */
+export interface OpenedCell {
+  readonly core: CellCore;
+  /** Up and not draining: what a readiness probe reports. */
+  isReady(): boolean;
+}
+
+/** The cell's part in a cluster. */
+export interface MeshPorts<Transport extends MeshTransport = MeshTransport> {
+  /**
+   * Makes the transport (not started) and the signer of this cell's record with the key of
+   * `transport.self`. The assembly calls it once device access is open, starts the transport
+   * before the other mesh services and stops it after them.
+   */
+  readonly createTransport: () => Promise<{ readonly transport: Transport; readonly signer: RecordSigner }>;
+  readonly bootstrap: readonly string[];
+  readonly options?: Partial<MembershipOptions>;
+  readonly preset?: MembershipPreset;
+  /** Operator public keys whose placements this cell accepts (`mesh.operatorKeys`). */
+  readonly operatorKeys?: readonly string[];
+  /** Devices this cell admits, as its record says to routers. */
+  readonly maxDevices?: number;
+  /** Tuning of the outbox (tests shorten its timeouts); its entry and batch bounds follow the frame limit. */
+  readonly outbox?: Omit<OutboxInit, 'maxEntryBytes' | 'maxBatchBytes'>;
+  /**
+   * The mesh services' own random stream. The simulator gives the core and the mesh a stream
+   * each, so that a change in one does not shift the other's draws; defaults to the cell's.
+   */
+  readonly random?: Random;
+}
+
+export interface CellAssemblyInit<Transport extends MeshTransport = MeshTransport> {
+  readonly cellId: string;
+  /** The tenants as configured; in a cluster, moves recorded in the store change which merchants are hosted. */
+  readonly tenants: readonly TenantConfig[];
+  readonly limits: LimitsConfig;
+  readonly clock: Clock;
+  readonly random: Random;
+  /** Not opened yet: the assembly opens it first and closes it last. */
+  readonly store: Store;
+  readonly logger: Logger;
+  readonly metrics: CellMetrics;
+  readonly devices: DeviceAccess;
+  /** Absent: a standalone cell. */
+  readonly mesh?: MeshPorts<Transport>;
+  /** Opening the store failed: lets the process name its own setting in the error. */
+  readonly storeOpenError?: (error: unknown) => Error;
+}
+
+/** The mesh services of a cell in a cluster, started, in the order they stop in reverse. */
+export interface AssembledMesh<Transport extends MeshTransport = MeshTransport> {
+  readonly mesh: CellMesh;
+  readonly transport: Transport;
+  readonly location: LocationService;
+  readonly outbox: Outbox;
+  readonly inbox: Inbox;
+  readonly mover: MerchantMover;
+  readonly placement: PlacementComponents;
+  /** The first step of a graceful stop. */
+  readonly stopPublishingLoad: () => void;
+}
+
+export interface AssembledCell<Transport extends MeshTransport = MeshTransport> {
+  readonly cellId: string;
+  readonly core: CellCore;
+  readonly endpoints: DeviceEndpoints;
+  /** Undefined for a standalone cell. */
+  readonly cluster: AssembledMesh<Transport> | undefined;
+  isReady(): boolean;
+  /**
+   * Graceful stop, in one order for every world: stop accepting devices; in a cluster gossip
+   * 'leaving' (routers stop sending devices here), drain (close devices, finish and ack the
+   * writes under way), gossip 'left', stop the mesh services in the reverse of their start;
+   * close the store. Idempotent.
+   */
+  stop(): Promise<void>;
+}
+
+export type AssemblyErrorCode = 'MESH_START_FAILED';
+
+/** The mesh transport could not start (its listen address is taken, for example); `cause` says why. */
+export class AssemblyError extends CodedError<AssemblyErrorCode> {}
+
+/** One step of the stop order; run in reverse of registration. */
+type StopStep = () => Promise<void> | void;
+
+/**
+ * Opens the store, builds the core on what the cell hosts, opens device access, then (in a
+ * cluster) joins the mesh and attaches the core to it. On a failure, everything started so far
+ * is stopped again before the error propagates.
+ */
+export async function assembleCell<Transport extends MeshTransport>(init: CellAssemblyInit<Transport>): Promise<AssembledCell<Transport>> {
+  const { cellId, store, logger } = init;
+  try {
+    await store.open();
+  } catch (error) {
+    throw init.storeOpenError?.(error) ?? error;
+  }
+  const started: StopStep[] = [() => store.close()];
+  const unwind = async (): Promise<void> => {
+    for (const step of started.splice(0).reverse()) await Promise.resolve(step()).catch((error: unknown) => logger.warn({ err: error }, 'stopping a part of the cell failed'));
+  };
+  try {
+    const rewritten = await upgradeKeyLayout(store);
+    if (rewritten > 0) logger.info({ keys: rewritten, layout: KEY_LAYOUT_VERSION }, 'rewrote store keys of an earlier layout (users named by their whole identity)');
+    // In a cluster, moves may have changed what this cell hosts since its config was written.
+    const claims = init.mesh === undefined ? undefined : new MerchantClaimsStore(store);
+    await claims?.load();
+    const hosted = claims?.hosted(init.tenants) ?? [];
+    for (const merchant of claims?.movedOut(init.tenants) ?? []) {
+      logger.warn({ merchant }, 'the config lists a merchant that was moved to another cell; it stays there (update the config)');
+    }
+    const core = new CellCore({
+      cellId,
+      tenants: claims === undefined ? init.tenants : tenantsHosting(init.tenants, hosted),
+      limits: init.limits,
+      clock: init.clock,
+      random: init.random,
+      store,
+      metrics: init.metrics,
+      logger,
+    });
+    let ready = false;
+    const isReady = (): boolean => ready && !core.isDraining;
+    const endpoints = await init.devices.open({ core, isReady });
+    started.push(() => init.devices.stopAccepting());
+    const cluster = init.mesh === undefined ? undefined : await joinMesh(init, init.mesh, { core, endpoints, hosted, claims: claims as MerchantClaimsStore, started });
+    ready = true;
+
+    let stopping: Promise<void> | undefined;
+    const stop = (): Promise<void> => {
+      stopping ??= (async () => {
+        ready = false;
+        init.devices.stopAccepting();
+        if (cluster === undefined) await core.drain();
+        else {
+          cluster.stopPublishingLoad();
+          await cluster.mesh.leave({ drain: () => core.drain() }).catch((error: unknown) => logger.warn({ err: error }, 'leaving the mesh gracefully failed; stopping anyway'));
+        }
+        await unwind();
+      })();
+      return stopping;
+    };
+    return { cellId, core, endpoints, cluster, isReady, stop };
+  } catch (error) {
+    await unwind();
+    throw error;
+  }
+}
+
+interface JoiningCell {
+  readonly core: CellCore;
+  readonly endpoints: DeviceEndpoints;
+  readonly hosted: readonly HostedMerchant[];
+  readonly claims: MerchantClaimsStore;
+  /** Where each started part registers how it stops. */
+  readonly started: StopStep[];
+}
+
+/** Starts the cell's mesh services on one transport, advertising its endpoints, tenants and merchants. */
+async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<Transport>, ports: MeshPorts<Transport>, cell: JoiningCell): Promise<AssembledMesh<Transport>> {
+  const { cellId, clock, store, logger, metrics } = init;
+  const { transport, signer } = await ports.createTransport();
+  const { core, started } = cell;
+  const random = ports.random ?? init.random;
+  try {
+    await transport.start();
+  } catch (error) {
+    throw new AssemblyError('MESH_START_FAILED', `the mesh transport did not start: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+  }
+  started.push(() => transport.stop());
+  const mesh = new CellMesh({
+    cellId,
+    transport,
+    clock,
+    random,
+    store,
+    signer,
+    record: {
+      endpoints: { ...cell.endpoints, p2p: transport.addresses() },
+      tenants: init.tenants.map((tenant) => tenant.id),
+      // Merchants named in the config are claimed at epoch 0; a move or a placement claims a higher epoch.
+      ...recordClaims(cell.hosted, cell.claims),
+      load: { devices: 0, messagesPerSecond: 0 },
+      capacity: { maxDevices: ports.maxDevices ?? 100_000 },
+    },
+    operatorKeys: ports.operatorKeys ?? [],
+    bootstrap: ports.bootstrap,
+    ...(ports.options === undefined ? {} : { options: ports.options }),
+    ...(ports.preset === undefined ? {} : { preset: ports.preset }),
+    metrics: new PromMeshMetrics(metrics.registry),
+    logger,
+  });
+  const cellOfPeer = (peer: string): string | undefined => mesh.directory.cellOfPeer(peer);
+  const location = new LocationService({
+    transport,
+    clock,
+    random,
+    cellId,
+    cellOfPeer,
+    localUsers: (tenant, users) => core.localUsers(tenant, users),
+    registry: metrics.registry,
+  });
+  // A relayed send carries a whole client frame: entries and batches hold one with room for the envelope.
+  const maxEntryBytes = 2 * init.limits.maxFrameBytes;
+  const outbox = new Outbox(
+    { store, transport, clock, random, cellId, resolvePeer: (target) => mesh.peerOf(target), registry: metrics.registry },
+    { ...ports.outbox, maxEntryBytes, maxBatchBytes: Math.max(256 * 1024, 4 * maxEntryBytes) },
+  );
+  const inbox = new Inbox({ store, transport, cellOfPeer, registry: metrics.registry });
+
+  // Requests (outbox, handover, history) go to cells this one may not be connected to yet: the
+  // transport can dial them only if it knows their addresses, which the directory has.
+  started.push(
+    mesh.directory.onChange((_cellId, _before, after) => {
+      if (after !== undefined && after.record.peerId !== transport.self) transport.addPeerAddresses(after.record.peerId, after.record.endpoints.p2p);
+    }),
+  );
+  await mesh.start();
+  started.push(() => mesh.stop());
+  location.start();
+  started.push(() => location.stop());
+  await outbox.start();
+  started.push(() => outbox.stop());
+  await inbox.start();
+  started.push(() => inbox.stop());
+  // A cell coming back (after a partition or a restart) gets its waiting entries at once, not after the outbox's backoff.
+  started.push(
+    mesh.onPeerConnected((peer) => {
+      const target = cellOfPeer(peer);
+      if (target !== undefined) outbox.nudge(target);
+    }),
+  );
+  const loadTimer = publishLoadPeriodically(mesh, clock, { devices: () => core.presence.connections, messagesTotal: () => metrics.messagesInTotal() }, (error) =>
+    logger.warn({ err: error }, 'publishing the load failed'),
+  );
+  started.push(() => loadTimer.cancel());
+  // Leaving changes the record itself: no load update may race it.
+  const stopPublishingLoad = (): void => loadTimer.cancel();
+
+  const clusterPort = createClusterPort({ cellId, directory: mesh.directory, location, outbox, inbox, transport });
+  // From here on, conversations of merchants homed on other cells are served cross-cell.
+  core.attachCluster(clusterPort);
+  metrics.collectCrossCellStats(() => core.crossCellStats());
+  const merchantClaims = meshMerchantClaims(mesh, cell.claims);
+  const host = core.moveHost();
+  const mover = new MerchantMover({ cellId, store, cluster: clusterPort, clock, logger, host, claims: merchantClaims });
+  const placement: PlacementComponents = { cellId, operatorKeys: ports.operatorKeys ?? [], directory: mesh.directory, host, claims: merchantClaims, logger };
+  return { mesh, transport, location, outbox, inbox, mover, placement, stopPublishingLoad };
+}
