@@ -2,8 +2,10 @@ import { describe, expect, it } from 'vitest';
 import type { ChatMessage, ClientFrame, Limits, ServerFrame } from '../cell/protocol/frames.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { SeededRandom } from '../platform/random.js';
-import { CellmeshClient, type CellmeshClientOptions, type StateChange } from './client.js';
+import { CellmeshClient } from './client.js';
+import type { StateChange } from './client-types.js';
 import { ClientError } from './errors.js';
+import type { CellmeshClientOptions } from './settings.js';
 import type { ClientConnection, ClientTransport, ConnectionListener } from './transport.js';
 
 const CONV = 'shop1:alice';
