@@ -2,7 +2,8 @@ import { setChainedTimer } from '../platform/chained-timer.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import type { Random } from '../platform/random.js';
 import { BrowserTransport, type WebSocketConstructor } from './browser-transport.js';
-import { openClient, type CellmeshClient, type CellmeshClientOptions } from './client.js';
+import { openClient, type CellmeshClient } from './client.js';
+import type { CellmeshClientOptions } from './settings.js';
 
 /**
  * The public surface of the client SDK for browsers: everything in `portable.ts` plus browser

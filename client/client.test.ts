@@ -2,8 +2,10 @@ import { describe, expect, it } from 'vitest';
 import type { ChatMessage, ClientFrame, Limits, ServerFrame } from '../cell/protocol/frames.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { SeededRandom } from '../platform/random.js';
-import { CellmeshClient, type CellmeshClientOptions, type StateChange } from './client.js';
+import { CellmeshClient } from './client.js';
+import type { StateChange } from './client-types.js';
 import { ClientError } from './errors.js';
+import type { CellmeshClientOptions } from './settings.js';
 import type { ClientConnection, ClientTransport, ConnectionListener } from './transport.js';
 
 const CONV = 'shop1:alice';
@@ -158,6 +160,12 @@ function chat(conv: string, seq: number, overrides: Partial<ChatMessage> = {}): 
 
 function msg(conv: string, seq: number, overrides: Partial<ChatMessage> = {}): ServerFrame {
   return { t: 'msg', ...chat(conv, seq, overrides) };
+}
+
+/** The id the client gave a frame; every send and request carries one. */
+function idOf(frame: { id?: string | undefined }): string {
+  if (frame.id === undefined) throw new Error(`no id on ${JSON.stringify(frame)}`);
+  return frame.id;
 }
 
 async function rejection(promise: Promise<unknown>): Promise<ClientError> {
@@ -406,7 +414,7 @@ describe('CellmeshClient sending', () => {
     expect(sentFirst.map((frame) => frame.body)).toEqual(['one', 'two', 'three']);
     const [frameOne, frameTwo, frameThree] = sentFirst;
     if (frameOne === undefined || frameTwo === undefined || frameThree === undefined) throw new Error('three sends expected');
-    first.push({ t: 'sent', id: frameOne.id, conv: CONV, cmid: frameOne.cmid, seq: 1, ts: 10 });
+    first.push({ t: 'sent', id: idOf(frameOne), conv: CONV, cmid: frameOne.cmid, seq: 1, ts: 10 });
     first.serverClose(1001, 'draining');
 
     const four = client.send(CONV, 'four');
@@ -423,7 +431,7 @@ describe('CellmeshClient sending', () => {
       [expect.any(String), 'four'],
     ]);
     resent.forEach((frame, index) => {
-      second.push({ t: 'sent', id: frame.id, conv: CONV, cmid: frame.cmid, seq: index + 2, ts: 20 + index });
+      second.push({ t: 'sent', id: idOf(frame), conv: CONV, cmid: frame.cmid, seq: index + 2, ts: 20 + index });
     });
     await expect(one).resolves.toEqual({ conv: CONV, cmid: frameOne.cmid, seq: 1, ts: 10 });
     await expect(two).resolves.toMatchObject({ cmid: frameTwo.cmid, seq: 2 });
@@ -449,7 +457,7 @@ describe('CellmeshClient sending', () => {
     const first = client.send(CONV, 'hi');
     const [frame] = connection.ops('send');
     if (frame === undefined) throw new Error('a send expected');
-    connection.push({ t: 'error', id: frame.id, code: 'RATE_LIMITED', message: 'slow down', retryAfterMs: 500 });
+    connection.push({ t: 'error', id: idOf(frame), code: 'RATE_LIMITED', message: 'slow down', retryAfterMs: 500 });
     const second = client.send(CONV, 'there');
     clock.advance(499);
     expect(connection.ops('send')).toHaveLength(1);
@@ -460,7 +468,7 @@ describe('CellmeshClient sending', () => {
     const retried = connection.ops('send').slice(1);
     expect(retried.map((sent) => sent.body)).toEqual(['hi', 'there']);
     retried.forEach((sent, index) => {
-      connection.push({ t: 'sent', id: sent.id, conv: CONV, cmid: sent.cmid, seq: index + 1, ts: 5 });
+      connection.push({ t: 'sent', id: idOf(sent), conv: CONV, cmid: sent.cmid, seq: index + 1, ts: 5 });
     });
     await expect(first).resolves.toMatchObject({ seq: 1 });
     await expect(second).resolves.toMatchObject({ seq: 2 });
@@ -484,7 +492,7 @@ describe('CellmeshClient sending', () => {
     const pending = client.send('shop2:alice', 'hi');
     const [frame] = transport.last.ops('send');
     if (frame === undefined) throw new Error('a send expected');
-    transport.last.push({ t: 'error', id: frame.id, code: 'CONVERSATION_FORBIDDEN', message: 'not yours' });
+    transport.last.push({ t: 'error', id: idOf(frame), code: 'CONVERSATION_FORBIDDEN', message: 'not yours' });
     const error = await rejection(pending);
     expect(error).toBeInstanceOf(ClientError);
     expect(error.code).toBe('CONVERSATION_FORBIDDEN');
@@ -524,14 +532,14 @@ describe('CellmeshClient sends to conversations of other cells', () => {
     const [frameOne] = connection.ops('send');
     if (frameOne === undefined) throw new Error('a send expected');
     expect(connection.ops('send')).toHaveLength(1);
-    connection.push({ t: 'queued', id: frameOne.id, conv: CONV, cmid: frameOne.cmid });
+    connection.push({ t: 'queued', id: idOf(frameOne), conv: CONV, cmid: frameOne.cmid });
     // The queued send no longer counts as in flight: the next one goes out.
     expect(connection.ops('send').map((frame) => frame.body)).toEqual(['one', 'two']);
     expect(queuedEvents).toEqual([{ conv: CONV, cmid: frameOne.cmid }]);
-    connection.push({ t: 'sent', id: frameOne.id, conv: CONV, cmid: frameOne.cmid, seq: 7, ts: 1 });
+    connection.push({ t: 'sent', id: idOf(frameOne), conv: CONV, cmid: frameOne.cmid, seq: 7, ts: 1 });
     await expect(first).resolves.toMatchObject({ seq: 7 });
     const frameTwo = connection.ops('send')[1]!;
-    connection.push({ t: 'sent', id: frameTwo.id, conv: CONV, cmid: frameTwo.cmid, seq: 8, ts: 2 });
+    connection.push({ t: 'sent', id: idOf(frameTwo), conv: CONV, cmid: frameTwo.cmid, seq: 8, ts: 2 });
     await expect(second).resolves.toMatchObject({ seq: 8 });
   });
 
@@ -541,7 +549,7 @@ describe('CellmeshClient sends to conversations of other cells', () => {
     const pending = client.send(CONV, 'across');
     const [frame] = first.ops('send');
     if (frame === undefined) throw new Error('a send expected');
-    first.push({ t: 'queued', id: frame.id, conv: CONV, cmid: frame.cmid });
+    first.push({ t: 'queued', id: idOf(frame), conv: CONV, cmid: frame.cmid });
     first.serverClose(1001, 'restarting');
     clock.advance(lastState().delayMs ?? 0);
     const second = transport.last;
@@ -559,7 +567,7 @@ describe('CellmeshClient sends to conversations of other cells', () => {
     void client.send(CONV, 'across');
     const [frame] = first.ops('send');
     if (frame === undefined) throw new Error('a send expected');
-    first.push({ t: 'queued', id: frame.id, conv: CONV, cmid: frame.cmid });
+    first.push({ t: 'queued', id: idOf(frame), conv: CONV, cmid: frame.cmid });
     first.serverClose(1001, 'draining');
     clock.advance(lastState().delayMs ?? 0);
     const second = transport.last;
@@ -573,7 +581,7 @@ describe('CellmeshClient sends to conversations of other cells', () => {
     const pending = client.send('moved:alice', 'hello?');
     const [frame] = connection.ops('send');
     if (frame === undefined) throw new Error('a send expected');
-    connection.push({ t: 'queued', id: frame.id, conv: 'moved:alice', cmid: frame.cmid });
+    connection.push({ t: 'queued', id: idOf(frame), conv: 'moved:alice', cmid: frame.cmid });
     connection.push({ t: 'error', code: 'MERCHANT_NOT_HOSTED', message: 'not here', conv: 'moved:alice', cmid: frame.cmid });
     const error = await rejection(pending);
     expect(error.code).toBe('MERCHANT_NOT_HOSTED');
@@ -738,7 +746,7 @@ describe('CellmeshClient delivery', () => {
     const [frame] = connection.ops('send');
     if (frame === undefined) throw new Error('a send expected');
     // Confirmed as seq 2 before seq 1 was pushed: it waits for seq 1.
-    connection.push({ t: 'sent', id: frame.id, conv: CONV, cmid: frame.cmid, seq: 2, ts: 50 });
+    connection.push({ t: 'sent', id: idOf(frame), conv: CONV, cmid: frame.cmid, seq: 2, ts: 50 });
     await pending;
     expect(messages).toEqual([]);
     connection.push(msg(CONV, 1));
@@ -759,7 +767,7 @@ describe('CellmeshClient delivery', () => {
     const connection = transport.last;
     for (const body of ['a', 'b', 'c']) void client.send(CONV, body);
     connection.ops('send').forEach((frame, index) => {
-      connection.push({ t: 'sent', id: frame.id, conv: CONV, cmid: frame.cmid, seq: 4 + index, ts: 70 });
+      connection.push({ t: 'sent', id: idOf(frame), conv: CONV, cmid: frame.cmid, seq: 4 + index, ts: 70 });
     });
     clock.advance(20);
     expect(connection.ops('ack')).toEqual([{ op: 'ack', conv: CONV, seq: 6 }]);

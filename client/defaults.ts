@@ -33,7 +33,7 @@ export const clientDefaults = {
   maxPendingSends: 1_000,
   /**
    * Sends on the wire awaiting confirmation at once. Their rate is paced separately, to the
-   * cell's announced limit (see the pacer in client.ts).
+   * cell's announced limit (see the pacer in session-link.ts and its use in send-queue.ts).
    */
   maxInFlightSends: 32,
   /** Bound of requests waiting for replies (history, inbox, presence, read, ping). */

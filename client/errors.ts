@@ -1,4 +1,4 @@
-import type { ErrorCode } from '../cell/protocol/errors.js';
+import { ErrorCode } from '../cell/protocol/errors.js';
 
 /**
  * Codes of conditions the client detects itself. The server's codes (`ErrorCode` in
@@ -68,4 +68,23 @@ export class ClientError extends Error {
     this.code = code;
     this.details = details;
   }
+}
+
+/**
+ * Server errors after which a request or send is worth repeating unchanged, after the wait the
+ * server asked for (or a backoff). Every other error is final for that request.
+ */
+const TRANSIENT_ERROR_CODES: ReadonlySet<string> = new Set([
+  ErrorCode.RateLimited,
+  ErrorCode.StoreUnavailable,
+  ErrorCode.ShuttingDown,
+]);
+
+export function isTransient(error: ClientError): boolean {
+  return TRANSIENT_ERROR_CODES.has(error.code);
+}
+
+/** A readable message of anything thrown. */
+export function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
 }

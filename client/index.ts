@@ -1,6 +1,7 @@
 import { SystemClock } from '../platform/clock.js';
 import { SystemRandom } from '../platform/random.js';
-import { openClient, type CellmeshClient, type CellmeshClientOptions } from './client.js';
+import { openClient, type CellmeshClient } from './client.js';
+import type { CellmeshClientOptions } from './settings.js';
 import { WsTransport, type WsTransportInit } from './ws-transport.js';
 
 /**

@@ -3,31 +3,29 @@
  * transport port, errors and protocol types. `index.ts` adds the Node wiring, `browser.ts` the
  * browser wiring; neither is needed by code that injects its own ports.
  */
-export {
-  CellmeshClient,
-  openClient,
-  DEFAULT_WEBSOCKET_PATH,
-  type CellmeshClientOptions,
-  type ClientEvents,
-  type ClientSettings,
-  type ConnectionState,
-  type DevicesChange,
-  type HistoryOptions,
-  type HistoryPage,
-  type PingResult,
-  type MerchantPresence,
-  type PresenceEntry,
-  type PresenceQuery,
-  type PresenceResult,
-  type QueuedSend,
-  type Receipt,
-  type RequestOptions,
-  type SendOptions,
-  type SendResult,
-  type SessionInfo,
-  type StateChange,
-  type SyncedEvent,
-} from './client.js';
+export { CellmeshClient, openClient } from './client.js';
+export { DEFAULT_WEBSOCKET_PATH } from './connection.js';
+export type { CellmeshClientOptions, ClientSettings } from './settings.js';
+export type {
+  ClientEvents,
+  ConnectionState,
+  DevicesChange,
+  HistoryOptions,
+  HistoryPage,
+  PingResult,
+  MerchantPresence,
+  PresenceEntry,
+  PresenceQuery,
+  PresenceResult,
+  QueuedSend,
+  Receipt,
+  RequestOptions,
+  SendOptions,
+  SendResult,
+  SessionInfo,
+  StateChange,
+  SyncedEvent,
+} from './client-types.js';
 export { BrowserTransport, type WebSocketConstructor } from './browser-transport.js';
 export { ClientError, ClientErrorCode, type ClientErrorCodeValue, type ClientErrorDetails, type LocalErrorCode } from './errors.js';
 export { clientDefaults, type BackoffSettings } from './defaults.js';

@@ -1,9 +1,87 @@
+// Where the client gets its JWT: a fixed token, or a provider asked for a fresh one when the
+// cached token is about to expire or the cell refused it (TokenKeeper).
+import type { Clock } from '../platform/clock.js';
+import { invariant } from '../platform/invariant.js';
+import { ClientError, ClientErrorCode, messageOf } from './errors.js';
+
 /**
  * Where the client gets its JWT: a fixed token, or a provider the client calls for a fresh one
  * when the cached token expires or the cell rejects it. The provider receives a signal that
  * aborts when the client gives the attempt up or closes.
  */
 export type TokenSource = string | ((signal: AbortSignal) => Promise<string>);
+
+/** Keeps the token of a TokenSource: the provider's last answer, until it goes stale. */
+export class TokenKeeper {
+  private cached: string | undefined;
+  /** The cell refused the cached token: the next attempt asks the provider again. */
+  private stale = false;
+  private pending: AbortController | undefined;
+
+  constructor(
+    private readonly source: TokenSource,
+    private readonly clock: Clock,
+    private readonly refreshMarginMs: number,
+  ) {}
+
+  get hasProvider(): boolean {
+    return typeof this.source !== 'string';
+  }
+
+  /**
+   * A token to connect with at once: the fixed one, or the provider's last unless it was
+   * refused or is about to expire. Undefined when the provider must be asked (`fetch`).
+   */
+  ready(): string | undefined {
+    if (typeof this.source === 'string') return this.source;
+    const token = this.cached;
+    if (token === undefined || this.stale) return undefined;
+    const expiresAtMs = jwtExpiresAtMs(token);
+    if (expiresAtMs !== undefined && expiresAtMs - this.refreshMarginMs <= this.clock.now()) return undefined;
+    return token;
+  }
+
+  /** Asks the provider; pass its answer to `accept` or `failed`. `abort` tells it to give up. */
+  fetch(): Promise<string> {
+    const provider = this.source;
+    invariant(typeof provider !== 'string', () => 'a fixed token is ready, never fetched');
+    const controller = new AbortController();
+    this.pending = controller;
+    try {
+      return provider(controller.signal);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** Keeps the provider's answer; returns the error to end the attempt with when it is no token. */
+  accept(fresh: unknown): ClientError | undefined {
+    this.pending = undefined;
+    if (typeof fresh !== 'string' || fresh.length === 0) {
+      return new ClientError(ClientErrorCode.TokenProviderFailed, 'the token provider returned no token');
+    }
+    this.cached = fresh;
+    this.stale = false;
+    return undefined;
+  }
+
+  /** The error to end the attempt with when the provider failed. */
+  failed(error: unknown): ClientError {
+    this.pending = undefined;
+    return new ClientError(ClientErrorCode.TokenProviderFailed, `the token provider failed: ${messageOf(error)}`, {}, error);
+  }
+
+  /** The cell refused the token: the next attempt gets a fresh one. */
+  markStale(): void {
+    this.stale = true;
+  }
+
+  /** Aborts the provider's pending answer, which the attempt no longer waits for. */
+  abort(): void {
+    this.pending?.abort();
+    this.pending = undefined;
+  }
+}
 
 /**
  * The `exp` claim of a JWT in ms since the epoch, read without verifying the signature (only the

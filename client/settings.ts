@@ -1,0 +1,73 @@
+// The client's options as the caller gives them, and their resolution into complete, checked
+// settings (each missing number taken from `clientDefaults`, every bound checked once here).
+import type { Clock } from '../platform/clock.js';
+import type { Random } from '../platform/random.js';
+import { clientDefaults, type BackoffSettings } from './defaults.js';
+import type { TokenSource } from './token.js';
+import type { ClientTransport } from './transport.js';
+
+/** Numeric settings; each defaults to the value in `clientDefaults` (see defaults.ts). */
+export interface ClientSettings {
+  /** Consecutive failed attempts before the client stops (`closed` with RECONNECT_FAILED). */
+  maxReconnectAttempts: number;
+  connectTimeoutMs: number;
+  requestTimeoutMs: number;
+  ackDelayMs: number;
+  maxPendingSends: number;
+  maxInFlightSends: number;
+  maxPendingRequests: number;
+  maxBufferedMessages: number;
+  gapWaitMs: number;
+  maxGapFillFailures: number;
+  heartbeatIntervalMs: number;
+  tokenRefreshMarginMs: number;
+  maxAuthFailures: number;
+  closeTimeoutMs: number;
+}
+
+export interface CellmeshClientOptions extends Partial<ClientSettings> {
+  /** `ws://host:port/v1/ws` (or just `ws://host:port`); the client adds the token. */
+  url: string;
+  token: TokenSource;
+  transport: ClientTransport;
+  clock: Clock;
+  random: Random;
+  backoff?: Partial<BackoffSettings>;
+  /** Cursors (conversation to highest seq already handled) the app persisted from `cursors()`. */
+  initialCursors?: Readonly<Record<string, number>>;
+}
+
+export interface ResolvedSettings {
+  readonly settings: ClientSettings;
+  readonly backoff: BackoffSettings;
+}
+
+/** The complete settings of `options`; throws RangeError or TypeError for values out of bounds. */
+export function resolveSettings(options: CellmeshClientOptions): ResolvedSettings {
+  const backoff: BackoffSettings = { ...clientDefaults.backoff, ...options.backoff };
+  const settings: ClientSettings = {
+    maxReconnectAttempts: options.maxReconnectAttempts ?? clientDefaults.maxReconnectAttempts,
+    connectTimeoutMs: options.connectTimeoutMs ?? clientDefaults.connectTimeoutMs,
+    requestTimeoutMs: options.requestTimeoutMs ?? clientDefaults.requestTimeoutMs,
+    ackDelayMs: options.ackDelayMs ?? clientDefaults.ackDelayMs,
+    maxPendingSends: options.maxPendingSends ?? clientDefaults.maxPendingSends,
+    maxInFlightSends: options.maxInFlightSends ?? clientDefaults.maxInFlightSends,
+    maxPendingRequests: options.maxPendingRequests ?? clientDefaults.maxPendingRequests,
+    maxBufferedMessages: options.maxBufferedMessages ?? clientDefaults.maxBufferedMessages,
+    gapWaitMs: options.gapWaitMs ?? clientDefaults.gapWaitMs,
+    maxGapFillFailures: options.maxGapFillFailures ?? clientDefaults.maxGapFillFailures,
+    heartbeatIntervalMs: options.heartbeatIntervalMs ?? clientDefaults.heartbeatIntervalMs,
+    tokenRefreshMarginMs: options.tokenRefreshMarginMs ?? clientDefaults.tokenRefreshMarginMs,
+    maxAuthFailures: options.maxAuthFailures ?? clientDefaults.maxAuthFailures,
+    closeTimeoutMs: options.closeTimeoutMs ?? clientDefaults.closeTimeoutMs,
+  };
+  for (const [name, value] of Object.entries({ ...settings, ...backoff })) {
+    if (!(value >= 0)) throw new RangeError(`${name} must be a number >= 0, got ${value}`);
+  }
+  if (backoff.jitter > 1) throw new RangeError(`backoff.jitter must be within [0, 1], got ${backoff.jitter}`);
+  if (settings.maxPendingSends < 1 || settings.maxInFlightSends < 1 || settings.maxPendingRequests < 1) {
+    throw new RangeError('maxPendingSends, maxInFlightSends and maxPendingRequests must be at least 1');
+  }
+  if (typeof options.token === 'string' && options.token.length === 0) throw new TypeError('token must not be empty');
+  return { settings, backoff };
+}
