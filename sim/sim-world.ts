@@ -1,7 +1,8 @@
 // The shared state of one simulation run: the virtual clock, the seed and the scenario, the
 // history the checkers judge, who is in the world, the mesh network the cells talk over, the
 // phase of the run and the faults of the report. The cluster, the workload, the fault planner,
-// the convergence checks and the report each read it; simulator.ts builds it and moves the phase.
+// the convergence checks and the report each read it; simulator.ts builds it and moves the phase
+// (the fault planner's final heal begins the settle).
 import type { Random } from '../platform/random.js';
 import { History } from './history.js';
 import { latencySampler, type LatencySampler } from './latency.js';
