@@ -237,7 +237,7 @@ export class FaultPlanner {
   /** A graceful leave: the cell drains and leaves; its merchants' conversations end; its customers move. */
   private leave(slot: CellSlot): void {
     this.cluster.leave(slot, () => {
-      const hosted = this.moves.leaveHomeless(slot);
+      const hosted = this.moves.markHomeless(slot);
       this.workload.cellLeaving(slot.id, new Set(hosted.map((merchant) => merchant.id)));
     });
   }

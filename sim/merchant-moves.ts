@@ -27,8 +27,8 @@ export class MerchantMoves {
     return [...new Set([merchant.cellId, ...moved])].sort();
   }
 
-  /** The cell of `slot` leaves: the merchants it hosts become homeless, and are returned. */
-  leaveHomeless(slot: CellSlot): MerchantPlan[] {
+  /** The cell of `slot` leaves: the merchants it hosts become homeless (hosted nowhere, on purpose); returns them. */
+  markHomeless(slot: CellSlot): MerchantPlan[] {
     const hosted = this.world.population.merchants.filter((merchant) => this.candidateHomes(merchant).includes(slot.id) && slot.incarnation!.hosts(TENANT, merchant.id));
     for (const merchant of hosted) this.homeless.add(merchant.id);
     return hosted;
