@@ -1,4 +1,5 @@
-import type { FaultSpan, SeriesPoint, SimReport } from './simulator.js';
+import type { SeriesPoint, SimReport } from './sim-report.js';
+import type { FaultSpan } from './sim-world.js';
 
 /**
  * The reports of a run: the JSON report (stable key order; two runs of one seed differ only in

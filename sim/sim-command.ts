@@ -5,7 +5,8 @@ import cliProgress from 'cli-progress';
 import { Option, type Command } from 'commander';
 import { reportHtml, reportJson, summaryText } from './report.js';
 import { Duration, loadScenario, ScenarioError } from './scenario.js';
-import { runSimulation, type SimProgress, type SimReport } from './simulator.js';
+import type { SimReport } from './sim-report.js';
+import { runSimulation, type SimProgress } from './simulator.js';
 
 export interface SimCommandOptions {
   scenario: string;

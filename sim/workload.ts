@@ -1,0 +1,218 @@
+// The workload: the simulated devices (one SDK client each) of agents and customers, the
+// conversations between them, and what they do: customers send as Poisson processes, the agent in
+// charge answers some messages, devices mark conversations read, agents whose merchant moved ask
+// the router for its new home, and the devices of a cell that leaves go elsewhere or stop.
+import type { ChatMessage } from '../cell/protocol/frames.js';
+import { conversationIdOf } from '../cell/protocol/frames.js';
+import type { Random } from '../platform/random.js';
+import { routeToMerchant } from '../router/route.js';
+import { DeviceActor, uniformMs, type ActorHost } from './actors.js';
+import type { Cluster } from './cluster.js';
+import type { DeviceNetwork } from './device-link.js';
+import type { MerchantMoves } from './merchant-moves.js';
+import type { Partitions } from './partitions.js';
+import type { CustomerPlan, MerchantPlan } from './population.js';
+import { exponential, pickIndex, stream, stringHash } from './rng.js';
+import { TENANT, TENANT_SECRET, type SimWorld } from './sim-world.js';
+
+export class Workload implements ActorHost {
+  readonly tenant = TENANT;
+  readonly secret = TENANT_SECRET;
+  readonly tokenTtlSeconds: number;
+  readonly clientErrors = new Map<string, number>();
+  readonly deviceNetwork: DeviceNetwork;
+  readonly devices: DeviceActor[] = [];
+  /** Every `error` frame the cells sent to devices, by code. */
+  readonly errorAnswers = new Map<string, number>();
+  /** Conversations that ended when their merchant's cell left: excluded from the checks from then on. */
+  readonly orphaned = new Set<string>();
+  agentReroutes = 0;
+  private readonly workloadRandom: Random;
+  private readonly customerDevices = new Map<string, DeviceActor[]>();
+  private readonly merchantConvs = new Map<string, string[]>();
+  private readonly activeCustomers = new Set<string>();
+  private readonly pendingReads = new Set<string>();
+  private deviceSerial = 0;
+  private bodyCount = 0;
+
+  constructor(
+    private readonly world: SimWorld,
+    private readonly cluster: Cluster,
+    private readonly moves: MerchantMoves,
+    private readonly partitions: Partitions,
+  ) {
+    const { scenario } = world;
+    const totalMs = scenario.warmup + world.durationMs + scenario.settle;
+    this.tokenTtlSeconds = Math.ceil(totalMs / 1000) + 86_400;
+    this.workloadRandom = stream(world.seed, 'workload');
+    const deviceRandom = stream(world.seed, 'device-network');
+    this.deviceNetwork = {
+      clock: world.clock,
+      errorAnswered: (code) => {
+        this.errorAnswers.set(code, (this.errorAnswers.get(code) ?? 0) + 1);
+        // INTERNAL is a bug of the cell: every operating error (a failing disk among them) has its own code.
+        if (code === 'INTERNAL') world.history.violation('internal-error', 'a cell answered a device INTERNAL', world.clock.now());
+      },
+      latencyMs: () => world.deviceLatency(deviceRandom),
+      endpointOf: (cellId) => cluster.deviceEndpointOf(cellId),
+    };
+  }
+
+  get clock(): SimWorld['clock'] {
+    return this.world.clock;
+  }
+
+  get seed(): number {
+    return this.world.seed;
+  }
+
+  get history(): SimWorld['history'] {
+    return this.world.history;
+  }
+
+  addAgents(merchant: MerchantPlan): void {
+    merchant.agents.forEach((agent) => {
+      const device = new DeviceActor(this, { user: agent, role: 'agent', merchant: merchant.id, device: 'd0' }, this.deviceSerial++, merchant.cellId);
+      device.onMessage = (actor, message) => this.agentHeard(actor, merchant, message);
+      this.devices.push(device);
+      device.connect(merchant.cellId);
+    });
+  }
+
+  addCustomer(customer: CustomerPlan): void {
+    const devices: DeviceActor[] = [];
+    for (let index = 0; index < customer.devices; index++) {
+      const device = new DeviceActor(this, { user: customer.id, role: 'customer', device: `d${index}` }, this.deviceSerial++, customer.primary.cellId);
+      device.onMessage = (actor, message) => this.maybeRead(actor, message);
+      devices.push(device);
+      this.devices.push(device);
+      device.connect(customer.primary.cellId);
+    }
+    this.customerDevices.set(customer.id, devices);
+    for (const merchant of [customer.primary, customer.secondary]) {
+      if (merchant === undefined) continue;
+      const convs = this.merchantConvs.get(merchant.id) ?? [];
+      convs.push(conversationIdOf(merchant.id, customer.id));
+      this.merchantConvs.set(merchant.id, convs);
+    }
+    this.activeCustomers.add(customer.id);
+    this.scheduleCustomerSend(customer);
+  }
+
+  deviceStopped(device: DeviceActor, reason: string): void {
+    // An agent whose merchant moved is refused by its old cell: it asks the router, as real
+    // clients do (GET /v1/route), and reconnects to the new home.
+    if (device.identity.role === 'agent' && reason.includes(' MERCHANT_NOT_HOSTED ') && !this.moves.homeless.has(device.identity.merchant ?? '')) {
+      this.reroute(device);
+      return;
+    }
+    this.world.history.violation('device-stopped', `${device.key} on ${device.cellId}: ${reason}`, this.world.clock.now());
+  }
+
+  /**
+   * The cell `cellId` leaves, and the merchants of `leaving` with it: their conversations end and
+   * their agents go; customers connected there reconnect where the router sends them now.
+   */
+  cellLeaving(cellId: string, leaving: ReadonlySet<string>): void {
+    const { world } = this;
+    for (const merchant of leaving) for (const conv of this.merchantConvs.get(merchant) ?? []) this.orphaned.add(conv);
+    for (const device of this.devices) {
+      if (device.identity.role === 'agent' && leaving.has(device.identity.merchant ?? '')) void device.close();
+    }
+    // Customers connected there go to the home of a merchant of theirs that stays (the first
+    // one's first; a move may have taken it elsewhere), or stop.
+    for (const customer of world.population.customers) {
+      const devices = this.customerDevices.get(customer.id);
+      if (devices === undefined || devices[0]?.cellId !== cellId) continue;
+      const staying = [customer.primary, customer.secondary].find(
+        (merchant) => merchant !== undefined && !leaving.has(merchant.id) && merchant.cellId !== cellId && this.cluster.slots.get(merchant.cellId)?.status !== 'left',
+      );
+      const live = staying?.cellId;
+      if (live === undefined) {
+        this.activeCustomers.delete(customer.id);
+        for (const device of devices) void device.close();
+        continue;
+      }
+      for (const device of devices) world.clock.setTimer(1_000, () => device.moveTo(live));
+    }
+  }
+
+  private scheduleCustomerSend(customer: CustomerPlan): void {
+    const { world } = this;
+    const rate = world.scenario.traffic.customerMessagesPerMinute;
+    if (rate <= 0) return;
+    const delayMs = Math.max(1, Math.round(exponential(this.workloadRandom, 60_000 / rate)));
+    world.clock.setTimer(delayMs, () => {
+      if (!this.activeCustomers.has(customer.id)) return;
+      if (world.trafficOn) this.customerSends(customer);
+      if (world.phase === 'warmup' || world.phase === 'traffic') this.scheduleCustomerSend(customer);
+    });
+  }
+
+  private customerSends(customer: CustomerPlan): void {
+    const merchants = [customer.primary, customer.secondary].filter(
+      (merchant): merchant is MerchantPlan => merchant !== undefined && !this.orphaned.has(conversationIdOf(merchant.id, customer.id)),
+    );
+    const devices = this.customerDevices.get(customer.id) ?? [];
+    if (merchants.length === 0 || devices.length === 0) return;
+    // Most messages go to the merchant the customer came for.
+    const merchant = merchants.length > 1 && this.workloadRandom.next() < 0.3 ? merchants[1]! : merchants[0]!;
+    const device = devices[pickIndex(this.workloadRandom, devices.length)]!;
+    const conv = conversationIdOf(merchant.id, customer.id);
+    device.send(conv, this.nextBody(), { inCell: device.cellId === merchant.cellId && !this.moves.moving.has(merchant.id), duringPartition: this.partitions.inForce });
+  }
+
+  /** The agent in charge of a conversation answers some customer messages after a while. */
+  private agentHeard(device: DeviceActor, merchant: MerchantPlan, message: ChatMessage): void {
+    const { world } = this;
+    if (message.from === device.identity.user) return;
+    this.maybeRead(device, message);
+    if (message.role !== 'customer' || !world.trafficOn) return;
+    const agents = merchant.agents;
+    if (agents[stringHash(message.conv) % agents.length] !== device.identity.user) return;
+    const { traffic } = world.scenario;
+    if (this.workloadRandom.next() >= traffic.agentReplyProbability) return;
+    const delayMs = uniformMs(this.workloadRandom, traffic.agentReplyDelay.min, traffic.agentReplyDelay.max);
+    world.clock.setTimer(delayMs, () => {
+      if (!world.trafficOn || this.orphaned.has(message.conv)) return;
+      const customer = message.conv.slice(message.conv.indexOf(':') + 1);
+      const customerCell = this.customerDevices.get(customer)?.[0]?.cellId;
+      device.send(message.conv, this.nextBody(), { inCell: customerCell === merchant.cellId && !this.moves.moving.has(merchant.id), duringPartition: this.partitions.inForce });
+    });
+  }
+
+  private maybeRead(device: DeviceActor, message: ChatMessage): void {
+    const { world } = this;
+    if (message.from === device.identity.user || !world.trafficOn) return;
+    const { traffic } = world.scenario;
+    if (this.workloadRandom.next() >= traffic.readProbability) return;
+    const key = `${device.key}\u0000${message.conv}`;
+    if (this.pendingReads.has(key)) return;
+    this.pendingReads.add(key);
+    world.clock.setTimer(uniformMs(this.workloadRandom, traffic.readDelay.min, traffic.readDelay.max), () => {
+      this.pendingReads.delete(key);
+      if (world.trafficOn) device.read(message.conv);
+    });
+  }
+
+  private nextBody(): string {
+    return `m${(this.bodyCount++).toString(36)}`;
+  }
+
+  /** Asks the router of the agent's cell (or of any running cell) where its merchant lives, and goes there. */
+  private reroute(device: DeviceActor, attempt = 0): void {
+    const { world, cluster } = this;
+    const merchant = device.identity.merchant!;
+    const viewer = [cluster.slots.get(device.cellId), ...cluster.upSlots()].find((slot) => slot?.status === 'up' && slot.incarnation?.mesh?.state === 'running');
+    const route = viewer === undefined ? undefined : routeToMerchant(viewer.incarnation!.mesh!.directory, TENANT, merchant);
+    if (route === undefined || (route.cellId === device.cellId && attempt < 30)) {
+      // The directory has not caught up yet (or the old home still routes to itself): ask again.
+      world.clock.setTimer(1_000, () => this.reroute(device, attempt + 1));
+      return;
+    }
+    this.agentReroutes++;
+    const plan = world.population.merchants.find((candidate) => candidate.id === merchant);
+    if (plan !== undefined) plan.cellId = route.cellId;
+    device.moveTo(route.cellId);
+  }
+}
