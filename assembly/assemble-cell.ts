@@ -3,15 +3,14 @@ import type { LimitsConfig, TenantConfig } from '../cell/settings.js';
 import { KEY_LAYOUT_VERSION, upgradeKeyLayout } from '../cell/messaging/key-layout.js';
 import type { CellMetrics } from '../cell/metrics.js';
 import { CellMesh } from '../mesh/cell-mesh.js';
-import { createClusterPort } from '../mesh/cluster-port-adapter.js';
 import { publishLoadPeriodically } from '../mesh/load-publisher.js';
-import { LocationService } from '../mesh/location.js';
+import type { LocationService } from '../mesh/location.js';
 import type { MembershipOptions, MembershipPreset } from '../mesh/membership-config.js';
 import { MerchantClaimsStore, meshMerchantClaims, recordClaims, tenantsHosting, type HostedMerchant } from '../mesh/merchant-claims.js';
 import { MerchantMover } from '../mesh/merchant-move.js';
 import type { PlacementComponents } from '../mesh/merchant-placement.js';
 import { PromMeshMetrics } from '../mesh/mesh-metrics.js';
-import { Inbox, Outbox, type OutboxInit } from '../mesh/outbox.js';
+import type { Inbox, Outbox, OutboxInit } from '../mesh/outbox.js';
 import type { RecordSigner } from '../mesh/record-signer.js';
 import type { MeshTransport } from '../mesh/transport.js';
 import type { Clock } from '../platform/clock.js';
@@ -19,6 +18,7 @@ import { CodedError } from '../platform/coded-error.js';
 import type { Logger } from '../platform/logger.js';
 import type { Random } from '../platform/random.js';
 import type { Store } from '../platform/store/store.js';
+import { startCrossCellServices } from './cross-cell-services.js';
 
 /**
  * The one place a cell is wired: the process (assembly/process-cell.ts), the simulator
@@ -236,24 +236,6 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
     metrics: new PromMeshMetrics(metrics.registry),
     logger,
   });
-  const cellOfPeer = (peer: string): string | undefined => mesh.directory.cellOfPeer(peer);
-  const location = new LocationService({
-    transport,
-    clock,
-    random,
-    cellId,
-    cellOfPeer,
-    localUsers: (tenant, users) => core.localUsers(tenant, users),
-    registry: metrics.registry,
-  });
-  // A relayed send carries a whole client frame: entries and batches hold one with room for the envelope.
-  const maxEntryBytes = 2 * init.limits.maxFrameBytes;
-  const outbox = new Outbox(
-    { store, transport, clock, random, cellId, resolvePeer: (target) => mesh.peerOf(target), registry: metrics.registry },
-    { ...ports.outbox, maxEntryBytes, maxBatchBytes: Math.max(256 * 1024, 4 * maxEntryBytes) },
-  );
-  const inbox = new Inbox({ store, transport, cellOfPeer, registry: metrics.registry });
-
   // Requests (outbox, handover, history) go to cells this one may not be connected to yet: the
   // transport can dial them only if it knows their addresses, which the directory has.
   started.push(
@@ -263,12 +245,21 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
   );
   await mesh.start();
   started.push(() => mesh.stop());
-  location.start();
-  started.push(() => location.stop());
-  await outbox.start();
-  started.push(() => outbox.stop());
-  await inbox.start();
-  started.push(() => inbox.stop());
+  const services = await startCrossCellServices({
+    cellId,
+    core,
+    transport,
+    directory: mesh.directory,
+    clock,
+    random,
+    store,
+    maxFrameBytes: init.limits.maxFrameBytes,
+    registry: metrics.registry,
+    outbox: ports.outbox,
+  });
+  started.push(() => services.stop());
+  const { location, outbox, inbox, clusterPort } = services;
+  const cellOfPeer = (peer: string): string | undefined => mesh.directory.cellOfPeer(peer);
   // A cell coming back (after a partition or a restart) gets its waiting entries at once, not after the outbox's backoff.
   started.push(
     mesh.onPeerConnected((peer) => {
@@ -283,9 +274,6 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
   // Leaving changes the record itself: no load update may race it.
   const stopPublishingLoad = (): void => loadTimer.cancel();
 
-  const clusterPort = createClusterPort({ cellId, directory: mesh.directory, location, outbox, inbox, transport });
-  // From here on, conversations of merchants homed on other cells are served cross-cell.
-  core.attachCluster(clusterPort);
   metrics.collectCrossCellStats(() => core.crossCellStats());
   const merchantClaims = meshMerchantClaims(mesh, cell.claims);
   const host = core.moveHost();

@@ -1,8 +1,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { Inbox, Outbox } from '../mesh/outbox.js';
-import { LocationService } from '../mesh/location.js';
+import type { Inbox, Outbox } from '../mesh/outbox.js';
+import type { LocationService } from '../mesh/location.js';
+import { startCrossCellServices } from '../assembly/cross-cell-services.js';
 import { MemoryNetwork, memoryAddress, type MemoryTransport } from '../mesh/memory-network.js';
-import { createClusterPort, type ClusterDirectory } from '../mesh/cluster-port-adapter.js';
+import type { ClusterDirectory } from '../mesh/cluster-port-adapter.js';
 import type { Liveness } from '../mesh/directory.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { SeededRandom } from '../platform/random.js';
@@ -90,6 +91,7 @@ interface TestCell {
   outbox: Outbox;
   inbox: Inbox;
   core: CellCore;
+  stopServices: () => Promise<void>;
   readonly devices: TestDevice[];
 }
 
@@ -141,16 +143,6 @@ class TestCluster {
     };
     const cell = { cellId, merchants, store, transport, devices: [] as TestDevice[] } as unknown as TestCell;
     const random = new SeededRandom(this.seed++);
-    cell.location = new LocationService(
-      { transport, clock: this.clock, random, cellId, cellOfPeer, localUsers: (tenant, users) => cell.core.localUsers(tenant, users) },
-      { answerWindowMs: 20, batchWindowMs: 1 },
-    );
-    cell.outbox = new Outbox(
-      { store, transport, clock: this.clock, random, cellId, resolvePeer: directory.peerOf },
-      { requestTimeoutMs: 200, backoffInitialMs: 10, backoffMaxMs: 200 },
-    );
-    cell.inbox = new Inbox({ store, transport, cellOfPeer });
-    const cluster = createClusterPort({ cellId, directory, location: cell.location, outbox: cell.outbox, inbox: cell.inbox, transport });
     cell.core = new CellCore({
       cellId,
       tenants: [{ id: TENANT, secret: SECRET, origins: [], merchants: merchants.map((id) => ({ id })) }],
@@ -160,12 +152,24 @@ class TestCluster {
       store,
       metrics: new CellMetrics(),
       logger: silentLogger,
-      cluster,
       crossCell: { historyPageMessages: 7, historyTimeoutMs: 300, relayWaitMs: 1_000 },
     });
-    cell.inbox.start();
-    cell.location.start();
-    await cell.outbox.start();
+    const services = await startCrossCellServices({
+      cellId,
+      core: cell.core,
+      transport,
+      directory,
+      clock: this.clock,
+      random,
+      store,
+      maxFrameBytes: 64 * 1024,
+      location: { answerWindowMs: 20, batchWindowMs: 1 },
+      outbox: { requestTimeoutMs: 200, backoffInitialMs: 10, backoffMaxMs: 200 },
+    });
+    cell.location = services.location;
+    cell.outbox = services.outbox;
+    cell.inbox = services.inbox;
+    cell.stopServices = services.stop;
     this.cells.set(cellId, cell);
     return cell;
   }
@@ -174,9 +178,7 @@ class TestCluster {
   async crash(cellId: string): Promise<void> {
     const cell = this.cell(cellId);
     for (const device of cell.devices) device.close(1006, 'crash');
-    cell.location.stop();
-    await cell.outbox.stop();
-    await cell.inbox.stop();
+    await cell.stopServices();
     await cell.transport.stop();
     this.network.forget(cell.transport.self);
   }
@@ -238,9 +240,7 @@ class TestCluster {
   async stopAll(): Promise<void> {
     for (const cell of this.cells.values()) {
       if (!cell.transport.isRunning) continue;
-      cell.location.stop();
-      await cell.outbox.stop();
-      await cell.inbox.stop();
+      await cell.stopServices();
       await cell.transport.stop();
     }
   }

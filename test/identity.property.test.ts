@@ -19,10 +19,9 @@
  * A failure prints its seed; the same seed replays the same run.
  */
 import { describe, expect, it } from 'vitest';
-import { createClusterPort, type ClusterDirectory } from '../mesh/cluster-port-adapter.js';
-import { LocationService } from '../mesh/location.js';
+import type { ClusterDirectory } from '../mesh/cluster-port-adapter.js';
+import { startCrossCellServices, type CrossCellServices } from '../assembly/cross-cell-services.js';
 import { MemoryNetwork, memoryAddress, type MemoryTransport } from '../mesh/memory-network.js';
-import { Inbox, Outbox } from '../mesh/outbox.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { SeededRandom, type Random } from '../platform/random.js';
 import type { Identity } from '../cell/access/tokens.js';
@@ -132,7 +131,7 @@ interface PropertyCell {
   readonly store: MemoryStore;
   readonly core: CellCore;
   /** The cell's mesh services, in the two-cell world. */
-  readonly mesh?: { transport: MemoryTransport; location: LocationService; outbox: Outbox; inbox: Inbox };
+  readonly mesh?: { transport: MemoryTransport; services: CrossCellServices };
 }
 
 type World = 'one cell' | 'two cells';
@@ -206,28 +205,27 @@ class PropertyRun {
       cellOfPeer,
       onChange: () => () => undefined,
     };
-    let core: CellCore | undefined;
-    const location = new LocationService(
-      { transport, clock: this.clock, random, cellId, cellOfPeer, localUsers: (tenant, users) => core!.localUsers(tenant, users) },
-      { answerWindowMs: 20, batchWindowMs: 1 },
-    );
-    const outbox = new Outbox({ store, transport, clock: this.clock, random, cellId, resolvePeer: directory.peerOf }, { requestTimeoutMs: 200, backoffInitialMs: 10, backoffMaxMs: 200 });
-    const inbox = new Inbox({ store, transport, cellOfPeer });
-    const cluster = createClusterPort({ cellId, directory, location, outbox, inbox, transport });
-    core = new CellCore({ ...options, cluster });
-    inbox.start();
-    location.start();
-    await outbox.start();
-    this.cells.push({ cellId, store, core, mesh: { transport, location, outbox, inbox } });
+    const core = new CellCore(options);
+    const services = await startCrossCellServices({
+      cellId,
+      core,
+      transport,
+      directory,
+      clock: this.clock,
+      random,
+      store,
+      maxFrameBytes: 64 * 1024,
+      location: { answerWindowMs: 20, batchWindowMs: 1 },
+      outbox: { requestTimeoutMs: 200, backoffInitialMs: 10, backoffMaxMs: 200 },
+    });
+    this.cells.push({ cellId, store, core, mesh: { transport, services } });
   }
 
   async stop(): Promise<void> {
     for (const cell of this.cells) {
       await cell.core.drain();
       if (cell.mesh !== undefined) {
-        cell.mesh.location.stop();
-        await cell.mesh.outbox.stop();
-        await cell.mesh.inbox.stop();
+        await cell.mesh.services.stop();
         await cell.mesh.transport.stop();
       }
       await cell.store.close();
