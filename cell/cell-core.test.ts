@@ -71,11 +71,42 @@ class GatedStore extends MemoryStore {
     if (held === undefined) return super.write(ops);
     return new Promise<void>((resolve, reject) => held.push(() => void super.write(ops).then(resolve, reject)));
   }
+
+  get heldWrites(): number {
+    return this.held?.length ?? 0;
+  }
 }
 
-/** Lets every pending promise callback run (the memory store resolves on the microtask queue). */
-async function settle(): Promise<void> {
-  for (let round = 0; round < 20; round++) await new Promise<void>((resolve) => setImmediate(resolve));
+/**
+ * The core's store, counting the operations under way: on a virtual clock nothing but a store
+ * operation can wake the core, so once none is under way (and its callbacks ran) the core is
+ * done with everything it was given.
+ */
+class TrackedStore implements Store {
+  private underWay = 0;
+  readonly getManySync?: (keys: readonly string[]) => Array<string | undefined>;
+
+  constructor(private readonly inner: Store & { readonly heldWrites?: number }) {
+    const getManySync = inner.getManySync?.bind(inner);
+    if (getManySync !== undefined) this.getManySync = getManySync;
+  }
+
+  /** Operations under way that can finish by themselves (writes a test holds back do not). */
+  get busy(): number {
+    return this.underWay - (this.inner.heldWrites ?? 0);
+  }
+
+  open = (): Promise<void> => this.inner.open();
+  close = (): Promise<void> => this.inner.close();
+  get = (key: string): Promise<string | undefined> => this.track(this.inner.get(key));
+  getMany = (keys: readonly string[]): Promise<Array<string | undefined>> => this.track(this.inner.getMany(keys));
+  write = (ops: readonly StoreOp[]): Promise<void> => this.track(this.inner.write(ops));
+  range: Store['range'] = (query) => this.track(this.inner.range(query));
+
+  private track<T>(operation: Promise<T>): Promise<T> {
+    this.underWay++;
+    return operation.finally(() => this.underWay--);
+  }
 }
 
 /**
@@ -109,12 +140,21 @@ class ShuffledReadStore implements Store {
 
 describe('CellCore on a manual clock and a memory store', () => {
   let clock: ManualClock;
-  let store: Store;
+  let store: TrackedStore;
   let core: CellCore;
+
+  /** Waits until the core has nothing left to do (TrackedStore); fails if it never gets there. */
+  async function settle(): Promise<void> {
+    for (let turn = 0; turn < 10_000; turn++) {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      if (store.busy === 0) return;
+    }
+    throw new Error(`the core did not settle: ${store.busy} store operations still under way`);
+  }
 
   async function makeCore(limits: Partial<LimitsConfig> = {}, storeToUse: Store = new MemoryStore()): Promise<void> {
     clock = new ManualClock();
-    store = storeToUse;
+    store = new TrackedStore(storeToUse);
     await store.open();
     core = new CellCore({
       cellId: 'unit',
@@ -185,6 +225,7 @@ describe('CellCore on a manual clock and a memory store', () => {
     expect(agent.of('msg').map((frame) => frame.seq)).toEqual([1]);
     for (let index = 0; index < 5; index++) core.receive(connection, JSON.stringify({ op: 'ack', conv: 'm1:alice', seq: 1 }));
     await settle();
+    expect(connection.cursors.get('m1:alice')?.ackedSeq).toBe(1);
     expect(agent.of('error')).toEqual([]);
   });
 
@@ -272,7 +313,7 @@ describe('CellCore on a manual clock and a memory store', () => {
       core.receive(connection, JSON.stringify({ op: 'send', id: `s${index}`, conv: 'm1:alice', cmid: `c${index}`, body: `m${index}` }));
       if (index % 7 === 0) await new Promise<void>((resolve) => setImmediate(resolve));
     }
-    for (let round = 0; round < 10; round++) await settle();
+    await settle();
     expect(port.of('sent').map((frame) => frame.id)).toEqual(Array.from({ length: 40 }, (_, index) => `s${index + 1}`));
     expect(port.of('sent').map((frame) => frame.seq)).toEqual(Array.from({ length: 40 }, (_, index) => index + 1));
   });
