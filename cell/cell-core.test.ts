@@ -14,6 +14,7 @@ import { keys } from './messaging/keys.js';
 import { MemoryStore } from '../platform/store/memory-store.js';
 import type { Store, StoreOp } from '../platform/store/store.js';
 import { StoreError } from '../platform/store/store.js';
+import { TrackedStore, whenStoresIdle } from '../testing/tracked-store.js';
 
 const SECRET = 'unit-test-secret-0123456789abcdef-0123';
 
@@ -72,40 +73,9 @@ class GatedStore extends MemoryStore {
     return new Promise<void>((resolve, reject) => held.push(() => void super.write(ops).then(resolve, reject)));
   }
 
+  /** Writes held back now (TrackedStore leaves them out of what it waits for). */
   get heldWrites(): number {
     return this.held?.length ?? 0;
-  }
-}
-
-/**
- * The core's store, counting the operations under way: on a virtual clock nothing but a store
- * operation can wake the core, so once none is under way (and its callbacks ran) the core is
- * done with everything it was given.
- */
-class TrackedStore implements Store {
-  private underWay = 0;
-  readonly getManySync?: (keys: readonly string[]) => Array<string | undefined>;
-
-  constructor(private readonly inner: Store & { readonly heldWrites?: number }) {
-    const getManySync = inner.getManySync?.bind(inner);
-    if (getManySync !== undefined) this.getManySync = getManySync;
-  }
-
-  /** Operations under way that can finish by themselves (writes a test holds back do not). */
-  get busy(): number {
-    return this.underWay - (this.inner.heldWrites ?? 0);
-  }
-
-  open = (): Promise<void> => this.inner.open();
-  close = (): Promise<void> => this.inner.close();
-  get = (key: string): Promise<string | undefined> => this.track(this.inner.get(key));
-  getMany = (keys: readonly string[]): Promise<Array<string | undefined>> => this.track(this.inner.getMany(keys));
-  write = (ops: readonly StoreOp[]): Promise<void> => this.track(this.inner.write(ops));
-  range: Store['range'] = (query) => this.track(this.inner.range(query));
-
-  private track<T>(operation: Promise<T>): Promise<T> {
-    this.underWay++;
-    return operation.finally(() => this.underWay--);
   }
 }
 
@@ -144,12 +114,8 @@ describe('CellCore on a manual clock and a memory store', () => {
   let core: CellCore;
 
   /** Waits until the core has nothing left to do (TrackedStore); fails if it never gets there. */
-  async function settle(): Promise<void> {
-    for (let turn = 0; turn < 10_000; turn++) {
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      if (store.busy === 0) return;
-    }
-    throw new Error(`the core did not settle: ${store.busy} store operations still under way`);
+  function settle(): Promise<void> {
+    return whenStoresIdle([store]);
   }
 
   async function makeCore(limits: Partial<LimitsConfig> = {}, storeToUse: Store = new MemoryStore()): Promise<void> {
