@@ -14,6 +14,7 @@ import { keys } from './messaging/keys.js';
 import { MemoryStore } from '../platform/store/memory-store.js';
 import type { Store, StoreOp } from '../platform/store/store.js';
 import { StoreError } from '../platform/store/store.js';
+import { TrackedStore, whenStoresIdle } from '../testing/tracked-store.js';
 
 const SECRET = 'unit-test-secret-0123456789abcdef-0123';
 
@@ -71,11 +72,11 @@ class GatedStore extends MemoryStore {
     if (held === undefined) return super.write(ops);
     return new Promise<void>((resolve, reject) => held.push(() => void super.write(ops).then(resolve, reject)));
   }
-}
 
-/** Lets every pending promise callback run (the memory store resolves on the microtask queue). */
-async function settle(): Promise<void> {
-  for (let round = 0; round < 20; round++) await new Promise<void>((resolve) => setImmediate(resolve));
+  /** Writes held back now (TrackedStore leaves them out of what it waits for). */
+  get heldWrites(): number {
+    return this.held?.length ?? 0;
+  }
 }
 
 /**
@@ -109,12 +110,17 @@ class ShuffledReadStore implements Store {
 
 describe('CellCore on a manual clock and a memory store', () => {
   let clock: ManualClock;
-  let store: Store;
+  let store: TrackedStore;
   let core: CellCore;
+
+  /** Waits until the core has nothing left to do (TrackedStore); fails if it never gets there. */
+  function settle(): Promise<void> {
+    return whenStoresIdle([store]);
+  }
 
   async function makeCore(limits: Partial<LimitsConfig> = {}, storeToUse: Store = new MemoryStore()): Promise<void> {
     clock = new ManualClock();
-    store = storeToUse;
+    store = new TrackedStore(storeToUse);
     await store.open();
     core = new CellCore({
       cellId: 'unit',
@@ -185,6 +191,7 @@ describe('CellCore on a manual clock and a memory store', () => {
     expect(agent.of('msg').map((frame) => frame.seq)).toEqual([1]);
     for (let index = 0; index < 5; index++) core.receive(connection, JSON.stringify({ op: 'ack', conv: 'm1:alice', seq: 1 }));
     await settle();
+    expect(connection.cursors.get('m1:alice')?.ackedSeq).toBe(1);
     expect(agent.of('error')).toEqual([]);
   });
 
@@ -272,7 +279,7 @@ describe('CellCore on a manual clock and a memory store', () => {
       core.receive(connection, JSON.stringify({ op: 'send', id: `s${index}`, conv: 'm1:alice', cmid: `c${index}`, body: `m${index}` }));
       if (index % 7 === 0) await new Promise<void>((resolve) => setImmediate(resolve));
     }
-    for (let round = 0; round < 10; round++) await settle();
+    await settle();
     expect(port.of('sent').map((frame) => frame.id)).toEqual(Array.from({ length: 40 }, (_, index) => `s${index + 1}`));
     expect(port.of('sent').map((frame) => frame.seq)).toEqual(Array.from({ length: 40 }, (_, index) => index + 1));
   });

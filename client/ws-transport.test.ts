@@ -39,12 +39,15 @@ interface TestServer {
   sockets: WebSocket[];
   received: string[];
   protocols: string[];
+  /** Upgrades with token `drop`, whose sockets the server destroyed at once. */
+  readonly dropped: number;
   stop(): Promise<void>;
 }
 
 /**
  * An HTTP server that rejects upgrades with token `expired` the way a cell does (401 and a JSON
- * error body) and otherwise accepts them, greeting with `hello` and recording what it receives.
+ * error body), drops those with token `drop` (destroys the socket) and otherwise accepts them,
+ * greeting with `hello` and recording what it receives.
  * `onText` lets a test script replies.
  */
 async function startServer(onText: (socket: WebSocket, text: string) => void = () => {}): Promise<TestServer> {
@@ -56,8 +59,14 @@ async function startServer(onText: (socket: WebSocket, text: string) => void = (
     noServer: true,
     handleProtocols: (offered) => (offered.has('cellmesh.v1') ? 'cellmesh.v1' : false),
   });
+  let dropped = 0;
   server.on('upgrade', (request, socket, head) => {
     const token = new URL(request.url ?? '/', 'http://localhost').searchParams.get('token');
+    if (token === 'drop') {
+      dropped += 1;
+      socket.destroy();
+      return;
+    }
     if (token === 'expired') {
       const body = JSON.stringify({ error: { code: 'TOKEN_EXPIRED', message: 'the token expired' } });
       socket.end(
@@ -84,6 +93,9 @@ async function startServer(onText: (socket: WebSocket, text: string) => void = (
     sockets,
     received,
     protocols,
+    get dropped() {
+      return dropped;
+    },
     stop: async () => {
       for (const socket of sockets) socket.terminate();
       wss.close();
@@ -201,11 +213,13 @@ describe('connectNode', () => {
 
   it('closes the client when the wait for the first session is aborted', async () => {
     const server = await startServer();
-    const url = server.url;
-    await server.stop();
+    servers.push(server);
     const controller = new AbortController();
-    const pending = connectNode({ url, token: 'good', signal: controller.signal, backoff: { initialDelayMs: 10 } });
-    setTimeout(() => controller.abort(), 50);
+    const pending = connectNode({ url: server.url, token: 'drop', signal: controller.signal, backoff: { initialDelayMs: 10 } });
+    pending.catch(() => undefined);
+    // Aborted while it retries: two attempts have failed by then.
+    await waitFor(() => server.dropped >= 2);
+    controller.abort();
     await expect(pending).rejects.toMatchObject({ code: 'ABORTED' });
   });
 });

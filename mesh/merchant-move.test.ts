@@ -7,6 +7,7 @@ import type { MoveHost } from '../cell/move-host.js';
 import { HANDOVER_PROTOCOL, MerchantMover, type MerchantClaims } from './merchant-move.js';
 import type { ClusterPort } from '../cell/messaging/cluster-port.js';
 import { MemoryStore } from '../platform/store/memory-store.js';
+import { TrackedStore, whenStoresIdle } from '../testing/tracked-store.js';
 
 const TENANT = 'mall';
 const MERCHANT = 'acme';
@@ -18,7 +19,7 @@ const STEP_MS = 50;
  * set by the test (gossip is not part of this test).
  */
 class MoveSide {
-  readonly store = new MemoryStore();
+  readonly store = new TrackedStore(new MemoryStore());
   readonly hosted = new Set<string>();
   readonly epochs = new Map<string, number>();
   homeSeen: string;
@@ -78,7 +79,7 @@ class MoveSide {
 }
 
 describe('moving a merchant: the outcome of the commit', () => {
-  const opened: MemoryStore[] = [];
+  const opened: TrackedStore[] = [];
   afterEach(async () => {
     for (const store of opened.splice(0)) await store.close();
   });
@@ -101,7 +102,7 @@ describe('moving a merchant: the outcome of the commit', () => {
     const run = async (ms: number): Promise<void> => {
       for (let elapsed = 0; elapsed < ms; elapsed += STEP_MS) {
         clock.advance(STEP_MS);
-        for (let turn = 0; turn < 20; turn++) await new Promise((resolve) => setImmediate(resolve));
+        await whenStoresIdle([source.store, target.store]);
       }
     };
     return { clock, network, source, target, run };

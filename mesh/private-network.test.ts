@@ -119,7 +119,8 @@ describe('the private network under a flood of silent connections', () => {
     cleanups.push(() => flood.stop());
     // The flood has taken whatever the cell gives it: all 50 connected, the share full.
     await waitFor(() => flood.opened >= 50 && cell.unauthenticatedInbound().waiting > 0, 'the flood to reach the cell', JOIN_BOUND_MS);
-    await sleep(500);
+    // In full swing: the cell evicts flood sockets and the outsider reopens them.
+    await waitFor(() => flood.dropped > 0 && cell.unauthenticatedInbound().evicted > 0, 'the cell to evict flood sockets', JOIN_BOUND_MS);
 
     // Several cells join at once, each within the join bound, while the flood goes on.
     const joiners = await Promise.all(Array.from({ length: 4 }, () => startTransport()));

@@ -72,6 +72,8 @@ describe('SystemClock', () => {
   it('does not fire a 30-day timer at once (setTimeout alone would, after 1 ms)', async () => {
     let fired = false;
     const timer = new SystemClock().setTimer(30 * DAY_MS, () => (fired = true));
+    // Node's own timers are the point here. They run in the order they fall due, so once this
+    // later 50 ms one has fired, an overflowed one (due after 1 ms) would have fired before it.
     await new Promise((resolve) => setTimeout(resolve, 50));
     timer.cancel();
     expect(fired).toBe(false);

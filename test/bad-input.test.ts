@@ -7,6 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import WebSocket from 'ws';
 import { mintToken } from '../cell/access/tokens.js';
 import { silentLogger } from '../platform/logger.js';
+import { ManualClock } from '../platform/manual-clock.js';
 import type { ServerFrame } from '../cell/protocol/frames.js';
 import { metricValue } from '../platform/prometheus-text.js';
 import {
@@ -198,7 +199,9 @@ describe('limits on a connection', () => {
   afterEach(() => cleanup.run());
 
   test('rate limit: RATE_LIMITED with retryAfterMs beyond the burst; usable again after waiting', async () => {
-    const cell = await cleanup.cell({ limits: { ratePerSecond: 5, rateBurst: 5 } });
+    // The core's clock is virtual: the bucket refills only when the test moves time.
+    const clock = new ManualClock(Date.now());
+    const cell = await cleanup.cell({ limits: { ratePerSecond: 5, rateBurst: 5 }, clock });
     const phone = await cleanup.client(cell.url, await tokenFor({ user: 'c1', device: 'phone' }));
     const answers = await Promise.all(Array.from({ length: 12 }, (_, index) => phone.request({ op: 'ping', id: `r${index}` })));
     const pongs = answers.filter((answer) => answer.t === 'pong');
@@ -213,16 +216,22 @@ describe('limits on a connection', () => {
     }
     // The first refusal came after the burst was used up.
     expect(answers.slice(0, 5).every((answer) => answer.t === 'pong')).toBe(true);
-    await new Promise((resolve) => setTimeout(resolve, (limited[0]?.retryAfterMs ?? 200) + 50));
+    // Still refused until the time it named has passed, then usable.
+    const retryAfterMs = limited[0]!.retryAfterMs!;
+    clock.advance(retryAfterMs - 1);
+    expect(await phone.request({ op: 'ping', id: 'too-early' })).toMatchObject({ t: 'error', code: 'RATE_LIMITED' });
+    clock.advance(1);
     const sent = await sendMessage(phone, CONV, 'after-wait', 'patience pays');
     expect(sent.seq).toBe(1);
     expect(phone.closeCode).toBeUndefined();
     const metrics = await fetchMetrics(cell.httpUrl);
-    expect(metricValue(metrics, 'cellmesh_errors_total', { code: 'RATE_LIMITED' })).toBe(limited.length);
+    expect(metricValue(metrics, 'cellmesh_errors_total', { code: 'RATE_LIMITED' })).toBe(limited.length + 1);
   });
 
   test('50 errors at once close the connection with 4429; good frames in between do not reset the count, time does', async () => {
-    const cell = await cleanup.cell({ limits: { errorRecoveryPerSecond: 10 } });
+    // The core's clock is virtual: the allowance grows back only when the test moves time.
+    const clock = new ManualClock(Date.now());
+    const cell = await cleanup.cell({ limits: { errorRecoveryPerSecond: 10 }, clock });
     const other = await cleanup.client(cell.url, await tokenFor({ user: 'c2', device: 'phone' }));
     const burst = async (client: RawClient, count: number): Promise<void> => {
       const before = client.all('error').length;
@@ -240,7 +249,7 @@ describe('limits on a connection', () => {
     // The allowance grows back with time (here 10 a second): after a pause, more errors pass.
     const tablet = await cleanup.client(cell.url, await tokenFor({ user: 'c1', device: 'tablet' }));
     await burst(tablet, 45);
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    clock.advance(1_000);
     await burst(tablet, 12);
     expect(tablet.closeCode).toBeUndefined();
     expect((await tablet.request({ op: 'ping', id: 'alive-2' })).t).toBe('pong');
@@ -266,11 +275,14 @@ describe('limits on a connection', () => {
   });
 
   test('a token that expires during the session closes it with 4401', async () => {
-    const cell = await cleanup.cell();
-    const nowMs = Date.now();
+    const clock = new ManualClock(Date.now());
+    const cell = await cleanup.cell({ clock });
     // exp is whole seconds: this one expires between 1 and 2 seconds from now.
-    const token = await mintToken({ secret: SECRET, tenant: TENANT, user: 'c1', role: 'customer', device: 'short', ttlSeconds: 2, nowMs });
+    const token = await mintToken({ secret: SECRET, tenant: TENANT, user: 'c1', role: 'customer', device: 'short', ttlSeconds: 2, nowMs: clock.now() });
     const client = await cleanup.client(cell.url, token);
+    clock.advance(999);
+    expect((await client.request({ op: 'ping', id: 'before-expiry' })).t).toBe('pong');
+    clock.advance(1_001);
     await client.until(() => client.closeCode !== undefined, { what: 'the expiry close', timeoutMs: 5_000 });
     expect(client.closeCode).toBe(4401);
   });
@@ -278,10 +290,13 @@ describe('limits on a connection', () => {
   test('a 30-day token keeps its session: its expiry timer (beyond 2^31 ms) does not fire at once', async () => {
     const cell = await cleanup.cell();
     const client = await cleanup.client(cell.url, await tokenFor({ user: 'c1', device: 'month', ttlSeconds: 30 * 24 * 3600 }));
-    // An overflowing timer fires after 1 ms; a second is ample to see its close.
-    await new Promise((resolve) => setTimeout(resolve, 1_000));
-    expect(client.closeCode).toBeUndefined();
+    // The system clock is the point here: Node fires a setTimeout beyond 2^31-1 ms after 1 ms.
+    // Node runs timers in the order they fall due, so once this 20 ms one (set after the welcome)
+    // has fired, an overflowed expiry timer (set before the welcome) has fired too, and its
+    // close would reach the client before the answer to the ping sent after it.
+    await new Promise((resolve) => setTimeout(resolve, 20));
     expect((await client.request({ op: 'ping', id: 'still-here' })).t).toBe('pong');
+    expect(client.closeCode).toBeUndefined();
   });
 });
 

@@ -70,6 +70,7 @@ async function freePort(): Promise<number> {
   return address.port;
 }
 
+/** Only a poll interval or a bound on a wait; never a wait for something to happen. */
 async function sleep(ms: number): Promise<void> {
   await new Promise((resolve) => setTimeout(resolve, ms));
 }
@@ -196,6 +197,11 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'client SDK in Chromium' : `clie
       10_000,
       'starting a send',
     );
+  }
+
+  /** Connection attempts that failed: each goes from connecting back to reconnecting. */
+  function failedAttempts(log: PageLog): number {
+    return log.states.filter((change) => change.previous === 'connecting' && change.state === 'reconnecting').length;
   }
 
   function seqsOf(log: PageLog): number[] {
@@ -383,9 +389,10 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'client SDK in Chromium' : `clie
       t: 'sent',
       seq: 3,
     });
-    // Some reconnect attempts fail against the dead network before it comes back.
-    await sleep(600);
-    expect((await pageLog(web, 'alice')).sends).toEqual([]);
+    // Some reconnect attempts fail against the dead network before it comes back, and no send
+    // is confirmed while it is down.
+    const offline = await waitForLog(web, 'alice', (log) => failedAttempts(log) >= 2, 'two reconnect attempts failing against the dead network');
+    expect(offline.sends).toEqual([]);
     proxy.restore();
 
     const log = await waitForLog(
@@ -451,8 +458,11 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'client SDK in Chromium' : `clie
     await withTimeout(first.stop(), 20_000, 'stopping the cell');
     const dropped = await waitForLog(web, 'alice', (log) => log.state !== 'open', 'the page noticing the stop');
     expect(['connecting', 'reconnecting']).toContain(dropped.state);
+    const failedBefore = failedAttempts(await pageLog(web, 'alice'));
     await sendLater(web, 'written during the restart');
-    await sleep(300);
+    // The send waits in the page through a reconnect attempt that fails while the cell is down.
+    const waiting = await waitForLog(web, 'alice', (log) => failedAttempts(log) > failedBefore, 'a reconnect attempt failing while the cell is down');
+    expect(waiting.sends).toEqual([]);
 
     // The same config: the same port and LevelDB directory.
     const second = await startCell({ config, logger: silentLogger });

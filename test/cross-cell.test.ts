@@ -17,6 +17,7 @@ import { CellMetrics } from '../cell/metrics.js';
 import { CellError } from '../cell/protocol/errors.js';
 import type { ChatMessage, ServerFrame } from '../cell/protocol/frames.js';
 import { MemoryStore } from '../platform/store/memory-store.js';
+import { TrackedStore, whenStoresIdle } from '../testing/tracked-store.js';
 
 const SECRET = 'cross-cell-test-secret-0123456789abcdef';
 const TENANT = 'mall';
@@ -55,10 +56,12 @@ class TestDevice implements DevicePort {
     this.cell.core.receive(this.connection, JSON.stringify(op));
   }
 
-  flushAcks(): void {
-    if (!this.autoAck || this.closed !== undefined) return;
+  /** Sends the acks due; says whether there were any. */
+  flushAcks(): boolean {
+    if (!this.autoAck || this.closed !== undefined || this.toAck.size === 0) return false;
     for (const [conv, seq] of this.toAck) this.frame({ op: 'ack', conv, seq });
     this.toAck.clear();
+    return true;
   }
 
   of<T extends ServerFrame['t']>(type: T): Array<Extract<ServerFrame, { t: T }>> {
@@ -85,7 +88,7 @@ class TestDevice implements DevicePort {
 interface TestCell {
   readonly cellId: string;
   readonly merchants: readonly string[];
-  readonly store: MemoryStore;
+  readonly store: TrackedStore;
   transport: MemoryTransport;
   location: LocationService;
   outbox: Outbox;
@@ -121,7 +124,7 @@ class TestCluster {
     return cell;
   }
 
-  async addCell(cellId: string, merchants: readonly string[], store = new MemoryStore()): Promise<TestCell> {
+  async addCell(cellId: string, merchants: readonly string[], store = new TrackedStore(new MemoryStore())): Promise<TestCell> {
     if (!this.cells.has(cellId)) await store.open();
     for (const merchant of merchants) this.homes.set(`${TENANT}/${merchant}`, cellId);
     const peer = `peer-${cellId}`;
@@ -230,11 +233,15 @@ class TestCluster {
     }
   }
 
+  /** Lets the cells finish what they were given: until their stores are idle and no device has an ack to send. */
   async settle(): Promise<void> {
-    for (let round = 0; round < 6; round++) {
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      for (const cell of this.cells.values()) for (const device of cell.devices) device.flushAcks();
+    for (let round = 0; round < 100; round++) {
+      await whenStoresIdle([...this.cells.values()].map((cell) => cell.store));
+      let acked = false;
+      for (const cell of this.cells.values()) for (const device of cell.devices) acked = device.flushAcks() || acked;
+      if (!acked) return;
     }
+    throw new Error('the devices kept acking for 100 rounds without the cells settling');
   }
 
   async stopAll(): Promise<void> {

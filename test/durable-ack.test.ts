@@ -13,6 +13,7 @@ import {
   RawClient,
   sendMessage,
   deliveryProblems,
+  eventually,
   fetchMetrics,
   hasAll,
   tokenFor,
@@ -209,8 +210,7 @@ describe('durable ack (Guarantee 1) with a real cell process', () => {
     // One write under way holds the drain open, as a slow disk would.
     store.hold();
     phone.send({ op: 'send', id: 'slow', conv: CONV, cmid: 'slow', body: 'written while draining' });
-    for (let attempt = 0; attempt < 200 && store.waiting === 0; attempt++) await new Promise((resolve) => setTimeout(resolve, 5));
-    expect(store.waiting).toBe(1);
+    await eventually(() => store.waiting === 1, 'the write held at the gate');
     const stopped = cell.cell.stop();
 
     // A client that goes on sending (60 > the 50 consecutive errors that close a bad client).

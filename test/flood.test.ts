@@ -19,10 +19,6 @@ const PING_INTERVAL_MS = 20;
 /** Generous: on an idle machine a round trip takes a few ms; the flood that found this took 1.7 s. */
 const PING_ROUND_TRIP_BOUND_MS = 1_000;
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 /** Pings the cell from another device at a steady pace and records each round trip. */
 class PingProbe {
   readonly roundTripsMs: number[] = [];
@@ -104,10 +100,12 @@ describe('floods end in the 4429 close while another device is served', () => {
     // Its cursors are loaded: from now on acking seq 1 is legal.
     await flooder.until(() => flooder.all('synced').length > 0, { what: 'synced' });
     probe.start();
-    await sleep(100);
+    await eventually(() => probe.roundTripsMs.length >= 2, 'two probe round trips before the flood');
     const sent = await flood(flooder, frameAt);
     await flooder.until(() => flooder.closeCode !== undefined, { what: `the close after ${sent} frames`, timeoutMs: 15_000 });
-    await sleep(100);
+    // Pings sent during the flood are answered (stop waits for them); two more after it.
+    const answeredAtClose = probe.roundTripsMs.length;
+    await eventually(() => probe.roundTripsMs.length >= answeredAtClose + 2, 'two probe round trips after the close');
     await probe.stop();
 
     expect(flooder.closeCode).toBe(4429);

@@ -9,6 +9,7 @@ import { mintToken } from '../cell/access/tokens.js';
 import { startCell, type RunningCell } from '../assembly/process-cell.js';
 import { parseCellConfig, type CellConfig } from '../assembly/config.js';
 import { silentLogger, type Logger } from '../platform/logger.js';
+import type { Clock } from '../platform/clock.js';
 import type { Role, ServerFrame } from '../cell/protocol/frames.js';
 import { LevelStore, MemoryStore, StoreError, type RangeQuery, type Store, type StoreOp } from '../platform/store/index.js';
 
@@ -52,6 +53,8 @@ export async function startTestCell(
     logger?: Logger;
     /** A store object to use instead of the one `store` names (e.g. a GatedStore). */
     storeInstance?: Store;
+    /** The core's clock (rate limits, error allowance, token expiry); a ManualClock makes them virtual. */
+    clock?: Clock;
   } = {},
 ): Promise<TestCell> {
   const directory = await mkdtemp(join(tmpdir(), 'cellmesh-test-'));
@@ -69,6 +72,7 @@ export async function startTestCell(
     config,
     logger: overrides.logger ?? (process.env['CELLMESH_TEST_LOG'] === '1' ? consoleLogger : silentLogger),
     ...(overrides.storeInstance === undefined ? {} : { store: overrides.storeInstance }),
+    ...(overrides.clock === undefined ? {} : { clock: overrides.clock }),
   });
   return {
     cell,

@@ -8,7 +8,7 @@ import { afterEach, describe, expect, test } from 'vitest';
 import { connectNode } from '../client/index.js';
 import type { ServerFrame } from '../cell/protocol/frames.js';
 import { LevelStore } from '../platform/store/index.js';
-import { Cleanup, GatedStore, type RawClient, errorCodeOf, httpRequest, sendMessage, tokenFor } from './harness.js';
+import { Cleanup, GatedStore, type RawClient, errorCodeOf, eventually, httpRequest, sendMessage, tokenFor } from './harness.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -63,8 +63,7 @@ describe('a resend of a cmid with another body', () => {
 
     store.hold();
     phone.send({ op: 'send', id: 'first', conv: CONV, cmid: 'c-1', body: 'original' });
-    for (let attempt = 0; attempt < 200 && store.waiting === 0; attempt++) await new Promise((resolve) => setTimeout(resolve, 5));
-    expect(store.waiting).toBe(1);
+    await eventually(() => store.waiting === 1, 'the write held at the gate');
     expectConflict(await phone.request({ id: 'second', op: 'send', conv: CONV, cmid: 'c-1', body: 'rewritten' }), 'second');
     store.release();
     expect(await phone.next((frame) => frame.t === 'sent' && frame.id === 'first', { fromStart: true })).toMatchObject({ cmid: 'c-1', seq: 2 });

@@ -35,6 +35,7 @@ import { CellMetrics } from '../cell/metrics.js';
 import { CloseCode } from '../cell/protocol/errors.js';
 import { parseConversationId, type ChatMessage, type Role, type ServerFrame } from '../cell/protocol/frames.js';
 import { MemoryStore } from '../platform/store/memory-store.js';
+import { TrackedStore, whenStoresIdle } from '../testing/tracked-store.js';
 
 const OPERATIONS = Number(process.env['CELLMESH_PROPERTY_OPS'] ?? 10_000);
 const SEED = Number(process.env['CELLMESH_PROPERTY_SEED'] ?? 15);
@@ -128,7 +129,7 @@ class FakeDevice implements DevicePort {
 
 interface PropertyCell {
   readonly cellId: string;
-  readonly store: MemoryStore;
+  readonly store: TrackedStore;
   readonly core: CellCore;
   /** The cell's mesh services, in the two-cell world. */
   readonly mesh?: { transport: MemoryTransport; services: CrossCellServices };
@@ -178,7 +179,7 @@ class PropertyRun {
   }
 
   private async addCell(cellId: string, merchants: readonly string[], network: MemoryNetwork | undefined): Promise<void> {
-    const store = new MemoryStore();
+    const store = new TrackedStore(new MemoryStore());
     await store.open();
     const random = new SeededRandom(this.seed + 10 + this.cells.length);
     const options = {
@@ -326,10 +327,10 @@ class PropertyRun {
     while (held.seqs.has(held.top + 1)) held.top++;
   }
 
-  /** Lets the cell catch up: promise callbacks, then acks from every device, then time for cursor writes. */
+  /** Lets the cell catch up: until its stores are idle, then acks from every device, then time for cursor writes. */
   async settle(): Promise<void> {
     for (let round = 0; round < 2; round++) {
-      for (let turn = 0; turn < 4; turn++) await new Promise<void>((resolve) => setImmediate(resolve));
+      await whenStoresIdle(this.cells.map((cell) => cell.store));
       for (const device of this.connected.values()) {
         const acks: Record<string, number> = {};
         for (const [conv, held] of this.got.get(device.key) ?? []) if (held.top > held.acked) acks[conv] = held.acked = held.top;

@@ -6,7 +6,8 @@
  */
 import { afterEach, describe, expect, test } from 'vitest';
 import type { ServerFrame } from '../cell/protocol/frames.js';
-import { Cleanup, FailingStore, type RawClient, errorCodeOf, httpRequest, sendMessage, tokenFor } from './harness.js';
+import { keys } from '../cell/messaging/keys.js';
+import { Cleanup, FailingStore, TENANT, type RawClient, errorCodeOf, eventually, httpRequest, sendMessage, tokenFor } from './harness.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -110,11 +111,12 @@ describe('a store that fails, off the send path', () => {
     const failuresBefore = first.store.failures;
     desk.send({ op: 'ack', conv: CONV, seq: 3 });
     // The cursor writer tries within cursorWriteIntervalMs (500 ms) and fails.
-    for (let waited = 0; waited < 5_000 && first.store.failures === failuresBefore; waited += 20) await new Promise((resolve) => setTimeout(resolve, 20));
-    expect(first.store.failures).toBeGreaterThan(failuresBefore);
+    await eventually(() => first.store.failures > failuresBefore, 'a failed cursor write');
     first.store.failWrites = false;
-    // The next interval writes it (the desk stays connected: nothing else would bring the cursor back).
-    await new Promise((resolve) => setTimeout(resolve, 1_200));
+    // The next interval writes it (the desk stays connected: nothing else would bring the cursor
+    // back). Seen in the store before the stop, whose own flush would write it too.
+    const cursorKey = keys.deliveryCursor(TENANT, 'a:m1:a1', 'desk', CONV);
+    await eventually(async () => (await first.store.level.get(cursorKey)) === '3', 'the cursor written at the next interval');
     await desk.close();
     await customer.close();
     await first.stop();

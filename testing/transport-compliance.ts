@@ -401,7 +401,11 @@ export function describeMeshTransportCompliance(
         const network = await open(2);
         const [a, b] = [network.transport(0), network.transport(1)];
         await network.link(0, 1);
-        b.handle(HANGING_PROTOCOL, () => new Promise<Uint8Array>(() => {}));
+        let served = 0;
+        b.handle(HANGING_PROTOCOL, () => {
+          served += 1;
+          return new Promise<Uint8Array>(() => {});
+        });
 
         const early = new AbortController();
         early.abort();
@@ -411,10 +415,11 @@ export function describeMeshTransportCompliance(
           'a request with an aborted signal',
         );
 
+        const servedBefore = served;
         const late = new AbortController();
         const pending = a.request(b.self, HANGING_PROTOCOL, bytes('x'), { timeoutMs: REQUEST_TIMEOUT_MS, signal: late.signal });
         pending.catch(() => undefined);
-        await network.pause(100);
+        await network.waitFor(() => served > servedBefore, 'B to be serving the request');
         late.abort();
         await network.expectFailure(pending, 'ABORTED', 'a request aborted while pending');
       });
@@ -470,10 +475,14 @@ export function describeMeshTransportCompliance(
         const network = await open(2);
         const [a, b] = [network.transport(0), network.transport(1)];
         await network.link(0, 1);
-        b.handle(HANGING_PROTOCOL, () => new Promise<Uint8Array>(() => {}));
+        let served = false;
+        b.handle(HANGING_PROTOCOL, () => {
+          served = true;
+          return new Promise<Uint8Array>(() => {});
+        });
         const pending = a.request(b.self, HANGING_PROTOCOL, bytes('x'), { timeoutMs: 60_000 });
         pending.catch(() => undefined);
-        await network.pause(100);
+        await network.waitFor(() => served, 'B to be serving the request');
 
         await network.settle(Promise.all([a.stop(), a.stop()]), 'two concurrent stops');
         await network.settle(a.stop(), 'a third stop');

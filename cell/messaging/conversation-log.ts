@@ -3,6 +3,7 @@ import { CellError, ErrorCode } from '../protocol/errors.js';
 import type { ChatMessage, Role } from '../protocol/frames.js';
 import { parseConversationId } from '../protocol/frames.js';
 import type { Store, StoreOp } from '../../platform/store/store.js';
+import { invariant } from '../../platform/invariant.js';
 import { keys, lastField } from './keys.js';
 import { conversationParty } from './principal.js';
 
@@ -233,7 +234,11 @@ export class ConversationLog {
     } finally {
       if (state.readWrites.get(party) === write) state.readWrites.delete(party);
     }
-    if (seq > (state.reads.get(party) ?? 0)) state.reads.set(party, seq);
+    if (seq > (state.reads.get(party) ?? 0)) {
+      // durableSeq only grows, so the check on entry still holds after the write.
+      invariant(seq <= state.durableSeq, () => `read cursor of ${party} in ${conv} moves to ${seq}, beyond the last message ${state.durableSeq}`);
+      state.reads.set(party, seq);
+    }
     return true;
   }
 
@@ -267,12 +272,13 @@ export class ConversationLog {
    */
   async mirror(tenant: string, conv: string, messages: readonly ChatMessage[], reads: Iterable<readonly [string, number]>): Promise<ChatMessage[]> {
     const state = await this.conversation(tenant, conv);
-    if (state.busy) throw new Error(`mirror write to ${conv} while another write is under way`);
+    invariant(!state.busy, () => `mirror write to ${conv} while another write is under way`);
     const fresh = messages.filter((message) => message.seq > state.durableSeq);
     fresh.forEach((message, index) => {
-      if (message.conv !== conv || message.seq !== state.durableSeq + 1 + index) {
-        throw new Error(`mirror of ${conv} would get a gap: expected seq ${state.durableSeq + 1 + index}, got ${message.conv}#${message.seq}`);
-      }
+      invariant(
+        message.conv === conv && message.seq === state.durableSeq + 1 + index,
+        () => `mirror of ${conv} would get a gap: expected seq ${state.durableSeq + 1 + index}, got ${message.conv}#${message.seq}`,
+      );
     });
     const lastSeq = state.durableSeq + fresh.length;
     // Sending a message means its sender has read everything up to it, as in the home cell.
@@ -451,6 +457,12 @@ export class ConversationLog {
   private applyDurable(state: ConversationState, batch: PendingAppend[], written: SequencedBatch): void {
     const { messages, readsAfter, firstOfConversation } = written;
     if (messages.length === 0) return;
+    // One write per conversation at a time, so the head has not moved since `sequence`: the
+    // batch continues it, and a seq is never given twice nor skipped.
+    invariant(
+      messages[0]!.seq === state.durableSeq + 1,
+      () => `batch of ${state.conv} starts at seq ${messages[0]!.seq}, but the last durable seq is ${state.durableSeq}`,
+    );
     state.durableSeq = messages.at(-1)!.seq;
     for (const [party, seq] of readsAfter) if (seq > (state.reads.get(party) ?? 0)) state.reads.set(party, seq);
     state.recent.push(...messages);
@@ -522,7 +534,20 @@ export class ConversationLog {
     ]);
     const recent = newest.reverse().map(([, value]) => JSON.parse(value) as ChatMessage);
     const durableSeq = recent.at(-1)?.seq ?? 0;
+    // The recent messages are served by index arithmetic (messages()): they must be seqs
+    // first..durableSeq without a gap (keys are unique and ascending, so the ends tell).
+    invariant(
+      recent.length === 0 || (Number.isSafeInteger(durableSeq) && durableSeq - recent[0]!.seq === recent.length - 1),
+      () => `stored messages of ${conv} are not gap-free: ${recent.length} from seq ${recent[0]?.seq} to ${durableSeq}`,
+    );
     const reads = new Map(readEntries.map(([key, value]) => [lastField(key), Number(value)]));
+    // Read cursors are written with or after the messages they cover, never beyond them.
+    for (const [party, seq] of reads) {
+      invariant(
+        Number.isSafeInteger(seq) && seq >= 0 && seq <= durableSeq,
+        () => `stored read cursor of ${party} in ${conv} is ${seq}, outside 0..${durableSeq}`,
+      );
+    }
     const state = new ConversationState(tenant, conv, parsed.merchant, parsed.customer, durableSeq, reads);
     state.recent.push(...recent);
     this.cache.set(`${tenant}/${conv}`, state);

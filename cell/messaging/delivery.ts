@@ -5,6 +5,7 @@ import type { ChatMessage, ServerFrame } from '../protocol/frames.js';
 import type { Store } from '../../platform/store/store.js';
 import type { CellMetrics } from '../metrics.js';
 import type { Logger } from '../../platform/logger.js';
+import { InvariantError, invariant } from '../../platform/invariant.js';
 import { CoalescingWriter } from './coalescing-writer.js';
 import type { ConversationLog } from './conversation-log.js';
 import type { DeviceConnection, DeviceCursor } from './device.js';
@@ -81,6 +82,11 @@ export class DeliveryService {
       this.store.range({ ...cursorRange, limit: MAX_CONVERSATIONS_PER_DEVICE }),
     ]);
     const ackedByConversation = new Map(cursorEntries.map(([key, value]) => [lastField(key), Number(value)]));
+    // Written only from acks (applyAck), which are whole seqs above 0. A stored cursor beyond
+    // the conversation's head is clamped to it below.
+    for (const [conv, acked] of ackedByConversation) {
+      invariant(Number.isSafeInteger(acked) && acked >= 0, () => `stored delivery cursor of ${party}/${device} in ${conv} is ${acked}`);
+    }
     for (const [key, value] of unwritten) {
       const conv = lastField(key);
       ackedByConversation.set(conv, Math.max(ackedByConversation.get(conv) ?? 0, Number(value)));
@@ -197,6 +203,8 @@ export class DeliveryService {
     if (seq > durableSeq) throw outOfRange(conv, seq);
     if (seq <= cursor.ackedSeq) return;
     connection.inFlight -= Math.max(0, Math.min(seq, cursor.sentSeq) - cursor.ackedSeq);
+    // Per ack, so a plain comparison: no closure for the message unless it fails.
+    if (connection.inFlight < 0) throw new InvariantError(`${connection.identity.device} has ${connection.inFlight} messages in flight after an ack of ${conv}#${seq}`);
     cursor.ackedSeq = seq;
     if (seq > cursor.sentSeq) cursor.sentSeq = seq;
     this.checkSynced(connection, cursor);
@@ -233,6 +241,11 @@ export class DeliveryService {
   }
 
   private push(connection: DeviceConnection, cursor: DeviceCursor, message: ChatMessage): void {
+    // Gap-free and in order: the next seq after what the device has. Per message, so a plain
+    // comparison (no closure for the message unless it fails).
+    if (message.seq !== cursor.sentSeq + 1) {
+      throw new InvariantError(`push of ${message.conv}#${message.seq} to ${connection.identity.device}, whose cursor is at ${cursor.sentSeq}`);
+    }
     let text = this.lastPushed?.message === message ? this.lastPushed.text : undefined;
     if (text === undefined) {
       text = JSON.stringify({ t: 'msg', ...message });

@@ -1,0 +1,167 @@
+import { describe, expect, it } from 'vitest';
+import { ManualClock } from '../../platform/manual-clock.js';
+import { InvariantError } from '../../platform/invariant.js';
+import { SeededRandom } from '../../platform/random.js';
+import { MemoryStore } from '../../platform/store/memory-store.js';
+import { StoreError, type StoreOp } from '../../platform/store/store.js';
+import { CellError } from '../protocol/errors.js';
+import type { ChatMessage } from '../protocol/frames.js';
+import { ConversationLog, type AppendResult } from './conversation-log.js';
+import { keys } from './keys.js';
+
+const TENANT = 'mall';
+const CONV = 'm1:alice';
+
+function message(seq: number, conv = CONV): ChatMessage {
+  return { conv, seq, from: 'alice', role: 'customer', device: 'phone', cmid: `c${seq}`, body: `m${seq}`, ts: 0 };
+}
+
+/** A store preloaded with `ops`, as another (buggy) writer or a damaged disk would leave it. */
+async function storeWith(ops: StoreOp[]): Promise<MemoryStore> {
+  const store = new MemoryStore();
+  await store.open();
+  if (ops.length > 0) await store.write(ops);
+  return store;
+}
+
+const messageOps = (...seqs: number[]): StoreOp[] =>
+  seqs.map((seq) => ({ type: 'put', key: keys.message(TENANT, CONV, seq), value: JSON.stringify(message(seq)) }));
+
+function logOn(store: MemoryStore, onDurable: ConstructorParameters<typeof ConversationLog>[0]['onDurable'] = () => {}): ConversationLog {
+  return new ConversationLog({ store, clock: new ManualClock(), onDurable });
+}
+
+/** A store whose writes fail while `failing`, and can be held back until released. */
+class FlakyStore extends MemoryStore {
+  failing = false;
+  private held: Array<() => void> | undefined;
+
+  hold(): void {
+    this.held = [];
+  }
+
+  get heldWrites(): number {
+    return this.held?.length ?? 0;
+  }
+
+  release(): void {
+    const held = this.held ?? [];
+    this.held = undefined;
+    for (const land of held) land();
+  }
+
+  override write(ops: readonly StoreOp[]): Promise<void> {
+    if (this.failing) return Promise.reject(new StoreError('injected write failure'));
+    const held = this.held;
+    if (held === undefined) return super.write(ops);
+    return new Promise<void>((resolve, reject) => held.push(() => void super.write(ops).then(resolve, reject)));
+  }
+}
+
+/** Waits, one event-loop turn at a time, until `condition` holds; fails with `what` after a bound. */
+async function until(condition: () => boolean, what: string): Promise<void> {
+  for (let turn = 0; turn < 1_000; turn++) {
+    if (condition()) return;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+  throw new Error(`gave up waiting for ${what}`);
+}
+
+describe('ConversationLog invariants', () => {
+  it('refuses to load a read cursor beyond the last stored message', async () => {
+    const store = await storeWith([...messageOps(1, 2), { type: 'put', key: keys.readCursor(TENANT, CONV, 'c:alice'), value: '5' }]);
+    await expect(logOn(store).conversation(TENANT, CONV)).rejects.toThrow(InvariantError);
+    await expect(logOn(store).conversation(TENANT, CONV)).rejects.toThrow('stored read cursor of c:alice in m1:alice is 5, outside 0..2');
+  });
+
+  it('refuses to load a read cursor that is negative or not a number', async () => {
+    for (const value of ['-1', 'two', '1.5']) {
+      const store = await storeWith([...messageOps(1, 2), { type: 'put', key: keys.readCursor(TENANT, CONV, 'a:m1:bob'), value }]);
+      await expect(logOn(store).conversation(TENANT, CONV), value).rejects.toThrow(InvariantError);
+    }
+  });
+
+  it('refuses to load stored messages with a gap', async () => {
+    const store = await storeWith(messageOps(1, 2, 4));
+    await expect(logOn(store).conversation(TENANT, CONV)).rejects.toThrow('stored messages of m1:alice are not gap-free: 3 from seq 1 to 4');
+  });
+
+  it('loads a consistent conversation', async () => {
+    const store = await storeWith([...messageOps(1, 2, 3), { type: 'put', key: keys.readCursor(TENANT, CONV, 'c:alice'), value: '3' }]);
+    const state = await logOn(store).conversation(TENANT, CONV);
+    expect(state.durableSeq).toBe(3);
+    expect(state.reads.get('c:alice')).toBe(3);
+  });
+
+  it('refuses a mirror write that would leave a gap, and writes nothing', async () => {
+    const store = await storeWith([]);
+    const log = logOn(store);
+    await expect(log.mirror(TENANT, CONV, [message(1), message(3)], [])).rejects.toThrow(InvariantError);
+    expect((await log.conversation(TENANT, CONV)).durableSeq).toBe(0);
+    expect(await store.get(keys.message(TENANT, CONV, 1))).toBeUndefined();
+  });
+
+  it('refuses a mirror write while an append to the conversation is being written', async () => {
+    const store = new FlakyStore();
+    await store.open();
+    const log = logOn(store);
+    await log.conversation(TENANT, CONV);
+    store.hold();
+    const appended = log.append({ tenant: TENANT, conv: CONV, from: 'alice', role: 'customer', device: 'phone', cmid: 'c1', body: 'hi' });
+    await until(() => store.heldWrites === 1, 'the append write to be under way');
+    await expect(log.mirror(TENANT, CONV, [message(1)], [])).rejects.toThrow('mirror write to m1:alice while another write is under way');
+    store.release();
+    expect((await appended).message.seq).toBe(1);
+  });
+
+  it('keeps seqs gap-free and increasing, and read cursors within 0..last, through random appends, resends, reads and store failures', async () => {
+    const senders = [
+      { from: 'alice', role: 'customer', party: 'c:alice' },
+      { from: 'bob', role: 'agent', party: 'a:m1:bob' },
+    ] as const;
+    for (const seed of [1, 2, 3, 4, 5]) {
+      const random = new SeededRandom(seed);
+      const store = new FlakyStore();
+      await store.open();
+      const durable: number[] = [];
+      const log = logOn(store, (_tenant, durableMessage) => durable.push(durableMessage.seq));
+      const state = await log.conversation(TENANT, CONV);
+      let lastDurableSeq = 0;
+      const pending: Array<Promise<unknown>> = [];
+      const expectOnlyOperatingErrors = (promise: Promise<unknown>): void => {
+        pending.push(promise.catch((error: unknown) => expect(error instanceof CellError || error instanceof StoreError, `seed ${seed}: ${String(error)}`).toBe(true)));
+      };
+      for (let step = 0; step < 300; step++) {
+        const draw = random.next();
+        const sender = senders[Math.floor(random.next() * senders.length)]!;
+        if (draw < 0.55) {
+          // A small cmid pool makes resends (same body) and conflicts (another body) common.
+          const cmid = `k${Math.floor(random.next() * 40)}`;
+          const body = random.next() < 0.9 ? `body of ${cmid}` : `other body of ${cmid}`;
+          const append: Promise<AppendResult> = log.append({ tenant: TENANT, conv: CONV, from: sender.from, role: sender.role, device: 'd', cmid, body });
+          expectOnlyOperatingErrors(append);
+        } else if (draw < 0.75) {
+          expectOnlyOperatingErrors(log.markRead(TENANT, CONV, sender.party, Math.floor(random.next() * (state.durableSeq + 3))));
+        } else if (draw < 0.85) {
+          store.failing = !store.failing;
+        } else {
+          await Promise.all(pending.splice(0));
+        }
+        expect(state.durableSeq, `seed ${seed} step ${step}`).toBeGreaterThanOrEqual(lastDurableSeq);
+        lastDurableSeq = state.durableSeq;
+        for (const seq of state.reads.values()) expect(seq).toBeLessThanOrEqual(state.durableSeq);
+      }
+      store.failing = false;
+      await Promise.all(pending.splice(0));
+      // The run did something: messages became durable and cursors moved.
+      expect(durable.length, `seed ${seed}`).toBeGreaterThan(20);
+      expect(state.reads.size, `seed ${seed}`).toBe(2);
+      expect(durable, `seed ${seed}`).toEqual(Array.from({ length: durable.length }, (_, index) => index + 1));
+      expect(state.durableSeq).toBe(durable.length);
+      // What was written loads again, through the load-time checks, as the same head.
+      const reloaded = await logOn(store).conversation(TENANT, CONV);
+      expect(reloaded.durableSeq).toBe(state.durableSeq);
+      expect(reloaded.reads).toEqual(state.reads);
+    }
+  });
+});
