@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
 import { mintToken, verifyToken } from '../cell/access/tokens.js';
-import { CellCore } from '../cell/cell-core.js';
+import { assembleCell } from '../assembly/assemble-cell.js';
 import { LimitsConfig } from '../cell/settings.js';
 import { silentLogger } from '../platform/logger.js';
 import type { DeviceConnection, DevicePort } from '../cell/messaging/device.js';
@@ -113,19 +113,20 @@ export async function runHotPath(options: HotPathOptions): Promise<HotPathReport
   const random = new SeededRandom(options.seed);
   const secret = randomId(random, 32);
   const directory = mkdtempSync(join(tmpdir(), 'cellmesh-hot-path-'));
-  const store = new LevelStore({ directory, sync: options.storeSync });
-  await store.open();
   const merchants = Array.from({ length: options.merchants }, (_, index) => ({ id: `m${index}` }));
-  const core = new CellCore({
+  // A standalone cell, wired as every cell is; its devices are this benchmark's ports, attached to the core directly.
+  const cell = await assembleCell({
     cellId: 'hot-path',
     tenants: [{ id: TENANT, secret, origins: [], merchants }],
     limits: LimitsConfig.parse({ ratePerSecond: 1_000_000, rateBurst: 1_000_000, maxDevicesPerUser: 10 }),
     clock,
     random,
-    store,
+    store: new LevelStore({ directory, sync: options.storeSync }),
     metrics: new CellMetrics(),
     logger: silentLogger,
+    devices: { open: async () => ({ ws: 'in-process:', http: 'in-process:' }), stopAccepting: () => undefined },
   });
+  const { core } = cell;
   const tally: Tally = { sent: 0, deliveries: 0, errors: 0 };
   const identity = async (user: string, merchant?: string) => {
     const token = await mintToken({
@@ -219,8 +220,7 @@ export async function runHotPath(options: HotPathOptions): Promise<HotPathReport
       machine: { node: process.version },
     };
   } finally {
-    for (const connection of [...customers, ...agents.map((agent) => agent.connection)]) core.disconnect(connection);
-    await store.close();
+    await cell.stop();
     rmSync(directory, { recursive: true, force: true });
   }
 }
