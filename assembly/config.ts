@@ -133,7 +133,7 @@ export const CellConfig = CellConfigShape.superRefine((config, context) => {
     context.addIssue({ code: 'custom', path: ['store', 'kind'], message: 'a cell in a mesh needs the level store (memory keeps no outbox or mesh key across a restart)' });
   }
   try {
-    membershipOptions(config.mesh.timings);
+    membershipOptions(meshTimings(config.mesh));
   } catch (error) {
     if (!(error instanceof RangeError)) throw error;
     context.addIssue({ code: 'custom', path: ['mesh', 'timings'], message: error.message });
@@ -160,4 +160,9 @@ export class ConfigError extends Error {
     super(message);
     this.name = 'ConfigError';
   }
+}
+
+/** The mesh timing overrides the config sets (those it leaves out keep the preset's values). */
+export function meshTimings(mesh: MeshConfig): Partial<MembershipOptions> {
+  return Object.fromEntries(Object.entries(mesh.timings).filter((entry): entry is [string, number] => entry[1] !== undefined));
 }

@@ -4,7 +4,7 @@ import type { CellCore } from '../cell/cell-core.js';
 import { CellMetrics } from '../cell/metrics.js';
 import { createLibp2pTransport, loadOrCreatePeerKey, type Libp2pMeshTransport } from '../mesh/libp2p-transport.js';
 import { libp2pPublicKeyOf } from '../mesh/libp2p-record-keys.js';
-import { MEMBERSHIP_PRESETS, membershipOptions, type MembershipOptions } from '../mesh/membership-config.js';
+import { membershipOptions } from '../mesh/membership-config.js';
 import { placeMerchant } from '../mesh/merchant-placement.js';
 import { Ed25519RecordSigner } from '../mesh/record-signer.js';
 import { SystemClock, type Clock } from '../platform/clock.js';
@@ -13,7 +13,7 @@ import { SystemRandom, type Random } from '../platform/random.js';
 import { LevelStore, MemoryStore, isLockedByAnotherProcess, type Store } from '../platform/store/index.js';
 import { routeToMerchant, summarizeDirectory } from '../router/route.js';
 import { AssemblyError, assembleCell, type AssembledCell, type AssembledMesh, type DeviceAccess, type MeshPorts } from './assemble-cell.js';
-import type { CellConfig, MeshConfig } from './config.js';
+import { meshTimings, type CellConfig, type MeshConfig } from './config.js';
 import { CellStartError, listenStartError } from './start-errors.js';
 
 export interface StartCellOptions {
@@ -143,15 +143,14 @@ function once(run: () => Promise<void>): () => Promise<void> {
 
 /** The libp2p side of a cell process: its key, its private network, its listen address, its timings. */
 function libp2pMeshPorts(config: CellConfig, mesh: MeshConfig, logger: Logger): MeshPorts<Libp2pMeshTransport> {
-  const options = membershipTimings(mesh.timings);
+  const options = membershipOptions(meshTimings(mesh));
   return {
     createTransport: async () => {
       const privateKey = await loadOrCreatePeerKey(keyFileOf(config, mesh));
       const transport = await createLibp2pTransport({
         clusterSecret: mesh.clusterSecret,
         acceptClusterSecrets: mesh.acceptClusterSecrets ?? [],
-        privateNetworkHandshakeTimeoutMs: mesh.admission.handshakeTimeoutMs,
-        maxUnauthenticatedInbound: mesh.admission.maxUnauthenticatedInbound,
+        ...definedOnly({ privateNetworkHandshakeTimeoutMs: mesh.admission.handshakeTimeoutMs, maxUnauthenticatedInbound: mesh.admission.maxUnauthenticatedInbound }),
         privateKey,
         listenHost: mesh.listen.host,
         listenPort: mesh.listen.port,
@@ -164,14 +163,6 @@ function libp2pMeshPorts(config: CellConfig, mesh: MeshConfig, logger: Logger): 
     operatorKeys: mesh.operatorKeys,
     maxDevices: mesh.maxDevices,
   };
-}
-
-/** The configured timing overrides, checked by name and value before anything starts. */
-function membershipTimings(timings: Readonly<Record<string, number>>): MembershipOptions {
-  const known = Object.keys(MEMBERSHIP_PRESETS.lan);
-  const unknown = Object.keys(timings).filter((name) => !known.includes(name));
-  if (unknown.length > 0) throw new RangeError(`unknown mesh.timings option(s) ${unknown.join(', ')}; known: ${known.join(', ')}`);
-  return membershipOptions(timings as Partial<MembershipOptions>);
 }
 
 /** Where the libp2p key lives: `mesh.keyFile`, or `<store directory>/mesh-peer.key`. */
@@ -229,4 +220,9 @@ function clusterApiOf(cluster: AssembledMesh<Libp2pMeshTransport>, core: CellCor
       return { unblocked: cellIds.filter((cellId) => !unknown.includes(cellId)), unknown };
     },
   };
+}
+
+/** The entries of `values` that are set: unset admission settings keep the transport's defaults. */
+function definedOnly<T extends Record<string, number | undefined>>(values: T): { [K in keyof T]?: number } {
+  return Object.fromEntries(Object.entries(values).filter(([, value]) => value !== undefined)) as { [K in keyof T]?: number };
 }

@@ -3,7 +3,7 @@
  * the human-readable report.
  */
 import { cpus, totalmem } from 'node:os';
-import { TARGET_LABELS, type RunResultReply, type TargetKind } from './load-protocol.js';
+import type { RunResultReply, TargetKind } from './load-protocol.js';
 
 /** A phase as the load workers counted it (summed over workers), plus latency and CPU. */
 export interface PhaseSummary

@@ -163,7 +163,7 @@ export class AntiEntropy {
   }
 
   private scheduleRound(): void {
-    const { options, random, clock } = this.init;
+    const { random, clock } = this.init;
     const delayMs = Math.round(this.intervalMs() * (0.5 + random.next()));
     this.timer = clock.setTimer(delayMs, () => {
       if (!this.running) return;

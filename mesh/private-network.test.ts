@@ -30,7 +30,7 @@ class SilentFlood {
 
   constructor(
     private readonly port: number,
-    private readonly width: number,
+    width: number,
     private readonly reopenDelayMs: number,
     private readonly maxOpens: number,
   ) {

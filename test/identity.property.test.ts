@@ -258,8 +258,8 @@ class PropertyRun {
 
   connect(): void {
     const principal = this.randomPrincipal();
-    const identity: Identity = { ...principal, device: pick(this.random, DEVICES), expiresAtMs: this.clock.now() + 86_400_000 };
-    if (identity.merchant === undefined) delete identity.merchant;
+    const { merchant, ...rest } = principal;
+    const identity: Identity = { ...rest, ...(merchant === undefined ? {} : { merchant }), device: pick(this.random, DEVICES), expiresAtMs: this.clock.now() + 86_400_000 };
     // Customers connect anywhere; agents to their merchant's home (elsewhere they are refused).
     const cell = identity.merchant === undefined ? pick(this.random, this.cells) : this.cells.find((candidate) => candidate.cellId === this.homes.get(identity.merchant!))!;
     try {

@@ -34,9 +34,9 @@ export interface GroupCommitInit<Op> {
    */
   flush: (ops: Op[]) => Promise<void>;
   /** Most ops coalesced into one flush; a single write larger than this goes alone, unsplit. */
-  maxBatchOps?: number;
+  maxBatchOps?: number | undefined;
   /** Most ops waiting behind the flush under way. */
-  maxQueuedOps?: number;
+  maxQueuedOps?: number | undefined;
   /**
    * Awaited before each flush takes its batch from the queue, so an adapter can space flushes
    * out: writes arriving meanwhile join the batch, and fewer, larger flushes cost less.
