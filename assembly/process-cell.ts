@@ -12,6 +12,8 @@ import { MerchantMover } from '../mesh/merchant-move.js';
 import { KEY_LAYOUT_VERSION, upgradeKeyLayout } from '../cell/messaging/key-layout.js';
 import { placeMerchant, type PlacementComponents } from '../mesh/merchant-placement.js';
 import { CellMetrics } from '../cell/metrics.js';
+import type { Metrics } from '../platform/metrics.js';
+import { PromMetrics } from '../platform/prom-metrics.js';
 import { CellStartError, listenStartError } from './start-errors.js';
 import { LevelStore, MemoryStore, isLockedByAnotherProcess, type Store } from '../platform/store/index.js';
 
@@ -76,8 +78,9 @@ function deepestMessage(error: unknown): string {
 export async function startCell(options: StartCellOptions): Promise<RunningCell> {
   const { config, logger } = options;
   const store = options.store ?? storeFromConfig(config);
-  const metrics = new CellMetrics();
-  if (options.processMetrics === true) metrics.collectProcessMetrics();
+  const metricsPort = new PromMetrics();
+  const metrics = new CellMetrics(metricsPort);
+  if (options.processMetrics === true) metricsPort.collectProcessMetrics();
   await openStore(config, store);
   try {
     const rewritten = await upgradeKeyLayout(store);
@@ -112,6 +115,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   const access = new AccessServer({
     core,
     metrics,
+    exposition: metricsPort,
     logger,
     limits: config.limits,
     host: config.listen.host,
@@ -129,7 +133,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     });
     if (config.mesh !== undefined) {
       const meshListen = config.mesh.listen;
-      meshNode = await startCellMesh(config, hosted, claims as MerchantClaimsStore, { store, clock, random, logger, metrics, core, port }).catch(async (error: unknown) => {
+      meshNode = await startCellMesh(config, hosted, claims as MerchantClaimsStore, { store, clock, random, logger, metrics, metricsPort, core, port }).catch(async (error: unknown) => {
         throw await listenStartError({ host: 'mesh.listen.host', port: 'mesh.listen.port' }, meshListen.host, meshListen.port, error);
       });
       const { mesh, location, outbox, inbox, transport } = meshNode;
@@ -180,6 +184,7 @@ interface CellParts {
   random: Random;
   logger: Logger;
   metrics: CellMetrics;
+  metricsPort: Metrics;
   core: CellCore;
   port: number;
 }
@@ -209,7 +214,7 @@ function startCellMesh(config: CellConfig, hosted: readonly HostedMerchant[], cl
     clock: parts.clock,
     random: parts.random,
     logger: parts.logger,
-    registry: metrics.registry,
+    metrics: parts.metricsPort,
     endpoints: {
       ws: mesh.advertise.ws ?? `ws://${advertisedHost}:${parts.port}/v1/ws`,
       http: mesh.advertise.http ?? `http://${advertisedHost}:${parts.port}`,

@@ -19,6 +19,7 @@ import { mintToken, verifyToken } from '../cell/access/tokens.js';
 import { CellCore } from '../cell/cell-core.js';
 import { LimitsConfig } from '../cell/settings.js';
 import { silentLogger } from '../platform/logger.js';
+import { PromMetrics } from '../platform/prom-metrics.js';
 import type { DeviceConnection, DevicePort } from '../cell/messaging/device.js';
 import { CellMetrics } from '../cell/metrics.js';
 import { LevelStore } from '../platform/store/index.js';
@@ -123,7 +124,7 @@ export async function runHotPath(options: HotPathOptions): Promise<HotPathReport
     clock,
     random,
     store,
-    metrics: new CellMetrics(),
+    metrics: new CellMetrics(new PromMetrics()),
     logger: silentLogger,
   });
   const tally: Tally = { sent: 0, deliveries: 0, errors: 0 };

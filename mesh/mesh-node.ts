@@ -1,8 +1,8 @@
 import { join } from 'node:path';
-import type { Registry } from 'prom-client';
 import type { Clock } from '../platform/clock.js';
 import type { Random } from '../platform/random.js';
 import type { Logger } from '../platform/logger.js';
+import type { Metrics } from '../platform/metrics.js';
 import type { Store } from '../platform/store/store.js';
 import { CellMesh } from './cell-mesh.js';
 import type { CellRecordContent, HandedOver, MerchantClaim } from './cell-record.js';
@@ -11,8 +11,9 @@ import { libp2pPublicKeyOf } from './libp2p-record-keys.js';
 import { publishLoadPeriodically, type LoadSource } from './load-publisher.js';
 import { LocationService } from './location.js';
 import { MEMBERSHIP_PRESETS, membershipOptions, type MembershipOptions } from './membership-config.js';
-import { PromMeshMetrics } from './mesh-metrics.js';
-import { Inbox, Outbox } from './outbox.js';
+import { Inbox } from './inbox.js';
+import { meshMetricsOn } from './mesh-metrics.js';
+import { Outbox } from './outbox.js';
 import { Ed25519RecordSigner } from './record-signer.js';
 
 export interface MeshNodeSettings {
@@ -46,7 +47,7 @@ export interface MeshNodeInit {
   readonly clock: Clock;
   readonly random: Random;
   readonly logger: Logger;
-  readonly registry: Registry;
+  readonly metrics: Metrics;
   readonly endpoints: { readonly ws: string; readonly http: string };
   readonly tenants: readonly string[];
   readonly merchants: readonly MerchantClaim[];
@@ -108,7 +109,7 @@ export async function startMeshNode(init: MeshNodeInit): Promise<MeshNode> {
       operatorKeys: init.operatorKeys,
       bootstrap: settings.bootstrap,
       options,
-      metrics: new PromMeshMetrics(init.registry),
+      metrics: meshMetricsOn(init.metrics),
       logger,
     });
     const cellOfPeer = (peer: string): string | undefined => mesh.directory.cellOfPeer(peer);
@@ -120,14 +121,14 @@ export async function startMeshNode(init: MeshNodeInit): Promise<MeshNode> {
       cellId: init.cellId,
       cellOfPeer,
       localUsers: init.localUsers,
-      registry: init.registry,
+      metrics: init.metrics,
     });
     const maxEntryBytes = 2 * settings.maxFrameBytes;
     const outbox = new Outbox(
-      { store: init.store, transport, clock: init.clock, random: init.random, cellId: init.cellId, resolvePeer, registry: init.registry },
+      { store: init.store, transport, clock: init.clock, random: init.random, cellId: init.cellId, resolvePeer, metrics: init.metrics },
       { maxEntryBytes, maxBatchBytes: Math.max(256 * 1024, 4 * maxEntryBytes) },
     );
-    const inbox = new Inbox({ store: init.store, transport, cellOfPeer, registry: init.registry });
+    const inbox = new Inbox({ store: init.store, transport, cellOfPeer, metrics: init.metrics });
 
     // Requests (outbox, handover, history) go to cells this one may not be connected to yet:
     // libp2p can dial them only if it knows their addresses, which the directory has.

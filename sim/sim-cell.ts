@@ -1,6 +1,7 @@
 import { CellCore } from '../cell/cell-core.js';
 import type { LimitsConfig, TenantConfig } from '../cell/settings.js';
 import { silentLogger } from '../platform/logger.js';
+import { noopMetrics } from '../platform/metrics.js';
 import { MerchantClaimsStore, meshMerchantClaims, recordClaims, tenantsHosting } from '../mesh/merchant-claims.js';
 import type { MoveHost } from '../cell/move-host.js';
 import { MerchantMover } from '../mesh/merchant-move.js';
@@ -12,7 +13,8 @@ import { publishLoadPeriodically } from '../mesh/load-publisher.js';
 import { LocationService } from '../mesh/location.js';
 import type { MembershipOptions, MembershipPreset } from '../mesh/membership-config.js';
 import { memoryAddress, type MemoryNetwork, type MemoryTransport } from '../mesh/memory-network.js';
-import { Inbox, Outbox } from '../mesh/outbox.js';
+import { Inbox } from '../mesh/inbox.js';
+import { Outbox } from '../mesh/outbox.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import type { DeviceEndpoint, DeviceLink } from './device-link.js';
 import { FencedTransport } from './fenced-transport.js';
@@ -69,7 +71,7 @@ export class SimCellIncarnation implements DeviceEndpoint {
   readonly links = new Set<DeviceLink>();
   readonly core: CellCore;
   readonly maxFrameBytes: number;
-  readonly metrics = new CellMetrics();
+  readonly metrics = new CellMetrics(noopMetrics);
   readonly clock: Clock;
   readonly store: Store;
   mesh: CellMesh | undefined;

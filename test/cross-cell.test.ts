@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { Inbox, Outbox } from '../mesh/outbox.js';
+import { Inbox } from '../mesh/inbox.js';
+import { Outbox } from '../mesh/outbox.js';
 import { LocationService } from '../mesh/location.js';
 import { MemoryNetwork, memoryAddress, type MemoryTransport } from '../mesh/memory-network.js';
 import { createClusterPort, type ClusterDirectory } from '../mesh/cluster-port-adapter.js';
@@ -10,6 +11,7 @@ import { mintToken, verifyToken, type Identity } from '../cell/access/tokens.js'
 import { CellCore } from '../cell/cell-core.js';
 import { LimitsConfig } from '../cell/settings.js';
 import { silentLogger } from '../platform/logger.js';
+import { noopMetrics } from '../platform/metrics.js';
 import type { DeviceConnection, DevicePort } from '../cell/messaging/device.js';
 import { keys } from '../cell/messaging/keys.js';
 import { CellMetrics } from '../cell/metrics.js';
@@ -158,7 +160,7 @@ class TestCluster {
       clock: this.clock,
       random,
       store,
-      metrics: new CellMetrics(),
+      metrics: new CellMetrics(noopMetrics),
       logger: silentLogger,
       cluster,
       crossCell: { historyPageMessages: 7, historyTimeoutMs: 300, relayWaitMs: 1_000 },

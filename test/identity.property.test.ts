@@ -22,13 +22,15 @@ import { describe, expect, it } from 'vitest';
 import { createClusterPort, type ClusterDirectory } from '../mesh/cluster-port-adapter.js';
 import { LocationService } from '../mesh/location.js';
 import { MemoryNetwork, memoryAddress, type MemoryTransport } from '../mesh/memory-network.js';
-import { Inbox, Outbox } from '../mesh/outbox.js';
+import { Inbox } from '../mesh/inbox.js';
+import { Outbox } from '../mesh/outbox.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { SeededRandom, type Random } from '../platform/random.js';
 import type { Identity } from '../cell/access/tokens.js';
 import { CellCore } from '../cell/cell-core.js';
 import { LimitsConfig } from '../cell/settings.js';
 import { silentLogger } from '../platform/logger.js';
+import { noopMetrics } from '../platform/metrics.js';
 import type { DeviceConnection, DevicePort } from '../cell/messaging/device.js';
 import { keys } from '../cell/messaging/keys.js';
 import { conversationParty, principalKey, type Principal } from '../cell/messaging/principal.js';
@@ -189,7 +191,7 @@ class PropertyRun {
       clock: this.clock,
       random,
       store,
-      metrics: new CellMetrics(),
+      metrics: new CellMetrics(noopMetrics),
       logger: silentLogger,
     };
     if (network === undefined) {

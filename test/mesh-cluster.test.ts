@@ -3,13 +3,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { connectNode, type CellmeshClient } from '../client/index.js';
-import { Registry } from 'prom-client';
 import { silentLogger } from '../platform/logger.js';
 import { MemoryStore } from '../platform/store/memory-store.js';
 import { generateOperatorKeyPair, signPlacement } from '../mesh/claim-proof.js';
 import type { MerchantClaim } from '../mesh/cell-record.js';
 import { startMeshNode, type MeshNode } from '../mesh/mesh-node.js';
 import { SystemClock } from '../platform/clock.js';
+import { PromMetrics } from '../platform/prom-metrics.js';
 import { metricValue } from '../platform/prometheus-text.js';
 import { SystemRandom } from '../platform/random.js';
 import {
@@ -343,7 +343,7 @@ async function startImpostor(cellId: string, bootstrap: string, merchants: reado
     clock: new SystemClock(),
     random: new SystemRandom(),
     logger: silentLogger,
-    registry: new Registry(),
+    metrics: new PromMetrics(),
     endpoints: { ws: 'ws://127.0.0.1:9/v1/ws', http: 'http://127.0.0.1:9' },
     tenants: [TENANT],
     merchants,
