@@ -5,8 +5,8 @@
  *
  * Hot paths obtain their handles once: an unlabelled metric is its own handle, and a labelled
  * counter gives one child per label set, to be kept by the caller (`labels` may cost a lookup).
- * Names, help texts and labels follow Prometheus' rules (docs/operations.md lists them); every
- * adapter refuses a second metric of a name until the first is unregistered.
+ * Names, help texts and labels follow Prometheus' rules (docs/operations.md lists them); the
+ * Prometheus and memory adapters refuse a second metric of a name until the first is unregistered.
  */
 
 export type Labels<L extends string> = Readonly<Record<L, string>>;
