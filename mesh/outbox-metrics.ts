@@ -1,6 +1,19 @@
 import type { Clock } from '../platform/clock.js';
 import type { Metrics } from '../platform/metrics.js';
 
+/** Plain counts of the outbox, since it was made (`Outbox.stats()`). */
+export interface OutboxStats {
+  enqueuedEntries: number;
+  /** Entries acknowledged by their destination and deleted. */
+  ackedEntries: number;
+  attempts: number;
+  failedAttempts: number;
+  /** Stored entries that could not be read back (corrupt) and were dropped. */
+  corruptEntries: number;
+  /** Generation raises after a STALE_EPOCH refusal. */
+  epochRaises: number;
+}
+
 /** What the outbox's gauges read of a destination when the metrics are scraped. */
 export interface DestinationBacklog {
   readonly waiting: number;

@@ -1,25 +1,15 @@
 import type { StoreOp, Store } from '../platform/store/store.js';
-import type { Clock, TimerHandle } from '../platform/clock.js';
-import { InvariantError } from '../platform/invariant.js';
+import type { Clock } from '../platform/clock.js';
 import { noopMetrics, type Metrics } from '../platform/metrics.js';
 import { randomId, type Random } from '../platform/random.js';
 import { withDefaults } from '../platform/with-defaults.js';
-import { decodeJson, encodeJson, parseJson } from '../platform/wire-json.js';
+import { parseJson } from '../platform/wire-json.js';
 import { CodedError } from '../platform/coded-error.js';
-import { outboxKeys, parseEntryKey, scanOutboxStore, StoredEntry } from './forward-store.js';
-import {
-  cellIdSchema,
-  epochSchema,
-  FORWARD_MAX_KEY_CHARS,
-  FORWARD_PROTOCOL,
-  FORWARD_WIRE_MAX_ENTRIES,
-  ForwardResponse,
-  type ForwardRequest,
-  type JsonValue,
-  type OutboxEpoch,
-} from './forward-wire.js';
+import { outboxKeys, scanOutboxStore, StoredEntry } from './forward-store.js';
+import { cellIdSchema, epochSchema, FORWARD_MAX_KEY_CHARS, FORWARD_WIRE_MAX_ENTRIES, type JsonValue, type OutboxEpoch } from './forward-wire.js';
 import { DestinationQueue } from './outbox-destination.js';
-import { createOutboxMetrics, type OutboxMetrics } from './outbox-metrics.js';
+import { createOutboxMetrics, type OutboxMetrics, type OutboxStats } from './outbox-metrics.js';
+import { DestinationSender } from './outbox-sender.js';
 import type { MeshTransport, PeerId } from './transport.js';
 
 /**
@@ -115,28 +105,6 @@ export interface WaitingInfo {
   readonly oldestEnqueuedAtMs: number | undefined;
 }
 
-export interface OutboxStats {
-  enqueuedEntries: number;
-  /** Entries acknowledged by their destination and deleted. */
-  ackedEntries: number;
-  attempts: number;
-  failedAttempts: number;
-  /** Stored entries that could not be read back (corrupt) and were dropped. */
-  corruptEntries: number;
-  /** Generation raises after a STALE_EPOCH refusal. */
-  epochRaises: number;
-}
-
-interface LoadedEntry {
-  readonly seq: number;
-  readonly storeKey: string;
-  readonly key: string;
-  readonly payload: JsonValue;
-  readonly enqueuedAtMs: number;
-}
-
-type Attempt = { kind: 'acked'; hw: number } | { kind: 'failed'; code: string } | { kind: 'stale'; generation: number };
-
 /**
  * The sending side of cross-cell forwarding. Lifecycle: `start()` once (after the store is open
  * and the transport started) loads the epoch and what is waiting and starts the sender loops;
@@ -152,6 +120,7 @@ export class Outbox {
   private state: 'new' | 'starting' | 'running' | 'stopped' = 'new';
   private readonly statsCounts: OutboxStats = { enqueuedEntries: 0, ackedEntries: 0, attempts: 0, failedAttempts: 0, corruptEntries: 0, epochRaises: 0 };
   private readonly metrics: OutboxMetrics;
+  private readonly sender: DestinationSender;
 
   constructor(
     private readonly components: OutboxComponents,
@@ -165,6 +134,16 @@ export class Outbox {
     if (maxEntryBytes < 1 || maxBatchBytes < maxEntryBytes) throw new RangeError('maxBatchBytes must be at least maxEntryBytes');
     if (backoffInitialMs < 1 || backoffMaxMs < backoffInitialMs) throw new RangeError('need 1 <= backoffInitialMs <= backoffMaxMs');
     this.metrics = createOutboxMetrics(components.metrics ?? noopMetrics, this.destinations, components.clock);
+    this.sender = new DestinationSender({
+      components,
+      settings: this.settings,
+      stats: this.statsCounts,
+      metrics: this.metrics,
+      signal: this.abort.signal,
+      running: () => this.state === 'running',
+      epoch: () => this.epoch!,
+      raiseGeneration: (generation) => this.raiseGeneration(generation),
+    });
   }
 
   /** The epoch of this outbox store (after start). */
@@ -345,146 +324,7 @@ export class Outbox {
 
   private ensureLoop(state: DestinationQueue): void {
     if (state.loop !== undefined || this.state !== 'running') return;
-    state.loop = this.run(state);
-  }
-
-  /** The sender loop of one destination; ends only on stop. Rejects only on a broken invariant, which is a bug. */
-  private async run(state: DestinationQueue): Promise<void> {
-    while (this.state === 'running') {
-      const workVersion = state.workVersion;
-      let batch: LoadedEntry[];
-      try {
-        batch = await this.loadBatch(state);
-      } catch (error) {
-        if (error instanceof InvariantError) throw error;
-        await this.sleep(state, this.backoffMs(state.attempt++));
-        continue;
-      }
-      if (batch.length === 0) {
-        state.resolveFlushWaiters();
-        // Checked after the await and before waiting, in one synchronous step: a commit or a stop
-        // that happened while the batch was read must not leave the loop asleep.
-        if (state.workVersion !== workVersion || this.state !== 'running') continue;
-        await new Promise<void>((resolve) => (state.wakeIdle = resolve));
-        state.wakeIdle = undefined;
-        continue;
-      }
-      state.oldestEnqueuedAtMs = batch[0]!.enqueuedAtMs;
-      const outcome = await this.attempt(state, batch);
-      if (outcome.kind === 'acked') {
-        const done = batch.filter((entry) => entry.seq <= outcome.hw);
-        if (done.length === 0) {
-          // The receiver applied nothing of this batch (it should not happen): back off.
-          this.countFailure('NO_PROGRESS');
-          await this.sleep(state, this.backoffMs(state.attempt++));
-          continue;
-        }
-        try {
-          await this.deleteAcked(state, done);
-          state.attempt = 0;
-        } catch (error) {
-          if (error instanceof InvariantError) throw error;
-          // The entries stay stored and go again; the receiver drops them as duplicates.
-          await this.sleep(state, this.backoffMs(state.attempt++));
-        }
-        continue;
-      }
-      if (outcome.kind === 'stale') {
-        try {
-          await this.raiseGeneration(outcome.generation + 1);
-        } catch {
-          // Retried with the next attempt.
-        }
-      }
-      await this.sleep(state, this.backoffMs(state.attempt++));
-    }
-  }
-
-  /** The next batch: the oldest entries above the acked seq and below any unsettled reservation. */
-  private async loadBatch(state: DestinationQueue): Promise<LoadedEntry[]> {
-    const limitSeq = state.sendableBelow();
-    if (limitSeq <= state.ackedSeq + 1) return [];
-    const rows = await this.components.store.range({
-      gte: outboxKeys.entry(state.id, state.ackedSeq + 1),
-      lt: outboxKeys.entry(state.id, limitSeq),
-      limit: this.settings.maxBatchEntries,
-    });
-    const batch: LoadedEntry[] = [];
-    const corrupt: StoreOp[] = [];
-    let bytes = 0;
-    for (const [storeKey, value] of rows) {
-      const seq = parseEntryKey(storeKey)?.seq;
-      const entry = parseJson(StoredEntry, value);
-      if (seq === undefined || entry === undefined) {
-        corrupt.push({ type: 'del', key: storeKey });
-        continue;
-      }
-      const size = Buffer.byteLength(value);
-      if (batch.length > 0 && bytes + size > this.settings.maxBatchBytes) break;
-      bytes += size;
-      batch.push({ seq, storeKey, key: entry.key, payload: entry.payload as JsonValue, enqueuedAtMs: entry.enqueuedAtMs });
-    }
-    if (corrupt.length > 0) {
-      // An entry that cannot be read back can never be delivered; keeping it would stall every
-      // later entry of this destination. It is counted and dropped.
-      await this.components.store.write(corrupt);
-      this.statsCounts.corruptEntries += corrupt.length;
-      state.dropped(corrupt.length);
-      this.metrics.corrupt.inc(corrupt.length);
-      if (batch.length === 0) return this.loadBatch(state);
-    }
-    return batch;
-  }
-
-  private async attempt(state: DestinationQueue, batch: readonly LoadedEntry[]): Promise<Attempt> {
-    this.statsCounts.attempts++;
-    const peer = this.components.resolvePeer(state.id);
-    if (peer === undefined) return this.countFailure('UNRESOLVED');
-    const epoch = this.epoch!;
-    const request: ForwardRequest = {
-      v: 1,
-      sourceCellId: this.components.cellId,
-      epoch: { ...epoch },
-      entries: batch.map(({ seq, key, payload }) => ({ seq, key, payload })),
-    };
-    state.sending(batch);
-    let answer: Uint8Array;
-    try {
-      answer = await this.components.transport.request(peer, FORWARD_PROTOCOL, encodeJson(request), {
-        timeoutMs: this.settings.requestTimeoutMs,
-        signal: this.abort.signal,
-      });
-    } catch (error) {
-      const code = typeof (error as { code?: unknown }).code === 'string' ? (error as { code: string }).code : 'REQUEST_FAILED';
-      return this.countFailure(code);
-    }
-    const response = decodeJson(ForwardResponse, answer);
-    if (response === undefined) return this.countFailure('BAD_RESPONSE');
-    if (!response.ok) {
-      this.countFailure(response.code);
-      if (response.code === 'STALE_EPOCH' && response.generation !== undefined) return { kind: 'stale', generation: response.generation };
-      return { kind: 'failed', code: response.code };
-    }
-    this.metrics.attempts.labels({ result: 'ok' }).inc();
-    return { kind: 'acked', hw: response.hw };
-  }
-
-  private countFailure(code: string): Attempt {
-    this.statsCounts.failedAttempts++;
-    this.metrics.attempts.labels({ result: code }).inc();
-    return { kind: 'failed', code };
-  }
-
-  private async deleteAcked(state: DestinationQueue, done: readonly LoadedEntry[]): Promise<void> {
-    const ackedSeq = done[done.length - 1]!.seq;
-    await this.components.store.write([
-      ...done.map((entry): StoreOp => ({ type: 'del', key: entry.storeKey })),
-      // Kept so that numbering resumes above it after a restart with nothing left stored.
-      { type: 'put', key: outboxKeys.acked(state.id), value: String(ackedSeq) },
-    ]);
-    state.acknowledged(ackedSeq, done.length);
-    this.statsCounts.ackedEntries += done.length;
-    this.metrics.acked.inc(done.length);
+    state.loop = this.sender.run(state);
   }
 
   /** Raises the epoch's generation to at least `generation` and persists it; serialised. */
@@ -499,26 +339,5 @@ export class Outbox {
     });
     this.epochWrites = write.catch(() => undefined);
     return write;
-  }
-
-  /** Exponential backoff with "equal jitter": half the delay fixed, half random. */
-  private backoffMs(attempt: number): number {
-    const { backoffInitialMs, backoffMaxMs } = this.settings;
-    const delayMs = Math.min(backoffMaxMs, backoffInitialMs * 2 ** Math.min(attempt, 30));
-    return delayMs / 2 + this.components.random.next() * (delayMs / 2);
-  }
-
-  private sleep(state: DestinationQueue, delayMs: number): Promise<void> {
-    if (this.state !== 'running') return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      let timer: TimerHandle | undefined;
-      const wake = (): void => {
-        timer?.cancel();
-        state.wakeSleep = undefined;
-        resolve();
-      };
-      state.wakeSleep = wake;
-      timer = this.components.clock.setTimer(delayMs, wake);
-    });
   }
 }
