@@ -1,7 +1,7 @@
 import { CellCore } from '../cell/cell-core.js';
 import type { LimitsConfig, TenantConfig } from '../cell/settings.js';
 import { KEY_LAYOUT_VERSION, upgradeKeyLayout } from '../cell/messaging/key-layout.js';
-import type { CellMetrics } from '../cell/metrics.js';
+import { CellMetrics } from '../cell/metrics.js';
 import { CellMesh } from '../mesh/cell-mesh.js';
 import { publishLoadPeriodically } from '../mesh/load-publisher.js';
 import type { LocationService } from '../mesh/location.js';
@@ -9,13 +9,15 @@ import type { MembershipOptions, MembershipPreset } from '../mesh/membership-con
 import { MerchantClaimsStore, meshMerchantClaims, recordClaims, tenantsHosting, type HostedMerchant } from '../mesh/merchant-claims.js';
 import { MerchantMover } from '../mesh/merchant-move.js';
 import type { PlacementComponents } from '../mesh/merchant-placement.js';
-import { PromMeshMetrics } from '../mesh/mesh-metrics.js';
-import type { Inbox, Outbox, OutboxInit } from '../mesh/outbox.js';
+import { meshMetricsOn } from '../mesh/mesh-metrics.js';
+import type { Inbox } from '../mesh/inbox.js';
+import type { Outbox, OutboxInit } from '../mesh/outbox.js';
 import type { RecordSigner } from '../mesh/record-signer.js';
 import type { MeshTransport } from '../mesh/transport.js';
 import type { Clock } from '../platform/clock.js';
 import { CodedError } from '../platform/coded-error.js';
 import type { Logger } from '../platform/logger.js';
+import type { Metrics } from '../platform/metrics.js';
 import type { Random } from '../platform/random.js';
 import type { Store } from '../platform/store/store.js';
 import { startCrossCellServices } from './cross-cell-services.js';
@@ -46,6 +48,8 @@ export interface DeviceEndpoints {
 /** What the device access needs from the cell while it serves. */
 export interface OpenedCell {
   readonly core: CellCore;
+  /** The cell's figures, on the `metrics` port the assembly was given. */
+  readonly metrics: CellMetrics;
   /** Up and not draining: what a readiness probe reports. */
   isReady(): boolean;
 }
@@ -84,7 +88,8 @@ export interface CellAssemblyInit<Transport extends MeshTransport = MeshTranspor
   /** Not opened yet: the assembly opens it first and closes it last. */
   readonly store: Store;
   readonly logger: Logger;
-  readonly metrics: CellMetrics;
+  /** Where every part of the cell counts: prom-client in a process, nowhere in the simulator. */
+  readonly metrics: Metrics;
   readonly devices: DeviceAccess;
   /** Absent: a standalone cell. */
   readonly mesh?: MeshPorts<Transport>;
@@ -108,6 +113,7 @@ export interface AssembledMesh<Transport extends MeshTransport = MeshTransport> 
 export interface AssembledCell<Transport extends MeshTransport = MeshTransport> {
   readonly cellId: string;
   readonly core: CellCore;
+  readonly metrics: CellMetrics;
   readonly endpoints: DeviceEndpoints;
   /** Undefined for a standalone cell. */
   readonly cluster: AssembledMesh<Transport> | undefined;
@@ -155,6 +161,7 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     for (const merchant of claims?.movedOut(init.tenants) ?? []) {
       logger.warn({ merchant }, 'the config lists a merchant that was moved to another cell; it stays there (update the config)');
     }
+    const metrics = new CellMetrics(init.metrics);
     const core = new CellCore({
       cellId,
       tenants: claims === undefined ? init.tenants : tenantsHosting(init.tenants, hosted),
@@ -162,14 +169,14 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
       clock: init.clock,
       random: init.random,
       store,
-      metrics: init.metrics,
+      metrics,
       logger,
     });
     let ready = false;
     const isReady = (): boolean => ready && !core.isDraining;
-    const endpoints = await init.devices.open({ core, isReady });
+    const endpoints = await init.devices.open({ core, metrics, isReady });
     started.push(() => init.devices.stopAccepting());
-    const cluster = init.mesh === undefined ? undefined : await joinMesh(init, init.mesh, { core, endpoints, hosted, claims: claims as MerchantClaimsStore, started });
+    const cluster = init.mesh === undefined ? undefined : await joinMesh(init, init.mesh, { core, metrics, endpoints, hosted, claims: claims as MerchantClaimsStore, started });
     ready = true;
 
     let stopping: Promise<void> | undefined;
@@ -186,7 +193,7 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
       })();
       return stopping;
     };
-    return { cellId, core, endpoints, cluster, isReady, stop };
+    return { cellId, core, metrics, endpoints, cluster, isReady, stop };
   } catch (error) {
     await unwind();
     throw error;
@@ -195,6 +202,7 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
 
 interface JoiningCell {
   readonly core: CellCore;
+  readonly metrics: CellMetrics;
   readonly endpoints: DeviceEndpoints;
   readonly hosted: readonly HostedMerchant[];
   readonly claims: MerchantClaimsStore;
@@ -204,9 +212,9 @@ interface JoiningCell {
 
 /** Starts the cell's mesh services on one transport, advertising its endpoints, tenants and merchants. */
 async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<Transport>, ports: MeshPorts<Transport>, cell: JoiningCell): Promise<AssembledMesh<Transport>> {
-  const { cellId, clock, store, logger, metrics } = init;
+  const { cellId, clock, store, logger } = init;
   const { transport, signer } = await ports.createTransport();
-  const { core, started } = cell;
+  const { core, metrics, started } = cell;
   const random = ports.random ?? init.random;
   try {
     await transport.start();
@@ -233,7 +241,7 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
     bootstrap: ports.bootstrap,
     ...(ports.options === undefined ? {} : { options: ports.options }),
     ...(ports.preset === undefined ? {} : { preset: ports.preset }),
-    metrics: new PromMeshMetrics(metrics.registry),
+    metrics: meshMetricsOn(init.metrics),
     logger,
   });
   // Requests (outbox, handover, history) go to cells this one may not be connected to yet: the
@@ -254,7 +262,7 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
     random,
     store,
     maxFrameBytes: init.limits.maxFrameBytes,
-    registry: metrics.registry,
+    metrics: init.metrics,
     outbox: ports.outbox,
   });
   started.push(() => services.stop());

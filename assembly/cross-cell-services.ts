@@ -2,12 +2,13 @@ import type { CellCore } from '../cell/cell-core.js';
 import type { ClusterPort } from '../cell/messaging/cluster-port.js';
 import { createClusterPort, type ClusterDirectory } from '../mesh/cluster-port-adapter.js';
 import { LocationService, type LocationInit } from '../mesh/location.js';
-import { Inbox, Outbox, type OutboxInit } from '../mesh/outbox.js';
+import { Inbox } from '../mesh/inbox.js';
+import { Outbox, type OutboxInit } from '../mesh/outbox.js';
 import type { MeshTransport } from '../mesh/transport.js';
 import type { Clock } from '../platform/clock.js';
 import type { Random } from '../platform/random.js';
 import type { Store } from '../platform/store/store.js';
-import type { Registry } from 'prom-client';
+import type { Metrics } from '../platform/metrics.js';
 
 /**
  * The services through which a cell's core reaches other cells (location, outbox, inbox, behind
@@ -27,7 +28,7 @@ export interface CrossCellServicesInit {
   readonly store: Store;
   /** Largest client frame: a relayed send carries one, so outbox entries and batches hold it with room for the envelope. */
   readonly maxFrameBytes: number;
-  readonly registry?: Registry | undefined;
+  readonly metrics?: Metrics | undefined;
   readonly location?: LocationInit | undefined;
   /** Tuning of the outbox; its entry and batch bounds follow the frame limit. */
   readonly outbox?: Omit<OutboxInit, 'maxEntryBytes' | 'maxBatchBytes'> | undefined;
@@ -44,18 +45,18 @@ export interface CrossCellServices {
 
 /** Starts location, outbox and inbox, then attaches the core to them through the cluster port. */
 export async function startCrossCellServices(init: CrossCellServicesInit): Promise<CrossCellServices> {
-  const { cellId, core, transport, directory, clock, random, store, registry } = init;
+  const { cellId, core, transport, directory, clock, random, store, metrics } = init;
   const cellOfPeer = (peer: string): string | undefined => directory.cellOfPeer(peer);
   const location = new LocationService(
-    { transport, clock, random, cellId, cellOfPeer, localUsers: (tenant, users) => core.localUsers(tenant, users), ...(registry === undefined ? {} : { registry }) },
+    { transport, clock, random, cellId, cellOfPeer, localUsers: (tenant, users) => core.localUsers(tenant, users), metrics },
     init.location,
   );
   const maxEntryBytes = 2 * init.maxFrameBytes;
   const outbox = new Outbox(
-    { store, transport, clock, random, cellId, resolvePeer: (target) => directory.peerOf(target), ...(registry === undefined ? {} : { registry }) },
+    { store, transport, clock, random, cellId, resolvePeer: (target) => directory.peerOf(target), metrics },
     { ...init.outbox, maxEntryBytes, maxBatchBytes: Math.max(256 * 1024, 4 * maxEntryBytes) },
   );
-  const inbox = new Inbox({ store, transport, cellOfPeer, ...(registry === undefined ? {} : { registry }) });
+  const inbox = new Inbox({ store, transport, cellOfPeer, metrics });
   const started: Array<() => Promise<void> | void> = [];
   const stop = async (): Promise<void> => {
     for (const step of started.splice(0).reverse()) await step();

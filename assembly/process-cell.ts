@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import { AccessServer, type ClusterApi } from '../cell/access/uws-server.js';
 import type { CellCore } from '../cell/cell-core.js';
-import { CellMetrics } from '../cell/metrics.js';
+import type { CellMetrics } from '../cell/metrics.js';
 import { createLibp2pTransport, loadOrCreatePeerKey, type Libp2pMeshTransport } from '../mesh/libp2p-transport.js';
 import { libp2pPublicKeyOf } from '../mesh/libp2p-record-keys.js';
 import { membershipOptions } from '../mesh/membership-config.js';
@@ -9,6 +9,7 @@ import { placeMerchant } from '../mesh/merchant-placement.js';
 import { Ed25519RecordSigner } from '../mesh/record-signer.js';
 import { SystemClock, type Clock } from '../platform/clock.js';
 import type { Logger } from '../platform/logger.js';
+import { PromMetrics } from '../platform/prom-metrics.js';
 import { SystemRandom, type Random } from '../platform/random.js';
 import { LevelStore, MemoryStore, isLockedByAnotherProcess, type Store } from '../platform/store/index.js';
 import { routeToMerchant, summarizeDirectory } from '../router/route.js';
@@ -73,17 +74,18 @@ function deepestMessage(error: unknown): string {
 export async function startCell(options: StartCellOptions): Promise<RunningCell> {
   const { config, logger } = options;
   const clock = options.clock ?? new SystemClock();
-  const metrics = new CellMetrics();
-  if (options.processMetrics === true) metrics.collectProcessMetrics();
+  const metricsPort = new PromMetrics();
+  if (options.processMetrics === true) metricsPort.collectProcessMetrics();
   // Bound once the cell has joined its cluster; until then (and for a standalone cell) the API says so.
   let clusterApi: ClusterApi | undefined;
   let port = 0;
   let access: AccessServer | undefined;
   const devices: DeviceAccess = {
-    open: async ({ core, isReady }) => {
+    open: async ({ core, metrics, isReady }) => {
       access = new AccessServer({
         core,
         metrics,
+        exposition: metricsPort,
         logger,
         limits: config.limits,
         host: config.listen.host,
@@ -114,7 +116,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
       random: options.random ?? new SystemRandom(),
       store,
       logger,
-      metrics,
+      metrics: metricsPort,
       devices,
       ...(config.mesh === undefined ? {} : { mesh: libp2pMeshPorts(config, config.mesh, logger) }),
       storeOpenError: (error) => storeOpenError(config, error),
@@ -132,7 +134,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     await cell.stop();
     logger.info({ cell: config.cell.id }, 'cell stopped');
   };
-  return { cellId: config.cell.id, port, core: cell.core, metrics, mesh: cell.cluster, stop: once(stop) };
+  return { cellId: config.cell.id, port, core: cell.core, metrics: cell.metrics, mesh: cell.cluster, stop: once(stop) };
 }
 
 /** `run` the first time; the same promise after. */

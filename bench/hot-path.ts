@@ -20,7 +20,7 @@ import { assembleCell } from '../assembly/assemble-cell.js';
 import { LimitsConfig } from '../cell/settings.js';
 import { silentLogger } from '../platform/logger.js';
 import type { DeviceConnection, DevicePort } from '../cell/messaging/device.js';
-import { CellMetrics } from '../cell/metrics.js';
+import { PromMetrics } from '../platform/prom-metrics.js';
 import { LevelStore } from '../platform/store/index.js';
 import { SystemClock } from '../platform/clock.js';
 import { SeededRandom, randomId } from '../platform/random.js';
@@ -122,7 +122,8 @@ export async function runHotPath(options: HotPathOptions): Promise<HotPathReport
     clock,
     random,
     store: new LevelStore({ directory, sync: options.storeSync }),
-    metrics: new CellMetrics(),
+    // prom-client, as a cell process counts: the benchmark measures what production pays.
+    metrics: new PromMetrics(),
     logger: silentLogger,
     devices: { open: async () => ({ ws: 'in-process:', http: 'in-process:' }), stopAccepting: () => undefined },
   });

@@ -5,6 +5,7 @@ import { verifyToken, mintToken, type Identity } from './access/tokens.js';
 import { CellCore } from './cell-core.js';
 import { LimitsConfig } from './settings.js';
 import { silentLogger } from '../platform/logger.js';
+import { noopMetrics } from '../platform/metrics.js';
 import type { DevicePort } from './messaging/device.js';
 import type { DeviceConnection } from './messaging/device.js';
 import { CellMetrics } from './metrics.js';
@@ -129,7 +130,7 @@ describe('CellCore on a manual clock and a memory store', () => {
       clock,
       random: new SeededRandom(7),
       store,
-      metrics: new CellMetrics(),
+      metrics: new CellMetrics(noopMetrics),
       logger: silentLogger,
     });
   }

@@ -472,7 +472,7 @@ export class CellCore {
    * here (its sender acked), and on to the cells that hold the customer's devices.
    */
   private fanOut(tenant: string, message: ChatMessage, sender: PendingAck | undefined): void {
-    this.options.metrics.messagesIn.inc();
+    this.options.metrics.countMessageIn();
     this.deliverHere(tenant, message, sender);
     this.relay?.messageDurable(tenant, message);
   }
@@ -632,7 +632,7 @@ export class CellCore {
       this.options.logger.warn({ err: error, device: connection.identity.device }, 'the store failed; the frame was answered STORE_UNAVAILABLE');
     }
     const code = cellError?.code ?? ErrorCode.Internal;
-    this.options.metrics.errors.inc({ code });
+    this.options.metrics.errors.labels({ code }).inc();
     const frame: ServerFrame = { t: 'error', code, message: cellError?.message ?? 'internal error; the frame was not applied' };
     if (requestId !== undefined) frame.id = requestId;
     if (conv !== undefined) frame.conv = conv;

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { signRecord } from './cell-record.js';
-import { MeshHarness, metricValue } from './mesh-harness.js';
+import { MeshHarness } from './mesh-harness.js';
 import { encodeJson, MembershipProtocol } from './membership-wire.js';
 
 async function cluster(seed: number, size: number, options: ConstructorParameters<typeof MeshHarness>[0]['options'] = {}): Promise<MeshHarness> {
@@ -62,7 +62,7 @@ describe('anti-entropy', () => {
     );
     expect(elapsedMs).toBeLessThan(10_000);
     let repaired = 0;
-    for (const cell of harness.running()) repaired += await metricValue(cell.registry, 'cellmesh_mesh_anti_entropy_records_repaired_total');
+    for (const cell of harness.running()) repaired += cell.metrics.value('cellmesh_mesh_anti_entropy_records_repaired_total');
     expect(repaired).toBeGreaterThanOrEqual(3);
   });
 
@@ -84,16 +84,16 @@ describe('anti-entropy', () => {
     // Periodic anti-entropy is held off so that only heartbeat pulls can carry the change.
     const harness = await cluster(10, 8, { heartbeatReceiveBudgetPerSecond: 1, antiEntropyIntervalMs: 600_000 });
     const owner = harness.cell('c1');
-    const answeredBefore = await metricValue(owner.registry, 'cellmesh_mesh_anti_entropy_rounds_total', { role: 'answerer' });
+    const answeredBefore = owner.metrics.value('cellmesh_mesh_anti_entropy_rounds_total', { role: 'answerer' });
     harness.network.setFaults({ lossRate: 1 });
     const changed = await owner.mesh.updateOwnRecord({ capacity: { maxDevices: 5 } });
     harness.network.setFaults({ lossRate: 0 });
     await harness.runUntil(() => harness.running().every((cell) => cell.mesh.directory.get('c1')?.record.version === changed.version), 10_000);
     // Seven cells heard the heartbeat; without the republish each would have pulled.
-    const answered = (await metricValue(owner.registry, 'cellmesh_mesh_anti_entropy_rounds_total', { role: 'answerer' })) - answeredBefore;
+    const answered = owner.metrics.value('cellmesh_mesh_anti_entropy_rounds_total', { role: 'answerer' }) - answeredBefore;
     expect(answered).toBeGreaterThanOrEqual(1);
     expect(answered).toBeLessThanOrEqual(3);
-    expect(await metricValue(owner.registry, 'cellmesh_mesh_own_record_republished_total')).toBe(1);
+    expect(owner.metrics.value('cellmesh_mesh_own_record_republished_total')).toBe(1);
   });
 
   it('does not resurrect a dead cell from a stale peer (records nor digests)', async () => {
@@ -166,10 +166,10 @@ describe('anti-entropy', () => {
     send(MembershipProtocol.antiEntropyPush, encodeJson({ records: [forged.signed] }));
     await harness.run(20);
     expect(outcomes.sort()).toEqual(['REMOTE_HANDLER_FAILED', 'REMOTE_HANDLER_FAILED', 'REMOTE_HANDLER_FAILED', 'ok']);
-    const registry = harness.cell('c0').registry;
-    expect(await metricValue(registry, 'cellmesh_mesh_messages_rejected_total', { channel: MembershipProtocol.antiEntropy, reason: 'too-large' })).toBe(1);
-    expect(await metricValue(registry, 'cellmesh_mesh_messages_rejected_total', { channel: MembershipProtocol.antiEntropy, reason: 'malformed' })).toBe(2);
-    expect(await metricValue(registry, 'cellmesh_mesh_records_rejected_total', { source: 'anti-entropy', reason: 'bad-signature' })).toBe(1);
+    const metrics = harness.cell('c0').metrics;
+    expect(metrics.value('cellmesh_mesh_messages_rejected_total', { channel: MembershipProtocol.antiEntropy, reason: 'too-large' })).toBe(1);
+    expect(metrics.value('cellmesh_mesh_messages_rejected_total', { channel: MembershipProtocol.antiEntropy, reason: 'malformed' })).toBe(2);
+    expect(metrics.value('cellmesh_mesh_records_rejected_total', { source: 'anti-entropy', reason: 'bad-signature' })).toBe(1);
     expect(harness.cell('c0').mesh.directory.get('c1')?.record.version).toBe(0);
   });
 });

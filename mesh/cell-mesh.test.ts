@@ -8,7 +8,7 @@ import type { MerchantConflict } from './directory.js';
 import { MembershipError } from './membership-errors.js';
 import { encodeJson, MembershipProtocol, MembershipTopic } from './membership-wire.js';
 import { MemoryNetwork } from './memory-network.js';
-import { MeshHarness, metricValue } from './mesh-harness.js';
+import { MeshHarness } from './mesh-harness.js';
 import { ed25519SeedFrom, Ed25519RecordSigner, PublicKeyRegistry } from './record-signer.js';
 
 async function cluster(seed: number, size: number, latencyMs: [number, number] = [1, 5]): Promise<MeshHarness> {
@@ -86,14 +86,14 @@ describe('CellMesh membership', () => {
       expect(held?.record.version).toBe(0);
       expect(cell.mesh.homeCellOf('mall', 'stolen')).toBeUndefined();
     }
-    const registry = harness.cell('c0').registry;
-    const rejected = (reason: string): Promise<number> => metricValue(registry, 'cellmesh_mesh_records_rejected_total', { source: 'gossip', reason });
-    expect(await rejected('bad-signature')).toBe(2);
-    expect(await rejected('forged-owner')).toBe(1);
-    expect(await rejected('peer-mismatch')).toBe(1);
-    expect(await rejected('malformed')).toBe(1);
+    const metrics = harness.cell('c0').metrics;
+    const rejected = (reason: string): number => metrics.value('cellmesh_mesh_records_rejected_total', { source: 'gossip', reason });
+    expect(rejected('bad-signature')).toBe(2);
+    expect(rejected('forged-owner')).toBe(1);
+    expect(rejected('peer-mismatch')).toBe(1);
+    expect(rejected('malformed')).toBe(1);
     // The cell whose id was claimed saw it too, and kept its identity.
-    expect(await metricValue(harness.cell('c1').registry, 'cellmesh_mesh_records_rejected_total', { reason: 'peer-mismatch' })).toBe(1);
+    expect(harness.cell('c1').metrics.value('cellmesh_mesh_records_rejected_total', { reason: 'peer-mismatch' })).toBe(1);
     expect(harness.cell('c1').mesh.incarnation).toBe(0);
   });
 
@@ -107,9 +107,9 @@ describe('CellMesh membership', () => {
     publishRaw(harness, 'peer-mallory', MembershipTopic.heartbeat, { cellId: 'c2', incarnation: 'x' });
     await harness.run(50);
     for (const cell of harness.running()) expect(cell.mesh.directory.get('c2')?.liveness).toBe('alive');
-    const registry = harness.cell('c0').registry;
-    expect(await metricValue(registry, 'cellmesh_mesh_messages_rejected_total', { channel: MembershipTopic.membership, reason: 'forged-owner' })).toBe(1);
-    expect(await metricValue(registry, 'cellmesh_mesh_messages_rejected_total', { channel: MembershipTopic.heartbeat })).toBe(2);
+    const metrics = harness.cell('c0').metrics;
+    expect(metrics.value('cellmesh_mesh_messages_rejected_total', { channel: MembershipTopic.membership, reason: 'forged-owner' })).toBe(1);
+    expect(metrics.value('cellmesh_mesh_messages_rejected_total', { channel: MembershipTopic.heartbeat })).toBe(2);
   });
 
   it('two cells claiming one merchant: every cell picks the same winner and reports the conflict once', async () => {
@@ -133,7 +133,7 @@ describe('CellMesh membership', () => {
       expect(cell.mesh.homeCellOf('mall', 'shop-1')).toBe('c1');
       expect(conflicts.get(cell.cellId)).toEqual([{ tenant: 'mall', merchant: 'shop-1', epoch: 0, claimants: ['c1', 'c2'], winner: 'c1' }]);
       expect(cell.mesh.conflicts()).toHaveLength(1);
-      expect(await metricValue(cell.registry, 'cellmesh_mesh_merchant_conflicts_total')).toBe(1);
+      expect(cell.metrics.value('cellmesh_mesh_merchant_conflicts_total')).toBe(1);
     }
     // The operator fixes the config: c2 drops the merchant; the conflict clears everywhere.
     await harness.cell('c2').mesh.updateOwnRecord({ merchants: [] });
@@ -179,7 +179,7 @@ describe('CellMesh membership', () => {
     for (const cell of harness.running()) {
       expect(cell.mesh.homeCellOf('mall', 'shop-7')).toBe('c1');
       expect(cell.mesh.conflicts()).toEqual([{ tenant: 'mall', merchant: 'shop-7', epoch: 0, claimants: ['c1'], winner: 'c1', unproven: [{ cellId: 'c2', epoch: 99 }] }]);
-      expect(await metricValue(cell.registry, 'cellmesh_mesh_unproven_claims_total')).toBe(1);
+      expect(cell.metrics.value('cellmesh_mesh_unproven_claims_total')).toBe(1);
     }
     // A handover in the home's name that the home did not sign proves nothing either.
     const homePeer = harness.cell('c1').mesh.ownRecord().peerId;

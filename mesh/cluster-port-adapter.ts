@@ -1,7 +1,8 @@
 import { CodedError } from '../platform/coded-error.js';
 import type { ClusterPort } from '../cell/messaging/cluster-port.js';
 import type { LocationService } from './location.js';
-import type { Inbox, Outbox } from './outbox.js';
+import type { Inbox } from './inbox.js';
+import type { Outbox } from './outbox.js';
 import type { Liveness } from './directory.js';
 import type { MeshTransport, PeerId } from './transport.js';
 

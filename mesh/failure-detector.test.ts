@@ -3,7 +3,7 @@ import type { Liveness } from './directory.js';
 import { suspicionTimeoutMs } from './failure-detector.js';
 import { LAN_MEMBERSHIP_OPTIONS } from './membership-config.js';
 import { MembershipProtocol, MembershipTopic } from './membership-wire.js';
-import { MeshHarness, metricValue, type HarnessInit } from './mesh-harness.js';
+import { MeshHarness, type HarnessInit } from './mesh-harness.js';
 
 /** A converged cluster of `size` cells (c0 ... c{size-1}) joined through c0, settled for 3 s. */
 async function cluster(seed: number, size: number, stallable = false): Promise<MeshHarness> {
@@ -84,7 +84,7 @@ describe('failure detection', () => {
       expect(cell.mesh.directory.get('c2')?.liveness).toBe('dead');
       expect(cell.mesh.liveCells().map((record) => record.cellId)).not.toContain('c2');
     }
-    const declared = await Promise.all(harness.running().map((cell) => metricValue(cell.registry, 'cellmesh_mesh_dead_declarations_total')));
+    const declared = harness.running().map((cell) => cell.metrics.value('cellmesh_mesh_dead_declarations_total'));
     expect(declared.reduce((sum, value) => sum + value, 0)).toBeGreaterThan(0);
   });
 
@@ -142,14 +142,14 @@ describe('failure detection', () => {
     const claims = recordClaims(harness);
     const exchanges = async (): Promise<number> => {
       let total = 0;
-      for (const cell of harness.running()) total += await metricValue(cell.registry, 'cellmesh_mesh_anti_entropy_rounds_total', { role: 'answerer' });
+      for (const cell of harness.running()) total += cell.metrics.value('cellmesh_mesh_anti_entropy_rounds_total', { role: 'answerer' });
       return total;
     };
     const exchangesBefore = await exchanges();
 
     const reannounced = async (): Promise<number> => {
       let total = 0;
-      for (const cell of harness.running()) total += await metricValue(cell.registry, 'cellmesh_mesh_claims_reannounced_total');
+      for (const cell of harness.running()) total += cell.metrics.value('cellmesh_mesh_claims_reannounced_total');
       return total;
     };
     const seenOfMinority = minority.map((cellId) => watchLiveness(harness, cellId));
@@ -193,7 +193,7 @@ describe('failure detection', () => {
     expect(seen.some((event) => event.liveness === 'suspect')).toBe(true);
     expect(seen.filter((event) => event.liveness === 'dead')).toEqual([]);
     expect(harness.cell('c3').mesh.incarnation).toBeGreaterThan(0);
-    expect(await metricValue(harness.cell('c3').registry, 'cellmesh_mesh_refutations_total')).toBeGreaterThan(0);
+    expect(harness.cell('c3').metrics.value('cellmesh_mesh_refutations_total')).toBeGreaterThan(0);
     expect(harness.converged(5)).toBe(true);
   });
 
@@ -212,7 +212,7 @@ describe('failure detection', () => {
     const genuine = send('c1', { kind: 'dead', cellId: 'c2', incarnation: before, by: 'c1' });
     await harness.runUntil(() => harness.running().every((cell) => cell.mesh.directory.get('c2')?.record.incarnation === before + 1), 100);
     await genuine;
-    expect(await metricValue(accused.registry, 'cellmesh_mesh_messages_rejected_total', { channel: MembershipProtocol.claim, reason: 'forged-owner' })).toBe(1);
+    expect(accused.metrics.value('cellmesh_mesh_messages_rejected_total', { channel: MembershipProtocol.claim, reason: 'forged-owner' })).toBe(1);
   });
 
   it('refutes a suspicion: a suspected live cell bumps its incarnation and stays alive everywhere', async () => {

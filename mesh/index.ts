@@ -90,7 +90,7 @@ export {
   type LivenessClaimMessage,
 } from './membership-wire.js';
 export {
-  PromMeshMetrics,
+  meshMetricsOn,
   noopMeshMetrics,
   type MeshMetrics,
   type ProbeOutcome,

@@ -1,8 +1,9 @@
-import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
+import { PromMetrics } from '../platform/prom-metrics.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { SeededRandom } from '../platform/random.js';
-import { LOCATE_NOTICE_PROTOCOL, LOCATE_REPLY_PROTOCOL, LOCATE_TOPIC, LocationError, LocationService, type LocationInit } from './location.js';
+import { LOCATE_NOTICE_PROTOCOL, LOCATE_REPLY_PROTOCOL, LOCATE_TOPIC } from './locate-wire.js';
+import { LocationError, LocationService, type LocationInit } from './location.js';
 import { MemoryNetwork, memoryAddress, type MemoryTransport } from './memory-network.js';
 
 /** Lets promise continuations (and the memory store's) run between clock steps. */
@@ -66,7 +67,7 @@ async function makeMesh(count: number, init: LocationInit = {}) {
         cellId,
         cellOfPeer: (peerId) => cellOf.get(peerId),
         localUsers: (tenant, userIds) => userIds.filter((userId) => users.has(`${tenant}/${userId}`)),
-        registry: new Registry(),
+        metrics: new PromMetrics(),
       },
       init,
     );
@@ -374,24 +375,24 @@ describe('LocationService', () => {
     await expect(asker.service.locate('mall', 'a')).rejects.toMatchObject({ code: 'LOCATE_NOT_STARTED' });
   });
 
-  it('exports Prometheus metrics to the injected registry', async () => {
-    const registry = new Registry();
+  it('exports its metrics on the injected metrics port', async () => {
+    const metrics = new PromMetrics();
     const clock = new ManualClock();
     const network = new MemoryNetwork({ clock, random: new SeededRandom(1) });
     const transport = network.createTransport('p');
     await transport.start();
-    const service = new LocationService({ transport, clock, random: new SeededRandom(2), cellId: 'c', cellOfPeer: () => undefined, localUsers: () => [], registry });
+    const service = new LocationService({ transport, clock, random: new SeededRandom(2), cellId: 'c', cellOfPeer: () => undefined, localUsers: () => [], metrics });
     service.start();
     const found = service.locate('mall', 'zed');
     await advance(clock, 200);
     expect(await found).toEqual([]);
-    const text = await registry.metrics();
+    const text = await metrics.render();
     expect(text).toContain('cellmesh_locate_queries_total 1');
     expect(text).toContain('cellmesh_locate_messages_per_query_sum 1');
     expect(text).toContain('cellmesh_locate_cache_total{result="miss"} 1');
     expect(text).toContain('cellmesh_locate_notices_total');
     expect(text).toContain('cellmesh_locate_watches_dropped_total 0');
     service.stop();
-    expect(await registry.metrics()).not.toContain('cellmesh_locate_queries_total');
+    expect(await metrics.render()).not.toContain('cellmesh_locate_queries_total');
   });
 });

@@ -1,12 +1,27 @@
-import { Counter, Histogram, type Registry } from 'prom-client';
-import { z } from 'zod';
 import { CodedError } from '../platform/coded-error.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
+import { noopMetrics, type Metrics } from '../platform/metrics.js';
 import { randomId, type Random } from '../platform/random.js';
 import { untilAborted } from '../platform/abortable.js';
+import { withDefaults } from '../platform/with-defaults.js';
 import { decodeJson, encodeJson } from '../platform/wire-json.js';
-import { sameBytes } from './same-bytes.js';
-import type { MeshMessage, MeshTransport, PeerId, ValidationResult } from './transport.js';
+import {
+  IDENTIFIER,
+  LOCATE_NOTICE_PROTOCOL,
+  LOCATE_REPLY_PROTOCOL,
+  LOCATE_TOPIC,
+  LOCATE_WIRE_MAX_BYTES,
+  LOCATE_WIRE_MAX_USERS,
+  LOCATE_WIRE_MAX_WATCH_MS,
+  LocateNotice,
+  LocateQuery,
+  LocateReply,
+  userKey,
+} from './locate-wire.js';
+import { LocationCache } from './location-cache.js';
+import { LocationHolder } from './location-holder.js';
+import { LocationMetrics, type LocationStats } from './location-metrics.js';
+import type { MeshTransport, PeerId } from './transport.js';
 
 /**
  * Location of users by broadcast: "which cells hold devices of this user now?"
@@ -41,13 +56,6 @@ import type { MeshMessage, MeshTransport, PeerId, ValidationResult } from './tra
  * changes faster than any cache, so the caller consults it directly.
  */
 
-/** The gossipsub topic of location queries. */
-export const LOCATE_TOPIC = 'cellmesh/locate/v1';
-/** The request/response protocol on which holding cells answer the asker. */
-export const LOCATE_REPLY_PROTOCOL = '/cellmesh/locate-reply/1.0.0';
-/** The request/response protocol on which a cell tells watchers that a watched user connected to it. */
-export const LOCATE_NOTICE_PROTOCOL = '/cellmesh/locate-notice/1.0.0';
-
 /** Defaults of LocationInit, in one place; docs/mesh.md quotes them. */
 export const LOCATION_DEFAULTS = {
   cacheTtlMs: 30_000,
@@ -61,13 +69,6 @@ export const LOCATION_DEFAULTS = {
   maxConcurrentReplies: 64,
   replyTimeoutMs: 1_000,
 } as const;
-
-/** Most users a query or a reply may carry on the wire; larger messages are rejected. */
-export const LOCATE_WIRE_MAX_USERS = 1_024;
-/** Largest query or reply accepted, in bytes, checked before parsing. */
-export const LOCATE_WIRE_MAX_BYTES = 256 * 1024;
-/** Longest watch a query may ask for; it bounds how long an asker may serve a cached answer. */
-export const LOCATE_WIRE_MAX_WATCH_MS = 10 * 60_000;
 
 export interface LocationInit {
   /** How long a non-empty answer is served from the cache (default 30 s). */
@@ -117,8 +118,8 @@ export interface LocationComponents {
    * (from the cell's presence registry). Must be quick; it runs for every query heard.
    */
   readonly localUsers: (tenant: string, userIds: readonly string[]) => readonly string[] | Promise<readonly string[]>;
-  /** Where to register the Prometheus metrics; none when omitted (the counters stay readable through `stats()`). */
-  readonly registry?: Registry;
+  /** Where the metrics go; nowhere when omitted (the counters stay readable through `stats()`). */
+  readonly metrics?: Metrics | undefined;
 }
 
 export interface LocateOptions {
@@ -145,210 +146,6 @@ export class LocationError extends CodedError<LocationErrorCode> {
   }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Wire formats (JSON, UTF-8). Unknown fields are ignored, so a later minor version may add some.
-
-const IDENTIFIER = /^[A-Za-z0-9_.-]{1,64}$/;
-const identifier = z.string().regex(IDENTIFIER);
-/** Cell ids come from configuration; bounded and printable, nothing more is assumed here. */
-const cellIdSchema = z.string().min(1).max(128).regex(/^[\x21-\x7e]+$/);
-const queryIdSchema = z.string().min(1).max(64).regex(/^[A-Za-z0-9_-]+$/);
-const userRef = z.object({ tenant: identifier, userId: identifier });
-
-/**
- * `cellmesh/locate/v1`: {queryId, fromCellId, users:[{tenant,userId}], watchMs?}. `watchMs` asks
- * every cell that hears it to tell the asker, for that long, when a device of one of the users
- * connects there; a query without it (from a cell of an earlier version) sets no watch.
- */
-export const LocateQuery = z.object({
-  queryId: queryIdSchema,
-  fromCellId: cellIdSchema,
-  users: z.array(userRef).min(1).max(LOCATE_WIRE_MAX_USERS),
-  watchMs: z.number().int().min(0).max(LOCATE_WIRE_MAX_WATCH_MS).optional(),
-});
-export type LocateQuery = z.infer<typeof LocateQuery>;
-
-/** `/cellmesh/locate-reply/1.0.0` request: {queryId, cellId, users:[{tenant,userId}]}, the users of the query held by `cellId`. */
-export const LocateReply = z.object({
-  queryId: queryIdSchema,
-  cellId: cellIdSchema,
-  users: z.array(userRef).min(1).max(LOCATE_WIRE_MAX_USERS),
-});
-export type LocateReply = z.infer<typeof LocateReply>;
-
-/** `/cellmesh/locate-notice/1.0.0` request: {cellId, users:[{tenant,userId}]}, watched users a device of which just connected to `cellId`. */
-export const LocateNotice = z.object({
-  cellId: cellIdSchema,
-  users: z.array(userRef).min(1).max(LOCATE_WIRE_MAX_USERS),
-});
-export type LocateNotice = z.infer<typeof LocateNotice>;
-
-/** The answer to a reply request: `{ok: true}` or `{ok: false, code}`; informative only. */
-const ReplyAnswer = z.object({ ok: z.boolean(), code: z.string().max(64).optional() });
-
-const encoder = new TextEncoder();
-const decoder = new TextDecoder('utf-8', { fatal: true });
-
-// ---------------------------------------------------------------------------------------------
-// Metrics
-
-/** Plain counters of the location service, for tests and the benchmark (`locateMsgsPerQuery`). */
-export interface LocationStats {
-  /** Cache answers given without network traffic. */
-  cacheHits: number;
-  /** Locates that needed (or joined) a query. */
-  cacheMisses: number;
-  /** Publishes sent (one per query). */
-  queriesSent: number;
-  /** Queries whose answer window closed. */
-  queriesCompleted: number;
-  /** Users carried by the queries sent. */
-  usersQueried: number;
-  /** Replies this cell sent as a holder. */
-  repliesSent: number;
-  /** Replies to this cell's queries that were accepted. */
-  repliesReceived: number;
-  /** Queries heard or replies received that were malformed or from unknown senders. */
-  messagesRejected: number;
-  /** Network messages of completed queries: 1 publish + the replies each received. */
-  queryMessages: number;
-  /** Notices this cell sent to watchers (a watched user connected here). */
-  noticesSent: number;
-  /** Notices from other cells that were accepted. */
-  noticesReceived: number;
-  /** Watches dropped to stay within `maxWatchedUsers`. */
-  watchesDropped: number;
-}
-
-class LocationMetrics {
-  readonly stats: LocationStats = {
-    cacheHits: 0,
-    cacheMisses: 0,
-    queriesSent: 0,
-    queriesCompleted: 0,
-    usersQueried: 0,
-    repliesSent: 0,
-    repliesReceived: 0,
-    messagesRejected: 0,
-    queryMessages: 0,
-    noticesSent: 0,
-    noticesReceived: 0,
-    watchesDropped: 0,
-  };
-  private readonly prom: ReturnType<typeof createPromMetrics> | undefined;
-
-  constructor(private readonly registry: Registry | undefined) {
-    this.prom = registry === undefined ? undefined : createPromMetrics(registry);
-  }
-
-  cacheHit(): void {
-    this.stats.cacheHits++;
-    this.prom?.cache.inc({ result: 'hit' });
-  }
-
-  cacheMiss(): void {
-    this.stats.cacheMisses++;
-    this.prom?.cache.inc({ result: 'miss' });
-  }
-
-  querySent(users: number): void {
-    this.stats.queriesSent++;
-    this.stats.usersQueried += users;
-    this.prom?.queries.inc();
-    this.prom?.usersPerQuery.observe(users);
-  }
-
-  queryCompleted(replies: number): void {
-    this.stats.queriesCompleted++;
-    this.stats.queryMessages += 1 + replies;
-    this.prom?.messagesPerQuery.observe(1 + replies);
-  }
-
-  replySent(): void {
-    this.stats.repliesSent++;
-    this.prom?.replies.inc({ direction: 'sent' });
-  }
-
-  replyReceived(): void {
-    this.stats.repliesReceived++;
-    this.prom?.replies.inc({ direction: 'received' });
-  }
-
-  noticeSent(): void {
-    this.stats.noticesSent++;
-    this.prom?.notices.inc({ direction: 'sent' });
-  }
-
-  noticeReceived(): void {
-    this.stats.noticesReceived++;
-    this.prom?.notices.inc({ direction: 'received' });
-  }
-
-  watchDropped(): void {
-    this.stats.watchesDropped++;
-    this.prom?.watchesDropped.inc();
-  }
-
-  rejected(reason: string): void {
-    this.stats.messagesRejected++;
-    this.prom?.rejected.inc({ reason });
-  }
-
-  /** Removes the metrics from the registry, so a successor can register them again. */
-  unregister(): void {
-    if (this.prom === undefined || this.registry === undefined) return;
-    for (const name of LOCATION_METRIC_NAMES) this.registry.removeSingleMetric(name);
-  }
-}
-
-const LOCATION_METRIC_NAMES = [
-  'cellmesh_locate_queries_total',
-  'cellmesh_locate_users_per_query',
-  'cellmesh_locate_messages_per_query',
-  'cellmesh_locate_replies_total',
-  'cellmesh_locate_cache_total',
-  'cellmesh_locate_rejected_total',
-  'cellmesh_locate_notices_total',
-  'cellmesh_locate_watches_dropped_total',
-] as const;
-
-function createPromMetrics(registry: Registry) {
-  const registers = [registry];
-  const counts = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
-  return {
-    queries: new Counter({ name: 'cellmesh_locate_queries_total', help: 'Location queries published (one publish each).', registers }),
-    usersPerQuery: new Histogram({ name: 'cellmesh_locate_users_per_query', help: 'Users carried by one location query.', buckets: counts, registers }),
-    messagesPerQuery: new Histogram({
-      name: 'cellmesh_locate_messages_per_query',
-      help: 'Network messages a completed location query cost: its publish plus the replies it received.',
-      buckets: counts,
-      registers,
-    }),
-    replies: new Counter({ name: 'cellmesh_locate_replies_total', help: 'Location replies, by direction.', labelNames: ['direction'], registers }),
-    cache: new Counter({ name: 'cellmesh_locate_cache_total', help: 'Locate calls answered from the cache (hit) or not (miss).', labelNames: ['result'], registers }),
-    rejected: new Counter({ name: 'cellmesh_locate_rejected_total', help: 'Location messages rejected, by reason.', labelNames: ['reason'], registers }),
-    notices: new Counter({
-      name: 'cellmesh_locate_notices_total',
-      help: 'Notices that a watched user connected, by direction (sent to a watcher, received from a holder).',
-      labelNames: ['direction'],
-      registers,
-    }),
-    watchesDropped: new Counter({
-      name: 'cellmesh_locate_watches_dropped_total',
-      help: 'Watches of other cells dropped to stay within the most watched users.',
-      registers,
-    }),
-  };
-}
-
-// ---------------------------------------------------------------------------------------------
-// The service
-
-interface CacheEntry {
-  readonly cells: readonly string[];
-  readonly expiresAtMs: number;
-}
-
 /** One user being located; every concurrent locate of that user shares it (single flight). */
 interface Flight {
   readonly tenant: string;
@@ -366,17 +163,6 @@ interface OpenQuery {
   replies: number;
 }
 
-/** When the last of a user's watches ends (clock ms). */
-function lastWatchEndMs(askers: ReadonlyMap<PeerId, number>): number {
-  let endMs = 0;
-  for (const askerEndMs of askers.values()) endMs = Math.max(endMs, askerEndMs);
-  return endMs;
-}
-
-function userKey(tenant: string, userId: string): string {
-  return `${tenant}/${userId}`;
-}
-
 /**
  * Locates users by broadcast. Lifecycle: `start()` subscribes to the query topic and serves the
  * reply protocol; `stop()` unsubscribes, cancels its timers and rejects pending locates with
@@ -385,25 +171,21 @@ function userKey(tenant: string, userId: string): string {
 export class LocationService {
   private readonly settings: Required<LocationInit>;
   private readonly metrics: LocationMetrics;
-  private readonly cache = new Map<string, CacheEntry>();
+  private readonly cache: LocationCache;
   private readonly flights = new Map<string, Flight>();
   private batch: Flight[] = [];
   private batchTimer: TimerHandle | undefined;
   private readonly queries = new Map<string, OpenQuery>();
-  /** Users other cells asked for lately, by userKey, each to its askers' peers and the clock ms their watch ends; least recently asked first. */
-  private readonly watches = new Map<string, Map<PeerId, number>>();
+  private readonly holder: LocationHolder;
   /** What this cell's queries ask the others to watch for: as long as it may serve their answers. */
   private readonly watchMs: number;
-  private repliesInFlight = 0;
   private running = false;
-  /** The last query message decoded, for its second reading (see decodeQuery). */
-  private lastQuery: { readonly bytes: Uint8Array; readonly query: LocateQuery | undefined } | undefined;
 
   constructor(
     private readonly components: LocationComponents,
     init: LocationInit = {},
   ) {
-    this.settings = { ...LOCATION_DEFAULTS, ...stripUndefined(init) };
+    this.settings = withDefaults<LocationInit>(LOCATION_DEFAULTS, init);
     const { batchMaxUsers, cacheMaxEntries, maxInFlightUsers, maxWatchedUsers, cacheTtlMs, negativeCacheTtlMs, answerWindowMs } = this.settings;
     if (!Number.isInteger(batchMaxUsers) || batchMaxUsers < 1 || batchMaxUsers > LOCATE_WIRE_MAX_USERS) {
       throw new RangeError(`batchMaxUsers must be an integer in [1, ${LOCATE_WIRE_MAX_USERS}]`);
@@ -417,7 +199,9 @@ export class LocationService {
     if (!Number.isInteger(this.watchMs) || this.watchMs > LOCATE_WIRE_MAX_WATCH_MS) {
       throw new RangeError(`answerWindowMs plus the longer cache TTL must be an integer of at most ${LOCATE_WIRE_MAX_WATCH_MS} ms`);
     }
-    this.metrics = new LocationMetrics(components.registry);
+    this.metrics = new LocationMetrics(components.metrics ?? noopMetrics);
+    this.cache = new LocationCache(components.clock, cacheMaxEntries);
+    this.holder = new LocationHolder({ ...components, running: () => this.running }, this.settings, this.metrics);
   }
 
   start(): void {
@@ -426,8 +210,8 @@ export class LocationService {
     const { transport } = this.components;
     transport.subscribe(
       LOCATE_TOPIC,
-      (message) => this.onQuery(message),
-      (message) => this.validateQuery(message),
+      (message) => this.holder.onQuery(message),
+      (message) => this.holder.validateQuery(message),
     );
     transport.handle(LOCATE_REPLY_PROTOCOL, (from, data) => this.onReply(from, data));
     transport.handle(LOCATE_NOTICE_PROTOCOL, (from, data) => this.onNotice(from, data));
@@ -442,7 +226,7 @@ export class LocationService {
     this.batch = [];
     for (const query of this.queries.values()) query.timer.cancel();
     this.queries.clear();
-    this.watches.clear();
+    this.holder.clear();
     const error = new LocationError('LOCATE_STOPPED');
     for (const flight of this.flights.values()) flight.reject(error);
     this.flights.clear();
@@ -466,7 +250,7 @@ export class LocationService {
     if (!IDENTIFIER.test(tenant) || !IDENTIFIER.test(userId)) return Promise.reject(new LocationError('LOCATE_INVALID_ARGUMENT'));
     if (options.signal?.aborted === true) return Promise.reject(new LocationError('LOCATE_ABORTED'));
     const key = userKey(tenant, userId);
-    const cached = this.cacheGet(key);
+    const cached = this.cache.get(key);
     if (cached !== undefined) {
       this.metrics.cacheHit();
       return Promise.resolve([...cached]);
@@ -487,14 +271,7 @@ export class LocationService {
 
   /** Drops `cellId` from the cached location of the user: a delivery there found the user gone. */
   forget(tenant: string, userId: string, cellId: string): void {
-    const key = userKey(tenant, userId);
-    const entry = this.cache.get(key);
-    if (entry === undefined || !entry.cells.includes(cellId)) return;
-    const cells = entry.cells.filter((cell) => cell !== cellId);
-    // An emptied entry is dropped rather than kept as a negative answer: the user probably moved,
-    // and the next locate should ask where to.
-    if (cells.length === 0) this.cache.delete(key);
-    else this.cache.set(key, { cells, expiresAtMs: entry.expiresAtMs });
+    this.cache.remove(userKey(tenant, userId), cellId);
   }
 
   /**
@@ -504,7 +281,7 @@ export class LocationService {
   remember(tenant: string, userId: string, cellId: string): void {
     if (cellId === this.components.cellId || this.settings.cacheMaxEntries === 0) return;
     const key = userKey(tenant, userId);
-    if (!this.addToCached(key, cellId)) this.cachePut(key, [cellId], this.components.clock.now() + this.settings.cacheTtlMs);
+    if (!this.cache.add(key, cellId)) this.cache.put(key, [cellId], this.components.clock.now() + this.settings.cacheTtlMs);
   }
 
   /**
@@ -512,7 +289,7 @@ export class LocationService {
    * next locate of those users asks where their devices went.
    */
   forgetCell(cellId: string): void {
-    for (const [key, entry] of this.cache) if (entry.cells.includes(cellId)) this.cache.delete(key);
+    this.cache.removeCell(cellId);
   }
 
   /** Drops everything cached about the user. */
@@ -525,22 +302,7 @@ export class LocationService {
    * lately and may be serving an answer without this cell) are told, one notice each.
    */
   userArrived(tenant: string, userId: string): void {
-    if (!this.running) return;
-    const key = userKey(tenant, userId);
-    const askers = this.watches.get(key);
-    if (askers === undefined) return;
-    const nowMs = this.components.clock.now();
-    const notice = encodeJson({ cellId: this.components.cellId, users: [{ tenant, userId }] } satisfies LocateNotice);
-    for (const [asker, endsAtMs] of askers) {
-      if (endsAtMs <= nowMs) {
-        askers.delete(asker);
-        continue;
-      }
-      this.metrics.noticeSent();
-      // Best effort: a lost notice leaves the asker's answer short until its TTL (see above).
-      this.components.transport.request(asker, LOCATE_NOTICE_PROTOCOL, notice, { timeoutMs: this.settings.replyTimeoutMs }).catch(() => undefined);
-    }
-    if (askers.size === 0) this.watches.delete(key);
+    if (this.running) this.holder.userArrived(tenant, userId);
   }
 
   // -- asking ---------------------------------------------------------------------------------
@@ -607,7 +369,7 @@ export class LocationService {
       this.flights.delete(flight.key);
       const cells = [...flight.cells].sort();
       const ttlMs = cells.length > 0 ? this.settings.cacheTtlMs : this.settings.negativeCacheTtlMs;
-      if (ttlMs > 0) this.cachePut(flight.key, cells, now + ttlMs);
+      if (ttlMs > 0) this.cache.put(flight.key, cells, now + ttlMs);
       flight.resolve(cells);
     }
   }
@@ -653,152 +415,8 @@ export class LocationService {
       // A query in flight collects it as a reply; a cached answer (empty or not) gains the cell.
       // Nothing cached: the next locate asks anyway.
       this.flights.get(key)?.cells.add(notice.cellId);
-      this.addToCached(key, notice.cellId);
+      this.cache.add(key, notice.cellId);
     }
     return encodeJson({ ok: true });
   }
-
-  // -- answering ------------------------------------------------------------------------------
-
-  /**
-   * The query in `bytes`, decoded once: the topic validator and the handler each get a copy of
-   * the same message, so the last one decoded is recognised by content (as heartbeats are).
-   */
-  private decodeQuery(bytes: Uint8Array): LocateQuery | undefined {
-    const last = this.lastQuery;
-    if (last !== undefined && sameBytes(last.bytes, bytes)) return last.query;
-    const query = decodeJson(LocateQuery, bytes, LOCATE_WIRE_MAX_BYTES);
-    this.lastQuery = { bytes, query };
-    return query;
-  }
-
-  private validateQuery(message: MeshMessage): ValidationResult {
-    const query = this.decodeQuery(message.data);
-    if (query === undefined) {
-      this.metrics.rejected('malformed');
-      return 'reject';
-    }
-    const senderCell = this.components.cellOfPeer(message.from);
-    // A peer the directory does not know yet (a cell still joining) is ignored, not penalised;
-    // a known peer asking in another cell's name is rejected.
-    if (senderCell === undefined) {
-      this.metrics.rejected('unknown-sender');
-      return 'ignore';
-    }
-    if (senderCell !== query.fromCellId) {
-      this.metrics.rejected('sender-mismatch');
-      return 'reject';
-    }
-    return 'accept';
-  }
-
-  private onQuery(message: MeshMessage): void {
-    if (!this.running) return;
-    // Validators ran already; decoding here too keeps the handler safe on transports that skip them.
-    const query = this.decodeQuery(message.data);
-    if (query === undefined || query.fromCellId === this.components.cellId) return;
-    if (this.components.cellOfPeer(message.from) !== query.fromCellId) return;
-    // Watched before the answer is looked up, so a device connecting meanwhile is told of either way.
-    if (query.watchMs !== undefined && query.watchMs > 0) this.watch(message.from, query.users, query.watchMs);
-    if (this.repliesInFlight >= this.settings.maxConcurrentReplies) {
-      this.metrics.rejected('reply-overload');
-      return;
-    }
-    this.repliesInFlight++;
-    void this.answer(message.from, query).finally(() => {
-      this.repliesInFlight--;
-    });
-  }
-
-  private async answer(asker: PeerId, query: LocateQuery): Promise<void> {
-    const byTenant = new Map<string, string[]>();
-    for (const { tenant, userId } of query.users) {
-      let users = byTenant.get(tenant);
-      if (users === undefined) byTenant.set(tenant, (users = []));
-      users.push(userId);
-    }
-    const held: Array<{ tenant: string; userId: string }> = [];
-    try {
-      for (const [tenant, userIds] of byTenant) {
-        const asked = new Set(userIds);
-        for (const userId of await this.components.localUsers(tenant, userIds)) {
-          // Only users that were asked for, each once: a presence callback cannot widen the answer.
-          if (asked.delete(userId)) held.push({ tenant, userId });
-        }
-      }
-    } catch {
-      this.metrics.rejected('local-users-failed');
-      return;
-    }
-    if (held.length === 0 || !this.running) return;
-    const reply: LocateReply = { queryId: query.queryId, cellId: this.components.cellId, users: held };
-    this.metrics.replySent();
-    try {
-      await this.components.transport.request(asker, LOCATE_REPLY_PROTOCOL, encodeJson(reply), { timeoutMs: this.settings.replyTimeoutMs });
-    } catch {
-      // Best effort: the asker's window closes anyway; it will ask again on its next miss.
-    }
-  }
-
-  /** Remembers `asker` as a watcher of `users` for `watchMs`; drops expired and excess watches, oldest first. */
-  private watch(asker: PeerId, users: readonly { tenant: string; userId: string }[], watchMs: number): void {
-    const { maxWatchedUsers } = this.settings;
-    if (maxWatchedUsers === 0) return;
-    const nowMs = this.components.clock.now();
-    const endsAtMs = nowMs + watchMs;
-    for (const { tenant, userId } of users) {
-      const key = userKey(tenant, userId);
-      const askers = this.watches.get(key) ?? new Map<PeerId, number>();
-      this.watches.delete(key);
-      askers.set(asker, Math.max(askers.get(asker) ?? 0, endsAtMs));
-      this.watches.set(key, askers);
-    }
-    // Least recently asked first: the expired ones are at the front (with one watch length for all askers).
-    for (const [key, askers] of this.watches) {
-      const live = lastWatchEndMs(askers) > nowMs;
-      if (live && this.watches.size <= maxWatchedUsers) break;
-      if (live) this.metrics.watchDropped();
-      this.watches.delete(key);
-    }
-  }
-
-  // -- cache ----------------------------------------------------------------------------------
-
-  /**
-   * Adds `cellId` to the user's cached answer, if one is fresh; false when none is. The answer
-   * keeps its expiry: the watches of the query behind it last only that long.
-   */
-  private addToCached(key: string, cellId: string): boolean {
-    const cells = this.cacheGet(key);
-    if (cells === undefined) return false;
-    if (!cells.includes(cellId)) this.cachePut(key, [...cells, cellId].sort(), this.cache.get(key)!.expiresAtMs);
-    return true;
-  }
-
-  private cacheGet(key: string): readonly string[] | undefined {
-    const entry = this.cache.get(key);
-    if (entry === undefined) return undefined;
-    if (entry.expiresAtMs <= this.components.clock.now()) {
-      this.cache.delete(key);
-      return undefined;
-    }
-    // Map order is insertion order: re-inserting marks the entry most recently used.
-    this.cache.delete(key);
-    this.cache.set(key, entry);
-    return entry.cells;
-  }
-
-  private cachePut(key: string, cells: readonly string[], expiresAtMs: number): void {
-    if (this.settings.cacheMaxEntries === 0) return;
-    this.cache.delete(key);
-    this.cache.set(key, { cells, expiresAtMs });
-    while (this.cache.size > this.settings.cacheMaxEntries) {
-      const oldest = this.cache.keys().next().value as string;
-      this.cache.delete(oldest);
-    }
-  }
-}
-
-function stripUndefined<T extends object>(value: T): Partial<T> {
-  return Object.fromEntries(Object.entries(value).filter(([, field]) => field !== undefined)) as Partial<T>;
 }

@@ -1,6 +1,6 @@
-import { Registry } from 'prom-client';
 import { MemoryStore } from '../platform/store/memory-store.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
+import { MemoryMetrics } from '../platform/memory-metrics.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { SeededRandom } from '../platform/random.js';
 import type { CellRecordContent, MerchantClaim } from './cell-record.js';
@@ -8,7 +8,7 @@ import { compareRecordOrder } from './cell-record.js';
 import { CellMesh } from './cell-mesh.js';
 import type { MembershipOptions } from './membership-config.js';
 import { memoryAddress, MemoryNetwork, type MemoryTransport } from './memory-network.js';
-import { PromMeshMetrics } from './mesh-metrics.js';
+import { meshMetricsOn } from './mesh-metrics.js';
 import { ed25519PublicKeyOfSeed, ed25519SeedFrom, Ed25519RecordSigner, PublicKeyRegistry } from './record-signer.js';
 import type {
   MeshMessage,
@@ -204,7 +204,8 @@ export interface HarnessCell {
   readonly mesh: CellMesh;
   readonly transport: MemoryTransport;
   readonly store: MemoryStore;
-  readonly registry: Registry;
+  /** What the cell's membership counted (`cellmesh_mesh_*`). */
+  readonly metrics: MemoryMetrics;
   readonly gate: StallGate | undefined;
 }
 
@@ -263,7 +264,7 @@ export class MeshHarness {
     const clock: Clock = gate === undefined ? this.clock : new GatedClock(this.clock, gate);
     const store = options.store ?? new MemoryStore();
     if (options.store === undefined) await store.open();
-    const registry = new Registry();
+    const metrics = new MemoryMetrics();
     const content: CellRecordContent = {
       endpoints: { ws: `ws://${cellId}.cells.test:8080/ws`, http: `http://${cellId}.cells.test:8080`, p2p: memoryTransport.addresses() },
       tenants: [...(options.tenants ?? ['mall'])],
@@ -281,9 +282,9 @@ export class MeshHarness {
       record: content,
       bootstrap: (options.bootstrap ?? []).map((id) => MeshHarness.addressOf(id)),
       options: { ...this.init.options, ...options.options },
-      metrics: new PromMeshMetrics(registry),
+      metrics: meshMetricsOn(metrics),
     });
-    const cell: HarnessCell = { cellId, peerId, mesh, transport: memoryTransport, store, registry, gate };
+    const cell: HarnessCell = { cellId, peerId, mesh, transport: memoryTransport, store, metrics, gate };
     this.cells.set(cellId, cell);
     await mesh.start();
     return cell;
@@ -376,15 +377,4 @@ export function orderHeld(mesh: CellMesh, cellId: string): string | undefined {
 export function holdsAtLeast(mesh: CellMesh, cellId: string, order: { incarnation: number; version: number }): boolean {
   const record = mesh.directory.get(cellId)?.record;
   return record !== undefined && compareRecordOrder(record, order) >= 0;
-}
-
-/** The value of a metric in `registry` with exactly these labels (0 when absent). */
-export async function metricValue(registry: Registry, name: string, labels: Record<string, string> = {}): Promise<number> {
-  const metric = registry.getSingleMetric(name);
-  if (metric === undefined) return 0;
-  const { values } = await metric.get();
-  const wanted = Object.entries(labels);
-  return values
-    .filter((value) => wanted.every(([key, label]) => (value.labels as Record<string, unknown>)[key] === label))
-    .reduce((sum, value) => sum + value.value, 0);
 }

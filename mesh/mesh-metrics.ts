@@ -1,4 +1,4 @@
-import { Counter, Gauge, type Registry } from 'prom-client';
+import type { Metrics } from '../platform/metrics.js';
 
 /** How a record reached this cell. */
 export type RecordSource = 'gossip' | 'anti-entropy';
@@ -21,7 +21,8 @@ export type RecordRejectReason =
 export type ProbeOutcome = 'ack' | 'indirect-ack' | 'failed';
 
 /**
- * The mesh's metrics port: the membership core reports through it and never sees prom-client.
+ * The membership core's metrics: it reports events through this interface, named after what
+ * happened, and never sees the metrics port.
  * Methods must be cheap and must not throw.
  */
 export interface MeshMetrics {
@@ -67,149 +68,79 @@ export const noopMeshMetrics: MeshMetrics = {
 };
 
 /**
- * MeshMetrics on prom-client, registered in the given registry (a cell's own, never the global
- * one, so many cells can share a process in tests and the simulator).
+ * MeshMetrics on the metrics port (`cellmesh_mesh_*`). Membership events are rare next to
+ * chat traffic, so a labelled counter's child is looked up per event.
  */
-export class PromMeshMetrics implements MeshMetrics {
-  private readonly records: Counter<'source' | 'outcome'>;
-  private readonly rejected: Counter<'source' | 'reason'>;
-  private readonly messages: Counter<'channel' | 'reason'>;
-  private readonly rounds: Counter<'role' | 'outcome'>;
-  private readonly repaired: Counter;
-  private readonly probes: Counter<'outcome'>;
-  private readonly suspects: Counter;
-  private readonly deaths: Counter;
-  private readonly refutations: Counter;
-  private readonly reannounced: Counter;
-  private readonly republished: Counter;
-  private readonly conflicts: Counter;
-  private readonly unprovenClaims: Counter;
-  private readonly health: Gauge;
-
-  constructor(registry: Registry) {
-    const registers = [registry];
-    this.records = new Counter({
-      name: 'cellmesh_mesh_records_received_total',
-      help: 'Valid cell records received, by source and whether they were newer (accepted) or not (stale).',
-      labelNames: ['source', 'outcome'],
-      registers,
-    });
-    this.rejected = new Counter({
-      name: 'cellmesh_mesh_records_rejected_total',
-      help: 'Cell records refused, by source and reason.',
-      labelNames: ['source', 'reason'],
-      registers,
-    });
-    this.messages = new Counter({
-      name: 'cellmesh_mesh_messages_rejected_total',
-      help: 'Membership messages and requests that failed validation, by topic or protocol and reason.',
-      labelNames: ['channel', 'reason'],
-      registers,
-    });
-    this.rounds = new Counter({
-      name: 'cellmesh_mesh_anti_entropy_rounds_total',
-      help: 'Anti-entropy rounds, by role and outcome.',
-      labelNames: ['role', 'outcome'],
-      registers,
-    });
-    this.repaired = new Counter({
-      name: 'cellmesh_mesh_anti_entropy_records_repaired_total',
-      help: 'Records accepted through anti-entropy (that gossip had not delivered).',
-      registers,
-    });
-    this.probes = new Counter({
-      name: 'cellmesh_mesh_probes_total',
-      help: 'Failure-detector probes, by outcome.',
-      labelNames: ['outcome'],
-      registers,
-    });
-    this.suspects = new Counter({ name: 'cellmesh_mesh_suspect_declarations_total', help: 'Cells this cell declared suspect.', registers });
-    this.deaths = new Counter({ name: 'cellmesh_mesh_dead_declarations_total', help: 'Cells this cell declared dead.', registers });
-    this.refutations = new Counter({ name: 'cellmesh_mesh_refutations_total', help: 'Suspicions of this cell it refuted.', registers });
-    this.reannounced = new Counter({
-      name: 'cellmesh_mesh_claims_reannounced_total',
-      help: 'Suspect or dead claims this cell sent to the cell they are about, because it was still heard from.',
-      registers,
-    });
-    this.republished = new Counter({
-      name: 'cellmesh_mesh_own_record_republished_total',
-      help: "Times this cell republished its own record because a peer's anti-entropy digest showed it had missed it.",
-      registers,
-    });
-    this.conflicts = new Counter({
-      name: 'cellmesh_mesh_merchant_conflicts_total',
-      help: 'Merchant conflicts: two or more cells at the same epoch, or claims above the home without proof (each new conflict once).',
-      registers,
-    });
-    this.unprovenClaims = new Counter({
-      name: 'cellmesh_mesh_unproven_claims_total',
-      help: "Conflicts with claims above a merchant's home that carry no handover or operator placement, ignored by routing (each new conflict once).",
-      registers,
-    });
-    this.health = new Gauge({
-      name: 'cellmesh_mesh_local_health_multiplier',
-      help: "Lifeguard local health multiplier (0 = healthy); this cell's timeouts scale by it plus one.",
-      registers,
-    });
-  }
-
-  recordAccepted(source: RecordSource): void {
-    this.records.inc({ source, outcome: 'accepted' });
-  }
-
-  recordStale(source: RecordSource): void {
-    this.records.inc({ source, outcome: 'stale' });
-  }
-
-  recordRejected(source: RecordSource, reason: RecordRejectReason): void {
-    this.rejected.inc({ source, reason });
-  }
-
-  messageRejected(channel: string, reason: string): void {
-    this.messages.inc({ channel, reason });
-  }
-
-  antiEntropyRound(role: 'asker' | 'answerer', outcome: 'ok' | 'failed'): void {
-    this.rounds.inc({ role, outcome });
-  }
-
-  recordsRepaired(count: number): void {
-    if (count > 0) this.repaired.inc(count);
-  }
-
-  probe(outcome: ProbeOutcome): void {
-    this.probes.inc({ outcome });
-  }
-
-  suspectDeclared(): void {
-    this.suspects.inc();
-  }
-
-  deadDeclared(): void {
-    this.deaths.inc();
-  }
-
-  refuted(): void {
-    this.refutations.inc();
-  }
-
-  claimReannounced(): void {
-    this.reannounced.inc();
-  }
-
-  ownRecordRepublished(): void {
-    this.republished.inc();
-  }
-
-  conflictDetected(): void {
-    this.conflicts.inc();
-  }
-
-  unprovenClaimDetected(): void {
-    this.unprovenClaims.inc();
-  }
-
-  localHealth(multiplier: number): void {
-    this.health.set(multiplier);
-  }
+export function meshMetricsOn(metrics: Metrics): MeshMetrics {
+  const records = metrics.labelledCounter({
+    name: 'cellmesh_mesh_records_received_total',
+    help: 'Valid cell records received, by source and whether they were newer (accepted) or not (stale).',
+    labelNames: ['source', 'outcome'],
+  });
+  const rejected = metrics.labelledCounter({
+    name: 'cellmesh_mesh_records_rejected_total',
+    help: 'Cell records refused, by source and reason.',
+    labelNames: ['source', 'reason'],
+  });
+  const messages = metrics.labelledCounter({
+    name: 'cellmesh_mesh_messages_rejected_total',
+    help: 'Membership messages and requests that failed validation, by topic or protocol and reason.',
+    labelNames: ['channel', 'reason'],
+  });
+  const rounds = metrics.labelledCounter({
+    name: 'cellmesh_mesh_anti_entropy_rounds_total',
+    help: 'Anti-entropy rounds, by role and outcome.',
+    labelNames: ['role', 'outcome'],
+  });
+  const repaired = metrics.counter({
+    name: 'cellmesh_mesh_anti_entropy_records_repaired_total',
+    help: 'Records accepted through anti-entropy (that gossip had not delivered).',
+  });
+  const probes = metrics.labelledCounter({
+    name: 'cellmesh_mesh_probes_total',
+    help: 'Failure-detector probes, by outcome.',
+    labelNames: ['outcome'],
+  });
+  const suspects = metrics.counter({ name: 'cellmesh_mesh_suspect_declarations_total', help: 'Cells this cell declared suspect.' });
+  const deaths = metrics.counter({ name: 'cellmesh_mesh_dead_declarations_total', help: 'Cells this cell declared dead.' });
+  const refutations = metrics.counter({ name: 'cellmesh_mesh_refutations_total', help: 'Suspicions of this cell it refuted.' });
+  const reannounced = metrics.counter({
+    name: 'cellmesh_mesh_claims_reannounced_total',
+    help: 'Suspect or dead claims this cell sent to the cell they are about, because it was still heard from.',
+  });
+  const republished = metrics.counter({
+    name: 'cellmesh_mesh_own_record_republished_total',
+    help: "Times this cell republished its own record because a peer's anti-entropy digest showed it had missed it.",
+  });
+  const conflicts = metrics.counter({
+    name: 'cellmesh_mesh_merchant_conflicts_total',
+    help: 'Merchant conflicts: two or more cells at the same epoch, or claims above the home without proof (each new conflict once).',
+  });
+  const unprovenClaims = metrics.counter({
+    name: 'cellmesh_mesh_unproven_claims_total',
+    help: "Conflicts with claims above a merchant's home that carry no handover or operator placement, ignored by routing (each new conflict once).",
+  });
+  const health = metrics.gauge({
+    name: 'cellmesh_mesh_local_health_multiplier',
+    help: "Lifeguard local health multiplier (0 = healthy); this cell's timeouts scale by it plus one.",
+  });
+  return {
+    recordAccepted: (source) => records.labels({ source, outcome: 'accepted' }).inc(),
+    recordStale: (source) => records.labels({ source, outcome: 'stale' }).inc(),
+    recordRejected: (source, reason) => rejected.labels({ source, reason }).inc(),
+    messageRejected: (channel, reason) => messages.labels({ channel, reason }).inc(),
+    antiEntropyRound: (role, outcome) => rounds.labels({ role, outcome }).inc(),
+    recordsRepaired: (count) => {
+      if (count > 0) repaired.inc(count);
+    },
+    probe: (outcome) => probes.labels({ outcome }).inc(),
+    suspectDeclared: () => suspects.inc(),
+    deadDeclared: () => deaths.inc(),
+    refuted: () => refutations.inc(),
+    claimReannounced: () => reannounced.inc(),
+    ownRecordRepublished: () => republished.inc(),
+    conflictDetected: () => conflicts.inc(),
+    unprovenClaimDetected: () => unprovenClaims.inc(),
+    localHealth: (multiplier) => health.set(multiplier),
+  };
 }

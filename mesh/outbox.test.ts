@@ -1,21 +1,14 @@
-import { Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryStore } from '../platform/store/memory-store.js';
 import type { Store, StoreOp } from '../platform/store/store.js';
 import { ManualClock } from '../platform/manual-clock.js';
+import { PromMetrics } from '../platform/prom-metrics.js';
 import { SeededRandom } from '../platform/random.js';
 import { MemoryNetwork, memoryAddress, type MemoryTransport } from './memory-network.js';
-import {
-  FORWARD_PROTOCOL,
-  ForwardResponse,
-  Inbox,
-  Outbox,
-  outboxKeys,
-  type ForwardedEntry,
-  type InboxInit,
-  type OutboxEntry,
-  type OutboxInit,
-} from './outbox.js';
+import { outboxKeys } from './forward-store.js';
+import { FORWARD_PROTOCOL, ForwardResponse, type ForwardedEntry } from './forward-wire.js';
+import { Inbox, type InboxInit } from './inbox.js';
+import { Outbox, type OutboxEntry, type OutboxInit } from './outbox.js';
 
 async function drain(): Promise<void> {
   for (let round = 0; round < 4; round++) await new Promise<void>((resolve) => setImmediate(resolve));
@@ -441,12 +434,12 @@ describe('Outbox and Inbox', () => {
     await expect(outbox.enqueue('b', entries('w', 8, 1))).rejects.toMatchObject({ code: 'OUTBOX_STOPPED' });
   });
 
-  it('exports waiting entries and the oldest age as gauges in the injected registry', async () => {
+  it('exports waiting entries and the oldest age as gauges on the injected metrics port', async () => {
     cluster = new Cluster();
     const a = await cluster.addCell('a');
-    const registry = new Registry();
+    const metrics = new PromMetrics();
     const outbox = new Outbox(
-      { store: a.store, transport: a.transport, clock: cluster.clock, random: cluster.random, cellId: 'a', resolvePeer: () => undefined, registry },
+      { store: a.store, transport: a.transport, clock: cluster.clock, random: cluster.random, cellId: 'a', resolvePeer: () => undefined, metrics },
       TEST_OUTBOX,
     );
     await a.outbox.stop();
@@ -454,11 +447,11 @@ describe('Outbox and Inbox', () => {
     await outbox.start();
     await outbox.enqueue('far', entries('g', 0, 3));
     await advance(cluster.clock, 2_000, 50);
-    const text = await registry.metrics();
+    const text = await metrics.render();
     expect(text).toContain('cellmesh_outbox_waiting_entries{destination="far"} 3');
     expect(text).toMatch(/cellmesh_outbox_oldest_age_seconds\{destination="far"\} 2/);
     expect(text).toMatch(/cellmesh_outbox_attempts_total\{result="UNRESOLVED"\} \d+/);
     await outbox.stop();
-    expect(await registry.metrics()).not.toContain('cellmesh_outbox_waiting_entries');
+    expect(await metrics.render()).not.toContain('cellmesh_outbox_waiting_entries');
   });
 });

@@ -1,15 +1,16 @@
 import type { CellCore } from '../cell/cell-core.js';
 import type { LimitsConfig, TenantConfig } from '../cell/settings.js';
 import type { MoveHost } from '../cell/move-host.js';
-import { CellMetrics } from '../cell/metrics.js';
 import type { CellMesh } from '../mesh/cell-mesh.js';
 import type { LocationService } from '../mesh/location.js';
 import type { MembershipOptions, MembershipPreset } from '../mesh/membership-config.js';
 import type { MerchantMover } from '../mesh/merchant-move.js';
 import { memoryAddress, type MemoryNetwork, type MemoryTransport } from '../mesh/memory-network.js';
-import type { Inbox, Outbox } from '../mesh/outbox.js';
+import type { Inbox } from '../mesh/inbox.js';
+import type { Outbox } from '../mesh/outbox.js';
 import type { Clock } from '../platform/clock.js';
 import { silentLogger } from '../platform/logger.js';
+import { noopMetrics } from '../platform/metrics.js';
 import type { Store } from '../platform/store/store.js';
 import { assembleCell, type AssembledCell, type AssembledMesh } from '../assembly/assemble-cell.js';
 import type { DeviceEndpoint, DeviceLink } from './device-link.js';
@@ -65,7 +66,6 @@ export class SimCellIncarnation implements DeviceEndpoint {
   readonly life: Life;
   readonly links = new Set<DeviceLink>();
   readonly maxFrameBytes: number;
-  readonly metrics = new CellMetrics();
   readonly clock: Clock;
   readonly store: Store;
   /** Resolves once the core exists and devices are accepted (before the mesh is joined). */
@@ -106,7 +106,8 @@ export class SimCellIncarnation implements DeviceEndpoint {
       random: stream(init.seed, `cell/${init.cellId}/${init.startCount}/core`),
       store: this.store,
       logger: silentLogger,
-      metrics: this.metrics,
+      // Nothing reads a simulated cell's figures: counting them would only cost time.
+      metrics: noopMetrics,
       devices: {
         open: async ({ core }) => {
           this.opening = { core, moveHost: core.moveHost() };

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Inbox, Outbox } from '../mesh/outbox.js';
+import type { Inbox } from '../mesh/inbox.js';
+import type { Outbox } from '../mesh/outbox.js';
 import type { LocationService } from '../mesh/location.js';
 import { startCrossCellServices } from '../assembly/cross-cell-services.js';
 import { MemoryNetwork, memoryAddress, type MemoryTransport } from '../mesh/memory-network.js';
@@ -17,6 +18,7 @@ import { CellMetrics } from '../cell/metrics.js';
 import { CellError } from '../cell/protocol/errors.js';
 import type { ChatMessage, ServerFrame } from '../cell/protocol/frames.js';
 import { MemoryStore } from '../platform/store/memory-store.js';
+import { MemoryMetrics } from '../platform/memory-metrics.js';
 import { TrackedStore, whenStoresIdle } from '../testing/tracked-store.js';
 
 const SECRET = 'cross-cell-test-secret-0123456789abcdef';
@@ -153,7 +155,7 @@ class TestCluster {
       clock: this.clock,
       random,
       store,
-      metrics: new CellMetrics(),
+      metrics: new CellMetrics(new MemoryMetrics()),
       logger: silentLogger,
       crossCell: { historyPageMessages: 7, historyTimeoutMs: 300, relayWaitMs: 1_000 },
     });

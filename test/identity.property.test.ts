@@ -35,6 +35,7 @@ import { CellMetrics } from '../cell/metrics.js';
 import { CloseCode } from '../cell/protocol/errors.js';
 import { parseConversationId, type ChatMessage, type Role, type ServerFrame } from '../cell/protocol/frames.js';
 import { MemoryStore } from '../platform/store/memory-store.js';
+import { MemoryMetrics } from '../platform/memory-metrics.js';
 import { TrackedStore, whenStoresIdle } from '../testing/tracked-store.js';
 
 const OPERATIONS = Number(process.env['CELLMESH_PROPERTY_OPS'] ?? 10_000);
@@ -189,7 +190,7 @@ class PropertyRun {
       clock: this.clock,
       random,
       store,
-      metrics: new CellMetrics(),
+      metrics: new CellMetrics(new MemoryMetrics()),
       logger: silentLogger,
     };
     if (network === undefined) {

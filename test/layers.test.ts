@@ -72,6 +72,14 @@ describe('folder layers', () => {
     expect(wrong).toEqual([]);
   });
 
+  it('only the metrics adapter imports prom-client: the core counts through the metrics port', () => {
+    const wrong = [...Object.keys(ALLOWED), 'test']
+      .flatMap(importsOf)
+      .filter(({ file, target }) => target === 'prom-client' && file !== 'platform/prom-metrics.ts')
+      .map(({ file }) => `${file} imports prom-client`);
+    expect(wrong).toEqual([]);
+  });
+
   it('the layer table names every source folder', () => {
     const folders = readdirSync(root).filter((name) => !name.startsWith('.') && !['node_modules', 'dist', 'docs', 'bin', 'test'].includes(name) && statSync(join(root, name)).isDirectory());
     expect(folders.filter((folder) => !(folder in ALLOWED))).toEqual([]);

@@ -8,13 +8,13 @@ import { parseCellConfig } from '../assembly/config.js';
 import { startCell } from '../assembly/process-cell.js';
 import { mintToken } from '../cell/access/tokens.js';
 import type { DevicePort } from '../cell/messaging/device.js';
-import { CellMetrics } from '../cell/metrics.js';
 import type { ServerFrame } from '../cell/protocol/frames.js';
 import { LimitsConfig, type TenantConfig } from '../cell/settings.js';
 import { MemoryNetwork, memoryAddress } from '../mesh/memory-network.js';
 import { Ed25519RecordSigner, PublicKeyRegistry, ed25519PublicKeyOfSeed, ed25519SeedFrom } from '../mesh/record-signer.js';
 import { SystemClock } from '../platform/clock.js';
 import { silentLogger } from '../platform/logger.js';
+import { MemoryMetrics } from '../platform/memory-metrics.js';
 import { SeededRandom } from '../platform/random.js';
 import { MemoryStore } from '../platform/store/memory-store.js';
 import { ADMIN_TOKEN, CLUSTER_SECRET, SECRET, TENANT, eventually, freePort } from './harness.js';
@@ -94,7 +94,7 @@ async function memoryWorld(): Promise<World> {
       random: new SeededRandom(cellId.length),
       store: new MemoryStore(),
       logger: silentLogger,
-      metrics: new CellMetrics(),
+      metrics: new MemoryMetrics(),
       devices: { open: async () => ({ ws: `ws://${cellId}.memory/v1/ws`, http: `http://${cellId}.memory` }), stopAccepting: () => undefined },
       mesh: {
         createTransport: async () => {

@@ -4,6 +4,7 @@ import type { z } from 'zod';
 import type { CellCore } from '../cell-core.js';
 import type { LimitsConfig } from '../settings.js';
 import type { Logger } from '../../platform/logger.js';
+import type { MetricsExposition } from '../../platform/metrics.js';
 import type { DeviceConnection, DevicePort } from '../messaging/device.js';
 import type { CellMetrics } from '../metrics.js';
 import { CellError, ErrorCode, httpStatusOf, inBandRejectionCloseCodes } from '../protocol/errors.js';
@@ -15,6 +16,8 @@ import type { Identity } from './tokens.js';
 export interface AccessServerOptions {
   core: CellCore;
   metrics: CellMetrics;
+  /** What `GET /v1/metrics` answers: the text of every metric of the cell's metrics port. */
+  exposition: MetricsExposition;
   logger: Logger;
   limits: LimitsConfig;
   host: string;
@@ -176,7 +179,7 @@ export class AccessServer {
           res.upgrade<SocketData>({ identity }, key, protocol, extensions, context);
         } catch (error) {
           const cellError = asCellError(error, logger);
-          metrics.upgradesRejected.inc({ code: cellError.code });
+          metrics.upgradesRejected.labels({ code: cellError.code }).inc();
           const closeCode = inBandRejectionCloseCodes[cellError.code];
           if (origin !== '' && closeCode !== undefined) {
             res.upgrade<SocketData>({ rejection: cellError, closeCode }, key, protocol, extensions, context);
@@ -225,7 +228,7 @@ export class AccessServer {
   }
 
   private routeHttp(): void {
-    const { core, metrics } = this.options;
+    const { core, exposition } = this.options;
     this.on('get', '/v1/healthz', (res) => respondJson(res, 200, { status: 'ok' }));
     this.on('get', '/v1/readyz', (res) =>
       this.options.isReady() ? respondJson(res, 200, { status: 'ready' }) : respondJson(res, 503, { status: core.isDraining ? 'draining' : 'starting' }),
@@ -235,10 +238,10 @@ export class AccessServer {
     );
     this.on('get', '/v1/metrics', (res) => {
       const state = watchAbort(res);
-      metrics.registry.metrics().then(
+      exposition.render().then(
         (text) => {
           if (state.aborted) return;
-          res.cork(() => res.writeStatus('200 OK').writeHeader('content-type', metrics.registry.contentType).end(text));
+          res.cork(() => res.writeStatus('200 OK').writeHeader('content-type', exposition.contentType).end(text));
         },
         (error: unknown) => !state.aborted && res.cork(() => writeError(res, asCellError(error, this.options.logger))),
       );
@@ -394,7 +397,7 @@ export class AccessServer {
           if (!state.aborted) res.cork(() => respondJson(res, answer.status, answer.body));
         } catch (error) {
           const cellError = asCellError(error, logger);
-          metrics.errors.inc({ code: cellError.code });
+          metrics.errors.labels({ code: cellError.code }).inc();
           if (!state.aborted) res.cork(() => writeError(res, cellError));
         }
       };
