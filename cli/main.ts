@@ -4,11 +4,15 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { exitCodeOfCommander } from './cli-errors.js';
 import { addSimCommand } from '../sim/add-sim-command.js';
 import { DEFAULT_DEMO_PORT_BASE, DEMO_PORT_SPAN } from './demo-ports.js';
+import { nodeVersionWarning } from './node-version.js';
 
 // An empty variable (`CELLMESH_PORT=` in a pod spec) means "not set", not an empty value.
 for (const [name, value] of Object.entries(process.env)) {
   if (name.startsWith('CELLMESH_') && value === '') delete process.env[name];
 }
+
+const nodeWarning = nodeVersionWarning(process.versions.node);
+if (nodeWarning !== undefined) process.stderr.write(`${nodeWarning}\n`);
 
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
