@@ -1,7 +1,4 @@
 import { CommanderError } from 'commander';
-import { ClientError, ClientErrorCode } from '../client/index.js';
-import { ConfigError } from '../assembly/config.js';
-import { CellStartError } from '../assembly/start-errors.js';
 
 /** Exit codes of the `cellmesh` command; docs/operations.md ("Exit codes") has the same table. */
 export const ExitCode = {
@@ -28,24 +25,6 @@ export class CliError extends Error {
   }
 }
 
-/** Client codes that mean the cell could not be reached at all. */
-const UNREACHABLE_CLIENT_CODES: ReadonlySet<string> = new Set([ClientErrorCode.ConnectionFailed, ClientErrorCode.ConnectTimeout, ClientErrorCode.ReconnectFailed]);
-
-/**
- * The line and exit code for anything a command threw: typed errors keep their message (and
- * code), anything else is reported by its message and causes; never a stack trace.
- */
-export function describeFailure(error: unknown): { message: string; exitCode: ExitCodeValue } {
-  if (error instanceof CliError) return { message: error.message, exitCode: error.exitCode };
-  // A busy port or a locked store is the operator's to fix, like a config error.
-  if (error instanceof ConfigError || error instanceof CellStartError) return { message: error.message, exitCode: ExitCode.Usage };
-  if (error instanceof ClientError) {
-    return { message: withCode(error.message, error.code), exitCode: UNREACHABLE_CLIENT_CODES.has(error.code) ? ExitCode.Unreachable : ExitCode.Failed };
-  }
-  const code = (error as { code?: unknown } | undefined)?.code;
-  return { message: withCode(messageWithCauses(error), typeof code === 'string' ? code : undefined), exitCode: ExitCode.Failed };
-}
-
 /** The exit code of a commander parse error (it has printed its own message already). */
 export function exitCodeOfCommander(error: CommanderError): ExitCodeValue {
   return error.exitCode === 0 ? ExitCode.Ok : ExitCode.Usage;
@@ -62,8 +41,4 @@ export function messageWithCauses(error: unknown): string {
   }
   const [first = 'unknown error', ...causes] = parts.map((part) => part.replace(/\s*\n\s*/g, ' ').trim()).filter((part) => part !== '');
   return causes.length === 0 ? first : `${first} (${causes.join(': ')})`;
-}
-
-function withCode(message: string, code: string | undefined): string {
-  return code === undefined || message.includes(code) ? message : `${message} (${code})`;
 }

@@ -3,6 +3,7 @@ import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify as toYaml } from 'yaml';
+import { DEFAULT_DEMO_PORT_BASE } from './demo-ports.js';
 
 /**
  * The demo cluster on one machine: its fixed, published secrets (for trying things out, never
@@ -26,11 +27,6 @@ export interface DemoCell {
   readonly meshPort: number;
   readonly merchants: readonly DemoMerchant[];
 }
-
-/** Ports of the demo cells: the Nth (from 1) listens on base + N, its libp2p node on base + 100 + N. */
-export const DEFAULT_DEMO_PORT_BASE = 7400;
-/** The highest offset from the base a demo cell uses (the extra cell's libp2p port). */
-export const DEMO_PORT_SPAN = 104;
 
 interface DemoCellPlan {
   readonly id: string;

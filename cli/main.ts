@@ -1,20 +1,18 @@
 import '../platform/promise-with-resolvers.js';
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { describeFailure, exitCodeOfCommander } from './cli-errors.js';
-import { runCellCommand } from './cell-command.js';
-import { runTokenCommand } from './token-command.js';
-import { runDemoAddCellCommand, runDemoCommand, runDemoStopCellCommand } from './demo-command.js';
-import { runChatCommand } from './chat-command.js';
-import { runMoveCommand } from './move-command.js';
-import { runOperatorKeygenCommand, runOperatorPlaceCommand } from './operator-command.js';
-import { addSimCommand } from '../sim/sim-command.js';
-import { DEFAULT_DEMO_PORT_BASE, DEMO_PORT_SPAN } from './demo-cluster.js';
+import { exitCodeOfCommander } from './cli-errors.js';
+import { addSimCommand } from '../sim/add-sim-command.js';
+import { DEFAULT_DEMO_PORT_BASE, DEMO_PORT_SPAN } from './demo-ports.js';
+import { nodeVersionWarning } from './node-version.js';
 
 // An empty variable (`CELLMESH_PORT=` in a pod spec) means "not set", not an empty value.
 for (const [name, value] of Object.entries(process.env)) {
   if (name.startsWith('CELLMESH_') && value === '') delete process.env[name];
 }
+
+const nodeWarning = nodeVersionWarning(process.versions.node);
+if (nodeWarning !== undefined) process.stderr.write(`${nodeWarning}\n`);
 
 const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string };
 
@@ -45,7 +43,7 @@ program
   .addOption(new Option('--bootstrap <addresses>', 'comma-separated libp2p addresses of cells to join through').env('CELLMESH_BOOTSTRAP'))
   .addOption(new Option('--cluster-secret <secret>', 'the cluster secret (prefer the env var or the config file)').env('CELLMESH_CLUSTER_SECRET'))
   .option('--insecure-allow-weak-secrets', 'start even with the demo\'s published secrets or guessable ones: local experiments only, never production')
-  .action(runCellCommand);
+  .action(lazy(async () => (await import('./cell-command.js')).runCellCommand));
 
 program
   .command('token')
@@ -59,7 +57,7 @@ program
   .addOption(new Option('--secret <secret>', 'the tenant secret').env('CELLMESH_TENANT_SECRET'))
   .addOption(new Option('-c, --config <file>', 'read the tenant secret from this cell config').env('CELLMESH_CONFIG'))
   .option('--kid <kid>', 'name the secret in the token (a tenant with `secrets`); with --config, sign with the secret of this kid (default: the first)')
-  .action(runTokenCommand);
+  .action(lazy(async () => (await import('./token-command.js')).runTokenCommand));
 
 program
   .command('move-merchant')
@@ -69,7 +67,7 @@ program
   .requiredOption('--tenant <id>', 'tenant of the merchant')
   .requiredOption('--merchant <id>', 'the merchant to move')
   .requiredOption('--to <cell>', 'id of the cell that becomes its home')
-  .action(runMoveCommand);
+  .action(lazy(async () => (await import('./move-command.js')).runMoveCommand));
 
 const operator = program.command('operator').description('operator keys: placements that move a merchant\'s home without its old home (docs/mesh.md)');
 
@@ -77,7 +75,7 @@ operator
   .command('keygen')
   .description('make an operator key pair: writes the private key, prints the public key for mesh.operatorKeys')
   .requiredOption('--out <file>', 'where to write the private key (PKCS#8 PEM; never overwritten)')
-  .action(runOperatorKeygenCommand);
+  .action(lazy(async () => (await import('./operator-command.js')).runOperatorKeygenCommand));
 
 operator
   .command('place')
@@ -89,7 +87,7 @@ operator
   .addOption(new Option('--epoch <n>', 'the claim epoch; default: one above the highest claimed, looked up through --cluster').argParser(parsePositiveInt))
   .option('--cluster <url>', 'any cell of the cluster, http://host:port')
   .addOption(new Option('--admin-token <token>', 'the admin token of the cells').env('CELLMESH_ADMIN_TOKEN'))
-  .action(runOperatorPlaceCommand);
+  .action(lazy(async () => (await import('./operator-command.js')).runOperatorPlaceCommand));
 
 addSimCommand(program);
 
@@ -103,20 +101,20 @@ const demo = program
       .default(DEFAULT_DEMO_PORT_BASE)
       .argParser(parsePortBase),
   )
-  .action(runDemoCommand);
+  .action(lazy(async () => (await import('./demo-command.js')).runDemoCommand));
 
 demo
   .command('add-cell')
   .description('start a fourth cell that joins the running demo cluster (Ctrl-C makes it leave)')
   .addOption(new Option('--data-dir <dir>', 'the running demo\'s directory (default: demo\'s)'))
-  .action((_options, command: Command) => runDemoAddCellCommand(demoOptionsOf(command)));
+  .action(async (_options, command: Command) => (await import('./demo-command.js')).runDemoAddCellCommand(demoOptionsOf(command)));
 
 demo
   .command('stop-cell')
   .description('stop one cell of the running demo cluster gracefully')
   .argument('<cell>', 'the cell id, e.g. shops-b')
   .addOption(new Option('--data-dir <dir>', 'the running demo\'s directory (default: demo\'s)'))
-  .action((cellId: string, _options, command: Command) => runDemoStopCellCommand(cellId, demoOptionsOf(command)));
+  .action(async (cellId: string, _options, command: Command) => (await import('./demo-command.js')).runDemoStopCellCommand(cellId, demoOptionsOf(command)));
 
 program
   .command('chat')
@@ -125,7 +123,15 @@ program
   .option('--cluster <url>', 'any cell of a cluster (http://...); the merchant\'s home cell is looked up there')
   .requiredOption('--token <jwt>', 'device token (see `cellmesh token`)')
   .requiredOption('--conv <id>', 'conversation to write to, <merchant>:<customer>')
-  .action(runChatCommand);
+  .action(lazy(async () => (await import('./chat-command.js')).runChatCommand));
+
+/**
+ * An action that loads its command's module only when that command runs, so that a command
+ * loads only its own packages (`cell` libp2p, uWS and LevelDB; `token` none of them).
+ */
+function lazy<Args extends unknown[]>(load: () => Promise<(...args: Args) => Promise<void>>): (...args: Args) => Promise<void> {
+  return async (...args) => (await load())(...args);
+}
 
 /** `--data-dir` given after the subcommand, or else to `demo` (or demo's default). */
 function demoOptionsOf(command: Command): { dataDir: string } {
@@ -162,6 +168,8 @@ try {
 } catch (error) {
   // commander has printed its own message for a parse error; anything else gets one line here.
   if (error instanceof CommanderError) process.exit(exitCodeOfCommander(error));
+  // Loaded on failure only: it knows the typed errors of the client and the cell's config.
+  const { describeFailure } = await import('./describe-failure.js');
   const { message, exitCode } = describeFailure(error);
   process.stderr.write(`${commandPathOf(running)}: ${message}\n`);
   process.exit(exitCode);

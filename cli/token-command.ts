@@ -1,6 +1,5 @@
 import { MIN_SECRET_BYTES, mintToken, signingKeysOf, type SigningKey } from '../cell/access/tokens.js';
 import type { Role } from '../cell/protocol/frames.js';
-import { readConfigFile } from './load-config.js';
 import { TenantConfig } from '../cell/settings.js';
 import { CliError, ExitCode } from './cli-errors.js';
 
@@ -45,6 +44,8 @@ export async function runTokenCommand(options: TokenCommandOptions): Promise<voi
 
 /** The tenant's secret of `kid`, or without one its first (its only `secret`, or the first of `secrets`). */
 async function keyFromConfig(path: string, tenantId: string, kid: string | undefined): Promise<SigningKey> {
+  // Loaded only with --config: it brings the YAML parser and the whole cell config schema.
+  const { readConfigFile } = await import('./load-config.js');
   const raw = await readConfigFile(path);
   const tenants = Array.isArray(raw['tenants']) ? raw['tenants'] : [];
   const tenant = tenants.map((entry) => TenantConfig.safeParse(entry)).find((parsed) => parsed.success && parsed.data.id === tenantId);

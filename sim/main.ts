@@ -1,8 +1,8 @@
 // `npm run sim -- --scenario <file> --seed <n> [--json] [--report-dir <dir>]`: the simulator's
-// command on its own, the same as `npx cellmesh sim` (cli/sim-command.ts).
+// command on its own, the same as `npx cellmesh sim` (sim/add-sim-command.ts).
 import '../platform/promise-with-resolvers.js';
 import { Command } from 'commander';
-import { addSimCommand } from './sim-command.js';
+import { addSimCommand } from './add-sim-command.js';
 
 const program = new Command().name('cellmesh').showHelpAfterError();
 addSimCommand(program);
