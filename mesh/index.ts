@@ -70,7 +70,7 @@ export {
   type LivenessClaim,
   type MerchantConflict,
 } from './directory.js';
-export { suspicionTimeoutMs } from './failure-detector.js';
+export { suspicionTimeoutMs } from './detector-timing.js';
 export type { ExchangeResult } from './anti-entropy.js';
 export {
   LAN_MEMBERSHIP_OPTIONS,
