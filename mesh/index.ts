@@ -23,12 +23,12 @@ export { MemoryNetwork, MemoryTransport, memoryAddress, type LinkFaults, type Me
 
 export {
   CellMesh,
-  INCARNATION_KEY,
   type CellMeshInit,
   type CellMeshState,
   type CellRecordPatch,
   type PeerListener,
 } from './cell-mesh.js';
+export { INCARNATION_KEY } from './own-record.js';
 export {
   CELL_ID_PATTERN,
   CellIdSchema,
