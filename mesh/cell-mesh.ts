@@ -79,13 +79,10 @@ export type CellRecordPatch = Partial<CellRecordContent>;
  *   probes and anti-entropy, publishes the record, and joins in the background through the
  *   bootstrap addresses (dial with retries and jittered backoff, then one anti-entropy exchange
  *   with the first that answers: a pull of the directory and a push of this record).
- *   `waitJoined()` tells when that happened.
+ *   `waitJoined()` tells when that happened (Joiner).
  * - Connection keeper: every `connectionMaintenanceIntervalMs` it dials known live cells it is
- *   not connected to, at most `maxConcurrentDials` at once, until `maxConnections` connections
- *   are open; when more cells are known than that, which ones is drawn at random (so cells do
- *   not all pick the same ones, and gossip still reaches everyone through the overlay). Failed
- *   dials back off per peer. A cell left with no connection goes back to its bootstrap list.
- *   It also expires tombstones.
+ *   not connected to, up to `maxConnections`, rejoins through the bootstrap list when isolated,
+ *   and expires tombstones (ConnectionKeeper).
  * - `leave()`: graceful. Publishes a 'leaving' record, awaits the caller's drain, publishes a
  *   'left' record and pushes it straight to every connected peer (a lost publish cannot delay
  *   the news), then stops. Others know at once and never suspect a cell that left.
