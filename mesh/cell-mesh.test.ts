@@ -3,12 +3,13 @@ import { MemoryStore } from '../platform/store/memory-store.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { SeededRandom } from '../platform/random.js';
 import { signRecord, type CellRecord } from './cell-record.js';
-import { CellMesh, INCARNATION_KEY } from './cell-mesh.js';
+import { CellMesh } from './cell-mesh.js';
 import type { MerchantConflict } from './directory.js';
 import { MembershipError } from './membership-errors.js';
 import { encodeJson, MembershipProtocol, MembershipTopic } from './membership-wire.js';
 import { MemoryNetwork } from './memory-network.js';
 import { MeshHarness } from './mesh-harness.js';
+import { INCARNATION_KEY } from './own-record.js';
 import { ed25519SeedFrom, Ed25519RecordSigner, PublicKeyRegistry } from './record-signer.js';
 
 async function cluster(seed: number, size: number, latencyMs: [number, number] = [1, 5]): Promise<MeshHarness> {

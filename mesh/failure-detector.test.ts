@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { Liveness } from './directory.js';
-import { suspicionTimeoutMs } from './failure-detector.js';
+import { suspicionTimeoutMs } from './detector-timing.js';
 import { LAN_MEMBERSHIP_OPTIONS } from './membership-config.js';
 import { MembershipProtocol, MembershipTopic } from './membership-wire.js';
 import { MeshHarness, type HarnessInit } from './mesh-harness.js';

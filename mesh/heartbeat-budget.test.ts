@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { MeshMessage, PeerId } from './transport.js';
-import { heartbeatIntervalMs } from './failure-detector.js';
+import { heartbeatIntervalMs } from './detector-timing.js';
 import { LAN_MEMBERSHIP_OPTIONS, LOCAL_MEMBERSHIP_OPTIONS, membershipOptions, WAN_MEMBERSHIP_OPTIONS } from './membership-config.js';
 import { MembershipTopic } from './membership-wire.js';
 import { MeshHarness } from './mesh-harness.js';

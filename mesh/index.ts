@@ -23,12 +23,12 @@ export { MemoryNetwork, MemoryTransport, memoryAddress, type LinkFaults, type Me
 
 export {
   CellMesh,
-  INCARNATION_KEY,
   type CellMeshInit,
   type CellMeshState,
   type CellRecordPatch,
   type PeerListener,
 } from './cell-mesh.js';
+export { INCARNATION_KEY } from './own-record.js';
 export {
   CELL_ID_PATTERN,
   CellIdSchema,
@@ -70,7 +70,7 @@ export {
   type LivenessClaim,
   type MerchantConflict,
 } from './directory.js';
-export { suspicionTimeoutMs } from './failure-detector.js';
+export { suspicionTimeoutMs } from './detector-timing.js';
 export type { ExchangeResult } from './anti-entropy.js';
 export {
   LAN_MEMBERSHIP_OPTIONS,

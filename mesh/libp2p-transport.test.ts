@@ -2,13 +2,9 @@ import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import {
-  createLibp2pTransport,
-  deriveNetworkKey,
-  loadOrCreatePeerKey,
-  type Libp2pMeshTransport,
-  type Libp2pTransportInit,
-} from './libp2p-transport.js';
+import { deriveNetworkKey, type Libp2pTransportInit } from './libp2p-settings.js';
+import { createLibp2pTransport, type Libp2pMeshTransport } from './libp2p-transport.js';
+import { loadOrCreatePeerKey } from './peer-key-file.js';
 import {
   bytes,
   describeMeshTransportCompliance,

@@ -43,7 +43,7 @@ export const HeartbeatSchema = z.object({
   version: CounterSchema,
   /**
    * The sender's heartbeat interval, present only when stretched beyond `heartbeatIntervalMs`
-   * for a large cluster (failure-detector.ts heartbeatIntervalMs()); receivers give it that much
+   * for a large cluster (detector-timing.ts heartbeatIntervalMs()); receivers give it that much
    * more silence before probing it. Cells without it ignore the field.
    */
   intervalMs: z.number().int().min(1).max(MAX_HEARTBEAT_INTERVAL_MS).optional(),

@@ -1,6 +1,7 @@
 import { connect, type Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createLibp2pTransport, LIBP2P_TRANSPORT_DEFAULTS, type Libp2pMeshTransport, type Libp2pTransportInit } from './libp2p-transport.js';
+import { LIBP2P_TRANSPORT_DEFAULTS, type Libp2pTransportInit } from './libp2p-settings.js';
+import { createLibp2pTransport, type Libp2pMeshTransport } from './libp2p-transport.js';
 
 /**
  * The private network under a connection flood, with real libp2p nodes on loopback: outsiders

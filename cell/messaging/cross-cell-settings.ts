@@ -1,0 +1,93 @@
+/**
+ * What cross-cell conversations are configured with (CrossCellSettings and their defaults), what
+ * they need of the cell's core (CrossCellHost) and what they count (CrossCellStats): shared by
+ * CrossCellRelay and the parts it composes.
+ */
+import type { CellError } from '../protocol/errors.js';
+import type { ChatMessage } from '../protocol/frames.js';
+import type { RelayedSend } from './relayed-sends.js';
+import type { RemoteFanOutStats } from './remote-fan-out.js';
+
+/** Settings of cross-cell conversations; defaults in CROSS_CELL_DEFAULTS, quoted by docs/architecture.md. */
+export interface CrossCellSettings {
+  /** Messages asked per history page when a mirror backfills (at most 200). */
+  historyPageMessages: number;
+  /** Timeout of one history request to a home cell. */
+  historyTimeoutMs: number;
+  /** Most bytes of messages a history page this cell serves carries (at least one message goes). */
+  historyPageBytes: number;
+  /** How long an HTTP send to another cell's conversation waits for its seq before FORWARD_PENDING. */
+  relayWaitMs: number;
+  /** Relayed sends whose seq is awaited, over all devices; the oldest is forgotten beyond. */
+  maxRelayedSends: number;
+  /** Mirror operations, and separately fan-outs to other cells, waiting or running at once. */
+  maxQueuedTasks: number;
+  /** Mirrored conversations refreshed from their home cells when a customer's first device connects. */
+  maxRefreshConversations: number;
+  /** Of those, refreshed at once. */
+  refreshParallelism: number;
+  /** Users for whom a `gone` was sent and not yet taken back by a connect (bounds the memory of it). */
+  maxGoneHints: number;
+  /** How long a home cell keeps sending a user's entries to a cell without confirming it (RemoteFanOut). */
+  followTtlMs: number;
+  /** Users whose following cells a home cell remembers. */
+  maxFollowedUsers: number;
+  /**
+   * How often the mirrors of customers with a device here are caught up with their home cells
+   * (and the home cells told to follow this cell again). The repair for whatever the home cells'
+   * pushes missed: a home that restarted and forgot its followers, a locate whose answer was
+   * lost, a merchant moved to a cell that never followed this one, a refresh that failed.
+   */
+  mirrorRepairIntervalMs: number;
+}
+
+export const CROSS_CELL_DEFAULTS: CrossCellSettings = {
+  historyPageMessages: 100,
+  historyTimeoutMs: 2_000,
+  historyPageBytes: 1024 * 1024,
+  relayWaitMs: 5_000,
+  maxRelayedSends: 10_000,
+  maxQueuedTasks: 10_000,
+  maxRefreshConversations: 256,
+  refreshParallelism: 8,
+  maxGoneHints: 10_000,
+  followTtlMs: 10 * 60_000,
+  maxFollowedUsers: 100_000,
+  mirrorRepairIntervalMs: 30_000,
+};
+
+/** What the relay needs of the cell's core; the core implements it. */
+export interface CrossCellHost {
+  isDraining(): boolean;
+  /** Whether this cell serves the tenant and hosts the merchant itself (its configuration). */
+  hosts(tenant: string, merchant: string): boolean;
+  /** Resolves once no move of the merchant out of this cell is under way (writes wait for it). */
+  whenSettled(tenant: string, merchant: string): Promise<void>;
+  /** Whether the customer (never an agent of the same id) has a device connected here. */
+  customerHasDevices(tenant: string, customer: string): boolean;
+  /** Pushes a durable message to this cell's devices of its conversation; `sender`'s device gets `sent`. */
+  deliver(tenant: string, message: ChatMessage, sender: RelayedSend | undefined): void;
+  /** Pushes a receipt (`party`, a party id of the conversation, read up to `seq`) to this cell's devices of the conversation. */
+  deliverReceipt(tenant: string, conv: string, party: string, seq: number): void;
+  /** Moves `party`'s read cursor of a conversation this cell hosts, with its receipts everywhere. */
+  markRead(tenant: string, conv: string, party: string, seq: number): Promise<void>;
+  /** Tells the sender of a relayed send (or, when it is gone, the customer's devices here) that it was refused. */
+  refuseRelayed(sender: RelayedSend | undefined, tenant: string, customer: string, conv: string, cmid: string, error: CellError): void;
+}
+
+export interface CrossCellStats extends RemoteFanOutStats {
+  /** Sends this (access) cell forwarded to home cells. */
+  relayedSends: number;
+  /** Messages written into mirrors (forwarded or backfilled). */
+  mirroredMessages: number;
+  /** History pages this (home) cell served. */
+  historyPagesServed: number;
+  /** Forwarded entries dropped: malformed, or for the wrong cell. */
+  entriesDropped: number;
+  /** `gone` hints sent to home cells. */
+  goneHints: number;
+  /** Mirror refreshes (or backfills) that failed; the mirror stays as it was. */
+  refreshFailures: number;
+  /** Messages the repair pass found missing from mirrors (pushes that never came). */
+  repairedMessages: number;
+}
