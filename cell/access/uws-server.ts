@@ -25,7 +25,7 @@ export interface AccessServerOptions {
   /** Whether the cell is ready to take traffic (store open, not draining). */
   isReady: () => boolean;
   /** The cluster API of a cell in a mesh; a standalone cell answers MESH_DISABLED. */
-  cluster?: ClusterApi;
+  cluster?: ClusterApi | undefined;
   /**
    * Bearer tokens of the admin API (`/v1/admin/...`): the configured one and any accepted during
    * a rotation. Empty: the admin API refuses everything.

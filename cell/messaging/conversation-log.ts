@@ -17,7 +17,7 @@ export interface AppendRequest {
   cmid: string;
   body: string;
   /** Handed back to `onDurable` with the new message (the connection that gets `sent`). */
-  context?: object;
+  context?: object | undefined;
 }
 
 export interface AppendResult {

@@ -145,7 +145,5 @@ export const HistoryResponse = z.discriminatedUnion('ok', [
 export type HistoryResponse = z.infer<typeof HistoryResponse>;
 export type HistoryPage = Extract<HistoryResponse, { ok: true }>;
 
-const encoder = new TextEncoder();
-const decoder = new TextDecoder('utf-8', { fatal: true });
 
 export { decodeJson, encodeJson } from '../../platform/wire-json.js';

@@ -7,7 +7,6 @@
 import type { Clock } from '../../platform/clock.js';
 import type { Identity } from '../access/tokens.js';
 import type { Logger } from '../../platform/logger.js';
-import type { CellError } from '../protocol/errors.js';
 import type { ChatMessage } from '../protocol/frames.js';
 import type { Store } from '../../platform/store/store.js';
 import type { ClusterForwardedEntry, ClusterPort } from './cluster-port.js';
@@ -20,7 +19,6 @@ import { HISTORY_PROTOCOL, parseCrossCellEntry, type CrossCellEntry, type CrossC
 import { GoneHints } from './gone-hints.js';
 import { HistoryServer } from './history-server.js';
 import { MirrorRefresh } from './mirror-refresh.js';
-import type { RelayedSend } from './relayed-sends.js';
 import { RemoteFanOut } from './remote-fan-out.js';
 import type { CrossCellHost, CrossCellSettings, CrossCellStats } from './cross-cell-settings.js';
 import { CROSS_CELL_DEFAULTS } from './cross-cell-settings.js';

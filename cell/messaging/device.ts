@@ -18,7 +18,7 @@ export interface DevicePort {
    * Set by the core: the adapter calls it when bytes queued for the device have drained (its
    * network took them), so delivery that paused for bytes can go on.
    */
-  onDrained?: () => void;
+  onDrained?: (() => void) | undefined;
 }
 
 /** Delivery state of one conversation on one device. */
