@@ -145,5 +145,4 @@ export const HistoryResponse = z.discriminatedUnion('ok', [
 export type HistoryResponse = z.infer<typeof HistoryResponse>;
 export type HistoryPage = Extract<HistoryResponse, { ok: true }>;
 
-
 export { decodeJson, encodeJson } from '../../platform/wire-json.js';
