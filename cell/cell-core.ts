@@ -11,6 +11,7 @@ import { DeliveryService, MAX_CONVERSATIONS_PER_DEVICE } from './messaging/deliv
 import { DeviceConnection, type DevicePort } from './messaging/device.js';
 import { keys, lastField } from './messaging/keys.js';
 import { merchantConversations } from './messaging/merchant-conversations.js';
+import { MerchantFences } from './messaging/merchant-fences.js';
 import { PresenceRegistry, type PresenceAnswer } from './messaging/presence.js';
 import { customerPrincipal, parsePartyId, partyId, type Principal } from './messaging/principal.js';
 import { jsonBytes, newestWithinBytes, responseByteBudget } from './messaging/response-bytes.js';
@@ -92,7 +93,7 @@ export class CellCore {
   private relay: CrossCellRelay | undefined;
   private draining = false;
   /** Merchants being moved out, by tenant/merchant: writes to their conversations wait for these. */
-  private readonly fences = new Map<string, Promise<void>>();
+  private readonly fences = new MerchantFences();
 
   constructor(private readonly options: CellCoreOptions) {
     this.tenants = new Map(
@@ -531,15 +532,7 @@ export class CellCore {
   moveHost(): MoveHost {
     return {
       hosts: (tenant, merchant) => this.tenants.get(tenant)?.merchants.has(merchant) === true,
-      fence: (tenant, merchant) => {
-        const key = `${tenant}/${merchant}`;
-        let lift!: () => void;
-        this.fences.set(key, new Promise<void>((resolve) => (lift = resolve)));
-        return () => {
-          this.fences.delete(key);
-          lift();
-        };
-      },
+      fence: (tenant, merchant) => this.fences.fence(tenant, merchant),
       whenMerchantIdle: (tenant, merchant) => this.log.whenMerchantIdle(tenant, merchant),
       cursorsFlushed: () => this.delivery.cursorsFlushed(),
       hostMerchant: (tenant, merchant) => {
@@ -586,7 +579,7 @@ export class CellCore {
    */
   private authorizeWrite(identity: Identity, conv: string): Parties | Promise<Parties> {
     const parties = this.authorize(identity, conv);
-    const fence = this.fences.get(`${identity.tenant}/${parties.merchant}`);
+    const fence = this.fences.current(identity.tenant, parties.merchant);
     return fence === undefined ? parties : fence.then(() => this.authorizeWrite(identity, conv));
   }
 
@@ -594,9 +587,7 @@ export class CellCore {
   private crossCellHost(): CrossCellHost {
     return {
       isDraining: () => this.draining,
-      whenSettled: async (tenant, merchant) => {
-        for (let fence = this.fences.get(`${tenant}/${merchant}`); fence !== undefined; fence = this.fences.get(`${tenant}/${merchant}`)) await fence;
-      },
+      whenSettled: (tenant, merchant) => this.fences.whenSettled(tenant, merchant),
       hosts: (tenant, merchant) => this.tenants.get(tenant)?.merchants.has(merchant) === true,
       customerHasDevices: (tenant, customer) => this.presence.deviceCount(customerPrincipal(tenant, customer)) > 0,
       deliver: (tenant, message, sender) => this.deliverHere(tenant, message, sender),
