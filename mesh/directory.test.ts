@@ -3,6 +3,7 @@ import { SeededRandom } from '../platform/random.js';
 import { signRecord, type CellRecord, type ClaimProof, type MerchantClaim, type VerifiedRecord } from './cell-record.js';
 import { claimProofVerifier, generateOperatorKeyPair, signHandover, signPlacement } from './claim-proof.js';
 import { Directory, type MerchantConflict } from './directory.js';
+import { InvariantError } from '../platform/invariant.js';
 import { ed25519PublicKeyOfSeed, ed25519SeedFrom, Ed25519RecordSigner, PublicKeyRegistry } from './record-signer.js';
 
 const random = new SeededRandom(42);
@@ -65,6 +66,15 @@ function directory(overrides: Partial<ConstructorParameters<typeof Directory>[0]
 }
 
 describe('Directory merge', () => {
+  it('refuses, as a broken invariant, an own record that is not newer than the one it holds', () => {
+    const dir = directory();
+    dir.setOwn(rec('self', [1, 3]), 0);
+    expect(() => dir.setOwn(rec('self', [1, 3]), 1)).toThrow(InvariantError);
+    expect(() => dir.setOwn(rec('self', [1, 2]), 1)).toThrow('not newer than 1.3');
+    dir.setOwn(rec('self', [1, 4]), 2);
+    expect(dir.get('self')?.record.version).toBe(4);
+  });
+
   it('keeps the newer (incarnation, version) and ignores older or equal records', () => {
     const dir = directory();
     expect(dir.mergeRecord(rec('a', [1, 5]), { nowMs: 0, heard: true })).toBe('added');

@@ -1,5 +1,6 @@
 import type { Logger } from '../platform/logger.js';
 import { silentLogger } from '../platform/logger.js';
+import { invariant } from '../platform/invariant.js';
 import { compareRecordOrder, merchantKey, type CellRecord, type HandedOver, type MerchantClaim, type SignedRecord, type VerifiedRecord } from './cell-record.js';
 import { rejectAllProofs, type ClaimProofVerifier, type ProofCheck } from './claim-proof.js';
 import type { DeadClaim } from './membership-wire.js';
@@ -221,11 +222,9 @@ export class Directory implements DirectoryView {
   /** Installs this cell's own record; it must be newer than the held one (a programmer error otherwise). */
   setOwn(verified: VerifiedRecord, nowMs: number): void {
     const { record } = verified;
-    if (record.cellId !== this.selfCellId) throw new Error(`setOwn with the record of ${record.cellId}`);
+    invariant(record.cellId === this.selfCellId, () => `setOwn with the record of ${record.cellId}`);
     const held = this.entries.get(record.cellId);
-    if (held !== undefined && compareRecordOrder(record, held.record) <= 0) {
-      throw new Error(`own record ${record.incarnation}.${record.version} is not newer than ${held.record.incarnation}.${held.record.version}`);
-    }
+    invariant(held === undefined || compareRecordOrder(record, held.record) > 0, () => `own record ${record.incarnation}.${record.version} is not newer than ${held!.record.incarnation}.${held!.record.version}`);
     this.replace(record.cellId, held, this.entryOf(verified, undefined, held, nowMs, true));
   }
 
@@ -372,6 +371,8 @@ export class Directory implements DirectoryView {
   }
 
   private replace(cellId: string, before: MutableEntry | undefined, after: MutableEntry): void {
+    // Every path here (own records, merged records, claims) keeps or advances a cell's record, never rolls it back.
+    invariant(before === undefined || compareRecordOrder(after.record, before.record) >= 0, () => `record of ${cellId} would go back from ${before!.record.incarnation}.${before!.record.version} to ${after.record.incarnation}.${after.record.version}`);
     this.entries.set(cellId, after);
     if (cellId !== this.selfCellId) this.tombstones += Number(isTombstone(after.liveness)) - Number(before !== undefined && isTombstone(before.liveness));
     if (before !== undefined && before.record.peerId !== after.record.peerId && this.cellByPeer.get(before.record.peerId) === cellId) {
