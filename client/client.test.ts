@@ -143,15 +143,22 @@ function setup(overrides: Partial<CellmeshClientOptions> = {}) {
 async function connected(overrides: Partial<CellmeshClientOptions> = {}, welcome: Partial<Welcome> = {}) {
   const context = setup(overrides);
   const opened = context.client.connect();
-  await settle();
+  await until(() => context.transport.connections.length === 1, 'the client dials');
   context.transport.last.open(welcome);
   await opened;
   return context;
 }
 
-/** Lets promise callbacks run (the client resolves and awaits through microtasks). */
-function settle(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
+/**
+ * Waits until `condition` holds, letting promise callbacks run in between (the client resolves
+ * and awaits through microtasks, for example a token provider); virtual time stands still. Fails,
+ * rather than returning early, when `what` has not happened within `maxTurns` event-loop turns.
+ */
+async function until(condition: () => boolean, what: string, maxTurns = 100): Promise<void> {
+  for (let turn = 0; !condition(); turn++) {
+    if (turn === maxTurns) throw new Error(`${what}: not within ${maxTurns} event-loop turns`);
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
 }
 
 function chat(conv: string, seq: number, overrides: Partial<ChatMessage> = {}): ChatMessage {
@@ -259,7 +266,7 @@ describe('CellmeshClient connection', () => {
       },
     });
     const opened = client.connect();
-    await settle();
+    await until(() => transport.connections.length === 1, 'the client dials');
     expect(calls).toBe(1);
     expect(transport.last.url).toContain('token=token-1');
     transport.last.open();
@@ -268,14 +275,14 @@ describe('CellmeshClient connection', () => {
     transport.last.serverClose(4401, 'token expired');
     expect(lastState().error?.code).toBe('TOKEN_EXPIRED');
     clock.advance(lastState().delayMs ?? 0);
-    await settle();
+    await until(() => transport.connections.length === 2, 'the client dials again after 4401');
     expect(calls).toBe(2);
     expect(transport.last.url).toContain('token=token-2');
 
     transport.last.open();
     transport.last.serverClose(1006);
     clock.advance(lastState().delayMs ?? 0);
-    await settle();
+    await until(() => transport.connections.length === 3, 'the client dials again after 1006');
     expect(calls).toBe(2);
     expect(transport.last.url).toContain('token=token-2');
   });
@@ -292,10 +299,10 @@ describe('CellmeshClient connection', () => {
       token: async () => tokens[calls++] ?? fresh,
     });
     void client.connect();
-    await settle();
+    await until(() => transport.connections.length === 1, 'the client dials');
     transport.last.fail();
     clock.advance(lastState().delayMs ?? 0);
-    await settle();
+    await until(() => transport.connections.length === 2, 'the client dials again');
     expect(calls).toBe(2);
     expect(transport.last.url).toContain(encodeURIComponent(fresh).slice(0, 20));
   });
@@ -333,10 +340,10 @@ describe('CellmeshClient connection', () => {
     let calls = 0;
     const refreshing = setup({ token: async () => `token-${++calls}` });
     void refreshing.client.connect();
-    await settle();
+    await until(() => refreshing.transport.connections.length === 1, 'the client dials');
     refreshing.transport.last.rejectInBand('TOKEN_EXPIRED', 4401);
     refreshing.clock.advance(refreshing.lastState().delayMs ?? 0);
-    await settle();
+    await until(() => refreshing.transport.connections.length === 2, 'the client dials again after 4401');
     expect(calls).toBe(2);
     expect(refreshing.transport.last.url).toContain('token=token-2');
   });
@@ -362,10 +369,10 @@ describe('CellmeshClient connection', () => {
       token: async () => `token-${++calls}`,
     });
     const opened = client.connect();
-    await settle();
+    await until(() => transport.connections.length === 1, 'the client dials');
     transport.last.rejectUpgrade(401, 'TOKEN_INVALID');
     clock.advance(lastState().delayMs ?? 0);
-    await settle();
+    await until(() => transport.connections.length === 2, 'the client dials again after a 401');
     expect(calls).toBe(2);
     transport.last.rejectUpgrade(401, 'TOKEN_INVALID');
     expect((await rejection(opened)).code).toBe('TOKEN_INVALID');
@@ -627,7 +634,7 @@ describe('CellmeshClient delivery', () => {
     expect(connection.ops('ack')).toEqual([]);
 
     connection.push({ t: 'history', id: requests[0]?.id ?? '', conv: CONV, messages: [chat(CONV, 3), chat(CONV, 4)], hasMore: true });
-    await settle();
+    await until(() => synced.length > 0, 'synced, once the gap is filled');
     expect(messages.map((message) => message.seq)).toEqual([3, 4, 5, 6]);
     expect(synced).toHaveLength(1);
     clock.advance(20);
@@ -646,10 +653,10 @@ describe('CellmeshClient delivery', () => {
     };
     expect(connection.ops('history').at(-1)).toMatchObject({ before: 201, limit: 200 });
     answer(1, 200);
-    await settle();
+    await until(() => connection.ops('history').length === 2, 'the second history page is asked for');
     expect(connection.ops('history').at(-1)).toMatchObject({ before: 251, limit: 50 });
     answer(201, 250);
-    await settle();
+    await until(() => messages.length >= 251, 'the gap delivered');
     expect(messages.map((message) => message.seq)).toEqual(Array.from({ length: 251 }, (_, index) => index + 1));
   });
 
@@ -666,13 +673,13 @@ describe('CellmeshClient delivery', () => {
     expect(connection.ops('history').at(-1)).toMatchObject({ before: 101, limit: 100 });
     // Large messages: the cell answers only the newest part of the window asked for.
     answer(61, 100);
-    await settle();
+    await until(() => connection.ops('history').length === 2, 'the page below the cut is asked for');
     expect(connection.ops('history').at(-1)).toMatchObject({ before: 61, limit: 60 });
     answer(21, 60);
-    await settle();
+    await until(() => connection.ops('history').length === 3, 'the page below the second cut is asked for');
     expect(connection.ops('history').at(-1)).toMatchObject({ before: 21, limit: 20 });
     answer(1, 20);
-    await settle();
+    await until(() => messages.length >= 101, 'the gap delivered');
     expect(messages.map((message) => message.seq)).toEqual(Array.from({ length: 101 }, (_, index) => index + 1));
     expect(errors.filter((error) => error.code === 'GAP_UNFILLED')).toEqual([]);
   });
@@ -683,7 +690,7 @@ describe('CellmeshClient delivery', () => {
     connection.push(msg(CONV, 5));
     const [request] = connection.ops('history');
     connection.push({ t: 'history', id: request?.id ?? '', conv: CONV, messages: [], hasMore: false });
-    await settle();
+    await until(() => messages.length > 0 && errors.some((error) => error.code === 'GAP_UNFILLED'), 'the gap skipped and reported');
     expect(messages.map((message) => message.seq)).toEqual([5]);
     expect(errors.find((error) => error.code === 'GAP_UNFILLED')?.details).toEqual({ conv: CONV, fromSeq: 3, toSeq: 4 });
   });
@@ -821,7 +828,7 @@ describe('CellmeshClient delivery', () => {
     const [request] = connection.ops('history');
     expect(request).toMatchObject({ conv: CONV, before: 3, limit: 1 });
     connection.push({ t: 'history', id: request?.id ?? '', conv: CONV, messages: [chat(CONV, 2)], hasMore: true });
-    await settle();
+    await until(() => messages.length >= 2, 'the predecessor and the own message delivered');
     expect(messages.map((message) => message.seq)).toEqual([2, 3]);
   });
 
@@ -846,7 +853,7 @@ describe('CellmeshClient requests', () => {
     const first = transport.last.ops('inbox').at(-1);
     expect(first).toEqual({ op: 'inbox', id: expect.any(String) });
     transport.last.push({ t: 'inbox', id: first?.id ?? '', conversations: [summary('m1:a'), summary('m1:b')], hasMore: true });
-    await settle();
+    await until(() => transport.last.ops('inbox').length === 2, 'the second inbox page is asked for');
     const second = transport.last.ops('inbox').at(-1);
     expect(second).toMatchObject({ op: 'inbox', after: 'm1:b' });
     transport.last.push({ t: 'inbox', id: second?.id ?? '', conversations: [summary('m1:c')], hasMore: false });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { signRecord } from './cell-record.js';
-import { MeshHarness } from './mesh-harness.js';
+import { MeshHarness } from '../testing/mesh-harness.js';
 import { encodeJson, MembershipProtocol } from './membership-wire.js';
 
 async function cluster(seed: number, size: number, options: ConstructorParameters<typeof MeshHarness>[0]['options'] = {}): Promise<MeshHarness> {

@@ -8,7 +8,7 @@ import type { MerchantConflict } from './directory.js';
 import { MembershipError } from './membership-errors.js';
 import { encodeJson, MembershipProtocol, MembershipTopic } from './membership-wire.js';
 import { MemoryNetwork } from './memory-network.js';
-import { MeshHarness } from './mesh-harness.js';
+import { MeshHarness } from '../testing/mesh-harness.js';
 import { INCARNATION_KEY } from './own-record.js';
 import { ed25519SeedFrom, Ed25519RecordSigner, PublicKeyRegistry } from './record-signer.js';
 

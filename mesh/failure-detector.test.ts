@@ -3,7 +3,7 @@ import type { Liveness } from './directory.js';
 import { suspicionTimeoutMs } from './detector-timing.js';
 import { LAN_MEMBERSHIP_OPTIONS } from './membership-config.js';
 import { MembershipProtocol, MembershipTopic } from './membership-wire.js';
-import { MeshHarness, type HarnessInit } from './mesh-harness.js';
+import { MeshHarness, type HarnessInit } from '../testing/mesh-harness.js';
 
 /** A converged cluster of `size` cells (c0 ... c{size-1}) joined through c0, settled for 3 s. */
 async function cluster(seed: number, size: number, stallable = false): Promise<MeshHarness> {

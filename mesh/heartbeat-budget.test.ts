@@ -3,7 +3,7 @@ import type { MeshMessage, PeerId } from './transport.js';
 import { heartbeatIntervalMs } from './detector-timing.js';
 import { LAN_MEMBERSHIP_OPTIONS, LOCAL_MEMBERSHIP_OPTIONS, membershipOptions, WAN_MEMBERSHIP_OPTIONS } from './membership-config.js';
 import { MembershipTopic } from './membership-wire.js';
-import { MeshHarness } from './mesh-harness.js';
+import { MeshHarness } from '../testing/mesh-harness.js';
 
 describe('heartbeat interval under the receive budget', () => {
   it('keeps every preset at its own interval up to 51 cells, then stretches it to (n - 1) / budget', () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { changedNoticeably, loadPublishIntervalMs, publishLoadPeriodically } from './load-publisher.js';
 import { LAN_MEMBERSHIP_OPTIONS, LOCAL_MEMBERSHIP_OPTIONS, membershipOptions, WAN_MEMBERSHIP_OPTIONS } from './membership-config.js';
-import { MeshHarness } from './mesh-harness.js';
+import { MeshHarness } from '../testing/mesh-harness.js';
 
 describe('load publish interval under the receive budget', () => {
   it('keeps the base interval up to budget x interval + 1 cells, then stretches it to (n - 1) / budget', () => {

@@ -5,17 +5,35 @@ import { SeededRandom } from '../platform/random.js';
 import { LOCATE_NOTICE_PROTOCOL, LOCATE_REPLY_PROTOCOL, LOCATE_TOPIC } from './locate-wire.js';
 import { LocationError, LocationService, type LocationInit } from './location.js';
 import { MemoryNetwork, memoryAddress, type MemoryTransport } from './memory-network.js';
+import { TrackedWork, whenIdle } from '../testing/tracked-work.js';
 
-/** Lets promise continuations (and the memory store's) run between clock steps. */
-async function drain(): Promise<void> {
-  for (let round = 0; round < 3; round++) await new Promise<void>((resolve) => setImmediate(resolve));
+/**
+ * A virtual clock and the work of the cells on it that ends outside the promise queue. The memory
+ * network delivers on clock timers, so what else can wake a cell is a request handler or the
+ * `localUsers` port, which the test counts (`trackHandlers`, `trackedLocalUsers`).
+ */
+interface World {
+  readonly clock: ManualClock;
+  readonly work: TrackedWork;
 }
 
-async function advance(clock: ManualClock, totalMs: number, stepMs = 1): Promise<void> {
+/** Advances the clock in steps, waiting after each until the cells are done with that instant. */
+async function advance(world: World, totalMs: number, stepMs = 1): Promise<void> {
   for (let elapsedMs = 0; elapsedMs < totalMs; elapsedMs += stepMs) {
-    clock.advance(Math.min(stepMs, totalMs - elapsedMs));
-    await drain();
+    world.clock.advance(Math.min(stepMs, totalMs - elapsedMs));
+    await whenIdle([world.work], 'the cells');
   }
+}
+
+/** Counts every request `transport` serves as work under way until its handler settles. */
+function trackHandlers(transport: MemoryTransport, work: TrackedWork): void {
+  const handle = transport.handle.bind(transport);
+  transport.handle = (protocol, handler) => handle(protocol, (from, data) => work.track(handler(from, data)));
+}
+
+/** The users a cell holds, as its `localUsers` port, counted as work under way until answered. */
+function trackedLocalUsers(users: ReadonlySet<string>, work: TrackedWork) {
+  return (tenant: string, userIds: readonly string[]) => work.track(userIds.filter((userId) => users.has(`${tenant}/${userId}`)));
 }
 
 /** Counts publishes and requests a transport makes, to assert on network traffic. */
@@ -45,6 +63,7 @@ interface TestCell {
 
 async function makeMesh(count: number, init: LocationInit = {}) {
   const clock = new ManualClock();
+  const work = new TrackedWork();
   const random = new SeededRandom(42);
   const network = new MemoryNetwork({ clock, random });
   const peerOf = new Map<string, string>();
@@ -58,6 +77,7 @@ async function makeMesh(count: number, init: LocationInit = {}) {
     const transport = network.createTransport(peer);
     await transport.start();
     const traffic = countTraffic(transport);
+    trackHandlers(transport, work);
     const users = new Set<string>();
     const service = new LocationService(
       {
@@ -66,7 +86,7 @@ async function makeMesh(count: number, init: LocationInit = {}) {
         random,
         cellId,
         cellOfPeer: (peerId) => cellOf.get(peerId),
-        localUsers: (tenant, userIds) => userIds.filter((userId) => users.has(`${tenant}/${userId}`)),
+        localUsers: trackedLocalUsers(users, work),
         metrics: new PromMetrics(),
       },
       init,
@@ -82,7 +102,7 @@ async function makeMesh(count: number, init: LocationInit = {}) {
       cell.traffic.requests = 0;
     }
   };
-  return { clock, network, cells, resetTraffic };
+  return { clock, work, network, cells, resetTraffic };
 }
 
 /** Runs a locate to completion on the manual clock. */
@@ -93,7 +113,7 @@ async function locate(mesh: Awaited<ReturnType<typeof makeMesh>>, asker: TestCel
     (cells) => (result = cells),
     (error: unknown) => (failure = error),
   );
-  for (let step = 0; step < 400 && result === undefined && failure === undefined; step++) await advance(mesh.clock, 1);
+  for (let step = 0; step < 400 && result === undefined && failure === undefined; step++) await advance(mesh, 1);
   if (failure !== undefined) throw failure;
   if (result === undefined) throw new Error('locate did not resolve');
   return result;
@@ -154,11 +174,11 @@ describe('LocationService', () => {
     const pending: Array<Promise<void>> = [];
     for (let index = 0; index < 20; index++) {
       pending.push(asker.service.locate('mall', `u${index}`).then((cells) => void results.set(`u${index}`, cells)));
-      if (index % 5 === 4) await advance(mesh.clock, 1); // spread over 4 ms, inside the 5 ms window
+      if (index % 5 === 4) await advance(mesh, 1); // spread over 4 ms, inside the 5 ms window
     }
     // A second caller for the same user shares the flight.
     pending.push(asker.service.locate('mall', 'u3').then((cells) => expect(cells).toEqual(['cell-2'])));
-    await advance(mesh.clock, 200);
+    await advance(mesh, 200);
     await Promise.all(pending);
     expect(asker.traffic.publishes).toBe(1);
     expect(results.get('u0')).toEqual(['cell-1']);
@@ -172,7 +192,7 @@ describe('LocationService', () => {
     const mesh = await fiveCells({ batchMaxUsers: 8 });
     const asker = mesh.cells[0]!;
     const pending = Array.from({ length: 20 }, (_, index) => asker.service.locate('mall', `x${index}`));
-    await advance(mesh.clock, 200);
+    await advance(mesh, 200);
     expect(await Promise.all(pending)).toEqual(Array.from({ length: 20 }, () => []));
     expect(asker.traffic.publishes).toBe(3);
   });
@@ -197,10 +217,10 @@ describe('LocationService', () => {
 
     // The TTL (30 s) expires: the next locate asks again.
     mesh.resetTraffic();
-    await advance(mesh.clock, 29_000, 1_000);
+    await advance(mesh, 29_000, 1_000);
     expect(await asker.service.locate('mall', 'carol')).toEqual(['cell-2']);
     expect(asker.traffic.publishes).toBe(0);
-    await advance(mesh.clock, 1_000, 1_000);
+    await advance(mesh, 1_000, 1_000);
     expect(await locate(mesh, asker, 'mall', 'carol')).toEqual(['cell-2']);
     expect(asker.traffic.publishes).toBe(1);
   });
@@ -213,7 +233,7 @@ describe('LocationService', () => {
     mesh.resetTraffic();
     expect(await asker.service.locate('mall', 'dave')).toEqual([]);
     expect(asker.traffic.publishes).toBe(0);
-    await advance(mesh.clock, 500, 100);
+    await advance(mesh, 500, 100);
     expect(await locate(mesh, asker, 'mall', 'dave')).toEqual(['cell-1']);
   });
 
@@ -222,17 +242,17 @@ describe('LocationService', () => {
     const [asker, , two] = mesh.cells as [TestCell, TestCell, TestCell];
     expect(await locate(mesh, asker, 'mall', 'gina')).toEqual([]);
     mesh.resetTraffic();
-    await advance(mesh.clock, 10_000, 1_000);
+    await advance(mesh, 10_000, 1_000);
     two.users.add('mall/gina');
     two.service.userArrived('mall', 'gina');
-    await advance(mesh.clock, 10);
+    await advance(mesh, 10);
     expect(await asker.service.locate('mall', 'gina')).toEqual(['cell-2']);
     expect(asker.traffic.publishes).toBe(0);
     expect(two.traffic.requests).toBe(1);
     expect(two.service.stats().noticesSent).toBe(1);
     expect(asker.service.stats().noticesReceived).toBe(1);
     // The answer keeps the expiry of the query behind it (30 s), which is as long as the watches last.
-    await advance(mesh.clock, 20_000, 1_000);
+    await advance(mesh, 20_000, 1_000);
     expect(await locate(mesh, asker, 'mall', 'gina')).toEqual(['cell-2']);
     expect(asker.traffic.publishes).toBe(1);
   });
@@ -244,14 +264,14 @@ describe('LocationService', () => {
     expect(await locate(mesh, asker, 'mall', 'hugo')).toEqual(['cell-1']);
     two.users.add('mall/hugo');
     two.service.userArrived('mall', 'hugo');
-    await advance(mesh.clock, 10);
+    await advance(mesh, 10);
     expect(await asker.service.locate('mall', 'hugo')).toEqual(['cell-1', 'cell-2']);
 
     const pending = asker.service.locate('mall', 'ines');
-    await advance(mesh.clock, 20); // the query is out and watched, its window still open
+    await advance(mesh, 20); // the query is out and watched, its window still open
     three.users.add('mall/ines');
     three.service.userArrived('mall', 'ines');
-    await advance(mesh.clock, 200);
+    await advance(mesh, 200);
     expect(await pending).toEqual(['cell-3']);
   });
 
@@ -259,16 +279,16 @@ describe('LocationService', () => {
     const mesh = await fiveCells();
     const [asker, one] = mesh.cells as [TestCell, TestCell];
     await locate(mesh, asker, 'mall', 'jo');
-    await advance(mesh.clock, 30_200, 1_000); // the query's watch: 150 ms window + 30 s TTL
+    await advance(mesh, 30_200, 1_000); // the query's watch: 150 ms window + 30 s TTL
     one.service.userArrived('mall', 'jo');
-    await advance(mesh.clock, 10);
+    await advance(mesh, 10);
     expect(one.service.stats().noticesSent).toBe(0);
 
     // A query of an earlier version, without watchMs.
     await asker.transport.publish(LOCATE_TOPIC, new TextEncoder().encode(JSON.stringify({ queryId: 'old1', fromCellId: 'cell-0', users: [{ tenant: 'mall', userId: 'kim' }] })));
-    await advance(mesh.clock, 10);
+    await advance(mesh, 10);
     one.service.userArrived('mall', 'kim');
-    await advance(mesh.clock, 10);
+    await advance(mesh, 10);
     expect(one.service.stats().noticesSent).toBe(0);
   });
 
@@ -278,7 +298,7 @@ describe('LocationService', () => {
     for (const user of ['la', 'lb', 'lc']) await locate(mesh, asker, 'mall', user);
     expect(one.service.stats().watchesDropped).toBe(1);
     for (const user of ['la', 'lb', 'lc']) one.service.userArrived('mall', user);
-    await advance(mesh.clock, 10);
+    await advance(mesh, 10);
     expect(one.service.stats().noticesSent).toBe(2);
     expect(await asker.service.locate('mall', 'la')).toEqual([]);
     expect(await asker.service.locate('mall', 'lc')).toEqual(['cell-1']);
@@ -292,7 +312,7 @@ describe('LocationService', () => {
     const answers = await Promise.all([
       notice('{"cellId":'),
       notice(JSON.stringify({ cellId: 'cell-1', users: [{ tenant: 'mall', userId: 'max' }] })),
-      advance(mesh.clock, 10).then(() => new Uint8Array()),
+      advance(mesh, 10).then(() => new Uint8Array()),
     ]);
     expect(JSON.parse(new TextDecoder().decode(answers[0]))).toEqual({ ok: false, code: 'LOCATE_BAD_MESSAGE' });
     expect(JSON.parse(new TextDecoder().decode(answers[1]))).toEqual({ ok: false, code: 'LOCATE_UNKNOWN_SENDER' });
@@ -336,13 +356,13 @@ describe('LocationService', () => {
     await send(JSON.stringify({ queryId: 'q2', fromCellId: 'cell-0', users: [{ tenant: 'mall/x', userId: 'frank' }] }));
     // A query in another cell's name: cell-1 must not answer it.
     await send(JSON.stringify({ queryId: 'q3', fromCellId: 'cell-2', users: [{ tenant: 'mall', userId: 'frank' }] }));
-    await advance(mesh.clock, 20);
+    await advance(mesh, 20);
     expect(one.traffic.requests).toBe(0);
     expect(one.service.stats().messagesRejected).toBeGreaterThanOrEqual(5);
 
     // While cell-0 locates frank, cell-2 claims to be cell-1 and cell-1's reply is garbage.
     const found = asker.service.locate('mall', 'ghost');
-    await advance(mesh.clock, 6);
+    await advance(mesh, 6);
     const answers = await Promise.all([
       two.transport.request('peer-0', LOCATE_REPLY_PROTOCOL, new TextEncoder().encode('{"queryId":'), { timeoutMs: 100 }),
       two.transport.request(
@@ -351,11 +371,11 @@ describe('LocationService', () => {
         new TextEncoder().encode(JSON.stringify({ queryId: 'whatever', cellId: 'cell-1', users: [{ tenant: 'mall', userId: 'ghost' }] })),
         { timeoutMs: 100 },
       ),
-      advance(mesh.clock, 10).then(() => new Uint8Array()),
+      advance(mesh, 10).then(() => new Uint8Array()),
     ]);
     expect(JSON.parse(new TextDecoder().decode(answers[0]))).toEqual({ ok: false, code: 'LOCATE_BAD_MESSAGE' });
     expect(JSON.parse(new TextDecoder().decode(answers[1]))).toEqual({ ok: false, code: 'LOCATE_UNKNOWN_SENDER' });
-    await advance(mesh.clock, 200);
+    await advance(mesh, 200);
     expect(await found).toEqual([]);
   });
 
@@ -377,14 +397,16 @@ describe('LocationService', () => {
 
   it('exports its metrics on the injected metrics port', async () => {
     const metrics = new PromMetrics();
-    const clock = new ManualClock();
+    const world: World = { clock: new ManualClock(), work: new TrackedWork() };
+    const { clock, work } = world;
     const network = new MemoryNetwork({ clock, random: new SeededRandom(1) });
     const transport = network.createTransport('p');
     await transport.start();
-    const service = new LocationService({ transport, clock, random: new SeededRandom(2), cellId: 'c', cellOfPeer: () => undefined, localUsers: () => [], metrics });
+    trackHandlers(transport, work);
+    const service = new LocationService({ transport, clock, random: new SeededRandom(2), cellId: 'c', cellOfPeer: () => undefined, localUsers: trackedLocalUsers(new Set(), work), metrics });
     service.start();
     const found = service.locate('mall', 'zed');
-    await advance(clock, 200);
+    await advance(world, 200);
     expect(await found).toEqual([]);
     const text = await metrics.render();
     expect(text).toContain('cellmesh_locate_queries_total 1');

@@ -64,7 +64,14 @@ describe('memory network faults', () => {
     network.setFaults({ lossRate: 0, duplicateRate: 1 });
     await a.publish('t', Uint8Array.of(1));
     const answer = a.request('b', '/echo', Uint8Array.of(9), { timeoutMs: 1_000 });
-    for (let step = 0; step < 5; step++) {
+    let answered = false;
+    const settled = (): void => {
+      answered = true;
+    };
+    void answer.then(settled, settled);
+    // One turn per step lets the handler's promise send the answer back before time moves on.
+    for (let step = 0; !answered; step++) {
+      if (step === 5) throw new Error('the duplicated request was not answered within 5 ms');
       clock.advance(1);
       await new Promise((resolve) => setImmediate(resolve));
     }

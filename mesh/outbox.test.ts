@@ -9,12 +9,18 @@ import { outboxKeys } from './forward-store.js';
 import { FORWARD_PROTOCOL, ForwardResponse, type ForwardedEntry } from './forward-wire.js';
 import { Inbox, type InboxInit } from './inbox.js';
 import { Outbox, type OutboxEntry, type OutboxInit } from './outbox.js';
+import { TrackedStore, whenStoresIdle } from '../testing/tracked-store.js';
 
-async function drain(): Promise<void> {
-  for (let round = 0; round < 4; round++) await new Promise<void>((resolve) => setImmediate(resolve));
+/**
+ * Waits until the code under test is done with the present instant: the memory network delivers
+ * on clock timers, so only the stores of the cluster under test can wake it (see TrackedStore).
+ */
+function drain(): Promise<void> {
+  if (cluster === undefined) throw new Error('no cluster under test');
+  return whenStoresIdle(cluster.stores);
 }
 
-/** Advances the manual clock in steps, letting promises (and the memory store) run between them. */
+/** Advances the manual clock in steps, letting the cells finish their work between them. */
 async function advance(clock: ManualClock, totalMs: number, stepMs = 1): Promise<void> {
   for (let elapsedMs = 0; elapsedMs < totalMs; elapsedMs += stepMs) {
     clock.advance(Math.min(stepMs, totalMs - elapsedMs));
@@ -47,7 +53,7 @@ interface TestCell {
   readonly cellId: string;
   peer: string;
   transport: MemoryTransport;
-  store: Store;
+  store: TrackedStore;
   outbox: Outbox;
   inbox: Inbox;
   readonly applied: Applied;
@@ -61,6 +67,8 @@ class Cluster {
   /** The directory: cell to peer and back; tests edit it to model what the directory knows. */
   readonly peerOfCell = new Map<string, string>();
   readonly cellOfPeer = new Map<string, string>();
+  /** Every store the cells have used, crashed ones included. */
+  readonly stores = new Set<TrackedStore>();
 
   /** An arrow function, so tests can destructure it. */
   readonly cell = (cellId: string): TestCell => {
@@ -71,8 +79,11 @@ class Cluster {
 
   async addCell(cellId: string, options: { outbox?: OutboxInit; inbox?: InboxInit; store?: Store; peer?: string } = {}): Promise<TestCell> {
     const peer = options.peer ?? `peer-${cellId}`;
-    const store = options.store ?? new MemoryStore();
-    if (options.store === undefined) await store.open();
+    const given = options.store;
+    // A crashed cell's store comes back already tracked; a fresh one handed in is wrapped.
+    const store = given instanceof TrackedStore ? given : new TrackedStore(given ?? new MemoryStore());
+    if (given === undefined) await store.open();
+    this.stores.add(store);
     const transport = await this.startTransport(peer);
     this.peerOfCell.set(cellId, peer);
     this.cellOfPeer.set(peer, cellId);
@@ -122,7 +133,7 @@ class Cluster {
   }
 
   /** Stops a cell as a crash would leave it: only its store survives. */
-  async crash(cellId: string): Promise<Store> {
+  async crash(cellId: string): Promise<TrackedStore> {
     const cell = this.cell(cellId);
     await cell.outbox.stop();
     await cell.inbox.stop();

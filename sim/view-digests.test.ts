@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { MeshHarness } from '../mesh/mesh-harness.js';
+import { MeshHarness } from '../testing/mesh-harness.js';
 import { ViewDigests } from './view-digests.js';
 
 describe('ViewDigests', () => {

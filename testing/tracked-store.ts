@@ -1,13 +1,13 @@
 import type { RangeQuery, Store, StoreOp } from '../platform/store/store.js';
+import { whenIdle, type BusyCount } from './tracked-work.js';
 
 /**
  * A store that counts its operations under way, so that a test on a virtual clock can wait
- * until the code under test is done instead of for a guessed number of event-loop turns. With
- * time standing still, once the timers due have run nothing but a store operation can wake the
- * code again (the rest is promise callbacks, which run before the next turn): no operation
- * under way after a full turn means nothing is left to do.
+ * until the code under test is done instead of for a guessed number of event-loop turns: in
+ * worlds whose only I/O is the store, nothing but a store operation can wake the code once the
+ * timers due have run (tracked-work.ts says why).
  */
-export class TrackedStore implements Store {
+export class TrackedStore implements Store, BusyCount {
   private underWay = 0;
   readonly getManySync?: (keys: readonly string[]) => Array<string | undefined>;
 
@@ -56,12 +56,6 @@ export class TrackedStore implements Store {
  * Resolves once none of `stores` has an operation under way after a full event-loop turn (see
  * TrackedStore); fails, rather than returning early, when that does not happen within `maxTurns`.
  */
-export async function whenStoresIdle(stores: Iterable<TrackedStore>, maxTurns = 10_000): Promise<void> {
-  for (let turn = 0; turn < maxTurns; turn++) {
-    await new Promise<void>((resolve) => setImmediate(resolve));
-    let busy = 0;
-    for (const store of stores) busy += store.busy;
-    if (busy === 0) return;
-  }
-  throw new Error(`the stores did not go idle within ${maxTurns} event-loop turns`);
+export function whenStoresIdle(stores: Iterable<TrackedStore>, maxTurns = 10_000): Promise<void> {
+  return whenIdle(stores, 'the stores', maxTurns);
 }

@@ -1,15 +1,16 @@
 import { MemoryStore } from '../platform/store/memory-store.js';
+import { TrackedStore, whenStoresIdle } from './tracked-store.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import { MemoryMetrics } from '../platform/memory-metrics.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { SeededRandom } from '../platform/random.js';
-import type { CellRecordContent, MerchantClaim } from './cell-record.js';
-import { compareRecordOrder } from './cell-record.js';
-import { CellMesh } from './cell-mesh.js';
-import type { MembershipOptions } from './membership-config.js';
-import { memoryAddress, MemoryNetwork, type MemoryTransport } from './memory-network.js';
-import { meshMetricsOn } from './mesh-metrics.js';
-import { ed25519PublicKeyOfSeed, ed25519SeedFrom, Ed25519RecordSigner, PublicKeyRegistry } from './record-signer.js';
+import type { CellRecordContent, MerchantClaim } from '../mesh/cell-record.js';
+import { compareRecordOrder } from '../mesh/cell-record.js';
+import { CellMesh } from '../mesh/cell-mesh.js';
+import type { MembershipOptions } from '../mesh/membership-config.js';
+import { memoryAddress, MemoryNetwork, type MemoryTransport } from '../mesh/memory-network.js';
+import { meshMetricsOn } from '../mesh/mesh-metrics.js';
+import { ed25519PublicKeyOfSeed, ed25519SeedFrom, Ed25519RecordSigner, PublicKeyRegistry } from '../mesh/record-signer.js';
 import type {
   MeshMessage,
   MeshTransport,
@@ -19,7 +20,7 @@ import type {
   PeerId,
   RequestHandler,
   RequestOptions,
-} from './transport.js';
+} from '../mesh/transport.js';
 
 /**
  * A harness for membership tests (and later the simulator's mesh scenarios): cells running the
@@ -192,7 +193,7 @@ export interface HarnessCellOptions {
   readonly merchants?: readonly MerchantClaim[];
   readonly tenants?: readonly string[];
   /** Reuse a store (a restart); a fresh MemoryStore otherwise. */
-  readonly store?: MemoryStore;
+  readonly store?: TrackedStore;
   readonly options?: Partial<MembershipOptions>;
   /** Wrap clock and transport in a StallGate so the test can stall this cell. */
   readonly stallable?: boolean;
@@ -203,7 +204,7 @@ export interface HarnessCell {
   readonly peerId: PeerId;
   readonly mesh: CellMesh;
   readonly transport: MemoryTransport;
-  readonly store: MemoryStore;
+  readonly store: TrackedStore;
   /** What the cell's membership counted (`cellmesh_mesh_*`). */
   readonly metrics: MemoryMetrics;
   readonly gate: StallGate | undefined;
@@ -215,6 +216,8 @@ export class MeshHarness {
   readonly network: MemoryNetwork;
   readonly keys = new PublicKeyRegistry();
   readonly cells = new Map<string, HarnessCell>();
+  /** Every store a cell has used, crashed cells' included. */
+  private readonly stores = new Set<TrackedStore>();
   private readonly seeds = new Map<PeerId, Uint8Array>();
   private readonly keyRandom: SeededRandom;
   private cellCount = 0;
@@ -262,8 +265,9 @@ export class MeshHarness {
     const gate = options.stallable === true ? new StallGate(this.clock) : undefined;
     const transport: MeshTransport = gate === undefined ? memoryTransport : new GatedTransport(memoryTransport, gate);
     const clock: Clock = gate === undefined ? this.clock : new GatedClock(this.clock, gate);
-    const store = options.store ?? new MemoryStore();
+    const store = options.store ?? new TrackedStore(new MemoryStore());
     if (options.store === undefined) await store.open();
+    this.stores.add(store);
     const metrics = new MemoryMetrics();
     const content: CellRecordContent = {
       endpoints: { ws: `ws://${cellId}.cells.test:8080/ws`, http: `http://${cellId}.cells.test:8080`, p2p: memoryTransport.addresses() },
@@ -308,12 +312,20 @@ export class MeshHarness {
     return [...this.cells.values()].filter((cell) => cell.mesh.state === 'running' || cell.mesh.state === 'leaving');
   }
 
-  /** Advances virtual time 1 ms at a time, letting promise callbacks run between steps. */
+  /**
+   * Waits until the cells are done with the present instant: the network and the gates run on
+   * the clock, so only a store operation can wake a cell while time stands still (TrackedStore).
+   */
+  settle(): Promise<void> {
+    return whenStoresIdle(this.stores);
+  }
+
+  /** Advances virtual time 1 ms at a time, letting the cells finish each instant (`settle`). */
   async run(durationMs: number): Promise<void> {
     const endMs = this.clock.now() + durationMs;
     while (this.clock.now() < endMs) {
       this.clock.advance(1);
-      await flush();
+      await this.settle();
     }
   }
 
@@ -323,11 +335,11 @@ export class MeshHarness {
    */
   async runUntil(condition: () => boolean, maxMs: number): Promise<number> {
     const startMs = this.clock.now();
-    await flush();
+    await this.settle();
     while (!condition()) {
       if (this.clock.now() - startMs >= maxMs) throw new Error(`condition not met within ${maxMs} ms of virtual time`);
       this.clock.advance(1);
-      await flush();
+      await this.settle();
     }
     return this.clock.now() - startMs;
   }
@@ -360,11 +372,6 @@ function sameView(a: View, b: View): boolean {
   if (a.size !== b.size) return false;
   for (const [cellId, value] of a) if (b.get(cellId) !== value) return false;
   return true;
-}
-
-/** Lets every pending promise callback run. */
-export function flush(): Promise<void> {
-  return new Promise<void>((resolve) => setImmediate(resolve)); // real-clock-ok: test driver; no virtual time passes
 }
 
 /** The record order a mesh holds for a cell, as "incarnation.version", or undefined. */
