@@ -10,19 +10,13 @@ import { CellError, ErrorCode } from '../protocol/errors.js';
 import { clusterErrorCode, type ClusterPort } from './cluster-port.js';
 import type { ConversationLog } from './conversation-log.js';
 import { crossCellEntry, type CrossCellEntry } from './cross-cell-wire.js';
-import type { CrossCellHost, CrossCellSettings, CrossCellStats } from './cross-cell-settings.js';
+import type { CrossCellHost, CrossCellParts, CrossCellSettings, CrossCellStats } from './cross-cell-settings.js';
 import type { RemoteFanOutStats } from './remote-fan-out.js';
 
 /** The relay's own counters (the fan-out keeps its own). */
 export type CrossCellCounts = { -readonly [Key in Exclude<keyof CrossCellStats, keyof RemoteFanOutStats>]: number };
 
-export interface CrossCellContextInit {
-  readonly cluster: ClusterPort;
-  readonly log: ConversationLog;
-  readonly store: Store;
-  readonly clock: Clock;
-  readonly logger: Logger;
-  readonly host: CrossCellHost;
+export interface CrossCellContextInit extends CrossCellParts {
   readonly settings: CrossCellSettings;
 }
 

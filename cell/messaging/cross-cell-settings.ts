@@ -3,8 +3,13 @@
  * they need of the cell's core (CrossCellHost) and what they count (CrossCellStats): shared by
  * CrossCellRelay and the parts it composes.
  */
+import type { Clock } from '../../platform/clock.js';
+import type { Logger } from '../../platform/logger.js';
+import type { Store } from '../../platform/store/store.js';
 import type { CellError } from '../protocol/errors.js';
 import type { ChatMessage } from '../protocol/frames.js';
+import type { ClusterPort } from './cluster-port.js';
+import type { ConversationLog } from './conversation-log.js';
 import type { RelayedSend } from './relayed-sends.js';
 import type { RemoteFanOutStats } from './remote-fan-out.js';
 
@@ -90,4 +95,14 @@ export interface CrossCellStats extends RemoteFanOutStats {
   refreshFailures: number;
   /** Messages the repair pass found missing from mirrors (pushes that never came). */
   repairedMessages: number;
+}
+
+/** What the relay and each of its parts work with. */
+export interface CrossCellParts {
+  readonly cluster: ClusterPort;
+  readonly log: ConversationLog;
+  readonly store: Store;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  readonly host: CrossCellHost;
 }

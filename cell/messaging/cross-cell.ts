@@ -4,13 +4,9 @@
  * (mirror-refresh.ts), the home side (cross-cell-home.ts) and history pages (history-server.ts),
  * and sorts the entries other cells forward to the part that applies them.
  */
-import type { Clock } from '../../platform/clock.js';
 import type { Identity } from '../access/tokens.js';
-import type { Logger } from '../../platform/logger.js';
 import type { ChatMessage } from '../protocol/frames.js';
-import type { Store } from '../../platform/store/store.js';
-import type { ClusterForwardedEntry, ClusterPort } from './cluster-port.js';
-import type { ConversationLog } from './conversation-log.js';
+import type { ClusterForwardedEntry } from './cluster-port.js';
 import { ConversationMirror } from './conversation-mirror.js';
 import { CrossCellAccess, type RelaySender } from './cross-cell-access.js';
 import { CrossCellContext } from './cross-cell-context.js';
@@ -20,19 +16,12 @@ import { GoneHints } from './gone-hints.js';
 import { HistoryServer } from './history-server.js';
 import { MirrorRefresh } from './mirror-refresh.js';
 import { RemoteFanOut } from './remote-fan-out.js';
-import type { CrossCellHost, CrossCellSettings, CrossCellStats } from './cross-cell-settings.js';
+import type { CrossCellParts, CrossCellSettings, CrossCellStats } from './cross-cell-settings.js';
 import { CROSS_CELL_DEFAULTS } from './cross-cell-settings.js';
 
-export interface CrossCellComponents {
-  readonly cluster: ClusterPort;
-  readonly log: ConversationLog;
-  readonly store: Store;
-  readonly clock: Clock;
-  readonly logger: Logger;
-  readonly host: CrossCellHost;
+export interface CrossCellComponents extends CrossCellParts {
   readonly settings?: Partial<CrossCellSettings>;
 }
-
 
 /**
  * Cross-cell conversations (docs/architecture.md): a customer's device connected to an access
