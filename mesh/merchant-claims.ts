@@ -116,8 +116,9 @@ export function meshMerchantClaims(mesh: CellMesh, store: MerchantClaimsStore): 
   return {
     epochOf: (tenant, merchant) => mesh.ownRecord().merchants.find((claim) => claim.tenant === tenant && claim.merchant === merchant)?.epoch,
     handoverProof: (tenant, merchant, to, epoch) => mesh.handoverProof(tenant, merchant, to, epoch),
-    claim: async (tenant, merchant, epoch, proof) => {
+    claim: async (tenant, merchant, epoch, proof, whenDurable) => {
       await store.record(tenant, merchant, epoch, { hosted: true, ...(proof === undefined ? {} : { proof }) });
+      whenDurable();
       await mesh.updateOwnRecord({
         merchants: [...others(tenant, merchant), { tenant, merchant, epoch, ...(proof === undefined ? {} : { proof }) }],
         handedOver: otherNotes(tenant, merchant),

@@ -56,9 +56,10 @@ class MoveSide {
     const claims: MerchantClaims = {
       epochOf: (_tenant, merchant) => this.epochs.get(merchant),
       handoverProof: (_tenant, _merchant, to, epoch) => ({ kind: 'handover', fromCell: cellId, fromPeer: `peer-${cellId}`, fromEpoch: epoch - 1, signature: Buffer.from(`signed-to-${to}`).toString('base64') }),
-      claim: async (_tenant, merchant, epoch) => {
+      claim: async (_tenant, merchant, epoch, _proof, whenDurable) => {
         if (this.failClaims) throw new Error('the disk refused the write');
         this.epochs.set(merchant, epoch);
+        whenDurable();
       },
       release: async (_tenant, merchant) => void this.epochs.delete(merchant),
       homeOf: () => this.homeSeen,

@@ -55,8 +55,12 @@ export interface MerchantClaims {
    * new home's claim carries (undefined when this cell does not know `to`).
    */
   handoverProof(tenant: string, merchant: string, to: string, epoch: number): ClaimProof | undefined;
-  /** Claims the merchant at `epoch` with `proof` of its right to (persisted, then gossiped). */
-  claim(tenant: string, merchant: string, epoch: number, proof?: ClaimProof): Promise<void>;
+  /**
+   * Claims the merchant at `epoch` with `proof` of its right to: persisted, then `whenDurable`
+   * runs (the cell starts hosting it), then the claim is gossiped. So no cell routes to this one
+   * before it serves the merchant, and a claim whose write failed is neither hosted nor gossiped.
+   */
+  claim(tenant: string, merchant: string, epoch: number, proof: ClaimProof | undefined, whenDurable: () => void): Promise<void>;
   /** Drops this cell's claim, noting that cell `to` claims it at `epoch` now (persisted, then gossiped). */
   release(tenant: string, merchant: string, epoch: number, to: string): Promise<void>;
   /** The merchant's home in this cell's directory now. */
@@ -279,9 +283,8 @@ export class MerchantMover {
       return answer({ ok: false, code: 'ABORTED', message: `the move of ${request.merchant} at epoch ${request.epoch} was aborted` });
     }
     // The durable claim is the commit: if writing it fails, nothing changed here (the source
-    // may still abort), so the merchant is hosted only once it is written.
-    await claims.claim(request.tenant, request.merchant, request.epoch, request.proof);
-    host.hostMerchant(request.tenant, request.merchant);
+    // may still abort). Hosted once written, gossiped once hosted.
+    await claims.claim(request.tenant, request.merchant, request.epoch, request.proof, () => host.hostMerchant(request.tenant, request.merchant));
     logger.info({ tenant: request.tenant, merchant: request.merchant, from, epoch: request.epoch }, 'merchant moved in');
     return answer({ ok: true });
   }

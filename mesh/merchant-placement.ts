@@ -40,9 +40,8 @@ export async function placeMerchant(components: PlacementComponents, placement: 
   if (highest !== undefined && epoch <= highest) {
     throw new CellError(ErrorCode.PlacementStale, `merchant ${merchant} is claimed at epoch ${highest} already: sign a placement with a higher epoch`);
   }
-  // Claimed durably first: a placement whose write fails leaves the cell as it was.
-  await claims.claim(tenant, merchant, epoch, { kind: 'placement', key: placement.key, signature: placement.signature });
-  host.hostMerchant(tenant, merchant);
+  // Claimed durably first (a placement whose write fails leaves the cell as it was), hosted, then gossiped.
+  await claims.claim(tenant, merchant, epoch, { kind: 'placement', key: placement.key, signature: placement.signature }, () => host.hostMerchant(tenant, merchant));
   logger.info({ tenant, merchant, epoch, key: placement.key }, 'merchant placed here by an operator');
   return { tenant, merchant, cell: cellId, epoch };
 }
