@@ -4,6 +4,7 @@
  *   in-cell   one cell under chat load, against a Socket.IO + LevelDB relay and a raw uWS echo
  *   mesh      a cluster of cell processes: convergence, join, failure detection, location, cross-cell delivery
  *   hot-path  CPU and GC time per message through the cell core and LevelDB in one process (no sockets)
+ *   assign    the decisions of one merchant's service desk in memory (cell/desk)
  *
  * Progress goes to stderr; the report to stdout (with `--json`, exactly one JSON object).
  */
@@ -225,6 +226,26 @@ program
       json: raw['json'] === true,
     });
     process.stdout.write(raw['json'] === true ? `${JSON.stringify(report)}\n` : `${describeHotPath(report)}\n`);
+  });
+
+program
+  .command('assign')
+  .description("decisions per second, their latency and the spread of load of one merchant's desk in memory")
+  .option('--agents <n>', 'agents, of capacities 1-8', integer(1, 1_000_000), 10_000)
+  .option('--groups <n>', 'groups the agents are spread over', integer(1, 10_000), 100)
+  .option('--churn-ops <n>', 'opens, closes and status changes at the steady state', integer(0, 100_000_000), 500_000)
+  .option('--seed <n>', 'seed of the workload', integer(0, 2 ** 31 - 1), 1)
+  .option('--json', 'print exactly one JSON object on stdout')
+  .action(async (raw: Record<string, unknown>) => {
+    const { runAssign, describeAssign } = await import('./assign.js');
+    const report = runAssign({
+      agents: raw['agents'] as number,
+      groups: raw['groups'] as number,
+      churnOps: raw['churnOps'] as number,
+      seed: raw['seed'] as number,
+      json: raw['json'] === true,
+    });
+    process.stdout.write(raw['json'] === true ? `${JSON.stringify(report)}\n` : `${describeAssign(report)}\n`);
   });
 
 await program.parseAsync(process.argv);

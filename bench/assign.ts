@@ -1,0 +1,225 @@
+/**
+ * `npm run bench -- assign`: the decisions of one merchant's desk in memory (cell/desk), with
+ * no store and no devices: 10,000 agents of mixed capacities in 100 groups, a deep queue, agents
+ * going on and offline, and returning customers (so the sticky rule fires).
+ *
+ * Phases: every agent comes online while twice the desk's capacity of customers arrive (the
+ * queue grows deep and drains as agents arrive); then a churn of opens, closes, status changes
+ * and releases at a steady load of about half the capacity, where the spread of load inside
+ * each group is measured. Every desk call is timed; `assignPerSec` is the decisions (an
+ * assignment or a queueing) per second of time spent inside the desk.
+ *
+ * The durable figure of the issue (`durableAssignPerSec`, end to end through the cell's store
+ * and system messages) needs the desk wired into the cell, which comes with its persistence.
+ */
+import { performance } from 'node:perf_hooks';
+import { MerchantDesk, type AgentStatus, type DeskEvent } from '../cell/desk/merchant-desk.js';
+import { SeededRandom } from '../platform/random.js';
+import { summarize, type SampleSummary } from './mesh-stats.js';
+
+export interface AssignOptions {
+  agents: number;
+  groups: number;
+  churnOps: number;
+  seed: number;
+  json: boolean;
+}
+
+export interface AssignReport {
+  benchmark: 'assign';
+  /** Decisions (assignments and queueings) per second of time inside the desk. */
+  assignPerSec: number;
+  /** Largest load difference between two online agents of a group at the steady state, in consultations of the smaller capacity (sticky placements left out of the busier one). */
+  loadSpread: number;
+  decisionP99Ms: number;
+  decisionMs: SampleSummary;
+  decisions: number;
+  assignments: number;
+  stickyAssignments: number;
+  maxQueueDepth: number;
+  calls: number;
+  parameters: Omit<AssignOptions, 'json'>;
+  machine: { node: string };
+}
+
+const CAPACITIES = [1, 2, 3, 4, 6, 8];
+/** A returning customer comes back within the sticky window this often. */
+const RETURNING_SHARE = 0.3;
+
+interface Agent {
+  readonly id: string;
+  readonly capacity: number;
+  readonly group: string;
+}
+
+export function runAssign(options: AssignOptions): AssignReport {
+  const random = new SeededRandom(options.seed);
+  const desk = new MerchantDesk({ stickyWindowMs: 3_600_000 });
+  const agents: Agent[] = Array.from({ length: options.agents }, (_, index) => ({
+    id: `agent-${index}`,
+    capacity: CAPACITIES[Math.floor(random.next() * CAPACITIES.length)] as number,
+    group: `group-${index % options.groups}`,
+  }));
+  const totalCapacity = agents.reduce((sum, agent) => sum + agent.capacity, 0);
+  let nowMs = 0;
+  const durationsMs: number[] = [];
+  let decisions = 0;
+  let assignments = 0;
+  let stickyAssignments = 0;
+  let maxQueueDepth = 0;
+  const waiting = new Set<string>();
+  const sticky = new Set<string>();
+  const assigned: string[] = [];
+  const assignedAt = new Map<string, number>();
+  const customers: string[] = [];
+  let serial = 0;
+
+  /** Takes a consultation out of the assigned list in O(1), by swapping the last one into its place. */
+  const unlist = (id: string): void => {
+    const at = assignedAt.get(id);
+    if (at === undefined) return;
+    const last = assigned.pop() as string;
+    if (at < assigned.length) {
+      assigned[at] = last;
+      assignedAt.set(last, at);
+    }
+    assignedAt.delete(id);
+    sticky.delete(id);
+  };
+  const call = (run: () => DeskEvent[]): void => {
+    const started = performance.now();
+    const events = run();
+    durationsMs.push(performance.now() - started);
+    for (const event of events) {
+      if (event.kind === 'assigned') {
+        decisions++;
+        assignments++;
+        waiting.delete(event.consultation);
+        unlist(event.consultation);
+        if (event.sticky) {
+          stickyAssignments++;
+          sticky.add(event.consultation);
+        }
+        assignedAt.set(event.consultation, assigned.length);
+        assigned.push(event.consultation);
+      } else if (event.kind === 'queued') {
+        decisions++;
+        // A released consultation waits again.
+        unlist(event.consultation);
+        waiting.add(event.consultation);
+        maxQueueDepth = Math.max(maxQueueDepth, waiting.size);
+      }
+    }
+  };
+  const openOne = (): void => {
+    nowMs++;
+    const returning = customers.length > 0 && random.next() < RETURNING_SHARE;
+    const customer = returning ? (customers[Math.floor(random.next() * customers.length)] as string) : `customer-${customers.length}`;
+    if (!returning) customers.push(customer);
+    const id = `c${serial++}`;
+    const group = `group-${Math.floor(random.next() * options.groups)}`;
+    call(() => desk.open(id, customer, group, nowMs));
+  };
+  const closeOne = (): void => {
+    if (assigned.length === 0) return;
+    nowMs++;
+    const id = assigned[Math.floor(random.next() * assigned.length)] as string;
+    unlist(id);
+    call(() => desk.close(id, nowMs));
+  };
+
+  for (const agent of agents) desk.upsertAgent({ id: agent.id, capacity: agent.capacity, groups: [agent.group] }, nowMs);
+  // A deep queue first: twice the capacity arrives while the agents come online one by one.
+  for (let index = 0; index < 2 * totalCapacity; index++) openOne();
+  for (const agent of agents) {
+    nowMs++;
+    call(() => desk.setStatus(agent.id, 'online', nowMs));
+  }
+  // Down to about half the capacity, then churn around it.
+  while (assigned.length > totalCapacity / 2) closeOne();
+  for (let op = 0; op < options.churnOps; op++) {
+    const roll = random.next();
+    if (roll < 0.02) {
+      const agent = agents[Math.floor(random.next() * agents.length)] as Agent;
+      const status: AgentStatus = random.next() < 0.5 ? 'online' : random.next() < 0.5 ? 'offline' : 'busy';
+      nowMs++;
+      call(() => desk.setStatus(agent.id, status, nowMs));
+    } else if (roll < 0.022) {
+      const agent = agents[Math.floor(random.next() * agents.length)] as Agent;
+      nowMs++;
+      call(() => desk.releaseAgent(agent.id, nowMs));
+      call(() => desk.setStatus(agent.id, 'online', nowMs));
+    } else if (assigned.length < totalCapacity / 2) openOne();
+    else closeOne();
+  }
+  // Then everyone is back online and only customers come and go, until the steady state the
+  // spread is measured in: each close frees a slot the next open fills at the least-loaded agent.
+  for (const agent of agents) {
+    nowMs++;
+    call(() => desk.setStatus(agent.id, 'online', nowMs));
+  }
+  for (let op = 0; op < options.churnOps; op++) {
+    if (assigned.length < totalCapacity / 2) openOne();
+    else closeOne();
+  }
+  const loadSpread = spreadOf(desk, agents, assigned, sticky);
+  const decisionMs = summarize(durationsMs);
+  const totalMs = durationsMs.reduce((sum, duration) => sum + duration, 0);
+  return {
+    benchmark: 'assign',
+    assignPerSec: Math.round(decisions / (totalMs / 1000)),
+    loadSpread,
+    decisionP99Ms: decisionMs.p99 ?? 0,
+    decisionMs,
+    decisions,
+    assignments,
+    stickyAssignments,
+    maxQueueDepth,
+    calls: durationsMs.length,
+    parameters: { agents: options.agents, groups: options.groups, churnOps: options.churnOps, seed: options.seed },
+    machine: { node: process.version },
+  };
+}
+
+/**
+ * The largest load difference between two online agents of one group that the least-load rule
+ * is answerable for, in consultations of the smaller capacity: for each pair, the busier agent's
+ * load without the consultations the sticky rule placed on it (which may exceed the balance by
+ * design) against the other's whole load.
+ */
+function spreadOf(desk: MerchantDesk, agents: readonly Agent[], assigned: readonly string[], sticky: ReadonlySet<string>): number {
+  const stickyOpen = new Map<string, number>();
+  for (const id of assigned) {
+    if (!sticky.has(id)) continue;
+    const agent = desk.consultation(id)?.agent;
+    if (agent !== undefined) stickyOpen.set(agent, (stickyOpen.get(agent) ?? 0) + 1);
+  }
+  const byGroup = new Map<string, Array<{ load: number; withoutSticky: number; capacity: number }>>();
+  for (const agent of agents) {
+    const state = desk.agent(agent.id);
+    if (state?.status !== 'online') continue;
+    const members = byGroup.get(agent.group) ?? [];
+    members.push({ load: state.open / state.capacity, withoutSticky: (state.open - (stickyOpen.get(agent.id) ?? 0)) / state.capacity, capacity: state.capacity });
+    byGroup.set(agent.group, members);
+  }
+  let spread = 0;
+  for (const members of byGroup.values()) {
+    for (const busier of members) {
+      for (const other of members) {
+        if (busier !== other) spread = Math.max(spread, (busier.withoutSticky - other.load) * Math.min(busier.capacity, other.capacity));
+      }
+    }
+  }
+  return Math.round(spread * 1000) / 1000;
+}
+
+export function describeAssign(report: AssignReport): string {
+  const { parameters: p } = report;
+  return [
+    `assign: one merchant's desk in memory, ${p.agents} agents in ${p.groups} groups, ${p.churnOps} churn operations`,
+    `  decisions        ${report.decisions} (${report.assignments} assignments, ${report.stickyAssignments} sticky), deepest queue ${report.maxQueueDepth}`,
+    `  assignPerSec     ${report.assignPerSec}`,
+    `  decision p50/p99 ${(report.decisionMs.p50 ?? 0).toFixed(4)} / ${report.decisionP99Ms.toFixed(4)} ms (max ${(report.decisionMs.max ?? 0).toFixed(3)} ms)`,
+    `  loadSpread       ${report.loadSpread} (consultations of the smaller capacity)`,
+  ].join('\n');
+}
