@@ -1,30 +1,17 @@
 import { describe, expect, it } from 'vitest';
+import { testSession } from '../testing/client-session.js';
 import type { ClientFrame, Limits } from '../cell/protocol/frames.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { AckBatcher } from './ack-batcher.js';
 import type { SessionInfo } from './client-types.js';
 
-const LIMITS: Limits = { maxFrameBytes: 65_536, maxBodyChars: 16_384, ratePerSecond: 20, rateBurst: 40, deliveryWindow: 64 };
-
-function sessionWith(limits: Partial<Limits>): SessionInfo {
-  return {
-    protocolVersion: 1,
-    cell: 'cell-a',
-    tenant: 'mall',
-    user: 'alice',
-    role: 'customer',
-    device: 'phone',
-    session: 'session-1',
-    limits: { ...LIMITS, ...limits },
-  };
-}
 
 function setup(limits: Partial<Limits> = {}) {
   const clock = new ManualClock();
   const frames: ClientFrame[] = [];
   const cursors = new Map<string, number>();
   const link: { session: SessionInfo | undefined; transmit(frame: ClientFrame): void } = {
-    session: sessionWith(limits),
+    session: testSession(limits),
     transmit: (frame) => frames.push(frame),
   };
   const acks = new AckBatcher({ clock, ackDelayMs: 20, link, cursorOf: (conv) => cursors.get(conv) });
@@ -120,7 +107,7 @@ describe('AckBatcher', () => {
     link.session = undefined;
     clock.advance(20);
     expect(frames).toEqual([]);
-    link.session = sessionWith({});
+    link.session = testSession({});
     // What was acked before is acked again in a new session once the cell delivers again.
     push('a', 1);
     clock.advance(20);

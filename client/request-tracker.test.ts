@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { testSession } from '../testing/client-session.js';
 import type { ClientFrame } from '../cell/protocol/frames.js';
 import { ErrorCode } from '../cell/protocol/errors.js';
 import { ManualClock } from '../platform/manual-clock.js';
@@ -9,16 +10,7 @@ import { clientDefaults } from './defaults.js';
 import { ClientError, ClientErrorCode } from './errors.js';
 import { RequestTracker } from './request-tracker.js';
 
-const SESSION: SessionInfo = {
-  protocolVersion: 1,
-  cell: 'cell-a',
-  tenant: 'mall',
-  user: 'alice',
-  role: 'customer',
-  device: 'phone',
-  session: 'session-1',
-  limits: { maxFrameBytes: 65_536, maxBodyChars: 16_384, ratePerSecond: 20, rateBurst: 40, deliveryWindow: 64 },
-};
+const SESSION = testSession();
 
 function setup(options: { open?: boolean; maxPendingRequests?: number } = {}) {
   const clock = new ManualClock();

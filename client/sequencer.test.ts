@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { testSession } from '../testing/client-session.js';
 import type { ChatMessage } from '../cell/protocol/frames.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { SeededRandom } from '../platform/random.js';
@@ -10,16 +11,7 @@ import { Sequencer } from './sequencer.js';
 
 const CONV = 'shop1:alice';
 
-const SESSION: SessionInfo = {
-  protocolVersion: 1,
-  cell: 'cell-a',
-  tenant: 'mall',
-  user: 'alice',
-  role: 'customer',
-  device: 'phone',
-  session: 'session-1',
-  limits: { maxFrameBytes: 65_536, maxBodyChars: 16_384, ratePerSecond: 20, rateBurst: 40, deliveryWindow: 64 },
-};
+const SESSION = testSession();
 
 function chat(seq: number, conv = CONV): ChatMessage {
   return { conv, seq, from: 'shop1-agent', role: 'agent', device: 'desk', cmid: `c${seq}`, body: `m${seq}`, ts: 1_000 + seq };

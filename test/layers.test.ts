@@ -18,7 +18,7 @@ const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   sim: ['platform', 'cell', 'mesh', 'router', 'assembly', 'client'],
   cli: ['platform', 'cell', 'mesh', 'router', 'assembly', 'client', 'sim'],
   bench: ['platform', 'cell', 'mesh', 'router', 'assembly', 'client'],
-  testing: ['platform', 'cell', 'mesh'],
+  testing: ['platform', 'cell', 'mesh', 'client'],
 };
 const TEST_HELPERS = ['testing', 'test'];
 
