@@ -2,6 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Inbox } from '../mesh/inbox.js';
 import type { Outbox } from '../mesh/outbox.js';
 import type { LocationService } from '../mesh/location.js';
+import { FAST_CROSS_CELL_TUNING } from '../testing/cross-cell-tuning.js';
 import { startCrossCellServices } from '../assembly/cross-cell-services.js';
 import { MemoryNetwork, memoryAddress, type MemoryTransport } from '../mesh/memory-network.js';
 import type { ClusterDirectory } from '../mesh/cluster-port-adapter.js';
@@ -167,9 +168,7 @@ class TestCluster {
       clock: this.clock,
       random,
       store,
-      maxFrameBytes: 64 * 1024,
-      location: { answerWindowMs: 20, batchWindowMs: 1 },
-      outbox: { requestTimeoutMs: 200, backoffInitialMs: 10, backoffMaxMs: 200 },
+      ...FAST_CROSS_CELL_TUNING,
     });
     cell.location = services.location;
     cell.outbox = services.outbox;

@@ -20,6 +20,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { ClusterDirectory } from '../mesh/cluster-port-adapter.js';
+import { FAST_CROSS_CELL_TUNING } from '../testing/cross-cell-tuning.js';
 import { startCrossCellServices, type CrossCellServices } from '../assembly/cross-cell-services.js';
 import { MemoryNetwork, memoryAddress, type MemoryTransport } from '../mesh/memory-network.js';
 import { ManualClock } from '../platform/manual-clock.js';
@@ -216,9 +217,7 @@ class PropertyRun {
       clock: this.clock,
       random,
       store,
-      maxFrameBytes: 64 * 1024,
-      location: { answerWindowMs: 20, batchWindowMs: 1 },
-      outbox: { requestTimeoutMs: 200, backoffInitialMs: 10, backoffMaxMs: 200 },
+      ...FAST_CROSS_CELL_TUNING,
     });
     this.cells.push({ cellId, store, core, mesh: { transport, services } });
   }
