@@ -1,17 +1,15 @@
-import { timingSafeEqual } from 'node:crypto';
 import uWS from 'uWebSockets.js';
-import type { z } from 'zod';
 import type { CellCore } from '../cell-core.js';
 import type { LimitsConfig } from '../settings.js';
 import type { Logger } from '../../platform/logger.js';
 import type { MetricsExposition } from '../../platform/metrics.js';
 import type { DeviceConnection, DevicePort } from '../messaging/device.js';
 import type { CellMetrics } from '../metrics.js';
-import { CellError, ErrorCode, httpStatusOf, inBandRejectionCloseCodes } from '../protocol/errors.js';
-import { operatingErrorOf } from '../protocol/operating-errors.js';
+import { CellError, ErrorCode, inBandRejectionCloseCodes } from '../protocol/errors.js';
 import { PROTOCOL_VERSION, SUBPROTOCOL_V1, parseConversationId } from '../protocol/frames.js';
 import { HttpCapacityBody, HttpCellList, HttpMoveBody, HttpPlaceBody, HttpHistoryQuery, HttpLocateQuery, HttpReadBody, HttpRouteQuery, HttpSendBody } from '../protocol/http.js';
 import type { Identity } from './tokens.js';
+import { HttpRouter, asCellError, bearerToken, parseJsonBody, parseWith, requireAdmin, respondJson, watchAbort, writeError, type HttpMethod, type HttpRequestData } from './http-router.js';
 
 export interface AccessServerOptions {
   core: CellCore;
@@ -31,7 +29,12 @@ export interface AccessServerOptions {
    * a rotation. Empty: the admin API refuses everything.
    */
   adminTokens: readonly string[];
+  /** Route modules of other concerns (people, logins, attachments), registered before the catch-all. */
+  routeModules?: readonly RouteModule[] | undefined;
 }
+
+/** Registers one concern's HTTP routes. */
+export type RouteModule = (router: HttpRouter) => void;
 
 /**
  * What the HTTP API needs from the mesh, as plain JSON-able values: the access layer never sees
@@ -116,12 +119,13 @@ class UwsDevicePort implements DevicePort {
 export class AccessServer {
   private listenSocket: uWS.us_listen_socket | undefined;
   private readonly app: uWS.TemplatedApp;
-  /** The methods of every route, by its pattern: what `Allow` lists when another method comes. */
-  private readonly routeMethods = new Map<string, string[]>();
+  /** Where every HTTP route is registered; route modules of other concerns register here too. */
+  readonly router: HttpRouter;
   boundPort = 0;
 
   constructor(private readonly options: AccessServerOptions) {
     this.app = uWS.App();
+    this.router = new HttpRouter(this.app, { logger: options.logger, metrics: options.metrics, maxBodyBytes: options.limits.maxFrameBytes });
     this.routeWebSocket();
     this.routeHttp();
   }
@@ -156,7 +160,7 @@ export class AccessServer {
 
   private routeWebSocket(): void {
     const { core, limits, metrics, logger } = this.options;
-    this.recordRoute('get', '/v1/ws');
+    this.router.recordRoute('get', '/v1/ws');
     this.app.ws<SocketData>('/v1/ws', {
       maxPayloadLength: limits.maxFrameBytes * HARD_PAYLOAD_FACTOR,
       idleTimeout: limits.idleTimeoutSeconds,
@@ -229,14 +233,14 @@ export class AccessServer {
 
   private routeHttp(): void {
     const { core, exposition } = this.options;
-    this.on('get', '/v1/healthz', (res) => respondJson(res, 200, { status: 'ok' }));
-    this.on('get', '/v1/readyz', (res) =>
+    this.router.on('get', '/v1/healthz', (res) => respondJson(res, 200, { status: 'ok' }));
+    this.router.on('get', '/v1/readyz', (res) =>
       this.options.isReady() ? respondJson(res, 200, { status: 'ready' }) : respondJson(res, 503, { status: core.isDraining ? 'draining' : 'starting' }),
     );
-    this.on('get', '/v1/info', (res) =>
+    this.router.on('get', '/v1/info', (res) =>
       respondJson(res, 200, { protocolVersions: [PROTOCOL_VERSION], subprotocols: [SUBPROTOCOL_V1], connections: core.presence.connections }),
     );
-    this.on('get', '/v1/metrics', (res) => {
+    this.router.on('get', '/v1/metrics', (res) => {
       const state = watchAbort(res);
       exposition.render().then(
         (text) => {
@@ -273,7 +277,7 @@ export class AccessServer {
       await core.markRead(identity, conv, body.seq);
       return { status: 200, body: { conv, seq: body.seq } };
     });
-    this.handleJson('get', '/v1/route', async (request) => {
+    this.router.handle('get', '/v1/route', async (request) => {
       const { cluster } = this.options;
       if (cluster === undefined) throw new CellError(ErrorCode.MeshDisabled, 'this cell runs standalone: connect to it directly');
       const query = parseWith(HttpRouteQuery, { tenant: request.query.get('tenant') ?? undefined, merchant: request.query.get('merchant') ?? undefined });
@@ -306,10 +310,11 @@ export class AccessServer {
       const body = parseWith(HttpCellList, parseJsonBody(request.body));
       return { status: 200, body: await cluster.unblock(body.cells) };
     });
+    for (const register of this.options.routeModules ?? []) register(this.router);
     this.app.any('/*', (res, req) => {
       const method = req.getMethod().toUpperCase();
       const url = req.getUrl();
-      const allowed = this.methodsAllowedOn(url);
+      const allowed = this.router.methodsAllowedOn(url);
       if (allowed.length === 0) {
         writeError(res, new CellError(ErrorCode.NotFound, `no route ${method} ${url}`));
       } else if (allowed.includes(method)) {
@@ -321,158 +326,21 @@ export class AccessServer {
     });
   }
 
-  /** Registers a handler of one method and pattern, and records it for `Allow`. */
-  private on(method: 'get' | 'post', pattern: string, handler: (res: uWS.HttpResponse, req: uWS.HttpRequest) => void): void {
-    this.recordRoute(method, pattern);
-    this.app[method](pattern, handler);
-  }
-
-  private recordRoute(method: 'get' | 'post', pattern: string): void {
-    const methods = this.routeMethods.get(pattern) ?? [];
-    methods.push(method.toUpperCase());
-    this.routeMethods.set(pattern, methods);
-  }
-
-  /** The methods of the routes whose pattern matches `url` (a `:name` segment matches any non-empty one). */
-  private methodsAllowedOn(url: string): string[] {
-    const segments = url.split('/');
-    const allowed = new Set<string>();
-    for (const [pattern, methods] of this.routeMethods) {
-      const patternSegments = pattern.split('/');
-      const matches =
-        patternSegments.length === segments.length &&
-        patternSegments.every((segment, index) => (segment.startsWith(':') ? segments[index] !== '' : segment === segments[index]));
-      if (matches) for (const method of methods) allowed.add(method);
-    }
-    return [...allowed].sort();
-  }
-
   /** A JSON endpoint for devices: authenticated by the device's token. */
-  private handle(
-    method: 'get' | 'post',
-    pattern: string,
-    handler: (identity: Identity, request: HttpRequestData) => Promise<{ status: number; body: unknown }>,
-  ): void {
+  private handle(method: HttpMethod, pattern: string, handler: (identity: Identity, request: HttpRequestData) => Promise<{ status: number; body: unknown }>): void {
     const { core } = this.options;
-    this.handleJson(method, pattern, (request, token) => handler(core.authenticate(token || undefined), request));
+    this.router.handle(method, pattern, (request) => handler(core.authenticate(request.token || undefined), request));
   }
 
-  /** A JSON endpoint of the admin API: needs the configured admin token. */
-  private handleAdmin(method: 'get' | 'post', pattern: string, handler: (cluster: ClusterApi, request: HttpRequestData) => Promise<{ status: number; body: unknown }>): void {
-    this.handleJson(method, pattern, (request, token) => {
+  /** A JSON endpoint of the cluster's admin API: needs the configured admin token and a mesh. */
+  private handleAdmin(method: HttpMethod, pattern: string, handler: (cluster: ClusterApi, request: HttpRequestData) => Promise<{ status: number; body: unknown }>): void {
+    this.router.handle(method, pattern, (request) => {
       const { adminTokens, cluster } = this.options;
-      if (!matchesAny(token, adminTokens)) {
-        throw new CellError(ErrorCode.AdminForbidden, adminTokens.length === 0 ? 'the admin API is disabled: set admin.token in the config' : 'missing or wrong admin token');
-      }
+      requireAdmin(request.token, adminTokens);
       if (cluster === undefined) throw new CellError(ErrorCode.MeshDisabled, 'this cell runs standalone (no mesh section in its config)');
       return handler(cluster, request);
     });
   }
-
-  /** Reads the body (bounded), runs `handler` with the bearer token, answers JSON or a typed error. */
-  private handleJson(
-    method: 'get' | 'post',
-    pattern: string,
-    handler: (request: HttpRequestData, token: string) => Promise<{ status: number; body: unknown }>,
-  ): void {
-    const { limits, logger, metrics } = this.options;
-    this.on(method, pattern, (res, req) => {
-      const parameterCount = (pattern.match(/:/g) ?? []).length;
-      const request: HttpRequestData = {
-        parameters: Array.from({ length: parameterCount }, (_, index) => req.getParameter(index)),
-        query: new URLSearchParams(req.getQuery() ?? ''),
-        body: '',
-      };
-      const token = bearerToken(req.getHeader('authorization'));
-      const state = watchAbort(res);
-      const chunks: Buffer[] = [];
-      let received = 0;
-      const run = async (): Promise<void> => {
-        try {
-          if (received > limits.maxFrameBytes) {
-            throw new CellError(ErrorCode.PayloadTooLarge, `request body exceeds ${limits.maxFrameBytes} bytes`);
-          }
-          request.body = Buffer.concat(chunks).toString('utf8');
-          const answer = await handler(request, token);
-          if (!state.aborted) res.cork(() => respondJson(res, answer.status, answer.body));
-        } catch (error) {
-          const cellError = asCellError(error, logger);
-          metrics.errors.labels({ code: cellError.code }).inc();
-          if (!state.aborted) res.cork(() => writeError(res, cellError));
-        }
-      };
-      if (method === 'get') {
-        void run();
-        return;
-      }
-      res.onData((chunk, isLast) => {
-        received += chunk.byteLength;
-        // Copy: uWS reuses the chunk's memory after this callback.
-        if (received <= limits.maxFrameBytes) chunks.push(Buffer.from(new Uint8Array(chunk).slice()));
-        if (isLast) void run();
-      });
-    });
-  }
-}
-
-interface HttpRequestData {
-  parameters: string[];
-  query: URLSearchParams;
-  body: string;
-}
-
-function watchAbort(res: uWS.HttpResponse): { aborted: boolean } {
-  const state = { aborted: false };
-  res.onAborted(() => {
-    state.aborted = true;
-  });
-  return state;
-}
-
-function respondJson(res: uWS.HttpResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
-  res.writeStatus(`${status} ${statusText(status)}`).writeHeader('content-type', 'application/json');
-  for (const [name, value] of Object.entries(headers)) res.writeHeader(name, value);
-  res.end(JSON.stringify(body));
-}
-
-function writeError(res: uWS.HttpResponse, error: CellError, headers: Record<string, string> = {}): void {
-  const body: Record<string, unknown> = { error: { code: error.code, message: error.message } };
-  const retryAfterMs = error.details?.['retryAfterMs'];
-  if (typeof retryAfterMs === 'number') (body['error'] as Record<string, unknown>)['retryAfterMs'] = retryAfterMs;
-  respondJson(res, httpStatusOf[error.code], body, headers);
-}
-
-function asCellError(error: unknown, logger: Logger): CellError {
-  const cellError = operatingErrorOf(error);
-  if (cellError === undefined) {
-    logger.error({ err: error }, 'unexpected error in the access layer');
-    return new CellError(ErrorCode.Internal, 'internal error');
-  }
-  if (cellError !== error) logger.warn({ err: error }, 'the store failed; the request was answered STORE_UNAVAILABLE');
-  return cellError;
-}
-
-function statusText(status: number): string {
-  const texts: Record<number, string> = {
-    200: 'OK',
-    201: 'Created',
-    400: 'Bad Request',
-    401: 'Unauthorized',
-    403: 'Forbidden',
-    404: 'Not Found',
-    405: 'Method Not Allowed',
-    409: 'Conflict',
-    413: 'Payload Too Large',
-    426: 'Upgrade Required',
-    429: 'Too Many Requests',
-    500: 'Internal Server Error',
-    503: 'Service Unavailable',
-  };
-  return texts[status] ?? 'Unknown';
-}
-
-function bearerToken(header: string): string {
-  return header.toLowerCase().startsWith('bearer ') ? header.slice(7).trim() : '';
 }
 
 /**
@@ -487,23 +355,6 @@ export function negotiateProtocol(offered: string): string {
   if (protocols.length === 0) return '';
   if (protocols.includes(SUBPROTOCOL_V1)) return SUBPROTOCOL_V1;
   throw new CellError(ErrorCode.UnsupportedVersion, `none of the offered subprotocols (${protocols.join(', ')}) is supported; this cell speaks ${SUBPROTOCOL_V1}`);
-}
-
-function parseJsonBody(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new CellError(ErrorCode.BadJson, 'the request body is not valid JSON');
-  }
-}
-
-function parseWith<Schema extends z.ZodType>(schema: Schema, value: unknown): z.output<Schema> {
-  const result = schema.safeParse(value);
-  if (!result.success) {
-    const issue = result.error.issues[0];
-    throw new CellError(ErrorCode.BadFrame, `${issue?.path.join('.') || 'request'}: ${issue?.message ?? 'invalid'}`);
-  }
-  return result.data;
 }
 
 function conversationParameter(raw: string | undefined): string {
@@ -523,7 +374,6 @@ function listParameter(query: URLSearchParams, name: string): string[] | undefin
   return value === null || value === '' ? undefined : value.split(',').slice(0, 100);
 }
 
-/** Compares secrets without leaking through timing how much of a guess was right. */
 /** uWS's exclusive-port option; its typings declare it only for the listen form without a host. */
 const LIBUS_LISTEN_EXCLUSIVE_PORT = (uWS as unknown as { LIBUS_LISTEN_EXCLUSIVE_PORT: number }).LIBUS_LISTEN_EXCLUSIVE_PORT;
 
@@ -532,15 +382,3 @@ function listenExclusively(app: uWS.TemplatedApp, host: string, port: number, ca
   listen(host, port, LIBUS_LISTEN_EXCLUSIVE_PORT, callback);
 }
 
-/** Compares with every token, so the time taken does not tell which one (if any) came close. */
-function matchesAny(given: string, tokens: readonly string[]): boolean {
-  let matched = false;
-  for (const token of tokens) matched = constantTimeEquals(given, token) || matched;
-  return matched;
-}
-
-function constantTimeEquals(given: string, expected: string): boolean {
-  const left = Buffer.from(given);
-  const right = Buffer.from(expected);
-  return left.length === right.length && timingSafeEqual(left, right);
-}
