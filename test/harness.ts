@@ -254,8 +254,7 @@ export class RawClient {
   autoAck(conv?: string): void {
     const held = new Map<string, Set<number>>();
     const contiguous = new Map<string, number>();
-    this.socket.on('message', (data) => {
-      const frame = JSON.parse(data.toString()) as ServerFrame;
+    const take = (frame: ServerFrame): void => {
       if ((frame.t !== 'msg' && frame.t !== 'sent') || (conv !== undefined && frame.conv !== conv)) return;
       let seqs = held.get(frame.conv);
       if (seqs === undefined) {
@@ -275,7 +274,10 @@ export class RawClient {
         contiguous.set(frame.conv, top);
         if (this.socket.readyState === WebSocket.OPEN) this.send({ op: 'ack', conv: frame.conv, seq: top });
       }
-    });
+    };
+    // Frames that came in the same read as `welcome` arrived before this call: they count too.
+    for (const frame of this.frames) take(frame);
+    this.socket.on('message', (data) => take(JSON.parse(data.toString()) as ServerFrame));
   }
 
   /** Seqs a device already holds per conversation before `autoAck` starts (its stored cursor). */

@@ -165,4 +165,33 @@ describe('DeliveryService invariants', () => {
       }
     }
   });
+
+  it('never has more than the window in flight when many conversations catch up at once', async () => {
+    const { log, delivery } = await cell({ deliveryWindow: 4, syncPageSize: 3 });
+    const conversations = Array.from({ length: 20 }, (_, index) => `m1:c${index}`);
+    for (const conv of conversations) {
+      for (let index = 0; index < 2; index++) {
+        await log.append({ tenant: TENANT, conv, from: conv.slice(3), role: 'customer', device: 'phone', cmid: `c${index}`, body: 'hi' });
+      }
+    }
+    const port = new RecordingPort();
+    const connection = connectionOf(agentIdentity('desk'), port);
+    // Twenty catch-ups each judge the room before their page is read, then push it.
+    await delivery.attach(connection);
+    await until(() => [...connection.cursors.values()].every((cursor) => !cursor.pumping), 'the catch-ups to stop');
+    expect(connection.inFlight).toBe(4);
+    expect(port.frames.filter((frame) => frame.t === 'msg')).toHaveLength(4);
+    // Acks free the window, and everything comes, in order, never beyond the window.
+    let pushed = 4;
+    while (pushed < 40) {
+      const acks = port.frames.filter((frame): frame is Extract<ServerFrame, { t: 'msg' }> => frame.t === 'msg').slice(pushed - connection.inFlight, pushed);
+      for (const frame of acks) await delivery.ack(connection, frame.conv, frame.seq);
+      await until(() => [...connection.cursors.values()].every((cursor) => !cursor.pumping), 'the catch-ups to stop');
+      expect(connection.inFlight).toBeLessThanOrEqual(4);
+      const now = port.frames.filter((frame) => frame.t === 'msg').length;
+      expect(now).toBeGreaterThan(pushed);
+      pushed = now;
+    }
+    expect(pushed).toBe(40);
+  });
 });

@@ -302,8 +302,9 @@ export class DeliveryService {
         if (page.length === 0) return;
         for (const message of page) {
           if (connection.closed) return;
-          if (this.saturated(connection)) {
-            // Catch-up waits for the device's network to drain instead of piling up bytes.
+          // The room was judged before the page was read; other conversations may have taken it
+          // meanwhile. Catch-up also waits for the device's network to drain instead of piling up bytes.
+          if (!this.hasRoom(connection) || this.saturated(connection)) {
             connection.stalledConversations.add(conv);
             return;
           }
