@@ -181,6 +181,8 @@ export class MerchantMover {
       conversations.push(lastField(key));
       await add(key, value);
     }
+    // The merchant's desk (agents, consultations, queues) moves with it: nothing is reassigned by a move.
+    for await (const [key, value] of scan(store, keys.merchantDesk(tenant, merchant))) await add(key, value);
     // Tables keyed by conversation: every conversation id of the merchant starts with `<merchant>:`.
     for (const table of ['m', 'i', 'r']) {
       for await (const [key, value] of scan(store, prefixRange(`${table}/${tenant}/${merchant}:`))) await add(key, value);
@@ -319,7 +321,7 @@ function abortKey(tenant: string, merchant: string): string {
 /** Whether a copied key is one of the merchant's (the target refuses anything else). */
 function belongsToMerchant(key: string, tenant: string, merchant: string): boolean {
   const conversationOfMerchant = (conv: string): boolean => conv.startsWith(`${merchant}:`);
-  if (key.startsWith(`mc/${tenant}/${merchant}/`)) return true;
+  if (key.startsWith(`mc/${tenant}/${merchant}/`) || key.startsWith(keys.merchantDesk(tenant, merchant).gte)) return true;
   for (const table of ['m', 'i', 'r']) if (key.startsWith(`${table}/${tenant}/${merchant}:`)) return true;
   if (key.startsWith(`uc/${tenant}/`) || key.startsWith(`d/${tenant}/`)) return conversationOfMerchant(lastField(key));
   return false;

@@ -10,6 +10,8 @@
  *   d/<tenant>/<party>/<device>/<conv>   a device's delivery cursor in a conversation
  *   uc/<tenant>/<customer>/<conv>        index: a customer's conversations
  *   mc/<tenant>/<merchant>/<conv>        index: a merchant's conversations
+ *   k/<tenant>/<merchant>/<table>/...    the merchant's desk: agents, consultations, queues (cell/desk);
+ *                                        everything under it travels with the merchant when it moves
  *   v/layout                             the layout version of the keys above (key-layout.ts)
  *
  * `<party>` is a user's whole identity inside the tenant (principal.ts: `c:<user>` or
@@ -50,6 +52,10 @@ export const keys = {
   customerConversations: (tenant: string, customer: string) => prefixRange(`uc/${tenant}/${customer}/`),
   merchantConversation: (tenant: string, merchant: string, conv: string) => `mc/${tenant}/${merchant}/${conv}`,
   merchantConversations: (tenant: string, merchant: string) => prefixRange(`mc/${tenant}/${merchant}/`),
+  /** One table of a merchant's desk (`agent`, `consultation`...): a key under it is `<prefix><id>`. */
+  merchantDeskTable: (tenant: string, merchant: string, table: string) => prefixRange(`k/${tenant}/${merchant}/${table}/`),
+  /** Everything of a merchant's desk, which a move copies whole. */
+  merchantDesk: (tenant: string, merchant: string) => prefixRange(`k/${tenant}/${merchant}/`),
   layoutVersion: () => 'v/layout',
 };
 
