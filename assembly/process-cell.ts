@@ -113,6 +113,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
       cellId: config.cell.id,
       tenants: config.tenants,
       limits: config.limits,
+      desk: config.desk,
       clock,
       random: options.random ?? new SystemRandom(),
       store,

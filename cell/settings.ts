@@ -90,5 +90,18 @@ export const LimitsConfig = strict({
   errorRecoveryPerSecond: z.number().positive().default(1),
 });
 
+/** The service desk of every merchant with registered agents (docs/desk.md, "Settings"). */
+export const DeskConfig = strict({
+  /** A returning customer goes back to the agent of its last consultation within this window, if that agent is free. */
+  stickyWindowMs: z.number().int().min(0).default(24 * 3_600_000),
+  /** Handling time assumed for a group before any consultation of it closed, for estimated waits. */
+  initialHandlingMs: z.number().int().min(1).default(5 * 60_000),
+  /** An agent whose devices all left keeps its consultations this long, then they are reassigned. */
+  graceMs: z.number().int().min(0).default(2 * 60_000),
+  /** An assigned consultation without any message for this long is closed. */
+  inactivityCloseMs: z.number().int().min(1_000).default(30 * 60_000),
+});
+
 export type TenantConfig = z.infer<typeof TenantConfig>;
+export type DeskConfig = z.infer<typeof DeskConfig>;
 export type LimitsConfig = z.infer<typeof LimitsConfig>;

@@ -10,6 +10,7 @@ import { keys, lastField, prefixRange } from '../cell/messaging/keys.js';
 import { CellError, ErrorCode } from '../cell/protocol/errors.js';
 import { IDENTIFIER_PATTERN } from '../cell/protocol/frames.js';
 import type { Store, StoreOp } from '../platform/store/store.js';
+import { scan } from '../platform/store/scan.js';
 
 /**
  * Moving a merchant to another cell at runtime (docs/mesh.md, "Moving a merchant").
@@ -325,15 +326,4 @@ function belongsToMerchant(key: string, tenant: string, merchant: string): boole
   for (const table of ['m', 'i', 'r']) if (key.startsWith(`${table}/${tenant}/${merchant}:`)) return true;
   if (key.startsWith(`uc/${tenant}/`) || key.startsWith(`d/${tenant}/`)) return conversationOfMerchant(lastField(key));
   return false;
-}
-
-/** All entries of a range, page by page. */
-async function* scan(store: Store, range: { gte: string; lt: string }): AsyncGenerator<[string, string]> {
-  let gte = range.gte;
-  for (;;) {
-    const page = await store.range({ gte, lt: range.lt, limit: PAGE_KEYS });
-    yield* page;
-    if (page.length < PAGE_KEYS) return;
-    gte = `${page[page.length - 1]![0]}\u0000`;
-  }
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { IDENTIFIER_PATTERN, MAX_BODY_CHARS, clientMessageId, parseConversationId, type Role } from '../protocol/frames.js';
+import { DeskNotice, IDENTIFIER_PATTERN, MAX_BODY_CHARS, clientMessageId, parseConversationId, type Role } from '../protocol/frames.js';
 import type { ClusterEntry, JsonValue } from './cluster-port.js';
 import { conversationParty } from './principal.js';
 
@@ -36,11 +36,12 @@ const chatMessage = z.object({
   conv: conversationId,
   seq,
   from: identifier,
-  role,
+  role: z.enum(['customer', 'agent', 'system']),
   device: identifier,
   cmid: clientMessageId,
   body: z.string().min(1).max(MAX_BODY_CHARS),
   ts: z.number().finite(),
+  event: DeskNotice.optional(),
 });
 
 /**

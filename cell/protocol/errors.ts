@@ -41,6 +41,16 @@ export const ErrorCode = {
   PlacementInvalid: 'PLACEMENT_INVALID',
   /** HTTP admin: a placement whose epoch is not above every claim of the merchant. */
   PlacementStale: 'PLACEMENT_STALE',
+  /** The desk: an agent acted on a consultation assigned to another agent (supervisors may). */
+  NotAssigned: 'NOT_ASSIGNED',
+  /** The desk: the conversation has no open (or, for `rate`, no closed) consultation. */
+  ConsultationUnknown: 'CONSULTATION_UNKNOWN',
+  /** The desk: the consultation was rated already. */
+  ConsultationRated: 'CONSULTATION_RATED',
+  /** The desk: a transfer to an agent who is not online with free capacity, or not at this desk. */
+  AgentUnavailable: 'AGENT_UNAVAILABLE',
+  /** A desk operation for a merchant that has no agents registered (an open desk). */
+  NoDesk: 'NO_DESK',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -77,6 +87,11 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   IDEMPOTENCY_CONFLICT: 409,
   PLACEMENT_INVALID: 403,
   PLACEMENT_STALE: 409,
+  NOT_ASSIGNED: 403,
+  CONSULTATION_UNKNOWN: 404,
+  CONSULTATION_RATED: 409,
+  AGENT_UNAVAILABLE: 409,
+  NO_DESK: 409,
 };
 
 /** An operating error with a stable code: answered to the client, never a crash. */
