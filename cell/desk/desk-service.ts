@@ -277,21 +277,21 @@ export class DeskService {
   }
 
   /** Closes the open consultation of `conv`: by its customer, its agent, or a supervisor. */
-  close(identity: Identity, conv: string): void {
+  close(identity: Identity, conv: string, consultation?: string): void {
     const { merchant, customer } = parseConversationId(conv)!;
     const open = this.requireDesk(identity.tenant, merchant);
-    const record = this.requireOpenRecord(open, conv, customer);
+    const record = this.requireOpenRecord(open, conv, customer, consultation);
     if (identity.role === 'agent') this.authorize(identity, conv);
     const by = identity.role === 'customer' ? 'customer' : 'agent';
     this.apply(open, this.decide(() => open.rules.close(record.id, this.options.clock.now())), { closedBy: by });
   }
 
   /** Hands the consultation of `conv` to an agent (online with free capacity) or a group. */
-  transfer(identity: Identity, conv: string, to: { agent?: string | undefined; group?: string | undefined }, note: string | undefined): void {
+  transfer(identity: Identity, conv: string, to: { agent?: string | undefined; group?: string | undefined }, note: string | undefined, consultation?: string): void {
     const { merchant, customer } = parseConversationId(conv)!;
     const open = this.requireDesk(identity.tenant, merchant);
     this.authorize(identity, conv);
-    const record = this.requireOpenRecord(open, conv, customer);
+    const record = this.requireOpenRecord(open, conv, customer, consultation);
     const nowMs = this.options.clock.now();
     const events = this.decide(() => (to.agent !== undefined ? open.rules.transferToAgent(record.id, to.agent, nowMs) : open.rules.transferToGroup(record.id, to.group!, nowMs)));
     this.apply(open, events, { transferFrom: record.agent, note });
@@ -495,9 +495,11 @@ export class DeskService {
     return open;
   }
 
-  private requireOpenRecord(open: OpenDesk, conv: string, customer: string): ConsultationRecord {
+  /** The open consultation of `conv`; `consultation`, when given, must be its id. */
+  private requireOpenRecord(open: OpenDesk, conv: string, customer: string, consultation?: string): ConsultationRecord {
     const record = open.records.get(customer);
     if (record === undefined || record.opening === true) throw new CellError(ErrorCode.ConsultationUnknown, `${conv} has no open consultation`);
+    if (consultation !== undefined && consultation !== record.id) throw new CellError(ErrorCode.ConsultationUnknown, `consultation ${consultation} of ${conv} is not open (${record.id} is)`);
     return record;
   }
 

@@ -117,13 +117,21 @@ export const MAX_NOTE_CHARS = 1_000;
 /** An agent sets its status at the desk. */
 export const StatusFrame = z.object({ op: z.literal('status'), id: requestId.optional(), status: z.enum(AGENT_STATUSES) });
 /** The customer or the assigned agent (or a supervisor) closes the open consultation of `conv`. */
-export const CloseFrame = z.object({ op: z.literal('close'), id: requestId.optional(), conv: conversationId });
+export const CloseFrame = z.object({
+  op: z.literal('close'),
+  id: requestId.optional(),
+  conv: conversationId,
+  /** The consultation meant: a close sent again after a reconnect must not close the next one. */
+  consultation: identifier.optional(),
+});
 /** The assigned agent (or a supervisor) hands the consultation of `conv` to another agent or group. */
 export const TransferFrame = z
   .object({
     op: z.literal('transfer'),
     id: requestId.optional(),
     conv: conversationId,
+    /** The consultation meant (as for `close`). */
+    consultation: identifier.optional(),
     agent: identifier.optional(),
     group: identifier.optional(),
     note: z.string().max(MAX_NOTE_CHARS).optional(),
