@@ -41,6 +41,14 @@ export const ErrorCode = {
   PlacementInvalid: 'PLACEMENT_INVALID',
   /** HTTP admin: a placement whose epoch is not above every claim of the merchant. */
   PlacementStale: 'PLACEMENT_STALE',
+  /** HTTP login: no such agent, or a wrong password (the same answer for both). */
+  LoginFailed: 'LOGIN_FAILED',
+  /** HTTP login: too many logins from this address or for this agent; `retryAfterMs` says when to retry. */
+  LoginRateLimited: 'LOGIN_RATE_LIMITED',
+  /** HTTP: a refresh token that is unknown, expired, revoked, or was used already (which revokes its login). */
+  RefreshInvalid: 'REFRESH_INVALID',
+  /** HTTP guest tokens: too many from this address; `retryAfterMs` says when to retry. */
+  GuestRateLimited: 'GUEST_RATE_LIMITED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -77,6 +85,10 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   IDEMPOTENCY_CONFLICT: 409,
   PLACEMENT_INVALID: 403,
   PLACEMENT_STALE: 409,
+  LOGIN_FAILED: 401,
+  LOGIN_RATE_LIMITED: 429,
+  REFRESH_INVALID: 401,
+  GUEST_RATE_LIMITED: 429,
 };
 
 /** An operating error with a stable code: answered to the client, never a crash. */
