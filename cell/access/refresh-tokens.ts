@@ -21,8 +21,9 @@ import { IDENTIFIER_PATTERN } from '../protocol/frames.js';
  *   k/<tenant>/<merchant>/session/<family>   the family: who it is for, and its current token's hash
  *
  * A rotated token's record stays until its own expiry, to recognise its reuse. Expired records
- * are deleted lazily: when presented, and by a sweep of a few records after each token issued,
- * so the tables hold expired records in proportion to the live ones, not without bound.
+ * are deleted lazily: when presented, and by a sweep of the next few records of the tables with
+ * each token issued, so the tables hold expired records in proportion to the live ones, not
+ * without bound.
  */
 
 /** Whom a family of refresh tokens is for. */
@@ -109,6 +110,8 @@ export function scopeOfRefreshToken(token: string): { tenant: string; merchant: 
 export class RefreshTokens {
   /** One operation at a time per family: a rotation reads, then replaces, the family's current token. */
   private readonly families = new KeyedSerializer(MAX_PENDING_OPERATIONS);
+  /** Where the next sweep of each table starts (one entry per table of a merchant that issued tokens). */
+  private readonly sweepCursors = new Map<string, string>();
 
   constructor(private readonly components: RefreshTokensComponents) {}
 
@@ -194,10 +197,7 @@ export class RefreshTokens {
     const where = { tenant: subject.tenant, merchant: subject.merchant };
     const session: SessionRecord = { kind: subject.kind, user: subject.user, device: subject.device, current: hash, expiresAtMs: refreshExpiresAtMs };
     if (subject.credential !== undefined) session.credential = subject.credential;
-    const swept = [
-      ...(await this.expiredRecords(refreshTable(where.tenant, where.merchant), this.tokenKey(where, hash), nowMs)),
-      ...(await this.expiredRecords(sessionTable(where.tenant, where.merchant), this.sessionKey(where, hash), nowMs)),
-    ];
+    const swept = [...(await this.expiredRecords(refreshTable(where.tenant, where.merchant), nowMs)), ...(await this.expiredRecords(sessionTable(where.tenant, where.merchant), nowMs))];
     await store.write([
       ...swept.map((key): StoreOp => ({ type: 'del', key })),
       { type: 'put', key: this.tokenKey(where, hash), value: JSON.stringify({ family, expiresAtMs: refreshExpiresAtMs }) },
@@ -207,14 +207,16 @@ export class RefreshTokens {
   }
 
   /**
-   * Keys of expired records among the SWEEP_RECORDS that follow `from` in `table` (wrapping to its
-   * start). `from` is a fresh hash, a random place in the table, so every record gets looked at.
+   * Keys of expired records among the next SWEEP_RECORDS of `table`, from where the last sweep of
+   * the table stopped (back at its start after its end): every record is looked at once in every
+   * so many tokens issued, so expired records stay in proportion to the live ones.
    */
-  private async expiredRecords(table: KeyRange, from: string, nowMs: number): Promise<string[]> {
-    const { store } = this.components;
-    const after = await store.range({ gte: from, lt: table.lt, limit: SWEEP_RECORDS });
-    const before = after.length < SWEEP_RECORDS ? await store.range({ gte: table.gte, lt: from, limit: SWEEP_RECORDS - after.length }) : [];
-    return [...after, ...before].filter(([, value]) => expiresAtMsOf(value) <= nowMs).map(([key]) => key);
+  private async expiredRecords(table: KeyRange, nowMs: number): Promise<string[]> {
+    const from = this.sweepCursors.get(table.gte) ?? table.gte;
+    const entries = await this.components.store.range({ gte: from, lt: table.lt, limit: SWEEP_RECORDS });
+    if (entries.length < SWEEP_RECORDS) this.sweepCursors.delete(table.gte);
+    else this.sweepCursors.set(table.gte, entries[entries.length - 1]![0]);
+    return entries.filter(([, value]) => expiresAtMsOf(value) <= nowMs).map(([key]) => key);
   }
 
   /** Deletes a family: its session, its current token and the presented one. */
