@@ -73,7 +73,10 @@ describe('agent logins', () => {
   test('a login answers a short-lived agent token, which opens a WebSocket, and a refresh token', async () => {
     const cell = await cleanup.cell({ agentCredentials: await passwords() });
     const startedAtMs = Date.now();
-    const tokens = tokensOf(await login(cell));
+    const answer = await login(cell);
+    const tokens = tokensOf(answer);
+    // Pages of any origin may read it (the credentials are in the body, never in cookies).
+    expect(answer.headers.get('access-control-allow-origin')).toBe('*');
     expect(tokens.expiresAtMs).toBeGreaterThan(startedAtMs + 14 * 60_000);
     expect(tokens.expiresAtMs).toBeLessThanOrEqual(Date.now() + 15 * 60_000);
     expect(tokens.refreshExpiresAtMs).toBeGreaterThan(startedAtMs + 29 * DAY_MS);
@@ -87,6 +90,7 @@ describe('agent logins', () => {
     const unknownAgent = await login(cell, { agent: 'mallory' });
     const otherMerchant = await login(cell, { merchant: 'm2' });
     expectRefused(wrongPassword, 401, 'LOGIN_FAILED');
+    expect(wrongPassword.headers.get('access-control-allow-origin')).toBe('*');
     for (const answer of [unknownAgent, otherMerchant]) expect([answer.status, answer.text]).toEqual([wrongPassword.status, wrongPassword.text]);
   });
 

@@ -28,6 +28,12 @@ export interface LoginRoutesComponents {
 
 /** Bodies of these endpoints are small; a larger one is PAYLOAD_TOO_LARGE. */
 const MAX_BODY_BYTES = 4096;
+/**
+ * Pages of any origin may read the answers (a merchant's page asks for guest tokens, an agents'
+ * app logs in): these endpoints act only on credentials in the body, never on cookies, so CORS
+ * protects nothing here. Pages send JSON as `text/plain`, a request without a CORS preflight.
+ */
+const ANSWER_HEADERS = { 'access-control-allow-origin': '*' };
 /** Refresh tokens are about 100 characters; this leaves room without inviting megabytes. */
 const refreshToken = z.string().min(1).max(512);
 
@@ -65,7 +71,7 @@ export function loginRoutes(components: LoginRoutesComponents): RouteModule {
     const retryAfterMs = limiter.take(key, clock.now());
     if (retryAfterMs > 0) throw new CellError(code, `too many requests; retry in ${retryAfterMs} ms`, { retryAfterMs });
   };
-  const options = { maxBodyBytes: MAX_BODY_BYTES };
+  const options = { maxBodyBytes: MAX_BODY_BYTES, answerHeaders: ANSWER_HEADERS };
 
   return (router: HttpRouter) => {
     router.handle(
