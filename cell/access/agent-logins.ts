@@ -44,15 +44,15 @@ export interface AgentLoginsComponents {
  */
 export class AgentLogins {
   /** Hashed once, with the cost of real hashes, for logins of agents that do not exist. */
-  private readonly dummyHash: Promise<string>;
+  private dummyHash: Promise<string> | undefined;
 
-  constructor(private readonly components: AgentLoginsComponents) {
-    this.dummyHash = hashPassword(randomBytes(16).toString('base64url'));
-  }
+  constructor(private readonly components: AgentLoginsComponents) {}
 
   async login(request: AgentLoginRequest): Promise<AgentTokens> {
     const { agents, refreshTokens } = this.components;
     this.requireHosted(request.tenant, request.merchant);
+    // At the first login, whomever it names: a cell that takes no logins never pays for it.
+    this.dummyHash ??= hashPassword(randomBytes(16).toString('base64url'));
     const stored = agents.passwordHashOf(request.tenant, request.merchant, request.agent);
     const matches = await verifyPassword(request.password, stored ?? (await this.dummyHash));
     if (stored === undefined || !matches) throw new CellError(ErrorCode.LoginFailed, 'unknown agent or wrong password');
