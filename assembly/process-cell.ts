@@ -1,4 +1,8 @@
 import { join } from 'node:path';
+import type { AgentCredentials } from '../cell/access/agent-logins.js';
+import { loginRoutes } from '../cell/access/login-routes.js';
+import { newestSigningKey } from '../cell/access/token-minter.js';
+import { signingKeysOf } from '../cell/access/tokens.js';
 import { AccessServer, type ClusterApi } from '../cell/access/uws-server.js';
 import type { CellCore } from '../cell/cell-core.js';
 import type { CellMetrics } from '../cell/metrics.js';
@@ -28,7 +32,12 @@ export interface StartCellOptions {
   store?: Store;
   /** Adds process metrics (CPU, memory, event loop) to /v1/metrics; on for a real process. */
   processMetrics?: boolean;
+  /** Where agent logins find passwords; defaults to knowing no agent (every login is LOGIN_FAILED). */
+  agentCredentials?: AgentCredentials;
 }
+
+/** Until the desk's people directory answers for them, a cell knows no agent. */
+const NO_AGENTS: AgentCredentials = { passwordHashOf: () => undefined };
 
 /** A cell listening for devices. */
 export interface RunningCell {
@@ -75,6 +84,8 @@ function deepestMessage(error: unknown): string {
 export async function startCell(options: StartCellOptions): Promise<RunningCell> {
   const { config, logger } = options;
   const clock = options.clock ?? new SystemClock();
+  const random = options.random ?? new SystemRandom();
+  const newestKeys = new Map(config.tenants.map((tenant) => [tenant.id, newestSigningKey(signingKeysOf(tenant))]));
   const metricsPort = new PromMetrics();
   if (options.processMetrics === true) metricsPort.collectProcessMetrics();
   // Bound once the cell has joined its cluster; until then (and for a standalone cell) the API says so.
@@ -96,6 +107,17 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
         get cluster() {
           return clusterApi;
         },
+        routeModules: [
+          loginRoutes({
+            store,
+            clock,
+            random,
+            signingKeyOf: (tenant) => newestKeys.get(tenant),
+            hostsMerchant: core.moveHost().hosts,
+            agents: options.agentCredentials ?? NO_AGENTS,
+            settings: config.logins,
+          }),
+        ],
       });
       port = await access.listen().catch(async (error: unknown) => {
         throw await listenStartError({ host: 'listen.host', port: 'listen.port' }, config.listen.host, config.listen.port, error);
@@ -115,7 +137,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
       limits: config.limits,
       desk: config.desk,
       clock,
-      random: options.random ?? new SystemRandom(),
+      random,
       store,
       logger,
       metrics: metricsPort,

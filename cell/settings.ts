@@ -102,6 +102,32 @@ export const DeskConfig = strict({
   inactivityCloseMs: z.number().int().min(1_000).default(30 * 60_000),
 });
 
+/**
+ * How people get tokens from the cell (cell/access/login-routes.ts): agents log in with a
+ * password, pages of shoppers without an account get guest tokens. Rates are per minute, since
+ * logins are rare per person; each has a burst, what may come at once.
+ */
+export const LoginsConfig = strict({
+  /** Lifetime of an agent's access token; the SDK refreshes it before it expires. */
+  accessTokenTtlSeconds: z.number().int().min(60).max(24 * 3600).default(15 * 60),
+  /** Lifetime of a refresh token (agents and guests); each refresh starts a new one. */
+  refreshTokenTtlSeconds: z.number().int().min(3600).max(365 * 24 * 3600).default(30 * 24 * 3600),
+  /** Lifetime of a guest's access token. */
+  guestTokenTtlSeconds: z.number().int().min(60).max(24 * 3600).default(60 * 60),
+  /** Logins from one client address... */
+  loginsPerMinutePerAddress: z.number().positive().default(20),
+  loginBurstPerAddress: z.number().int().positive().default(40),
+  /** ...and for one agent (right or wrong password): what bounds guessing an agent's password. */
+  loginsPerMinutePerAgent: z.number().positive().default(5),
+  loginBurstPerAgent: z.number().int().positive().default(5),
+  /** Guest tokens (new or refreshed) for one client address. */
+  guestsPerMinutePerAddress: z.number().positive().default(20),
+  guestBurstPerAddress: z.number().int().positive().default(40),
+  /** Addresses and agents each rate limit remembers at most (idle ones are forgotten first). */
+  maxTrackedClients: z.number().int().min(100).max(1_000_000).default(10_000),
+});
+
 export type TenantConfig = z.infer<typeof TenantConfig>;
 export type DeskConfig = z.infer<typeof DeskConfig>;
 export type LimitsConfig = z.infer<typeof LimitsConfig>;
+export type LoginsConfig = z.infer<typeof LoginsConfig>;

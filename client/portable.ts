@@ -31,6 +31,8 @@ export { ClientError, ClientErrorCode, type ClientErrorCodeValue, type ClientErr
 export { clientDefaults, type BackoffSettings } from './defaults.js';
 export type { Listener } from './emitter.js';
 export type { TokenSource } from './token.js';
+export { loginTokenSource, type AgentLoginOptions, type AgentTokenSource } from './agent-login.js';
+export { guestStorageKey, guestTokenSource, type GuestStorage, type GuestTokenOptions } from './guest-token.js';
 export type { ClientConnection, ClientTransport, ConnectionListener, TransportErrorInfo } from './transport.js';
 export {
   SUBPROTOCOL_V1,

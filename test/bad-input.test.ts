@@ -502,6 +502,13 @@ describe('bad HTTP requests', () => {
       { name: 'unknown route under a conversation', method: 'GET', url: `${base}/nope`, token, status: 404, code: 'NOT_FOUND' },
       { name: 'unknown tenant', method: 'GET', url: `${cell.httpUrl}/v1/inbox`, token: unknownTenant, status: 401, code: 'TOKEN_INVALID' },
       { name: 'token signature with padding appended', method: 'GET', url: `${cell.httpUrl}/v1/inbox`, token: `${token}=`, status: 401, code: 'TOKEN_INVALID' },
+      { name: 'login with a bad JSON body', method: 'POST', url: `${cell.httpUrl}/v1/login`, rawBody: '{"tenant":', status: 400, code: 'BAD_JSON' },
+      { name: 'login without a password', method: 'POST', url: `${cell.httpUrl}/v1/login`, json: { tenant: TENANT, merchant: 'm1', agent: 'a1', device: 'd1' }, status: 400, code: 'BAD_FRAME' },
+      { name: 'login of an agent the cell does not know', method: 'POST', url: `${cell.httpUrl}/v1/login`, json: { tenant: TENANT, merchant: 'm1', agent: 'a1', password: 'p', device: 'd1' }, status: 401, code: 'LOGIN_FAILED' },
+      { name: 'refresh with a token that is none', method: 'POST', url: `${cell.httpUrl}/v1/login/refresh`, json: { refreshToken: 'garbage' }, status: 401, code: 'REFRESH_INVALID' },
+      { name: 'logout without a refresh token', method: 'POST', url: `${cell.httpUrl}/v1/logout`, json: {}, status: 400, code: 'BAD_FRAME' },
+      { name: 'guest of a merchant not hosted', method: 'POST', url: `${cell.httpUrl}/v1/guest`, json: { tenant: TENANT, merchant: 'm77' }, status: 404, code: 'MERCHANT_NOT_HOSTED' },
+      { name: 'guest with an unknown field', method: 'POST', url: `${cell.httpUrl}/v1/guest`, json: { tenant: TENANT, merchant: 'm1', user: 'admin' }, status: 400, code: 'BAD_FRAME' },
     ];
     const problems: string[] = [];
     for (const row of cases) {
@@ -541,6 +548,8 @@ describe('bad HTTP requests', () => {
       { method: 'DELETE', url: `${cell.httpUrl}/v1/inbox`, allow: 'GET' },
       { method: 'POST', url: `${cell.httpUrl}/v1/ws`, allow: 'GET' },
       { method: 'GET', url: `${cell.httpUrl}/v1/admin/capacity`, allow: 'POST' },
+      { method: 'GET', url: `${cell.httpUrl}/v1/login`, allow: 'POST' },
+      { method: 'PUT', url: `${cell.httpUrl}/v1/guest`, allow: 'POST' },
     ];
     const problems: string[] = [];
     for (const row of cases) {

@@ -12,6 +12,10 @@
  *   mc/<tenant>/<merchant>/<conv>        index: a merchant's conversations
  *   k/<tenant>/<merchant>/<table>/...    the merchant's desk: agents, consultations, queues (cell/desk);
  *                                        everything under it travels with the merchant when it moves
+ *   k/<tenant>/<merchant>/refresh/<hash> a refresh token of an agent's login or a guest, by the SHA-256
+ *                                        of its secret: {family, expiresAtMs} (cell/access/refresh-tokens.ts)
+ *   k/<tenant>/<merchant>/session/<family> a login or guest (a family of refresh tokens): whom it is
+ *                                        for and the hash of its current token
  *   v/layout                             the layout version of the keys above (key-layout.ts)
  *
  * `<party>` is a user's whole identity inside the tenant (principal.ts: `c:<user>` or

@@ -51,6 +51,14 @@ export const ErrorCode = {
   AgentUnavailable: 'AGENT_UNAVAILABLE',
   /** A desk operation for a merchant that has no agents registered (an open desk). */
   NoDesk: 'NO_DESK',
+  /** HTTP login: no such agent, or a wrong password (the same answer for both). */
+  LoginFailed: 'LOGIN_FAILED',
+  /** HTTP login: too many logins from this address or for this agent; `retryAfterMs` says when to retry. */
+  LoginRateLimited: 'LOGIN_RATE_LIMITED',
+  /** HTTP: a refresh token that is unknown, expired, revoked, or was used already (which revokes its login). */
+  RefreshInvalid: 'REFRESH_INVALID',
+  /** HTTP guest tokens: too many from this address; `retryAfterMs` says when to retry. */
+  GuestRateLimited: 'GUEST_RATE_LIMITED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -92,6 +100,10 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   CONSULTATION_RATED: 409,
   AGENT_UNAVAILABLE: 409,
   NO_DESK: 409,
+  LOGIN_FAILED: 401,
+  LOGIN_RATE_LIMITED: 429,
+  REFRESH_INVALID: 401,
+  GUEST_RATE_LIMITED: 429,
 };
 
 /** An operating error with a stable code: answered to the client, never a crash. */
