@@ -132,6 +132,7 @@ export class CellCore {
       logger: options.logger,
       people: options.desk?.people ?? NO_PEOPLE,
       settings: options.desk?.settings ?? DeskConfig.parse({}),
+      metrics: options.metrics.deskMetrics(() => this.desk.snapshot()),
       host: {
         append: (request) => this.log.append(request),
         agentDevices: (tenant, merchant) => this.presence.agentsOf(tenant, merchant),
