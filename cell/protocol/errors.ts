@@ -41,6 +41,12 @@ export const ErrorCode = {
   PlacementInvalid: 'PLACEMENT_INVALID',
   /** HTTP admin: a placement whose epoch is not above every claim of the merchant. */
   PlacementStale: 'PLACEMENT_STALE',
+  /** HTTP admin: this cell serves no tenant of this id. */
+  TenantUnknown: 'TENANT_UNKNOWN',
+  /** HTTP admin: the merchant has an agent of this id already. */
+  AgentExists: 'AGENT_EXISTS',
+  /** HTTP admin: the merchant has no agent of this id. */
+  AgentUnknown: 'AGENT_UNKNOWN',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -77,6 +83,9 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   IDEMPOTENCY_CONFLICT: 409,
   PLACEMENT_INVALID: 403,
   PLACEMENT_STALE: 409,
+  TENANT_UNKNOWN: 404,
+  AGENT_EXISTS: 409,
+  AGENT_UNKNOWN: 404,
 };
 
 /** An operating error with a stable code: answered to the client, never a crash. */
