@@ -1,4 +1,6 @@
+import { AuditLog } from '../cell/audit-log.js';
 import { CellCore } from '../cell/cell-core.js';
+import { PeopleDirectory } from '../cell/desk/people.js';
 import type { LimitsConfig, TenantConfig } from '../cell/settings.js';
 import { KEY_LAYOUT_VERSION, upgradeKeyLayout } from '../cell/messaging/key-layout.js';
 import { CellMetrics } from '../cell/metrics.js';
@@ -50,6 +52,10 @@ export interface OpenedCell {
   readonly core: CellCore;
   /** The cell's figures, on the `metrics` port the assembly was given. */
   readonly metrics: CellMetrics;
+  /** The agents of the merchants the cell hosts, loaded. */
+  readonly people: PeopleDirectory;
+  /** Where admin actions are recorded. */
+  readonly audit: AuditLog;
   /** Up and not draining: what a readiness probe reports. */
   isReady(): boolean;
 }
@@ -114,6 +120,10 @@ export interface AssembledCell<Transport extends MeshTransport = MeshTransport> 
   readonly cellId: string;
   readonly core: CellCore;
   readonly metrics: CellMetrics;
+  /** The agents of the merchants the cell hosts (cell/desk/people.ts). */
+  readonly people: PeopleDirectory;
+  /** The audit log of admin actions (cell/audit-log.ts). */
+  readonly audit: AuditLog;
   readonly endpoints: DeviceEndpoints;
   /** Undefined for a standalone cell. */
   readonly cluster: AssembledMesh<Transport> | undefined;
@@ -162,9 +172,14 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
       logger.warn({ merchant }, 'the config lists a merchant that was moved to another cell; it stays there (update the config)');
     }
     const metrics = new CellMetrics(init.metrics);
+    const tenants = claims === undefined ? init.tenants : tenantsHosting(init.tenants, hosted);
+    const audit = new AuditLog({ store, clock: init.clock });
+    await audit.load();
+    const people = new PeopleDirectory({ store, clock: init.clock });
+    await people.load(tenants.flatMap((tenant) => tenant.merchants.map((merchant) => ({ tenant: tenant.id, merchant: merchant.id, seeds: merchant.agents }))));
     const core = new CellCore({
       cellId,
-      tenants: claims === undefined ? init.tenants : tenantsHosting(init.tenants, hosted),
+      tenants,
       limits: init.limits,
       clock: init.clock,
       random: init.random,
@@ -174,7 +189,7 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     });
     let ready = false;
     const isReady = (): boolean => ready && !core.isDraining;
-    const endpoints = await init.devices.open({ core, metrics, isReady });
+    const endpoints = await init.devices.open({ core, metrics, people, audit, isReady });
     started.push(() => init.devices.stopAccepting());
     const cluster = init.mesh === undefined ? undefined : await joinMesh(init, init.mesh, { core, metrics, endpoints, hosted, claims: claims as MerchantClaimsStore, started });
     ready = true;
@@ -193,7 +208,7 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
       })();
       return stopping;
     };
-    return { cellId, core, metrics, endpoints, cluster, isReady, stop };
+    return { cellId, core, metrics, people, audit, endpoints, cluster, isReady, stop };
   } catch (error) {
     await unwind();
     throw error;

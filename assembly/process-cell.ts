@@ -1,6 +1,9 @@
 import { join } from 'node:path';
+import { adminPeopleRoutes } from '../cell/access/admin-people-routes.js';
 import { AccessServer, type ClusterApi } from '../cell/access/uws-server.js';
 import type { CellCore } from '../cell/cell-core.js';
+import type { AuditLog } from '../cell/audit-log.js';
+import type { PeopleDirectory } from '../cell/desk/people.js';
 import type { CellMetrics } from '../cell/metrics.js';
 import { createLibp2pTransport, type Libp2pMeshTransport } from '../mesh/libp2p-transport.js';
 import { loadOrCreatePeerKey } from '../mesh/peer-key-file.js';
@@ -36,6 +39,10 @@ export interface RunningCell {
   readonly port: number;
   readonly core: CellCore;
   readonly metrics: CellMetrics;
+  /** The agents of the merchants the cell hosts. */
+  readonly people: PeopleDirectory;
+  /** The audit log of admin actions. */
+  readonly audit: AuditLog;
   /** The cell's mesh services; undefined for a standalone cell. */
   readonly mesh: AssembledMesh<Libp2pMeshTransport> | undefined;
   /**
@@ -82,7 +89,8 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   let port = 0;
   let access: AccessServer | undefined;
   const devices: DeviceAccess = {
-    open: async ({ core, metrics, isReady }) => {
+    open: async ({ core, metrics, people, audit, isReady }) => {
+      const adminTokens = config.admin.token === undefined ? [] : [config.admin.token, ...config.admin.acceptTokens];
       access = new AccessServer({
         core,
         metrics,
@@ -92,7 +100,9 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
         host: config.listen.host,
         port: config.listen.port,
         isReady,
-        adminTokens: config.admin.token === undefined ? [] : [config.admin.token, ...config.admin.acceptTokens],
+        adminTokens,
+        audit,
+        routeModules: [adminPeopleRoutes({ servedTenants: () => core.servedTenants(), people, audit, adminTokens })],
         get cluster() {
           return clusterApi;
         },
@@ -135,7 +145,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     await cell.stop();
     logger.info({ cell: config.cell.id }, 'cell stopped');
   };
-  return { cellId: config.cell.id, port, core: cell.core, metrics: cell.metrics, mesh: cell.cluster, stop: once(stop) };
+  return { cellId: config.cell.id, port, core: cell.core, metrics: cell.metrics, people: cell.people, audit: cell.audit, mesh: cell.cluster, stop: once(stop) };
 }
 
 /** `run` the first time; the same promise after. */

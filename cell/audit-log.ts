@@ -1,6 +1,8 @@
 import type { Clock } from '../platform/clock.js';
 import type { Store } from '../platform/store/store.js';
 import { encodeSeq, keys } from './messaging/keys.js';
+import { ErrorCode } from './protocol/errors.js';
+import { operatingErrorOf } from './protocol/operating-errors.js';
 
 /**
  * The cell's audit log: one durable entry per admin action (people created, changed, removed,
@@ -58,6 +60,7 @@ export const DEFAULT_AUDIT_PAGE = 100;
 export const MAX_AUDIT_PAGE = 1000;
 /** Entries one `list` reads at most while filtering; then it answers what it found and where to go on. */
 const MAX_SCANNED_ENTRIES = 10_000;
+const MAX_DETAILS_BYTES = 4096;
 export const AUDIT_ID_PATTERN = /^(\d{16})-(\d{16})$/;
 
 export class AuditLog {
@@ -114,6 +117,38 @@ export class AuditLog {
       if (scanned >= MAX_SCANNED_ENTRIES) return { entries, next: idOfKey(lt) };
     }
   }
+}
+
+/**
+ * Runs an admin action and records it with its outcome: the answer waits for the entry to be
+ * durable. A failed action is recorded with its error code, then fails as it would have; should
+ * the record itself fail too, the action's own error is the one that propagates.
+ */
+export async function recordOutcome<T>(audit: AuditLog, init: Omit<AuditEntryInit, 'error'>, action: () => Promise<T>): Promise<T> {
+  let result: T;
+  try {
+    result = await action();
+  } catch (error) {
+    const known = operatingErrorOf(error);
+    const failure = known === undefined ? { code: ErrorCode.Internal, message: 'internal error' } : { code: known.code, message: known.message };
+    await audit.record({ ...init, error: failure }).catch(() => undefined);
+    throw error;
+  }
+  await audit.record(init);
+  return result;
+}
+
+/** What an entry keeps of a request's JSON body: the object as asked, or its size alone past 4 KiB. */
+export function requestDetails(body: string): Record<string, unknown> | undefined {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch {
+    return undefined;
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined;
+  const bytes = Buffer.byteLength(body);
+  return bytes <= MAX_DETAILS_BYTES ? (parsed as Record<string, unknown>) : { bodyBytes: bytes };
 }
 
 function idOfKey(key: string): string {

@@ -528,6 +528,11 @@ export class CellCore {
     this.delivery.sendFrame(connection, queued);
   }
 
+  /** The tenants this cell serves, with their origins and the merchants it hosts now; no secrets. */
+  servedTenants(): Array<{ id: string; origins: string[]; merchants: string[] }> {
+    return [...this.tenants].map(([id, policy]) => ({ id, origins: [...policy.origins], merchants: [...policy.merchants].sort() }));
+  }
+
   /** What a merchant's move may do to this core (merchant-move.ts). */
   moveHost(): MoveHost {
     return {
