@@ -71,7 +71,8 @@ export class AuditLog {
   /** Continues the counter after the newest entry in the store; call once the store is open. */
   async load(): Promise<void> {
     const [newest] = await this.components.store.range({ ...keys.auditLog(), reverse: true, limit: 1 });
-    if (newest !== undefined) this.nextCounter = (JSON.parse(newest[1]) as AuditEntry).id.split('-').map(Number)[1]! + 1;
+    // The key's last field is the counter (keys.auditEntry).
+    if (newest !== undefined) this.nextCounter = Number(newest[0].slice(newest[0].lastIndexOf('/') + 1)) + 1;
   }
 
   /** Records an entry; resolves once it is durable. */

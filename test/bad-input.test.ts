@@ -483,6 +483,8 @@ describe('bad HTTP requests', () => {
       { name: 'unknown route under a conversation', method: 'GET', url: `${base}/nope`, token, status: 404, code: 'NOT_FOUND' },
       { name: 'unknown tenant', method: 'GET', url: `${cell.httpUrl}/v1/inbox`, token: unknownTenant, status: 401, code: 'TOKEN_INVALID' },
       { name: 'token signature with padding appended', method: 'GET', url: `${cell.httpUrl}/v1/inbox`, token: `${token}=`, status: 401, code: 'TOKEN_INVALID' },
+      { name: 'people admin API without an admin token configured', method: 'POST', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m1/agents`, token, json: { id: 'x' }, status: 403, code: 'ADMIN_FORBIDDEN' },
+      { name: 'audit log without an admin token configured', method: 'GET', url: `${cell.httpUrl}/v1/admin/audit`, status: 403, code: 'ADMIN_FORBIDDEN' },
     ];
     const problems: string[] = [];
     for (const row of cases) {
@@ -522,6 +524,9 @@ describe('bad HTTP requests', () => {
       { method: 'DELETE', url: `${cell.httpUrl}/v1/inbox`, allow: 'GET' },
       { method: 'POST', url: `${cell.httpUrl}/v1/ws`, allow: 'GET' },
       { method: 'GET', url: `${cell.httpUrl}/v1/admin/capacity`, allow: 'POST' },
+      { method: 'PUT', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m1/agents`, allow: 'GET, POST' },
+      { method: 'POST', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m1/agents/bob`, allow: 'DELETE, GET, PATCH' },
+      { method: 'GET', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m1/agents/bob/password`, allow: 'PUT' },
     ];
     const problems: string[] = [];
     for (const row of cases) {
