@@ -4,6 +4,7 @@ import { PeopleDirectory } from '../cell/desk/people.js';
 import type { LimitsConfig, TenantConfig } from '../cell/settings.js';
 import { KEY_LAYOUT_VERSION, upgradeKeyLayout } from '../cell/messaging/key-layout.js';
 import { CellMetrics } from '../cell/metrics.js';
+import type { MoveHost } from '../cell/move-host.js';
 import { CellMesh } from '../mesh/cell-mesh.js';
 import { publishLoadPeriodically } from '../mesh/load-publisher.js';
 import type { LocationService } from '../mesh/location.js';
@@ -191,7 +192,7 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     const isReady = (): boolean => ready && !core.isDraining;
     const endpoints = await init.devices.open({ core, metrics, people, audit, isReady });
     started.push(() => init.devices.stopAccepting());
-    const cluster = init.mesh === undefined ? undefined : await joinMesh(init, init.mesh, { core, metrics, endpoints, hosted, claims: claims as MerchantClaimsStore, started });
+    const cluster = init.mesh === undefined ? undefined : await joinMesh(init, init.mesh, { core, people, metrics, endpoints, hosted, claims: claims as MerchantClaimsStore, started });
     ready = true;
 
     let stopping: Promise<void> | undefined;
@@ -217,6 +218,7 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
 
 interface JoiningCell {
   readonly core: CellCore;
+  readonly people: PeopleDirectory;
   readonly metrics: CellMetrics;
   readonly endpoints: DeviceEndpoints;
   readonly hosted: readonly HostedMerchant[];
@@ -299,8 +301,27 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
 
   metrics.collectCrossCellStats(() => core.crossCellStats());
   const merchantClaims = meshMerchantClaims(mesh, cell.claims);
-  const host = core.moveHost();
+  const host = peopleFollowMoves(core.moveHost(), cell.people, logger);
   const mover = new MerchantMover({ cellId, store, cluster: clusterPort, clock, logger, host, claims: merchantClaims });
   const placement: PlacementComponents = { cellId, operatorKeys: ports.operatorKeys ?? [], directory: mesh.directory, host, claims: merchantClaims, logger };
   return { mesh, transport, location, outbox, inbox, mover, placement, stopPublishingLoad };
+}
+
+/**
+ * A merchant's people follow it: read from the copied keys when it moves in (before its claim is
+ * gossiped, so its agents find themselves at the new home), forgotten when it moves out.
+ */
+function peopleFollowMoves(host: MoveHost, people: PeopleDirectory, logger: Logger): MoveHost {
+  return {
+    ...host,
+    hostMerchant: async (tenant, merchant) => {
+      await host.hostMerchant(tenant, merchant);
+      // The claim is durable already: a failed read must not undo the move; a restart reads them.
+      await people.reloadMerchant(tenant, merchant).catch((error: unknown) => logger.error({ err: error, tenant, merchant }, 'could not read the agents of a merchant that moved in'));
+    },
+    releaseMerchant: (tenant, merchant) => {
+      host.releaseMerchant(tenant, merchant);
+      people.forgetMerchant(tenant, merchant);
+    },
+  };
 }
