@@ -315,9 +315,10 @@ function peopleFollowMoves(host: MoveHost, people: PeopleDirectory, logger: Logg
   return {
     ...host,
     hostMerchant: async (tenant, merchant) => {
-      await host.hostMerchant(tenant, merchant);
+      // Read first, so the core (and its desk) find the agents as soon as they host the merchant.
       // The claim is durable already: a failed read must not undo the move; a restart reads them.
       await people.reloadMerchant(tenant, merchant).catch((error: unknown) => logger.error({ err: error, tenant, merchant }, 'could not read the agents of a merchant that moved in'));
+      await host.hostMerchant(tenant, merchant);
     },
     releaseMerchant: (tenant, merchant) => {
       host.releaseMerchant(tenant, merchant);
