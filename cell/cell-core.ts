@@ -140,6 +140,7 @@ export class CellCore {
         follow: (connection, conv) => this.delivery.follow(connection, conv),
         unfollow: (connection, conv) => this.delivery.unfollow(connection, conv),
         send: (connection, frame) => this.delivery.sendFrame(connection, frame),
+        closeDevice: (connection, reason) => connection.port.close(CloseCode.Forbidden, reason),
       },
     });
     const authorize = (identity: Identity, conv: string): Parties => this.authorizeAtDesk(identity, conv);
@@ -180,7 +181,9 @@ export class CellCore {
     if (token === undefined || token === '') {
       throw new CellError(ErrorCode.Unauthenticated, 'a token is required (query parameter `token` or `Authorization: Bearer`)');
     }
-    return verifyToken(token, (tenant) => this.tenants.get(tenant)?.keys, this.options.clock.now());
+    const identity = verifyToken(token, (tenant) => this.tenants.get(tenant)?.keys, this.options.clock.now());
+    this.desk.requireKnownAgent(identity);
+    return identity;
   }
 
   /** Decides whether a verified identity may open a WebSocket from `origin`. */
@@ -507,6 +510,11 @@ export class CellCore {
     const queued: ServerFrame = { t: 'queued', conv: frame.conv, cmid: frame.cmid };
     if (frame.id !== undefined) queued.id = frame.id;
     this.delivery.sendFrame(connection, queued);
+  }
+
+  /** The tenants this cell serves, with their origins and the merchants it hosts now; no secrets. */
+  servedTenants(): Array<{ id: string; origins: string[]; merchants: string[] }> {
+    return [...this.tenants].map(([id, policy]) => ({ id, origins: [...policy.origins], merchants: [...policy.merchants].sort() }));
   }
 
   /** What a merchant's move may do to this core (merchant-move.ts). */

@@ -50,6 +50,8 @@ export interface DeskHost {
   follow(connection: DeviceConnection, conv: string): void;
   unfollow(connection: DeviceConnection, conv: string): void;
   send(connection: DeviceConnection, frame: ServerFrame): void;
+  /** Closes a device whose agent was removed (close code 4403). */
+  closeDevice(connection: DeviceConnection, reason: string): void;
 }
 
 export interface DeskSettings extends RuleSettings {
@@ -188,6 +190,17 @@ export class DeskService {
   /** Stops every timer (the cell stops). */
   stop(): void {
     for (const open of [...this.desks.values()]) this.unloadMerchant(open.tenant, open.merchant);
+  }
+
+  /**
+   * Refuses an agent token for an agent its merchant does not have (never registered, or
+   * removed): at a desk, the people directory says who works there. An open desk takes any.
+   */
+  requireKnownAgent(identity: Identity): void {
+    if (identity.role !== 'agent' || identity.merchant === undefined) return;
+    const { people } = this.options;
+    if (people.get(identity.tenant, identity.merchant, identity.user) !== undefined || people.list(identity.tenant, identity.merchant).length === 0) return;
+    throw new CellError(ErrorCode.AgentUnknown, `merchant ${identity.merchant} has no agent ${identity.user}`);
   }
 
   hasDesk(tenant: string, merchant: string): boolean {
@@ -366,6 +379,8 @@ export class DeskService {
     }
     const nowMs = this.options.clock.now();
     if (after === undefined) {
+      // Its devices go at once: their tokens are refused from now on (requireKnownAgent).
+      for (const device of this.devicesOfAgent(open, agentId)) this.options.host.closeDevice(device, `agent ${agentId} was removed from merchant ${merchant}`);
       if (open.rules.agent(agentId) !== undefined) this.apply(open, open.rules.removeAgent(agentId, nowMs), { released: true });
       return;
     }

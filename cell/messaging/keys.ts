@@ -17,6 +17,7 @@
  *   k/<tenant>/<merchant>/session/<family> a login or guest (a family of refresh tokens): whom it is
  *                                        for and the hash of its current token
  *   v/layout                             the layout version of the keys above (key-layout.ts)
+ *   audit/<ms>/<counter>                 the cell's audit log of admin actions (cell/audit-log.ts)
  *
  * `<party>` is a user's whole identity inside the tenant (principal.ts: `c:<user>` or
  * `a:<merchant>:<user>`), never the bare user id, which customers and agents may share.
@@ -61,6 +62,9 @@ export const keys = {
   /** Everything of a merchant's desk, which a move copies whole. */
   merchantDesk: (tenant: string, merchant: string) => prefixRange(`k/${tenant}/${merchant}/`),
   layoutVersion: () => 'v/layout',
+  /** An entry of the audit log: by time, then by a counter that only grows, so order is stable. */
+  auditEntry: (atMs: number, counter: number) => `audit/${encodeSeq(atMs)}/${encodeSeq(counter)}`,
+  auditLog: () => prefixRange('audit/'),
 };
 
 /** The last '/'-separated field of a key (the conversation of an index or cursor key, a user...). */
