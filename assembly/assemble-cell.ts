@@ -1,4 +1,5 @@
 import { AuditLog } from '../cell/audit-log.js';
+import { CustomerErasure } from '../cell/customer-erasure.js';
 import { CellCore } from '../cell/cell-core.js';
 import { PeopleDirectory } from '../cell/desk/people.js';
 import { DeskConfig, type LimitsConfig, type TenantConfig } from '../cell/settings.js';
@@ -57,6 +58,8 @@ export interface OpenedCell {
   readonly people: PeopleDirectory;
   /** Where admin actions are recorded. */
   readonly audit: AuditLog;
+  /** Erasures of customers, here and in the other cells. */
+  readonly erasure: CustomerErasure;
   /** Up and not draining: what a readiness probe reports. */
   isReady(): boolean;
 }
@@ -190,6 +193,7 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
       metrics,
       logger,
       desk: { people, settings: init.desk ?? DeskConfig.parse({}) },
+      audit,
     });
     // The desk follows its people at once: more capacity pulls the queue, a removed agent's consultations move.
     const stopFollowingPeople = people.onChange((change) => core.desk.peopleChanged(change.tenant, change.merchant, change.agentId, change.after));
@@ -198,9 +202,10 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     started.push(() => core.desk.stop());
     let ready = false;
     const isReady = (): boolean => ready && !core.isDraining;
-    const endpoints = await init.devices.open({ core, metrics, people, audit, isReady });
+    const erasure = new CustomerErasure({ store, core, audit, logger });
+    const endpoints = await init.devices.open({ core, metrics, people, audit, erasure, isReady });
     started.push(() => init.devices.stopAccepting());
-    const cluster = init.mesh === undefined ? undefined : await joinMesh(init, init.mesh, { core, people, metrics, endpoints, hosted, claims: claims as MerchantClaimsStore, started });
+    const cluster = init.mesh === undefined ? undefined : await joinMesh(init, init.mesh, { core, people, metrics, endpoints, hosted, claims: claims as MerchantClaimsStore, erasure, started });
     ready = true;
 
     let stopping: Promise<void> | undefined;
@@ -231,6 +236,7 @@ interface JoiningCell {
   readonly endpoints: DeviceEndpoints;
   readonly hosted: readonly HostedMerchant[];
   readonly claims: MerchantClaimsStore;
+  readonly erasure: CustomerErasure;
   /** Where each started part registers how it stops. */
   readonly started: StopStep[];
 }
@@ -289,6 +295,7 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
     maxFrameBytes: init.limits.maxFrameBytes,
     metrics: init.metrics,
     outbox: ports.outbox,
+    erasure: cell.erasure,
   });
   started.push(() => services.stop());
   const { location, outbox, inbox, clusterPort } = services;

@@ -1,4 +1,5 @@
 import type { CellCore } from '../cell/cell-core.js';
+import { CustomerErasure } from '../cell/customer-erasure.js';
 import type { ClusterPort } from '../cell/messaging/cluster-port.js';
 import { createClusterPort, type ClusterDirectory } from '../mesh/cluster-port-adapter.js';
 import { LocationService, type LocationInit } from '../mesh/location.js';
@@ -32,6 +33,8 @@ export interface CrossCellServicesInit {
   readonly location?: LocationInit | undefined;
   /** Tuning of the outbox; its entry and batch bounds follow the frame limit. */
   readonly outbox?: Omit<OutboxInit, 'maxEntryBytes' | 'maxBatchBytes'> | undefined;
+  /** Erasures of customers, which reach the other cells through the outbox (a default one records none in an audit log). */
+  readonly erasure?: CustomerErasure | undefined;
 }
 
 export interface CrossCellServices {
@@ -73,7 +76,10 @@ export async function startCrossCellServices(init: CrossCellServicesInit): Promi
     throw error;
   }
   const clusterPort = createClusterPort({ cellId, directory, location, outbox, inbox, transport });
+  // Erasures of customers reach every cell that has not left for good: one down now applies it when it is back.
+  const otherCells = (): string[] => [...directory.values()].filter((entry) => entry.record.cellId !== cellId && entry.liveness !== 'left').map((entry) => entry.record.cellId);
+  const erasure = init.erasure ?? new CustomerErasure({ store, core });
   // From here on, conversations of merchants homed on other cells are served cross-cell.
-  core.attachCluster(clusterPort);
+  core.attachCluster(erasure.attach(clusterPort, otherCells));
   return { location, outbox, inbox, clusterPort, stop };
 }

@@ -3,6 +3,8 @@ import { loginRoutes } from '../cell/access/login-routes.js';
 import { newestSigningKey } from '../cell/access/token-minter.js';
 import { signingKeysOf } from '../cell/access/tokens.js';
 import { adminPeopleRoutes } from '../cell/access/admin-people-routes.js';
+import { adminCustomerRoutes } from '../cell/access/admin-customer-routes.js';
+import { CustomerData, customerDataHostOf } from '../cell/customer-data.js';
 import { AccessServer, type ClusterApi } from '../cell/access/uws-server.js';
 import type { CellCore } from '../cell/cell-core.js';
 import type { AuditLog } from '../cell/audit-log.js';
@@ -94,7 +96,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   let port = 0;
   let access: AccessServer | undefined;
   const devices: DeviceAccess = {
-    open: async ({ core, metrics, people, audit, isReady }) => {
+    open: async ({ core, metrics, people, audit, erasure, isReady }) => {
       const adminTokens = config.admin.token === undefined ? [] : [config.admin.token, ...config.admin.acceptTokens];
       access = new AccessServer({
         core,
@@ -112,6 +114,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
         },
         routeModules: [
           adminPeopleRoutes({ servedTenants: () => core.servedTenants(), people, audit, adminTokens }),
+          adminCustomerRoutes({ servedTenants: () => core.servedTenants(), blocks: core.blocks, closeConsultation: (tenant, conv) => core.desk.closeIfOpen(tenant, conv), data: new CustomerData({ store, host: customerDataHostOf(core) }), erasure, audit, adminTokens }),
           loginRoutes({
             store,
             clock,

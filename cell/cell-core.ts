@@ -17,6 +17,8 @@ import { newestWithinBytes, responseByteBudget } from './messaging/response-byte
 import { readInbox } from './messaging/inbox.js';
 import { DeskService, NO_PEOPLE, type DeskPeople, type DeskSettings } from './desk/desk-service.js';
 import { dispatchDeskFrame, type DeskFrameHost } from './desk/desk-frames.js';
+import { answerBlockFrame } from './desk/block-frames.js';
+import { CustomerBlocks, type BlocksAudit } from './desk/customer-blocks.js';
 import type { RelayedSend } from './messaging/relayed-sends.js';
 import type { MoveHost } from './move-host.js';
 import type { CellMetrics } from './metrics.js';
@@ -57,6 +59,7 @@ export interface CellCoreOptions {
    * an open desk; without `desk`, every merchant does.
    */
   desk?: { people: DeskPeople; settings: DeskSettings };
+  /** The audit log, which records blocks of customers (absent: they are not recorded). */ audit?: BlocksAudit;
 }
 
 /** A conversation's parties, and its home cell when another cell hosts it. */
@@ -97,6 +100,8 @@ export class CellCore {
   /** The service desks of the merchants hosted here. */
   readonly desk: DeskService;
   private readonly deskFrames: DeskFrameHost;
+  /** The customers each merchant blocked (cell/desk/customer-blocks.ts). */
+  readonly blocks: CustomerBlocks;
   private relay: CrossCellRelay | undefined;
   private draining = false;
   /** Merchants being moved out, by tenant/merchant: writes to their conversations wait for these. */
@@ -145,6 +150,7 @@ export class CellCore {
     });
     const authorize = (identity: Identity, conv: string): Parties => this.authorizeAtDesk(identity, conv);
     this.deskFrames = { desk: this.desk, clock: options.clock, presence: this.presence, authorize, send: (device, frame) => this.delivery.sendFrame(device, frame) };
+    this.blocks = new CustomerBlocks({ store: options.store, clock: options.clock, audit: options.audit });
     if (options.cluster !== undefined) this.attachCluster(options.cluster);
   }
 
@@ -332,6 +338,8 @@ export class CellCore {
     if (this.draining) return Promise.reject(shuttingDown());
     const request = { tenant: identity.tenant, conv, from: identity.user, role: identity.role, device: identity.device, cmid, body, context: sender };
     if (identity.role !== 'customer') return this.log.append(request);
+    const blocked = this.blocks.whenAllowed(identity.tenant, conv);
+    if (blocked !== undefined) return blocked.then(() => this.appendHere(identity, conv, cmid, body, sender, group));
     // A customer's message may open a consultation at the merchant's desk, recorded with it.
     const opening = this.desk.opening(identity.tenant, conv, group);
     if (opening.alsoWrite === undefined) return this.log.append(request);
@@ -439,6 +447,9 @@ export class CellCore {
       case 'typing':
       case 'desk':
         return dispatchDeskFrame(this.deskFrames, connection, frame);
+      case 'block':
+      case 'unblock':
+        return answerBlockFrame({ ...this.deskFrames, blocks: this.blocks }, connection, frame);
       case 'ping': {
         const pong: ServerFrame = { t: 'pong', ts: this.options.clock.now() };
         if (frame.id !== undefined) pong.id = frame.id;
@@ -512,6 +523,11 @@ export class CellCore {
     this.delivery.sendFrame(connection, queued);
   }
 
+  /** Drops the cached heads of `tenant`'s conversations of `merchant` once their keys were deleted (cell/customer-data.ts). */
+  forgetConversations(tenant: string, merchant: string): void {
+    this.log.forgetMerchant(tenant, merchant);
+  }
+
   /** The tenants this cell serves, with their origins and the merchants it hosts now; no secrets. */
   servedTenants(): Array<{ id: string; origins: string[]; merchants: string[] }> {
     return [...this.tenants].map(([id, policy]) => ({ id, origins: [...policy.origins], merchants: [...policy.merchants].sort() }));
@@ -530,6 +546,7 @@ export class CellCore {
         // The store now holds the merchant's conversations as copied; heads cached from an
         // earlier mirror of them are stale.
         this.log.forgetMerchant(tenant, merchant);
+        this.blocks.forgetMerchant(tenant, merchant);
         policy.merchants.add(merchant);
         void this.resumeMovedIn(tenant, merchant);
         // Its desk came with it: agents, queues, open consultations, nothing reassigned.
@@ -585,6 +602,7 @@ export class CellCore {
       deliver: (tenant, message, sender) => this.deliverHere(tenant, message, sender),
       deliverReceipt: (tenant, conv, party, seq) => this.deliverReceipt(tenant, conv, party, seq),
       markRead: (tenant, conv, party, seq) => this.markReadHere(tenant, conv, party, seq),
+      whenAllowed: (tenant, conv) => this.blocks.whenAllowed(tenant, conv),
       refuseRelayed: (sender, tenant, customer, conv, cmid, error) => {
         const frame: ServerFrame = { t: 'error', code: error.code, message: error.message, conv, cmid };
         const connection = sender?.connection;

@@ -11,6 +11,8 @@ export interface ClusterDirectory {
   homeCellOf(tenant: string, merchant: string): string | undefined;
   peerOf(cellId: string): PeerId | undefined;
   cellOfPeer(peer: PeerId): string | undefined;
+  /** Every cell of the directory (this one included), with its liveness. */
+  values(): Iterable<{ readonly record: { readonly cellId: string }; readonly liveness: Liveness }>;
   /** Calls `listener` with each cell whose entry changed, and its liveness after; returns the unsubscribe. */
   onChange(listener: (cellId: string, before: { liveness: Liveness } | undefined, after: { liveness: Liveness } | undefined) => void): () => void;
 }

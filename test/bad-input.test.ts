@@ -135,6 +135,12 @@ const frameCases: FrameCase[] = [
   { name: 'typing in another customer\'s conversation', frame: { op: 'typing', conv: 'm1:c2' }, code: 'CONVERSATION_FORBIDDEN' },
   { name: 'desk without id', who: 'agent', frame: { op: 'desk' }, code: 'BAD_FRAME' },
   { name: 'desk asked by a customer', frame: { op: 'desk', id: 'dk1' }, code: 'CONVERSATION_FORBIDDEN', id: 'dk1' },
+  { name: 'block without conv', who: 'agent', frame: { op: 'block', id: 'bl1' }, code: 'BAD_FRAME', id: 'bl1' },
+  { name: 'block with a reason over 1000 chars', who: 'agent', frame: { op: 'block', id: 'bl2', conv: CONV, reason: LONG.repeat(1_001) }, code: 'BAD_FRAME', id: 'bl2' },
+  { name: 'block by a customer', frame: { op: 'block', id: 'bl3', conv: CONV }, code: 'CONVERSATION_FORBIDDEN', id: 'bl3' },
+  { name: 'agent: block in another merchant\'s conversation', who: 'agent', frame: { op: 'block', id: 'bl4', conv: 'm2:c1' }, code: 'CONVERSATION_FORBIDDEN', id: 'bl4' },
+  { name: 'unblock with a numeric conv', who: 'agent', frame: { op: 'unblock', id: 'ub1', conv: 7 }, code: 'BAD_FRAME', id: 'ub1' },
+  { name: 'unblock by a customer', frame: { op: 'unblock', id: 'ub2', conv: CONV }, code: 'CONVERSATION_FORBIDDEN', id: 'ub2' },
   { name: 'a frame over 64 KiB', frame: send({ id: 'big', body: 'b', padding: 'p'.repeat(70 * 1024) }), code: 'PAYLOAD_TOO_LARGE' },
   { name: 'a binary frame', frame: Buffer.from(JSON.stringify(send({ id: 'bin' }))), code: 'BINARY_NOT_SUPPORTED' },
 ];
@@ -511,6 +517,9 @@ describe('bad HTTP requests', () => {
       { name: 'guest with an unknown field', method: 'POST', url: `${cell.httpUrl}/v1/guest`, json: { tenant: TENANT, merchant: 'm1', user: 'admin' }, status: 400, code: 'BAD_FRAME' },
       { name: 'people admin API without an admin token configured', method: 'POST', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m1/agents`, token, json: { id: 'x' }, status: 403, code: 'ADMIN_FORBIDDEN' },
       { name: 'audit log without an admin token configured', method: 'GET', url: `${cell.httpUrl}/v1/admin/audit`, status: 403, code: 'ADMIN_FORBIDDEN' },
+      { name: 'blocks without an admin token configured', method: 'PUT', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m1/blocks/c1`, token, json: {}, status: 403, code: 'ADMIN_FORBIDDEN' },
+      { name: 'customer export without an admin token configured', method: 'GET', url: `${cell.httpUrl}/v1/admin/tenants/mall/customers/c1/export`, token, status: 403, code: 'ADMIN_FORBIDDEN' },
+      { name: 'customer erasure without an admin token configured', method: 'DELETE', url: `${cell.httpUrl}/v1/admin/tenants/mall/customers/c1`, token, status: 403, code: 'ADMIN_FORBIDDEN' },
     ];
     const problems: string[] = [];
     for (const row of cases) {
@@ -555,6 +564,10 @@ describe('bad HTTP requests', () => {
       { method: 'PUT', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m1/agents`, allow: 'GET, POST' },
       { method: 'POST', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m1/agents/bob`, allow: 'DELETE, GET, PATCH' },
       { method: 'GET', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m1/agents/bob/password`, allow: 'PUT' },
+      { method: 'POST', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m1/blocks`, allow: 'GET' },
+      { method: 'POST', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m1/blocks/c1`, allow: 'DELETE, GET, PUT' },
+      { method: 'POST', url: `${cell.httpUrl}/v1/admin/tenants/mall/customers/c1/export`, allow: 'GET' },
+      { method: 'GET', url: `${cell.httpUrl}/v1/admin/tenants/mall/customers/c1`, allow: 'DELETE' },
     ];
     const problems: string[] = [];
     for (const row of cases) {

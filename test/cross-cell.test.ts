@@ -142,6 +142,7 @@ class TestCluster {
       homeCellOf: (tenant: string, merchant: string) => this.staleHomes.get(cellId)?.get(`${tenant}/${merchant}`) ?? this.homes.get(`${tenant}/${merchant}`),
       peerOf: (cell: string) => `peer-${cell}`,
       cellOfPeer,
+      values: () => [...this.cells.keys()].map((id) => ({ record: { cellId: id }, liveness: 'alive' as const })),
       onChange: (listener) => {
         this.directoryListeners.add(listener);
         return () => this.directoryListeners.delete(listener);

@@ -206,6 +206,7 @@ class PropertyRun {
       homeCellOf: (_tenant, merchant) => this.homes.get(merchant),
       peerOf: (cell) => `peer-${cell}`,
       cellOfPeer,
+      values: () => this.cells.map((cell) => ({ record: { cellId: cell.cellId }, liveness: 'alive' as const })),
       onChange: () => () => undefined,
     };
     const core = new CellCore(options);

@@ -326,6 +326,15 @@ export class DeskService {
     this.apply(open, this.decide(() => open.rules.close(record.id, this.options.clock.now())), { closedBy: by });
   }
 
+  /** Closes the open consultation of `conv`, if any, on the merchant's decision (its customer was blocked): announced as closed by its agent. */
+  closeIfOpen(tenant: string, conv: string): void {
+    const { merchant, customer } = parseConversationId(conv)!;
+    const open = this.desks.get(deskKey(tenant, merchant));
+    const record = open?.records.get(customer);
+    if (open === undefined || record === undefined || record.opening === true) return;
+    this.apply(open, open.rules.close(record.id, this.options.clock.now()), { closedBy: 'agent' });
+  }
+
   /** Hands the consultation of `conv` to an agent (online with free capacity) or a group. */
   transfer(identity: Identity, conv: string, to: { agent?: string | undefined; group?: string | undefined }, note: string | undefined, consultation?: string): void {
     const { merchant, customer } = parseConversationId(conv)!;

@@ -63,6 +63,14 @@ export class CrossCellHome {
     if (foreign.length > 0) await this.rejectAtOrigins(source, foreign, new CellError(ErrorCode.ConversationForbidden, `the sender is not a party to conversation ${conv}`));
     const accepted = sends.filter((send) => !foreign.includes(send));
     if (accepted.length === 0) return;
+    try {
+      await this.context.host.whenAllowed(tenant, conv);
+    } catch (error) {
+      // A customer its merchant blocked: refused at the cell that relayed the sends, for good.
+      if (!(error instanceof CellError) || error.code !== ErrorCode.CustomerBlocked) throw error;
+      await this.rejectAtOrigins(source, accepted, error);
+      return;
+    }
     if (this.context.host.isDraining()) throw new CellError(ErrorCode.ShuttingDown, 'this cell is shutting down');
     const sendKeys = accepted.map((send) => relayedSendKey(tenant, conv, conversationParty(conv, send.role, send.user), send.cmid));
     const origins = accepted.map((send) => send.origin ?? source);

@@ -78,6 +78,8 @@ export interface CrossCellHost {
   markRead(tenant: string, conv: string, party: string, seq: number): Promise<void>;
   /** Tells the sender of a relayed send (or, when it is gone, the customer's devices here) that it was refused. */
   refuseRelayed(sender: RelayedSend | undefined, tenant: string, customer: string, conv: string, cmid: string, error: CellError): void;
+  /** Undefined when the customer of `conv` may send to its merchant; throws CUSTOMER_BLOCKED, or a promise doing either (CustomerBlocks.whenAllowed). */
+  whenAllowed(tenant: string, conv: string): Promise<void> | undefined;
 }
 
 export interface CrossCellStats extends RemoteFanOutStats {

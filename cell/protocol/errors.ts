@@ -65,6 +65,8 @@ export const ErrorCode = {
   AgentExists: 'AGENT_EXISTS',
   /** HTTP admin: the merchant has no agent of this id. */
   AgentUnknown: 'AGENT_UNKNOWN',
+  /** The customer is blocked by the conversation's merchant: its sends there are refused. */
+  CustomerBlocked: 'CUSTOMER_BLOCKED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -113,6 +115,7 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   TENANT_UNKNOWN: 404,
   AGENT_EXISTS: 409,
   AGENT_UNKNOWN: 404,
+  CUSTOMER_BLOCKED: 403,
 };
 
 /** An operating error with a stable code: answered to the client, never a crash. */

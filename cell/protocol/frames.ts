@@ -150,6 +150,11 @@ export const TypingFrame = z.object({ op: z.literal('typing'), conv: conversatio
 /** An agent asks for its merchant's desk: agents, queues and open consultations. */
 export const DeskFrame = z.object({ op: z.literal('desk'), id: requestId });
 
+/** An agent of the merchant (the assigned one, or a supervisor) blocks the customer of `conv`: its sends to the merchant are refused. */
+export const BlockFrame = z.object({ op: z.literal('block'), id: requestId.optional(), conv: conversationId, reason: z.string().max(MAX_NOTE_CHARS).optional() });
+/** Lifts the merchant's block of the customer of `conv`. */
+export const UnblockFrame = z.object({ op: z.literal('unblock'), id: requestId.optional(), conv: conversationId });
+
 export const clientFrameSchemas = {
   send: SendFrame,
   ack: AckFrame,
@@ -164,6 +169,8 @@ export const clientFrameSchemas = {
   rate: RateFrame,
   typing: TypingFrame,
   desk: DeskFrame,
+  block: BlockFrame,
+  unblock: UnblockFrame,
 } as const;
 
 export type ClientOp = keyof typeof clientFrameSchemas;
