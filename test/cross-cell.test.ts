@@ -11,6 +11,7 @@ import { ManualClock } from '../platform/manual-clock.js';
 import { SeededRandom } from '../platform/random.js';
 import { mintToken, verifyToken, type Identity } from '../cell/access/tokens.js';
 import { CellCore } from '../cell/cell-core.js';
+import { CustomerErasure } from '../cell/customer-erasure.js';
 import { LimitsConfig } from '../cell/settings.js';
 import { silentLogger } from '../platform/logger.js';
 import type { DeviceConnection, DevicePort } from '../cell/messaging/device.js';
@@ -97,6 +98,7 @@ interface TestCell {
   outbox: Outbox;
   inbox: Inbox;
   core: CellCore;
+  erasure: CustomerErasure;
   stopServices: () => Promise<void>;
   readonly devices: TestDevice[];
 }
@@ -161,6 +163,7 @@ class TestCluster {
       logger: silentLogger,
       crossCell: { historyPageMessages: 7, historyTimeoutMs: 300, relayWaitMs: 1_000 },
     });
+    cell.erasure = new CustomerErasure({ store, core: cell.core });
     const services = await startCrossCellServices({
       cellId,
       core: cell.core,
@@ -170,6 +173,7 @@ class TestCluster {
       random,
       store,
       ...FAST_CROSS_CELL_TUNING,
+      erasure: cell.erasure,
     });
     cell.location = services.location;
     cell.outbox = services.outbox;
@@ -716,6 +720,45 @@ describe('cross-cell conversations over a memory network', () => {
     await cluster.until(() => alice.of('error').length === 1);
     expect(alice.of('queued')).toHaveLength(1);
     expect(alice.of('error')[0]).toMatchObject({ id: 's', code: 'MERCHANT_NOT_HOSTED', conv: 'moved:alice', cmid: 'c1' });
+  });
+
+  it('erases a customer in every cell that holds a copy, asked at the home cell or at the access cell', async () => {
+    const { agent, alice } = await aliceSaidHi();
+    agent.frame({ op: 'send', conv: CONV, cmid: 'r1', body: 'hi alice' });
+    await cluster.until(() => alice.pushed(CONV).length === 1);
+    expect((await cluster.stored('a', CONV)).length).toBe(2);
+
+    const answer = await cluster.cell('b').erasure.erase(TENANT, 'alice');
+    expect(answer).toMatchObject({ deleted: { conversations: 1, messages: 2 }, devicesClosed: 0, cellsAsked: ['a', 'c'], cellsFailed: [] });
+    // The access cell applies it from its inbox: the mirror goes, and so does alice's device there.
+    await cluster.until(() => alice.closed !== undefined);
+    expect(alice.closed?.code).toBe(4403);
+    expect(await cluster.stored('a', CONV)).toEqual([]);
+    expect(await cluster.stored('b', CONV)).toEqual([]);
+    expect(await cluster.cell('a').store.range({ ...keys.customerConversations(TENANT, 'alice'), limit: 10 })).toEqual([]);
+
+    // Asked at the access cell, it reaches the home cell.
+    const again = await cluster.connect('a', 'alice', { device: 'd2' });
+    again.frame({ op: 'send', conv: CONV, cmid: 'back', body: 'back' });
+    await cluster.until(() => again.of('sent').length === 1);
+    expect((await cluster.stored('b', CONV)).map((message) => [message.seq, message.body])).toEqual([[1, 'back']]);
+    expect((await cluster.cell('a').erasure.erase(TENANT, 'alice')).devicesClosed).toBe(1);
+    for (let step = 0; step < 100 && (await cluster.stored('b', CONV)).length > 0; step++) await cluster.run(20);
+    expect(await cluster.stored('b', CONV)).toEqual([]);
+    expect(await cluster.stored('a', CONV)).toEqual([]);
+  });
+
+  it('erases a customer in a cell that was down when the erasure was asked, once it is back', async () => {
+    await aliceSaidHi();
+    await cluster.crash('a');
+    const answer = await cluster.cell('b').erasure.erase(TENANT, 'alice');
+    expect(answer.cellsAsked).toEqual(['a', 'c']);
+    await cluster.run(500, 10);
+    // Down: its store still holds the mirror; the entry waits in b's outbox.
+    expect((await cluster.stored('a', CONV)).length).toBe(1);
+    await cluster.restart('a');
+    for (let step = 0; step < 200 && (await cluster.stored('a', CONV)).length > 0; step++) await cluster.run(50, 10);
+    expect(await cluster.stored('a', CONV)).toEqual([]);
   });
 
   it("keeps a relayed customer's sends and reads apart from those of the merchant's agent of the same id", async () => {
