@@ -1,5 +1,6 @@
 import { AuditLog } from '../cell/audit-log.js';
 import { CustomerErasure } from '../cell/customer-erasure.js';
+import { RetentionSweeper } from '../cell/retention-sweeper.js';
 import { CellCore } from '../cell/cell-core.js';
 import { PeopleDirectory } from '../cell/desk/people.js';
 import { DeskConfig, type LimitsConfig, type TenantConfig } from '../cell/settings.js';
@@ -200,6 +201,9 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     started.push(stopFollowingPeople);
     await core.loadDesks();
     started.push(() => core.desk.stop());
+    const retention = new RetentionSweeper({ store, clock: init.clock, logger, tenants, forgetConversations: (tenant, merchant) => core.forgetConversations(tenant, merchant) });
+    retention.start();
+    started.push(() => retention.stop());
     let ready = false;
     const isReady = (): boolean => ready && !core.isDraining;
     const erasure = new CustomerErasure({ store, core, audit, logger });

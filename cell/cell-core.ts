@@ -150,7 +150,7 @@ export class CellCore {
     });
     const authorize = (identity: Identity, conv: string): Parties => this.authorizeAtDesk(identity, conv);
     this.deskFrames = { desk: this.desk, clock: options.clock, presence: this.presence, authorize, send: (device, frame) => this.delivery.sendFrame(device, frame) };
-    this.blocks = new CustomerBlocks({ store: options.store, clock: options.clock, audit: options.audit });
+    this.blocks = new CustomerBlocks({ store: options.store, clock: options.clock, audit: options.audit, preload: options.tenants.flatMap((tenant) => tenant.merchants.map((merchant) => ({ tenant: tenant.id, merchant: merchant.id }))) });
     if (options.cluster !== undefined) this.attachCluster(options.cluster);
   }
 
@@ -354,9 +354,9 @@ export class CellCore {
     const state = await this.log.conversation(identity.tenant, frame.conv);
     const before = Math.min(frame.before ?? state.durableSeq + 1, state.durableSeq + 1);
     const newest = await this.log.messagesBefore(identity.tenant, frame.conv, before, frame.limit ?? DEFAULT_HISTORY_LIMIT);
-    // A page of large messages is cut short from its oldest end; `hasMore` sends the client on.
+    // A page of large messages is cut short from its oldest end; a short page ends at seq 1 or where retention deleted.
     const messages = newestWithinBytes(newest, responseByteBudget(this.options.limits.maxBackpressureBytes));
-    return { messages, hasMore: (messages[0]?.seq ?? before) > 1 };
+    return { messages, hasMore: messages.length < newest.length || (newest.length === (frame.limit ?? DEFAULT_HISTORY_LIMIT) && newest[0]!.seq > 1) };
   }
 
   /** Moves the user's read cursor; the receipt reaches both parties' devices. */
@@ -546,7 +546,7 @@ export class CellCore {
         // The store now holds the merchant's conversations as copied; heads cached from an
         // earlier mirror of them are stale.
         this.log.forgetMerchant(tenant, merchant);
-        this.blocks.forgetMerchant(tenant, merchant);
+        this.blocks.reloadMerchant(tenant, merchant);
         policy.merchants.add(merchant);
         void this.resumeMovedIn(tenant, merchant);
         // Its desk came with it: agents, queues, open consultations, nothing reassigned.

@@ -42,6 +42,16 @@ export const MerchantConfig = strict({
     }),
 });
 
+/**
+ * How long a tenant's data is kept (docs/operations.md, "Retention"). Absent: forever. The
+ * retention of attachments is set with the attachments.
+ */
+export const RetentionConfig = strict({
+  /** Messages older than this many days are deleted, but never a conversation's newest message. */
+  conversationDays: z.number().int('must be a whole number of days').min(1, 'must be at least 1 day').max(36_500, 'must be at most 36500 days').optional(),
+});
+export type RetentionConfig = z.infer<typeof RetentionConfig>;
+
 const tenantSecret = z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`);
 
 export const TenantConfig = strict({
@@ -64,6 +74,7 @@ export const TenantConfig = strict({
    */
   origins: z.array(z.string().url()).default([]),
   merchants: z.array(MerchantConfig).default([]),
+  retention: RetentionConfig.optional(),
 }).superRefine((tenant, context) => {
   if ((tenant.secret === undefined) === (tenant.secrets === undefined)) {
     context.addIssue({ code: 'custom', path: ['secret'], message: 'give exactly one of secret (a single secret) and secrets (secrets named by kid)' });

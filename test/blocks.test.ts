@@ -102,10 +102,11 @@ describe('blocks of customers', () => {
     expect([again.status, errorCodeOf(again)]).toEqual([404, 'NOT_FOUND']);
     expect((await sendMessage(eve, 'm1:eve', 'e2', 'hi')).seq).toBe(1);
     const audit = await admin('GET', `${url}/v1/admin/audit?tenant=mall`);
-    expect((audit.body as { entries: Array<{ action: string; actor: string; target: string }> }).entries.map((entry) => [entry.action, entry.actor, entry.target])).toEqual([
-      ['customer.unblock', 'admin', 'eve'],
-      ['customer.block', 'admin', 'fay'],
-      ['customer.block', 'admin', 'eve'],
+    expect((audit.body as { entries: Array<{ action: string; actor: string; target: string; outcome: string }> }).entries.map((entry) => [entry.action, entry.actor, entry.target, entry.outcome])).toEqual([
+      ['customer.unblock', 'admin', 'eve', 'failed'],
+      ['customer.unblock', 'admin', 'eve', 'ok'],
+      ['customer.block', 'admin', 'fay', 'ok'],
+      ['customer.block', 'admin', 'eve', 'ok'],
     ]);
   });
 });

@@ -12,6 +12,7 @@ import { SeededRandom } from '../platform/random.js';
 import { mintToken, verifyToken, type Identity } from '../cell/access/tokens.js';
 import { CellCore } from '../cell/cell-core.js';
 import { CustomerErasure } from '../cell/customer-erasure.js';
+import { RetentionSweeper } from '../cell/retention-sweeper.js';
 import { LimitsConfig } from '../cell/settings.js';
 import { silentLogger } from '../platform/logger.js';
 import type { DeviceConnection, DevicePort } from '../cell/messaging/device.js';
@@ -625,6 +626,44 @@ describe('cross-cell conversations over a memory network', () => {
     // The home cell finds her again for what follows.
     agent.frame({ op: 'send', conv: CONV, cmid: 'after', body: 'after the reconnect' });
     await cluster.until(() => second.pushed(CONV).includes(23));
+  });
+
+  it('moves a mirror past the messages its home cell deleted by retention, and syncs the device from there', async () => {
+    await threeCells();
+    const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });
+    const first = await cluster.connect('a', 'alice', { device: 'phone' });
+    first.frame({ op: 'send', conv: CONV, cmid: 'c1', body: 'hi' });
+    await cluster.until(() => first.seen(CONV).length === 1);
+    first.close(1000, 'bye');
+    for (let index = 0; index < 10; index++) {
+      agent.frame({ op: 'send', conv: CONV, cmid: `later${index}`, body: `later ${index}` });
+      await cluster.run(30);
+    }
+    await cluster.run(200);
+    const mirrored = (await cluster.stored('a', CONV)).length;
+    expect(mirrored).toBeLessThan(11);
+    // A month on, the home cell's retention deletes all but its newest message.
+    cluster.clock.advance(31 * 24 * 3600 * 1000);
+    // The agent's token expired meanwhile: a new one.
+    const agentLater = await cluster.connect('b', 'bob', { merchant: 'shop', device: 'later' });
+    agentLater.frame({ op: 'send', conv: CONV, cmid: 'month', body: 'a month later' });
+    await cluster.run(50);
+    const home = cluster.cell('b');
+    const sweeper = new RetentionSweeper({
+      store: home.store,
+      clock: cluster.clock,
+      logger: silentLogger,
+      tenants: [{ id: TENANT, secret: SECRET, origins: [], merchants: [], retention: { conversationDays: 30 } }],
+      forgetConversations: (tenant, merchant) => home.core.forgetConversations(tenant, merchant),
+    });
+    expect(await sweeper.runOnce()).toMatchObject({ conversationsVisited: 1, messagesDeleted: 11 });
+    expect((await cluster.stored('b', CONV)).map((message) => message.seq)).toEqual([12]);
+
+    const second = await cluster.connect('a', 'alice', { device: 'phone' });
+    expect(second.pushed(CONV)).toEqual([...range(2, mirrored), 12]);
+    expect((await cluster.stored('a', CONV)).map((message) => message.seq)).toEqual([...range(1, mirrored), 12]);
+    agentLater.frame({ op: 'send', conv: CONV, cmid: 'after', body: 'after the sweep' });
+    await cluster.until(() => second.pushed(CONV).includes(13));
   });
 
   it('backfills a mirror that starts in the middle of a conversation', async () => {

@@ -70,7 +70,10 @@ describe('export and erasure of one customer', () => {
     await sendMessage(cathy, 'm1:cathy', 'hello', 'a question');
     await assigned;
     await sendMessage(ann, 'm1:cathy', 'answer', 'an answer');
+    // The rating needs the close durable: its system message says so.
+    const closedMessage = cathy.next((frame: ServerFrame) => frame.t === 'msg' && frame.event?.type === 'closed');
     expect(await ann.request({ id: 'close', op: 'close', conv: 'm1:cathy' })).toEqual({ t: 'ok', id: 'close' });
+    await closedMessage;
     expect(await cathy.request({ id: 'rate', op: 'rate', conv: 'm1:cathy', score: 4, comment: 'quick' })).toEqual({ t: 'ok', id: 'rate' });
     await sendMany(cathy, 'm2:cathy', 'bulk', EXPORT_PAGE_MESSAGES + 20);
     expect(await cathy.request({ id: 'read', op: 'read', conv: 'm1:cathy', seq: 2 })).toMatchObject({ t: 'ok' });

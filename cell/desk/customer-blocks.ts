@@ -17,8 +17,9 @@ import { parseStored } from './desk-records.js';
  * merchant; every block and unblock is recorded in the audit log with who did it.
  *
  * The send path asks `whenAllowed` for every customer message, so the blocks of a merchant are
- * held in memory, read from the store at the first send after the cell started or the merchant
- * moved in (`forgetMerchant` drops them when it moves away).
+ * held in memory: read from the store as the cell starts (`preload`) and when the merchant moves
+ * in (`reloadMerchant`), so that the check is synchronous and a send is queued in the turn it
+ * arrived; a merchant whose read failed is read again at its next send.
  */
 
 export const BlockRecord = z.object({
@@ -38,7 +39,10 @@ export class CustomerBlocks {
   private readonly loaded = new Map<string, Map<string, BlockRecord>>();
   private readonly loading = new Map<string, Promise<void>>();
 
-  constructor(private readonly components: { store: Store; clock: Clock; audit?: BlocksAudit | undefined }) {}
+  constructor(private readonly components: { store: Store; clock: Clock; audit?: BlocksAudit | undefined; preload?: ReadonlyArray<{ tenant: string; merchant: string }> }) {
+    // The store is open: a failed read is tried again at the merchant's next send.
+    for (const { tenant, merchant } of components.preload ?? []) this.load(tenant, merchant).catch(() => undefined);
+  }
 
   /**
    * Undefined when the customer of `conv` may send to its merchant; throws CUSTOMER_BLOCKED when
@@ -88,9 +92,10 @@ export class CustomerBlocks {
     return record;
   }
 
-  /** The merchant moved (away or in): its blocks are read again from the store at the next use. */
-  forgetMerchant(tenant: string, merchant: string): void {
+  /** The merchant moved in: its blocks came with it and are read again from the store. */
+  reloadMerchant(tenant: string, merchant: string): void {
     this.loaded.delete(merchantKey(tenant, merchant));
+    this.load(tenant, merchant).catch(() => undefined);
   }
 
   private load(tenant: string, merchant: string): Promise<void> {

@@ -276,19 +276,22 @@ export class ConversationLog {
    * `durableSeq` are skipped, so applying the same messages again writes nothing. `reads` (read
    * cursors at the home cell, by party id) move this copy's cursors forward, never beyond its last message.
    * The caller serialises mirror writes per conversation, and never appends to a mirror: the
-   * home cell sequences it. Resolves, once durable, with the messages newly written.
+   * home cell sequences it. `afterDeleted`: the home cell deleted the messages between the
+   * mirror's head and the first of `messages` (retention), so the mirror goes on from there.
+   * Resolves, once durable, with the messages newly written.
    */
-  async mirror(tenant: string, conv: string, messages: readonly ChatMessage[], reads: Iterable<readonly [string, number]>): Promise<ChatMessage[]> {
+  async mirror(tenant: string, conv: string, messages: readonly ChatMessage[], reads: Iterable<readonly [string, number]>, afterDeleted = false): Promise<ChatMessage[]> {
     const state = await this.conversation(tenant, conv);
     invariant(!state.busy, () => `mirror write to ${conv} while another write is under way`);
     const fresh = messages.filter((message) => message.seq > state.durableSeq);
+    const skipped = afterDeleted && fresh[0] !== undefined ? fresh[0].seq - 1 - state.durableSeq : 0;
     fresh.forEach((message, index) => {
       invariant(
-        message.conv === conv && message.seq === state.durableSeq + 1 + index,
-        () => `mirror of ${conv} would get a gap: expected seq ${state.durableSeq + 1 + index}, got ${message.conv}#${message.seq}`,
+        message.conv === conv && message.seq === state.durableSeq + skipped + 1 + index,
+        () => `mirror of ${conv} would get a gap: expected seq ${state.durableSeq + skipped + 1 + index}, got ${message.conv}#${message.seq}`,
       );
     });
-    const lastSeq = state.durableSeq + fresh.length;
+    const lastSeq = state.durableSeq + skipped + fresh.length;
     // Sending a message means its sender has read everything up to it, as in the home cell.
     const readsAfter = new Map<string, number>();
     for (const message of fresh) if (message.role !== 'system') readsAfter.set(conversationParty(conv, message.role, message.from), message.seq);
@@ -312,6 +315,8 @@ export class ConversationLog {
       state.writing = false;
     }
     state.durableSeq = lastSeq;
+    // The recent messages must follow each other without a gap (messages()).
+    if (skipped > 0) state.recent.length = 0;
     // A receipt may have moved a cursor further while this was written.
     for (const [party, seq] of readsAfter) if (seq > (state.reads.get(party) ?? 0)) state.reads.set(party, seq);
     state.recent.push(...fresh);

@@ -111,7 +111,9 @@ export class ConversationMirror {
       const page = await this.fetchPage(home, { v: 1, tenant, conv, afterSeq, limit, ...(askFollow ? { follow: true } : {}) });
       askFollow = false;
       const reads = page.reads.map(({ user, role, seq }) => [readerParty(conv, user, role), seq] as const);
-      written.push(...(await this.log.mirror(tenant, conv, page.messages, reads)));
+      // A page that starts past the head: the home cell's retention deleted what lies between.
+      const afterDeleted = (page.messages[0]?.seq ?? 0) > afterSeq + 1;
+      written.push(...(await this.log.mirror(tenant, conv, page.messages, reads, afterDeleted)));
       state = await this.log.conversation(tenant, conv);
       // The home cell holds no more: `untilSeq` was an upper bound (a catch-up), or it lost data.
       if (page.messages.length === 0 || page.lastSeq <= state.durableSeq) break;
@@ -124,8 +126,10 @@ export class ConversationMirror {
     const response = decodeJson(HistoryResponse, answer, HISTORY_MAX_RESPONSE_BYTES);
     if (response === undefined) throw new MirrorError('HISTORY_BAD_RESPONSE', `unreadable history page of ${request.conv} from ${home}`);
     if (!response.ok) throw new MirrorError('HISTORY_REFUSED', `${home} refused history of ${request.conv}: ${response.code}`);
-    const gap = response.messages.findIndex((message, index) => message.conv !== request.conv || message.seq !== request.afterSeq + 1 + index);
-    if (gap >= 0 || (response.messages.length === 0 && response.lastSeq > request.afterSeq)) {
+    // The page may start past `afterSeq + 1` when the home cell's retention deleted what lies between; then it goes on without a gap.
+    const start = response.messages[0]?.seq ?? request.afterSeq + 1;
+    const gap = response.messages.findIndex((message, index) => message.conv !== request.conv || message.seq !== start + index);
+    if (start <= request.afterSeq || gap >= 0 || (response.messages.length === 0 && response.lastSeq > request.afterSeq)) {
       throw new MirrorError('HISTORY_BAD_RESPONSE', `history page of ${request.conv} from ${home} does not continue seq ${request.afterSeq}`);
     }
     return response;

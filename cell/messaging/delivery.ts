@@ -310,6 +310,19 @@ export class DeliveryService {
     return connection.inFlight < this.limits.deliveryWindow;
   }
 
+  /**
+   * The messages after the device's cursor were deleted by retention (docs/operations.md,
+   * "Retention"): the device goes on from the first one kept. Those it had in flight stay to be
+   * acked; the skipped ones count as in flight too, so an ack past them settles the window.
+   * Devices that kept their own cursor see a gap, which history cannot fill (the SDK reports
+   * GAP_UNFILLED and goes on).
+   */
+  private skipDeleted(connection: DeviceConnection, cursor: DeviceCursor, skipped: number): void {
+    if (cursor.sentSeq === cursor.ackedSeq) cursor.ackedSeq += skipped;
+    else connection.inFlight += skipped;
+    cursor.sentSeq += skipped;
+  }
+
   private push(connection: DeviceConnection, cursor: DeviceCursor, message: ChatMessage): void {
     // Gap-free and in order: the next seq after what the device has. Per message, so a plain
     // comparison (no closure for the message unless it fails).
@@ -370,6 +383,8 @@ export class DeliveryService {
           Math.min(room, available, this.limits.syncPageSize),
         );
         if (page.length === 0) return;
+        const skipped = page[0]!.seq - 1 - cursor.sentSeq;
+        if (skipped > 0) this.skipDeleted(connection, cursor, skipped);
         for (const message of page) {
           if (connection.closed) return;
           // The room was judged before the page was read; other conversations may have taken it
