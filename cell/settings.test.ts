@@ -33,6 +33,23 @@ describe('TenantConfig signing secrets', () => {
   });
 });
 
+describe('TenantConfig retention', () => {
+  it('keeps conversations forever without it, and takes whole days', () => {
+    expect(TenantConfig.parse({ id: 'mall', secret: SECRET_A }).retention).toBeUndefined();
+    expect(TenantConfig.parse({ id: 'mall', secret: SECRET_A, retention: { conversationDays: 90 } }).retention).toEqual({ conversationDays: 90 });
+    expect(TenantConfig.parse({ id: 'mall', secret: SECRET_A, retention: {} }).retention).toEqual({});
+  });
+
+  it.each([
+    { name: 'zero days', retention: { conversationDays: 0 }, problem: /retention\.conversationDays: must be at least 1 day/ },
+    { name: 'a fraction of a day', retention: { conversationDays: 1.5 }, problem: /whole number of days/ },
+    { name: 'over a century', retention: { conversationDays: 40_000 }, problem: /at most 36500/ },
+    { name: 'an unknown key (a typo)', retention: { conversationsDays: 30 }, problem: /retention/ },
+  ])('refuses $name', ({ retention, problem }) => {
+    expect(problemsOf({ id: 'mall', secret: SECRET_A, retention }).join('\n')).toMatch(problem);
+  });
+});
+
 describe('LoginsConfig', () => {
   it('has defaults for everything: 15 min agent tokens, 30 day refresh tokens, 1 h guest tokens', () => {
     expect(LoginsConfig.parse({})).toMatchObject({ accessTokenTtlSeconds: 900, refreshTokenTtlSeconds: 30 * 24 * 3600, guestTokenTtlSeconds: 3600 });
