@@ -265,6 +265,38 @@ describe('cross-cell conversations between cell processes', () => {
   });
 });
 
+describe('erasing a customer across cell processes', () => {
+  it('reaches the cell holding the mirror through the outbox, also after a partition', async () => {
+    const [c1, c2] = (await startCluster()) as [ChildCell, ChildCell, ChildCell];
+    const conv = 'm2:alice';
+    const alice = await RawClient.connect(c1.url, await tokenFor({ user: 'alice', device: 'phone' }));
+    alice.autoAck();
+    try {
+      await alice.request({ op: 'send', id: 's1', conv, cmid: 'c1', body: 'my address is ...' });
+      await alice.until(() => alice.frames.some((frame) => frame.t === 'sent' && frame.cmid === 'c1'), { what: 'sent' });
+      const exportOf = async (cell: ChildCell): Promise<Array<{ conv: string }>> =>
+        ((await httpRequest('GET', `${cell.httpUrl}/v1/admin/tenants/${TENANT}/customers/alice/export`, { token: ADMIN_TOKEN })).body as { conversations: Array<{ conv: string }> }).conversations;
+      expect((await exportOf(c1)).map((conversation) => conversation.conv)).toEqual([conv]);
+
+      // Cut off from the home cell, the mirror's cell cannot hear the erasure yet.
+      await admin(c1, '/v1/admin/mesh/block', { cells: ['c2'] });
+      await admin(c2, '/v1/admin/mesh/block', { cells: ['c1'] });
+      const erased = await httpRequest('DELETE', `${c2.httpUrl}/v1/admin/tenants/${TENANT}/customers/alice`, { token: ADMIN_TOKEN });
+      expect(erased.body).toMatchObject({ deleted: { conversations: 1, messages: 1 }, cellsAsked: ['c1', 'c3'], cellsFailed: [] });
+      expect(await exportOf(c2)).toEqual([]);
+      expect((await exportOf(c1)).length).toBe(1);
+
+      await admin(c1, '/v1/admin/mesh/unblock', { cells: ['c2'] });
+      await admin(c2, '/v1/admin/mesh/unblock', { cells: ['c1'] });
+      await eventually(async () => (await exportOf(c1)).length === 0, 'the mirror erased after the heal', 30_000);
+      await alice.until(() => alice.closeCode !== undefined, { what: "alice's device closed", timeoutMs: 10_000 });
+      expect(alice.closeCode).toBe(4403);
+    } finally {
+      await alice.close();
+    }
+  });
+});
+
 describe('moving a merchant between cell processes', () => {
   it('hands over conversations, history and cursors under traffic, switches routing, and loses nothing', async () => {
     const [c1, c2, c3] = (await startCluster()) as [ChildCell, ChildCell, ChildCell];
