@@ -18,6 +18,7 @@ import { jsonBytes, newestWithinBytes, responseByteBudget } from './messaging/re
 import type { RelayedSend } from './messaging/relayed-sends.js';
 import type { MoveHost } from './move-host.js';
 import type { CellMetrics } from './metrics.js';
+import { messageAttachments } from './attachments/attachment-store.js';
 import { CellError, CloseCode, ErrorCode } from './protocol/errors.js';
 import { operatingErrorOf } from './protocol/operating-errors.js';
 import {
@@ -295,11 +296,12 @@ export class CellCore {
     this.dispatch(connection, frame).catch((error: unknown) => this.answerError(connection, requestId, error));
   }
 
-  /** Appends a message as `identity`; resolves once durable. Used by HTTP. */
-  async send(identity: Identity, conv: string, cmid: string, body: string): Promise<{ message: ChatMessage; duplicate: boolean }> {
+  /** Appends a message as `identity`, with the attachments uploaded to `conv` that it names; resolves once durable. Used by HTTP. */
+  async send(identity: Identity, conv: string, cmid: string, body: string, attachments?: readonly string[]): Promise<{ message: ChatMessage; duplicate: boolean }> {
     const settled = this.authorizeWrite(identity, conv);
     const { home } = settled instanceof Promise ? await settled : settled;
     if (home !== undefined) {
+      if (attachments !== undefined) throw attachmentsNotCrossCell(conv);
       if (this.draining) throw shuttingDown();
       // Over HTTP there is no `queued`: wait for the seq a while, else FORWARD_PENDING.
       const relay = this.relay!;
@@ -307,15 +309,35 @@ export class CellCore {
       if (stored !== undefined) return { message: stored, duplicate: true };
       return { message: await relay.waitForSeq(identity.tenant, conv, partyId(identity), cmid), duplicate: false };
     }
-    const result = await this.appendHere(identity, conv, cmid, body);
+    const result = await this.appendHere(identity, conv, cmid, body, undefined, attachments);
     if (result.duplicate) this.options.metrics.duplicateSends.inc();
     return result;
   }
 
-  /** Appends to a conversation this cell hosts, once authorized; resolves once durable. */
-  private appendHere(identity: Identity, conv: string, cmid: string, body: string, sender?: PendingAck): Promise<AppendResult> {
+  /**
+   * Checks that `identity` is a party of `conv` (its customer, or an agent of its merchant), for
+   * the attachment routes; waits out a move of its merchant like a write. `home` is the cell
+   * that hosts the conversation when it is not this one.
+   */
+  async authorizeParty(identity: Identity, conv: string): Promise<{ home: string | undefined }> {
+    const settled = this.authorizeWrite(identity, conv);
+    const { home } = settled instanceof Promise ? await settled : settled;
+    return { home };
+  }
+
+  /**
+   * Appends to a conversation this cell hosts, once authorized; resolves once durable. Its
+   * attachments' metadata comes from the conversation's reference entries (ATTACHMENT_UNKNOWN
+   * for an id not uploaded to it), read synchronously from a local store so the append is still
+   * queued in the turn the send arrived.
+   */
+  private appendHere(identity: Identity, conv: string, cmid: string, body: string, sender?: PendingAck, attachmentIds?: readonly string[]): Promise<AppendResult> {
     if (this.draining) return Promise.reject(shuttingDown());
-    return this.log.append({ tenant: identity.tenant, conv, from: identity.user, role: identity.role, device: identity.device, cmid, body, context: sender });
+    const request = { tenant: identity.tenant, conv, from: identity.user, role: identity.role, device: identity.device, cmid, body, context: sender };
+    if (attachmentIds === undefined) return this.log.append(request);
+    const attachments = messageAttachments(this.options.store, identity.tenant, conv, attachmentIds);
+    if (attachments instanceof Promise) return attachments.then((resolved) => this.log.append({ ...request, attachments: resolved }));
+    return this.log.append({ ...request, attachments });
   }
 
   async history(identity: Identity, frame: Pick<HistoryFrame, 'conv' | 'before' | 'limit'>): Promise<{ messages: ChatMessage[]; hasMore: boolean }> {
@@ -410,9 +432,12 @@ export class CellCore {
       case 'send': {
         const settled = this.authorizeWrite(identity, frame.conv);
         const { home } = settled instanceof Promise ? await settled : settled;
-        if (home !== undefined) return this.relaySend(connection, frame, home);
+        if (home !== undefined) {
+          if (frame.attachments !== undefined) throw attachmentsNotCrossCell(frame.conv);
+          return this.relaySend(connection, frame, home);
+        }
         const sender: PendingAck = { connection, requestId: frame.id, receivedAtMs: this.options.clock.now() };
-        const result = await this.appendHere(identity, frame.conv, frame.cmid, frame.body, sender);
+        const result = await this.appendHere(identity, frame.conv, frame.cmid, frame.body, sender, frame.attachments);
         // A fresh message was acked from fanOut the moment it became durable; a resend of a
         // stored cmid never becomes durable again, so its ack goes out here.
         if (result.duplicate) {
@@ -685,6 +710,10 @@ function readsOfOthers(reads: ReadonlyMap<string, number>, party: string): Conve
 
 function rateLimited(retryAfterMs: number): CellError {
   return new CellError(ErrorCode.RateLimited, `slow down: retry in ${retryAfterMs} ms`, { retryAfterMs });
+}
+
+function attachmentsNotCrossCell(conv: string): CellError {
+  return new CellError(ErrorCode.AttachmentCrossCell, `conversation ${conv} is hosted on another cell; attachments are not sent or served across cells yet`);
 }
 
 function shuttingDown(): CellError {

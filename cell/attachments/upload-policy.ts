@@ -1,15 +1,15 @@
 import type { AttachmentsConfig } from '../settings.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
 
-/** An upload of `byteCount` bytes over the tenant's limit is refused (413). */
-export function tooLarge(config: AttachmentsConfig): CellError {
-  return new CellError(ErrorCode.AttachmentTooLarge, `an attachment may have at most ${config.maxBytes} bytes`, { maxBytes: config.maxBytes });
+/** An upload over its tenant's limit of `maxBytes` is refused (413). */
+export function tooLarge(maxBytes: number): CellError {
+  return new CellError(ErrorCode.AttachmentTooLarge, `an attachment may have at most ${maxBytes} bytes`, { maxBytes });
 }
 
 /** Throws ATTACHMENT_TOO_LARGE or ATTACHMENT_TYPE_REFUSED unless the tenant accepts the upload; BAD_FRAME when empty. */
 export function checkUpload(config: AttachmentsConfig, byteCount: number, sniffedType: string): void {
   if (byteCount === 0) throw new CellError(ErrorCode.BadFrame, 'an attachment needs at least one byte (send the file as the request body)');
-  if (byteCount > config.maxBytes) throw tooLarge(config);
+  if (byteCount > config.maxBytes) throw tooLarge(config.maxBytes);
   if (!config.types.includes(sniffedType)) {
     throw new CellError(ErrorCode.AttachmentTypeRefused, `files of type ${sniffedType} are not accepted here; accepted: ${config.types.join(', ')}`, {
       type: sniffedType,

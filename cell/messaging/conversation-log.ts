@@ -1,6 +1,6 @@
 import type { Clock } from '../../platform/clock.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
-import type { ChatMessage, Role } from '../protocol/frames.js';
+import type { ChatMessage, MessageAttachment, Role } from '../protocol/frames.js';
 import { parseConversationId } from '../protocol/frames.js';
 import type { Store, StoreOp } from '../../platform/store/store.js';
 import { invariant } from '../../platform/invariant.js';
@@ -16,6 +16,8 @@ export interface AppendRequest {
   device: string;
   cmid: string;
   body: string;
+  /** Attachments the message carries (their metadata as their conversation references them). */
+  attachments?: readonly MessageAttachment[] | undefined;
   /** Handed back to `onDurable` with the new message (the connection that gets `sent`). */
   context?: object | undefined;
 }
@@ -437,6 +439,7 @@ export class ConversationLog {
         body: request.body,
         ts,
       };
+      if (request.attachments !== undefined) message.attachments = [...request.attachments];
       messages.push(message);
       const senderParty = conversationParty(state.conv, message.role, message.from);
       ops.push({ type: 'put', key: keys.message(state.tenant, state.conv, message.seq), value: JSON.stringify(message) });

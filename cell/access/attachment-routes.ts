@@ -1,0 +1,95 @@
+import { z } from 'zod';
+import type { Clock } from '../../platform/clock.js';
+import type { Store } from '../../platform/store/store.js';
+import { AttachmentStore, UploadRateLimiter, checkUpload, contentDisposition, sniffMediaType, tooLarge, type UploadRate } from '../attachments/index.js';
+import type { CellCore } from '../cell-core.js';
+import { principalKey, partyId } from '../messaging/principal.js';
+import { CellError, ErrorCode } from '../protocol/errors.js';
+import { attachmentId } from '../protocol/frames.js';
+import { attachmentsConfigOf, type AttachmentsConfig, type TenantConfig } from '../settings.js';
+import { parseWith, type HttpRequestData } from './http-router.js';
+import type { Identity } from './tokens.js';
+import { conversationParameter, type RouteModule } from './uws-server.js';
+
+export interface AttachmentRoutesOptions {
+  core: CellCore;
+  /** The cell's store (the core's). */
+  store: Store;
+  clock: Clock;
+  tenants: readonly TenantConfig[];
+  /** Uploads per identity (default DEFAULT_UPLOAD_RATE). */
+  uploadRate?: UploadRate | undefined;
+}
+
+/** A served attachment never changes (its id is its hash); only the browser of a party may keep it. */
+const CACHE_CONTROL = 'private, max-age=31536000, immutable';
+
+const FileName = z
+  .string({ error: 'give the file name as the query parameter `name`' })
+  .min(1)
+  .max(255)
+  .refine((name) => !/[\u0000-\u001f\u007f/\\]/.test(name), 'must not contain control characters, / or \\');
+
+/**
+ * The attachment routes (docs/protocol.md, "Attachments"): a party of a conversation uploads a
+ * file's raw bytes to it, and its parties read them back. Conversations hosted on another cell
+ * answer ATTACHMENT_CROSS_CELL.
+ */
+export function attachmentRoutes(options: AttachmentRoutesOptions): RouteModule {
+  const { core, clock } = options;
+  const attachments = new AttachmentStore(options.store, clock);
+  const limiter = new UploadRateLimiter(options.uploadRate);
+  const configs = new Map(options.tenants.map((tenant) => [tenant.id, attachmentsConfigOf(tenant)]));
+  const configOf = (identity: Identity): AttachmentsConfig => configs.get(identity.tenant) ?? attachmentsConfigOf({});
+
+  /** The conversation of the request, once `identity` is known to be one of its parties here. */
+  const partyConversation = async (identity: Identity, request: HttpRequestData): Promise<string> => {
+    const conv = conversationParameter(request.parameters[0]);
+    const { home } = await core.authorizeParty(identity, conv);
+    if (home !== undefined) {
+      throw new CellError(ErrorCode.AttachmentCrossCell, `conversation ${conv} is hosted on cell ${home}; attachments are not sent or served across cells yet`);
+    }
+    return conv;
+  };
+
+  return (router) => {
+    router.handle(
+      'post',
+      '/v1/conversations/:conv/attachments',
+      async (request) => {
+        const identity = core.authenticate(request.token || undefined);
+        const conv = await partyConversation(identity, request);
+        const name = parseWith(FileName, request.query.get('name') ?? undefined);
+        const waitMs = limiter.take(principalKey(identity), clock.now());
+        if (waitMs > 0) throw new CellError(ErrorCode.RateLimited, `too many uploads: retry in ${waitMs} ms`, { retryAfterMs: waitMs });
+        const type = await sniffMediaType(request.bytes);
+        checkUpload(configOf(identity), request.bytes.byteLength, type);
+        const id = await attachments.put(identity.tenant, conv, request.bytes, { name, type, from: partyId(identity) });
+        return { status: 201, body: { id, type, bytes: request.bytes.byteLength, name } };
+      },
+      {
+        // Decided from the token before the body is read: a body over the tenant's limit is never buffered.
+        maxBodyBytes: (request) => configOf(core.authenticate(request.token || undefined)).maxBytes,
+        bodyTooLarge: tooLarge,
+      },
+    );
+    router.handle('get', '/v1/conversations/:conv/attachments/:id', async (request) => {
+      // An <img> cannot send a header: the token may come in the query too.
+      const identity = core.authenticate(request.token || request.query.get('token') || undefined);
+      const conv = await partyConversation(identity, request);
+      const id = parseWith(attachmentId, request.parameters[1]);
+      const { reference, bytes } = await attachments.read(identity.tenant, conv, id);
+      return {
+        status: 200,
+        raw: bytes,
+        contentType: reference.type,
+        headers: {
+          'x-content-type-options': 'nosniff',
+          'content-disposition': contentDisposition(reference.name, reference.type),
+          'content-security-policy': "default-src 'none'; sandbox",
+          'cache-control': CACHE_CONTROL,
+        },
+      };
+    });
+  };
+}
