@@ -31,6 +31,7 @@ export { ClientError, ClientErrorCode, type ClientErrorCodeValue, type ClientErr
 export { clientDefaults, type BackoffSettings } from './defaults.js';
 export type { Listener } from './emitter.js';
 export type { TokenSource } from './token.js';
+export type { FetchLike } from './attachment-upload.js';
 export type { ClientConnection, ClientTransport, ConnectionListener, TransportErrorInfo } from './transport.js';
 export {
   SUBPROTOCOL_V1,
@@ -40,6 +41,7 @@ export {
   type ConversationSummary,
   type DeviceInfo,
   type Limits,
+  type MessageAttachment,
   type Role,
 } from '../cell/protocol/frames.js';
 export { CloseCode, ErrorCode } from '../cell/protocol/errors.js';

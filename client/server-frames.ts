@@ -97,6 +97,7 @@ export function chatMessageOf(frame: ChatMessage): ChatMessage {
     device: frame.device,
     cmid: frame.cmid,
     body: frame.body,
+    ...(frame.attachments === undefined ? {} : { attachments: frame.attachments }),
     ts: frame.ts,
   };
 }
@@ -120,6 +121,7 @@ function isChatMessage(value: unknown): value is ChatMessage {
     isString(value.device) &&
     isString(value.cmid) &&
     isString(value.body) &&
+    (value.attachments === undefined || Array.isArray(value.attachments)) &&
     isNumber(value.ts)
   );
 }

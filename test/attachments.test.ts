@@ -11,8 +11,9 @@ import { startCell, type RunningCell } from '../assembly/process-cell.js';
 import { keys } from '../cell/messaging/keys.js';
 import type { ServerFrame } from '../cell/protocol/frames.js';
 import { silentLogger } from '../platform/logger.js';
+import { connectNode, type ChatMessage } from '../client/index.js';
 import { LevelStore } from '../platform/store/index.js';
-import { Cleanup, OTHER_SECRET, OTHER_TENANT, SECRET, TENANT, errorCodeOf, tokenFor } from './harness.js';
+import { Cleanup, OTHER_SECRET, OTHER_TENANT, SECRET, TENANT, errorCodeOf, eventually, tokenFor } from './harness.js';
 
 const CONV = 'm1:c1';
 /** The tenant's limit in these tests: small, so an upload over it is quick to make. */
@@ -307,6 +308,28 @@ describe('messages with attachments', () => {
     const device = await cleanup.client(second.wsUrl, await agent());
     const history = (await device.request({ id: 'h', op: 'history', conv: CONV })) as Extract<ServerFrame, { t: 'history' }>;
     expect(history.messages[0]).toMatchObject({ body: 'see file', attachments: [{ id, name: 'long.txt', type: 'text/plain', bytes: MAX_BYTES }] });
+  });
+});
+
+describe('the client SDK', () => {
+  it('uploads over HTTP and sends the attachment, which the other party receives with its metadata', async () => {
+    const cell = await newCell();
+    const customerClient = await connectNode({ url: cell.wsUrl, token: await customer(), signal: AbortSignal.timeout(10_000) });
+    cleanup.add(() => customerClient.close());
+    const agentClient = await connectNode({ url: cell.wsUrl, token: await tokenFor({ user: 'a1', merchant: 'm1', device: 'desk' }), signal: AbortSignal.timeout(10_000) });
+    cleanup.add(() => agentClient.close());
+    const received: ChatMessage[] = [];
+    agentClient.on('message', (message) => received.push(message));
+
+    const photo = await customerClient.uploadAttachment(CONV, PNG, 'photo.png');
+    expect(photo).toEqual({ id: sha256(PNG), name: 'photo.png', type: 'image/png', bytes: PNG.byteLength });
+    await expect(customerClient.uploadAttachment(CONV, EXE, 'setup.png')).rejects.toMatchObject({ code: 'ATTACHMENT_TYPE_REFUSED', details: { httpStatus: 415 } });
+
+    const sent = await customerClient.send(CONV, '', { attachments: [photo] });
+    expect(sent.seq).toBe(1);
+    await eventually(() => received.length === 1, 'the agent receiving the message');
+    expect(received[0]).toMatchObject({ body: '', attachments: [photo] });
+    await expect(customerClient.send(CONV, 'x', { attachments: [{ ...photo, id: '2'.repeat(64) }] })).rejects.toMatchObject({ code: 'ATTACHMENT_UNKNOWN' });
   });
 });
 
