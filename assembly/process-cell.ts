@@ -1,6 +1,7 @@
 import { join } from 'node:path';
 import { AccessServer, type ClusterApi } from '../cell/access/uws-server.js';
 import { attachmentRoutes } from '../cell/access/attachment-routes.js';
+import { AttachmentStore } from '../cell/attachments/index.js';
 import type { CellCore } from '../cell/cell-core.js';
 import type { CellMetrics } from '../cell/metrics.js';
 import { createLibp2pTransport, type Libp2pMeshTransport } from '../mesh/libp2p-transport.js';
@@ -94,7 +95,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
         port: config.listen.port,
         isReady,
         adminTokens: config.admin.token === undefined ? [] : [config.admin.token, ...config.admin.acceptTokens],
-        routeModules: [attachmentRoutes({ core, store, clock, tenants: config.tenants })],
+        routeModules: [attachmentRoutes({ core, attachments: new AttachmentStore(store, clock), clock, tenants: config.tenants })],
         get cluster() {
           return clusterApi;
         },

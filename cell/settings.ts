@@ -30,6 +30,12 @@ export const AttachmentsConfig = strict({
     .default([...DEFAULT_ATTACHMENT_TYPES]),
 });
 
+/** How long a tenant keeps what its conversations hold (cell/attachments/attachment-sweeper.ts). */
+export const RetentionConfig = strict({
+  /** Days an attachment stays in a conversation after its upload; absent: kept for good. */
+  attachmentsDays: z.number().int().min(1).max(36_500).optional(),
+});
+
 const tenantSecret = z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`);
 
 export const TenantConfig = strict({
@@ -54,6 +60,8 @@ export const TenantConfig = strict({
   merchants: z.array(MerchantConfig).default([]),
   /** Absent: the defaults of AttachmentsConfig (attachmentsConfigOf). */
   attachments: AttachmentsConfig.optional(),
+  /** Absent: everything is kept. */
+  retention: RetentionConfig.optional(),
 }).superRefine((tenant, context) => {
   if ((tenant.secret === undefined) === (tenant.secrets === undefined)) {
     context.addIssue({ code: 'custom', path: ['secret'], message: 'give exactly one of secret (a single secret) and secrets (secrets named by kid)' });

@@ -1,6 +1,5 @@
 import { z } from 'zod';
 import type { Clock } from '../../platform/clock.js';
-import type { Store } from '../../platform/store/store.js';
 import { AttachmentStore, UploadRateLimiter, checkUpload, contentDisposition, sniffMediaType, tooLarge, type UploadRate } from '../attachments/index.js';
 import type { CellCore } from '../cell-core.js';
 import { principalKey, partyId } from '../messaging/principal.js';
@@ -13,8 +12,8 @@ import { conversationParameter, type RouteModule } from './uws-server.js';
 
 export interface AttachmentRoutesOptions {
   core: CellCore;
-  /** The cell's store (the core's). */
-  store: Store;
+  /** The cell's attachments, over the core's store; the cell's AttachmentSweeper shares it. */
+  attachments: AttachmentStore;
   clock: Clock;
   tenants: readonly TenantConfig[];
   /** Uploads per identity (default DEFAULT_UPLOAD_RATE). */
@@ -36,8 +35,7 @@ const FileName = z
  * answer ATTACHMENT_CROSS_CELL.
  */
 export function attachmentRoutes(options: AttachmentRoutesOptions): RouteModule {
-  const { core, clock } = options;
-  const attachments = new AttachmentStore(options.store, clock);
+  const { core, clock, attachments } = options;
   const limiter = new UploadRateLimiter(options.uploadRate);
   const configs = new Map(options.tenants.map((tenant) => [tenant.id, attachmentsConfigOf(tenant)]));
   const configOf = (identity: Identity): AttachmentsConfig => configs.get(identity.tenant) ?? attachmentsConfigOf({});

@@ -4,9 +4,14 @@ import type { Store, StoreOp } from '../../platform/store/store.js';
 import { keys } from '../messaging/keys.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
 import type { MessageAttachment } from '../protocol/frames.js';
+import { KeyedSerializer, SerializerFullError } from '../messaging/keyed-serializer.js';
 
 /** Bytes per stored chunk: values stay far below what every store adapter takes comfortably. */
 export const CHUNK_BYTES = 256 * 1024;
+/** Uploads and deletions waiting for one another, over all contents. */
+const MAX_WAITING_CHANGES = 4_096;
+/** Chunks of the largest content a tenant may accept (AttachmentsConfig.maxBytes, 100 MiB). */
+const MAX_CHUNKS = Math.ceil((100 * 1024 * 1024) / CHUNK_BYTES);
 
 /** An attachment's content, stored once per tenant whatever the conversations that reference it. */
 export interface AttachmentMeta {
@@ -41,6 +46,13 @@ export function attachmentIdOf(bytes: Uint8Array): string {
  * guessable for a known file) opens nothing.
  */
 export class AttachmentStore {
+  /**
+   * Changes of one content (an upload referencing it, a deletion that may drop it) one at a
+   * time: otherwise a deletion could find no reference and drop the content while an upload,
+   * having seen it stored, adds a reference to it.
+   */
+  private readonly changes = new KeyedSerializer(MAX_WAITING_CHANGES);
+
   constructor(
     private readonly store: Store,
     private readonly clock: Clock,
@@ -53,6 +65,39 @@ export class AttachmentStore {
    */
   async put(tenant: string, conv: string, bytes: Uint8Array, upload: { name: string; type: string; from: string }): Promise<string> {
     const id = attachmentIdOf(bytes);
+    await this.changeOf(tenant, id, () => this.putInTurn(tenant, conv, id, bytes, upload));
+    return id;
+  }
+
+  /**
+   * Deletes the reference of `conv` to attachment `id`, and its content when no other
+   * conversation references it any more; resolves with whether the content went too.
+   */
+  forget(tenant: string, conv: string, id: string): Promise<boolean> {
+    return this.changeOf(tenant, id, async () => {
+      await this.store.write([
+        { type: 'del', key: keys.attachmentReference(tenant, conv, id) },
+        { type: 'del', key: keys.attachmentReferrer(tenant, id, conv) },
+      ]);
+      const referrers = await this.store.range({ ...keys.attachmentReferrers(tenant, id), limit: 1 });
+      if (referrers.length > 0) return false;
+      // Also chunks that a move failing midway left without their meta.
+      const chunks = await this.store.range({ ...keys.attachmentChunks(tenant, id), limit: MAX_CHUNKS });
+      await this.store.write([{ type: 'del', key: keys.attachmentBlob(tenant, id) }, ...chunks.map(([key]): StoreOp => ({ type: 'del', key }))]);
+      return true;
+    });
+  }
+
+  private async changeOf<T>(tenant: string, id: string, change: () => Promise<T>): Promise<T> {
+    try {
+      return await this.changes.run(`${tenant}/${id}`, change);
+    } catch (error) {
+      if (error instanceof SerializerFullError) throw new CellError(ErrorCode.StoreUnavailable, 'too many attachment changes are waiting for the store; retry');
+      throw error;
+    }
+  }
+
+  private async putInTurn(tenant: string, conv: string, id: string, bytes: Uint8Array, upload: { name: string; type: string; from: string }): Promise<void> {
     const [meta, referenced] = await this.store.getMany([keys.attachmentBlob(tenant, id), keys.attachmentReference(tenant, conv, id)]);
     const ops: StoreOp[] = [];
     const nowMs = this.clock.now();
@@ -66,7 +111,6 @@ export class AttachmentStore {
       );
     }
     if (ops.length > 0) await this.store.write(ops);
-    return id;
   }
 
   /** The reference of attachment `id` in `conv`; ATTACHMENT_UNKNOWN when it was not uploaded there. */

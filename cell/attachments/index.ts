@@ -1,4 +1,5 @@
 /** Images and files in conversations: stored content-addressed, sniffed, limited per tenant (docs/desk.md, "Attachments"). */
+export { AttachmentSweeper, type AttachmentSweeperInit, type SweepResult } from './attachment-sweeper.js';
 export { AttachmentStore, CHUNK_BYTES, attachmentIdOf, messageAttachments, type AttachmentMeta, type AttachmentReference } from './attachment-store.js';
 export { contentDisposition } from './content-disposition.js';
 export { UNKNOWN_MEDIA_TYPE, sniffMediaType } from './sniff.js';
