@@ -80,7 +80,8 @@ export function attachmentRoutes(options: AttachmentRoutesOptions): RouteModule 
       return {
         status: 200,
         raw: bytes,
-        contentType: reference.type,
+        // Plain text was sniffed as valid UTF-8: say so, or a browser guesses another charset.
+        contentType: reference.type === 'text/plain' ? 'text/plain; charset=utf-8' : reference.type,
         headers: {
           'x-content-type-options': 'nosniff',
           'content-disposition': contentDisposition(reference.name, reference.type),
