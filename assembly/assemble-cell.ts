@@ -1,5 +1,6 @@
 import { CellCore } from '../cell/cell-core.js';
-import type { LimitsConfig, TenantConfig } from '../cell/settings.js';
+import { DeskConfig, type LimitsConfig, type TenantConfig } from '../cell/settings.js';
+import { NO_PEOPLE } from '../cell/desk/desk-service.js';
 import { KEY_LAYOUT_VERSION, upgradeKeyLayout } from '../cell/messaging/key-layout.js';
 import { CellMetrics } from '../cell/metrics.js';
 import { CellMesh } from '../mesh/cell-mesh.js';
@@ -83,6 +84,8 @@ export interface CellAssemblyInit<Transport extends MeshTransport = MeshTranspor
   /** The tenants as configured; in a cluster, moves recorded in the store change which merchants are hosted. */
   readonly tenants: readonly TenantConfig[];
   readonly limits: LimitsConfig;
+  /** The desk's settings; defaults when absent. */
+  readonly desk?: DeskConfig;
   readonly clock: Clock;
   readonly random: Random;
   /** Not opened yet: the assembly opens it first and closes it last. */
@@ -171,7 +174,10 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
       store,
       metrics,
       logger,
+      desk: { people: NO_PEOPLE, settings: init.desk ?? DeskConfig.parse({}) },
     });
+    await core.loadDesks();
+    started.push(() => core.desk.stop());
     let ready = false;
     const isReady = (): boolean => ready && !core.isDraining;
     const endpoints = await init.devices.open({ core, metrics, isReady });

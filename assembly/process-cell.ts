@@ -1,4 +1,8 @@
 import { join } from 'node:path';
+import type { AgentCredentials } from '../cell/access/agent-logins.js';
+import { loginRoutes } from '../cell/access/login-routes.js';
+import { newestSigningKey } from '../cell/access/token-minter.js';
+import { signingKeysOf } from '../cell/access/tokens.js';
 import { AccessServer, type ClusterApi } from '../cell/access/uws-server.js';
 import { attachmentRoutes } from '../cell/access/attachment-routes.js';
 import { AttachmentStore } from '../cell/attachments/index.js';
@@ -30,7 +34,12 @@ export interface StartCellOptions {
   store?: Store;
   /** Adds process metrics (CPU, memory, event loop) to /v1/metrics; on for a real process. */
   processMetrics?: boolean;
+  /** Where agent logins find passwords; defaults to knowing no agent (every login is LOGIN_FAILED). */
+  agentCredentials?: AgentCredentials;
 }
+
+/** Until the desk's people directory answers for them, a cell knows no agent. */
+const NO_AGENTS: AgentCredentials = { passwordHashOf: () => undefined };
 
 /** A cell listening for devices. */
 export interface RunningCell {
@@ -77,6 +86,8 @@ function deepestMessage(error: unknown): string {
 export async function startCell(options: StartCellOptions): Promise<RunningCell> {
   const { config, logger } = options;
   const clock = options.clock ?? new SystemClock();
+  const random = options.random ?? new SystemRandom();
+  const newestKeys = new Map(config.tenants.map((tenant) => [tenant.id, newestSigningKey(signingKeysOf(tenant))]));
   const metricsPort = new PromMetrics();
   if (options.processMetrics === true) metricsPort.collectProcessMetrics();
   // Bound once the cell has joined its cluster; until then (and for a standalone cell) the API says so.
@@ -95,10 +106,21 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
         port: config.listen.port,
         isReady,
         adminTokens: config.admin.token === undefined ? [] : [config.admin.token, ...config.admin.acceptTokens],
-        routeModules: [attachmentRoutes({ core, attachments: new AttachmentStore(store, clock), clock, tenants: config.tenants })],
         get cluster() {
           return clusterApi;
         },
+        routeModules: [
+          loginRoutes({
+            store,
+            clock,
+            random,
+            signingKeyOf: (tenant) => newestKeys.get(tenant),
+            hostsMerchant: core.moveHost().hosts,
+            agents: options.agentCredentials ?? NO_AGENTS,
+            settings: config.logins,
+          }),
+          attachmentRoutes({ core, attachments: new AttachmentStore(store, clock), clock, tenants: config.tenants }),
+        ],
       });
       port = await access.listen().catch(async (error: unknown) => {
         throw await listenStartError({ host: 'listen.host', port: 'listen.port' }, config.listen.host, config.listen.port, error);
@@ -116,8 +138,9 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
       cellId: config.cell.id,
       tenants: config.tenants,
       limits: config.limits,
+      desk: config.desk,
       clock,
-      random: options.random ?? new SystemRandom(),
+      random,
       store,
       logger,
       metrics: metricsPort,

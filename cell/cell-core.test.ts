@@ -6,43 +6,17 @@ import { CellCore } from './cell-core.js';
 import { LimitsConfig } from './settings.js';
 import { silentLogger } from '../platform/logger.js';
 import { noopMetrics } from '../platform/metrics.js';
-import type { DevicePort } from './messaging/device.js';
 import type { DeviceConnection } from './messaging/device.js';
 import { CellMetrics } from './metrics.js';
 import { CloseCode } from './protocol/errors.js';
-import type { ServerFrame } from './protocol/frames.js';
 import { keys } from './messaging/keys.js';
 import { MemoryStore } from '../platform/store/memory-store.js';
 import type { Store, StoreOp } from '../platform/store/store.js';
 import { StoreError } from '../platform/store/store.js';
 import { TrackedStore, whenStoresIdle } from '../testing/tracked-store.js';
+import { RecordingPort } from '../testing/recording-port.js';
 
 const SECRET = 'unit-test-secret-0123456789abcdef-0123';
-
-/** A device port that records frames, as the simulator's will. */
-class RecordingPort implements DevicePort {
-  readonly frames: ServerFrame[] = [];
-  closed: { code: number; reason: string } | undefined;
-  onClose: (() => void) | undefined;
-
-  send(text: string): void {
-    if (this.closed === undefined) this.frames.push(JSON.parse(text) as ServerFrame);
-  }
-
-  bufferedBytes(): number {
-    return 0;
-  }
-
-  close(code: number, reason: string): void {
-    if (this.closed !== undefined) return;
-    this.closed = { code, reason };
-    this.onClose?.();
-  }
-
-  of<T extends ServerFrame['t']>(type: T): Array<Extract<ServerFrame, { t: T }>> {
-    return this.frames.filter((frame): frame is Extract<ServerFrame, { t: T }> => frame.t === type);
-  }
-}
 
 /** A store whose writes can be made to fail, to see what a failed write leaves behind. */
 class FlakyStore extends MemoryStore {

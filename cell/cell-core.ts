@@ -1,20 +1,22 @@
 import type { Clock } from '../platform/clock.js';
 import { randomId, type Random } from '../platform/random.js';
 import { signingKeysOf, verifyToken, type Identity, type SigningKey } from './access/tokens.js';
-import type { LimitsConfig, TenantConfig } from './settings.js';
+import { DeskConfig, type LimitsConfig, type TenantConfig } from './settings.js';
 import type { Logger } from '../platform/logger.js';
 import type { ClusterPort } from './messaging/cluster-port.js';
-import { ConversationLog, type AppendResult } from './messaging/conversation-log.js';
+import { ConversationLog, type AppendRequest, type AppendResult } from './messaging/conversation-log.js';
 import { CrossCellRelay } from './messaging/cross-cell.js';
 import type { CrossCellHost, CrossCellSettings, CrossCellStats } from './messaging/cross-cell-settings.js';
-import { DeliveryService, MAX_CONVERSATIONS_PER_DEVICE } from './messaging/delivery.js';
+import { DeliveryService } from './messaging/delivery.js';
 import { DeviceConnection, type DevicePort } from './messaging/device.js';
-import { keys, lastField } from './messaging/keys.js';
 import { merchantConversations } from './messaging/merchant-conversations.js';
 import { MerchantFences } from './messaging/merchant-fences.js';
 import { PresenceRegistry, type PresenceAnswer } from './messaging/presence.js';
 import { customerPrincipal, parsePartyId, partyId, type Principal } from './messaging/principal.js';
-import { jsonBytes, newestWithinBytes, responseByteBudget } from './messaging/response-bytes.js';
+import { newestWithinBytes, responseByteBudget } from './messaging/response-bytes.js';
+import { readInbox } from './messaging/inbox.js';
+import { DeskService, NO_PEOPLE, type DeskPeople, type DeskSettings } from './desk/desk-service.js';
+import { dispatchDeskFrame, type DeskFrameHost } from './desk/desk-frames.js';
 import type { RelayedSend } from './messaging/relayed-sends.js';
 import type { MoveHost } from './move-host.js';
 import type { CellMetrics } from './metrics.js';
@@ -22,10 +24,6 @@ import { messageAttachments } from './attachments/attachment-store.js';
 import { CellError, CloseCode, ErrorCode } from './protocol/errors.js';
 import { operatingErrorOf } from './protocol/operating-errors.js';
 import {
-  MAX_ACKS_PER_FRAME,
-  MAX_BODY_CHARS,
-  PROTOCOL_VERSION,
-  ackEntries,
   parseConversationId,
   type ChatMessage,
   type ClientFrame,
@@ -35,6 +33,7 @@ import {
   type ServerFrame,
 } from './protocol/frames.js';
 import { parseClientFrame, requestIdOf } from './protocol/parse-client-frame.js';
+import { welcomeFrame } from './protocol/welcome.js';
 import type { Store } from '../platform/store/store.js';
 
 export interface CellCoreOptions {
@@ -54,6 +53,11 @@ export interface CellCoreOptions {
   cluster?: ClusterPort;
   /** Settings of cross-cell conversations (defaults: CROSS_CELL_DEFAULTS). */
   crossCell?: Partial<CrossCellSettings>;
+  /**
+   * The merchants' people and the desk's settings (docs/desk.md). A merchant without agents has
+   * an open desk; without `desk`, every merchant does.
+   */
+  desk?: { people: DeskPeople; settings: DeskSettings };
 }
 
 /** A conversation's parties, and its home cell when another cell hosts it. */
@@ -69,6 +73,14 @@ interface TenantPolicy {
   origins: ReadonlySet<string>;
   /** Hosted here now; a merchant moves in or out at runtime (merchant-move.ts). */
   merchants: Set<string>;
+}
+
+/** What a send may carry besides its body. */
+interface SendExtras {
+  /** A customer's first message of a consultation may name the group it is for. */
+  group?: string | undefined;
+  /** Attachments uploaded to the conversation, by id. */
+  attachments?: readonly string[] | undefined;
 }
 
 /** A send whose durable ack goes to the connection that asked, as soon as it is durable. */
@@ -91,6 +103,9 @@ export class CellCore {
   private readonly tenants: ReadonlyMap<string, TenantPolicy>;
   private readonly log: ConversationLog;
   private readonly delivery: DeliveryService;
+  /** The service desks of the merchants hosted here. */
+  readonly desk: DeskService;
+  private readonly deskFrames: DeskFrameHost;
   private relay: CrossCellRelay | undefined;
   private draining = false;
   /** Merchants being moved out, by tenant/merchant: writes to their conversations wait for these. */
@@ -119,7 +134,30 @@ export class CellCore {
       maxBackpressureBytes: options.limits.maxBackpressureBytes,
       cursorWriteIntervalMs: options.limits.cursorWriteIntervalMs,
     });
+    this.desk = new DeskService({
+      store: options.store,
+      clock: options.clock,
+      random: options.random,
+      logger: options.logger,
+      people: options.desk?.people ?? NO_PEOPLE,
+      settings: options.desk?.settings ?? DeskConfig.parse({}),
+      host: {
+        append: (request) => this.log.append(request),
+        agentDevices: (tenant, merchant) => this.presence.agentsOf(tenant, merchant),
+        customerDevices: (tenant, customer) => this.presence.devicesOf(customerPrincipal(tenant, customer)),
+        follow: (connection, conv) => this.delivery.follow(connection, conv),
+        unfollow: (connection, conv) => this.delivery.unfollow(connection, conv),
+        send: (connection, frame) => this.delivery.sendFrame(connection, frame),
+      },
+    });
+    const authorize = (identity: Identity, conv: string): Parties => this.authorizeAtDesk(identity, conv);
+    this.deskFrames = { desk: this.desk, clock: options.clock, presence: this.presence, authorize, send: (device, frame) => this.delivery.sendFrame(device, frame) };
     if (options.cluster !== undefined) this.attachCluster(options.cluster);
+  }
+
+  /** Opens the desks of the merchants hosted here (after the store opened and the people loaded). */
+  async loadDesks(): Promise<void> {
+    for (const [tenant, policy] of this.tenants) for (const merchant of policy.merchants) await this.desk.loadMerchant(tenant, merchant);
   }
 
   /**
@@ -193,32 +231,12 @@ export class CellCore {
     connection.expiryTimer = clock.setTimer(Math.max(0, identity.expiresAtMs - nowMs), () =>
       connection.port.close(CloseCode.TokenExpired, 'token expired; reconnect with a fresh token'),
     );
-    const welcome: ServerFrame = {
-      t: 'welcome',
-      v: PROTOCOL_VERSION,
-      cell: this.options.cellId,
-      tenant: identity.tenant,
-      user: identity.user,
-      role: identity.role,
-      device: identity.device,
-      session: connection.session,
-      limits: {
-        maxFrameBytes: limits.maxFrameBytes,
-        maxBodyChars: MAX_BODY_CHARS,
-        ratePerSecond: limits.ratePerSecond,
-        rateBurst: limits.rateBurst,
-        deliveryWindow: limits.deliveryWindow,
-        maxAcksPerFrame: MAX_ACKS_PER_FRAME,
-        ackRatePerSecond: limits.ackRatePerSecond,
-        ackBurst,
-      },
-    };
-    if (identity.merchant !== undefined) welcome.merchant = identity.merchant;
-    this.delivery.sendFrame(connection, welcome);
+    this.delivery.sendFrame(connection, welcomeFrame(this.options.cellId, identity, connection.session, limits, ackBurst));
     this.announceDevices(identity);
     // A customer's mirrored conversations may have to catch up from their home cells first.
     const prepared = this.relay?.prepareDevice(identity) ?? Promise.resolve();
-    prepared.then(() => this.delivery.attach(connection)).catch((error: unknown) => {
+    if (identity.role === 'agent') this.desk.agentConnected(identity);
+    prepared.then(() => this.delivery.attach(connection, this.desk.followedBy(identity))).catch((error: unknown) => {
       // A store failure is an operating error: the device hears STORE_UNAVAILABLE, then "reconnect".
       const storeFailed = operatingErrorOf(error)?.code === ErrorCode.StoreUnavailable;
       if (storeFailed) this.answerError(connection, undefined, error);
@@ -239,6 +257,7 @@ export class CellCore {
       this.announceDevices(identity);
       // Only customers are followed across cells (their conversations' homes may be elsewhere).
       if (identity.role === 'customer' && this.presence.deviceCount(identity) === 0) this.relay?.userLeft(identity.tenant, identity.user);
+      if (identity.role === 'agent' && this.presence.deviceCount(identity) === 0) this.desk.agentLeft(identity);
     }
   }
 
@@ -296,12 +315,12 @@ export class CellCore {
     this.dispatch(connection, frame).catch((error: unknown) => this.answerError(connection, requestId, error));
   }
 
-  /** Appends a message as `identity`, with the attachments uploaded to `conv` that it names; resolves once durable. Used by HTTP. */
-  async send(identity: Identity, conv: string, cmid: string, body: string, attachments?: readonly string[]): Promise<{ message: ChatMessage; duplicate: boolean }> {
+  /** Appends a message as `identity`; resolves once durable. Used by HTTP. */
+  async send(identity: Identity, conv: string, cmid: string, body: string, extras: SendExtras = {}): Promise<{ message: ChatMessage; duplicate: boolean }> {
     const settled = this.authorizeWrite(identity, conv);
     const { home } = settled instanceof Promise ? await settled : settled;
     if (home !== undefined) {
-      if (attachments !== undefined) throw attachmentsNotCrossCell(conv);
+      if (extras.attachments !== undefined) throw attachmentsNotCrossCell(conv);
       if (this.draining) throw shuttingDown();
       // Over HTTP there is no `queued`: wait for the seq a while, else FORWARD_PENDING.
       const relay = this.relay!;
@@ -309,7 +328,7 @@ export class CellCore {
       if (stored !== undefined) return { message: stored, duplicate: true };
       return { message: await relay.waitForSeq(identity.tenant, conv, partyId(identity), cmid), duplicate: false };
     }
-    const result = await this.appendHere(identity, conv, cmid, body, undefined, attachments);
+    const result = await this.appendHere(identity, conv, cmid, body, undefined, extras);
     if (result.duplicate) this.options.metrics.duplicateSends.inc();
     return result;
   }
@@ -331,17 +350,29 @@ export class CellCore {
    * for an id not uploaded to it), read synchronously from a local store so the append is still
    * queued in the turn the send arrived.
    */
-  private appendHere(identity: Identity, conv: string, cmid: string, body: string, sender?: PendingAck, attachmentIds?: readonly string[]): Promise<AppendResult> {
+  private appendHere(identity: Identity, conv: string, cmid: string, body: string, sender?: PendingAck, extras: SendExtras = {}): Promise<AppendResult> {
     if (this.draining) return Promise.reject(shuttingDown());
-    const request = { tenant: identity.tenant, conv, from: identity.user, role: identity.role, device: identity.device, cmid, body, context: sender };
-    if (attachmentIds === undefined) return this.log.append(request);
-    const attachments = messageAttachments(this.options.store, identity.tenant, conv, attachmentIds);
-    if (attachments instanceof Promise) return attachments.then((resolved) => this.log.append({ ...request, attachments: resolved }));
-    return this.log.append({ ...request, attachments });
+    const request: AppendRequest = { tenant: identity.tenant, conv, from: identity.user, role: identity.role, device: identity.device, cmid, body, context: sender };
+    if (extras.attachments === undefined) return this.appendAtDesk(identity, request, extras.group);
+    const attachments = messageAttachments(this.options.store, identity.tenant, conv, extras.attachments);
+    if (attachments instanceof Promise) return attachments.then((resolved) => this.appendAtDesk(identity, { ...request, attachments: resolved }, extras.group));
+    return this.appendAtDesk(identity, { ...request, attachments }, extras.group);
+  }
+
+  /** Appends a party's message, which the desk may record as opening a consultation (`group`: the customer's choice). */
+  private appendAtDesk(identity: Identity, request: AppendRequest, group: string | undefined): Promise<AppendResult> {
+    const { conv } = request;
+    if (identity.role !== 'customer') return this.log.append(request);
+    // A customer's message may open a consultation at the merchant's desk, recorded with it.
+    const opening = this.desk.opening(identity.tenant, conv, group);
+    if (opening.alsoWrite === undefined) return this.log.append(request);
+    const appended = this.log.append({ ...request, alsoWrite: opening.alsoWrite });
+    appended.then(opening.settle, opening.settle);
+    return appended;
   }
 
   async history(identity: Identity, frame: Pick<HistoryFrame, 'conv' | 'before' | 'limit'>): Promise<{ messages: ChatMessage[]; hasMore: boolean }> {
-    const { home } = this.authorize(identity, frame.conv);
+    const { home } = this.authorizeAtDesk(identity, frame.conv);
     if (home !== undefined) await this.relay!.freshen(identity, { conv: frame.conv, home });
     const state = await this.log.conversation(identity.tenant, frame.conv);
     const before = Math.min(frame.before ?? state.durableSeq + 1, state.durableSeq + 1);
@@ -365,47 +396,17 @@ export class CellCore {
 
   /**
    * The user's conversations with cursors and unread counts, as seen from `device`, in order of
-   * their ids from after `after`: a page bounded in bytes like a history page; `hasMore` says
-   * that the next page starts after the last conversation of this one.
+   * their ids from after `after`: a page bounded in bytes (inbox.ts). An agent at a desk lists
+   * the conversations of its own consultations only (supervisors: all of the merchant's).
    */
   async inbox(identity: Identity, connection?: DeviceConnection, after?: string): Promise<{ conversations: ConversationSummary[]; hasMore: boolean }> {
-    const { tenant, user, device } = identity;
-    const party = partyId(identity);
     if (connection === undefined) await this.relay?.freshen(identity);
-    const index =
-      identity.merchant !== undefined ? keys.merchantConversations(tenant, identity.merchant) : keys.customerConversations(tenant, user);
-    // From `after` on (the index key of a conversation is the prefix and its id); `after` itself is skipped below.
-    const limit = MAX_CONVERSATIONS_PER_DEVICE + 1;
-    const [conversationEntries, cursorEntries] = await Promise.all([
-      this.options.store.range({ gte: after === undefined ? index.gte : index.gte + after, lt: index.lt, limit }),
-      connection === undefined
-        ? this.options.store.range({ ...keys.deliveryCursors(tenant, party, device), limit: MAX_CONVERSATIONS_PER_DEVICE })
-        : Promise.resolve([]),
-    ]);
-    const storedCursors = new Map(cursorEntries.map(([key, value]) => [lastField(key), Number(value)]));
-    const budgetBytes = responseByteBudget(this.options.limits.maxBackpressureBytes);
-    const conversations: ConversationSummary[] = [];
-    let bytes = 0;
-    for (const [key] of conversationEntries) {
-      const conv = lastField(key);
-      if (conv === after) continue;
-      const state = await this.log.conversation(tenant, conv);
-      const readSeq = state.reads.get(party) ?? 0;
-      const summary: ConversationSummary = {
-        conv,
-        merchant: state.merchant,
-        customer: state.customer,
-        lastSeq: state.durableSeq,
-        deliveredSeq: connection?.cursors.get(conv)?.ackedSeq ?? storedCursors.get(conv) ?? 0,
-        readSeq,
-        unread: Math.max(0, state.durableSeq - readSeq),
-        reads: readsOfOthers(state.reads, party),
-      };
-      bytes += jsonBytes(summary);
-      if (bytes > budgetBytes && conversations.length > 0) return { conversations, hasMore: true };
-      conversations.push(summary);
-    }
-    return { conversations, hasMore: conversationEntries.length === limit };
+    const only = this.desk.followedBy(identity);
+    return readInbox(
+      { store: this.options.store, log: this.log, maxBackpressureBytes: this.options.limits.maxBackpressureBytes },
+      identity,
+      { connection, after, ...(only === undefined ? {} : { only: new Set(only) }) },
+    );
   }
 
   /** Who of `frame.users` and of the agents of `frame.merchants` is online, as `identity` may see it. */
@@ -437,7 +438,7 @@ export class CellCore {
           return this.relaySend(connection, frame, home);
         }
         const sender: PendingAck = { connection, requestId: frame.id, receivedAtMs: this.options.clock.now() };
-        const result = await this.appendHere(identity, frame.conv, frame.cmid, frame.body, sender, frame.attachments);
+        const result = await this.appendHere(identity, frame.conv, frame.cmid, frame.body, sender, { group: frame.group, attachments: frame.attachments });
         // A fresh message was acked from fanOut the moment it became durable; a resend of a
         // stored cmid never becomes durable again, so its ack goes out here.
         if (result.duplicate) {
@@ -446,28 +447,8 @@ export class CellCore {
         }
         return;
       }
-      case 'ack': {
-        if (frame.acks === undefined) {
-          this.authorize(identity, frame.conv!);
-          return this.delivery.ack(connection, frame.conv!, frame.seq!);
-        }
-        // Each conversation of a multi-conversation ack stands alone: a refused entry is answered
-        // with an error naming it (and counts as an error of its own), and the others still move
-        // their cursors.
-        const loading: Array<Promise<void>> = [];
-        for (const [conv, seq] of ackEntries(frame)) {
-          if (connection.closed) break;
-          try {
-            this.authorize(identity, conv);
-            const applied = this.delivery.ack(connection, conv, seq);
-            if (applied !== undefined) loading.push(applied.catch((error: unknown) => this.answerError(connection, undefined, error, conv)));
-          } catch (error) {
-            this.answerError(connection, undefined, error, conv);
-          }
-        }
-        if (loading.length > 0) await Promise.all(loading);
-        return;
-      }
+      case 'ack':
+        return this.delivery.ackFrame(connection, frame, (conv) => this.authorize(identity, conv), (error, conv) => this.answerError(connection, undefined, error, conv));
       case 'read':
         await this.markRead(identity, frame.conv, frame.seq);
         if (frame.id !== undefined) this.delivery.sendFrame(connection, { t: 'ok', id: frame.id });
@@ -485,6 +466,13 @@ export class CellCore {
       case 'presence':
         this.delivery.sendFrame(connection, { t: 'presence', id: frame.id, ...this.presenceOf(identity, frame) });
         return;
+      case 'status':
+      case 'close':
+      case 'transfer':
+      case 'rate':
+      case 'typing':
+      case 'desk':
+        return dispatchDeskFrame(this.deskFrames, connection, frame);
       case 'ping': {
         const pong: ServerFrame = { t: 'pong', ts: this.options.clock.now() };
         if (frame.id !== undefined) pong.id = frame.id;
@@ -502,13 +490,15 @@ export class CellCore {
     this.options.metrics.countMessageIn();
     this.deliverHere(tenant, message, sender);
     this.relay?.messageDurable(tenant, message);
+    this.desk.messageDurable(tenant, message);
   }
 
   /** Pushes a durable (or mirrored) message to the conversation's devices here; `sender`'s connection gets `sent`. */
   private deliverHere(tenant: string, message: ChatMessage, sender: PendingAck | RelayedSend | undefined): void {
     if (sender !== undefined) this.options.metrics.ackLatency.observe((this.options.clock.now() - sender.receivedAtMs) / 1000);
-    const parsed = parseConversationId(message.conv)!;
-    for (const device of this.presence.participantsOf(tenant, parsed.merchant, parsed.customer)) {
+    const { merchant, customer } = parseConversationId(message.conv)!;
+    for (const device of this.presence.participantsOf(tenant, merchant, customer)) {
+      if (device.identity.role === 'agent' && !this.desk.agentReceives(tenant, merchant, customer, device.identity.user, message)) continue;
       if (device === sender?.connection) {
         this.answerSent(device, sender.requestId, message);
         this.delivery.deliveredBySentFrame(device, message);
@@ -532,7 +522,10 @@ export class CellCore {
     const reader = parsePartyId(party)!;
     this.options.metrics.receipts.inc();
     const receipt: ServerFrame = { t: 'receipt', conv, user: reader.user, role: reader.role, seq };
-    this.delivery.broadcast(this.presence.participantsOf(tenant, parsed.merchant, parsed.customer), receipt);
+    const devices = [...this.presence.participantsOf(tenant, parsed.merchant, parsed.customer)].filter(
+      (device) => device.identity.role !== 'agent' || this.desk.agentReceives(tenant, parsed.merchant, parsed.customer, device.identity.user),
+    );
+    this.delivery.broadcast(devices, receipt);
   }
 
   /**
@@ -568,9 +561,12 @@ export class CellCore {
         this.log.forgetMerchant(tenant, merchant);
         policy.merchants.add(merchant);
         void this.resumeMovedIn(tenant, merchant);
+        // Its desk came with it: agents, queues, open consultations, nothing reassigned.
+        this.desk.loadMerchant(tenant, merchant).catch((error: unknown) => this.options.logger.error({ err: error, merchant }, 'could not open the desk of a merchant that moved in'));
       },
       releaseMerchant: (tenant, merchant) => {
         this.tenants.get(tenant)?.merchants.delete(merchant);
+        this.desk.unloadMerchant(tenant, merchant);
         for (const agent of [...this.presence.agentsOf(tenant, merchant)]) {
           agent.port.close(CloseCode.GoingAway, `merchant ${merchant} moved to another cell; reconnect through /v1/route`);
         }
@@ -603,7 +599,7 @@ export class CellCore {
    * frame is queued in the turn it arrived (a drain that follows still lets it finish).
    */
   private authorizeWrite(identity: Identity, conv: string): Parties | Promise<Parties> {
-    const parties = this.authorize(identity, conv);
+    const parties = this.authorizeAtDesk(identity, conv);
     const fence = this.fences.current(identity.tenant, parties.merchant);
     return fence === undefined ? parties : fence.then(() => this.authorizeWrite(identity, conv));
   }
@@ -681,6 +677,13 @@ export class CellCore {
     return tenant;
   }
 
+  /** `authorize`, and at a desk, for agents: only the assigned agent (or a supervisor) reads and writes. */
+  private authorizeAtDesk(identity: Identity, conv: string): Parties {
+    const parties = this.authorize(identity, conv);
+    if (parties.home === undefined) this.desk.authorize(identity, conv);
+    return parties;
+  }
+
   /**
    * Checks that `identity` takes part in `conv` and that this cell hosts its merchant, or, for a
    * customer in a cluster, that another cell does (a cross-cell conversation). Agents work in
@@ -698,15 +701,6 @@ export class CellCore {
   }
 }
 
-/** The read cursors of a conversation other than `party`'s, as `inbox` reports them. */
-function readsOfOthers(reads: ReadonlyMap<string, number>, party: string): ConversationSummary['reads'] {
-  const others: ConversationSummary['reads'] = [];
-  for (const [reader, seq] of reads) {
-    const parsed = reader === party ? undefined : parsePartyId(reader);
-    if (parsed !== undefined) others.push({ user: parsed.user, role: parsed.role, seq });
-  }
-  return others;
-}
 
 function rateLimited(retryAfterMs: number): CellError {
   return new CellError(ErrorCode.RateLimited, `slow down: retry in ${retryAfterMs} ms`, { retryAfterMs });

@@ -112,7 +112,45 @@ export const LimitsConfig = strict({
   errorRecoveryPerSecond: z.number().positive().default(1),
 });
 
+/** The service desk of every merchant with registered agents (docs/desk.md, "Settings"). */
+export const DeskConfig = strict({
+  /** A returning customer goes back to the agent of its last consultation within this window, if that agent is free. */
+  stickyWindowMs: z.number().int().min(0).default(24 * 3_600_000),
+  /** Handling time assumed for a group before any consultation of it closed, for estimated waits. */
+  initialHandlingMs: z.number().int().min(1).default(5 * 60_000),
+  /** An agent whose devices all left keeps its consultations this long, then they are reassigned. */
+  graceMs: z.number().int().min(0).default(2 * 60_000),
+  /** An assigned consultation without any message for this long is closed. */
+  inactivityCloseMs: z.number().int().min(1_000).default(30 * 60_000),
+});
+
+/**
+ * How people get tokens from the cell (cell/access/login-routes.ts): agents log in with a
+ * password, pages of shoppers without an account get guest tokens. Rates are per minute, since
+ * logins are rare per person; each has a burst, what may come at once.
+ */
+export const LoginsConfig = strict({
+  /** Lifetime of an agent's access token; the SDK refreshes it before it expires. */
+  accessTokenTtlSeconds: z.number().int().min(60).max(24 * 3600).default(15 * 60),
+  /** Lifetime of a refresh token (agents and guests); each refresh starts a new one. */
+  refreshTokenTtlSeconds: z.number().int().min(3600).max(365 * 24 * 3600).default(30 * 24 * 3600),
+  /** Lifetime of a guest's access token. */
+  guestTokenTtlSeconds: z.number().int().min(60).max(24 * 3600).default(60 * 60),
+  /** Logins from one client address... */
+  loginsPerMinutePerAddress: z.number().positive().default(20),
+  loginBurstPerAddress: z.number().int().positive().default(40),
+  /** ...and for one agent (right or wrong password): what bounds guessing an agent's password. */
+  loginsPerMinutePerAgent: z.number().positive().default(5),
+  loginBurstPerAgent: z.number().int().positive().default(5),
+  /** Guest tokens (new or refreshed) for one client address. */
+  guestsPerMinutePerAddress: z.number().positive().default(20),
+  guestBurstPerAddress: z.number().int().positive().default(40),
+  /** Addresses and agents each rate limit remembers at most (idle ones are forgotten first). */
+  maxTrackedClients: z.number().int().min(100).max(1_000_000).default(10_000),
+});
+
 export type TenantConfig = z.infer<typeof TenantConfig>;
+export type DeskConfig = z.infer<typeof DeskConfig>;
 export type LimitsConfig = z.infer<typeof LimitsConfig>;
 export type AttachmentsConfig = z.infer<typeof AttachmentsConfig>;
 
@@ -120,3 +158,4 @@ export type AttachmentsConfig = z.infer<typeof AttachmentsConfig>;
 export function attachmentsConfigOf(tenant: Pick<TenantConfig, 'attachments'>): AttachmentsConfig {
   return tenant.attachments ?? AttachmentsConfig.parse({});
 }
+export type LoginsConfig = z.infer<typeof LoginsConfig>;

@@ -32,6 +32,8 @@ export { clientDefaults, type BackoffSettings } from './defaults.js';
 export type { Listener } from './emitter.js';
 export type { TokenSource } from './token.js';
 export type { FetchLike } from './attachment-upload.js';
+export { loginTokenSource, type AgentLoginOptions, type AgentTokenSource } from './agent-login.js';
+export { guestStorageKey, guestTokenSource, type GuestStorage, type GuestTokenOptions } from './guest-token.js';
 export type { ClientConnection, ClientTransport, ConnectionListener, TransportErrorInfo } from './transport.js';
 export {
   SUBPROTOCOL_V1,

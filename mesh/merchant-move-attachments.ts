@@ -1,4 +1,5 @@
 import { keys, lastField, prefixRange } from '../cell/messaging/keys.js';
+import { scan } from '../platform/store/scan.js';
 import type { Store } from '../platform/store/store.js';
 
 /**
@@ -9,17 +10,17 @@ import type { Store } from '../platform/store/store.js';
  */
 
 /** The merchant's references and index entries, then the content they reference, each content's chunks before its meta. */
-export async function* merchantAttachmentEntries(store: Store, tenant: string, merchant: string, scanPage: number): AsyncGenerator<[string, string]> {
+export async function* merchantAttachmentEntries(store: Store, tenant: string, merchant: string): AsyncGenerator<[string, string]> {
   const ids = new Set<string>();
-  for await (const entry of scan(store, prefixRange(`fa/${tenant}/${merchant}:`), scanPage)) {
+  for await (const entry of scan(store, prefixRange(`fa/${tenant}/${merchant}:`))) {
     ids.add(lastField(entry[0]));
     yield entry;
   }
-  for (const id of ids) yield* scan(store, referrersOfMerchant(tenant, id, merchant), scanPage);
+  for (const id of ids) yield* scan(store, referrersOfMerchant(tenant, id, merchant));
   for (const id of ids) {
     const meta = await store.get(keys.attachmentBlob(tenant, id));
     if (meta === undefined) continue;
-    yield* scan(store, keys.attachmentChunks(tenant, id), scanPage);
+    yield* scan(store, keys.attachmentChunks(tenant, id));
     // Last: a meta stands for complete content (AttachmentStore.put writes no content it has), so
     // a move that fails midway must not leave one without all its chunks.
     yield [keys.attachmentBlob(tenant, id), meta];
@@ -54,14 +55,4 @@ export async function referencedByMerchant(store: Store, tenant: string, merchan
 
 function referrersOfMerchant(tenant: string, id: string, merchant: string): { gte: string; lt: string } {
   return prefixRange(`${keys.attachmentReferrers(tenant, id).gte}${merchant}:`);
-}
-
-async function* scan(store: Store, range: { gte: string; lt: string }, pageKeys: number): AsyncGenerator<[string, string]> {
-  let gte = range.gte;
-  for (;;) {
-    const page = await store.range({ gte, lt: range.lt, limit: pageKeys });
-    yield* page;
-    if (page.length < pageKeys) return;
-    gte = `${page[page.length - 1]![0]}\u0000`;
-  }
 }

@@ -11,6 +11,7 @@ import { CellError, ErrorCode } from '../cell/protocol/errors.js';
 import { IDENTIFIER_PATTERN } from '../cell/protocol/frames.js';
 import type { Store, StoreOp } from '../platform/store/store.js';
 import { attachmentContentId, isMerchantAttachmentReference, merchantAttachmentEntries, referencedByMerchant } from './merchant-move-attachments.js';
+import { scan } from '../platform/store/scan.js';
 
 /**
  * Moving a merchant to another cell at runtime (docs/mesh.md, "Moving a merchant").
@@ -189,7 +190,7 @@ export class MerchantMover {
       for await (const [key, value] of scan(store, prefixRange(`${table}/${tenant}/${merchant}:`))) await add(key, value);
     }
     // Attachments of its conversations: references first, then the content they reference.
-    for await (const [key, value] of merchantAttachmentEntries(store, tenant, merchant, PAGE_KEYS)) await add(key, value);
+    for await (const [key, value] of merchantAttachmentEntries(store, tenant, merchant)) await add(key, value);
     for (const conv of conversations) {
       const customer = conv.slice(merchant.length + 1);
       const indexKey = keys.customerConversation(tenant, customer, conv);
@@ -339,15 +340,4 @@ function belongsToMerchant(key: string, tenant: string, merchant: string): boole
   for (const table of ['m', 'i', 'r']) if (key.startsWith(`${table}/${tenant}/${merchant}:`)) return true;
   if (key.startsWith(`uc/${tenant}/`) || key.startsWith(`d/${tenant}/`)) return conversationOfMerchant(lastField(key));
   return false;
-}
-
-/** All entries of a range, page by page. */
-async function* scan(store: Store, range: { gte: string; lt: string }): AsyncGenerator<[string, string]> {
-  let gte = range.gte;
-  for (;;) {
-    const page = await store.range({ gte, lt: range.lt, limit: PAGE_KEYS });
-    yield* page;
-    if (page.length < PAGE_KEYS) return;
-    gte = `${page[page.length - 1]![0]}\u0000`;
-  }
 }

@@ -124,6 +124,25 @@ const frameCases: FrameCase[] = [
   { name: 'other tenant: send to tenant A\'s merchant', who: 'otherTenant', frame: send({ id: 't1' }), code: 'MERCHANT_NOT_HOSTED', id: 't1' },
   { name: 'other tenant: history of tenant A\'s conversation', who: 'otherTenant', frame: { op: 'history', id: 't2', conv: CONV }, code: 'MERCHANT_NOT_HOSTED', id: 't2' },
   { name: 'other tenant: read in tenant A\'s conversation', who: 'otherTenant', frame: { op: 'read', id: 't3', conv: CONV, seq: 1 }, code: 'MERCHANT_NOT_HOSTED', id: 't3' },
+  { name: 'send with a group that is no identifier', frame: send({ id: 'g1', group: 'pre sales' }), code: 'BAD_FRAME', id: 'g1' },
+  { name: 'status with an unknown status', who: 'agent', frame: { op: 'status', id: 'st1', status: 'sleeping' }, code: 'BAD_FRAME', id: 'st1' },
+  { name: 'status from a customer', frame: { op: 'status', id: 'st2', status: 'online' }, code: 'CONVERSATION_FORBIDDEN', id: 'st2' },
+  { name: 'status at a merchant without a desk', who: 'agent', frame: { op: 'status', id: 'st3', status: 'busy' }, code: 'NO_DESK', id: 'st3' },
+  { name: 'close without conv', frame: { op: 'close', id: 'cl1' }, code: 'BAD_FRAME', id: 'cl1' },
+  { name: 'close of another customer\'s conversation', frame: { op: 'close', id: 'cl2', conv: 'm1:c2' }, code: 'CONVERSATION_FORBIDDEN', id: 'cl2' },
+  { name: 'close at a merchant without a desk', frame: { op: 'close', id: 'cl3', conv: CONV }, code: 'NO_DESK', id: 'cl3' },
+  { name: 'transfer naming both agent and group', who: 'agent', frame: { op: 'transfer', id: 'tr1', conv: CONV, agent: 'a2', group: 'g' }, code: 'BAD_FRAME', id: 'tr1' },
+  { name: 'transfer naming neither agent nor group', who: 'agent', frame: { op: 'transfer', id: 'tr2', conv: CONV }, code: 'BAD_FRAME', id: 'tr2' },
+  { name: 'transfer with a note over 1000 chars', who: 'agent', frame: { op: 'transfer', id: 'tr3', conv: CONV, group: 'g', note: LONG.repeat(1_001) }, code: 'BAD_FRAME', id: 'tr3' },
+  { name: 'transfer by a customer', frame: { op: 'transfer', id: 'tr4', conv: CONV, group: 'g' }, code: 'CONVERSATION_FORBIDDEN', id: 'tr4' },
+  { name: 'rate with score 0', frame: { op: 'rate', id: 'ra1', conv: CONV, score: 0 }, code: 'BAD_FRAME', id: 'ra1' },
+  { name: 'rate with score 6', frame: { op: 'rate', id: 'ra2', conv: CONV, score: 6 }, code: 'BAD_FRAME', id: 'ra2' },
+  { name: 'rate with a fractional score', frame: { op: 'rate', id: 'ra3', conv: CONV, score: 4.5 }, code: 'BAD_FRAME', id: 'ra3' },
+  { name: 'rate by an agent', who: 'agent', frame: { op: 'rate', id: 'ra4', conv: CONV, score: 5 }, code: 'CONVERSATION_FORBIDDEN', id: 'ra4' },
+  { name: 'typing without conv', frame: { op: 'typing' }, code: 'BAD_FRAME' },
+  { name: 'typing in another customer\'s conversation', frame: { op: 'typing', conv: 'm1:c2' }, code: 'CONVERSATION_FORBIDDEN' },
+  { name: 'desk without id', who: 'agent', frame: { op: 'desk' }, code: 'BAD_FRAME' },
+  { name: 'desk asked by a customer', frame: { op: 'desk', id: 'dk1' }, code: 'CONVERSATION_FORBIDDEN', id: 'dk1' },
   { name: 'a frame over 64 KiB', frame: send({ id: 'big', body: 'b', padding: 'p'.repeat(70 * 1024) }), code: 'PAYLOAD_TOO_LARGE' },
   { name: 'a binary frame', frame: Buffer.from(JSON.stringify(send({ id: 'bin' }))), code: 'BINARY_NOT_SUPPORTED' },
 ];
@@ -501,6 +520,13 @@ describe('bad HTTP requests', () => {
       { name: "upload to another customer's conversation", method: 'POST', url: `${cell.httpUrl}/v1/conversations/m1:c2/attachments?name=a.txt`, token, rawBody: 'hello', status: 403, code: 'CONVERSATION_FORBIDDEN' },
       { name: 'attachment not uploaded to the conversation', method: 'GET', url: `${base}/attachments/${ATTACHMENT}`, token, status: 404, code: 'ATTACHMENT_UNKNOWN' },
       { name: 'attachment id that is no SHA-256', method: 'GET', url: `${base}/attachments/photo.png`, token, status: 400, code: 'BAD_FRAME' },
+      { name: 'login with a bad JSON body', method: 'POST', url: `${cell.httpUrl}/v1/login`, rawBody: '{"tenant":', status: 400, code: 'BAD_JSON' },
+      { name: 'login without a password', method: 'POST', url: `${cell.httpUrl}/v1/login`, json: { tenant: TENANT, merchant: 'm1', agent: 'a1', device: 'd1' }, status: 400, code: 'BAD_FRAME' },
+      { name: 'login of an agent the cell does not know', method: 'POST', url: `${cell.httpUrl}/v1/login`, json: { tenant: TENANT, merchant: 'm1', agent: 'a1', password: 'p', device: 'd1' }, status: 401, code: 'LOGIN_FAILED' },
+      { name: 'refresh with a token that is none', method: 'POST', url: `${cell.httpUrl}/v1/login/refresh`, json: { refreshToken: 'garbage' }, status: 401, code: 'REFRESH_INVALID' },
+      { name: 'logout without a refresh token', method: 'POST', url: `${cell.httpUrl}/v1/logout`, json: {}, status: 400, code: 'BAD_FRAME' },
+      { name: 'guest of a merchant not hosted', method: 'POST', url: `${cell.httpUrl}/v1/guest`, json: { tenant: TENANT, merchant: 'm77' }, status: 404, code: 'MERCHANT_NOT_HOSTED' },
+      { name: 'guest with an unknown field', method: 'POST', url: `${cell.httpUrl}/v1/guest`, json: { tenant: TENANT, merchant: 'm1', user: 'admin' }, status: 400, code: 'BAD_FRAME' },
     ];
     const problems: string[] = [];
     for (const row of cases) {
@@ -540,6 +566,8 @@ describe('bad HTTP requests', () => {
       { method: 'DELETE', url: `${cell.httpUrl}/v1/inbox`, allow: 'GET' },
       { method: 'POST', url: `${cell.httpUrl}/v1/ws`, allow: 'GET' },
       { method: 'GET', url: `${cell.httpUrl}/v1/admin/capacity`, allow: 'POST' },
+      { method: 'GET', url: `${cell.httpUrl}/v1/login`, allow: 'POST' },
+      { method: 'PUT', url: `${cell.httpUrl}/v1/guest`, allow: 'POST' },
     ];
     const problems: string[] = [];
     for (const row of cases) {

@@ -5,6 +5,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createServer } from 'node:net';
 import WebSocket from 'ws';
+import type { AgentCredentials } from '../cell/access/agent-logins.js';
 import { mintToken } from '../cell/access/tokens.js';
 import { startCell, type RunningCell } from '../assembly/process-cell.js';
 import { parseCellConfig, type CellConfig } from '../assembly/config.js';
@@ -55,6 +56,10 @@ export async function startTestCell(
     storeInstance?: Store;
     /** The core's clock (rate limits, error allowance, token expiry); a ManualClock makes them virtual. */
     clock?: Clock;
+    /** Settings of the `logins` section (lifetimes, rate limits). */
+    logins?: Record<string, unknown>;
+    /** Passwords of agents for `POST /v1/login`. */
+    agentCredentials?: AgentCredentials;
   } = {},
 ): Promise<TestCell> {
   const directory = await mkdtemp(join(tmpdir(), 'cellmesh-test-'));
@@ -67,12 +72,14 @@ export async function startTestCell(
       { id: OTHER_TENANT, secret: OTHER_SECRET, merchants: [{ id: 'm9' }] },
     ],
     limits: { ratePerSecond: 10_000, rateBurst: 10_000, ...overrides.limits },
+    ...(overrides.logins === undefined ? {} : { logins: overrides.logins }),
   });
   const cell = await startCell({
     config,
     logger: overrides.logger ?? (process.env['CELLMESH_TEST_LOG'] === '1' ? consoleLogger : silentLogger),
     ...(overrides.storeInstance === undefined ? {} : { store: overrides.storeInstance }),
     ...(overrides.clock === undefined ? {} : { clock: overrides.clock }),
+    ...(overrides.agentCredentials === undefined ? {} : { agentCredentials: overrides.agentCredentials }),
   });
   return {
     cell,

@@ -51,6 +51,8 @@ export interface RouteOptions {
   bodyTooLarge?: (maxBodyBytes: number) => CellError;
   /** Request headers the handler reads (lower-case). */
   headers?: readonly string[];
+  /** Headers of every answer of the route, errors included (CORS headers for pages, say). */
+  answerHeaders?: Record<string, string>;
 }
 
 /**
@@ -105,7 +107,7 @@ export class HttpRouter {
       const refuse = (error: unknown): void => {
         const cellError = asCellError(error, logger);
         metrics.errors.labels({ code: cellError.code }).inc();
-        if (!state.aborted) res.cork(() => writeError(res, cellError));
+        if (!state.aborted) res.cork(() => writeError(res, cellError, routeOptions.answerHeaders));
       };
       let maxBodyBytes: number;
       try {
@@ -124,7 +126,8 @@ export class HttpRouter {
           request.body = request.bytes.toString('utf8');
           const answer = await handler(request);
           if (state.aborted) return;
-          res.cork(() => ('raw' in answer ? respondRaw(res, answer) : respondJson(res, answer.status, answer.body, answer.headers)));
+          const headers = { ...routeOptions.answerHeaders, ...answer.headers };
+          res.cork(() => ('raw' in answer ? respondRaw(res, { ...answer, headers }) : respondJson(res, answer.status, answer.body, headers)));
         } catch (error) {
           refuse(error);
         }

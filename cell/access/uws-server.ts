@@ -268,7 +268,7 @@ export class AccessServer {
     this.handle('post', '/v1/conversations/:conv/messages', async (identity, request) => {
       const body = parseWith(HttpSendBody, parseJsonBody(request.body));
       const conv = conversationParameter(request.parameters[0]);
-      const { message, duplicate } = await core.send(identity, conv, body.cmid, body.body, body.attachments);
+      const { message, duplicate } = await core.send(identity, conv, body.cmid, body.body, { attachments: body.attachments });
       return { status: duplicate ? 200 : 201, body: { conv, cmid: message.cmid, seq: message.seq, ts: message.ts, duplicate } };
     });
     this.handle('post', '/v1/conversations/:conv/read', async (identity, request) => {

@@ -1,5 +1,6 @@
 import type { Clock, TimerHandle } from '../../platform/clock.js';
 import type { Logger } from '../../platform/logger.js';
+import { scan } from '../../platform/store/scan.js';
 import type { Store } from '../../platform/store/store.js';
 import { prefixRange } from '../messaging/keys.js';
 import type { TenantConfig } from '../settings.js';
@@ -84,19 +85,13 @@ export class AttachmentSweeper {
   private async sweepTenant(tenant: string, uploadedBeforeMs: number, result: SweepResult): Promise<void> {
     const { store, attachments } = this.init;
     const pageKeys = this.init.pageKeys ?? 512;
-    const range = prefixRange(`fa/${tenant}/`);
-    let gte = range.gte;
-    while (!this.stopped) {
-      const page = await store.range({ gte, lt: range.lt, limit: pageKeys });
-      for (const [key, value] of page) {
-        if ((JSON.parse(value) as AttachmentReference).createdAtMs >= uploadedBeforeMs) continue;
-        // fa/<tenant>/<conv>/<id>: neither a conversation id nor an attachment id holds '/'.
-        const [, , conv, id] = key.split('/');
-        result.references++;
-        if (await attachments.forget(tenant, conv!, id!)) result.contents++;
-      }
-      if (page.length < pageKeys) return;
-      gte = `${page[page.length - 1]![0]}\u0000`;
+    for await (const [key, value] of scan(store, prefixRange(`fa/${tenant}/`), pageKeys)) {
+      if (this.stopped) return;
+      if ((JSON.parse(value) as AttachmentReference).createdAtMs >= uploadedBeforeMs) continue;
+      // fa/<tenant>/<conv>/<id>: neither a conversation id nor an attachment id holds '/'.
+      const [, , conv, id] = key.split('/');
+      result.references++;
+      if (await attachments.forget(tenant, conv!, id!)) result.contents++;
     }
   }
 }

@@ -159,6 +159,55 @@ export class MerchantDesk {
     return [...events, ...this.drainGroupsOf(events, nowMs)];
   }
 
+  /**
+   * Puts back a consultation the store holds (after a restart or a move), deciding nothing: a
+   * waiting one joins the back of its group's queue (restore them in queue order); an assigned
+   * one stays on its agent whatever the agent's status (the grace period decides later). One
+   * whose agent is gone waits at the head instead. Call `settle` once everything is restored.
+   */
+  restore(record: { id: string; customer: string; group: string; openedAtMs: number; agent?: string | undefined; assignedAtMs?: number | undefined }): void {
+    if (this.consultations.has(record.id)) throw new DeskError('CONSULTATION_EXISTS', `consultation ${record.id} exists`);
+    const consultation: Consultation = { id: record.id, customer: record.customer, group: record.group, state: 'waiting', agent: undefined, openedAtMs: record.openedAtMs, assignedAtMs: undefined };
+    this.consultations.set(record.id, consultation);
+    const agent = record.agent === undefined ? undefined : this.agents.get(record.agent);
+    if (agent === undefined) {
+      if (record.agent === undefined) this.groupOf(record.group).queue.enqueue(record.id);
+      else this.groupOf(record.group).queue.requeueAtHead(record.id, record.openedAtMs);
+      return;
+    }
+    consultation.state = 'assigned';
+    consultation.agent = agent.id;
+    consultation.assignedAtMs = record.assignedAtMs ?? record.openedAtMs;
+    agent.open++;
+    agent.consultations.add(record.id);
+    this.changed(agent);
+  }
+
+  /** Restores who last served a customer, for the sticky rule. */
+  restoreLastAgent(customer: string, agent: string, atMs: number): void {
+    this.lastAgent.set(customer, { agent, atMs });
+  }
+
+  /** The agent who last served `customer`, and when. */
+  lastAgentOf(customer: string): Readonly<{ agent: string; atMs: number }> | undefined {
+    return this.lastAgent.get(customer);
+  }
+
+  /** Every agent of the desk. */
+  allAgents(): Array<Readonly<{ id: string; status: AgentStatus; capacity: number; open: number; groups: readonly string[] }>> {
+    return [...this.agents.values()];
+  }
+
+  /** Every open consultation (waiting or assigned). */
+  openConsultations(): Array<Readonly<Consultation>> {
+    return [...this.consultations.values()];
+  }
+
+  /** The consultations an agent holds. */
+  consultationsOf(agent: string): string[] {
+    return [...(this.agents.get(agent)?.consultations ?? [])];
+  }
+
   /** A customer's first message opened a consultation in `group`: assign it, or queue it. */
   open(id: string, customer: string, group: string, nowMs: number): DeskEvent[] {
     if (this.consultations.has(id)) throw new DeskError('CONSULTATION_EXISTS', `consultation ${id} exists`);

@@ -1,6 +1,6 @@
 import type { Clock } from '../../platform/clock.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
-import type { ChatMessage, MessageAttachment, Role } from '../protocol/frames.js';
+import type { ChatMessage, DeskNotice, MessageAttachment, MessageRole } from '../protocol/frames.js';
 import { parseConversationId } from '../protocol/frames.js';
 import type { Store, StoreOp } from '../../platform/store/store.js';
 import { invariant } from '../../platform/invariant.js';
@@ -12,12 +12,20 @@ export interface AppendRequest {
   tenant: string;
   conv: string;
   from: string;
-  role: Role;
+  role: MessageRole;
   device: string;
   cmid: string;
   body: string;
   /** Attachments the message carries (their metadata as their conversation references them). */
   attachments?: readonly MessageAttachment[] | undefined;
+  /** What a system message records (role `system`). */
+  event?: DeskNotice | undefined;
+  /**
+   * Store ops written in the same atomic batch as the message: the desk's record of the change
+   * a system message announces, or of the consultation a customer's message opens, so the two
+   * never disagree after a crash.
+   */
+  alsoWrite?: readonly StoreOp[] | undefined;
   /** Handed back to `onDurable` with the new message (the connection that gets `sent`). */
   context?: object | undefined;
 }
@@ -285,7 +293,7 @@ export class ConversationLog {
     const lastSeq = state.durableSeq + fresh.length;
     // Sending a message means its sender has read everything up to it, as in the home cell.
     const readsAfter = new Map<string, number>();
-    for (const message of fresh) readsAfter.set(conversationParty(conv, message.role, message.from), message.seq);
+    for (const message of fresh) if (message.role !== 'system') readsAfter.set(conversationParty(conv, message.role, message.from), message.seq);
     for (const [party, seq] of reads) {
       if (seq <= lastSeq && seq > (readsAfter.get(party) ?? 0)) readsAfter.set(party, seq);
     }
@@ -440,12 +448,14 @@ export class ConversationLog {
         ts,
       };
       if (request.attachments !== undefined) message.attachments = [...request.attachments];
+      if (request.event !== undefined) message.event = request.event;
       messages.push(message);
       const senderParty = conversationParty(state.conv, message.role, message.from);
       ops.push({ type: 'put', key: keys.message(state.tenant, state.conv, message.seq), value: JSON.stringify(message) });
       ops.push({ type: 'put', key: keys.clientMessageId(state.tenant, state.conv, senderParty, message.cmid), value: String(message.seq) });
-      // Sending a message means its sender has read everything up to it.
-      readsAfter.set(senderParty, message.seq);
+      if (request.alsoWrite !== undefined) ops.push(...request.alsoWrite);
+      // Sending a message means its sender has read everything up to it (the desk reads nothing).
+      if (message.role !== 'system') readsAfter.set(senderParty, message.seq);
     }
     for (const [party, seq] of readsAfter) ops.push({ type: 'put', key: keys.readCursor(state.tenant, state.conv, party), value: String(seq) });
     const firstOfConversation = firstSeq === 1 && messages.length > 0;

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { IDENTIFIER_PATTERN, MAX_ATTACHMENTS_PER_MESSAGE, MAX_BODY_CHARS, attachmentId, clientMessageId, parseConversationId, type Role } from '../protocol/frames.js';
+import { DeskNotice, IDENTIFIER_PATTERN, MAX_ATTACHMENTS_PER_MESSAGE, MAX_BODY_CHARS, attachmentId, clientMessageId, parseConversationId, type Role } from '../protocol/frames.js';
 import type { ClusterEntry, JsonValue } from './cluster-port.js';
 import { conversationParty } from './principal.js';
 
@@ -36,7 +36,7 @@ const chatMessage = z.object({
   conv: conversationId,
   seq,
   from: identifier,
-  role,
+  role: z.enum(['customer', 'agent', 'system']),
   device: identifier,
   cmid: clientMessageId,
   // Empty when the message has attachments (their metadata travels; their bytes stay in the home cell).
@@ -47,6 +47,7 @@ const chatMessage = z.object({
     .max(MAX_ATTACHMENTS_PER_MESSAGE)
     .optional(),
   ts: z.number().finite(),
+  event: DeskNotice.optional(),
 });
 
 /**

@@ -1,7 +1,7 @@
 import type { Clock } from '../../platform/clock.js';
 import { CellError, CloseCode, ErrorCode } from '../protocol/errors.js';
 import { operatingErrorOf } from '../protocol/operating-errors.js';
-import type { ChatMessage, ServerFrame } from '../protocol/frames.js';
+import { ackEntries, type AckFrame, type ChatMessage, type ServerFrame } from '../protocol/frames.js';
 import type { Store } from '../../platform/store/store.js';
 import type { CellMetrics } from '../metrics.js';
 import type { Logger } from '../../platform/logger.js';
@@ -64,8 +64,12 @@ export class DeliveryService {
     return this.cursorWriter.flushed();
   }
 
-  /** Loads the device's conversations and cursors, then starts catching it up. */
-  async attach(connection: DeviceConnection): Promise<void> {
+  /**
+   * Loads the device's conversations and cursors, then starts catching it up. `only` names the
+   * conversations the device follows when they are not all of its user's (an agent at a desk
+   * follows its own consultations); otherwise they come from the user's index.
+   */
+  async attach(connection: DeviceConnection, only?: readonly string[]): Promise<void> {
     const { tenant, user, role, merchant, device } = connection.identity;
     const party = partyId(connection.identity);
     const index =
@@ -78,7 +82,7 @@ export class DeliveryService {
     const cursorRange = keys.deliveryCursors(tenant, party, device);
     const unwritten = this.cursorWriter.unwritten(cursorRange.gte);
     const [conversationEntries, cursorEntries] = await Promise.all([
-      this.store.range({ ...index, limit: MAX_CONVERSATIONS_PER_DEVICE }),
+      only === undefined ? this.store.range({ ...index, limit: MAX_CONVERSATIONS_PER_DEVICE }) : Promise.resolve(only.map((conv): [string, string] => [`/${conv}`, ''])),
       this.store.range({ ...cursorRange, limit: MAX_CONVERSATIONS_PER_DEVICE }),
     ]);
     const ackedByConversation = new Map(cursorEntries.map(([key, value]) => [lastField(key), Number(value)]));
@@ -128,11 +132,53 @@ export class DeliveryService {
       cursor = { sentSeq: 0, ackedSeq: 0, pumping: false, syncTargetSeq: 0 };
       connection.cursors.set(message.conv, cursor);
     }
+    if (cursor.paused === true) return;
     if (cursor.sentSeq === message.seq - 1 && !cursor.pumping && this.hasRoom(connection)) {
       this.push(connection, cursor, message);
     } else if (cursor.sentSeq < message.seq) {
       this.pump(connection, message.conv);
     }
+  }
+
+  /**
+   * The device now follows `conv` (its agent was assigned the consultation): it gets what it
+   * lacks from its stored cursor on, which for an agent new to the customer is the whole history.
+   */
+  follow(connection: DeviceConnection, conv: string): void {
+    if (connection.closed) return;
+    if (!connection.loaded) {
+      connection.notifiedWhileLoading.add(conv);
+      return;
+    }
+    const cursor = connection.cursors.get(conv);
+    if (cursor !== undefined) {
+      cursor.paused = false;
+      this.pump(connection, conv);
+      return;
+    }
+    const { tenant, device } = connection.identity;
+    const key = keys.deliveryCursor(tenant, partyId(connection.identity), device, conv);
+    const unwritten = this.cursorWriter.unwritten(key).get(key);
+    Promise.all([this.store.get(key), this.log.conversation(tenant, conv)])
+      .then(([stored, state]) => {
+        if (connection.closed) return;
+        // A message offered meanwhile made a cursor from nothing; the push goes on from it.
+        if (!connection.cursors.has(conv)) {
+          const ackedSeq = Math.min(Math.max(Number(stored ?? 0), Number(unwritten ?? 0)), state.durableSeq);
+          connection.cursors.set(conv, { sentSeq: ackedSeq, ackedSeq, pumping: false, syncTargetSeq: 0 });
+        }
+        this.pump(connection, conv);
+      })
+      .catch((error: unknown) => {
+        this.logger.warn({ err: error, conv, device }, 'could not load a delivery cursor; the device gets the conversation at its next message or reconnect');
+      });
+  }
+
+  /** The device stops following `conv`: nothing more is pushed to it (its acks still count). */
+  unfollow(connection: DeviceConnection, conv: string): void {
+    const cursor = connection.cursors.get(conv);
+    if (cursor !== undefined) cursor.paused = true;
+    connection.stalledConversations.delete(conv);
   }
 
   /**
@@ -178,6 +224,30 @@ export class DeliveryService {
       return undefined;
     }
     return this.log.conversation(tenant, conv).then((loaded) => this.applyAck(connection, cursor, loaded.durableSeq, conv, seq));
+  }
+
+  /**
+   * An `ack` frame: one conversation, or many at once. Each conversation of a multi-conversation
+   * ack stands alone: a refused entry is answered with an error naming it (`refuse`, which counts
+   * it as an error of its own), and the others still move their cursors.
+   */
+  async ackFrame(connection: DeviceConnection, frame: AckFrame, authorize: (conv: string) => void, refuse: (error: unknown, conv: string) => void): Promise<void> {
+    if (frame.acks === undefined) {
+      authorize(frame.conv!);
+      return this.ack(connection, frame.conv!, frame.seq!);
+    }
+    const loading: Array<Promise<void>> = [];
+    for (const [conv, seq] of ackEntries(frame)) {
+      if (connection.closed) break;
+      try {
+        authorize(conv);
+        const applied = this.ack(connection, conv, seq);
+        if (applied !== undefined) loading.push(applied.catch((error: unknown) => refuse(error, conv)));
+      } catch (error) {
+        refuse(error, conv);
+      }
+    }
+    if (loading.length > 0) await Promise.all(loading);
   }
 
   /**
@@ -283,7 +353,7 @@ export class DeliveryService {
   private async catchUp(connection: DeviceConnection, conv: string, cursor: DeviceCursor): Promise<void> {
     const { tenant } = connection.identity;
     try {
-      while (!connection.closed) {
+      while (!connection.closed && cursor.paused !== true) {
         const state = this.log.cached(tenant, conv) ?? (await this.log.conversation(tenant, conv));
         const available = state.durableSeq - cursor.sentSeq;
         if (available <= 0) return;

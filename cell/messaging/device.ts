@@ -33,6 +33,11 @@ export interface DeviceCursor {
   syncTargetSeq: number;
   /** The store key of this cursor, made at its first ack (an agent acks every few ms). */
   storeKey?: string;
+  /**
+   * The device no longer follows the conversation (its agent's consultation closed or moved to
+   * another agent): nothing more is pushed; acks of what it was sent still count.
+   */
+  paused?: boolean;
 }
 
 /** One connected device as the core tracks it. */
@@ -44,6 +49,8 @@ export class DeviceConnection {
   readonly stalledConversations = new Set<string>();
   /** Messages pushed and not yet acknowledged, over all conversations. */
   inFlight = 0;
+  /** When this device last said it was typing, per conversation (typing frames are rate-limited). */
+  readonly lastTypingAtMs = new Map<string, number>();
   /** The cursors are loaded (`markLoaded`); before, acks wait for `whenLoaded`. */
   loaded = false;
   readonly whenLoaded: Promise<void>;

@@ -12,6 +12,10 @@
  *   mc/<tenant>/<merchant>/<conv>        index: a merchant's conversations
  *   k/<tenant>/<merchant>/<table>/...    the merchant's desk: agents, consultations, queues (cell/desk);
  *                                        everything under it travels with the merchant when it moves
+ *   k/<tenant>/<merchant>/refresh/<hash> a refresh token of an agent's login or a guest, by the SHA-256
+ *                                        of its secret: {family, expiresAtMs} (cell/access/refresh-tokens.ts)
+ *   k/<tenant>/<merchant>/session/<family> a login or guest (a family of refresh tokens): whom it is
+ *                                        for and the hash of its current token
  *   fb/<tenant>/<id>                     an attachment's content, by SHA-256 (hex) of its bytes: its
  *                                        meta (JSON: type, bytes, chunks, createdAtMs)...
  *   fb/<tenant>/<id>/<chunk>             ...and its bytes, base64, in chunks of at most 256 KiB

@@ -1,4 +1,4 @@
-import { parseConversationId, type Role } from '../protocol/frames.js';
+import { parseConversationId, type MessageRole, type Role } from '../protocol/frames.js';
 
 /**
  * Who a user is. A user id alone names nobody: ids are chosen per tenant and per merchant, so
@@ -42,8 +42,10 @@ export function customerPrincipal(tenant: string, user: string): Principal {
  * The party of conversation `conv` that has `role` and id `user` (the sender of a message, the
  * owner of a read cursor): an agent in a conversation works for its merchant.
  */
-export function conversationParty(conv: string, role: Role, user: string): string {
+export function conversationParty(conv: string, role: MessageRole, user: string): string {
   if (role === 'customer') return partyId({ role, user });
+  // The desk writes system messages; it never reads, so its party has no read cursor to meet.
+  if (role === 'system') return `s:${user}`;
   const merchant = parseConversationId(conv)?.merchant;
   if (merchant === undefined) throw new Error(`'${conv}' is not a conversation id`);
   return partyId({ role, user, merchant });

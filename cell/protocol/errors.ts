@@ -49,6 +49,24 @@ export const ErrorCode = {
   AttachmentUnknown: 'ATTACHMENT_UNKNOWN',
   /** Attachments of a conversation hosted on another cell: not served across cells yet. */
   AttachmentCrossCell: 'ATTACHMENT_CROSS_CELL',
+  /** The desk: an agent acted on a consultation assigned to another agent (supervisors may). */
+  NotAssigned: 'NOT_ASSIGNED',
+  /** The desk: the conversation has no open (or, for `rate`, no closed) consultation. */
+  ConsultationUnknown: 'CONSULTATION_UNKNOWN',
+  /** The desk: the consultation was rated already. */
+  ConsultationRated: 'CONSULTATION_RATED',
+  /** The desk: a transfer to an agent who is not online with free capacity, or not at this desk. */
+  AgentUnavailable: 'AGENT_UNAVAILABLE',
+  /** A desk operation for a merchant that has no agents registered (an open desk). */
+  NoDesk: 'NO_DESK',
+  /** HTTP login: no such agent, or a wrong password (the same answer for both). */
+  LoginFailed: 'LOGIN_FAILED',
+  /** HTTP login: too many logins from this address or for this agent; `retryAfterMs` says when to retry. */
+  LoginRateLimited: 'LOGIN_RATE_LIMITED',
+  /** HTTP: a refresh token that is unknown, expired, revoked, or was used already (which revokes its login). */
+  RefreshInvalid: 'REFRESH_INVALID',
+  /** HTTP guest tokens: too many from this address; `retryAfterMs` says when to retry. */
+  GuestRateLimited: 'GUEST_RATE_LIMITED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -89,6 +107,15 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   ATTACHMENT_TYPE_REFUSED: 415,
   ATTACHMENT_UNKNOWN: 404,
   ATTACHMENT_CROSS_CELL: 409,
+  NOT_ASSIGNED: 403,
+  CONSULTATION_UNKNOWN: 404,
+  CONSULTATION_RATED: 409,
+  AGENT_UNAVAILABLE: 409,
+  NO_DESK: 409,
+  LOGIN_FAILED: 401,
+  LOGIN_RATE_LIMITED: 429,
+  REFRESH_INVALID: 401,
+  GUEST_RATE_LIMITED: 429,
 };
 
 /** An operating error with a stable code: answered to the client, never a crash. */

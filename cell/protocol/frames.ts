@@ -69,6 +69,8 @@ export const SendFrame = z
     cmid: clientMessageId,
     body: z.string().max(MAX_BODY_CHARS),
     attachments: messageAttachmentIds.optional(),
+    /** A customer's first message of a consultation may name the group it is for (docs/desk.md). */
+    group: identifier.optional(),
   })
   .refine(hasBodyOrAttachments, { message: BODY_OR_ATTACHMENTS, path: ['body'] });
 
@@ -127,6 +129,48 @@ export const PresenceFrame = z
   .refine((frame) => (frame.users?.length ?? 0) + (frame.merchants?.length ?? 0) > 0, 'name at least one user or merchant');
 export const PingFrame = z.object({ op: z.literal('ping'), id: requestId.optional() });
 
+/** The states an agent sets (docs/desk.md, "Agent status"). */
+export const AGENT_STATUSES = ['online', 'busy', 'away', 'offline'] as const;
+export type AgentStatus = (typeof AGENT_STATUSES)[number];
+/** Longest transfer note and rating comment, in UTF-16 code units. */
+export const MAX_NOTE_CHARS = 1_000;
+
+/** An agent sets its status at the desk. */
+export const StatusFrame = z.object({ op: z.literal('status'), id: requestId.optional(), status: z.enum(AGENT_STATUSES) });
+/** The customer or the assigned agent (or a supervisor) closes the open consultation of `conv`. */
+export const CloseFrame = z.object({
+  op: z.literal('close'),
+  id: requestId.optional(),
+  conv: conversationId,
+  /** The consultation meant: a close sent again after a reconnect must not close the next one. */
+  consultation: identifier.optional(),
+});
+/** The assigned agent (or a supervisor) hands the consultation of `conv` to another agent or group. */
+export const TransferFrame = z
+  .object({
+    op: z.literal('transfer'),
+    id: requestId.optional(),
+    conv: conversationId,
+    /** The consultation meant (as for `close`). */
+    consultation: identifier.optional(),
+    agent: identifier.optional(),
+    group: identifier.optional(),
+    note: z.string().max(MAX_NOTE_CHARS).optional(),
+  })
+  .refine((frame) => (frame.agent === undefined) !== (frame.group === undefined), 'name exactly one of `agent` and `group`');
+/** The customer rates its last closed consultation of `conv`. */
+export const RateFrame = z.object({
+  op: z.literal('rate'),
+  id: requestId.optional(),
+  conv: conversationId,
+  score: z.number().int().min(1).max(5),
+  comment: z.string().max(MAX_NOTE_CHARS).optional(),
+});
+/** The sender is typing in `conv`: relayed to the other party, never stored. */
+export const TypingFrame = z.object({ op: z.literal('typing'), conv: conversationId });
+/** An agent asks for its merchant's desk: agents, queues and open consultations. */
+export const DeskFrame = z.object({ op: z.literal('desk'), id: requestId });
+
 export const clientFrameSchemas = {
   send: SendFrame,
   ack: AckFrame,
@@ -135,6 +179,12 @@ export const clientFrameSchemas = {
   inbox: InboxFrame,
   presence: PresenceFrame,
   ping: PingFrame,
+  status: StatusFrame,
+  close: CloseFrame,
+  transfer: TransferFrame,
+  rate: RateFrame,
+  typing: TypingFrame,
+  desk: DeskFrame,
 } as const;
 
 export type ClientOp = keyof typeof clientFrameSchemas;
@@ -148,6 +198,46 @@ export type PingFrame = z.infer<typeof PingFrame>;
 export type ClientFrame = { [Op in ClientOp]: z.infer<(typeof clientFrameSchemas)[Op]> }[ClientOp];
 
 export type Role = 'customer' | 'agent';
+/** Who wrote a message: a customer, an agent, or the desk (a system message, docs/desk.md). */
+export type MessageRole = Role | 'system';
+
+/**
+ * What a system message records (its `event`); the body says the same in words. Written by the
+ * merchant's desk into the conversation, so every device and the history see it in order.
+ */
+export const DeskNotice = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('queued'), consultation: identifier, group: identifier }),
+  z.object({ type: z.literal('assigned'), consultation: identifier, agent: identifier, name: z.string().max(200), sticky: z.boolean() }),
+  z.object({
+    type: z.literal('transferred'),
+    consultation: identifier,
+    from: identifier.optional(),
+    agent: identifier.optional(),
+    name: z.string().max(200).optional(),
+    group: identifier.optional(),
+    note: z.string().max(MAX_NOTE_CHARS).optional(),
+  }),
+  z.object({ type: z.literal('released'), consultation: identifier, agent: identifier }),
+  z.object({ type: z.literal('closed'), consultation: identifier, by: z.enum(['customer', 'agent', 'inactivity']), agent: identifier.optional() }),
+  z.object({ type: z.literal('rated'), consultation: identifier, score: z.number().int().min(1).max(5), comment: z.string().max(MAX_NOTE_CHARS).optional() }),
+]);
+export type DeskNotice = z.infer<typeof DeskNotice>;
+
+/** A consultation as the desk reports it to devices (`consultation` frames, `desk` answers). */
+export interface ConsultationView {
+  conv: string;
+  consultation: string;
+  state: 'waiting' | 'assigned' | 'closed';
+  group: string;
+  /** The assigned agent, with its display name. */
+  agent?: string;
+  agentName?: string;
+  /** While waiting: 1 is next. */
+  position?: number;
+  /** While waiting, when the group has agents online: the estimate in ms. */
+  estimatedWaitMs?: number;
+  openedAtMs: number;
+}
 
 /** An attachment as a message carries it: what its conversation's reference entry said when it was sent. */
 export interface MessageAttachment {
@@ -164,7 +254,7 @@ export interface ChatMessage {
   seq: number;
   /** The sending user. */
   from: string;
-  role: Role;
+  role: MessageRole;
   /** The device it was sent from (so the sender's other devices can tell it is their own). */
   device: string;
   cmid: string;
@@ -172,6 +262,8 @@ export interface ChatMessage {
   body: string;
   /** Files sent with the message (GET /v1/conversations/:conv/attachments/:id); absent when none. */
   attachments?: MessageAttachment[] | undefined;
+  /** Set on system messages (role `system`): the desk's change this message records. */
+  event?: DeskNotice | undefined;
   /** Cell time when the message became durable, ms since the epoch. */
   ts: number;
 }
@@ -246,6 +338,12 @@ export type ServerFrame =
       merchants: Array<{ merchant: string; agentsOnline: number }>;
     }
   | { t: 'pong'; id?: string; ts: number }
+  /** The state of a consultation of the device's user changed (queue position, assignment, close). */
+  | ({ t: 'consultation' } & ConsultationView)
+  /** The other party of `conv` is typing. */
+  | { t: 'typing'; conv: string; user: string; role: Role }
+  /** The answer to `desk`: the merchant's agents, waiting and open consultations. */
+  | { t: 'desk'; id: string; agents: Array<{ id: string; name: string; status: AgentStatus; capacity: number; open: number; groups: string[] }>; consultations: ConsultationView[] }
   | { t: 'ok'; id: string }
   /** `conv` and `cmid` name the send an error refuses when the error cannot carry its `id`. */
   | { t: 'error'; id?: string; code: string; message: string; retryAfterMs?: number; conv?: string; cmid?: string };

@@ -1,0 +1,530 @@
+import type { Clock, TimerHandle } from '../../platform/clock.js';
+import type { Logger } from '../../platform/logger.js';
+import { randomId, type Random } from '../../platform/random.js';
+import { readAll } from '../../platform/store/scan.js';
+import type { Store, StoreOp } from '../../platform/store/store.js';
+import type { Identity } from '../access/tokens.js';
+import type { AppendRequest, AppendResult } from '../messaging/conversation-log.js';
+import type { DeviceConnection } from '../messaging/device.js';
+import { CellError, ErrorCode } from '../protocol/errors.js';
+import { conversationIdOf, parseConversationId, type AgentStatus, type ChatMessage, type ConsultationView, type DeskNotice, type ServerFrame } from '../protocol/frames.js';
+import {
+  ConsultationRecord,
+  LastConsultation,
+  deleteRecord,
+  deskKeys,
+  parseChosenStatus,
+  parseStored,
+  putLast,
+  putRecord,
+} from './desk-records.js';
+import { noticeText } from './desk-notices.js';
+import { DeskError, MerchantDesk, type DeskEvent, type DeskSettings as RuleSettings } from './merchant-desk.js';
+
+/** An agent as the desk needs it (the people directory holds the rest). */
+export interface DeskPerson {
+  readonly id: string;
+  readonly name: string;
+  readonly capacity: number;
+  readonly groups: readonly string[];
+  readonly supervisor: boolean;
+}
+
+/** The merchant's people: a merchant with at least one agent has a desk. */
+export interface DeskPeople {
+  list(tenant: string, merchant: string): readonly DeskPerson[];
+  get(tenant: string, merchant: string, agent: string): DeskPerson | undefined;
+}
+
+/** No merchant has people: every desk is open (a cell that does not use the desk, the messaging core's tests). */
+export const NO_PEOPLE: DeskPeople = { list: () => [], get: () => undefined };
+
+/** What the desk may do to its cell. */
+export interface DeskHost {
+  /** Appends to a conversation this cell hosts (the desk's system messages). */
+  append(request: AppendRequest): Promise<AppendResult>;
+  /** The connected devices of one agent, and of every agent, of a merchant. */
+  agentDevices(tenant: string, merchant: string): Iterable<DeviceConnection>;
+  customerDevices(tenant: string, customer: string): Iterable<DeviceConnection>;
+  follow(connection: DeviceConnection, conv: string): void;
+  unfollow(connection: DeviceConnection, conv: string): void;
+  send(connection: DeviceConnection, frame: ServerFrame): void;
+}
+
+export interface DeskSettings extends RuleSettings {
+  /** How long an agent whose devices all left keeps its consultations before they are reassigned. */
+  readonly graceMs: number;
+  /** An assigned consultation without a message for this long is closed. */
+  readonly inactivityCloseMs: number;
+}
+
+/** The group of a consultation that names none (or one that no agent of the merchant is in). */
+export const DEFAULT_GROUP = 'default';
+/** How often each desk looks for inactive consultations, at most. */
+const MAX_SWEEP_INTERVAL_MS = 60_000;
+const SYSTEM_USER = 'desk';
+
+/** One merchant's desk as the cell runs it: the rules in memory, the records, the timers. */
+class OpenDesk {
+  readonly rules: MerchantDesk;
+  /** Open consultations by customer, as last decided (the store follows with each system message). */
+  readonly records = new Map<string, ConsultationRecord & { opening?: boolean }>();
+  readonly customerOf = new Map<string, string>();
+  readonly graceTimers = new Map<string, TimerHandle>();
+  /** Last message time of each assigned consultation, by customer. */
+  readonly lastActivityMs = new Map<string, number>();
+  /** Statuses the agents chose, applied when they connect. */
+  readonly chosen = new Map<string, AgentStatus>();
+  sweep: TimerHandle | undefined;
+
+  constructor(
+    readonly tenant: string,
+    readonly merchant: string,
+    settings: RuleSettings,
+  ) {
+    this.rules = new MerchantDesk(settings);
+  }
+}
+
+/** Why the events of one desk call happened: it shapes the system messages that announce them. */
+interface Cause {
+  transferFrom?: string | undefined;
+  note?: string | undefined;
+  closedBy?: 'customer' | 'agent' | 'inactivity';
+  released?: boolean;
+}
+
+/**
+ * The service desks of the merchants this cell hosts (docs/desk.md). The rules decide in memory
+ * (MerchantDesk); this class turns their decisions into durable records and system messages,
+ * tells devices (who follows which conversation, queue positions), and runs the timers: the
+ * grace period of an agent whose devices left, and the close of inactive consultations.
+ *
+ * A merchant without agents in the people directory has no desk: every agent token of it sees
+ * every conversation, as before the desk existed (an open desk).
+ */
+export class DeskService {
+  private readonly desks = new Map<string, OpenDesk>();
+
+  constructor(
+    private readonly options: {
+      store: Store;
+      clock: Clock;
+      random: Random;
+      logger: Logger;
+      people: DeskPeople;
+      host: DeskHost;
+      settings: DeskSettings;
+    },
+  ) {}
+
+  /** Loads a hosted merchant's desk from the store (at start, or when the merchant moves in). */
+  async loadMerchant(tenant: string, merchant: string): Promise<void> {
+    const people = this.options.people.list(tenant, merchant);
+    if (people.length === 0 || this.desks.has(deskKey(tenant, merchant))) return;
+    const { store, clock } = this.options;
+    const open = new OpenDesk(tenant, merchant, this.options.settings);
+    const nowMs = clock.now();
+    for (const person of people) open.rules.upsertAgent(person, nowMs);
+    const [records, lasts, statuses] = await Promise.all([
+      readAll(store, deskKeys.consultations(tenant, merchant)),
+      readAll(store, deskKeys.lasts(tenant, merchant)),
+      readAll(store, deskKeys.statuses(tenant, merchant)),
+    ]);
+    for (const [key, value] of lasts) {
+      const last = parseStored(LastConsultation, key, value);
+      if (last.agent !== undefined) open.rules.restoreLastAgent(key.slice(key.lastIndexOf('/') + 1), last.agent, last.closedAtMs);
+    }
+    for (const [key, value] of statuses) open.chosen.set(key.slice(key.lastIndexOf('/') + 1), parseChosenStatus(key, value));
+    const restored = records.map(([key, value]) => parseStored(ConsultationRecord, key, value)).sort((a, b) => a.queuedAtMs - b.queuedAtMs || a.id.localeCompare(b.id));
+    for (const record of restored) {
+      open.rules.restore(record);
+      open.records.set(record.customer, record);
+      open.customerOf.set(record.id, record.customer);
+      if (record.state === 'assigned') open.lastActivityMs.set(record.customer, nowMs);
+    }
+    this.desks.set(deskKey(tenant, merchant), open);
+    // Every agent is offline after a restart or a move: those holding consultations get the grace period to come back.
+    for (const agent of open.rules.allAgents()) if (agent.open > 0) this.startGrace(open, agent.id);
+    this.scheduleSweep(open);
+  }
+
+  /** The merchant moved away: its desk state went with it; stop the timers here. */
+  unloadMerchant(tenant: string, merchant: string): void {
+    const open = this.desks.get(deskKey(tenant, merchant));
+    if (open === undefined) return;
+    for (const timer of open.graceTimers.values()) timer.cancel();
+    open.sweep?.cancel();
+    this.desks.delete(deskKey(tenant, merchant));
+  }
+
+  /** Stops every timer (the cell stops). */
+  stop(): void {
+    for (const open of [...this.desks.values()]) this.unloadMerchant(open.tenant, open.merchant);
+  }
+
+  hasDesk(tenant: string, merchant: string): boolean {
+    return this.desks.has(deskKey(tenant, merchant));
+  }
+
+  /**
+   * The conversations an agent's device follows, when the merchant has a desk and the agent is
+   * no supervisor: those of its open consultations. Undefined: all of the merchant's.
+   */
+  followedBy(identity: Identity): string[] | undefined {
+    const open = this.agentDesk(identity);
+    if (open === undefined || this.isSupervisor(open, identity.user)) return undefined;
+    return open.rules.consultationsOf(identity.user).map((id) => conversationIdOf(open.merchant, open.customerOf.get(id)!));
+  }
+
+  /** Throws NOT_ASSIGNED unless `identity` may read and write `conv` (customers always may; agents at a desk only their own). */
+  authorize(identity: Identity, conv: string): void {
+    const open = this.agentDesk(identity);
+    if (open === undefined || this.isSupervisor(open, identity.user)) return;
+    const customer = parseConversationId(conv)!.customer;
+    if (open.records.get(customer)?.agent !== identity.user) {
+      throw new CellError(ErrorCode.NotAssigned, `the consultation of ${conv} is not assigned to you`);
+    }
+  }
+
+  /**
+   * Whether an agent device of the merchant gets a message of the customer's conversation:
+   * without a desk every agent does; at a desk, the assigned agent, supervisors, and the agents
+   * a system message names (the one a transfer or a close takes it from).
+   */
+  agentReceives(tenant: string, merchant: string, customer: string, agent: string, message?: ChatMessage): boolean {
+    const open = this.desks.get(deskKey(tenant, merchant));
+    if (open === undefined) return true;
+    if (open.records.get(customer)?.agent === agent || this.isSupervisor(open, agent)) return true;
+    const event = message?.event;
+    return event !== undefined && ('agent' in event && event.agent === agent || ('from' in event && event.from === agent));
+  }
+
+  /**
+   * A customer's message is about to be appended. At a desk with no open consultation for the
+   * customer, it opens one: the record (waiting) is written in the same batch as the message, and
+   * the rules decide once it is durable (`messageDurable`). `settle` must follow the append.
+   */
+  opening(tenant: string, conv: string, group: string | undefined): { alsoWrite: StoreOp[] | undefined; settle: () => void } {
+    const { merchant, customer } = parseConversationId(conv)!;
+    const open = this.desks.get(deskKey(tenant, merchant));
+    if (open === undefined || open.records.has(customer)) return { alsoWrite: undefined, settle: () => undefined };
+    const nowMs = this.options.clock.now();
+    const record = { id: randomId(this.options.random), customer, group: this.groupFor(open, group), state: 'waiting' as const, openedAtMs: nowMs, queuedAtMs: nowMs, opening: true };
+    open.records.set(customer, record);
+    open.customerOf.set(record.id, customer);
+    const { opening: _opening, ...stored } = record;
+    return {
+      alsoWrite: [putRecord(tenant, merchant, stored)],
+      // A failed or duplicate append opened nothing: forget the record unless the rules took it.
+      settle: () => {
+        if (open.records.get(customer) === record && record.opening) {
+          open.records.delete(customer);
+          open.customerOf.delete(record.id);
+        }
+      },
+    };
+  }
+
+  /** A message of a conversation hosted here became durable. */
+  messageDurable(tenant: string, message: ChatMessage): void {
+    if (message.role === 'system') return;
+    const { merchant, customer } = parseConversationId(message.conv)!;
+    const open = this.desks.get(deskKey(tenant, merchant));
+    if (open === undefined) return;
+    const nowMs = this.options.clock.now();
+    const record = open.records.get(customer);
+    if (record !== undefined && record.state === 'assigned') open.lastActivityMs.set(customer, nowMs);
+    if (message.role !== 'customer') return;
+    if (record === undefined) {
+      // Appended without `opening` (relayed from another cell, or raced a failed opening): open it now.
+      const fresh = { id: randomId(this.options.random), customer, group: this.groupFor(open, undefined), state: 'waiting' as const, openedAtMs: nowMs, queuedAtMs: nowMs };
+      open.records.set(customer, fresh);
+      open.customerOf.set(fresh.id, customer);
+      this.apply(open, open.rules.open(fresh.id, customer, fresh.group, nowMs), {});
+    } else if (record.opening === true) {
+      delete record.opening;
+      this.apply(open, open.rules.open(record.id, customer, record.group, nowMs), {});
+    }
+  }
+
+  /** An agent's device connected: it is back from its grace period, in the status it chose. */
+  agentConnected(identity: Identity): void {
+    const open = this.agentDesk(identity);
+    if (open === undefined || open.rules.agent(identity.user) === undefined) return;
+    open.graceTimers.get(identity.user)?.cancel();
+    open.graceTimers.delete(identity.user);
+    if (open.rules.agent(identity.user)!.status === 'offline') {
+      const status = open.chosen.get(identity.user) ?? 'online';
+      this.apply(open, open.rules.setStatus(identity.user, status === 'offline' ? 'online' : status, this.options.clock.now()), {});
+    }
+  }
+
+  /** An agent's last device left: no new consultations; its own wait for the grace period. */
+  agentLeft(identity: Identity): void {
+    const open = this.agentDesk(identity);
+    if (open === undefined || open.rules.agent(identity.user) === undefined) return;
+    this.apply(open, open.rules.setStatus(identity.user, 'offline', this.options.clock.now()), {});
+    if (open.rules.agent(identity.user)!.open > 0) this.startGrace(open, identity.user);
+  }
+
+  /** The agent sets its status; it is kept across restarts and applied when it connects. */
+  async setStatus(identity: Identity, status: AgentStatus): Promise<void> {
+    const open = this.requireAgentDesk(identity);
+    await this.options.store.write([{ type: 'put', key: deskKeys.status(open.tenant, open.merchant, identity.user), value: JSON.stringify(status) }]);
+    open.chosen.set(identity.user, status);
+    this.apply(open, this.decide(() => open.rules.setStatus(identity.user, status, this.options.clock.now())), {});
+  }
+
+  /** Closes the open consultation of `conv`: by its customer, its agent, or a supervisor. */
+  close(identity: Identity, conv: string, consultation?: string): void {
+    const { merchant, customer } = parseConversationId(conv)!;
+    const open = this.requireDesk(identity.tenant, merchant);
+    const record = this.requireOpenRecord(open, conv, customer, consultation);
+    if (identity.role === 'agent') this.authorize(identity, conv);
+    const by = identity.role === 'customer' ? 'customer' : 'agent';
+    this.apply(open, this.decide(() => open.rules.close(record.id, this.options.clock.now())), { closedBy: by });
+  }
+
+  /** Hands the consultation of `conv` to an agent (online with free capacity) or a group. */
+  transfer(identity: Identity, conv: string, to: { agent?: string | undefined; group?: string | undefined }, note: string | undefined, consultation?: string): void {
+    const { merchant, customer } = parseConversationId(conv)!;
+    const open = this.requireDesk(identity.tenant, merchant);
+    this.authorize(identity, conv);
+    const record = this.requireOpenRecord(open, conv, customer, consultation);
+    const nowMs = this.options.clock.now();
+    const events = this.decide(() => (to.agent !== undefined ? open.rules.transferToAgent(record.id, to.agent, nowMs) : open.rules.transferToGroup(record.id, to.group!, nowMs)));
+    this.apply(open, events, { transferFrom: record.agent, note });
+  }
+
+  /** The customer rates its last closed consultation of `conv` (once). */
+  async rate(identity: Identity, conv: string, score: number, comment: string | undefined): Promise<void> {
+    const { merchant, customer } = parseConversationId(conv)!;
+    const open = this.requireDesk(identity.tenant, merchant);
+    const key = deskKeys.last(open.tenant, merchant, customer);
+    const stored = await this.options.store.get(key);
+    if (stored === undefined) throw new CellError(ErrorCode.ConsultationUnknown, `${conv} has no closed consultation to rate`);
+    const last = parseStored(LastConsultation, key, stored);
+    if (last.rated) throw new CellError(ErrorCode.ConsultationRated, `consultation ${last.consultation} was rated already`);
+    const rating = { consultation: last.consultation, customer, agent: last.agent, score, comment, atMs: this.options.clock.now() };
+    const notice: DeskNotice = comment === undefined ? { type: 'rated', consultation: last.consultation, score } : { type: 'rated', consultation: last.consultation, score, comment };
+    await this.announce(open, customer, notice, [
+      { type: 'put', key: deskKeys.rating(open.tenant, merchant, last.consultation), value: JSON.stringify(rating) },
+      putLast(open.tenant, merchant, customer, { ...last, rated: true }),
+    ]);
+  }
+
+  /** The merchant's desk as an agent's workbench shows it: agents, and every open consultation. */
+  view(identity: Identity): Extract<ServerFrame, { t: 'desk' }>['agents'] extends infer Agents ? { agents: Agents; consultations: ConsultationView[] } : never {
+    const open = this.requireAgentDesk(identity);
+    const agents = open.rules.allAgents().map((agent) => ({
+      id: agent.id,
+      name: this.options.people.get(open.tenant, open.merchant, agent.id)?.name ?? agent.id,
+      status: agent.status,
+      capacity: agent.capacity,
+      open: agent.open,
+      groups: [...agent.groups],
+    }));
+    const consultations = [...open.records.values()].filter((record) => record.opening !== true).map((record) => this.viewOf(open, record));
+    return { agents, consultations } as never;
+  }
+
+  /** The people directory changed an agent of a merchant this cell hosts. */
+  peopleChanged(tenant: string, merchant: string, agentId: string, after: DeskPerson | undefined): void {
+    const open = this.desks.get(deskKey(tenant, merchant));
+    if (open === undefined) {
+      if (after !== undefined) this.loadMerchant(tenant, merchant).catch((error: unknown) => this.options.logger.error({ err: error, tenant, merchant }, 'could not open the desk'));
+      return;
+    }
+    const nowMs = this.options.clock.now();
+    if (after === undefined) {
+      if (open.rules.agent(agentId) !== undefined) this.apply(open, open.rules.removeAgent(agentId, nowMs), { released: true });
+      return;
+    }
+    this.apply(open, open.rules.upsertAgent(after, nowMs), {});
+  }
+
+  /** Turns the rules' decisions into records, system messages and frames, in order. */
+  private apply(open: OpenDesk, events: readonly DeskEvent[], cause: Cause): void {
+    const { tenant, merchant } = open;
+    const nowMs = this.options.clock.now();
+    const queuesMoved = new Set<string>();
+    for (const event of events) {
+      const customer = open.customerOf.get(event.consultation);
+      const record = customer === undefined ? undefined : open.records.get(customer);
+      if (customer === undefined || record === undefined) continue;
+      const conv = conversationIdOf(merchant, customer);
+      const previousAgent = record.agent;
+      if (event.kind === 'assigned') {
+        if (record.state === 'waiting') queuesMoved.add(record.group);
+        const name = this.options.people.get(tenant, merchant, event.agent)?.name ?? event.agent;
+        const next: ConsultationRecord = { ...withoutOpening(record), state: 'assigned', agent: event.agent, assignedAtMs: nowMs, group: open.rules.consultation(event.consultation)?.group ?? record.group };
+        open.records.set(customer, next);
+        open.lastActivityMs.set(customer, nowMs);
+        for (const device of this.devicesOfAgent(open, event.agent)) this.options.host.follow(device, conv);
+        const notice: DeskNotice =
+          cause.transferFrom !== undefined
+            ? dropUndefined({ type: 'transferred', consultation: record.id, from: cause.transferFrom, agent: event.agent, name, note: cause.note })
+            : { type: 'assigned', consultation: record.id, agent: event.agent, name, sticky: event.sticky };
+        void this.announce(open, customer, notice, [putRecord(tenant, merchant, next)]).then(() => this.stopFollowing(open, conv, previousAgent, event.agent));
+        this.tell(open, next);
+      } else if (event.kind === 'queued') {
+        const group = open.rules.consultation(event.consultation)?.group ?? record.group;
+        const next: ConsultationRecord = { id: record.id, customer, group, state: 'waiting', openedAtMs: record.openedAtMs, queuedAtMs: cause.released === true ? record.openedAtMs : nowMs };
+        open.records.set(customer, next);
+        open.lastActivityMs.delete(customer);
+        queuesMoved.add(group);
+        let notice: DeskNotice = { type: 'queued', consultation: record.id, group };
+        if (cause.transferFrom !== undefined) notice = dropUndefined({ type: 'transferred', consultation: record.id, from: cause.transferFrom, group, note: cause.note });
+        else if (previousAgent !== undefined) notice = { type: 'released', consultation: record.id, agent: previousAgent };
+        void this.announce(open, customer, notice, [putRecord(tenant, merchant, next)]).then(() => this.stopFollowing(open, conv, previousAgent, undefined));
+      } else {
+        open.records.delete(customer);
+        open.customerOf.delete(record.id);
+        open.lastActivityMs.delete(customer);
+        if (record.state === 'waiting') queuesMoved.add(record.group);
+        const last = dropUndefined({ consultation: record.id, agent: event.agent, closedAtMs: nowMs, rated: false });
+        const notice: DeskNotice = dropUndefined({ type: 'closed', consultation: record.id, by: cause.closedBy ?? 'agent', agent: event.agent });
+        void this.announce(open, customer, notice, [deleteRecord(tenant, merchant, customer), putLast(tenant, merchant, customer, last)]).then(() => this.stopFollowing(open, conv, event.agent, undefined));
+        this.tell(open, { ...withoutOpening(record), state: 'closed' });
+      }
+    }
+    for (const group of queuesMoved) this.tellQueue(open, group);
+  }
+
+  /** Appends a system message (with the records it carries); failures are logged, the next change rewrites the record. */
+  private announce(open: OpenDesk, customer: string, notice: DeskNotice, alsoWrite: StoreOp[]): Promise<void> {
+    const conv = conversationIdOf(open.merchant, customer);
+    const request: AppendRequest = { tenant: open.tenant, conv, from: SYSTEM_USER, role: 'system', device: SYSTEM_USER, cmid: `desk-${randomId(this.options.random)}`, body: noticeText(notice), event: notice, alsoWrite };
+    return this.options.host.append(request).then(
+      () => undefined,
+      (error: unknown) => this.options.logger.warn({ err: error, conv, notice: notice.type }, 'the desk could not write a system message; the next change of the consultation rewrites its record'),
+    );
+  }
+
+  /** After the system message that took a consultation from `agent` is durable, its devices stop following it. */
+  private stopFollowing(open: OpenDesk, conv: string, agent: string | undefined, keep: string | undefined): void {
+    if (agent === undefined || agent === keep || this.isSupervisor(open, agent)) return;
+    for (const device of this.devicesOfAgent(open, agent)) this.options.host.unfollow(device, conv);
+  }
+
+  /** The consultation's state, to its customer's devices here and to the merchant's agents. */
+  private tell(open: OpenDesk, record: ConsultationRecord | (Omit<ConsultationRecord, 'state'> & { state: 'closed' })): void {
+    const frame: ServerFrame = { t: 'consultation', ...this.viewOf(open, record) };
+    for (const device of this.options.host.customerDevices(open.tenant, record.customer)) this.options.host.send(device, frame);
+    for (const device of this.options.host.agentDevices(open.tenant, open.merchant)) this.options.host.send(device, frame);
+  }
+
+  /** Everyone waiting in `group` learns its new position and estimate. */
+  private tellQueue(open: OpenDesk, group: string): void {
+    for (const record of open.records.values()) {
+      if (record.state !== 'waiting' || record.group !== group || record.opening === true) continue;
+      const frame: ServerFrame = { t: 'consultation', ...this.viewOf(open, record) };
+      for (const device of this.options.host.customerDevices(open.tenant, record.customer)) this.options.host.send(device, frame);
+    }
+  }
+
+  private viewOf(open: OpenDesk, record: Pick<ConsultationRecord, 'id' | 'customer' | 'group' | 'agent' | 'openedAtMs'> & { state: ConsultationView['state'] }): ConsultationView {
+    const view: ConsultationView = { conv: conversationIdOf(open.merchant, record.customer), consultation: record.id, state: record.state, group: record.group, openedAtMs: record.openedAtMs };
+    if (record.agent !== undefined && record.state === 'assigned') {
+      view.agent = record.agent;
+      view.agentName = this.options.people.get(open.tenant, open.merchant, record.agent)?.name ?? record.agent;
+    }
+    const position = record.state === 'waiting' ? open.rules.position(record.id) : undefined;
+    if (position !== undefined) view.position = position;
+    const estimate = record.state === 'waiting' ? open.rules.estimatedWaitMs(record.id) : undefined;
+    if (estimate !== undefined) view.estimatedWaitMs = estimate;
+    return view;
+  }
+
+  private startGrace(open: OpenDesk, agent: string): void {
+    open.graceTimers.get(agent)?.cancel();
+    open.graceTimers.set(
+      agent,
+      this.options.clock.setTimer(this.options.settings.graceMs, () => {
+        open.graceTimers.delete(agent);
+        if (this.desks.get(deskKey(open.tenant, open.merchant)) !== open || open.rules.agent(agent)?.status !== 'offline') return;
+        this.apply(open, open.rules.releaseAgent(agent, this.options.clock.now()), { released: true });
+      }),
+    );
+  }
+
+  /** Closes assigned consultations without a message for `inactivityCloseMs`, checking a few times per period. */
+  private scheduleSweep(open: OpenDesk): void {
+    const { inactivityCloseMs } = this.options.settings;
+    open.sweep = this.options.clock.setTimer(Math.min(MAX_SWEEP_INTERVAL_MS, Math.max(1, Math.floor(inactivityCloseMs / 4))), () => {
+      if (this.desks.get(deskKey(open.tenant, open.merchant)) !== open) return;
+      const nowMs = this.options.clock.now();
+      for (const [customer, atMs] of [...open.lastActivityMs]) {
+        const record = open.records.get(customer);
+        if (record === undefined || nowMs - atMs < inactivityCloseMs) continue;
+        this.apply(open, open.rules.close(record.id, nowMs), { closedBy: 'inactivity' });
+      }
+      this.scheduleSweep(open);
+    });
+  }
+
+  /** The named group if an agent of the merchant is in it; else `default`, or the first group any agent has. */
+  private groupFor(open: OpenDesk, named: string | undefined): string {
+    const groups = new Set(open.rules.allAgents().flatMap((agent) => agent.groups));
+    if (named !== undefined && groups.has(named)) return named;
+    if (groups.has(DEFAULT_GROUP) || groups.size === 0) return DEFAULT_GROUP;
+    return [...groups].sort()[0]!;
+  }
+
+  private devicesOfAgent(open: OpenDesk, agent: string): DeviceConnection[] {
+    return [...this.options.host.agentDevices(open.tenant, open.merchant)].filter((device) => device.identity.user === agent);
+  }
+
+  private isSupervisor(open: OpenDesk, agent: string): boolean {
+    return this.options.people.get(open.tenant, open.merchant, agent)?.supervisor === true;
+  }
+
+  private agentDesk(identity: Identity): OpenDesk | undefined {
+    return identity.role === 'agent' && identity.merchant !== undefined ? this.desks.get(deskKey(identity.tenant, identity.merchant)) : undefined;
+  }
+
+  private requireAgentDesk(identity: Identity): OpenDesk {
+    if (identity.role !== 'agent' || identity.merchant === undefined) throw new CellError(ErrorCode.ConversationForbidden, 'only agents work at a desk');
+    return this.requireDesk(identity.tenant, identity.merchant);
+  }
+
+  private requireDesk(tenant: string, merchant: string): OpenDesk {
+    const open = this.desks.get(deskKey(tenant, merchant));
+    if (open === undefined) throw new CellError(ErrorCode.NoDesk, `merchant ${merchant} has no desk: its agents are not registered (docs/desk.md)`);
+    return open;
+  }
+
+  /** The open consultation of `conv`; `consultation`, when given, must be its id. */
+  private requireOpenRecord(open: OpenDesk, conv: string, customer: string, consultation?: string): ConsultationRecord {
+    const record = open.records.get(customer);
+    if (record === undefined || record.opening === true) throw new CellError(ErrorCode.ConsultationUnknown, `${conv} has no open consultation`);
+    if (consultation !== undefined && consultation !== record.id) throw new CellError(ErrorCode.ConsultationUnknown, `consultation ${consultation} of ${conv} is not open (${record.id} is)`);
+    return record;
+  }
+
+  /** Runs a rule; its refusal becomes the matching protocol error. */
+  private decide(rule: () => DeskEvent[]): DeskEvent[] {
+    try {
+      return rule();
+    } catch (error) {
+      if (!(error instanceof DeskError)) throw error;
+      const code = error.code === 'CONSULTATION_UNKNOWN' ? ErrorCode.ConsultationUnknown : error.code === 'BAD_AGENT' ? ErrorCode.BadFrame : ErrorCode.AgentUnavailable;
+      throw new CellError(code, error.message);
+    }
+  }
+}
+
+function deskKey(tenant: string, merchant: string): string {
+  return `${tenant}/${merchant}`;
+}
+
+function withoutOpening(record: ConsultationRecord & { opening?: boolean }): ConsultationRecord {
+  const { opening: _opening, ...rest } = record;
+  return rest;
+}
+
+/** Drops keys whose value is undefined (optional fields are absent, never undefined, on the wire). */
+function dropUndefined<T extends object>(value: T): { [K in keyof T]: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(value).filter(([, entry]) => entry !== undefined)) as never;
+}
