@@ -171,6 +171,19 @@ describe('uploading attachments', () => {
     }
   });
 
+  it('takes the token in the query too, and lets pages of any origin read its answers', async () => {
+    const cell = await newCell();
+    const url = (token: string): string => `${cell.httpUrl}/v1/conversations/${CONV}/attachments?name=notes.txt&token=${encodeURIComponent(token)}`;
+    // What a page can send without a CORS preflight: no Authorization header, a safelisted content type.
+    const uploaded = await request('POST', url(await customer()), { body: TEXT, headers: { 'content-type': 'text/plain' } });
+    expect(uploaded.status).toBe(201);
+    expect(uploaded.headers.get('access-control-allow-origin')).toBe('*');
+    const refused = await request('POST', url(await customer('c2')), { body: TEXT, headers: { 'content-type': 'text/plain' } });
+    expect([refused.status, codeOf(refused), refused.headers.get('access-control-allow-origin')]).toEqual([403, 'CONVERSATION_FORBIDDEN', '*']);
+    const served = await download(cell, (uploaded.body as { id: string }).id, { queryToken: await agent() });
+    expect(served.headers.get('access-control-allow-origin')).toBe('*');
+  });
+
   it('refuses a bad file name, an empty body and a malformed conversation', async () => {
     const cell = await newCell();
     const token = await customer();
@@ -211,6 +224,7 @@ describe('reading attachments', () => {
     expect(byHeader.status).toBe(200);
     expect(byHeader.bytes.equals(PNG)).toBe(true);
     expect(byHeader.headers.get('content-type')).toBe('image/png');
+    expect(byHeader.headers.get('content-security-policy')).toBe("default-src 'none'; sandbox");
     expect(byHeader.headers.get('x-content-type-options')).toBe('nosniff');
     expect(byHeader.headers.get('content-disposition')).toBe(`inline; filename="my _cat_.png"; filename*=UTF-8''my%20%22cat%22.png`);
     expect(byHeader.headers.get('cache-control')).toMatch(/^private, max-age=\d+/);

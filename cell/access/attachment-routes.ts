@@ -20,6 +20,13 @@ export interface AttachmentRoutesOptions {
   uploadRate?: UploadRate | undefined;
 }
 
+/**
+ * Pages of any origin may read the answers: a widget on a merchant's site uploads to a cell of
+ * another origin. Safe without an allowlist, since nothing is answered without a token and no
+ * cookie is ever used.
+ */
+const ANSWER_HEADERS = { 'access-control-allow-origin': '*' };
+
 /** A served attachment never changes (its id is its hash); only the browser of a party may keep it. */
 const CACHE_CONTROL = 'private, max-age=31536000, immutable';
 
@@ -55,7 +62,7 @@ export function attachmentRoutes(options: AttachmentRoutesOptions): RouteModule 
       'post',
       '/v1/conversations/:conv/attachments',
       async (request) => {
-        const identity = core.authenticate(request.token || undefined);
+        const identity = core.authenticate(tokenOf(request));
         const conv = await partyConversation(identity, request);
         const name = parseWith(FileName, request.query.get('name') ?? undefined);
         const waitMs = limiter.take(principalKey(identity), clock.now());
@@ -67,13 +74,13 @@ export function attachmentRoutes(options: AttachmentRoutesOptions): RouteModule 
       },
       {
         // Decided from the token before the body is read: a body over the tenant's limit is never buffered.
-        maxBodyBytes: (request) => configOf(core.authenticate(request.token || undefined)).maxBytes,
+        maxBodyBytes: (request) => configOf(core.authenticate(tokenOf(request))).maxBytes,
         bodyTooLarge: tooLarge,
+        answerHeaders: ANSWER_HEADERS,
       },
     );
     router.handle('get', '/v1/conversations/:conv/attachments/:id', async (request) => {
-      // An <img> cannot send a header: the token may come in the query too.
-      const identity = core.authenticate(request.token || request.query.get('token') || undefined);
+      const identity = core.authenticate(tokenOf(request));
       const conv = await partyConversation(identity, request);
       const id = parseWith(attachmentId, request.parameters[1]);
       const { reference, bytes } = await attachments.read(identity.tenant, conv, id);
@@ -89,6 +96,14 @@ export function attachmentRoutes(options: AttachmentRoutesOptions): RouteModule 
           'cache-control': CACHE_CONTROL,
         },
       };
-    });
+    }, { answerHeaders: ANSWER_HEADERS });
   };
+}
+
+/**
+ * The bearer token, or `?token=`: an `<img>` cannot send a header, and a page's upload with one
+ * would need a CORS preflight, which a request with only safelisted headers does not.
+ */
+function tokenOf(request: HttpRequestData): string | undefined {
+  return request.token || request.query.get('token') || undefined;
 }
