@@ -1,12 +1,14 @@
 import { join } from 'node:path';
-import type { AgentCredentials } from '../cell/access/agent-logins.js';
 import { loginRoutes } from '../cell/access/login-routes.js';
 import { newestSigningKey } from '../cell/access/token-minter.js';
 import { signingKeysOf } from '../cell/access/tokens.js';
+import { adminPeopleRoutes } from '../cell/access/admin-people-routes.js';
 import { AccessServer, type ClusterApi } from '../cell/access/uws-server.js';
 import { attachmentRoutes } from '../cell/access/attachment-routes.js';
 import { AttachmentStore } from '../cell/attachments/index.js';
 import type { CellCore } from '../cell/cell-core.js';
+import type { AuditLog } from '../cell/audit-log.js';
+import type { PeopleDirectory } from '../cell/desk/people.js';
 import type { CellMetrics } from '../cell/metrics.js';
 import { createLibp2pTransport, type Libp2pMeshTransport } from '../mesh/libp2p-transport.js';
 import { loadOrCreatePeerKey } from '../mesh/peer-key-file.js';
@@ -34,12 +36,7 @@ export interface StartCellOptions {
   store?: Store;
   /** Adds process metrics (CPU, memory, event loop) to /v1/metrics; on for a real process. */
   processMetrics?: boolean;
-  /** Where agent logins find passwords; defaults to knowing no agent (every login is LOGIN_FAILED). */
-  agentCredentials?: AgentCredentials;
 }
-
-/** Until the desk's people directory answers for them, a cell knows no agent. */
-const NO_AGENTS: AgentCredentials = { passwordHashOf: () => undefined };
 
 /** A cell listening for devices. */
 export interface RunningCell {
@@ -47,6 +44,10 @@ export interface RunningCell {
   readonly port: number;
   readonly core: CellCore;
   readonly metrics: CellMetrics;
+  /** The agents of the merchants the cell hosts. */
+  readonly people: PeopleDirectory;
+  /** The audit log of admin actions. */
+  readonly audit: AuditLog;
   /** The cell's mesh services; undefined for a standalone cell. */
   readonly mesh: AssembledMesh<Libp2pMeshTransport> | undefined;
   /**
@@ -95,7 +96,8 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   let port = 0;
   let access: AccessServer | undefined;
   const devices: DeviceAccess = {
-    open: async ({ core, metrics, isReady }) => {
+    open: async ({ core, metrics, people, audit, isReady }) => {
+      const adminTokens = config.admin.token === undefined ? [] : [config.admin.token, ...config.admin.acceptTokens];
       access = new AccessServer({
         core,
         metrics,
@@ -105,18 +107,20 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
         host: config.listen.host,
         port: config.listen.port,
         isReady,
-        adminTokens: config.admin.token === undefined ? [] : [config.admin.token, ...config.admin.acceptTokens],
+        adminTokens,
+        audit,
         get cluster() {
           return clusterApi;
         },
         routeModules: [
+          adminPeopleRoutes({ servedTenants: () => core.servedTenants(), people, audit, adminTokens }),
           loginRoutes({
             store,
             clock,
             random,
             signingKeyOf: (tenant) => newestKeys.get(tenant),
             hostsMerchant: core.moveHost().hosts,
-            agents: options.agentCredentials ?? NO_AGENTS,
+            agents: { passwordHashOf: (tenant, merchant, agent) => people.get(tenant, merchant, agent)?.passwordHash },
             settings: config.logins,
           }),
           attachmentRoutes({ core, attachments: new AttachmentStore(store, clock), clock, tenants: config.tenants }),
@@ -161,7 +165,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     await cell.stop();
     logger.info({ cell: config.cell.id }, 'cell stopped');
   };
-  return { cellId: config.cell.id, port, core: cell.core, metrics: cell.metrics, mesh: cell.cluster, stop: once(stop) };
+  return { cellId: config.cell.id, port, core: cell.core, metrics: cell.metrics, people: cell.people, audit: cell.audit, mesh: cell.cluster, stop: once(stop) };
 }
 
 /** `run` the first time; the same promise after. */

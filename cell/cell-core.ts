@@ -20,13 +20,14 @@ import { dispatchDeskFrame, type DeskFrameHost } from './desk/desk-frames.js';
 import type { RelayedSend } from './messaging/relayed-sends.js';
 import type { MoveHost } from './move-host.js';
 import type { CellMetrics } from './metrics.js';
-import { messageAttachments } from './attachments/attachment-store.js';
+import { appendWithAttachments, notAcrossCells } from './attachments/index.js';
 import { CellError, CloseCode, ErrorCode } from './protocol/errors.js';
 import { operatingErrorOf } from './protocol/operating-errors.js';
 import {
   parseConversationId,
   type ChatMessage,
   type ClientFrame,
+  type SendFrame,
   type ConversationSummary,
   type HistoryFrame,
   type PresenceFrame,
@@ -73,14 +74,6 @@ interface TenantPolicy {
   origins: ReadonlySet<string>;
   /** Hosted here now; a merchant moves in or out at runtime (merchant-move.ts). */
   merchants: Set<string>;
-}
-
-/** What a send may carry besides its body. */
-interface SendExtras {
-  /** A customer's first message of a consultation may name the group it is for. */
-  group?: string | undefined;
-  /** Attachments uploaded to the conversation, by id. */
-  attachments?: readonly string[] | undefined;
 }
 
 /** A send whose durable ack goes to the connection that asked, as soon as it is durable. */
@@ -141,6 +134,7 @@ export class CellCore {
       logger: options.logger,
       people: options.desk?.people ?? NO_PEOPLE,
       settings: options.desk?.settings ?? DeskConfig.parse({}),
+      metrics: options.metrics.deskMetrics(() => this.desk.snapshot()),
       host: {
         append: (request) => this.log.append(request),
         agentDevices: (tenant, merchant) => this.presence.agentsOf(tenant, merchant),
@@ -148,6 +142,7 @@ export class CellCore {
         follow: (connection, conv) => this.delivery.follow(connection, conv),
         unfollow: (connection, conv) => this.delivery.unfollow(connection, conv),
         send: (connection, frame) => this.delivery.sendFrame(connection, frame),
+        closeDevice: (connection, reason) => connection.port.close(CloseCode.Forbidden, reason),
       },
     });
     const authorize = (identity: Identity, conv: string): Parties => this.authorizeAtDesk(identity, conv);
@@ -188,7 +183,9 @@ export class CellCore {
     if (token === undefined || token === '') {
       throw new CellError(ErrorCode.Unauthenticated, 'a token is required (query parameter `token` or `Authorization: Bearer`)');
     }
-    return verifyToken(token, (tenant) => this.tenants.get(tenant)?.keys, this.options.clock.now());
+    const identity = verifyToken(token, (tenant) => this.tenants.get(tenant)?.keys, this.options.clock.now());
+    this.desk.requireKnownAgent(identity);
+    return identity;
   }
 
   /** Decides whether a verified identity may open a WebSocket from `origin`. */
@@ -316,11 +313,11 @@ export class CellCore {
   }
 
   /** Appends a message as `identity`; resolves once durable. Used by HTTP. */
-  async send(identity: Identity, conv: string, cmid: string, body: string, extras: SendExtras = {}): Promise<{ message: ChatMessage; duplicate: boolean }> {
+  async send(identity: Identity, conv: string, cmid: string, body: string, extras: Pick<SendFrame, 'group' | 'attachments'> = {}): Promise<{ message: ChatMessage; duplicate: boolean }> {
     const settled = this.authorizeWrite(identity, conv);
     const { home } = settled instanceof Promise ? await settled : settled;
     if (home !== undefined) {
-      if (extras.attachments !== undefined) throw attachmentsNotCrossCell(conv);
+      if (extras.attachments !== undefined) throw notAcrossCells(conv, home);
       if (this.draining) throw shuttingDown();
       // Over HTTP there is no `queued`: wait for the seq a while, else FORWARD_PENDING.
       const relay = this.relay!;
@@ -333,33 +330,20 @@ export class CellCore {
     return result;
   }
 
-  /**
-   * Checks that `identity` is a party of `conv` (its customer, or an agent of its merchant), for
-   * the attachment routes; waits out a move of its merchant like a write. `home` is the cell
-   * that hosts the conversation when it is not this one.
-   */
+  /** `authorizeWrite` for the attachment routes: `home` is the conversation's cell when not this one. */
   async authorizeParty(identity: Identity, conv: string): Promise<{ home: string | undefined }> {
     const settled = this.authorizeWrite(identity, conv);
     const { home } = settled instanceof Promise ? await settled : settled;
     return { home };
   }
 
-  /**
-   * Appends to a conversation this cell hosts, once authorized; resolves once durable. Its
-   * attachments' metadata comes from the conversation's reference entries (ATTACHMENT_UNKNOWN
-   * for an id not uploaded to it), read synchronously from a local store so the append is still
-   * queued in the turn the send arrived.
-   */
-  private appendHere(identity: Identity, conv: string, cmid: string, body: string, sender?: PendingAck, extras: SendExtras = {}): Promise<AppendResult> {
+  /** Appends to a conversation this cell hosts, once authorized, with the metadata of its attachments; resolves once durable. */
+  private appendHere(identity: Identity, conv: string, cmid: string, body: string, sender?: PendingAck, extras: Pick<SendFrame, 'group' | 'attachments'> = {}): Promise<AppendResult> {
     if (this.draining) return Promise.reject(shuttingDown());
-    const request: AppendRequest = { tenant: identity.tenant, conv, from: identity.user, role: identity.role, device: identity.device, cmid, body, context: sender };
-    if (extras.attachments === undefined) return this.appendAtDesk(identity, request, extras.group);
-    const attachments = messageAttachments(this.options.store, identity.tenant, conv, extras.attachments);
-    if (attachments instanceof Promise) return attachments.then((resolved) => this.appendAtDesk(identity, { ...request, attachments: resolved }, extras.group));
-    return this.appendAtDesk(identity, { ...request, attachments }, extras.group);
+    const request = { tenant: identity.tenant, conv, from: identity.user, role: identity.role, device: identity.device, cmid, body, context: sender };
+    return appendWithAttachments(this.options.store, request, extras.attachments, (request) => this.appendAtDesk(identity, request, extras.group));
   }
 
-  /** Appends a party's message, which the desk may record as opening a consultation (`group`: the customer's choice). */
   private appendAtDesk(identity: Identity, request: AppendRequest, group: string | undefined): Promise<AppendResult> {
     const { conv } = request;
     if (identity.role !== 'customer') return this.log.append(request);
@@ -433,10 +417,7 @@ export class CellCore {
       case 'send': {
         const settled = this.authorizeWrite(identity, frame.conv);
         const { home } = settled instanceof Promise ? await settled : settled;
-        if (home !== undefined) {
-          if (frame.attachments !== undefined) throw attachmentsNotCrossCell(frame.conv);
-          return this.relaySend(connection, frame, home);
-        }
+        if (home !== undefined) return this.relaySend(connection, frame, home);
         const sender: PendingAck = { connection, requestId: frame.id, receivedAtMs: this.options.clock.now() };
         const result = await this.appendHere(identity, frame.conv, frame.cmid, frame.body, sender, { group: frame.group, attachments: frame.attachments });
         // A fresh message was acked from fanOut the moment it became durable; a resend of a
@@ -534,6 +515,7 @@ export class CellCore {
    * follows when the message comes back from the home cell.
    */
   private async relaySend(connection: DeviceConnection, frame: Extract<ClientFrame, { op: 'send' }>, home: string): Promise<void> {
+    if (frame.attachments !== undefined) throw notAcrossCells(frame.conv, home);
     if (this.draining) throw new CellError(ErrorCode.ShuttingDown, 'the cell is shutting down; resend after reconnecting');
     const stored = await this.relay!.relaySend(connection.identity, home, frame.conv, frame.cmid, frame.body, { connection, requestId: frame.id });
     if (stored !== undefined) {
@@ -544,6 +526,11 @@ export class CellCore {
     const queued: ServerFrame = { t: 'queued', conv: frame.conv, cmid: frame.cmid };
     if (frame.id !== undefined) queued.id = frame.id;
     this.delivery.sendFrame(connection, queued);
+  }
+
+  /** The tenants this cell serves, with their origins and the merchants it hosts now; no secrets. */
+  servedTenants(): Array<{ id: string; origins: string[]; merchants: string[] }> {
+    return [...this.tenants].map(([id, policy]) => ({ id, origins: [...policy.origins], merchants: [...policy.merchants].sort() }));
   }
 
   /** What a merchant's move may do to this core (merchant-move.ts). */
@@ -704,10 +691,6 @@ export class CellCore {
 
 function rateLimited(retryAfterMs: number): CellError {
   return new CellError(ErrorCode.RateLimited, `slow down: retry in ${retryAfterMs} ms`, { retryAfterMs });
-}
-
-function attachmentsNotCrossCell(conv: string): CellError {
-  return new CellError(ErrorCode.AttachmentCrossCell, `conversation ${conv} is hosted on another cell; attachments are not sent or served across cells yet`);
 }
 
 function shuttingDown(): CellError {

@@ -44,3 +44,16 @@ describe('LoginsConfig', () => {
     expect(LoginsConfig.safeParse({ loginBurstPerAgent: 0 }).success).toBe(false);
   });
 });
+
+describe('MerchantConfig agents (seeds)', () => {
+  it('takes agents with optional fields, and names what is wrong', () => {
+    const tenant = (agents: unknown): unknown => ({ id: 'mall', secret: SECRET_A, merchants: [{ id: 'm1', agents }] });
+    expect(TenantConfig.parse(tenant([{ id: 'ann' }, { id: 'ben', name: 'Ben', capacity: 3, groups: ['sales'], supervisor: true }])).merchants[0]?.agents).toEqual([
+      { id: 'ann' },
+      { id: 'ben', name: 'Ben', capacity: 3, groups: ['sales'], supervisor: true },
+    ]);
+    expect(problemsOf(tenant([{ id: 'ann' }, { id: 'ann' }]))).toEqual(['merchants.0.agents: agent ann is listed twice']);
+    expect(problemsOf(tenant([{ id: 'ann', capacity: 0 }]))).toEqual(['merchants.0.agents.0.capacity: Too small: expected number to be >=1']);
+    expect(problemsOf(tenant([{ id: 'ann', password: 'x' }]))[0]).toMatch(/^merchants\.0\.agents\.0: Unrecognized key/);
+  });
+});

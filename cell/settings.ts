@@ -13,9 +13,33 @@ const strict = z.strictObject;
 
 export const identifier = z.string().regex(IDENTIFIER_PATTERN, 'must be 1-64 characters of [A-Za-z0-9_.-]');
 
+/** The bounds of an agent's record (cell/desk/people.ts validates against them too). */
+export const AGENT_LIMITS = { nameChars: 200, capacity: 1000, groups: 50 } as const;
+
+/**
+ * An agent the config seeds: created at start when the merchant has never had it. From then on
+ * the store wins (docs/operations.md): changes and removals through the admin API persist.
+ */
+export const AgentSeedConfig = strict({
+  id: identifier,
+  name: z.string().min(1).max(AGENT_LIMITS.nameChars).optional(),
+  capacity: z.number().int().min(1).max(AGENT_LIMITS.capacity).optional(),
+  groups: z.array(identifier).min(1).max(AGENT_LIMITS.groups).optional(),
+  supervisor: z.boolean().optional(),
+});
+
 export const MerchantConfig = strict({
   id: identifier,
   name: z.string().max(200).optional(),
+  agents: z
+    .array(AgentSeedConfig)
+    .max(10_000)
+    .optional()
+    .superRefine((agents, context) => {
+      const ids = (agents ?? []).map((agent) => agent.id);
+      const repeated = ids.find((id, index) => ids.indexOf(id) !== index);
+      if (repeated !== undefined) context.addIssue({ code: 'custom', message: `agent ${repeated} is listed twice` });
+    }),
 });
 
 /** What a tenant's customers and agents may upload (cell/attachments, docs/operations.md). */
@@ -151,6 +175,7 @@ export const LoginsConfig = strict({
 
 export type TenantConfig = z.infer<typeof TenantConfig>;
 export type DeskConfig = z.infer<typeof DeskConfig>;
+export type AgentSeedConfig = z.infer<typeof AgentSeedConfig>;
 export type LimitsConfig = z.infer<typeof LimitsConfig>;
 export type AttachmentsConfig = z.infer<typeof AttachmentsConfig>;
 

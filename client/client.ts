@@ -1,7 +1,7 @@
 // The cellmesh chat client, the SDK's one public class: a façade that composes the connection,
 // the send queue, the request tracker, the per-conversation sequencer and the ack batcher, and
 // routes the cell's frames to them.
-import type { ChatMessage, ConversationSummary, MessageAttachment } from '../cell/protocol/frames.js';
+import type { AgentStatus, ChatMessage, ConversationSummary, MessageAttachment } from '../cell/protocol/frames.js';
 import { platformFetch, uploadAttachment, type AttachmentUploadPorts } from './attachment-upload.js';
 import { ErrorCode } from '../cell/protocol/errors.js';
 import type { Clock } from '../platform/clock.js';
@@ -9,6 +9,7 @@ import { AckBatcher } from './ack-batcher.js';
 import type {
   ClientEvents,
   ConnectionState,
+  DeskView,
   HistoryOptions,
   HistoryPage,
   PingResult,
@@ -18,6 +19,7 @@ import type {
   SendOptions,
   SendResult,
   SessionInfo,
+  TransferTarget,
 } from './client-types.js';
 import { Connection, endpointOf, type SessionFrame } from './connection.js';
 import { TypedEmitter, type Listener } from './emitter.js';
@@ -208,6 +210,56 @@ export class CellmeshClient {
     await this.request('ok', (id) => ({ op: 'read', id, conv, seq }), options.signal);
   }
 
+  /**
+   * The desk (docs/protocol.md, "The desk"), for agents: sets this agent's status. `busy` keeps
+   * its consultations and gets no new ones; the status is kept across reconnects and restarts.
+   */
+  async setStatus(status: AgentStatus, options: RequestOptions = {}): Promise<void> {
+    await this.request('ok', (id) => ({ op: 'status', id, status }), options.signal);
+  }
+
+  /**
+   * Closes the open consultation of `conv` (its customer, its agent or a supervisor).
+   * `consultation` (from the `consultation` event or the system message) makes a retry after a
+   * reconnect harmless: it never closes the next consultation.
+   */
+  async closeConsultation(conv: string, consultation?: string, options: RequestOptions = {}): Promise<void> {
+    await this.request('ok', (id) => ({ op: 'close', id, conv, ...(consultation === undefined ? {} : { consultation }) }), options.signal);
+  }
+
+  /** Hands the consultation of `conv` to another agent or a group, with an optional note (agents). */
+  async transfer(conv: string, to: TransferTarget, options: RequestOptions & { note?: string; consultation?: string } = {}): Promise<void> {
+    await this.request(
+      'ok',
+      (id) => ({
+        op: 'transfer',
+        id,
+        conv,
+        ...to,
+        ...(options.note === undefined ? {} : { note: options.note }),
+        ...(options.consultation === undefined ? {} : { consultation: options.consultation }),
+      }),
+      options.signal,
+    );
+  }
+
+  /** The customer rates its last closed consultation of `conv` (1-5, once). */
+  async rate(conv: string, score: number, comment?: string, options: RequestOptions = {}): Promise<void> {
+    await this.request('ok', (id) => ({ op: 'rate', id, conv, score, ...(comment === undefined ? {} : { comment }) }), options.signal);
+  }
+
+  /** Tells the other party of `conv` that this user is typing; the cell relays at most one per second. */
+  typing(conv: string): void {
+    // A hint of the moment: lost when there is no connection, never retried.
+    if (this.connection.session !== undefined) this.connection.transmit({ op: 'typing', conv });
+  }
+
+  /** The merchant's desk: its agents and every open consultation (agents). */
+  async desk(options: RequestOptions = {}): Promise<DeskView> {
+    const { reply } = await this.request('desk', (id) => ({ op: 'desk', id }), options.signal);
+    return { agents: reply.agents, consultations: reply.consultations };
+  }
+
   /** A round trip through the cell. */
   async ping(options: RequestOptions = {}): Promise<PingResult> {
     const { reply, sentAtMs } = await this.request('pong', (id) => ({ op: 'ping', id }), options.signal);
@@ -280,6 +332,14 @@ export class CellmeshClient {
       case 'devices':
         this.events.emit('devices', { user: frame.user, devices: frame.devices });
         return;
+      case 'consultation': {
+        const { t: _type, ...view } = frame;
+        this.events.emit('consultation', view);
+        return;
+      }
+      case 'typing':
+        this.events.emit('typing', { conv: frame.conv, user: frame.user, role: frame.role });
+        return;
       case 'synced':
         this.sequencer.onSynced();
         return;
@@ -291,6 +351,7 @@ export class CellmeshClient {
       case 'presence':
       case 'ok':
       case 'pong':
+      case 'desk':
         this.requests.onReply(frame);
         return;
     }

@@ -9,6 +9,7 @@ export type { CellmeshClientOptions, ClientSettings } from './settings.js';
 export type {
   ClientEvents,
   ConnectionState,
+  DeskView,
   DevicesChange,
   HistoryOptions,
   HistoryPage,
@@ -25,6 +26,8 @@ export type {
   SessionInfo,
   StateChange,
   SyncedEvent,
+  TransferTarget,
+  TypingEvent,
 } from './client-types.js';
 export { BrowserTransport, type WebSocketConstructor } from './browser-transport.js';
 export { ClientError, ClientErrorCode, type ClientErrorCodeValue, type ClientErrorDetails, type LocalErrorCode } from './errors.js';

@@ -4,18 +4,11 @@
  */
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { AgentCredentials } from '../cell/access/agent-logins.js';
-import { hashPassword } from '../cell/access/passwords.js';
 import { Cleanup, SECRET, TENANT, type TestCell } from '../test/harness.js';
 import { connectNode, guestStorageKey, guestTokenSource, loginTokenSource, mintCustomerToken, type CellmeshClient } from './index.js';
 import { ClientError } from './errors.js';
 
 const PASSWORD = 'correct horse battery staple';
-
-async function credentialsOf(agent: string, password: string): Promise<AgentCredentials & { hash: string | undefined }> {
-  const book = { hash: await hashPassword(password) as string | undefined, passwordHashOf: (tenant: string, merchant: string, name: string) => (tenant === TENANT && merchant === 'm1' && name === agent ? book.hash : undefined) };
-  return book;
-}
 
 const subjectOf = (token: string): string | undefined => decodeJwt(token).sub;
 const never = new AbortController().signal;
@@ -30,22 +23,21 @@ describe('token sources of the SDK', () => {
   };
 
   it('loginTokenSource logs in once, then refreshes; a client connects with it', async () => {
-    const credentials = await credentialsOf('alice', PASSWORD);
     // Two logins a minute at most: the many tokens below come from refreshes.
-    const cell = await cleanup.cell({ agentCredentials: credentials, logins: { loginsPerMinutePerAgent: 1, loginBurstPerAgent: 2 } });
+    const cell = await cleanup.cell({ agents: [{ id: 'alice', password: PASSWORD }], logins: { loginsPerMinutePerAgent: 1, loginBurstPerAgent: 2 } });
     const source = loginTokenSource({ url: cell.url, tenant: TENANT, merchant: 'm1', agent: 'alice', password: PASSWORD, device: 'desk-1' });
     const client = await connect(cell, source);
     expect(client.session).toMatchObject({ user: 'alice', role: 'agent', merchant: 'm1', device: 'desk-1' });
     for (let index = 0; index < 4; index++) expect(subjectOf(await source(never))).toBe('alice');
     // The agent removed: the refresh is refused, and so is the login it falls back to.
-    credentials.hash = undefined;
+    await cell.cell.people.remove(TENANT, 'm1', 'alice');
     const refused = await source(never).catch((error: unknown) => error);
     expect(refused).toBeInstanceOf(ClientError);
     expect((refused as ClientError).code).toBe('LOGIN_FAILED');
   });
 
   it('loginTokenSource logs in again after a logout', async () => {
-    const cell = await cleanup.cell({ agentCredentials: await credentialsOf('alice', PASSWORD) });
+    const cell = await cleanup.cell({ agents: [{ id: 'alice', password: PASSWORD }] });
     const source = loginTokenSource({ url: `${cell.httpUrl}/`, tenant: TENANT, merchant: 'm1', agent: 'alice', password: PASSWORD, device: 'desk-1' });
     await source(never);
     await source.logout();

@@ -59,10 +59,10 @@ export interface MerchantClaims {
   handoverProof(tenant: string, merchant: string, to: string, epoch: number): ClaimProof | undefined;
   /**
    * Claims the merchant at `epoch` with `proof` of its right to: persisted, then `whenDurable`
-   * runs (the cell starts hosting it), then the claim is gossiped. So no cell routes to this one
-   * before it serves the merchant, and a claim whose write failed is neither hosted nor gossiped.
+   * runs to its end (the cell starts hosting it), then the claim is gossiped. So no cell routes to
+   * this one before it serves the merchant, and a claim whose write failed is neither hosted nor gossiped.
    */
-  claim(tenant: string, merchant: string, epoch: number, proof: ClaimProof | undefined, whenDurable: () => void): Promise<void>;
+  claim(tenant: string, merchant: string, epoch: number, proof: ClaimProof | undefined, whenDurable: () => void | Promise<void>): Promise<void>;
   /** Drops this cell's claim, noting that cell `to` claims it at `epoch` now (persisted, then gossiped). */
   release(tenant: string, merchant: string, epoch: number, to: string): Promise<void>;
   /** The merchant's home in this cell's directory now. */

@@ -527,6 +527,8 @@ describe('bad HTTP requests', () => {
       { name: 'logout without a refresh token', method: 'POST', url: `${cell.httpUrl}/v1/logout`, json: {}, status: 400, code: 'BAD_FRAME' },
       { name: 'guest of a merchant not hosted', method: 'POST', url: `${cell.httpUrl}/v1/guest`, json: { tenant: TENANT, merchant: 'm77' }, status: 404, code: 'MERCHANT_NOT_HOSTED' },
       { name: 'guest with an unknown field', method: 'POST', url: `${cell.httpUrl}/v1/guest`, json: { tenant: TENANT, merchant: 'm1', user: 'admin' }, status: 400, code: 'BAD_FRAME' },
+      { name: 'people admin API without an admin token configured', method: 'POST', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m1/agents`, token, json: { id: 'x' }, status: 403, code: 'ADMIN_FORBIDDEN' },
+      { name: 'audit log without an admin token configured', method: 'GET', url: `${cell.httpUrl}/v1/admin/audit`, status: 403, code: 'ADMIN_FORBIDDEN' },
     ];
     const problems: string[] = [];
     for (const row of cases) {
@@ -568,6 +570,9 @@ describe('bad HTTP requests', () => {
       { method: 'GET', url: `${cell.httpUrl}/v1/admin/capacity`, allow: 'POST' },
       { method: 'GET', url: `${cell.httpUrl}/v1/login`, allow: 'POST' },
       { method: 'PUT', url: `${cell.httpUrl}/v1/guest`, allow: 'POST' },
+      { method: 'PUT', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m1/agents`, allow: 'GET, POST' },
+      { method: 'POST', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m1/agents/bob`, allow: 'DELETE, GET, PATCH' },
+      { method: 'GET', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m1/agents/bob/password`, allow: 'PUT' },
     ];
     const problems: string[] = [];
     for (const row of cases) {

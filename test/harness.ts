@@ -5,7 +5,6 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createServer } from 'node:net';
 import WebSocket from 'ws';
-import type { AgentCredentials } from '../cell/access/agent-logins.js';
 import { mintToken } from '../cell/access/tokens.js';
 import { startCell, type RunningCell } from '../assembly/process-cell.js';
 import { parseCellConfig, type CellConfig } from '../assembly/config.js';
@@ -58,8 +57,13 @@ export async function startTestCell(
     clock?: Clock;
     /** Settings of the `logins` section (lifetimes, rate limits). */
     logins?: Record<string, unknown>;
-    /** Passwords of agents for `POST /v1/login`. */
-    agentCredentials?: AgentCredentials;
+    /**
+     * Agents of merchant `m1`, seeded through the config (so `m1` has a desk), with the passwords
+     * of those that log in set through the people directory, as the admin API does.
+     */
+    agents?: Array<{ id: string; password?: string; name?: string; capacity?: number; groups?: string[]; supervisor?: boolean }>;
+    /** Settings of the `desk` section. */
+    desk?: Record<string, unknown>;
   } = {},
 ): Promise<TestCell> {
   const directory = await mkdtemp(join(tmpdir(), 'cellmesh-test-'));
@@ -68,19 +72,25 @@ export async function startTestCell(
     listen: { host: '127.0.0.1', port: 0 },
     store: overrides.store === 'memory' ? { kind: 'memory' } : { kind: 'level', directory },
     tenants: [
-      { id: TENANT, secret: SECRET, origins: [ALLOWED_ORIGIN, ...(overrides.origins ?? [])], merchants: [{ id: 'm1' }, { id: 'm2' }] },
+      {
+        id: TENANT,
+        secret: SECRET,
+        origins: [ALLOWED_ORIGIN, ...(overrides.origins ?? [])],
+        merchants: [{ id: 'm1', ...(overrides.agents === undefined ? {} : { agents: overrides.agents.map(({ password: _password, ...seed }) => seed) }) }, { id: 'm2' }],
+      },
       { id: OTHER_TENANT, secret: OTHER_SECRET, merchants: [{ id: 'm9' }] },
     ],
     limits: { ratePerSecond: 10_000, rateBurst: 10_000, ...overrides.limits },
     ...(overrides.logins === undefined ? {} : { logins: overrides.logins }),
+    ...(overrides.desk === undefined ? {} : { desk: overrides.desk }),
   });
   const cell = await startCell({
     config,
     logger: overrides.logger ?? (process.env['CELLMESH_TEST_LOG'] === '1' ? consoleLogger : silentLogger),
     ...(overrides.storeInstance === undefined ? {} : { store: overrides.storeInstance }),
     ...(overrides.clock === undefined ? {} : { clock: overrides.clock }),
-    ...(overrides.agentCredentials === undefined ? {} : { agentCredentials: overrides.agentCredentials }),
   });
+  for (const agent of overrides.agents ?? []) if (agent.password !== undefined) await cell.people.setPassword(TENANT, 'm1', agent.id, agent.password);
   return {
     cell,
     config,

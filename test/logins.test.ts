@@ -3,30 +3,14 @@
  * refresh tokens; pages of shoppers get guest tokens and come back as the same guest.
  */
 import { afterAll, describe, expect, test } from 'vitest';
-import type { AgentCredentials } from '../cell/access/agent-logins.js';
-import { hashPassword } from '../cell/access/passwords.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { Cleanup, TENANT, errorCodeOf, httpRequest, sendMessage, type HttpAnswer, type TestCell } from './harness.js';
 
 const DAY_MS = 24 * 3600 * 1000;
 const PASSWORD = 'correct horse battery staple';
 
-/** Agents' password hashes by tenant, merchant and agent: what the people directory answers. */
-class PasswordBook implements AgentCredentials {
-  private readonly hashes = new Map<string, string>();
-
-  async set(merchant: string, agent: string, password: string): Promise<void> {
-    this.hashes.set(`${TENANT}/${merchant}/${agent}`, await hashPassword(password));
-  }
-
-  remove(merchant: string, agent: string): void {
-    this.hashes.delete(`${TENANT}/${merchant}/${agent}`);
-  }
-
-  passwordHashOf(tenant: string, merchant: string, agent: string): string | undefined {
-    return this.hashes.get(`${tenant}/${merchant}/${agent}`);
-  }
-}
+/** Alice, with a password, the agent of merchant m1 that logs in. */
+const ALICE = [{ id: 'alice', password: PASSWORD }];
 
 interface Tokens {
   token: string;
@@ -61,17 +45,8 @@ function expectRefused(answer: HttpAnswer, status: number, code: string): void {
 describe('agent logins', () => {
   const cleanup = new Cleanup();
   afterAll(() => cleanup.run());
-  let book: PasswordBook | undefined;
-  const passwords = async (): Promise<PasswordBook> => {
-    if (book === undefined) {
-      book = new PasswordBook();
-      await book.set('m1', 'alice', PASSWORD);
-    }
-    return book;
-  };
-
   test('a login answers a short-lived agent token, which opens a WebSocket, and a refresh token', async () => {
-    const cell = await cleanup.cell({ agentCredentials: await passwords() });
+    const cell = await cleanup.cell({ agents: ALICE });
     const startedAtMs = Date.now();
     const answer = await login(cell);
     const tokens = tokensOf(answer);
@@ -85,7 +60,7 @@ describe('agent logins', () => {
   });
 
   test('an unknown agent and a wrong password get the same answer', async () => {
-    const cell = await cleanup.cell({ agentCredentials: await passwords() });
+    const cell = await cleanup.cell({ agents: ALICE });
     const wrongPassword = await login(cell, { password: 'not the password' });
     const unknownAgent = await login(cell, { agent: 'mallory' });
     const otherMerchant = await login(cell, { merchant: 'm2' });
@@ -94,7 +69,7 @@ describe('agent logins', () => {
     for (const answer of [unknownAgent, otherMerchant]) expect([answer.status, answer.text]).toEqual([wrongPassword.status, wrongPassword.text]);
   });
 
-  test('without a people directory a cell knows no agent; a merchant hosted elsewhere is named', async () => {
+  test('a merchant without agents knows no login; a merchant hosted elsewhere is named', async () => {
     const cell = await cleanup.cell();
     expectRefused(await login(cell), 401, 'LOGIN_FAILED');
     expectRefused(await login(cell, { merchant: 'm77' }), 404, 'MERCHANT_NOT_HOSTED');
@@ -102,7 +77,7 @@ describe('agent logins', () => {
   });
 
   test('logins are rate-limited per agent, right password or not, with retryAfterMs', async () => {
-    const cell = await cleanup.cell({ agentCredentials: await passwords(), logins: { loginsPerMinutePerAgent: 1, loginBurstPerAgent: 2 } });
+    const cell = await cleanup.cell({ agents: ALICE, logins: { loginsPerMinutePerAgent: 1, loginBurstPerAgent: 2 } });
     expectRefused(await login(cell, { password: 'guess one' }), 401, 'LOGIN_FAILED');
     expectRefused(await login(cell, { password: 'guess two' }), 401, 'LOGIN_FAILED');
     const limited = await login(cell);
@@ -115,7 +90,7 @@ describe('agent logins', () => {
   });
 
   test('logins are rate-limited per client address', async () => {
-    const cell = await cleanup.cell({ agentCredentials: await passwords(), logins: { loginsPerMinutePerAddress: 1, loginBurstPerAddress: 3 } });
+    const cell = await cleanup.cell({ agents: ALICE, logins: { loginsPerMinutePerAddress: 1, loginBurstPerAddress: 3 } });
     for (const agent of ['a1', 'a2', 'a3']) expectRefused(await login(cell, { agent }), 401, 'LOGIN_FAILED');
     const limited = await login(cell);
     expectRefused(limited, 429, 'LOGIN_RATE_LIMITED');
@@ -123,7 +98,7 @@ describe('agent logins', () => {
   });
 
   test('a refresh rotates; presenting a rotated token revokes the whole login', async () => {
-    const cell = await cleanup.cell({ agentCredentials: await passwords() });
+    const cell = await cleanup.cell({ agents: ALICE });
     const first = tokensOf(await login(cell));
     const second = tokensOf(await post(cell, '/v1/login/refresh', { refreshToken: first.refreshToken }));
     expect(second.refreshToken).not.toBe(first.refreshToken);
@@ -136,7 +111,7 @@ describe('agent logins', () => {
   });
 
   test('logout revokes the login', async () => {
-    const cell = await cleanup.cell({ agentCredentials: await passwords() });
+    const cell = await cleanup.cell({ agents: ALICE });
     const tokens = tokensOf(await login(cell));
     const loggedOut = await post(cell, '/v1/logout', { refreshToken: tokens.refreshToken });
     expect([loggedOut.status, loggedOut.body]).toEqual([200, { loggedOut: true }]);
@@ -146,14 +121,11 @@ describe('agent logins', () => {
   });
 
   test('a refresh is refused once the agent is removed or its password changed', async () => {
-    const local = new PasswordBook();
-    await local.set('m1', 'alice', PASSWORD);
-    await local.set('m1', 'bob', PASSWORD);
-    const cell = await cleanup.cell({ agentCredentials: local });
+    const cell = await cleanup.cell({ agents: [...ALICE, { id: 'bob', password: PASSWORD }] });
     const alice = tokensOf(await login(cell));
     const bob = tokensOf(await login(cell, { agent: 'bob' }));
-    await local.set('m1', 'alice', 'a brand new password');
-    local.remove('m1', 'bob');
+    await cell.cell.people.setPassword(TENANT, 'm1', 'alice', 'a brand new password');
+    await cell.cell.people.remove(TENANT, 'm1', 'bob');
     expectRefused(await post(cell, '/v1/login/refresh', { refreshToken: alice.refreshToken }), 401, 'REFRESH_INVALID');
     expectRefused(await post(cell, '/v1/login/refresh', { refreshToken: bob.refreshToken }), 401, 'REFRESH_INVALID');
     tokensOf(await login(cell, { password: 'a brand new password' }));
@@ -161,7 +133,7 @@ describe('agent logins', () => {
 
   test('an expired refresh token is refused', async () => {
     const clock = new ManualClock(Date.now());
-    const cell = await cleanup.cell({ agentCredentials: await passwords(), clock, logins: { refreshTokenTtlSeconds: 3600 } });
+    const cell = await cleanup.cell({ agents: ALICE, clock, logins: { refreshTokenTtlSeconds: 3600 } });
     const tokens = tokensOf(await login(cell));
     expect(tokens.refreshExpiresAtMs).toBe(clock.now() + 3600_000);
     clock.advance(3600_000);
@@ -169,7 +141,7 @@ describe('agent logins', () => {
   });
 
   test('bad bodies are BAD_FRAME or BAD_JSON; refresh tokens of guests do not refresh agents', async () => {
-    const cell = await cleanup.cell({ agentCredentials: await passwords() });
+    const cell = await cleanup.cell({ agents: ALICE });
     expectRefused(await post(cell, '/v1/login', { tenant: TENANT, merchant: 'm1', agent: 'alice', device: 'd' }), 400, 'BAD_FRAME');
     expectRefused(await login(cell, { extra: 'x' }), 400, 'BAD_FRAME');
     expectRefused(await httpRequest('POST', `${cell.httpUrl}/v1/login/refresh`, { rawBody: '{"refreshToken":' }), 400, 'BAD_JSON');

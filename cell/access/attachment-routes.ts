@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { Clock } from '../../platform/clock.js';
-import { AttachmentStore, UploadRateLimiter, checkUpload, contentDisposition, sniffMediaType, tooLarge, type UploadRate } from '../attachments/index.js';
+import { AttachmentStore, UploadRateLimiter, checkUpload, contentDisposition, notAcrossCells, sniffMediaType, tooLarge, type UploadRate } from '../attachments/index.js';
 import type { CellCore } from '../cell-core.js';
 import { principalKey, partyId } from '../messaging/principal.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
@@ -51,9 +51,7 @@ export function attachmentRoutes(options: AttachmentRoutesOptions): RouteModule 
   const partyConversation = async (identity: Identity, request: HttpRequestData): Promise<string> => {
     const conv = conversationParameter(request.parameters[0]);
     const { home } = await core.authorizeParty(identity, conv);
-    if (home !== undefined) {
-      throw new CellError(ErrorCode.AttachmentCrossCell, `conversation ${conv} is hosted on cell ${home}; attachments are not sent or served across cells yet`);
-    }
+    if (home !== undefined) throw notAcrossCells(conv, home);
     return conv;
   };
 

@@ -4,6 +4,7 @@ import type { Store, StoreOp } from '../../platform/store/store.js';
 import { keys } from '../messaging/keys.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
 import type { MessageAttachment } from '../protocol/frames.js';
+import type { AppendRequest, AppendResult } from '../messaging/conversation-log.js';
 import { KeyedSerializer, SerializerFullError } from '../messaging/keyed-serializer.js';
 
 /** Bytes per stored chunk: values stay far below what every store adapter takes comfortably. */
@@ -153,6 +154,21 @@ export function messageAttachments(store: Store, tenant: string, conv: string, i
     });
   const local = store.getManySync?.(referenceKeys);
   return local === undefined ? store.getMany(referenceKeys).then(toAttachments) : toAttachments(local);
+}
+
+/**
+ * Appends `request` with the metadata of the attachments `ids` of its conversation (none: as it
+ * is), through `append`; synchronously when the store answers locally (messageAttachments).
+ */
+export function appendWithAttachments(
+  store: Store,
+  request: AppendRequest,
+  ids: readonly string[] | undefined,
+  append: (request: AppendRequest) => Promise<AppendResult>,
+): Promise<AppendResult> {
+  if (ids === undefined) return append(request);
+  const attachments = messageAttachments(store, request.tenant, request.conv, ids);
+  return attachments instanceof Promise ? attachments.then((resolved) => append({ ...request, attachments: resolved })) : append({ ...request, attachments });
 }
 
 function contentOps(tenant: string, id: string, bytes: Uint8Array, type: string, nowMs: number): StoreOp[] {

@@ -1,6 +1,12 @@
 import type { AttachmentsConfig } from '../settings.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
 
+/** Attachments of a conversation hosted on cell `home`: not carried across cells yet. */
+export function notAcrossCells(conv: string, home?: string): CellError {
+  const where = home === undefined ? 'another cell' : `cell ${home}`;
+  return new CellError(ErrorCode.AttachmentCrossCell, `conversation ${conv} is hosted on ${where}; attachments are not sent or served across cells yet`);
+}
+
 /** An upload over its tenant's limit of `maxBytes` is refused (413). */
 export function tooLarge(maxBytes: number): CellError {
   return new CellError(ErrorCode.AttachmentTooLarge, `an attachment may have at most ${maxBytes} bytes`, { maxBytes });

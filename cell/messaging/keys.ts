@@ -23,6 +23,7 @@
  *                                        bytes, from): what lets the conversation's parties read it
  *   fx/<tenant>/<id>/<conv>              index: the conversations that reference an attachment
  *   v/layout                             the layout version of the keys above (key-layout.ts)
+ *   audit/<ms>/<counter>                 the cell's audit log of admin actions (cell/audit-log.ts)
  *
  * `<party>` is a user's whole identity inside the tenant (principal.ts: `c:<user>` or
  * `a:<merchant>:<user>`), never the bare user id, which customers and agents may share.
@@ -77,6 +78,9 @@ export const keys = {
   attachmentReferrer: (tenant: string, id: string, conv: string) => `fx/${tenant}/${id}/${conv}`,
   attachmentReferrers: (tenant: string, id: string) => prefixRange(`fx/${tenant}/${id}/`),
   layoutVersion: () => 'v/layout',
+  /** An entry of the audit log: by time, then by a counter that only grows, so order is stable. */
+  auditEntry: (atMs: number, counter: number) => `audit/${encodeSeq(atMs)}/${encodeSeq(counter)}`,
+  auditLog: () => prefixRange('audit/'),
 };
 
 /** The last '/'-separated field of a key (the conversation of an index or cursor key, a user...). */

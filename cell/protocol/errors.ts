@@ -67,6 +67,12 @@ export const ErrorCode = {
   RefreshInvalid: 'REFRESH_INVALID',
   /** HTTP guest tokens: too many from this address; `retryAfterMs` says when to retry. */
   GuestRateLimited: 'GUEST_RATE_LIMITED',
+  /** HTTP admin: this cell serves no tenant of this id. */
+  TenantUnknown: 'TENANT_UNKNOWN',
+  /** HTTP admin: the merchant has an agent of this id already. */
+  AgentExists: 'AGENT_EXISTS',
+  /** HTTP admin: the merchant has no agent of this id. */
+  AgentUnknown: 'AGENT_UNKNOWN',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -116,6 +122,9 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   LOGIN_RATE_LIMITED: 429,
   REFRESH_INVALID: 401,
   GUEST_RATE_LIMITED: 429,
+  TENANT_UNKNOWN: 404,
+  AGENT_EXISTS: 409,
+  AGENT_UNKNOWN: 404,
 };
 
 /** An operating error with a stable code: answered to the client, never a crash. */
@@ -143,7 +152,7 @@ export const CloseCode = {
   Backpressure: 4008,
   /** The token expired during the session, or (for browsers) was refused: get a new token, then reconnect. */
   TokenExpired: 4401,
-  /** (For browsers) the connection is forbidden: origin not allowed, merchant not hosted. Do not retry. */
+  /** (For browsers) the connection is forbidden: origin not allowed, merchant not hosted, agent not registered (or removed). Do not retry. */
   Forbidden: 4403,
   /** The same device connected again elsewhere; this older connection is replaced. */
   Replaced: 4409,
@@ -164,5 +173,6 @@ export const inBandRejectionCloseCodes: Partial<Record<ErrorCode, CloseCode>> = 
   TOKEN_EXPIRED: CloseCode.TokenExpired,
   ORIGIN_FORBIDDEN: CloseCode.Forbidden,
   MERCHANT_NOT_HOSTED: CloseCode.Forbidden,
+  AGENT_UNKNOWN: CloseCode.Forbidden,
   DEVICE_LIMIT: CloseCode.PolicyViolation,
 };

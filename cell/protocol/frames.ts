@@ -195,6 +195,11 @@ export type HistoryFrame = z.infer<typeof HistoryFrame>;
 export type InboxFrame = z.infer<typeof InboxFrame>;
 export type PresenceFrame = z.infer<typeof PresenceFrame>;
 export type PingFrame = z.infer<typeof PingFrame>;
+export type StatusFrame = z.infer<typeof StatusFrame>;
+export type CloseFrame = z.infer<typeof CloseFrame>;
+export type TransferFrame = z.infer<typeof TransferFrame>;
+export type RateFrame = z.infer<typeof RateFrame>;
+export type DeskFrame = z.infer<typeof DeskFrame>;
 export type ClientFrame = { [Op in ClientOp]: z.infer<(typeof clientFrameSchemas)[Op]> }[ClientOp];
 
 export type Role = 'customer' | 'agent';
