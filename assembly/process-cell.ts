@@ -4,6 +4,8 @@ import { newestSigningKey } from '../cell/access/token-minter.js';
 import { signingKeysOf } from '../cell/access/tokens.js';
 import { adminPeopleRoutes } from '../cell/access/admin-people-routes.js';
 import { AccessServer, type ClusterApi } from '../cell/access/uws-server.js';
+import { attachmentRoutes } from '../cell/access/attachment-routes.js';
+import { AttachmentStore } from '../cell/attachments/index.js';
 import type { CellCore } from '../cell/cell-core.js';
 import type { AuditLog } from '../cell/audit-log.js';
 import type { PeopleDirectory } from '../cell/desk/people.js';
@@ -121,6 +123,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
             agents: { passwordHashOf: (tenant, merchant, agent) => people.get(tenant, merchant, agent)?.passwordHash },
             settings: config.logins,
           }),
+          attachmentRoutes({ core, attachments: new AttachmentStore(store, clock), clock, tenants: config.tenants }),
         ],
       });
       port = await access.listen().catch(async (error: unknown) => {

@@ -4,7 +4,7 @@ import { signingKeysOf, verifyToken, type Identity, type SigningKey } from './ac
 import { DeskConfig, type LimitsConfig, type TenantConfig } from './settings.js';
 import type { Logger } from '../platform/logger.js';
 import type { ClusterPort } from './messaging/cluster-port.js';
-import { ConversationLog, type AppendResult } from './messaging/conversation-log.js';
+import { ConversationLog, type AppendRequest, type AppendResult } from './messaging/conversation-log.js';
 import { CrossCellRelay } from './messaging/cross-cell.js';
 import type { CrossCellHost, CrossCellSettings, CrossCellStats } from './messaging/cross-cell-settings.js';
 import { DeliveryService } from './messaging/delivery.js';
@@ -20,12 +20,14 @@ import { dispatchDeskFrame, type DeskFrameHost } from './desk/desk-frames.js';
 import type { RelayedSend } from './messaging/relayed-sends.js';
 import type { MoveHost } from './move-host.js';
 import type { CellMetrics } from './metrics.js';
+import { appendWithAttachments, notAcrossCells } from './attachments/index.js';
 import { CellError, CloseCode, ErrorCode } from './protocol/errors.js';
 import { operatingErrorOf } from './protocol/operating-errors.js';
 import {
   parseConversationId,
   type ChatMessage,
   type ClientFrame,
+  type SendFrame,
   type ConversationSummary,
   type HistoryFrame,
   type PresenceFrame,
@@ -311,10 +313,11 @@ export class CellCore {
   }
 
   /** Appends a message as `identity`; resolves once durable. Used by HTTP. */
-  async send(identity: Identity, conv: string, cmid: string, body: string, group?: string): Promise<{ message: ChatMessage; duplicate: boolean }> {
+  async send(identity: Identity, conv: string, cmid: string, body: string, extras: Pick<SendFrame, 'group' | 'attachments'> = {}): Promise<{ message: ChatMessage; duplicate: boolean }> {
     const settled = this.authorizeWrite(identity, conv);
     const { home } = settled instanceof Promise ? await settled : settled;
     if (home !== undefined) {
+      if (extras.attachments !== undefined) throw notAcrossCells(conv, home);
       if (this.draining) throw shuttingDown();
       // Over HTTP there is no `queued`: wait for the seq a while, else FORWARD_PENDING.
       const relay = this.relay!;
@@ -322,15 +325,27 @@ export class CellCore {
       if (stored !== undefined) return { message: stored, duplicate: true };
       return { message: await relay.waitForSeq(identity.tenant, conv, partyId(identity), cmid), duplicate: false };
     }
-    const result = await this.appendHere(identity, conv, cmid, body, undefined, group);
+    const result = await this.appendHere(identity, conv, cmid, body, undefined, extras);
     if (result.duplicate) this.options.metrics.duplicateSends.inc();
     return result;
   }
 
-  /** Appends to a conversation this cell hosts, once authorized; resolves once durable. */
-  private appendHere(identity: Identity, conv: string, cmid: string, body: string, sender?: PendingAck, group?: string): Promise<AppendResult> {
+  /** `authorizeWrite` for the attachment routes: `home` is the conversation's cell when not this one. */
+  async authorizeParty(identity: Identity, conv: string): Promise<{ home: string | undefined }> {
+    const settled = this.authorizeWrite(identity, conv);
+    const { home } = settled instanceof Promise ? await settled : settled;
+    return { home };
+  }
+
+  /** Appends to a conversation this cell hosts, once authorized, with the metadata of its attachments; resolves once durable. */
+  private appendHere(identity: Identity, conv: string, cmid: string, body: string, sender?: PendingAck, extras: Pick<SendFrame, 'group' | 'attachments'> = {}): Promise<AppendResult> {
     if (this.draining) return Promise.reject(shuttingDown());
     const request = { tenant: identity.tenant, conv, from: identity.user, role: identity.role, device: identity.device, cmid, body, context: sender };
+    return appendWithAttachments(this.options.store, request, extras.attachments, (request) => this.appendAtDesk(identity, request, extras.group));
+  }
+
+  private appendAtDesk(identity: Identity, request: AppendRequest, group: string | undefined): Promise<AppendResult> {
+    const { conv } = request;
     if (identity.role !== 'customer') return this.log.append(request);
     // A customer's message may open a consultation at the merchant's desk, recorded with it.
     const opening = this.desk.opening(identity.tenant, conv, group);
@@ -404,7 +419,7 @@ export class CellCore {
         const { home } = settled instanceof Promise ? await settled : settled;
         if (home !== undefined) return this.relaySend(connection, frame, home);
         const sender: PendingAck = { connection, requestId: frame.id, receivedAtMs: this.options.clock.now() };
-        const result = await this.appendHere(identity, frame.conv, frame.cmid, frame.body, sender, frame.group);
+        const result = await this.appendHere(identity, frame.conv, frame.cmid, frame.body, sender, { group: frame.group, attachments: frame.attachments });
         // A fresh message was acked from fanOut the moment it became durable; a resend of a
         // stored cmid never becomes durable again, so its ack goes out here.
         if (result.duplicate) {
@@ -500,6 +515,7 @@ export class CellCore {
    * follows when the message comes back from the home cell.
    */
   private async relaySend(connection: DeviceConnection, frame: Extract<ClientFrame, { op: 'send' }>, home: string): Promise<void> {
+    if (frame.attachments !== undefined) throw notAcrossCells(frame.conv, home);
     if (this.draining) throw new CellError(ErrorCode.ShuttingDown, 'the cell is shutting down; resend after reconnecting');
     const stored = await this.relay!.relaySend(connection.identity, home, frame.conv, frame.cmid, frame.body, { connection, requestId: frame.id });
     if (stored !== undefined) {

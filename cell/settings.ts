@@ -42,6 +42,24 @@ export const MerchantConfig = strict({
     }),
 });
 
+/** What a tenant's customers and agents may upload (cell/attachments, docs/operations.md). */
+export const DEFAULT_ATTACHMENT_TYPES = ['image/png', 'image/jpeg', 'image/gif', 'image/webp', 'application/pdf', 'text/plain'] as const;
+export const AttachmentsConfig = strict({
+  /** Largest upload, in bytes. */
+  maxBytes: z.number().int().min(1).max(100 * 1024 * 1024).default(10 * 1024 * 1024),
+  /** Media types accepted, as sniffed from the bytes (never the declared Content-Type). */
+  types: z
+    .array(z.string().regex(/^[a-z0-9][a-z0-9!#$&^_.+-]*\/[a-z0-9][a-z0-9!#$&^_.+-]*$/, 'must be a media type like image/png'))
+    .max(100)
+    .default([...DEFAULT_ATTACHMENT_TYPES]),
+});
+
+/** How long a tenant keeps what its conversations hold (cell/attachments/attachment-sweeper.ts). */
+export const RetentionConfig = strict({
+  /** Days an attachment stays in a conversation after its upload; absent: kept for good. */
+  attachmentsDays: z.number().int().min(1).max(36_500).optional(),
+});
+
 const tenantSecret = z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`);
 
 export const TenantConfig = strict({
@@ -64,6 +82,10 @@ export const TenantConfig = strict({
    */
   origins: z.array(z.string().url()).default([]),
   merchants: z.array(MerchantConfig).default([]),
+  /** Absent: the defaults of AttachmentsConfig (attachmentsConfigOf). */
+  attachments: AttachmentsConfig.optional(),
+  /** Absent: everything is kept. */
+  retention: RetentionConfig.optional(),
 }).superRefine((tenant, context) => {
   if ((tenant.secret === undefined) === (tenant.secrets === undefined)) {
     context.addIssue({ code: 'custom', path: ['secret'], message: 'give exactly one of secret (a single secret) and secrets (secrets named by kid)' });
@@ -155,4 +177,10 @@ export type TenantConfig = z.infer<typeof TenantConfig>;
 export type DeskConfig = z.infer<typeof DeskConfig>;
 export type AgentSeedConfig = z.infer<typeof AgentSeedConfig>;
 export type LimitsConfig = z.infer<typeof LimitsConfig>;
+export type AttachmentsConfig = z.infer<typeof AttachmentsConfig>;
+
+/** A tenant's attachment limits, with the defaults where its config has none. */
+export function attachmentsConfigOf(tenant: Pick<TenantConfig, 'attachments'>): AttachmentsConfig {
+  return tenant.attachments ?? AttachmentsConfig.parse({});
+}
 export type LoginsConfig = z.infer<typeof LoginsConfig>;
