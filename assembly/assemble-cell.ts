@@ -1,6 +1,7 @@
 import { AuditLog } from '../cell/audit-log.js';
 import { CellCore } from '../cell/cell-core.js';
 import { PeopleDirectory } from '../cell/desk/people.js';
+import { AttachmentStore, AttachmentSweeper } from '../cell/attachments/index.js';
 import { DeskConfig, type LimitsConfig, type TenantConfig } from '../cell/settings.js';
 import { KEY_LAYOUT_VERSION, upgradeKeyLayout } from '../cell/messaging/key-layout.js';
 import { CellMetrics } from '../cell/metrics.js';
@@ -57,6 +58,8 @@ export interface OpenedCell {
   readonly people: PeopleDirectory;
   /** Where admin actions are recorded. */
   readonly audit: AuditLog;
+  /** The attachments of the cell's conversations: the one instance uploads and the retention sweeper share. */
+  readonly attachments: AttachmentStore;
   /** Up and not draining: what a readiness probe reports. */
   isReady(): boolean;
 }
@@ -195,10 +198,14 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     const stopFollowingPeople = people.onChange((change) => core.desk.peopleChanged(change.tenant, change.merchant, change.agentId, change.after));
     started.push(stopFollowingPeople);
     await core.loadDesks();
+    const attachments = new AttachmentStore(store, init.clock);
+    const sweeper = new AttachmentSweeper({ attachments, store, clock: init.clock, logger, tenants });
+    sweeper.start();
+    started.push(() => sweeper.stop());
     started.push(() => core.desk.stop());
     let ready = false;
     const isReady = (): boolean => ready && !core.isDraining;
-    const endpoints = await init.devices.open({ core, metrics, people, audit, isReady });
+    const endpoints = await init.devices.open({ core, metrics, people, audit, attachments, isReady });
     started.push(() => init.devices.stopAccepting());
     const cluster = init.mesh === undefined ? undefined : await joinMesh(init, init.mesh, { core, people, metrics, endpoints, hosted, claims: claims as MerchantClaimsStore, started });
     ready = true;

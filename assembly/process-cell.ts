@@ -5,7 +5,6 @@ import { signingKeysOf } from '../cell/access/tokens.js';
 import { adminPeopleRoutes } from '../cell/access/admin-people-routes.js';
 import { AccessServer, type ClusterApi } from '../cell/access/uws-server.js';
 import { attachmentRoutes } from '../cell/access/attachment-routes.js';
-import { AttachmentStore } from '../cell/attachments/index.js';
 import type { CellCore } from '../cell/cell-core.js';
 import type { AuditLog } from '../cell/audit-log.js';
 import type { PeopleDirectory } from '../cell/desk/people.js';
@@ -96,7 +95,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   let port = 0;
   let access: AccessServer | undefined;
   const devices: DeviceAccess = {
-    open: async ({ core, metrics, people, audit, isReady }) => {
+    open: async ({ core, metrics, people, audit, attachments, isReady }) => {
       const adminTokens = config.admin.token === undefined ? [] : [config.admin.token, ...config.admin.acceptTokens];
       access = new AccessServer({
         core,
@@ -123,7 +122,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
             agents: { passwordHashOf: (tenant, merchant, agent) => people.get(tenant, merchant, agent)?.passwordHash },
             settings: config.logins,
           }),
-          attachmentRoutes({ core, attachments: new AttachmentStore(store, clock), clock, tenants: config.tenants }),
+          attachmentRoutes({ core, attachments, clock, tenants: config.tenants }),
         ],
       });
       port = await access.listen().catch(async (error: unknown) => {
