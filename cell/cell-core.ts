@@ -15,6 +15,7 @@ import { PresenceRegistry, type PresenceAnswer } from './messaging/presence.js';
 import { customerPrincipal, parsePartyId, partyId, type Principal } from './messaging/principal.js';
 import { newestWithinBytes, responseByteBudget } from './messaging/response-bytes.js';
 import { readInbox } from './messaging/inbox.js';
+import { answerError, type ErrorFrameHost } from './messaging/error-frames.js';
 import { DeskService, NO_PEOPLE, type DeskPeople, type DeskSettings } from './desk/desk-service.js';
 import { dispatchDeskFrame, type DeskFrameHost } from './desk/desk-frames.js';
 import type { RelayedSend } from './messaging/relayed-sends.js';
@@ -84,7 +85,6 @@ interface PendingAck {
 }
 
 const DEFAULT_HISTORY_LIMIT = 50;
-const SERVER_SIDE_CODES: ReadonlySet<string> = new Set([ErrorCode.StoreUnavailable, ErrorCode.ShuttingDown, ErrorCode.Internal]);
 
 /**
  * One business cell's core: authentication, authorisation, and the messaging operations behind
@@ -99,6 +99,7 @@ export class CellCore {
   /** The service desks of the merchants hosted here. */
   readonly desk: DeskService;
   private readonly deskFrames: DeskFrameHost;
+  private readonly errorFrames: ErrorFrameHost;
   private relay: CrossCellRelay | undefined;
   private draining = false;
   /** Merchants being moved out, by tenant/merchant: writes to their conversations wait for these. */
@@ -147,6 +148,7 @@ export class CellCore {
     });
     const authorize = (identity: Identity, conv: string): Parties => this.authorizeAtDesk(identity, conv);
     this.deskFrames = { desk: this.desk, clock: options.clock, presence: this.presence, authorize, send: (device, frame) => this.delivery.sendFrame(device, frame) };
+    this.errorFrames = { clock: options.clock, logger: options.logger, metrics: options.metrics, send: (device, frame) => this.delivery.sendFrame(device, frame), disconnect: (device) => this.disconnect(device) };
     if (options.cluster !== undefined) this.attachCluster(options.cluster);
   }
 
@@ -622,33 +624,9 @@ export class CellCore {
     this.delivery.sendFrame(connection, frame);
   }
 
-  /** `conv` names the conversation of a refused entry of a multi-conversation ack. */
+  /** `conv` names the conversation of a refused entry of a multi-conversation ack (error-frames.ts). */
   private answerError(connection: DeviceConnection, requestId: string | undefined, error: unknown, conv?: string): void {
-    if (connection.closed) return;
-    const cellError = operatingErrorOf(error);
-    if (cellError === undefined) {
-      this.options.logger.error({ err: error, device: connection.identity.device }, 'unexpected error handling a frame');
-    } else if (cellError !== error) {
-      this.options.logger.warn({ err: error, device: connection.identity.device }, 'the store failed; the frame was answered STORE_UNAVAILABLE');
-    }
-    const code = cellError?.code ?? ErrorCode.Internal;
-    this.options.metrics.errors.labels({ code }).inc();
-    const frame: ServerFrame = { t: 'error', code, message: cellError?.message ?? 'internal error; the frame was not applied' };
-    if (requestId !== undefined) frame.id = requestId;
-    if (conv !== undefined) frame.conv = conv;
-    const retryAfterMs = cellError?.details?.['retryAfterMs'];
-    if (typeof retryAfterMs === 'number') frame.retryAfterMs = retryAfterMs;
-    this.delivery.sendFrame(connection, frame);
-    // Only the client's own faults count towards closing it; the cell's (a store failure, a
-    // shutdown, a bug) must not cost a well-behaved client its connection.
-    if (SERVER_SIDE_CODES.has(code)) return;
-    const nowMs = this.options.clock.now();
-    connection.errorAllowance.spend(nowMs);
-    if (connection.errorAllowance.waitMs(nowMs) > 0) {
-      connection.port.close(CloseCode.PolicyViolation, 'too many bad frames');
-      // Forgotten at once: frames still on their way find it closed and cost nothing.
-      this.disconnect(connection);
-    }
+    answerError(this.errorFrames, connection, requestId, error, conv);
   }
 
   /** Tells the principal's devices (and no one else's) which of its devices are connected. */
