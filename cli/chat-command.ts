@@ -1,6 +1,6 @@
 import { SystemClock } from '../platform/clock.js';
 import { SystemRandom } from '../platform/random.js';
-import { CellmeshClient, ClientError, ClientErrorCode, WsTransport, type StateChange, type TokenSource } from '../client/index.js';
+import { CellmeshClient, ClientError, ClientErrorCode, WsTransport, type StateChange } from '../client/index.js';
 import { CliError, ExitCode, messageWithCauses } from './cli-errors.js';
 import { CHAT_HELP, runChatLine } from './chat-commands.js';
 import { CONNECT_TIMEOUT_MS, identify, type ChatIdentityOptions } from './chat-identity.js';
@@ -31,17 +31,25 @@ export async function runChatCommand(options: ChatCommandOptions): Promise<void>
   terminal ??= new ChatTerminal();
   const say = (line: string): void => terminal!.say(line);
 
-  const client = await connectOnce(identity.url, identity.token);
+  const client = new CellmeshClient({ url: identity.url, token: identity.token, transport: new WsTransport(), clock: new SystemClock(), random: new SystemRandom() });
+  // Lines of the desk that arrive with the welcome wait until the chat has said where it is.
+  const early: string[] = [];
+  let connected = false;
+  const screen = new ChatScreen(client, identity, identity.conv, (line) => (connected ? say(line) : early.push(line)));
+  await connectOnce(client, identity.url);
   const session = client.session!;
   for (const note of identity.notes) say(note);
   say(`connected to cell ${session.cell} as ${session.user} (${session.role}, device ${session.device})${identity.conv === undefined ? '' : `, writing to ${identity.conv}`}`);
   say(CHAT_HELP);
-  const screen = new ChatScreen(session, identity.conv, say);
-  screen.attach(client);
+  connected = true;
+  for (const line of early) say(line);
+  // An agent picks up where it left: the consultations it holds (a merchant without a desk has none).
+  if (session.role === 'agent') await client.desk().then((desk) => screen.adopt(desk.consultations), () => undefined);
   let typingSentAtMs = 0;
-  terminal.onKeystroke(() => {
+  terminal.onKeystroke((typed) => {
     const nowMs = Date.now();
-    if (screen.current === undefined || nowMs - typingSentAtMs < TYPING_HINT_INTERVAL_MS) return;
+    // A command is not a message being written.
+    if (screen.current === undefined || typed.startsWith('/') || nowMs - typingSentAtMs < TYPING_HINT_INTERVAL_MS) return;
     typingSentAtMs = nowMs;
     client.typing(screen.current);
   });
@@ -73,8 +81,7 @@ function errorLine(error: unknown): string {
  * reconnects as usual. The timer is a plain one on purpose: it keeps the process alive while
  * the attempt runs (the client's own timers never do).
  */
-async function connectOnce(url: string, token: TokenSource): Promise<CellmeshClient> {
-  const client = new CellmeshClient({ url, token, transport: new WsTransport(), clock: new SystemClock(), random: new SystemRandom() });
+async function connectOnce(client: CellmeshClient, url: string): Promise<void> {
   const giveUp = new AbortController();
   let failure: ClientError | undefined;
   const onState = (change: StateChange): void => {
@@ -87,7 +94,6 @@ async function connectOnce(url: string, token: TokenSource): Promise<CellmeshCli
   const timer = setTimeout(() => giveUp.abort(), CONNECT_TIMEOUT_MS);
   try {
     await client.connect(giveUp.signal);
-    return client;
   } catch (error) {
     await client.close();
     const reason = failure ?? (error instanceof ClientError && error.code !== ClientErrorCode.Aborted ? error : undefined);

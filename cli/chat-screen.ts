@@ -1,5 +1,5 @@
 import type { ConsultationView } from '../cell/protocol/frames.js';
-import type { CellmeshClient, ChatMessage, SessionInfo } from '../client/index.js';
+import type { CellmeshClient, ChatMessage } from '../client/index.js';
 
 /**
  * What `cellmesh chat` prints of the client's events, and what it remembers for the commands:
@@ -19,20 +19,25 @@ export class ChatScreen {
   private readonly shown = new Map<string, string>();
   private readonly typingShownAtMs = new Map<string, number>();
 
+  /**
+   * Attach it before the client connects: an agent's first assignments, and the history they
+   * bring, arrive right after the welcome.
+   */
   constructor(
-    private readonly session: SessionInfo,
+    private readonly client: CellmeshClient,
+    private readonly me: { user: string; role: 'customer' | 'agent' },
     conv: string | undefined,
     private readonly say: (line: string) => void,
   ) {
     this.current = conv;
+    this.attach(client);
   }
 
   get isAgent(): boolean {
-    return this.session.role === 'agent';
+    return this.me.role === 'agent';
   }
 
-  /** Prints the client's events from now on. */
-  attach(client: CellmeshClient): void {
+  private attach(client: CellmeshClient): void {
     client.on('message', (message) => this.onMessage(message));
     client.on('consultation', (view) => this.onConsultation(view));
     client.on('typing', (typing) => {
@@ -45,7 +50,7 @@ export class ChatScreen {
       this.say(`${this.prefix(typing.conv)}   (${this.names.get(typing.user) ?? typing.user} is typing…)`);
     });
     client.on('receipt', (receipt) => {
-      if (this.concerns(receipt.conv) && receipt.user !== this.session.user) this.say(`${this.prefix(receipt.conv)}   (${this.nameOf(receipt.user)} read up to #${receipt.seq})`);
+      if (this.concerns(receipt.conv) && receipt.user !== this.me.user) this.say(`${this.prefix(receipt.conv)}   (${this.nameOf(receipt.user)} read up to #${receipt.seq})`);
     });
     client.on('state', (change) => {
       if (change.state === 'reconnecting') this.say(`   (connection lost; reconnecting in ${change.delayMs ?? 0} ms)`);
@@ -62,8 +67,9 @@ export class ChatScreen {
       this.say(`${prefix}— ${message.body}`);
       return;
     }
-    const mine = message.from === this.session.user && message.role === this.session.role;
-    const where = mine && message.device !== this.session.device ? ` [from ${message.device}]` : '';
+    const mine = message.from === this.me.user && message.role === this.me.role;
+    const device = this.client.session?.device;
+    const where = mine && device !== undefined && message.device !== device ? ` [from ${message.device}]` : '';
     this.say(`${prefix}#${message.seq} ${mine ? 'you' : this.nameOf(message.from)}${where}: ${message.body}`);
   }
 
@@ -101,9 +107,14 @@ export class ChatScreen {
     this.say(`   (${line})`);
   }
 
+  /** An agent's consultations that were open before it connected (from `desk`): they are its own from the start. */
+  adopt(views: readonly ConsultationView[]): void {
+    for (const view of views) if (view.state === 'assigned' && view.agent === this.me.user) this.onDeskChange(view);
+  }
+
   /** An agent hears of every consultation of its merchant: it is told of its own, and of new waiting customers. */
   private onDeskChange(view: ConsultationView): void {
-    const assignedToMe = view.state === 'assigned' && view.agent === this.session.user;
+    const assignedToMe = view.state === 'assigned' && view.agent === this.me.user;
     if (assignedToMe && !this.mine.has(view.conv)) {
       this.mine.add(view.conv);
       if (this.current === undefined || !this.mine.has(this.current)) {

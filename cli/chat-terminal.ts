@@ -39,11 +39,12 @@ export class ChatTerminal {
     if (this.interactive) this.input.prompt();
   }
 
-  /** Calls `listener` at each keystroke other than Enter (terminals only: a pipe has no keystrokes). */
-  onKeystroke(listener: () => void): void {
+  /** Calls `listener` with the line typed so far at each keystroke other than Enter (terminals only: a pipe has no keystrokes). */
+  onKeystroke(listener: (typed: string) => void): void {
     if (!this.interactive) return;
     process.stdin.on('keypress', (_text: string | undefined, key: { name?: string } | undefined) => {
-      if (key?.name !== 'return' && key?.name !== 'enter') listener();
+      // Readline handles the key before this listener (it was registered first), so `line` includes it.
+      if (key?.name !== 'return' && key?.name !== 'enter') listener(this.input.line);
     });
   }
 
