@@ -169,7 +169,7 @@ program
   .option('--url <url>', 'the cell to connect to, e.g. ws://127.0.0.1:7400')
   .option('--cluster <url>', 'any cell of a cluster (http://...); the merchant\'s home cell is looked up there')
   .option('--token <jwt>', 'chat with this device token (see `cellmesh token`)')
-  .option('--guest [name]', 'chat as a guest of the merchant; the guest is kept in ~/.cellmesh/guests.json and returns next time (a name keeps several apart)')
+  .option('--guest [name]', 'chat as a guest of the merchant; the guest is kept in ~/.cellmesh/guests.json (or $CELLMESH_HOME) and returns next time (a name keeps several apart)')
   .option('--login <agent>', 'log in as this agent of the merchant (password typed at a prompt, or with --password-stdin)')
   .option('--password-stdin', 'read the agent\'s password from the first line of standard input')
   .option('--tenant <id>', 'the tenant (for --guest and --login; a token names its own)')
