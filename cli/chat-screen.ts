@@ -1,5 +1,4 @@
-import type { ConsultationView } from '../cell/protocol/frames.js';
-import type { CellmeshClient, ChatMessage } from '../client/index.js';
+import type { CellmeshClient, ChatMessage, ConsultationView } from '../client/index.js';
 
 /**
  * What `cellmesh chat` prints of the client's events, and what it remembers for the commands:
