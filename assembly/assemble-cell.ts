@@ -3,6 +3,7 @@ import { CustomerErasure } from '../cell/customer-erasure.js';
 import { RetentionSweeper } from '../cell/retention-sweeper.js';
 import { CellCore } from '../cell/cell-core.js';
 import { PeopleDirectory } from '../cell/desk/people.js';
+import { AttachmentStore, AttachmentSweeper } from '../cell/attachments/index.js';
 import { DeskConfig, type LimitsConfig, type TenantConfig } from '../cell/settings.js';
 import { KEY_LAYOUT_VERSION, upgradeKeyLayout } from '../cell/messaging/key-layout.js';
 import { CellMetrics } from '../cell/metrics.js';
@@ -61,6 +62,8 @@ export interface OpenedCell {
   readonly audit: AuditLog;
   /** Erasures of customers, here and in the other cells. */
   readonly erasure: CustomerErasure;
+  /** The attachments of the cell's conversations: the one instance uploads and the retention sweeper share. */
+  readonly attachments: AttachmentStore;
   /** Up and not draining: what a readiness probe reports. */
   isReady(): boolean;
 }
@@ -200,6 +203,10 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     const stopFollowingPeople = people.onChange((change) => core.desk.peopleChanged(change.tenant, change.merchant, change.agentId, change.after));
     started.push(stopFollowingPeople);
     await core.loadDesks();
+    const attachments = new AttachmentStore(store, init.clock);
+    const sweeper = new AttachmentSweeper({ attachments, store, clock: init.clock, logger, tenants });
+    sweeper.start();
+    started.push(() => sweeper.stop());
     started.push(() => core.desk.stop());
     const retention = new RetentionSweeper({ store, clock: init.clock, logger, tenants, forgetConversations: (tenant, merchant) => core.forgetConversations(tenant, merchant) });
     retention.start();
@@ -207,7 +214,7 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     let ready = false;
     const isReady = (): boolean => ready && !core.isDraining;
     const erasure = new CustomerErasure({ store, core, audit, logger });
-    const endpoints = await init.devices.open({ core, metrics, people, audit, erasure, isReady });
+    const endpoints = await init.devices.open({ core, metrics, people, audit, attachments, erasure, isReady });
     started.push(() => init.devices.stopAccepting());
     const cluster = init.mesh === undefined ? undefined : await joinMesh(init, init.mesh, { core, people, metrics, endpoints, hosted, claims: claims as MerchantClaimsStore, erasure, started });
     ready = true;

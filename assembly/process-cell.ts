@@ -6,6 +6,7 @@ import { adminPeopleRoutes } from '../cell/access/admin-people-routes.js';
 import { adminCustomerRoutes } from '../cell/access/admin-customer-routes.js';
 import { CustomerData, customerDataHostOf } from '../cell/customer-data.js';
 import { AccessServer, type ClusterApi } from '../cell/access/uws-server.js';
+import { attachmentRoutes } from '../cell/access/attachment-routes.js';
 import type { CellCore } from '../cell/cell-core.js';
 import type { AuditLog } from '../cell/audit-log.js';
 import type { PeopleDirectory } from '../cell/desk/people.js';
@@ -96,7 +97,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   let port = 0;
   let access: AccessServer | undefined;
   const devices: DeviceAccess = {
-    open: async ({ core, metrics, people, audit, erasure, isReady }) => {
+    open: async ({ core, metrics, people, audit, attachments, erasure, isReady }) => {
       const adminTokens = config.admin.token === undefined ? [] : [config.admin.token, ...config.admin.acceptTokens];
       access = new AccessServer({
         core,
@@ -124,6 +125,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
             agents: { passwordHashOf: (tenant, merchant, agent) => people.get(tenant, merchant, agent)?.passwordHash },
             settings: config.logins,
           }),
+          attachmentRoutes({ core, attachments, clock, tenants: config.tenants }),
         ],
       });
       port = await access.listen().catch(async (error: unknown) => {

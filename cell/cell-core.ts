@@ -4,7 +4,7 @@ import { signingKeysOf, verifyToken, type Identity, type SigningKey } from './ac
 import { DeskConfig, type LimitsConfig, type TenantConfig } from './settings.js';
 import type { Logger } from '../platform/logger.js';
 import type { ClusterPort } from './messaging/cluster-port.js';
-import { ConversationLog, type AppendResult } from './messaging/conversation-log.js';
+import { ConversationLog, type AppendRequest, type AppendResult } from './messaging/conversation-log.js';
 import { CrossCellRelay } from './messaging/cross-cell.js';
 import type { CrossCellHost, CrossCellSettings, CrossCellStats } from './messaging/cross-cell-settings.js';
 import { DeliveryService } from './messaging/delivery.js';
@@ -15,6 +15,7 @@ import { PresenceRegistry, type PresenceAnswer } from './messaging/presence.js';
 import { customerPrincipal, parsePartyId, partyId, type Principal } from './messaging/principal.js';
 import { newestWithinBytes, responseByteBudget } from './messaging/response-bytes.js';
 import { readInbox } from './messaging/inbox.js';
+import { answerError, type ErrorFrameHost } from './messaging/error-frames.js';
 import { DeskService, NO_PEOPLE, type DeskPeople, type DeskSettings } from './desk/desk-service.js';
 import { dispatchDeskFrame, type DeskFrameHost } from './desk/desk-frames.js';
 import { answerBlockFrame } from './desk/block-frames.js';
@@ -22,12 +23,14 @@ import { CustomerBlocks, type BlocksAudit } from './desk/customer-blocks.js';
 import type { RelayedSend } from './messaging/relayed-sends.js';
 import type { MoveHost } from './move-host.js';
 import type { CellMetrics } from './metrics.js';
+import { appendWithAttachments, notAcrossCells } from './attachments/index.js';
 import { CellError, CloseCode, ErrorCode } from './protocol/errors.js';
 import { operatingErrorOf } from './protocol/operating-errors.js';
 import {
   parseConversationId,
   type ChatMessage,
   type ClientFrame,
+  type SendFrame,
   type ConversationSummary,
   type HistoryFrame,
   type PresenceFrame,
@@ -59,7 +62,8 @@ export interface CellCoreOptions {
    * an open desk; without `desk`, every merchant does.
    */
   desk?: { people: DeskPeople; settings: DeskSettings };
-  /** The audit log, which records blocks of customers (absent: they are not recorded). */ audit?: BlocksAudit;
+  /** The audit log, which records blocks of customers (absent: they are not recorded). */
+  audit?: BlocksAudit;
 }
 
 /** A conversation's parties, and its home cell when another cell hosts it. */
@@ -85,7 +89,6 @@ interface PendingAck {
 }
 
 const DEFAULT_HISTORY_LIMIT = 50;
-const SERVER_SIDE_CODES: ReadonlySet<string> = new Set([ErrorCode.StoreUnavailable, ErrorCode.ShuttingDown, ErrorCode.Internal]);
 
 /**
  * One business cell's core: authentication, authorisation, and the messaging operations behind
@@ -102,6 +105,7 @@ export class CellCore {
   private readonly deskFrames: DeskFrameHost;
   /** The customers each merchant blocked (cell/desk/customer-blocks.ts). */
   readonly blocks: CustomerBlocks;
+  private readonly errorFrames: ErrorFrameHost;
   private relay: CrossCellRelay | undefined;
   private draining = false;
   /** Merchants being moved out, by tenant/merchant: writes to their conversations wait for these. */
@@ -140,17 +144,19 @@ export class CellCore {
       metrics: options.metrics.deskMetrics(() => this.desk.snapshot()),
       host: {
         append: (request) => this.log.append(request),
-        agentDevices: (tenant, merchant) => this.presence.agentsOf(tenant, merchant),
+        agentDevices: (tenant, merchant, agent) => this.presence.devicesOf({ tenant, role: 'agent', user: agent, merchant }),
         customerDevices: (tenant, customer) => this.presence.devicesOf(customerPrincipal(tenant, customer)),
         follow: (connection, conv) => this.delivery.follow(connection, conv),
         unfollow: (connection, conv) => this.delivery.unfollow(connection, conv),
         send: (connection, frame) => this.delivery.sendFrame(connection, frame),
+        broadcast: (connections, frame) => this.delivery.broadcast(connections, frame),
         closeDevice: (connection, reason) => connection.port.close(CloseCode.Forbidden, reason),
       },
     });
     const authorize = (identity: Identity, conv: string): Parties => this.authorizeAtDesk(identity, conv);
     this.deskFrames = { desk: this.desk, clock: options.clock, presence: this.presence, authorize, send: (device, frame) => this.delivery.sendFrame(device, frame) };
     this.blocks = new CustomerBlocks({ store: options.store, clock: options.clock, audit: options.audit, preload: options.tenants.flatMap((tenant) => tenant.merchants.map((merchant) => ({ tenant: tenant.id, merchant: merchant.id }))) });
+    this.errorFrames = { clock: options.clock, logger: options.logger, metrics: options.metrics, send: (device, frame) => this.delivery.sendFrame(device, frame), disconnect: (device) => this.disconnect(device) };
     if (options.cluster !== undefined) this.attachCluster(options.cluster);
   }
 
@@ -317,10 +323,11 @@ export class CellCore {
   }
 
   /** Appends a message as `identity`; resolves once durable. Used by HTTP. */
-  async send(identity: Identity, conv: string, cmid: string, body: string, group?: string): Promise<{ message: ChatMessage; duplicate: boolean }> {
+  async send(identity: Identity, conv: string, cmid: string, body: string, extras: Pick<SendFrame, 'group' | 'attachments'> = {}): Promise<{ message: ChatMessage; duplicate: boolean }> {
     const settled = this.authorizeWrite(identity, conv);
     const { home } = settled instanceof Promise ? await settled : settled;
     if (home !== undefined) {
+      if (extras.attachments !== undefined) throw notAcrossCells(conv, home);
       if (this.draining) throw shuttingDown();
       // Over HTTP there is no `queued`: wait for the seq a while, else FORWARD_PENDING.
       const relay = this.relay!;
@@ -328,18 +335,30 @@ export class CellCore {
       if (stored !== undefined) return { message: stored, duplicate: true };
       return { message: await relay.waitForSeq(identity.tenant, conv, partyId(identity), cmid), duplicate: false };
     }
-    const result = await this.appendHere(identity, conv, cmid, body, undefined, group);
+    const result = await this.appendHere(identity, conv, cmid, body, undefined, extras);
     if (result.duplicate) this.options.metrics.duplicateSends.inc();
     return result;
   }
 
-  /** Appends to a conversation this cell hosts, once authorized; resolves once durable. */
-  private appendHere(identity: Identity, conv: string, cmid: string, body: string, sender?: PendingAck, group?: string): Promise<AppendResult> {
+  /** `authorizeWrite` for the attachment routes: `home` is the conversation's cell when not this one. */
+  async authorizeParty(identity: Identity, conv: string): Promise<{ home: string | undefined }> {
+    const settled = this.authorizeWrite(identity, conv);
+    const { home } = settled instanceof Promise ? await settled : settled;
+    return { home };
+  }
+
+  /** Appends to a conversation this cell hosts, once authorized, with the metadata of its attachments; resolves once durable. */
+  private appendHere(identity: Identity, conv: string, cmid: string, body: string, sender?: PendingAck, extras: Pick<SendFrame, 'group' | 'attachments'> = {}): Promise<AppendResult> {
     if (this.draining) return Promise.reject(shuttingDown());
     const request = { tenant: identity.tenant, conv, from: identity.user, role: identity.role, device: identity.device, cmid, body, context: sender };
+    return appendWithAttachments(this.options.store, request, extras.attachments, (request) => this.appendAtDesk(identity, request, extras.group));
+  }
+
+  private appendAtDesk(identity: Identity, request: AppendRequest, group: string | undefined): Promise<AppendResult> {
+    const { conv } = request;
     if (identity.role !== 'customer') return this.log.append(request);
     const blocked = this.blocks.whenAllowed(identity.tenant, conv);
-    if (blocked !== undefined) return blocked.then(() => this.appendHere(identity, conv, cmid, body, sender, group));
+    if (blocked !== undefined) return blocked.then(() => this.appendAtDesk(identity, request, group));
     // A customer's message may open a consultation at the merchant's desk, recorded with it.
     const opening = this.desk.opening(identity.tenant, conv, group);
     if (opening.alsoWrite === undefined) return this.log.append(request);
@@ -412,7 +431,7 @@ export class CellCore {
         const { home } = settled instanceof Promise ? await settled : settled;
         if (home !== undefined) return this.relaySend(connection, frame, home);
         const sender: PendingAck = { connection, requestId: frame.id, receivedAtMs: this.options.clock.now() };
-        const result = await this.appendHere(identity, frame.conv, frame.cmid, frame.body, sender, frame.group);
+        const result = await this.appendHere(identity, frame.conv, frame.cmid, frame.body, sender, { group: frame.group, attachments: frame.attachments });
         // A fresh message was acked from fanOut the moment it became durable; a resend of a
         // stored cmid never becomes durable again, so its ack goes out here.
         if (result.duplicate) {
@@ -474,8 +493,7 @@ export class CellCore {
   private deliverHere(tenant: string, message: ChatMessage, sender: PendingAck | RelayedSend | undefined): void {
     if (sender !== undefined) this.options.metrics.ackLatency.observe((this.options.clock.now() - sender.receivedAtMs) / 1000);
     const { merchant, customer } = parseConversationId(message.conv)!;
-    for (const device of this.presence.participantsOf(tenant, merchant, customer)) {
-      if (device.identity.role === 'agent' && !this.desk.agentReceives(tenant, merchant, customer, device.identity.user, message)) continue;
+    for (const device of this.desk.participantsOf(tenant, merchant, customer, message) ?? this.presence.participantsOf(tenant, merchant, customer)) {
       if (device === sender?.connection) {
         this.answerSent(device, sender.requestId, message);
         this.delivery.deliveredBySentFrame(device, message);
@@ -499,10 +517,7 @@ export class CellCore {
     const reader = parsePartyId(party)!;
     this.options.metrics.receipts.inc();
     const receipt: ServerFrame = { t: 'receipt', conv, user: reader.user, role: reader.role, seq };
-    const devices = [...this.presence.participantsOf(tenant, parsed.merchant, parsed.customer)].filter(
-      (device) => device.identity.role !== 'agent' || this.desk.agentReceives(tenant, parsed.merchant, parsed.customer, device.identity.user),
-    );
-    this.delivery.broadcast(devices, receipt);
+    this.delivery.broadcast(this.desk.participantsOf(tenant, parsed.merchant, parsed.customer) ?? this.presence.participantsOf(tenant, parsed.merchant, parsed.customer), receipt);
   }
 
   /**
@@ -511,6 +526,7 @@ export class CellCore {
    * follows when the message comes back from the home cell.
    */
   private async relaySend(connection: DeviceConnection, frame: Extract<ClientFrame, { op: 'send' }>, home: string): Promise<void> {
+    if (frame.attachments !== undefined) throw notAcrossCells(frame.conv, home);
     if (this.draining) throw new CellError(ErrorCode.ShuttingDown, 'the cell is shutting down; resend after reconnecting');
     const stored = await this.relay!.relaySend(connection.identity, home, frame.conv, frame.cmid, frame.body, { connection, requestId: frame.id });
     if (stored !== undefined) {
@@ -624,33 +640,9 @@ export class CellCore {
     this.delivery.sendFrame(connection, frame);
   }
 
-  /** `conv` names the conversation of a refused entry of a multi-conversation ack. */
+  /** `conv` names the conversation of a refused entry of a multi-conversation ack (error-frames.ts). */
   private answerError(connection: DeviceConnection, requestId: string | undefined, error: unknown, conv?: string): void {
-    if (connection.closed) return;
-    const cellError = operatingErrorOf(error);
-    if (cellError === undefined) {
-      this.options.logger.error({ err: error, device: connection.identity.device }, 'unexpected error handling a frame');
-    } else if (cellError !== error) {
-      this.options.logger.warn({ err: error, device: connection.identity.device }, 'the store failed; the frame was answered STORE_UNAVAILABLE');
-    }
-    const code = cellError?.code ?? ErrorCode.Internal;
-    this.options.metrics.errors.labels({ code }).inc();
-    const frame: ServerFrame = { t: 'error', code, message: cellError?.message ?? 'internal error; the frame was not applied' };
-    if (requestId !== undefined) frame.id = requestId;
-    if (conv !== undefined) frame.conv = conv;
-    const retryAfterMs = cellError?.details?.['retryAfterMs'];
-    if (typeof retryAfterMs === 'number') frame.retryAfterMs = retryAfterMs;
-    this.delivery.sendFrame(connection, frame);
-    // Only the client's own faults count towards closing it; the cell's (a store failure, a
-    // shutdown, a bug) must not cost a well-behaved client its connection.
-    if (SERVER_SIDE_CODES.has(code)) return;
-    const nowMs = this.options.clock.now();
-    connection.errorAllowance.spend(nowMs);
-    if (connection.errorAllowance.waitMs(nowMs) > 0) {
-      connection.port.close(CloseCode.PolicyViolation, 'too many bad frames');
-      // Forgotten at once: frames still on their way find it closed and cost nothing.
-      this.disconnect(connection);
-    }
+    answerError(this.errorFrames, connection, requestId, error, conv);
   }
 
   /** Tells the principal's devices (and no one else's) which of its devices are connected. */

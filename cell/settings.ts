@@ -42,13 +42,27 @@ export const MerchantConfig = strict({
     }),
 });
 
+/** What a tenant's customers and agents may upload (cell/attachments, docs/operations.md). */
+export const DEFAULT_ATTACHMENT_TYPES = ['image/png', 'image/jpeg', 'image/gif', 'image/webp', 'application/pdf', 'text/plain'] as const;
+export const AttachmentsConfig = strict({
+  /** Largest upload, in bytes. */
+  maxBytes: z.number().int().min(1).max(100 * 1024 * 1024).default(10 * 1024 * 1024),
+  /** Media types accepted, as sniffed from the bytes (never the declared Content-Type). */
+  types: z
+    .array(z.string().regex(/^[a-z0-9][a-z0-9!#$&^_.+-]*\/[a-z0-9][a-z0-9!#$&^_.+-]*$/, 'must be a media type like image/png'))
+    .max(100)
+    .default([...DEFAULT_ATTACHMENT_TYPES]),
+});
+
 /**
- * How long a tenant's data is kept (docs/operations.md, "Retention"). Absent: forever. The
- * retention of attachments is set with the attachments.
+ * How long a tenant keeps what its conversations hold (docs/operations.md, "Retention"; the
+ * attachments: cell/attachments/attachment-sweeper.ts). Absent: everything is kept.
  */
 export const RetentionConfig = strict({
   /** Messages older than this many days are deleted, but never a conversation's newest message. */
   conversationDays: z.number().int('must be a whole number of days').min(1, 'must be at least 1 day').max(36_500, 'must be at most 36500 days').optional(),
+  /** Days an attachment stays in a conversation after its upload; absent: kept for good. */
+  attachmentsDays: z.number().int().min(1).max(36_500).optional(),
 });
 export type RetentionConfig = z.infer<typeof RetentionConfig>;
 
@@ -74,6 +88,9 @@ export const TenantConfig = strict({
    */
   origins: z.array(z.string().url()).default([]),
   merchants: z.array(MerchantConfig).default([]),
+  /** Absent: the defaults of AttachmentsConfig (attachmentsConfigOf). */
+  attachments: AttachmentsConfig.optional(),
+  /** Absent: everything is kept. */
   retention: RetentionConfig.optional(),
 }).superRefine((tenant, context) => {
   if ((tenant.secret === undefined) === (tenant.secrets === undefined)) {
@@ -166,4 +183,10 @@ export type TenantConfig = z.infer<typeof TenantConfig>;
 export type DeskConfig = z.infer<typeof DeskConfig>;
 export type AgentSeedConfig = z.infer<typeof AgentSeedConfig>;
 export type LimitsConfig = z.infer<typeof LimitsConfig>;
+export type AttachmentsConfig = z.infer<typeof AttachmentsConfig>;
+
+/** A tenant's attachment limits, with the defaults where its config has none. */
+export function attachmentsConfigOf(tenant: Pick<TenantConfig, 'attachments'>): AttachmentsConfig {
+  return tenant.attachments ?? AttachmentsConfig.parse({});
+}
 export type LoginsConfig = z.infer<typeof LoginsConfig>;

@@ -1,6 +1,6 @@
 // The public types of the client SDK's calls and events: connection states, what a send, a
 // request or an event carries. The client (client.ts) and its parts speak in these types.
-import type { AgentStatus, ChatMessage, ConsultationView, DeviceInfo, Role, ServerFrame } from '../cell/protocol/frames.js';
+import type { AgentStatus, ChatMessage, ConsultationView, DeviceInfo, MessageAttachment, Role, ServerFrame } from '../cell/protocol/frames.js';
 import type { ClientError } from './errors.js';
 
 type WelcomeFrame = Extract<ServerFrame, { t: 'welcome' }>;
@@ -54,6 +54,11 @@ export interface SendOptions {
    * body): with another body the send is rejected with IDEMPOTENCY_CONFLICT, and not retried.
    */
   cmid?: string;
+  /**
+   * Files sent with the message (at most 10), as `uploadAttachment` answered them; the body may
+   * then be empty.
+   */
+  attachments?: readonly MessageAttachment[];
   /**
    * Stops waiting for the confirmation. A send not yet transmitted is withdrawn; one already on
    * the wire may still be stored (and then shows up as a `message`), but is not resent.

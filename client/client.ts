@@ -1,7 +1,8 @@
 // The cellmesh chat client, the SDK's one public class: a façade that composes the connection,
 // the send queue, the request tracker, the per-conversation sequencer and the ack batcher, and
 // routes the cell's frames to them.
-import type { AgentStatus, ChatMessage, ConversationSummary } from '../cell/protocol/frames.js';
+import type { AgentStatus, ChatMessage, ConversationSummary, MessageAttachment } from '../cell/protocol/frames.js';
+import { platformFetch, uploadAttachment, type AttachmentUploadPorts } from './attachment-upload.js';
 import { ErrorCode } from '../cell/protocol/errors.js';
 import type { Clock } from '../platform/clock.js';
 import { AckBatcher } from './ack-batcher.js';
@@ -53,6 +54,7 @@ export class CellmeshClient {
   private readonly requests: RequestTracker;
   private readonly sequencer: Sequencer;
   private readonly acks: AckBatcher;
+  private readonly uploads: AttachmentUploadPorts;
   private lastId = 0;
 
   constructor(options: CellmeshClientOptions) {
@@ -62,12 +64,14 @@ export class CellmeshClient {
     this.clock = clock;
     const events = this.events;
     const nextId = (prefix: string): string => this.nextId(prefix);
+    const tokens = new TokenKeeper(options.token, clock, settings.tokenRefreshMarginMs);
+    this.uploads = { endpoint, token: (signal) => tokens.current(signal), fetch: options.fetch ?? platformFetch };
     this.connection = new Connection({
       transport: options.transport,
       clock,
       random,
       endpoint,
-      tokens: new TokenKeeper(options.token, clock, settings.tokenRefreshMarginMs),
+      tokens,
       backoff,
       settings,
       events,
@@ -147,6 +151,15 @@ export class CellmeshClient {
     const refusal = this.connection.refusal(options.signal);
     if (refusal !== undefined) return Promise.reject(refusal);
     return this.sends.send(conv, body, options);
+  }
+
+  /**
+   * Uploads a file to `conv` over HTTP (the cell's host and port, with this client's token) and
+   * resolves with the attachment to name in `send(conv, body, { attachments })`. The cell judges
+   * its type from the bytes; it refuses types and sizes its tenant does not accept.
+   */
+  uploadAttachment(conv: string, bytes: Uint8Array, name: string, options: RequestOptions = {}): Promise<MessageAttachment> {
+    return uploadAttachment(this.uploads, conv, bytes, name, options.signal);
   }
 
   /** A page of `conv`'s stored messages, ascending; see `HistoryOptions` for paging. */
@@ -372,6 +385,7 @@ export class CellmeshClient {
       body: sent.body,
       ts: frame.ts,
     };
+    if (sent.attachments !== undefined) own.attachments = [...sent.attachments];
     this.sequencer.accept(own, false);
     this.acks.noteCursor(frame.conv);
     this.acks.flushIfWindowHalfUsed();

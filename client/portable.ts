@@ -34,6 +34,7 @@ export { ClientError, ClientErrorCode, type ClientErrorCodeValue, type ClientErr
 export { clientDefaults, type BackoffSettings } from './defaults.js';
 export type { Listener } from './emitter.js';
 export type { TokenSource } from './token.js';
+export type { FetchLike } from './attachment-upload.js';
 export { loginTokenSource, type AgentLoginOptions, type AgentTokenSource } from './agent-login.js';
 export { guestStorageKey, guestTokenSource, type GuestStorage, type GuestTokenOptions } from './guest-token.js';
 export type { ClientConnection, ClientTransport, ConnectionListener, TransportErrorInfo } from './transport.js';
@@ -41,10 +42,14 @@ export {
   SUBPROTOCOL_V1,
   conversationIdOf,
   parseConversationId,
+  type AgentStatus,
   type ChatMessage,
+  type ConsultationView,
   type ConversationSummary,
+  type DeskNotice,
   type DeviceInfo,
   type Limits,
+  type MessageAttachment,
   type Role,
 } from '../cell/protocol/frames.js';
 export { CloseCode, ErrorCode } from '../cell/protocol/errors.js';

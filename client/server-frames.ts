@@ -106,6 +106,7 @@ export function chatMessageOf(frame: ChatMessage): ChatMessage {
     device: frame.device,
     cmid: frame.cmid,
     body: frame.body,
+    ...(frame.attachments === undefined ? {} : { attachments: frame.attachments }),
     ts: frame.ts,
     ...(frame.event === undefined ? {} : { event: frame.event }),
   };
@@ -130,6 +131,7 @@ function isChatMessage(value: unknown): value is ChatMessage {
     isString(value.device) &&
     isString(value.cmid) &&
     isString(value.body) &&
+    (value.attachments === undefined || Array.isArray(value.attachments)) &&
     isNumber(value.ts) &&
     (value.event === undefined || (isFields(value.event) && isString(value.event.type)))
   );

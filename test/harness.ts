@@ -64,6 +64,8 @@ export async function startTestCell(
     agents?: Array<{ id: string; password?: string; name?: string; capacity?: number; groups?: string[]; supervisor?: boolean }>;
     /** Settings of the `desk` section. */
     desk?: Record<string, unknown>;
+    /** Turns the admin API on with this token. */
+    admin?: string;
   } = {},
 ): Promise<TestCell> {
   const directory = await mkdtemp(join(tmpdir(), 'cellmesh-test-'));
@@ -83,6 +85,7 @@ export async function startTestCell(
     limits: { ratePerSecond: 10_000, rateBurst: 10_000, ...overrides.limits },
     ...(overrides.logins === undefined ? {} : { logins: overrides.logins }),
     ...(overrides.desk === undefined ? {} : { desk: overrides.desk }),
+    ...(overrides.admin === undefined ? {} : { admin: { token: overrides.admin } }),
   });
   const cell = await startCell({
     config,

@@ -271,7 +271,7 @@ export class AccessServer {
     this.handle('post', '/v1/conversations/:conv/messages', async (identity, request) => {
       const body = parseWith(HttpSendBody, parseJsonBody(request.body));
       const conv = conversationParameter(request.parameters[0]);
-      const { message, duplicate } = await core.send(identity, conv, body.cmid, body.body);
+      const { message, duplicate } = await core.send(identity, conv, body.cmid, body.body, { attachments: body.attachments });
       return { status: duplicate ? 200 : 201, body: { conv, cmid: message.cmid, seq: message.seq, ts: message.ts, duplicate } };
     });
     this.handle('post', '/v1/conversations/:conv/read', async (identity, request) => {
@@ -376,7 +376,7 @@ export function negotiateProtocol(offered: string): string {
   throw new CellError(ErrorCode.UnsupportedVersion, `none of the offered subprotocols (${protocols.join(', ')}) is supported; this cell speaks ${SUBPROTOCOL_V1}`);
 }
 
-function conversationParameter(raw: string | undefined): string {
+export function conversationParameter(raw: string | undefined): string {
   let conv: string;
   try {
     conv = decodeURIComponent(raw ?? '');

@@ -265,12 +265,13 @@ export class MerchantDesk {
   }
 
   /**
-   * How long the consultation may still wait: the slots ahead of it divided by the group's
+   * How long the consultation may still wait (`knownPosition` saves the walk of the queue when the
+   * caller knows it): the slots ahead of it divided by the group's
    * online capacity, times its recent handling time. Undefined when nobody of the group is
    * online (no estimate can be honest then) or when it does not wait.
    */
-  estimatedWaitMs(id: string): number | undefined {
-    const position = this.position(id);
+  estimatedWaitMs(id: string, knownPosition?: number): number | undefined {
+    const position = knownPosition ?? this.position(id);
     const consultation = this.consultations.get(id);
     if (position === undefined || consultation === undefined) return undefined;
     const group = this.groupOf(consultation.group);
@@ -281,6 +282,20 @@ export class MerchantDesk {
   /** Customers waiting in `group`. */
   queueLength(group: string): number {
     return this.groups.get(group)?.queue.length ?? 0;
+  }
+
+  /**
+   * The waiting consultations of `group`, next first, each with its position and estimated
+   * wait: one pass over the queue, for telling all of them at once.
+   */
+  *waitingIn(group: string): Generator<{ id: string; position: number; estimatedWaitMs: number | undefined }> {
+    const state = this.groups.get(group);
+    if (state === undefined) return;
+    let position = 0;
+    for (const id of state.queue.inOrder()) {
+      position++;
+      yield { id, position, estimatedWaitMs: state.onlineCapacity > 0 ? Math.round((position / state.onlineCapacity) * state.handlingMs) : undefined };
+    }
   }
 
   private stickyAgentFor(customer: string, nowMs: number): DeskAgent | undefined {

@@ -41,6 +41,14 @@ export const ErrorCode = {
   PlacementInvalid: 'PLACEMENT_INVALID',
   /** HTTP admin: a placement whose epoch is not above every claim of the merchant. */
   PlacementStale: 'PLACEMENT_STALE',
+  /** An upload larger than its tenant's `attachments.maxBytes`. */
+  AttachmentTooLarge: 'ATTACHMENT_TOO_LARGE',
+  /** An upload whose bytes (sniffed, whatever the request declares) are not of a type its tenant accepts. */
+  AttachmentTypeRefused: 'ATTACHMENT_TYPE_REFUSED',
+  /** An attachment id that was not uploaded to this conversation (or no longer is kept). */
+  AttachmentUnknown: 'ATTACHMENT_UNKNOWN',
+  /** Attachments of a conversation hosted on another cell: not served across cells yet. */
+  AttachmentCrossCell: 'ATTACHMENT_CROSS_CELL',
   /** The desk: an agent acted on a consultation assigned to another agent (supervisors may). */
   NotAssigned: 'NOT_ASSIGNED',
   /** The desk: the conversation has no open (or, for `rate`, no closed) consultation. */
@@ -103,6 +111,10 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   IDEMPOTENCY_CONFLICT: 409,
   PLACEMENT_INVALID: 403,
   PLACEMENT_STALE: 409,
+  ATTACHMENT_TOO_LARGE: 413,
+  ATTACHMENT_TYPE_REFUSED: 415,
+  ATTACHMENT_UNKNOWN: 404,
+  ATTACHMENT_CROSS_CELL: 409,
   NOT_ASSIGNED: 403,
   CONSULTATION_UNKNOWN: 404,
   CONSULTATION_RATED: 409,

@@ -42,16 +42,37 @@ export function parseConversationId(conv: string): { merchant: string; customer:
 /** Upper bound on a message body, in UTF-16 code units; a frame is also bounded in bytes. */
 export const MAX_BODY_CHARS = 16_384;
 
-export const SendFrame = z.object({
-  op: z.literal('send'),
-  id: requestId.optional(),
-  conv: conversationId,
-  /** Client message id: a resend with the same id returns the same seq and stores nothing new. */
-  cmid: clientMessageId,
-  body: z.string().min(1).max(MAX_BODY_CHARS),
-  /** A customer's first message of a consultation may name the group it is for (docs/desk.md). */
-  group: identifier.optional(),
-});
+/** Attachments one message may carry. */
+export const MAX_ATTACHMENTS_PER_MESSAGE = 10;
+/** An attachment is named by the SHA-256 of its bytes, in lower-case hex (cell/attachments). */
+export const attachmentId = z.string().regex(/^[0-9a-f]{64}$/, 'must be an attachment id (64 lower-case hex digits)');
+/**
+ * The attachments a message names (uploaded to its conversation before), at most
+ * MAX_ATTACHMENTS_PER_MESSAGE, each once. A message needs a body, or at least one attachment.
+ */
+export const messageAttachmentIds = z
+  .array(attachmentId)
+  .min(1)
+  .max(MAX_ATTACHMENTS_PER_MESSAGE)
+  .refine((ids) => new Set(ids).size === ids.length, 'must name each attachment once');
+export function hasBodyOrAttachments(message: { body: string; attachments?: readonly string[] | undefined }): boolean {
+  return message.body.length > 0 || (message.attachments?.length ?? 0) > 0;
+}
+export const BODY_OR_ATTACHMENTS = 'a message needs a body or at least one attachment';
+
+export const SendFrame = z
+  .object({
+    op: z.literal('send'),
+    id: requestId.optional(),
+    conv: conversationId,
+    /** Client message id: a resend with the same id returns the same seq and stores nothing new. */
+    cmid: clientMessageId,
+    body: z.string().max(MAX_BODY_CHARS),
+    attachments: messageAttachmentIds.optional(),
+    /** A customer's first message of a consultation may name the group it is for (docs/desk.md). */
+    group: identifier.optional(),
+  })
+  .refine(hasBodyOrAttachments, { message: BODY_OR_ATTACHMENTS, path: ['body'] });
 
 /** Most conversations one `ack` frame may acknowledge at once (announced in `welcome.limits`). */
 export const MAX_ACKS_PER_FRAME = 256;
@@ -230,6 +251,15 @@ export interface ConsultationView {
   openedAtMs: number;
 }
 
+/** An attachment as a message carries it: what its conversation's reference entry said when it was sent. */
+export interface MessageAttachment {
+  id: string;
+  name: string;
+  /** The media type sniffed from its bytes. */
+  type: string;
+  bytes: number;
+}
+
 /** A stored, sequenced chat message as it travels to devices. */
 export interface ChatMessage {
   conv: string;
@@ -240,7 +270,10 @@ export interface ChatMessage {
   /** The device it was sent from (so the sender's other devices can tell it is their own). */
   device: string;
   cmid: string;
+  /** May be empty when the message has attachments. */
   body: string;
+  /** Files sent with the message (GET /v1/conversations/:conv/attachments/:id); absent when none. */
+  attachments?: MessageAttachment[] | undefined;
   /** Set on system messages (role `system`): the desk's change this message records. */
   event?: DeskNotice | undefined;
   /** Cell time when the message became durable, ms since the epoch. */
