@@ -208,12 +208,12 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     sweeper.start();
     started.push(() => sweeper.stop());
     started.push(() => core.desk.stop());
-    const retention = new RetentionSweeper({ store, clock: init.clock, logger, tenants, forgetConversations: (tenant, merchant) => core.forgetConversations(tenant, merchant) });
+    const retention = new RetentionSweeper({ store, clock: init.clock, logger, tenants, attachments, forgetConversations: (tenant, merchant) => core.forgetConversations(tenant, merchant) });
     retention.start();
     started.push(() => retention.stop());
     let ready = false;
     const isReady = (): boolean => ready && !core.isDraining;
-    const erasure = new CustomerErasure({ store, core, audit, logger });
+    const erasure = new CustomerErasure({ store, core, attachments, audit, logger });
     const endpoints = await init.devices.open({ core, metrics, people, audit, attachments, erasure, isReady });
     started.push(() => init.devices.stopAccepting());
     const cluster = init.mesh === undefined ? undefined : await joinMesh(init, init.mesh, { core, people, metrics, endpoints, hosted, claims: claims as MerchantClaimsStore, erasure, started });

@@ -1,4 +1,5 @@
 import type { CellCore } from '../cell/cell-core.js';
+import { AttachmentStore } from '../cell/attachments/index.js';
 import { CustomerErasure } from '../cell/customer-erasure.js';
 import type { ClusterPort } from '../cell/messaging/cluster-port.js';
 import { createClusterPort, type ClusterDirectory } from '../mesh/cluster-port-adapter.js';
@@ -33,7 +34,10 @@ export interface CrossCellServicesInit {
   readonly location?: LocationInit | undefined;
   /** Tuning of the outbox; its entry and batch bounds follow the frame limit. */
   readonly outbox?: Omit<OutboxInit, 'maxEntryBytes' | 'maxBatchBytes'> | undefined;
-  /** Erasures of customers, which reach the other cells through the outbox (a default one records none in an audit log). */
+  /**
+   * Erasures of customers, which reach the other cells through the outbox. Without one (tests of
+   * messaging), one is made that records nothing in an audit log, on an attachment store of its own.
+   */
   readonly erasure?: CustomerErasure | undefined;
 }
 
@@ -78,7 +82,7 @@ export async function startCrossCellServices(init: CrossCellServicesInit): Promi
   const clusterPort = createClusterPort({ cellId, directory, location, outbox, inbox, transport });
   // Erasures of customers reach every cell that has not left for good: one down now applies it when it is back.
   const otherCells = (): string[] => [...directory.values()].filter((entry) => entry.record.cellId !== cellId && entry.liveness !== 'left').map((entry) => entry.record.cellId);
-  const erasure = init.erasure ?? new CustomerErasure({ store, core });
+  const erasure = init.erasure ?? new CustomerErasure({ store, core, attachments: new AttachmentStore(store, clock) });
   // From here on, conversations of merchants homed on other cells are served cross-cell.
   core.attachCluster(erasure.attach(clusterPort, otherCells));
   return { location, outbox, inbox, clusterPort, stop };

@@ -115,7 +115,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
         },
         routeModules: [
           adminPeopleRoutes({ servedTenants: () => core.servedTenants(), people, audit, adminTokens }),
-          adminCustomerRoutes({ servedTenants: () => core.servedTenants(), blocks: core.blocks, closeConsultation: (tenant, conv) => core.desk.closeIfOpen(tenant, conv), data: new CustomerData({ store, host: customerDataHostOf(core) }), erasure, audit, adminTokens }),
+          adminCustomerRoutes({ servedTenants: () => core.servedTenants(), blocks: core.blocks, closeConsultation: (tenant, conv) => core.desk.closeIfOpen(tenant, conv), data: new CustomerData({ store, host: customerDataHostOf(core), attachments }), erasure, audit, adminTokens }),
           loginRoutes({
             store,
             clock,

@@ -1,5 +1,6 @@
 import { scan } from '../platform/store/scan.js';
 import type { Store, StoreOp } from '../platform/store/store.js';
+import type { AttachmentReference, AttachmentStore } from './attachments/index.js';
 import type { CellCore } from './cell-core.js';
 import { ConsultationRecord, LastConsultation, Rating, deskKeys, parseStored } from './desk/desk-records.js';
 import type { DeviceConnection } from './messaging/device.js';
@@ -11,8 +12,9 @@ import { parseConversationId, type ChatMessage } from './protocol/frames.js';
 /**
  * Everything one cell holds of one customer (docs/desk.md, "Retention, export and erasure"): the
  * customer's conversations (its index `uc/`), in each the messages, idempotency records, read
- * cursors and delivery cursors, and, for conversations whose merchant this cell hosts, the desk's
- * records of the customer (open and last consultation, ratings). Mirrors of cross-cell
+ * cursors and delivery cursors, the attachments uploaded to them, and, for conversations whose
+ * merchant this cell hosts, the desk's records of the customer (open and last consultation,
+ * ratings). Mirrors of cross-cell
  * conversations are held under the same keys, so they are exported and erased the same way.
  *
  * Export is paged: a page holds at most EXPORT_PAGE_MESSAGES messages and
@@ -65,6 +67,8 @@ export interface ExportedConversation {
   readCursors?: Record<string, number>;
   /** On the conversation's first page: the customer's delivery cursors by device. */
   deliveryCursors?: Record<string, number>;
+  /** On the conversation's first page: the attachments uploaded to it (their metadata; the bytes are served to its parties). */
+  attachments?: Array<AttachmentReference & { id: string }>;
   /** On the first page, when the merchant is hosted here: its desk's records of the customer. */
   consultation?: ConsultationRecord;
   lastConsultation?: LastConsultation;
@@ -91,6 +95,8 @@ export interface ErasedCounts {
   deliveryCursors: number;
   deskRecords: number;
   ratings: number;
+  /** References of the conversations to attachments; an attachment's bytes go with the last reference to them. */
+  attachments: number;
 }
 
 export interface LocalErasure {
@@ -100,7 +106,7 @@ export interface LocalErasure {
 }
 
 export class CustomerData {
-  constructor(private readonly components: { store: Store; host: CustomerDataHost }) {}
+  constructor(private readonly components: { store: Store; host: CustomerDataHost; attachments: Pick<AttachmentStore, 'forget'> }) {}
 
   /** One page of the customer's data held here, from `after` (EXPORT_AFTER_PATTERN) or the start. */
   async exportPage(tenant: string, customer: string, after: string | undefined): Promise<ExportPage> {
@@ -165,10 +171,11 @@ export class CustomerData {
     }
     for (const merchant of hosted) await host.whenMerchantIdle(tenant, merchant);
     await host.cursorsFlushed();
-    const counts: ErasedCounts = { conversations: convs.length, messages: 0, idempotencyRecords: 0, readCursors: 0, deliveryCursors: 0, deskRecords: 0, ratings: 0 };
+    const counts: ErasedCounts = { conversations: convs.length, messages: 0, idempotencyRecords: 0, readCursors: 0, deliveryCursors: 0, deskRecords: 0, ratings: 0, attachments: 0 };
     const batch = new DeleteBatch(store);
     for (const conv of convs) {
       const merchant = parseConversationId(conv)!.merchant;
+      counts.attachments += await this.forgetAttachments(tenant, conv);
       counts.messages += await batch.deleteRange(keys.allMessages(tenant, conv));
       counts.idempotencyRecords += await batch.deleteRange(prefixRange(`i/${tenant}/${conv}/`));
       counts.readCursors += await batch.deleteRange(keys.readCursors(tenant, conv));
@@ -189,6 +196,14 @@ export class CustomerData {
     return { deleted: counts, devicesClosed };
   }
 
+  /** Deletes the conversation's references to attachments (and the bytes no other conversation references), one at a time. */
+  private async forgetAttachments(tenant: string, conv: string): Promise<number> {
+    const ids: string[] = [];
+    for await (const [key] of scan(this.components.store, keys.attachmentReferences(tenant, conv))) ids.push(lastField(key));
+    for (const id of ids) await this.components.attachments.forget(tenant, conv, id);
+    return ids.length;
+  }
+
   private async deliveryCursorsOf(tenant: string, customer: string): Promise<Map<string, Record<string, number>>> {
     const byConv = new Map<string, Record<string, number>>();
     const entries = await this.components.store.range({ ...prefixRange(`d/${tenant}/${partyId({ role: 'customer', user: customer })}/`), limit: MAX_DELIVERY_CURSORS });
@@ -206,6 +221,8 @@ export class CustomerData {
     const reads = await store.range({ ...keys.readCursors(tenant, exported.conv), limit: 10_000 });
     exported.readCursors = Object.fromEntries(reads.map(([key, value]) => [lastField(key), Number(value)]));
     exported.deliveryCursors = deliveryCursors.get(exported.conv) ?? {};
+    const attachments = await store.range({ ...keys.attachmentReferences(tenant, exported.conv), limit: EXPORT_PAGE_MESSAGES });
+    exported.attachments = attachments.map(([key, value]) => ({ id: lastField(key), ...(JSON.parse(value) as AttachmentReference) }));
     if (!exported.hostedHere) return;
     const [consultation, last] = await store.getMany([deskKeys.consultation(tenant, exported.merchant, customer), deskKeys.last(tenant, exported.merchant, customer)]);
     if (consultation !== undefined) exported.consultation = parseStored(ConsultationRecord, deskKeys.consultation(tenant, exported.merchant, customer), consultation);

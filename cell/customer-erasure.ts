@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { Logger } from '../platform/logger.js';
 import type { Store } from '../platform/store/store.js';
+import type { AttachmentStore } from './attachments/index.js';
 import type { AuditLog } from './audit-log.js';
 import type { CellCore } from './cell-core.js';
 import { CustomerData, customerDataHostOf, type ErasedCounts } from './customer-data.js';
@@ -47,6 +48,8 @@ export interface ErasureAnswer {
 export interface CustomerErasureComponents {
   store: Store;
   core: CellCore;
+  /** The cell's one attachment store (its deletions are serialised per content within the instance). */
+  attachments: AttachmentStore;
   /** Absent: erasures are not recorded (tests of messaging alone). */
   audit?: AuditLog | undefined;
   logger?: Logger | undefined;
@@ -57,7 +60,7 @@ export class CustomerErasure {
   private cluster: { port: ClusterPort; otherCells: () => string[] } | undefined;
 
   constructor(private readonly components: CustomerErasureComponents) {
-    this.data = new CustomerData({ store: components.store, host: customerDataHostOf(components.core) });
+    this.data = new CustomerData({ store: components.store, host: customerDataHostOf(components.core), attachments: components.attachments });
   }
 
   /**

@@ -1,6 +1,7 @@
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import type { Logger } from '../platform/logger.js';
 import type { Store, StoreOp } from '../platform/store/store.js';
+import type { AttachmentReference, AttachmentStore } from './attachments/index.js';
 import { keys, lastField, prefixRange } from './messaging/keys.js';
 import { conversationParty } from './messaging/principal.js';
 import { parseConversationId, type ChatMessage } from './protocol/frames.js';
@@ -11,7 +12,10 @@ import type { TenantConfig } from './settings.js';
  * conversation this cell stores (its own and its mirrors of other cells'), the messages older
  * than `retention.conversationDays`, with their idempotency records, but never the
  * conversation's newest message, which holds its head: seqs go on from it, and the read and
- * delivery cursors stay within it. History then starts at the first message kept.
+ * delivery cursors stay within it. History then starts at the first message kept. The
+ * conversation's references to the attachments of a deleted message go too, when they were
+ * uploaded before the cutoff (AttachmentStore.forget: the bytes go with the last reference);
+ * `retention.attachmentsDays` bounds attachments on its own (cell/attachments/attachment-sweeper.ts).
  *
  * The sweep walks the customers' conversation index (`uc/`) a bounded slice at a time: each run
  * visits at most `maxConversationsPerRun` conversations and deletes at most `maxDeletesPerRun`
@@ -35,11 +39,8 @@ export interface RetentionSweeperInit {
   tenants: readonly TenantConfig[];
   /** Drops the cached heads of a merchant's conversations after messages were deleted (CellCore.forgetConversations). */
   forgetConversations(tenant: string, merchant: string): void;
-  /**
-   * Called once per conversation visited, with the time before which its messages are deleted:
-   * where the retention of what messages reference (attachments) hooks in.
-   */
-  onConversationSwept?: ((tenant: string, conv: string, cutoffMs: number) => Promise<void>) | undefined;
+  /** The cell's one attachment store. */
+  attachments: Pick<AttachmentStore, 'forget'>;
   settings?: Partial<typeof RETENTION_DEFAULTS> | undefined;
 }
 
@@ -109,7 +110,6 @@ export class RetentionSweeper {
       run.conversationsVisited++;
       const cutoffMs = this.init.clock.now() - current.keepMs;
       const deleted = await this.sweepConversation(current.tenant, conv, cutoffMs, this.settings.maxDeletesPerRun - run.messagesDeleted);
-      await this.init.onConversationSwept?.(current.tenant, conv, cutoffMs);
       if (deleted === 0) continue;
       run.messagesDeleted += deleted;
       const merchant = parseConversationId(conv)!.merchant;
@@ -141,13 +141,23 @@ export class RetentionSweeper {
     if (newest === undefined) return 0;
     const oldest = await store.range({ gte: all.gte, lt: newest[0], limit: budget });
     const ops: StoreOp[] = [];
+    const attachments = new Set<string>();
     for (const [key, value] of oldest) {
       const message = JSON.parse(value) as ChatMessage;
       // Seqs grow with time: the first message young enough ends the sweep of this conversation.
       if (message.ts >= cutoffMs) break;
       ops.push({ type: 'del', key }, { type: 'del', key: keys.clientMessageId(tenant, conv, conversationParty(conv, message.role, message.from), message.cmid) });
+      for (const attachment of message.attachments ?? []) attachments.add(attachment.id);
     }
     if (ops.length > 0) await store.write(ops);
+    for (const id of attachments) await this.forgetAttachment(tenant, conv, id, cutoffMs);
     return ops.length / 2;
+  }
+
+  /** Drops the conversation's reference to an attachment of a deleted message, unless it was uploaded again since the cutoff. */
+  private async forgetAttachment(tenant: string, conv: string, id: string, cutoffMs: number): Promise<void> {
+    const stored = await this.init.store.get(keys.attachmentReference(tenant, conv, id));
+    if (stored === undefined || (JSON.parse(stored) as AttachmentReference).createdAtMs >= cutoffMs) return;
+    await this.init.attachments.forget(tenant, conv, id);
   }
 }

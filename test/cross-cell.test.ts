@@ -165,7 +165,7 @@ class TestCluster {
       logger: silentLogger,
       crossCell: { historyPageMessages: 7, historyTimeoutMs: 300, relayWaitMs: 1_000 },
     });
-    cell.erasure = new CustomerErasure({ store, core: cell.core });
+    cell.erasure = new CustomerErasure({ store, core: cell.core, attachments: new AttachmentStore(store, this.clock) });
     const services = await startCrossCellServices({
       cellId,
       core: cell.core,
@@ -655,6 +655,7 @@ describe('cross-cell conversations over a memory network', () => {
       clock: cluster.clock,
       logger: silentLogger,
       tenants: [{ id: TENANT, secret: SECRET, origins: [], merchants: [], retention: { conversationDays: 30 } }],
+      attachments: new AttachmentStore(home.store, cluster.clock),
       forgetConversations: (tenant, merchant) => home.core.forgetConversations(tenant, merchant),
     });
     expect(await sweeper.runOnce()).toMatchObject({ conversationsVisited: 1, messagesDeleted: 11 });

@@ -110,6 +110,13 @@ describe('export and erasure of one customer', () => {
     await sendMessage(cathy, 'm1:cathy', 'c1', 'first');
     await sendMessage(cathy, 'm2:cathy', 'c2', 'second');
     await sendMessage(dave, 'm1:dave', 'd1', 'unrelated');
+    const cathyToken = await tokenFor({ user: 'cathy', device: 'web' });
+    const uploaded = await fetch(`${url}/v1/conversations/m2:cathy/attachments?name=note.txt`, { method: 'POST', headers: { authorization: `Bearer ${cathyToken}`, 'content-type': 'text/plain' }, body: 'my address' });
+    expect(uploaded.status).toBe(201);
+    const { id } = (await uploaded.json()) as { id: string };
+    expect(await cathy.request({ id: 'f', op: 'send', conv: 'm2:cathy', cmid: 'file', body: '', attachments: [id] })).toMatchObject({ t: 'sent' });
+    const before = (await exportAll(`${base}/customers/cathy`))[0]!.conversations.find((conversation) => conversation.conv === 'm2:cathy');
+    expect(before?.attachments).toMatchObject([{ id, name: 'note.txt', type: 'text/plain', bytes: 10, from: 'c:cathy' }]);
     await ann.until(() => ann.messages('m1:cathy').length > 0, { what: "cathy's message at ann" });
 
     const erased = await admin('DELETE', `${base}/customers/cathy`);
@@ -117,7 +124,9 @@ describe('export and erasure of one customer', () => {
     const answer = erased.body as ErasureAnswer;
     expect(answer).toMatchObject({ tenant: 'mall', customer: 'cathy', devicesClosed: 1, cellsAsked: [], cellsFailed: [] });
     // One idempotency record per message, the desk's system messages included.
-    expect(answer.deleted).toMatchObject({ conversations: 2, idempotencyRecords: answer.deleted.messages, deskRecords: 1 });
+    expect(answer.deleted).toMatchObject({ conversations: 2, idempotencyRecords: answer.deleted.messages, deskRecords: 1, attachments: 1 });
+    const download = await httpRequest('GET', `${url}/v1/conversations/m2:cathy/attachments/${id}`, { token: cathyToken });
+    expect([download.status, errorCodeOf(download)]).toEqual([404, 'ATTACHMENT_UNKNOWN']);
     // The customer's message, and the desk's system messages of its consultation.
     expect(answer.deleted.messages).toBeGreaterThanOrEqual(3);
     await cathy.whenClosed();

@@ -42,7 +42,11 @@ describe('retention of conversations', () => {
     const clock = new ManualClock(Date.now());
     const { url } = await startRetentionCell(await cleanup.tempDir(), clock);
     const phone = await connect(url, 'cathy', 'phone');
-    for (let index = 1; index <= 3; index++) await sendMessage(phone, 'm1:cathy', `old${index}`, `old ${index}`);
+    for (let index = 1; index <= 2; index++) await sendMessage(phone, 'm1:cathy', `old${index}`, `old ${index}`);
+    const fileToken = await tokenFor({ user: 'cathy', device: 'web', ttlSeconds: 90 * 24 * 3600 });
+    const uploaded = await fetch(`${url}/v1/conversations/m1:cathy/attachments?name=old.txt`, { method: 'POST', headers: { authorization: `Bearer ${fileToken}`, 'content-type': 'text/plain' }, body: 'an old file' });
+    const { id } = (await uploaded.json()) as { id: string };
+    expect(await phone.request({ id: 'f', op: 'send', conv: 'm1:cathy', cmid: 'old3', body: 'old 3', attachments: [id] })).toMatchObject({ t: 'sent', seq: 3 });
     const dora = await connect(url, 'dora', 'laptop');
     for (let index = 1; index <= 2; index++) await sendMessage(dora, 'm1:dora', `d${index}`, `dora ${index}`);
     // The phone has acked seq 1 only, and its cursor is written.
@@ -70,6 +74,9 @@ describe('retention of conversations', () => {
       return dorasHistory.messages.length === 1 && dorasHistory.messages[0]!.seq === 2;
     }, 'the old messages of dora deleted but her newest');
 
+    // The old message's attachment went with it.
+    const download = await httpRequest('GET', `${url}/v1/conversations/m1:cathy/attachments/${id}`, { token: fileToken });
+    expect(download.status).toBe(404);
     // A page asked below the first kept message is empty and says so.
     const below = (await httpRequest('GET', `${conversation}?before=4`, { token })).body;
     expect(below).toEqual({ conv: 'm1:cathy', messages: [], hasMore: false });
