@@ -25,12 +25,15 @@ import type { TenantConfig } from './settings.js';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
-export const RETENTION_DEFAULTS = {
+export interface RetentionSettings {
   /** Time between two runs. */
-  intervalMs: 60_000,
-  maxConversationsPerRun: 1_000,
-  maxDeletesPerRun: 10_000,
-} as const;
+  intervalMs: number;
+  maxConversationsPerRun: number;
+  /** Messages deleted per run at most. */
+  maxDeletesPerRun: number;
+}
+
+export const RETENTION_DEFAULTS: Readonly<RetentionSettings> = { intervalMs: 60_000, maxConversationsPerRun: 1_000, maxDeletesPerRun: 10_000 };
 
 export interface RetentionSweeperInit {
   store: Store;
@@ -41,7 +44,7 @@ export interface RetentionSweeperInit {
   forgetConversations(tenant: string, merchant: string): void;
   /** The cell's one attachment store. */
   attachments: Pick<AttachmentStore, 'forget'>;
-  settings?: Partial<typeof RETENTION_DEFAULTS> | undefined;
+  settings?: Partial<RetentionSettings> | undefined;
 }
 
 export interface SweepRun {
@@ -52,7 +55,7 @@ export interface SweepRun {
 }
 
 export class RetentionSweeper {
-  private readonly settings: typeof RETENTION_DEFAULTS;
+  private readonly settings: RetentionSettings;
   /** Tenants with a retention, and how long they keep messages. */
   private readonly kept: Array<{ tenant: string; keepMs: number }>;
   /** Where the next run goes on: the tenant's index, and the last conversation visited in it. */
@@ -106,10 +109,14 @@ export class RetentionSweeper {
         this.position = { tenantIndex: this.position.tenantIndex + 1, afterConv: undefined };
         continue;
       }
+      const previous = this.position.afterConv;
       this.position.afterConv = conv;
       run.conversationsVisited++;
       const cutoffMs = this.init.clock.now() - current.keepMs;
-      const deleted = await this.sweepConversation(current.tenant, conv, cutoffMs, this.settings.maxDeletesPerRun - run.messagesDeleted);
+      const budget = this.settings.maxDeletesPerRun - run.messagesDeleted;
+      const deleted = await this.sweepConversation(current.tenant, conv, cutoffMs, budget);
+      // The budget ran out inside this conversation: the next run goes on with it.
+      if (deleted === budget) this.position.afterConv = previous;
       if (deleted === 0) continue;
       run.messagesDeleted += deleted;
       const merchant = parseConversationId(conv)!.merchant;
