@@ -176,11 +176,7 @@ export class CustomerData {
     for (const conv of convs) {
       const merchant = parseConversationId(conv)!.merchant;
       counts.attachments += await this.forgetAttachments(tenant, conv);
-      counts.messages += await batch.deleteRange(keys.allMessages(tenant, conv));
-      counts.idempotencyRecords += await batch.deleteRange(prefixRange(`i/${tenant}/${conv}/`));
-      counts.readCursors += await batch.deleteRange(keys.readCursors(tenant, conv));
-      await batch.delete(keys.customerConversation(tenant, customer, conv));
-      await batch.delete(keys.merchantConversation(tenant, merchant, conv));
+      await deleteConversation(batch, tenant, customer, conv, counts);
       if (!host.hosts(tenant, merchant)) continue;
       // The agents' delivery cursors of the conversation, under each agent's device.
       counts.deliveryCursors += await batch.deleteRange(prefixRange(`d/${tenant}/${partyId({ role: 'agent', merchant, user: '' })}`), (key) => lastField(key) === conv);
@@ -190,6 +186,16 @@ export class CustomerData {
       counts.deskRecords += await batch.deleteIfPresent(deskKeys.consultation(tenant, merchant, customer));
       counts.deskRecords += await batch.deleteIfPresent(deskKeys.last(tenant, merchant, customer));
       counts.ratings += await batch.deleteRange(keys.merchantDeskTable(tenant, merchant, 'rating'), (_key, value) => (JSON.parse(value) as { customer?: unknown }).customer === customer);
+    }
+    await batch.flush();
+    // The system message closing a consultation waits for its conversation to load when it was
+    // not in memory: it may land after the first pass, with the desk's last record. Once more.
+    for (const merchant of hosted) await host.whenMerchantIdle(tenant, merchant);
+    for (const conv of convs) {
+      const merchant = parseConversationId(conv)!.merchant;
+      if (!host.hosts(tenant, merchant)) continue;
+      await deleteConversation(batch, tenant, customer, conv, counts);
+      counts.deskRecords += await batch.deleteIfPresent(deskKeys.last(tenant, merchant, customer));
     }
     await batch.flush();
     for (const merchant of merchants) host.forgetConversations(tenant, merchant);
@@ -237,6 +243,15 @@ export class CustomerData {
     const stored = await this.components.store.getMany(ratingKeys);
     return stored.flatMap((value, index) => (value === undefined ? [] : [parseStored(Rating, ratingKeys[index]!, value)]));
   }
+}
+
+/** Deletes a conversation's messages, idempotency records, read cursors and index entries. */
+async function deleteConversation(batch: DeleteBatch, tenant: string, customer: string, conv: string, counts: ErasedCounts): Promise<void> {
+  counts.messages += await batch.deleteRange(keys.allMessages(tenant, conv));
+  counts.idempotencyRecords += await batch.deleteRange(prefixRange(`i/${tenant}/${conv}/`));
+  counts.readCursors += await batch.deleteRange(keys.readCursors(tenant, conv));
+  await batch.delete(keys.customerConversation(tenant, customer, conv));
+  await batch.delete(keys.merchantConversation(tenant, parseConversationId(conv)!.merchant, conv));
 }
 
 /** Deletes collected keys in store batches of ERASE_BATCH_OPS. */
