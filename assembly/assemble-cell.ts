@@ -1,6 +1,6 @@
 import { CellCore } from '../cell/cell-core.js';
 import { DeskConfig, type LimitsConfig, type TenantConfig } from '../cell/settings.js';
-import { NO_PEOPLE } from '../cell/desk/desk-service.js';
+import { NO_PEOPLE, type DeskPeople } from '../cell/desk/desk-service.js';
 import { KEY_LAYOUT_VERSION, upgradeKeyLayout } from '../cell/messaging/key-layout.js';
 import { CellMetrics } from '../cell/metrics.js';
 import { CellMesh } from '../mesh/cell-mesh.js';
@@ -86,6 +86,8 @@ export interface CellAssemblyInit<Transport extends MeshTransport = MeshTranspor
   readonly limits: LimitsConfig;
   /** The desk's settings; defaults when absent. */
   readonly desk?: DeskConfig;
+  /** The merchants' people (a merchant with agents has a desk); absent: nobody, every desk open. */
+  readonly people?: DeskPeople;
   readonly clock: Clock;
   readonly random: Random;
   /** Not opened yet: the assembly opens it first and closes it last. */
@@ -174,7 +176,7 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
       store,
       metrics,
       logger,
-      desk: { people: NO_PEOPLE, settings: init.desk ?? DeskConfig.parse({}) },
+      desk: { people: init.people ?? NO_PEOPLE, settings: init.desk ?? DeskConfig.parse({}) },
     });
     await core.loadDesks();
     started.push(() => core.desk.stop());

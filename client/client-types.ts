@@ -54,6 +54,8 @@ export interface SendOptions {
    * body): with another body the send is rejected with IDEMPOTENCY_CONFLICT, and not retried.
    */
   cmid?: string;
+  /** The desk group a customer's first message of a consultation asks for (docs/desk.md); ignored otherwise. */
+  group?: string;
   /**
    * Stops waiting for the confirmation. A send not yet transmitted is withdrawn; one already on
    * the wire may still be stored (and then shows up as a `message`), but is not resent.

@@ -1,7 +1,7 @@
 // The cellmesh chat client, the SDK's one public class: a façade that composes the connection,
 // the send queue, the request tracker, the per-conversation sequencer and the ack batcher, and
 // routes the cell's frames to them.
-import type { ChatMessage, ConversationSummary } from '../cell/protocol/frames.js';
+import type { AgentStatus, ChatMessage, ConversationSummary } from '../cell/protocol/frames.js';
 import { ErrorCode } from '../cell/protocol/errors.js';
 import type { Clock } from '../platform/clock.js';
 import { AckBatcher } from './ack-batcher.js';
@@ -193,6 +193,21 @@ export class CellmeshClient {
   /** Marks `conv` read up to `seq` for this user; the cell tells the other party and devices. */
   async read(conv: string, seq: number, options: RequestOptions = {}): Promise<void> {
     await this.request('ok', (id) => ({ op: 'read', id, conv, seq }), options.signal);
+  }
+
+  /** An agent at a desk sets its status (docs/protocol.md, "The desk"). */
+  async setStatus(status: AgentStatus, options: RequestOptions = {}): Promise<void> {
+    await this.request('ok', (id) => ({ op: 'status', id, status }), options.signal);
+  }
+
+  /** Closes the open consultation of `conv` (its customer, its agent or a supervisor). */
+  async closeConsultation(conv: string, options: RequestOptions = {}): Promise<void> {
+    await this.request('ok', (id) => ({ op: 'close', id, conv }), options.signal);
+  }
+
+  /** Hands the consultation of `conv` to an agent or a group (exactly one), with an optional note. */
+  async transfer(conv: string, to: { agent: string } | { group: string }, note?: string, options: RequestOptions = {}): Promise<void> {
+    await this.request('ok', (id) => ({ op: 'transfer', id, conv, ...to, ...(note === undefined ? {} : { note }) }), options.signal);
   }
 
   /** A round trip through the cell. */

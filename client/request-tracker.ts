@@ -1,7 +1,7 @@
 // Requests that expect a reply (history, inbox, presence, read, ping): each waits under its id
 // until the reply of the expected type arrives, its timeout ends it, or its caller aborts. A
 // request is transmitted again after a reconnect and after a transient refusal.
-import type { HistoryFrame, InboxFrame, PingFrame, PresenceFrame, ReadFrame, ServerFrame } from '../cell/protocol/frames.js';
+import type { ClientFrame, HistoryFrame, InboxFrame, PingFrame, PresenceFrame, ReadFrame, ServerFrame } from '../cell/protocol/frames.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import type { Random } from '../platform/random.js';
 import { abortedError, onAbort } from './abort.js';
@@ -16,7 +16,9 @@ import { invalidFrame } from './validate-frame.js';
 export type ReplyType = 'history' | 'inbox' | 'presence' | 'ok' | 'pong';
 export type ReplyFrame = Extract<ServerFrame, { t: ReplyType }>;
 export type ReplyOf<Type extends ReplyType> = Extract<ServerFrame, { t: Type }>;
-export type RequestFrame = HistoryFrame | InboxFrame | PresenceFrame | ReadFrame | PingFrame;
+/** The desk's requests an agent (status, transfer) or a party (close) makes; answered `ok`. */
+type DeskRequestFrame = Extract<ClientFrame, { op: 'status' | 'close' | 'transfer' }>;
+export type RequestFrame = HistoryFrame | InboxFrame | PresenceFrame | ReadFrame | PingFrame | DeskRequestFrame;
 
 /** A reply and when its request was last transmitted (for the round trip of a ping). */
 export interface Answer<Type extends ReplyType> {

@@ -43,6 +43,7 @@ interface OutboxEntry {
   readonly conv: string;
   readonly cmid: string;
   readonly body: string;
+  readonly group: string | undefined;
   /**
    * `waiting` to be transmitted on the current or next connection, `inflight` on it, or
    * `queued`: durable in the access cell named by `queuedAt`, which forwards it to the
@@ -77,7 +78,7 @@ export class SendQueue {
     }
     const id = this.ports.nextId('s');
     const cmid = options.cmid ?? this.newCmid();
-    const invalid = invalidFrame({ op: 'send', id, conv, cmid, body });
+    const invalid = invalidFrame({ op: 'send', id, conv, cmid, body, ...(options.group === undefined ? {} : { group: options.group }) });
     if (invalid !== undefined) return Promise.reject(invalid);
     return new Promise<SendResult>((resolve, reject) => {
       const entry: OutboxEntry = {
@@ -85,6 +86,7 @@ export class SendQueue {
         conv,
         cmid,
         body,
+        group: options.group,
         phase: 'waiting',
         queuedAt: undefined,
         abandoned: false,
@@ -120,7 +122,7 @@ export class SendQueue {
       }
       entry.phase = 'inflight';
       this.inFlightSends++;
-      this.ports.link.transmit({ op: 'send', id: entry.id, conv: entry.conv, cmid: entry.cmid, body: entry.body });
+      this.ports.link.transmit({ op: 'send', id: entry.id, conv: entry.conv, cmid: entry.cmid, body: entry.body, ...(entry.group === undefined ? {} : { group: entry.group }) });
     }
   }
 

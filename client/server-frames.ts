@@ -98,6 +98,8 @@ export function chatMessageOf(frame: ChatMessage): ChatMessage {
     cmid: frame.cmid,
     body: frame.body,
     ts: frame.ts,
+    // A system message's event says what the desk changed (docs/protocol.md, "The desk").
+    ...(frame.event === undefined ? {} : { event: frame.event }),
   };
 }
 

@@ -124,6 +124,8 @@ export class Cluster {
       disk: slot.disk,
       tenant,
       limits: this.limits,
+      people: world.deskPeople,
+      desk: world.deskConfig,
       preset: this.meshPreset,
       meshOptions: this.meshOptions,
       bootstrap,

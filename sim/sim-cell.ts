@@ -1,5 +1,6 @@
 import type { CellCore } from '../cell/cell-core.js';
-import type { LimitsConfig, TenantConfig } from '../cell/settings.js';
+import type { DeskPeople } from '../cell/desk/desk-service.js';
+import type { DeskConfig, LimitsConfig, TenantConfig } from '../cell/settings.js';
 import type { MoveHost } from '../cell/move-host.js';
 import type { CellMesh } from '../mesh/cell-mesh.js';
 import type { LocationService } from '../mesh/location.js';
@@ -34,6 +35,9 @@ export interface SimCellInit {
   /** The tenant as the cell's config has it (the merchants it was set up with; moves may have changed what it hosts). */
   readonly tenant: TenantConfig;
   readonly limits: LimitsConfig;
+  /** The merchants' people (the scenario's desks) and the desk's settings. */
+  readonly people: DeskPeople;
+  readonly desk: DeskConfig;
   readonly preset: MembershipPreset;
   readonly meshOptions: Partial<MembershipOptions>;
   /** Cell ids to join through. */
@@ -102,6 +106,8 @@ export class SimCellIncarnation implements DeviceEndpoint {
       cellId: init.cellId,
       tenants: [init.tenant],
       limits: init.limits,
+      desk: init.desk,
+      people: init.people,
       clock: this.clock,
       random: stream(init.seed, `cell/${init.cellId}/${init.startCount}/core`),
       store: this.store,

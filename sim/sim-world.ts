@@ -3,6 +3,8 @@
 // phase of the run and the faults of the report. The cluster, the workload, the fault planner,
 // the convergence checks and the report each read it; simulator.ts builds it and moves the phase
 // (the fault planner's final heal begins the settle).
+import type { DeskPeople } from '../cell/desk/desk-service.js';
+import { DeskConfig } from '../cell/settings.js';
 import type { Random } from '../platform/random.js';
 import { History } from './history.js';
 import { latencySampler, type LatencySampler } from './latency.js';
@@ -10,6 +12,7 @@ import { Population } from './population.js';
 import { stream } from './rng.js';
 import type { Scenario } from './scenario.js';
 import { SimClock } from './sim-clock.js';
+import { populationPeople } from './sim-desk-people.js';
 import { SimNetwork } from './sim-network.js';
 
 export const TENANT = 'mall';
@@ -35,6 +38,10 @@ export class SimWorld {
   /** The traffic phase's length: the scenario's, or the run's override. */
   readonly durationMs: number;
   readonly population: Population;
+  /** The desks' people, from the population: what every cell's desk reads. */
+  readonly deskPeople: DeskPeople;
+  /** The desk's settings of every cell (the scenario's `desk`, or the defaults). */
+  readonly deskConfig: DeskConfig;
   readonly network: SimNetwork;
   /** Draws of the set-up: merchants' popularity ranks, the bootstrap cells of new cells. */
   readonly setupRandom: Random;
@@ -65,9 +72,14 @@ export class SimWorld {
         zipfExponent: scenario.merchantPopularity.zipf,
         secondDeviceShare: scenario.secondDeviceShare,
         crossCellShare: scenario.crossCellShare,
+        desk: scenario.desk,
       },
       this.setupRandom,
+      stream(this.seed, 'desk-population'),
     );
+    this.deskPeople = populationPeople(this.population, TENANT);
+    const desk = scenario.desk;
+    this.deskConfig = DeskConfig.parse(desk === undefined ? {} : { graceMs: desk.grace, stickyWindowMs: desk.stickyWindow, inactivityCloseMs: desk.inactivityClose });
   }
 
   /** Devices send, answer and read only in the traffic phase. */
