@@ -118,11 +118,13 @@ function isChatMessage(value: unknown): value is ChatMessage {
     isString(value.conv) &&
     isSeq(value.seq) &&
     isString(value.from) &&
-    (value.role === 'customer' || value.role === 'agent') &&
+    // `system`: the desk's messages, whose `event` says what changed.
+    (value.role === 'customer' || value.role === 'agent' || value.role === 'system') &&
     isString(value.device) &&
     isString(value.cmid) &&
     isString(value.body) &&
-    isNumber(value.ts)
+    isNumber(value.ts) &&
+    (value.event === undefined || (isFields(value.event) && isString(value.event.type)))
   );
 }
 

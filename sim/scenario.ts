@@ -253,9 +253,14 @@ export const ScenarioSchema = z
             assignWithin: Duration.default(3_000),
             /** Tolerance on the grace period: the desk's timers and the devices' view of a disconnect differ by latencies. */
             graceSlack: Duration.default(3_000),
+            /**
+             * How far apart the system messages of one decision may become durable (each
+             * conversation's append on its own; keep it above the disk faults' spikes).
+             */
+            orderTolerance: Duration.default(2_000),
           })
           .strict()
-          .default({ assignWithin: 3_000, graceSlack: 3_000 }),
+          .default({ assignWithin: 3_000, graceSlack: 3_000, orderTolerance: 2_000 }),
       })
       .strict()
       .optional(),

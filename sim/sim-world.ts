@@ -33,7 +33,8 @@ export interface FaultSpan {
 
 export class SimWorld {
   readonly clock = new SimClock(START_MS);
-  readonly history = new History(START_MS);
+  /** Agents of a merchant with a desk get their own consultations only: the lost set asks less of them. */
+  readonly history = new History(START_MS, (merchant) => this.population.merchant(merchant)?.desk !== undefined);
   readonly seed: number;
   /** The traffic phase's length: the scenario's, or the run's override. */
   readonly durationMs: number;
