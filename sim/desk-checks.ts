@@ -250,8 +250,11 @@ class DeskModel {
         return;
       case 'transferred':
         this.detach(known);
-        if (event.agent !== undefined) this.assign(known, event.agent);
-        else {
+        if (event.agent !== undefined) {
+          // To an agent, or to a group whose agent took it at once: the notice does not say which.
+          if (event.group === undefined) known.group = undefined;
+          this.assign(known, event.agent);
+        } else {
           known.group = event.group;
           known.queueKeyMs = notice.ts;
           known.released = false;
