@@ -1,4 +1,3 @@
-import { createRequire } from 'node:module'; const require = createRequire(import.meta.url);
 // The agents of the merchants with a desk (the scenario's `desk`): they go busy, away and offline
 // (every device gone, back before or after the grace period), close the consultations they get
 // after a while or transfer some, answer only their own customers; and the record the desk's
@@ -62,6 +61,8 @@ export class DeskAgents {
     private readonly ended: (merchant: string) => boolean,
   ) {
     this.random = stream(world.seed, 'desk-agents');
+    // A move is over in a few ms: its start and end are recorded as they happen.
+    moves.onMove = () => this.record();
     world.clock.setTimer(SAMPLE_EVERY_MS, () => this.sample());
   }
 
@@ -101,7 +102,7 @@ export class DeskAgents {
   /** Judges the desks' invariants over the run; their violations go to the history. */
   check(namedGroup: (conv: string, afterSeq: number) => { group: string; certain: boolean } | undefined, excluded: ReadonlySet<string>): void {
     const { world, settings } = this;
-    this.sample();
+    this.record();
     const desks = new Map(world.population.merchants.filter((merchant) => merchant.desk !== undefined).map((merchant) => [merchant.id, merchant.desk!]));
     const violations = checkDesks({
       desks,
@@ -116,7 +117,6 @@ export class DeskAgents {
       orderToleranceMs: settings.invariants.orderTolerance,
       endMs: world.clock.now(),
     });
-    if (process.env['DESK_DEBUG'] !== undefined) require('node:fs').writeFileSync(process.env['DESK_DEBUG'], JSON.stringify({ desks: [...desks], notices: [...world.history.noticesByConversation()], presence: this.presence, running: this.running }));
     for (const violation of violations) world.history.violation(violation.kind, violation.message, violation.atMs);
   }
 
@@ -204,8 +204,13 @@ export class DeskAgents {
     );
   }
 
-  /** Records changes of presence (a device open on the merchant's home cell) and of the desks' running. */
   private sample(): void {
+    this.record();
+    if (this.world.phase !== 'done') this.world.clock.setTimer(SAMPLE_EVERY_MS, () => this.sample());
+  }
+
+  /** Records changes of presence (a device open on the merchant's home cell) and of the desks' running. */
+  private record(): void {
     const { world, cluster, moves } = this;
     const atMs = world.clock.now();
     for (const merchant of world.population.merchants) {
@@ -224,6 +229,5 @@ export class DeskAgents {
       agent.sampled = { present, online };
       this.presence.push({ merchant: agent.merchant.id, agent: id, atMs, present, online });
     }
-    if (world.phase !== 'done') world.clock.setTimer(SAMPLE_EVERY_MS, () => this.sample());
   }
 }
