@@ -15,7 +15,8 @@
  * - desk-fifo: a consultation taken from its group's queue (or assigned at once while others
  *   wait in its group) passes nobody who waited there longer, the sticky rule excepted; a
  *   consultation put back by a release counts from its opening, ahead of those queued later
- *   (passed ones assigned within the tolerance are the same decision);
+ *   (passed ones that started waiting, or were assigned, within the tolerance of it may belong
+ *   to the same decision, which the messages' times cannot order);
  * - desk-idle-capacity: no consultation waits in a group for longer than a bound while an agent
  *   of the group is online (connected to the merchant's cell, status online) with free capacity
  *   and the desk runs;
@@ -143,6 +144,8 @@ interface ModelConsultation {
   /** Its place in the queue: when it was queued, or its opening once released. */
   queueKeyMs: number;
   released: boolean;
+  /** Since when it waits (this time). */
+  waitingSinceMs: number;
   /** Bumped at every change: a pass is judged only on consultations that did not move since. */
   version: number;
 }
@@ -257,6 +260,7 @@ class DeskModel {
         } else {
           known.group = event.group;
           known.queueKeyMs = notice.ts;
+          known.waitingSinceMs = notice.ts;
           known.released = false;
         }
         return;
@@ -266,6 +270,7 @@ class DeskModel {
         }
         this.detach(known);
         known.queueKeyMs = known.openedAtMs;
+        known.waitingSinceMs = notice.ts;
         known.released = true;
         return;
       case 'closed':
@@ -289,7 +294,7 @@ class DeskModel {
       this.closeQuietly(already);
     }
     const group = event.type === 'queued' ? event.group : this.openingGroup(conv);
-    const consultation: ModelConsultation = { id: event.consultation, conv, state: 'waiting', agent: undefined, group, openedAtMs: notice.ts, queueKeyMs: notice.ts, released: false, version: 0 };
+    const consultation: ModelConsultation = { id: event.consultation, conv, state: 'waiting', agent: undefined, group, openedAtMs: notice.ts, queueKeyMs: notice.ts, released: false, waitingSinceMs: notice.ts, version: 0 };
     this.consultations.set(consultation.id, consultation);
     this.openOf.set(conv, consultation.id);
     if (event.type === 'assigned') {
@@ -346,6 +351,9 @@ class DeskModel {
       // keys alone, so only a pass that both orders forbid counts.
       if (taken.released && !other.released) continue;
       if (other.queueKeyMs >= taken.queueKeyMs) continue;
+      // Only one that waited already when the taken one was assigned (the decision's other
+      // messages may lie on either side within the tolerance).
+      if (other.waitingSinceMs >= atMs - this.input.orderToleranceMs) continue;
       ahead.push({ consultation: other, version: other.version });
     }
     if (ahead.length > 0) this.passes.push({ taken, atMs, ahead });
