@@ -1,8 +1,11 @@
+import { AuditLog } from '../cell/audit-log.js';
 import { CellCore } from '../cell/cell-core.js';
+import { PeopleDirectory } from '../cell/desk/people.js';
+import { AttachmentStore, AttachmentSweeper } from '../cell/attachments/index.js';
 import { DeskConfig, type LimitsConfig, type TenantConfig } from '../cell/settings.js';
-import { NO_PEOPLE, type DeskPeople } from '../cell/desk/desk-service.js';
 import { KEY_LAYOUT_VERSION, upgradeKeyLayout } from '../cell/messaging/key-layout.js';
 import { CellMetrics } from '../cell/metrics.js';
+import type { MoveHost } from '../cell/move-host.js';
 import { CellMesh } from '../mesh/cell-mesh.js';
 import { publishLoadPeriodically } from '../mesh/load-publisher.js';
 import type { LocationService } from '../mesh/location.js';
@@ -51,6 +54,12 @@ export interface OpenedCell {
   readonly core: CellCore;
   /** The cell's figures, on the `metrics` port the assembly was given. */
   readonly metrics: CellMetrics;
+  /** The agents of the merchants the cell hosts, loaded. */
+  readonly people: PeopleDirectory;
+  /** Where admin actions are recorded. */
+  readonly audit: AuditLog;
+  /** The attachments of the cell's conversations: the one instance uploads and the retention sweeper share. */
+  readonly attachments: AttachmentStore;
   /** Up and not draining: what a readiness probe reports. */
   isReady(): boolean;
 }
@@ -86,8 +95,6 @@ export interface CellAssemblyInit<Transport extends MeshTransport = MeshTranspor
   readonly limits: LimitsConfig;
   /** The desk's settings; defaults when absent. */
   readonly desk?: DeskConfig;
-  /** The merchants' people (a merchant with agents has a desk); absent: nobody, every desk open. */
-  readonly people?: DeskPeople;
   readonly clock: Clock;
   readonly random: Random;
   /** Not opened yet: the assembly opens it first and closes it last. */
@@ -119,6 +126,10 @@ export interface AssembledCell<Transport extends MeshTransport = MeshTransport> 
   readonly cellId: string;
   readonly core: CellCore;
   readonly metrics: CellMetrics;
+  /** The agents of the merchants the cell hosts (cell/desk/people.ts). */
+  readonly people: PeopleDirectory;
+  /** The audit log of admin actions (cell/audit-log.ts). */
+  readonly audit: AuditLog;
   readonly endpoints: DeviceEndpoints;
   /** Undefined for a standalone cell. */
   readonly cluster: AssembledMesh<Transport> | undefined;
@@ -167,24 +178,36 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
       logger.warn({ merchant }, 'the config lists a merchant that was moved to another cell; it stays there (update the config)');
     }
     const metrics = new CellMetrics(init.metrics);
+    const tenants = claims === undefined ? init.tenants : tenantsHosting(init.tenants, hosted);
+    const audit = new AuditLog({ store, clock: init.clock });
+    await audit.load();
+    const people = new PeopleDirectory({ store, clock: init.clock });
+    await people.load(tenants.flatMap((tenant) => tenant.merchants.map((merchant) => ({ tenant: tenant.id, merchant: merchant.id, seeds: merchant.agents }))));
     const core = new CellCore({
       cellId,
-      tenants: claims === undefined ? init.tenants : tenantsHosting(init.tenants, hosted),
+      tenants,
       limits: init.limits,
       clock: init.clock,
       random: init.random,
       store,
       metrics,
       logger,
-      desk: { people: init.people ?? NO_PEOPLE, settings: init.desk ?? DeskConfig.parse({}) },
+      desk: { people, settings: init.desk ?? DeskConfig.parse({}) },
     });
+    // The desk follows its people at once: more capacity pulls the queue, a removed agent's consultations move.
+    const stopFollowingPeople = people.onChange((change) => core.desk.peopleChanged(change.tenant, change.merchant, change.agentId, change.after));
+    started.push(stopFollowingPeople);
     await core.loadDesks();
+    const attachments = new AttachmentStore(store, init.clock);
+    const sweeper = new AttachmentSweeper({ attachments, store, clock: init.clock, logger, tenants });
+    sweeper.start();
+    started.push(() => sweeper.stop());
     started.push(() => core.desk.stop());
     let ready = false;
     const isReady = (): boolean => ready && !core.isDraining;
-    const endpoints = await init.devices.open({ core, metrics, isReady });
+    const endpoints = await init.devices.open({ core, metrics, people, audit, attachments, isReady });
     started.push(() => init.devices.stopAccepting());
-    const cluster = init.mesh === undefined ? undefined : await joinMesh(init, init.mesh, { core, metrics, endpoints, hosted, claims: claims as MerchantClaimsStore, started });
+    const cluster = init.mesh === undefined ? undefined : await joinMesh(init, init.mesh, { core, people, metrics, endpoints, hosted, claims: claims as MerchantClaimsStore, started });
     ready = true;
 
     let stopping: Promise<void> | undefined;
@@ -201,7 +224,7 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
       })();
       return stopping;
     };
-    return { cellId, core, metrics, endpoints, cluster, isReady, stop };
+    return { cellId, core, metrics, people, audit, endpoints, cluster, isReady, stop };
   } catch (error) {
     await unwind();
     throw error;
@@ -210,6 +233,7 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
 
 interface JoiningCell {
   readonly core: CellCore;
+  readonly people: PeopleDirectory;
   readonly metrics: CellMetrics;
   readonly endpoints: DeviceEndpoints;
   readonly hosted: readonly HostedMerchant[];
@@ -292,8 +316,28 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
 
   metrics.collectCrossCellStats(() => core.crossCellStats());
   const merchantClaims = meshMerchantClaims(mesh, cell.claims);
-  const host = core.moveHost();
+  const host = peopleFollowMoves(core.moveHost(), cell.people, logger);
   const mover = new MerchantMover({ cellId, store, cluster: clusterPort, clock, logger, host, claims: merchantClaims });
   const placement: PlacementComponents = { cellId, operatorKeys: ports.operatorKeys ?? [], directory: mesh.directory, host, claims: merchantClaims, logger };
   return { mesh, transport, location, outbox, inbox, mover, placement, stopPublishingLoad };
+}
+
+/**
+ * A merchant's people follow it: read from the copied keys when it moves in (before its claim is
+ * gossiped, so its agents find themselves at the new home), forgotten when it moves out.
+ */
+function peopleFollowMoves(host: MoveHost, people: PeopleDirectory, logger: Logger): MoveHost {
+  return {
+    ...host,
+    hostMerchant: async (tenant, merchant) => {
+      // Read first, so the core (and its desk) find the agents as soon as they host the merchant.
+      // The claim is durable already: a failed read must not undo the move; a restart reads them.
+      await people.reloadMerchant(tenant, merchant).catch((error: unknown) => logger.error({ err: error, tenant, merchant }, 'could not read the agents of a merchant that moved in'));
+      await host.hostMerchant(tenant, merchant);
+    },
+    releaseMerchant: (tenant, merchant) => {
+      host.releaseMerchant(tenant, merchant);
+      people.forgetMerchant(tenant, merchant);
+    },
+  };
 }

@@ -1,7 +1,7 @@
 import { multiaddr } from '@multiformats/multiaddr';
 import { z } from 'zod';
 import { MIN_SECRET_BYTES } from '../cell/access/tokens.js';
-import { DeskConfig, LimitsConfig, TenantConfig, identifier } from '../cell/settings.js';
+import { DeskConfig, LimitsConfig, LoginsConfig, TenantConfig, identifier } from '../cell/settings.js';
 import { configIssueLines } from './config-issues.js';
 import { isOperatorKey } from '../mesh/claim-proof.js';
 import { LAN_MEMBERSHIP_OPTIONS, membershipOptions, type MembershipOptions } from '../mesh/membership-config.js';
@@ -106,6 +106,8 @@ const CellConfigShape = strict({
   limits: LimitsConfig.default(LimitsConfig.parse({})),
   /** The service desk of merchants with registered agents (docs/desk.md, "Settings"). */
   desk: DeskConfig.default(DeskConfig.parse({})),
+  /** Agent logins and guest tokens: lifetimes and rate limits. */
+  logins: LoginsConfig.default(LoginsConfig.parse({})),
   /** Seconds SIGTERM waits for writes and sockets before exiting anyway. */
   shutdownGraceSeconds: z.number().positive().default(10),
   mesh: MeshConfig.optional(),

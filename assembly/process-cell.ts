@@ -1,6 +1,13 @@
 import { join } from 'node:path';
+import { loginRoutes } from '../cell/access/login-routes.js';
+import { newestSigningKey } from '../cell/access/token-minter.js';
+import { signingKeysOf } from '../cell/access/tokens.js';
+import { adminPeopleRoutes } from '../cell/access/admin-people-routes.js';
 import { AccessServer, type ClusterApi } from '../cell/access/uws-server.js';
+import { attachmentRoutes } from '../cell/access/attachment-routes.js';
 import type { CellCore } from '../cell/cell-core.js';
+import type { AuditLog } from '../cell/audit-log.js';
+import type { PeopleDirectory } from '../cell/desk/people.js';
 import type { CellMetrics } from '../cell/metrics.js';
 import { createLibp2pTransport, type Libp2pMeshTransport } from '../mesh/libp2p-transport.js';
 import { loadOrCreatePeerKey } from '../mesh/peer-key-file.js';
@@ -36,6 +43,10 @@ export interface RunningCell {
   readonly port: number;
   readonly core: CellCore;
   readonly metrics: CellMetrics;
+  /** The agents of the merchants the cell hosts. */
+  readonly people: PeopleDirectory;
+  /** The audit log of admin actions. */
+  readonly audit: AuditLog;
   /** The cell's mesh services; undefined for a standalone cell. */
   readonly mesh: AssembledMesh<Libp2pMeshTransport> | undefined;
   /**
@@ -75,6 +86,8 @@ function deepestMessage(error: unknown): string {
 export async function startCell(options: StartCellOptions): Promise<RunningCell> {
   const { config, logger } = options;
   const clock = options.clock ?? new SystemClock();
+  const random = options.random ?? new SystemRandom();
+  const newestKeys = new Map(config.tenants.map((tenant) => [tenant.id, newestSigningKey(signingKeysOf(tenant))]));
   const metricsPort = new PromMetrics();
   if (options.processMetrics === true) metricsPort.collectProcessMetrics();
   // Bound once the cell has joined its cluster; until then (and for a standalone cell) the API says so.
@@ -82,7 +95,8 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   let port = 0;
   let access: AccessServer | undefined;
   const devices: DeviceAccess = {
-    open: async ({ core, metrics, isReady }) => {
+    open: async ({ core, metrics, people, audit, attachments, isReady }) => {
+      const adminTokens = config.admin.token === undefined ? [] : [config.admin.token, ...config.admin.acceptTokens];
       access = new AccessServer({
         core,
         metrics,
@@ -92,10 +106,24 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
         host: config.listen.host,
         port: config.listen.port,
         isReady,
-        adminTokens: config.admin.token === undefined ? [] : [config.admin.token, ...config.admin.acceptTokens],
+        adminTokens,
+        audit,
         get cluster() {
           return clusterApi;
         },
+        routeModules: [
+          adminPeopleRoutes({ servedTenants: () => core.servedTenants(), people, audit, adminTokens }),
+          loginRoutes({
+            store,
+            clock,
+            random,
+            signingKeyOf: (tenant) => newestKeys.get(tenant),
+            hostsMerchant: core.moveHost().hosts,
+            agents: { passwordHashOf: (tenant, merchant, agent) => people.get(tenant, merchant, agent)?.passwordHash },
+            settings: config.logins,
+          }),
+          attachmentRoutes({ core, attachments, clock, tenants: config.tenants }),
+        ],
       });
       port = await access.listen().catch(async (error: unknown) => {
         throw await listenStartError({ host: 'listen.host', port: 'listen.port' }, config.listen.host, config.listen.port, error);
@@ -115,7 +143,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
       limits: config.limits,
       desk: config.desk,
       clock,
-      random: options.random ?? new SystemRandom(),
+      random,
       store,
       logger,
       metrics: metricsPort,
@@ -136,7 +164,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     await cell.stop();
     logger.info({ cell: config.cell.id }, 'cell stopped');
   };
-  return { cellId: config.cell.id, port, core: cell.core, metrics: cell.metrics, mesh: cell.cluster, stop: once(stop) };
+  return { cellId: config.cell.id, port, core: cell.core, metrics: cell.metrics, people: cell.people, audit: cell.audit, mesh: cell.cluster, stop: once(stop) };
 }
 
 /** `run` the first time; the same promise after. */

@@ -4,7 +4,7 @@ import { signingKeysOf, verifyToken, type Identity, type SigningKey } from './ac
 import { DeskConfig, type LimitsConfig, type TenantConfig } from './settings.js';
 import type { Logger } from '../platform/logger.js';
 import type { ClusterPort } from './messaging/cluster-port.js';
-import { ConversationLog, type AppendResult } from './messaging/conversation-log.js';
+import { ConversationLog, type AppendRequest, type AppendResult } from './messaging/conversation-log.js';
 import { CrossCellRelay } from './messaging/cross-cell.js';
 import type { CrossCellHost, CrossCellSettings, CrossCellStats } from './messaging/cross-cell-settings.js';
 import { DeliveryService } from './messaging/delivery.js';
@@ -15,17 +15,20 @@ import { PresenceRegistry, type PresenceAnswer } from './messaging/presence.js';
 import { customerPrincipal, parsePartyId, partyId, type Principal } from './messaging/principal.js';
 import { newestWithinBytes, responseByteBudget } from './messaging/response-bytes.js';
 import { readInbox } from './messaging/inbox.js';
+import { answerError, type ErrorFrameHost } from './messaging/error-frames.js';
 import { DeskService, NO_PEOPLE, type DeskPeople, type DeskSettings } from './desk/desk-service.js';
 import { dispatchDeskFrame, type DeskFrameHost } from './desk/desk-frames.js';
 import type { RelayedSend } from './messaging/relayed-sends.js';
 import type { MoveHost } from './move-host.js';
 import type { CellMetrics } from './metrics.js';
+import { appendWithAttachments, notAcrossCells } from './attachments/index.js';
 import { CellError, CloseCode, ErrorCode } from './protocol/errors.js';
 import { operatingErrorOf } from './protocol/operating-errors.js';
 import {
   parseConversationId,
   type ChatMessage,
   type ClientFrame,
+  type SendFrame,
   type ConversationSummary,
   type HistoryFrame,
   type PresenceFrame,
@@ -82,7 +85,6 @@ interface PendingAck {
 }
 
 const DEFAULT_HISTORY_LIMIT = 50;
-const SERVER_SIDE_CODES: ReadonlySet<string> = new Set([ErrorCode.StoreUnavailable, ErrorCode.ShuttingDown, ErrorCode.Internal]);
 
 /**
  * One business cell's core: authentication, authorisation, and the messaging operations behind
@@ -97,6 +99,7 @@ export class CellCore {
   /** The service desks of the merchants hosted here. */
   readonly desk: DeskService;
   private readonly deskFrames: DeskFrameHost;
+  private readonly errorFrames: ErrorFrameHost;
   private relay: CrossCellRelay | undefined;
   private draining = false;
   /** Merchants being moved out, by tenant/merchant: writes to their conversations wait for these. */
@@ -132,6 +135,7 @@ export class CellCore {
       logger: options.logger,
       people: options.desk?.people ?? NO_PEOPLE,
       settings: options.desk?.settings ?? DeskConfig.parse({}),
+      metrics: options.metrics.deskMetrics(() => this.desk.snapshot()),
       host: {
         append: (request) => this.log.append(request),
         agentDevices: (tenant, merchant) => this.presence.agentsOf(tenant, merchant),
@@ -139,10 +143,12 @@ export class CellCore {
         follow: (connection, conv) => this.delivery.follow(connection, conv),
         unfollow: (connection, conv) => this.delivery.unfollow(connection, conv),
         send: (connection, frame) => this.delivery.sendFrame(connection, frame),
+        closeDevice: (connection, reason) => connection.port.close(CloseCode.Forbidden, reason),
       },
     });
     const authorize = (identity: Identity, conv: string): Parties => this.authorizeAtDesk(identity, conv);
     this.deskFrames = { desk: this.desk, clock: options.clock, presence: this.presence, authorize, send: (device, frame) => this.delivery.sendFrame(device, frame) };
+    this.errorFrames = { clock: options.clock, logger: options.logger, metrics: options.metrics, send: (device, frame) => this.delivery.sendFrame(device, frame), disconnect: (device) => this.disconnect(device) };
     if (options.cluster !== undefined) this.attachCluster(options.cluster);
   }
 
@@ -179,7 +185,9 @@ export class CellCore {
     if (token === undefined || token === '') {
       throw new CellError(ErrorCode.Unauthenticated, 'a token is required (query parameter `token` or `Authorization: Bearer`)');
     }
-    return verifyToken(token, (tenant) => this.tenants.get(tenant)?.keys, this.options.clock.now());
+    const identity = verifyToken(token, (tenant) => this.tenants.get(tenant)?.keys, this.options.clock.now());
+    this.desk.requireKnownAgent(identity);
+    return identity;
   }
 
   /** Decides whether a verified identity may open a WebSocket from `origin`. */
@@ -307,10 +315,11 @@ export class CellCore {
   }
 
   /** Appends a message as `identity`; resolves once durable. Used by HTTP. */
-  async send(identity: Identity, conv: string, cmid: string, body: string, group?: string): Promise<{ message: ChatMessage; duplicate: boolean }> {
+  async send(identity: Identity, conv: string, cmid: string, body: string, extras: Pick<SendFrame, 'group' | 'attachments'> = {}): Promise<{ message: ChatMessage; duplicate: boolean }> {
     const settled = this.authorizeWrite(identity, conv);
     const { home } = settled instanceof Promise ? await settled : settled;
     if (home !== undefined) {
+      if (extras.attachments !== undefined) throw notAcrossCells(conv, home);
       if (this.draining) throw shuttingDown();
       // Over HTTP there is no `queued`: wait for the seq a while, else FORWARD_PENDING.
       const relay = this.relay!;
@@ -318,15 +327,27 @@ export class CellCore {
       if (stored !== undefined) return { message: stored, duplicate: true };
       return { message: await relay.waitForSeq(identity.tenant, conv, partyId(identity), cmid), duplicate: false };
     }
-    const result = await this.appendHere(identity, conv, cmid, body, undefined, group);
+    const result = await this.appendHere(identity, conv, cmid, body, undefined, extras);
     if (result.duplicate) this.options.metrics.duplicateSends.inc();
     return result;
   }
 
-  /** Appends to a conversation this cell hosts, once authorized; resolves once durable. */
-  private appendHere(identity: Identity, conv: string, cmid: string, body: string, sender?: PendingAck, group?: string): Promise<AppendResult> {
+  /** `authorizeWrite` for the attachment routes: `home` is the conversation's cell when not this one. */
+  async authorizeParty(identity: Identity, conv: string): Promise<{ home: string | undefined }> {
+    const settled = this.authorizeWrite(identity, conv);
+    const { home } = settled instanceof Promise ? await settled : settled;
+    return { home };
+  }
+
+  /** Appends to a conversation this cell hosts, once authorized, with the metadata of its attachments; resolves once durable. */
+  private appendHere(identity: Identity, conv: string, cmid: string, body: string, sender?: PendingAck, extras: Pick<SendFrame, 'group' | 'attachments'> = {}): Promise<AppendResult> {
     if (this.draining) return Promise.reject(shuttingDown());
     const request = { tenant: identity.tenant, conv, from: identity.user, role: identity.role, device: identity.device, cmid, body, context: sender };
+    return appendWithAttachments(this.options.store, request, extras.attachments, (request) => this.appendAtDesk(identity, request, extras.group));
+  }
+
+  private appendAtDesk(identity: Identity, request: AppendRequest, group: string | undefined): Promise<AppendResult> {
+    const { conv } = request;
     if (identity.role !== 'customer') return this.log.append(request);
     // A customer's message may open a consultation at the merchant's desk, recorded with it.
     const opening = this.desk.opening(identity.tenant, conv, group);
@@ -400,7 +421,7 @@ export class CellCore {
         const { home } = settled instanceof Promise ? await settled : settled;
         if (home !== undefined) return this.relaySend(connection, frame, home);
         const sender: PendingAck = { connection, requestId: frame.id, receivedAtMs: this.options.clock.now() };
-        const result = await this.appendHere(identity, frame.conv, frame.cmid, frame.body, sender, frame.group);
+        const result = await this.appendHere(identity, frame.conv, frame.cmid, frame.body, sender, { group: frame.group, attachments: frame.attachments });
         // A fresh message was acked from fanOut the moment it became durable; a resend of a
         // stored cmid never becomes durable again, so its ack goes out here.
         if (result.duplicate) {
@@ -496,6 +517,7 @@ export class CellCore {
    * follows when the message comes back from the home cell.
    */
   private async relaySend(connection: DeviceConnection, frame: Extract<ClientFrame, { op: 'send' }>, home: string): Promise<void> {
+    if (frame.attachments !== undefined) throw notAcrossCells(frame.conv, home);
     if (this.draining) throw new CellError(ErrorCode.ShuttingDown, 'the cell is shutting down; resend after reconnecting');
     const stored = await this.relay!.relaySend(connection.identity, home, frame.conv, frame.cmid, frame.body, { connection, requestId: frame.id });
     if (stored !== undefined) {
@@ -506,6 +528,11 @@ export class CellCore {
     const queued: ServerFrame = { t: 'queued', conv: frame.conv, cmid: frame.cmid };
     if (frame.id !== undefined) queued.id = frame.id;
     this.delivery.sendFrame(connection, queued);
+  }
+
+  /** The tenants this cell serves, with their origins and the merchants it hosts now; no secrets. */
+  servedTenants(): Array<{ id: string; origins: string[]; merchants: string[] }> {
+    return [...this.tenants].map(([id, policy]) => ({ id, origins: [...policy.origins], merchants: [...policy.merchants].sort() }));
   }
 
   /** What a merchant's move may do to this core (merchant-move.ts). */
@@ -597,33 +624,9 @@ export class CellCore {
     this.delivery.sendFrame(connection, frame);
   }
 
-  /** `conv` names the conversation of a refused entry of a multi-conversation ack. */
+  /** `conv` names the conversation of a refused entry of a multi-conversation ack (error-frames.ts). */
   private answerError(connection: DeviceConnection, requestId: string | undefined, error: unknown, conv?: string): void {
-    if (connection.closed) return;
-    const cellError = operatingErrorOf(error);
-    if (cellError === undefined) {
-      this.options.logger.error({ err: error, device: connection.identity.device }, 'unexpected error handling a frame');
-    } else if (cellError !== error) {
-      this.options.logger.warn({ err: error, device: connection.identity.device }, 'the store failed; the frame was answered STORE_UNAVAILABLE');
-    }
-    const code = cellError?.code ?? ErrorCode.Internal;
-    this.options.metrics.errors.labels({ code }).inc();
-    const frame: ServerFrame = { t: 'error', code, message: cellError?.message ?? 'internal error; the frame was not applied' };
-    if (requestId !== undefined) frame.id = requestId;
-    if (conv !== undefined) frame.conv = conv;
-    const retryAfterMs = cellError?.details?.['retryAfterMs'];
-    if (typeof retryAfterMs === 'number') frame.retryAfterMs = retryAfterMs;
-    this.delivery.sendFrame(connection, frame);
-    // Only the client's own faults count towards closing it; the cell's (a store failure, a
-    // shutdown, a bug) must not cost a well-behaved client its connection.
-    if (SERVER_SIDE_CODES.has(code)) return;
-    const nowMs = this.options.clock.now();
-    connection.errorAllowance.spend(nowMs);
-    if (connection.errorAllowance.waitMs(nowMs) > 0) {
-      connection.port.close(CloseCode.PolicyViolation, 'too many bad frames');
-      // Forgotten at once: frames still on their way find it closed and cost nothing.
-      this.disconnect(connection);
-    }
+    answerError(this.errorFrames, connection, requestId, error, conv);
   }
 
   /** Tells the principal's devices (and no one else's) which of its devices are connected. */

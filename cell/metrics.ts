@@ -1,4 +1,5 @@
 import type { Counter, CounterChild, Gauge, Histogram, LabelledCounter, Metrics } from '../platform/metrics.js';
+import { DeskMetrics, type DeskSnapshot } from './desk/desk-metrics.js';
 
 /** Latency buckets in seconds, from 100 µs to 2.5 s: chat acks live in the low milliseconds. */
 const LATENCY_BUCKETS_SECONDS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
@@ -88,6 +89,11 @@ export class CellMetrics {
         for (const [event, value] of Object.entries(stats() ?? {})) emit({ event }, value);
       },
     );
+  }
+
+  /** The desk's metrics (`cellmesh_desk_*`), reading what the desks hold from `snapshot` at scrape time. */
+  deskMetrics(snapshot: () => DeskSnapshot): DeskMetrics {
+    return new DeskMetrics(this.metrics, snapshot);
   }
 
   /** Counts one client frame of `op` (`cellmesh_frames_in_total{op}`). */

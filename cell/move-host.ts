@@ -7,7 +7,8 @@ export interface MoveHost {
   whenMerchantIdle(tenant: string, merchant: string): Promise<void>;
   /** Writes the delivery cursors acked so far. */
   cursorsFlushed(): Promise<void>;
-  hostMerchant(tenant: string, merchant: string): void;
+  /** Starts hosting the merchant whose keys were copied in; the claim is gossiped once it resolves. */
+  hostMerchant(tenant: string, merchant: string): void | Promise<void>;
   /** Stops hosting; the merchant's agents connected here are told to reconnect (to the new home). */
   releaseMerchant(tenant: string, merchant: string): void;
 }

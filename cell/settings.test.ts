@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { signingKeysOf } from './access/tokens.js';
-import { TenantConfig } from './settings.js';
+import { LoginsConfig, TenantConfig } from './settings.js';
 
 const SECRET_A = 'tenant-config-test-secret-a-0123456789ab';
 const SECRET_B = 'tenant-config-test-secret-b-0123456789ab';
@@ -30,5 +30,30 @@ describe('TenantConfig signing secrets', () => {
     { name: 'a kid that is no identifier', raw: { id: 'mall', secrets: [{ kid: 'a b', secret: SECRET_A }] }, problem: /secrets\.0\.kid/ },
   ])('refuses $name', ({ raw, problem }) => {
     expect(problemsOf(raw).join('\n')).toMatch(problem);
+  });
+});
+
+describe('LoginsConfig', () => {
+  it('has defaults for everything: 15 min agent tokens, 30 day refresh tokens, 1 h guest tokens', () => {
+    expect(LoginsConfig.parse({})).toMatchObject({ accessTokenTtlSeconds: 900, refreshTokenTtlSeconds: 30 * 24 * 3600, guestTokenTtlSeconds: 3600 });
+  });
+
+  it('refuses unknown settings and lifetimes out of bounds', () => {
+    expect(LoginsConfig.safeParse({ accessTtlSeconds: 60 }).success).toBe(false);
+    expect(LoginsConfig.safeParse({ accessTokenTtlSeconds: 10 }).success).toBe(false);
+    expect(LoginsConfig.safeParse({ loginBurstPerAgent: 0 }).success).toBe(false);
+  });
+});
+
+describe('MerchantConfig agents (seeds)', () => {
+  it('takes agents with optional fields, and names what is wrong', () => {
+    const tenant = (agents: unknown): unknown => ({ id: 'mall', secret: SECRET_A, merchants: [{ id: 'm1', agents }] });
+    expect(TenantConfig.parse(tenant([{ id: 'ann' }, { id: 'ben', name: 'Ben', capacity: 3, groups: ['sales'], supervisor: true }])).merchants[0]?.agents).toEqual([
+      { id: 'ann' },
+      { id: 'ben', name: 'Ben', capacity: 3, groups: ['sales'], supervisor: true },
+    ]);
+    expect(problemsOf(tenant([{ id: 'ann' }, { id: 'ann' }]))).toEqual(['merchants.0.agents: agent ann is listed twice']);
+    expect(problemsOf(tenant([{ id: 'ann', capacity: 0 }]))).toEqual(['merchants.0.agents.0.capacity: Too small: expected number to be >=1']);
+    expect(problemsOf(tenant([{ id: 'ann', password: 'x' }]))[0]).toMatch(/^merchants\.0\.agents\.0: Unrecognized key/);
   });
 });

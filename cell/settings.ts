@@ -13,9 +13,51 @@ const strict = z.strictObject;
 
 export const identifier = z.string().regex(IDENTIFIER_PATTERN, 'must be 1-64 characters of [A-Za-z0-9_.-]');
 
+/** The bounds of an agent's record (cell/desk/people.ts validates against them too). */
+export const AGENT_LIMITS = { nameChars: 200, capacity: 1000, groups: 50 } as const;
+
+/**
+ * An agent the config seeds: created at start when the merchant has never had it. From then on
+ * the store wins (docs/operations.md): changes and removals through the admin API persist.
+ */
+export const AgentSeedConfig = strict({
+  id: identifier,
+  name: z.string().min(1).max(AGENT_LIMITS.nameChars).optional(),
+  capacity: z.number().int().min(1).max(AGENT_LIMITS.capacity).optional(),
+  groups: z.array(identifier).min(1).max(AGENT_LIMITS.groups).optional(),
+  supervisor: z.boolean().optional(),
+});
+
 export const MerchantConfig = strict({
   id: identifier,
   name: z.string().max(200).optional(),
+  agents: z
+    .array(AgentSeedConfig)
+    .max(10_000)
+    .optional()
+    .superRefine((agents, context) => {
+      const ids = (agents ?? []).map((agent) => agent.id);
+      const repeated = ids.find((id, index) => ids.indexOf(id) !== index);
+      if (repeated !== undefined) context.addIssue({ code: 'custom', message: `agent ${repeated} is listed twice` });
+    }),
+});
+
+/** What a tenant's customers and agents may upload (cell/attachments, docs/operations.md). */
+export const DEFAULT_ATTACHMENT_TYPES = ['image/png', 'image/jpeg', 'image/gif', 'image/webp', 'application/pdf', 'text/plain'] as const;
+export const AttachmentsConfig = strict({
+  /** Largest upload, in bytes. */
+  maxBytes: z.number().int().min(1).max(100 * 1024 * 1024).default(10 * 1024 * 1024),
+  /** Media types accepted, as sniffed from the bytes (never the declared Content-Type). */
+  types: z
+    .array(z.string().regex(/^[a-z0-9][a-z0-9!#$&^_.+-]*\/[a-z0-9][a-z0-9!#$&^_.+-]*$/, 'must be a media type like image/png'))
+    .max(100)
+    .default([...DEFAULT_ATTACHMENT_TYPES]),
+});
+
+/** How long a tenant keeps what its conversations hold (cell/attachments/attachment-sweeper.ts). */
+export const RetentionConfig = strict({
+  /** Days an attachment stays in a conversation after its upload; absent: kept for good. */
+  attachmentsDays: z.number().int().min(1).max(36_500).optional(),
 });
 
 const tenantSecret = z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`);
@@ -40,6 +82,10 @@ export const TenantConfig = strict({
    */
   origins: z.array(z.string().url()).default([]),
   merchants: z.array(MerchantConfig).default([]),
+  /** Absent: the defaults of AttachmentsConfig (attachmentsConfigOf). */
+  attachments: AttachmentsConfig.optional(),
+  /** Absent: everything is kept. */
+  retention: RetentionConfig.optional(),
 }).superRefine((tenant, context) => {
   if ((tenant.secret === undefined) === (tenant.secrets === undefined)) {
     context.addIssue({ code: 'custom', path: ['secret'], message: 'give exactly one of secret (a single secret) and secrets (secrets named by kid)' });
@@ -102,6 +148,39 @@ export const DeskConfig = strict({
   inactivityCloseMs: z.number().int().min(1_000).default(30 * 60_000),
 });
 
+/**
+ * How people get tokens from the cell (cell/access/login-routes.ts): agents log in with a
+ * password, pages of shoppers without an account get guest tokens. Rates are per minute, since
+ * logins are rare per person; each has a burst, what may come at once.
+ */
+export const LoginsConfig = strict({
+  /** Lifetime of an agent's access token; the SDK refreshes it before it expires. */
+  accessTokenTtlSeconds: z.number().int().min(60).max(24 * 3600).default(15 * 60),
+  /** Lifetime of a refresh token (agents and guests); each refresh starts a new one. */
+  refreshTokenTtlSeconds: z.number().int().min(3600).max(365 * 24 * 3600).default(30 * 24 * 3600),
+  /** Lifetime of a guest's access token. */
+  guestTokenTtlSeconds: z.number().int().min(60).max(24 * 3600).default(60 * 60),
+  /** Logins from one client address... */
+  loginsPerMinutePerAddress: z.number().positive().default(20),
+  loginBurstPerAddress: z.number().int().positive().default(40),
+  /** ...and for one agent (right or wrong password): what bounds guessing an agent's password. */
+  loginsPerMinutePerAgent: z.number().positive().default(5),
+  loginBurstPerAgent: z.number().int().positive().default(5),
+  /** Guest tokens (new or refreshed) for one client address. */
+  guestsPerMinutePerAddress: z.number().positive().default(20),
+  guestBurstPerAddress: z.number().int().positive().default(40),
+  /** Addresses and agents each rate limit remembers at most (idle ones are forgotten first). */
+  maxTrackedClients: z.number().int().min(100).max(1_000_000).default(10_000),
+});
+
 export type TenantConfig = z.infer<typeof TenantConfig>;
 export type DeskConfig = z.infer<typeof DeskConfig>;
+export type AgentSeedConfig = z.infer<typeof AgentSeedConfig>;
 export type LimitsConfig = z.infer<typeof LimitsConfig>;
+export type AttachmentsConfig = z.infer<typeof AttachmentsConfig>;
+
+/** A tenant's attachment limits, with the defaults where its config has none. */
+export function attachmentsConfigOf(tenant: Pick<TenantConfig, 'attachments'>): AttachmentsConfig {
+  return tenant.attachments ?? AttachmentsConfig.parse({});
+}
+export type LoginsConfig = z.infer<typeof LoginsConfig>;

@@ -69,6 +69,53 @@ program
   .requiredOption('--to <cell>', 'id of the cell that becomes its home')
   .action(lazy(async () => (await import('./move-command.js')).runMoveCommand));
 
+/** The options every people and audit command takes: which cell, and its admin token. */
+function withAdmin(command: Command): Command {
+  return command
+    .requiredOption('--cell <url>', 'the cell whose admin API to use, http://host:port (for agents: the merchant\'s home cell)')
+    .addOption(new Option('--admin-token <token>', 'the admin token of the cell').env('CELLMESH_ADMIN_TOKEN'))
+    .option('--json', 'print the answer as JSON');
+}
+
+/** A command about one merchant's agents. */
+function agentsCommand(name: string, description: string): Command {
+  return withAdmin(agents.command(name).description(description))
+    .requiredOption('--tenant <id>', 'tenant of the merchant')
+    .requiredOption('--merchant <id>', 'the merchant');
+}
+
+/** The fields of an agent that `add` and `update` set. */
+function withAgentFields(command: Command): Command {
+  return command
+    .option('--name <name>', 'display name (1-200 characters; default: the id)')
+    .addOption(new Option('--capacity <n>', 'consultations the agent handles at once (1-1000; default 5)').argParser(parsePositiveInt))
+    .option('--groups <groups>', 'comma-separated groups, e.g. pre-sales,after-sales (default: the one group "default")')
+    .option('--supervisor', 'the agent supervises: watches every consultation of the merchant')
+    .option('--no-supervisor', 'the agent does not supervise');
+}
+
+const agents = program.command('agents').description('the agents of a merchant, through its home cell\'s admin API (docs/operations.md)');
+
+agentsCommand('list', 'list the merchant\'s agents').action(lazy(async () => (await import('./people-command.js')).runAgentsListCommand));
+withAgentFields(agentsCommand('add', 'add an agent').argument('<id>', 'the agent\'s id (its tokens\' user)')).action(
+  lazy(async () => (await import('./people-command.js')).runAgentsAddCommand),
+);
+withAgentFields(agentsCommand('update', 'change an agent\'s name, capacity, groups or supervisor flag').argument('<id>', 'the agent\'s id')).action(
+  lazy(async () => (await import('./people-command.js')).runAgentsUpdateCommand),
+);
+agentsCommand('remove', 'remove an agent').argument('<id>', 'the agent\'s id').action(lazy(async () => (await import('./people-command.js')).runAgentsRemoveCommand));
+agentsCommand('password', 'set an agent\'s login password, read from standard input (never from the command line)')
+  .argument('<id>', 'the agent\'s id')
+  .option('--password-stdin', 'read the password from standard input even on a terminal (one line; the trailing newline is dropped)')
+  .action(lazy(async () => (await import('./people-command.js')).runAgentsPasswordCommand));
+
+withAdmin(program.command('audit').description('list the audit log of a cell\'s admin actions, newest first'))
+  .option('--tenant <id>', 'only entries of this tenant')
+  .option('--action <action>', 'only entries of this action, e.g. agent.create, merchant.move')
+  .addOption(new Option('--limit <n>', 'entries to list (at most 1000)').default(100).argParser(parsePositiveInt))
+  .option('--after <id>', 'continue after this entry (what the previous page printed after "more:")')
+  .action(lazy(async () => (await import('./people-command.js')).runAuditCommand));
+
 const operator = program.command('operator').description('operator keys: placements that move a merchant\'s home without its old home (docs/mesh.md)');
 
 operator

@@ -1,6 +1,6 @@
 // The public types of the client SDK's calls and events: connection states, what a send, a
 // request or an event carries. The client (client.ts) and its parts speak in these types.
-import type { ChatMessage, DeviceInfo, Role, ServerFrame } from '../cell/protocol/frames.js';
+import type { AgentStatus, ChatMessage, ConsultationView, DeviceInfo, MessageAttachment, Role, ServerFrame } from '../cell/protocol/frames.js';
 import type { ClientError } from './errors.js';
 
 type WelcomeFrame = Extract<ServerFrame, { t: 'welcome' }>;
@@ -56,6 +56,11 @@ export interface SendOptions {
   cmid?: string;
   /** The desk group a customer's first message of a consultation asks for (docs/desk.md); ignored otherwise. */
   group?: string;
+  /**
+   * Files sent with the message (at most 10), as `uploadAttachment` answered them; the body may
+   * then be empty.
+   */
+  attachments?: readonly MessageAttachment[];
   /**
    * Stops waiting for the confirmation. A send not yet transmitted is withdrawn; one already on
    * the wire may still be stored (and then shows up as a `message`), but is not resent.
@@ -137,8 +142,27 @@ export interface SyncedEvent {
  * exactly once per conversation seq, in seq order per conversation, including this device's own
  * sends (after their `sent`), so an app can render from it alone; `cursors()` tells how far.
  */
+/** Where `transfer` hands a consultation: one agent, or a group (its least-loaded agent, or its queue). */
+export type TransferTarget = { agent: string; group?: never } | { group: string; agent?: never };
+
+/** The merchant's desk as an agent sees it (`CellmeshClient.desk`). */
+export interface DeskView {
+  agents: Array<{ id: string; name: string; status: AgentStatus; capacity: number; open: number; groups: string[] }>;
+  consultations: ConsultationView[];
+}
+
+/** The other party of `conv` is typing (relayed by the merchant's cell, never stored). */
+export interface TypingEvent {
+  conv: string;
+  user: string;
+  role: Role;
+}
+
 export interface ClientEvents {
   message: ChatMessage;
+  /** A consultation of this user (or, for agents, of the merchant's desk) changed: queue position, assignment, close. */
+  consultation: ConsultationView;
+  typing: TypingEvent;
   sent: SendResult;
   /** A send is durable in the access cell and waits for its conversation's home cell; `sent` follows. */
   queued: QueuedSend;

@@ -1,13 +1,15 @@
 // The cellmesh chat client, the SDK's one public class: a façade that composes the connection,
 // the send queue, the request tracker, the per-conversation sequencer and the ack batcher, and
 // routes the cell's frames to them.
-import type { AgentStatus, ChatMessage, ConversationSummary } from '../cell/protocol/frames.js';
+import type { AgentStatus, ChatMessage, ConversationSummary, MessageAttachment } from '../cell/protocol/frames.js';
+import { platformFetch, uploadAttachment, type AttachmentUploadPorts } from './attachment-upload.js';
 import { ErrorCode } from '../cell/protocol/errors.js';
 import type { Clock } from '../platform/clock.js';
 import { AckBatcher } from './ack-batcher.js';
 import type {
   ClientEvents,
   ConnectionState,
+  DeskView,
   HistoryOptions,
   HistoryPage,
   PingResult,
@@ -17,6 +19,7 @@ import type {
   SendOptions,
   SendResult,
   SessionInfo,
+  TransferTarget,
 } from './client-types.js';
 import { Connection, endpointOf, type SessionFrame } from './connection.js';
 import { TypedEmitter, type Listener } from './emitter.js';
@@ -51,6 +54,7 @@ export class CellmeshClient {
   private readonly requests: RequestTracker;
   private readonly sequencer: Sequencer;
   private readonly acks: AckBatcher;
+  private readonly uploads: AttachmentUploadPorts;
   private lastId = 0;
 
   constructor(options: CellmeshClientOptions) {
@@ -60,12 +64,14 @@ export class CellmeshClient {
     this.clock = clock;
     const events = this.events;
     const nextId = (prefix: string): string => this.nextId(prefix);
+    const tokens = new TokenKeeper(options.token, clock, settings.tokenRefreshMarginMs);
+    this.uploads = { endpoint, token: (signal) => tokens.current(signal), fetch: options.fetch ?? platformFetch };
     this.connection = new Connection({
       transport: options.transport,
       clock,
       random,
       endpoint,
-      tokens: new TokenKeeper(options.token, clock, settings.tokenRefreshMarginMs),
+      tokens,
       backoff,
       settings,
       events,
@@ -147,6 +153,15 @@ export class CellmeshClient {
     return this.sends.send(conv, body, options);
   }
 
+  /**
+   * Uploads a file to `conv` over HTTP (the cell's host and port, with this client's token) and
+   * resolves with the attachment to name in `send(conv, body, { attachments })`. The cell judges
+   * its type from the bytes; it refuses types and sizes its tenant does not accept.
+   */
+  uploadAttachment(conv: string, bytes: Uint8Array, name: string, options: RequestOptions = {}): Promise<MessageAttachment> {
+    return uploadAttachment(this.uploads, conv, bytes, name, options.signal);
+  }
+
   /** A page of `conv`'s stored messages, ascending; see `HistoryOptions` for paging. */
   async history(conv: string, options: HistoryOptions = {}): Promise<HistoryPage> {
     const { reply } = await this.request(
@@ -195,19 +210,54 @@ export class CellmeshClient {
     await this.request('ok', (id) => ({ op: 'read', id, conv, seq }), options.signal);
   }
 
-  /** An agent at a desk sets its status (docs/protocol.md, "The desk"). */
+  /**
+   * The desk (docs/protocol.md, "The desk"), for agents: sets this agent's status. `busy` keeps
+   * its consultations and gets no new ones; the status is kept across reconnects and restarts.
+   */
   async setStatus(status: AgentStatus, options: RequestOptions = {}): Promise<void> {
     await this.request('ok', (id) => ({ op: 'status', id, status }), options.signal);
   }
 
-  /** Closes the open consultation of `conv` (its customer, its agent or a supervisor). */
-  async closeConsultation(conv: string, options: RequestOptions = {}): Promise<void> {
-    await this.request('ok', (id) => ({ op: 'close', id, conv }), options.signal);
+  /**
+   * Closes the open consultation of `conv` (its customer, its agent or a supervisor).
+   * `consultation` (from the `consultation` event or the system message) makes a retry after a
+   * reconnect harmless: it never closes the next consultation.
+   */
+  async closeConsultation(conv: string, consultation?: string, options: RequestOptions = {}): Promise<void> {
+    await this.request('ok', (id) => ({ op: 'close', id, conv, ...(consultation === undefined ? {} : { consultation }) }), options.signal);
   }
 
-  /** Hands the consultation of `conv` to an agent or a group (exactly one), with an optional note. */
-  async transfer(conv: string, to: { agent: string } | { group: string }, note?: string, options: RequestOptions = {}): Promise<void> {
-    await this.request('ok', (id) => ({ op: 'transfer', id, conv, ...to, ...(note === undefined ? {} : { note }) }), options.signal);
+  /** Hands the consultation of `conv` to another agent or a group, with an optional note (agents). */
+  async transfer(conv: string, to: TransferTarget, options: RequestOptions & { note?: string; consultation?: string } = {}): Promise<void> {
+    await this.request(
+      'ok',
+      (id) => ({
+        op: 'transfer',
+        id,
+        conv,
+        ...to,
+        ...(options.note === undefined ? {} : { note: options.note }),
+        ...(options.consultation === undefined ? {} : { consultation: options.consultation }),
+      }),
+      options.signal,
+    );
+  }
+
+  /** The customer rates its last closed consultation of `conv` (1-5, once). */
+  async rate(conv: string, score: number, comment?: string, options: RequestOptions = {}): Promise<void> {
+    await this.request('ok', (id) => ({ op: 'rate', id, conv, score, ...(comment === undefined ? {} : { comment }) }), options.signal);
+  }
+
+  /** Tells the other party of `conv` that this user is typing; the cell relays at most one per second. */
+  typing(conv: string): void {
+    // A hint of the moment: lost when there is no connection, never retried.
+    if (this.connection.session !== undefined) this.connection.transmit({ op: 'typing', conv });
+  }
+
+  /** The merchant's desk: its agents and every open consultation (agents). */
+  async desk(options: RequestOptions = {}): Promise<DeskView> {
+    const { reply } = await this.request('desk', (id) => ({ op: 'desk', id }), options.signal);
+    return { agents: reply.agents, consultations: reply.consultations };
   }
 
   /** A round trip through the cell. */
@@ -282,6 +332,14 @@ export class CellmeshClient {
       case 'devices':
         this.events.emit('devices', { user: frame.user, devices: frame.devices });
         return;
+      case 'consultation': {
+        const { t: _type, ...view } = frame;
+        this.events.emit('consultation', view);
+        return;
+      }
+      case 'typing':
+        this.events.emit('typing', { conv: frame.conv, user: frame.user, role: frame.role });
+        return;
       case 'synced':
         this.sequencer.onSynced();
         return;
@@ -293,6 +351,7 @@ export class CellmeshClient {
       case 'presence':
       case 'ok':
       case 'pong':
+      case 'desk':
         this.requests.onReply(frame);
         return;
     }
@@ -326,6 +385,7 @@ export class CellmeshClient {
       body: sent.body,
       ts: frame.ts,
     };
+    if (sent.attachments !== undefined) own.attachments = [...sent.attachments];
     this.sequencer.accept(own, false);
     this.acks.noteCursor(frame.conv);
     this.acks.flushIfWindowHalfUsed();

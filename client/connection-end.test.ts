@@ -31,6 +31,9 @@ describe('classifyEnd', () => {
       expect(classifyEnd({ closeCode: 1006 }, { message: `HTTP ${status}`, httpStatus: status }, false).kind).toBe('fatal');
     }
     expect(classifyEnd({ closeCode: 1006 }, { message: 'elsewhere', code: ErrorCode.MerchantNotHosted }, false).kind).toBe('fatal');
+    expect(classifyEnd({ closeCode: CloseCode.Forbidden }, { message: 'no such agent', code: ErrorCode.AgentUnknown }, false).kind).toBe('fatal');
+    // During a session, 4403 closes an agent its merchant removed.
+    expect(classifyEnd({ closeCode: CloseCode.Forbidden, closeReason: 'agent ann was removed' }, undefined, true)).toMatchObject({ kind: 'fatal', error: { code: ErrorCode.AgentUnknown } });
   });
 
   it('waits the policy delay after a policy close, a device limit or a rate limit', () => {

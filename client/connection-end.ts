@@ -14,6 +14,7 @@ const FINAL_REJECTIONS: ReadonlySet<string> = new Set([
   ErrorCode.OriginForbidden,
   ErrorCode.UnsupportedVersion,
   ErrorCode.MerchantNotHosted,
+  ErrorCode.AgentUnknown,
 ]);
 /** Upgrade rejections that may clear, but not within seconds (another device has to leave). */
 const POLICY_REJECTIONS: ReadonlySet<string> = new Set([ErrorCode.DeviceLimit, ErrorCode.RateLimited]);
@@ -58,6 +59,10 @@ export function classifyEnd(end: ConnectionEnd, transportError: TransportErrorIn
         : new ClientError(refusedCode, transportError?.message ?? refusedCode, closeDetails);
     // A token that merely expired during a session does not count as a refusal.
     return { kind: 'auth', error, counts: refusedCode !== undefined };
+  }
+  if (code === CloseCode.Forbidden && wasOpen) {
+    // During a session the cell forbids only an agent its merchant no longer has (removed).
+    return { kind: 'fatal', error: new ClientError(ErrorCode.AgentUnknown, `the cell closed this agent's session${reason}`, closeDetails) };
   }
   if (code === CloseCode.PolicyViolation) {
     const error = new ClientError(ClientErrorCode.ConnectionLost, `closed for a policy violation${reason}`, closeDetails);

@@ -10,6 +10,7 @@ import { WsTransport, type WsTransportInit } from './ws-transport.js';
  */
 export * from './portable.js';
 export { WsTransport, type WsTransportInit } from './ws-transport.js';
+export { mintCustomerToken, type CustomerTokenOptions } from './server-tokens.js';
 
 export interface NodeConnectOptions extends Omit<CellmeshClientOptions, 'transport' | 'clock' | 'random'> {
   /** Settings of the `ws` transport. */

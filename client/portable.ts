@@ -9,6 +9,7 @@ export type { CellmeshClientOptions, ClientSettings } from './settings.js';
 export type {
   ClientEvents,
   ConnectionState,
+  DeskView,
   DevicesChange,
   HistoryOptions,
   HistoryPage,
@@ -25,12 +26,17 @@ export type {
   SessionInfo,
   StateChange,
   SyncedEvent,
+  TransferTarget,
+  TypingEvent,
 } from './client-types.js';
 export { BrowserTransport, type WebSocketConstructor } from './browser-transport.js';
 export { ClientError, ClientErrorCode, type ClientErrorCodeValue, type ClientErrorDetails, type LocalErrorCode } from './errors.js';
 export { clientDefaults, type BackoffSettings } from './defaults.js';
 export type { Listener } from './emitter.js';
 export type { TokenSource } from './token.js';
+export type { FetchLike } from './attachment-upload.js';
+export { loginTokenSource, type AgentLoginOptions, type AgentTokenSource } from './agent-login.js';
+export { guestStorageKey, guestTokenSource, type GuestStorage, type GuestTokenOptions } from './guest-token.js';
 export type { ClientConnection, ClientTransport, ConnectionListener, TransportErrorInfo } from './transport.js';
 export {
   SUBPROTOCOL_V1,
@@ -40,6 +46,7 @@ export {
   type ConversationSummary,
   type DeviceInfo,
   type Limits,
+  type MessageAttachment,
   type Role,
 } from '../cell/protocol/frames.js';
 export { CloseCode, ErrorCode } from '../cell/protocol/errors.js';

@@ -1,7 +1,19 @@
 // Requests that expect a reply (history, inbox, presence, read, ping): each waits under its id
 // until the reply of the expected type arrives, its timeout ends it, or its caller aborts. A
 // request is transmitted again after a reconnect and after a transient refusal.
-import type { ClientFrame, HistoryFrame, InboxFrame, PingFrame, PresenceFrame, ReadFrame, ServerFrame } from '../cell/protocol/frames.js';
+import type {
+  CloseFrame,
+  DeskFrame,
+  HistoryFrame,
+  InboxFrame,
+  PingFrame,
+  PresenceFrame,
+  RateFrame,
+  ReadFrame,
+  ServerFrame,
+  StatusFrame,
+  TransferFrame,
+} from '../cell/protocol/frames.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import type { Random } from '../platform/random.js';
 import { abortedError, onAbort } from './abort.js';
@@ -13,12 +25,10 @@ import type { SessionLink } from './session-link.js';
 import type { ClientSettings } from './settings.js';
 import { invalidFrame } from './validate-frame.js';
 
-export type ReplyType = 'history' | 'inbox' | 'presence' | 'ok' | 'pong';
+export type ReplyType = 'history' | 'inbox' | 'presence' | 'ok' | 'pong' | 'desk';
 export type ReplyFrame = Extract<ServerFrame, { t: ReplyType }>;
 export type ReplyOf<Type extends ReplyType> = Extract<ServerFrame, { t: Type }>;
-/** The desk's requests an agent (status, transfer) or a party (close) makes; answered `ok`. */
-type DeskRequestFrame = Extract<ClientFrame, { op: 'status' | 'close' | 'transfer' }>;
-export type RequestFrame = HistoryFrame | InboxFrame | PresenceFrame | ReadFrame | PingFrame | DeskRequestFrame;
+export type RequestFrame = HistoryFrame | InboxFrame | PresenceFrame | ReadFrame | PingFrame | StatusFrame | CloseFrame | TransferFrame | RateFrame | DeskFrame;
 
 /** A reply and when its request was last transmitted (for the round trip of a ping). */
 export interface Answer<Type extends ReplyType> {

@@ -1,7 +1,7 @@
 // The outbox: sends not yet confirmed with a seq. They go out in the order of the `send` calls,
 // paced to the cell's rate limit, at most `maxInFlightSends` at once, and are transmitted again
 // with their cmids after every reconnect and after a transient refusal, until each is confirmed.
-import type { ChatMessage } from '../cell/protocol/frames.js';
+import type { ChatMessage, MessageAttachment } from '../cell/protocol/frames.js';
 import { ErrorCode } from '../cell/protocol/errors.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import type { Random } from '../platform/random.js';
@@ -36,6 +36,7 @@ export interface SendQueuePorts {
 export interface ConfirmedSend {
   readonly cmid: string;
   readonly body: string;
+  readonly attachments: readonly MessageAttachment[] | undefined;
 }
 
 interface OutboxEntry {
@@ -43,6 +44,7 @@ interface OutboxEntry {
   readonly conv: string;
   readonly cmid: string;
   readonly body: string;
+  readonly attachments: readonly MessageAttachment[] | undefined;
   readonly group: string | undefined;
   /**
    * `waiting` to be transmitted on the current or next connection, `inflight` on it, or
@@ -78,7 +80,8 @@ export class SendQueue {
     }
     const id = this.ports.nextId('s');
     const cmid = options.cmid ?? this.newCmid();
-    const invalid = invalidFrame({ op: 'send', id, conv, cmid, body, ...(options.group === undefined ? {} : { group: options.group }) });
+    const attachments = options.attachments;
+    const invalid = invalidFrame({ op: 'send', id, conv, cmid, body, ...attachmentIdsOf(attachments), ...groupOf(options.group) });
     if (invalid !== undefined) return Promise.reject(invalid);
     return new Promise<SendResult>((resolve, reject) => {
       const entry: OutboxEntry = {
@@ -86,6 +89,7 @@ export class SendQueue {
         conv,
         cmid,
         body,
+        attachments,
         group: options.group,
         phase: 'waiting',
         queuedAt: undefined,
@@ -122,7 +126,7 @@ export class SendQueue {
       }
       entry.phase = 'inflight';
       this.inFlightSends++;
-      this.ports.link.transmit({ op: 'send', id: entry.id, conv: entry.conv, cmid: entry.cmid, body: entry.body, ...(entry.group === undefined ? {} : { group: entry.group }) });
+      this.ports.link.transmit({ op: 'send', id: entry.id, conv: entry.conv, cmid: entry.cmid, body: entry.body, ...attachmentIdsOf(entry.attachments), ...groupOf(entry.group) });
     }
   }
 
@@ -148,7 +152,7 @@ export class SendQueue {
     const entry = this.entryOf(frame);
     if (entry === undefined) return undefined;
     this.confirm(entry, { conv: frame.conv, cmid: frame.cmid, seq: frame.seq, ts: frame.ts });
-    return { cmid: entry.cmid, body: entry.body };
+    return { cmid: entry.cmid, body: entry.body, attachments: entry.attachments };
   }
 
   /**
@@ -295,4 +299,14 @@ export class SendQueue {
     }
     return cmid;
   }
+}
+
+/** The `attachments` field of a send frame: the ids, absent without attachments. */
+function attachmentIdsOf(attachments: readonly MessageAttachment[] | undefined): { attachments?: string[] } {
+  return attachments === undefined ? {} : { attachments: attachments.map((attachment) => attachment.id) };
+}
+
+/** The desk group a send names, when it names one (a send frame carries `group` only then). */
+function groupOf(group: string | undefined): { group?: string } {
+  return group === undefined ? {} : { group };
 }

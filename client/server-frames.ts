@@ -82,6 +82,15 @@ export function parseServerFrame(text: string): ParsedServerFrame {
           optionalString(frame.conv) &&
           optionalString(frame.cmid),
       );
+    case 'consultation':
+      return check(
+        frame,
+        isString(frame.conv) && isString(frame.consultation) && isString(frame.state) && isString(frame.group) && isNumber(frame.openedAtMs) && optionalString(frame.agent),
+      );
+    case 'typing':
+      return check(frame, isString(frame.conv) && isString(frame.user) && isRole(frame.role));
+    case 'desk':
+      return check(frame, isString(frame.id) && Array.isArray(frame.agents) && Array.isArray(frame.consultations));
     default:
       return { kind: 'unknown', type };
   }
@@ -97,8 +106,8 @@ export function chatMessageOf(frame: ChatMessage): ChatMessage {
     device: frame.device,
     cmid: frame.cmid,
     body: frame.body,
+    ...(frame.attachments === undefined ? {} : { attachments: frame.attachments }),
     ts: frame.ts,
-    // A system message's event says what the desk changed (docs/protocol.md, "The desk").
     ...(frame.event === undefined ? {} : { event: frame.event }),
   };
 }
@@ -118,11 +127,11 @@ function isChatMessage(value: unknown): value is ChatMessage {
     isString(value.conv) &&
     isSeq(value.seq) &&
     isString(value.from) &&
-    // `system`: the desk's messages, whose `event` says what changed.
     (value.role === 'customer' || value.role === 'agent' || value.role === 'system') &&
     isString(value.device) &&
     isString(value.cmid) &&
     isString(value.body) &&
+    (value.attachments === undefined || Array.isArray(value.attachments)) &&
     isNumber(value.ts) &&
     (value.event === undefined || (isFields(value.event) && isString(value.event.type)))
   );

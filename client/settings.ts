@@ -4,6 +4,7 @@ import type { Clock } from '../platform/clock.js';
 import type { Random } from '../platform/random.js';
 import { clientDefaults, type BackoffSettings } from './defaults.js';
 import type { TokenSource } from './token.js';
+import type { FetchLike } from './attachment-upload.js';
 import type { ClientTransport } from './transport.js';
 
 /** Numeric settings; each defaults to the value in `clientDefaults` (see defaults.ts). */
@@ -33,6 +34,8 @@ export interface CellmeshClientOptions extends Partial<ClientSettings> {
   clock: Clock;
   random: Random;
   backoff?: Partial<BackoffSettings>;
+  /** What `uploadAttachment` makes its HTTP request with; defaults to the platform's `fetch`. */
+  fetch?: FetchLike;
   /** Cursors (conversation to highest seq already handled) the app persisted from `cursors()`. */
   initialCursors?: Readonly<Record<string, number>>;
 }

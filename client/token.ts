@@ -71,6 +71,26 @@ export class TokenKeeper {
     return new ClientError(ClientErrorCode.TokenProviderFailed, `the token provider failed: ${messageOf(error)}`, {}, error);
   }
 
+  /**
+   * A token for a request outside the connection (an upload): the one `ready` gives, else a
+   * fresh one from the provider, kept for the connection's next attempt too.
+   */
+  async current(signal?: AbortSignal): Promise<string> {
+    const ready = this.ready();
+    if (ready !== undefined) return ready;
+    const provider = this.source as (signal: AbortSignal) => Promise<string>;
+    let fresh: unknown;
+    try {
+      fresh = await provider(signal ?? new AbortController().signal);
+    } catch (error) {
+      throw new ClientError(ClientErrorCode.TokenProviderFailed, `the token provider failed: ${messageOf(error)}`, {}, error);
+    }
+    if (typeof fresh !== 'string' || fresh.length === 0) throw new ClientError(ClientErrorCode.TokenProviderFailed, 'the token provider returned no token');
+    this.cached = fresh;
+    this.stale = false;
+    return fresh;
+  }
+
   /** The cell refused the token: the next attempt gets a fresh one. */
   markStale(): void {
     this.stale = true;

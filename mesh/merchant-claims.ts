@@ -118,7 +118,7 @@ export function meshMerchantClaims(mesh: CellMesh, store: MerchantClaimsStore): 
     handoverProof: (tenant, merchant, to, epoch) => mesh.handoverProof(tenant, merchant, to, epoch),
     claim: async (tenant, merchant, epoch, proof, whenDurable) => {
       await store.record(tenant, merchant, epoch, { hosted: true, ...(proof === undefined ? {} : { proof }) });
-      whenDurable();
+      await whenDurable();
       await mesh.updateOwnRecord({
         merchants: [...others(tenant, merchant), { tenant, merchant, epoch, ...(proof === undefined ? {} : { proof }) }],
         handedOver: otherNotes(tenant, merchant),

@@ -8,6 +8,7 @@ import { HANDOVER_PROTOCOL, MerchantMover, type MerchantClaims } from './merchan
 import type { ClusterPort } from '../cell/messaging/cluster-port.js';
 import { MemoryStore } from '../platform/store/memory-store.js';
 import { TrackedStore, whenStoresIdle } from '../testing/tracked-store.js';
+import { AttachmentStore, CHUNK_BYTES } from '../cell/attachments/index.js';
 
 const TENANT = 'mall';
 const MERCHANT = 'acme';
@@ -199,5 +200,39 @@ describe('moving a merchant: the outcome of the commit', () => {
     expect(await ask({ v: 1, stage: 'commit', tenant: TENANT, merchant: MERCHANT, epoch: 1 })).toEqual({ ok: true });
     expect(await ask({ v: 1, stage: 'copy', tenant: TENANT, merchant: MERCHANT, entries: [[`m/${TENANT}/${MERCHANT}:bob/00000001`, 'stale']] })).toMatchObject({ ok: false, code: 'NOT_HOME' });
     expect(await target.store.get(`m/${TENANT}/${MERCHANT}:bob/00000001`)).toBe('{"seq":1}');
+  });
+
+  it('carries the attachments of its conversations, and the target takes content only for those', async () => {
+    const { clock, source, target, run } = await twoCells();
+    const attachments = new AttachmentStore(source.store, clock);
+    const shared = Buffer.alloc(CHUNK_BYTES + 1, 's');
+    const sharedId = await attachments.put(TENANT, `${MERCHANT}:bob`, shared, { name: 'photo.png', type: 'image/png', from: 'c:bob' });
+    await attachments.put(TENANT, 'other:bob', shared, { name: 'same.png', type: 'image/png', from: 'c:bob' });
+    const othersOnlyId = await attachments.put(TENANT, 'other:bob', Buffer.from('not acme'), { name: 'x.txt', type: 'text/plain', from: 'c:bob' });
+
+    const moved = source.mover.move(TENANT, MERCHANT, 'cell-b');
+    for (let step = 0; step < 100 && !target.hosted.has(MERCHANT); step++) await run(STEP_MS);
+    source.homeSeen = 'cell-b';
+    target.homeSeen = 'cell-b';
+    await run(200);
+    await moved;
+
+    const read = await new AttachmentStore(target.store, clock).read(TENANT, `${MERCHANT}:bob`, sharedId);
+    expect(read.bytes.equals(shared)).toBe(true);
+    const copied = (await target.store.range({ gte: 'f', lt: 'g', limit: 100 })).map(([key]) => key);
+    // The other merchant's reference (and its index entry) of the shared content stays behind, and so does content only it references.
+    expect(copied.filter((key) => key.includes('other:'))).toEqual([]);
+    expect(copied.filter((key) => key.includes(othersOnlyId))).toEqual([]);
+
+    // Content that no conversation of the merchant references is refused, even from the merchant's home.
+    const refused = source.transport.request(
+      'peer-cell-b',
+      HANDOVER_PROTOCOL,
+      new TextEncoder().encode(JSON.stringify({ v: 1, stage: 'copy', tenant: TENANT, merchant: 'newcomer', entries: [[`fb/${TENANT}/${othersOnlyId}`, '{}']] })),
+      { timeoutMs: 1_000 },
+    );
+    target.homeSeen = 'cell-a';
+    await run(100);
+    expect(JSON.parse(new TextDecoder().decode(await refused))).toMatchObject({ ok: false, code: 'BAD_REQUEST' });
   });
 });

@@ -10,6 +10,7 @@ import { keys, lastField, prefixRange } from '../cell/messaging/keys.js';
 import { CellError, ErrorCode } from '../cell/protocol/errors.js';
 import { IDENTIFIER_PATTERN } from '../cell/protocol/frames.js';
 import type { Store, StoreOp } from '../platform/store/store.js';
+import { attachmentContentId, isMerchantAttachmentReference, merchantAttachmentEntries, referencedByMerchant } from './merchant-move-attachments.js';
 import { scan } from '../platform/store/scan.js';
 
 /**
@@ -20,7 +21,7 @@ import { scan } from '../platform/store/scan.js';
  * instead of stalling the merchant's conversations. Then it fences the merchant (new writes to its conversations wait), lets the writes
  * under way finish and flushes delivery cursors, copies every key of the merchant to the target
  * over `/cellmesh/handover/1.0.0` (messages, idempotency keys, read cursors, the conversation
- * indexes, delivery cursors), then asks the target to commit: the target hosts the merchant and
+ * indexes, delivery cursors, the desk, attachments), then asks the target to commit: the target hosts the merchant and
  * claims it at a higher epoch, which makes it the home in every directory. The source drops its
  * claim, waits until its own directory routes the merchant to the target, and lifts the fence:
  * the writes that waited, and every later one that reaches the old cell, take the cross-cell
@@ -58,10 +59,10 @@ export interface MerchantClaims {
   handoverProof(tenant: string, merchant: string, to: string, epoch: number): ClaimProof | undefined;
   /**
    * Claims the merchant at `epoch` with `proof` of its right to: persisted, then `whenDurable`
-   * runs (the cell starts hosting it), then the claim is gossiped. So no cell routes to this one
-   * before it serves the merchant, and a claim whose write failed is neither hosted nor gossiped.
+   * runs to its end (the cell starts hosting it), then the claim is gossiped. So no cell routes to
+   * this one before it serves the merchant, and a claim whose write failed is neither hosted nor gossiped.
    */
-  claim(tenant: string, merchant: string, epoch: number, proof: ClaimProof | undefined, whenDurable: () => void): Promise<void>;
+  claim(tenant: string, merchant: string, epoch: number, proof: ClaimProof | undefined, whenDurable: () => void | Promise<void>): Promise<void>;
   /** Drops this cell's claim, noting that cell `to` claims it at `epoch` now (persisted, then gossiped). */
   release(tenant: string, merchant: string, epoch: number, to: string): Promise<void>;
   /** The merchant's home in this cell's directory now. */
@@ -188,6 +189,8 @@ export class MerchantMover {
     for (const table of ['m', 'i', 'r']) {
       for await (const [key, value] of scan(store, prefixRange(`${table}/${tenant}/${merchant}:`))) await add(key, value);
     }
+    // Attachments of its conversations: references first, then the content they reference.
+    for await (const [key, value] of merchantAttachmentEntries(store, tenant, merchant)) await add(key, value);
     for (const conv of conversations) {
       const customer = conv.slice(merchant.length + 1);
       const indexKey = keys.customerConversation(tenant, customer, conv);
@@ -276,9 +279,19 @@ export class MerchantMover {
     }
     if (request.stage === 'prepare') return answer({ ok: true });
     if (request.stage === 'copy') {
-      const allowed = request.entries.every(([key]) => belongsToMerchant(key, request.tenant, request.merchant));
-      if (!allowed) return answer({ ok: false, code: 'BAD_REQUEST', message: 'a key outside the merchant' });
-      const ops: StoreOp[] = request.entries.map(([key, value]) => ({ type: 'put', key, value }));
+      const { tenant, merchant, entries } = request;
+      const contentIds = new Set<string>();
+      const allowed = entries.every(([key]) => {
+        if (belongsToMerchant(key, tenant, merchant)) return true;
+        const id = attachmentContentId(key, tenant);
+        if (id !== undefined) contentIds.add(id);
+        return id !== undefined;
+      });
+      // Attachment content is the tenant's, shared between merchants: only what the merchant's conversations reference comes in.
+      if (!allowed || !(await referencedByMerchant(store, tenant, merchant, contentIds, entries))) {
+        return answer({ ok: false, code: 'BAD_REQUEST', message: 'a key outside the merchant' });
+      }
+      const ops: StoreOp[] = entries.map(([key, value]) => ({ type: 'put', key, value }));
       await store.write(ops);
       return answer({ ok: true });
     }
@@ -323,6 +336,7 @@ function abortKey(tenant: string, merchant: string): string {
 function belongsToMerchant(key: string, tenant: string, merchant: string): boolean {
   const conversationOfMerchant = (conv: string): boolean => conv.startsWith(`${merchant}:`);
   if (key.startsWith(`mc/${tenant}/${merchant}/`) || key.startsWith(keys.merchantDesk(tenant, merchant).gte)) return true;
+  if (isMerchantAttachmentReference(key, tenant, merchant)) return true;
   for (const table of ['m', 'i', 'r']) if (key.startsWith(`${table}/${tenant}/${merchant}:`)) return true;
   if (key.startsWith(`uc/${tenant}/`) || key.startsWith(`d/${tenant}/`)) return conversationOfMerchant(lastField(key));
   return false;

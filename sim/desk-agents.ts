@@ -142,7 +142,7 @@ export class DeskAgents {
       if (agent.holding.get(conv) !== consultation || client === undefined || this.world.phase === 'done') return;
       if (this.random.next() >= transferProbability) {
         this.closesAsked++;
-        client.closeConsultation(conv).catch(() => undefined);
+        client.closeConsultation(conv, consultation).catch(() => undefined);
         return;
       }
       this.transfersAsked++;
@@ -150,7 +150,7 @@ export class DeskAgents {
       const groups = this.settings.groups;
       // To another agent (refused unless online with free capacity), or to a group.
       const to = others.length > 0 && this.random.next() < 0.5 ? { agent: others[pickIndex(this.random, others.length)]! } : { group: groups[pickIndex(this.random, groups.length)]! };
-      client.transfer(conv, to, 'over to you').catch(() => undefined);
+      client.transfer(conv, to, { note: 'over to you', consultation }).catch(() => undefined);
     });
   }
 

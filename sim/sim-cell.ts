@@ -1,5 +1,4 @@
 import type { CellCore } from '../cell/cell-core.js';
-import type { DeskPeople } from '../cell/desk/desk-service.js';
 import type { DeskConfig, LimitsConfig, TenantConfig } from '../cell/settings.js';
 import type { MoveHost } from '../cell/move-host.js';
 import type { CellMesh } from '../mesh/cell-mesh.js';
@@ -35,8 +34,7 @@ export interface SimCellInit {
   /** The tenant as the cell's config has it (the merchants it was set up with; moves may have changed what it hosts). */
   readonly tenant: TenantConfig;
   readonly limits: LimitsConfig;
-  /** The merchants' people (the scenario's desks) and the desk's settings. */
-  readonly people: DeskPeople;
+  /** The desk's settings (the scenario's `desk`; the desks' agents come with `tenant`). */
   readonly desk: DeskConfig;
   readonly preset: MembershipPreset;
   readonly meshOptions: Partial<MembershipOptions>;
@@ -107,7 +105,6 @@ export class SimCellIncarnation implements DeviceEndpoint {
       tenants: [init.tenant],
       limits: init.limits,
       desk: init.desk,
-      people: init.people,
       clock: this.clock,
       random: stream(init.seed, `cell/${init.cellId}/${init.startCount}/core`),
       store: this.store,

@@ -3,7 +3,6 @@
 // phase of the run and the faults of the report. The cluster, the workload, the fault planner,
 // the convergence checks and the report each read it; simulator.ts builds it and moves the phase
 // (the fault planner's final heal begins the settle).
-import type { DeskPeople } from '../cell/desk/desk-service.js';
 import { DeskConfig } from '../cell/settings.js';
 import type { Random } from '../platform/random.js';
 import { History } from './history.js';
@@ -12,7 +11,6 @@ import { Population } from './population.js';
 import { stream } from './rng.js';
 import type { Scenario } from './scenario.js';
 import { SimClock } from './sim-clock.js';
-import { populationPeople } from './sim-desk-people.js';
 import { SimNetwork } from './sim-network.js';
 
 export const TENANT = 'mall';
@@ -39,8 +37,6 @@ export class SimWorld {
   /** The traffic phase's length: the scenario's, or the run's override. */
   readonly durationMs: number;
   readonly population: Population;
-  /** The desks' people, from the population: what every cell's desk reads. */
-  readonly deskPeople: DeskPeople;
   /** The desk's settings of every cell (the scenario's `desk`, or the defaults). */
   readonly deskConfig: DeskConfig;
   readonly network: SimNetwork;
@@ -78,7 +74,6 @@ export class SimWorld {
       this.setupRandom,
       stream(this.seed, 'desk-population'),
     );
-    this.deskPeople = populationPeople(this.population, TENANT);
     const desk = scenario.desk;
     this.deskConfig = DeskConfig.parse(desk === undefined ? {} : { graceMs: desk.grace, stickyWindowMs: desk.stickyWindow, inactivityCloseMs: desk.inactivityClose });
   }

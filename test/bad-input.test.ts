@@ -32,6 +32,8 @@ import {
 
 const CONV = 'm1:c1';
 const LONG = 'x';
+/** An attachment id (a SHA-256 in hex) that no one uploaded. */
+const ATTACHMENT = 'ab'.repeat(32);
 
 type Who = 'customer' | 'agent' | 'otherTenant';
 
@@ -71,6 +73,12 @@ const frameCases: FrameCase[] = [
   { name: 'send with a conv that is no conversation id', frame: send({ id: 's10', conv: 'm1-c1' }), code: 'BAD_FRAME', id: 's10' },
   { name: 'send with a conv holding bad characters', frame: send({ id: 's11', conv: 'm1:c 1' }), code: 'BAD_FRAME', id: 's11' },
   { name: 'send with a numeric id', frame: send({ id: 5 }), code: 'BAD_FRAME' },
+  { name: 'send with attachments not a list', frame: send({ id: 'a1', attachments: ATTACHMENT }), code: 'BAD_FRAME', id: 'a1' },
+  { name: 'send with an empty list of attachments', frame: send({ id: 'a2', attachments: [] }), code: 'BAD_FRAME', id: 'a2' },
+  { name: 'send with an attachment id that is no SHA-256', frame: send({ id: 'a3', attachments: ['photo.png'] }), code: 'BAD_FRAME', id: 'a3' },
+  { name: 'send with 11 attachments', frame: send({ id: 'a4', attachments: Array.from({ length: 11 }, (_, index) => index.toString(16).repeat(64)) }), code: 'BAD_FRAME', id: 'a4' },
+  { name: 'send naming an attachment twice', frame: send({ id: 'a5', attachments: [ATTACHMENT, ATTACHMENT] }), code: 'BAD_FRAME', id: 'a5' },
+  { name: 'send naming an attachment not uploaded to the conversation', frame: send({ id: 'a7', attachments: [ATTACHMENT] }), code: 'ATTACHMENT_UNKNOWN', id: 'a7' },
   // A lone surrogate is valid JSON (an escape) but no valid string for keys and stores.
   { name: 'send with a cmid holding a lone surrogate', frame: '{"op":"send","id":"s12","conv":"m1:c1","cmid":"\\ud800","body":"b"}', code: 'BAD_FRAME', id: 's12' },
   { name: 'ack without seq', frame: { op: 'ack', conv: CONV }, code: 'BAD_FRAME' },
@@ -502,6 +510,25 @@ describe('bad HTTP requests', () => {
       { name: 'unknown route under a conversation', method: 'GET', url: `${base}/nope`, token, status: 404, code: 'NOT_FOUND' },
       { name: 'unknown tenant', method: 'GET', url: `${cell.httpUrl}/v1/inbox`, token: unknownTenant, status: 401, code: 'TOKEN_INVALID' },
       { name: 'token signature with padding appended', method: 'GET', url: `${cell.httpUrl}/v1/inbox`, token: `${token}=`, status: 401, code: 'TOKEN_INVALID' },
+      { name: 'send naming an attachment not uploaded', method: 'POST', url: `${base}/messages`, token, json: { cmid: 'x', body: 'x', attachments: [ATTACHMENT] }, status: 404, code: 'ATTACHMENT_UNKNOWN' },
+      { name: 'send with attachments not a list', method: 'POST', url: `${base}/messages`, token, json: { cmid: 'x', body: 'x', attachments: ATTACHMENT }, status: 400, code: 'BAD_FRAME' },
+      { name: 'upload without a file name', method: 'POST', url: `${base}/attachments`, token, rawBody: 'hello', status: 400, code: 'BAD_FRAME' },
+      { name: 'upload of an empty file', method: 'POST', url: `${base}/attachments?name=a.txt`, token, rawBody: '', status: 400, code: 'BAD_FRAME' },
+      { name: 'upload of a type not accepted', method: 'POST', url: `${base}/attachments?name=a.txt`, token, rawBody: '\u0000\u0001binary', status: 415, code: 'ATTACHMENT_TYPE_REFUSED' },
+      { name: 'upload over 10 MiB', method: 'POST', url: `${base}/attachments?name=a.txt`, token, rawBody: 'a'.repeat(10 * 1024 * 1024 + 1), status: 413, code: 'ATTACHMENT_TOO_LARGE' },
+      { name: 'upload without a token', method: 'POST', url: `${base}/attachments?name=a.txt`, rawBody: 'hello', status: 401, code: 'UNAUTHENTICATED' },
+      { name: "upload to another customer's conversation", method: 'POST', url: `${cell.httpUrl}/v1/conversations/m1:c2/attachments?name=a.txt`, token, rawBody: 'hello', status: 403, code: 'CONVERSATION_FORBIDDEN' },
+      { name: 'attachment not uploaded to the conversation', method: 'GET', url: `${base}/attachments/${ATTACHMENT}`, token, status: 404, code: 'ATTACHMENT_UNKNOWN' },
+      { name: 'attachment id that is no SHA-256', method: 'GET', url: `${base}/attachments/photo.png`, token, status: 400, code: 'BAD_FRAME' },
+      { name: 'login with a bad JSON body', method: 'POST', url: `${cell.httpUrl}/v1/login`, rawBody: '{"tenant":', status: 400, code: 'BAD_JSON' },
+      { name: 'login without a password', method: 'POST', url: `${cell.httpUrl}/v1/login`, json: { tenant: TENANT, merchant: 'm1', agent: 'a1', device: 'd1' }, status: 400, code: 'BAD_FRAME' },
+      { name: 'login of an agent the cell does not know', method: 'POST', url: `${cell.httpUrl}/v1/login`, json: { tenant: TENANT, merchant: 'm1', agent: 'a1', password: 'p', device: 'd1' }, status: 401, code: 'LOGIN_FAILED' },
+      { name: 'refresh with a token that is none', method: 'POST', url: `${cell.httpUrl}/v1/login/refresh`, json: { refreshToken: 'garbage' }, status: 401, code: 'REFRESH_INVALID' },
+      { name: 'logout without a refresh token', method: 'POST', url: `${cell.httpUrl}/v1/logout`, json: {}, status: 400, code: 'BAD_FRAME' },
+      { name: 'guest of a merchant not hosted', method: 'POST', url: `${cell.httpUrl}/v1/guest`, json: { tenant: TENANT, merchant: 'm77' }, status: 404, code: 'MERCHANT_NOT_HOSTED' },
+      { name: 'guest with an unknown field', method: 'POST', url: `${cell.httpUrl}/v1/guest`, json: { tenant: TENANT, merchant: 'm1', user: 'admin' }, status: 400, code: 'BAD_FRAME' },
+      { name: 'people admin API without an admin token configured', method: 'POST', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m1/agents`, token, json: { id: 'x' }, status: 403, code: 'ADMIN_FORBIDDEN' },
+      { name: 'audit log without an admin token configured', method: 'GET', url: `${cell.httpUrl}/v1/admin/audit`, status: 403, code: 'ADMIN_FORBIDDEN' },
     ];
     const problems: string[] = [];
     for (const row of cases) {
@@ -541,6 +568,11 @@ describe('bad HTTP requests', () => {
       { method: 'DELETE', url: `${cell.httpUrl}/v1/inbox`, allow: 'GET' },
       { method: 'POST', url: `${cell.httpUrl}/v1/ws`, allow: 'GET' },
       { method: 'GET', url: `${cell.httpUrl}/v1/admin/capacity`, allow: 'POST' },
+      { method: 'GET', url: `${cell.httpUrl}/v1/login`, allow: 'POST' },
+      { method: 'PUT', url: `${cell.httpUrl}/v1/guest`, allow: 'POST' },
+      { method: 'PUT', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m1/agents`, allow: 'GET, POST' },
+      { method: 'POST', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m1/agents/bob`, allow: 'DELETE, GET, PATCH' },
+      { method: 'GET', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m1/agents/bob/password`, allow: 'PUT' },
     ];
     const problems: string[] = [];
     for (const row of cases) {

@@ -21,6 +21,7 @@ import type { ChatMessage, ServerFrame } from '../cell/protocol/frames.js';
 import { MemoryStore } from '../platform/store/memory-store.js';
 import { MemoryMetrics } from '../platform/memory-metrics.js';
 import { TrackedStore, whenStoresIdle } from '../testing/tracked-store.js';
+import { AttachmentStore } from '../cell/attachments/index.js';
 
 const SECRET = 'cross-cell-test-secret-0123456789abcdef';
 const TENANT = 'mall';
@@ -715,6 +716,22 @@ describe('cross-cell conversations over a memory network', () => {
     await cluster.until(() => alice.of('error').length === 1);
     expect(alice.of('queued')).toHaveLength(1);
     expect(alice.of('error')[0]).toMatchObject({ id: 's', code: 'MERCHANT_NOT_HOSTED', conv: 'moved:alice', cmid: 'c1' });
+  });
+
+  it('carries the metadata of an agent’s attachments to the customer’s cell, and refuses attachments from there', async () => {
+    const { alice } = await aliceSaidHi();
+    const agent = cluster.cell('b').devices[0]!;
+    const id = await new AttachmentStore(cluster.cell('b').store, cluster.clock).put(TENANT, CONV, Buffer.from('receipt'), { name: 'receipt.txt', type: 'text/plain', from: 'a:shop:bob' });
+    agent.frame({ op: 'send', id: 'with-file', conv: CONV, cmid: 'with-file', body: '', attachments: [id] });
+    await cluster.until(() => alice.pushed(CONV).length === 1);
+    const attachment = { id, name: 'receipt.txt', type: 'text/plain', bytes: 7 };
+    expect(alice.of('msg')[0]).toMatchObject({ body: '', attachments: [attachment] });
+    expect((await cluster.stored('a', CONV)).at(-1)).toMatchObject({ attachments: [attachment] });
+
+    alice.frame({ op: 'send', id: 'from-a', conv: CONV, cmid: 'from-a', body: 'mine', attachments: [id] });
+    await cluster.until(() => alice.of('error').length === 1);
+    expect(alice.of('error')[0]).toMatchObject({ id: 'from-a', code: 'ATTACHMENT_CROSS_CELL' });
+    expect(await cluster.cell('a').core.authorizeParty(alice.identity, CONV)).toEqual({ home: 'b' });
   });
 
   it("keeps a relayed customer's sends and reads apart from those of the merchant's agent of the same id", async () => {

@@ -55,6 +55,17 @@ export async function startTestCell(
     storeInstance?: Store;
     /** The core's clock (rate limits, error allowance, token expiry); a ManualClock makes them virtual. */
     clock?: Clock;
+    /** Settings of the `logins` section (lifetimes, rate limits). */
+    logins?: Record<string, unknown>;
+    /**
+     * Agents of merchant `m1`, seeded through the config (so `m1` has a desk), with the passwords
+     * of those that log in set through the people directory, as the admin API does.
+     */
+    agents?: Array<{ id: string; password?: string; name?: string; capacity?: number; groups?: string[]; supervisor?: boolean }>;
+    /** Settings of the `desk` section. */
+    desk?: Record<string, unknown>;
+    /** Turns the admin API on with this token. */
+    admin?: string;
   } = {},
 ): Promise<TestCell> {
   const directory = await mkdtemp(join(tmpdir(), 'cellmesh-test-'));
@@ -63,10 +74,18 @@ export async function startTestCell(
     listen: { host: '127.0.0.1', port: 0 },
     store: overrides.store === 'memory' ? { kind: 'memory' } : { kind: 'level', directory },
     tenants: [
-      { id: TENANT, secret: SECRET, origins: [ALLOWED_ORIGIN, ...(overrides.origins ?? [])], merchants: [{ id: 'm1' }, { id: 'm2' }] },
+      {
+        id: TENANT,
+        secret: SECRET,
+        origins: [ALLOWED_ORIGIN, ...(overrides.origins ?? [])],
+        merchants: [{ id: 'm1', ...(overrides.agents === undefined ? {} : { agents: overrides.agents.map(({ password: _password, ...seed }) => seed) }) }, { id: 'm2' }],
+      },
       { id: OTHER_TENANT, secret: OTHER_SECRET, merchants: [{ id: 'm9' }] },
     ],
     limits: { ratePerSecond: 10_000, rateBurst: 10_000, ...overrides.limits },
+    ...(overrides.logins === undefined ? {} : { logins: overrides.logins }),
+    ...(overrides.desk === undefined ? {} : { desk: overrides.desk }),
+    ...(overrides.admin === undefined ? {} : { admin: { token: overrides.admin } }),
   });
   const cell = await startCell({
     config,
@@ -74,6 +93,7 @@ export async function startTestCell(
     ...(overrides.storeInstance === undefined ? {} : { store: overrides.storeInstance }),
     ...(overrides.clock === undefined ? {} : { clock: overrides.clock }),
   });
+  for (const agent of overrides.agents ?? []) if (agent.password !== undefined) await cell.people.setPassword(TENANT, 'm1', agent.id, agent.password);
   return {
     cell,
     config,

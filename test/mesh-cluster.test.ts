@@ -278,6 +278,9 @@ describe('moving a merchant between cell processes', () => {
       for (let index = 0; index < 20; index++) alice.send({ op: 'send', id: `a${index}`, conv, cmid: `a${index}`, body: `before ${index}` });
       await alice.until(() => sentCmids().length === 20, { what: 'the first 20 acks' });
       await bob.until(() => bob.messages(conv).length === 20, { what: 'bob to read the first 20' });
+      const agentsOf = (cell: ChildCell): string => `${cell.httpUrl}/v1/admin/tenants/${TENANT}/merchants/m2/agents`;
+      const created = await httpRequest('POST', agentsOf(c2), { token: ADMIN_TOKEN, json: { id: 'bob', capacity: 4, groups: ['after-sales'] } });
+      expect(created.status).toBe(201);
 
       // The move runs while alice keeps writing: her sends during the fence wait, later ones go cross-cell.
       const moving = admin<{ to: string; epoch: number; conversations: number }>(c2, '/v1/admin/merchants/move', { tenant: TENANT, merchant: 'm2', to: 'c3' });
@@ -293,6 +296,12 @@ describe('moving a merchant between cell processes', () => {
           return (route.body as { cellId?: string }).cellId === 'c3';
         }, `${cell.httpUrl} to route m2 to c3`);
       }
+      // The merchant's people moved with it, and the move is in the old home's audit log.
+      const movedAgents = await httpRequest('GET', agentsOf(c3), { token: ADMIN_TOKEN });
+      expect(movedAgents.body).toMatchObject({ agents: [{ id: 'bob', capacity: 4, groups: ['after-sales'] }] });
+      expect(errorCodeOf(await httpRequest('GET', agentsOf(c2), { token: ADMIN_TOKEN }))).toBe('MERCHANT_NOT_HOSTED');
+      const audit = await httpRequest('GET', `${c2.httpUrl}/v1/admin/audit?action=merchant.move`, { token: ADMIN_TOKEN });
+      expect(audit.body).toMatchObject({ entries: [{ actor: 'admin', action: 'merchant.move', tenant: TENANT, merchant: 'm2', details: { to: 'c3' }, outcome: 'ok' }] });
       // The agent on the old cell was told to reconnect; at the new home he finds everything.
       await bob.whenClosed();
       expect(bob.closeCode).toBe(1001);

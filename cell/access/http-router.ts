@@ -41,10 +41,18 @@ export interface HttpRawAnswer {
 }
 
 export interface RouteOptions {
-  /** Largest body accepted (bytes); larger is PAYLOAD_TOO_LARGE. Default: the router's frame limit. */
-  maxBodyBytes?: number;
+  /**
+   * Largest body accepted (bytes); larger is PAYLOAD_TOO_LARGE. Default: the router's frame limit.
+   * A function decides per request from its headers and query (say, the tenant of its token)
+   * before any of the body is read; what it throws is the answer.
+   */
+  maxBodyBytes?: number | ((request: HttpRequestData) => number);
+  /** The error of a body over the limit (default: PAYLOAD_TOO_LARGE). */
+  bodyTooLarge?: (maxBodyBytes: number) => CellError;
   /** Request headers the handler reads (lower-case). */
   headers?: readonly string[];
+  /** Headers of every answer of the route, errors included (CORS headers for pages, say). */
+  answerHeaders?: Record<string, string>;
 }
 
 /**
@@ -77,7 +85,9 @@ export class HttpRouter {
   /** Reads the body (bounded), runs `handler`, answers JSON (or raw bytes) or a typed error. */
   handle(method: HttpMethod, pattern: string, handler: (request: HttpRequestData) => Promise<HttpAnswer | HttpRawAnswer>, routeOptions: RouteOptions = {}): void {
     const { logger, metrics } = this.options;
-    const maxBodyBytes = routeOptions.maxBodyBytes ?? this.options.maxBodyBytes;
+    const bodyLimit = routeOptions.maxBodyBytes ?? this.options.maxBodyBytes;
+    const bodyTooLarge =
+      routeOptions.bodyTooLarge ?? ((maxBodyBytes: number) => new CellError(ErrorCode.PayloadTooLarge, `request body exceeds ${maxBodyBytes} bytes`));
     const parameterCount = (pattern.match(/:/g) ?? []).length;
     this.on(method, pattern, (res, req) => {
       const headers: Record<string, string> = {};
@@ -94,18 +104,32 @@ export class HttpRouter {
       const state = watchAbort(res);
       const chunks: Buffer[] = [];
       let received = 0;
+      const refuse = (error: unknown): void => {
+        const cellError = asCellError(error, logger);
+        metrics.errors.labels({ code: cellError.code }).inc();
+        if (!state.aborted) res.cork(() => writeError(res, cellError, routeOptions.answerHeaders));
+      };
+      let maxBodyBytes: number;
+      try {
+        maxBodyBytes = typeof bodyLimit === 'number' ? bodyLimit : bodyLimit(request);
+        // A body announced too large is refused before any of it is read.
+        const announced = Number(req.getHeader('content-length') || '0');
+        if (announced > maxBodyBytes) throw bodyTooLarge(maxBodyBytes);
+      } catch (error) {
+        refuse(error);
+        return;
+      }
       const run = async (): Promise<void> => {
         try {
-          if (received > maxBodyBytes) throw new CellError(ErrorCode.PayloadTooLarge, `request body exceeds ${maxBodyBytes} bytes`);
+          if (received > maxBodyBytes) throw bodyTooLarge(maxBodyBytes);
           request.bytes = Buffer.concat(chunks);
           request.body = request.bytes.toString('utf8');
           const answer = await handler(request);
           if (state.aborted) return;
-          res.cork(() => ('raw' in answer ? respondRaw(res, answer) : respondJson(res, answer.status, answer.body, answer.headers)));
+          const headers = { ...routeOptions.answerHeaders, ...answer.headers };
+          res.cork(() => ('raw' in answer ? respondRaw(res, { ...answer, headers }) : respondJson(res, answer.status, answer.body, headers)));
         } catch (error) {
-          const cellError = asCellError(error, logger);
-          metrics.errors.labels({ code: cellError.code }).inc();
-          if (!state.aborted) res.cork(() => writeError(res, cellError));
+          refuse(error);
         }
       };
       if (method === 'get' || method === 'del') {

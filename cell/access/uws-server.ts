@@ -1,4 +1,5 @@
 import uWS from 'uWebSockets.js';
+import { recordOutcome, requestDetails, type AuditLog } from '../audit-log.js';
 import type { CellCore } from '../cell-core.js';
 import type { LimitsConfig } from '../settings.js';
 import type { Logger } from '../../platform/logger.js';
@@ -29,6 +30,8 @@ export interface AccessServerOptions {
    * a rotation. Empty: the admin API refuses everything.
    */
   adminTokens: readonly string[];
+  /** Where the cluster's admin actions (moves, placements, capacity, blocks) are recorded with their outcome. */
+  audit: AuditLog;
   /** Route modules of other concerns (people, logins, attachments), registered before the catch-all. */
   routeModules?: readonly RouteModule[] | undefined;
 }
@@ -268,7 +271,7 @@ export class AccessServer {
     this.handle('post', '/v1/conversations/:conv/messages', async (identity, request) => {
       const body = parseWith(HttpSendBody, parseJsonBody(request.body));
       const conv = conversationParameter(request.parameters[0]);
-      const { message, duplicate } = await core.send(identity, conv, body.cmid, body.body);
+      const { message, duplicate } = await core.send(identity, conv, body.cmid, body.body, { attachments: body.attachments });
       return { status: duplicate ? 200 : 201, body: { conv, cmid: message.cmid, seq: message.seq, ts: message.ts, duplicate } };
     });
     this.handle('post', '/v1/conversations/:conv/read', async (identity, request) => {
@@ -293,23 +296,23 @@ export class AccessServer {
     this.handleAdmin('post', '/v1/admin/merchants/move', async (cluster, request) => {
       const body = parseWith(HttpMoveBody, parseJsonBody(request.body));
       return { status: 200, body: await cluster.moveMerchant(body.tenant, body.merchant, body.to) };
-    });
+    }, 'merchant.move');
     this.handleAdmin('post', '/v1/admin/merchants/place', async (cluster, request) => {
       const body = parseWith(HttpPlaceBody, parseJsonBody(request.body));
       return { status: 200, body: await cluster.placeMerchant(body) };
-    });
+    }, 'merchant.place');
     this.handleAdmin('post', '/v1/admin/capacity', async (cluster, request) => {
       const body = parseWith(HttpCapacityBody, parseJsonBody(request.body));
       return { status: 200, body: await cluster.setCapacity(body.maxDevices) };
-    });
+    }, 'cell.capacity');
     this.handleAdmin('post', '/v1/admin/mesh/block', async (cluster, request) => {
       const body = parseWith(HttpCellList, parseJsonBody(request.body));
       return { status: 200, body: await cluster.block(body.cells) };
-    });
+    }, 'mesh.block');
     this.handleAdmin('post', '/v1/admin/mesh/unblock', async (cluster, request) => {
       const body = parseWith(HttpCellList, parseJsonBody(request.body));
       return { status: 200, body: await cluster.unblock(body.cells) };
-    });
+    }, 'mesh.unblock');
     for (const register of this.options.routeModules ?? []) register(this.router);
     this.app.any('/*', (res, req) => {
       const method = req.getMethod().toUpperCase();
@@ -332,13 +335,29 @@ export class AccessServer {
     this.router.handle(method, pattern, (request) => handler(core.authenticate(request.token || undefined), request));
   }
 
-  /** A JSON endpoint of the cluster's admin API: needs the configured admin token and a mesh. */
-  private handleAdmin(method: HttpMethod, pattern: string, handler: (cluster: ClusterApi, request: HttpRequestData) => Promise<{ status: number; body: unknown }>): void {
-    this.router.handle(method, pattern, (request) => {
-      const { adminTokens, cluster } = this.options;
+  /**
+   * A JSON endpoint of the cluster's admin API: needs the configured admin token and a mesh. An
+   * `action` changes something: once the token is accepted, it is recorded in the audit log with
+   * what was asked (the body) and its outcome.
+   */
+  private handleAdmin(
+    method: HttpMethod,
+    pattern: string,
+    handler: (cluster: ClusterApi, request: HttpRequestData) => Promise<{ status: number; body: unknown }>,
+    action?: string,
+  ): void {
+    this.router.handle(method, pattern, async (request) => {
+      const { adminTokens } = this.options;
       requireAdmin(request.token, adminTokens);
-      if (cluster === undefined) throw new CellError(ErrorCode.MeshDisabled, 'this cell runs standalone (no mesh section in its config)');
-      return handler(cluster, request);
+      const run = (): Promise<{ status: number; body: unknown }> => {
+        const { cluster } = this.options;
+        if (cluster === undefined) throw new CellError(ErrorCode.MeshDisabled, 'this cell runs standalone (no mesh section in its config)');
+        return handler(cluster, request);
+      };
+      if (action === undefined) return run();
+      const details = requestDetails(request.body);
+      const field = (name: string): string | undefined => (typeof details?.[name] === 'string' ? (details[name] as string) : undefined);
+      return recordOutcome(this.options.audit, { actor: 'admin', action, tenant: field('tenant'), merchant: field('merchant'), details }, run);
     });
   }
 }
@@ -357,7 +376,7 @@ export function negotiateProtocol(offered: string): string {
   throw new CellError(ErrorCode.UnsupportedVersion, `none of the offered subprotocols (${protocols.join(', ')}) is supported; this cell speaks ${SUBPROTOCOL_V1}`);
 }
 
-function conversationParameter(raw: string | undefined): string {
+export function conversationParameter(raw: string | undefined): string {
   let conv: string;
   try {
     conv = decodeURIComponent(raw ?? '');

@@ -29,6 +29,8 @@ export const ConsultationRecord = z.object({
   /** When it joined its queue: queues are restored in this order. */
   queuedAtMs: time,
   assignedAtMs: time.optional(),
+  /** When an agent first took it (time to first assignment); kept through transfers and releases. */
+  firstAssignedAtMs: time.optional(),
 });
 export type ConsultationRecord = z.infer<typeof ConsultationRecord>;
 

@@ -18,6 +18,7 @@ import {
   putLast,
   putRecord,
 } from './desk-records.js';
+import type { DeskMetrics, DeskSnapshot } from './desk-metrics.js';
 import { noticeText } from './desk-notices.js';
 import { DeskError, MerchantDesk, type DeskEvent, type DeskSettings as RuleSettings } from './merchant-desk.js';
 
@@ -49,6 +50,8 @@ export interface DeskHost {
   follow(connection: DeviceConnection, conv: string): void;
   unfollow(connection: DeviceConnection, conv: string): void;
   send(connection: DeviceConnection, frame: ServerFrame): void;
+  /** Closes a device whose agent was removed (close code 4403). */
+  closeDevice(connection: DeviceConnection, reason: string): void;
 }
 
 export interface DeskSettings extends RuleSettings {
@@ -115,8 +118,34 @@ export class DeskService {
       people: DeskPeople;
       host: DeskHost;
       settings: DeskSettings;
+      /** Absent: nothing is counted (unit tests). */
+      metrics?: DeskMetrics | undefined;
     },
   ) {}
+
+  /** What the desks hold now, for the metrics read at scrape time. */
+  snapshot(): DeskSnapshot {
+    const nowMs = this.options.clock.now();
+    const snapshot: DeskSnapshot = { queues: new Map(), consultations: { waiting: 0, assigned: 0 }, agents: { online: 0, busy: 0, away: 0, offline: 0 }, onlineLoad: { open: 0, capacity: 0 } };
+    for (const open of this.desks.values()) {
+      for (const record of open.records.values()) {
+        if (record.opening === true) continue;
+        snapshot.consultations[record.state]++;
+        if (record.state !== 'waiting') continue;
+        const queue = snapshot.queues.get(record.group) ?? { length: 0, oldestWaitMs: 0 };
+        queue.length++;
+        queue.oldestWaitMs = Math.max(queue.oldestWaitMs, nowMs - record.queuedAtMs);
+        snapshot.queues.set(record.group, queue);
+      }
+      for (const agent of open.rules.allAgents()) {
+        snapshot.agents[agent.status]++;
+        if (agent.status !== 'online') continue;
+        snapshot.onlineLoad.open += agent.open;
+        snapshot.onlineLoad.capacity += agent.capacity;
+      }
+    }
+    return snapshot;
+  }
 
   /** Loads a hosted merchant's desk from the store (at start, or when the merchant moves in). */
   async loadMerchant(tenant: string, merchant: string): Promise<void> {
@@ -161,6 +190,17 @@ export class DeskService {
   /** Stops every timer (the cell stops). */
   stop(): void {
     for (const open of [...this.desks.values()]) this.unloadMerchant(open.tenant, open.merchant);
+  }
+
+  /**
+   * Refuses an agent token for an agent its merchant does not have (never registered, or
+   * removed): at a desk, the people directory says who works there. An open desk takes any.
+   */
+  requireKnownAgent(identity: Identity): void {
+    if (identity.role !== 'agent' || identity.merchant === undefined) return;
+    const { people } = this.options;
+    if (people.get(identity.tenant, identity.merchant, identity.user) !== undefined || people.list(identity.tenant, identity.merchant).length === 0) return;
+    throw new CellError(ErrorCode.AgentUnknown, `merchant ${identity.merchant} has no agent ${identity.user}`);
   }
 
   hasDesk(tenant: string, merchant: string): boolean {
@@ -277,21 +317,21 @@ export class DeskService {
   }
 
   /** Closes the open consultation of `conv`: by its customer, its agent, or a supervisor. */
-  close(identity: Identity, conv: string): void {
+  close(identity: Identity, conv: string, consultation?: string): void {
     const { merchant, customer } = parseConversationId(conv)!;
     const open = this.requireDesk(identity.tenant, merchant);
-    const record = this.requireOpenRecord(open, conv, customer);
+    const record = this.requireOpenRecord(open, conv, customer, consultation);
     if (identity.role === 'agent') this.authorize(identity, conv);
     const by = identity.role === 'customer' ? 'customer' : 'agent';
     this.apply(open, this.decide(() => open.rules.close(record.id, this.options.clock.now())), { closedBy: by });
   }
 
   /** Hands the consultation of `conv` to an agent (online with free capacity) or a group. */
-  transfer(identity: Identity, conv: string, to: { agent?: string | undefined; group?: string | undefined }, note: string | undefined): void {
+  transfer(identity: Identity, conv: string, to: { agent?: string | undefined; group?: string | undefined }, note: string | undefined, consultation?: string): void {
     const { merchant, customer } = parseConversationId(conv)!;
     const open = this.requireDesk(identity.tenant, merchant);
     this.authorize(identity, conv);
-    const record = this.requireOpenRecord(open, conv, customer);
+    const record = this.requireOpenRecord(open, conv, customer, consultation);
     const nowMs = this.options.clock.now();
     const events = this.decide(() => (to.agent !== undefined ? open.rules.transferToAgent(record.id, to.agent, nowMs) : open.rules.transferToGroup(record.id, to.group!, nowMs)));
     this.apply(open, events, { transferFrom: record.agent, note });
@@ -312,6 +352,7 @@ export class DeskService {
       { type: 'put', key: deskKeys.rating(open.tenant, merchant, last.consultation), value: JSON.stringify(rating) },
       putLast(open.tenant, merchant, customer, { ...last, rated: true }),
     ]);
+    this.options.metrics?.countRating(score);
   }
 
   /** The merchant's desk as an agent's workbench shows it: agents, and every open consultation. */
@@ -338,6 +379,8 @@ export class DeskService {
     }
     const nowMs = this.options.clock.now();
     if (after === undefined) {
+      // Its devices go at once: their tokens are refused from now on (requireKnownAgent).
+      for (const device of this.devicesOfAgent(open, agentId)) this.options.host.closeDevice(device, `agent ${agentId} was removed from merchant ${merchant}`);
       if (open.rules.agent(agentId) !== undefined) this.apply(open, open.rules.removeAgent(agentId, nowMs), { released: true });
       return;
     }
@@ -358,7 +401,15 @@ export class DeskService {
       if (event.kind === 'assigned') {
         if (record.state === 'waiting') queuesMoved.add(record.group);
         const name = this.options.people.get(tenant, merchant, event.agent)?.name ?? event.agent;
-        const next: ConsultationRecord = { ...withoutOpening(record), state: 'assigned', agent: event.agent, assignedAtMs: nowMs, group: open.rules.consultation(event.consultation)?.group ?? record.group };
+        const next: ConsultationRecord = {
+          ...withoutOpening(record),
+          state: 'assigned',
+          agent: event.agent,
+          assignedAtMs: nowMs,
+          firstAssignedAtMs: record.firstAssignedAtMs ?? nowMs,
+          group: open.rules.consultation(event.consultation)?.group ?? record.group,
+        };
+        if (record.firstAssignedAtMs === undefined) this.options.metrics?.firstAssignment.observe((nowMs - record.openedAtMs) / 1000);
         open.records.set(customer, next);
         open.lastActivityMs.set(customer, nowMs);
         for (const device of this.devicesOfAgent(open, event.agent)) this.options.host.follow(device, conv);
@@ -370,7 +421,15 @@ export class DeskService {
         this.tell(open, next);
       } else if (event.kind === 'queued') {
         const group = open.rules.consultation(event.consultation)?.group ?? record.group;
-        const next: ConsultationRecord = { id: record.id, customer, group, state: 'waiting', openedAtMs: record.openedAtMs, queuedAtMs: cause.released === true ? record.openedAtMs : nowMs };
+        const next: ConsultationRecord = dropUndefined({
+          id: record.id,
+          customer,
+          group,
+          state: 'waiting' as const,
+          openedAtMs: record.openedAtMs,
+          queuedAtMs: cause.released === true ? record.openedAtMs : nowMs,
+          firstAssignedAtMs: record.firstAssignedAtMs,
+        });
         open.records.set(customer, next);
         open.lastActivityMs.delete(customer);
         queuesMoved.add(group);
@@ -385,6 +444,7 @@ export class DeskService {
         if (record.state === 'waiting') queuesMoved.add(record.group);
         const last = dropUndefined({ consultation: record.id, agent: event.agent, closedAtMs: nowMs, rated: false });
         const notice: DeskNotice = dropUndefined({ type: 'closed', consultation: record.id, by: cause.closedBy ?? 'agent', agent: event.agent });
+        this.options.metrics?.countClosed(notice.by);
         void this.announce(open, customer, notice, [deleteRecord(tenant, merchant, customer), putLast(tenant, merchant, customer, last)]).then(() => this.stopFollowing(open, conv, event.agent, undefined));
         this.tell(open, { ...withoutOpening(record), state: 'closed' });
       }
@@ -495,9 +555,11 @@ export class DeskService {
     return open;
   }
 
-  private requireOpenRecord(open: OpenDesk, conv: string, customer: string): ConsultationRecord {
+  /** The open consultation of `conv`; `consultation`, when given, must be its id. */
+  private requireOpenRecord(open: OpenDesk, conv: string, customer: string, consultation?: string): ConsultationRecord {
     const record = open.records.get(customer);
     if (record === undefined || record.opening === true) throw new CellError(ErrorCode.ConsultationUnknown, `${conv} has no open consultation`);
+    if (consultation !== undefined && consultation !== record.id) throw new CellError(ErrorCode.ConsultationUnknown, `consultation ${consultation} of ${conv} is not open (${record.id} is)`);
     return record;
   }
 

@@ -1,6 +1,6 @@
 import type { Clock } from '../../platform/clock.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
-import type { ChatMessage, DeskNotice, MessageRole } from '../protocol/frames.js';
+import type { ChatMessage, DeskNotice, MessageAttachment, MessageRole } from '../protocol/frames.js';
 import { parseConversationId } from '../protocol/frames.js';
 import type { Store, StoreOp } from '../../platform/store/store.js';
 import { invariant } from '../../platform/invariant.js';
@@ -16,6 +16,8 @@ export interface AppendRequest {
   device: string;
   cmid: string;
   body: string;
+  /** Attachments the message carries (their metadata as their conversation references them). */
+  attachments?: readonly MessageAttachment[] | undefined;
   /** What a system message records (role `system`). */
   event?: DeskNotice | undefined;
   /**
@@ -445,6 +447,7 @@ export class ConversationLog {
         body: request.body,
         ts,
       };
+      if (request.attachments !== undefined) message.attachments = [...request.attachments];
       if (request.event !== undefined) message.event = request.event;
       messages.push(message);
       const senderParty = conversationParty(state.conv, message.role, message.from);

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { DeskNotice, IDENTIFIER_PATTERN, MAX_BODY_CHARS, clientMessageId, parseConversationId, type Role } from '../protocol/frames.js';
+import { DeskNotice, IDENTIFIER_PATTERN, MAX_ATTACHMENTS_PER_MESSAGE, MAX_BODY_CHARS, attachmentId, clientMessageId, parseConversationId, type Role } from '../protocol/frames.js';
 import type { ClusterEntry, JsonValue } from './cluster-port.js';
 import { conversationParty } from './principal.js';
 
@@ -39,7 +39,13 @@ const chatMessage = z.object({
   role: z.enum(['customer', 'agent', 'system']),
   device: identifier,
   cmid: clientMessageId,
-  body: z.string().min(1).max(MAX_BODY_CHARS),
+  // Empty when the message has attachments (their metadata travels; their bytes stay in the home cell).
+  body: z.string().max(MAX_BODY_CHARS),
+  attachments: z
+    .array(z.object({ id: attachmentId, name: z.string().min(1).max(255), type: z.string().min(1).max(255), bytes: z.number().int().min(1) }))
+    .min(1)
+    .max(MAX_ATTACHMENTS_PER_MESSAGE)
+    .optional(),
   ts: z.number().finite(),
   event: DeskNotice.optional(),
 });

@@ -12,12 +12,25 @@
  *   mc/<tenant>/<merchant>/<conv>        index: a merchant's conversations
  *   k/<tenant>/<merchant>/<table>/...    the merchant's desk: agents, consultations, queues (cell/desk);
  *                                        everything under it travels with the merchant when it moves
+ *   k/<tenant>/<merchant>/refresh/<hash> a refresh token of an agent's login or a guest, by the SHA-256
+ *                                        of its secret: {family, expiresAtMs} (cell/access/refresh-tokens.ts)
+ *   k/<tenant>/<merchant>/session/<family> a login or guest (a family of refresh tokens): whom it is
+ *                                        for and the hash of its current token
+ *   fb/<tenant>/<id>                     an attachment's content, by SHA-256 (hex) of its bytes: its
+ *                                        meta (JSON: type, bytes, chunks, createdAtMs)...
+ *   fb/<tenant>/<id>/<chunk>             ...and its bytes, base64, in chunks of at most 256 KiB
+ *   fa/<tenant>/<conv>/<id>              an attachment uploaded to a conversation (JSON: name, type,
+ *                                        bytes, from): what lets the conversation's parties read it
+ *   fx/<tenant>/<id>/<conv>              index: the conversations that reference an attachment
  *   v/layout                             the layout version of the keys above (key-layout.ts)
+ *   audit/<ms>/<counter>                 the cell's audit log of admin actions (cell/audit-log.ts)
  *
  * `<party>` is a user's whole identity inside the tenant (principal.ts: `c:<user>` or
  * `a:<merchant>:<user>`), never the bare user id, which customers and agents may share.
  */
 const SEQ_DIGITS = 16;
+/** Digits of an attachment's chunk index (a chunk is 256 KiB: far more than any size limit). */
+const CHUNK_DIGITS = 6;
 /** Sorts after every character used in keys, to close a prefix range. */
 const PREFIX_END = '\x7f';
 
@@ -56,7 +69,18 @@ export const keys = {
   merchantDeskTable: (tenant: string, merchant: string, table: string) => prefixRange(`k/${tenant}/${merchant}/${table}/`),
   /** Everything of a merchant's desk, which a move copies whole. */
   merchantDesk: (tenant: string, merchant: string) => prefixRange(`k/${tenant}/${merchant}/`),
+  /** An attachment's meta; its chunks follow under `attachmentChunks`. */
+  attachmentBlob: (tenant: string, id: string) => `fb/${tenant}/${id}`,
+  attachmentChunk: (tenant: string, id: string, index: number) => `fb/${tenant}/${id}/${index.toString().padStart(CHUNK_DIGITS, '0')}`,
+  attachmentChunks: (tenant: string, id: string) => prefixRange(`fb/${tenant}/${id}/`),
+  attachmentReference: (tenant: string, conv: string, id: string) => `fa/${tenant}/${conv}/${id}`,
+  attachmentReferences: (tenant: string, conv: string) => prefixRange(`fa/${tenant}/${conv}/`),
+  attachmentReferrer: (tenant: string, id: string, conv: string) => `fx/${tenant}/${id}/${conv}`,
+  attachmentReferrers: (tenant: string, id: string) => prefixRange(`fx/${tenant}/${id}/`),
   layoutVersion: () => 'v/layout',
+  /** An entry of the audit log: by time, then by a counter that only grows, so order is stable. */
+  auditEntry: (atMs: number, counter: number) => `audit/${encodeSeq(atMs)}/${encodeSeq(counter)}`,
+  auditLog: () => prefixRange('audit/'),
 };
 
 /** The last '/'-separated field of a key (the conversation of an index or cursor key, a user...). */

@@ -41,6 +41,14 @@ export const ErrorCode = {
   PlacementInvalid: 'PLACEMENT_INVALID',
   /** HTTP admin: a placement whose epoch is not above every claim of the merchant. */
   PlacementStale: 'PLACEMENT_STALE',
+  /** An upload larger than its tenant's `attachments.maxBytes`. */
+  AttachmentTooLarge: 'ATTACHMENT_TOO_LARGE',
+  /** An upload whose bytes (sniffed, whatever the request declares) are not of a type its tenant accepts. */
+  AttachmentTypeRefused: 'ATTACHMENT_TYPE_REFUSED',
+  /** An attachment id that was not uploaded to this conversation (or no longer is kept). */
+  AttachmentUnknown: 'ATTACHMENT_UNKNOWN',
+  /** Attachments of a conversation hosted on another cell: not served across cells yet. */
+  AttachmentCrossCell: 'ATTACHMENT_CROSS_CELL',
   /** The desk: an agent acted on a consultation assigned to another agent (supervisors may). */
   NotAssigned: 'NOT_ASSIGNED',
   /** The desk: the conversation has no open (or, for `rate`, no closed) consultation. */
@@ -51,6 +59,20 @@ export const ErrorCode = {
   AgentUnavailable: 'AGENT_UNAVAILABLE',
   /** A desk operation for a merchant that has no agents registered (an open desk). */
   NoDesk: 'NO_DESK',
+  /** HTTP login: no such agent, or a wrong password (the same answer for both). */
+  LoginFailed: 'LOGIN_FAILED',
+  /** HTTP login: too many logins from this address or for this agent; `retryAfterMs` says when to retry. */
+  LoginRateLimited: 'LOGIN_RATE_LIMITED',
+  /** HTTP: a refresh token that is unknown, expired, revoked, or was used already (which revokes its login). */
+  RefreshInvalid: 'REFRESH_INVALID',
+  /** HTTP guest tokens: too many from this address; `retryAfterMs` says when to retry. */
+  GuestRateLimited: 'GUEST_RATE_LIMITED',
+  /** HTTP admin: this cell serves no tenant of this id. */
+  TenantUnknown: 'TENANT_UNKNOWN',
+  /** HTTP admin: the merchant has an agent of this id already. */
+  AgentExists: 'AGENT_EXISTS',
+  /** HTTP admin: the merchant has no agent of this id. */
+  AgentUnknown: 'AGENT_UNKNOWN',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -87,11 +109,22 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   IDEMPOTENCY_CONFLICT: 409,
   PLACEMENT_INVALID: 403,
   PLACEMENT_STALE: 409,
+  ATTACHMENT_TOO_LARGE: 413,
+  ATTACHMENT_TYPE_REFUSED: 415,
+  ATTACHMENT_UNKNOWN: 404,
+  ATTACHMENT_CROSS_CELL: 409,
   NOT_ASSIGNED: 403,
   CONSULTATION_UNKNOWN: 404,
   CONSULTATION_RATED: 409,
   AGENT_UNAVAILABLE: 409,
   NO_DESK: 409,
+  LOGIN_FAILED: 401,
+  LOGIN_RATE_LIMITED: 429,
+  REFRESH_INVALID: 401,
+  GUEST_RATE_LIMITED: 429,
+  TENANT_UNKNOWN: 404,
+  AGENT_EXISTS: 409,
+  AGENT_UNKNOWN: 404,
 };
 
 /** An operating error with a stable code: answered to the client, never a crash. */
@@ -119,7 +152,7 @@ export const CloseCode = {
   Backpressure: 4008,
   /** The token expired during the session, or (for browsers) was refused: get a new token, then reconnect. */
   TokenExpired: 4401,
-  /** (For browsers) the connection is forbidden: origin not allowed, merchant not hosted. Do not retry. */
+  /** (For browsers) the connection is forbidden: origin not allowed, merchant not hosted, agent not registered (or removed). Do not retry. */
   Forbidden: 4403,
   /** The same device connected again elsewhere; this older connection is replaced. */
   Replaced: 4409,
@@ -140,5 +173,6 @@ export const inBandRejectionCloseCodes: Partial<Record<ErrorCode, CloseCode>> = 
   TOKEN_EXPIRED: CloseCode.TokenExpired,
   ORIGIN_FORBIDDEN: CloseCode.Forbidden,
   MERCHANT_NOT_HOSTED: CloseCode.Forbidden,
+  AGENT_UNKNOWN: CloseCode.Forbidden,
   DEVICE_LIMIT: CloseCode.PolicyViolation,
 };

@@ -42,16 +42,37 @@ export function parseConversationId(conv: string): { merchant: string; customer:
 /** Upper bound on a message body, in UTF-16 code units; a frame is also bounded in bytes. */
 export const MAX_BODY_CHARS = 16_384;
 
-export const SendFrame = z.object({
-  op: z.literal('send'),
-  id: requestId.optional(),
-  conv: conversationId,
-  /** Client message id: a resend with the same id returns the same seq and stores nothing new. */
-  cmid: clientMessageId,
-  body: z.string().min(1).max(MAX_BODY_CHARS),
-  /** A customer's first message of a consultation may name the group it is for (docs/desk.md). */
-  group: identifier.optional(),
-});
+/** Attachments one message may carry. */
+export const MAX_ATTACHMENTS_PER_MESSAGE = 10;
+/** An attachment is named by the SHA-256 of its bytes, in lower-case hex (cell/attachments). */
+export const attachmentId = z.string().regex(/^[0-9a-f]{64}$/, 'must be an attachment id (64 lower-case hex digits)');
+/**
+ * The attachments a message names (uploaded to its conversation before), at most
+ * MAX_ATTACHMENTS_PER_MESSAGE, each once. A message needs a body, or at least one attachment.
+ */
+export const messageAttachmentIds = z
+  .array(attachmentId)
+  .min(1)
+  .max(MAX_ATTACHMENTS_PER_MESSAGE)
+  .refine((ids) => new Set(ids).size === ids.length, 'must name each attachment once');
+export function hasBodyOrAttachments(message: { body: string; attachments?: readonly string[] | undefined }): boolean {
+  return message.body.length > 0 || (message.attachments?.length ?? 0) > 0;
+}
+export const BODY_OR_ATTACHMENTS = 'a message needs a body or at least one attachment';
+
+export const SendFrame = z
+  .object({
+    op: z.literal('send'),
+    id: requestId.optional(),
+    conv: conversationId,
+    /** Client message id: a resend with the same id returns the same seq and stores nothing new. */
+    cmid: clientMessageId,
+    body: z.string().max(MAX_BODY_CHARS),
+    attachments: messageAttachmentIds.optional(),
+    /** A customer's first message of a consultation may name the group it is for (docs/desk.md). */
+    group: identifier.optional(),
+  })
+  .refine(hasBodyOrAttachments, { message: BODY_OR_ATTACHMENTS, path: ['body'] });
 
 /** Most conversations one `ack` frame may acknowledge at once (announced in `welcome.limits`). */
 export const MAX_ACKS_PER_FRAME = 256;
@@ -117,13 +138,21 @@ export const MAX_NOTE_CHARS = 1_000;
 /** An agent sets its status at the desk. */
 export const StatusFrame = z.object({ op: z.literal('status'), id: requestId.optional(), status: z.enum(AGENT_STATUSES) });
 /** The customer or the assigned agent (or a supervisor) closes the open consultation of `conv`. */
-export const CloseFrame = z.object({ op: z.literal('close'), id: requestId.optional(), conv: conversationId });
+export const CloseFrame = z.object({
+  op: z.literal('close'),
+  id: requestId.optional(),
+  conv: conversationId,
+  /** The consultation meant: a close sent again after a reconnect must not close the next one. */
+  consultation: identifier.optional(),
+});
 /** The assigned agent (or a supervisor) hands the consultation of `conv` to another agent or group. */
 export const TransferFrame = z
   .object({
     op: z.literal('transfer'),
     id: requestId.optional(),
     conv: conversationId,
+    /** The consultation meant (as for `close`). */
+    consultation: identifier.optional(),
     agent: identifier.optional(),
     group: identifier.optional(),
     note: z.string().max(MAX_NOTE_CHARS).optional(),
@@ -166,6 +195,11 @@ export type HistoryFrame = z.infer<typeof HistoryFrame>;
 export type InboxFrame = z.infer<typeof InboxFrame>;
 export type PresenceFrame = z.infer<typeof PresenceFrame>;
 export type PingFrame = z.infer<typeof PingFrame>;
+export type StatusFrame = z.infer<typeof StatusFrame>;
+export type CloseFrame = z.infer<typeof CloseFrame>;
+export type TransferFrame = z.infer<typeof TransferFrame>;
+export type RateFrame = z.infer<typeof RateFrame>;
+export type DeskFrame = z.infer<typeof DeskFrame>;
 export type ClientFrame = { [Op in ClientOp]: z.infer<(typeof clientFrameSchemas)[Op]> }[ClientOp];
 
 export type Role = 'customer' | 'agent';
@@ -210,6 +244,15 @@ export interface ConsultationView {
   openedAtMs: number;
 }
 
+/** An attachment as a message carries it: what its conversation's reference entry said when it was sent. */
+export interface MessageAttachment {
+  id: string;
+  name: string;
+  /** The media type sniffed from its bytes. */
+  type: string;
+  bytes: number;
+}
+
 /** A stored, sequenced chat message as it travels to devices. */
 export interface ChatMessage {
   conv: string;
@@ -220,7 +263,10 @@ export interface ChatMessage {
   /** The device it was sent from (so the sender's other devices can tell it is their own). */
   device: string;
   cmid: string;
+  /** May be empty when the message has attachments. */
   body: string;
+  /** Files sent with the message (GET /v1/conversations/:conv/attachments/:id); absent when none. */
+  attachments?: MessageAttachment[] | undefined;
   /** Set on system messages (role `system`): the desk's change this message records. */
   event?: DeskNotice | undefined;
   /** Cell time when the message became durable, ms since the epoch. */

@@ -1,11 +1,14 @@
 import { z } from 'zod';
-import { IDENTIFIER_PATTERN, MAX_BODY_CHARS, clientMessageId } from './frames.js';
+import { BODY_OR_ATTACHMENTS, IDENTIFIER_PATTERN, MAX_BODY_CHARS, clientMessageId, hasBodyOrAttachments, messageAttachmentIds } from './frames.js';
 
 /** Bodies and query parameters of the HTTP API (docs/protocol.md, "HTTP API"). */
-export const HttpSendBody = z.object({
-  cmid: clientMessageId,
-  body: z.string().min(1).max(MAX_BODY_CHARS),
-});
+export const HttpSendBody = z
+  .object({
+    cmid: clientMessageId,
+    body: z.string().max(MAX_BODY_CHARS),
+    attachments: messageAttachmentIds.optional(),
+  })
+  .refine(hasBodyOrAttachments, { message: BODY_OR_ATTACHMENTS, path: ['body'] });
 
 export const HttpReadBody = z.object({
   seq: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),

@@ -1,0 +1,185 @@
+import { CliError, ExitCode, messageWithCauses, type ExitCodeValue } from './cli-errors.js';
+import { errorText, fetchJson } from './move-command.js';
+
+/**
+ * `cellmesh agents list|add|update|remove|password` and `cellmesh audit`: the desk's people and
+ * the audit log through a cell's admin API (docs/protocol.md, "HTTP API"; docs/operations.md).
+ * A password is read from standard input, never from the command line, where `ps` and the shell
+ * history would keep it.
+ */
+
+interface AdminOptions {
+  cell: string;
+  adminToken?: string;
+  json?: boolean;
+}
+
+interface MerchantOptions extends AdminOptions {
+  tenant: string;
+  merchant: string;
+}
+
+interface AgentFieldOptions extends MerchantOptions {
+  name?: string;
+  capacity?: number;
+  groups?: string;
+  supervisor?: boolean;
+}
+
+interface AgentView {
+  id: string;
+  name: string;
+  capacity: number;
+  groups: string[];
+  supervisor: boolean;
+  hasPassword: boolean;
+}
+
+interface AuditEntry {
+  id: string;
+  atMs: number;
+  actor: string;
+  action: string;
+  tenant?: string;
+  merchant?: string;
+  target?: string;
+  outcome: string;
+  error?: { code: string; message: string };
+}
+
+export async function runAgentsListCommand(options: MerchantOptions): Promise<void> {
+  const body = (await call(options, 'GET', agentsPath(options))) as { agents: AgentView[] };
+  if (options.json === true) return print(body);
+  if (body.agents.length === 0) return void process.stdout.write(`merchant ${options.merchant} has no agents\n`);
+  for (const agent of body.agents) process.stdout.write(`${agentLine(agent)}\n`);
+}
+
+export async function runAgentsAddCommand(id: string, options: AgentFieldOptions): Promise<void> {
+  const agent = (await call(options, 'POST', agentsPath(options), { id, ...agentFields(options) })) as AgentView;
+  if (options.json === true) return print(agent);
+  process.stdout.write(`added ${agentLine(agent)}\n`);
+}
+
+export async function runAgentsUpdateCommand(id: string, options: AgentFieldOptions): Promise<void> {
+  const fields = agentFields(options);
+  if (Object.keys(fields).length === 0) throw new CliError('give at least one of --name, --capacity, --groups, --supervisor, --no-supervisor', ExitCode.Usage);
+  const agent = (await call(options, 'PATCH', agentPath(options, id), fields)) as AgentView;
+  if (options.json === true) return print(agent);
+  process.stdout.write(`updated ${agentLine(agent)}\n`);
+}
+
+export async function runAgentsRemoveCommand(id: string, options: MerchantOptions): Promise<void> {
+  const body = (await call(options, 'DELETE', agentPath(options, id))) as { removed: AgentView };
+  if (options.json === true) return print(body);
+  process.stdout.write(`removed agent ${body.removed.id} of ${options.tenant}/${options.merchant}\n`);
+}
+
+export async function runAgentsPasswordCommand(id: string, options: MerchantOptions & { passwordStdin?: boolean }): Promise<void> {
+  const password = await readPassword(options.passwordStdin === true);
+  const agent = (await call(options, 'PUT', `${agentPath(options, id)}/password`, { password })) as AgentView;
+  if (options.json === true) return print(agent);
+  process.stdout.write(`password set for agent ${agent.id} of ${options.tenant}/${options.merchant}\n`);
+}
+
+export async function runAuditCommand(options: AdminOptions & { tenant?: string; action?: string; limit?: number; after?: string }): Promise<void> {
+  const query = new URLSearchParams();
+  for (const name of ['tenant', 'action', 'after'] as const) if (options[name] !== undefined) query.set(name, options[name]);
+  if (options.limit !== undefined) query.set('limit', String(options.limit));
+  const page = (await call(options, 'GET', `/v1/admin/audit${query.size > 0 ? `?${query}` : ''}`)) as { entries: AuditEntry[]; next?: string };
+  if (options.json === true) return print(page);
+  for (const entry of page.entries) process.stdout.write(`${auditLine(entry)}\n`);
+  if (page.next !== undefined) process.stdout.write(`more: --after ${page.next}\n`);
+}
+
+/** One admin call; a refusal or an unreachable cell becomes one line and its exit code. */
+async function call(options: AdminOptions, method: string, path: string, json?: unknown): Promise<unknown> {
+  const fail = (message: string, code: ExitCodeValue = ExitCode.Failed): never => {
+    throw new CliError(message, code);
+  };
+  if (options.adminToken === undefined || options.adminToken === '') fail('pass --admin-token or set CELLMESH_ADMIN_TOKEN', ExitCode.Usage);
+  const base = options.cell.replace(/\/$/, '');
+  const headers: Record<string, string> = { authorization: `Bearer ${options.adminToken}` };
+  if (json !== undefined) headers['content-type'] = 'application/json';
+  const answer = await fetchJson(`${base}${path}`, { method, headers, ...(json === undefined ? {} : { body: JSON.stringify(json) }) }).catch((error: unknown) =>
+    fail(`cannot reach ${base}: ${messageWithCauses(error)}`, ExitCode.Unreachable),
+  );
+  if (answer.status >= 300) fail(errorText(answer.body));
+  return answer.body;
+}
+
+function agentsPath(options: MerchantOptions): string {
+  return `/v1/admin/tenants/${encodeURIComponent(options.tenant)}/merchants/${encodeURIComponent(options.merchant)}/agents`;
+}
+
+function agentPath(options: MerchantOptions, id: string): string {
+  return `${agentsPath(options)}/${encodeURIComponent(id)}`;
+}
+
+function agentFields(options: AgentFieldOptions): Record<string, unknown> {
+  const fields: Record<string, unknown> = {};
+  if (options.name !== undefined) fields['name'] = options.name;
+  if (options.capacity !== undefined) fields['capacity'] = options.capacity;
+  if (options.groups !== undefined) fields['groups'] = options.groups.split(',').map((group) => group.trim()).filter((group) => group !== '');
+  if (options.supervisor !== undefined) fields['supervisor'] = options.supervisor;
+  return fields;
+}
+
+function agentLine(agent: AgentView): string {
+  const flags = [agent.supervisor ? 'supervisor' : '', agent.hasPassword ? 'password set' : 'no password'].filter((flag) => flag !== '');
+  return `${agent.id}  "${agent.name}"  capacity ${agent.capacity}  groups ${agent.groups.join(',')}  ${flags.join(', ')}`;
+}
+
+function auditLine(entry: AuditEntry): string {
+  const place = [entry.tenant, entry.merchant, entry.target].filter((part) => part !== undefined).join('/');
+  const outcome = entry.error === undefined ? entry.outcome : `${entry.outcome} ${entry.error.code}: ${entry.error.message}`;
+  return `${new Date(entry.atMs).toISOString()}  ${entry.actor}  ${entry.action}  ${place || '-'}  ${outcome}`;
+}
+
+function print(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/**
+ * The password from standard input: all of it when piped (`--password-stdin`, or any stdin that
+ * is not a terminal), less one trailing newline; typed at a prompt, without echo, on a terminal.
+ */
+async function readPassword(fromStdin: boolean): Promise<string> {
+  const stdin = process.stdin;
+  const password = !fromStdin && stdin.isTTY ? await promptHidden('password: ') : (await readAll(stdin)).replace(/\r?\n$/, '');
+  if (password === '') throw new CliError('no password on standard input (pipe it in, or use a terminal to type it)', ExitCode.Usage);
+  return password;
+}
+
+async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+/** Reads one line from the terminal without echoing it; Ctrl-C aborts. */
+function promptHidden(prompt: string): Promise<string> {
+  const stdin = process.stdin;
+  process.stderr.write(prompt);
+  stdin.setRawMode(true);
+  stdin.resume();
+  stdin.setEncoding('utf8');
+  let typed = '';
+  return new Promise((resolve, reject) => {
+    const done = (finish: () => void): void => {
+      stdin.off('data', onData);
+      stdin.setRawMode(false);
+      stdin.pause();
+      process.stderr.write('\n');
+      finish();
+    };
+    const onData = (text: string): void => {
+      for (const character of text) {
+        if (character === '\r' || character === '\n') return done(() => resolve(typed));
+        if (character === '\u0003') return done(() => reject(new CliError('cancelled', ExitCode.Failed)));
+        if (character === '\u007f' || character === '\b') typed = typed.slice(0, -1);
+        else typed += character;
+      }
+    };
+    stdin.on('data', onData);
+  });
+}
