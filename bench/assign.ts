@@ -5,17 +5,21 @@
  *
  * Phases: every agent comes online while twice the desk's capacity of customers arrive (the
  * queue grows deep and drains as agents arrive); then a churn of opens, closes, status changes
- * and releases at a steady load of about half the capacity, where the spread of load inside
- * each group is measured. Every desk call is timed; `assignPerSec` is the decisions (an
- * assignment or a queueing) per second of time spent inside the desk.
+ * and releases at about half the capacity; then the steady state of a busy desk, where more
+ * customers come than the agents can take (the queue stays deep), agents still change status
+ * and customers close at random: there the spread of load inside each group is measured
+ * (`loadSpread`). The same spread at half the capacity (`loadSpreadBelowCapacity`) is reported
+ * too: there random closes leave dips that only the next customer of that group fills, so it
+ * measures the traffic more than the rule. Every desk call is timed; `assignPerSec` is the
+ * decisions (an assignment or a queueing) per second of time spent inside the desk.
  *
- * The durable figure of the issue (`durableAssignPerSec`, end to end through the cell's store
- * and system messages) needs the desk wired into the cell, which comes with its persistence.
+ * `durableAssignPerSec` (assign-durable.ts) takes assignments end to end through a real cell.
  */
 import { performance } from 'node:perf_hooks';
 import { MerchantDesk, type AgentStatus, type DeskEvent } from '../cell/desk/merchant-desk.js';
 import { SeededRandom } from '../platform/random.js';
 import { summarize, type SampleSummary } from './mesh-stats.js';
+import type { DurableAssignReport } from './assign-durable.js';
 
 export interface AssignOptions {
   agents: number;
@@ -29,8 +33,10 @@ export interface AssignReport {
   benchmark: 'assign';
   /** Decisions (assignments and queueings) per second of time inside the desk. */
   assignPerSec: number;
-  /** Largest load difference between two online agents of a group at the steady state, in consultations of the smaller capacity (sticky placements left out of the busier one). */
+  /** Largest load difference between two online agents of a group at the steady state of a busy desk (the queue never empty), in consultations of the smaller capacity (sticky placements left out of the busier one). */
   loadSpread: number;
+  /** The same at about half the capacity, with random closes (see the top of this file). */
+  loadSpreadBelowCapacity: number;
   decisionP99Ms: number;
   decisionMs: SampleSummary;
   decisions: number;
@@ -38,6 +44,9 @@ export interface AssignReport {
   stickyAssignments: number;
   maxQueueDepth: number;
   calls: number;
+  /** End to end through a real cell (assign-durable.ts); absent with `--no-durable`. */
+  durable?: DurableAssignReport;
+  durableAssignPerSec?: number;
   parameters: Omit<AssignOptions, 'json'>;
   machine: { node: string };
 }
@@ -162,13 +171,31 @@ export function runAssign(options: AssignOptions): AssignReport {
     if (assigned.length < totalCapacity / 2) openOne();
     else closeOne();
   }
-  const loadSpread = spreadOf(desk, agents, assigned, sticky);
+  const loadSpreadBelowCapacity = spreadOf(desk, agents, assigned, sticky);
+  // The busy desk: customers keep a queue of a tenth of the capacity while agents change status
+  // and customers close at random; the spread is sampled along the way.
+  let loadSpread = 0;
+  const queueFloor = Math.max(1, Math.floor(totalCapacity / 10));
+  for (let op = 0; op < options.churnOps; op++) {
+    const roll = random.next();
+    if (roll < 0.01) {
+      const agent = agents[Math.floor(random.next() * agents.length)] as Agent;
+      nowMs++;
+      call(() => desk.setStatus(agent.id, random.next() < 0.7 ? 'online' : 'busy', nowMs));
+    } else if (waiting.size < queueFloor || roll < 0.5) openOne();
+    else closeOne();
+    if (waiting.size >= queueFloor && op % Math.max(1, Math.floor(options.churnOps / 20)) === 0) {
+      loadSpread = Math.max(loadSpread, spreadOf(desk, agents, assigned, sticky, true));
+    }
+  }
+  loadSpread = Math.max(loadSpread, spreadOf(desk, agents, assigned, sticky, true));
   const decisionMs = summarize(durationsMs);
   const totalMs = durationsMs.reduce((sum, duration) => sum + duration, 0);
   return {
     benchmark: 'assign',
     assignPerSec: Math.round(decisions / (totalMs / 1000)),
     loadSpread,
+    loadSpreadBelowCapacity,
     decisionP99Ms: decisionMs.p99 ?? 0,
     decisionMs,
     decisions,
@@ -185,9 +212,10 @@ export function runAssign(options: AssignOptions): AssignReport {
  * The largest load difference between two online agents of one group that the least-load rule
  * is answerable for, in consultations of the smaller capacity: for each pair, the busier agent's
  * load without the consultations the sticky rule placed on it (which may exceed the balance by
- * design) against the other's whole load.
+ * design) against the other's whole load. With `busyGroupsOnly`, only groups whose queue is not
+ * empty count: those the busy desk's steady state is about.
  */
-function spreadOf(desk: MerchantDesk, agents: readonly Agent[], assigned: readonly string[], sticky: ReadonlySet<string>): number {
+function spreadOf(desk: MerchantDesk, agents: readonly Agent[], assigned: readonly string[], sticky: ReadonlySet<string>, busyGroupsOnly = false): number {
   const stickyOpen = new Map<string, number>();
   for (const id of assigned) {
     if (!sticky.has(id)) continue;
@@ -197,7 +225,7 @@ function spreadOf(desk: MerchantDesk, agents: readonly Agent[], assigned: readon
   const byGroup = new Map<string, Array<{ load: number; withoutSticky: number; capacity: number }>>();
   for (const agent of agents) {
     const state = desk.agent(agent.id);
-    if (state?.status !== 'online') continue;
+    if (state?.status !== 'online' || (busyGroupsOnly && desk.queueLength(agent.group) === 0)) continue;
     const members = byGroup.get(agent.group) ?? [];
     members.push({ load: state.open / state.capacity, withoutSticky: (state.open - (stickyOpen.get(agent.id) ?? 0)) / state.capacity, capacity: state.capacity });
     byGroup.set(agent.group, members);
@@ -220,6 +248,11 @@ export function describeAssign(report: AssignReport): string {
     `  decisions        ${report.decisions} (${report.assignments} assignments, ${report.stickyAssignments} sticky), deepest queue ${report.maxQueueDepth}`,
     `  assignPerSec     ${report.assignPerSec}`,
     `  decision p50/p99 ${(report.decisionMs.p50 ?? 0).toFixed(4)} / ${report.decisionP99Ms.toFixed(4)} ms (max ${(report.decisionMs.max ?? 0).toFixed(3)} ms)`,
-    `  loadSpread       ${report.loadSpread} (consultations of the smaller capacity)`,
+    `  loadSpread       ${report.loadSpread} with a queue, ${report.loadSpreadBelowCapacity} at half the capacity (consultations of the smaller capacity)`,
+    ...(report.durable === undefined
+      ? []
+      : [
+          `  durable          ${report.durable.durableAssignPerSec} assignments/s through the cell's store and system messages; its messages ${report.durable.durableMessagesPerSec}/s (ratio ${report.durable.assignToMessageRatio})`,
+        ]),
   ].join('\n');
 }

@@ -235,6 +235,8 @@ program
   .option('--groups <n>', 'groups the agents are spread over', integer(1, 10_000), 100)
   .option('--churn-ops <n>', 'opens, closes and status changes at the steady state', integer(0, 100_000_000), 500_000)
   .option('--seed <n>', 'seed of the workload', integer(0, 2 ** 31 - 1), 1)
+  .option('--consultations <n>', 'consultations assigned end to end through a real cell (the durable figure)', integer(1, 1_000_000), 5_000)
+  .option('--no-durable', 'skip the durable figure (in memory only)')
   .option('--json', 'print exactly one JSON object on stdout')
   .action(async (raw: Record<string, unknown>) => {
     const { runAssign, describeAssign } = await import('./assign.js');
@@ -245,6 +247,11 @@ program
       seed: raw['seed'] as number,
       json: raw['json'] === true,
     });
+    if (raw['durable'] !== false) {
+      const { runDurableAssign } = await import('./assign-durable.js');
+      report.durable = await runDurableAssign({ consultations: raw['consultations'] as number, agents: 500, seed: raw['seed'] as number });
+      report.durableAssignPerSec = report.durable.durableAssignPerSec;
+    }
     process.stdout.write(raw['json'] === true ? `${JSON.stringify(report)}\n` : `${describeAssign(report)}\n`);
   });
 

@@ -138,11 +138,12 @@ export class CellCore {
       metrics: options.metrics.deskMetrics(() => this.desk.snapshot()),
       host: {
         append: (request) => this.log.append(request),
-        agentDevices: (tenant, merchant) => this.presence.agentsOf(tenant, merchant),
+        agentDevices: (tenant, merchant, agent) => this.presence.devicesOf({ tenant, role: 'agent', user: agent, merchant }),
         customerDevices: (tenant, customer) => this.presence.devicesOf(customerPrincipal(tenant, customer)),
         follow: (connection, conv) => this.delivery.follow(connection, conv),
         unfollow: (connection, conv) => this.delivery.unfollow(connection, conv),
         send: (connection, frame) => this.delivery.sendFrame(connection, frame),
+        broadcast: (connections, frame) => this.delivery.broadcast(connections, frame),
         closeDevice: (connection, reason) => connection.port.close(CloseCode.Forbidden, reason),
       },
     });
@@ -480,8 +481,7 @@ export class CellCore {
   private deliverHere(tenant: string, message: ChatMessage, sender: PendingAck | RelayedSend | undefined): void {
     if (sender !== undefined) this.options.metrics.ackLatency.observe((this.options.clock.now() - sender.receivedAtMs) / 1000);
     const { merchant, customer } = parseConversationId(message.conv)!;
-    for (const device of this.presence.participantsOf(tenant, merchant, customer)) {
-      if (device.identity.role === 'agent' && !this.desk.agentReceives(tenant, merchant, customer, device.identity.user, message)) continue;
+    for (const device of this.desk.participantsOf(tenant, merchant, customer, message) ?? this.presence.participantsOf(tenant, merchant, customer)) {
       if (device === sender?.connection) {
         this.answerSent(device, sender.requestId, message);
         this.delivery.deliveredBySentFrame(device, message);
@@ -505,10 +505,7 @@ export class CellCore {
     const reader = parsePartyId(party)!;
     this.options.metrics.receipts.inc();
     const receipt: ServerFrame = { t: 'receipt', conv, user: reader.user, role: reader.role, seq };
-    const devices = [...this.presence.participantsOf(tenant, parsed.merchant, parsed.customer)].filter(
-      (device) => device.identity.role !== 'agent' || this.desk.agentReceives(tenant, parsed.merchant, parsed.customer, device.identity.user),
-    );
-    this.delivery.broadcast(devices, receipt);
+    this.delivery.broadcast(this.desk.participantsOf(tenant, parsed.merchant, parsed.customer) ?? this.presence.participantsOf(tenant, parsed.merchant, parsed.customer), receipt);
   }
 
   /**

@@ -70,8 +70,8 @@ function typing(host: DeskFrameHost, connection: DeviceConnection, conv: string)
   const others =
     identity.role === 'agent'
       ? host.presence.devicesOf(customerPrincipal(identity.tenant, customer))
-      : [...host.presence.agentsOf(identity.tenant, merchant)].filter((device) => host.desk.agentReceives(identity.tenant, merchant, customer, device.identity.user));
-  for (const device of others) host.send(device, frame);
+      : (host.desk.participantsOf(identity.tenant, merchant, customer) ?? host.presence.agentsOf(identity.tenant, merchant));
+  for (const device of others) if (device.identity.role !== identity.role) host.send(device, frame);
 }
 
 /** The desk of a conversation lives in its merchant's home cell; a customer elsewhere acts there through it (not yet relayed). */

@@ -12,7 +12,7 @@ import type { DeviceConnection } from '../messaging/device.js';
 import { CellMetrics } from '../metrics.js';
 import type { ChatMessage } from '../protocol/frames.js';
 import { DeskConfig, LimitsConfig } from '../settings.js';
-import type { DeskPeople, DeskPerson } from './desk-service.js';
+import { QUEUE_TELL_INTERVAL_MS, type DeskPeople, type DeskPerson } from './desk-service.js';
 
 const SECRET = 'unit-test-secret-0123456789abcdef-0123';
 const GRACE_MS = 60_000;
@@ -144,6 +144,10 @@ describe('the desk inside a cell', () => {
     expect(ann.port.of('ok').map((ok) => ok.id)).toContain('c');
     expect(alice.notices()).toEqual(['assigned', 'closed']);
     expect(carol.notices()).toEqual(['queued', 'assigned']);
+    // Those still waiting hear their new place with the next queue update.
+    expect(dave.port.of('consultation').at(-1)).toMatchObject({ state: 'waiting', position: 2 });
+    clock.advance(QUEUE_TELL_INTERVAL_MS);
+    await settle();
     expect(dave.port.of('consultation').at(-1)).toMatchObject({ state: 'waiting', position: 1 });
     // Ann now gets Carol's conversation, whole, and no more of Alice's.
     expect(ann.messages('m1:carol').map((message) => message.body)).toContain('two');

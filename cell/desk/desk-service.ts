@@ -44,12 +44,14 @@ export const NO_PEOPLE: DeskPeople = { list: () => [], get: () => undefined };
 export interface DeskHost {
   /** Appends to a conversation this cell hosts (the desk's system messages). */
   append(request: AppendRequest): Promise<AppendResult>;
-  /** The connected devices of one agent, and of every agent, of a merchant. */
-  agentDevices(tenant: string, merchant: string): Iterable<DeviceConnection>;
+  /** The connected devices of one agent of a merchant. */
+  agentDevices(tenant: string, merchant: string, agent: string): Iterable<DeviceConnection>;
   customerDevices(tenant: string, customer: string): Iterable<DeviceConnection>;
   follow(connection: DeviceConnection, conv: string): void;
   unfollow(connection: DeviceConnection, conv: string): void;
   send(connection: DeviceConnection, frame: ServerFrame): void;
+  /** Sends one frame to many devices, serialised once. */
+  broadcast(connections: Iterable<DeviceConnection>, frame: ServerFrame): void;
   /** Closes a device whose agent was removed (close code 4403). */
   closeDevice(connection: DeviceConnection, reason: string): void;
 }
@@ -63,6 +65,11 @@ export interface DeskSettings extends RuleSettings {
 
 /** The group of a consultation that names none (or one that no agent of the merchant is in). */
 export const DEFAULT_GROUP = 'default';
+/**
+ * Positions are told to a group's waiting customers at most this often: a busy queue moves many
+ * times a second, and each move would otherwise cost a frame per waiting customer.
+ */
+export const QUEUE_TELL_INTERVAL_MS = 250;
 /** How often each desk looks for inactive consultations, at most. */
 const MAX_SWEEP_INTERVAL_MS = 60_000;
 const SYSTEM_USER = 'desk';
@@ -78,6 +85,12 @@ class OpenDesk {
   readonly lastActivityMs = new Map<string, number>();
   /** Statuses the agents chose, applied when they connect. */
   readonly chosen = new Map<string, AgentStatus>();
+  /** The merchant's supervisors, and every group one of its agents is in (kept with the people). */
+  readonly supervisors = new Set<string>();
+  readonly groups = new Set<string>();
+  /** Groups whose waiting customers are due a position update, and its timer. */
+  readonly queuesToTell = new Set<string>();
+  queueTellTimer: TimerHandle | undefined;
   sweep: TimerHandle | undefined;
 
   constructor(
@@ -155,6 +168,7 @@ export class DeskService {
     const open = new OpenDesk(tenant, merchant, this.options.settings);
     const nowMs = clock.now();
     for (const person of people) open.rules.upsertAgent(person, nowMs);
+    this.knowPeople(open);
     const [records, lasts, statuses] = await Promise.all([
       readAll(store, deskKeys.consultations(tenant, merchant)),
       readAll(store, deskKeys.lasts(tenant, merchant)),
@@ -184,6 +198,7 @@ export class DeskService {
     if (open === undefined) return;
     for (const timer of open.graceTimers.values()) timer.cancel();
     open.sweep?.cancel();
+    open.queueTellTimer?.cancel();
     this.desks.delete(deskKey(tenant, merchant));
   }
 
@@ -228,16 +243,29 @@ export class DeskService {
   }
 
   /**
-   * Whether an agent device of the merchant gets a message of the customer's conversation:
-   * without a desk every agent does; at a desk, the assigned agent, supervisors, and the agents
-   * a system message names (the one a transfer or a close takes it from).
+   * The devices here that get a message (or receipt) of the customer's conversation at a desk:
+   * the customer's, the assigned agent's, the supervisors', and those of the agents a system
+   * message names (the one a transfer or a close takes it from). Undefined without a desk: then
+   * every agent of the merchant does.
    */
-  agentReceives(tenant: string, merchant: string, customer: string, agent: string, message?: ChatMessage): boolean {
+  participantsOf(tenant: string, merchant: string, customer: string, message?: ChatMessage): DeviceConnection[] | undefined {
     const open = this.desks.get(deskKey(tenant, merchant));
-    if (open === undefined) return true;
-    if (open.records.get(customer)?.agent === agent || this.isSupervisor(open, agent)) return true;
+    if (open === undefined) return undefined;
     const event = message?.event;
-    return event !== undefined && ('agent' in event && event.agent === agent || ('from' in event && event.from === agent));
+    const named = event === undefined ? [] : [('agent' in event ? event.agent : undefined), ('from' in event ? event.from : undefined)];
+    return this.devicesOf(open, customer, open.records.get(customer)?.agent, ...named);
+  }
+
+  /** The devices here of `customer`, of the supervisors, and of the named agents, each once (on every message: no sets). */
+  private devicesOf(open: OpenDesk, customer: string, ...agents: Array<string | undefined>): DeviceConnection[] {
+    const { host } = this.options;
+    const devices = [...host.customerDevices(open.tenant, customer)];
+    for (const supervisor of open.supervisors) devices.push(...host.agentDevices(open.tenant, open.merchant, supervisor));
+    agents.forEach((agent, index) => {
+      if (agent === undefined || open.supervisors.has(agent) || agents.indexOf(agent) !== index) return;
+      devices.push(...host.agentDevices(open.tenant, open.merchant, agent));
+    });
+    return devices;
   }
 
   /**
@@ -378,6 +406,7 @@ export class DeskService {
       return;
     }
     const nowMs = this.options.clock.now();
+    this.knowPeople(open);
     if (after === undefined) {
       // Its devices go at once: their tokens are refused from now on (requireKnownAgent).
       for (const device of this.devicesOfAgent(open, agentId)) this.options.host.closeDevice(device, `agent ${agentId} was removed from merchant ${merchant}`);
@@ -418,7 +447,7 @@ export class DeskService {
             ? dropUndefined({ type: 'transferred', consultation: record.id, from: cause.transferFrom, agent: event.agent, name, note: cause.note })
             : { type: 'assigned', consultation: record.id, agent: event.agent, name, sticky: event.sticky };
         void this.announce(open, customer, notice, [putRecord(tenant, merchant, next)]).then(() => this.stopFollowing(open, conv, previousAgent, event.agent));
-        this.tell(open, next);
+        this.tell(open, next, previousAgent);
       } else if (event.kind === 'queued') {
         const group = open.rules.consultation(event.consultation)?.group ?? record.group;
         const next: ConsultationRecord = dropUndefined({
@@ -437,6 +466,8 @@ export class DeskService {
         if (cause.transferFrom !== undefined) notice = dropUndefined({ type: 'transferred', consultation: record.id, from: cause.transferFrom, group, note: cause.note });
         else if (previousAgent !== undefined) notice = { type: 'released', consultation: record.id, agent: previousAgent };
         void this.announce(open, customer, notice, [putRecord(tenant, merchant, next)]).then(() => this.stopFollowing(open, conv, previousAgent, undefined));
+        // It learns where it stands at once; the others behind it with the next queue update.
+        this.tell(open, next, previousAgent);
       } else {
         open.records.delete(customer);
         open.customerOf.delete(record.id);
@@ -449,7 +480,8 @@ export class DeskService {
         this.tell(open, { ...withoutOpening(record), state: 'closed' });
       }
     }
-    for (const group of queuesMoved) this.tellQueue(open, group);
+    for (const group of queuesMoved) open.queuesToTell.add(group);
+    if (open.queuesToTell.size > 0) open.queueTellTimer ??= this.options.clock.setTimer(QUEUE_TELL_INTERVAL_MS, () => this.tellQueues(open));
   }
 
   /** Appends a system message (with the records it carries); failures are logged, the next change rewrites the record. */
@@ -468,19 +500,28 @@ export class DeskService {
     for (const device of this.devicesOfAgent(open, agent)) this.options.host.unfollow(device, conv);
   }
 
-  /** The consultation's state, to its customer's devices here and to the merchant's agents. */
-  private tell(open: OpenDesk, record: ConsultationRecord | (Omit<ConsultationRecord, 'state'> & { state: 'closed' })): void {
-    const frame: ServerFrame = { t: 'consultation', ...this.viewOf(open, record) };
-    for (const device of this.options.host.customerDevices(open.tenant, record.customer)) this.options.host.send(device, frame);
-    for (const device of this.options.host.agentDevices(open.tenant, open.merchant)) this.options.host.send(device, frame);
+  /** The consultation's state, to its customer's devices here, its agent's (and the one it left) and the supervisors'. */
+  private tell(open: OpenDesk, record: ConsultationRecord | (Omit<ConsultationRecord, 'state'> & { state: 'closed' }), previousAgent?: string): void {
+    this.options.host.broadcast(this.devicesOf(open, record.customer, record.agent, previousAgent), { t: 'consultation', ...this.viewOf(open, record) });
   }
 
-  /** Everyone waiting in `group` learns its new position and estimate. */
-  private tellQueue(open: OpenDesk, group: string): void {
-    for (const record of open.records.values()) {
-      if (record.state !== 'waiting' || record.group !== group || record.opening === true) continue;
-      const frame: ServerFrame = { t: 'consultation', ...this.viewOf(open, record) };
-      for (const device of this.options.host.customerDevices(open.tenant, record.customer)) this.options.host.send(device, frame);
+  /** Everyone waiting in the groups whose queues moved learns its new position and estimate: one pass per queue. */
+  private tellQueues(open: OpenDesk): void {
+    open.queueTellTimer = undefined;
+    if (this.desks.get(deskKey(open.tenant, open.merchant)) !== open) return;
+    const groups = [...open.queuesToTell];
+    open.queuesToTell.clear();
+    for (const group of groups) {
+      for (const waiting of open.rules.waitingIn(group)) {
+        const customer = open.customerOf.get(waiting.id);
+        const record = customer === undefined ? undefined : open.records.get(customer);
+        if (record === undefined) continue;
+        const devices = [...this.options.host.customerDevices(open.tenant, record.customer)];
+        if (devices.length === 0) continue;
+        const frame: ServerFrame = { t: 'consultation', conv: conversationIdOf(open.merchant, record.customer), consultation: record.id, state: 'waiting', group, position: waiting.position, openedAtMs: record.openedAtMs };
+        if (waiting.estimatedWaitMs !== undefined) frame.estimatedWaitMs = waiting.estimatedWaitMs;
+        for (const device of devices) this.options.host.send(device, frame);
+      }
     }
   }
 
@@ -526,18 +567,28 @@ export class DeskService {
 
   /** The named group if an agent of the merchant is in it; else `default`, or the first group any agent has. */
   private groupFor(open: OpenDesk, named: string | undefined): string {
-    const groups = new Set(open.rules.allAgents().flatMap((agent) => agent.groups));
+    const { groups } = open;
     if (named !== undefined && groups.has(named)) return named;
     if (groups.has(DEFAULT_GROUP) || groups.size === 0) return DEFAULT_GROUP;
     return [...groups].sort()[0]!;
   }
 
   private devicesOfAgent(open: OpenDesk, agent: string): DeviceConnection[] {
-    return [...this.options.host.agentDevices(open.tenant, open.merchant)].filter((device) => device.identity.user === agent);
+    return [...this.options.host.agentDevices(open.tenant, open.merchant, agent)];
   }
 
   private isSupervisor(open: OpenDesk, agent: string): boolean {
-    return this.options.people.get(open.tenant, open.merchant, agent)?.supervisor === true;
+    return open.supervisors.has(agent);
+  }
+
+  /** Refreshes what the desk keeps of its people: supervisors and groups. */
+  private knowPeople(open: OpenDesk): void {
+    open.supervisors.clear();
+    open.groups.clear();
+    for (const person of this.options.people.list(open.tenant, open.merchant)) {
+      if (person.supervisor) open.supervisors.add(person.id);
+      for (const group of person.groups) open.groups.add(group);
+    }
   }
 
   private agentDesk(identity: Identity): OpenDesk | undefined {

@@ -73,6 +73,15 @@ export class GroupQueue {
     return ahead + 1;
   }
 
+  /** Every waiting consultation, next first: one pass to tell a whole queue its positions. */
+  *inOrder(): Generator<string> {
+    for (const entry of this.front) yield entry.consultation;
+    for (let at = this.head; at < this.slots.length; at++) {
+      const consultation = this.slots[at];
+      if (consultation !== undefined) yield consultation;
+    }
+  }
+
   private frontIndexOf(consultation: string): number {
     return this.front.findIndex((entry) => entry.consultation === consultation);
   }

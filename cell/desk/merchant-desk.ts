@@ -283,6 +283,20 @@ export class MerchantDesk {
     return this.groups.get(group)?.queue.length ?? 0;
   }
 
+  /**
+   * The waiting consultations of `group`, next first, each with its position and estimated
+   * wait: one pass over the queue, for telling all of them at once.
+   */
+  *waitingIn(group: string): Generator<{ id: string; position: number; estimatedWaitMs: number | undefined }> {
+    const state = this.groups.get(group);
+    if (state === undefined) return;
+    let position = 0;
+    for (const id of state.queue.inOrder()) {
+      position++;
+      yield { id, position, estimatedWaitMs: state.onlineCapacity > 0 ? Math.round((position / state.onlineCapacity) * state.handlingMs) : undefined };
+    }
+  }
+
   private stickyAgentFor(customer: string, nowMs: number): DeskAgent | undefined {
     const last = this.lastAgent.get(customer);
     if (last === undefined || nowMs - last.atMs > this.settings.stickyWindowMs) return undefined;

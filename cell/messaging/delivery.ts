@@ -159,7 +159,11 @@ export class DeliveryService {
     const { tenant, device } = connection.identity;
     const key = keys.deliveryCursor(tenant, partyId(connection.identity), device, conv);
     const unwritten = this.cursorWriter.unwritten(key).get(key);
-    Promise.all([this.store.get(key), this.log.conversation(tenant, conv)])
+    // A local store answers at once (memtable, block cache, bloom filter); an assignment costs no
+    // thread-pool round trip then.
+    const storedNow = this.store.getManySync?.([key])[0];
+    const stored = this.store.getManySync === undefined ? this.store.get(key) : storedNow;
+    Promise.all([stored, this.log.cached(tenant, conv) ?? this.log.conversation(tenant, conv)])
       .then(([stored, state]) => {
         if (connection.closed) return;
         // A message offered meanwhile made a cursor from nothing; the push goes on from it.

@@ -1,0 +1,118 @@
+/**
+ * The durable half of `npm run bench -- assign`: assignments end to end through a real cell
+ * (the assembly, LevelDB with fsync, system messages, delivery to the agents' devices), against
+ * the same cell's durable message rate in the same run.
+ *
+ * - Baseline: `consultations` customers each send one message to a merchant without a desk, all
+ *   at once, into conversations already open; messages made durable per second until the last
+ *   is acknowledged.
+ * - Desk: as many customers write to a merchant whose agents are all away, so every
+ *   consultation waits; the agents' devices are connected; then every agent sets its status to
+ *   online and the desk drains the queue. `durableAssignPerSec`: assignments whose system
+ *   message (with the consultation's record) is durable and pushed to the agent's device, per
+ *   second, from the first status change to the last assignment written.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { assembleCell } from '../assembly/assemble-cell.js';
+import { mintToken, verifyToken, type Identity } from '../cell/access/tokens.js';
+import type { DevicePort } from '../cell/messaging/device.js';
+import { LimitsConfig } from '../cell/settings.js';
+import { SystemClock } from '../platform/clock.js';
+import { silentLogger } from '../platform/logger.js';
+import { PromMetrics } from '../platform/prom-metrics.js';
+import { SeededRandom, randomId } from '../platform/random.js';
+import { LevelStore } from '../platform/store/index.js';
+
+export interface DurableAssignOptions {
+  consultations: number;
+  agents: number;
+  seed: number;
+}
+
+export interface DurableAssignReport {
+  /** Assignments made durable (system message and record) per second while the desk drained its queue. */
+  durableAssignPerSec: number;
+  /** Chat messages made durable per second by the same cell, in the same run (the baseline). */
+  durableMessagesPerSec: number;
+  /** durableAssignPerSec / durableMessagesPerSec: the goal is at least 1. */
+  assignToMessageRatio: number;
+}
+
+const TENANT = 'bench';
+/** A device port that takes every frame and never pushes back. */
+const NULL_PORT: DevicePort = { send: () => undefined, bufferedBytes: () => 0, close: () => undefined };
+
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+export async function runDurableAssign(options: DurableAssignOptions): Promise<DurableAssignReport> {
+  const clock = new SystemClock();
+  const random = new SeededRandom(options.seed);
+  const secret = randomId(random, 32);
+  const directory = mkdtempSync(join(tmpdir(), 'cellmesh-assign-'));
+  const capacity = Math.ceil(options.consultations / options.agents);
+  const agents = Array.from({ length: options.agents }, (_, index) => ({ id: `agent-${index}`, capacity }));
+  const cell = await assembleCell({
+    cellId: 'assign',
+    tenants: [{ id: TENANT, secret, origins: [], merchants: [{ id: 'desk', agents }, { id: 'open' }] }],
+    limits: LimitsConfig.parse({ ratePerSecond: 1_000_000, rateBurst: 1_000_000 }),
+    clock,
+    random,
+    store: new LevelStore({ directory, sync: true }),
+    metrics: new PromMetrics(),
+    logger: silentLogger,
+    devices: { open: async () => ({ ws: 'in-process:', http: 'in-process:' }), stopAccepting: () => undefined },
+  });
+  const { core, metrics } = cell;
+  const identity = async (user: string, merchant?: string): Promise<Identity> => {
+    const token = await mintToken({
+      secret,
+      tenant: TENANT,
+      user,
+      role: merchant === undefined ? 'customer' : 'agent',
+      ...(merchant === undefined ? {} : { merchant }),
+      device: 'd1',
+      ttlSeconds: 3600,
+      nowMs: clock.now(),
+    });
+    return verifyToken(token, () => [{ secret }], clock.now());
+  };
+  const untilDurable = async (count: number): Promise<void> => {
+    while (metrics.messagesInTotal() < count) await nextTurn();
+  };
+  try {
+    const customers = await Promise.all(Array.from({ length: options.consultations }, (_, index) => identity(`c${index}`)));
+    // The baseline: one message per customer to the merchant without a desk, all at once, into
+    // conversations already in memory (as the desk's are when it assigns): a first round opens them.
+    await Promise.all(customers.map((customer) => core.send(customer, `open:${customer.user}`, 'hello', 'where is my parcel?')));
+    let startedMs = performance.now();
+    await Promise.all(customers.map((customer) => core.send(customer, `open:${customer.user}`, 'again', 'any news?')));
+    const durableMessagesPerSec = options.consultations / ((performance.now() - startedMs) / 1000);
+
+    // The queue: the same customers at the desk, nobody online. Each message is followed by its "queued" notice.
+    await Promise.all(customers.map((customer) => core.send(customer, `desk:${customer.user}`, 'hello', 'where is my parcel?')));
+    const queuedBy = options.consultations * 4;
+    await untilDurable(queuedBy);
+    // The agents connect away (their chosen status), then come online at once: the desk drains the queue.
+    const agentIdentities = await Promise.all(agents.map((agent) => identity(agent.id, 'desk')));
+    await Promise.all(agentIdentities.map((agent) => core.desk.setStatus(agent, 'away')));
+    for (const agent of agentIdentities) core.connect(agent, NULL_PORT);
+    for (let turn = 0; turn < 50; turn++) await nextTurn();
+    startedMs = performance.now();
+    await Promise.all(agentIdentities.map((agent) => core.desk.setStatus(agent, 'online')));
+    await untilDurable(queuedBy + options.consultations);
+    const durableAssignPerSec = options.consultations / ((performance.now() - startedMs) / 1000);
+    return {
+      durableAssignPerSec: Math.round(durableAssignPerSec),
+      durableMessagesPerSec: Math.round(durableMessagesPerSec),
+      assignToMessageRatio: Math.round((durableAssignPerSec / durableMessagesPerSec) * 100) / 100,
+    };
+  } finally {
+    await cell.stop();
+    rmSync(directory, { recursive: true, force: true });
+  }
+}
