@@ -388,7 +388,7 @@ class DeskModel {
       const fromMs = Math.max(agent.absentSinceMs, this.runningSinceMs);
       if (atMs - fromMs <= this.input.graceMs + this.input.graceSlackMs) continue;
       agent.graceReported = true;
-      this.report('desk-grace', `${agent.plan.id} of ${this.merchant} still holds ${[...agent.holding].join(', ')} ${atMs - fromMs} ms after its devices left (grace ${this.input.graceMs} ms)`, atMs);
+      this.report('desk-grace', `${agent.plan.id} of ${this.merchant} still holds ${[...agent.holding].join(', ')} ${Math.round(atMs - fromMs)} ms after its devices left (grace ${this.input.graceMs} ms)`, atMs);
     }
   }
 
@@ -398,7 +398,7 @@ class DeskModel {
       stall.reported = true;
       const waiting = [...this.consultations.values()].filter((consultation) => consultation.state === 'waiting' && consultation.group === group);
       const free = [...this.agents.values()].filter((agent) => this.canTake(agent, group)).map((agent) => `${agent.plan.id} (${agent.holding.size}/${agent.plan.capacity})`);
-      this.report('desk-idle-capacity', `${this.merchant} group ${group}: ${waiting.map((consultation) => consultation.conv).join(', ')} waited ${atMs - stall.sinceMs} ms while ${free.join(', ')} could take them`, atMs);
+      this.report('desk-idle-capacity', `${this.merchant} group ${group}: ${waiting.map((consultation) => consultation.conv).join(', ')} waited ${Math.round(atMs - stall.sinceMs)} ms while ${free.join(', ')} could take them`, atMs);
     }
   }
 
