@@ -1,78 +1,78 @@
-import { createInterface } from 'node:readline';
 import { SystemClock } from '../platform/clock.js';
 import { SystemRandom } from '../platform/random.js';
-import { CellmeshClient, ClientError, ClientErrorCode, parseConversationId, WsTransport, type ChatMessage, type StateChange } from '../client/index.js';
+import { CellmeshClient, ClientError, ClientErrorCode, WsTransport, type StateChange } from '../client/index.js';
 import { CliError, ExitCode, messageWithCauses } from './cli-errors.js';
+import { CHAT_HELP, runChatLine } from './chat-commands.js';
+import { CONNECT_TIMEOUT_MS, identify, type ChatIdentityOptions } from './chat-identity.js';
+import { ChatScreen } from './chat-screen.js';
+import { ChatTerminal } from './chat-terminal.js';
+import { nonEmpty, promptHidden } from './password-input.js';
 
-interface ChatCommandOptions {
-  url?: string;
-  cluster?: string;
-  token: string;
-  conv: string;
+interface ChatCommandOptions extends ChatIdentityOptions {
+  passwordStdin?: boolean;
 }
 
-const HELP = 'commands: /history [n]  /inbox  /read  /quit  (anything else is sent)';
-/** How long the first connection, or the route lookup, may take before the command gives up. */
-const CONNECT_TIMEOUT_MS = 10_000;
+/** The least time between two typing hints this terminal sends (the cell relays one a second). */
+const TYPING_HINT_INTERVAL_MS = 2_000;
 
-/** A terminal chat on the SDK: prints the conversation, sends each typed line. */
+/**
+ * A terminal chat on the SDK: as a customer (a token, or a guest), or as an agent who logs in;
+ * prints the conversation, the desk's system messages and changes, and sends each typed line.
+ */
 export async function runChatCommand(options: ChatCommandOptions): Promise<void> {
-  if (parseConversationId(options.conv) === undefined) {
-    throw new CliError(`'${options.conv}' is not a conversation id (<merchant>:<customer>)`, ExitCode.Usage);
-  }
-  const url = await cellUrlOf(options);
-  const client = await connectOnce(url, options.token);
-  const session = client.session!;
-  const say = (line: string): void => void process.stdout.write(`${line}\n`);
-  if (options.cluster !== undefined) say(`routed by ${options.cluster} to ${url}`);
-  say(`connected to cell ${session.cell} as ${session.user} (${session.role}, device ${session.device}); ${HELP}`);
-  let lastSeq = 0;
-  const show = (message: ChatMessage): void => {
-    lastSeq = Math.max(lastSeq, message.seq);
-    const mine = message.from === session.user;
-    const where = mine && message.device !== session.device ? ` [from ${message.device}]` : '';
-    say(`#${message.seq} ${mine ? 'you' : message.from}${where}: ${message.body}`);
+  let terminal: ChatTerminal | undefined;
+  // The password comes before any chat line: typed without echo on a terminal, else the first line of the input.
+  const password = async (): Promise<string> => {
+    if (process.stdin.isTTY === true && options.passwordStdin !== true) return nonEmpty(await promptHidden(`password of ${options.login ?? 'the agent'}: `));
+    terminal = new ChatTerminal();
+    return nonEmpty((await terminal.nextLine()) ?? '');
   };
-  client.on('message', (message) => {
-    if (message.conv === options.conv) show(message);
-  });
-  client.on('receipt', (receipt) => {
-    if (receipt.conv === options.conv && receipt.user !== session.user) say(`   (${receipt.user} read up to #${receipt.seq})`);
-  });
-  client.on('state', (change) => {
-    if (change.state === 'reconnecting') say(`   (connection lost; reconnecting in ${change.delayMs ?? 0} ms)`);
-    if (change.state === 'open' && change.previous === 'reconnecting') say('   (reconnected)');
-    if (change.state === 'replaced') say('   (this device connected elsewhere; closing)');
-  });
+  const identity = await identify(options, password);
+  terminal ??= new ChatTerminal();
+  const say = (line: string): void => terminal!.say(line);
 
-  const input = createInterface({ input: process.stdin });
-  for await (const line of input) {
+  const client = new CellmeshClient({ url: identity.url, token: identity.token, transport: new WsTransport(), clock: new SystemClock(), random: new SystemRandom() });
+  // Lines of the desk that arrive with the welcome wait until the chat has said where it is.
+  const early: string[] = [];
+  let connected = false;
+  const screen = new ChatScreen(client, identity, identity.conv, (line) => (connected ? say(line) : early.push(line)));
+  await connectOnce(client, identity.url);
+  const session = client.session!;
+  for (const note of identity.notes) say(note);
+  say(`connected to cell ${session.cell} as ${session.user} (${session.role}, device ${session.device})${identity.conv === undefined ? '' : `, writing to ${identity.conv}`}`);
+  say(CHAT_HELP);
+  connected = true;
+  for (const line of early) say(line);
+  // An agent picks up where it left: the consultations it holds (a merchant without a desk has none).
+  if (session.role === 'agent') await client.desk().then((desk) => screen.adopt(desk.consultations), () => undefined);
+  let typingSentAtMs = 0;
+  terminal.onKeystroke((typed) => {
+    const nowMs = Date.now();
+    // A command is not a message being written.
+    if (screen.current === undefined || typed.startsWith('/') || nowMs - typingSentAtMs < TYPING_HINT_INTERVAL_MS) return;
+    typingSentAtMs = nowMs;
+    client.typing(screen.current);
+  });
+  terminal.prompt();
+
+  for (let line = await terminal.nextLine(); line !== undefined; line = await terminal.nextLine()) {
     const text = line.trim();
     if (text === '') continue;
     try {
-      if (text === '/quit') break;
-      else if (text === '/inbox') {
-        for (const summary of await client.inbox()) say(`   ${summary.conv}: last #${summary.lastSeq}, unread ${summary.unread}`);
-      } else if (text === '/read') {
-        if (lastSeq > 0) await client.read(options.conv, lastSeq);
-        say(`   (marked read up to #${lastSeq})`);
-      } else if (text.startsWith('/history')) {
-        const limit = Number(text.split(/\s+/)[1] ?? 20);
-        const page = await client.history(options.conv, { limit: Number.isInteger(limit) && limit > 0 ? Math.min(limit, 200) : 20 });
-        for (const message of page.messages) show(message);
-        if (page.hasMore) say('   (older messages exist)');
-      } else if (text.startsWith('/')) {
-        say(HELP);
-      } else {
-        const { seq } = await client.send(options.conv, text);
-        say(`   ✓ #${seq} stored`);
-      }
+      if (!(await runChatLine(text, client, screen, say))) break;
     } catch (error) {
-      say(`   ! ${(error as Error).message}`);
+      say(`   ! ${errorLine(error)}`);
     }
   }
+  terminal.close();
   await client.close();
   process.exit(0);
+}
+
+/** A refusal as one line: the cell's message, with its code. */
+function errorLine(error: unknown): string {
+  if (error instanceof ClientError && !error.message.includes(error.code)) return `${error.message} (${error.code})`;
+  return messageWithCauses(error);
 }
 
 /**
@@ -81,8 +81,7 @@ export async function runChatCommand(options: ChatCommandOptions): Promise<void>
  * reconnects as usual. The timer is a plain one on purpose: it keeps the process alive while
  * the attempt runs (the client's own timers never do).
  */
-async function connectOnce(url: string, token: string): Promise<CellmeshClient> {
-  const client = new CellmeshClient({ url, token, transport: new WsTransport(), clock: new SystemClock(), random: new SystemRandom() });
+async function connectOnce(client: CellmeshClient, url: string): Promise<void> {
   const giveUp = new AbortController();
   let failure: ClientError | undefined;
   const onState = (change: StateChange): void => {
@@ -95,7 +94,6 @@ async function connectOnce(url: string, token: string): Promise<CellmeshClient> 
   const timer = setTimeout(() => giveUp.abort(), CONNECT_TIMEOUT_MS);
   try {
     await client.connect(giveUp.signal);
-    return client;
   } catch (error) {
     await client.close();
     const reason = failure ?? (error instanceof ClientError && error.code !== ClientErrorCode.Aborted ? error : undefined);
@@ -110,38 +108,4 @@ async function connectOnce(url: string, token: string): Promise<CellmeshClient> 
     clearTimeout(timer);
     client.off('state', onState);
   }
-}
-
-/** The cell to connect to: given, or the conversation's merchant's home cell as the cluster routes it. */
-async function cellUrlOf(options: ChatCommandOptions): Promise<string> {
-  if (options.url !== undefined) return options.url;
-  if (options.cluster === undefined) throw new CliError('pass --url <ws url of a cell> or --cluster <http url of any cell>', ExitCode.Usage);
-  const { merchant } = parseConversationId(options.conv)!;
-  const tenant = tenantOfToken(options.token);
-  const cluster = options.cluster.replace(/\/$/, '');
-  let response: Response;
-  let body: { ws?: string; error?: { code: string; message: string } };
-  try {
-    response = await fetch(`${cluster}/v1/route?tenant=${encodeURIComponent(tenant)}&merchant=${encodeURIComponent(merchant)}`, {
-      signal: AbortSignal.timeout(CONNECT_TIMEOUT_MS),
-    });
-    body = (await response.json()) as typeof body;
-  } catch (error) {
-    throw new CliError(`cannot reach the cluster at ${cluster}: ${messageWithCauses(error)}`, ExitCode.Unreachable);
-  }
-  if (!response.ok || body.ws === undefined) {
-    throw new CliError(`cannot route to merchant ${merchant}: ${body.error?.message ?? `HTTP ${response.status}`}`, ExitCode.Failed);
-  }
-  return body.ws.replace(/\/v1\/ws$/, '');
-}
-
-/** The tenant claim of a token, read without verifying (the cell verifies it). */
-function tenantOfToken(token: string): string {
-  try {
-    const payload = JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString('utf8')) as { tenant?: unknown };
-    if (typeof payload.tenant === 'string') return payload.tenant;
-  } catch {
-    // Fall through to the error below.
-  }
-  throw new CliError('the token carries no tenant', ExitCode.Usage);
 }

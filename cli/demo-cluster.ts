@@ -14,10 +14,33 @@ export const DEMO_TENANT_SECRET = 'cellmesh-demo-secret-do-not-use-in-production
 export const DEMO_CLUSTER_SECRET = 'cellmesh-demo-cluster-secret-do-not-use-in-production';
 export const DEMO_ADMIN_TOKEN = 'cellmesh-demo-admin-token-do-not-use-in-production';
 
+/** An agent of a demo merchant, as the demo creates it through the admin API. */
+export interface DemoAgent {
+  readonly id: string;
+  readonly name: string;
+  readonly capacity: number;
+  readonly groups: readonly string[];
+}
+
 export interface DemoMerchant {
   readonly id: string;
   readonly name: string;
-  readonly agent: string;
+  /** The agent the demo runs itself: it answers, and closes after a few messages or a quiet minute. */
+  readonly bot: DemoAgent;
+  /** Agents a person logs in as from a terminal (password DEMO_AGENT_PASSWORD). */
+  readonly people: readonly DemoAgent[];
+  /** The group the bot hands a customer to who asks for a person. */
+  readonly handoverGroup?: string;
+}
+
+/** The password of the demo's people (published like the other demo secrets: for trying things out). */
+export const DEMO_AGENT_PASSWORD = 'demo-password';
+
+/** A bot takes two customers at a time, so that a third one waits and the queue can be seen. */
+const BOT_CAPACITY = 2;
+
+function bot(id: string, name: string): DemoAgent {
+  return { id, name: `${name} (bot)`, capacity: BOT_CAPACITY, groups: ['default'] };
 }
 
 export interface DemoCell {
@@ -36,21 +59,31 @@ interface DemoCellPlan {
 
 /** The platform's own business, and two groups of merchants, as in the seed. */
 const DEMO_CELL_PLANS: readonly DemoCellPlan[] = [
-  { id: 'platform', role: "the platform's own store", merchants: [{ id: 'mall-official', name: 'Mall Official Store', agent: 'erin' }] },
+  {
+    id: 'platform',
+    role: "the platform's own store",
+    merchants: [{ id: 'mall-official', name: 'Mall Official Store', bot: bot('erin', 'Erin'), people: [] }],
+  },
   {
     id: 'shops-a',
     role: 'merchant group A',
     merchants: [
-      { id: 'acme-shoes', name: 'ACME Shoes', agent: 'bob' },
-      { id: 'bolt-bikes', name: 'Bolt Bikes', agent: 'carol' },
+      {
+        id: 'acme-shoes',
+        name: 'ACME Shoes',
+        bot: bot('bob', 'Bob'),
+        people: [{ id: 'ann', name: 'Ann', capacity: 3, groups: ['pre-sales', 'after-sales'] }],
+        handoverGroup: 'pre-sales',
+      },
+      { id: 'bolt-bikes', name: 'Bolt Bikes', bot: bot('carol', 'Carol'), people: [] },
     ],
   },
   {
     id: 'shops-b',
     role: 'merchant group B',
     merchants: [
-      { id: 'cozy-books', name: 'Cozy Books', agent: 'frank' },
-      { id: 'dash-phones', name: 'Dash Phones', agent: 'grace' },
+      { id: 'cozy-books', name: 'Cozy Books', bot: bot('frank', 'Frank'), people: [] },
+      { id: 'dash-phones', name: 'Dash Phones', bot: bot('grace', 'Grace'), people: [] },
     ],
   },
 ];
@@ -59,7 +92,7 @@ const DEMO_CELL_PLANS: readonly DemoCellPlan[] = [
 const DEMO_EXTRA_CELL_PLAN: DemoCellPlan = {
   id: 'shops-c',
   role: 'merchant group C, added at runtime',
-  merchants: [{ id: 'echo-garden', name: 'Echo Garden', agent: 'heidi' }],
+  merchants: [{ id: 'echo-garden', name: 'Echo Garden', bot: bot('heidi', 'Heidi'), people: [] }],
 };
 
 /** The demo's cells on ports from `portBase` (7401-7403 and 7501-7503 by default). */
@@ -194,4 +227,22 @@ export function readPortBaseFile(dataDir: string): number {
 export function writePortBaseFile(dataDir: string, portBase: number): void {
   mkdirSync(join(dataDir, 'run'), { recursive: true });
   writeFileSync(join(dataDir, 'run', 'port-base'), String(portBase));
+}
+
+/**
+ * The WebSocket origin (`ws://host:port`) of the merchant's home cell, as the first of `cells`
+ * that answers routes it (a merchant may have moved since its cell was configured).
+ */
+export async function merchantHomeOf(merchant: string, cells: readonly DemoCell[]): Promise<string> {
+  for (const cell of cells) {
+    try {
+      const response = await fetch(`http://127.0.0.1:${cell.port}/v1/route?tenant=${DEMO_TENANT}&merchant=${merchant}`, { signal: AbortSignal.timeout(2_000) });
+      if (!response.ok) continue;
+      const route = (await response.json()) as { ws: string };
+      return route.ws.replace(/\/v1\/ws$/, '');
+    } catch {
+      // That cell is down; ask the next one.
+    }
+  }
+  throw new Error(`no demo cell routes merchant ${merchant}`);
 }

@@ -1,10 +1,12 @@
 import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
-import { mintToken } from '../cell/access/tokens.js';
-import { ErrorCode } from '../cell/protocol/errors.js';
-import { connectNode, conversationIdOf, type CellmeshClient } from '../client/index.js';
+import { conversationIdOf, mintCustomerToken } from '../client/index.js';
 import { CliError, ExitCode, type ExitCodeValue } from './cli-errors.js';
+import { DemoBot } from './demo-bot.js';
 import {
+  DEMO_ADMIN_TOKEN,
+  DEMO_AGENT_PASSWORD,
   DEMO_TENANT,
   DEMO_TENANT_SECRET,
   demoCells,
@@ -12,6 +14,7 @@ import {
   fetchClusterView,
   logPathOf,
   meshAddressOf,
+  merchantHomeOf,
   pidPathOf,
   readBootstrapFile,
   readPortBaseFile,
@@ -21,7 +24,9 @@ import {
   writeDemoCellConfig,
   writePortBaseFile,
   type DemoCell,
+  type DemoMerchant,
 } from './demo-cluster.js';
+import { createDemoAgents } from './demo-people.js';
 
 interface DemoCommandOptions {
   dataDir: string;
@@ -34,22 +39,22 @@ interface DemoStartOptions extends DemoCommandOptions {
 const READY_TIMEOUT_MS = 30_000;
 const CONVERGE_TIMEOUT_MS = 20_000;
 const TOKEN_TTL_SECONDS = 24 * 3600;
-const CUSTOMERS = ['alice', 'dave'];
 
 /**
  * `npm start`: a demo cluster of three cells on this machine (the platform's own store and two
- * groups of merchants), meshed over libp2p, with agents that answer automatically, a first
- * conversation, and ready-made commands to chat, add a fourth cell and stop one.
+ * groups of merchants), meshed over libp2p, each merchant with a desk (its agents created
+ * through the admin API, a bot that answers, and for ACME Shoes a person to log in as), and
+ * ready-made commands to chat as guests and as that person, add a fourth cell and stop one.
  */
 export async function runDemoCommand(options: DemoStartOptions): Promise<void> {
   const { dataDir, portBase } = options;
   const cells = demoCells(portBase);
   const allCells = [...cells, demoExtraCell(portBase)];
   writePortBaseFile(dataDir, portBase);
-  const bots: CellmeshClient[] = [];
+  const bots: DemoBot[] = [];
   const group = new DemoCellProcesses(dataDir);
   stopOnSignals(() => {
-    for (const bot of bots) void bot.close();
+    for (const bot of bots) void bot.stop();
     group.stop();
   });
 
@@ -72,10 +77,7 @@ export async function runDemoCommand(options: DemoStartOptions): Promise<void> {
   group.announceExits();
 
   try {
-    for (const cell of cells) for (const merchant of cell.merchants) bots.push(await startAnsweringAgent(cell, merchant, allCells));
-    const opening = await connectNode({ url: wsUrlOf(cells[1] as DemoCell), token: await token('alice', 'demo-seed') });
-    await opening.send(conversationIdOf('acme-shoes', 'alice'), 'Hello! Is the trail runner in stock in size 44?', { cmid: 'demo-opening' });
-    await opening.close();
+    for (const cell of cells) for (const merchant of cell.merchants) bots.push(await openDesk(merchant, allCells));
   } catch (error) {
     // Stopped while the agents connected: likewise.
     if (group.isStopping()) return;
@@ -92,10 +94,10 @@ export async function runDemoAddCellCommand(options: DemoCommandOptions): Promis
   const cell = demoExtraCell(portBase);
   const bootstrap = readBootstrapFile(dataDir);
   const startedMs = performance.now();
-  let bot: CellmeshClient | undefined;
+  let bot: DemoBot | undefined;
   const group = new DemoCellProcesses(dataDir);
   stopOnSignals(() => {
-    void bot?.close();
+    void bot?.stop();
     group.stop();
   });
   const child = group.start(cell, bootstrap);
@@ -111,15 +113,15 @@ export async function runDemoAddCellCommand(options: DemoCommandOptions): Promis
   const joinedMs = Math.round(performance.now() - startedMs);
   const [demoMerchant] = cell.merchants;
   if (demoMerchant === undefined) throw new Error(`demo cell ${cell.id} hosts no merchant`);
-  bot = await startAnsweringAgent(cell, demoMerchant, [...cells, cell]);
+  bot = await openDesk(demoMerchant, [...cells, cell]);
   const merchant = demoMerchant.id;
   process.stdout.write(
     [
       '',
       `cell ${cell.id} (${cell.role}) joined the demo cluster in ${joinedMs} ms; every cell now routes ${merchant} to it:`,
       `  curl -s 'http://127.0.0.1:${cells[0]?.port}/v1/route?tenant=${DEMO_TENANT}&merchant=${merchant}'`,
-      'Chat with its merchant:',
-      `  npx cellmesh chat --cluster http://127.0.0.1:${cells[0]?.port} --conv ${conversationIdOf(merchant, 'alice')} --token ${await token('alice', 'phone')}`,
+      `Its agents were created through its admin API. Chat with ${demoMerchant.name} as a guest; ${demoMerchant.bot.name} answers:`,
+      `  npx cellmesh chat --cluster http://127.0.0.1:${cells[0]?.port} --tenant ${DEMO_TENANT} --merchant ${merchant} --guest`,
       'Ctrl-C here makes the cell leave gracefully (the others see it as left at once).',
       '',
     ].join('\n'),
@@ -236,86 +238,56 @@ async function waitConverged(cells: readonly DemoCell[], timeoutMs: number): Pro
   }
 }
 
-function wsUrlOf(cell: DemoCell): string {
-  return `ws://127.0.0.1:${cell.port}`;
-}
-
-function token(user: string, device: string, merchant?: string): Promise<string> {
-  return mintToken({
-    secret: DEMO_TENANT_SECRET,
-    tenant: DEMO_TENANT,
-    user,
-    role: merchant === undefined ? 'customer' : 'agent',
-    ...(merchant === undefined ? {} : { merchant }),
-    device,
-    ttlSeconds: TOKEN_TTL_SECONDS,
-    nowMs: Date.now(),
-  });
+/** A customer token for a shopper signed in to a merchant's site, as the site's server mints it. */
+function shopperToken(user: string, device: string): Promise<string> {
+  return mintCustomerToken({ secret: DEMO_TENANT_SECRET, tenant: DEMO_TENANT, user, device, ttlSeconds: TOKEN_TTL_SECONDS });
 }
 
 /**
- * A demo agent on its merchant's home cell that answers every customer message. When the
- * merchant moves (its old cell closes the agent and then refuses it), the agent asks the cluster
- * where the merchant lives now and follows it there.
+ * Opens a merchant's desk: creates its agents through the admin API of its home cell (a bot
+ * with a password of this run, and its people with the demo's), then logs the bot in there.
  */
-async function startAnsweringAgent(
-  cell: DemoCell,
-  merchant: { id: string; name: string; agent: string },
-  allCells: readonly DemoCell[],
-  url = wsUrlOf(cell),
-): Promise<CellmeshClient> {
-  const client = await connectNode({ url, token: await token(merchant.agent, 'demo-bot', merchant.id) });
-  client.on('message', (message) => {
-    if (message.role !== 'customer') return;
-    const reply = `Hi ${message.from}, ${merchant.agent} from ${merchant.name} here. About “${message.body.slice(0, 80)}”: let me check that for you.`;
-    // The reply's cmid derives from the message it answers, so a redelivery never answers twice.
-    client.send(message.conv, reply, { cmid: `reply-${message.seq}` }).catch(() => {});
-    client.read(message.conv, message.seq).catch(() => {});
-  });
-  client.on('state', (change) => {
-    if (change.state !== 'closed' || change.error?.code !== ErrorCode.MerchantNotHosted) return;
-    void followMerchant(cell, merchant, allCells);
-  });
-  return client;
-}
-
-async function followMerchant(cell: DemoCell, merchant: { id: string; name: string; agent: string }, allCells: readonly DemoCell[]): Promise<void> {
-  for (const other of allCells) {
-    try {
-      const response = await fetch(`http://127.0.0.1:${other.port}/v1/route?tenant=${DEMO_TENANT}&merchant=${merchant.id}`, { signal: AbortSignal.timeout(2_000) });
-      if (!response.ok) continue;
-      const route = (await response.json()) as { ws: string };
-      await startAnsweringAgent(cell, merchant, allCells, route.ws.replace(/\/v1\/ws$/, ''));
-      return;
-    } catch {
-      // That cell is down; ask the next one.
-    }
-  }
+async function openDesk(merchant: DemoMerchant, allCells: readonly DemoCell[]): Promise<DemoBot> {
+  const home = await merchantHomeOf(merchant.id, allCells);
+  const botPassword = randomBytes(18).toString('base64url');
+  await createDemoAgents(home.replace(/^ws/, 'http'), merchant, botPassword);
+  const bot = new DemoBot(merchant, botPassword, allCells);
+  await bot.start(home);
+  return bot;
 }
 
 async function describeCluster(dataDir: string, cells: readonly DemoCell[]): Promise<string> {
   const platform = cells[0] as DemoCell;
   const cluster = `http://127.0.0.1:${platform.port}`;
+  const acme = cells.flatMap((cell) => cell.merchants).find((merchant) => merchant.id === 'acme-shoes') as DemoMerchant;
+  const acmeCell = cells.find((cell) => cell.merchants.includes(acme)) as DemoCell;
+  const ann = acme.people[0]!;
+  const chatWithAcme = `npx cellmesh chat --cluster ${cluster} --tenant ${DEMO_TENANT} --merchant ${acme.id}`;
+  const agentsOf = (merchant: DemoMerchant): string =>
+    [merchant.bot, ...merchant.people].map((agent) => `${agent.id} "${agent.name}" (${agent.groups.join(', ')}; ${agent.capacity} at a time)`).join(', ');
   const lines = [
     '',
     `cellmesh demo: a cluster of ${cells.length} cells on this machine (data and logs in ${dataDir})`,
-    ...cells.map(
-      (cell) =>
-        `  ${cell.id.padEnd(9)} ${cell.role.padEnd(25)} ws://127.0.0.1:${cell.port}  mesh :${cell.meshPort}  merchants ${cell.merchants.map((merchant) => `${merchant.id} (agent ${merchant.agent}, answers)`).join(', ')}`,
-    ),
-    `  tenant '${DEMO_TENANT}'; customers ${CUSTOMERS.join(', ')}`,
+    ...cells.map((cell) => `  ${cell.id.padEnd(9)} ${cell.role.padEnd(25)} ws://127.0.0.1:${cell.port}  mesh :${cell.meshPort}  merchants ${cell.merchants.map((merchant) => merchant.id).join(', ')}`),
+    `  tenant '${DEMO_TENANT}'. Each merchant's desk has agents, created through its home cell's admin API:`,
+    ...cells.flatMap((cell) => cell.merchants.map((merchant) => `    ${merchant.id.padEnd(13)} ${agentsOf(merchant)}`)),
+    '  A bot answers what the desk assigns to it, and closes after three answers or a quiet minute.',
     '',
-    'Chat as alice with ACME Shoes (--cluster asks any cell where the merchant lives, then connects there):',
-    `  npx cellmesh chat --cluster ${cluster} --conv ${conversationIdOf('acme-shoes', 'alice')} --token ${await token('alice', 'phone')}`,
-    'The same conversation on alice\'s laptop (multi-device sync):',
-    `  npx cellmesh chat --cluster ${cluster} --conv ${conversationIdOf('acme-shoes', 'alice')} --token ${await token('alice', 'laptop')}`,
-    'As bob, ACME Shoes\' agent:',
-    `  npx cellmesh chat --cluster ${cluster} --conv ${conversationIdOf('acme-shoes', 'alice')} --token ${await token('bob', 'desk', 'acme-shoes')}`,
-    'As dave, asking Cozy Books (another cell):',
-    `  npx cellmesh chat --cluster ${cluster} --conv ${conversationIdOf('cozy-books', 'dave')} --token ${await token('dave', 'phone')}`,
+    `Chat with ${acme.name} as a guest (--cluster asks any cell where the merchant lives; the guest is kept in ~/.cellmesh and returns):`,
+    `  ${chatWithAcme} --guest`,
+    `Two more customers, in two more terminals: ${acme.bot.name} takes ${acme.bot.capacity} at a time, so the third waits in line (position and`,
+    'estimated wait shown) until the bot closes a consultation:',
+    `  ${chatWithAcme} --guest second`,
+    `  ${chatWithAcme} --guest third`,
+    `${ann.name} (${ann.id}), a person, logs in (password: ${DEMO_AGENT_PASSWORD}). A customer who writes "human" is transferred to ${acme.handoverGroup}, where`,
+    `${ann.name} takes it; in her chat: /close, /transfer ${acme.bot.id} <note>, /transfer @after-sales <note>, /status busy, /desk, /conv <id>:`,
+    `  ${chatWithAcme} --login ${ann.id}`,
+    `A shopper signed in to Cozy Books' own site (its server mints the token), on another cell; customers may /close and /rate 1-5:`,
+    `  npx cellmesh chat --cluster ${cluster} --conv ${conversationIdOf('cozy-books', 'dave')} --token ${await shopperToken('dave', 'phone')}`,
     '',
-    'The cluster as each cell sees it, and where a merchant lives:',
-    `  curl -s -H 'authorization: Bearer <admin token>' ${cluster}/v1/admin/cluster   (token: see ${dataDir}/cells/*.yaml)`,
+    'The agents of a merchant, the cluster as each cell sees it, and where a merchant lives:',
+    `  npx cellmesh agents list --cell http://127.0.0.1:${acmeCell.port} --tenant ${DEMO_TENANT} --merchant ${acme.id} --admin-token ${DEMO_ADMIN_TOKEN}`,
+    `  curl -s -H 'authorization: Bearer ${DEMO_ADMIN_TOKEN}' ${cluster}/v1/admin/cluster`,
     `  curl -s '${cluster}/v1/route?tenant=${DEMO_TENANT}&merchant=cozy-books'`,
     'Add a fourth cell at runtime (in another terminal; Ctrl-C there makes it leave):',
     '  npx cellmesh demo add-cell',

@@ -165,11 +165,28 @@ demo
 
 program
   .command('chat')
-  .description('chat from the terminal: prints incoming messages, sends each line you type')
+  .description('chat from the terminal, as a customer or an agent: prints the conversation and the desk\'s changes, sends each line you type')
   .option('--url <url>', 'the cell to connect to, e.g. ws://127.0.0.1:7400')
   .option('--cluster <url>', 'any cell of a cluster (http://...); the merchant\'s home cell is looked up there')
-  .requiredOption('--token <jwt>', 'device token (see `cellmesh token`)')
-  .requiredOption('--conv <id>', 'conversation to write to, <merchant>:<customer>')
+  .option('--token <jwt>', 'chat with this device token (see `cellmesh token`)')
+  .option('--guest [name]', 'chat as a guest of the merchant; the guest is kept in ~/.cellmesh/guests.json (or $CELLMESH_HOME) and returns next time (a name keeps several apart)')
+  .option('--login <agent>', 'log in as this agent of the merchant (password typed at a prompt, or with --password-stdin)')
+  .option('--password-stdin', 'read the agent\'s password from the first line of standard input')
+  .option('--tenant <id>', 'the tenant (for --guest and --login; a token names its own)')
+  .option('--merchant <id>', 'the merchant (for --guest and --login, unless --conv names it)')
+  .option('--device <id>', 'this device\'s id (--login: default "terminal"; --guest: the cell picks one)')
+  .option('--conv <id>', 'conversation to write to, <merchant>:<customer> (a guest\'s is its own; an agent\'s follows its assignments)')
+  .addHelpText(
+    'after',
+    `
+In the chat: /history [n], /inbox, /read, /close, /quit; customers /rate <1-5> [comment];
+agents /status online|busy|away, /desk, /conv <id>, /transfer <agent> [note], /transfer @<group> [note].
+
+Examples:
+  cellmesh chat --cluster http://127.0.0.1:7401 --tenant mall --merchant acme-shoes --guest
+  cellmesh chat --cluster http://127.0.0.1:7401 --tenant mall --merchant acme-shoes --login ann
+  cellmesh chat --url ws://127.0.0.1:7400 --token <jwt> --conv acme-shoes:alice`,
+  )
   .action(lazy(async () => (await import('./chat-command.js')).runChatCommand));
 
 /**

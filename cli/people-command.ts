@@ -1,5 +1,6 @@
 import { CliError, ExitCode, messageWithCauses, type ExitCodeValue } from './cli-errors.js';
 import { errorText, fetchJson } from './move-command.js';
+import { readPassword } from './password-input.js';
 
 /**
  * `cellmesh agents list|add|update|remove|password` and `cellmesh audit`: the desk's people and
@@ -137,49 +138,4 @@ function auditLine(entry: AuditEntry): string {
 
 function print(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
-}
-
-/**
- * The password from standard input: all of it when piped (`--password-stdin`, or any stdin that
- * is not a terminal), less one trailing newline; typed at a prompt, without echo, on a terminal.
- */
-async function readPassword(fromStdin: boolean): Promise<string> {
-  const stdin = process.stdin;
-  const password = !fromStdin && stdin.isTTY ? await promptHidden('password: ') : (await readAll(stdin)).replace(/\r?\n$/, '');
-  if (password === '') throw new CliError('no password on standard input (pipe it in, or use a terminal to type it)', ExitCode.Usage);
-  return password;
-}
-
-async function readAll(stream: NodeJS.ReadableStream): Promise<string> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(typeof chunk === 'string' ? Buffer.from(chunk) : chunk);
-  return Buffer.concat(chunks).toString('utf8');
-}
-
-/** Reads one line from the terminal without echoing it; Ctrl-C aborts. */
-function promptHidden(prompt: string): Promise<string> {
-  const stdin = process.stdin;
-  process.stderr.write(prompt);
-  stdin.setRawMode(true);
-  stdin.resume();
-  stdin.setEncoding('utf8');
-  let typed = '';
-  return new Promise((resolve, reject) => {
-    const done = (finish: () => void): void => {
-      stdin.off('data', onData);
-      stdin.setRawMode(false);
-      stdin.pause();
-      process.stderr.write('\n');
-      finish();
-    };
-    const onData = (text: string): void => {
-      for (const character of text) {
-        if (character === '\r' || character === '\n') return done(() => resolve(typed));
-        if (character === '\u0003') return done(() => reject(new CliError('cancelled', ExitCode.Failed)));
-        if (character === '\u007f' || character === '\b') typed = typed.slice(0, -1);
-        else typed += character;
-      }
-    };
-    stdin.on('data', onData);
-  });
 }

@@ -2,13 +2,16 @@
  * Ctrl-C on the demo, as a terminal sends it: SIGINT to the command's whole process group. Every
  * cell leaves the mesh gracefully and exits 0, and so does the command; nobody logs "second
  * signal" (before, the cells got the terminal's SIGINT and the demo's SIGTERM and exited 1).
- * The same for `demo add-cell`. The real demo runs on free ports in a temp data dir.
+ * The same for `demo add-cell`. On the way, the demo's desk: its agents exist in the admin API,
+ * and a guest who chats as the printed command says is assigned to the bot, which answers. The
+ * real demo runs on free ports in a temp data dir.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, expect, test } from 'vitest';
+import { DEMO_ADMIN_TOKEN } from '../cli/demo-cluster.js';
 import { Cleanup, REPO_ROOT } from './harness.js';
 import { BIN, cleanEnv } from './cli-process.js';
 
@@ -40,8 +43,8 @@ interface Command {
 }
 
 /** Starts `cellmesh ...args` as the leader of its own process group, as a shell runs a foreground job. */
-function startCommand(args: readonly string[], dataDir: string): Command {
-  const child = spawn(process.execPath, [BIN, ...args], { cwd: REPO_ROOT, detached: true, stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv() });
+function startCommand(args: readonly string[], dataDir: string, env: Record<string, string> = {}): Command & { type: (line: string) => void } {
+  const child = spawn(process.execPath, [BIN, ...args], { cwd: REPO_ROOT, detached: true, stdio: ['pipe', 'pipe', 'pipe'], env: cleanEnv(env) });
   let output = '';
   child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
   child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
@@ -59,7 +62,7 @@ function startCommand(args: readonly string[], dataDir: string): Command {
       }
     }
   });
-  return { child, output: () => output, exited };
+  return { child, output: () => output, exited, type: (line) => void child.stdin!.write(`${line}\n`) };
 }
 
 async function waitForOutput(command: Command, text: string, timeoutMs: number): Promise<void> {
@@ -77,11 +80,30 @@ function shutdownOf(dataDir: string, cellId: string): { graceful: boolean; left:
   return { graceful: log.includes('shutting down gracefully'), left: log.includes('cell left the mesh'), secondSignal: log.includes('second signal') };
 }
 
-test('Ctrl-C on demo add-cell and on the demo: every cell leaves gracefully and everything exits 0', async () => {
+test('the demo\'s desk answers a guest; Ctrl-C on demo add-cell and on the demo: every cell leaves gracefully and everything exits 0', async () => {
   const dataDir = await cleanup.tempDir('cellmesh-demo-');
   const portBase = String(await freePortBase());
   const demo = startCommand(['demo', '--data-dir', dataDir, '--port-base', portBase], dataDir);
   await waitForOutput(demo, 'Ctrl-C stops the cluster', 150_000);
+
+  // The desk's people were created through the admin API of ACME Shoes' home cell (shops-a), with passwords.
+  const answer = await fetch(`http://127.0.0.1:${Number(portBase) + 2}/v1/admin/tenants/mall/merchants/acme-shoes/agents`, { headers: { authorization: `Bearer ${DEMO_ADMIN_TOKEN}` } });
+  const { agents } = (await answer.json()) as { agents: Array<{ id: string; name: string; capacity: number; groups: string[]; hasPassword: boolean }> };
+  expect(agents.map(({ id, name, capacity, groups, hasPassword }) => ({ id, name, capacity, groups, hasPassword }))).toEqual([
+    { id: 'ann', name: 'Ann', capacity: 3, groups: ['pre-sales', 'after-sales'], hasPassword: true },
+    { id: 'bob', name: 'Bob (bot)', capacity: 2, groups: ['default'], hasPassword: true },
+  ]);
+  // A guest, as the printed command says, is assigned to the bot, which logged in and answers.
+  const guestCommand = /npx cellmesh (chat --cluster \S+ --tenant mall --merchant acme-shoes --guest)\n/.exec(demo.output())?.[1];
+  expect(guestCommand, demo.output()).toBeDefined();
+  expect(demo.output()).toContain('--merchant acme-shoes --login ann');
+  const guest = startCommand(guestCommand!.split(' '), dataDir, { CELLMESH_HOME: dataDir });
+  await waitForOutput(guest, 'connected to cell shops-a', 30_000);
+  guest.type('Is the trail runner in stock in size 44?');
+  await waitForOutput(guest, '— Bob (bot) is here to help.', 30_000);
+  await waitForOutput(guest, "Bob (bot): Hi! I'm ACME Shoes' bot.", 30_000);
+  guest.type('/quit');
+  expect(await guest.exited, guest.output()).toEqual({ code: 0, signal: null });
 
   const addCell = startCommand(['demo', 'add-cell', '--data-dir', dataDir], dataDir);
   await waitForOutput(addCell, 'Ctrl-C here makes the cell leave', 150_000);

@@ -467,7 +467,7 @@ export class DeskService {
         else if (previousAgent !== undefined) notice = { type: 'released', consultation: record.id, agent: previousAgent };
         void this.announce(open, customer, notice, [putRecord(tenant, merchant, next)]).then(() => this.stopFollowing(open, conv, previousAgent, undefined));
         // It learns where it stands at once; the others behind it with the next queue update.
-        this.tell(open, next, previousAgent);
+        this.tell(open, next, previousAgent, event.position);
       } else {
         open.records.delete(customer);
         open.customerOf.delete(record.id);
@@ -501,8 +501,8 @@ export class DeskService {
   }
 
   /** The consultation's state, to its customer's devices here, its agent's (and the one it left) and the supervisors'. */
-  private tell(open: OpenDesk, record: ConsultationRecord | (Omit<ConsultationRecord, 'state'> & { state: 'closed' }), previousAgent?: string): void {
-    this.options.host.broadcast(this.devicesOf(open, record.customer, record.agent, previousAgent), { t: 'consultation', ...this.viewOf(open, record) });
+  private tell(open: OpenDesk, record: ConsultationRecord | (Omit<ConsultationRecord, 'state'> & { state: 'closed' }), previousAgent?: string, position?: number): void {
+    this.options.host.broadcast(this.devicesOf(open, record.customer, record.agent, previousAgent), { t: 'consultation', ...this.viewOf(open, record, position) });
   }
 
   /** Everyone waiting in the groups whose queues moved learns its new position and estimate: one pass per queue. */
@@ -525,15 +525,16 @@ export class DeskService {
     }
   }
 
-  private viewOf(open: OpenDesk, record: Pick<ConsultationRecord, 'id' | 'customer' | 'group' | 'agent' | 'openedAtMs'> & { state: ConsultationView['state'] }): ConsultationView {
+  /** `knownPosition`: the waiting consultation's position, when the caller has it (the queue is walked otherwise). */
+  private viewOf(open: OpenDesk, record: Pick<ConsultationRecord, 'id' | 'customer' | 'group' | 'agent' | 'openedAtMs'> & { state: ConsultationView['state'] }, knownPosition?: number): ConsultationView {
     const view: ConsultationView = { conv: conversationIdOf(open.merchant, record.customer), consultation: record.id, state: record.state, group: record.group, openedAtMs: record.openedAtMs };
     if (record.agent !== undefined && record.state === 'assigned') {
       view.agent = record.agent;
       view.agentName = this.options.people.get(open.tenant, open.merchant, record.agent)?.name ?? record.agent;
     }
-    const position = record.state === 'waiting' ? open.rules.position(record.id) : undefined;
+    const position = record.state === 'waiting' ? (knownPosition ?? open.rules.position(record.id)) : undefined;
     if (position !== undefined) view.position = position;
-    const estimate = record.state === 'waiting' ? open.rules.estimatedWaitMs(record.id) : undefined;
+    const estimate = position === undefined ? undefined : open.rules.estimatedWaitMs(record.id, position);
     if (estimate !== undefined) view.estimatedWaitMs = estimate;
     return view;
   }

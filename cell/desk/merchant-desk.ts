@@ -265,12 +265,13 @@ export class MerchantDesk {
   }
 
   /**
-   * How long the consultation may still wait: the slots ahead of it divided by the group's
+   * How long the consultation may still wait (`knownPosition` saves the walk of the queue when the
+   * caller knows it): the slots ahead of it divided by the group's
    * online capacity, times its recent handling time. Undefined when nobody of the group is
    * online (no estimate can be honest then) or when it does not wait.
    */
-  estimatedWaitMs(id: string): number | undefined {
-    const position = this.position(id);
+  estimatedWaitMs(id: string, knownPosition?: number): number | undefined {
+    const position = knownPosition ?? this.position(id);
     const consultation = this.consultations.get(id);
     if (position === undefined || consultation === undefined) return undefined;
     const group = this.groupOf(consultation.group);

@@ -35,6 +35,11 @@ export class CoalescingWriter {
     this.schedule();
   }
 
+  /** The value set for `key` and not yet written, if any. */
+  unwrittenValue(key: string): string | undefined {
+    return this.pending.get(key) ?? this.inFlight.get(key);
+  }
+
   /** Values set and not yet written, with keys that start with `prefix` (newest wins). */
   unwritten(prefix: string): Map<string, string> {
     const found = new Map<string, string>();

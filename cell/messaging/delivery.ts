@@ -158,21 +158,25 @@ export class DeliveryService {
     }
     const { tenant, device } = connection.identity;
     const key = keys.deliveryCursor(tenant, partyId(connection.identity), device, conv);
-    const unwritten = this.cursorWriter.unwritten(key).get(key);
-    // A local store answers at once (memtable, block cache, bloom filter); an assignment costs no
-    // thread-pool round trip then.
-    const storedNow = this.store.getManySync?.([key])[0];
-    const stored = this.store.getManySync === undefined ? this.store.get(key) : storedNow;
-    Promise.all([stored, this.log.cached(tenant, conv) ?? this.log.conversation(tenant, conv)])
-      .then(([stored, state]) => {
-        if (connection.closed) return;
-        // A message offered meanwhile made a cursor from nothing; the push goes on from it.
-        if (!connection.cursors.has(conv)) {
-          const ackedSeq = Math.min(Math.max(Number(stored ?? 0), Number(unwritten ?? 0)), state.durableSeq);
-          connection.cursors.set(conv, { sentSeq: ackedSeq, ackedSeq, pumping: false, syncTargetSeq: 0 });
-        }
-        this.pump(connection, conv);
-      })
+    const unwritten = this.cursorWriter.unwrittenValue(key);
+    const start = (stored: string | undefined, durableSeq: number): void => {
+      if (connection.closed) return;
+      // A message offered meanwhile made a cursor from nothing; the push goes on from it.
+      if (!connection.cursors.has(conv)) {
+        const ackedSeq = Math.min(Math.max(Number(stored ?? 0), Number(unwritten ?? 0)), durableSeq);
+        connection.cursors.set(conv, { sentSeq: ackedSeq, ackedSeq, pumping: false, syncTargetSeq: 0 });
+      }
+      this.pump(connection, conv);
+    };
+    // A local store answers at once (memtable, block cache, bloom filter): an assignment then
+    // costs no thread-pool round trip and no promise.
+    const state = this.log.cached(tenant, conv);
+    if (state !== undefined && this.store.getManySync !== undefined) {
+      start(this.store.getManySync([key])[0], state.durableSeq);
+      return;
+    }
+    Promise.all([this.store.get(key), this.log.conversation(tenant, conv)])
+      .then(([stored, loaded]) => start(stored, loaded.durableSeq))
       .catch((error: unknown) => {
         this.logger.warn({ err: error, conv, device }, 'could not load a delivery cursor; the device gets the conversation at its next message or reconnect');
       });
