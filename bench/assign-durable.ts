@@ -42,6 +42,8 @@ export interface DurableAssignReport {
 }
 
 const TENANT = 'bench';
+/** A phase that has not finished by then is a failure, not a slow run. */
+const DURABLE_TIMEOUT_MS = 120_000;
 /** A device port that takes every frame and never pushes back. */
 const NULL_PORT: DevicePort = { send: () => undefined, bufferedBytes: () => 0, close: () => undefined };
 
@@ -83,7 +85,11 @@ export async function runDurableAssign(options: DurableAssignOptions): Promise<D
     return verifyToken(token, () => [{ secret }], clock.now());
   };
   const untilDurable = async (count: number): Promise<void> => {
-    while (metrics.messagesInTotal() < count) await nextTurn();
+    const deadline = performance.now() + DURABLE_TIMEOUT_MS;
+    while (metrics.messagesInTotal() < count) {
+      if (performance.now() > deadline) throw new Error(`only ${metrics.messagesInTotal()} of ${count} messages were durable after ${DURABLE_TIMEOUT_MS} ms`);
+      await nextTurn();
+    }
   };
   try {
     const customers = await Promise.all(Array.from({ length: options.consultations }, (_, index) => identity(`c${index}`)));

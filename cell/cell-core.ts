@@ -150,6 +150,7 @@ export class CellCore {
         unfollow: (connection, conv) => this.delivery.unfollow(connection, conv),
         send: (connection, frame) => this.delivery.sendFrame(connection, frame),
         broadcast: (connections, frame) => this.delivery.broadcast(connections, frame),
+        tellElsewhere: (tenant, view) => this.relay?.consultationChanged(tenant, view),
         closeDevice: (connection, reason) => connection.port.close(CloseCode.Forbidden, reason),
       },
     });
@@ -617,6 +618,7 @@ export class CellCore {
       customerHasDevices: (tenant, customer) => this.presence.deviceCount(customerPrincipal(tenant, customer)) > 0,
       deliver: (tenant, message, sender) => this.deliverHere(tenant, message, sender),
       deliverReceipt: (tenant, conv, party, seq) => this.deliverReceipt(tenant, conv, party, seq),
+      tellCustomer: (tenant, customer, frame) => this.delivery.broadcast(this.presence.devicesOf(customerPrincipal(tenant, customer)), frame),
       markRead: (tenant, conv, party, seq) => this.markReadHere(tenant, conv, party, seq),
       whenAllowed: (tenant, conv) => this.blocks.whenAllowed(tenant, conv),
       refuseRelayed: (sender, tenant, customer, conv, cmid, error) => {

@@ -54,6 +54,8 @@ export interface SendOptions {
    * body): with another body the send is rejected with IDEMPOTENCY_CONFLICT, and not retried.
    */
   cmid?: string;
+  /** The desk group a customer's first message of a consultation asks for (docs/desk.md); ignored otherwise. */
+  group?: string;
   /**
    * Files sent with the message (at most 10), as `uploadAttachment` answered them; the body may
    * then be empty.

@@ -45,6 +45,7 @@ interface OutboxEntry {
   readonly cmid: string;
   readonly body: string;
   readonly attachments: readonly MessageAttachment[] | undefined;
+  readonly group: string | undefined;
   /**
    * `waiting` to be transmitted on the current or next connection, `inflight` on it, or
    * `queued`: durable in the access cell named by `queuedAt`, which forwards it to the
@@ -80,7 +81,7 @@ export class SendQueue {
     const id = this.ports.nextId('s');
     const cmid = options.cmid ?? this.newCmid();
     const attachments = options.attachments;
-    const invalid = invalidFrame({ op: 'send', id, conv, cmid, body, ...attachmentIdsOf(attachments) });
+    const invalid = invalidFrame({ op: 'send', id, conv, cmid, body, ...attachmentIdsOf(attachments), ...groupOf(options.group) });
     if (invalid !== undefined) return Promise.reject(invalid);
     return new Promise<SendResult>((resolve, reject) => {
       const entry: OutboxEntry = {
@@ -89,6 +90,7 @@ export class SendQueue {
         cmid,
         body,
         attachments,
+        group: options.group,
         phase: 'waiting',
         queuedAt: undefined,
         abandoned: false,
@@ -124,7 +126,7 @@ export class SendQueue {
       }
       entry.phase = 'inflight';
       this.inFlightSends++;
-      this.ports.link.transmit({ op: 'send', id: entry.id, conv: entry.conv, cmid: entry.cmid, body: entry.body, ...attachmentIdsOf(entry.attachments) });
+      this.ports.link.transmit({ op: 'send', id: entry.id, conv: entry.conv, cmid: entry.cmid, body: entry.body, ...attachmentIdsOf(entry.attachments), ...groupOf(entry.group) });
     }
   }
 
@@ -302,4 +304,9 @@ export class SendQueue {
 /** The `attachments` field of a send frame: the ids, absent without attachments. */
 function attachmentIdsOf(attachments: readonly MessageAttachment[] | undefined): { attachments?: string[] } {
   return attachments === undefined ? {} : { attachments: attachments.map((attachment) => attachment.id) };
+}
+
+/** The desk group a send names, when it names one (a send frame carries `group` only then). */
+function groupOf(group: string | undefined): { group?: string } {
+  return group === undefined ? {} : { group };
 }

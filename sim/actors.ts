@@ -129,9 +129,10 @@ export class DeviceActor {
 
   /**
    * Sends `body` to `conv` through the SDK and reports the outcome. `inCell` and
-   * `duringPartition` classify the send for the autonomy check.
+   * `duringPartition` classify the send for the autonomy check; `group` is the desk group a
+   * customer names.
    */
-  send(conv: string, body: string, context: { inCell: boolean; duringPartition: boolean }): void {
+  send(conv: string, body: string, context: { inCell: boolean; duringPartition: boolean; group?: string | undefined }): void {
     const client = this.client;
     if (client === undefined) return;
     const cmid = `${this.serial.toString(36)}-${(this.cmidCount++).toString(36)}`;
@@ -147,8 +148,9 @@ export class DeviceActor {
       duringPartition: context.duringPartition,
       senderOpen: client.state === 'open',
       cellId: this.cellId,
+      group: context.group,
     });
-    client.send(conv, body, { cmid }).then(
+    client.send(conv, body, context.group === undefined ? { cmid } : { cmid, group: context.group }).then(
       (result) => history.acked(key, result.seq, clock.now()),
       (error: unknown) => history.sendFailed(key, (error as { code?: string }).code ?? 'UNKNOWN'),
     );

@@ -103,7 +103,10 @@ export class Cluster {
 
   startCell(slot: CellSlot): void {
     const { world } = this;
-    const tenant: TenantConfig = { id: TENANT, secret: TENANT_SECRET, origins: [], merchants: slot.merchants.map((merchant) => ({ id: merchant.id })) };
+    // A merchant with a desk has its agents in the config, as an operator seeds them: the cell's
+    // people directory creates them on first start, and they travel with the merchant's moves.
+    const merchants = slot.merchants.map((merchant) => (merchant.desk === undefined ? { id: merchant.id } : { id: merchant.id, agents: merchant.desk.map((agent) => ({ id: agent.id, capacity: agent.capacity, groups: [...agent.groups] })) }));
+    const tenant: TenantConfig = { id: TENANT, secret: TENANT_SECRET, origins: [], merchants };
     const bootstrap = slot.bootstrap.filter((id) => this.slots.get(id)?.status !== 'left');
     if (slot.startCount > 0 && bootstrap.length < BOOTSTRAP_CELLS) {
       // An operator would point a cell whose seeds are gone at others.
@@ -124,6 +127,7 @@ export class Cluster {
       disk: slot.disk,
       tenant,
       limits: this.limits,
+      desk: world.deskConfig,
       preset: this.meshPreset,
       meshOptions: this.meshOptions,
       bootstrap,

@@ -1,3 +1,5 @@
+import type { DeskNotice, MessageRole } from '../cell/protocol/frames.js';
+
 /**
  * What happened in a run, as the checkers need it, and the checkers themselves.
  *
@@ -36,7 +38,18 @@ export type ViolationKind =
   /** A device's client stopped for good (closed or replaced) without the scenario asking. */
   | 'device-stopped'
   /** A cell answered a device INTERNAL: a bug, since every operating error (a failing disk too) has its own code. */
-  | 'internal-error';
+  | 'internal-error'
+  // The desk's invariants (sim/desk-checks.ts):
+  /** An agent held more consultations than its capacity. */
+  | 'desk-over-capacity'
+  /** A consultation stayed with an agent whose devices were all gone longer than the grace period. */
+  | 'desk-grace'
+  /** A customer was assigned before one who waited longer in the same group (not by the sticky rule). */
+  | 'desk-fifo'
+  /** A customer kept waiting while an agent of its group was online with free capacity. */
+  | 'desk-idle-capacity'
+  /** A conversation's consultations overlapped, or a change came to a consultation not open. */
+  | 'desk-open-span';
 
 export interface Violation {
   readonly kind: ViolationKind;
@@ -51,6 +64,20 @@ export interface MessageSeen {
   readonly from: string;
   readonly cmid: string;
   readonly body: string;
+  /** `system` for the desk's messages, which nobody of the simulation sent. */
+  readonly role?: MessageRole;
+  readonly event?: DeskNotice | undefined;
+  /** The cell's time when the message became durable. */
+  readonly ts?: number;
+}
+
+/** A system message of the desk as some device saw it: the record of the desk's changes. */
+export interface NoticeSeen {
+  readonly conv: string;
+  readonly seq: number;
+  readonly cmid: string;
+  readonly ts: number;
+  readonly event: DeskNotice;
 }
 
 export interface DeviceRegistration {
@@ -75,6 +102,8 @@ export interface SendContext {
   readonly senderOpen: boolean;
   /** The cell the sending device used. */
   readonly cellId: string;
+  /** The desk group a customer's send named. */
+  readonly group?: string | undefined;
 }
 
 interface SendRecord extends Omit<SendContext, 'inCell'> {
@@ -128,8 +157,18 @@ export class History {
   private ackedCount = 0;
   private deliveredCount = 0;
   private receiptCount = 0;
+  /** The desk's system messages by conversation and seq, as first seen. */
+  private readonly notices = new Map<string, Map<number, NoticeSeen>>();
 
-  constructor(private readonly startMs = 0) {}
+  /**
+   * `hasDesk` says whether a merchant has a desk: its agents get only the conversations of their
+   * own consultations, so the lost set asks every acknowledged message of the customer's devices
+   * only (and the desk's checks judge who served whom).
+   */
+  constructor(
+    private readonly startMs = 0,
+    private readonly hasDesk: (merchant: string) => boolean = () => false,
+  ) {}
 
   get messagesSent(): number {
     return this.sentCount;
@@ -208,6 +247,10 @@ export class History {
       if (message.seq > last + 1) this.violation('gap', `${deviceKey} got ${message.conv} seq ${message.seq} after seq ${last} (skipped ${last + 1}-${message.seq - 1})`, atMs);
       device.lastSeq.set(message.conv, message.seq);
     }
+    if (message.role === 'system') {
+      this.noticeSeen(deviceKey, message, atMs);
+      return;
+    }
     const send = this.sends.get(sendKey(message.conv, message.from, message.cmid));
     if (send === undefined) {
       this.violation('unexpected', `${deviceKey} got ${message.conv} seq ${message.seq} from ${message.from} (cmid ${message.cmid}), which nobody sent`, atMs);
@@ -217,6 +260,42 @@ export class History {
       this.violation('unexpected', `${deviceKey} got ${message.conv} seq ${message.seq} with body ${JSON.stringify(message.body.slice(0, 40))}; it was sent as ${JSON.stringify(send.body.slice(0, 40))}`, atMs);
     }
     this.place(send, message.seq, atMs, deviceKey);
+  }
+
+  /** Every system message of the desk some device saw, by conversation in seq order. */
+  noticesByConversation(): Map<string, NoticeSeen[]> {
+    const byConv = new Map<string, NoticeSeen[]>();
+    for (const [conv, bySeq] of this.notices) byConv.set(conv, [...bySeq.values()].sort((a, b) => a.seq - b.seq));
+    return byConv;
+  }
+
+  /** The acknowledged or delivered sends of `from` in `conv`, by seq, with the group each named. */
+  sendsOf(conv: string, from: string): Array<{ seq: number; group: string | undefined; inCell: boolean }> {
+    const placed = this.truth.get(conv) ?? [];
+    const found: Array<{ seq: number; group: string | undefined; inCell: boolean }> = [];
+    placed.forEach((send, seq) => {
+      if (send !== undefined && send.from === from) found.push({ seq, group: send.group, inCell: send.inCell });
+    });
+    return found;
+  }
+
+  private noticeSeen(deviceKey: string, message: MessageSeen, atMs: number): void {
+    let bySeq = this.notices.get(message.conv);
+    if (bySeq === undefined) this.notices.set(message.conv, (bySeq = new Map()));
+    const known = bySeq.get(message.seq);
+    if (known !== undefined) {
+      if (known.cmid !== message.cmid) this.violation('divergent', `${message.conv} seq ${message.seq} is system message ${known.cmid} and ${message.cmid} (${deviceKey})`, atMs);
+      return;
+    }
+    if (this.truth.get(message.conv)?.[message.seq] !== undefined) {
+      this.violation('divergent', `${message.conv} seq ${message.seq} is a chat message and system message ${message.cmid} (${deviceKey})`, atMs);
+      return;
+    }
+    if (message.event === undefined || message.ts === undefined) {
+      this.violation('unexpected', `${deviceKey} got system message ${message.conv} seq ${message.seq} without its event`, atMs);
+      return;
+    }
+    bySeq.set(message.seq, { conv: message.conv, seq: message.seq, cmid: message.cmid, ts: message.ts, event: message.event });
   }
 
   receipt(deviceKey: string, receipt: { conv: string; user: string; role?: string; seq: number }, atMs: number): void {
@@ -266,32 +345,20 @@ export class History {
 
   /**
    * The lost set: every acknowledged message of a conversation not in `excluded` must have
-   * reached every device of its customer and every agent device of its merchant. Reports each
-   * missing (message, device) pair as a violation; returns how many there were.
+   * reached every device of its customer and every agent device of its merchant (at a merchant
+   * with a desk, its customer's devices: agents get their own consultations only), and every
+   * system message of the desk every device of its customer. Reports each missing (message,
+   * device) pair as a violation; returns how many there were.
    */
   checkLost(excluded: ReadonlySet<string> = new Set()): number {
-    const customerDevices = new Map<string, DeviceState[]>();
-    const agentDevices = new Map<string, DeviceState[]>();
     const deviceKeys = new Map<DeviceState, string>();
-    for (const [key, device] of this.devices) {
-      deviceKeys.set(device, key);
-      const { role, user, merchant } = device.registration;
-      const index = role === 'agent' ? agentDevices : customerDevices;
-      const owner = role === 'agent' ? (merchant ?? '') : user;
-      const list = index.get(owner);
-      if (list === undefined) index.set(owner, [device]);
-      else list.push(device);
-    }
+    for (const [key, device] of this.devices) deviceKeys.set(device, key);
     let lost = 0;
-    for (const send of this.sends.values()) {
-      if (send.ackedSeq === undefined || excluded.has(send.conv)) continue;
-      const separator = send.conv.indexOf(':');
-      const merchant = send.conv.slice(0, separator);
-      const customer = send.conv.slice(separator + 1);
-      for (const device of [...(customerDevices.get(customer) ?? []), ...(agentDevices.get(merchant) ?? [])]) {
-        if ((device.lastSeq.get(send.conv) ?? 0) >= send.ackedSeq) continue;
+    for (const expected of this.mustReach(excluded)) {
+      for (const device of expected.devices) {
+        if ((device.lastSeq.get(expected.conv) ?? 0) >= expected.seq) continue;
         lost++;
-        this.violation('lost', `${send.conv} seq ${send.ackedSeq} (cmid ${send.cmid}, acked at ${Math.round((send.ackedAtMs ?? 0) - this.startMs)} ms) never reached ${deviceKeys.get(device)}`);
+        this.violation('lost', `${expected.conv} seq ${expected.seq} (${expected.what}) never reached ${deviceKeys.get(device)}`);
       }
     }
     return lost;
@@ -300,19 +367,33 @@ export class History {
   /** Acknowledged messages some party's device still lacks (for the settle phase's "done yet?"). */
   undelivered(excluded: ReadonlySet<string> = new Set(), limit = 1): number {
     let missing = 0;
-    const byOwner = this.ownerIndex();
-    for (const send of this.sends.values()) {
-      if (send.ackedSeq === undefined || excluded.has(send.conv)) continue;
-      const separator = send.conv.indexOf(':');
-      const devices = [...(byOwner.customers.get(send.conv.slice(separator + 1)) ?? []), ...(byOwner.agents.get(send.conv.slice(0, separator)) ?? [])];
-      for (const device of devices) {
-        if ((device.lastSeq.get(send.conv) ?? 0) < send.ackedSeq) {
+    for (const expected of this.mustReach(excluded)) {
+      for (const device of expected.devices) {
+        if ((device.lastSeq.get(expected.conv) ?? 0) < expected.seq) {
           missing++;
           if (missing >= limit) return missing;
         }
       }
     }
     return missing;
+  }
+
+  /** Every message that must reach devices, with the devices it must reach. */
+  private *mustReach(excluded: ReadonlySet<string>): Generator<{ conv: string; seq: number; what: string; devices: DeviceState[] }> {
+    const byOwner = this.ownerIndex();
+    for (const send of this.sends.values()) {
+      if (send.ackedSeq === undefined || excluded.has(send.conv)) continue;
+      const separator = send.conv.indexOf(':');
+      const merchant = send.conv.slice(0, separator);
+      const customers = byOwner.customers.get(send.conv.slice(separator + 1)) ?? [];
+      const devices = this.hasDesk(merchant) ? customers : [...customers, ...(byOwner.agents.get(merchant) ?? [])];
+      yield { conv: send.conv, seq: send.ackedSeq, what: `cmid ${send.cmid}, acked at ${Math.round((send.ackedAtMs ?? 0) - this.startMs)} ms`, devices };
+    }
+    for (const [conv, bySeq] of this.notices) {
+      if (excluded.has(conv)) continue;
+      const devices = byOwner.customers.get(conv.slice(conv.indexOf(':') + 1)) ?? [];
+      for (const notice of bySeq.values()) yield { conv, seq: notice.seq, what: `system message ${notice.event.type}`, devices };
+    }
   }
 
   /**
@@ -337,6 +418,8 @@ export class History {
     let acked = 0;
     for (const send of this.sends.values()) {
       if (!send.inCell || !send.duringPartition || !send.senderOpen) continue;
+      // The desk refused it: the consultation had left the agent (nothing to deliver).
+      if (send.failedCode === 'NOT_ASSIGNED') continue;
       if (cellWasDown(send.cellId, send.atMs, send.atMs + boundMs)) continue;
       eligible++;
       if (send.ackedAtMs !== undefined && send.ackedAtMs - send.atMs <= boundMs) acked++;
@@ -382,7 +465,9 @@ export class History {
       this.truth.set(send.conv, seqs);
     }
     const holder = seqs[seq];
-    if (holder === undefined) seqs[seq] = send;
+    if (this.notices.get(send.conv)?.has(seq) === true) {
+      this.violation('divergent', `${send.conv} seq ${seq} is system message ${this.notices.get(send.conv)!.get(seq)!.cmid} and ${send.cmid} from ${send.from} (${witness})`, atMs);
+    } else if (holder === undefined) seqs[seq] = send;
     else if (holder !== send) {
       this.violation(witness === 'ack' ? 'ack-mismatch' : 'divergent', `${send.conv} seq ${seq} is ${holder.cmid} from ${holder.from} and ${send.cmid} from ${send.from} (${witness})`, atMs);
     }

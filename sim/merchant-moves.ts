@@ -12,6 +12,8 @@ export class MerchantMoves {
   /** Merchants whose hosting cell left the cluster: hosted nowhere, on purpose. */
   readonly homeless = new Set<string>();
   readonly outcomes = { started: 0, moved: 0, failed: {} as Record<string, number> };
+  /** Told when a move starts and when it settles (the desks' checks restart their grace clocks then). */
+  onMove: ((merchant: string) => void) | undefined;
   /** Cells each moved merchant was ever moved to or from: where the home check looks for it. */
   private readonly moveCells = new Map<string, Set<string>>();
 
@@ -62,6 +64,7 @@ export class MerchantMoves {
     world.faultSpans.push(span);
     this.moving.add(merchant.id);
     world.history.merchantMoving(merchant.id);
+    this.onMove?.(merchant.id);
     this.outcomes.started++;
     const cells = this.moveCells.get(merchant.id) ?? new Set<string>();
     cells.add(source.id).add(to);
@@ -87,5 +90,6 @@ export class MerchantMoves {
   private settleMove(merchant: MerchantPlan, span: FaultSpan): void {
     span.endS = this.world.seconds();
     this.moving.delete(merchant.id);
+    this.onMove?.(merchant.id);
   }
 }

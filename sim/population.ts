@@ -7,6 +7,23 @@ export interface MerchantPlan {
   cellId: string;
   /** Agent user ids; each agent has one device on the home cell. */
   readonly agents: readonly string[];
+  /** Its desk's agents (ids as in `agents`), when the merchant has a desk; else its desk is open. */
+  readonly desk: readonly DeskAgentPlan[] | undefined;
+}
+
+/** An agent registered at a merchant's desk. */
+export interface DeskAgentPlan {
+  readonly id: string;
+  readonly capacity: number;
+  readonly groups: readonly string[];
+}
+
+/** Who works at the desks: the scenario's `desk`. */
+export interface DeskPopulation {
+  readonly share: number;
+  readonly capacity: { readonly min: number; readonly max: number };
+  readonly groups: readonly string[];
+  readonly groupsPerAgent: number;
 }
 
 export interface CustomerPlan {
@@ -23,6 +40,7 @@ export interface PopulationSettings {
   readonly zipfExponent: number;
   readonly secondDeviceShare: number;
   readonly crossCellShare: number;
+  readonly desk: DeskPopulation | undefined;
 }
 
 /**
@@ -33,6 +51,7 @@ export interface PopulationSettings {
 export class Population {
   readonly merchants: MerchantPlan[] = [];
   readonly customers: CustomerPlan[] = [];
+  private readonly byId = new Map<string, MerchantPlan>();
   private readonly ranked: MerchantPlan[] = [];
   private sampler: ZipfSampler | undefined;
   private customerCount = 0;
@@ -40,7 +59,13 @@ export class Population {
   constructor(
     private readonly settings: PopulationSettings,
     private readonly random: Random,
+    /** The desks' draws, a stream of their own: a scenario with desks keeps the other draws of its seed. */
+    private readonly deskRandom: Random,
   ) {}
+
+  merchant(id: string): MerchantPlan | undefined {
+    return this.byId.get(id);
+  }
 
   /** Adds `count` merchants homed on `cellId`; `cellIndex` names them (`m<cell>-<k>`). */
   addMerchants(cellId: string, cellIndex: number, count: number): MerchantPlan[] {
@@ -48,8 +73,9 @@ export class Population {
     for (let k = 0; k < count; k++) {
       const id = `m${cellIndex}-${k}`;
       const agents = Array.from({ length: this.settings.agentsPerMerchant }, (_, index) => `${id}-a${index}`);
-      const merchant: MerchantPlan = { id, cellId, agents };
+      const merchant: MerchantPlan = { id, cellId, agents, desk: this.deskOf(agents) };
       this.merchants.push(merchant);
+      this.byId.set(id, merchant);
       // Insert at a random rank: a seeded shuffle, built incrementally.
       this.ranked.splice(pickIndex(this.random, this.ranked.length + 1), 0, merchant);
       added.push(merchant);
@@ -77,6 +103,18 @@ export class Population {
       added.push(customer);
     }
     return added;
+  }
+
+  private deskOf(agents: readonly string[]): DeskAgentPlan[] | undefined {
+    const desk = this.settings.desk;
+    if (desk === undefined || this.deskRandom.next() >= desk.share) return undefined;
+    return agents.map((id) => {
+      const capacity = desk.capacity.min + pickIndex(this.deskRandom, desk.capacity.max - desk.capacity.min + 1);
+      const count = 1 + pickIndex(this.deskRandom, Math.min(desk.groupsPerAgent, desk.groups.length));
+      const groups = new Set<string>();
+      while (groups.size < count) groups.add(desk.groups[pickIndex(this.deskRandom, desk.groups.length)]!);
+      return { id, capacity, groups: [...groups].sort() };
+    });
   }
 
   private drawMerchant(): MerchantPlan {

@@ -28,6 +28,7 @@ export function summaryText(report: SimReport): string {
     `  ack latency in-cell p50 ${report.ackLatency.inCell.p50Ms} ms p99 ${report.ackLatency.inCell.p99Ms} ms; cross-cell p50 ${report.ackLatency.crossCell.p50Ms} ms p99 ${report.ackLatency.crossCell.p99Ms} ms`,
     `  converged ${report.convergeMsAfterHeal === null ? 'never' : `${report.convergeMsAfterHeal} ms`} after the final heal (bound ${report.bounds.convergeWithinMs} ms)`,
     `  in-cell sends during partitions acked within ${report.inCellDeliveryDuringPartition.boundMs} ms: ${report.inCellDeliveryDuringPartition.ackedWithinBound}/${report.inCellDeliveryDuringPartition.eligible} (${(report.inCellDeliveryDuringPartition.ratio * 100).toFixed(2)}%, required ${report.inCellDeliveryDuringPartition.required * 100}%)`,
+    ...(report.desk === undefined ? [] : [deskText(report.desk)]),
     report.violations === 0 ? '  invariants: all hold' : `  VIOLATIONS: ${report.violations} (${formatCounts(report.violationsByKind)})`,
   ];
   for (const example of report.violationExamples.slice(0, 10)) {
@@ -35,6 +36,10 @@ export function summaryText(report: SimReport): string {
   }
   lines.push(`  digest ${report.digest}`);
   return lines.join('\n');
+}
+
+function deskText(desk: NonNullable<SimReport['desk']>): string {
+  return `  desks ${desk.merchantsWithDesk} (${desk.deskAgents} agents): system messages ${formatCounts(desk.notices)}; agents asked ${desk.closesAsked} closes, ${desk.transfersAsked} transfers, ${desk.statusChanges} status changes, went offline ${desk.disconnects} times`;
 }
 
 function diskText(report: SimReport): string {

@@ -27,6 +27,20 @@ describe('scenario files', () => {
     expect(scenario.invariants).toEqual({ convergeWithin: 30_000, inCellAckWithin: 5_000, inCellDeliveryRatioMin: 0.99 });
   });
 
+  it('gives the desk its defaults, and names the path of its problems', () => {
+    expect(parseScenario(MINIMAL).desk).toBeUndefined();
+    const desk = parseScenario({ ...MINIMAL, desk: { grace: '2s' } }).desk!;
+    expect(desk.grace).toBe(2_000);
+    expect(desk.share).toBe(0.5);
+    expect(desk.groups).toEqual(['sales', 'support']);
+    expect(desk.invariants).toEqual({ assignWithin: 3_000, graceSlack: 3_000, orderTolerance: 2_000 });
+    expect(problemsOf({ ...MINIMAL, desk: { capacity: { min: 3, max: 2 }, groups: ['Sales'], agents: { closeAfter: { min: '10s', max: '5s' } } } })).toEqual([
+      'desk.groups.0: a group is lower-case letters, digits and dashes',
+      'desk.capacity.max: must be at least min',
+      'desk.agents.closeAfter.max: must be at least min',
+    ]);
+  });
+
   it('names the path of every problem', () => {
     const problems = problemsOf({
       ...MINIMAL,

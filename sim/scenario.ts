@@ -213,6 +213,57 @@ export const ScenarioSchema = z
       })
       .strict()
       .default({ convergeWithin: 30_000, inCellAckWithin: 5_000, inCellDeliveryRatioMin: 0.99 }),
+    /**
+     * The service desk (docs/desk.md): a share of the merchants have their agents registered,
+     * with capacities and groups; their agents go online, busy, away and offline, close and
+     * transfer consultations, and the desk's invariants are checked (docs/simulation.md, "The
+     * desk's invariants"). Absent: every merchant keeps an open desk.
+     */
+    desk: z
+      .object({
+        /** Share of the merchants with a desk (drawn per merchant); the others keep an open desk. */
+        share: z.number().min(0).max(1).default(0.5),
+        /** Each desk agent's capacity, drawn uniformly. */
+        capacity: z.object({ min: z.number().int().min(1).max(50), max: z.number().int().min(1).max(50) }).strict().default({ min: 1, max: 3 }),
+        groups: z.array(z.string().regex(/^[a-z][a-z0-9-]{0,31}$/, 'a group is lower-case letters, digits and dashes')).min(1).max(10).default(['sales', 'support']),
+        /** Each agent is in 1 to this many of the groups. */
+        groupsPerAgent: z.number().int().min(1).max(10).default(2),
+        /** Share of customer messages that name a group (a customer's first message of a consultation decides). */
+        namedGroupShare: z.number().min(0).max(1).default(0.4),
+        /** The desk's settings (`desk` of the cell config), short so that the run exercises them. */
+        grace: Duration.default(5_000),
+        stickyWindow: Duration.default(60_000),
+        inactivityClose: Duration.default(45_000),
+        agents: z
+          .object({
+            /** An agent closes a consultation this long after it got it. */
+            closeAfter: z.object({ min: Duration, max: Duration }).strict().default({ min: 5_000, max: 30_000 }),
+            /** Chance that the agent transfers a consultation (to a group, or to another agent) instead of closing it. */
+            transferProbability: z.number().min(0).max(1).default(0.15),
+            /** Mean time between two changes of an agent's presence (exponential). */
+            changeEvery: Duration.default(30_000),
+            /** Of those changes: the share that disconnects every device (the others set busy or away); each lasts from a tenth of the grace period to three times it. */
+            offlineShare: z.number().min(0).max(1).default(0.4),
+          })
+          .strict()
+          .default({ closeAfter: { min: 5_000, max: 30_000 }, transferProbability: 0.15, changeEvery: 30_000, offlineShare: 0.4 }),
+        invariants: z
+          .object({
+            /** A waiting customer must be assigned within this once an agent of its group is online with free capacity. */
+            assignWithin: Duration.default(3_000),
+            /** Tolerance on the grace period: the desk's timers and the devices' view of a disconnect differ by latencies. */
+            graceSlack: Duration.default(3_000),
+            /**
+             * How far apart the system messages of one decision may become durable (each
+             * conversation's append on its own; keep it above the disk faults' spikes).
+             */
+            orderTolerance: Duration.default(2_000),
+          })
+          .strict()
+          .default({ assignWithin: 3_000, graceSlack: 3_000, orderTolerance: 2_000 }),
+      })
+      .strict()
+      .optional(),
     /** How often the time series of the report is sampled; default: about 300 points over the run. */
     sampleInterval: Duration.optional(),
   })
@@ -226,6 +277,10 @@ export const ScenarioSchema = z
     scenario.timeline.forEach((event, index) => {
       if (event.atMs > endMs) context.addIssue({ code: 'custom', path: ['timeline', index, 'at'], message: `is after the end of the traffic (duration ${endMs / 1000}s)` });
     });
+    if (scenario.desk !== undefined) {
+      if (scenario.desk.capacity.max < scenario.desk.capacity.min) context.addIssue({ code: 'custom', path: ['desk', 'capacity', 'max'], message: 'must be at least min' });
+      if (scenario.desk.agents.closeAfter.max < scenario.desk.agents.closeAfter.min) context.addIssue({ code: 'custom', path: ['desk', 'agents', 'closeAfter', 'max'], message: 'must be at least min' });
+    }
     for (const [name, range] of [['traffic.agentReplyDelay', scenario.traffic.agentReplyDelay], ['traffic.readDelay', scenario.traffic.readDelay]] as const) {
       if (range.max < range.min) context.addIssue({ code: 'custom', path: [...name.split('.'), 'max'], message: 'must be at least min' });
     }

@@ -1,5 +1,5 @@
 import type { CellCore } from '../cell/cell-core.js';
-import type { LimitsConfig, TenantConfig } from '../cell/settings.js';
+import type { DeskConfig, LimitsConfig, TenantConfig } from '../cell/settings.js';
 import type { MoveHost } from '../cell/move-host.js';
 import type { CellMesh } from '../mesh/cell-mesh.js';
 import type { LocationService } from '../mesh/location.js';
@@ -34,6 +34,8 @@ export interface SimCellInit {
   /** The tenant as the cell's config has it (the merchants it was set up with; moves may have changed what it hosts). */
   readonly tenant: TenantConfig;
   readonly limits: LimitsConfig;
+  /** The desk's settings (the scenario's `desk`; the desks' agents come with `tenant`). */
+  readonly desk: DeskConfig;
   readonly preset: MembershipPreset;
   readonly meshOptions: Partial<MembershipOptions>;
   /** Cell ids to join through. */
@@ -102,6 +104,7 @@ export class SimCellIncarnation implements DeviceEndpoint {
       cellId: init.cellId,
       tenants: [init.tenant],
       limits: init.limits,
+      desk: init.desk,
       clock: this.clock,
       random: stream(init.seed, `cell/${init.cellId}/${init.startCount}/core`),
       store: this.store,

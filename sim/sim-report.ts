@@ -4,6 +4,7 @@
 import { createHash } from 'node:crypto';
 import type { Cluster } from './cluster.js';
 import type { Convergence, HealRecord } from './convergence.js';
+import type { DeskFigures } from './desk-agents.js';
 import type { InCellStats, LatencySummary, Violation } from './history.js';
 import type { MerchantMoves } from './merchant-moves.js';
 import type { FaultSpan, SimWorld } from './sim-world.js';
@@ -55,6 +56,8 @@ export interface SimReport {
   readonly series: readonly SeriesPoint[];
   readonly outboxEntriesForLeftCells: number;
   readonly moves: { readonly started: number; readonly moved: number; readonly failed: Record<string, number>; readonly unsettled: number; readonly agentReroutes: number };
+  /** The desks, when the scenario has them: system messages seen by type, and what the agents did. */
+  readonly desk?: DeskFigures;
   readonly sendsPendingAtEnd: number;
   readonly sendsPendingInEndedConversations: number;
   readonly work: { readonly timersFired: number; readonly loopSteps: number; readonly storeWrites: number; readonly storeWritesLostToCrashes: number; readonly devicesNotOpenAtEnd: number };
@@ -206,6 +209,7 @@ export function assembleReport(sources: ReportSources, times: { readonly virtual
     outboxEntriesForLeftCells: cluster.outboxWaiting().gone,
     /** Merchant moves: started, finished, refused or failed by code, and those whose source crashed under them. */
     moves: { ...moves.outcomes, unsettled: moves.moving.size, agentReroutes: workload.agentReroutes },
+    ...(workload.desk === undefined ? {} : { desk: workload.desk.figures() }),
     /** Sends still neither acknowledged nor refused at the end (the settle phase ran out first). */
     sendsPendingAtEnd: history.pendingSendsOutside(workload.orphaned),
     /** Sends into conversations that ended when their merchant's cell left, still unanswered (not violations). */

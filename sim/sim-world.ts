@@ -3,6 +3,7 @@
 // phase of the run and the faults of the report. The cluster, the workload, the fault planner,
 // the convergence checks and the report each read it; simulator.ts builds it and moves the phase
 // (the fault planner's final heal begins the settle).
+import { DeskConfig } from '../cell/settings.js';
 import type { Random } from '../platform/random.js';
 import { History } from './history.js';
 import { latencySampler, type LatencySampler } from './latency.js';
@@ -30,11 +31,14 @@ export interface FaultSpan {
 
 export class SimWorld {
   readonly clock = new SimClock(START_MS);
-  readonly history = new History(START_MS);
+  /** Agents of a merchant with a desk get their own consultations only: the lost set asks less of them. */
+  readonly history = new History(START_MS, (merchant) => this.population.merchant(merchant)?.desk !== undefined);
   readonly seed: number;
   /** The traffic phase's length: the scenario's, or the run's override. */
   readonly durationMs: number;
   readonly population: Population;
+  /** The desk's settings of every cell (the scenario's `desk`, or the defaults). */
+  readonly deskConfig: DeskConfig;
   readonly network: SimNetwork;
   /** Draws of the set-up: merchants' popularity ranks, the bootstrap cells of new cells. */
   readonly setupRandom: Random;
@@ -65,9 +69,13 @@ export class SimWorld {
         zipfExponent: scenario.merchantPopularity.zipf,
         secondDeviceShare: scenario.secondDeviceShare,
         crossCellShare: scenario.crossCellShare,
+        desk: scenario.desk,
       },
       this.setupRandom,
+      stream(this.seed, 'desk-population'),
     );
+    const desk = scenario.desk;
+    this.deskConfig = DeskConfig.parse(desk === undefined ? {} : { graceMs: desk.grace, stickyWindowMs: desk.stickyWindow, inactivityCloseMs: desk.inactivityClose });
   }
 
   /** Devices send, answer and read only in the traffic phase. */

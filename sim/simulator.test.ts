@@ -7,6 +7,7 @@ import { loadScenario, parseScenarioText } from './scenario.js';
 import { runSimulation } from './simulator.js';
 
 const SMALL = join(import.meta.dirname, 'scenarios', 'small.yaml');
+const DESK = join(import.meta.dirname, 'scenarios', 'desk.yaml');
 
 function capture(): SimCommandIo & { out: string[]; err: string[] } {
   const out: string[] = [];
@@ -51,6 +52,18 @@ describe('the simulator', () => {
       storeUnavailable += report.errorAnswers['STORE_UNAVAILABLE'] ?? 0;
     }
     expect(storeUnavailable).toBeGreaterThan(0);
+  });
+
+  it('runs the desk scenario for a handful of seeds with the desk at work and every invariant holding', async () => {
+    const scenario = loadScenario(DESK);
+    for (const seed of [2, 3, 4]) {
+      const report = await runSimulation({ scenario, seed, scenarioFile: DESK });
+      expect(report.violationExamples, `seed ${seed}: ${report.replay}`).toEqual([]);
+      const desk = report.desk!;
+      expect(desk.merchantsWithDesk, `seed ${seed}`).toBeGreaterThan(0);
+      for (const type of ['queued', 'assigned', 'closed', 'released', 'transferred']) expect(desk.notices[type], `seed ${seed}: ${type}`).toBeGreaterThan(0);
+      expect(desk.disconnects, `seed ${seed}`).toBeGreaterThan(0);
+    }
   });
 
   it('holds every invariant while disks fail reads and writes and stall, and answers what they fail STORE_UNAVAILABLE', async () => {

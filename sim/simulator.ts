@@ -120,6 +120,7 @@ class Simulation {
     this.sampler.sample();
 
     this.convergence.finalChecks();
+    this.workload.checkDesks();
     const virtualSeconds = (clock.now() - START_MS) / 1000;
     const wallSeconds = (performance.now() - wallStartMs) / 1000; // real-clock-ok: reported only
     const cpu = process.cpuUsage(cpuStart);

@@ -11,6 +11,7 @@ import type { Cluster } from './cluster.js';
 import type { DeviceNetwork } from './device-link.js';
 import type { MerchantMoves } from './merchant-moves.js';
 import type { Partitions } from './partitions.js';
+import { DeskAgents } from './desk-agents.js';
 import type { CustomerPlan, MerchantPlan } from './population.js';
 import { exponential, pickIndex, stream, stringHash } from './rng.js';
 import { TENANT, TENANT_SECRET, type SimWorld } from './sim-world.js';
@@ -27,6 +28,10 @@ export class Workload implements ActorHost {
   /** Conversations that ended when their merchant's cell left: excluded from the checks from then on. */
   readonly orphaned = new Set<string>();
   agentReroutes = 0;
+  /** The agents of the merchants with a desk, when the scenario has desks. */
+  readonly desk: DeskAgents | undefined;
+  /** Merchants whose cell left: their conversations ended. */
+  private readonly endedMerchants = new Set<string>();
   private readonly workloadRandom: Random;
   private readonly customerDevices = new Map<string, DeviceActor[]>();
   private readonly merchantConvs = new Map<string, string[]>();
@@ -56,6 +61,7 @@ export class Workload implements ActorHost {
       latencyMs: () => world.deviceLatency(deviceRandom),
       endpointOf: (cellId) => cluster.deviceEndpointOf(cellId),
     };
+    this.desk = scenario.desk === undefined ? undefined : new DeskAgents(world, cluster, moves, scenario.desk, (merchant) => this.endedMerchants.has(merchant));
   }
 
   get clock(): SimWorld['clock'] {
@@ -76,6 +82,7 @@ export class Workload implements ActorHost {
       device.onMessage = (actor, message) => this.agentHeard(actor, merchant, message);
       this.devices.push(device);
       device.connect(merchant.cellId);
+      if (merchant.desk !== undefined) this.desk?.add(device, merchant);
     });
   }
 
@@ -116,6 +123,7 @@ export class Workload implements ActorHost {
   cellLeaving(cellId: string, leaving: ReadonlySet<string>): void {
     const { world } = this;
     for (const merchant of leaving) for (const conv of this.merchantConvs.get(merchant) ?? []) this.orphaned.add(conv);
+    for (const merchant of leaving) this.endedMerchants.add(merchant);
     for (const device of this.devices) {
       if (device.identity.role === 'agent' && leaving.has(device.identity.merchant ?? '')) void device.close();
     }
@@ -159,26 +167,43 @@ export class Workload implements ActorHost {
     const merchant = merchants.length > 1 && this.workloadRandom.next() < 0.3 ? merchants[1]! : merchants[0]!;
     const device = devices[pickIndex(this.workloadRandom, devices.length)]!;
     const conv = conversationIdOf(merchant.id, customer.id);
-    device.send(conv, this.nextBody(), { inCell: device.cellId === merchant.cellId && !this.moves.moving.has(merchant.id), duringPartition: this.partitions.inForce });
+    // At a desk, the conversation with the merchant the customer came for may name a group (a
+    // relayed send from another cell would not carry it: those name none).
+    const group = merchant === customer.primary && merchant.desk !== undefined ? this.desk?.groupOf(conv) : undefined;
+    device.send(conv, this.nextBody(), { inCell: device.cellId === merchant.cellId && !this.moves.moving.has(merchant.id), duringPartition: this.partitions.inForce, group });
   }
 
   /** The agent in charge of a conversation answers some customer messages after a while. */
   private agentHeard(device: DeviceActor, merchant: MerchantPlan, message: ChatMessage): void {
     const { world } = this;
     if (message.from === device.identity.user) return;
+    if (message.role === 'system') this.desk?.heard(device, message);
     this.maybeRead(device, message);
     if (message.role !== 'customer' || !world.trafficOn) return;
+    // At a desk, the agent holding the consultation answers; without, one agent per conversation.
     const agents = merchant.agents;
-    if (agents[stringHash(message.conv) % agents.length] !== device.identity.user) return;
+    const inCharge = merchant.desk !== undefined ? this.desk?.holds(device.identity.user, message.conv) === true : agents[stringHash(message.conv) % agents.length] === device.identity.user;
+    if (!inCharge) return;
     const { traffic } = world.scenario;
     if (this.workloadRandom.next() >= traffic.agentReplyProbability) return;
     const delayMs = uniformMs(this.workloadRandom, traffic.agentReplyDelay.min, traffic.agentReplyDelay.max);
     world.clock.setTimer(delayMs, () => {
       if (!world.trafficOn || this.orphaned.has(message.conv)) return;
+      // The consultation may have left the agent meanwhile (its send would be NOT_ASSIGNED).
+      if (merchant.desk !== undefined && this.desk?.holds(device.identity.user, message.conv) !== true) return;
       const customer = message.conv.slice(message.conv.indexOf(':') + 1);
       const customerCell = this.customerDevices.get(customer)?.[0]?.cellId;
       device.send(message.conv, this.nextBody(), { inCell: customerCell === merchant.cellId && !this.moves.moving.has(merchant.id), duringPartition: this.partitions.inForce });
     });
+  }
+
+  /** Judges the desks' invariants once the run settled (their violations go to the history). */
+  checkDesks(): void {
+    this.desk?.check((conv, afterSeq) => {
+      const customer = conv.slice(conv.indexOf(':') + 1);
+      const opening = this.world.history.sendsOf(conv, customer).find((send) => send.seq > afterSeq);
+      return opening?.group === undefined ? undefined : { group: opening.group, certain: opening.inCell };
+    }, this.orphaned);
   }
 
   private maybeRead(device: DeviceActor, message: ChatMessage): void {

@@ -13,7 +13,8 @@ import { mintToken, verifyToken, type Identity } from '../cell/access/tokens.js'
 import { CellCore } from '../cell/cell-core.js';
 import { CustomerErasure } from '../cell/customer-erasure.js';
 import { RetentionSweeper } from '../cell/retention-sweeper.js';
-import { LimitsConfig } from '../cell/settings.js';
+import { DeskConfig, LimitsConfig } from '../cell/settings.js';
+import type { DeskPeople } from '../cell/desk/desk-service.js';
 import { silentLogger } from '../platform/logger.js';
 import type { DeviceConnection, DevicePort } from '../cell/messaging/device.js';
 import { keys } from '../cell/messaging/keys.js';
@@ -131,7 +132,8 @@ class TestCluster {
     return cell;
   }
 
-  async addCell(cellId: string, merchants: readonly string[], store = new TrackedStore(new MemoryStore())): Promise<TestCell> {
+  /** `people`: the agents of the cell's merchants (a merchant with agents has a desk). */
+  async addCell(cellId: string, merchants: readonly string[], store = new TrackedStore(new MemoryStore()), people?: DeskPeople): Promise<TestCell> {
     if (!this.cells.has(cellId)) await store.open();
     for (const merchant of merchants) this.homes.set(`${TENANT}/${merchant}`, cellId);
     const peer = `peer-${cellId}`;
@@ -164,8 +166,10 @@ class TestCluster {
       metrics: new CellMetrics(new MemoryMetrics()),
       logger: silentLogger,
       crossCell: { historyPageMessages: 7, historyTimeoutMs: 300, relayWaitMs: 1_000 },
+      ...(people === undefined ? {} : { desk: { people, settings: DeskConfig.parse({}) } }),
     });
     cell.erasure = new CustomerErasure({ store, core: cell.core, attachments: new AttachmentStore(store, this.clock) });
+    await cell.core.loadDesks();
     const services = await startCrossCellServices({
       cellId,
       core: cell.core,
@@ -268,6 +272,37 @@ class TestCluster {
 }
 
 const CONV = 'shop:alice';
+
+describe('the desk of a merchant on another cell', () => {
+  let cluster: TestCluster;
+  afterEach(async () => {
+    await cluster?.stopAll();
+  });
+
+  it("reaches a customer connected elsewhere: system messages and consultation frames, in order with the messages", async () => {
+    cluster = new TestCluster();
+    const ann = { id: 'ann', name: 'Ann', capacity: 1, groups: ['default'], supervisor: false };
+    await cluster.addCell('a', ['corner']);
+    await cluster.addCell('b', ['shop'], undefined, { list: () => [ann], get: (_tenant, _merchant, agent) => (agent === 'ann' ? ann : undefined) });
+    const agent = await cluster.connect('b', 'ann', { merchant: 'shop' });
+    const alice = await cluster.connect('a', 'alice');
+    const carol = await cluster.connect('a', 'carol');
+    alice.frame({ op: 'send', conv: CONV, cmid: 'hi', body: 'hi' });
+    carol.frame({ op: 'send', conv: 'shop:carol', cmid: 'hi', body: 'me too' });
+    await cluster.until(() => alice.of('consultation').length > 0 && carol.of('consultation').length > 0).catch((error: unknown) => {
+      throw new Error(`${String(error)}; alice saw ${JSON.stringify(alice.frames.map((frame) => frame.t))}, carol ${JSON.stringify(carol.frames.map((frame) => frame.t))}, ann ${JSON.stringify(agent.frames.slice(-4))}`);
+    });
+    expect(alice.of('consultation').at(-1)).toMatchObject({ conv: CONV, state: 'assigned', agent: 'ann', agentName: 'Ann' });
+    expect(carol.of('consultation').at(-1)).toMatchObject({ conv: 'shop:carol', state: 'waiting', position: 1 });
+    const messagesOf = (device: TestDevice, conv: string): ChatMessage[] => device.of('msg').filter((frame) => frame.conv === conv);
+    await cluster.until(() => messagesOf(alice, CONV).some((message) => message.role === 'system'));
+    expect(messagesOf(alice, CONV).map((message) => [message.seq, message.role, message.body])).toEqual([[2, 'system', 'Ann is here to help.']]);
+    agent.frame({ op: 'close', id: 'c', conv: CONV });
+    await cluster.until(() => carol.of('consultation').at(-1)?.state === 'assigned');
+    await cluster.until(() => alice.of('consultation').at(-1)?.state === 'closed');
+    expect(messagesOf(carol, 'shop:carol').map((message) => message.event?.type)).toEqual(['queued', 'assigned']);
+  });
+});
 
 describe('cross-cell conversations over a memory network', () => {
   let cluster: TestCluster;

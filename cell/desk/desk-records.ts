@@ -16,7 +16,8 @@ import { AGENT_STATUSES, IDENTIFIER_PATTERN, MAX_NOTE_CHARS, type AgentStatus } 
  * customer's first message, or the desk's system message), so the two never disagree.
  */
 const identifier = z.string().regex(IDENTIFIER_PATTERN);
-const time = z.number().int().min(0);
+/** Ms since the epoch as the clock port gives them: not always whole (the simulator's virtual clock is not). */
+const time = z.number().min(0);
 
 export const ConsultationRecord = z.object({
   id: identifier,

@@ -52,6 +52,8 @@ export interface DeskHost {
   send(connection: DeviceConnection, frame: ServerFrame): void;
   /** Sends one frame to many devices, serialised once. */
   broadcast(connections: Iterable<DeviceConnection>, frame: ServerFrame): void;
+  /** Passes a consultation's new state to the customer's devices on other cells (a cell in a cluster). */
+  tellElsewhere(tenant: string, view: ConsultationView): void;
   /** Closes a device whose agent was removed (close code 4403). */
   closeDevice(connection: DeviceConnection, reason: string): void;
 }
@@ -511,7 +513,9 @@ export class DeskService {
 
   /** The consultation's state, to its customer's devices here, its agent's (and the one it left) and the supervisors'. */
   private tell(open: OpenDesk, record: ConsultationRecord | (Omit<ConsultationRecord, 'state'> & { state: 'closed' }), previousAgent?: string, position?: number): void {
-    this.options.host.broadcast(this.devicesOf(open, record.customer, record.agent, previousAgent), { t: 'consultation', ...this.viewOf(open, record, position) });
+    const view = this.viewOf(open, record, position);
+    this.options.host.broadcast(this.devicesOf(open, record.customer, record.agent, previousAgent), { t: 'consultation', ...view });
+    this.options.host.tellElsewhere(open.tenant, view);
   }
 
   /** Everyone waiting in the groups whose queues moved learns its new position and estimate: one pass per queue. */

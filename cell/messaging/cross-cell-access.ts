@@ -5,7 +5,7 @@
  */
 import type { Identity } from '../access/tokens.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
-import { parseConversationId, type ChatMessage } from '../protocol/frames.js';
+import { parseConversationId, type ChatMessage, type ConsultationView } from '../protocol/frames.js';
 import { idempotencyConflict } from './conversation-log.js';
 import type { ConversationMirror } from './conversation-mirror.js';
 import type { CrossCellContext } from './cross-cell-context.js';
@@ -158,6 +158,22 @@ export class CrossCellAccess {
     this.context.counts.mirroredMessages += written.length;
     this.deliverMirrored(entry.tenant, written);
     if (moved) this.context.host.deliverReceipt(entry.tenant, entry.conv, party, entry.seq);
+    this.goneHints.hint(source, entry.tenant, customer);
+  }
+
+  /** Access side: the customer's consultation at its merchant's desk changed; its devices here are told. */
+  applyConsultation(source: string, entry: CrossCellEntryOf<'consultation'>): void {
+    const { merchant, customer } = parseConversationId(entry.conv)!;
+    if (this.context.host.hosts(entry.tenant, merchant)) {
+      this.context.drop(source, `consultation/${entry.tenant}/${entry.conv}`, 'a consultation of a conversation hosted here');
+      return;
+    }
+    const view: ConsultationView = { conv: entry.view.conv, consultation: entry.view.consultation, state: entry.view.state, group: entry.view.group, openedAtMs: entry.view.openedAtMs };
+    if (entry.view.agent !== undefined) view.agent = entry.view.agent;
+    if (entry.view.agentName !== undefined) view.agentName = entry.view.agentName;
+    if (entry.view.position !== undefined) view.position = entry.view.position;
+    if (entry.view.estimatedWaitMs !== undefined) view.estimatedWaitMs = entry.view.estimatedWaitMs;
+    this.context.host.tellCustomer(entry.tenant, customer, { t: 'consultation', ...view });
     this.goneHints.hint(source, entry.tenant, customer);
   }
 

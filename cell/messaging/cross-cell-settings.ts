@@ -7,7 +7,7 @@ import type { Clock } from '../../platform/clock.js';
 import type { Logger } from '../../platform/logger.js';
 import type { Store } from '../../platform/store/store.js';
 import type { CellError } from '../protocol/errors.js';
-import type { ChatMessage } from '../protocol/frames.js';
+import type { ChatMessage, ServerFrame } from '../protocol/frames.js';
 import type { ClusterPort } from './cluster-port.js';
 import type { ConversationLog } from './conversation-log.js';
 import type { RelayedSend } from './relayed-sends.js';
@@ -76,6 +76,8 @@ export interface CrossCellHost {
   deliverReceipt(tenant: string, conv: string, party: string, seq: number): void;
   /** Moves `party`'s read cursor of a conversation this cell hosts, with its receipts everywhere. */
   markRead(tenant: string, conv: string, party: string, seq: number): Promise<void>;
+  /** Sends a frame (a `consultation` frame from the merchant's desk) to the customer's devices here. */
+  tellCustomer(tenant: string, customer: string, frame: ServerFrame): void;
   /** Tells the sender of a relayed send (or, when it is gone, the customer's devices here) that it was refused. */
   refuseRelayed(sender: RelayedSend | undefined, tenant: string, customer: string, conv: string, cmid: string, error: CellError): void;
   /** Undefined when the customer of `conv` may send to its merchant; throws CUSTOMER_BLOCKED, or a promise doing either (CustomerBlocks.whenAllowed). */

@@ -60,6 +60,8 @@ const chatMessage = z.object({
  * - `receipt` (home cell to the same): a read cursor moved.
  * - `gone` (access cell to home cell): the customer has no device here any more; stop sending.
  * - `rejected` (home cell to access cell): a `send` the home cell refuses for good.
+ * - `consultation` (home cell to the cells holding the customer's devices): the customer's
+ *   consultation changed (its desk's `consultation` frame, docs/protocol.md "The desk").
  */
 export const CrossCellEntry = z.discriminatedUnion('kind', [
   z.object({
@@ -84,6 +86,23 @@ export const CrossCellEntry = z.discriminatedUnion('kind', [
   // `role` is absent from cells of an earlier version: see readerParty.
   z.object({ v: z.literal(1), kind: z.literal('receipt'), tenant: identifier, conv: conversationId, user: identifier, role: role.optional(), seq: cursor }),
   z.object({ v: z.literal(1), kind: z.literal('gone'), tenant: identifier, user: identifier }),
+  z.object({
+    v: z.literal(1),
+    kind: z.literal('consultation'),
+    tenant: identifier,
+    conv: conversationId,
+    view: z.object({
+      conv: conversationId,
+      consultation: identifier,
+      state: z.enum(['waiting', 'assigned', 'closed']),
+      group: identifier,
+      agent: identifier.optional(),
+      agentName: z.string().max(200).optional(),
+      position: z.number().int().min(1).optional(),
+      estimatedWaitMs: z.number().int().min(0).optional(),
+      openedAtMs: z.number().int().min(0),
+    }),
+  }),
   z.object({
     v: z.literal(1),
     kind: z.literal('rejected'),

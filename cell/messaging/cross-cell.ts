@@ -5,7 +5,7 @@
  * and sorts the entries other cells forward to the part that applies them.
  */
 import type { Identity } from '../access/tokens.js';
-import type { ChatMessage } from '../protocol/frames.js';
+import type { ChatMessage, ConsultationView } from '../protocol/frames.js';
 import type { ClusterForwardedEntry } from './cluster-port.js';
 import { ConversationMirror } from './conversation-mirror.js';
 import { CrossCellAccess, type RelaySender } from './cross-cell-access.js';
@@ -131,6 +131,11 @@ export class CrossCellRelay {
     this.home.receiptMoved(tenant, conv, party, seq);
   }
 
+  /** The customer's consultation at a desk here changed: its devices on other cells get the frame too. */
+  consultationChanged(tenant: string, view: ConsultationView): void {
+    void this.fanOut.consultation(tenant, view);
+  }
+
   // -- forwarded entries ------------------------------------------------------------------------
 
   private async onForward(source: string, entries: readonly ClusterForwardedEntry[]): Promise<void> {
@@ -189,6 +194,9 @@ export class CrossCellRelay {
           break;
         case 'rejected':
           for (const entry of run as Array<CrossCellEntryOf<'rejected'>>) this.access.applyRejected(entry);
+          break;
+        case 'consultation':
+          for (const entry of run as Array<CrossCellEntryOf<'consultation'>>) this.access.applyConsultation(source, entry);
           break;
         case 'gone':
           break;

@@ -1,6 +1,6 @@
 import type { Clock } from '../../platform/clock.js';
 import type { Logger } from '../../platform/logger.js';
-import { parseConversationId, type ChatMessage } from '../protocol/frames.js';
+import { parseConversationId, type ChatMessage, type ConsultationView } from '../protocol/frames.js';
 import { clusterErrorCode, type ClusterPort } from './cluster-port.js';
 import { crossCellEntry, type CrossCellEntry } from './cross-cell-wire.js';
 import { KeyedSerializer } from './keyed-serializer.js';
@@ -111,6 +111,12 @@ export class RemoteFanOut {
   receipt(tenant: string, conv: string, reader: Party, seq: number): Promise<void> {
     const payload: CrossCellEntry = { v: 1, kind: 'receipt', tenant, conv, user: reader.user, role: reader.role, seq };
     return this.fanOut(tenant, conv, payload, undefined, true).catch(() => undefined);
+  }
+
+  /** Sends the customer's changed consultation (its `consultation` frame) to the customer's other cells; never rejects. */
+  consultation(tenant: string, view: ConsultationView): Promise<void> {
+    const payload: CrossCellEntry = { v: 1, kind: 'consultation', tenant, conv: view.conv, view };
+    return this.fanOut(tenant, view.conv, payload, undefined, true).catch(() => undefined);
   }
 
   private fanOut(tenant: string, conv: string, payload: CrossCellEntry, origin: string | undefined, locate: boolean): Promise<void> {
