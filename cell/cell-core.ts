@@ -143,7 +143,7 @@ export class CellCore {
       settings: options.desk?.settings ?? DeskConfig.parse({}),
       metrics: options.metrics.deskMetrics(() => this.desk.snapshot()),
       host: {
-        append: (request) => this.log.append(request),
+        append: (request) => this.appendForDesk(request),
         agentDevices: (tenant, merchant, agent) => this.presence.devicesOf({ tenant, role: 'agent', user: agent, merchant }),
         customerDevices: (tenant, customer) => this.presence.devicesOf(customerPrincipal(tenant, customer)),
         follow: (connection, conv) => this.delivery.follow(connection, conv),
@@ -658,6 +658,21 @@ export class CellCore {
     // verifyToken accepts only tenants of this cell (their secret signed the token).
     if (tenant === undefined) throw new Error(`a verified identity names tenant ${identity.tenant}, which this cell does not serve`);
     return tenant;
+  }
+
+  /**
+   * A system message of the desk. While the merchant is being moved out it waits like any write;
+   * once it moved, the desk that runs at the new home decides again, so nothing is written here.
+   */
+  private appendForDesk(request: AppendRequest): Promise<AppendResult> {
+    const { merchant } = parseConversationId(request.conv)!;
+    const fence = this.fences.current(request.tenant, merchant);
+    if (fence === undefined) return this.log.append(request);
+    return fence.then(() =>
+      this.tenants.get(request.tenant)?.merchants.has(merchant) === true
+        ? this.log.append(request)
+        : Promise.reject(new CellError(ErrorCode.MerchantNotHosted, `merchant ${merchant} moved away`)),
+    );
   }
 
   /** `authorize`, and at a desk, for agents: only the assigned agent (or a supervisor) reads and writes. */

@@ -104,6 +104,7 @@ describe('the desk over the SDK', () => {
     await eventually(async () => states.some(([state]) => state === 'closed'), `ann's client to close: ${JSON.stringify(states)}`);
     expect(states.find(([state]) => state === 'closed')).toEqual(['closed', 4403]);
     await eventually(async () => customer.consultations.at(-1)?.agent === 'bob', 'bob to take ann’s customer');
+    await eventually(async () => notices(customer, conv).length === 3, 'the notices of the release and the new assignment');
     expect(notices(customer, conv)).toEqual(['Ann is here to help.', 'Your agent is no longer available; waiting for another agent.', 'Bob is here to help.']);
     await eventually(async () => bob.messages.some((message) => message.body === 'hi'), 'bob to get the history');
     const login = await httpRequest('POST', `${cell.httpUrl}/v1/login`, { json: { tenant: TENANT, merchant: 'm1', agent: 'ann', password: PASSWORD, device: 'desk' } });

@@ -33,12 +33,12 @@ export async function dispatchDeskFrame(host: DeskFrameHost, connection: DeviceC
       break;
     case 'close':
       requireHostedHere(host, identity, frame.conv);
-      desk.close(identity, frame.conv, frame.consultation);
+      await desk.close(identity, frame.conv, frame.consultation);
       break;
     case 'transfer':
       if (identity.role !== 'agent') throw new CellError(ErrorCode.ConversationForbidden, 'only agents transfer consultations');
       requireHostedHere(host, identity, frame.conv);
-      desk.transfer(identity, frame.conv, { agent: frame.agent, group: frame.group }, frame.note, frame.consultation);
+      await desk.transfer(identity, frame.conv, { agent: frame.agent, group: frame.group }, frame.note, frame.consultation);
       break;
     case 'rate':
       if (identity.role !== 'customer') throw new CellError(ErrorCode.ConversationForbidden, 'only the customer rates a consultation');

@@ -7,6 +7,7 @@ import type { Identity } from '../access/tokens.js';
 import type { AppendRequest, AppendResult } from '../messaging/conversation-log.js';
 import type { DeviceConnection } from '../messaging/device.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
+import { operatingErrorOf } from '../protocol/operating-errors.js';
 import { conversationIdOf, parseConversationId, type AgentStatus, type ChatMessage, type ConsultationView, type DeskNotice, type ServerFrame } from '../protocol/frames.js';
 import {
   ConsultationRecord,
@@ -75,6 +76,9 @@ export const QUEUE_TELL_INTERVAL_MS = 250;
 /** How often each desk looks for inactive consultations, at most. */
 const MAX_SWEEP_INTERVAL_MS = 60_000;
 const SYSTEM_USER = 'desk';
+/** A system message the store refused is tried again after this long, doubling up to the max. */
+const MIN_ANNOUNCE_BACKOFF_MS = 100;
+const MAX_ANNOUNCE_BACKOFF_MS = 5_000;
 
 /** One merchant's desk as the cell runs it: the rules in memory, the records, the timers. */
 class OpenDesk {
@@ -90,6 +94,8 @@ class OpenDesk {
   /** The merchant's supervisors, and every group one of its agents is in (kept with the people). */
   readonly supervisors = new Set<string>();
   readonly groups = new Set<string>();
+  /** The system message being written per customer, which the next one waits for. */
+  readonly announcing = new Map<string, Promise<void>>();
   /** Groups whose waiting customers are due a position update, and its timer. */
   readonly queuesToTell = new Set<string>();
   queueTellTimer: TimerHandle | undefined;
@@ -343,17 +349,18 @@ export class DeskService {
     const open = this.requireAgentDesk(identity);
     await this.options.store.write([{ type: 'put', key: deskKeys.status(open.tenant, open.merchant, identity.user), value: JSON.stringify(status) }]);
     open.chosen.set(identity.user, status);
-    this.apply(open, this.decide(() => open.rules.setStatus(identity.user, status, this.options.clock.now())), {});
+    await this.apply(open, this.decide(() => open.rules.setStatus(identity.user, status, this.options.clock.now())), {});
   }
 
   /** Closes the open consultation of `conv`: by its customer, its agent, or a supervisor. */
-  close(identity: Identity, conv: string, consultation?: string): void {
+  /** Resolves once the system messages of what changed are written (a `rate` right after finds the close). */
+  close(identity: Identity, conv: string, consultation?: string): Promise<void> {
     const { merchant, customer } = parseConversationId(conv)!;
     const open = this.requireDesk(identity.tenant, merchant);
     const record = this.requireOpenRecord(open, conv, customer, consultation);
     if (identity.role === 'agent') this.authorize(identity, conv);
     const by = identity.role === 'customer' ? 'customer' : 'agent';
-    this.apply(open, this.decide(() => open.rules.close(record.id, this.options.clock.now())), { closedBy: by });
+    return this.apply(open, this.decide(() => open.rules.close(record.id, this.options.clock.now())), { closedBy: by });
   }
 
   /** Closes the open consultation of `conv`, if any, on the merchant's decision (its customer was blocked): announced as closed by its agent. */
@@ -366,14 +373,14 @@ export class DeskService {
   }
 
   /** Hands the consultation of `conv` to an agent (online with free capacity) or a group. */
-  transfer(identity: Identity, conv: string, to: { agent?: string | undefined; group?: string | undefined }, note: string | undefined, consultation?: string): void {
+  transfer(identity: Identity, conv: string, to: { agent?: string | undefined; group?: string | undefined }, note: string | undefined, consultation?: string): Promise<void> {
     const { merchant, customer } = parseConversationId(conv)!;
     const open = this.requireDesk(identity.tenant, merchant);
     this.authorize(identity, conv);
     const record = this.requireOpenRecord(open, conv, customer, consultation);
     const nowMs = this.options.clock.now();
     const events = this.decide(() => (to.agent !== undefined ? open.rules.transferToAgent(record.id, to.agent, nowMs) : open.rules.transferToGroup(record.id, to.group!, nowMs)));
-    this.apply(open, events, { transferFrom: record.agent, note });
+    return this.apply(open, events, { transferFrom: record.agent, note });
   }
 
   /** The customer rates its last closed consultation of `conv` (once). */
@@ -428,8 +435,9 @@ export class DeskService {
   }
 
   /** Turns the rules' decisions into records, system messages and frames, in order. */
-  private apply(open: OpenDesk, events: readonly DeskEvent[], cause: Cause): void {
+  private apply(open: OpenDesk, events: readonly DeskEvent[], cause: Cause): Promise<void> {
     const { tenant, merchant } = open;
+    const written: Array<Promise<void>> = [];
     const nowMs = this.options.clock.now();
     const queuesMoved = new Set<string>();
     for (const event of events) {
@@ -455,9 +463,9 @@ export class DeskService {
         for (const device of this.devicesOfAgent(open, event.agent)) this.options.host.follow(device, conv);
         const notice: DeskNotice =
           cause.transferFrom !== undefined
-            ? dropUndefined({ type: 'transferred', consultation: record.id, from: cause.transferFrom, agent: event.agent, name, note: cause.note })
+            ? dropUndefined({ type: 'transferred', consultation: record.id, from: cause.transferFrom, agent: event.agent, name, group: next.group, note: cause.note })
             : { type: 'assigned', consultation: record.id, agent: event.agent, name, sticky: event.sticky };
-        void this.announce(open, customer, notice, [putRecord(tenant, merchant, next)]).then(() => this.stopFollowing(open, conv, previousAgent, event.agent));
+        written.push(this.announce(open, customer, notice, [putRecord(tenant, merchant, next)]).then(() => this.stopFollowing(open, conv, previousAgent, event.agent)));
         this.tell(open, next, previousAgent);
       } else if (event.kind === 'queued') {
         const group = open.rules.consultation(event.consultation)?.group ?? record.group;
@@ -476,7 +484,7 @@ export class DeskService {
         let notice: DeskNotice = { type: 'queued', consultation: record.id, group };
         if (cause.transferFrom !== undefined) notice = dropUndefined({ type: 'transferred', consultation: record.id, from: cause.transferFrom, group, note: cause.note });
         else if (previousAgent !== undefined) notice = { type: 'released', consultation: record.id, agent: previousAgent };
-        void this.announce(open, customer, notice, [putRecord(tenant, merchant, next)]).then(() => this.stopFollowing(open, conv, previousAgent, undefined));
+        written.push(this.announce(open, customer, notice, [putRecord(tenant, merchant, next)]).then(() => this.stopFollowing(open, conv, previousAgent, undefined)));
         // It learns where it stands at once; the others behind it with the next queue update.
         this.tell(open, next, previousAgent, event.position);
       } else {
@@ -487,22 +495,49 @@ export class DeskService {
         const last = dropUndefined({ consultation: record.id, agent: event.agent, closedAtMs: nowMs, rated: false });
         const notice: DeskNotice = dropUndefined({ type: 'closed', consultation: record.id, by: cause.closedBy ?? 'agent', agent: event.agent });
         this.options.metrics?.countClosed(notice.by);
-        void this.announce(open, customer, notice, [deleteRecord(tenant, merchant, customer), putLast(tenant, merchant, customer, last)]).then(() => this.stopFollowing(open, conv, event.agent, undefined));
+        written.push(this.announce(open, customer, notice, [deleteRecord(tenant, merchant, customer), putLast(tenant, merchant, customer, last)]).then(() => this.stopFollowing(open, conv, event.agent, undefined)));
         this.tell(open, { ...withoutOpening(record), state: 'closed' });
       }
     }
     for (const group of queuesMoved) open.queuesToTell.add(group);
     if (open.queuesToTell.size > 0) open.queueTellTimer ??= this.options.clock.setTimer(QUEUE_TELL_INTERVAL_MS, () => this.tellQueues(open));
+    return Promise.all(written).then(() => undefined);
   }
 
   /** Appends a system message (with the records it carries); failures are logged, the next change rewrites the record. */
+  /**
+   * Appends a system message with the records it carries, after the conversation's earlier ones.
+   * The rules already decided in memory, so the log must follow: a write the store refuses is
+   * tried again (backing off up to MAX_ANNOUNCE_BACKOFF_MS) for as long as this desk runs here.
+   * A desk that stopped (the cell stops, the merchant moved away) gives it up: the desk that
+   * takes over reads the records and the log, which still agree.
+   */
   private announce(open: OpenDesk, customer: string, notice: DeskNotice, alsoWrite: StoreOp[]): Promise<void> {
     const conv = conversationIdOf(open.merchant, customer);
     const request: AppendRequest = { tenant: open.tenant, conv, from: SYSTEM_USER, role: 'system', device: SYSTEM_USER, cmid: `desk-${randomId(this.options.random)}`, body: noticeText(notice), event: notice, alsoWrite };
-    return this.options.host.append(request).then(
-      () => undefined,
-      (error: unknown) => this.options.logger.warn({ err: error, conv, notice: notice.type }, 'the desk could not write a system message; the next change of the consultation rewrites its record'),
-    );
+    const earlier = open.announcing.get(customer);
+    const written = (earlier === undefined ? this.appendUntilWritten(open, request) : earlier.then(() => this.appendUntilWritten(open, request))).catch((error: unknown) => {
+      this.options.logger.warn({ err: error, conv, notice: notice.type }, 'the desk gave up a system message: it no longer runs here');
+    });
+    open.announcing.set(customer, written);
+    void written.then(() => {
+      if (open.announcing.get(customer) === written) open.announcing.delete(customer);
+    });
+    return written;
+  }
+
+  private async appendUntilWritten(open: OpenDesk, request: AppendRequest): Promise<void> {
+    for (let backoffMs = MIN_ANNOUNCE_BACKOFF_MS; ; backoffMs = Math.min(backoffMs * 2, MAX_ANNOUNCE_BACKOFF_MS)) {
+      if (this.desks.get(deskKey(open.tenant, open.merchant)) !== open) throw new CellError(ErrorCode.MerchantNotHosted, `the desk of ${open.merchant} no longer runs here`);
+      try {
+        await this.options.host.append(request);
+        return;
+      } catch (error) {
+        if (operatingErrorOf(error)?.code !== ErrorCode.StoreUnavailable) throw error;
+        this.options.logger.warn({ err: error, conv: request.conv, retryInMs: backoffMs }, 'the store refused a system message of the desk; trying again');
+        await new Promise<void>((resolve) => this.options.clock.setTimer(backoffMs, resolve));
+      }
+    }
   }
 
   /** After the system message that took a consultation from `agent` is durable, its devices stop following it. */

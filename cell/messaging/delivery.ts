@@ -172,8 +172,18 @@ export class DeliveryService {
     // costs no thread-pool round trip and no promise.
     const state = this.log.cached(tenant, conv);
     if (state !== undefined && this.store.getManySync !== undefined) {
-      start(this.store.getManySync([key])[0], state.durableSeq);
-      return;
+      let stored: string | undefined;
+      let readNow = true;
+      try {
+        stored = this.store.getManySync([key])[0];
+      } catch {
+        // The disk failed the read at once: the asynchronous read below says how it stands.
+        readNow = false;
+      }
+      if (readNow) {
+        start(stored, state.durableSeq);
+        return;
+      }
     }
     Promise.all([this.store.get(key), this.log.conversation(tenant, conv)])
       .then(([stored, loaded]) => start(stored, loaded.durableSeq))
