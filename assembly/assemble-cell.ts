@@ -1,6 +1,7 @@
 import { AuditLog } from '../cell/audit-log.js';
 import { CustomerErasure } from '../cell/customer-erasure.js';
 import { RetentionSweeper } from '../cell/retention-sweeper.js';
+import type { CustomerBlocks } from '../cell/desk/customer-blocks.js';
 import { CellCore } from '../cell/cell-core.js';
 import { PeopleDirectory } from '../cell/desk/people.js';
 import { AttachmentStore, AttachmentSweeper } from '../cell/attachments/index.js';
@@ -196,8 +197,7 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
       store,
       metrics,
       logger,
-      desk: { people, settings: init.desk ?? DeskConfig.parse({}) },
-      audit,
+      desk: { people, settings: init.desk ?? DeskConfig.parse({}), audit },
     });
     // The desk follows its people at once: more capacity pulls the queue, a removed agent's consultations move.
     const stopFollowingPeople = people.onChange((change) => core.desk.peopleChanged(change.tenant, change.merchant, change.agentId, change.after));
@@ -327,7 +327,7 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
 
   metrics.collectCrossCellStats(() => core.crossCellStats());
   const merchantClaims = meshMerchantClaims(mesh, cell.claims);
-  const host = peopleFollowMoves(core.moveHost(), cell.people, logger);
+  const host = peopleFollowMoves(core.moveHost(), cell.people, core.blocks, logger);
   const mover = new MerchantMover({ cellId, store, cluster: clusterPort, clock, logger, host, claims: merchantClaims });
   const placement: PlacementComponents = { cellId, operatorKeys: ports.operatorKeys ?? [], directory: mesh.directory, host, claims: merchantClaims, logger };
   return { mesh, transport, location, outbox, inbox, mover, placement, stopPublishingLoad };
@@ -335,15 +335,17 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
 
 /**
  * A merchant's people follow it: read from the copied keys when it moves in (before its claim is
- * gossiped, so its agents find themselves at the new home), forgotten when it moves out.
+ * gossiped, so its agents find themselves at the new home), forgotten when it moves out. So do
+ * its blocks of customers (read again: those held here from an earlier stay may be stale).
  */
-function peopleFollowMoves(host: MoveHost, people: PeopleDirectory, logger: Logger): MoveHost {
+function peopleFollowMoves(host: MoveHost, people: PeopleDirectory, blocks: CustomerBlocks, logger: Logger): MoveHost {
   return {
     ...host,
     hostMerchant: async (tenant, merchant) => {
       // Read first, so the core (and its desk) find the agents as soon as they host the merchant.
       // The claim is durable already: a failed read must not undo the move; a restart reads them.
       await people.reloadMerchant(tenant, merchant).catch((error: unknown) => logger.error({ err: error, tenant, merchant }, 'could not read the agents of a merchant that moved in'));
+      blocks.reloadMerchant(tenant, merchant);
       await host.hostMerchant(tenant, merchant);
     },
     releaseMerchant: (tenant, merchant) => {

@@ -18,7 +18,6 @@ import { readInbox } from './messaging/inbox.js';
 import { answerError, type ErrorFrameHost } from './messaging/error-frames.js';
 import { DeskService, NO_PEOPLE, type DeskPeople, type DeskSettings } from './desk/desk-service.js';
 import { dispatchDeskFrame, type DeskFrameHost } from './desk/desk-frames.js';
-import { answerBlockFrame } from './desk/block-frames.js';
 import { CustomerBlocks, type BlocksAudit } from './desk/customer-blocks.js';
 import type { RelayedSend } from './messaging/relayed-sends.js';
 import type { MoveHost } from './move-host.js';
@@ -61,9 +60,7 @@ export interface CellCoreOptions {
    * The merchants' people and the desk's settings (docs/desk.md). A merchant without agents has
    * an open desk; without `desk`, every merchant does.
    */
-  desk?: { people: DeskPeople; settings: DeskSettings };
-  /** The audit log, which records blocks of customers (absent: they are not recorded). */
-  audit?: BlocksAudit;
+  desk?: { people: DeskPeople; settings: DeskSettings; audit?: BlocksAudit };
 }
 
 /** A conversation's parties, and its home cell when another cell hosts it. */
@@ -103,8 +100,9 @@ export class CellCore {
   /** The service desks of the merchants hosted here. */
   readonly desk: DeskService;
   private readonly deskFrames: DeskFrameHost;
-  /** The customers each merchant blocked (cell/desk/customer-blocks.ts). */
   readonly blocks: CustomerBlocks;
+  /** Drops the cached heads of `tenant`'s conversations of `merchant` once their keys were deleted (customer-data.ts, retention-sweeper.ts). */
+  readonly forgetConversations = (tenant: string, merchant: string): void => this.log.forgetMerchant(tenant, merchant);
   private readonly errorFrames: ErrorFrameHost;
   private relay: CrossCellRelay | undefined;
   private draining = false;
@@ -155,8 +153,8 @@ export class CellCore {
       },
     });
     const authorize = (identity: Identity, conv: string): Parties => this.authorizeAtDesk(identity, conv);
-    this.deskFrames = { desk: this.desk, clock: options.clock, presence: this.presence, authorize, send: (device, frame) => this.delivery.sendFrame(device, frame) };
-    this.blocks = new CustomerBlocks({ store: options.store, clock: options.clock, audit: options.audit, preload: options.tenants.flatMap((tenant) => tenant.merchants.map((merchant) => ({ tenant: tenant.id, merchant: merchant.id }))) });
+    this.blocks = new CustomerBlocks({ store: options.store, clock: options.clock, audit: options.desk?.audit, preload: options.tenants.flatMap((tenant) => tenant.merchants.map((merchant) => ({ tenant: tenant.id, merchant: merchant.id }))) });
+    this.deskFrames = { desk: this.desk, blocks: this.blocks, clock: options.clock, presence: this.presence, authorize, send: (device, frame) => this.delivery.sendFrame(device, frame) };
     this.errorFrames = { clock: options.clock, logger: options.logger, metrics: options.metrics, send: (device, frame) => this.delivery.sendFrame(device, frame), disconnect: (device) => this.disconnect(device) };
     if (options.cluster !== undefined) this.attachCluster(options.cluster);
   }
@@ -466,10 +464,9 @@ export class CellCore {
       case 'rate':
       case 'typing':
       case 'desk':
-        return dispatchDeskFrame(this.deskFrames, connection, frame);
       case 'block':
       case 'unblock':
-        return answerBlockFrame({ ...this.deskFrames, blocks: this.blocks }, connection, frame);
+        return dispatchDeskFrame(this.deskFrames, connection, frame);
       case 'ping': {
         const pong: ServerFrame = { t: 'pong', ts: this.options.clock.now() };
         if (frame.id !== undefined) pong.id = frame.id;
@@ -540,11 +537,6 @@ export class CellCore {
     this.delivery.sendFrame(connection, queued);
   }
 
-  /** Drops the cached heads of `tenant`'s conversations of `merchant` once their keys were deleted (cell/customer-data.ts). */
-  forgetConversations(tenant: string, merchant: string): void {
-    this.log.forgetMerchant(tenant, merchant);
-  }
-
   /** The tenants this cell serves, with their origins and the merchants it hosts now; no secrets. */
   servedTenants(): Array<{ id: string; origins: string[]; merchants: string[] }> {
     return [...this.tenants].map(([id, policy]) => ({ id, origins: [...policy.origins], merchants: [...policy.merchants].sort() }));
@@ -563,7 +555,6 @@ export class CellCore {
         // The store now holds the merchant's conversations as copied; heads cached from an
         // earlier mirror of them are stale.
         this.log.forgetMerchant(tenant, merchant);
-        this.blocks.reloadMerchant(tenant, merchant);
         policy.merchants.add(merchant);
         void this.resumeMovedIn(tenant, merchant);
         // Its desk came with it: agents, queues, open consultations, nothing reassigned.

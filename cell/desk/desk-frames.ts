@@ -5,16 +5,20 @@ import type { PresenceRegistry } from '../messaging/presence.js';
 import { customerPrincipal } from '../messaging/principal.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
 import { parseConversationId, type ClientFrame, type ServerFrame } from '../protocol/frames.js';
+import { answerBlockFrame } from './block-frames.js';
+import type { CustomerBlocks } from './customer-blocks.js';
 import type { DeskService } from './desk-service.js';
 
 /** Typing frames a device may send per conversation: one per this interval; more are dropped. */
 export const TYPING_INTERVAL_MS = 1_000;
 
-export type DeskClientFrame = Extract<ClientFrame, { op: 'status' | 'close' | 'transfer' | 'rate' | 'typing' | 'desk' }>;
+export type DeskClientFrame = Extract<ClientFrame, { op: 'status' | 'close' | 'transfer' | 'rate' | 'typing' | 'desk' | 'block' | 'unblock' }>;
 
 /** What answering desk frames needs from the cell. */
 export interface DeskFrameHost {
   desk: DeskService;
+  /** The customers each merchant blocked (`block`, `unblock`: block-frames.ts). */
+  blocks: CustomerBlocks;
   clock: Clock;
   presence: PresenceRegistry;
   /** Throws unless `identity` may act in `conv` here (a party, hosted here, and at a desk the assigned agent). */
@@ -51,6 +55,9 @@ export async function dispatchDeskFrame(host: DeskFrameHost, connection: DeviceC
     case 'desk':
       host.send(connection, { t: 'desk', id: frame.id, ...desk.view(identity) });
       return;
+    case 'block':
+    case 'unblock':
+      return answerBlockFrame(host, connection, frame);
   }
   if (frame.id !== undefined) host.send(connection, { t: 'ok', id: frame.id });
 }
