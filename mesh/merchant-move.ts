@@ -11,7 +11,7 @@ import { CellError, ErrorCode } from '../cell/protocol/errors.js';
 import { IDENTIFIER_PATTERN } from '../cell/protocol/frames.js';
 import type { Store, StoreOp } from '../platform/store/store.js';
 import { attachmentContentId, isMerchantAttachmentReference, merchantAttachmentEntries, referencedByMerchant } from './merchant-move-attachments.js';
-import { scan } from '../platform/store/scan.js';
+import { deleteRange, scan } from '../platform/store/scan.js';
 
 /**
  * Moving a merchant to another cell at runtime (docs/mesh.md, "Moving a merchant").
@@ -277,7 +277,12 @@ export class MerchantMover {
     if (claims.homeOf(request.tenant, request.merchant) !== from) {
       return answer({ ok: false, code: 'NOT_HOME', message: `cell ${from} is not the home of ${request.merchant} here` });
     }
-    if (request.stage === 'prepare') return answer({ ok: true });
+    if (request.stage === 'prepare') {
+      // What this cell kept of the merchant's desk from an earlier stay is stale (records deleted
+      // since, at the merchant's home, would come back to life): the copy brings all of it.
+      if (!host.hosts(request.tenant, request.merchant)) await deleteRange(store, keys.merchantDesk(request.tenant, request.merchant));
+      return answer({ ok: true });
+    }
     if (request.stage === 'copy') {
       const { tenant, merchant, entries } = request;
       const contentIds = new Set<string>();

@@ -56,7 +56,8 @@ describe('the simulator', () => {
 
   it('runs the desk scenario for a handful of seeds with the desk at work and every invariant holding', async () => {
     const scenario = loadScenario(DESK);
-    for (const seed of [2, 3, 4]) {
+    // Seed 56 moves a merchant away and back: its old desk records must not come back to life.
+    for (const seed of [2, 3, 56]) {
       const report = await runSimulation({ scenario, seed, scenarioFile: DESK });
       expect(report.violationExamples, `seed ${seed}: ${report.replay}`).toEqual([]);
       const desk = report.desk!;

@@ -195,8 +195,14 @@ export class DeskService {
       if (record.state === 'assigned') open.lastActivityMs.set(record.customer, nowMs);
     }
     this.desks.set(deskKey(tenant, merchant), open);
-    // Every agent is offline after a restart or a move: those holding consultations get the grace period to come back.
-    for (const agent of open.rules.allAgents()) if (agent.open > 0) this.startGrace(open, agent.id);
+    // Every agent is offline after a restart or a move: those holding consultations get the grace
+    // period to come back. Agents already connected (the desk opened at its first agent) are here.
+    for (const agent of open.rules.allAgents()) {
+      if ([...this.options.host.agentDevices(tenant, merchant, agent.id)].length > 0) {
+        const status = open.chosen.get(agent.id) ?? 'online';
+        this.apply(open, open.rules.setStatus(agent.id, status === 'offline' ? 'online' : status, nowMs), {});
+      } else if (agent.open > 0) this.startGrace(open, agent.id);
+    }
     this.scheduleSweep(open);
   }
 

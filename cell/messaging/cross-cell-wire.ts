@@ -99,8 +99,8 @@ export const CrossCellEntry = z.discriminatedUnion('kind', [
       agent: identifier.optional(),
       agentName: z.string().max(200).optional(),
       position: z.number().int().min(1).optional(),
-      estimatedWaitMs: z.number().int().min(0).optional(),
-      openedAtMs: z.number().int().min(0),
+      estimatedWaitMs: z.number().min(0).optional(),
+      openedAtMs: z.number().min(0),
     }),
   }),
   z.object({

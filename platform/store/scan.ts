@@ -24,3 +24,15 @@ export async function readAll(store: Store, range: { gte: string; lt: string }):
   for await (const entry of scan(store, range)) entries.push(entry);
   return entries;
 }
+
+/** Deletes every entry of a key range, a page per write. */
+export async function deleteRange(store: Store, range: { gte: string; lt: string }, pageSize = DEFAULT_PAGE): Promise<number> {
+  let deleted = 0;
+  for (;;) {
+    // Each page starts at the range's beginning again: the previous page is gone.
+    const page = await store.range({ gte: range.gte, lt: range.lt, limit: pageSize });
+    if (page.length === 0) return deleted;
+    await store.write(page.map(([key]) => ({ type: 'del' as const, key })));
+    deleted += page.length;
+  }
+}
