@@ -9,7 +9,6 @@ import { CrossCellRelay } from './messaging/cross-cell.js';
 import type { CrossCellHost, CrossCellSettings, CrossCellStats } from './messaging/cross-cell-settings.js';
 import { DeliveryService } from './messaging/delivery.js';
 import { DeviceConnection, type DevicePort } from './messaging/device.js';
-import { merchantConversations } from './messaging/merchant-conversations.js';
 import { MerchantFences } from './messaging/merchant-fences.js';
 import { PresenceRegistry, type PresenceAnswer } from './messaging/presence.js';
 import { customerPrincipal, parsePartyId, partyId, type Principal } from './messaging/principal.js';
@@ -556,7 +555,7 @@ export class CellCore {
         // earlier mirror of them are stale.
         this.log.forgetMerchant(tenant, merchant);
         policy.merchants.add(merchant);
-        void this.resumeMovedIn(tenant, merchant);
+        void this.delivery.resumeMerchant(tenant, merchant, (customer) => this.presence.participantsOf(tenant, merchant, customer));
         // Its desk came with it: agents, queues, open consultations, nothing reassigned.
         this.desk.loadMerchant(tenant, merchant).catch((error: unknown) => this.options.logger.error({ err: error, merchant }, 'could not open the desk of a merchant that moved in'));
       },
@@ -570,21 +569,6 @@ export class CellCore {
         void this.relay?.merchantMovedAway(tenant, merchant);
       },
     };
-  }
-
-  /**
-   * A merchant moved in: the devices here that followed its conversations through mirrors may
-   * lack messages the old home wrote and never pushed here; the copied log has them.
-   */
-  private async resumeMovedIn(tenant: string, merchant: string): Promise<void> {
-    try {
-      for await (const { conv, customer } of merchantConversations(this.options.store, tenant, merchant)) {
-        for (const device of this.presence.participantsOf(tenant, merchant, customer)) this.delivery.resume(device, conv);
-      }
-    } catch (error) {
-      // Those devices get the messages at their next one in the conversation, or at a reconnect.
-      this.options.logger.warn({ err: error, merchant }, 'could not list the conversations of a merchant that moved in');
-    }
   }
 
   /**

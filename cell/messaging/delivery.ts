@@ -10,6 +10,7 @@ import { CoalescingWriter } from './coalescing-writer.js';
 import type { ConversationLog } from './conversation-log.js';
 import type { DeviceConnection, DeviceCursor } from './device.js';
 import { keys, lastField } from './keys.js';
+import { merchantConversations } from './merchant-conversations.js';
 import { partyId } from './principal.js';
 
 export interface DeliveryLimits {
@@ -137,6 +138,22 @@ export class DeliveryService {
       this.push(connection, cursor, message);
     } else if (cursor.sentSeq < message.seq) {
       this.pump(connection, message.conv);
+    }
+  }
+
+  /**
+   * A merchant moved in: the devices here that followed its conversations through mirrors may
+   * lack messages the old home wrote and never pushed here; the copied log has them.
+   * `devicesOf` names the devices of one customer's conversation.
+   */
+  async resumeMerchant(tenant: string, merchant: string, devicesOf: (customer: string) => Iterable<DeviceConnection>): Promise<void> {
+    try {
+      for await (const { conv, customer } of merchantConversations(this.store, tenant, merchant)) {
+        for (const device of devicesOf(customer)) this.resume(device, conv);
+      }
+    } catch (error) {
+      // Those devices get the messages at their next one in the conversation, or at a reconnect.
+      this.logger.warn({ err: error, merchant }, 'could not list the conversations of a merchant that moved in');
     }
   }
 
