@@ -160,7 +160,7 @@ export class CellCore {
 
   /** Opens the desks of the merchants hosted here (after the store opened and the people loaded). */
   async loadDesks(): Promise<void> {
-    for (const [tenant, policy] of this.tenants) for (const merchant of policy.merchants) await this.desk.loadMerchant(tenant, merchant);
+    for (const [tenant, policy] of this.tenants) for (const merchant of policy.merchants) await this.desk.openMerchant(tenant, merchant);
   }
 
   /**
@@ -557,7 +557,7 @@ export class CellCore {
         policy.merchants.add(merchant);
         void this.delivery.resumeMerchant(tenant, merchant, (customer) => this.presence.participantsOf(tenant, merchant, customer));
         // Its desk came with it: agents, queues, open consultations, nothing reassigned.
-        this.desk.loadMerchant(tenant, merchant).catch((error: unknown) => this.options.logger.error({ err: error, merchant }, 'could not open the desk of a merchant that moved in'));
+        void this.desk.openMerchant(tenant, merchant);
       },
       releaseMerchant: (tenant, merchant) => {
         this.tenants.get(tenant)?.merchants.delete(merchant);

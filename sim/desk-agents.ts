@@ -216,7 +216,10 @@ export class DeskAgents {
     for (const merchant of world.population.merchants) {
       if (merchant.desk === undefined) continue;
       const slot = cluster.slots.get(merchant.cellId);
-      const running = slot?.status === 'up' && slot.incarnation?.status === 'running' && slot.incarnation.hosts(TENANT, merchant.id) && !moves.moving.has(merchant.id);
+      // A desk whose disk refuses writes cannot record its changes (they wait for the disk): it is
+      // judged again once the disk works.
+      const diskFailing = slot?.diskFaultIntervals.some(([, endMs]) => endMs === undefined) === true;
+      const running = slot?.status === 'up' && slot.incarnation?.status === 'running' && slot.incarnation.deskRuns(TENANT, merchant.id) && !moves.moving.has(merchant.id) && !diskFailing;
       if (this.runningNow.get(merchant.id) !== running) {
         this.runningNow.set(merchant.id, running);
         this.running.push({ merchant: merchant.id, atMs, running });

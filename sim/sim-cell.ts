@@ -162,6 +162,11 @@ export class SimCellIncarnation implements DeviceEndpoint {
     return this.cluster?.mover;
   }
 
+  /** Whether the merchant's desk runs here now: hosted, and its state read from the store (not still loading). */
+  deskRuns(tenant: string, merchant: string): boolean {
+    return this.opening !== undefined && this.hosts(tenant, merchant) && this.opening.core.desk.hasDesk(tenant, merchant);
+  }
+
   /** Whether this incarnation's core hosts `merchant` now (its config, then the moves). */
   hosts(tenant: string, merchant: string): boolean {
     return this.opening?.moveHost.hosts(tenant, merchant) ?? false;

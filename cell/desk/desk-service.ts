@@ -129,6 +129,8 @@ interface Cause {
  */
 export class DeskService {
   private readonly desks = new Map<string, OpenDesk>();
+  /** Desks to open whose state could not be read yet (the store failed): retried until they open. */
+  private readonly pending = new Map<string, { backoffMs: number; timer: TimerHandle | undefined; reading: Promise<void> | undefined }>();
 
   constructor(
     private readonly options: {
@@ -168,8 +170,52 @@ export class DeskService {
     return snapshot;
   }
 
-  /** Loads a hosted merchant's desk from the store (at start, or when the merchant moves in). */
-  async loadMerchant(tenant: string, merchant: string): Promise<void> {
+  /**
+   * Opens a hosted merchant's desk (at start, when the merchant moves in, at its first agent).
+   * Until its state is read, the desk is loading: its conversations' writes are refused as
+   * STORE_UNAVAILABLE (clients retry) and agents get none of them, rather than everyone seeing
+   * everything as at an open desk. A read that fails is tried again, backing off, until it works
+   * or the merchant leaves.
+   */
+  openMerchant(tenant: string, merchant: string): Promise<void> {
+    const key = deskKey(tenant, merchant);
+    if (this.desks.has(key) || this.options.people.list(tenant, merchant).length === 0) return Promise.resolve();
+    const attempt = this.pending.get(key) ?? { backoffMs: MIN_ANNOUNCE_BACKOFF_MS, timer: undefined, reading: undefined };
+    this.pending.set(key, attempt);
+    // One read at a time: a second would open a second desk over the first.
+    if (attempt.reading !== undefined) return attempt.reading;
+    attempt.reading = this.loadMerchant(tenant, merchant).then(
+      () => {
+        if (this.pending.get(key) === attempt) this.pending.delete(key);
+      },
+      (error: unknown) => {
+        attempt.reading = undefined;
+        if (this.pending.get(key) !== attempt) return;
+        this.options.logger.warn({ err: error, tenant, merchant, retryInMs: attempt.backoffMs }, 'could not read the desk of a merchant; trying again');
+        attempt.timer = this.options.clock.setTimer(attempt.backoffMs, () => {
+          attempt.timer = undefined;
+          if (this.pending.get(key) === attempt) void this.openMerchant(tenant, merchant);
+        });
+        attempt.backoffMs = Math.min(attempt.backoffMs * 2, MAX_ANNOUNCE_BACKOFF_MS);
+      },
+    );
+    return attempt.reading;
+  }
+
+  /** Whether the merchant's desk is still being read (see openMerchant). */
+  private isLoading(tenant: string, merchant: string): boolean {
+    return this.pending.has(deskKey(tenant, merchant)) && !this.desks.has(deskKey(tenant, merchant));
+  }
+
+  /** Throws STORE_UNAVAILABLE (retry shortly) while the merchant's desk is being read. */
+  requireOpen(tenant: string, merchant: string): void {
+    if (this.isLoading(tenant, merchant)) {
+      throw new CellError(ErrorCode.StoreUnavailable, `the desk of merchant ${merchant} is being read from the store; retry shortly`, { retryAfterMs: 500 });
+    }
+  }
+
+  /** Reads a merchant's desk from the store; throws when the store fails. */
+  private async loadMerchant(tenant: string, merchant: string): Promise<void> {
     const people = this.options.people.list(tenant, merchant);
     if (people.length === 0 || this.desks.has(deskKey(tenant, merchant))) return;
     const { store, clock } = this.options;
@@ -194,11 +240,17 @@ export class DeskService {
       open.customerOf.set(record.id, record.customer);
       if (record.state === 'assigned') open.lastActivityMs.set(record.customer, nowMs);
     }
+    // The merchant left (moved away, the cell stops) while its desk was being read.
+    if (!this.pending.has(deskKey(tenant, merchant))) return;
     this.desks.set(deskKey(tenant, merchant), open);
     // Every agent is offline after a restart or a move: those holding consultations get the grace
     // period to come back. Agents already connected (the desk opened at its first agent) are here.
     for (const agent of open.rules.allAgents()) {
-      if ([...this.options.host.agentDevices(tenant, merchant, agent.id)].length > 0) {
+      const devices = this.devicesOfAgent(open, agent.id);
+      if (devices.length > 0) {
+        // Its devices attached while the desk was being read, following nothing: now they follow theirs.
+        const followed = this.isSupervisor(open, agent.id) ? [...open.records.keys()] : open.rules.consultationsOf(agent.id).map((id) => open.customerOf.get(id)!);
+        for (const customer of followed) for (const device of devices) this.options.host.follow(device, conversationIdOf(merchant, customer));
         const status = open.chosen.get(agent.id) ?? 'online';
         this.apply(open, open.rules.setStatus(agent.id, status === 'offline' ? 'online' : status, nowMs), {});
       } else if (agent.open > 0) this.startGrace(open, agent.id);
@@ -208,6 +260,8 @@ export class DeskService {
 
   /** The merchant moved away: its desk state went with it; stop the timers here. */
   unloadMerchant(tenant: string, merchant: string): void {
+    this.pending.get(deskKey(tenant, merchant))?.timer?.cancel();
+    this.pending.delete(deskKey(tenant, merchant));
     const open = this.desks.get(deskKey(tenant, merchant));
     if (open === undefined) return;
     for (const timer of open.graceTimers.values()) timer.cancel();
@@ -218,6 +272,8 @@ export class DeskService {
 
   /** Stops every timer (the cell stops). */
   stop(): void {
+    for (const attempt of this.pending.values()) attempt.timer?.cancel();
+    this.pending.clear();
     for (const open of [...this.desks.values()]) this.unloadMerchant(open.tenant, open.merchant);
   }
 
@@ -241,6 +297,7 @@ export class DeskService {
    * no supervisor: those of its open consultations. Undefined: all of the merchant's.
    */
   followedBy(identity: Identity): string[] | undefined {
+    if (identity.merchant !== undefined && this.isLoading(identity.tenant, identity.merchant)) return [];
     const open = this.agentDesk(identity);
     if (open === undefined || this.isSupervisor(open, identity.user)) return undefined;
     return open.rules.consultationsOf(identity.user).map((id) => conversationIdOf(open.merchant, open.customerOf.get(id)!));
@@ -248,6 +305,7 @@ export class DeskService {
 
   /** Throws NOT_ASSIGNED unless `identity` may read and write `conv` (customers always may; agents at a desk only their own). */
   authorize(identity: Identity, conv: string): void {
+    this.requireOpen(identity.tenant, parseConversationId(conv)!.merchant);
     const open = this.agentDesk(identity);
     if (open === undefined || this.isSupervisor(open, identity.user)) return;
     const customer = parseConversationId(conv)!.customer;
@@ -264,7 +322,8 @@ export class DeskService {
    */
   participantsOf(tenant: string, merchant: string, customer: string, message?: ChatMessage): DeviceConnection[] | undefined {
     const open = this.desks.get(deskKey(tenant, merchant));
-    if (open === undefined) return undefined;
+    // While the desk is being read, agents wait: they follow their consultations once it opens.
+    if (open === undefined) return this.isLoading(tenant, merchant) ? [...this.options.host.customerDevices(tenant, customer)] : undefined;
     const event = message?.event;
     const named = event === undefined ? [] : [('agent' in event ? event.agent : undefined), ('from' in event ? event.from : undefined)];
     return this.devicesOf(open, customer, open.records.get(customer)?.agent, ...named);
@@ -426,7 +485,7 @@ export class DeskService {
   peopleChanged(tenant: string, merchant: string, agentId: string, after: DeskPerson | undefined): void {
     const open = this.desks.get(deskKey(tenant, merchant));
     if (open === undefined) {
-      if (after !== undefined) this.loadMerchant(tenant, merchant).catch((error: unknown) => this.options.logger.error({ err: error, tenant, merchant }, 'could not open the desk'));
+      if (after !== undefined) void this.openMerchant(tenant, merchant);
       return;
     }
     const nowMs = this.options.clock.now();
