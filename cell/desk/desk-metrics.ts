@@ -1,4 +1,5 @@
 import type { CounterChild, Histogram, LabelledCounter, Metrics } from '../../platform/metrics.js';
+import type { OpenDesk } from './open-desk.js';
 
 /** Wait buckets in seconds, from 1 s to 1 h: customers wait for people, not for disks. */
 const WAIT_BUCKETS_SECONDS = [1, 5, 15, 30, 60, 120, 300, 600, 1_200, 1_800, 3_600];
@@ -69,4 +70,27 @@ export class DeskMetrics {
     }
     child.inc();
   }
+}
+
+/** What `desks` hold at `nowMs`: queues by group, consultations by state, agents by status, the online load. */
+export function deskSnapshot(desks: Iterable<OpenDesk>, nowMs: number): DeskSnapshot {
+  const snapshot: DeskSnapshot = { queues: new Map(), consultations: { waiting: 0, assigned: 0 }, agents: { online: 0, busy: 0, away: 0, offline: 0 }, onlineLoad: { open: 0, capacity: 0 } };
+  for (const open of desks) {
+    for (const record of open.records.values()) {
+      if (record.opening === true) continue;
+      snapshot.consultations[record.state]++;
+      if (record.state !== 'waiting') continue;
+      const queue = snapshot.queues.get(record.group) ?? { length: 0, oldestWaitMs: 0 };
+      queue.length++;
+      queue.oldestWaitMs = Math.max(queue.oldestWaitMs, nowMs - record.queuedAtMs);
+      snapshot.queues.set(record.group, queue);
+    }
+    for (const agent of open.rules.allAgents()) {
+      snapshot.agents[agent.status]++;
+      if (agent.status !== 'online') continue;
+      snapshot.onlineLoad.open += agent.open;
+      snapshot.onlineLoad.capacity += agent.capacity;
+    }
+  }
+  return snapshot;
 }

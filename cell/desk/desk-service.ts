@@ -7,7 +7,6 @@ import type { Identity } from '../access/tokens.js';
 import type { AppendRequest, AppendResult } from '../messaging/conversation-log.js';
 import type { DeviceConnection } from '../messaging/device.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
-import { operatingErrorOf } from '../protocol/operating-errors.js';
 import { conversationIdOf, parseConversationId, type AgentStatus, type ChatMessage, type ConsultationView, type DeskNotice, type ServerFrame } from '../protocol/frames.js';
 import {
   ConsultationRecord,
@@ -19,9 +18,10 @@ import {
   putLast,
   putRecord,
 } from './desk-records.js';
-import type { DeskMetrics, DeskSnapshot } from './desk-metrics.js';
-import { noticeText } from './desk-notices.js';
-import { DeskError, MerchantDesk, type DeskEvent, type DeskSettings as RuleSettings } from './merchant-desk.js';
+import { deskSnapshot, type DeskMetrics, type DeskSnapshot } from './desk-metrics.js';
+import { OpenDesk } from './open-desk.js';
+import { MAX_STORE_RETRY_MS, MIN_STORE_RETRY_MS, SystemMessages } from './system-messages.js';
+import { DeskError, type DeskEvent, type DeskSettings as RuleSettings } from './merchant-desk.js';
 
 /** An agent as the desk needs it (the people directory holds the rest). */
 export interface DeskPerson {
@@ -75,40 +75,7 @@ export const DEFAULT_GROUP = 'default';
 export const QUEUE_TELL_INTERVAL_MS = 250;
 /** How often each desk looks for inactive consultations, at most. */
 const MAX_SWEEP_INTERVAL_MS = 60_000;
-const SYSTEM_USER = 'desk';
-/** A system message the store refused is tried again after this long, doubling up to the max. */
-const MIN_ANNOUNCE_BACKOFF_MS = 100;
-const MAX_ANNOUNCE_BACKOFF_MS = 5_000;
 
-/** One merchant's desk as the cell runs it: the rules in memory, the records, the timers. */
-class OpenDesk {
-  readonly rules: MerchantDesk;
-  /** Open consultations by customer, as last decided (the store follows with each system message). */
-  readonly records = new Map<string, ConsultationRecord & { opening?: boolean }>();
-  readonly customerOf = new Map<string, string>();
-  readonly graceTimers = new Map<string, TimerHandle>();
-  /** Last message time of each assigned consultation, by customer. */
-  readonly lastActivityMs = new Map<string, number>();
-  /** Statuses the agents chose, applied when they connect. */
-  readonly chosen = new Map<string, AgentStatus>();
-  /** The merchant's supervisors, and every group one of its agents is in (kept with the people). */
-  readonly supervisors = new Set<string>();
-  readonly groups = new Set<string>();
-  /** The system message being written per customer, which the next one waits for. */
-  readonly announcing = new Map<string, Promise<void>>();
-  /** Groups whose waiting customers are due a position update, and its timer. */
-  readonly queuesToTell = new Set<string>();
-  queueTellTimer: TimerHandle | undefined;
-  sweep: TimerHandle | undefined;
-
-  constructor(
-    readonly tenant: string,
-    readonly merchant: string,
-    settings: RuleSettings,
-  ) {
-    this.rules = new MerchantDesk(settings);
-  }
-}
 
 /** Why the events of one desk call happened: it shapes the system messages that announce them. */
 interface Cause {
@@ -129,6 +96,7 @@ interface Cause {
  */
 export class DeskService {
   private readonly desks = new Map<string, OpenDesk>();
+  private readonly systemMessages: SystemMessages;
   /** Desks to open whose state could not be read yet (the store failed): retried until they open. */
   private readonly pending = new Map<string, { backoffMs: number; timer: TimerHandle | undefined; reading: Promise<void> | undefined }>();
 
@@ -144,30 +112,19 @@ export class DeskService {
       /** Absent: nothing is counted (unit tests). */
       metrics?: DeskMetrics | undefined;
     },
-  ) {}
+  ) {
+    this.systemMessages = new SystemMessages({
+      clock: options.clock,
+      random: options.random,
+      logger: options.logger,
+      append: (request) => options.host.append(request),
+      runs: (open) => this.desks.get(deskKey(open.tenant, open.merchant)) === open,
+    });
+  }
 
   /** What the desks hold now, for the metrics read at scrape time. */
   snapshot(): DeskSnapshot {
-    const nowMs = this.options.clock.now();
-    const snapshot: DeskSnapshot = { queues: new Map(), consultations: { waiting: 0, assigned: 0 }, agents: { online: 0, busy: 0, away: 0, offline: 0 }, onlineLoad: { open: 0, capacity: 0 } };
-    for (const open of this.desks.values()) {
-      for (const record of open.records.values()) {
-        if (record.opening === true) continue;
-        snapshot.consultations[record.state]++;
-        if (record.state !== 'waiting') continue;
-        const queue = snapshot.queues.get(record.group) ?? { length: 0, oldestWaitMs: 0 };
-        queue.length++;
-        queue.oldestWaitMs = Math.max(queue.oldestWaitMs, nowMs - record.queuedAtMs);
-        snapshot.queues.set(record.group, queue);
-      }
-      for (const agent of open.rules.allAgents()) {
-        snapshot.agents[agent.status]++;
-        if (agent.status !== 'online') continue;
-        snapshot.onlineLoad.open += agent.open;
-        snapshot.onlineLoad.capacity += agent.capacity;
-      }
-    }
-    return snapshot;
+    return deskSnapshot(this.desks.values(), this.options.clock.now());
   }
 
   /**
@@ -180,7 +137,7 @@ export class DeskService {
   openMerchant(tenant: string, merchant: string): Promise<void> {
     const key = deskKey(tenant, merchant);
     if (this.desks.has(key) || this.options.people.list(tenant, merchant).length === 0) return Promise.resolve();
-    const attempt = this.pending.get(key) ?? { backoffMs: MIN_ANNOUNCE_BACKOFF_MS, timer: undefined, reading: undefined };
+    const attempt = this.pending.get(key) ?? { backoffMs: MIN_STORE_RETRY_MS, timer: undefined, reading: undefined };
     this.pending.set(key, attempt);
     // One read at a time: a second would open a second desk over the first.
     if (attempt.reading !== undefined) return attempt.reading;
@@ -196,7 +153,7 @@ export class DeskService {
           attempt.timer = undefined;
           if (this.pending.get(key) === attempt) void this.openMerchant(tenant, merchant);
         });
-        attempt.backoffMs = Math.min(attempt.backoffMs * 2, MAX_ANNOUNCE_BACKOFF_MS);
+        attempt.backoffMs = Math.min(attempt.backoffMs * 2, MAX_STORE_RETRY_MS);
       },
     );
     return attempt.reading;
@@ -459,7 +416,7 @@ export class DeskService {
     if (last.rated) throw new CellError(ErrorCode.ConsultationRated, `consultation ${last.consultation} was rated already`);
     const rating = { consultation: last.consultation, customer, agent: last.agent, score, comment, atMs: this.options.clock.now() };
     const notice: DeskNotice = comment === undefined ? { type: 'rated', consultation: last.consultation, score } : { type: 'rated', consultation: last.consultation, score, comment };
-    await this.announce(open, customer, notice, [
+    await this.systemMessages.announce(open, customer, notice, [
       { type: 'put', key: deskKeys.rating(open.tenant, merchant, last.consultation), value: JSON.stringify(rating) },
       putLast(open.tenant, merchant, customer, { ...last, rated: true }),
     ]);
@@ -530,7 +487,7 @@ export class DeskService {
           cause.transferFrom !== undefined
             ? dropUndefined({ type: 'transferred', consultation: record.id, from: cause.transferFrom, agent: event.agent, name, group: next.group, note: cause.note })
             : { type: 'assigned', consultation: record.id, agent: event.agent, name, sticky: event.sticky };
-        written.push(this.announce(open, customer, notice, [putRecord(tenant, merchant, next)]).then(() => this.stopFollowing(open, conv, previousAgent, event.agent)));
+        written.push(this.systemMessages.announce(open, customer, notice, [putRecord(tenant, merchant, next)]).then(() => this.stopFollowing(open, conv, previousAgent, event.agent)));
         this.tell(open, next, previousAgent);
       } else if (event.kind === 'queued') {
         const group = open.rules.consultation(event.consultation)?.group ?? record.group;
@@ -549,7 +506,7 @@ export class DeskService {
         let notice: DeskNotice = { type: 'queued', consultation: record.id, group };
         if (cause.transferFrom !== undefined) notice = dropUndefined({ type: 'transferred', consultation: record.id, from: cause.transferFrom, group, note: cause.note });
         else if (previousAgent !== undefined) notice = { type: 'released', consultation: record.id, agent: previousAgent };
-        written.push(this.announce(open, customer, notice, [putRecord(tenant, merchant, next)]).then(() => this.stopFollowing(open, conv, previousAgent, undefined)));
+        written.push(this.systemMessages.announce(open, customer, notice, [putRecord(tenant, merchant, next)]).then(() => this.stopFollowing(open, conv, previousAgent, undefined)));
         // It learns where it stands at once; the others behind it with the next queue update.
         this.tell(open, next, previousAgent, event.position);
       } else {
@@ -560,7 +517,7 @@ export class DeskService {
         const last = dropUndefined({ consultation: record.id, agent: event.agent, closedAtMs: nowMs, rated: false });
         const notice: DeskNotice = dropUndefined({ type: 'closed', consultation: record.id, by: cause.closedBy ?? 'agent', agent: event.agent });
         this.options.metrics?.countClosed(notice.by);
-        written.push(this.announce(open, customer, notice, [deleteRecord(tenant, merchant, customer), putLast(tenant, merchant, customer, last)]).then(() => this.stopFollowing(open, conv, event.agent, undefined)));
+        written.push(this.systemMessages.announce(open, customer, notice, [deleteRecord(tenant, merchant, customer), putLast(tenant, merchant, customer, last)]).then(() => this.stopFollowing(open, conv, event.agent, undefined)));
         this.tell(open, { ...withoutOpening(record), state: 'closed' });
       }
     }
@@ -570,41 +527,6 @@ export class DeskService {
   }
 
   /** Appends a system message (with the records it carries); failures are logged, the next change rewrites the record. */
-  /**
-   * Appends a system message with the records it carries, after the conversation's earlier ones.
-   * The rules already decided in memory, so the log must follow: a write the store refuses is
-   * tried again (backing off up to MAX_ANNOUNCE_BACKOFF_MS) for as long as this desk runs here.
-   * A desk that stopped (the cell stops, the merchant moved away) gives it up: the desk that
-   * takes over reads the records and the log, which still agree.
-   */
-  private announce(open: OpenDesk, customer: string, notice: DeskNotice, alsoWrite: StoreOp[]): Promise<void> {
-    const conv = conversationIdOf(open.merchant, customer);
-    const request: AppendRequest = { tenant: open.tenant, conv, from: SYSTEM_USER, role: 'system', device: SYSTEM_USER, cmid: `desk-${randomId(this.options.random)}`, body: noticeText(notice), event: notice, alsoWrite };
-    const earlier = open.announcing.get(customer);
-    const written = (earlier === undefined ? this.appendUntilWritten(open, request) : earlier.then(() => this.appendUntilWritten(open, request))).catch((error: unknown) => {
-      this.options.logger.warn({ err: error, conv, notice: notice.type }, 'the desk gave up a system message: it no longer runs here');
-    });
-    open.announcing.set(customer, written);
-    void written.then(() => {
-      if (open.announcing.get(customer) === written) open.announcing.delete(customer);
-    });
-    return written;
-  }
-
-  private async appendUntilWritten(open: OpenDesk, request: AppendRequest): Promise<void> {
-    for (let backoffMs = MIN_ANNOUNCE_BACKOFF_MS; ; backoffMs = Math.min(backoffMs * 2, MAX_ANNOUNCE_BACKOFF_MS)) {
-      if (this.desks.get(deskKey(open.tenant, open.merchant)) !== open) throw new CellError(ErrorCode.MerchantNotHosted, `the desk of ${open.merchant} no longer runs here`);
-      try {
-        await this.options.host.append(request);
-        return;
-      } catch (error) {
-        if (operatingErrorOf(error)?.code !== ErrorCode.StoreUnavailable) throw error;
-        this.options.logger.warn({ err: error, conv: request.conv, retryInMs: backoffMs }, 'the store refused a system message of the desk; trying again');
-        await new Promise<void>((resolve) => this.options.clock.setTimer(backoffMs, resolve));
-      }
-    }
-  }
-
   /** After the system message that took a consultation from `agent` is durable, its devices stop following it. */
   private stopFollowing(open: OpenDesk, conv: string, agent: string | undefined, keep: string | undefined): void {
     if (agent === undefined || agent === keep || this.isSupervisor(open, agent)) return;
