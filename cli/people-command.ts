@@ -1,5 +1,5 @@
-import { CliError, ExitCode, messageWithCauses, type ExitCodeValue } from './cli-errors.js';
-import { errorText, fetchJson } from './move-command.js';
+import { adminCall, printJson, type AdminOptions } from './admin-call.js';
+import { CliError, ExitCode } from './cli-errors.js';
 import { readPassword } from './password-input.js';
 
 /**
@@ -8,12 +8,6 @@ import { readPassword } from './password-input.js';
  * A password is read from standard input, never from the command line, where `ps` and the shell
  * history would keep it.
  */
-
-interface AdminOptions {
-  cell: string;
-  adminToken?: string;
-  json?: boolean;
-}
 
 interface MerchantOptions extends AdminOptions {
   tenant: string;
@@ -49,36 +43,36 @@ interface AuditEntry {
 }
 
 export async function runAgentsListCommand(options: MerchantOptions): Promise<void> {
-  const body = (await call(options, 'GET', agentsPath(options))) as { agents: AgentView[] };
-  if (options.json === true) return print(body);
+  const body = (await adminCall(options, 'GET', agentsPath(options))) as { agents: AgentView[] };
+  if (options.json === true) return printJson(body);
   if (body.agents.length === 0) return void process.stdout.write(`merchant ${options.merchant} has no agents\n`);
   for (const agent of body.agents) process.stdout.write(`${agentLine(agent)}\n`);
 }
 
 export async function runAgentsAddCommand(id: string, options: AgentFieldOptions): Promise<void> {
-  const agent = (await call(options, 'POST', agentsPath(options), { id, ...agentFields(options) })) as AgentView;
-  if (options.json === true) return print(agent);
+  const agent = (await adminCall(options, 'POST', agentsPath(options), { id, ...agentFields(options) })) as AgentView;
+  if (options.json === true) return printJson(agent);
   process.stdout.write(`added ${agentLine(agent)}\n`);
 }
 
 export async function runAgentsUpdateCommand(id: string, options: AgentFieldOptions): Promise<void> {
   const fields = agentFields(options);
   if (Object.keys(fields).length === 0) throw new CliError('give at least one of --name, --capacity, --groups, --supervisor, --no-supervisor', ExitCode.Usage);
-  const agent = (await call(options, 'PATCH', agentPath(options, id), fields)) as AgentView;
-  if (options.json === true) return print(agent);
+  const agent = (await adminCall(options, 'PATCH', agentPath(options, id), fields)) as AgentView;
+  if (options.json === true) return printJson(agent);
   process.stdout.write(`updated ${agentLine(agent)}\n`);
 }
 
 export async function runAgentsRemoveCommand(id: string, options: MerchantOptions): Promise<void> {
-  const body = (await call(options, 'DELETE', agentPath(options, id))) as { removed: AgentView };
-  if (options.json === true) return print(body);
+  const body = (await adminCall(options, 'DELETE', agentPath(options, id))) as { removed: AgentView };
+  if (options.json === true) return printJson(body);
   process.stdout.write(`removed agent ${body.removed.id} of ${options.tenant}/${options.merchant}\n`);
 }
 
 export async function runAgentsPasswordCommand(id: string, options: MerchantOptions & { passwordStdin?: boolean }): Promise<void> {
   const password = await readPassword(options.passwordStdin === true);
-  const agent = (await call(options, 'PUT', `${agentPath(options, id)}/password`, { password })) as AgentView;
-  if (options.json === true) return print(agent);
+  const agent = (await adminCall(options, 'PUT', `${agentPath(options, id)}/password`, { password })) as AgentView;
+  if (options.json === true) return printJson(agent);
   process.stdout.write(`password set for agent ${agent.id} of ${options.tenant}/${options.merchant}\n`);
 }
 
@@ -86,26 +80,10 @@ export async function runAuditCommand(options: AdminOptions & { tenant?: string;
   const query = new URLSearchParams();
   for (const name of ['tenant', 'action', 'after'] as const) if (options[name] !== undefined) query.set(name, options[name]);
   if (options.limit !== undefined) query.set('limit', String(options.limit));
-  const page = (await call(options, 'GET', `/v1/admin/audit${query.size > 0 ? `?${query}` : ''}`)) as { entries: AuditEntry[]; next?: string };
-  if (options.json === true) return print(page);
+  const page = (await adminCall(options, 'GET', `/v1/admin/audit${query.size > 0 ? `?${query}` : ''}`)) as { entries: AuditEntry[]; next?: string };
+  if (options.json === true) return printJson(page);
   for (const entry of page.entries) process.stdout.write(`${auditLine(entry)}\n`);
   if (page.next !== undefined) process.stdout.write(`more: --after ${page.next}\n`);
-}
-
-/** One admin call; a refusal or an unreachable cell becomes one line and its exit code. */
-async function call(options: AdminOptions, method: string, path: string, json?: unknown): Promise<unknown> {
-  const fail = (message: string, code: ExitCodeValue = ExitCode.Failed): never => {
-    throw new CliError(message, code);
-  };
-  if (options.adminToken === undefined || options.adminToken === '') fail('pass --admin-token or set CELLMESH_ADMIN_TOKEN', ExitCode.Usage);
-  const base = options.cell.replace(/\/$/, '');
-  const headers: Record<string, string> = { authorization: `Bearer ${options.adminToken}` };
-  if (json !== undefined) headers['content-type'] = 'application/json';
-  const answer = await fetchJson(`${base}${path}`, { method, headers, ...(json === undefined ? {} : { body: JSON.stringify(json) }) }).catch((error: unknown) =>
-    fail(`cannot reach ${base}: ${messageWithCauses(error)}`, ExitCode.Unreachable),
-  );
-  if (answer.status >= 300) fail(errorText(answer.body));
-  return answer.body;
 }
 
 function agentsPath(options: MerchantOptions): string {
@@ -134,8 +112,4 @@ function auditLine(entry: AuditEntry): string {
   const place = [entry.tenant, entry.merchant, entry.target].filter((part) => part !== undefined).join('/');
   const outcome = entry.error === undefined ? entry.outcome : `${entry.outcome} ${entry.error.code}: ${entry.error.message}`;
   return `${new Date(entry.atMs).toISOString()}  ${entry.actor}  ${entry.action}  ${place || '-'}  ${outcome}`;
-}
-
-function print(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
