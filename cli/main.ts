@@ -69,12 +69,12 @@ program
   .requiredOption('--to <cell>', 'id of the cell that becomes its home')
   .action(lazy(async () => (await import('./move-command.js')).runMoveCommand));
 
-/** The options every people and audit command takes: which cell, and its admin token. */
-function withAdmin(command: Command): Command {
-  return command
-    .requiredOption('--cell <url>', 'the cell whose admin API to use, http://host:port (for agents: the merchant\'s home cell)')
-    .addOption(new Option('--admin-token <token>', 'the admin token of the cell').env('CELLMESH_ADMIN_TOKEN'))
-    .option('--json', 'print the answer as JSON');
+/** The options every admin command (people, audit, customers, blocks) takes: which cell, and its admin token. */
+function withAdmin(command: Command, { json = true } = {}): Command {
+  command
+    .requiredOption('--cell <url>', 'the cell whose admin API to use, http://host:port (for agents and blocks: the merchant\'s home cell)')
+    .addOption(new Option('--admin-token <token>', 'the admin token of the cell').env('CELLMESH_ADMIN_TOKEN'));
+  return json ? command.option('--json', 'print the answer as JSON') : command;
 }
 
 /** A command about one merchant's agents. */
@@ -115,6 +115,41 @@ withAdmin(program.command('audit').description('list the audit log of a cell\'s 
   .addOption(new Option('--limit <n>', 'entries to list (at most 1000)').default(100).argParser(parsePositiveInt))
   .option('--after <id>', 'continue after this entry (what the previous page printed after "more:")')
   .action(lazy(async () => (await import('./people-command.js')).runAuditCommand));
+
+const customers = program.command('customers').description('export or erase everything of one customer, through a cell\'s admin API (docs/operations.md)');
+
+/** A command about one customer of a tenant. */
+function customersCommand(name: string, description: string, { json = true } = {}): Command {
+  return withAdmin(customers.command(name).description(description), { json })
+    .requiredOption('--tenant <id>', 'tenant of the customer')
+    .argument('<customer>', 'the customer\'s id (its tokens\' user)');
+}
+
+customersCommand('export', 'write everything the cell holds of the customer as one JSON document (all pages of the export)', { json: false })
+  .option('--out <file>', 'write the document to this file (created readable by its owner only) instead of standard output')
+  .action(lazy(async () => (await import('./customers-command.js')).runCustomersExportCommand));
+customersCommand('erase', 'erase the customer in this cell and, through the outbox, in every other cell (cannot be undone)')
+  .option('--yes', 'erase without asking; needed when there is no terminal to confirm on')
+  .action(lazy(async () => (await import('./customers-command.js')).runCustomersEraseCommand));
+
+const blocks = program.command('blocks').description('a merchant\'s blocks of customers, through its home cell\'s admin API (docs/operations.md)');
+
+/** A command about one merchant's blocks. */
+function blocksCommand(name: string, description: string): Command {
+  return withAdmin(blocks.command(name).description(description))
+    .requiredOption('--tenant <id>', 'tenant of the merchant')
+    .requiredOption('--merchant <id>', 'the merchant');
+}
+
+blocksCommand('list', 'list the customers the merchant has blocked, in order of their ids')
+  .addOption(new Option('--limit <n>', 'blocks to list (at most 1000)').argParser(parsePositiveInt))
+  .option('--after <customer>', 'continue after this customer (what the previous page printed after "more:")')
+  .action(lazy(async () => (await import('./blocks-command.js')).runBlocksListCommand));
+blocksCommand('add', 'block a customer: closes its open consultation, refuses its messages to the merchant')
+  .argument('<customer>', 'the customer\'s id')
+  .option('--reason <text>', 'why (up to 1000 characters; kept with the block, in the audit log)')
+  .action(lazy(async () => (await import('./blocks-command.js')).runBlocksAddCommand));
+blocksCommand('remove', 'lift a block').argument('<customer>', 'the customer\'s id').action(lazy(async () => (await import('./blocks-command.js')).runBlocksRemoveCommand));
 
 const operator = program.command('operator').description('operator keys: placements that move a merchant\'s home without its old home (docs/mesh.md)');
 
