@@ -12,19 +12,9 @@
  *   message (with the consultation's record) is durable and pushed to the agent's device, per
  *   second, from the first status change to the last assignment written.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { assembleCell } from '../assembly/assemble-cell.js';
-import { mintToken, verifyToken, type Identity } from '../cell/access/tokens.js';
 import type { DevicePort } from '../cell/messaging/device.js';
-import { LimitsConfig } from '../cell/settings.js';
-import { SystemClock } from '../platform/clock.js';
-import { silentLogger } from '../platform/logger.js';
-import { PromMetrics } from '../platform/prom-metrics.js';
-import { SeededRandom, randomId } from '../platform/random.js';
-import { LevelStore } from '../platform/store/index.js';
+import { nextTurn, startInProcessCell } from './in-process-cell.js';
 
 export interface DurableAssignOptions {
   consultations: number;
@@ -41,49 +31,25 @@ export interface DurableAssignReport {
   assignToMessageRatio: number;
 }
 
-const TENANT = 'bench';
 /** A phase that has not finished by then is a failure, not a slow run. */
 const DURABLE_TIMEOUT_MS = 120_000;
 /** A device port that takes every frame and never pushes back. */
 const NULL_PORT: DevicePort = { send: () => undefined, bufferedBytes: () => 0, close: () => undefined };
 
-function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
 
 export async function runDurableAssign(options: DurableAssignOptions): Promise<DurableAssignReport> {
-  const clock = new SystemClock();
-  const random = new SeededRandom(options.seed);
-  const secret = randomId(random, 32);
-  const directory = mkdtempSync(join(tmpdir(), 'cellmesh-assign-'));
   const capacity = Math.ceil(options.consultations / options.agents);
   const agents = Array.from({ length: options.agents }, (_, index) => ({ id: `agent-${index}`, capacity }));
-  const cell = await assembleCell({
-    cellId: 'assign',
-    tenants: [{ id: TENANT, secret, origins: [], merchants: [{ id: 'desk', agents }, { id: 'open' }] }],
+  const bench = await startInProcessCell({
+    name: 'assign',
+    seed: options.seed,
+    merchants: [{ id: 'desk', agents }, { id: 'open' }],
     // Devices here never ack: a window as large as the runs lets every message reach them.
-    limits: LimitsConfig.parse({ ratePerSecond: 1_000_000, rateBurst: 1_000_000, deliveryWindow: 10_000 }),
-    clock,
-    random,
-    store: new LevelStore({ directory, sync: true }),
-    metrics: new PromMetrics(),
-    logger: silentLogger,
-    devices: { open: async () => ({ ws: 'in-process:', http: 'in-process:' }), stopAccepting: () => undefined },
+    limits: { ratePerSecond: 1_000_000, rateBurst: 1_000_000, deliveryWindow: 10_000 },
+    storeSync: true,
   });
+  const { cell, identity } = bench;
   const { core, metrics } = cell;
-  const identity = async (user: string, merchant?: string): Promise<Identity> => {
-    const token = await mintToken({
-      secret,
-      tenant: TENANT,
-      user,
-      role: merchant === undefined ? 'customer' : 'agent',
-      ...(merchant === undefined ? {} : { merchant }),
-      device: 'd1',
-      ttlSeconds: 3600,
-      nowMs: clock.now(),
-    });
-    return verifyToken(token, () => [{ secret }], clock.now());
-  };
   const untilDurable = async (count: number): Promise<void> => {
     const deadline = performance.now() + DURABLE_TIMEOUT_MS;
     while (metrics.messagesInTotal() < count) {
@@ -121,7 +87,6 @@ export async function runDurableAssign(options: DurableAssignOptions): Promise<D
       assignToMessageRatio: Math.round((durableAssignPerSec / durableMessagesPerSec) * 100) / 100,
     };
   } finally {
-    await cell.stop();
-    rmSync(directory, { recursive: true, force: true });
+    await bench.close();
   }
 }

@@ -11,19 +11,9 @@
  * acks; every `--ack-every` ticks each agent acknowledges what it received, in one frame naming
  * every conversation with news (as the SDK does).
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { PerformanceObserver, performance } from 'node:perf_hooks';
-import { mintToken, verifyToken } from '../cell/access/tokens.js';
-import { assembleCell } from '../assembly/assemble-cell.js';
-import { LimitsConfig } from '../cell/settings.js';
-import { silentLogger } from '../platform/logger.js';
 import type { DeviceConnection, DevicePort } from '../cell/messaging/device.js';
-import { PromMetrics } from '../platform/prom-metrics.js';
-import { LevelStore } from '../platform/store/index.js';
-import { SystemClock } from '../platform/clock.js';
-import { SeededRandom, randomId } from '../platform/random.js';
+import { nextTurn, startInProcessCell } from './in-process-cell.js';
 
 export interface HotPathOptions {
   customers: number;
@@ -56,8 +46,6 @@ export interface HotPathReport {
   parameters: Omit<HotPathOptions, 'json'>;
   machine: { node: string };
 }
-
-const TENANT = 'bench';
 
 /** A customer device: counts the durable acks (`sent`) of its sends. */
 class CustomerPort implements DevicePort {
@@ -104,44 +92,20 @@ interface Tally {
   errors: number;
 }
 
-function nextTurn(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
-}
 
 export async function runHotPath(options: HotPathOptions): Promise<HotPathReport> {
-  const clock = new SystemClock();
-  const random = new SeededRandom(options.seed);
-  const secret = randomId(random, 32);
-  const directory = mkdtempSync(join(tmpdir(), 'cellmesh-hot-path-'));
   const merchants = Array.from({ length: options.merchants }, (_, index) => ({ id: `m${index}` }));
   // A standalone cell, wired as every cell is; its devices are this benchmark's ports, attached to the core directly.
-  const cell = await assembleCell({
-    cellId: 'hot-path',
-    tenants: [{ id: TENANT, secret, origins: [], merchants }],
-    limits: LimitsConfig.parse({ ratePerSecond: 1_000_000, rateBurst: 1_000_000, maxDevicesPerUser: 10 }),
-    clock,
-    random,
-    store: new LevelStore({ directory, sync: options.storeSync }),
-    // prom-client, as a cell process counts: the benchmark measures what production pays.
-    metrics: new PromMetrics(),
-    logger: silentLogger,
-    devices: { open: async () => ({ ws: 'in-process:', http: 'in-process:' }), stopAccepting: () => undefined },
+  const bench = await startInProcessCell({
+    name: 'hot-path',
+    seed: options.seed,
+    merchants,
+    limits: { ratePerSecond: 1_000_000, rateBurst: 1_000_000, maxDevicesPerUser: 10 },
+    storeSync: options.storeSync,
   });
+  const { cell, identity } = bench;
   const { core } = cell;
   const tally: Tally = { sent: 0, deliveries: 0, errors: 0 };
-  const identity = async (user: string, merchant?: string) => {
-    const token = await mintToken({
-      secret,
-      tenant: TENANT,
-      user,
-      role: merchant === undefined ? 'customer' : 'agent',
-      ...(merchant === undefined ? {} : { merchant }),
-      device: 'd1',
-      ttlSeconds: 24 * 3600,
-      nowMs: clock.now(),
-    });
-    return verifyToken(token, () => [{ secret }], clock.now());
-  };
   const agents: Array<{ port: AgentPort; connection: DeviceConnection }> = [];
   for (let merchant = 0; merchant < options.merchants; merchant++) {
     for (let agent = 0; agent < options.agentsPerMerchant; agent++) {
@@ -221,8 +185,7 @@ export async function runHotPath(options: HotPathOptions): Promise<HotPathReport
       machine: { node: process.version },
     };
   } finally {
-    await cell.stop();
-    rmSync(directory, { recursive: true, force: true });
+    await bench.close();
   }
 }
 
