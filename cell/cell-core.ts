@@ -16,7 +16,7 @@ import { newestWithinBytes, responseByteBudget } from './messaging/response-byte
 import { readInbox } from './messaging/inbox.js';
 import { answerError, type ErrorFrameHost } from './messaging/error-frames.js';
 import { DeskService, NO_PEOPLE, type DeskPeople, type DeskSettings } from './desk/desk-service.js';
-import { dispatchDeskFrame, type DeskFrameHost } from './desk/desk-frames.js';
+import { dispatchDeskFrame, tellTyping, type DeskFrameHost } from './desk/desk-frames.js';
 import { CustomerBlocks, type BlocksAudit } from './desk/customer-blocks.js';
 import type { RelayedSend } from './messaging/relayed-sends.js';
 import type { MoveHost } from './move-host.js';
@@ -153,7 +153,15 @@ export class CellCore {
     });
     const authorize = (identity: Identity, conv: string): Parties => this.authorizeAtDesk(identity, conv);
     this.blocks = new CustomerBlocks({ store: options.store, clock: options.clock, audit: options.desk?.audit, preload: options.tenants.flatMap((tenant) => tenant.merchants.map((merchant) => ({ tenant: tenant.id, merchant: merchant.id }))) });
-    this.deskFrames = { desk: this.desk, blocks: this.blocks, clock: options.clock, presence: this.presence, authorize, send: (device, frame) => this.delivery.sendFrame(device, frame) };
+    this.deskFrames = {
+      desk: this.desk,
+      blocks: this.blocks,
+      clock: options.clock,
+      presence: this.presence,
+      authorize,
+      send: (device, frame) => this.delivery.sendFrame(device, frame),
+      typingElsewhere: (tenant, conv, user, role, home) => this.relay?.typing(tenant, conv, user, role, home),
+    };
     this.errorFrames = { clock: options.clock, logger: options.logger, metrics: options.metrics, send: (device, frame) => this.delivery.sendFrame(device, frame), disconnect: (device) => this.disconnect(device) };
     if (options.cluster !== undefined) this.attachCluster(options.cluster);
   }
@@ -593,6 +601,7 @@ export class CellCore {
       customerHasDevices: (tenant, customer) => this.presence.deviceCount(customerPrincipal(tenant, customer)) > 0,
       deliver: (tenant, message, sender) => this.deliverHere(tenant, message, sender),
       deliverReceipt: (tenant, conv, party, seq) => this.deliverReceipt(tenant, conv, party, seq),
+      tellTyping: (tenant, conv, user, role) => tellTyping(this.deskFrames, tenant, conv, user, role),
       tellCustomer: (tenant, customer, frame) => this.delivery.broadcast(this.presence.devicesOf(customerPrincipal(tenant, customer)), frame),
       markRead: (tenant, conv, party, seq) => this.markReadHere(tenant, conv, party, seq),
       whenAllowed: (tenant, conv) => this.blocks.whenAllowed(tenant, conv),

@@ -301,6 +301,14 @@ describe('the desk of a merchant on another cell', () => {
     await cluster.until(() => carol.of('consultation').at(-1)?.state === 'assigned');
     await cluster.until(() => alice.of('consultation').at(-1)?.state === 'closed');
     expect(messagesOf(carol, 'shop:carol').map((message) => message.event?.type)).toEqual(['queued', 'assigned']);
+    // Typing crosses cells both ways, to the other party only.
+    carol.frame({ op: 'typing', conv: 'shop:carol' });
+    await cluster.until(() => agent.of('typing').length > 0);
+    expect(agent.of('typing')).toEqual([{ t: 'typing', conv: 'shop:carol', user: 'carol', role: 'customer' }]);
+    agent.frame({ op: 'typing', conv: 'shop:carol' });
+    await cluster.until(() => carol.of('typing').length > 0);
+    expect(carol.of('typing')).toEqual([{ t: 'typing', conv: 'shop:carol', user: 'ann', role: 'agent' }]);
+    expect(alice.of('typing')).toEqual([]);
   });
 });
 

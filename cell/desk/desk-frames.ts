@@ -4,7 +4,7 @@ import type { DeviceConnection } from '../messaging/device.js';
 import type { PresenceRegistry } from '../messaging/presence.js';
 import { customerPrincipal } from '../messaging/principal.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
-import { parseConversationId, type ClientFrame, type ServerFrame } from '../protocol/frames.js';
+import { parseConversationId, type ClientFrame, type Role, type ServerFrame } from '../protocol/frames.js';
 import { answerBlockFrame } from './block-frames.js';
 import type { CustomerBlocks } from './customer-blocks.js';
 import type { DeskService } from './desk-service.js';
@@ -24,6 +24,8 @@ export interface DeskFrameHost {
   /** Throws unless `identity` may act in `conv` here (a party, hosted here, and at a desk the assigned agent). */
   authorize(identity: Identity, conv: string): { home: string | undefined };
   send(connection: DeviceConnection, frame: ServerFrame): void;
+  /** Passes "typing" on to the cells holding the other party's devices (`home`: the conversation's home, for a customer elsewhere). */
+  typingElsewhere(tenant: string, conv: string, user: string, role: Role, home: string | undefined): void;
 }
 
 /** Answers the frames of the desk (docs/protocol.md, "The desk"). */
@@ -62,23 +64,32 @@ export async function dispatchDeskFrame(host: DeskFrameHost, connection: DeviceC
   if (frame.id !== undefined) host.send(connection, { t: 'ok', id: frame.id });
 }
 
-/** Relays "typing" to the other party's devices here that may see the conversation; at most one per interval per conversation. */
+/**
+ * Relays "typing" to the other party's devices that may see the conversation, here and (through
+ * the cross-cell path) on the cells that hold them; at most one per interval per conversation.
+ */
 function typing(host: DeskFrameHost, connection: DeviceConnection, conv: string): void {
   const { identity } = connection;
-  host.authorize(identity, conv);
+  const { home } = host.authorize(identity, conv);
   const nowMs = host.clock.now();
   const last = connection.lastTypingAtMs.get(conv);
   if (last !== undefined && nowMs - last < TYPING_INTERVAL_MS) return;
   // Bounded: a device types in few conversations at once; the oldest entry goes first.
   if (connection.lastTypingAtMs.size >= 64) connection.lastTypingAtMs.delete(connection.lastTypingAtMs.keys().next().value!);
   connection.lastTypingAtMs.set(conv, nowMs);
-  const frame: ServerFrame = { t: 'typing', conv, user: identity.user, role: identity.role };
+  tellTyping(host, identity.tenant, conv, identity.user, identity.role);
+  host.typingElsewhere(identity.tenant, conv, identity.user, identity.role, home);
+}
+
+/** `user` (with `role`) is typing in `conv`: the other party's devices here that may see it hear it. */
+export function tellTyping(host: Pick<DeskFrameHost, 'desk' | 'presence' | 'send'>, tenant: string, conv: string, user: string, role: Role): void {
+  const frame: ServerFrame = { t: 'typing', conv, user, role };
   const { merchant, customer } = parseConversationId(conv)!;
   const others =
-    identity.role === 'agent'
-      ? host.presence.devicesOf(customerPrincipal(identity.tenant, customer))
-      : (host.desk.participantsOf(identity.tenant, merchant, customer) ?? host.presence.agentsOf(identity.tenant, merchant));
-  for (const device of others) if (device.identity.role !== identity.role) host.send(device, frame);
+    role === 'agent'
+      ? host.presence.devicesOf(customerPrincipal(tenant, customer))
+      : (host.desk.participantsOf(tenant, merchant, customer) ?? host.presence.agentsOf(tenant, merchant));
+  for (const device of others) if (device.identity.role !== role) host.send(device, frame);
 }
 
 /** The desk of a conversation lives in its merchant's home cell; a customer elsewhere acts there through it (not yet relayed). */

@@ -7,7 +7,7 @@ import type { Clock } from '../../platform/clock.js';
 import type { Logger } from '../../platform/logger.js';
 import type { Store } from '../../platform/store/store.js';
 import type { CellError } from '../protocol/errors.js';
-import type { ChatMessage, ServerFrame } from '../protocol/frames.js';
+import type { ChatMessage, Role, ServerFrame } from '../protocol/frames.js';
 import type { ClusterPort } from './cluster-port.js';
 import type { ConversationLog } from './conversation-log.js';
 import type { RelayedSend } from './relayed-sends.js';
@@ -76,6 +76,8 @@ export interface CrossCellHost {
   deliverReceipt(tenant: string, conv: string, party: string, seq: number): void;
   /** Moves `party`'s read cursor of a conversation this cell hosts, with its receipts everywhere. */
   markRead(tenant: string, conv: string, party: string, seq: number): Promise<void>;
+  /** `user` (with `role`) is typing in `conv`, as another cell relays: the other party's devices here hear it. */
+  tellTyping(tenant: string, conv: string, user: string, role: Role): void;
   /** Sends a frame (a `consultation` frame from the merchant's desk) to the customer's devices here. */
   tellCustomer(tenant: string, customer: string, frame: ServerFrame): void;
   /** Tells the sender of a relayed send (or, when it is gone, the customer's devices here) that it was refused. */

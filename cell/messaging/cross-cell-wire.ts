@@ -62,6 +62,7 @@ const chatMessage = z.object({
  * - `rejected` (home cell to access cell): a `send` the home cell refuses for good.
  * - `consultation` (home cell to the cells holding the customer's devices): the customer's
  *   consultation changed (its desk's `consultation` frame, docs/protocol.md "The desk").
+ * - `typing` (either way): the customer or an agent is typing in the conversation.
  */
 export const CrossCellEntry = z.discriminatedUnion('kind', [
   z.object({
@@ -86,6 +87,8 @@ export const CrossCellEntry = z.discriminatedUnion('kind', [
   // `role` is absent from cells of an earlier version: see readerParty.
   z.object({ v: z.literal(1), kind: z.literal('receipt'), tenant: identifier, conv: conversationId, user: identifier, role: role.optional(), seq: cursor }),
   z.object({ v: z.literal(1), kind: z.literal('gone'), tenant: identifier, user: identifier }),
+  // Either way: the customer (access to home) or an agent (home to access) is typing in `conv`.
+  z.object({ v: z.literal(1), kind: z.literal('typing'), tenant: identifier, conv: conversationId, user: identifier, role }),
   z.object({
     v: z.literal(1),
     kind: z.literal('consultation'),

@@ -5,7 +5,7 @@
  * and sorts the entries other cells forward to the part that applies them.
  */
 import type { Identity } from '../access/tokens.js';
-import type { ChatMessage, ConsultationView } from '../protocol/frames.js';
+import type { ChatMessage, ConsultationView, Role } from '../protocol/frames.js';
 import type { ClusterForwardedEntry } from './cluster-port.js';
 import { ConversationMirror } from './conversation-mirror.js';
 import { CrossCellAccess, type RelaySender } from './cross-cell-access.js';
@@ -136,6 +136,18 @@ export class CrossCellRelay {
     void this.fanOut.consultation(tenant, view);
   }
 
+  /**
+   * Someone typed in a conversation: an agent here (to the customer's other cells), or a customer
+   * here whose conversation's home is `home` (there). A hint of the moment, never retried.
+   */
+  typing(tenant: string, conv: string, user: string, role: Role, home: string | undefined): void {
+    if (role === 'agent') {
+      void this.fanOut.typing(tenant, conv, user);
+      return;
+    }
+    if (home !== undefined) this.context.enqueue(home, { v: 1, kind: 'typing', tenant, conv, user, role }).catch(() => undefined);
+  }
+
   // -- forwarded entries ------------------------------------------------------------------------
 
   private async onForward(source: string, entries: readonly ClusterForwardedEntry[]): Promise<void> {
@@ -197,6 +209,9 @@ export class CrossCellRelay {
           break;
         case 'consultation':
           for (const entry of run as Array<CrossCellEntryOf<'consultation'>>) this.access.applyConsultation(source, entry);
+          break;
+        case 'typing':
+          for (const entry of run as Array<CrossCellEntryOf<'typing'>>) this.context.host.tellTyping(entry.tenant, entry.conv, entry.user, entry.role);
           break;
         case 'gone':
           break;

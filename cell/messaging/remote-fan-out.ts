@@ -119,6 +119,12 @@ export class RemoteFanOut {
     return this.fanOut(tenant, view.conv, payload, undefined, true).catch(() => undefined);
   }
 
+  /** Tells the customer's other cells that an agent is typing in `conv`; never rejects. */
+  typing(tenant: string, conv: string, agent: string): Promise<void> {
+    const payload: CrossCellEntry = { v: 1, kind: 'typing', tenant, conv, user: agent, role: 'agent' };
+    return this.fanOut(tenant, conv, payload, undefined, true).catch(() => undefined);
+  }
+
   private fanOut(tenant: string, conv: string, payload: CrossCellEntry, origin: string | undefined, locate: boolean): Promise<void> {
     const customer = parseConversationId(conv)?.customer;
     if (customer === undefined) return Promise.resolve();
