@@ -32,3 +32,17 @@ export function runCli(args: readonly string[], options: { timeoutMs?: number; s
     }),
   );
 }
+
+/**
+ * Runs `cellmesh ...args` with `input` on its standard input, in an environment of `env` only
+ * (beside the test's own, CELLMESH_* variables left out): the admin commands' tests.
+ */
+export function runCliWithInput(args: readonly string[], options: { input?: string; env: Record<string, string> }): Promise<CliRun> {
+  const child = spawn(process.execPath, [BIN, ...args], { cwd: REPO_ROOT, stdio: ['pipe', 'pipe', 'pipe'], env: cleanEnv(options.env) });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  child.stdin.end(options.input ?? '');
+  return new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr })));
+}

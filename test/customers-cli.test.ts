@@ -4,13 +4,12 @@
  * page into one document, the erasure asks for consent, blocks refuse the customer's messages,
  * and every failure is one line on stderr with its exit code.
  */
-import { spawn } from 'node:child_process';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { EXPORT_PAGE_MESSAGES, type ExportPage } from '../cell/customer-data.js';
-import { BIN, cleanEnv, type CliRun } from './cli-process.js';
-import { ADMIN_TOKEN, Cleanup, REPO_ROOT, errorCodeOf, httpRequest, tokenFor, type TestCell } from './harness.js';
+import { runCliWithInput, type CliRun } from './cli-process.js';
+import { ADMIN_TOKEN, Cleanup, errorCodeOf, httpRequest, tokenFor, type TestCell } from './harness.js';
 
 const cleanup = new Cleanup();
 let cell: TestCell;
@@ -38,13 +37,7 @@ async function send(conv: string, cmid: string, token = cathy): Promise<void> {
 
 /** Runs `cellmesh ...args` with `input` on its standard input and the admin token in the environment. */
 function cellmesh(args: readonly string[], options: { input?: string; env?: Record<string, string> } = {}): Promise<CliRun> {
-  const child = spawn(process.execPath, [BIN, ...args], { cwd: REPO_ROOT, stdio: ['pipe', 'pipe', 'pipe'], env: cleanEnv(options.env ?? { CELLMESH_ADMIN_TOKEN: ADMIN_TOKEN }) });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  child.stdin.end(options.input ?? '');
-  return new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr })));
+  return runCliWithInput(args, { ...(options.input === undefined ? {} : { input: options.input }), env: options.env ?? { CELLMESH_ADMIN_TOKEN: ADMIN_TOKEN } });
 }
 
 const tenant = (): string[] => ['--cell', cell.httpUrl, '--tenant', 'mall'];

@@ -3,14 +3,13 @@
  * admin API: what they print, that a password goes through standard input only, and that every
  * failure is one line on stderr with its exit code.
  */
-import { spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { parseCellConfig } from '../assembly/config.js';
 import { startCell, type RunningCell } from '../assembly/process-cell.js';
 import { verifyPassword } from '../cell/access/passwords.js';
 import { silentLogger } from '../platform/logger.js';
-import { BIN, cleanEnv, type CliRun } from './cli-process.js';
-import { ADMIN_TOKEN, REPO_ROOT, SECRET } from './harness.js';
+import { runCliWithInput, type CliRun } from './cli-process.js';
+import { ADMIN_TOKEN, SECRET } from './harness.js';
 
 let cell: RunningCell;
 let url: string;
@@ -30,13 +29,7 @@ afterAll(() => cell?.stop());
 
 /** Runs `cellmesh ...args` with `input` on its standard input and the admin token in the environment. */
 function cellmesh(args: readonly string[], options: { input?: string; env?: Record<string, string> } = {}): Promise<CliRun> {
-  const child = spawn(process.execPath, [BIN, ...args], { cwd: REPO_ROOT, stdio: ['pipe', 'pipe', 'pipe'], env: cleanEnv(options.env ?? { CELLMESH_ADMIN_TOKEN: ADMIN_TOKEN }) });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  child.stdin.end(options.input ?? '');
-  return new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr })));
+  return runCliWithInput(args, { ...(options.input === undefined ? {} : { input: options.input }), env: options.env ?? { CELLMESH_ADMIN_TOKEN: ADMIN_TOKEN } });
 }
 
 const merchant = (): string[] => ['--cell', url, '--tenant', 'mall', '--merchant', 'm1'];

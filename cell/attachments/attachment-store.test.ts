@@ -1,12 +1,10 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ManualClock } from '../../platform/manual-clock.js';
-import { LevelStore, MemoryStore, type Store, type StoreOp } from '../../platform/store/index.js';
+import type { Store, StoreOp } from '../../platform/store/index.js';
 import { keys } from '../messaging/keys.js';
 import { CellError } from '../protocol/errors.js';
 import { AttachmentStore, CHUNK_BYTES, attachmentIdOf, messageAttachments } from './attachment-store.js';
+import { LOCAL_STORES } from '../../testing/local-stores.js';
 
 const TENANT = 'mall';
 const CONV = 'm1:c1';
@@ -22,33 +20,8 @@ function counting(store: Store): { store: Store; writes: StoreOp[][] } {
   return { store, writes };
 }
 
-const stores: Array<{ name: string; open: () => Promise<{ store: Store; cleanup: () => Promise<void> }> }> = [
-  {
-    name: 'MemoryStore',
-    open: async () => {
-      const store = new MemoryStore();
-      await store.open();
-      return { store, cleanup: () => store.close() };
-    },
-  },
-  {
-    name: 'LevelStore',
-    open: async () => {
-      const directory = await mkdtemp(join(tmpdir(), 'cellmesh-attachments-'));
-      const store = new LevelStore({ directory });
-      await store.open();
-      return {
-        store,
-        cleanup: async () => {
-          await store.close();
-          await rm(directory, { recursive: true, force: true });
-        },
-      };
-    },
-  },
-];
 
-for (const { name, open } of stores) {
+for (const { name, open } of LOCAL_STORES) {
   describe(`AttachmentStore on ${name}`, () => {
     const cleanups: Array<() => Promise<void>> = [];
     afterEach(async () => {

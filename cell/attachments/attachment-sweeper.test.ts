@@ -1,14 +1,12 @@
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../../platform/logger.js';
 import { ManualClock } from '../../platform/manual-clock.js';
-import { LevelStore, MemoryStore, type Store } from '../../platform/store/index.js';
+import type { Store } from '../../platform/store/index.js';
 import { TrackedStore, whenStoresIdle } from '../../testing/tracked-store.js';
 import { TenantConfig } from '../settings.js';
 import { AttachmentStore } from './attachment-store.js';
 import { AttachmentSweeper } from './attachment-sweeper.js';
+import { LOCAL_STORES } from '../../testing/local-stores.js';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 const SECRET = 'sweeper-secret-0123456789abcdef-0123456';
@@ -18,27 +16,8 @@ const tenants = [
 ];
 const upload = (name: string) => ({ name, type: 'text/plain', from: 'c:c1' });
 
-const stores: Array<{ name: string; open: () => Promise<{ store: Store; cleanup: () => Promise<void> }> }> = [
-  {
-    name: 'MemoryStore',
-    open: async () => {
-      const store = new MemoryStore();
-      await store.open();
-      return { store, cleanup: () => store.close() };
-    },
-  },
-  {
-    name: 'LevelStore',
-    open: async () => {
-      const directory = await mkdtemp(join(tmpdir(), 'cellmesh-sweeper-'));
-      const store = new LevelStore({ directory });
-      await store.open();
-      return { store, cleanup: async () => (await store.close(), await rm(directory, { recursive: true, force: true })) };
-    },
-  },
-];
 
-for (const { name, open } of stores) {
+for (const { name, open } of LOCAL_STORES) {
   describe(`AttachmentSweeper on ${name}`, () => {
     const cleanups: Array<() => Promise<void>> = [];
     afterEach(async () => {
