@@ -172,6 +172,22 @@ describe('the desk checks', () => {
     expect(prompt.check()).toEqual([]);
   });
 
+  it('desk-idle-capacity: a consultation transferred to another group waits in that group once released', () => {
+    // Ann serves sales, Cy support. The transfer to support, which Cy takes at once, names its
+    // new group; released from Cy, c1 waits in support, where nobody is free: Ann's room in sales
+    // does not count. Once Cy is back and free, c1 must be taken within the bound.
+    const desks = new Map([[SHOP, [{ id: 'ann', capacity: 1, groups: ['sales'] }, { id: 'cy', capacity: 1, groups: ['support'] }]]]);
+    const released = () =>
+      new Run()
+        .online('cy', 0)
+        .assigned('c1', 'ann', 1_000)
+        .notice('c1', 2_000, { type: 'transferred', consultation: 'c1', from: 'ann', agent: 'cy', name: 'cy', group: 'support', note: 'over to you' })
+        .gone('cy', 3_000)
+        .released('c1', 'cy', 8_000);
+    expect(released().assigned('c1', 'cy', 20_000).online('cy', 19_900).check({ desks })).toEqual([]);
+    expect(released().online('cy', 10_000).assigned('c1', 'cy', 14_000).check({ desks })).toEqual(['desk-idle-capacity']);
+  });
+
   it('desk-open-span: a second consultation while one is open, and a change after the close', () => {
     const twice = new Run().assigned('c1', 'ann', 1_000).assigned('c1', 'bob', 2_000, { consultation: 'c1-second' });
     expect(twice.check()).toEqual(['desk-open-span']);

@@ -254,8 +254,9 @@ class DeskModel {
       case 'transferred':
         this.detach(known);
         if (event.agent !== undefined) {
-          // To an agent, or to a group whose agent took it at once: the notice does not say which.
-          if (event.group === undefined) known.group = undefined;
+          // To an agent, or to a group whose agent took it at once: the desk names the group the
+          // consultation is in afterwards (the new one, or the one it kept); without it, unknown.
+          known.group = event.group;
           this.assign(known, event.agent);
         } else {
           known.group = event.group;

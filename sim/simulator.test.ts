@@ -67,6 +67,17 @@ describe('the simulator', () => {
     }
   });
 
+  it('waits for the system messages the desks make in the last moments of the settle phase (desk seeds 40 and 96)', async () => {
+    // The desks go on after the traffic: on these seeds an agent's close, or an assignment, came
+    // in the settle phase's last 2 s, and the run stopped before it crossed to the customer's cell.
+    const scenario = loadScenario(DESK);
+    for (const seed of [40, 96]) {
+      const report = await runSimulation({ scenario, seed, scenarioFile: DESK });
+      expect(report.violationExamples, `seed ${seed}: ${report.replay}`).toEqual([]);
+      expect(report.faults.filter((fault) => fault.kind === 'disk').length, `seed ${seed}`).toBeGreaterThan(0);
+    }
+  });
+
   it('holds every invariant while disks fail reads and writes and stall, and answers what they fail STORE_UNAVAILABLE', async () => {
     // The small scenario, with two disk faults of its timeline: cells 0 and 1 early, the others later.
     const diskFaults = [
