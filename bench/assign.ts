@@ -33,10 +33,19 @@ export interface AssignReport {
   benchmark: 'assign';
   /** Decisions (assignments and queueings) per second of time inside the desk. */
   assignPerSec: number;
-  /** Largest load difference between two online agents of a group at the steady state of a busy desk (the queue never empty), in consultations of the smaller capacity (sticky placements left out of the busier one). */
+  /**
+   * Largest load difference between two online agents of a group at steady state, in
+   * consultations of the smaller capacity (sticky placements left out of the busier one): the
+   * larger of the two steady states, a busy desk (the queue never empty) and a desk below
+   * capacity whose groups' arrivals keep pace with their closes (`loadSpreadMatchedArrivals`).
+   */
   loadSpread: number;
-  /** The same at about half the capacity, with random closes (see the top of this file). */
+  /** The busy desk's: every online agent of a group with a queue is full, so 0 unless the rule leaves capacity idle. */
+  loadSpreadBusyDesk: number;
+  /** The same at about half the capacity, with random closes and arrivals (see the top of this file): the traffic's more than the rule's. */
   loadSpreadBelowCapacity: number;
+  /** The same at about half the capacity when each group's arrivals keep pace with its closes (the rule's own spread). */
+  loadSpreadMatchedArrivals: number;
   decisionP99Ms: number;
   decisionMs: SampleSummary;
   decisions: number;
@@ -120,21 +129,25 @@ export function runAssign(options: AssignOptions): AssignReport {
       }
     }
   };
-  const openOne = (): void => {
+  /** A customer arrives, in `inGroup` if given (then a new one), else in a random group, returning at times. */
+  const openOne = (inGroup?: string): void => {
     nowMs++;
-    const returning = customers.length > 0 && random.next() < RETURNING_SHARE;
+    const returning = inGroup === undefined && customers.length > 0 && random.next() < RETURNING_SHARE;
     const customer = returning ? (customers[Math.floor(random.next() * customers.length)] as string) : `customer-${customers.length}`;
     if (!returning) customers.push(customer);
     const id = `c${serial++}`;
-    const group = `group-${Math.floor(random.next() * options.groups)}`;
+    const group = inGroup ?? `group-${Math.floor(random.next() * options.groups)}`;
     call(() => desk.open(id, customer, group, nowMs));
   };
-  const closeOne = (): void => {
-    if (assigned.length === 0) return;
+  /** Closes a random assigned consultation; answers its group. */
+  const closeOne = (): string | undefined => {
+    if (assigned.length === 0) return undefined;
     nowMs++;
     const id = assigned[Math.floor(random.next() * assigned.length)] as string;
+    const group = desk.consultation(id)?.group;
     unlist(id);
     call(() => desk.close(id, nowMs));
+    return group;
   };
 
   for (const agent of agents) desk.upsertAgent({ id: agent.id, capacity: agent.capacity, groups: [agent.group] }, nowMs);
@@ -172,9 +185,21 @@ export function runAssign(options: AssignOptions): AssignReport {
     else closeOne();
   }
   const loadSpreadBelowCapacity = spreadOf(desk, agents, assigned, sticky);
+  // The steady state of each group: its arrivals keep pace with its departures (a close is
+  // followed by a new customer of the same group), so the least-load rule alone decides where
+  // the freed capacity goes. Returning customers stay out of this phase: a sticky placement
+  // takes an arrival that would have filled a dip, which is the sticky rule's doing, not the
+  // balance's (the issue leaves sticky placements out of the spread).
+  let loadSpreadMatchedArrivals = 0;
+  for (let op = 0; op < options.churnOps / 2; op++) {
+    openOne(closeOne());
+    // Sampled over its second half, once the dips the random arrivals left are filled.
+    if (op >= options.churnOps / 4 && op % Math.max(1, Math.floor(options.churnOps / 40)) === 0) loadSpreadMatchedArrivals = Math.max(loadSpreadMatchedArrivals, spreadOf(desk, agents, assigned, sticky));
+  }
+  loadSpreadMatchedArrivals = Math.max(loadSpreadMatchedArrivals, spreadOf(desk, agents, assigned, sticky));
   // The busy desk: customers keep a queue of a tenth of the capacity while agents change status
   // and customers close at random; the spread is sampled along the way.
-  let loadSpread = 0;
+  let loadSpreadBusyDesk = 0;
   const queueFloor = Math.max(1, Math.floor(totalCapacity / 10));
   for (let op = 0; op < options.churnOps; op++) {
     const roll = random.next();
@@ -185,17 +210,19 @@ export function runAssign(options: AssignOptions): AssignReport {
     } else if (waiting.size < queueFloor || roll < 0.5) openOne();
     else closeOne();
     if (waiting.size >= queueFloor && op % Math.max(1, Math.floor(options.churnOps / 20)) === 0) {
-      loadSpread = Math.max(loadSpread, spreadOf(desk, agents, assigned, sticky, true));
+      loadSpreadBusyDesk = Math.max(loadSpreadBusyDesk, spreadOf(desk, agents, assigned, sticky, true));
     }
   }
-  loadSpread = Math.max(loadSpread, spreadOf(desk, agents, assigned, sticky, true));
+  loadSpreadBusyDesk = Math.max(loadSpreadBusyDesk, spreadOf(desk, agents, assigned, sticky, true));
   const decisionMs = summarize(durationsMs);
   const totalMs = durationsMs.reduce((sum, duration) => sum + duration, 0);
   return {
     benchmark: 'assign',
     assignPerSec: Math.round(decisions / (totalMs / 1000)),
-    loadSpread,
+    loadSpread: Math.max(loadSpreadBusyDesk, loadSpreadMatchedArrivals),
+    loadSpreadBusyDesk,
     loadSpreadBelowCapacity,
+    loadSpreadMatchedArrivals,
     decisionP99Ms: decisionMs.p99 ?? 0,
     decisionMs,
     decisions,
@@ -248,7 +275,7 @@ export function describeAssign(report: AssignReport): string {
     `  decisions        ${report.decisions} (${report.assignments} assignments, ${report.stickyAssignments} sticky), deepest queue ${report.maxQueueDepth}`,
     `  assignPerSec     ${report.assignPerSec}`,
     `  decision p50/p99 ${(report.decisionMs.p50 ?? 0).toFixed(4)} / ${report.decisionP99Ms.toFixed(4)} ms (max ${(report.decisionMs.max ?? 0).toFixed(3)} ms)`,
-    `  loadSpread       ${report.loadSpread} with a queue, ${report.loadSpreadBelowCapacity} at half the capacity (consultations of the smaller capacity)`,
+    `  loadSpread       ${report.loadSpread} at steady state (${report.loadSpreadBusyDesk} with a queue, ${report.loadSpreadMatchedArrivals} below capacity with each group's arrivals matching its closes); ${report.loadSpreadBelowCapacity} with random arrivals at half the capacity (consultations of the smaller capacity)`,
     ...(report.durable === undefined
       ? []
       : [
