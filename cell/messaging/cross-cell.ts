@@ -9,9 +9,10 @@ import type { ChatMessage, ConsultationView, Role } from '../protocol/frames.js'
 import type { ClusterForwardedEntry } from './cluster-port.js';
 import { ConversationMirror } from './conversation-mirror.js';
 import { CrossCellAccess, type RelaySender } from './cross-cell-access.js';
+import type { DeskRequester } from './relayed-desk-requests.js';
 import { CrossCellContext } from './cross-cell-context.js';
 import { CrossCellHome } from './cross-cell-home.js';
-import { HISTORY_PROTOCOL, parseCrossCellEntry, type CrossCellEntry, type CrossCellEntryOf } from './cross-cell-wire.js';
+import { HISTORY_PROTOCOL, parseCrossCellEntry, type CrossCellEntry, type CrossCellEntryOf, type RelayedDeskAction } from './cross-cell-wire.js';
 import { GoneHints } from './gone-hints.js';
 import { HistoryServer } from './history-server.js';
 import { MirrorRefresh } from './mirror-refresh.js';
@@ -87,6 +88,11 @@ export class CrossCellRelay {
   /** Forwards a send to the conversation's home cell (CrossCellAccess.relaySend). */
   relaySend(identity: Identity, home: string, conv: string, cmid: string, body: string, sender: RelaySender): Promise<ChatMessage | undefined> {
     return this.access.relaySend(identity, home, conv, cmid, body, sender);
+  }
+
+  /** Relays a customer's `close` or `rate` to the desk at `home` (CrossCellAccess.relayDeskAction). */
+  relayDeskAction(identity: Identity, home: string, conv: string, action: RelayedDeskAction, requester: DeskRequester): Promise<void> {
+    return this.access.relayDeskAction(identity, home, conv, action, requester);
   }
 
   /** Waits for the message of a relayed send (HTTP callers) of the sender `senderParty`; rejects FORWARD_PENDING after `relayWaitMs`. */
@@ -212,6 +218,12 @@ export class CrossCellRelay {
           break;
         case 'typing':
           for (const entry of run as Array<CrossCellEntryOf<'typing'>>) this.context.host.tellTyping(entry.tenant, entry.conv, entry.user, entry.role);
+          break;
+        case 'desk':
+          for (const entry of run as Array<CrossCellEntryOf<'desk'>>) await this.home.applyDeskAction(source, entry);
+          break;
+        case 'desk-answer':
+          for (const entry of run as Array<CrossCellEntryOf<'desk-answer'>>) this.access.applyDeskAnswer(entry);
           break;
         case 'gone':
           break;
