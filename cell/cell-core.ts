@@ -148,6 +148,7 @@ export class CellCore {
         send: (connection, frame) => this.delivery.sendFrame(connection, frame),
         broadcast: (connections, frame) => this.delivery.broadcast(connections, frame),
         tellElsewhere: (tenant, view) => this.relay?.consultationChanged(tenant, view),
+        tellPositionElsewhere: (tenant, view) => this.relay?.queuePosition(tenant, view),
         closeDevice: (connection, reason) => connection.port.close(CloseCode.Forbidden, reason),
       },
     });

@@ -381,6 +381,34 @@ describe('the desk of a merchant on another cell', () => {
     expect(answerTo(alice, 'c1')).toEqual({ t: 'ok', id: 'c1' });
     expect((await cluster.stored('b', CONV)).map((message) => message.event?.type ?? message.body)).toEqual(['hi', 'assigned', 'closed']);
   });
+
+  it("tells a waiting customer connected elsewhere that its position moved, between changes of its state", async () => {
+    const agent = await shopOnB();
+    const alice = await cluster.connect('a', 'alice');
+    const carol = await cluster.connect('a', 'carol');
+    const erin = await cluster.connect('a', 'erin');
+    for (const device of [alice, carol, erin]) {
+      device.frame({ op: 'send', conv: `shop:${device.identity.user}`, cmid: 'hi', body: 'hi' });
+      await cluster.until(() => device.of('consultation').length > 0);
+    }
+    expect(alice.of('consultation').at(-1)).toMatchObject({ state: 'assigned', agent: 'ann' });
+    expect(carol.of('consultation').at(-1)).toMatchObject({ state: 'waiting', position: 1 });
+    expect(erin.of('consultation').at(-1)).toMatchObject({ state: 'waiting', position: 2 });
+    // Ann closes Alice's consultation: Carol, ahead of Erin, is assigned, and Erin moves up.
+    agent.frame({ op: 'close', id: 'c', conv: CONV });
+    await cluster.until(() => carol.of('consultation').at(-1)?.state === 'assigned');
+    await cluster.until(() => erin.of('consultation').at(-1)?.position === 1);
+    expect(erin.of('consultation').map((frame) => [frame.state, frame.position])).toEqual([
+      ['waiting', 2],
+      ['waiting', 1],
+    ]);
+    // The next change of state follows the position, in order.
+    agent.frame({ op: 'close', id: 'c2', conv: 'shop:carol' });
+    await cluster.until(() => erin.of('consultation').at(-1)?.state === 'assigned');
+    await cluster.run(2_000, 50);
+    expect(erin.of('consultation').map((frame) => frame.state)).toEqual(['waiting', 'waiting', 'assigned']);
+    expect(eventsOf(erin, 'shop:erin')).toEqual(['queued', 'assigned']);
+  });
 });
 
 describe('cross-cell conversations over a memory network', () => {

@@ -5,7 +5,7 @@
  * and sorts the entries other cells forward to the part that applies them.
  */
 import type { Identity } from '../access/tokens.js';
-import type { ChatMessage, ConsultationView, Role } from '../protocol/frames.js';
+import { parseConversationId, type ChatMessage, type ConsultationView, type Role } from '../protocol/frames.js';
 import type { ClusterForwardedEntry } from './cluster-port.js';
 import { ConversationMirror } from './conversation-mirror.js';
 import { CrossCellAccess, type RelaySender } from './cross-cell-access.js';
@@ -16,6 +16,7 @@ import { HISTORY_PROTOCOL, parseCrossCellEntry, type CrossCellEntry, type CrossC
 import { GoneHints } from './gone-hints.js';
 import { HistoryServer } from './history-server.js';
 import { MirrorRefresh } from './mirror-refresh.js';
+import { QueuePositions } from './queue-positions.js';
 import { RemoteFanOut } from './remote-fan-out.js';
 import type { CrossCellParts, CrossCellSettings, CrossCellStats } from './cross-cell-settings.js';
 import { CROSS_CELL_DEFAULTS } from './cross-cell-settings.js';
@@ -57,6 +58,7 @@ export class CrossCellRelay {
   private readonly mirrors: MirrorRefresh;
   private readonly home: CrossCellHome;
   private readonly history: HistoryServer;
+  private readonly positions: QueuePositions;
 
   constructor(components: CrossCellComponents) {
     const settings = { ...CROSS_CELL_DEFAULTS, ...components.settings };
@@ -69,6 +71,7 @@ export class CrossCellRelay {
     this.mirrors = new MirrorRefresh(this.context, mirror, goneHints, (tenant, messages) => this.access.deliverMirrored(tenant, messages));
     this.home = new CrossCellHome(this.context, this.fanOut);
     this.history = new HistoryServer(this.context, this.fanOut);
+    this.positions = new QueuePositions(clock, (tenant, view) => void this.fanOut.consultation(tenant, view));
     cluster.onForward((source, entries) => this.onForward(source, entries));
     cluster.onCellGone((cellId) => this.fanOut.forgetCell(cellId));
     cluster.handle(HISTORY_PROTOCOL, (from, data) => this.history.serve(from, data));
@@ -139,7 +142,17 @@ export class CrossCellRelay {
 
   /** The customer's consultation at a desk here changed: its devices on other cells get the frame too. */
   consultationChanged(tenant: string, view: ConsultationView): void {
+    this.positions.stateChanged(tenant, view.conv);
     void this.fanOut.consultation(tenant, view);
+  }
+
+  /**
+   * The desk here told a waiting customer its queue position (between changes of state): on to
+   * the cells that follow the customer, thinned out (QueuePositions). Customers with no device
+   * elsewhere cost nothing more.
+   */
+  queuePosition(tenant: string, view: ConsultationView): void {
+    if (this.fanOut.hasFollowers(tenant, parseConversationId(view.conv)!.customer)) this.positions.offer(tenant, view);
   }
 
   /**

@@ -90,6 +90,11 @@ export class RemoteFanOut {
     if (cells.size === 0) this.followers.delete(key);
   }
 
+  /** Whether any cell follows the customer (holds its devices, as far as this cell knows) now. */
+  hasFollowers(tenant: string, customer: string): boolean {
+    return this.followersOf(tenant, customer).length > 0;
+  }
+
   stats(): Readonly<RemoteFanOutStats> {
     return { ...this.counts };
   }
