@@ -382,6 +382,39 @@ describe('the desk of a merchant on another cell', () => {
     expect((await cluster.stored('b', CONV)).map((message) => message.event?.type ?? message.body)).toEqual(['hi', 'assigned', 'closed']);
   });
 
+  it('passes a close that reached the merchant\'s old home on to the new one, and the answer reaches the cell of the device', async () => {
+    cluster = new TestCluster();
+    const ann = { id: 'ann', name: 'Ann', capacity: 1, groups: ['default'], supervisor: false };
+    const people: DeskPeople = { list: (_tenant, merchant) => (merchant === 'shop' ? [ann] : []), get: (_tenant, merchant, agent) => (merchant === 'shop' && agent === 'ann' ? ann : undefined) };
+    await cluster.addCell('a', ['corner'], undefined, people);
+    await cluster.addCell('b', ['kiosk']);
+    await cluster.addCell('c', ['shop'], undefined, people);
+    const agent = await cluster.connect('c', 'ann', { merchant: 'shop' });
+    const alice = await cluster.connect('a', 'alice');
+    alice.frame({ op: 'send', conv: CONV, cmid: 'hi', body: 'hi' });
+    await cluster.until(() => alice.of('consultation').at(-1)?.state === 'assigned');
+    // Cell a's directory still names b, where the merchant lived before: b passes the close on to c.
+    cluster.staleHomes.set('a', new Map([[`${TENANT}/shop`, 'b']]));
+    alice.frame({ op: 'close', id: 'c1', conv: CONV });
+    await cluster.until(() => answerTo(alice, 'c1') !== undefined);
+    expect(answerTo(alice, 'c1')).toEqual({ t: 'ok', id: 'c1' });
+    expect(eventsOf(agent, CONV)).toEqual(['assigned', 'closed']);
+    // The merchant moves to a while a's next request waits for b behind a partition: b sends it
+    // back to a, the merchant's home now, which answers its own device (its desk here, a test's
+    // move without the copy, knows no consultation of alice).
+    cluster.network.partition(['peer-a'], ['peer-b']);
+    alice.frame({ op: 'close', id: 'c2', conv: CONV });
+    await cluster.run(100);
+    cluster.homes.set(`${TENANT}/shop`, 'a');
+    cluster.staleHomes.clear();
+    cluster.cell('c').core.moveHost().releaseMerchant(TENANT, 'shop');
+    cluster.cell('a').core.moveHost().hostMerchant(TENANT, 'shop');
+    cluster.network.heal();
+    await cluster.cell('b').transport.dial(memoryAddress(cluster.cell('a').transport.self)).catch(() => undefined);
+    await cluster.until(() => answerTo(alice, 'c2') !== undefined, 10_000);
+    expect(answerTo(alice, 'c2')).toMatchObject({ t: 'error', id: 'c2', code: 'CONSULTATION_UNKNOWN' });
+  });
+
   it("tells a waiting customer connected elsewhere that its position moved, between changes of its state", async () => {
     const agent = await shopOnB();
     const alice = await cluster.connect('a', 'alice');

@@ -22,6 +22,8 @@ export class CrossCellHome {
   constructor(
     private readonly context: CrossCellContext,
     private readonly fanOut: RemoteFanOut,
+    /** Answers a desk request relayed from this very cell (its merchant moved here meanwhile). */
+    private readonly answerHere: (answer: CrossCellEntryOf<'desk-answer'>) => void,
   ) {}
 
   /** A message of a conversation hosted here became durable: on to the customer's other cells. */
@@ -160,7 +162,9 @@ export class CrossCellHome {
       answer.code = refusal.code;
       answer.message = refusal.message;
     }
-    await this.fanOut.answer(tenant, answer, origin);
+    // The merchant moved to the cell that relayed the request, and another cell passed it back.
+    if (origin === this.context.cluster.selfCellId) this.answerHere(answer);
+    else await this.fanOut.answer(tenant, answer, origin);
   }
 
   /** The desk's refusal of the request, or null once applied; rejects when it may work later. */

@@ -69,7 +69,7 @@ export class CrossCellRelay {
     const goneHints = new GoneHints(this.context);
     this.access = new CrossCellAccess(this.context, mirror, goneHints, (tenant, user) => this.mirrors.watch(tenant, user));
     this.mirrors = new MirrorRefresh(this.context, mirror, goneHints, (tenant, messages) => this.access.deliverMirrored(tenant, messages));
-    this.home = new CrossCellHome(this.context, this.fanOut);
+    this.home = new CrossCellHome(this.context, this.fanOut, (answer) => this.access.applyDeskAnswer(answer));
     this.history = new HistoryServer(this.context, this.fanOut);
     this.positions = new QueuePositions(clock, (tenant, view) => void this.fanOut.consultation(tenant, view));
     cluster.onForward((source, entries) => this.onForward(source, entries));
