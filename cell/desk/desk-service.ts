@@ -553,9 +553,10 @@ export class DeskService {
         const customer = open.customerOf.get(waiting.id);
         const record = customer === undefined ? undefined : open.records.get(customer);
         if (record === undefined) continue;
+        const devices = [...this.options.host.customerDevices(open.tenant, record.customer)];
         const view: ConsultationView = { conv: conversationIdOf(open.merchant, record.customer), consultation: record.id, state: 'waiting', group, position: waiting.position, openedAtMs: record.openedAtMs };
         if (waiting.estimatedWaitMs !== undefined) view.estimatedWaitMs = waiting.estimatedWaitMs;
-        this.options.host.broadcast(this.options.host.customerDevices(open.tenant, record.customer), { t: 'consultation', ...view });
+        if (devices.length > 0) this.options.host.broadcast(devices, { t: 'consultation', ...view });
         this.options.host.tellPositionElsewhere(open.tenant, view);
       }
     }
