@@ -1,15 +1,15 @@
 import type { Clock } from '../../platform/clock.js';
 import type { Identity } from '../access/tokens.js';
+import type { RelayedDeskAction } from '../messaging/cross-cell-wire.js';
 import type { DeviceConnection } from '../messaging/device.js';
 import type { PresenceRegistry } from '../messaging/presence.js';
 import { customerPrincipal } from '../messaging/principal.js';
+import type { DeskRequester } from '../messaging/relayed-desk-requests.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
 import { parseConversationId, type ClientFrame, type Role, type ServerFrame } from '../protocol/frames.js';
 import { answerBlockFrame } from './block-frames.js';
 import type { CustomerBlocks } from './customer-blocks.js';
 import type { DeskService } from './desk-service.js';
-import type { RelayedDeskAction } from '../messaging/cross-cell-wire.js';
-import type { DeskRequester } from '../messaging/relayed-desk-requests.js';
 
 /** Typing frames a device may send per conversation: one per this interval; more are dropped. */
 export const TYPING_INTERVAL_MS = 1_000;

@@ -9,7 +9,6 @@ import { parseConversationId, type ChatMessage, type ConsultationView, type Role
 import type { ClusterForwardedEntry } from './cluster-port.js';
 import { ConversationMirror } from './conversation-mirror.js';
 import { CrossCellAccess, type RelaySender } from './cross-cell-access.js';
-import type { DeskRequester } from './relayed-desk-requests.js';
 import { CrossCellContext } from './cross-cell-context.js';
 import { CrossCellHome } from './cross-cell-home.js';
 import { HISTORY_PROTOCOL, parseCrossCellEntry, type CrossCellEntry, type CrossCellEntryOf, type RelayedDeskAction } from './cross-cell-wire.js';
@@ -17,6 +16,7 @@ import { GoneHints } from './gone-hints.js';
 import { HistoryServer } from './history-server.js';
 import { MirrorRefresh } from './mirror-refresh.js';
 import { QueuePositions } from './queue-positions.js';
+import type { DeskRequester } from './relayed-desk-requests.js';
 import { RemoteFanOut } from './remote-fan-out.js';
 import type { CrossCellParts, CrossCellSettings, CrossCellStats } from './cross-cell-settings.js';
 import { CROSS_CELL_DEFAULTS } from './cross-cell-settings.js';
