@@ -16,7 +16,7 @@ import { newestWithinBytes, responseByteBudget } from './messaging/response-byte
 import { readInbox } from './messaging/inbox.js';
 import { answerError, type ErrorFrameHost } from './messaging/error-frames.js';
 import { DeskService, NO_PEOPLE, type DeskPeople, type DeskSettings } from './desk/desk-service.js';
-import { dispatchDeskFrame, tellTyping, type DeskFrameHost } from './desk/desk-frames.js';
+import { applyRelayedDeskAction, dispatchDeskFrame, tellTyping, type DeskFrameHost } from './desk/desk-frames.js';
 import { CustomerBlocks, type BlocksAudit } from './desk/customer-blocks.js';
 import type { RelayedSend } from './messaging/relayed-sends.js';
 import type { MoveHost } from './move-host.js';
@@ -148,6 +148,7 @@ export class CellCore {
         send: (connection, frame) => this.delivery.sendFrame(connection, frame),
         broadcast: (connections, frame) => this.delivery.broadcast(connections, frame),
         tellElsewhere: (tenant, view) => this.relay?.consultationChanged(tenant, view),
+        tellPositionElsewhere: (tenant, view) => this.relay?.queuePosition(tenant, view),
         closeDevice: (connection, reason) => connection.port.close(CloseCode.Forbidden, reason),
       },
     });
@@ -161,6 +162,7 @@ export class CellCore {
       authorize,
       send: (device, frame) => this.delivery.sendFrame(device, frame),
       typingElsewhere: (tenant, conv, user, role, home) => this.relay?.typing(tenant, conv, user, role, home),
+      deskElsewhere: (identity, home, conv, action, requester) => this.relay!.relayDeskAction(identity, home, conv, action, requester),
     };
     this.errorFrames = { clock: options.clock, logger: options.logger, metrics: options.metrics, send: (device, frame) => this.delivery.sendFrame(device, frame), disconnect: (device) => this.disconnect(device) };
     if (options.cluster !== undefined) this.attachCluster(options.cluster);
@@ -605,16 +607,8 @@ export class CellCore {
       tellCustomer: (tenant, customer, frame) => this.delivery.broadcast(this.presence.devicesOf(customerPrincipal(tenant, customer)), frame),
       markRead: (tenant, conv, party, seq) => this.markReadHere(tenant, conv, party, seq),
       whenAllowed: (tenant, conv) => this.blocks.whenAllowed(tenant, conv),
-      refuseRelayed: (sender, tenant, customer, conv, cmid, error) => {
-        const frame: ServerFrame = { t: 'error', code: error.code, message: error.message, conv, cmid };
-        const connection = sender?.connection;
-        if (connection !== undefined && !connection.closed) {
-          if (sender?.requestId !== undefined) frame.id = sender.requestId;
-          this.delivery.sendFrame(connection, frame);
-          return;
-        }
-        this.delivery.broadcast(this.presence.devicesOf(customerPrincipal(tenant, customer)), frame);
-      },
+      answer: (connection, frame) => this.delivery.sendFrame(connection, frame),
+      applyDeskAction: (tenant, conv, customer, action) => applyRelayedDeskAction(this.desk, tenant, conv, customer, action),
     };
   }
 

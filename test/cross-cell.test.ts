@@ -95,6 +95,7 @@ class TestDevice implements DevicePort {
 interface TestCell {
   readonly cellId: string;
   readonly merchants: readonly string[];
+  readonly people: DeskPeople | undefined;
   readonly store: TrackedStore;
   transport: MemoryTransport;
   location: LocationService;
@@ -154,7 +155,7 @@ class TestCluster {
         return () => this.directoryListeners.delete(listener);
       },
     };
-    const cell = { cellId, merchants, store, transport, devices: [] as TestDevice[] } as unknown as TestCell;
+    const cell = { cellId, merchants, people, store, transport, devices: [] as TestDevice[] } as unknown as TestCell;
     const random = new SeededRandom(this.seed++);
     cell.core = new CellCore({
       cellId,
@@ -202,7 +203,7 @@ class TestCluster {
   async restart(cellId: string): Promise<TestCell> {
     const old = this.cell(cellId);
     await this.crash(cellId);
-    return this.addCell(cellId, old.merchants, old.store);
+    return this.addCell(cellId, old.merchants, old.store, old.people);
   }
 
   async connect(cellId: string, user: string, options: { merchant?: string; device?: string; autoAck?: boolean } = {}): Promise<TestDevice> {
@@ -309,6 +310,137 @@ describe('the desk of a merchant on another cell', () => {
     await cluster.until(() => carol.of('typing').length > 0);
     expect(carol.of('typing')).toEqual([{ t: 'typing', conv: 'shop:carol', user: 'ann', role: 'agent' }]);
     expect(alice.of('typing')).toEqual([]);
+  });
+
+  /** Cell b hosts `shop`, whose desk has Ann (capacity 1); cell a hosts another merchant. */
+  async function shopOnB(): Promise<TestDevice> {
+    cluster = new TestCluster();
+    const ann = { id: 'ann', name: 'Ann', capacity: 1, groups: ['default'], supervisor: false };
+    await cluster.addCell('a', ['corner']);
+    await cluster.addCell('b', ['shop'], undefined, { list: () => [ann], get: (_tenant, _merchant, agent) => (agent === 'ann' ? ann : undefined) });
+    return cluster.connect('b', 'ann', { merchant: 'shop' });
+  }
+  const eventsOf = (device: TestDevice, conv: string): Array<string | undefined> =>
+    device
+      .of('msg')
+      .filter((frame) => frame.conv === conv && frame.role === 'system')
+      .map((frame) => frame.event?.type);
+  const answerTo = (device: TestDevice, id: string): ServerFrame | undefined => device.frames.find((frame) => 'id' in frame && frame.id === id && (frame.t === 'ok' || frame.t === 'error'));
+
+  it('takes the close and the rating of a customer connected elsewhere, answered from the home desk', async () => {
+    const agent = await shopOnB();
+    const alice = await cluster.connect('a', 'alice');
+    alice.frame({ op: 'send', conv: CONV, cmid: 'hi', body: 'hi' });
+    await cluster.until(() => alice.of('consultation').at(-1)?.state === 'assigned');
+    // A last message and the close right behind it: the close comes after it, in the same consultation.
+    alice.frame({ op: 'send', conv: CONV, cmid: 'bye', body: 'thanks, bye' });
+    alice.frame({ op: 'close', id: 'c1', conv: CONV });
+    await cluster.until(() => answerTo(alice, 'c1') !== undefined);
+    expect(answerTo(alice, 'c1')).toEqual({ t: 'ok', id: 'c1' });
+    // The device hears the system message of its close before the answer, as in one cell.
+    const closedAt = alice.frames.findIndex((frame) => frame.t === 'msg' && frame.event?.type === 'closed');
+    expect(closedAt).toBeGreaterThan(-1);
+    expect(closedAt).toBeLessThan(alice.frames.indexOf(answerTo(alice, 'c1')!));
+    expect(alice.of('msg').find((frame) => frame.event?.type === 'closed')?.event).toMatchObject({ by: 'customer', agent: 'ann' });
+    await cluster.until(() => eventsOf(agent, CONV).includes('closed'));
+    expect(alice.of('consultation').at(-1)).toMatchObject({ conv: CONV, state: 'closed' });
+    expect((await cluster.stored('b', CONV)).map((message) => message.event?.type ?? message.body)).toEqual(['hi', 'assigned', 'thanks, bye', 'closed']);
+
+    alice.frame({ op: 'rate', id: 'r1', conv: CONV, score: 5, comment: 'quick and kind' });
+    await cluster.until(() => answerTo(alice, 'r1') !== undefined);
+    expect(answerTo(alice, 'r1')).toEqual({ t: 'ok', id: 'r1' });
+    expect((await cluster.stored('b', CONV)).at(-1)?.event).toEqual({ type: 'rated', consultation: alice.of('consultation').at(-1)!.consultation, score: 5, comment: 'quick and kind' });
+    expect(eventsOf(alice, CONV)).toEqual(['assigned', 'closed', 'rated']);
+
+    // The home desk's refusals come back with the request's id.
+    alice.frame({ op: 'rate', id: 'r2', conv: CONV, score: 4 });
+    alice.frame({ op: 'close', id: 'c2', conv: CONV });
+    await cluster.until(() => answerTo(alice, 'r2') !== undefined && answerTo(alice, 'c2') !== undefined);
+    expect(answerTo(alice, 'r2')).toMatchObject({ t: 'error', id: 'r2', code: 'CONSULTATION_RATED' });
+    expect(answerTo(alice, 'c2')).toMatchObject({ t: 'error', id: 'c2', code: 'CONSULTATION_UNKNOWN' });
+    // A score out of range is refused at the cell the device is connected to, like any bad frame.
+    alice.frame({ op: 'rate', id: 'r3', conv: CONV, score: 6 });
+    await cluster.until(() => answerTo(alice, 'r3') !== undefined);
+    expect(answerTo(alice, 'r3')).toMatchObject({ t: 'error', id: 'r3', code: 'BAD_FRAME' });
+    await cluster.run(100);
+    expect(eventsOf(alice, CONV)).toEqual(['assigned', 'closed', 'rated']);
+  });
+
+  it('waits in the outbox while the home cell is away, and is answered after it is back', async () => {
+    const agent = await shopOnB();
+    const alice = await cluster.connect('a', 'alice');
+    alice.frame({ op: 'send', conv: CONV, cmid: 'hi', body: 'hi' });
+    await cluster.until(() => alice.of('consultation').at(-1)?.state === 'assigned');
+    agent.close(1000, 'bye');
+    await cluster.crash('b');
+    alice.frame({ op: 'close', id: 'c1', conv: CONV, consultation: alice.of('consultation').at(-1)!.consultation });
+    await cluster.run(200);
+    expect(answerTo(alice, 'c1')).toBeUndefined();
+    await cluster.restart('b');
+    await cluster.until(() => answerTo(alice, 'c1') !== undefined);
+    expect(answerTo(alice, 'c1')).toEqual({ t: 'ok', id: 'c1' });
+    expect((await cluster.stored('b', CONV)).map((message) => message.event?.type ?? message.body)).toEqual(['hi', 'assigned', 'closed']);
+  });
+
+  it('passes a close that reached the merchant\'s old home on to the new one, and the answer reaches the cell of the device', async () => {
+    cluster = new TestCluster();
+    const ann = { id: 'ann', name: 'Ann', capacity: 1, groups: ['default'], supervisor: false };
+    const people: DeskPeople = { list: (_tenant, merchant) => (merchant === 'shop' ? [ann] : []), get: (_tenant, merchant, agent) => (merchant === 'shop' && agent === 'ann' ? ann : undefined) };
+    await cluster.addCell('a', ['corner'], undefined, people);
+    await cluster.addCell('b', ['kiosk']);
+    await cluster.addCell('c', ['shop'], undefined, people);
+    const agent = await cluster.connect('c', 'ann', { merchant: 'shop' });
+    const alice = await cluster.connect('a', 'alice');
+    alice.frame({ op: 'send', conv: CONV, cmid: 'hi', body: 'hi' });
+    await cluster.until(() => alice.of('consultation').at(-1)?.state === 'assigned');
+    // Cell a's directory still names b, where the merchant lived before: b passes the close on to c.
+    cluster.staleHomes.set('a', new Map([[`${TENANT}/shop`, 'b']]));
+    alice.frame({ op: 'close', id: 'c1', conv: CONV });
+    await cluster.until(() => answerTo(alice, 'c1') !== undefined);
+    expect(answerTo(alice, 'c1')).toEqual({ t: 'ok', id: 'c1' });
+    expect(eventsOf(agent, CONV)).toEqual(['assigned', 'closed']);
+    // The merchant moves to a while a's next request waits for b behind a partition: b sends it
+    // back to a, the merchant's home now, which answers its own device (its desk here, a test's
+    // move without the copy, knows no consultation of alice).
+    cluster.network.partition(['peer-a'], ['peer-b']);
+    alice.frame({ op: 'close', id: 'c2', conv: CONV });
+    await cluster.run(100);
+    cluster.homes.set(`${TENANT}/shop`, 'a');
+    cluster.staleHomes.clear();
+    cluster.cell('c').core.moveHost().releaseMerchant(TENANT, 'shop');
+    cluster.cell('a').core.moveHost().hostMerchant(TENANT, 'shop');
+    cluster.network.heal();
+    await cluster.cell('b').transport.dial(memoryAddress(cluster.cell('a').transport.self)).catch(() => undefined);
+    await cluster.until(() => answerTo(alice, 'c2') !== undefined, 10_000);
+    expect(answerTo(alice, 'c2')).toMatchObject({ t: 'error', id: 'c2', code: 'CONSULTATION_UNKNOWN' });
+  });
+
+  it("tells a waiting customer connected elsewhere that its position moved, between changes of its state", async () => {
+    const agent = await shopOnB();
+    const alice = await cluster.connect('a', 'alice');
+    const carol = await cluster.connect('a', 'carol');
+    const erin = await cluster.connect('a', 'erin');
+    for (const device of [alice, carol, erin]) {
+      device.frame({ op: 'send', conv: `shop:${device.identity.user}`, cmid: 'hi', body: 'hi' });
+      await cluster.until(() => device.of('consultation').length > 0);
+    }
+    expect(alice.of('consultation').at(-1)).toMatchObject({ state: 'assigned', agent: 'ann' });
+    expect(carol.of('consultation').at(-1)).toMatchObject({ state: 'waiting', position: 1 });
+    expect(erin.of('consultation').at(-1)).toMatchObject({ state: 'waiting', position: 2 });
+    // Ann closes Alice's consultation: Carol, ahead of Erin, is assigned, and Erin moves up.
+    agent.frame({ op: 'close', id: 'c', conv: CONV });
+    await cluster.until(() => carol.of('consultation').at(-1)?.state === 'assigned');
+    await cluster.until(() => erin.of('consultation').at(-1)?.position === 1);
+    expect(erin.of('consultation').map((frame) => [frame.state, frame.position])).toEqual([
+      ['waiting', 2],
+      ['waiting', 1],
+    ]);
+    // The next change of state follows the position, in order.
+    agent.frame({ op: 'close', id: 'c2', conv: 'shop:carol' });
+    await cluster.until(() => erin.of('consultation').at(-1)?.state === 'assigned');
+    await cluster.run(2_000, 50);
+    expect(erin.of('consultation').map((frame) => frame.state)).toEqual(['waiting', 'waiting', 'assigned']);
+    expect(eventsOf(erin, 'shop:erin')).toEqual(['queued', 'assigned']);
   });
 });
 

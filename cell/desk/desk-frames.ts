@@ -1,8 +1,10 @@
 import type { Clock } from '../../platform/clock.js';
 import type { Identity } from '../access/tokens.js';
+import type { RelayedDeskAction } from '../messaging/cross-cell-wire.js';
 import type { DeviceConnection } from '../messaging/device.js';
 import type { PresenceRegistry } from '../messaging/presence.js';
 import { customerPrincipal } from '../messaging/principal.js';
+import type { DeskRequester } from '../messaging/relayed-desk-requests.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
 import { parseConversationId, type ClientFrame, type Role, type ServerFrame } from '../protocol/frames.js';
 import { answerBlockFrame } from './block-frames.js';
@@ -26,6 +28,11 @@ export interface DeskFrameHost {
   send(connection: DeviceConnection, frame: ServerFrame): void;
   /** Passes "typing" on to the cells holding the other party's devices (`home`: the conversation's home, for a customer elsewhere). */
   typingElsewhere(tenant: string, conv: string, user: string, role: Role, home: string | undefined): void;
+  /**
+   * Relays a customer's `close` or `rate` to the desk in the merchant's home cell `home`
+   * (CrossCellRelay.relayDeskAction): resolves once durable; `requester` is answered later.
+   */
+  deskElsewhere(identity: Identity, home: string, conv: string, action: RelayedDeskAction, requester: DeskRequester): Promise<void>;
 }
 
 /** Answers the frames of the desk (docs/protocol.md, "The desk"). */
@@ -37,20 +44,21 @@ export async function dispatchDeskFrame(host: DeskFrameHost, connection: DeviceC
       if (identity.role !== 'agent') throw new CellError(ErrorCode.ConversationForbidden, 'only agents set a status');
       await desk.setStatus(identity, frame.status);
       break;
-    case 'close':
-      requireHostedHere(host, identity, frame.conv);
-      await desk.close(identity, frame.conv, frame.consultation);
-      break;
     case 'transfer':
       if (identity.role !== 'agent') throw new CellError(ErrorCode.ConversationForbidden, 'only agents transfer consultations');
       requireHostedHere(host, identity, frame.conv);
       await desk.transfer(identity, frame.conv, { agent: frame.agent, group: frame.group }, frame.note, frame.consultation);
       break;
-    case 'rate':
-      if (identity.role !== 'customer') throw new CellError(ErrorCode.ConversationForbidden, 'only the customer rates a consultation');
-      requireHostedHere(host, identity, frame.conv);
-      await desk.rate(identity, frame.conv, frame.score, frame.comment);
+    case 'close':
+    case 'rate': {
+      if (frame.op === 'rate' && identity.role !== 'customer') throw new CellError(ErrorCode.ConversationForbidden, 'only the customer rates a consultation');
+      const { home } = host.authorize(identity, frame.conv);
+      const action = deskActionOf(frame);
+      // The desk is in the merchant's home cell: a customer's device elsewhere is answered from there.
+      if (home !== undefined) return host.deskElsewhere(identity, home, frame.conv, action, { connection, requestId: frame.id });
+      await applyDeskAction(desk, identity, frame.conv, action);
       break;
+    }
     case 'typing':
       typing(host, connection, frame.conv);
       return;
@@ -92,7 +100,28 @@ export function tellTyping(host: Pick<DeskFrameHost, 'desk' | 'presence' | 'send
   for (const device of others) if (device.identity.role !== role) host.send(device, frame);
 }
 
-/** The desk of a conversation lives in its merchant's home cell; a customer elsewhere acts there through it (not yet relayed). */
+function deskActionOf(frame: Extract<DeskClientFrame, { op: 'close' | 'rate' }>): RelayedDeskAction {
+  if (frame.op === 'close') return frame.consultation === undefined ? { op: 'close' } : { op: 'close', consultation: frame.consultation };
+  return frame.comment === undefined ? { op: 'rate', score: frame.score } : { op: 'rate', score: frame.score, comment: frame.comment };
+}
+
+/** A `close` or `rate` at the desk here, of a device here or (`identity` standing for the customer) relayed from another cell. */
+function applyDeskAction(desk: DeskService, identity: Identity, conv: string, action: RelayedDeskAction): Promise<void> {
+  return action.op === 'close' ? desk.close(identity, conv, action.consultation) : desk.rate(identity, conv, action.score, action.comment);
+}
+
+/**
+ * A customer's `close` or `rate` that another cell relayed (its device is there, checked there):
+ * applied at the desk here as if the device were here; rejects with the desk's refusal.
+ */
+export function applyRelayedDeskAction(desk: DeskService, tenant: string, conv: string, customer: string, action: RelayedDeskAction): Promise<void> {
+  desk.requireOpen(tenant, parseConversationId(conv)!.merchant);
+  // The device and its token stay at the access cell: the desk reads only who acts.
+  const identity: Identity = { tenant, user: customer, role: 'customer', device: 'relayed', expiresAtMs: Number.MAX_SAFE_INTEGER };
+  return applyDeskAction(desk, identity, conv, action);
+}
+
+/** The desk of a conversation lives in its merchant's home cell: an agent's transfer acts there only. */
 function requireHostedHere(host: DeskFrameHost, identity: Identity, conv: string): void {
   const { home } = host.authorize(identity, conv);
   if (home !== undefined) {

@@ -55,6 +55,8 @@ export interface DeskHost {
   broadcast(connections: Iterable<DeviceConnection>, frame: ServerFrame): void;
   /** Passes a consultation's new state to the customer's devices on other cells (a cell in a cluster). */
   tellElsewhere(tenant: string, view: ConsultationView): void;
+  /** Passes a waiting customer's new queue position (no change of state) to its devices on other cells. */
+  tellPositionElsewhere(tenant: string, view: ConsultationView): void;
   /** Closes a device whose agent was removed (close code 4403). */
   closeDevice(connection: DeviceConnection, reason: string): void;
 }
@@ -552,10 +554,10 @@ export class DeskService {
         const record = customer === undefined ? undefined : open.records.get(customer);
         if (record === undefined) continue;
         const devices = [...this.options.host.customerDevices(open.tenant, record.customer)];
-        if (devices.length === 0) continue;
-        const frame: ServerFrame = { t: 'consultation', conv: conversationIdOf(open.merchant, record.customer), consultation: record.id, state: 'waiting', group, position: waiting.position, openedAtMs: record.openedAtMs };
-        if (waiting.estimatedWaitMs !== undefined) frame.estimatedWaitMs = waiting.estimatedWaitMs;
-        for (const device of devices) this.options.host.send(device, frame);
+        const view: ConsultationView = { conv: conversationIdOf(open.merchant, record.customer), consultation: record.id, state: 'waiting', group, position: waiting.position, openedAtMs: record.openedAtMs };
+        if (waiting.estimatedWaitMs !== undefined) view.estimatedWaitMs = waiting.estimatedWaitMs;
+        if (devices.length > 0) this.options.host.broadcast(devices, { t: 'consultation', ...view });
+        this.options.host.tellPositionElsewhere(open.tenant, view);
       }
     }
   }

@@ -1,18 +1,20 @@
 /**
- * The access side of cross-cell conversations: sends and reads of a user here relayed to the
- * conversation's home cell, and what the home cell forwards back (messages, receipts, refusals)
- * written into the mirror and delivered, answering the devices that sent.
+ * The access side of cross-cell conversations: sends, reads and desk requests (`close`, `rate`)
+ * of a user here relayed to the conversation's home cell, and what the home cell forwards back
+ * (messages, receipts, refusals, answers) written into the mirror and delivered, answering the
+ * devices that sent.
  */
 import type { Identity } from '../access/tokens.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
-import { parseConversationId, type ChatMessage, type ConsultationView } from '../protocol/frames.js';
+import { parseConversationId, type ChatMessage, type ConsultationView, type ServerFrame } from '../protocol/frames.js';
 import { idempotencyConflict } from './conversation-log.js';
 import type { ConversationMirror } from './conversation-mirror.js';
 import type { CrossCellContext } from './cross-cell-context.js';
-import { readerParty, type CrossCellEntryOf } from './cross-cell-wire.js';
+import { readerParty, type CrossCellEntryOf, type RelayedDeskAction } from './cross-cell-wire.js';
 import type { GoneHints } from './gone-hints.js';
 import { KeyedSerializer, SerializerFullError } from './keyed-serializer.js';
 import { conversationParty, partyId } from './principal.js';
+import { RelayedDeskRequests, type DeskRequester } from './relayed-desk-requests.js';
 import { RelayedSends, relayedSendKey, type RelayedSend } from './relayed-sends.js';
 
 /** The device (and request) a relayed send answers once its seq is known. */
@@ -20,7 +22,8 @@ export type RelaySender = { connection: RelayedSend['connection']; requestId: st
 
 export class CrossCellAccess {
   private readonly sends: RelayedSends;
-  /** One relayed send at a time per conversation, so a device's pipelined sends leave in order. */
+  private readonly deskRequests: RelayedDeskRequests;
+  /** One relayed send (or desk request) at a time per conversation, so a device's pipelined frames leave in order. */
   private readonly relaying: KeyedSerializer;
 
   constructor(
@@ -32,6 +35,7 @@ export class CrossCellAccess {
   ) {
     const { clock, settings } = context;
     this.relaying = new KeyedSerializer(settings.maxQueuedTasks);
+    this.deskRequests = new RelayedDeskRequests(settings.maxRelayedSends);
     this.sends = new RelayedSends(
       clock,
       settings.maxRelayedSends,
@@ -81,6 +85,39 @@ export class CrossCellAccess {
     }
     this.context.counts.relayedSends++;
     return undefined;
+  }
+
+  /**
+   * A customer's `close` or `rate` of a conversation whose desk is at `home`: durable in the
+   * outbox once this resolves, behind the customer's sends relayed before it (a "thanks, bye"
+   * then a close closes the consultation the message belongs to). `requester` is answered (`ok`,
+   * or the desk's refusal) when the home cell's answer comes back (applyDeskAnswer).
+   */
+  async relayDeskAction(identity: Identity, home: string, conv: string, action: RelayedDeskAction, requester: DeskRequester): Promise<void> {
+    if (this.context.host.isDraining()) throw new CellError(ErrorCode.ShuttingDown, 'the cell is shutting down; resend after reconnecting');
+    const { tenant, user, device } = identity;
+    const request = this.deskRequests.track(requester);
+    try {
+      await this.relaying.run(`${tenant}/${conv}`, () => this.context.enqueue(home, { v: 1, kind: 'desk', tenant, conv, user, device, request, action }));
+    } catch (error) {
+      this.deskRequests.settle(request);
+      if (error instanceof SerializerFullError) throw new CellError(ErrorCode.StoreUnavailable, 'too many requests wait for other cells; retry', { retryAfterMs: 1_000 });
+      throw error;
+    }
+  }
+
+  /** Access side: the home cell's desk took (or refused) a request relayed from here; its device learns which. */
+  applyDeskAnswer(entry: CrossCellEntryOf<'desk-answer'>): void {
+    const requester = this.deskRequests.settle(entry.request);
+    if (requester === undefined || requester.connection.closed) return;
+    const { connection, requestId } = requester;
+    if (entry.code === undefined) {
+      if (requestId !== undefined) this.context.host.answer(connection, { t: 'ok', id: requestId });
+      return;
+    }
+    const frame: ServerFrame = { t: 'error', code: knownCode(entry.code), message: entry.message ?? entry.code };
+    if (requestId !== undefined) frame.id = requestId;
+    this.context.host.answer(connection, frame);
   }
 
   /** Waits for the message of a relayed send (HTTP callers) of the sender `senderParty`; rejects FORWARD_PENDING after `relayWaitMs`. */
@@ -179,10 +216,17 @@ export class CrossCellAccess {
 
   /** Access side: the home cell refused a relayed send for good. */
   applyRejected(entry: CrossCellEntryOf<'rejected'>): void {
-    const code = Object.values(ErrorCode).includes(entry.code as ErrorCode) ? (entry.code as ErrorCode) : ErrorCode.Internal;
-    const error = new CellError(code, entry.message);
+    const error = new CellError(knownCode(entry.code), entry.message);
     const sender = this.sends.fail(relayedSendKey(entry.tenant, entry.conv, partyId({ role: 'customer', user: entry.user }), entry.cmid), error);
-    this.context.host.refuseRelayed(sender, entry.tenant, entry.user, entry.conv, entry.cmid, error);
+    const frame: ServerFrame = { t: 'error', code: error.code, message: error.message, conv: entry.conv, cmid: entry.cmid };
+    const connection = sender?.connection;
+    if (connection !== undefined && !connection.closed) {
+      if (sender?.requestId !== undefined) frame.id = sender.requestId;
+      this.context.host.answer(connection, frame);
+      return;
+    }
+    // The device that sent it is gone: the customer's devices here learn of it.
+    this.context.host.tellCustomer(entry.tenant, entry.user, frame);
   }
 
   /** Delivers newly mirrored messages, in seq order, answering the devices that sent them. */
@@ -192,4 +236,9 @@ export class CrossCellAccess {
       this.context.host.deliver(tenant, message, sender);
     }
   }
+}
+
+/** A code another cell sent: ours, or INTERNAL for one this version does not know. */
+function knownCode(code: string): ErrorCode {
+  return Object.values(ErrorCode).includes(code as ErrorCode) ? (code as ErrorCode) : ErrorCode.Internal;
 }

@@ -1,7 +1,7 @@
 /**
- * The home side of cross-cell conversations: sends and reads relayed from access cells applied
- * with the normal paths (or passed on, or refused), and every durable message and receipt of a
- * hosted conversation fanned out to the cells holding the customer's devices.
+ * The home side of cross-cell conversations: sends, reads and desk requests relayed from access
+ * cells applied with the normal paths (or passed on, or refused), and every durable message and
+ * receipt of a hosted conversation fanned out to the cells holding the customer's devices.
  */
 import { CellError, ErrorCode } from '../protocol/errors.js';
 import { parseConversationId, type ChatMessage } from '../protocol/frames.js';
@@ -16,10 +16,14 @@ export class CrossCellHome {
   private readonly origins = new Map<string, string>();
   /** The fan-out (to the origin, among others) of each such send once durable. */
   private readonly originTasks = new Map<string, Promise<void>>();
+  /** Desk requests applied here, by origin and request, with the desk's refusal (null: applied); oldest first. */
+  private readonly deskAnswers = new Map<string, CellError | null>();
 
   constructor(
     private readonly context: CrossCellContext,
     private readonly fanOut: RemoteFanOut,
+    /** Answers a desk request relayed from this very cell (its merchant moved here meanwhile). */
+    private readonly answerHere: (answer: CrossCellEntryOf<'desk-answer'>) => void,
   ) {}
 
   /** A message of a conversation hosted here became durable: on to the customer's other cells. */
@@ -120,6 +124,64 @@ export class CrossCellHome {
     }
   }
 
+  /**
+   * Home side: a customer's `close` or `rate` relayed from an access cell, applied at the desk
+   * after the sends before it, and answered to that cell (after the system message it wrote).
+   * A refusal of the desk (nothing to close, rated already, no desk) is the answer; a transient
+   * failure (the store, a desk still being read, this cell draining) rejects, and the source
+   * retries the batch. A request applied already (the batch failed further on and came again)
+   * gets its first answer again rather than a second close; after a restart of this cell it is
+   * applied again, which a `close` naming its consultation makes harmless.
+   */
+  async applyDeskAction(source: string, entry: CrossCellEntryOf<'desk'>): Promise<void> {
+    const { tenant, conv, request } = entry;
+    const { merchant, customer } = parseConversationId(conv)!;
+    const origin = entry.origin ?? source;
+    await this.context.host.whenSettled(tenant, merchant);
+    if (!this.context.host.hosts(tenant, merchant)) {
+      // The merchant moved away: its new home answers the access cell (as for sends).
+      const home = this.context.cluster.homeCellOf(tenant, merchant);
+      if (home !== undefined && home !== this.context.cluster.selfCellId) {
+        await this.context.cluster.enqueue(home, [crossCellEntry({ ...entry, origin })]);
+        return;
+      }
+    }
+    if (entry.user !== customer) {
+      this.context.drop(source, `desk/${tenant}/${conv}`, 'a desk request by a non-party');
+      return;
+    }
+    const key = `${origin}/${request}`;
+    let refusal = this.deskAnswers.get(key);
+    if (refusal === undefined) {
+      refusal = await this.applyAtDesk(tenant, conv, customer, entry);
+      this.deskAnswers.set(key, refusal);
+      while (this.deskAnswers.size > this.context.settings.maxRelayedSends) this.deskAnswers.delete(this.deskAnswers.keys().next().value!);
+    }
+    const answer: CrossCellEntryOf<'desk-answer'> = { v: 1, kind: 'desk-answer', tenant, conv, request };
+    if (refusal !== null) {
+      answer.code = refusal.code;
+      answer.message = refusal.message;
+    }
+    // The merchant moved to the cell that relayed the request, and another cell passed it back.
+    if (origin === this.context.cluster.selfCellId) this.answerHere(answer);
+    else await this.fanOut.answer(tenant, answer, origin);
+  }
+
+  /** The desk's refusal of the request, or null once applied; rejects when it may work later. */
+  private async applyAtDesk(tenant: string, conv: string, customer: string, entry: CrossCellEntryOf<'desk'>): Promise<CellError | null> {
+    if (this.context.host.isDraining()) throw new CellError(ErrorCode.ShuttingDown, 'this cell is shutting down');
+    const { merchant } = parseConversationId(conv)!;
+    if (!this.context.host.hosts(tenant, merchant)) return new CellError(ErrorCode.MerchantNotHosted, `merchant ${merchant} is not hosted by cell ${this.context.cluster.selfCellId}`);
+    try {
+      await this.context.host.applyDeskAction(tenant, conv, customer, entry.action);
+      return null;
+    } catch (error) {
+      if (!(error instanceof CellError) || TRANSIENT_CODES.has(error.code)) throw error;
+      this.context.logger.info({ source: entry.origin, conv, code: error.code }, 'the desk refused a request relayed from another cell');
+      return error;
+    }
+  }
+
   /** Refuses each send to the access cell it came from (its `origin` when another cell passed it on). */
   private async rejectAtOrigins(source: string, sends: ReadonlyArray<CrossCellEntryOf<'send'>>, error: CellError): Promise<void> {
     const byOrigin = new Map<string, Array<CrossCellEntryOf<'send'>>>();
@@ -138,6 +200,9 @@ export class CrossCellHome {
     await this.context.cluster.enqueue(source, entries);
   }
 }
+
+/** Refusals that may not hold later: the request is tried again rather than answered with them. */
+const TRANSIENT_CODES: ReadonlySet<ErrorCode> = new Set([ErrorCode.StoreUnavailable, ErrorCode.ShuttingDown]);
 
 function isIdempotencyConflict(error: unknown): boolean {
   return error instanceof CellError && error.code === ErrorCode.IdempotencyConflict;

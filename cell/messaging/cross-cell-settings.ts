@@ -6,11 +6,12 @@
 import type { Clock } from '../../platform/clock.js';
 import type { Logger } from '../../platform/logger.js';
 import type { Store } from '../../platform/store/store.js';
-import type { CellError } from '../protocol/errors.js';
 import type { ChatMessage, Role, ServerFrame } from '../protocol/frames.js';
 import type { ClusterPort } from './cluster-port.js';
 import type { ConversationLog } from './conversation-log.js';
 import type { RelayedSend } from './relayed-sends.js';
+import type { RelayedDeskAction } from './cross-cell-wire.js';
+import type { DeviceConnection } from './device.js';
 import type { RemoteFanOutStats } from './remote-fan-out.js';
 
 /** Settings of cross-cell conversations; defaults in CROSS_CELL_DEFAULTS, quoted by docs/architecture.md. */
@@ -78,10 +79,15 @@ export interface CrossCellHost {
   markRead(tenant: string, conv: string, party: string, seq: number): Promise<void>;
   /** `user` (with `role`) is typing in `conv`, as another cell relays: the other party's devices here hear it. */
   tellTyping(tenant: string, conv: string, user: string, role: Role): void;
-  /** Sends a frame (a `consultation` frame from the merchant's desk) to the customer's devices here. */
+  /** Sends a frame (a `consultation` frame from the merchant's desk, a refusal) to the customer's devices here. */
   tellCustomer(tenant: string, customer: string, frame: ServerFrame): void;
-  /** Tells the sender of a relayed send (or, when it is gone, the customer's devices here) that it was refused. */
-  refuseRelayed(sender: RelayedSend | undefined, tenant: string, customer: string, conv: string, cmid: string, error: CellError): void;
+  /** Sends a frame to one device here (the answer of a relayed request). */
+  answer(connection: DeviceConnection, frame: ServerFrame): void;
+  /**
+   * Applies a customer's `close` or `rate` that another cell relayed, at the desk of a merchant
+   * hosted here, as if its device were here; rejects with the desk's refusal (a CellError).
+   */
+  applyDeskAction(tenant: string, conv: string, customer: string, action: RelayedDeskAction): Promise<void>;
   /** Undefined when the customer of `conv` may send to its merchant; throws CUSTOMER_BLOCKED, or a promise doing either (CustomerBlocks.whenAllowed). */
   whenAllowed(tenant: string, conv: string): Promise<void> | undefined;
 }

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { DeskNotice, IDENTIFIER_PATTERN, MAX_ATTACHMENTS_PER_MESSAGE, MAX_BODY_CHARS, attachmentId, clientMessageId, parseConversationId, type Role } from '../protocol/frames.js';
+import { DeskNotice, IDENTIFIER_PATTERN, MAX_ATTACHMENTS_PER_MESSAGE, MAX_BODY_CHARS, MAX_NOTE_CHARS, attachmentId, clientMessageId, parseConversationId, type Role } from '../protocol/frames.js';
 import type { ClusterEntry, JsonValue } from './cluster-port.js';
 import { conversationParty } from './principal.js';
 
@@ -50,6 +50,13 @@ const chatMessage = z.object({
   event: DeskNotice.optional(),
 });
 
+/** What a customer asks of its merchant's desk from another cell: its `close` and `rate` frames. */
+const deskAction = z.discriminatedUnion('op', [
+  z.object({ op: z.literal('close'), consultation: identifier.optional() }),
+  z.object({ op: z.literal('rate'), score: z.number().int().min(1).max(5), comment: z.string().max(MAX_NOTE_CHARS).optional() }),
+]);
+export type RelayedDeskAction = z.infer<typeof deskAction>;
+
 /**
  * One entry between cells. Only customers' devices are ever on another cell than their
  * conversation's home (agents work in their merchant's home cell), so `user` names a customer
@@ -63,6 +70,8 @@ const chatMessage = z.object({
  * - `consultation` (home cell to the cells holding the customer's devices): the customer's
  *   consultation changed (its desk's `consultation` frame, docs/protocol.md "The desk").
  * - `typing` (either way): the customer or an agent is typing in the conversation.
+ * - `desk` (access cell to home cell): the customer's `close` or `rate`, to apply at the desk.
+ * - `desk-answer` (home cell to access cell): how the desk took it (`code` when it refused).
  */
 export const CrossCellEntry = z.discriminatedUnion('kind', [
   z.object({
@@ -106,6 +115,20 @@ export const CrossCellEntry = z.discriminatedUnion('kind', [
       openedAtMs: z.number().min(0),
     }),
   }),
+  z.object({
+    v: z.literal(1),
+    kind: z.literal('desk'),
+    tenant: identifier,
+    conv: conversationId,
+    user: identifier,
+    device: identifier,
+    /** Names the request in its answer, and once at the home cell (a batch applied again). */
+    request: identifier,
+    action: deskAction,
+    /** The access cell to answer, when another cell passes the request on (as for `send`). */
+    origin: identifier.optional(),
+  }),
+  z.object({ v: z.literal(1), kind: z.literal('desk-answer'), tenant: identifier, conv: conversationId, request: identifier, code: errorCode.optional(), message: errorMessage.optional() }),
   z.object({
     v: z.literal(1),
     kind: z.literal('rejected'),

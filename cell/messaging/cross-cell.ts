@@ -5,16 +5,18 @@
  * and sorts the entries other cells forward to the part that applies them.
  */
 import type { Identity } from '../access/tokens.js';
-import type { ChatMessage, ConsultationView, Role } from '../protocol/frames.js';
+import { parseConversationId, type ChatMessage, type ConsultationView, type Role } from '../protocol/frames.js';
 import type { ClusterForwardedEntry } from './cluster-port.js';
 import { ConversationMirror } from './conversation-mirror.js';
 import { CrossCellAccess, type RelaySender } from './cross-cell-access.js';
 import { CrossCellContext } from './cross-cell-context.js';
 import { CrossCellHome } from './cross-cell-home.js';
-import { HISTORY_PROTOCOL, parseCrossCellEntry, type CrossCellEntry, type CrossCellEntryOf } from './cross-cell-wire.js';
+import { HISTORY_PROTOCOL, parseCrossCellEntry, type CrossCellEntry, type CrossCellEntryOf, type RelayedDeskAction } from './cross-cell-wire.js';
 import { GoneHints } from './gone-hints.js';
 import { HistoryServer } from './history-server.js';
 import { MirrorRefresh } from './mirror-refresh.js';
+import { QueuePositions } from './queue-positions.js';
+import type { DeskRequester } from './relayed-desk-requests.js';
 import { RemoteFanOut } from './remote-fan-out.js';
 import type { CrossCellParts, CrossCellSettings, CrossCellStats } from './cross-cell-settings.js';
 import { CROSS_CELL_DEFAULTS } from './cross-cell-settings.js';
@@ -56,6 +58,7 @@ export class CrossCellRelay {
   private readonly mirrors: MirrorRefresh;
   private readonly home: CrossCellHome;
   private readonly history: HistoryServer;
+  private readonly positions: QueuePositions;
 
   constructor(components: CrossCellComponents) {
     const settings = { ...CROSS_CELL_DEFAULTS, ...components.settings };
@@ -66,8 +69,9 @@ export class CrossCellRelay {
     const goneHints = new GoneHints(this.context);
     this.access = new CrossCellAccess(this.context, mirror, goneHints, (tenant, user) => this.mirrors.watch(tenant, user));
     this.mirrors = new MirrorRefresh(this.context, mirror, goneHints, (tenant, messages) => this.access.deliverMirrored(tenant, messages));
-    this.home = new CrossCellHome(this.context, this.fanOut);
+    this.home = new CrossCellHome(this.context, this.fanOut, (answer) => this.access.applyDeskAnswer(answer));
     this.history = new HistoryServer(this.context, this.fanOut);
+    this.positions = new QueuePositions(clock, (tenant, view) => void this.fanOut.consultation(tenant, view));
     cluster.onForward((source, entries) => this.onForward(source, entries));
     cluster.onCellGone((cellId) => this.fanOut.forgetCell(cellId));
     cluster.handle(HISTORY_PROTOCOL, (from, data) => this.history.serve(from, data));
@@ -87,6 +91,11 @@ export class CrossCellRelay {
   /** Forwards a send to the conversation's home cell (CrossCellAccess.relaySend). */
   relaySend(identity: Identity, home: string, conv: string, cmid: string, body: string, sender: RelaySender): Promise<ChatMessage | undefined> {
     return this.access.relaySend(identity, home, conv, cmid, body, sender);
+  }
+
+  /** Relays a customer's `close` or `rate` to the desk at `home` (CrossCellAccess.relayDeskAction). */
+  relayDeskAction(identity: Identity, home: string, conv: string, action: RelayedDeskAction, requester: DeskRequester): Promise<void> {
+    return this.access.relayDeskAction(identity, home, conv, action, requester);
   }
 
   /** Waits for the message of a relayed send (HTTP callers) of the sender `senderParty`; rejects FORWARD_PENDING after `relayWaitMs`. */
@@ -133,7 +142,17 @@ export class CrossCellRelay {
 
   /** The customer's consultation at a desk here changed: its devices on other cells get the frame too. */
   consultationChanged(tenant: string, view: ConsultationView): void {
+    this.positions.stateChanged(tenant, view.conv);
     void this.fanOut.consultation(tenant, view);
+  }
+
+  /**
+   * The desk here told a waiting customer its queue position (between changes of state): on to
+   * the cells that follow the customer, thinned out (QueuePositions). Customers with no device
+   * elsewhere cost nothing more.
+   */
+  queuePosition(tenant: string, view: ConsultationView): void {
+    if (this.fanOut.hasFollowers(tenant, parseConversationId(view.conv)!.customer)) this.positions.offer(tenant, view);
   }
 
   /**
@@ -212,6 +231,12 @@ export class CrossCellRelay {
           break;
         case 'typing':
           for (const entry of run as Array<CrossCellEntryOf<'typing'>>) this.context.host.tellTyping(entry.tenant, entry.conv, entry.user, entry.role);
+          break;
+        case 'desk':
+          for (const entry of run as Array<CrossCellEntryOf<'desk'>>) await this.home.applyDeskAction(source, entry);
+          break;
+        case 'desk-answer':
+          for (const entry of run as Array<CrossCellEntryOf<'desk-answer'>>) this.access.applyDeskAnswer(entry);
           break;
         case 'gone':
           break;

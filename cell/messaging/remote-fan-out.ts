@@ -2,7 +2,7 @@ import type { Clock } from '../../platform/clock.js';
 import type { Logger } from '../../platform/logger.js';
 import { parseConversationId, type ChatMessage, type ConsultationView } from '../protocol/frames.js';
 import { clusterErrorCode, type ClusterPort } from './cluster-port.js';
-import { crossCellEntry, type CrossCellEntry } from './cross-cell-wire.js';
+import { crossCellEntry, type CrossCellEntry, type CrossCellEntryOf } from './cross-cell-wire.js';
 import { KeyedSerializer } from './keyed-serializer.js';
 import type { Party } from './principal.js';
 
@@ -90,6 +90,11 @@ export class RemoteFanOut {
     if (cells.size === 0) this.followers.delete(key);
   }
 
+  /** Whether any cell follows the customer (holds its devices, as far as this cell knows) now. */
+  hasFollowers(tenant: string, customer: string): boolean {
+    return this.followersOf(tenant, customer).length > 0;
+  }
+
   stats(): Readonly<RemoteFanOutStats> {
     return { ...this.counts };
   }
@@ -123,6 +128,15 @@ export class RemoteFanOut {
   typing(tenant: string, conv: string, agent: string): Promise<void> {
     const payload: CrossCellEntry = { v: 1, kind: 'typing', tenant, conv, user: agent, role: 'agent' };
     return this.fanOut(tenant, conv, payload, undefined, true).catch(() => undefined);
+  }
+
+  /**
+   * Sends the desk's answer to a request relayed from `origin`, after what this conversation
+   * fanned out before it (the system message of a close reaches the device before its `ok`).
+   * Rejects when the enqueue failed.
+   */
+  answer(tenant: string, payload: CrossCellEntryOf<'desk-answer'>, origin: string): Promise<void> {
+    return this.fanOut(tenant, payload.conv, payload, origin, false);
   }
 
   private fanOut(tenant: string, conv: string, payload: CrossCellEntry, origin: string | undefined, locate: boolean): Promise<void> {
