@@ -4,6 +4,7 @@ import { MIN_SECRET_BYTES } from '../cell/access/tokens.js';
 import { DeskConfig, LimitsConfig, LoginsConfig, TenantConfig, identifier } from '../cell/settings.js';
 import { configIssueLines } from './config-issues.js';
 import { isOperatorKey } from '../mesh/claim-proof.js';
+import { DEFAULT_ROUTING_SETTINGS, RoutingSettings } from '../router/routing-settings.js';
 import { LAN_MEMBERSHIP_OPTIONS, membershipOptions, type MembershipOptions } from '../mesh/membership-config.js';
 
 /**
@@ -111,6 +112,8 @@ const CellConfigShape = strict({
   /** Seconds SIGTERM waits for writes and sockets before exiting anyway. */
   shutdownGraceSeconds: z.number().positive().default(10),
   mesh: MeshConfig.optional(),
+  /** Route requests and browser redirects (`/v1/route`, `/v1/connect`): rate limits, trusted proxies (docs/routing.md). */
+  routing: RoutingSettings.default(DEFAULT_ROUTING_SETTINGS),
   admin: strict({
     /** The admin API (`/v1/admin/...`, docs/operations.md) answers only to this bearer token; off without one. */
     token: z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`).optional(),

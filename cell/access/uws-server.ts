@@ -8,7 +8,7 @@ import type { DeviceConnection, DevicePort } from '../messaging/device.js';
 import type { CellMetrics } from '../metrics.js';
 import { CellError, ErrorCode, inBandRejectionCloseCodes } from '../protocol/errors.js';
 import { PROTOCOL_VERSION, SUBPROTOCOL_V1, parseConversationId } from '../protocol/frames.js';
-import { HttpCapacityBody, HttpCellList, HttpMoveBody, HttpPlaceBody, HttpHistoryQuery, HttpLocateQuery, HttpReadBody, HttpRouteQuery, HttpSendBody } from '../protocol/http.js';
+import { HttpCapacityBody, HttpCellList, HttpMoveBody, HttpPlaceBody, HttpHistoryQuery, HttpLocateQuery, HttpReadBody, HttpSendBody } from '../protocol/http.js';
 import type { Identity } from './tokens.js';
 import { HttpRouter, asCellError, bearerToken, parseJsonBody, parseWith, requireAdmin, respondJson, watchAbort, writeError, type HttpMethod, type HttpRequestData } from './http-router.js';
 
@@ -44,8 +44,6 @@ export type RouteModule = (router: HttpRouter) => void;
  * a mesh type.
  */
 export interface ClusterApi {
-  /** The home cell of a merchant, or undefined when no serving cell hosts it. */
-  route(tenant: string, merchant: string): object | undefined;
   /** This cell's view of the cluster: cells, liveness, merchants, conflicts. */
   view(): object;
   /** The cells holding devices of a user (this one included), by the mesh's location broadcast. */
@@ -279,14 +277,6 @@ export class AccessServer {
       const conv = conversationParameter(request.parameters[0]);
       await core.markRead(identity, conv, body.seq);
       return { status: 200, body: { conv, seq: body.seq } };
-    });
-    this.router.handle('get', '/v1/route', async (request) => {
-      const { cluster } = this.options;
-      if (cluster === undefined) throw new CellError(ErrorCode.MeshDisabled, 'this cell runs standalone: connect to it directly');
-      const query = parseWith(HttpRouteQuery, { tenant: request.query.get('tenant') ?? undefined, merchant: request.query.get('merchant') ?? undefined });
-      const route = cluster.route(query.tenant, query.merchant);
-      if (route === undefined) throw new CellError(ErrorCode.MerchantUnknown, `no serving cell hosts merchant ${query.merchant} of tenant ${query.tenant}`);
-      return { status: 200, body: route };
     });
     this.handleAdmin('get', '/v1/admin/cluster', async (cluster) => ({ status: 200, body: cluster.view() }));
     this.handleAdmin('get', '/v1/admin/locate', async (cluster, request) => {
