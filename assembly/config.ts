@@ -17,7 +17,7 @@ const strict = z.strictObject;
 const listenHost = z.string().regex(/^\S+$/, 'must be an address such as 127.0.0.1 (0.0.0.0 for every interface), not empty');
 
 /** A typo in a bootstrap address would leave the cell alone in a cluster of its own: parse it now. */
-function isMultiaddr(address: string): boolean {
+export function isMultiaddr(address: string): boolean {
   try {
     multiaddr(address);
     return true;
@@ -170,6 +170,6 @@ export class ConfigError extends Error {
 }
 
 /** The mesh timing overrides the config sets (those it leaves out keep the preset's values). */
-export function meshTimings(mesh: MeshConfig): Partial<MembershipOptions> {
+export function meshTimings(mesh: Pick<MeshConfig, 'timings'>): Partial<MembershipOptions> {
   return Object.fromEntries(Object.entries(mesh.timings).filter((entry): entry is [string, number] => entry[1] !== undefined));
 }

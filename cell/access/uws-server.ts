@@ -386,7 +386,8 @@ function listParameter(query: URLSearchParams, name: string): string[] | undefin
 /** uWS's exclusive-port option; its typings declare it only for the listen form without a host. */
 const LIBUS_LISTEN_EXCLUSIVE_PORT = (uWS as unknown as { LIBUS_LISTEN_EXCLUSIVE_PORT: number }).LIBUS_LISTEN_EXCLUSIVE_PORT;
 
-function listenExclusively(app: uWS.TemplatedApp, host: string, port: number, callback: (socket: uWS.us_listen_socket | false) => void): void {
+/** Listens without SO_REUSEPORT: a second server on a busy port fails instead of sharing it. */
+export function listenExclusively(app: uWS.TemplatedApp, host: string, port: number, callback: (socket: uWS.us_listen_socket | false) => void): void {
   const listen = app.listen.bind(app) as unknown as (host: string, port: number, options: number, callback: (socket: uWS.us_listen_socket | false) => void) => void;
   listen(host, port, LIBUS_LISTEN_EXCLUSIVE_PORT, callback);
 }
