@@ -60,6 +60,8 @@ export async function startRouter(options: StartRouterOptions): Promise<RunningR
   };
   try {
     const store = new MemoryStore();
+    await store.open();
+    cleanups.push(() => store.close());
     await store.write([{ type: 'put', key: INCARNATION_KEY, value: String(clock.now()) }]);
     const privateKey = config.mesh.keyFile === undefined ? await generateKeyPair('Ed25519') : await loadOrCreatePeerKey(config.mesh.keyFile);
     const { mesh: meshConfig } = config;
