@@ -14,9 +14,8 @@ const listenHost = z.string().regex(/^\S+$/, 'must be an address such as 127.0.0
  * cluster of cells, it never starts one.
  */
 const RouterMeshConfig = MeshConfig.omit({ maxDevices: true, advertise: true, bootstrap: true }).extend({
-  bootstrap: z
-    .array(z.string().refine(isMultiaddr, 'must be a multiaddr such as /ip4/127.0.0.1/tcp/7500/p2p/<peer id>'))
-    .min(1, 'a router joins a running cluster: name at least one cell (its libp2p address is in its `cell listening` log line and GET /v1/admin/cluster)'),
+  /** libp2p addresses of cells to join through: at least one (checked with the whole config, so an absent list gets the same words). */
+  bootstrap: z.array(z.string().refine(isMultiaddr, 'must be a multiaddr such as /ip4/127.0.0.1/tcp/7500/p2p/<peer id>')).default([]),
   /**
    * The router's libp2p key. Absent: a new key at every start (a router keeps no data; after a
    * crash the cluster accepts the new identity once the old one is declared dead).
@@ -41,6 +40,9 @@ export const RouterConfig = strict({
   shutdownGraceSeconds: z.number().positive().default(10),
   log: strict({ level: z.enum(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info') }).default({ level: 'info' }),
 }).superRefine((config, context) => {
+  if (config.mesh.bootstrap.length === 0) {
+    context.addIssue({ code: 'custom', path: ['mesh', 'bootstrap'], message: 'a router joins a running cluster: name at least one cell (its libp2p address is in its `cell listening` log line and GET /v1/admin/cluster)' });
+  }
   try {
     membershipOptions(meshTimings(config.mesh));
   } catch (error) {
