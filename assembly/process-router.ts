@@ -34,7 +34,7 @@ export interface RunningRouter {
   readonly port: number;
   readonly mesh: CellMesh;
   readonly transport: Libp2pMeshTransport;
-  /** Ready: joined, and the directory holds at least one serving cell. */
+  /** Ready: running, and the directory holds at least one serving cell (it has heard the cluster). */
   isReady(): boolean;
   /** Graceful stop: stop accepting, leave the cluster (others know at once), stop libp2p. Idempotent. */
   stop(): Promise<void>;
@@ -82,9 +82,9 @@ export async function startRouter(options: StartRouterOptions): Promise<RunningR
     }
     cleanups.push(() => transport.stop());
 
-    let joined = false;
     let mesh: CellMesh | undefined;
-    const isReady = (): boolean => joined && mesh?.state === 'running' && hasServingCell(mesh);
+    // Heard the cluster: a serving cell's record reached the directory (by the join's pull, gossip or anti-entropy).
+    const isReady = (): boolean => mesh?.state === 'running' && hasServingCell(mesh);
     // The server listens before the mesh starts, since the router's record advertises the port it got.
     const server = new RouterServer({ host: config.listen.host, port: config.listen.port, directory: () => mesh?.directory, isReady, clock, settings: config.routing, metrics: metricsPort, exposition: metricsPort, logger });
     cleanups.push(() => server.close());
@@ -123,11 +123,8 @@ export async function startRouter(options: StartRouterOptions): Promise<RunningR
     await started.start();
     cleanups.push(() => started.stop());
     void started.waitJoined().then(
-      () => {
-        joined = true;
-        logger.info({ router: config.router.id, cells: started.directory.size }, 'router joined the cluster');
-      },
-      (error: unknown) => logger.error({ err: error }, 'the router could not join the cluster through its bootstrap addresses'),
+      () => logger.info({ router: config.router.id, members: started.directory.size }, 'router joined the cluster'),
+      (error: unknown) => logger.error({ err: error }, 'the router could not join the cluster through its bootstrap addresses; it keeps trying while isolated'),
     );
     logger.info({ router: config.router.id, host: config.listen.host, port, mesh: transport.addresses() }, 'router listening');
     let stopping: Promise<void> | undefined;

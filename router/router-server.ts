@@ -57,8 +57,11 @@ export class RouterServer {
       }),
     );
     const router = new HttpRouter(this.app, { logger, metrics: { errors }, maxBodyBytes: MAX_BODY_BYTES });
-    router.on('get', '/v1/health', (res) => respondJson(res, 200, { status: 'ok' }));
-    router.on('get', '/v1/ready', (res) => (init.isReady() ? respondJson(res, 200, { status: 'ready' }) : respondJson(res, 503, { status: 'starting' })));
+    // Also under the cells' names (`/v1/healthz`, `/v1/readyz`), so one probe config fits cells and routers.
+    for (const path of ['/v1/health', '/v1/healthz']) router.on('get', path, (res) => respondJson(res, 200, { status: 'ok' }));
+    for (const path of ['/v1/ready', '/v1/readyz']) {
+      router.on('get', path, (res) => (init.isReady() ? respondJson(res, 200, { status: 'ready' }) : respondJson(res, 503, { status: 'starting' })));
+    }
     router.on('get', '/v1/metrics', (res) => {
       const state = watchAbort(res);
       exposition.render().then(

@@ -71,6 +71,7 @@ describe('cellmesh router', () => {
     const base = `http://127.0.0.1:${listening.port}`;
     await eventually(async () => (await httpRequest('GET', `${base}/v1/ready`)).status === 200, 'the router to be ready', 20_000);
     expect((await httpRequest('GET', `${base}/v1/health`)).body).toEqual({ status: 'ok' });
+    expect((await httpRequest('GET', `${base}/v1/readyz`)).status).toBe(200);
     expect((await httpRequest('GET', `${base}/v1/route?tenant=${TENANT}&merchant=m1`)).body).toMatchObject({ cellId: 'c1', epoch: 0 });
     const seenByCell = async (): Promise<string | undefined> => {
       const view = await httpRequest('GET', `http://127.0.0.1:${cell.port}/v1/admin/cluster`, { token: ADMIN_TOKEN });
