@@ -185,6 +185,12 @@ export class MerchantMover {
     }
     // The merchant's desk (agents, consultations, queues) moves with it: nothing is reassigned by a move.
     for await (const [key, value] of scan(store, keys.merchantDesk(tenant, merchant))) await add(key, value);
+    // A merchant created through the admin API, and its tenant's record if that was too: the
+    // target may not serve the tenant yet, and needs its secrets to verify the merchant's tokens.
+    for (const key of [keys.tenantRecord(tenant), keys.tenantMerchant(tenant, merchant)]) {
+      const value = await store.get(key);
+      if (value !== undefined) await add(key, value);
+    }
     // Tables keyed by conversation: every conversation id of the merchant starts with `<merchant>:`.
     for (const table of ['m', 'i', 'r']) {
       for await (const [key, value] of scan(store, prefixRange(`${table}/${tenant}/${merchant}:`))) await add(key, value);
@@ -296,7 +302,9 @@ export class MerchantMover {
       if (!allowed || !(await referencedByMerchant(store, tenant, merchant, contentIds, entries))) {
         return answer({ ok: false, code: 'BAD_REQUEST', message: 'a key outside the merchant' });
       }
-      const ops: StoreOp[] = entries.map(([key, value]) => ({ type: 'put', key, value }));
+      // A tenant record this cell has already is its own (it may have rotated secrets since): kept.
+      const tenantKnown = (await store.get(keys.tenantRecord(tenant))) !== undefined;
+      const ops: StoreOp[] = entries.filter(([key]) => !(tenantKnown && key === keys.tenantRecord(tenant))).map(([key, value]) => ({ type: 'put', key, value }));
       await store.write(ops);
       return answer({ ok: true });
     }
@@ -341,6 +349,7 @@ function abortKey(tenant: string, merchant: string): string {
 function belongsToMerchant(key: string, tenant: string, merchant: string): boolean {
   const conversationOfMerchant = (conv: string): boolean => conv.startsWith(`${merchant}:`);
   if (key.startsWith(`mc/${tenant}/${merchant}/`) || key.startsWith(keys.merchantDesk(tenant, merchant).gte)) return true;
+  if (key === keys.tenantRecord(tenant) || key === keys.tenantMerchant(tenant, merchant)) return true;
   if (isMerchantAttachmentReference(key, tenant, merchant)) return true;
   for (const table of ['m', 'i', 'r']) if (key.startsWith(`${table}/${tenant}/${merchant}:`)) return true;
   if (key.startsWith(`uc/${tenant}/`) || key.startsWith(`d/${tenant}/`)) return conversationOfMerchant(lastField(key));
