@@ -281,7 +281,7 @@ export class TenantCatalogue {
       this.runtimeTenant(id);
       const merchants = host.hostedMerchants(id) ?? [];
       if (merchants.length > 0) {
-        throw new CellError(ErrorCode.TenantNotEmpty, `tenant ${id} still has merchants on this cell (${merchants.join(', ')}): remove or move them first`, { merchants: [...merchants] });
+        throw new CellError(ErrorCode.TenantNotEmpty, `tenant ${id} still has merchants on this cell (${merchants.join(', ')}): remove or move them first`);
       }
       const removed = this.view(id);
       await this.components.store.write([{ type: 'del', key: keys.tenantRecord(id) }]);
@@ -308,7 +308,7 @@ export class TenantCatalogue {
       if (hosted.includes(input.id)) throw new CellError(ErrorCode.MerchantExists, `this cell hosts a merchant ${input.id} of tenant ${tenant} already`);
       const claims = this.clusterClaims();
       const home = claims?.homeOf(tenant, input.id);
-      if (home !== undefined) throw new CellError(ErrorCode.MerchantExists, `merchant ${input.id} of tenant ${tenant} is hosted by cell ${home}: move it here instead (cellmesh move)`, { home });
+      if (home !== undefined) throw new CellError(ErrorCode.MerchantExists, `merchant ${input.id} of tenant ${tenant} is hosted by cell ${home}: move it here instead (cellmesh move)`);
       const { store } = this.components;
       // What an earlier merchant of this id left of its desk (agents, consultations) is not the new one's.
       await deleteRange(store, keys.merchantDesk(tenant, input.id));

@@ -79,9 +79,9 @@ export const ErrorCode = {
   ConfigOwned: 'CONFIG_OWNED',
   /** HTTP admin: this cell serves a tenant of this id already. */
   TenantExists: 'TENANT_EXISTS',
-  /** HTTP admin: a merchant of this id is hosted already, here or (`details.home`) by another cell. */
+  /** HTTP admin: a merchant of this id is hosted already, here or by another cell (the message names it). */
   MerchantExists: 'MERCHANT_EXISTS',
-  /** HTTP admin: a tenant cannot be removed while this cell hosts merchants of it (`details.merchants`). */
+  /** HTTP admin: a tenant cannot be removed while this cell hosts merchants of it (the message lists them). */
   TenantNotEmpty: 'TENANT_NOT_EMPTY',
   /** HTTP admin: the cell is still joining its cluster; retry in a moment. */
   CellStarting: 'CELL_STARTING',
