@@ -560,7 +560,7 @@ export class CellCore {
       cursorsFlushed: () => this.delivery.cursorsFlushed(),
       hostMerchant: (tenant, merchant) => {
         const policy = this.tenants.get(tenant);
-        if (policy === undefined) throw new CellError(ErrorCode.MoveFailed, `tenant ${tenant} is not served by this cell: add it to its config before moving its merchants here`);
+        if (policy === undefined) throw new CellError(ErrorCode.MoveFailed, `tenant ${tenant} is not served by this cell: add it to its config (or create it through the admin API) before moving its merchants here`);
         // The store now holds the merchant's conversations as copied; heads cached from an
         // earlier mirror of them are stale.
         this.log.forgetMerchant(tenant, merchant);

@@ -21,7 +21,8 @@ import { deleteRange, scan } from '../platform/store/scan.js';
  * instead of stalling the merchant's conversations. Then it fences the merchant (new writes to its conversations wait), lets the writes
  * under way finish and flushes delivery cursors, copies every key of the merchant to the target
  * over `/cellmesh/handover/1.0.0` (messages, idempotency keys, read cursors, the conversation
- * indexes, delivery cursors, the desk, attachments), then asks the target to commit: the target hosts the merchant and
+ * indexes, delivery cursors, the desk, attachments, the records of a runtime merchant and tenant),
+ * then asks the target to commit: the target hosts the merchant and
  * claims it at a higher epoch, which makes it the home in every directory. The source drops its
  * claim, waits until its own directory routes the merchant to the target, and lifts the fence:
  * the writes that waited, and every later one that reaches the old cell, take the cross-cell
