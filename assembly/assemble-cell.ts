@@ -223,6 +223,21 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     started.push(stopFollowingPeople);
     await core.loadDesks();
     const host = peopleFollowMoves(core.moveHost(), people, core.blocks, logger);
+    const attachments = new AttachmentStore(store, init.clock);
+    started.push(() => core.desk.stop());
+    // The sweepers take the tenants' retention when they start: a change of the tenants through
+    // the admin API starts them again.
+    const startSweepers = (served: readonly TenantConfig[]): (() => Promise<void>) => {
+      const sweeper = new AttachmentSweeper({ attachments, store, clock: init.clock, logger, tenants: served });
+      const retention = new RetentionSweeper({ store, clock: init.clock, logger, tenants: served, attachments, forgetConversations: (tenant, merchant) => core.forgetConversations(tenant, merchant) });
+      sweeper.start();
+      retention.start();
+      return async () => {
+        await Promise.all([sweeper.stop(), retention.stop()]);
+      };
+    };
+    let stopSweepers = startSweepers(tenants);
+    started.push(() => stopSweepers());
     catalogue.attachHost({
       serveTenant: (tenant) => core.serveTenant(tenant),
       stopServingTenant: (tenant) => core.stopServingTenant(tenant),
@@ -232,15 +247,12 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
         for (const agent of [...core.presence.agentsOf(tenant, merchant)]) agent.port.close(CloseCode.Forbidden, `merchant ${merchant} was removed`);
         host.releaseMerchant(tenant, merchant);
       },
+      tenantsChanged: () => {
+        const stopPrevious = stopSweepers;
+        stopSweepers = startSweepers(catalogue.tenants());
+        void stopPrevious();
+      },
     });
-    const attachments = new AttachmentStore(store, init.clock);
-    const sweeper = new AttachmentSweeper({ attachments, store, clock: init.clock, logger, tenants });
-    sweeper.start();
-    started.push(() => sweeper.stop());
-    started.push(() => core.desk.stop());
-    const retention = new RetentionSweeper({ store, clock: init.clock, logger, tenants, attachments, forgetConversations: (tenant, merchant) => core.forgetConversations(tenant, merchant) });
-    retention.start();
-    started.push(() => retention.stop());
     let ready = false;
     const isReady = (): boolean => ready && !core.isDraining;
     const erasure = new CustomerErasure({ store, core, attachments, audit, logger });

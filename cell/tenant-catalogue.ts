@@ -37,6 +37,8 @@ export interface CatalogueHost {
   hostMerchant(tenant: string, merchant: string): Promise<void>;
   /** Stops hosting a removed merchant: its agents' devices are closed with 4403. */
   removeMerchant(tenant: string, merchant: string): void;
+  /** A tenant came, went or changed its settings: what reads them once (the retention sweepers) reads them again. */
+  tenantsChanged(): void;
 }
 
 /** In a cluster, a merchant is hosted by the cell that claims it (docs/mesh.md). */
@@ -237,6 +239,7 @@ export class TenantCatalogue {
       await deleteRange(this.components.store, keys.tenantMerchants(input.id));
       await this.writeTenant(record);
       host.serveTenant(this.tenantConfig(input.id)!);
+      host.tenantsChanged();
       return { tenant: this.view(input.id), ...(issued.generated ? { secret: issued.key } : {}) };
     });
   }
@@ -271,6 +274,7 @@ export class TenantCatalogue {
       else if (patch.retention !== undefined) record.retention = patch.retention;
       await this.writeTenant(record);
       host.serveTenant(this.tenantConfig(id)!);
+      if (patch.retention !== undefined) host.tenantsChanged();
       return { tenant: this.view(id), ...(issued?.generated === true ? { secret: issued.key } : {}) };
     });
   }
@@ -289,6 +293,7 @@ export class TenantCatalogue {
       this.runtimeTenants.delete(id);
       for (const key of [...this.runtimeMerchants.keys()]) if (key.startsWith(`${id}/`)) this.runtimeMerchants.delete(key);
       host.stopServingTenant(id);
+      host.tenantsChanged();
       return { removed };
     });
   }
@@ -377,6 +382,7 @@ export class TenantCatalogue {
     }
     this.runtimeTenants.set(tenant, TenantRecord.parse(JSON.parse(tenantValue)));
     this.host?.serveTenant(this.tenantConfig(tenant)!);
+    this.host?.tenantsChanged();
     logger.info({ tenant, merchant }, 'serving the tenant of a merchant that moved in');
   }
 

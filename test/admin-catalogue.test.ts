@@ -10,7 +10,8 @@ import { parseCellConfig } from '../assembly/config.js';
 import { startCell, type RunningCell } from '../assembly/process-cell.js';
 import { mintToken } from '../cell/access/tokens.js';
 import { silentLogger } from '../platform/logger.js';
-import { ADMIN_TOKEN, Cleanup, RawClient, SECRET, errorCodeOf, expectUpgradeRejected, httpRequest } from './harness.js';
+import { ManualClock } from '../platform/manual-clock.js';
+import { ADMIN_TOKEN, Cleanup, RawClient, SECRET, errorCodeOf, eventually, expectUpgradeRejected, httpRequest, sendMessage } from './harness.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -22,7 +23,7 @@ interface AdminCell {
 }
 
 /** A standalone cell with the admin token and config tenant `mall` (merchant m1), on LevelDB in `directory`. */
-async function startAdminCell(directory: string): Promise<AdminCell> {
+async function startAdminCell(directory: string, clock?: ManualClock): Promise<AdminCell> {
   const config = parseCellConfig({
     cell: { id: 'catalogue-cell' },
     listen: { host: '127.0.0.1', port: 0 },
@@ -30,7 +31,7 @@ async function startAdminCell(directory: string): Promise<AdminCell> {
     admin: { token: ADMIN_TOKEN },
     tenants: [{ id: 'mall', secret: SECRET, merchants: [{ id: 'm1' }] }],
   });
-  const cell = await startCell({ config, logger: silentLogger });
+  const cell = await startCell({ config, logger: silentLogger, ...(clock === undefined ? {} : { clock }) });
   cleanup.add(() => cell.stop());
   return { cell, base: `http://127.0.0.1:${cell.port}/v1/admin`, url: `ws://127.0.0.1:${cell.port}` };
 }
@@ -38,7 +39,7 @@ async function startAdminCell(directory: string): Promise<AdminCell> {
 const admin = (method: string, url: string, json?: unknown): ReturnType<typeof httpRequest> =>
   httpRequest(method, url, { token: ADMIN_TOKEN, ...(json === undefined ? {} : { json }) });
 
-function token(secret: string, tenant: string, user: string, merchant?: string, kid?: string): Promise<string> {
+function token(secret: string, tenant: string, user: string, merchant?: string, kid?: string, ttlSeconds = 600): Promise<string> {
   return mintToken({
     secret,
     ...(kid === undefined ? {} : { kid }),
@@ -47,7 +48,7 @@ function token(secret: string, tenant: string, user: string, merchant?: string, 
     role: merchant === undefined ? 'customer' : 'agent',
     ...(merchant === undefined ? {} : { merchant }),
     device: 'd1',
-    ttlSeconds: 600,
+    ttlSeconds,
     nowMs: Date.now(),
   });
 }
@@ -183,5 +184,24 @@ describe('the admin API of tenants and merchants', () => {
     expect(customer.closeCode).toBe(4403);
     expect((await expectUpgradeRejected(url, await token(secret.secret, 'bazaar', 'cleo'))).code).toBe('TOKEN_INVALID');
     expect(((await admin('GET', `${base}/tenants`)).body as { tenants: Array<{ id: string }> }).tenants.map((tenant) => tenant.id)).toEqual(['mall']);
+  });
+
+  test('a runtime tenant\'s retention, set or changed through the API, is swept without a restart', async () => {
+    const DAY_MS = 24 * 60 * 60 * 1000;
+    const clock = new ManualClock(Date.now());
+    const { base, url } = await startAdminCell(await cleanup.tempDir(), clock);
+    const { secret } = (await admin('POST', `${base}/tenants`, { id: 'bazaar' })).body as { secret: { secret: string } };
+    await admin('POST', `${base}/tenants/bazaar/merchants`, { id: 'stall' });
+    const customer = await RawClient.connect(url, await token(secret.secret, 'bazaar', 'cleo', undefined, undefined, 90 * 24 * 3600));
+    cleanup.add(() => customer.close());
+    for (const cmid of ['old1', 'old2']) await sendMessage(customer, 'stall:cleo', cmid, cmid);
+    expect((await admin('PATCH', `${base}/tenants/bazaar`, { retention: { conversationDays: 1 } })).body).toMatchObject({ tenant: { retention: { conversationDays: 1 } } });
+    clock.advance(2 * DAY_MS);
+    await sendMessage(customer, 'stall:cleo', 'new', 'two days later');
+    await eventually(async () => {
+      clock.advance(60_000);
+      const history = await customer.request({ id: `h${Math.random()}`, op: 'history', conv: 'stall:cleo' });
+      return history.t === 'history' && history.messages.length === 1;
+    }, 'the old messages of the runtime tenant deleted');
   });
 });
