@@ -163,11 +163,11 @@ export class TenantCatalogue {
     for (const [key, value] of await readAll(this.components.store, keys.catalogue())) {
       const fields = key.split('/');
       if (fields.length === 2) {
-        const record = TenantRecord.parse(JSON.parse(value));
+        const record = parseRecord(TenantRecord, key, value);
         // A move may bring the record of a tenant the config names too: the config wins.
         if (!this.configTenants.has(record.id)) this.runtimeTenants.set(record.id, record);
       } else {
-        this.runtimeMerchants.set(`${fields[1]}/${fields[2]}`, MerchantRecord.parse(JSON.parse(value)));
+        this.runtimeMerchants.set(`${fields[1]}/${fields[2]}`, parseRecord(MerchantRecord, key, value));
       }
     }
   }
@@ -372,15 +372,25 @@ export class TenantCatalogue {
    */
   async merchantMovedIn(tenant: string, merchant: string): Promise<void> {
     const { store, logger } = this.components;
-    const merchantValue = await store.get(keys.tenantMerchant(tenant, merchant));
-    if (merchantValue !== undefined) this.runtimeMerchants.set(`${tenant}/${merchant}`, MerchantRecord.parse(JSON.parse(merchantValue)));
-    if (this.configTenants.has(tenant) || this.runtimeTenants.has(tenant)) return;
-    const tenantValue = await store.get(keys.tenantRecord(tenant));
-    if (tenantValue === undefined) {
+    const merchantKey = keys.tenantMerchant(tenant, merchant);
+    const tenantKey = keys.tenantRecord(tenant);
+    let tenantRecord: TenantRecord | undefined;
+    try {
+      const merchantValue = await store.get(merchantKey);
+      if (merchantValue !== undefined) this.runtimeMerchants.set(`${tenant}/${merchant}`, parseRecord(MerchantRecord, merchantKey, merchantValue));
+      if (this.configTenants.has(tenant) || this.runtimeTenants.has(tenant)) return;
+      const tenantValue = await store.get(tenantKey);
+      if (tenantValue !== undefined) tenantRecord = parseRecord(TenantRecord, tenantKey, tenantValue);
+    } catch (error) {
+      // The claim is durable already: hosting goes on, and says why if the tenant is missing.
+      logger.error({ err: error, tenant, merchant }, 'could not read the records of a merchant that moved in');
+      return;
+    }
+    if (tenantRecord === undefined) {
       logger.warn({ tenant, merchant }, 'a merchant moved in whose tenant this cell does not serve, without the tenant\'s record');
       return;
     }
-    this.runtimeTenants.set(tenant, TenantRecord.parse(JSON.parse(tenantValue)));
+    this.runtimeTenants.set(tenant, tenantRecord);
     this.host?.serveTenant(this.tenantConfig(tenant)!);
     this.host?.tenantsChanged();
     logger.info({ tenant, merchant }, 'serving the tenant of a merchant that moved in');
@@ -462,6 +472,13 @@ export class TenantCatalogue {
     await this.components.store.write([{ type: 'put', key: keys.tenantRecord(record.id), value: JSON.stringify(record) }]);
     this.runtimeTenants.set(record.id, record);
   }
+}
+
+/** A record of the store, or an error naming its key (a damaged store stops the start loudly). */
+function parseRecord<Schema extends z.ZodType>(schema: Schema, key: string, value: string): z.output<Schema> {
+  const parsed = schema.safeParse(JSON.parse(value));
+  if (!parsed.success) throw new Error(`the store's record ${key} is damaged: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
+  return parsed.data;
 }
 
 function merchantView(record: MerchantRecord, source: CatalogueSource): MerchantView {
