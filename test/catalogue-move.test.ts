@@ -2,7 +2,7 @@
  * Runtime tenants and merchants in a cluster of two real cells (uWS, LevelDB, libp2p): a merchant
  * created on one cell is claimed there and refused on the other; moved to a cell that lacks its
  * tenant, it brings the tenant's record, so the target verifies its tokens and serves its
- * history; removed there, its claim is withdrawn everywhere.
+ * history, also after a restart; removed there, its claim is withdrawn everywhere.
  */
 import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
@@ -76,12 +76,22 @@ describe('runtime tenants and merchants in a cluster', () => {
     expect((await admin('GET', c2, '/tenants/bazaar')).body).toMatchObject({ id: 'bazaar', source: 'runtime', kids: ['k1'], merchants: [{ id: 'stall', source: 'runtime' }] });
 
     const atTarget = await RawClient.connect(c2.url, await customerToken(secret.secret));
-    cleanup.add(() => atTarget.close());
     expect(await atTarget.request({ id: 'h1', op: 'history', conv: 'stall:cleo' })).toMatchObject({ messages: [expect.objectContaining({ body: 'before the move' })] });
     expect(await atTarget.request({ id: 's2', op: 'send', conv: 'stall:cleo', cmid: 'c2', body: 'after the move' })).toMatchObject({ t: 'sent', seq: 2 });
 
+    await atTarget.close();
+
+    // The tenant that came with the move is the target's own from now on, also after a restart.
+    await c2.cell.stop();
+    const restarted = await startMeshCell(root, 'c2', p2p);
+    expect((await admin('GET', restarted, '/tenants/bazaar')).body).toMatchObject({ source: 'runtime', merchants: [{ id: 'stall', source: 'runtime' }] });
+    await eventually(async () => (await routeOf(c1, 'stall')) === 'c2', 'c1 to route stall to the restarted c2', 20_000);
+    const again = await RawClient.connect(restarted.url, await customerToken(secret.secret));
+    cleanup.add(() => again.close());
+    expect(await again.request({ id: 'h2', op: 'history', conv: 'stall:cleo' })).toMatchObject({ messages: [expect.objectContaining({ seq: 1 }), expect.objectContaining({ seq: 2 })] });
+
     // Removed at its new home: no cell routes to it any more, and it may be created again.
-    expect((await admin('DELETE', c2, '/tenants/bazaar/merchants/stall')).status).toBe(200);
+    expect((await admin('DELETE', restarted, '/tenants/bazaar/merchants/stall')).status).toBe(200);
     await eventually(async () => (await routeOf(c1, 'stall')) === undefined, 'c1 to forget the home of stall', 20_000);
     expect((await admin('POST', c1, '/tenants/bazaar/merchants', { id: 'stall' })).status).toBe(201);
   }, 90_000);
