@@ -77,6 +77,11 @@ describe('the admin API of tenants and merchants', () => {
     expect(await customer.request({ id: 's1', op: 'send', conv: 'stall:cleo', cmid: 'c1', body: 'hello stall' })).toMatchObject({ t: 'sent', seq: 1 });
     expect(await agent.next((frame) => frame.t === 'msg', { fromStart: true })).toMatchObject({ conv: 'stall:cleo', body: 'hello stall' });
 
+    // The cell mints for the new tenant too: a guest token of its merchant.
+    const guest = await httpRequest('POST', `http://127.0.0.1:${cell.port}/v1/guest`, { json: { tenant: 'bazaar', merchant: 'stall' } });
+    expect(guest.status).toBe(200);
+    await (await RawClient.connect(url, (guest.body as { token: string }).token)).close();
+
     const listed = await admin('GET', `${base}/tenants`);
     expect(listed.text).not.toContain(secret.secret);
     expect(listed.text).not.toContain(SECRET);
