@@ -377,7 +377,8 @@ export class TenantCatalogue {
     let tenantRecord: TenantRecord | undefined;
     try {
       const merchantValue = await store.get(merchantKey);
-      if (merchantValue !== undefined) this.runtimeMerchants.set(`${tenant}/${merchant}`, parseRecord(MerchantRecord, merchantKey, merchantValue));
+      if (merchantValue === undefined) this.runtimeMerchants.delete(`${tenant}/${merchant}`);
+      else this.runtimeMerchants.set(`${tenant}/${merchant}`, parseRecord(MerchantRecord, merchantKey, merchantValue));
       if (this.configTenants.has(tenant) || this.runtimeTenants.has(tenant)) return;
       const tenantValue = await store.get(tenantKey);
       if (tenantValue !== undefined) tenantRecord = parseRecord(TenantRecord, tenantKey, tenantValue);

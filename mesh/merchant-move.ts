@@ -287,7 +287,11 @@ export class MerchantMover {
     if (request.stage === 'prepare') {
       // What this cell kept of the merchant's desk from an earlier stay is stale (records deleted
       // since, at the merchant's home, would come back to life): the copy brings all of it.
-      if (!host.hosts(request.tenant, request.merchant)) await deleteRange(store, keys.merchantDesk(request.tenant, request.merchant));
+      if (!host.hosts(request.tenant, request.merchant)) {
+        await deleteRange(store, keys.merchantDesk(request.tenant, request.merchant));
+        // So is its record of the admin API: the copy brings the current one, if it has one.
+        await store.write([{ type: 'del', key: keys.tenantMerchant(request.tenant, request.merchant) }]);
+      }
       return answer({ ok: true });
     }
     if (request.stage === 'copy') {
