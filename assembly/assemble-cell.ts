@@ -238,6 +238,8 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     };
     let stopSweepers = startSweepers(tenants);
     started.push(() => stopSweepers());
+    // In a cluster, the cell's record lists the tenants it serves: bound once it joined.
+    let advertiseTenants: (() => void) | undefined;
     catalogue.attachHost({
       serveTenant: (tenant) => core.serveTenant(tenant),
       stopServingTenant: (tenant) => core.stopServingTenant(tenant),
@@ -251,6 +253,7 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
         const stopPrevious = stopSweepers;
         stopSweepers = startSweepers(catalogue.tenants());
         void stopPrevious();
+        advertiseTenants?.();
       },
     });
     let ready = false;
@@ -259,6 +262,10 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     const endpoints = await init.devices.open({ core, metrics, people, audit, attachments, catalogue, erasure, isReady });
     started.push(() => init.devices.stopAccepting());
     const cluster = init.mesh === undefined ? undefined : await joinMesh(init, init.mesh, { core, host, catalogue, tenants, metrics, endpoints, hosted, claims: claims as MerchantClaimsStore, erasure, started });
+    if (cluster !== undefined) {
+      advertiseTenants = () =>
+        void cluster.mesh.updateOwnRecord({ tenants: core.servedTenants().map((tenant) => tenant.id) }).catch((error: unknown) => logger.warn({ err: error }, 'could not update the tenants of the cell\'s record'));
+    }
     ready = true;
 
     let stopping: Promise<void> | undefined;

@@ -74,6 +74,11 @@ describe('runtime tenants and merchants in a cluster', () => {
     const moved = await httpRequest('POST', `${c1.http}/v1/admin/merchants/move`, { token: ADMIN_TOKEN, json: { tenant: 'bazaar', merchant: 'stall', to: 'c2' } });
     expect(moved.status).toBe(200);
     expect((await admin('GET', c2, '/tenants/bazaar')).body).toMatchObject({ id: 'bazaar', source: 'runtime', kids: ['k1'], merchants: [{ id: 'stall', source: 'runtime' }] });
+    // c2's record lists the tenant it serves now.
+    await eventually(async () => {
+      const view = (await admin('GET', c1, '/cluster')).body as { cells: Array<{ cellId: string; tenants: string[] }> };
+      return view.cells.find((seen) => seen.cellId === 'c2')?.tenants.includes('bazaar') === true;
+    }, 'c1 to see bazaar among the tenants of c2', 20_000);
 
     const atTarget = await RawClient.connect(c2.url, await customerToken(secret.secret));
     expect(await atTarget.request({ id: 'h1', op: 'history', conv: 'stall:cleo' })).toMatchObject({ messages: [expect.objectContaining({ body: 'before the move' })] });
