@@ -245,9 +245,11 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
       stopServingTenant: (tenant) => core.stopServingTenant(tenant),
       hostedMerchants: (tenant) => core.servedTenants().find((served) => served.id === tenant)?.merchants,
       hostMerchant: async (tenant, merchant) => host.hostMerchant(tenant, merchant),
-      removeMerchant: (tenant, merchant) => {
+      removeMerchant: async (tenant, merchant) => {
         for (const agent of [...core.presence.agentsOf(tenant, merchant)]) agent.port.close(CloseCode.Forbidden, `merchant ${merchant} was removed`);
         host.releaseMerchant(tenant, merchant);
+        // Its desk's writes already under way land before its desk is deleted, not after.
+        await host.whenMerchantIdle(tenant, merchant);
       },
       tenantsChanged: () => {
         const stopPrevious = stopSweepers;

@@ -35,8 +35,8 @@ export interface CatalogueHost {
   hostedMerchants(tenant: string): readonly string[] | undefined;
   /** Starts hosting a merchant whose desk is empty or copied in (its people, blocks and desk). */
   hostMerchant(tenant: string, merchant: string): Promise<void>;
-  /** Stops hosting a removed merchant: its agents' devices are closed with 4403. */
-  removeMerchant(tenant: string, merchant: string): void;
+  /** Stops hosting a removed merchant (its agents' devices are closed with 4403); resolves once its writes under way have landed. */
+  removeMerchant(tenant: string, merchant: string): Promise<void>;
   /** A tenant came, went or changed its settings: what reads them once (the retention sweepers) reads them again. */
   tenantsChanged(): void;
 }
@@ -358,7 +358,7 @@ export class TenantCatalogue {
       const { store } = this.components;
       await store.write([{ type: 'del', key: keys.tenantMerchant(tenant, merchant) }]);
       this.runtimeMerchants.delete(`${tenant}/${merchant}`);
-      host.removeMerchant(tenant, merchant);
+      await host.removeMerchant(tenant, merchant);
       await claims?.withdraw(tenant, merchant);
       await deleteRange(store, keys.merchantDesk(tenant, merchant));
       return { removed: merchantView(record, 'runtime') };
