@@ -3,6 +3,8 @@ import { CustomerErasure } from '../cell/customer-erasure.js';
 import { RetentionSweeper } from '../cell/retention-sweeper.js';
 import type { CustomerBlocks } from '../cell/desk/customer-blocks.js';
 import { CellCore } from '../cell/cell-core.js';
+import { CloseCode } from '../cell/protocol/errors.js';
+import { TenantCatalogue } from '../cell/tenant-catalogue.js';
 import { PeopleDirectory } from '../cell/desk/people.js';
 import { AttachmentStore, AttachmentSweeper } from '../cell/attachments/index.js';
 import { DeskConfig, type LimitsConfig, type TenantConfig } from '../cell/settings.js';
@@ -13,7 +15,7 @@ import { CellMesh } from '../mesh/cell-mesh.js';
 import { publishLoadPeriodically } from '../mesh/load-publisher.js';
 import type { LocationService } from '../mesh/location.js';
 import type { MembershipOptions, MembershipPreset } from '../mesh/membership-config.js';
-import { MerchantClaimsStore, meshMerchantClaims, recordClaims, tenantsHosting, type HostedMerchant } from '../mesh/merchant-claims.js';
+import { MerchantClaimsStore, catalogueClaimsOf, meshMerchantClaims, recordClaims, tenantsHosting, type HostedMerchant } from '../mesh/merchant-claims.js';
 import { MerchantMover } from '../mesh/merchant-move.js';
 import type { PlacementComponents } from '../mesh/merchant-placement.js';
 import { meshMetricsOn } from '../mesh/mesh-metrics.js';
@@ -28,6 +30,7 @@ import type { Metrics } from '../platform/metrics.js';
 import type { Random } from '../platform/random.js';
 import type { Store } from '../platform/store/store.js';
 import { startCrossCellServices } from './cross-cell-services.js';
+import { weakSecretProblems } from './secret-strength.js';
 
 /**
  * The one place a cell is wired: the process (assembly/process-cell.ts), the simulator
@@ -65,6 +68,8 @@ export interface OpenedCell {
   readonly erasure: CustomerErasure;
   /** The attachments of the cell's conversations: the one instance uploads and the retention sweeper share. */
   readonly attachments: AttachmentStore;
+  /** The tenants and merchants of the config and of the admin API. */
+  readonly catalogue: TenantCatalogue;
   /** Up and not draining: what a readiness probe reports. */
   isReady(): boolean;
 }
@@ -135,6 +140,8 @@ export interface AssembledCell<Transport extends MeshTransport = MeshTransport> 
   readonly people: PeopleDirectory;
   /** The audit log of admin actions (cell/audit-log.ts). */
   readonly audit: AuditLog;
+  /** The tenants and merchants of the config and of the admin API (cell/tenant-catalogue.ts). */
+  readonly catalogue: TenantCatalogue;
   readonly endpoints: DeviceEndpoints;
   /** Undefined for a standalone cell. */
   readonly cluster: AssembledMesh<Transport> | undefined;
@@ -175,15 +182,27 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
   try {
     const rewritten = await upgradeKeyLayout(store);
     if (rewritten > 0) logger.info({ keys: rewritten, layout: KEY_LAYOUT_VERSION }, 'rewrote store keys of an earlier layout (users named by their whole identity)');
+    // The config's tenants and merchants, and those the admin API created.
+    const catalogue = new TenantCatalogue({
+      store,
+      clock: init.clock,
+      random: init.random,
+      logger,
+      configTenants: init.tenants,
+      weakSecret: (secret) => weakSecretProblems([{ path: 'the secret', value: secret }], [])[0],
+      clustered: init.mesh !== undefined,
+    });
+    await catalogue.load();
+    const catalogued = catalogue.tenants();
     // In a cluster, moves may have changed what this cell hosts since its config was written.
     const claims = init.mesh === undefined ? undefined : new MerchantClaimsStore(store);
     await claims?.load();
-    const hosted = claims?.hosted(init.tenants) ?? [];
+    const hosted = claims?.hosted(catalogued) ?? [];
     for (const merchant of claims?.movedOut(init.tenants) ?? []) {
       logger.warn({ merchant }, 'the config lists a merchant that was moved to another cell; it stays there (update the config)');
     }
     const metrics = new CellMetrics(init.metrics);
-    const tenants = claims === undefined ? init.tenants : tenantsHosting(init.tenants, hosted);
+    const tenants = claims === undefined ? catalogued : tenantsHosting(catalogued, hosted);
     const audit = new AuditLog({ store, clock: init.clock });
     await audit.load();
     const people = new PeopleDirectory({ store, clock: init.clock });
@@ -203,20 +222,52 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     const stopFollowingPeople = people.onChange((change) => core.desk.peopleChanged(change.tenant, change.merchant, change.agentId, change.after));
     started.push(stopFollowingPeople);
     await core.loadDesks();
+    const host = peopleFollowMoves(core.moveHost(), people, core.blocks, logger);
     const attachments = new AttachmentStore(store, init.clock);
-    const sweeper = new AttachmentSweeper({ attachments, store, clock: init.clock, logger, tenants });
-    sweeper.start();
-    started.push(() => sweeper.stop());
     started.push(() => core.desk.stop());
-    const retention = new RetentionSweeper({ store, clock: init.clock, logger, tenants, attachments, forgetConversations: (tenant, merchant) => core.forgetConversations(tenant, merchant) });
-    retention.start();
-    started.push(() => retention.stop());
+    // The sweepers take the tenants' retention when they start: a change of the tenants through
+    // the admin API starts them again.
+    const startSweepers = (served: readonly TenantConfig[]): (() => Promise<void>) => {
+      const sweeper = new AttachmentSweeper({ attachments, store, clock: init.clock, logger, tenants: served });
+      const retention = new RetentionSweeper({ store, clock: init.clock, logger, tenants: served, attachments, forgetConversations: (tenant, merchant) => core.forgetConversations(tenant, merchant) });
+      sweeper.start();
+      retention.start();
+      return async () => {
+        await Promise.all([sweeper.stop(), retention.stop()]);
+      };
+    };
+    let stopSweepers = startSweepers(tenants);
+    started.push(() => stopSweepers());
+    // In a cluster, the cell's record lists the tenants it serves: bound once it joined.
+    let advertiseTenants: (() => void) | undefined;
+    catalogue.attachHost({
+      serveTenant: (tenant) => core.serveTenant(tenant),
+      stopServingTenant: (tenant) => core.stopServingTenant(tenant),
+      hostedMerchants: (tenant) => core.servedTenants().find((served) => served.id === tenant)?.merchants,
+      hostMerchant: async (tenant, merchant) => host.hostMerchant(tenant, merchant),
+      removeMerchant: async (tenant, merchant) => {
+        for (const agent of [...core.presence.agentsOf(tenant, merchant)]) agent.port.close(CloseCode.Forbidden, `merchant ${merchant} was removed`);
+        host.releaseMerchant(tenant, merchant);
+        // Its desk's writes already under way land before its desk is deleted, not after.
+        await host.whenMerchantIdle(tenant, merchant);
+      },
+      tenantsChanged: () => {
+        const stopPrevious = stopSweepers;
+        stopSweepers = startSweepers(catalogue.tenants());
+        void stopPrevious();
+        advertiseTenants?.();
+      },
+    });
     let ready = false;
     const isReady = (): boolean => ready && !core.isDraining;
     const erasure = new CustomerErasure({ store, core, attachments, audit, logger });
-    const endpoints = await init.devices.open({ core, metrics, people, audit, attachments, erasure, isReady });
+    const endpoints = await init.devices.open({ core, metrics, people, audit, attachments, catalogue, erasure, isReady });
     started.push(() => init.devices.stopAccepting());
-    const cluster = init.mesh === undefined ? undefined : await joinMesh(init, init.mesh, { core, people, metrics, endpoints, hosted, claims: claims as MerchantClaimsStore, erasure, started });
+    const cluster = init.mesh === undefined ? undefined : await joinMesh(init, init.mesh, { core, host, catalogue, tenants, metrics, endpoints, hosted, claims: claims as MerchantClaimsStore, erasure, started });
+    if (cluster !== undefined) {
+      advertiseTenants = () =>
+        void cluster.mesh.updateOwnRecord({ tenants: core.servedTenants().map((tenant) => tenant.id) }).catch((error: unknown) => logger.warn({ err: error }, 'could not update the tenants of the cell\'s record'));
+    }
     ready = true;
 
     let stopping: Promise<void> | undefined;
@@ -233,7 +284,7 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
       })();
       return stopping;
     };
-    return { cellId, core, metrics, people, audit, endpoints, cluster, isReady, stop };
+    return { cellId, core, metrics, people, audit, catalogue, endpoints, cluster, isReady, stop };
   } catch (error) {
     await unwind();
     throw error;
@@ -242,7 +293,11 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
 
 interface JoiningCell {
   readonly core: CellCore;
-  readonly people: PeopleDirectory;
+  /** The core's moves, with the merchant's people and blocks following it. */
+  readonly host: MoveHost;
+  readonly catalogue: TenantCatalogue;
+  /** Every tenant served, of the config and of the admin API. */
+  readonly tenants: readonly TenantConfig[];
   readonly metrics: CellMetrics;
   readonly endpoints: DeviceEndpoints;
   readonly hosted: readonly HostedMerchant[];
@@ -273,7 +328,7 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
     signer,
     record: {
       endpoints: { ...cell.endpoints, p2p: transport.addresses() },
-      tenants: init.tenants.map((tenant) => tenant.id),
+      tenants: cell.tenants.map((tenant) => tenant.id),
       // Merchants named in the config are claimed at epoch 0; a move or a placement claims a higher epoch.
       ...recordClaims(cell.hosted, cell.claims),
       load: { devices: 0, messagesPerSecond: 0 },
@@ -327,7 +382,15 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
 
   metrics.collectCrossCellStats(() => core.crossCellStats());
   const merchantClaims = meshMerchantClaims(mesh, cell.claims);
-  const host = peopleFollowMoves(core.moveHost(), cell.people, core.blocks, logger);
+  cell.catalogue.attachClaims(catalogueClaimsOf(mesh, cell.claims));
+  // A merchant moving in may bring its tenant, which this cell then serves before hosting it.
+  const host: MoveHost = {
+    ...cell.host,
+    hostMerchant: async (tenant, merchant) => {
+      await cell.catalogue.merchantMovedIn(tenant, merchant);
+      await cell.host.hostMerchant(tenant, merchant);
+    },
+  };
   const mover = new MerchantMover({ cellId, store, cluster: clusterPort, clock, logger, host, claims: merchantClaims });
   const placement: PlacementComponents = { cellId, operatorKeys: ports.operatorKeys ?? [], directory: mesh.directory, host, claims: merchantClaims, logger };
   return { mesh, transport, location, outbox, inbox, mover, placement, stopPublishingLoad };

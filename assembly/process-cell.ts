@@ -3,6 +3,7 @@ import { loginRoutes } from '../cell/access/login-routes.js';
 import { newestSigningKey } from '../cell/access/token-minter.js';
 import { signingKeysOf } from '../cell/access/tokens.js';
 import { adminPeopleRoutes } from '../cell/access/admin-people-routes.js';
+import { adminCatalogueRoutes } from '../cell/access/admin-catalogue-routes.js';
 import { adminCustomerRoutes } from '../cell/access/admin-customer-routes.js';
 import { CustomerData, customerDataHostOf } from '../cell/customer-data.js';
 import { AccessServer, type ClusterApi } from '../cell/access/uws-server.js';
@@ -92,7 +93,6 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   const { config, logger } = options;
   const clock = options.clock ?? new SystemClock();
   const random = options.random ?? new SystemRandom();
-  const newestKeys = new Map(config.tenants.map((tenant) => [tenant.id, newestSigningKey(signingKeysOf(tenant))]));
   const metricsPort = new PromMetrics();
   if (options.processMetrics === true) metricsPort.collectProcessMetrics();
   // Bound once the cell has joined its cluster; until then (and for a standalone cell) the API says so.
@@ -101,7 +101,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   let port = 0;
   let access: AccessServer | undefined;
   const devices: DeviceAccess = {
-    open: async ({ core, metrics, people, audit, attachments, erasure, isReady }) => {
+    open: async ({ core, metrics, people, audit, attachments, catalogue, erasure, isReady }) => {
       const adminTokens = config.admin.token === undefined ? [] : [config.admin.token, ...config.admin.acceptTokens];
       access = new AccessServer({
         core,
@@ -118,18 +118,22 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
           return clusterApi;
         },
         routeModules: [
+          adminCatalogueRoutes({ catalogue, people, audit, adminTokens }),
           adminPeopleRoutes({ servedTenants: () => core.servedTenants(), people, audit, adminTokens }),
           adminCustomerRoutes({ servedTenants: () => core.servedTenants(), blocks: core.blocks, closeConsultation: (tenant, conv) => core.desk.closeIfOpen(tenant, conv), data: new CustomerData({ store, host: customerDataHostOf(core), attachments }), erasure, audit, adminTokens }),
           loginRoutes({
             store,
             clock,
             random,
-            signingKeyOf: (tenant) => newestKeys.get(tenant),
+            signingKeyOf: (tenant) => {
+              const served = catalogue.tenantConfig(tenant);
+              return served === undefined ? undefined : newestSigningKey(signingKeysOf(served));
+            },
             hostsMerchant: core.moveHost().hosts,
             agents: { passwordHashOf: (tenant, merchant, agent) => people.get(tenant, merchant, agent)?.passwordHash },
             settings: config.logins,
           }),
-          attachmentRoutes({ core, attachments, clock, tenants: config.tenants }),
+          attachmentRoutes({ core, attachments, clock, tenantOf: (tenant) => catalogue.tenantConfig(tenant) }),
           routeRoutes({ directory: () => meshDirectory, standalone: config.mesh === undefined, clock, settings: config.routing, metrics: new RouteMetrics(metricsPort) }),
         ],
       });

@@ -5,13 +5,15 @@
  *
  * Phases: every agent comes online while twice the desk's capacity of customers arrive (the
  * queue grows deep and drains as agents arrive); then a churn of opens, closes, status changes
- * and releases at about half the capacity; then the steady state of a busy desk, where more
- * customers come than the agents can take (the queue stays deep), agents still change status
- * and customers close at random: there the spread of load inside each group is measured
- * (`loadSpread`). The same spread at half the capacity (`loadSpreadBelowCapacity`) is reported
- * too: there random closes leave dips that only the next customer of that group fills, so it
- * measures the traffic more than the rule. Every desk call is timed; `assignPerSec` is the
- * decisions (an assignment or a queueing) per second of time spent inside the desk.
+ * and releases at about half the capacity, where the spread of load inside each group is taken
+ * with random arrivals (`loadSpreadBelowCapacity`: random closes leave dips that only the next
+ * customer of that group fills, so it measures the traffic more than the rule); then two steady
+ * states where the spread is sampled (`loadSpread` is the larger): groups whose arrivals keep
+ * pace with their closes, below capacity (`loadSpreadMatchedArrivals`), and a busy desk, where
+ * more customers come than the agents can take (the queue stays deep), agents still change
+ * status and customers close at random (`loadSpreadBusyDesk`). Every desk call is timed;
+ * `assignPerSec` is the decisions (an assignment or a queueing) per second of time spent inside
+ * the desk.
  *
  * `durableAssignPerSec` (assign-durable.ts) takes assignments end to end through a real cell.
  */

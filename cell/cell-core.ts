@@ -93,7 +93,7 @@ const DEFAULT_HISTORY_LIMIT = 50;
  */
 export class CellCore {
   readonly presence = new PresenceRegistry();
-  private readonly tenants: ReadonlyMap<string, TenantPolicy>;
+  private readonly tenants = new Map<string, TenantPolicy>();
   private readonly log: ConversationLog;
   private readonly delivery: DeliveryService;
   /** The service desks of the merchants hosted here. */
@@ -109,16 +109,7 @@ export class CellCore {
   private readonly fences = new MerchantFences();
 
   constructor(private readonly options: CellCoreOptions) {
-    this.tenants = new Map(
-      options.tenants.map((tenant) => [
-        tenant.id,
-        {
-          keys: signingKeysOf(tenant),
-          origins: new Set(tenant.origins),
-          merchants: new Set(tenant.merchants.map((merchant) => merchant.id)),
-        },
-      ]),
-    );
+    for (const tenant of options.tenants) this.tenants.set(tenant.id, { keys: signingKeysOf(tenant), origins: new Set(tenant.origins), merchants: new Set(tenant.merchants.map((merchant) => merchant.id)) });
     this.log = new ConversationLog({
       store: options.store,
       clock: options.clock,
@@ -551,6 +542,17 @@ export class CellCore {
     return [...this.tenants].map(([id, policy]) => ({ id, origins: [...policy.origins], merchants: [...policy.merchants].sort() }));
   }
 
+  /** Serves a tenant created at runtime, or takes a tenant's new secrets and origins; its merchants stay (tenant-catalogue.ts). */
+  serveTenant(tenant: TenantConfig): void {
+    this.tenants.set(tenant.id, { keys: signingKeysOf(tenant), origins: new Set(tenant.origins), merchants: this.tenants.get(tenant.id)?.merchants ?? new Set() });
+  }
+
+  /** Stops serving a removed tenant: its tokens are refused from now on, its devices closed. */
+  stopServingTenant(tenant: string): void {
+    this.tenants.delete(tenant);
+    for (const connection of [...this.presence.all()]) if (connection.identity.tenant === tenant) connection.port.close(CloseCode.Forbidden, `tenant ${tenant} was removed`);
+  }
+
   /** What a merchant's move may do to this core (merchant-move.ts). */
   moveHost(): MoveHost {
     return {
@@ -560,7 +562,7 @@ export class CellCore {
       cursorsFlushed: () => this.delivery.cursorsFlushed(),
       hostMerchant: (tenant, merchant) => {
         const policy = this.tenants.get(tenant);
-        if (policy === undefined) throw new CellError(ErrorCode.MoveFailed, `tenant ${tenant} is not served by this cell: add it to its config before moving its merchants here`);
+        if (policy === undefined) throw new CellError(ErrorCode.MoveFailed, `tenant ${tenant} is not served by this cell: add it to its config (or create it through the admin API) before moving its merchants here`);
         // The store now holds the merchant's conversations as copied; heads cached from an
         // earlier mirror of them are stale.
         this.log.forgetMerchant(tenant, merchant);
@@ -633,8 +635,8 @@ export class CellCore {
 
   private tenantOf(identity: Identity): TenantPolicy {
     const tenant = this.tenants.get(identity.tenant);
-    // verifyToken accepts only tenants of this cell (their secret signed the token).
-    if (tenant === undefined) throw new Error(`a verified identity names tenant ${identity.tenant}, which this cell does not serve`);
+    // verifyToken accepts only tenants of this cell; one removed since is refused (its devices are being closed).
+    if (tenant === undefined) throw new CellError(ErrorCode.TenantUnknown, `tenant ${identity.tenant} is no longer served by this cell`);
     return tenant;
   }
 

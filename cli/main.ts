@@ -104,6 +104,54 @@ function withAgentFields(command: Command): Command {
     .option('--no-supervisor', 'the agent does not supervise');
 }
 
+const tenants = program.command('tenants').description('the tenants a cell serves, through its admin API (docs/operations.md)');
+
+/** The settings of a tenant that `create` and `update` set. */
+function withTenantFields(command: Command): Command {
+  return command
+    .option('--name <name>', 'display name (1-200 characters)')
+    .option('--origins <urls>', 'comma-separated browser origins allowed to open WebSockets, e.g. https://shop.example')
+    .option('--secret-stdin', 'read the signing secret from standard input (default: the cell generates one and prints it once)')
+    .addOption(new Option('--conversation-days <n>', 'delete messages older than this many days').argParser(parsePositiveInt))
+    .addOption(new Option('--attachment-days <n>', 'delete attachments this many days after their upload').argParser(parsePositiveInt))
+    .addOption(new Option('--attachment-max-bytes <n>', 'largest upload, in bytes').argParser(parsePositiveInt))
+    .option('--attachment-types <types>', 'comma-separated media types accepted, e.g. image/png,application/pdf');
+}
+
+withAdmin(tenants.command('list').description('list the tenants and the merchants hosted here (never a secret)')).action(
+  lazy(async () => (await import('./catalogue-command.js')).runTenantsListCommand),
+);
+withTenantFields(withAdmin(tenants.command('create').description('create a tenant; prints its generated secret once')).argument('<id>', 'the tenant\'s id (its tokens\' tenant)'))
+  .option('--kid <kid>', 'the name of its first secret in tokens\' headers (default k1)')
+  .action(lazy(async () => (await import('./catalogue-command.js')).runTenantsCreateCommand));
+withTenantFields(withAdmin(tenants.command('update').description('change a tenant created through the admin API, or rotate its secret')).argument('<id>', 'the tenant\'s id'))
+  .option('--add-secret <kid>', 'add a second secret under this kid (generated and printed once, or --secret-stdin)')
+  .option('--remove-secret <kid>', 'drop the secret of this kid (once tokens signed with it are gone)')
+  .action(lazy(async () => (await import('./catalogue-command.js')).runTenantsUpdateCommand));
+withAdmin(tenants.command('remove').description('remove a tenant created through the admin API; it must have no merchants here').argument('<id>', 'the tenant\'s id')).action(
+  lazy(async () => (await import('./catalogue-command.js')).runTenantsRemoveCommand),
+);
+
+const merchants = program.command('merchants').description('the merchants a cell hosts, through its admin API (docs/operations.md)');
+
+/** A command about the merchants of one tenant. */
+function merchantsCommand(name: string, description: string): Command {
+  return withAdmin(merchants.command(name).description(description)).requiredOption('--tenant <id>', 'the tenant of the merchants');
+}
+
+merchantsCommand('list', 'list the tenant\'s merchants hosted by the cell').action(lazy(async () => (await import('./catalogue-command.js')).runMerchantsListCommand));
+merchantsCommand('create', 'create a merchant; the cell hosts (in a cluster: claims) it at once')
+  .argument('<id>', 'the merchant\'s id')
+  .option('--name <name>', 'display name (1-200 characters)')
+  .action(lazy(async () => (await import('./catalogue-command.js')).runMerchantsCreateCommand));
+merchantsCommand('update', 'rename a merchant created through the admin API')
+  .argument('<id>', 'the merchant\'s id')
+  .option('--name <name>', 'display name (1-200 characters)')
+  .action(lazy(async () => (await import('./catalogue-command.js')).runMerchantsUpdateCommand));
+merchantsCommand('remove', 'remove a merchant created through the admin API: its agents are disconnected and its desk deleted')
+  .argument('<id>', 'the merchant\'s id')
+  .action(lazy(async () => (await import('./catalogue-command.js')).runMerchantsRemoveCommand));
+
 const agents = program.command('agents').description('the agents of a merchant, through its home cell\'s admin API (docs/operations.md)');
 
 agentsCommand('list', 'list the merchant\'s agents').action(lazy(async () => (await import('./people-command.js')).runAgentsListCommand));

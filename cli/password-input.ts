@@ -1,7 +1,8 @@
 import { CliError, ExitCode } from './cli-errors.js';
 
 /**
- * Passwords for the commands that need one (`agents password`, `chat --login`): read from
+ * Passwords for the commands that need one (`agents password`, `chat --login`), and tenants'
+ * signing secrets (`tenants create|update --secret-stdin`): read from
  * standard input or typed at a prompt without echo, never taken from the command line, where
  * `ps` and the shell history would keep them.
  */
@@ -10,15 +11,15 @@ import { CliError, ExitCode } from './cli-errors.js';
  * The password from standard input: all of it when piped (`--password-stdin`, or any stdin that
  * is not a terminal), less one trailing newline; typed at a prompt, without echo, on a terminal.
  */
-export async function readPassword(fromStdin: boolean): Promise<string> {
+export async function readPassword(fromStdin: boolean, what = 'password'): Promise<string> {
   const stdin = process.stdin;
-  const password = !fromStdin && stdin.isTTY ? await promptHidden('password: ') : (await readAll(stdin)).replace(/\r?\n$/, '');
-  return nonEmpty(password);
+  const password = !fromStdin && stdin.isTTY ? await promptHidden(`${what}: `) : (await readAll(stdin)).replace(/\r?\n$/, '');
+  return nonEmpty(password, what);
 }
 
 /** Fails with a usage error for an empty password (nothing piped in, or Enter alone). */
-export function nonEmpty(password: string): string {
-  if (password === '') throw new CliError('no password on standard input (pipe it in, or use a terminal to type it)', ExitCode.Usage);
+export function nonEmpty(password: string, what = 'password'): string {
+  if (password === '') throw new CliError(`no ${what} on standard input (pipe it in, or use a terminal to type it)`, ExitCode.Usage);
   return password;
 }
 

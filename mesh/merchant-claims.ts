@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { TenantConfig } from '../cell/settings.js';
+import type { CatalogueClaims } from '../cell/tenant-catalogue.js';
 import type { CellMesh } from './cell-mesh.js';
 import { CELL_ID_PATTERN, ClaimProofSchema, type ClaimProof, type HandedOver, type MerchantClaim } from './cell-record.js';
 import type { MerchantClaims } from './merchant-move.js';
@@ -66,6 +67,11 @@ export class MerchantClaimsStore {
     return notes;
   }
 
+  /** The epoch of this cell's last claim or release of the merchant; undefined when it never had it. */
+  epochOf(tenant: string, merchant: string): number | undefined {
+    return this.claims[`${tenant}/${merchant}`]?.epoch;
+  }
+
   /** Merchants the config lists that a move took away (worth a warning at start). */
   movedOut(tenants: readonly TenantConfig[]): string[] {
     return tenants.flatMap((tenant) =>
@@ -78,7 +84,7 @@ export class MerchantClaimsStore {
    * the claims as they were, so a failed commit cannot reach the record (or the next write of
    * another merchant's claim). Writes are serialized, each on top of the last one that succeeded.
    */
-  record(tenant: string, merchant: string, epoch: number, change: { hosted: true; proof?: ClaimProof } | { hosted: false; to: string }): Promise<void> {
+  record(tenant: string, merchant: string, epoch: number, change: { hosted: true; proof?: ClaimProof } | { hosted: false; to?: string }): Promise<void> {
     const write = this.writing.then(async () => {
       const next = { ...this.claims, [`${tenant}/${merchant}`]: { epoch, ...change } };
       await this.store.write([{ type: 'put', key: CLAIMS_KEY, value: JSON.stringify(next) }]);
@@ -129,5 +135,31 @@ export function meshMerchantClaims(mesh: CellMesh, store: MerchantClaimsStore): 
       await mesh.updateOwnRecord({ merchants: others(tenant, merchant), handedOver: [...otherNotes(tenant, merchant), { tenant, merchant, toCell: to, epoch }] });
     },
     homeOf: (tenant, merchant) => mesh.homeCellOf(tenant, merchant),
+  };
+}
+
+/**
+ * The admin API's view of this cell's claims (cell/tenant-catalogue.ts): a merchant created here
+ * is claimed at epoch 1 without proof, which the directory admits only while no cell claims it
+ * (docs/mesh.md, "Trust: who may claim a merchant"); a removed one's claim is withdrawn, with no
+ * note of a handover (no cell took it).
+ */
+export function catalogueClaimsOf(mesh: CellMesh, store: MerchantClaimsStore): CatalogueClaims {
+  const isOther = (tenant: string, merchant: string) => (entry: { tenant: string; merchant: string }) => entry.tenant !== tenant || entry.merchant !== merchant;
+  return {
+    homeOf: (tenant, merchant) => mesh.homeCellOf(tenant, merchant),
+    claimNew: async (tenant, merchant, whenDurable) => {
+      await store.record(tenant, merchant, 1, { hosted: true });
+      await whenDurable();
+      const record = mesh.ownRecord();
+      await mesh.updateOwnRecord({
+        merchants: [...record.merchants.filter(isOther(tenant, merchant)), { tenant, merchant, epoch: 1 }],
+        handedOver: (record.handedOver ?? []).filter(isOther(tenant, merchant)),
+      });
+    },
+    withdraw: async (tenant, merchant) => {
+      await store.record(tenant, merchant, store.epochOf(tenant, merchant) ?? 0, { hosted: false });
+      await mesh.updateOwnRecord({ merchants: mesh.ownRecord().merchants.filter(isOther(tenant, merchant)) });
+    },
   };
 }

@@ -21,7 +21,8 @@ import { deleteRange, scan } from '../platform/store/scan.js';
  * instead of stalling the merchant's conversations. Then it fences the merchant (new writes to its conversations wait), lets the writes
  * under way finish and flushes delivery cursors, copies every key of the merchant to the target
  * over `/cellmesh/handover/1.0.0` (messages, idempotency keys, read cursors, the conversation
- * indexes, delivery cursors, the desk, attachments), then asks the target to commit: the target hosts the merchant and
+ * indexes, delivery cursors, the desk, attachments, the records of a runtime merchant and tenant),
+ * then asks the target to commit: the target hosts the merchant and
  * claims it at a higher epoch, which makes it the home in every directory. The source drops its
  * claim, waits until its own directory routes the merchant to the target, and lifts the fence:
  * the writes that waited, and every later one that reaches the old cell, take the cross-cell
@@ -185,6 +186,12 @@ export class MerchantMover {
     }
     // The merchant's desk (agents, consultations, queues) moves with it: nothing is reassigned by a move.
     for await (const [key, value] of scan(store, keys.merchantDesk(tenant, merchant))) await add(key, value);
+    // A merchant created through the admin API, and its tenant's record if that was too: the
+    // target may not serve the tenant yet, and needs its secrets to verify the merchant's tokens.
+    for (const key of [keys.tenantRecord(tenant), keys.tenantMerchant(tenant, merchant)]) {
+      const value = await store.get(key);
+      if (value !== undefined) await add(key, value);
+    }
     // Tables keyed by conversation: every conversation id of the merchant starts with `<merchant>:`.
     for (const table of ['m', 'i', 'r']) {
       for await (const [key, value] of scan(store, prefixRange(`${table}/${tenant}/${merchant}:`))) await add(key, value);
@@ -280,7 +287,11 @@ export class MerchantMover {
     if (request.stage === 'prepare') {
       // What this cell kept of the merchant's desk from an earlier stay is stale (records deleted
       // since, at the merchant's home, would come back to life): the copy brings all of it.
-      if (!host.hosts(request.tenant, request.merchant)) await deleteRange(store, keys.merchantDesk(request.tenant, request.merchant));
+      if (!host.hosts(request.tenant, request.merchant)) {
+        await deleteRange(store, keys.merchantDesk(request.tenant, request.merchant));
+        // So is its record of the admin API: the copy brings the current one, if it has one.
+        await store.write([{ type: 'del', key: keys.tenantMerchant(request.tenant, request.merchant) }]);
+      }
       return answer({ ok: true });
     }
     if (request.stage === 'copy') {
@@ -296,7 +307,9 @@ export class MerchantMover {
       if (!allowed || !(await referencedByMerchant(store, tenant, merchant, contentIds, entries))) {
         return answer({ ok: false, code: 'BAD_REQUEST', message: 'a key outside the merchant' });
       }
-      const ops: StoreOp[] = entries.map(([key, value]) => ({ type: 'put', key, value }));
+      // A tenant record this cell has already is its own (it may have rotated secrets since): kept.
+      const tenantKnown = (await store.get(keys.tenantRecord(tenant))) !== undefined;
+      const ops: StoreOp[] = entries.filter(([key]) => !(tenantKnown && key === keys.tenantRecord(tenant))).map(([key, value]) => ({ type: 'put', key, value }));
       await store.write(ops);
       return answer({ ok: true });
     }
@@ -341,6 +354,7 @@ function abortKey(tenant: string, merchant: string): string {
 function belongsToMerchant(key: string, tenant: string, merchant: string): boolean {
   const conversationOfMerchant = (conv: string): boolean => conv.startsWith(`${merchant}:`);
   if (key.startsWith(`mc/${tenant}/${merchant}/`) || key.startsWith(keys.merchantDesk(tenant, merchant).gte)) return true;
+  if (key === keys.tenantRecord(tenant) || key === keys.tenantMerchant(tenant, merchant)) return true;
   if (isMerchantAttachmentReference(key, tenant, merchant)) return true;
   for (const table of ['m', 'i', 'r']) if (key.startsWith(`${table}/${tenant}/${merchant}:`)) return true;
   if (key.startsWith(`uc/${tenant}/`) || key.startsWith(`d/${tenant}/`)) return conversationOfMerchant(lastField(key));

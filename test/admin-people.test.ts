@@ -48,8 +48,8 @@ describe('the admin API of people', () => {
     expect(tenants.status).toBe(200);
     expect(tenants.body).toEqual({
       tenants: [
-        { id: 'mall', origins: ['http://shop.example'], merchants: [{ id: 'm1', agents: 1 }, { id: 'm2', agents: 0 }] },
-        { id: 'market', origins: [], merchants: [{ id: 'm9', agents: 0 }] },
+        { id: 'mall', source: 'config', origins: ['http://shop.example'], kids: [], merchants: [{ id: 'm1', source: 'config', agents: 1 }, { id: 'm2', source: 'config', agents: 0 }] },
+        { id: 'market', source: 'config', origins: [], kids: [], merchants: [{ id: 'm9', source: 'config', agents: 0 }] },
       ],
     });
     expect(tenants.text).not.toContain(SECRET);

@@ -11,6 +11,7 @@ import { ManualClock } from '../platform/manual-clock.js';
 import type { ServerFrame } from '../cell/protocol/frames.js';
 import { metricValue } from '../platform/prometheus-text.js';
 import {
+  ADMIN_TOKEN,
   ALLOWED_ORIGIN,
   Cleanup,
   InBandRejected,
@@ -538,6 +539,8 @@ describe('bad HTTP requests', () => {
       { name: 'blocks without an admin token configured', method: 'PUT', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m1/blocks/c1`, token, json: {}, status: 403, code: 'ADMIN_FORBIDDEN' },
       { name: 'customer export without an admin token configured', method: 'GET', url: `${cell.httpUrl}/v1/admin/tenants/mall/customers/c1/export`, token, status: 403, code: 'ADMIN_FORBIDDEN' },
       { name: 'customer erasure without an admin token configured', method: 'DELETE', url: `${cell.httpUrl}/v1/admin/tenants/mall/customers/c1`, token, status: 403, code: 'ADMIN_FORBIDDEN' },
+      { name: 'tenant creation without an admin token configured', method: 'POST', url: `${cell.httpUrl}/v1/admin/tenants`, token, json: { id: 'x' }, status: 403, code: 'ADMIN_FORBIDDEN' },
+      { name: 'merchant removal without an admin token configured', method: 'DELETE', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m2`, token, status: 403, code: 'ADMIN_FORBIDDEN' },
     ];
     const problems: string[] = [];
     for (const row of cases) {
@@ -564,6 +567,50 @@ describe('bad HTTP requests', () => {
     expect(errorLogs).toEqual([]);
   });
 
+  test('bad input to the admin API of tenants and merchants: each gets its status and code; nothing changes', async () => {
+    const cell = await cleanup.cell({ admin: ADMIN_TOKEN });
+    const admin = `${cell.httpUrl}/v1/admin`;
+    const cases: Array<{ name: string; method: string; url: string; json?: unknown; rawBody?: string; status: number; code: string }> = [
+      { name: 'tenant: bad JSON', method: 'POST', url: `${admin}/tenants`, rawBody: '{"id":', status: 400, code: 'BAD_JSON' },
+      { name: 'tenant: no id', method: 'POST', url: `${admin}/tenants`, json: {}, status: 400, code: 'BAD_FRAME' },
+      { name: 'tenant: an id with a slash', method: 'POST', url: `${admin}/tenants`, json: { id: 'a/b' }, status: 400, code: 'BAD_FRAME' },
+      { name: 'tenant: an unknown field', method: 'POST', url: `${admin}/tenants`, json: { id: 'x', merchants: [] }, status: 400, code: 'BAD_FRAME' },
+      { name: 'tenant: a short secret', method: 'POST', url: `${admin}/tenants`, json: { id: 'x', secret: 'short' }, status: 400, code: 'BAD_FRAME' },
+      { name: 'tenant: a guessable secret', method: 'POST', url: `${admin}/tenants`, json: { id: 'x', secret: 'ab'.repeat(20) }, status: 400, code: 'BAD_FRAME' },
+      { name: 'tenant: an origin that is no URL', method: 'POST', url: `${admin}/tenants`, json: { id: 'x', origins: ['shop'] }, status: 400, code: 'BAD_FRAME' },
+      { name: 'tenant: retention of 0 days', method: 'POST', url: `${admin}/tenants`, json: { id: 'x', retention: { conversationDays: 0 } }, status: 400, code: 'BAD_FRAME' },
+      { name: 'tenant: an attachment type that is no media type', method: 'POST', url: `${admin}/tenants`, json: { id: 'x', attachments: { types: ['png'] } }, status: 400, code: 'BAD_FRAME' },
+      { name: 'tenant: an id taken by the config', method: 'POST', url: `${admin}/tenants`, json: { id: TENANT }, status: 409, code: 'TENANT_EXISTS' },
+      { name: 'tenant: a change of nothing', method: 'PATCH', url: `${admin}/tenants/${TENANT}`, json: {}, status: 400, code: 'BAD_FRAME' },
+      { name: 'tenant: a change of a config tenant', method: 'PATCH', url: `${admin}/tenants/${TENANT}`, json: { name: 'x' }, status: 409, code: 'CONFIG_OWNED' },
+      { name: 'tenant: removing a config tenant', method: 'DELETE', url: `${admin}/tenants/${TENANT}`, status: 409, code: 'CONFIG_OWNED' },
+      { name: 'tenant: an unknown tenant', method: 'GET', url: `${admin}/tenants/nowhere`, status: 404, code: 'TENANT_UNKNOWN' },
+      { name: 'tenant: a malformed tenant in the path', method: 'GET', url: `${admin}/tenants/%zz`, status: 400, code: 'BAD_FRAME' },
+      { name: 'merchant: no id', method: 'POST', url: `${admin}/tenants/${TENANT}/merchants`, json: { name: 'x' }, status: 400, code: 'BAD_FRAME' },
+      { name: 'merchant: a name too long', method: 'POST', url: `${admin}/tenants/${TENANT}/merchants`, json: { id: 'm5', name: 'n'.repeat(201) }, status: 400, code: 'BAD_FRAME' },
+      { name: 'merchant: one hosted already', method: 'POST', url: `${admin}/tenants/${TENANT}/merchants`, json: { id: 'm1' }, status: 409, code: 'MERCHANT_EXISTS' },
+      { name: 'merchant: of an unknown tenant', method: 'POST', url: `${admin}/tenants/nowhere/merchants`, json: { id: 'm5' }, status: 404, code: 'TENANT_UNKNOWN' },
+      { name: 'merchant: renaming without a name', method: 'PATCH', url: `${admin}/tenants/${TENANT}/merchants/m1`, json: {}, status: 400, code: 'BAD_FRAME' },
+      { name: 'merchant: removing a config merchant', method: 'DELETE', url: `${admin}/tenants/${TENANT}/merchants/m1`, status: 409, code: 'CONFIG_OWNED' },
+      { name: 'merchant: removing one not hosted', method: 'DELETE', url: `${admin}/tenants/${TENANT}/merchants/m7`, status: 404, code: 'MERCHANT_NOT_HOSTED' },
+    ];
+    const problems: string[] = [];
+    for (const row of cases) {
+      const answer = await httpRequest(row.method, row.url, {
+        token: ADMIN_TOKEN,
+        ...(row.json === undefined ? {} : { json: row.json }),
+        ...(row.rawBody === undefined ? {} : { rawBody: row.rawBody }),
+      });
+      if (answer.status !== row.status || errorCodeOf(answer) !== row.code) problems.push(`${row.name}: expected ${row.status} ${row.code}, got ${answer.status} ${answer.text.slice(0, 200)}`);
+    }
+    expect(problems).toEqual([]);
+    const listed = await httpRequest('GET', `${admin}/tenants`, { token: ADMIN_TOKEN });
+    expect((listed.body as { tenants: Array<{ id: string; merchants: Array<{ id: string }> }> }).tenants.map((tenant) => [tenant.id, tenant.merchants.map((merchant) => merchant.id)])).toEqual([
+      [TENANT, ['m1', 'm2']],
+      [OTHER_TENANT, ['m9']],
+    ]);
+  });
+
   test('a wrong method on an existing path answers 405 with Allow; the cell still serves', async () => {
     const cell = await cleanup.cell();
     const token = await tokenFor({ user: 'c1', device: 'web' });
@@ -586,6 +633,10 @@ describe('bad HTTP requests', () => {
       { method: 'POST', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m1/blocks/c1`, allow: 'DELETE, GET, PUT' },
       { method: 'POST', url: `${cell.httpUrl}/v1/admin/tenants/mall/customers/c1/export`, allow: 'GET' },
       { method: 'GET', url: `${cell.httpUrl}/v1/admin/tenants/mall/customers/c1`, allow: 'DELETE' },
+      { method: 'PUT', url: `${cell.httpUrl}/v1/admin/tenants`, allow: 'GET, POST' },
+      { method: 'POST', url: `${cell.httpUrl}/v1/admin/tenants/mall`, allow: 'DELETE, GET, PATCH' },
+      { method: 'PUT', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants`, allow: 'GET, POST' },
+      { method: 'GET', url: `${cell.httpUrl}/v1/admin/tenants/mall/merchants/m1`, allow: 'DELETE, PATCH' },
     ];
     const problems: string[] = [];
     for (const row of cases) {

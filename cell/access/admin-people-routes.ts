@@ -8,8 +8,8 @@ import type { RouteModule } from './uws-server.js';
 
 /**
  * The admin API of the desk's people and of the audit log (docs/protocol.md, "HTTP API"): the
- * agents of the merchants this cell hosts, their passwords, the tenants it serves, and the audit
- * log. Every call needs the admin token; every change is recorded in the audit log with its
+ * agents of the merchants this cell hosts, their passwords, and the audit log (the tenants and
+ * merchants themselves: admin-catalogue-routes.ts). Every call needs the admin token; every change is recorded in the audit log with its
  * outcome. A standalone cell serves it too: nothing here needs the mesh.
  */
 
@@ -60,16 +60,6 @@ export function adminPeopleRoutes(components: AdminPeopleComponents): RouteModul
         );
       });
 
-    handle('get', '/v1/admin/tenants', async () => ({
-      status: 200,
-      body: {
-        tenants: components.servedTenants().map((tenant) => ({
-          id: tenant.id,
-          origins: tenant.origins,
-          merchants: tenant.merchants.map((merchant) => ({ id: merchant, agents: people.list(tenant.id, merchant).length })),
-        })),
-      },
-    }));
     handle('get', AGENTS, async (request) => {
       const { tenant, merchant } = hostedPlace(components, request.parameters);
       return { status: 200, body: { tenant, merchant, agents: people.list(tenant, merchant).map(agentView) } };

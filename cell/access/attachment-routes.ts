@@ -15,7 +15,8 @@ export interface AttachmentRoutesOptions {
   /** The cell's attachments, over the core's store; the cell's AttachmentSweeper shares it. */
   attachments: AttachmentStore;
   clock: Clock;
-  tenants: readonly TenantConfig[];
+  /** A tenant's settings as they are now (the admin API changes them at runtime); undefined when not served. */
+  tenantOf: (tenant: string) => Pick<TenantConfig, 'attachments'> | undefined;
   /** Uploads per identity (default DEFAULT_UPLOAD_RATE). */
   uploadRate?: UploadRate | undefined;
 }
@@ -44,8 +45,7 @@ const FileName = z
 export function attachmentRoutes(options: AttachmentRoutesOptions): RouteModule {
   const { core, clock, attachments } = options;
   const limiter = new UploadRateLimiter(options.uploadRate);
-  const configs = new Map(options.tenants.map((tenant) => [tenant.id, attachmentsConfigOf(tenant)]));
-  const configOf = (identity: Identity): AttachmentsConfig => configs.get(identity.tenant) ?? attachmentsConfigOf({});
+  const configOf = (identity: Identity): AttachmentsConfig => attachmentsConfigOf(options.tenantOf(identity.tenant) ?? {});
 
   /** The conversation of the request, once `identity` is known to be one of its parties here. */
   const partyConversation = async (identity: Identity, request: HttpRequestData): Promise<string> => {

@@ -199,6 +199,24 @@ describe('the desk inside a cell', () => {
     expect(bob.messages('m1:alice').map((message) => message.body)).toContain('hello');
   });
 
+  it('releases after the grace period an agent whose status change was still being written when its last device left', async () => {
+    const ann = await connect('ann', 'm1');
+    const alice = await connect('alice');
+    await say(alice, 'm1:alice', 'hello');
+    // The status is written before it applies; the device is gone by the time it is durable.
+    ann.send({ op: 'status', status: 'busy' });
+    ann.port.close(1000, 'bye');
+    await settle();
+    clock.advance(GRACE_MS);
+    await settle();
+    expect(alice.notices()).toEqual(['assigned', 'released']);
+    // The status it chose applies when it comes back.
+    const annAgain = await connect('ann', 'm1', 'd2');
+    annAgain.send({ op: 'desk', id: 'v' });
+    await settle();
+    expect(JSON.stringify(annAgain.port.of('desk').at(-1))).toContain('"busy"');
+  });
+
   it('keeps consultations, queues and the sticky agent across a restart', async () => {
     const ann = await connect('ann', 'm1');
     const alice = await connect('alice');

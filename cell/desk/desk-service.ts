@@ -373,6 +373,9 @@ export class DeskService {
     const open = this.requireAgentDesk(identity);
     await this.options.store.write([{ type: 'put', key: deskKeys.status(open.tenant, open.merchant, identity.user), value: JSON.stringify(status) }]);
     open.chosen.set(identity.user, status);
+    // Its last device may have left while the status was written: it stays offline (its grace
+    // period runs) and gets the status it chose when it connects again.
+    if (this.desks.get(deskKey(open.tenant, open.merchant)) !== open || this.devicesOfAgent(open, identity.user).length === 0) return;
     await this.apply(open, this.decide(() => open.rules.setStatus(identity.user, status, this.options.clock.now())), {});
   }
 

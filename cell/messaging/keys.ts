@@ -22,6 +22,10 @@
  *   fa/<tenant>/<conv>/<id>              an attachment uploaded to a conversation (JSON: name, type,
  *                                        bytes, from): what lets the conversation's parties read it
  *   fx/<tenant>/<id>/<conv>              index: the conversations that reference an attachment
+ *   t/<tenant>                           a tenant created through the admin API (JSON: name, origins, secrets,
+ *                                        settings; cell/tenant-catalogue.ts); config-file tenants have none
+ *   t/<tenant>/<merchant>                a merchant created through the admin API (JSON: name); travels with
+ *                                        the merchant when it moves, and so does its tenant's record
  *   v/layout                             the layout version of the keys above (key-layout.ts)
  *   audit/<ms>/<counter>                 the cell's audit log of admin actions (cell/audit-log.ts)
  *
@@ -77,6 +81,12 @@ export const keys = {
   attachmentReferences: (tenant: string, conv: string) => prefixRange(`fa/${tenant}/${conv}/`),
   attachmentReferrer: (tenant: string, id: string, conv: string) => `fx/${tenant}/${id}/${conv}`,
   attachmentReferrers: (tenant: string, id: string) => prefixRange(`fx/${tenant}/${id}/`),
+  /** A runtime tenant's record; its runtime merchants follow under `tenantMerchants`. */
+  tenantRecord: (tenant: string) => `t/${tenant}`,
+  tenantMerchant: (tenant: string, merchant: string) => `t/${tenant}/${merchant}`,
+  tenantMerchants: (tenant: string) => prefixRange(`t/${tenant}/`),
+  /** Every runtime tenant and merchant of the cell. */
+  catalogue: () => prefixRange('t/'),
   layoutVersion: () => 'v/layout',
   /** An entry of the audit log: by time, then by a counter that only grows, so order is stable. */
   auditEntry: (atMs: number, counter: number) => `audit/${encodeSeq(atMs)}/${encodeSeq(counter)}`,

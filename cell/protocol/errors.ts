@@ -77,6 +77,16 @@ export const ErrorCode = {
   AgentUnknown: 'AGENT_UNKNOWN',
   /** The customer is blocked by the conversation's merchant: its sends there are refused. */
   CustomerBlocked: 'CUSTOMER_BLOCKED',
+  /** HTTP admin: the tenant or merchant is defined in the config file, which the admin API may not change: edit the file. */
+  ConfigOwned: 'CONFIG_OWNED',
+  /** HTTP admin: this cell serves a tenant of this id already. */
+  TenantExists: 'TENANT_EXISTS',
+  /** HTTP admin: a merchant of this id is hosted already, here or by another cell (the message names it). */
+  MerchantExists: 'MERCHANT_EXISTS',
+  /** HTTP admin: a tenant cannot be removed while this cell hosts merchants of it (the message lists them). */
+  TenantNotEmpty: 'TENANT_NOT_EMPTY',
+  /** HTTP admin: the cell is still joining its cluster; retry in a moment. */
+  CellStarting: 'CELL_STARTING',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -131,6 +141,11 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   AGENT_EXISTS: 409,
   AGENT_UNKNOWN: 404,
   CUSTOMER_BLOCKED: 403,
+  CONFIG_OWNED: 409,
+  TENANT_EXISTS: 409,
+  MERCHANT_EXISTS: 409,
+  TENANT_NOT_EMPTY: 409,
+  CELL_STARTING: 503,
 };
 
 /** An operating error with a stable code: answered to the client, never a crash. */
