@@ -4,6 +4,7 @@ import { MIN_SECRET_BYTES } from '../cell/access/tokens.js';
 import { DeskConfig, LimitsConfig, LoginsConfig, TenantConfig, identifier } from '../cell/settings.js';
 import { configIssueLines } from './config-issues.js';
 import { isOperatorKey } from '../mesh/claim-proof.js';
+import { DEFAULT_ROUTING_SETTINGS, RoutingSettings } from '../router/routing-settings.js';
 import { LAN_MEMBERSHIP_OPTIONS, membershipOptions, type MembershipOptions } from '../mesh/membership-config.js';
 
 /**
@@ -16,7 +17,7 @@ const strict = z.strictObject;
 const listenHost = z.string().regex(/^\S+$/, 'must be an address such as 127.0.0.1 (0.0.0.0 for every interface), not empty');
 
 /** A typo in a bootstrap address would leave the cell alone in a cluster of its own: parse it now. */
-function isMultiaddr(address: string): boolean {
+export function isMultiaddr(address: string): boolean {
   try {
     multiaddr(address);
     return true;
@@ -111,6 +112,8 @@ const CellConfigShape = strict({
   /** Seconds SIGTERM waits for writes and sockets before exiting anyway. */
   shutdownGraceSeconds: z.number().positive().default(10),
   mesh: MeshConfig.optional(),
+  /** Route requests and browser redirects (`/v1/route`, `/v1/connect`): rate limits, trusted proxies (docs/routing.md). */
+  routing: RoutingSettings.default(DEFAULT_ROUTING_SETTINGS),
   admin: strict({
     /** The admin API (`/v1/admin/...`, docs/operations.md) answers only to this bearer token; off without one. */
     token: z.string().min(MIN_SECRET_BYTES, `must be at least ${MIN_SECRET_BYTES} characters`).optional(),
@@ -167,6 +170,6 @@ export class ConfigError extends Error {
 }
 
 /** The mesh timing overrides the config sets (those it leaves out keep the preset's values). */
-export function meshTimings(mesh: MeshConfig): Partial<MembershipOptions> {
+export function meshTimings(mesh: Pick<MeshConfig, 'timings'>): Partial<MembershipOptions> {
   return Object.fromEntries(Object.entries(mesh.timings).filter((entry): entry is [string, number] => entry[1] !== undefined));
 }

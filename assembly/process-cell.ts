@@ -23,7 +23,10 @@ import type { Logger } from '../platform/logger.js';
 import { PromMetrics } from '../platform/prom-metrics.js';
 import { SystemRandom, type Random } from '../platform/random.js';
 import { LevelStore, MemoryStore, isLockedByAnotherProcess, type Store } from '../platform/store/index.js';
-import { routeToMerchant, summarizeDirectory } from '../router/route.js';
+import { summarizeDirectory } from '../router/route.js';
+import { RouteMetrics } from '../router/route-metrics.js';
+import { routeRoutes } from '../router/route-routes.js';
+import type { DirectoryView } from '../mesh/directory.js';
 import { AssemblyError, assembleCell, type AssembledCell, type AssembledMesh, type DeviceAccess, type MeshPorts } from './assemble-cell.js';
 import { meshTimings, type CellConfig, type MeshConfig } from './config.js';
 import { CellStartError, listenStartError } from './start-errors.js';
@@ -94,6 +97,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   if (options.processMetrics === true) metricsPort.collectProcessMetrics();
   // Bound once the cell has joined its cluster; until then (and for a standalone cell) the API says so.
   let clusterApi: ClusterApi | undefined;
+  let meshDirectory: DirectoryView | undefined;
   let port = 0;
   let access: AccessServer | undefined;
   const devices: DeviceAccess = {
@@ -130,6 +134,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
             settings: config.logins,
           }),
           attachmentRoutes({ core, attachments, clock, tenantOf: (tenant) => catalogue.tenantConfig(tenant) }),
+          routeRoutes({ directory: () => meshDirectory, standalone: config.mesh === undefined, clock, settings: config.routing, metrics: new RouteMetrics(metricsPort) }),
         ],
       });
       port = await access.listen().catch(async (error: unknown) => {
@@ -165,7 +170,10 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     }
     throw error;
   }
-  if (cell.cluster !== undefined) clusterApi = clusterApiOf(cell.cluster, cell.core, clock);
+  if (cell.cluster !== undefined) {
+    clusterApi = clusterApiOf(cell.cluster, cell.core, clock);
+    meshDirectory = cell.cluster.mesh.directory;
+  }
   logger.info({ cell: config.cell.id, host: config.listen.host, port, store: config.store.kind, mesh: cell.cluster?.transport.addresses() }, 'cell listening');
   const stop = async (): Promise<void> => {
     await cell.stop();
@@ -227,7 +235,6 @@ function clusterApiOf(cluster: AssembledMesh<Libp2pMeshTransport>, core: CellCor
     return { peers, unknown };
   };
   return {
-    route: (tenant, merchant) => routeToMerchant(mesh.directory, tenant, merchant),
     view: () => ({
       self: mesh.cellId,
       incarnation: mesh.incarnation,

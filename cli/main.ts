@@ -46,6 +46,16 @@ program
   .action(lazy(async () => (await import('./cell-command.js')).runCellCommand));
 
 program
+  .command('router')
+  .description('run a router: joins a cluster as an observer and answers route requests (/v1/route, /v1/connect) for every cell')
+  .addOption(new Option('-c, --config <file>', 'YAML or JSON router config file (see docs/operations.md)').env('CELLMESH_CONFIG'))
+  .addOption(new Option('--host <address>', 'address to listen on (default 127.0.0.1)').env('CELLMESH_HOST'))
+  .addOption(new Option('--port <port>', 'port to listen on, 0 for any free one (default 7600)').env('CELLMESH_PORT').argParser(parsePort))
+  .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).env('CELLMESH_LOG_LEVEL'))
+  .option('--insecure-allow-weak-secrets', 'start even with the demo\'s published cluster secret or a guessable one: local experiments only')
+  .action(lazy(async () => (await import('./router-command.js')).runRouterCommand));
+
+program
   .command('token')
   .description('mint a device token (JWT, HS256) for demos and tests')
   .requiredOption('--tenant <id>', 'tenant id')

@@ -341,3 +341,24 @@ describe('CellMesh membership', () => {
     expect(failure).toBe('REMOTE_HANDLER_FAILED');
   });
 });
+
+describe('a router in the mesh (an observer)', () => {
+  it('joins, keeps the directory with every claim, hosts nothing, is left out of live cells and refused as a move target, and is declared dead like any member', async () => {
+    const harness = new MeshHarness({ seed: 11, latencyMs: [1, 5] });
+    await harness.addCell('c0', { merchants: [{ tenant: 'mall', merchant: 'shoes', epoch: 0 }] });
+    await harness.addCell('c1', { bootstrap: ['c0'], merchants: [{ tenant: 'mall', merchant: 'tea', epoch: 0 }] });
+    const router = await harness.addCell('edge', { bootstrap: ['c0'], role: 'router' });
+    await harness.runUntil(() => harness.converged(3), 5_000);
+    expect(router.mesh.ownRecord()).toMatchObject({ role: 'router', tenants: [], merchants: [] });
+    expect(router.mesh.directory.homeOf('mall', 'shoes')).toEqual({ cellId: 'c0', epoch: 0 });
+    expect(router.mesh.directory.homeOf('mall', 'tea')).toEqual({ cellId: 'c1', epoch: 0 });
+    for (const cell of harness.running()) expect(cell.mesh.liveCells().map((record) => record.cellId)).toEqual(['c0', 'c1']);
+    expect(harness.cell('c0').mesh.directory.get('edge')?.record.role).toBe('router');
+    expect(() => harness.cell('c0').mesh.handoverProof('mall', 'shoes', 'edge', 1)).toThrow('edge is a router: it hosts no merchants');
+    // A router cannot start hosting: its record would be invalid.
+    expect(await codeOf(router.mesh.updateOwnRecord({ merchants: [{ tenant: 'mall', merchant: 'shoes', epoch: 5 }] }))).toBe('INVALID_RECORD');
+    await harness.crash('edge');
+    await harness.runUntil(() => harness.running().every((cell) => cell.mesh.directory.get('edge')?.liveness === 'dead'), 10_000);
+    expect(harness.cell('c1').mesh.directory.homeOf('mall', 'shoes')).toEqual({ cellId: 'c0', epoch: 0 });
+  });
+});

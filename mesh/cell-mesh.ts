@@ -9,7 +9,8 @@ import type { Store } from '../platform/store/store.js';
 import type { Clock } from '../platform/clock.js';
 import type { Random } from '../platform/random.js';
 import { AntiEntropy, type ExchangeResult } from './anti-entropy.js';
-import type { CellRecord, CellRecordContent, ClaimProof } from './cell-record.js';
+import { isRouterRecord, type CellRecord, type CellRecordContent, type ClaimProof, type MemberRole } from './cell-record.js';
+import { CellError, ErrorCode } from '../cell/protocol/errors.js';
 import { claimProofVerifier, signHandover } from './claim-proof.js';
 import { ConnectionKeeper } from './connection-keeper.js';
 import {
@@ -53,6 +54,12 @@ export interface CellMeshInit {
   readonly operatorKeys?: readonly string[];
   /** What the first record says about this cell (endpoints, tenants, merchants, load, capacity). */
   readonly record: CellRecordContent;
+  /**
+   * `router`: this node is an observer (`cellmesh router`): it joins, gossips, keeps the
+   * directory and is probed like any member, but its record says it hosts nothing, so it is
+   * never a merchant's home nor a move target (cell-record.ts, MemberRoleSchema). Default: a cell.
+   */
+  readonly role?: MemberRole | undefined;
   /** Addresses of cells to join through; empty (or absent) for the first cell of a cluster. */
   readonly bootstrap?: readonly string[];
   /** Overrides of the preset's timings and bounds (membership-config.ts). */
@@ -256,6 +263,7 @@ export class CellMesh {
         incarnation,
         version: 0,
         status: 'alive',
+        ...(this.init.role === undefined ? {} : { role: this.init.role }),
         ...copyContent(this.init.record),
       };
       this.own.install(first);
@@ -356,21 +364,27 @@ export class CellMesh {
   /**
    * This cell's signed handover of a merchant it claims to cell `toCell` at `epoch` (the move
    * protocol's commit carries it; the new home's claim publishes it). Undefined when this cell
-   * does not claim the merchant or does not know the target's peer.
+   * does not claim the merchant or does not know the target's peer. Throws MOVE_FAILED when the
+   * target is a router, which hosts nothing.
    */
   handoverProof(tenant: string, merchant: string, toCell: string, epoch: number): ClaimProof | undefined {
     const own = this.ownRecord();
     const claim = own.merchants.find((held) => held.tenant === tenant && held.merchant === merchant);
-    const toPeer = this.directoryState.peerOf(toCell);
+    const target = this.directoryState.get(toCell);
+    if (target !== undefined && isRouterRecord(target.record)) throw new CellError(ErrorCode.MoveFailed, `${toCell} is a router: it hosts no merchants`);
+    const toPeer = target?.record.peerId;
     if (claim === undefined || toPeer === undefined) return undefined;
     return signHandover(this.init.signer, { tenant, merchant, fromCell: this.cellId, fromPeer: own.peerId, fromEpoch: claim.epoch, toCell, toPeer, epoch });
   }
 
-  /** Records of the cells that can take new work: alive or merely suspect (this one included), by cell id. */
+  /**
+   * Records of the cells that can take new work: alive or merely suspect (this one included), by
+   * cell id. Routers are members but not cells: they host nothing and are left out.
+   */
   liveCells(): CellRecord[] {
     const cells: CellRecord[] = [];
     for (const entry of this.directoryState.values()) {
-      if (entry.liveness === 'alive' || entry.liveness === 'suspect') cells.push(entry.record);
+      if ((entry.liveness === 'alive' || entry.liveness === 'suspect') && !isRouterRecord(entry.record)) cells.push(entry.record);
     }
     return cells.sort((a, b) => (a.cellId < b.cellId ? -1 : a.cellId > b.cellId ? 1 : 0));
   }

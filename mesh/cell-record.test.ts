@@ -1,7 +1,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { SeededRandom } from '../platform/random.js';
-import { canonicalJson, CellRecordSchema, openSignedRecord, signRecord, SIGNING_CONTEXT, type CellRecord } from './cell-record.js';
+import { canonicalJson, CellRecordSchema, isRouterRecord, openSignedRecord, signRecord, SIGNING_CONTEXT, type CellRecord } from './cell-record.js';
 import { MembershipError } from './membership-errors.js';
 import { ed25519PublicKeyOfSeed, ed25519SeedFrom, Ed25519RecordSigner, PublicKeyRegistry } from './record-signer.js';
 
@@ -155,5 +155,26 @@ describe('Ed25519RecordSigner', () => {
     }
     // With room for 2 keys and 4 peers visited in turn, every visit is a cache miss.
     expect(lookups).toBe(8);
+  });
+});
+
+describe('router records', () => {
+  it('accept a router that hosts nothing, refuse one that claims tenants or merchants, and survive a reader that predates roles', () => {
+    const router = record({ role: 'router', tenants: [], merchants: [] });
+    expect(CellRecordSchema.safeParse(router).success).toBe(true);
+    expect(isRouterRecord(router)).toBe(true);
+    expect(isRouterRecord(record())).toBe(false);
+    expect(CellRecordSchema.safeParse({ ...router, merchants: [{ tenant: 'mall', merchant: 'shop-1', epoch: 0 }] }).success).toBe(false);
+    expect(CellRecordSchema.safeParse({ ...router, tenants: ['mall'] }).success).toBe(false);
+    expect(CellRecordSchema.safeParse({ ...router, role: 'observer' }).success).toBe(false);
+    // The role is signed with the record and comes back from the wire as sent.
+    const { a } = keys();
+    const signed = signRecord(router, a);
+    expect(signed.signed.record).toContain('"role":"router"');
+    const opened = openSignedRecord(signed.signed, a);
+    expect(opened.ok && opened.verified.record.role).toBe('router');
+    // A reader without roles strips the field from its parsed copy and sees a member hosting nothing.
+    const { role: _role, ...older } = CellRecordSchema.parse(router);
+    expect(older.merchants).toEqual([]);
   });
 });

@@ -47,6 +47,15 @@ const CounterSchema = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 export const CellStatusSchema = z.enum(['alive', 'leaving', 'left']);
 export type CellStatus = z.infer<typeof CellStatusSchema>;
 
+/**
+ * What a member of the mesh is. Absent: a cell, which hosts merchants (every record before
+ * routers existed). `router`: an observer (`cellmesh router`) that keeps the directory to answer
+ * route requests and hosts nothing: no tenants, no merchants, never a move target. A cell of an
+ * older version strips the field and sees a member with no merchants, which routes nothing to it.
+ */
+export const MemberRoleSchema = z.enum(['router']);
+export type MemberRole = z.infer<typeof MemberRoleSchema>;
+
 /** A base64 Ed25519 signature: 64 bytes are 88 base64 characters. */
 const SignatureSchema = z.base64().max(128);
 
@@ -105,6 +114,8 @@ export const CellRecordSchema = z
     incarnation: CounterSchema,
     version: CounterSchema,
     status: CellStatusSchema,
+    /** Absent for a cell; see MemberRoleSchema. */
+    role: MemberRoleSchema.optional(),
     endpoints: z.object({
       ws: z.url({ protocol: /^wss?$/ }).max(RECORD_LIMITS.maxUrlLength),
       http: z.url({ protocol: /^https?$/ }).max(RECORD_LIMITS.maxUrlLength),
@@ -121,6 +132,10 @@ export const CellRecordSchema = z
     capacity: z.object({ maxDevices: CounterSchema }),
   })
   .superRefine((record, context) => {
+    if (record.role === 'router' && (record.tenants.length > 0 || record.merchants.length > 0 || (record.handedOver?.length ?? 0) > 0)) {
+      context.addIssue({ code: 'custom', message: 'a router hosts no tenants or merchants', path: ['role'] });
+      return;
+    }
     const seen = new Set<string>();
     for (const claim of record.merchants) {
       const key = merchantKey(claim.tenant, claim.merchant);
@@ -133,6 +148,11 @@ export const CellRecordSchema = z
   });
 
 export type CellRecord = z.infer<typeof CellRecordSchema>;
+
+/** Whether a record is a router's (an observer that hosts nothing), not a cell's. */
+export function isRouterRecord(record: { readonly role?: MemberRole | undefined }): boolean {
+  return record.role === 'router';
+}
 
 /** What a cell says about itself beyond identity, order and status. */
 export type CellRecordContent = Pick<CellRecord, 'endpoints' | 'tenants' | 'merchants' | 'handedOver' | 'load' | 'capacity'>;

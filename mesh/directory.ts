@@ -69,6 +69,12 @@ export type ChangeListener = (cellId: string, before: DirectoryEntry | undefined
 export type ConflictListener = (conflict: MerchantConflict) => void;
 
 /** The read side of a directory, as CellMesh hands it out. */
+/** Where a merchant lives: its home cell and the epoch of the claim that made it the home. */
+export interface MerchantHome {
+  readonly cellId: string;
+  readonly epoch: number;
+}
+
 export interface DirectoryView {
   readonly size: number;
   get(cellId: string): DirectoryEntry | undefined;
@@ -76,6 +82,8 @@ export interface DirectoryView {
   peerOf(cellId: string): PeerId | undefined;
   cellOfPeer(peer: PeerId): string | undefined;
   homeCellOf(tenant: string, merchant: string): string | undefined;
+  /** The home cell of a merchant with the epoch of its winning claim; undefined when no cell holding claims claims it. */
+  homeOf(tenant: string, merchant: string): MerchantHome | undefined;
   conflicts(): MerchantConflict[];
   onChange(listener: ChangeListener): () => void;
   onConflict(listener: ConflictListener): () => void;
@@ -342,6 +350,12 @@ export class Directory implements DirectoryView {
   /** The home cell of a merchant by the rule in the class comment; undefined when no serving cell claims it. */
   homeCellOf(tenant: string, merchant: string): string | undefined {
     return this.resolve(merchantKey(tenant, merchant))?.claimants[0];
+  }
+
+  homeOf(tenant: string, merchant: string): MerchantHome | undefined {
+    const resolution = this.resolve(merchantKey(tenant, merchant));
+    const cellId = resolution?.claimants[0];
+    return cellId === undefined ? undefined : { cellId, epoch: resolution!.epoch };
   }
 
   /** Conflicts in force now, sorted by (tenant, merchant). */

@@ -1,33 +1,56 @@
 import { isServing, type DirectoryView, type Liveness } from '../mesh/directory.js';
-import type { CellRecord } from '../mesh/cell-record.js';
+import { isRouterRecord, type CellRecord } from '../mesh/cell-record.js';
 
 /**
  * Smart routing: which cell a device should connect to. A customer goes to the home cell of the
  * merchant it wants to talk to, so that the conversation opens and closes inside one cell; the
- * answer comes only from the gossiped directory, so every cell (and an edge router that joins
- * the mesh as an observer) answers alike without asking anyone.
+ * answer comes only from the gossiped directory, so every cell and every router (an observer of
+ * the mesh, `cellmesh router`) answers alike without asking anyone.
  */
 export interface Route {
   readonly tenant: string;
   readonly merchant: string;
   readonly cellId: string;
+  /** The epoch of the home's claim: a device that saw a lower one knows its route is stale. */
+  readonly epoch: number;
   /** The WebSocket URL of the cell's `/v1/ws`. */
   readonly ws: string;
   readonly http: string;
   readonly liveness: Liveness;
 }
 
-export function routeToMerchant(directory: DirectoryView, tenant: string, merchant: string): Route | undefined {
-  const cellId = directory.homeCellOf(tenant, merchant);
-  if (cellId === undefined) return undefined;
-  const entry = directory.get(cellId);
-  if (entry === undefined || !isServing(entry.liveness)) return undefined;
-  return { tenant, merchant, cellId, ws: entry.record.endpoints.ws, http: entry.record.endpoints.http, liveness: entry.liveness };
+/** What a route request names; `customer` and `group` are reserved for placement and change nothing yet. */
+export interface RouteRequest {
+  readonly tenant: string;
+  readonly merchant: string;
+  readonly customer?: string | undefined;
+  readonly group?: string | undefined;
 }
 
-/** One cell as the admin API shows it. */
+/**
+ * The route to a merchant's home cell, or undefined when nothing serving hosts it (unknown
+ * tenant, unknown merchant, or a home that is dead or left: callers answer all three alike).
+ * Synchronous and small: one lookup of the home, one of its record, one object.
+ */
+export function routeToMerchant(directory: DirectoryView, tenant: string, merchant: string): Route | undefined {
+  const home = directory.homeOf(tenant, merchant);
+  if (home === undefined) return undefined;
+  const entry = directory.get(home.cellId);
+  if (entry === undefined || !isServing(entry.liveness)) return undefined;
+  const { endpoints } = entry.record;
+  return { tenant, merchant, cellId: home.cellId, epoch: home.epoch, ws: endpoints.ws, http: endpoints.http, liveness: entry.liveness };
+}
+
+/** routeToMerchant for a whole request (see RouteRequest). */
+export function routeRequest(directory: DirectoryView, request: RouteRequest): Route | undefined {
+  return routeToMerchant(directory, request.tenant, request.merchant);
+}
+
+/** One member as the admin API shows it: a cell, or a router (which hosts nothing). */
 export interface CellSummary {
   readonly cellId: string;
+  /** `cell` hosts merchants; `router` only answers route requests (never a home or a move target). */
+  readonly role: 'cell' | 'router';
   readonly liveness: Liveness;
   readonly incarnation: number;
   readonly version: number;
@@ -46,6 +69,7 @@ export function summarizeDirectory(directory: DirectoryView, selfCellId: string,
     const { record } = entry;
     cells.push({
       cellId: record.cellId,
+      role: isRouterRecord(record) ? 'router' : 'cell',
       liveness: entry.liveness,
       incarnation: record.incarnation,
       version: record.version,

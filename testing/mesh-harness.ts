@@ -4,7 +4,7 @@ import type { Clock, TimerHandle } from '../platform/clock.js';
 import { MemoryMetrics } from '../platform/memory-metrics.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { SeededRandom } from '../platform/random.js';
-import type { CellRecordContent, MerchantClaim } from '../mesh/cell-record.js';
+import type { CellRecordContent, MemberRole, MerchantClaim } from '../mesh/cell-record.js';
 import { compareRecordOrder } from '../mesh/cell-record.js';
 import { CellMesh } from '../mesh/cell-mesh.js';
 import type { MembershipOptions } from '../mesh/membership-config.js';
@@ -197,6 +197,8 @@ export interface HarnessCellOptions {
   readonly options?: Partial<MembershipOptions>;
   /** Wrap clock and transport in a StallGate so the test can stall this cell. */
   readonly stallable?: boolean;
+  /** `router`: an observer that hosts nothing (no tenants, no merchants). */
+  readonly role?: MemberRole;
 }
 
 export interface HarnessCell {
@@ -271,7 +273,7 @@ export class MeshHarness {
     const metrics = new MemoryMetrics();
     const content: CellRecordContent = {
       endpoints: { ws: `ws://${cellId}.cells.test:8080/ws`, http: `http://${cellId}.cells.test:8080`, p2p: memoryTransport.addresses() },
-      tenants: [...(options.tenants ?? ['mall'])],
+      tenants: options.role === 'router' ? [] : [...(options.tenants ?? ['mall'])],
       merchants: [...(options.merchants ?? [])],
       load: { devices: 0, messagesPerSecond: 0 },
       capacity: { maxDevices: 10_000 },
@@ -284,6 +286,7 @@ export class MeshHarness {
       store,
       signer: this.signerFor(peerId),
       record: content,
+      role: options.role,
       bootstrap: (options.bootstrap ?? []).map((id) => MeshHarness.addressOf(id)),
       options: { ...this.init.options, ...options.options },
       metrics: meshMetricsOn(metrics),

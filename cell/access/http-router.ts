@@ -66,7 +66,7 @@ export class HttpRouter {
 
   constructor(
     private readonly app: uWS.TemplatedApp,
-    private readonly options: { logger: Logger; metrics: CellMetrics; maxBodyBytes: number },
+    private readonly options: { logger: Logger; metrics: Pick<CellMetrics, 'errors'>; maxBodyBytes: number },
   ) {}
 
   /** Registers a bare uWS handler of one method and pattern, and records it for `Allow`. */
@@ -183,8 +183,13 @@ function respondRaw(res: uWS.HttpResponse, answer: HttpRawAnswer): void {
 export function writeError(res: uWS.HttpResponse, error: CellError, headers: Record<string, string> = {}): void {
   const body: Record<string, unknown> = { error: { code: error.code, message: error.message } };
   const retryAfterMs = error.details?.['retryAfterMs'];
-  if (typeof retryAfterMs === 'number') (body['error'] as Record<string, unknown>)['retryAfterMs'] = retryAfterMs;
-  respondJson(res, httpStatusOf[error.code], body, headers);
+  if (typeof retryAfterMs !== 'number') {
+    respondJson(res, httpStatusOf[error.code], body, headers);
+    return;
+  }
+  (body['error'] as Record<string, unknown>)['retryAfterMs'] = retryAfterMs;
+  // Retry-After counts whole seconds; rounded up, so a client that obeys it is let in.
+  respondJson(res, httpStatusOf[error.code], body, { ...headers, 'retry-after': String(Math.max(1, Math.ceil(retryAfterMs / 1000))) });
 }
 
 export function asCellError(error: unknown, logger: Logger): CellError {

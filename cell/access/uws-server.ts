@@ -8,7 +8,7 @@ import type { DeviceConnection, DevicePort } from '../messaging/device.js';
 import type { CellMetrics } from '../metrics.js';
 import { CellError, ErrorCode, inBandRejectionCloseCodes } from '../protocol/errors.js';
 import { PROTOCOL_VERSION, SUBPROTOCOL_V1, parseConversationId } from '../protocol/frames.js';
-import { HttpCapacityBody, HttpCellList, HttpMoveBody, HttpPlaceBody, HttpHistoryQuery, HttpLocateQuery, HttpReadBody, HttpRouteQuery, HttpSendBody } from '../protocol/http.js';
+import { HttpCapacityBody, HttpCellList, HttpMoveBody, HttpPlaceBody, HttpHistoryQuery, HttpLocateQuery, HttpReadBody, HttpSendBody } from '../protocol/http.js';
 import type { Identity } from './tokens.js';
 import { HttpRouter, asCellError, bearerToken, parseJsonBody, parseWith, requireAdmin, respondJson, watchAbort, writeError, type HttpMethod, type HttpRequestData } from './http-router.js';
 
@@ -44,8 +44,6 @@ export type RouteModule = (router: HttpRouter) => void;
  * a mesh type.
  */
 export interface ClusterApi {
-  /** The home cell of a merchant, or undefined when no serving cell hosts it. */
-  route(tenant: string, merchant: string): object | undefined;
   /** This cell's view of the cluster: cells, liveness, merchants, conflicts. */
   view(): object;
   /** The cells holding devices of a user (this one included), by the mesh's location broadcast. */
@@ -280,14 +278,6 @@ export class AccessServer {
       await core.markRead(identity, conv, body.seq);
       return { status: 200, body: { conv, seq: body.seq } };
     });
-    this.router.handle('get', '/v1/route', async (request) => {
-      const { cluster } = this.options;
-      if (cluster === undefined) throw new CellError(ErrorCode.MeshDisabled, 'this cell runs standalone: connect to it directly');
-      const query = parseWith(HttpRouteQuery, { tenant: request.query.get('tenant') ?? undefined, merchant: request.query.get('merchant') ?? undefined });
-      const route = cluster.route(query.tenant, query.merchant);
-      if (route === undefined) throw new CellError(ErrorCode.MerchantUnknown, `no serving cell hosts merchant ${query.merchant} of tenant ${query.tenant}`);
-      return { status: 200, body: route };
-    });
     this.handleAdmin('get', '/v1/admin/cluster', async (cluster) => ({ status: 200, body: cluster.view() }));
     this.handleAdmin('get', '/v1/admin/locate', async (cluster, request) => {
       const query = parseWith(HttpLocateQuery, { tenant: request.query.get('tenant') ?? undefined, user: request.query.get('user') ?? undefined });
@@ -396,7 +386,8 @@ function listParameter(query: URLSearchParams, name: string): string[] | undefin
 /** uWS's exclusive-port option; its typings declare it only for the listen form without a host. */
 const LIBUS_LISTEN_EXCLUSIVE_PORT = (uWS as unknown as { LIBUS_LISTEN_EXCLUSIVE_PORT: number }).LIBUS_LISTEN_EXCLUSIVE_PORT;
 
-function listenExclusively(app: uWS.TemplatedApp, host: string, port: number, callback: (socket: uWS.us_listen_socket | false) => void): void {
+/** Listens without SO_REUSEPORT: a second server on a busy port fails instead of sharing it. */
+export function listenExclusively(app: uWS.TemplatedApp, host: string, port: number, callback: (socket: uWS.us_listen_socket | false) => void): void {
   const listen = app.listen.bind(app) as unknown as (host: string, port: number, options: number, callback: (socket: uWS.us_listen_socket | false) => void) => void;
   listen(host, port, LIBUS_LISTEN_EXCLUSIVE_PORT, callback);
 }

@@ -67,6 +67,8 @@ export const ErrorCode = {
   RefreshInvalid: 'REFRESH_INVALID',
   /** HTTP guest tokens: too many from this address; `retryAfterMs` says when to retry. */
   GuestRateLimited: 'GUEST_RATE_LIMITED',
+  /** HTTP `/v1/route` and `/v1/connect`: too many route requests from this client address; `retryAfterMs` (and `Retry-After`) say when to retry. */
+  RouteRateLimited: 'ROUTE_RATE_LIMITED',
   /** HTTP admin: this cell serves no tenant of this id. */
   TenantUnknown: 'TENANT_UNKNOWN',
   /** HTTP admin: the merchant has an agent of this id already. */
@@ -134,6 +136,7 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   LOGIN_RATE_LIMITED: 429,
   REFRESH_INVALID: 401,
   GUEST_RATE_LIMITED: 429,
+  ROUTE_RATE_LIMITED: 429,
   TENANT_UNKNOWN: 404,
   AGENT_EXISTS: 409,
   AGENT_UNKNOWN: 404,

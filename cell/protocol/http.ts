@@ -34,7 +34,12 @@ export const HttpHistoryQuery = z.object({
 
 const identifier = z.string().regex(IDENTIFIER_PATTERN, 'must be 1-64 characters of [A-Za-z0-9_.-]');
 
-export const HttpRouteQuery = z.object({ tenant: identifier, merchant: identifier });
+/**
+ * A route request (`GET /v1/route`, `GET /v1/connect`): the merchant a device wants. `customer`
+ * and `group` are reserved for placement by customer or agent group; they are validated and do
+ * not change the answer yet.
+ */
+export const HttpRouteQuery = z.object({ tenant: identifier, merchant: identifier, customer: identifier.optional(), group: identifier.optional() });
 
 export const HttpLocateQuery = z.object({ tenant: identifier, user: identifier });
 
