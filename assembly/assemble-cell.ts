@@ -14,6 +14,7 @@ import { publishLoadPeriodically } from '../mesh/load-publisher.js';
 import type { LocationService } from '../mesh/location.js';
 import type { MembershipOptions, MembershipPreset } from '../mesh/membership-config.js';
 import { MerchantClaimsStore, meshMerchantClaims, recordClaims, tenantsHosting, type HostedMerchant } from '../mesh/merchant-claims.js';
+import { homeDirectoryOf } from '../mesh/merchant-home.js';
 import { MerchantMover } from '../mesh/merchant-move.js';
 import type { PlacementComponents } from '../mesh/merchant-placement.js';
 import { meshMetricsOn } from '../mesh/mesh-metrics.js';
@@ -295,6 +296,8 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
   );
   await mesh.start();
   started.push(() => mesh.stop());
+  // Devices and requests for merchants that live elsewhere are redirected to their home.
+  core.redirects.attach(homeDirectoryOf(mesh.directory));
   const services = await startCrossCellServices({
     cellId,
     core,
@@ -348,8 +351,8 @@ function peopleFollowMoves(host: MoveHost, people: PeopleDirectory, blocks: Cust
       blocks.reloadMerchant(tenant, merchant);
       await host.hostMerchant(tenant, merchant);
     },
-    releaseMerchant: (tenant, merchant) => {
-      host.releaseMerchant(tenant, merchant);
+    releaseMerchant: (tenant, merchant, newHome) => {
+      host.releaseMerchant(tenant, merchant, newHome);
       people.forgetMerchant(tenant, merchant);
     },
   };

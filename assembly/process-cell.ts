@@ -122,6 +122,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
             random,
             signingKeyOf: (tenant) => newestKeys.get(tenant),
             hostsMerchant: core.moveHost().hosts,
+            refuseMerchant: (tenant, merchant, message) => core.redirects.refusal(tenant, merchant, message),
             agents: { passwordHashOf: (tenant, merchant, agent) => people.get(tenant, merchant, agent)?.passwordHash },
             settings: config.logins,
           }),

@@ -5,6 +5,7 @@ import type { Logger } from '../../platform/logger.js';
 import type { CellMetrics } from '../metrics.js';
 import { CellError, ErrorCode, httpStatusOf } from '../protocol/errors.js';
 import { operatingErrorOf } from '../protocol/operating-errors.js';
+import { homeOf } from '../routing/merchant-redirects.js';
 
 export type HttpMethod = 'get' | 'post' | 'put' | 'patch' | 'del';
 
@@ -184,6 +185,9 @@ export function writeError(res: uWS.HttpResponse, error: CellError, headers: Rec
   const body: Record<string, unknown> = { error: { code: error.code, message: error.message } };
   const retryAfterMs = error.details?.['retryAfterMs'];
   if (typeof retryAfterMs === 'number') (body['error'] as Record<string, unknown>)['retryAfterMs'] = retryAfterMs;
+  // A redirect (421 MERCHANT_ELSEWHERE) names the merchant's home: send the request there.
+  const home = homeOf(error);
+  if (home !== undefined) (body['error'] as Record<string, unknown>)['home'] = home;
   respondJson(res, httpStatusOf[error.code], body, headers);
 }
 
