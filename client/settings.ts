@@ -34,13 +34,13 @@ export interface CellmeshClientOptions extends Partial<ClientSettings> {
    * A fixed cell: `ws://host:port/v1/ws` (or just `ws://host:port`); the client adds the token.
    * Give either `url` or `route`.
    */
-  url?: string;
+  url?: string | undefined;
   /**
    * Route mode (docs/routing.md, "SDK"): the client talks to one merchant, asks `route.url` (any
    * cell or a router) for its home before every connection attempt, and follows the cells'
    * redirects, so a moved merchant is followed without the app doing anything.
    */
-  route?: RouteOptions;
+  route?: RouteOptions | undefined;
   token: TokenSource;
   transport: ClientTransport;
   clock: Clock;
