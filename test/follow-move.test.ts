@@ -3,8 +3,9 @@
  * LevelDB, libp2p on loopback), devices on the SDK in route mode. A cell answers a device or a
  * request whose merchant lives elsewhere with MERCHANT_ELSEWHERE and the home; when the merchant
  * moves, its agents and the customers routed for it end on the new home without the application
- * doing anything, and every send arrives once, in order.
+ * doing anything, and every send arrives once, in order; so does `cellmesh chat --cluster`.
  */
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +15,8 @@ import { parseCellConfig } from '../assembly/config.js';
 import { startCell, type RunningCell } from '../assembly/process-cell.js';
 import { connectNode, type CellmeshClient, type ChatMessage, type StateChange } from '../client/index.js';
 import { silentLogger } from '../platform/logger.js';
-import { ADMIN_TOKEN, CLUSTER_SECRET, SECRET, TENANT, eventually, freePort, httpRequest, tokenFor } from './harness.js';
+import { BIN, cleanEnv } from './cli-process.js';
+import { ADMIN_TOKEN, CLUSTER_SECRET, REPO_ROOT, SECRET, TENANT, eventually, freePort, httpRequest, tokenFor } from './harness.js';
 
 interface Cell {
   readonly running: RunningCell;
@@ -68,6 +70,8 @@ describe('routing that follows the merchant', () => {
     // A customer routed for a merchant of this cell, or for none, is served here.
     const served = await inBandRefusal(`${c1.wsUrl}?token=${encodeURIComponent(await tokenFor({ user: 'alice' }))}&merchant=m1`);
     expect(served.frames[0]).toMatchObject({ t: 'welcome', cell: 'c1' });
+    // A `merchant` that is no merchant id is refused before anything else.
+    expect(await refusedUpgrade(`${c1.wsUrl}?token=${encodeURIComponent(await tokenFor({ user: 'alice' }))}&merchant=${encodeURIComponent('no such/merchant')}`)).toEqual({ status: 400, code: 'BAD_FRAME' });
     // HTTP: the agent's history request, a guest token and a login: 421 with the home.
     const agent = await tokenFor({ user: 'bea', merchant: 'm2' });
     const answers = [
@@ -134,6 +138,38 @@ describe('routing that follows the merchant', () => {
       await Promise.all([bob.close(), alice.close()]);
     }
   }, 90_000);
+
+  it('keeps `cellmesh chat --cluster` of an agent going when the merchant moves, without a restart', async () => {
+    const conv = 'm2:carol';
+    // Wherever m2 lives now (the previous test moved it), the chat asks the other cell, which routes it there.
+    const homeId = ((await httpRequest('GET', `${cells.c1.httpUrl}/v1/route?tenant=${TENANT}&merchant=m2`)).body as { cellId: 'c1' | 'c2' }).cellId;
+    const [home, other] = homeId === 'c1' ? [cells.c1, cells.c2] : [cells.c2, cells.c1];
+    const otherId = homeId === 'c1' ? 'c2' : 'c1';
+    const token = await tokenFor({ user: 'dan', merchant: 'm2', device: 'terminal' });
+    const chat = spawn(process.execPath, [BIN, 'chat', '--cluster', other.httpUrl, '--tenant', TENANT, '--token', token, '--conv', conv], { cwd: REPO_ROOT, stdio: ['pipe', 'pipe', 'pipe'], env: cleanEnv() });
+    let output = '';
+    chat.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+    chat.stderr.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+    const printed = (text: string) => () => output.includes(text);
+    try {
+      await eventually(printed(`connected to cell ${homeId} as dan`), `the chat to connect to ${homeId}`, 20_000);
+      const moved = await httpRequest('POST', `${home.httpUrl}/v1/admin/merchants/move`, { token: ADMIN_TOKEN, json: { tenant: TENANT, merchant: 'm2', to: otherId } });
+      expect(moved.body).toMatchObject({ to: otherId });
+      await eventually(printed(`(reconnected to cell ${otherId})`), `the chat to follow the merchant to ${otherId}`, 20_000);
+      expect(output).toContain('(the merchant moved to another cell; following it)');
+      chat.stdin.write('written after the move\n');
+      const stored = async (): Promise<boolean> => {
+        const history = await httpRequest('GET', `${other.httpUrl}/v1/conversations/${conv}/messages`, { token });
+        return (history.body as { messages?: Array<{ body: string }> }).messages?.some((message) => message.body === 'written after the move') === true;
+      };
+      await eventually(stored, 'the line to be stored at the new home', 20_000);
+      expect(chat.exitCode).toBeNull();
+    } catch (error) {
+      throw new Error(`${(error as Error).message}; the chat printed:\n${output}`);
+    } finally {
+      chat.kill('SIGKILL');
+    }
+  }, 60_000);
 });
 
 /** What a client heard: messages in delivery order, and its state changes. */
@@ -162,5 +198,19 @@ function inBandRefusal(url: string): Promise<{ frames: unknown[]; closeCode: num
     });
     socket.on('close', (closeCode) => resolve({ frames, closeCode }));
     socket.on('error', reject);
+  });
+}
+
+/** Opens a raw WebSocket whose upgrade is expected to be refused over HTTP: its status and error code. */
+function refusedUpgrade(url: string): Promise<{ status: number; code: string }> {
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(url, 'cellmesh.v1');
+    socket.on('unexpected-response', (_request, response) => {
+      let body = '';
+      response.on('data', (chunk: Buffer) => (body += chunk.toString('utf8')));
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, code: (JSON.parse(body) as { error: { code: string } }).error.code }));
+    });
+    socket.on('open', () => reject(new Error('the upgrade was accepted')));
+    socket.on('error', () => undefined);
   });
 }
