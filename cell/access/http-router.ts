@@ -215,6 +215,7 @@ function statusText(status: number): string {
     409: 'Conflict',
     413: 'Payload Too Large',
     415: 'Unsupported Media Type',
+    421: 'Misdirected Request',
     426: 'Upgrade Required',
     429: 'Too Many Requests',
     500: 'Internal Server Error',

@@ -23,7 +23,8 @@ export class MerchantRedirects {
   private directory: HomeDirectory | undefined;
   /**
    * Where merchants moved from here went, by tenant/merchant: until this cell's copy of the
-   * directory hears the new claim it still names this cell as their home. One entry per merchant.
+   * directory hears the new claim it still names this cell as their home. At most one entry per
+   * merchant this cell ever hosted, dropped once the directory names another home.
    */
   private readonly movedAway = new Map<string, MerchantHome>();
 
@@ -38,8 +39,13 @@ export class MerchantRedirects {
   /** The serving home of `merchant` when it is another cell; undefined when unknown, not serving, or this cell. */
   homeElsewhere(tenant: string, merchant: string): MerchantHome | undefined {
     const home = this.directory?.homeOf(tenant, merchant);
-    if (home?.cellId !== this.selfCellId) return home;
-    const moved = this.movedAway.get(`${tenant}/${merchant}`);
+    const key = `${tenant}/${merchant}`;
+    if (home?.cellId !== this.selfCellId) {
+      // The directory knows better than this cell's memory of a move: it heard the claim.
+      this.movedAway.delete(key);
+      return home;
+    }
+    const moved = this.movedAway.get(key);
     return moved !== undefined && moved.epoch > home.epoch ? moved : undefined;
   }
 
