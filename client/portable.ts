@@ -49,6 +49,7 @@ export {
   type DeskNotice,
   type DeviceInfo,
   type Limits,
+  type MerchantHome,
   type MessageAttachment,
   type Role,
 } from '../cell/protocol/frames.js';
