@@ -16,6 +16,7 @@ import { publishLoadPeriodically } from '../mesh/load-publisher.js';
 import type { LocationService } from '../mesh/location.js';
 import type { MembershipOptions, MembershipPreset } from '../mesh/membership-config.js';
 import { MerchantClaimsStore, catalogueClaimsOf, meshMerchantClaims, recordClaims, tenantsHosting, type HostedMerchant } from '../mesh/merchant-claims.js';
+import { homeDirectoryOf } from '../mesh/merchant-home.js';
 import { MerchantMover } from '../mesh/merchant-move.js';
 import type { PlacementComponents } from '../mesh/merchant-placement.js';
 import { meshMetricsOn } from '../mesh/mesh-metrics.js';
@@ -247,7 +248,7 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
       hostMerchant: async (tenant, merchant) => host.hostMerchant(tenant, merchant),
       removeMerchant: async (tenant, merchant) => {
         for (const agent of [...core.presence.agentsOf(tenant, merchant)]) agent.port.close(CloseCode.Forbidden, `merchant ${merchant} was removed`);
-        host.releaseMerchant(tenant, merchant);
+        host.releaseMerchant(tenant, merchant, undefined);
         // Its desk's writes already under way land before its desk is deleted, not after.
         await host.whenMerchantIdle(tenant, merchant);
       },
@@ -350,6 +351,8 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
   );
   await mesh.start();
   started.push(() => mesh.stop());
+  // Devices and requests for merchants that live elsewhere are redirected to their home.
+  core.redirects.attach(homeDirectoryOf(mesh.directory));
   const services = await startCrossCellServices({
     cellId,
     core,
@@ -411,8 +414,8 @@ function peopleFollowMoves(host: MoveHost, people: PeopleDirectory, blocks: Cust
       blocks.reloadMerchant(tenant, merchant);
       await host.hostMerchant(tenant, merchant);
     },
-    releaseMerchant: (tenant, merchant) => {
-      host.releaseMerchant(tenant, merchant);
+    releaseMerchant: (tenant, merchant, newHome) => {
+      host.releaseMerchant(tenant, merchant, newHome);
       people.forgetMerchant(tenant, merchant);
     },
   };

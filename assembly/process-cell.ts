@@ -130,6 +130,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
               return served === undefined ? undefined : newestSigningKey(signingKeysOf(served));
             },
             hostsMerchant: core.moveHost().hosts,
+            refuseMerchant: (tenant, merchant, message) => core.redirects.refusal(tenant, merchant, message),
             agents: { passwordHashOf: (tenant, merchant, agent) => people.get(tenant, merchant, agent)?.passwordHash },
             settings: config.logins,
           }),

@@ -20,6 +20,7 @@ import { applyRelayedDeskAction, dispatchDeskFrame, tellTyping, type DeskFrameHo
 import { CustomerBlocks, type BlocksAudit } from './desk/customer-blocks.js';
 import type { RelayedSend } from './messaging/relayed-sends.js';
 import type { MoveHost } from './move-host.js';
+import { MerchantRedirects } from './routing/merchant-redirects.js';
 import type { CellMetrics } from './metrics.js';
 import { appendWithAttachments, notAcrossCells } from './attachments/index.js';
 import { CellError, CloseCode, ErrorCode } from './protocol/errors.js';
@@ -107,8 +108,11 @@ export class CellCore {
   private draining = false;
   /** Merchants being moved out, by tenant/merchant: writes to their conversations wait for these. */
   private readonly fences = new MerchantFences();
+  /** Redirects to merchants' homes elsewhere; attach the cluster's directory with `redirects.attach`. */
+  readonly redirects: MerchantRedirects;
 
   constructor(private readonly options: CellCoreOptions) {
+    this.redirects = new MerchantRedirects(options.cellId);
     for (const tenant of options.tenants) this.tenants.set(tenant.id, { keys: signingKeysOf(tenant), origins: new Set(tenant.origins), merchants: new Set(tenant.merchants.map((merchant) => merchant.id)) });
     this.log = new ConversationLog({
       store: options.store,
@@ -197,16 +201,17 @@ export class CellCore {
     return identity;
   }
 
-  /** Decides whether a verified identity may open a WebSocket from `origin`. */
-  admit(identity: Identity, origin: string | undefined): void {
+  /**
+   * Decides whether a verified identity may open a WebSocket from `origin`, routed for
+   * `routedFor` (a customer's `merchant` URL parameter); answers the merchant it is routed for.
+   */
+  admit(identity: Identity, origin: string | undefined, routedFor?: string): string | undefined {
     if (this.draining) throw new CellError(ErrorCode.ShuttingDown, 'the cell is shutting down; reconnect shortly');
     const tenant = this.tenantOf(identity);
     if (origin !== undefined && origin !== '' && !tenant.origins.has(origin)) {
       throw new CellError(ErrorCode.OriginForbidden, `origin ${origin} is not allowed for tenant ${identity.tenant}`);
     }
-    if (identity.merchant !== undefined && !tenant.merchants.has(identity.merchant)) {
-      throw new CellError(ErrorCode.MerchantNotHosted, `merchant ${identity.merchant} is not hosted by this cell`);
-    }
+    const routed = this.redirects.admitRouted(identity, routedFor, (merchant) => tenant.merchants.has(merchant));
     const { user, device } = identity;
     if (!this.presence.hasDevice(identity, device) && this.presence.deviceCount(identity) >= this.options.limits.maxDevicesPerUser) {
       throw new CellError(
@@ -214,10 +219,11 @@ export class CellCore {
         `user ${user} already has ${this.options.limits.maxDevicesPerUser} devices connected; close one first`,
       );
     }
+    return routed;
   }
 
-  /** A WebSocket opened for an admitted identity. */
-  connect(identity: Identity, port: DevicePort): DeviceConnection {
+  /** A WebSocket opened for an admitted identity, routed for the merchant `admit` answered. */
+  connect(identity: Identity, port: DevicePort, routedFor?: string): DeviceConnection {
     const { clock, limits, metrics, random } = this.options;
     const nowMs = clock.now();
     const ackBurst = Math.max(limits.ackBurst, limits.deliveryWindow);
@@ -229,6 +235,7 @@ export class CellCore {
       maxErrors: limits.maxConsecutiveErrors,
       errorRecoveryPerSecond: limits.errorRecoveryPerSecond,
     });
+    connection.routedFor = identity.merchant ?? routedFor;
     port.onDrained = () => this.delivery.drained(connection);
     const replaced = this.presence.add(connection);
     if (replaced !== undefined) replaced.port.close(CloseCode.Replaced, 'this device connected again elsewhere');
@@ -571,12 +578,10 @@ export class CellCore {
         // Its desk came with it: agents, queues, open consultations, nothing reassigned.
         void this.desk.openMerchant(tenant, merchant);
       },
-      releaseMerchant: (tenant, merchant) => {
+      releaseMerchant: (tenant, merchant, newHome) => {
         this.tenants.get(tenant)?.merchants.delete(merchant);
         this.desk.unloadMerchant(tenant, merchant);
-        for (const agent of [...this.presence.agentsOf(tenant, merchant)]) {
-          agent.port.close(CloseCode.GoingAway, `merchant ${merchant} moved to another cell; reconnect through /v1/route`);
-        }
+        if (newHome !== undefined) this.redirects.redirectMovedAway(this.presence.all(), tenant, merchant, newHome, (connection, frame) => this.delivery.sendFrame(connection, frame));
         // Its customers connected here are cross-cell customers from now on.
         void this.relay?.merchantMovedAway(tenant, merchant);
       },
@@ -674,7 +679,7 @@ export class CellCore {
     if (!allowed) throw new CellError(ErrorCode.ConversationForbidden, `you are not a party to conversation ${conv}`);
     if (this.tenantOf(identity).merchants.has(parsed.merchant)) return { merchant: parsed.merchant, customer: parsed.customer, home: undefined };
     const home = identity.role === 'customer' ? this.relay?.homeCellOf(identity.tenant, parsed.merchant) : undefined;
-    if (home === undefined) throw new CellError(ErrorCode.MerchantNotHosted, `merchant ${parsed.merchant} is not hosted by this cell`);
+    if (home === undefined) throw this.redirects.refusal(identity.tenant, parsed.merchant, `merchant ${parsed.merchant} is not hosted by this cell`);
     return { merchant: parsed.merchant, customer: parsed.customer, home };
   }
 }

@@ -9,6 +9,10 @@ export interface MoveHost {
   cursorsFlushed(): Promise<void>;
   /** Starts hosting the merchant whose keys were copied in; the claim is gossiped once it resolves. */
   hostMerchant(tenant: string, merchant: string): void | Promise<void>;
-  /** Stops hosting; the merchant's agents connected here are told to reconnect (to the new home). */
-  releaseMerchant(tenant: string, merchant: string): void;
+  /**
+   * Stops hosting: the move committed at `newHome` (its epoch). The merchant's agents connected
+   * here, and customers routed for it, are redirected there (MERCHANT_ELSEWHERE, then 4307).
+   * Without `newHome` the merchant was removed (tenant-catalogue.ts): there is nowhere to send them.
+   */
+  releaseMerchant(tenant: string, merchant: string, newHome: { cellId: string; epoch: number } | undefined): void;
 }

@@ -1,6 +1,6 @@
 import { SystemClock } from '../platform/clock.js';
 import { SystemRandom } from '../platform/random.js';
-import { CellmeshClient, ClientError, ClientErrorCode, WsTransport, type StateChange } from '../client/index.js';
+import { CellmeshClient, ClientError, ClientErrorCode, CloseCode, WsTransport, type StateChange } from '../client/index.js';
 import { CliError, ExitCode, messageWithCauses } from './cli-errors.js';
 import { CHAT_HELP, runChatLine } from './chat-commands.js';
 import { CONNECT_TIMEOUT_MS, identify, type ChatIdentityOptions } from './chat-identity.js';
@@ -31,7 +31,9 @@ export async function runChatCommand(options: ChatCommandOptions): Promise<void>
   terminal ??= new ChatTerminal();
   const say = (line: string): void => terminal!.say(line);
 
-  const client = new CellmeshClient({ url: identity.url, token: identity.token, transport: new WsTransport(), clock: new SystemClock(), random: new SystemRandom() });
+  // With --cluster the client routes at every reconnect and follows redirects: a moved merchant is followed without a restart.
+  const where = identity.route === undefined ? { url: identity.url } : { route: identity.route };
+  const client = new CellmeshClient({ ...where, token: identity.token, transport: new WsTransport(), clock: new SystemClock(), random: new SystemRandom() });
   // Lines of the desk that arrive with the welcome wait until the chat has said where it is.
   const early: string[] = [];
   let connected = false;
@@ -86,6 +88,8 @@ async function connectOnce(client: CellmeshClient, url: string): Promise<void> {
   let failure: ClientError | undefined;
   const onState = (change: StateChange): void => {
     if (change.state !== 'reconnecting' && change.state !== 'closed') return;
+    // A redirect to the merchant's home (route mode) is the way there, not a failure.
+    if (change.state === 'reconnecting' && change.closeCode === CloseCode.MerchantElsewhere) return;
     // The first failure is the reason; the close that follows it has none.
     failure ??= change.error;
     giveUp.abort();

@@ -1,4 +1,4 @@
-import { ClientError, ClientErrorCode, conversationIdOf, guestTokenSource, loginTokenSource, parseConversationId, type TokenSource } from '../client/index.js';
+import { ClientError, ClientErrorCode, conversationIdOf, guestTokenSource, loginTokenSource, parseConversationId, type RouteOptions, type TokenSource } from '../client/index.js';
 import { CliError, ExitCode, messageWithCauses } from './cli-errors.js';
 import { guestFileStorage, guestFilePath } from './guest-file.js';
 
@@ -21,8 +21,13 @@ export interface ChatIdentityOptions {
 }
 
 export interface ChatIdentity {
-  /** The cell's WebSocket origin (`ws://host:port`). */
+  /** The cell's WebSocket origin (`ws://host:port`): the one given, or where `--cluster` routed first. */
   url: string;
+  /**
+   * With `--cluster`: the SDK's route mode for the merchant, so the chat routes again at every
+   * reconnect and follows the merchant's redirects when it moves (docs/routing.md, "SDK").
+   */
+  route: RouteOptions | undefined;
   token: TokenSource;
   user: string;
   role: 'customer' | 'agent';
@@ -59,13 +64,14 @@ export async function identify(options: ChatIdentityOptions, password: () => Pro
   const merchant = named?.merchant ?? options.merchant ?? claims.merchant;
   const notes: string[] = [];
   const url = await cellUrlOf(options, tenant, merchant, notes);
+  const route = options.url === undefined && options.cluster !== undefined && merchant !== undefined ? { url: options.cluster, tenant, merchant } : undefined;
 
   if (options.token !== undefined) {
     const role = claims.role === 'agent' ? 'agent' : 'customer';
     const user = claims.user ?? '?';
     const conv = options.conv ?? (role === 'customer' && merchant !== undefined ? conversationIdOf(merchant, user) : undefined);
     if (role === 'customer' && conv === undefined) throw new CliError('name the conversation with --conv, or its merchant with --merchant', ExitCode.Usage);
-    return { url, token: options.token, user, role, conv, notes };
+    return { url, route, token: options.token, user, role, conv, notes };
   }
   if (merchant === undefined) throw new CliError('name the merchant with --merchant (or --conv)', ExitCode.Usage);
 
@@ -73,7 +79,7 @@ export async function identify(options: ChatIdentityOptions, password: () => Pro
     const source = loginTokenSource({ url, tenant, merchant, agent: options.login, password: await password(), device: options.device ?? DEFAULT_AGENT_DEVICE });
     const first = await firstToken(source, `login as ${options.login} of ${tenant}/${merchant}`);
     notes.push(`logged in as ${options.login} of ${merchant}`);
-    return { url, token: startingWith(first, source), user: options.login, role: 'agent', conv: options.conv, notes };
+    return { url, route, token: startingWith(first, source), user: options.login, role: 'agent', conv: options.conv, notes };
   }
 
   const guestName = typeof options.guest === 'string' ? options.guest : 'guest';
@@ -83,7 +89,7 @@ export async function identify(options: ChatIdentityOptions, password: () => Pro
   const conv = conversationIdOf(merchant, user);
   if (options.conv !== undefined && options.conv !== conv) throw new CliError(`a guest writes to its own conversation (${conv}), not ${options.conv}`, ExitCode.Usage);
   notes.push(`as guest '${guestName}' (${user}, kept in ${guestFilePath()})`);
-  return { url, token: startingWith(first, source), user, role: 'customer', conv, notes };
+  return { url, route, token: startingWith(first, source), user, role: 'customer', conv, notes };
 }
 
 /** The first token, asked before connecting so that a refused login is one clear line. */

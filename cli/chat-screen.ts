@@ -1,4 +1,4 @@
-import type { CellmeshClient, ChatMessage, ConsultationView } from '../client/index.js';
+import { CloseCode, type CellmeshClient, type ChatMessage, type ConsultationView } from '../client/index.js';
 
 /**
  * What `cellmesh chat` prints of the client's events, and what it remembers for the commands:
@@ -17,6 +17,8 @@ export class ChatScreen {
   /** The last consultation line printed per conversation, so a repeat is not printed again. */
   private readonly shown = new Map<string, string>();
   private readonly typingShownAtMs = new Map<string, number>();
+  /** A session was open before: the next `open` is a reconnect. */
+  private openedBefore = false;
 
   /**
    * Attach it before the client connects: an agent's first assignments, and the history they
@@ -52,8 +54,11 @@ export class ChatScreen {
       if (this.concerns(receipt.conv) && receipt.user !== this.me.user) this.say(`${this.prefix(receipt.conv)}   (${this.nameOf(receipt.user)} read up to #${receipt.seq})`);
     });
     client.on('state', (change) => {
-      if (change.state === 'reconnecting') this.say(`   (connection lost; reconnecting in ${change.delayMs ?? 0} ms)`);
-      if (change.state === 'open' && change.previous === 'reconnecting') this.say('   (reconnected)');
+      if (change.state === 'reconnecting' && change.closeCode === CloseCode.MerchantElsewhere) this.say('   (the merchant moved to another cell; following it)');
+      else if (change.state === 'reconnecting') this.say(`   (connection lost; reconnecting in ${change.delayMs ?? 0} ms)`);
+      // Every attempt begins with `connecting`, so a reconnect is an `open` after an earlier one.
+      if (change.state === 'open' && this.openedBefore) this.say(`   (reconnected to cell ${change.session?.cell ?? '?'})`);
+      if (change.state === 'open') this.openedBefore = true;
       if (change.state === 'replaced') this.say('   (this device connected elsewhere; closing)');
     });
   }

@@ -48,7 +48,8 @@ export class DemoBot {
     this.client = client;
     client.on('message', (message) => this.onMessage(client, message));
     client.on('state', (change) => {
-      if (change.state !== 'closed' || change.error?.code !== ErrorCode.MerchantNotHosted || this.stopped) return;
+      const moved = change.error?.code === ErrorCode.MerchantNotHosted || change.error?.code === ErrorCode.MerchantElsewhere;
+      if (change.state !== 'closed' || !moved || this.stopped) return;
       this.forgetAll();
       void this.follow();
     });

@@ -5,7 +5,7 @@ import { ClientError } from './errors.js';
 import { httpBaseOf, oneAtATime, postToCell } from './cell-http.js';
 
 export interface AgentLoginOptions {
-  /** The merchant's home cell: its HTTP URL, or the client's `ws(s)://.../v1/ws` URL. */
+  /** The merchant's home cell (or any cell: a redirect to the home is followed): its HTTP URL, or a `ws(s)://.../v1/ws` URL. */
   url: string;
   tenant: string;
   merchant: string;
@@ -35,7 +35,7 @@ interface LoginAnswer {
  * TOKEN_PROVIDER_FAILED with that cause. Pass it as the client's `token`.
  */
 export function loginTokenSource(options: AgentLoginOptions): AgentTokenSource {
-  const base = httpBaseOf(options.url);
+  const cell = { base: httpBaseOf(options.url) };
   const { tenant, merchant, agent, password, device } = options;
   let refreshToken: string | undefined;
   const keep = (answer: unknown): string => {
@@ -46,19 +46,19 @@ export function loginTokenSource(options: AgentLoginOptions): AgentTokenSource {
   const next = oneAtATime(async (signal) => {
     if (refreshToken !== undefined) {
       try {
-        return keep(await postToCell(base, '/v1/login/refresh', { refreshToken }, signal));
+        return keep(await postToCell(cell, '/v1/login/refresh', { refreshToken }, signal));
       } catch (error) {
         if (!(error instanceof ClientError && error.code === ErrorCode.RefreshInvalid)) throw error;
         refreshToken = undefined;
       }
     }
-    return keep(await postToCell(base, '/v1/login', { tenant, merchant, agent, password, device }, signal));
+    return keep(await postToCell(cell, '/v1/login', { tenant, merchant, agent, password, device }, signal));
   });
   const source = (signal: AbortSignal): Promise<string> => next(signal);
   source.logout = async (signal?: AbortSignal): Promise<void> => {
     const spent = refreshToken;
     refreshToken = undefined;
-    if (spent !== undefined) await postToCell(base, '/v1/logout', { refreshToken: spent }, signal);
+    if (spent !== undefined) await postToCell(cell, '/v1/logout', { refreshToken: spent }, signal);
   };
   return source;
 }

@@ -3,8 +3,8 @@
 import type { MessageAttachment } from '../cell/protocol/frames.js';
 import { ClientError, ClientErrorCode, messageOf } from './errors.js';
 
-/** The part of the platform's `fetch` an upload uses (Node 20 and browsers have it). */
-export type FetchLike = (url: string, init: { method: string; headers: Record<string, string>; body: Uint8Array; signal?: AbortSignal | undefined }) => Promise<{
+/** The part of the platform's `fetch` an upload and a route request use (Node 20 and browsers have it). */
+export type FetchLike = (url: string, init: { method: string; headers: Record<string, string>; body?: Uint8Array | undefined; signal?: AbortSignal | undefined }) => Promise<{
   status: number;
   text(): Promise<string>;
 }>;
@@ -15,7 +15,7 @@ export const platformFetch: FetchLike = (url, init) =>
     method: init.method,
     headers: init.headers,
     // Its typings want a view of an ArrayBuffer, not of any ArrayBufferLike; a Uint8Array is one.
-    body: init.body as Uint8Array<ArrayBuffer>,
+    ...(init.body === undefined ? {} : { body: init.body as Uint8Array<ArrayBuffer> }),
     ...(init.signal === undefined ? {} : { signal: init.signal }),
   });
 

@@ -1,6 +1,8 @@
 // POSTs of the token sources to a cell's HTTP API (logins, guest tokens), answered with the cell's
 // JSON, or a ClientError that carries the cell's error code and retryAfterMs.
-import { ClientError, ClientErrorCode, messageOf } from './errors.js';
+import { ErrorCode } from '../cell/protocol/errors.js';
+import type { MerchantHome } from '../cell/protocol/frames.js';
+import { ClientError, ClientErrorCode, messageOf, type ClientErrorDetails } from './errors.js';
 
 /**
  * The cell's HTTP base URL from what an app configures: an `http(s)://` URL as it is, or the
@@ -13,8 +15,32 @@ export function httpBaseOf(url: string): string {
   return url.replace(/\/+$/, '');
 }
 
-/** POSTs `body` as JSON to `path` of the cell; the parsed answer of a 2xx, else a ClientError with the cell's code. */
-export async function postToCell(baseUrl: string, path: string, body: unknown, signal?: AbortSignal): Promise<unknown> {
+/** Where a token source posts: the merchant's home cell, which a redirect may change. */
+export interface CellAddress {
+  base: string;
+}
+
+/** Redirects (421 MERCHANT_ELSEWHERE) one POST follows before it fails with the last one. */
+const MAX_HTTP_REDIRECTS = 3;
+
+/**
+ * POSTs `body` as JSON to `path` of the cell; the parsed answer of a 2xx, else a ClientError with
+ * the cell's code. A redirect to the merchant's home (it moved) is followed, and `cell` keeps the
+ * new home for the next calls.
+ */
+export async function postToCell(cell: CellAddress, path: string, body: unknown, signal?: AbortSignal): Promise<unknown> {
+  for (let redirects = 0; ; redirects++) {
+    try {
+      return await postOnce(cell.base, path, body, signal);
+    } catch (error) {
+      const home = error instanceof ClientError ? error.details.home : undefined;
+      if (home === undefined || redirects >= MAX_HTTP_REDIRECTS) throw error;
+      cell.base = httpBaseOf(home.http);
+    }
+  }
+}
+
+async function postOnce(baseUrl: string, path: string, body: unknown, signal?: AbortSignal): Promise<unknown> {
   let response: Response;
   try {
     response = await fetch(`${baseUrl}${path}`, {
@@ -37,10 +63,12 @@ export async function postToCell(baseUrl: string, path: string, body: unknown, s
     throw new ClientError(ClientErrorCode.ProtocolError, `POST ${path} answered ${response.status} with a body that is not JSON`, { httpStatus: response.status });
   }
   if (response.ok) return parsed;
-  const error = (parsed as { error?: { code?: unknown; message?: unknown; retryAfterMs?: unknown } } | null)?.error;
+  const error = (parsed as { error?: { code?: unknown; message?: unknown; retryAfterMs?: unknown; home?: { http?: unknown } } } | null)?.error;
   const code = typeof error?.code === 'string' ? error.code : ClientErrorCode.ProtocolError;
   const message = typeof error?.message === 'string' ? error.message : `POST ${path} answered ${response.status}`;
-  const details = typeof error?.retryAfterMs === 'number' ? { httpStatus: response.status, retryAfterMs: error.retryAfterMs } : { httpStatus: response.status };
+  const details: ClientErrorDetails = { httpStatus: response.status };
+  if (typeof error?.retryAfterMs === 'number') details.retryAfterMs = error.retryAfterMs;
+  if (code === ErrorCode.MerchantElsewhere && typeof error?.home?.http === 'string') details.home = error.home as MerchantHome;
   throw new ClientError(code, message, details);
 }
 

@@ -77,6 +77,11 @@ class ScriptedConnection implements ClientConnection {
     this.end(closeCode, code);
   }
 
+  /** The upgrade completed (an in-band refusal follows). */
+  listenerOpen(): void {
+    this.listener.onOpen();
+  }
+
   rejectUpgrade(httpStatus: number, code: string): void {
     this.listener.onError({ message: `upgrade rejected with HTTP ${httpStatus}`, httpStatus, code });
     this.end(1006, '');
@@ -938,3 +943,116 @@ function jwtWithExp(expSeconds: number): string {
   const encode = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
   return `${encode({ alg: 'HS256', typ: 'JWT' })}.${encode({ sub: 'alice', exp: Math.floor(expSeconds) })}.signature`;
 }
+
+describe('CellmeshClient routing', () => {
+  const HOME_A = { cellId: 'cell-a', ws: 'ws://a.test:1/v1/ws', http: 'http://a.test:1', epoch: 0 };
+  const HOME_B = { cellId: 'cell-b', ws: 'ws://b.test:2/v1/ws', http: 'http://b.test:2', epoch: 1 };
+
+  /** A route endpoint that answers `homes()` and records what was asked. */
+  function routeServer(homes: () => { ws: string }) {
+    const asked: string[] = [];
+    const fetch: CellmeshClientOptions['fetch'] = async (url) => {
+      asked.push(url);
+      return { status: 200, text: async () => JSON.stringify(homes()) };
+    };
+    return { asked, fetch };
+  }
+
+  const routed = (fetch: CellmeshClientOptions['fetch']): Partial<CellmeshClientOptions> => ({
+    url: undefined,
+    route: { url: 'http://router.test:9', tenant: 'mall', merchant: 'shop1' },
+    ...(fetch === undefined ? {} : { fetch }),
+  });
+
+  /** The cell moves the merchant: the redirect frame, then 4307. */
+  function redirect(connection: ScriptedConnection, home: typeof HOME_B): void {
+    connection.push({ t: 'error', code: 'MERCHANT_ELSEWHERE', message: `merchant shop1 lives in cell ${home.cellId}`, home });
+    connection.serverClose(4307, 'MERCHANT_ELSEWHERE');
+  }
+
+  it('routes before connecting, follows a redirect at once with its sends, and routes again after a drop', async () => {
+    let home = HOME_A;
+    const route = routeServer(() => home);
+    const { client, transport, clock, states, lastState } = setup(routed(route.fetch));
+    const opened = client.connect();
+    await until(() => transport.connections.length === 1, 'the client dials the routed cell');
+    expect(route.asked).toEqual(['http://router.test:9/v1/route?tenant=mall&merchant=shop1']);
+    expect(transport.last.url).toBe('ws://a.test:1/v1/ws?merchant=shop1&token=token-1');
+    transport.last.open();
+    await opened;
+    const one = client.send(CONV, 'one');
+    const first = transport.last;
+    const [unacked] = first.ops('send');
+    if (unacked === undefined) throw new Error('a send expected');
+
+    // The merchant moved: the client goes to the named home in the same turn's timer, no backoff, no route request.
+    home = HOME_B;
+    redirect(first, HOME_B);
+    expect(lastState()).toMatchObject({ state: 'reconnecting', delayMs: 0, closeCode: 4307 });
+    clock.advance(0);
+    await until(() => transport.connections.length === 2, 'the client dials the new home');
+    expect(route.asked).toHaveLength(1);
+    const second = transport.last;
+    expect(second.url).toBe('ws://b.test:2/v1/ws?merchant=shop1&token=token-1');
+    second.open({ cell: 'cell-b' });
+    const [resent] = second.ops('send');
+    expect(resent).toMatchObject({ cmid: unacked.cmid, body: 'one' });
+    second.push({ t: 'sent', id: idOf(resent!), conv: CONV, cmid: unacked.cmid, seq: 1, ts: 10 });
+    await expect(one).resolves.toMatchObject({ cmid: unacked.cmid, seq: 1 });
+
+    // A plain drop: the next attempt asks the route again.
+    second.serverClose(1001, 'draining');
+    clock.advance(lastState().delayMs ?? 0);
+    await until(() => transport.connections.length === 3, 'the client dials after routing again');
+    expect(route.asked).toHaveLength(2);
+    expect(transport.last.url).toBe('ws://b.test:2/v1/ws?merchant=shop1&token=token-1');
+    expect(states.filter((change) => change.state === 'closed')).toEqual([]);
+  });
+
+  it('stops with TOO_MANY_REDIRECTS after maxRedirects redirects without a session', async () => {
+    const route = routeServer(() => HOME_A);
+    const { client, transport, clock, lastState } = setup({ ...routed(route.fetch), maxRedirects: 2 });
+    const opened = client.connect();
+    for (let attempt = 1; attempt <= 3; attempt++) {
+      await until(() => transport.connections.length === attempt, `attempt ${attempt}`);
+      // Two cells that each believe the other is home, refusing in band.
+      transport.last.listenerOpen();
+      redirect(transport.last, attempt % 2 === 1 ? HOME_B : HOME_A);
+      clock.advance(0);
+    }
+    const error = await rejection(opened);
+    expect(error.code).toBe('TOO_MANY_REDIRECTS');
+    expect(lastState()).toMatchObject({ state: 'closed' });
+    expect(transport.connections).toHaveLength(3);
+    expect(route.asked).toHaveLength(1);
+  });
+
+  it('does not follow a redirect with a fixed url: it stops with MERCHANT_ELSEWHERE and the home', async () => {
+    const { client, transport } = await connected();
+    const pending = client.send(CONV, 'one');
+    redirect(transport.last, HOME_B);
+    const error = await rejection(pending);
+    expect(error.code).toBe('MERCHANT_ELSEWHERE');
+    expect(error.details).toMatchObject({ closeCode: 4307, home: HOME_B });
+    expect(client.state).toBe('closed');
+  });
+
+  it('retries the route with backoff when it fails, and takes either url or route', async () => {
+    let answers = 0;
+    const fetch: CellmeshClientOptions['fetch'] = async () => {
+      answers++;
+      return answers === 1
+        ? { status: 404, text: async () => JSON.stringify({ error: { code: 'MERCHANT_UNKNOWN', message: 'no serving cell hosts merchant shop1' } }) }
+        : { status: 200, text: async () => JSON.stringify(HOME_A) };
+    };
+    const { client, transport, clock, lastState } = setup(routed(fetch));
+    const opened = client.connect();
+    await until(() => lastState().state === 'reconnecting', 'the failed route to end the attempt');
+    expect(lastState().error?.code).toBe('MERCHANT_UNKNOWN');
+    clock.advance(lastState().delayMs ?? 0);
+    await until(() => transport.connections.length === 1, 'the client dials once routed');
+    transport.last.open();
+    await opened;
+    expect(() => setup({ route: { url: 'http://router.test:9', tenant: 'mall', merchant: 'shop1' } })).toThrow(TypeError);
+  });
+});

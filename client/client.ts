@@ -21,7 +21,8 @@ import type {
   SessionInfo,
   TransferTarget,
 } from './client-types.js';
-import { Connection, endpointOf, type SessionFrame } from './connection.js';
+import { Connection, type SessionFrame } from './connection.js';
+import { FixedEndpoint, RoutedEndpoint, endpointOf, type EndpointSource } from './endpoints.js';
 import { TypedEmitter, type Listener } from './emitter.js';
 import { ClientError, type ClientErrorDetails } from './errors.js';
 import { RequestTracker, type Answer, type ReplyType, type RequestFrame } from './request-tracker.js';
@@ -58,19 +59,28 @@ export class CellmeshClient {
   private lastId = 0;
 
   constructor(options: CellmeshClientOptions) {
-    const endpoint = endpointOf(options.url);
     const { settings, backoff } = resolveSettings(options);
+    const fetch = options.fetch ?? platformFetch;
+    const endpoints: EndpointSource =
+      options.route === undefined ? new FixedEndpoint(endpointOf(options.url!)) : new RoutedEndpoint(options.route, fetch, settings.maxRedirects);
     const { clock, random } = options;
     this.clock = clock;
     const events = this.events;
     const nextId = (prefix: string): string => this.nextId(prefix);
     const tokens = new TokenKeeper(options.token, clock, settings.tokenRefreshMarginMs);
-    this.uploads = { endpoint, token: (signal) => tokens.current(signal), fetch: options.fetch ?? platformFetch };
+    // Uploads go to the cell of the current connection, which routing may change.
+    this.uploads = {
+      get endpoint() {
+        return endpoints.current;
+      },
+      token: (signal) => tokens.current(signal),
+      fetch,
+    };
     this.connection = new Connection({
       transport: options.transport,
       clock,
       random,
-      endpoint,
+      endpoints,
       tokens,
       backoff,
       settings,

@@ -36,6 +36,15 @@ describe('classifyEnd', () => {
     expect(classifyEnd({ closeCode: CloseCode.Forbidden, closeReason: 'agent ann was removed' }, undefined, true)).toMatchObject({ kind: 'fatal', error: { code: ErrorCode.AgentUnknown } });
   });
 
+  it('goes to the merchant\'s home after a redirect: in band (4307, during a session or before it) or refused over HTTP', () => {
+    expect(classifyEnd({ closeCode: CloseCode.MerchantElsewhere, closeReason: 'MERCHANT_ELSEWHERE' }, undefined, true)).toMatchObject({
+      kind: 'redirect',
+      error: { code: ErrorCode.MerchantElsewhere, details: { closeCode: 4307 } },
+    });
+    expect(classifyEnd({ closeCode: CloseCode.MerchantElsewhere }, { message: 'lives in c2', code: ErrorCode.MerchantElsewhere }, false).kind).toBe('redirect');
+    expect(classifyEnd({ closeCode: 1006 }, { message: 'lives in c2', httpStatus: 421, code: ErrorCode.MerchantElsewhere }, false).kind).toBe('redirect');
+  });
+
   it('waits the policy delay after a policy close, a device limit or a rate limit', () => {
     expect(classifyEnd({ closeCode: CloseCode.PolicyViolation }, undefined, true)).toMatchObject({ kind: 'retry', policy: true });
     for (const status of [409, 429]) {

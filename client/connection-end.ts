@@ -29,13 +29,16 @@ export interface ConnectionEnd {
 /**
  * `retry` after the backoff (at least the policy delay with `policy`); `auth`: the token was
  * refused or expired, so retry with a fresh one if the token comes from a provider and the
- * refusals (those that `count`) stay under `maxAuthFailures`; `fatal` and `replaced` stop.
+ * refusals (those that `count`) stay under `maxAuthFailures`; `fatal` and `replaced` stop;
+ * `redirect` goes to the merchant's home cell.
  */
 export type EndOutcome =
   | { kind: 'retry'; error: ClientError; policy: boolean }
   | { kind: 'auth'; error: ClientError; counts: boolean }
   | { kind: 'fatal'; error: ClientError }
-  | { kind: 'replaced'; error: ClientError };
+  | { kind: 'replaced'; error: ClientError }
+  /** The cell sent the device to the merchant's home (4307): follow it at once (route mode) or stop. */
+  | { kind: 'redirect'; error: ClientError };
 
 /**
  * Decides, from how a connection ended, whether and how to try again. `transportError` is the
@@ -50,6 +53,10 @@ export function classifyEnd(end: ConnectionEnd, transportError: TransportErrorIn
       kind: 'replaced',
       error: new ClientError(ClientErrorCode.Replaced, `another connection of this device took over${reason}`, closeDetails),
     };
+  }
+  // In band (an error frame naming the home, then 4307), or an upgrade refused over HTTP (no home named).
+  if (code === CloseCode.MerchantElsewhere || (!wasOpen && transportError?.code === ErrorCode.MerchantElsewhere)) {
+    return { kind: 'redirect', error: new ClientError(ErrorCode.MerchantElsewhere, `the merchant lives in another cell${reason}`, closeDetails) };
   }
   if (code === CloseCode.TokenExpired) {
     const refusedCode = wasOpen ? undefined : transportError?.code;

@@ -1,8 +1,8 @@
 // The connection to the cell: each attempt (token, upgrade, the cell's `welcome`), the session
 // the welcome opens, its heartbeat, reconnecting with exponential backoff and jitter, and the
 // final states. What travels over the session is the business of the parts the hooks reach.
-import { PROTOCOL_VERSION, SUBPROTOCOL_V1, type ClientFrame, type ServerFrame } from '../cell/protocol/frames.js';
-import { ErrorCode } from '../cell/protocol/errors.js';
+import { PROTOCOL_VERSION, SUBPROTOCOL_V1, type ClientFrame, type MerchantHome, type ServerFrame } from '../cell/protocol/frames.js';
+import { CloseCode, ErrorCode } from '../cell/protocol/errors.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import type { Random } from '../platform/random.js';
 import { TokenBucket } from '../platform/token-bucket.js';
@@ -12,6 +12,7 @@ import { cancelTimer } from './cancel-timer.js';
 import type { ClientEvents, ConnectionState, SessionInfo, StateChange } from './client-types.js';
 import { classifyEnd, codeOfStatus, type ConnectionEnd } from './connection-end.js';
 import type { BackoffSettings } from './defaults.js';
+import type { EndpointSource } from './endpoints.js';
 import type { TypedEmitter } from './emitter.js';
 import { ClientError, ClientErrorCode, messageOf } from './errors.js';
 import { Heartbeat } from './heartbeat.js';
@@ -20,9 +21,6 @@ import type { SessionLink } from './session-link.js';
 import type { ClientSettings } from './settings.js';
 import type { TokenKeeper } from './token.js';
 import type { ClientConnection, ClientTransport, ConnectionListener, TransportErrorInfo } from './transport.js';
-
-/** Where a cell serves WebSocket clients, used when `url` names only the host. */
-export const DEFAULT_WEBSOCKET_PATH = '/v1/ws';
 
 type WelcomeFrame = Extract<ServerFrame, { t: 'welcome' }>;
 /** Every frame of a session but the welcome that opens it. */
@@ -44,8 +42,8 @@ export interface ConnectionPorts {
   readonly transport: ClientTransport;
   readonly clock: Clock;
   readonly random: Random;
-  /** The WebSocket URL without the token (see `endpointOf`). */
-  readonly endpoint: URL;
+  /** Where each attempt connects: a fixed cell, or a merchant's home found by routing (endpoints.ts). */
+  readonly endpoints: EndpointSource;
   readonly tokens: TokenKeeper;
   readonly backoff: BackoffSettings;
   readonly settings: Pick<
@@ -73,6 +71,10 @@ export class Connection implements SessionLink {
   private failedAttempts = 0;
   private authFailures = 0;
   private lastTransportError: TransportErrorInfo | undefined;
+  /** The home named by a MERCHANT_ELSEWHERE frame of this connection, followed when the cell closes it (4307). */
+  private redirectHome: MerchantHome | undefined;
+  /** Aborts the route request of the current attempt when it ends. */
+  private attemptAbort: AbortController | undefined;
   private openedAtMs: number | undefined;
   private attemptTimer: TimerHandle | undefined;
   private reconnectTimer: TimerHandle | undefined;
@@ -175,7 +177,7 @@ export class Connection implements SessionLink {
     });
     const ready = tokens.ready();
     if (ready !== undefined) {
-      this.openConnection(generation, ready);
+      this.locateCell(generation, ready);
       return;
     }
     tokens.fetch().then(
@@ -183,7 +185,7 @@ export class Connection implements SessionLink {
         if (generation !== this.generation) return;
         const error = tokens.accept(fresh);
         if (error !== undefined) this.connectionEnded(generation, { error });
-        else this.openConnection(generation, fresh);
+        else this.locateCell(generation, fresh);
       },
       (error: unknown) => {
         if (generation !== this.generation) return;
@@ -192,8 +194,35 @@ export class Connection implements SessionLink {
     );
   }
 
-  private openConnection(generation: number, token: string): void {
-    const url = new URL(this.ports.endpoint.href);
+  /** Finds the cell of this attempt (at once for a fixed URL or a redirect; a route request otherwise), then connects. */
+  private locateCell(generation: number, token: string): void {
+    this.attemptAbort = new AbortController();
+    let endpoint: URL | Promise<URL>;
+    try {
+      endpoint = this.ports.endpoints.next(this.attemptAbort.signal);
+    } catch (error) {
+      this.connectionEnded(generation, { error: new ClientError(ClientErrorCode.RouteFailed, `no cell to connect to: ${messageOf(error)}`, {}, error) });
+      return;
+    }
+    if (endpoint instanceof URL) {
+      this.openConnection(generation, endpoint, token);
+      return;
+    }
+    endpoint.then(
+      (found) => {
+        if (generation === this.generation) this.openConnection(generation, found, token);
+      },
+      (error: unknown) => {
+        if (generation !== this.generation) return;
+        const routeError = error instanceof ClientError ? error : new ClientError(ClientErrorCode.RouteFailed, `routing failed: ${messageOf(error)}`, {}, error);
+        this.ports.events.emit('error', routeError);
+        this.connectionEnded(generation, { error: routeError });
+      },
+    );
+  }
+
+  private openConnection(generation: number, endpoint: URL, token: string): void {
+    const url = new URL(endpoint.href);
     url.searchParams.set('token', token);
     const listener: ConnectionListener = {
       onOpen: () => {
@@ -238,8 +267,9 @@ export class Connection implements SessionLink {
     if (this.sessionValue === undefined) {
       if (frame.t === 'welcome') this.onWelcome(generation, frame);
       else if (frame.t === 'error') {
-        // A browser's refused upgrade: the cell explains in band, then closes (4401/4403/4429).
+        // A refused upgrade explained in band, then closed (4401/4403/4429 for browsers, 4307 for everyone).
         this.lastTransportError = { message: frame.message, code: frame.code };
+        this.noteRedirect(frame);
         this.ports.hooks.frame(frame);
       } else this.dropConnection(generation, new ClientError(ClientErrorCode.ProtocolError, `expected 'welcome' first, got '${frame.t}'`));
       return;
@@ -248,7 +278,13 @@ export class Connection implements SessionLink {
       this.dropConnection(generation, new ClientError(ClientErrorCode.ProtocolError, 'a second welcome in one session'));
       return;
     }
+    if (frame.t === 'error') this.noteRedirect(frame);
     this.ports.hooks.frame(frame);
+  }
+
+  /** A redirect frame (no request id) names the home that the close (4307) following it sends the device to. */
+  private noteRedirect(frame: Extract<ServerFrame, { t: 'error' }>): void {
+    if (frame.code === ErrorCode.MerchantElsewhere && frame.id === undefined && frame.home !== undefined) this.redirectHome = frame.home;
   }
 
   private onWelcome(generation: number, frame: WelcomeFrame): void {
@@ -264,6 +300,7 @@ export class Connection implements SessionLink {
     this.sessionValue = session;
     this.openedAtMs = clock.now();
     this.authFailures = 0;
+    this.ports.endpoints.opened();
     this.pacerValue = new TokenBucket(frame.limits.ratePerSecond, frame.limits.rateBurst, this.openedAtMs);
     this.ports.hooks.sessionOpened(session);
     this.heartbeat.start({
@@ -294,12 +331,17 @@ export class Connection implements SessionLink {
     const { clock, backoff, settings } = this.ports;
     const wasOpen = this.sessionValue !== undefined;
     const transportError = this.lastTransportError;
+    const redirectHome = this.redirectHome;
     const stable = wasOpen && this.openedAtMs !== undefined && clock.now() - this.openedAtMs >= backoff.stableAfterMs;
     this.endSession();
     if (stable) this.failedAttempts = 0;
     const outcome = classifyEnd(end, transportError, wasOpen);
     if (outcome.kind === 'replaced') {
       this.stop('replaced', outcome.error, outcome.error);
+      return;
+    }
+    if (outcome.kind === 'redirect') {
+      this.followRedirect(redirectHome, outcome.error);
       return;
     }
     if (outcome.kind === 'fatal' || (outcome.kind === 'auth' && !this.mayRetryAuth(outcome.counts))) {
@@ -332,6 +374,24 @@ export class Connection implements SessionLink {
   }
 
   /**
+   * The cell sent the device to the merchant's home (4307): the next attempt goes there at once,
+   * without backoff and without counting as a failure; the endpoint source bounds the redirects
+   * in a row, and a fixed URL does not follow them.
+   */
+  private followRedirect(home: MerchantHome | undefined, error: ClientError): void {
+    const refusal = this.ports.endpoints.redirected(home, CloseCode.MerchantElsewhere);
+    if (refusal !== undefined) {
+      this.stop('closed', refusal, refusal);
+      return;
+    }
+    this.reconnectTimer = this.ports.clock.setTimer(0, () => {
+      this.reconnectTimer = undefined;
+      this.beginAttempt();
+    });
+    this.setState('reconnecting', { delayMs: 0, error, closeCode: CloseCode.MerchantElsewhere });
+  }
+
+  /**
    * Whether a refused or expired token is worth another attempt with a fresh one: only from a
    * provider, and only while the refusals that `count` stay under `maxAuthFailures`.
    */
@@ -347,6 +407,9 @@ export class Connection implements SessionLink {
     this.attemptTimer = cancelTimer(this.attemptTimer);
     this.heartbeat.stop();
     this.ports.tokens.abort();
+    this.attemptAbort?.abort();
+    this.attemptAbort = undefined;
+    this.redirectHome = undefined;
     this.socket = undefined;
     this.sessionValue = undefined;
     this.pacerValue = undefined;
@@ -374,15 +437,4 @@ export class Connection implements SessionLink {
     this.stateValue = state;
     this.ports.events.emit('state', { state, previous, attempt: this.failedAttempts, ...change });
   }
-}
-
-/** The cell's WebSocket URL of `url`: checked, with the default path, without a token. */
-export function endpointOf(url: string): URL {
-  const endpoint = new URL(url);
-  if (endpoint.protocol !== 'ws:' && endpoint.protocol !== 'wss:') {
-    throw new TypeError(`url must start with ws: or wss:, got ${endpoint.protocol}`);
-  }
-  if (endpoint.pathname === '/' || endpoint.pathname === '') endpoint.pathname = DEFAULT_WEBSOCKET_PATH;
-  endpoint.searchParams.delete('token');
-  return endpoint;
 }

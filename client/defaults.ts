@@ -59,6 +59,11 @@ export const clientDefaults = {
   maxAuthFailures: 3,
   /** How long `close()` waits for the connection to confirm it closed. */
   closeTimeoutMs: 2_000,
+  /**
+   * Route mode: redirects in a row without a session. A move takes one; a second may come while
+   * the cells' directories converge; more means cells disagree, and bouncing cannot help.
+   */
+  maxRedirects: 3,
 } as const;
 
 export type BackoffSettings = { -readonly [Key in keyof typeof clientDefaults.backoff]: number };

@@ -1,4 +1,5 @@
 import { ErrorCode } from '../cell/protocol/errors.js';
+import type { MerchantHome } from '../cell/protocol/frames.js';
 
 /**
  * Codes of conditions the client detects itself. The server's codes (`ErrorCode` in
@@ -33,6 +34,10 @@ export const ClientErrorCode = {
   ProtocolError: 'PROTOCOL_ERROR',
   /** Missing messages of a conversation could not be fetched; the client skipped them. */
   GapUnfilled: 'GAP_UNFILLED',
+  /** Route mode: the route request failed or named no usable cell; the client retries with backoff. */
+  RouteFailed: 'ROUTE_FAILED',
+  /** Route mode: more than `maxRedirects` redirects in a row without a session; the client stopped. */
+  TooManyRedirects: 'TOO_MANY_REDIRECTS',
 } as const;
 
 export type LocalErrorCode = (typeof ClientErrorCode)[keyof typeof ClientErrorCode];
@@ -55,6 +60,8 @@ export interface ClientErrorDetails {
   /** The first and last seq of a skipped range (GAP_UNFILLED). */
   fromSeq?: number;
   toSeq?: number;
+  /** The merchant's home cell (MERCHANT_ELSEWHERE of a client with a fixed url). */
+  home?: MerchantHome;
 }
 
 /** An operating error of the client: a stable `code`, a readable message, optional details. */
@@ -78,6 +85,9 @@ const TRANSIENT_ERROR_CODES: ReadonlySet<string> = new Set([
   ErrorCode.RateLimited,
   ErrorCode.StoreUnavailable,
   ErrorCode.ShuttingDown,
+  // A frame answered during a move, just before the cell redirects the connection: it goes
+  // again, unchanged, to the new home.
+  ErrorCode.MerchantElsewhere,
 ]);
 
 export function isTransient(error: ClientError): boolean {

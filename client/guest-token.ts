@@ -39,7 +39,7 @@ export function guestStorageKey(tenant: string, merchant: string): string {
  * new guest. Pass it as the client's `token`.
  */
 export function guestTokenSource(options: GuestTokenOptions): (signal: AbortSignal) => Promise<string> {
-  const base = httpBaseOf(options.url);
+  const cell = { base: httpBaseOf(options.url) };
   const storage = storageOf(options.storage);
   const key = guestStorageKey(options.tenant, options.merchant);
   const request = (refreshToken: string | undefined): Record<string, string> => ({
@@ -53,11 +53,11 @@ export function guestTokenSource(options: GuestTokenOptions): (signal: AbortSign
     const kept = storage.getItem(key) ?? undefined;
     let answer: GuestAnswer;
     try {
-      answer = (await postToCell(base, '/v1/guest', request(kept), signal)) as GuestAnswer;
+      answer = (await postToCell(cell, '/v1/guest', request(kept), signal)) as GuestAnswer;
     } catch (error) {
       if (kept === undefined || !(error instanceof ClientError && error.code === ErrorCode.RefreshInvalid)) throw error;
       storage.removeItem(key);
-      answer = (await postToCell(base, '/v1/guest', request(undefined), signal)) as GuestAnswer;
+      answer = (await postToCell(cell, '/v1/guest', request(undefined), signal)) as GuestAnswer;
     }
     storage.setItem(key, answer.refreshToken);
     return answer.token;

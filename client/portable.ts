@@ -4,7 +4,7 @@
  * browser wiring; neither is needed by code that injects its own ports.
  */
 export { CellmeshClient, openClient } from './client.js';
-export { DEFAULT_WEBSOCKET_PATH } from './connection.js';
+export { DEFAULT_WEBSOCKET_PATH, type RouteOptions } from './endpoints.js';
 export type { CellmeshClientOptions, ClientSettings } from './settings.js';
 export type {
   ClientEvents,
@@ -49,6 +49,7 @@ export {
   type DeskNotice,
   type DeviceInfo,
   type Limits,
+  type MerchantHome,
   type MessageAttachment,
   type Role,
 } from '../cell/protocol/frames.js';

@@ -80,7 +80,8 @@ export function parseServerFrame(text: string): ParsedServerFrame {
           isString(frame.message) &&
           (frame.retryAfterMs === undefined || isNumber(frame.retryAfterMs)) &&
           optionalString(frame.conv) &&
-          optionalString(frame.cmid),
+          optionalString(frame.cmid) &&
+          (frame.home === undefined || isHome(frame.home)),
       );
     case 'consultation':
       return check(
@@ -139,6 +140,11 @@ function isChatMessage(value: unknown): value is ChatMessage {
 
 function isFields(value: unknown): value is Fields {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** A redirect's home: the client connects to its `ws`. */
+function isHome(value: unknown): boolean {
+  return isFields(value) && isString(value.cellId) && isString(value.ws) && isString(value.http) && isInteger(value.epoch);
 }
 
 function isString(value: unknown): value is string {

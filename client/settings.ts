@@ -5,6 +5,7 @@ import type { Random } from '../platform/random.js';
 import { clientDefaults, type BackoffSettings } from './defaults.js';
 import type { TokenSource } from './token.js';
 import type { FetchLike } from './attachment-upload.js';
+import type { RouteOptions } from './endpoints.js';
 import type { ClientTransport } from './transport.js';
 
 /** Numeric settings; each defaults to the value in `clientDefaults` (see defaults.ts). */
@@ -24,17 +25,28 @@ export interface ClientSettings {
   tokenRefreshMarginMs: number;
   maxAuthFailures: number;
   closeTimeoutMs: number;
+  /** Route mode: redirects (4307) followed in a row without a session before TOO_MANY_REDIRECTS. */
+  maxRedirects: number;
 }
 
 export interface CellmeshClientOptions extends Partial<ClientSettings> {
-  /** `ws://host:port/v1/ws` (or just `ws://host:port`); the client adds the token. */
-  url: string;
+  /**
+   * A fixed cell: `ws://host:port/v1/ws` (or just `ws://host:port`); the client adds the token.
+   * Give either `url` or `route`.
+   */
+  url?: string | undefined;
+  /**
+   * Route mode (docs/routing.md, "SDK"): the client talks to one merchant, asks `route.url` (any
+   * cell or a router) for its home before every connection attempt, and follows the cells'
+   * redirects, so a moved merchant is followed without the app doing anything.
+   */
+  route?: RouteOptions | undefined;
   token: TokenSource;
   transport: ClientTransport;
   clock: Clock;
   random: Random;
   backoff?: Partial<BackoffSettings>;
-  /** What `uploadAttachment` makes its HTTP request with; defaults to the platform's `fetch`. */
+  /** What `uploadAttachment` and route requests are made with; defaults to the platform's `fetch`. */
   fetch?: FetchLike;
   /** Cursors (conversation to highest seq already handled) the app persisted from `cursors()`. */
   initialCursors?: Readonly<Record<string, number>>;
@@ -63,7 +75,9 @@ export function resolveSettings(options: CellmeshClientOptions): ResolvedSetting
     tokenRefreshMarginMs: options.tokenRefreshMarginMs ?? clientDefaults.tokenRefreshMarginMs,
     maxAuthFailures: options.maxAuthFailures ?? clientDefaults.maxAuthFailures,
     closeTimeoutMs: options.closeTimeoutMs ?? clientDefaults.closeTimeoutMs,
+    maxRedirects: options.maxRedirects ?? clientDefaults.maxRedirects,
   };
+  if ((options.url === undefined) === (options.route === undefined)) throw new TypeError('give either `url` (a fixed cell) or `route` (route mode), not both or neither');
   for (const [name, value] of Object.entries({ ...settings, ...backoff })) {
     if (!(value >= 0)) throw new RangeError(`${name} must be a number >= 0, got ${value}`);
   }

@@ -144,7 +144,7 @@ export class MerchantMover {
       const { conversations, keysCopied } = await this.copy(tenant, merchant, to);
       committed = await this.commit(tenant, merchant, to, epoch, proof);
       if (!committed) throw new CellError(ErrorCode.MoveFailed, `cell ${to} did not commit ${merchant}; it stays here`);
-      host.releaseMerchant(tenant, merchant);
+      host.releaseMerchant(tenant, merchant, { cellId: to, epoch });
       await claims.release(tenant, merchant, epoch, to);
       await this.waitRoutedTo(tenant, merchant, to);
       const result: MoveResult = { tenant, merchant, from: cellId, to, epoch, conversations, keysCopied, fencedMs: clock.now() - fencedAtMs };

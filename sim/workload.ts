@@ -107,9 +107,10 @@ export class Workload implements ActorHost {
   }
 
   deviceStopped(device: DeviceActor, reason: string): void {
-    // An agent whose merchant moved is refused by its old cell: it asks the router, as real
-    // clients do (GET /v1/route), and reconnects to the new home.
-    if (device.identity.role === 'agent' && reason.includes(' MERCHANT_NOT_HOSTED ') && !this.moves.homeless.has(device.identity.merchant ?? '')) {
+    // An agent whose merchant moved is redirected (or refused) by its old cell: its client has a
+    // fixed URL, so it asks the router, as such clients do (GET /v1/route), and reconnects to the new home.
+    const redirected = reason.includes(' MERCHANT_ELSEWHERE ') || reason.includes(' MERCHANT_NOT_HOSTED ');
+    if (device.identity.role === 'agent' && redirected && !this.moves.homeless.has(device.identity.merchant ?? '')) {
       this.reroute(device);
       return;
     }

@@ -407,7 +407,7 @@ describe('the desk of a merchant on another cell', () => {
     await cluster.run(100);
     cluster.homes.set(`${TENANT}/shop`, 'a');
     cluster.staleHomes.clear();
-    cluster.cell('c').core.moveHost().releaseMerchant(TENANT, 'shop');
+    cluster.cell('c').core.moveHost().releaseMerchant(TENANT, 'shop', { cellId: 'a', epoch: 1 });
     cluster.cell('a').core.moveHost().hostMerchant(TENANT, 'shop');
     cluster.network.heal();
     await cluster.cell('b').transport.dial(memoryAddress(cluster.cell('a').transport.self)).catch(() => undefined);
@@ -739,7 +739,7 @@ describe('cross-cell conversations over a memory network', () => {
     // The merchant moved from b to c; cell a's directory has not heard of it yet.
     cluster.homes.set(`${TENANT}/shop`, 'c');
     cluster.staleHomes.set('a', new Map([[`${TENANT}/shop`, 'b']]));
-    cluster.cell('b').core.moveHost().releaseMerchant(TENANT, 'shop');
+    cluster.cell('b').core.moveHost().releaseMerchant(TENANT, 'shop', { cellId: 'c', epoch: 1 });
     cluster.cell('c').core.moveHost().hostMerchant(TENANT, 'shop');
     const agent = await cluster.connect('c', 'bob', { merchant: 'shop' });
     const alice = await cluster.connect('a', 'alice');

@@ -334,9 +334,10 @@ describe('moving a merchant between cell processes', () => {
       expect(errorCodeOf(await httpRequest('GET', agentsOf(c2), { token: ADMIN_TOKEN }))).toBe('MERCHANT_NOT_HOSTED');
       const audit = await httpRequest('GET', `${c2.httpUrl}/v1/admin/audit?action=merchant.move`, { token: ADMIN_TOKEN });
       expect(audit.body).toMatchObject({ entries: [{ actor: 'admin', action: 'merchant.move', tenant: TENANT, merchant: 'm2', details: { to: 'c3' }, outcome: 'ok' }] });
-      // The agent on the old cell was told to reconnect; at the new home he finds everything.
+      // The agent on the old cell was redirected to the new home, where he finds everything.
       await bob.whenClosed();
-      expect(bob.closeCode).toBe(1001);
+      expect(bob.closeCode).toBe(4307);
+      expect(bob.frames.find((frame) => frame.t === 'error')).toMatchObject({ code: 'MERCHANT_ELSEWHERE', home: { cellId: 'c3', ws: `${c3.url}/v1/ws`, http: c3.httpUrl, epoch: 1 } });
       const bobAgain = await RawClient.connect(c3.url, await tokenFor({ user: 'bob', role: 'agent', merchant: 'm2', device: 'desk' }));
       bobAgain.autoAck();
       try {

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SystemClock } from '../../platform/clock.js';
 import { MemoryStore } from '../../platform/store/memory-store.js';
-import { CellError } from '../protocol/errors.js';
+import { CellError, ErrorCode } from '../protocol/errors.js';
 import { AgentLogins } from './agent-logins.js';
 import { hashPassword } from './passwords.js';
 import { RefreshTokens } from './refresh-tokens.js';
@@ -23,6 +23,7 @@ describe('AgentLogins', () => {
       minter: new TokenMinter({ clock, signingKeyOf: (tenant) => (tenant === 'mall' ? { secret: SECRET } : undefined) }),
       refreshTokens: new RefreshTokens({ store, clock, ttlMs: 3600_000 }),
       hostsMerchant: (tenant, merchant) => tenant === 'mall' && merchant === 'm1',
+      refuseMerchant: (_tenant, _merchant, message) => new CellError(ErrorCode.MerchantNotHosted, message),
       accessTokenTtlSeconds: 900,
     });
   });

@@ -34,6 +34,11 @@ export interface AgentLoginsComponents {
   minter: TokenMinter;
   refreshTokens: RefreshTokens;
   hostsMerchant(tenant: string, merchant: string): boolean;
+  /**
+   * The answer to a merchant this cell does not host: MERCHANT_ELSEWHERE with its home when
+   * another serving cell hosts it (`CellCore.redirects.refusal`), else MERCHANT_NOT_HOSTED with `message`.
+   */
+  refuseMerchant(tenant: string, merchant: string, message: string): CellError;
   accessTokenTtlSeconds: number;
 }
 
@@ -95,7 +100,7 @@ export class AgentLogins {
   /** Agents log in at their merchant's home cell (a tenant this cell does not serve looks the same). */
   private requireHosted(tenant: string, merchant: string): void {
     if (!this.components.minter.serves(tenant) || !this.components.hostsMerchant(tenant, merchant)) {
-      throw new CellError(ErrorCode.MerchantNotHosted, `merchant ${merchant} is not hosted by this cell; log in at its home cell (GET /v1/route)`);
+      throw this.components.refuseMerchant(tenant, merchant, `merchant ${merchant} is not hosted by this cell; log in at its home cell (GET /v1/route)`);
     }
   }
 }

@@ -26,6 +26,11 @@ export interface GuestIssuerComponents {
   refreshTokens: RefreshTokens;
   random: Random;
   hostsMerchant(tenant: string, merchant: string): boolean;
+  /**
+   * The answer to a merchant this cell does not host: MERCHANT_ELSEWHERE with its home when
+   * another serving cell hosts it (`CellCore.redirects.refusal`), else MERCHANT_NOT_HOSTED with `message`.
+   */
+  refuseMerchant(tenant: string, merchant: string, message: string): CellError;
   guestTokenTtlSeconds: number;
 }
 
@@ -44,7 +49,7 @@ export class GuestIssuer {
   async issue(request: GuestRequest): Promise<GuestTokens> {
     const { minter, refreshTokens, random, hostsMerchant } = this.components;
     if (!minter.serves(request.tenant) || !hostsMerchant(request.tenant, request.merchant)) {
-      throw new CellError(ErrorCode.MerchantNotHosted, `merchant ${request.merchant} is not hosted by this cell`);
+      throw this.components.refuseMerchant(request.tenant, request.merchant, `merchant ${request.merchant} is not hosted by this cell`);
     }
     let subject: RefreshSubject;
     let refreshed: { refreshToken: string; refreshExpiresAtMs: number };

@@ -5,6 +5,7 @@ import type { Logger } from '../../platform/logger.js';
 import type { CellMetrics } from '../metrics.js';
 import { CellError, ErrorCode, httpStatusOf } from '../protocol/errors.js';
 import { operatingErrorOf } from '../protocol/operating-errors.js';
+import { homeOf } from '../routing/merchant-redirects.js';
 
 export type HttpMethod = 'get' | 'post' | 'put' | 'patch' | 'del';
 
@@ -183,6 +184,9 @@ function respondRaw(res: uWS.HttpResponse, answer: HttpRawAnswer): void {
 export function writeError(res: uWS.HttpResponse, error: CellError, headers: Record<string, string> = {}): void {
   const body: Record<string, unknown> = { error: { code: error.code, message: error.message } };
   const retryAfterMs = error.details?.['retryAfterMs'];
+  // A redirect (421 MERCHANT_ELSEWHERE) names the merchant's home: send the request there.
+  const home = homeOf(error);
+  if (home !== undefined) (body['error'] as Record<string, unknown>)['home'] = home;
   if (typeof retryAfterMs !== 'number') {
     respondJson(res, httpStatusOf[error.code], body, headers);
     return;
@@ -216,6 +220,7 @@ function statusText(status: number): string {
     409: 'Conflict',
     413: 'Payload Too Large',
     415: 'Unsupported Media Type',
+    421: 'Misdirected Request',
     426: 'Upgrade Required',
     429: 'Too Many Requests',
     500: 'Internal Server Error',

@@ -22,6 +22,8 @@ export interface LoginRoutesComponents {
   signingKeyOf: TokenMinterComponents['signingKeyOf'];
   /** Whether this cell hosts the merchant now (merchants move at runtime). */
   hostsMerchant(tenant: string, merchant: string): boolean;
+  /** The answer to a merchant this cell does not host: a redirect when its home is known (`CellCore.redirects.refusal`). */
+  refuseMerchant(tenant: string, merchant: string, message: string): CellError;
   agents: AgentCredentials;
   settings: LoginsConfig;
 }
@@ -61,8 +63,8 @@ export function loginRoutes(components: LoginRoutesComponents): RouteModule {
   const { clock, settings } = components;
   const minter = new TokenMinter({ clock, signingKeyOf: components.signingKeyOf });
   const refreshTokens = new RefreshTokens({ store: components.store, clock, ttlMs: settings.refreshTokenTtlSeconds * 1000 });
-  const logins = new AgentLogins({ agents: components.agents, minter, refreshTokens, hostsMerchant: components.hostsMerchant, accessTokenTtlSeconds: settings.accessTokenTtlSeconds });
-  const guests = new GuestIssuer({ minter, refreshTokens, random: components.random, hostsMerchant: components.hostsMerchant, guestTokenTtlSeconds: settings.guestTokenTtlSeconds });
+  const logins = new AgentLogins({ agents: components.agents, minter, refreshTokens, hostsMerchant: components.hostsMerchant, refuseMerchant: components.refuseMerchant, accessTokenTtlSeconds: settings.accessTokenTtlSeconds });
+  const guests = new GuestIssuer({ minter, refreshTokens, random: components.random, hostsMerchant: components.hostsMerchant, refuseMerchant: components.refuseMerchant, guestTokenTtlSeconds: settings.guestTokenTtlSeconds });
   const perMinute = (count: number, burst: number): KeyedRateLimiter => new KeyedRateLimiter({ ratePerSecond: count / 60, burst, maxKeys: settings.maxTrackedClients });
   const loginsByAddress = perMinute(settings.loginsPerMinutePerAddress, settings.loginBurstPerAddress);
   const loginsByAgent = perMinute(settings.loginsPerMinutePerAgent, settings.loginBurstPerAgent);

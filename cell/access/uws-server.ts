@@ -7,9 +7,10 @@ import type { MetricsExposition } from '../../platform/metrics.js';
 import type { DeviceConnection, DevicePort } from '../messaging/device.js';
 import type { CellMetrics } from '../metrics.js';
 import { CellError, ErrorCode, inBandRejectionCloseCodes } from '../protocol/errors.js';
-import { PROTOCOL_VERSION, SUBPROTOCOL_V1, parseConversationId } from '../protocol/frames.js';
+import { IDENTIFIER_PATTERN, PROTOCOL_VERSION, SUBPROTOCOL_V1, parseConversationId } from '../protocol/frames.js';
 import { HttpCapacityBody, HttpCellList, HttpMoveBody, HttpPlaceBody, HttpHistoryQuery, HttpLocateQuery, HttpReadBody, HttpSendBody } from '../protocol/http.js';
 import type { Identity } from './tokens.js';
+import { errorFrameOf } from '../routing/merchant-redirects.js';
 import { HttpRouter, asCellError, bearerToken, parseJsonBody, parseWith, requireAdmin, respondJson, watchAbort, writeError, type HttpMethod, type HttpRequestData } from './http-router.js';
 
 export interface AccessServerOptions {
@@ -60,7 +61,7 @@ export interface ClusterApi {
 }
 
 type SocketData =
-  | { identity: Identity; port?: UwsDevicePort; connection?: DeviceConnection }
+  | { identity: Identity; routedFor: string | undefined; port?: UwsDevicePort; connection?: DeviceConnection }
   /** An upgrade refused in band, for a browser: one error frame, then the close code. */
   | { rejection: CellError; closeCode: number };
 
@@ -180,13 +181,14 @@ export class AccessServer {
         try {
           protocol = negotiateProtocol(req.getHeader('sec-websocket-protocol'));
           const identity = core.authenticate(token || undefined);
-          core.admit(identity, origin || undefined);
-          res.upgrade<SocketData>({ identity }, key, protocol, extensions, context);
+          const routedFor = core.admit(identity, origin || undefined, routedMerchant(req.getQuery('merchant')));
+          res.upgrade<SocketData>({ identity, routedFor }, key, protocol, extensions, context);
         } catch (error) {
           const cellError = asCellError(error, logger);
           metrics.upgradesRejected.labels({ code: cellError.code }).inc();
           const closeCode = inBandRejectionCloseCodes[cellError.code];
-          if (origin !== '' && closeCode !== undefined) {
+          // A redirect is read in band by every client: its frame carries the new home.
+          if (closeCode !== undefined && (origin !== '' || cellError.code === ErrorCode.MerchantElsewhere)) {
             res.upgrade<SocketData>({ rejection: cellError, closeCode }, key, protocol, extensions, context);
           } else {
             writeError(res, cellError);
@@ -196,12 +198,12 @@ export class AccessServer {
       open: (socket) => {
         const data = socket.getUserData();
         if ('rejection' in data) {
-          socket.send(JSON.stringify({ t: 'error', code: data.rejection.code, message: data.rejection.message }));
+          socket.send(JSON.stringify(errorFrameOf(data.rejection)));
           socket.end(data.closeCode, data.rejection.code);
           return;
         }
         data.port = new UwsDevicePort(socket);
-        data.connection = core.connect(data.identity, data.port);
+        data.connection = core.connect(data.identity, data.port, data.routedFor);
       },
       message: (socket, message, isBinary) => {
         const data = socket.getUserData();
@@ -376,6 +378,13 @@ export function conversationParameter(raw: string | undefined): string {
   }
   if (parseConversationId(conv) === undefined) throw new CellError(ErrorCode.BadFrame, `'${conv}' is not a conversation id (<merchant>:<customer>)`);
   return conv;
+}
+
+/** The `merchant` a customer's WebSocket URL is routed for (docs/routing.md); undefined when absent. */
+function routedMerchant(raw: string | undefined): string | undefined {
+  if (raw === undefined || raw === '') return undefined;
+  if (!IDENTIFIER_PATTERN.test(raw)) throw new CellError(ErrorCode.BadFrame, `merchant: '${raw.slice(0, 64)}' is not a merchant id (1-64 characters of [A-Za-z0-9_.-])`);
+  return raw;
 }
 
 function listParameter(query: URLSearchParams, name: string): string[] | undefined {

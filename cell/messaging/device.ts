@@ -68,6 +68,11 @@ export class DeviceConnection {
   /** Errors the device may still cause before it is closed (4429); grows back with time. */
   readonly errorAllowance: TokenBucket;
   expiryTimer: TimerHandle | undefined;
+  /**
+   * The merchant this connection was routed for: an agent's own, or the one a customer's
+   * WebSocket URL names (`merchant`); when it moves away, the connection is redirected (docs/routing.md).
+   */
+  routedFor: string | undefined;
 
   constructor(
     readonly identity: Identity,

@@ -5,6 +5,7 @@ import { CloseCode, ErrorCode } from '../protocol/errors.js';
 import type { ServerFrame } from '../protocol/frames.js';
 import { operatingErrorOf } from '../protocol/operating-errors.js';
 import type { DeviceConnection } from './device.js';
+import { homeOf } from '../routing/merchant-redirects.js';
 
 /** Codes of the cell's own failures: they never count against a client's error allowance. */
 const SERVER_SIDE_CODES: ReadonlySet<string> = new Set([ErrorCode.StoreUnavailable, ErrorCode.ShuttingDown, ErrorCode.Internal]);
@@ -38,6 +39,8 @@ export function answerError(host: ErrorFrameHost, connection: DeviceConnection, 
   if (conv !== undefined) frame.conv = conv;
   const retryAfterMs = cellError?.details?.['retryAfterMs'];
   if (typeof retryAfterMs === 'number') frame.retryAfterMs = retryAfterMs;
+  const home = cellError === undefined ? undefined : homeOf(cellError);
+  if (home !== undefined) frame.home = home;
   host.send(connection, frame);
   // Only the client's own faults count towards closing it; the cell's (a store failure, a
   // shutdown, a bug) must not cost a well-behaved client its connection.

@@ -17,6 +17,11 @@ export const ErrorCode = {
   DeviceLimit: 'DEVICE_LIMIT',
   ConversationForbidden: 'CONVERSATION_FORBIDDEN',
   MerchantNotHosted: 'MERCHANT_NOT_HOSTED',
+  /**
+   * The merchant lives in another serving cell of the cluster: `details.home` names it
+   * (`cellId`, `ws`, `http`, `epoch`); connect (or send the request) there (docs/routing.md).
+   */
+  MerchantElsewhere: 'MERCHANT_ELSEWHERE',
   SeqOutOfRange: 'SEQ_OUT_OF_RANGE',
   NotFound: 'NOT_FOUND',
   MethodNotAllowed: 'METHOD_NOT_ALLOWED',
@@ -107,6 +112,7 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   DEVICE_LIMIT: 409,
   CONVERSATION_FORBIDDEN: 403,
   MERCHANT_NOT_HOSTED: 404,
+  MERCHANT_ELSEWHERE: 421,
   SEQ_OUT_OF_RANGE: 400,
   NOT_FOUND: 404,
   METHOD_NOT_ALLOWED: 405,
@@ -175,6 +181,11 @@ export const CloseCode = {
   TokenExpired: 4401,
   /** (For browsers) the connection is forbidden: origin not allowed, merchant not hosted, agent not registered (or removed). Do not retry. */
   Forbidden: 4403,
+  /**
+   * The merchant of this connection lives in another cell (it moved, or the device came to the
+   * wrong one): the `error` frame before it (MERCHANT_ELSEWHERE) names the new home; reconnect there.
+   */
+  MerchantElsewhere: 4307,
   /** The same device connected again elsewhere; this older connection is replaced. */
   Replaced: 4409,
   /** The connection used up its error allowance: protocol errors, refused ack entries, rate-limit violations. */
@@ -186,7 +197,8 @@ export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];
 /**
  * Browsers cannot read the HTTP error of a refused WebSocket upgrade. For them (requests with an
  * Origin header) the cell accepts the upgrade, sends one `error` frame and closes with the code
- * below; the codes missing here are answered over HTTP to everyone.
+ * below; the codes missing here are answered over HTTP to everyone. MERCHANT_ELSEWHERE is
+ * answered in band to every client, browser or not: its frame carries the new home.
  */
 export const inBandRejectionCloseCodes: Partial<Record<ErrorCode, CloseCode>> = {
   UNAUTHENTICATED: CloseCode.TokenExpired,
@@ -194,6 +206,7 @@ export const inBandRejectionCloseCodes: Partial<Record<ErrorCode, CloseCode>> = 
   TOKEN_EXPIRED: CloseCode.TokenExpired,
   ORIGIN_FORBIDDEN: CloseCode.Forbidden,
   MERCHANT_NOT_HOSTED: CloseCode.Forbidden,
+  MERCHANT_ELSEWHERE: CloseCode.MerchantElsewhere,
   AGENT_UNKNOWN: CloseCode.Forbidden,
   DEVICE_LIMIT: CloseCode.PolicyViolation,
 };

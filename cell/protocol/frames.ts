@@ -357,5 +357,19 @@ export type ServerFrame =
   /** The answer to `desk`: the merchant's agents, waiting and open consultations. */
   | { t: 'desk'; id: string; agents: Array<{ id: string; name: string; status: AgentStatus; capacity: number; open: number; groups: string[] }>; consultations: ConsultationView[] }
   | { t: 'ok'; id: string }
-  /** `conv` and `cmid` name the send an error refuses when the error cannot carry its `id`. */
-  | { t: 'error'; id?: string; code: string; message: string; retryAfterMs?: number; conv?: string; cmid?: string };
+  /**
+   * `conv` and `cmid` name the send an error refuses when the error cannot carry its `id`;
+   * `home` is where a MERCHANT_ELSEWHERE redirect sends the device (docs/routing.md).
+   */
+  | { t: 'error'; id?: string; code: string; message: string; retryAfterMs?: number; conv?: string; cmid?: string; home?: MerchantHome };
+
+/** A merchant's home cell as the gossiped directory names it: what a redirect carries. */
+export interface MerchantHome {
+  readonly cellId: string;
+  /** The WebSocket URL of the cell's `/v1/ws`. */
+  readonly ws: string;
+  /** The base URL of the cell's HTTP API. */
+  readonly http: string;
+  /** The epoch of the home's claim; a move raises it. */
+  readonly epoch: number;
+}

@@ -1,0 +1,112 @@
+import type { Identity } from '../access/tokens.js';
+import type { DeviceConnection } from '../messaging/device.js';
+import { CellError, CloseCode, ErrorCode } from '../protocol/errors.js';
+import type { MerchantHome, ServerFrame } from '../protocol/frames.js';
+
+/**
+ * What the core reads of the cluster's gossiped directory to redirect devices (docs/routing.md).
+ * The assembly builds it from the mesh; a standalone cell has none and never redirects.
+ */
+export interface HomeDirectory {
+  /** The merchant's home cell if it is serving (alive, suspect or leaving); undefined when unknown or not serving. */
+  homeOf(tenant: string, merchant: string): MerchantHome | undefined;
+  /** The public endpoints a cell of the directory advertises; undefined for a cell it does not hold. */
+  endpointsOf(cellId: string): { ws: string; http: string } | undefined;
+}
+
+/**
+ * Redirects to a merchant's home cell: the MERCHANT_ELSEWHERE answer to a device or request
+ * whose merchant lives in another serving cell, and the closing of this cell's connections of a
+ * merchant that moved away (agents, and customers whose connection was routed for it).
+ */
+export class MerchantRedirects {
+  private directory: HomeDirectory | undefined;
+  /**
+   * Where merchants moved from here went, by tenant/merchant: until this cell's copy of the
+   * directory hears the new claim it still names this cell as their home. At most one entry per
+   * merchant this cell ever hosted, dropped once the directory names another home.
+   */
+  private readonly movedAway = new Map<string, MerchantHome>();
+
+  constructor(private readonly selfCellId: string) {}
+
+  /** From now on, merchants this cell does not host are looked up in `directory`. Once only. */
+  attach(directory: HomeDirectory): void {
+    if (this.directory !== undefined) throw new Error('the redirects are attached to a directory already');
+    this.directory = directory;
+  }
+
+  /** The serving home of `merchant` when it is another cell; undefined when unknown, not serving, or this cell. */
+  homeElsewhere(tenant: string, merchant: string): MerchantHome | undefined {
+    const home = this.directory?.homeOf(tenant, merchant);
+    const key = `${tenant}/${merchant}`;
+    if (home?.cellId !== this.selfCellId) {
+      // The directory knows better than this cell's memory of a move: it heard the claim.
+      this.movedAway.delete(key);
+      return home;
+    }
+    const moved = this.movedAway.get(key);
+    return moved !== undefined && moved.epoch > home.epoch ? moved : undefined;
+  }
+
+  /**
+   * Refuses a connection routed for a merchant this cell does not host (`hosts` says): an
+   * agent always, a customer only when the merchant's home is known and serving elsewhere
+   * (otherwise it is served cross-cell, as without routing). Answers the merchant it is routed for.
+   */
+  admitRouted(identity: Identity, customerRoutedFor: string | undefined, hosts: (merchant: string) => boolean): string | undefined {
+    const merchant = identity.merchant ?? customerRoutedFor;
+    if (merchant === undefined || hosts(merchant)) return merchant;
+    if (identity.role === 'agent') throw this.refusal(identity.tenant, merchant, `merchant ${merchant} is not hosted by this cell`);
+    const home = this.homeElsewhere(identity.tenant, merchant);
+    if (home !== undefined) throw merchantElsewhere(merchant, home);
+    return merchant;
+  }
+
+  /**
+   * The refusal of a merchant this cell does not host: MERCHANT_ELSEWHERE with its home when
+   * another serving cell hosts it, otherwise MERCHANT_NOT_HOSTED with `notHostedMessage`.
+   */
+  refusal(tenant: string, merchant: string, notHostedMessage: string): CellError {
+    const home = this.homeElsewhere(tenant, merchant);
+    return home === undefined ? new CellError(ErrorCode.MerchantNotHosted, notHostedMessage) : merchantElsewhere(merchant, home);
+  }
+
+  /**
+   * A move handed `merchant` to `newHome` (committed there, the claim not gossiped here yet):
+   * every connection in `connections` routed for it gets the redirect frame and is closed with
+   * 4307; the others (customers routed for other merchants) stay, served cross-cell from now on.
+   * Without the new home's endpoints they are closed with 1001 and route again.
+   */
+  redirectMovedAway(connections: Iterable<DeviceConnection>, tenant: string, merchant: string, newHome: { cellId: string; epoch: number }, send: (connection: DeviceConnection, frame: ServerFrame) => void): void {
+    const endpoints = this.directory?.endpointsOf(newHome.cellId);
+    if (endpoints !== undefined) this.movedAway.set(`${tenant}/${merchant}`, { ...newHome, ...endpoints });
+    const redirect = endpoints === undefined ? undefined : merchantElsewhere(merchant, { ...newHome, ...endpoints });
+    for (const connection of [...connections]) {
+      if (connection.identity.tenant !== tenant || connection.routedFor !== merchant) continue;
+      if (redirect === undefined) {
+        connection.port.close(CloseCode.GoingAway, `merchant ${merchant} moved to cell ${newHome.cellId}; route again`);
+        continue;
+      }
+      send(connection, errorFrameOf(redirect));
+      connection.port.close(CloseCode.MerchantElsewhere, ErrorCode.MerchantElsewhere);
+    }
+  }
+}
+
+/** MERCHANT_ELSEWHERE: `merchant` lives in `home`; `details.home` carries it to the client. */
+export function merchantElsewhere(merchant: string, home: MerchantHome): CellError {
+  const { cellId, ws, http, epoch } = home;
+  return new CellError(ErrorCode.MerchantElsewhere, `merchant ${merchant} lives in cell ${cellId}; connect to ${ws} (or ${http})`, { home: { cellId, ws, http, epoch } });
+}
+
+/** The home a MERCHANT_ELSEWHERE error carries; undefined for any other error. */
+export function homeOf(error: CellError): MerchantHome | undefined {
+  return error.code === ErrorCode.MerchantElsewhere ? (error.details?.['home'] as MerchantHome | undefined) : undefined;
+}
+
+/** The `error` frame of a refusal without a request, with the home of a redirect. */
+export function errorFrameOf(error: CellError): ServerFrame {
+  const home = homeOf(error);
+  return home === undefined ? { t: 'error', code: error.code, message: error.message } : { t: 'error', code: error.code, message: error.message, home };
+}

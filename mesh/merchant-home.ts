@@ -1,0 +1,24 @@
+import type { HomeDirectory } from '../cell/routing/merchant-redirects.js';
+import { isServing, type DirectoryView } from './directory.js';
+
+/**
+ * The cell core's view of where merchants live (redirects, docs/routing.md), read from this
+ * cell's copy of the gossiped directory: the home by the directory's rule, its advertised
+ * endpoints and the epoch of its claim. A home that is not serving is no home to redirect to.
+ */
+export function homeDirectoryOf(directory: Pick<DirectoryView, 'get' | 'homeCellOf'>): HomeDirectory {
+  return {
+    homeOf: (tenant, merchant) => {
+      const cellId = directory.homeCellOf(tenant, merchant);
+      const entry = cellId === undefined ? undefined : directory.get(cellId);
+      if (entry === undefined || !isServing(entry.liveness)) return undefined;
+      const claim = entry.record.merchants.find((held) => held.tenant === tenant && held.merchant === merchant);
+      if (claim === undefined) return undefined;
+      return { cellId: entry.record.cellId, ws: entry.record.endpoints.ws, http: entry.record.endpoints.http, epoch: claim.epoch };
+    },
+    endpointsOf: (cellId) => {
+      const entry = directory.get(cellId);
+      return entry === undefined ? undefined : { ws: entry.record.endpoints.ws, http: entry.record.endpoints.http };
+    },
+  };
+}
