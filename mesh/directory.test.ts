@@ -1,44 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { SeededRandom } from '../platform/random.js';
-import { signRecord, type CellRecord, type ClaimProof, type MerchantClaim, type VerifiedRecord } from './cell-record.js';
+import { type CellRecord, type ClaimProof, type MerchantClaim, type VerifiedRecord } from './cell-record.js';
 import { claimProofVerifier, generateOperatorKeyPair, signHandover, signPlacement } from './claim-proof.js';
 import { Directory, type MerchantConflict } from './directory.js';
 import { InvariantError } from '../platform/invariant.js';
-import { ed25519PublicKeyOfSeed, ed25519SeedFrom, Ed25519RecordSigner, PublicKeyRegistry } from './record-signer.js';
+import { signedRecords } from '../testing/signed-records.js';
 
-const random = new SeededRandom(42);
-const registry = new PublicKeyRegistry();
-const signers = new Map<string, Ed25519RecordSigner>();
-
-function signerOf(peer: string): Ed25519RecordSigner {
-  let signer = signers.get(peer);
-  if (signer === undefined) {
-    const seed = ed25519SeedFrom(random);
-    registry.set(peer, ed25519PublicKeyOfSeed(seed));
-    signer = new Ed25519RecordSigner({ privateKey: seed, publicKeyOf: registry.publicKeyOf });
-    signers.set(peer, signer);
-  }
-  return signer;
-}
+const { signerOf, record } = signedRecords(42);
 
 function rec(cellId: string, order: [number, number], extra: Partial<CellRecord> = {}): VerifiedRecord {
-  const peerId = extra.peerId ?? `peer-${cellId}`;
-  return signRecord(
-    {
-      cellId,
-      peerId,
-      incarnation: order[0],
-      version: order[1],
-      status: 'alive',
-      endpoints: { ws: `ws://${cellId}.test/ws`, http: `http://${cellId}.test`, p2p: [`/memory/${peerId}/p2p/${peerId}`] },
-      tenants: ['mall'],
-      merchants: [],
-      load: { devices: 0, messagesPerSecond: 0 },
-      capacity: { maxDevices: 100 },
-      ...extra,
-    },
-    signerOf(peerId),
-  );
+  return record(cellId, { incarnation: order[0], version: order[1] }, extra);
 }
 
 function claims(...list: Array<[string, number]>): MerchantClaim[] {

@@ -1,44 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { SeededRandom } from '../platform/random.js';
-import { signRecord, type CellRecord, type MerchantClaim, type VerifiedRecord } from '../mesh/cell-record.js';
+import type { CellRecord, MerchantClaim, VerifiedRecord } from '../mesh/cell-record.js';
 import { claimProofVerifier, signHandover } from '../mesh/claim-proof.js';
 import { Directory } from '../mesh/directory.js';
-import { ed25519PublicKeyOfSeed, ed25519SeedFrom, Ed25519RecordSigner, PublicKeyRegistry } from '../mesh/record-signer.js';
+import { signedRecords } from '../testing/signed-records.js';
 import { routeRequest, routeToMerchant, summarizeDirectory } from './route.js';
 
-const random = new SeededRandom(7);
-const registry = new PublicKeyRegistry();
-const signers = new Map<string, Ed25519RecordSigner>();
-
-function signerOf(peer: string): Ed25519RecordSigner {
-  let signer = signers.get(peer);
-  if (signer === undefined) {
-    const seed = ed25519SeedFrom(random);
-    registry.set(peer, ed25519PublicKeyOfSeed(seed));
-    signer = new Ed25519RecordSigner({ privateKey: seed, publicKeyOf: registry.publicKeyOf });
-    signers.set(peer, signer);
-  }
-  return signer;
-}
+const signed = signedRecords(7);
+const { signerOf } = signed;
 
 function record(cellId: string, version: number, extra: Partial<CellRecord> = {}): VerifiedRecord {
-  const peerId = `peer-${cellId}`;
-  return signRecord(
-    {
-      cellId,
-      peerId,
-      incarnation: 0,
-      version,
-      status: 'alive',
-      endpoints: { ws: `ws://${cellId}.test/v1/ws`, http: `http://${cellId}.test`, p2p: [] },
-      tenants: ['mall'],
-      merchants: [],
-      load: { devices: 0, messagesPerSecond: 0 },
-      capacity: { maxDevices: 100 },
-      ...extra,
-    },
-    signerOf(peerId),
-  );
+  return signed.record(cellId, { incarnation: 0, version }, extra);
 }
 
 const claim = (merchant: string, epoch: number): MerchantClaim => ({ tenant: 'mall', merchant, epoch });

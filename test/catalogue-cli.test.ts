@@ -4,26 +4,16 @@
  * an own secret comes from standard input only, and that refusals are one line with exit code 1.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { parseCellConfig } from '../assembly/config.js';
-import { startCell, type RunningCell } from '../assembly/process-cell.js';
+import type { RunningCell } from '../assembly/process-cell.js';
 import { mintToken } from '../cell/access/tokens.js';
-import { silentLogger } from '../platform/logger.js';
-import { runCliWithInput, type CliRun } from './cli-process.js';
-import { ADMIN_TOKEN, RawClient, SECRET } from './harness.js';
+import { runCliWithInput, startCliTestCell, type CliRun } from './cli-process.js';
+import { ADMIN_TOKEN, RawClient } from './harness.js';
 
 let cell: RunningCell;
 let url: string;
 
 beforeAll(async () => {
-  const config = parseCellConfig({
-    cell: { id: 'catalogue-cli-cell' },
-    listen: { host: '127.0.0.1', port: 0 },
-    store: { kind: 'memory' },
-    admin: { token: ADMIN_TOKEN },
-    tenants: [{ id: 'mall', secret: SECRET, merchants: [{ id: 'm1' }] }],
-  });
-  cell = await startCell({ config, logger: silentLogger });
-  url = `http://127.0.0.1:${cell.port}`;
+  ({ cell, url } = await startCliTestCell('catalogue-cli-cell'));
 });
 afterAll(() => cell?.stop());
 

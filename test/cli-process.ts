@@ -1,7 +1,10 @@
 /** Runs the real `cellmesh` command (node bin/cellmesh.js) as a child process, for the CLI tests. */
 import { spawn, type SpawnOptions } from 'node:child_process';
 import { join } from 'node:path';
-import { REPO_ROOT } from './harness.js';
+import { parseCellConfig } from '../assembly/config.js';
+import { startCell, type RunningCell } from '../assembly/process-cell.js';
+import { silentLogger } from '../platform/logger.js';
+import { ADMIN_TOKEN, REPO_ROOT, SECRET } from './harness.js';
 
 export const BIN = join(REPO_ROOT, 'bin', 'cellmesh.js');
 
@@ -45,4 +48,17 @@ export function runCliWithInput(args: readonly string[], options: { input?: stri
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
   child.stdin.end(options.input ?? '');
   return new Promise((resolve) => child.once('close', (code, signal) => resolve({ code, signal, stdout, stderr })));
+}
+
+/** A real cell in this process for a CLI test to talk to: memory store, the test admin token, tenant `mall` with merchant `m1`. */
+export async function startCliTestCell(cellId: string): Promise<{ cell: RunningCell; url: string }> {
+  const config = parseCellConfig({
+    cell: { id: cellId },
+    listen: { host: '127.0.0.1', port: 0 },
+    store: { kind: 'memory' },
+    admin: { token: ADMIN_TOKEN },
+    tenants: [{ id: 'mall', secret: SECRET, merchants: [{ id: 'm1' }] }],
+  });
+  const cell = await startCell({ config, logger: silentLogger });
+  return { cell, url: `http://127.0.0.1:${cell.port}` };
 }

@@ -4,26 +4,16 @@
  * failure is one line on stderr with its exit code.
  */
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { parseCellConfig } from '../assembly/config.js';
-import { startCell, type RunningCell } from '../assembly/process-cell.js';
+import type { RunningCell } from '../assembly/process-cell.js';
 import { verifyPassword } from '../cell/access/passwords.js';
-import { silentLogger } from '../platform/logger.js';
-import { runCliWithInput, type CliRun } from './cli-process.js';
-import { ADMIN_TOKEN, SECRET } from './harness.js';
+import { runCliWithInput, startCliTestCell, type CliRun } from './cli-process.js';
+import { ADMIN_TOKEN } from './harness.js';
 
 let cell: RunningCell;
 let url: string;
 
 beforeAll(async () => {
-  const config = parseCellConfig({
-    cell: { id: 'people-cli-cell' },
-    listen: { host: '127.0.0.1', port: 0 },
-    store: { kind: 'memory' },
-    admin: { token: ADMIN_TOKEN },
-    tenants: [{ id: 'mall', secret: SECRET, merchants: [{ id: 'm1' }] }],
-  });
-  cell = await startCell({ config, logger: silentLogger });
-  url = `http://127.0.0.1:${cell.port}`;
+  ({ cell, url } = await startCliTestCell('people-cli-cell'));
 });
 afterAll(() => cell?.stop());
 
