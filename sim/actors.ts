@@ -24,7 +24,7 @@ export interface ActorHost {
   /** Devices whose client stopped for good without being asked to. */
   deviceStopped(device: DeviceActor, reason: string): void;
   /** A device's session opened on another cell than its previous session's (it followed a move or a redirect). */
-  deviceSwitchedCell(device: DeviceActor, from: string, to: string): void;
+  deviceSwitchedCell(device: DeviceActor): void;
 }
 
 export interface DeviceIdentity {
@@ -127,7 +127,7 @@ export class DeviceActor {
       if (this.client !== client) return;
       const cell = change.session?.cell;
       if (change.state === 'open' && cell !== undefined) {
-        if (this.sessionCell !== undefined && this.sessionCell !== cell) host.deviceSwitchedCell(this, this.sessionCell, cell);
+        if (this.sessionCell !== undefined && this.sessionCell !== cell) host.deviceSwitchedCell(this);
         this.sessionCell = cell;
       }
       if (this.stopping) return;
