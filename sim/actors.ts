@@ -5,6 +5,7 @@ import { DeviceLink, SimClientTransport, type DeviceNetwork } from './device-lin
 import type { History } from './history.js';
 import { stream } from './rng.js';
 import type { SimClock } from './sim-clock.js';
+import { FRONT_DOOR_URL, type SimHttp } from './sim-http.js';
 import { mintTokenSync } from './sim-keys.js';
 
 export interface ActorHost {
@@ -12,6 +13,8 @@ export interface ActorHost {
   readonly seed: number;
   readonly history: History;
   readonly deviceNetwork: DeviceNetwork;
+  /** Route requests go over it to the front door (sim/sim-http.ts). */
+  readonly http: SimHttp;
   readonly tenant: string;
   readonly secret: string;
   /** Token lifetime: longer than the run, so tokens never expire in it. */
@@ -20,6 +23,8 @@ export interface ActorHost {
   readonly clientErrors: Map<string, number>;
   /** Devices whose client stopped for good without being asked to. */
   deviceStopped(device: DeviceActor, reason: string): void;
+  /** A device's session opened on another cell than its previous session's (it followed a move or a redirect). */
+  deviceSwitchedCell(device: DeviceActor): void;
 }
 
 export interface DeviceIdentity {
@@ -30,15 +35,19 @@ export interface DeviceIdentity {
 }
 
 /**
- * One simulated device: the client SDK's own CellmeshClient on the simulator's transport, clock
- * and a random stream of its own. It records what the application would see (messages,
- * receipts, acks) in the history. Its owner (a customer or an agent) decides what it sends.
+ * One simulated device: the client SDK's own CellmeshClient in route mode (docs/routing.md,
+ * "SDK") on the simulator's transport, HTTP, clock and a random stream of its own: it asks the
+ * front door for its merchant's home before every attempt and follows the cells' redirects by
+ * itself. It records what the application would see (messages, receipts, acks, queued sends) in
+ * the history. Its owner (a customer or an agent) decides what it sends.
  */
 export class DeviceActor {
   readonly key: string;
   client: CellmeshClient | undefined;
-  /** The cell the device connects to. */
+  /** The cell of the device's latest connection attempt (where its routing took it). */
   cellId: string;
+  /** The merchant its client is routed for: an agent's own, the one a customer came for. */
+  routedFor: string;
   /** Highest seq delivered per conversation (mirrors the history's view, for reads). */
   readonly lastSeq = new Map<string, number>();
   onMessage: ((device: DeviceActor, message: ChatMessage) => void) | undefined;
@@ -46,15 +55,23 @@ export class DeviceActor {
   private cmidCount = 0;
   private link: DeviceLink | undefined;
   private stopping = false;
+  /** The cell of the last session, to tell when the device switched cells. */
+  private sessionCell: string | undefined;
+  /** The device's address, as the cells' per-address route budget sees it. */
+  private readonly address: string;
 
   constructor(
     private readonly host: ActorHost,
     readonly identity: DeviceIdentity,
     readonly serial: number,
+    routedFor: string,
+    /** Where the merchant lives as far as the simulator knows: the device's cell until it connects. */
     cellId: string,
   ) {
     this.key = `${identity.user}/${identity.device}`;
+    this.routedFor = routedFor;
     this.cellId = cellId;
+    this.address = `10.${(serial >> 16) & 255}.${(serial >> 8) & 255}.${serial & 255}`;
     const registration = identity.merchant === undefined ? { user: identity.user, role: identity.role } : { user: identity.user, role: identity.role, merchant: identity.merchant };
     host.history.registerDevice(this.key, registration);
   }
@@ -63,24 +80,26 @@ export class DeviceActor {
     return this.client?.state === 'open';
   }
 
-  /** Starts a client on `cellId`, resuming from the cursors of the previous client, if any. */
-  connect(cellId: string): void {
+  /** Starts a client routed for `routedFor` (by default the same merchant), resuming from the cursors of the previous client, if any. */
+  connect(routedFor: string = this.routedFor): void {
     const { host } = this;
     const previous = this.client;
     const initialCursors = previous?.cursors();
-    this.cellId = cellId;
+    this.routedFor = routedFor;
     this.stopping = false;
     const generation = ++this.generation;
     const { user, role, merchant, device } = this.identity;
     const token = mintTokenSync(host.secret, merchant === undefined ? { tenant: host.tenant, user, role, device } : { tenant: host.tenant, user, role, merchant, device }, host.clock.now(), host.tokenTtlSeconds);
     const transport = new SimClientTransport(host.deviceNetwork);
     const client = new CellmeshClient({
-      url: `ws://${cellId}.sim/v1/ws`,
+      route: { url: FRONT_DOOR_URL, tenant: host.tenant, merchant: routedFor },
+      fetch: host.http.fetchFor(this.address),
       token,
       transport: {
         connect: (url, protocols, listener) => {
           const link = transport.connect(url, protocols, listener) as DeviceLink;
           this.link = link;
+          if (this.client === client) this.cellId = new URL(url).hostname.split('.')[0] ?? this.cellId;
           return link;
         },
       },
@@ -101,8 +120,17 @@ export class DeviceActor {
     client.on('error', (error) => {
       host.clientErrors.set(error.code, (host.clientErrors.get(error.code) ?? 0) + 1);
     });
+    client.on('queued', (queued) => {
+      if (this.client === client) host.history.queued(queued.conv, this.identity.user, queued.cmid, host.clock.now());
+    });
     client.on('state', (change) => {
-      if (this.client !== client || this.stopping) return;
+      if (this.client !== client) return;
+      const cell = change.session?.cell;
+      if (change.state === 'open' && cell !== undefined) {
+        if (this.sessionCell !== undefined && this.sessionCell !== cell) host.deviceSwitchedCell(this);
+        this.sessionCell = cell;
+      }
+      if (this.stopping) return;
       if (change.state === 'closed' || change.state === 'replaced') host.deviceStopped(this, `${change.state}: ${change.error?.code ?? ''} ${change.error?.message ?? ''}`);
     });
     client.connect().catch(() => undefined);
@@ -114,12 +142,12 @@ export class DeviceActor {
     return this.client?.close() ?? Promise.resolve();
   }
 
-  /** Moves the device to another cell: a new client there, resuming from this one's cursors. */
-  moveTo(cellId: string): void {
+  /** Routes the device for another merchant: a new client, resuming from this one's cursors. */
+  routeFor(merchant: string): void {
     const old = this.client;
     this.stopping = true;
     void old?.close();
-    this.connect(cellId);
+    this.connect(merchant);
   }
 
   /** The network between the device and its cell fails: the connection drops, the SDK reconnects. */
@@ -132,7 +160,7 @@ export class DeviceActor {
    * `duringPartition` classify the send for the autonomy check; `group` is the desk group a
    * customer names.
    */
-  send(conv: string, body: string, context: { inCell: boolean; duringPartition: boolean; group?: string | undefined }): void {
+  send(conv: string, body: string, context: { inCell: boolean; duringPartition: boolean; group?: string | undefined; outageOf?: string | undefined }): void {
     const client = this.client;
     if (client === undefined) return;
     const cmid = `${this.serial.toString(36)}-${(this.cmidCount++).toString(36)}`;
@@ -149,6 +177,7 @@ export class DeviceActor {
       senderOpen: client.state === 'open',
       cellId: this.cellId,
       group: context.group,
+      outageOf: context.outageOf,
     });
     client.send(conv, body, context.group === undefined ? { cmid } : { cmid, group: context.group }).then(
       (result) => history.acked(key, result.seq, clock.now()),

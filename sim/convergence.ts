@@ -7,6 +7,7 @@ import { holdsClaims, type DirectoryView } from '../mesh/directory.js';
 import type { Cluster } from './cluster.js';
 import type { InCellStats } from './history.js';
 import type { MerchantMoves } from './merchant-moves.js';
+import { checkOutageSends, type OutageFigures } from './outage-checks.js';
 import type { Partitions } from './partitions.js';
 import { TENANT, type SimWorld } from './sim-world.js';
 import type { Workload } from './workload.js';
@@ -27,6 +28,8 @@ export class Convergence {
   readonly heals: HealRecord[] = [];
   healAtMs: number | undefined;
   convergedAtMs: number | undefined;
+  /** What the sends made while their merchant's home was down came to (set by finalChecks). */
+  outage: OutageFigures = { sends: 0, queued: 0, servedWithinBound: 0, acknowledged: 0 };
   private convergenceTimer: TimerHandle | undefined;
 
   constructor(
@@ -83,6 +86,9 @@ export class Convergence {
     const { history, scenario } = this.world;
     const { invariants } = scenario;
     history.checkLost(this.workload.orphaned);
+    const outage = checkOutageSends(history.allSends(), invariants.outageAcceptWithin, history.startMs);
+    this.outage = outage.figures;
+    for (const violation of outage.violations) history.violation(violation.kind, violation.message, violation.atMs);
     if (this.convergedAtMs === undefined) {
       for (const problem of [...this.membershipDisagreements(10), ...this.homeDisagreements(10)]) history.violation('membership', `not converged at the end: ${problem}`);
     } else if (this.convergedAtMs - (this.healAtMs ?? 0) > invariants.convergeWithin) {

@@ -178,7 +178,7 @@ export class DeskAgents {
       agent.away = false;
       const merchant = agent.merchant;
       if (this.ended(merchant.id) || this.moves.homeless.has(merchant.id)) return;
-      agent.device.connect(merchant.cellId);
+      agent.device.connect();
     });
   }
 

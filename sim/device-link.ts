@@ -1,6 +1,7 @@
 import type { CellCore } from '../cell/cell-core.js';
 import type { DeviceConnection, DevicePort } from '../cell/messaging/device.js';
-import { CellError, ErrorCode, httpStatusOf } from '../cell/protocol/errors.js';
+import { CellError, ErrorCode, httpStatusOf, inBandRejectionCloseCodes } from '../cell/protocol/errors.js';
+import { errorFrameOf } from '../cell/routing/merchant-redirects.js';
 import type { ClientConnection, ClientTransport, ConnectionListener, TransportErrorInfo } from '../client/transport.js';
 import type { Clock } from '../platform/clock.js';
 import type { Life } from './sim-clock.js';
@@ -31,11 +32,13 @@ type ServerToClient =
   | { readonly kind: 'close'; readonly code: number; readonly reason: string };
 
 /**
- * The SDK's transport in the simulator: a `ws://<cell id>.sim/v1/ws?token=…` URL opens a link
- * to that cell's core over virtual time, the way uWS (cell/access/uws-server.ts) and the `ws`
- * client (client/ws-transport.ts) do over TCP: the upgrade is authenticated and admitted by the
- * core or refused with the HTTP status and code of the error; frames travel in order in each
- * direction, each after a drawn latency (FIFO: a frame never overtakes the one before it).
+ * The SDK's transport in the simulator: a `ws://<cell id>.sim/v1/ws?token=…[&merchant=…]` URL
+ * opens a link to that cell's core over virtual time, the way uWS (cell/access/uws-server.ts)
+ * and the `ws` client (client/ws-transport.ts) do over TCP: the upgrade is authenticated and
+ * admitted by the core (routed for the URL's `merchant`) or refused with the HTTP status and code
+ * of the error, except a redirect, which is answered in band (its frame, then 4307) as uWS does;
+ * frames travel in order in each direction, each after a drawn latency (FIFO: a frame never
+ * overtakes the one before it).
  */
 export class SimClientTransport implements ClientTransport {
   constructor(private readonly network: DeviceNetwork) {}
@@ -44,7 +47,8 @@ export class SimClientTransport implements ClientTransport {
     const parsed = new URL(url);
     const cellId = parsed.hostname.split('.')[0] ?? '';
     const token = parsed.searchParams.get('token') ?? '';
-    return new DeviceLink(this.network, cellId, token, listener);
+    const merchant = parsed.searchParams.get('merchant');
+    return new DeviceLink(this.network, cellId, token, listener, merchant === null || merchant === '' ? undefined : merchant);
   }
 }
 
@@ -66,6 +70,8 @@ export class DeviceLink implements ClientConnection {
     private readonly cellId: string,
     private readonly token: string,
     private readonly listener: ConnectionListener,
+    /** The merchant the URL routes the connection for (the SDK's route mode), if any. */
+    private readonly routedFor?: string | undefined,
   ) {
     this.up(() => this.arriveUpgrade());
   }
@@ -156,14 +162,22 @@ export class DeviceLink implements ClientConnection {
     const { core } = endpoint;
     try {
       const identity = core.authenticate(this.token);
-      core.admit(identity, undefined);
+      const routedFor = core.admit(identity, undefined, this.routedFor);
       this.endpoint = endpoint;
       this.serverState = 'open';
       endpoint.links.add(this);
       this.down({ kind: 'open' });
-      this.connection = core.connect(identity, this.port);
+      this.connection = core.connect(identity, this.port, routedFor);
     } catch (error) {
       const cellError = error instanceof CellError ? error : new CellError(ErrorCode.Internal, 'upgrade failed');
+      if (cellError.code === ErrorCode.MerchantElsewhere) {
+        // In band for every client: the frame carries the home the close sends the device to.
+        this.network.errorAnswered?.(cellError.code);
+        this.down({ kind: 'open' });
+        this.down({ kind: 'message', text: JSON.stringify(errorFrameOf(cellError)) });
+        this.down({ kind: 'close', code: inBandRejectionCloseCodes[cellError.code]!, reason: cellError.code });
+        return;
+      }
       this.down({
         kind: 'error',
         info: { message: `upgrade rejected with HTTP ${httpStatusOf[cellError.code]} (${cellError.code})`, httpStatus: httpStatusOf[cellError.code], code: cellError.code },

@@ -238,7 +238,7 @@ export class FaultPlanner {
   private leave(slot: CellSlot): void {
     this.cluster.leave(slot, () => {
       const hosted = this.moves.markHomeless(slot);
-      this.workload.cellLeaving(slot.id, new Set(hosted.map((merchant) => merchant.id)));
+      this.workload.cellLeaving(new Set(hosted.map((merchant) => merchant.id)));
     });
   }
 }

@@ -39,6 +39,13 @@ export type ViolationKind =
   | 'device-stopped'
   /** A cell answered a device INTERNAL: a bug, since every operating error (a failing disk too) has its own code. */
   | 'internal-error'
+  // Sends made while the merchant's home was down (sim/outage-checks.ts):
+  /** Neither queued nor acknowledged within the bound: nobody took the customer's message while the home was down. */
+  | 'outage-unserved'
+  /** Never acknowledged with a seq by the end of the run (after the heal and the settle). */
+  | 'outage-lost'
+  /** Stored out of the order its device sent it in, among that device's sends to the conversation. */
+  | 'outage-order'
   // The desk's invariants (sim/desk-checks.ts):
   /** An agent held more consultations than its capacity. */
   | 'desk-over-capacity'
@@ -104,7 +111,12 @@ export interface SendContext {
   readonly cellId: string;
   /** The desk group a customer's send named. */
   readonly group?: string | undefined;
+  /** The merchant's home cell, when it was down (crashed, not restarted yet) as the customer sent. */
+  readonly outageOf?: string | undefined;
 }
+
+/** What the checks read of one send. */
+export interface SendView extends Readonly<SendRecord> {}
 
 interface SendRecord extends Omit<SendContext, 'inCell'> {
   /** As sent; cleared when the conversation's merchant starts moving before the send is answered. */
@@ -113,6 +125,8 @@ interface SendRecord extends Omit<SendContext, 'inCell'> {
   seq: number | undefined;
   ackedSeq: number | undefined;
   ackedAtMs: number | undefined;
+  /** When the connected cell answered `queued` (durable there, waiting for the conversation's home). */
+  queuedAtMs: number | undefined;
   failedCode: string | undefined;
 }
 
@@ -166,7 +180,7 @@ export class History {
    * only (and the desk's checks judge who served whom).
    */
   constructor(
-    private readonly startMs = 0,
+    readonly startMs = 0,
     private readonly hasDesk: (merchant: string) => boolean = () => false,
   ) {}
 
@@ -211,8 +225,19 @@ export class History {
     const key = sendKey(context.conv, context.from, context.cmid);
     this.sentCount++;
     this.openSends.add(key);
-    this.sends.set(key, { ...context, seq: undefined, ackedSeq: undefined, ackedAtMs: undefined, failedCode: undefined });
+    this.sends.set(key, { ...context, seq: undefined, ackedSeq: undefined, ackedAtMs: undefined, queuedAtMs: undefined, failedCode: undefined });
     return key;
+  }
+
+  /** The cell a device is connected to answered `queued` for one of its sends (the first time counts). */
+  queued(conv: string, from: string, cmid: string, atMs: number): void {
+    const send = this.sends.get(sendKey(conv, from, cmid));
+    if (send !== undefined && send.queuedAtMs === undefined) send.queuedAtMs = atMs;
+  }
+
+  /** Every send of the run, in the order they were made. */
+  allSends(): Iterable<SendView> {
+    return this.sends.values();
   }
 
   acked(key: string, seq: number, atMs: number): void {

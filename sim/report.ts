@@ -28,6 +28,7 @@ export function summaryText(report: SimReport): string {
     `  ack latency in-cell p50 ${report.ackLatency.inCell.p50Ms} ms p99 ${report.ackLatency.inCell.p99Ms} ms; cross-cell p50 ${report.ackLatency.crossCell.p50Ms} ms p99 ${report.ackLatency.crossCell.p99Ms} ms`,
     `  converged ${report.convergeMsAfterHeal === null ? 'never' : `${report.convergeMsAfterHeal} ms`} after the final heal (bound ${report.bounds.convergeWithinMs} ms)`,
     `  in-cell sends during partitions acked within ${report.inCellDeliveryDuringPartition.boundMs} ms: ${report.inCellDeliveryDuringPartition.ackedWithinBound}/${report.inCellDeliveryDuringPartition.eligible} (${(report.inCellDeliveryDuringPartition.ratio * 100).toFixed(2)}%, required ${report.inCellDeliveryDuringPartition.required * 100}%)`,
+    routingText(report),
     ...(report.desk === undefined ? [] : [deskText(report.desk)]),
     report.violations === 0 ? '  invariants: all hold' : `  VIOLATIONS: ${report.violations} (${formatCounts(report.violationsByKind)})`,
   ];
@@ -36,6 +37,12 @@ export function summaryText(report: SimReport): string {
   }
   lines.push(`  digest ${report.digest}`);
   return lines.join('\n');
+}
+
+function routingText(report: SimReport): string {
+  const { moves, outageSends: outage } = report;
+  const bound = outage.acceptWithinMs === null ? 'not judged' : `${outage.servedWithinBound} within ${outage.acceptWithinMs} ms`;
+  return `  routing: ${report.routeRequests} route requests; moves ${moves.moved}/${moves.started}, sessions on a new cell: agents ${moves.agentReroutes}, customers ${moves.customerReroutes}; sends during outages ${outage.sends} (queued ${outage.queued}, served ${bound}, acknowledged ${outage.acknowledged})`;
 }
 
 function deskText(desk: NonNullable<SimReport['desk']>): string {
@@ -110,6 +117,7 @@ export function reportHtml(report: SimReport): string {
       'in-cell sends during partitions acked in time',
       `${report.inCellDeliveryDuringPartition.ackedWithinBound} / ${report.inCellDeliveryDuringPartition.eligible} = ${(report.inCellDeliveryDuringPartition.ratio * 100).toFixed(2)}% within ${report.inCellDeliveryDuringPartition.boundMs} ms (required ${report.inCellDeliveryDuringPartition.required * 100}%)`,
     ],
+    ['routing, moves and outages', escapeHtml(routingText(report).trim())],
     ['digest', `<code>${report.digest}</code>`],
   ];
   const violationRows = report.violationExamples.map((violation) => `<tr><td>${escapeHtml(violation.kind)}</td><td>${violation.atMs === undefined ? '' : (violation.atMs / 1000).toFixed(3)}</td><td>${escapeHtml(violation.message)}</td></tr>`);

@@ -210,6 +210,12 @@ export const ScenarioSchema = z
         inCellAckWithin: Duration.default(5_000),
         /** Least share of in-cell sends during partitions that must be acked within `inCellAckWithin`. */
         inCellDeliveryRatioMin: z.number().min(0).max(1).default(0.99),
+        /**
+         * When set, a customer's send made while its merchant's home cell is down must be queued
+         * (by a live cell, in leave-a-message mode) or acknowledged within this
+         * (`outage-unserved`, sim/outage-checks.ts); unset, that part is not judged.
+         */
+        outageAcceptWithin: Duration.optional(),
       })
       .strict()
       .default({ convergeWithin: 30_000, inCellAckWithin: 5_000, inCellDeliveryRatioMin: 0.99 }),

@@ -7,6 +7,7 @@ import type { Convergence, HealRecord } from './convergence.js';
 import type { DeskFigures } from './desk-agents.js';
 import type { InCellStats, LatencySummary, Violation } from './history.js';
 import type { MerchantMoves } from './merchant-moves.js';
+import type { OutageFigures } from './outage-checks.js';
 import type { FaultSpan, SimWorld } from './sim-world.js';
 import { ViewDigests } from './view-digests.js';
 import type { Workload } from './workload.js';
@@ -55,7 +56,15 @@ export interface SimReport {
   readonly faults: readonly FaultSpan[];
   readonly series: readonly SeriesPoint[];
   readonly outboxEntriesForLeftCells: number;
-  readonly moves: { readonly started: number; readonly moved: number; readonly failed: Record<string, number>; readonly unsettled: number; readonly agentReroutes: number };
+  /**
+   * Merchant moves; `agentReroutes` and `customerReroutes` count sessions that opened on another
+   * cell than the device's last one (its SDK followed a move or a redirect by itself).
+   */
+  readonly moves: { readonly started: number; readonly moved: number; readonly failed: Record<string, number>; readonly unsettled: number; readonly agentReroutes: number; readonly customerReroutes: number };
+  /** Route requests the devices' SDKs made over the simulated network (sim/sim-http.ts). */
+  readonly routeRequests: number;
+  /** Customers' sends made while their merchant's home cell was down, and what became of them (sim/outage-checks.ts). */
+  readonly outageSends: OutageFigures & { readonly acceptWithinMs: number | null };
   /** The desks, when the scenario has them: system messages seen by type, and what the agents did. */
   readonly desk?: DeskFigures;
   readonly sendsPendingAtEnd: number;
@@ -208,7 +217,9 @@ export function assembleReport(sources: ReportSources, times: { readonly virtual
     /** Outbox entries still waiting at the end for cells that left: nothing ever delivers or drops them. */
     outboxEntriesForLeftCells: cluster.outboxWaiting().gone,
     /** Merchant moves: started, finished, refused or failed by code, and those whose source crashed under them. */
-    moves: { ...moves.outcomes, unsettled: moves.moving.size, agentReroutes: workload.agentReroutes },
+    moves: { ...moves.outcomes, unsettled: moves.moving.size, agentReroutes: workload.agentReroutes, customerReroutes: workload.customerReroutes },
+    routeRequests: workload.http.routeRequests,
+    outageSends: { ...convergence.outage, acceptWithinMs: scenario.invariants.outageAcceptWithin ?? null },
     ...(workload.desk === undefined ? {} : { desk: workload.desk.figures() }),
     /** Sends still neither acknowledged nor refused at the end (the settle phase ran out first). */
     sendsPendingAtEnd: history.pendingSendsOutside(workload.orphaned),

@@ -1,11 +1,11 @@
-// The workload: the simulated devices (one SDK client each) of agents and customers, the
-// conversations between them, and what they do: customers send as Poisson processes, the agent in
-// charge answers some messages, devices mark conversations read, agents whose merchant moved ask
-// the router for its new home, and the devices of a cell that leaves go elsewhere or stop.
+// The workload: the simulated devices (one SDK client each, in route mode) of agents and
+// customers, the conversations between them, and what they do: customers send as Poisson
+// processes, the agent in charge answers some messages, devices mark conversations read, and the
+// customers of a merchant whose cell leaves turn to their other merchant or stop. Moves and
+// outages are followed by the SDK alone: it routes before every attempt and follows redirects.
 import type { ChatMessage } from '../cell/protocol/frames.js';
 import { conversationIdOf } from '../cell/protocol/frames.js';
 import type { Random } from '../platform/random.js';
-import { routeToMerchant } from '../router/route.js';
 import { DeviceActor, uniformMs, type ActorHost } from './actors.js';
 import type { Cluster } from './cluster.js';
 import type { DeviceNetwork } from './device-link.js';
@@ -14,6 +14,7 @@ import type { Partitions } from './partitions.js';
 import { DeskAgents } from './desk-agents.js';
 import type { CustomerPlan, MerchantPlan } from './population.js';
 import { exponential, pickIndex, stream, stringHash } from './rng.js';
+import { SimHttp } from './sim-http.js';
 import { TENANT, TENANT_SECRET, type SimWorld } from './sim-world.js';
 
 export class Workload implements ActorHost {
@@ -27,7 +28,12 @@ export class Workload implements ActorHost {
   readonly errorAnswers = new Map<string, number>();
   /** Conversations that ended when their merchant's cell left: excluded from the checks from then on. */
   readonly orphaned = new Set<string>();
+  /** Route requests over the simulated network, to the front door and the cells. */
+  readonly http: SimHttp;
+  /** Agents' sessions that opened on another cell than their last (they followed their merchant). */
   agentReroutes = 0;
+  /** The same for customers' devices. */
+  customerReroutes = 0;
   /** The agents of the merchants with a desk, when the scenario has desks. */
   readonly desk: DeskAgents | undefined;
   /** Merchants whose cell left: their conversations ended. */
@@ -61,6 +67,16 @@ export class Workload implements ActorHost {
       latencyMs: () => world.deviceLatency(deviceRandom),
       endpointOf: (cellId) => cluster.deviceEndpointOf(cellId),
     };
+    this.http = new SimHttp({
+      network: this.deviceNetwork,
+      incarnationOf: (cellId) => {
+        const incarnation = cluster.slots.get(cellId)?.incarnation;
+        return incarnation?.acceptsDevices === true ? incarnation : undefined;
+      },
+      // The front door's health checks pass for cells that joined the mesh and accept devices.
+      servingCells: () => cluster.upSlots().filter((slot) => slot.incarnation?.status === 'running' && slot.incarnation.acceptsDevices).map((slot) => slot.id),
+      random: stream(world.seed, 'front-door'),
+    });
     this.desk = scenario.desk === undefined ? undefined : new DeskAgents(world, cluster, moves, scenario.desk, (merchant) => this.endedMerchants.has(merchant));
   }
 
@@ -78,10 +94,10 @@ export class Workload implements ActorHost {
 
   addAgents(merchant: MerchantPlan): void {
     merchant.agents.forEach((agent) => {
-      const device = new DeviceActor(this, { user: agent, role: 'agent', merchant: merchant.id, device: 'd0' }, this.deviceSerial++, merchant.cellId);
+      const device = new DeviceActor(this, { user: agent, role: 'agent', merchant: merchant.id, device: 'd0' }, this.deviceSerial++, merchant.id, merchant.cellId);
       device.onMessage = (actor, message) => this.agentHeard(actor, merchant, message);
       this.devices.push(device);
-      device.connect(merchant.cellId);
+      device.connect();
       if (merchant.desk !== undefined) this.desk?.add(device, merchant);
     });
   }
@@ -89,11 +105,12 @@ export class Workload implements ActorHost {
   addCustomer(customer: CustomerPlan): void {
     const devices: DeviceActor[] = [];
     for (let index = 0; index < customer.devices; index++) {
-      const device = new DeviceActor(this, { user: customer.id, role: 'customer', device: `d${index}` }, this.deviceSerial++, customer.primary.cellId);
+      // Routed for the merchant it came for; its other conversation (if any) goes cross-cell.
+      const device = new DeviceActor(this, { user: customer.id, role: 'customer', device: `d${index}` }, this.deviceSerial++, customer.primary.id, customer.primary.cellId);
       device.onMessage = (actor, message) => this.maybeRead(actor, message);
       devices.push(device);
       this.devices.push(device);
-      device.connect(customer.primary.cellId);
+      device.connect();
     }
     this.customerDevices.set(customer.id, devices);
     for (const merchant of [customer.primary, customer.secondary]) {
@@ -107,42 +124,41 @@ export class Workload implements ActorHost {
   }
 
   deviceStopped(device: DeviceActor, reason: string): void {
-    // An agent whose merchant moved is redirected (or refused) by its old cell: its client has a
-    // fixed URL, so it asks the router, as such clients do (GET /v1/route), and reconnects to the new home.
-    const redirected = reason.includes(' MERCHANT_ELSEWHERE ') || reason.includes(' MERCHANT_NOT_HOSTED ');
-    if (device.identity.role === 'agent' && redirected && !this.moves.homeless.has(device.identity.merchant ?? '')) {
-      this.reroute(device);
-      return;
-    }
+    // Route mode follows moves and outages by itself: no stop is expected.
     this.world.history.violation('device-stopped', `${device.key} on ${device.cellId}: ${reason}`, this.world.clock.now());
   }
 
+  deviceSwitchedCell(device: DeviceActor): void {
+    if (device.identity.role === 'agent') this.agentReroutes++;
+    else this.customerReroutes++;
+  }
+
   /**
-   * The cell `cellId` leaves, and the merchants of `leaving` with it: their conversations end and
-   * their agents go; customers connected there reconnect where the router sends them now.
+   * A cell leaves, and the merchants of `leaving` with it: their conversations end and their
+   * agents go; customers routed for them turn to their other merchant.
    */
-  cellLeaving(cellId: string, leaving: ReadonlySet<string>): void {
+  cellLeaving(leaving: ReadonlySet<string>): void {
     const { world } = this;
     for (const merchant of leaving) for (const conv of this.merchantConvs.get(merchant) ?? []) this.orphaned.add(conv);
     for (const merchant of leaving) this.endedMerchants.add(merchant);
     for (const device of this.devices) {
       if (device.identity.role === 'agent' && leaving.has(device.identity.merchant ?? '')) void device.close();
     }
-    // Customers connected there go to the home of a merchant of theirs that stays (the first
-    // one's first; a move may have taken it elsewhere), or stop.
+    // Customers routed for a merchant that leaves turn to their other merchant, if it stays (a
+    // move may have taken it elsewhere: routing finds it), or stop. The others' devices connected
+    // there route again when the cell drains them.
     for (const customer of world.population.customers) {
       const devices = this.customerDevices.get(customer.id);
-      if (devices === undefined || devices[0]?.cellId !== cellId) continue;
+      if (devices === undefined || !leaving.has(devices[0]?.routedFor ?? '')) continue;
       const staying = [customer.primary, customer.secondary].find(
-        (merchant) => merchant !== undefined && !leaving.has(merchant.id) && merchant.cellId !== cellId && this.cluster.slots.get(merchant.cellId)?.status !== 'left',
+        (merchant) => merchant !== undefined && !leaving.has(merchant.id) && !this.endedMerchants.has(merchant.id) && this.cluster.slots.get(merchant.cellId)?.status !== 'left',
       );
-      const live = staying?.cellId;
-      if (live === undefined) {
+      if (staying === undefined) {
         this.activeCustomers.delete(customer.id);
         for (const device of devices) void device.close();
         continue;
       }
-      for (const device of devices) world.clock.setTimer(1_000, () => device.moveTo(live));
+      for (const device of devices) world.clock.setTimer(1_000, () => device.routeFor(staying.id));
     }
   }
 
@@ -171,7 +187,9 @@ export class Workload implements ActorHost {
     // At a desk, the conversation with the merchant the customer came for may name a group (a
     // relayed send from another cell would not carry it: those name none).
     const group = merchant === customer.primary && merchant.desk !== undefined ? this.desk?.groupOf(conv) : undefined;
-    device.send(conv, this.nextBody(), { inCell: device.cellId === merchant.cellId && !this.moves.moving.has(merchant.id), duringPartition: this.partitions.inForce, group });
+    // A send while the merchant's home is down: the outage checks judge it (sim/outage-checks.ts).
+    const outageOf = this.cluster.slots.get(merchant.cellId)?.status === 'crashed' ? merchant.cellId : undefined;
+    device.send(conv, this.nextBody(), { inCell: device.cellId === merchant.cellId && !this.moves.moving.has(merchant.id), duringPartition: this.partitions.inForce, group, outageOf });
   }
 
   /** The agent in charge of a conversation answers some customer messages after a while. */
@@ -223,22 +241,5 @@ export class Workload implements ActorHost {
 
   private nextBody(): string {
     return `m${(this.bodyCount++).toString(36)}`;
-  }
-
-  /** Asks the router of the agent's cell (or of any running cell) where its merchant lives, and goes there. */
-  private reroute(device: DeviceActor, attempt = 0): void {
-    const { world, cluster } = this;
-    const merchant = device.identity.merchant!;
-    const viewer = [cluster.slots.get(device.cellId), ...cluster.upSlots()].find((slot) => slot?.status === 'up' && slot.incarnation?.mesh?.state === 'running');
-    const route = viewer === undefined ? undefined : routeToMerchant(viewer.incarnation!.mesh!.directory, TENANT, merchant);
-    if (route === undefined || (route.cellId === device.cellId && attempt < 30)) {
-      // The directory has not caught up yet (or the old home still routes to itself): ask again.
-      world.clock.setTimer(1_000, () => this.reroute(device, attempt + 1));
-      return;
-    }
-    this.agentReroutes++;
-    const plan = world.population.merchants.find((candidate) => candidate.id === merchant);
-    if (plan !== undefined) plan.cellId = route.cellId;
-    device.moveTo(route.cellId);
   }
 }
