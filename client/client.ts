@@ -54,6 +54,8 @@ export class CellmeshClient {
   private readonly sends: SendQueue;
   private readonly requests: RequestTracker;
   private readonly sequencer: Sequencer;
+  /** The cell of the last session, to tell a switch to another cell. */
+  private lastCell: string | undefined;
   private readonly acks: AckBatcher;
   private readonly uploads: AttachmentUploadPorts;
   private lastId = 0;
@@ -310,6 +312,9 @@ export class CellmeshClient {
     this.requests.transmitWaiting();
     this.sends.pump();
     this.sequencer.resume();
+    // A customer's session on a new cell (its merchant moved, or it was routed elsewhere).
+    if (this.lastCell !== undefined && session.cell !== this.lastCell && session.role === 'customer') this.sequencer.lookPastCursors();
+    this.lastCell = session.cell;
   }
 
   private onSessionEnded(): void {

@@ -95,6 +95,28 @@ describe('Sequencer', () => {
     expect(fetches).toHaveLength(0);
   });
 
+  it('asks each known conversation for what lies past its cursor after a switch of cells, page after full page', async () => {
+    const { sequencer, delivered, fetches, lastFetch, moved } = setup({ initialCursors: { [CONV]: 4, 'shop2:alice': 2 } });
+    sequencer.lookPastCursors();
+    expect(fetches.map((fetch) => [fetch.conv, fetch.before, fetch.limit])).toEqual([
+      [CONV, 205, 200],
+      ['shop2:alice', 203, 200],
+    ]);
+    // Nothing new in shop2; in CONV a full page, then the rest.
+    await fetches[1]!.answer([]);
+    await fetches[0]!.answer(Array.from({ length: 200 }, (_, index) => 5 + index), true);
+    expect(delivered).toHaveLength(200);
+    expect(lastFetch()).toMatchObject({ conv: CONV, before: 405, limit: 200 });
+    await lastFetch().answer([205, 206]);
+    expect(delivered.slice(-3)).toEqual([204, 205, 206]);
+    expect(sequencer.cursors()).toEqual({ [CONV]: 206, 'shop2:alice': 2 });
+    expect(moved).toContain(CONV);
+    // The cell's pushes of what the look delivered are repeats.
+    sequencer.accept(chat(206), true);
+    sequencer.accept(chat(207), true);
+    expect(delivered.slice(-2)).toEqual([206, 207]);
+  });
+
   it('drops what the initial cursor covers and refuses a cursor that is not a seq', () => {
     const { sequencer, delivered } = setup({ initialCursors: { [CONV]: 3 } });
     for (const seq of [2, 3, 4]) sequencer.accept(chat(seq), true);

@@ -114,6 +114,16 @@ export class Sequencer {
     }
   }
 
+  /**
+   * The session opened on another cell than the last one. A cell pushes only what it holds, and
+   * a cell new to this device may hold no copy of a conversation whose merchant lives elsewhere
+   * (it learns of one from the next message in it): each known conversation is asked once for
+   * what lies past its cursor, which also makes the new cell keep a copy of it from now on.
+   */
+  lookPastCursors(): void {
+    for (const conversation of this.conversations.values()) this.lookPastCursor(conversation);
+  }
+
   /** The cell finished the catch-up of the session; `synced` follows once its gaps are filled. */
   onSynced(): void {
     this.sessionSynced = true;
@@ -202,6 +212,34 @@ export class Sequencer {
   private holdsPushed(conversation: ConversationState): boolean {
     for (const held of conversation.held.values()) if (held.pushed) return true;
     return false;
+  }
+
+  /** Fetches the page right after the cursor; a full page asks for the next one. */
+  private lookPastCursor(conversation: ConversationState): void {
+    const cursor = conversation.cursor;
+    if (this.stopped || cursor === undefined || conversation.fillBefore !== undefined || conversation.fillRetryTimer !== undefined) return;
+    const before = cursor + 1 + HISTORY_PAGE_LIMIT;
+    conversation.fillBefore = before;
+    this.fillsInFlight++;
+    this.ports.fetchHistory(conversation.conv, before, HISTORY_PAGE_LIMIT).then(
+      ({ reply }) => {
+        this.endFill(conversation);
+        if (this.stopped) return;
+        const page = reply.messages.filter((message) => message.conv === conversation.conv).map(chatMessageOf);
+        const delivered = this.deliverContiguous(conversation, page);
+        // What does not follow the cursor (retention deleted between) is held: the gap fill skips to it.
+        for (const message of page) if (message.seq > (conversation.cursor ?? 0)) this.hold(conversation, message, true);
+        this.advance(conversation);
+        if (delivered > 0) this.ports.cursorMoved(conversation.conv);
+        if (delivered === HISTORY_PAGE_LIMIT) this.lookPastCursor(conversation);
+        this.maybeEmitSynced();
+      },
+      // The conversation's next message, or the next switch, tells what this could not.
+      () => {
+        this.endFill(conversation);
+        this.maybeEmitSynced();
+      },
+    );
   }
 
   /** Fetches the next page of missing messages below the lowest held one. */
