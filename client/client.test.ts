@@ -1009,6 +1009,19 @@ describe('CellmeshClient routing', () => {
     expect(states.filter((change) => change.state === 'closed')).toEqual([]);
   });
 
+  it('routes again after the backoff when the routed cell says it does not host the merchant (a move or restart under way)', async () => {
+    const route = routeServer(() => HOME_A);
+    const { client, transport, clock, lastState } = setup(routed(route.fetch));
+    void client.connect();
+    await until(() => transport.connections.length === 1, 'the client dials the routed cell');
+    transport.last.rejectUpgrade(404, 'MERCHANT_NOT_HOSTED');
+    await until(() => lastState().state === 'reconnecting', 'the client waits to route again');
+    expect(lastState().error?.code).toBe('MERCHANT_NOT_HOSTED');
+    clock.advance(lastState().delayMs ?? 0);
+    await until(() => transport.connections.length === 2, 'the client dials after routing again');
+    expect(route.asked).toHaveLength(2);
+  });
+
   it('stops with TOO_MANY_REDIRECTS after maxRedirects redirects without a session', async () => {
     const route = routeServer(() => HOME_A);
     const { client, transport, clock, lastState } = setup({ ...routed(route.fetch), maxRedirects: 2 });

@@ -344,7 +344,8 @@ export class Connection implements SessionLink {
       this.followRedirect(redirectHome, outcome.error);
       return;
     }
-    if (outcome.kind === 'fatal' || (outcome.kind === 'auth' && !this.mayRetryAuth(outcome.counts))) {
+    const reroutes = outcome.kind === 'fatal' && outcome.error.code === ErrorCode.MerchantNotHosted && this.ports.endpoints.routes;
+    if ((outcome.kind === 'fatal' && !reroutes) || (outcome.kind === 'auth' && !this.mayRetryAuth(outcome.counts))) {
       this.stop('closed', outcome.error, outcome.error);
       return;
     }

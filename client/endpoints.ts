@@ -33,6 +33,12 @@ export interface EndpointSource {
   redirected(home: MerchantHome | undefined, closeCode: CloseCode): ClientError | undefined;
   /** A session opened: redirects in a row count from zero again. */
   opened(): void;
+  /**
+   * Whether each attempt asks the route again: then a cell that says it does not host the
+   * merchant (a move or a restart under way, an answer from a stale directory) is a reason to
+   * route again after the backoff, not to stop.
+   */
+  readonly routes: boolean;
 }
 
 /** The cell's WebSocket URL of `url`: checked, with the default path, without a token. */
@@ -48,6 +54,8 @@ export function endpointOf(url: string): URL {
 
 /** One cell, always: a redirect is not followed but ends the client with MERCHANT_ELSEWHERE and its `home`. */
 export class FixedEndpoint implements EndpointSource {
+  readonly routes = false;
+
   constructor(readonly current: URL) {}
 
   next(): URL {
@@ -75,6 +83,7 @@ export class FixedEndpoint implements EndpointSource {
  * believe the other is home, while the directory converges, must not make it bounce forever).
  */
 export class RoutedEndpoint implements EndpointSource {
+  readonly routes = true;
   current: URL;
   private readonly routeUrl: string;
   private redirectTarget: URL | undefined;
