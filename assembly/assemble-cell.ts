@@ -16,7 +16,7 @@ import { publishLoadPeriodically } from '../mesh/load-publisher.js';
 import type { LocationService } from '../mesh/location.js';
 import type { MembershipOptions, MembershipPreset } from '../mesh/membership-config.js';
 import { MerchantClaimsStore, catalogueClaimsOf, meshMerchantClaims, recordClaims, tenantsHosting, type HostedMerchant } from '../mesh/merchant-claims.js';
-import { homeDirectoryOf } from '../mesh/merchant-home.js';
+import { homeDirectoryOf, relayDirectoryOf } from '../mesh/merchant-home.js';
 import { MerchantMover } from '../mesh/merchant-move.js';
 import type { PlacementComponents } from '../mesh/merchant-placement.js';
 import { meshMetricsOn } from '../mesh/mesh-metrics.js';
@@ -357,7 +357,8 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
     cellId,
     core,
     transport,
-    directory: mesh.directory,
+    // Sends for a merchant whose home left wait for it (leave-a-message mode) rather than being refused.
+    directory: relayDirectoryOf(mesh.directory),
     clock,
     random,
     store,

@@ -1,4 +1,5 @@
 import type { HomeDirectory } from '../cell/routing/merchant-redirects.js';
+import type { ClusterDirectory } from './cluster-port-adapter.js';
 import { isServing, type DirectoryView } from './directory.js';
 
 /**
@@ -20,5 +21,22 @@ export function homeDirectoryOf(directory: Pick<DirectoryView, 'get' | 'homeCell
       const entry = directory.get(cellId);
       return entry === undefined ? undefined : { ws: entry.record.endpoints.ws, http: entry.record.endpoints.http };
     },
+  };
+}
+
+/**
+ * The directory the cluster port reads for cross-cell relays: the mesh's, except that a merchant
+ * whose home left the cluster still holding it keeps that home, so that its customers' sends wait
+ * in this cell's outbox until the cell comes back with its disk (leave-a-message mode,
+ * docs/routing.md, "A home cell that is down") instead of being refused. A dead home is still
+ * the home already: dead cells keep their claims (directory.ts, holdsClaims).
+ */
+export function relayDirectoryOf(directory: DirectoryView): ClusterDirectory {
+  return {
+    homeCellOf: (tenant, merchant) => directory.homeCellOf(tenant, merchant) ?? directory.departedHomeOf(tenant, merchant)?.cellId,
+    peerOf: (cellId) => directory.peerOf(cellId),
+    cellOfPeer: (peer) => directory.cellOfPeer(peer),
+    values: () => directory.values(),
+    onChange: (listener) => directory.onChange(listener),
   };
 }
