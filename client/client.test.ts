@@ -587,6 +587,21 @@ describe('CellmeshClient sends to conversations of other cells', () => {
     expect(second.ops('send').map((resent) => resent.cmid)).toEqual([frame.cmid]);
   });
 
+  it('keeps later sends behind the queued ones it resends through another cell', async () => {
+    const { client, transport, clock, lastState } = await connected();
+    const first = transport.last;
+    void client.send(CONV, 'left one');
+    void client.send(CONV, 'left two');
+    for (const frame of first.ops('send')) first.push({ t: 'queued', id: idOf(frame), conv: CONV, cmid: frame.cmid });
+    first.serverClose(1001, 'draining');
+    // Written while away: it must not overtake the two left at the other cell.
+    void client.send(CONV, 'written meanwhile');
+    clock.advance(lastState().delayMs ?? 0);
+    const second = transport.last;
+    second.open({ cell: 'home' });
+    expect(second.ops('send').map((resent) => resent.body)).toEqual(['left one', 'left two', 'written meanwhile']);
+  });
+
   it('rejects a queued send that the home cell refused, by conv and cmid when the id is gone', async () => {
     const { client, transport } = await connected();
     const connection = transport.last;

@@ -1,0 +1,116 @@
+/**
+ * A home cell that is down (docs/routing.md): three cell processes on loopback, the merchant's
+ * home SIGKILLed. Its customer, on the SDK in route mode, is routed to the merchant's fallback
+ * cell and leaves messages there (answered `queued`); the home restarts with its disk, and every
+ * message reaches it once and in the order written, the customer gets `sent` with the home's
+ * seqs, and the agent's answer reaches the customer on the fallback. A graceful stop (the home
+ * left) is a home that is down too: messages left meanwhile wait for it in the same way.
+ */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { connectNode, type CellmeshClient, type ChatMessage, type SendResult } from '../client/index.js';
+import { ADMIN_TOKEN, TENANT, eventually, httpRequest, killChildCell, startChildCell, tokenFor, type ChildCell } from './harness.js';
+
+interface RouteAnswer {
+  cellId: string;
+  epoch: number;
+  mode?: string;
+  home?: { cellId: string; epoch: number; liveness: string };
+}
+
+const running: ChildCell[] = [];
+const clients: CellmeshClient[] = [];
+let root: string | undefined;
+
+afterAll(async () => {
+  await Promise.all(clients.map((client) => client.close()));
+  await Promise.all(running.map((cell) => killChildCell(cell)));
+  if (root !== undefined) await rm(root, { recursive: true, force: true });
+});
+
+async function startCell(cellId: string, merchants: string[], bootstrap: string[], port?: number): Promise<ChildCell> {
+  root ??= await mkdtemp(join(tmpdir(), 'cellmesh-outage-'));
+  const cell = await startChildCell({ directory: join(root, cellId), configDir: root, cellId, merchants, ...(port === undefined ? {} : { port }), mesh: { bootstrap } });
+  running.push(cell);
+  return cell;
+}
+
+async function clusterOf(cell: ChildCell): Promise<{ self: string; cells: Array<{ cellId: string; liveness: string; endpoints: { p2p: string[] } }> }> {
+  return (await httpRequest('GET', `${cell.httpUrl}/v1/admin/cluster`, { token: ADMIN_TOKEN })).body as Awaited<ReturnType<typeof clusterOf>>;
+}
+
+async function routeOf(cell: ChildCell, merchant: string): Promise<{ status: number; body: RouteAnswer }> {
+  const answer = await httpRequest('GET', `${cell.httpUrl}/v1/route?tenant=${TENANT}&merchant=${merchant}`);
+  return { status: answer.status, body: answer.body as RouteAnswer };
+}
+
+describe('a home cell that is down', () => {
+  it("routes a SIGKILLed home's customer to a fallback cell, where her messages wait, and delivers them once and in order when the home returns", async () => {
+    const c1 = await startCell('c1', ['m1'], []);
+    const bootstrap = [(await clusterOf(c1)).cells.find((cell) => cell.cellId === 'c1')!.endpoints.p2p[0]!];
+    const [c2, c3] = await Promise.all([startCell('c2', ['m2'], bootstrap), startCell('c3', ['m3'], bootstrap)]);
+    await eventually(async () => (await Promise.all([c1, c3].map(async (cell) => (await routeOf(cell, 'm2')).body.cellId))).every((cellId) => cellId === 'c2'), 'c1 and c3 to route m2 to c2', 20_000);
+
+    const conv = 'm2:alice';
+    const alice = await connectNode({ route: { url: c1.httpUrl, tenant: TENANT, merchant: 'm2' }, token: await tokenFor({ user: 'alice', device: 'phone' }) });
+    clients.push(alice);
+    const queued: string[] = [];
+    const heard: ChatMessage[] = [];
+    alice.on('queued', ({ cmid }) => queued.push(cmid));
+    alice.on('message', (message) => heard.push(message));
+    expect(alice.session?.cell).toBe('c2');
+    expect(await alice.send(conv, 'before the crash', { cmid: 'a0' })).toMatchObject({ seq: 1 });
+
+    await killChildCell(c2);
+    // Once c2 is held dead, every cell answers the same fallback, a live cell, with the home that is down.
+    let fallback = '';
+    await eventually(async () => {
+      const [one, three] = await Promise.all([routeOf(c1, 'm2'), routeOf(c3, 'm2')]);
+      fallback = one.body.cellId;
+      return one.body.mode === 'leave-a-message' && three.body.cellId === fallback;
+    }, 'the cells to route m2 to a fallback cell', 30_000);
+    const route = (await routeOf(c3, 'm2')).body;
+    expect(route).toMatchObject({ mode: 'leave-a-message', epoch: 0, home: { cellId: 'c2', epoch: 0, liveness: 'dead' } });
+    expect(['c1', 'c3']).toContain(fallback);
+
+    // The SDK re-routes on its own after the drop and ends on the fallback; its sends are left there.
+    await eventually(() => alice.session?.cell === fallback, `alice's client to reconnect to the fallback ${fallback}`, 30_000);
+    const cmids = Array.from({ length: 10 }, (_, index) => `a${index + 1}`);
+    const sends: Array<Promise<SendResult>> = cmids.map((cmid, index) => alice.send(conv, `while the home is down ${index + 1}`, { cmid }));
+    await eventually(() => cmids.every((cmid) => queued.includes(cmid)), 'a `queued` for every message left at the fallback', 10_000);
+    expect(queued.filter((cmid) => cmids.includes(cmid))).toEqual(cmids);
+
+    // The home comes back with its disk (same store, same port, same peer key).
+    const restarted = await startCell('c2', ['m2'], bootstrap, c2.port);
+    const results = await Promise.all(sends);
+    expect(results.map((result) => result.cmid)).toEqual(cmids);
+    expect(results.map((result) => result.seq)).toEqual(cmids.map((_, index) => index + 2));
+
+    // At the home, every message once, in the order written; the agent's answer reaches alice on the fallback.
+    const bob = await connectNode({ url: restarted.url, token: await tokenFor({ user: 'bob', role: 'agent', merchant: 'm2', device: 'desk' }) });
+    clients.push(bob);
+    const history = await bob.history(conv, { limit: 100 });
+    expect(history.messages.filter((message) => message.role === 'customer').map((message) => message.cmid)).toEqual(['a0', ...cmids]);
+    await bob.send(conv, 'sorry for the wait', { cmid: 'b1' });
+    await eventually(() => heard.some((message) => message.cmid === 'b1' && message.seq === 12), "bob's answer to reach alice on the fallback", 20_000);
+    expect(alice.session?.cell).toBe(fallback);
+    const seqs = heard.filter((message) => message.conv === conv).map((message) => message.seq);
+    expect(seqs).toEqual([...new Set(seqs)].sort((a, b) => a - b));
+    expect((await routeOf(c1, 'm2')).body).toMatchObject({ cellId: 'c2' });
+    expect((await routeOf(c1, 'm2')).body.mode).toBeUndefined();
+    await bob.close();
+
+    // A graceful stop (`demo stop-cell`): the home left still holding m2, so m2 waits for it too.
+    restarted.kill('SIGTERM');
+    expect(await restarted.exited).toMatchObject({ code: 0 });
+    await eventually(async () => (await routeOf(c1, 'm2')).body.home?.liveness === 'left', 'the cells to route m2 to its fallback again', 10_000);
+    expect((await routeOf(c1, 'm2')).body.cellId).toBe(fallback);
+    const later = ['a11', 'a12', 'a13'];
+    const laterSends = later.map((cmid) => alice.send(conv, `after the stop ${cmid}`, { cmid }));
+    await eventually(() => later.every((cmid) => queued.includes(cmid)), 'a `queued` for every message left while the home is stopped', 10_000);
+    await startCell('c2', ['m2'], bootstrap, c2.port);
+    expect((await Promise.all(laterSends)).map((result) => result.seq)).toEqual([13, 14, 15]);
+  }, 150_000);
+});
