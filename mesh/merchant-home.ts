@@ -7,7 +7,7 @@ import { isServing, type DirectoryView } from './directory.js';
  * cell's copy of the gossiped directory: the home by the directory's rule, its advertised
  * endpoints and the epoch of its claim. A home that is not serving is no home to redirect to.
  */
-export function homeDirectoryOf(directory: Pick<DirectoryView, 'get' | 'homeCellOf'>): HomeDirectory {
+export function homeDirectoryOf(directory: Pick<DirectoryView, 'get' | 'homeCellOf' | 'departedHomeOf'>): HomeDirectory {
   return {
     homeOf: (tenant, merchant) => {
       const cellId = directory.homeCellOf(tenant, merchant);
@@ -20,6 +20,11 @@ export function homeDirectoryOf(directory: Pick<DirectoryView, 'get' | 'homeCell
     endpointsOf: (cellId) => {
       const entry = directory.get(cellId);
       return entry === undefined ? undefined : { ws: entry.record.endpoints.ws, http: entry.record.endpoints.http };
+    },
+    homeIsDown: (tenant, merchant) => {
+      const cellId = directory.homeCellOf(tenant, merchant) ?? directory.departedHomeOf(tenant, merchant)?.cellId;
+      const entry = cellId === undefined ? undefined : directory.get(cellId);
+      return entry !== undefined && !isServing(entry.liveness);
     },
   };
 }
@@ -39,4 +44,24 @@ export function relayDirectoryOf(directory: DirectoryView): ClusterDirectory {
     values: () => directory.values(),
     onChange: (listener) => directory.onChange(listener),
   };
+}
+
+/**
+ * Calls `listener` with the merchants (`tenant/merchant` keys) of another cell that starts to
+ * serve them: a cell that becomes serving (it came back, or joined) with its claims, or a serving
+ * cell that claims merchants it did not (a placement, a move). Load updates, which are most record
+ * changes, compare equal and cost one pass over the claims. Returns the unsubscribe.
+ */
+export function onHomesServing(directory: Pick<DirectoryView, 'onChange'>, selfCellId: string, listener: (merchants: ReadonlySet<string>) => void): () => void {
+  return directory.onChange((cellId, before, after) => {
+    if (cellId === selfCellId || after === undefined || !isServing(after.liveness)) return;
+    const wasServing = before !== undefined && isServing(before.liveness);
+    const held = new Set(wasServing ? before.record.merchants.map((claim) => `${claim.tenant}/${claim.merchant}`) : []);
+    const gained = new Set<string>();
+    for (const claim of after.record.merchants) {
+      const key = `${claim.tenant}/${claim.merchant}`;
+      if (!held.has(key)) gained.add(key);
+    }
+    if (gained.size > 0) listener(gained);
+  });
 }

@@ -10,7 +10,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { connectNode, type CellmeshClient, type ChatMessage, type SendResult } from '../client/index.js';
+import { connectNode, type CellmeshClient, type ChatMessage, type SendResult, type StateChange } from '../client/index.js';
 import { ADMIN_TOKEN, TENANT, eventually, httpRequest, killChildCell, startChildCell, tokenFor, type ChildCell } from './harness.js';
 
 interface RouteAnswer {
@@ -60,6 +60,8 @@ describe('a home cell that is down', () => {
     const heard: ChatMessage[] = [];
     alice.on('queued', ({ cmid }) => queued.push(cmid));
     alice.on('message', (message) => heard.push(message));
+    const states: StateChange[] = [];
+    alice.on('state', (change) => states.push(change));
     expect(alice.session?.cell).toBe('c2');
     expect(await alice.send(conv, 'before the crash', { cmid: 'a0' })).toMatchObject({ seq: 1 });
 
@@ -82,20 +84,29 @@ describe('a home cell that is down', () => {
     await eventually(() => cmids.every((cmid) => queued.includes(cmid)), 'a `queued` for every message left at the fallback', 10_000);
     expect(queued.filter((cmid) => cmids.includes(cmid))).toEqual(cmids);
 
+    // The home's agent cannot work at the fallback: a transient refusal, its client keeps trying.
+    const fallbackCell = fallback === 'c1' ? c1 : c3;
+    const early = await httpRequest('GET', `${fallbackCell.httpUrl}/v1/conversations/${conv}/messages`, { token: await tokenFor({ user: 'bob', merchant: 'm2' }) });
+    expect(early.status).toBe(503);
+    expect((early.body as { error: { code: string } }).error.code).toBe('HOME_UNAVAILABLE');
+
     // The home comes back with its disk (same store, same port, same peer key).
     const restarted = await startCell('c2', ['m2'], bootstrap, c2.port);
     const results = await Promise.all(sends);
     expect(results.map((result) => result.cmid)).toEqual(cmids);
     expect(results.map((result) => result.seq)).toEqual(cmids.map((_, index) => index + 2));
 
-    // At the home, every message once, in the order written; the agent's answer reaches alice on the fallback.
+    // The fallback sends her back home (4307) once the home serves again; her client follows.
+    await eventually(() => alice.session?.cell === 'c2', "alice's client to be sent back to the home", 20_000);
+    expect(states.some((change) => change.state === 'reconnecting' && change.closeCode === 4307)).toBe(true);
+
+    // At the home, every message once, in the order written; the agent's answer reaches alice.
     const bob = await connectNode({ url: restarted.url, token: await tokenFor({ user: 'bob', role: 'agent', merchant: 'm2', device: 'desk' }) });
     clients.push(bob);
     const history = await bob.history(conv, { limit: 100 });
     expect(history.messages.filter((message) => message.role === 'customer').map((message) => message.cmid)).toEqual(['a0', ...cmids]);
     await bob.send(conv, 'sorry for the wait', { cmid: 'b1' });
-    await eventually(() => heard.some((message) => message.cmid === 'b1' && message.seq === 12), "bob's answer to reach alice on the fallback", 20_000);
-    expect(alice.session?.cell).toBe(fallback);
+    await eventually(() => heard.some((message) => message.cmid === 'b1' && message.seq === 12), "bob's answer to reach alice", 20_000);
     const seqs = heard.filter((message) => message.conv === conv).map((message) => message.seq);
     expect(seqs).toEqual([...new Set(seqs)].sort((a, b) => a - b));
     expect((await routeOf(c1, 'm2')).body).toMatchObject({ cellId: 'c2' });
