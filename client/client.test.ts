@@ -1024,6 +1024,24 @@ describe('CellmeshClient routing', () => {
     expect(states.filter((change) => change.state === 'closed')).toEqual([]);
   });
 
+  it("connects to the fallback a route answer names while the home is down, and says so until the cell sends it home", async () => {
+    let answer: Record<string, unknown> = { ...HOME_B, mode: 'leave-a-message', home: { cellId: 'cell-a', epoch: 0, liveness: 'dead' } };
+    const route = routeServer(() => answer as { ws: string });
+    const { client, transport, clock } = setup(routed(route.fetch));
+    const opened = client.connect();
+    await until(() => transport.connections.length === 1, 'the client dials the fallback');
+    expect(transport.last.url).toBe('ws://b.test:2/v1/ws?merchant=shop1&token=token-1');
+    transport.last.open({ cell: 'cell-b' });
+    await opened;
+    expect(client.homeDown).toEqual({ cellId: 'cell-a', epoch: 0, liveness: 'dead' });
+    // The home serves again: the fallback sends the device there.
+    answer = HOME_A;
+    redirect(transport.last, HOME_A);
+    clock.advance(0);
+    await until(() => transport.connections.length === 2, 'the client dials the home');
+    expect(client.homeDown).toBeUndefined();
+  });
+
   it('stops with TOO_MANY_REDIRECTS after maxRedirects redirects without a session', async () => {
     const route = routeServer(() => HOME_A);
     const { client, transport, clock, lastState } = setup({ ...routed(route.fetch), maxRedirects: 2 });

@@ -79,6 +79,7 @@ describe('a home cell that is down', () => {
 
     // The SDK re-routes on its own after the drop and ends on the fallback; its sends are left there.
     await eventually(() => alice.session?.cell === fallback, `alice's client to reconnect to the fallback ${fallback}`, 30_000);
+    expect(alice.homeDown).toEqual({ cellId: 'c2', epoch: 0, liveness: 'dead' });
     const cmids = Array.from({ length: 10 }, (_, index) => `a${index + 1}`);
     const sends: Array<Promise<SendResult>> = cmids.map((cmid, index) => alice.send(conv, `while the home is down ${index + 1}`, { cmid }));
     await eventually(() => cmids.every((cmid) => queued.includes(cmid)), 'a `queued` for every message left at the fallback', 10_000);
@@ -99,6 +100,7 @@ describe('a home cell that is down', () => {
     // The fallback sends her back home (4307) once the home serves again; her client follows.
     await eventually(() => alice.session?.cell === 'c2', "alice's client to be sent back to the home", 20_000);
     expect(states.some((change) => change.state === 'reconnecting' && change.closeCode === 4307)).toBe(true);
+    expect(alice.homeDown).toBeUndefined();
 
     // At the home, every message once, in the order written; the agent's answer reaches alice.
     const bob = await connectNode({ url: restarted.url, token: await tokenFor({ user: 'bob', role: 'agent', merchant: 'm2', device: 'desk' }) });
