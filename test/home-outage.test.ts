@@ -6,12 +6,14 @@
  * seqs, and the agent's answer reaches the customer on the fallback. A graceful stop (the home
  * left) is a home that is down too: messages left meanwhile wait for it in the same way.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { connectNode, type CellmeshClient, type ChatMessage, type SendResult, type StateChange } from '../client/index.js';
-import { ADMIN_TOKEN, TENANT, eventually, httpRequest, killChildCell, startChildCell, tokenFor, type ChildCell } from './harness.js';
+import { BIN, cleanEnv } from './cli-process.js';
+import { ADMIN_TOKEN, REPO_ROOT, TENANT, eventually, httpRequest, killChildCell, startChildCell, tokenFor, type ChildCell } from './harness.js';
 
 interface RouteAnswer {
   cellId: string;
@@ -22,9 +24,11 @@ interface RouteAnswer {
 
 const running: ChildCell[] = [];
 const clients: CellmeshClient[] = [];
+const chats: ChildProcess[] = [];
 let root: string | undefined;
 
 afterAll(async () => {
+  for (const chat of chats) chat.kill('SIGKILL');
   await Promise.all(clients.map((client) => client.close()));
   await Promise.all(running.map((cell) => killChildCell(cell)));
   if (root !== undefined) await rm(root, { recursive: true, force: true });
@@ -85,6 +89,15 @@ describe('a home cell that is down', () => {
     await eventually(() => cmids.every((cmid) => queued.includes(cmid)), 'a `queued` for every message left at the fallback', 10_000);
     expect(queued.filter((cmid) => cmids.includes(cmid))).toEqual(cmids);
 
+    // `cellmesh chat --cluster` of another customer says where its messages wait, and keeps them.
+    const chat = spawn(process.execPath, [BIN, 'chat', '--cluster', c1.httpUrl, '--tenant', TENANT, '--token', await tokenFor({ user: 'carol', device: 'terminal' }), '--conv', 'm2:carol'], { cwd: REPO_ROOT, stdio: ['pipe', 'pipe', 'pipe'], env: cleanEnv() });
+    chats.push(chat);
+    let printed = '';
+    chat.stdout.setEncoding('utf8').on('data', (chunk: string) => (printed += chunk));
+    chat.stderr.setEncoding('utf8').on('data', (chunk: string) => (printed += chunk));
+    await eventually(() => printed.includes("(the merchant's home cell c2 is down: your messages are kept here"), 'the chat to say the home is down', 20_000);
+    chat.stdin.write('left while the home was down\n');
+
     // The home's agent cannot work at the fallback: a transient refusal, its client keeps trying.
     const fallbackCell = fallback === 'c1' ? c1 : c3;
     const early = await httpRequest('GET', `${fallbackCell.httpUrl}/v1/conversations/${conv}/messages`, { token: await tokenFor({ user: 'bob', merchant: 'm2' }) });
@@ -109,6 +122,9 @@ describe('a home cell that is down', () => {
     expect(history.messages.filter((message) => message.role === 'customer').map((message) => message.cmid)).toEqual(['a0', ...cmids]);
     await bob.send(conv, 'sorry for the wait', { cmid: 'b1' });
     await eventually(() => heard.some((message) => message.cmid === 'b1' && message.seq === 12), "bob's answer to reach alice", 20_000);
+    await eventually(() => printed.includes("(the merchant's home cell is back; going there)") && printed.includes('(reconnected to cell c2)'), 'the chat to go home', 20_000);
+    await eventually(async () => (await bob.history('m2:carol', { limit: 10 })).messages.some((message) => message.body === 'left while the home was down'), "carol's line to be stored at the home", 20_000);
+    chat.kill('SIGKILL');
     const seqs = heard.filter((message) => message.conv === conv).map((message) => message.seq);
     expect(seqs).toEqual([...new Set(seqs)].sort((a, b) => a - b));
     expect((await routeOf(c1, 'm2')).body).toMatchObject({ cellId: 'c2' });
