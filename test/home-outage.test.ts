@@ -103,6 +103,8 @@ describe('a home cell that is down', () => {
     const early = await httpRequest('GET', `${fallbackCell.httpUrl}/v1/conversations/${conv}/messages`, { token: await tokenFor({ user: 'bob', merchant: 'm2' }) });
     expect(early.status).toBe(503);
     expect((early.body as { error: { code: string } }).error.code).toBe('HOME_UNAVAILABLE');
+    const guest = await httpRequest('POST', `${fallbackCell.httpUrl}/v1/guest`, { json: { tenant: TENANT, merchant: 'm2' } });
+    expect([guest.status, (guest.body as { error: { code: string } }).error.code]).toEqual([503, 'HOME_UNAVAILABLE']);
 
     // The home comes back with its disk (same store, same port, same peer key).
     const restarted = await startCell('c2', ['m2'], bootstrap, c2.port);
