@@ -4,15 +4,19 @@
  * cell and leaves messages there (answered `queued`); the home restarts with its disk, and every
  * message reaches it once and in the order written, the customer gets `sent` with the home's
  * seqs, and the agent's answer reaches the customer on the fallback. A graceful stop (the home
- * left) is a home that is down too: messages left meanwhile wait for it in the same way.
+ * left) is a home that is down too: messages left meanwhile wait for it in the same way. Along
+ * the way: the customer's `cellmesh chat`, the agent and a new guest refused HOME_UNAVAILABLE at
+ * the fallback, and `operator place`, which refuses to re-home away from a serving home and warns
+ * what history a re-home loses.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { connectNode, type CellmeshClient, type ChatMessage, type SendResult, type StateChange } from '../client/index.js';
-import { BIN, cleanEnv } from './cli-process.js';
+import { generateOperatorKeyPair } from '../mesh/claim-proof.js';
+import { BIN, cleanEnv, runCli } from './cli-process.js';
 import { ADMIN_TOKEN, REPO_ROOT, TENANT, eventually, httpRequest, killChildCell, startChildCell, tokenFor, type ChildCell } from './harness.js';
 
 interface RouteAnswer {
@@ -133,11 +137,23 @@ describe('a home cell that is down', () => {
     expect((await routeOf(c1, 'm2')).body.mode).toBeUndefined();
     await bob.close();
 
+    // An operator cannot re-home m2 away from a home that serves it by mistake: move-merchant carries the data.
+    const keyFile = join(root!, 'operator.pem');
+    await writeFile(keyFile, generateOperatorKeyPair().privateKeyPem);
+    const place = ['operator', 'place', '--key', keyFile, '--tenant', TENANT, '--merchant', 'm2', '--cell', fallback, '--cluster', c1.httpUrl, '--admin-token', ADMIN_TOKEN];
+    const refused = await runCli(place);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('m2 is served by cell c2 (alive): move it with `cellmesh move-merchant`');
+
     // A graceful stop (`demo stop-cell`): the home left still holding m2, so m2 waits for it too.
     restarted.kill('SIGTERM');
     expect(await restarted.exited).toMatchObject({ code: 0 });
     await eventually(async () => (await routeOf(c1, 'm2')).body.home?.liveness === 'left', 'the cells to route m2 to its fallback again', 10_000);
     expect((await routeOf(c1, 'm2')).body.cellId).toBe(fallback);
+    // While it is down, a placement goes ahead (these cells trust no operator key, so it is refused there), after the warning.
+    const warned = await runCli(place);
+    expect(warned.stderr).toContain(`warning: a placement moves no data. ${fallback} starts m2 empty; what is on cell c2's disk is lost`);
+    expect(warned.stderr).toContain('PLACEMENT_INVALID');
     const later = ['a11', 'a12', 'a13'];
     const laterSends = later.map((cmid) => alice.send(conv, `after the stop ${cmid}`, { cmid }));
     await eventually(() => later.every((cmid) => queued.includes(cmid)), 'a `queued` for every message left while the home is stopped', 10_000);
