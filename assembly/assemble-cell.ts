@@ -16,7 +16,7 @@ import { publishLoadPeriodically } from '../mesh/load-publisher.js';
 import type { LocationService } from '../mesh/location.js';
 import type { MembershipOptions, MembershipPreset } from '../mesh/membership-config.js';
 import { MerchantClaimsStore, catalogueClaimsOf, meshMerchantClaims, recordClaims, tenantsHosting, type HostedMerchant } from '../mesh/merchant-claims.js';
-import { homeDirectoryOf } from '../mesh/merchant-home.js';
+import { homeDirectoryOf, onHomesServing, relayDirectoryOf } from '../mesh/merchant-home.js';
 import { MerchantMover } from '../mesh/merchant-move.js';
 import type { PlacementComponents } from '../mesh/merchant-placement.js';
 import { meshMetricsOn } from '../mesh/mesh-metrics.js';
@@ -353,11 +353,14 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
   started.push(() => mesh.stop());
   // Devices and requests for merchants that live elsewhere are redirected to their home.
   core.redirects.attach(homeDirectoryOf(mesh.directory));
+  // Customers who left messages here while their merchant's home was down go to it once it serves.
+  started.push(onHomesServing(mesh.directory, cellId, (merchants) => core.homesServing(merchants)));
   const services = await startCrossCellServices({
     cellId,
     core,
     transport,
-    directory: mesh.directory,
+    // Sends for a merchant whose home left wait for it (leave-a-message mode) rather than being refused.
+    directory: relayDirectoryOf(mesh.directory),
     clock,
     random,
     store,

@@ -24,7 +24,7 @@ import { MerchantRedirects } from './routing/merchant-redirects.js';
 import type { CellMetrics } from './metrics.js';
 import { appendWithAttachments, notAcrossCells } from './attachments/index.js';
 import { CellError, CloseCode, ErrorCode } from './protocol/errors.js';
-import { operatingErrorOf } from './protocol/operating-errors.js';
+import { operatingErrorOf, rateLimited, shuttingDown } from './protocol/operating-errors.js';
 import {
   parseConversationId,
   type ChatMessage,
@@ -544,6 +544,11 @@ export class CellCore {
     this.delivery.sendFrame(connection, queued);
   }
 
+  /** Merchants (`tenant/merchant` keys) got a serving home: customers left here meanwhile go there (MerchantRedirects.redirectToServingHomes). */
+  homesServing(merchants: ReadonlySet<string>): void {
+    this.redirects.redirectToServingHomes(this.presence.all(), merchants, (connection, frame) => this.delivery.sendFrame(connection, frame));
+  }
+
   /** The tenants this cell serves, with their origins and the merchants it hosts now; no secrets. */
   servedTenants(): Array<{ id: string; origins: string[]; merchants: string[] }> {
     return [...this.tenants].map(([id, policy]) => ({ id, origins: [...policy.origins], merchants: [...policy.merchants].sort() }));
@@ -684,11 +689,3 @@ export class CellCore {
   }
 }
 
-
-function rateLimited(retryAfterMs: number): CellError {
-  return new CellError(ErrorCode.RateLimited, `slow down: retry in ${retryAfterMs} ms`, { retryAfterMs });
-}
-
-function shuttingDown(): CellError {
-  return new CellError(ErrorCode.ShuttingDown, 'the cell is shutting down; resend after reconnecting');
-}

@@ -54,10 +54,15 @@ export class ChatScreen {
       if (this.concerns(receipt.conv) && receipt.user !== this.me.user) this.say(`${this.prefix(receipt.conv)}   (${this.nameOf(receipt.user)} read up to #${receipt.seq})`);
     });
     client.on('state', (change) => {
-      if (change.state === 'reconnecting' && change.closeCode === CloseCode.MerchantElsewhere) this.say('   (the merchant moved to another cell; following it)');
+      // A fallback cell sends its customers home (4307) once the home that was down serves again.
+      if (change.state === 'reconnecting' && change.closeCode === CloseCode.MerchantElsewhere) this.say(client.homeDown === undefined ? '   (the merchant moved to another cell; following it)' : "   (the merchant's home cell is back; going there)");
       else if (change.state === 'reconnecting') this.say(`   (connection lost; reconnecting in ${change.delayMs ?? 0} ms)`);
       // Every attempt begins with `connecting`, so a reconnect is an `open` after an earlier one.
       if (change.state === 'open' && this.openedBefore) this.say(`   (reconnected to cell ${change.session?.cell ?? '?'})`);
+      const down = client.homeDown;
+      if (change.state === 'open' && down !== undefined) {
+        this.say(`   (the merchant's home cell ${down.cellId} is down: your messages are kept here and delivered when it is back; agents will answer then)`);
+      }
       if (change.state === 'open') this.openedBefore = true;
       if (change.state === 'replaced') this.say('   (this device connected elsewhere; closing)');
     });

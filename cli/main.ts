@@ -219,7 +219,7 @@ operator
 
 operator
   .command('place')
-  .description('sign a placement of a merchant on a cell, and hand it to that cell (with --cluster) or print it')
+  .description('sign a placement of a merchant on a cell (re-homes it with no data: its history stays on the old home), and hand it to that cell (with --cluster) or print it')
   .requiredOption('--key <file>', 'the operator private key (from operator keygen)')
   .requiredOption('--tenant <id>', 'tenant of the merchant')
   .requiredOption('--merchant <id>', 'the merchant to place')
@@ -227,6 +227,7 @@ operator
   .addOption(new Option('--epoch <n>', 'the claim epoch; default: one above the highest claimed, looked up through --cluster').argParser(parsePositiveInt))
   .option('--cluster <url>', 'any cell of the cluster, http://host:port')
   .addOption(new Option('--admin-token <token>', 'the admin token of the cells').env('CELLMESH_ADMIN_TOKEN'))
+  .option('--force', 'place it even though its home still serves it (its data stays there: use move-merchant instead)')
   .action(lazy(async () => (await import('./operator-command.js')).runOperatorPlaceCommand));
 
 addSimCommand(program);

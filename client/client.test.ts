@@ -587,6 +587,21 @@ describe('CellmeshClient sends to conversations of other cells', () => {
     expect(second.ops('send').map((resent) => resent.cmid)).toEqual([frame.cmid]);
   });
 
+  it('keeps later sends behind the queued ones it resends through another cell', async () => {
+    const { client, transport, clock, lastState } = await connected();
+    const first = transport.last;
+    void client.send(CONV, 'left one');
+    void client.send(CONV, 'left two');
+    for (const frame of first.ops('send')) first.push({ t: 'queued', id: idOf(frame), conv: CONV, cmid: frame.cmid });
+    first.serverClose(1001, 'draining');
+    // Written while away: it must not overtake the two left at the other cell.
+    void client.send(CONV, 'written meanwhile');
+    clock.advance(lastState().delayMs ?? 0);
+    const second = transport.last;
+    second.open({ cell: 'home' });
+    expect(second.ops('send').map((resent) => resent.body)).toEqual(['left one', 'left two', 'written meanwhile']);
+  });
+
   it('rejects a queued send that the home cell refused, by conv and cmid when the id is gone', async () => {
     const { client, transport } = await connected();
     const connection = transport.last;
@@ -1020,6 +1035,24 @@ describe('CellmeshClient routing', () => {
     clock.advance(lastState().delayMs ?? 0);
     await until(() => transport.connections.length === 2, 'the client dials after routing again');
     expect(route.asked).toHaveLength(2);
+  });
+
+  it("connects to the fallback a route answer names while the home is down, and says so until the cell sends it home", async () => {
+    let answer: Record<string, unknown> = { ...HOME_B, mode: 'leave-a-message', home: { cellId: 'cell-a', epoch: 0, liveness: 'dead' } };
+    const route = routeServer(() => answer as { ws: string });
+    const { client, transport, clock } = setup(routed(route.fetch));
+    const opened = client.connect();
+    await until(() => transport.connections.length === 1, 'the client dials the fallback');
+    expect(transport.last.url).toBe('ws://b.test:2/v1/ws?merchant=shop1&token=token-1');
+    transport.last.open({ cell: 'cell-b' });
+    await opened;
+    expect(client.homeDown).toEqual({ cellId: 'cell-a', epoch: 0, liveness: 'dead' });
+    // The home serves again: the fallback sends the device there.
+    answer = HOME_A;
+    redirect(transport.last, HOME_A);
+    clock.advance(0);
+    await until(() => transport.connections.length === 2, 'the client dials the home');
+    expect(client.homeDown).toBeUndefined();
   });
 
   it('stops with TOO_MANY_REDIRECTS after maxRedirects redirects without a session', async () => {

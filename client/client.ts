@@ -22,7 +22,7 @@ import type {
   TransferTarget,
 } from './client-types.js';
 import { Connection, type SessionFrame } from './connection.js';
-import { FixedEndpoint, RoutedEndpoint, endpointOf, type EndpointSource } from './endpoints.js';
+import { FixedEndpoint, RoutedEndpoint, endpointOf, type DownHome, type EndpointSource } from './endpoints.js';
 import { TypedEmitter, type Listener } from './emitter.js';
 import { ClientError, type ClientErrorDetails } from './errors.js';
 import { RequestTracker, type Answer, type ReplyType, type RequestFrame } from './request-tracker.js';
@@ -51,6 +51,7 @@ export class CellmeshClient {
   private readonly events = new TypedEmitter<ClientEvents>();
   private readonly clock: Clock;
   private readonly connection: Connection;
+  private readonly endpoints: EndpointSource;
   private readonly sends: SendQueue;
   private readonly requests: RequestTracker;
   private readonly sequencer: Sequencer;
@@ -65,6 +66,7 @@ export class CellmeshClient {
     const fetch = options.fetch ?? platformFetch;
     const endpoints: EndpointSource =
       options.route === undefined ? new FixedEndpoint(endpointOf(options.url!)) : new RoutedEndpoint(options.route, fetch, settings.maxRedirects);
+    this.endpoints = endpoints;
     const { clock, random } = options;
     this.clock = clock;
     const events = this.events;
@@ -120,6 +122,16 @@ export class CellmeshClient {
   /** The current session, while the state is `open`. */
   get session(): SessionInfo | undefined {
     return this.connection.session;
+  }
+
+  /**
+   * Route mode: while the merchant's home cell is down and this client is (or is about to be)
+   * connected to its fallback cell, the home that is down. Sends are answered `queued` then and
+   * reach the merchant when the home is back (docs/routing.md, "A home cell that is down"): a
+   * good moment to tell the user that agents will answer later. Undefined otherwise.
+   */
+  get homeDown(): DownHome | undefined {
+    return this.endpoints.homeDown;
   }
 
   on<Name extends keyof ClientEvents>(event: Name, listener: Listener<ClientEvents[Name]>): () => void {

@@ -21,9 +21,20 @@ export interface RouteOptions {
   merchant: string;
 }
 
+/** A merchant's home cell that is down, as a route answer in leave-a-message mode names it (docs/routing.md). */
+export interface DownHome {
+  readonly cellId: string;
+  /** The epoch of its claim. */
+  readonly epoch: number;
+  /** `dead`, or `left` (stopped still claiming the merchant). */
+  readonly liveness: string;
+}
+
 export interface EndpointSource {
   /** The WebSocket endpoint (without token) of the latest attempt; the HTTP API is on its host. */
   readonly current: URL;
+  /** Route mode: the merchant's home that is down when `current` is its fallback cell (leave-a-message mode); undefined otherwise. */
+  readonly homeDown: DownHome | undefined;
   /** The endpoint of the next attempt: a redirect's target, the route's answer, or the fixed URL. */
   next(signal: AbortSignal): URL | Promise<URL>;
   /**
@@ -55,6 +66,7 @@ export function endpointOf(url: string): URL {
 /** One cell, always: a redirect is not followed but ends the client with MERCHANT_ELSEWHERE and its `home`. */
 export class FixedEndpoint implements EndpointSource {
   readonly routes = false;
+  readonly homeDown = undefined;
 
   constructor(readonly current: URL) {}
 
@@ -85,6 +97,7 @@ export class FixedEndpoint implements EndpointSource {
 export class RoutedEndpoint implements EndpointSource {
   readonly routes = true;
   current: URL;
+  homeDown: DownHome | undefined;
   private readonly routeUrl: string;
   private redirectTarget: URL | undefined;
   private redirectsInARow = 0;
@@ -105,6 +118,8 @@ export class RoutedEndpoint implements EndpointSource {
     if (target !== undefined) {
       this.redirectTarget = undefined;
       this.current = target;
+      // A redirect names a serving home.
+      this.homeDown = undefined;
       return target;
     }
     return this.ask(signal).then((endpoint) => (this.current = endpoint));
@@ -141,7 +156,7 @@ export class RoutedEndpoint implements EndpointSource {
     } catch (error) {
       throw new ClientError(ClientErrorCode.RouteFailed, `GET ${this.routeUrl} failed: ${messageOf(error)}`, {}, error);
     }
-    let answer: { ws?: unknown; error?: { code?: unknown; message?: unknown } } | undefined;
+    let answer: { ws?: unknown; mode?: unknown; home?: Partial<DownHome>; error?: { code?: unknown; message?: unknown } } | undefined;
     try {
       answer = JSON.parse(text) as typeof answer;
     } catch {
@@ -153,9 +168,17 @@ export class RoutedEndpoint implements EndpointSource {
       throw new ClientError(code, message, { httpStatus: status });
     }
     try {
-      return this.routed(answer.ws);
+      const endpoint = this.routed(answer.ws);
+      this.homeDown = answer.mode === 'leave-a-message' ? downHomeOf(answer.home) : undefined;
+      return endpoint;
     } catch (error) {
       throw new ClientError(ClientErrorCode.RouteFailed, `the route names an unusable WebSocket URL: ${messageOf(error)}`, {}, error);
     }
   }
+}
+
+/** The `home` of a leave-a-message route answer, when it is well formed. */
+function downHomeOf(home: Partial<DownHome> | undefined): DownHome | undefined {
+  if (typeof home?.cellId !== 'string' || typeof home.epoch !== 'number' || typeof home.liveness !== 'string') return undefined;
+  return { cellId: home.cellId, epoch: home.epoch, liveness: home.liveness };
 }

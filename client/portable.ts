@@ -4,7 +4,7 @@
  * browser wiring; neither is needed by code that injects its own ports.
  */
 export { CellmeshClient, openClient } from './client.js';
-export { DEFAULT_WEBSOCKET_PATH, type RouteOptions } from './endpoints.js';
+export { DEFAULT_WEBSOCKET_PATH, type DownHome, type RouteOptions } from './endpoints.js';
 export type { CellmeshClientOptions, ClientSettings } from './settings.js';
 export type {
   ClientEvents,

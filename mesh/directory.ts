@@ -84,6 +84,12 @@ export interface DirectoryView {
   homeCellOf(tenant: string, merchant: string): string | undefined;
   /** The home cell of a merchant with the epoch of its winning claim; undefined when no cell holding claims claims it. */
   homeOf(tenant: string, merchant: string): MerchantHome | undefined;
+  /**
+   * For a merchant with no home (homeOf is undefined): the cell that claimed it when it left the
+   * cluster, by the same rule over the records of cells that left; undefined otherwise. A cell
+   * that stopped gracefully may come back with its disk, so its merchants wait for it.
+   */
+  departedHomeOf(tenant: string, merchant: string): MerchantHome | undefined;
   conflicts(): MerchantConflict[];
   onChange(listener: ChangeListener): () => void;
   onConflict(listener: ConflictListener): () => void;
@@ -358,6 +364,14 @@ export class Directory implements DirectoryView {
     return cellId === undefined ? undefined : { cellId, epoch: resolution!.epoch };
   }
 
+  departedHomeOf(tenant: string, merchant: string): MerchantHome | undefined {
+    const key = merchantKey(tenant, merchant);
+    if (this.resolve(key) !== undefined) return undefined;
+    const resolution = this.resolve(key, (cellId) => this.entries.get(cellId)?.liveness === 'left');
+    const cellId = resolution?.claimants[0];
+    return cellId === undefined ? undefined : { cellId, epoch: resolution!.epoch };
+  }
+
   /** Conflicts in force now, sorted by (tenant, merchant). */
   conflicts(): MerchantConflict[] {
     return [...this.conflictsByKey.values()].sort((a, b) =>
@@ -451,15 +465,18 @@ export class Directory implements DirectoryView {
     }
   }
 
-  /** The home of a merchant and the claims it overrules, by the rule in the class comment; undefined when nobody holds claims on it. */
-  private resolve(key: string): Resolution | undefined {
+  /**
+   * The home of a merchant and the claims it overrules, by the rule in the class comment, over the
+   * claims of the cells `counts` (by default those holding claims); undefined when none of them claims it.
+   */
+  private resolve(key: string, counts: (cellId: string) => boolean = this.holdsClaimsNow): Resolution | undefined {
     const claimants = this.merchants.get(key);
     if (claimants === undefined) return undefined;
     // Routing asks this for every cross-cell write: two passes over the claimants, no proofs checked unless needed.
     let lowest = Number.POSITIVE_INFINITY;
     let highest = Number.NEGATIVE_INFINITY;
     for (const [cellId, claim] of claimants.claims) {
-      if (!this.holdsClaimsNow(cellId)) continue;
+      if (!counts(cellId)) continue;
       if (claim.epoch < lowest) lowest = claim.epoch;
       if (claim.epoch > highest) highest = claim.epoch;
     }
@@ -467,7 +484,7 @@ export class Directory implements DirectoryView {
     let epoch = -1;
     let top: string[] = [];
     for (const [cellId, claim] of claimants.claims) {
-      if (claim.epoch < epoch || !this.holdsClaimsNow(cellId)) continue;
+      if (claim.epoch < epoch || !counts(cellId)) continue;
       if (claim.epoch !== lowest && !this.proofHolds(claimants, cellId, claim.epoch, claim.proof)) continue;
       if (claim.epoch > epoch) {
         epoch = claim.epoch;
@@ -477,17 +494,18 @@ export class Directory implements DirectoryView {
     }
     const unproven: UnprovenClaim[] = [];
     if (highest > epoch) {
-      for (const [cellId, claim] of claimants.claims) if (claim.epoch > epoch && this.holdsClaimsNow(cellId)) unproven.push({ cellId, epoch: claim.epoch });
+      for (const [cellId, claim] of claimants.claims) if (claim.epoch > epoch && counts(cellId)) unproven.push({ cellId, epoch: claim.epoch });
       unproven.sort((a, b) => compareStrings(a.cellId, b.cellId));
     }
     if (top.length > 1) top.sort(compareStrings);
     return { epoch, claimants: top, unproven };
   }
 
-  private holdsClaimsNow(cellId: string): boolean {
+  /** A property, so that resolve's default takes no closure per call (routing asks it for every cross-cell write). */
+  private readonly holdsClaimsNow = (cellId: string): boolean => {
     const entry = this.entries.get(cellId);
     return entry !== undefined && holdsClaims(entry.liveness);
-  }
+  };
 
   /**
    * Whether a proof lets the claim of `cellId` at `epoch` displace lower ones. A handover counts

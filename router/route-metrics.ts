@@ -4,14 +4,15 @@ import type { CounterChild, Metrics, Registered } from '../platform/metrics.js';
 export type RouteEndpoint = 'route' | 'connect';
 
 /**
- * How a route request ended: `routed` (answered with the home, or redirected there), `unknown`
- * (no serving home: unknown tenant, unknown merchant or a home that is down, one answer for
- * all), `rate_limited`, `invalid` (a malformed query) or `mesh_disabled` (a standalone cell).
+ * How a route request ended: `routed` (answered with the home, or redirected there), `fallback`
+ * (the home is down: answered with its fallback cell, leave-a-message mode), `unknown` (unknown
+ * tenant or merchant, or no live cell to fall back on, one answer for all), `rate_limited`,
+ * `invalid` (a malformed query) or `mesh_disabled` (a standalone cell).
  */
-export type RouteOutcome = 'routed' | 'unknown' | 'rate_limited' | 'invalid' | 'mesh_disabled';
+export type RouteOutcome = 'routed' | 'fallback' | 'unknown' | 'rate_limited' | 'invalid' | 'mesh_disabled';
 
 const ENDPOINTS: readonly RouteEndpoint[] = ['route', 'connect'];
-const OUTCOMES: readonly RouteOutcome[] = ['routed', 'unknown', 'rate_limited', 'invalid', 'mesh_disabled'];
+const OUTCOMES: readonly RouteOutcome[] = ['routed', 'fallback', 'unknown', 'rate_limited', 'invalid', 'mesh_disabled'];
 
 /** `cellmesh_route_requests_total{endpoint, outcome}`, on cells and routers alike. */
 export class RouteMetrics implements Registered {

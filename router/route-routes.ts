@@ -26,9 +26,9 @@ export interface RouteRoutesComponents {
 }
 
 /**
- * The one answer for "no serving home": an unknown tenant, an unknown merchant and a merchant
- * whose home is dead or left get these very bytes (status, code and message name neither), so
- * the front door cannot be used to list tenants or merchants.
+ * The one answer for "no route": an unknown tenant, an unknown merchant (and a merchant whose
+ * home is down when no live cell can take its customers) get these very bytes (status, code and
+ * message name neither), so the front door cannot be used to list tenants or merchants.
  */
 export const NO_ROUTE_MESSAGE = 'no serving cell for this tenant and merchant';
 
@@ -76,7 +76,7 @@ export function routeRoutes(components: RouteRoutesComponents): RouteModule {
       metrics.count(endpoint, 'unknown');
       throw new CellError(ErrorCode.MerchantUnknown, NO_ROUTE_MESSAGE);
     }
-    metrics.count(endpoint, 'routed');
+    metrics.count(endpoint, route.mode === undefined ? 'routed' : 'fallback');
     return route;
   };
 

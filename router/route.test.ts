@@ -40,6 +40,28 @@ describe('routeToMerchant', () => {
     expect(routeToMerchant(directory, 'mall', 'books')).toMatchObject({ cellId: 'a' });
   });
 
+  it('answers a merchant whose home is dead or left with its fallback cell, in leave-a-message mode, and the home', () => {
+    const directory = directoryOf();
+    directory.mergeRecord(record('c', 0), { nowMs: 0, heard: true });
+    directory.applyClaim('b', { kind: 'dead', incarnation: 0 }, 2);
+    const route = routeRequest(directory, { tenant: 'mall', merchant: 'tea' });
+    expect(route).toMatchObject({ tenant: 'mall', merchant: 'tea', epoch: 0, liveness: 'alive', mode: 'leave-a-message', home: { cellId: 'b', epoch: 0, liveness: 'dead' } });
+    // Among the live cells (the router and the dead home never), the same one on every ask.
+    expect(['a', 'c']).toContain(route!.cellId);
+    expect(route!.ws).toBe(`ws://${route!.cellId}.test/v1/ws`);
+    expect(routeRequest(directory, { tenant: 'mall', merchant: 'tea' })).toEqual(route);
+    // The home's own merchants are still routed home; unknown ones still get nothing.
+    expect(routeRequest(directory, { tenant: 'mall', merchant: 'books' })).toEqual(routeToMerchant(directory, 'mall', 'books'));
+    expect(routeRequest(directory, { tenant: 'mall', merchant: 'nobody' })).toBeUndefined();
+    // A home that left holding its merchant (a graceful stop) keeps it: the same fallback, naming it.
+    directory.mergeRecord(record('b', 1, { status: 'left', merchants: [claim('tea', 0)] }), { nowMs: 3, heard: true });
+    expect(routeRequest(directory, { tenant: 'mall', merchant: 'tea' })).toMatchObject({ cellId: route!.cellId, home: { cellId: 'b', liveness: 'left' } });
+    // With no live cell that takes devices, there is no route.
+    directory.applyClaim('a', { kind: 'dead', incarnation: 0 }, 4);
+    directory.mergeRecord(record('c', 1, { capacity: { maxDevices: 0 } }), { nowMs: 4, heard: true });
+    expect(routeRequest(directory, { tenant: 'mall', merchant: 'tea' })).toBeUndefined();
+  });
+
   it('takes customer and group without changing the answer (reserved for placement)', () => {
     const directory = directoryOf();
     expect(routeRequest(directory, { tenant: 'mall', merchant: 'books', customer: 'cu-1', group: 'sales' })).toEqual(routeToMerchant(directory, 'mall', 'books'));

@@ -1,5 +1,6 @@
 import { isServing, type DirectoryView, type Liveness } from '../mesh/directory.js';
 import { isRouterRecord, type CellRecord } from '../mesh/cell-record.js';
+import { fallbackCellOf } from '../mesh/fallback-cell.js';
 
 /**
  * Smart routing: which cell a device should connect to. A customer goes to the home cell of the
@@ -17,6 +18,14 @@ export interface Route {
   readonly ws: string;
   readonly http: string;
   readonly liveness: Liveness;
+  /**
+   * Present only when the merchant's home is down (dead, or left with its claims): the answer
+   * names its fallback cell (`cellId`, `ws`, `http`, `liveness` are the fallback's), where its
+   * customers leave messages that wait for the home (docs/routing.md, "A home cell that is down").
+   */
+  readonly mode?: 'leave-a-message';
+  /** With `mode`: the home that is down, the epoch of its claim (also `epoch` above) and its liveness. */
+  readonly home?: { readonly cellId: string; readonly epoch: number; readonly liveness: Liveness };
 }
 
 /** What a route request names; `customer` and `group` are reserved for placement and change nothing yet. */
@@ -29,7 +38,8 @@ export interface RouteRequest {
 
 /**
  * The route to a merchant's home cell, or undefined when nothing serving hosts it (unknown
- * tenant, unknown merchant, or a home that is dead or left: callers answer all three alike).
+ * tenant, unknown merchant, or a home that is dead or left; routeRequest answers the last with a
+ * fallback cell).
  * Synchronous and small: one lookup of the home, one of its record, one object.
  */
 export function routeToMerchant(directory: DirectoryView, tenant: string, merchant: string): Route | undefined {
@@ -41,9 +51,34 @@ export function routeToMerchant(directory: DirectoryView, tenant: string, mercha
   return { tenant, merchant, cellId: home.cellId, epoch: home.epoch, ws: endpoints.ws, http: endpoints.http, liveness: entry.liveness };
 }
 
-/** routeToMerchant for a whole request (see RouteRequest). */
+/**
+ * The answer to a route request: the merchant's serving home (routeToMerchant), or, when its
+ * home is down (dead, or left holding the merchant: either may come back with its disk), its
+ * fallback cell among the live cells (mesh/fallback-cell.ts) in leave-a-message mode; undefined
+ * for an unknown tenant or merchant, and when no live cell can take the customers.
+ */
 export function routeRequest(directory: DirectoryView, request: RouteRequest): Route | undefined {
-  return routeToMerchant(directory, request.tenant, request.merchant);
+  const { tenant, merchant } = request;
+  const route = routeToMerchant(directory, tenant, merchant);
+  if (route !== undefined) return route;
+  // Only the rare request for a merchant without a serving home goes on.
+  const home = directory.homeOf(tenant, merchant) ?? directory.departedHomeOf(tenant, merchant);
+  const homeEntry = home === undefined ? undefined : directory.get(home.cellId);
+  if (home === undefined || homeEntry === undefined || isServing(homeEntry.liveness)) return undefined;
+  const fallback = fallbackCellOf(directory, tenant, merchant);
+  if (fallback === undefined) return undefined;
+  const { endpoints } = fallback.record;
+  return {
+    tenant,
+    merchant,
+    cellId: fallback.record.cellId,
+    epoch: home.epoch,
+    ws: endpoints.ws,
+    http: endpoints.http,
+    liveness: fallback.liveness,
+    mode: 'leave-a-message',
+    home: { cellId: home.cellId, epoch: home.epoch, liveness: homeEntry.liveness },
+  };
 }
 
 /** One member as the admin API shows it: a cell, or a router (which hosts nothing). */

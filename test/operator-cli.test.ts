@@ -35,6 +35,9 @@ describe('cellmesh operator', () => {
     expect(placed.code).toBe(0);
     const placement = JSON.parse(placed.stdout) as SignedPlacement;
     expect(placement).toMatchObject({ tenant: 'mall', merchant: 'acme-shoes', cell: 'shops-b', epoch: 7, key: publicKey });
+    // A placement moves no data: the operator is told what stays behind.
+    expect(placed.stderr).toContain('warning: a placement moves no data. shops-b starts acme-shoes empty');
+    expect(placed.stderr).toContain('its conversations and their history');
     expect(placementVerifies(placement, [publicKey as string])).toBe(true);
     expect(placementVerifies({ ...placement, cell: 'shops-c' }, [publicKey as string])).toBe(false);
     expect(placementVerifies(placement, [])).toBe(false);

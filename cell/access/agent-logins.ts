@@ -36,7 +36,8 @@ export interface AgentLoginsComponents {
   hostsMerchant(tenant: string, merchant: string): boolean;
   /**
    * The answer to a merchant this cell does not host: MERCHANT_ELSEWHERE with its home when
-   * another serving cell hosts it (`CellCore.redirects.refusal`), else MERCHANT_NOT_HOSTED with `message`.
+   * another serving cell hosts it (`CellCore.redirects.refusal`), HOME_UNAVAILABLE while its home
+   * is down, else MERCHANT_NOT_HOSTED with `message`.
    */
   refuseMerchant(tenant: string, merchant: string, message: string): CellError;
   accessTokenTtlSeconds: number;

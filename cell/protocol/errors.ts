@@ -22,6 +22,11 @@ export const ErrorCode = {
    * (`cellId`, `ws`, `http`, `epoch`); connect (or send the request) there (docs/routing.md).
    */
   MerchantElsewhere: 'MERCHANT_ELSEWHERE',
+  /**
+   * The merchant's home cell is down (dead, or stopped still claiming it): its customers leave
+   * messages at a fallback cell, but its agents work only at the home; retry (docs/routing.md).
+   */
+  HomeUnavailable: 'HOME_UNAVAILABLE',
   SeqOutOfRange: 'SEQ_OUT_OF_RANGE',
   NotFound: 'NOT_FOUND',
   MethodNotAllowed: 'METHOD_NOT_ALLOWED',
@@ -113,6 +118,7 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   CONVERSATION_FORBIDDEN: 403,
   MERCHANT_NOT_HOSTED: 404,
   MERCHANT_ELSEWHERE: 421,
+  HOME_UNAVAILABLE: 503,
   SEQ_OUT_OF_RANGE: 400,
   NOT_FOUND: 404,
   METHOD_NOT_ALLOWED: 405,

@@ -14,3 +14,13 @@ export function operatingErrorOf(error: unknown): CellError | undefined {
   if (error instanceof StoreError) return new CellError(ErrorCode.StoreUnavailable, 'the store is unavailable; retry');
   return undefined;
 }
+
+/** RATE_LIMITED with the wait it asks for. */
+export function rateLimited(retryAfterMs: number): CellError {
+  return new CellError(ErrorCode.RateLimited, `slow down: retry in ${retryAfterMs} ms`, { retryAfterMs });
+}
+
+/** SHUTTING_DOWN, as a draining cell answers writes. */
+export function shuttingDown(): CellError {
+  return new CellError(ErrorCode.ShuttingDown, 'the cell is shutting down; resend after reconnecting');
+}

@@ -8,10 +8,11 @@ const A: MerchantHome = { cellId: 'a', ws: 'ws://a/v1/ws', http: 'http://a', epo
 const B = { ws: 'ws://b/v1/ws', http: 'http://b' };
 
 /** A directory as a cell's copy holds it: homes by merchant, endpoints by cell. */
-function directory(homes: Map<string, MerchantHome>): HomeDirectory {
+function directory(homes: Map<string, MerchantHome>, down: ReadonlySet<string> = new Set()): HomeDirectory {
   return {
     homeOf: (tenant, merchant) => homes.get(`${tenant}/${merchant}`),
     endpointsOf: (cellId) => (cellId === 'b' ? B : cellId === 'a' ? { ws: A.ws, http: A.http } : undefined),
+    homeIsDown: (tenant, merchant) => down.has(`${tenant}/${merchant}`),
   };
 }
 
@@ -44,6 +45,28 @@ describe('MerchantRedirects', () => {
     elsewhere.attach(directory(homes));
     expect(elsewhere.refusal('mall', 'm1', 'not here')).toMatchObject({ code: 'MERCHANT_ELSEWHERE', details: { home: A } });
     expect(elsewhere.refusal('mall', 'm9', 'not here').code).toBe('MERCHANT_NOT_HOSTED');
+  });
+
+  it('admits customers of a merchant whose home is down (to leave messages), refuses its agents with HOME_UNAVAILABLE, and sends the customers home once it serves', () => {
+    const homes = new Map<string, MerchantHome>();
+    const redirects = new MerchantRedirects('c');
+    redirects.attach(directory(homes, new Set(['mall/m1'])));
+    const hostsNothing = () => false;
+    expect(redirects.admitRouted({ tenant: 'mall', user: 'alice', role: 'customer', device: 'd', expiresAtMs: 1e15 }, 'm1', hostsNothing)).toBe('m1');
+    expect(() => redirects.admitRouted({ tenant: 'mall', user: 'bob', role: 'agent', merchant: 'm1', device: 'd', expiresAtMs: 1e15 }, undefined, hostsNothing)).toThrow(
+      expect.objectContaining({ code: 'HOME_UNAVAILABLE', details: { retryAfterMs: expect.any(Number) } }),
+    );
+    const left = device({ user: 'alice' }, 'm1');
+    const other = device({ user: 'carol' }, 'm2');
+    const sent: Array<[DeviceConnection, ServerFrame]> = [];
+    const send = (connection: DeviceConnection, frame: ServerFrame) => sent.push([connection, frame]);
+    // Still down: nobody moves.
+    redirects.redirectToServingHomes([left.connection, other.connection], new Set(['mall/m1', 'mall/m2']), send);
+    expect(sent).toEqual([]);
+    homes.set('mall/m1', A);
+    redirects.redirectToServingHomes([left.connection, other.connection], new Set(['mall/m1']), send);
+    expect(sent).toEqual([[left.connection, { t: 'error', code: 'MERCHANT_ELSEWHERE', message: expect.any(String), home: A }]]);
+    expect([left.port.closed?.code, other.port.closed]).toEqual([4307, undefined]);
   });
 
   it('redirects the connections routed for a moved merchant, and names the new home until its directory hears the claim', () => {

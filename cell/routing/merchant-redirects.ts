@@ -12,6 +12,8 @@ export interface HomeDirectory {
   homeOf(tenant: string, merchant: string): MerchantHome | undefined;
   /** The public endpoints a cell of the directory advertises; undefined for a cell it does not hold. */
   endpointsOf(cellId: string): { ws: string; http: string } | undefined;
+  /** Whether the merchant has a home that is down: dead, or left still claiming it (it may come back with its disk). */
+  homeIsDown(tenant: string, merchant: string): boolean;
 }
 
 /**
@@ -65,11 +67,35 @@ export class MerchantRedirects {
 
   /**
    * The refusal of a merchant this cell does not host: MERCHANT_ELSEWHERE with its home when
-   * another serving cell hosts it, otherwise MERCHANT_NOT_HOSTED with `notHostedMessage`.
+   * another serving cell hosts it, HOME_UNAVAILABLE (transient) while its home is down (its
+   * customers leave messages here, its agents wait for the home), otherwise MERCHANT_NOT_HOSTED
+   * with `notHostedMessage`.
    */
   refusal(tenant: string, merchant: string, notHostedMessage: string): CellError {
     const home = this.homeElsewhere(tenant, merchant);
-    return home === undefined ? new CellError(ErrorCode.MerchantNotHosted, notHostedMessage) : merchantElsewhere(merchant, home);
+    if (home !== undefined) return merchantElsewhere(merchant, home);
+    if (this.directory?.homeIsDown(tenant, merchant) === true) {
+      return new CellError(ErrorCode.HomeUnavailable, `the home cell of merchant ${merchant} is down; its agents work only there: retry once it is back`, { retryAfterMs: HOME_DOWN_RETRY_MS });
+    }
+    return new CellError(ErrorCode.MerchantNotHosted, notHostedMessage);
+  }
+
+  /**
+   * Merchants of `merchants` (`tenant/merchant` keys) got a serving home: it came back, or an
+   * operator re-homed them. The customers connected here routed for one of them that this cell
+   * does not host were admitted while it had none (leave-a-message mode): each gets the redirect
+   * and 4307, so that it continues at the home, where its client sends again, ahead of anything
+   * later, what it left queued here (the cmids make the copies in this cell's outbox harmless).
+   */
+  redirectToServingHomes(connections: Iterable<DeviceConnection>, merchants: ReadonlySet<string>, send: (connection: DeviceConnection, frame: ServerFrame) => void): void {
+    for (const connection of [...connections]) {
+      const { identity, routedFor } = connection;
+      if (connection.closed || identity.role !== 'customer' || routedFor === undefined || !merchants.has(`${identity.tenant}/${routedFor}`)) continue;
+      const home = this.homeElsewhere(identity.tenant, routedFor);
+      if (home === undefined) continue;
+      send(connection, errorFrameOf(merchantElsewhere(routedFor, home)));
+      connection.port.close(CloseCode.MerchantElsewhere, ErrorCode.MerchantElsewhere);
+    }
   }
 
   /**
@@ -93,6 +119,9 @@ export class MerchantRedirects {
     }
   }
 }
+
+/** How long a refusal for a home that is down tells the client to wait: about how long a restarted cell takes to rejoin. */
+const HOME_DOWN_RETRY_MS = 5_000;
 
 /** MERCHANT_ELSEWHERE: `merchant` lives in `home`; `details.home` carries it to the client. */
 export function merchantElsewhere(merchant: string, home: MerchantHome): CellError {
