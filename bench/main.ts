@@ -270,7 +270,8 @@ program
   .option('--merchants <n>', 'merchants, spread over the cells, chosen by Zipf popularity (s = 1)', integer(3, 10_000), 300)
   .option('--two-cell-share <x>', 'share of customers who also talk to a merchant on another cell', share, 0.05)
   .option('--messages-per-conversation <n>', 'messages each customer sends to each of its merchants', integer(1, 100), 1)
-  .option('--concurrency <n>', 'customers connecting and sending at once', integer(1, 2000), 200)
+  .option('--concurrency <n>', 'customers connected at once', integer(1, 2000), 300)
+  .option('--linger-ms <n>', 'each customer stays connected this long after its messages were confirmed', integer(0, 60_000), 1000)
   .option('--route-decisions <n>', 'route decisions timed one by one', integer(1, 10_000_000), 200_000)
   .option('--route-http-requests <n>', 'route requests over HTTP, one at a time', integer(1, 100_000), 2_000)
   .option('--follow-customers <n>', 'customers of the moved merchant connected during the move', integer(0, 10_000), 200)
@@ -289,6 +290,7 @@ program
       twoCellShare: raw['twoCellShare'] as number,
       messagesPerConversation: raw['messagesPerConversation'] as number,
       concurrency: raw['concurrency'] as number,
+      lingerMs: raw['lingerMs'] as number,
       routeDecisions: raw['routeDecisions'] as number,
       routeHttpRequests: raw['routeHttpRequests'] as number,
       followCustomers: raw['followCustomers'] as number,

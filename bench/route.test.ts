@@ -30,6 +30,7 @@ describe('route benchmark', () => {
         twoCellShare: 0.25,
         messagesPerConversation: 1,
         concurrency: 10,
+        lingerMs: 1000,
         routeDecisions: 2_000,
         routeHttpRequests: 30,
         followCustomers: 3,
@@ -50,6 +51,10 @@ describe('route benchmark', () => {
     expect(closure.messages.total).toBe(closure.messagesSent);
     expect(closure.connectionsOnHome).toBe(closure.connections);
     expect(closure.messages.relayed).toBe(0);
+    // The customers of two cells have a device on each: their messages are copied to the other.
+    expect(closure.twoCellCustomers).toBeGreaterThan(0);
+    expect(closure.messages.copied).toBeGreaterThan(0);
+    expect(closure.messages.inCell + closure.messages.copied).toBe(closure.messages.total);
     expect(report.inCellClosure).toBeGreaterThan(0);
     expect(report.inCellClosure).toBeLessThanOrEqual(1);
     expect(report.followMoveMs).not.toBeNull();

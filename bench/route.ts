@@ -25,6 +25,7 @@ import { SeededRandom } from '../platform/random.js';
 import { routeRequest } from '../router/route.js';
 import { BENCH_TENANT, BenchCluster, pollUntil, sleep, type BenchCell, type CellSpec } from './mesh-cluster.js';
 import { round, summarize, type SampleSummary } from './mesh-stats.js';
+import { readCpuSeconds, readSystemCpu } from './servers.js';
 import { BenchAgents, SessionWatch, eachLimited, openRoutedClient } from './route-devices.js';
 import { routeWorkload, type BenchCustomer, type RouteWorkload } from './route-workload.js';
 
@@ -36,6 +37,8 @@ export interface RouteBenchOptions {
   messagesPerConversation: number;
   /** Customers connecting and sending at once. */
   concurrency: number;
+  /** How long each customer stays connected after its messages were confirmed. */
+  lingerMs: number;
   routeDecisions: number;
   routeHttpRequests: number;
   /** Customers of the moved merchant connected during the move (its agent too). */
@@ -84,6 +87,8 @@ export interface RouteReport {
     sendsInCell: number | null;
     seconds: number;
     messagesPerSecond: number;
+    /** CPU used during the phase by this process (the SDK clients) and by the cells, and by other processes of the machine. */
+    cpuSeconds: { bench: number; cells: number; others: number };
   } | null;
   move: { merchant: string; from: string; to: string; devices: number; moveMs: number; followMs: SampleSummary; notFollowed: number } | null;
   outage: {
@@ -147,6 +152,43 @@ function closureBetween(before: ClosureSnapshot, after: ClosureSnapshot): Closur
     messages: { inCell, relayed: after.messages.relayed - before.messages.relayed, copied: after.messages.copied - before.messages.copied, total, inCellRatio: total === 0 ? null : inCell / total },
     conversations: { total: seen, crossed, inCell: seen - crossed, inCellRatio: seen === 0 ? null : (seen - crossed) / seen },
   };
+}
+
+/** CPU seconds of this process, of the cells and of everything else on the machine, from its creation on. */
+class PhaseCpu {
+  private readonly bench = process.cpuUsage();
+  private readonly cells: number;
+  private readonly others: number;
+
+  constructor(private readonly cluster: BenchCluster) {
+    this.cells = this.cellSeconds();
+    this.others = readSystemCpu(this.excluded()).otherProcessesSeconds;
+  }
+
+  seconds(): { bench: number; cells: number; others: number } {
+    const bench = process.cpuUsage(this.bench);
+    return {
+      bench: round((bench.user + bench.system) / 1e6, 1) ?? 0,
+      cells: round(this.cellSeconds() - this.cells, 1) ?? 0,
+      others: round(readSystemCpu(this.excluded()).otherProcessesSeconds - this.others, 1) ?? 0,
+    };
+  }
+
+  private excluded(): number[] {
+    return [process.pid, process.ppid, ...this.cluster.allPids];
+  }
+
+  private cellSeconds(): number {
+    let total = 0;
+    for (const pid of this.cluster.allPids) {
+      try {
+        total += readCpuSeconds(pid);
+      } catch {
+        // A cell that exited (killed in an earlier phase) has no /proc entry any more.
+      }
+    }
+    return total;
+  }
 }
 
 /** The running cluster of one benchmark run. */
@@ -276,6 +318,7 @@ async function closurePhase(
   let connections = 0;
   let connectionsOnHome = 0;
   const startedMs = performance.now();
+  const cpu = new PhaseCpu(cluster);
   const runCustomer = async (customer: BenchCustomer): Promise<void> => {
     // Indexed like the customer's merchants (clients[i] is routed for merchants[i]).
     const clients: Array<CellmeshClient | undefined> = [];
@@ -298,6 +341,9 @@ async function closurePhase(
         if (outcome.status === 'fulfilled') messagesSent++;
         else sendFailures++;
       }
+      // A customer reads the answer for a while: closing at once would hide her from the fan-out
+      // that follows each durable message, and overstate the closure.
+      await sleep(options.lingerMs);
     } catch {
       sendFailures += customer.merchants.length * options.messagesPerConversation;
     } finally {
@@ -311,6 +357,7 @@ async function closurePhase(
     if (done % 2000 === 0) log(`  ${done} customers done`);
   });
   const seconds = (performance.now() - startedMs) / 1000;
+  const cpuSeconds = cpu.seconds();
   await pollUntil(async () => agents.received - receivedBefore >= messagesSent, { intervalMs: 100, timeoutMs: DELIVERY_TIMEOUT_MS });
   // A message is counted once its copies to other cells were enqueued: wait for the last ones.
   let closure = closureBetween(before, await clusterClosure(cluster, routeCluster.cells));
@@ -335,6 +382,7 @@ async function closurePhase(
     sendsInCell: messages.total === 0 ? null : (messages.inCell + messages.copied) / messages.total,
     seconds: round(seconds, 1) ?? 0,
     messagesPerSecond: Math.round(messagesSent / Math.max(0.001, seconds)),
+    cpuSeconds,
   };
 }
 
@@ -399,11 +447,13 @@ async function outagePhase(routeCluster: RouteCluster, agents: BenchAgents, opti
     log(`  ${victim.spec.cellId} killed; ${dead === null ? 'not declared dead' : `dead after ${Math.round(dead - killedMs)} ms`}; customers send`);
     let sent = 0;
     let sendsRejected = 0;
+    const sentTo = new Map<string, number>();
     const settled: Array<Promise<unknown>> = [];
     for (let message = 0; message < perCustomer; message++) {
       for (const { client, conv } of customers) {
         if (sent >= options.outageMessages) break;
         sent++;
+        sentTo.set(conv, message + 1);
         settled.push(client.send(conv, `outage ${message}`).catch(() => sendsRejected++));
       }
     }
@@ -412,9 +462,8 @@ async function outagePhase(routeCluster: RouteCluster, agents: BenchAgents, opti
     await routeCluster.restart(victim.spec.cellId);
     log(`  ${victim.spec.cellId} restarted after ${downMs} ms down; waiting for the messages`);
     const restartedMs = performance.now();
-    const expected = (conv: string): number => Math.min(perCustomer, Math.max(0, options.outageMessages - customers.findIndex((customer) => customer.conv === conv)));
     const outageBodies = (conv: string): string[] => agents.recordedOf(conv).map((message) => message.body).filter((body) => body.startsWith('outage '));
-    await pollUntil(async () => customers.every(({ conv }) => new Set(outageBodies(conv)).size >= expected(conv)), { intervalMs: 100, timeoutMs: OUTAGE_DELIVERY_TIMEOUT_MS });
+    await pollUntil(async () => customers.every(({ conv }) => new Set(outageBodies(conv)).size >= (sentTo.get(conv) ?? 0)), { intervalMs: 100, timeoutMs: OUTAGE_DELIVERY_TIMEOUT_MS });
     const deliveryWaitMs = Math.round(performance.now() - restartedMs);
     let deliveredOnceInOrder = 0;
     let received = 0;
@@ -470,9 +519,10 @@ function goalsOf(report: Pick<RouteReport, 'routeP99Us' | 'inCellClosure' | 'fol
   };
 }
 
-export async function runRoute(options: RouteBenchOptions, log: Log = (line) => process.stderr.write(`${line}\n`)): Promise<RouteReport> {
+export async function runRoute(options: RouteBenchOptions, logLine: Log = (line) => process.stderr.write(`${line}\n`)): Promise<RouteReport> {
   const startedAt = new Date();
   const startedMs = performance.now();
+  const log: Log = (line) => logLine(`[${((performance.now() - startedMs) / 1000).toFixed(1)} s] ${line}`);
   const errors: string[] = [];
   const workload = routeWorkload({ cells: options.cells, merchants: options.merchants, customers: options.customers, twoCellShare: options.twoCellShare, zipfExponent: 1, seed: options.seed });
   const random = new SeededRandom(options.seed + 1);
@@ -519,6 +569,7 @@ export async function runRoute(options: RouteBenchOptions, log: Log = (line) => 
     log(`starting ${options.cells} cells with ${options.merchants} merchants`);
     await routeCluster.start(options.cells);
     router = await joinRouter(cluster, routeCluster);
+    log(`cluster formed; the router joined; connecting ${workload.merchants.length} agents`);
     await eachLimited(workload.merchants, 50, (merchant) => agents.open(cluster.secrets.tenantSecret, merchant, routeCluster.anyUrl(random)));
     await phase('decide', async () => {
       report.decide = decide(router!, workload, options.routeDecisions);
