@@ -25,7 +25,7 @@ import { SeededRandom } from '../platform/random.js';
 import { routeRequest } from '../router/route.js';
 import { BENCH_TENANT, BenchCluster, pollUntil, sleep, type BenchCell, type CellSpec } from './mesh-cluster.js';
 import { round, summarize, type SampleSummary } from './mesh-stats.js';
-import { readCpuSeconds, readSystemCpu } from './servers.js';
+import { readCpuSeconds } from './servers.js';
 import { BenchAgents, SessionWatch, eachLimited, openRoutedClient } from './route-devices.js';
 import { routeWorkload, type BenchCustomer, type RouteWorkload } from './route-workload.js';
 
@@ -87,8 +87,8 @@ export interface RouteReport {
     sendsInCell: number | null;
     seconds: number;
     messagesPerSecond: number;
-    /** CPU used during the phase by this process (the SDK clients) and by the cells, and by other processes of the machine. */
-    cpuSeconds: { bench: number; cells: number; others: number };
+    /** CPU used during the phase by this process (the SDK clients) and by the cells. */
+    cpuSeconds: { bench: number; cells: number };
   } | null;
   move: { merchant: string; from: string; to: string; devices: number; moveMs: number; followMs: SampleSummary; notFollowed: number } | null;
   outage: {
@@ -154,28 +154,18 @@ function closureBetween(before: ClosureSnapshot, after: ClosureSnapshot): Closur
   };
 }
 
-/** CPU seconds of this process, of the cells and of everything else on the machine, from its creation on. */
+/** CPU seconds of this process and of the cells from its creation on. */
 class PhaseCpu {
   private readonly bench = process.cpuUsage();
   private readonly cells: number;
-  private readonly others: number;
 
   constructor(private readonly cluster: BenchCluster) {
     this.cells = this.cellSeconds();
-    this.others = readSystemCpu(this.excluded()).otherProcessesSeconds;
   }
 
-  seconds(): { bench: number; cells: number; others: number } {
+  seconds(): { bench: number; cells: number } {
     const bench = process.cpuUsage(this.bench);
-    return {
-      bench: round((bench.user + bench.system) / 1e6, 1) ?? 0,
-      cells: round(this.cellSeconds() - this.cells, 1) ?? 0,
-      others: round(readSystemCpu(this.excluded()).otherProcessesSeconds - this.others, 1) ?? 0,
-    };
-  }
-
-  private excluded(): number[] {
-    return [process.pid, process.ppid, ...this.cluster.allPids];
+    return { bench: round((bench.user + bench.system) / 1e6, 1) ?? 0, cells: round(this.cellSeconds() - this.cells, 1) ?? 0 };
   }
 
   private cellSeconds(): number {
