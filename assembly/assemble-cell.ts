@@ -387,6 +387,7 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
   const stopPublishingLoad = (): void => loadTimer.cancel();
 
   metrics.collectCrossCellStats(() => core.crossCellStats());
+  metrics.collectClosure(() => core.closure());
   const merchantClaims = meshMerchantClaims(mesh, cell.claims);
   cell.catalogue.attachClaims(catalogueClaimsOf(mesh, cell.claims));
   // A merchant moving in may bring its tenant, which this cell then serves before hosting it.

@@ -4,6 +4,7 @@ import { newestSigningKey } from '../cell/access/token-minter.js';
 import { signingKeysOf } from '../cell/access/tokens.js';
 import { adminPeopleRoutes } from '../cell/access/admin-people-routes.js';
 import { adminCatalogueRoutes } from '../cell/access/admin-catalogue-routes.js';
+import { adminClosureRoutes } from '../cell/access/admin-closure-routes.js';
 import { adminCustomerRoutes } from '../cell/access/admin-customer-routes.js';
 import { CustomerData, customerDataHostOf } from '../cell/customer-data.js';
 import { AccessServer, type ClusterApi } from '../cell/access/uws-server.js';
@@ -135,6 +136,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
             settings: config.logins,
           }),
           attachmentRoutes({ core, attachments, clock, tenantOf: (tenant) => catalogue.tenantConfig(tenant) }),
+          adminClosureRoutes({ cellId: config.cell.id, closure: () => core.closure(), adminTokens }),
           routeRoutes({ directory: () => meshDirectory, standalone: config.mesh === undefined, clock, settings: config.routing, metrics: new RouteMetrics(metricsPort) }),
         ],
       });

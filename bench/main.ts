@@ -5,6 +5,7 @@
  *   mesh      a cluster of cell processes: convergence, join, failure detection, location, cross-cell delivery
  *   hot-path  CPU and GC time per message through the cell core and LevelDB in one process (no sockets)
  *   assign    the decisions of one merchant's service desk in memory (cell/desk)
+ *   route     smart routing on real cell processes: the decision, HTTP routes, in-cell closure, following a move, an outage
  *
  * Progress goes to stderr; the report to stdout (with `--json`, exactly one JSON object).
  */
@@ -253,6 +254,53 @@ program
       report.durableAssignPerSec = report.durable.durableAssignPerSec;
     }
     process.stdout.write(raw['json'] === true ? `${JSON.stringify(report)}\n` : `${describeAssign(report)}\n`);
+  });
+
+function share(value: string): number {
+  const parsed = Number(value);
+  if (!(parsed >= 0 && parsed <= 1)) throw new InvalidArgumentError('must be a number from 0 to 1');
+  return parsed;
+}
+
+program
+  .command('route')
+  .description('smart routing on a cluster of real cell processes: route decisions, route requests over HTTP, in-cell closure of a Zipf workload, following a move, messages sent during an outage of the home')
+  .option('--cells <n>', 'cell processes', integer(3, 8), 3)
+  .option('--customers <n>', 'customers, each with one client in route mode per merchant it talks to', integer(1, 100_000), 10_000)
+  .option('--merchants <n>', 'merchants, spread over the cells, chosen by Zipf popularity (s = 1)', integer(3, 10_000), 300)
+  .option('--two-cell-share <x>', 'share of customers who also talk to a merchant on another cell', share, 0.05)
+  .option('--messages-per-conversation <n>', 'messages each customer sends to each of its merchants', integer(1, 100), 1)
+  .option('--concurrency <n>', 'customers connected at once', integer(1, 2000), 300)
+  .option('--linger-ms <n>', 'each customer stays connected this long after its messages were confirmed', integer(0, 60_000), 1000)
+  .option('--route-decisions <n>', 'route decisions timed one by one', integer(1, 10_000_000), 200_000)
+  .option('--route-http-requests <n>', 'route requests over HTTP, one at a time', integer(1, 100_000), 2_000)
+  .option('--follow-customers <n>', 'customers of the moved merchant connected during the move', integer(0, 10_000), 200)
+  .option('--outage-customers <n>', 'customers writing to the merchant whose home is killed', integer(1, 1000), 10)
+  .option('--outage-messages <n>', 'messages they send while it is dead', integer(1, 10_000), 50)
+  .option('--seed <n>', 'seed of the workload', integer(0, 2 ** 31 - 1), 1)
+  .option('--max-seconds <n>', 'bound on the whole run; everything is stopped after it', integer(30, 3600), 300)
+  .option('--json', 'print exactly one JSON object on stdout')
+  .action(async (raw: Record<string, unknown>) => {
+    ensureDescriptors((raw['concurrency'] as number) * 2 + (raw['merchants'] as number) + (raw['followCustomers'] as number) + FD_SLACK);
+    const { runRoute, describeRoute } = await import('./route.js');
+    const report = await runRoute({
+      cells: raw['cells'] as number,
+      customers: raw['customers'] as number,
+      merchants: raw['merchants'] as number,
+      twoCellShare: raw['twoCellShare'] as number,
+      messagesPerConversation: raw['messagesPerConversation'] as number,
+      concurrency: raw['concurrency'] as number,
+      lingerMs: raw['lingerMs'] as number,
+      routeDecisions: raw['routeDecisions'] as number,
+      routeHttpRequests: raw['routeHttpRequests'] as number,
+      followCustomers: raw['followCustomers'] as number,
+      outageCustomers: raw['outageCustomers'] as number,
+      outageMessages: raw['outageMessages'] as number,
+      seed: raw['seed'] as number,
+      maxSeconds: raw['maxSeconds'] as number,
+    });
+    process.stdout.write(raw['json'] === true ? `${JSON.stringify(report)}\n` : `${describeRoute(report)}\n`);
+    process.exitCode = report.errors.length === 0 ? 0 : 1;
   });
 
 await program.parseAsync(process.argv);

@@ -102,7 +102,14 @@ export class BenchCluster {
   readonly allPids = new Set<number>();
   private destroyed = false;
 
-  constructor(readonly timings: Readonly<Record<string, number>>) {
+  /**
+   * `timings` override the LAN membership timings on every cell; `extraSections` are further
+   * top-level sections of every cell's config (the route benchmark raises `routing`'s limits).
+   */
+  constructor(
+    readonly timings: Readonly<Record<string, number>>,
+    private readonly extraSections: Readonly<Record<string, unknown>> = {},
+  ) {
     installCleanupHooks();
     this.root = mkdtempSync(join(tmpdir(), 'cellmesh-bench-mesh-'));
     this.secrets = {
@@ -134,6 +141,7 @@ export class BenchCluster {
       admin: { token: this.secrets.adminToken },
       shutdownGraceSeconds: 5,
       log: { level: 'warn' },
+      ...this.extraSections,
     };
     const configPath = join(directory, 'cell.json');
     writeFileSync(configPath, JSON.stringify(config, null, 2));

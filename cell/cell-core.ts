@@ -287,6 +287,9 @@ export class CellCore {
     return this.relay?.stats();
   }
 
+  /** The in-cell closure of the messages hosted here (docs/routing.md); undefined for a standalone cell. */
+  closure(): ReturnType<CrossCellRelay['closure']> | undefined { return this.relay?.closure(); }
+
   /** Answers a frame the access layer refused before parsing (too large, binary); it counts like any frame. */
   refuse(connection: DeviceConnection, error: CellError): void {
     if (connection.closed) return;

@@ -1,5 +1,6 @@
 import type { Counter, CounterChild, Gauge, Histogram, LabelledCounter, Metrics } from '../platform/metrics.js';
 import { DeskMetrics, type DeskSnapshot } from './desk/desk-metrics.js';
+import type { ClosureSnapshot } from './messaging/closure-counts.js';
 
 /** Latency buckets in seconds, from 100 µs to 2.5 s: chat acks live in the low milliseconds. */
 const LATENCY_BUCKETS_SECONDS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
@@ -87,6 +88,39 @@ export class CellMetrics {
       },
       (emit) => {
         for (const [event, value] of Object.entries(stats() ?? {})) emit({ event }, value);
+      },
+    );
+  }
+
+  /**
+   * Exposes the in-cell closure of the messages this cell hosts (docs/routing.md, "In-cell
+   * closure"), read from `closure` at each scrape: `cellmesh_closure_messages_total{path}`
+   * (`in_cell`, `relayed`, `copied`), `cellmesh_closure_conversations_total` and
+   * `cellmesh_closure_crossed_conversations_total`.
+   */
+  collectClosure(closure: () => ClosureSnapshot | undefined): void {
+    this.metrics.collectedCounter(
+      { name: 'cellmesh_closure_messages_total', help: 'Messages made durable in their home cell since start, by whether they crossed a cell boundary (path).', labelNames: ['path'] },
+      (emit) => {
+        const messages = closure()?.messages;
+        if (messages === undefined) return;
+        emit({ path: 'in_cell' }, messages.inCell);
+        emit({ path: 'relayed' }, messages.relayed);
+        emit({ path: 'copied' }, messages.copied);
+      },
+    );
+    this.metrics.collectedCounter(
+      { name: 'cellmesh_closure_conversations_total', help: 'Conversations hosted here with a message since start.', labelNames: [] },
+      (emit) => {
+        const conversations = closure()?.conversations;
+        if (conversations !== undefined) emit({}, conversations.total);
+      },
+    );
+    this.metrics.collectedCounter(
+      { name: 'cellmesh_closure_crossed_conversations_total', help: 'Conversations hosted here with a message since start that crossed a cell boundary.', labelNames: [] },
+      (emit) => {
+        const conversations = closure()?.conversations;
+        if (conversations !== undefined) emit({}, conversations.crossed);
       },
     );
   }

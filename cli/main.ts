@@ -174,6 +174,9 @@ withAdmin(program.command('audit').description('list the audit log of a cell\'s 
   .option('--after <id>', 'continue after this entry (what the previous page printed after "more:")')
   .action(lazy(async () => (await import('./people-command.js')).runAuditCommand));
 
+withAdmin(program.command('closure').description('the in-cell closure of a cluster: the share of messages and conversations that never crossed a cell boundary, per cell and summed (docs/routing.md)'))
+  .action(lazy(async () => (await import('./closure-command.js')).runClosureCommand));
+
 const customers = program.command('customers').description('export or erase everything of one customer, through a cell\'s admin API (docs/operations.md)');
 
 /** A command about one customer of a tenant. */

@@ -571,6 +571,26 @@ describe('cross-cell conversations over a memory network', () => {
     expect((await cluster.stored('a', CONV)).map((message) => message.body)).toEqual(['first']);
   });
 
+  it("counts each message's closure once, at its home: in cell, relayed from another cell, or copied to one", async () => {
+    await threeCells();
+    const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });
+    const carol = await cluster.connect('b', 'carol');
+    carol.frame({ op: 'send', conv: 'shop:carol', cmid: 'k1', body: 'next door' });
+    const alice = await cluster.connect('a', 'alice');
+    alice.frame({ op: 'send', conv: CONV, cmid: 'a1', body: 'from afar' });
+    await cluster.until(() => agent.pushed('shop:carol').length === 1 && alice.of('sent').length === 1);
+    // The agent's answer is written at the home and copied to alice's cell.
+    agent.frame({ op: 'send', conv: CONV, cmid: 'b1', body: 'hello alice' });
+    await cluster.until(() => alice.pushed(CONV).length === 1);
+    await cluster.until(() => cluster.cell('b').core.closure()?.messages.total === 3);
+    expect(cluster.cell('b').core.closure()).toEqual({
+      messages: { inCell: 1, relayed: 1, copied: 1, total: 3, inCellRatio: 1 / 3 },
+      conversations: { total: 2, crossed: 1, inCell: 1, inCellRatio: 0.5 },
+    });
+    // The access cell made nothing durable as a home: its mirror copies are not counted again.
+    expect(cluster.cell('a').core.closure()?.messages.total).toBe(0);
+  });
+
   it('gives a customer with devices on two access cells everything on both', async () => {
     await threeCells();
     const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });

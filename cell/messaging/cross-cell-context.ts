@@ -10,6 +10,7 @@ import { CellError, ErrorCode } from '../protocol/errors.js';
 import { clusterErrorCode, type ClusterPort } from './cluster-port.js';
 import type { ConversationLog } from './conversation-log.js';
 import { crossCellEntry, type CrossCellEntry } from './cross-cell-wire.js';
+import { ClosureCounts } from './closure-counts.js';
 import type { CrossCellHost, CrossCellParts, CrossCellSettings, CrossCellStats } from './cross-cell-settings.js';
 import type { RemoteFanOutStats } from './remote-fan-out.js';
 
@@ -29,6 +30,8 @@ export class CrossCellContext {
   readonly host: CrossCellHost;
   readonly settings: CrossCellSettings;
   readonly counts: CrossCellCounts = { relayedSends: 0, mirroredMessages: 0, historyPagesServed: 0, entriesDropped: 0, goneHints: 0, refreshFailures: 0, repairedMessages: 0 };
+  /** The in-cell closure of the messages this cell hosts (counted by the home side). */
+  readonly closure = new ClosureCounts();
 
   constructor(init: CrossCellContextInit) {
     this.cluster = init.cluster;

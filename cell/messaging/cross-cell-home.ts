@@ -15,7 +15,7 @@ export class CrossCellHome {
   /** Sends being appended here for another cell, by relayedSendKey: that cell gets the message back. */
   private readonly origins = new Map<string, string>();
   /** The fan-out (to the origin, among others) of each such send once durable. */
-  private readonly originTasks = new Map<string, Promise<void>>();
+  private readonly originTasks = new Map<string, Promise<unknown>>();
   /** Desk requests applied here, by origin and request, with the desk's refusal (null: applied); oldest first. */
   private readonly deskAnswers = new Map<string, CellError | null>();
 
@@ -31,7 +31,16 @@ export class CrossCellHome {
     const key = relayedSendKey(tenant, message.conv, conversationParty(message.conv, message.role, message.from), message.cmid);
     const origin = this.origins.get(key);
     const task = this.fanOut.message(tenant, message, origin);
-    if (origin !== undefined) this.originTasks.set(key, task);
+    const { closure } = this.context;
+    if (origin !== undefined) {
+      this.originTasks.set(key, task);
+      closure.count(tenant, message.conv, 'relayed');
+      return;
+    }
+    task.then(
+      (cells) => closure.count(tenant, message.conv, cells > 0 ? 'copied' : 'in_cell'),
+      () => closure.count(tenant, message.conv, 'copied'),
+    );
   }
 
   /** The read cursor of `party` (a party id) of a conversation hosted here moved: on to the customer's other cells. */

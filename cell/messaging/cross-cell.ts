@@ -7,6 +7,7 @@
 import type { Identity } from '../access/tokens.js';
 import { parseConversationId, type ChatMessage, type ConsultationView, type Role } from '../protocol/frames.js';
 import type { ClusterForwardedEntry } from './cluster-port.js';
+import type { ClosureSnapshot } from './closure-counts.js';
 import { ConversationMirror } from './conversation-mirror.js';
 import { CrossCellAccess, type RelaySender } from './cross-cell-access.js';
 import { CrossCellContext } from './cross-cell-context.js';
@@ -79,6 +80,11 @@ export class CrossCellRelay {
 
   stats(): Readonly<CrossCellStats> {
     return { ...this.context.counts, ...this.fanOut.stats() };
+  }
+
+  /** The in-cell closure of the messages this (home) cell made durable since it started. */
+  closure(): ClosureSnapshot {
+    return this.context.closure.snapshot();
   }
 
   /** The cell hosting the merchant when it is another cell of the cluster; undefined otherwise. */

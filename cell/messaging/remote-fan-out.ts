@@ -101,33 +101,34 @@ export class RemoteFanOut {
 
   /**
    * Sends a durable message to the customer's other cells, and to `origin` when given.
-   * Resolves once enqueued; rejects only when the origin's enqueue failed.
+   * Resolves once enqueued, with the number of other cells it was for (the in-cell closure
+   * counts it); rejects only when the origin's enqueue failed.
    */
-  message(tenant: string, message: ChatMessage, origin?: string): Promise<void> {
+  message(tenant: string, message: ChatMessage, origin?: string): Promise<number> {
     return this.fanOut(tenant, message.conv, { v: 1, kind: 'message', tenant, message }, origin, true);
   }
 
   /** Sends a message back to the access cell that relayed it (a resend whose seq was known); no locate. */
-  toOrigin(tenant: string, message: ChatMessage, origin: string): Promise<void> {
+  toOrigin(tenant: string, message: ChatMessage, origin: string): Promise<number> {
     return this.fanOut(tenant, message.conv, { v: 1, kind: 'message', tenant, message }, origin, false);
   }
 
   /** Sends a moved read cursor (of `reader`, a party of the conversation) to the customer's other cells; never rejects. */
   receipt(tenant: string, conv: string, reader: Party, seq: number): Promise<void> {
     const payload: CrossCellEntry = { v: 1, kind: 'receipt', tenant, conv, user: reader.user, role: reader.role, seq };
-    return this.fanOut(tenant, conv, payload, undefined, true).catch(() => undefined);
+    return settled(this.fanOut(tenant, conv, payload, undefined, true));
   }
 
   /** Sends the customer's changed consultation (its `consultation` frame) to the customer's other cells; never rejects. */
   consultation(tenant: string, view: ConsultationView): Promise<void> {
     const payload: CrossCellEntry = { v: 1, kind: 'consultation', tenant, conv: view.conv, view };
-    return this.fanOut(tenant, view.conv, payload, undefined, true).catch(() => undefined);
+    return settled(this.fanOut(tenant, view.conv, payload, undefined, true));
   }
 
   /** Tells the customer's other cells that an agent is typing in `conv`; never rejects. */
   typing(tenant: string, conv: string, agent: string): Promise<void> {
     const payload: CrossCellEntry = { v: 1, kind: 'typing', tenant, conv, user: agent, role: 'agent' };
-    return this.fanOut(tenant, conv, payload, undefined, true).catch(() => undefined);
+    return settled(this.fanOut(tenant, conv, payload, undefined, true));
   }
 
   /**
@@ -135,13 +136,14 @@ export class RemoteFanOut {
    * fanned out before it (the system message of a close reaches the device before its `ok`).
    * Rejects when the enqueue failed.
    */
-  answer(tenant: string, payload: CrossCellEntryOf<'desk-answer'>, origin: string): Promise<void> {
-    return this.fanOut(tenant, payload.conv, payload, origin, false);
+  async answer(tenant: string, payload: CrossCellEntryOf<'desk-answer'>, origin: string): Promise<void> {
+    await this.fanOut(tenant, payload.conv, payload, origin, false);
   }
 
-  private fanOut(tenant: string, conv: string, payload: CrossCellEntry, origin: string | undefined, locate: boolean): Promise<void> {
+  /** Resolves with the number of other cells the entry was for. */
+  private fanOut(tenant: string, conv: string, payload: CrossCellEntry, origin: string | undefined, locate: boolean): Promise<number> {
     const customer = parseConversationId(conv)?.customer;
-    if (customer === undefined) return Promise.resolve();
+    if (customer === undefined) return Promise.resolve(0);
     const task = this.serializer.run(`${tenant}/${conv}`, async () => {
       const located = locate ? await this.locate(tenant, customer) : [];
       if (origin !== undefined && locate) this.cluster.remember(tenant, customer, origin);
@@ -167,6 +169,7 @@ export class RemoteFanOut {
         this.logger.warn({ err: outcome.reason, code: clusterErrorCode(outcome.reason), cell, conv }, 'cross-cell entry not enqueued; the cell backfills later');
       });
       if (originFailure !== undefined) throw originFailure;
+      return cells.length;
     });
     task.catch((error: unknown) => {
       if (clusterErrorCode(error) === 'SERIALIZER_FULL') {
@@ -197,4 +200,12 @@ export class RemoteFanOut {
       return [];
     }
   }
+}
+
+/** Resolves when `task` settles, whatever its outcome (for the hints that never reject). */
+function settled(task: Promise<unknown>): Promise<void> {
+  return task.then(
+    () => undefined,
+    () => undefined,
+  );
 }
