@@ -78,6 +78,17 @@ describe('the simulator', () => {
     }
   });
 
+  it('delivers to a customer that switched cells what was stored after the switch (moves seed 10, desk seeds 1 and 42)', async () => {
+    // Moves seed 10 and desk seed 42: a customer followed its merchant to a cell that held no copy of
+    // its conversation with another merchant, whose home went on sending to the old cell. Desk seed 1:
+    // an agent's client in route mode stopped on MERCHANT_NOT_HOSTED from a cell that was not home yet.
+    const moves = join(import.meta.dirname, 'scenarios', 'moves.yaml');
+    for (const [file, seed] of [[moves, 10], [DESK, 42], [DESK, 1]] as const) {
+      const report = await runSimulation({ scenario: loadScenario(file), seed, scenarioFile: file });
+      expect(report.violationExamples, report.replay).toEqual([]);
+    }
+  });
+
   it('holds every invariant while disks fail reads and writes and stall, and answers what they fail STORE_UNAVAILABLE', async () => {
     // The small scenario, with two disk faults of its timeline: cells 0 and 1 early, the others later.
     const diskFaults = [

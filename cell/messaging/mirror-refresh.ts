@@ -107,11 +107,22 @@ export class MirrorRefresh {
   }
 
   /**
-   * For HTTP reads of a user with no device here: brings the mirror of `conv` (or all the user's
-   * mirrors) up to date first, as far as the home cells answer in time.
+   * Before a read of `conv` (or of all the user's conversations). For a user with no device here
+   * (HTTP reads): brings the mirrors up to date first, as far as the home cells answer in time.
+   * For a device here asking about a conversation this cell holds no copy of: fetches it, and
+   * makes this cell a follower of the customer at its home.
    */
   async freshen(identity: Identity, conv?: { conv: string; home: string }): Promise<void> {
-    if (identity.role !== 'customer' || this.freshUsers.has(`${identity.tenant}/${identity.user}`)) return;
+    if (identity.role !== 'customer') return;
+    if (this.freshUsers.has(`${identity.tenant}/${identity.user}`)) {
+      // A device here asks about a conversation this cell holds no copy of: the customer came
+      // from another cell (it followed a move, or was sent back home), and the home cell may not
+      // know yet that it is here. The copy is fetched, and the home told to send the rest here.
+      if (conv !== undefined && (await this.context.store.get(keys.customerConversation(identity.tenant, identity.user, conv.conv))) === undefined) {
+        await this.refreshConversation(identity.tenant, conv.conv, conv.home, true);
+      }
+      return;
+    }
     if (conv === undefined) {
       await this.refreshUser(identity.tenant, identity.user, false);
       return;
