@@ -97,6 +97,8 @@ export interface RouteReport {
     customers: number;
     sent: number;
     sendsRejected: number;
+    /** Sends answered `queued` (durable at a fallback cell) before the home was restarted. */
+    queuedAtFallback: number;
     deliveredOnceInOrder: number;
     received: number;
     duplicates: number;
@@ -427,6 +429,9 @@ async function outagePhase(routeCluster: RouteCluster, agents: BenchAgents, opti
       await client.send(conv, 'before the outage');
       customers.push({ client, conv });
     }
+    // A send answered `queued` is durable at a fallback cell (leave-a-message mode) while the home is down.
+    let queuedWhileDown = 0;
+    for (const { client } of customers) client.on('queued', () => queuedWhileDown++);
     const killedMs = performance.now();
     victim.kill('SIGKILL');
     await victim.exited;
@@ -448,6 +453,7 @@ async function outagePhase(routeCluster: RouteCluster, agents: BenchAgents, opti
       }
     }
     await sleep(OUTAGE_DOWN_MS);
+    const queuedBeforeRestart = queuedWhileDown;
     const downMs = Math.round(performance.now() - killedMs);
     await routeCluster.restart(victim.spec.cellId);
     log(`  ${victim.spec.cellId} restarted after ${downMs} ms down; waiting for the messages`);
@@ -486,6 +492,7 @@ async function outagePhase(routeCluster: RouteCluster, agents: BenchAgents, opti
       customers: customers.length,
       sent,
       sendsRejected,
+      queuedAtFallback: queuedBeforeRestart,
       deliveredOnceInOrder,
       received,
       duplicates,
@@ -606,7 +613,7 @@ export function describeRoute(report: RouteReport): string {
     `  routeHttpP99Ms   ${report.routeHttpP99Ms ?? 'n/a'}   (p50 ${round(report.http?.ms.p50, 2) ?? 'n/a'} ms, ${report.http?.failed ?? 0} failed)`,
     `  inCellClosure    ${report.inCellClosure ?? 'n/a'}${verdict('inCellClosure')}   (messages: ${report.closure?.messages.inCell ?? 0} in cell, ${report.closure?.messages.relayed ?? 0} relayed, ${report.closure?.messages.copied ?? 0} copied; conversations in cell: ${round(report.closure?.conversations.inCellRatio, 4) ?? 'n/a'})`,
     `  followMoveMs     ${report.followMoveMs ?? 'n/a'}${verdict('followMoveMs')}   (${report.move?.devices ?? 0} devices, move took ${report.move?.moveMs ?? 'n/a'} ms)`,
-    `  outageDelivered  ${report.outageDelivered ?? 'n/a'}${verdict('outageDelivered')}   (${report.outage?.deliveredOnceInOrder ?? 0} of ${report.outage?.sent ?? 0} once and in order, ${report.outage?.duplicates ?? 0} duplicates)`,
+    `  outageDelivered  ${report.outageDelivered ?? 'n/a'}${verdict('outageDelivered')}   (${report.outage?.deliveredOnceInOrder ?? 0} of ${report.outage?.sent ?? 0} once and in order, ${report.outage?.duplicates ?? 0} duplicates, ${report.outage?.queuedAtFallback ?? 0} queued at a fallback while the home was down)`,
   ];
   if (report.errors.length > 0) lines.push('errors:', ...report.errors.map((error) => `  ${error}`));
   return lines.join('\n');
