@@ -18,7 +18,7 @@
 import { cpus, totalmem } from 'node:os';
 import { startRouter, type RunningRouter } from '../assembly/process-router.js';
 import { parseRouterConfig } from '../assembly/router-config.js';
-import type { ClosureSnapshot } from '../cell/messaging/closure-counts.js';
+import { sumClosures, type ClosureSnapshot } from '../cell/messaging/closure-counts.js';
 import type { CellmeshClient } from '../client/index.js';
 import { silentLogger } from '../platform/logger.js';
 import { SeededRandom } from '../platform/random.js';
@@ -122,26 +122,9 @@ function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
 
-function emptyClosure(): ClosureSnapshot {
-  return { messages: { inCell: 0, relayed: 0, copied: 0, total: 0, inCellRatio: null }, conversations: { total: 0, crossed: 0, inCell: 0, inCellRatio: null } };
-}
-
 /** The closure counters of every running cell, summed (each message is counted by its home only). */
 async function clusterClosure(cluster: BenchCluster, cells: readonly BenchCell[]): Promise<ClosureSnapshot> {
-  const snapshots = await Promise.all(cells.map((cell) => cluster.adminGet<ClosureSnapshot>(cell, '/v1/admin/closure')));
-  const sum = emptyClosure();
-  const messages = { ...sum.messages };
-  const conversations = { ...sum.conversations };
-  for (const snapshot of snapshots) {
-    messages.inCell += snapshot.messages.inCell;
-    messages.relayed += snapshot.messages.relayed;
-    messages.copied += snapshot.messages.copied;
-    messages.total += snapshot.messages.total;
-    conversations.total += snapshot.conversations.total;
-    conversations.crossed += snapshot.conversations.crossed;
-    conversations.inCell += snapshot.conversations.inCell;
-  }
-  return { messages, conversations };
+  return sumClosures(await Promise.all(cells.map((cell) => cluster.adminGet<ClosureSnapshot>(cell, '/v1/admin/closure'))));
 }
 
 /** `after - before`, with the ratios of the difference. */

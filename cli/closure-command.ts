@@ -1,3 +1,4 @@
+import { sumClosures, type ClosureCounted } from '../cell/messaging/closure-counts.js';
 import { adminCall, printJson, type AdminOptions } from './admin-call.js';
 import { messageWithCauses } from './cli-errors.js';
 
@@ -8,10 +9,8 @@ import { messageWithCauses } from './cli-errors.js';
  * home cell only. A cell that cannot be read is listed and left out of the sum.
  */
 
-interface ClosureAnswer {
+interface ClosureAnswer extends ClosureCounted {
   cellId: string;
-  messages: { inCell: number; relayed: number; copied: number; total: number };
-  conversations: { total: number; crossed: number };
 }
 
 interface MemberView {
@@ -19,30 +18,6 @@ interface MemberView {
   role?: 'cell' | 'router';
   liveness: string;
   endpoints: { http: string };
-}
-
-export interface ClosureTotals {
-  messages: { inCell: number; relayed: number; copied: number; total: number; inCellRatio: number | null };
-  conversations: { total: number; crossed: number; inCell: number; inCellRatio: number | null };
-}
-
-/** The sum of the cells' answers, with its ratios (null before the first message). */
-export function sumClosures(answers: readonly ClosureAnswer[]): ClosureTotals {
-  const messages = { inCell: 0, relayed: 0, copied: 0, total: 0 };
-  const conversations = { total: 0, crossed: 0 };
-  for (const answer of answers) {
-    messages.inCell += answer.messages.inCell;
-    messages.relayed += answer.messages.relayed;
-    messages.copied += answer.messages.copied;
-    messages.total += answer.messages.total;
-    conversations.total += answer.conversations.total;
-    conversations.crossed += answer.conversations.crossed;
-  }
-  const inCell = conversations.total - conversations.crossed;
-  return {
-    messages: { ...messages, inCellRatio: messages.total === 0 ? null : messages.inCell / messages.total },
-    conversations: { ...conversations, inCell, inCellRatio: conversations.total === 0 ? null : inCell / conversations.total },
-  };
 }
 
 const SERVING = new Set(['alive', 'suspect', 'leaving']);

@@ -38,6 +38,31 @@ export interface ClosureSnapshot {
   };
 }
 
+/** What a cell's counts add up from (its `GET /v1/admin/closure` answer carries more). */
+export interface ClosureCounted {
+  readonly messages: { readonly inCell: number; readonly relayed: number; readonly copied: number; readonly total: number };
+  readonly conversations: { readonly total: number; readonly crossed: number };
+}
+
+/** The counts of several cells summed, with the ratios of the sum (each message is counted by its home only). */
+export function sumClosures(counts: readonly ClosureCounted[]): ClosureSnapshot {
+  const messages = { inCell: 0, relayed: 0, copied: 0, total: 0 };
+  const conversations = { total: 0, crossed: 0 };
+  for (const count of counts) {
+    messages.inCell += count.messages.inCell;
+    messages.relayed += count.messages.relayed;
+    messages.copied += count.messages.copied;
+    messages.total += count.messages.total;
+    conversations.total += count.conversations.total;
+    conversations.crossed += count.conversations.crossed;
+  }
+  const inCell = conversations.total - conversations.crossed;
+  return {
+    messages: { ...messages, inCellRatio: messages.total === 0 ? null : messages.inCell / messages.total },
+    conversations: { ...conversations, inCell, inCellRatio: conversations.total === 0 ? null : inCell / conversations.total },
+  };
+}
+
 /** Default bound of the conversations remembered (about 100 bytes each). */
 export const MAX_CLOSURE_CONVERSATIONS = 100_000;
 
