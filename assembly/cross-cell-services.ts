@@ -55,7 +55,7 @@ export async function startCrossCellServices(init: CrossCellServicesInit): Promi
   const { cellId, core, transport, directory, clock, random, store, metrics } = init;
   const cellOfPeer = (peer: string): string | undefined => directory.cellOfPeer(peer);
   const location = new LocationService(
-    { transport, clock, random, cellId, cellOfPeer, localUsers: (tenant, users) => core.localUsers(tenant, users), metrics },
+    { transport, clock, random, cellId, cellOfPeer, localUsers: (tenant, users, asker) => core.localUsers(tenant, users, asker), metrics },
     init.location,
   );
   const maxEntryBytes = 2 * init.maxFrameBytes;

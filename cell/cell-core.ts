@@ -275,11 +275,12 @@ export class CellCore {
   }
 
   /**
-   * The customers of `customerIds` with a device connected here (the mesh's location queries
-   * ask this). Only customers are ever located: agents work in their merchant's home cell.
+   * The customers of `customerIds` with a device here (the mesh's location queries ask; agents
+   * work at their home only) that wants the conversations homed at `askerCellId` (merchant-redirects.ts).
    */
-  localUsers(tenant: string, customerIds: readonly string[]): string[] {
-    return customerIds.filter((customer) => this.presence.deviceCount(customerPrincipal(tenant, customer)) > 0);
+  localUsers(tenant: string, customerIds: readonly string[], askerCellId?: string): string[] {
+    const wants = (device: DeviceConnection): boolean => askerCellId === undefined || this.redirects.wantsConversationsOf(tenant, device.routedFor, askerCellId);
+    return customerIds.filter((customer) => [...this.presence.devicesOf(customerPrincipal(tenant, customer))].some(wants));
   }
 
   /** Counters of cross-cell conversations; undefined for a standalone cell. */

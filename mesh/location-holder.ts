@@ -11,7 +11,11 @@ export interface LocationHolderComponents {
   readonly clock: Clock;
   readonly cellId: string;
   readonly cellOfPeer: (peer: PeerId) => string | undefined;
-  readonly localUsers: (tenant: string, userIds: readonly string[]) => readonly string[] | Promise<readonly string[]>;
+  /**
+   * The users of `userIds` with a device here that wants conversations homed at `askerCellId`
+   * (a device routed for another merchant does not: docs/routing.md, "In-cell closure").
+   */
+  readonly localUsers: (tenant: string, userIds: readonly string[], askerCellId: string) => readonly string[] | Promise<readonly string[]>;
   /** Whether the location service runs; queries heard while it does not are not answered. */
   readonly running: () => boolean;
 }
@@ -129,7 +133,7 @@ export class LocationHolder {
     try {
       for (const [tenant, userIds] of byTenant) {
         const asked = new Set(userIds);
-        for (const userId of await this.components.localUsers(tenant, userIds)) {
+        for (const userId of await this.components.localUsers(tenant, userIds, query.fromCellId)) {
           // Only users that were asked for, each once: a presence callback cannot widen the answer.
           if (asked.delete(userId)) held.push({ tenant, userId });
         }

@@ -117,7 +117,8 @@ export interface LocationComponents {
    * The subset of `userIds` of `tenant` that have at least one device connected to this cell
    * (from the cell's presence registry). Must be quick; it runs for every query heard.
    */
-  readonly localUsers: (tenant: string, userIds: readonly string[]) => readonly string[] | Promise<readonly string[]>;
+  /** The users of `userIds` with a device here that wants conversations homed at `askerCellId` (location-holder.ts). */
+  readonly localUsers: (tenant: string, userIds: readonly string[], askerCellId: string) => readonly string[] | Promise<readonly string[]>;
   /** Where the metrics go; nowhere when omitted (the counters stay readable through `stats()`). */
   readonly metrics?: Metrics | undefined;
 }

@@ -36,6 +36,17 @@ function device(identity: Partial<Identity>, routedFor: string | undefined): { c
 }
 
 describe('MerchantRedirects', () => {
+  it('tells which devices want the conversations homed at a cell: unrouted ones all, routed ones their merchant\'s', () => {
+    const redirects = new MerchantRedirects('b');
+    redirects.attach(directory(new Map([['mall/m1', A]])));
+    expect(redirects.wantsConversationsOf('mall', undefined, 'c')).toBe(true);
+    expect(redirects.wantsConversationsOf('mall', 'm1', 'a')).toBe(true);
+    // Routed for m1, homed at a: the home of another merchant (cell c) gets no copy sent here.
+    expect(redirects.wantsConversationsOf('mall', 'm1', 'c')).toBe(false);
+    // A merchant whose home the directory does not name: counted as wanted.
+    expect(redirects.wantsConversationsOf('mall', 'm9', 'c')).toBe(true);
+  });
+
   it('answers MERCHANT_ELSEWHERE with the home only for a serving home elsewhere', () => {
     const homes = new Map([['mall/m1', A]]);
     const here = new MerchantRedirects('a');

@@ -38,6 +38,18 @@ export class MerchantRedirects {
     this.directory = directory;
   }
 
+  /**
+   * Whether a customer's device routed for `routedFor` (undefined: routed for no merchant) wants
+   * the conversations homed at `cellId`: an unrouted one wants all, a routed one only its
+   * merchant's. A merchant whose home the directory does not name (down, or unknown yet) counts
+   * as wanted: a copy too many is harmless, one too few is not.
+   */
+  wantsConversationsOf(tenant: string, routedFor: string | undefined, cellId: string): boolean {
+    if (routedFor === undefined) return true;
+    const home = this.directory?.homeOf(tenant, routedFor);
+    return home === undefined || home.cellId === cellId;
+  }
+
   /** The serving home of `merchant` when it is another cell; undefined when unknown, not serving, or this cell. */
   homeElsewhere(tenant: string, merchant: string): MerchantHome | undefined {
     const home = this.directory?.homeOf(tenant, merchant);
