@@ -34,7 +34,7 @@ function logOn(store: MemoryStore, onDurable: ConstructorParameters<typeof Conve
 /** A store whose writes fail while `failing`, and can be held back until released. */
 class FlakyStore extends MemoryStore {
   failing = false;
-  private held: Array<() => void> | undefined;
+  private held: Array<(fail: boolean) => void> | undefined;
 
   hold(): void {
     this.held = [];
@@ -44,17 +44,20 @@ class FlakyStore extends MemoryStore {
     return this.held?.length ?? 0;
   }
 
-  release(): void {
+  /** Lets the held writes land, or (`fail`) fails them. */
+  release(fail = false): void {
     const held = this.held ?? [];
     this.held = undefined;
-    for (const land of held) land();
+    for (const land of held) land(fail);
   }
 
   override write(ops: readonly StoreOp[]): Promise<void> {
     if (this.failing) return Promise.reject(new StoreError('injected write failure'));
     const held = this.held;
     if (held === undefined) return super.write(ops);
-    return new Promise<void>((resolve, reject) => held.push(() => void super.write(ops).then(resolve, reject)));
+    return new Promise<void>((resolve, reject) =>
+      held.push((fail) => (fail ? reject(new StoreError('injected write failure')) : void super.write(ops).then(resolve, reject))),
+    );
   }
 }
 
@@ -99,6 +102,28 @@ describe('ConversationLog invariants', () => {
     await expect(log.mirror(TENANT, CONV, [message(1), message(3)], [])).rejects.toThrow(InvariantError);
     expect((await log.conversation(TENANT, CONV)).durableSeq).toBe(0);
     expect(await store.get(keys.message(TENANT, CONV, 1))).toBeUndefined();
+  });
+
+  it("refuses with a failed write the appends its senders queued behind it, so that a retry keeps each sender's order", async () => {
+    const store = new FlakyStore();
+    await store.open();
+    const log = logOn(store);
+    await log.conversation(TENANT, CONV);
+    store.hold();
+    const send = (from: string, role: 'customer' | 'agent', cmid: string) => log.append({ tenant: TENANT, conv: CONV, from, role, device: 'd', cmid, body: cmid });
+    const first = send('alice', 'customer', 'a1');
+    await until(() => store.heldWrites === 1, 'the first write to be under way');
+    // Queued behind it: alice's next message, and the agent's.
+    const second = send('alice', 'customer', 'a2');
+    const agents = send('bob', 'agent', 'b1');
+    store.release(true);
+    await expect(first).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+    await expect(second).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+    // Another sender's message is not held back by alice's failure.
+    expect((await agents).message.seq).toBe(1);
+    // Alice retries in her order.
+    expect((await send('alice', 'customer', 'a1')).message.seq).toBe(2);
+    expect((await send('alice', 'customer', 'a2')).message.seq).toBe(3);
   });
 
   it('refuses a mirror write while an append to the conversation is being written', async () => {

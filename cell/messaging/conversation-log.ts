@@ -412,8 +412,7 @@ export class ConversationLog {
         batches = await this.answerStoredResends(states, queuedByState);
       } catch (error) {
         const failure = new CellError(ErrorCode.StoreUnavailable, 'the store could not be read; retry', { cause: String(error) });
-        for (const queued of queuedByState) for (const pending of queued) pending.reject(failure);
-        this.finishBatch(states);
+        this.failBatch(states, queuedByState, failure);
         continue;
       }
       const written = states.map((state, index) => this.sequence(state, batches[index]!));
@@ -424,8 +423,7 @@ export class ConversationLog {
         const failure = new CellError(ErrorCode.StoreUnavailable, 'the store could not make the message durable; retry', {
           cause: String(error),
         });
-        for (const batch of batches) for (const pending of batch) pending.reject(failure);
-        this.finishBatch(states);
+        this.failBatch(states, batches, failure);
         continue;
       }
       states.forEach((state, index) => this.applyDurable(state, batches[index]!, written[index]!));
@@ -489,6 +487,25 @@ export class ConversationLog {
       this.options.onDurable(state.tenant, message, firstOfConversation && index === 0, batch[index]!.request.context);
       batch[index]!.resolve({ message, duplicate: false });
     });
+  }
+
+  /**
+   * A batch could not be written: its appends are refused, and so are the appends their senders
+   * queued behind them meanwhile. Those would otherwise be stored before the refused ones come
+   * back, out of the order the sender wrote them (a client retries its refused sends in order).
+   */
+  private failBatch(states: readonly ConversationState[], batches: readonly PendingAppend[][], failure: CellError): void {
+    states.forEach((state, index) => {
+      const batch = batches[index]!;
+      if (batch.length === 0) return;
+      const senders = new Set(batch.map(({ request }) => conversationParty(request.conv, request.role, request.from)));
+      for (const pending of batch) pending.reject(failure);
+      const behind = state.queue.filter(({ request }) => senders.has(conversationParty(request.conv, request.role, request.from)));
+      if (behind.length === 0) return;
+      state.queue.splice(0, state.queue.length, ...state.queue.filter((pending) => !behind.includes(pending)));
+      for (const pending of behind) pending.reject(failure);
+    });
+    this.finishBatch(states);
   }
 
   /** The write of `states` ended: those with more queued are ready again. */
