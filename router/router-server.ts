@@ -82,16 +82,9 @@ export class RouterServer {
   /** Listens on the configured address; resolves with the port (the one the OS chose for port 0). */
   async listen(): Promise<number> {
     const { host, port } = this.init;
-    return new Promise<number>((resolve, reject) => {
-      listenExclusively(this.app, host, port, (socket) => {
-        if (socket === false) {
-          reject(new Error(`cannot listen on ${host}:${port} (in use or not permitted)`));
-          return;
-        }
-        this.listenSocket = socket;
-        resolve(uWS.us_socket_local_port(socket as unknown as uWS.us_socket));
-      });
-    });
+    const listening = await listenExclusively(this.app, host, port);
+    this.listenSocket = listening.socket;
+    return listening.port;
   }
 
   /** Stops accepting connections and unregisters the metrics (a successor may register them again). Idempotent. */

@@ -138,17 +138,9 @@ export class AccessServer {
    */
   async listen(): Promise<number> {
     const { host, port } = this.options;
-    await new Promise<void>((resolve, reject) => {
-      listenExclusively(this.app, host, port, (socket) => {
-        if (socket === false) {
-          reject(new Error(`cannot listen on ${host}:${port} (in use or not permitted)`));
-          return;
-        }
-        this.listenSocket = socket;
-        this.boundPort = uWS.us_socket_local_port(socket as unknown as uWS.us_socket);
-        resolve();
-      });
-    });
+    const listening = await listenExclusively(this.app, host, port);
+    this.listenSocket = listening.socket;
+    this.boundPort = listening.port;
     return this.boundPort;
   }
 
@@ -396,8 +388,13 @@ function listParameter(query: URLSearchParams, name: string): string[] | undefin
 const LIBUS_LISTEN_EXCLUSIVE_PORT = (uWS as unknown as { LIBUS_LISTEN_EXCLUSIVE_PORT: number }).LIBUS_LISTEN_EXCLUSIVE_PORT;
 
 /** Listens without SO_REUSEPORT: a second server on a busy port fails instead of sharing it. */
-export function listenExclusively(app: uWS.TemplatedApp, host: string, port: number, callback: (socket: uWS.us_listen_socket | false) => void): void {
+export function listenExclusively(app: uWS.TemplatedApp, host: string, port: number): Promise<{ socket: uWS.us_listen_socket; port: number }> {
   const listen = app.listen.bind(app) as unknown as (host: string, port: number, options: number, callback: (socket: uWS.us_listen_socket | false) => void) => void;
-  listen(host, port, LIBUS_LISTEN_EXCLUSIVE_PORT, callback);
+  return new Promise((resolve, reject) => {
+    listen(host, port, LIBUS_LISTEN_EXCLUSIVE_PORT, (socket) => {
+      if (socket === false) reject(new Error(`cannot listen on ${host}:${port} (in use or not permitted)`));
+      else resolve({ socket, port: uWS.us_socket_local_port(socket as unknown as uWS.us_socket) });
+    });
+  });
 }
 
