@@ -7,6 +7,7 @@
  *   new RedisStore({ url: redis.url, ... });
  *   await redis.kill('SIGKILL'); await redis.restart();  // same port, same directory
  *   await redis.stop();                              // final: ends it and removes the directory
+ *   await startRedisServer({ replicaOfPort: redis.port });  // a replica, for WAIT
  *
  * By default the server keeps the durable ack of the Store port: `appendonly yes` with
  * `appendfsync always` (Redis fsyncs the AOF before it replies), no RDB snapshots, bound to
@@ -29,6 +30,8 @@ export interface RedisServerOptions {
   save?: string;
   /** Renames CONFIG away, as managed Redis services do (default false). */
   disableConfigCommand?: boolean;
+  /** Starts a replica of the server on this port (`replicaof 127.0.0.1 <port>`). */
+  replicaOfPort?: number;
 }
 
 export interface RedisServer {
@@ -130,6 +133,7 @@ function serverArguments(port: number, dir: string, options: RedisServerOptions)
     '--save', options.save ?? '',
   ];
   if (options.disableConfigCommand === true) args.push('--rename-command', 'CONFIG', '');
+  if (options.replicaOfPort !== undefined) args.push('--replicaof', '127.0.0.1', String(options.replicaOfPort));
   return args;
 }
 

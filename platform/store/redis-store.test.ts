@@ -174,6 +174,38 @@ describe.skipIf(skipReason !== undefined)(`RedisStore${skipReason === undefined 
     });
   });
 
+  describe('with a replica', () => {
+    it('acknowledges a write once the replica holds it (WAIT), and fails it when the replica is gone', async () => {
+      const primary = await server();
+      const replica = await server({ replicaOfPort: primary.port });
+      const client = clientOf(primary);
+      await client.connect();
+      await eventually(async () => {
+        // Online: done with its first full synchronisation, from then on counted by WAIT.
+        if (!/^slave0:.*state=online/m.test(await client.info('replication'))) throw new Error('the replica is not online yet');
+      });
+
+      // Writes that do not wait for the replica are refused: a failover could lose them.
+      const unwaited: unknown = await storeOn(primary).open().catch((error: unknown) => error);
+      expect(((unwaited as StoreError).cause as Error).message).toMatch(/has 1 replica\(s\) but writes do not wait for them/);
+
+      const prefix = freshPrefix();
+      const store = storeOn(primary, { keyPrefix: prefix, waitReplicas: 1, waitTimeoutMs: 200 });
+      await store.open();
+      await store.write([{ type: 'put', key: 'k', value: 'on both' }]);
+      const onReplica = clientOf(replica);
+      await onReplica.connect();
+      expect(await onReplica.hlen(`${prefix}values`)).toBe(1);
+
+      await replica.kill('SIGKILL');
+      // The primary notices the replica's end when its socket closes.
+      await eventually(async () => {
+        if (!/^connected_slaves:0/m.test(await client.info('replication'))) throw new Error('the primary still counts the replica');
+      });
+      await expect(store.write([{ type: 'put', key: 'k', value: 'primary only' }])).rejects.toThrow(/reached 0 of 1 replicas within 200 ms/);
+    });
+  });
+
   describe('when Redis goes away', () => {
     it('fails writes at once with StoreError while it is down, and works again once it is back', async () => {
       const redis = await server();
