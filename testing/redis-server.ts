@@ -54,6 +54,12 @@ const DEFAULT_BINARY = '/usr/bin/redis-server';
 const READY_TIMEOUT_MS = 10_000;
 const LOG_TAIL_CHARS = 4_000;
 
+/** Servers still running, killed when the test process exits so that none outlives a failed run. */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
 function binaryPath(): string {
   return process.env['CELLMESH_REDIS_SERVER'] ?? DEFAULT_BINARY;
 }
@@ -84,12 +90,18 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
   const launch = async (): Promise<void> => {
     const spawned = spawn(binaryPath(), args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     child = spawned;
+    running.add(spawned);
     const append = (chunk: Buffer): void => {
       log = (log + chunk.toString('utf8')).slice(-LOG_TAIL_CHARS);
     };
     spawned.stdout!.on('data', append);
     spawned.stderr!.on('data', append);
-    exited = new Promise((resolve) => spawned.once('exit', () => resolve()));
+    exited = new Promise((resolve) =>
+      spawned.once('exit', () => {
+        running.delete(spawned);
+        resolve();
+      }),
+    );
     await waitForPong(port, spawned, () => log);
   };
 
@@ -131,6 +143,8 @@ function serverArguments(port: number, dir: string, options: RedisServerOptions)
     '--appendonly', options.appendonly === false ? 'no' : 'yes',
     '--appendfsync', options.appendfsync ?? 'always',
     '--save', options.save ?? '',
+    // A replica's first synchronisation starts at once, not after Redis's default 5 s wait.
+    '--repl-diskless-sync-delay', '0',
   ];
   if (options.disableConfigCommand === true) args.push('--rename-command', 'CONFIG', '');
   if (options.replicaOfPort !== undefined) args.push('--replicaof', '127.0.0.1', String(options.replicaOfPort));
