@@ -70,6 +70,16 @@ describe.skipIf(skipReason !== undefined)(`RedisStore${skipReason === undefined 
     expect((await client.keys('cellmesh:c1:*')).sort()).toEqual(['cellmesh:c1:index', 'cellmesh:c1:values']);
   });
 
+  it('takes a write, a getMany and a range of 50 000 keys in one piece (more arguments than a call may spread)', async () => {
+    const store = storeOn(shared);
+    await store.open();
+    const keys = Array.from({ length: 50_000 }, (_, index) => `big/${String(index).padStart(6, '0')}`);
+    await store.write(keys.map((key): StoreOp => ({ type: 'put', key, value: key })));
+    expect(await store.getMany(keys)).toEqual(keys);
+    const entries = await store.range({ gte: 'big/', lt: 'big0', limit: 200_000 });
+    expect(entries.map(([key]) => key)).toEqual(keys);
+  });
+
   describe('fencing', () => {
     const fenceKey = 'lease:merchant-1';
     let token: string | undefined;
