@@ -197,6 +197,9 @@ describe.skipIf(skipReason !== undefined)(`RedisStore${skipReason === undefined 
         if (!/^slave0:.*state=online/m.test(await client.info('replication'))) throw new Error('the replica is not online yet');
       });
 
+      const onTheReplica: unknown = await storeOn(replica).open().catch((error: unknown) => error);
+      expect(((onTheReplica as StoreError).cause as Error).message).toMatch(/is a replica \(role slave\).*fix: point store\.redis\.url at the primary/);
+
       // Writes that do not wait for the replica are refused: a failover could lose them.
       const unwaited: unknown = await storeOn(primary).open().catch((error: unknown) => error);
       expect(((unwaited as StoreError).cause as Error).message).toMatch(/has 1 replica\(s\) but writes do not wait for them/);
