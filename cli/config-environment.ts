@@ -54,7 +54,7 @@ const SERVICE_LINK_VALUE = /^(tcp|udp|sctp):\/\/[^/]+:\d+$/;
 
 /**
  * Refuses a `CELLMESH_*` variable that no option of the command reads: a misspelt one
- * (`CELLMESH_PROT`) would otherwise leave the default in force without a word, as an unknown
+ * (PROT for PORT) would otherwise leave the default in force without a word, as an unknown
  * key of the file would.
  */
 export function refuseUnknownVariables(command: string, env: NodeJS.ProcessEnv, commandOptions: readonly CommandOption[], options: readonly ConfigOption[]): void {
@@ -70,6 +70,7 @@ export function refuseUnknownVariables(command: string, env: NodeJS.ProcessEnv, 
     const nearest = nearestKey(name, known);
     return `${name} is not a variable of cellmesh ${command}${nearest === undefined ? '' : ` (did you mean ${nearest}?)`}`;
   });
-  const advice = 'unset it or correct its name; docs/operations.md lists every variable';
-  throw new ConfigError(lines.length === 1 ? `${lines[0]}: ${advice}` : `unknown environment variables (${advice}):\n${lines.map((line) => `  ${line}`).join('\n')}`);
+  const listed = 'docs/operations.md lists every variable';
+  if (lines.length === 1) throw new ConfigError(`${lines[0]}: unset it or correct its name; ${listed}`);
+  throw new ConfigError(`unknown environment variables (unset them or correct their names; ${listed}):\n${lines.map((line) => `  ${line}`).join('\n')}`);
 }
