@@ -8,7 +8,7 @@ import { listenOptions, meshOptions, ROUTING_OPTIONS, SHUTDOWN_AND_LOG_OPTIONS }
  */
 export const CELL_OPTIONS: readonly ConfigOption[] = [
   option('cell.id', 'string', '`cell-1`', 'this cell\'s id; in a mesh, lowercase letters, digits and dashes'),
-  ...listenOptions(7400, 'the WebSocket and HTTP server'),
+  ...listenOptions(7400, 'address of the WebSocket and HTTP server; a pod sets its own (see "Cells as pods"); a wildcard (`0.0.0.0`) in a mesh needs `mesh.advertise`'),
   option('store.kind', 'string', '`level`', '`level` (LevelDB) or `memory` (tests, demos: nothing survives a restart)', { name: 'store' }),
   option('store.directory', 'string', '`./data/<cell id>`', 'the LevelDB directory; setting it implies `store.kind` `level`', { name: 'data-dir', implies: { 'store.kind': 'level' } }),
   option('store.sync', 'boolean', '`true`', 'fsync every group-committed batch; off survives kill -9, not power loss', { name: 'sync' }),

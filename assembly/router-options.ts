@@ -8,7 +8,7 @@ import { listenOptions, meshOptions, ROUTING_OPTIONS, SHUTDOWN_AND_LOG_OPTIONS }
  */
 export const ROUTER_OPTIONS: readonly ConfigOption[] = [
   option('router.id', 'string', '`router-1`', 'unique among cells and routers; lowercase letters, digits and dashes'),
-  ...listenOptions(7600, 'route requests and redirects are served'),
+  ...listenOptions(7600, 'address route requests and redirects are served on; a wildcard (`0.0.0.0`) needs `mesh.advertise.http`'),
   ...SHUTDOWN_AND_LOG_OPTIONS,
   ...ROUTING_OPTIONS,
   ...meshOptions({ defaultText: 'required', description: 'libp2p addresses of running cells, at least one' }, [

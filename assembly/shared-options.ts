@@ -3,9 +3,9 @@ import { option, type ConfigOption } from './config-options.js';
 
 /** The options a cell and a router share with the same names and defaults: listening, logs, the mesh, routing. */
 
-export function listenOptions(defaultPort: number, what: string): ConfigOption[] {
+export function listenOptions(defaultPort: number, hostDescription: string): ConfigOption[] {
   return [
-    option('listen.host', 'string', '`127.0.0.1`', `address ${what} listens on; \`0.0.0.0\` (every interface) only with the advertised URLs set (see "Cells as pods")`, { name: 'host' }),
+    option('listen.host', 'string', '`127.0.0.1`', hostDescription, { name: 'host' }),
     option('listen.port', 'number', `\`${defaultPort}\``, 'its port; 0 picks a free one', { name: 'port' }),
   ];
 }
