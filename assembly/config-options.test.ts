@@ -68,4 +68,9 @@ describe('withGivenValues', () => {
     ]);
     expect(message).not.toContain('short-secret');
   });
+
+  it('says which variable made a section whose required setting is missing', () => {
+    const { merged, sourceOf } = withGivenValues({ tenants: [{ id: 'mall', secret: SECRET }] }, [givenByEnvironment(byPath('mesh.timings.probeIntervalMs'), '250')]);
+    expect(() => parseCellConfig(merged, sourceOf)).toThrow('invalid cell config: CELLMESH_MESH_TIMINGS_PROBE_INTERVAL_MS=250 made the mesh section: mesh.clusterSecret: must be set');
+  });
 });

@@ -109,7 +109,12 @@ export function withGivenValues(raw: Record<string, unknown>, given: readonly Gi
   }
   const sourceOf: ValueSource = (path) => {
     const text = pathText(path.filter((segment) => typeof segment === 'string'));
-    return given.find((value) => text === value.option.path || text.startsWith(`${value.option.path}.`))?.source;
+    const exact = given.find((value) => text === value.option.path || text.startsWith(`${value.option.path}.`));
+    if (exact !== undefined) return exact.source;
+    // A setting the section needs, missing because a variable made the section (a mesh timing without the cluster secret).
+    const section = String(path[0]);
+    const maker = raw[section] === undefined ? given.find((value) => value.option.path.startsWith(`${section}.`)) : undefined;
+    return maker === undefined ? undefined : `${maker.source} made the ${section} section`;
   };
   return { merged, sourceOf };
 }
