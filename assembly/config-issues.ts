@@ -1,20 +1,45 @@
 import { z } from 'zod';
 
 /**
- * Turns zod's issues about a config into lines an operator can act on: each names the setting
- * by its path, and an unknown key (a typo, usually) comes with the nearest known sibling.
+ * Where the value at a config path came from when not from the file: a flag or an environment
+ * variable, as the operator wrote it (`CELLMESH_PORT=abc`), so the error names what to fix.
  */
-export function configIssueLines(schema: z.ZodType, raw: unknown, issues: readonly z.core.$ZodIssue[]): string[] {
+export type ValueSource = (path: readonly PropertyKey[]) => string | undefined;
+
+/**
+ * Turns zod's issues about a config into lines an operator can act on: each names the setting
+ * by its path (and the flag or variable that set it, if one did), and an unknown key (a typo,
+ * usually) comes with the nearest known sibling.
+ */
+export function configIssueLines(schema: z.ZodType, raw: unknown, issues: readonly z.core.$ZodIssue[], sourceOf: ValueSource = () => undefined): string[] {
   const lines: string[] = [];
+  const from = (path: readonly PropertyKey[]): string => {
+    const source = sourceOf(path);
+    return source === undefined ? '' : `${source}: `;
+  };
   for (const issue of issues) {
     if (issue.code === 'unrecognized_keys') {
       const known = knownKeysAt(schema, issue.path, raw);
-      for (const key of issue.keys) lines.push(unknownKeyLine([...issue.path, key], known));
+      for (const key of issue.keys) lines.push(`${from([...issue.path, key])}${unknownKeyLine([...issue.path, key], known)}`);
     } else {
-      lines.push(`${pathText(issue.path) || '(root)'}: ${issue.message}`);
+      lines.push(`${from(issue.path)}${pathText(issue.path) || '(root)'}: ${messageOf(issue, raw)}`);
     }
   }
   return lines;
+}
+
+/** zod's own words for a value of the wrong type ("Invalid input: expected number, received string"), said for an operator. */
+function messageOf(issue: z.core.$ZodIssue, raw: unknown): string {
+  if (issue.code !== 'invalid_type' || !issue.message.startsWith('Invalid input:')) return issue.message;
+  if (valueAt(raw, issue.path) === undefined) return 'must be set';
+  const wanted: Record<string, string> = { number: 'must be a number', int: 'must be an integer', boolean: 'must be true or false', string: 'must be a string', array: 'must be a list', object: 'must be a section of settings' };
+  return wanted[issue.expected] ?? issue.message;
+}
+
+function valueAt(raw: unknown, path: readonly PropertyKey[]): unknown {
+  let value = raw;
+  for (const segment of path) value = typeof value === 'object' && value !== null ? (value as Record<PropertyKey, unknown>)[segment] : undefined;
+  return value;
 }
 
 function unknownKeyLine(path: readonly PropertyKey[], known: readonly string[]): string {
@@ -26,7 +51,7 @@ function unknownKeyLine(path: readonly PropertyKey[], known: readonly string[]):
 }
 
 /** `tenants[0].secret` style: array indexes in brackets, keys joined by dots. */
-function pathText(path: readonly PropertyKey[]): string {
+export function pathText(path: readonly PropertyKey[]): string {
   return path.map((segment, index) => (typeof segment === 'number' ? `[${segment}]` : `${index === 0 ? '' : '.'}${String(segment)}`)).join('');
 }
 

@@ -134,3 +134,26 @@ describe('parseCellConfig: the redis store', () => {
     expect(parseCellConfig({ ...withMesh(), store: redis, mesh: { clusterSecret: SECRET, keyFile: '/var/lib/cellmesh/mesh-peer.key' } }).store.kind).toBe('redis');
   });
 });
+
+describe('parseCellConfig: wildcard addresses', () => {
+  it('refuses a cell in a mesh that listens on every interface and advertises nothing: peers would dial 0.0.0.0', () => {
+    expect(refusal({ ...withMesh(), listen: { host: '0.0.0.0' } })).toBe(
+      [
+        'invalid cell config:',
+        '  mesh.advertise.ws: listen.host 0.0.0.0 is every interface, not an address other cells and devices can reach: set the URL they use (the pod\'s address or DNS name)',
+        '  mesh.advertise.http: listen.host 0.0.0.0 is every interface, not an address other cells and devices can reach: set the URL they use (the pod\'s address or DNS name)',
+      ].join('\n'),
+    );
+    expect(refusal({ ...withMesh(), listen: { host: '::' }, mesh: { clusterSecret: SECRET, advertise: { ws: 'ws://10.0.0.7:7400/v1/ws' } } })).toMatch(/^invalid cell config: mesh\.advertise\.http: listen\.host :: is every interface/);
+  });
+
+  it('accepts it with both URLs advertised, and a standalone cell on every interface', () => {
+    const advertise = { ws: 'ws://10.0.0.7:7400/v1/ws', http: 'http://10.0.0.7:7400' };
+    expect(parseCellConfig({ ...withMesh(), listen: { host: '0.0.0.0' }, mesh: { clusterSecret: SECRET, advertise } }).mesh?.advertise).toEqual(advertise);
+    expect(parseCellConfig({ ...minimal(), listen: { host: '0.0.0.0' } }).listen.host).toBe('0.0.0.0');
+  });
+
+  it('says what a port must be, whatever is wrong with it', () => {
+    for (const port of ['7400', 70_000, 1.5, -1]) expect(refusal({ ...minimal(), listen: { port } })).toBe('invalid cell config: listen.port: must be an integer from 0 to 65535');
+  });
+});

@@ -2,7 +2,7 @@ import { multiaddr } from '@multiformats/multiaddr';
 import { z } from 'zod';
 import { MIN_SECRET_BYTES } from '../cell/access/tokens.js';
 import { DeskConfig, LimitsConfig, LoginsConfig, TenantConfig, identifier } from '../cell/settings.js';
-import { configIssueLines } from './config-issues.js';
+import { configIssueLines, type ValueSource } from './config-issues.js';
 import { isOperatorKey } from '../mesh/claim-proof.js';
 import { DEFAULT_ROUTING_SETTINGS, RoutingSettings } from '../router/routing-settings.js';
 import { LAN_MEMBERSHIP_OPTIONS, membershipOptions, type MembershipOptions } from '../mesh/membership-config.js';
@@ -14,7 +14,19 @@ import { LAN_MEMBERSHIP_OPTIONS, membershipOptions, type MembershipOptions } fro
 const strict = z.strictObject;
 
 /** An address to listen on: an empty one would make the OS pick every interface. */
-const listenHost = z.string().regex(/^\S+$/, 'must be an address such as 127.0.0.1 (0.0.0.0 for every interface), not empty');
+export const listenHost = z.string().regex(/^\S+$/, 'must be an address such as 127.0.0.1 (0.0.0.0 for every interface), not empty');
+
+const PORT_RANGE = 'must be an integer from 0 to 65535';
+/** A port to listen on; 0 lets the OS pick a free one. */
+export const listenPort = z.number({ error: PORT_RANGE }).int(PORT_RANGE).min(0, PORT_RANGE).max(65535, PORT_RANGE);
+
+/**
+ * A wildcard listen address (every interface) is no address another cell or a device can dial:
+ * a record advertising it would send them to their own machine.
+ */
+export function isWildcardHost(host: string): boolean {
+  return ['0.0.0.0', '::', '[::]', '0:0:0:0:0:0:0:0'].includes(host);
+}
 
 function isRedisUrl(url: string): boolean {
   try {
@@ -41,7 +53,7 @@ export const MeshConfig = strict({
   /** Where the libp2p node listens; loopback by default, like the cell's own port. */
   listen: strict({
     host: listenHost.default('127.0.0.1'),
-    port: z.number().int().min(0).max(65535).default(7500),
+    port: listenPort.default(7500),
   }).default({ host: '127.0.0.1', port: 7500 }),
   /** libp2p addresses of any cells of the cluster (`/ip4/…/tcp/…/p2p/…`); empty for the first cell. */
   bootstrap: z.array(z.string().refine(isMultiaddr, 'must be a multiaddr such as /ip4/127.0.0.1/tcp/7500/p2p/<peer id>')).default([]),
@@ -93,7 +105,7 @@ const CellConfigShape = strict({
   listen: strict({
     /** Loopback by default: exposing a cell is a deliberate choice (pods set their own address). */
     host: listenHost.default('127.0.0.1'),
-    port: z.number().int().min(0).max(65535).default(7400),
+    port: listenPort.default(7400),
   }).default({ host: '127.0.0.1', port: 7400 }),
   store: z
     .discriminatedUnion('kind', [
@@ -161,6 +173,12 @@ export const CellConfig = CellConfigShape.superRefine((config, context) => {
   if (!CLUSTER_CELL_ID.test(config.cell.id)) {
     context.addIssue({ code: 'custom', path: ['cell', 'id'], message: 'a cell in a mesh needs an id of lowercase letters, digits and dashes (at most 64, not starting with a dash)' });
   }
+  if (isWildcardHost(config.listen.host)) {
+    for (const scheme of ['ws', 'http'] as const) {
+      if (config.mesh.advertise[scheme] !== undefined) continue;
+      context.addIssue({ code: 'custom', path: ['mesh', 'advertise', scheme], message: `listen.host ${config.listen.host} is every interface, not an address other cells and devices can reach: set the URL they use (the pod's address or DNS name)` });
+    }
+  }
   if (config.store.kind === 'memory') {
     // The outbox, the merchant claims and the mesh key must survive a restart, or the cluster
     // loses cross-cell messages and sees the cell come back as a stranger.
@@ -180,11 +198,11 @@ export const CellConfig = CellConfigShape.superRefine((config, context) => {
 export type CellConfig = z.infer<typeof CellConfig>;
 export type MeshConfig = z.infer<typeof MeshConfig>;
 
-/** Validates a raw config object, with errors that name the offending path. */
-export function parseCellConfig(raw: unknown): CellConfig {
+/** Validates a raw config object, with errors that name the offending path (and the flag or variable that set it). */
+export function parseCellConfig(raw: unknown, sourceOf?: ValueSource): CellConfig {
   const result = CellConfig.safeParse(raw);
   if (!result.success) {
-    const lines = configIssueLines(CellConfig, raw, result.error.issues);
+    const lines = configIssueLines(CellConfig, raw, result.error.issues, sourceOf);
     throw new ConfigError(lines.length === 1 ? `invalid cell config: ${lines[0]}` : `invalid cell config:\n${lines.map((line) => `  ${line}`).join('\n')}`);
   }
   return result.data;

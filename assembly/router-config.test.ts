@@ -39,4 +39,11 @@ describe('router config', () => {
     expect(cell.routing).toMatchObject({ trustedProxies: ['10.0.0.0/8', 'fd00::1'], burstPerAddress: 5, requestsPerSecondPerAddress: 100 });
     expect(() => parseCellConfig({ tenants: [{ id: 'mall', secret: SECRET, merchants: [] }], routing: { rate: 5 } })).toThrow('routing.rate is not a setting');
   });
+
+  it('refuses a router on every interface that does not say the URL it is reached at', () => {
+    expect(() => parseRouterConfig({ listen: { host: '0.0.0.0' }, mesh: { clusterSecret: SECRET, bootstrap: [BOOTSTRAP] } })).toThrow(
+      'invalid router config: mesh.advertise.http: listen.host 0.0.0.0 is every interface, not an address the cells can hand out',
+    );
+    expect(parseRouterConfig({ listen: { host: '0.0.0.0' }, mesh: { clusterSecret: SECRET, bootstrap: [BOOTSTRAP], advertise: { http: 'http://10.0.0.8:7600' } } }).listen.host).toBe('0.0.0.0');
+  });
 });

@@ -2,11 +2,10 @@ import { z } from 'zod';
 import { CELL_ID_PATTERN } from '../mesh/cell-record.js';
 import { membershipOptions } from '../mesh/membership-config.js';
 import { DEFAULT_ROUTING_SETTINGS, RoutingSettings } from '../router/routing-settings.js';
-import { ConfigError, MeshConfig, isMultiaddr, meshTimings } from './config.js';
-import { configIssueLines } from './config-issues.js';
+import { ConfigError, MeshConfig, isMultiaddr, isWildcardHost, listenHost, listenPort, meshTimings } from './config.js';
+import { configIssueLines, type ValueSource } from './config-issues.js';
 
 const strict = z.strictObject;
-const listenHost = z.string().regex(/^\S+$/, 'must be an address such as 127.0.0.1 (0.0.0.0 for every interface), not empty');
 
 /**
  * A router's mesh section: a cell's, less what only a host of merchants has (its device
@@ -31,7 +30,7 @@ export const RouterConfig = strict({
   /** Where route requests and redirects are served; loopback unless set (a load balancer's target sets its own address). */
   listen: strict({
     host: listenHost.default('127.0.0.1'),
-    port: z.number().int().min(0).max(65535).default(7600),
+    port: listenPort.default(7600),
   }).default({ host: '127.0.0.1', port: 7600 }),
   mesh: RouterMeshConfig,
   /** Rate limits per client address, trusted proxies, the redirect's path (docs/routing.md). */
@@ -42,6 +41,9 @@ export const RouterConfig = strict({
 }).superRefine((config, context) => {
   if (config.mesh.bootstrap.length === 0) {
     context.addIssue({ code: 'custom', path: ['mesh', 'bootstrap'], message: 'a router joins a running cluster: name at least one cell (its libp2p address is in its `cell listening` log line and GET /v1/admin/cluster)' });
+  }
+  if (isWildcardHost(config.listen.host) && config.mesh.advertise.http === undefined) {
+    context.addIssue({ code: 'custom', path: ['mesh', 'advertise', 'http'], message: `listen.host ${config.listen.host} is every interface, not an address the cells can hand out: set the URL the router is reached at (the pod's address or DNS name)` });
   }
   try {
     membershipOptions(meshTimings(config.mesh));
@@ -55,10 +57,10 @@ export type RouterConfig = z.infer<typeof RouterConfig>;
 export type RouterMeshConfig = RouterConfig['mesh'];
 
 /** Validates a raw router config, with errors that name the offending path (as a cell's config does). */
-export function parseRouterConfig(raw: unknown): RouterConfig {
+export function parseRouterConfig(raw: unknown, sourceOf?: ValueSource): RouterConfig {
   const result = RouterConfig.safeParse(raw);
   if (!result.success) {
-    const lines = configIssueLines(RouterConfig, raw, result.error.issues);
+    const lines = configIssueLines(RouterConfig, raw, result.error.issues, sourceOf);
     throw new ConfigError(lines.length === 1 ? `invalid router config: ${lines[0]}` : `invalid router config:\n${lines.map((line) => `  ${line}`).join('\n')}`);
   }
   return result.data;

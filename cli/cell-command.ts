@@ -3,27 +3,29 @@ import { ConfigError } from '../assembly/config.js';
 import { secretSettingsOf, weakSecretProblems } from '../assembly/secret-strength.js';
 import { DEMO_ADMIN_TOKEN, DEMO_CLUSTER_SECRET, DEMO_TENANT_SECRET } from './demo-cluster.js';
 import { createLogger } from './logger.js';
-import { readConfigFile, resolveCellConfig, type CellOverrides } from './load-config.js';
+import { CELL_COMMAND_OPTIONS, CELL_OPTIONS } from '../assembly/cell-options.js';
+import { givenValues, refuseUnknownVariables } from './config-environment.js';
+import { readConfigFile, resolveCellConfig } from './load-config.js';
 import { listenForStopSignal, runUntilSignal } from './signals.js';
 
-interface CellCommandOptions extends CellOverrides {
+interface CellCommandOptions {
   config?: string;
   /** Starts even with guessable secrets (the demo's, say): for local experiments only. */
   insecureAllowWeakSecrets?: boolean;
+  /** The flags of the config's options (cli/config-flags.ts). */
+  [flag: string]: unknown;
 }
 
 /** The secrets published with the project: the demo's, printed in the README. */
 const PUBLISHED_SECRETS = [DEMO_TENANT_SECRET, DEMO_CLUSTER_SECRET, DEMO_ADMIN_TOKEN];
 
 export async function runCellCommand(options: CellCommandOptions): Promise<void> {
+  refuseUnknownVariables('cell', process.env, CELL_COMMAND_OPTIONS, CELL_OPTIONS);
   if (options.config === undefined) {
     throw new ConfigError('a cell needs a config file with its tenants: pass --config <file> or set CELLMESH_CONFIG (see docs/operations.md)');
   }
   const raw = await readConfigFile(options.config);
-  const overrides: CellOverrides = { ...options };
-  // commander sets `sync: true` unless --no-sync was given; only an explicit flag overrides the file.
-  if (options.sync !== false) delete overrides.sync;
-  const config = resolveCellConfig(raw, overrides);
+  const config = resolveCellConfig(raw, givenValues(CELL_OPTIONS, options, process.env));
   const weakSecrets = weakSecretProblems(secretSettingsOf(config), PUBLISHED_SECRETS);
   if (weakSecrets.length > 0 && options.insecureAllowWeakSecrets !== true) {
     const advice = 'set secrets of your own, or pass --insecure-allow-weak-secrets for a local experiment';

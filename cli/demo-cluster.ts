@@ -156,6 +156,9 @@ export function spawnDemoCell(dataDir: string, cell: DemoCell): ChildProcess {
   try {
     // The demo's secrets are published: a cell refuses them without the insecure flag.
     const child = spawn(process.execPath, [BIN_PATH, 'cell', '--config', configPathOf(dataDir, cell), '--insecure-allow-weak-secrets'], {
+      // The demo's configs decide: a CELLMESH_* variable of the shell (an admin token for a real
+      // cluster, say) would otherwise override them, and the demo's admin calls would be refused.
+      env: Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('CELLMESH_'))),
       stdio: ['ignore', log, log],
       detached: true,
     });

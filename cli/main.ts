@@ -2,6 +2,9 @@ import '../platform/promise-with-resolvers.js';
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { exitCodeOfCommander } from './cli-errors.js';
+import { CELL_COMMAND_OPTIONS, CELL_OPTIONS } from '../assembly/cell-options.js';
+import { ROUTER_COMMAND_OPTIONS, ROUTER_OPTIONS } from '../assembly/router-options.js';
+import { addConfigFlags } from './config-flags.js';
 import { addSimCommand } from '../sim/add-sim-command.js';
 import { DEFAULT_DEMO_PORT_BASE, DEMO_PORT_SPAN } from './demo-ports.js';
 import { nodeVersionWarning } from './node-version.js';
@@ -27,34 +30,16 @@ const program = new Command()
   .enablePositionalOptions()
   .showHelpAfterError();
 
-program
-  .command('cell')
-  .description('run one business cell (WebSocket at /v1/ws, HTTP API under /v1/)')
-  .addOption(new Option('-c, --config <file>', 'YAML or JSON config file (see docs/operations.md)').env('CELLMESH_CONFIG'))
-  .addOption(new Option('--cell-id <id>', 'this cell\'s id').env('CELLMESH_CELL_ID'))
-  .addOption(new Option('--host <address>', 'address to listen on (default 127.0.0.1)').env('CELLMESH_HOST'))
-  .addOption(new Option('--port <port>', 'port to listen on, 0 for any free one (default 7400)').env('CELLMESH_PORT').argParser(parsePort))
-  .addOption(new Option('--store <kind>', 'storage adapter').choices(['level', 'memory', 'redis']).env('CELLMESH_STORE'))
-  .addOption(new Option('--redis-url <url>', 'Redis of the redis store, redis://host:port/db').env('CELLMESH_REDIS_URL'))
-  .addOption(new Option('--data-dir <dir>', 'LevelDB directory (default ./data/<cell id>)').env('CELLMESH_DATA_DIR'))
-  .addOption(new Option('--no-sync', 'do not fsync store batches (survives kill -9, not power loss)'))
-  .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).env('CELLMESH_LOG_LEVEL'))
-  .addOption(new Option('--mesh-host <address>', 'address the libp2p node listens on (default 127.0.0.1)').env('CELLMESH_MESH_HOST'))
-  .addOption(new Option('--mesh-port <port>', 'port of the libp2p node (default 7500)').env('CELLMESH_MESH_PORT').argParser(parsePort))
-  .addOption(new Option('--bootstrap <addresses>', 'comma-separated libp2p addresses of cells to join through').env('CELLMESH_BOOTSTRAP'))
-  .addOption(new Option('--cluster-secret <secret>', 'the cluster secret (prefer the env var or the config file)').env('CELLMESH_CLUSTER_SECRET'))
-  .option('--insecure-allow-weak-secrets', 'start even with the demo\'s published secrets or guessable ones: local experiments only, never production')
+// Their options come from the lists of assembly/cell-options.ts and router-options.ts: a flag
+// for every setting, read with its CELLMESH_* variable by cli/config-flags.ts, as documented.
+addConfigFlags(program.command('cell').description('run one business cell (WebSocket at /v1/ws, HTTP API under /v1/)'), CELL_COMMAND_OPTIONS, CELL_OPTIONS)
   .action(lazy(async () => (await import('./cell-command.js')).runCellCommand));
 
-program
-  .command('router')
-  .description('run a router: joins a cluster as an observer and answers route requests (/v1/route, /v1/connect) for every cell')
-  .addOption(new Option('-c, --config <file>', 'YAML or JSON router config file (see docs/operations.md)').env('CELLMESH_CONFIG'))
-  .addOption(new Option('--host <address>', 'address to listen on (default 127.0.0.1)').env('CELLMESH_HOST'))
-  .addOption(new Option('--port <port>', 'port to listen on, 0 for any free one (default 7600)').env('CELLMESH_PORT').argParser(parsePort))
-  .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).env('CELLMESH_LOG_LEVEL'))
-  .option('--insecure-allow-weak-secrets', 'start even with the demo\'s published cluster secret or a guessable one: local experiments only')
-  .action(lazy(async () => (await import('./router-command.js')).runRouterCommand));
+addConfigFlags(
+  program.command('router').description('run a router: joins a cluster as an observer and answers route requests (/v1/route, /v1/connect) for every cell'),
+  ROUTER_COMMAND_OPTIONS,
+  ROUTER_OPTIONS,
+).action(lazy(async () => (await import('./router-command.js')).runRouterCommand));
 
 program
   .command('token')

@@ -4,30 +4,28 @@ import { startRouter } from '../assembly/process-router.js';
 import { weakSecretProblems, type SecretSetting } from '../assembly/secret-strength.js';
 import { DEMO_CLUSTER_SECRET } from './demo-cluster.js';
 import { createLogger } from './logger.js';
+import { withGivenValues, type GivenValue } from '../assembly/config-options.js';
+import { ROUTER_COMMAND_OPTIONS, ROUTER_OPTIONS } from '../assembly/router-options.js';
+import { givenValues, refuseUnknownVariables } from './config-environment.js';
 import { readConfigFile } from './load-config.js';
 import { listenForStopSignal, runUntilSignal } from './signals.js';
 
 interface RouterCommandOptions {
   config?: string;
-  host?: string;
-  port?: number;
-  logLevel?: string;
   /** Starts even with a guessable cluster secret (the demo's, say): for local experiments only. */
   insecureAllowWeakSecrets?: boolean;
+  /** The flags of the config's options (cli/config-flags.ts). */
+  [flag: string]: unknown;
 }
 
 /** `cellmesh router`: joins a cluster as an observer and answers route requests (docs/routing.md). */
 export async function runRouterCommand(options: RouterCommandOptions): Promise<void> {
-  if (options.config === undefined) {
-    throw new ConfigError('a router needs a config file with its mesh section: pass --config <file> or set CELLMESH_CONFIG (see docs/operations.md, "Running a router")');
+  refuseUnknownVariables('router', process.env, ROUTER_COMMAND_OPTIONS, ROUTER_OPTIONS);
+  const given = givenValues(ROUTER_OPTIONS, options, process.env);
+  if (options.config === undefined && !given.some((value) => value.option.path.startsWith('mesh.'))) {
+    throw new ConfigError('a router needs its mesh settings (cluster secret, bootstrap addresses): pass --config <file>, or set them by flags or variables (see docs/operations.md, "Running a router")');
   }
-  const raw = await readConfigFile(options.config);
-  const listen = typeof raw['listen'] === 'object' && raw['listen'] !== null ? { ...(raw['listen'] as Record<string, unknown>) } : {};
-  if (options.host !== undefined) listen['host'] = options.host;
-  if (options.port !== undefined) listen['port'] = options.port;
-  const log = typeof raw['log'] === 'object' && raw['log'] !== null ? { ...(raw['log'] as Record<string, unknown>) } : {};
-  if (options.logLevel !== undefined) log['level'] = options.logLevel;
-  const config = parseRouterConfig({ ...raw, ...(Object.keys(listen).length === 0 ? {} : { listen }), ...(Object.keys(log).length === 0 ? {} : { log }) });
+  const config = resolveRouterConfig(options.config === undefined ? {} : await readConfigFile(options.config), given);
   const weakSecrets = weakSecretProblems(secretSettingsOf(config), [DEMO_CLUSTER_SECRET]);
   if (weakSecrets.length > 0 && options.insecureAllowWeakSecrets !== true) {
     const advice = 'set a cluster secret of your own, or pass --insecure-allow-weak-secrets for a local experiment';
@@ -39,6 +37,12 @@ export async function runRouterCommand(options: RouterCommandOptions): Promise<v
   const router = await startRouter({ config, logger, processMetrics: true });
   process.stdout.write(`${JSON.stringify({ event: 'listening', router: router.routerId, host: config.listen.host, port: router.port, mesh: router.transport.addresses() })}\n`);
   await runUntilSignal(stopSignal, () => router.stop(), config.shutdownGraceSeconds * 1000, logger);
+}
+
+/** The router's config: the file's (if any), with flags and variables set over it, validated as one. */
+export function resolveRouterConfig(raw: Record<string, unknown>, given: readonly GivenValue[]): RouterConfig {
+  const { merged, sourceOf } = withGivenValues(raw, given);
+  return parseRouterConfig(merged, sourceOf);
 }
 
 function secretSettingsOf(config: RouterConfig): SecretSetting[] {

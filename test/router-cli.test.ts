@@ -97,7 +97,7 @@ describe('cellmesh router', () => {
     expect(limits.stderr).toContain('routing.trustedProxies[0]: must be an IP address or a CIDR block');
     const none = await runCli(['router']);
     expect(none.code).toBe(2);
-    expect(none.stderr).toContain('a router needs a config file');
+    expect(none.stderr).toContain('a router needs its mesh settings (cluster secret, bootstrap addresses): pass --config <file>, or set them');
     for (const run of [typo, alone, limits, none]) expect(run.stderr).not.toMatch(/\n\s+at /);
   }, 60_000);
 });
