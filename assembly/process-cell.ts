@@ -6,6 +6,7 @@ import { adminPeopleRoutes } from '../cell/access/admin-people-routes.js';
 import { adminCatalogueRoutes } from '../cell/access/admin-catalogue-routes.js';
 import { adminClosureRoutes } from '../cell/access/admin-closure-routes.js';
 import { adminCustomerRoutes } from '../cell/access/admin-customer-routes.js';
+import { adminDrainRoutes } from '../cell/access/admin-drain-routes.js';
 import { CustomerData, customerDataHostOf } from '../cell/customer-data.js';
 import { AccessServer, type ClusterApi } from '../cell/access/uws-server.js';
 import { attachmentRoutes } from '../cell/access/attachment-routes.js';
@@ -31,6 +32,8 @@ import type { DirectoryView } from '../mesh/directory.js';
 import { AssemblyError, assembleCell, type AssembledCell, type AssembledMesh, type DeviceAccess, type MeshPorts } from './assemble-cell.js';
 import { meshTimings, type CellConfig, type MeshConfig } from './config.js';
 import { CellStartError, listenStartError } from './start-errors.js';
+import { cellDrainOf } from './cell-drain-service.js';
+import type { CellDrain } from '../mesh/cell-drain.js';
 
 export interface StartCellOptions {
   config: CellConfig;
@@ -99,6 +102,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   // Bound once the cell has joined its cluster; until then (and for a standalone cell) the API says so.
   let clusterApi: ClusterApi | undefined;
   let meshDirectory: DirectoryView | undefined;
+  let drain: CellDrain | undefined;
   let port = 0;
   let access: AccessServer | undefined;
   const devices: DeviceAccess = {
@@ -119,7 +123,8 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
           return clusterApi;
         },
         routeModules: [
-          adminCatalogueRoutes({ catalogue, people, audit, adminTokens }),
+          adminCatalogueRoutes({ catalogue, people, audit, adminTokens, merchantIntakeRefusal: () => drain?.merchantIntakeRefusal() }),
+          adminDrainRoutes({ drain: () => drain, standalone: config.mesh === undefined, audit, adminTokens }),
           adminPeopleRoutes({ servedTenants: () => core.servedTenants(), people, audit, adminTokens }),
           adminCustomerRoutes({ servedTenants: () => core.servedTenants(), blocks: core.blocks, closeConsultation: (tenant, conv) => core.desk.closeIfOpen(tenant, conv), data: new CustomerData({ store, host: customerDataHostOf(core), attachments }), erasure, audit, adminTokens }),
           loginRoutes({
@@ -174,7 +179,8 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     throw error;
   }
   if (cell.cluster !== undefined) {
-    clusterApi = clusterApiOf(cell.cluster, cell.core, clock);
+    drain = cellDrainOf(cell.cluster, cell.core, { audit: cell.audit, clock, logger, metrics: metricsPort });
+    clusterApi = clusterApiOf(cell.cluster, cell.core, clock, drain);
     meshDirectory = cell.cluster.mesh.directory;
   }
   logger.info({ cell: config.cell.id, host: config.listen.host, port, store: config.store.kind, mesh: cell.cluster?.transport.addresses() }, 'cell listening');
@@ -225,7 +231,7 @@ function keyFileOf(config: CellConfig, mesh: MeshConfig): string {
 }
 
 /** The HTTP API's view of the mesh (routes, the cluster view, partition tools). */
-function clusterApiOf(cluster: AssembledMesh<Libp2pMeshTransport>, core: CellCore, clock: Clock): ClusterApi {
+function clusterApiOf(cluster: AssembledMesh<Libp2pMeshTransport>, core: CellCore, clock: Clock, drain: CellDrain): ClusterApi {
   const { mesh, transport, location, mover, placement } = cluster;
   const peersOf = (cellIds: readonly string[]): { peers: string[]; unknown: string[] } => {
     const peers: string[] = [];
@@ -253,7 +259,11 @@ function clusterApiOf(cluster: AssembledMesh<Libp2pMeshTransport>, core: CellCor
       return { tenant, user, cells: [...here, ...elsewhere] };
     },
     moveMerchant: (tenant, merchant, to) => mover.move(tenant, merchant, to),
-    placeMerchant: (signed) => placeMerchant(placement, signed),
+    placeMerchant: async (signed) => {
+      const refusal = drain.merchantIntakeRefusal();
+      if (refusal !== undefined) throw refusal;
+      return placeMerchant(placement, signed);
+    },
     setCapacity: async (maxDevices) => {
       const record = await mesh.updateOwnRecord({ capacity: { maxDevices } });
       return { cellId: record.cellId, version: record.version, capacity: record.capacity };
