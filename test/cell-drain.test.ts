@@ -1,0 +1,127 @@
+/**
+ * Draining a cell before it is removed (docs/operations.md, "Removing a cell"), on real cells in
+ * this process (uWS, LevelDB, libp2p on loopback): `cellmesh drain` moves every merchant of a cell
+ * to the other live cells, spread over them, with its history; the drained cell hosts nothing,
+ * refuses new merchants (created, moved in, placed) until the drain is cancelled, and its
+ * metrics and audit log tell what happened. A standalone cell, or one with no live peer, refuses.
+ */
+import { join } from 'node:path';
+import { afterEach, describe, expect, test } from 'vitest';
+import { parseCellConfig } from '../assembly/config.js';
+import { startCell, type RunningCell } from '../assembly/process-cell.js';
+import { silentLogger } from '../platform/logger.js';
+import { metricValue } from '../platform/prometheus-text.js';
+import { runCli } from './cli-process.js';
+import { ADMIN_TOKEN, CLUSTER_SECRET, Cleanup, RawClient, SECRET, TENANT, errorCodeOf, eventually, fetchMetrics, freePort, httpRequest, sendMessage, tokenFor } from './harness.js';
+
+const cleanup = new Cleanup();
+afterEach(() => cleanup.run());
+
+interface ClusterCell {
+  cell: RunningCell;
+  http: string;
+  url: string;
+}
+
+async function startMeshCell(root: string, cellId: string, merchants: readonly string[], bootstrap: readonly string[] | undefined): Promise<ClusterCell> {
+  const config = parseCellConfig({
+    cell: { id: cellId },
+    listen: { host: '127.0.0.1', port: await freePort() },
+    store: { kind: 'level', directory: join(root, cellId), sync: true },
+    tenants: [{ id: TENANT, secret: SECRET, merchants: merchants.map((id) => ({ id })) }],
+    ...(bootstrap === undefined ? {} : { mesh: { listen: { host: '127.0.0.1', port: await freePort() }, clusterSecret: CLUSTER_SECRET, bootstrap: [...bootstrap] } }),
+    admin: { token: ADMIN_TOKEN },
+  });
+  const cell = await startCell({ config, logger: silentLogger });
+  cleanup.add(() => cell.stop());
+  return { cell, http: `http://127.0.0.1:${cell.port}`, url: `ws://127.0.0.1:${cell.port}` };
+}
+
+const admin = (method: string, cell: ClusterCell, path: string, json?: unknown): ReturnType<typeof httpRequest> =>
+  httpRequest(method, `${cell.http}/v1/admin${path}`, { token: ADMIN_TOKEN, ...(json === undefined ? {} : { json }) });
+
+const homeIn = (cell: ClusterCell, merchant: string): string | undefined => cell.cell.mesh!.mesh.directory.homeCellOf(TENANT, merchant);
+
+const hostedBy = (cell: ClusterCell): string[] => cell.cell.core.servedTenants().flatMap((tenant) => tenant.merchants);
+
+describe('cellmesh drain', () => {
+  test('moves every merchant to the other live cells, spread by load, and the drained cell takes no new merchant until cancelled', async () => {
+    const root = await cleanup.tempDir();
+    const drained = ['d1', 'd2', 'd3', 'd4', 'd5', 'd6'];
+    const c1 = await startMeshCell(root, 'c1', drained, []);
+    const p2p = c1.cell.mesh!.transport.addresses();
+    const c2 = await startMeshCell(root, 'c2', ['e2'], p2p);
+    const c3 = await startMeshCell(root, 'c3', ['e3'], p2p);
+    await eventually(() => [c2, c3].every((cell) => drained.every((merchant) => homeIn(cell, merchant) === 'c1')) && homeIn(c1, 'e2') === 'c2' && homeIn(c1, 'e3') === 'c3', 'the cells to know each other', 30_000);
+
+    // A conversation of d1 with history, and its customer connected to c1 during the drain.
+    const conv = 'd1:alice';
+    const alice = await RawClient.connect(c1.url, await tokenFor({ user: 'alice', device: 'phone' }));
+    cleanup.add(() => alice.close());
+    expect((await sendMessage(alice, conv, 'before', 'before the drain')).seq).toBe(1);
+
+    const run = await runCli(['drain', '--cell', c1.http, '--admin-token', ADMIN_TOKEN, '--parallelism', '2'], { timeoutMs: 90_000 });
+    expect(run.code, `${run.stdout}\n${run.stderr}`).toBe(0);
+    expect(run.stdout).toContain('c1: drained; moved 6, failed 0');
+    // Without a terminal, one line per merchant.
+    expect(run.stderr).toContain('draining c1: 6 merchants to move');
+    expect(run.stderr.match(/moved to c[23]/g)).toHaveLength(6);
+
+    // c1 hosts nothing; every merchant lives on c2 or c3, and both took some.
+    expect(hostedBy(c1)).toEqual([]);
+    const homes = drained.map((merchant) => homeIn(c1, merchant));
+    expect(homes.every((home) => home === 'c2' || home === 'c3')).toBe(true);
+    expect(homes.filter((home) => home === 'c2').length).toBeGreaterThanOrEqual(2);
+    expect(homes.filter((home) => home === 'c3').length).toBeGreaterThanOrEqual(2);
+    const newHome = homes[0] === 'c2' ? c2 : c3;
+    const history = await httpRequest('GET', `${newHome.http}/v1/conversations/${conv}/messages`, { token: await tokenFor({ user: 'alice', device: 'laptop' }) });
+    expect((history.body as { messages: Array<{ body: string }> }).messages.map((message) => message.body)).toEqual(['before the drain']);
+
+    // The progress, the metrics and the audit log say the same.
+    const progress = (await admin('GET', c1, '/drain')).body as { state: string; counts: Record<string, number>; merchants: Array<{ merchant: string; state: string; to: string }> };
+    expect(progress.state).toBe('drained');
+    expect(progress.counts).toEqual({ pending: 0, moving: 0, moved: 6, failed: 0 });
+    expect(progress.merchants.map((entry) => [entry.merchant, entry.to])).toEqual(drained.map((merchant, index) => [merchant, homes[index]]));
+    const metrics = await fetchMetrics(c1.http);
+    expect(metricValue(metrics, 'cellmesh_drain_merchants', { state: 'moved' })).toBe(6);
+    expect(metricValue(metrics, 'cellmesh_drain_merchants', { state: 'failed' })).toBe(0);
+    const audit = (await admin('GET', c1, '/audit?limit=20')).body as { entries: Array<{ action: string; outcome: string; merchant?: string }> };
+    const actions = audit.entries.map((entry) => entry.action);
+    expect(actions.filter((action) => action === 'drain.move')).toHaveLength(6);
+    expect(actions).toContain('drain.start');
+    expect(audit.entries.find((entry) => entry.action === 'drain.finish')).toMatchObject({ outcome: 'ok' });
+
+    // Drained, c1 takes no new merchant: not created, not moved in, until the drain is cancelled.
+    const created = await admin('POST', c1, `/tenants/${TENANT}/merchants`, { id: 'late' });
+    expect([created.status, errorCodeOf(created)]).toEqual([409, 'CELL_DRAINING']);
+    const movedIn = await admin('POST', c2, '/merchants/move', { tenant: TENANT, merchant: 'e2', to: 'c1' });
+    expect(errorCodeOf(movedIn)).toBe('MOVE_FAILED');
+    expect(movedIn.text).toContain('CELL_DRAINING');
+    expect(homeIn(c2, 'e2')).toBe('c2');
+    const cancel = await runCli(['drain', '--cell', c1.http, '--admin-token', ADMIN_TOKEN, '--cancel']);
+    expect(cancel.code, cancel.stderr).toBe(0);
+    expect(cancel.stdout).toContain('c1: cancelled');
+    expect((await admin('POST', c1, `/tenants/${TENANT}/merchants`, { id: 'late' })).status).toBe(201);
+  }, 120_000);
+
+  test('is refused on a standalone cell and on a cell with no live peer, and the cell goes on taking merchants', async () => {
+    const root = await cleanup.tempDir();
+    const standalone = await startMeshCell(root, 'alone', ['m1'], undefined);
+    const refused = await admin('POST', standalone, '/drain');
+    expect([refused.status, errorCodeOf(refused)]).toEqual([404, 'MESH_DISABLED']);
+    const run = await runCli(['drain', '--cell', standalone.http, '--admin-token', ADMIN_TOKEN]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('MESH_DISABLED');
+    expect(run.stderr).toContain('no other cell to drain its merchants to');
+
+    const lonely = await startMeshCell(root, 'lonely', ['m2'], []);
+    const noTarget = await admin('POST', lonely, '/drain', { parallelism: 2 });
+    expect([noTarget.status, errorCodeOf(noTarget)]).toEqual([409, 'NO_DRAIN_TARGET']);
+    expect(((await admin('GET', lonely, '/drain')).body as { state: string }).state).toBe('idle');
+    expect((await admin('POST', lonely, `/tenants/${TENANT}/merchants`, { id: 'fresh' })).status).toBe(201);
+    const badBody = await admin('POST', lonely, '/drain', { parallelism: 9 });
+    expect([badBody.status, errorCodeOf(badBody)]).toEqual([400, 'BAD_FRAME']);
+    const audit = (await admin('GET', lonely, '/audit?action=drain.start')).body as { entries: Array<{ outcome: string; error?: { code: string } }> };
+    expect(audit.entries[0]).toMatchObject({ outcome: 'failed' });
+  }, 60_000);
+});
