@@ -9,6 +9,7 @@ import { adminCustomerRoutes } from '../cell/access/admin-customer-routes.js';
 import { adminDrainRoutes } from '../cell/access/admin-drain-routes.js';
 import { CustomerData, customerDataHostOf } from '../cell/customer-data.js';
 import { AccessServer, type ClusterApi } from '../cell/access/uws-server.js';
+import { cellProbes, type Probes } from '../cell/access/probes.js';
 import { attachmentRoutes } from '../cell/access/attachment-routes.js';
 import type { CellCore } from '../cell/cell-core.js';
 import type { AuditLog } from '../cell/audit-log.js';
@@ -103,10 +104,13 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   let clusterApi: ClusterApi | undefined;
   let meshDirectory: DirectoryView | undefined;
   let drain: CellDrain | undefined;
+  let probes: Probes | undefined;
   let port = 0;
   let access: AccessServer | undefined;
   const devices: DeviceAccess = {
-    open: async ({ core, metrics, people, audit, attachments, catalogue, erasure, isReady }) => {
+    open: async ({ core, metrics, people, audit, attachments, catalogue, erasure, readiness }) => {
+      probes = cellProbes({ clock, metrics: metricsPort, logger, maxEventLoopStallMs: config.health.maxEventLoopStallMs, readiness });
+      const { liveness } = probes;
       const adminTokens = config.admin.token === undefined ? [] : [config.admin.token, ...config.admin.acceptTokens];
       access = new AccessServer({
         core,
@@ -116,7 +120,8 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
         limits: config.limits,
         host: config.listen.host,
         port: config.listen.port,
-        isReady,
+        readiness,
+        liveness,
         adminTokens,
         audit,
         get cluster() {
@@ -183,9 +188,11 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     clusterApi = clusterApiOf(cell.cluster, cell.core, clock, drain);
     meshDirectory = cell.cluster.mesh.directory;
   }
+  probes?.start();
   logger.info({ cell: config.cell.id, host: config.listen.host, port, store: config.store.kind, mesh: cell.cluster?.transport.addresses() }, 'cell listening');
   const stop = async (): Promise<void> => {
     await cell.stop();
+    probes?.stop();
     logger.info({ cell: config.cell.id }, 'cell stopped');
   };
   return { cellId: config.cell.id, port, core: cell.core, metrics: cell.metrics, people: cell.people, audit: cell.audit, mesh: cell.cluster, stop: once(stop) };
