@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import { parseCellConfig } from '../assembly/config.js';
 import { startCell, type RunningCell } from '../assembly/process-cell.js';
+import { connectNode } from '../client/index.js';
 import { silentLogger } from '../platform/logger.js';
 import { metricValue } from '../platform/prometheus-text.js';
 import { runCli } from './cli-process.js';
@@ -59,6 +60,10 @@ describe('cellmesh drain', () => {
     const alice = await RawClient.connect(c1.url, await tokenFor({ user: 'alice', device: 'phone' }));
     cleanup.add(() => alice.close());
     expect((await sendMessage(alice, conv, 'before', 'before the drain')).seq).toBe(1);
+    // A customer of d2 on the SDK in route mode, through c2: she lands on c1, d2's home.
+    const bea = await connectNode({ route: { url: c2.http, tenant: TENANT, merchant: 'd2' }, token: await tokenFor({ user: 'bea', device: 'phone' }) });
+    cleanup.add(() => bea.close());
+    expect(bea.session?.cell).toBe('c1');
 
     const run = await runCli(['drain', '--cell', c1.http, '--admin-token', ADMIN_TOKEN, '--parallelism', '2'], { timeoutMs: 90_000 });
     expect(run.code, `${run.stdout}\n${run.stderr}`).toBe(0);
@@ -102,6 +107,12 @@ describe('cellmesh drain', () => {
     expect(cancel.code, cancel.stderr).toBe(0);
     expect(cancel.stdout).toContain('c1: cancelled');
     expect((await admin('POST', c1, `/tenants/${TENANT}/merchants`, { id: 'late' })).status).toBe(201);
+
+    // Drained, c1 is stopped: whether a device of a moved merchant was redirected at the move or
+    // closed with 1001 now, it ends on its merchant's new home (not in leave-a-message mode).
+    await c1.cell.stop();
+    await eventually(() => bea.session?.cell === homes[1], `bea's client to reconnect to d2's new home ${homes[1]}`, 30_000);
+    expect(bea.homeDown).toBeUndefined();
   }, 120_000);
 
   test('is refused on a standalone cell and on a cell with no live peer, and the cell goes on taking merchants', async () => {
