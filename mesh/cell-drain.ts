@@ -119,8 +119,9 @@ export class CellDrain {
 
   /** Stops starting moves (those under way finish) and takes merchants again. */
   cancel(): DrainProgress {
+    if (this.state === 'idle' || this.state === 'cancelled') return this.progress();
     if (this.state === 'draining') this.cancelled = true;
-    else if (this.state !== 'idle') this.state = 'cancelled';
+    else this.state = 'cancelled';
     this.components.logger.info({ cell: this.components.cellId }, 'drain cancelled: the cell takes merchants again');
     return this.progress();
   }

@@ -3,7 +3,8 @@
  * this process (uWS, LevelDB, libp2p on loopback): `cellmesh drain` moves every merchant of a cell
  * to the other live cells, spread over them, with its history; the drained cell hosts nothing,
  * refuses new merchants (created, moved in, placed) until the drain is cancelled, and its
- * metrics and audit log tell what happened. A standalone cell, or one with no live peer, refuses.
+ * metrics and audit log tell what happened. A drain whose target refuses ends failed, naming the
+ * merchants, which stay. A standalone cell, or one with no live peer, refuses to drain.
  */
 import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
@@ -114,6 +115,31 @@ describe('cellmesh drain', () => {
     await eventually(() => bea.session?.cell === homes[1], `bea's client to reconnect to d2's new home ${homes[1]}`, 30_000);
     expect(bea.homeDown).toBeUndefined();
   }, 120_000);
+
+  test('ends failed, naming the merchants that did not move, when the only target is draining too; they stay where they were', async () => {
+    const root = await cleanup.tempDir();
+    const c1 = await startMeshCell(root, 'c1', ['a1', 'a2'], []);
+    const c2 = await startMeshCell(root, 'c2', ['b1'], c1.cell.mesh!.transport.addresses());
+    await eventually(() => homeIn(c1, 'b1') === 'c2' && homeIn(c2, 'a1') === 'c1' && homeIn(c2, 'a2') === 'c1', 'the cells to know each other', 30_000);
+    // c2 drains first (to c1), and stays draining: it refuses what c1 then sends it.
+    expect((await runCli(['drain', '--cell', c2.http, '--admin-token', ADMIN_TOKEN])).code).toBe(0);
+    expect(hostedBy(c2)).toEqual([]);
+
+    const run = await runCli(['drain', '--cell', c1.http, '--admin-token', ADMIN_TOKEN, '--json'], { timeoutMs: 60_000 });
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain('3 merchants did not move; run `cellmesh drain` again to retry them');
+    const progress = JSON.parse(run.stdout) as { state: string; counts: Record<string, number>; merchants: Array<{ merchant: string; state: string; to: string; error: { code: string; message: string } }> };
+    expect(progress.state).toBe('failed');
+    expect(progress.counts).toEqual({ pending: 0, moving: 0, moved: 0, failed: 3 });
+    for (const entry of progress.merchants) {
+      expect(entry).toMatchObject({ state: 'failed', to: 'c2', error: { code: 'MOVE_FAILED' } });
+      expect(entry.error.message).toContain('CELL_DRAINING');
+    }
+    expect(hostedBy(c1).sort()).toEqual(['a1', 'a2', 'b1']);
+    expect(metricValue(await fetchMetrics(c1.http), 'cellmesh_drain_merchants', { state: 'failed' })).toBe(3);
+    const finish = (await admin('GET', c1, '/audit?action=drain.finish')).body as { entries: Array<{ outcome: string; error?: { message: string } }> };
+    expect(finish.entries[0]).toMatchObject({ outcome: 'failed' });
+  }, 90_000);
 
   test('is refused on a standalone cell and on a cell with no live peer, and the cell goes on taking merchants', async () => {
     const root = await cleanup.tempDir();
