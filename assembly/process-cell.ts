@@ -109,7 +109,8 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   let access: AccessServer | undefined;
   const devices: DeviceAccess = {
     open: async ({ core, metrics, people, audit, attachments, catalogue, erasure, readiness }) => {
-      probes = cellProbes({ clock, metrics: metricsPort, logger, maxEventLoopStallMs: config.health.maxEventLoopStallMs, readiness });
+      // The watchdog times the process's real event loop: on the system clock even when a test gives the cell a virtual one.
+      probes = cellProbes({ clock: new SystemClock(), metrics: metricsPort, logger, maxEventLoopStallMs: config.health.maxEventLoopStallMs, readiness });
       const { liveness } = probes;
       const adminTokens = config.admin.token === undefined ? [] : [config.admin.token, ...config.admin.acceptTokens];
       access = new AccessServer({
