@@ -141,6 +141,28 @@ describe('cellmesh drain', () => {
     expect(finish.entries[0]).toMatchObject({ outcome: 'failed' });
   }, 90_000);
 
+  test('a cancel stops the drain after the moves under way: the merchants not reached stay, and the cell takes merchants again', async () => {
+    const root = await cleanup.tempDir();
+    const merchants = Array.from({ length: 12 }, (_, index) => `k${index + 1}`);
+    const c1 = await startMeshCell(root, 'c1', merchants, []);
+    const c2 = await startMeshCell(root, 'c2', ['b1'], c1.cell.mesh!.transport.addresses());
+    await eventually(() => homeIn(c1, 'b1') === 'c2' && merchants.every((merchant) => homeIn(c2, merchant) === 'c1'), 'the cells to know each other', 30_000);
+
+    expect((await admin('POST', c1, '/drain')).status).toBe(202);
+    await eventually(async () => ((await admin('GET', c1, '/drain')).body as { counts: { moved: number } }).counts.moved >= 1, 'a first merchant to move', 30_000);
+    expect((await admin('DELETE', c1, '/drain')).status).toBe(200);
+    // Cancelled: creations are taken at once, even while the move under way finishes.
+    expect((await admin('POST', c1, `/tenants/${TENANT}/merchants`, { id: 'late' })).status).toBe(201);
+    await eventually(async () => ((await admin('GET', c1, '/drain')).body as { state: string }).state === 'cancelled', 'the drain to end cancelled', 30_000);
+    const progress = (await admin('GET', c1, '/drain')).body as { counts: Record<string, number>; merchants: Array<{ merchant: string; state: string }> };
+    expect(progress.counts.moving).toBe(0);
+    expect(progress.counts.pending).toBeGreaterThan(0);
+    const notReached = progress.merchants.filter((entry) => entry.state === 'pending').map((entry) => entry.merchant);
+    expect(hostedBy(c1)).toEqual(expect.arrayContaining([...notReached, 'late']));
+    const audit = (await admin('GET', c1, '/audit?action=drain.cancel')).body as { entries: Array<{ outcome: string }> };
+    expect(audit.entries[0]).toMatchObject({ outcome: 'ok' });
+  }, 90_000);
+
   test('is refused on a standalone cell and on a cell with no live peer, and the cell goes on taking merchants', async () => {
     const root = await cleanup.tempDir();
     const standalone = await startMeshCell(root, 'alone', ['m1'], undefined);
