@@ -31,6 +31,7 @@ import type { Metrics } from '../platform/metrics.js';
 import type { Random } from '../platform/random.js';
 import type { Store } from '../platform/store/store.js';
 import { startCrossCellServices } from './cross-cell-services.js';
+import type { Readiness } from '../cell/access/probes.js';
 import { weakSecretProblems } from './secret-strength.js';
 
 /**
@@ -71,8 +72,8 @@ export interface OpenedCell {
   readonly attachments: AttachmentStore;
   /** The tenants and merchants of the config and of the admin API. */
   readonly catalogue: TenantCatalogue;
-  /** Up and not draining: what a readiness probe reports. */
-  isReady(): boolean;
+  /** What the readiness probe reports: starting, ready (serving its merchants), draining (stopping). */
+  readiness(): Readiness;
 }
 
 /** The cell's part in a cluster. */
@@ -148,10 +149,11 @@ export interface AssembledCell<Transport extends MeshTransport = MeshTransport> 
   readonly cluster: AssembledMesh<Transport> | undefined;
   isReady(): boolean;
   /**
-   * Graceful stop, in one order for every world: stop accepting devices; in a cluster gossip
-   * 'leaving' (routers stop sending devices here), drain (close devices, finish and ack the
-   * writes under way), gossip 'left', stop the mesh services in the reverse of their start;
-   * close the store. Idempotent.
+   * Graceful stop, in one order for every world: readiness turns to draining; in a cluster
+   * gossip 'leaving' (routers stop sending devices here), drain (refuse new devices and writes
+   * SHUTTING_DOWN, finish and ack the writes under way, close devices with 1001), gossip 'left';
+   * stop accepting devices (until then the probes get their answer), stop the mesh services in
+   * the reverse of their start; close the store. Idempotent.
    */
   stop(): Promise<void>;
 }
@@ -260,9 +262,11 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
       },
     });
     let ready = false;
-    const isReady = (): boolean => ready && !core.isDraining;
+    let shuttingDown = false;
+    const readiness = (): Readiness => (shuttingDown || core.isDraining ? 'draining' : ready ? 'ready' : 'starting');
+    const isReady = (): boolean => readiness() === 'ready';
     const erasure = new CustomerErasure({ store, core, attachments, audit, logger });
-    const endpoints = await init.devices.open({ core, metrics, people, audit, attachments, catalogue, erasure, isReady });
+    const endpoints = await init.devices.open({ core, metrics, people, audit, attachments, catalogue, erasure, readiness });
     started.push(() => init.devices.stopAccepting());
     const cluster = init.mesh === undefined ? undefined : await joinMesh(init, init.mesh, { core, host, catalogue, tenants, metrics, endpoints, hosted, claims: claims as MerchantClaimsStore, erasure, started });
     if (cluster !== undefined) {
@@ -274,13 +278,15 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     let stopping: Promise<void> | undefined;
     const stop = (): Promise<void> => {
       stopping ??= (async () => {
-        ready = false;
-        init.devices.stopAccepting();
+        // Not ready first, while the probes can still ask: new devices are refused from the
+        // drain on, so the listen socket stays open until the devices are closed.
+        shuttingDown = true;
         if (cluster === undefined) await core.drain();
         else {
           cluster.stopPublishingLoad();
           await cluster.mesh.leave({ drain: () => core.drain() }).catch((error: unknown) => logger.warn({ err: error }, 'leaving the mesh gracefully failed; stopping anyway'));
         }
+        init.devices.stopAccepting();
         await unwind();
       })();
       return stopping;

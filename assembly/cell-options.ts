@@ -19,6 +19,7 @@ export const CELL_OPTIONS: readonly ConfigOption[] = [
   option('store.redis.waitReplicas', 'number', '`0`', 'replicas each write must reach (`WAIT`) before it is acknowledged', { name: 'redis-wait-replicas' }),
   option('store.redis.waitTimeoutMs', 'number', '`1000`', 'how long a write waits for them before it fails (`STORE_UNAVAILABLE`)', { name: 'redis-wait-timeout-ms' }),
   ...SHUTDOWN_AND_LOG_OPTIONS,
+  option('health.maxEventLoopStallMs', 'number', '`5000`', '`/v1/healthz` answers 503 once the event loop was blocked longer than this (50 to 600000; see "Health and metrics")'),
   option('admin.token', 'string', 'none: the admin API refuses everything', 'bearer token of the admin API (`/v1/admin/...`), ≥ 32 characters; the admin commands send the same variable\'s token (see "The admin API")', { secret: true }),
   option('admin.acceptTokens', 'list', 'none', 'further tokens the admin API answers to while the token is rotated (at most 4; needs `admin.token`)', { secret: true }),
   option('limits.maxFrameBytes', 'number', '`65536`', 'largest frame a client may send; larger ones get `PAYLOAD_TOO_LARGE`'),

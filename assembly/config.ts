@@ -150,6 +150,8 @@ const CellConfigShape = strict({
   logins: LoginsConfig.default(LoginsConfig.parse({})),
   /** Seconds SIGTERM waits for writes and sockets before exiting anyway. */
   shutdownGraceSeconds: z.number().positive().default(10),
+  /** The liveness probe (`/v1/healthz`): it fails once the event loop was blocked longer than this. */
+  health: strict({ maxEventLoopStallMs: z.number().int().min(50).max(600_000).default(5_000) }).default({ maxEventLoopStallMs: 5_000 }),
   mesh: MeshConfig.optional(),
   /** Route requests and browser redirects (`/v1/route`, `/v1/connect`): rate limits, trusted proxies (docs/routing.md). */
   routing: RoutingSettings.default(DEFAULT_ROUTING_SETTINGS),

@@ -6,8 +6,10 @@ import { adminPeopleRoutes } from '../cell/access/admin-people-routes.js';
 import { adminCatalogueRoutes } from '../cell/access/admin-catalogue-routes.js';
 import { adminClosureRoutes } from '../cell/access/admin-closure-routes.js';
 import { adminCustomerRoutes } from '../cell/access/admin-customer-routes.js';
+import { adminDrainRoutes } from '../cell/access/admin-drain-routes.js';
 import { CustomerData, customerDataHostOf } from '../cell/customer-data.js';
 import { AccessServer, type ClusterApi } from '../cell/access/uws-server.js';
+import { cellProbes, type Probes } from '../cell/access/probes.js';
 import { attachmentRoutes } from '../cell/access/attachment-routes.js';
 import type { CellCore } from '../cell/cell-core.js';
 import type { AuditLog } from '../cell/audit-log.js';
@@ -32,6 +34,8 @@ import { AssemblyError, assembleCell, type AssembledCell, type AssembledMesh, ty
 import { meshTimings, type CellConfig, type MeshConfig } from './config.js';
 import { storeFromConfig, storeOpenError, warnOfWeakDurability } from './cell-store.js';
 import { listenStartError } from './start-errors.js';
+import { cellDrainOf } from './cell-drain-service.js';
+import type { CellDrain } from '../mesh/cell-drain.js';
 
 export interface StartCellOptions {
   config: CellConfig;
@@ -74,10 +78,15 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   // Bound once the cell has joined its cluster; until then (and for a standalone cell) the API says so.
   let clusterApi: ClusterApi | undefined;
   let meshDirectory: DirectoryView | undefined;
+  let drain: CellDrain | undefined;
+  let probes: Probes | undefined;
   let port = 0;
   let access: AccessServer | undefined;
   const devices: DeviceAccess = {
-    open: async ({ core, metrics, people, audit, attachments, catalogue, erasure, isReady }) => {
+    open: async ({ core, metrics, people, audit, attachments, catalogue, erasure, readiness }) => {
+      // The watchdog times the process's real event loop: on the system clock even when a test gives the cell a virtual one.
+      probes = cellProbes({ clock: new SystemClock(), metrics: metricsPort, logger, maxEventLoopStallMs: config.health.maxEventLoopStallMs, readiness });
+      const { liveness } = probes;
       const adminTokens = config.admin.token === undefined ? [] : [config.admin.token, ...config.admin.acceptTokens];
       access = new AccessServer({
         core,
@@ -87,14 +96,16 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
         limits: config.limits,
         host: config.listen.host,
         port: config.listen.port,
-        isReady,
+        readiness,
+        liveness,
         adminTokens,
         audit,
         get cluster() {
           return clusterApi;
         },
         routeModules: [
-          adminCatalogueRoutes({ catalogue, people, audit, adminTokens }),
+          adminCatalogueRoutes({ catalogue, people, audit, adminTokens, merchantIntakeRefusal: () => drain?.merchantIntakeRefusal() }),
+          adminDrainRoutes({ drain: () => drain, standalone: config.mesh === undefined, audit, adminTokens }),
           adminPeopleRoutes({ servedTenants: () => core.servedTenants(), people, audit, adminTokens }),
           adminCustomerRoutes({ servedTenants: () => core.servedTenants(), blocks: core.blocks, closeConsultation: (tenant, conv) => core.desk.closeIfOpen(tenant, conv), data: new CustomerData({ store, host: customerDataHostOf(core), attachments }), erasure, audit, adminTokens }),
           loginRoutes({
@@ -150,12 +161,15 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   }
   warnOfWeakDurability(store, logger);
   if (cell.cluster !== undefined) {
-    clusterApi = clusterApiOf(cell.cluster, cell.core, clock);
+    drain = cellDrainOf(cell.cluster, cell.core, { audit: cell.audit, clock, logger, metrics: metricsPort });
+    clusterApi = clusterApiOf(cell.cluster, cell.core, clock, drain);
     meshDirectory = cell.cluster.mesh.directory;
   }
+  probes?.start();
   logger.info({ cell: config.cell.id, host: config.listen.host, port, store: config.store.kind, mesh: cell.cluster?.transport.addresses() }, 'cell listening');
   const stop = async (): Promise<void> => {
     await cell.stop();
+    probes?.stop();
     logger.info({ cell: config.cell.id }, 'cell stopped');
   };
   return { cellId: config.cell.id, port, core: cell.core, metrics: cell.metrics, people: cell.people, audit: cell.audit, mesh: cell.cluster, stop: once(stop) };
@@ -201,7 +215,7 @@ function keyFileOf(config: CellConfig, mesh: MeshConfig): string {
 }
 
 /** The HTTP API's view of the mesh (routes, the cluster view, partition tools). */
-function clusterApiOf(cluster: AssembledMesh<Libp2pMeshTransport>, core: CellCore, clock: Clock): ClusterApi {
+function clusterApiOf(cluster: AssembledMesh<Libp2pMeshTransport>, core: CellCore, clock: Clock, drain: CellDrain): ClusterApi {
   const { mesh, transport, location, mover, placement } = cluster;
   const peersOf = (cellIds: readonly string[]): { peers: string[]; unknown: string[] } => {
     const peers: string[] = [];
@@ -229,7 +243,11 @@ function clusterApiOf(cluster: AssembledMesh<Libp2pMeshTransport>, core: CellCor
       return { tenant, user, cells: [...here, ...elsewhere] };
     },
     moveMerchant: (tenant, merchant, to) => mover.move(tenant, merchant, to),
-    placeMerchant: (signed) => placeMerchant(placement, signed),
+    placeMerchant: async (signed) => {
+      const refusal = drain.merchantIntakeRefusal();
+      if (refusal !== undefined) throw refusal;
+      return placeMerchant(placement, signed);
+    },
     setCapacity: async (maxDevices) => {
       const record = await mesh.updateOwnRecord({ capacity: { maxDevices } });
       return { cellId: record.cellId, version: record.version, capacity: record.capacity };

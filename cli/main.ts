@@ -160,6 +160,18 @@ withAdmin(program.command('audit').description('list the audit log of a cell\'s 
   .option('--after <id>', 'continue after this entry (what the previous page printed after "more:")')
   .action(lazy(async () => (await import('./people-command.js')).runAuditCommand));
 
+withAdmin(program.command('drain').description('move every merchant of a cell to the other live cells, chosen by load, before the cell is removed (docs/operations.md)'))
+  .addOption(
+    new Option('--parallelism <n>', 'merchants moved at once (1-8)').default(1).argParser((value) => {
+      const parallelism = parsePositiveInt(value);
+      if (parallelism > 8) throw new InvalidArgumentError(`'${value}' is above 8 merchants moved at once`);
+      return parallelism;
+    }),
+  )
+  .option('--status', 'only show the progress of the drain under way or last run')
+  .option('--cancel', 'cancel the drain: moves under way finish, the cell takes merchants again')
+  .action(lazy(async () => (await import('./drain-command.js')).runDrainCommand));
+
 withAdmin(program.command('closure').description('the in-cell closure of a cluster: the share of messages and conversations that never crossed a cell boundary, per cell and summed (docs/routing.md)'))
   .action(lazy(async () => (await import('./closure-command.js')).runClosureCommand));
 

@@ -111,9 +111,16 @@ export class MerchantMover {
   private readonly moving = new Set<string>();
   /** Target side: one handover request per merchant at a time. */
   private readonly serving = new KeyedSerializer(MAX_SERVING_TASKS);
+  /** Why this cell takes no merchant now (a drain: CELL_DRAINING); undefined while it takes them. */
+  private movesInRefusal: () => CellError | undefined = () => undefined;
 
   constructor(private readonly components: MerchantMoverComponents) {
     components.cluster.handle(HANDOVER_PROTOCOL, (from, data) => this.serve(from, data));
+  }
+
+  /** Refuses moves in (their prepare and commit) while `refusal` answers an error: a draining cell takes no merchants. */
+  refuseMovesIn(refusal: () => CellError | undefined): void {
+    this.movesInRefusal = refusal;
   }
 
   /** Moves `merchant` of `tenant` from this cell to cell `to`. */
@@ -284,6 +291,8 @@ export class MerchantMover {
     if (claims.homeOf(request.tenant, request.merchant) !== from) {
       return answer({ ok: false, code: 'NOT_HOME', message: `cell ${from} is not the home of ${request.merchant} here` });
     }
+    const refusal = request.stage === 'prepare' || request.stage === 'commit' ? this.movesInRefusal() : undefined;
+    if (refusal !== undefined) return answer({ ok: false, code: refusal.code, message: refusal.message });
     if (request.stage === 'prepare') {
       // What this cell kept of the merchant's desk from an earlier stay is stale (records deleted
       // since, at the merchant's home, would come back to life): the copy brings all of it.

@@ -25,7 +25,7 @@ afterAll(() => cleanup.run());
 
 test('a live cell exposes process, cell and mesh metrics that keep the naming rules', () => {
   // The families the rules must cover are really there (a check of nothing would pass).
-  for (const family of ['process_cpu_seconds_total', 'nodejs_active_handles', 'nodejs_eventloop_lag_seconds', 'cellmesh_ack_latency_seconds', 'cellmesh_connections', 'cellmesh_mesh_probes_total', 'cellmesh_outbox_waiting_entries', 'cellmesh_closure_messages_total', 'cellmesh_closure_conversations_total', 'cellmesh_closure_crossed_conversations_total']) {
+  for (const family of ['process_cpu_seconds_total', 'nodejs_active_handles', 'nodejs_eventloop_lag_seconds', 'cellmesh_ack_latency_seconds', 'cellmesh_connections', 'cellmesh_mesh_probes_total', 'cellmesh_outbox_waiting_entries', 'cellmesh_closure_messages_total', 'cellmesh_closure_conversations_total', 'cellmesh_closure_crossed_conversations_total', 'cellmesh_ready', 'cellmesh_event_loop_stalls_total', 'cellmesh_drain_merchants']) {
     expect(exposition, family).toMatch(new RegExp(`^# TYPE ${family} `, 'm'));
   }
   expect(namingProblems(exposition)).toEqual([]);

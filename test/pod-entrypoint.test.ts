@@ -7,9 +7,11 @@
  */
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import { afterEach, expect, test } from 'vitest';
-import { Cleanup, CLUSTER_SECRET, freePort, REPO_ROOT, SECRET, startChildCell, TENANT } from './harness.js';
+import { connectNode, type StateChange } from '../client/index.js';
+import { ADMIN_TOKEN, Cleanup, CLUSTER_SECRET, eventually, freePort, httpRequest, REPO_ROOT, SECRET, startChildCell, TENANT, tokenFor } from './harness.js';
 import { BIN, cleanEnv } from './cli-process.js';
 
 const cleanup = new Cleanup();
@@ -82,3 +84,75 @@ test('SIGTERM while the cell is still starting stops it gracefully once started,
   expect(stderr).toContain('shutting down gracefully');
   expect(stderr).toContain('cell stopped');
 });
+
+/** GET over one kept-alive connection: it outlives the listen socket, so the answers of a stopping cell can be read to its end. */
+function getOver(agent: Agent, url: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const asked = request(url, { agent }, (response) => {
+      let body = '';
+      response.setEncoding('utf8').on('data', (chunk: string) => (body += chunk));
+      response.on('end', () => resolve({ status: response.statusCode ?? 0, body }));
+    });
+    asked.on('error', reject);
+    asked.end();
+  });
+}
+
+test('SIGTERM: readiness turns to draining first, devices get 1001 and the SDK in route mode reconnects to another cell, exit 0 within the grace', async () => {
+  const directory = await cleanup.tempDir();
+  const start = async (cellId: string, merchants: string[], bootstrap: string[]) => {
+    const cell = await startChildCell({ directory: join(directory, cellId), configDir: directory, cellId, merchants, mesh: { bootstrap }, logLevel: 'info' });
+    cleanup.add(async () => {
+      cell.kill('SIGKILL');
+      await cell.exited;
+    });
+    return cell;
+  };
+  const c1 = await start('c1', ['m1'], []);
+  const view = (await httpRequest('GET', `${c1.httpUrl}/v1/admin/cluster`, { token: ADMIN_TOKEN })).body as { cells: Array<{ cellId: string; endpoints: { p2p: string[] } }> };
+  const c2 = await start('c2', ['m2'], view.cells.find((cell) => cell.cellId === 'c1')!.endpoints.p2p);
+  await eventually(async () => (await httpRequest('GET', `${c2.httpUrl}/v1/route?tenant=${TENANT}&merchant=m1`)).status === 200, 'c2 to route m1 to c1', 30_000);
+
+  // A customer of m1 on the SDK, routed through c2: she lands on m1's home, c1.
+  const alice = await connectNode({ route: { url: c2.httpUrl, tenant: TENANT, merchant: 'm1' }, token: await tokenFor({ user: 'alice', device: 'phone' }) });
+  cleanup.add(() => alice.close());
+  expect(alice.session?.cell).toBe('c1');
+  const states: StateChange[] = [];
+  alice.on('state', (change) => states.push(change));
+
+  // The readiness probe of c1, over one connection, from before the signal until the process is gone.
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  cleanup.add(() => agent.destroy());
+  expect(await getOver(agent, `${c1.httpUrl}/v1/readyz`)).toEqual({ status: 200, body: JSON.stringify({ status: 'ready' }) });
+  const answers: Array<{ status: number; body: string }> = [];
+  let exited = false;
+  const probing = (async () => {
+    while (!exited) {
+      try {
+        answers.push(await getOver(agent, `${c1.httpUrl}/v1/readyz`));
+      } catch {
+        return; // the process closed the connection on its way out
+      }
+    }
+  })();
+  const signalledAtMs = Date.now();
+  c1.kill('SIGTERM');
+  const ended = await c1.exited;
+  exited = true;
+  await probing;
+  expect(ended, c1.stderrTail()).toEqual({ code: 0, signal: null });
+  // shutdownGraceSeconds is 10 in the harness's config.
+  expect(Date.now() - signalledAtMs).toBeLessThan(10_000);
+
+  // Ready until the signal, then draining: never ready again.
+  const firstDraining = answers.findIndex((answer) => answer.status === 503);
+  expect(firstDraining, JSON.stringify(answers.slice(-3))).toBeGreaterThanOrEqual(0);
+  expect(answers[firstDraining]!.body).toBe(JSON.stringify({ status: 'draining' }));
+  expect(answers.slice(firstDraining).every((answer) => answer.status === 503 && answer.body === JSON.stringify({ status: 'draining' }))).toBe(true);
+  expect(answers.slice(0, firstDraining).every((answer) => answer.status === 200)).toBe(true);
+
+  // The device was closed with 1001 (going away: reconnect), and the SDK followed the route to c2.
+  expect(states.find((change) => change.state === 'reconnecting')).toMatchObject({ closeCode: 1001 });
+  await eventually(() => alice.session?.cell === 'c2', "alice's client to reconnect to c2", 30_000);
+  expect(alice.homeDown).toMatchObject({ cellId: 'c1' });
+}, 120_000);

@@ -1,5 +1,6 @@
 import { recordOutcome, requestDetails, type AuditLog } from '../audit-log.js';
 import type { PeopleDirectory } from '../desk/people.js';
+import type { CellError } from '../protocol/errors.js';
 import type { MerchantView, TenantCatalogue, TenantView } from '../tenant-catalogue.js';
 import { parseJsonBody, requireAdmin, type HttpMethod, type HttpRequestData } from './http-router.js';
 import type { RouteModule } from './uws-server.js';
@@ -18,6 +19,8 @@ export interface AdminCatalogueComponents {
   audit: AuditLog;
   /** The admin token and those accepted during a rotation; empty: the admin API is disabled. */
   adminTokens: readonly string[];
+  /** Why the cell takes no new merchant now (a drain: CELL_DRAINING); undefined while it takes them. */
+  merchantIntakeRefusal?: (() => CellError | undefined) | undefined;
 }
 
 const TENANTS = '/v1/admin/tenants';
@@ -69,7 +72,11 @@ export function adminCatalogueRoutes(components: AdminCatalogueComponents): Rout
       status: 200,
       body: { tenant, merchants: catalogue.listMerchants(tenant).map((merchant) => ({ ...merchant, agents: people.list(tenant, merchant.id).length })) },
     }));
-    change('post', MERCHANTS, 'merchant.create', async (request, tenant) => ({ status: 201, body: await catalogue.createMerchant(tenant, parseJsonBody(request.body)) }));
+    change('post', MERCHANTS, 'merchant.create', async (request, tenant) => {
+      const refusal = components.merchantIntakeRefusal?.();
+      if (refusal !== undefined) throw refusal;
+      return { status: 201, body: await catalogue.createMerchant(tenant, parseJsonBody(request.body)) };
+    });
     change('patch', MERCHANT, 'merchant.update', async (request, tenant, merchant) => ({ status: 200, body: await catalogue.updateMerchant(tenant, merchant!, parseJsonBody(request.body)) }));
     change('del', MERCHANT, 'merchant.remove', async (_request, tenant, merchant) => ({ status: 200, body: await catalogue.removeMerchant(tenant, merchant!) }));
   };

@@ -10,6 +10,8 @@ import { CellError, ErrorCode, inBandRejectionCloseCodes } from '../protocol/err
 import { IDENTIFIER_PATTERN, PROTOCOL_VERSION, SUBPROTOCOL_V1, parseConversationId } from '../protocol/frames.js';
 import { HttpCapacityBody, HttpCellList, HttpMoveBody, HttpPlaceBody, HttpHistoryQuery, HttpLocateQuery, HttpReadBody, HttpSendBody } from '../protocol/http.js';
 import type { Identity } from './tokens.js';
+import type { Readiness } from './probes.js';
+import type { LivenessVerdict } from '../../platform/event-loop-watchdog.js';
 import { errorFrameOf } from '../routing/merchant-redirects.js';
 import { HttpRouter, asCellError, bearerToken, parseJsonBody, parseWith, requireAdmin, respondJson, watchAbort, writeError, type HttpMethod, type HttpRequestData } from './http-router.js';
 
@@ -22,8 +24,10 @@ export interface AccessServerOptions {
   limits: LimitsConfig;
   host: string;
   port: number;
-  /** Whether the cell is ready to take traffic (store open, not draining). */
-  isReady: () => boolean;
+  /** Whether the cell takes traffic (`/v1/readyz`): serving its merchants, not starting nor shutting down. */
+  readiness: () => Readiness;
+  /** Whether the process is live (`/v1/healthz`): its event loop is not stuck. Live when absent. */
+  liveness?: (() => LivenessVerdict) | undefined;
   /** The cluster API of a cell in a mesh; a standalone cell answers MESH_DISABLED. */
   cluster?: ClusterApi | undefined;
   /**
@@ -228,10 +232,15 @@ export class AccessServer {
 
   private routeHttp(): void {
     const { core, exposition } = this.options;
-    this.router.on('get', '/v1/healthz', (res) => respondJson(res, 200, { status: 'ok' }));
-    this.router.on('get', '/v1/readyz', (res) =>
-      this.options.isReady() ? respondJson(res, 200, { status: 'ready' }) : respondJson(res, 503, { status: core.isDraining ? 'draining' : 'starting' }),
-    );
+    this.router.on('get', '/v1/healthz', (res) => {
+      const verdict = this.options.liveness?.() ?? { live: true };
+      if (verdict.live) respondJson(res, 200, { status: 'ok' });
+      else respondJson(res, 503, { status: 'stalled', stalledMs: verdict.stalledMs });
+    });
+    this.router.on('get', '/v1/readyz', (res) => {
+      const readiness = this.options.readiness();
+      respondJson(res, readiness === 'ready' ? 200 : 503, { status: readiness });
+    });
     this.router.on('get', '/v1/info', (res) =>
       respondJson(res, 200, { protocolVersions: [PROTOCOL_VERSION], subprotocols: [SUBPROTOCOL_V1], connections: core.presence.connections }),
     );

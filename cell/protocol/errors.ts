@@ -97,6 +97,10 @@ export const ErrorCode = {
   TenantNotEmpty: 'TENANT_NOT_EMPTY',
   /** HTTP admin: the cell is still joining its cluster; retry in a moment. */
   CellStarting: 'CELL_STARTING',
+  /** HTTP admin: the cell is draining (`cellmesh drain`): it takes no new merchants, created or moved in. */
+  CellDraining: 'CELL_DRAINING',
+  /** HTTP admin: a drain found no live cell of the cluster to move the merchants to. */
+  NoDrainTarget: 'NO_DRAIN_TARGET',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -158,6 +162,8 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   MERCHANT_EXISTS: 409,
   TENANT_NOT_EMPTY: 409,
   CELL_STARTING: 503,
+  CELL_DRAINING: 409,
+  NO_DRAIN_TARGET: 409,
 };
 
 /** An operating error with a stable code: answered to the client, never a crash. */
