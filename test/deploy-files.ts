@@ -140,8 +140,8 @@ export interface CellOption {
   readonly env: string;
   /** The long flag, `--mesh-port`; undefined for a variable without one. */
   readonly flag: string | undefined;
-  /** The flag takes a port number (`<port>`), which commander parses into a number. */
-  readonly isPort: boolean;
+  /** The flag takes a number (`<port>`, `<number>`), which the command parses into one. */
+  readonly isNumber: boolean;
 }
 
 /**
@@ -153,12 +153,24 @@ export function documentedCellOptions(): Map<string, CellOption> {
   const start = operations.indexOf('## Running a cell');
   const section = operations.slice(start, operations.indexOf('\n## ', start + 1));
   const options = new Map<string, CellOption>();
+  // The columns are found by their headings, `flag` and `environment`, wherever they stand.
+  let flagColumn = -1;
+  let envColumn = -1;
   for (const line of section.split('\n')) {
-    if (!line.startsWith('|')) continue;
-    const [flagCell = '', envCell = ''] = line.split('|').slice(1);
-    for (const env of envCell.match(/CELLMESH_[A-Z0-9_]+/g) ?? []) {
+    if (!line.startsWith('|')) {
+      flagColumn = envColumn = -1;
+      continue;
+    }
+    const cells = line.split('|').slice(1, -1).map((cell) => cell.trim());
+    if (flagColumn === -1) {
+      flagColumn = cells.indexOf('flag');
+      envColumn = cells.indexOf('environment');
+      continue;
+    }
+    const flagCell = cells[flagColumn] ?? '';
+    for (const env of cells[envColumn]?.match(/CELLMESH_[A-Z0-9_]+/g) ?? []) {
       const flag = /--[a-z][a-z-]*/.exec(flagCell)?.[0];
-      options.set(env, { env, flag, isPort: /<port>/.test(flagCell) });
+      options.set(env, { env, flag, isNumber: /<(port|number)>/.test(flagCell) });
     }
   }
   if (options.size === 0) throw new Error('docs/operations.md, "Running a cell": no table of environment variables found');
@@ -185,7 +197,7 @@ export function effectiveCellConfig(raw: Record<string, unknown>, env: Readonly<
     const option = options.get(name);
     if (option?.flag === undefined) continue;
     const key = option.flag.slice(2).replace(/-([a-z])/g, (_match, letter: string) => letter.toUpperCase());
-    overrides[key] = option.isPort ? Number(value) : value;
+    overrides[key] = option.isNumber ? Number(value) : value;
   }
   return resolveCellConfig(raw, overrides as CellOverrides);
 }

@@ -4,15 +4,15 @@
  * Kubernetes object validates against the Kubernetes schemas (kubernetes-models) and names no
  * field they do not know; every variable, port, probe path, address and grace period a
  * container gives its cell is one the cell really reads and agrees with the config the cell
- * ends up with (its config file with that environment applied by the cell's own code); and the
- * image's exact command line (ENTRYPOINT + CMD, its ENV, then cell-a's pod environment) runs
+ * ends up with (its config file with that environment applied by the cell's own code); the
+ * build context holds what the build bundles; and the image's exact command line (ENTRYPOINT + CMD, its ENV, then cell-a's pod environment) runs
  * from the checkout as a process, becomes ready, passes the image's health check and stops
  * with exit 0 on SIGTERM.
  */
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { cpSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join, relative } from 'node:path';
 import { Deployment, StatefulSet } from 'kubernetes-models/apps/v1';
 import { NetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1';
 import { PodDisruptionBudget } from 'kubernetes-models/policy/v1';
@@ -21,6 +21,7 @@ import { parse as parseYaml } from 'yaml';
 import { afterEach, describe, expect, test } from 'vitest';
 import { parseCellConfig, type CellConfig } from '../assembly/config.js';
 import { secretSettingsOf, weakSecretProblems } from '../assembly/secret-strength.js';
+import { loadOrCreatePeerKey } from '../mesh/peer-key-file.js';
 import { cleanEnv } from './cli-process.js';
 import {
   DEPLOY_DIR,
@@ -243,9 +244,15 @@ describe('Kubernetes manifests', () => {
       expect(container['readinessProbe']?.httpGet.path, name).toBe('/v1/readyz');
       expect(container['livenessProbe']?.httpGet.path, name).toBe('/v1/healthz');
       expect(spec.terminationGracePeriodSeconds, `${name}: terminationGracePeriodSeconds above shutdownGraceSeconds`).toBeGreaterThan(config.shutdownGraceSeconds);
+      // Kubernetes gives a pod CELLMESH_* variables for Services named cellmesh...
+      // (CELLMESH_PORT=tcp://10.96.0.7:7400), which the cell would take for its settings.
+      expect(spec.enableServiceLinks, `${name}: enableServiceLinks`).toBe(false);
       expect(spec.securityContext, name).toMatchObject({ runAsNonRoot: true, runAsUser: Number(IMAGE.user!.split(':')[0]) });
       expect(container['securityContext'], name).toMatchObject({ readOnlyRootFilesystem: true, allowPrivilegeEscalation: false });
       for (const bound of ['requests', 'limits']) expect(Object.keys(container['resources'][bound]).sort(), `${name} resources.${bound}`).toEqual(['cpu', 'memory']);
+      // The mesh key, the cell's identity: on a volume, never in the container's own (read-only) layer.
+      const keyFile = config.mesh!.keyFile ?? (config.store.kind === 'level' ? join(config.store.directory, 'mesh-peer.key') : '');
+      expect((container['volumeMounts'] as Json[]).some((mount) => keyFile.startsWith(`${mount['mountPath']}/`)), `${name}: its mesh key ${keyFile} lies on a volume`).toBe(true);
       if (file['store']?.kind === 'redis') {
         expect(workload['kind'], `${name}: the processes of a Redis cell keep nothing on disk`).toBe('Deployment');
       } else if (config.store.kind === 'level') {
@@ -392,6 +399,13 @@ describe('compose file', () => {
     expect(redisCells.map(([name]) => name)).toEqual(['cell-c-1', 'cell-c-2']);
     expect(new Set(redisCells.map(([, service]) => service['environment']['CELLMESH_CONFIG'])).size).toBe(1);
     expect(new Set(redisCells.map(([, service]) => service['environment']['CELLMESH_PROCESS_ID'])).size).toBe(2);
+    // One mesh key for the cell: its processes share the volume it lies on.
+    const keyVolumes = redisCells.map(([, service]) => {
+      const keyFile = composeCell(service).config.mesh!.keyFile!;
+      return ((service['volumes'] ?? []) as string[]).find((volume) => keyFile.startsWith(`${volume.split(':')[1]}/`))?.split(':')[0];
+    });
+    expect(keyVolumes[0], 'the mesh key of the Redis cell lies on a named volume').toBeDefined();
+    expect(new Set(keyVolumes).size).toBe(1);
     for (const [name, service] of redisCells) {
       const url = new URL((parseYaml(composeCell(service).text) as Json)['store'].redis.url);
       const redis = COMPOSE['services'][url.hostname] as Json;
@@ -425,6 +439,43 @@ describe('image', () => {
     for (const directory of dataDirectories) expect(IMAGE.volumes).toContain(directory);
     const ignored = readFileSync(join(REPO_ROOT, '.dockerignore'), 'utf8').split('\n');
     expect(ignored, 'the image builds its own dependencies and dist/').toEqual(expect.arrayContaining(['node_modules', 'dist']));
+  });
+
+  test('the build context (the checkout less .dockerignore) holds everything the build bundles', async () => {
+    const patterns = readFileSync(join(REPO_ROOT, '.dockerignore'), 'utf8')
+      .split('\n')
+      .filter((line) => line.trim() !== '' && !line.startsWith('#'))
+      .map((pattern) => new RegExp(`^${pattern.replaceAll('.', '\\.').replaceAll('*', '[^/]*')}(/|$)`));
+    const context = await cleanup.tempDir('cellmesh-build-context-');
+    // Docker matches each pattern against the path from the context's root; a directory's match covers its content.
+    cpSync(REPO_ROOT, context, { recursive: true, filter: (source) => !patterns.some((pattern) => pattern.test(relative(REPO_ROOT, source))) });
+    expect(existsSync(join(context, 'node_modules')) || existsSync(join(context, 'dist')) || existsSync(join(context, 'test'))).toBe(false);
+    // `npm ci` would install the dependencies; the checkout's stand in for them.
+    symlinkSync(join(REPO_ROOT, 'node_modules'), join(context, 'node_modules'));
+    const run = (args: string[]): Promise<{ code: number | null; output: string }> =>
+      new Promise((resolve) => {
+        const child = spawn(process.execPath, args, { cwd: context, env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+        let output = '';
+        child.stdout.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+        child.stderr.setEncoding('utf8').on('data', (chunk: string) => (output += chunk));
+        child.once('close', (code) => resolve({ code, output }));
+      });
+    const build = await run(['scripts/build.mjs']);
+    expect(build.code, `the build in the context:\n${build.output}`).toBe(0);
+    const version = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')).version as string;
+    expect(await run([...IMAGE.entrypoint!.slice(1), '--version'])).toEqual({ code: 0, output: `${version}\n` });
+  });
+
+  test('the documented way to make a scaled cell\'s mesh key makes one the cell takes as it is', async () => {
+    const guide = readFileSync(join(REPO_ROOT, 'docs', 'deploy.md'), 'utf8');
+    const [, typeFlag = '', script = '', output = ''] = /^ {4}docker run --rm --entrypoint node \S+ (--input-type=module) -e "([^"]+)" > (\S+)$/m.exec(guide) ?? [];
+    expect(script, 'docs/deploy.md gives the command that makes a mesh key').toContain('generateKeyPair');
+    // The image's WORKDIR holds its node_modules, as the checkout does.
+    const key = execFileSync(process.execPath, [typeFlag, '-e', script], { cwd: REPO_ROOT });
+    const keyFile = join(await cleanup.tempDir('cellmesh-key-'), output);
+    writeFileSync(keyFile, key, { mode: 0o600 });
+    expect((await loadOrCreatePeerKey(keyFile)).type).toBe('Ed25519');
+    expect(readFileSync(keyFile).equals(key), 'the key is read, not replaced').toBe(true);
   });
 
   test('every secret the examples give a cell is a marked placeholder that the cell refuses', () => {
