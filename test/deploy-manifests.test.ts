@@ -366,10 +366,18 @@ describe('compose file', () => {
     expect(new Set(cellIds).size).toBe(3);
     expect(cellIds.length).toBe(4);
     for (const [name, service] of COMPOSE_CELLS) {
-      const { env, fileEnv, config } = composeCell(service);
+      const { env, fileEnv, text, config } = composeCell(service);
       expect(unknownVariables([...Object.keys(fileEnv), ...Object.keys(service['environment'])]), name).toEqual([]);
       expect(service['command'] ?? service['entrypoint'], `${name} runs the image's command line`).toBeUndefined();
       expect(config.mesh, name).toBeDefined();
+      // Like a pod, on an address of its own, for devices and for the mesh.
+      const address = service['networks']?.default?.ipv4_address as string | undefined;
+      expect([config.listen.host, config.mesh!.listen.host], `${name} listens on its fixed address`).toEqual([address, address]);
+      // Its store (LevelDB) and its mesh key on named volumes.
+      const onVolume = (path: string): boolean => ((service['volumes'] ?? []) as string[]).some((volume) => path.startsWith(`${volume.split(':')[1]}/`));
+      const keyFile = config.mesh!.keyFile ?? (config.store.kind === 'level' ? join(config.store.directory, 'mesh-peer.key') : '');
+      expect(onVolume(keyFile), `${name}: its mesh key ${keyFile} lies on a volume`).toBe(true);
+      if ((parseYaml(text) as Json)['store']?.kind !== 'redis' && config.store.kind === 'level') expect(onVolume(`${config.store.directory}/`), `${name}: its store on a volume`).toBe(true);
       expect((service['ports'] as string[]).map((port) => Number(port.split(':').at(-1))), name).toEqual([config.listen.port]);
       // The image's health check asks CELLMESH_HOST and CELLMESH_PORT (default 7400).
       expect(Number(env['CELLMESH_PORT'] ?? 7400), `${name}: the health check asks the cell's port`).toBe(config.listen.port);
