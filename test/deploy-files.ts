@@ -9,7 +9,9 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { CellConfig } from '../assembly/config.js';
-import { resolveCellConfig, type CellOverrides } from '../cli/load-config.js';
+import { CELL_OPTIONS } from '../assembly/cell-options.js';
+import { givenValues } from '../cli/config-environment.js';
+import { resolveCellConfig } from '../cli/load-config.js';
 import { REPO_ROOT } from './harness.js';
 
 export const DEPLOY_DIR = join(REPO_ROOT, 'deploy');
@@ -178,28 +180,11 @@ export function documentedCellOptions(): Map<string, CellOption> {
 }
 
 /**
- * Whether the cell's config knows a Redis store (`store.kind: redis`): what the helper building
- * the cell of several processes adds (issue 19). Until then its settings are awaited, not known.
- */
-export function redisStoreKnown(): boolean {
-  const result = CellConfig.safeParse({ tenants: [{ id: 'probe', secret: 'probe-secret-0123456789abcdefghijklmnop' }], store: { kind: 'redis' } });
-  return result.success || !result.error.issues.some((issue) => issue.path.join('.') === 'store.kind');
-}
-
-/**
  * The config a container gives its cell: the config file with the container's environment
- * applied as `cellmesh cell` applies it (each variable as its flag, CELLMESH_CONFIG aside).
+ * applied exactly as `cellmesh cell` applies it (the cell's option list, no flags).
  */
-export function effectiveCellConfig(raw: Record<string, unknown>, env: Readonly<Record<string, string>>, options: ReadonlyMap<string, CellOption>): CellConfig {
-  const overrides: Record<string, string | number> = {};
-  for (const [name, value] of Object.entries(env)) {
-    if (name === 'CELLMESH_CONFIG' || value === '') continue;
-    const option = options.get(name);
-    if (option?.flag === undefined) continue;
-    const key = option.flag.slice(2).replace(/-([a-z])/g, (_match, letter: string) => letter.toUpperCase());
-    overrides[key] = option.isNumber ? Number(value) : value;
-  }
-  return resolveCellConfig(raw, overrides as CellOverrides);
+export function effectiveCellConfig(raw: Record<string, unknown>, env: Readonly<Record<string, string>>): CellConfig {
+  return resolveCellConfig(raw, givenValues(CELL_OPTIONS, {}, env));
 }
 
 /** The GET routes the cell's HTTP server registers itself (cell/access/uws-server.ts). */

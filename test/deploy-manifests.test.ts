@@ -31,7 +31,6 @@ import {
   documentedCellOptions,
   effectiveCellConfig,
   imageRuntime,
-  redisStoreKnown,
 } from './deploy-files.js';
 import { Cleanup, freePort, REPO_ROOT } from './harness.js';
 
@@ -44,25 +43,13 @@ type Json = Record<string, any>;
 const IMAGE = imageRuntime(dockerStages(readFileSync(join(DEPLOY_DIR, 'Dockerfile'), 'utf8')));
 const YAML_FILES = deployYamlFiles();
 const OPTIONS = documentedCellOptions();
-const REDIS_STORE_KNOWN = redisStoreKnown();
-/**
- * Settings of the cell of several processes that another helper is building (issue 19), named
- * as planned. They pass only while the config knows no Redis store: once it does, every name
- * must be a real one, so a name that changed on the way is caught here.
- */
-const AWAITED_WITH_THE_REDIS_STORE = new Set(['CELLMESH_PROCESS_ID']);
+/** Settings of the cell of several processes, named as planned until that part of issue 19 lands. */
+const AWAITED_WITH_THE_SCALED_CELL = new Set(['CELLMESH_PROCESS_ID']);
 const PLACEHOLDER = /^REPLACE-ME\b/;
 
 /** Whether `name` is a variable the cell reads (or, until the Redis store exists, one it will). */
 function unknownVariables(names: Iterable<string>): string[] {
-  return [...names].filter((name) => !OPTIONS.has(name) && !(AWAITED_WITH_THE_REDIS_STORE.has(name) && !REDIS_STORE_KNOWN));
-}
-
-/** A cell config file, with a Redis store swapped for a LevelDB one while the config knows none. */
-function checkableConfigFile(text: string): Json {
-  const raw = parseYaml(text) as Json;
-  if (!REDIS_STORE_KNOWN && raw['store']?.kind === 'redis') raw['store'] = { kind: 'level' };
-  return raw;
+  return [...names].filter((name) => !OPTIONS.has(name) && !AWAITED_WITH_THE_SCALED_CELL.has(name));
 }
 
 const DEFAULTS = parseCellConfig({ tenants: [{ id: 't', secret: 'defaults-0123456789abcdefghijklmnopq' }], mesh: { clusterSecret: 'defaults-0123456789abcdefghijklmnopq' } });
@@ -165,7 +152,7 @@ function kubernetesCell(workload: Json): KubernetesCell {
   const container = cellContainerOf(workload)!;
   const env = podEnvironment(container, { name: `${workload['metadata'].name}-0`, ip: '10.1.2.3' });
   const text = mountedSecretFile(workload, container, env['CELLMESH_CONFIG']!);
-  return { container, env, file: parseYaml(text) as Json, config: effectiveCellConfig(checkableConfigFile(text), env, OPTIONS) };
+  return { container, env, file: parseYaml(text) as Json, config: effectiveCellConfig(parseYaml(text) as Json, env) };
 }
 
 /** Where a DNS name of the cluster leads: a StatefulSet's pod, or a Service's selected pods. */
@@ -352,7 +339,7 @@ function composeCell(service: Json): { env: Record<string, string>; fileEnv: Rec
   const env = { ...IMAGE.env, ...fileEnv, ...(service['environment'] as Record<string, string>) };
   const secret = /^\/run\/secrets\/(.+)$/.exec(env['CELLMESH_CONFIG'] ?? '')?.[1];
   const text = readFileSync(join(DEPLOY_DIR, COMPOSE['secrets'][secret!].file as string), 'utf8');
-  return { env, fileEnv, text, config: effectiveCellConfig(checkableConfigFile(text), env, OPTIONS) };
+  return { env, fileEnv, text, config: effectiveCellConfig(parseYaml(text) as Json, env) };
 }
 
 /** The services a name on the compose network reaches: the service of that name, or those with that alias. */
