@@ -63,7 +63,8 @@ export interface RunningCell {
   stop(): Promise<void>;
 }
 
-function storeFromConfig(config: CellConfig): Store {
+/** The store the config names, not opened (also what `cellmesh backup` and `restore` open). */
+export function storeFromConfig(config: CellConfig): Store {
   return config.store.kind === 'level'
     ? new LevelStore({ directory: config.store.directory, sync: config.store.sync, minFlushIntervalMs: config.store.minFlushIntervalMs })
     : new MemoryStore();
@@ -216,7 +217,7 @@ function libp2pMeshPorts(config: CellConfig, mesh: MeshConfig, logger: Logger): 
 }
 
 /** Where the libp2p key lives: `mesh.keyFile`, or `<store directory>/mesh-peer.key`. */
-function keyFileOf(config: CellConfig, mesh: MeshConfig): string {
+export function keyFileOf(config: CellConfig, mesh: MeshConfig): string {
   if (mesh.keyFile !== undefined) return mesh.keyFile;
   if (config.store.kind !== 'level') {
     throw new Error("mesh.keyFile is required when the store has no directory (memory store): the key is the cell's identity in the cluster");

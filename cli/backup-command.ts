@@ -1,0 +1,186 @@
+import { createReadStream, createWriteStream, existsSync } from 'node:fs';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import cliProgress from 'cli-progress';
+import { keyFileOf, storeFromConfig } from '../assembly/process-cell.js';
+import type { CellConfig } from '../assembly/config.js';
+import { backupCellStore, checkRestorable, restoreCellStore, verifyBackup } from '../cell/cell-backup.js';
+import { isLockedByAnotherProcess, type Store } from '../platform/store/index.js';
+import { CliError, ExitCode, messageWithCauses } from './cli-errors.js';
+import { readConfigFile, resolveCellConfig } from './load-config.js';
+
+/**
+ * `cellmesh backup` and `cellmesh restore`: a stopped cell's store to a backup file and back
+ * (docs/operations.md, "Backup and restore"). A running cell is backed up through its admin API.
+ */
+
+interface BackupOptions {
+  config?: string;
+  out: string;
+}
+
+interface RestoreOptions {
+  config?: string;
+  from: string;
+  force?: boolean;
+}
+
+export async function runBackupCommand(options: BackupOptions): Promise<void> {
+  const config = await cellConfig(options.config);
+  const directory = levelDirectory(config);
+  // Opening a missing directory would create an empty store and back that up.
+  if (!existsSync(join(directory, 'CURRENT'))) throw new CliError(`there is no LevelDB store at ${directory} (store.directory of the config)`, ExitCode.Usage);
+  if (existsSync(options.out)) throw new CliError(`${options.out} exists already; choose another file`, ExitCode.Usage);
+  const meshKey = await meshKeyOf(config);
+  const store = await openStopped(config);
+  const startedMs = performance.now(); // real-clock-ok: the summary's duration
+  const progress = progressBar('backup | {entries} entries | {size}', 0);
+  // Written beside the target and renamed at the end: a failed backup leaves no file that looks whole.
+  const partial = `${options.out}.partial`;
+  let totals;
+  try {
+    totals = await backupCellStore(store, createWriteStream(partial, { mode: 0o600 }), {
+      cellId: config.cell.id,
+      source: config.store.kind,
+      createdAt: new Date().toISOString(),
+      meshKey,
+      snapshot: false,
+      onProgress: (entries, bytes) => progress.update(entries, { entries, size: sizeText(bytes) }),
+    });
+    await rename(partial, options.out);
+  } catch (error) {
+    await rm(partial, { force: true });
+    throw error;
+  } finally {
+    progress.stop();
+    await store.close();
+  }
+  const seconds = (performance.now() - startedMs) / 1000; // real-clock-ok
+  process.stdout.write(
+    `backed up cell ${config.cell.id}: ${totals.entries} entries, ${sizeText(totals.bytes)} to ${options.out} in ${seconds.toFixed(1)} s` +
+      `${meshKey === undefined ? '' : ' (with its mesh key: keep the file as secret as the key)'}\n`,
+  );
+}
+
+export async function runRestoreCommand(options: RestoreOptions): Promise<void> {
+  const config = await cellConfig(options.config);
+  const directory = levelDirectory(config);
+  const force = options.force === true;
+  const startedMs = performance.now(); // real-clock-ok: the summary's duration
+  // The whole file is checked before the store is touched: a file cut short or changed is refused
+  // with the store as it was.
+  const verifying = progressBar('verify {bar} {entries} entries', 0);
+  const verified = await verifyBackup(createReadStream(options.from), options.from, (entries) => verifying.update(entries, { entries })).finally(() => verifying.stop());
+  checkRestorable(verified.header, config.cell.id, options.from);
+  const keyPlan = await meshKeyPlan(config, verified.header.meshKey, force);
+  const store = await openStopped(config);
+  const restoring = progressBar('restore {bar} {percentage}% | {value}/{total} entries', verified.entries);
+  let restored;
+  try {
+    restored = await restoreCellStore(store, createReadStream(options.from), {
+      cellId: config.cell.id,
+      name: options.from,
+      force,
+      onProgress: (entries) => restoring.update(entries),
+    });
+  } finally {
+    restoring.stop();
+    await store.close();
+  }
+  const keyNote = await keyPlan();
+  const seconds = (performance.now() - startedMs) / 1000; // real-clock-ok
+  const wiped = restored.deleted > 0 ? `, after deleting the ${restored.deleted} entries it held (--force)` : '';
+  process.stdout.write(
+    `restored cell ${config.cell.id} from ${options.from} (backed up ${restored.header.createdAt}): ${restored.entries} entries into ${directory}${wiped} in ${seconds.toFixed(1)} s${keyNote}\n`,
+  );
+}
+
+async function cellConfig(file: string | undefined): Promise<CellConfig> {
+  if (file === undefined) throw new CliError('the cell\'s config file is needed: pass --config <file> or set CELLMESH_CONFIG', ExitCode.Usage);
+  return resolveCellConfig(await readConfigFile(file), {});
+}
+
+/** The LevelDB directory of the config; another store kind has nothing here to back up. */
+function levelDirectory(config: CellConfig): string {
+  if (config.store.kind !== 'level') throw new CliError(`a ${config.store.kind} store keeps nothing across a restart: there is nothing to back up or restore`, ExitCode.Usage);
+  return config.store.directory;
+}
+
+/** Opens the config's store; a store held by a running cell is refused in words, not a stack trace. */
+async function openStopped(config: CellConfig): Promise<Store> {
+  const store = storeFromConfig(config);
+  try {
+    await store.open();
+  } catch (error) {
+    const directory = levelDirectory(config);
+    if (isLockedByAnotherProcess(error)) {
+      throw new CliError(`${directory} is locked by another process: the cell is running. Stop it first, or back it up while it runs with GET /v1/admin/backup (docs/operations.md, "Backup and restore")`, ExitCode.Usage);
+    }
+    throw new CliError(`cannot open the store at ${directory}: ${messageWithCauses(error)}`, ExitCode.Failed);
+  }
+  return store;
+}
+
+/** The cell's mesh key file (base64), if it is in a mesh and has one. */
+async function meshKeyOf(config: CellConfig): Promise<string | undefined> {
+  if (config.mesh === undefined) return undefined;
+  const file = keyFileOf(config, config.mesh);
+  try {
+    return (await readFile(file)).toString('base64');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw new CliError(`cannot read the mesh key file ${file}: ${(error as Error).message}`, ExitCode.Failed);
+  }
+}
+
+/**
+ * What the restore does with the mesh key, decided before the store is touched: writes the
+ * backup's key where the config keeps it (a restored cell comes back as the same peer), keeps a
+ * key already there that is the same, and refuses to replace another one without --force.
+ * Resolves with a function that does it after the data is restored, answering a note for the summary.
+ */
+async function meshKeyPlan(config: CellConfig, meshKey: string | undefined, force: boolean): Promise<() => Promise<string>> {
+  if (config.mesh === undefined) {
+    return async () => (meshKey === undefined ? '' : '; the backup holds a mesh key, which this config (no mesh section) does not use');
+  }
+  const file = keyFileOf(config, config.mesh);
+  if (meshKey === undefined) {
+    return async () => `; the backup holds no mesh key: the cell keeps ${existsSync(file) ? `the key in ${file}` : 'no key and makes a new one'} and joins as that peer under its cell id`;
+  }
+  const existing = await readFile(file).catch(() => undefined);
+  const wanted = Buffer.from(meshKey, 'base64');
+  if (existing !== undefined && existing.equals(wanted)) return async () => `; mesh key ${file} already the backup's`;
+  if (existing !== undefined && !force) {
+    throw new CliError(`${file} holds another mesh key than the backup's: the restored cell would join as another peer. Move it away, or pass --force to replace it`, ExitCode.Usage);
+  }
+  return async () => {
+    await mkdir(dirname(file), { recursive: true, mode: 0o700 });
+    await writeFile(file, wanted, { mode: 0o600 });
+    return `; mesh key written to ${file}`;
+  };
+}
+
+interface Progress {
+  update(value: number, payload?: Record<string, unknown>): void;
+  stop(): void;
+}
+
+/**
+ * A progress bar on stderr when it is a terminal; nothing otherwise (the summary line says the
+ * rest). A backup's total is unknown until its end (total 0): its format counts, with no bar.
+ */
+function progressBar(format: string, total: number): Progress {
+  if (process.stderr.isTTY !== true) return { update: () => undefined, stop: () => undefined };
+  const bar = new cliProgress.SingleBar({ format, stream: process.stderr, hideCursor: true, clearOnComplete: true, barsize: 24 }, cliProgress.Presets.shades_classic);
+  bar.start(total, 0, { entries: 0, size: sizeText(0) });
+  return {
+    update: (value, payload) => bar.update(value, payload ?? {}),
+    stop: () => bar.stop(),
+  };
+}
+
+function sizeText(bytes: number): string {
+  if (bytes < 1024 * 1024) return `${(bytes / 1024).toFixed(1)} KiB`;
+  if (bytes < 1024 * 1024 * 1024) return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+  return `${(bytes / 1024 / 1024 / 1024).toFixed(2)} GiB`;
+}
