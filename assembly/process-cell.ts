@@ -5,6 +5,7 @@ import { signingKeysOf } from '../cell/access/tokens.js';
 import { adminPeopleRoutes } from '../cell/access/admin-people-routes.js';
 import { adminCatalogueRoutes } from '../cell/access/admin-catalogue-routes.js';
 import { adminClosureRoutes } from '../cell/access/admin-closure-routes.js';
+import { adminBackupRoutes } from '../cell/access/admin-backup-routes.js';
 import { adminCustomerRoutes } from '../cell/access/admin-customer-routes.js';
 import { CustomerData, customerDataHostOf } from '../cell/customer-data.js';
 import { AccessServer, type ClusterApi } from '../cell/access/uws-server.js';
@@ -138,6 +139,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
           }),
           attachmentRoutes({ core, attachments, clock, tenantOf: (tenant) => catalogue.tenantConfig(tenant) }),
           adminClosureRoutes({ cellId: config.cell.id, closure: () => core.closure(), adminTokens }),
+          adminBackupRoutes({ cellId: config.cell.id, store, source: config.store.kind, clock, logger, adminTokens, meshKeyFile: config.mesh === undefined ? undefined : keyFileOf(config, config.mesh) }),
           routeRoutes({ directory: () => meshDirectory, standalone: config.mesh === undefined, clock, settings: config.routing, metrics: new RouteMetrics(metricsPort) }),
         ],
       });

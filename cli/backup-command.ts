@@ -1,13 +1,17 @@
 import { createReadStream, createWriteStream, existsSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import cliProgress from 'cli-progress';
 import { keyFileOf, storeFromConfig } from '../assembly/process-cell.js';
 import type { CellConfig } from '../assembly/config.js';
 import { backupCellStore, checkRestorable, restoreCellStore, verifyBackup } from '../cell/cell-backup.js';
+import { outboxKeys } from '../mesh/forward-store.js';
 import { isLockedByAnotherProcess, type Store } from '../platform/store/index.js';
 import { CliError, ExitCode, messageWithCauses } from './cli-errors.js';
 import { readConfigFile, resolveCellConfig } from './load-config.js';
+import { errorText } from './move-command.js';
 
 /**
  * `cellmesh backup` and `cellmesh restore`: a stopped cell's store to a backup file and back
@@ -16,6 +20,9 @@ import { readConfigFile, resolveCellConfig } from './load-config.js';
 
 interface BackupOptions {
   config?: string;
+  /** A running cell's URL: back it up through its admin API instead of opening its store. */
+  cell?: string;
+  adminToken?: string;
   out: string;
 }
 
@@ -26,6 +33,11 @@ interface RestoreOptions {
 }
 
 export async function runBackupCommand(options: BackupOptions): Promise<void> {
+  // --cell wins over a config (CELLMESH_CONFIG may be set in a pod, where the cell runs).
+  if (options.cell !== undefined) {
+    await backupRunningCell(options.cell, options.adminToken, options.out);
+    return;
+  }
   const config = await cellConfig(options.config);
   const directory = levelDirectory(config);
   // Opening a missing directory would create an empty store and back that up.
@@ -62,6 +74,50 @@ export async function runBackupCommand(options: BackupOptions): Promise<void> {
   );
 }
 
+/**
+ * Downloads `GET /v1/admin/backup` of a running cell to `out`, then reads the file through to
+ * check that it is whole (a connection cut midway leaves no file behind).
+ */
+async function backupRunningCell(cell: string, adminToken: string | undefined, out: string): Promise<void> {
+  if (adminToken === undefined || adminToken === '') throw new CliError('pass --admin-token or set CELLMESH_ADMIN_TOKEN', ExitCode.Usage);
+  if (existsSync(out)) throw new CliError(`${out} exists already; choose another file`, ExitCode.Usage);
+  const base = cell.replace(/\/$/, '');
+  const startedMs = performance.now(); // real-clock-ok: the summary's duration
+  // The answer must begin within a minute; the download itself takes as long as the store is large.
+  const answered = new AbortController();
+  const timer = setTimeout(() => answered.abort(new Error('no answer within 60 s')), 60_000);
+  const response = await fetch(`${base}/v1/admin/backup`, { headers: { authorization: `Bearer ${adminToken}` }, signal: answered.signal })
+    .catch((error: unknown) => {
+      throw new CliError(`cannot reach ${base}: ${messageWithCauses(error)}`, ExitCode.Unreachable);
+    })
+    .finally(() => clearTimeout(timer));
+  if (!response.ok || response.body === null) {
+    throw new CliError(`${base} refused the backup: ${errorText(await response.json().catch(() => `HTTP ${response.status}`))}`, ExitCode.Failed);
+  }
+  const partial = `${out}.partial`;
+  const progress = progressBar('download | {size}', 0);
+  let bytes = 0;
+  try {
+    const counted = Readable.fromWeb(response.body as Parameters<typeof Readable.fromWeb>[0]).on('data', (chunk: Buffer) => {
+      bytes += chunk.length;
+      progress.update(bytes, { size: sizeText(bytes) });
+    });
+    await pipeline(counted, createWriteStream(partial, { mode: 0o600 }));
+    progress.stop();
+    const verified = await verifyBackup(createReadStream(partial), `the backup of ${base}`);
+    await rename(partial, out);
+    const seconds = (performance.now() - startedMs) / 1000; // real-clock-ok
+    process.stdout.write(
+      `backed up running cell ${verified.header.cellId}: ${verified.entries} entries, ${sizeText(bytes)} to ${out} in ${seconds.toFixed(1)} s` +
+        `${verified.header.meshKey === undefined ? '' : ' (with its mesh key: keep the file as secret as the key)'}\n`,
+    );
+  } catch (error) {
+    progress.stop();
+    await rm(partial, { force: true });
+    throw error;
+  }
+}
+
 export async function runRestoreCommand(options: RestoreOptions): Promise<void> {
   const config = await cellConfig(options.config);
   const directory = levelDirectory(config);
@@ -83,6 +139,12 @@ export async function runRestoreCommand(options: RestoreOptions): Promise<void> 
       force,
       onProgress: (entries) => restoring.update(entries),
     });
+    // The restored outbox numbers its entries from where the backup left off, and the other
+    // cells' marks may be above that already (what the cell sent after the backup): they would
+    // drop its next entries as duplicates. Without its epoch the outbox makes a new one at start,
+    // which the others take as a new incarnation: entries it still holds are delivered again,
+    // which forwarded entries tolerate (applied idempotently, cell/messaging/cross-cell.ts).
+    await store.write([{ type: 'del', key: outboxKeys.epoch }]);
   } finally {
     restoring.stop();
     await store.close();

@@ -214,8 +214,10 @@ blocksCommand('remove', 'lift a block').argument('<customer>', 'the customer\'s 
 
 program
   .command('backup')
-  .description('write a stopped cell\'s store (and its mesh key) to a backup file; a running cell: GET /v1/admin/backup (docs/operations.md, "Backup and restore")')
-  .addOption(new Option('-c, --config <file>', 'the cell\'s config file (its store and mesh key)').env('CELLMESH_CONFIG'))
+  .description('write a cell\'s store (and its mesh key) to a backup file: a stopped cell\'s through its config, a running one\'s through its admin API (docs/operations.md, "Backup and restore")')
+  .addOption(new Option('-c, --config <file>', 'a stopped cell\'s config file (its store and mesh key)').env('CELLMESH_CONFIG'))
+  .option('--cell <url>', 'a running cell, http://host:port: streamed from a snapshot of its store (LevelDB); any --config is then unused')
+  .addOption(new Option('--admin-token <token>', 'the admin token of the cell (with --cell)').env('CELLMESH_ADMIN_TOKEN'))
   .requiredOption('--out <file>', 'the backup file to write (gzip; never overwritten; created readable by its owner only)')
   .action(lazy(async () => (await import('./backup-command.js')).runBackupCommand));
 

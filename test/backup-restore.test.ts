@@ -13,11 +13,12 @@ import { afterEach, describe, expect, test } from 'vitest';
 import { parseCellConfig } from '../assembly/config.js';
 import { KEY_LAYOUT_VERSION } from '../cell/messaging/key-layout.js';
 import { startCell, type RunningCell } from '../assembly/process-cell.js';
+import { outboxKeys } from '../mesh/forward-store.js';
 import { loadOrCreatePeerKey } from '../mesh/peer-key-file.js';
 import { silentLogger } from '../platform/logger.js';
 import { LevelStore } from '../platform/store/index.js';
-import { runCli } from './cli-process.js';
-import { CLUSTER_SECRET, Cleanup, SECRET, TENANT, sendMessage, tokenFor, type RawClient } from './harness.js';
+import { runCli, startCliTestCell } from './cli-process.js';
+import { ADMIN_TOKEN, CLUSTER_SECRET, Cleanup, SECRET, TENANT, errorCodeOf, httpRequest, sendMessage, tokenFor, type RawClient } from './harness.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -61,6 +62,17 @@ async function observe(url: string): Promise<{ alice: RawClient; bob: RawClient;
   const desk = await bob.request({ op: 'desk', id: 'd' });
   await carol.close();
   return { alice, bob, history, inbox, other, desk };
+}
+
+/** Every message of carol's conversation, oldest first, through `history` pages. */
+async function allMessages(client: RawClient): Promise<unknown[]> {
+  const messages: Array<{ seq: number }> = [];
+  for (let before: number | undefined; ; ) {
+    const page = (await client.request({ op: 'history', id: `h-${before ?? 'end'}`, conv: OTHER_CONV, limit: 200, ...(before === undefined ? {} : { before }) })) as unknown as { messages: Array<{ seq: number }>; hasMore: boolean };
+    messages.unshift(...page.messages);
+    if (!page.hasMore || page.messages.length === 0) return messages;
+    before = page.messages[0]!.seq;
+  }
 }
 
 function bodies(history: unknown): Array<[number, string, string]> {
@@ -134,6 +146,49 @@ describe('cellmesh backup and restore', () => {
     expect((await sendMessage(after.alice, CONV, 'a-2', 'thanks')).seq).toBe(last.seq);
   });
 
+  test('a running cell is backed up from one snapshot of its store while it goes on writing', async () => {
+    const root = await cleanup.tempDir('cellmesh-backup-');
+    const original = cellConfig(join(root, 'original'), { admin: { token: ADMIN_TOKEN } });
+    const restoredConfig = cellConfig(join(root, 'restored'));
+    const restoredFile = await writeConfig(join(root, 'restored.json'), restoredConfig);
+    const backup = join(root, 'running.backup.gz');
+    const first = await start(original);
+    const httpUrl = first.url.replace('ws://', 'http://');
+    const carol = await cleanup.client(first.url, await tokenFor({ user: 'carol', device: 'phone' }));
+    for (let index = 1; index <= 100; index++) await sendMessage(carol, OTHER_CONV, `c-${index}`, `message ${index}`);
+
+    expect(errorCodeOf(await httpRequest('GET', `${httpUrl}/v1/admin/backup`, { token: 'wrong' }))).toBe('ADMIN_FORBIDDEN');
+    // Carol keeps writing while the backup streams.
+    let sending = true;
+    let sent = 100;
+    const writer = (async () => {
+      while (sending) await sendMessage(carol, OTHER_CONV, `c-${++sent}`, `message ${sent}`);
+    })();
+    const backedUp = await runCli(['backup', '--cell', httpUrl, '--admin-token', ADMIN_TOKEN, '--out', backup]);
+    sending = false;
+    await writer;
+    expect(backedUp.stderr).toBe('');
+    expect(backedUp.stdout).toMatch(new RegExp(`^backed up running cell ${CELL}: \\d+ entries, [\\d.]+ KiB to ${backup} in [\\d.]+ s\\n$`));
+    const originalHistory = await allMessages(carol);
+
+    expect((await runCli(['restore', '--config', restoredFile, '--from', backup])).code).toBe(0);
+    const second = await start(restoredConfig);
+    const restoredCarol = await cleanup.client(second.url, await tokenFor({ user: 'carol', device: 'phone' }));
+    const restoredHistory = await allMessages(restoredCarol);
+    // A snapshot: every message up to some point, none missing, each as it was written.
+    expect(restoredHistory.length).toBeGreaterThanOrEqual(100);
+    expect(restoredHistory).toEqual(originalHistory.slice(0, restoredHistory.length));
+    expect((await sendMessage(restoredCarol, OTHER_CONV, 'after', 'after the restore')).seq).toBe(restoredHistory.length + 1);
+  });
+
+  test('a store without snapshots (memory, Redis) refuses a backup while the cell runs', async () => {
+    const { cell, url } = await startCliTestCell('memory-cell');
+    cleanup.add(() => cell.stop());
+    const answer = await httpRequest('GET', `${url}/v1/admin/backup`, { token: ADMIN_TOKEN });
+    expect(answer.status).toBe(501);
+    expect(errorCodeOf(answer)).toBe('BACKUP_UNSUPPORTED');
+  });
+
   test('refuses a file cut short, a changed one, and a file that is not a backup, leaving the target store untouched', async () => {
     const root = await cleanup.tempDir('cellmesh-backup-');
     const source = join(root, 'source');
@@ -184,13 +239,17 @@ describe('cellmesh backup and restore', () => {
     expect((await target.range({ gte: '', lt: '\uFFFF', limit: 10_000 })).length).toBe(3001);
   });
 
-  test('the mesh key travels with the backup; another key at the target is replaced only with --force', async () => {
+  test('the mesh key travels with the backup (another key at the target is replaced only with --force), and the outbox gets a new epoch', async () => {
     const root = await cleanup.tempDir('cellmesh-backup-');
     const mesh = { mesh: { clusterSecret: CLUSTER_SECRET } };
     const source = join(root, 'source');
     const store = new LevelStore({ directory: source });
     await store.open();
-    await store.write([{ type: 'put', key: 'v/layout', value: '2' }]);
+    await store.write([
+      { type: 'put', key: 'v/layout', value: '2' },
+      { type: 'put', key: outboxKeys.epoch, value: JSON.stringify({ id: 'old-outbox', generation: 3 }) },
+      { type: 'put', key: outboxKeys.entry('cell-b', 7), value: JSON.stringify({ key: 'k', payload: {}, enqueuedAtMs: 1 }) },
+    ]);
     await store.close();
     await loadOrCreatePeerKey(join(source, 'mesh-peer.key'));
     const sourceFile = await writeConfig(join(root, 'source.json'), cellConfig(source, mesh));
@@ -210,5 +269,12 @@ describe('cellmesh backup and restore', () => {
     expect(forced.code, forced.stderr).toBe(0);
     expect(forced.stdout).toContain(`mesh key written to ${join(targetDirectory, 'mesh-peer.key')}`);
     expect(await readFile(join(targetDirectory, 'mesh-peer.key'))).toEqual(await readFile(join(source, 'mesh-peer.key')));
+    // The outbox gets a new epoch at start (the other cells may have seen numbers above the backup's); its entries stay.
+    const target = new LevelStore({ directory: targetDirectory });
+    await target.open();
+    cleanup.add(() => target.close());
+    expect(await target.get(outboxKeys.epoch)).toBeUndefined();
+    expect(await target.get(outboxKeys.entry('cell-b', 7))).toBeDefined();
+    expect(await target.get('v/layout')).toBe('2');
   });
 });

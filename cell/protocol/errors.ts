@@ -97,6 +97,10 @@ export const ErrorCode = {
   TenantNotEmpty: 'TENANT_NOT_EMPTY',
   /** HTTP admin: the cell is still joining its cluster; retry in a moment. */
   CellStarting: 'CELL_STARTING',
+  /** HTTP admin: the cell's store cannot be read from a snapshot while the cell runs (Redis): back it up with the store's own tools. */
+  BackupUnsupported: 'BACKUP_UNSUPPORTED',
+  /** HTTP admin: a backup of this cell is being streamed already; one at a time. */
+  BackupInProgress: 'BACKUP_IN_PROGRESS',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -158,6 +162,8 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   MERCHANT_EXISTS: 409,
   TENANT_NOT_EMPTY: 409,
   CELL_STARTING: 503,
+  BACKUP_UNSUPPORTED: 501,
+  BACKUP_IN_PROGRESS: 409,
 };
 
 /** An operating error with a stable code: answered to the client, never a crash. */
