@@ -6,7 +6,7 @@ import { pipeline } from 'node:stream/promises';
 import cliProgress from 'cli-progress';
 import { storeFromConfig } from '../assembly/cell-store.js';
 import { keyFileOf } from '../assembly/process-cell.js';
-import type { CellConfig } from '../assembly/config.js';
+import { redisKeyPrefixOf, type CellConfig } from '../assembly/config.js';
 import { backupCellStore, checkRestorable, restoreCellStore, verifyBackup } from '../cell/cell-backup.js';
 import { outboxKeys } from '../mesh/forward-store.js';
 import { isLockedByAnotherProcess, type Store } from '../platform/store/index.js';
@@ -40,9 +40,11 @@ export async function runBackupCommand(options: BackupOptions): Promise<void> {
     return;
   }
   const config = await cellConfig(options.config);
-  const directory = levelDirectory(config);
+  const where = storeName(config);
   // Opening a missing directory would create an empty store and back that up.
-  if (!existsSync(join(directory, 'CURRENT'))) throw new CliError(`there is no LevelDB store at ${directory} (store.directory of the config)`, ExitCode.Usage);
+  if (config.store.kind === 'level' && !existsSync(join(config.store.directory, 'CURRENT'))) {
+    throw new CliError(`there is no LevelDB store at ${config.store.directory} (store.directory of the config)`, ExitCode.Usage);
+  }
   if (existsSync(options.out)) throw new CliError(`${options.out} exists already; choose another file`, ExitCode.Usage);
   const meshKey = await meshKeyOf(config);
   const store = await openStopped(config);
@@ -70,7 +72,7 @@ export async function runBackupCommand(options: BackupOptions): Promise<void> {
   }
   const seconds = (performance.now() - startedMs) / 1000; // real-clock-ok
   process.stdout.write(
-    `backed up cell ${config.cell.id}: ${totals.entries} entries, ${sizeText(totals.bytes)} to ${options.out} in ${seconds.toFixed(1)} s` +
+    `backed up cell ${config.cell.id} from ${where}: ${totals.entries} entries, ${sizeText(totals.bytes)} to ${options.out} in ${seconds.toFixed(1)} s` +
       `${meshKey === undefined ? '' : ' (with its mesh key: keep the file as secret as the key)'}\n`,
   );
 }
@@ -121,7 +123,7 @@ async function backupRunningCell(cell: string, adminToken: string | undefined, o
 
 export async function runRestoreCommand(options: RestoreOptions): Promise<void> {
   const config = await cellConfig(options.config);
-  const directory = levelDirectory(config);
+  const where = storeName(config);
   const force = options.force === true;
   const startedMs = performance.now(); // real-clock-ok: the summary's duration
   // The whole file is checked before the store is touched: a file cut short or changed is refused
@@ -154,7 +156,7 @@ export async function runRestoreCommand(options: RestoreOptions): Promise<void> 
   const seconds = (performance.now() - startedMs) / 1000; // real-clock-ok
   const wiped = restored.deleted > 0 ? `, after deleting the ${restored.deleted} entries it held (--force)` : '';
   process.stdout.write(
-    `restored cell ${config.cell.id} from ${options.from} (backed up ${restored.header.createdAt}): ${restored.entries} entries into ${directory}${wiped} in ${seconds.toFixed(1)} s${keyNote}\n`,
+    `restored cell ${config.cell.id} from ${options.from} (backed up ${restored.header.createdAt}): ${restored.entries} entries into ${where}${wiped} in ${seconds.toFixed(1)} s${keyNote}\n`,
   );
 }
 
@@ -163,23 +165,35 @@ async function cellConfig(file: string | undefined): Promise<CellConfig> {
   return resolveCellConfig(await readConfigFile(file), {});
 }
 
-/** The LevelDB directory of the config; another store kind has nothing here to back up. */
-function levelDirectory(config: CellConfig): string {
-  if (config.store.kind !== 'level') throw new CliError(`a ${config.store.kind} store keeps nothing across a restart: there is nothing to back up or restore`, ExitCode.Usage);
-  return config.store.directory;
+/** The config's store in words (`/var/lib/cellmesh`, `redis 10.0.0.5:6379 cellmesh:cell-a:`); a memory store has nothing to back up. */
+function storeName(config: CellConfig): string {
+  const store = config.store;
+  switch (store.kind) {
+    case 'level':
+      return store.directory;
+    case 'redis': {
+      const url = new URL(store.redis.url);
+      return `redis ${url.hostname}:${url.port || '6379'}${url.pathname.length > 1 ? url.pathname : ''} ${redisKeyPrefixOf(config, store.redis)}`;
+    }
+    case 'memory':
+      throw new CliError('a memory store keeps nothing across a restart: there is nothing to back up or restore', ExitCode.Usage);
+  }
 }
 
-/** Opens the config's store; a store held by a running cell is refused in words, not a stack trace. */
+/**
+ * Opens the config's store; a LevelDB store held by a running cell is refused in words, not a
+ * stack trace. (Redis has no such lock: the operator stops the cell's processes first.)
+ */
 async function openStopped(config: CellConfig): Promise<Store> {
   const store = storeFromConfig(config);
   try {
     await store.open();
   } catch (error) {
-    const directory = levelDirectory(config);
+    const where = storeName(config);
     if (isLockedByAnotherProcess(error)) {
-      throw new CliError(`${directory} is locked by another process: the cell is running. Stop it first, or back it up while it runs with GET /v1/admin/backup (docs/operations.md, "Backup and restore")`, ExitCode.Usage);
+      throw new CliError(`${where} is locked by another process: the cell is running. Stop it first, or back it up while it runs with GET /v1/admin/backup (docs/operations.md, "Backup and restore")`, ExitCode.Usage);
     }
-    throw new CliError(`cannot open the store at ${directory}: ${messageWithCauses(error)}`, ExitCode.Failed);
+    throw new CliError(`cannot open the store at ${where}: ${messageWithCauses(error)}`, ExitCode.Failed);
   }
   return store;
 }
