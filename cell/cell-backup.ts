@@ -95,13 +95,17 @@ export interface CellRestoreInit {
 /** What a backup file holds, checked to its end: its header and its entry count. */
 export async function verifyBackup(input: Readable, name: string, onProgress?: (entries: number) => void): Promise<{ header: BackupHeader; entries: number }> {
   const reader = await openBackup(input, name);
-  const entries = reader.entries();
-  let count = 0;
-  for (;;) {
-    const next = await entries.next();
-    if (next.done === true) return { header: reader.header, entries: next.value.entries };
-    count += 1;
-    if (count % RESTORE_BATCH_ENTRIES === 0) onProgress?.(count);
+  try {
+    const entries = reader.entries();
+    let count = 0;
+    for (;;) {
+      const next = await entries.next();
+      if (next.done === true) return { header: reader.header, entries: next.value.entries };
+      count += 1;
+      if (count % RESTORE_BATCH_ENTRIES === 0) onProgress?.(count);
+    }
+  } finally {
+    await reader.close();
   }
 }
 
