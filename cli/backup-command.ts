@@ -125,10 +125,11 @@ export async function runRestoreCommand(options: RestoreOptions): Promise<void> 
   const config = await cellConfig(options.config);
   const where = storeName(config);
   const force = options.force === true;
+  if (!existsSync(options.from)) throw new CliError(`there is no file ${options.from}`, ExitCode.Usage);
   const startedMs = performance.now(); // real-clock-ok: the summary's duration
   // The whole file is checked before the store is touched: a file cut short or changed is refused
   // with the store as it was.
-  const verifying = progressBar('verify {bar} {entries} entries', 0);
+  const verifying = progressBar('verify | {entries} entries', 0);
   const verified = await verifyBackup(createReadStream(options.from), options.from, (entries) => verifying.update(entries, { entries })).finally(() => verifying.stop());
   checkRestorable(verified.header, config.cell.id, options.from);
   const keyPlan = await meshKeyPlan(config, verified.header.meshKey, force);
