@@ -199,7 +199,7 @@ describe('cellmesh backup and restore', () => {
     expect(errorCodeOf(answer)).toBe('BACKUP_UNSUPPORTED');
   });
 
-  test('refuses a file cut short, a changed one, and a file that is not a backup, leaving the target store untouched', async () => {
+  test('refuses a file cut short, a changed one, one that is not a backup, and another cell\'s, leaving the target store untouched', async () => {
     const root = await cleanup.tempDir('cellmesh-backup-');
     const source = join(root, 'source');
     const store = new LevelStore({ directory: source });
@@ -237,6 +237,12 @@ describe('cellmesh backup and restore', () => {
     const newer = [lines[0]!.replace(/"keyLayout":\d+/, '"keyLayout":9'), ...lines.slice(1, -2)].map((line) => `${line}\n`).join('');
     const closing = JSON.stringify({ end: true, entries: 3001, sha256: createHash('sha256').update(newer).digest('hex') });
     expect(await refusal('newer.gz', gzipSync(`${newer}${closing}\n`))).toContain(`newer.gz holds key layout 9; this cellmesh reads layout ${KEY_LAYOUT_VERSION}: restore it with the cellmesh version that wrote it (or a newer one) (BACKUP_LAYOUT_NEWER)`);
+
+    // A sound file of another cell.
+    const otherCell = await writeConfig(join(root, 'other-cell.json'), { ...cellConfig(join(root, 'target')), cell: { id: 'another-cell' } });
+    const intoOther = await runCli(['restore', '--config', otherCell, '--from', backup]);
+    expect(intoOther.code).toBe(1);
+    expect(intoOther.stderr).toContain(`is a backup of cell ${CELL}, and the config is of cell another-cell: restore it with that cell's config`);
 
     // None of them wrote anything: the sound file restores into the same target, every entry with it.
     const restored = await runCli(['restore', '--config', targetFile, '--from', backup]);
