@@ -5,7 +5,7 @@
  * history and goes on numbering where it stopped. Files cut short or changed, stores that hold
  * data, a running cell's store and a mesh key that differs are refused with one clear line.
  */
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
@@ -19,7 +19,7 @@ import { silentLogger } from '../platform/logger.js';
 import { LevelStore } from '../platform/store/index.js';
 import { runCli, startCliTestCell } from './cli-process.js';
 import { redisServerMissing, startRedisServer } from '../testing/redis-server.js';
-import { ADMIN_TOKEN, CLUSTER_SECRET, Cleanup, SECRET, TENANT, errorCodeOf, httpRequest, sendMessage, tokenFor, type RawClient, type SentFrame } from './harness.js';
+import { ADMIN_TOKEN, CLUSTER_SECRET, Cleanup, SECRET, TENANT, errorCodeOf, eventually, httpRequest, sendMessage, tokenFor, type RawClient, type SentFrame } from './harness.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
@@ -189,6 +189,46 @@ describe('cellmesh backup and restore', () => {
     expect(restoredHistory.length).toBeGreaterThanOrEqual(100);
     expect(restoredHistory).toEqual(originalHistory.slice(0, restoredHistory.length));
     expect((await sendMessage(restoredCarol, OTHER_CONV, 'after', 'after the restore')).seq).toBe(restoredHistory.length + 1);
+  });
+
+  test('one backup streams at a time; a client that goes away ends its stream and frees the next', async () => {
+    const root = await cleanup.tempDir('cellmesh-backup-');
+    const directory = join(root, 'cell');
+    const store = new LevelStore({ directory });
+    await store.open();
+    // More than the sockets' buffers hold (random values do not compress): the first download stalls on backpressure.
+    for (let page = 0; page < 16; page++) {
+      await store.write(Array.from({ length: 500 }, (_, index) => ({ type: 'put' as const, key: `fill/${page}/${index}`, value: randomBytes(768).toString('base64') })));
+    }
+    await store.close();
+    const { cell, url } = await start(cellConfig(directory, { admin: { token: ADMIN_TOKEN } }));
+    const httpUrl = url.replace('ws://', 'http://');
+    const backupUrl = `${httpUrl}/v1/admin/backup`;
+    const headers = { authorization: `Bearer ${ADMIN_TOKEN}` };
+
+    const stalled = new AbortController();
+    const first = await fetch(backupUrl, { headers, signal: stalled.signal });
+    expect(first.status).toBe(200);
+    expect(first.headers.get('content-type')).toBe('application/gzip');
+    const second = await httpRequest('GET', backupUrl, { token: ADMIN_TOKEN });
+    expect(second.status).toBe(409);
+    expect(errorCodeOf(second)).toBe('BACKUP_IN_PROGRESS');
+    stalled.abort();
+    // The next backup runs whole once the first one's client is gone.
+    let answer: Response | undefined;
+    await eventually(async () => {
+      answer = await fetch(backupUrl, { headers });
+      if (answer.status === 200) return true;
+      await answer.body?.cancel();
+      return false;
+    }, 'the stalled backup to end');
+    const file = join(root, 'second.gz');
+    await writeFile(file, Buffer.from(await answer!.arrayBuffer()));
+    const check = await runCli(['restore', '--config', await writeConfig(join(root, 'restored.json'), cellConfig(join(root, 'restored'))), '--from', file]);
+    expect(check.stderr).toBe('');
+    // The 8,000 filler entries and what the cell itself keeps (the key layout, its agents).
+    expect(Number(/: (\d+) entries into/.exec(check.stdout)?.[1])).toBeGreaterThan(8_000);
+    await cell.stop();
   });
 
   test('a store without snapshots (memory, Redis) refuses a backup while the cell runs', async () => {
