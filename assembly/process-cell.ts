@@ -5,6 +5,7 @@ import { signingKeysOf } from '../cell/access/tokens.js';
 import { adminPeopleRoutes } from '../cell/access/admin-people-routes.js';
 import { adminCatalogueRoutes } from '../cell/access/admin-catalogue-routes.js';
 import { adminClosureRoutes } from '../cell/access/admin-closure-routes.js';
+import { adminBackupRoutes } from '../cell/access/admin-backup-routes.js';
 import { adminCustomerRoutes } from '../cell/access/admin-customer-routes.js';
 import { adminDrainRoutes } from '../cell/access/admin-drain-routes.js';
 import { CustomerData, customerDataHostOf } from '../cell/customer-data.js';
@@ -123,6 +124,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
           }),
           attachmentRoutes({ core, attachments, clock, tenantOf: (tenant) => catalogue.tenantConfig(tenant) }),
           adminClosureRoutes({ cellId: config.cell.id, closure: () => core.closure(), adminTokens }),
+          adminBackupRoutes({ cellId: config.cell.id, store, source: config.store.kind, clock, logger, adminTokens, meshKeyFile: config.mesh === undefined ? undefined : keyFileOf(config, config.mesh) }),
           routeRoutes({ directory: () => meshDirectory, standalone: config.mesh === undefined, clock, settings: config.routing, metrics: new RouteMetrics(metricsPort) }),
         ],
       });
@@ -206,7 +208,7 @@ function libp2pMeshPorts(config: CellConfig, mesh: MeshConfig, logger: Logger): 
 }
 
 /** Where the libp2p key lives: `mesh.keyFile`, or `<store directory>/mesh-peer.key`. */
-function keyFileOf(config: CellConfig, mesh: MeshConfig): string {
+export function keyFileOf(config: CellConfig, mesh: MeshConfig): string {
   if (mesh.keyFile !== undefined) return mesh.keyFile;
   if (config.store.kind !== 'level') {
     throw new Error("mesh.keyFile is required when the store has no directory (memory or redis store): the key is the cell's identity in the cluster");

@@ -210,6 +210,23 @@ blocksCommand('add', 'block a customer: closes its open consultation, refuses it
   .action(lazy(async () => (await import('./blocks-command.js')).runBlocksAddCommand));
 blocksCommand('remove', 'lift a block').argument('<customer>', 'the customer\'s id').action(lazy(async () => (await import('./blocks-command.js')).runBlocksRemoveCommand));
 
+program
+  .command('backup')
+  .description('write a cell\'s store (and its mesh key) to a backup file: a stopped cell\'s through its config, a running one\'s through its admin API (docs/operations.md, "Backup and restore")')
+  .addOption(new Option('-c, --config <file>', 'a stopped cell\'s config file (its store and mesh key)').env('CELLMESH_CONFIG'))
+  .option('--cell <url>', 'a running cell, http://host:port: streamed from a snapshot of its store (LevelDB); any --config is then unused')
+  .addOption(new Option('--admin-token <token>', 'the admin token of the cell (with --cell)').env('CELLMESH_ADMIN_TOKEN'))
+  .requiredOption('--out <file>', 'the backup file to write (gzip; never overwritten; created readable by its owner only)')
+  .action(lazy(async () => (await import('./backup-command.js')).runBackupCommand));
+
+program
+  .command('restore')
+  .description('restore a stopped cell\'s store (and its mesh key) from a backup file; refuses a store that holds anything')
+  .addOption(new Option('-c, --config <file>', 'the cell\'s config file (its store and mesh key)').env('CELLMESH_CONFIG'))
+  .requiredOption('--from <file>', 'the backup file (from `cellmesh backup` or GET /v1/admin/backup)')
+  .option('--force', 'delete everything in the target store first, and replace a mesh key file that differs from the backup\'s')
+  .action(lazy(async () => (await import('./backup-command.js')).runRestoreCommand));
+
 const operator = program.command('operator').description('operator keys: placements that move a merchant\'s home without its old home (docs/mesh.md)');
 
 operator

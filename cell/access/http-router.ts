@@ -224,6 +224,7 @@ function statusText(status: number): string {
     426: 'Upgrade Required',
     429: 'Too Many Requests',
     500: 'Internal Server Error',
+    501: 'Not Implemented',
     503: 'Service Unavailable',
   };
   return texts[status] ?? 'Unknown';

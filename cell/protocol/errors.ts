@@ -101,6 +101,10 @@ export const ErrorCode = {
   CellDraining: 'CELL_DRAINING',
   /** HTTP admin: a drain found no live cell of the cluster to move the merchants to. */
   NoDrainTarget: 'NO_DRAIN_TARGET',
+  /** HTTP admin: the cell's store cannot be read from a snapshot while the cell runs (Redis): back it up with the store's own tools. */
+  BackupUnsupported: 'BACKUP_UNSUPPORTED',
+  /** HTTP admin: a backup of this cell is being streamed already; one at a time. */
+  BackupInProgress: 'BACKUP_IN_PROGRESS',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -164,6 +168,8 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   CELL_STARTING: 503,
   CELL_DRAINING: 409,
   NO_DRAIN_TARGET: 409,
+  BACKUP_UNSUPPORTED: 501,
+  BACKUP_IN_PROGRESS: 409,
 };
 
 /** An operating error with a stable code: answered to the client, never a crash. */

@@ -144,6 +144,32 @@ describe('LevelStore', () => {
     });
   });
 
+  describe('snapshotScan', () => {
+    it('reads the range as it was at the call, page by page, whatever is written meanwhile', async () => {
+      const store = await openStore();
+      await store.write(puts('a', 10));
+      const seen: string[] = [];
+      for await (const [key] of store.snapshotScan({ gte: 'a/', lt: 'a0' }, 3)) {
+        // Written after the scan began: none of it is seen, and the deletions do not hide anything.
+        if (seen.length === 0) await store.write([...puts('a/late', 5), { type: 'del', key: 'a/9' }]);
+        seen.push(key);
+      }
+      expect(seen).toEqual(puts('a', 10).map((op) => op.key).sort());
+      expect(await store.get('a/9')).toBeUndefined();
+    });
+
+    it('ends with StoreError when the store closes during the scan', async () => {
+      const store = await openStore();
+      await store.write(puts('a', 10));
+      const scan = store.snapshotScan({ gte: 'a/', lt: 'a0' }, 2);
+      expect((await scan.next()).done).toBe(false);
+      await store.close();
+      await expect(async () => {
+        for await (const _entry of scan);
+      }).rejects.toBeInstanceOf(StoreError);
+    });
+  });
+
   describe('durability', () => {
     it('keeps the data across close and reopen, including writes still queued at close()', async () => {
       const first = await openStore();

@@ -126,6 +126,25 @@ export class LevelStore implements Store {
   }
 
   /**
+   * One LevelDB iterator reads the whole range: it reads from the implicit snapshot LevelDB takes
+   * when it is created, whatever is written meanwhile. Each page is one operation of the guard,
+   * so close() waits for the page under way (and closing the database ends the iterator).
+   */
+  async *snapshotScan(range: { gte: string; lt: string }, pageSize: number): AsyncGenerator<[key: string, value: string]> {
+    assert(Number.isSafeInteger(pageSize) && pageSize > 0, `page size must be a positive integer, got ${pageSize}`);
+    const iterator = this.guard.runSync('snapshotScan', () => this.database().iterator({ gte: encodeKey(range.gte), lt: encodeKey(range.lt) }));
+    try {
+      for (;;) {
+        const page = await this.guard.run('snapshotScan', () => iterator.nextv(pageSize));
+        for (const [key, value] of page) yield [decodeKey(key), value];
+        if (page.length === 0) return;
+      }
+    } finally {
+      await iterator.close().catch(() => undefined);
+    }
+  }
+
+  /**
    * One atomic, durable LevelDB batch. The chained-batch API costs less than half as much per op
    * as `db.batch(array)`, whose per-op copies and checks were the main thread's largest cost.
    */

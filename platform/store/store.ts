@@ -45,6 +45,16 @@ export interface Store {
   write(ops: readonly StoreOp[]): Promise<void>;
   /** Entries with gte <= key < lt, ascending by key (descending when `reverse`). */
   range(query: RangeQuery): Promise<Array<[key: string, value: string]>>;
+  /**
+   * Optional: every entry of a key range, ascending, as the store was at the call, while writes
+   * go on (a backup of a running cell). Read in pages of about `pageSize` entries, so a large
+   * range never sits in memory at once; the caller must read to the end or `return()` the
+   * generator, which releases the snapshot. LevelDB has snapshots and offers it; adapters
+   * without one (Redis) leave it out, and a consistent copy of a running cell is then the
+   * backend's own (docs/operations.md, "Backup and restore"). Throws StoreError when the store
+   * is not open or closes during the scan.
+   */
+  snapshotScan?(range: { gte: string; lt: string }, pageSize: number): AsyncGenerator<[key: string, value: string]>;
 }
 
 /** The store failed an operation (I/O error, closed, unreachable). */
