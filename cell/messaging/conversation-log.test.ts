@@ -34,6 +34,8 @@ function logOn(store: MemoryStore, onDurable: ConstructorParameters<typeof Conve
 /** A store whose writes fail while `failing`, and can be held back until released. */
 class FlakyStore extends MemoryStore {
   failing = false;
+  /** Writes land, and are reported failed all the same (a reply lost with its connection). */
+  failingAfterWrite = false;
   private held: Array<(fail: boolean) => void> | undefined;
 
   hold(): void {
@@ -53,6 +55,7 @@ class FlakyStore extends MemoryStore {
 
   override write(ops: readonly StoreOp[]): Promise<void> {
     if (this.failing) return Promise.reject(new StoreError('injected write failure'));
+    if (this.failingAfterWrite) return super.write(ops).then(() => Promise.reject(new StoreError('injected lost reply')));
     const held = this.held;
     if (held === undefined) return super.write(ops);
     return new Promise<void>((resolve, reject) =>
@@ -124,6 +127,25 @@ describe('ConversationLog invariants', () => {
     // Alice retries in her order.
     expect((await send('alice', 'customer', 'a1')).message.seq).toBe(2);
     expect((await send('alice', 'customer', 'a2')).message.seq).toBe(3);
+  });
+
+  it('takes the messages of a failed write that reached the store as durable, and never gives their seqs again', async () => {
+    const store = new FlakyStore();
+    await store.open();
+    const durable: ChatMessage[] = [];
+    const log = logOn(store, (_tenant, message) => durable.push(message));
+    const send = (cmid: string, body = cmid) => log.append({ tenant: TENANT, conv: CONV, from: 'alice', role: 'customer', device: 'd', cmid, body });
+    await send('a1');
+    store.failingAfterWrite = true;
+    await expect(send('a2')).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+    store.failingAfterWrite = false;
+    // The next send finds a2 stored at seq 2: it takes seq 3, and a2 is told to the cell before it.
+    expect((await send('a3')).message.seq).toBe(3);
+    expect(durable.map((message) => [message.seq, message.cmid])).toEqual([[1, 'a1'], [2, 'a2'], [3, 'a3']]);
+    expect(JSON.parse((await store.get(keys.message(TENANT, CONV, 2)))!)).toMatchObject({ cmid: 'a2', body: 'a2' });
+    // The refused sender's resend is answered from the store, with its seq.
+    await expect(send('a2')).resolves.toMatchObject({ duplicate: true, message: { seq: 2, body: 'a2' } });
+    expect((await log.conversation(TENANT, CONV)).reads.get('c:alice')).toBe(3);
   });
 
   it('refuses a mirror write while an append to the conversation is being written', async () => {

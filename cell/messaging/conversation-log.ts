@@ -82,6 +82,12 @@ export class ConversationState {
   /** Read cursor writes under way, by party id; the cursor in `reads` moves once one is durable. */
   readonly readWrites = new Map<string, Promise<void>>();
   writing = false;
+  /**
+   * A write of this conversation's messages failed, and may have reached the store all the same
+   * (a Redis reply lost with its connection, a LevelDB fsync that failed after the write): the
+   * head is read again before the next batch takes seqs.
+   */
+  headUncertain = false;
 
   constructor(
     readonly tenant: string,
@@ -409,6 +415,7 @@ export class ConversationLog {
       });
       let batches: PendingAppend[][];
       try {
+        await this.settleUncertainHeads(states);
         batches = await this.answerStoredResends(states, queuedByState);
       } catch (error) {
         const failure = new CellError(ErrorCode.StoreUnavailable, 'the store could not be read; retry', { cause: String(error) });
@@ -422,6 +429,9 @@ export class ConversationLog {
       } catch (error) {
         const failure = new CellError(ErrorCode.StoreUnavailable, 'the store could not make the message durable; retry', {
           cause: String(error),
+        });
+        states.forEach((state, index) => {
+          if (written[index]!.messages.length > 0) state.headUncertain = true;
         });
         this.failBatch(states, batches, failure);
         continue;
@@ -471,6 +481,12 @@ export class ConversationLog {
 
   /** The batch is durable: move the head, then tell the cell and the senders, in seq order. */
   private applyDurable(state: ConversationState, batch: PendingAppend[], written: SequencedBatch): void {
+    this.takeDurable(state, written, (index) => batch[index]!.request.context);
+    written.messages.forEach((message, index) => batch[index]!.resolve({ message, duplicate: false }));
+  }
+
+  /** Moves the head over durable `written` messages and tells the cell of each, in seq order. */
+  private takeDurable(state: ConversationState, written: SequencedBatch, contextOf: (index: number) => object | undefined): void {
     const { messages, readsAfter, firstOfConversation } = written;
     if (messages.length === 0) return;
     // One write per conversation at a time, so the head has not moved since `sequence`: the
@@ -483,10 +499,32 @@ export class ConversationLog {
     for (const [party, seq] of readsAfter) if (seq > (state.reads.get(party) ?? 0)) state.reads.set(party, seq);
     state.recent.push(...messages);
     if (state.recent.length > this.options.recentMessages) state.recent.splice(0, state.recent.length - this.options.recentMessages);
-    messages.forEach((message, index) => {
-      this.options.onDurable(state.tenant, message, firstOfConversation && index === 0, batch[index]!.request.context);
-      batch[index]!.resolve({ message, duplicate: false });
-    });
+    messages.forEach((message, index) => this.options.onDurable(state.tenant, message, firstOfConversation && index === 0, contextOf(index)));
+  }
+
+  /**
+   * Reads again the heads of the conversations whose last write failed: messages found beyond
+   * the durable seq reached the store after all, so they are taken as durable (and fanned out,
+   * their senders having been refused: a resend of theirs is answered from the store) and their
+   * seqs are never given again. A seq given twice would overwrite a stored message and leave its
+   * cmid pointing at another body.
+   */
+  private async settleUncertainHeads(states: readonly ConversationState[]): Promise<void> {
+    for (const state of states) {
+      if (!state.headUncertain) continue;
+      const from = keys.messageRange(state.tenant, state.conv, state.durableSeq + 1, state.durableSeq + 1).gte;
+      // One failed batch holds at most MAX_APPENDS_PER_BATCH messages; one more shows a break of that rule.
+      const found = await this.store.range({ gte: from, lt: keys.allMessages(state.tenant, state.conv).lt, limit: MAX_APPENDS_PER_BATCH + 1 });
+      state.headUncertain = false;
+      const messages = found.map(([, value]) => JSON.parse(value) as ChatMessage);
+      messages.forEach((message, index) => {
+        invariant(message.seq === state.durableSeq + 1 + index, () => `stored messages of ${state.conv} after seq ${state.durableSeq} are not gap-free: found #${message.seq} at ${index}`);
+      });
+      if (messages.length === 0) continue;
+      const readsAfter = new Map<string, number>();
+      for (const message of messages) if (message.role !== 'system') readsAfter.set(conversationParty(state.conv, message.role, message.from), message.seq);
+      this.takeDurable(state, { messages, ops: [], readsAfter, firstOfConversation: messages[0]!.seq === 1 }, () => undefined);
+    }
   }
 
   /**
