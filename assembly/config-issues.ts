@@ -1,10 +1,5 @@
 import { z } from 'zod';
-
-/**
- * Where the value at a config path came from when not from the file: a flag or an environment
- * variable, as the operator wrote it (`CELLMESH_PORT=abc`), so the error names what to fix.
- */
-export type ValueSource = (path: readonly PropertyKey[]) => string | undefined;
+import { pathText, type ValueSource } from './config-paths.js';
 
 /**
  * Turns zod's issues about a config into lines an operator can act on: each names the setting
@@ -50,10 +45,6 @@ function unknownKeyLine(path: readonly PropertyKey[], known: readonly string[]):
   return `${pathText(path)} is not a setting; the settings here are ${known.map(sibling).join(', ')}`;
 }
 
-/** `tenants[0].secret` style: array indexes in brackets, keys joined by dots. */
-export function pathText(path: readonly PropertyKey[]): string {
-  return path.map((segment, index) => (typeof segment === 'number' ? `[${segment}]` : `${index === 0 ? '' : '.'}${String(segment)}`)).join('');
-}
 
 /**
  * The known key nearest to `key` by edit distance (a swap of two neighbours counts as one

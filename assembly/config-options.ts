@@ -1,4 +1,4 @@
-import { pathText, type ValueSource } from './config-issues.js';
+import { pathText, type ValueSource } from './config-paths.js';
 
 /**
  * The options of a config that a flag and an environment variable can set besides the file, one

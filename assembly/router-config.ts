@@ -3,7 +3,8 @@ import { CELL_ID_PATTERN } from '../mesh/cell-record.js';
 import { membershipOptions } from '../mesh/membership-config.js';
 import { DEFAULT_ROUTING_SETTINGS, RoutingSettings } from '../router/routing-settings.js';
 import { ConfigError, MeshConfig, isMultiaddr, isWildcardHost, listenHost, listenPort, meshTimings } from './config.js';
-import { configIssueLines, type ValueSource } from './config-issues.js';
+import { configIssueLines } from './config-issues.js';
+import type { ValueSource } from './config-paths.js';
 
 const strict = z.strictObject;
 
