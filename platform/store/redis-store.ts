@@ -333,9 +333,10 @@ export class RedisStore implements Store {
     return { ordinal, replies: Promise.allSettled([applied, waited]) };
   }
 
-  private trySend(ops: readonly StoreOp[], fence: HeldFence | undefined): Promise<SentWrite> {
+  /** send(), its failure (nothing sent) as a rejected promise, answered in turn like the others. */
+  private trySend(ops: readonly StoreOp[], fence: HeldFence | undefined): SentWrite | Promise<SentWrite> {
     try {
-      return Promise.resolve(this.send(ops, fence));
+      return this.send(ops, fence);
     } catch (error) {
       return Promise.reject(error);
     }
@@ -372,10 +373,10 @@ export class RedisStore implements Store {
   }
 
   /** The write's answer, given after the previous write's (writes are answered in call order). */
-  private async answer(previous: Promise<void>, sending: Promise<SentWrite>, fence: HeldFence | undefined): Promise<void> {
+  private async answer(previous: Promise<void>, sending: SentWrite | Promise<SentWrite>, fence: HeldFence | undefined): Promise<void> {
     let sent: SentWrite;
     try {
-      sent = await sending;
+      sent = sending instanceof Promise ? await sending : sending;
     } catch (error) {
       await previous;
       throw error;
