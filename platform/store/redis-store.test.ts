@@ -164,6 +164,17 @@ describe.skipIf(skipReason !== undefined)(`RedisStore${skipReason === undefined 
       expect(await accepting.get('k')).toBe('v');
     });
 
+    it('refuses an eviction policy that may drop its keys: allkeys-* (messages) and volatile-* (its write ledgers expire)', async () => {
+      const evicting = await server();
+      const client = clientOf(evicting);
+      await client.connect();
+      for (const policy of ['allkeys-lru', 'volatile-lru']) {
+        await client.config('SET', 'maxmemory-policy', policy);
+        const error = await openFailure(storeOn(evicting));
+        expect((error.cause as Error).message).toMatch(new RegExp(`maxmemory-policy is ${policy}: .*${policy.startsWith('allkeys') ? 'messages' : 'write ledgers'}`));
+      }
+    });
+
     it('refuses appendonly no', async () => {
       const weak = await server({ appendonly: false });
       const error = await openFailure(storeOn(weak));
@@ -211,7 +222,7 @@ describe.skipIf(skipReason !== undefined)(`RedisStore${skipReason === undefined 
       expect(((unwaited as StoreError).cause as Error).message).toMatch(/has 1 replica\(s\) but writes do not wait for them/);
 
       const prefix = freshPrefix();
-      const store = storeOn(primary, { keyPrefix: prefix, waitReplicas: 1, waitTimeoutMs: 200 });
+      const store = storeOn(primary, { keyPrefix: prefix, waitReplicas: 1, waitTimeoutMs: 1_000 });
       await store.open();
       await store.write([{ type: 'put', key: 'k', value: 'on both' }]);
       const onReplica = clientOf(replica);
@@ -226,7 +237,7 @@ describe.skipIf(skipReason !== undefined)(`RedisStore${skipReason === undefined 
       // Applied on the primary all the same: the one rejection that may have been applied.
       const unreplicated: unknown = await store.write([{ type: 'put', key: 'k', value: 'primary only' }]).catch((error: unknown) => error);
       expect(unreplicated).toBeInstanceOf(StoreError);
-      expect((unreplicated as StoreError).message).toMatch(/applied on the primary but not acknowledged: the write reached 0 of 1 replicas within 200 ms/);
+      expect((unreplicated as StoreError).message).toMatch(/applied on the primary but not acknowledged: the write reached 0 of 1 replicas within 1000 ms/);
       expect(unreplicated).toMatchObject({ ambiguous: true });
     });
   });
