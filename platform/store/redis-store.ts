@@ -22,7 +22,7 @@ export interface RedisFence {
 export interface RedisStoreInit {
   /** `redis://[user:password@]host:port[/db]` */
   url: string;
-  /** Prepended to the store's two Redis keys, so cells can share a Redis: `cellmesh:<cell id>:`. */
+  /** Prepended to the store's Redis keys, so cells can share a Redis: `cellmesh:<cell id>:`. */
   keyPrefix: string;
   /** When set, every write() is fenced by it (see RedisFence); writeFenced() takes its own. */
   fence?: RedisFence | undefined;
@@ -128,7 +128,8 @@ const EXCLUSIVE = Buffer.from('(');
  * The Store of a cell on Redis, through ioredis.
  *
  * Layout, under `keyPrefix`: a sorted set `index` whose members are the keys (all with score
- * 0, so ZRANGE BYLEX walks them in byte order) and a hash `values` from key to value. Keys are
+ * 0, so ZRANGE BYLEX walks them in byte order), a hash `values` from key to value, and the
+ * write ledger of this instance, `w/<instance id>` (redis-write-ledger.ts). Keys are
  * written with key-codec.ts, whose bytes sort exactly as the port's UTF-16 code units do
  * (plain UTF-8 would put U+E000..U+FFFF before the astral characters) and which keeps lone
  * surrogates. Each key is held twice (member and field): see docs/operations.md for sizing.

@@ -16,6 +16,12 @@ import { Redis } from 'ioredis';
  * Writes of one instance reach Redis in ordinal order (one connection, and no new write is sent
  * while an earlier one is unsettled), so the ordinals a script ran for are exactly those <= a.
  *
+ * Why a hash and not one "last applied ordinal" key: a key that a later write moved past n does
+ * not say n applied (n may have been refused by its fence: hence `r<n>`), and giving up n alone
+ * would let a late copy of n+1, sent behind it on the same connection, still apply: a
+ * reconciliation gives up every ordinal sent so far, and `v` apart from `a` keeps its answer the
+ * same when it is run again after its own reply was lost.
+ *
  * The hash expires LEDGER_TTL_MS after the instance's last write, so a crashed instance leaves
  * nothing behind for long; a copy of a write delayed longer than that is not guarded against.
  */

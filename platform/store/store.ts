@@ -44,9 +44,9 @@ export interface Store {
    * nothing of the write was applied, nor ever will be: a write whose outcome the adapter could
    * not see (a Redis reply lost with its connection) is settled before it is answered. The one
    * exception is a StoreError with `ambiguous: true`: the adapter could not learn the outcome
-   * (Redis stayed unreachable while it tried), or the write is applied on a Redis primary that
-   * its replicas did not acknowledge; the write may then be found in the store. Writes called
-   * after it apply only once the adapter has settled it.
+   * (Redis stayed unreachable while it tried; its next write settles it first), or the write is
+   * applied on a Redis primary that its replicas did not acknowledge. The write may then be
+   * found in the store, and a caller that keeps state over it must read it again.
    */
   write(ops: readonly StoreOp[]): Promise<void>;
   /** Entries with gte <= key < lt, ascending by key (descending when `reverse`). */
