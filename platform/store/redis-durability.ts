@@ -7,8 +7,9 @@ import type { Redis } from 'ioredis';
  * That needs, on the server the cell writes to:
  * - `appendonly yes` and `appendfsync always`: Redis appends every write to its AOF and fsyncs
  *   it before replying (`everysec` loses up to a second of acknowledged writes, `no` more);
- * - an eviction policy that never drops our keys (`noeviction` or a `volatile-*` one: the
- *   store's keys have no expiry), since an evicted message is a lost message;
+ * - an eviction policy that never drops our keys (`noeviction`), since an evicted message is a
+ *   lost message; `volatile-*` ones are refused too, because the store's write ledgers expire
+ *   (redis-write-ledger.ts) and an evicted ledger would answer a lost reply wrongly;
  * - when the server has replicas that a failover could promote, writes that wait for them
  *   (`WAIT`, store.redis.waitReplicas), or the promoted replica may lack acknowledged writes;
  *   and at least that many replicas connected, or every write would fail;
@@ -57,10 +58,11 @@ export async function checkRedisDurability(client: Redis, options: RedisDurabili
       });
     }
     const eviction = config.get('maxmemory-policy');
-    if (eviction !== undefined && eviction.startsWith('allkeys-')) {
+    if (eviction !== undefined && eviction !== 'noeviction') {
+      const dropped = eviction.startsWith('allkeys-') ? "the cell's messages among them" : "the write ledgers of the cell's stores among them (they expire)";
       problems.push({
         setting: 'maxmemory-policy',
-        found: `maxmemory-policy is ${eviction}: when memory runs out Redis deletes keys, the cell's messages among them`,
+        found: `maxmemory-policy is ${eviction}: when memory runs out Redis deletes keys, ${dropped}`,
         fix: 'run Redis with maxmemory-policy noeviction (writes then fail when memory is full, and are not acknowledged)',
       });
     }

@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import { Redis, ReplyError } from 'ioredis';
 import { decodeKey, encodeKey } from './key-codec.js';
 import { checkRedisDurability, RedisDurabilityError, type RedisDurabilityProblem } from './redis-durability.js';
 import { StoreError, StoreFencedError, type RangeQuery, type Store, type StoreOp } from './store.js';
 import { StoreGuard, assertValidOps, assertValidRange } from './store-guard.js';
+import { LEDGER_CHECK, LEDGER_REFUSED, LEDGER_TTL_MS, reconcileWrites, type LedgerReading } from './redis-write-ledger.js';
 
 /**
  * A fence: a Redis key that holds the token of the process allowed to write (the lease of the
@@ -20,7 +22,7 @@ export interface RedisFence {
 export interface RedisStoreInit {
   /** `redis://[user:password@]host:port[/db]` */
   url: string;
-  /** Prepended to the store's two Redis keys, so cells can share a Redis: `cellmesh:<cell id>:`. */
+  /** Prepended to the store's Redis keys, so cells can share a Redis: `cellmesh:<cell id>:`. */
   keyPrefix: string;
   /** When set, every write() is fenced by it (see RedisFence); writeFenced() takes its own. */
   fence?: RedisFence | undefined;
@@ -37,6 +39,11 @@ export interface RedisStoreInit {
   commandTimeoutMs?: number | undefined;
   /** Most ops sent and not yet acknowledged; a write past it fails at once. Default 65 536. */
   maxInFlightOps?: number | undefined;
+  /**
+   * How long a write whose reply was lost (connection closed, timeout) tries to learn, on fresh
+   * connections, whether it applied, before it fails as ambiguous; default commandTimeoutMs.
+   */
+  reconcileTimeoutMs?: number | undefined;
 }
 
 const DEFAULTS = {
@@ -48,16 +55,22 @@ const DEFAULTS = {
 } as const;
 
 /**
- * Applies a write, all or nothing. KEYS: index (sorted set), values (hash), and the fence key
- * when fenced; ARGV: the fence token when fenced, then 'p' key value or 'd' key per op. The
- * `#!lua` shebang makes Redis refuse the whole script up front when it is out of memory, so a
- * write is never cut halfway (Redis does not roll a script back). Returns 0 when fenced off.
+ * Applies a write, all or nothing. KEYS: index (sorted set), values (hash), the instance's write
+ * ledger (redis-write-ledger.ts), and the fence key when fenced; ARGV: the write's ordinal, the
+ * ledger's TTL, the fence token when fenced, then 'p' key value or 'd' key per op. The `#!lua`
+ * shebang makes Redis refuse the whole script up front when it is out of memory, so a write is
+ * never cut halfway (Redis does not roll a script back). Returns 1 when applied, 0 when fenced
+ * off, 2 when the ledger had given the ordinal up (a late copy): nothing applied.
  */
 const WRITE_SCRIPT = `#!lua
-local at = 1
-if #KEYS == 3 then
-  if redis.call('GET', KEYS[3]) ~= ARGV[1] then return 0 end
-  at = 2
+${LEDGER_CHECK}
+local at = 3
+if #KEYS == 4 then
+  if redis.call('GET', KEYS[4]) ~= ARGV[3] then
+    ${LEDGER_REFUSED}
+    return 0
+  end
+  at = 4
 end
 while at <= #ARGV do
   local key = ARGV[at + 1]
@@ -102,6 +115,12 @@ interface HeldFence {
   readonly token: string;
 }
 
+/** A write sent to Redis under its ordinal, and its replies (EVAL, then WAIT when waited). */
+interface SentWrite {
+  readonly ordinal: number;
+  readonly replies: Promise<[PromiseSettledResult<unknown>, PromiseSettledResult<unknown>]>;
+}
+
 const INCLUSIVE = Buffer.from('[');
 const EXCLUSIVE = Buffer.from('(');
 
@@ -109,7 +128,8 @@ const EXCLUSIVE = Buffer.from('(');
  * The Store of a cell on Redis, through ioredis.
  *
  * Layout, under `keyPrefix`: a sorted set `index` whose members are the keys (all with score
- * 0, so ZRANGE BYLEX walks them in byte order) and a hash `values` from key to value. Keys are
+ * 0, so ZRANGE BYLEX walks them in byte order), a hash `values` from key to value, and the
+ * write ledger of this instance, `w/<instance id>` (redis-write-ledger.ts). Keys are
  * written with key-codec.ts, whose bytes sort exactly as the port's UTF-16 code units do
  * (plain UTF-8 would put U+E000..U+FFFF before the astral characters) and which keeps lone
  * surrogates. Each key is held twice (member and field): see docs/operations.md for sizing.
@@ -121,11 +141,17 @@ const EXCLUSIVE = Buffer.from('(');
  * (redis-durability.ts). Writes pipelined together share Redis's fsync, so no group commit is
  * needed here.
  *
- * Failures: nothing waits for a lost connection. Commands sent to a server that went away fail
- * with StoreError, and so does every call while ioredis reconnects in the background; the store
- * works again once Redis is back. A write that failed in flight may or may not have been
- * applied, like any unacknowledged write. Redis Cluster is not supported (the two keys would
- * need one hash slot).
+ * Failures: reads and writes called while the connection is down fail at once with StoreError
+ * (nothing sent), while ioredis reconnects in the background; the store works again once Redis
+ * is back. A write whose reply is lost (its connection closed, or commandTimeoutMs passed) may
+ * have been applied: it is settled through the instance's write ledger (redis-write-ledger.ts)
+ * on a fresh connection, for up to reconcileTimeoutMs, and answered as it turned out: resolved
+ * when applied, rejected when not (and then voided: a late copy of it can never apply). Writes
+ * behind it are answered after it and none is sent until it is settled. Only when Redis stays
+ * out of reach that long does it reject with `ambiguous: true`; so does a write applied but not
+ * acknowledged by `waitReplicas` replicas (a later write that is acknowledged implies it is
+ * replicated too, WAIT counting everything before it). Redis Cluster is not supported (the
+ * keys would need one hash slot).
  */
 export class RedisStore implements Store {
   private readonly name: string;
@@ -139,6 +165,25 @@ export class RedisStore implements Store {
   private lastConnectionError: Error | undefined;
   private problems: readonly RedisDurabilityProblem[] = [];
   private client: Redis | undefined;
+  /** This instance's write ledger (redis-write-ledger.ts); its writes are numbered from 1. */
+  private readonly ledgerKey: string;
+  private readonly reconcileTimeoutMs: number;
+  private lastOrdinal = 0;
+  /** Ordinals sent whose outcome is unknown (replies lost): no write is sent until settled. */
+  private unsettled: { low: number; high: number } | undefined;
+  private reconciliation: Promise<LedgerReading> | undefined;
+  /**
+   * What reconciliations learnt, kept until their writes are answered. Only the first reading
+   * that covers an ordinal is exact: it was taken before any later ordinal was sent.
+   */
+  private readings: LedgerReading[] = [];
+  /** The last reconciliation failed: unanswered writes up to this ordinal are ambiguous. */
+  private failedThrough: number | undefined;
+  private reconcileFailures = 0;
+  /** Writes waiting to be sent once settled, and the last of them (they are sent in order). */
+  private deferredSends = 0;
+  private sendChain: Promise<void> = Promise.resolve();
+  private previousAnswer: Promise<void> = Promise.resolve();
 
   constructor(private readonly init: RedisStoreInit) {
     this.name = `Redis store at ${describeUrl(init.url)} (prefix ${init.keyPrefix})`;
@@ -148,6 +193,8 @@ export class RedisStore implements Store {
     this.waitReplicas = init.waitReplicas ?? 0;
     this.waitTimeoutMs = init.waitTimeoutMs ?? DEFAULTS.waitTimeoutMs;
     this.maxInFlightOps = init.maxInFlightOps ?? DEFAULTS.maxInFlightOps;
+    this.ledgerKey = `${init.keyPrefix}w/${randomUUID()}`;
+    this.reconcileTimeoutMs = init.reconcileTimeoutMs ?? init.commandTimeoutMs ?? DEFAULTS.commandTimeoutMs;
     assert(Number.isSafeInteger(this.waitReplicas) && this.waitReplicas >= 0, 'waitReplicas must be a whole number');
   }
 
@@ -241,8 +288,8 @@ export class RedisStore implements Store {
   }
 
   private apply(ops: readonly StoreOp[], fence: { key: string; token: string | undefined } | undefined): Promise<void> {
-    // Everything up to the EVAL runs synchronously in this call, so writes reach Redis, and
-    // resolve, in call order.
+    // Everything up to the EVAL runs synchronously in this call (unless an earlier write is
+    // being settled), so writes reach Redis in call order; each is answered after the one before.
     return this.guard.run('write', async () => {
       assertValidOps(ops);
       let held: HeldFence | undefined;
@@ -255,33 +302,182 @@ export class RedisStore implements Store {
       }
       this.inFlightOps += ops.length;
       try {
-        const applied = this.sendWrite(ops, held);
-        const waited = this.waitReplicas > 0 ? this.redis().call('WAIT', this.waitReplicas, this.waitTimeoutMs) : undefined;
-        const [appliedOutcome, waitedOutcome] = await Promise.allSettled([applied, waited]);
-        if (appliedOutcome.status === 'rejected') throw this.failure('write', appliedOutcome.reason);
-        if (appliedOutcome.value === 0) {
-          throw new StoreFencedError(`${this.name}: write refused: the fence ${held?.key} no longer holds this process's token`);
-        }
-        if (waitedOutcome.status === 'rejected') throw this.failure('write', waitedOutcome.reason);
-        const reached = Number(waitedOutcome.value ?? this.waitReplicas);
-        if (reached < this.waitReplicas) {
-          throw new StoreError(`${this.name}: the write reached ${reached} of ${this.waitReplicas} replicas within ${this.waitTimeoutMs} ms (WAIT): not acknowledged`);
-        }
+        const sending = this.unsettled === undefined && this.deferredSends === 0 ? this.trySend(ops, held) : this.sendOnceSettled(ops, held);
+        const answer = this.answer(this.previousAnswer, sending, held);
+        this.previousAnswer = answer.then(noop, noop);
+        await answer;
       } finally {
         this.inFlightOps -= ops.length;
       }
     });
   }
 
-  private sendWrite(ops: readonly StoreOp[], fence: HeldFence | undefined): Promise<unknown> {
+  /** Sends the write now: its EVAL and, with replicas, its WAIT, pipelined on the connection. */
+  private send(ops: readonly StoreOp[], fence: HeldFence | undefined): SentWrite {
+    const client = this.redis();
+    // Not connected: refused before anything is sent, so nothing is applied (ioredis keeps no
+    // offline queue either).
+    if (client.status !== 'ready') throw this.failure('write', new Error(`the connection is ${client.status}`));
+    this.lastOrdinal += 1;
+    const ordinal = this.lastOrdinal;
     // One array, never spread into arguments: a large write would overflow the call stack.
-    const args: Array<string | Buffer | number> =
-      fence === undefined ? [WRITE_SCRIPT, 2, this.indexKey, this.valuesKey] : [WRITE_SCRIPT, 3, this.indexKey, this.valuesKey, fence.key, fence.token];
+    const args: Array<string | Buffer | number> = [WRITE_SCRIPT, fence === undefined ? 3 : 4, this.indexKey, this.valuesKey, this.ledgerKey];
+    if (fence !== undefined) args.push(fence.key);
+    args.push(ordinal, LEDGER_TTL_MS);
+    if (fence !== undefined) args.push(fence.token);
     for (const op of ops) {
       if (op.type === 'put') args.push('p', encodeKey(op.key), op.value);
       else args.push('d', encodeKey(op.key));
     }
-    return this.redis().call('EVAL', args);
+    const applied = client.call('EVAL', args);
+    const waited = this.waitReplicas > 0 ? client.call('WAIT', this.waitReplicas, this.waitTimeoutMs) : undefined;
+    return { ordinal, replies: Promise.allSettled([applied, waited]) };
+  }
+
+  /** send(), its failure (nothing sent) as a rejected promise, answered in turn like the others. */
+  private trySend(ops: readonly StoreOp[], fence: HeldFence | undefined): SentWrite | Promise<SentWrite> {
+    try {
+      return this.send(ops, fence);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /**
+   * A write called while an earlier one is unsettled waits, unsent, for the reconciliation
+   * (its ordinal must not reach Redis before the unsettled ones are voided or found applied).
+   * If that reconciliation fails, the write is refused unsent: nothing applied.
+   */
+  private sendOnceSettled(ops: readonly StoreOp[], fence: HeldFence | undefined): Promise<SentWrite> {
+    this.deferredSends += 1;
+    const failuresAtCall = this.reconcileFailures;
+    const previous = this.sendChain;
+    const sending = (async () => {
+      try {
+        await previous;
+        while (this.unsettled !== undefined) {
+          // One try per write: a failure seen since the call refuses it (no second wait).
+          if (this.reconcileFailures > failuresAtCall && this.reconciliation === undefined) {
+            throw new StoreError(`${this.name}: write refused (not sent): an earlier write is still unsettled, Redis could not be reached to settle it`);
+          }
+          await this.reconcileUnsettled().catch((error: unknown) => {
+            throw new StoreError(`${this.name}: write refused (not sent): an earlier write is still unsettled`, { cause: error });
+          });
+        }
+        return this.send(ops, fence);
+      } finally {
+        this.deferredSends -= 1;
+      }
+    })();
+    this.sendChain = sending.then(noop, noop);
+    return sending;
+  }
+
+  /** The write's answer, given after the previous write's (writes are answered in call order). */
+  private async answer(previous: Promise<void>, sending: SentWrite | Promise<SentWrite>, fence: HeldFence | undefined): Promise<void> {
+    let sent: SentWrite;
+    try {
+      sent = sending instanceof Promise ? await sending : sending;
+    } catch (error) {
+      await previous;
+      throw error;
+    }
+    const [appliedOutcome, waitedOutcome] = await sent.replies;
+    const definite = appliedOutcome.status === 'fulfilled' || appliedOutcome.reason instanceof ReplyError;
+    // Stop sending at once: a later write must not reach Redis before this one is settled.
+    if (!definite) this.markUnsettled(sent.ordinal);
+    await previous;
+    // Every write before this one is answered now (ordinals go in call order).
+    if (this.readings.length > 0) this.readings = this.readings.filter((reading) => reading.high >= sent.ordinal);
+    if (appliedOutcome.status === 'rejected') {
+      // Redis's own answer (out of memory, ...) is definite: the script did not run.
+      if (definite) throw this.failure('write', appliedOutcome.reason);
+      return this.settleUnanswered(sent.ordinal, fence, appliedOutcome.reason);
+    }
+    if (appliedOutcome.value === 0) throw this.fencedOff(fence);
+    if (appliedOutcome.value === 2) throw new StoreError(`${this.name}: write ${sent.ordinal} refused: the store had already given it up`);
+    if (waitedOutcome.status === 'rejected') {
+      throw this.notReplicated(`Redis did not answer its WAIT (${errorMessage(waitedOutcome.reason)})`, waitedOutcome.reason);
+    }
+    const reached = Number(waitedOutcome.value ?? this.waitReplicas);
+    if (reached < this.waitReplicas) {
+      throw this.notReplicated(`the write reached ${reached} of ${this.waitReplicas} replicas within ${this.waitTimeoutMs} ms (WAIT)`);
+    }
+  }
+
+  /** A write whose reply never came (connection lost, timeout): the ledger says what became of it. */
+  private async settleUnanswered(ordinal: number, fence: HeldFence | undefined, reason: unknown): Promise<void> {
+    let reading: LedgerReading | undefined;
+    // Until a reading covers it: a reconciliation under way may have started on a narrower range.
+    while ((reading = this.readingOf(ordinal)) === undefined) {
+      if (this.failedThrough !== undefined && ordinal <= this.failedThrough && this.reconciliation === undefined) {
+        throw this.failure('write', reason, ' and could not be settled since: it may have been applied', true);
+      }
+      try {
+        await this.reconcileUnsettled();
+      } catch (error) {
+        throw this.failure('write', reason, ` and could not be settled within ${this.reconcileTimeoutMs} ms (${errorMessage(error)}): it may have been applied`, true);
+      }
+    }
+    if (ordinal > reading.processed) {
+      throw this.failure('write', reason, '; it had not reached Redis and was given up: it will never apply');
+    }
+    if (reading.refused.has(ordinal)) throw this.fencedOff(fence);
+    if (!reading.replicated) throw this.notReplicated(`the write (its reply lost) reached fewer than ${this.waitReplicas} replicas within ${this.waitTimeoutMs} ms (WAIT)`);
+  }
+
+  /** Ordinals from `ordinal` to the last one sent are unsettled: no write is sent until they are. */
+  private markUnsettled(ordinal: number): void {
+    if (this.readingOf(ordinal) !== undefined) return;
+    const low = Math.min(ordinal, this.unsettled?.low ?? ordinal);
+    this.unsettled = { low, high: Math.max(this.lastOrdinal, this.unsettled?.high ?? 0) };
+  }
+
+  private readingOf(ordinal: number): LedgerReading | undefined {
+    return this.readings.find((reading) => reading.low <= ordinal && ordinal <= reading.high);
+  }
+
+  /** Settles the unsettled ordinals on a fresh connection; one reconciliation at a time. */
+  private reconcileUnsettled(): Promise<LedgerReading> {
+    if (this.reconciliation !== undefined) return this.reconciliation;
+    const range = this.unsettled;
+    assert(range !== undefined, 'reconcileUnsettled() with nothing unsettled');
+    const reconciliation = reconcileWrites({
+      url: this.init.url,
+      ledgerKey: this.ledgerKey,
+      low: range.low,
+      high: range.high,
+      waitReplicas: this.waitReplicas,
+      waitTimeoutMs: this.waitTimeoutMs,
+      timeoutMs: this.reconcileTimeoutMs,
+    }).then(
+      (reading) => {
+        this.readings.push(reading);
+        this.failedThrough = undefined;
+        if (this.unsettled !== undefined && this.unsettled.low >= reading.low && this.unsettled.high <= reading.high) this.unsettled = undefined;
+        return reading;
+      },
+      (error: unknown) => {
+        this.reconcileFailures += 1;
+        this.failedThrough = range.high;
+        throw error;
+      },
+    );
+    this.reconciliation = reconciliation;
+    const forget = (): void => {
+      if (this.reconciliation === reconciliation) this.reconciliation = undefined;
+    };
+    reconciliation.then(forget, forget);
+    return reconciliation;
+  }
+
+  private fencedOff(fence: HeldFence | undefined): StoreFencedError {
+    return new StoreFencedError(`${this.name}: write refused: the fence ${fence?.key} no longer holds this process's token`);
+  }
+
+  /** Applied on the primary, not acknowledged by enough replicas: a failover may lose it. */
+  private notReplicated(why: string, cause?: unknown): StoreError {
+    return new StoreError(`${this.name}: write applied on the primary but not acknowledged: ${why}; a failover may lose it`, { cause, ambiguous: true });
   }
 
   /** The command's reply, or a StoreError that says why Redis did not give one. */
@@ -297,11 +493,11 @@ export class RedisStore implements Store {
    * A reply error is Redis's own answer (out of memory, a key of the wrong type); anything else
    * means no answer came: the connection is down or closing, or the command timed out.
    */
-  private failure(operation: string, error: unknown): StoreError {
-    const message = error instanceof Error ? error.message : String(error);
+  private failure(operation: string, error: unknown, outcome = '', ambiguous = false): StoreError {
+    const message = errorMessage(error);
     const connection = this.lastConnectionError === undefined ? '' : `; last connection error: ${this.lastConnectionError.message}`;
     const reason = error instanceof ReplyError ? `Redis answered ${message}` : `Redis is unreachable (${message}${connection})`;
-    return new StoreError(`${this.name}: ${operation} failed: ${reason}`, { cause: error });
+    return new StoreError(`${this.name}: ${operation} failed: ${reason}${outcome}`, { cause: error, ambiguous });
   }
 
   private redis(): Redis {
@@ -309,6 +505,12 @@ export class RedisStore implements Store {
     return this.client;
   }
 }
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+function noop(): void {}
 
 /** `host:port/db` of a Redis URL, without its credentials. */
 function describeUrl(url: string): string {

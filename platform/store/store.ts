@@ -40,7 +40,13 @@ export interface Store {
   /**
    * Applies all ops atomically (all or none) and resolves only once they are durable: a
    * `kill -9` of the process after the promise resolves loses none of them. Writes resolve in
-   * the order they were called. Rejects with StoreError when the store cannot write.
+   * the order they were called. Rejects with StoreError when the store cannot write, and then
+   * nothing of the write was applied, nor ever will be: a write whose outcome the adapter could
+   * not see (a Redis reply lost with its connection) is settled before it is answered. The one
+   * exception is a StoreError with `ambiguous: true`: the adapter could not learn the outcome
+   * (Redis stayed unreachable while it tried; its next write settles it first), or the write is
+   * applied on a Redis primary that its replicas did not acknowledge. The write may then be
+   * found in the store, and a caller that keeps state over it must read it again.
    */
   write(ops: readonly StoreOp[]): Promise<void>;
   /** Entries with gte <= key < lt, ascending by key (descending when `reverse`). */
@@ -57,13 +63,19 @@ export interface Store {
   snapshotScan?(range: { gte: string; lt: string }, pageSize: number): AsyncGenerator<[key: string, value: string]>;
 }
 
-/** The store failed an operation (I/O error, closed, unreachable). */
+/**
+ * The store failed an operation (I/O error, closed, unreachable). A failed write applied
+ * nothing, unless `ambiguous` (see Store.write).
+ */
 export class StoreError extends Error {
   readonly code = 'STORE_UNAVAILABLE';
+  /** A write that may have been applied all the same: the store could not learn whether. */
+  readonly ambiguous: boolean;
 
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  constructor(message: string, options?: { cause?: unknown; ambiguous?: boolean | undefined }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
     this.name = 'StoreError';
+    this.ambiguous = options?.ambiguous === true;
   }
 }
 
