@@ -97,6 +97,11 @@ export const ErrorCode = {
   TenantNotEmpty: 'TENANT_NOT_EMPTY',
   /** HTTP admin: the cell is still joining its cluster; retry in a moment. */
   CellStarting: 'CELL_STARTING',
+  /**
+   * A cell of several processes: no live process owns the merchant right now (its owner died
+   * and the lease has not moved yet, or it is being handed over); `retryAfterMs`, then retry.
+   */
+  OwnerUnavailable: 'OWNER_UNAVAILABLE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -158,6 +163,7 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   MERCHANT_EXISTS: 409,
   TENANT_NOT_EMPTY: 409,
   CELL_STARTING: 503,
+  OWNER_UNAVAILABLE: 503,
 };
 
 /** An operating error with a stable code: answered to the client, never a crash. */
