@@ -3,7 +3,9 @@
  *
  * Keys and values are strings; keys sort by UTF-16 code unit (plain `<` on strings), which every
  * adapter must match, so range reads return the same entries in the same order everywhere.
- * The memory, LevelDB and Redis adapters pass one contract suite (store-contract.ts).
+ * The memory, LevelDB and Redis adapters (memory-store.ts, level-store.ts, redis-store.ts) pass
+ * one contract suite, testing/store-contract.ts; the Redis run needs a redis-server binary and
+ * reports itself skipped without one.
  */
 export type StoreOp =
   | { type: 'put'; key: string; value: string }
@@ -52,5 +54,20 @@ export class StoreError extends Error {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'StoreError';
+  }
+}
+
+/**
+ * A write refused because this process no longer holds the fence it wrote under (an adapter's
+ * `fence` option, the lease of a merchant on Redis): nothing of the write was applied. Its code
+ * stays STORE_UNAVAILABLE, so callers that only know StoreError answer it as any failed write;
+ * `fenced` tells the ones that care (the owner of a lease gives the merchant up).
+ */
+export class StoreFencedError extends StoreError {
+  readonly fenced = true;
+
+  constructor(message: string) {
+    super(message);
+    this.name = 'StoreFencedError';
   }
 }
