@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, parseCellConfig } from './config.js';
+import { ConfigError, parseCellConfig, redisKeyPrefixOf } from './config.js';
 import { nearestKey } from './config-issues.js';
 
 const SECRET = 'config-test-secret-0123456789abcdef-0123';
@@ -88,7 +88,7 @@ describe('parseCellConfig: addresses and combinations', () => {
   });
 
   it('refuses a memory store in a mesh, naming store.kind', () => {
-    expect(refusal({ ...withMesh(), store: { kind: 'memory' } })).toMatch(/^invalid cell config: store\.kind: a cell in a mesh needs the level store/);
+    expect(refusal({ ...withMesh(), store: { kind: 'memory' } })).toMatch(/^invalid cell config: store\.kind: a cell in a mesh needs a durable store, level or redis/);
   });
 
   it('refuses mesh timings that contradict each other as a config error', () => {
@@ -110,5 +110,27 @@ describe('nearestKey', () => {
     expect(nearestKey('Port', ['host', 'port'])).toBe('port');
     expect(nearestKey('tenant', ['tenants', 'store'])).toBe('tenants');
     expect(nearestKey('xyz', ['host', 'port'])).toBeUndefined();
+  });
+});
+
+describe('parseCellConfig: the redis store', () => {
+  it('fills in the defaults and derives the key prefix from the cell id', () => {
+    const config = parseCellConfig({ ...minimal(), cell: { id: 'cell-a' }, store: { kind: 'redis', redis: { url: 'redis://127.0.0.1:6379/2' } } });
+    expect(config.store).toEqual({ kind: 'redis', redis: { url: 'redis://127.0.0.1:6379/2', acceptWeakDurability: false, waitReplicas: 0, waitTimeoutMs: 1_000 } });
+    expect(redisKeyPrefixOf(config, { keyPrefix: undefined })).toBe('cellmesh:cell-a:');
+    expect(redisKeyPrefixOf(config, { keyPrefix: 'pod/' })).toBe('pod/');
+  });
+
+  it('requires a Redis URL', () => {
+    expect(refusal({ ...minimal(), store: { kind: 'redis', redis: {} } })).toMatch(/^invalid cell config: store\.redis\.url: /);
+    expect(refusal({ ...minimal(), store: { kind: 'redis', redis: { url: 'http://127.0.0.1:6379' } } })).toBe(
+      'invalid cell config: store.redis.url: must be a Redis URL such as redis://127.0.0.1:6379/0',
+    );
+  });
+
+  it('needs mesh.keyFile in a mesh, the store having no directory for the key', () => {
+    const redis = { kind: 'redis', redis: { url: 'redis://127.0.0.1:6379' } };
+    expect(refusal({ ...withMesh(), store: redis })).toMatch(/^invalid cell config: mesh\.keyFile: a cell in a mesh on the redis store needs mesh\.keyFile/);
+    expect(parseCellConfig({ ...withMesh(), store: redis, mesh: { clusterSecret: SECRET, keyFile: '/var/lib/cellmesh/mesh-peer.key' } }).store.kind).toBe('redis');
   });
 });

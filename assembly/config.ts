@@ -16,6 +16,14 @@ const strict = z.strictObject;
 /** An address to listen on: an empty one would make the OS pick every interface. */
 const listenHost = z.string().regex(/^\S+$/, 'must be an address such as 127.0.0.1 (0.0.0.0 for every interface), not empty');
 
+function isRedisUrl(url: string): boolean {
+  try {
+    return ['redis:', 'rediss:'].includes(new URL(url).protocol);
+  } catch {
+    return false;
+  }
+}
+
 /** A typo in a bootstrap address would leave the cell alone in a cluster of its own: parse it now. */
 export function isMultiaddr(address: string): boolean {
   try {
@@ -117,6 +125,25 @@ const CellConfigShape = strict({
         minFlushIntervalMs: z.number().min(0).max(100).default(0),
       }),
       strict({ kind: z.literal('memory') }),
+      strict({
+        kind: z.literal('redis'),
+        /** docs/operations.md, "Storing a cell in Redis". */
+        redis: strict({
+          /** `redis://[user:password@]host:port[/db]` (`rediss://` for TLS). */
+          url: z.string().refine(isRedisUrl, 'must be a Redis URL such as redis://127.0.0.1:6379/0'),
+          /** Prepended to the cell's Redis keys, so cells can share a Redis; default `cellmesh:<cell id>:`. */
+          keyPrefix: z.string().min(1).max(200).optional(),
+          /**
+           * Start even when the Redis cannot keep the durable ack (appendfsync everysec, no AOF,
+           * CONFIG disabled): acknowledged messages may then be lost in a crash of Redis.
+           */
+          acceptWeakDurability: z.boolean().default(false),
+          /** Replicas each write reaches (WAIT) before it is acknowledged. */
+          waitReplicas: z.number().int().min(0).max(16).default(0),
+          /** How long a write waits for those replicas before it fails. */
+          waitTimeoutMs: z.number().int().min(1).max(60_000).default(1_000),
+        }),
+      }),
     ])
     .default({ kind: 'level', directory: './data/cell-1', sync: true, minFlushIntervalMs: 0 }),
   tenants: z.array(TenantConfig).min(1, 'at least one tenant is needed'),
@@ -158,7 +185,10 @@ export const CellConfig = CellConfigShape.superRefine((config, context) => {
   if (config.store.kind === 'memory') {
     // The outbox, the merchant claims and the mesh key must survive a restart, or the cluster
     // loses cross-cell messages and sees the cell come back as a stranger.
-    context.addIssue({ code: 'custom', path: ['store', 'kind'], message: 'a cell in a mesh needs the level store (memory keeps no outbox or mesh key across a restart)' });
+    context.addIssue({ code: 'custom', path: ['store', 'kind'], message: 'a cell in a mesh needs a durable store, level or redis (memory keeps no outbox or mesh key across a restart)' });
+  }
+  if (config.store.kind === 'redis' && config.mesh.keyFile === undefined) {
+    context.addIssue({ code: 'custom', path: ['mesh', 'keyFile'], message: "a cell in a mesh on the redis store needs mesh.keyFile: the key is the cell's identity in the cluster and the store has no directory to keep it in" });
   }
   try {
     membershipOptions(meshTimings(config.mesh));
@@ -189,6 +219,11 @@ export class ConfigError extends Error {
     super(message);
     this.name = 'ConfigError';
   }
+}
+
+/** The prefix of a Redis cell's keys: `store.redis.keyPrefix`, by default `cellmesh:<cell id>:`. */
+export function redisKeyPrefixOf(config: Pick<CellConfig, 'cell'>, redis: { keyPrefix?: string | undefined }): string {
+  return redis.keyPrefix ?? `cellmesh:${config.cell.id}:`;
 }
 
 /** The mesh timing overrides the config sets (those it leaves out keep the preset's values). */

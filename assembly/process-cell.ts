@@ -23,14 +23,15 @@ import { SystemClock, type Clock } from '../platform/clock.js';
 import type { Logger } from '../platform/logger.js';
 import { PromMetrics } from '../platform/prom-metrics.js';
 import { SystemRandom, type Random } from '../platform/random.js';
-import { LevelStore, MemoryStore, isLockedByAnotherProcess, type Store } from '../platform/store/index.js';
+import type { Store } from '../platform/store/index.js';
 import { summarizeDirectory } from '../router/route.js';
 import { RouteMetrics } from '../router/route-metrics.js';
 import { routeRoutes } from '../router/route-routes.js';
 import type { DirectoryView } from '../mesh/directory.js';
 import { AssemblyError, assembleCell, type AssembledCell, type AssembledMesh, type DeviceAccess, type MeshPorts } from './assemble-cell.js';
 import { meshTimings, type CellConfig, type MeshConfig } from './config.js';
-import { CellStartError, listenStartError } from './start-errors.js';
+import { storeFromConfig, storeOpenError, warnOfWeakDurability } from './cell-store.js';
+import { listenStartError } from './start-errors.js';
 
 export interface StartCellOptions {
   config: CellConfig;
@@ -61,32 +62,6 @@ export interface RunningCell {
    * with "going away", close the store. Idempotent.
    */
   stop(): Promise<void>;
-}
-
-function storeFromConfig(config: CellConfig): Store {
-  return config.store.kind === 'level'
-    ? new LevelStore({ directory: config.store.directory, sync: config.store.sync, minFlushIntervalMs: config.store.minFlushIntervalMs })
-    : new MemoryStore();
-}
-
-/**
- * Why the store did not open, in words: a LevelDB directory that cannot be opened (held by
- * another cell, not writable) is a CellStartError naming store.directory, not a stack trace.
- */
-function storeOpenError(config: CellConfig, error: unknown): Error {
-  if (config.store.kind !== 'level') return error instanceof Error ? error : new Error(String(error));
-  const { directory } = config.store;
-  if (isLockedByAnotherProcess(error)) {
-    return new CellStartError('store.directory', `${directory} is locked by another process (another cell uses this directory)`, { cause: error });
-  }
-  return new CellStartError('store.directory', `cannot open the LevelDB store at ${directory}: ${deepestMessage(error)}`, { cause: error });
-}
-
-/** The message of the innermost cause: the OS's or LevelDB's own words. */
-function deepestMessage(error: unknown): string {
-  let current = error;
-  for (let depth = 0; depth < 8 && current instanceof Error && current.cause instanceof Error; depth++) current = current.cause;
-  return current instanceof Error ? current.message : String(current);
 }
 
 /** Production wiring of one cell: uWS access, the configured store, the system clock, libp2p. */
@@ -173,6 +148,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     }
     throw error;
   }
+  warnOfWeakDurability(store, logger);
   if (cell.cluster !== undefined) {
     clusterApi = clusterApiOf(cell.cluster, cell.core, clock);
     meshDirectory = cell.cluster.mesh.directory;
@@ -219,7 +195,7 @@ function libp2pMeshPorts(config: CellConfig, mesh: MeshConfig, logger: Logger): 
 function keyFileOf(config: CellConfig, mesh: MeshConfig): string {
   if (mesh.keyFile !== undefined) return mesh.keyFile;
   if (config.store.kind !== 'level') {
-    throw new Error("mesh.keyFile is required when the store has no directory (memory store): the key is the cell's identity in the cluster");
+    throw new Error("mesh.keyFile is required when the store has no directory (memory or redis store): the key is the cell's identity in the cluster");
   }
   return join(config.store.directory, 'mesh-peer.key');
 }

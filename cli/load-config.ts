@@ -7,8 +7,10 @@ export interface CellOverrides {
   cellId?: string;
   host?: string;
   port?: number;
-  store?: 'level' | 'memory';
+  store?: 'level' | 'memory' | 'redis';
   dataDir?: string;
+  /** store.redis.url; names the redis store when no kind is given. */
+  redisUrl?: string;
   sync?: boolean;
   logLevel?: string;
   meshHost?: string;
@@ -53,6 +55,12 @@ export function resolveCellConfig(raw: Record<string, unknown>, overrides: CellO
     const store = section('store');
     store['kind'] ??= 'level';
     store['directory'] = overrides.dataDir;
+  }
+  if (overrides.redisUrl !== undefined) {
+    const store = section('store');
+    store['kind'] ??= 'redis';
+    const redis = store['redis'];
+    store['redis'] = { ...(typeof redis === 'object' && redis !== null ? redis : {}), url: overrides.redisUrl };
   }
   if (overrides.sync !== undefined) section('store')['sync'] = overrides.sync;
   if (overrides.logLevel !== undefined) section('log')['level'] = overrides.logLevel;

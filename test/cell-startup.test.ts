@@ -104,7 +104,7 @@ describe('a cell that cannot start says why in one line and exits 2', () => {
     const configDir = await cleanup.tempDir();
     const config = { ...cellConfig('', await freePort(), { mesh: { clusterSecret: CLUSTER_SECRET, listen: { port: await freePort() } } }), store: { kind: 'memory' } };
     const ended = await runCell(configDir, config);
-    expectOneLineRefusal(ended, /^cellmesh cell: invalid cell config: store\.kind: a cell in a mesh needs the level store/);
+    expectOneLineRefusal(ended, /^cellmesh cell: invalid cell config: store\.kind: a cell in a mesh needs a durable store, level or redis/);
   });
 
   test('a misspelt setting is a config error naming it and the setting meant', async () => {

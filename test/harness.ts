@@ -496,6 +496,8 @@ export async function startChildCell(options: {
    * exec node in place (as `ip netns exec` does), so that signals reach the cell.
    */
   commandPrefix?: readonly string[];
+  /** The config's store section (default: LevelDB in `directory`), such as a redis store. */
+  store?: Record<string, unknown>;
 }): Promise<ChildCell> {
   const host = options.host ?? '127.0.0.1';
   const mesh =
@@ -518,7 +520,7 @@ export async function startChildCell(options: {
     // auto-assigned (port 0) to a SO_REUSEPORT listener while its old connections sit in
     // TIME_WAIT, which would make restarting on the same port flaky.
     listen: { host, port: options.port ?? (await freePort()) },
-    store: { kind: 'level', directory: options.directory, sync: true },
+    store: options.store ?? { kind: 'level', directory: options.directory, sync: true },
     tenants: [
       { id: TENANT, ...(options.tenantKeys ?? { secret: SECRET }), origins: [ALLOWED_ORIGIN], merchants: (options.merchants ?? ['m1', 'm2']).map((id) => ({ id })) },
       // A second tenant for isolation tests of a lone cell; in a mesh, every cell claiming m9

@@ -89,9 +89,13 @@ export function describeDurabilityProblems(problems: readonly RedisDurabilityPro
 
 /** The refusal to open a store on a Redis that cannot keep the durable ack. */
 export class RedisDurabilityError extends Error {
-  constructor(readonly problems: readonly RedisDurabilityProblem[]) {
+  /** `server` names the Redis (host:port, never its password). */
+  constructor(
+    readonly problems: readonly RedisDurabilityProblem[],
+    server: string,
+  ) {
     super(
-      `this Redis cannot keep the durable ack: ${describeDurabilityProblems(problems)}. ` +
+      `the Redis at ${server} cannot keep the durable ack: ${describeDurabilityProblems(problems)}. ` +
         `To run anyway, knowing that acknowledged messages may be lost, set ${WEAK_FLAG}`,
     );
     this.name = 'RedisDurabilityError';

@@ -169,9 +169,12 @@ export class RedisStore implements Store {
       });
       this.client = client;
       try {
-        await client.connect();
+        // ioredis rejects with "Connection is closed."; the socket's own error says why.
+        await client.connect().catch((error: unknown) => {
+          throw this.lastConnectionError ?? error;
+        });
         const problems = await checkRedisDurability(client, { waitReplicas: this.waitReplicas });
-        if (problems.length > 0 && this.init.acceptWeakDurability !== true) throw new RedisDurabilityError(problems);
+        if (problems.length > 0 && this.init.acceptWeakDurability !== true) throw new RedisDurabilityError(problems, describeUrl(this.init.url));
         this.problems = problems;
       } catch (error) {
         client.disconnect();
