@@ -29,9 +29,10 @@ import { RouteMetrics } from '../router/route-metrics.js';
 import { routeRoutes } from '../router/route-routes.js';
 import type { DirectoryView } from '../mesh/directory.js';
 import { AssemblyError, assembleCell, type AssembledCell, type AssembledMesh, type DeviceAccess, type MeshPorts } from './assemble-cell.js';
-import { meshTimings, type CellConfig, type MeshConfig } from './config.js';
+import { meshTimings, redisKeyPrefixOf, type CellConfig, type MeshConfig } from './config.js';
 import { storeFromConfig, storeOpenError, warnOfWeakDurability } from './cell-store.js';
-import { listenStartError } from './start-errors.js';
+import { registerScaledProcess, type ScaledProcess } from './scaled-process.js';
+import { CellStartError, listenStartError } from './start-errors.js';
 
 export interface StartCellOptions {
   config: CellConfig;
@@ -88,6 +89,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
         host: config.listen.host,
         port: config.listen.port,
         isReady,
+        siblings: scaled?.siblings,
         adminTokens,
         audit,
         get cluster() {
@@ -120,11 +122,15 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
       });
       // A pod listening on a wildcard address must say in mesh.advertise how it is reached.
       const host = config.listen.host;
-      return { ws: config.mesh?.advertise.ws ?? `ws://${host}:${port}/v1/ws`, http: config.mesh?.advertise.http ?? `http://${host}:${port}` };
+      // A process of a cell of several processes is reached by its siblings there too (processes.advertise).
+      const advertise = config.mesh?.advertise ?? config.processes.advertise;
+      return { ws: advertise.ws ?? `ws://${host}:${port}/v1/ws`, http: advertise.http ?? `http://${host}:${port}` };
     },
     stopAccepting: () => access?.stopListening(),
   };
-  const store = options.store ?? storeFromConfig(config);
+  // A cell on Redis is a cell of several processes: this one takes its lease before the store opens.
+  const scaled = options.store === undefined ? await scaledProcessOf(config, clock, logger) : undefined;
+  const store = options.store ?? storeFromConfig(config, scaled?.fence);
   let cell: AssembledCell<Libp2pMeshTransport>;
   try {
     cell = await assembleCell({
@@ -139,9 +145,14 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
       metrics: metricsPort,
       devices,
       ...(config.mesh === undefined ? {} : { mesh: libp2pMeshPorts(config, config.mesh, logger) }),
+      ...(scaled === undefined ? {} : { processes: scaled.coordinator }),
       storeOpenError: (error) => storeOpenError(config, error),
     });
   } catch (error) {
+    if (scaled !== undefined) {
+      await scaled.coordinator.stop();
+      scaled.close();
+    }
     const meshListen = config.mesh?.listen;
     if (error instanceof AssemblyError && meshListen !== undefined) {
       throw await listenStartError({ host: 'mesh.listen.host', port: 'mesh.listen.port' }, meshListen.host, meshListen.port, error.cause);
@@ -153,12 +164,26 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     clusterApi = clusterApiOf(cell.cluster, cell.core, clock);
     meshDirectory = cell.cluster.mesh.directory;
   }
-  logger.info({ cell: config.cell.id, host: config.listen.host, port, store: config.store.kind, mesh: cell.cluster?.transport.addresses() }, 'cell listening');
+  logger.info({ cell: config.cell.id, process: scaled?.coordinator.processId, host: config.listen.host, port, store: config.store.kind, mesh: cell.cluster?.transport.addresses() }, 'cell listening');
   const stop = async (): Promise<void> => {
     await cell.stop();
+    scaled?.close();
     logger.info({ cell: config.cell.id }, 'cell stopped');
   };
   return { cellId: config.cell.id, port, core: cell.core, metrics: cell.metrics, people: cell.people, audit: cell.audit, mesh: cell.cluster, stop: once(stop) };
+}
+
+/** The lease of this process when the cell is on Redis (a cell of several processes); undefined otherwise. */
+async function scaledProcessOf(config: CellConfig, clock: Clock, logger: Logger): Promise<ScaledProcess | undefined> {
+  // A Redis cell in a mesh runs as one process, without leases: several processes of a cell in
+  // a mesh are not supported yet (docs/operations.md, "A cell of several processes").
+  if (config.store.kind !== 'redis' || config.mesh !== undefined) return undefined;
+  const { redis } = config.store;
+  try {
+    return await registerScaledProcess({ url: redis.url, keyPrefix: redisKeyPrefixOf(config, redis), processes: config.processes, clock, logger });
+  } catch (error) {
+    throw new CellStartError('store.redis.url', `cannot take this process's lease in the Redis at ${new URL(redis.url).host}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+  }
 }
 
 /** `run` the first time; the same promise after. */

@@ -11,6 +11,8 @@ export interface CellOverrides {
   dataDir?: string;
   /** store.redis.url; names the redis store when no kind is given. */
   redisUrl?: string;
+  /** `processes.id`: this process among the processes of a cell on Redis. */
+  processId?: string;
   sync?: boolean;
   logLevel?: string;
   meshHost?: string;
@@ -62,6 +64,7 @@ export function resolveCellConfig(raw: Record<string, unknown>, overrides: CellO
     const redis = store['redis'];
     store['redis'] = { ...(typeof redis === 'object' && redis !== null ? redis : {}), url: overrides.redisUrl };
   }
+  if (overrides.processId !== undefined) section('processes')['id'] = overrides.processId;
   if (overrides.sync !== undefined) section('store')['sync'] = overrides.sync;
   if (overrides.logLevel !== undefined) section('log')['level'] = overrides.logLevel;
   applyMeshOverrides(merged, overrides);
