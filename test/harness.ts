@@ -174,8 +174,9 @@ export class RawClient {
     });
   }
 
-  static async connect(url: string, token: string, options: { origin?: string; protocols?: string[] } = {}): Promise<RawClient> {
-    const socket = new WebSocket(`${url}/v1/ws?token=${encodeURIComponent(token)}`, options.protocols ?? ['cellmesh.v1'], {
+  static async connect(url: string, token: string, options: { origin?: string; protocols?: string[]; merchant?: string } = {}): Promise<RawClient> {
+    const routed = options.merchant === undefined ? '' : `&merchant=${encodeURIComponent(options.merchant)}`;
+    const socket = new WebSocket(`${url}/v1/ws?token=${encodeURIComponent(token)}${routed}`, options.protocols ?? ['cellmesh.v1'], {
       ...(options.origin === undefined ? {} : { origin: options.origin }),
       perMessageDeflate: false,
     });
