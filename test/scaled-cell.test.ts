@@ -3,9 +3,11 @@
  * processes"), through the real CLI: the merchants are spread over the processes, and a device
  * that reaches the process that does not own its merchant is relayed to the one that does.
  */
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { Cleanup, RawClient, tokenFor, type ChildCell } from './harness.js';
+import { connectNode, conversationIdOf, type CellmeshClient, type ChatMessage } from '../client/index.js';
+import { Cleanup, RawClient, eventually, killChildCell, tokenFor, type ChildCell } from './harness.js';
 import { redisServerMissing, startRedisServer, type RedisServer } from '../testing/redis-server.js';
 
 const skipReason = redisServerMissing();
@@ -37,6 +39,61 @@ export async function spread(redis: Redis, cellId: string, timeoutMs = 15_000): 
     }
     if (Date.now() > deadline) throw new Error(`the merchants were not spread over the processes: ${JSON.stringify(owners)}`);
     await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** `promise`, or an error saying what did not happen within `timeoutMs`. */
+async function within<T>(promise: Promise<T>, timeoutMs: number, what: () => string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out waiting for ${what()}`)), timeoutMs)));
+  try {
+    return await Promise.race([promise, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * What a Kubernetes Service does in front of the processes: each TCP connection goes to the
+ * first backend, in order, that accepts it. Connections already open stay where they are.
+ */
+class Balancer {
+  private readonly server: Server;
+  private readonly sockets = new Set<Socket>();
+  port = 0;
+
+  constructor(private readonly backends: readonly number[]) {
+    this.server = createServer((client) => this.forward(client, 0));
+  }
+
+  async listen(): Promise<void> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    this.port = (this.server.address() as { port: number }).port;
+  }
+
+  async close(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    await new Promise((resolve) => this.server.close(resolve));
+  }
+
+  private forward(client: Socket, index: number): void {
+    const port = this.backends[index];
+    if (port === undefined) {
+      client.destroy();
+      return;
+    }
+    const upstream = createConnection({ host: '127.0.0.1', port });
+    upstream.once('error', () => {
+      if (!upstream.readyState.startsWith('open')) this.forward(client, index + 1);
+      else client.destroy();
+    });
+    upstream.once('connect', () => {
+      this.sockets.add(client).add(upstream);
+      client.pipe(upstream).pipe(client);
+      client.once('error', () => upstream.destroy());
+      client.once('close', () => upstream.destroy());
+      upstream.once('close', () => client.destroy());
+    });
   }
 }
 
@@ -94,4 +151,61 @@ describe.skipIf(skipReason !== undefined)(`a cell of two processes on one Redis$
     expect(otherAgent.all('welcome')).toHaveLength(1);
     for (const client of [again, phone, laptop, otherAgent]) await client.close();
   });
+
+  test('SIGKILL of one process under traffic: its devices reconnect to the other, which took its merchants over; every acknowledged message is there, in order, without a gap', async () => {
+    const cellId = 'failover';
+    const directory = await cleanup.tempDir();
+    const victim = await startProcess(cleanup, directory, server.url, 'proc-a', cellId);
+    const survivor = await startProcess(cleanup, directory, server.url, 'proc-b', cellId);
+    await spread(redis, cellId);
+    // Every device reaches the victim first: it owns one merchant and relays the other's devices.
+    const balancer = new Balancer([victim.port, survivor.port]);
+    await balancer.listen();
+    cleanup.add(() => balancer.close());
+    const clients: CellmeshClient[] = [];
+    cleanup.add(async () => {
+      for (const client of clients) await client.close().catch(() => undefined);
+    });
+    const connect = async (user: string, device: string, merchant: string, role: 'agent' | 'customer'): Promise<CellmeshClient> => {
+      const token = await tokenFor({ user, device, ...(role === 'agent' ? { merchant } : {}) });
+      const url = `ws://127.0.0.1:${balancer.port}/v1/ws${role === 'customer' ? `?merchant=${merchant}` : ''}`;
+      const client = await connectNode({ url, token, backoff: { initialDelayMs: 50, maxDelayMs: 300 }, signal: AbortSignal.timeout(15_000) });
+      clients.push(client);
+      return client;
+    };
+    const total = 150;
+    const conversations = [
+      { merchant: 'm1', customer: 'alice', agent: 'ann' },
+      { merchant: 'm2', customer: 'carol', agent: 'bob' },
+    ];
+    const runs = await Promise.all(
+      conversations.map(async ({ merchant, customer, agent }) => {
+        const conv = conversationIdOf(merchant, customer);
+        const phone = await connect(customer, 'phone', merchant, 'customer');
+        const desk = await connect(agent, 'desk', merchant, 'agent');
+        const seen: ChatMessage[] = [];
+        desk.on('message', (message) => seen.push(message));
+        let acked = 0;
+        const sends = Array.from({ length: total }, (_, index) => phone.send(conv, `${customer} ${index}`).then((result) => (acked++, result)));
+        return { conv, phone, desk, seen, sends, acked: () => acked };
+      }),
+    );
+    await eventually(() => runs.every((run) => run.acked() >= 40), 'the first acks of both conversations', 30_000);
+    await killChildCell(victim);
+    const killedAtMs = Date.now();
+    for (const run of runs) {
+      const results = await within(Promise.all(run.sends), 30_000, () => `every send of ${run.conv} answered (${run.acked()} of ${total}); the survivor's log:\n${survivor.stderrTail()}`);
+      // Sends resent with their cmids after the reconnect: each stored once, seqs in call order.
+      expect(results.map((result) => result.seq)).toEqual(Array.from({ length: total }, (_, index) => index + 1));
+      await eventually(() => run.seen.length >= total, `the agent of ${run.conv} to see every message`, 30_000);
+      expect(run.seen.map((message) => message.seq)).toEqual(Array.from({ length: total }, (_, index) => index + 1));
+      const history = await run.phone.history(run.conv, { limit: 200 });
+      expect(history.messages.map((message) => message.seq)).toEqual(Array.from({ length: total }, (_, index) => index + 1));
+      expect(new Set(history.messages.map((message) => message.cmid)).size).toBe(total);
+    }
+    // The survivor owns both merchants now, and the conversations go on from the seqs they reached.
+    expect(await ownersIn(redis, cellId, ['m1', 'm2'])).toEqual({ m1: 'proc-b', m2: 'proc-b' });
+    for (const run of runs) expect((await run.phone.send(run.conv, 'after the failover')).seq).toBe(total + 1);
+    console.info(`scaled-cell: every device of the killed process resynced and every send answered ${Date.now() - killedAtMs} ms after the SIGKILL`);
+  }, 120_000);
 });
