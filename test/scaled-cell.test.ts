@@ -208,4 +208,52 @@ describe.skipIf(skipReason !== undefined)(`a cell of two processes on one Redis$
     for (const run of runs) expect((await run.phone.send(run.conv, 'after the failover')).seq).toBe(total + 1);
     console.info(`scaled-cell: every device of the killed process resynced and every send answered ${Date.now() - killedAtMs} ms after the SIGKILL`);
   }, 120_000);
+
+  test('a process stopped (SIGSTOP) past its lease cannot write when it resumes: its writes are refused, its devices closed, and it registers again with a higher token; seqs stay gap-free and unique', async () => {
+    const cellId = 'fencing';
+    const directory = await cleanup.tempDir();
+    const first = await startProcess(cleanup, directory, server.url, 'proc-a', cellId);
+    const second = await startProcess(cleanup, directory, server.url, 'proc-b', cellId);
+    const owners = await spread(redis, cellId);
+    const processes: Record<string, ChildCell> = { 'proc-a': first, 'proc-b': second };
+    const merchant = 'm1';
+    const stale = processes[owners[merchant]!]!;
+    const taker = stale === first ? second : first;
+    const takerId = stale === first ? 'proc-b' : 'proc-a';
+    const staleId = stale === first ? 'proc-a' : 'proc-b';
+    const conv = `${merchant}:alice`;
+    const phone = await RawClient.connect(stale.url, await tokenFor({ user: 'alice', device: 'phone' }), { merchant });
+    for (let index = 1; index <= 10; index++) expect(await phone.request({ id: `s${index}`, op: 'send', conv, cmid: `before-${index}`, body: `before ${index}` })).toMatchObject({ t: 'sent', seq: index });
+    const tokenBefore = Number(await redis.get(`cellmesh:${cellId}:proc/${staleId}`));
+    stale.kill('SIGSTOP');
+    cleanup.add(() => stale.kill('SIGCONT'));
+    try {
+      // Sent while the owner is stopped: they wait in its socket.
+      for (let index = 1; index <= 3; index++) phone.send({ op: 'send', id: `late${index}`, conv, cmid: `late-${index}`, body: `late ${index}` });
+      await eventually(async () => (await ownersIn(redis, cellId, [merchant]))[merchant] === takerId, 'the other process to take the merchant over', 15_000);
+      await new Promise((resolve) => setTimeout(resolve, LEASE.renewIntervalMs * 2));
+      const laptop = await RawClient.connect(taker.url, await tokenFor({ user: 'alice', device: 'laptop' }), { merchant });
+      await laptop.until(() => laptop.all('synced').length > 0 && laptop.messages(conv).length === 10, { what: 'the laptop synced with the 10 messages' });
+      for (let index = 11; index <= 15; index++) expect(await laptop.request({ id: `t${index}`, op: 'send', conv, cmid: `taken-${index}`, body: `taken ${index}` })).toMatchObject({ t: 'sent', seq: index });
+      stale.kill('SIGCONT');
+      // The stale owner resumes: its late sends are refused (its lease is gone), its devices closed with 1001.
+      await phone.until(() => phone.closeCode !== undefined, { what: 'the phone on the stale process to be closed', timeoutMs: 15_000 });
+      expect(phone.closeCode).toBe(1001);
+      expect(phone.all('sent').filter((sent) => sent.cmid.startsWith('late-'))).toEqual([]);
+      await eventually(async () => Number(await redis.get(`cellmesh:${cellId}:proc/${staleId}`)) > tokenBefore, 'the stale process to register again with a higher token', 15_000);
+      // What the store holds: 15 messages, once each, and none of the late sends.
+      const history = await laptop.request({ id: 'h', op: 'history', conv, limit: 100 });
+      expect(history).toMatchObject({ t: 'history' });
+      const stored = (history as unknown as { messages: Array<{ seq: number; cmid: string }> }).messages;
+      expect(stored.map((message) => message.seq)).toEqual(Array.from({ length: 15 }, (_, index) => index + 1));
+      expect(stored.some((message) => message.cmid.startsWith('late-'))).toBe(false);
+      // Back as a new process it gets its share again after a lease period, and writes under its new token.
+      await spread(redis, cellId);
+      const again = await RawClient.connect(stale.url, await tokenFor({ user: 'alice', device: 'phone' }), { merchant });
+      expect(await again.request({ id: 'after', op: 'send', conv, cmid: 'after-1', body: 'after' })).toMatchObject({ t: 'sent', seq: 16 });
+      for (const client of [laptop, again]) await client.close();
+    } finally {
+      stale.kill('SIGCONT');
+    }
+  }, 120_000);
 });
