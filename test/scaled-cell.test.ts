@@ -7,7 +7,7 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { connectNode, conversationIdOf, type CellmeshClient, type ChatMessage } from '../client/index.js';
-import { Cleanup, RawClient, eventually, killChildCell, tokenFor, type ChildCell } from './harness.js';
+import { Cleanup, RawClient, eventually, httpRequest, killChildCell, tokenFor, type ChildCell } from './harness.js';
 import { redisServerMissing, startRedisServer, type RedisServer } from '../testing/redis-server.js';
 
 const skipReason = redisServerMissing();
@@ -146,6 +146,15 @@ describe.skipIf(skipReason !== undefined)(`a cell of two processes on one Redis$
     const again = await RawClient.connect(a.url, await tokenFor({ user: 'ann', merchant, device: 'desk' }));
     await again.until(() => again.all('synced').length > 0, { what: 'synced' });
     expect(again.messages(conv).filter((message) => message.seq <= 30)).toEqual([]);
+    // The HTTP API on the same conversation, asked of A, is answered by B.
+    const aliceToken = await tokenFor({ user: 'alice', device: 'server' });
+    const posted = await httpRequest('POST', `${a.httpUrl}/v1/conversations/${encodeURIComponent(conv)}/messages`, { token: aliceToken, json: { cmid: 'http-1', body: 'over HTTP' } });
+    expect(posted).toMatchObject({ status: 201, body: { seq: 32 } });
+    const page = await httpRequest('GET', `${a.httpUrl}/v1/conversations/${encodeURIComponent(conv)}/messages?limit=5`, { token: aliceToken });
+    expect(page.status).toBe(200);
+    expect((page.body as { messages: Array<{ seq: number }> }).messages.map((message) => message.seq)).toEqual([28, 29, 30, 31, 32]);
+    const guest = await httpRequest('POST', `${a.httpUrl}/v1/guest`, { json: { tenant: 'mall', merchant } });
+    expect(guest.status).toBe(200);
     // A merchant A owns is served by A itself.
     const otherAgent = await RawClient.connect(a.url, await tokenFor({ user: 'bob', merchant: other, device: 'desk' }));
     expect(otherAgent.all('welcome')).toHaveLength(1);

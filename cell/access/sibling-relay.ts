@@ -16,10 +16,10 @@ export interface SiblingAccess {
   /** This process's id: the relay marker names it. */
   readonly processId: string;
   /**
-   * Here, or the WebSocket URL (`ws://host:port/v1/ws`) of the sibling that owns the merchant.
+   * Here, or the WebSocket URL (`ws://host:port/v1/ws`) and HTTP base of the sibling that owns the merchant.
    * Throws OWNER_UNAVAILABLE when no live process owns it right now.
    */
-  serverOf(tenant: string, merchant: string): { readonly here: true } | { readonly here: false; readonly ws: string };
+  serverOf(tenant: string, merchant: string): { readonly here: true } | { readonly here: false; readonly ws: string; readonly http: string };
 }
 
 /** The header a relaying process adds: the sibling serves such a connection itself or refuses it, never relays it again. */

@@ -11,6 +11,7 @@ import { IDENTIFIER_PATTERN, PROTOCOL_VERSION, SUBPROTOCOL_V1, parseConversation
 import { HttpCapacityBody, HttpCellList, HttpMoveBody, HttpPlaceBody, HttpHistoryQuery, HttpLocateQuery, HttpReadBody, HttpSendBody } from '../protocol/http.js';
 import type { Identity } from './tokens.js';
 import { errorFrameOf } from '../routing/merchant-redirects.js';
+import { forwardToOwner } from './sibling-forwarding.js';
 import { RELAYED_BY_HEADER, SiblingLink, type RelayRequest, type SiblingAccess } from './sibling-relay.js';
 import { HttpRouter, asCellError, bearerToken, parseJsonBody, parseWith, requireAdmin, respondJson, watchAbort, writeError, type HttpMethod, type HttpRequestData } from './http-router.js';
 
@@ -139,6 +140,8 @@ export class AccessServer {
   constructor(private readonly options: AccessServerOptions) {
     this.app = uWS.App();
     this.router = new HttpRouter(this.app, { logger: options.logger, metrics: options.metrics, maxBodyBytes: options.limits.maxFrameBytes });
+    const { siblings } = options;
+    if (siblings !== undefined) this.router.forwardWith((pattern, request, context) => forwardToOwner(siblings, pattern, request, context));
     this.routeWebSocket();
     this.routeHttp();
   }

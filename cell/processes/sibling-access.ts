@@ -14,7 +14,7 @@ export function siblingAccessOf(coordinator: ProcessCoordinator): SiblingAccess 
       if (placement === undefined) {
         throw new CellError(ErrorCode.OwnerUnavailable, `no process of this cell owns merchant ${merchant} right now (failing over); retry`, { retryAfterMs: OWNER_RETRY_MS });
       }
-      return placement.here ? { here: true } : { here: false, ws: placement.owner.ws };
+      return placement.here ? { here: true } : { here: false, ws: placement.owner.ws, http: placement.owner.http };
     },
   };
 }
