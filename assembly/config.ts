@@ -94,7 +94,7 @@ export const MeshConfig = strict({
  * but its own `id`.
  */
 export const ProcessesConfig = strict({
-  /** This process's id among the cell's processes, unique among them; default `<host name>-<pid>`. */
+  /** This process's id among the cell's processes, unique among them; default the host name (a pod's name). */
   id: identifier.optional(),
   /** How long a process's lease lives without renewal: a dead process's merchants move after at most this. */
   leaseTtlMs: z.number().int().min(300).max(60_000).default(3000),

@@ -182,7 +182,7 @@ async function scaledProcessOf(config: CellConfig, clock: Clock, logger: Logger)
   try {
     return await registerScaledProcess({ url: redis.url, keyPrefix: redisKeyPrefixOf(config, redis), processes: config.processes, clock, logger });
   } catch (error) {
-    throw new CellStartError('store.redis.url', `cannot take this process's lease in the Redis at ${new URL(redis.url).host}: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+    throw new CellStartError('store.redis.url', `cannot open the Redis store at ${new URL(redis.url).host}: taking this process's lease failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
   }
 }
 

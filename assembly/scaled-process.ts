@@ -20,9 +20,14 @@ export interface ScaledProcess {
   close(): void;
 }
 
-/** `processes.id`, or `<host name>-<pid>` (unique on a machine, and a pod's host name is its name). */
+/**
+ * `processes.id`, or the host name: a pod's name, unique among the pods. A process restarted
+ * under the same id takes its merchants back at once (its earlier lease's claims are orphans as
+ * soon as it registers again); under a new id they wait for the old lease to run out. Processes
+ * of one cell on one machine need an id each.
+ */
 export function processIdOf(processes: ProcessesConfig): string {
-  return processes.id ?? `${hostname()}-${process.pid}`.replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 64);
+  return processes.id ?? (hostname().replace(/[^A-Za-z0-9_.-]/g, '-').slice(0, 64) || 'process');
 }
 
 /**
@@ -33,8 +38,14 @@ export async function registerScaledProcess(init: { url: string; keyPrefix: stri
   const processId = processIdOf(init.processes);
   const redis = new Redis(init.url, { connectionName: `cellmesh-process-${processId}`, maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: true, retryStrategy: (attempt) => Math.min(attempt * 100, 1_000) });
   // Without a listener ioredis prints every connection error; the coordinator logs its failures.
-  redis.on('error', () => undefined);
-  await redis.connect();
+  let lastError: Error | undefined;
+  redis.on('error', (error: Error) => (lastError = error));
+  try {
+    await redis.connect();
+  } catch (error) {
+    redis.disconnect();
+    throw lastError ?? error;
+  }
   const coordination = new RedisCoordination(redis, init.keyPrefix);
   const coordinator = new ProcessCoordinator({
     processId,

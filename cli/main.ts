@@ -36,7 +36,7 @@ program
   .addOption(new Option('--port <port>', 'port to listen on, 0 for any free one (default 7400)').env('CELLMESH_PORT').argParser(parsePort))
   .addOption(new Option('--store <kind>', 'storage adapter').choices(['level', 'memory', 'redis']).env('CELLMESH_STORE'))
   .addOption(new Option('--redis-url <url>', 'Redis of the redis store, redis://host:port/db').env('CELLMESH_REDIS_URL'))
-  .addOption(new Option('--process-id <id>', 'this process\'s id among the processes of a cell on Redis (default <host name>-<pid>)').env('CELLMESH_PROCESS_ID'))
+  .addOption(new Option('--process-id <id>', 'this process\'s id among the processes of a cell on Redis (default the host name)').env('CELLMESH_PROCESS_ID'))
   .addOption(new Option('--data-dir <dir>', 'LevelDB directory (default ./data/<cell id>)').env('CELLMESH_DATA_DIR'))
   .addOption(new Option('--no-sync', 'do not fsync store batches (survives kill -9, not power loss)'))
   .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).env('CELLMESH_LOG_LEVEL'))
