@@ -3,12 +3,12 @@
  * processes"), through the real CLI: the merchants are spread over the processes, and a device
  * that reaches the process that does not own its merchant is relayed to the one that does.
  */
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { connectNode, conversationIdOf, type CellmeshClient, type ChatMessage } from '../client/index.js';
 import { Cleanup, RawClient, eventually, httpRequest, killChildCell, tokenFor, type ChildCell } from './harness.js';
 import { redisServerMissing, startRedisServer, type RedisServer } from '../testing/redis-server.js';
+import { TcpBalancer } from '../testing/tcp-balancer.js';
 
 const skipReason = redisServerMissing();
 if (skipReason !== undefined) console.warn(`scaled-cell.test.ts: skipped: ${skipReason}`);
@@ -50,50 +50,6 @@ async function within<T>(promise: Promise<T>, timeoutMs: number, what: () => str
     return await Promise.race([promise, timeout]);
   } finally {
     clearTimeout(timer);
-  }
-}
-
-/**
- * What a Kubernetes Service does in front of the processes: each TCP connection goes to the
- * first backend, in order, that accepts it. Connections already open stay where they are.
- */
-class Balancer {
-  private readonly server: Server;
-  private readonly sockets = new Set<Socket>();
-  port = 0;
-
-  constructor(private readonly backends: readonly number[]) {
-    this.server = createServer((client) => this.forward(client, 0));
-  }
-
-  async listen(): Promise<void> {
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    this.port = (this.server.address() as { port: number }).port;
-  }
-
-  async close(): Promise<void> {
-    for (const socket of this.sockets) socket.destroy();
-    await new Promise((resolve) => this.server.close(resolve));
-  }
-
-  private forward(client: Socket, index: number): void {
-    const port = this.backends[index];
-    if (port === undefined) {
-      client.destroy();
-      return;
-    }
-    const upstream = createConnection({ host: '127.0.0.1', port });
-    upstream.once('error', () => {
-      if (!upstream.readyState.startsWith('open')) this.forward(client, index + 1);
-      else client.destroy();
-    });
-    upstream.once('connect', () => {
-      this.sockets.add(client).add(upstream);
-      client.pipe(upstream).pipe(client);
-      client.once('error', () => upstream.destroy());
-      client.once('close', () => upstream.destroy());
-      upstream.once('close', () => client.destroy());
-    });
   }
 }
 
@@ -168,7 +124,7 @@ describe.skipIf(skipReason !== undefined)(`a cell of two processes on one Redis$
     const survivor = await startProcess(cleanup, directory, server.url, 'proc-b', cellId);
     await spread(redis, cellId);
     // Every device reaches the victim first: it owns one merchant and relays the other's devices.
-    const balancer = new Balancer([victim.port, survivor.port]);
+    const balancer = new TcpBalancer([victim.port, survivor.port]);
     await balancer.listen();
     cleanup.add(() => balancer.close());
     const clients: CellmeshClient[] = [];
