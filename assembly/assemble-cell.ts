@@ -30,8 +30,10 @@ import type { Logger } from '../platform/logger.js';
 import type { Metrics } from '../platform/metrics.js';
 import type { Random } from '../platform/random.js';
 import type { Store } from '../platform/store/store.js';
+import type { ProcessCoordinator } from '../cell/processes/process-coordinator.js';
 import { startCrossCellServices } from './cross-cell-services.js';
 import type { Readiness } from '../cell/access/probes.js';
+import { merchantsOf, ownedMerchantsHost } from './owned-merchants.js';
 import { weakSecretProblems } from './secret-strength.js';
 
 /**
@@ -119,6 +121,12 @@ export interface CellAssemblyInit<Transport extends MeshTransport = MeshTranspor
   readonly mesh?: MeshPorts<Transport>;
   /** Opening the store failed: lets the process name its own setting in the error. */
   readonly storeOpenError?: (error: unknown) => Error;
+  /**
+   * A cell of several processes sharing its store (docs/operations.md): the core starts hosting
+   * nothing, and the coordinator (registered already: the store's writes are fenced by its lease)
+   * makes it host the merchants this process owns once devices can connect.
+   */
+  readonly processes?: ProcessCoordinator;
 }
 
 /** The mesh services of a cell in a cluster, started, in the order they stop in reverse. */
@@ -205,7 +213,7 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
       logger.warn({ merchant }, 'the config lists a merchant that was moved to another cell; it stays there (update the config)');
     }
     const metrics = new CellMetrics(init.metrics);
-    const tenants = claims === undefined ? catalogued : tenantsHosting(catalogued, hosted);
+    const tenants = init.processes !== undefined ? tenantsHosting(catalogued, []) : claims === undefined ? catalogued : tenantsHosting(catalogued, hosted);
     const audit = new AuditLog({ store, clock: init.clock });
     await audit.load();
     const people = new PeopleDirectory({ store, clock: init.clock });
@@ -268,6 +276,11 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     const erasure = new CustomerErasure({ store, core, attachments, audit, logger });
     const endpoints = await init.devices.open({ core, metrics, people, audit, attachments, catalogue, erasure, readiness });
     started.push(() => init.devices.stopAccepting());
+    if (init.processes !== undefined) {
+      const coordinator = init.processes;
+      await coordinator.startOwning(endpoints, ownedMerchantsHost(core, host), () => merchantsOf(catalogue));
+      started.push(() => coordinator.stop());
+    }
     const cluster = init.mesh === undefined ? undefined : await joinMesh(init, init.mesh, { core, host, catalogue, tenants, metrics, endpoints, hosted, claims: claims as MerchantClaimsStore, erasure, started });
     if (cluster !== undefined) {
       advertiseTenants = () =>

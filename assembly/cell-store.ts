@@ -1,10 +1,14 @@
 import { LevelStore, MemoryStore, RedisDurabilityError, RedisStore, describeDurabilityProblems, isLockedByAnotherProcess, type Store } from '../platform/store/index.js';
 import type { Logger } from '../platform/logger.js';
+import type { RedisFence } from '../platform/store/redis-store.js';
 import { redisKeyPrefixOf, type CellConfig } from './config.js';
 import { CellStartError } from './start-errors.js';
 
-/** The store a cell process's config names, not yet open. */
-export function storeFromConfig(config: CellConfig): Store {
+/**
+ * The store a cell process's config names, not yet open. A Redis store of a cell of several
+ * processes is fenced by the process's lease (assembly/scaled-process.ts).
+ */
+export function storeFromConfig(config: CellConfig, fence?: RedisFence): Store {
   const store = config.store;
   switch (store.kind) {
     case 'level':
@@ -18,6 +22,7 @@ export function storeFromConfig(config: CellConfig): Store {
         acceptWeakDurability: store.redis.acceptWeakDurability,
         waitReplicas: store.redis.waitReplicas,
         waitTimeoutMs: store.redis.waitTimeoutMs,
+        fence,
       });
   }
 }

@@ -101,6 +101,22 @@ export const MeshConfig = strict({
   operatorKeys: z.array(z.string().refine(isOperatorKey, 'must be an operator public key: "ed25519:" followed by 44 base64 characters')).max(16).default([]),
 });
 
+/**
+ * A cell of several processes sharing one Redis (docs/operations.md, "A cell of several
+ * processes"): only read when the store is redis. Each process of the cell has the same config
+ * but its own `id`.
+ */
+export const ProcessesConfig = strict({
+  /** This process's id among the cell's processes, unique among them; default the host name (a pod's name). */
+  id: identifier.optional(),
+  /** How long a process's lease lives without renewal: a dead process's merchants move after at most this. */
+  leaseTtlMs: z.number().int().min(300).max(60_000).default(3000),
+  /** How often the lease is renewed and the merchants' owners looked at; at most a third of the TTL. */
+  renewIntervalMs: z.number().int().min(50).max(20_000).default(1000),
+  /** The URLs siblings relay devices to (`ws://host:port/v1/ws`, `http://host:port`); default the listen address. */
+  advertise: strict({ ws: z.string().url().optional(), http: z.string().url().optional() }).default({}),
+});
+
 const CellConfigShape = strict({
   cell: strict({ id: identifier.default('cell-1') }).default({ id: 'cell-1' }),
   listen: strict({
@@ -154,6 +170,8 @@ const CellConfigShape = strict({
   /** The liveness probe (`/v1/healthz`): it fails once the event loop was blocked longer than this. */
   health: strict({ maxEventLoopStallMs: z.number().int().min(50).max(600_000).default(5_000) }).default({ maxEventLoopStallMs: 5_000 }),
   mesh: MeshConfig.optional(),
+  /** The processes of a cell on the redis store (ignored on the others). */
+  processes: ProcessesConfig.default({ leaseTtlMs: 3000, renewIntervalMs: 1000, advertise: {} }),
   /** Route requests and browser redirects (`/v1/route`, `/v1/connect`): rate limits, trusted proxies (docs/routing.md). */
   routing: RoutingSettings.default(DEFAULT_ROUTING_SETTINGS),
   admin: strict({
@@ -171,6 +189,9 @@ const CLUSTER_CELL_ID = /^[a-z0-9][a-z0-9-]{0,63}$/;
 export const CellConfig = CellConfigShape.superRefine((config, context) => {
   if (config.admin.acceptTokens.length > 0 && config.admin.token === undefined) {
     context.addIssue({ code: 'custom', path: ['admin', 'acceptTokens'], message: 'tokens accepted during a rotation need admin.token, the one the API is meant to answer to' });
+  }
+  if (config.processes.renewIntervalMs * 3 > config.processes.leaseTtlMs) {
+    context.addIssue({ code: 'custom', path: ['processes', 'renewIntervalMs'], message: `must be at most a third of processes.leaseTtlMs (${config.processes.leaseTtlMs}), so that a late renewal or two does not cost the lease` });
   }
   if (config.mesh === undefined) return;
   if (!CLUSTER_CELL_ID.test(config.cell.id)) {
@@ -200,6 +221,7 @@ export const CellConfig = CellConfigShape.superRefine((config, context) => {
 
 export type CellConfig = z.infer<typeof CellConfig>;
 export type MeshConfig = z.infer<typeof MeshConfig>;
+export type ProcessesConfig = z.infer<typeof ProcessesConfig>;
 
 /** Validates a raw config object, with errors that name the offending path (and the flag or variable that set it). */
 export function parseCellConfig(raw: unknown, sourceOf?: ValueSource): CellConfig {

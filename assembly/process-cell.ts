@@ -1,3 +1,4 @@
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { loginRoutes } from '../cell/access/login-routes.js';
 import { newestSigningKey } from '../cell/access/token-minter.js';
@@ -32,11 +33,12 @@ import { RouteMetrics } from '../router/route-metrics.js';
 import { routeRoutes } from '../router/route-routes.js';
 import type { DirectoryView } from '../mesh/directory.js';
 import { AssemblyError, assembleCell, type AssembledCell, type AssembledMesh, type DeviceAccess, type MeshPorts } from './assemble-cell.js';
-import { meshTimings, type CellConfig, type MeshConfig } from './config.js';
+import { meshTimings, redisKeyPrefixOf, type CellConfig, type MeshConfig } from './config.js';
 import { storeFromConfig, storeOpenError, warnOfWeakDurability } from './cell-store.js';
-import { listenStartError } from './start-errors.js';
+import { CellStartError, listenStartError } from './start-errors.js';
 import { cellDrainOf } from './cell-drain-service.js';
 import type { CellDrain } from '../mesh/cell-drain.js';
+import { registerScaledProcess, type ScaledProcess } from './scaled-process.js';
 
 export interface StartCellOptions {
   config: CellConfig;
@@ -99,6 +101,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
         port: config.listen.port,
         readiness,
         liveness,
+        siblings: scaled?.siblings,
         adminTokens,
         audit,
         get cluster() {
@@ -131,13 +134,18 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
       port = await access.listen().catch(async (error: unknown) => {
         throw await listenStartError({ host: 'listen.host', port: 'listen.port' }, config.listen.host, config.listen.port, error);
       });
-      // A pod listening on a wildcard address must say in mesh.advertise how it is reached.
-      const host = config.listen.host;
-      return { ws: config.mesh?.advertise.ws ?? `ws://${host}:${port}/v1/ws`, http: config.mesh?.advertise.http ?? `http://${host}:${port}` };
+      // A pod listening on a wildcard address must say in mesh.advertise how it is reached. A
+      // process of a cell of several processes is reached by its siblings at processes.advertise,
+      // by default at this machine's address when it listens on a wildcard one (a pod's IP).
+      const host = scaled === undefined ? config.listen.host : siblingHostOf(config.listen.host);
+      const advertise = config.mesh?.advertise ?? config.processes.advertise;
+      return { ws: advertise.ws ?? `ws://${host}:${port}/v1/ws`, http: advertise.http ?? `http://${host}:${port}` };
     },
     stopAccepting: () => access?.stopListening(),
   };
-  const store = options.store ?? storeFromConfig(config);
+  // A cell on Redis is a cell of several processes: this one takes its lease before the store opens.
+  const scaled = options.store === undefined ? await scaledProcessOf(config, clock, logger) : undefined;
+  const store = options.store ?? storeFromConfig(config, scaled?.fence);
   let cell: AssembledCell<Libp2pMeshTransport>;
   try {
     cell = await assembleCell({
@@ -152,9 +160,14 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
       metrics: metricsPort,
       devices,
       ...(config.mesh === undefined ? {} : { mesh: libp2pMeshPorts(config, config.mesh, logger) }),
+      ...(scaled === undefined ? {} : { processes: scaled.coordinator }),
       storeOpenError: (error) => storeOpenError(config, error),
     });
   } catch (error) {
+    if (scaled !== undefined) {
+      await scaled.coordinator.stop();
+      scaled.close();
+    }
     const meshListen = config.mesh?.listen;
     if (error instanceof AssemblyError && meshListen !== undefined) {
       throw await listenStartError({ host: 'mesh.listen.host', port: 'mesh.listen.port' }, meshListen.host, meshListen.port, error.cause);
@@ -168,13 +181,34 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     meshDirectory = cell.cluster.mesh.directory;
   }
   probes?.start();
-  logger.info({ cell: config.cell.id, host: config.listen.host, port, store: config.store.kind, mesh: cell.cluster?.transport.addresses() }, 'cell listening');
+  logger.info({ cell: config.cell.id, process: scaled?.coordinator.processId, host: config.listen.host, port, store: config.store.kind, mesh: cell.cluster?.transport.addresses() }, 'cell listening');
   const stop = async (): Promise<void> => {
     await cell.stop();
     probes?.stop();
+    scaled?.close();
     logger.info({ cell: config.cell.id }, 'cell stopped');
   };
   return { cellId: config.cell.id, port, core: cell.core, metrics: cell.metrics, people: cell.people, audit: cell.audit, mesh: cell.cluster, stop: once(stop) };
+}
+
+/** The lease of this process when the cell is on Redis (a cell of several processes); undefined otherwise. */
+async function scaledProcessOf(config: CellConfig, clock: Clock, logger: Logger): Promise<ScaledProcess | undefined> {
+  // A Redis cell in a mesh runs as one process, without leases: several processes of a cell in
+  // a mesh are not supported yet (docs/operations.md, "A cell of several processes").
+  if (config.store.kind !== 'redis' || config.mesh !== undefined) return undefined;
+  const { redis } = config.store;
+  try {
+    return await registerScaledProcess({ url: redis.url, keyPrefix: redisKeyPrefixOf(config, redis), processes: config.processes, clock, logger });
+  } catch (error) {
+    throw new CellStartError('store.redis.url', `cannot open the Redis store at ${new URL(redis.url).host}: taking this process's lease failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+  }
+}
+
+/** Where siblings reach a process listening on `host`: a wildcard address is this machine's first external IPv4 address. */
+function siblingHostOf(host: string): string {
+  if (host !== '0.0.0.0' && host !== '::') return host;
+  const external = Object.values(networkInterfaces()).flat().find((address) => address !== undefined && address.family === 'IPv4' && !address.internal);
+  return external?.address ?? '127.0.0.1';
 }
 
 /** `run` the first time; the same promise after. */

@@ -43,13 +43,11 @@ type Json = Record<string, any>;
 const IMAGE = imageRuntime(dockerStages(readFileSync(join(DEPLOY_DIR, 'Dockerfile'), 'utf8')));
 const YAML_FILES = deployYamlFiles();
 const OPTIONS = documentedCellOptions();
-/** Settings of the cell of several processes, named as planned until that part of issue 19 lands. */
-const AWAITED_WITH_THE_SCALED_CELL = new Set(['CELLMESH_PROCESS_ID']);
 const PLACEHOLDER = /^REPLACE-ME\b/;
 
-/** Whether `name` is a variable the cell reads (or, until the Redis store exists, one it will). */
+/** The names that are no variable the cell reads. */
 function unknownVariables(names: Iterable<string>): string[] {
-  return [...names].filter((name) => !OPTIONS.has(name) && !AWAITED_WITH_THE_SCALED_CELL.has(name));
+  return [...names].filter((name) => !OPTIONS.has(name));
 }
 
 const DEFAULTS = parseCellConfig({ tenants: [{ id: 't', secret: 'defaults-0123456789abcdefghijklmnopq' }], mesh: { clusterSecret: 'defaults-0123456789abcdefghijklmnopq' } });

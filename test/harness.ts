@@ -174,8 +174,9 @@ export class RawClient {
     });
   }
 
-  static async connect(url: string, token: string, options: { origin?: string; protocols?: string[] } = {}): Promise<RawClient> {
-    const socket = new WebSocket(`${url}/v1/ws?token=${encodeURIComponent(token)}`, options.protocols ?? ['cellmesh.v1'], {
+  static async connect(url: string, token: string, options: { origin?: string; protocols?: string[]; merchant?: string } = {}): Promise<RawClient> {
+    const routed = options.merchant === undefined ? '' : `&merchant=${encodeURIComponent(options.merchant)}`;
+    const socket = new WebSocket(`${url}/v1/ws?token=${encodeURIComponent(token)}${routed}`, options.protocols ?? ['cellmesh.v1'], {
       ...(options.origin === undefined ? {} : { origin: options.origin }),
       perMessageDeflate: false,
     });
@@ -498,6 +499,8 @@ export async function startChildCell(options: {
   commandPrefix?: readonly string[];
   /** The config's store section (default: LevelDB in `directory`), such as a redis store. */
   store?: Record<string, unknown>;
+  /** The config's processes section (a process of a cell on Redis: its id, lease timings). */
+  processes?: Record<string, unknown>;
 }): Promise<ChildCell> {
   const host = options.host ?? '127.0.0.1';
   const mesh =
@@ -521,6 +524,7 @@ export async function startChildCell(options: {
     // TIME_WAIT, which would make restarting on the same port flaky.
     listen: { host, port: options.port ?? (await freePort()) },
     store: options.store ?? { kind: 'level', directory: options.directory, sync: true },
+    ...(options.processes === undefined ? {} : { processes: options.processes }),
     tenants: [
       { id: TENANT, ...(options.tenantKeys ?? { secret: SECRET }), origins: [ALLOWED_ORIGIN], merchants: (options.merchants ?? ['m1', 'm2']).map((id) => ({ id })) },
       // A second tenant for isolation tests of a lone cell; in a mesh, every cell claiming m9

@@ -6,6 +6,7 @@ import type { CellMetrics } from '../metrics.js';
 import { CellError, ErrorCode, httpStatusOf } from '../protocol/errors.js';
 import { operatingErrorOf } from '../protocol/operating-errors.js';
 import { homeOf } from '../routing/merchant-redirects.js';
+import { FORWARDED_HEADERS, type ForwardContext } from './sibling-forwarding.js';
 
 export type HttpMethod = 'get' | 'post' | 'put' | 'patch' | 'del';
 
@@ -64,6 +65,8 @@ export interface RouteOptions {
 export class HttpRouter {
   /** The methods of every route, by its pattern: what `Allow` lists when another method comes. */
   private readonly routeMethods = new Map<string, string[]>();
+  /** A cell of several processes: answers a request another process should serve (sibling-forwarding.ts). */
+  private forwarder: ((pattern: string, request: HttpRequestData, context: ForwardContext) => Promise<HttpRawAnswer | undefined>) | undefined;
 
   constructor(
     private readonly app: uWS.TemplatedApp,
@@ -74,6 +77,11 @@ export class HttpRouter {
   on(method: HttpMethod, pattern: string, handler: (res: uWS.HttpResponse, req: uWS.HttpRequest) => void): void {
     this.recordRoute(method, pattern);
     this.app[method](pattern, handler);
+  }
+
+  /** From now on, every route asks `forwarder` first whether another process serves the request. */
+  forwardWith(forwarder: (pattern: string, request: HttpRequestData, context: ForwardContext) => Promise<HttpRawAnswer | undefined>): void {
+    this.forwarder = forwarder;
   }
 
   /** Records a route served elsewhere (the WebSocket upgrade) for `Allow`. */
@@ -102,6 +110,7 @@ export class HttpRouter {
         token: bearerToken(req.getHeader('authorization')),
         clientAddress: Buffer.from(res.getRemoteAddressAsText()).toString(),
       };
+      const forwarding = this.forwarder === undefined ? undefined : forwardContextOf(method, req, request.clientAddress);
       const state = watchAbort(res);
       const chunks: Buffer[] = [];
       let received = 0;
@@ -125,7 +134,7 @@ export class HttpRouter {
           if (received > maxBodyBytes) throw bodyTooLarge(maxBodyBytes);
           request.bytes = Buffer.concat(chunks);
           request.body = request.bytes.toString('utf8');
-          const answer = await handler(request);
+          const answer = (forwarding === undefined ? undefined : await this.forwarder?.(pattern, request, forwarding)) ?? (await handler(request));
           if (state.aborted) return;
           const headers = { ...routeOptions.answerHeaders, ...answer.headers };
           res.cork(() => ('raw' in answer ? respondRaw(res, { ...answer, headers }) : respondJson(res, answer.status, answer.body, headers)));
@@ -159,6 +168,12 @@ export class HttpRouter {
     }
     return [...allowed].sort();
   }
+}
+
+function forwardContextOf(method: HttpMethod, req: uWS.HttpRequest, clientAddress: string): ForwardContext {
+  const headers: Record<string, string> = {};
+  for (const name of FORWARDED_HEADERS) headers[name] = req.getHeader(name);
+  return { method: method === 'del' ? 'DELETE' : method.toUpperCase(), path: req.getUrl(), query: req.getQuery() ?? '', headers, clientAddress };
 }
 
 export function watchAbort(res: uWS.HttpResponse): { aborted: boolean } {

@@ -6,13 +6,15 @@ import type { Logger } from '../../platform/logger.js';
 import type { MetricsExposition } from '../../platform/metrics.js';
 import type { DeviceConnection, DevicePort } from '../messaging/device.js';
 import type { CellMetrics } from '../metrics.js';
-import { CellError, ErrorCode, inBandRejectionCloseCodes } from '../protocol/errors.js';
+import { CellError, CloseCode, ErrorCode, inBandRejectionCloseCodes } from '../protocol/errors.js';
 import { IDENTIFIER_PATTERN, PROTOCOL_VERSION, SUBPROTOCOL_V1, parseConversationId } from '../protocol/frames.js';
 import { HttpCapacityBody, HttpCellList, HttpMoveBody, HttpPlaceBody, HttpHistoryQuery, HttpLocateQuery, HttpReadBody, HttpSendBody } from '../protocol/http.js';
 import type { Identity } from './tokens.js';
 import type { Readiness } from './probes.js';
 import type { LivenessVerdict } from '../../platform/event-loop-watchdog.js';
 import { errorFrameOf } from '../routing/merchant-redirects.js';
+import { forwardToOwner } from './sibling-forwarding.js';
+import { RELAYED_BY_HEADER, SiblingLink, type RelayRequest, type SiblingAccess } from './sibling-relay.js';
 import { HttpRouter, asCellError, bearerToken, parseJsonBody, parseWith, requireAdmin, respondJson, watchAbort, writeError, type HttpMethod, type HttpRequestData } from './http-router.js';
 
 export interface AccessServerOptions {
@@ -39,6 +41,8 @@ export interface AccessServerOptions {
   audit: AuditLog;
   /** Route modules of other concerns (people, logins, attachments), registered before the catch-all. */
   routeModules?: readonly RouteModule[] | undefined;
+  /** A cell of several processes: devices of a merchant a sibling owns are relayed to it (sibling-relay.ts). */
+  siblings?: SiblingAccess | undefined;
 }
 
 /** Registers one concern's HTTP routes. */
@@ -67,7 +71,13 @@ export interface ClusterApi {
 type SocketData =
   | { identity: Identity; routedFor: string | undefined; port?: UwsDevicePort; connection?: DeviceConnection }
   /** An upgrade refused in band, for a browser: one error frame, then the close code. */
-  | { rejection: CellError; closeCode: number };
+  | { rejection: CellError; closeCode: number }
+  /** A device relayed to the sibling process that owns its merchant. */
+  | { relay: SiblingLink };
+
+/** How long a relayed device's sibling may take to accept it, and when a refused one should retry. */
+const RELAY_CONNECT_TIMEOUT_MS = 5_000;
+const RELAY_RETRY_MS = 500;
 
 /** The hard transport limit is this many times the frame limit; beyond it uWS drops the connection. */
 const HARD_PAYLOAD_FACTOR = 16;
@@ -125,6 +135,8 @@ class UwsDevicePort implements DevicePort {
 export class AccessServer {
   private listenSocket: uWS.us_listen_socket | undefined;
   private readonly app: uWS.TemplatedApp;
+  /** Devices relayed to siblings: ended when this process stops accepting (their state lives at the sibling). */
+  private readonly relays = new Set<SiblingLink>();
   /** Where every HTTP route is registered; route modules of other concerns register here too. */
   readonly router: HttpRouter;
   boundPort = 0;
@@ -132,6 +144,8 @@ export class AccessServer {
   constructor(private readonly options: AccessServerOptions) {
     this.app = uWS.App();
     this.router = new HttpRouter(this.app, { logger: options.logger, metrics: options.metrics, maxBodyBytes: options.limits.maxFrameBytes });
+    const { siblings } = options;
+    if (siblings !== undefined) this.router.forwardWith((pattern, request, context) => forwardToOwner(siblings, pattern, request, context));
     this.routeWebSocket();
     this.routeHttp();
   }
@@ -154,6 +168,7 @@ export class AccessServer {
       uWS.us_listen_socket_close(this.listenSocket);
       this.listenSocket = undefined;
     }
+    for (const link of this.relays) link.shutDown();
   }
 
   private routeWebSocket(): void {
@@ -177,7 +192,13 @@ export class AccessServer {
         try {
           protocol = negotiateProtocol(req.getHeader('sec-websocket-protocol'));
           const identity = core.authenticate(token || undefined);
-          const routedFor = core.admit(identity, origin || undefined, routedMerchant(req.getQuery('merchant')));
+          const routed = routedMerchant(req.getQuery('merchant'));
+          const relay = this.relayOf(identity, routed, req, res);
+          if (relay !== undefined) {
+            this.relayUpgrade(res, context, relay, key, extensions);
+            return;
+          }
+          const routedFor = core.admit(identity, origin || undefined, routed);
           res.upgrade<SocketData>({ identity, routedFor }, key, protocol, extensions, context);
         } catch (error) {
           const cellError = asCellError(error, logger);
@@ -193,6 +214,11 @@ export class AccessServer {
       },
       open: (socket) => {
         const data = socket.getUserData();
+        if ('relay' in data) {
+          this.relays.add(data.relay);
+          data.relay.attach(socket as uWS.WebSocket<unknown>);
+          return;
+        }
         if ('rejection' in data) {
           socket.send(JSON.stringify(errorFrameOf(data.rejection)));
           socket.end(data.closeCode, data.rejection.code);
@@ -203,6 +229,10 @@ export class AccessServer {
       },
       message: (socket, message, isBinary) => {
         const data = socket.getUserData();
+        if ('relay' in data) {
+          data.relay.fromDevice(message, isBinary);
+          return;
+        }
         const connection = 'connection' in data ? data.connection : undefined;
         if (connection === undefined) return;
         if (isBinary) {
@@ -219,14 +249,62 @@ export class AccessServer {
       },
       drain: (socket) => {
         const data = socket.getUserData();
+        if ('relay' in data) data.relay.deviceDrained();
         if ('port' in data) data.port?.onDrained?.();
       },
-      close: (socket) => {
+      close: (socket, code, message) => {
         const data = socket.getUserData();
+        if ('relay' in data) {
+          this.relays.delete(data.relay);
+          data.relay.closedByDevice(code, Buffer.from(message).toString('utf8'));
+          return;
+        }
         if ('rejection' in data) return;
         if (data.port !== undefined) data.port.closed = true;
         if (data.connection !== undefined) core.disconnect(data.connection);
       },
+    });
+  }
+
+  /**
+   * The relay of a device whose merchant a sibling process owns; undefined when this process
+   * serves it (no siblings, a customer not routed for a merchant, or a merchant owned here).
+   * Reads everything it needs from `req` now: uWS invalidates it when the callback returns.
+   */
+  private relayOf(identity: Identity, routed: string | undefined, req: uWS.HttpRequest, res: uWS.HttpResponse): RelayRequest | undefined {
+    const { siblings, core, limits } = this.options;
+    const merchant = identity.merchant ?? routed;
+    if (siblings === undefined || merchant === undefined) return undefined;
+    const server = siblings.serverOf(identity.tenant, merchant);
+    if (server.here) return undefined;
+    // A sibling relayed it here on a view that is stale now: never relay twice, the client retries.
+    if (req.getHeader(RELAYED_BY_HEADER) !== '') throw new CellError(ErrorCode.OwnerUnavailable, `merchant ${merchant} is changing owner; reconnect`, { retryAfterMs: RELAY_RETRY_MS });
+    if (core.isDraining) throw new CellError(ErrorCode.ShuttingDown, 'the cell is shutting down; reconnect shortly');
+    const query = req.getQuery();
+    const headers: Record<string, string> = { [RELAYED_BY_HEADER]: siblings.processId };
+    for (const name of ['authorization', 'origin', 'user-agent']) if (req.getHeader(name) !== '') headers[name] = req.getHeader(name);
+    const forwarded = req.getHeader('x-forwarded-for');
+    const client = Buffer.from(res.getRemoteAddressAsText()).toString('utf8');
+    headers['x-forwarded-for'] = forwarded === '' ? client : `${forwarded}, ${client}`;
+    const protocols = req.getHeader('sec-websocket-protocol').split(',').map((protocol) => protocol.trim()).filter((protocol) => protocol !== '');
+    return { url: query === '' ? server.ws : `${server.ws}?${query}`, protocols, headers, maxBufferedBytes: limits.maxBackpressureBytes, connectTimeoutMs: RELAY_CONNECT_TIMEOUT_MS };
+  }
+
+  /** Dials the sibling first, then answers the device's upgrade as the sibling answered. */
+  private relayUpgrade(res: uWS.HttpResponse, context: uWS.us_socket_context_t, request: RelayRequest, key: string, extensions: string): void {
+    let aborted = false;
+    res.onAborted(() => (aborted = true));
+    const link = new SiblingLink(request);
+    void link.dialled.then((dial) => {
+      if (aborted) {
+        link.closedByDevice(CloseCode.GoingAway, 'the device left before the relay opened');
+        return;
+      }
+      res.cork(() => {
+        if (dial.kind === 'open') res.upgrade<SocketData>({ relay: link }, key, dial.protocol, extensions, context);
+        else if (dial.kind === 'refused') res.writeStatus(`${dial.status} ${dial.statusText}`).writeHeader('content-type', dial.contentType).end(dial.body);
+        else writeError(res, new CellError(ErrorCode.OwnerUnavailable, `the process that owns this merchant cannot be reached (${dial.message}); retry`, { retryAfterMs: RELAY_RETRY_MS }));
+      });
     });
   }
 

@@ -105,6 +105,11 @@ export const ErrorCode = {
   BackupUnsupported: 'BACKUP_UNSUPPORTED',
   /** HTTP admin: a backup of this cell is being streamed already; one at a time. */
   BackupInProgress: 'BACKUP_IN_PROGRESS',
+  /**
+   * A cell of several processes: no live process owns the merchant right now (its owner died
+   * and the lease has not moved yet, or it is being handed over); `retryAfterMs`, then retry.
+   */
+  OwnerUnavailable: 'OWNER_UNAVAILABLE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -170,6 +175,7 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   NO_DRAIN_TARGET: 409,
   BACKUP_UNSUPPORTED: 501,
   BACKUP_IN_PROGRESS: 409,
+  OWNER_UNAVAILABLE: 503,
 };
 
 /** An operating error with a stable code: answered to the client, never a crash. */

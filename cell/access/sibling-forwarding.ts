@@ -1,0 +1,97 @@
+import { CellError, ErrorCode } from '../protocol/errors.js';
+import { parseConversationId } from '../protocol/frames.js';
+import type { HttpRawAnswer, HttpRequestData } from './http-router.js';
+import { RELAYED_BY_HEADER, type SiblingAccess } from './sibling-relay.js';
+
+/**
+ * HTTP calls about one merchant, in a cell of several processes, go to the process that owns it
+ * (docs/operations.md, "A cell of several processes"): the calls on a conversation (messages,
+ * reads, attachments), and logins and guest tokens (their body names the merchant). The request
+ * is sent on as it came, and the owner's answer comes back as it is, status and body.
+ */
+
+/** What of the request a forward needs, read while uWS's request object is valid. */
+export interface ForwardContext {
+  readonly method: string;
+  readonly path: string;
+  readonly query: string;
+  readonly headers: Readonly<Record<string, string>>;
+  readonly clientAddress: string;
+}
+
+/** Headers passed on to the owner. */
+export const FORWARDED_HEADERS = ['authorization', 'content-type', 'origin', 'user-agent', 'x-forwarded-for', RELAYED_BY_HEADER] as const;
+
+const FORWARD_TIMEOUT_MS = 10_000;
+const RETRY_MS = 500;
+
+/** Forwards `request` to the sibling that owns its merchant; undefined when this process serves it. */
+export async function forwardToOwner(siblings: SiblingAccess, pattern: string, request: HttpRequestData, context: ForwardContext): Promise<HttpRawAnswer | undefined> {
+  const target = merchantOf(pattern, request);
+  if (target === undefined) return undefined;
+  const server = siblings.serverOf(target.tenant, target.merchant);
+  if (server.here) return undefined;
+  if (context.headers[RELAYED_BY_HEADER] !== '') throw new CellError(ErrorCode.OwnerUnavailable, `merchant ${target.merchant} is changing owner; retry`, { retryAfterMs: RETRY_MS });
+  const headers: Record<string, string> = {};
+  for (const name of FORWARDED_HEADERS) if (context.headers[name] !== '') headers[name] = context.headers[name]!;
+  headers[RELAYED_BY_HEADER] = siblings.processId;
+  headers['x-forwarded-for'] = context.headers['x-forwarded-for'] ? `${context.headers['x-forwarded-for']}, ${context.clientAddress}` : context.clientAddress;
+  const hasBody = context.method !== 'GET' && context.method !== 'DELETE';
+  let response: Response;
+  try {
+    response = await fetch(`${server.http}${context.path}${context.query === '' ? '' : `?${context.query}`}`, {
+      method: context.method,
+      headers,
+      ...(hasBody ? { body: new Uint8Array(request.bytes) } : {}),
+      signal: AbortSignal.timeout(FORWARD_TIMEOUT_MS),
+    });
+  } catch (error) {
+    throw new CellError(ErrorCode.OwnerUnavailable, `the process that owns merchant ${target.merchant} cannot be reached (${error instanceof Error ? error.message : String(error)}); retry`, { retryAfterMs: RETRY_MS });
+  }
+  const retryAfter = response.headers.get('retry-after');
+  return {
+    status: response.status,
+    raw: Buffer.from(await response.arrayBuffer()),
+    contentType: response.headers.get('content-type') ?? 'application/json',
+    ...(retryAfter === null ? {} : { headers: { 'retry-after': retryAfter } }),
+  };
+}
+
+/**
+ * The merchant a request is about: a conversation's (its tenant from the token's claims, read
+ * without checking the signature: the owner checks the token, and a forged claim only sends the
+ * request to a process that refuses it), or the one a login's or a guest token's body names.
+ */
+function merchantOf(pattern: string, request: HttpRequestData): { tenant: string; merchant: string } | undefined {
+  if (pattern.startsWith('/v1/conversations/:conv/')) {
+    let conv: string;
+    try {
+      conv = decodeURIComponent(request.parameters[0] ?? '');
+    } catch {
+      return undefined;
+    }
+    const merchant = parseConversationId(conv)?.merchant;
+    const tenant = claimedTenantOf(request.token);
+    return merchant === undefined || tenant === undefined ? undefined : { tenant, merchant };
+  }
+  if (pattern === '/v1/login' || pattern === '/v1/guest') {
+    try {
+      const body = JSON.parse(request.body) as { tenant?: unknown; merchant?: unknown };
+      return typeof body.tenant === 'string' && typeof body.merchant === 'string' ? { tenant: body.tenant, merchant: body.merchant } : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
+}
+
+function claimedTenantOf(token: string): string | undefined {
+  const payload = token.split('.')[1];
+  if (payload === undefined) return undefined;
+  try {
+    const claims = JSON.parse(Buffer.from(payload, 'base64url').toString('utf8')) as { tenant?: unknown };
+    return typeof claims.tenant === 'string' ? claims.tenant : undefined;
+  } catch {
+    return undefined;
+  }
+}

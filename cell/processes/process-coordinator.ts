@@ -1,0 +1,268 @@
+import type { Clock, TimerHandle } from '../../platform/clock.js';
+import type { Logger } from '../../platform/logger.js';
+import { assignOwners } from './owner-assignment.js';
+import { merchantKey, type MerchantRef, type OwnerRecord, type ProcessAddress, type ProcessCoordination, type ProcessRecord } from './coordination-port.js';
+
+/** What the coordinator does to the process's core when it gains or loses a merchant. */
+export interface OwnedMerchantsHost {
+  /** Starts hosting the merchant: loads its conversations, desk and people from the store. */
+  hostMerchant(tenant: string, merchant: string): Promise<void>;
+  /** Stops hosting it at once and closes its devices here with the reconnect close code. */
+  dropMerchant(tenant: string, merchant: string): void;
+  /** New writes to the merchant's conversations wait until the returned release is called. */
+  fence(tenant: string, merchant: string): () => void;
+  /** Resolves once the writes under way to the merchant's conversations are settled. */
+  whenMerchantIdle(tenant: string, merchant: string): Promise<void>;
+  /** Writes the delivery cursors acked so far. */
+  cursorsFlushed(): Promise<void>;
+}
+
+export interface ProcessCoordinatorInit {
+  readonly processId: string;
+  readonly coordination: ProcessCoordination;
+  readonly clock: Clock;
+  readonly logger: Logger;
+  /** How long a lease lives without renewal: a process dead this long loses its merchants. */
+  readonly leaseTtlMs: number;
+  /** How often the lease is renewed and the owners looked at (well below `leaseTtlMs`). */
+  readonly renewIntervalMs: number;
+}
+
+/** Where a device of a merchant is served. */
+export type MerchantPlacement = { readonly here: true } | { readonly here: false; readonly owner: ProcessRecord };
+
+export const PROCESS_DEFAULTS = { leaseTtlMs: 3000, renewIntervalMs: 1000 } as const;
+
+/**
+ * One process's part in a cell of several processes (docs/operations.md, "A cell of several
+ * processes"). It holds the process's lease, whose fencing token the store checks on every write
+ * (so a process that lost its lease cannot write), and it keeps the core hosting exactly the
+ * merchants this process owns: it claims those it should own when they have no live owner,
+ * hands over those another process should own once that process has been live for a lease
+ * period, and drops everything at once when its lease is lost, then registers again with a new
+ * token. Every step runs in one tick at a time, every `renewIntervalMs`.
+ */
+export class ProcessCoordinator {
+  /** The fencing token of the lease held; undefined between a lost lease and the next. */
+  private token: number | undefined;
+  /** When the last renewal that succeeded was sent: the lease holds until this plus the TTL. */
+  private renewedAtMs = 0;
+  private address: ProcessAddress | undefined;
+  private host: OwnedMerchantsHost | undefined;
+  private merchants: () => readonly MerchantRef[] = () => [];
+  /** Merchants hosted here, by merchantKey. */
+  private readonly hosted = new Map<string, MerchantRef>();
+  /** The owner of each merchant hosted elsewhere, as of the last tick. */
+  private owners = new Map<string, ProcessRecord>();
+  /** Every merchant of the cell, as of the last tick. */
+  private known = new Set<string>();
+  /** When each live process was first seen: it gets merchants handed over one lease period later. */
+  private readonly firstSeenMs = new Map<string, number>();
+  private timer: TimerHandle | undefined;
+  private ticking: Promise<void> = Promise.resolve();
+  private stopped = false;
+
+  constructor(private readonly init: ProcessCoordinatorInit) {}
+
+  get processId(): string {
+    return this.init.processId;
+  }
+
+  /** The fencing token of the current lease, as the store compares it; undefined between leases. */
+  fencingToken(): string | undefined {
+    return this.token === undefined ? undefined : String(this.token);
+  }
+
+  /** Takes the lease and keeps renewing it; the process owns nothing until `startOwning`. */
+  async register(): Promise<void> {
+    await this.registerLease();
+    this.schedule();
+  }
+
+  /**
+   * The process listens at `address` and its core is ready: from now on it claims and hosts the
+   * merchants it should own. Resolves after the first round of claims.
+   */
+  async startOwning(address: ProcessAddress, host: OwnedMerchantsHost, merchants: () => readonly MerchantRef[]): Promise<void> {
+    this.address = address;
+    this.host = host;
+    this.merchants = merchants;
+    // Until the first round placed them, the cell's merchants are refused for a retry, not as unknown.
+    this.known = new Set(merchants().map(merchantKey));
+    await this.runTick();
+  }
+
+  /**
+   * Where a device of `tenant`/`merchant` is served now: here, at its owner, or nowhere (no owner
+   * right now). A merchant the cell does not have is "here": the core refuses it as usual.
+   */
+  placement(tenant: string, merchant: string): MerchantPlacement | undefined {
+    const key = merchantKey({ tenant, merchant });
+    if (this.hosted.has(key) || !this.known.has(key)) return { here: true };
+    const owner = this.owners.get(key);
+    return owner === undefined ? undefined : { here: false, owner };
+  }
+
+  /** The merchants hosted here (merchantKey), for tests and logs. */
+  ownedMerchants(): string[] {
+    return [...this.hosted.keys()].sort();
+  }
+
+  /** Hands every merchant over (writes under way finish first) and deletes the lease: siblings take over at once. */
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.timer?.cancel();
+    await this.ticking;
+    for (const merchant of [...this.hosted.values()]) await this.handOver(merchant);
+    const token = this.token;
+    this.token = undefined;
+    if (token !== undefined) await this.init.coordination.unregister(this.init.processId, token).catch((error: unknown) => this.init.logger.warn({ err: error }, 'could not delete the process lease; it expires'));
+  }
+
+  private schedule(): void {
+    if (this.stopped) return;
+    this.timer = this.init.clock.setTimer(this.init.renewIntervalMs, () => {
+      void this.runTick().finally(() => this.schedule());
+    });
+  }
+
+  /** One tick at a time: a slow Redis delays the next, never overlaps it. */
+  private runTick(): Promise<void> {
+    this.ticking = this.ticking.then(() => this.tick()).catch((error: unknown) => this.init.logger.warn({ err: error, process: this.init.processId }, 'a round of the process lease failed; retrying'));
+    return this.ticking;
+  }
+
+  private async tick(): Promise<void> {
+    if (this.stopped) return;
+    if (this.token === undefined) await this.registerLease();
+    else if (!(await this.renewLease())) return;
+    if (this.host === undefined || this.address === undefined) return;
+    await this.balance(this.host);
+  }
+
+  private async registerLease(): Promise<void> {
+    const sentAtMs = this.init.clock.now();
+    this.token = await this.init.coordination.register(this.init.processId, this.init.leaseTtlMs);
+    this.renewedAtMs = sentAtMs;
+    this.init.logger.info({ process: this.init.processId, token: this.token }, 'process lease taken');
+  }
+
+  /** False when the lease is lost (and everything dropped) or its state is unknown. */
+  private async renewLease(): Promise<boolean> {
+    const { coordination, clock, leaseTtlMs, processId } = this.init;
+    const token = this.token!;
+    const sentAtMs = clock.now();
+    // Past the TTL (the process was paused, say) the lease may be another's already.
+    if (sentAtMs - this.renewedAtMs >= leaseTtlMs) {
+      await this.leaseLost('the lease ran out before it was renewed');
+      return false;
+    }
+    let renewed: 'renewed' | 'expired' | 'replaced';
+    try {
+      renewed = await coordination.renew(processId, token, this.address, leaseTtlMs);
+    } catch (error) {
+      this.init.logger.warn({ err: error, process: processId }, 'could not renew the process lease');
+      if (clock.now() - this.renewedAtMs >= leaseTtlMs) await this.leaseLost('the lease could not be renewed within its TTL');
+      return false;
+    }
+    if (renewed !== 'renewed') {
+      // Only another process registering under this id replaces a lease that runs: ids must differ.
+      if (renewed === 'replaced') this.init.logger.error({ process: processId }, `another process registered under the id ${processId}: give each process of the cell its own processes.id (--process-id)`);
+      await this.leaseLost(renewed === 'replaced' ? 'another process took the lease of this id' : 'the lease expired');
+      return false;
+    }
+    this.renewedAtMs = sentAtMs;
+    // A renewal that took longer than the TTL came back too late to count.
+    if (clock.now() - sentAtMs >= leaseTtlMs) {
+      await this.leaseLost('the renewal came back after the TTL');
+      return false;
+    }
+    return true;
+  }
+
+  /**
+   * The lease is gone: another process may own our merchants already. Stop serving them at once,
+   * let their writes (refused by the store's fence) settle, and only then take a new lease, so
+   * that no write queued under the old token goes out under the new one.
+   */
+  private async leaseLost(reason: string): Promise<void> {
+    this.init.logger.warn({ process: this.init.processId, merchants: this.ownedMerchants(), reason }, 'process lease lost: dropping every merchant');
+    this.token = undefined;
+    const dropped = [...this.hosted.values()];
+    this.hosted.clear();
+    this.owners.clear();
+    for (const { tenant, merchant } of dropped) this.host?.dropMerchant(tenant, merchant);
+    await Promise.all(dropped.map(({ tenant, merchant }) => this.host?.whenMerchantIdle(tenant, merchant).catch(() => undefined)));
+    await this.registerLease();
+  }
+
+  /** Claims, hands over and records where each merchant is, from the live processes and the owners. */
+  private async balance(host: OwnedMerchantsHost): Promise<void> {
+    const { coordination, clock, leaseTtlMs, processId } = this.init;
+    const token = this.token!;
+    const nowMs = clock.now();
+    const live = await coordination.liveProcesses();
+    for (const process of live) if (!this.firstSeenMs.has(`${process.id}/${process.token}`)) this.firstSeenMs.set(`${process.id}/${process.token}`, nowMs);
+    for (const seen of [...this.firstSeenMs.keys()]) if (!live.some((process) => `${process.id}/${process.token}` === seen)) this.firstSeenMs.delete(seen);
+    const byId = new Map(live.map((process) => [process.id, process]));
+    const merchants = this.merchants();
+    this.known = new Set(merchants.map(merchantKey));
+    const recorded = await coordination.owners(merchants);
+    const everyone = assignOwners(merchants, live.map((process) => process.id));
+    const settled = assignOwners(
+      merchants,
+      live.filter((process) => process.id === processId || nowMs - (this.firstSeenMs.get(`${process.id}/${process.token}`) ?? nowMs) >= leaseTtlMs).map((process) => process.id),
+    );
+    const self: OwnerRecord = { processId, token };
+    const owners = new Map<string, ProcessRecord>();
+    for (const [index, merchant] of merchants.entries()) {
+      const key = merchantKey(merchant);
+      const owner = recorded[index];
+      const ownerProcess = owner === undefined ? undefined : byId.get(owner.processId);
+      const ownerLive = ownerProcess !== undefined && ownerProcess.token === owner!.token;
+      if (owner?.processId === processId && owner.token === token) {
+        if (!this.hosted.has(key)) await this.host_(host, merchant);
+        else if (settled.get(key) !== processId) await this.handOver(merchant);
+        continue;
+      }
+      if (this.hosted.has(key)) {
+        // Recorded for another: our claim is gone (only a lost lease does that, which drops all).
+        this.hosted.delete(key);
+        host.dropMerchant(merchant.tenant, merchant.merchant);
+      }
+      if (ownerLive) owners.set(key, ownerProcess);
+      else if (everyone.get(key) === processId && (await coordination.claim(merchant, self))) await this.host_(host, merchant);
+    }
+    this.owners = owners;
+  }
+
+  private async host_(host: OwnedMerchantsHost, merchant: MerchantRef): Promise<void> {
+    this.hosted.set(merchantKey(merchant), merchant);
+    this.init.logger.info({ process: this.init.processId, ...merchant }, 'hosting merchant');
+    await host.hostMerchant(merchant.tenant, merchant.merchant);
+  }
+
+  /**
+   * Gives a merchant up for its rightful owner: new writes wait, its devices are told to
+   * reconnect, the writes under way and the acked cursors land, then it is released here and its
+   * owner record deleted, after which the winner claims it at its next tick.
+   */
+  private async handOver(merchant: MerchantRef): Promise<void> {
+    const host = this.host;
+    const token = this.token;
+    if (host === undefined || token === undefined) return;
+    const { tenant, merchant: id } = merchant;
+    this.init.logger.info({ process: this.init.processId, ...merchant }, 'handing merchant over');
+    const unfence = host.fence(tenant, id);
+    try {
+      await host.whenMerchantIdle(tenant, id);
+      await host.cursorsFlushed().catch(() => undefined);
+      this.hosted.delete(merchantKey(merchant));
+      host.dropMerchant(tenant, id);
+    } finally {
+      unfence();
+    }
+    await this.init.coordination.release(merchant, { processId: this.init.processId, token });
+  }
+}
