@@ -172,6 +172,7 @@ describe.skipIf(skipReason !== undefined)(`a cell of two processes on one Redis$
     await balancer.listen();
     cleanup.add(() => balancer.close());
     const clients: CellmeshClient[] = [];
+    const journal: string[] = [];
     cleanup.add(async () => {
       for (const client of clients) await client.close().catch(() => undefined);
     });
@@ -180,6 +181,8 @@ describe.skipIf(skipReason !== undefined)(`a cell of two processes on one Redis$
       const url = `ws://127.0.0.1:${balancer.port}/v1/ws${role === 'customer' ? `?merchant=${merchant}` : ''}`;
       const client = await connectNode({ url, token, backoff: { initialDelayMs: 50, maxDelayMs: 300 }, signal: AbortSignal.timeout(15_000) });
       clients.push(client);
+      client.on('state', (change) => journal.push(`${Date.now() % 100_000} ${user}: ${change.previous} -> ${change.state} ${change.closeCode ?? ''} ${change.error?.code ?? ''} ${change.error?.message ?? ''}`));
+      client.on('error', (error) => journal.push(`${Date.now() % 100_000} ${user}: error ${error.code} ${error.message}`));
       return client;
     };
     const total = 150;
@@ -203,7 +206,7 @@ describe.skipIf(skipReason !== undefined)(`a cell of two processes on one Redis$
     await killChildCell(victim);
     const killedAtMs = Date.now();
     for (const run of runs) {
-      const results = await within(Promise.all(run.sends), 30_000, () => `every send of ${run.conv} answered (${run.acked()} of ${total}); the survivor's log:\n${survivor.stderrTail()}`);
+      const results = await within(Promise.all(run.sends), 30_000, () => `every send of ${run.conv} answered (${run.acked()} of ${total}), killed at ${killedAtMs % 100_000}; the clients:\n${journal.join('\n')}\nthe survivor's log:\n${survivor.stderrTail()}`);
       // Sends resent with their cmids after the reconnect: each stored once, seqs in call order.
       expect(results.map((result) => result.seq)).toEqual(Array.from({ length: total }, (_, index) => index + 1));
       await eventually(() => run.seen.length >= total, `the agent of ${run.conv} to see every message`, 30_000);
