@@ -3,7 +3,7 @@
  * one process or several (docs/operations.md, "A cell of several processes"), each process a real
  * `node bin/cellmesh.js cell` child; the Redis is a real `redis-server` (testing/redis-server.ts)
  * with the durable default, `appendfsync always`. Everything started here is stopped by `stop()`,
- * and killed on the benchmark's exit whatever way it ends.
+ * and killed on the benchmark's exit whatever way it ends (servers.ts and testing/redis-server.ts).
  */
 import { closeSync, fdatasyncSync, mkdirSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -24,20 +24,10 @@ const CELL_ID = 'bench';
 const OWNER_POLL_MS = 100;
 const STOP_POLL_MS = 20;
 
-/** Redis servers started here, killed when the benchmark exits (servers.ts does the same for the cells). */
+/** The directories of the Redis servers started here: testing/redis-server.ts kills the servers on exit, this removes their data. */
 const liveRedisServers = new Set<RedisServer>();
 process.on('exit', () => {
-  for (const server of liveRedisServers) {
-    const pid = server.pid();
-    if (pid !== undefined) {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // Already gone.
-      }
-    }
-    rmSync(server.dir, { recursive: true, force: true });
-  }
+  for (const server of liveRedisServers) rmSync(server.dir, { recursive: true, force: true });
 });
 
 function sleep(ms: number): Promise<void> {
