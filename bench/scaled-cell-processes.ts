@@ -176,6 +176,11 @@ export class RedisCell {
     }
   }
 
+  /** The last lines each process wrote to stderr (warnings and errors), for a phase that went wrong. */
+  logTails(): string {
+    return [...this.processes].map(([id, server]) => `--- ${id}:\n${server.stderrTail().slice(-1500)}`).join('\n');
+  }
+
   async counters(): Promise<RedisCounters> {
     const info = await this.client.info('all');
     const field = (name: string): number => Number(new RegExp(`^${name}:(\\d+)`, 'm').exec(info)?.[1] ?? 0);

@@ -154,6 +154,7 @@ async function loadPhase(
   options: ScaledCellOptions,
   progress: Progress,
   log: Log,
+  processLogs: () => string,
   redisCounters?: () => Promise<RedisCounters>,
 ): Promise<ScaledPhase> {
   const workers = Array.from({ length: options.workers }, (_, index) => new LoadWorker(index, options.seed));
@@ -206,6 +207,9 @@ async function loadPhase(
       progress,
       name,
     );
+    if (summary.socketsClosedUnexpectedly > 0 || Object.keys(summary.errors).length > 0) {
+      log(`  ${summary.socketsClosedUnexpectedly} load sockets closed, errors ${JSON.stringify(summary.errors)}; the cell's log ends with:\n${processLogs()}`);
+    }
     const cpu = Object.entries(summary.cpuByProcess).map(([label, figures]) => `${label} ${Math.round(figures.cpuPercent)}%`);
     log(`  ${Math.round(summary.msgsPerSec)} msgs/s, p50 ${round(summary.p50Ms, 2)} ms, p99 ${round(summary.p99Ms, 2)} ms; CPU ${cpu.join(', ')}`);
     if (summary.ackedInWindow === 0) throw new Error('no send was acknowledged in the window');
@@ -281,7 +285,7 @@ export async function runScaledCell(options: ScaledCellOptions, logLine: Log = (
     await step('level: the embedded LevelDB cell, one process', async () => {
       const server = await startLevelCell(fixture, settings, directory);
       try {
-        const phase = await loadPhase('level', fixture, onOneProcess(server), [{ label: 'level cell', pid: server.pid }], options, progress, log);
+        const phase = await loadPhase('level', fixture, onOneProcess(server), [{ label: 'level cell', pid: server.pid }], options, progress, log, () => server.stderrTail());
         report.phases.level = phase;
         report.levelMsgsPerSec = round(phase.msgsPerSec);
       } finally {
@@ -292,7 +296,7 @@ export async function runScaledCell(options: ScaledCellOptions, logLine: Log = (
       const cell = await RedisCell.start(fixture, settings, join(directory, 'one'), [PROCESS_IDS[0]]);
       try {
         await cell.waitForSpread([PROCESS_IDS[0]], READY_TIMEOUT_MS);
-        const phase = await loadPhase('redisOneProcess', fixture, onOneProcess(cell.process(PROCESS_IDS[0])), cell.observed(), options, progress, log, () => cell.counters());
+        const phase = await loadPhase('redisOneProcess', fixture, onOneProcess(cell.process(PROCESS_IDS[0])), cell.observed(), options, progress, log, () => cell.logTails(), () => cell.counters());
         report.phases.redisOneProcess = phase;
         report.redisOneProcessMsgsPerSec = round(phase.msgsPerSec);
       } finally {
@@ -304,7 +308,7 @@ export async function runScaledCell(options: ScaledCellOptions, logLine: Log = (
       try {
         const owners = await cell.waitForSpread(PROCESS_IDS, READY_TIMEOUT_MS);
         const placement = halfRelayed(cell, owners, options.merchants);
-        const phase = await loadPhase('redisTwoProcesses', fixture, placement, cell.observed(), options, progress, log, () => cell.counters());
+        const phase = await loadPhase('redisTwoProcesses', fixture, placement, cell.observed(), options, progress, log, () => cell.logTails(), () => cell.counters());
         report.phases.redisTwoProcesses = phase;
         report.redisTwoProcessesMsgsPerSec = round(phase.msgsPerSec);
         const boundMs = Math.max(30_000, options.leaseTtlMs * 5);
