@@ -6,6 +6,7 @@
  *   hot-path  CPU and GC time per message through the cell core and LevelDB in one process (no sockets)
  *   assign    the decisions of one merchant's service desk in memory (cell/desk)
  *   route     smart routing on real cell processes: the decision, HTTP routes, in-cell closure, following a move, an outage
+ *   scaled-cell  the same load on the LevelDB cell and on Redis as one process and as two (half the devices relayed); SIGKILL failovers
  *
  * Progress goes to stderr; the report to stdout (with `--json`, exactly one JSON object).
  */
