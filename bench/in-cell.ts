@@ -41,7 +41,7 @@ import {
 } from './report.js';
 import {
   REPOSITORY_ROOT,
-  type SystemCpuSample, freePort, readSystemCpu, startServer, type ServerProcess } from './servers.js';
+  type SystemCpuSample, freePort, readCpuSplit, readSystemCpu, startServer, type ServerProcess } from './servers.js';
 import { LoadWorker } from './worker-client.js';
 
 export interface InCellOptions extends InCellParameters {
@@ -54,7 +54,8 @@ export interface InCellOptions extends InCellParameters {
   connectConcurrency: number;
 }
 
-const TENANT = 'bench';
+/** The one tenant of the bench's cells. */
+export const TENANT = 'bench';
 const TOKEN_TTL_SECONDS = 6 * 3600;
 const WARM_IDLE_CONNECTIONS = 100;
 const CONNECT_TIMEOUT_MS = 10_000;
@@ -69,18 +70,20 @@ const QUIET_PROBE_MS = 1000;
 /** Semispaces of 16 MiB are Node 20's default maximum on 64-bit; pinning only stops resizing. */
 const IDLE_PROCESS_NODE_FLAGS = ['--min-semi-space-size=16', '--max-semi-space-size=16'];
 
-interface Fixture {
+export interface Fixture {
   secret: string;
   customers: CustomerSpec[];
   agents: AgentSpec[];
   idleTokens: string[];
 }
 
-function merchantIdOf(index: number): string {
+export function merchantIdOf(index: number): string {
   return `m${index}`;
 }
 
-async function buildFixture(options: InCellOptions): Promise<Fixture> {
+export async function buildFixture(
+  options: Pick<InCellOptions, 'seed' | 'customers' | 'merchants' | 'agentsPerMerchant' | 'idleConnections'>,
+): Promise<Fixture> {
   const random = new SeededRandom(options.seed);
   const secret = randomId(random, 48);
   const nowMs = Date.now();
@@ -130,6 +133,34 @@ function durabilityOf(target: TargetKind, sync: boolean): string {
   }
 }
 
+/**
+ * The config of a cell under load: the fixture's tenant and merchants, limits out of the way of
+ * the load, quiet logs. `extra` adds sections (a scaled cell's `processes`).
+ */
+export function benchCellConfig(
+  fixture: Fixture,
+  merchants: number,
+  port: number,
+  store: Record<string, unknown>,
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
+  return {
+    cell: { id: 'bench' },
+    listen: { host: '127.0.0.1', port },
+    store,
+    tenants: [
+      {
+        id: TENANT,
+        secret: fixture.secret,
+        merchants: Array.from({ length: merchants }, (_, index) => ({ id: merchantIdOf(index) })),
+      },
+    ],
+    limits: { ratePerSecond: 100_000, rateBurst: 100_000, maxDevicesPerUser: 10 },
+    log: { level: 'warn' },
+    ...extra,
+  };
+}
+
 /** With --pin, servers run on CPU 0 and the benchmark process (its load workers) on CPU 1. */
 const SERVER_CPU = '0';
 const GENERATOR_CPU = '1';
@@ -152,21 +183,8 @@ async function startTarget(
       if (!existsSync(binPath)) throw new Error('bin/cellmesh.js does not exist (yet): the cell cannot be started');
       const port = await freePort();
       const configPath = join(directory, 'cell.json');
-      const config = {
-        cell: { id: 'bench' },
-        listen: { host: '127.0.0.1', port },
-        store: { kind: 'level', directory: join(directory, 'store'), sync: options.storeSync },
-        tenants: [
-          {
-            id: TENANT,
-            secret: fixture.secret,
-            merchants: Array.from({ length: options.merchants }, (_, index) => ({ id: merchantIdOf(index) })),
-          },
-        ],
-        limits: { ratePerSecond: 100_000, rateBurst: 100_000, maxDevicesPerUser: 10 },
-        log: { level: 'warn' },
-      };
-      writeFileSync(configPath, JSON.stringify(config, null, 2));
+      const store = { kind: 'level', directory: join(directory, 'store'), sync: options.storeSync };
+      writeFileSync(configPath, JSON.stringify(benchCellConfig(fixture, options.merchants, port, store), null, 2));
       return startServer({
         label: TARGET_LABELS.cell,
         nodeArguments: [...nodeFlags, binPath, 'cell', '--config', configPath],
@@ -212,7 +230,7 @@ async function startTarget(
   }
 }
 
-class Progress {
+export class Progress {
   private readonly enabled = process.stderr.isTTY === true;
   constructor(private readonly log: (line: string) => void) {}
 
@@ -261,19 +279,36 @@ class Progress {
   }
 }
 
-interface PhaseRequest {
+export interface PhaseRequest {
   mode: 'closed' | 'paced';
   /** All workers together; split by each worker's share of the customers. */
   ratePerSecond: number;
   warmupMs: number;
 }
 
-async function runPhase(
+/** A process whose CPU a phase charges to the server under test. */
+export interface ObservedProcess {
+  label: string;
+  pid: number;
+}
+
+/** What a phase reads of the options. */
+export type PhaseOptions = Pick<
+  InCellOptions,
+  'durationSeconds' | 'customers' | 'outstandingPerCustomer' | 'maxPacedOutstandingPerCustomer' | 'bodyBytes' | 'agentsPerMerchant'
+>;
+
+/**
+ * Runs one bounded load phase on every worker and sums what they measured. `observed` is the
+ * server under test: one process, or several (a cell's processes and its Redis), whose CPU is
+ * reported together and one by one.
+ */
+export async function runPhase(
   workers: readonly LoadWorker[],
   customerShares: readonly number[],
   request: PhaseRequest,
-  options: InCellOptions,
-  server: ServerProcess,
+  options: PhaseOptions,
+  observed: readonly ObservedProcess[],
   target: TargetKind,
   progress: Progress,
   title: string,
@@ -283,23 +318,27 @@ async function runPhase(
   const ackedByWorker = workers.map(() => 0);
   interface Sample {
     wallMs: number;
-    serverCpuSeconds: number;
-    serverSystemSeconds: number;
+    /** Per observed process, in the order of `observed`. */
+    cpu: Array<{ userSeconds: number; systemSeconds: number }>;
     generatorCpu: NodeJS.CpuUsage;
     system: SystemCpuSample;
   }
   let windowStart: Sample | undefined;
   let windowEnd: Sample | undefined;
-  const sample = (): Sample => {
-    const split = server.cpuSplit();
-    return {
-      wallMs: performance.now(),
-      serverCpuSeconds: split.userSeconds + split.systemSeconds,
-      serverSystemSeconds: split.systemSeconds,
-      generatorCpu: process.cpuUsage(),
-      system: readSystemCpu([server.pid, process.pid]),
-    };
-  };
+  const observedPids = observed.map((entry) => entry.pid);
+  const sample = (): Sample => ({
+    wallMs: performance.now(),
+    // A process that died during the phase (a failover) counts no further time.
+    cpu: observed.map((entry) => {
+      try {
+        return readCpuSplit(entry.pid);
+      } catch {
+        return { userSeconds: 0, systemSeconds: 0 };
+      }
+    }),
+    generatorCpu: process.cpuUsage(),
+    system: readSystemCpu([...observedPids, process.pid]),
+  });
   const bar = progress.start(title, request.warmupMs + durationMs);
   let results: RunResultReply[];
   try {
@@ -353,7 +392,19 @@ async function runPhase(
   const generatorMicros =
     end.generatorCpu.user + end.generatorCpu.system - start.generatorCpu.user - start.generatorCpu.system;
   const totalAcked = sum((result) => result.totalAcked);
-  const serverCpuSeconds = end.serverCpuSeconds - start.serverCpuSeconds;
+  const cpuByProcess: PhaseSummary['cpuByProcess'] = {};
+  let serverCpuSeconds = 0;
+  let serverSystemSeconds = 0;
+  observed.forEach((entry, index) => {
+    const userSeconds = end.cpu[index]!.userSeconds - start.cpu[index]!.userSeconds;
+    const systemSeconds = end.cpu[index]!.systemSeconds - start.cpu[index]!.systemSeconds;
+    serverCpuSeconds += userSeconds + systemSeconds;
+    serverSystemSeconds += systemSeconds;
+    cpuByProcess[entry.label] = {
+      cpuPercent: ((userSeconds + systemSeconds) / wallSeconds) * 100,
+      systemCpuPercent: (systemSeconds / wallSeconds) * 100,
+    };
+  });
   const otherCpuSeconds = end.system.otherProcessesSeconds - start.system.otherProcessesSeconds;
   return {
     mode: request.mode,
@@ -379,7 +430,8 @@ async function runPhase(
     ackFramesSent: sum((result) => result.ackFramesSent),
     socketsClosedUnexpectedly: sum((result) => result.socketsClosedUnexpectedly),
     serverCpuPercent: (serverCpuSeconds / wallSeconds) * 100,
-    serverSystemCpuPercent: ((end.serverSystemSeconds - start.serverSystemSeconds) / wallSeconds) * 100,
+    serverSystemCpuPercent: (serverSystemSeconds / wallSeconds) * 100,
+    cpuByProcess,
     otherCpuPercent: Math.max(0, (otherCpuSeconds / wallSeconds) * 100),
     interruptCpuPercent: ((end.system.interruptSeconds - start.system.interruptSeconds) / wallSeconds) * 100,
     kernelThreadsCpuPercent: ((end.system.kernelThreadsSeconds - start.system.kernelThreadsSeconds) / wallSeconds) * 100,
@@ -401,12 +453,16 @@ async function runPhase(
  * server under test and this one use under QUIET_OTHER_CPU_PERCENT of a core. Other work on a
  * shared machine takes cores from the server and the generator and skews every figure.
  */
-async function waitForQuietMachine(server: ServerProcess, boundMs: number, log: (line: string) => void): Promise<void> {
+export async function waitForQuietMachine(
+  observed: readonly ObservedProcess[],
+  boundMs: number,
+  log: (line: string) => void,
+): Promise<void> {
   if (boundMs <= 0) return;
   const deadlineMs = performance.now() + boundMs;
   let warned = false;
   for (;;) {
-    const excluded = [server.pid, process.pid];
+    const excluded = [...observed.map((entry) => entry.pid), process.pid];
     const before = readSystemCpu(excluded);
     await new Promise((resolve) => setTimeout(resolve, QUIET_PROBE_MS));
     const otherSeconds = readSystemCpu(excluded).otherProcessesSeconds - before.otherProcessesSeconds;
@@ -514,7 +570,7 @@ async function runTarget(
     const opened = connected.reduce((total, reply) => total + reply.opened, 0);
     log(`  connected ${opened} sockets in ${((performance.now() - connectStartedMs) / 1000).toFixed(1)} s`);
 
-    const loadedServer = server;
+    const loadedServer: ObservedProcess[] = [{ label: target, pid: server.pid }];
     /** Each load phase starts on a machine as quiet as it gets, and says how it went. */
     const phase = async (request: PhaseRequest, name: string): Promise<PhaseSummary> => {
       await waitForQuietMachine(loadedServer, options.waitQuietSeconds * 1000, log);

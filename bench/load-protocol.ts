@@ -18,10 +18,16 @@ export interface CustomerSpec {
   token: string;
   /** `<merchant>:<customer>`. */
   conv: string;
+  /** Where this device connects instead of the command's `baseUrl` (one process of a scaled cell). */
+  baseUrl?: string | undefined;
+  /** The cell's `merchant` URL parameter, which a process of a scaled cell relays the device by. */
+  merchant?: string | undefined;
 }
 
 export interface AgentSpec {
   token: string;
+  /** Where this device connects instead of the command's `baseUrl`. */
+  baseUrl?: string | undefined;
 }
 
 export interface ConnectCommand {

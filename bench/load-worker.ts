@@ -177,9 +177,11 @@ function openSocket(
   baseUrl: string,
   token: string,
   timeoutMs: number,
+  merchant?: string | undefined,
 ): Promise<{ socket: WebSocket; setHandler: (handler: (text: string) => void) => void }> {
+  const url = socketCodec.url(baseUrl, token) + (merchant === undefined ? '' : `&merchant=${encodeURIComponent(merchant)}`);
   return new Promise((resolve, reject) => {
-    const socket = new WebSocket(socketCodec.url(baseUrl, token), socketCodec.protocols, {
+    const socket = new WebSocket(url, socketCodec.protocols, {
       perMessageDeflate: false,
       skipUTF8Validation: true,
       handshakeTimeout: timeoutMs,
@@ -274,7 +276,7 @@ async function connect(command: ConnectCommand): Promise<void> {
   // Agents first: a message sent before its merchant's agents are online would only be queued.
   const agentResult = await runBounded(command.agents.length, command.concurrency, async (index) => {
     const spec = command.agents[index]!;
-    const { socket, setHandler } = await openSocket(socketCodec, command.baseUrl, spec.token, command.timeoutMs);
+    const { socket, setHandler } = await openSocket(socketCodec, spec.baseUrl ?? command.baseUrl, spec.token, command.timeoutMs);
     const acker = new DeliveryAcker(socket, socketCodec);
     agentAckers.push(acker);
     const sink: FrameSink = {
@@ -286,7 +288,13 @@ async function connect(command: ConnectCommand): Promise<void> {
   });
   const customerResult = await runBounded(command.customers.length, command.concurrency, async (index) => {
     const spec = command.customers[index]!;
-    const { socket, setHandler } = await openSocket(socketCodec, command.baseUrl, spec.token, command.timeoutMs);
+    const { socket, setHandler } = await openSocket(
+      socketCodec,
+      spec.baseUrl ?? command.baseUrl,
+      spec.token,
+      command.timeoutMs,
+      spec.merchant,
+    );
     const customer = new Customer(spec.index, spec.conv, socket, socketCodec);
     socket.on('close', () => {
       customer.closed = true;

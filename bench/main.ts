@@ -6,7 +6,7 @@
  *   hot-path  CPU and GC time per message through the cell core and LevelDB in one process (no sockets)
  *   assign    the decisions of one merchant's service desk in memory (cell/desk)
  *   route     smart routing on real cell processes: the decision, HTTP routes, in-cell closure, following a move, an outage
- *   scaled-cell  one LevelDB process, one Redis process and two processes of one cell on Redis under the same load; failover time
+ *   scaled-cell  the same load on the LevelDB cell and on Redis as one process and as two (half the devices relayed); SIGKILL failovers
  *
  * Progress goes to stderr; the report to stdout (with `--json`, exactly one JSON object).
  */
@@ -231,29 +231,6 @@ program
   });
 
 program
-  .command('scaled-cell')
-  .description('the same chat load on one LevelDB process, one Redis process and two processes of one cell on Redis, then the failover time of a killed process')
-  .option('--customers <n>', 'customer connections sending messages', integer(1, 5_000), 50)
-  .option('--merchants <n>', 'merchants (customer i talks to merchant i mod n)', integer(2, 1000), 4)
-  .option('--window <n>', 'sends each customer keeps unanswered', integer(1, 256), 8)
-  .option('--warmup-seconds <n>', 'load before each measurement', integer(0, 60), 1)
-  .option('--duration-seconds <n>', 'measurement window of each phase', integer(1, 600), 5)
-  .option('--failover-devices <n>', 'devices of the killed process in the failover phase', integer(1, 1000), 20)
-  .option('--json', 'print exactly one JSON object on stdout')
-  .action(async (raw: Record<string, unknown>) => {
-    const { runScaledCell, describeScaledCell } = await import('./scaled-cell.js');
-    const report = await runScaledCell({
-      customers: raw['customers'] as number,
-      merchants: raw['merchants'] as number,
-      window: raw['window'] as number,
-      warmupSeconds: raw['warmupSeconds'] as number,
-      durationSeconds: raw['durationSeconds'] as number,
-      failoverDevices: raw['failoverDevices'] as number,
-    });
-    process.stdout.write(raw['json'] === true ? `${JSON.stringify(report)}\n` : `${describeScaledCell(report)}\n`);
-  });
-
-program
   .command('assign')
   .description("decisions per second, their latency and the spread of load of one merchant's desk in memory")
   .option('--agents <n>', 'agents, of capacities 1-8', integer(1, 1_000_000), 10_000)
@@ -324,6 +301,51 @@ program
       maxSeconds: raw['maxSeconds'] as number,
     });
     process.stdout.write(raw['json'] === true ? `${JSON.stringify(report)}\n` : `${describeRoute(report)}\n`);
+    process.exitCode = report.errors.length === 0 ? 0 : 1;
+  });
+
+program
+  .command('scaled-cell')
+  .description('the same load on the embedded LevelDB cell, the cell on Redis as one process and as two (half the devices relayed), then SIGKILL failovers of one of the two')
+  .option('--customers <n>', 'customers in closed loop (customer i talks to merchant i mod merchants)', integer(1, 100_000), 1000)
+  .option('--merchants <n>', 'merchants, spread over the processes', integer(2, 1000), 10)
+  .option('--agents-per-merchant <n>', "agent devices per merchant; each receives and acks its merchant's messages", integer(1, 100), 2)
+  .option('--outstanding <n>', 'sends each customer keeps in flight', integer(1, 1000), 1)
+  .option('--warmup-seconds <n>', 'warm-up before each window', integer(0, 600), 2)
+  .option('--duration-seconds <n>', 'measurement window per phase', integer(1, 600), 10)
+  .option('--body-bytes <n>', 'characters per message body', integer(1, 16_384), 64)
+  .option('--workers <n>', 'load-generator worker threads', integer(1, 64), 1)
+  .option('--failover-trials <n>', 'SIGKILLs of one of the two processes (alternating), each followed by its restart', integer(1, 20), 3)
+  .option('--lease-ttl-ms <n>', "the processes' processes.leaseTtlMs", integer(300, 60_000), 3000)
+  .option('--renew-interval-ms <n>', "the processes' processes.renewIntervalMs (at most a third of the lease)", integer(50, 20_000), 1000)
+  .option('--wait-quiet-seconds <n>', 'before each window, wait up to n s for other processes to go quiet', integer(0, 600), 15)
+  .option('--max-seconds <n>', 'bound on the whole run; everything is stopped after it', integer(30, 3600), 420)
+  .option('--seed <n>', 'seed of the fixture (secret, bodies)', integer(0, 2 ** 31 - 1), 1)
+  .option('--json', 'print exactly one JSON object on stdout')
+  .action(async (raw: Record<string, unknown>) => {
+    const customers = raw['customers'] as number;
+    const merchants = raw['merchants'] as number;
+    const agentsPerMerchant = raw['agentsPerMerchant'] as number;
+    // A relayed device holds a second socket on its merchant's owner.
+    ensureDescriptors(2 * (customers + merchants * agentsPerMerchant) + FD_SLACK);
+    const { runScaledCell, describeScaledCell } = await import('./scaled-cell.js');
+    const report = await runScaledCell({
+      customers,
+      merchants,
+      agentsPerMerchant,
+      outstandingPerCustomer: raw['outstanding'] as number,
+      warmupSeconds: raw['warmupSeconds'] as number,
+      durationSeconds: raw['durationSeconds'] as number,
+      bodyBytes: raw['bodyBytes'] as number,
+      workers: raw['workers'] as number,
+      failoverTrials: raw['failoverTrials'] as number,
+      leaseTtlMs: raw['leaseTtlMs'] as number,
+      renewIntervalMs: raw['renewIntervalMs'] as number,
+      waitQuietSeconds: raw['waitQuietSeconds'] as number,
+      maxSeconds: raw['maxSeconds'] as number,
+      seed: raw['seed'] as number,
+    });
+    process.stdout.write(raw['json'] === true ? `${JSON.stringify(report)}\n` : `${describeScaledCell(report)}\n`);
     process.exitCode = report.errors.length === 0 ? 0 : 1;
   });
 

@@ -39,6 +39,11 @@ export interface PhaseSummary
   serverCpuPercent: number;
   /** The kernel's share of it (syscalls: socket writes, fsync), percent of one core. */
   serverSystemCpuPercent: number;
+  /**
+   * The same two figures per observed process, by label, when a phase watches several (the
+   * processes of a scaled cell and its redis-server); their sums are the two above.
+   */
+  cpuByProcess: Record<string, { cpuPercent: number; systemCpuPercent: number }>;
   /** CPU of the benchmark process (load workers and main thread), percent of one core. */
   generatorCpuPercent: number;
   /**

@@ -1,215 +1,362 @@
 /**
- * `npm run bench -- scaled-cell`: the same chat load on one cell process with LevelDB, on one
- * process with Redis, and on two processes of one cell sharing that Redis (half the customers
- * reach the process that does not own their merchant and are relayed), then the failover time
- * of a two-process cell: from the SIGKILL of one process to every device it served answered
- * again by the other (docs/operations.md, "A cell of several processes").
+ * `npm run bench -- scaled-cell`: the same load, in the same run, against
+ *
+ * 1. the embedded LevelDB cell (one process, fsync on);
+ * 2. the same cell on a Redis (one process; `appendfsync always`, the durable default);
+ * 3. the same cell as two processes on that kind of Redis, the merchants spread over both and
+ *    the devices connected half to each process, so that half of them are relayed to their
+ *    merchant's owner (docs/operations.md, "A cell of several processes");
+ *
+ * then SIGKILLs one of the two processes, several times, and times the failover of its devices
+ * to the other (scaled-failover.ts). The load is in-cell's: customers in closed loop, agents
+ * acknowledging, from the same load workers (load-worker.ts); CPU per process (cells and
+ * redis-server) comes from /proc, so the figures say where the time goes.
  */
-import { writeFile, mkdtemp, rm } from 'node:fs/promises';
-import { availableParallelism, tmpdir } from 'node:os';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import WebSocket from 'ws';
-import { connectNode, conversationIdOf, type CellmeshClient } from '../client/index.js';
-import { mintToken } from '../cell/access/tokens.js';
-import { startRedisServer, type RedisServer } from '../testing/redis-server.js';
-import { TcpBalancer } from '../testing/tcp-balancer.js';
-import { REPOSITORY_ROOT, freePort, startServer, type ServerProcess } from './servers.js';
+import type { AgentSpec, CustomerSpec } from './load-protocol.js';
+import {
+  Progress,
+  buildFixture,
+  merchantIdOf,
+  runPhase,
+  waitForQuietMachine,
+  type Fixture,
+  type ObservedProcess,
+} from './in-cell.js';
+import type { PhaseSummary } from './report.js';
+import {
+  RedisCell,
+  measureFsyncMs,
+  startLevelCell,
+  type RedisCounters,
+  type ScaledCellSettings,
+} from './scaled-cell-processes.js';
+import { runFailoverTrial, type FailoverTrial } from './scaled-failover.js';
+import type { ServerProcess } from './servers.js';
+import { LoadWorker } from './worker-client.js';
 
 export interface ScaledCellOptions {
   customers: number;
   merchants: number;
-  /** Sends each customer keeps unanswered at once. */
-  window: number;
+  agentsPerMerchant: number;
+  /** Sends each customer keeps in flight (closed loop). */
+  outstandingPerCustomer: number;
   warmupSeconds: number;
   durationSeconds: number;
-  /** Devices of the killed process in the failover phase. */
-  failoverDevices: number;
+  bodyBytes: number;
+  workers: number;
+  failoverTrials: number;
+  leaseTtlMs: number;
+  renewIntervalMs: number;
+  waitQuietSeconds: number;
+  maxSeconds: number;
+  seed: number;
+}
+
+type PhaseName = 'level' | 'redisOneProcess' | 'redisTwoProcesses';
+
+export interface ScaledPhase extends PhaseSummary {
+  /** Load devices (customers and agents), and those connected to a process that does not own their merchant. */
+  devices: number;
+  relayedDevices: number;
+  /** On Redis: its commands, script calls and script time per message acknowledged in the phase (warm-up and drain included). */
+  redis: { commandsPerAckedMessage: number | null; scriptCallsPerAckedMessage: number | null; scriptMicrosPerAckedMessage: number | null } | null;
 }
 
 export interface ScaledCellReport {
+  benchmark: 'scaled-cell';
+  levelMsgsPerSec: number | null;
+  redisOneProcessMsgsPerSec: number | null;
+  redisTwoProcessesMsgsPerSec: number | null;
+  /** Median over the trials of SIGKILL to every device of the killed process resynced on the other, ms. */
+  failoverMs: number | null;
+  failoverMaxMs: number | null;
+  failoverTrials: FailoverTrial[];
+  phases: Partial<Record<PhaseName, ScaledPhase>>;
+  durability: Record<PhaseName, string>;
+  /** A 256-byte append plus fdatasync on the disk of the stores, p50 and p99 of FSYNC_PROBES, ms: the floor of a durable ack. */
+  fsyncMs: { p50: number | null; p99: number | null };
   cores: number;
-  customers: number;
-  merchants: number;
-  levelMsgsPerSec: number;
-  redisOneProcessMsgsPerSec: number;
-  redisTwoProcessesMsgsPerSec: number;
-  failoverMs: number;
-  leaseTtlMs: number;
-  renewIntervalMs: number;
+  /** os.loadavg() (1, 5, 15 minutes) at the start and the end: the machine is shared. */
+  loadAverage: { atStart: number[]; atEnd: number[] };
+  machine: { model: string; node: string };
+  parameters: ScaledCellOptions;
+  errors: string[];
+  startedAt: string;
+  elapsedSeconds: number;
 }
 
-const SECRET = 'bench-scaled-secret-0123456789abcdef-0123';
-const LEASE = { leaseTtlMs: 1500, renewIntervalMs: 300 };
+type Log = (line: string) => void;
 
-function progress(line: string): void {
-  process.stderr.write(`scaled-cell: ${line}\n`);
+const PROCESS_IDS = ['proc-a', 'proc-b'] as const;
+const CONNECT_TIMEOUT_MS = 10_000;
+const CONNECT_ALL_BOUND_MS = 120_000;
+const READY_TIMEOUT_MS = 60_000;
+const FSYNC_PROBES = 50;
+
+const DURABILITY: Record<PhaseName, string> = {
+  level: 'LevelDB, sync:true: the `sent` ack follows the fsync of the group-committed batch holding the message',
+  redisOneProcess:
+    'redis-server with appendonly yes, appendfsync always: every write script is fsynced to the AOF before Redis replies, and the ack waits for that reply',
+  redisTwoProcesses: 'the same Redis settings; a relayed device gets its ack from the owner through the relaying process',
+};
+
+function round(value: number | null, digits = 1): number | null {
+  if (value === null || !Number.isFinite(value)) return null;
+  const scale = 10 ** digits;
+  return Math.round(value * scale) / scale;
 }
 
-/** One cell process of `cellId` on `store`. */
-async function startProcess(directory: string, cellId: string, store: Record<string, unknown>, merchants: number, processId?: string): Promise<ServerProcess> {
-  const port = await freePort();
-  const config = {
-    cell: { id: cellId },
-    listen: { host: '127.0.0.1', port },
-    store,
-    ...(processId === undefined ? {} : { processes: { id: processId, ...LEASE } }),
-    tenants: [{ id: 'mall', secret: SECRET, merchants: Array.from({ length: merchants }, (_, index) => ({ id: `m${index}` })) }],
-    limits: { ratePerSecond: 100_000, rateBurst: 100_000, ackRatePerSecond: 100_000, ackBurst: 100_000 },
-    log: { level: 'warn' },
-  };
-  const file = join(directory, `${cellId}-${processId ?? 'only'}.json`);
-  await writeFile(file, JSON.stringify(config));
-  return startServer({
-    label: `${cellId} ${processId ?? ''}`.trim(),
-    nodeArguments: [join(REPOSITORY_ROOT, 'bin', 'cellmesh.js'), 'cell', '--config', file],
-    readiness: { kind: 'http', url: `http://127.0.0.1:${port}/v1/readyz`, port },
-    readyTimeoutMs: 30_000,
-  });
+function median(values: readonly number[]): number | null {
+  if (values.length === 0) return null;
+  const sorted = [...values].sort((left, right) => left - right);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
-function token(user: string, device: string, merchant?: string): Promise<string> {
-  return mintToken({ secret: SECRET, tenant: 'mall', user, role: merchant === undefined ? 'customer' : 'agent', ...(merchant === undefined ? {} : { merchant }), device, ttlSeconds: 3600, nowMs: Date.now() });
+/** Where each load device connects: a process's base URL, per customer and per agent. */
+interface Placement {
+  customerUrl(customer: CustomerSpec, merchantIndex: number): string;
+  agentUrl(merchantIndex: number, agentIndex: number): string;
+  isRelayed(url: string, merchantIndex: number): boolean;
 }
 
-/** Opens a device's socket; `onFrame` is attached at once (the welcome may come with the upgrade's answer). */
-function open(url: string, onFrame: (socket: WebSocket, frame: { t: string; conv?: string; seq?: number }) => void): Promise<WebSocket> {
-  return new Promise((resolve, reject) => {
-    const socket = new WebSocket(url, ['cellmesh.v1'], { perMessageDeflate: false });
-    socket.on('message', (data) => onFrame(socket, JSON.parse(data.toString()) as { t: string; conv?: string; seq?: number }));
-    socket.once('open', () => resolve(socket));
-    socket.once('error', reject);
-    socket.once('unexpected-response', (_request, response) => reject(new Error(`upgrade refused: ${response.statusCode}`)));
-  });
+function onOneProcess(server: ServerProcess): Placement {
+  return { customerUrl: () => server.baseUrl, agentUrl: () => server.baseUrl, isRelayed: () => false };
 }
 
 /**
- * Agents (one per merchant) ack what they are pushed; each customer keeps `window` sends
- * unanswered. Answers (`sent`) inside the measured window count. Customer i talks to merchant
- * i mod merchants and connects to process i mod processes; agents likewise.
+ * Half of every merchant's devices on its owner, half on the other process: customers alternate
+ * by their round over the merchants, agents by their index (shifted per merchant, so that one
+ * agent per merchant still splits the merchants' agents in two).
  */
-async function measure(ports: readonly number[], options: ScaledCellOptions): Promise<number> {
-  const sockets: WebSocket[] = [];
+function halfRelayed(cell: RedisCell, owners: ReadonlyMap<string, string>, merchants: number): Placement {
+  const urlOf = (merchantIndex: number, onOwner: boolean): string => {
+    const owner = owners.get(merchantIdOf(merchantIndex))!;
+    const other = PROCESS_IDS.find((id) => id !== owner)!;
+    return cell.process(onOwner ? owner : other).baseUrl;
+  };
+  return {
+    customerUrl: (customer, merchantIndex) => urlOf(merchantIndex, Math.floor(customer.index / merchants) % 2 === 0),
+    agentUrl: (merchantIndex, agentIndex) => urlOf(merchantIndex, (merchantIndex + agentIndex) % 2 === 0),
+    isRelayed: (url, merchantIndex) => url !== cell.process(owners.get(merchantIdOf(merchantIndex))!).baseUrl,
+  };
+}
+
+/** Connects the load devices as placed, runs one closed-loop phase, closes them. */
+async function loadPhase(
+  name: PhaseName,
+  fixture: Fixture,
+  placement: Placement,
+  observed: readonly ObservedProcess[],
+  options: ScaledCellOptions,
+  progress: Progress,
+  log: Log,
+  processLogs: () => string,
+  redisCounters?: () => Promise<RedisCounters>,
+): Promise<ScaledPhase> {
+  const workers = Array.from({ length: options.workers }, (_, index) => new LoadWorker(index, options.seed));
   try {
-    for (let merchant = 0; merchant < options.merchants; merchant++) {
-      const port = ports[merchant % ports.length]!;
-      const agent = await open(`ws://127.0.0.1:${port}/v1/ws?token=${encodeURIComponent(await token(`agent${merchant}`, 'desk', `m${merchant}`))}`, (socket, frame) => {
-        if (frame.t === 'msg') socket.send(JSON.stringify({ op: 'ack', conv: frame.conv, seq: frame.seq }));
-      });
-      sockets.push(agent);
+    const customersOf: CustomerSpec[][] = workers.map(() => []);
+    const agentsOf: AgentSpec[][] = workers.map(() => []);
+    let relayedDevices = 0;
+    fixture.customers.forEach((customer, index) => {
+      const merchantIndex = index % options.merchants;
+      const baseUrl = placement.customerUrl(customer, merchantIndex);
+      if (placement.isRelayed(baseUrl, merchantIndex)) relayedDevices++;
+      customersOf[index % workers.length]!.push({ ...customer, baseUrl, merchant: merchantIdOf(merchantIndex) });
+    });
+    fixture.agents.forEach((agent, index) => {
+      const merchantIndex = Math.floor(index / options.agentsPerMerchant);
+      const baseUrl = placement.agentUrl(merchantIndex, index % options.agentsPerMerchant);
+      if (placement.isRelayed(baseUrl, merchantIndex)) relayedDevices++;
+      agentsOf[index % workers.length]!.push({ ...agent, baseUrl });
+    });
+    const connected = await Promise.all(
+      workers.map((worker, index) =>
+        worker.request(
+          {
+            type: 'connect',
+            target: 'cell',
+            baseUrl: '',
+            customers: customersOf[index]!,
+            agents: agentsOf[index]!,
+            concurrency: 50,
+            timeoutMs: CONNECT_TIMEOUT_MS,
+          },
+          'connected',
+          CONNECT_ALL_BOUND_MS,
+        ),
+      ),
+    );
+    const failed = connected.reduce((total, reply) => total + reply.failed, 0);
+    if (failed > 0) throw new Error(`${failed} load sockets failed to connect: ${connected.find((reply) => reply.firstError !== undefined)?.firstError ?? ''}`);
+    const devices = fixture.customers.length + fixture.agents.length;
+    log(`  ${devices} devices connected, ${relayedDevices} of them relayed`);
+    await waitForQuietMachine(observed, options.waitQuietSeconds * 1000, log);
+    const countersBefore = await redisCounters?.();
+    const summary = await runPhase(
+      workers,
+      customersOf.map((customers) => customers.length),
+      { mode: 'closed', ratePerSecond: 0, warmupMs: options.warmupSeconds * 1000 },
+      { ...options, maxPacedOutstandingPerCustomer: 1 },
+      observed,
+      'cell',
+      progress,
+      name,
+    );
+    if (summary.socketsClosedUnexpectedly > 0 || Object.keys(summary.errors).length > 0) {
+      log(`  ${summary.socketsClosedUnexpectedly} load sockets closed, errors ${JSON.stringify(summary.errors)}; the cell's log ends with:\n${processLogs()}`);
     }
-    let counting = false;
-    let answered = 0;
-    let stopped = false;
-    for (let index = 0; index < options.customers; index++) {
-      const merchant = `m${index % options.merchants}`;
-      const port = ports[Math.floor(index / options.merchants) % ports.length]!;
-      const conv = conversationIdOf(merchant, `c${index}`);
-      let next = 0;
-      const send = (socket: WebSocket): void => {
-        if (stopped || socket.readyState !== WebSocket.OPEN) return;
-        next++;
-        socket.send(JSON.stringify({ op: 'send', id: `s${next}`, conv, cmid: `c${index}-${next}`, body: `message ${next} of customer ${index}` }));
-      };
-      const customer = await open(`ws://127.0.0.1:${port}/v1/ws?merchant=${merchant}&token=${encodeURIComponent(await token(`c${index}`, 'phone'))}`, (socket, frame) => {
-        if (frame.t === 'welcome') for (let slot = 0; slot < options.window; slot++) send(socket);
-        if (frame.t !== 'sent') return;
-        if (counting) answered++;
-        send(socket);
-      });
-      sockets.push(customer);
-    }
-    await sleep(options.warmupSeconds * 1000);
-    counting = true;
-    const startedMs = performance.now();
-    await sleep(options.durationSeconds * 1000);
-    counting = false;
-    stopped = true;
-    return Math.round(answered / ((performance.now() - startedMs) / 1000));
+    const cpu = Object.entries(summary.cpuByProcess).map(([label, figures]) => `${label} ${Math.round(figures.cpuPercent)}%`);
+    log(`  ${Math.round(summary.msgsPerSec)} msgs/s, p50 ${round(summary.p50Ms, 2)} ms, p99 ${round(summary.p99Ms, 2)} ms; CPU ${cpu.join(', ')}`);
+    if (summary.ackedInWindow === 0) throw new Error('no send was acknowledged in the window');
+    const countersAfter = await redisCounters?.();
+    const perMessage = (pick: (counters: RedisCounters) => number): number | null =>
+      round((pick(countersAfter!) - pick(countersBefore!)) / summary.totalAcked, 2);
+    const redis =
+      countersBefore === undefined || countersAfter === undefined
+        ? null
+        : {
+            commandsPerAckedMessage: perMessage((counters) => counters.commands),
+            scriptCallsPerAckedMessage: perMessage((counters) => counters.scriptCalls),
+            scriptMicrosPerAckedMessage: perMessage((counters) => counters.scriptMicros),
+          };
+    return { ...summary, devices, relayedDevices, redis };
   } finally {
-    for (const socket of sockets) socket.terminate();
+    await Promise.all(workers.map((worker) => worker.close()));
   }
 }
 
-/** SIGKILL of the process every device reached first; resolves with the ms until each device's next send was answered. */
-async function failover(victim: ServerProcess, survivor: ServerProcess, options: ScaledCellOptions): Promise<number> {
-  const balancer = new TcpBalancer([victim.port, survivor.port]);
-  await balancer.listen();
-  const clients: CellmeshClient[] = [];
-  try {
-    for (let index = 0; index < options.failoverDevices; index++) {
-      const merchant = `m${index % options.merchants}`;
-      const client = await connectNode({
-        url: `ws://127.0.0.1:${balancer.port}/v1/ws?merchant=${merchant}`,
-        token: await token(`f${index}`, 'phone'),
-        backoff: { initialDelayMs: 50, maxDelayMs: 300 },
-        signal: AbortSignal.timeout(15_000),
-      });
-      clients.push(client);
-      await client.send(conversationIdOf(merchant, `f${index}`), 'before');
+/** Runs the whole benchmark; everything it started is stopped before it returns (or on exit, after maxSeconds). */
+export async function runScaledCell(options: ScaledCellOptions, logLine: Log = (line) => process.stderr.write(`${line}\n`)): Promise<ScaledCellReport> {
+  const startedAt = new Date();
+  const startedMs = performance.now();
+  const log: Log = (line) => logLine(`[${((performance.now() - startedMs) / 1000).toFixed(1)} s] ${line}`);
+  const watchdog = setTimeout(() => {
+    // The exit hooks of servers.ts and scaled-cell-processes.ts kill every child and redis-server.
+    process.stderr.write(`scaled-cell: the run exceeded --max-seconds ${options.maxSeconds}; stopping everything\n`);
+    process.exit(1);
+  }, options.maxSeconds * 1000);
+  watchdog.unref();
+  const report: ScaledCellReport = {
+    benchmark: 'scaled-cell',
+    levelMsgsPerSec: null,
+    redisOneProcessMsgsPerSec: null,
+    redisTwoProcessesMsgsPerSec: null,
+    failoverMs: null,
+    failoverMaxMs: null,
+    failoverTrials: [],
+    phases: {},
+    durability: DURABILITY,
+    fsyncMs: { p50: null, p99: null },
+    cores: availableParallelism(),
+    loadAverage: { atStart: loadavg().map((value) => round(value, 2)!), atEnd: [] },
+    machine: { model: cpus()[0]?.model ?? 'unknown', node: process.version },
+    parameters: options,
+    errors: [],
+    startedAt: startedAt.toISOString(),
+    elapsedSeconds: 0,
+  };
+  const settings: ScaledCellSettings = {
+    merchants: options.merchants,
+    leaseTtlMs: options.leaseTtlMs,
+    renewIntervalMs: options.renewIntervalMs,
+    readyTimeoutMs: READY_TIMEOUT_MS,
+  };
+  const fixture = await buildFixture({ ...options, idleConnections: 0 });
+  const progress = new Progress(log);
+  const directory = mkdtempSync(join(tmpdir(), 'cellmesh-bench-scaled-'));
+  const step = async (name: string, run: () => Promise<void>): Promise<void> => {
+    log(`${name}...`);
+    try {
+      await run();
+    } catch (error) {
+      report.errors.push(`${name}: ${(error as Error).message}`);
+      log(`  ${name} failed: ${(error as Error).message}`);
     }
-    process.kill(victim.pid, 'SIGKILL');
-    const killedMs = performance.now();
-    await Promise.all(clients.map((client, index) => client.send(conversationIdOf(`m${index % options.merchants}`, `f${index}`), 'after')));
-    return Math.round(performance.now() - killedMs);
-  } finally {
-    for (const client of clients) await client.close().catch(() => undefined);
-    await balancer.close();
-  }
-}
-
-export async function runScaledCell(options: ScaledCellOptions): Promise<ScaledCellReport> {
-  const directory = await mkdtemp(join(tmpdir(), 'cellmesh-bench-scaled-'));
-  let redis: RedisServer | undefined;
-  const processes: ServerProcess[] = [];
-  const stopAll = async (): Promise<void> => {
-    for (const server of processes.splice(0)) await server.stop();
   };
   try {
-    progress('level: one process');
-    processes.push(await startProcess(directory, 'bench-level', { kind: 'level', directory: join(directory, 'level'), sync: true }, options.merchants));
-    const levelMsgsPerSec = await measure([processes[0]!.port], options);
-    await stopAll();
-    redis = await startRedisServer();
-    const store = { kind: 'redis', redis: { url: redis.url } };
-    progress('redis: one process');
-    processes.push(await startProcess(directory, 'bench-one', store, options.merchants, 'one'));
-    const redisOneProcessMsgsPerSec = await measure([processes[0]!.port], options);
-    await stopAll();
-    progress('redis: two processes');
-    processes.push(await startProcess(directory, 'bench-two', store, options.merchants, 'first'));
-    processes.push(await startProcess(directory, 'bench-two', store, options.merchants, 'second'));
-    // The second process gets its share after one lease period.
-    await sleep(LEASE.leaseTtlMs + 4 * LEASE.renewIntervalMs);
-    const redisTwoProcessesMsgsPerSec = await measure(processes.map((server) => server.port), options);
-    progress('redis: failover');
-    const failoverMs = await failover(processes[0]!, processes[1]!, options);
-    return {
-      cores: availableParallelism(),
-      customers: options.customers,
-      merchants: options.merchants,
-      levelMsgsPerSec,
-      redisOneProcessMsgsPerSec,
-      redisTwoProcessesMsgsPerSec,
-      failoverMs,
-      ...LEASE,
-    };
+    const fsyncTimes = measureFsyncMs(directory, FSYNC_PROBES);
+    report.fsyncMs = { p50: round(fsyncTimes[Math.floor(FSYNC_PROBES / 2)]!, 2), p99: round(fsyncTimes[Math.ceil(FSYNC_PROBES * 0.99) - 1]!, 2) };
+    log(`fdatasync on this disk: p50 ${report.fsyncMs.p50} ms, p99 ${report.fsyncMs.p99} ms`);
+    await step('level: the embedded LevelDB cell, one process', async () => {
+      const server = await startLevelCell(fixture, settings, directory);
+      try {
+        const phase = await loadPhase('level', fixture, onOneProcess(server), [{ label: 'level cell', pid: server.pid }], options, progress, log, () => server.stderrTail());
+        report.phases.level = phase;
+        report.levelMsgsPerSec = round(phase.msgsPerSec);
+      } finally {
+        await server.stop();
+      }
+    });
+    await step('redisOneProcess: the cell on Redis, one process', async () => {
+      const cell = await RedisCell.start(fixture, settings, join(directory, 'one'), [PROCESS_IDS[0]]);
+      try {
+        await cell.waitForSpread([PROCESS_IDS[0]], READY_TIMEOUT_MS);
+        const phase = await loadPhase('redisOneProcess', fixture, onOneProcess(cell.process(PROCESS_IDS[0])), cell.observed(), options, progress, log, () => cell.logTails(), () => cell.counters());
+        report.phases.redisOneProcess = phase;
+        report.redisOneProcessMsgsPerSec = round(phase.msgsPerSec);
+      } finally {
+        await cell.stop();
+      }
+    });
+    await step('redisTwoProcesses: the cell on Redis, two processes, half the devices relayed', async () => {
+      const cell = await RedisCell.start(fixture, settings, join(directory, 'two'), PROCESS_IDS);
+      try {
+        const owners = await cell.waitForSpread(PROCESS_IDS, READY_TIMEOUT_MS);
+        const placement = halfRelayed(cell, owners, options.merchants);
+        const phase = await loadPhase('redisTwoProcesses', fixture, placement, cell.observed(), options, progress, log, () => cell.logTails(), () => cell.counters());
+        report.phases.redisTwoProcesses = phase;
+        report.redisTwoProcessesMsgsPerSec = round(phase.msgsPerSec);
+        const boundMs = Math.max(30_000, options.leaseTtlMs * 5);
+        for (let trial = 0; trial < options.failoverTrials; trial++) {
+          const killed = PROCESS_IDS[trial % 2]!;
+          const survivor = PROCESS_IDS[(trial + 1) % 2]!;
+          const result = await runFailoverTrial(cell, fixture, options.merchants, killed, survivor, trial, boundMs);
+          log(`  failover ${trial + 1}: SIGKILL of ${killed}; its ${result.devicesOnKilled} devices resynced on ${survivor} after ${Math.round(result.failoverMs)} ms`);
+          report.failoverTrials.push({ ...result, failoverMs: round(result.failoverMs)!, firstResyncedMs: round(result.firstResyncedMs)!, relayedOnSurvivorResyncedMs: round(result.relayedOnSurvivorResyncedMs) });
+        }
+        report.failoverMs = round(median(report.failoverTrials.map((trial) => trial.failoverMs)));
+        report.failoverMaxMs = report.failoverTrials.length === 0 ? null : Math.max(...report.failoverTrials.map((trial) => trial.failoverMs));
+      } finally {
+        await cell.stop();
+      }
+    });
   } finally {
-    await stopAll();
-    await redis?.stop();
-    await rm(directory, { recursive: true, force: true });
+    clearTimeout(watchdog);
+    rmSync(directory, { recursive: true, force: true });
   }
+  report.loadAverage.atEnd = loadavg().map((value) => round(value, 2)!);
+  report.elapsedSeconds = round((performance.now() - startedMs) / 1000)!;
+  return report;
+}
+
+function describePhase(title: string, phase: ScaledPhase | undefined): string[] {
+  if (phase === undefined) return [`${title}: did not run`];
+  const cpu = Object.entries(phase.cpuByProcess)
+    .map(([label, figures]) => `${label} ${Math.round(figures.cpuPercent)}% (${Math.round(figures.systemCpuPercent)}% kernel)`)
+    .join(', ');
+  return [
+    `${title}: ${Math.round(phase.msgsPerSec).toLocaleString('en-US')} msgs/s, p50 ${round(phase.p50Ms, 2)} ms, p99 ${round(phase.p99Ms, 2)} ms (${phase.relayedDevices} of ${phase.devices} devices relayed)`,
+    ...(phase.redis === null
+      ? []
+      : [`  Redis per acked message: ${phase.redis.commandsPerAckedMessage} commands, ${phase.redis.scriptCallsPerAckedMessage} write scripts, ${phase.redis.scriptMicrosPerAckedMessage} µs in scripts`]),
+    `  CPU: ${cpu}; generator ${Math.round(phase.generatorCpuPercent)}%, kernel threads ${Math.round(phase.kernelThreadsCpuPercent)}%, interrupts ${Math.round(phase.interruptCpuPercent)}%, others ${Math.round(phase.otherCpuPercent)}%`,
+  ];
 }
 
 export function describeScaledCell(report: ScaledCellReport): string {
+  const trials = report.failoverTrials.map((trial) => `${Math.round(trial.failoverMs)}`).join(', ');
   return [
-    `scaled-cell on ${report.cores} cores: ${report.customers} customers, ${report.merchants} merchants`,
-    `  level, one process:   ${report.levelMsgsPerSec} msgs/s`,
-    `  redis, one process:   ${report.redisOneProcessMsgsPerSec} msgs/s`,
-    `  redis, two processes: ${report.redisTwoProcessesMsgsPerSec} msgs/s (half the customers relayed)`,
-    `  failover: ${report.failoverMs} ms from SIGKILL to every device answered again (lease ${report.leaseTtlMs} ms, rounds of ${report.renewIntervalMs} ms)`,
+    `scaled-cell on ${report.cores} cores (load average ${report.loadAverage.atStart.join(' ')} at the start), ${report.parameters.customers} customers, ${report.parameters.merchants} merchants x ${report.parameters.agentsPerMerchant} agents`,
+    `fdatasync of a small append on this disk: p50 ${report.fsyncMs.p50 ?? '-'} ms, p99 ${report.fsyncMs.p99 ?? '-'} ms`,
+    ...describePhase('level, one process', report.phases.level),
+    ...describePhase('redis, one process', report.phases.redisOneProcess),
+    ...describePhase('redis, two processes', report.phases.redisTwoProcesses),
+    `failover: median ${report.failoverMs ?? '-'} ms, max ${report.failoverMaxMs ?? '-'} ms (trials: ${trials || '-'}; lease ${report.parameters.leaseTtlMs} ms, rounds ${report.parameters.renewIntervalMs} ms)`,
+    ...report.errors.map((error) => `error: ${error}`),
   ].join('\n');
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

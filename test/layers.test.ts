@@ -17,6 +17,7 @@ const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   assembly: ['platform', 'cell', 'mesh', 'router'],
   sim: ['platform', 'cell', 'mesh', 'router', 'assembly', 'client'],
   cli: ['platform', 'cell', 'mesh', 'router', 'assembly', 'client', 'sim'],
+  // Benchmarks, like tests, sit on top (docs/architecture.md): they start a real redis-server with testing/'s helper.
   bench: ['platform', 'cell', 'mesh', 'router', 'assembly', 'client', 'testing'],
   testing: ['platform', 'cell', 'mesh', 'client'],
 };

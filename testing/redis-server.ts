@@ -48,6 +48,8 @@ export interface RedisServer {
   stop(): Promise<void>;
   /** The server's last lines of output, for failure messages. */
   logTail(): string;
+  /** The running server's process id (a benchmark reads its CPU time from /proc). */
+  pid(): number | undefined;
 }
 
 const DEFAULT_BINARY = '/usr/bin/redis-server';
@@ -129,6 +131,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
       await rm(dir, { recursive: true, force: true });
     },
     logTail: () => log,
+    pid: () => child?.pid,
   };
 }
 
