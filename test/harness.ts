@@ -488,7 +488,7 @@ export async function startChildCell(options: {
   tenantKeys?: { secret: string } | { secrets: ReadonlyArray<{ kid: string; secret: string }> };
   /** Makes the cell a node of a mesh (libp2p on `host`, `port` or a free one). */
   mesh?: { port?: number; bootstrap?: readonly string[]; timings?: Record<string, number>; operatorKeys?: readonly string[] };
-  /** The admin section of a cell in a mesh (default: ADMIN_TOKEN alone). */
+  /** The admin section (a cell in a mesh: default ADMIN_TOKEN alone; a lone cell: none unless given). */
   admin?: { token: string; acceptTokens?: readonly string[] };
   /** The address the cell listens on, for devices and (with `mesh`) libp2p; default 127.0.0.1. */
   host?: string;
@@ -518,6 +518,7 @@ export async function startChildCell(options: {
         };
   const config = {
     ...mesh,
+    ...(options.mesh === undefined && options.admin !== undefined ? { admin: options.admin } : {}),
     cell: { id: options.cellId ?? 'child-cell' },
     // An explicit port even the first time: Linux refuses to bind again a port that was
     // auto-assigned (port 0) to a SO_REUSEPORT listener while its old connections sit in

@@ -6,7 +6,7 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { connectNode, conversationIdOf, type CellmeshClient, type ChatMessage } from '../client/index.js';
-import { Cleanup, InBandRejected, RawClient, UpgradeRejected, eventually, httpRequest, killChildCell, tokenFor, type ChildCell } from './harness.js';
+import { ADMIN_TOKEN, Cleanup, InBandRejected, RawClient, UpgradeRejected, eventually, httpRequest, killChildCell, tokenFor, type ChildCell } from './harness.js';
 import { redisServerMissing, startRedisServer, type RedisServer } from '../testing/redis-server.js';
 import { TcpBalancer } from '../testing/tcp-balancer.js';
 
@@ -23,8 +23,8 @@ export async function ownersIn(redis: Redis, cellId: string, merchants: readonly
 }
 
 /** Starts one access process of the cell. */
-export function startProcess(cleanup: Cleanup, directory: string, url: string, id: string, cellId = CELL): Promise<ChildCell> {
-  return cleanup.childCell({ directory, configDir: directory, cellId, store: { kind: 'redis', redis: { url } }, processes: { id, ...LEASE } });
+export function startProcess(cleanup: Cleanup, directory: string, url: string, id: string, cellId = CELL, admin?: string): Promise<ChildCell> {
+  return cleanup.childCell({ directory, configDir: directory, cellId, store: { kind: 'redis', redis: { url } }, processes: { id, ...LEASE }, ...(admin === undefined ? {} : { admin: { token: admin } }) });
 }
 
 /** Connects like a client that follows OWNER_UNAVAILABLE: a process learns of a claim at its next round. */
@@ -245,4 +245,32 @@ describe.skipIf(skipReason !== undefined)(`a cell of two processes on one Redis$
       stale.kill('SIGCONT');
     }
   }, 120_000);
+  test("runs the admin calls on a merchant's agents at its owner, and refuses the changes no process could make alone", async () => {
+    const directory = await cleanup.tempDir();
+    const a = await startProcess(cleanup, directory, server.url, 'adm-a', 'admin-scaled', ADMIN_TOKEN);
+    await startProcess(cleanup, directory, server.url, 'adm-b', 'admin-scaled', ADMIN_TOKEN);
+    const owners = await spread(redis, 'admin-scaled');
+    const merchant = owners['m1'] === 'adm-b' ? 'm1' : 'm2';
+    const admin = { token: ADMIN_TOKEN };
+    // Registered through A, the agent is known to B's desk: the merchant's desk is no longer open
+    // to every agent token, so one it does not have is refused (through A's relay, by B).
+    const created = await httpRequest('POST', `${a.httpUrl}/v1/admin/tenants/mall/merchants/${merchant}/agents`, { ...admin, json: { id: 'zed' } });
+    expect(created, JSON.stringify(created.body)).toMatchObject({ status: 201 });
+    const stranger = await connectRetrying(a.url, await tokenFor({ user: 'yan', merchant, device: 'desk' })).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(stranger).toMatchObject({ code: 'AGENT_UNKNOWN' });
+    const zed = await connectRetrying(a.url, await tokenFor({ user: 'zed', merchant, device: 'desk' }));
+    expect(zed.all('welcome')).toHaveLength(1);
+    await zed.close();
+    for (const [method, path, json] of [
+      ['POST', '/v1/admin/tenants/mall/merchants', { id: 'm3' }],
+      ['DELETE', `/v1/admin/tenants/mall/merchants/${merchant}`, undefined],
+      ['DELETE', '/v1/admin/tenants/mall/customers/alice', undefined],
+    ] as const) {
+      const refused = await httpRequest(method, `${a.httpUrl}${path}`, { ...admin, ...(json === undefined ? {} : { json }) });
+      expect(refused, `${method} ${path}`).toMatchObject({ status: 409, body: { error: { code: 'SCALED_CELL_UNSUPPORTED' } } });
+    }
+  });
 });

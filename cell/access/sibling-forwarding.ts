@@ -6,7 +6,9 @@ import { RELAYED_BY_HEADER, type SiblingAccess } from './sibling-relay.js';
 /**
  * HTTP calls about one merchant, in a cell of several processes, go to the process that owns it
  * (docs/operations.md, "A cell of several processes"): the calls on a conversation (messages,
- * reads, attachments), and logins and guest tokens (their body names the merchant). The request
+ * reads, attachments), logins and guest tokens (their body names the merchant), and the admin
+ * calls on one merchant's agents and blocks. Admin changes no process could make alone are
+ * refused (SCALED_CELL_UNSUPPORTED). The request
  * is sent on as it came, and the owner's answer comes back as it is, status and body.
  */
 
@@ -27,6 +29,8 @@ const RETRY_MS = 500;
 
 /** Forwards `request` to the sibling that owns its merchant; undefined when this process serves it. */
 export async function forwardToOwner(siblings: SiblingAccess, pattern: string, request: HttpRequestData, context: ForwardContext): Promise<HttpRawAnswer | undefined> {
+  const unsupported = UNSUPPORTED_CHANGES.get(`${context.method} ${pattern}`);
+  if (unsupported !== undefined) throw new CellError(ErrorCode.ScaledCellUnsupported, `a cell of several processes cannot ${unsupported} yet: each process holds its merchants in memory and would not see the change; ${unsupported === 'erase a customer' ? 'run the cell as one process for the erasure' : 'change the config file and restart the processes one at a time'} (docs/operations.md, "A cell of several processes")`);
   const target = merchantOf(pattern, request);
   if (target === undefined) return undefined;
   const server = siblings.serverOf(target.tenant, target.merchant);
@@ -58,6 +62,24 @@ export async function forwardToOwner(siblings: SiblingAccess, pattern: string, r
 }
 
 /**
+ * Admin changes that no process could make alone: the tenants and merchants every process
+ * loaded at start, and the erasure of a customer, whose conversations with the merchants of
+ * every process those hold in memory.
+ */
+const UNSUPPORTED_CHANGES: ReadonlyMap<string, string> = new Map([
+  ['POST /v1/admin/tenants', 'create a tenant'],
+  ['PATCH /v1/admin/tenants/:tenant', 'change a tenant'],
+  ['DELETE /v1/admin/tenants/:tenant', 'remove a tenant'],
+  ['POST /v1/admin/tenants/:tenant/merchants', 'create a merchant'],
+  ['PATCH /v1/admin/tenants/:tenant/merchants/:merchant', 'change a merchant'],
+  ['DELETE /v1/admin/tenants/:tenant/merchants/:merchant', 'remove a merchant'],
+  ['DELETE /v1/admin/tenants/:tenant/customers/:customer', 'erase a customer'],
+]);
+
+/** The admin routes about one merchant (its agents, its blocks), run by its owner, whose desk holds them. */
+const MERCHANT_ADMIN_PREFIX = '/v1/admin/tenants/:tenant/merchants/:merchant/';
+
+/**
  * The merchant a request is about: a conversation's (its tenant from the token's claims, read
  * without checking the signature: the owner checks the token, and a forged claim only sends the
  * request to a process that refuses it), or the one a login's or a guest token's body names.
@@ -73,6 +95,14 @@ function merchantOf(pattern: string, request: HttpRequestData): { tenant: string
     const merchant = parseConversationId(conv)?.merchant;
     const tenant = claimedTenantOf(request.token);
     return merchant === undefined || tenant === undefined ? undefined : { tenant, merchant };
+  }
+  if (pattern.startsWith(MERCHANT_ADMIN_PREFIX)) {
+    try {
+      const [tenant, merchant] = request.parameters.map((segment) => decodeURIComponent(segment));
+      return tenant === undefined || merchant === undefined ? undefined : { tenant, merchant };
+    } catch {
+      return undefined;
+    }
   }
   if (pattern === '/v1/login' || pattern === '/v1/guest') {
     try {
