@@ -1,3 +1,4 @@
+import { stringHash32 } from '../platform/string-hash.js';
 import { isRouterRecord } from './cell-record.js';
 import type { DirectoryEntry, DirectoryView } from './directory.js';
 
@@ -50,18 +51,7 @@ function rendezvousScore(weight: number, hash: number): number {
   return weight / -Math.log(uniform);
 }
 
-/** A 32-bit hash of (tenant, merchant, cell): FNV-1a over the UTF-16 code units, then murmur3's finaliser to spread the bits. */
+/** A 32-bit hash of (tenant, merchant, cell). */
 export function rendezvousHash(tenant: string, merchant: string, cellId: string): number {
-  let hash = 0x811c9dc5;
-  const text = `${tenant}\u0000${merchant}\u0000${cellId}`;
-  for (let index = 0; index < text.length; index++) {
-    hash ^= text.charCodeAt(index);
-    hash = Math.imul(hash, 0x01000193);
-  }
-  hash ^= hash >>> 16;
-  hash = Math.imul(hash, 0x85ebca6b);
-  hash ^= hash >>> 13;
-  hash = Math.imul(hash, 0xc2b2ae35);
-  hash ^= hash >>> 16;
-  return hash >>> 0;
+  return stringHash32(`${tenant}\u0000${merchant}\u0000${cellId}`);
 }

@@ -3,46 +3,17 @@
  * 12 and 13): one line on stderr that names the setting to change, exit code 2, never a stack
  * trace, and never a second cell sharing a port with the first.
  */
-import { spawn } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { afterEach, describe, expect, test } from 'vitest';
 import { DEMO_ADMIN_TOKEN, DEMO_TENANT_SECRET } from '../cli/demo-cluster.js';
-import { ADMIN_TOKEN, CLUSTER_SECRET, Cleanup, REPO_ROOT, SECRET, freePort, httpRequest, killChildCell, startChildCell } from './harness.js';
+import { ADMIN_TOKEN, CLUSTER_SECRET, Cleanup, SECRET, freePort, httpRequest, killChildCell, startChildCell } from './harness.js';
+import { runCellUntilListening, type CellRunEnded } from './cli-process.js';
 
 const cleanup = new Cleanup();
 afterEach(() => cleanup.run());
 
-interface Ended {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-/**
- * Runs `cellmesh cell --config <file>` with `config` (and `args`) until it exits; a cell that
- * starts listening instead is killed and reported as exit code null, so a test expecting a
- * refusal fails rather than hangs.
- */
-async function runCell(configDir: string, config: Record<string, unknown>, args: readonly string[] = []): Promise<Ended> {
-  const file = join(configDir, `cell-${Math.floor(Math.random() * 1e9)}.json`);
-  await writeFile(file, JSON.stringify(config));
-  const child = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'cellmesh.js'), 'cell', '--config', file, ...args], {
-    cwd: REPO_ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('CELLMESH_'))),
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-    stdout += chunk;
-    if (stdout.includes('"event":"listening"')) child.kill('SIGKILL');
-  });
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 45_000);
-  const code = await new Promise<number | null>((resolve) => child.once('exit', (exitCode) => resolve(exitCode)));
-  clearTimeout(timer);
-  return { code, stdout, stderr };
+/** `cellmesh cell` with `config` until it exits; a cell that starts listening is killed (exit code null). */
+function runCell(configDir: string, config: Record<string, unknown>, args: readonly string[] = []): Promise<CellRunEnded> {
+  return runCellUntilListening(configDir, config, args, 'SIGKILL');
 }
 
 /** A standalone cell's config: a level store in `directory`, on `port`. */
@@ -58,7 +29,7 @@ function cellConfig(directory: string, port: number, extra: Record<string, unkno
 }
 
 /** The refusal is exactly one line, `cellmesh cell: ...`, and the exit code 2. */
-function expectOneLineRefusal(ended: Ended, line: RegExp): void {
+function expectOneLineRefusal(ended: CellRunEnded, line: RegExp): void {
   expect(ended.code, `stdout: ${ended.stdout}\nstderr: ${ended.stderr}`).toBe(2);
   expect(ended.stderr.trimEnd().split('\n')).toHaveLength(1);
   expect(ended.stderr.trimEnd()).toMatch(line);

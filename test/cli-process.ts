@@ -1,5 +1,6 @@
 /** Runs the real `cellmesh` command (node bin/cellmesh.js) as a child process, for the CLI tests. */
 import { spawn, type SpawnOptions } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { parseCellConfig } from '../assembly/config.js';
 import { startCell, type RunningCell } from '../assembly/process-cell.js';
@@ -61,4 +62,37 @@ export async function startCliTestCell(cellId: string): Promise<{ cell: RunningC
   });
   const cell = await startCell({ config, logger: silentLogger });
   return { cell, url: `http://127.0.0.1:${cell.port}` };
+}
+
+export interface CellRunEnded {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs `cellmesh cell --config <file>` with `config` (and `args`, and no CELLMESH_* variable of
+ * the test's shell) until it exits; a cell that starts listening instead is sent `stopWith`, so
+ * a test expecting a refusal fails rather than hangs (SIGKILL: exit code null) and one expecting
+ * a start ends too (SIGTERM: exit code 0).
+ */
+export async function runCellUntilListening(configDir: string, config: Record<string, unknown>, args: readonly string[], stopWith: NodeJS.Signals): Promise<CellRunEnded> {
+  const file = join(configDir, `cell-${Math.floor(Math.random() * 1e9)}.json`);
+  await writeFile(file, JSON.stringify(config));
+  const child = spawn(process.execPath, [BIN, 'cell', '--config', file, ...args], {
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('CELLMESH_'))),
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    stdout += chunk;
+    if (stdout.includes('"event":"listening"')) child.kill(stopWith);
+  });
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 45_000);
+  const code = await new Promise<number | null>((resolve) => child.once('exit', (exitCode) => resolve(exitCode)));
+  clearTimeout(timer);
+  return { code, stdout, stderr };
 }

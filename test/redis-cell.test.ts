@@ -4,14 +4,12 @@
  * the durable ack (one line naming the setting and the fix, exit 2), unless told to accept it.
  * Each test starts its own redis-server; without the binary the file reports itself skipped.
  */
-import { spawn } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, test } from 'vitest';
 import type { ServerFrame } from '../cell/protocol/frames.js';
 import { redisServerMissing, startRedisServer, type RedisServer, type RedisServerOptions } from '../testing/redis-server.js';
-import { Cleanup, REPO_ROOT, SECRET, freePort, killChildCell, sendMessage, tokenFor } from './harness.js';
+import { Cleanup, SECRET, freePort, killChildCell, sendMessage, tokenFor } from './harness.js';
+import { runCellUntilListening, type CellRunEnded } from './cli-process.js';
 
 const skipReason = redisServerMissing();
 if (skipReason !== undefined) console.warn(`redis-cell.test.ts: skipped: ${skipReason}`);
@@ -86,36 +84,13 @@ describe.skipIf(skipReason !== undefined)(`a cell on the redis store${skipReason
   });
 });
 
-interface Ended {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
 /**
  * Runs `cellmesh cell` with a config of one tenant plus `extra`, and `args`, until it exits; a
  * cell that starts listening is stopped (SIGTERM) once it has, so both outcomes end.
  */
-async function runCell(configDir: string, extra: Record<string, unknown>, args: readonly string[] = []): Promise<Ended> {
-  const file = join(configDir, 'cell.json');
+async function runCell(configDir: string, extra: Record<string, unknown>, args: readonly string[] = []): Promise<CellRunEnded> {
   const config = { cell: { id: 'redis-cell' }, listen: { host: '127.0.0.1', port: await freePort() }, tenants: [{ id: 'mall', secret: SECRET, merchants: [{ id: 'm1' }] }], log: { level: 'warn' }, ...extra };
-  await writeFile(file, JSON.stringify(config));
-  const child = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'cellmesh.js'), 'cell', '--config', file, ...args], {
-    cwd: REPO_ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('CELLMESH_'))),
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
-    stdout += chunk;
-    if (stdout.includes('"event":"listening"')) child.kill('SIGTERM');
-  });
-  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
-  const timer = setTimeout(() => child.kill('SIGKILL'), 45_000);
-  const code = await new Promise<number | null>((resolve) => child.once('exit', (exitCode) => resolve(exitCode)));
-  clearTimeout(timer);
-  return { code, stdout, stderr };
+  return runCellUntilListening(configDir, config, args, 'SIGTERM');
 }
 
 /** Every key of a Redis, sorted (KEYS is fine on a test server). */

@@ -1,3 +1,4 @@
+import { stringHash32 } from '../../platform/string-hash.js';
 import { merchantKey, type MerchantRef } from './coordination-port.js';
 
 /**
@@ -21,18 +22,7 @@ export function assignOwners(merchants: readonly MerchantRef[], processIds: read
   return assigned;
 }
 
-/** FNV-1a of `merchant|process`, then a murmur finaliser so that close strings score far apart. */
+/** The rendezvous score of `process` for the merchant `key`. */
 function score(key: string, processId: string): number {
-  let hash = 0x811c9dc5;
-  const text = `${key}|${processId}`;
-  for (let index = 0; index < text.length; index++) {
-    hash ^= text.charCodeAt(index);
-    hash = Math.imul(hash, 0x01000193);
-  }
-  hash ^= hash >>> 16;
-  hash = Math.imul(hash, 0x85ebca6b);
-  hash ^= hash >>> 13;
-  hash = Math.imul(hash, 0xc2b2ae35);
-  hash ^= hash >>> 16;
-  return hash >>> 0;
+  return stringHash32(`${key}|${processId}`);
 }
