@@ -217,7 +217,9 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     const audit = new AuditLog({ store, clock: init.clock });
     await audit.load();
     const people = new PeopleDirectory({ store, clock: init.clock });
-    await people.load(tenants.flatMap((tenant) => tenant.merchants.map((merchant) => ({ tenant: tenant.id, merchant: merchant.id, seeds: merchant.agents }))));
+    // A process of a cell of several processes hosts no merchant yet, but seeds the agents of the
+    // config for all of them: the one that comes to own a merchant reads them when it claims it.
+    await people.load((init.processes === undefined ? tenants : catalogued).flatMap((tenant) => tenant.merchants.map((merchant) => ({ tenant: tenant.id, merchant: merchant.id, seeds: merchant.agents }))));
     const core = new CellCore({
       cellId,
       tenants,
