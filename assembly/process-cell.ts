@@ -32,6 +32,7 @@ import { AssemblyError, assembleCell, type AssembledCell, type AssembledMesh, ty
 import { meshTimings, redisKeyPrefixOf, type CellConfig, type MeshConfig } from './config.js';
 import { storeFromConfig, storeOpenError, warnOfWeakDurability } from './cell-store.js';
 import { registerScaledProcess, type ScaledProcess } from './scaled-process.js';
+import { processAddressOf, registerSpeakerProcess, type SpeakerProcess } from './speaker-process.js';
 import { CellStartError, listenStartError } from './start-errors.js';
 
 export interface StartCellOptions {
@@ -44,6 +45,11 @@ export interface StartCellOptions {
   store?: Store;
   /** Adds process metrics (CPU, memory, event loop) to /v1/metrics; on for a real process. */
   processMetrics?: boolean;
+  /**
+   * The process lost the speaker lease of its cell in a mesh: another process may speak for the
+   * cell already, so this one must end at once (`cellmesh cell` exits 1). Default: stop the cell.
+   */
+  onSpeakerLost?: (reason: string) => void;
 }
 
 /** A cell listening for devices. */
@@ -130,7 +136,9 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   };
   // A cell on Redis is a cell of several processes: this one takes its lease before the store opens.
   const scaled = options.store === undefined ? await scaledProcessOf(config, clock, logger) : undefined;
-  const store = options.store ?? storeFromConfig(config, scaled?.fence);
+  // A cell on Redis in a mesh: one process at a time speaks for it, holding the speaker lease.
+  const speaker = options.store === undefined ? await speakerProcessOf(config, clock, logger) : undefined;
+  const store = options.store ?? storeFromConfig(config, scaled?.fence ?? speaker?.fence);
   let cell: AssembledCell<Libp2pMeshTransport>;
   try {
     cell = await assembleCell({
@@ -153,6 +161,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
       await scaled.coordinator.stop();
       scaled.close();
     }
+    await speaker?.close();
     const meshListen = config.mesh?.listen;
     if (error instanceof AssemblyError && meshListen !== undefined) {
       throw await listenStartError({ host: 'mesh.listen.host', port: 'mesh.listen.port' }, meshListen.host, meshListen.port, error.cause);
@@ -160,6 +169,10 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     throw error;
   }
   warnOfWeakDurability(store, logger);
+  if (speaker !== undefined) {
+    speaker.lease.onLost(options.onSpeakerLost ?? (() => void cell.stop()));
+    await speaker.lease.publish(processAddressOf(config, port));
+  }
   if (cell.cluster !== undefined) {
     clusterApi = clusterApiOf(cell.cluster, cell.core, clock);
     meshDirectory = cell.cluster.mesh.directory;
@@ -168,6 +181,8 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   const stop = async (): Promise<void> => {
     await cell.stop();
     scaled?.close();
+    // After the cell left the mesh: a standby takes the speaker lease, and the mesh, at once.
+    await speaker?.close();
     logger.info({ cell: config.cell.id }, 'cell stopped');
   };
   return { cellId: config.cell.id, port, core: cell.core, metrics: cell.metrics, people: cell.people, audit: cell.audit, mesh: cell.cluster, stop: once(stop) };
@@ -184,6 +199,26 @@ async function scaledProcessOf(config: CellConfig, clock: Clock, logger: Logger)
   } catch (error) {
     throw new CellStartError('store.redis.url', `cannot open the Redis store at ${new URL(redis.url).host}: taking this process's lease failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
   }
+}
+
+/**
+ * The leases of this process when the cell is on Redis in a mesh; undefined otherwise. Only the
+ * speaker runs the cell: a second process is refused at start (hot standby is not there yet).
+ */
+async function speakerProcessOf(config: CellConfig, clock: Clock, logger: Logger): Promise<SpeakerProcess | undefined> {
+  if (config.store.kind !== 'redis' || config.mesh === undefined) return undefined;
+  const { redis } = config.store;
+  let speaker: SpeakerProcess;
+  try {
+    speaker = await registerSpeakerProcess({ url: redis.url, keyPrefix: redisKeyPrefixOf(config, redis), processes: config.processes, clock, logger });
+  } catch (error) {
+    throw new CellStartError('store.redis.url', `cannot open the Redis store at ${new URL(redis.url).host}: taking this process's lease failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+  }
+  if (!speaker.lease.isSpeaker()) {
+    await speaker.close();
+    throw new CellStartError('processes.id', `another process of cell ${config.cell.id} speaks for it in the mesh already (it holds the speaker lease in Redis): a cell in a mesh runs one process at a time`);
+  }
+  return speaker;
 }
 
 /** `run` the first time; the same promise after. */

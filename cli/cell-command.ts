@@ -33,7 +33,8 @@ export async function runCellCommand(options: CellCommandOptions): Promise<void>
   if (weakSecrets.length > 0) logger.warn({ weakSecrets }, 'starting with guessable secrets (--insecure-allow-weak-secrets): for local experiments only');
   // From before the start: a SIGTERM while the cell starts, or right after it says it listens, stops it gracefully.
   const stopSignal = listenForStopSignal(logger);
-  const cell = await startCell({ config, logger, processMetrics: true });
+  // The lease logged why; another process may speak for the cell already, so this one ends now.
+  const cell = await startCell({ config, logger, processMetrics: true, onSpeakerLost: () => process.exit(1) });
   process.stdout.write(`${JSON.stringify({ event: 'listening', cell: cell.cellId, host: config.listen.host, port: cell.port })}\n`);
   await runUntilSignal(stopSignal, () => cell.stop(), config.shutdownGraceSeconds * 1000, logger);
 }

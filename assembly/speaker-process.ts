@@ -1,0 +1,59 @@
+import { Redis } from 'ioredis';
+import { SpeakerLease } from '../cell/processes/speaker-lease.js';
+import type { ProcessAddress } from '../cell/processes/coordination-port.js';
+import type { Clock } from '../platform/clock.js';
+import type { Logger } from '../platform/logger.js';
+import type { RedisFence } from '../platform/store/redis-store.js';
+import type { CellConfig, ProcessesConfig } from './config.js';
+import { RedisSpeakerCoordination } from './redis-speaker-coordination.js';
+import { processIdOf } from './scaled-process.js';
+
+/** One process of a cell on Redis in a mesh, registered: its lease is held, and maybe the speaker's. */
+export interface SpeakerProcess {
+  readonly lease: SpeakerLease;
+  /** For the store: every write checks that the process's lease still holds its token. */
+  readonly fence: RedisFence;
+  /** Releases the leases, then closes the coordination's Redis connection. */
+  close(): Promise<void>;
+}
+
+/**
+ * Connects to the cell's Redis, takes this process's lease and tries for the speaker's, before
+ * any store opens: a speaker's first write is fenced already.
+ */
+export async function registerSpeakerProcess(init: { url: string; keyPrefix: string; processes: ProcessesConfig; clock: Clock; logger: Logger }): Promise<SpeakerProcess> {
+  const processId = processIdOf(init.processes);
+  const redis = new Redis(init.url, { connectionName: `cellmesh-process-${processId}`, maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: true, retryStrategy: (attempt) => Math.min(attempt * 100, 1_000) });
+  // Without a listener ioredis prints every connection error; the lease logs its failures.
+  let lastError: Error | undefined;
+  redis.on('error', (error: Error) => (lastError = error));
+  try {
+    await redis.connect();
+  } catch (error) {
+    redis.disconnect();
+    throw lastError ?? error;
+  }
+  const coordination = new RedisSpeakerCoordination(redis, init.keyPrefix);
+  const lease = new SpeakerLease({ processId, coordination, clock: init.clock, logger: init.logger, leaseTtlMs: init.processes.leaseTtlMs, renewIntervalMs: init.processes.renewIntervalMs });
+  try {
+    await lease.register();
+  } catch (error) {
+    redis.disconnect();
+    throw error;
+  }
+  return {
+    lease,
+    fence: { key: coordination.leaseKey(processId), token: () => lease.fencingToken() },
+    close: async () => {
+      await lease.stop();
+      redis.disconnect();
+    },
+  };
+}
+
+/** Where the other processes of the cell reach this one: `processes.advertise`, or the listen address. */
+export function processAddressOf(config: CellConfig, port: number): ProcessAddress {
+  const { advertise } = config.processes;
+  const host = config.listen.host;
+  return { ws: advertise.ws ?? `ws://${host}:${port}/v1/ws`, http: advertise.http ?? `http://${host}:${port}` };
+}
