@@ -32,7 +32,7 @@ import { AssemblyError, assembleCell, type AssembledCell, type AssembledMesh, ty
 import { meshTimings, redisKeyPrefixOf, type CellConfig, type MeshConfig } from './config.js';
 import { storeFromConfig, storeOpenError, warnOfWeakDurability } from './cell-store.js';
 import { registerScaledProcess, type ScaledProcess } from './scaled-process.js';
-import { processAddressOf, registerSpeakerProcess, type SpeakerProcess } from './speaker-process.js';
+import { processAddressOf, registerMeshProcess, type SpeakerProcess } from './speaker-process.js';
 import { CellStartError, listenStartError } from './start-errors.js';
 
 export interface StartCellOptions {
@@ -50,6 +50,12 @@ export interface StartCellOptions {
    * cell already, so this one must end at once (`cellmesh cell` exits 1). Default: stop the cell.
    */
   onSpeakerLost?: (reason: string) => void;
+  /**
+   * A cell on Redis in a mesh: this process's leases, the speaker's among them (assembly/
+   * cell-process.ts takes them, and stands by until it speaks). Without it, startCell takes them
+   * and refuses to start when another process speaks for the cell.
+   */
+  speaker?: SpeakerProcess;
 }
 
 /** A cell listening for devices. */
@@ -137,7 +143,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   // A cell on Redis is a cell of several processes: this one takes its lease before the store opens.
   const scaled = options.store === undefined ? await scaledProcessOf(config, clock, logger) : undefined;
   // A cell on Redis in a mesh: one process at a time speaks for it, holding the speaker lease.
-  const speaker = options.store === undefined ? await speakerProcessOf(config, clock, logger) : undefined;
+  const speaker = options.speaker ?? (options.store === undefined ? await speakerProcessOf(config, clock, logger) : undefined);
   const store = options.store ?? storeFromConfig(config, scaled?.fence ?? speaker?.fence);
   let cell: AssembledCell<Libp2pMeshTransport>;
   try {
@@ -206,14 +212,8 @@ async function scaledProcessOf(config: CellConfig, clock: Clock, logger: Logger)
  * speaker runs the cell: a second process is refused at start (hot standby is not there yet).
  */
 async function speakerProcessOf(config: CellConfig, clock: Clock, logger: Logger): Promise<SpeakerProcess | undefined> {
-  if (config.store.kind !== 'redis' || config.mesh === undefined) return undefined;
-  const { redis } = config.store;
-  let speaker: SpeakerProcess;
-  try {
-    speaker = await registerSpeakerProcess({ url: redis.url, keyPrefix: redisKeyPrefixOf(config, redis), processes: config.processes, clock, logger });
-  } catch (error) {
-    throw new CellStartError('store.redis.url', `cannot open the Redis store at ${new URL(redis.url).host}: taking this process's lease failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
-  }
+  const speaker = await registerMeshProcess(config, clock, logger);
+  if (speaker === undefined) return undefined;
   if (!speaker.lease.isSpeaker()) {
     await speaker.close();
     throw new CellStartError('processes.id', `another process of cell ${config.cell.id} speaks for it in the mesh already (it holds the speaker lease in Redis): a cell in a mesh runs one process at a time`);

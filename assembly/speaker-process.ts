@@ -4,9 +4,10 @@ import type { ProcessAddress } from '../cell/processes/coordination-port.js';
 import type { Clock } from '../platform/clock.js';
 import type { Logger } from '../platform/logger.js';
 import type { RedisFence } from '../platform/store/redis-store.js';
-import type { CellConfig, ProcessesConfig } from './config.js';
+import { redisKeyPrefixOf, type CellConfig, type ProcessesConfig } from './config.js';
 import { RedisSpeakerCoordination } from './redis-speaker-coordination.js';
 import { processIdOf } from './scaled-process.js';
+import { CellStartError } from './start-errors.js';
 
 /** One process of a cell on Redis in a mesh, registered: its lease is held, and maybe the speaker's. */
 export interface SpeakerProcess {
@@ -49,6 +50,20 @@ export async function registerSpeakerProcess(init: { url: string; keyPrefix: str
       redis.disconnect();
     },
   };
+}
+
+/**
+ * The leases of this process when the cell is on Redis in a mesh (registered, the speaker's
+ * taken if no other process holds it); undefined for any other cell.
+ */
+export async function registerMeshProcess(config: CellConfig, clock: Clock, logger: Logger): Promise<SpeakerProcess | undefined> {
+  if (config.store.kind !== 'redis' || config.mesh === undefined) return undefined;
+  const { redis } = config.store;
+  try {
+    return await registerSpeakerProcess({ url: redis.url, keyPrefix: redisKeyPrefixOf(config, redis), processes: config.processes, clock, logger });
+  } catch (error) {
+    throw new CellStartError('store.redis.url', `cannot open the Redis store at ${new URL(redis.url).host}: taking this process's lease failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+  }
 }
 
 /** Where the other processes of the cell reach this one: `processes.advertise`, or the listen address. */
