@@ -74,6 +74,17 @@ describe.skipIf(skipReason !== undefined)(`a cell on Redis in a mesh${skipReason
     await server?.stop();
   });
 
+  test('refuses in one line, exit 2, a config without mesh.advertise: any process may speak for the cell, so its record names their balancer', async () => {
+    const directory = await cleanup.tempDir();
+    const refused = await cleanup
+      .childCell({ directory, configDir: directory, cellId: 'cell-n', store: { kind: 'redis', redis: { url: server.url } }, mesh: { keyFile: join(directory, 'cell-n.key') } })
+      .then(
+        () => 'started',
+        (error: Error) => error.message,
+      );
+    expect(refused).toMatch(/exited \(code 2, signal null\) before listening; stderr:\ncellmesh cell: invalid cell config: mesh\.advertise: a cell in a mesh on the redis store needs mesh\.advertise\.ws and \.http[^\n]*$/);
+  });
+
   test('one process speaks for it; a second stands by, relaying devices and calls to it, and takes the cell over at once when the speaker leaves (SIGTERM)', async () => {
     const directory = await cleanup.tempDir();
     const standbyPort = await freePort();
