@@ -28,9 +28,10 @@ export class RedisCoordination implements ProcessCoordination {
     return Number(token);
   }
 
-  async renew(processId: string, token: number, address: ProcessAddress | undefined, ttlMs: number): Promise<boolean> {
+  async renew(processId: string, token: number, address: ProcessAddress | undefined, ttlMs: number): Promise<'renewed' | 'expired' | 'replaced'> {
     const published = address === undefined ? '' : `${token} ${address.ws} ${address.http}`;
-    return (await this.redis.eval(RENEW, 2, this.leaseKey(processId), `${this.prefix}addr/${processId}`, String(token), ttlMs, published)) === 1;
+    const answer = await this.redis.eval(RENEW, 2, this.leaseKey(processId), `${this.prefix}addr/${processId}`, String(token), ttlMs, published);
+    return answer === 1 ? 'renewed' : answer === 0 ? 'expired' : 'replaced';
   }
 
   async unregister(processId: string, token: number): Promise<void> {
@@ -94,7 +95,9 @@ redis.call('SET', KEYS[2], token, 'PX', ARGV[1])
 return token`;
 
 const RENEW = `
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local current = redis.call('GET', KEYS[1])
+if not current then return 0 end
+if current ~= ARGV[1] then return 2 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[2]) end
 return 1`;

@@ -6,6 +6,7 @@
  *   hot-path  CPU and GC time per message through the cell core and LevelDB in one process (no sockets)
  *   assign    the decisions of one merchant's service desk in memory (cell/desk)
  *   route     smart routing on real cell processes: the decision, HTTP routes, in-cell closure, following a move, an outage
+ *   scaled-cell  one LevelDB process, one Redis process and two processes of one cell on Redis under the same load; failover time
  *
  * Progress goes to stderr; the report to stdout (with `--json`, exactly one JSON object).
  */
@@ -227,6 +228,29 @@ program
       json: raw['json'] === true,
     });
     process.stdout.write(raw['json'] === true ? `${JSON.stringify(report)}\n` : `${describeHotPath(report)}\n`);
+  });
+
+program
+  .command('scaled-cell')
+  .description('the same chat load on one LevelDB process, one Redis process and two processes of one cell on Redis, then the failover time of a killed process')
+  .option('--customers <n>', 'customer connections sending messages', integer(1, 5_000), 50)
+  .option('--merchants <n>', 'merchants (customer i talks to merchant i mod n)', integer(2, 1000), 4)
+  .option('--window <n>', 'sends each customer keeps unanswered', integer(1, 256), 8)
+  .option('--warmup-seconds <n>', 'load before each measurement', integer(0, 60), 1)
+  .option('--duration-seconds <n>', 'measurement window of each phase', integer(1, 600), 5)
+  .option('--failover-devices <n>', 'devices of the killed process in the failover phase', integer(1, 1000), 20)
+  .option('--json', 'print exactly one JSON object on stdout')
+  .action(async (raw: Record<string, unknown>) => {
+    const { runScaledCell, describeScaledCell } = await import('./scaled-cell.js');
+    const report = await runScaledCell({
+      customers: raw['customers'] as number,
+      merchants: raw['merchants'] as number,
+      window: raw['window'] as number,
+      warmupSeconds: raw['warmupSeconds'] as number,
+      durationSeconds: raw['durationSeconds'] as number,
+      failoverDevices: raw['failoverDevices'] as number,
+    });
+    process.stdout.write(raw['json'] === true ? `${JSON.stringify(report)}\n` : `${describeScaledCell(report)}\n`);
   });
 
 program

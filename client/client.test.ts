@@ -534,6 +534,21 @@ describe('CellmeshClient sending', () => {
 });
 
 describe('CellmeshClient sends to conversations of other cells', () => {
+  it('sends the next ones when its sends in flight are confirmed by their pushed messages before their sent', async () => {
+    const { client, transport } = await connected({ maxInFlightSends: 2 });
+    const connection = transport.last;
+    const sends = ['one', 'two', 'three', 'four'].map((body) => client.send(CONV, body));
+    const [frameOne, frameTwo] = connection.ops('send');
+    if (frameOne === undefined || frameTwo === undefined) throw new Error('two sends expected');
+    expect(connection.ops('send')).toHaveLength(2);
+    // After a reconnect the catch-up pushes the own messages first; their `sent` come later, as repeats.
+    connection.push(msg(CONV, 1, { from: 'alice', role: 'customer', device: 'phone', cmid: frameOne.cmid, body: 'one' }));
+    connection.push(msg(CONV, 2, { from: 'alice', role: 'customer', device: 'phone', cmid: frameTwo.cmid, body: 'two' }));
+    expect(connection.ops('send').map((frame) => frame.body)).toEqual(['one', 'two', 'three', 'four']);
+    connection.ops('send').slice(2).forEach((frame, index) => connection.push({ t: 'sent', id: idOf(frame), conv: CONV, cmid: frame.cmid, seq: index + 3, ts: 3 }));
+    expect((await Promise.all(sends)).map((result) => result.seq)).toEqual([1, 2, 3, 4]);
+  });
+
   it('keeps a queued send pending without holding a send slot, and resolves it on sent', async () => {
     const { client, transport } = await connected({ maxInFlightSends: 1 });
     const queuedEvents: unknown[] = [];

@@ -179,6 +179,9 @@ export class SendQueue {
     for (const entry of this.outbox.values()) {
       if (entry.conv === message.conv && entry.cmid === message.cmid) {
         this.confirm(entry, { conv: message.conv, cmid: message.cmid, seq: message.seq, ts: message.ts });
+        // It may have been in flight: its `sent` will come as a repeat, so the sends waiting
+        // behind it go now (after a reconnect the catch-up can confirm a whole window this way).
+        this.pump();
         return;
       }
     }

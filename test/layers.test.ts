@@ -17,7 +17,7 @@ const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   assembly: ['platform', 'cell', 'mesh', 'router'],
   sim: ['platform', 'cell', 'mesh', 'router', 'assembly', 'client'],
   cli: ['platform', 'cell', 'mesh', 'router', 'assembly', 'client', 'sim'],
-  bench: ['platform', 'cell', 'mesh', 'router', 'assembly', 'client'],
+  bench: ['platform', 'cell', 'mesh', 'router', 'assembly', 'client', 'testing'],
   testing: ['platform', 'cell', 'mesh', 'client'],
 };
 const TEST_HELPERS = ['testing', 'test'];

@@ -7,6 +7,7 @@
 import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { afterEach, describe, expect, test } from 'vitest';
 import type { ServerFrame } from '../cell/protocol/frames.js';
 import { redisServerMissing, startRedisServer, type RedisServer, type RedisServerOptions } from '../testing/redis-server.js';
@@ -117,9 +118,8 @@ async function runCell(configDir: string, extra: Record<string, unknown>, args: 
   return { code, stdout, stderr };
 }
 
-/** Every key of a Redis, sorted, through a raw RESP exchange (KEYS is fine on a test server). */
+/** Every key of a Redis, sorted (KEYS is fine on a test server). */
 async function redisKeys(redis: RedisServer): Promise<string[]> {
-  const { Redis } = await import('ioredis');
   const client = new Redis(redis.url);
   try {
     return (await client.keys('*')).sort();

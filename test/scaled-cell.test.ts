@@ -3,12 +3,12 @@
  * processes"), through the real CLI: the merchants are spread over the processes, and a device
  * that reaches the process that does not own its merchant is relayed to the one that does.
  */
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { connectNode, conversationIdOf, type CellmeshClient, type ChatMessage } from '../client/index.js';
-import { Cleanup, RawClient, eventually, httpRequest, killChildCell, tokenFor, type ChildCell } from './harness.js';
+import { Cleanup, RawClient, UpgradeRejected, eventually, httpRequest, killChildCell, tokenFor, type ChildCell } from './harness.js';
 import { redisServerMissing, startRedisServer, type RedisServer } from '../testing/redis-server.js';
+import { TcpBalancer } from '../testing/tcp-balancer.js';
 
 const skipReason = redisServerMissing();
 if (skipReason !== undefined) console.warn(`scaled-cell.test.ts: skipped: ${skipReason}`);
@@ -25,6 +25,19 @@ export async function ownersIn(redis: Redis, cellId: string, merchants: readonly
 /** Starts one access process of the cell. */
 export function startProcess(cleanup: Cleanup, directory: string, url: string, id: string, cellId = CELL): Promise<ChildCell> {
   return cleanup.childCell({ directory, configDir: directory, cellId, store: { kind: 'redis', redis: { url } }, processes: { id, ...LEASE } });
+}
+
+/** Connects like a client that follows OWNER_UNAVAILABLE: a process learns of a claim at its next round. */
+async function connectRetrying(url: string, token: string, options: { merchant?: string } = {}): Promise<RawClient> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      return await RawClient.connect(url, token, options);
+    } catch (error) {
+      if (!(error instanceof UpgradeRejected && error.code === 'OWNER_UNAVAILABLE') || Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  }
 }
 
 /** Waits until each merchant has a live owner and both processes own one. */
@@ -50,50 +63,6 @@ async function within<T>(promise: Promise<T>, timeoutMs: number, what: () => str
     return await Promise.race([promise, timeout]);
   } finally {
     clearTimeout(timer);
-  }
-}
-
-/**
- * What a Kubernetes Service does in front of the processes: each TCP connection goes to the
- * first backend, in order, that accepts it. Connections already open stay where they are.
- */
-class Balancer {
-  private readonly server: Server;
-  private readonly sockets = new Set<Socket>();
-  port = 0;
-
-  constructor(private readonly backends: readonly number[]) {
-    this.server = createServer((client) => this.forward(client, 0));
-  }
-
-  async listen(): Promise<void> {
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    this.port = (this.server.address() as { port: number }).port;
-  }
-
-  async close(): Promise<void> {
-    for (const socket of this.sockets) socket.destroy();
-    await new Promise((resolve) => this.server.close(resolve));
-  }
-
-  private forward(client: Socket, index: number): void {
-    const port = this.backends[index];
-    if (port === undefined) {
-      client.destroy();
-      return;
-    }
-    const upstream = createConnection({ host: '127.0.0.1', port });
-    upstream.once('error', () => {
-      if (!upstream.readyState.startsWith('open')) this.forward(client, index + 1);
-      else client.destroy();
-    });
-    upstream.once('connect', () => {
-      this.sockets.add(client).add(upstream);
-      client.pipe(upstream).pipe(client);
-      client.once('error', () => upstream.destroy());
-      client.once('close', () => upstream.destroy());
-      upstream.once('close', () => client.destroy());
-    });
   }
 }
 
@@ -123,10 +92,10 @@ describe.skipIf(skipReason !== undefined)(`a cell of two processes on one Redis$
     const other = merchant === 'm1' ? 'm2' : 'm1';
     expect(owners[other]).toBe('proc-a');
     const conv = `${merchant}:alice`;
-    const agent = await RawClient.connect(a.url, await tokenFor({ user: 'ann', merchant, device: 'desk' }));
-    const phone = await RawClient.connect(a.url, await tokenFor({ user: 'alice', device: 'phone' }), { merchant });
+    const agent = await connectRetrying(a.url, await tokenFor({ user: 'ann', merchant, device: 'desk' }));
+    const phone = await connectRetrying(a.url, await tokenFor({ user: 'alice', device: 'phone' }), { merchant });
     // Its laptop reaches the owner directly: the same conversation, the same seqs.
-    const laptop = await RawClient.connect(processes[owners[merchant]!]!.url, await tokenFor({ user: 'alice', device: 'laptop' }), { merchant });
+    const laptop = await connectRetrying(processes[owners[merchant]!]!.url, await tokenFor({ user: 'alice', device: 'laptop' }), { merchant });
     agent.autoAck(conv);
     laptop.autoAck(conv);
     for (let index = 1; index <= 30; index++) phone.send({ op: 'send', id: `s${index}`, conv, cmid: `c${index}`, body: `hello ${index}` });
@@ -143,7 +112,7 @@ describe.skipIf(skipReason !== undefined)(`a cell of two processes on one Redis$
     await agent.until(() => agent.all('receipt').some((receipt) => receipt.seq === 31), { what: 'the read receipt' });
     // The acks went through the relay too: a new device of the agent starts where the desk device acked.
     await agent.close();
-    const again = await RawClient.connect(a.url, await tokenFor({ user: 'ann', merchant, device: 'desk' }));
+    const again = await connectRetrying(a.url, await tokenFor({ user: 'ann', merchant, device: 'desk' }));
     await again.until(() => again.all('synced').length > 0, { what: 'synced' });
     expect(again.messages(conv).filter((message) => message.seq <= 30)).toEqual([]);
     // The HTTP API on the same conversation, asked of A, is answered by B.
@@ -156,7 +125,7 @@ describe.skipIf(skipReason !== undefined)(`a cell of two processes on one Redis$
     const guest = await httpRequest('POST', `${a.httpUrl}/v1/guest`, { json: { tenant: 'mall', merchant } });
     expect(guest.status).toBe(200);
     // A merchant A owns is served by A itself.
-    const otherAgent = await RawClient.connect(a.url, await tokenFor({ user: 'bob', merchant: other, device: 'desk' }));
+    const otherAgent = await connectRetrying(a.url, await tokenFor({ user: 'bob', merchant: other, device: 'desk' }));
     expect(otherAgent.all('welcome')).toHaveLength(1);
     for (const client of [again, phone, laptop, otherAgent]) await client.close();
   });
@@ -168,10 +137,11 @@ describe.skipIf(skipReason !== undefined)(`a cell of two processes on one Redis$
     const survivor = await startProcess(cleanup, directory, server.url, 'proc-b', cellId);
     await spread(redis, cellId);
     // Every device reaches the victim first: it owns one merchant and relays the other's devices.
-    const balancer = new Balancer([victim.port, survivor.port]);
+    const balancer = new TcpBalancer([victim.port, survivor.port]);
     await balancer.listen();
     cleanup.add(() => balancer.close());
     const clients: CellmeshClient[] = [];
+    const journal: string[] = [];
     cleanup.add(async () => {
       for (const client of clients) await client.close().catch(() => undefined);
     });
@@ -180,6 +150,8 @@ describe.skipIf(skipReason !== undefined)(`a cell of two processes on one Redis$
       const url = `ws://127.0.0.1:${balancer.port}/v1/ws${role === 'customer' ? `?merchant=${merchant}` : ''}`;
       const client = await connectNode({ url, token, backoff: { initialDelayMs: 50, maxDelayMs: 300 }, signal: AbortSignal.timeout(15_000) });
       clients.push(client);
+      client.on('state', (change) => journal.push(`${Date.now() % 100_000} ${user}: ${change.previous} -> ${change.state} ${change.closeCode ?? ''} ${change.error?.code ?? ''} ${change.error?.message ?? ''}`));
+      client.on('error', (error) => journal.push(`${Date.now() % 100_000} ${user}: error ${error.code} ${error.message}`));
       return client;
     };
     const total = 150;
@@ -203,7 +175,7 @@ describe.skipIf(skipReason !== undefined)(`a cell of two processes on one Redis$
     await killChildCell(victim);
     const killedAtMs = Date.now();
     for (const run of runs) {
-      const results = await within(Promise.all(run.sends), 30_000, () => `every send of ${run.conv} answered (${run.acked()} of ${total}); the survivor's log:\n${survivor.stderrTail()}`);
+      const results = await within(Promise.all(run.sends), 30_000, () => `every send of ${run.conv} answered (${run.acked()} of ${total}), killed at ${killedAtMs % 100_000}; the clients:\n${journal.join('\n')}\nthe survivor's log:\n${survivor.stderrTail()}`);
       // Sends resent with their cmids after the reconnect: each stored once, seqs in call order.
       expect(results.map((result) => result.seq)).toEqual(Array.from({ length: total }, (_, index) => index + 1));
       await eventually(() => run.seen.length >= total, `the agent of ${run.conv} to see every message`, 30_000);
@@ -231,7 +203,7 @@ describe.skipIf(skipReason !== undefined)(`a cell of two processes on one Redis$
     const takerId = stale === first ? 'proc-b' : 'proc-a';
     const staleId = stale === first ? 'proc-a' : 'proc-b';
     const conv = `${merchant}:alice`;
-    const phone = await RawClient.connect(stale.url, await tokenFor({ user: 'alice', device: 'phone' }), { merchant });
+    const phone = await connectRetrying(stale.url, await tokenFor({ user: 'alice', device: 'phone' }), { merchant });
     for (let index = 1; index <= 10; index++) expect(await phone.request({ id: `s${index}`, op: 'send', conv, cmid: `before-${index}`, body: `before ${index}` })).toMatchObject({ t: 'sent', seq: index });
     const tokenBefore = Number(await redis.get(`cellmesh:${cellId}:proc/${staleId}`));
     stale.kill('SIGSTOP');
@@ -241,7 +213,7 @@ describe.skipIf(skipReason !== undefined)(`a cell of two processes on one Redis$
       for (let index = 1; index <= 3; index++) phone.send({ op: 'send', id: `late${index}`, conv, cmid: `late-${index}`, body: `late ${index}` });
       await eventually(async () => (await ownersIn(redis, cellId, [merchant]))[merchant] === takerId, 'the other process to take the merchant over', 15_000);
       await new Promise((resolve) => setTimeout(resolve, LEASE.renewIntervalMs * 2));
-      const laptop = await RawClient.connect(taker.url, await tokenFor({ user: 'alice', device: 'laptop' }), { merchant });
+      const laptop = await connectRetrying(taker.url, await tokenFor({ user: 'alice', device: 'laptop' }), { merchant });
       await laptop.until(() => laptop.all('synced').length > 0 && laptop.messages(conv).length === 10, { what: 'the laptop synced with the 10 messages' });
       for (let index = 11; index <= 15; index++) expect(await laptop.request({ id: `t${index}`, op: 'send', conv, cmid: `taken-${index}`, body: `taken ${index}` })).toMatchObject({ t: 'sent', seq: index });
       stale.kill('SIGCONT');
@@ -258,7 +230,7 @@ describe.skipIf(skipReason !== undefined)(`a cell of two processes on one Redis$
       expect(stored.some((message) => message.cmid.startsWith('late-'))).toBe(false);
       // Back as a new process it gets its share again after a lease period, and writes under its new token.
       await spread(redis, cellId);
-      const again = await RawClient.connect(stale.url, await tokenFor({ user: 'alice', device: 'phone' }), { merchant });
+      const again = await connectRetrying(stale.url, await tokenFor({ user: 'alice', device: 'phone' }), { merchant });
       expect(await again.request({ id: 'after', op: 'send', conv, cmid: 'after-1', body: 'after' })).toMatchObject({ t: 'sent', seq: 16 });
       for (const client of [laptop, again]) await client.close();
     } finally {

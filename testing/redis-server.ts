@@ -7,6 +7,7 @@
  *   new RedisStore({ url: redis.url, ... });
  *   await redis.kill('SIGKILL'); await redis.restart();  // same port, same directory
  *   await redis.stop();                              // final: ends it and removes the directory
+ *   await startRedisServer({ replicaOfPort: redis.port });  // a replica, for WAIT
  *
  * By default the server keeps the durable ack of the Store port: `appendonly yes` with
  * `appendfsync always` (Redis fsyncs the AOF before it replies), no RDB snapshots, bound to
@@ -29,6 +30,8 @@ export interface RedisServerOptions {
   save?: string;
   /** Renames CONFIG away, as managed Redis services do (default false). */
   disableConfigCommand?: boolean;
+  /** Starts a replica of the server on this port (`replicaof 127.0.0.1 <port>`). */
+  replicaOfPort?: number;
 }
 
 export interface RedisServer {
@@ -50,6 +53,12 @@ export interface RedisServer {
 const DEFAULT_BINARY = '/usr/bin/redis-server';
 const READY_TIMEOUT_MS = 10_000;
 const LOG_TAIL_CHARS = 4_000;
+
+/** Servers still running, killed when the test process exits so that none outlives a failed run. */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
 
 function binaryPath(): string {
   return process.env['CELLMESH_REDIS_SERVER'] ?? DEFAULT_BINARY;
@@ -81,12 +90,18 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
   const launch = async (): Promise<void> => {
     const spawned = spawn(binaryPath(), args, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     child = spawned;
+    running.add(spawned);
     const append = (chunk: Buffer): void => {
       log = (log + chunk.toString('utf8')).slice(-LOG_TAIL_CHARS);
     };
     spawned.stdout!.on('data', append);
     spawned.stderr!.on('data', append);
-    exited = new Promise((resolve) => spawned.once('exit', () => resolve()));
+    exited = new Promise((resolve) =>
+      spawned.once('exit', () => {
+        running.delete(spawned);
+        resolve();
+      }),
+    );
     await waitForPong(port, spawned, () => log);
   };
 
@@ -128,8 +143,11 @@ function serverArguments(port: number, dir: string, options: RedisServerOptions)
     '--appendonly', options.appendonly === false ? 'no' : 'yes',
     '--appendfsync', options.appendfsync ?? 'always',
     '--save', options.save ?? '',
+    // A replica's first synchronisation starts at once, not after Redis's default 5 s wait.
+    '--repl-diskless-sync-delay', '0',
   ];
   if (options.disableConfigCommand === true) args.push('--rename-command', 'CONFIG', '');
+  if (options.replicaOfPort !== undefined) args.push('--replicaof', '127.0.0.1', String(options.replicaOfPort));
   return args;
 }
 

@@ -37,9 +37,10 @@ export interface ProcessCoordination {
   register(processId: string, ttlMs: number): Promise<number>;
   /**
    * Extends the lease if it still holds `token`, and with it the address siblings reach the
-   * process at (none before it listens); false when the lease expired or was replaced.
+   * process at (none before it listens). `expired`: the lease is gone; `replaced`: it holds
+   * another token, so another process registered under the same id since.
    */
-  renew(processId: string, token: number, address: ProcessAddress | undefined, ttlMs: number): Promise<boolean>;
+  renew(processId: string, token: number, address: ProcessAddress | undefined, ttlMs: number): Promise<'renewed' | 'expired' | 'replaced'>;
   /** Deletes the lease if it still holds `token`. */
   unregister(processId: string, token: number): Promise<void>;
   /** Every process whose lease exists and that published its address. */

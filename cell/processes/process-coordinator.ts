@@ -158,7 +158,7 @@ export class ProcessCoordinator {
       await this.leaseLost('the lease ran out before it was renewed');
       return false;
     }
-    let renewed: boolean;
+    let renewed: 'renewed' | 'expired' | 'replaced';
     try {
       renewed = await coordination.renew(processId, token, this.address, leaseTtlMs);
     } catch (error) {
@@ -166,8 +166,10 @@ export class ProcessCoordinator {
       if (clock.now() - this.renewedAtMs >= leaseTtlMs) await this.leaseLost('the lease could not be renewed within its TTL');
       return false;
     }
-    if (!renewed) {
-      await this.leaseLost('the lease expired or was replaced');
+    if (renewed !== 'renewed') {
+      // Only another process registering under this id replaces a lease that runs: ids must differ.
+      if (renewed === 'replaced') this.init.logger.error({ process: processId }, `another process registered under the id ${processId}: give each process of the cell its own processes.id (--process-id)`);
+      await this.leaseLost(renewed === 'replaced' ? 'another process took the lease of this id' : 'the lease expired');
       return false;
     }
     this.renewedAtMs = sentAtMs;

@@ -11,7 +11,8 @@ import type { Redis } from 'ioredis';
  *   store's keys have no expiry), since an evicted message is a lost message;
  * - when the server has replicas that a failover could promote, writes that wait for them
  *   (`WAIT`, store.redis.waitReplicas), or the promoted replica may lack acknowledged writes;
- *   and at least that many replicas connected, or every write would fail.
+ *   and at least that many replicas connected, or every write would fail;
+ * - and of course a primary: a replica refuses writes, or drops them at its next resync.
  */
 export interface RedisDurabilityProblem {
   /** The Redis setting or the cell option at fault. */
@@ -64,7 +65,14 @@ export async function checkRedisDurability(client: Redis, options: RedisDurabili
       });
     }
   }
-  const replicas = await connectedReplicas(client);
+  const { role, replicas } = await replication(client);
+  if (role !== 'master') {
+    problems.push({
+      setting: 'replicaof',
+      found: `this Redis is a replica (role ${role}): it refuses writes, or loses them at its next synchronisation`,
+      fix: 'point store.redis.url at the primary',
+    });
+  }
   if (replicas > 0 && options.waitReplicas === 0) {
     problems.push({
       setting: 'store.redis.waitReplicas',
@@ -117,10 +125,11 @@ async function readConfig(client: Redis, names: readonly string[]): Promise<Map<
   return config;
 }
 
-async function connectedReplicas(client: Redis): Promise<number> {
+async function replication(client: Redis): Promise<{ role: string; replicas: number }> {
   const info = String(await client.call('INFO', 'replication'));
-  const match = /^connected_slaves:(\d+)/m.exec(info);
-  return match === null ? 0 : Number(match[1]);
+  const role = /^role:(\w+)/m.exec(info)?.[1] ?? 'unknown';
+  const replicas = /^connected_slaves:(\d+)/m.exec(info)?.[1];
+  return { role, replicas: replicas === undefined ? 0 : Number(replicas) };
 }
 
 function isRefusedCommand(error: unknown): boolean {

@@ -34,6 +34,8 @@ describe.skipIf(skipReason !== undefined)(`RedisStore${skipReason === undefined 
   /** A plain client, to look at and change what the store keeps behind its back. */
   function clientOf(redis: RedisServer): Redis {
     const client = new Redis(redis.url, { lazyConnect: true });
+    // Tests kill servers under their clients: the reconnection errors are expected.
+    client.on('error', () => {});
     clients.push(client);
     return client;
   }
@@ -66,6 +68,16 @@ describe.skipIf(skipReason !== undefined)(`RedisStore${skipReason === undefined 
     const client = clientOf(shared);
     await client.connect();
     expect((await client.keys('cellmesh:c1:*')).sort()).toEqual(['cellmesh:c1:index', 'cellmesh:c1:values']);
+  });
+
+  it('takes a write, a getMany and a range of 50 000 keys in one piece (more arguments than a call may spread)', async () => {
+    const store = storeOn(shared);
+    await store.open();
+    const keys = Array.from({ length: 50_000 }, (_, index) => `big/${String(index).padStart(6, '0')}`);
+    await store.write(keys.map((key): StoreOp => ({ type: 'put', key, value: key })));
+    expect(await store.getMany(keys)).toEqual(keys);
+    const entries = await store.range({ gte: 'big/', lt: 'big0', limit: 200_000 });
+    expect(entries.map(([key]) => key)).toEqual(keys);
   });
 
   describe('fencing', () => {
@@ -171,6 +183,41 @@ describe.skipIf(skipReason !== undefined)(`RedisStore${skipReason === undefined 
       await redis.kill('SIGKILL');
       const error = await openFailure(storeOn(redis));
       expect(error.message).toMatch(/open failed/);
+    });
+  });
+
+  describe('with a replica', () => {
+    it('acknowledges a write once the replica holds it (WAIT), and fails it when the replica is gone', async () => {
+      const primary = await server();
+      const replica = await server({ replicaOfPort: primary.port });
+      const client = clientOf(primary);
+      await client.connect();
+      await eventually(async () => {
+        // Online: done with its first full synchronisation, from then on counted by WAIT.
+        if (!/^slave0:.*state=online/m.test(await client.info('replication'))) throw new Error('the replica is not online yet');
+      });
+
+      const onTheReplica: unknown = await storeOn(replica).open().catch((error: unknown) => error);
+      expect(((onTheReplica as StoreError).cause as Error).message).toMatch(/is a replica \(role slave\).*fix: point store\.redis\.url at the primary/);
+
+      // Writes that do not wait for the replica are refused: a failover could lose them.
+      const unwaited: unknown = await storeOn(primary).open().catch((error: unknown) => error);
+      expect(((unwaited as StoreError).cause as Error).message).toMatch(/has 1 replica\(s\) but writes do not wait for them/);
+
+      const prefix = freshPrefix();
+      const store = storeOn(primary, { keyPrefix: prefix, waitReplicas: 1, waitTimeoutMs: 200 });
+      await store.open();
+      await store.write([{ type: 'put', key: 'k', value: 'on both' }]);
+      const onReplica = clientOf(replica);
+      await onReplica.connect();
+      expect(await onReplica.hlen(`${prefix}values`)).toBe(1);
+
+      await replica.kill('SIGKILL');
+      // The primary notices the replica's end when its socket closes.
+      await eventually(async () => {
+        if (!/^connected_slaves:0/m.test(await client.info('replication'))) throw new Error('the primary still counts the replica');
+      });
+      await expect(store.write([{ type: 'put', key: 'k', value: 'primary only' }])).rejects.toThrow(/reached 0 of 1 replicas within 200 ms/);
     });
   });
 

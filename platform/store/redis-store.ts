@@ -96,6 +96,12 @@ for first = 1, #keys, 1000 do
 end
 return entries`;
 
+/** A fence with the token the write goes under. */
+interface HeldFence {
+  readonly key: string;
+  readonly token: string;
+}
+
 const INCLUSIVE = Buffer.from('[');
 const EXCLUSIVE = Buffer.from('(');
 
@@ -198,8 +204,8 @@ export class RedisStore implements Store {
   getMany(keys: readonly string[]): Promise<Array<string | undefined>> {
     return this.guard.run('getMany', async () => {
       if (keys.length === 0) return [];
-      const values = await this.command('getMany', this.redis().hmget(this.valuesKey, ...keys.map(encodeKey)));
-      return values.map((value) => value ?? undefined);
+      const values = await this.command('getMany', this.redis().call('HMGET', [this.valuesKey, ...keys.map(encodeKey)]));
+      return (values as Array<string | null>).map((value) => value ?? undefined);
     });
   }
 
@@ -239,20 +245,22 @@ export class RedisStore implements Store {
     // resolve, in call order.
     return this.guard.run('write', async () => {
       assertValidOps(ops);
-      if (fence !== undefined && fence.token === undefined) {
-        throw new StoreFencedError(`${this.name}: write refused: this process holds no token for the fence ${fence.key}`);
+      let held: HeldFence | undefined;
+      if (fence !== undefined) {
+        if (fence.token === undefined) throw new StoreFencedError(`${this.name}: write refused: this process holds no token for the fence ${fence.key}`);
+        held = { key: fence.key, token: fence.token };
       }
       if (this.inFlightOps > 0 && this.inFlightOps + ops.length > this.maxInFlightOps) {
         throw new StoreError(`${this.name}: write queue full (${this.inFlightOps} ops not yet acknowledged)`);
       }
       this.inFlightOps += ops.length;
       try {
-        const applied = this.sendWrite(ops, fence);
+        const applied = this.sendWrite(ops, held);
         const waited = this.waitReplicas > 0 ? this.redis().call('WAIT', this.waitReplicas, this.waitTimeoutMs) : undefined;
         const [appliedOutcome, waitedOutcome] = await Promise.allSettled([applied, waited]);
         if (appliedOutcome.status === 'rejected') throw this.failure('write', appliedOutcome.reason);
         if (appliedOutcome.value === 0) {
-          throw new StoreFencedError(`${this.name}: write refused: the fence ${fence!.key} no longer holds this process's token`);
+          throw new StoreFencedError(`${this.name}: write refused: the fence ${held?.key} no longer holds this process's token`);
         }
         if (waitedOutcome.status === 'rejected') throw this.failure('write', waitedOutcome.reason);
         const reached = Number(waitedOutcome.value ?? this.waitReplicas);
@@ -265,14 +273,15 @@ export class RedisStore implements Store {
     });
   }
 
-  private sendWrite(ops: readonly StoreOp[], fence: { key: string; token: string | undefined } | undefined): Promise<unknown> {
-    const keys = fence === undefined ? [this.indexKey, this.valuesKey] : [this.indexKey, this.valuesKey, fence.key];
-    const args: Array<string | Buffer> = fence === undefined ? [] : [fence.token!];
+  private sendWrite(ops: readonly StoreOp[], fence: HeldFence | undefined): Promise<unknown> {
+    // One array, never spread into arguments: a large write would overflow the call stack.
+    const args: Array<string | Buffer | number> =
+      fence === undefined ? [WRITE_SCRIPT, 2, this.indexKey, this.valuesKey] : [WRITE_SCRIPT, 3, this.indexKey, this.valuesKey, fence.key, fence.token];
     for (const op of ops) {
       if (op.type === 'put') args.push('p', encodeKey(op.key), op.value);
       else args.push('d', encodeKey(op.key));
     }
-    return this.redis().call('EVAL', WRITE_SCRIPT, keys.length, ...keys, ...args);
+    return this.redis().call('EVAL', args);
   }
 
   /** The command's reply, or a StoreError that says why Redis did not give one. */
