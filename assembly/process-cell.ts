@@ -32,7 +32,7 @@ import { AssemblyError, assembleCell, type AssembledCell, type AssembledMesh, ty
 import { meshTimings, redisKeyPrefixOf, type CellConfig, type MeshConfig } from './config.js';
 import { storeFromConfig, storeOpenError, warnOfWeakDurability } from './cell-store.js';
 import { registerScaledProcess, type ScaledProcess } from './scaled-process.js';
-import { processAddressOf, registerMeshProcess, type SpeakerProcess } from './speaker-process.js';
+import { processAddressOf, type SpeakerProcess } from './speaker-process.js';
 import { CellStartError, listenStartError } from './start-errors.js';
 
 export interface StartCellOptions {
@@ -51,9 +51,8 @@ export interface StartCellOptions {
    */
   onSpeakerLost?: (reason: string) => void;
   /**
-   * A cell on Redis in a mesh: this process's leases, the speaker's among them (assembly/
-   * cell-process.ts takes them, and stands by until it speaks). Without it, startCell takes them
-   * and refuses to start when another process speaks for the cell.
+   * A cell on Redis in a mesh: this process's leases, the speaker's among them, which
+   * assembly/cell-process.ts takes (standing by until it speaks); required for such a cell.
    */
   speaker?: SpeakerProcess;
 }
@@ -143,7 +142,10 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   // A cell on Redis is a cell of several processes: this one takes its lease before the store opens.
   const scaled = options.store === undefined ? await scaledProcessOf(config, clock, logger) : undefined;
   // A cell on Redis in a mesh: one process at a time speaks for it, holding the speaker lease.
-  const speaker = options.speaker ?? (options.store === undefined ? await speakerProcessOf(config, clock, logger) : undefined);
+  const speaker = options.speaker;
+  if (speaker === undefined && options.store === undefined && config.store.kind === 'redis' && config.mesh !== undefined) {
+    throw new Error('a cell on Redis in a mesh starts through startCellProcess (assembly/cell-process.ts), which takes its leases first');
+  }
   const store = options.store ?? storeFromConfig(config, scaled?.fence ?? speaker?.fence);
   let cell: AssembledCell<Libp2pMeshTransport>;
   try {
@@ -205,20 +207,6 @@ async function scaledProcessOf(config: CellConfig, clock: Clock, logger: Logger)
   } catch (error) {
     throw new CellStartError('store.redis.url', `cannot open the Redis store at ${new URL(redis.url).host}: taking this process's lease failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
   }
-}
-
-/**
- * The leases of this process when the cell is on Redis in a mesh; undefined otherwise. Only the
- * speaker runs the cell: a second process is refused at start (hot standby is not there yet).
- */
-async function speakerProcessOf(config: CellConfig, clock: Clock, logger: Logger): Promise<SpeakerProcess | undefined> {
-  const speaker = await registerMeshProcess(config, clock, logger);
-  if (speaker === undefined) return undefined;
-  if (!speaker.lease.isSpeaker()) {
-    await speaker.close();
-    throw new CellStartError('processes.id', `another process of cell ${config.cell.id} speaks for it in the mesh already (it holds the speaker lease in Redis): a cell in a mesh runs one process at a time`);
-  }
-  return speaker;
 }
 
 /** `run` the first time; the same promise after. */

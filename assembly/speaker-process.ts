@@ -1,4 +1,3 @@
-import { Redis } from 'ioredis';
 import { SpeakerLease } from '../cell/processes/speaker-lease.js';
 import type { ProcessAddress } from '../cell/processes/coordination-port.js';
 import type { Clock } from '../platform/clock.js';
@@ -6,7 +5,7 @@ import type { Logger } from '../platform/logger.js';
 import type { RedisFence } from '../platform/store/redis-store.js';
 import { redisKeyPrefixOf, type CellConfig, type ProcessesConfig } from './config.js';
 import { RedisSpeakerCoordination } from './redis-speaker-coordination.js';
-import { processIdOf } from './scaled-process.js';
+import { connectCoordinationRedis, processIdOf } from './scaled-process.js';
 import { CellStartError } from './start-errors.js';
 
 /** One process of a cell on Redis in a mesh, registered: its lease is held, and maybe the speaker's. */
@@ -24,16 +23,7 @@ export interface SpeakerProcess {
  */
 export async function registerSpeakerProcess(init: { url: string; keyPrefix: string; processes: ProcessesConfig; clock: Clock; logger: Logger }): Promise<SpeakerProcess> {
   const processId = processIdOf(init.processes);
-  const redis = new Redis(init.url, { connectionName: `cellmesh-process-${processId}`, maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: true, retryStrategy: (attempt) => Math.min(attempt * 100, 1_000) });
-  // Without a listener ioredis prints every connection error; the lease logs its failures.
-  let lastError: Error | undefined;
-  redis.on('error', (error: Error) => (lastError = error));
-  try {
-    await redis.connect();
-  } catch (error) {
-    redis.disconnect();
-    throw lastError ?? error;
-  }
+  const redis = await connectCoordinationRedis(init.url, processId);
   const coordination = new RedisSpeakerCoordination(redis, init.keyPrefix);
   const lease = new SpeakerLease({ processId, coordination, clock: init.clock, logger: init.logger, leaseTtlMs: init.processes.leaseTtlMs, renewIntervalMs: init.processes.renewIntervalMs });
   try {
