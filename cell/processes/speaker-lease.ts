@@ -82,7 +82,7 @@ export class SpeakerLease {
     return this.token === undefined ? undefined : String(this.token);
   }
 
-  /** Where the speaker is reached, as of the last round (this process itself when it speaks). */
+  /** Where the speaker is reached, as of the last round of a standby; undefined when none is known, or once this process speaks. */
   speaker(): ProcessRecord | undefined {
     return this.speakerRecord;
   }
