@@ -119,6 +119,23 @@ describe.skipIf(skipReason !== undefined)(`a cell on Redis in a mesh${skipReason
     await again.close();
   });
 
+  test('a speaker paused past its lease (SIGSTOP) loses the cell to the standby, and exits 1 when it resumes; a standby stops with 0 on SIGTERM', async () => {
+    const directory = await cleanup.tempDir();
+    const standbyPort = await freePort();
+    const paused = await startMeshProcess(cleanup, { cellId: 'cell-p', processId: 'p-1', url: server.url, directory, balancerPort: standbyPort });
+    const second = await startMeshProcess(cleanup, { cellId: 'cell-p', processId: 'p-2', url: server.url, directory, balancerPort: standbyPort, port: standbyPort });
+    const third = await startMeshProcess(cleanup, { cellId: 'cell-p', processId: 'p-3', url: server.url, directory, balancerPort: standbyPort });
+    paused.kill('SIGSTOP');
+    cleanup.add(() => paused.kill('SIGCONT'));
+    await eventually(async () => ['p-2', 'p-3'].includes((await speakerIn(redis, 'cell-p')) ?? ''), 'a standby to take the speaker lease', 10_000);
+    paused.kill('SIGCONT');
+    expect(await paused.exited).toEqual({ code: 1, signal: null });
+    expect(paused.stderrTail()).toContain('speaker lease lost');
+    const standby = (await speakerIn(redis, 'cell-p')) === 'p-2' ? third : second;
+    standby.kill('SIGTERM');
+    expect(await standby.exited).toEqual({ code: 0, signal: null });
+  });
+
   test('a two-cell cluster whose cell B is two processes: SIGKILL of B\'s speaker, its standby takes B over in the mesh, and every acknowledged cross-cell message is there in order on both sides', async () => {
     const directory = await cleanup.tempDir();
     const cellA = await cleanup.childCell({ directory: join(directory, 'cell-a'), configDir: directory, cellId: 'cell-a', merchants: ['ma'], mesh: { timings: TIMINGS } });
