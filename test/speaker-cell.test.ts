@@ -112,6 +112,9 @@ describe.skipIf(skipReason !== undefined)(`a cell on Redis in a mesh${skipReason
     await eventually(async () => (await httpRequest('GET', `${second.httpUrl}/v1/readyz`).catch(() => ({ status: 0, body: {} }))).status === 200 && (await viewOf(second).catch(() => undefined))?.self === 'cell-s', 'the standby to run the cell');
     expect(Date.now() - leftAtMs).toBeLessThan(LEASE.leaseTtlMs + 3_000);
     expect((await httpRequest('GET', `${second.httpUrl}/v1/readyz`)).body).toEqual({ status: 'ready' });
+    const metrics = await httpRequest('GET', `${second.httpUrl}/v1/metrics`);
+    expect(metrics.status).toBe(200);
+    expect(metrics.text).toContain('process_cpu_seconds_total');
     const again = await RawClient.connect(second.url, await tokenFor({ user: 'ann', merchant: 'm1', device: 'desk-2' }));
     expect(await httpRequest('POST', `${second.httpUrl}/v1/conversations/${conv}/messages`, { token: aliceToken, json: { cmid: 'h2', body: 'after the handover' } })).toMatchObject({ status: 201, body: { seq: 2 } });
     await again.until(() => again.messages(conv).length === 2, { what: 'both messages at the agent' });
