@@ -1,3 +1,4 @@
+import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { loginRoutes } from '../cell/access/login-routes.js';
 import { newestSigningKey } from '../cell/access/token-minter.js';
@@ -131,9 +132,10 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
       port = await access.listen().catch(async (error: unknown) => {
         throw await listenStartError({ host: 'listen.host', port: 'listen.port' }, config.listen.host, config.listen.port, error);
       });
-      // A pod listening on a wildcard address must say in mesh.advertise how it is reached.
-      const host = config.listen.host;
-      // A process of a cell of several processes is reached by its siblings there too (processes.advertise).
+      // A pod listening on a wildcard address must say in mesh.advertise how it is reached. A
+      // process of a cell of several processes is reached by its siblings at processes.advertise,
+      // by default at this machine's address when it listens on a wildcard one (a pod's IP).
+      const host = scaled === undefined ? config.listen.host : siblingHostOf(config.listen.host);
       const advertise = config.mesh?.advertise ?? config.processes.advertise;
       return { ws: advertise.ws ?? `ws://${host}:${port}/v1/ws`, http: advertise.http ?? `http://${host}:${port}` };
     },
@@ -207,6 +209,13 @@ async function scaledProcessOf(config: CellConfig, clock: Clock, logger: Logger)
   } catch (error) {
     throw new CellStartError('store.redis.url', `cannot open the Redis store at ${new URL(redis.url).host}: taking this process's lease failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
   }
+}
+
+/** Where siblings reach a process listening on `host`: a wildcard address is this machine's first external IPv4 address. */
+function siblingHostOf(host: string): string {
+  if (host !== '0.0.0.0' && host !== '::') return host;
+  const external = Object.values(networkInterfaces()).flat().find((address) => address !== undefined && address.family === 'IPv4' && !address.internal);
+  return external?.address ?? '127.0.0.1';
 }
 
 /** `run` the first time; the same promise after. */

@@ -6,7 +6,7 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { connectNode, conversationIdOf, type CellmeshClient, type ChatMessage } from '../client/index.js';
-import { Cleanup, RawClient, UpgradeRejected, eventually, httpRequest, killChildCell, tokenFor, type ChildCell } from './harness.js';
+import { Cleanup, InBandRejected, RawClient, UpgradeRejected, eventually, httpRequest, killChildCell, tokenFor, type ChildCell } from './harness.js';
 import { redisServerMissing, startRedisServer, type RedisServer } from '../testing/redis-server.js';
 import { TcpBalancer } from '../testing/tcp-balancer.js';
 
@@ -28,7 +28,7 @@ export function startProcess(cleanup: Cleanup, directory: string, url: string, i
 }
 
 /** Connects like a client that follows OWNER_UNAVAILABLE: a process learns of a claim at its next round. */
-async function connectRetrying(url: string, token: string, options: { merchant?: string } = {}): Promise<RawClient> {
+async function connectRetrying(url: string, token: string, options: { merchant?: string; origin?: string } = {}): Promise<RawClient> {
   const deadline = Date.now() + 10_000;
   for (;;) {
     try {
@@ -124,6 +124,14 @@ describe.skipIf(skipReason !== undefined)(`a cell of two processes on one Redis$
     expect((page.body as { messages: Array<{ seq: number }> }).messages.map((message) => message.seq)).toEqual([28, 29, 30, 31, 32]);
     const guest = await httpRequest('POST', `${a.httpUrl}/v1/guest`, { json: { tenant: 'mall', merchant } });
     expect(guest.status).toBe(200);
+    // The owner's refusals pass through the relay as they are: a browser of a foreign origin is
+    // refused in band by B (an error frame, then 4403), through A.
+    const refused = await connectRetrying(a.url, await tokenFor({ user: 'mallory', device: 'web' }), { merchant, origin: 'http://evil.example' }).then(
+      () => undefined,
+      (error: unknown) => error,
+    );
+    expect(refused).toBeInstanceOf(InBandRejected);
+    expect(refused).toMatchObject({ closeCode: 4403, code: 'ORIGIN_FORBIDDEN' });
     // A merchant A owns is served by A itself.
     const otherAgent = await connectRetrying(a.url, await tokenFor({ user: 'bob', merchant: other, device: 'desk' }));
     expect(otherAgent.all('welcome')).toHaveLength(1);

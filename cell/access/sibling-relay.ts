@@ -49,6 +49,8 @@ export class SiblingLink {
   private device: uWS.WebSocket<unknown> | undefined;
   private deviceClosed = false;
   private readonly early: Array<{ data: Buffer; isBinary: boolean }> = [];
+  /** How the sibling ended before the device's socket opened: passed on once it has. */
+  private earlyEnd: { code: number; reason: string } | undefined;
   private readonly sibling: WebSocket;
   private siblingOpen = false;
   /** Resolves once the sibling accepted, refused, or could not be reached. */
@@ -61,18 +63,20 @@ export class SiblingLink {
         this.siblingOpen = true;
         resolve({ kind: 'open', protocol: this.sibling.protocol });
       });
-      this.sibling.once('unexpected-response', (_request, response) => {
+      this.sibling.once('unexpected-response', (request, response) => {
         const chunks: Buffer[] = [];
         response.on('data', (chunk: Buffer) => chunks.push(chunk));
-        response.once('end', () =>
+        response.once('end', () => {
+          // The handshake failed: its HTTP connection is of no further use.
+          request.destroy();
           resolve({
             kind: 'refused',
             status: response.statusCode ?? 502,
             statusText: response.statusMessage ?? '',
             contentType: String(response.headers['content-type'] ?? 'application/json'),
             body: Buffer.concat(chunks),
-          }),
-        );
+          });
+        });
         response.once('error', (error) => resolve({ kind: 'unreachable', message: error.message }));
       });
       this.sibling.on('error', (error) => {
@@ -92,8 +96,10 @@ export class SiblingLink {
   attach(device: uWS.WebSocket<unknown>): void {
     this.device = device;
     for (const frame of this.early.splice(0)) this.toDevice(frame.data, frame.isBinary);
-    // The sibling went away between its accept and the device's open.
-    if (this.sibling.readyState !== WebSocket.OPEN) this.endDevice(CloseCode.GoingAway, 'the process serving this merchant is gone; reconnect');
+    // The sibling ended between its accept and the device's open (a refusal in band, say).
+    // While it is CLOSING its close event follows, with the code, and ends the device then.
+    if (this.earlyEnd !== undefined) this.endDevice(this.earlyEnd.code, this.earlyEnd.reason);
+    else if (this.sibling.readyState === WebSocket.CLOSED) this.endDevice(CloseCode.GoingAway, 'the process serving this merchant is gone; reconnect');
   }
 
   /** A frame from the device; `message` is valid only during uWS's callback, so it is copied. */
@@ -137,8 +143,8 @@ export class SiblingLink {
   private endDevice(code: number, reason: string): void {
     if (this.deviceClosed) return;
     if (this.device === undefined) {
-      // Not upgraded yet: the dial's answer refuses the device; a later close needs nothing.
-      if (this.siblingOpen) this.sibling.terminate();
+      // Accepted by the sibling, not opened to the device yet: this end follows its frames once it is.
+      if (this.siblingOpen) this.earlyEnd ??= { code, reason };
       return;
     }
     this.deviceClosed = true;
