@@ -3,8 +3,8 @@ import { attachmentsConfigOf } from '../cell/settings.js';
 import { SystemClock } from '../platform/clock.js';
 import { PromMetrics } from '../platform/prom-metrics.js';
 import type { CellConfig } from './config.js';
-import { startCell, type RunningCell, type StartCellOptions } from './process-cell.js';
-import { processAddressOf, registerMeshProcess, type SpeakerProcess } from './speaker-process.js';
+import { processAddressOf, startCell, type RunningCell, type StartCellOptions } from './process-cell.js';
+import { registerMeshProcess, type SpeakerProcess } from './speaker-process.js';
 import { listenStartError } from './start-errors.js';
 
 /** What `cellmesh cell` runs: a cell, or a standby process of a cell in a mesh that may become it. */

@@ -25,6 +25,7 @@ import type { Logger } from '../platform/logger.js';
 import { PromMetrics } from '../platform/prom-metrics.js';
 import { SystemRandom, type Random } from '../platform/random.js';
 import type { Store } from '../platform/store/index.js';
+import type { ProcessAddress } from '../cell/processes/coordination-port.js';
 import { summarizeDirectory } from '../router/route.js';
 import { RouteMetrics } from '../router/route-metrics.js';
 import { routeRoutes } from '../router/route-routes.js';
@@ -33,7 +34,7 @@ import { AssemblyError, assembleCell, type AssembledCell, type AssembledMesh, ty
 import { meshTimings, redisKeyPrefixOf, type CellConfig, type MeshConfig } from './config.js';
 import { storeFromConfig, storeOpenError, warnOfWeakDurability } from './cell-store.js';
 import { registerScaledProcess, type ScaledProcess } from './scaled-process.js';
-import { processAddressOf, type SpeakerProcess } from './speaker-process.js';
+import type { SpeakerProcess } from './speaker-process.js';
 import { CellStartError, listenStartError } from './start-errors.js';
 
 export interface StartCellOptions {
@@ -209,6 +210,13 @@ async function scaledProcessOf(config: CellConfig, clock: Clock, logger: Logger)
   } catch (error) {
     throw new CellStartError('store.redis.url', `cannot open the Redis store at ${new URL(redis.url).host}: taking this process's lease failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
   }
+}
+
+/** Where the other processes of the cell reach this one: `processes.advertise`, or where it listens. */
+export function processAddressOf(config: CellConfig, port: number): ProcessAddress {
+  const { advertise } = config.processes;
+  const host = siblingHostOf(config.listen.host);
+  return { ws: advertise.ws ?? `ws://${host}:${port}/v1/ws`, http: advertise.http ?? `http://${host}:${port}` };
 }
 
 /** Where siblings reach a process listening on `host`: a wildcard address is this machine's first external IPv4 address. */

@@ -1,5 +1,4 @@
 import { SpeakerLease } from '../cell/processes/speaker-lease.js';
-import type { ProcessAddress } from '../cell/processes/coordination-port.js';
 import type { Clock } from '../platform/clock.js';
 import type { Logger } from '../platform/logger.js';
 import type { RedisFence } from '../platform/store/redis-store.js';
@@ -54,11 +53,4 @@ export async function registerMeshProcess(config: CellConfig, clock: Clock, logg
   } catch (error) {
     throw new CellStartError('store.redis.url', `cannot open the Redis store at ${new URL(redis.url).host}: taking this process's lease failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
   }
-}
-
-/** Where the other processes of the cell reach this one: `processes.advertise`, or the listen address. */
-export function processAddressOf(config: CellConfig, port: number): ProcessAddress {
-  const { advertise } = config.processes;
-  const host = config.listen.host;
-  return { ws: advertise.ws ?? `ws://${host}:${port}/v1/ws`, http: advertise.http ?? `http://${host}:${port}` };
 }
