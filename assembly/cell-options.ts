@@ -56,9 +56,9 @@ export const CELL_OPTIONS: readonly ConfigOption[] = [
   option('logins.maxTrackedClients', 'number', '`10000`', 'addresses and agent names each login limit remembers; idle ones are forgotten first'),
   ...ROUTING_OPTIONS,
   ...meshOptions({ defaultText: 'none (the first cell)', description: 'libp2p addresses of any cells of the cluster, `/ip4/…/tcp/…/p2p/…`' }, [
-    option('mesh.keyFile', 'string', '`<store directory>/mesh-peer.key`', 'the cell\'s libp2p key: its identity in the cluster'),
-    option('mesh.advertise.ws', 'string', 'the listen address', 'the WebSocket URL devices are sent to (a pod: its address or DNS name); required with a wildcard `listen.host`'),
-    option('mesh.advertise.http', 'string', 'the listen address', 'the HTTP URL of the cell for devices and other cells; required with a wildcard `listen.host`'),
+    option('mesh.keyFile', 'string', '`<store directory>/mesh-peer.key`', 'the cell\'s libp2p key: its identity in the cluster; required on the redis store: one file for all the cell\'s processes'),
+    option('mesh.advertise.ws', 'string', 'the listen address', 'the WebSocket URL devices are sent to (a pod: its address or DNS name); required with a wildcard `listen.host`, and on the redis store (the balancer in front of the cell\'s processes)'),
+    option('mesh.advertise.http', 'string', 'the listen address', 'the HTTP URL of the cell for devices and other cells; required with a wildcard `listen.host`, and on the redis store'),
     option('mesh.maxDevices', 'number', '`100000`', 'devices this cell is sized for (gossiped capacity)'),
   ]),
 ];

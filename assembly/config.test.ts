@@ -130,8 +130,16 @@ describe('parseCellConfig: the redis store', () => {
 
   it('needs mesh.keyFile in a mesh, the store having no directory for the key', () => {
     const redis = { kind: 'redis', redis: { url: 'redis://127.0.0.1:6379' } };
-    expect(refusal({ ...withMesh(), store: redis })).toMatch(/^invalid cell config: mesh\.keyFile: a cell in a mesh on the redis store needs mesh\.keyFile/);
-    expect(parseCellConfig({ ...withMesh(), store: redis, mesh: { clusterSecret: SECRET, keyFile: '/var/lib/cellmesh/mesh-peer.key' } }).store.kind).toBe('redis');
+    const advertise = { ws: 'ws://cell-c:7400/v1/ws', http: 'http://cell-c:7400' };
+    expect(refusal({ ...withMesh(), store: redis, mesh: { clusterSecret: SECRET, advertise } })).toMatch(/^invalid cell config: mesh\.keyFile: a cell in a mesh on the redis store needs mesh\.keyFile/);
+    expect(parseCellConfig({ ...withMesh(), store: redis, mesh: { clusterSecret: SECRET, keyFile: '/var/lib/cellmesh/mesh-peer.key', advertise } }).store.kind).toBe('redis');
+  });
+
+  it("needs mesh.advertise in a mesh on Redis: any process may speak for the cell, so its record names their balancer", () => {
+    const redis = { kind: 'redis', redis: { url: 'redis://127.0.0.1:6379' } };
+    expect(refusal({ ...withMesh(), store: redis, mesh: { clusterSecret: SECRET, keyFile: '/k', advertise: { ws: 'ws://cell-c:7400/v1/ws' } } })).toMatch(
+      /^invalid cell config: mesh\.advertise: a cell in a mesh on the redis store needs mesh\.advertise\.ws and \.http: the address of the balancer/,
+    );
   });
 });
 

@@ -211,6 +211,10 @@ export const CellConfig = CellConfigShape.superRefine((config, context) => {
   if (config.store.kind === 'redis' && config.mesh.keyFile === undefined) {
     context.addIssue({ code: 'custom', path: ['mesh', 'keyFile'], message: "a cell in a mesh on the redis store needs mesh.keyFile: the key is the cell's identity in the cluster and the store has no directory to keep it in" });
   }
+  // Any process of a cell on Redis may speak for it in the mesh: its record names the balancer in front of them all.
+  if (config.store.kind === 'redis' && (config.mesh.advertise.ws === undefined || config.mesh.advertise.http === undefined)) {
+    context.addIssue({ code: 'custom', path: ['mesh', 'advertise'], message: "a cell in a mesh on the redis store needs mesh.advertise.ws and .http: the address of the balancer in front of its processes, which the cell's record names whichever process speaks for it" });
+  }
   try {
     membershipOptions(meshTimings(config.mesh));
   } catch (error) {

@@ -28,6 +28,7 @@ import type { Logger } from '../platform/logger.js';
 import { PromMetrics } from '../platform/prom-metrics.js';
 import { SystemRandom, type Random } from '../platform/random.js';
 import type { Store } from '../platform/store/index.js';
+import type { ProcessAddress } from '../cell/processes/coordination-port.js';
 import { summarizeDirectory } from '../router/route.js';
 import { RouteMetrics } from '../router/route-metrics.js';
 import { routeRoutes } from '../router/route-routes.js';
@@ -35,6 +36,7 @@ import type { DirectoryView } from '../mesh/directory.js';
 import { AssemblyError, assembleCell, type AssembledCell, type AssembledMesh, type DeviceAccess, type MeshPorts } from './assemble-cell.js';
 import { meshTimings, redisKeyPrefixOf, type CellConfig, type MeshConfig } from './config.js';
 import { storeFromConfig, storeOpenError, warnOfWeakDurability } from './cell-store.js';
+import type { SpeakerProcess } from './speaker-process.js';
 import { CellStartError, listenStartError } from './start-errors.js';
 import { cellDrainOf } from './cell-drain-service.js';
 import type { CellDrain } from '../mesh/cell-drain.js';
@@ -50,6 +52,16 @@ export interface StartCellOptions {
   store?: Store;
   /** Adds process metrics (CPU, memory, event loop) to /v1/metrics; on for a real process. */
   processMetrics?: boolean;
+  /**
+   * The process lost the speaker lease of its cell in a mesh: another process may speak for the
+   * cell already, so this one must end at once (`cellmesh cell` exits 1). Default: stop the cell.
+   */
+  onSpeakerLost?: (reason: string) => void;
+  /**
+   * A cell on Redis in a mesh: this process's leases, the speaker's among them, which
+   * assembly/cell-process.ts takes (standing by until it speaks); required for such a cell.
+   */
+  speaker?: SpeakerProcess;
 }
 
 /** A cell listening for devices. */
@@ -145,7 +157,12 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   };
   // A cell on Redis is a cell of several processes: this one takes its lease before the store opens.
   const scaled = options.store === undefined ? await scaledProcessOf(config, clock, logger) : undefined;
-  const store = options.store ?? storeFromConfig(config, scaled?.fence);
+  // A cell on Redis in a mesh: one process at a time speaks for it, holding the speaker lease.
+  const speaker = options.speaker;
+  if (speaker === undefined && options.store === undefined && config.store.kind === 'redis' && config.mesh !== undefined) {
+    throw new Error('a cell on Redis in a mesh starts through startCellProcess (assembly/cell-process.ts), which takes its leases first');
+  }
+  const store = options.store ?? storeFromConfig(config, scaled?.fence ?? speaker?.fence);
   let cell: AssembledCell<Libp2pMeshTransport>;
   try {
     cell = await assembleCell({
@@ -168,6 +185,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
       await scaled.coordinator.stop();
       scaled.close();
     }
+    await speaker?.close();
     const meshListen = config.mesh?.listen;
     if (error instanceof AssemblyError && meshListen !== undefined) {
       throw await listenStartError({ host: 'mesh.listen.host', port: 'mesh.listen.port' }, meshListen.host, meshListen.port, error.cause);
@@ -175,6 +193,10 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     throw error;
   }
   warnOfWeakDurability(store, logger);
+  if (speaker !== undefined) {
+    speaker.lease.onLost(options.onSpeakerLost ?? (() => void cell.stop()));
+    await speaker.lease.publish(processAddressOf(config, port));
+  }
   if (cell.cluster !== undefined) {
     drain = cellDrainOf(cell.cluster, cell.core, { audit: cell.audit, clock, logger, metrics: metricsPort });
     clusterApi = clusterApiOf(cell.cluster, cell.core, clock, drain);
@@ -186,6 +208,8 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     await cell.stop();
     probes?.stop();
     scaled?.close();
+    // After the cell left the mesh: a standby takes the speaker lease, and the mesh, at once.
+    await speaker?.close();
     logger.info({ cell: config.cell.id }, 'cell stopped');
   };
   return { cellId: config.cell.id, port, core: cell.core, metrics: cell.metrics, people: cell.people, audit: cell.audit, mesh: cell.cluster, stop: once(stop) };
@@ -202,6 +226,13 @@ async function scaledProcessOf(config: CellConfig, clock: Clock, logger: Logger)
   } catch (error) {
     throw new CellStartError('store.redis.url', `cannot open the Redis store at ${new URL(redis.url).host}: taking this process's lease failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
   }
+}
+
+/** Where the other processes of the cell reach this one: `processes.advertise`, or where it listens. */
+export function processAddressOf(config: CellConfig, port: number): ProcessAddress {
+  const { advertise } = config.processes;
+  const host = siblingHostOf(config.listen.host);
+  return { ws: advertise.ws ?? `ws://${host}:${port}/v1/ws`, http: advertise.http ?? `http://${host}:${port}` };
 }
 
 /** Where siblings reach a process listening on `host`: a wildcard address is this machine's first external IPv4 address. */

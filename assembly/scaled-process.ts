@@ -36,16 +36,7 @@ export function processIdOf(processes: ProcessesConfig): string {
  */
 export async function registerScaledProcess(init: { url: string; keyPrefix: string; processes: ProcessesConfig; clock: Clock; logger: Logger }): Promise<ScaledProcess> {
   const processId = processIdOf(init.processes);
-  const redis = new Redis(init.url, { connectionName: `cellmesh-process-${processId}`, maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: true, retryStrategy: (attempt) => Math.min(attempt * 100, 1_000) });
-  // Without a listener ioredis prints every connection error; the coordinator logs its failures.
-  let lastError: Error | undefined;
-  redis.on('error', (error: Error) => (lastError = error));
-  try {
-    await redis.connect();
-  } catch (error) {
-    redis.disconnect();
-    throw lastError ?? error;
-  }
+  const redis = await connectCoordinationRedis(init.url, processId);
   const coordination = new RedisCoordination(redis, init.keyPrefix);
   const coordinator = new ProcessCoordinator({
     processId,
@@ -67,4 +58,19 @@ export async function registerScaledProcess(init: { url: string; keyPrefix: stri
     siblings: siblingAccessOf(coordinator),
     close: () => redis.disconnect(),
   };
+}
+
+/** The connection a process's leases go over: commands fail fast while Redis is away (the lease rounds retry). */
+export async function connectCoordinationRedis(url: string, processId: string): Promise<Redis> {
+  const redis = new Redis(url, { connectionName: `cellmesh-process-${processId}`, maxRetriesPerRequest: 1, enableOfflineQueue: false, lazyConnect: true, retryStrategy: (attempt) => Math.min(attempt * 100, 1_000) });
+  // Without a listener ioredis prints every connection error; the lease rounds log their failures.
+  let lastError: Error | undefined;
+  redis.on('error', (error: Error) => (lastError = error));
+  try {
+    await redis.connect();
+  } catch (error) {
+    redis.disconnect();
+    throw lastError ?? error;
+  }
+  return redis;
 }

@@ -487,7 +487,7 @@ export async function startChildCell(options: {
   /** The signing secrets of tenant `mall` (default `{ secret: SECRET }`). */
   tenantKeys?: { secret: string } | { secrets: ReadonlyArray<{ kid: string; secret: string }> };
   /** Makes the cell a node of a mesh (libp2p on `host`, `port` or a free one). */
-  mesh?: { port?: number; bootstrap?: readonly string[]; timings?: Record<string, number>; operatorKeys?: readonly string[] };
+  mesh?: { port?: number; bootstrap?: readonly string[]; timings?: Record<string, number>; operatorKeys?: readonly string[]; keyFile?: string; advertise?: { ws: string; http: string } };
   /** The admin section (a cell in a mesh: default ADMIN_TOKEN alone; a lone cell: none unless given). */
   admin?: { token: string; acceptTokens?: readonly string[] };
   /** The address the cell listens on, for devices and (with `mesh`) libp2p; default 127.0.0.1. */
@@ -513,6 +513,8 @@ export async function startChildCell(options: {
             bootstrap: options.mesh.bootstrap ?? [],
             timings: options.mesh.timings ?? {},
             ...(options.mesh.operatorKeys === undefined ? {} : { operatorKeys: options.mesh.operatorKeys }),
+            ...(options.mesh.keyFile === undefined ? {} : { keyFile: options.mesh.keyFile }),
+            ...(options.mesh.advertise === undefined ? {} : { advertise: options.mesh.advertise }),
           },
           admin: options.admin ?? { token: ADMIN_TOKEN },
         };
