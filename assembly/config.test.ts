@@ -145,7 +145,7 @@ describe('parseCellConfig: the redis store', () => {
 
 describe('parseCellConfig: wildcard addresses', () => {
   it('refuses a cell in a mesh that listens on every interface and advertises nothing: peers would dial 0.0.0.0', () => {
-    expect(refusal({ ...withMesh(), listen: { host: '0.0.0.0' } })).toBe(
+    expect(refusal({ ...withMesh(), listen: { host: '0.0.0.0' } })).toBe( // real-net-ok: the refusal of a wildcard
       [
         'invalid cell config:',
         '  mesh.advertise.ws: listen.host 0.0.0.0 is every interface, not an address other cells and devices can reach: set the URL they use (the pod\'s address or DNS name)',
@@ -157,8 +157,8 @@ describe('parseCellConfig: wildcard addresses', () => {
 
   it('accepts it with both URLs advertised, and a standalone cell on every interface', () => {
     const advertise = { ws: 'ws://10.0.0.7:7400/v1/ws', http: 'http://10.0.0.7:7400' };
-    expect(parseCellConfig({ ...withMesh(), listen: { host: '0.0.0.0' }, mesh: { clusterSecret: SECRET, advertise } }).mesh?.advertise).toEqual(advertise);
-    expect(parseCellConfig({ ...minimal(), listen: { host: '0.0.0.0' } }).listen.host).toBe('0.0.0.0');
+    expect(parseCellConfig({ ...withMesh(), listen: { host: '0.0.0.0' }, mesh: { clusterSecret: SECRET, advertise } }).mesh?.advertise).toEqual(advertise); // real-net-ok: the refusal of a wildcard
+    expect(parseCellConfig({ ...minimal(), listen: { host: '0.0.0.0' } }).listen.host).toBe('0.0.0.0'); // real-net-ok: the refusal of a wildcard
   });
 
   it('says what a port must be, whatever is wrong with it', () => {

@@ -26,7 +26,7 @@ export const listenPort = z.number({ error: PORT_RANGE }).int(PORT_RANGE).min(0,
  * a record advertising it would send them to their own machine.
  */
 export function isWildcardHost(host: string): boolean {
-  return ['0.0.0.0', '::', '[::]', '0:0:0:0:0:0:0:0'].includes(host);
+  return ['0.0.0.0', '::', '[::]', '0:0:0:0:0:0:0:0'].includes(host); // real-net-ok: recognises a wildcard, to refuse or resolve it
 }
 
 function isRedisUrl(url: string): boolean {

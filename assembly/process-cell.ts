@@ -34,7 +34,7 @@ import { RouteMetrics } from '../router/route-metrics.js';
 import { routeRoutes } from '../router/route-routes.js';
 import type { DirectoryView } from '../mesh/directory.js';
 import { AssemblyError, assembleCell, type AssembledCell, type AssembledMesh, type DeviceAccess, type MeshPorts } from './assemble-cell.js';
-import { meshTimings, redisKeyPrefixOf, type CellConfig, type MeshConfig } from './config.js';
+import { isWildcardHost, meshTimings, redisKeyPrefixOf, type CellConfig, type MeshConfig } from './config.js';
 import { storeFromConfig, storeOpenError, warnOfWeakDurability } from './cell-store.js';
 import type { SpeakerProcess } from './speaker-process.js';
 import { CellStartError, listenStartError } from './start-errors.js';
@@ -237,7 +237,7 @@ export function processAddressOf(config: CellConfig, port: number): ProcessAddre
 
 /** Where siblings reach a process listening on `host`: a wildcard address is this machine's first external IPv4 address. */
 function siblingHostOf(host: string): string {
-  if (host !== '0.0.0.0' && host !== '::') return host;
+  if (!isWildcardHost(host)) return host;
   const external = Object.values(networkInterfaces()).flat().find((address) => address !== undefined && address.family === 'IPv4' && !address.internal);
   return external?.address ?? '127.0.0.1';
 }

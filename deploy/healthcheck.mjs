@@ -5,7 +5,7 @@
 const configuredHost = process.env.CELLMESH_HOST || '127.0.0.1';
 const port = process.env.CELLMESH_PORT || '7400';
 // A wildcard listen address is reached on loopback; an IPv6 address goes in brackets.
-const host = configuredHost === '0.0.0.0' ? '127.0.0.1' : configuredHost === '::' ? '[::1]' : configuredHost.includes(':') ? `[${configuredHost}]` : configuredHost;
+const host = configuredHost === '0.0.0.0' ? '127.0.0.1' : configuredHost === '::' ? '[::1]' : configuredHost.includes(':') ? `[${configuredHost}]` : configuredHost; // real-net-ok: a wildcard listener is asked on loopback
 
 try {
   const response = await fetch(`http://${host}:${port}/v1/healthz`, { signal: AbortSignal.timeout(4_000) });

@@ -5,7 +5,7 @@ import type { LimitsConfig } from '../settings.js';
 import { CellError, CloseCode, ErrorCode } from '../protocol/errors.js';
 import { respondJson, watchAbort, writeError } from './http-router.js';
 import { RELAYED_BY_HEADER, SiblingLink, type RelayRequest } from './sibling-relay.js';
-import { listenExclusively } from './uws-server.js';
+import { deviceSocketSettings, listenExclusively } from './uws-server.js';
 
 /**
  * The access layer of a standby process of a cell in a mesh (docs/operations.md, "A cell of
@@ -31,8 +31,6 @@ export interface StandbyAccessOptions {
   readonly speaker: () => { readonly ws: string; readonly http: string } | undefined;
 }
 
-/** As the access server: the transport drops frames this many times the frame limit. */
-const HARD_PAYLOAD_FACTOR = 16;
 const RELAY_CONNECT_TIMEOUT_MS = 5_000;
 const FORWARD_TIMEOUT_MS = 10_000;
 const RETRY_MS = 500;
@@ -87,11 +85,7 @@ export class StandbyAccess {
   private routeWebSocket(): void {
     const { limits } = this.options;
     this.app.ws<SocketData>('/v1/ws', {
-      maxPayloadLength: limits.maxFrameBytes * HARD_PAYLOAD_FACTOR,
-      idleTimeout: limits.idleTimeoutSeconds,
-      sendPingsAutomatically: true,
-      maxBackpressure: limits.maxBackpressureBytes * 4 + limits.maxFrameBytes * HARD_PAYLOAD_FACTOR,
-      closeOnBackpressureLimit: 0,
+      ...deviceSocketSettings(limits),
       upgrade: (res, req, context) => {
         const key = req.getHeader('sec-websocket-key');
         const extensions = req.getHeader('sec-websocket-extensions');

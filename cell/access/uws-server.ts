@@ -82,6 +82,19 @@ const RELAY_RETRY_MS = 500;
 /** The hard transport limit is this many times the frame limit; beyond it uWS drops the connection. */
 const HARD_PAYLOAD_FACTOR = 16;
 
+/** The transport settings of a device's WebSocket, the same on every process that accepts devices. */
+export function deviceSocketSettings(limits: LimitsConfig): Pick<uWS.WebSocketBehavior<unknown>, 'maxPayloadLength' | 'idleTimeout' | 'sendPingsAutomatically' | 'maxBackpressure' | 'closeOnBackpressureLimit'> {
+  return {
+    maxPayloadLength: limits.maxFrameBytes * HARD_PAYLOAD_FACTOR,
+    idleTimeout: limits.idleTimeoutSeconds,
+    sendPingsAutomatically: true,
+    // Our own limit (checked after every send) closes slow devices first; uWS must never
+    // silently drop a frame, which would break per-device order.
+    maxBackpressure: limits.maxBackpressureBytes * 4 + limits.maxFrameBytes * HARD_PAYLOAD_FACTOR,
+    closeOnBackpressureLimit: 0,
+  };
+}
+
 /**
  * A device port over one uWS WebSocket; guards against use after close, which uWS forbids.
  * Frames sent in one turn of the event loop (a fan-out, a page of catch-up) are written
@@ -175,13 +188,7 @@ export class AccessServer {
     const { core, limits, metrics, logger } = this.options;
     this.router.recordRoute('get', '/v1/ws');
     this.app.ws<SocketData>('/v1/ws', {
-      maxPayloadLength: limits.maxFrameBytes * HARD_PAYLOAD_FACTOR,
-      idleTimeout: limits.idleTimeoutSeconds,
-      sendPingsAutomatically: true,
-      // Our own limit (checked after every send) closes slow devices first; uWS must never
-      // silently drop a frame, which would break per-device order.
-      maxBackpressure: limits.maxBackpressureBytes * 4 + limits.maxFrameBytes * HARD_PAYLOAD_FACTOR,
-      closeOnBackpressureLimit: 0,
+      ...deviceSocketSettings(limits),
       // Decided synchronously, inside uWS's callback: tokens verify without awaiting (tokens.ts).
       upgrade: (res, req, context) => {
         const token = req.getQuery('token') || bearerToken(req.getHeader('authorization'));
