@@ -90,7 +90,7 @@ describe('refusals name the variable or flag', () => {
   });
 
   test('a cell in a mesh on every interface without advertised URLs', async () => {
-    const run = await cli(['cell', '--config', await configFile(0), '--store', 'level', '--data-dir', await cleanup.tempDir(), '--host', '0.0.0.0'], { CELLMESH_CLUSTER_SECRET: CLUSTER_SECRET });
+    const run = await cli(['cell', '--config', await configFile(0), '--store', 'level', '--data-dir', await cleanup.tempDir(), '--host', '0.0.0.0'], { CELLMESH_CLUSTER_SECRET: CLUSTER_SECRET }); // real-net-ok: the refusal of a wildcard in a mesh
     expect(refusalLines(run)[0]).toBe('cellmesh cell: invalid cell config:');
     expect(run.stderr).toContain('mesh.advertise.ws: listen.host 0.0.0.0 is every interface');
   });
