@@ -1,5 +1,6 @@
 import { CellError, ErrorCode } from './errors.js';
 import { clientFrameSchemas, type ClientFrame, type ClientOp } from './frames.js';
+import { hotFrameDecoders } from './hot-frames.js';
 
 /** Parses and validates one client frame, with a stable error code for each way it can fail. */
 export function parseClientFrame(text: string): ClientFrame {
@@ -17,6 +18,9 @@ export function parseClientFrame(text: string): ClientFrame {
   if (!Object.hasOwn(clientFrameSchemas, op)) {
     throw new CellError(ErrorCode.UnknownOp, `unknown op '${op.slice(0, 32)}'; known: ${Object.keys(clientFrameSchemas).join(', ')}`);
   }
+  // The frames of every message take the hand-checked path; anything it does not accept, the schema judges.
+  const hot = hotFrameDecoders[op]?.(raw as Record<string, unknown>);
+  if (hot !== undefined) return hot;
   const result = clientFrameSchemas[op as ClientOp].safeParse(raw);
   if (!result.success) {
     const issue = result.error.issues[0];
