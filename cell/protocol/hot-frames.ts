@@ -72,13 +72,12 @@ export function decodeRead(raw: Raw): ReadFrame | undefined {
   return id === undefined ? { op: 'read', conv, seq } : { op: 'read', id, conv, seq };
 }
 
-/** The decoder of `op`, when it is one of the hot frames. */
-export const hotFrameDecoders: Readonly<Record<string, ((raw: Raw) => SendFrame | AckFrame | ReadFrame | undefined) | undefined>> = {
-  __proto__: null,
-  send: decodeSend,
-  ack: decodeAck,
-  read: decodeRead,
-} as Record<string, (raw: Raw) => SendFrame | AckFrame | ReadFrame | undefined>;
+/** The decoder of each hot frame's op. */
+export const hotFrameDecoders: ReadonlyMap<string, (raw: Raw) => SendFrame | AckFrame | ReadFrame | undefined> = new Map<string, (raw: Raw) => SendFrame | AckFrame | ReadFrame | undefined>([
+  ['send', decodeSend],
+  ['ack', decodeAck],
+  ['read', decodeRead],
+]);
 
 function isRequestId(value: unknown): value is string {
   return typeof value === 'string' && value.length >= 1 && value.length <= REQUEST_ID_MAX;

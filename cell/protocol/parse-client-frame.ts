@@ -19,7 +19,7 @@ export function parseClientFrame(text: string): ClientFrame {
     throw new CellError(ErrorCode.UnknownOp, `unknown op '${op.slice(0, 32)}'; known: ${Object.keys(clientFrameSchemas).join(', ')}`);
   }
   // The frames of every message take the hand-checked path; anything it does not accept, the schema judges.
-  const hot = hotFrameDecoders[op]?.(raw as Record<string, unknown>);
+  const hot = hotFrameDecoders.get(op)?.(raw as Record<string, unknown>);
   if (hot !== undefined) return hot;
   const result = clientFrameSchemas[op as ClientOp].safeParse(raw);
   if (!result.success) {
