@@ -32,6 +32,7 @@ import type { Random } from '../platform/random.js';
 import type { Store } from '../platform/store/store.js';
 import type { ProcessCoordinator } from '../cell/processes/process-coordinator.js';
 import type { CellWideCatalogue } from '../cell/processes/cell-wide-catalogue.js';
+import { erasureProcessesOf } from '../cell/processes/sibling-access.js';
 import { startCrossCellServices } from './cross-cell-services.js';
 import type { Readiness } from '../cell/access/probes.js';
 import { merchantsOf, ownedMerchantsHost } from './owned-merchants.js';
@@ -290,7 +291,8 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     let shuttingDown = false;
     const readiness = (): Readiness => (shuttingDown || core.isDraining ? 'draining' : ready ? 'ready' : 'starting');
     const isReady = (): boolean => readiness() === 'ready';
-    const erasure = new CustomerErasure({ store, core, attachments, audit, logger });
+    // In a cell of several processes, each process erases the conversations of the merchants it owns.
+    const erasure = new CustomerErasure({ store, core, attachments, audit, logger, processes: init.processes === undefined ? undefined : erasureProcessesOf(init.processes) });
     const endpoints = await init.devices.open({ core, metrics, people, audit, attachments, catalogue, erasure, readiness });
     started.push(() => init.devices.stopAccepting());
     if (init.processes !== undefined) {

@@ -1,4 +1,6 @@
+import { eraseAtSibling } from '../access/sibling-erasure.js';
 import type { SiblingAccess, SiblingServer } from '../access/sibling-relay.js';
+import type { ErasureProcesses } from '../customer-erasure.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
 import type { ProcessCoordinator } from './process-coordinator.js';
 
@@ -21,5 +23,14 @@ export function siblingAccessOf(coordinator: ProcessCoordinator, catalogueApplie
       }
       return placement.here ? { here: true } : { here: false, ws: placement.owner.ws, http: placement.owner.http };
     },
+  };
+}
+
+/** The processes an erasure reaches (cell/customer-erasure.ts), from the coordinator's last round. */
+export function erasureProcessesOf(coordinator: ProcessCoordinator): ErasureProcesses {
+  return {
+    serverOf: siblingAccessOf(coordinator).serverOf,
+    siblings: () => coordinator.liveSiblings().map((process) => process.http),
+    eraseAt: (http, tenant, customer, merchants, adminToken) => eraseAtSibling(coordinator.processId, http, tenant, customer, merchants, adminToken),
   };
 }
