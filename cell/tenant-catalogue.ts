@@ -510,19 +510,27 @@ export class TenantCatalogue {
   /**
    * Runs one change after the others; the host must be bound. In a cell of several processes, one
    * at a time cell-wide, on the catalogue as the store holds it (another process may have changed
-   * it since this one last followed).
+   * it since this one last followed). The cell's lock is taken before the change queues here, so
+   * a change waiting for it holds up no round of this process (`followStore`).
    */
   private change<T>(run: (host: CatalogueHost) => Promise<T>): Promise<T> {
+    const { cellWide } = this.components;
+    if (cellWide === undefined) return this.inTurn(run);
+    return cellWide.exclusive(() =>
+      this.inTurn(async (host) => {
+        await this.follow(host);
+        return run(host);
+      }),
+    );
+  }
+
+  /** Runs `run` after the changes and follows queued here. */
+  private inTurn<T>(run: (host: CatalogueHost) => Promise<T>): Promise<T> {
     this.changesPending++;
     const next = this.changing.then(() => {
       const host = this.host;
       if (host === undefined) throw new CellError(ErrorCode.CellStarting, 'the cell is still starting; retry in a moment');
-      const { cellWide } = this.components;
-      if (cellWide === undefined) return run(host);
-      return cellWide.exclusive(async () => {
-        await this.follow(host);
-        return run(host);
-      });
+      return run(host);
     });
     this.changing = next.catch(() => undefined);
     void this.changing.then(() => this.changesPending--);

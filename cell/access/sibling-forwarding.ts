@@ -1,16 +1,17 @@
 import { CellError, ErrorCode } from '../protocol/errors.js';
 import { parseConversationId } from '../protocol/frames.js';
 import type { HttpRawAnswer, HttpRequestData } from './http-router.js';
-import { RELAYED_BY_HEADER, type SiblingAccess } from './sibling-relay.js';
+import { RELAYED_BY_HEADER, type SiblingAccess, type SiblingServer } from './sibling-relay.js';
 
 /**
  * HTTP calls about one merchant, in a cell of several processes, go to the process that owns it
  * (docs/operations.md, "A cell of several processes"): the calls on a conversation (messages,
  * reads, attachments), logins and guest tokens (their body names the merchant), and the admin
- * calls on one merchant's agents and blocks. The changes of tenants and merchants go to the
- * process that applies them (`SiblingAccess.catalogueApplier`: in a standalone cell, the process
- * reached, as every process may change the catalogue under the cell's lock). The request is sent
- * on as it came, and the answer comes back as it is, status and body.
+ * calls on one merchant's agents and blocks. The changes of tenants and merchants, and erasures,
+ * go to the process that applies them (`SiblingAccess.catalogueApplier`: in a standalone cell,
+ * the process reached, as every process may change the catalogue under the cell's lock and run
+ * an erasure); an erasure's share asked of a process by another is served where it arrives. The
+ * request is sent on as it came, and the answer comes back as it is, status and body.
  */
 
 /** What of the request a forward needs, read while uWS's request object is valid. */
@@ -26,11 +27,12 @@ export interface ForwardContext {
 export const FORWARDED_HEADERS = ['authorization', 'content-type', 'origin', 'user-agent', 'x-forwarded-for', RELAYED_BY_HEADER] as const;
 
 const FORWARD_TIMEOUT_MS = 10_000;
+const ERASURE = 'DELETE /v1/admin/tenants/:tenant/customers/:customer';
 const RETRY_MS = 500;
 
 /** Forwards `request` to the sibling that owns its merchant; undefined when this process serves it. */
 export async function forwardToOwner(siblings: SiblingAccess, pattern: string, request: HttpRequestData, context: ForwardContext): Promise<HttpRawAnswer | undefined> {
-  const served = serverOf(siblings, pattern, request, context.method);
+  const served = serverOf(siblings, pattern, request, context);
   if (served === undefined || served.server.here) return undefined;
   const { server, what } = served;
   if (context.headers[RELAYED_BY_HEADER] !== '') throw new CellError(ErrorCode.OwnerUnavailable, `${what} is changing; retry`, { retryAfterMs: RETRY_MS });
@@ -48,7 +50,7 @@ export async function forwardToOwner(siblings: SiblingAccess, pattern: string, r
       signal: AbortSignal.timeout(FORWARD_TIMEOUT_MS),
     });
   } catch (error) {
-    throw new CellError(ErrorCode.OwnerUnavailable, `the process that serves ${what} cannot be reached (${error instanceof Error ? error.message : String(error)}); retry`, { retryAfterMs: RETRY_MS });
+    throw new CellError(ErrorCode.OwnerUnavailable, `${what} cannot be reached (${error instanceof Error ? error.message : String(error)}); retry`, { retryAfterMs: RETRY_MS });
   }
   const retryAfter = response.headers.get('retry-after');
   return {
@@ -59,22 +61,29 @@ export async function forwardToOwner(siblings: SiblingAccess, pattern: string, r
   };
 }
 
-/** The changes of the cell's catalogue: run by the process that applies them (cell/tenant-catalogue.ts). */
-const CATALOGUE_CHANGES: ReadonlySet<string> = new Set([
+/**
+ * The changes of the cell's catalogue (cell/tenant-catalogue.ts) and erasures
+ * (cell/customer-erasure.ts): run by the process that applies them.
+ */
+const APPLIER_CHANGES: ReadonlySet<string> = new Set([
   'POST /v1/admin/tenants',
   'PATCH /v1/admin/tenants/:tenant',
   'DELETE /v1/admin/tenants/:tenant',
   'POST /v1/admin/tenants/:tenant/merchants',
   'PATCH /v1/admin/tenants/:tenant/merchants/:merchant',
   'DELETE /v1/admin/tenants/:tenant/merchants/:merchant',
+  ERASURE,
 ]);
 
 /** Who serves the request, and what names it in errors; undefined when nothing names a merchant (served here). */
-function serverOf(siblings: SiblingAccess, pattern: string, request: HttpRequestData, method: string): { server: ReturnType<SiblingAccess['serverOf']>; what: string } | undefined {
-  if (CATALOGUE_CHANGES.has(`${method} ${pattern}`)) return { server: siblings.catalogueApplier(), what: "the cell's catalogue" };
+function serverOf(siblings: SiblingAccess, pattern: string, request: HttpRequestData, context: ForwardContext): { server: SiblingServer; what: string } | undefined {
+  const route = `${context.method} ${pattern}`;
+  // A share of an erasure another process runs is this process's to erase.
+  const share = route === ERASURE && context.headers[RELAYED_BY_HEADER] !== '';
+  if (APPLIER_CHANGES.has(route) && !share) return { server: siblings.catalogueApplier(), what: "the process that applies the cell's catalogue changes and erasures" };
   const target = merchantOf(pattern, request);
   if (target === undefined) return undefined;
-  return { server: siblings.serverOf(target.tenant, target.merchant), what: `the owner of merchant ${target.merchant}` };
+  return { server: siblings.serverOf(target.tenant, target.merchant), what: `the process that owns merchant ${target.merchant}` };
 }
 
 /** The admin routes about one merchant (its agents, its blocks), run by its owner, whose desk holds them. */

@@ -21,9 +21,10 @@ export interface SiblingAccess {
    */
   serverOf(tenant: string, merchant: string): SiblingServer;
   /**
-   * The process that applies changes of the cell's tenants and merchants: here in a standalone
-   * cell (every process may, one at a time under the cell's catalogue lock); in a mesh, the
-   * speaker, the only process that may claim and withdraw merchants in the mesh.
+   * The process that applies changes of the cell's tenants and merchants, and erasures: here in
+   * a standalone cell (every process may, one at a time under the cell's catalogue lock); in a
+   * mesh, the speaker, the only process that claims and withdraws merchants in the mesh and whose
+   * outbox asks the other cells to erase.
    */
   catalogueApplier(): SiblingServer;
 }
