@@ -31,6 +31,8 @@ import type { Metrics } from '../platform/metrics.js';
 import type { Random } from '../platform/random.js';
 import type { Store } from '../platform/store/store.js';
 import type { ProcessCoordinator } from '../cell/processes/process-coordinator.js';
+import type { CellWideCatalogue } from '../cell/processes/cell-wide-catalogue.js';
+import { erasureProcessesOf } from '../cell/processes/sibling-access.js';
 import { startCrossCellServices } from './cross-cell-services.js';
 import type { Readiness } from '../cell/access/probes.js';
 import { merchantsOf, ownedMerchantsHost } from './owned-merchants.js';
@@ -127,6 +129,11 @@ export interface CellAssemblyInit<Transport extends MeshTransport = MeshTranspor
    * makes it host the merchants this process owns once devices can connect.
    */
   readonly processes?: ProcessCoordinator;
+  /**
+   * With `processes`: the catalogue's changes run one at a time cell-wide, and this process
+   * follows those of the others at each round of its lease (cell/processes/cell-wide-catalogue.ts).
+   */
+  readonly cellWideCatalogue?: CellWideCatalogue;
 }
 
 /** The mesh services of a cell in a cluster, started, in the order they stop in reverse. */
@@ -202,6 +209,7 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
       configTenants: init.tenants,
       weakSecret: (secret) => weakSecretProblems([{ path: 'the secret', value: secret }], [])[0],
       clustered: init.mesh !== undefined,
+      cellWide: init.cellWideCatalogue,
     });
     await catalogue.load();
     const catalogued = catalogue.tenants();
@@ -256,9 +264,17 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     catalogue.attachHost({
       serveTenant: (tenant) => core.serveTenant(tenant),
       stopServingTenant: (tenant) => core.stopServingTenant(tenant),
-      hostedMerchants: (tenant) => core.servedTenants().find((served) => served.id === tenant)?.merchants,
-      hostMerchant: async (tenant, merchant) => host.hostMerchant(tenant, merchant),
+      hostedMerchants: (tenant) => {
+        const served = core.servedTenants().find((candidate) => candidate.id === tenant);
+        // In a cell of several processes, the cell's merchants are the catalogue's, each hosted by its owner.
+        if (served === undefined || init.processes === undefined) return served?.merchants;
+        return catalogue.tenantConfig(tenant)?.merchants.map((merchant) => merchant.id) ?? [];
+      },
+      // In a cell of several processes, the process that should own a new merchant claims it at its next round.
+      hostMerchant: async (tenant, merchant) => (init.processes === undefined ? host.hostMerchant(tenant, merchant) : undefined),
       removeMerchant: async (tenant, merchant) => {
+        // In a cell of several processes only its owner hosts it (and the others apply the removal as nothing).
+        if (!host.hosts(tenant, merchant)) return;
         for (const agent of [...core.presence.agentsOf(tenant, merchant)]) agent.port.close(CloseCode.Forbidden, `merchant ${merchant} was removed`);
         host.releaseMerchant(tenant, merchant, undefined);
         // Its desk's writes already under way land before its desk is deleted, not after.
@@ -275,12 +291,14 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     let shuttingDown = false;
     const readiness = (): Readiness => (shuttingDown || core.isDraining ? 'draining' : ready ? 'ready' : 'starting');
     const isReady = (): boolean => readiness() === 'ready';
-    const erasure = new CustomerErasure({ store, core, attachments, audit, logger });
+    // In a cell of several processes, each process erases the conversations of the merchants it owns.
+    const erasure = new CustomerErasure({ store, core, attachments, audit, logger, processes: init.processes === undefined ? undefined : erasureProcessesOf(init.processes) });
     const endpoints = await init.devices.open({ core, metrics, people, audit, attachments, catalogue, erasure, readiness });
     started.push(() => init.devices.stopAccepting());
     if (init.processes !== undefined) {
       const coordinator = init.processes;
-      await coordinator.startOwning(endpoints, ownedMerchantsHost(core, host), () => merchantsOf(catalogue));
+      const cellWide = init.cellWideCatalogue;
+      await coordinator.startOwning(endpoints, ownedMerchantsHost(core, host), () => merchantsOf(catalogue), cellWide === undefined ? undefined : () => cellWide.followRound(() => catalogue.followStore()));
       started.push(() => coordinator.stop());
     }
     const cluster = init.mesh === undefined ? undefined : await joinMesh(init, init.mesh, { core, host, catalogue, tenants, metrics, endpoints, hosted, claims: claims as MerchantClaimsStore, erasure, started });

@@ -156,7 +156,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     stopAccepting: () => access?.stopListening(),
   };
   // A cell on Redis is a cell of several processes: this one takes its lease before the store opens.
-  const scaled = options.store === undefined ? await scaledProcessOf(config, clock, logger) : undefined;
+  const scaled = options.store === undefined ? await scaledProcessOf(config, clock, random, logger) : undefined;
   // A cell on Redis in a mesh: one process at a time speaks for it, holding the speaker lease.
   const speaker = options.speaker;
   if (speaker === undefined && options.store === undefined && config.store.kind === 'redis' && config.mesh !== undefined) {
@@ -177,7 +177,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
       metrics: metricsPort,
       devices,
       ...(config.mesh === undefined ? {} : { mesh: libp2pMeshPorts(config, config.mesh, logger) }),
-      ...(scaled === undefined ? {} : { processes: scaled.coordinator }),
+      ...(scaled === undefined ? {} : { processes: scaled.coordinator, cellWideCatalogue: scaled.catalogue }),
       storeOpenError: (error) => storeOpenError(config, error),
     });
   } catch (error) {
@@ -216,13 +216,13 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
 }
 
 /** The lease of this process when the cell is on Redis (a cell of several processes); undefined otherwise. */
-async function scaledProcessOf(config: CellConfig, clock: Clock, logger: Logger): Promise<ScaledProcess | undefined> {
+async function scaledProcessOf(config: CellConfig, clock: Clock, random: Random, logger: Logger): Promise<ScaledProcess | undefined> {
   // A Redis cell in a mesh runs as one process, without leases: several processes of a cell in
   // a mesh are not supported yet (docs/operations.md, "A cell of several processes").
   if (config.store.kind !== 'redis' || config.mesh !== undefined) return undefined;
   const { redis } = config.store;
   try {
-    return await registerScaledProcess({ url: redis.url, keyPrefix: redisKeyPrefixOf(config, redis), processes: config.processes, clock, logger });
+    return await registerScaledProcess({ url: redis.url, keyPrefix: redisKeyPrefixOf(config, redis), processes: config.processes, clock, random, logger });
   } catch (error) {
     throw new CellStartError('store.redis.url', `cannot open the Redis store at ${new URL(redis.url).host}: taking this process's lease failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
   }

@@ -3,11 +3,14 @@ import { Redis } from 'ioredis';
 import type { SiblingAccess } from '../cell/access/sibling-relay.js';
 import { ProcessCoordinator } from '../cell/processes/process-coordinator.js';
 import { siblingAccessOf } from '../cell/processes/sibling-access.js';
+import { CellWideCatalogue } from '../cell/processes/cell-wide-catalogue.js';
 import type { Clock } from '../platform/clock.js';
 import type { Logger } from '../platform/logger.js';
+import type { Random } from '../platform/random.js';
 import type { RedisFence } from '../platform/store/redis-store.js';
 import type { ProcessesConfig } from './config.js';
 import { RedisCoordination } from './redis-coordination.js';
+import { RedisCatalogueCoordination } from './redis-catalogue-coordination.js';
 
 /** One process of a cell of several processes on Redis, registered: its lease is held and renewed. */
 export interface ScaledProcess {
@@ -16,6 +19,8 @@ export interface ScaledProcess {
   readonly fence: RedisFence;
   /** For the access layer: which devices go to which sibling. */
   readonly siblings: SiblingAccess;
+  /** For the catalogue: its changes run one at a time cell-wide, and every process follows them. */
+  readonly catalogue: CellWideCatalogue;
   /** Closes the coordination's Redis connection (after the coordinator stopped). */
   close(): void;
 }
@@ -34,7 +39,7 @@ export function processIdOf(processes: ProcessesConfig): string {
  * Connects to the cell's Redis and takes this process's lease before the store opens, so that
  * the store's first write is fenced already.
  */
-export async function registerScaledProcess(init: { url: string; keyPrefix: string; processes: ProcessesConfig; clock: Clock; logger: Logger }): Promise<ScaledProcess> {
+export async function registerScaledProcess(init: { url: string; keyPrefix: string; processes: ProcessesConfig; clock: Clock; random: Random; logger: Logger }): Promise<ScaledProcess> {
   const processId = processIdOf(init.processes);
   const redis = await connectCoordinationRedis(init.url, processId);
   const coordination = new RedisCoordination(redis, init.keyPrefix);
@@ -56,6 +61,16 @@ export async function registerScaledProcess(init: { url: string; keyPrefix: stri
     coordinator,
     fence: { key: coordination.leaseKey(processId), token: () => coordinator.fencingToken() },
     siblings: siblingAccessOf(coordinator),
+    catalogue: new CellWideCatalogue({
+      processId,
+      coordination: new RedisCatalogueCoordination(redis, init.keyPrefix),
+      clock: init.clock,
+      random: init.random,
+      logger: init.logger,
+      renewIntervalMs: init.processes.renewIntervalMs,
+      leaseTtlMs: init.processes.leaseTtlMs,
+      ownerIsLive: (merchant) => coordinator.ownerIsLive(merchant),
+    }),
     close: () => redis.disconnect(),
   };
 }

@@ -147,17 +147,18 @@ export class CustomerData {
    * Deletes everything of the customer held here. Its devices here are closed first, then its
    * open consultations closed and the writes under way awaited, so nothing of it is written
    * after the deletion (a device that connects again meanwhile starts a new conversation).
-   * Idempotent: erasing again deletes nothing more.
+   * Idempotent: erasing again deletes nothing more. `only`: the conversations with these
+   * merchants alone (a process of a cell of several processes, for the merchants it owns); the
+   * customer's devices here and its delivery cursors go in any case.
    */
-  async eraseHere(tenant: string, customer: string): Promise<LocalErasure> {
+  async eraseHere(tenant: string, customer: string, only?: ReadonlySet<string>): Promise<LocalErasure> {
     const { store, host } = this.components;
     let devicesClosed = 0;
     for (const device of [...host.customerDevices(tenant, customer)]) {
       device.port.close(CloseCode.Forbidden, 'your data was erased at your request');
       devicesClosed++;
     }
-    const convs: string[] = [];
-    for await (const [key] of scan(store, keys.customerConversations(tenant, customer))) convs.push(lastField(key));
+    const convs = (await this.conversationsOf(tenant, customer)).filter((conv) => only === undefined || only.has(parseConversationId(conv)!.merchant));
     const merchants = new Set(convs.map((conv) => parseConversationId(conv)!.merchant));
     const hosted = [...merchants].filter((merchant) => host.hosts(tenant, merchant));
     for (const conv of convs) {
@@ -200,6 +201,17 @@ export class CustomerData {
     await batch.flush();
     for (const merchant of merchants) host.forgetConversations(tenant, merchant);
     return { deleted: counts, devicesClosed };
+  }
+
+  /** The merchants the customer has conversations with, in this cell's store. */
+  async merchantsOf(tenant: string, customer: string): Promise<string[]> {
+    return [...new Set((await this.conversationsOf(tenant, customer)).map((conv) => parseConversationId(conv)!.merchant))];
+  }
+
+  private async conversationsOf(tenant: string, customer: string): Promise<string[]> {
+    const convs: string[] = [];
+    for await (const [key] of scan(this.components.store, keys.customerConversations(tenant, customer))) convs.push(lastField(key));
+    return convs;
   }
 
   /** Deletes the conversation's references to attachments (and the bytes no other conversation references), one at a time. */

@@ -4,8 +4,10 @@ import type { Store } from '../platform/store/store.js';
 import type { AttachmentStore } from './attachments/index.js';
 import type { AuditLog } from './audit-log.js';
 import type { CellCore } from './cell-core.js';
-import { CustomerData, customerDataHostOf, type ErasedCounts } from './customer-data.js';
+import type { SiblingServer } from './access/sibling-relay.js';
+import { CustomerData, customerDataHostOf, type ErasedCounts, type LocalErasure } from './customer-data.js';
 import { clusterErrorCode, type ClusterForwardedEntry, type ClusterPort } from './messaging/cluster-port.js';
+import { CellError, ErrorCode } from './protocol/errors.js';
 import { IDENTIFIER_PATTERN } from './protocol/frames.js';
 
 /**
@@ -21,6 +23,12 @@ import { IDENTIFIER_PATTERN } from './protocol/frames.js';
  * for a cell before the erasure are applied there before it, so none of them survives it. This
  * class sits between the cluster port and the cross-cell relay (`attach`): it takes the erase
  * entries out of each forwarded batch and applies them in their place, passing the others on.
+ *
+ * In a cell of several processes (docs/operations.md, "A cell of several processes"), each
+ * merchant's conversations are held in memory by its owner: the process asked sends every other
+ * live process its share (the conversations with the merchants it owns, and the customer's
+ * devices it serves), over HTTP with the admin token and the relay marker, erases its own share
+ * once they all answered, and only then answers and records the erasure, once.
  */
 
 const ERASE_KIND = 'customer-erase';
@@ -45,6 +53,18 @@ export interface ErasureAnswer {
   cellsFailed: Array<{ cell: string; code: string }>;
 }
 
+/** A cell of several processes: the processes an erasure reaches (cell/processes/sibling-access.ts). */
+export interface ErasureProcesses {
+  /** Here, or the sibling that owns the merchant now; throws OWNER_UNAVAILABLE when none does. */
+  serverOf(tenant: string, merchant: string): SiblingServer;
+  /** The HTTP bases of the other live processes of the cell, as of the last round. */
+  siblings(): readonly string[];
+  /** Asks the sibling at `http` for its share: the customer's conversations with `merchants` (it must own them) and its devices there. */
+  eraseAt(http: string, tenant: string, customer: string, merchants: readonly string[], adminToken: string): Promise<LocalErasure>;
+}
+
+const SHARE_RETRY_MS = 1_000;
+
 export interface CustomerErasureComponents {
   store: Store;
   core: CellCore;
@@ -53,6 +73,8 @@ export interface CustomerErasureComponents {
   /** Absent: erasures are not recorded (tests of messaging alone). */
   audit?: AuditLog | undefined;
   logger?: Logger | undefined;
+  /** A cell of several processes: the other processes hold their merchants' conversations. */
+  processes?: ErasureProcesses | undefined;
 }
 
 export class CustomerErasure {
@@ -91,9 +113,14 @@ export class CustomerErasure {
     };
   }
 
-  /** Erases the customer here and asks every other cell to; recorded in the audit log once done (a failure is the caller's to record). */
-  async erase(tenant: string, customer: string): Promise<ErasureAnswer> {
-    const local = await this.data.eraseHere(tenant, customer);
+  /**
+   * Erases the customer here (in every process of the cell) and asks every other cell to;
+   * recorded in the audit log once done (a failure is the caller's to record). `adminToken`
+   * authorizes the calls on the other processes of the cell.
+   */
+  async erase(tenant: string, customer: string, adminToken = ''): Promise<ErasureAnswer> {
+    const { processes } = this.components;
+    const local = processes === undefined ? await this.data.eraseHere(tenant, customer) : await this.eraseInEveryProcess(processes, tenant, customer, adminToken);
     const answer: ErasureAnswer = { tenant, customer, ...local, cellsAsked: [], cellsFailed: [] };
     if (this.cluster !== undefined) {
       const entry: EraseEntry = { v: 1, kind: ERASE_KIND, tenant, customer };
@@ -114,6 +141,54 @@ export class CustomerErasure {
       details: { deleted: answer.deleted, devicesClosed: answer.devicesClosed, cellsAsked: answer.cellsAsked, cellsFailed: answer.cellsFailed },
     });
     return answer;
+  }
+
+  /**
+   * A sibling's share of an erasure asked of another process of the cell: the customer's
+   * conversations with `merchants`, which this process must own (OWNER_UNAVAILABLE, retryable,
+   * when one changed owner since the other looked), and its devices here. Not recorded: the
+   * process asked records the erasure.
+   */
+  async eraseShare(tenant: string, customer: string, merchants: readonly string[]): Promise<LocalErasure> {
+    const { hosts } = this.components.core.moveHost();
+    const elsewhere = merchants.filter((merchant) => !hosts(tenant, merchant));
+    if (elsewhere.length > 0) throw new CellError(ErrorCode.OwnerUnavailable, `merchants ${elsewhere.join(', ')} are changing owner; retry the erasure`, { retryAfterMs: SHARE_RETRY_MS });
+    return this.data.eraseHere(tenant, customer, new Set(merchants));
+  }
+
+  /**
+   * The siblings' shares first (all of them, as any may serve the customer's devices), then this
+   * process's, which deletes what is left of the customer's delivery cursors after every device
+   * is closed. A merchant without an owner right now, or an owner that cannot be reached, fails
+   * the erasure with OWNER_UNAVAILABLE: erasing again is harmless and finishes it.
+   */
+  private async eraseInEveryProcess(processes: ErasureProcesses, tenant: string, customer: string, adminToken: string): Promise<LocalErasure> {
+    const here = new Set<string>();
+    const shares = new Map<string, string[]>(processes.siblings().map((http) => [http, []]));
+    for (const merchant of await this.data.merchantsOf(tenant, customer)) {
+      const server = processes.serverOf(tenant, merchant);
+      if (server.here) here.add(merchant);
+      else shares.set(server.http, [...(shares.get(server.http) ?? []), merchant]);
+    }
+    const answers = await Promise.all(
+      [...shares].map(async ([http, merchants]) => {
+        try {
+          return await processes.eraseAt(http, tenant, customer, merchants, adminToken);
+        } catch (error) {
+          if (merchants.length > 0) throw error;
+          // A process owning none of them only served some of the customer's devices: it is going away, and they with it.
+          this.components.logger?.warn({ err: error, sibling: http, tenant, customer }, 'a process of the cell could not close the devices of an erased customer');
+          return undefined;
+        }
+      }),
+    );
+    const total = await this.data.eraseHere(tenant, customer, here);
+    for (const answer of answers) {
+      if (answer === undefined) continue;
+      total.devicesClosed += answer.devicesClosed;
+      for (const [name, count] of Object.entries(answer.deleted) as Array<[keyof ErasedCounts, number]>) total.deleted[name] += count;
+    }
+    return total;
   }
 
   /** Another cell asked: erase what this cell holds (idempotent, so a resent entry does no harm). */

@@ -22,7 +22,9 @@ import { AttachmentsConfig, RetentionConfig, identifier, type TenantConfig } fro
  * config, and take effect at once through the `CatalogueHost`. A runtime merchant may belong to
  * a config tenant.
  *
- * Changes run one at a time, each durable before it takes effect.
+ * Changes run one at a time, each durable before it takes effect. In a cell of several
+ * processes they run one at a time cell-wide (`CatalogueCellWide`), and every process follows the
+ * store's catalogue at each round of its lease (`followStore`).
  */
 
 /** What the catalogue does to the running cell (the core, its people, its desk). */
@@ -51,6 +53,19 @@ export interface CatalogueClaims {
   withdraw(tenant: string, merchant: string): Promise<void>;
 }
 
+/**
+ * A cell of several processes (cell/processes/cell-wide-catalogue.ts): what makes a change
+ * cell-wide. Absent in a cell of one process.
+ */
+export interface CatalogueCellWide {
+  /** Runs `run` while no other process of the cell changes the catalogue. */
+  exclusive<T>(run: () => Promise<T>): Promise<T>;
+  /** The catalogue changed in the store: every process reads it again at its next round. */
+  changed(): Promise<void>;
+  /** Resolves once the owner of a removed merchant applied the removal (or after a bound). */
+  merchantLetGo(tenant: string, merchant: string): Promise<void>;
+}
+
 export interface TenantCatalogueComponents {
   store: Store;
   clock: Clock;
@@ -63,6 +78,8 @@ export interface TenantCatalogueComponents {
   weakSecret: (secret: string) => string | undefined;
   /** True in a cluster: merchants are claimed, and only once `attachClaims` was called. */
   clustered: boolean;
+  /** A cell of several processes: changes run cell-wide. */
+  cellWide?: CatalogueCellWide | undefined;
 }
 
 const NAME_CHARS = 200;
@@ -153,6 +170,8 @@ export class TenantCatalogue {
   private claims: CatalogueClaims | undefined;
   /** The change under way; the next one starts after it. */
   private changing: Promise<unknown> = Promise.resolve();
+  /** Changes asked and not settled yet: a round's `followStore` waits for none of them. */
+  private changesPending = 0;
 
   constructor(private readonly components: TenantCatalogueComponents) {
     this.configTenants = new Map(components.configTenants.map((tenant) => [tenant.id, tenant]));
@@ -160,16 +179,27 @@ export class TenantCatalogue {
 
   /** Reads the runtime tenants and merchants; call once the store is open, before `tenants()`. */
   async load(): Promise<void> {
-    for (const [key, value] of await readAll(this.components.store, keys.catalogue())) {
-      const fields = key.split('/');
-      if (fields.length === 2) {
-        const record = parseRecord(TenantRecord, key, value);
-        // A move may bring the record of a tenant the config names too: the config wins.
-        if (!this.configTenants.has(record.id)) this.runtimeTenants.set(record.id, record);
-      } else {
-        this.runtimeMerchants.set(`${fields[1]}/${fields[2]}`, parseRecord(MerchantRecord, key, value));
-      }
-    }
+    const { tenants, merchants } = await this.readStored();
+    for (const [id, record] of tenants) this.runtimeTenants.set(id, record);
+    for (const [key, record] of merchants) this.runtimeMerchants.set(key, record);
+  }
+
+  /**
+   * A cell of several processes: reads the runtime tenants and merchants again, as another
+   * process may have changed them, and applies the differences through the host: tenants served,
+   * changed or no longer served, removed merchants no longer hosted here (the merchants added are
+   * claimed by the round that follows). Resolves false without reading when a change of this
+   * process is under way: that change reads them itself, and the next round follows.
+   */
+  followStore(): Promise<boolean> {
+    const host = this.host;
+    if (host === undefined || this.changesPending > 0) return Promise.resolve(false);
+    const next = this.changing.then(async () => {
+      await this.follow(host);
+      return true;
+    });
+    this.changing = next.catch(() => undefined);
+    return next;
   }
 
   /** Binds the running cell; changes are refused before. */
@@ -292,6 +322,7 @@ export class TenantCatalogue {
       await deleteRange(this.components.store, keys.tenantMerchants(id));
       this.runtimeTenants.delete(id);
       for (const key of [...this.runtimeMerchants.keys()]) if (key.startsWith(`${id}/`)) this.runtimeMerchants.delete(key);
+      await this.written();
       host.stopServingTenant(id);
       host.tenantsChanged();
       return { removed };
@@ -321,6 +352,7 @@ export class TenantCatalogue {
       const record: MerchantRecord = { id: input.id, ...(input.name === undefined ? {} : { name: input.name }), createdAtMs: nowMs, updatedAtMs: nowMs };
       await store.write([{ type: 'put', key: keys.tenantMerchant(tenant, input.id), value: JSON.stringify(record) }]);
       this.runtimeMerchants.set(`${tenant}/${input.id}`, record);
+      await this.written();
       try {
         if (claims === undefined) await host.hostMerchant(tenant, input.id);
         else await claims.claimNew(tenant, input.id, () => host.hostMerchant(tenant, input.id));
@@ -328,6 +360,7 @@ export class TenantCatalogue {
         // Not hosted: the record must not bring it to life at the next start.
         this.runtimeMerchants.delete(`${tenant}/${input.id}`);
         await store.write([{ type: 'del', key: keys.tenantMerchant(tenant, input.id) }]).catch(() => undefined);
+        await this.written().catch(() => undefined);
         throw error;
       }
       return merchantView(record, 'runtime');
@@ -341,6 +374,7 @@ export class TenantCatalogue {
       const record: MerchantRecord = { ...before, name: patch.name, updatedAtMs: this.components.clock.now() };
       await this.components.store.write([{ type: 'put', key: keys.tenantMerchant(tenant, merchant), value: JSON.stringify(record) }]);
       this.runtimeMerchants.set(`${tenant}/${merchant}`, record);
+      await this.written();
       return merchantView(record, 'runtime');
     });
   }
@@ -358,7 +392,10 @@ export class TenantCatalogue {
       const { store } = this.components;
       await store.write([{ type: 'del', key: keys.tenantMerchant(tenant, merchant) }]);
       this.runtimeMerchants.delete(`${tenant}/${merchant}`);
+      await this.written();
       await host.removeMerchant(tenant, merchant);
+      // In a cell of several processes its owner may be another process, which applies the removal at its next round.
+      await this.components.cellWide?.merchantLetGo(tenant, merchant);
       await claims?.withdraw(tenant, merchant);
       await deleteRange(store, keys.merchantDesk(tenant, merchant));
       return { removed: merchantView(record, 'runtime') };
@@ -397,6 +434,57 @@ export class TenantCatalogue {
     logger.info({ tenant, merchant }, 'serving the tenant of a merchant that moved in');
   }
 
+  /** The runtime records of the store; a tenant the config names too is the config's. */
+  private async readStored(): Promise<{ tenants: Map<string, TenantRecord>; merchants: Map<string, MerchantRecord> }> {
+    const tenants = new Map<string, TenantRecord>();
+    const merchants = new Map<string, MerchantRecord>();
+    for (const [key, value] of await readAll(this.components.store, keys.catalogue())) {
+      const fields = key.split('/');
+      if (fields.length === 2) {
+        const record = parseRecord(TenantRecord, key, value);
+        // A move may bring the record of a tenant the config names too: the config wins.
+        if (!this.configTenants.has(record.id)) tenants.set(record.id, record);
+      } else {
+        merchants.set(`${fields[1]}/${fields[2]}`, parseRecord(MerchantRecord, key, value));
+      }
+    }
+    return { tenants, merchants };
+  }
+
+  /** Takes the store's catalogue as this process's, applying the differences (followStore). */
+  private async follow(host: CatalogueHost): Promise<void> {
+    const { tenants, merchants } = await this.readStored();
+    let tenantsChanged = false;
+    for (const [id, record] of tenants) {
+      const before = this.runtimeTenants.get(id);
+      if (before !== undefined && JSON.stringify(before) === JSON.stringify(record)) continue;
+      this.runtimeTenants.set(id, record);
+      host.serveTenant(this.tenantConfig(id)!);
+      tenantsChanged = true;
+    }
+    const removed = [...this.runtimeMerchants.keys()].filter((key) => !merchants.has(key));
+    this.runtimeMerchants.clear();
+    for (const [key, record] of merchants) this.runtimeMerchants.set(key, record);
+    for (const key of removed) {
+      const [tenant, merchant] = key.split('/') as [string, string];
+      if (this.configTenants.get(tenant)?.merchants.some((named) => named.id === merchant) === true) continue;
+      if (host.hostedMerchants(tenant) === undefined) continue;
+      await host.removeMerchant(tenant, merchant);
+    }
+    for (const id of [...this.runtimeTenants.keys()]) {
+      if (tenants.has(id)) continue;
+      this.runtimeTenants.delete(id);
+      host.stopServingTenant(id);
+      tenantsChanged = true;
+    }
+    if (tenantsChanged) host.tenantsChanged();
+  }
+
+  /** The catalogue changed in the store: in a cell of several processes, the others follow. */
+  private async written(): Promise<void> {
+    await this.components.cellWide?.changed();
+  }
+
   private view(id: string): TenantView {
     const config = this.tenantConfig(id)!;
     const record = this.runtimeTenants.get(id);
@@ -419,13 +507,33 @@ export class TenantCatalogue {
     };
   }
 
-  /** Runs one change after the others; the host must be bound. */
+  /**
+   * Runs one change after the others; the host must be bound. In a cell of several processes, one
+   * at a time cell-wide, on the catalogue as the store holds it (another process may have changed
+   * it since this one last followed). The cell's lock is taken before the change queues here, so
+   * a change waiting for it holds up no round of this process (`followStore`).
+   */
   private change<T>(run: (host: CatalogueHost) => Promise<T>): Promise<T> {
+    const { cellWide } = this.components;
+    if (cellWide === undefined) return this.inTurn(run);
+    return cellWide.exclusive(() =>
+      this.inTurn(async (host) => {
+        await this.follow(host);
+        return run(host);
+      }),
+    );
+  }
+
+  /** Runs `run` after the changes and follows queued here. */
+  private inTurn<T>(run: (host: CatalogueHost) => Promise<T>): Promise<T> {
+    this.changesPending++;
     const next = this.changing.then(() => {
-      if (this.host === undefined) throw new CellError(ErrorCode.CellStarting, 'the cell is still starting; retry in a moment');
-      return run(this.host);
+      const host = this.host;
+      if (host === undefined) throw new CellError(ErrorCode.CellStarting, 'the cell is still starting; retry in a moment');
+      return run(host);
     });
     this.changing = next.catch(() => undefined);
+    void this.changing.then(() => this.changesPending--);
     return next;
   }
 
@@ -472,6 +580,7 @@ export class TenantCatalogue {
   private async writeTenant(record: TenantRecord): Promise<void> {
     await this.components.store.write([{ type: 'put', key: keys.tenantRecord(record.id), value: JSON.stringify(record) }]);
     this.runtimeTenants.set(record.id, record);
+    await this.written();
   }
 }
 

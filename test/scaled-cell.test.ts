@@ -55,6 +55,39 @@ export async function spread(redis: Redis, cellId: string, timeoutMs = 15_000): 
   }
 }
 
+const SHOP_SECRET = 'shop-secret-0123456789abcdef-0123456789';
+const SHOP_SECRET_2 = 'shop-secret-2-0123456789abcdef-012345678';
+
+/** The owner of each merchant of `tenant`, as recorded in the cell's Redis. */
+async function ownersOf(redis: Redis, cellId: string, tenant: string, merchants: readonly string[]): Promise<Record<string, string | undefined>> {
+  const values = await redis.mget(...merchants.map((merchant) => `cellmesh:${cellId}:owner/${tenant}/${merchant}`));
+  return Object.fromEntries(merchants.map((merchant, index) => [merchant, values[index]?.split(' ')[0]]));
+}
+
+/** Connects once the process followed the catalogue: until then the tenant or merchant is unknown there. */
+async function connectEventually(url: string, token: string, options: { merchant?: string } = {}): Promise<RawClient> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      return await RawClient.connect(url, token, options);
+    } catch (error) {
+      if (!(error instanceof UpgradeRejected || error instanceof InBandRejected) || Date.now() > deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+}
+
+/** How a connection is refused; undefined when it is accepted (and closed again). */
+async function refusal(url: string, token: string, options: { merchant?: string } = {}): Promise<unknown> {
+  try {
+    const client = await RawClient.connect(url, token, options);
+    await client.close();
+    return undefined;
+  } catch (error) {
+    return error;
+  }
+}
+
 /** `promise`, or an error saying what did not happen within `timeoutMs`. */
 async function within<T>(promise: Promise<T>, timeoutMs: number, what: () => string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
@@ -245,7 +278,7 @@ describe.skipIf(skipReason !== undefined)(`a cell of two processes on one Redis$
       stale.kill('SIGCONT');
     }
   }, 120_000);
-  test("runs the admin calls on a merchant's agents at its owner, and refuses the changes no process could make alone", async () => {
+  test("runs the admin calls on a merchant's agents at its owner", async () => {
     const directory = await cleanup.tempDir();
     const a = await startProcess(cleanup, directory, server.url, 'adm-a', 'admin-scaled', ADMIN_TOKEN);
     await startProcess(cleanup, directory, server.url, 'adm-b', 'admin-scaled', ADMIN_TOKEN);
@@ -264,13 +297,118 @@ describe.skipIf(skipReason !== undefined)(`a cell of two processes on one Redis$
     const zed = await connectRetrying(a.url, await tokenFor({ user: 'zed', merchant, device: 'desk' }));
     expect(zed.all('welcome')).toHaveLength(1);
     await zed.close();
-    for (const [method, path, json] of [
-      ['POST', '/v1/admin/tenants/mall/merchants', { id: 'm3' }],
-      ['DELETE', `/v1/admin/tenants/mall/merchants/${merchant}`, undefined],
-      ['DELETE', '/v1/admin/tenants/mall/customers/alice', undefined],
-    ] as const) {
-      const refused = await httpRequest(method, `${a.httpUrl}${path}`, { ...admin, ...(json === undefined ? {} : { json }) });
-      expect(refused, `${method} ${path}`).toMatchObject({ status: 409, body: { error: { code: 'SCALED_CELL_UNSUPPORTED' } } });
-    }
   });
+
+  test('creates, changes and removes tenants and merchants through any process: every process follows within a round, changes made at once through both are serialised, a removed merchant\'s devices are closed with 4403 at its owner', async () => {
+    const cellId = 'catalogue-scaled';
+    const directory = await cleanup.tempDir();
+    const a = await startProcess(cleanup, directory, server.url, 'proc-a', cellId, ADMIN_TOKEN);
+    const b = await startProcess(cleanup, directory, server.url, 'proc-b', cellId, ADMIN_TOKEN);
+    await spread(redis, cellId);
+    const admin = { token: ADMIN_TOKEN };
+    const shop = (options: { user: string; merchant?: string; device: string; secret?: string; kid?: string }): Promise<string> => tokenFor({ tenant: 'shop', secret: SHOP_SECRET, ...options });
+    // Created through A; served, and the merchant owned, by both within a round or two.
+    expect(await httpRequest('POST', `${a.httpUrl}/v1/admin/tenants`, { ...admin, json: { id: 'shop', secret: SHOP_SECRET } })).toMatchObject({ status: 201 });
+    expect(await httpRequest('POST', `${a.httpUrl}/v1/admin/tenants/shop/merchants`, { ...admin, json: { id: 's1', name: 'Shop one' } })).toMatchObject({ status: 201 });
+    const createdAtMs = Date.now();
+    const agentAtB = await connectEventually(b.url, await shop({ user: 'sam', merchant: 's1', device: 'desk' }));
+    const followedMs = Date.now() - createdAtMs;
+    expect(followedMs).toBeLessThan(LEASE.renewIntervalMs * 4 + 1_000);
+    const phoneAtA = await connectEventually(a.url, await shop({ user: 'carl', device: 'phone' }), { merchant: 's1' });
+    const phoneAtB = await connectEventually(b.url, await shop({ user: 'carl', device: 'laptop' }), { merchant: 's1' });
+    const agentAtA = await connectEventually(a.url, await shop({ user: 'sue', merchant: 's1', device: 'desk' }));
+    const conv = 's1:carl';
+    agentAtB.autoAck(conv);
+    expect(await phoneAtA.request({ id: 'c1', op: 'send', conv, cmid: 'c1', body: 'hello shop' })).toMatchObject({ t: 'sent', seq: 1 });
+    expect(await phoneAtB.request({ id: 'c2', op: 'send', conv, cmid: 'c2', body: 'anyone?' })).toMatchObject({ t: 'sent', seq: 2 });
+    await agentAtB.until(() => agentAtB.messages(conv).length === 2, { what: 'the agent at B holding both messages' });
+    expect(await agentAtA.request({ id: 'r1', op: 'send', conv, cmid: 'r1', body: 'here' })).toMatchObject({ t: 'sent', seq: 3 });
+    await phoneAtA.until(() => phoneAtA.messages(conv).some((message) => message.seq === 3), { what: 'the reply at A' });
+    // Both processes list the new merchant, whichever owns it.
+    for (const process of [a, b]) {
+      await eventually(async () => {
+        const listed = await httpRequest('GET', `${process.httpUrl}/v1/admin/tenants/shop/merchants`, admin);
+        return JSON.stringify((listed.body as { merchants?: Array<{ id: string }> }).merchants?.map((merchant) => merchant.id)) === '["s1"]';
+      }, `s1 listed at ${process.httpUrl}`);
+    }
+
+    // A second secret added through B is taken at A; the first one removed through B is refused at A.
+    expect(await httpRequest('PATCH', `${b.httpUrl}/v1/admin/tenants/shop`, { ...admin, json: { addSecret: { kid: 'k2', secret: SHOP_SECRET_2 } } })).toMatchObject({ status: 200 });
+    const viaK2 = await connectEventually(a.url, await shop({ user: 'dana', device: 'phone', secret: SHOP_SECRET_2, kid: 'k2' }), { merchant: 's1' });
+    await viaK2.close();
+    expect(await httpRequest('PATCH', `${b.httpUrl}/v1/admin/tenants/shop`, { ...admin, json: { removeSecret: 'k1' } })).toMatchObject({ status: 200 });
+    await eventually(async () => (await refusal(a.url, await shop({ user: 'eve', device: 'phone', kid: 'k1' }), { merchant: 's1' })) !== undefined, 'the removed secret refused at A');
+    expect(await refusal(a.url, await shop({ user: 'eve', device: 'phone', kid: 'k1' }), { merchant: 's1' })).toMatchObject({ code: 'TOKEN_INVALID' });
+
+    // Two merchants created at once, one through each process: both land, and both processes list both.
+    const [s2, s3] = await Promise.all([
+      httpRequest('POST', `${a.httpUrl}/v1/admin/tenants/shop/merchants`, { ...admin, json: { id: 's2' } }),
+      httpRequest('POST', `${b.httpUrl}/v1/admin/tenants/shop/merchants`, { ...admin, json: { id: 's3' } }),
+    ]);
+    expect([s2.status, s3.status]).toEqual([201, 201]);
+    for (const process of [a, b]) {
+      await eventually(async () => {
+        const listed = await httpRequest('GET', `${process.httpUrl}/v1/admin/tenants/shop`, admin);
+        return JSON.stringify((listed.body as { merchants?: Array<{ id: string }> }).merchants?.map((merchant) => merchant.id)) === '["s1","s2","s3"]';
+      }, `s1, s2 and s3 listed at ${process.httpUrl}`);
+    }
+    await eventually(async () => Object.values(await ownersOf(redis, cellId, 'shop', ['s1', 's2', 's3'])).every((owner) => owner !== undefined), 'an owner for every merchant of shop');
+
+    // Removed through B: its agents are closed with 4403 at its owner, through either process, and nobody owns it any more.
+    const removed = await httpRequest('DELETE', `${b.httpUrl}/v1/admin/tenants/shop/merchants/s1`, admin);
+    expect(removed, JSON.stringify(removed.body)).toMatchObject({ status: 200, body: { removed: { id: 's1' } } });
+    for (const agent of [agentAtA, agentAtB]) {
+      await agent.until(() => agent.closeCode !== undefined, { what: 'the agent of the removed merchant to be closed' });
+      expect(agent.closeCode).toBe(4403);
+    }
+    expect((await ownersOf(redis, cellId, 'shop', ['s1']))['s1']).toBeUndefined();
+    for (const process of [a, b]) {
+      await eventually(async () => (await refusal(process.url, await shop({ user: 'sam', merchant: 's1', device: 'desk' }))) !== undefined, `the removed merchant refused at ${process.url}`);
+    }
+    // The tenant goes once its merchants are gone; its tokens are refused by both processes.
+    for (const merchant of ['s2', 's3']) expect(await httpRequest('DELETE', `${a.httpUrl}/v1/admin/tenants/shop/merchants/${merchant}`, admin)).toMatchObject({ status: 200 });
+    expect(await httpRequest('DELETE', `${a.httpUrl}/v1/admin/tenants/shop`, admin)).toMatchObject({ status: 200 });
+    for (const process of [a, b]) {
+      await eventually(async () => (await refusal(process.url, await shop({ user: 'dana', device: 'phone', secret: SHOP_SECRET_2, kid: 'k2' }))) !== undefined, `the removed tenant refused at ${process.url}`);
+    }
+    for (const client of [phoneAtA, phoneAtB]) await client.close();
+  }, 120_000);
+
+  test('erases a customer through one process in the conversations every process owns, in memory too, and records it once', async () => {
+    const cellId = 'erasure-scaled';
+    const directory = await cleanup.tempDir();
+    const a = await startProcess(cleanup, directory, server.url, 'proc-a', cellId, ADMIN_TOKEN);
+    const b = await startProcess(cleanup, directory, server.url, 'proc-b', cellId, ADMIN_TOKEN);
+    await spread(redis, cellId);
+    const processes = [a, b];
+    const phones: RawClient[] = [];
+    for (const merchant of ['m1', 'm2']) {
+      const conv = `${merchant}:alice`;
+      const phone = await connectRetrying(a.url, await tokenFor({ user: 'alice', device: `phone-${merchant}` }), { merchant });
+      phones.push(phone);
+      for (let index = 1; index <= 5; index++) expect(await phone.request({ id: `s${index}`, op: 'send', conv, cmid: `${merchant}-${index}`, body: `to ${merchant} ${index}` })).toMatchObject({ t: 'sent', seq: index });
+    }
+    const aliceToken = await tokenFor({ user: 'alice', device: 'server' });
+    const erased = await httpRequest('DELETE', `${a.httpUrl}/v1/admin/tenants/mall/customers/alice`, { token: ADMIN_TOKEN });
+    expect(erased, JSON.stringify(erased.body)).toMatchObject({ status: 200, body: { tenant: 'mall', customer: 'alice', deleted: { conversations: 2 } } });
+    expect((erased.body as { deleted: { messages: number } }).deleted.messages).toBeGreaterThanOrEqual(10);
+    // Its devices were closed by the owners (the relayed one through A's relay).
+    for (const phone of phones) {
+      await phone.until(() => phone.closeCode !== undefined, { what: "the customer's device to be closed" });
+      expect(phone.closeCode).toBe(4403);
+    }
+    for (const merchant of ['m1', 'm2']) {
+      const conv = `${merchant}:alice`;
+      for (const process of processes) {
+        const page = await httpRequest('GET', `${process.httpUrl}/v1/conversations/${encodeURIComponent(conv)}/messages?limit=50`, { token: aliceToken });
+        expect(page.status, JSON.stringify(page.body)).toBe(200);
+        expect((page.body as { messages: unknown[] }).messages, `${conv} read through ${process.httpUrl}`).toEqual([]);
+      }
+      // The owner forgot the conversation in memory too: it starts again at seq 1.
+      const again = await httpRequest('POST', `${b.httpUrl}/v1/conversations/${encodeURIComponent(conv)}/messages`, { token: aliceToken, json: { cmid: `${merchant}-after`, body: 'new start' } });
+      expect(again, JSON.stringify(again.body)).toMatchObject({ status: 201, body: { seq: 1 } });
+    }
+    const audit = await httpRequest('GET', `${b.httpUrl}/v1/admin/audit?action=customer.erase`, { token: ADMIN_TOKEN });
+    expect((audit.body as { entries: Array<{ target: string; error?: unknown }> }).entries.filter((entry) => entry.target === 'alice')).toHaveLength(1);
+  }, 120_000);
 });

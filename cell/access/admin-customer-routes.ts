@@ -9,6 +9,7 @@ import { operatingErrorOf } from '../protocol/operating-errors.js';
 import { IDENTIFIER_PATTERN, MAX_NOTE_CHARS, conversationIdOf } from '../protocol/frames.js';
 import type { ServedTenant } from './admin-people-routes.js';
 import { parseJsonBody, parseWith, requireAdmin, type HttpMethod, type HttpRequestData } from './http-router.js';
+import { RELAYED_BY_HEADER } from './sibling-relay.js';
 import type { RouteModule } from './uws-server.js';
 
 /**
@@ -16,6 +17,8 @@ import type { RouteModule } from './uws-server.js';
  * "Retention, export and erasure"): a merchant's blocks of customers, the export of everything
  * this cell holds of a customer, and its erasure across the cluster. Every call needs the admin
  * token; blocks, unblocks and erasures are recorded in the audit log with `admin` as the actor.
+ * In a cell of several processes, an erasure with the relay marker is another process's request
+ * for this one's share of it (sibling-erasure.ts): erased, never recorded here.
  */
 export interface AdminCustomerComponents {
   /** The tenants served and merchants hosted now: CellCore.servedTenants. */
@@ -41,21 +44,35 @@ const BlocksQuery = z.strictObject({
   limit: z.coerce.number().int('must be an integer').min(1, 'must be at least 1').max(MAX_BLOCKS_PAGE, `must be at most ${MAX_BLOCKS_PAGE}`).optional(),
 });
 const ExportQuery = z.strictObject({ after: z.string().regex(EXPORT_AFTER_PATTERN, 'must be the `next` of a previous page').optional() });
+/** A share of an erasure: the merchants whose conversations are this process's to erase (none: only its devices). */
+const ShareQuery = z.strictObject({
+  merchants: z
+    .string()
+    .transform((list) => (list === '' ? [] : list.split(',')))
+    .pipe(z.array(identifier('merchants')).max(10_000, 'names at most 10000 merchants')),
+});
 
 export function adminCustomerRoutes(components: AdminCustomerComponents): RouteModule {
   const { blocks, data, erasure } = components;
   return (router) => {
     const handle = (method: HttpMethod, pattern: string, handler: (request: HttpRequestData) => Promise<{ status: number; body: unknown }>): void =>
-      router.handle(method, pattern, async (request) => {
-        requireAdmin(request.token, components.adminTokens);
-        return handler(request);
-      });
+      router.handle(
+        method,
+        pattern,
+        async (request) => {
+          requireAdmin(request.token, components.adminTokens);
+          return handler(request);
+        },
+        { headers: [RELAYED_BY_HEADER] },
+      );
     /** A change: its success is recorded where it is made; a failure (a bad body, an unknown merchant) here. */
     const change = (method: HttpMethod, pattern: string, action: string, handler: (request: HttpRequestData) => Promise<{ status: number; body: unknown }>): void =>
       handle(method, pattern, async (request) => {
         try {
           return await handler(request);
         } catch (error) {
+          // Another process's request for a share: that process records the erasure's outcome.
+          if (request.headers[RELAYED_BY_HEADER] !== '') throw error;
           const [tenant, second, third] = request.parameters.map(decodedSegment);
           const place = pattern.startsWith(BLOCKS) ? { merchant: second, target: third } : { target: second };
           const known = operatingErrorOf(error);
@@ -97,7 +114,11 @@ export function adminCustomerRoutes(components: AdminCustomerComponents): RouteM
     });
     change('del', CUSTOMER, 'customer.erase', async (request) => {
       const { tenant, customer } = servedCustomer(components, request.parameters);
-      return { status: 200, body: await erasure.erase(tenant, customer) };
+      if (request.headers[RELAYED_BY_HEADER] !== '') {
+        const { merchants } = parseWith(ShareQuery, queryObject(request));
+        return { status: 200, body: await erasure.eraseShare(tenant, customer, merchants) };
+      }
+      return { status: 200, body: await erasure.erase(tenant, customer, request.token) };
     });
   };
 }

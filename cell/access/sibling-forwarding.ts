@@ -1,15 +1,17 @@
 import { CellError, ErrorCode } from '../protocol/errors.js';
 import { parseConversationId } from '../protocol/frames.js';
 import type { HttpRawAnswer, HttpRequestData } from './http-router.js';
-import { RELAYED_BY_HEADER, type SiblingAccess } from './sibling-relay.js';
+import { RELAYED_BY_HEADER, type SiblingAccess, type SiblingServer } from './sibling-relay.js';
 
 /**
  * HTTP calls about one merchant, in a cell of several processes, go to the process that owns it
  * (docs/operations.md, "A cell of several processes"): the calls on a conversation (messages,
  * reads, attachments), logins and guest tokens (their body names the merchant), and the admin
- * calls on one merchant's agents and blocks. Admin changes no process could make alone are
- * refused (SCALED_CELL_UNSUPPORTED). The request
- * is sent on as it came, and the owner's answer comes back as it is, status and body.
+ * calls on one merchant's agents and blocks. The changes of tenants and merchants, and erasures,
+ * go to the process that applies them (`SiblingAccess.catalogueApplier`: in a standalone cell,
+ * the process reached, as every process may change the catalogue under the cell's lock and run
+ * an erasure); an erasure's share asked of a process by another is served where it arrives. The
+ * request is sent on as it came, and the answer comes back as it is, status and body.
  */
 
 /** What of the request a forward needs, read while uWS's request object is valid. */
@@ -25,17 +27,15 @@ export interface ForwardContext {
 export const FORWARDED_HEADERS = ['authorization', 'content-type', 'origin', 'user-agent', 'x-forwarded-for', RELAYED_BY_HEADER] as const;
 
 const FORWARD_TIMEOUT_MS = 10_000;
+const ERASURE = 'DELETE /v1/admin/tenants/:tenant/customers/:customer';
 const RETRY_MS = 500;
 
 /** Forwards `request` to the sibling that owns its merchant; undefined when this process serves it. */
 export async function forwardToOwner(siblings: SiblingAccess, pattern: string, request: HttpRequestData, context: ForwardContext): Promise<HttpRawAnswer | undefined> {
-  const unsupported = UNSUPPORTED_CHANGES.get(`${context.method} ${pattern}`);
-  if (unsupported !== undefined) throw new CellError(ErrorCode.ScaledCellUnsupported, `a cell of several processes cannot ${unsupported} yet: each process holds its merchants in memory and would not see the change; ${unsupported === 'erase a customer' ? 'run the cell as one process for the erasure' : 'change the config file and restart the processes one at a time'} (docs/operations.md, "A cell of several processes")`);
-  const target = merchantOf(pattern, request);
-  if (target === undefined) return undefined;
-  const server = siblings.serverOf(target.tenant, target.merchant);
-  if (server.here) return undefined;
-  if (context.headers[RELAYED_BY_HEADER] !== '') throw new CellError(ErrorCode.OwnerUnavailable, `merchant ${target.merchant} is changing owner; retry`, { retryAfterMs: RETRY_MS });
+  const served = serverOf(siblings, pattern, request, context);
+  if (served === undefined || served.server.here) return undefined;
+  const { server, what } = served;
+  if (context.headers[RELAYED_BY_HEADER] !== '') throw new CellError(ErrorCode.OwnerUnavailable, `${what} is changing; retry`, { retryAfterMs: RETRY_MS });
   const headers: Record<string, string> = {};
   for (const name of FORWARDED_HEADERS) if (context.headers[name] !== '') headers[name] = context.headers[name]!;
   headers[RELAYED_BY_HEADER] = siblings.processId;
@@ -50,7 +50,7 @@ export async function forwardToOwner(siblings: SiblingAccess, pattern: string, r
       signal: AbortSignal.timeout(FORWARD_TIMEOUT_MS),
     });
   } catch (error) {
-    throw new CellError(ErrorCode.OwnerUnavailable, `the process that owns merchant ${target.merchant} cannot be reached (${error instanceof Error ? error.message : String(error)}); retry`, { retryAfterMs: RETRY_MS });
+    throw new CellError(ErrorCode.OwnerUnavailable, `${what} cannot be reached (${error instanceof Error ? error.message : String(error)}); retry`, { retryAfterMs: RETRY_MS });
   }
   const retryAfter = response.headers.get('retry-after');
   return {
@@ -62,19 +62,29 @@ export async function forwardToOwner(siblings: SiblingAccess, pattern: string, r
 }
 
 /**
- * Admin changes that no process could make alone: the tenants and merchants every process
- * loaded at start, and the erasure of a customer, whose conversations with the merchants of
- * every process those hold in memory.
+ * The changes of the cell's catalogue (cell/tenant-catalogue.ts) and erasures
+ * (cell/customer-erasure.ts): run by the process that applies them.
  */
-const UNSUPPORTED_CHANGES: ReadonlyMap<string, string> = new Map([
-  ['POST /v1/admin/tenants', 'create a tenant'],
-  ['PATCH /v1/admin/tenants/:tenant', 'change a tenant'],
-  ['DELETE /v1/admin/tenants/:tenant', 'remove a tenant'],
-  ['POST /v1/admin/tenants/:tenant/merchants', 'create a merchant'],
-  ['PATCH /v1/admin/tenants/:tenant/merchants/:merchant', 'change a merchant'],
-  ['DELETE /v1/admin/tenants/:tenant/merchants/:merchant', 'remove a merchant'],
-  ['DELETE /v1/admin/tenants/:tenant/customers/:customer', 'erase a customer'],
+const APPLIER_CHANGES: ReadonlySet<string> = new Set([
+  'POST /v1/admin/tenants',
+  'PATCH /v1/admin/tenants/:tenant',
+  'DELETE /v1/admin/tenants/:tenant',
+  'POST /v1/admin/tenants/:tenant/merchants',
+  'PATCH /v1/admin/tenants/:tenant/merchants/:merchant',
+  'DELETE /v1/admin/tenants/:tenant/merchants/:merchant',
+  ERASURE,
 ]);
+
+/** Who serves the request, and what names it in errors; undefined when nothing names a merchant (served here). */
+function serverOf(siblings: SiblingAccess, pattern: string, request: HttpRequestData, context: ForwardContext): { server: SiblingServer; what: string } | undefined {
+  const route = `${context.method} ${pattern}`;
+  // A share of an erasure another process runs is this process's to erase.
+  const share = route === ERASURE && context.headers[RELAYED_BY_HEADER] !== '';
+  if (APPLIER_CHANGES.has(route) && !share) return { server: siblings.catalogueApplier(), what: "the process that applies the cell's catalogue changes and erasures" };
+  const target = merchantOf(pattern, request);
+  if (target === undefined) return undefined;
+  return { server: siblings.serverOf(target.tenant, target.merchant), what: `the process that owns merchant ${target.merchant}` };
+}
 
 /** The admin routes about one merchant (its agents, its blocks), run by its owner, whose desk holds them. */
 const MERCHANT_ADMIN_PREFIX = '/v1/admin/tenants/:tenant/merchants/:merchant/';

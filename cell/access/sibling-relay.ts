@@ -19,8 +19,18 @@ export interface SiblingAccess {
    * Here, or the WebSocket URL (`ws://host:port/v1/ws`) and HTTP base of the sibling that owns the merchant.
    * Throws OWNER_UNAVAILABLE when no live process owns it right now.
    */
-  serverOf(tenant: string, merchant: string): { readonly here: true } | { readonly here: false; readonly ws: string; readonly http: string };
+  serverOf(tenant: string, merchant: string): SiblingServer;
+  /**
+   * The process that applies changes of the cell's tenants and merchants, and erasures: here in
+   * a standalone cell (every process may, one at a time under the cell's catalogue lock); in a
+   * mesh, the speaker, the only process that claims and withdraws merchants in the mesh and whose
+   * outbox asks the other cells to erase.
+   */
+  catalogueApplier(): SiblingServer;
 }
+
+/** Here, or a sibling's WebSocket URL (`ws://host:port/v1/ws`) and HTTP base. */
+export type SiblingServer = { readonly here: true } | { readonly here: false; readonly ws: string; readonly http: string };
 
 /** The header a relaying process adds: the sibling serves such a connection itself or refuses it, never relays it again. */
 export const RELAYED_BY_HEADER = 'x-cellmesh-relayed-by';

@@ -50,6 +50,10 @@ export class ProcessCoordinator {
   private address: ProcessAddress | undefined;
   private host: OwnedMerchantsHost | undefined;
   private merchants: () => readonly MerchantRef[] = () => [];
+  /** Brings the process's catalogue up to date before the owners are looked at (a cell's catalogue changes at runtime). */
+  private followCatalogue: (() => Promise<void>) | undefined;
+  /** The other live processes, as of the last round. */
+  private siblings: ProcessRecord[] = [];
   /** Merchants hosted here, by merchantKey. */
   private readonly hosted = new Map<string, MerchantRef>();
   /** The owner of each merchant hosted elsewhere, as of the last tick. */
@@ -83,10 +87,11 @@ export class ProcessCoordinator {
    * The process listens at `address` and its core is ready: from now on it claims and hosts the
    * merchants it should own. Resolves after the first round of claims.
    */
-  async startOwning(address: ProcessAddress, host: OwnedMerchantsHost, merchants: () => readonly MerchantRef[]): Promise<void> {
+  async startOwning(address: ProcessAddress, host: OwnedMerchantsHost, merchants: () => readonly MerchantRef[], followCatalogue?: () => Promise<void>): Promise<void> {
     this.address = address;
     this.host = host;
     this.merchants = merchants;
+    this.followCatalogue = followCatalogue;
     // Until the first round placed them, the cell's merchants are refused for a retry, not as unknown.
     this.known = new Set(merchants().map(merchantKey));
     await this.runTick();
@@ -101,6 +106,19 @@ export class ProcessCoordinator {
     if (this.hosted.has(key) || !this.known.has(key)) return { here: true };
     const owner = this.owners.get(key);
     return owner === undefined ? undefined : { here: false, owner };
+  }
+
+  /** The other live processes of the cell, as of the last round. */
+  liveSiblings(): readonly ProcessRecord[] {
+    return this.siblings;
+  }
+
+  /** True while a live process owns the merchant, as Redis says now. */
+  async ownerIsLive(merchant: MerchantRef): Promise<boolean> {
+    const [owner] = await this.init.coordination.owners([merchant]);
+    if (owner === undefined) return false;
+    const live = await this.init.coordination.liveProcesses();
+    return live.some((process) => process.id === owner.processId && process.token === owner.token);
   }
 
   /** The merchants hosted here (merchantKey), for tests and logs. */
@@ -138,6 +156,8 @@ export class ProcessCoordinator {
     if (this.token === undefined) await this.registerLease();
     else if (!(await this.renewLease())) return;
     if (this.host === undefined || this.address === undefined) return;
+    // A catalogue that cannot be followed now still leaves the owners of the merchants it knows to be looked at.
+    await this.followCatalogue?.().catch((error: unknown) => this.init.logger.warn({ err: error, process: this.init.processId }, 'could not follow the cell\'s catalogue this round; retrying'));
     await this.balance(this.host);
   }
 
@@ -206,8 +226,11 @@ export class ProcessCoordinator {
     for (const process of live) if (!this.firstSeenMs.has(`${process.id}/${process.token}`)) this.firstSeenMs.set(`${process.id}/${process.token}`, nowMs);
     for (const seen of [...this.firstSeenMs.keys()]) if (!live.some((process) => `${process.id}/${process.token}` === seen)) this.firstSeenMs.delete(seen);
     const byId = new Map(live.map((process) => [process.id, process]));
+    this.siblings = live.filter((process) => process.id !== processId);
     const merchants = this.merchants();
     this.known = new Set(merchants.map(merchantKey));
+    // A merchant removed from the cell's catalogue: its removal closed its devices here; let it go.
+    for (const [key, merchant] of [...this.hosted]) if (!this.known.has(key)) await this.handOver(merchant);
     const recorded = await coordination.owners(merchants);
     const everyone = assignOwners(merchants, live.map((process) => process.id));
     const settled = assignOwners(

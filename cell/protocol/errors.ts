@@ -110,8 +110,11 @@ export const ErrorCode = {
    * and the lease has not moved yet, or it is being handed over); `retryAfterMs`, then retry.
    */
   OwnerUnavailable: 'OWNER_UNAVAILABLE',
-  /** HTTP admin, a cell of several processes: a change no process could make alone (tenants, merchants, an erasure). */
-  ScaledCellUnsupported: 'SCALED_CELL_UNSUPPORTED',
+  /**
+   * HTTP admin, a cell of several processes: another process holds the cell's catalogue lock (a
+   * change of tenants or merchants under way there) for longer than a change waits; retry.
+   */
+  CatalogueBusy: 'CATALOGUE_BUSY',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -178,7 +181,7 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   BACKUP_UNSUPPORTED: 501,
   BACKUP_IN_PROGRESS: 409,
   OWNER_UNAVAILABLE: 503,
-  SCALED_CELL_UNSUPPORTED: 409,
+  CATALOGUE_BUSY: 503,
 };
 
 /** An operating error with a stable code: answered to the client, never a crash. */
