@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 /** The wire protocol version this code speaks; negotiated through the WebSocket subprotocol. */
 export const PROTOCOL_VERSION = 1;

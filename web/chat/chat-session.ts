@@ -1,0 +1,293 @@
+// The customer chat's state, kept from the browser SDK's events: the guest's conversation with
+// one merchant, its messages (history paged upwards), the sends still on their way, the agent's
+// read cursor, the consultation (queue position, estimated wait, the agent), typing and the
+// connection. The view (chat-view.ts) renders it after every change.
+import {
+  BrowserClock,
+  BrowserTransport,
+  CellmeshClient,
+  ClientError,
+  CryptoRandom,
+  conversationIdOf,
+  guestTokenSource,
+  type ChatMessage,
+  type ConnectionState,
+  type ConsultationView,
+} from '../../client/browser.js';
+import type { ChatLink } from './chat-link.js';
+
+/** A message this page sent that the cell has not stored yet (or refused). */
+export interface PendingSend {
+  cmid: string;
+  body: string;
+  /** `sending` until stored; `failed` when the cell refused it (it is not retried). */
+  state: 'sending' | 'failed';
+  error?: string;
+  atMs: number;
+}
+
+export interface ChatState {
+  connection: ConnectionState;
+  /** The guest, once the first session opened. */
+  user: string | undefined;
+  conv: string | undefined;
+  /** Stored messages by seq. */
+  messages: Map<number, ChatMessage>;
+  pending: PendingSend[];
+  /** Older messages exist before the first one held. */
+  hasMore: boolean;
+  loadingOlder: boolean;
+  /** The highest seq an agent has read. */
+  agentReadSeq: number;
+  consultation: ConsultationView | undefined;
+  /** An agent typing, until this time. */
+  agentTypingUntilMs: number;
+  /** The consultation that closed and may be rated; undefined once rated or when none closed. */
+  rateable: string | undefined;
+  /** What stops the chat for good (a bad link, an unknown merchant, a refusal). */
+  fatal: string | undefined;
+}
+
+/** Typing frames are relayed at most once a second; the page says it at most every 2 s. */
+const TYPING_EVERY_MS = 2_000;
+/** How long "typing…" shows after the last typing frame. */
+export const TYPING_SHOWN_MS = 4_000;
+const HISTORY_PAGE = 30;
+
+export class ChatSession {
+  readonly state: ChatState = {
+    connection: 'idle',
+    user: undefined,
+    conv: undefined,
+    messages: new Map(),
+    pending: [],
+    hasMore: false,
+    loadingOlder: false,
+    agentReadSeq: 0,
+    consultation: undefined,
+    agentTypingUntilMs: 0,
+    rateable: undefined,
+    fatal: undefined,
+  };
+  private client: CellmeshClient | undefined;
+  private lastTypingMs = 0;
+  private readSent = 0;
+  private newestEventSeq = 0;
+  private readonly listeners: Array<() => void> = [];
+
+  constructor(
+    private readonly link: ChatLink,
+    /** The cell that served the page: the merchant's home, where `/v1/connect` sent the browser. */
+    private readonly origin: string,
+    private readonly storage: Storage,
+  ) {}
+
+  onChange(listener: () => void): void {
+    this.listeners.push(listener);
+  }
+
+  /** Connects: route mode in a cluster (the SDK follows the merchant's home), else this very cell. */
+  async start(): Promise<void> {
+    const { tenant, merchant } = this.link;
+    const where = await this.whereToConnect();
+    if (where === undefined) return;
+    const client = new CellmeshClient({
+      ...where,
+      token: guestTokenSource({ url: this.origin, tenant, merchant, storage: this.storage }),
+      transport: new BrowserTransport(),
+      clock: new BrowserClock(),
+      random: new CryptoRandom(),
+      // A person waits: reconnect within seconds, not the SDK's default half minute.
+      backoff: { maxDelayMs: 5_000 },
+    });
+    this.client = client;
+    client.on('state', (change) => {
+      this.state.connection = change.state;
+      if ((change.state === 'closed' || change.state === 'replaced') && change.error !== undefined) this.state.fatal = describeError(change.error);
+      if (change.state === 'open' && change.session !== undefined) void this.opened(change.session.user);
+      this.changed();
+    });
+    client.on('message', (message) => this.received(message));
+    client.on('receipt', (receipt) => {
+      if (receipt.conv !== this.state.conv || receipt.role !== 'agent') return;
+      this.state.agentReadSeq = Math.max(this.state.agentReadSeq, receipt.seq);
+      this.changed();
+    });
+    client.on('consultation', (consultation) => {
+      if (consultation.conv !== this.state.conv) return;
+      this.state.consultation = consultation;
+      if (consultation.state === 'closed') this.state.rateable = consultation.consultation;
+      this.changed();
+    });
+    client.on('typing', (typing) => {
+      if (typing.conv !== this.state.conv || typing.role === 'customer') return;
+      this.state.agentTypingUntilMs = Date.now() + TYPING_SHOWN_MS; // real-clock-ok: a page shows wall time
+      this.changed();
+    });
+    try {
+      await client.connect();
+    } catch (error) {
+      this.state.fatal = describeError(error);
+      this.changed();
+    }
+  }
+
+  /** Sends `body`; shown at once as pending, kept while offline (the SDK sends it on reconnect). */
+  send(body: string): void {
+    const { client } = this;
+    const conv = this.state.conv;
+    const text = body.trim();
+    if (client === undefined || conv === undefined || text === '') return;
+    const cmid = `web-${globalThis.crypto.randomUUID()}`;
+    const pending: PendingSend = { cmid, body: text, state: 'sending', atMs: Date.now() }; // real-clock-ok: display time
+    this.state.pending.push(pending);
+    this.changed();
+    client.send(conv, text, { cmid, ...(this.link.group === undefined ? {} : { group: this.link.group }) }).then(
+      () => this.settle(cmid),
+      (error: unknown) => {
+        pending.state = 'failed';
+        pending.error = describeError(error);
+        this.changed();
+      },
+    );
+  }
+
+  /** Drops a failed send from the page. */
+  discard(cmid: string): void {
+    this.state.pending = this.state.pending.filter((pending) => pending.cmid !== cmid);
+    this.changed();
+  }
+
+  /** Tells the agent the customer is typing (at most every 2 s). */
+  typing(): void {
+    const now = Date.now(); // real-clock-ok: throttling a page's frames
+    if (this.client === undefined || this.state.conv === undefined || this.state.connection !== 'open' || now - this.lastTypingMs < TYPING_EVERY_MS) return;
+    this.lastTypingMs = now;
+    this.client.typing(this.state.conv);
+  }
+
+  /** Loads the page of messages before the oldest one held. */
+  async loadOlder(): Promise<void> {
+    const { client, state } = this;
+    if (client === undefined || state.conv === undefined || state.loadingOlder || !state.hasMore) return;
+    const oldest = Math.min(...state.messages.keys());
+    state.loadingOlder = true;
+    this.changed();
+    try {
+      const page = await client.history(state.conv, { before: oldest, limit: HISTORY_PAGE });
+      for (const message of page.messages) state.messages.set(message.seq, message);
+      state.hasMore = page.hasMore;
+    } finally {
+      state.loadingOlder = false;
+      this.changed();
+    }
+  }
+
+  /** Marks everything shown as read (the page is visible). */
+  markRead(): void {
+    const { client, state } = this;
+    if (client === undefined || state.conv === undefined || state.connection !== 'open') return;
+    const newest = Math.max(0, ...state.messages.keys());
+    if (newest <= this.readSent) return;
+    this.readSent = newest;
+    client.read(state.conv, newest).catch(() => {
+      this.readSent = 0; // Said again at the next chance.
+    });
+  }
+
+  async rate(score: number, comment: string): Promise<void> {
+    const { client, state } = this;
+    if (client === undefined || state.conv === undefined) return;
+    await client.rate(state.conv, score, comment.trim() === '' ? undefined : comment.trim());
+    state.rateable = undefined;
+    this.changed();
+  }
+
+  async close(): Promise<void> {
+    await this.client?.close();
+  }
+
+  /** A session opened: the first one learns the guest's conversation and loads its newest page. */
+  private async opened(user: string): Promise<void> {
+    if (this.state.conv !== undefined) return;
+    const conv = conversationIdOf(this.link.merchant, user);
+    this.state.user = user;
+    this.state.conv = conv;
+    const client = this.client!;
+    try {
+      const [page, inbox] = await Promise.all([client.history(conv, { limit: HISTORY_PAGE }), client.inbox()]);
+      for (const message of page.messages) this.remember(message);
+      this.state.hasMore = page.hasMore;
+      const summary = inbox.find((entry) => entry.conv === conv);
+      for (const read of summary?.reads ?? []) if (read.role === 'agent') this.state.agentReadSeq = Math.max(this.state.agentReadSeq, read.seq);
+    } catch (error) {
+      // A new guest's conversation does not exist yet; anything else is shown.
+      if (!(error instanceof ClientError && error.code === 'CONVERSATION_NOT_FOUND')) this.state.fatal = describeError(error);
+    }
+    this.changed();
+  }
+
+  private received(message: ChatMessage): void {
+    if (message.conv !== this.state.conv) return;
+    this.remember(message);
+    this.settle(message.cmid);
+    this.changed();
+  }
+
+  /** Keeps a stored message; a system message also tells the consultation's state after a reload. */
+  private remember(message: ChatMessage): void {
+    this.state.messages.set(message.seq, message);
+    const event = message.event;
+    // History and live messages may arrive in either order: only the newest desk event counts.
+    if (event === undefined || message.seq < this.newestEventSeq) return;
+    this.newestEventSeq = message.seq;
+    // A close may be rated; a rating, or a new consultation, ends that.
+    this.state.rateable = event.type === 'closed' ? event.consultation : undefined;
+  }
+
+  private settle(cmid: string): void {
+    this.state.pending = this.state.pending.filter((pending) => pending.cmid !== cmid);
+    this.changed();
+  }
+
+  private changed(): void {
+    for (const listener of this.listeners) listener();
+  }
+
+  /** `{route}` in a cluster, `{url}` of this cell when it runs alone (it answers MESH_DISABLED). */
+  private async whereToConnect(): Promise<{ route: { url: string; tenant: string; merchant: string } } | { url: string } | undefined> {
+    const { tenant, merchant } = this.link;
+    const query = `tenant=${encodeURIComponent(tenant)}&merchant=${encodeURIComponent(merchant)}`;
+    try {
+      const response = await fetch(`${this.origin}/v1/route?${query}`, { headers: { accept: 'application/json' } });
+      if (response.ok) return { route: { url: this.origin, tenant, merchant } };
+      const answer = (await response.json()) as { error?: { code?: string } };
+      if (answer.error?.code === 'MESH_DISABLED') return { url: `${this.origin.replace(/^http/, 'ws')}/v1/ws` };
+      this.state.fatal = answer.error?.code === 'MERCHANT_UNKNOWN' ? 'This shop is not available for chat right now.' : `The chat could not start (${answer.error?.code ?? response.status}).`;
+    } catch {
+      this.state.fatal = 'The chat could not reach its server. Check your connection and reload the page.';
+    }
+    this.changed();
+    return undefined;
+  }
+}
+
+/** What a person reads for an error of the SDK or the cell. */
+export function describeError(error: unknown): string {
+  if (error instanceof ClientError) {
+    switch (error.code) {
+      case 'CUSTOMER_BLOCKED':
+        return 'This shop does not accept your messages.';
+      case 'MERCHANT_NOT_HOSTED':
+      case 'MERCHANT_UNKNOWN':
+        return 'This shop is not available for chat right now.';
+      case 'ORIGIN_FORBIDDEN':
+        return 'This page may not open the chat (its address is not allowed by the shop).';
+      case 'GUEST_RATE_LIMITED':
+        return 'Too many chats were started from your network. Try again in a minute.';
+      default:
+        return `${error.message} (${error.code})`;
+    }
+  }
+  return error instanceof Error ? error.message : String(error);
+}
