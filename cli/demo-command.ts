@@ -275,6 +275,8 @@ async function describeCluster(dataDir: string, cells: readonly DemoCell[]): Pro
     '',
     `Chat with ${acme.name} as a guest (--cluster asks any cell where the merchant lives; the guest is kept in ~/.cellmesh and returns):`,
     `  ${chatWithAcme} --guest`,
+    `Or in a browser: the customer chat page (any cell or router sends the browser on to the merchant's home cell, docs/web.md):`,
+    `  ${cluster}/v1/connect?tenant=${DEMO_TENANT}&merchant=${acme.id}`,
     `Two more customers, in two more terminals: ${acme.bot.name} takes ${acme.bot.capacity} at a time, so the third waits in line (position and`,
     'estimated wait shown) until the bot closes a consultation:',
     `  ${chatWithAcme} --guest second`,

@@ -13,6 +13,7 @@ import {
   type ChatMessage,
   type ConnectionState,
   type ConsultationView,
+  type DeskNotice,
 } from '../../client/browser.js';
 import type { ChatLink } from './chat-link.js';
 
@@ -46,6 +47,8 @@ export interface ChatState {
   rateable: string | undefined;
   /** What stops the chat for good (a bad link, an unknown merchant, a refusal). */
   fatal: string | undefined;
+  /** Agents' display names by id, as the desk's messages and frames told them. */
+  agentNames: Map<string, string>;
 }
 
 /** Typing frames are relayed at most once a second; the page says it at most every 2 s. */
@@ -68,6 +71,7 @@ export class ChatSession {
     agentTypingUntilMs: 0,
     rateable: undefined,
     fatal: undefined,
+    agentNames: new Map(),
   };
   private client: CellmeshClient | undefined;
   private lastTypingMs = 0;
@@ -116,6 +120,7 @@ export class ChatSession {
     client.on('consultation', (consultation) => {
       if (consultation.conv !== this.state.conv) return;
       this.state.consultation = consultation;
+      if (consultation.agent !== undefined && consultation.agentName !== undefined) this.state.agentNames.set(consultation.agent, consultation.agentName);
       if (consultation.state === 'closed') this.state.rateable = consultation.consultation;
       this.changed();
     });
@@ -238,11 +243,16 @@ export class ChatSession {
   private remember(message: ChatMessage): void {
     this.state.messages.set(message.seq, message);
     const event = message.event;
+    if ((event?.type === 'assigned' || event?.type === 'transferred') && event.agent !== undefined && event.name !== undefined) this.state.agentNames.set(event.agent, event.name);
     // History and live messages may arrive in either order: only the newest desk event counts.
     if (event === undefined || message.seq < this.newestEventSeq) return;
     this.newestEventSeq = message.seq;
     // A close may be rated; a rating, or a new consultation, ends that.
     this.state.rateable = event.type === 'closed' ? event.consultation : undefined;
+    // After a reload no `consultation` frame has come yet: the newest event says where it stands.
+    const known = this.state.consultation;
+    const view = consultationOf(message, event);
+    if (view !== undefined && (known?.consultation !== view.consultation || known.state !== view.state)) this.state.consultation = view;
   }
 
   private settle(cmid: string): void {
@@ -269,6 +279,25 @@ export class ChatSession {
     }
     this.changed();
     return undefined;
+  }
+}
+
+/** The consultation as a system message leaves it (no queue position: only `consultation` frames tell that). */
+function consultationOf(message: ChatMessage, event: DeskNotice): ConsultationView | undefined {
+  const base = { conv: message.conv, consultation: event.consultation, group: 'group' in event && event.group !== undefined ? event.group : '', openedAtMs: message.ts };
+  switch (event.type) {
+    case 'queued':
+    case 'released':
+      return { ...base, state: 'waiting' };
+    case 'assigned':
+      return { ...base, state: 'assigned', agent: event.agent, agentName: event.name };
+    case 'transferred':
+      return event.agent === undefined ? { ...base, state: 'waiting' } : { ...base, state: 'assigned', agent: event.agent, ...(event.name === undefined ? {} : { agentName: event.name }) };
+    case 'closed':
+    case 'rated':
+      return { ...base, state: 'closed' };
+    default:
+      return undefined;
   }
 }
 

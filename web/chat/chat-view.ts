@@ -124,7 +124,7 @@ export class ChatView {
     return h(
       'li',
       { class: mine ? 'msg mine' : 'msg theirs', 'data-seq': message.seq, 'data-cmid': message.cmid, 'data-state': mine ? (read ? 'read' : 'sent') : undefined },
-      mine ? null : h('span', { class: 'who' }, message.from),
+      mine ? null : h('span', { class: 'who' }, state.agentNames.get(message.from) ?? message.from),
       h('p', { class: 'body' }, message.body),
       message.attachments?.length ? h('p', { class: 'files' }, message.attachments.map((file) => `📎 ${file.name}`).join(', ')) : null,
       h('span', { class: 'meta' }, h('time', {}, timeOf(message.ts)), mine ? h('span', { class: 'tick', 'aria-label': read ? 'Read' : 'Sent' }, read ? ' ✓✓ Read' : ' ✓ Sent') : null),
