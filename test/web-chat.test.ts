@@ -7,6 +7,7 @@
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { crc32, deflateSync } from 'node:zlib';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ServerFrame } from '../cell/protocol/frames.js';
@@ -218,4 +219,58 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'customer chat page in Chromium'
     );
     expect(await page.locator('#older').isHidden()).toBe(true);
   });
+
+  it('sends an image from the page to the agent, and shows the agent\'s image', async () => {
+    const cell = await cleanup.cell({ agents: [{ id: 'ann', name: 'Ann', password: AGENT_PASSWORD }] });
+    const agent = await agentAnn(cell);
+    const { context, errors } = await customerBrowser();
+    const page = await openChat(context, cell);
+    await write(page, 'The box arrived broken, see the photo');
+    const conv = await conversationWith(agent, 'The box arrived broken, see the photo');
+
+    // The customer picks a picture: it is uploaded, then sent as a message of its own.
+    await page.locator('#file').setInputFiles({ name: 'broken-box.png', mimeType: 'image/png', buffer: PHOTO_PNG });
+    await agent.until(() => agent.messages(conv).some((message) => message.attachments?.[0]?.name === 'broken-box.png'), { what: 'the photo at the agent' });
+    const photo = agent.messages(conv).find((message) => message.attachments?.[0]?.name === 'broken-box.png')!;
+    expect(photo.attachments).toEqual([{ id: expect.stringMatching(/^[0-9a-f]{64}$/), name: 'broken-box.png', type: 'image/png', bytes: PHOTO_PNG.byteLength }]);
+    const shown = page.locator(`li.msg.mine[data-seq="${photo.seq}"] img[alt="broken-box.png"]`);
+    await expect.poll(() => shown.evaluate((image: HTMLImageElement) => image.complete && image.naturalWidth)).toBe(160);
+
+    // The agent answers with an image of its own: uploaded over HTTP with its token, then sent.
+    const agentToken = await tokenFor({ user: 'ann', merchant: 'm1', device: 'desk' });
+    const upload = await fetch(`${cell.httpUrl}/v1/conversations/${encodeURIComponent(conv)}/attachments?name=label.png`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${agentToken}` },
+      body: new Uint8Array(LABEL_PNG),
+    });
+    expect(upload.status).toBe(201);
+    const { id } = (await upload.json()) as { id: string };
+    expect(await agent.request({ op: 'send', id: 'photo-reply', conv, cmid: 'ann-photo', body: 'Please print this return label', attachments: [id] })).toMatchObject({ t: 'sent' });
+    const theirs = page.locator('li.msg.theirs', { hasText: 'Please print this return label' }).locator('img[alt="label.png"]');
+    await expect.poll(() => theirs.evaluate((image: HTMLImageElement) => image.complete && image.naturalWidth)).toBe(120);
+    await page.screenshot({ path: join(SCREENSHOTS, 'chat-images.png') });
+    expect(errors).toEqual([]);
+  });
 });
+
+/** A PNG of `width` x `height` pixels in one colour (RGB), for a picture a person can see in the screenshots. */
+function solidPng(width: number, height: number, [red, green, blue]: readonly [number, number, number]): Buffer {
+  const chunk = (type: string, data: Buffer): Buffer => {
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(data.byteLength);
+    const body = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(body));
+    return Buffer.concat([length, body, crc]);
+  };
+  const header = Buffer.alloc(13);
+  header.writeUInt32BE(width, 0);
+  header.writeUInt32BE(height, 4);
+  header.set([8, 2, 0, 0, 0], 8); // 8 bits per channel, RGB, no interlace
+  const row = Buffer.concat([Buffer.from([0]), Buffer.from(Array.from({ length: width }, () => [red, green, blue]).flat())]);
+  const pixels = deflateSync(Buffer.concat(Array.from({ length: height }, () => row)));
+  return Buffer.concat([Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]), chunk('IHDR', header), chunk('IDAT', pixels), chunk('IEND', Buffer.alloc(0))]);
+}
+
+const PHOTO_PNG = solidPng(160, 100, [180, 83, 9]);
+const LABEL_PNG = solidPng(120, 80, [21, 128, 61]);

@@ -77,6 +77,7 @@ export class ChatSession {
   private lastTypingMs = 0;
   private readSent = 0;
   private newestEventSeq = 0;
+  private token: string | undefined;
   private readonly listeners: Array<() => void> = [];
 
   constructor(
@@ -95,9 +96,11 @@ export class ChatSession {
     const { tenant, merchant } = this.link;
     const where = await this.whereToConnect();
     if (where === undefined) return;
+    const tokens = guestTokenSource({ url: this.origin, tenant, merchant, storage: this.storage });
     const client = new CellmeshClient({
       ...where,
-      token: guestTokenSource({ url: this.origin, tenant, merchant, storage: this.storage }),
+      // The newest token is kept too: the page's <img> of an attachment carries it (`?token=`).
+      token: async (signal) => (this.token = await tokens(signal)),
       transport: new BrowserTransport(),
       clock: new BrowserClock(),
       random: new CryptoRandom(),
@@ -155,6 +158,37 @@ export class ChatSession {
         this.changed();
       },
     );
+  }
+
+  /** Uploads `file` to the conversation, then sends it as a message of its own. */
+  attach(file: File): void {
+    const { client } = this;
+    const conv = this.state.conv;
+    if (client === undefined || conv === undefined) return;
+    const cmid = `web-${globalThis.crypto.randomUUID()}`;
+    const pending: PendingSend = { cmid, body: `Sending ${file.name}`, state: 'sending', atMs: Date.now() }; // real-clock-ok: display time
+    this.state.pending.push(pending);
+    this.changed();
+    file
+      .arrayBuffer()
+      .then((buffer) => client.uploadAttachment(conv, new Uint8Array(buffer), file.name))
+      .then((attachment) => client.send(conv, '', { cmid, attachments: [attachment], ...(this.link.group === undefined ? {} : { group: this.link.group }) }))
+      .then(
+        () => this.settle(cmid),
+        (error: unknown) => {
+          pending.state = 'failed';
+          pending.error = describeError(error);
+          this.changed();
+        },
+      );
+  }
+
+  /** Where the page loads an attachment of the conversation from; undefined before the first token. */
+  attachmentUrl(id: string): string | undefined {
+    const { client, token } = this;
+    const conv = this.state.conv;
+    if (client === undefined || conv === undefined || token === undefined) return undefined;
+    return `${client.httpBase}/v1/conversations/${encodeURIComponent(conv)}/attachments/${encodeURIComponent(id)}?token=${encodeURIComponent(token)}`;
   }
 
   /** Drops a failed send from the page. */
