@@ -284,6 +284,8 @@ async function describeCluster(dataDir: string, cells: readonly DemoCell[]): Pro
     `${ann.name} (${ann.id}), a person, logs in (password: ${DEMO_AGENT_PASSWORD}). A customer who writes "human" is transferred to ${acme.handoverGroup}, where`,
     `${ann.name} takes it; in her chat: /close, /transfer ${acme.bot.id} <note>, /transfer @after-sales <note>, /status busy, /desk, /conv <id>:`,
     `  ${chatWithAcme} --login ${ann.id}`,
+    `or in a browser, the agent workbench (the same password):`,
+    `  ${cluster}/app/agent.html?tenant=${DEMO_TENANT}&merchant=${acme.id}&agent=${ann.id}`,
     `A shopper signed in to Cozy Books' own site (its server mints the token), on another cell; customers may /close and /rate 1-5:`,
     `  npx cellmesh chat --cluster ${cluster} --conv ${conversationIdOf('cozy-books', 'dave')} --token ${await shopperToken('dave', 'phone')}`,
     '',

@@ -12,7 +12,10 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 
 /** The pages: the HTML served at /app/<html>, and its script bundled to /app/<script>. */
-export const WEB_PAGES = [{ name: 'chat', html: 'index.html', source: 'web/chat/index.html', entry: 'web/chat/main.ts', script: 'chat.js' }];
+export const WEB_PAGES = [
+  { name: 'chat', html: 'index.html', source: 'web/chat/index.html', entry: 'web/chat/main.ts', script: 'chat.js' },
+  { name: 'agent', html: 'agent.html', source: 'web/agent/index.html', entry: 'web/agent/main.ts', script: 'agent.js' },
+];
 const STYLESHEET = { source: 'web/style.css', name: 'style.css' };
 export const CHAT_BUDGET_GZIP_BYTES = 100 * 1024;
 

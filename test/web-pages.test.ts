@@ -54,6 +54,10 @@ async function expectServesPages(port: number): Promise<void> {
   const etag = page.headers['etag'] as string;
   expect(etag).toMatch(/^"[\w-]+"$/);
 
+  const workbench = await get(port, '/app/agent.html');
+  expect(workbench.status).toBe(200);
+  expect(workbench.body.equals(built('agent.html'))).toBe(true);
+
   // Revalidation costs no bytes.
   const again = await get(port, '/app/', { 'if-none-match': etag });
   expect(again.status).toBe(304);

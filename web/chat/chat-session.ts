@@ -15,6 +15,7 @@ import {
   type ConsultationView,
   type DeskNotice,
 } from '../../client/browser.js';
+import { connectTarget, describeError, type ConnectTarget } from '../shared/connect-target.js';
 import type { ChatLink } from './chat-link.js';
 
 /** A message this page sent that the cell has not stored yet (or refused). */
@@ -94,8 +95,14 @@ export class ChatSession {
   /** Connects: route mode in a cluster (the SDK follows the merchant's home), else this very cell. */
   async start(): Promise<void> {
     const { tenant, merchant } = this.link;
-    const where = await this.whereToConnect();
-    if (where === undefined) return;
+    let where: ConnectTarget;
+    try {
+      where = await connectTarget(this.origin, tenant, merchant);
+    } catch (error) {
+      this.state.fatal = describeError(error);
+      this.changed();
+      return;
+    }
     const tokens = guestTokenSource({ url: this.origin, tenant, merchant, storage: this.storage });
     const client = new CellmeshClient({
       ...where,
@@ -297,23 +304,6 @@ export class ChatSession {
   private changed(): void {
     for (const listener of this.listeners) listener();
   }
-
-  /** `{route}` in a cluster, `{url}` of this cell when it runs alone (it answers MESH_DISABLED). */
-  private async whereToConnect(): Promise<{ route: { url: string; tenant: string; merchant: string } } | { url: string } | undefined> {
-    const { tenant, merchant } = this.link;
-    const query = `tenant=${encodeURIComponent(tenant)}&merchant=${encodeURIComponent(merchant)}`;
-    try {
-      const response = await fetch(`${this.origin}/v1/route?${query}`, { headers: { accept: 'application/json' } });
-      if (response.ok) return { route: { url: this.origin, tenant, merchant } };
-      const answer = (await response.json()) as { error?: { code?: string } };
-      if (answer.error?.code === 'MESH_DISABLED') return { url: `${this.origin.replace(/^http/, 'ws')}/v1/ws` };
-      this.state.fatal = answer.error?.code === 'MERCHANT_UNKNOWN' ? 'This shop is not available for chat right now.' : `The chat could not start (${answer.error?.code ?? response.status}).`;
-    } catch {
-      this.state.fatal = 'The chat could not reach its server. Check your connection and reload the page.';
-    }
-    this.changed();
-    return undefined;
-  }
 }
 
 /** The consultation as a system message leaves it (no queue position: only `consultation` frames tell that). */
@@ -333,24 +323,4 @@ function consultationOf(message: ChatMessage, event: DeskNotice): ConsultationVi
     default:
       return undefined;
   }
-}
-
-/** What a person reads for an error of the SDK or the cell. */
-export function describeError(error: unknown): string {
-  if (error instanceof ClientError) {
-    switch (error.code) {
-      case 'CUSTOMER_BLOCKED':
-        return 'This shop does not accept your messages.';
-      case 'MERCHANT_NOT_HOSTED':
-      case 'MERCHANT_UNKNOWN':
-        return 'This shop is not available for chat right now.';
-      case 'ORIGIN_FORBIDDEN':
-        return 'This page may not open the chat (its address is not allowed by the shop).';
-      case 'GUEST_RATE_LIMITED':
-        return 'Too many chats were started from your network. Try again in a minute.';
-      default:
-        return `${error.message} (${error.code})`;
-    }
-  }
-  return error instanceof Error ? error.message : String(error);
 }
