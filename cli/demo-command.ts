@@ -289,6 +289,8 @@ async function describeCluster(dataDir: string, cells: readonly DemoCell[]): Pro
     `A shopper signed in to Cozy Books' own site (its server mints the token), on another cell; customers may /close and /rate 1-5:`,
     `  npx cellmesh chat --cluster ${cluster} --conv ${conversationIdOf('cozy-books', 'dave')} --token ${await shopperToken('dave', 'phone')}`,
     '',
+    `The cell console of ${acmeCell.id} in a browser (admin token: ${DEMO_ADMIN_TOKEN}):`,
+    `  http://127.0.0.1:${acmeCell.port}/app/console.html`,
     'The agents of a merchant, the cluster as each cell sees it, and where a merchant lives:',
     `  npx cellmesh agents list --cell http://127.0.0.1:${acmeCell.port} --tenant ${DEMO_TENANT} --merchant ${acme.id} --admin-token ${DEMO_ADMIN_TOKEN}`,
     `  curl -s -H 'authorization: Bearer ${DEMO_ADMIN_TOKEN}' ${cluster}/v1/admin/cluster`,

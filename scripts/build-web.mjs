@@ -15,6 +15,7 @@ import { gzipSync } from 'node:zlib';
 export const WEB_PAGES = [
   { name: 'chat', html: 'index.html', source: 'web/chat/index.html', entry: 'web/chat/main.ts', script: 'chat.js' },
   { name: 'agent', html: 'agent.html', source: 'web/agent/index.html', entry: 'web/agent/main.ts', script: 'agent.js' },
+  { name: 'console', html: 'console.html', source: 'web/console/index.html', entry: 'web/console/main.ts', script: 'console.js' },
 ];
 const STYLESHEET = { source: 'web/style.css', name: 'style.css' };
 export const CHAT_BUDGET_GZIP_BYTES = 100 * 1024;

@@ -1,8 +1,9 @@
 /**
  * The pages in a cluster: two real cells in this process (uWS, LevelDB, libp2p on loopback), the
  * customer chat opened through /v1/connect at the cell that is not the merchant's home, and the
- * agent workbench, both in Debian's Chromium (driven through playwright-core). The merchant moves
- * mid-chat; both pages follow it to the new home without a reload, and the chat goes on.
+ * agent workbench, both in Debian's Chromium (driven through playwright-core). The operator moves
+ * the merchant mid-chat with the cell console; both pages follow it to the new home without a
+ * reload, and the chat goes on. Then a third cell joins, and the console shows it.
  * Without /usr/bin/chromium the suite is reported as skipped.
  */
 import { existsSync, mkdirSync } from 'node:fs';
@@ -14,7 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseCellConfig } from '../assembly/config.js';
 import { startCell, type RunningCell } from '../assembly/process-cell.js';
 import { silentLogger } from '../platform/logger.js';
-import { ADMIN_TOKEN, CLUSTER_SECRET, REPO_ROOT, SECRET, TENANT, eventually, freePort, httpRequest } from './harness.js';
+import { ADMIN_TOKEN, CLUSTER_SECRET, REPO_ROOT, SECRET, TENANT, eventually, freePort } from './harness.js';
 
 const CHROMIUM = '/usr/bin/chromium';
 const HAVE_CHROMIUM = existsSync(CHROMIUM);
@@ -80,14 +81,15 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'the pages follow a merchant mov
     await page.locator('#text').press('Enter');
   }
 
-  it('a customer and an agent chat across a move of the merchant, without a reload', async () => {
+  it('a customer and an agent chat across a move of the merchant made in the console, without a reload; the console shows a cell joining', async () => {
     const { c1, c2 } = cells;
     const customerContext = await browser.newContext({ viewport: { width: 390, height: 700 } });
     const agentContext = await browser.newContext({ viewport: { width: 1100, height: 680 } });
+    const consoleContext = await browser.newContext({ viewport: { width: 1200, height: 520 } });
     try {
-      for (const context of [customerContext, agentContext]) context.setDefaultTimeout(20_000);
+      for (const context of [customerContext, agentContext, consoleContext]) context.setDefaultTimeout(20_000);
       const errors: string[] = [];
-      for (const context of [customerContext, agentContext]) context.on('weberror', (error) => errors.push(String(error.error())));
+      for (const context of [customerContext, agentContext, consoleContext]) context.on('weberror', (error) => errors.push(String(error.error())));
 
       // The merchant's link points at c1; /v1/connect sends the browser on to the home, c2.
       const customer = await customerContext.newPage();
@@ -110,8 +112,16 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'the pages follow a merchant mov
       // Marks the pages: a reload would lose these.
       for (const page of [customer, agent]) await page.evaluate(() => ((window as unknown as { notReloaded: boolean }).notReloaded = true));
 
-      const moved = await httpRequest('POST', `${c2.httpUrl}/v1/admin/merchants/move`, { token: ADMIN_TOKEN, json: { tenant: TENANT, merchant: 'm2', to: 'c1' } });
-      expect(moved.body).toMatchObject({ to: 'c1' });
+      // The operator moves the merchant with the cell console of its home.
+      const operator = await consoleContext.newPage();
+      await operator.goto(`${c2.httpUrl}/app/console.html`);
+      await operator.getByLabel('Admin token').fill(ADMIN_TOKEN);
+      await operator.getByRole('button', { name: 'Open the console' }).click();
+      for (const cellId of ['c1', 'c2']) await operator.locator(`tr[data-cell="${cellId}"][data-liveness="alive"]`).waitFor();
+      await operator.locator('tr[data-cell="c2"] li[data-merchant="mall/m2"]').waitFor();
+      await operator.getByLabel('Move mall/m2 to').selectOption('c1');
+      await operator.getByRole('button', { name: 'Move', exact: true }).click();
+      await operator.locator('tr[data-cell="c1"] li[data-merchant="mall/m2"]').waitFor();
       await eventually(() => c1.running.core.presence.connections === 2, 'both pages to be connected to the new home, c1', 20_000);
 
       await write(customer, 'After the move');
@@ -122,10 +132,30 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'the pages follow a merchant mov
       for (const page of [customer, agent]) expect(await page.evaluate(() => (window as unknown as { notReloaded?: boolean }).notReloaded)).toBe(true);
       expect(c2.running.core.presence.connections).toBe(0);
       await customer.screenshot({ path: join(SCREENSHOTS, 'chat-after-move.png') });
+
+      // A third cell joins: the console shows it.
+      const c3 = await startCell({
+        config: parseCellConfig({
+          cell: { id: 'c3' },
+          listen: { host: '127.0.0.1', port: await freePort() },
+          store: { kind: 'level', directory: join(root, 'c3') },
+          tenants: [{ id: TENANT, secret: SECRET, merchants: [{ id: 'm3' }] }],
+          mesh: { listen: { host: '127.0.0.1', port: await freePort() }, clusterSecret: CLUSTER_SECRET, bootstrap: c1.running.mesh!.transport.addresses() },
+          admin: { token: ADMIN_TOKEN },
+        }),
+        logger: silentLogger,
+      });
+      try {
+        await operator.locator('tr[data-cell="c3"][data-liveness="alive"] li[data-merchant="mall/m3"]').waitFor({ timeout: 30_000 });
+        await operator.screenshot({ path: join(SCREENSHOTS, 'console.png') });
+      } finally {
+        await c3.stop();
+      }
       expect(errors).toEqual([]);
     } finally {
       await customerContext.close();
       await agentContext.close();
+      await consoleContext.close();
     }
   });
 });

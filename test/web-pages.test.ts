@@ -54,9 +54,11 @@ async function expectServesPages(port: number): Promise<void> {
   const etag = page.headers['etag'] as string;
   expect(etag).toMatch(/^"[\w-]+"$/);
 
-  const workbench = await get(port, '/app/agent.html');
-  expect(workbench.status).toBe(200);
-  expect(workbench.body.equals(built('agent.html'))).toBe(true);
+  for (const name of ['agent.html', 'console.html']) {
+    const other = await get(port, `/app/${name}`);
+    expect(other.status).toBe(200);
+    expect(other.body.equals(built(name))).toBe(true);
+  }
 
   // Revalidation costs no bytes.
   const again = await get(port, '/app/', { 'if-none-match': etag });

@@ -1,0 +1,209 @@
+// The cell console (/app/console.html): the cluster as the cell that served the page sees it
+// (GET /v1/admin/cluster), its drain (GET/POST/DELETE /v1/admin/drain), and moves of the merchants
+// it hosts (POST /v1/admin/merchants/move), with the admin token the operator types in. It polls
+// every two seconds and draws each cell's load over the last minutes from what it polled.
+import { byId, h, replaceChildren } from '../shared/dom.js';
+
+interface CellSummary {
+  cellId: string;
+  role: 'cell' | 'router';
+  liveness: string;
+  incarnation: number;
+  load: { devices: number; messagesPerSecond: number };
+  merchants: Array<{ tenant: string; merchant: string; epoch: number }>;
+  lastHeardAgoMs: number;
+}
+
+interface ClusterView {
+  self: string;
+  incarnation: number;
+  localHealth: number;
+  peers: number;
+  cells: CellSummary[];
+  conflicts: Array<{ tenant: string; merchant: string; epoch: number; claimants: string[]; winner: string }>;
+}
+
+interface DrainView {
+  state: string;
+  counts: { pending: number; moving: number; moved: number; failed: number };
+}
+
+const POLL_MS = 2_000;
+/** Samples kept per cell for its plot: three minutes at one sample per poll. */
+const SAMPLES = 90;
+
+export class CellConsole {
+  private token: string | undefined;
+  private readonly loads = new Map<string, number[]>();
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private notice: string | undefined;
+
+  constructor(
+    private readonly origin: string,
+    private readonly storage: Storage,
+  ) {
+    byId<HTMLFormElement>('token-form').addEventListener('submit', (event) => {
+      event.preventDefault();
+      this.open(byId<HTMLInputElement>('token').value.trim());
+    });
+    byId('forget').addEventListener('click', () => {
+      storage.removeItem(TOKEN_KEY);
+      window.location.reload();
+    });
+    byId('drain').addEventListener('click', () => {
+      if (window.confirm('Move every merchant of this cell to the other cells, and take no new ones?')) void this.call('POST', '/v1/admin/drain', {});
+    });
+    byId('cancel-drain').addEventListener('click', () => void this.call('DELETE', '/v1/admin/drain'));
+    const kept = storage.getItem(TOKEN_KEY);
+    if (kept !== null) this.open(kept);
+  }
+
+  private open(token: string): void {
+    this.token = token;
+    this.storage.setItem(TOKEN_KEY, token);
+    clearTimeout(this.timer);
+    void this.poll();
+  }
+
+  private async poll(): Promise<void> {
+    try {
+      const [cluster, drain] = await Promise.all([this.get<ClusterView>('/v1/admin/cluster'), this.get<DrainView>('/v1/admin/drain')]);
+      this.record(cluster);
+      this.render(cluster, drain);
+      this.timer = setTimeout(() => void this.poll(), POLL_MS);
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      this.show(message);
+      // A wrong token stops the polling; anything else (the cell restarting) is tried again.
+      if (message.includes('ADMIN_FORBIDDEN')) {
+        this.storage.removeItem(TOKEN_KEY);
+        byId('token-form').hidden = false;
+        byId('panels').hidden = true;
+      } else {
+        this.timer = setTimeout(() => void this.poll(), POLL_MS);
+      }
+    }
+  }
+
+  private async get<T>(path: string): Promise<T> {
+    return (await this.call('GET', path)) as T;
+  }
+
+  /** Calls the admin API; a refusal of an action is shown, a refusal of a GET thrown. */
+  private async call(method: string, path: string, body?: unknown): Promise<unknown> {
+    const response = await fetch(`${this.origin}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${this.token ?? ''}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const answer = (await response.json().catch(() => ({}))) as { error?: { code?: string; message?: string } };
+    if (response.ok) {
+      if (method !== 'GET') this.notice = undefined;
+      return answer;
+    }
+    const text = `${answer.error?.message ?? `HTTP ${response.status}`} (${answer.error?.code ?? response.status})`;
+    if (method === 'GET') throw new Error(text);
+    this.notice = `${method} ${path}: ${text}`;
+    this.show(this.notice);
+    return undefined;
+  }
+
+  private record(cluster: ClusterView): void {
+    for (const cell of cluster.cells) {
+      const samples = this.loads.get(cell.cellId) ?? [];
+      samples.push(cell.load.devices);
+      if (samples.length > SAMPLES) samples.shift();
+      this.loads.set(cell.cellId, samples);
+    }
+  }
+
+  private render(cluster: ClusterView, drain: DrainView): void {
+    byId('token-form').hidden = true;
+    byId('panels').hidden = false;
+    byId('controls').hidden = false;
+    this.show(this.notice);
+    byId('self').textContent = `${cluster.self} (incarnation ${cluster.incarnation}, ${cluster.peers} peers connected, local health ${cluster.localHealth})`;
+    const targets = cluster.cells.filter((cell) => cell.role === 'cell' && cell.cellId !== cluster.self && cell.liveness === 'alive');
+    const rows = cluster.cells.map((cell) =>
+      h(
+        'tr',
+        { 'data-cell': cell.cellId, 'data-liveness': cell.liveness },
+        h('th', { scope: 'row' }, cell.cellId, cell.cellId === cluster.self ? ' (this cell)' : '', cell.role === 'router' ? ' (router)' : ''),
+        h('td', { class: `liveness ${cell.liveness}` }, cell.liveness),
+        h('td', {}, String(cell.incarnation)),
+        h('td', {}, String(cell.load.devices)),
+        h('td', {}, cell.load.messagesPerSecond.toFixed(1)),
+        h('td', {}, sparkline(this.loads.get(cell.cellId) ?? [], `devices of ${cell.cellId} over the last minutes`)),
+        h('td', {}, h('ul', { class: 'plain' }, ...cell.merchants.map((claim) => this.merchantItem(claim, cell.cellId === cluster.self ? targets : [])))),
+        h('td', {}, cell.lastHeardAgoMs === 0 ? '-' : `${(cell.lastHeardAgoMs / 1000).toFixed(1)} s ago`),
+      ),
+    );
+    replaceChildren(byId('cells').querySelector('tbody')!, ...rows);
+    replaceChildren(
+      byId('conflicts'),
+      ...(cluster.conflicts.length === 0
+        ? [h('li', {}, 'None: every merchant has one home.')]
+        : cluster.conflicts.map((conflict) => h('li', {}, `${conflict.tenant}/${conflict.merchant} at epoch ${conflict.epoch}: claimed by ${conflict.claimants.join(', ')}; ${conflict.winner} wins`))),
+    );
+    const { counts } = drain;
+    byId('drain-state').textContent = `${drain.state}: ${counts.moved} moved, ${counts.moving} moving, ${counts.pending} pending, ${counts.failed} failed`;
+    byId('drain').hidden = drain.state === 'draining';
+    byId('cancel-drain').hidden = drain.state !== 'draining';
+  }
+
+  /** A merchant; one hosted by this cell has a move form (the move is asked of its home). */
+  private merchantItem(claim: CellSummary['merchants'][number], targets: CellSummary[]): HTMLLIElement {
+    const name = `${claim.tenant}/${claim.merchant}`;
+    if (targets.length === 0) return h('li', { 'data-merchant': name }, `${name} (epoch ${claim.epoch})`);
+    const selectId = `move-${claim.tenant}-${claim.merchant}`;
+    const select = h('select', { id: selectId }, ...targets.map((cell) => h('option', { value: cell.cellId }, cell.cellId)));
+    const form = h(
+      'form',
+      { class: 'move' },
+      h('label', { for: selectId }, `Move ${name} to`),
+      select,
+      h('button', { type: 'submit' }, 'Move'),
+    );
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      void this.call('POST', '/v1/admin/merchants/move', { tenant: claim.tenant, merchant: claim.merchant, to: select.value });
+    });
+    return h('li', { 'data-merchant': name }, `${name} (epoch ${claim.epoch})`, form);
+  }
+
+  private show(problem: string | undefined): void {
+    const banner = byId('banner');
+    banner.hidden = problem === undefined;
+    banner.textContent = problem ?? '';
+    banner.className = 'banner fatal';
+  }
+}
+
+const TOKEN_KEY = 'cellmesh.console.token';
+
+/** A small line of `values` (drawn with SVG, no library), labelled for screen readers. */
+function sparkline(values: readonly number[], label: string): SVGSVGElement {
+  const width = 120;
+  const height = 28;
+  const namespace = 'http://www.w3.org/2000/svg';
+  const svg = document.createElementNS(namespace, 'svg');
+  svg.setAttribute('width', String(width));
+  svg.setAttribute('height', String(height));
+  svg.setAttribute('viewBox', `0 0 ${width} ${height}`);
+  svg.setAttribute('role', 'img');
+  svg.setAttribute('aria-label', `${label}: ${values.at(-1) ?? 0} now, at most ${Math.max(0, ...values)}`);
+  const top = Math.max(1, ...values);
+  const step = width / Math.max(1, SAMPLES - 1);
+  const offset = (SAMPLES - values.length) * step;
+  const points = values.map((value, index) => `${(offset + index * step).toFixed(1)},${(height - 2 - (value / top) * (height - 4)).toFixed(1)}`);
+  const baseline = document.createElementNS(namespace, 'line');
+  for (const [name, value] of [['x1', '0'], ['x2', String(width)], ['y1', String(height - 1)], ['y2', String(height - 1)], ['stroke', '#9ca3af']]) baseline.setAttribute(name as string, value as string);
+  svg.appendChild(baseline);
+  const line = document.createElementNS(namespace, 'polyline');
+  line.setAttribute('points', points.join(' '));
+  line.setAttribute('fill', 'none');
+  line.setAttribute('stroke', 'currentColor');
+  line.setAttribute('stroke-width', '1.5');
+  svg.appendChild(line);
+  return svg;
+}
