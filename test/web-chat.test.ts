@@ -220,6 +220,21 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'customer chat page in Chromium'
     expect(await page.locator('#older').isHidden()).toBe(true);
   });
 
+  it('the browser SDK as one ES module on a merchant\'s page: the example page chats as a guest', async () => {
+    const cell = await cleanup.cell({ agents: [{ id: 'ann', name: 'Ann', password: AGENT_PASSWORD }] });
+    const agent = await agentAnn(cell);
+    const { context, errors } = await customerBrowser();
+    const page = await context.newPage();
+    await page.goto(`${cell.httpUrl}/app/example.html?tenant=mall&merchant=m1`);
+    await page.locator('#state', { hasText: 'Connected' }).waitFor();
+    await page.locator('#text').fill('Hello from the shop page');
+    await page.getByRole('button', { name: 'Send' }).click();
+    const conv = await conversationWith(agent, 'Hello from the shop page');
+    expect(await agent.request({ op: 'send', id: 'example-reply', conv, cmid: 'ann-example', body: 'Hello, shop visitor' })).toMatchObject({ t: 'sent' });
+    await page.locator('li.msg.theirs', { hasText: 'Hello, shop visitor' }).waitFor();
+    expect(errors).toEqual([]);
+  });
+
   it('sends an image from the page to the agent, and shows the agent\'s image', async () => {
     const cell = await cleanup.cell({ agents: [{ id: 'ann', name: 'Ann', password: AGENT_PASSWORD }] });
     const agent = await agentAnn(cell);

@@ -54,11 +54,16 @@ async function expectServesPages(port: number): Promise<void> {
   const etag = page.headers['etag'] as string;
   expect(etag).toMatch(/^"[\w-]+"$/);
 
-  for (const name of ['agent.html', 'console.html']) {
+  for (const name of ['agent.html', 'console.html', 'example.html']) {
     const other = await get(port, `/app/${name}`);
     expect(other.status).toBe(200);
     expect(other.body.equals(built(name))).toBe(true);
   }
+
+  // The browser SDK for merchants' pages, as an ES module.
+  const sdk = await get(port, '/app/cellmesh.js');
+  expect(sdk.headers['content-type']).toBe('text/javascript; charset=utf-8');
+  expect(sdk.body.toString()).toMatch(/export\s*\{[^}]*\bguestTokenSource\b/);
 
   // Revalidation costs no bytes.
   const again = await get(port, '/app/', { 'if-none-match': etag });
