@@ -51,13 +51,26 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'agent workbench in Chromium' : 
     return { context, errors };
   }
 
-  /** Ann's workbench in a tab of its own, logged in through the form. */
-  async function workbench(cell: TestCell): Promise<{ page: Page; errors: string[] }> {
+  /** An agent's workbench in a tab of its own, logged in through the form, with desktop notifications allowed (and recorded). */
+  async function workbench(cell: TestCell, agent = 'ann', password = ANN_PASSWORD): Promise<{ page: Page; errors: string[] }> {
     const { context, errors } = await newContext({ width: 1100, height: 680 });
+    await context.grantPermissions(['notifications'], { origin: cell.httpUrl });
+    // Chromium's own notifications, with a record of each one the page shows.
+    await context.addInitScript(() => {
+      const shown: Array<{ title: string; body: string | undefined }> = [];
+      (window as unknown as { shownNotifications: typeof shown }).shownNotifications = shown;
+      const Original = window.Notification;
+      window.Notification = class extends Original {
+        constructor(title: string, options?: NotificationOptions) {
+          super(title, options);
+          shown.push({ title, body: options?.body });
+        }
+      } as typeof Notification;
+    });
     const page = await context.newPage();
     await page.goto(`${cell.httpUrl}/app/agent.html?tenant=mall&merchant=m1`);
-    await page.getByLabel('Agent').fill('ann');
-    await page.getByLabel('Password').fill(ANN_PASSWORD);
+    await page.getByLabel('Agent').fill(agent);
+    await page.getByLabel('Password').fill(password);
     await page.getByRole('button', { name: 'Log in' }).click();
     await page.locator('#workspace').waitFor();
     await page.locator('#queue li.none').waitFor();
@@ -100,6 +113,12 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'agent workbench in Chromium' : 
     }
     const conv = (await first.page.locator('#mine li').first().getAttribute('data-conv'))!;
     expect(conv).toMatch(/^m1:g-/);
+    // A desktop notification told each tab of the assignment.
+    for (const tab of [first.page, second.page]) {
+      await expect
+        .poll(() => tab.evaluate(() => (window as unknown as { shownNotifications: unknown[] }).shownNotifications))
+        .toEqual([{ title: 'New conversation', body: `${conv.slice(3)} (default)` }]);
+    }
 
     // Ann opens it in the first tab: she reads it, and the customer sees it read.
     await first.page.locator(`#mine li[data-conv="${conv}"] button`).click();
@@ -152,6 +171,32 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'agent workbench in Chromium' : 
       })
       .toBe('away');
     expect([...first.errors, ...second.errors]).toEqual([]);
+  });
+
+  it('a supervisor sees a colleague\'s conversation and watches it live', async () => {
+    const cell = await cleanup.cell({
+      agents: [
+        { id: 'ann', name: 'Ann', capacity: 3 },
+        { id: 'sue', name: 'Sue', password: 'sue-password-0123', capacity: 1, supervisor: true },
+      ],
+    });
+    const ann = await cleanup.client(cell.url, await tokenFor({ user: 'ann', merchant: 'm1', device: 'desk' }));
+    ann.autoAck();
+    const sue = await workbench(cell, 'sue', 'sue-password-0123');
+    // Sue is away: the desk gives the customer to Ann.
+    await sue.page.getByLabel('Status').selectOption('away');
+    const carol = await customer(cell);
+    await write(carol, 'Can I change my delivery address?');
+    await sue.page.locator('#others li', { hasText: 'Ann · open' }).waitFor();
+    await sue.page.locator('#others li button').click();
+    await sue.page.locator('li.msg.theirs', { hasText: 'Can I change my delivery address?' }).waitFor();
+    expect(await sue.page.locator('#customer').textContent()).toContain("(Ann's)");
+    expect(await sue.page.locator('#text').isDisabled()).toBe(true);
+    await ann.until(() => ann.messages().length > 0, { what: 'the message at Ann' });
+    const conv = ann.messages()[0]!.conv;
+    expect(await ann.request({ op: 'send', id: 'ann-1', conv, cmid: 'ann-1', body: 'Yes, until it ships.' })).toMatchObject({ t: 'sent' });
+    await sue.page.locator('li.msg.mine', { hasText: 'Yes, until it ships.' }).waitFor();
+    expect(sue.errors).toEqual([]);
   });
 
   it('refuses a wrong password with a message the agent can read', async () => {

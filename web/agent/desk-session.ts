@@ -117,6 +117,9 @@ export class DeskSession {
       this.changed();
     });
     client.on('consultation', (consultation) => {
+      const before = this.state.consultations.get(consultation.conv);
+      const me = this.state.login?.agent;
+      if (consultation.state === 'assigned' && consultation.agent === me && !(before?.state === 'assigned' && before.agent === me)) this.notifyAssigned(consultation);
       if (consultation.state === 'closed') this.state.consultations.delete(consultation.conv);
       else this.state.consultations.set(consultation.conv, consultation);
       this.scheduleDeskRefresh();
@@ -146,6 +149,12 @@ export class DeskSession {
   mine(): ConsultationView[] {
     const me = this.state.login?.agent;
     return [...this.state.consultations.values()].filter((entry) => entry.state === 'assigned' && entry.agent === me).sort((left, right) => left.openedAtMs - right.openedAtMs);
+  }
+
+  /** Colleagues' consultations (a supervisor may open and watch them), the oldest first. */
+  others(): ConsultationView[] {
+    const me = this.state.login?.agent;
+    return [...this.state.consultations.values()].filter((entry) => entry.state === 'assigned' && entry.agent !== me).sort((left, right) => left.openedAtMs - right.openedAtMs);
   }
 
   /** The merchant's queue, next first. */
@@ -230,6 +239,17 @@ export class DeskSession {
   async logout(): Promise<void> {
     await this.client?.close();
     await this.tokens?.logout().catch(() => undefined);
+  }
+
+  /** A desktop notification of a consultation newly assigned to this agent, when the agent allowed them. */
+  private notifyAssigned(consultation: ConsultationView): void {
+    if (typeof Notification === 'undefined' || Notification.permission !== 'granted') return;
+    const customer = consultation.conv.slice(consultation.conv.indexOf(':') + 1);
+    const notification = new Notification('New conversation', { body: `${customer} (${consultation.group})`, tag: consultation.consultation });
+    notification.addEventListener('click', () => {
+      window.focus();
+      void this.select(consultation.conv);
+    });
   }
 
   threadOf(conv: string): Thread {

@@ -41,6 +41,7 @@ export class DeskView {
       else if (choice.startsWith('group:')) void session.transfer({ group: choice.slice('group:'.length) });
     });
     byId('close').addEventListener('click', () => void session.closeConsultation());
+    byId('notify').addEventListener('click', () => void Notification.requestPermission().then(() => this.render()));
     document.addEventListener('visibilitychange', () => document.visibilityState === 'visible' && session.markRead());
     session.onChange(() => this.render());
     setInterval(() => this.render(), CLOCK_REFRESH_MS);
@@ -71,6 +72,10 @@ export class DeskView {
     if (!loggedIn) return;
 
     replaceChildren(byId('mine'), ...this.session.mine().map((entry) => this.listItem(entry, state)));
+    const others = this.session.others();
+    byId('others-title').hidden = others.length === 0;
+    replaceChildren(byId('others'), ...others.map((entry) => this.listItem(entry, state)));
+    byId('notify').hidden = typeof Notification === 'undefined' || Notification.permission !== 'default';
     const queue = this.session.queue();
     replaceChildren(byId('queue'), ...(queue.length === 0 ? [h('li', { class: 'none' }, 'Nobody is waiting.')] : queue.map((entry) => this.listItem(entry, state))));
     this.renderThread(state);
@@ -80,7 +85,10 @@ export class DeskView {
     const thread = state.threads.get(entry.conv);
     const unread = thread?.unread ?? 0;
     const customer = entry.conv.slice(entry.conv.indexOf(':') + 1);
-    const waited = entry.state === 'waiting' ? `#${entry.position ?? '?'} · waiting ${sinceText(entry.openedAtMs)}` : `open ${sinceText(entry.openedAtMs)}`;
+    const waited =
+      entry.state === 'waiting'
+        ? `#${entry.position ?? '?'} · waiting ${sinceText(entry.openedAtMs)}`
+        : `${entry.agent === state.login?.agent ? '' : `${entry.agentName ?? entry.agent} · `}open ${sinceText(entry.openedAtMs)}`;
     return h(
       'li',
       { 'data-conv': entry.conv, 'data-unread': unread },
@@ -102,10 +110,13 @@ export class DeskView {
     if (conv === undefined || thread === undefined) return;
     const consultation = state.consultations.get(conv);
     const mine = consultation?.state === 'assigned' && consultation.agent === state.login?.agent;
-    byId('customer').textContent = `${conv.slice(conv.indexOf(':') + 1)}${consultation === undefined ? ' (closed)' : consultation.state === 'waiting' ? ' (waiting)' : ''}`;
-    for (const id of ['close', 'send']) byId<HTMLButtonElement>(id).disabled = !mine;
+    const whose = consultation?.state === 'assigned' && !mine ? ` (${consultation.agentName ?? consultation.agent}'s)` : '';
+    byId('customer').textContent = `${conv.slice(conv.indexOf(':') + 1)}${consultation === undefined ? ' (closed)' : consultation.state === 'waiting' ? ' (waiting)' : whose}`;
+    // Only the assigned agent writes; a supervisor may also close or transfer a colleague's (the desk refuses others).
+    byId<HTMLButtonElement>('send').disabled = !mine;
     this.text.disabled = !mine;
-    byId('transfer').hidden = !mine;
+    byId<HTMLButtonElement>('close').disabled = consultation?.state !== 'assigned';
+    byId('transfer').hidden = consultation?.state !== 'assigned';
     this.renderTransferTargets(state);
 
     const atBottom = this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight < 40;
