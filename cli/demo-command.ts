@@ -22,6 +22,7 @@ import {
   waitReady,
   writeBootstrapFile,
   writeDemoCellConfig,
+  demoWebOrigins,
   writePortBaseFile,
   type DemoCell,
   type DemoMerchant,
@@ -52,7 +53,7 @@ export async function runDemoCommand(options: DemoStartOptions): Promise<void> {
   const allCells = [...cells, demoExtraCell(portBase)];
   writePortBaseFile(dataDir, portBase);
   const bots: DemoBot[] = [];
-  const group = new DemoCellProcesses(dataDir);
+  const group = new DemoCellProcesses(dataDir, demoWebOrigins(allCells));
   stopOnSignals(() => {
     for (const bot of bots) void bot.stop();
     group.stop();
@@ -95,7 +96,7 @@ export async function runDemoAddCellCommand(options: DemoCommandOptions): Promis
   const bootstrap = readBootstrapFile(dataDir);
   const startedMs = performance.now();
   let bot: DemoBot | undefined;
-  const group = new DemoCellProcesses(dataDir);
+  const group = new DemoCellProcesses(dataDir, demoWebOrigins([...cells, cell]));
   stopOnSignals(() => {
     void bot?.stop();
     group.stop();
@@ -168,14 +169,18 @@ class DemoCellProcesses {
   private announcing = false;
   private exitCode: ExitCodeValue = ExitCode.Ok;
 
-  constructor(private readonly dataDir: string) {
+  constructor(
+    private readonly dataDir: string,
+    /** The tenant's allowed browser origins: the demo cells' own, which serve the pages. */
+    private readonly webOrigins: readonly string[],
+  ) {
     process.once('exit', () => {
       for (const child of this.running.values()) child.kill('SIGTERM');
     });
   }
 
   start(cell: DemoCell, bootstrap: readonly string[]): ChildProcess {
-    writeDemoCellConfig(this.dataDir, cell, bootstrap);
+    writeDemoCellConfig(this.dataDir, cell, bootstrap, this.webOrigins);
     const child = spawnDemoCell(this.dataDir, cell);
     this.running.set(cell.id, child);
     child.once('exit', (code, signal) => {

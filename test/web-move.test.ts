@@ -119,6 +119,10 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'the pages follow a merchant mov
       await operator.getByRole('button', { name: 'Open the console' }).click();
       for (const cellId of ['c1', 'c2']) await operator.locator(`tr[data-cell="${cellId}"][data-liveness="alive"]`).waitFor();
       await operator.locator('tr[data-cell="c2"] li[data-merchant="mall/m2"]').waitFor();
+      // The cell's own figures: the two pages' connections, Ann online at the desk, one consultation assigned.
+      await expect.poll(() => operator.locator('dd[data-figure="Connections"]').textContent()).toMatch(/^2 /);
+      expect(await operator.locator('dd[data-figure="Agents, by status"]').textContent()).toBe('online 1');
+      expect(await operator.locator('dd[data-figure="Open consultations, by state"]').textContent()).toContain('assigned 1');
       await operator.getByLabel('Move mall/m2 to').selectOption('c1');
       await operator.getByRole('button', { name: 'Move', exact: true }).click();
       await operator.locator('tr[data-cell="c1"] li[data-merchant="mall/m2"]').waitFor();
@@ -131,6 +135,7 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'the pages follow a merchant mov
       await expect.poll(() => customer.locator('li.msg.mine', { hasText: 'After the move' }).getAttribute('data-state')).toBe('read');
       for (const page of [customer, agent]) expect(await page.evaluate(() => (window as unknown as { notReloaded?: boolean }).notReloaded)).toBe(true);
       expect(c2.running.core.presence.connections).toBe(0);
+      await expect.poll(() => operator.locator('dd[data-figure="Connections"]').textContent()).toMatch(/^0 /);
       await customer.screenshot({ path: join(SCREENSHOTS, 'chat-after-move.png') });
 
       // A third cell joins: the console shows it.

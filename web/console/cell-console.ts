@@ -3,6 +3,7 @@
 // it hosts (POST /v1/admin/merchants/move), with the admin token the operator types in. It polls
 // every two seconds and draws each cell's load over the last minutes from what it polled.
 import { byId, h, replaceChildren } from '../shared/dom.js';
+import { figuresOf, parsePrometheus, type CellFigures } from './cell-figures.js';
 
 interface CellSummary {
   cellId: string;
@@ -37,6 +38,7 @@ export class CellConsole {
   private readonly loads = new Map<string, number[]>();
   private timer: ReturnType<typeof setTimeout> | undefined;
   private notice: string | undefined;
+  private lastLocate: { total: number; atMs: number } | undefined;
 
   constructor(
     private readonly origin: string,
@@ -67,9 +69,14 @@ export class CellConsole {
 
   private async poll(): Promise<void> {
     try {
-      const [cluster, drain] = await Promise.all([this.get<ClusterView>('/v1/admin/cluster'), this.get<DrainView>('/v1/admin/drain')]);
+      const [cluster, drain, metrics] = await Promise.all([
+        this.get<ClusterView>('/v1/admin/cluster'),
+        this.get<DrainView>('/v1/admin/drain'),
+        fetch(`${this.origin}/v1/metrics`).then((response) => response.text()),
+      ]);
       this.record(cluster);
       this.render(cluster, drain);
+      this.renderFigures(figuresOf(parsePrometheus(metrics)));
       this.timer = setTimeout(() => void this.poll(), POLL_MS);
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
@@ -109,12 +116,7 @@ export class CellConsole {
   }
 
   private record(cluster: ClusterView): void {
-    for (const cell of cluster.cells) {
-      const samples = this.loads.get(cell.cellId) ?? [];
-      samples.push(cell.load.devices);
-      if (samples.length > SAMPLES) samples.shift();
-      this.loads.set(cell.cellId, samples);
-    }
+    for (const cell of cluster.cells) pushSample(this.loads, cell.cellId, cell.load.devices);
   }
 
   private render(cluster: ClusterView, drain: DrainView): void {
@@ -151,6 +153,29 @@ export class CellConsole {
     byId('cancel-drain').hidden = drain.state !== 'draining';
   }
 
+  /** This cell's own figures, with plots of connections and location queries per second. */
+  private renderFigures(figures: CellFigures): void {
+    const nowMs = Date.now(); // real-clock-ok: a rate between two polls of a page
+    const previous = this.lastLocate;
+    const locateRate = previous === undefined ? 0 : Math.max(0, figures.locateQueriesTotal - previous.total) / Math.max(0.001, (nowMs - previous.atMs) / 1000);
+    this.lastLocate = { total: figures.locateQueriesTotal, atMs: nowMs };
+    const connections = pushSample(this.loads, '#connections', figures.connections);
+    const locates = pushSample(this.loads, '#locate', locateRate);
+    const listed = (entries: Array<[string, number]>): string => {
+      const some = entries.filter(([, value]) => value > 0);
+      return some.length === 0 ? 'none' : some.map(([name, value]) => `${name} ${value}`).join(', ');
+    };
+    const rows: Array<[string, string, SVGSVGElement | null]> = [
+      ['Connections', String(figures.connections), sparkline(connections, 'connections over the last minutes')],
+      ['Location queries per second', locateRate.toFixed(2), sparkline(locates, 'location queries per second over the last minutes')],
+      ['Outbox to other cells', `${figures.outboxEntries} entries waiting, the oldest ${figures.outboxOldestSeconds.toFixed(1)} s`, null],
+      ['Customers waiting, by group', listed(figures.queueByGroup), null],
+      ['Agents, by status', listed(figures.agentsByStatus), null],
+      ['Open consultations, by state', listed(figures.consultationsByState), null],
+    ];
+    replaceChildren(byId('figures'), ...rows.flatMap(([term, value, plot]) => [h('dt', {}, term), h('dd', { 'data-figure': term }, value, plot === null ? null : ' ', plot)]));
+  }
+
   /** A merchant; one hosted by this cell has a move form (the move is asked of its home). */
   private merchantItem(claim: CellSummary['merchants'][number], targets: CellSummary[]): HTMLLIElement {
     const name = `${claim.tenant}/${claim.merchant}`;
@@ -180,6 +205,15 @@ export class CellConsole {
 }
 
 const TOKEN_KEY = 'cellmesh.console.token';
+
+/** Adds a sample to the series `key` (at most SAMPLES kept) and answers the series. */
+function pushSample(series: Map<string, number[]>, key: string, value: number): number[] {
+  const samples = series.get(key) ?? [];
+  samples.push(value);
+  if (samples.length > SAMPLES) samples.shift();
+  series.set(key, samples);
+  return samples;
+}
 
 /** A small line of `values` (drawn with SVG, no library), labelled for screen readers. */
 function sparkline(values: readonly number[], label: string): SVGSVGElement {
