@@ -166,7 +166,7 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'customer chat page in Chromium'
     expect(errors).toEqual([]);
   });
 
-  it('shows a waiting customer its queue position until an agent frees up; the closed conversation can be rated', async () => {
+  it('shows waiting customers their queue positions, falling as an agent frees up; the closed conversation can be rated', async () => {
     const cell = await cleanup.cell({ agents: [{ id: 'ann', name: 'Ann', password: AGENT_PASSWORD, capacity: 1 }] });
     const agent = await agentAnn(cell);
     const first = await openChat((await customerBrowser()).context, cell);
@@ -177,13 +177,17 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'customer chat page in Chromium'
     await write(second, 'Me too, please');
     await second.locator('#queue', { hasText: 'You are number 1 in the queue' }).waitFor();
     expect(await second.locator('#agent').textContent()).toBe('Waiting for an agent');
+    const third = await openChat((await customerBrowser()).context, cell);
+    await write(third, 'And me');
+    await third.locator('#queue', { hasText: 'You are number 2 in the queue' }).waitFor();
     await second.screenshot({ path: join(SCREENSHOTS, 'chat-queued.png') });
 
-    // Ann closes the first consultation: the second customer is served, the first may rate.
+    // Ann closes the first consultation: the second customer is served, the third moves up, the first may rate.
     const consultation = consultationsOf(agent).find((entry) => entry.conv === firstConv && entry.state === 'assigned')!;
     expect(await agent.request({ op: 'close', id: 'close-1', conv: firstConv, consultation: consultation.consultation })).toMatchObject({ t: 'ok' });
     await second.locator('#agent', { hasText: 'You are chatting with Ann' }).waitFor();
     expect(await second.locator('#queue').isHidden()).toBe(true);
+    await third.locator('#queue', { hasText: 'You are number 1 in the queue' }).waitFor();
     await conversationWith(agent, 'Me too, please');
 
     await first.locator('#rating').waitFor();
