@@ -138,7 +138,7 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'customer chat page in Chromium'
     expect(errors).toEqual([]);
   });
 
-  it('keeps what the customer writes while the connection is down and sends it when it is back, with a banner meanwhile', async () => {
+  it('keeps what the customer writes while the connection is down and sends it when it is back, with a banner meanwhile, also after the tab was closed', async () => {
     const cell = await cleanup.cell({ agents: [{ id: 'ann', name: 'Ann', password: AGENT_PASSWORD }] });
     const agent = await agentAnn(cell);
     // The page reaches its cell through a proxy that the test can cut (Chromium's offline
@@ -163,6 +163,21 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'customer chat page in Chromium'
     await agent.until(() => agent.messages(conv).some((message) => message.body === 'Written while offline'), { what: 'the offline message at the agent', timeoutMs: 20_000 });
     await expect.poll(() => page.locator('li.msg.mine', { hasText: 'Written while offline' }).getAttribute('data-state'), { timeout: 15_000 }).toBe('sent');
     await page.locator('#banner').waitFor({ state: 'hidden' });
+
+    // Offline again, the customer writes and closes the tab before the network is back: the
+    // message waits in the browser's storage and goes out, once, when the link is opened again.
+    proxy.cut();
+    await page.locator('#banner', { hasText: 'Reconnecting' }).waitFor();
+    await write(page, 'Written before closing the tab');
+    await expect.poll(() => page.locator('li.msg.mine', { hasText: 'Written before closing the tab' }).getAttribute('data-state')).toBe('waiting');
+    await page.close();
+    proxy.restore();
+    const again = await openChat(context, { httpUrl: `http://127.0.0.1:${proxy.port}` });
+    await agent.until(() => agent.messages(conv).some((message) => message.body === 'Written before closing the tab'), { what: 'the message of the closed tab at the agent' });
+    await expect.poll(() => again.locator('li.msg.mine', { hasText: 'Written before closing the tab' }).getAttribute('data-state')).toBe('sent');
+    expect(await again.locator('li.msg.mine', { hasText: 'Written before closing the tab' }).count()).toBe(1);
+    expect(agent.messages(conv).filter((message) => message.body === 'Written before closing the tab')).toHaveLength(1);
+    expect(await again.evaluate(() => Object.keys(window.localStorage).filter((key) => key.startsWith('cellmesh.chat.unsent.')))).toEqual([]);
     expect(errors).toEqual([]);
   });
 
@@ -215,7 +230,8 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'customer chat page in Chromium'
     await page.locator('li.msg.theirs', { hasText: 'Line 40' }).waitFor();
     // 42 messages (the customer's, the desk's, 40 lines): the page holds the newest 30.
     expect(await page.locator('li.msg').count()).toBe(30);
-    await page.locator('#older').click();
+    // Scrolling to the top loads the older ones (as "Load earlier messages" does).
+    await page.locator('#log').evaluate((log) => log.scrollTo({ top: 0 }));
     await page.locator('li.msg.mine', { hasText: 'Tell me everything' }).waitFor();
     expect(await page.locator('li.msg').count()).toBe(42);
     expect(await page.locator('li.msg').evaluateAll((items) => items.map((item) => Number(item.getAttribute('data-seq'))))).toEqual(

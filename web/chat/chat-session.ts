@@ -26,6 +26,8 @@ export interface PendingSend {
   state: 'sending' | 'failed';
   error?: string;
   atMs: number;
+  /** An upload: not kept for a later visit (the file is gone with the page). */
+  isFile?: boolean;
 }
 
 export interface ChatState {
@@ -79,6 +81,9 @@ export class ChatSession {
   private readSent = 0;
   private newestEventSeq = 0;
   private token: string | undefined;
+  private closing = false;
+  /** Where the messages written and not yet stored wait for a later visit (localStorage). */
+  private readonly unsentKey: string;
   private readonly listeners: Array<() => void> = [];
 
   constructor(
@@ -86,7 +91,9 @@ export class ChatSession {
     /** The cell that served the page: the merchant's home, where `/v1/connect` sent the browser. */
     private readonly origin: string,
     private readonly storage: Storage,
-  ) {}
+  ) {
+    this.unsentKey = `cellmesh.chat.unsent.${link.tenant}.${link.merchant}`;
+  }
 
   onChange(listener: () => void): void {
     this.listeners.push(listener);
@@ -147,24 +154,60 @@ export class ChatSession {
     }
   }
 
-  /** Sends `body`; shown at once as pending, kept while offline (the SDK sends it on reconnect). */
+  /**
+   * Sends `body`; shown at once as pending. While offline the SDK keeps it and sends it on
+   * reconnect; the page also keeps it in localStorage until it is stored, so a tab closed
+   * meanwhile sends it when the link is opened again (the same cmid: never twice).
+   */
   send(body: string): void {
-    const { client } = this;
     const conv = this.state.conv;
     const text = body.trim();
-    if (client === undefined || conv === undefined || text === '') return;
-    const cmid = `web-${globalThis.crypto.randomUUID()}`;
-    const pending: PendingSend = { cmid, body: text, state: 'sending', atMs: Date.now() }; // real-clock-ok: display time
+    if (this.client === undefined || conv === undefined || text === '') return;
+    const pending: PendingSend = { cmid: `web-${globalThis.crypto.randomUUID()}`, body: text, state: 'sending', atMs: Date.now() }; // real-clock-ok: display time
     this.state.pending.push(pending);
+    this.keepUnsent(conv);
     this.changed();
-    client.send(conv, text, { cmid, ...(this.link.group === undefined ? {} : { group: this.link.group }) }).then(
-      () => this.settle(cmid),
+    this.transmit(conv, pending);
+  }
+
+  private transmit(conv: string, pending: PendingSend): void {
+    this.client!.send(conv, pending.body, { cmid: pending.cmid, ...(this.link.group === undefined ? {} : { group: this.link.group }) }).then(
+      () => this.settle(pending.cmid),
       (error: unknown) => {
+        // The page is going away (its client closes): what it had not sent stays kept for the next visit.
+        if (this.closing) return;
         pending.state = 'failed';
         pending.error = describeError(error);
+        this.keepUnsent(conv);
         this.changed();
       },
     );
+  }
+
+  /** The text messages written and not stored yet, kept for a later visit. */
+  private keepUnsent(conv: string): void {
+    const unsent = this.state.pending.filter((pending) => pending.state === 'sending' && !pending.isFile).map(({ cmid, body, atMs }) => ({ cmid, body, atMs }));
+    if (unsent.length === 0) this.storage.removeItem(this.unsentKey);
+    else this.storage.setItem(this.unsentKey, JSON.stringify({ conv, unsent }));
+  }
+
+  /** Sends again what an earlier visit wrote and could not send; what the cell stored meanwhile is dropped. */
+  private resendUnsent(conv: string): void {
+    let kept: { conv?: unknown; unsent?: Array<{ cmid?: unknown; body?: unknown; atMs?: unknown }> } | undefined;
+    try {
+      kept = JSON.parse(this.storage.getItem(this.unsentKey) ?? 'null') as typeof kept;
+    } catch {
+      kept = undefined;
+    }
+    if (kept?.conv !== conv || !Array.isArray(kept.unsent)) return;
+    const stored = new Set([...this.state.messages.values()].map((message) => message.cmid));
+    for (const entry of kept.unsent) {
+      if (typeof entry.cmid !== 'string' || typeof entry.body !== 'string' || stored.has(entry.cmid) || this.state.pending.some((pending) => pending.cmid === entry.cmid)) continue;
+      const pending: PendingSend = { cmid: entry.cmid, body: entry.body, state: 'sending', atMs: typeof entry.atMs === 'number' ? entry.atMs : Date.now() }; // real-clock-ok: display time
+      this.state.pending.push(pending);
+      this.transmit(conv, pending);
+    }
+    this.keepUnsent(conv);
   }
 
   /** Uploads `file` to the conversation, then sends it as a message of its own. */
@@ -173,7 +216,7 @@ export class ChatSession {
     const conv = this.state.conv;
     if (client === undefined || conv === undefined) return;
     const cmid = `web-${globalThis.crypto.randomUUID()}`;
-    const pending: PendingSend = { cmid, body: `Sending ${file.name}`, state: 'sending', atMs: Date.now() }; // real-clock-ok: display time
+    const pending: PendingSend = { cmid, body: `Sending ${file.name}`, state: 'sending', atMs: Date.now(), isFile: true }; // real-clock-ok: display time
     this.state.pending.push(pending);
     this.changed();
     file
@@ -200,8 +243,7 @@ export class ChatSession {
 
   /** Drops a failed send from the page. */
   discard(cmid: string): void {
-    this.state.pending = this.state.pending.filter((pending) => pending.cmid !== cmid);
-    this.changed();
+    this.settle(cmid);
   }
 
   /** Tells the agent the customer is typing (at most every 2 s). */
@@ -250,6 +292,7 @@ export class ChatSession {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     await this.client?.close();
   }
 
@@ -270,6 +313,7 @@ export class ChatSession {
       // A new guest's conversation does not exist yet; anything else is shown.
       if (!(error instanceof ClientError && error.code === 'CONVERSATION_NOT_FOUND')) this.state.fatal = describeError(error);
     }
+    this.resendUnsent(conv);
     this.changed();
   }
 
@@ -297,7 +341,9 @@ export class ChatSession {
   }
 
   private settle(cmid: string): void {
+    const before = this.state.pending.length;
     this.state.pending = this.state.pending.filter((pending) => pending.cmid !== cmid);
+    if (this.state.pending.length !== before && this.state.conv !== undefined) this.keepUnsent(this.state.conv);
     this.changed();
   }
 
