@@ -7,6 +7,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { solidPng } from './browser/solid-png.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { Cleanup, REPO_ROOT, tokenFor, type TestCell } from './harness.js';
 
@@ -134,6 +135,17 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'agent workbench in Chromium' : 
     // The customer's page read the answer: it turns read in the workbench.
     await expect.poll(() => first.page.locator('li.msg.mine', { hasText: 'It left our depot this morning.' }).getAttribute('data-state')).toBe('read');
     // The customer types for a while (the page says so at most every 2 s, so some keystrokes fall after the last time it did).
+    await carol.locator('#text').pressSequentially('One more thing', { delay: 150 });
+    await first.page.locator('#typing', { hasText: 'The customer is typing' }).waitFor();
+    await carol.locator('#text').fill('');
+
+    // Images both ways: the customer's shows in the workbench, Ann's in the customer's chat.
+    await carol.locator('#file').setInputFiles({ name: 'receipt.png', mimeType: 'image/png', buffer: solidPng(140, 90, [190, 24, 93]) });
+    const received = first.page.locator('li.msg.theirs img[alt="receipt.png"]');
+    await expect.poll(() => received.evaluate((image: HTMLImageElement) => image.complete && image.naturalWidth)).toBe(140);
+    await first.page.locator('#file').setInputFiles({ name: 'map.png', mimeType: 'image/png', buffer: solidPng(100, 70, [37, 99, 235]) });
+    const sent = carol.locator('li.msg.theirs img[alt="map.png"]');
+    await expect.poll(() => sent.evaluate((image: HTMLImageElement) => image.complete && image.naturalWidth)).toBe(100);
     await carol.locator('#text').pressSequentially('Thanks, that is quick', { delay: 150 });
     await first.page.locator('#typing', { hasText: 'The customer is typing' }).waitFor();
     await first.page.screenshot({ path: join(SCREENSHOTS, 'desk-conversation.png') });

@@ -16,6 +16,7 @@ import {
   type DeskView,
   type TransferTarget,
 } from '../../client/browser.js';
+import { attachmentUrl } from '../shared/attachment-view.js';
 import { connectTarget, describeError } from '../shared/connect-target.js';
 
 export interface Login {
@@ -72,6 +73,7 @@ export class DeskSession {
   private tokens: AgentTokenSource | undefined;
   private readonly listeners: Array<() => void> = [];
   private lastTypingMs = 0;
+  private token: string | undefined;
   private deskRefresh: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
@@ -89,11 +91,12 @@ export class DeskSession {
     this.state.fatal = undefined;
     this.state.notice = undefined;
     let where;
+    let tokens: AgentTokenSource;
     try {
       where = await connectTarget(this.origin, login.tenant, login.merchant);
-      const tokens = loginTokenSource({ url: this.origin, ...login, device: this.device });
+      tokens = loginTokenSource({ url: this.origin, ...login, device: this.device });
       // Logging in first tells a wrong password at once, instead of as a failing reconnect.
-      await tokens(new AbortController().signal);
+      this.token = await tokens(new AbortController().signal);
       this.tokens = tokens;
     } catch (error) {
       this.state.fatal = describeError(error);
@@ -103,7 +106,8 @@ export class DeskSession {
     this.state.login = login;
     const client = new CellmeshClient({
       ...where,
-      token: this.tokens,
+      // The newest token is kept too: the page's <img> of an attachment carries it (`?token=`).
+      token: async (signal) => (this.token = await tokens(signal)),
       transport: new BrowserTransport(),
       clock: new BrowserClock(),
       random: new CryptoRandom(),
@@ -212,6 +216,22 @@ export class DeskSession {
     const text = body.trim();
     if (conv === undefined || text === '') return;
     void this.act((client) => client.send(conv, text).then(() => undefined));
+  }
+
+  /** Uploads `file` to the conversation on screen, then sends it as a message of its own. */
+  attach(file: File): void {
+    const conv = this.state.selected;
+    if (conv === undefined) return;
+    void this.act(async (client) => {
+      const attachment = await client.uploadAttachment(conv, new Uint8Array(await file.arrayBuffer()), file.name);
+      await client.send(conv, '', { attachments: [attachment] });
+    });
+  }
+
+  /** Where the page loads an attachment of `conv` from; undefined before the first token. */
+  attachmentUrl(conv: string, id: string): string | undefined {
+    const { client, token } = this;
+    return client === undefined || token === undefined ? undefined : attachmentUrl(client.httpBase, conv, id, token);
   }
 
   typing(): void {

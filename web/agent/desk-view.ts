@@ -3,6 +3,7 @@
 // messages carry data attributes (`data-conv`, `data-unread`, `data-seq`, `data-state`) that the
 // browser test reads as an agent reads the badges and ticks.
 import type { ChatMessage, ConsultationView } from '../../client/browser.js';
+import { attachmentView } from '../shared/attachment-view.js';
 import { byId, h, replaceChildren, timeOf } from '../shared/dom.js';
 import type { DeskSession, DeskState, Thread } from './desk-session.js';
 
@@ -33,6 +34,11 @@ export class DeskView {
       }
     });
     this.text.addEventListener('input', () => session.typing());
+    const files = byId<HTMLInputElement>('file');
+    files.addEventListener('change', () => {
+      for (const file of Array.from(files.files ?? [])) session.attach(file);
+      files.value = '';
+    });
     byId('older').addEventListener('click', () => void session.loadOlder());
     byId<HTMLFormElement>('transfer').addEventListener('submit', (event) => {
       event.preventDefault();
@@ -114,6 +120,7 @@ export class DeskView {
     byId('customer').textContent = `${conv.slice(conv.indexOf(':') + 1)}${consultation === undefined ? ' (closed)' : consultation.state === 'waiting' ? ' (waiting)' : whose}`;
     // Only the assigned agent writes; a supervisor may also close or transfer a colleague's (the desk refuses others).
     byId<HTMLButtonElement>('send').disabled = !mine;
+    byId<HTMLInputElement>('file').disabled = !mine;
     this.text.disabled = !mine;
     byId<HTMLButtonElement>('close').disabled = consultation?.state !== 'assigned';
     byId('transfer').hidden = consultation?.state !== 'assigned';
@@ -122,7 +129,7 @@ export class DeskView {
     const atBottom = this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight < 40;
     byId('older').hidden = !thread.hasMore;
     const messages = [...thread.messages.values()].sort((left, right) => left.seq - right.seq);
-    replaceChildren(byId('messages'), ...messages.map((message) => messageItem(message, thread)));
+    replaceChildren(byId('messages'), ...messages.map((message) => messageItem(message, thread, (id) => this.session.attachmentUrl(conv, id))));
     if (atBottom) this.log.scrollTop = this.log.scrollHeight;
 
     const typing = byId('typing');
@@ -146,7 +153,7 @@ export class DeskView {
   }
 }
 
-function messageItem(message: ChatMessage, thread: Thread): HTMLLIElement {
+function messageItem(message: ChatMessage, thread: Thread, urlOf: (id: string) => string | undefined): HTMLLIElement {
   if (message.role === 'system') return h('li', { class: 'msg system', 'data-seq': message.seq }, message.body, ' ', h('time', {}, timeOf(message.ts)));
   const ours = message.role === 'agent';
   const read = ours && message.seq <= thread.customerReadSeq;
@@ -155,7 +162,7 @@ function messageItem(message: ChatMessage, thread: Thread): HTMLLIElement {
     { class: ours ? 'msg mine' : 'msg theirs', 'data-seq': message.seq, 'data-state': ours ? (read ? 'read' : 'sent') : undefined },
     h('span', { class: 'who' }, message.from),
     message.body === '' ? null : h('p', { class: 'body' }, message.body),
-    ...(message.attachments ?? []).map((file) => h('p', { class: 'file' }, `Attachment: ${file.name} (${file.type})`)),
+    ...(message.attachments ?? []).map((file) => attachmentView(file, urlOf(file.id))),
     h('span', { class: 'meta' }, h('time', {}, timeOf(message.ts)), ours ? h('span', { class: 'tick' }, read ? ' ✓✓ Read' : ' ✓ Sent') : null),
   );
 }

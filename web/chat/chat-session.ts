@@ -15,6 +15,7 @@ import {
   type ConsultationView,
   type DeskNotice,
 } from '../../client/browser.js';
+import { attachmentUrl } from '../shared/attachment-view.js';
 import { connectTarget, describeError, type ConnectTarget } from '../shared/connect-target.js';
 import type { ChatLink } from './chat-link.js';
 
@@ -238,7 +239,7 @@ export class ChatSession {
     const { client, token } = this;
     const conv = this.state.conv;
     if (client === undefined || conv === undefined || token === undefined) return undefined;
-    return `${client.httpBase}/v1/conversations/${encodeURIComponent(conv)}/attachments/${encodeURIComponent(id)}?token=${encodeURIComponent(token)}`;
+    return attachmentUrl(client.httpBase, conv, id, token);
   }
 
   /** Drops a failed send from the page. */

@@ -2,7 +2,8 @@
 // person's input into calls of the session. Each message item carries its state in data
 // attributes (`data-seq`, `data-cmid`, `data-state`: sending, waiting, failed, sent, read), which
 // the browser test reads as a person reads the ticks.
-import type { ChatMessage, DeskNotice, MessageAttachment } from '../../client/browser.js';
+import type { ChatMessage, DeskNotice } from '../../client/browser.js';
+import { attachmentView } from '../shared/attachment-view.js';
 import { byId, h, replaceChildren, timeOf } from '../shared/dom.js';
 import type { ChatSession, ChatState, PendingSend } from './chat-session.js';
 
@@ -132,20 +133,9 @@ export class ChatView {
       { class: mine ? 'msg mine' : 'msg theirs', 'data-seq': message.seq, 'data-cmid': message.cmid, 'data-state': mine ? (read ? 'read' : 'sent') : undefined },
       mine ? null : h('span', { class: 'who' }, state.agentNames.get(message.from) ?? message.from),
       message.body === '' ? null : h('p', { class: 'body' }, message.body),
-      ...(message.attachments ?? []).map((file) => this.attachmentOf(file)),
+      ...(message.attachments ?? []).map((file) => attachmentView(file, this.session.attachmentUrl(file.id))),
       h('span', { class: 'meta' }, h('time', {}, timeOf(message.ts)), mine ? h('span', { class: 'tick', 'aria-label': read ? 'Read' : 'Sent' }, read ? ' ✓✓ Read' : ' ✓ Sent') : null),
     );
-  }
-
-  /** An image inline (a link opens it whole), any other file as a link that downloads it. */
-  private attachmentOf(file: MessageAttachment): HTMLElement {
-    const url = this.session.attachmentUrl(file.id);
-    const size = file.bytes < 1024 * 1024 ? `${Math.max(1, Math.round(file.bytes / 1024))} KB` : `${(file.bytes / 1024 / 1024).toFixed(1)} MB`;
-    if (url === undefined) return h('p', { class: 'file' }, `${file.name} (${size})`);
-    if (file.type.startsWith('image/')) {
-      return h('a', { class: 'file image', href: url, target: '_blank', rel: 'noopener' }, h('img', { src: url, alt: file.name, loading: 'lazy' }));
-    }
-    return h('a', { class: 'file', href: url, download: file.name }, `Download ${file.name} (${size})`);
   }
 
   private pendingItem(pending: PendingSend, offline: boolean): HTMLLIElement {
