@@ -123,7 +123,13 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'the pages follow a merchant mov
       await expect.poll(() => operator.locator('dd[data-figure="Connections"]').textContent()).toMatch(/^2 /);
       expect(await operator.locator('dd[data-figure="Agents, by status"]').textContent()).toBe('online 1');
       expect(await operator.locator('dd[data-figure="Open consultations, by state"]').textContent()).toContain('assigned 1');
+      await operator.getByLabel('Move mall/m2 to').focus();
       await operator.getByLabel('Move mall/m2 to').selectOption('c1');
+      expect(await operator.evaluate(() => document.activeElement?.id)).toBe('move-mall-m2');
+      // The console redraws every two seconds; the form being filled in keeps its focus.
+      const heard = await operator.locator('tr[data-cell="c1"] td').last().textContent();
+      await expect.poll(() => operator.locator('tr[data-cell="c1"] td').last().textContent(), { timeout: 10_000 }).not.toBe(heard);
+      expect(await operator.evaluate(() => document.activeElement?.id)).toBe('move-mall-m2');
       await operator.getByRole('button', { name: 'Move', exact: true }).click();
       await operator.locator('tr[data-cell="c1"] li[data-merchant="mall/m2"]').waitFor();
       await eventually(() => c1.running.core.presence.connections === 2, 'both pages to be connected to the new home, c1', 20_000);

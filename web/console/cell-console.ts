@@ -39,6 +39,8 @@ export class CellConsole {
   private timer: ReturnType<typeof setTimeout> | undefined;
   private notice: string | undefined;
   private lastLocate: { total: number; atMs: number } | undefined;
+  private readonly merchantCells = new Map<string, { key: string; element: HTMLTableCellElement }>();
+  private readonly rows = new Map<string, HTMLTableRowElement>();
 
   constructor(
     private readonly origin: string,
@@ -126,21 +128,23 @@ export class CellConsole {
     this.show(this.notice);
     byId('self').textContent = `${cluster.self} (incarnation ${cluster.incarnation}, ${cluster.peers} peers connected, local health ${cluster.localHealth})`;
     const targets = cluster.cells.filter((cell) => cell.role === 'cell' && cell.cellId !== cluster.self && cell.liveness === 'alive');
-    const rows = cluster.cells.map((cell) =>
-      h(
-        'tr',
-        { 'data-cell': cell.cellId, 'data-liveness': cell.liveness },
+    const rows = cluster.cells.map((cell) => {
+      const cells: HTMLTableCellElement[] = [
         h('th', { scope: 'row' }, cell.cellId, cell.cellId === cluster.self ? ' (this cell)' : '', cell.role === 'router' ? ' (router)' : ''),
         h('td', { class: `liveness ${cell.liveness}` }, cell.liveness),
         h('td', {}, String(cell.incarnation)),
         h('td', {}, String(cell.load.devices)),
         h('td', {}, cell.load.messagesPerSecond.toFixed(1)),
         h('td', {}, sparkline(this.loads.get(cell.cellId) ?? [], `devices of ${cell.cellId} over the last minutes`)),
-        h('td', {}, h('ul', { class: 'plain' }, ...cell.merchants.map((claim) => this.merchantItem(claim, cell.cellId === cluster.self ? targets : [])))),
+        this.merchantsCell(cell, cell.cellId === cluster.self ? targets : []),
         h('td', {}, cell.lastHeardAgoMs === 0 ? '-' : `${(cell.lastHeardAgoMs / 1000).toFixed(1)} s ago`),
-      ),
-    );
-    replaceChildren(byId('cells').querySelector('tbody')!, ...rows);
+      ];
+      return this.rowOf(cell, cells);
+    });
+    const body = byId('cells').querySelector('tbody')!;
+    for (const [cellId, row] of this.rows) if (!rows.includes(row)) this.rows.delete(cellId);
+    // Rows are put in place again only when the cells changed (one joined or was forgotten).
+    if (rows.length !== body.children.length || rows.some((row, index) => body.children[index] !== row)) replaceChildren(body, ...rows);
     replaceChildren(
       byId('conflicts'),
       ...(cluster.conflicts.length === 0
@@ -174,6 +178,36 @@ export class CellConsole {
       ['Open consultations, by state', listed(figures.consultationsByState), null],
     ];
     replaceChildren(byId('figures'), ...rows.flatMap(([term, value, plot]) => [h('dt', {}, term), h('dd', { 'data-figure': term }, value, plot === null ? null : ' ', plot)]));
+  }
+
+  /** The cell's row, updated in place cell by cell (what did not change stays, with its focus). */
+  private rowOf(cell: CellSummary, cells: HTMLTableCellElement[]): HTMLTableRowElement {
+    const row = this.rows.get(cell.cellId);
+    if (row === undefined) {
+      const created = h('tr', { 'data-cell': cell.cellId, 'data-liveness': cell.liveness }, ...cells);
+      this.rows.set(cell.cellId, created);
+      return created;
+    }
+    row.setAttribute('data-liveness', cell.liveness);
+    cells.forEach((element, index) => {
+      const current = row.children[index];
+      if (current !== element) current?.replaceWith(element);
+    });
+    return row;
+  }
+
+  /**
+   * A cell's merchants, built again only when they or the move targets changed: the poll redraws
+   * the table every two seconds, and a move form being filled in (its choice, the focus) must
+   * survive that.
+   */
+  private merchantsCell(cell: CellSummary, targets: CellSummary[]): HTMLTableCellElement {
+    const key = JSON.stringify([cell.merchants.map((claim) => [claim.tenant, claim.merchant, claim.epoch]), targets.map((target) => target.cellId)]);
+    const kept = this.merchantCells.get(cell.cellId);
+    if (kept?.key === key) return kept.element;
+    const element = h('td', {}, h('ul', { class: 'plain' }, ...cell.merchants.map((claim) => this.merchantItem(claim, targets))));
+    this.merchantCells.set(cell.cellId, { key, element });
+    return element;
   }
 
   /** A merchant; one hosted by this cell has a move form (the move is asked of its home). */
