@@ -127,9 +127,14 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'agent workbench in Chromium' : 
     await first.page.locator(`#mine li[data-conv="${conv}"][data-unread="0"]`).waitFor();
     await expect.poll(() => carol.locator('li.msg.mine', { hasText: 'Hi, where is my order?' }).getAttribute('data-state')).toBe('read');
 
-    // She answers; the customer has it, and so does her second tab.
+    // She answers; the customer has it, and so does her second tab, whose list keeps the keyboard's focus while it is drawn again.
+    await second.page.locator(`#mine li[data-conv="${conv}"] button`).focus();
     await write(first.page, 'It left our depot this morning.');
     await carol.locator('li.msg.theirs', { hasText: 'It left our depot this morning.' }).waitFor();
+    // The customer writes again: the second tab counts it, drawing its list again.
+    await write(carol, 'Great');
+    await second.page.locator(`#mine li[data-conv="${conv}"][data-unread="2"]`).waitFor();
+    expect(await second.page.evaluate(() => (document.activeElement as HTMLElement | null)?.dataset['focus'])).toBe(`list:${conv}`);
     await second.page.locator(`#mine li[data-conv="${conv}"] button`).click();
     await second.page.locator('li.msg.mine', { hasText: 'It left our depot this morning.' }).waitFor();
     // The customer's page read the answer: it turns read in the workbench.

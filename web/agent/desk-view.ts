@@ -4,7 +4,7 @@
 // browser test reads as an agent reads the badges and ticks.
 import type { ChatMessage, ConsultationView } from '../../client/browser.js';
 import { attachmentView } from '../shared/attachment-view.js';
-import { byId, h, replaceChildren, timeOf } from '../shared/dom.js';
+import { byId, h, keepingFocus, replaceChildren, timeOf } from '../shared/dom.js';
 import type { DeskSession, DeskState, Thread } from './desk-session.js';
 
 /** The waiting times in the lists move on without any frame: they are drawn again this often. */
@@ -76,15 +76,18 @@ export class DeskView {
     banner.textContent = problem ?? '';
     banner.className = state.fatal === undefined && state.notice === undefined ? 'banner' : 'banner fatal';
     if (!loggedIn) return;
-
-    replaceChildren(byId('mine'), ...this.session.mine().map((entry) => this.listItem(entry, state)));
     const others = this.session.others();
-    byId('others-title').hidden = others.length === 0;
-    replaceChildren(byId('others'), ...others.map((entry) => this.listItem(entry, state)));
-    byId('notify').hidden = typeof Notification === 'undefined' || Notification.permission !== 'default';
     const queue = this.session.queue();
-    replaceChildren(byId('queue'), ...(queue.length === 0 ? [h('li', { class: 'none' }, 'Nobody is waiting.')] : queue.map((entry) => this.listItem(entry, state))));
-    this.renderThread(state);
+
+    const lists = byId('workspace');
+    keepingFocus(lists, () => {
+      replaceChildren(byId('mine'), ...this.session.mine().map((entry) => this.listItem(entry, state)));
+      replaceChildren(byId('others'), ...others.map((entry) => this.listItem(entry, state)));
+      replaceChildren(byId('queue'), ...(queue.length === 0 ? [h('li', { class: 'none' }, 'Nobody is waiting.')] : queue.map((entry) => this.listItem(entry, state))));
+      this.renderThread(state);
+    });
+    byId('others-title').hidden = others.length === 0;
+    byId('notify').hidden = typeof Notification === 'undefined' || Notification.permission !== 'default';
   }
 
   private listItem(entry: ConsultationView, state: DeskState): HTMLLIElement {
@@ -100,7 +103,7 @@ export class DeskView {
       { 'data-conv': entry.conv, 'data-unread': unread },
       h(
         'button',
-        { type: 'button', class: entry.conv === state.selected ? 'item selected' : 'item', 'aria-current': entry.conv === state.selected ? 'true' : undefined, onclick: () => void this.session.select(entry.conv) },
+        { type: 'button', 'data-focus': `list:${entry.conv}`, class: entry.conv === state.selected ? 'item selected' : 'item', 'aria-current': entry.conv === state.selected ? 'true' : undefined, onclick: () => void this.session.select(entry.conv) },
         h('span', { class: 'name' }, customer),
         h('span', { class: 'detail' }, `${entry.group} · ${waited}`),
         unread > 0 ? h('span', { class: 'badge', 'aria-label': `${unread} unread` }, String(unread)) : null,

@@ -4,7 +4,7 @@
 // the browser test reads as a person reads the ticks.
 import type { ChatMessage, DeskNotice } from '../../client/browser.js';
 import { attachmentView } from '../shared/attachment-view.js';
-import { byId, h, replaceChildren, timeOf } from '../shared/dom.js';
+import { byId, h, keepingFocus, replaceChildren, timeOf } from '../shared/dom.js';
 import type { ChatSession, ChatState, PendingSend } from './chat-session.js';
 
 export class ChatView {
@@ -115,10 +115,12 @@ export class ChatView {
     this.older.textContent = state.loadingOlder ? 'Loading…' : 'Load earlier messages';
     const stored = [...state.messages.values()].sort((left, right) => left.seq - right.seq);
     const offline = state.connection !== 'open';
-    replaceChildren(
-      this.list,
-      ...stored.map((message) => this.storedItem(message, state)),
-      ...state.pending.map((pending) => this.pendingItem(pending, offline)),
+    keepingFocus(this.list, () =>
+      replaceChildren(
+        this.list,
+        ...stored.map((message) => this.storedItem(message, state)),
+        ...state.pending.map((pending) => this.pendingItem(pending, offline)),
+      ),
     );
   }
 

@@ -8,9 +8,9 @@ export function attachmentView(file: MessageAttachment, url: string | undefined)
   const size = file.bytes < 1024 * 1024 ? `${Math.max(1, Math.round(file.bytes / 1024))} KB` : `${(file.bytes / 1024 / 1024).toFixed(1)} MB`;
   if (url === undefined) return h('p', { class: 'file' }, `${file.name} (${size})`);
   if (file.type.startsWith('image/')) {
-    return h('a', { class: 'file image', href: url, target: '_blank', rel: 'noopener' }, h('img', { src: url, alt: file.name, loading: 'lazy' }));
+    return h('a', { class: 'file image', href: url, target: '_blank', rel: 'noopener', 'data-focus': `file:${file.id}` }, h('img', { src: url, alt: file.name, loading: 'lazy' }));
   }
-  return h('a', { class: 'file', href: url, download: file.name }, `Download ${file.name} (${size})`);
+  return h('a', { class: 'file', href: url, download: file.name, 'data-focus': `file:${file.id}` }, `Download ${file.name} (${size})`);
 }
 
 /** The URL an attachment of `conv` is read from, with the page's token. */

@@ -40,6 +40,19 @@ export function replaceChildren(parent: Element, ...children: Child[]): void {
   append(parent, children);
 }
 
+/**
+ * Runs `render`, which draws the children of `container` again, and gives the focus back to the
+ * new element with the same `data-focus` key when the old one had it: a keyboard user's place
+ * survives a list drawn again because a message arrived.
+ */
+export function keepingFocus(container: Element, render: () => void): void {
+  const focused = document.activeElement;
+  const key = focused instanceof HTMLElement && container.contains(focused) ? focused.dataset['focus'] : undefined;
+  render();
+  if (key === undefined) return;
+  container.querySelector<HTMLElement>(`[data-focus="${CSS.escape(key)}"]`)?.focus({ preventScroll: true });
+}
+
 /** "14:05" in the reader's locale. */
 export function timeOf(ms: number): string {
   return new Date(ms).toLocaleTimeString(undefined, { hour: '2-digit', minute: '2-digit' });
