@@ -41,6 +41,8 @@ import { CellStartError, listenStartError } from './start-errors.js';
 import { cellDrainOf } from './cell-drain-service.js';
 import type { CellDrain } from '../mesh/cell-drain.js';
 import { registerScaledProcess, type ScaledProcess } from './scaled-process.js';
+import { webPagesRoutes } from '../cell/access/web-pages.js';
+import { webPagesOf } from './web-pages.js';
 
 export interface StartCellOptions {
   config: CellConfig;
@@ -141,6 +143,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
           adminClosureRoutes({ cellId: config.cell.id, closure: () => core.closure(), adminTokens }),
           adminBackupRoutes({ cellId: config.cell.id, store, source: config.store.kind, clock, logger, adminTokens, meshKeyFile: config.mesh === undefined ? undefined : keyFileOf(config, config.mesh) }),
           routeRoutes({ directory: () => meshDirectory, standalone: config.mesh === undefined, clock, settings: config.routing, metrics: new RouteMetrics(metricsPort) }),
+          webPagesRoutes(webPagesOf(() => meshDirectory)),
         ],
       });
       port = await access.listen().catch(async (error: unknown) => {

@@ -18,6 +18,7 @@ import { RouterServer } from '../router/router-server.js';
 import { meshTimings } from './config.js';
 import type { RouterConfig } from './router-config.js';
 import { listenStartError } from './start-errors.js';
+import { webPagesOf } from './web-pages.js';
 
 export interface StartRouterOptions {
   config: RouterConfig;
@@ -86,7 +87,7 @@ export async function startRouter(options: StartRouterOptions): Promise<RunningR
     // Heard the cluster: a serving cell's record reached the directory (by the join's pull, gossip or anti-entropy).
     const isReady = (): boolean => mesh?.state === 'running' && hasServingCell(mesh);
     // The server listens before the mesh starts, since the router's record advertises the port it got.
-    const server = new RouterServer({ host: config.listen.host, port: config.listen.port, directory: () => mesh?.directory, isReady, clock, settings: config.routing, metrics: metricsPort, exposition: metricsPort, logger });
+    const server = new RouterServer({ host: config.listen.host, port: config.listen.port, directory: () => mesh?.directory, isReady, clock, settings: config.routing, metrics: metricsPort, exposition: metricsPort, logger, webPages: webPagesOf(() => mesh?.directory) });
     cleanups.push(() => server.close());
     const port = await server.listen().catch(async (error: unknown) => {
       throw await listenStartError({ host: 'listen.host', port: 'listen.port' }, config.listen.host, config.listen.port, error);

@@ -120,8 +120,16 @@ export function logPathOf(dataDir: string, cellId: string): string {
   return join(dataDir, 'logs', `${cellId}.log`);
 }
 
+/**
+ * The browser origins of the demo's web pages: every demo cell serves them (docs/web.md), and a
+ * page that follows its merchant to another cell (a move) is of another origin there.
+ */
+export function demoWebOrigins(cells: readonly DemoCell[]): string[] {
+  return cells.map((cell) => `http://127.0.0.1:${cell.port}`);
+}
+
 /** Writes the cell's config file (YAML, the same format an operator writes). */
-export function writeDemoCellConfig(dataDir: string, cell: DemoCell, bootstrap: readonly string[]): string {
+export function writeDemoCellConfig(dataDir: string, cell: DemoCell, bootstrap: readonly string[], origins: readonly string[]): string {
   const path = configPathOf(dataDir, cell);
   mkdirSync(join(dataDir, 'cells'), { recursive: true });
   const config = {
@@ -135,7 +143,7 @@ export function writeDemoCellConfig(dataDir: string, cell: DemoCell, bootstrap: 
       bootstrap: [...bootstrap],
     },
     tenants: [
-      { id: DEMO_TENANT, secret: DEMO_TENANT_SECRET, origins: [], merchants: cell.merchants.map(({ id, name }) => ({ id, name })) },
+      { id: DEMO_TENANT, secret: DEMO_TENANT_SECRET, origins: [...origins], merchants: cell.merchants.map(({ id, name }) => ({ id, name })) },
     ],
     log: { level: 'info' },
   };

@@ -22,6 +22,7 @@ import {
   waitReady,
   writeBootstrapFile,
   writeDemoCellConfig,
+  demoWebOrigins,
   writePortBaseFile,
   type DemoCell,
   type DemoMerchant,
@@ -52,7 +53,7 @@ export async function runDemoCommand(options: DemoStartOptions): Promise<void> {
   const allCells = [...cells, demoExtraCell(portBase)];
   writePortBaseFile(dataDir, portBase);
   const bots: DemoBot[] = [];
-  const group = new DemoCellProcesses(dataDir);
+  const group = new DemoCellProcesses(dataDir, demoWebOrigins(allCells));
   stopOnSignals(() => {
     for (const bot of bots) void bot.stop();
     group.stop();
@@ -95,7 +96,7 @@ export async function runDemoAddCellCommand(options: DemoCommandOptions): Promis
   const bootstrap = readBootstrapFile(dataDir);
   const startedMs = performance.now();
   let bot: DemoBot | undefined;
-  const group = new DemoCellProcesses(dataDir);
+  const group = new DemoCellProcesses(dataDir, demoWebOrigins([...cells, cell]));
   stopOnSignals(() => {
     void bot?.stop();
     group.stop();
@@ -168,14 +169,18 @@ class DemoCellProcesses {
   private announcing = false;
   private exitCode: ExitCodeValue = ExitCode.Ok;
 
-  constructor(private readonly dataDir: string) {
+  constructor(
+    private readonly dataDir: string,
+    /** The tenant's allowed browser origins: the demo cells' own, which serve the pages. */
+    private readonly webOrigins: readonly string[],
+  ) {
     process.once('exit', () => {
       for (const child of this.running.values()) child.kill('SIGTERM');
     });
   }
 
   start(cell: DemoCell, bootstrap: readonly string[]): ChildProcess {
-    writeDemoCellConfig(this.dataDir, cell, bootstrap);
+    writeDemoCellConfig(this.dataDir, cell, bootstrap, this.webOrigins);
     const child = spawnDemoCell(this.dataDir, cell);
     this.running.set(cell.id, child);
     child.once('exit', (code, signal) => {
@@ -275,6 +280,8 @@ async function describeCluster(dataDir: string, cells: readonly DemoCell[]): Pro
     '',
     `Chat with ${acme.name} as a guest (--cluster asks any cell where the merchant lives; the guest is kept in ~/.cellmesh and returns):`,
     `  ${chatWithAcme} --guest`,
+    `Or in a browser: the customer chat page (any cell or router sends the browser on to the merchant's home cell, docs/web.md):`,
+    `  ${cluster}/v1/connect?tenant=${DEMO_TENANT}&merchant=${acme.id}`,
     `Two more customers, in two more terminals: ${acme.bot.name} takes ${acme.bot.capacity} at a time, so the third waits in line (position and`,
     'estimated wait shown) until the bot closes a consultation:',
     `  ${chatWithAcme} --guest second`,
@@ -282,9 +289,13 @@ async function describeCluster(dataDir: string, cells: readonly DemoCell[]): Pro
     `${ann.name} (${ann.id}), a person, logs in (password: ${DEMO_AGENT_PASSWORD}). A customer who writes "human" is transferred to ${acme.handoverGroup}, where`,
     `${ann.name} takes it; in her chat: /close, /transfer ${acme.bot.id} <note>, /transfer @after-sales <note>, /status busy, /desk, /conv <id>:`,
     `  ${chatWithAcme} --login ${ann.id}`,
+    `or in a browser, the agent workbench (the same password):`,
+    `  ${cluster}/app/agent.html?tenant=${DEMO_TENANT}&merchant=${acme.id}&agent=${ann.id}`,
     `A shopper signed in to Cozy Books' own site (its server mints the token), on another cell; customers may /close and /rate 1-5:`,
     `  npx cellmesh chat --cluster ${cluster} --conv ${conversationIdOf('cozy-books', 'dave')} --token ${await shopperToken('dave', 'phone')}`,
     '',
+    `The cell console of ${acmeCell.id} in a browser (admin token: ${DEMO_ADMIN_TOKEN}):`,
+    `  http://127.0.0.1:${acmeCell.port}/app/console.html`,
     'The agents of a merchant, the cluster as each cell sees it, and where a merchant lives:',
     `  npx cellmesh agents list --cell http://127.0.0.1:${acmeCell.port} --tenant ${DEMO_TENANT} --merchant ${acme.id} --admin-token ${DEMO_ADMIN_TOKEN}`,
     `  curl -s -H 'authorization: Bearer ${DEMO_ADMIN_TOKEN}' ${cluster}/v1/admin/cluster`,

@@ -4,6 +4,7 @@
 import type { AgentStatus, ChatMessage, ConversationSummary, MessageAttachment } from '../cell/protocol/frames.js';
 import { platformFetch, uploadAttachment, type AttachmentUploadPorts } from './attachment-upload.js';
 import { ErrorCode } from '../cell/protocol/errors.js';
+import { httpBaseOf } from './cell-http.js';
 import type { Clock } from '../platform/clock.js';
 import { AckBatcher } from './ack-batcher.js';
 import type {
@@ -132,6 +133,15 @@ export class CellmeshClient {
    */
   get homeDown(): DownHome | undefined {
     return this.endpoints.homeDown;
+  }
+
+  /**
+   * The HTTP base (`http(s)://host:port`) of the cell of the current or latest connection
+   * attempt: where `uploadAttachment` posts, and where a page loads a message's attachments from
+   * (`GET /v1/conversations/{conv}/attachments/{id}?token=`).
+   */
+  get httpBase(): string {
+    return httpBaseOf(this.endpoints.current.toString());
   }
 
   on<Name extends keyof ClientEvents>(event: Name, listener: Listener<ClientEvents[Name]>): () => void {

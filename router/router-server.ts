@@ -8,6 +8,7 @@ import type { Logger } from '../platform/logger.js';
 import type { Metrics, MetricsExposition, Registered } from '../platform/metrics.js';
 import { RouteMetrics } from './route-metrics.js';
 import { routeRoutes } from './route-routes.js';
+import { webPagesRoutes, type WebPagesInit } from '../cell/access/web-pages.js';
 import type { RoutingSettings } from './routing-settings.js';
 
 export interface RouterServerInit {
@@ -22,6 +23,8 @@ export interface RouterServerInit {
   readonly metrics: Metrics;
   readonly exposition: MetricsExposition;
   readonly logger: Logger;
+  /** The web pages it serves under /app/, as every cell does (a merchant's link may point here). */
+  readonly webPages?: WebPagesInit | undefined;
 }
 
 /** A route request carries no body; anything larger than this is refused unread. */
@@ -70,6 +73,7 @@ export class RouterServer {
       );
     });
     routeRoutes({ directory, standalone: false, clock: init.clock, settings: init.settings, metrics: routeMetrics })(router);
+    if (init.webPages !== undefined) webPagesRoutes(init.webPages)(router);
     this.app.any('/*', (res, req) => {
       const method = req.getMethod().toUpperCase();
       const url = req.getUrl();

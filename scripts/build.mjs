@@ -15,11 +15,13 @@
 // - keepNames, as tsx does: error classes are named after their class (platform/coded-error.ts).
 // - Source maps beside the files: `node --enable-source-maps bin/cellmesh.js` names the sources
 //   in stack traces.
+// - The web pages go to dist/app/ (scripts/build-web.mjs, docs/web.md).
 // - Only changed files are written and only stale ones removed, so a build while another test
 //   run uses dist/ leaves an unchanged program alone.
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { buildWeb } from './build-web.mjs';
 
 // esbuild is a dev dependency: an install without them (npm ci --omit=dev) cannot build.
 const esbuild = await import('esbuild').catch((error) => {
@@ -54,7 +56,10 @@ for (const file of result.outputFiles) {
   built.add(name);
   if (!sameContent(join(outdir, name), file.contents)) writeFileSync(join(outdir, name), file.contents);
 }
+// dist/app/ holds the web pages (scripts/build-web.mjs).
+built.add('app');
 for (const name of readdirSync(outdir)) if (!built.has(name)) rmSync(join(outdir, name), { recursive: true });
+await buildWeb(esbuild, root);
 
 function sameContent(path, contents) {
   try {

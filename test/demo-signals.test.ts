@@ -97,6 +97,15 @@ test('the demo\'s desk answers a guest; Ctrl-C on demo add-cell and on the demo:
   const guestCommand = /npx cellmesh (chat --cluster \S+ --tenant mall --merchant acme-shoes --guest)\n/.exec(demo.output())?.[1];
   expect(guestCommand, demo.output()).toBeDefined();
   expect(demo.output()).toContain('--merchant acme-shoes --login ann');
+  // The customer chat's link, as printed: any cell sends the browser to the page on the merchant's home cell.
+  const chatLink = /\n {2}(http:\/\/\S+\/v1\/connect\?tenant=mall&merchant=acme-shoes)\n/.exec(demo.output())?.[1];
+  expect(chatLink, demo.output()).toBeDefined();
+  const redirect = await fetch(chatLink!, { redirect: 'manual' });
+  expect(redirect.status).toBe(302);
+  expect(redirect.headers.get('location')).toBe(`http://127.0.0.1:${Number(portBase) + 2}/app/?tenant=mall&merchant=acme-shoes`);
+  const page = await fetch(redirect.headers.get('location')!);
+  expect(page.status).toBe(200);
+  expect(await page.text()).toContain('<script type="module" src="chat.js"></script>');
   const guest = startCommand(guestCommand!.split(' '), dataDir, { CELLMESH_HOME: dataDir });
   await waitForOutput(guest, 'connected to cell shops-a', 30_000);
   guest.type('Is the trail runner in stock in size 44?');

@@ -20,6 +20,8 @@ const ALLOWED: Readonly<Record<string, readonly string[]>> = {
   // Benchmarks, like tests, sit on top (docs/architecture.md): they start a real redis-server with testing/'s helper.
   bench: ['platform', 'cell', 'mesh', 'router', 'assembly', 'client', 'testing'],
   testing: ['platform', 'cell', 'mesh', 'client'],
+  // The web pages (docs/web.md) run in browsers: they use the SDK's browser entry and nothing else of ours.
+  web: ['client'],
 };
 const TEST_HELPERS = ['testing', 'test'];
 
@@ -78,6 +80,13 @@ describe('folder layers', () => {
       .flatMap(importsOf)
       .filter(({ file, target }) => target === 'prom-client' && file !== 'platform/prom-metrics.ts')
       .map(({ file }) => `${file} imports prom-client`);
+    expect(wrong).toEqual([]);
+  });
+
+  it('web/ imports nothing of Node: its pages are bundled for browsers', () => {
+    const wrong = importsOf('web')
+      .filter(({ target }) => target.startsWith('node:') || ['fs', 'path', 'crypto', 'ws', 'uWebSockets.js'].includes(target))
+      .map(({ file, target }) => `${file} imports ${target}`);
     expect(wrong).toEqual([]);
   });
 

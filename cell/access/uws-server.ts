@@ -15,6 +15,7 @@ import type { LivenessVerdict } from '../../platform/event-loop-watchdog.js';
 import { errorFrameOf } from '../routing/merchant-redirects.js';
 import { forwardToOwner } from './sibling-forwarding.js';
 import { RELAYED_BY_HEADER, SiblingLink, type RelayRequest, type SiblingAccess } from './sibling-relay.js';
+import { isOwnOrigin } from './own-origin.js';
 import { HttpRouter, asCellError, bearerToken, parseJsonBody, parseWith, requireAdmin, respondJson, watchAbort, writeError, type HttpMethod, type HttpRequestData } from './http-router.js';
 
 export interface AccessServerOptions {
@@ -205,7 +206,8 @@ export class AccessServer {
             this.relayUpgrade(res, context, relay, key, extensions);
             return;
           }
-          const routedFor = core.admit(identity, origin || undefined, routed);
+          // A page this cell served (/app/) is of its own origin; other pages need the tenant's allowed origins.
+          const routedFor = core.admit(identity, origin === '' || isOwnOrigin(origin, req.getHeader('host')) ? undefined : origin, routed);
           res.upgrade<SocketData>({ identity, routedFor }, key, protocol, extensions, context);
         } catch (error) {
           const cellError = asCellError(error, logger);

@@ -1,4 +1,6 @@
-import { z } from 'zod';
+// As a namespace: esbuild then leaves the parts of zod the frames do not use out of the browser
+// bundles (the customer chat's budget, docs/web.md "Size").
+import * as z from 'zod';
 
 /** The wire protocol version this code speaks; negotiated through the WebSocket subprotocol. */
 export const PROTOCOL_VERSION = 1;
