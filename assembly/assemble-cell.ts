@@ -31,6 +31,11 @@ import type { Metrics } from '../platform/metrics.js';
 import type { Random } from '../platform/random.js';
 import type { Store } from '../platform/store/store.js';
 import type { ProcessCoordinator } from '../cell/processes/process-coordinator.js';
+import type { ProcessClusterPort } from '../cell/processes/process-cluster-port.js';
+import type { OwnerChannel } from '../cell/processes/speaker-channel.js';
+import { SpeakerDispatch } from '../cell/processes/speaker-dispatch.js';
+import type { ClusterPort } from '../cell/messaging/cluster-port.js';
+import { liveHomesView } from '../mesh/homes-snapshot.js';
 import { startCrossCellServices } from './cross-cell-services.js';
 import type { Readiness } from '../cell/access/probes.js';
 import { merchantsOf, ownedMerchantsHost } from './owned-merchants.js';
@@ -57,6 +62,8 @@ export interface DeviceAccess {
 export interface DeviceEndpoints {
   readonly ws: string;
   readonly http: string;
+  /** Where the cell's other processes reach this one, when not here (a cell in a mesh advertises its balancer). */
+  readonly process?: { readonly ws: string; readonly http: string } | undefined;
 }
 
 /** What the device access needs from the cell while it serves. */
@@ -127,6 +134,25 @@ export interface CellAssemblyInit<Transport extends MeshTransport = MeshTranspor
    * makes it host the merchants this process owns once devices can connect.
    */
   readonly processes?: ProcessCoordinator;
+  /**
+   * A cell of several processes in a mesh (with `processes` and `mesh`): the core reaches the
+   * mesh through `port` from the start, and this process joins the mesh, on the running core,
+   * once it takes the speaker lease.
+   */
+  readonly speaker?: SpeakerInit;
+}
+
+/** This process's part in speaking for a cell of several processes in a mesh. */
+export interface SpeakerInit {
+  readonly port: ProcessClusterPort;
+  /** Resolves when this process takes the speaker lease. */
+  readonly whenSpeaker: Promise<void>;
+  /** How the speaker reaches the processes that own the merchants. */
+  readonly owners: OwnerChannel;
+  /** The mesh was joined: this process speaks for the cell. */
+  readonly joined: (cluster: AssembledMesh<MeshTransport>) => void;
+  /** Joining the mesh failed after the lease was taken: the process must end. */
+  readonly failed: (error: unknown) => void;
 }
 
 /** The mesh services of a cell in a cluster, started, in the order they stop in reverse. */
@@ -153,7 +179,7 @@ export interface AssembledCell<Transport extends MeshTransport = MeshTransport> 
   /** The tenants and merchants of the config and of the admin API (cell/tenant-catalogue.ts). */
   readonly catalogue: TenantCatalogue;
   readonly endpoints: DeviceEndpoints;
-  /** Undefined for a standalone cell. */
+  /** Undefined for a standalone cell, and for a process of a cell in a mesh until it speaks for the cell. */
   readonly cluster: AssembledMesh<Transport> | undefined;
   isReady(): boolean;
   /**
@@ -276,21 +302,46 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     const readiness = (): Readiness => (shuttingDown || core.isDraining ? 'draining' : ready ? 'ready' : 'starting');
     const isReady = (): boolean => readiness() === 'ready';
     const erasure = new CustomerErasure({ store, core, attachments, audit, logger });
+    const speaker = init.mesh === undefined ? undefined : init.speaker;
+    if (speaker !== undefined) {
+      // The core reaches the mesh through the speaker, wherever it is, from the start.
+      core.attachCluster(erasure.attach(speaker.port, () => speaker.port.homes.otherCells()));
+      core.redirects.attach(speaker.port.homes);
+    }
     const endpoints = await init.devices.open({ core, metrics, people, audit, attachments, catalogue, erasure, readiness });
     started.push(() => init.devices.stopAccepting());
     if (init.processes !== undefined) {
       const coordinator = init.processes;
-      await coordinator.startOwning(endpoints, ownedMerchantsHost(core, host), () => merchantsOf(catalogue));
+      await coordinator.startOwning(endpoints.process ?? endpoints, ownedMerchantsHost(core, host), () => merchantsOf(catalogue));
       started.push(() => coordinator.stop());
     }
-    const cluster = init.mesh === undefined ? undefined : await joinMesh(init, init.mesh, { core, host, catalogue, tenants, metrics, endpoints, hosted, claims: claims as MerchantClaimsStore, erasure, started });
-    if (cluster !== undefined) {
+    let cluster: AssembledMesh<Transport> | undefined;
+    let stopping: Promise<void> | undefined;
+    const joining: JoiningCell = { core, host, catalogue, tenants, metrics, endpoints, hosted, claims: claims as MerchantClaimsStore, erasure, started };
+    const joined = (assembled: AssembledMesh<Transport>): void => {
+      cluster = assembled;
       advertiseTenants = () =>
-        void cluster.mesh.updateOwnRecord({ tenants: core.servedTenants().map((tenant) => tenant.id) }).catch((error: unknown) => logger.warn({ err: error }, 'could not update the tenants of the cell\'s record'));
+        void assembled.mesh.updateOwnRecord({ tenants: core.servedTenants().map((tenant) => tenant.id) }).catch((error: unknown) => logger.warn({ err: error }, 'could not update the tenants of the cell\'s record'));
+    };
+    if (init.mesh !== undefined && speaker === undefined) joined(await joinMesh(init, init.mesh, joining));
+    if (init.mesh !== undefined && speaker !== undefined && init.processes !== undefined) {
+      const meshPorts = init.mesh;
+      const dispatch = speakerDispatchOf(init.processes, speaker, core);
+      await speaker.port.start();
+      started.push(() => speaker.port.stop());
+      // The speaker lease may come at any time: the mesh joins then, on the core as it runs.
+      void speaker.whenSpeaker
+        .then(async () => {
+          if (stopping !== undefined) return;
+          logger.info({ cell: cellId }, 'this process speaks for the cell: joining the mesh');
+          const assembled = await joinMesh(init, meshPorts, joining, { port: speaker.port, dispatch });
+          joined(assembled);
+          speaker.joined(assembled);
+        })
+        .catch((error: unknown) => speaker.failed(error));
     }
     ready = true;
 
-    let stopping: Promise<void> | undefined;
     const stop = (): Promise<void> => {
       stopping ??= (async () => {
         // Not ready first, while the probes can still ask: new devices are refused from the
@@ -306,11 +357,44 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
       })();
       return stopping;
     };
-    return { cellId, core, metrics, people, audit, catalogue, endpoints, cluster, isReady, stop };
+    return {
+      cellId,
+      core,
+      metrics,
+      people,
+      audit,
+      catalogue,
+      endpoints,
+      get cluster() {
+        return cluster;
+      },
+      isReady,
+      stop,
+    };
   } catch (error) {
     await unwind();
     throw error;
   }
+}
+
+/** A process of a cell of several processes joining the mesh as its speaker. */
+interface Speaking {
+  readonly port: ProcessClusterPort;
+  readonly dispatch: SpeakerDispatch;
+}
+
+/** The speaker's dispatch: entries and requests to the process that owns their merchant, this one's through its port. */
+function speakerDispatchOf(coordinator: ProcessCoordinator, speaker: SpeakerInit, core: CellCore): SpeakerDispatch {
+  return new SpeakerDispatch({
+    placement: (tenant, merchant) => coordinator.placement(tenant, merchant),
+    siblings: () => coordinator.liveSiblings(),
+    owners: speaker.owners,
+    local: {
+      forward: (source, entries) => speaker.port.applyForwarded(source, entries),
+      request: (from, protocol, data) => speaker.port.serve(from, protocol, data),
+      localUsers: (tenant, users, asker) => core.localUsers(tenant, users, asker),
+    },
+  });
 }
 
 interface JoiningCell {
@@ -330,7 +414,7 @@ interface JoiningCell {
 }
 
 /** Starts the cell's mesh services on one transport, advertising its endpoints, tenants and merchants. */
-async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<Transport>, ports: MeshPorts<Transport>, cell: JoiningCell): Promise<AssembledMesh<Transport>> {
+async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<Transport>, ports: MeshPorts<Transport>, cell: JoiningCell, speaking?: Speaking): Promise<AssembledMesh<Transport>> {
   const { cellId, clock, store, logger } = init;
   const { transport, signer } = await ports.createTransport();
   const { core, metrics, started } = cell;
@@ -372,8 +456,9 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
   );
   await mesh.start();
   started.push(() => mesh.stop());
-  // Devices and requests for merchants that live elsewhere are redirected to their home.
-  core.redirects.attach(homeDirectoryOf(mesh.directory));
+  // Devices and requests for merchants that live elsewhere are redirected to their home (a
+  // process of a cell of several processes attached the speaker's homes at start).
+  if (speaking === undefined) core.redirects.attach(homeDirectoryOf(mesh.directory));
   // Customers who left messages here while their merchant's home was down go to it once it serves.
   started.push(onHomesServing(mesh.directory, cellId, (merchants) => core.homesServing(merchants)));
   const services = await startCrossCellServices({
@@ -389,6 +474,13 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
     metrics: init.metrics,
     outbox: ports.outbox,
     erasure: cell.erasure,
+    ...(speaking === undefined
+      ? {}
+      : {
+          // The core attached to the process's port at start: that port speaks through these services from now on.
+          attach: (clusterPort: ClusterPort) => speaking.port.speak({ port: clusterPort, homes: liveHomesView(mesh.directory, cellId), forward: (source, entries) => speaking.dispatch.forward(source, entries), request: (from, protocol, data) => speaking.dispatch.request(from, protocol, data) }),
+          localUsers: (tenant: string, users: readonly string[], asker: string) => speaking.dispatch.localUsers(tenant, users, asker),
+        }),
   });
   started.push(() => services.stop());
   const { location, outbox, inbox, clusterPort } = services;

@@ -58,6 +58,10 @@ export class ProcessCoordinator {
   private known = new Set<string>();
   /** When each live process was first seen: it gets merchants handed over one lease period later. */
   private readonly firstSeenMs = new Map<string, number>();
+  /** The live processes, by id, as of the last round (this one included). */
+  private live = new Map<string, ProcessRecord>();
+  /** Asked when the lease is lost: true keeps the process without a lease (it is ending: it spoke for the cell). */
+  private endsOnLeaseLoss: () => boolean = () => false;
   private timer: TimerHandle | undefined;
   private ticking: Promise<void> = Promise.resolve();
   private stopped = false;
@@ -71,6 +75,35 @@ export class ProcessCoordinator {
   /** The fencing token of the current lease, as the store compares it; undefined between leases. */
   fencingToken(): string | undefined {
     return this.token === undefined ? undefined : String(this.token);
+  }
+
+  /** The fencing token of the current lease; undefined between leases. */
+  leaseToken(): number | undefined {
+    return this.token;
+  }
+
+  /**
+   * `ends` is asked when the lease is lost: when it answers true, no new lease is taken and every
+   * write stays fenced off (a process that spoke for the cell in a mesh ends instead).
+   */
+  endOnLeaseLoss(ends: () => boolean): void {
+    this.endsOnLeaseLoss = ends;
+  }
+
+  /** True when `processId` held the lease of `token` at the last round (or is this process, holding it now). */
+  isLive(processId: string, token: number): boolean {
+    if (processId === this.init.processId) return this.token === token;
+    return this.live.get(processId)?.token === token;
+  }
+
+  /** The other live processes, as of the last round. */
+  liveSiblings(): ProcessRecord[] {
+    return [...this.live.values()].filter((process) => process.id !== this.init.processId);
+  }
+
+  /** True when the merchant is one of the cell's (hosted here or by a sibling), as of the last round. */
+  isCellMerchant(tenant: string, merchant: string): boolean {
+    return this.known.has(merchantKey({ tenant, merchant }));
   }
 
   /** Takes the lease and keeps renewing it; the process owns nothing until `startOwning`. */
@@ -192,8 +225,13 @@ export class ProcessCoordinator {
     const dropped = [...this.hosted.values()];
     this.hosted.clear();
     this.owners.clear();
+    this.live.clear();
     for (const { tenant, merchant } of dropped) this.host?.dropMerchant(tenant, merchant);
     await Promise.all(dropped.map(({ tenant, merchant }) => this.host?.whenMerchantIdle(tenant, merchant).catch(() => undefined)));
+    if (this.endsOnLeaseLoss()) {
+      this.stopped = true;
+      return;
+    }
     await this.registerLease();
   }
 
@@ -206,6 +244,7 @@ export class ProcessCoordinator {
     for (const process of live) if (!this.firstSeenMs.has(`${process.id}/${process.token}`)) this.firstSeenMs.set(`${process.id}/${process.token}`, nowMs);
     for (const seen of [...this.firstSeenMs.keys()]) if (!live.some((process) => `${process.id}/${process.token}` === seen)) this.firstSeenMs.delete(seen);
     const byId = new Map(live.map((process) => [process.id, process]));
+    this.live = byId;
     const merchants = this.merchants();
     this.known = new Set(merchants.map(merchantKey));
     const recorded = await coordination.owners(merchants);

@@ -1,12 +1,23 @@
 import type { SiblingAccess } from '../access/sibling-relay.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
+import type { ProcessRecord } from './coordination-port.js';
 import type { ProcessCoordinator } from './process-coordinator.js';
 
 /** How soon a device refused for want of an owner should try again: about one renewal. */
 const OWNER_RETRY_MS = 1_000;
 
-/** The access layer's view of who serves a merchant's devices, from the coordinator's last round. */
-export function siblingAccessOf(coordinator: ProcessCoordinator): SiblingAccess {
+/**
+ * Where the speaker of a cell in a mesh is: this process, another (as of the last round), or
+ * none right now (failing over).
+ */
+export type SpeakerLookup = () => 'self' | ProcessRecord | undefined;
+
+/**
+ * The access layer's view of who serves a merchant's devices, from the coordinator's last round.
+ * In a mesh (`speaker` given), a merchant the cell does not have, whose conversations here are
+ * mirrors of another cell's, is served by the speaker: it holds the mirrors and the mesh.
+ */
+export function siblingAccessOf(coordinator: ProcessCoordinator, speaker?: SpeakerLookup): SiblingAccess {
   return {
     processId: coordinator.processId,
     serverOf: (tenant, merchant) => {
@@ -14,7 +25,12 @@ export function siblingAccessOf(coordinator: ProcessCoordinator): SiblingAccess 
       if (placement === undefined) {
         throw new CellError(ErrorCode.OwnerUnavailable, `no process of this cell owns merchant ${merchant} right now (failing over); retry`, { retryAfterMs: OWNER_RETRY_MS });
       }
-      return placement.here ? { here: true } : { here: false, ws: placement.owner.ws, http: placement.owner.http };
+      if (!placement.here) return { here: false, ws: placement.owner.ws, http: placement.owner.http };
+      if (speaker === undefined || coordinator.isCellMerchant(tenant, merchant)) return { here: true };
+      const current = speaker();
+      if (current === 'self') return { here: true };
+      if (current === undefined) throw new CellError(ErrorCode.OwnerUnavailable, `no process speaks for this cell right now (failing over), and merchant ${merchant} lives in another cell; retry`, { retryAfterMs: OWNER_RETRY_MS });
+      return { here: false, ws: current.ws, http: current.http };
     },
   };
 }

@@ -112,6 +112,11 @@ export const ErrorCode = {
   OwnerUnavailable: 'OWNER_UNAVAILABLE',
   /** HTTP admin, a cell of several processes: a change no process could make alone (tenants, merchants, an erasure). */
   ScaledCellUnsupported: 'SCALED_CELL_UNSUPPORTED',
+  /**
+   * HTTP internal (`/v1/internal/...`, between the processes of a cell): the calling process does
+   * not hold its lease with the fencing token it names (it lost it, or it is not of the cell).
+   */
+  ProcessFenced: 'PROCESS_FENCED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -179,6 +184,7 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   BACKUP_IN_PROGRESS: 409,
   OWNER_UNAVAILABLE: 503,
   SCALED_CELL_UNSUPPORTED: 409,
+  PROCESS_FENCED: 409,
 };
 
 /** An operating error with a stable code: answered to the client, never a crash. */
