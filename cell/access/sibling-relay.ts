@@ -20,6 +20,12 @@ export interface SiblingAccess {
    * Throws OWNER_UNAVAILABLE when no live process owns it right now.
    */
   serverOf(tenant: string, merchant: string): { readonly here: true } | { readonly here: false; readonly ws: string; readonly http: string };
+  /**
+   * Where a customer's device not routed for a merchant is served: here (it talks with the
+   * merchants this process owns), or in a mesh at the speaker, which holds the conversations
+   * homed in other cells. Throws OWNER_UNAVAILABLE while no process speaks.
+   */
+  unroutedServer(): { readonly here: true } | { readonly here: false; readonly ws: string; readonly http: string };
 }
 
 /** The header a relaying process adds: the sibling serves such a connection itself or refuses it, never relays it again. */

@@ -18,19 +18,25 @@ export type SpeakerLookup = () => 'self' | ProcessRecord | undefined;
  * mirrors of another cell's, is served by the speaker: it holds the mirrors and the mesh.
  */
 export function siblingAccessOf(coordinator: ProcessCoordinator, speaker?: SpeakerLookup): SiblingAccess {
+  const atSpeaker = (merchant: string | undefined): { here: true } | { here: false; ws: string; http: string } => {
+    const current = speaker?.();
+    if (speaker === undefined || current === 'self') return { here: true };
+    if (current === undefined) {
+      const about = merchant === undefined ? 'a customer not routed for a merchant is served by it' : `merchant ${merchant} lives in another cell`;
+      throw new CellError(ErrorCode.OwnerUnavailable, `no process speaks for this cell right now (failing over), and ${about}; retry`, { retryAfterMs: OWNER_RETRY_MS });
+    }
+    return { here: false, ws: current.ws, http: current.http };
+  };
   return {
     processId: coordinator.processId,
+    unroutedServer: () => atSpeaker(undefined),
     serverOf: (tenant, merchant) => {
       const placement = coordinator.placement(tenant, merchant);
       if (placement === undefined) {
         throw new CellError(ErrorCode.OwnerUnavailable, `no process of this cell owns merchant ${merchant} right now (failing over); retry`, { retryAfterMs: OWNER_RETRY_MS });
       }
       if (!placement.here) return { here: false, ws: placement.owner.ws, http: placement.owner.http };
-      if (speaker === undefined || coordinator.isCellMerchant(tenant, merchant)) return { here: true };
-      const current = speaker();
-      if (current === 'self') return { here: true };
-      if (current === undefined) throw new CellError(ErrorCode.OwnerUnavailable, `no process speaks for this cell right now (failing over), and merchant ${merchant} lives in another cell; retry`, { retryAfterMs: OWNER_RETRY_MS });
-      return { here: false, ws: current.ws, http: current.http };
+      return coordinator.isCellMerchant(tenant, merchant) ? { here: true } : atSpeaker(merchant);
     },
   };
 }
