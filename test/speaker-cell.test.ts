@@ -121,6 +121,21 @@ describe.skipIf(skipReason !== undefined)(`a cell on Redis in a mesh${skipReason
     await agent.close();
   });
 
+  test("the internal channel between the processes refuses a call without the cell's secret, and one whose process does not hold its lease with the token it names", async () => {
+    const directory = await cleanup.tempDir();
+    const only = await startMeshProcess(cleanup, { cellId: 'cell-i', processId: 'i-1', url: server.url, directory, balancerPort: await freePort() });
+    const secret = (await redis.get('cellmesh:cell-i:internal-secret'))!;
+    const token = Number(await redis.get('cellmesh:cell-i:proc/i-1'));
+    expect(secret.length).toBeGreaterThanOrEqual(32);
+    const locate = (headers: Record<string, string>): ReturnType<typeof httpRequest> => httpRequest('POST', `${only.httpUrl}/v1/internal/speaker/locate`, { headers, json: { tenant: 'mall', user: 'alice' } });
+    expect(await locate({ 'x-cellmesh-process': `i-1 ${token}` })).toMatchObject({ status: 401, body: { error: { code: 'UNAUTHENTICATED' } } });
+    expect(await locate({ 'x-cellmesh-cell-secret': `${secret}x`, 'x-cellmesh-process': `i-1 ${token}` })).toMatchObject({ status: 401 });
+    // A stale token of the same process (an earlier lease), or a process the cell does not have.
+    expect(await locate({ 'x-cellmesh-cell-secret': secret, 'x-cellmesh-process': `i-1 ${token - 1}` })).toMatchObject({ status: 409, body: { error: { code: 'PROCESS_FENCED' } } });
+    expect(await locate({ 'x-cellmesh-cell-secret': secret, 'x-cellmesh-process': `ghost ${token}` })).toMatchObject({ status: 409, body: { error: { code: 'PROCESS_FENCED' } } });
+    expect(await locate({ 'x-cellmesh-cell-secret': secret, 'x-cellmesh-process': `i-1 ${token}` })).toMatchObject({ status: 200, body: { cells: [] } });
+  });
+
   test('a speaker paused past its lease (SIGSTOP) loses the speaker lease to another process, and exits 1 when it resumes; a process that does not speak stops with 0 on SIGTERM', async () => {
     const directory = await cleanup.tempDir();
     const balancerPort = await freePort();

@@ -52,13 +52,17 @@ export class ProcessClusterPort implements ClusterPort {
     this.copy = homesViewOf(EMPTY_HOMES, init.cellId);
   }
 
-  /** The homes as the core's redirects read them: live at the speaker, a copy elsewhere. */
+  /**
+   * The homes as the core's redirects read them: live at the speaker, a copy elsewhere. A new
+   * speaker's directory knows no other cell until gossip reaches it: until it names a merchant's
+   * home, the copy it took while it did not speak (a round old at most then) answers.
+   */
   readonly homes: HomesView = {
-    relayHomeOf: (tenant, merchant) => this.view().relayHomeOf(tenant, merchant),
-    homeOf: (tenant, merchant): MerchantHome | undefined => this.view().homeOf(tenant, merchant),
-    homeIsDown: (tenant, merchant) => this.view().homeIsDown(tenant, merchant),
-    endpointsOf: (cellId) => this.view().endpointsOf(cellId),
-    otherCells: () => this.view().otherCells(),
+    relayHomeOf: (tenant, merchant) => this.speaking?.homes.relayHomeOf(tenant, merchant) ?? this.copy.relayHomeOf(tenant, merchant),
+    homeOf: (tenant, merchant): MerchantHome | undefined => this.speaking?.homes.homeOf(tenant, merchant) ?? this.copy.homeOf(tenant, merchant),
+    homeIsDown: (tenant, merchant) => (this.speaking !== undefined && this.speaking.homes.relayHomeOf(tenant, merchant) !== undefined ? this.speaking.homes : this.copy).homeIsDown(tenant, merchant),
+    endpointsOf: (cellId) => this.speaking?.homes.endpointsOf(cellId) ?? this.copy.endpointsOf(cellId),
+    otherCells: () => (this.speaking === undefined ? this.copy : this.speaking.homes).otherCells(),
   };
 
   /** Starts copying the homes from the speaker, one round now. */
@@ -111,7 +115,7 @@ export class ProcessClusterPort implements ClusterPort {
   // -- ClusterPort ------------------------------------------------------------------------------
 
   homeCellOf(tenant: string, merchant: string): string | undefined {
-    return this.speaking === undefined ? this.copy.relayHomeOf(tenant, merchant) : this.speaking.port.homeCellOf(tenant, merchant);
+    return this.speaking?.port.homeCellOf(tenant, merchant) ?? this.copy.relayHomeOf(tenant, merchant);
   }
 
   locate(tenant: string, user: string, options?: { signal?: AbortSignal }): Promise<string[]> {
@@ -161,10 +165,6 @@ export class ProcessClusterPort implements ClusterPort {
   }
 
   // ---------------------------------------------------------------------------------------------
-
-  private view(): HomesView {
-    return this.speaking?.homes ?? this.copy;
-  }
 
   /** A hint the location cache can do without: a lost one costs a broadcast later, never a message. */
   private tell(hint: LocationHint): void {
