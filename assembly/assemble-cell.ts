@@ -39,6 +39,7 @@ import { liveHomesView } from '../mesh/homes-snapshot.js';
 import { startCrossCellServices } from './cross-cell-services.js';
 import type { Readiness } from '../cell/access/probes.js';
 import { merchantsOf, ownedMerchantsHost } from './owned-merchants.js';
+import type { MerchantRef } from '../cell/processes/coordination-port.js';
 import { weakSecretProblems } from './secret-strength.js';
 
 /**
@@ -312,7 +313,10 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     started.push(() => init.devices.stopAccepting());
     if (init.processes !== undefined) {
       const coordinator = init.processes;
-      await coordinator.startOwning(endpoints.process ?? endpoints, ownedMerchantsHost(core, host), () => merchantsOf(catalogue));
+      // In a mesh, the cell's merchants are those it claims, read again each round: moves change them.
+      const listed = init.mesh === undefined ? undefined : new MerchantClaimsStore(store);
+      const merchants = listed === undefined ? () => merchantsOf(catalogue) : async () => claimedMerchantsOf(listed, catalogue);
+      await coordinator.startOwning(endpoints.process ?? endpoints, ownedMerchantsHost(core, host), merchants);
       started.push(() => coordinator.stop());
     }
     let cluster: AssembledMesh<Transport> | undefined;
@@ -334,7 +338,7 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
         .then(async () => {
           if (stopping !== undefined) return;
           logger.info({ cell: cellId }, 'this process speaks for the cell: joining the mesh');
-          const assembled = await joinMesh(init, meshPorts, joining, { port: speaker.port, dispatch });
+          const assembled = await joinMesh(init, meshPorts, joining, { port: speaker.port, dispatch, coordinator: init.processes! });
           joined(assembled);
           speaker.joined(assembled);
         })
@@ -381,6 +385,16 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
 interface Speaking {
   readonly port: ProcessClusterPort;
   readonly dispatch: SpeakerDispatch;
+  readonly coordinator: ProcessCoordinator;
+}
+
+/** How long the speaker waits for a merchant's owner to hand it over before it moves the merchant out. */
+const ACQUIRE_FOR_MOVE_TIMEOUT_MS = 15_000;
+
+/** The merchants a cell in a mesh claims now, read from its store. */
+async function claimedMerchantsOf(claims: MerchantClaimsStore, catalogue: TenantCatalogue): Promise<MerchantRef[]> {
+  await claims.load();
+  return claims.hosted(catalogue.tenants()).map(({ tenant, merchant }) => ({ tenant, merchant }));
 }
 
 /** The speaker's dispatch: entries and requests to the process that owns their merchant, this one's through its port. */
@@ -503,15 +517,25 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
   metrics.collectClosure(() => core.closure());
   const merchantClaims = meshMerchantClaims(mesh, cell.claims);
   cell.catalogue.attachClaims(catalogueClaimsOf(mesh, cell.claims));
-  // A merchant moving in may bring its tenant, which this cell then serves before hosting it.
+  // A merchant moving in may bring its tenant, which this cell then serves before hosting it. In
+  // a cell of several processes the speaker owns it first (before any other process could claim
+  // it), and owner assignment spreads it at a later round.
   const host: MoveHost = {
     ...cell.host,
     hostMerchant: async (tenant, merchant) => {
       await cell.catalogue.merchantMovedIn(tenant, merchant);
+      await speaking?.coordinator.adopt(tenant, merchant);
       await cell.host.hostMerchant(tenant, merchant);
     },
   };
-  const mover = new MerchantMover({ cellId, store, cluster: clusterPort, clock, logger, host, claims: merchantClaims });
+  const coordinator = speaking?.coordinator;
+  // A merchant of the cell moves out from the speaker: its owner hands it over first.
+  const acquire =
+    coordinator === undefined
+      ? undefined
+      : async (tenant: string, merchant: string): Promise<() => Promise<void>> =>
+          coordinator.isCellMerchant(tenant, merchant) ? coordinator.acquire(tenant, merchant, ACQUIRE_FOR_MOVE_TIMEOUT_MS) : async () => undefined;
+  const mover = new MerchantMover({ cellId, store, cluster: clusterPort, clock, logger, host, claims: merchantClaims, acquire });
   const placement: PlacementComponents = { cellId, operatorKeys: ports.operatorKeys ?? [], directory: mesh.directory, host, claims: merchantClaims, logger };
   return { mesh, transport, location, outbox, inbox, mover, placement, stopPublishingLoad };
 }

@@ -259,6 +259,37 @@ describe.skipIf(skipReason !== undefined)(`a cell on Redis in a mesh${skipReason
       }
     }
   });
+
+  test('moves a merchant owned by the process that does not speak out of the cell and back: the speaker takes it over first, and after the move back owns it until it is spread again', async () => {
+    const directory = await cleanup.tempDir();
+    const cellA = await cleanup.childCell({ directory: join(directory, 'cell-a'), configDir: directory, cellId: 'cell-ma', merchants: ['ma'], mesh: { timings: TIMINGS } });
+    const bootstrap = [(await viewOf(cellA)).cells.find((cell) => cell.cellId === 'cell-ma')!.endpoints.p2p[0]!];
+    const balancerPort = await freePort();
+    const merchants = ['mb1', 'mb2', 'mb3', 'mb4'];
+    const b1 = await startMeshProcess(cleanup, { cellId: 'cell-mb', processId: 'mb-1', url: server.url, directory, balancerPort, merchants, bootstrap });
+    const b2 = await startMeshProcess(cleanup, { cellId: 'cell-mb', processId: 'mb-2', url: server.url, directory, balancerPort, port: balancerPort, merchants, bootstrap });
+    await eventually(async () => (await viewOf(cellA)).cells.find((cell) => cell.cellId === 'cell-mb')?.liveness === 'alive', 'cell A to see cell B alive', 20_000);
+    const moving = [...(await spreadOver(redis, 'cell-mb', ['mb-1', 'mb-2'])).entries()].find(([, owner]) => owner === 'mb-2')![0];
+    const conv = `${moving}:alice`;
+    const aliceToken = await tokenFor({ user: 'alice', device: 'server' });
+    expect(await httpRequest('POST', `${b2.httpUrl}/v1/conversations/${conv}/messages`, { token: aliceToken, json: { cmid: 'before', body: 'before the move' } })).toMatchObject({ status: 201, body: { seq: 1 } });
+
+    const out = await httpRequest('POST', `${b1.httpUrl}/v1/admin/merchants/move`, { token: ADMIN_TOKEN, json: { tenant: 'mall', merchant: moving, to: 'cell-ma' } });
+    expect(out).toMatchObject({ status: 200, body: { from: 'cell-mb', to: 'cell-ma' } });
+    await eventually(async () => !(await ownersIn(redis, 'cell-mb')).has(moving), 'the owner record of the merchant to go', 5_000);
+    expect(await httpRequest('POST', `${cellA.httpUrl}/v1/conversations/${conv}/messages`, { token: aliceToken, json: { cmid: 'at-a', body: 'at its new home' } })).toMatchObject({ status: 201, body: { seq: 2 } });
+
+    const back = await httpRequest('POST', `${cellA.httpUrl}/v1/admin/merchants/move`, { token: ADMIN_TOKEN, json: { tenant: 'mall', merchant: moving, to: 'cell-mb' } });
+    expect(back).toMatchObject({ status: 200, body: { from: 'cell-ma', to: 'cell-mb' } });
+    expect((await ownersIn(redis, 'cell-mb')).get(moving)).toBe('mb-1');
+    await eventually(async () => (await httpRequest('POST', `${b2.httpUrl}/v1/conversations/${conv}/messages`, { token: aliceToken, json: { cmid: 'back', body: 'home again' } })).status === 201, 'a send at B to be answered', 15_000);
+    const history = await httpRequest('GET', `${b2.httpUrl}/v1/conversations/${conv}/messages?limit=10`, { token: aliceToken });
+    expect((history.body as { messages: ChatMessage[] }).messages.map((message) => [message.seq, message.cmid])).toEqual([
+      [1, 'before'],
+      [2, 'at-a'],
+      [3, 'back'],
+    ]);
+  });
 });
 
 /** The owner process of each merchant of the cell, from its Redis. */
