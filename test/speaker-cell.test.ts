@@ -96,8 +96,10 @@ describe.skipIf(skipReason !== undefined)(`a cell on Redis in a mesh${skipReason
     const owners = await spreadOver(redis, 'cell-s', ['s-1', 's-2']);
     const ownedBySecond = merchants.find((merchant) => owners.get(merchant) === 's-2')!;
     const ownedByFirst = merchants.find((merchant) => owners.get(merchant) === 's-1')!;
-    // The mesh's admin API is the speaker's; the other process serves its own merchants all the same.
+    // The mesh's own API is the speaker's: the other process sends such calls on to it.
     expect((await viewOf(first)).self).toBe('cell-s');
+    expect((await viewOf(second)).self).toBe('cell-s');
+    expect(await httpRequest('GET', `${second.httpUrl}/v1/admin/drain`, { token: ADMIN_TOKEN })).toMatchObject({ status: 200 });
     const agent = await RawClient.connect(second.url, await tokenFor({ user: 'ann', merchant: ownedBySecond, device: 'desk' }));
     const aliceToken = await tokenFor({ user: 'alice', device: 'server' });
     for (const merchant of [ownedBySecond, ownedByFirst]) {

@@ -7,7 +7,7 @@ import { RELAYED_BY_HEADER, type SiblingAccess } from './sibling-relay.js';
  * HTTP calls about one merchant, in a cell of several processes, go to the process that owns it
  * (docs/operations.md, "A cell of several processes"): the calls on a conversation (messages,
  * reads, attachments), logins and guest tokens (their body names the merchant), and the admin
- * calls on one merchant's agents and blocks. Admin changes no process could make alone are
+ * calls on one merchant's agents and blocks. In a mesh, the mesh's own API goes to the speaker. Admin changes no process could make alone are
  * refused (SCALED_CELL_UNSUPPORTED). The request
  * is sent on as it came, and the owner's answer comes back as it is, status and body.
  */
@@ -32,10 +32,13 @@ export async function forwardToOwner(siblings: SiblingAccess, pattern: string, r
   const unsupported = UNSUPPORTED_CHANGES.get(`${context.method} ${pattern}`);
   if (unsupported !== undefined) throw new CellError(ErrorCode.ScaledCellUnsupported, `a cell of several processes cannot ${unsupported} yet: each process holds its merchants in memory and would not see the change; ${unsupported === 'erase a customer' ? 'run the cell as one process for the erasure' : 'change the config file and restart the processes one at a time'} (docs/operations.md, "A cell of several processes")`);
   const target = merchantOf(pattern, request);
-  if (target === undefined) return undefined;
-  const server = siblings.serverOf(target.tenant, target.merchant);
+  // The mesh's own API (a cell in a mesh): the speaker's, wherever the call landed.
+  const atSpeaker = SPEAKER_ROUTES.has(pattern);
+  if (target === undefined && !atSpeaker) return undefined;
+  const server = target === undefined ? siblings.speakerServer() : siblings.serverOf(target.tenant, target.merchant);
   if (server.here) return undefined;
-  if (context.headers[RELAYED_BY_HEADER] !== '') throw new CellError(ErrorCode.OwnerUnavailable, `merchant ${target.merchant} is changing owner; retry`, { retryAfterMs: RETRY_MS });
+  const servedBy = target === undefined ? 'the process that speaks for the cell' : `the process that owns merchant ${target.merchant}`;
+  if (context.headers[RELAYED_BY_HEADER] !== '') throw new CellError(ErrorCode.OwnerUnavailable, target === undefined ? 'the cell is changing speaker; retry' : `merchant ${target.merchant} is changing owner; retry`, { retryAfterMs: RETRY_MS });
   const headers: Record<string, string> = {};
   for (const name of FORWARDED_HEADERS) if (context.headers[name] !== '') headers[name] = context.headers[name]!;
   headers[RELAYED_BY_HEADER] = siblings.processId;
@@ -50,7 +53,7 @@ export async function forwardToOwner(siblings: SiblingAccess, pattern: string, r
       signal: AbortSignal.timeout(FORWARD_TIMEOUT_MS),
     });
   } catch (error) {
-    throw new CellError(ErrorCode.OwnerUnavailable, `the process that owns merchant ${target.merchant} cannot be reached (${error instanceof Error ? error.message : String(error)}); retry`, { retryAfterMs: RETRY_MS });
+    throw new CellError(ErrorCode.OwnerUnavailable, `${servedBy} cannot be reached (${error instanceof Error ? error.message : String(error)}); retry`, { retryAfterMs: RETRY_MS });
   }
   const retryAfter = response.headers.get('retry-after');
   return {
@@ -74,6 +77,25 @@ const UNSUPPORTED_CHANGES: ReadonlyMap<string, string> = new Map([
   ['PATCH /v1/admin/tenants/:tenant/merchants/:merchant', 'change a merchant'],
   ['DELETE /v1/admin/tenants/:tenant/merchants/:merchant', 'remove a merchant'],
   ['DELETE /v1/admin/tenants/:tenant/customers/:customer', 'erase a customer'],
+]);
+
+/**
+ * The routes of the mesh's own API, which in a cell of several processes in a mesh only the
+ * speaker serves (it holds the mesh): the cluster view and tools, moves, placements, the drain,
+ * the closure counts, route requests.
+ */
+const SPEAKER_ROUTES: ReadonlySet<string> = new Set([
+  '/v1/admin/cluster',
+  '/v1/admin/locate',
+  '/v1/admin/merchants/move',
+  '/v1/admin/merchants/place',
+  '/v1/admin/capacity',
+  '/v1/admin/mesh/block',
+  '/v1/admin/mesh/unblock',
+  '/v1/admin/drain',
+  '/v1/admin/closure',
+  '/v1/route',
+  '/v1/connect',
 ]);
 
 /** The admin routes about one merchant (its agents, its blocks), run by its owner, whose desk holds them. */

@@ -21,11 +21,12 @@ export interface SiblingAccess {
    */
   serverOf(tenant: string, merchant: string): { readonly here: true } | { readonly here: false; readonly ws: string; readonly http: string };
   /**
-   * Where a customer's device not routed for a merchant is served: here (it talks with the
-   * merchants this process owns), or in a mesh at the speaker, which holds the conversations
-   * homed in other cells. Throws OWNER_UNAVAILABLE while no process speaks.
+   * Where what the speaker serves in a mesh goes: a customer's device not routed for a merchant
+   * (the speaker holds the conversations homed in other cells) and the mesh's own API. Here
+   * outside a mesh (such a customer talks with the merchants this process owns). Throws
+   * OWNER_UNAVAILABLE while no process speaks.
    */
-  unroutedServer(): { readonly here: true } | { readonly here: false; readonly ws: string; readonly http: string };
+  speakerServer(): { readonly here: true } | { readonly here: false; readonly ws: string; readonly http: string };
 }
 
 /** The header a relaying process adds: the sibling serves such a connection itself or refuses it, never relays it again. */

@@ -283,7 +283,7 @@ export class AccessServer {
     const { siblings, core, limits } = this.options;
     const merchant = identity.merchant ?? routed;
     if (siblings === undefined) return undefined;
-    const server = merchant === undefined ? siblings.unroutedServer() : siblings.serverOf(identity.tenant, merchant);
+    const server = merchant === undefined ? siblings.speakerServer() : siblings.serverOf(identity.tenant, merchant);
     if (server.here) return undefined;
     // A sibling relayed it here on a view that is stale now: never relay twice, the client retries.
     if (req.getHeader(RELAYED_BY_HEADER) !== '') throw new CellError(ErrorCode.OwnerUnavailable, `merchant ${merchant} is changing owner; reconnect`, { retryAfterMs: RELAY_RETRY_MS });

@@ -22,14 +22,14 @@ export function siblingAccessOf(coordinator: ProcessCoordinator, speaker?: Speak
     const current = speaker?.();
     if (speaker === undefined || current === 'self') return { here: true };
     if (current === undefined) {
-      const about = merchant === undefined ? 'a customer not routed for a merchant is served by it' : `merchant ${merchant} lives in another cell`;
+      const about = merchant === undefined ? 'what it serves (the mesh, customers not routed for a merchant) waits' : `merchant ${merchant} lives in another cell`;
       throw new CellError(ErrorCode.OwnerUnavailable, `no process speaks for this cell right now (failing over), and ${about}; retry`, { retryAfterMs: OWNER_RETRY_MS });
     }
     return { here: false, ws: current.ws, http: current.http };
   };
   return {
     processId: coordinator.processId,
-    unroutedServer: () => atSpeaker(undefined),
+    speakerServer: () => atSpeaker(undefined),
     serverOf: (tenant, merchant) => {
       const placement = coordinator.placement(tenant, merchant);
       if (placement === undefined) {
