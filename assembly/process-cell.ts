@@ -38,7 +38,6 @@ import { isWildcardHost, meshTimings, redisKeyPrefixOf, type CellConfig, type Me
 import { storeFromConfig, storeOpenError, warnOfWeakDurability } from './cell-store.js';
 import type { MeshTransport } from '../mesh/transport.js';
 import { ProcessClusterPort } from '../cell/processes/process-cluster-port.js';
-import type { ProcessCoordinator } from '../cell/processes/process-coordinator.js';
 import { meshProcessRoutes } from './mesh-process-routes.js';
 import { CellStartError, listenStartError } from './start-errors.js';
 import { cellDrainOf } from './cell-drain-service.js';
@@ -75,8 +74,6 @@ export interface RunningCell {
   readonly audit: AuditLog;
   /** The cell's mesh services; undefined for a standalone cell, and for a process of a cell in a mesh that does not speak for it. */
   readonly mesh: AssembledMesh<Libp2pMeshTransport> | undefined;
-  /** A cell on Redis: this process's coordinator (the merchants it owns); undefined otherwise. */
-  readonly processes: ProcessCoordinator | undefined;
   /**
    * Graceful stop: stop accepting, let writes under way finish and be acked, close devices
    * with "going away", close the store. Idempotent.
@@ -244,7 +241,6 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     get mesh() {
       return cell.cluster;
     },
-    processes: scaled?.coordinator,
     stop: once(stop),
   };
 }
