@@ -111,7 +111,9 @@ describe.skipIf(skipReason !== undefined)(`a cell on Redis in a mesh${skipReason
     first.kill('SIGTERM');
     expect(await first.exited).toEqual({ code: 0, signal: null });
     await eventually(async () => (await speakerIn(redis, 'cell-s')) === 's-2', 'the second process to take the speaker lease', 5_000);
+    const speakerTakenMs = Date.now() - leftAtMs;
     await eventually(async () => (await viewOf(second).catch(() => undefined))?.self === 'cell-s', 'the second process to run the mesh');
+    console.log(JSON.stringify({ afterSigterm: { speakerTakenMs, meshRunningMs: Date.now() - leftAtMs } }));
     expect(Date.now() - leftAtMs).toBeLessThan(LEASE.leaseTtlMs + 3_000);
     // Its core went on: the agent of its own merchant was never disconnected.
     expect(agent.closeCode).toBeUndefined();
