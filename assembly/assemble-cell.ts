@@ -321,6 +321,8 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     }
     let cluster: AssembledMesh<Transport> | undefined;
     let stopping: Promise<void> | undefined;
+    /** A speaker's join of the mesh under way: a stop waits for it, then leaves the mesh as usual. */
+    let joiningMesh: Promise<void> = Promise.resolve();
     const joining: JoiningCell = { core, host, catalogue, tenants, metrics, endpoints, hosted, claims: claims as MerchantClaimsStore, erasure, started };
     const joined = (assembled: AssembledMesh<Transport>): void => {
       cluster = assembled;
@@ -334,15 +336,16 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
       await speaker.port.start();
       started.push(() => speaker.port.stop());
       // The speaker lease may come at any time: the mesh joins then, on the core as it runs.
-      void speaker.whenSpeaker
-        .then(async () => {
-          if (stopping !== undefined) return;
+      const coordinator = init.processes;
+      void speaker.whenSpeaker.then(() => {
+        if (stopping !== undefined) return;
+        joiningMesh = (async () => {
           logger.info({ cell: cellId }, 'this process speaks for the cell: joining the mesh');
-          const assembled = await joinMesh(init, meshPorts, joining, { port: speaker.port, dispatch, coordinator: init.processes! });
+          const assembled = await joinMesh(init, meshPorts, joining, { port: speaker.port, dispatch, coordinator });
           joined(assembled);
           speaker.joined(assembled);
-        })
-        .catch((error: unknown) => speaker.failed(error));
+        })().catch((error: unknown) => speaker.failed(error));
+      });
     }
     ready = true;
 
@@ -351,6 +354,7 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
         // Not ready first, while the probes can still ask: new devices are refused from the
         // drain on, so the listen socket stays open until the devices are closed.
         shuttingDown = true;
+        await joiningMesh;
         if (cluster === undefined) await core.drain();
         else {
           cluster.stopPublishingLoad();
