@@ -308,6 +308,9 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
       // The core reaches the mesh through the speaker, wherever it is, from the start.
       core.attachCluster(erasure.attach(speaker.port, () => speaker.port.homes.otherCells()));
       core.redirects.attach(speaker.port.homes);
+      // Every process counts its own core's cross-cell traffic.
+      metrics.collectCrossCellStats(() => core.crossCellStats());
+      metrics.collectClosure(() => core.closure());
     }
     const endpoints = await init.devices.open({ core, metrics, people, audit, attachments, catalogue, erasure, readiness });
     started.push(() => init.devices.stopAccepting());
@@ -517,8 +520,10 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
   // Leaving changes the record itself: no load update may race it.
   const stopPublishingLoad = (): void => loadTimer.cancel();
 
-  metrics.collectCrossCellStats(() => core.crossCellStats());
-  metrics.collectClosure(() => core.closure());
+  if (speaking === undefined) {
+    metrics.collectCrossCellStats(() => core.crossCellStats());
+    metrics.collectClosure(() => core.closure());
+  }
   const merchantClaims = meshMerchantClaims(mesh, cell.claims);
   cell.catalogue.attachClaims(catalogueClaimsOf(mesh, cell.claims));
   // A merchant moving in may bring its tenant, which this cell then serves before hosting it. In

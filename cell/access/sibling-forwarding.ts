@@ -82,7 +82,7 @@ const UNSUPPORTED_CHANGES: ReadonlyMap<string, string> = new Map([
 /**
  * The routes of the mesh's own API, which in a cell of several processes in a mesh only the
  * speaker serves (it holds the mesh): the cluster view and tools, moves, placements, the drain,
- * the closure counts, route requests.
+ * route requests. The closure counts are each process's own, as its metrics.
  */
 const SPEAKER_ROUTES: ReadonlySet<string> = new Set([
   '/v1/admin/cluster',
@@ -93,7 +93,6 @@ const SPEAKER_ROUTES: ReadonlySet<string> = new Set([
   '/v1/admin/mesh/block',
   '/v1/admin/mesh/unblock',
   '/v1/admin/drain',
-  '/v1/admin/closure',
   '/v1/route',
   '/v1/connect',
 ]);
