@@ -218,8 +218,9 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
   if (meshProcess !== undefined) {
     meshProcess.lease.onLost(speakerLost);
     meshProcess.lease.onSpeakerChange((record) => logger.info({ speaker: record?.id }, record === undefined ? 'no process speaks for the cell right now' : 'the cell has a new speaker'));
-    // The coordinator published this process's address: the others find it as the speaker now.
-    await meshProcess.lease.refresh();
+    // It serves, and the coordinator published its address: it bids for the speaker lease from
+    // now on (the first process of a cell speaks at once), and the others find it there.
+    await meshProcess.lease.start();
   } else if (cell.cluster !== undefined) speakerJoined(cell.cluster);
   probes?.start();
   logger.info({ cell: config.cell.id, process: scaled?.coordinator.processId, host: config.listen.host, port, store: config.store.kind, mesh: cell.cluster?.transport.addresses() }, 'cell listening');

@@ -85,8 +85,8 @@ export async function registerScaledProcess(init: { url: string; keyPrefix: stri
 }
 
 /**
- * The speaker lease on top of the process lease, tried for once now (the first process of a cell
- * speaks at once), and the internal channel. A process that spoke for the cell ends when its
+ * The speaker lease on top of the process lease (its rounds start once the process serves: a
+ * slow start must not cost a speaker lease the process could not renew yet), and the internal channel. A process that spoke for the cell ends when its
  * process lease is lost: it takes no new one (its writes stay fenced off), since another process
  * may speak already under the cell's mesh identity.
  */
@@ -95,7 +95,6 @@ async function registerMeshProcess(redis: Redis, init: { keyPrefix: string; proc
   const secret = await cellSecretOf(redis, init.keyPrefix);
   const lease = new SpeakerLease({ lease: coordinator, coordination: new RedisSpeakerCoordination(redis, init.keyPrefix), clock: init.clock, logger: init.logger, leaseTtlMs: init.processes.leaseTtlMs, renewIntervalMs: init.processes.renewIntervalMs });
   coordinator.endOnLeaseLoss(() => lease.hasSpoken());
-  await lease.start();
   const channel = new InternalChannel({ secret, processId, token: () => coordinator.leaseToken(), speaker: () => lease.speaker() });
   const leaseKey = (id: string): string => `${init.keyPrefix}proc/${id}`;
   return {

@@ -158,7 +158,14 @@ export class ProcessCoordinator {
    * A merchant moved into the cell, hosted by this process's core already (the mesh's mover did
    * it): recorded as owned here, so no other process claims it; it is spread at a later round.
    */
-  async adopt(tenant: string, merchant: string): Promise<void> {
+  adopt(tenant: string, merchant: string): Promise<void> {
+    // Between two rounds: a round that read the merchants before the move in would let it go again.
+    const adopted = this.ticking.then(() => this.adoptNow(tenant, merchant));
+    this.ticking = adopted.catch(() => undefined);
+    return adopted;
+  }
+
+  private async adoptNow(tenant: string, merchant: string): Promise<void> {
     const ref = { tenant, merchant };
     const key = merchantKey(ref);
     this.known.add(key);

@@ -102,15 +102,10 @@ export class SpeakerLease {
     this.speakerHandler = handler;
   }
 
-  /** Runs a first round now (the first process of a cell speaks at once), then one every `renewIntervalMs`. */
+  /** Runs a first round now (the first process of a cell speaks at once), then one every `renewIntervalMs`. Once the process serves. */
   async start(): Promise<void> {
     await this.runRound();
     this.schedule();
-  }
-
-  /** Runs a round now: after the process published its address, the speaker is found at once. */
-  refresh(): Promise<void> {
-    return this.runRound();
   }
 
   /** Releases the speaker lease: another process takes it at its next round. */
