@@ -33,9 +33,15 @@ import type { Store } from '../platform/store/store.js';
 import type { ProcessCoordinator } from '../cell/processes/process-coordinator.js';
 import type { CellWideCatalogue } from '../cell/processes/cell-wide-catalogue.js';
 import { erasureProcessesOf } from '../cell/processes/sibling-access.js';
+import type { ProcessClusterPort } from '../cell/processes/process-cluster-port.js';
+import type { OwnerChannel } from '../cell/processes/speaker-channel.js';
+import { SpeakerDispatch } from '../cell/processes/speaker-dispatch.js';
+import type { ClusterPort } from '../cell/messaging/cluster-port.js';
+import { liveHomesView } from '../mesh/homes-snapshot.js';
 import { startCrossCellServices } from './cross-cell-services.js';
 import type { Readiness } from '../cell/access/probes.js';
 import { merchantsOf, ownedMerchantsHost } from './owned-merchants.js';
+import type { MerchantRef } from '../cell/processes/coordination-port.js';
 import { weakSecretProblems } from './secret-strength.js';
 
 /**
@@ -59,6 +65,8 @@ export interface DeviceAccess {
 export interface DeviceEndpoints {
   readonly ws: string;
   readonly http: string;
+  /** Where the cell's other processes reach this one, when not here (a cell in a mesh advertises its balancer). */
+  readonly process?: { readonly ws: string; readonly http: string } | undefined;
 }
 
 /** What the device access needs from the cell while it serves. */
@@ -134,6 +142,25 @@ export interface CellAssemblyInit<Transport extends MeshTransport = MeshTranspor
    * follows those of the others at each round of its lease (cell/processes/cell-wide-catalogue.ts).
    */
   readonly cellWideCatalogue?: CellWideCatalogue;
+  /**
+   * A cell of several processes in a mesh (with `processes` and `mesh`): the core reaches the
+   * mesh through `port` from the start, and this process joins the mesh, on the running core,
+   * once it takes the speaker lease.
+   */
+  readonly speaker?: SpeakerInit;
+}
+
+/** This process's part in speaking for a cell of several processes in a mesh. */
+export interface SpeakerInit {
+  readonly port: ProcessClusterPort;
+  /** Resolves when this process takes the speaker lease. */
+  readonly whenSpeaker: Promise<void>;
+  /** How the speaker reaches the processes that own the merchants. */
+  readonly owners: OwnerChannel;
+  /** The mesh was joined: this process speaks for the cell. */
+  readonly joined: (cluster: AssembledMesh<MeshTransport>) => void;
+  /** Joining the mesh failed after the lease was taken: the process must end. */
+  readonly failed: (error: unknown) => void;
 }
 
 /** The mesh services of a cell in a cluster, started, in the order they stop in reverse. */
@@ -160,7 +187,7 @@ export interface AssembledCell<Transport extends MeshTransport = MeshTransport> 
   /** The tenants and merchants of the config and of the admin API (cell/tenant-catalogue.ts). */
   readonly catalogue: TenantCatalogue;
   readonly endpoints: DeviceEndpoints;
-  /** Undefined for a standalone cell. */
+  /** Undefined for a standalone cell, and for a process of a cell in a mesh until it speaks for the cell. */
   readonly cluster: AssembledMesh<Transport> | undefined;
   isReady(): boolean;
   /**
@@ -293,27 +320,62 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     const isReady = (): boolean => readiness() === 'ready';
     // In a cell of several processes, each process erases the conversations of the merchants it owns.
     const erasure = new CustomerErasure({ store, core, attachments, audit, logger, processes: init.processes === undefined ? undefined : erasureProcessesOf(init.processes) });
+    const speaker = init.mesh === undefined ? undefined : init.speaker;
+    if (speaker !== undefined) {
+      // The core reaches the mesh through the speaker, wherever it is, from the start.
+      core.attachCluster(erasure.attach(speaker.port, () => speaker.port.homes.otherCells()));
+      core.redirects.attach(speaker.port.homes);
+      // Every process counts its own core's cross-cell traffic.
+      metrics.collectCrossCellStats(() => core.crossCellStats());
+      metrics.collectClosure(() => core.closure());
+    }
     const endpoints = await init.devices.open({ core, metrics, people, audit, attachments, catalogue, erasure, readiness });
     started.push(() => init.devices.stopAccepting());
     if (init.processes !== undefined) {
       const coordinator = init.processes;
+      // In a mesh, the cell's merchants are those it claims, read again each round: moves change them.
+      const listed = init.mesh === undefined ? undefined : new MerchantClaimsStore(store);
+      const merchants = listed === undefined ? () => merchantsOf(catalogue) : async () => claimedMerchantsOf(listed, catalogue);
       const cellWide = init.cellWideCatalogue;
-      await coordinator.startOwning(endpoints, ownedMerchantsHost(core, host), () => merchantsOf(catalogue), cellWide === undefined ? undefined : () => cellWide.followRound(() => catalogue.followStore()));
+      await coordinator.startOwning(endpoints.process ?? endpoints, ownedMerchantsHost(core, host), merchants, cellWide === undefined ? undefined : () => cellWide.followRound(() => catalogue.followStore()));
       started.push(() => coordinator.stop());
     }
-    const cluster = init.mesh === undefined ? undefined : await joinMesh(init, init.mesh, { core, host, catalogue, tenants, metrics, endpoints, hosted, claims: claims as MerchantClaimsStore, erasure, started });
-    if (cluster !== undefined) {
+    let cluster: AssembledMesh<Transport> | undefined;
+    let stopping: Promise<void> | undefined;
+    /** A speaker's join of the mesh under way: a stop waits for it, then leaves the mesh as usual. */
+    let joiningMesh: Promise<void> = Promise.resolve();
+    const joining: JoiningCell = { core, host, catalogue, tenants, metrics, endpoints, hosted, claims: claims as MerchantClaimsStore, erasure, started };
+    const joined = (assembled: AssembledMesh<Transport>): void => {
+      cluster = assembled;
       advertiseTenants = () =>
-        void cluster.mesh.updateOwnRecord({ tenants: core.servedTenants().map((tenant) => tenant.id) }).catch((error: unknown) => logger.warn({ err: error }, 'could not update the tenants of the cell\'s record'));
+        void assembled.mesh.updateOwnRecord({ tenants: core.servedTenants().map((tenant) => tenant.id) }).catch((error: unknown) => logger.warn({ err: error }, 'could not update the tenants of the cell\'s record'));
+    };
+    if (init.mesh !== undefined && speaker === undefined) joined(await joinMesh(init, init.mesh, joining));
+    if (init.mesh !== undefined && speaker !== undefined && init.processes !== undefined) {
+      const meshPorts = init.mesh;
+      const dispatch = speakerDispatchOf(init.processes, speaker, core);
+      await speaker.port.start();
+      started.push(() => speaker.port.stop());
+      // The speaker lease may come at any time: the mesh joins then, on the core as it runs.
+      const coordinator = init.processes;
+      void speaker.whenSpeaker.then(() => {
+        if (stopping !== undefined) return;
+        joiningMesh = (async () => {
+          logger.info({ cell: cellId }, 'this process speaks for the cell: joining the mesh');
+          const assembled = await joinMesh(init, meshPorts, joining, { port: speaker.port, dispatch, coordinator });
+          joined(assembled);
+          speaker.joined(assembled);
+        })().catch((error: unknown) => speaker.failed(error));
+      });
     }
     ready = true;
 
-    let stopping: Promise<void> | undefined;
     const stop = (): Promise<void> => {
       stopping ??= (async () => {
         // Not ready first, while the probes can still ask: new devices are refused from the
         // drain on, so the listen socket stays open until the devices are closed.
         shuttingDown = true;
+        await joiningMesh;
         if (cluster === undefined) await core.drain();
         else {
           cluster.stopPublishingLoad();
@@ -324,11 +386,54 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
       })();
       return stopping;
     };
-    return { cellId, core, metrics, people, audit, catalogue, endpoints, cluster, isReady, stop };
+    return {
+      cellId,
+      core,
+      metrics,
+      people,
+      audit,
+      catalogue,
+      endpoints,
+      get cluster() {
+        return cluster;
+      },
+      isReady,
+      stop,
+    };
   } catch (error) {
     await unwind();
     throw error;
   }
+}
+
+/** A process of a cell of several processes joining the mesh as its speaker. */
+interface Speaking {
+  readonly port: ProcessClusterPort;
+  readonly dispatch: SpeakerDispatch;
+  readonly coordinator: ProcessCoordinator;
+}
+
+/** How long the speaker waits for a merchant's owner to hand it over before it moves the merchant out. */
+const ACQUIRE_FOR_MOVE_TIMEOUT_MS = 15_000;
+
+/** The merchants a cell in a mesh claims now, read from its store. */
+async function claimedMerchantsOf(claims: MerchantClaimsStore, catalogue: TenantCatalogue): Promise<MerchantRef[]> {
+  await claims.load();
+  return claims.hosted(catalogue.tenants()).map(({ tenant, merchant }) => ({ tenant, merchant }));
+}
+
+/** The speaker's dispatch: entries and requests to the process that owns their merchant, this one's through its port. */
+function speakerDispatchOf(coordinator: ProcessCoordinator, speaker: SpeakerInit, core: CellCore): SpeakerDispatch {
+  return new SpeakerDispatch({
+    placement: (tenant, merchant) => coordinator.placement(tenant, merchant),
+    siblings: () => coordinator.liveSiblings(),
+    owners: speaker.owners,
+    local: {
+      forward: (source, entries) => speaker.port.applyForwarded(source, entries),
+      request: (from, protocol, data) => speaker.port.serve(from, protocol, data),
+      localUsers: (tenant, users, asker) => core.localUsers(tenant, users, asker),
+    },
+  });
 }
 
 interface JoiningCell {
@@ -348,7 +453,7 @@ interface JoiningCell {
 }
 
 /** Starts the cell's mesh services on one transport, advertising its endpoints, tenants and merchants. */
-async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<Transport>, ports: MeshPorts<Transport>, cell: JoiningCell): Promise<AssembledMesh<Transport>> {
+async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<Transport>, ports: MeshPorts<Transport>, cell: JoiningCell, speaking?: Speaking): Promise<AssembledMesh<Transport>> {
   const { cellId, clock, store, logger } = init;
   const { transport, signer } = await ports.createTransport();
   const { core, metrics, started } = cell;
@@ -390,8 +495,9 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
   );
   await mesh.start();
   started.push(() => mesh.stop());
-  // Devices and requests for merchants that live elsewhere are redirected to their home.
-  core.redirects.attach(homeDirectoryOf(mesh.directory));
+  // Devices and requests for merchants that live elsewhere are redirected to their home (a
+  // process of a cell of several processes attached the speaker's homes at start).
+  if (speaking === undefined) core.redirects.attach(homeDirectoryOf(mesh.directory));
   // Customers who left messages here while their merchant's home was down go to it once it serves.
   started.push(onHomesServing(mesh.directory, cellId, (merchants) => core.homesServing(merchants)));
   const services = await startCrossCellServices({
@@ -407,6 +513,13 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
     metrics: init.metrics,
     outbox: ports.outbox,
     erasure: cell.erasure,
+    ...(speaking === undefined
+      ? {}
+      : {
+          // The core attached to the process's port at start: that port speaks through these services from now on.
+          attach: (clusterPort: ClusterPort) => speaking.port.speak({ port: clusterPort, homes: liveHomesView(mesh.directory, cellId), forward: (source, entries) => speaking.dispatch.forward(source, entries), request: (from, protocol, data) => speaking.dispatch.request(from, protocol, data) }),
+          localUsers: (tenant: string, users: readonly string[], asker: string) => speaking.dispatch.localUsers(tenant, users, asker),
+        }),
   });
   started.push(() => services.stop());
   const { location, outbox, inbox, clusterPort } = services;
@@ -425,19 +538,31 @@ async function joinMesh<Transport extends MeshTransport>(init: CellAssemblyInit<
   // Leaving changes the record itself: no load update may race it.
   const stopPublishingLoad = (): void => loadTimer.cancel();
 
-  metrics.collectCrossCellStats(() => core.crossCellStats());
-  metrics.collectClosure(() => core.closure());
+  if (speaking === undefined) {
+    metrics.collectCrossCellStats(() => core.crossCellStats());
+    metrics.collectClosure(() => core.closure());
+  }
   const merchantClaims = meshMerchantClaims(mesh, cell.claims);
   cell.catalogue.attachClaims(catalogueClaimsOf(mesh, cell.claims));
-  // A merchant moving in may bring its tenant, which this cell then serves before hosting it.
+  // A merchant moving in may bring its tenant, which this cell then serves before hosting it. In
+  // a cell of several processes the speaker owns it first (before any other process could claim
+  // it), and owner assignment spreads it at a later round.
   const host: MoveHost = {
     ...cell.host,
     hostMerchant: async (tenant, merchant) => {
       await cell.catalogue.merchantMovedIn(tenant, merchant);
+      await speaking?.coordinator.adopt(tenant, merchant);
       await cell.host.hostMerchant(tenant, merchant);
     },
   };
-  const mover = new MerchantMover({ cellId, store, cluster: clusterPort, clock, logger, host, claims: merchantClaims });
+  const coordinator = speaking?.coordinator;
+  // A merchant of the cell moves out from the speaker: its owner hands it over first.
+  const acquire =
+    coordinator === undefined
+      ? undefined
+      : async (tenant: string, merchant: string): Promise<() => Promise<void>> =>
+          coordinator.isCellMerchant(tenant, merchant) ? coordinator.acquire(tenant, merchant, ACQUIRE_FOR_MOVE_TIMEOUT_MS) : async () => undefined;
+  const mover = new MerchantMover({ cellId, store, cluster: clusterPort, clock, logger, host, claims: merchantClaims, acquire });
   const placement: PlacementComponents = { cellId, operatorKeys: ports.operatorKeys ?? [], directory: mesh.directory, host, claims: merchantClaims, logger };
   return { mesh, transport, location, outbox, inbox, mover, placement, stopPublishingLoad };
 }

@@ -39,6 +39,13 @@ export interface CrossCellServicesInit {
    * messaging), one is made that records nothing in an audit log, on an attachment store of its own.
    */
   readonly erasure?: CustomerErasure | undefined;
+  /**
+   * What is done with the cluster port once the services run; by default the core attaches to it
+   * (through the erasure). A process of a cell of several processes hands it to its own port instead.
+   */
+  readonly attach?: ((clusterPort: ClusterPort) => void) | undefined;
+  /** Who answers other cells' location questions; by default the core. */
+  readonly localUsers?: ((tenant: string, users: readonly string[], askerCellId: string) => Promise<readonly string[]>) | undefined;
 }
 
 export interface CrossCellServices {
@@ -55,7 +62,7 @@ export async function startCrossCellServices(init: CrossCellServicesInit): Promi
   const { cellId, core, transport, directory, clock, random, store, metrics } = init;
   const cellOfPeer = (peer: string): string | undefined => directory.cellOfPeer(peer);
   const location = new LocationService(
-    { transport, clock, random, cellId, cellOfPeer, localUsers: (tenant, users, asker) => core.localUsers(tenant, users, asker), metrics },
+    { transport, clock, random, cellId, cellOfPeer, localUsers: init.localUsers ?? ((tenant, users, asker) => core.localUsers(tenant, users, asker)), metrics },
     init.location,
   );
   const maxEntryBytes = 2 * init.maxFrameBytes;
@@ -80,6 +87,10 @@ export async function startCrossCellServices(init: CrossCellServicesInit): Promi
     throw error;
   }
   const clusterPort = createClusterPort({ cellId, directory, location, outbox, inbox, transport });
+  if (init.attach !== undefined) {
+    init.attach(clusterPort);
+    return { location, outbox, inbox, clusterPort, stop };
+  }
   // Erasures of customers reach every cell that has not left for good: one down now applies it when it is back.
   const otherCells = (): string[] => [...directory.values()].filter((entry) => entry.record.cellId !== cellId && entry.liveness !== 'left').map((entry) => entry.record.cellId);
   const erasure = init.erasure ?? new CustomerErasure({ store, core, attachments: new AttachmentStore(store, clock) });

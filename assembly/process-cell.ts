@@ -36,7 +36,9 @@ import type { DirectoryView } from '../mesh/directory.js';
 import { AssemblyError, assembleCell, type AssembledCell, type AssembledMesh, type DeviceAccess, type MeshPorts } from './assemble-cell.js';
 import { isWildcardHost, meshTimings, redisKeyPrefixOf, type CellConfig, type MeshConfig } from './config.js';
 import { storeFromConfig, storeOpenError, warnOfWeakDurability } from './cell-store.js';
-import type { SpeakerProcess } from './speaker-process.js';
+import type { MeshTransport } from '../mesh/transport.js';
+import { ProcessClusterPort } from '../cell/processes/process-cluster-port.js';
+import { meshProcessRoutes } from './mesh-process-routes.js';
 import { CellStartError, listenStartError } from './start-errors.js';
 import { cellDrainOf } from './cell-drain-service.js';
 import type { CellDrain } from '../mesh/cell-drain.js';
@@ -55,15 +57,11 @@ export interface StartCellOptions {
   /** Adds process metrics (CPU, memory, event loop) to /v1/metrics; on for a real process. */
   processMetrics?: boolean;
   /**
-   * The process lost the speaker lease of its cell in a mesh: another process may speak for the
-   * cell already, so this one must end at once (`cellmesh cell` exits 1). Default: stop the cell.
+   * The process lost the speaker lease of its cell in a mesh (or could not join the mesh with
+   * it): another process may speak for the cell already, so this one must end at once
+   * (`cellmesh cell` exits 1). Default: stop the cell.
    */
   onSpeakerLost?: (reason: string) => void;
-  /**
-   * A cell on Redis in a mesh: this process's leases, the speaker's among them, which
-   * assembly/cell-process.ts takes (standing by until it speaks); required for such a cell.
-   */
-  speaker?: SpeakerProcess;
 }
 
 /** A cell listening for devices. */
@@ -76,7 +74,7 @@ export interface RunningCell {
   readonly people: PeopleDirectory;
   /** The audit log of admin actions. */
   readonly audit: AuditLog;
-  /** The cell's mesh services; undefined for a standalone cell. */
+  /** The cell's mesh services; undefined for a standalone cell, and for a process of a cell in a mesh that does not speak for it. */
   readonly mesh: AssembledMesh<Libp2pMeshTransport> | undefined;
   /**
    * Graceful stop: stop accepting, let writes under way finish and be acked, close devices
@@ -144,6 +142,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
           adminBackupRoutes({ cellId: config.cell.id, store, source: config.store.kind, clock, logger, adminTokens, meshKeyFile: config.mesh === undefined ? undefined : keyFileOf(config, config.mesh) }),
           routeRoutes({ directory: () => meshDirectory, standalone: config.mesh === undefined, clock, settings: config.routing, metrics: new RouteMetrics(metricsPort) }),
           webPagesRoutes(webPagesOf(() => meshDirectory)),
+          ...(scaled?.mesh === undefined || processPort === undefined ? [] : [meshProcessRoutes(scaled.coordinator, scaled.mesh, processPort, core, () => speakingMesh)]),
         ],
       });
       port = await access.listen().catch(async (error: unknown) => {
@@ -154,18 +153,19 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
       // by default at this machine's address when it listens on a wildcard one (a pod's IP).
       const host = scaled === undefined ? config.listen.host : siblingHostOf(config.listen.host);
       const advertise = config.mesh?.advertise ?? config.processes.advertise;
-      return { ws: advertise.ws ?? `ws://${host}:${port}/v1/ws`, http: advertise.http ?? `http://${host}:${port}` };
+      const process = scaled === undefined ? undefined : processAddressOf(config, port);
+      return { ws: advertise.ws ?? `ws://${host}:${port}/v1/ws`, http: advertise.http ?? `http://${host}:${port}`, process };
     },
     stopAccepting: () => access?.stopListening(),
   };
   // A cell on Redis is a cell of several processes: this one takes its lease before the store opens.
   const scaled = options.store === undefined ? await scaledProcessOf(config, clock, random, logger) : undefined;
-  // A cell on Redis in a mesh: one process at a time speaks for it, holding the speaker lease.
-  const speaker = options.speaker;
-  if (speaker === undefined && options.store === undefined && config.store.kind === 'redis' && config.mesh !== undefined) {
-    throw new Error('a cell on Redis in a mesh starts through startCellProcess (assembly/cell-process.ts), which takes its leases first');
-  }
-  const store = options.store ?? storeFromConfig(config, scaled?.fence ?? speaker?.fence);
+  // In a mesh, one process at a time speaks for the cell: the others' cores reach the mesh through it.
+  const meshProcess = scaled?.mesh;
+  const processPort = meshProcess === undefined ? undefined : new ProcessClusterPort({ cellId: config.cell.id, channel: meshProcess.channel, clock, logger, refreshIntervalMs: config.processes.renewIntervalMs });
+  let speakingMesh: AssembledMesh<Libp2pMeshTransport> | undefined;
+  const speakerLost = options.onSpeakerLost ?? ((): void => void cell.stop());
+  const store = options.store ?? storeFromConfig(config, scaled?.fence);
   let cell: AssembledCell<Libp2pMeshTransport>;
   try {
     cell = await assembleCell({
@@ -181,14 +181,31 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
       devices,
       ...(config.mesh === undefined ? {} : { mesh: libp2pMeshPorts(config, config.mesh, logger) }),
       ...(scaled === undefined ? {} : { processes: scaled.coordinator, cellWideCatalogue: scaled.catalogue }),
+      ...(meshProcess === undefined || processPort === undefined
+        ? {}
+        : {
+            speaker: {
+              port: processPort,
+              whenSpeaker: meshProcess.lease.whenSpeaker(),
+              owners: meshProcess.channel,
+              joined: (assembled: AssembledMesh<MeshTransport>) => {
+                speakingMesh = assembled as AssembledMesh<Libp2pMeshTransport>;
+                speakerJoined(speakingMesh);
+              },
+              failed: (error: unknown) => {
+                logger.error({ err: error }, 'joining the mesh as the speaker failed');
+                speakerLost('joining the mesh as the speaker failed');
+              },
+            },
+          }),
       storeOpenError: (error) => storeOpenError(config, error),
     });
   } catch (error) {
     if (scaled !== undefined) {
+      await meshProcess?.lease.stop();
       await scaled.coordinator.stop();
       scaled.close();
     }
-    await speaker?.close();
     const meshListen = config.mesh?.listen;
     if (error instanceof AssemblyError && meshListen !== undefined) {
       throw await listenStartError({ host: 'mesh.listen.host', port: 'mesh.listen.port' }, meshListen.host, meshListen.port, error.cause);
@@ -196,36 +213,48 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
     throw error;
   }
   warnOfWeakDurability(store, logger);
-  if (speaker !== undefined) {
-    speaker.lease.onLost(options.onSpeakerLost ?? (() => void cell.stop()));
-    await speaker.lease.publish(processAddressOf(config, port));
+  function speakerJoined(cluster: AssembledMesh<Libp2pMeshTransport>): void {
+    drain = cellDrainOf(cluster, cell.core, { audit: cell.audit, clock, logger, metrics: metricsPort });
+    clusterApi = clusterApiOf(cluster, cell.core, clock, drain);
+    meshDirectory = cluster.mesh.directory;
   }
-  if (cell.cluster !== undefined) {
-    drain = cellDrainOf(cell.cluster, cell.core, { audit: cell.audit, clock, logger, metrics: metricsPort });
-    clusterApi = clusterApiOf(cell.cluster, cell.core, clock, drain);
-    meshDirectory = cell.cluster.mesh.directory;
-  }
+  if (meshProcess !== undefined) {
+    meshProcess.lease.onLost(speakerLost);
+    meshProcess.lease.onSpeakerChange((record) => logger.info({ speaker: record?.id }, record === undefined ? 'no process speaks for the cell right now' : 'the cell has a new speaker'));
+    // It serves, and the coordinator published its address: it bids for the speaker lease from
+    // now on (the first process of a cell speaks at once), and the others find it there.
+    await meshProcess.lease.start();
+  } else if (cell.cluster !== undefined) speakerJoined(cell.cluster);
   probes?.start();
   logger.info({ cell: config.cell.id, process: scaled?.coordinator.processId, host: config.listen.host, port, store: config.store.kind, mesh: cell.cluster?.transport.addresses() }, 'cell listening');
   const stop = async (): Promise<void> => {
     await cell.stop();
     probes?.stop();
+    // After the cell left the mesh: another process takes the speaker lease, and the mesh, at once.
+    await meshProcess?.lease.stop();
     scaled?.close();
-    // After the cell left the mesh: a standby takes the speaker lease, and the mesh, at once.
-    await speaker?.close();
     logger.info({ cell: config.cell.id }, 'cell stopped');
   };
-  return { cellId: config.cell.id, port, core: cell.core, metrics: cell.metrics, people: cell.people, audit: cell.audit, mesh: cell.cluster, stop: once(stop) };
+  return {
+    cellId: config.cell.id,
+    port,
+    core: cell.core,
+    metrics: cell.metrics,
+    people: cell.people,
+    audit: cell.audit,
+    get mesh() {
+      return cell.cluster;
+    },
+    stop: once(stop),
+  };
 }
 
 /** The lease of this process when the cell is on Redis (a cell of several processes); undefined otherwise. */
 async function scaledProcessOf(config: CellConfig, clock: Clock, random: Random, logger: Logger): Promise<ScaledProcess | undefined> {
-  // A Redis cell in a mesh runs as one process, without leases: several processes of a cell in
-  // a mesh are not supported yet (docs/operations.md, "A cell of several processes").
-  if (config.store.kind !== 'redis' || config.mesh !== undefined) return undefined;
+  if (config.store.kind !== 'redis') return undefined;
   const { redis } = config.store;
   try {
-    return await registerScaledProcess({ url: redis.url, keyPrefix: redisKeyPrefixOf(config, redis), processes: config.processes, clock, random, logger });
+    return await registerScaledProcess({ url: redis.url, keyPrefix: redisKeyPrefixOf(config, redis), processes: config.processes, clock, random, logger, mesh: config.mesh !== undefined });
   } catch (error) {
     throw new CellStartError('store.redis.url', `cannot open the Redis store at ${new URL(redis.url).host}: taking this process's lease failed: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
   }

@@ -9,6 +9,7 @@ import { merchantKey, type MerchantRef, type OwnerRecord, type ProcessAddress, t
  *     <prefix>proc/<process id>          a process's lease: its token, expiring (PX)
  *     <prefix>addr/<process id>          "<token> <ws url> <http url>", expiring with the lease
  *     <prefix>owner/<tenant>/<merchant>  "<process id> <token>": the merchant's owner
+ *     <prefix>pin/<tenant>/<merchant>    "<process id>": the process the merchant goes to (a move out), expiring
  *
  * Every step that reads and writes is one Lua script, so two processes never both win.
  */
@@ -77,6 +78,24 @@ export class RedisCoordination implements ProcessCoordination {
 
   async release(merchant: MerchantRef, self: OwnerRecord): Promise<void> {
     await this.redis.eval(RELEASE, 1, this.ownerKey(merchant), `${self.processId} ${self.token}`);
+  }
+
+  async pins(merchants: readonly MerchantRef[]): Promise<Array<string | undefined>> {
+    if (merchants.length === 0) return [];
+    const values = await this.redis.mget(...merchants.map((merchant) => this.pinKey(merchant)));
+    return values.map((value) => (value === null || value === '' ? undefined : value));
+  }
+
+  async pin(merchant: MerchantRef, processId: string, ttlMs: number): Promise<void> {
+    await this.redis.set(this.pinKey(merchant), processId, 'PX', ttlMs);
+  }
+
+  async unpin(merchant: MerchantRef, processId: string): Promise<void> {
+    await this.redis.eval(RELEASE, 1, this.pinKey(merchant), processId);
+  }
+
+  private pinKey(merchant: MerchantRef): string {
+    return `${this.prefix}pin/${merchantKey(merchant)}`;
   }
 
   private ownerKey(merchant: MerchantRef): string {

@@ -4,13 +4,30 @@ import type { SiblingAccess } from '../cell/access/sibling-relay.js';
 import { ProcessCoordinator } from '../cell/processes/process-coordinator.js';
 import { siblingAccessOf } from '../cell/processes/sibling-access.js';
 import { CellWideCatalogue } from '../cell/processes/cell-wide-catalogue.js';
+import { SpeakerLease } from '../cell/processes/speaker-lease.js';
 import type { Clock } from '../platform/clock.js';
 import type { Logger } from '../platform/logger.js';
 import type { Random } from '../platform/random.js';
 import type { RedisFence } from '../platform/store/redis-store.js';
 import type { ProcessesConfig } from './config.js';
+import { cellSecretOf } from './cell-secret.js';
+import { InternalChannel } from './internal-channel.js';
 import { RedisCoordination } from './redis-coordination.js';
 import { RedisCatalogueCoordination } from './redis-catalogue-coordination.js';
+import { RedisSpeakerCoordination } from './redis-speaker-coordination.js';
+
+/**
+ * The speaker's side of a process of a cell in a mesh (docs/operations.md, "In a mesh: owners
+ * spread, one speaker"): its bid for the speaker lease, and the internal channel to the others.
+ */
+export interface MeshProcess {
+  readonly lease: SpeakerLease;
+  /** The cell's secret, which every internal call carries. */
+  readonly secret: string;
+  readonly channel: InternalChannel;
+  /** True when `processId` holds its lease with `token` now (the coordinator's last round, else Redis). */
+  isLive(processId: string, token: number): Promise<boolean>;
+}
 
 /** One process of a cell of several processes on Redis, registered: its lease is held and renewed. */
 export interface ScaledProcess {
@@ -21,7 +38,9 @@ export interface ScaledProcess {
   readonly siblings: SiblingAccess;
   /** For the catalogue: its changes run one at a time cell-wide, and every process follows them. */
   readonly catalogue: CellWideCatalogue;
-  /** Closes the coordination's Redis connection (after the coordinator stopped). */
+  /** A cell in a mesh: the speaker lease and the channel; undefined for a cell without a mesh. */
+  readonly mesh: MeshProcess | undefined;
+  /** Closes the coordination's Redis connection (after the coordinator and the speaker lease stopped). */
   close(): void;
 }
 
@@ -39,7 +58,7 @@ export function processIdOf(processes: ProcessesConfig): string {
  * Connects to the cell's Redis and takes this process's lease before the store opens, so that
  * the store's first write is fenced already.
  */
-export async function registerScaledProcess(init: { url: string; keyPrefix: string; processes: ProcessesConfig; clock: Clock; random: Random; logger: Logger }): Promise<ScaledProcess> {
+export async function registerScaledProcess(init: { url: string; keyPrefix: string; processes: ProcessesConfig; clock: Clock; random: Random; logger: Logger; mesh: boolean }): Promise<ScaledProcess> {
   const processId = processIdOf(init.processes);
   const redis = await connectCoordinationRedis(init.url, processId);
   const coordination = new RedisCoordination(redis, init.keyPrefix);
@@ -51,16 +70,21 @@ export async function registerScaledProcess(init: { url: string; keyPrefix: stri
     leaseTtlMs: init.processes.leaseTtlMs,
     renewIntervalMs: init.processes.renewIntervalMs,
   });
+  let mesh: MeshProcess | undefined;
   try {
     await coordinator.register();
+    if (init.mesh) mesh = await registerMeshProcess(redis, init, coordinator);
   } catch (error) {
+    await coordinator.stop();
     redis.disconnect();
     throw error;
   }
+  const lease = mesh?.lease;
   return {
     coordinator,
     fence: { key: coordination.leaseKey(processId), token: () => coordinator.fencingToken() },
-    siblings: siblingAccessOf(coordinator),
+    siblings: siblingAccessOf(coordinator, lease === undefined ? undefined : () => (lease.isSpeaker() ? 'self' : lease.speaker())),
+    mesh,
     catalogue: new CellWideCatalogue({
       processId,
       coordination: new RedisCatalogueCoordination(redis, init.keyPrefix),
@@ -72,6 +96,27 @@ export async function registerScaledProcess(init: { url: string; keyPrefix: stri
       ownerIsLive: (merchant) => coordinator.ownerIsLive(merchant),
     }),
     close: () => redis.disconnect(),
+  };
+}
+
+/**
+ * The speaker lease on top of the process lease (its rounds start once the process serves: a
+ * slow start must not cost a speaker lease the process could not renew yet), and the internal channel. A process that spoke for the cell ends when its
+ * process lease is lost: it takes no new one (its writes stay fenced off), since another process
+ * may speak already under the cell's mesh identity.
+ */
+async function registerMeshProcess(redis: Redis, init: { keyPrefix: string; processes: ProcessesConfig; clock: Clock; logger: Logger }, coordinator: ProcessCoordinator): Promise<MeshProcess> {
+  const { processId } = coordinator;
+  const secret = await cellSecretOf(redis, init.keyPrefix);
+  const lease = new SpeakerLease({ lease: coordinator, coordination: new RedisSpeakerCoordination(redis, init.keyPrefix), clock: init.clock, logger: init.logger, leaseTtlMs: init.processes.leaseTtlMs, renewIntervalMs: init.processes.renewIntervalMs });
+  coordinator.endOnLeaseLoss(() => lease.hasSpoken());
+  const channel = new InternalChannel({ secret, processId, token: () => coordinator.leaseToken(), speaker: () => lease.speaker() });
+  const leaseKey = (id: string): string => `${init.keyPrefix}proc/${id}`;
+  return {
+    lease,
+    secret,
+    channel,
+    isLive: async (id, token) => coordinator.isLive(id, token) || (await redis.get(leaseKey(id))) === String(token),
   };
 }
 

@@ -92,8 +92,19 @@ export class CustomerErasure {
    */
   attach(port: ClusterPort, otherCells: () => string[]): ClusterPort {
     this.cluster = { port, otherCells };
+    // Delegates method by method: a port may be a class instance, whose methods a spread would miss.
     return {
-      ...port,
+      selfCellId: port.selfCellId,
+      homeCellOf: (tenant, merchant) => port.homeCellOf(tenant, merchant),
+      locate: (tenant, user, options) => port.locate(tenant, user, options),
+      forget: (tenant, user, cellId) => port.forget(tenant, user, cellId),
+      remember: (tenant, user, cellId) => port.remember(tenant, user, cellId),
+      invalidate: (tenant, user) => port.invalidate(tenant, user),
+      userArrived: (tenant, user) => port.userArrived(tenant, user),
+      enqueue: (destination, entries) => port.enqueue(destination, entries),
+      onCellGone: (listener) => port.onCellGone(listener),
+      request: (cellId, protocol, data, options) => port.request(cellId, protocol, data, options),
+      handle: (protocol, handler) => port.handle(protocol, handler),
       onForward: (handler) =>
         port.onForward(async (source, entries) => {
           let run: ClusterForwardedEntry[] = [];

@@ -1,4 +1,4 @@
-import { startCellProcess } from '../assembly/cell-process.js';
+import { startCell } from '../assembly/process-cell.js';
 import { ConfigError } from '../assembly/config.js';
 import { secretSettingsOf, weakSecretProblems } from '../assembly/secret-strength.js';
 import { DEMO_ADMIN_TOKEN, DEMO_CLUSTER_SECRET, DEMO_TENANT_SECRET } from './demo-cluster.js';
@@ -35,9 +35,9 @@ export async function runCellCommand(options: CellCommandOptions): Promise<void>
   if (weakSecrets.length > 0) logger.warn({ weakSecrets }, 'starting with guessable secrets (--insecure-allow-weak-secrets): for local experiments only');
   // From before the start: a SIGTERM while the cell starts, or right after it says it listens, stops it gracefully.
   const stopSignal = listenForStopSignal(logger);
-  // A cell on Redis in a mesh runs here or stands by (assembly/cell-process.ts). A lost speaker
-  // lease was logged; another process may speak for the cell already, so this one ends now.
-  const cell = await startCellProcess({ config, logger, processMetrics: true, onSpeakerLost: () => process.exit(1) });
+  // A process of a cell on Redis in a mesh that loses the speaker lease logged it; another
+  // process may speak for the cell already, so this one ends now.
+  const cell = await startCell({ config, logger, processMetrics: true, onSpeakerLost: () => process.exit(1) });
   process.stdout.write(`${JSON.stringify({ event: 'listening', cell: cell.cellId, host: config.listen.host, port: cell.port })}\n`);
   await runUntilSignal(stopSignal, () => cell.stop(), config.shutdownGraceSeconds * 1000, logger);
 }

@@ -104,6 +104,11 @@ export interface MerchantMoverComponents {
   logger: Logger;
   host: MoveHost;
   claims: MerchantClaims;
+  /**
+   * A cell of several processes: makes this process (the speaker) the merchant's owner before it
+   * moves out, resolving with the release to call once the move ended, moved or not.
+   */
+  acquire?: ((tenant: string, merchant: string) => Promise<() => Promise<void>>) | undefined;
 }
 
 export class MerchantMover {
@@ -125,6 +130,22 @@ export class MerchantMover {
 
   /** Moves `merchant` of `tenant` from this cell to cell `to`. */
   async move(tenant: string, merchant: string, to: string): Promise<MoveResult> {
+    const { acquire } = this.components;
+    if (acquire === undefined) return this.moveHosted(tenant, merchant, to);
+    let release: () => Promise<void>;
+    try {
+      release = await acquire(tenant, merchant);
+    } catch (error) {
+      throw new CellError(ErrorCode.MoveFailed, `moving ${merchant} to ${to} failed: ${error instanceof Error ? error.message : String(error)}`);
+    }
+    try {
+      return await this.moveHosted(tenant, merchant, to);
+    } finally {
+      await release();
+    }
+  }
+
+  private async moveHosted(tenant: string, merchant: string, to: string): Promise<MoveResult> {
     const { host, claims, cellId, clock, logger } = this.components;
     if (!host.hosts(tenant, merchant)) throw new CellError(ErrorCode.MerchantNotHosted, `merchant ${merchant} of tenant ${tenant} is not hosted by cell ${cellId}`);
     if (to === cellId) throw new CellError(ErrorCode.BadFrame, `merchant ${merchant} is already hosted by cell ${cellId}`);

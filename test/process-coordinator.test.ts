@@ -54,14 +54,14 @@ describe.skipIf(missing !== undefined)(`process leases and merchant owners over 
   });
 
   /** A process on its own virtual clock (its timers fire only when the test advances it); leases expire in Redis in real time. */
-  async function member(id: string, prefix: string): Promise<Member> {
+  async function member(id: string, prefix: string, merchants: () => ReadonlyArray<{ tenant: string; merchant: string }> = () => MERCHANTS): Promise<Member> {
     const redis = new Redis(server.url);
     clients.push(redis);
     const clock = new ManualClock();
     const host = new RecordingHost();
     const coordinator = new ProcessCoordinator({ processId: id, coordination: new RedisCoordination(redis, prefix), clock, logger: silentLogger, leaseTtlMs: TTL_MS, renewIntervalMs: RENEW_MS });
     await coordinator.register();
-    await coordinator.startOwning({ ws: `ws://${id}.invalid/v1/ws`, http: `http://${id}.invalid` }, host, () => MERCHANTS);
+    await coordinator.startOwning({ ws: `ws://${id}.invalid/v1/ws`, http: `http://${id}.invalid` }, host, merchants);
     return { clock, host, coordinator };
   }
 
@@ -153,6 +153,30 @@ describe.skipIf(missing !== undefined)(`process leases and merchant owners over 
     expect(a.host.hosted.size).toBe(0);
     await roundsUntil(() => b.coordinator.ownedMerchants().length === 2, b);
     expect(b.coordinator.ownedMerchants()).toEqual(['mall/m1', 'mall/m2']);
+    await b.coordinator.stop();
+  });
+  it('hands a merchant pinned to a process (a move out at the speaker) to it, back once unpinned, and lets go of a merchant that left the list', async () => {
+    const listed = [...MERCHANTS];
+    const a = await member('a', 'pin:', () => listed);
+    const b = await member('b', 'pin:', () => listed);
+    await roundsUntil(() => a.host.hosted.size === 1 && b.host.hosted.size === 1, a, b);
+    const atB = [...b.host.hosted][0]!;
+    const [tenant, merchant] = atB.split('/') as [string, string];
+    let release: (() => Promise<void>) | undefined;
+    void a.coordinator.acquire(tenant, merchant, 5_000).then((unpin) => (release = unpin));
+    await roundsUntil(() => release !== undefined, a, b);
+    expect([a.host.hosted.has(atB), b.host.hosted.has(atB)]).toEqual([true, false]);
+    await release!();
+    await roundsUntil(() => b.host.hosted.has(atB) && !a.host.hosted.has(atB), a, b);
+    // Moved out of the cell: no process holds it, nor an owner record.
+    listed.splice(listed.findIndex((ref) => `${ref.tenant}/${ref.merchant}` === atB), 1);
+    const redis = new Redis(server.url);
+    clients.push(redis);
+    await roundsUntil(() => !b.coordinator.ownedMerchants().includes(atB), a, b);
+    await round(a, b);
+    expect(await redis.get(`pin:owner/${atB}`)).toBeNull();
+    expect(a.coordinator.ownedMerchants()).not.toContain(atB);
+    await a.coordinator.stop();
     await b.coordinator.stop();
   });
 });

@@ -36,6 +36,7 @@ describe('forwarding catalogue changes and erasures to the process that applies 
   const siblings = (): SiblingAccess => ({
     processId: 'standby-1',
     serverOf: () => ({ here: true }),
+    speakerServer: () => ({ here: true }),
     catalogueApplier: () => ({ here: false, ws: `${base.replace('http', 'ws')}/v1/ws`, http: base }),
   });
   const request = (body = ''): HttpRequestData => ({ parameters: [], query: new URLSearchParams(), body, bytes: Buffer.from(body), headers: {}, token: 'admin', clientAddress: '127.0.0.1' });

@@ -1,6 +1,8 @@
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RedisCoordination } from '../assembly/redis-coordination.js';
 import { RedisSpeakerCoordination } from '../assembly/redis-speaker-coordination.js';
+import { ProcessCoordinator } from '../cell/processes/process-coordinator.js';
 import { SpeakerLease } from '../cell/processes/speaker-lease.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { silentLogger } from '../platform/logger.js';
@@ -15,9 +17,13 @@ const realWait = (ms: number): Promise<void> => new Promise((resolve) => setTime
 
 interface Member {
   readonly clock: ManualClock;
+  readonly coordinator: ProcessCoordinator;
   readonly lease: SpeakerLease;
   readonly lost: string[];
 }
+
+/** A process of a cell that owns no merchant: only its leases matter here. */
+const NO_MERCHANTS = { hostMerchant: async () => undefined, dropMerchant: () => undefined, fence: () => () => undefined, whenMerchantIdle: async () => undefined, cursorsFlushed: async () => undefined };
 
 describe.skipIf(missing !== undefined)(`the speaker lease over a real Redis${missing === undefined ? '' : ` (skipped: ${missing})`}`, () => {
   let server: RedisServer;
@@ -36,12 +42,16 @@ describe.skipIf(missing !== undefined)(`the speaker lease over a real Redis${mis
     const redis = new Redis(server.url);
     clients.push(redis);
     const clock = new ManualClock();
-    const lease = new SpeakerLease({ processId: id, coordination: new RedisSpeakerCoordination(redis, prefix), clock, logger: silentLogger, leaseTtlMs: TTL_MS, renewIntervalMs: RENEW_MS });
+    const timings = { clock, logger: silentLogger, leaseTtlMs: TTL_MS, renewIntervalMs: RENEW_MS };
+    const coordinator = new ProcessCoordinator({ processId: id, coordination: new RedisCoordination(redis, prefix), ...timings });
+    const lease = new SpeakerLease({ lease: coordinator, coordination: new RedisSpeakerCoordination(redis, prefix), ...timings });
+    coordinator.endOnLeaseLoss(() => lease.hasSpoken());
     const lost: string[] = [];
     lease.onLost((reason) => lost.push(reason));
-    await lease.register();
-    await lease.publish({ ws: `ws://${id}.invalid/v1/ws`, http: `http://${id}.invalid` });
-    return { clock, lease, lost };
+    await coordinator.register();
+    await lease.start();
+    await coordinator.startOwning({ ws: `ws://${id}.invalid/v1/ws`, http: `http://${id}.invalid` }, NO_MERCHANTS, () => []);
+    return { clock, coordinator, lease, lost };
   }
 
   async function round(...members: Member[]): Promise<void> {
@@ -49,7 +59,7 @@ describe.skipIf(missing !== undefined)(`the speaker lease over a real Redis${mis
     await realWait(40);
   }
 
-  it('gives the speaker lease to the first process; the other stands by knowing where it is, and takes it at its next round once it is released', async () => {
+  it('gives the speaker lease to the first process; the other knows where it is, and takes it at its next round once it is released', async () => {
     const a = await member('a', 'release:');
     const b = await member('b', 'release:');
     expect([a.lease.isSpeaker(), b.lease.isSpeaker()]).toEqual([true, false]);
@@ -62,15 +72,19 @@ describe.skipIf(missing !== undefined)(`the speaker lease over a real Redis${mis
     expect(taken).toBe(true);
     expect(b.lease.isSpeaker()).toBe(true);
     expect(b.lost).toEqual([]);
+    // A keeps its process lease (and its merchants): it stopped speaking only.
+    expect(a.coordinator.leaseToken()).toBeDefined();
     await b.lease.stop();
+    await a.coordinator.stop();
+    await b.coordinator.stop();
   });
 
   it('moves the lease off a speaker paused past its TTL; the paused one reports the loss when it resumes, never takes a new lease, and its writes are fenced off from the moment its lease ran out', async () => {
     const a = await member('a', 'pause:');
     const b = await member('b', 'pause:');
-    const fence = (lease: SpeakerLease, id: string): { key: string; token: () => string | undefined } => ({ key: `pause:proc/${id}`, token: () => lease.fencingToken() });
-    const storeOfA = new RedisStore({ url: server.url, keyPrefix: 'pause:store:', fence: fence(a.lease, 'a') });
-    const storeOfB = new RedisStore({ url: server.url, keyPrefix: 'pause:store:', fence: fence(b.lease, 'b') });
+    const fence = (member: Member, id: string): { key: string; token: () => string | undefined } => ({ key: `pause:proc/${id}`, token: () => member.coordinator.fencingToken() });
+    const storeOfA = new RedisStore({ url: server.url, keyPrefix: 'pause:store:', fence: fence(a, 'a') });
+    const storeOfB = new RedisStore({ url: server.url, keyPrefix: 'pause:store:', fence: fence(b, 'b') });
     await storeOfA.open();
     await storeOfB.open();
     try {
@@ -84,16 +98,18 @@ describe.skipIf(missing !== undefined)(`the speaker lease over a real Redis${mis
       a.clock.advance(TTL_MS);
       await realWait(40);
       expect(a.lost).toHaveLength(1);
-      expect([a.lease.isSpeaker(), a.lease.fencingToken()]).toEqual([false, undefined]);
-      // It never registers again: its rounds stop.
+      expect([a.lease.isSpeaker(), a.coordinator.fencingToken()]).toEqual([false, undefined]);
+      // It never registers again (it spoke for the cell): its rounds stop.
       await round(a);
-      expect(a.lease.fencingToken()).toBeUndefined();
+      expect(a.coordinator.fencingToken()).toBeUndefined();
       expect(await storeOfB.get('k')).toBe('b-1');
     } finally {
       await storeOfA.close();
       await storeOfB.close();
       await a.lease.stop();
       await b.lease.stop();
+      await a.coordinator.stop();
+      await b.coordinator.stop();
     }
   });
 });

@@ -7,7 +7,7 @@ import { RELAYED_BY_HEADER, type SiblingAccess, type SiblingServer } from './sib
  * HTTP calls about one merchant, in a cell of several processes, go to the process that owns it
  * (docs/operations.md, "A cell of several processes"): the calls on a conversation (messages,
  * reads, attachments), logins and guest tokens (their body names the merchant), and the admin
- * calls on one merchant's agents and blocks. The changes of tenants and merchants, and erasures,
+ * calls on one merchant's agents and blocks. In a mesh, the mesh's own API goes to the speaker. The changes of tenants and merchants, and erasures,
  * go to the process that applies them (`SiblingAccess.catalogueApplier`: in a standalone cell,
  * the process reached, as every process may change the catalogue under the cell's lock and run
  * an erasure); an erasure's share asked of a process by another is served where it arrives. The
@@ -81,10 +81,30 @@ function serverOf(siblings: SiblingAccess, pattern: string, request: HttpRequest
   // A share of an erasure another process runs is this process's to erase.
   const share = route === ERASURE && context.headers[RELAYED_BY_HEADER] !== '';
   if (APPLIER_CHANGES.has(route) && !share) return { server: siblings.catalogueApplier(), what: "the process that applies the cell's catalogue changes and erasures" };
+  // The mesh's own API (a cell in a mesh): the speaker's, wherever the call landed.
+  if (SPEAKER_ROUTES.has(pattern)) return { server: siblings.speakerServer(), what: 'the process that speaks for the cell' };
   const target = merchantOf(pattern, request);
   if (target === undefined) return undefined;
   return { server: siblings.serverOf(target.tenant, target.merchant), what: `the process that owns merchant ${target.merchant}` };
 }
+
+/**
+ * The routes of the mesh's own API, which in a cell of several processes in a mesh only the
+ * speaker serves (it holds the mesh): the cluster view and tools, moves, placements, the drain,
+ * route requests. The closure counts are each process's own, as its metrics.
+ */
+const SPEAKER_ROUTES: ReadonlySet<string> = new Set([
+  '/v1/admin/cluster',
+  '/v1/admin/locate',
+  '/v1/admin/merchants/move',
+  '/v1/admin/merchants/place',
+  '/v1/admin/capacity',
+  '/v1/admin/mesh/block',
+  '/v1/admin/mesh/unblock',
+  '/v1/admin/drain',
+  '/v1/route',
+  '/v1/connect',
+]);
 
 /** The admin routes about one merchant (its agents, its blocks), run by its owner, whose desk holds them. */
 const MERCHANT_ADMIN_PREFIX = '/v1/admin/tenants/:tenant/merchants/:merchant/';

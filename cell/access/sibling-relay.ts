@@ -27,6 +27,13 @@ export interface SiblingAccess {
    * outbox asks the other cells to erase.
    */
   catalogueApplier(): SiblingServer;
+  /**
+   * Where what the speaker serves in a mesh goes: a customer's device not routed for a merchant
+   * (the speaker holds the conversations homed in other cells) and the mesh's own API. Here
+   * outside a mesh (such a customer talks with the merchants this process owns). Throws
+   * OWNER_UNAVAILABLE while no process speaks.
+   */
+  speakerServer(): SiblingServer;
 }
 
 /** Here, or a sibling's WebSocket URL (`ws://host:port/v1/ws`) and HTTP base. */

@@ -277,14 +277,15 @@ export class AccessServer {
 
   /**
    * The relay of a device whose merchant a sibling process owns; undefined when this process
-   * serves it (no siblings, a customer not routed for a merchant, or a merchant owned here).
+   * serves it (no siblings, a merchant owned here, or a customer not routed for a merchant
+   * outside a mesh; in a mesh such a customer goes to the speaker).
    * Reads everything it needs from `req` now: uWS invalidates it when the callback returns.
    */
   private relayOf(identity: Identity, routed: string | undefined, req: uWS.HttpRequest, res: uWS.HttpResponse): RelayRequest | undefined {
     const { siblings, core, limits } = this.options;
     const merchant = identity.merchant ?? routed;
-    if (siblings === undefined || merchant === undefined) return undefined;
-    const server = siblings.serverOf(identity.tenant, merchant);
+    if (siblings === undefined) return undefined;
+    const server = merchant === undefined ? siblings.speakerServer() : siblings.serverOf(identity.tenant, merchant);
     if (server.here) return undefined;
     // A sibling relayed it here on a view that is stale now: never relay twice, the client retries.
     if (req.getHeader(RELAYED_BY_HEADER) !== '') throw new CellError(ErrorCode.OwnerUnavailable, `merchant ${merchant} is changing owner; reconnect`, { retryAfterMs: RELAY_RETRY_MS });

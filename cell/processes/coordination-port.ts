@@ -55,6 +55,15 @@ export interface ProcessCoordination {
   claim(merchant: MerchantRef, self: OwnerRecord): Promise<boolean>;
   /** Deletes the merchant's owner if it is `self`. */
   release(merchant: MerchantRef, self: OwnerRecord): Promise<void>;
+  /**
+   * Pins each merchant to a process, for a while (`ttlMs`): every process assigns a pinned
+   * merchant to that process, so its owner hands it over (the speaker takes a merchant it moves
+   * out of the cell). Answers the pins of `merchants`, in the order asked.
+   */
+  pins(merchants: readonly MerchantRef[]): Promise<Array<string | undefined>>;
+  pin(merchant: MerchantRef, processId: string, ttlMs: number): Promise<void>;
+  /** Deletes the merchant's pin if it names `processId`. */
+  unpin(merchant: MerchantRef, processId: string): Promise<void>;
 }
 
 export function merchantKey(merchant: MerchantRef): string {

@@ -49,11 +49,13 @@ export class ProcessCoordinator {
   private renewedAtMs = 0;
   private address: ProcessAddress | undefined;
   private host: OwnedMerchantsHost | undefined;
-  private merchants: () => readonly MerchantRef[] = () => [];
+  private merchants: () => readonly MerchantRef[] | Promise<readonly MerchantRef[]> = () => [];
+  /** When each merchant of the cell was first listed: one listed lately (moved in) is left to the process that hosts it for a lease period. */
+  private readonly listedSinceMs = new Map<string, number>();
+  /** Callers of `acquire` waiting for a merchant to be hosted here, by merchantKey. */
+  private readonly hostedWaiters = new Map<string, Array<() => void>>();
   /** Brings the process's catalogue up to date before the owners are looked at (a cell's catalogue changes at runtime). */
   private followCatalogue: (() => Promise<void>) | undefined;
-  /** The other live processes, as of the last round. */
-  private siblings: ProcessRecord[] = [];
   /** Merchants hosted here, by merchantKey. */
   private readonly hosted = new Map<string, MerchantRef>();
   /** The owner of each merchant hosted elsewhere, as of the last tick. */
@@ -62,6 +64,10 @@ export class ProcessCoordinator {
   private known = new Set<string>();
   /** When each live process was first seen: it gets merchants handed over one lease period later. */
   private readonly firstSeenMs = new Map<string, number>();
+  /** The live processes, by id, as of the last round (this one included). */
+  private live = new Map<string, ProcessRecord>();
+  /** Asked when the lease is lost: true keeps the process without a lease (it is ending: it spoke for the cell). */
+  private endsOnLeaseLoss: () => boolean = () => false;
   private timer: TimerHandle | undefined;
   private ticking: Promise<void> = Promise.resolve();
   private stopped = false;
@@ -77,6 +83,35 @@ export class ProcessCoordinator {
     return this.token === undefined ? undefined : String(this.token);
   }
 
+  /** The fencing token of the current lease; undefined between leases. */
+  leaseToken(): number | undefined {
+    return this.token;
+  }
+
+  /**
+   * `ends` is asked when the lease is lost: when it answers true, no new lease is taken and every
+   * write stays fenced off (a process that spoke for the cell in a mesh ends instead).
+   */
+  endOnLeaseLoss(ends: () => boolean): void {
+    this.endsOnLeaseLoss = ends;
+  }
+
+  /** True when `processId` held the lease of `token` at the last round (or is this process, holding it now). */
+  isLive(processId: string, token: number): boolean {
+    if (processId === this.init.processId) return this.token === token;
+    return this.live.get(processId)?.token === token;
+  }
+
+  /** The other live processes, as of the last round. */
+  liveSiblings(): ProcessRecord[] {
+    return [...this.live.values()].filter((process) => process.id !== this.init.processId);
+  }
+
+  /** True when the merchant is one of the cell's (hosted here or by a sibling), as of the last round. */
+  isCellMerchant(tenant: string, merchant: string): boolean {
+    return this.known.has(merchantKey({ tenant, merchant }));
+  }
+
   /** Takes the lease and keeps renewing it; the process owns nothing until `startOwning`. */
   async register(): Promise<void> {
     await this.registerLease();
@@ -87,14 +122,63 @@ export class ProcessCoordinator {
    * The process listens at `address` and its core is ready: from now on it claims and hosts the
    * merchants it should own. Resolves after the first round of claims.
    */
-  async startOwning(address: ProcessAddress, host: OwnedMerchantsHost, merchants: () => readonly MerchantRef[], followCatalogue?: () => Promise<void>): Promise<void> {
+  async startOwning(address: ProcessAddress, host: OwnedMerchantsHost, merchants: () => readonly MerchantRef[] | Promise<readonly MerchantRef[]>, followCatalogue?: () => Promise<void>): Promise<void> {
     this.address = address;
     this.host = host;
     this.merchants = merchants;
     this.followCatalogue = followCatalogue;
     // Until the first round placed them, the cell's merchants are refused for a retry, not as unknown.
-    this.known = new Set(merchants().map(merchantKey));
+    const listed = await merchants();
+    this.known = new Set(listed.map(merchantKey));
+    for (const key of this.known) this.listedSinceMs.set(key, Number.NEGATIVE_INFINITY);
     await this.runTick();
+  }
+
+  /**
+   * Makes this process the merchant's owner for a while (a move out of the cell runs where the
+   * mesh is): pins it here, so that its owner hands it over and this process claims it, and
+   * resolves once it is hosted here with the unpin to call when done. Rejects after `timeoutMs`.
+   */
+  async acquire(tenant: string, merchant: string, timeoutMs: number): Promise<() => Promise<void>> {
+    const ref = { tenant, merchant };
+    const key = merchantKey(ref);
+    const unpin = (): Promise<void> => this.init.coordination.unpin(ref, this.init.processId).catch((error: unknown) => this.init.logger.warn({ err: error, ...ref }, 'could not unpin a merchant; the pin expires'));
+    await this.init.coordination.pin(ref, this.init.processId, Math.max(timeoutMs, 10 * this.init.leaseTtlMs));
+    if (this.hosted.has(key)) return unpin;
+    const hosted = new Promise<void>((resolve) => this.hostedWaiters.set(key, [...(this.hostedWaiters.get(key) ?? []), resolve]));
+    let timer: TimerHandle | undefined;
+    const timedOut = new Promise<'timeout'>((resolve) => (timer = this.init.clock.setTimer(timeoutMs, () => resolve('timeout'))));
+    const outcome = await Promise.race([hosted, timedOut]);
+    timer?.cancel();
+    if (outcome === 'timeout') {
+      await unpin();
+      throw new Error(`merchant ${merchant} was not handed to this process within ${timeoutMs} ms`);
+    }
+    return unpin;
+  }
+
+  /**
+   * A merchant moved into the cell, hosted by this process's core already (the mesh's mover did
+   * it): recorded as owned here, so no other process claims it; it is spread at a later round.
+   */
+  adopt(tenant: string, merchant: string): Promise<void> {
+    // Between two rounds: a round that read the merchants before the move in would let it go again.
+    const adopted = this.ticking.then(() => this.adoptNow(tenant, merchant));
+    this.ticking = adopted.catch(() => undefined);
+    return adopted;
+  }
+
+  private async adoptNow(tenant: string, merchant: string): Promise<void> {
+    const ref = { tenant, merchant };
+    const key = merchantKey(ref);
+    this.known.add(key);
+    this.listedSinceMs.set(key, this.init.clock.now());
+    const token = this.token;
+    if (token !== undefined && (await this.init.coordination.claim(ref, { processId: this.init.processId, token }))) {
+      this.hosted.set(key, ref);
+      return;
+    }
+    this.init.logger.error({ process: this.init.processId, ...ref }, 'a merchant moved in, but another process of the cell holds it; it is served there');
   }
 
   /**
@@ -106,11 +190,6 @@ export class ProcessCoordinator {
     if (this.hosted.has(key) || !this.known.has(key)) return { here: true };
     const owner = this.owners.get(key);
     return owner === undefined ? undefined : { here: false, owner };
-  }
-
-  /** The other live processes of the cell, as of the last round. */
-  liveSiblings(): readonly ProcessRecord[] {
-    return this.siblings;
   }
 
   /** True while a live process owns the merchant, as Redis says now. */
@@ -212,8 +291,13 @@ export class ProcessCoordinator {
     const dropped = [...this.hosted.values()];
     this.hosted.clear();
     this.owners.clear();
+    this.live.clear();
     for (const { tenant, merchant } of dropped) this.host?.dropMerchant(tenant, merchant);
     await Promise.all(dropped.map(({ tenant, merchant }) => this.host?.whenMerchantIdle(tenant, merchant).catch(() => undefined)));
+    if (this.endsOnLeaseLoss()) {
+      this.stopped = true;
+      return;
+    }
     await this.registerLease();
   }
 
@@ -226,18 +310,34 @@ export class ProcessCoordinator {
     for (const process of live) if (!this.firstSeenMs.has(`${process.id}/${process.token}`)) this.firstSeenMs.set(`${process.id}/${process.token}`, nowMs);
     for (const seen of [...this.firstSeenMs.keys()]) if (!live.some((process) => `${process.id}/${process.token}` === seen)) this.firstSeenMs.delete(seen);
     const byId = new Map(live.map((process) => [process.id, process]));
-    this.siblings = live.filter((process) => process.id !== processId);
-    const merchants = this.merchants();
+    this.live = byId;
+    const merchants = await this.merchants();
     this.known = new Set(merchants.map(merchantKey));
-    // A merchant removed from the cell's catalogue: its removal closed its devices here; let it go.
-    for (const [key, merchant] of [...this.hosted]) if (!this.known.has(key)) await this.handOver(merchant);
-    const recorded = await coordination.owners(merchants);
+    for (const key of this.known) if (!this.listedSinceMs.has(key)) this.listedSinceMs.set(key, nowMs);
+    for (const key of [...this.listedSinceMs.keys()]) if (!this.known.has(key)) this.listedSinceMs.delete(key);
+    const self: OwnerRecord = { processId, token };
+    // Moved out of the cell (the mover released it from the core already) or removed from its
+    // catalogue (following the catalogue closed its devices and let its writes land): the owner record goes too.
+    for (const [key, merchant] of [...this.hosted]) {
+      if (this.known.has(key)) continue;
+      this.hosted.delete(key);
+      this.init.logger.info({ process: processId, ...merchant }, 'merchant left the cell');
+      await coordination.release(merchant, self);
+    }
+    const [recorded, pins] = await Promise.all([coordination.owners(merchants), coordination.pins(merchants)]);
     const everyone = assignOwners(merchants, live.map((process) => process.id));
     const settled = assignOwners(
       merchants,
       live.filter((process) => process.id === processId || nowMs - (this.firstSeenMs.get(`${process.id}/${process.token}`) ?? nowMs) >= leaseTtlMs).map((process) => process.id),
     );
-    const self: OwnerRecord = { processId, token };
+    // A pinned merchant goes to the live process it is pinned to, whatever the hashing says.
+    for (const [index, merchant] of merchants.entries()) {
+      const pinned = pins[index];
+      if (pinned !== undefined && byId.has(pinned)) {
+        everyone.set(merchantKey(merchant), pinned);
+        settled.set(merchantKey(merchant), pinned);
+      }
+    }
     const owners = new Map<string, ProcessRecord>();
     for (const [index, merchant] of merchants.entries()) {
       const key = merchantKey(merchant);
@@ -254,16 +354,21 @@ export class ProcessCoordinator {
         this.hosted.delete(key);
         host.dropMerchant(merchant.tenant, merchant.merchant);
       }
+      // A merchant listed lately (moved in) is left for a lease period to the process that hosts it first.
+      const listedLongEnough = nowMs - (this.listedSinceMs.get(key) ?? nowMs) >= leaseTtlMs || pins[index] === processId;
       if (ownerLive) owners.set(key, ownerProcess);
-      else if (everyone.get(key) === processId && (await coordination.claim(merchant, self))) await this.host_(host, merchant);
+      else if (everyone.get(key) === processId && listedLongEnough && (await coordination.claim(merchant, self))) await this.host_(host, merchant);
     }
     this.owners = owners;
   }
 
   private async host_(host: OwnedMerchantsHost, merchant: MerchantRef): Promise<void> {
-    this.hosted.set(merchantKey(merchant), merchant);
+    const key = merchantKey(merchant);
+    this.hosted.set(key, merchant);
     this.init.logger.info({ process: this.init.processId, ...merchant }, 'hosting merchant');
     await host.hostMerchant(merchant.tenant, merchant.merchant);
+    for (const resolve of this.hostedWaiters.get(key) ?? []) resolve();
+    this.hostedWaiters.delete(key);
   }
 
   /**

@@ -2,26 +2,47 @@ import { eraseAtSibling } from '../access/sibling-erasure.js';
 import type { SiblingAccess, SiblingServer } from '../access/sibling-relay.js';
 import type { ErasureProcesses } from '../customer-erasure.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
+import type { ProcessRecord } from './coordination-port.js';
 import type { ProcessCoordinator } from './process-coordinator.js';
 
 /** How soon a device refused for want of an owner should try again: about one renewal. */
 const OWNER_RETRY_MS = 1_000;
 
 /**
- * The access layer's view of who serves a merchant's devices, from the coordinator's last round.
- * `catalogueApplier` says which process applies changes of the cell's tenants and merchants: by
- * default the one reached (a standalone cell); in a mesh, the speaker.
+ * Where the speaker of a cell in a mesh is: this process, another (as of the last round), or
+ * none right now (failing over).
  */
-export function siblingAccessOf(coordinator: ProcessCoordinator, catalogueApplier: () => SiblingServer = () => ({ here: true })): SiblingAccess {
+export type SpeakerLookup = () => 'self' | ProcessRecord | undefined;
+
+/**
+ * The access layer's view of who serves a merchant's devices, from the coordinator's last round.
+ * In a mesh (`speaker` given), a merchant the cell does not have, whose conversations here are
+ * mirrors of another cell's, is served by the speaker: it holds the mirrors and the mesh. The
+ * speaker also applies changes of the cell's tenants and merchants (it claims and withdraws
+ * them in the mesh); in a standalone cell the process reached applies them, under the cell's
+ * catalogue lock.
+ */
+export function siblingAccessOf(coordinator: ProcessCoordinator, speaker?: SpeakerLookup): SiblingAccess {
+  const atSpeaker = (merchant: string | undefined): SiblingServer => {
+    const current = speaker?.();
+    if (speaker === undefined || current === 'self') return { here: true };
+    if (current === undefined) {
+      const about = merchant === undefined ? 'what it serves (the mesh, customers not routed for a merchant) waits' : `merchant ${merchant} lives in another cell`;
+      throw new CellError(ErrorCode.OwnerUnavailable, `no process speaks for this cell right now (failing over), and ${about}; retry`, { retryAfterMs: OWNER_RETRY_MS });
+    }
+    return { here: false, ws: current.ws, http: current.http };
+  };
   return {
     processId: coordinator.processId,
-    catalogueApplier,
+    speakerServer: () => atSpeaker(undefined),
+    catalogueApplier: () => atSpeaker(undefined),
     serverOf: (tenant, merchant) => {
       const placement = coordinator.placement(tenant, merchant);
       if (placement === undefined) {
         throw new CellError(ErrorCode.OwnerUnavailable, `no process of this cell owns merchant ${merchant} right now (failing over); retry`, { retryAfterMs: OWNER_RETRY_MS });
       }
-      return placement.here ? { here: true } : { here: false, ws: placement.owner.ws, http: placement.owner.http };
+      if (!placement.here) return { here: false, ws: placement.owner.ws, http: placement.owner.http };
+      return coordinator.isCellMerchant(tenant, merchant) ? { here: true } : atSpeaker(merchant);
     },
   };
 }

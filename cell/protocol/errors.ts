@@ -115,6 +115,11 @@ export const ErrorCode = {
    * change of tenants or merchants under way there) for longer than a change waits; retry.
    */
   CatalogueBusy: 'CATALOGUE_BUSY',
+  /**
+   * HTTP internal (`/v1/internal/...`, between the processes of a cell): the calling process does
+   * not hold its lease with the fencing token it names (it lost it, or it is not of the cell).
+   */
+  ProcessFenced: 'PROCESS_FENCED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -182,6 +187,7 @@ export const httpStatusOf: Record<ErrorCode, number> = {
   BACKUP_IN_PROGRESS: 409,
   OWNER_UNAVAILABLE: 503,
   CATALOGUE_BUSY: 503,
+  PROCESS_FENCED: 409,
 };
 
 /** An operating error with a stable code: answered to the client, never a crash. */
