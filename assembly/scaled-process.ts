@@ -69,6 +69,7 @@ export async function registerScaledProcess(init: { url: string; keyPrefix: stri
     logger: init.logger,
     leaseTtlMs: init.processes.leaseTtlMs,
     renewIntervalMs: init.processes.renewIntervalMs,
+    merchantsMove: init.mesh,
   });
   let mesh: MeshProcess | undefined;
   try {

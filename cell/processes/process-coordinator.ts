@@ -26,6 +26,14 @@ export interface ProcessCoordinatorInit {
   readonly leaseTtlMs: number;
   /** How often the lease is renewed and the owners looked at (well below `leaseTtlMs`). */
   readonly renewIntervalMs: number;
+  /**
+   * Merchants move in and out of the cell (a cell in a mesh): a merchant listed lately is left
+   * for a lease period to the process that hosts it first (the speaker, which moved it in), and
+   * one no longer listed was released from the core already (by the mover, or by following the
+   * catalogue), so only its owner record goes. Otherwise (a standalone cell) a new merchant is
+   * claimed at once, and a removed one is handed over as to another process.
+   */
+  readonly merchantsMove?: boolean | undefined;
 }
 
 /** Where a device of a merchant is served. */
@@ -320,8 +328,12 @@ export class ProcessCoordinator {
     // catalogue (following the catalogue closed its devices and let its writes land): the owner record goes too.
     for (const [key, merchant] of [...this.hosted]) {
       if (this.known.has(key)) continue;
-      this.hosted.delete(key);
       this.init.logger.info({ process: processId, ...merchant }, 'merchant left the cell');
+      if (this.init.merchantsMove !== true) {
+        await this.handOver(merchant);
+        continue;
+      }
+      this.hosted.delete(key);
       await coordination.release(merchant, self);
     }
     const [recorded, pins] = await Promise.all([coordination.owners(merchants), coordination.pins(merchants)]);
@@ -355,7 +367,7 @@ export class ProcessCoordinator {
         host.dropMerchant(merchant.tenant, merchant.merchant);
       }
       // A merchant listed lately (moved in) is left for a lease period to the process that hosts it first.
-      const listedLongEnough = nowMs - (this.listedSinceMs.get(key) ?? nowMs) >= leaseTtlMs || pins[index] === processId;
+      const listedLongEnough = this.init.merchantsMove !== true || nowMs - (this.listedSinceMs.get(key) ?? nowMs) >= leaseTtlMs || pins[index] === processId;
       if (ownerLive) owners.set(key, ownerProcess);
       else if (everyone.get(key) === processId && listedLongEnough && (await coordination.claim(merchant, self))) await this.host_(host, merchant);
     }
