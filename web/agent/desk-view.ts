@@ -5,6 +5,7 @@
 import type { ChatMessage, ConsultationView } from '../../client/browser.js';
 import { attachmentView } from '../shared/attachment-view.js';
 import { byId, h, keepingFocus, replaceChildren, timeOf } from '../shared/dom.js';
+import { progressOf, tickView } from '../shared/message-tick.js';
 import type { DeskSession, DeskState, Thread } from './desk-session.js';
 
 /** The waiting times in the lists move on without any frame: they are drawn again this often. */
@@ -159,14 +160,14 @@ export class DeskView {
 function messageItem(message: ChatMessage, thread: Thread, urlOf: (id: string) => string | undefined): HTMLLIElement {
   if (message.role === 'system') return h('li', { class: 'msg system', 'data-seq': message.seq }, message.body, ' ', h('time', {}, timeOf(message.ts)));
   const ours = message.role === 'agent';
-  const read = ours && message.seq <= thread.customerReadSeq;
+  const progress = progressOf(message.seq, thread.customerDeliveredSeq, thread.customerReadSeq);
   return h(
     'li',
-    { class: ours ? 'msg mine' : 'msg theirs', 'data-seq': message.seq, 'data-state': ours ? (read ? 'read' : 'sent') : undefined },
+    { class: ours ? 'msg mine' : 'msg theirs', 'data-seq': message.seq, 'data-state': ours ? progress : undefined },
     h('span', { class: 'who' }, message.from),
     message.body === '' ? null : h('p', { class: 'body' }, message.body),
     ...(message.attachments ?? []).map((file) => attachmentView(file, urlOf(file.id))),
-    h('span', { class: 'meta' }, h('time', {}, timeOf(message.ts)), ours ? h('span', { class: 'tick' }, read ? ' ✓✓ Read' : ' ✓ Sent') : null),
+    h('span', { class: 'meta' }, h('time', {}, timeOf(message.ts)), ours ? tickView(progress) : null),
   );
 }
 
