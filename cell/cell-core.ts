@@ -127,7 +127,7 @@ export class CellCore {
       maxBackpressureBytes: options.limits.maxBackpressureBytes,
       cursorWriteIntervalMs: options.limits.cursorWriteIntervalMs,
     }, (connection, state, seq) => delivered.acked(connection, state, seq));
-    const delivered = new DeliveredReceipts((tenant, conv) => this.participantsHere(tenant, conv), (devices, frame) => this.delivery.broadcast(devices, frame));
+    const delivered = new DeliveredReceipts((tenant, conv) => this.participantsHere(tenant, conv), (tenant, customer) => this.presence.devicesOf(customerPrincipal(tenant, customer)), (devices, frame) => this.delivery.broadcast(devices, frame));
     this.desk = new DeskService({
       store: options.store,
       clock: options.clock,

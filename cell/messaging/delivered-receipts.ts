@@ -17,7 +17,9 @@ export class DeliveredReceipts {
   constructor(
     /** The conversation's devices here (its customer's, and its merchant's agents' or, at a desk, those of the consultation). */
     private readonly participantsOf: (tenant: string, conv: string) => Iterable<DeviceConnection>,
-    private readonly broadcast: (devices: DeviceConnection[], frame: ServerFrame) => void,
+    /** The customer's devices here: those told when an agent's device acked (no agent to skip over). */
+    private readonly customerDevices: (tenant: string, customer: string) => Iterable<DeviceConnection>,
+    private readonly broadcast: (devices: Iterable<DeviceConnection>, frame: ServerFrame) => void,
   ) {}
 
   /** `connection` acked `conv` up to `seq` (its cursor moved there). */
@@ -29,7 +31,9 @@ export class DeliveredReceipts {
     else state.deliveredToAgents = seq;
     if (!otherSideWrote(state, side, known, seq)) return;
     const waiting: DeviceConnection[] = [];
-    for (const device of this.participantsOf(state.tenant, state.conv)) if (device.identity.role !== side) waiting.push(device);
+    if (side === 'agent') for (const device of this.customerDevices(state.tenant, state.customer)) waiting.push(device);
+    else for (const device of this.participantsOf(state.tenant, state.conv)) if (device.identity.role === 'agent') waiting.push(device);
+    // Nobody of the other side here: nothing to serialise.
     if (waiting.length > 0) this.broadcast(waiting, { t: 'delivered', conv: state.conv, role: side, seq });
   }
 }
