@@ -6,6 +6,7 @@ import { signingKeysOf } from '../cell/access/tokens.js';
 import { adminPeopleRoutes } from '../cell/access/admin-people-routes.js';
 import { adminCatalogueRoutes } from '../cell/access/admin-catalogue-routes.js';
 import { adminClosureRoutes } from '../cell/access/admin-closure-routes.js';
+import { adminDeskRoutes } from '../cell/access/admin-desk-routes.js';
 import { adminBackupRoutes } from '../cell/access/admin-backup-routes.js';
 import { adminCustomerRoutes } from '../cell/access/admin-customer-routes.js';
 import { adminDrainRoutes } from '../cell/access/admin-drain-routes.js';
@@ -139,6 +140,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
           }),
           attachmentRoutes({ core, attachments, clock, tenantOf: (tenant) => catalogue.tenantConfig(tenant) }),
           adminClosureRoutes({ cellId: config.cell.id, closure: () => core.closure(), adminTokens }),
+          adminDeskRoutes({ cellId: config.cell.id, overview: () => core.desk.overview(), servedTenants: () => core.servedTenants(), adminTokens }),
           adminBackupRoutes({ cellId: config.cell.id, store, source: config.store.kind, clock, logger, adminTokens, meshKeyFile: config.mesh === undefined ? undefined : keyFileOf(config, config.mesh) }),
           routeRoutes({ directory: () => meshDirectory, standalone: config.mesh === undefined, clock, settings: config.routing, metrics: new RouteMetrics(metricsPort) }),
           webPagesRoutes(webPagesOf(() => meshDirectory)),

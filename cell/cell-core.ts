@@ -37,6 +37,7 @@ import {
 } from './protocol/frames.js';
 import { parseClientFrame, requestIdOf } from './protocol/parse-client-frame.js';
 import { welcomeFrame } from './protocol/welcome.js';
+import { DeliveredReceipts } from './messaging/delivered-receipts.js';
 import type { Store } from '../platform/store/store.js';
 
 export interface CellCoreOptions {
@@ -125,7 +126,8 @@ export class CellCore {
       syncPageSize: options.limits.syncPageSize,
       maxBackpressureBytes: options.limits.maxBackpressureBytes,
       cursorWriteIntervalMs: options.limits.cursorWriteIntervalMs,
-    });
+    }, (connection, state, seq) => delivered.acked(connection, state, seq));
+    const delivered = new DeliveredReceipts((tenant, conv) => this.participantsHere(tenant, conv), (tenant, customer) => this.presence.devicesOf(customerPrincipal(tenant, customer)), (devices, frame) => this.delivery.broadcast(devices, frame));
     this.desk = new DeskService({
       store: options.store,
       clock: options.clock,
@@ -522,11 +524,14 @@ export class CellCore {
 
   /** `party` (a party id of the conversation) read up to `seq`: to the conversation's devices here. */
   private deliverReceipt(tenant: string, conv: string, party: string, seq: number): void {
-    const parsed = parseConversationId(conv)!;
     const reader = parsePartyId(party)!;
     this.options.metrics.receipts.inc();
-    const receipt: ServerFrame = { t: 'receipt', conv, user: reader.user, role: reader.role, seq };
-    this.delivery.broadcast(this.desk.participantsOf(tenant, parsed.merchant, parsed.customer) ?? this.presence.participantsOf(tenant, parsed.merchant, parsed.customer), receipt);
+    this.delivery.broadcast(this.participantsHere(tenant, conv), { t: 'receipt', conv, user: reader.user, role: reader.role, seq });
+  }
+
+  private participantsHere(tenant: string, conv: string): Iterable<DeviceConnection> {
+    const { merchant, customer } = parseConversationId(conv)!;
+    return this.desk.participantsOf(tenant, merchant, customer) ?? this.presence.participantsOf(tenant, merchant, customer);
   }
 
   /**

@@ -126,6 +126,13 @@ export interface Receipt {
   seq: number;
 }
 
+/** A device of `role`'s side has every message of `conv` up to `seq` (the other side's messages up to there are delivered). */
+export interface DeliveryReceipt {
+  conv: string;
+  role: Role;
+  seq: number;
+}
+
 /** The online devices of this user changed. */
 export interface DevicesChange {
   user: string;
@@ -167,6 +174,8 @@ export interface ClientEvents {
   /** A send is durable in the access cell and waits for its conversation's home cell; `sent` follows. */
   queued: QueuedSend;
   receipt: Receipt;
+  /** Cells that know it (docs/protocol.md, `delivered`); others never send it. */
+  delivered: DeliveryReceipt;
   devices: DevicesChange;
   /** The catch-up after a (re)connect is delivered; once per session. */
   synced: SyncedEvent;

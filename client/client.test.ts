@@ -867,15 +867,19 @@ describe('CellmeshClient delivery', () => {
     expect(messages.map((message) => message.seq)).toEqual([2, 3]);
   });
 
-  it('passes receipts and device changes through', async () => {
+  it('passes receipts, delivery receipts and device changes through', async () => {
     const { client, transport } = await connected();
     const receipts: unknown[] = [];
+    const delivered: unknown[] = [];
     const devices: unknown[] = [];
     client.on('receipt', (receipt) => receipts.push(receipt));
+    client.on('delivered', (receipt) => delivered.push(receipt));
     client.on('devices', (change) => devices.push(change));
     transport.last.push({ t: 'receipt', conv: CONV, user: 'shop1-agent', role: 'agent', seq: 4 });
+    transport.last.push({ t: 'delivered', conv: CONV, role: 'agent', seq: 5 });
     transport.last.push({ t: 'devices', user: 'alice', devices: [{ device: 'phone', sinceMs: 1 }] });
     expect(receipts).toEqual([{ conv: CONV, user: 'shop1-agent', role: 'agent', seq: 4 }]);
+    expect(delivered).toEqual([{ conv: CONV, role: 'agent', seq: 5 }]);
     expect(devices).toEqual([{ user: 'alice', devices: [{ device: 'phone', sinceMs: 1 }] }]);
   });
 });

@@ -366,6 +366,9 @@ export class CellmeshClient {
       case 'receipt':
         this.events.emit('receipt', { conv: frame.conv, user: frame.user, ...(frame.role === undefined ? {} : { role: frame.role }), seq: frame.seq });
         return;
+      case 'delivered':
+        this.events.emit('delivered', { conv: frame.conv, role: frame.role, seq: frame.seq });
+        return;
       case 'devices':
         this.events.emit('devices', { user: frame.user, devices: frame.devices });
         return;

@@ -20,6 +20,7 @@ export type {
   PresenceResult,
   QueuedSend,
   Receipt,
+  DeliveryReceipt,
   RequestOptions,
   SendOptions,
   SendResult,

@@ -51,6 +51,8 @@ export function parseServerFrame(text: string): ParsedServerFrame {
       return check(frame, optionalString(frame.id) && isString(frame.conv) && isString(frame.cmid));
     case 'receipt':
       return check(frame, isString(frame.conv) && isString(frame.user) && (frame.role === undefined || isRole(frame.role)) && isCursor(frame.seq));
+    case 'delivered':
+      return check(frame, isString(frame.conv) && isRole(frame.role) && isCursor(frame.seq));
     case 'synced':
       return check(frame, true);
     case 'devices':

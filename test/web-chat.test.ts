@@ -76,9 +76,9 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'customer chat page in Chromium'
   }
 
   /** The merchant's agent `ann` on a raw client in Node, acknowledging what it receives. */
-  async function agentAnn(cell: TestCell): Promise<RawClient> {
+  async function agentAnn(cell: TestCell, { autoAck = true } = {}): Promise<RawClient> {
     const agent = await cleanup.client(cell.url, await tokenFor({ user: 'ann', merchant: 'm1', device: 'desk' }));
-    agent.autoAck();
+    if (autoAck) agent.autoAck();
     return agent;
   }
 
@@ -92,9 +92,10 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'customer chat page in Chromium'
     return agent.messages().find((message) => message.body === body)!.conv;
   }
 
-  it('chats both ways: sent, then read; typing; the agent in the header; a message written while away is there on return', async () => {
+  it('chats both ways: sent, delivered, then read; typing; the agent in the header; a message written while away is there on return', async () => {
     const cell = await cleanup.cell({ agents: [{ id: 'ann', name: 'Ann', password: AGENT_PASSWORD, capacity: 2 }] });
-    const agent = await agentAnn(cell);
+    // Ann's desk acks by hand at first, so that the customer's message stays "sent" until it does.
+    const agent = await agentAnn(cell, { autoAck: false });
     const { context, errors } = await customerBrowser();
     let page = await openChat(context, cell);
 
@@ -105,8 +106,16 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'customer chat page in Chromium'
     expect(conv).toMatch(/^m1:g-/);
     await page.locator('#agent', { hasText: 'You are chatting with Ann' }).waitFor();
 
-    // The agent reads it: the customer's message turns read.
+    expect(await mine.locator('.tick').textContent()).toContain('Sent');
+
+    // The agent's device acks it: the customer's message turns delivered.
     const seq = agent.messages(conv).find((message) => message.body === 'Hello, my parcel has not arrived')!.seq;
+    agent.autoAck();
+    await expect.poll(() => mine.getAttribute('data-state')).toBe('delivered');
+    expect(await mine.locator('.tick').textContent()).toBe(' ✓✓ Delivered');
+    await page.screenshot({ path: join(SCREENSHOTS, 'chat-delivered.png') });
+
+    // The agent reads it: the customer's message turns read.
     expect(await agent.request({ op: 'read', id: 'read-1', conv, seq })).toMatchObject({ t: 'ok' });
     await expect.poll(() => mine.getAttribute('data-state')).toBe('read');
     expect(await mine.locator('.tick').textContent()).toContain('Read');
@@ -161,7 +170,8 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'customer chat page in Chromium'
 
     proxy.restore();
     await agent.until(() => agent.messages(conv).some((message) => message.body === 'Written while offline'), { what: 'the offline message at the agent', timeoutMs: 20_000 });
-    await expect.poll(() => page.locator('li.msg.mine', { hasText: 'Written while offline' }).getAttribute('data-state'), { timeout: 15_000 }).toBe('sent');
+    // Ann's desk acknowledges it at once: past sent, it shows delivered.
+    await expect.poll(() => page.locator('li.msg.mine', { hasText: 'Written while offline' }).getAttribute('data-state'), { timeout: 15_000 }).toBe('delivered');
     await page.locator('#banner').waitFor({ state: 'hidden' });
 
     // Offline again, the customer writes and closes the tab before the network is back: the
@@ -174,7 +184,7 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'customer chat page in Chromium'
     proxy.restore();
     const again = await openChat(context, { httpUrl: `http://127.0.0.1:${proxy.port}` });
     await agent.until(() => agent.messages(conv).some((message) => message.body === 'Written before closing the tab'), { what: 'the message of the closed tab at the agent' });
-    await expect.poll(() => again.locator('li.msg.mine', { hasText: 'Written before closing the tab' }).getAttribute('data-state')).toBe('sent');
+    await expect.poll(() => again.locator('li.msg.mine', { hasText: 'Written before closing the tab' }).getAttribute('data-state')).toBe('delivered');
     expect(await again.locator('li.msg.mine', { hasText: 'Written before closing the tab' }).count()).toBe(1);
     expect(agent.messages(conv).filter((message) => message.body === 'Written before closing the tab')).toHaveLength(1);
     expect(await again.evaluate(() => Object.keys(window.localStorage).filter((key) => key.startsWith('cellmesh.chat.unsent.')))).toEqual([]);

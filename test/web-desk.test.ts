@@ -166,6 +166,23 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'agent workbench in Chromium' : 
     await first.page.getByRole('button', { name: 'Close conversation' }).click();
     await dave.locator('#rating').waitFor();
     await first.page.locator(`#mine li[data-conv="${daveConv}"]`).waitFor({ state: 'detached' });
+    // Dave rates it and writes again: a new consultation, given to Ann (she served him last), whose
+    // conversation view lists the earlier one, read from the history's system messages.
+    await dave.locator('label[for="score-4"]').click();
+    await dave.locator('#rating button[type="submit"]').click();
+    await dave.locator('li.msg.system', { hasText: 'You rated the conversation 4 of 5.' }).waitFor();
+    await write(dave, 'And to Sweden?');
+    await first.page.locator(`#mine li[data-conv="${daveConv}"] button`).click();
+    await first.page.locator('li.msg.theirs', { hasText: 'And to Sweden?' }).waitFor();
+    const earlier = first.page.locator('#earlier');
+    await earlier.locator('summary', { hasText: 'Earlier consultations (1)' }).click();
+    const entry = earlier.locator('#earlier-list li');
+    await expect.poll(() => entry.count()).toBe(1);
+    expect(await entry.textContent()).toMatch(/: Ann; closed by the agent; rated 4 of 5$/);
+    await entry.locator('button').click();
+    await first.page.screenshot({ path: join(SCREENSHOTS, 'desk-earlier.png') });
+    await first.page.getByRole('button', { name: 'Close conversation' }).click();
+    await first.page.locator(`#mine li[data-conv="${daveConv}"]`).waitFor({ state: 'detached' });
 
     // Bob comes online; Ann transfers the first customer to him: Bob gets the history, Ann's lists drop it.
     expect(await bob.request({ op: 'status', id: 'online', status: 'online' })).toMatchObject({ t: 'ok' });

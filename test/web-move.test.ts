@@ -3,7 +3,8 @@
  * customer chat opened through /v1/connect at the cell that is not the merchant's home, and the
  * agent workbench, both in Debian's Chromium (driven through playwright-core). The operator moves
  * the merchant mid-chat with the cell console; both pages follow it to the new home without a
- * reload, and the chat goes on. Then a third cell joins, and the console shows it.
+ * reload, and the chat goes on. The console shows the merchant's queues and agents, and then a
+ * third and a fourth cell joining.
  * Without /usr/bin/chromium the suite is reported as skipped.
  */
 import { existsSync, mkdirSync } from 'node:fs';
@@ -123,6 +124,12 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'the pages follow a merchant mov
       await expect.poll(() => operator.locator('dd[data-figure="Connections"]').textContent()).toMatch(/^2 /);
       expect(await operator.locator('dd[data-figure="Agents, by status"]').textContent()).toBe('online 1');
       expect(await operator.locator('dd[data-figure="Open consultations, by state"]').textContent()).toContain('assigned 1');
+      // Queues and agents per merchant (GET /v1/admin/desks): Ann online with one consultation, nobody waiting.
+      const desk = operator.locator('tr[data-desk="mall/m2"]');
+      await expect.poll(() => desk.locator('li[data-agent="ann"]').textContent()).toMatch(/^Ann: online, 1 of \d+$/);
+      expect(await desk.locator('li[data-group="default"]').textContent()).toBe('default: nobody waiting');
+      expect(await desk.locator('td').last().textContent()).toBe('1 assigned, 0 waiting');
+      await operator.screenshot({ path: join(SCREENSHOTS, 'console-desks.png'), fullPage: true });
       await operator.getByLabel('Move mall/m2 to').focus();
       await operator.getByLabel('Move mall/m2 to').selectOption('c1');
       expect(await operator.evaluate(() => document.activeElement?.id)).toBe('move-mall-m2');
@@ -132,6 +139,8 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'the pages follow a merchant mov
       expect(await operator.evaluate(() => document.activeElement?.id)).toBe('move-mall-m2');
       await operator.getByRole('button', { name: 'Move', exact: true }).click();
       await operator.locator('tr[data-cell="c1"] li[data-merchant="mall/m2"]').waitFor();
+      // The merchant's desk went with it: c2 hosts no desk any more.
+      await operator.locator('#desks td', { hasText: 'No merchant with a desk is hosted here.' }).waitFor();
       await eventually(() => c1.running.core.presence.connections === 2, 'both pages to be connected to the new home, c1', 20_000);
 
       await write(customer, 'After the move');
@@ -144,23 +153,30 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'the pages follow a merchant mov
       await expect.poll(() => operator.locator('dd[data-figure="Connections"]').textContent()).toMatch(/^0 /);
       await customer.screenshot({ path: join(SCREENSHOTS, 'chat-after-move.png') });
 
-      // A third cell joins: the console shows it.
-      const c3 = await startCell({
-        config: parseCellConfig({
-          cell: { id: 'c3' },
-          listen: { host: '127.0.0.1', port: await freePort() },
-          store: { kind: 'level', directory: join(root, 'c3') },
-          tenants: [{ id: TENANT, secret: SECRET, merchants: [{ id: 'm3' }] }],
-          mesh: { listen: { host: '127.0.0.1', port: await freePort() }, clusterSecret: CLUSTER_SECRET, bootstrap: c1.running.mesh!.transport.addresses() },
-          admin: { token: ADMIN_TOKEN },
-        }),
-        logger: silentLogger,
-      });
+      // A third cell joins, then a fourth: the console shows each.
+      const joining = async (cellId: string, merchant: string): Promise<RunningCell> =>
+        startCell({
+          config: parseCellConfig({
+            cell: { id: cellId },
+            listen: { host: '127.0.0.1', port: await freePort() },
+            store: { kind: 'level', directory: join(root, cellId) },
+            tenants: [{ id: TENANT, secret: SECRET, merchants: [{ id: merchant }] }],
+            mesh: { listen: { host: '127.0.0.1', port: await freePort() }, clusterSecret: CLUSTER_SECRET, bootstrap: c1.running.mesh!.transport.addresses() },
+            admin: { token: ADMIN_TOKEN },
+          }),
+          logger: silentLogger,
+        });
+      const joined: RunningCell[] = [];
       try {
+        joined.push(await joining('c3', 'm3'));
         await operator.locator('tr[data-cell="c3"][data-liveness="alive"] li[data-merchant="mall/m3"]').waitFor({ timeout: 30_000 });
-        await operator.screenshot({ path: join(SCREENSHOTS, 'console.png') });
+        expect(await operator.locator('#cells tbody tr').count()).toBe(3);
+        joined.push(await joining('c4', 'm4'));
+        await operator.locator('tr[data-cell="c4"][data-liveness="alive"] li[data-merchant="mall/m4"]').waitFor({ timeout: 30_000 });
+        await expect.poll(() => operator.locator('#cells tbody tr[data-liveness="alive"]').count()).toBe(4);
+        await operator.screenshot({ path: join(SCREENSHOTS, 'console.png'), fullPage: true });
       } finally {
-        await c3.stop();
+        for (const cell of joined.reverse()) await cell.stop();
       }
       expect(errors).toEqual([]);
     } finally {

@@ -19,6 +19,7 @@ import {
   putRecord,
 } from './desk-records.js';
 import { deskSnapshot, type DeskMetrics, type DeskSnapshot } from './desk-metrics.js';
+import { deskOverview, type DeskOverview } from './desk-overview.js';
 import { OpenDesk } from './open-desk.js';
 import { MAX_STORE_RETRY_MS, MIN_STORE_RETRY_MS, SystemMessages } from './system-messages.js';
 import { DeskError, type DeskEvent, type DeskSettings as RuleSettings } from './merchant-desk.js';
@@ -127,6 +128,11 @@ export class DeskService {
   /** What the desks hold now, for the metrics read at scrape time. */
   snapshot(): DeskSnapshot {
     return deskSnapshot(this.desks.values(), this.options.clock.now());
+  }
+
+  /** The open desks' agents, queues and consultations now, for the cell console (`GET /v1/admin/desks`). */
+  overview(): DeskOverview[] {
+    return deskOverview(this.desks.values(), this.options.clock.now(), (open, agent) => this.options.people.get(open.tenant, open.merchant, agent)?.name);
   }
 
   /**

@@ -83,6 +83,12 @@ export class ConversationState {
   readonly readWrites = new Map<string, Promise<void>>();
   writing = false;
   /**
+   * How far a device of each side acked (delivered-receipts.ts): derived from the delivery
+   * cursors as they move, so never written; after a load it starts at 0 and the next ack sets it.
+   */
+  deliveredToCustomer = 0;
+  deliveredToAgents = 0;
+  /**
    * A write of this conversation's messages failed, and may have reached the store all the same
    * (a Redis reply lost with its connection, a LevelDB fsync that failed after the write): the
    * head is read again before the next batch takes seqs.

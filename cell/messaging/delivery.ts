@@ -7,7 +7,7 @@ import type { CellMetrics } from '../metrics.js';
 import type { Logger } from '../../platform/logger.js';
 import { InvariantError, invariant } from '../../platform/invariant.js';
 import { CoalescingWriter } from './coalescing-writer.js';
-import type { ConversationLog } from './conversation-log.js';
+import type { ConversationLog, ConversationState } from './conversation-log.js';
 import type { DeviceConnection, DeviceCursor } from './device.js';
 import { keys, lastField } from './keys.js';
 import { merchantConversations } from './merchant-conversations.js';
@@ -56,6 +56,8 @@ export class DeliveryService {
     private readonly metrics: CellMetrics,
     private readonly logger: Logger,
     private readonly limits: DeliveryLimits,
+    /** A device's delivery cursor of a conversation moved forward to `seq` (delivered-receipts.ts). */
+    private readonly onAcked?: ((connection: DeviceConnection, state: ConversationState, seq: number) => void) | undefined,
   ) {
     this.cursorWriter = new CoalescingWriter(store, clock, limits.cursorWriteIntervalMs, logger);
   }
@@ -255,10 +257,10 @@ export class DeliveryService {
     const { tenant } = connection.identity;
     const state = this.log.cached(tenant, conv);
     if (state !== undefined) {
-      this.applyAck(connection, cursor, state.durableSeq, conv, seq);
+      this.applyAck(connection, cursor, state, seq);
       return undefined;
     }
-    return this.log.conversation(tenant, conv).then((loaded) => this.applyAck(connection, cursor, loaded.durableSeq, conv, seq));
+    return this.log.conversation(tenant, conv).then((loaded) => this.applyAck(connection, cursor, loaded, seq));
   }
 
   /**
@@ -304,8 +306,9 @@ export class DeliveryService {
     await this.ack(connection, conv, seq);
   }
 
-  private applyAck(connection: DeviceConnection, cursor: DeviceCursor, durableSeq: number, conv: string, seq: number): void {
-    if (seq > durableSeq) throw outOfRange(conv, seq);
+  private applyAck(connection: DeviceConnection, cursor: DeviceCursor, state: ConversationState, seq: number): void {
+    const conv = state.conv;
+    if (seq > state.durableSeq) throw outOfRange(conv, seq);
     if (seq <= cursor.ackedSeq) return;
     connection.inFlight -= Math.max(0, Math.min(seq, cursor.sentSeq) - cursor.ackedSeq);
     // Per ack, so a plain comparison: no closure for the message unless it fails.
@@ -319,6 +322,7 @@ export class DeliveryService {
     // stored cursor never regresses.
     this.cursorWriter.set(cursor.storeKey, String(seq));
     this.resumeStalled(connection);
+    this.onAcked?.(connection, state, seq);
   }
 
   /** Serialises and sends any frame, closing a device that stopped reading. */

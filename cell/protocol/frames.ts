@@ -340,6 +340,8 @@ export type ServerFrame =
   | { t: 'queued'; id?: string; conv: string; cmid: string }
   /** `user` (with `role`: a customer and an agent may share an id) read `conv` up to `seq`. */
   | { t: 'receipt'; conv: string; user: string; role: Role; seq: number }
+  /** A device of `role`'s side has every message of `conv` up to `seq` (it acked them). */
+  | { t: 'delivered'; conv: string; role: Role; seq: number }
   | { t: 'synced' }
   | { t: 'devices'; user: string; devices: DeviceInfo[] }
   | { t: 'history'; id: string; conv: string; messages: ChatMessage[]; hasMore: boolean }

@@ -34,6 +34,8 @@ export interface Thread {
   /** Customer messages after what this agent read. */
   unread: number;
   customerReadSeq: number;
+  /** The highest seq some device of the customer has (a `delivered` frame; reads imply it too). */
+  customerDeliveredSeq: number;
   customerTypingUntilMs: number;
 }
 
@@ -134,6 +136,12 @@ export class DeskSession {
       const thread = this.state.threads.get(receipt.conv);
       if (thread === undefined || receipt.role !== 'customer') return;
       thread.customerReadSeq = Math.max(thread.customerReadSeq, receipt.seq);
+      this.changed();
+    });
+    client.on('delivered', (delivered) => {
+      const thread = this.state.threads.get(delivered.conv);
+      if (thread === undefined || delivered.role !== 'customer') return;
+      thread.customerDeliveredSeq = Math.max(thread.customerDeliveredSeq, delivered.seq);
       this.changed();
     });
     client.on('typing', (typing) => {
@@ -275,7 +283,7 @@ export class DeskSession {
   threadOf(conv: string): Thread {
     let thread = this.state.threads.get(conv);
     if (thread === undefined) {
-      thread = { conv, messages: new Map(), hasMore: false, loaded: false, unread: 0, customerReadSeq: 0, customerTypingUntilMs: 0 };
+      thread = { conv, messages: new Map(), hasMore: false, loaded: false, unread: 0, customerReadSeq: 0, customerDeliveredSeq: 0, customerTypingUntilMs: 0 };
       this.state.threads.set(conv, thread);
     }
     return thread;

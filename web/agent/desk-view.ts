@@ -5,6 +5,8 @@
 import type { ChatMessage, ConsultationView } from '../../client/browser.js';
 import { attachmentView } from '../shared/attachment-view.js';
 import { byId, h, keepingFocus, replaceChildren, timeOf } from '../shared/dom.js';
+import { progressOf, tickView } from '../shared/message-tick.js';
+import { earlierConsultations } from './earlier-consultations.js';
 import type { DeskSession, DeskState, Thread } from './desk-session.js';
 
 /** The waiting times in the lists move on without any frame: they are drawn again this often. */
@@ -134,12 +136,30 @@ export class DeskView {
     const messages = [...thread.messages.values()].sort((left, right) => left.seq - right.seq);
     replaceChildren(byId('messages'), ...messages.map((message) => messageItem(message, thread, (id) => this.session.attachmentUrl(conv, id))));
     if (atBottom) this.log.scrollTop = this.log.scrollHeight;
+    this.renderEarlier(messages, consultation?.consultation);
 
     const typing = byId('typing');
     const remainingMs = thread.customerTypingUntilMs - Date.now(); // real-clock-ok: a page shows wall time
     typing.textContent = remainingMs > 0 ? 'The customer is typing…' : '';
     clearTimeout(this.typingTimer);
     if (remainingMs > 0) this.typingTimer = setTimeout(() => this.render(), remainingMs);
+  }
+
+  /** The customer's closed consultations in the history loaded, each a button to its first message. */
+  private renderEarlier(messages: ChatMessage[], open: string | undefined): void {
+    const earlier = earlierConsultations(messages, open);
+    byId('earlier').hidden = earlier.length === 0;
+    byId('earlier-title').textContent = `Earlier consultations (${earlier.length}${byId('older').hidden ? '' : ' so far; load earlier messages for more'})`;
+    const items = earlier.map((entry) => {
+      const when = new Date(entry.openedTs).toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' });
+      const served = entry.agents.length === 0 ? 'no agent' : entry.agents.join(', then ');
+      const closedBy = entry.closedBy === 'inactivity' ? 'closed for inactivity' : `closed by the ${entry.closedBy}`;
+      const text = `${when}: ${served}; ${closedBy}${entry.score === undefined ? '' : `; rated ${entry.score} of 5`}`;
+      const jump = (): void => document.querySelector(`#messages li[data-seq="${entry.firstSeq}"]`)?.scrollIntoView({ block: 'start' });
+      return h('li', { 'data-consultation': entry.id }, h('button', { type: 'button', class: 'link', 'data-focus': `earlier:${entry.id}`, onclick: jump }, text));
+    });
+    const list = byId('earlier-list');
+    keepingFocus(list, () => replaceChildren(list, ...items));
   }
 
   /** Colleagues online with room, and the merchant's groups. */
@@ -159,14 +179,14 @@ export class DeskView {
 function messageItem(message: ChatMessage, thread: Thread, urlOf: (id: string) => string | undefined): HTMLLIElement {
   if (message.role === 'system') return h('li', { class: 'msg system', 'data-seq': message.seq }, message.body, ' ', h('time', {}, timeOf(message.ts)));
   const ours = message.role === 'agent';
-  const read = ours && message.seq <= thread.customerReadSeq;
+  const progress = progressOf(message.seq, thread.customerDeliveredSeq, thread.customerReadSeq);
   return h(
     'li',
-    { class: ours ? 'msg mine' : 'msg theirs', 'data-seq': message.seq, 'data-state': ours ? (read ? 'read' : 'sent') : undefined },
+    { class: ours ? 'msg mine' : 'msg theirs', 'data-seq': message.seq, 'data-state': ours ? progress : undefined },
     h('span', { class: 'who' }, message.from),
     message.body === '' ? null : h('p', { class: 'body' }, message.body),
     ...(message.attachments ?? []).map((file) => attachmentView(file, urlOf(file.id))),
-    h('span', { class: 'meta' }, h('time', {}, timeOf(message.ts)), ours ? h('span', { class: 'tick' }, read ? ' ✓✓ Read' : ' ✓ Sent') : null),
+    h('span', { class: 'meta' }, h('time', {}, timeOf(message.ts)), ours ? tickView(progress) : null),
   );
 }
 

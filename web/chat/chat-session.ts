@@ -44,6 +44,8 @@ export interface ChatState {
   loadingOlder: boolean;
   /** The highest seq an agent has read. */
   agentReadSeq: number;
+  /** The highest seq some agent's device has (a `delivered` frame; reads imply it too). */
+  agentDeliveredSeq: number;
   consultation: ConsultationView | undefined;
   /** An agent typing, until this time. */
   agentTypingUntilMs: number;
@@ -71,6 +73,7 @@ export class ChatSession {
     hasMore: false,
     loadingOlder: false,
     agentReadSeq: 0,
+    agentDeliveredSeq: 0,
     consultation: undefined,
     agentTypingUntilMs: 0,
     rateable: undefined,
@@ -133,6 +136,11 @@ export class ChatSession {
     client.on('receipt', (receipt) => {
       if (receipt.conv !== this.state.conv || receipt.role !== 'agent') return;
       this.state.agentReadSeq = Math.max(this.state.agentReadSeq, receipt.seq);
+      this.changed();
+    });
+    client.on('delivered', (delivered) => {
+      if (delivered.conv !== this.state.conv || delivered.role !== 'agent') return;
+      this.state.agentDeliveredSeq = Math.max(this.state.agentDeliveredSeq, delivered.seq);
       this.changed();
     });
     client.on('consultation', (consultation) => {

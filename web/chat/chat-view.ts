@@ -5,6 +5,7 @@
 import type { ChatMessage, DeskNotice } from '../../client/browser.js';
 import { attachmentView } from '../shared/attachment-view.js';
 import { byId, h, keepingFocus, replaceChildren, timeOf } from '../shared/dom.js';
+import { progressOf, tickView } from '../shared/message-tick.js';
 import type { ChatSession, ChatState, PendingSend } from './chat-session.js';
 
 export class ChatView {
@@ -129,14 +130,14 @@ export class ChatView {
       return h('li', { class: 'msg system', 'data-seq': message.seq }, noticeText(message.event), ' ', h('time', {}, timeOf(message.ts)));
     }
     const mine = message.role === 'customer';
-    const read = mine && message.seq <= state.agentReadSeq;
+    const progress = progressOf(message.seq, state.agentDeliveredSeq, state.agentReadSeq);
     return h(
       'li',
-      { class: mine ? 'msg mine' : 'msg theirs', 'data-seq': message.seq, 'data-cmid': message.cmid, 'data-state': mine ? (read ? 'read' : 'sent') : undefined },
+      { class: mine ? 'msg mine' : 'msg theirs', 'data-seq': message.seq, 'data-cmid': message.cmid, 'data-state': mine ? progress : undefined },
       mine ? null : h('span', { class: 'who' }, state.agentNames.get(message.from) ?? message.from),
       message.body === '' ? null : h('p', { class: 'body' }, message.body),
       ...(message.attachments ?? []).map((file) => attachmentView(file, this.session.attachmentUrl(file.id))),
-      h('span', { class: 'meta' }, h('time', {}, timeOf(message.ts)), mine ? h('span', { class: 'tick', 'aria-label': read ? 'Read' : 'Sent' }, read ? ' ✓✓ Read' : ' ✓ Sent') : null),
+      h('span', { class: 'meta' }, h('time', {}, timeOf(message.ts)), mine ? tickView(progress) : null),
     );
   }
 

@@ -1,9 +1,10 @@
 // The cell console (/app/console.html): the cluster as the cell that served the page sees it
-// (GET /v1/admin/cluster), its drain (GET/POST/DELETE /v1/admin/drain), and moves of the merchants
+// (GET /v1/admin/cluster), the desks of its merchants (GET /v1/admin/desks), its drain (GET/POST/DELETE /v1/admin/drain), and moves of the merchants
 // it hosts (POST /v1/admin/merchants/move), with the admin token the operator types in. It polls
 // every two seconds and draws each cell's load over the last minutes from what it polled.
 import { byId, h, replaceChildren } from '../shared/dom.js';
 import { figuresOf, parsePrometheus, type CellFigures } from './cell-figures.js';
+import { deskRows, type DesksView } from './desk-panel.js';
 
 interface CellSummary {
   cellId: string;
@@ -71,14 +72,16 @@ export class CellConsole {
 
   private async poll(): Promise<void> {
     try {
-      const [cluster, drain, metrics] = await Promise.all([
+      const [cluster, drain, desks, metrics] = await Promise.all([
         this.get<ClusterView>('/v1/admin/cluster'),
         this.get<DrainView>('/v1/admin/drain'),
+        this.get<DesksView>('/v1/admin/desks'),
         fetch(`${this.origin}/v1/metrics`).then((response) => response.text()),
       ]);
       this.record(cluster);
       this.render(cluster, drain);
       this.renderFigures(figuresOf(parsePrometheus(metrics)));
+      replaceChildren(byId('desks').querySelector('tbody')!, ...deskRows(desks));
       this.timer = setTimeout(() => void this.poll(), POLL_MS);
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
