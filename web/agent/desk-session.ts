@@ -134,8 +134,10 @@ export class DeskSession {
     client.on('message', (message) => this.received(message));
     client.on('receipt', (receipt) => {
       const thread = this.state.threads.get(receipt.conv);
-      if (thread === undefined || receipt.role !== 'customer') return;
-      thread.customerReadSeq = Math.max(thread.customerReadSeq, receipt.seq);
+      if (thread === undefined) return;
+      if (receipt.role === 'customer') thread.customerReadSeq = Math.max(thread.customerReadSeq, receipt.seq);
+      // This agent read it in another tab: what is unread here is what came after.
+      else if (receipt.user === this.state.login?.agent) thread.unread = this.customerMessagesAfter(thread, receipt.seq);
       this.changed();
     });
     client.on('delivered', (delivered) => {
@@ -297,8 +299,17 @@ export class DeskSession {
       thread.customerTypingUntilMs = 0;
       if (this.state.selected === message.conv && document.visibilityState === 'visible') this.markRead();
       else thread.unread++;
+    } else if (message.role === 'agent' && message.from === this.state.login?.agent) {
+      // Sent from this agent's other tab: sending means having read what came before (the cell moved the read cursor).
+      thread.unread = this.customerMessagesAfter(thread, message.seq);
     }
     this.changed();
+  }
+
+  private customerMessagesAfter(thread: Thread, seq: number): number {
+    let count = 0;
+    for (const message of thread.messages.values()) if (message.role === 'customer' && message.seq > seq) count++;
+    return count;
   }
 
   /** The desk's agents and consultations, and each conversation's unread count. */
