@@ -131,9 +131,12 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'agent workbench in Chromium' : 
     await second.page.locator(`#mine li[data-conv="${conv}"] button`).focus();
     await write(first.page, 'It left our depot this morning.');
     await carol.locator('li.msg.theirs', { hasText: 'It left our depot this morning.' }).waitFor();
-    // The customer writes again: the second tab, which knows the first read the rest, counts just that one, drawing its list again.
+    // The customer writes again. The first tab has the conversation open, so the agent reads it
+    // there at once; the second tab, drawing its list again, follows that read: nothing unread.
     await write(carol, 'Great');
-    await second.page.locator(`#mine li[data-conv="${conv}"][data-unread="1"]`).waitFor();
+    await first.page.locator('li.msg.theirs', { hasText: 'Great' }).waitFor();
+    await expect.poll(() => carol.locator('li.msg.mine', { hasText: 'Great' }).getAttribute('data-state')).toBe('read');
+    await expect.poll(() => second.page.locator(`#mine li[data-conv="${conv}"]`).getAttribute('data-unread')).toBe('0');
     expect(await second.page.evaluate(() => (document.activeElement as HTMLElement | null)?.dataset['focus'])).toBe(`list:${conv}`);
     await second.page.locator(`#mine li[data-conv="${conv}"] button`).click();
     await second.page.locator('li.msg.mine', { hasText: 'It left our depot this morning.' }).waitFor();
