@@ -319,8 +319,9 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     const readiness = (): Readiness => (shuttingDown || core.isDraining ? 'draining' : ready ? 'ready' : 'starting');
     const isReady = (): boolean => readiness() === 'ready';
     // In a cell of several processes, each process erases the conversations of the merchants it owns.
-    const erasure = new CustomerErasure({ store, core, attachments, audit, logger, processes: init.processes === undefined ? undefined : erasureProcessesOf(init.processes) });
     const speaker = init.mesh === undefined ? undefined : init.speaker;
+    // In a mesh the processes reach each other over the internal channel (an erasure another cell asked carries no admin token).
+    const erasure = new CustomerErasure({ store, core, attachments, audit, logger, processes: init.processes === undefined ? undefined : erasureProcessesOf(init.processes, speaker?.owners) });
     if (speaker !== undefined) {
       // The core reaches the mesh through the speaker, wherever it is, from the start.
       core.attachCluster(erasure.attach(speaker.port, () => speaker.port.homes.otherCells()));

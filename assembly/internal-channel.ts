@@ -1,11 +1,15 @@
 import type { ClusterEntry, ClusterForwardedEntry } from '../cell/messaging/cluster-port.js';
 import { CELL_SECRET_HEADER, INTERNAL_PATHS, PROCESS_HEADER } from '../cell/access/internal-routes.js';
+import { ShareAnswer } from '../cell/access/sibling-erasure.js';
+import type { LocalErasure } from '../cell/customer-data.js';
 import type { ProcessRecord } from '../cell/processes/coordination-port.js';
 import { HomesSnapshot, type LocationHint, type OwnerChannel, type SpeakerChannel } from '../cell/processes/speaker-channel.js';
 import { CodedError } from '../platform/coded-error.js';
 
 /** How long an internal call may take, beyond a request's own timeout. */
 const CALL_TIMEOUT_MS = 10_000;
+/** A share of an erasure waits for the owner's merchants to be idle and deletes a customer's history: as long as over the admin API. */
+const ERASE_TIMEOUT_MS = 30_000;
 
 export interface InternalChannelInit {
   /** The cell's secret (assembly/cell-secret.ts). */
@@ -61,6 +65,12 @@ export class InternalChannel implements SpeakerChannel, OwnerChannel {
 
   async localUsers(owner: ProcessRecord, tenant: string, users: readonly string[], asker: string): Promise<string[]> {
     return ((await this.call('POST', `${owner.http}${INTERNAL_PATHS.localUsers}`, { tenant, users, asker }, CALL_TIMEOUT_MS)) as { users: string[] }).users;
+  }
+
+  async eraseShare(http: string, tenant: string, customer: string, merchants: readonly string[]): Promise<LocalErasure> {
+    const answer = ShareAnswer.safeParse(await this.call('POST', `${http}${INTERNAL_PATHS.eraseShare}`, { tenant, customer, merchants }, ERASE_TIMEOUT_MS));
+    if (!answer.success) throw new InternalCallError('INTERNAL_CALL_FAILED', `POST ${http}${INTERNAL_PATHS.eraseShare}: its answer is not a share of an erasure`);
+    return answer.data;
   }
 
   async serveAt(owner: ProcessRecord, from: string, protocol: string, data: Uint8Array): Promise<Uint8Array> {

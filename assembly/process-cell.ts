@@ -144,7 +144,7 @@ export async function startCell(options: StartCellOptions): Promise<RunningCell>
           adminBackupRoutes({ cellId: config.cell.id, store, source: config.store.kind, clock, logger, adminTokens, meshKeyFile: config.mesh === undefined ? undefined : keyFileOf(config, config.mesh) }),
           routeRoutes({ directory: () => meshDirectory, standalone: config.mesh === undefined, clock, settings: config.routing, metrics: new RouteMetrics(metricsPort) }),
           webPagesRoutes(webPagesOf(() => meshDirectory)),
-          ...(scaled?.mesh === undefined || processPort === undefined ? [] : [meshProcessRoutes(scaled.coordinator, scaled.mesh, processPort, core, () => speakingMesh)]),
+          ...(scaled?.mesh === undefined || processPort === undefined ? [] : [meshProcessRoutes(scaled.coordinator, scaled.mesh, processPort, core, erasure, () => speakingMesh)]),
         ],
       });
       port = await access.listen().catch(async (error: unknown) => {

@@ -27,8 +27,10 @@ import { IDENTIFIER_PATTERN } from './protocol/frames.js';
  * In a cell of several processes (docs/operations.md, "A cell of several processes"), each
  * merchant's conversations are held in memory by its owner: the process asked sends every other
  * live process its share (the conversations with the merchants it owns, and the customer's
- * devices it serves), over HTTP with the admin token and the relay marker, erases its own share
- * once they all answered, and only then answers and records the erasure, once.
+ * devices it serves), over HTTP (in a mesh the internal channel, under the cell's secret; else
+ * the admin API with the admin token and the relay marker), erases its own share once they all
+ * answered, and only then answers and records the erasure, once. An erasure another cell asked
+ * reaches the speaker, which runs it the same way.
  */
 
 const ERASE_KIND = 'customer-erase';
@@ -59,8 +61,11 @@ export interface ErasureProcesses {
   serverOf(tenant: string, merchant: string): SiblingServer;
   /** The HTTP bases of the other live processes of the cell, as of the last round. */
   siblings(): readonly string[];
-  /** Asks the sibling at `http` for its share: the customer's conversations with `merchants` (it must own them) and its devices there. */
-  eraseAt(http: string, tenant: string, customer: string, merchants: readonly string[], adminToken: string): Promise<LocalErasure>;
+  /**
+   * Asks the sibling at `http` for its share: the customer's conversations with `merchants` (it
+   * must own them) and its devices there. `adminToken` is undefined when another cell asked.
+   */
+  eraseAt(http: string, tenant: string, customer: string, merchants: readonly string[], adminToken: string | undefined): Promise<LocalErasure>;
 }
 
 const SHARE_RETRY_MS = 1_000;
@@ -173,7 +178,7 @@ export class CustomerErasure {
    * is closed. A merchant without an owner right now, or an owner that cannot be reached, fails
    * the erasure with OWNER_UNAVAILABLE: erasing again is harmless and finishes it.
    */
-  private async eraseInEveryProcess(processes: ErasureProcesses, tenant: string, customer: string, adminToken: string): Promise<LocalErasure> {
+  private async eraseInEveryProcess(processes: ErasureProcesses, tenant: string, customer: string, adminToken: string | undefined): Promise<LocalErasure> {
     const here = new Set<string>();
     const shares = new Map<string, string[]>(processes.siblings().map((http) => [http, []]));
     for (const merchant of await this.data.merchantsOf(tenant, customer)) {
@@ -202,9 +207,14 @@ export class CustomerErasure {
     return total;
   }
 
-  /** Another cell asked: erase what this cell holds (idempotent, so a resent entry does no harm). */
+  /**
+   * Another cell asked: erase what this cell holds (idempotent, so a resent entry does no harm).
+   * In a cell of several processes the speaker applies it, in every process as an admin's; a
+   * share that fails fails the batch, which the other cell sends again.
+   */
   private async applyForwarded(source: string, entry: EraseEntry): Promise<void> {
-    const { deleted, devicesClosed } = await this.data.eraseHere(entry.tenant, entry.customer);
+    const { processes } = this.components;
+    const { deleted, devicesClosed } = processes === undefined ? await this.data.eraseHere(entry.tenant, entry.customer) : await this.eraseInEveryProcess(processes, entry.tenant, entry.customer, undefined);
     this.components.logger?.info({ source, tenant: entry.tenant, customer: entry.customer, deleted, devicesClosed }, 'erased a customer at the request of another cell');
     await this.components.audit?.record({ actor: 'admin', action: 'customer.erase', tenant: entry.tenant, target: entry.customer, details: { requestedBy: source, deleted, devicesClosed } });
   }

@@ -39,7 +39,7 @@ describe('forwarding catalogue changes and erasures to the process that applies 
     speakerServer: () => ({ here: true }),
     catalogueApplier: () => ({ here: false, ws: `${base.replace('http', 'ws')}/v1/ws`, http: base }),
   });
-  const request = (body = ''): HttpRequestData => ({ parameters: [], query: new URLSearchParams(), body, bytes: Buffer.from(body), headers: {}, token: 'admin', clientAddress: '127.0.0.1' });
+  const request = (body = '', query = ''): HttpRequestData => ({ parameters: [], query: new URLSearchParams(query), body, bytes: Buffer.from(body), headers: {}, token: 'admin', clientAddress: '127.0.0.1' });
   const context = (method: string, path: string, relayedBy = ''): ForwardContext => ({
     method,
     path,
@@ -60,11 +60,16 @@ describe('forwarding catalogue changes and erasures to the process that applies 
     ]);
   });
 
-  it("serves a share of an erasure where it arrives, and refuses a relayed change that reached a process which no longer applies them", async () => {
-    expect(await forwardToOwner(siblings(), '/v1/admin/tenants/:tenant/customers/:customer', request(), context('DELETE', '/v1/admin/tenants/shop/customers/carl', 'proc-a'))).toBeUndefined();
-    const refused = await forwardToOwner(siblings(), '/v1/admin/tenants', request('{"id":"shop"}'), context('POST', '/v1/admin/tenants', 'proc-a')).catch((error: unknown) => error);
-    expect(refused).toBeInstanceOf(CellError);
-    expect(refused).toMatchObject({ code: 'OWNER_UNAVAILABLE' });
+  it("serves a share of an erasure (it names its merchants) where it arrives, and refuses a relayed change, or a whole erasure, that reached a process which no longer applies them", async () => {
+    expect(await forwardToOwner(siblings(), '/v1/admin/tenants/:tenant/customers/:customer', request('', 'merchants=m1'), context('DELETE', '/v1/admin/tenants/shop/customers/carl', 'proc-a'))).toBeUndefined();
+    for (const [pattern, relayed, method, path] of [
+      ['/v1/admin/tenants', request('{"id":"shop"}'), 'POST', '/v1/admin/tenants'],
+      ['/v1/admin/tenants/:tenant/customers/:customer', request(), 'DELETE', '/v1/admin/tenants/shop/customers/carl'],
+    ] as const) {
+      const refused = await forwardToOwner(siblings(), pattern, relayed, context(method, path, 'proc-a')).catch((error: unknown) => error);
+      expect(refused).toBeInstanceOf(CellError);
+      expect(refused).toMatchObject({ code: 'OWNER_UNAVAILABLE' });
+    }
     // Reads are the process's own.
     expect(await forwardToOwner(siblings(), '/v1/admin/tenants', request(), context('GET', '/v1/admin/tenants'))).toBeUndefined();
   });

@@ -17,6 +17,8 @@ if (skipReason !== undefined) console.warn(`speaker-cell.test.ts: skipped: ${ski
 const LEASE = { leaseTtlMs: 1500, renewIntervalMs: 300 };
 /** The failure detector of the test cluster: a dead cell is held dead within a few seconds. */
 const TIMINGS = { suspectAfterMs: 1000 };
+const SHOP_SECRET = 'shop-secret-0123456789abcdef-0123456789';
+const SHOP_SECRET_2 = 'shop-secret-2-0123456789abcdef-01234567';
 
 interface MeshProcessOptions {
   cellId: string;
@@ -270,6 +272,99 @@ describe.skipIf(skipReason !== undefined)(`a cell on Redis in a mesh${skipReason
     }
   }, 120_000);
 
+  test("a two-cell cluster whose cell B is two processes: a merchant created, changed and removed through B's process that does not speak is claimed, served and withdrawn in the mesh; a customer erased through it, or asked by cell A, is erased in both processes of B", async () => {
+    const directory = await cleanup.tempDir();
+    const cellA = await cleanup.childCell({ directory: join(directory, 'cell-a'), configDir: directory, cellId: 'cell-ca', merchants: ['ma'], mesh: { timings: TIMINGS } });
+    const bootstrap = [(await viewOf(cellA)).cells.find((cell) => cell.cellId === 'cell-ca')!.endpoints.p2p[0]!];
+    const balancerPort = await freePort();
+    const merchants = ['mb1', 'mb2', 'mb3', 'mb4'];
+    const first = await startMeshProcess(cleanup, { cellId: 'cell-cb', processId: 'cb-1', url: server.url, directory, balancerPort, merchants, bootstrap });
+    const second = await startMeshProcess(cleanup, { cellId: 'cell-cb', processId: 'cb-2', url: server.url, directory, balancerPort, port: balancerPort, merchants, bootstrap });
+    // b1 speaks, b2 does not (whichever process took the speaker lease first).
+    await eventually(async () => (await speakerIn(redis, 'cell-cb')) !== undefined, 'a process of B to speak');
+    const speakerId = (await speakerIn(redis, 'cell-cb'))!;
+    const [b1, b2] = speakerId === 'cb-1' ? [first, second] : [second, first];
+    const claimsAtA = async (): Promise<Array<{ tenant: string; merchant: string }>> => ((await viewOf(cellA)).cells.find((cell) => cell.cellId === 'cell-cb') as { merchants?: Array<{ tenant: string; merchant: string }> } | undefined)?.merchants ?? [];
+    await eventually(async () => (await viewOf(cellA)).cells.find((cell) => cell.cellId === 'cell-cb')?.liveness === 'alive', 'cell A to see cell B alive', 20_000);
+    const owners = await spreadOver(redis, 'cell-cb', ['cb-1', 'cb-2']);
+    const admin = { token: ADMIN_TOKEN };
+    const shop = (options: { user: string; merchant?: string; device: string; role?: 'agent'; secret?: string; kid?: string }): Promise<string> => tokenFor({ tenant: 'shop', secret: SHOP_SECRET, ...options });
+    /** A send over HTTP, retried while the merchant is being claimed or changes owner (as a client retries). */
+    const post = async (http: string, token: string, conv: string, cmid: string): Promise<{ status: number; body: unknown }> => {
+      let answer = await httpRequest('POST', `${http}/v1/conversations/${encodeURIComponent(conv)}/messages`, { token, json: { cmid, body: `body ${cmid}` } });
+      if (answer.status >= 500) await eventually(async () => (answer = await httpRequest('POST', `${http}/v1/conversations/${encodeURIComponent(conv)}/messages`, { token, json: { cmid, body: `body ${cmid}` } })).status < 500, `${cmid} sent through ${http}`, 10_000);
+      return answer;
+    };
+    const historyOf = async (http: string, token: string, conv: string): Promise<Array<[number, string]>> => {
+      const page = await httpRequest('GET', `${http}/v1/conversations/${encodeURIComponent(conv)}/messages?limit=50`, { token });
+      expect(page.status, JSON.stringify(page.body)).toBe(200);
+      return (page.body as { messages: ChatMessage[] }).messages.map((message) => [message.seq, message.cmid]);
+    };
+
+    // Tenant shop in both cells (each cell has its own catalogue); its merchant created through B's process that does not speak.
+    for (const http of [cellA.httpUrl, b2.httpUrl]) expect(await httpRequest('POST', `${http}/v1/admin/tenants`, { ...admin, json: { id: 'shop', secret: SHOP_SECRET } })).toMatchObject({ status: 201 });
+    const created = await httpRequest('POST', `${b2.httpUrl}/v1/admin/tenants/shop/merchants`, { ...admin, json: { id: 'mnew', name: 'New shop' } });
+    expect(created, JSON.stringify(created.body)).toMatchObject({ status: 201 });
+    await eventually(async () => (await claimsAtA()).some((claim) => claim.tenant === 'shop' && claim.merchant === 'mnew'), 'cell A to see B claim the new merchant', 15_000);
+    await eventually(async () => ['cb-1', 'cb-2'].includes((await ownersIn(redis, 'cell-cb', 'shop')).get('mnew') ?? ''), 'a process of B to own the new merchant', 10_000);
+
+    // Its agent, registered and logged in through the process that does not speak, hears a customer of each process of B and one of cell A.
+    expect(await httpRequest('POST', `${b2.httpUrl}/v1/admin/tenants/shop/merchants/mnew/agents`, { ...admin, json: { id: 'zoe' } })).toMatchObject({ status: 201 });
+    expect(await httpRequest('PUT', `${b2.httpUrl}/v1/admin/tenants/shop/merchants/mnew/agents/zoe/password`, { ...admin, json: { password: 'zoe-password-123' } })).toMatchObject({ status: 200 });
+    const login = await httpRequest('POST', `${b2.httpUrl}/v1/login`, { json: { tenant: 'shop', merchant: 'mnew', agent: 'zoe', password: 'zoe-password-123', device: 'desk' } });
+    expect(login, JSON.stringify(login.body)).toMatchObject({ status: 200 });
+    const zoe = await RawClient.connect(b2.url, (login.body as { token: string }).token);
+    cleanup.add(() => zoe.close());
+    const customers = [
+      { http: b1.httpUrl, user: 'carl' },
+      { http: b2.httpUrl, user: 'cleo' },
+      { http: cellA.httpUrl, user: 'cora' },
+    ];
+    for (const { http, user } of customers) {
+      expect((await post(http, await shop({ user, device: 'server' }), `mnew:${user}`, `${user}-1`)).status, `${user} through ${http}`).toBeLessThan(300);
+    }
+    await zoe.until(() => customers.every(({ user }) => zoe.messages(`mnew:${user}`).some((message) => message.cmid === `${user}-1`)), { what: 'every customer at the agent', timeoutMs: 15_000 });
+
+    // The tenant changed through the process that does not speak: the new secret is taken by the speaker too.
+    expect(await httpRequest('PATCH', `${b2.httpUrl}/v1/admin/tenants/shop`, { ...admin, json: { addSecret: { kid: 'k2', secret: SHOP_SECRET_2 } } })).toMatchObject({ status: 200 });
+    const viaK2 = await shop({ user: 'dina', device: 'server', secret: SHOP_SECRET_2, kid: 'k2' });
+    await eventually(async () => (await httpRequest('POST', `${b1.httpUrl}/v1/conversations/mnew:dina/messages`, { token: viaK2, json: { cmid: 'k2', body: 'new secret' } })).status === 201, 'the new secret taken by the speaker', 10_000);
+
+    // Removed through the process that does not speak: its agent is closed (4403), and its claim withdrawn in the mesh.
+    const removed = await httpRequest('DELETE', `${b2.httpUrl}/v1/admin/tenants/shop/merchants/mnew`, admin);
+    expect(removed, JSON.stringify(removed.body)).toMatchObject({ status: 200 });
+    await zoe.until(() => zoe.closeCode !== undefined, { what: 'the agent of the removed merchant to be closed' });
+    expect(zoe.closeCode).toBe(4403);
+    await eventually(async () => !(await claimsAtA()).some((claim) => claim.merchant === 'mnew'), "the removed merchant's claim withdrawn at A", 15_000);
+    await eventually(async () => !(await ownersIn(redis, 'cell-cb', 'shop')).has('mnew'), "the removed merchant's owner record to go", 5_000);
+
+    // A customer of B with conversations at both owners of B and with A's merchant, erased through B's process that does not speak.
+    const atB1 = merchants.find((merchant) => owners.get(merchant) === 'cb-1')!;
+    const atB2 = merchants.find((merchant) => owners.get(merchant) === 'cb-2')!;
+    expect(await speakerIn(redis, 'cell-cb'), 'the speaker all along').toBe(speakerId);
+    const erin = await tokenFor({ user: 'erin', device: 'server' });
+    for (const merchant of [atB1, atB2, 'ma']) for (const index of [1, 2]) expect((await post(b2.httpUrl, erin, `${merchant}:erin`, `${merchant}-${index}`)).status).toBeLessThan(300);
+    await eventually(async () => (await historyOf(cellA.httpUrl, erin, 'ma:erin')).length === 2, "erin's conversation with A's merchant at A", 15_000);
+    const erased = await httpRequest('DELETE', `${b2.httpUrl}/v1/admin/tenants/mall/customers/erin`, admin);
+    expect(erased, JSON.stringify(erased.body)).toMatchObject({ status: 200, body: { cellsAsked: ['cell-ca'], cellsFailed: [] } });
+    expect((erased.body as { deleted: { conversations: number } }).deleted.conversations).toBeGreaterThanOrEqual(2);
+    for (const merchant of [atB1, atB2]) for (const process of [b1, b2]) expect(await historyOf(process.httpUrl, erin, `${merchant}:erin`), `${merchant}:erin through ${process.httpUrl}`).toEqual([]);
+    await eventually(async () => (await historyOf(cellA.httpUrl, erin, 'ma:erin')).length === 0, 'cell A to erase it too', 15_000);
+
+    // A customer of A with conversations at both owners of B, erased at A: B's speaker applies it in every process, in memory too.
+    const fay = await tokenFor({ user: 'fay', device: 'server' });
+    for (const merchant of [atB1, atB2]) for (const index of [1, 2]) expect((await post(cellA.httpUrl, fay, `${merchant}:fay`, `${merchant}-${index}`)).status).toBeLessThan(300);
+    for (const merchant of [atB1, atB2]) await eventually(async () => (await historyOf(b2.httpUrl, fay, `${merchant}:fay`)).length === 2, `${merchant}:fay at B`, 15_000);
+    const erasedAtA = await httpRequest('DELETE', `${cellA.httpUrl}/v1/admin/tenants/mall/customers/fay`, admin);
+    expect(erasedAtA, JSON.stringify(erasedAtA.body)).toMatchObject({ status: 200, body: { cellsAsked: ['cell-cb'] } });
+    for (const merchant of [atB1, atB2]) {
+      await eventually(async () => (await historyOf(b1.httpUrl, fay, `${merchant}:fay`)).length === 0, `${merchant}:fay erased at B`, 15_000);
+      expect(await historyOf(b2.httpUrl, fay, `${merchant}:fay`)).toEqual([]);
+      // Its owner forgot the conversation in memory too: it starts again at seq 1.
+      expect(await post(b2.httpUrl, fay, `${merchant}:fay`, `${merchant}-after`), `${merchant}:fay after the erasure`).toMatchObject({ status: 201, body: { seq: 1 } });
+    }
+  }, 120_000);
+
   test('moves a merchant owned by the process that does not speak out of the cell and back: the speaker takes it over first, and after the move back it is owned and spread again', async () => {
     const directory = await cleanup.tempDir();
     const cellA = await cleanup.childCell({ directory: join(directory, 'cell-a'), configDir: directory, cellId: 'cell-ma', merchants: ['ma'], mesh: { timings: TIMINGS } });
@@ -309,8 +404,8 @@ describe.skipIf(skipReason !== undefined)(`a cell on Redis in a mesh${skipReason
 });
 
 /** The owner process of each merchant of the cell, from its Redis. */
-async function ownersIn(redis: Redis, cellId: string): Promise<Map<string, string>> {
-  const prefix = `cellmesh:${cellId}:owner/mall/`;
+async function ownersIn(redis: Redis, cellId: string, tenant = 'mall'): Promise<Map<string, string>> {
+  const prefix = `cellmesh:${cellId}:owner/${tenant}/`;
   const keys = await redis.keys(`${prefix}*`);
   const values = keys.length === 0 ? [] : await redis.mget(...keys);
   return new Map(keys.map((key, index) => [key.slice(prefix.length), (values[index] ?? '').split(' ')[0]!]));

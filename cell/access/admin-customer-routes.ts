@@ -9,6 +9,7 @@ import { operatingErrorOf } from '../protocol/operating-errors.js';
 import { IDENTIFIER_PATTERN, MAX_NOTE_CHARS, conversationIdOf } from '../protocol/frames.js';
 import type { ServedTenant } from './admin-people-routes.js';
 import { parseJsonBody, parseWith, requireAdmin, type HttpMethod, type HttpRequestData } from './http-router.js';
+import { isShareOfErasure } from './sibling-forwarding.js';
 import { RELAYED_BY_HEADER } from './sibling-relay.js';
 import type { RouteModule } from './uws-server.js';
 
@@ -72,7 +73,7 @@ export function adminCustomerRoutes(components: AdminCustomerComponents): RouteM
           return await handler(request);
         } catch (error) {
           // Another process's request for a share: that process records the erasure's outcome.
-          if (request.headers[RELAYED_BY_HEADER] !== '') throw error;
+          if (isShareOfErasure(request.headers[RELAYED_BY_HEADER] ?? '', request.query)) throw error;
           const [tenant, second, third] = request.parameters.map(decodedSegment);
           const place = pattern.startsWith(BLOCKS) ? { merchant: second, target: third } : { target: second };
           const known = operatingErrorOf(error);
@@ -114,7 +115,7 @@ export function adminCustomerRoutes(components: AdminCustomerComponents): RouteM
     });
     change('del', CUSTOMER, 'customer.erase', async (request) => {
       const { tenant, customer } = servedCustomer(components, request.parameters);
-      if (request.headers[RELAYED_BY_HEADER] !== '') {
+      if (isShareOfErasure(request.headers[RELAYED_BY_HEADER] ?? '', request.query)) {
         const { merchants } = parseWith(ShareQuery, queryObject(request));
         return { status: 200, body: await erasure.eraseShare(tenant, customer, merchants) };
       }

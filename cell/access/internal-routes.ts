@@ -2,7 +2,8 @@ import { timingSafeEqual } from 'node:crypto';
 import { z } from 'zod';
 import { stringHash32 } from '../../platform/string-hash.js';
 import { clusterErrorCode, type ClusterPort, type JsonValue } from '../messaging/cluster-port.js';
-import { parseConversationId } from '../protocol/frames.js';
+import type { LocalErasure } from '../customer-data.js';
+import { IDENTIFIER_PATTERN, parseConversationId } from '../protocol/frames.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
 import type { ProcessClusterPort } from '../processes/process-cluster-port.js';
 import { LocationHint, type HomesSnapshot } from '../processes/speaker-channel.js';
@@ -23,6 +24,7 @@ export const INTERNAL_PATHS = {
   forward: '/v1/internal/owner/forward',
   serve: '/v1/internal/owner/request',
   localUsers: '/v1/internal/owner/local-users',
+  eraseShare: '/v1/internal/owner/erase',
 } as const;
 
 /** Largest body of an internal call: a batch of entries, or a request to another cell, with room to spare. */
@@ -41,6 +43,8 @@ export interface InternalRoutesComponents {
   servesHere(tenant: string, merchant: string): boolean;
   /** Which of `users` hold devices at this process. */
   localUsers(tenant: string, users: readonly string[], askerCellId: string): readonly string[];
+  /** This process's share of an erasure another process of the cell runs (CustomerErasure.eraseShare). */
+  eraseShare(tenant: string, customer: string, merchants: readonly string[]): Promise<LocalErasure>;
 }
 
 const entry = z.object({ key: z.string(), payload: z.custom<JsonValue>((value) => value !== undefined) });
@@ -50,12 +54,13 @@ const LocateBody = z.object({ tenant: z.string(), user: z.string() });
 const ForwardBody = z.object({ source: z.string(), entries: z.array(entry.extend({ seq: z.number().int() })) });
 const ServeBody = z.object({ from: z.string(), protocol: z.string(), data: z.string() });
 const LocalUsersBody = z.object({ tenant: z.string(), users: z.array(z.string()).max(10_000), asker: z.string() });
+const EraseShareBody = z.object({ tenant: z.string().regex(IDENTIFIER_PATTERN), customer: z.string().regex(IDENTIFIER_PATTERN), merchants: z.array(z.string().regex(IDENTIFIER_PATTERN)).max(10_000) });
 
 /**
  * `/v1/internal/...`: the channel between the processes of a cell of several processes in a mesh
  * (docs/operations.md, "In a mesh: owners spread, one speaker"). `speaker/*` serves the other
  * processes' cores their way to the mesh (at the speaker only; elsewhere OWNER_UNAVAILABLE, and
- * the caller finds the new speaker); `owner/*` serves the speaker's dispatch. Every call needs the
+ * the caller finds the new speaker); `owner/*` serves the speaker's dispatch and its erasures. Every call needs the
  * cell's secret (UNAUTHENTICATED) and a caller whose lease holds the token it names
  * (PROCESS_FENCED): a process that lost its lease must not enqueue, nor apply entries.
  */
@@ -138,6 +143,11 @@ export function internalRoutes(components: InternalRoutesComponents): RouteModul
     post(INTERNAL_PATHS.localUsers, async (request) => {
       const { tenant, users, asker } = body(LocalUsersBody, request);
       return { status: 200, body: { users: components.localUsers(tenant, users, asker) } };
+    });
+    // The speaker applies an erasure another cell asked (no admin token travels with it): each owner erases its share.
+    post(INTERNAL_PATHS.eraseShare, async (request) => {
+      const { tenant, customer, merchants } = body(EraseShareBody, request);
+      return { status: 200, body: await components.eraseShare(tenant, customer, merchants) };
     });
   };
 }

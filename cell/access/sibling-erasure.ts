@@ -23,7 +23,8 @@ const Counts = z.object({
   ratings: z.number(),
   attachments: z.number(),
 });
-const ShareAnswer = z.object({ deleted: Counts, devicesClosed: z.number() });
+/** A process's answer with its share of an erasure (here and on the internal channel). */
+export const ShareAnswer = z.object({ deleted: Counts, devicesClosed: z.number() });
 const ErrorAnswer = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 
 /** Asks the sibling at `http` for its share; its refusal comes back as its own error (OWNER_UNAVAILABLE, say). */

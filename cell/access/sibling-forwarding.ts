@@ -10,7 +10,8 @@ import { RELAYED_BY_HEADER, type SiblingAccess, type SiblingServer } from './sib
  * calls on one merchant's agents and blocks. In a mesh, the mesh's own API goes to the speaker. The changes of tenants and merchants, and erasures,
  * go to the process that applies them (`SiblingAccess.catalogueApplier`: in a standalone cell,
  * the process reached, as every process may change the catalogue under the cell's lock and run
- * an erasure); an erasure's share asked of a process by another is served where it arrives. The
+ * an erasure); an erasure's share asked of a process by another (naming its merchants) is served
+ * where it arrives. The
  * request is sent on as it came, and the answer comes back as it is, status and body.
  */
 
@@ -61,6 +62,11 @@ export async function forwardToOwner(siblings: SiblingAccess, pattern: string, r
   };
 }
 
+/** A request for one process's share of an erasure: relayed by another process, naming the merchants of the share. */
+export function isShareOfErasure(relayedBy: string, query: URLSearchParams): boolean {
+  return relayedBy !== '' && query.has('merchants');
+}
+
 /**
  * The changes of the cell's catalogue (cell/tenant-catalogue.ts) and erasures
  * (cell/customer-erasure.ts): run by the process that applies them.
@@ -78,8 +84,9 @@ const APPLIER_CHANGES: ReadonlySet<string> = new Set([
 /** Who serves the request, and what names it in errors; undefined when nothing names a merchant (served here). */
 function serverOf(siblings: SiblingAccess, pattern: string, request: HttpRequestData, context: ForwardContext): { server: SiblingServer; what: string } | undefined {
   const route = `${context.method} ${pattern}`;
-  // A share of an erasure another process runs is this process's to erase.
-  const share = route === ERASURE && context.headers[RELAYED_BY_HEADER] !== '';
+  // A share of an erasure another process runs is this process's to erase: it names its merchants
+  // (sibling-erasure.ts). A whole erasure another process sent on to the applier names none.
+  const share = route === ERASURE && isShareOfErasure(context.headers[RELAYED_BY_HEADER] ?? '', request.query);
   if (APPLIER_CHANGES.has(route) && !share) return { server: siblings.catalogueApplier(), what: "the process that applies the cell's catalogue changes and erasures" };
   // The mesh's own API (a cell in a mesh): the speaker's, wherever the call landed.
   if (SPEAKER_ROUTES.has(pattern)) return { server: siblings.speakerServer(), what: 'the process that speaks for the cell' };

@@ -4,6 +4,7 @@ import type { ErasureProcesses } from '../customer-erasure.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
 import type { ProcessRecord } from './coordination-port.js';
 import type { ProcessCoordinator } from './process-coordinator.js';
+import type { OwnerChannel } from './speaker-channel.js';
 
 /** How soon a device refused for want of an owner should try again: about one renewal. */
 const OWNER_RETRY_MS = 1_000;
@@ -47,11 +48,20 @@ export function siblingAccessOf(coordinator: ProcessCoordinator, speaker?: Speak
   };
 }
 
-/** The processes an erasure reaches (cell/customer-erasure.ts), from the coordinator's last round. */
-export function erasureProcessesOf(coordinator: ProcessCoordinator): ErasureProcesses {
+/**
+ * The processes an erasure reaches (cell/customer-erasure.ts), from the coordinator's last round.
+ * In a mesh (`owners` given) a share is asked over the internal channel, under the cell's secret,
+ * so that the speaker can apply an erasure another cell asked; in a standalone cell, over the
+ * admin API with the admin's token (only an admin asks there).
+ */
+export function erasureProcessesOf(coordinator: ProcessCoordinator, owners?: OwnerChannel): ErasureProcesses {
   return {
     serverOf: siblingAccessOf(coordinator).serverOf,
     siblings: () => coordinator.liveSiblings().map((process) => process.http),
-    eraseAt: (http, tenant, customer, merchants, adminToken) => eraseAtSibling(coordinator.processId, http, tenant, customer, merchants, adminToken),
+    eraseAt: (http, tenant, customer, merchants, adminToken) => {
+      if (owners !== undefined) return owners.eraseShare(http, tenant, customer, merchants);
+      if (adminToken === undefined) throw new CellError(ErrorCode.Internal, 'a cell outside a mesh erases only at the request of an admin');
+      return eraseAtSibling(coordinator.processId, http, tenant, customer, merchants, adminToken);
+    },
   };
 }

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { ClusterEntry, ClusterForwardedEntry } from '../messaging/cluster-port.js';
+import type { LocalErasure } from '../customer-data.js';
 import type { MerchantHome } from '../protocol/frames.js';
 import type { HomeDirectory } from '../routing/merchant-redirects.js';
 import type { ProcessRecord } from './coordination-port.js';
@@ -33,6 +34,12 @@ export interface OwnerChannel {
   serveAt(owner: ProcessRecord, fromCellId: string, protocol: string, data: Uint8Array): Promise<Uint8Array>;
   /** Which of `users` hold devices at the process. */
   localUsers(owner: ProcessRecord, tenant: string, users: readonly string[], askerCellId: string): Promise<string[]>;
+  /**
+   * The share of an erasure the process at `http` holds (cell/customer-erasure.ts): the customer's
+   * conversations with `merchants`, which it must own, and its devices. Any process of the cell
+   * may ask: the cell's secret authorizes it where no admin token travels (another cell asked).
+   */
+  eraseShare(http: string, tenant: string, customer: string, merchants: readonly string[]): Promise<LocalErasure>;
 }
 
 export const LocationHint = z.discriminatedUnion('kind', [

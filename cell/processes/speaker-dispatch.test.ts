@@ -18,6 +18,7 @@ function placementOf(_tenant: string, merchant: string): MerchantPlacement | und
 
 const read = (seq: number, merchant: string): ClusterForwardedEntry => ({ seq, key: `read/${seq}`, payload: { v: 1, kind: 'read', tenant: 'mall', conv: `${merchant}:alice`, user: 'alice', seq } });
 const receipt = (seq: number, merchant: string): ClusterForwardedEntry => ({ seq, key: `receipt/${seq}`, payload: { v: 1, kind: 'receipt', tenant: 'mall', conv: `${merchant}:bob`, user: 'bob', seq } });
+const erase = (seq: number): ClusterForwardedEntry => ({ seq, key: `erase/${seq}`, payload: { v: 1, kind: 'customer-erase', tenant: 'mall', customer: 'alice' } });
 const gone = (seq: number): ClusterForwardedEntry => ({ seq, key: `gone/${seq}`, payload: { v: 1, kind: 'gone', tenant: 'mall', user: 'alice' } });
 
 interface Recorded {
@@ -39,6 +40,9 @@ function dispatchOf(failing: readonly string[] = []): { dispatch: SpeakerDispatc
       return new Uint8Array([1]);
     },
     localUsers: async (owner, _tenant, users) => (owner.id === OTHER.id ? users.filter((user) => user === 'bob') : []),
+    eraseShare: async () => {
+      throw new Error('the dispatch asks no share of an erasure');
+    },
   };
   const dispatch = new SpeakerDispatch({
     placement: placementOf,
@@ -65,7 +69,14 @@ describe('the speaker dispatch of what other cells send a cell of several proces
     expect(recorded.owners.get('p-3')).toEqual([[4]]);
   });
 
-  it('fails the whole batch when one owner refuses it (the source sends it again; the owners apply idempotently), after every part was tried', async () => {
+  it('applies an erasure here only once every entry before it was applied, wherever it went, and the entries after it only then', async () => {
+    const { dispatch, recorded } = dispatchOf();
+    await dispatch.forward('cell-a', [read(1, 'm2'), read(2, 'm1'), erase(3), read(4, 'm2'), read(5, 'm1')]);
+    expect(recorded.here).toEqual([[2], [3], [5]]);
+    expect(recorded.owners.get('p-2')).toEqual([[1], [4]]);
+  });
+
+    it('fails the whole batch when one owner refuses it (the source sends it again; the owners apply idempotently), after every part was tried', async () => {
     const { dispatch, recorded } = dispatchOf(['p-2']);
     await expect(dispatch.forward('cell-a', [read(1, 'm1'), read(2, 'm2')])).rejects.toThrow('p-2 is unreachable');
     expect(recorded.here).toEqual([[1]]);

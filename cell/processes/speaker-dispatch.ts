@@ -39,7 +39,27 @@ const HERE: Target = { kind: 'here' };
 export class SpeakerDispatch {
   constructor(private readonly init: SpeakerDispatchInit) {}
 
+  /**
+   * An entry about no conversation (an erasure) is applied here once every entry before it was,
+   * wherever they went: the speaker runs an erasure in every process, and it must erase the
+   * messages the other cell sent before it (customer-erasure.ts).
+   */
   async forward(sourceCellId: string, entries: readonly ClusterForwardedEntry[]): Promise<void> {
+    let run: ClusterForwardedEntry[] = [];
+    for (const entry of entries) {
+      if (parseCrossCellEntry(entry.payload) !== undefined) {
+        run.push(entry);
+        continue;
+      }
+      if (run.length > 0) await this.forwardSplit(sourceCellId, run);
+      run = [];
+      await this.init.local.forward(sourceCellId, [entry]);
+    }
+    if (run.length > 0) await this.forwardSplit(sourceCellId, run);
+  }
+
+  /** Entries about conversations, split by owner and applied at once. */
+  private async forwardSplit(sourceCellId: string, entries: readonly ClusterForwardedEntry[]): Promise<void> {
     const local: ClusterForwardedEntry[] = [];
     const remote = new Map<string, { owner: ProcessRecord; entries: ClusterForwardedEntry[] }>();
     const toOwner = (owner: ProcessRecord, entry: ClusterForwardedEntry): void => {
