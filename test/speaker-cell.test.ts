@@ -92,7 +92,8 @@ describe.skipIf(skipReason !== undefined)(`a cell on Redis in a mesh${skipReason
     const balancerPort = await freePort();
     const merchants = ['m1', 'm2', 'm3', 'm4'];
     const first = await startMeshProcess(cleanup, { cellId: 'cell-s', processId: 's-1', url: server.url, directory, balancerPort, merchants });
-    expect(await speakerIn(redis, 'cell-s')).toBe('s-1');
+    // It bids for the speaker lease once it serves: a round after it listens, at most.
+    await eventually(async () => (await speakerIn(redis, 'cell-s')) === 's-1', 'the first process to speak');
     const second = await startMeshProcess(cleanup, { cellId: 'cell-s', processId: 's-2', url: server.url, directory, balancerPort, port: balancerPort, merchants });
     await eventually(async () => (await httpRequest('GET', `${second.httpUrl}/v1/readyz`)).status === 200, 'the second process to be ready');
     const owners = await spreadOver(redis, 'cell-s', ['s-1', 's-2']);
@@ -152,6 +153,7 @@ describe.skipIf(skipReason !== undefined)(`a cell on Redis in a mesh${skipReason
     const directory = await cleanup.tempDir();
     const balancerPort = await freePort();
     const paused = await startMeshProcess(cleanup, { cellId: 'cell-p', processId: 'p-1', url: server.url, directory, balancerPort });
+    await eventually(async () => (await speakerIn(redis, 'cell-p')) === 'p-1', 'the first process to speak');
     const second = await startMeshProcess(cleanup, { cellId: 'cell-p', processId: 'p-2', url: server.url, directory, balancerPort, port: balancerPort });
     const third = await startMeshProcess(cleanup, { cellId: 'cell-p', processId: 'p-3', url: server.url, directory, balancerPort });
     paused.kill('SIGSTOP');
@@ -174,6 +176,7 @@ describe.skipIf(skipReason !== undefined)(`a cell on Redis in a mesh${skipReason
     const processOfB = (processId: string, port?: number): Promise<ChildCell> =>
       startMeshProcess(cleanup, { cellId: 'cell-b', processId, url: server.url, directory, balancerPort, merchants: merchantsOfB, bootstrap, ...(port === undefined ? {} : { port }) });
     const b1 = await processOfB('b-1');
+    await eventually(async () => (await speakerIn(redis, 'cell-b')) === 'b-1', 'b-1 to speak');
     const b2 = await processOfB('b-2', balancerPort);
     expect(await speakerIn(redis, 'cell-b')).toBe('b-1');
     await eventually(async () => (await viewOf(cellA)).cells.find((cell) => cell.cellId === 'cell-b')?.liveness === 'alive', 'cell A to see cell B alive', 20_000);
@@ -372,6 +375,7 @@ describe.skipIf(skipReason !== undefined)(`a cell on Redis in a mesh${skipReason
     const balancerPort = await freePort();
     const merchants = ['mb1', 'mb2', 'mb3', 'mb4'];
     const b1 = await startMeshProcess(cleanup, { cellId: 'cell-mb', processId: 'mb-1', url: server.url, directory, balancerPort, merchants, bootstrap });
+    await eventually(async () => (await speakerIn(redis, 'cell-mb')) === 'mb-1', 'mb-1 to speak');
     const b2 = await startMeshProcess(cleanup, { cellId: 'cell-mb', processId: 'mb-2', url: server.url, directory, balancerPort, port: balancerPort, merchants, bootstrap });
     await eventually(async () => (await viewOf(cellA)).cells.find((cell) => cell.cellId === 'cell-mb')?.liveness === 'alive', 'cell A to see cell B alive', 20_000);
     const spread = await spreadOver(redis, 'cell-mb', ['mb-1', 'mb-2']).catch((error: Error) => {
