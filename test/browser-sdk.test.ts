@@ -4,9 +4,9 @@
  * 127.0.0.1, loaded in Debian's Chromium (driven through playwright-core), talking to an
  * in-process cell over uWS. Without /usr/bin/chromium the suite is reported as skipped.
  */
-import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { HAVE_CHROMIUM, CHROMIUM_SKIP_REASON, launchChromium } from './browser/chromium.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { startCell } from '../assembly/process-cell.js';
 import { parseCellConfig } from '../assembly/config.js';
@@ -18,29 +18,11 @@ import { TcpProxy } from './browser/tcp-proxy.js';
 import { metricValue } from '../platform/prometheus-text.js';
 import { ALLOWED_ORIGIN, Cleanup, RawClient, SECRET, TENANT, fetchMetrics, tokenFor, type TestCell } from './harness.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const HAVE_CHROMIUM = existsSync(CHROMIUM);
-const SKIP_REASON = `${CHROMIUM} is missing (Debian's chromium package; .ci/run installs it)`;
-/**
- * As the machine notes prescribe; without the background-networking flags Chromium keeps trying
- * Google's hosts on this closed network. playwright-core gives every launch a fresh, empty
- * --user-data-dir of its own (and refuses one in `args`).
- */
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 const CONV = 'm1:alice';
 /** Fast reconnects, so the network tests take a second rather than a minute. */
 const QUICK_BACKOFF = { initialDelayMs: 100, maxDelayMs: 500, jitter: 0.5 };
 
-if (!HAVE_CHROMIUM) console.warn(`browser-sdk.test.ts: skipped: ${SKIP_REASON}`);
+if (!HAVE_CHROMIUM) console.warn(`browser-sdk.test.ts: skipped: ${CHROMIUM_SKIP_REASON}`);
 
 /** Rejects after `ms` (the browser's own calls, page.evaluate among them, have no bound). */
 async function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
@@ -85,7 +67,7 @@ interface TestPage {
   framesSent: string[];
 }
 
-describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'client SDK in Chromium' : `client SDK in Chromium (skipped: ${SKIP_REASON})`, () => {
+describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'client SDK in Chromium' : `client SDK in Chromium (skipped: ${CHROMIUM_SKIP_REASON})`, () => {
   const suite = new Cleanup();
   const cleanup = new Cleanup();
   let browser: Browser;
@@ -99,7 +81,7 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'client SDK in Chromium' : `clie
     expect(bundle.inputs).toContain('client/browser.ts');
     pages = await PageServer.start(bundle.code);
     suite.add(() => withTimeout(pages.close(), 10_000, 'closing the page server'));
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 });
+    browser = await launchChromium();
     suite.add(() => withTimeout(browser.close(), 15_000, 'closing Chromium'));
   }, 60_000);
 

@@ -5,47 +5,33 @@
  * Without /usr/bin/chromium the suite is reported as skipped. Each test saves screenshots to
  * .test-output/web/ (docs/web.md shows copies of them from docs/web/).
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { HAVE_CHROMIUM, CHROMIUM_SKIP_REASON, launchChromium, SCREENSHOTS } from './browser/chromium.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ServerFrame } from '../cell/protocol/frames.js';
 import { solidPng } from './browser/solid-png.js';
 import { TcpProxy } from './browser/tcp-proxy.js';
-import { Cleanup, REPO_ROOT, tokenFor, type RawClient, type TestCell } from './harness.js';
+import { Cleanup, tokenFor, type RawClient, type TestCell } from './harness.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const HAVE_CHROMIUM = existsSync(CHROMIUM);
-const SKIP_REASON = `${CHROMIUM} is missing (Debian's chromium package; .ci/run installs it)`;
-/** As in browser-sdk.test.ts: without the background-networking flags Chromium keeps trying Google's hosts. */
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
 /** Where the screenshots go, for a person to look at (not committed; docs/web/ holds copies). */
-export const SCREENSHOTS = join(REPO_ROOT, '.test-output', 'web');
 /** A phone. */
 const PHONE = { width: 390, height: 740 };
 const AGENT_PASSWORD = 'ann-password-0123';
 
-if (!HAVE_CHROMIUM) console.warn(`web-chat.test.ts: skipped: ${SKIP_REASON}`);
+if (!HAVE_CHROMIUM) console.warn(`web-chat.test.ts: skipped: ${CHROMIUM_SKIP_REASON}`);
 
 type Consultation = Extract<ServerFrame, { t: 'consultation' }>;
 
-describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'customer chat page in Chromium' : `customer chat page in Chromium (skipped: ${SKIP_REASON})`, () => {
+describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'customer chat page in Chromium' : `customer chat page in Chromium (skipped: ${CHROMIUM_SKIP_REASON})`, () => {
   const suite = new Cleanup();
   const cleanup = new Cleanup();
   let browser: Browser;
 
   beforeAll(async () => {
     mkdirSync(SCREENSHOTS, { recursive: true });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 });
+    browser = await launchChromium();
     suite.add(() => browser.close());
   }, 60_000);
   afterEach(() => cleanup.run(), 60_000);

@@ -4,40 +4,26 @@
  * password, in two tabs, and serves a customer; transfers one to a colleague and closes another.
  * Without /usr/bin/chromium the suite is reported as skipped. Screenshots go to .test-output/web/.
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { HAVE_CHROMIUM, CHROMIUM_SKIP_REASON, launchChromium, SCREENSHOTS } from './browser/chromium.js';
 import { solidPng } from './browser/solid-png.js';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { Cleanup, REPO_ROOT, tokenFor, type TestCell } from './harness.js';
+import { Cleanup, tokenFor, type TestCell } from './harness.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const HAVE_CHROMIUM = existsSync(CHROMIUM);
-const SKIP_REASON = `${CHROMIUM} is missing (Debian's chromium package; .ci/run installs it)`;
-/** As in browser-sdk.test.ts: without the background-networking flags Chromium keeps trying Google's hosts. */
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-const SCREENSHOTS = join(REPO_ROOT, '.test-output', 'web');
 const ANN_PASSWORD = 'ann-password-0123';
 
-if (!HAVE_CHROMIUM) console.warn(`web-desk.test.ts: skipped: ${SKIP_REASON}`);
+if (!HAVE_CHROMIUM) console.warn(`web-desk.test.ts: skipped: ${CHROMIUM_SKIP_REASON}`);
 
-describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'agent workbench in Chromium' : `agent workbench in Chromium (skipped: ${SKIP_REASON})`, () => {
+describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'agent workbench in Chromium' : `agent workbench in Chromium (skipped: ${CHROMIUM_SKIP_REASON})`, () => {
   const suite = new Cleanup();
   const cleanup = new Cleanup();
   let browser: Browser;
 
   beforeAll(async () => {
     mkdirSync(SCREENSHOTS, { recursive: true });
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 });
+    browser = await launchChromium();
     suite.add(() => browser.close());
   }, 60_000);
   afterEach(() => cleanup.run(), 60_000);

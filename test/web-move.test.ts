@@ -7,37 +7,23 @@
  * third and a fourth cell joining.
  * Without /usr/bin/chromium the suite is reported as skipped.
  */
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import { type Browser, type Page } from 'playwright-core';
+import { HAVE_CHROMIUM, CHROMIUM_SKIP_REASON, launchChromium, SCREENSHOTS } from './browser/chromium.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseCellConfig } from '../assembly/config.js';
 import { startCell, type RunningCell } from '../assembly/process-cell.js';
 import { silentLogger } from '../platform/logger.js';
-import { ADMIN_TOKEN, CLUSTER_SECRET, REPO_ROOT, SECRET, TENANT, eventually, freePort } from './harness.js';
+import { ADMIN_TOKEN, CLUSTER_SECRET, SECRET, TENANT, eventually, freePort } from './harness.js';
 
-const CHROMIUM = '/usr/bin/chromium';
-const HAVE_CHROMIUM = existsSync(CHROMIUM);
-const SKIP_REASON = `${CHROMIUM} is missing (Debian's chromium package; .ci/run installs it)`;
-/** As in browser-sdk.test.ts: without the background-networking flags Chromium keeps trying Google's hosts. */
-const CHROMIUM_ARGS = [
-  '--headless',
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-quic',
-  '--no-first-run',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-];
-const SCREENSHOTS = join(REPO_ROOT, '.test-output', 'web');
 const ANN_PASSWORD = 'ann-password-0123';
 
-if (!HAVE_CHROMIUM) console.warn(`web-move.test.ts: skipped: ${SKIP_REASON}`);
+if (!HAVE_CHROMIUM) console.warn(`web-move.test.ts: skipped: ${CHROMIUM_SKIP_REASON}`);
 
-describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'the pages follow a merchant move' : `the pages follow a merchant move (skipped: ${SKIP_REASON})`, () => {
+describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'the pages follow a merchant move' : `the pages follow a merchant move (skipped: ${CHROMIUM_SKIP_REASON})`, () => {
   let root: string;
   let browser: Browser;
   const cells: Record<'c1' | 'c2', { running: RunningCell; httpUrl: string }> = {} as never;
@@ -67,7 +53,7 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'the pages follow a merchant mov
     await cells.c2.running.people.setPassword(TENANT, 'm2', 'ann', ANN_PASSWORD);
     const knows = (cell: 'c1' | 'c2', merchant: string, home: string): boolean => cells[cell].running.mesh!.mesh.homeCellOf(TENANT, merchant) === home;
     await eventually(() => knows('c1', 'm2', 'c2') && knows('c2', 'm1', 'c1'), 'both cells to know both homes', 30_000);
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 });
+    browser = await launchChromium();
   }, 90_000);
 
   afterAll(async () => {
