@@ -3,10 +3,7 @@
 // serves (messages, unread count, the customer's read cursor, typing) and the one on screen.
 // The view (desk-view.ts) renders it after every change.
 import {
-  BrowserClock,
-  BrowserTransport,
   CellmeshClient,
-  CryptoRandom,
   loginTokenSource,
   type AgentStatus,
   type AgentTokenSource,
@@ -17,7 +14,7 @@ import {
   type TransferTarget,
 } from '../../client/browser.js';
 import { attachmentUrl } from '../shared/attachment-view.js';
-import { connectTarget, describeError } from '../shared/connect-target.js';
+import { connectTarget, describeError, pageClient } from '../shared/connect-target.js';
 
 export interface Login {
   tenant: string;
@@ -106,15 +103,8 @@ export class DeskSession {
       return;
     }
     this.state.login = login;
-    const client = new CellmeshClient({
-      ...where,
-      // The newest token is kept too: the page's <img> of an attachment carries it (`?token=`).
-      token: async (signal) => (this.token = await tokens(signal)),
-      transport: new BrowserTransport(),
-      clock: new BrowserClock(),
-      random: new CryptoRandom(),
-      backoff: { maxDelayMs: 5_000 },
-    });
+    // The newest token is kept too: the page's <img> of an attachment carries it (`?token=`).
+    const client = pageClient(where, async (signal) => (this.token = await tokens(signal)));
     this.client = client;
     client.on('state', (change) => {
       this.state.connection = change.state;

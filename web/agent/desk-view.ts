@@ -4,6 +4,7 @@
 // browser test reads as an agent reads the badges and ticks.
 import type { ChatMessage, ConsultationView } from '../../client/browser.js';
 import { attachmentView } from '../shared/attachment-view.js';
+import { wireComposer } from '../shared/composer.js';
 import { byId, h, keepingFocus, replaceChildren, timeOf } from '../shared/dom.js';
 import { progressOf, tickView } from '../shared/message-tick.js';
 import { earlierConsultations } from './earlier-consultations.js';
@@ -25,22 +26,7 @@ export class DeskView {
     });
     byId<HTMLSelectElement>('status').addEventListener('change', (event) => void session.setStatus((event.target as HTMLSelectElement).value as 'online' | 'busy' | 'away'));
     byId('logout').addEventListener('click', () => void session.logout().then(() => window.location.reload()));
-    byId<HTMLFormElement>('composer').addEventListener('submit', (event) => {
-      event.preventDefault();
-      this.submit();
-    });
-    this.text.addEventListener('keydown', (event) => {
-      if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
-        event.preventDefault();
-        this.submit();
-      }
-    });
-    this.text.addEventListener('input', () => session.typing());
-    const files = byId<HTMLInputElement>('file');
-    files.addEventListener('change', () => {
-      for (const file of Array.from(files.files ?? [])) session.attach(file);
-      files.value = '';
-    });
+    wireComposer(this.text, session);
     byId('older').addEventListener('click', () => void session.loadOlder());
     byId<HTMLFormElement>('transfer').addEventListener('submit', (event) => {
       event.preventDefault();
@@ -54,12 +40,6 @@ export class DeskView {
     session.onChange(() => this.render());
     setInterval(() => this.render(), CLOCK_REFRESH_MS);
     this.render();
-  }
-
-  private submit(): void {
-    this.session.send(this.text.value);
-    this.text.value = '';
-    this.text.focus();
   }
 
   private render(): void {

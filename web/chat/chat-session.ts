@@ -3,11 +3,8 @@
 // read cursor, the consultation (queue position, estimated wait, the agent), typing and the
 // connection. The view (chat-view.ts) renders it after every change.
 import {
-  BrowserClock,
-  BrowserTransport,
   CellmeshClient,
   ClientError,
-  CryptoRandom,
   conversationIdOf,
   guestTokenSource,
   type ChatMessage,
@@ -16,7 +13,7 @@ import {
   type DeskNotice,
 } from '../../client/browser.js';
 import { attachmentUrl } from '../shared/attachment-view.js';
-import { connectTarget, describeError, type ConnectTarget } from '../shared/connect-target.js';
+import { connectTarget, describeError, pageClient, type ConnectTarget } from '../shared/connect-target.js';
 import type { ChatLink } from './chat-link.js';
 
 /** A message this page sent that the cell has not stored yet (or refused). */
@@ -115,16 +112,8 @@ export class ChatSession {
       return;
     }
     const tokens = guestTokenSource({ url: this.origin, tenant, merchant, storage: this.storage });
-    const client = new CellmeshClient({
-      ...where,
-      // The newest token is kept too: the page's <img> of an attachment carries it (`?token=`).
-      token: async (signal) => (this.token = await tokens(signal)),
-      transport: new BrowserTransport(),
-      clock: new BrowserClock(),
-      random: new CryptoRandom(),
-      // A person waits: reconnect within seconds, not the SDK's default half minute.
-      backoff: { maxDelayMs: 5_000 },
-    });
+    // The newest token is kept too: the page's <img> of an attachment carries it (`?token=`).
+    const client = pageClient(where, async (signal) => (this.token = await tokens(signal)));
     this.client = client;
     client.on('state', (change) => {
       this.state.connection = change.state;

@@ -4,6 +4,7 @@
 // the browser test reads as a person reads the ticks.
 import type { ChatMessage, DeskNotice } from '../../client/browser.js';
 import { attachmentView } from '../shared/attachment-view.js';
+import { wireComposer } from '../shared/composer.js';
 import { byId, h, keepingFocus, replaceChildren, timeOf } from '../shared/dom.js';
 import { progressOf, tickView } from '../shared/message-tick.js';
 import type { ChatSession, ChatState, PendingSend } from './chat-session.js';
@@ -23,23 +24,7 @@ export class ChatView {
   ) {
     byId('title').textContent = `Chat with ${merchant}`;
     document.title = `Chat with ${merchant}`;
-    byId<HTMLFormElement>('composer').addEventListener('submit', (event) => {
-      event.preventDefault();
-      this.submit();
-    });
-    this.text.addEventListener('keydown', (event) => {
-      // Enter sends, Shift+Enter is a new line (as in the desks people know).
-      if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
-        event.preventDefault();
-        this.submit();
-      }
-    });
-    this.text.addEventListener('input', () => session.typing());
-    const files = byId<HTMLInputElement>('file');
-    files.addEventListener('change', () => {
-      for (const file of Array.from(files.files ?? [])) session.attach(file);
-      files.value = '';
-    });
+    wireComposer(this.text, session);
     this.older.addEventListener('click', () => void this.loadOlder());
     this.log.addEventListener('scroll', () => {
       if (this.log.scrollTop === 0 && session.state.hasMore) void this.loadOlder();
@@ -54,12 +39,6 @@ export class ChatView {
     document.addEventListener('visibilitychange', () => this.readIfVisible());
     session.onChange(() => this.render());
     this.render();
-  }
-
-  private submit(): void {
-    this.session.send(this.text.value);
-    this.text.value = '';
-    this.text.focus();
   }
 
   /** Loads older messages and keeps the ones on screen where they were. */

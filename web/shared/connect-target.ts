@@ -1,7 +1,7 @@
 // Where a page's client connects: in a cluster, route mode through the cell that served the page
 // (the SDK asks /v1/route before every attempt and follows the merchant's moves); on a cell that
 // runs alone (its /v1/route answers MESH_DISABLED), that very cell.
-import { ClientError } from '../../client/browser.js';
+import { BrowserClock, BrowserTransport, CellmeshClient, ClientError, CryptoRandom } from '../../client/browser.js';
 
 export type ConnectTarget = { route: { url: string; tenant: string; merchant: string } } | { url: string };
 
@@ -19,6 +19,14 @@ export async function connectTarget(origin: string, tenant: string, merchant: st
   if (answer.error?.code === 'MESH_DISABLED') return { url: `${origin.replace(/^http/, 'ws')}/v1/ws` };
   if (answer.error?.code === 'MERCHANT_UNKNOWN') throw new Error('This shop is not available right now.');
   throw new Error(`The page could not start (${answer.error?.code ?? response.status}).`);
+}
+
+/**
+ * A page's SDK client to `target`: the browser's WebSocket, clock and randomness. A person waits,
+ * so it reconnects within seconds, not the SDK's default half minute.
+ */
+export function pageClient(target: ConnectTarget, token: (signal: AbortSignal) => Promise<string>): CellmeshClient {
+  return new CellmeshClient({ ...target, token, transport: new BrowserTransport(), clock: new BrowserClock(), random: new CryptoRandom(), backoff: { maxDelayMs: 5_000 } });
 }
 
 /** What a person reads for an error of the SDK or the cell. */
