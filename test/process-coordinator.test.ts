@@ -1,11 +1,12 @@
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { RedisCoordination } from '../assembly/redis-coordination.js';
 import { assignOwners } from '../cell/processes/owner-assignment.js';
-import { ProcessCoordinator, type OwnedMerchantsHost } from '../cell/processes/process-coordinator.js';
+import { ProcessCoordinator } from '../cell/processes/process-coordinator.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { silentLogger } from '../platform/logger.js';
-import { redisServerMissing, startRedisServer, type RedisServer } from '../testing/redis-server.js';
+import { redisServerMissing } from '../testing/redis-server.js';
+import { RecordingHost } from './recording-host.js';
+import { useRedisServer } from './redis-suite.js';
 
 const missing = redisServerMissing();
 const TTL_MS = 400;
@@ -14,24 +15,6 @@ const MERCHANTS = [
   { tenant: 'mall', merchant: 'm1' },
   { tenant: 'mall', merchant: 'm2' },
 ];
-
-/** The host side of one process: what it hosts now, and every drop in order. */
-class RecordingHost implements OwnedMerchantsHost {
-  readonly hosted = new Set<string>();
-  readonly dropped: string[] = [];
-  async hostMerchant(tenant: string, merchant: string): Promise<void> {
-    this.hosted.add(`${tenant}/${merchant}`);
-  }
-  dropMerchant(tenant: string, merchant: string): void {
-    this.hosted.delete(`${tenant}/${merchant}`);
-    this.dropped.push(`${tenant}/${merchant}`);
-  }
-  fence(): () => void {
-    return () => {};
-  }
-  async whenMerchantIdle(): Promise<void> {}
-  async cursorsFlushed(): Promise<void> {}
-}
 
 interface Member {
   readonly clock: ManualClock;
@@ -42,21 +25,11 @@ interface Member {
 const realWait = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe.skipIf(missing !== undefined)(`process leases and merchant owners over a real Redis${missing === undefined ? '' : ` (skipped: ${missing})`}`, () => {
-  let server: RedisServer;
-  const clients: Redis[] = [];
-
-  beforeAll(async () => {
-    server = await startRedisServer();
-  });
-  afterAll(async () => {
-    for (const client of clients) client.disconnect();
-    await server?.stop();
-  });
+  const server = useRedisServer();
 
   /** A process on its own virtual clock (its timers fire only when the test advances it); leases expire in Redis in real time. */
   async function member(id: string, prefix: string, merchants: () => ReadonlyArray<{ tenant: string; merchant: string }> = () => MERCHANTS): Promise<Member> {
-    const redis = new Redis(server.url);
-    clients.push(redis);
+    const redis = server.client();
     const clock = new ManualClock();
     const host = new RecordingHost();
     const coordinator = new ProcessCoordinator({ processId: id, coordination: new RedisCoordination(redis, prefix), clock, logger: silentLogger, leaseTtlMs: TTL_MS, renewIntervalMs: RENEW_MS });
@@ -130,8 +103,7 @@ describe.skipIf(missing !== undefined)(`process leases and merchant owners over 
 
   it('says so when a second process registers under the same id', async () => {
     const errors: string[] = [];
-    const redis = new Redis(server.url);
-    clients.push(redis);
+    const redis = server.client();
     const clock = new ManualClock();
     const logger = { ...silentLogger, error: (_fields: object, message?: string) => errors.push(message ?? '') };
     const first = new ProcessCoordinator({ processId: 'twin', coordination: new RedisCoordination(redis, 'twins:'), clock, logger, leaseTtlMs: TTL_MS, renewIntervalMs: RENEW_MS });
@@ -170,8 +142,7 @@ describe.skipIf(missing !== undefined)(`process leases and merchant owners over 
     await roundsUntil(() => b.host.hosted.has(atB) && !a.host.hosted.has(atB), a, b);
     // Moved out of the cell: no process holds it, nor an owner record.
     listed.splice(listed.findIndex((ref) => `${ref.tenant}/${ref.merchant}` === atB), 1);
-    const redis = new Redis(server.url);
-    clients.push(redis);
+    const redis = server.client();
     await roundsUntil(() => !b.coordinator.ownedMerchants().includes(atB), a, b);
     await round(a, b);
     expect(await redis.get(`pin:owner/${atB}`)).toBeNull();

@@ -4,10 +4,11 @@
  * that reaches the process that does not own its merchant is relayed to the one that does.
  */
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { beforeAll, describe, expect, test } from 'vitest';
 import { connectNode, conversationIdOf, type CellmeshClient, type ChatMessage } from '../client/index.js';
 import { ADMIN_TOKEN, Cleanup, InBandRejected, RawClient, UpgradeRejected, eventually, httpRequest, killChildCell, tokenFor, type ChildCell } from './harness.js';
-import { redisServerMissing, startRedisServer, type RedisServer } from '../testing/redis-server.js';
+import { redisServerMissing } from '../testing/redis-server.js';
+import { useRedisServer } from './redis-suite.js';
 import { TcpBalancer } from '../testing/tcp-balancer.js';
 
 const skipReason = redisServerMissing();
@@ -101,17 +102,10 @@ async function within<T>(promise: Promise<T>, timeoutMs: number, what: () => str
 
 describe.skipIf(skipReason !== undefined)(`a cell of two processes on one Redis${skipReason === undefined ? '' : ` (skipped: ${skipReason})`}`, () => {
   const cleanup = new Cleanup();
-  let server: RedisServer;
+  const server = useRedisServer(() => cleanup.run());
   let redis: Redis;
-
-  beforeAll(async () => {
-    server = await startRedisServer();
-    redis = new Redis(server.url);
-  });
-  afterAll(async () => {
-    await cleanup.run();
-    redis?.disconnect();
-    await server?.stop();
+  beforeAll(() => {
+    redis = server.client();
   });
 
   test('spreads its merchants, and a customer and an agent connected to the other process chat through the relay: order, acks and read receipts', async () => {

@@ -6,10 +6,11 @@
  */
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { beforeAll, describe, expect, test } from 'vitest';
 import { connectNode, type CellmeshClient, type ChatMessage } from '../client/index.js';
 import { ADMIN_TOKEN, Cleanup, RawClient, eventually, freePort, httpRequest, killChildCell, tokenFor, type ChildCell } from './harness.js';
-import { redisServerMissing, startRedisServer, type RedisServer } from '../testing/redis-server.js';
+import { redisServerMissing } from '../testing/redis-server.js';
+import { useRedisServer } from './redis-suite.js';
 
 const skipReason = redisServerMissing();
 if (skipReason !== undefined) console.warn(`speaker-cell.test.ts: skipped: ${skipReason}`);
@@ -63,17 +64,10 @@ const speakerIn = async (redis: Redis, cellId: string): Promise<string | undefin
 
 describe.skipIf(skipReason !== undefined)(`a cell on Redis in a mesh${skipReason === undefined ? '' : ` (skipped: ${skipReason})`}`, () => {
   const cleanup = new Cleanup();
-  let server: RedisServer;
+  const server = useRedisServer(() => cleanup.run());
   let redis: Redis;
-
-  beforeAll(async () => {
-    server = await startRedisServer();
-    redis = new Redis(server.url);
-  });
-  afterAll(async () => {
-    await cleanup.run();
-    redis?.disconnect();
-    await server?.stop();
+  beforeAll(() => {
+    redis = server.client();
   });
 
   test('refuses in one line, exit 2, a config without mesh.advertise: any process may speak for the cell, so its record names their balancer', async () => {

@@ -1,5 +1,4 @@
-import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { RedisCoordination } from '../assembly/redis-coordination.js';
 import { RedisSpeakerCoordination } from '../assembly/redis-speaker-coordination.js';
 import { ProcessCoordinator } from '../cell/processes/process-coordinator.js';
@@ -7,7 +6,8 @@ import { SpeakerLease } from '../cell/processes/speaker-lease.js';
 import { ManualClock } from '../platform/manual-clock.js';
 import { silentLogger } from '../platform/logger.js';
 import { RedisStore } from '../platform/store/redis-store.js';
-import { redisServerMissing, startRedisServer, type RedisServer } from '../testing/redis-server.js';
+import { redisServerMissing } from '../testing/redis-server.js';
+import { useRedisServer } from './redis-suite.js';
 
 const missing = redisServerMissing();
 const TTL_MS = 400;
@@ -26,21 +26,11 @@ interface Member {
 const NO_MERCHANTS = { hostMerchant: async () => undefined, dropMerchant: () => undefined, fence: () => () => undefined, whenMerchantIdle: async () => undefined, cursorsFlushed: async () => undefined };
 
 describe.skipIf(missing !== undefined)(`the speaker lease over a real Redis${missing === undefined ? '' : ` (skipped: ${missing})`}`, () => {
-  let server: RedisServer;
-  const clients: Redis[] = [];
-
-  beforeAll(async () => {
-    server = await startRedisServer();
-  });
-  afterAll(async () => {
-    for (const client of clients) client.disconnect();
-    await server?.stop();
-  });
+  const server = useRedisServer();
 
   /** A process on its own virtual clock (its rounds run only when the test advances it); leases expire in Redis in real time. */
   async function member(id: string, prefix: string): Promise<Member> {
-    const redis = new Redis(server.url);
-    clients.push(redis);
+    const redis = server.client();
     const clock = new ManualClock();
     const timings = { clock, logger: silentLogger, leaseTtlMs: TTL_MS, renewIntervalMs: RENEW_MS };
     const coordinator = new ProcessCoordinator({ processId: id, coordination: new RedisCoordination(redis, prefix), ...timings });

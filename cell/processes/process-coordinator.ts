@@ -27,11 +27,9 @@ export interface ProcessCoordinatorInit {
   /** How often the lease is renewed and the owners looked at (well below `leaseTtlMs`). */
   readonly renewIntervalMs: number;
   /**
-   * Merchants move in and out of the cell (a cell in a mesh): a merchant listed lately is left
-   * for a lease period to the process that hosts it first (the speaker, which moved it in), and
-   * one no longer listed was released from the core already (by the mover, or by following the
-   * catalogue), so only its owner record goes. Otherwise (a standalone cell) a new merchant is
-   * claimed at once, and a removed one is handed over as to another process.
+   * Merchants move in and out of the cell (a cell in a mesh): one no longer listed was released
+   * from the core already (by the mover, or by following the catalogue), so only its owner record
+   * goes. Otherwise (a standalone cell) a removed merchant is handed over as to another process.
    */
   readonly merchantsMove?: boolean | undefined;
 }
@@ -58,7 +56,7 @@ export class ProcessCoordinator {
   private address: ProcessAddress | undefined;
   private host: OwnedMerchantsHost | undefined;
   private merchants: () => readonly MerchantRef[] | Promise<readonly MerchantRef[]> = () => [];
-  /** When each merchant of the cell was first listed: one listed lately (moved in) is left to the process that hosts it for a lease period. */
+  /** When each merchant of the cell was first listed: one listed lately (moved in, or created) is left to the process that hosts it for a lease period. */
   private readonly listedSinceMs = new Map<string, number>();
   /** Callers of `acquire` waiting for a merchant to be hosted here, by merchantKey. */
   private readonly hostedWaiters = new Map<string, Array<() => void>>();
@@ -366,8 +364,8 @@ export class ProcessCoordinator {
         this.hosted.delete(key);
         host.dropMerchant(merchant.tenant, merchant.merchant);
       }
-      // A merchant listed lately (moved in) is left for a lease period to the process that hosts it first.
-      const listedLongEnough = this.init.merchantsMove !== true || nowMs - (this.listedSinceMs.get(key) ?? nowMs) >= leaseTtlMs || pins[index] === processId;
+      // A merchant listed lately (moved in, or created) is left for a lease period to the process that hosts it first (the speaker, for a move in).
+      const listedLongEnough = nowMs - (this.listedSinceMs.get(key) ?? nowMs) >= leaseTtlMs || pins[index] === processId;
       if (ownerLive) owners.set(key, ownerProcess);
       else if (everyone.get(key) === processId && listedLongEnough && (await coordination.claim(merchant, self))) await this.host_(host, merchant);
     }
