@@ -111,11 +111,13 @@ export class DeskView {
     byId('transfer').hidden = consultation?.state !== 'assigned';
     this.renderTransferTargets(state);
 
-    const atBottom = this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight < 40;
+    // Drawing the list again empties it for a moment, which scrolls the log to its top: the reader's place is put back after.
+    const { scrollTop } = this.log;
+    const atBottom = this.log.scrollHeight - scrollTop - this.log.clientHeight < 40;
     byId('older').hidden = !thread.hasMore;
     const messages = [...thread.messages.values()].sort((left, right) => left.seq - right.seq);
     replaceChildren(byId('messages'), ...messages.map((message) => messageItem(message, thread, (id) => this.session.attachmentUrl(conv, id))));
-    if (atBottom) this.log.scrollTop = this.log.scrollHeight;
+    this.log.scrollTop = atBottom ? this.log.scrollHeight : scrollTop;
     this.renderEarlier(messages, consultation?.consultation);
 
     const typing = byId('typing');

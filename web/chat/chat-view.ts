@@ -50,7 +50,9 @@ export class ChatView {
 
   private render(): void {
     const { state } = this.session;
-    const atBottom = this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight < 40;
+    // Drawing the list again empties it for a moment, which scrolls the log to its top: the reader's place is put back after.
+    const { scrollTop } = this.log;
+    const atBottom = this.log.scrollHeight - scrollTop - this.log.clientHeight < 40;
     this.renderHeader(state);
     this.renderMessages(state);
     this.renderTyping(state);
@@ -59,7 +61,7 @@ export class ChatView {
     this.text.disabled = !usable;
     this.sendButton.disabled = !usable;
     byId<HTMLInputElement>('file').disabled = !usable;
-    if (atBottom) this.log.scrollTop = this.log.scrollHeight;
+    this.log.scrollTop = atBottom ? this.log.scrollHeight : scrollTop;
     this.readIfVisible();
   }
 
