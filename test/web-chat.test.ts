@@ -5,11 +5,10 @@
  * Without /usr/bin/chromium the suite is reported as skipped. Each test saves screenshots to
  * .test-output/web/ (docs/web.md shows copies of them from docs/web/).
  */
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { HAVE_CHROMIUM, CHROMIUM_SKIP_REASON, launchChromium, SCREENSHOTS } from './browser/chromium.js';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { BrowserContext, Page } from 'playwright-core';
+import { HAVE_CHROMIUM, CHROMIUM_SKIP_REASON, SCREENSHOTS, useChromium } from './browser/chromium.js';
+import { describe, expect, it } from 'vitest';
 import type { ServerFrame } from '../cell/protocol/frames.js';
 import { solidPng } from './browser/solid-png.js';
 import { TcpProxy } from './browser/tcp-proxy.js';
@@ -25,21 +24,12 @@ if (!HAVE_CHROMIUM) console.warn(`web-chat.test.ts: skipped: ${CHROMIUM_SKIP_REA
 type Consultation = Extract<ServerFrame, { t: 'consultation' }>;
 
 describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'customer chat page in Chromium' : `customer chat page in Chromium (skipped: ${CHROMIUM_SKIP_REASON})`, () => {
-  const suite = new Cleanup();
   const cleanup = new Cleanup();
-  let browser: Browser;
-
-  beforeAll(async () => {
-    mkdirSync(SCREENSHOTS, { recursive: true });
-    browser = await launchChromium();
-    suite.add(() => browser.close());
-  }, 60_000);
-  afterEach(() => cleanup.run(), 60_000);
-  afterAll(() => suite.run(), 60_000);
+  const browser = useChromium(cleanup);
 
   /** A customer's browser (its own storage: one guest) on a phone-sized screen. */
   async function customerBrowser(): Promise<{ context: BrowserContext; errors: string[] }> {
-    const context = await browser.newContext({ viewport: PHONE });
+    const context = await browser().newContext({ viewport: PHONE });
     context.setDefaultTimeout(15_000);
     cleanup.add(() => context.close());
     const errors: string[] = [];

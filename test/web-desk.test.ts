@@ -4,12 +4,11 @@
  * password, in two tabs, and serves a customer; transfers one to a colleague and closes another.
  * Without /usr/bin/chromium the suite is reported as skipped. Screenshots go to .test-output/web/.
  */
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { type Browser, type BrowserContext, type Page } from 'playwright-core';
-import { HAVE_CHROMIUM, CHROMIUM_SKIP_REASON, launchChromium, SCREENSHOTS } from './browser/chromium.js';
+import type { BrowserContext, Page } from 'playwright-core';
+import { HAVE_CHROMIUM, CHROMIUM_SKIP_REASON, SCREENSHOTS, useChromium } from './browser/chromium.js';
 import { solidPng } from './browser/solid-png.js';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Cleanup, tokenFor, type TestCell } from './harness.js';
 
 const ANN_PASSWORD = 'ann-password-0123';
@@ -17,20 +16,11 @@ const ANN_PASSWORD = 'ann-password-0123';
 if (!HAVE_CHROMIUM) console.warn(`web-desk.test.ts: skipped: ${CHROMIUM_SKIP_REASON}`);
 
 describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'agent workbench in Chromium' : `agent workbench in Chromium (skipped: ${CHROMIUM_SKIP_REASON})`, () => {
-  const suite = new Cleanup();
   const cleanup = new Cleanup();
-  let browser: Browser;
-
-  beforeAll(async () => {
-    mkdirSync(SCREENSHOTS, { recursive: true });
-    browser = await launchChromium();
-    suite.add(() => browser.close());
-  }, 60_000);
-  afterEach(() => cleanup.run(), 60_000);
-  afterAll(() => suite.run(), 60_000);
+  const browser = useChromium(cleanup);
 
   async function newContext(viewport: { width: number; height: number }): Promise<{ context: BrowserContext; errors: string[] }> {
-    const context = await browser.newContext({ viewport });
+    const context = await browser().newContext({ viewport });
     context.setDefaultTimeout(15_000);
     cleanup.add(() => context.close());
     const errors: string[] = [];

@@ -1,7 +1,8 @@
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser } from 'playwright-core';
-import { REPO_ROOT } from '../harness.js';
+import { afterAll, afterEach, beforeAll } from 'vitest';
+import { REPO_ROOT, type Cleanup } from '../harness.js';
 
 /** Debian's chromium, which the browser tests drive through playwright-core. */
 export const CHROMIUM = '/usr/bin/chromium';
@@ -29,4 +30,22 @@ const CHROMIUM_ARGS = [
 
 export function launchChromium(): Promise<Browser> {
   return chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 });
+}
+
+/**
+ * A suite's Chromium: launched (and the screenshots folder made) before its tests, closed after
+ * them; `cleanup` runs after each test (its pages and cells). The browser, once launched.
+ */
+export function useChromium(cleanup: Cleanup): () => Browser {
+  let browser: Browser | undefined;
+  beforeAll(async () => {
+    mkdirSync(SCREENSHOTS, { recursive: true });
+    browser = await launchChromium();
+  }, 60_000);
+  afterEach(() => cleanup.run(), 60_000);
+  afterAll(() => browser?.close(), 60_000);
+  return () => {
+    if (browser === undefined) throw new Error('Chromium has not been launched (use it inside a test)');
+    return browser;
+  };
 }

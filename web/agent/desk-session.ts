@@ -14,6 +14,7 @@ import {
   type TransferTarget,
 } from '../../client/browser.js';
 import { attachmentUrl } from '../shared/attachment-view.js';
+import { TYPING_EVERY_MS, TYPING_SHOWN_MS } from '../shared/typing.js';
 import { connectTarget, describeError, pageClient } from '../shared/connect-target.js';
 
 export interface Login {
@@ -51,8 +52,6 @@ export interface DeskState {
 }
 
 const HISTORY_PAGE = 50;
-const TYPING_EVERY_MS = 2_000;
-export const TYPING_SHOWN_MS = 4_000;
 /** The desk's agents and loads are asked again this long after the last consultation change. */
 const DESK_REFRESH_DELAY_MS = 300;
 

@@ -13,6 +13,7 @@ import {
   type DeskNotice,
 } from '../../client/browser.js';
 import { attachmentUrl } from '../shared/attachment-view.js';
+import { TYPING_EVERY_MS, TYPING_SHOWN_MS } from '../shared/typing.js';
 import { connectTarget, describeError, pageClient, type ConnectTarget } from '../shared/connect-target.js';
 import type { ChatLink } from './chat-link.js';
 
@@ -54,10 +55,6 @@ export interface ChatState {
   agentNames: Map<string, string>;
 }
 
-/** Typing frames are relayed at most once a second; the page says it at most every 2 s. */
-const TYPING_EVERY_MS = 2_000;
-/** How long "typing…" shows after the last typing frame. */
-export const TYPING_SHOWN_MS = 4_000;
 const HISTORY_PAGE = 30;
 
 export class ChatSession {
