@@ -208,9 +208,15 @@ describe.skipIf(!HAVE_CHROMIUM)(HAVE_CHROMIUM ? 'customer chat page in Chromium'
     let page = await openChat(context, cell);
     await write(page, 'Tell me everything');
     const conv = await conversationWith(agent, 'Tell me everything');
+    let lastSeq = 0;
     for (let index = 1; index <= 40; index++) {
-      expect(await agent.request({ op: 'send', id: `line-${index}`, conv, cmid: `ann-line-${index}`, body: `Line ${index}` })).toMatchObject({ t: 'sent' });
+      const sent = await agent.request({ op: 'send', id: `line-${index}`, conv, cmid: `ann-line-${index}`, body: `Line ${index}` });
+      expect(sent).toMatchObject({ t: 'sent' });
+      if (sent.t === 'sent') lastSeq = sent.seq;
     }
+    // The page acks what it was pushed; closing it earlier would have the cell push the rest again
+    // to the reopened page (offline sync), on top of its newest history page.
+    await agent.next((frame) => frame.t === 'delivered' && frame.conv === conv && frame.role === 'customer' && frame.seq === lastSeq, { fromStart: true });
     await page.close();
     page = await openChat(context, cell);
     await page.locator('li.msg.theirs', { hasText: 'Line 40' }).waitFor();
