@@ -52,8 +52,8 @@ class CustomerPort implements DevicePort {
   constructor(private readonly tally: Tally) {}
 
   send(text: string): void {
-    if (text.startsWith('{"t":"sent"')) this.tally.sent++;
-    else if (text.startsWith('{"t":"error"')) this.tally.errors++;
+    if (text.startsWith('{"t":"sent"')) this.tally.countSent();
+    else if (text.startsWith('{"t":"error"')) this.tally.countError();
   }
 
   bufferedBytes(): number {
@@ -74,7 +74,7 @@ class AgentPort implements DevicePort {
 
   send(text: string): void {
     if (!text.startsWith('{"t":"msg"')) {
-      if (text.startsWith('{"t":"error"')) this.tally.errors++;
+      if (text.startsWith('{"t":"error"')) this.tally.countError();
       return;
     }
     // A real device parses in its own process: read just the two fields the ack needs, so the
@@ -94,10 +94,40 @@ class AgentPort implements DevicePort {
   close(): void {}
 }
 
-interface Tally {
-  sent: number;
-  deliveries: number;
-  errors: number;
+/**
+ * What the devices got. A tick waits for its acks by a callback from the customers' ports, not by
+ * polling: a loop of setImmediate while the fsync is under way would spin the event loop and
+ * count its own CPU as the cell's.
+ */
+class Tally {
+  sent = 0;
+  deliveries = 0;
+  errors = 0;
+  private waiter: { target: number; resolve: () => void } | undefined;
+
+  countSent(): void {
+    this.sent++;
+    if (this.waiter !== undefined && this.sent >= this.waiter.target) this.wake();
+  }
+
+  countError(): void {
+    this.errors++;
+    this.wake();
+  }
+
+  /** Resolves once `target` sends were acknowledged in all, or an error frame came. */
+  untilSent(target: number): Promise<void> {
+    if (this.sent >= target || this.errors > 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.waiter = { target, resolve };
+    });
+  }
+
+  private wake(): void {
+    const waiter = this.waiter;
+    this.waiter = undefined;
+    waiter?.resolve();
+  }
 }
 
 
@@ -113,7 +143,7 @@ export async function runHotPath(options: HotPathOptions): Promise<HotPathReport
   });
   const { cell, identity } = bench;
   const { core } = cell;
-  const tally: Tally = { sent: 0, deliveries: 0, errors: 0 };
+  const tally = new Tally();
   const agents: Array<{ port: AgentPort; connection: DeviceConnection }> = [];
   for (let merchant = 0; merchant < options.merchants; merchant++) {
     for (let agent = 0; agent < options.agentsPerMerchant; agent++) {
@@ -141,10 +171,8 @@ export async function runHotPath(options: HotPathOptions): Promise<HotPathReport
         const frame = { op: 'send', id, conv: `m${customer % options.merchants}:c${customer}`, cmid: id, body };
         core.receive(customers[customer]!, JSON.stringify(frame));
       }
-      while (tally.sent - before < count) {
-        if (tally.errors > 0) throw new Error(`the cell answered ${tally.errors} error frame(s)`);
-        await nextTurn();
-      }
+      await tally.untilSent(before + count);
+      if (tally.errors > 0) throw new Error(`the cell answered ${tally.errors} error frame(s)`);
       if (++tick % options.ackEvery !== 0) continue;
       for (const { port, connection } of agents) {
         if (port.highest.size === 0) continue;
