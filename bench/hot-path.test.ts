@@ -11,6 +11,7 @@ describe('hot-path benchmark', () => {
       ackEvery: 3,
       messages: 600,
       warmupMessages: 100,
+      floorMessages: 200,
       bodyBytes: 16,
       storeSync: false,
       seed: 3,
@@ -21,5 +22,10 @@ describe('hot-path benchmark', () => {
     expect(report.cpuMicrosPerMessage).toBeGreaterThan(0);
     expect(report.gcMsPerThousandMessages).toBeGreaterThanOrEqual(0);
     expect(report.msgsPerSec).toBeGreaterThan(0);
+    // The store's floor replays what the core wrote: a message, its idempotency record and its
+    // sender's read cursor at least, so three ops or more per message.
+    expect(report.storeOpsPerMessage).toBeGreaterThanOrEqual(3);
+    expect(report.storeBytesPerMessage).toBeGreaterThan(16);
+    expect(report.storeCpuMicrosPerMessage).toBeGreaterThan(0);
   });
 });

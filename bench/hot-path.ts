@@ -14,6 +14,7 @@
 import { PerformanceObserver, performance } from 'node:perf_hooks';
 import type { DeviceConnection, DevicePort } from '../cell/messaging/device.js';
 import { nextTurn, startInProcessCell } from './in-process-cell.js';
+import { RecordingLevelStore, replayStoreFloor, type StoreFloor } from './store-floor.js';
 
 export interface HotPathOptions {
   customers: number;
@@ -23,6 +24,8 @@ export interface HotPathOptions {
   ackEvery: number;
   messages: number;
   warmupMessages: number;
+  /** Messages whose store writes are recorded and replayed alone, for the store's floor (0: none). */
+  floorMessages: number;
   bodyBytes: number;
   storeSync: boolean;
   seed: number;
@@ -41,6 +44,15 @@ export interface HotPathReport {
   gcMsPerThousandMessages: number;
   gcPausesPerThousandMessages: number;
   gcMaxPauseMs: number;
+  /**
+   * The store's floor (store-floor.ts): the CPU a fresh LevelStore takes to write the ops the
+   * core wrote for `floorMessages` messages, replayed alone; null when not measured.
+   */
+  storeCpuMicrosPerMessage: number | null;
+  /** `cpuMicrosPerMessage` less the store's floor: what the core's own code costs. */
+  coreCpuMicrosPerMessage: number | null;
+  storeOpsPerMessage: number | null;
+  storeBytesPerMessage: number | null;
   deliveries: number;
   errorFrames: number;
   parameters: Omit<HotPathOptions, 'json'>;
@@ -134,13 +146,16 @@ class Tally {
 export async function runHotPath(options: HotPathOptions): Promise<HotPathReport> {
   const merchants = Array.from({ length: options.merchants }, (_, index) => ({ id: `m${index}` }));
   // A standalone cell, wired as every cell is; its devices are this benchmark's ports, attached to the core directly.
+  let store: RecordingLevelStore | undefined;
   const bench = await startInProcessCell({
     name: 'hot-path',
     seed: options.seed,
     merchants,
     limits: { ratePerSecond: 1_000_000, rateBurst: 1_000_000, maxDevicesPerUser: 10 },
     storeSync: options.storeSync,
+    store: (init) => (store = new RecordingLevelStore(init)),
   });
+  const recorder = store!;
   const { cell, identity } = bench;
   const { core } = cell;
   const tally = new Tally();
@@ -173,6 +188,7 @@ export async function runHotPath(options: HotPathOptions): Promise<HotPathReport
       }
       await tally.untilSent(before + count);
       if (tally.errors > 0) throw new Error(`the cell answered ${tally.errors} error frame(s)`);
+      recorder.endTick();
       if (++tick % options.ackEvery !== 0) continue;
       for (const { port, connection } of agents) {
         if (port.highest.size === 0) continue;
@@ -183,7 +199,17 @@ export async function runHotPath(options: HotPathOptions): Promise<HotPathReport
   };
 
   try {
+    // The warmup's writes bring the replay's store to the cell's size; the floor's are timed.
+    recorder.startRecording();
     await runTicks(options.warmupMessages);
+    const untimedTicks = recorder.takeRecording();
+    let floor: StoreFloor | undefined;
+    if (options.floorMessages > 0) {
+      recorder.startRecording();
+      await runTicks(options.floorMessages);
+      floor = await replayStoreFloor(untimedTicks, recorder.takeRecording(), options.floorMessages, options.storeSync);
+    }
+    untimedTicks.length = 0;
     const gc = { totalMs: 0, count: 0, maxMs: 0, recording: true };
     const observer = new PerformanceObserver((list) => {
       for (const entry of list.getEntries()) {
@@ -205,16 +231,21 @@ export async function runHotPath(options: HotPathOptions): Promise<HotPathReport
     gc.recording = false;
     observer.disconnect();
     const { json: _json, ...parameters } = options;
+    const cpuMicrosPerMessage = (cpu.user + cpu.system) / options.messages;
     return {
       benchmark: 'hot-path',
       messages: options.messages,
       wallSeconds: wallMs / 1000,
       msgsPerSec: options.messages / (wallMs / 1000),
-      cpuMicrosPerMessage: (cpu.user + cpu.system) / options.messages,
+      cpuMicrosPerMessage,
       userCpuMicrosPerMessage: cpu.user / options.messages,
       gcMsPerThousandMessages: (gc.totalMs / options.messages) * 1000,
       gcPausesPerThousandMessages: (gc.count / options.messages) * 1000,
       gcMaxPauseMs: gc.maxMs,
+      storeCpuMicrosPerMessage: floor?.cpuMicrosPerMessage ?? null,
+      coreCpuMicrosPerMessage: floor === undefined ? null : cpuMicrosPerMessage - floor.cpuMicrosPerMessage,
+      storeOpsPerMessage: floor?.opsPerMessage ?? null,
+      storeBytesPerMessage: floor?.bytesPerMessage ?? null,
       deliveries: tally.deliveries - deliveriesBefore,
       errorFrames: tally.errors,
       parameters,
@@ -230,6 +261,12 @@ export function describeHotPath(report: HotPathReport): string {
   return [
     `hot path: ${report.messages} messages through CellCore + LevelDB (sync ${report.parameters.storeSync}), no sockets`,
     `  CPU per message:      ${round(report.cpuMicrosPerMessage)} µs (user ${round(report.userCpuMicrosPerMessage)} µs)`,
+    ...(report.storeCpuMicrosPerMessage === null
+      ? []
+      : [
+          `  of which the store:  ${round(report.storeCpuMicrosPerMessage)} µs (its floor: ${round(report.storeOpsPerMessage ?? 0, 2)} ops, ${Math.round(report.storeBytesPerMessage ?? 0)} bytes per message, replayed alone)`,
+          `  the core's own code: ${round(report.coreCpuMicrosPerMessage ?? 0)} µs`,
+        ]),
     `  GC per 1,000 msgs:    ${round(report.gcMsPerThousandMessages, 2)} ms in ${round(report.gcPausesPerThousandMessages, 2)} pauses (longest ${round(report.gcMaxPauseMs)} ms)`,
     `  rate:                 ${Math.round(report.msgsPerSec)} msgs/s (${report.parameters.perTick} per tick, acks every ${report.parameters.ackEvery} ticks)`,
     `  deliveries to agents: ${report.deliveries}`,

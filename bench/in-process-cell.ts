@@ -8,7 +8,7 @@ import { SystemClock } from '../platform/clock.js';
 import { silentLogger } from '../platform/logger.js';
 import { PromMetrics } from '../platform/prom-metrics.js';
 import { SeededRandom, randomId } from '../platform/random.js';
-import { LevelStore } from '../platform/store/index.js';
+import { LevelStore, type LevelStoreInit } from '../platform/store/index.js';
 
 export const BENCH_TENANT = 'bench';
 
@@ -36,6 +36,8 @@ export async function startInProcessCell(options: {
   merchants: TenantConfig['merchants'];
   limits: Partial<LimitsConfig>;
   storeSync: boolean;
+  /** The cell's LevelDB store, made for its directory (default: a plain LevelStore). */
+  store?: (init: LevelStoreInit) => LevelStore;
 }): Promise<InProcessCell> {
   const clock = new SystemClock();
   const random = new SeededRandom(options.seed);
@@ -47,7 +49,7 @@ export async function startInProcessCell(options: {
     limits: LimitsConfig.parse(options.limits),
     clock,
     random,
-    store: new LevelStore({ directory, sync: options.storeSync }),
+    store: (options.store ?? ((init) => new LevelStore(init)))({ directory, sync: options.storeSync }),
     metrics: new PromMetrics(),
     logger: silentLogger,
     devices: { open: async () => ({ ws: 'in-process:', http: 'in-process:' }), stopAccepting: () => undefined },

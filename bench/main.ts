@@ -208,6 +208,7 @@ program
   .option('--ack-every <n>', 'agents acknowledge every n ticks', integer(1, 1000), 4)
   .option('--messages <n>', 'measured messages', integer(1, 10_000_000), 100_000)
   .option('--warmup-messages <n>', 'messages sent first and not measured', integer(0, 10_000_000), 20_000)
+  .option('--floor-messages <n>', "messages (after the warmup) whose store writes are replayed alone for the store's floor; 0 skips it", integer(0, 10_000_000), 20_000)
   .option('--body-bytes <n>', 'characters per message body', integer(1, 16_384), 64)
   .option('--no-sync', 'store without fsync')
   .option('--seed <n>', 'seed of the tenant secret', integer(0, 2 ** 31 - 1), 1)
@@ -222,6 +223,7 @@ program
       ackEvery: raw['ackEvery'] as number,
       messages: raw['messages'] as number,
       warmupMessages: raw['warmupMessages'] as number,
+      floorMessages: raw['floorMessages'] as number,
       bodyBytes: raw['bodyBytes'] as number,
       storeSync: raw['sync'] as boolean,
       seed: raw['seed'] as number,
