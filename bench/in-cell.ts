@@ -43,7 +43,14 @@ import {
 } from './report.js';
 import {
   REPOSITORY_ROOT,
-  type SystemCpuSample, freePort, readCpuSplit, readSystemCpu, startServer, type ServerProcess } from './servers.js';
+  type SystemCpuSample,
+  freePort,
+  otherProcessesSecondsBetween,
+  readCpuSplit,
+  readSystemCpu,
+  startServer,
+  type ServerProcess,
+} from './servers.js';
 import { LoadWorker } from './worker-client.js';
 
 export interface InCellOptions extends InCellParameters {
@@ -412,7 +419,7 @@ export async function runPhase(
       systemCpuPercent: (systemSeconds / wallSeconds) * 100,
     };
   });
-  const otherCpuSeconds = end.system.otherProcessesSeconds - start.system.otherProcessesSeconds;
+  const otherCpuSeconds = otherProcessesSecondsBetween(start.system, end.system);
   return {
     mode: request.mode,
     targetRatePerSecond: request.mode === 'paced' ? request.ratePerSecond : null,
@@ -472,7 +479,7 @@ export async function waitForQuietMachine(
     const excluded = [...observed.map((entry) => entry.pid), process.pid];
     const before = readSystemCpu(excluded);
     await new Promise((resolve) => setTimeout(resolve, QUIET_PROBE_MS));
-    const otherSeconds = readSystemCpu(excluded).otherProcessesSeconds - before.otherProcessesSeconds;
+    const otherSeconds = otherProcessesSecondsBetween(before, readSystemCpu(excluded));
     const otherPercent = (otherSeconds / (QUIET_PROBE_MS / 1000)) * 100;
     if (otherPercent <= QUIET_OTHER_CPU_PERCENT) return;
     if (performance.now() >= deadlineMs) {
