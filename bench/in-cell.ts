@@ -11,8 +11,10 @@
  * For each target: start it as a child process; measure RSS per idle authenticated connection;
  * connect the customers and agents from the load worker(s); run a closed loop (each customer
  * keeps `outstanding` sends in flight) to find peak throughput and its latency; then an open
- * loop paced at half that peak for the latency at a sustainable load. Every phase is bounded by
- * time and by count; servers are stopped and their data removed at the end.
+ * loop paced at half that peak for the latency at a sustainable load; the baselines also at the
+ * cell's half-load rate; last, a window-1 phase (a few conversations, one send in flight each) for
+ * the latency at low concurrency. Every phase is bounded by time and by count; servers are
+ * stopped and their data removed at the end.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -41,7 +43,14 @@ import {
 } from './report.js';
 import {
   REPOSITORY_ROOT,
-  type SystemCpuSample, freePort, readCpuSplit, readSystemCpu, startServer, type ServerProcess } from './servers.js';
+  type SystemCpuSample,
+  freePort,
+  otherProcessesSecondsBetween,
+  readCpuSplit,
+  readSystemCpu,
+  startServer,
+  type ServerProcess,
+} from './servers.js';
 import { LoadWorker } from './worker-client.js';
 
 export interface InCellOptions extends InCellParameters {
@@ -284,6 +293,10 @@ export interface PhaseRequest {
   /** All workers together; split by each worker's share of the customers. */
   ratePerSecond: number;
   warmupMs: number;
+  /** Closed loop: sends in flight per customer, instead of the options' `outstandingPerCustomer`. */
+  outstandingPerCustomer?: number | undefined;
+  /** Only the first this many customers of the run send (the window-1 phase); all when absent. */
+  senders?: number | undefined;
 }
 
 /** A process whose CPU a phase charges to the server under test. */
@@ -351,7 +364,8 @@ export async function runPhase(
           warmupMs: request.warmupMs,
           durationMs,
           drainMs: DRAIN_MS,
-          outstanding: options.outstandingPerCustomer,
+          outstanding: request.outstandingPerCustomer ?? options.outstandingPerCustomer,
+          sendersBelowIndex: request.senders ?? null,
           ratePerSecond: request.ratePerSecond * share,
           maxPacedOutstanding: options.maxPacedOutstandingPerCustomer,
           maxSends: Math.ceil(
@@ -405,7 +419,7 @@ export async function runPhase(
       systemCpuPercent: (systemSeconds / wallSeconds) * 100,
     };
   });
-  const otherCpuSeconds = end.system.otherProcessesSeconds - start.system.otherProcessesSeconds;
+  const otherCpuSeconds = otherProcessesSecondsBetween(start.system, end.system);
   return {
     mode: request.mode,
     targetRatePerSecond: request.mode === 'paced' ? request.ratePerSecond : null,
@@ -465,7 +479,7 @@ export async function waitForQuietMachine(
     const excluded = [...observed.map((entry) => entry.pid), process.pid];
     const before = readSystemCpu(excluded);
     await new Promise((resolve) => setTimeout(resolve, QUIET_PROBE_MS));
-    const otherSeconds = readSystemCpu(excluded).otherProcessesSeconds - before.otherProcessesSeconds;
+    const otherSeconds = otherProcessesSecondsBetween(before, readSystemCpu(excluded));
     const otherPercent = (otherSeconds / (QUIET_PROBE_MS / 1000)) * 100;
     if (otherPercent <= QUIET_OTHER_CPU_PERCENT) return;
     if (performance.now() >= deadlineMs) {
@@ -480,8 +494,11 @@ export async function waitForQuietMachine(
 }
 
 function describePhase(phase: PhaseSummary): string {
-  const p99 = phase.p99Ms === null ? '-' : phase.p99Ms.toFixed(2);
-  return `${Math.round(phase.msgsPerSec).toLocaleString('en-US')} msgs/s, p99 ${p99} ms`;
+  const ms = (value: number | null): string => (value === null ? '-' : value.toFixed(2));
+  return (
+    `${Math.round(phase.msgsPerSec).toLocaleString('en-US')} msgs/s, p50 ${ms(phase.p50Ms)} ms, ` +
+    `p99 ${ms(phase.p99Ms)} ms, server CPU ${Math.round(phase.serverCpuPercent)}%`
+  );
 }
 
 async function runTarget(
@@ -590,6 +607,20 @@ async function runTarget(
         "at the cell's half load",
       );
     }
+    if (options.window1Customers > 0) {
+      // Latency at low concurrency: a few conversations, each sending its next message only
+      // once the previous one is acknowledged (the closed loop with one send in flight).
+      result.window1 = await phase(
+        {
+          mode: 'closed',
+          ratePerSecond: 0,
+          warmupMs: options.warmupSeconds * 1000,
+          outstandingPerCustomer: 1,
+          senders: options.window1Customers,
+        },
+        `window 1 (${options.window1Customers} conversations)`,
+      );
+    }
     result.serverRssAfterLoadBytes = server.rssBytes();
     result.ok = true;
   } catch (error) {
@@ -637,6 +668,7 @@ export async function runInCell(options: InCellOptions): Promise<number> {
     merchants: options.merchants,
     agentsPerMerchant: options.agentsPerMerchant,
     outstandingPerCustomer: options.outstandingPerCustomer,
+    window1Customers: options.window1Customers,
     maxPacedOutstandingPerCustomer: options.maxPacedOutstandingPerCustomer,
     workers: options.workers,
     pacedRatePerSecond: options.pacedRatePerSecond,

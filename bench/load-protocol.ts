@@ -65,6 +65,11 @@ export interface RunCommand {
   /** Longest wait, after sending stops, for the acks still in flight. */
   drainMs: number;
   outstanding: number;
+  /**
+   * Only customers whose run-wide `index` is below this send in this phase (the window-1
+   * phase's few conversations); null: every customer of the worker.
+   */
+  sendersBelowIndex: number | null;
   ratePerSecond: number;
   /** Paced mode skips (and counts) a send when its customer already has this many in flight. */
   maxPacedOutstanding: number;

@@ -411,8 +411,10 @@ async function run(command: RunCommand): Promise<void> {
   let pacedTimer: NodeJS.Timeout | undefined;
   const startedMs = performance.now();
 
+  const limit = command.sendersBelowIndex;
+  const senders = limit === null ? customers : customers.filter((customer) => customer.index < limit);
   if (command.mode === 'closed') {
-    for (const customer of customers) {
+    for (const customer of senders) {
       for (let slot = 0; slot < command.outstanding; slot++) sendOne(customer, state);
     }
   } else {
@@ -425,7 +427,7 @@ async function run(command: RunCommand): Promise<void> {
       const nowMs = performance.now();
       if (state.stage === 'measure') tickGaps.recordMs(nowMs - lastTickMs);
       lastTickMs = nowMs;
-      if (!state.sending || customers.length === 0) return;
+      if (!state.sending || senders.length === 0) return;
       let due = Math.floor((nowMs - startedMs) * ratePerMs) - issued;
       if (due > burstMax) {
         // The generator fell behind (a long pause): drop the backlog rather than burst it.
@@ -437,8 +439,8 @@ async function run(command: RunCommand): Promise<void> {
         issued++;
         let sent = false;
         for (let probe = 0; probe < PACED_PROBES && !sent; probe++) {
-          const customer = customers[cursor]!;
-          cursor = (cursor + 1) % customers.length;
+          const customer = senders[cursor]!;
+          cursor = (cursor + 1) % senders.length;
           if (customer.inflight < command.maxPacedOutstanding) sent = sendOne(customer, state);
         }
         if (!sent) state.skipped++;

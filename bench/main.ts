@@ -82,6 +82,12 @@ program
   .option('--warmup-seconds <n>', 'warm-up before the peak window', integer(0, 120), 2)
   .option('--idle-connections <n>', 'idle authenticated connections for the memory figure (0 skips it)', integer(0, 15_000), 5000)
   .option('--outstanding <n>', 'sends in flight per customer in the closed-loop peak phase', integer(1, 64), 1)
+  .option(
+    '--window1-customers <n>',
+    'conversations of the window-1 phase, one send in flight each (at most --customers; 0 skips the phase)',
+    integer(0, 10_000),
+    100,
+  )
   .option('--max-paced-outstanding <n>', 'paced phase: skip a customer with this many sends in flight', integer(1, 1024), 16)
   .option('--paced-rate <n>', 'rate of the paced phase, msgs/s (default: half of the measured peak)', integer(1, 10_000_000))
   .option('--workers <n>', 'load-generator worker threads', integer(1, 16), 1)
@@ -111,6 +117,7 @@ program
       warmupSeconds: raw['warmupSeconds'] as number,
       idleConnections,
       outstandingPerCustomer: raw['outstanding'] as number,
+      window1Customers: Math.min(customers, raw['window1Customers'] as number),
       maxPacedOutstandingPerCustomer: raw['maxPacedOutstanding'] as number,
       workers: raw['workers'] as number,
       pacedRatePerSecond: (raw['pacedRate'] as number | undefined) ?? null,

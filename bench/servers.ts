@@ -116,6 +116,8 @@ export function readCpuSeconds(pid: number): number {
 export interface SystemCpuSample {
   /** CPU time of every process but the excluded ones (other people's work), seconds. */
   otherProcessesSeconds: number;
+  /** The same per process, in clock ticks, keyed by pid and start time (a reused pid is another process). */
+  otherTicksByProcess: Map<string, number>;
   /** Kernel threads (block I/O and journal commits, ksoftirqd...), seconds. */
   kernelThreadsSeconds: number;
   /** Interrupt and softirq time of the whole machine (mostly loopback networking here), seconds. */
@@ -135,6 +137,7 @@ export function readSystemCpu(excludedPids: readonly number[]): SystemCpuSample 
   const softirq = fields[6] ?? 0;
   const steal = fields[7] ?? 0;
   let otherTicks = 0;
+  const otherTicksByProcess = new Map<string, number>();
   let kernelThreadTicks = 0;
   for (const entry of readdirSync('/proc')) {
     const pid = Number(entry);
@@ -150,14 +153,32 @@ export function readSystemCpu(excludedPids: readonly number[]): SystemCpuSample 
     // Kernel threads (children of kthreadd, pid 2) do work for everyone, the servers' fsyncs
     // and journal commits included: they are not "other people's processes".
     if (pid === 2 || fields[1] === '2') kernelThreadTicks += ticks;
-    else otherTicks += ticks;
+    else {
+      otherTicks += ticks;
+      otherTicksByProcess.set(`${pid}:${fields[19]}`, ticks);
+    }
   }
   return {
     otherProcessesSeconds: otherTicks / CLOCK_TICKS_PER_SECOND,
+    otherTicksByProcess,
     kernelThreadsSeconds: kernelThreadTicks / CLOCK_TICKS_PER_SECOND,
     interruptSeconds: (irq + softirq) / CLOCK_TICKS_PER_SECOND,
     stealSeconds: steal / CLOCK_TICKS_PER_SECOND,
   };
+}
+
+/**
+ * CPU time of other processes between two samples, process by process: one that started in
+ * between counts all its time, one that ended in between counts none (a lower bound). The
+ * difference of the two totals would instead subtract the whole life of a process that ended
+ * in between, and a busy machine could read as idle.
+ */
+export function otherProcessesSecondsBetween(start: SystemCpuSample, end: SystemCpuSample): number {
+  let ticks = 0;
+  for (const [process, endTicks] of end.otherTicksByProcess) {
+    ticks += endTicks - (start.otherTicksByProcess.get(process) ?? 0);
+  }
+  return ticks / CLOCK_TICKS_PER_SECOND;
 }
 
 function sleep(ms: number): Promise<void> {
