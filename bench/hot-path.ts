@@ -199,17 +199,7 @@ export async function runHotPath(options: HotPathOptions): Promise<HotPathReport
   };
 
   try {
-    // The warmup's writes bring the replay's store to the cell's size; the floor's are timed.
-    recorder.startRecording();
     await runTicks(options.warmupMessages);
-    const untimedTicks = recorder.takeRecording();
-    let floor: StoreFloor | undefined;
-    if (options.floorMessages > 0) {
-      recorder.startRecording();
-      await runTicks(options.floorMessages);
-      floor = await replayStoreFloor(untimedTicks, recorder.takeRecording(), options.floorMessages, options.storeSync);
-    }
-    untimedTicks.length = 0;
     const gc = { totalMs: 0, count: 0, maxMs: 0, recording: true };
     const observer = new PerformanceObserver((list) => {
       for (const entry of list.getEntries()) {
@@ -226,10 +216,13 @@ export async function runHotPath(options: HotPathOptions): Promise<HotPathReport
     await runTicks(options.messages);
     const wallMs = performance.now() - startedMs;
     const cpu = process.cpuUsage(cpuBefore);
+    const deliveries = tally.deliveries - deliveriesBefore;
     // Entries of the last collections arrive on a later turn.
     await nextTurn();
     gc.recording = false;
     observer.disconnect();
+    // After the measured window, so that the recorded writes weigh on none of its figures.
+    const floor = options.floorMessages > 0 ? await measureStoreFloor(recorder, () => runTicks(options.floorMessages), options) : undefined;
     const { json: _json, ...parameters } = options;
     const cpuMicrosPerMessage = (cpu.user + cpu.system) / options.messages;
     return {
@@ -246,7 +239,7 @@ export async function runHotPath(options: HotPathOptions): Promise<HotPathReport
       coreCpuMicrosPerMessage: floor === undefined ? null : cpuMicrosPerMessage - floor.cpuMicrosPerMessage,
       storeOpsPerMessage: floor?.opsPerMessage ?? null,
       storeBytesPerMessage: floor?.bytesPerMessage ?? null,
-      deliveries: tally.deliveries - deliveriesBefore,
+      deliveries,
       errorFrames: tally.errors,
       parameters,
       machine: { node: process.version },
@@ -254,6 +247,13 @@ export async function runHotPath(options: HotPathOptions): Promise<HotPathReport
   } finally {
     await bench.close();
   }
+}
+
+/** Records the store writes of `floorMessages` more messages and replays them alone (store-floor.ts). */
+async function measureStoreFloor(recorder: RecordingLevelStore, run: () => Promise<void>, options: HotPathOptions): Promise<StoreFloor> {
+  recorder.startRecording();
+  await run();
+  return replayStoreFloor(recorder.takeRecording(), options.floorMessages, options.storeSync);
 }
 
 export function describeHotPath(report: HotPathReport): string {
