@@ -64,11 +64,10 @@ export interface CellCoreOptions {
   desk?: { people: DeskPeople; settings: DeskSettings; audit?: BlocksAudit };
 }
 
-/** A conversation's parties, and its home cell when another cell hosts it. */
+/** A conversation's parties, and its home cell when another cell hosts it (undefined: this cell). */
 interface Parties {
   merchant: string;
   customer: string;
-  /** The home cell of a cross-cell conversation; undefined when this cell hosts it. */
   home: string | undefined;
 }
 
@@ -118,7 +117,7 @@ export class CellCore {
     this.log = new ConversationLog({
       store: options.store,
       clock: options.clock,
-      onDurable: (tenant, message, _first, sender) => this.fanOut(tenant, message, sender as PendingAck | undefined),
+      onDurable: (tenant, message, _first, sender, storedJson) => this.fanOut(tenant, message, sender as PendingAck | undefined, storedJson),
       onStoreWrite: (durationMs) => options.metrics.storeWriteLatency.observe(durationMs / 1000),
     });
     this.delivery = new DeliveryService(this.log, options.store, options.clock, options.metrics, options.logger, {
@@ -493,8 +492,9 @@ export class CellCore {
    * A message of a conversation hosted here became durable: to every device of both parties
    * here (its sender acked), and on to the cells that hold the customer's devices.
    */
-  private fanOut(tenant: string, message: ChatMessage, sender: PendingAck | undefined): void {
+  private fanOut(tenant: string, message: ChatMessage, sender: PendingAck | undefined, storedJson: string | undefined): void {
     this.options.metrics.countMessageIn();
+    if (storedJson !== undefined) this.delivery.offering(message, storedJson);
     this.deliverHere(tenant, message, sender);
     this.relay?.messageDurable(tenant, message);
     this.desk.messageDurable(tenant, message);

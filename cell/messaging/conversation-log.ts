@@ -41,9 +41,10 @@ export interface ConversationLogOptions {
   clock: Clock;
   /**
    * Called once per newly durable message, in seq order per conversation, with the `context`
-   * of the append that wrote it. Must not throw.
+   * of the append that wrote it and, when this log wrote it, the JSON it stored (so delivery
+   * need not serialise the message again). Must not throw.
    */
-  onDurable: (tenant: string, message: ChatMessage, firstOfConversation: boolean, context: object | undefined) => void;
+  onDurable: (tenant: string, message: ChatMessage, firstOfConversation: boolean, context: object | undefined, storedJson: string | undefined) => void;
   /** Called with the time a durable write took, for metrics. */
   onStoreWrite?: (durationMs: number) => void;
   /** Recent messages kept in memory per conversation, so live delivery rarely reads the store. */
@@ -57,6 +58,8 @@ export interface ConversationLogOptions {
 /** A conversation's appends of one batch, with their seqs assigned and their store ops. */
 interface SequencedBatch {
   messages: ChatMessage[];
+  /** The messages as stored, by index; empty for messages read back from the store. */
+  storedJson: string[];
   ops: StoreOp[];
   readsAfter: Map<string, number>;
   firstOfConversation: boolean;
@@ -453,9 +456,11 @@ export class ConversationLog {
     const firstSeq = state.durableSeq + 1;
     const ts = this.clock.now();
     const messages: ChatMessage[] = [];
+    const storedJson: string[] = [];
     const ops: StoreOp[] = [];
     const readsAfter = new Map<string, number>();
-    for (const [index, { request }] of batch.entries()) {
+    for (let index = 0; index < batch.length; index++) {
+      const { request } = batch[index]!;
       const message: ChatMessage = {
         conv: state.conv,
         seq: firstSeq + index,
@@ -469,8 +474,10 @@ export class ConversationLog {
       if (request.attachments !== undefined) message.attachments = [...request.attachments];
       if (request.event !== undefined) message.event = request.event;
       messages.push(message);
+      const json = JSON.stringify(message);
+      storedJson.push(json);
       const senderParty = conversationParty(state.conv, message.role, message.from);
-      ops.push({ type: 'put', key: keys.message(state.tenant, state.conv, message.seq), value: JSON.stringify(message) });
+      ops.push({ type: 'put', key: keys.message(state.tenant, state.conv, message.seq), value: json });
       ops.push({ type: 'put', key: keys.clientMessageId(state.tenant, state.conv, senderParty, message.cmid), value: String(message.seq) });
       if (request.alsoWrite !== undefined) ops.push(...request.alsoWrite);
       // Sending a message means its sender has read everything up to it (the desk reads nothing).
@@ -482,7 +489,7 @@ export class ConversationLog {
       ops.push({ type: 'put', key: keys.customerConversation(state.tenant, state.customer, state.conv), value: '' });
       ops.push({ type: 'put', key: keys.merchantConversation(state.tenant, state.merchant, state.conv), value: '' });
     }
-    return { messages, ops, readsAfter, firstOfConversation };
+    return { messages, storedJson, ops, readsAfter, firstOfConversation };
   }
 
   /** The batch is durable: move the head, then tell the cell and the senders, in seq order. */
@@ -493,7 +500,7 @@ export class ConversationLog {
 
   /** Moves the head over durable `written` messages and tells the cell of each, in seq order. */
   private takeDurable(state: ConversationState, written: SequencedBatch, contextOf: (index: number) => object | undefined): void {
-    const { messages, readsAfter, firstOfConversation } = written;
+    const { messages, storedJson, readsAfter, firstOfConversation } = written;
     if (messages.length === 0) return;
     // One write per conversation at a time, so the head has not moved since `sequence`: the
     // batch continues it, and a seq is never given twice nor skipped.
@@ -505,7 +512,7 @@ export class ConversationLog {
     for (const [party, seq] of readsAfter) if (seq > (state.reads.get(party) ?? 0)) state.reads.set(party, seq);
     state.recent.push(...messages);
     if (state.recent.length > this.options.recentMessages) state.recent.splice(0, state.recent.length - this.options.recentMessages);
-    messages.forEach((message, index) => this.options.onDurable(state.tenant, message, firstOfConversation && index === 0, contextOf(index)));
+    messages.forEach((message, index) => this.options.onDurable(state.tenant, message, firstOfConversation && index === 0, contextOf(index), storedJson[index]));
   }
 
   /**
@@ -529,7 +536,7 @@ export class ConversationLog {
       if (messages.length === 0) continue;
       const readsAfter = new Map<string, number>();
       for (const message of messages) if (message.role !== 'system') readsAfter.set(conversationParty(state.conv, message.role, message.from), message.seq);
-      this.takeDurable(state, { messages, ops: [], readsAfter, firstOfConversation: messages[0]!.seq === 1 }, () => undefined);
+      this.takeDurable(state, { messages, storedJson: [], ops: [], readsAfter, firstOfConversation: messages[0]!.seq === 1 }, () => undefined);
     }
   }
 
@@ -566,9 +573,12 @@ export class ConversationLog {
    * (or rejects them when their body differs), and returns the others of each conversation, in order.
    */
   private async answerStoredResends(states: readonly ConversationState[], queuedByState: readonly PendingAppend[][]): Promise<PendingAppend[][]> {
+    // Index loops: this runs for every message, and iterators cost an object per step.
     const lookupKeys: string[] = [];
-    for (const queued of queuedByState) {
-      for (const { request } of queued) {
+    for (let index = 0; index < queuedByState.length; index++) {
+      const queued = queuedByState[index]!;
+      for (let item = 0; item < queued.length; item++) {
+        const { request } = queued[item]!;
         lookupKeys.push(keys.clientMessageId(request.tenant, request.conv, conversationParty(request.conv, request.role, request.from), request.cmid));
       }
     }
@@ -577,10 +587,12 @@ export class ConversationLog {
     const storedSeqs = this.store.getManySync?.(lookupKeys) ?? (await this.store.getMany(lookupKeys));
     let lookup = 0;
     const fresh: PendingAppend[][] = [];
-    for (const [index, queued] of queuedByState.entries()) {
+    for (let index = 0; index < queuedByState.length; index++) {
+      const queued = queuedByState[index]!;
       const state = states[index]!;
       const batch: PendingAppend[] = [];
-      for (const pending of queued) {
+      for (let item = 0; item < queued.length; item++) {
+        const pending = queued[item]!;
         const storedSeq = storedSeqs[lookup++];
         if (storedSeq === undefined) {
           batch.push(pending);

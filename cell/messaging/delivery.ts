@@ -325,6 +325,14 @@ export class DeliveryService {
     this.onAcked?.(connection, state, seq);
   }
 
+  /**
+   * The message about to be offered was stored as `storedJson` (JSON.stringify of it): its `msg`
+   * frame is that text with the frame's type put first, instead of a second serialisation.
+   */
+  offering(message: ChatMessage, storedJson: string): void {
+    this.lastPushed = { message, text: `{"t":"msg",${storedJson.slice(1)}` };
+  }
+
   /** Serialises and sends any frame, closing a device that stopped reading. */
   sendFrame(connection: DeviceConnection, frame: ServerFrame): void {
     this.sendText(connection, JSON.stringify(frame));
