@@ -83,10 +83,18 @@ export class PresenceRegistry {
     return this.agentsByMerchant.get(`${tenant}/${merchant}`) ?? [];
   }
 
-  /** Every device that should see a conversation's traffic: its customer's, and its merchant's agents'. */
-  *participantsOf(tenant: string, merchant: string, customer: string): Iterable<DeviceConnection> {
-    yield* this.devicesOf(customerPrincipal(tenant, customer));
-    yield* this.agentsOf(tenant, merchant);
+  /**
+   * Every device that should see a conversation's traffic: its customer's, and its merchant's
+   * agents'. An array, not a generator: it is asked once per message, and a generator costs an
+   * object per device on top of its own.
+   */
+  participantsOf(tenant: string, merchant: string, customer: string): DeviceConnection[] {
+    const participants: DeviceConnection[] = [];
+    const customerDevices = this.devicesByUser.get(principalKey(customerPrincipal(tenant, customer)));
+    if (customerDevices !== undefined) for (const device of customerDevices.values()) participants.push(device);
+    const agents = this.agentsByMerchant.get(`${tenant}/${merchant}`);
+    if (agents !== undefined) for (const agent of agents) participants.push(agent);
+    return participants;
   }
 
   deviceInfo(principal: Principal): DeviceInfo[] {
