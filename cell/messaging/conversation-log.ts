@@ -67,6 +67,8 @@ interface SequencedBatch {
 
 interface PendingAppend {
   request: AppendRequest;
+  /** Its key in the conversation's `inFlight`, removed as it settles (resolveAppend, rejectAppend). */
+  dedupKey: string;
   resolve: (result: AppendResult) => void;
   reject: (error: unknown) => void;
 }
@@ -200,18 +202,23 @@ export class ConversationLog {
       return inFlight.promise.then((result) => ({ ...result, duplicate: true }));
     }
 
-    const promise = this.appendNew(state, request);
-    state.inFlight.set(dedupKey, { promise, body: request.body });
-    promise.then(
-      () => this.appendSettled(state, dedupKey),
-      () => this.appendSettled(state, dedupKey),
-    );
-    return promise;
+    return this.appendNew(state, request, dedupKey);
   }
 
-  private appendSettled(state: ConversationState, dedupKey: string): void {
-    state.inFlight.delete(dedupKey);
-    this.notifyIfIdle();
+  /**
+   * Resolves a queued append, and first forgets it as in flight (here rather than in a reaction
+   * to its promise: that cost two closures and a promise per message). Those waiting for the log
+   * to be idle are told at the end of the batch (finishBatch), once the write is over.
+   */
+  private resolveAppend(state: ConversationState, pending: PendingAppend, result: AppendResult): void {
+    state.inFlight.delete(pending.dedupKey);
+    pending.resolve(result);
+  }
+
+  /** Refuses a queued append, as resolveAppend. */
+  private rejectAppend(state: ConversationState, pending: PendingAppend, error: unknown): void {
+    state.inFlight.delete(pending.dedupKey);
+    pending.reject(error);
   }
 
   /** Messages with seq in [fromSeq, toSeq), ascending, at most `limit`. */
@@ -390,14 +397,16 @@ export class ConversationLog {
    * they arrived (a sender's pipelined messages keep their order); the idempotency lookup
    * happens in the writer, for the whole batch at once.
    */
-  private appendNew(state: ConversationState, request: AppendRequest): Promise<AppendResult> {
+  private appendNew(state: ConversationState, request: AppendRequest, dedupKey: string): Promise<AppendResult> {
     if (state.queue.length >= this.options.maxQueuedAppends) {
       return Promise.reject(new CellError(ErrorCode.StoreUnavailable, 'too many messages are waiting for the store in this conversation; retry'));
     }
-    return new Promise<AppendResult>((resolve, reject) => {
-      state.queue.push({ request, resolve, reject });
-      if (!state.writing) this.markReady(state);
+    const promise = new Promise<AppendResult>((resolve, reject) => {
+      state.queue.push({ request, dedupKey, resolve, reject });
     });
+    state.inFlight.set(dedupKey, { promise, body: request.body });
+    if (!state.writing) this.markReady(state);
+    return promise;
   }
 
   private markReady(state: ConversationState): void {
@@ -495,7 +504,7 @@ export class ConversationLog {
   /** The batch is durable: move the head, then tell the cell and the senders, in seq order. */
   private applyDurable(state: ConversationState, batch: PendingAppend[], written: SequencedBatch): void {
     this.takeDurable(state, written, (index) => batch[index]!.request.context);
-    written.messages.forEach((message, index) => batch[index]!.resolve({ message, duplicate: false }));
+    written.messages.forEach((message, index) => this.resolveAppend(state, batch[index]!, { message, duplicate: false }));
   }
 
   /** Moves the head over durable `written` messages and tells the cell of each, in seq order. */
@@ -550,11 +559,11 @@ export class ConversationLog {
       const batch = batches[index]!;
       if (batch.length === 0) return;
       const senders = new Set(batch.map(({ request }) => conversationParty(request.conv, request.role, request.from)));
-      for (const pending of batch) pending.reject(failure);
+      for (const pending of batch) this.rejectAppend(state, pending, failure);
       const behind = state.queue.filter(({ request }) => senders.has(conversationParty(request.conv, request.role, request.from)));
       if (behind.length === 0) return;
       state.queue.splice(0, state.queue.length, ...state.queue.filter((pending) => !behind.includes(pending)));
-      for (const pending of behind) pending.reject(failure);
+      for (const pending of behind) this.rejectAppend(state, pending, failure);
     });
     this.finishBatch(states);
   }
@@ -566,6 +575,7 @@ export class ConversationLog {
       if (state.queue.length > 0) this.ready.add(state);
     }
     this.evictIdle();
+    this.notifyIfIdle();
   }
 
   /**
@@ -602,8 +612,8 @@ export class ConversationLog {
         // The stored message is read anyway to answer the resend, so comparing its body costs nothing more.
         const [message] = await this.messages(state.tenant, state.conv, seq, seq + 1, 1);
         if (message === undefined) throw new Error(`idempotency record points at missing message ${state.conv}#${seq}`);
-        if (message.body === pending.request.body) pending.resolve({ message, duplicate: true });
-        else pending.reject(idempotencyConflict(pending.request.cmid));
+        if (message.body === pending.request.body) this.resolveAppend(state, pending, { message, duplicate: true });
+        else this.rejectAppend(state, pending, idempotencyConflict(pending.request.cmid));
       }
       fresh.push(batch);
     }
