@@ -79,11 +79,7 @@ interface TenantPolicy {
 }
 
 /** A send whose durable ack goes to the connection that asked, as soon as it is durable. */
-interface PendingAck {
-  connection: DeviceConnection;
-  requestId: string | undefined;
-  receivedAtMs: number;
-}
+type PendingAck = { connection: DeviceConnection; requestId: string | undefined; receivedAtMs: number };
 
 const DEFAULT_HISTORY_LIMIT = 50;
 
@@ -120,12 +116,9 @@ export class CellCore {
       onDurable: (tenant, message, _first, sender, storedJson) => this.fanOut(tenant, message, sender as PendingAck | undefined, storedJson),
       onStoreWrite: (durationMs) => options.metrics.storeWriteLatency.observe(durationMs / 1000),
     });
-    this.delivery = new DeliveryService(this.log, options.store, options.clock, options.metrics, options.logger, {
-      deliveryWindow: options.limits.deliveryWindow,
-      syncPageSize: options.limits.syncPageSize,
-      maxBackpressureBytes: options.limits.maxBackpressureBytes,
-      cursorWriteIntervalMs: options.limits.cursorWriteIntervalMs,
-    }, (connection, state, seq) => delivered.acked(connection, state, seq));
+    const { deliveryWindow, syncPageSize, maxBackpressureBytes, cursorWriteIntervalMs } = options.limits;
+    const deliveryLimits = { deliveryWindow, syncPageSize, maxBackpressureBytes, cursorWriteIntervalMs };
+    this.delivery = new DeliveryService(this.log, options.store, options.clock, options.metrics, options.logger, deliveryLimits, (connection, state, seq) => delivered.acked(connection, state, seq));
     const delivered = new DeliveredReceipts((tenant, conv) => this.participantsHere(tenant, conv), (tenant, customer) => this.presence.devicesOf(customerPrincipal(tenant, customer)), (devices, frame) => this.delivery.broadcast(devices, frame));
     this.desk = new DeskService({
       store: options.store,
@@ -330,7 +323,7 @@ export class CellCore {
       return;
     }
     this.options.metrics.countFrameIn(frame.op);
-    this.dispatch(connection, frame).catch((error: unknown) => this.answerError(connection, requestId, error));
+    void this.dispatch(connection, frame, requestId);
   }
 
   /** Appends a message as `identity`; resolves once durable. Used by HTTP. */
@@ -434,57 +427,62 @@ export class CellCore {
     await this.delivery.cursorsFlushed();
   }
 
-  private async dispatch(connection: DeviceConnection, frame: ClientFrame): Promise<void> {
+  /** Handles a parsed frame; never rejects: a failure is answered to the device as an error frame (hence `return await`). */
+  private async dispatch(connection: DeviceConnection, frame: ClientFrame, requestId: string | undefined): Promise<void> {
     const { identity } = connection;
-    switch (frame.op) {
-      case 'send': {
-        const settled = this.authorizeWrite(identity, frame.conv);
-        const { home } = settled instanceof Promise ? await settled : settled;
-        if (home !== undefined) return this.relaySend(connection, frame, home);
-        const sender: PendingAck = { connection, requestId: frame.id, receivedAtMs: this.options.clock.now() };
-        const result = await this.appendHere(identity, frame.conv, frame.cmid, frame.body, sender, { group: frame.group, attachments: frame.attachments });
-        // A fresh message was acked from fanOut the moment it became durable; a resend of a
-        // stored cmid never becomes durable again, so its ack goes out here.
-        if (result.duplicate) {
-          this.options.metrics.duplicateSends.inc();
-          this.answerSent(connection, frame.id, result.message);
+    try {
+      switch (frame.op) {
+        case 'send': {
+          const settled = this.authorizeWrite(identity, frame.conv);
+          const { home } = settled instanceof Promise ? await settled : settled;
+          if (home !== undefined) return await this.relaySend(connection, frame, home);
+          const sender: PendingAck = { connection, requestId: frame.id, receivedAtMs: this.options.clock.now() };
+          const result = await this.appendHere(identity, frame.conv, frame.cmid, frame.body, sender, { group: frame.group, attachments: frame.attachments });
+          // A fresh message was acked from fanOut the moment it became durable; a resend of a
+          // stored cmid never becomes durable again, so its ack goes out here.
+          if (result.duplicate) {
+            this.options.metrics.duplicateSends.inc();
+            this.answerSent(connection, frame.id, result.message);
+          }
+          return;
         }
-        return;
+        case 'ack':
+          return await this.delivery.ackFrame(connection, frame, (conv) => this.authorize(identity, conv), (error, conv) => this.answerError(connection, undefined, error, conv));
+        case 'read':
+          await this.markRead(identity, frame.conv, frame.seq);
+          if (frame.id !== undefined) this.delivery.sendFrame(connection, { t: 'ok', id: frame.id });
+          return;
+        case 'history': {
+          const page = await this.history(identity, frame);
+          this.delivery.sendFrame(connection, { t: 'history', id: frame.id, conv: frame.conv, ...page });
+          return;
+        }
+        case 'inbox': {
+          const page = await this.inbox(identity, connection, frame.after);
+          this.delivery.sendFrame(connection, { t: 'inbox', id: frame.id, ...page });
+          return;
+        }
+        case 'presence':
+          this.delivery.sendFrame(connection, { t: 'presence', id: frame.id, ...this.presenceOf(identity, frame) });
+          return;
+        case 'status':
+        case 'close':
+        case 'transfer':
+        case 'rate':
+        case 'typing':
+        case 'desk':
+        case 'block':
+        case 'unblock':
+          return await dispatchDeskFrame(this.deskFrames, connection, frame);
+        case 'ping': {
+          const pong: ServerFrame = { t: 'pong', ts: this.options.clock.now() };
+          if (frame.id !== undefined) pong.id = frame.id;
+          this.delivery.sendFrame(connection, pong);
+          return;
+        }
       }
-      case 'ack':
-        return this.delivery.ackFrame(connection, frame, (conv) => this.authorize(identity, conv), (error, conv) => this.answerError(connection, undefined, error, conv));
-      case 'read':
-        await this.markRead(identity, frame.conv, frame.seq);
-        if (frame.id !== undefined) this.delivery.sendFrame(connection, { t: 'ok', id: frame.id });
-        return;
-      case 'history': {
-        const page = await this.history(identity, frame);
-        this.delivery.sendFrame(connection, { t: 'history', id: frame.id, conv: frame.conv, ...page });
-        return;
-      }
-      case 'inbox': {
-        const page = await this.inbox(identity, connection, frame.after);
-        this.delivery.sendFrame(connection, { t: 'inbox', id: frame.id, ...page });
-        return;
-      }
-      case 'presence':
-        this.delivery.sendFrame(connection, { t: 'presence', id: frame.id, ...this.presenceOf(identity, frame) });
-        return;
-      case 'status':
-      case 'close':
-      case 'transfer':
-      case 'rate':
-      case 'typing':
-      case 'desk':
-      case 'block':
-      case 'unblock':
-        return dispatchDeskFrame(this.deskFrames, connection, frame);
-      case 'ping': {
-        const pong: ServerFrame = { t: 'pong', ts: this.options.clock.now() };
-        if (frame.id !== undefined) pong.id = frame.id;
-        this.delivery.sendFrame(connection, pong);
-        return;
-      }
+    } catch (error) {
+      this.answerError(connection, requestId, error);
     }
   }
 
