@@ -7,7 +7,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPOSITORY_ROOT, freePort, readCpuSeconds, readSystemCpu } from './servers.js';
@@ -338,6 +338,24 @@ function cpuSecondsOfPid(pid: number): number | null {
   }
 }
 
+/**
+ * Bytes a cell process has read and written so far (`rchar`, `wchar` of /proc/<pid>/io: sockets
+ * and files, whether or not they reached a disk); null once it exited. Unlike its CPU, this does
+ * not depend on how busy the machine is: an idle cell's bytes are its mesh traffic.
+ */
+export function ioBytesOf(cell: BenchCell): { read: number; written: number } | null {
+  if (cell.hasExited()) return null;
+  try {
+    const text = readFileSync(`/proc/${cell.pid}/io`, 'utf8');
+    const field = (name: string): number => Number(new RegExp(`^${name}: (\\d+)$`, 'm').exec(text)?.[1] ?? NaN);
+    const read = field('rchar');
+    const written = field('wchar');
+    return Number.isFinite(read) && Number.isFinite(written) ? { read, written } : null;
+  } catch {
+    return null;
+  }
+}
+
 /** CPU used so far by a cell process, seconds; null once it exited. */
 export function cpuSecondsOf(cell: BenchCell): number | null {
   return cell.hasExited() ? null : cpuSecondsOfPid(cell.pid);
@@ -368,24 +386,34 @@ export class OtherCpu {
 export async function waitAllAlive(cluster: BenchCluster, cells: readonly BenchCell[], timeoutMs: number, what: string): Promise<number> {
   const startedMs = performance.now();
   const ids = cells.map((cell) => cell.spec.cellId);
-  let lastProblem = '';
+  let problems: string[] = [];
   const done = await pollUntil(
     async () => {
+      problems = [];
       for (const cell of cells) {
-        const view = await cluster.view(cell, 1000);
+        let view: ClusterView;
+        try {
+          // A starved cell may take seconds to answer; its view is what counts, not its latency.
+          view = await cluster.view(cell);
+        } catch (error) {
+          problems.push(`${cell.spec.cellId} did not answer (${error instanceof Error ? error.message : String(error)})`);
+          continue;
+        }
         for (const id of ids) {
           const liveness = view.cells.find((seen) => seen.cellId === id)?.liveness;
-          if (liveness !== 'alive') {
-            lastProblem = `${cell.spec.cellId} sees ${id} as ${liveness ?? 'unknown'}`;
-            return false;
-          }
+          if (liveness !== 'alive') problems.push(`${cell.spec.cellId} sees ${id} as ${liveness ?? 'unknown'}`);
         }
+        // Until the first cells agree, a round stops there: every cell polled costs it CPU.
+        if (problems.length > 0 && performance.now() - startedMs < timeoutMs - 2_000) return false;
       }
-      return true;
+      return problems.length === 0;
     },
     { intervalMs: 50, timeoutMs },
   );
-  if (done === null) throw new Error(`${what}: not every cell saw every other alive within ${timeoutMs} ms (${lastProblem})`);
+  if (done === null) {
+    const shown = problems.slice(0, 12).join('; ');
+    throw new Error(`${what}: not every cell saw every other alive within ${timeoutMs} ms (${problems.length} views disagree: ${shown}${problems.length > 12 ? '; ...' : ''})`);
+  }
   return done - startedMs;
 }
 

@@ -12,7 +12,7 @@
  * the start-up of the processes.
  */
 import { availableParallelism } from 'node:os';
-import { cpuSecondsOf, OtherCpu, sleep, waitAllAlive, type BenchCell, type BenchCluster, type CellSpec } from './mesh-cluster.js';
+import { cpuSecondsOf, ioBytesOf, OtherCpu, sleep, waitAllAlive, type BenchCell, type BenchCluster, type CellSpec } from './mesh-cluster.js';
 import { metricTotal, round, roundSummary, summarize, type SampleSummary } from './mesh-stats.js';
 
 /** After the last cell listens, the mesh has this long to show every cell alive everywhere. */
@@ -129,6 +129,8 @@ export interface IdleResult {
   perCellCpuPercent: Record<string, number | null>;
   /** Over the cells: what "an idle cell costs" is judged by (max) and compared across runs (p50). */
   cpuPercent: SampleSummary;
+  /** Bytes each cell read and wrote per second over the window (its mesh traffic: see `ioBytesOf`), p50 and max over the cells. */
+  ioBytesPerSecond: { read: SampleSummary; written: SampleSummary };
   /** Membership work per cell per second over the window (from each cell's metrics), mean over the cells. */
   perCellPerSecond: { probes: number | null; antiEntropyRounds: number | null; recordsReceived: number | null };
   /** CPU of processes other than the benchmark and its cells over the window, percent of one core. */
@@ -161,9 +163,11 @@ export async function measureIdle(cluster: BenchCluster, cells: readonly BenchCe
   const countersBefore = await scrape();
   const otherCpu = new OtherCpu(cluster);
   const cpuBefore = cells.map((cell) => cpuSecondsOf(cell));
+  const ioBefore = cells.map((cell) => ioBytesOf(cell));
   const startedMs = performance.now();
   await sleep(windowMs);
   const cpuAfter = cells.map((cell) => cpuSecondsOf(cell));
+  const ioAfter = cells.map((cell) => ioBytesOf(cell));
   const seconds = (performance.now() - startedMs) / 1000;
   const otherCpuPercent = round(otherCpu.percent(), 1)!;
   const countersAfter = await scrape();
@@ -177,6 +181,17 @@ export async function measureIdle(cluster: BenchCluster, cells: readonly BenchCe
     perCellCpuPercent[cell.spec.cellId] = round(percent, 2);
     if (percent !== null) percents.push(percent);
   });
+  const ioRates = (direction: 'read' | 'written'): SampleSummary =>
+    roundSummary(
+      summarize(
+        cells.flatMap((_, index) => {
+          const before = ioBefore[index];
+          const after = ioAfter[index];
+          return before == null || after == null ? [] : [(after[direction] - before[direction]) / seconds];
+        }),
+      ),
+      0,
+    );
   const rate = (name: keyof IdleCounters): number | null => {
     const deltas = cells
       .map((_, index) => {
@@ -192,6 +207,7 @@ export async function measureIdle(cluster: BenchCluster, cells: readonly BenchCe
     windowMs: round(seconds * 1000, 0)!,
     perCellCpuPercent,
     cpuPercent: roundSummary(summarize(percents), 2),
+    ioBytesPerSecond: { read: ioRates('read'), written: ioRates('written') },
     perCellPerSecond: { probes: rate('probes'), antiEntropyRounds: rate('antiEntropyRounds'), recordsReceived: rate('recordsReceived') },
     otherCpuPercent,
   };

@@ -59,6 +59,10 @@ export function formatMeshReport(json: Record<string, unknown>): string {
         `(others used ${idle.otherCpuPercent}%)`,
     );
     lines.push(`    ${Object.entries(idle.perCellCpuPercent).map(([id, percent]) => `${id} ${text(percent)}`).join(', ')}`);
+    lines.push(
+      `    bytes per cell per second: read p50 ${text(idle.ioBytesPerSecond.read.p50)} (max ${text(idle.ioBytesPerSecond.read.max)}), ` +
+        `written p50 ${text(idle.ioBytesPerSecond.written.p50)} (max ${text(idle.ioBytesPerSecond.written.max)})`,
+    );
     const rates = idle.perCellPerSecond;
     lines.push(
       `    per cell per second: ${text(rates.probes)} probes, ${text(rates.antiEntropyRounds)} anti-entropy rounds, ` +

@@ -1064,7 +1064,8 @@ export async function runMesh(options: MeshOptions): Promise<number> {
       const idle = results.idle;
       log(
         `  idle cells used p50 ${idle.cpuPercent.p50}%, max ${idle.cpuPercent.max}% of a core ` +
-          `(${Object.values(idle.perCellCpuPercent).join(', ')}); others ${idle.otherCpuPercent}%`,
+          `(${Object.values(idle.perCellCpuPercent).join(', ')}); others ${idle.otherCpuPercent}%; ` +
+          `bytes read/written per cell per second p50 ${idle.ioBytesPerSecond.read.p50}/${idle.ioBytesPerSecond.written.p50}`,
       );
     } catch (error) {
       results.errors.cluster = errorText(error);
