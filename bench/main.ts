@@ -136,7 +136,9 @@ program
     });
   });
 
+/** `--phases none` runs only the formation and the idle window. */
 function phaseList(value: string): MeshPhase[] {
+  if (value.trim() === 'none') return [];
   const phases = value
     .split(',')
     .map((item) => item.trim())
@@ -147,6 +149,12 @@ function phaseList(value: string): MeshPhase[] {
     }
   }
   return phases as MeshPhase[];
+}
+
+function percentOfCore(value: string): number {
+  const percent = Number(value);
+  if (!Number.isFinite(percent) || percent <= 0 || percent > 100) throw new InvalidArgumentError('must be a percent of a core, above 0 and at most 100');
+  return percent;
 }
 
 /** `--timing name=value`, repeatable: overrides of the LAN membership timings (mesh/membership-config.ts). */
@@ -161,7 +169,7 @@ program
   .description(
     'a cluster of real cell processes on loopback: record convergence, join to routable, crash detection and stalls, location messages per query, in-cell vs cross-cell delivery',
   )
-  .option('--cells <n>', 'cells of the cluster (a further one joins and leaves in the join phase)', integer(3, 16), 5)
+  .option('--cells <n>', 'cells of the cluster (a further one joins and leaves in the join phase)', integer(3, 32), 5)
   .option('--converge-trials <n>', 'record changes timed (the changing cell rotates)', integer(1, 1000), 20)
   .option('--converge-warmup <n>', 'record changes made first and not counted (fresh processes compile these paths on first use)', integer(0, 1000), 5)
   .option('--poll-interval-ms <n>', 'pause between two polls of one cell\'s admin view', integer(0, 1000), 2)
@@ -176,12 +184,17 @@ program
   .option('--stall-watch-seconds <n>', 'watching after the last stall', integer(0, 600), 5)
   .option('--failure-trials <n>', 'SIGKILL trials, each followed by a restart of the killed cell', integer(1, 100), 3)
   .option('--timing <name=ms>', 'override a LAN membership timing on every cell (repeatable), e.g. suspicionMinMs=1000', timingOverride, {})
-  .option('--phases <list>', `comma-separated, from ${MESH_PHASES.join(',')}`, phaseList, [...MESH_PHASES])
+  .option('--phases <list>', `comma-separated, from ${MESH_PHASES.join(',')}; none: only the formation and the idle window`, phaseList, [...MESH_PHASES])
+  .option('--start-concurrency <n>', 'cells started at once after the first two (default: one per core)', integer(1, 32))
+  .option('--idle-settle-seconds <n>', 'quiet time after the cluster formed, before the idle window', integer(0, 600), 10)
+  .option('--idle-seconds <n>', 'the idle window: every cell\'s CPU with nobody polling', integer(20, 600), 30)
+  .option('--idle-baseline-percent <p>', 'the idle p50 per cell of a 5-cell run, to judge this run\'s flatness against (1.2x)', percentOfCore)
   .option('--wait-quiet-seconds <n>', 'before each phase, wait up to n s for other processes to go quiet', integer(0, 600), 15)
   .option('--max-seconds <n>', 'bound on the whole run; everything is stopped after it', integer(30, 3600), 600)
   .option('--json', 'print exactly one JSON object on stdout')
   .action(async (raw: Record<string, unknown>) => {
     const { runMesh } = await import('./mesh.js');
+    const { DEFAULT_START_CONCURRENCY } = await import('./mesh-formation.js');
     process.exitCode = await runMesh({
       cells: raw['cells'] as number,
       convergeTrials: raw['convergeTrials'] as number,
@@ -200,6 +213,10 @@ program
       failureTrials: raw['failureTrials'] as number,
       timings: raw['timing'] as Record<string, number>,
       phases: raw['phases'] as MeshPhase[],
+      startConcurrency: (raw['startConcurrency'] as number | undefined) ?? DEFAULT_START_CONCURRENCY,
+      idleSettleSeconds: raw['idleSettleSeconds'] as number,
+      idleSeconds: raw['idleSeconds'] as number,
+      idleBaselinePercent: (raw['idleBaselinePercent'] as number | undefined) ?? null,
       maxSeconds: raw['maxSeconds'] as number,
       json: raw['json'] === true,
     });

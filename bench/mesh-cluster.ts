@@ -7,14 +7,18 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { REPOSITORY_ROOT, freePort } from './servers.js';
+import { REPOSITORY_ROOT, freePort, readCpuSeconds, readSystemCpu } from './servers.js';
 
 export const BENCH_TENANT = 'bench';
 const BIN_PATH = join(REPOSITORY_ROOT, 'bin', 'cellmesh.js');
-export const LISTENING_TIMEOUT_MS = 30_000;
+/**
+ * A cell process spends 1.5-2 s of CPU before it listens; on a shared 2-core machine where other
+ * runs and the cells already started take the cores, that start has taken up to 30 s.
+ */
+export const LISTENING_TIMEOUT_MS = 60_000;
 const HTTP_TIMEOUT_MS = 3_000;
 const STDERR_TAIL_LINES = 40;
 
@@ -58,6 +62,8 @@ export interface BenchCell {
   readonly spawnedAtMs: number;
   /** performance.now() when its `listening` line arrived. */
   readonly listeningAtMs: number;
+  /** CPU the process had used (all threads) when its `listening` line arrived: its start-up cost, s. */
+  readonly cpuSecondsAtListening: number | null;
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   hasExited(): boolean;
   kill(signal: NodeJS.Signals): void;
@@ -173,6 +179,7 @@ export class BenchCluster {
       if (stderrLines.length > STDERR_TAIL_LINES) stderrLines.splice(0, stderrLines.length - STDERR_TAIL_LINES);
     });
     const stderrTail = (): string => [...stderrLines, partial].join('\n').trim();
+    let cpuSecondsAtListening: number | null = null;
     const listeningAtMs = await new Promise<number>((resolve, reject) => {
       let buffered = '';
       const timer = setTimeout(() => {
@@ -192,6 +199,7 @@ export class BenchCluster {
             if (event.event === 'listening') {
               listening = true;
               clearTimeout(timer);
+              cpuSecondsAtListening = cpuSecondsOfPid(pid);
               resolve(performance.now());
               return;
             }
@@ -215,6 +223,7 @@ export class BenchCluster {
       pid,
       spawnedAtMs,
       listeningAtMs,
+      cpuSecondsAtListening,
       exited,
       hasExited: () => ended,
       kill: (signal) => {
@@ -318,6 +327,94 @@ export class BenchCluster {
     if (address === undefined) throw new Error(`cell ${cell.spec.cellId} shows no mesh address`);
     return address;
   }
+}
+
+/** CPU used so far by a process (all threads), seconds; null once it is gone. */
+function cpuSecondsOfPid(pid: number): number | null {
+  try {
+    return readCpuSeconds(pid);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Bytes a cell process has read and written so far (`rchar`, `wchar` of /proc/<pid>/io: sockets
+ * and files, whether or not they reached a disk); null once it exited. Unlike its CPU, this does
+ * not depend on how busy the machine is: an idle cell's bytes are its mesh traffic.
+ */
+export function ioBytesOf(cell: BenchCell): { read: number; written: number } | null {
+  if (cell.hasExited()) return null;
+  try {
+    const text = readFileSync(`/proc/${cell.pid}/io`, 'utf8');
+    const field = (name: string): number => Number(new RegExp(`^${name}: (\\d+)$`, 'm').exec(text)?.[1] ?? NaN);
+    const read = field('rchar');
+    const written = field('wchar');
+    return Number.isFinite(read) && Number.isFinite(written) ? { read, written } : null;
+  } catch {
+    return null;
+  }
+}
+
+/** CPU used so far by a cell process, seconds; null once it exited. */
+export function cpuSecondsOf(cell: BenchCell): number | null {
+  return cell.hasExited() ? null : cpuSecondsOfPid(cell.pid);
+}
+
+/** CPU used by processes other than this one and the cells since it was made (a phase, a window). */
+export class OtherCpu {
+  private readonly startedMs = performance.now();
+  private readonly before: number;
+
+  constructor(private readonly cluster: BenchCluster) {
+    this.before = readSystemCpu(this.excluded()).otherProcessesSeconds;
+  }
+
+  private excluded(): number[] {
+    return [process.pid, process.ppid, ...this.cluster.allPids];
+  }
+
+  /** Percent of one core. */
+  percent(): number {
+    const seconds = readSystemCpu(this.excluded()).otherProcessesSeconds - this.before;
+    const wallSeconds = Math.max(0.001, (performance.now() - this.startedMs) / 1000);
+    return Math.max(0, (seconds / wallSeconds) * 100);
+  }
+}
+
+/** Waits until every cell in `cells` sees every one of them alive; returns the time it took, ms. */
+export async function waitAllAlive(cluster: BenchCluster, cells: readonly BenchCell[], timeoutMs: number, what: string): Promise<number> {
+  const startedMs = performance.now();
+  const ids = cells.map((cell) => cell.spec.cellId);
+  let problems: string[] = [];
+  const done = await pollUntil(
+    async () => {
+      problems = [];
+      for (const cell of cells) {
+        let view: ClusterView;
+        try {
+          // A starved cell may take seconds to answer; its view is what counts, not its latency.
+          view = await cluster.view(cell);
+        } catch (error) {
+          problems.push(`${cell.spec.cellId} did not answer (${error instanceof Error ? error.message : String(error)})`);
+          continue;
+        }
+        for (const id of ids) {
+          const liveness = view.cells.find((seen) => seen.cellId === id)?.liveness;
+          if (liveness !== 'alive') problems.push(`${cell.spec.cellId} sees ${id} as ${liveness ?? 'unknown'}`);
+        }
+        // Until the first cells agree, a round stops there: every cell polled costs it CPU.
+        if (problems.length > 0 && performance.now() - startedMs < timeoutMs - 2_000) return false;
+      }
+      return problems.length === 0;
+    },
+    { intervalMs: 50, timeoutMs },
+  );
+  if (done === null) {
+    const shown = problems.slice(0, 12).join('; ');
+    throw new Error(`${what}: not every cell saw every other alive within ${timeoutMs} ms (${problems.length} views disagree: ${shown}${problems.length > 12 ? '; ...' : ''})`);
+  }
+  return done - startedMs;
 }
 
 /**

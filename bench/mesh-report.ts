@@ -1,6 +1,7 @@
 /**
  * The human-readable report of the mesh benchmark, from the same object `--json` prints.
  */
+import type { FormationResult, IdleResult } from './mesh-formation.js';
 import type { SampleSummary } from './mesh-stats.js';
 import type { ConvergeResult, DeliveryResult, FailureResult, JoinResult, LocateResult, PathResult, StallResult } from './mesh.js';
 
@@ -32,7 +33,7 @@ function pathLine(name: string, path: PathResult): string[] {
 
 export function formatMeshReport(json: Record<string, unknown>): string {
   const lines: string[] = [];
-  const goals = json['goals'] as Record<string, { met: boolean | null; ratio?: number | null }>;
+  const goals = json['goals'] as Record<string, { met: boolean | null; ratio?: number | null; baselinePercent?: number | null }>;
   const machine = json['machine'] as { cpus: number; cpuModel: string | null; memoryBytes: number; node: string };
   const timings = json['timings'] as Record<string, unknown>;
   lines.push('cellmesh mesh benchmark');
@@ -41,10 +42,32 @@ export function formatMeshReport(json: Record<string, unknown>): string {
       `${Object.keys(timings['overrides'] as object).length > 0 ? ` with ${JSON.stringify(timings['overrides'])}` : ''}; ` +
       `machine: ${machine.cpus} x ${machine.cpuModel ?? '?'}, ${(machine.memoryBytes / 2 ** 30).toFixed(0)} GiB, Node ${machine.node}`,
   );
-  if (json['formMs'] !== null) lines.push(`  cluster formed (every cell sees every other alive) ${ms(json['formMs'] as number)} after the first spawn`);
-  const idle = json['idleCellCpuPercent'] as Record<string, number | null> | null;
+  const formation = json['formation'] as FormationResult | null;
+  if (formation !== null) {
+    lines.push(
+      `  cluster formed (every cell sees every other alive) ${ms(formation.formMs)} after the last cell listened, ` +
+        `${ms(formation.formFromFirstSpawnMs)} after the first spawn; ${formation.startConcurrency} cells started at a time, ` +
+        `spawn -> listening p50 ${ms(formation.processStartMs.p50)} (max ${ms(formation.processStartMs.max)}), ` +
+        `${text(formation.processStartCpuSeconds.p50)} s of CPU each`,
+    );
+  }
+  const idle = json['idle'] as IdleResult | null;
   if (idle !== null) {
-    lines.push(`  idle cells (no traffic, nobody polling) use ${Object.entries(idle).map(([id, percent]) => `${id} ${text(percent)}%`).join(', ')} of a core`);
+    lines.push(
+      `  idle cells (no traffic, nobody polling, ${ms(idle.windowMs)} measured ${ms(idle.settleMs)} after forming): ` +
+        `p50 ${text(idle.cpuPercent.p50)}%, mean ${text(idle.cpuPercent.mean)}%, max ${text(idle.cpuPercent.max)}% of a core ` +
+        `(others used ${idle.otherCpuPercent}%)`,
+    );
+    lines.push(`    ${Object.entries(idle.perCellCpuPercent).map(([id, percent]) => `${id} ${text(percent)}`).join(', ')}`);
+    lines.push(
+      `    bytes per cell per second: read p50 ${text(idle.ioBytesPerSecond.read.p50)} (max ${text(idle.ioBytesPerSecond.read.max)}), ` +
+        `written p50 ${text(idle.ioBytesPerSecond.written.p50)} (max ${text(idle.ioBytesPerSecond.written.max)})`,
+    );
+    const rates = idle.perCellPerSecond;
+    lines.push(
+      `    per cell per second: ${text(rates.probes)} probes, ${text(rates.antiEntropyRounds)} anti-entropy rounds, ` +
+        `${text(rates.recordsReceived)} records received`,
+    );
   }
   lines.push('');
 
@@ -134,8 +157,20 @@ export function formatMeshReport(json: Record<string, unknown>): string {
         ? `not measured (${String(json['crossCellUnavailable'])})`
         : `${ms(json['crossCellP99Ms'] as number)} vs ${ms(json['inCellP99Ms'] as number | null)} (${String(goals['crossCellP99Ms']?.ratio)}x)`),
   );
-  lines.push(`  ${verdict(goals['failureDetectMs']?.met)} failure detected within 5 s: ${ms(json['failureDetectMs'] as number | null)}`);
+  lines.push(`  ${verdict(goals['failureDetectMs']?.met)} failure detected within 3 s: ${ms(json['failureDetectMs'] as number | null)}`);
   lines.push(`  ${verdict(goals['falsePositives']?.met)} no false positive with a 1 s stall: ${text(json['falsePositives'])}`);
+  lines.push(
+    `  ${verdict(goals['idleCellCpuPercent']?.met)} every idle cell at most 2% of a core: max ${text(json['idleCellCpuMaxPercent'])}%, ` +
+      `p50 ${text(json['idleCellCpuP50Percent'])}% at ${String(json['cells'])} cells`,
+  );
+  const baseline = goals['idleVsBaseline'];
+  lines.push(
+    `  ${verdict(baseline?.met)} idle p50 at most 1.2x that of 5 cells: ` +
+      (baseline?.baselinePercent === null || baseline?.baselinePercent === undefined
+        ? `not judged (give --idle-baseline-percent <p50 of a 5-cell run>; this run's p50 is ${text(json['idleCellCpuP50Percent'])}%)`
+        : `${text(json['idleCellCpuP50Percent'])}% vs ${text(baseline.baselinePercent)}% (${text(baseline.ratio)}x)`),
+  );
+  lines.push(`  ${verdict(goals['formMs']?.met)} cluster formed within 10 s of the last cell listening: ${ms(json['formMs'] as number | null)}`);
   const errors = json['errors'] as Record<string, string>;
   for (const [phase, message] of Object.entries(errors)) lines.push(`  FAILED ${phase}: ${message}`);
   const disturbed = json['disturbedPhases'] as string[];

@@ -73,14 +73,36 @@ describe('Prometheus text readings', () => {
 });
 
 describe('judgeGoals', () => {
+  const none = {
+    convergeMs: null,
+    crossCellP99Ms: null,
+    inCellP99Ms: 8,
+    failureDetectMs: null,
+    falsePositives: null,
+    idleCellCpuMaxPercent: null,
+    idleCellCpuP50Percent: null,
+    idleBaselinePercent: null,
+    formMs: null,
+  };
+
   it('judges each goal, and leaves missing figures unjudged', () => {
-    const goals = judgeGoals({ convergeMs: 120, crossCellP99Ms: 30, inCellP99Ms: 8, failureDetectMs: 5200, falsePositives: 0 });
+    const goals = judgeGoals({ ...none, convergeMs: 120, crossCellP99Ms: 30, failureDetectMs: 3200, falsePositives: 0 });
     expect(goals.convergeMs.met).toBe(true);
     expect(goals.crossCellP99Ms).toMatchObject({ met: false, ratio: 3.75 });
     expect(goals.failureDetectMs.met).toBe(false);
     expect(goals.falsePositives.met).toBe(true);
-    const missing = judgeGoals({ convergeMs: null, crossCellP99Ms: null, inCellP99Ms: 8, failureDetectMs: null, falsePositives: null });
-    expect(Object.values(missing).map((goal) => goal.met)).toEqual([null, null, null, null]);
+    expect(Object.values(judgeGoals(none)).map((goal) => goal.met)).toEqual([null, null, null, null, null, null, null]);
+  });
+
+  it('judges the idle cost by the busiest cell, flatness against a baseline run, and the formation time', () => {
+    const goals = judgeGoals({ ...none, idleCellCpuMaxPercent: 2.4, idleCellCpuP50Percent: 1.8, idleBaselinePercent: 1.6, formMs: 9_500 });
+    expect(goals.idleCellCpuPercent).toMatchObject({ max: 2, met: false });
+    expect(goals.idleVsBaseline).toMatchObject({ ratio: 1.13, met: true });
+    expect(goals.formMs.met).toBe(true);
+    expect(judgeGoals({ ...none, idleCellCpuMaxPercent: 2, idleCellCpuP50Percent: 2, idleBaselinePercent: 1.6 })).toMatchObject({
+      idleCellCpuPercent: { met: true },
+      idleVsBaseline: { ratio: 1.25, met: false },
+    });
   });
 });
 

@@ -88,17 +88,33 @@ export function histogramSumCount(text: string, name: string): { sum: number; co
   return { sum: metricValue(text, `${name}_sum`) ?? 0, count: metricValue(text, `${name}_count`) ?? 0 };
 }
 
-/** The goals of issue 4 ("Figures"), each judged only when its figure exists. */
+/**
+ * The goals of issue 4 (convergence, cross-cell delivery, no false positive) and issue 22 (what
+ * an idle cell costs, formation time, detection under 3 s where issue 4 asked 5 s), each judged
+ * only when its figure exists.
+ */
 export const MESH_GOALS = {
   convergeMsMax: 1000,
   crossCellVsInCellMax: 3,
-  failureDetectMsMax: 5000,
+  failureDetectMsMax: 3000,
   falsePositivesMax: 0,
+  /** Every idle cell, percent of one core. */
+  idleCellCpuPercentMax: 2,
+  /** The p50 idle cell of a larger cluster against that of 5 cells (another run: `--idle-baseline-percent`). */
+  idleVsBaselineMax: 1.2,
+  /** The last cell's `listening` line -> every view shows every cell alive. */
+  formMsMax: 10_000,
 } as const;
 
 export interface GoalVerdict {
   met: boolean | null;
   [bound: string]: unknown;
+}
+
+export type MeshGoal = 'convergeMs' | 'crossCellP99Ms' | 'failureDetectMs' | 'falsePositives' | 'idleCellCpuPercent' | 'idleVsBaseline' | 'formMs';
+
+function ratioOf(value: number | null, base: number | null): number | null {
+  return value === null || base === null || base <= 0 ? null : value / base;
 }
 
 export function judgeGoals(figures: {
@@ -107,11 +123,13 @@ export function judgeGoals(figures: {
   inCellP99Ms: number | null;
   failureDetectMs: number | null;
   falsePositives: number | null;
-}): Record<'convergeMs' | 'crossCellP99Ms' | 'failureDetectMs' | 'falsePositives', GoalVerdict> {
-  const ratio =
-    figures.crossCellP99Ms === null || figures.inCellP99Ms === null || figures.inCellP99Ms <= 0
-      ? null
-      : figures.crossCellP99Ms / figures.inCellP99Ms;
+  idleCellCpuMaxPercent: number | null;
+  idleCellCpuP50Percent: number | null;
+  idleBaselinePercent: number | null;
+  formMs: number | null;
+}): Record<MeshGoal, GoalVerdict> {
+  const ratio = ratioOf(figures.crossCellP99Ms, figures.inCellP99Ms);
+  const idleRatio = ratioOf(figures.idleCellCpuP50Percent, figures.idleBaselinePercent);
   return {
     convergeMs: { max: MESH_GOALS.convergeMsMax, met: figures.convergeMs === null ? null : figures.convergeMs < MESH_GOALS.convergeMsMax },
     crossCellP99Ms: {
@@ -127,6 +145,17 @@ export function judgeGoals(figures: {
       max: MESH_GOALS.falsePositivesMax,
       met: figures.falsePositives === null ? null : figures.falsePositives <= MESH_GOALS.falsePositivesMax,
     },
+    idleCellCpuPercent: {
+      max: MESH_GOALS.idleCellCpuPercentMax,
+      met: figures.idleCellCpuMaxPercent === null ? null : figures.idleCellCpuMaxPercent <= MESH_GOALS.idleCellCpuPercentMax,
+    },
+    idleVsBaseline: {
+      maxTimesBaseline: MESH_GOALS.idleVsBaselineMax,
+      baselinePercent: figures.idleBaselinePercent,
+      ratio: round(idleRatio, 2),
+      met: idleRatio === null ? null : idleRatio <= MESH_GOALS.idleVsBaselineMax,
+    },
+    formMs: { max: MESH_GOALS.formMsMax, met: figures.formMs === null ? null : figures.formMs < MESH_GOALS.formMsMax },
   };
 }
 

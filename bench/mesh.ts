@@ -20,11 +20,11 @@ import { cpus, totalmem } from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { LAN_MEMBERSHIP_OPTIONS, membershipOptions, type MembershipOptions } from '../mesh/membership-config.js';
 import { BenchDevice, mintDeviceToken, type BenchFrame } from './mesh-client.js';
-import { BENCH_TENANT, BenchCluster, LISTENING_TIMEOUT_MS, pollUntil, sleep, type BenchCell, type CellSpec } from './mesh-cluster.js';
+import { BENCH_TENANT, BenchCluster, cpuSecondsOf, LISTENING_TIMEOUT_MS, OtherCpu, pollUntil, sleep, waitAllAlive, type BenchCell } from './mesh-cluster.js';
+import { cellIdOf, Cells, formCluster, measureIdle, merchantOf, type FormationResult, type IdleResult } from './mesh-formation.js';
 import { formatMeshReport } from './mesh-report.js';
 import { metricValue } from '../platform/prometheus-text.js';
 import { gcCounts, histogramSumCount, judgeGoals, metricTotal, round, roundSummary, summarize, type SampleSummary } from './mesh-stats.js';
-import { readCpuSeconds, readSystemCpu } from './servers.js';
 
 export const MESH_PHASES = ['converge', 'locate', 'delivery', 'join', 'stall', 'failure'] as const;
 export type MeshPhase = (typeof MESH_PHASES)[number];
@@ -52,13 +52,19 @@ export interface MeshOptions {
   /** Overrides of the LAN membership timings, passed to every cell as `mesh.timings`. */
   timings: Record<string, number>;
   phases: MeshPhase[];
+  /** Cells started at once after the first two (one per core by default). */
+  startConcurrency: number;
+  /** Quiet time after the formation before the idle window, and the window itself, s. */
+  idleSettleSeconds: number;
+  idleSeconds: number;
+  /** The p50 idle CPU per cell of another run (at 5 cells), to judge flatness against; null: not judged. */
+  idleBaselinePercent: number | null;
   maxSeconds: number;
   json: boolean;
 }
 
-const CLUSTER_FORM_TIMEOUT_MS = 30_000;
+const ALIVE_AGAIN_TIMEOUT_MS = 30_000;
 const CONVERGE_TRIAL_TIMEOUT_MS = 10_000;
-const IDLE_SETTLE_MS = 5_000;
 const CONVERGE_TRIAL_GAP_MS = 250;
 const JOIN_TIMEOUT_MS = 30_000;
 const LEAVE_TIMEOUT_MS = 15_000;
@@ -76,82 +82,10 @@ const QUIET_OTHER_CPU_PERCENT = 10;
 
 type Log = (line: string) => void;
 
-function cellIdOf(index: number): string {
-  return `c${index + 1}`;
-}
-
-function merchantOf(cellId: string): string {
-  return `m-${cellId}`;
-}
-
 const JOIN_MERCHANT = 'm-joined';
 
 function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
-}
-
-/** The running cells of the run, by id, in start order; restarts replace entries. */
-class Cells {
-  readonly byId = new Map<string, BenchCell>();
-  readonly addresses = new Map<string, string>();
-
-  constructor(readonly cluster: BenchCluster) {}
-
-  /** In id order (c1, c2, ...), whatever order they started or restarted in. */
-  get list(): BenchCell[] {
-    const number = (cell: BenchCell): number => Number(cell.spec.cellId.slice(1));
-    return [...this.byId.values()].sort((left, right) => number(left) - number(right));
-  }
-
-  at(index: number): BenchCell {
-    const cell = this.list[index];
-    if (cell === undefined) throw new Error(`no cell #${index + 1}`);
-    return cell;
-  }
-
-  others(cell: BenchCell): BenchCell[] {
-    return this.list.filter((other) => other.spec.cellId !== cell.spec.cellId);
-  }
-
-  /** What a cell started later bootstraps through: the first two cells (or one). */
-  bootstrapList(excluding?: string): string[] {
-    return [...this.addresses.entries()]
-      .filter(([cellId]) => cellId !== excluding)
-      .slice(0, 2)
-      .map(([, address]) => address);
-  }
-
-  async add(spec: CellSpec, ports?: { port: number; meshPort: number }): Promise<BenchCell> {
-    const cell = await this.cluster.start(spec, ports);
-    this.byId.set(spec.cellId, cell);
-    this.addresses.set(spec.cellId, await this.cluster.meshAddressOf(cell));
-    return cell;
-  }
-}
-
-/** Waits until every cell in `cells` sees every one of them alive; returns the time it took, ms. */
-async function waitAllAlive(cluster: BenchCluster, cells: readonly BenchCell[], timeoutMs: number, what: string): Promise<number> {
-  const startedMs = performance.now();
-  const ids = cells.map((cell) => cell.spec.cellId);
-  let lastProblem = '';
-  const done = await pollUntil(
-    async () => {
-      for (const cell of cells) {
-        const view = await cluster.view(cell, 1000);
-        for (const id of ids) {
-          const liveness = view.cells.find((seen) => seen.cellId === id)?.liveness;
-          if (liveness !== 'alive') {
-            lastProblem = `${cell.spec.cellId} sees ${id} as ${liveness ?? 'unknown'}`;
-            return false;
-          }
-        }
-      }
-      return true;
-    },
-    { intervalMs: 50, timeoutMs },
-  );
-  if (done === null) throw new Error(`${what}: not every cell saw every other alive within ${timeoutMs} ms (${lastProblem})`);
-  return done - startedMs;
 }
 
 /**
@@ -176,26 +110,6 @@ async function waitForQuietMachine(cluster: BenchCluster, boundMs: number, log: 
       log(`  waiting up to ${Math.round(boundMs / 1000)} s for a quiet machine (others use ${Math.round(percent)}% of a core)`);
       warned = true;
     }
-  }
-}
-
-/** CPU used by processes other than this one and the cells during a phase. */
-class OtherCpu {
-  private readonly startedMs = performance.now();
-  private readonly before: number;
-
-  constructor(private readonly cluster: BenchCluster) {
-    this.before = readSystemCpu(this.excluded()).otherProcessesSeconds;
-  }
-
-  private excluded(): number[] {
-    return [process.pid, process.ppid, ...this.cluster.allPids];
-  }
-
-  percent(): number {
-    const seconds = readSystemCpu(this.excluded()).otherProcessesSeconds - this.before;
-    const wallSeconds = Math.max(0.001, (performance.now() - this.startedMs) / 1000);
-    return Math.max(0, (seconds / wallSeconds) * 100);
   }
 }
 
@@ -261,14 +175,6 @@ class CellWatch {
       });
     }
     return activity;
-  }
-}
-
-function cpuSecondsOf(cell: BenchCell): number | null {
-  try {
-    return cell.hasExited() ? null : readCpuSeconds(cell.pid);
-  } catch {
-    return null;
   }
 }
 
@@ -826,7 +732,7 @@ export interface StallResult {
 }
 
 async function runStall(cluster: BenchCluster, cells: Cells, options: MeshOptions, log: Log): Promise<StallResult> {
-  await waitAllAlive(cluster, cells.list, CLUSTER_FORM_TIMEOUT_MS, 'before the stall check');
+  await waitAllAlive(cluster, cells.list, ALIVE_AGAIN_TIMEOUT_MS, 'before the stall check');
   const otherCpu = new OtherCpu(cluster);
   const victim = cells.at(cells.list.length - 1);
   const victimId = victim.spec.cellId;
@@ -981,9 +887,8 @@ async function runFailure(cluster: BenchCluster, cells: Cells, options: MeshOpti
 // The run
 
 export interface MeshResults {
-  formMs: number | null;
-  /** Each cell's CPU (percent of one core) over a few idle seconds after the cluster formed. */
-  idleCellCpuPercent: Record<string, number | null> | null;
+  formation?: FormationResult;
+  idle?: IdleResult;
   converge?: ConvergeResult;
   locate?: LocateResult;
   delivery?: DeliveryResult;
@@ -1007,9 +912,11 @@ export function buildMeshJson(options: MeshOptions, results: MeshResults, starte
   const crossCellP99Ms = results.delivery?.crossCell?.deliveryMs.p99 ?? null;
   const inCellP99Ms = results.delivery?.inCell.deliveryMs.p99 ?? null;
   const falsePositives = results.stall?.falsePositives ?? null;
+  const idle = results.idle;
   const effective = effectiveTimings(options.timings);
   const disturbed = (
     [
+      ['idle', idle?.otherCpuPercent],
       ['converge', converge?.otherCpuPercent],
       ['locate', results.locate?.otherCpuPercent],
       ['delivery', results.delivery?.otherCpuPercent],
@@ -1023,6 +930,14 @@ export function buildMeshJson(options: MeshOptions, results: MeshResults, starte
   return {
     benchmark: 'mesh',
     cells: options.cells,
+    formMs: results.formation?.formMs ?? null,
+    formMsIs: "the last cell's listening line -> every cell's view shows every cell alive",
+    formFromFirstSpawnMs: results.formation?.formFromFirstSpawnMs ?? null,
+    idleCellCpuP50Percent: idle?.cpuPercent.p50 ?? null,
+    idleCellCpuMaxPercent: idle?.cpuPercent.max ?? null,
+    idleCellCpuPercent: idle?.perCellCpuPercent ?? null,
+    idleCellCpuPercentIs:
+      idle === undefined ? null : `each cell's CPU (percent of one core) over ${idle.windowMs} ms with nobody polling, ${idle.settleMs} ms after the cluster formed`,
     convergeMs,
     convergeMsIs: `p99 over ${options.convergeTrials} trials of the slowest cell's time to show a changed record version (nearest rank: with 20 trials, the largest)`,
     convergeP50Ms: converge?.trialMaxMs.p50 ?? null,
@@ -1047,6 +962,10 @@ export function buildMeshJson(options: MeshOptions, results: MeshResults, starte
       inCellP99Ms,
       failureDetectMs,
       falsePositives,
+      idleCellCpuMaxPercent: idle?.cpuPercent.max ?? null,
+      idleCellCpuP50Percent: idle?.cpuPercent.p50 ?? null,
+      idleBaselinePercent: options.idleBaselinePercent,
+      formMs: results.formation?.formMs ?? null,
     }),
     errors: results.errors,
     disturbedPhases: disturbed,
@@ -1079,10 +998,14 @@ export function buildMeshJson(options: MeshOptions, results: MeshResults, starte
       stallWatchSeconds: options.stallWatchSeconds,
       failureTrials: options.failureTrials,
       phases: options.phases,
+      startConcurrency: options.startConcurrency,
+      idleSettleSeconds: options.idleSettleSeconds,
+      idleSeconds: options.idleSeconds,
+      idleBaselinePercent: options.idleBaselinePercent,
       storeSync: true,
     },
-    formMs: results.formMs,
-    idleCellCpuPercent: results.idleCellCpuPercent,
+    formation: results.formation ?? null,
+    idle: idle ?? null,
     converge: converge ?? null,
     locate: results.locate ?? null,
     delivery: results.delivery ?? null,
@@ -1110,7 +1033,7 @@ export async function runMesh(options: MeshOptions): Promise<number> {
   effectiveTimings(options.timings); // Throws on a nonsensical combination before anything starts.
 
   const cluster = new BenchCluster(options.timings);
-  const results: MeshResults = { formMs: null, idleCellCpuPercent: null, errors: {} };
+  const results: MeshResults = { errors: {} };
   // A bound on the whole run: whatever hangs, the cells are killed and their data removed.
   const report = (): void => {
     const json = buildMeshJson(options, results, startedAt, (performance.now() - startedMs) / 1000);
@@ -1129,29 +1052,21 @@ export async function runMesh(options: MeshOptions): Promise<number> {
     log(`mesh: starting ${options.cells} cells (LAN timings${Object.keys(options.timings).length > 0 ? ` with ${JSON.stringify(options.timings)}` : ''}) in ${cluster.root}`);
     const cells = new Cells(cluster);
     try {
-      const formStartedMs = performance.now();
-      await cells.add({ cellId: cellIdOf(0), merchants: [merchantOf(cellIdOf(0))], bootstrap: [] });
-      const rest = Array.from({ length: options.cells - 1 }, (_, offset) => cellIdOf(offset + 1));
-      // The second cell first (it and the first make the bootstrap list of the others), then the rest at once.
-      if (rest.length > 0) await cells.add({ cellId: rest[0]!, merchants: [merchantOf(rest[0]!)], bootstrap: cells.bootstrapList() });
-      const bootstrap = cells.bootstrapList();
-      await Promise.all(rest.slice(1).map((cellId) => cells.add({ cellId, merchants: [merchantOf(cellId)], bootstrap })));
-      await waitAllAlive(cluster, cells.list, CLUSTER_FORM_TIMEOUT_MS, 'forming the cluster');
-      results.formMs = round(performance.now() - formStartedMs, 0);
-      log(`  all ${options.cells} cells see each other alive, ${results.formMs} ms after the first spawn`);
-      // A few idle seconds: start-up work settles, and what an idle cell costs is on record.
-      const before = cells.list.map((cell) => cpuSecondsOf(cell));
-      const idleStartedMs = performance.now();
-      await sleep(IDLE_SETTLE_MS);
-      const idleSeconds = (performance.now() - idleStartedMs) / 1000;
-      results.idleCellCpuPercent = Object.fromEntries(
-        cells.list.map((cell, index) => {
-          const after = cpuSecondsOf(cell);
-          const start = before[index];
-          return [cell.spec.cellId, after === null || start === null || start === undefined ? null : round(((after - start) / idleSeconds) * 100, 1)];
-        }),
+      results.formation = await formCluster(cells, options.cells, options.startConcurrency, log);
+      const formation = results.formation;
+      log(
+        `  all ${options.cells} cells see each other alive ${formation.formMs} ms after the last one listened ` +
+          `(${formation.formFromFirstSpawnMs} ms after the first spawn; ${options.startConcurrency} started at a time, ` +
+          `spawn -> listening p50 ${formation.processStartMs.p50} ms, ${formation.processStartCpuSeconds.p50} s of CPU each)`,
       );
-      log(`  idle for ${IDLE_SETTLE_MS / 1000} s: cells used ${Object.values(results.idleCellCpuPercent).join(', ')} % of a core`);
+      log(`  idle: ${options.idleSettleSeconds} s to settle, then ${options.idleSeconds} s measured with nobody polling`);
+      results.idle = await measureIdle(cluster, cells.list, options.idleSettleSeconds * 1000, options.idleSeconds * 1000);
+      const idle = results.idle;
+      log(
+        `  idle cells used p50 ${idle.cpuPercent.p50}%, max ${idle.cpuPercent.max}% of a core ` +
+          `(${Object.values(idle.perCellCpuPercent).join(', ')}); others ${idle.otherCpuPercent}%; ` +
+          `bytes read/written per cell per second p50 ${idle.ioBytesPerSecond.read.p50}/${idle.ioBytesPerSecond.written.p50}`,
+      );
     } catch (error) {
       results.errors.cluster = errorText(error);
       log(`  failed: ${results.errors.cluster}`);

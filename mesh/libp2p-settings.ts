@@ -15,13 +15,14 @@ export const LIBP2P_TRANSPORT_DEFAULTS = {
   /** 0 lets the operating system pick a free port (tests, one-off runs). */
   listenPort: 0,
   /**
-   * Gossipsub's heartbeat (its default is 1 s). The heartbeat grafts peers into the mesh, repairs
-   * it after a peer leaves and emits IHAVE gossip for messages a peer may have missed. A LAN
-   * cluster of tens of cells can afford 700 ms: mesh formation and repair after a partition
-   * heals come ~30% sooner, at the price of ~1.4 small control rounds per second per peer.
-   * The message cache then covers 5 heartbeats (3.5 s) and gossip the last 3 (2.1 s).
+   * Gossipsub's heartbeat (its default is 1 s; not the membership heartbeat of
+   * mesh/membership-config.ts). Each one maintains the topic meshes (graft below Dlo, prune
+   * above Dhi), sends IHAVE gossip (GOSSIPSUB_PARAMETERS) and decays the peer scores. A cell's own
+   * messages go straight to every connected peer (flood publish), and below `maxConnections`
+   * cells every cell is connected to every other, so the mesh only relays and repairs: 1 s is
+   * often enough (docs/mesh.md, "Gossipsub").
    */
-  heartbeatIntervalMs: 700,
+  heartbeatIntervalMs: 1_000,
   /**
    * How long opening a connection may take (TCP, pnet, noise, yamux), dialling out or accepting
    * in; libp2p's default is 10 s. It also bounds a request's connecting phase. A cell dialling
@@ -70,6 +71,58 @@ export const LIBP2P_TRANSPORT_DEFAULTS = {
   /** The shortest cluster secret accepted: the secret is the cluster's only admission control. */
   minClusterSecretBytes: 16,
 } as const;
+
+/**
+ * Gossipsub's parameters for cellmesh's traffic: small messages (heartbeats, records, claims,
+ * locate queries), each published by flood to every connected cell (every cell, up to
+ * `maxConnections`), so that the gossipsub mesh relays only what a direct send missed: a cell not
+ * connected to the publisher (past `maxConnections` cells, or a broken link), a message lost in a
+ * closing connection. Every message a mesh peer relays to a cell that had it from the publisher
+ * is a duplicate it receives, decodes and drops: with libp2p's defaults (D = 6) a cell of a
+ * 10-cell cluster received each message about 6 times, from the publisher and from its mesh
+ * peers. Measured one by one with `npm run bench -- mesh` (docs/mesh.md, "Gossipsub";
+ * docs/benchmarks.md, mesh section).
+ */
+export const GOSSIPSUB_PARAMETERS = {
+  /**
+   * Mesh degree: the peers a cell relays others' messages to, per topic (gossipsub's default is 6,
+   * within 4..12). 3 (within 2..4) still gives every cell two or more relay paths and keeps the mesh
+   * of a partly connected cluster connected, at half the duplicates.
+   */
+  D: 3,
+  Dlo: 2,
+  Dhi: 4,
+  /** Of the mesh peers kept when pruning, at least this many by score (default 4; at most D). */
+  Dscore: 1,
+  /** Of the mesh peers, at least this many outbound (default 2; below Dlo and at most D / 2). */
+  Dout: 1,
+  /**
+   * IHAVE gossip goes to max(Dlazy, gossipFactor x non-mesh peers) peers outside the mesh each
+   * heartbeat (defaults 6 and 0.25), listing every message id of the last `mcacheGossip`
+   * heartbeats. A connected cell had every one from the publisher, so past the mesh size this was
+   * a growing list sent to a growing number of peers only to be found known. 2 peers keep the
+   * repair path of a cell a relay missed.
+   */
+  Dlazy: 2,
+  gossipFactor: 0,
+  /** Heartbeats a message stays in the cache that answers IWANT (default 5). */
+  mcacheLength: 5,
+  /** Heartbeats of message ids listed in IHAVE (default 3). */
+  mcacheGossip: 2,
+} as const;
+
+/**
+ * Gossipsub's fast message id: the publisher's peer id and sequence number, the pair the message
+ * id is made of under StrictSign, read from the frame before anything is checked. Without it,
+ * gossipsub verifies the signature of every copy it receives before finding the copy in its seen
+ * cache: each duplicate a mesh peer relayed cost an Ed25519 verification. Only a copy that passed
+ * the checks is cached under its fast id, so a forged copy cannot shadow the real message.
+ */
+export function fastMessageId(message: { from?: Uint8Array | undefined; seqno?: Uint8Array | undefined }): string {
+  const hex = (bytes: Uint8Array | undefined): string =>
+    bytes === undefined ? '' : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex');
+  return `${hex(message.from)}/${hex(message.seqno)}`;
+}
 
 /** The structured logger the adapter reports to (pino's signature; a pino logger fits). */
 export interface TransportLogger {

@@ -39,7 +39,7 @@ import { createLibp2p } from 'libp2p';
 import { combine, Deadline, errorMessage, failure, type CallSignals } from './libp2p-calls.js';
 import { Libp2pGossip } from './libp2p-gossip.js';
 import { Libp2pRequests } from './libp2p-requests.js';
-import { deriveNetworkKey, resolveSettings, silentTransportLogger, type Libp2pSettings, type Libp2pTransportInit, type TransportLogger } from './libp2p-settings.js';
+import { deriveNetworkKey, fastMessageId, GOSSIPSUB_PARAMETERS, resolveSettings, silentTransportLogger, type Libp2pSettings, type Libp2pTransportInit, type TransportLogger } from './libp2p-settings.js';
 import { ClusterPrivateNetwork } from './private-network.js';
 import {
   MeshTransportError,
@@ -90,7 +90,11 @@ export async function createLibp2pTransport(init: Libp2pTransportInit): Promise<
         globalSignaturePolicy: StrictSign,
         allowPublishToZeroTopicPeers: true,
         emitSelf: false,
+        // Mesh degree, gossip and message cache for this traffic (docs/mesh.md, "Gossipsub").
         heartbeatInterval: settings.heartbeatIntervalMs,
+        ...GOSSIPSUB_PARAMETERS,
+        // Duplicates are dropped before their signature is verified again.
+        fastMsgIdFn: fastMessageId,
         // Every cell speaks gossipsub; a floodsub fallback would only widen what peers may send.
         fallbackToFloodsub: false,
         // A cell's own messages go to every subscribed peer it is connected to, not only its mesh.
