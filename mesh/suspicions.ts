@@ -23,8 +23,10 @@ export interface SuspicionsInit {
   readonly logger: Logger;
   readonly health: LocalHealth;
   readonly isRunning: () => boolean;
-  /** Serving cells (this one included) at the failure detector's last probe round. */
+  /** Serving cells (this one included) as the failure detector counts them. */
   readonly servingCellsSeen: () => number;
+  /** Another cell's claim started a suspicion here: probe the suspect to confirm it (or not). */
+  readonly confirmationWanted: (cellId: string) => void;
 }
 
 interface Suspicion {
@@ -106,7 +108,10 @@ export class Suspicions {
       this.confirm(claim.cellId, suspicion, claim.by);
       return;
     }
-    if (this.markSuspect(claim.cellId, entry, claim.incarnation)) this.startSuspicion(claim.cellId, claim.incarnation, claim.by);
+    if (this.markSuspect(claim.cellId, entry, claim.incarnation)) {
+      this.startSuspicion(claim.cellId, claim.incarnation, claim.by);
+      this.init.confirmationWanted(claim.cellId);
+    }
   }
 
   /**
@@ -173,8 +178,8 @@ export class Suspicions {
     invariant(suspicion.suspectors.size >= 1 && suspicion.suspectors.size <= options.suspicionConfirmations + 1, () => `suspicion of ${cellId} has ${suspicion.suspectors.size} suspectors, outside 1..K+1`);
     suspicion.timer?.cancel();
     // The count changes the timeout only below K + 2 cells (suspicionTimeoutMs): counted afresh
-    // near there, taken from the last probe round above. A directory walk for every claim heard
-    // made a partition of a 1,000-cell mesh cost n^3.
+    // near there, taken from the detector's running count above. A directory walk for every
+    // claim heard made a partition of a 1,000-cell mesh cost n^3.
     const seen = this.init.servingCellsSeen();
     const servingCells = seen < options.suspicionConfirmations + 4 ? countServingCells(this.init.directory) : seen;
     const timeoutMs = suspicionTimeoutMs(suspicion.suspectors.size - 1, options, this.init.health.value, servingCells);
