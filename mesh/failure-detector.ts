@@ -129,7 +129,7 @@ export class FailureDetector {
       suspicions: this.suspicions,
       isRunning,
       pingRequest: (cellId) => this.pingRequest(cellId),
-      pingAnswered: (peer, answer) => this.orderAnnounced(peer, answer),
+      pingAnswered: (peer, { cellId, incarnation, version, updates }) => this.orderAnnounced(peer, { self: { cellId, incarnation, version }, updates }),
       heardFromPeer: (peer) => this.heardFromPeer(peer),
     });
     this.repairs = new ViewRepairs({
@@ -259,6 +259,7 @@ export class FailureDetector {
           directory.markHeard(self.cellId, clock.now());
           this.prober.heard(self.cellId);
         }
+        if (entry?.liveness === 'dead') this.prober.deadCellAnswered();
         if (pullCalledFor(entry, self) || claimToReannounce(entry, self) !== undefined) this.repairs.disagreementHeard(peer, self.cellId, self);
       }
     }

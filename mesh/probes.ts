@@ -49,7 +49,9 @@ type ProbePurpose = 'suspicion' | 'dead-check';
  * connected cells are asked to ping the cell; they answer ack or nack. If none acks, the cell is
  * suspected (Suspicions). A cell held dead (not left) that is connected again is pinged in its
  * turn too, direct only: its answer shows it alive, and the claim is reannounced for it to refute
- * (memberlist gossips to the dead the same way), which is how a healed partition comes back.
+ * (memberlist gossips to the dead the same way), which is how a healed partition comes back; the
+ * first such answer has the other connected dead cells pinged over the next rounds as well
+ * (deadCellAnswered), with the room the round's probes leave.
  *
  * Bounds: the round-robin list and the pending sets hold at most one entry per directory entry;
  * at most `maxConcurrentProbes` probes run at once.
@@ -59,6 +61,9 @@ export class Prober {
   private readonly pendingProbes = new Set<string>();
   /** Suspects heard of from others, to confirm (or not) here at the next chance. */
   private readonly confirmations = new Set<string>();
+  /** Cells held dead to ping soon, direct only: a cell held dead answered, so a partition may have healed. */
+  private readonly deadChecks = new Set<string>();
+  private lastDeadSweepMs = Number.NEGATIVE_INFINITY;
   private readonly probing = new Set<string>();
   /** The current pass of the round-robin, shuffled; `next` is the position of the next probe. */
   private order: string[] = [];
@@ -85,6 +90,30 @@ export class Prober {
     this.confirmations.add(cellId);
   }
 
+  /**
+   * A cell held dead answered or pinged: a partition may have healed, and the other cells held
+   * dead may be back too. Each connected one is pinged (direct only) over the next rounds, a few
+   * a round, instead of waiting for its turn of the round-robin: after a heal every cell of one
+   * side must hear from some cell of the other to learn it must refute, and waiting for the
+   * round-robin alone left the last of a large side to chance for many rounds. At most one
+   * sweep per `deadRedialIntervalMs`; cells held dead after a crash are not connected and cost nothing.
+   */
+  deadCellAnswered(): void {
+    const { clock, options, directory, transport } = this.init;
+    const nowMs = clock.now();
+    if (nowMs - this.lastDeadSweepMs < options.deadRedialIntervalMs) return;
+    this.lastDeadSweepMs = nowMs;
+    const connected = new Set(transport.connectedPeers());
+    const dead: string[] = [];
+    for (const entry of directory.values()) {
+      if (entry.liveness === 'dead' && connected.has(entry.record.peerId)) dead.push(entry.record.cellId);
+    }
+    // In random order: every cell of a side sweeping the other side in the same order would ping
+    // the same few cells first, and leave the same last ones waiting.
+    shuffle(dead, this.init.random);
+    for (const cellId of dead) this.deadChecks.add(cellId);
+  }
+
   /** A cell joined the directory: it takes a random place in what is left of this pass (SWIM). */
   added(cellId: string): void {
     if (cellId === this.selfCellId) return;
@@ -96,21 +125,30 @@ export class Prober {
   forget(cellId: string): void {
     this.pendingProbes.delete(cellId);
     this.confirmations.delete(cellId);
+    this.deadChecks.delete(cellId);
   }
 
   clear(): void {
     this.pendingProbes.clear();
     this.confirmations.clear();
+    this.deadChecks.clear();
+    this.lastDeadSweepMs = Number.NEGATIVE_INFINITY;
     this.order = [];
     this.next = 0;
   }
 
-  /** One probe round: the urgent probes, and the next cell of the round-robin. */
+  /** One probe round: the urgent probes, the next cell of the round-robin, then dead checks with the room left. */
   probeRound(): void {
+    const { options, directory } = this.init;
     this.startDueProbes();
-    if (this.probing.size >= this.init.options.maxConcurrentProbes) return;
+    if (this.probing.size >= options.maxConcurrentProbes) return;
     const target = this.nextInTurn();
     if (target !== undefined) void this.probe(target.cellId, target.purpose);
+    for (const cellId of this.deadChecks) {
+      if (this.probing.size >= options.maxConcurrentProbes) return;
+      this.deadChecks.delete(cellId);
+      if (directory.get(cellId)?.liveness === 'dead') void this.probe(cellId, 'dead-check');
+    }
   }
 
   /** Starts the probes of closed connections and of suspicions to confirm, up to the concurrency bound; returns how many. */
