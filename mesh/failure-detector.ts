@@ -342,6 +342,8 @@ export class FailureDetector {
   private onDirectoryChange(cellId: string, before: DirectoryEntry | undefined, after: DirectoryEntry | undefined): void {
     this.servingCells += Number(after !== undefined && isServing(after.liveness)) - Number(before !== undefined && isServing(before.liveness));
     if (before === undefined && after !== undefined) this.prober.added(cellId);
+    // A cell held dead is back (it refuted, or restarted): a healed partition brings back the rest too.
+    if (before?.liveness === 'dead' && after !== undefined && isServing(after.liveness)) this.prober.deadCellAnswered();
     if (after === undefined) this.prober.forget(cellId);
     this.suspicions.directoryChanged(cellId, after);
   }

@@ -36,7 +36,7 @@ export interface ProberInit {
 
 type PingResult = 'ack' | 'refused' | 'none';
 type IndirectResult = 'ack' | 'nack' | 'none';
-/** `suspicion`: a failure suspects the cell. `dead-check`: a cell held dead, pinged to learn whether it is back. */
+/** `suspicion`: a failure suspects the cell. `dead-check`: a cell held dead (or suspect, after a heal), pinged to learn whether it is back. */
 type ProbePurpose = 'suspicion' | 'dead-check';
 
 /**
@@ -61,7 +61,7 @@ export class Prober {
   private readonly pendingProbes = new Set<string>();
   /** Suspects heard of from others, to confirm (or not) here at the next chance. */
   private readonly confirmations = new Set<string>();
-  /** Cells held dead to ping soon, direct only: a cell held dead answered, so a partition may have healed. */
+  /** Cells held dead or suspect to ping soon, direct only: a cell held dead answered, so a partition may have healed. */
   private readonly deadChecks = new Set<string>();
   private lastDeadSweepMs = Number.NEGATIVE_INFINITY;
   private readonly probing = new Set<string>();
@@ -91,10 +91,11 @@ export class Prober {
   }
 
   /**
-   * A cell held dead answered or pinged: a partition may have healed, and the other cells held
-   * dead may be back too. Each connected one is pinged (direct only) over the next rounds, a few
-   * a round, instead of waiting for its turn of the round-robin: after a heal every cell of one
-   * side must hear from some cell of the other to learn it must refute, and waiting for the
+   * A cell held dead answered, pinged or came back: a partition may have healed, and the other cells held
+   * dead or suspect may be back too. Each connected one is pinged (direct only) over the next
+   * rounds, a few a round, instead of waiting for its turn of the round-robin: after a heal
+   * every cell of one side must hear from some cell of the other to learn it must refute (a
+   * suspicion raised during the partition never reached its cell), and waiting for the
    * round-robin alone left the last of a large side to chance for many rounds. At most one
    * sweep per `deadRedialIntervalMs`; cells held dead after a crash are not connected and cost nothing.
    */
@@ -104,14 +105,19 @@ export class Prober {
     if (nowMs - this.lastDeadSweepMs < options.deadRedialIntervalMs) return;
     this.lastDeadSweepMs = nowMs;
     const connected = new Set(transport.connectedPeers());
+    const suspect: string[] = [];
     const dead: string[] = [];
     for (const entry of directory.values()) {
-      if (entry.liveness === 'dead' && connected.has(entry.record.peerId)) dead.push(entry.record.cellId);
+      if (!connected.has(entry.record.peerId)) continue;
+      if (entry.liveness === 'suspect') suspect.push(entry.record.cellId);
+      else if (entry.liveness === 'dead') dead.push(entry.record.cellId);
     }
     // In random order: every cell of a side sweeping the other side in the same order would ping
-    // the same few cells first, and leave the same last ones waiting.
+    // the same few cells first, and leave the same last ones waiting. Suspects first: they are
+    // few, and each suspicion lasts until its cell hears of it.
+    shuffle(suspect, this.init.random);
     shuffle(dead, this.init.random);
-    for (const cellId of dead) this.deadChecks.add(cellId);
+    for (const cellId of [...suspect, ...dead]) this.deadChecks.add(cellId);
   }
 
   /** A cell joined the directory: it takes a random place in what is left of this pass (SWIM). */
@@ -147,7 +153,8 @@ export class Prober {
     for (const cellId of this.deadChecks) {
       if (this.probing.size >= options.maxConcurrentProbes) return;
       this.deadChecks.delete(cellId);
-      if (directory.get(cellId)?.liveness === 'dead') void this.probe(cellId, 'dead-check');
+      const liveness = directory.get(cellId)?.liveness;
+      if (liveness === 'dead' || liveness === 'suspect') void this.probe(cellId, 'dead-check');
     }
   }
 
@@ -238,12 +245,13 @@ export class Prober {
     try {
       const timeoutMs = options.probeTimeoutMs * (health.value + 1);
       const direct = await this.ping(cellId, peer, timeoutMs);
-      if (!this.init.isRunning() || purpose === 'dead-check') return;
+      if (!this.init.isRunning()) return;
       if (direct === 'ack') {
         metrics.probe('ack');
         health.lower();
         return;
       }
+      if (purpose === 'dead-check') return;
       const helpers = this.liveConnectedCells(cellId)
         .slice(0, options.indirectProbes)
         .map((helper) => directory.peerOf(helper) as PeerId);

@@ -118,9 +118,11 @@ export class Suspicions {
    * Tells a cell that is still heard from what this cell holds against it, so it can refute: a
    * request to that cell alone. Gossiped, the claim would go to every cell, and mark the cell
    * dead again where its refutation (or the cell's side of a healed partition) had it alive.
+   * Any cell holding the claim tells it, not only its suspectors: a cell is heard from by the few
+   * cells that ping it or that it pings, and a suspicion raised across a partition never reached
+   * its cell, whose suspectors may be the last to ping it.
    */
   reannounce(cellId: string, claim: LivenessClaim): void {
-    if (claim.kind === 'suspect' && this.suspicions.get(cellId)?.suspectors.has(this.selfCellId) !== true) return;
     const peer = this.init.directory.get(cellId)?.record.peerId;
     if (peer === undefined) return;
     const nowMs = this.init.clock.now();
