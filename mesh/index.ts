@@ -88,7 +88,7 @@ export {
   MembershipProtocol,
   MembershipTopic,
   type DeadClaim,
-  type Heartbeat,
+  type OwnOrder,
   type LivenessClaimMessage,
 } from './membership-wire.js';
 export {
