@@ -24,6 +24,9 @@
  * Every timeout of a cell is multiplied by (its local health multiplier + 1) (Lifeguard): a cell
  * that is itself slow waits longer before it accuses others.
  */
+/** Options that no longer do anything (see `heartbeatIntervalMs`): accepted, and warned about when set. */
+export const IGNORED_MEMBERSHIP_OPTIONS: ReadonlyArray<keyof MembershipOptions> = ['heartbeatIntervalMs', 'heartbeatReceiveBudgetPerSecond'];
+
 export interface MembershipOptions {
   /**
    * No effect: cells no longer broadcast heartbeats (liveness rides on the probes). Kept, with
