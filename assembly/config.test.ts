@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, ignoredMeshTimings, parseCellConfig, redisKeyPrefixOf } from './config.js';
+import { ConfigError, parseCellConfig, redisKeyPrefixOf } from './config.js';
 import { nearestKey } from './config-issues.js';
 
 const SECRET = 'config-test-secret-0123456789abcdef-0123';
@@ -89,12 +89,6 @@ describe('parseCellConfig: addresses and combinations', () => {
 
   it('refuses a memory store in a mesh, naming store.kind', () => {
     expect(refusal({ ...withMesh(), store: { kind: 'memory' } })).toMatch(/^invalid cell config: store\.kind: a cell in a mesh needs a durable store, level or redis/);
-  });
-
-  it('accepts the heartbeat timings of older configs, and names them as having no effect (the cell warns at start)', () => {
-    const config = parseCellConfig({ ...withMesh(), mesh: { clusterSecret: SECRET, timings: { heartbeatIntervalMs: 250, probeIntervalMs: 400 } } });
-    expect(config.mesh === undefined ? [] : ignoredMeshTimings(config.mesh)).toEqual(['mesh.timings.heartbeatIntervalMs']);
-    expect(ignoredMeshTimings(parseCellConfig(withMesh()).mesh!)).toEqual([]);
   });
 
   it('refuses mesh timings that contradict each other as a config error', () => {

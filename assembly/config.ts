@@ -6,7 +6,7 @@ import { configIssueLines } from './config-issues.js';
 import type { ValueSource } from './config-paths.js';
 import { isOperatorKey } from '../mesh/claim-proof.js';
 import { DEFAULT_ROUTING_SETTINGS, RoutingSettings } from '../router/routing-settings.js';
-import { IGNORED_MEMBERSHIP_OPTIONS, LAN_MEMBERSHIP_OPTIONS, membershipOptions, type MembershipOptions } from '../mesh/membership-config.js';
+import { LAN_MEMBERSHIP_OPTIONS, membershipOptions, type MembershipOptions } from '../mesh/membership-config.js';
 
 /**
  * Every object of the config is strict: an unknown key is almost always a typo (`listen.prot`,
@@ -252,11 +252,6 @@ export function redisKeyPrefixOf(config: Pick<CellConfig, 'cell'>, redis: { keyP
 }
 
 /** The mesh timing overrides the config sets (those it leaves out keep the preset's values). */
-/** The `mesh.timings` set in this config that have no effect any more (IGNORED_MEMBERSHIP_OPTIONS), as their paths. */
-export function ignoredMeshTimings(mesh: Pick<MeshConfig, 'timings'>): string[] {
-  return IGNORED_MEMBERSHIP_OPTIONS.filter((name) => mesh.timings[name] !== undefined).map((name) => `mesh.timings.${name}`);
-}
-
 export function meshTimings(mesh: Pick<MeshConfig, 'timings'>): Partial<MembershipOptions> {
   return Object.fromEntries(Object.entries(mesh.timings).filter((entry): entry is [string, number] => entry[1] !== undefined));
 }

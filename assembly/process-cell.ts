@@ -35,7 +35,7 @@ import { RouteMetrics } from '../router/route-metrics.js';
 import { routeRoutes } from '../router/route-routes.js';
 import type { DirectoryView } from '../mesh/directory.js';
 import { AssemblyError, assembleCell, type AssembledCell, type AssembledMesh, type DeviceAccess, type MeshPorts } from './assemble-cell.js';
-import { ignoredMeshTimings, isWildcardHost, meshTimings, redisKeyPrefixOf, type CellConfig, type MeshConfig } from './config.js';
+import { isWildcardHost, meshTimings, redisKeyPrefixOf, type CellConfig, type MeshConfig } from './config.js';
 import { storeFromConfig, storeOpenError, warnOfWeakDurability } from './cell-store.js';
 import type { MeshTransport } from '../mesh/transport.js';
 import { ProcessClusterPort } from '../cell/processes/process-cluster-port.js';
@@ -285,7 +285,6 @@ function once(run: () => Promise<void>): () => Promise<void> {
 /** The libp2p side of a cell process: its key, its private network, its listen address, its timings. */
 function libp2pMeshPorts(config: CellConfig, mesh: MeshConfig, logger: Logger): MeshPorts<Libp2pMeshTransport> {
   const options = membershipOptions(meshTimings(mesh));
-  for (const option of ignoredMeshTimings(mesh)) logger.warn({ option }, `${option} has no effect any more (cells no longer broadcast heartbeats): remove it from the config`);
   return {
     createTransport: async () => {
       const privateKey = await loadOrCreatePeerKey(keyFileOf(config, mesh));

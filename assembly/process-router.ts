@@ -15,7 +15,7 @@ import { PromMetrics } from '../platform/prom-metrics.js';
 import { SystemRandom, type Random } from '../platform/random.js';
 import { MemoryStore } from '../platform/store/index.js';
 import { RouterServer } from '../router/router-server.js';
-import { ignoredMeshTimings, meshTimings } from './config.js';
+import { meshTimings } from './config.js';
 import type { RouterConfig } from './router-config.js';
 import { listenStartError } from './start-errors.js';
 import { webPagesOf } from './web-pages.js';
@@ -93,7 +93,6 @@ export async function startRouter(options: StartRouterOptions): Promise<RunningR
       throw await listenStartError({ host: 'listen.host', port: 'listen.port' }, config.listen.host, config.listen.port, error);
     });
     const http = meshConfig.advertise.http ?? `http://${config.listen.host}:${port}`;
-    for (const option of ignoredMeshTimings(meshConfig)) logger.warn({ option }, `${option} has no effect any more (cells no longer broadcast heartbeats): remove it from the config`);
     mesh = new CellMesh({
       cellId: config.router.id,
       role: 'router',

@@ -1,4 +1,4 @@
-import { IGNORED_MEMBERSHIP_OPTIONS, LAN_MEMBERSHIP_OPTIONS, type MembershipOptions } from '../mesh/membership-config.js';
+import { LAN_MEMBERSHIP_OPTIONS, type MembershipOptions } from '../mesh/membership-config.js';
 import { option, type ConfigOption } from './config-options.js';
 
 /** The options a cell and a router share with the same names and defaults: listening, logs, the mesh, routing. */
@@ -39,14 +39,7 @@ const MESH_SECURITY_OPTIONS: readonly ConfigOption[] = [
 ];
 
 const MESH_TIMING_OPTIONS: readonly ConfigOption[] = (Object.keys(LAN_MEMBERSHIP_OPTIONS) as Array<keyof MembershipOptions>).map((name) =>
-  option(
-    `mesh.timings.${name}`,
-    'number',
-    `\`${LAN_MEMBERSHIP_OPTIONS[name]}\``,
-    IGNORED_MEMBERSHIP_OPTIONS.includes(name)
-      ? 'no effect: cells no longer broadcast heartbeats (liveness rides on the probes); accepted so that older configs load, with a warning at start'
-      : 'membership timing; the default is the LAN preset\'s (docs/mesh.md, "Timings and tuning")',
-  ),
+  option(`mesh.timings.${name}`, 'number', `\`${LAN_MEMBERSHIP_OPTIONS[name]}\``, 'membership timing; the default is the LAN preset\'s (docs/mesh.md, "Timings and tuning")'),
 );
 
 export const ROUTING_OPTIONS: readonly ConfigOption[] = [

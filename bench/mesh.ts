@@ -972,6 +972,7 @@ export function buildMeshJson(options: MeshOptions, results: MeshResults, starte
     timings: {
       preset: 'lan',
       overrides: options.timings,
+      heartbeatIntervalMs: effective.heartbeatIntervalMs,
       probeIntervalMs: effective.probeIntervalMs,
       probeTimeoutMs: effective.probeTimeoutMs,
       suspectAfterMs: effective.suspectAfterMs,

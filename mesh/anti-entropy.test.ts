@@ -48,14 +48,14 @@ describe('anti-entropy', () => {
   });
 
   it('repairs a record change whose gossip was lost', async () => {
-    const harness = await cluster(8, 4, { probeIntervalMs: 60_000 });
+    const harness = await cluster(8, 4, { heartbeatIntervalMs: 60_000, suspectAfterMs: 180_000 });
     // Every publish now is lost (requests were not in flight): the change reaches nobody by gossip.
     harness.network.setFaults({ lossRate: 1 });
     const changed = await harness.cell('c2').mesh.updateOwnRecord({ tenants: ['mall', 'market'] });
     harness.network.setFaults({ lossRate: 0 });
     await harness.run(5);
     expect(harness.cell('c0').mesh.directory.get('c2')?.record.version).toBeLessThan(changed.version);
-    // With pings too rare to trigger a pull, only periodic anti-entropy can carry it.
+    // With heartbeats too rare to trigger a pull, only periodic anti-entropy can carry it.
     const elapsedMs = await harness.runUntil(
       () => harness.running().every((cell) => cell.mesh.directory.get('c2')?.record.version === changed.version),
       5 * 2_000,
@@ -66,7 +66,7 @@ describe('anti-entropy', () => {
     expect(repaired).toBeGreaterThanOrEqual(3);
   });
 
-  it('pulls a newer record at once when a ping or piggybacked update shows a version it does not hold', async () => {
+  it('pulls a newer record at once when a heartbeat shows a version it does not hold', async () => {
     const harness = await cluster(9, 4);
     harness.network.setFaults({ lossRate: 1 });
     const changed = await harness.cell('c1').mesh.updateOwnRecord({ capacity: { maxDevices: 5 } });
@@ -75,22 +75,21 @@ describe('anti-entropy', () => {
       () => harness.running().every((cell) => cell.mesh.directory.get('c1')?.record.version === changed.version),
       2_000,
     );
-    // The owner's next pings (one every 500 ms) carry the version, and their answers pass it on
-    // (piggybacked λ·log n times); each pull takes two round trips.
-    expect(elapsedMs).toBeLessThanOrEqual(1_520);
+    // The next heartbeat (every 500 ms) carries the version; the pull takes two round trips.
+    expect(elapsedMs).toBeLessThanOrEqual(520);
   });
 
-  it('in a cluster past repairAtOnceUpToCells, the first pulls make the owner republish and spare the rest', async () => {
-    // Past the threshold at 8 cells: the cluster waits before pulling. Periodic anti-entropy is
-    // held off so that only the pulls set off by pings and piggybacked updates carry the change.
-    const harness = await cluster(10, 8, { repairAtOnceUpToCells: 4, antiEntropyIntervalMs: 600_000 });
+  it('in a cluster past the heartbeat budget, the first pulls make the owner republish and spare the rest', async () => {
+    // Heartbeats every 7 s at 8 cells (a budget of 1 a second): the cluster waits before pulling.
+    // Periodic anti-entropy is held off so that only heartbeat pulls can carry the change.
+    const harness = await cluster(10, 8, { heartbeatReceiveBudgetPerSecond: 1, antiEntropyIntervalMs: 600_000 });
     const owner = harness.cell('c1');
     const answeredBefore = owner.metrics.value('cellmesh_mesh_anti_entropy_rounds_total', { role: 'answerer' });
     harness.network.setFaults({ lossRate: 1 });
     const changed = await owner.mesh.updateOwnRecord({ capacity: { maxDevices: 5 } });
     harness.network.setFaults({ lossRate: 0 });
     await harness.runUntil(() => harness.running().every((cell) => cell.mesh.directory.get('c1')?.record.version === changed.version), 10_000);
-    // Seven cells hear of the change within a few rounds; without the republish each would have pulled.
+    // Seven cells heard the heartbeat; without the republish each would have pulled.
     const answered = owner.metrics.value('cellmesh_mesh_anti_entropy_rounds_total', { role: 'answerer' }) - answeredBefore;
     expect(answered).toBeGreaterThanOrEqual(1);
     expect(answered).toBeLessThanOrEqual(3);

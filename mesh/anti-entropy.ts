@@ -90,7 +90,7 @@ export function antiEntropyIntervalMs(servingCells: number, options: MembershipO
  *    `/cellmesh/anti-entropy-push/1.0.0` `{ records }` (chunked), answered `{ accepted }`.
  * While `more` is true A repeats step 1 with its updated digest, up to `antiEntropyMaxRounds`.
  * When A's digest holds B's own record at an older order, B also calls `onOwnRecordLacked`: a
- * cell that heard B's order in a ping before B's record pulls from B (after a wait, in a large
+ * cell that heard B's heartbeat before B's record pulls from B (after a wait, in a large
  * cluster), and B republishing its record spares the cells still waiting their own pull.
  * Every message holds at most `antiEntropyMaxRecordsPerMessage` records and about
  * `antiEntropyMaxBytesPerMessage` bytes of them.
@@ -98,7 +98,7 @@ export function antiEntropyIntervalMs(servingCells: number, options: MembershipO
  * When: every `antiEntropyIntervalMs` (jittered to 50-150 %, so cells do not synchronise; longer
  * in clusters above `antiEntropyScaleAboveCells`, see antiEntropyIntervalMs()) with one random
  * connected peer that has not left; right after joining through a bootstrap peer;
- * and whenever a ping, its answer or a piggybacked update shows a record newer than the one held (a pull from that sender).
+ * and whenever a heartbeat shows a record newer than the one held (a pull from that sender).
  * At most `maxConcurrentExchanges` run at once, one per peer.
  */
 export class AntiEntropy {

@@ -82,7 +82,7 @@ export type CellRecordPatch = Partial<CellRecordContent>;
  *
  * Lifecycle (a Startable; each part owns its timers and clears them on stop):
  * - `start()`: bumps and persists the incarnation in the Store, signs the first record, serves
- *   the membership protocols, subscribes the topics with their validators, starts
+ *   the membership protocols, subscribes the topics with their validators, starts heartbeats,
  *   probes and anti-entropy, publishes the record, and joins in the background through the
  *   bootstrap addresses (dial with retries and jittered backoff, then one anti-entropy exchange
  *   with the first that answers: a pull of the directory and a push of this record).
@@ -173,7 +173,7 @@ export class CellMesh {
       logger: this.logger,
       ownOrder: () => this.own.record,
       refute: (claim) => this.refute(claim),
-      onNewerRecordSeen: (peer) => this.antiEntropy.requestExchange(peer, 'newer-order'),
+      onNewerRecordSeen: (peer) => this.antiEntropy.requestExchange(peer, 'newer-heartbeat'),
     });
     this.antiEntropy = new AntiEntropy({
       directory: this.directoryState,
@@ -196,7 +196,10 @@ export class CellMesh {
       bootstrap: init.bootstrap ?? [],
       isActive: () => this.isActive(),
       exchange: (peer) => this.antiEntropy.exchange(peer),
-      announce: () => void this.own.publish(),
+      announce: () => {
+        void this.own.publish();
+        this.failureDetector.publishHeartbeat();
+      },
     });
     this.keeper = new ConnectionKeeper({
       directory: this.directoryState,
@@ -233,7 +236,15 @@ export class CellMesh {
     return this.failureDetector.localHealth();
   }
 
-  /** Serving cells this cell knows of, itself included. */
+  /**
+   * The interval of this cell's heartbeats now: `heartbeatIntervalMs`, or longer in a cluster
+   * too large for `heartbeatReceiveBudgetPerSecond` (membership-config.ts).
+   */
+  heartbeatIntervalMs(): number {
+    return this.failureDetector.heartbeatIntervalMs();
+  }
+
+  /** Serving cells this cell knows of, itself included, as its failure detector last counted them. */
   servingCellCount(): number {
     return this.failureDetector.servingCellCount();
   }
@@ -420,6 +431,7 @@ export class CellMesh {
     void this.own.persistIncarnation(incarnation).then(() => {
       // A later refutation may have moved on; publish whatever is newest.
       void this.own.publish();
+      this.failureDetector.publishHeartbeat();
     });
   }
 

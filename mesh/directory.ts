@@ -28,7 +28,7 @@ export interface DirectoryEntry {
   /** The suspect/dead claim in force, if any (its incarnation is >= the record's). */
   readonly claim: LivenessClaim | undefined;
   /**
-   * Virtual time this cell last heard directly from that cell (ping, ping answer, own record, request,
+   * Virtual time this cell last heard directly from that cell (heartbeat, own record, request,
    * probe answer). Live: it moves in place while the entry is current, so read it, don't keep it.
    */
   readonly lastHeardMs: number;

@@ -1,15 +1,14 @@
 /**
- * SWIM failure detection with Lifeguard's refinements, composed: pings and their piggybacked
- * updates, hearing from cells, the membership messages and their handlers, wired to probing
- * (probes.ts), dissemination (dissemination.ts), suspicions (suspicions.ts), view repairs
- * (view-repair.ts) and the local health multiplier (local-health.ts).
+ * SWIM failure detection with Lifeguard's refinements, composed: heartbeats, hearing from cells,
+ * the membership messages and their handlers, wired to probing (probes.ts), suspicions
+ * (suspicions.ts), view repairs (view-repair.ts) and the local health multiplier (local-health.ts).
  */
 import type { Logger } from '../platform/logger.js';
 import type { Clock, TimerHandle } from '../platform/clock.js';
 import type { Random } from '../platform/random.js';
 import { ControlMessageDecoder, MAX_CONTROL_MESSAGE_BYTES } from './control-messages.js';
+import { heartbeatIntervalMs, silenceAllowedMs } from './detector-timing.js';
 import { isServing, type Directory, type DirectoryEntry, type LivenessClaim } from './directory.js';
-import { Dissemination } from './dissemination.js';
 import { LocalHealth } from './local-health.js';
 import type { MembershipOptions } from './membership-config.js';
 import { MembershipError } from './membership-errors.js';
@@ -20,10 +19,8 @@ import {
   MembershipProtocol,
   MembershipTopic,
   PingRequestSchema,
+  type Heartbeat,
   type LivenessClaimMessage,
-  type OwnOrder,
-  type PingAnswer,
-  type PingRequest,
 } from './membership-wire.js';
 import type { MeshMetrics } from './mesh-metrics.js';
 import { Prober } from './probes.js';
@@ -43,27 +40,31 @@ export interface FailureDetectorInit {
   readonly ownOrder: () => { readonly incarnation: number; readonly version: number };
   /** A suspect or dead claim about this cell at or above its incarnation arrived: refute it. */
   readonly refute: (claim: LivenessClaim) => void;
-  /** A ping, its answer or a piggybacked update shows a record newer than the one held, or an unknown cell: pull from `peer`. */
+  /** A heartbeat or ping answer shows a record newer than the one held, or an unknown cell: pull. */
   readonly onNewerRecordSeen: (peer: PeerId, cellId: string) => void;
 }
 
 /**
- * SWIM failure detection with Lifeguard's refinements, on the mesh transport. No cell broadcasts
- * a heartbeat: liveness and membership ride on the probes, so a quiet cell's traffic does not
- * grow with the cluster.
+ * SWIM failure detection with Lifeguard's refinements, on the mesh transport.
  *
- * - Probes: every `probeIntervalMs` (x LHM+1) this cell pings one cell, the next of a shuffled
- *   round-robin over the directory (`/cellmesh/ping/1.0.0`, `probeTimeoutMs` x LHM+1); a cell
- *   whose connection the transport reported closed, and a suspect heard of from others, at once.
- *   If the direct ping fails, k = `indirectProbes` random other live connected cells are asked to
- *   ping it (`/cellmesh/ping-req/1.0.0`); they answer ack or nack. If none acks, the cell is
- *   suspected: marked suspect here and a claim `{kind: 'suspect', cellId, incarnation, by}` is
- *   published on `cellmesh/membership/v1`. See Prober.
- * - Dissemination: a ping carries the pinger's own order `{cellId, incarnation, version}` and an
- *   answer the answerer's; both piggyback the orders of records that changed lately, each sent
- *   λ·log(n) times (Dissemination). A receiver that holds an older record (or none) pulls it from
- *   the sender; one that holds a claim against a cell announcing itself reannounces it to that
- *   cell. Any ping, answer, request, own record or claim from a cell counts as hearing from it.
+ * - Heartbeats: every `heartbeatIntervalMs` this cell publishes `{cellId, incarnation, version}`
+ *   on `cellmesh/heartbeat/v1`. Any heartbeat, own record, request or probe answer from a cell
+ *   counts as hearing from it. In a cluster too large for `heartbeatReceiveBudgetPerSecond` the
+ *   interval stretches (detector-timing.ts heartbeatIntervalMs()) and the heartbeat says so
+ *   (`intervalMs`); `suspectAfterMs` stretches by the same factor, taken from the longer of this
+ *   cell's own interval and the one the heard cell announced, so a cell is never probed for
+ *   keeping to a slower schedule than this one's.
+ * - Probes: every `probeIntervalMs` (x LHM+1) a cell not heard from for `suspectAfterMs`
+ *   (x LHM+1), or whose connection the transport reported closed (at once, not at the next
+ *   round), gets a direct ping (`/cellmesh/ping/1.0.0`, `probeTimeoutMs` x LHM+1). If it fails,
+ *   k = `indirectProbes` random other live connected cells are asked to ping it
+ *   (`/cellmesh/ping-req/1.0.0`); they answer ack or nack. If none acks, the cell is suspected:
+ *   marked suspect here and a claim `{kind: 'suspect', cellId, incarnation, by}` is published on
+ *   `cellmesh/membership/v1`. A suspect this cell only heard about is probed too (when overdue
+ *   here as well), so independent observers confirm each other's suspicion.
+ *   When nothing is overdue, one random connected cell gets a health probe: it feeds only the
+ *   local health multiplier (Lifeguard probes every round; without it LHM would never decay).
+ *   See Prober.
  * - Suspicion: the first claim (own or received) starts a timer of `suspicionMaxMs`, shrinking
  *   toward `suspicionMinMs` with each further cell's claim (suspicionTimeoutMs). A cell whose
  *   own probes fail when it holds K confirmations already publishes nothing. At expiry the
@@ -71,41 +72,44 @@ export interface FailureDetectorInit {
  *   suspectors. A record with a higher incarnation (the suspect's refutation) clears it
  *   anywhere, any time. See Suspicions.
  * - Refutation: a claim about this cell at >= its incarnation calls `refute` (the mesh bumps its
- *   incarnation and republishes its record). A cell held dead here that pings or answers gets the
- *   dead claim re-announced to it alone (`/cellmesh/claim/1.0.0`, at most every
+ *   incarnation and republishes its record). A cell still heard from while held dead here gets
+ *   the dead claim re-announced to it alone (`/cellmesh/claim/1.0.0`, at most every
  *   `claimReannounceIntervalMs`; in a large cluster after a random wait, see
  *   ViewRepairs.disagreementHeard) so it learns to refute, which is how both sides of a healed
  *   partition come back.
  * - Local health multiplier (0..`maxLocalHealth`): +1 when a probe fails with no answer at all
  *   (no direct reply, not even a refused connection, and no nack from a helper: this cell may be
- *   the slow one), +1 at every refutation, +1 when its own probe timer fires more than a round
- *   late (its event loop stalled); -1 on every successful probe. Every timeout above scales by
- *   LHM + 1.
+ *   the slow one), +1 at every refutation, +1 when its own heartbeat timer fires more than an
+ *   interval late (its event loop stalled); -1 on every successful probe. Every timeout above
+ *   scales by LHM + 1.
  *
- * Bounds: suspicions, pending probes and updates to disseminate hold at most one entry per
- * directory entry, deferred repairs at most `maxCells`; at most `maxConcurrentProbes` probes run
- * at once; a suspicion keeps at most K + 1 suspectors; a message piggybacks at most
- * MAX_PIGGYBACKED_UPDATES updates.
+ * Bounds: suspicions, pending probes and announced intervals hold at most one entry per
+ * directory entry, deferred repairs at most `maxCells`; at most
+ * `maxConcurrentProbes` probes run at once; a suspicion keeps at most K + 1 suspectors.
  */
 export class FailureDetector {
   private running = false;
+  private heartbeatTimer: TimerHandle | undefined;
   private probeTimer: TimerHandle | undefined;
   private readonly health: LocalHealth;
   private readonly suspicions: Suspicions;
   private readonly prober: Prober;
   private readonly repairs: ViewRepairs;
-  private readonly dissemination: Dissemination;
   private readonly decoder = new ControlMessageDecoder();
-  /** Serving cells of the directory (this one included), kept up to date from its changes. */
-  private servingCells = 1;
+  /** Heartbeat intervals other cells announced, when longer than `heartbeatIntervalMs` (bounded by the directory). */
+  private readonly announcedIntervalMs = new Map<string, number>();
+  /** Serving cells (this one included) at the last probe round: what the heartbeat interval follows. */
+  private servingCellsSeen = 1;
   private unsubscribeDirectory: (() => void) | undefined;
-  private unfollowDissemination: (() => void) | undefined;
+
+  /** The heartbeat interval of the largest cluster the options allow: a cap on announced ones. */
+  private readonly longestIntervalMs: number;
 
   constructor(private readonly init: FailureDetectorInit) {
     const { directory, transport, clock, random, options, metrics, logger } = init;
+    this.longestIntervalMs = heartbeatIntervalMs(options.maxCells, options);
     const isRunning = (): boolean => this.running;
     this.health = new LocalHealth(options.maxLocalHealth, metrics, logger);
-    this.dissemination = new Dissemination(directory, options.maxCells);
     this.suspicions = new Suspicions({
       directory,
       transport,
@@ -115,8 +119,7 @@ export class FailureDetector {
       logger,
       health: this.health,
       isRunning,
-      servingCellsSeen: () => this.servingCells,
-      confirmationWanted: (cellId) => this.prober.confirmSoon(cellId),
+      servingCellsSeen: () => this.servingCellsSeen,
     });
     this.prober = new Prober({
       directory,
@@ -128,9 +131,13 @@ export class FailureDetector {
       health: this.health,
       suspicions: this.suspicions,
       isRunning,
-      pingRequest: (cellId) => this.pingRequest(cellId),
-      pingAnswered: (peer, { cellId, incarnation, version, updates }) => this.orderAnnounced(peer, { self: { cellId, incarnation, version }, updates }),
+      ownIntervalMs: () => this.heartbeatIntervalMs(),
+      silenceAllowedMs: (cellId, ownIntervalMs) => silenceAllowedMs(options, ownIntervalMs, cellId === undefined ? 0 : (this.announcedIntervalMs.get(cellId) ?? 0)),
+      servingCellsCounted: (count) => {
+        this.servingCellsSeen = count;
+      },
       heardFromPeer: (peer) => this.heardFromPeer(peer),
+      newerOrderAnswered: (peer, cellId, order) => this.repairs.disagreementHeard(peer, cellId, order),
     });
     this.repairs = new ViewRepairs({
       directory,
@@ -138,7 +145,7 @@ export class FailureDetector {
       random,
       options,
       isRunning,
-      servingCells: () => this.servingCells,
+      ownIntervalMs: () => this.heartbeatIntervalMs(),
       pull: (peer, cellId) => init.onNewerRecordSeen(peer, cellId),
       reannounce: (cellId, claim) => this.suspicions.reannounce(cellId, claim),
     });
@@ -165,31 +172,48 @@ export class FailureDetector {
     if (this.running) return;
     this.running = true;
     const { transport, directory } = this.init;
+    transport.subscribe(MembershipTopic.heartbeat, (message) => this.handleHeartbeat(message), (message) => this.validateHeartbeat(message));
     transport.subscribe(MembershipTopic.membership, (message) => this.handleClaim(message), (message) => this.validateClaim(message));
-    this.unsubscribeDirectory = directory.onChange((cellId, before, after) => this.onDirectoryChange(cellId, before, after));
-    this.unfollowDissemination = this.dissemination.follow();
+    this.unsubscribeDirectory = directory.onChange((cellId, _before, after) => this.onDirectoryChange(cellId, after));
     this.health.report();
-    this.servingCells = countServingCells(directory);
-    for (const entry of directory.values()) this.prober.added(entry.record.cellId);
+    this.servingCellsSeen = countServingCells(directory);
+    this.publishHeartbeat();
+    this.scheduleHeartbeat();
     this.scheduleProbeRound();
   }
 
   stop(): void {
     if (!this.running) return;
     this.running = false;
+    this.heartbeatTimer?.cancel();
     this.probeTimer?.cancel();
     this.suspicions.clear();
     this.prober.clear();
+    this.announcedIntervalMs.clear();
     this.repairs.clear();
-    this.dissemination.clear();
     this.unsubscribeDirectory?.();
-    this.unfollowDissemination?.();
+    this.init.transport.unsubscribe(MembershipTopic.heartbeat);
     this.init.transport.unsubscribe(MembershipTopic.membership);
   }
 
-  /** Serving cells of the directory, this one included. */
+  /** Publishes a heartbeat now (also after the own record changed, so peers see the version). */
+  publishHeartbeat(): void {
+    if (!this.running) return;
+    const order = this.init.ownOrder();
+    const intervalMs = this.heartbeatIntervalMs();
+    const heartbeat: Heartbeat = { cellId: this.selfCellId, incarnation: order.incarnation, version: order.version };
+    // Said only when stretched, so a small cluster's heartbeats stay as they were.
+    this.publish(MembershipTopic.heartbeat, intervalMs > this.init.options.heartbeatIntervalMs ? { ...heartbeat, intervalMs } : heartbeat);
+  }
+
+  /** Serving cells (itself included) as of the last heartbeat or probe round. */
   servingCellCount(): number {
-    return this.servingCells;
+    return this.servingCellsSeen;
+  }
+
+  /** The interval of this cell's heartbeats now (see detector-timing.ts heartbeatIntervalMs()). */
+  heartbeatIntervalMs(): number {
+    return heartbeatIntervalMs(this.servingCellsSeen, this.init.options);
   }
 
   /** A request or message from `peer` arrived: that cell is alive. */
@@ -238,36 +262,44 @@ export class FailureDetector {
     this.suspicions.applyClaim(claim);
   }
 
-  /** The body of a ping to `cellId`: this cell's order and the updates it has to spread. */
-  private pingRequest(cellId: string): PingRequest {
-    const self: OwnOrder = { cellId: this.selfCellId, ...this.init.ownOrder() };
-    const updates = this.dissemination.take(this.servingCells, cellId);
-    return updates === undefined ? { self } : { self, updates };
+  private validateHeartbeat(message: MeshMessage): ValidationResult {
+    const heartbeat = this.decoder.heartbeat(message);
+    if (heartbeat === undefined) {
+      this.init.metrics.messageRejected(MembershipTopic.heartbeat, 'malformed');
+      return 'reject';
+    }
+    // The transport never delivers a cell's own publishes: a heartbeat naming this cell is forged.
+    if (heartbeat.cellId === this.selfCellId) return this.rejectMessage(MembershipTopic.heartbeat, 'forged-owner');
+    const entry = this.init.directory.get(heartbeat.cellId);
+    if (entry !== undefined && entry.record.peerId !== message.from && heartbeat.incarnation <= entry.record.incarnation) {
+      return this.rejectMessage(MembershipTopic.heartbeat, 'forged-owner');
+    }
+    return 'accept';
   }
 
-  /**
-   * `peer` told its own order (a ping or a ping's answer) and piggybacked updates. Its own order
-   * counts only from the peer that holds the cell (or for a cell not known yet, to pull it).
-   */
-  private orderAnnounced(peer: PeerId, announced: { readonly self?: OwnOrder | undefined; readonly updates?: readonly OwnOrder[] | undefined }): void {
+  private handleHeartbeat(message: MeshMessage): void {
+    const heartbeat = this.decoder.heartbeat(message);
+    if (heartbeat === undefined || !this.running) return;
     const { directory, clock } = this.init;
-    const self = announced.self;
-    if (self !== undefined && self.cellId !== this.selfCellId) {
-      const entry = directory.get(self.cellId);
-      if (entry === undefined || entry.record.peerId === peer) {
-        if (entry !== undefined) {
-          directory.markHeard(self.cellId, clock.now());
-          this.prober.heard(self.cellId);
-        }
-        if (entry?.liveness === 'dead') this.prober.deadCellAnswered();
-        if (pullCalledFor(entry, self) || claimToReannounce(entry, self) !== undefined) this.repairs.disagreementHeard(peer, self.cellId, self);
-      }
+    const entry = directory.get(heartbeat.cellId);
+    if (entry !== undefined && entry.record.peerId === message.from) {
+      directory.markHeard(heartbeat.cellId, clock.now());
+      this.prober.heard(heartbeat.cellId);
+      this.noteAnnouncedInterval(heartbeat);
     }
-    for (const update of announced.updates ?? []) {
-      // Another cell's order, passed on: the sender holds that record, so pull it from there.
-      if (update.cellId === this.selfCellId || update.cellId === self?.cellId) continue;
-      if (pullCalledFor(directory.get(update.cellId), update)) this.repairs.disagreementHeard(peer, update.cellId, update);
+    if (pullCalledFor(entry, heartbeat) || claimToReannounce(entry, heartbeat) !== undefined) {
+      this.repairs.disagreementHeard(message.from, heartbeat.cellId, heartbeat);
     }
+  }
+
+  private noteAnnouncedInterval(heartbeat: Heartbeat): void {
+    const announcedMs = heartbeat.intervalMs;
+    if (announcedMs === undefined || announcedMs <= this.init.options.heartbeatIntervalMs) {
+      this.announcedIntervalMs.delete(heartbeat.cellId);
+      return;
+    }
+    // No cell can need more than the interval of the largest cluster the options allow.
+    this.announcedIntervalMs.set(heartbeat.cellId, Math.min(announcedMs, this.longestIntervalMs));
   }
 
   private validateClaim(message: MeshMessage): ValidationResult {
@@ -295,17 +327,13 @@ export class FailureDetector {
 
   private async answerPing(from: PeerId, request: Uint8Array): Promise<Uint8Array> {
     if (!this.running) throw new MembershipError('STOPPED');
-    const decoded = decodeJson(request, PingRequestSchema, MAX_CONTROL_MESSAGE_BYTES);
-    if (!decoded.ok) {
+    if (!decodeJson(request, PingRequestSchema, MAX_CONTROL_MESSAGE_BYTES).ok) {
       this.init.metrics.messageRejected(MembershipProtocol.ping, 'malformed');
       throw new MembershipError('BAD_MESSAGE', 'malformed ping');
     }
     this.heardFromPeer(from);
-    this.orderAnnounced(from, decoded.value);
     const order = this.init.ownOrder();
-    const updates = this.dissemination.take(this.servingCells, this.init.directory.cellOfPeer(from));
-    const answer: PingAnswer = { cellId: this.selfCellId, incarnation: order.incarnation, version: order.version };
-    return encodeJson(updates === undefined ? answer : { ...answer, updates });
+    return encodeJson({ cellId: this.selfCellId, incarnation: order.incarnation, version: order.version } satisfies Heartbeat);
   }
 
   /** A claim about this cell reannounced by the cell holding it (Suspicions.reannounce): refute it if it holds. */
@@ -326,25 +354,38 @@ export class FailureDetector {
     return encodeJson({});
   }
 
-  private scheduleProbeRound(): void {
-    const intervalMs = this.init.options.probeIntervalMs * (this.health.value + 1);
+  private scheduleHeartbeat(): void {
+    const intervalMs = this.heartbeatIntervalMs();
     const dueMs = this.init.clock.now() + intervalMs;
-    this.probeTimer = this.init.clock.setTimer(intervalMs, () => {
+    this.heartbeatTimer = this.init.clock.setTimer(intervalMs, () => {
       if (!this.running) return;
-      // A timer that fires more than a whole round late means this cell's event loop was
+      // A timer that fires more than a whole interval late means this cell's event loop was
       // stalled: it may be the one that cannot keep up, so it gives others more time.
-      if (this.init.clock.now() - dueMs > intervalMs) this.health.raise('probe-round-late');
+      if (this.init.clock.now() - dueMs > intervalMs) this.health.raise('heartbeat-late');
+      this.publishHeartbeat();
+      this.scheduleHeartbeat();
+    });
+  }
+
+  private scheduleProbeRound(): void {
+    this.probeTimer = this.init.clock.setTimer(this.init.options.probeIntervalMs * (this.health.value + 1), () => {
+      if (!this.running) return;
       this.prober.probeRound();
       this.scheduleProbeRound();
     });
   }
 
-  private onDirectoryChange(cellId: string, before: DirectoryEntry | undefined, after: DirectoryEntry | undefined): void {
-    this.servingCells += Number(after !== undefined && isServing(after.liveness)) - Number(before !== undefined && isServing(before.liveness));
-    if (before === undefined && after !== undefined) this.prober.added(cellId);
-    // A cell held dead is back (it refuted, or restarted): a healed partition brings back the rest too.
-    if (before?.liveness === 'dead' && after !== undefined && isServing(after.liveness)) this.prober.deadCellAnswered();
-    if (after === undefined) this.prober.forget(cellId);
+  private onDirectoryChange(cellId: string, after: DirectoryEntry | undefined): void {
+    if (after === undefined) {
+      this.prober.forget(cellId);
+      this.announcedIntervalMs.delete(cellId);
+    }
     this.suspicions.directoryChanged(cellId, after);
+  }
+
+  private publish(topic: string, value: unknown): void {
+    this.init.transport.publish(topic, encodeJson(value)).catch((error: unknown) => {
+      this.init.logger.debug({ err: error, topic }, 'publish failed');
+    });
   }
 }

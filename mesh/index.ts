@@ -88,7 +88,7 @@ export {
   MembershipProtocol,
   MembershipTopic,
   type DeadClaim,
-  type OwnOrder,
+  type Heartbeat,
   type LivenessClaimMessage,
 } from './membership-wire.js';
 export {

@@ -24,7 +24,7 @@ export interface JoinerInit {
   readonly isActive: () => boolean;
   /** Pulls the directory from `peer` and pushes this cell's record. */
   readonly exchange: (peer: PeerId) => Promise<ExchangeResult>;
-  /** Joined through a peer: tell the cells this one now reaches (its own record). */
+  /** Joined through a peer: tell the cells this one now reaches (own record and heartbeat). */
   readonly announce: () => void;
 }
 

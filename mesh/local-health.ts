@@ -7,7 +7,7 @@ import type { MeshMetrics } from './mesh-metrics.js';
 
 /**
  * The multiplier, 0 (healthy) to `max`: raised when a probe gets no answer at all, at every
- * refutation and when the probe timer fires late; lowered by every successful probe.
+ * refutation and when the heartbeat timer fires late; lowered by every successful probe.
  */
 export class LocalHealth {
   private health = 0;

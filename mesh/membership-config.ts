@@ -4,36 +4,40 @@
  * `DefaultLocalConfig`): start from a preset, override single fields.
  *
  * How the failure-detection figures add up (LAN preset, a healthy observer, LHM = 0):
- * - No cell broadcasts a heartbeat: every `probeIntervalMs` each cell pings one other, the next of
- *   a shuffled round-robin (SWIM), and membership updates ride on the pings and their answers. So
- *   a quiet cell sends and answers about two pings per interval whatever the cluster's size.
  * - A cell whose connection drops (crash, kill -9: the OS resets its TCP connections) is pinged at
- *   once by the cells connected to it; the ping and the k indirect pings fail within
- *   milliseconds, so it is suspected almost immediately. With n >= 5 cells, the other observers'
- *   own suspicions arrive as confirmations and the suspicion timeout shrinks from
- *   `suspicionMaxMs` to `suspicionMinMs`: declared dead about 2 s after the crash (3 cells: one
- *   confirmation, about 4 s).
- * - A cell that goes silent without a disconnect (a frozen host, a cut cable) is pinged by some
- *   cell within about one `probeIntervalMs` (each of the n - 1 others pings it once per pass),
- *   suspected after the direct and indirect pings time out (about 2 x `probeTimeoutMs`), and
- *   the cells that hear the claim ping it too and confirm: declared dead `suspicionMinMs` later,
- *   about 3.5-4 s in all, at any size.
- * - A live cell whose event loop stalls for 1 s is never declared dead: at most one prober's
- *   pings time out and suspect it, the others that hear the claim get answers, and it refutes (a
- *   higher incarnation) as soon as it runs again, long before `suspicionMaxMs` expires.
+ *   once; the ping and the k indirect pings fail within milliseconds, so it is suspected almost
+ *   immediately. With n >= 5 cells, the other observers' own suspicions arrive as confirmations
+ *   and the suspicion timeout shrinks from `suspicionMaxMs` to `suspicionMinMs`: declared dead
+ *   about 2 s after the crash (3 cells: one confirmation, about 4 s).
+ * - A cell that goes silent without a disconnect (a frozen host, a cut cable) is probed after
+ *   `suspectAfterMs` plus at most one `probeIntervalMs`, suspected after the direct and indirect
+ *   pings time out (about 2 x `probeTimeoutMs`), and declared dead `suspicionMinMs` later once
+ *   confirmed by others: about 5 s.
+ * - A live cell whose event loop stalls for 1 s is never declared dead: `suspectAfterMs` is longer
+ *   than a heartbeat interval plus the stall, and even when suspected it refutes (a higher
+ *   incarnation) as soon as it runs again, long before `suspicionMinMs` expires.
  * Every timeout of a cell is multiplied by (its local health multiplier + 1) (Lifeguard): a cell
  * that is itself slow waits longer before it accuses others.
+ * These figures hold up to 51 cells. In a larger cluster the heartbeat interval and
+ * `suspectAfterMs` stretch by f = (n - 1) / (heartbeatReceiveBudgetPerSecond x interval) so each
+ * cell receives a bounded number of heartbeats: a crash that drops connections is still declared
+ * dead in about 2 s (the cells connected to it probe at once and confirm each other), a silent
+ * cell takes f x `suspectAfterMs` longer to be probed (LAN, 200 cells: f = 4, about 10 s in all;
+ * 1,000 cells: f = 20, about 35 s).
  */
-/** Options that no longer do anything (see `heartbeatIntervalMs`): accepted, and warned about when set. */
-export const IGNORED_MEMBERSHIP_OPTIONS: ReadonlyArray<keyof MembershipOptions> = ['heartbeatIntervalMs', 'heartbeatReceiveBudgetPerSecond'];
-
 export interface MembershipOptions {
-  /**
-   * No effect: cells no longer broadcast heartbeats (liveness rides on the probes). Kept, with
-   * `heartbeatReceiveBudgetPerSecond`, so that configs written for earlier versions still load.
-   */
+  /** How often a cell publishes its heartbeat ({cellId, incarnation, version}), up to `heartbeatReceiveBudgetPerSecond`'s cluster size. */
   readonly heartbeatIntervalMs: number;
-  /** No effect; see `heartbeatIntervalMs`. */
+  /**
+   * Heartbeats a cell should have to receive per second, from all other cells together. Every
+   * cell publishes to every other, so at `heartbeatIntervalMs` a cell of an n-cell cluster
+   * receives (n - 1) / interval of them: 2,000 a second at 1,000 cells on the LAN preset. Past
+   * budget x interval + 1 cells (51 with every preset) the interval stretches to
+   * (n - 1) / budget, the heartbeat announces it, and `suspectAfterMs` stretches by the same
+   * factor, so each cell's membership load stays bounded as in SWIM, at the price of slower
+   * detection of a silent cell in a large cluster (a crash that resets connections is still
+   * seen at once by the cells connected to it). 0 turns it off: fixed interval at any size.
+   */
   readonly heartbeatReceiveBudgetPerSecond: number;
   /**
    * How often a cell looks at its load (devices, messages per second) and republishes its
@@ -43,19 +47,18 @@ export interface MembershipOptions {
   /**
    * Load updates a cell should have to receive per second, from all other cells together: past
    * budget x interval + 1 cells the load interval stretches to (n - 1) / budget, as the
-   * membership traffic stays flat. 0 turns it off.
+   * heartbeat's does. 0 turns it off.
    */
   readonly loadUpdateReceiveBudgetPerSecond: number;
   /** Smallest change of a load figure, relative to the published one, that is republished (0: any change). */
   readonly loadChangeThreshold: number;
-  /** How often a cell pings the next cell of its round-robin (scaled by LHM + 1): SWIM's protocol period. */
+  /** How often the probe loop looks for silent cells (scaled by LHM + 1). */
   readonly probeIntervalMs: number;
   /** How long a direct ping waits for its answer (scaled by LHM + 1). */
   readonly probeTimeoutMs: number;
   /**
-   * A suspect heard of from another cell's claim is pinged here to confirm it, unless this cell
-   * heard from it within this long (scaled by LHM + 1): then the suspect is answering, and its
-   * refutation, not another claim, is what is due.
+   * A cell not heard from for this long is probed (scaled by LHM + 1). Three heartbeats; stretched
+   * with the heartbeat interval in a cluster larger than the heartbeat budget allows.
    */
   readonly suspectAfterMs: number;
   /** How many other cells are asked to ping a cell that did not answer a direct ping (SWIM's k). */
@@ -71,17 +74,10 @@ export interface MembershipOptions {
   /** Probes (direct + indirect) in flight at once; the others wait for the next round. */
   readonly maxConcurrentProbes: number;
   /**
-   * A claim is re-announced to the cell it is about when that cell pings or answers (so it learns
-   * it must refute) at most this often per cell.
+   * A dead claim is re-announced to a cell still heard from (so it learns it must refute) at
+   * most this often per cell.
    */
   readonly claimReannounceIntervalMs: number;
-  /**
-   * Up to this many serving cells, a ping or update showing a record newer than the one held (or
-   * a claim the cell must refute) is repaired at once; beyond, after a random wait of up to
-   * 2 x `probeTimeoutMs`, and only if still needed (view-repair.ts): in a large cluster many
-   * cells hear of one change within a few rounds, and the first repairs spare the rest.
-   */
-  readonly repairAtOnceUpToCells: number;
 
   /** Mean period of the anti-entropy loop; each round is jittered to 50-150 % of it. */
   readonly antiEntropyIntervalMs: number;
@@ -93,7 +89,7 @@ export interface MembershipOptions {
   readonly antiEntropyScaleAboveCells: number;
   /** Timeout of one anti-entropy request. */
   readonly antiEntropyTimeoutMs: number;
-  /** Anti-entropy exchanges in flight at once (periodic, join and ping-triggered together). */
+  /** Anti-entropy exchanges in flight at once (periodic, join and heartbeat-triggered together). */
   readonly maxConcurrentExchanges: number;
   /** Digest-and-delta rounds in one exchange when answers are chunked (`more: true`). */
   readonly antiEntropyMaxRounds: number;
@@ -139,11 +135,12 @@ export interface MembershipOptions {
 
 /**
  * The LAN preset, and the default: cells in one data centre or on one machine, round trips
- * well under 10 ms. A ping every 500 ms: a quiet cell sends one and answers about one per period,
- * at any size.
+ * well under 10 ms. Heartbeats every 500 ms cost n - 1 small messages per cell per period, up
+ * to the budget of 100 received per second per cell (51 cells); larger clusters stretch it.
  */
 export const LAN_MEMBERSHIP_OPTIONS: MembershipOptions = Object.freeze({
   heartbeatIntervalMs: 500,
+  // 100 a second up to 51 cells; beyond, the interval grows: 2 s at 200 cells, 10 s at 1,000.
   heartbeatReceiveBudgetPerSecond: 100,
   // Every 5 s up to 101 cells; beyond, at most 20 load updates a second reach a cell (50 s at 1,000).
   loadPublishIntervalMs: 5_000,
@@ -159,7 +156,6 @@ export const LAN_MEMBERSHIP_OPTIONS: MembershipOptions = Object.freeze({
   maxLocalHealth: 8,
   maxConcurrentProbes: 8,
   claimReannounceIntervalMs: 1_000,
-  repairAtOnceUpToCells: 51,
 
   antiEntropyIntervalMs: 2_000,
   // memberlist's threshold: 4 s up to 64 cells, 8 s at 200, 12 s at 1,000.
@@ -242,7 +238,7 @@ export type MembershipPreset = keyof typeof MEMBERSHIP_PRESETS;
  * The period at which each of `servingCells` cells (itself included) should publish something
  * that every other cell receives, so that a cell receives at most `receiveBudgetPerSecond` of
  * them a second from all the others together: `baseMs`, or (n - 1) / budget seconds when that is
- * longer. A budget of 0 keeps `baseMs` at any size. Load updates use it.
+ * longer. A budget of 0 keeps `baseMs` at any size. Heartbeats and load updates both use it.
  */
 export function budgetedIntervalMs(servingCells: number, baseMs: number, receiveBudgetPerSecond: number, maxCells: number): number {
   if (receiveBudgetPerSecond <= 0) return baseMs;

@@ -10,15 +10,14 @@ import { CellIdSchema, SignedRecordSchema } from './cell-record.js';
 export const MembershipTopic = Object.freeze({
   /** SignedRecord envelopes, each published by the cell it describes. */
   directory: 'cellmesh/directory/v1',
+  /** Heartbeat: `{ cellId, incarnation, version, intervalMs? }` from each cell every heartbeat interval. */
+  heartbeat: 'cellmesh/heartbeat/v1',
   /** Liveness claims: `{ kind: 'suspect' | 'dead', cellId, incarnation, by }`. */
   membership: 'cellmesh/membership/v1',
 });
 
 export const MembershipProtocol = Object.freeze({
-  /**
-   * Request `{ self?, updates? }` (the asker's own order and piggybacked updates; `{}` from cells
-   * of earlier versions); answer `{ cellId, incarnation, version, updates? }` of the answering cell.
-   */
+  /** Request `{}`; answer `{ cellId, incarnation, version }` of the answering cell. */
   ping: '/cellmesh/ping/1.0.0',
   /** Request `{ target, peer, timeoutMs }`; the helper pings `peer` and answers `{ ok }`. */
   pingReq: '/cellmesh/ping-req/1.0.0',
@@ -35,21 +34,21 @@ export const MembershipProtocol = Object.freeze({
 
 const CounterSchema = z.number().int().min(0).max(Number.MAX_SAFE_INTEGER);
 
-/** What a cell says of its own record: enough to tell whether the one held of it is older. */
-export const OwnOrderSchema = z.object({
+/** The longest heartbeat interval a heartbeat may announce (an hour). */
+export const MAX_HEARTBEAT_INTERVAL_MS = 3_600_000;
+
+export const HeartbeatSchema = z.object({
   cellId: CellIdSchema,
   incarnation: CounterSchema,
   version: CounterSchema,
+  /**
+   * The sender's heartbeat interval, present only when stretched beyond `heartbeatIntervalMs`
+   * for a large cluster (detector-timing.ts heartbeatIntervalMs()); receivers give it that much
+   * more silence before probing it. Cells without it ignore the field.
+   */
+  intervalMs: z.number().int().min(1).max(MAX_HEARTBEAT_INTERVAL_MS).optional(),
 });
-export type OwnOrder = z.infer<typeof OwnOrderSchema>;
-
-/**
- * Membership updates piggybacked on a ping and its answer (SWIM's dissemination): the order of
- * records that changed lately, each sent a bounded number of times (dissemination.ts). A receiver
- * holding an older record (or none) pulls it from the sender.
- */
-export const MAX_PIGGYBACKED_UPDATES = 24;
-const UpdatesSchema = z.array(OwnOrderSchema).max(MAX_PIGGYBACKED_UPDATES).optional();
+export type Heartbeat = z.infer<typeof HeartbeatSchema>;
 
 export const LivenessClaimMessageSchema = z.object({
   kind: z.enum(['suspect', 'dead']),
@@ -62,11 +61,8 @@ export const LivenessClaimMessageSchema = z.object({
 });
 export type LivenessClaimMessage = z.infer<typeof LivenessClaimMessageSchema>;
 
-/** A ping: empty from cells of earlier versions, which ignore the answer's `updates`. */
-export const PingRequestSchema = z.object({ self: OwnOrderSchema.optional(), updates: UpdatesSchema });
-export type PingRequest = z.infer<typeof PingRequestSchema>;
-export const PingAnswerSchema = OwnOrderSchema.extend({ updates: UpdatesSchema });
-export type PingAnswer = z.infer<typeof PingAnswerSchema>;
+export const PingRequestSchema = z.object({});
+export const PingAnswerSchema = HeartbeatSchema;
 
 export const PingReqRequestSchema = z.object({
   target: CellIdSchema,

@@ -29,7 +29,7 @@ export interface MeshMetrics {
   recordAccepted(source: RecordSource): void;
   recordStale(source: RecordSource): void;
   recordRejected(source: RecordSource, reason: RecordRejectReason): void;
-  /** A claim or request that failed validation; `channel` is its topic or protocol. */
+  /** A heartbeat, claim or request that failed validation; `channel` is its topic or protocol. */
   messageRejected(channel: string, reason: string): void;
   antiEntropyRound(role: 'asker' | 'answerer', outcome: 'ok' | 'failed'): void;
   /** Records that anti-entropy brought which gossip had not (accepted as newer). */

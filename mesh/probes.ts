@@ -1,17 +1,18 @@
 /**
- * SWIM probing: one peer per probe interval in a shuffled round-robin over the directory, at once
- * a cell whose connection closed or whose suspicion by others awaits confirmation here; the
- * direct ping, the indirect ping through k helpers, and serving a helper's half (ping-req).
+ * SWIM probing: which cells are probed when (overdue, disconnected, or one at random for the
+ * health multiplier), the direct ping and the indirect ping through k helpers, and serving a
+ * helper's half (ping-req).
  */
 import type { Clock } from '../platform/clock.js';
 import { invariant } from '../platform/invariant.js';
 import { randomInt, type Random } from '../platform/random.js';
+import { compareRecordOrder } from './cell-record.js';
 import { MAX_CONTROL_MESSAGE_BYTES } from './control-messages.js';
-import { isServing, type Directory } from './directory.js';
+import { isServing, type Directory, type DirectoryEntry } from './directory.js';
 import type { LocalHealth } from './local-health.js';
 import type { MembershipOptions } from './membership-config.js';
 import { MembershipError } from './membership-errors.js';
-import { decodeJson, encodeJson, MembershipProtocol, PingAnswerSchema, PingReqAnswerSchema, PingReqRequestSchema, type PingAnswer, type PingRequest } from './membership-wire.js';
+import { decodeJson, encodeJson, MembershipProtocol, PingAnswerSchema, PingReqAnswerSchema, PingReqRequestSchema, type Heartbeat } from './membership-wire.js';
 import type { MeshMetrics } from './mesh-metrics.js';
 import type { Suspicions } from './suspicions.js';
 import { MeshTransportError, type MeshTransport, type PeerId } from './transport.js';
@@ -26,48 +27,37 @@ export interface ProberInit {
   readonly health: LocalHealth;
   readonly suspicions: Suspicions;
   readonly isRunning: () => boolean;
-  /** The body of a ping to `cellId`: this cell's own order and the updates it piggybacks. */
-  readonly pingRequest: (cellId: string) => PingRequest;
-  /** `peer` answered a ping from this cell with `answer` (its own order and its updates). */
-  readonly pingAnswered: (peer: PeerId, answer: PingAnswer) => void;
-  /** `peer` answered for its cell (a helper's ack): that cell is alive. */
+  /** This cell's heartbeat interval now. */
+  readonly ownIntervalMs: () => number;
+  /** How long `cellId` (undefined: any cell) may stay silent before it is probed, health aside. */
+  readonly silenceAllowedMs: (cellId: string | undefined, ownIntervalMs: number) => number;
+  /** A selection walked the directory and counted its serving cells (this one included). */
+  readonly servingCellsCounted: (count: number) => void;
+  /** `peer` answered, or answered for its cell: that cell is alive. */
   readonly heardFromPeer: (peer: PeerId) => void;
+  /** A probe's answer showed `cellId`'s record newer than the one held. */
+  readonly newerOrderAnswered: (peer: PeerId, cellId: string, order: Heartbeat) => void;
 }
 
 type PingResult = 'ack' | 'refused' | 'none';
 type IndirectResult = 'ack' | 'nack' | 'none';
-/** `suspicion`: a failure suspects the cell. `dead-check`: a cell held dead (or suspect, after a heal), pinged to learn whether it is back. */
-type ProbePurpose = 'suspicion' | 'dead-check';
 
 /**
- * Every probe round (`probeIntervalMs` x LHM+1) this cell pings the next cell of a shuffled
- * round-robin list of the directory (SWIM: every member is probed by someone about once per
- * round, and by each cell once per pass, whatever the cluster's size). Cells whose connection
- * the transport reported closed, and suspects heard of from others that this cell has not
- * confirmed yet (and has not heard from for `suspectAfterMs` x LHM+1), are pinged at once. A
- * direct ping waits `probeTimeoutMs` x LHM+1; if it fails, k = `indirectProbes` random other live
- * connected cells are asked to ping the cell; they answer ack or nack. If none acks, the cell is
- * suspected (Suspicions). A cell held dead (not left) that is connected again is pinged in its
- * turn too, direct only: its answer shows it alive, and the claim is reannounced for it to refute
- * (memberlist gossips to the dead the same way), which is how a healed partition comes back; the
- * first such answer has the other connected dead cells pinged over the next rounds as well
- * (deadCellAnswered), with the room the round's probes leave.
+ * Every `probeIntervalMs` (x LHM+1) a cell not heard from for its allowed silence (x LHM+1), or
+ * whose connection the transport reported closed (at once, not at the next round), gets a direct
+ * ping (`probeTimeoutMs` x LHM+1). If it fails, k = `indirectProbes` random other live connected
+ * cells are asked to ping it; they answer ack or nack. If none acks, the cell is suspected
+ * (Suspicions). A suspect this cell only heard about is probed too (when overdue here as well),
+ * so independent observers confirm each other's suspicion. When nothing is overdue, one random
+ * connected cell gets a health probe: it feeds only the local health multiplier.
  *
- * Bounds: the round-robin list and the pending sets hold at most one entry per directory entry;
- * at most `maxConcurrentProbes` probes run at once.
+ * Bounds: pending probes hold at most one entry per directory entry; at most
+ * `maxConcurrentProbes` probes run at once (the health probe runs only when none does).
  */
 export class Prober {
-  /** Cells to probe at the next chance (their connection closed). */
+  /** Cells to probe at the next chance regardless of when they were last heard (disconnected). */
   private readonly pendingProbes = new Set<string>();
-  /** Suspects heard of from others, to confirm (or not) here at the next chance. */
-  private readonly confirmations = new Set<string>();
-  /** Cells held dead or suspect to ping soon, direct only: a cell held dead answered, so a partition may have healed. */
-  private readonly deadChecks = new Set<string>();
-  private lastDeadSweepMs = Number.NEGATIVE_INFINITY;
   private readonly probing = new Set<string>();
-  /** The current pass of the round-robin, shuffled; `next` is the position of the next probe. */
-  private order: string[] = [];
-  private next = 0;
 
   constructor(private readonly init: ProberInit) {}
 
@@ -75,7 +65,7 @@ export class Prober {
     return this.init.directory.selfCellId;
   }
 
-  /** `cellId` was heard from: a probe pending for its closed connection is needless. */
+  /** `cellId` was heard from: no probe is pending for it any more. */
   heard(cellId: string): void {
     this.pendingProbes.delete(cellId);
   }
@@ -85,108 +75,64 @@ export class Prober {
     this.pendingProbes.add(cellId);
   }
 
-  /** Another cell suspects `cellId`: confirm it here (or not) at the next chance. */
-  confirmSoon(cellId: string): void {
-    this.confirmations.add(cellId);
-  }
-
-  /**
-   * A cell held dead answered, pinged or came back: a partition may have healed, and the other cells held
-   * dead or suspect may be back too. Each connected one is pinged (direct only) over the next
-   * rounds, a few a round, instead of waiting for its turn of the round-robin: after a heal
-   * every cell of one side must hear from some cell of the other to learn it must refute (a
-   * suspicion raised during the partition never reached its cell), and waiting for the
-   * round-robin alone left the last of a large side to chance for many rounds. At most one
-   * sweep per `deadRedialIntervalMs`; cells held dead after a crash are not connected and cost nothing.
-   */
-  deadCellAnswered(): void {
-    const { clock, options, directory, transport } = this.init;
-    const nowMs = clock.now();
-    if (nowMs - this.lastDeadSweepMs < options.deadRedialIntervalMs) return;
-    this.lastDeadSweepMs = nowMs;
-    const connected = new Set(transport.connectedPeers());
-    const suspect: string[] = [];
-    const dead: string[] = [];
-    for (const entry of directory.values()) {
-      if (!connected.has(entry.record.peerId)) continue;
-      if (entry.liveness === 'suspect') suspect.push(entry.record.cellId);
-      else if (entry.liveness === 'dead') dead.push(entry.record.cellId);
-    }
-    // In random order: every cell of a side sweeping the other side in the same order would ping
-    // the same few cells first, and leave the same last ones waiting. Suspects first: they are
-    // few, and each suspicion lasts until its cell hears of it.
-    shuffle(suspect, this.init.random);
-    shuffle(dead, this.init.random);
-    for (const cellId of [...suspect, ...dead]) this.deadChecks.add(cellId);
-  }
-
-  /** A cell joined the directory: it takes a random place in what is left of this pass (SWIM). */
-  added(cellId: string): void {
-    if (cellId === this.selfCellId) return;
-    const at = this.next + randomInt(this.init.random, this.order.length - this.next + 1);
-    this.order.splice(at, 0, cellId);
-  }
-
-  /** `cellId` left the directory (its place in the pass is skipped when reached). */
+  /** `cellId` left the directory. */
   forget(cellId: string): void {
     this.pendingProbes.delete(cellId);
-    this.confirmations.delete(cellId);
-    this.deadChecks.delete(cellId);
   }
 
   clear(): void {
     this.pendingProbes.clear();
-    this.confirmations.clear();
-    this.deadChecks.clear();
-    this.lastDeadSweepMs = Number.NEGATIVE_INFINITY;
-    this.order = [];
-    this.next = 0;
   }
 
-  /** One probe round: the urgent probes, the next cell of the round-robin, then dead checks with the room left. */
+  /** One probe round: the overdue cells, or else a health probe of a random connected cell. */
   probeRound(): void {
-    const { options, directory } = this.init;
-    this.startDueProbes();
-    if (this.probing.size >= options.maxConcurrentProbes) return;
-    const target = this.nextInTurn();
-    if (target !== undefined) void this.probe(target.cellId, target.purpose);
-    for (const cellId of this.deadChecks) {
-      if (this.probing.size >= options.maxConcurrentProbes) return;
-      this.deadChecks.delete(cellId);
-      const liveness = directory.get(cellId)?.liveness;
-      if (liveness === 'dead' || liveness === 'suspect') void this.probe(cellId, 'dead-check');
-    }
+    const started = this.startDueProbes();
+    if (started > 0 || this.probing.size > 0) return;
+    const candidates = this.liveConnectedCells(undefined);
+    if (candidates.length === 0) return;
+    const cellId = candidates[randomInt(this.init.random, candidates.length)] as string;
+    void this.probe(cellId, 'health');
   }
 
-  /** Starts the probes of closed connections and of suspicions to confirm, up to the concurrency bound; returns how many. */
+  /** Starts probes of overdue or disconnected cells, up to the concurrency bound; returns how many. */
   startDueProbes(): number {
     const { directory, options, clock, health, suspicions } = this.init;
-    let started = 0;
-    for (const cellId of this.pendingProbes) {
-      if (this.probing.size >= options.maxConcurrentProbes) return started;
-      if (this.probing.has(cellId)) continue;
-      this.pendingProbes.delete(cellId);
-      const liveness = directory.get(cellId)?.liveness;
-      if (liveness === 'alive' || liveness === 'leaving') {
-        void this.probe(cellId, 'suspicion');
-        started++;
-      } else if (liveness === 'suspect') {
-        this.confirmations.add(cellId);
+    const nowMs = clock.now();
+    const ownIntervalMs = this.init.ownIntervalMs();
+    const healthFactor = health.value + 1;
+    // Every cell gets at least this much silence; only the few past it need a closer look.
+    const leastSilenceMs = this.init.silenceAllowedMs(undefined, ownIntervalMs) * healthFactor;
+    const due: DirectoryEntry[] = [];
+    let serving = 0;
+    for (const entry of directory.values()) {
+      if (isServing(entry.liveness)) serving++;
+      const silentMs = nowMs - entry.lastHeardMs;
+      if (silentMs <= leastSilenceMs && this.pendingProbes.size === 0) continue;
+      const cellId = entry.record.cellId;
+      if (cellId === this.selfCellId || this.probing.has(cellId)) continue;
+      const overdue = this.pendingProbes.has(cellId) || silentMs > this.init.silenceAllowedMs(cellId, ownIntervalMs) * healthFactor;
+      if (!overdue) continue;
+      if (entry.liveness === 'alive' || entry.liveness === 'leaving') {
+        due.push(entry);
+      } else if (entry.liveness === 'suspect') {
+        // Confirm (or not) a suspicion heard from others, once.
+        if (suspicions.awaitsConfirmationHere(cellId)) due.push(entry);
+      } else {
+        this.pendingProbes.delete(cellId);
       }
     }
-    const heardWithinMs = options.suspectAfterMs * (health.value + 1);
-    for (const cellId of this.confirmations) {
-      if (this.probing.size >= options.maxConcurrentProbes) return started;
-      if (this.probing.has(cellId)) continue;
-      this.confirmations.delete(cellId);
-      const entry = directory.get(cellId);
-      if (entry === undefined || entry.liveness !== 'suspect' || !suspicions.awaitsConfirmationHere(cellId)) continue;
-      // Heard from it lately (a request, an answer): its refutation is what is due, not a probe.
-      if (clock.now() - entry.lastHeardMs <= heardWithinMs) continue;
-      void this.probe(cellId, 'suspicion');
-      started++;
-    }
-    return started;
+    due.sort((a, b) => {
+      const pendingA = this.pendingProbes.has(a.record.cellId) ? 0 : 1;
+      const pendingB = this.pendingProbes.has(b.record.cellId) ? 0 : 1;
+      if (pendingA !== pendingB) return pendingA - pendingB;
+      if (a.lastHeardMs !== b.lastHeardMs) return a.lastHeardMs - b.lastHeardMs;
+      return a.record.cellId < b.record.cellId ? -1 : 1;
+    });
+    this.init.servingCellsCounted(Math.max(1, serving));
+    const room = Math.max(0, options.maxConcurrentProbes - this.probing.size);
+    const chosen = due.slice(0, room);
+    for (const entry of chosen) void this.probe(entry.record.cellId, 'suspicion');
+    return chosen.length;
   }
 
   /** Serves a helper's half of an indirect probe: pings the target and answers whether it acked. */
@@ -199,41 +145,13 @@ export class Prober {
     }
     this.init.heardFromPeer(from);
     const { target, peer, timeoutMs } = decoded.value;
-    const answer = await this.ping(target, peer, Math.min(timeoutMs, this.init.options.probeTimeoutMs * (this.init.health.value + 1)));
-    return encodeJson({ ok: answer === 'ack' });
+    const answer = await this.ping(peer, Math.min(timeoutMs, this.init.options.probeTimeoutMs * (this.init.health.value + 1)));
+    const ok = answer.result === 'ack' && answer.heartbeat?.cellId === target;
+    if (ok) this.init.heardFromPeer(peer);
+    return encodeJson({ ok });
   }
 
-  /** The next cell of the pass to probe, with why; a new shuffled pass starts when this one is done. */
-  private nextInTurn(): { cellId: string; purpose: ProbePurpose } | undefined {
-    let connected: Set<PeerId> | undefined;
-    for (let attempts = 0; attempts < 2; attempts++) {
-      while (this.next < this.order.length) {
-        const cellId = this.order[this.next++] as string;
-        const entry = this.init.directory.get(cellId);
-        if (entry === undefined || this.probing.has(cellId)) continue;
-        if (isServing(entry.liveness)) return { cellId, purpose: 'suspicion' };
-        if (entry.liveness !== 'dead') continue;
-        connected ??= new Set(this.init.transport.connectedPeers());
-        if (connected.has(entry.record.peerId)) return { cellId, purpose: 'dead-check' };
-      }
-      this.startPass();
-    }
-    return undefined;
-  }
-
-  /** A new pass over every cell but this one, shuffled (Fisher-Yates on the injected Random keeps runs reproducible). */
-  private startPass(): void {
-    const cells: string[] = [];
-    for (const entry of this.init.directory.values()) {
-      const cellId = entry.record.cellId;
-      if (cellId !== this.selfCellId && (isServing(entry.liveness) || entry.liveness === 'dead')) cells.push(cellId);
-    }
-    shuffle(cells, this.init.random);
-    this.order = cells;
-    this.next = 0;
-  }
-
-  private async probe(cellId: string, purpose: ProbePurpose): Promise<void> {
+  private async probe(cellId: string, purpose: 'suspicion' | 'health'): Promise<void> {
     const { directory, options, metrics, health } = this.init;
     const entry = directory.get(cellId);
     if (entry === undefined || this.probing.has(cellId)) return;
@@ -244,14 +162,16 @@ export class Prober {
     this.pendingProbes.delete(cellId);
     try {
       const timeoutMs = options.probeTimeoutMs * (health.value + 1);
-      const direct = await this.ping(cellId, peer, timeoutMs);
+      const direct = await this.ping(peer, timeoutMs);
       if (!this.init.isRunning()) return;
-      if (direct === 'ack') {
+      if (direct.result === 'ack' && direct.heartbeat?.cellId === cellId) {
+        this.init.heardFromPeer(peer);
+        const held = directory.get(cellId);
+        if (held !== undefined && compareRecordOrder(direct.heartbeat, held.record) > 0) this.init.newerOrderAnswered(peer, cellId, direct.heartbeat);
         metrics.probe('ack');
         health.lower();
         return;
       }
-      if (purpose === 'dead-check') return;
       const helpers = this.liveConnectedCells(cellId)
         .slice(0, options.indirectProbes)
         .map((helper) => directory.peerOf(helper) as PeerId);
@@ -264,15 +184,15 @@ export class Prober {
         return;
       }
       metrics.probe('failed');
-      if (direct === 'none' && !results.includes('nack')) health.raise('probe-unanswered');
-      this.init.suspicions.suspectLocally(cellId, incarnation);
+      if (direct.result === 'none' && !results.includes('nack')) health.raise('probe-unanswered');
+      if (purpose === 'suspicion') this.init.suspicions.suspectLocally(cellId, incarnation);
     } finally {
       this.probing.delete(cellId);
     }
   }
 
   /** Connected cells held alive, in random order, without `exclude`. */
-  private liveConnectedCells(exclude: string): string[] {
+  private liveConnectedCells(exclude: string | undefined): string[] {
     const { directory, transport, random } = this.init;
     const cells: string[] = [];
     for (const peer of transport.connectedPeers()) {
@@ -280,23 +200,24 @@ export class Prober {
       if (cellId === undefined || cellId === exclude || cellId === this.selfCellId) continue;
       if (directory.get(cellId)?.liveness === 'alive') cells.push(cellId);
     }
-    shuffle(cells, random);
+    // Fisher-Yates on the injected Random keeps runs reproducible.
+    for (let index = cells.length - 1; index > 0; index--) {
+      const other = randomInt(random, index + 1);
+      [cells[index], cells[other]] = [cells[other] as string, cells[index] as string];
+    }
     return cells;
   }
 
-  /** Pings `cellId` at `peer` with this cell's piggybacked updates; an ack is an answer from that very cell. */
-  private async ping(cellId: string, peer: PeerId, timeoutMs: number): Promise<PingResult> {
+  private async ping(peer: PeerId, timeoutMs: number): Promise<{ result: PingResult; heartbeat?: Heartbeat }> {
     try {
-      const answer = await this.init.transport.request(peer, MembershipProtocol.ping, encodeJson(this.init.pingRequest(cellId)), { timeoutMs });
+      const answer = await this.init.transport.request(peer, MembershipProtocol.ping, encodeJson({}), { timeoutMs });
       const decoded = decodeJson(answer, PingAnswerSchema, MAX_CONTROL_MESSAGE_BYTES);
-      if (!decoded.ok) return 'refused';
-      if (this.init.isRunning()) this.init.pingAnswered(peer, decoded.value);
-      return decoded.value.cellId === cellId ? 'ack' : 'refused';
+      return decoded.ok ? { result: 'ack', heartbeat: decoded.value } : { result: 'refused' };
     } catch (error) {
       // A refused connection or a failing handler is an answer of the network or the peer: this
       // cell is not the slow one. Only silence (timeout) says nothing.
       const answered = error instanceof MeshTransportError && (error.code === 'PEER_UNREACHABLE' || error.code === 'PROTOCOL_UNSUPPORTED' || error.code === 'REMOTE_HANDLER_FAILED');
-      return answered ? 'refused' : 'none';
+      return { result: answered ? 'refused' : 'none' };
     }
   }
 
@@ -313,12 +234,5 @@ export class Prober {
     } catch {
       return 'none';
     }
-  }
-}
-
-function shuffle(cells: string[], random: Random): void {
-  for (let index = cells.length - 1; index > 0; index--) {
-    const other = randomInt(random, index + 1);
-    [cells[index], cells[other]] = [cells[other] as string, cells[index] as string];
   }
 }

@@ -23,10 +23,8 @@ export interface SuspicionsInit {
   readonly logger: Logger;
   readonly health: LocalHealth;
   readonly isRunning: () => boolean;
-  /** Serving cells (this one included) as the failure detector counts them. */
+  /** Serving cells (this one included) at the failure detector's last probe round. */
   readonly servingCellsSeen: () => number;
-  /** Another cell's claim started a suspicion here: probe the suspect to confirm it (or not). */
-  readonly confirmationWanted: (cellId: string) => void;
 }
 
 interface Suspicion {
@@ -108,21 +106,16 @@ export class Suspicions {
       this.confirm(claim.cellId, suspicion, claim.by);
       return;
     }
-    if (this.markSuspect(claim.cellId, entry, claim.incarnation)) {
-      this.startSuspicion(claim.cellId, claim.incarnation, claim.by);
-      this.init.confirmationWanted(claim.cellId);
-    }
+    if (this.markSuspect(claim.cellId, entry, claim.incarnation)) this.startSuspicion(claim.cellId, claim.incarnation, claim.by);
   }
 
   /**
    * Tells a cell that is still heard from what this cell holds against it, so it can refute: a
    * request to that cell alone. Gossiped, the claim would go to every cell, and mark the cell
    * dead again where its refutation (or the cell's side of a healed partition) had it alive.
-   * Any cell holding the claim tells it, not only its suspectors: a cell is heard from by the few
-   * cells that ping it or that it pings, and a suspicion raised across a partition never reached
-   * its cell, whose suspectors may be the last to ping it.
    */
   reannounce(cellId: string, claim: LivenessClaim): void {
+    if (claim.kind === 'suspect' && this.suspicions.get(cellId)?.suspectors.has(this.selfCellId) !== true) return;
     const peer = this.init.directory.get(cellId)?.record.peerId;
     if (peer === undefined) return;
     const nowMs = this.init.clock.now();
@@ -180,8 +173,8 @@ export class Suspicions {
     invariant(suspicion.suspectors.size >= 1 && suspicion.suspectors.size <= options.suspicionConfirmations + 1, () => `suspicion of ${cellId} has ${suspicion.suspectors.size} suspectors, outside 1..K+1`);
     suspicion.timer?.cancel();
     // The count changes the timeout only below K + 2 cells (suspicionTimeoutMs): counted afresh
-    // near there, taken from the detector's running count above. A directory walk for every
-    // claim heard made a partition of a 1,000-cell mesh cost n^3.
+    // near there, taken from the last probe round above. A directory walk for every claim heard
+    // made a partition of a 1,000-cell mesh cost n^3.
     const seen = this.init.servingCellsSeen();
     const servingCells = seen < options.suspicionConfirmations + 4 ? countServingCells(this.init.directory) : seen;
     const timeoutMs = suspicionTimeoutMs(suspicion.suspectors.size - 1, options, this.init.health.value, servingCells);

@@ -11,7 +11,7 @@ import type { Directory, DirectoryEntry, LivenessClaim } from './directory.js';
 import type { MembershipOptions } from './membership-config.js';
 import type { PeerId } from './transport.js';
 
-/** The (incarnation, version) a cell announced of itself (ping or ping answer), or another cell passed on. */
+/** The (incarnation, version) a cell announced of itself (heartbeat or ping answer). */
 export interface AnnouncedOrder {
   readonly incarnation: number;
   readonly version: number;
@@ -23,8 +23,8 @@ export interface ViewRepairsInit {
   readonly random: Random;
   readonly options: MembershipOptions;
   readonly isRunning: () => boolean;
-  /** Serving cells of the directory, this one included. */
-  readonly servingCells: () => number;
+  /** This cell's heartbeat interval now: longer than `heartbeatIntervalMs` in a large cluster. */
+  readonly ownIntervalMs: () => number;
   /** Pull `cellId`'s record from `peer`. */
   readonly pull: (peer: PeerId, cellId: string) => void;
   /** Tell `cellId` the claim held against it, so it refutes. */
@@ -54,19 +54,20 @@ export class ViewRepairs {
   constructor(private readonly init: ViewRepairsInit) {}
 
   /**
-   * `peer` announced `order` of `cellId` (its own, or one it passed on), which disagrees with the
-   * view held here (pullCalledFor, claimToReannounce). Up to `repairAtOnceUpToCells` the repair
-   * runs at once (cheap, and the earliest). In a larger cluster, after a join, a restart or a heal, many cells hear
-   * of the same change within a few probe rounds, and every one pulling would be a full-directory
-   * exchange per changed record, every one reannouncing a request per cell held dead. So the
-   * repair waits a random time of up to 2 x `probeTimeoutMs` and runs only if the view still
-   * disagrees then. The first few to run settle it for the rest: the owner refutes a
-   * reannounced claim with a new record, and republishes a record a pull shows was missed
-   * (AntiEntropy, onOwnRecordLacked); a record is gossiped when it changes, so it often comes first.
+   * `peer`, the owner of `cellId`, announced `order`, which disagrees with the view held here
+   * (pullCalledFor, claimToReannounce). In a small cluster the repair runs at once (cheap, and the earliest).
+   * In a cluster past the heartbeat budget every cell hears the owner at about the same time:
+   * after a join, a restart or a heal, every cell pulling would be n full-directory exchanges
+   * per changed record, and every cell reannouncing n floods per cell held dead (at a heal, n x
+   * the cells cut off, both ways). So the repair waits a random time of up to 2 x
+   * `probeTimeoutMs` and runs only if the view still disagrees then. The first few to run
+   * settle it for the rest: the owner refutes a reannounced claim with a new record, and
+   * republishes a record a pull shows was missed (AntiEntropy, onOwnRecordLacked); a record
+   * and the heartbeat announcing it are published together, and the record often follows.
    */
   disagreementHeard(peer: PeerId, cellId: string, order: AnnouncedOrder): void {
     const { options } = this.init;
-    if (this.init.servingCells() <= options.repairAtOnceUpToCells) {
+    if (this.init.ownIntervalMs() <= options.heartbeatIntervalMs) {
       this.repair(peer, cellId, order);
       return;
     }

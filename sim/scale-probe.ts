@@ -3,8 +3,8 @@
 //   npm run -s sim:scale -- --cells 200 [--warmup 20] [--traffic 20] [--profile steady.cpuprofile]
 // It runs sim/scenarios/large.yaml's density (10 merchants, 100 customers per cell) without
 // faults and prints CPU seconds per virtual second over the traffic phase (after its first 5 s),
-// the mesh deliveries per virtual second (all, and the relayed copies by topic), the membership
-// requests (pings, ping-reqs, claims) per cell per second, the warmup's CPU and its relayed copies by topic (the joins' and
+// the mesh deliveries per virtual second (all, and the relayed copies by topic: heartbeats per
+// cell per second among them), the warmup's CPU and its relayed copies by topic (the joins' and
 // the connecting devices' record gossip), the heap, and the timer count. With --profile
 // it writes a V8 CPU profile of that steady window only (open it in Chrome DevTools), or from
 // --profile-from virtual seconds on (1: the warmup's joins too).
@@ -121,9 +121,7 @@ console.log(
     steadySimSpeedPerCpuSecond: Math.round(100 / perVirtualSecond) / 100,
     deliveriesPerVirtualSecond: from === undefined || to === undefined ? Number.NaN : perSecond(from.counts.deliveries, to.counts.deliveries),
     receivedPerVirtualSecondByTopic: topicsPerSecond,
-    // Membership traffic a quiet cell sends (and about as much it answers): flat in cells with SWIM probing.
-    membershipRequestsPerCellPerSecond:
-      Math.round((((steadyRequests['/cellmesh/ping/1.0.0'] ?? 0) + (steadyRequests['/cellmesh/ping-req/1.0.0'] ?? 0) + (steadyRequests['/cellmesh/claim/1.0.0'] ?? 0)) / cells) * 10) / 10,
+    heartbeatsReceivedPerCellPerSecond: Math.round((topicsPerSecond['cellmesh/heartbeat/v1'] ?? 0) / cells),
     warmupCpuSeconds: Math.round(warmupEnd?.cpu ?? Number.NaN),
     warmupReceivedPerVirtualSecondByTopic: warmupTopicsPerSecond,
     warmupExchangesByReason: warmupExchanges,
