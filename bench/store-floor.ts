@@ -1,10 +1,11 @@
 /**
  * The store's share of the hot path: how much CPU LevelDB (and the LevelStore adapter in front
- * of it) takes to write exactly what the core wrote, replayed alone. `hot-path` records the core's
- * writes for a stretch of messages after its measured window, then replays them into a fresh store in the same groups (the
- * writes of one tick go together, so the group commit merges them as it did in the cell) and
- * reports the replay's CPU per message: a floor under the core's figure that no change to the
- * core's code can go below while it writes these ops with these guarantees.
+ * of it) takes to write exactly what the core wrote, replayed alone. `hot-path` records the
+ * core's writes for a stretch of messages after its measured window, then replays them into a
+ * fresh store in the same groups (the writes of one tick go together, so the group commit
+ * merges them as it did in the cell) and reports the replay's CPU per message: a floor under the
+ * core's figure that no change to the core's code can go below while it writes these ops with
+ * these guarantees.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
