@@ -277,7 +277,7 @@ export async function assembleCell<Transport extends MeshTransport>(init: CellAs
     // the admin API starts them again.
     const startSweepers = (served: readonly TenantConfig[]): (() => Promise<void>) => {
       const sweeper = new AttachmentSweeper({ attachments, store, clock: init.clock, logger, tenants: served });
-      const retention = new RetentionSweeper({ store, clock: init.clock, logger, tenants: served, attachments, forgetConversations: (tenant, merchant) => core.forgetConversations(tenant, merchant) });
+      const retention = new RetentionSweeper({ store, clock: init.clock, logger, tenants: served, attachments, forgetConversations: (tenant, merchant) => core.forgetConversations(tenant, merchant), settleReadCursors: (tenant, conv) => core.settleReadCursors(tenant, conv) });
       sweeper.start();
       retention.start();
       return async () => {

@@ -10,6 +10,7 @@ import type { DeviceConnection } from './messaging/device.js';
 import { CellMetrics } from './metrics.js';
 import { CloseCode } from './protocol/errors.js';
 import { keys } from './messaging/keys.js';
+import { storedReadCursors } from './messaging/read-cursors.js';
 import { MemoryStore } from '../platform/store/memory-store.js';
 import type { Store, StoreOp } from '../platform/store/store.js';
 import { StoreError } from '../platform/store/store.js';
@@ -228,7 +229,7 @@ describe('CellCore on a manual clock and a memory store', () => {
     ]);
   });
 
-  it("never stores a read cursor below the one the sender's own message under way writes", async () => {
+  it("never stores a read cursor below the one the sender's own message under way implies", async () => {
     const gated = new GatedStore();
     await makeCore({}, gated);
     const { connection: alice } = await connect('alice');
@@ -244,7 +245,9 @@ describe('CellCore on a manual clock and a memory store', () => {
     await settle();
     gated.release();
     await settle();
-    expect(await store.get(keys.readCursor('mall', 'm1:alice', 'c:alice'))).toBe('4');
+    // Her read of 3 is stored, and her own message 4 says she read up to 4 (read-cursors.ts).
+    expect(await store.get(keys.readCursor('mall', 'm1:alice', 'c:alice'))).toBe('3');
+    expect((await storedReadCursors(store, 'mall', 'm1:alice')).get('c:alice')).toBe(4);
   });
 
   it("sequences a sender's pipelined messages in arrival order, whatever order store reads complete in", async () => {

@@ -99,6 +99,7 @@ export class CellCore {
   readonly blocks: CustomerBlocks;
   /** Drops the cached heads of `tenant`'s conversations of `merchant` once their keys were deleted (customer-data.ts, retention-sweeper.ts). */
   readonly forgetConversations = (tenant: string, merchant: string): void => this.log.forgetMerchant(tenant, merchant);
+  readonly settleReadCursors = (tenant: string, conv: string): Promise<void> => this.log.settleReads(tenant, conv);
   private readonly errorFrames: ErrorFrameHost;
   private relay: CrossCellRelay | undefined;
   private draining = false;

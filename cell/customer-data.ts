@@ -5,6 +5,7 @@ import type { CellCore } from './cell-core.js';
 import { ConsultationRecord, LastConsultation, Rating, deskKeys, parseStored } from './desk/desk-records.js';
 import type { DeviceConnection } from './messaging/device.js';
 import { keys, lastField, prefixRange } from './messaging/keys.js';
+import { storedReadCursors } from './messaging/read-cursors.js';
 import { customerPrincipal, partyId } from './messaging/principal.js';
 import { CloseCode } from './protocol/errors.js';
 import { parseConversationId, type ChatMessage } from './protocol/frames.js';
@@ -236,8 +237,7 @@ export class CustomerData {
 
   private async addRecords(exported: ExportedConversation, tenant: string, customer: string, deliveryCursors: Map<string, Record<string, number>>): Promise<void> {
     const { store } = this.components;
-    const reads = await store.range({ ...keys.readCursors(tenant, exported.conv), limit: 10_000 });
-    exported.readCursors = Object.fromEntries(reads.map(([key, value]) => [lastField(key), Number(value)]));
+    exported.readCursors = Object.fromEntries(await storedReadCursors(store, tenant, exported.conv));
     exported.deliveryCursors = deliveryCursors.get(exported.conv) ?? {};
     const attachments = await store.range({ ...keys.attachmentReferences(tenant, exported.conv), limit: EXPORT_PAGE_MESSAGES });
     exported.attachments = attachments.map(([key, value]) => ({ id: lastField(key), ...(JSON.parse(value) as AttachmentReference) }));

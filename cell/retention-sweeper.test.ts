@@ -3,7 +3,9 @@ import { ManualClock } from '../platform/manual-clock.js';
 import { silentLogger } from '../platform/logger.js';
 import { MemoryStore } from '../platform/store/memory-store.js';
 import type { StoreOp } from '../platform/store/store.js';
+import { ConversationLog } from './messaging/conversation-log.js';
 import { keys } from './messaging/keys.js';
+import { storedReadCursors } from './messaging/read-cursors.js';
 import type { ChatMessage } from './protocol/frames.js';
 import { RetentionSweeper } from './retention-sweeper.js';
 import { TenantConfig } from './settings.js';
@@ -43,6 +45,7 @@ describe('RetentionSweeper', () => {
       tenants: [TenantConfig.parse({ id: 'mall', secret: SECRET, retention: { conversationDays: 45 } }), TenantConfig.parse({ id: 'other', secret: SECRET })],
       attachments: { forget: async () => false },
       forgetConversations: (tenant, merchant) => forgotten.push(`${tenant}/${merchant}`),
+      settleReadCursors: async () => undefined,
       settings: { maxConversationsPerRun: 2, maxDeletesPerRun: 100 },
     });
 
@@ -77,6 +80,7 @@ describe('RetentionSweeper', () => {
       tenants: [TenantConfig.parse({ id: 'mall', secret: SECRET, retention: { conversationDays: 1 } })],
       attachments: { forget: async () => false },
       forgetConversations: () => undefined,
+      settleReadCursors: async () => undefined,
       settings: { maxDeletesPerRun: 4 },
     });
     expect(await sweeper.runOnce()).toMatchObject({ conversationsVisited: 1, messagesDeleted: 4 });
@@ -93,7 +97,7 @@ describe('RetentionSweeper', () => {
     await store.open();
     const runs: string[] = [];
     const logger = { ...silentLogger, info: (_fields: object, message?: string) => void runs.push(message ?? '') };
-    const idle = new RetentionSweeper({ store, clock, logger, tenants: [TenantConfig.parse({ id: 'mall', secret: SECRET })], attachments: { forget: async () => false }, forgetConversations: () => undefined });
+    const idle = new RetentionSweeper({ store, clock, logger, tenants: [TenantConfig.parse({ id: 'mall', secret: SECRET })], attachments: { forget: async () => false }, forgetConversations: () => undefined, settleReadCursors: async () => undefined });
     idle.start();
     expect(clock.pendingTimers()).toBe(0);
     const sweeper = new RetentionSweeper({
@@ -103,6 +107,7 @@ describe('RetentionSweeper', () => {
       tenants: [TenantConfig.parse({ id: 'mall', secret: SECRET, retention: { conversationDays: 1 } })],
       attachments: { forget: async () => false },
       forgetConversations: () => undefined,
+      settleReadCursors: async () => undefined,
       settings: { intervalMs: 1_000 },
     });
     sweeper.start();
@@ -114,5 +119,41 @@ describe('RetentionSweeper', () => {
     clock.advance(5_000);
     await new Promise((resolve) => setImmediate(resolve));
     expect(runs).toEqual(['retention sweep', 'retention sweep']);
+  });
+
+  it("has the log write the read cursors that the messages it deletes imply, so a reload keeps them", async () => {
+    const clock = new ManualClock(100 * DAY_MS);
+    const store = new MemoryStore();
+    await store.open();
+    const log = new ConversationLog({ store, clock, onDurable: () => undefined });
+    // Ann writes 3 messages, then the agent 10: her cursor is not stored, her message 3 says it.
+    const conv = 'm1:ann';
+    const send = (from: string, role: 'customer' | 'agent', cmid: string) => log.append({ tenant: 'mall', conv, from, role, device: 'd', cmid, body: cmid });
+    for (let index = 1; index <= 3; index++) await send('ann', 'customer', `ann${index}`);
+    for (let index = 1; index <= 10; index++) await send('bob', 'agent', `bob${index}`);
+    expect(await store.get(keys.readCursor('mall', conv, 'c:ann'))).toBeUndefined();
+    clock.advance(60 * DAY_MS);
+    await send('bob', 'agent', 'late');
+    const settled: string[] = [];
+    const sweeper = new RetentionSweeper({
+      store,
+      clock,
+      logger: silentLogger,
+      tenants: [TenantConfig.parse({ id: 'mall', secret: SECRET, retention: { conversationDays: 30 } })],
+      attachments: { forget: async () => false },
+      forgetConversations: (tenant, merchant) => log.forgetMerchant(tenant, merchant),
+      settleReadCursors: async (tenant, settledConv) => {
+        settled.push(settledConv);
+        await log.settleReads(tenant, settledConv);
+      },
+    });
+    await store.write([{ type: 'put', key: keys.customerConversation('mall', 'ann', conv), value: '' }]);
+    expect(await sweeper.runOnce()).toMatchObject({ messagesDeleted: 13 });
+    expect(settled).toEqual([conv]);
+    expect(await seqsOf(store, conv)).toEqual([14]);
+    expect(await store.get(keys.readCursor('mall', conv, 'c:ann'))).toBe('3');
+    const cursors = await storedReadCursors(store, 'mall', conv);
+    expect(Object.fromEntries(cursors)).toEqual({ 'c:ann': 3, 'a:m1:bob': 14 });
+    expect((await new ConversationLog({ store, clock, onDurable: () => undefined }).conversation('mall', conv)).reads).toEqual(cursors);
   });
 });

@@ -4,6 +4,7 @@ import type { Store, StoreOp } from '../platform/store/store.js';
 import type { AttachmentReference, AttachmentStore } from './attachments/index.js';
 import { keys, lastField, prefixRange } from './messaging/keys.js';
 import { conversationParty } from './messaging/principal.js';
+import { SENT_READ_WINDOW } from './messaging/read-cursors.js';
 import { parseConversationId, type ChatMessage } from './protocol/frames.js';
 import type { TenantConfig } from './settings.js';
 
@@ -42,6 +43,11 @@ export interface RetentionSweeperInit {
   tenants: readonly TenantConfig[];
   /** Drops the cached heads of a merchant's conversations after messages were deleted (CellCore.forgetConversations). */
   forgetConversations(tenant: string, merchant: string): void;
+  /**
+   * Writes the read cursors that a conversation's newest messages imply (ConversationLog.settleReads,
+   * read-cursors.ts): called before any of those is deleted, which would take the cursors with it.
+   */
+  settleReadCursors(tenant: string, conv: string): Promise<void>;
   /** The cell's one attachment store. */
   attachments: Pick<AttachmentStore, 'forget'>;
   settings?: Partial<RetentionSettings> | undefined;
@@ -149,13 +155,16 @@ export class RetentionSweeper {
     const oldest = await store.range({ gte: all.gte, lt: newest[0], limit: budget });
     const ops: StoreOp[] = [];
     const attachments = new Set<string>();
+    let lastDeletedSeq = 0;
     for (const [key, value] of oldest) {
       const message = JSON.parse(value) as ChatMessage;
       // Seqs grow with time: the first message young enough ends the sweep of this conversation.
       if (message.ts >= cutoffMs) break;
       ops.push({ type: 'del', key }, { type: 'del', key: keys.clientMessageId(tenant, conv, conversationParty(conv, message.role, message.from), message.cmid) });
       for (const attachment of message.attachments ?? []) attachments.add(attachment.id);
+      lastDeletedSeq = message.seq;
     }
+    if (lastDeletedSeq > Number(lastField(newest[0])) - SENT_READ_WINDOW) await this.init.settleReadCursors(tenant, conv);
     if (ops.length > 0) await store.write(ops);
     for (const id of attachments) await this.forgetAttachment(tenant, conv, id, cutoffMs);
     return ops.length / 2;

@@ -852,6 +852,7 @@ describe('cross-cell conversations over a memory network', () => {
       tenants: [{ id: TENANT, secret: SECRET, origins: [], merchants: [], retention: { conversationDays: 30 } }],
       attachments: new AttachmentStore(home.store, cluster.clock),
       forgetConversations: (tenant, merchant) => home.core.forgetConversations(tenant, merchant),
+      settleReadCursors: (tenant, conv) => home.core.settleReadCursors(tenant, conv),
     });
     expect(await sweeper.runOnce()).toMatchObject({ conversationsVisited: 1, messagesDeleted: 11 });
     expect((await cluster.stored('b', CONV)).map((message) => message.seq)).toEqual([12]);

@@ -84,4 +84,17 @@ describe('key layout upgrade', () => {
     await store.write([{ type: 'put', key: keys.layoutVersion(), value: String(KEY_LAYOUT_VERSION + 1) }]);
     await expect(upgradeKeyLayout(store)).rejects.toBeInstanceOf(KeyLayoutError);
   });
+
+  test('takes a layout-2 store as it is: its read cursors already hold what layout 3 implies', async () => {
+    const store = new MemoryStore();
+    await store.open();
+    const stored: StoreOp[] = [
+      { type: 'put', key: keys.layoutVersion(), value: '2' },
+      { type: 'put', key: keys.readCursor('mall', CONV, 'c:alice'), value: '2' },
+    ];
+    await store.write(stored);
+    expect(await upgradeKeyLayout(store)).toBe(0);
+    expect(await store.get(keys.layoutVersion())).toBe('3');
+    expect(await store.get(keys.readCursor('mall', CONV, 'c:alice'))).toBe('2');
+  });
 });

@@ -8,6 +8,7 @@ import { CellError } from '../protocol/errors.js';
 import type { ChatMessage } from '../protocol/frames.js';
 import { ConversationLog, type AppendResult } from './conversation-log.js';
 import { keys } from './keys.js';
+import { SENT_READ_WINDOW } from './read-cursors.js';
 
 const TENANT = 'mall';
 const CONV = 'm1:alice';
@@ -72,6 +73,32 @@ async function until(condition: () => boolean, what: string): Promise<void> {
   }
   throw new Error(`gave up waiting for ${what}`);
 }
+
+describe('ConversationLog read cursors', () => {
+  it("writes a sender's cursor only with the batch that pushes its newest message out of the window, and reloads every cursor", async () => {
+    const store = new MemoryStore();
+    await store.open();
+    const writes: StoreOp[][] = [];
+    const write = store.write.bind(store);
+    store.write = (ops) => {
+      writes.push([...ops]);
+      return write(ops);
+    };
+    const log = logOn(store);
+    const send = (from: string, role: 'customer' | 'agent', cmid: string) => log.append({ tenant: TENANT, conv: CONV, from, role, device: 'd', cmid, body: cmid });
+    await send('alice', 'customer', 'a1');
+    await send('alice', 'customer', 'a2');
+    // Her first send: the message, its idempotency record and the conversation's two index entries; no cursor.
+    expect(writes.map((ops) => ops.map((op) => op.key.split('/')[0]))).toEqual([['m', 'i', 'uc', 'mc'], ['m', 'i']]);
+    for (let index = 1; index <= SENT_READ_WINDOW + 1; index++) await send('bob', 'agent', `b${index}`);
+    const cursorWrites = writes.flatMap((ops, index) => ops.filter((op) => op.key.startsWith('r/')).map((op) => [index, op.key, op.type === 'put' ? op.value : undefined]));
+    // Bob's 64th message is seq 66, the next to last write: it pushes her seq 2 out of the newest 64 (3..66).
+    expect(cursorWrites).toEqual([[writes.length - 2, keys.readCursor(TENANT, CONV, 'c:alice'), '2']]);
+    const state = await log.conversation(TENANT, CONV);
+    expect(Object.fromEntries(state.reads)).toEqual({ 'c:alice': 2, 'a:m1:bob': 2 + SENT_READ_WINDOW + 1 });
+    expect((await logOn(store).conversation(TENANT, CONV)).reads).toEqual(state.reads);
+  });
+});
 
 describe('ConversationLog invariants', () => {
   it('refuses to load a read cursor beyond the last stored message', async () => {
@@ -178,12 +205,13 @@ describe('ConversationLog invariants', () => {
       const expectOnlyOperatingErrors = (promise: Promise<unknown>): void => {
         pending.push(promise.catch((error: unknown) => expect(error instanceof CellError || error instanceof StoreError, `seed ${seed}: ${String(error)}`).toBe(true)));
       };
-      for (let step = 0; step < 300; step++) {
+      for (let step = 0; step < 1_000; step++) {
         const draw = random.next();
-        const sender = senders[Math.floor(random.next() * senders.length)]!;
+        // Later on alice falls silent, so her newest message leaves the window that implies her cursor (read-cursors.ts).
+        const sender = senders[step < 300 ? Math.floor(random.next() * senders.length) : 1]!;
         if (draw < 0.55) {
           // A small cmid pool makes resends (same body) and conflicts (another body) common.
-          const cmid = `k${Math.floor(random.next() * 40)}`;
+          const cmid = `k${Math.floor(random.next() * (step < 300 ? 40 : 1_000))}`;
           const body = random.next() < 0.9 ? `body of ${cmid}` : `other body of ${cmid}`;
           const append: Promise<AppendResult> = log.append({ tenant: TENANT, conv: CONV, from: sender.from, role: sender.role, device: 'd', cmid, body });
           expectOnlyOperatingErrors(append);

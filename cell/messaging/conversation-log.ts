@@ -4,8 +4,9 @@ import type { ChatMessage, DeskNotice, MessageAttachment, MessageRole } from '..
 import { parseConversationId } from '../protocol/frames.js';
 import type { Store, StoreOp } from '../../platform/store/store.js';
 import { invariant } from '../../platform/invariant.js';
-import { keys, lastField } from './keys.js';
+import { keys } from './keys.js';
 import { conversationParty } from './principal.js';
+import { coverStoredReads, readsFrom, SENT_READ_WINDOW, windowCheckpoints, type LoadedReads } from './read-cursors.js';
 
 /** What a sender asks to append. */
 export interface AppendRequest {
@@ -62,6 +63,8 @@ interface SequencedBatch {
   storedJson: string[];
   ops: StoreOp[];
   readsAfter: Map<string, number>;
+  /** Cursors written with the batch (read-cursors.ts): parties whose newest message leaves the window. */
+  cursorsWritten: Map<string, number>;
   firstOfConversation: boolean;
 }
 
@@ -78,6 +81,10 @@ export class ConversationState {
   durableSeq: number;
   /** Read cursors by party id (principal.ts): a customer and an agent may share a user id. */
   readonly reads: Map<string, number>;
+  /** The read cursors as stored (read-cursors.ts), by party id. */
+  readonly storedReads: Map<string, number>;
+  /** Parties whose newest durable message is beyond their stored cursor, with its seq (read-cursors.ts). */
+  readonly uncoveredSends: Map<string, number>;
   /** The newest durable messages, oldest first, at most `recentLimit`. */
   readonly recent: ChatMessage[] = [];
   /** Appends that wait for the write under way; they share the next batch. */
@@ -106,10 +113,12 @@ export class ConversationState {
     readonly merchant: string,
     readonly customer: string,
     durableSeq: number,
-    reads: Map<string, number>,
+    loaded: LoadedReads,
   ) {
     this.durableSeq = durableSeq;
-    this.reads = reads;
+    this.reads = loaded.reads;
+    this.storedReads = loaded.stored;
+    this.uncoveredSends = loaded.uncovered;
   }
 
   get busy(): boolean {
@@ -201,14 +210,12 @@ export class ConversationLog {
       if (inFlight.body !== request.body) return Promise.reject(idempotencyConflict(request.cmid));
       return inFlight.promise.then((result) => ({ ...result, duplicate: true }));
     }
-
     return this.appendNew(state, request, dedupKey);
   }
 
   /**
-   * Resolves a queued append, and first forgets it as in flight (here rather than in a reaction
-   * to its promise: that cost two closures and a promise per message). Those waiting for the log
-   * to be idle are told at the end of the batch (finishBatch), once the write is over.
+   * Resolves a queued append, and first forgets it as in flight (not in a reaction to its promise:
+   * two closures and a promise per message). Idle waiters are told at the batch's end (finishBatch).
    */
   private resolveAppend(state: ConversationState, pending: PendingAppend, result: AppendResult): void {
     state.inFlight.delete(pending.dedupKey);
@@ -250,11 +257,10 @@ export class ConversationLog {
     if (seq > state.durableSeq) {
       throw new CellError(ErrorCode.SeqOutOfRange, `seq ${seq} is beyond the conversation's last message ${state.durableSeq}`);
     }
-    // The party's own appends under way write their read cursor too (sending means having read),
-    // and so does an earlier read of theirs: a lower value written now could land after theirs
-    // and move the stored cursor back.
-    for (let own = this.cursorWritesUnderWay(state, party); own.length > 0; own = this.cursorWritesUnderWay(state, party)) {
-      await Promise.allSettled(own);
+    // An earlier read of theirs still being written: a lower value written now could land after
+    // it and move the stored cursor back.
+    for (let earlier = state.readWrites.get(party); earlier !== undefined; earlier = state.readWrites.get(party)) {
+      await earlier.catch(() => undefined);
     }
     if (seq <= (state.reads.get(party) ?? 0)) return false;
     // The cursor in memory moves only once the write is durable: after a failed write it stays
@@ -271,16 +277,23 @@ export class ConversationLog {
       invariant(seq <= state.durableSeq, () => `read cursor of ${party} in ${conv} moves to ${seq}, beyond the last message ${state.durableSeq}`);
       state.reads.set(party, seq);
     }
+    coverStoredReads(state, new Map([[party, seq]]));
     return true;
   }
 
-  private cursorWritesUnderWay(state: ConversationState, party: string): Array<Promise<unknown>> {
-    const prefix = `${party}/`;
-    const own: Array<Promise<unknown>> = [];
-    for (const [dedupKey, append] of state.inFlight) if (dedupKey.startsWith(prefix)) own.push(append.promise);
-    const reading = state.readWrites.get(party);
-    if (reading !== undefined) own.push(reading);
-    return own;
+  /**
+   * Writes the read cursors that the conversation's newest messages imply (read-cursors.ts), so
+   * that the store's cursors alone hold them: the retention sweeper calls this before it deletes
+   * any of those messages.
+   */
+  async settleReads(tenant: string, conv: string): Promise<void> {
+    const state = await this.conversation(tenant, conv);
+    // A read being written moves a cursor beyond what memory holds: a value written now could land after it and move it back.
+    while (state.readWrites.size > 0) await Promise.allSettled([...state.readWrites.values()]);
+    const cursors = new Map([...state.uncoveredSends.keys()].map((party) => [party, state.reads.get(party)!]));
+    if (cursors.size === 0) return;
+    await this.timedWrite([...cursors].map(([party, seq]) => ({ type: 'put', key: keys.readCursor(tenant, conv, party), value: String(seq) })));
+    coverStoredReads(state, cursors);
   }
 
   /** The message the party `senderParty` sent with `cmid`, if this cell stores it (its seq is known). */
@@ -329,7 +342,9 @@ export class ConversationLog {
       ops.push({ type: 'put', key: keys.message(tenant, conv, message.seq), value: JSON.stringify(message) });
       ops.push({ type: 'put', key: keys.clientMessageId(tenant, conv, conversationParty(conv, message.role, message.from), message.cmid), value: String(message.seq) });
     }
-    for (const [party, seq] of readsAfter) ops.push({ type: 'put', key: keys.readCursor(tenant, conv, party), value: String(seq) });
+    // A mirror writes its cursors as the home cell reports them, and those of earlier sends its messages push out of the window.
+    const cursorsWritten = new Map([...windowCheckpoints(state, lastSeq, readsAfter), ...readsAfter]);
+    for (const [party, seq] of cursorsWritten) ops.push({ type: 'put', key: keys.readCursor(tenant, conv, party), value: String(seq) });
     // Only the customer's index: the merchant's agents work in its home cell, never here.
     if (state.durableSeq === 0 && fresh.length > 0) ops.push({ type: 'put', key: keys.customerConversation(tenant, state.customer, conv), value: '' });
     state.writing = true;
@@ -343,6 +358,7 @@ export class ConversationLog {
     if (skipped > 0) state.recent.length = 0;
     // A receipt may have moved a cursor further while this was written.
     for (const [party, seq] of readsAfter) if (seq > (state.reads.get(party) ?? 0)) state.reads.set(party, seq);
+    coverStoredReads(state, cursorsWritten);
     state.recent.push(...fresh);
     if (state.recent.length > this.options.recentMessages) state.recent.splice(0, state.recent.length - this.options.recentMessages);
     this.evictIdle();
@@ -489,16 +505,18 @@ export class ConversationLog {
       ops.push({ type: 'put', key: keys.message(state.tenant, state.conv, message.seq), value: json });
       ops.push({ type: 'put', key: keys.clientMessageId(state.tenant, state.conv, senderParty, message.cmid), value: String(message.seq) });
       if (request.alsoWrite !== undefined) ops.push(...request.alsoWrite);
-      // Sending a message means its sender has read everything up to it (the desk reads nothing).
+      // Sending a message means its sender has read everything up to it (the desk reads nothing);
+      // the message itself says so while it is among the newest (read-cursors.ts).
       if (message.role !== 'system') readsAfter.set(senderParty, message.seq);
     }
-    for (const [party, seq] of readsAfter) ops.push({ type: 'put', key: keys.readCursor(state.tenant, state.conv, party), value: String(seq) });
+    const cursorsWritten = windowCheckpoints(state, firstSeq + batch.length - 1, readsAfter);
+    for (const [party, seq] of cursorsWritten) ops.push({ type: 'put', key: keys.readCursor(state.tenant, state.conv, party), value: String(seq) });
     const firstOfConversation = firstSeq === 1 && messages.length > 0;
     if (firstOfConversation) {
       ops.push({ type: 'put', key: keys.customerConversation(state.tenant, state.customer, state.conv), value: '' });
       ops.push({ type: 'put', key: keys.merchantConversation(state.tenant, state.merchant, state.conv), value: '' });
     }
-    return { messages, storedJson, ops, readsAfter, firstOfConversation };
+    return { messages, storedJson, ops, readsAfter, cursorsWritten, firstOfConversation };
   }
 
   /** The batch is durable: move the head, then tell the cell and the senders, in seq order. */
@@ -509,7 +527,7 @@ export class ConversationLog {
 
   /** Moves the head over durable `written` messages and tells the cell of each, in seq order. */
   private takeDurable(state: ConversationState, written: SequencedBatch, contextOf: (index: number) => object | undefined): void {
-    const { messages, storedJson, readsAfter, firstOfConversation } = written;
+    const { messages, storedJson, readsAfter, cursorsWritten, firstOfConversation } = written;
     if (messages.length === 0) return;
     // One write per conversation at a time, so the head has not moved since `sequence`: the
     // batch continues it, and a seq is never given twice nor skipped.
@@ -518,7 +536,11 @@ export class ConversationLog {
       () => `batch of ${state.conv} starts at seq ${messages[0]!.seq}, but the last durable seq is ${state.durableSeq}`,
     );
     state.durableSeq = messages.at(-1)!.seq;
-    for (const [party, seq] of readsAfter) if (seq > (state.reads.get(party) ?? 0)) state.reads.set(party, seq);
+    for (const [party, seq] of readsAfter) {
+      if (seq > (state.reads.get(party) ?? 0)) state.reads.set(party, seq);
+      if (seq > (state.storedReads.get(party) ?? 0)) state.uncoveredSends.set(party, seq);
+    }
+    coverStoredReads(state, cursorsWritten);
     state.recent.push(...messages);
     if (state.recent.length > this.options.recentMessages) state.recent.splice(0, state.recent.length - this.options.recentMessages);
     messages.forEach((message, index) => this.options.onDurable(state.tenant, message, firstOfConversation && index === 0, contextOf(index), storedJson[index]));
@@ -545,7 +567,8 @@ export class ConversationLog {
       if (messages.length === 0) continue;
       const readsAfter = new Map<string, number>();
       for (const message of messages) if (message.role !== 'system') readsAfter.set(conversationParty(state.conv, message.role, message.from), message.seq);
-      this.takeDurable(state, { messages, storedJson: [], ops: [], readsAfter, firstOfConversation: messages[0]!.seq === 1 }, () => undefined);
+      // Whether the failed write's cursors landed is not known: they are written again when due.
+      this.takeDurable(state, { messages, storedJson: [], ops: [], readsAfter, cursorsWritten: new Map(), firstOfConversation: messages[0]!.seq === 1 }, () => undefined);
     }
   }
 
@@ -630,10 +653,11 @@ export class ConversationLog {
     const parsed = parseConversationId(conv);
     if (parsed === undefined) throw new CellError(ErrorCode.BadFrame, `'${conv}' is not a conversation id`);
     const [newest, readEntries] = await Promise.all([
-      this.store.range({ ...keys.allMessages(tenant, conv), reverse: true, limit: this.options.recentMessages }),
+      this.store.range({ ...keys.allMessages(tenant, conv), reverse: true, limit: Math.max(this.options.recentMessages, SENT_READ_WINDOW) }),
       this.store.range({ ...keys.readCursors(tenant, conv), limit: 10_000 }),
     ]);
-    const recent = newest.reverse().map(([, value]) => JSON.parse(value) as ChatMessage);
+    const loaded = newest.reverse().map(([, value]) => JSON.parse(value) as ChatMessage);
+    const recent = loaded.slice(Math.max(0, loaded.length - this.options.recentMessages));
     const durableSeq = recent.at(-1)?.seq ?? 0;
     // The recent messages are served by index arithmetic (messages()): they must be seqs
     // first..durableSeq without a gap (keys are unique and ascending, so the ends tell).
@@ -641,9 +665,9 @@ export class ConversationLog {
       recent.length === 0 || (Number.isSafeInteger(durableSeq) && durableSeq - recent[0]!.seq === recent.length - 1),
       () => `stored messages of ${conv} are not gap-free: ${recent.length} from seq ${recent[0]?.seq} to ${durableSeq}`,
     );
-    const reads = new Map(readEntries.map(([key, value]) => [lastField(key), Number(value)]));
+    const reads = readsFrom(conv, readEntries, loaded);
     // Read cursors are written with or after the messages they cover, never beyond them.
-    for (const [party, seq] of reads) {
+    for (const [party, seq] of reads.stored) {
       invariant(
         Number.isSafeInteger(seq) && seq >= 0 && seq <= durableSeq,
         () => `stored read cursor of ${party} in ${conv} is ${seq}, outside 0..${durableSeq}`,

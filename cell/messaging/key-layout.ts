@@ -11,8 +11,13 @@ import { conversationParty } from './principal.js';
  * Layout 2 names them by party id (principal.ts: `c:<user>`, `a:<merchant>:<user>`). A cell
  * opening a layout-1 store rewrites those keys once, before it serves (docs/operations.md,
  * "Upgrading"); a store of a later layout than this code knows is refused.
+ *
+ * Layout 3 no longer writes a sender's read cursor with each message: its own newest messages
+ * imply it (read-cursors.ts). Layout-2 data already holds every such cursor, so the upgrade from
+ * 2 writes only the version; a layout-2 binary refuses layout-3 data, whose cursors it would
+ * read as lower.
  */
-export const KEY_LAYOUT_VERSION = 2;
+export const KEY_LAYOUT_VERSION = 3;
 
 /** Keys read and rewritten per store batch while upgrading. */
 const UPGRADE_PAGE_KEYS = 512;
@@ -37,7 +42,7 @@ export async function upgradeKeyLayout(store: Store): Promise<number> {
     throw new KeyLayoutError(`the store has key layout ${stored}; this cellmesh reads layout ${KEY_LAYOUT_VERSION} (a newer version wrote it)`);
   }
   let rewritten = 0;
-  for (const table of ['r', 'd', 'i'] as const) rewritten += await upgradeTable(store, table);
+  if (version === 1) for (const table of ['r', 'd', 'i'] as const) rewritten += await upgradeTable(store, table);
   await store.write([{ type: 'put', key: keys.layoutVersion(), value: String(KEY_LAYOUT_VERSION) }]);
   return rewritten;
 }
