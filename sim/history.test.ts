@@ -156,4 +156,14 @@ describe('the history checkers', () => {
     history.acked(other, 1, 10_000);
     expect(history.inCellDelivery(5_000, () => false)).toEqual({ eligible: 2, ackedWithinBound: 1, ratio: 0.5 });
   });
+
+  it('leaves out of the in-cell ratio the sends whose client the scenario closed before their answer', () => {
+    const history = new History();
+    history.registerDevice('alice/d0', { user: 'alice', role: 'customer' });
+    const closed = send(history, 'a1', 'alice', { duringPartition: true, atMs: 0 });
+    history.sendFailed(closed, 'CLIENT_CLOSED');
+    const answered = send(history, 'a2', 'alice', { duringPartition: true, atMs: 100 });
+    history.acked(answered, 1, 150);
+    expect(history.inCellDelivery(5_000, () => false)).toEqual({ eligible: 1, ackedWithinBound: 1, ratio: 1 });
+  });
 });

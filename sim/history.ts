@@ -458,6 +458,9 @@ export class History {
       if (!send.inCell || !send.duringPartition || !send.senderOpen) continue;
       // The desk refused it: the consultation had left the agent (nothing to deliver).
       if (send.failedCode === 'NOT_ASSIGNED') continue;
+      // The scenario closed the client before the answer came (a desk agent going offline): its
+      // outcome is unknown to the device, whatever the cell did (desk.yaml seed 256: stored in 30 ms).
+      if (send.failedCode === 'CLIENT_CLOSED') continue;
       if (cellWasDown(send.cellId, send.atMs, send.atMs + boundMs)) continue;
       eligible++;
       if (send.ackedAtMs !== undefined && send.ackedAtMs - send.atMs <= boundMs) acked++;
