@@ -117,6 +117,27 @@ describe('Sequencer', () => {
     expect(delivered.slice(-2)).toEqual([206, 207]);
   });
 
+  it('looks past a conversation known only from an own send once that send became its baseline, after a switch of cells', async () => {
+    // desk.yaml seed 7: the customer's first message of a conversation was stored by the cell it
+    // was on (its `sent` gave no baseline), then it switched cells; the new cell held no copy, so
+    // the agent's answer, stored after the switch, never came.
+    const { clock, sequencer, delivered, fetches, lastFetch, moved } = setup();
+    sequencer.accept(chat(1), false);
+    sequencer.lookPastCursors();
+    expect(fetches).toHaveLength(0);
+    sequencer.onSynced();
+    clock.advance(1_000);
+    expect(delivered).toEqual([1]);
+    expect(lastFetch()).toMatchObject({ conv: CONV, before: 202, limit: 200 });
+    await lastFetch().answer([2]);
+    expect(delivered).toEqual([1, 2]);
+    expect(moved).toContain(CONV);
+    // Owed once: the next message comes as a push.
+    sequencer.accept(chat(3), true);
+    expect(delivered).toEqual([1, 2, 3]);
+    expect(fetches).toHaveLength(1);
+  });
+
   it('drops what the initial cursor covers and refuses a cursor that is not a seq', () => {
     const { sequencer, delivered } = setup({ initialCursors: { [CONV]: 3 } });
     for (const seq of [2, 3, 4]) sequencer.accept(chat(seq), true);

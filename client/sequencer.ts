@@ -49,6 +49,8 @@ interface ConversationState {
   fillFailures: number;
   fillRetryTimer: TimerHandle | undefined;
   gapCheckTimer: TimerHandle | undefined;
+  /** A switch of cells found no cursor to look past: the look is owed once the baseline is known (advance). */
+  lookPastOwed: boolean;
 }
 
 export class Sequencer {
@@ -159,6 +161,7 @@ export class Sequencer {
         fillFailures: 0,
         fillRetryTimer: undefined,
         gapCheckTimer: undefined,
+        lookPastOwed: false,
       };
       this.conversations.set(conv, conversation);
     }
@@ -174,6 +177,7 @@ export class Sequencer {
       if (next === undefined) break;
       this.deliver(conversation, next.message);
     }
+    if (conversation.lookPastOwed && conversation.cursor !== undefined) this.lookPastCursor(conversation);
     if (conversation.held.size === 0) {
       conversation.gapCheckTimer = cancelTimer(conversation.gapCheckTimer);
       return;
@@ -217,7 +221,13 @@ export class Sequencer {
   /** Fetches the page right after the cursor; a full page asks for the next one. */
   private lookPastCursor(conversation: ConversationState): void {
     const cursor = conversation.cursor;
-    if (this.stopped || cursor === undefined || conversation.fillBefore !== undefined || conversation.fillRetryTimer !== undefined) return;
+    if (this.stopped) return;
+    // A conversation known only from this device's own send (its `sent` came from the previous
+    // cell, before any push gave a baseline) has no cursor yet. The new cell may hold no copy of
+    // it, so nothing it stores later would come here: the look waits for the baseline, which the
+    // gap check or a push sets (advance), instead of being dropped.
+    conversation.lookPastOwed = cursor === undefined;
+    if (cursor === undefined || conversation.fillBefore !== undefined || conversation.fillRetryTimer !== undefined) return;
     const before = cursor + 1 + HISTORY_PAGE_LIMIT;
     conversation.fillBefore = before;
     this.fillsInFlight++;

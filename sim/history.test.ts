@@ -142,4 +142,28 @@ describe('the history checkers', () => {
     expect(history.inCellDelivery(5_000, (cellId) => cellId === 'cell-0001')).toEqual({ eligible: 2, ackedWithinBound: 1, ratio: 0.5 });
     expect(history.pendingSends).toBe(2);
   });
+
+  it('leaves out of the in-cell ratio the sends a device had not seen answered when it switched cells', () => {
+    const history = new History();
+    history.registerDevice('alice/d0', { user: 'alice', role: 'customer' });
+    history.registerDevice('bob/d0', { user: 'bob', role: 'customer' });
+    const answered = send(history, 'a1', 'alice', { duringPartition: true, atMs: 0 });
+    history.acked(answered, 1, 50);
+    const open = send(history, 'a2', 'alice', { duringPartition: true, atMs: 100 });
+    const other = send(history, 'b1', 'bob', { duringPartition: true, atMs: 100 });
+    history.deviceSwitchedCell('alice/d0');
+    history.acked(open, 2, 10_000);
+    history.acked(other, 1, 10_000);
+    expect(history.inCellDelivery(5_000, () => false)).toEqual({ eligible: 2, ackedWithinBound: 1, ratio: 0.5 });
+  });
+
+  it('leaves out of the in-cell ratio the sends whose client the scenario closed before their answer', () => {
+    const history = new History();
+    history.registerDevice('alice/d0', { user: 'alice', role: 'customer' });
+    const closed = send(history, 'a1', 'alice', { duringPartition: true, atMs: 0 });
+    history.sendFailed(closed, 'CLIENT_CLOSED');
+    const answered = send(history, 'a2', 'alice', { duringPartition: true, atMs: 100 });
+    history.acked(answered, 1, 150);
+    expect(history.inCellDelivery(5_000, () => false)).toEqual({ eligible: 1, ackedWithinBound: 1, ratio: 1 });
+  });
 });

@@ -422,10 +422,6 @@ export class History {
   }
 
   /**
-   * Cell autonomy: of the in-cell sends made during partitions by an open device to a cell that
-   * stayed up for `boundMs` after, the share acknowledged within `boundMs`.
-   */
-  /**
    * The merchant of these conversations starts moving to another cell: sends not answered yet
    * no longer count as in-cell (the move changes the conversation's cell, and an agent's send is
    * refused once the merchant left), for the autonomy check.
@@ -438,6 +434,23 @@ export class History {
     }
   }
 
+  /**
+   * A device's session opened on another cell (the cells redirected it, or it routed again): its
+   * sends not answered yet no longer count as in-cell, as for a move. Its customer left the
+   * merchant's cell, and the send is resent where the device went, across whatever partition
+   * lies between (a fallback sending a customer home found it: desk.yaml seed 94).
+   */
+  deviceSwitchedCell(deviceKey: string): void {
+    for (const key of this.openSends) {
+      const send = this.sends.get(key)!;
+      if (send.device === deviceKey) send.inCell = false;
+    }
+  }
+
+  /**
+   * Cell autonomy: of the in-cell sends made during partitions by an open device to a cell that
+   * stayed up for `boundMs` after, the share acknowledged within `boundMs`.
+   */
   inCellDelivery(boundMs: number, cellWasDown: (cellId: string, fromMs: number, toMs: number) => boolean): InCellStats {
     let eligible = 0;
     let acked = 0;
@@ -445,6 +458,9 @@ export class History {
       if (!send.inCell || !send.duringPartition || !send.senderOpen) continue;
       // The desk refused it: the consultation had left the agent (nothing to deliver).
       if (send.failedCode === 'NOT_ASSIGNED') continue;
+      // The scenario closed the client before the answer came (a desk agent going offline): its
+      // outcome is unknown to the device, whatever the cell did (desk.yaml seed 256: stored in 30 ms).
+      if (send.failedCode === 'CLIENT_CLOSED') continue;
       if (cellWasDown(send.cellId, send.atMs, send.atMs + boundMs)) continue;
       eligible++;
       if (send.ackedAtMs !== undefined && send.ackedAtMs - send.atMs <= boundMs) acked++;

@@ -131,6 +131,7 @@ export class Workload implements ActorHost {
   deviceSwitchedCell(device: DeviceActor): void {
     if (device.identity.role === 'agent') this.agentReroutes++;
     else this.customerReroutes++;
+    this.world.history.deviceSwitchedCell(device.key);
   }
 
   /**

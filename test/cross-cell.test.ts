@@ -206,7 +206,8 @@ class TestCluster {
     return this.addCell(cellId, old.merchants, old.store, old.people);
   }
 
-  async connect(cellId: string, user: string, options: { merchant?: string; device?: string; autoAck?: boolean } = {}): Promise<TestDevice> {
+  /** `routedFor`: the merchant the connection's URL routes it for (the SDK's route mode). */
+  async connect(cellId: string, user: string, options: { merchant?: string; device?: string; autoAck?: boolean; routedFor?: string } = {}): Promise<TestDevice> {
     const cell = this.cell(cellId);
     const token = await mintToken({
       secret: SECRET,
@@ -220,7 +221,7 @@ class TestCluster {
     });
     const identity = verifyToken(token, () => [{ secret: SECRET }], this.clock.now());
     const device = new TestDevice(cell, identity, options.autoAck ?? true);
-    device.connection = cell.core.connect(identity, device);
+    device.connection = cell.core.connect(identity, device, options.routedFor);
     cell.devices.push(device);
     await this.until(() => device.of('synced').length > 0, 5_000);
     return device;
@@ -738,6 +739,38 @@ describe('cross-cell conversations over a memory network', () => {
     expect(cluster.cell('a').core.crossCellStats()!.repairedMessages).toBe(1);
     agent.frame({ op: 'send', conv: CONV, cmid: 'b2', body: 'found again' });
     await cluster.until(() => alice.pushed(CONV).includes(3), 5_000);
+  });
+
+  it('fetches at its repair pass a conversation a device asked about while the home was out of reach, which the home does not locate here, also after the device dropped and came back', async () => {
+    // desk.yaml seed 123: the customer came back to the home of the merchant its device is routed
+    // for, and asked that cell about her conversation with a merchant of another cell, whose home
+    // was down; the agent's close stored later was never pushed there (a device routed for
+    // another merchant is not located for this one's conversations, and the home followed nobody).
+    await threeCells();
+    const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });
+    const phone = await cluster.connect('b', 'alice', { device: 'phone' });
+    phone.frame({ op: 'send', conv: CONV, cmid: 'p1', body: 'hi' });
+    await cluster.until(() => phone.of('sent').length === 1);
+    phone.close(1000, 'gone to another cell');
+    const before = await cluster.connect('c', 'alice', { device: 'laptop', routedFor: 'kiosk' });
+    cluster.network.partition(['peer-c'], ['peer-b']);
+    before.frame({ op: 'history', id: 'h1', conv: CONV, before: 202, limit: 200 });
+    await cluster.until(() => before.of('history').length === 1, 2_000);
+    expect(before.of('history')[0]!.messages).toEqual([]);
+    // Her connection drops and comes back to the same cell: her client does not ask again.
+    before.close(1006, 'network');
+    const laptop = await cluster.connect('c', 'alice', { device: 'laptop', routedFor: 'kiosk' });
+    cluster.network.heal();
+    await cluster.run(1_000, 50);
+    agent.frame({ op: 'send', conv: CONV, cmid: 'b1', body: 'after she left' });
+    await cluster.until(() => agent.of('sent').length === 1);
+    await cluster.run(5_000, 50);
+    expect(laptop.seen(CONV)).toEqual([]);
+    // c's repair pass (every 30 s) copies the conversation and has b follow alice there.
+    await cluster.until(() => laptop.seen(CONV).includes(2), 40_000);
+    expect(laptop.pushed(CONV)).toEqual([1, 2]);
+    agent.frame({ op: 'send', conv: CONV, cmid: 'b2', body: 'found' });
+    await cluster.until(() => laptop.pushed(CONV).includes(3), 5_000);
   });
 
   it('delivers, when a merchant moves in, what its old home wrote and never pushed to the devices here', async () => {

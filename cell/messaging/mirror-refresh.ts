@@ -14,11 +14,22 @@ import type { GoneHints } from './gone-hints.js';
 import { keys, lastField } from './keys.js';
 import { merchantConversations } from './merchant-conversations.js';
 
+/** Most users whose wanted copies (below) are remembered; the least recently wanted are forgotten beyond. */
+const MAX_USERS_WANTING_COPIES = 10_000;
+
 export class MirrorRefresh {
   /** Customers whose mirrors are known fresh: refreshed while a device of theirs was connected here since. */
   private readonly freshUsers = new Set<string>();
   /** Customers with a device here and mirrors: what the repair pass catches up, as [tenant, user] by `tenant/user`. */
   private readonly mirroredUsers = new Map<string, readonly [string, string]>();
+  /**
+   * By `tenant/user`, least recently wanted first: conversations a device here asked about that
+   * this cell holds no copy of, whose home could not be reached then. Nothing lists them in the
+   * store, so the repair pass and the user's next connect here fetch them from this list until
+   * one attempt succeeds. Kept when the user's devices leave: a device that drops and comes back
+   * to this cell does not ask again.
+   */
+  private readonly wantedCopies = new Map<string, Set<string>>();
   private repairTimer: TimerHandle | undefined;
 
   constructor(
@@ -119,7 +130,10 @@ export class MirrorRefresh {
       // from another cell (it followed a move, or was sent back home), and the home cell may not
       // know yet that it is here. The copy is fetched, and the home told to send the rest here.
       if (conv !== undefined && (await this.context.store.get(keys.customerConversation(identity.tenant, identity.user, conv.conv))) === undefined) {
-        await this.refreshConversation(identity.tenant, conv.conv, conv.home, true);
+        // Its home out of reach, the copy is fetched later: without it the home, which may not
+        // locate the customer here (her device is routed for another merchant, or its location
+        // answer predates her), would send nothing here, and the device asked only once.
+        if (!(await this.refreshConversation(identity.tenant, conv.conv, conv.home, true))) this.wantCopy(identity.tenant, identity.user, conv.conv);
       }
       return;
     }
@@ -141,11 +155,14 @@ export class MirrorRefresh {
       return { complete: false, mirrors: 0 };
     }
     const mirrors: Array<{ conv: string; home: string }> = [];
-    for (const [key] of entries) {
-      const conv = lastField(key);
+    const wanted = this.wantedCopies.get(`${tenant}/${user}`);
+    const convs = new Set(entries.map(([key]) => lastField(key)));
+    for (const conv of wanted ?? []) convs.add(conv);
+    for (const conv of convs) {
       const merchant = parseConversationId(conv)?.merchant;
       const home = merchant === undefined ? undefined : this.context.remoteHomeOf(tenant, merchant);
       if (home !== undefined) mirrors.push({ conv, home });
+      else wanted?.delete(conv);
       if (mirrors.length >= this.context.settings.maxRefreshConversations) break;
     }
     let next = 0;
@@ -154,10 +171,25 @@ export class MirrorRefresh {
       while (next < mirrors.length) {
         const { conv, home } = mirrors[next++]!;
         if (!(await this.refreshConversation(tenant, conv, home, follow))) complete = false;
+        else wanted?.delete(conv);
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.context.settings.refreshParallelism, mirrors.length) }, worker));
+    if (wanted?.size === 0) this.wantedCopies.delete(`${tenant}/${user}`);
     return { complete, mirrors: mirrors.length };
+  }
+
+  /** Puts a conversation this cell holds no copy of under the repair pass, for the user's devices here. */
+  private wantCopy(tenant: string, user: string, conv: string): void {
+    if (!this.context.host.customerHasDevices(tenant, user)) return;
+    const key = `${tenant}/${user}`;
+    const wanted = this.wantedCopies.get(key) ?? new Set<string>();
+    this.wantedCopies.delete(key);
+    this.wantedCopies.set(key, wanted);
+    while (this.wantedCopies.size > MAX_USERS_WANTING_COPIES) this.wantedCopies.delete(this.wantedCopies.keys().next().value as string);
+    // Bounded like the conversations refreshed per user; beyond, one waits for its next message.
+    if (wanted.size < this.context.settings.maxRefreshConversations) wanted.add(conv);
+    this.watch(tenant, user);
   }
 
   /** Catches one mirror up with its home cell; resolves false (logged) when that failed. */
