@@ -92,6 +92,13 @@ describe('the simulator', () => {
     }
   });
 
+  it("keeps a device's sends in order when a failing disk refuses one and the next crossed the refusal (desk seeds 63 and 325)", async () => {
+    for (const seed of [63, 325]) {
+      const report = await runSimulation({ scenario: loadScenario(DESK), seed, scenarioFile: DESK });
+      expect(report.violationExamples, `seed ${seed}: ${report.replay}`).toEqual([]);
+    }
+  });
+
   it('holds every invariant while disks fail reads and writes and stall, and answers what they fail STORE_UNAVAILABLE', async () => {
     // The small scenario, with two disk faults of its timeline: cells 0 and 1 early, the others later.
     const diskFaults = [

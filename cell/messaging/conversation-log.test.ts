@@ -9,6 +9,7 @@ import type { ChatMessage } from '../protocol/frames.js';
 import { ConversationLog, type AppendResult } from './conversation-log.js';
 import { keys } from './keys.js';
 import { SENT_READ_WINDOW } from './read-cursors.js';
+import { REFUSAL_HOLD_MS } from './refused-senders.js';
 
 const TENANT = 'mall';
 const CONV = 'm1:alice';
@@ -100,6 +101,32 @@ describe('ConversationLog read cursors', () => {
   });
 });
 
+describe('ConversationLog refusals', () => {
+  it("holds a device's later sends after a refused one until it comes again, so a send that crossed the refusal cannot overtake it", async () => {
+    const store = new FlakyStore();
+    await store.open();
+    const clock = new ManualClock();
+    const log = new ConversationLog({ store, clock, onDurable: () => {} });
+    const send = (cmid: string, device = 'phone') => log.append({ tenant: TENANT, conv: CONV, from: 'alice', role: 'customer', device, cmid, body: cmid });
+    store.failing = true;
+    await expect(send('a1')).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+    store.failing = false;
+    // a2 was sent before the phone heard of the refusal: stored now, it would come before a1.
+    await expect(send('a2')).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE', message: expect.stringContaining('send it again first') });
+    // Another device of hers keeps its own order.
+    expect((await send('l1', 'laptop')).message.seq).toBe(1);
+    expect((await send('a1')).message.seq).toBe(2);
+    expect((await send('a2')).message.seq).toBe(3);
+    // A device that gave its refused send up is held for REFUSAL_HOLD_MS at most.
+    store.failing = true;
+    await expect(send('a3')).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+    store.failing = false;
+    await expect(send('a4')).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+    clock.advance(REFUSAL_HOLD_MS);
+    expect((await send('a4')).message.seq).toBe(4);
+  });
+});
+
 describe('ConversationLog invariants', () => {
   it('refuses to load a read cursor beyond the last stored message', async () => {
     const store = await storeWith([...messageOps(1, 2), { type: 'put', key: keys.readCursor(TENANT, CONV, 'c:alice'), value: '5' }]);
@@ -161,13 +188,14 @@ describe('ConversationLog invariants', () => {
     await store.open();
     const durable: ChatMessage[] = [];
     const log = logOn(store, (_tenant, message) => durable.push(message));
-    const send = (cmid: string, body = cmid) => log.append({ tenant: TENANT, conv: CONV, from: 'alice', role: 'customer', device: 'd', cmid, body });
+    const send = (cmid: string, device = 'd') => log.append({ tenant: TENANT, conv: CONV, from: 'alice', role: 'customer', device, cmid, body: cmid });
     await send('a1');
     store.failingAfterWrite = true;
     await expect(send('a2')).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
     store.failingAfterWrite = false;
-    // The next send finds a2 stored at seq 2: it takes seq 3, and a2 is told to the cell before it.
-    expect((await send('a3')).message.seq).toBe(3);
+    // The next send (from her other device: this one's wait for a2 again) finds a2 stored at seq 2:
+    // it takes seq 3, and a2 is told to the cell before it.
+    expect((await send('a3', 'd2')).message.seq).toBe(3);
     expect(durable.map((message) => [message.seq, message.cmid])).toEqual([[1, 'a1'], [2, 'a2'], [3, 'a3']]);
     expect(JSON.parse((await store.get(keys.message(TENANT, CONV, 2)))!)).toMatchObject({ cmid: 'a2', body: 'a2' });
     // The refused sender's resend is answered from the store, with its seq.
@@ -198,7 +226,8 @@ describe('ConversationLog invariants', () => {
       const store = new FlakyStore();
       await store.open();
       const durable: number[] = [];
-      const log = logOn(store, (_tenant, durableMessage) => durable.push(durableMessage.seq));
+      const clock = new ManualClock();
+      const log = new ConversationLog({ store, clock, onDurable: (_tenant, durableMessage) => durable.push(durableMessage.seq) });
       const state = await log.conversation(TENANT, CONV);
       let lastDurableSeq = 0;
       const pending: Array<Promise<unknown>> = [];
@@ -221,6 +250,8 @@ describe('ConversationLog invariants', () => {
           store.failing = !store.failing;
         } else {
           await Promise.all(pending.splice(0));
+          // Senders whose refused sends never come again are held no longer (RefusedSenders).
+          clock.advance(REFUSAL_HOLD_MS);
         }
         expect(state.durableSeq, `seed ${seed} step ${step}`).toBeGreaterThanOrEqual(lastDurableSeq);
         lastDurableSeq = state.durableSeq;

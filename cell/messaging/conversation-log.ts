@@ -6,6 +6,8 @@ import type { Store, StoreOp } from '../../platform/store/store.js';
 import { invariant } from '../../platform/invariant.js';
 import { keys } from './keys.js';
 import { conversationParty } from './principal.js';
+import { idempotencyConflict, refusedBehind } from './append-errors.js';
+import { RefusedSenders } from './refused-senders.js';
 import { coverStoredReads, readsFrom, SENT_READ_WINDOW, windowCheckpoints, type LoadedReads } from './read-cursors.js';
 
 /** What a sender asks to append. */
@@ -93,6 +95,7 @@ export class ConversationState {
   readonly inFlight = new Map<string, { promise: Promise<AppendResult>; body: string }>();
   /** Read cursor writes under way, by party id; the cursor in `reads` moves once one is durable. */
   readonly readWrites = new Map<string, Promise<void>>();
+  readonly refusedSenders = new RefusedSenders();
   writing = false;
   /**
    * How far a device of each side acked (delivered-receipts.ts): derived from the delivery
@@ -100,11 +103,7 @@ export class ConversationState {
    */
   deliveredToCustomer = 0;
   deliveredToAgents = 0;
-  /**
-   * A write of this conversation's messages failed, and may have reached the store all the same
-   * (a Redis reply lost with its connection, a LevelDB fsync that failed after the write): the
-   * head is read again before the next batch takes seqs.
-   */
+  /** A write of its messages failed yet may have landed (a lost Redis reply, a failed fsync): the head is read again first. */
   headUncertain = false;
 
   constructor(
@@ -204,7 +203,9 @@ export class ConversationLog {
   }
 
   private appendTo(state: ConversationState, request: AppendRequest): Promise<AppendResult> {
-    const dedupKey = `${conversationParty(request.conv, request.role, request.from)}/${request.cmid}`;
+    const party = conversationParty(request.conv, request.role, request.from);
+    if (state.refusedSenders.refuses(`${party}/${request.device}`, request.cmid, this.clock.now())) return Promise.reject(refusedBehind());
+    const dedupKey = `${party}/${request.cmid}`;
     const inFlight = state.inFlight.get(dedupKey);
     if (inFlight !== undefined) {
       if (inFlight.body !== request.body) return Promise.reject(idempotencyConflict(request.cmid));
@@ -574,21 +575,27 @@ export class ConversationLog {
 
   /**
    * A batch could not be written: its appends are refused, and so are the appends their senders
-   * queued behind them meanwhile. Those would otherwise be stored before the refused ones come
-   * back, out of the order the sender wrote them (a client retries its refused sends in order).
+   * queued behind them meanwhile (and sent later: RefusedSenders), which would otherwise be stored
+   * before the refused ones come back, out of the order the sender wrote them.
    */
   private failBatch(states: readonly ConversationState[], batches: readonly PendingAppend[][], failure: CellError): void {
     states.forEach((state, index) => {
       const batch = batches[index]!;
       if (batch.length === 0) return;
       const senders = new Set(batch.map(({ request }) => conversationParty(request.conv, request.role, request.from)));
-      for (const pending of batch) this.rejectAppend(state, pending, failure);
+      for (const pending of batch) this.refuseAppend(state, pending, failure);
       const behind = state.queue.filter(({ request }) => senders.has(conversationParty(request.conv, request.role, request.from)));
-      if (behind.length === 0) return;
       state.queue.splice(0, state.queue.length, ...state.queue.filter((pending) => !behind.includes(pending)));
-      for (const pending of behind) this.rejectAppend(state, pending, failure);
+      for (const pending of behind) this.refuseAppend(state, pending, failure);
     });
     this.finishBatch(states);
+  }
+
+  /** Refuses an append the store failed and holds its device's later sends until it comes again (RefusedSenders); not the desk's, which never comes again. */
+  private refuseAppend(state: ConversationState, pending: PendingAppend, failure: CellError): void {
+    const { conv, role, from, device, cmid } = pending.request;
+    if (role !== 'system') state.refusedSenders.refuse(`${conversationParty(conv, role, from)}/${device}`, cmid, this.clock.now());
+    this.rejectAppend(state, pending, failure);
   }
 
   /** The write of `states` ended: those with more queued are ready again. */
@@ -688,12 +695,4 @@ export class ConversationLog {
       if (!state.busy && state.inFlight.size === 0 && state.readWrites.size === 0) this.cache.delete(cacheKey);
     }
   }
-}
-
-/** A resend of `cmid` whose body is not the one stored (or being stored) under it. */
-export function idempotencyConflict(cmid: string): CellError {
-  return new CellError(
-    ErrorCode.IdempotencyConflict,
-    `client message id ${JSON.stringify(cmid)} was already used for a message with another body; a new message needs a new cmid`,
-  );
 }

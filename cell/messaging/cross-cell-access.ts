@@ -7,7 +7,7 @@
 import type { Identity } from '../access/tokens.js';
 import { CellError, ErrorCode } from '../protocol/errors.js';
 import { parseConversationId, type ChatMessage, type ConsultationView, type ServerFrame } from '../protocol/frames.js';
-import { idempotencyConflict } from './conversation-log.js';
+import { idempotencyConflict } from './append-errors.js';
 import type { ConversationMirror } from './conversation-mirror.js';
 import type { CrossCellContext } from './cross-cell-context.js';
 import { readerParty, type CrossCellEntryOf, type RelayedDeskAction } from './cross-cell-wire.js';
