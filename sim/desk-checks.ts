@@ -13,10 +13,10 @@
  *   period (plus a slack for latencies) after it left, or after its desk last came back (a
  *   restart or a move loads the desk and starts the grace period over), judged while the desk runs;
  * - desk-fifo: a consultation taken from its group's queue (or assigned at once while others
- *   wait in its group) passes nobody who waited there longer, the sticky rule excepted; a
- *   consultation put back by a release counts from its opening, ahead of those queued later
- *   (passed ones that started waiting, or were assigned, within the tolerance of it may belong
- *   to the same decision, which the messages' times cannot order);
+ *   wait in its group) passes nobody who joined the queue more than the tolerance before it, the
+ *   sticky rule excepted; a consultation put back by a release counts from its opening, ahead of
+ *   those queued later (passed ones that joined the queue, or started waiting, within the
+ *   tolerance of it may belong to the same decision, which the messages' times cannot order);
  * - desk-idle-capacity: no consultation waits in a group for longer than a bound while an agent
  *   of the group is online (connected to the merchant's cell, status online) with free capacity
  *   and the desk runs;
@@ -351,7 +351,10 @@ class DeskModel {
       // A released one goes ahead of those queued normally. A restart restores a queue by the
       // keys alone, so only a pass that both orders forbid counts.
       if (taken.released && !other.released) continue;
-      if (other.queueKeyMs >= taken.queueKeyMs) continue;
+      // Queued within the tolerance of the taken one: one decision may queue several customers at
+      // once (their messages became durable together), and their `queued` messages, each durable
+      // on its own, may then lie in either order; only an earlier one beyond it is passed.
+      if (other.queueKeyMs >= taken.queueKeyMs - this.input.orderToleranceMs) continue;
       // Only one that waited already when the taken one was assigned (the decision's other
       // messages may lie on either side within the tolerance).
       if (other.waitingSinceMs >= atMs - this.input.orderToleranceMs) continue;
