@@ -28,6 +28,8 @@ export const ConsultationRecord = z.object({
   openedAtMs: time,
   /** When it joined its queue: queues are restored in this order. */
   queuedAtMs: time,
+  /** Waiting because its agent was released: restored ahead of the queue, as it waited before. */
+  putBack: z.literal(true).optional(),
   assignedAtMs: time.optional(),
   /** When an agent first took it (time to first assignment); kept through transfers and releases. */
   firstAssignedAtMs: time.optional(),

@@ -242,6 +242,39 @@ describe('the desk inside a cell', () => {
     expect(annBack.messages('m1:alice').map((message) => message.body)).toContain('first');
   });
 
+  it('keeps a consultation put back by a release ahead of the queue across a restart, before one released later (desk seed 95)', async () => {
+    const ann = await connect('ann', 'm1');
+    const bob = await connect('bob', 'm1');
+    const [alice, carol, dave] = [await connect('alice'), await connect('carol'), await connect('dave')];
+    await say(alice, 'm1:alice', 'first');
+    await say(carol, 'm1:carol', 'second');
+    await say(dave, 'm1:dave', 'third');
+    expect([alice, carol, dave].map((customer) => customer.notices())).toEqual([['assigned'], ['assigned'], ['queued']]);
+    // Alice's agent goes away for good: she is put back ahead of Dave.
+    const aliceAgent = alice.port.of('consultation').at(-1)!.agent === 'ann' ? ann : bob;
+    aliceAgent.port.close(1000, 'bye');
+    clock.advance(GRACE_MS);
+    await settle();
+    expect(alice.notices()).toEqual(['assigned', 'released']);
+    core.desk.stop();
+    await start(true);
+    const noticesOf = async (customer: string): Promise<string[]> => {
+      const device = await connect(customer, undefined, 'd2');
+      const { messages } = await core.history(device.connection.identity, { conv: `m1:${customer}` });
+      return messages.flatMap((message) => (message.event === undefined ? [] : [message.event.type]));
+    };
+    // After the restart Carol's agent is gone too (every agent starts offline): she is put back
+    // after Alice, who opened first and was put back first, and ahead of Dave.
+    clock.advance(GRACE_MS);
+    await settle();
+    expect(await noticesOf('carol')).toEqual(['assigned', 'released']);
+    await connect('ann', 'm1', 'd2');
+    await settle();
+    expect(await noticesOf('alice')).toEqual(['assigned', 'released', 'assigned']);
+    expect(await noticesOf('carol')).toEqual(['assigned', 'released']);
+    expect(await noticesOf('dave')).toEqual(['queued']);
+  });
+
   it('closes inactive consultations, lets the customer rate once, and opens a new consultation with the next message', async () => {
     const ann = await connect('ann', 'm1');
     const alice = await connect('alice');

@@ -198,7 +198,8 @@ export class DeskService {
       if (last.agent !== undefined) open.rules.restoreLastAgent(key.slice(key.lastIndexOf('/') + 1), last.agent, last.closedAtMs);
     }
     for (const [key, value] of statuses) open.chosen.set(key.slice(key.lastIndexOf('/') + 1), parseChosenStatus(key, value));
-    const restored = records.map(([key, value]) => parseStored(ConsultationRecord, key, value)).sort((a, b) => a.queuedAtMs - b.queuedAtMs || a.id.localeCompare(b.id));
+    // Queued in one decision (same time): in the order they opened, as the desk met them.
+    const restored = records.map(([key, value]) => parseStored(ConsultationRecord, key, value)).sort((a, b) => a.queuedAtMs - b.queuedAtMs || a.openedAtMs - b.openedAtMs || a.id.localeCompare(b.id));
     for (const record of restored) {
       open.rules.restore(record);
       open.records.set(record.customer, record);
@@ -482,8 +483,9 @@ export class DeskService {
       if (event.kind === 'assigned') {
         if (record.state === 'waiting') queuesMoved.add(record.group);
         const name = this.options.people.get(tenant, merchant, event.agent)?.name ?? event.agent;
+        const { putBack: _putBack, ...taken } = withoutOpening(record);
         const next: ConsultationRecord = {
-          ...withoutOpening(record),
+          ...taken,
           state: 'assigned',
           agent: event.agent,
           assignedAtMs: nowMs,
@@ -509,6 +511,7 @@ export class DeskService {
           state: 'waiting' as const,
           openedAtMs: record.openedAtMs,
           queuedAtMs: cause.released === true ? record.openedAtMs : nowMs,
+          putBack: cause.released === true ? (true as const) : undefined,
           firstAssignedAtMs: record.firstAssignedAtMs,
         });
         open.records.set(customer, next);

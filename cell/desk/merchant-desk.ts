@@ -161,17 +161,18 @@ export class MerchantDesk {
 
   /**
    * Puts back a consultation the store holds (after a restart or a move), deciding nothing: a
-   * waiting one joins the back of its group's queue (restore them in queue order); an assigned
-   * one stays on its agent whatever the agent's status (the grace period decides later). One
-   * whose agent is gone waits at the head instead. Call `settle` once everything is restored.
+   * waiting one joins the back of its group's queue (restore them in queue order), or its head
+   * when it was put back by a release (`putBack`); an assigned one stays on its agent whatever
+   * the agent's status (the grace period decides later). One whose agent is gone waits at the
+   * head instead. Call `settle` once everything is restored.
    */
-  restore(record: { id: string; customer: string; group: string; openedAtMs: number; agent?: string | undefined; assignedAtMs?: number | undefined }): void {
+  restore(record: { id: string; customer: string; group: string; openedAtMs: number; agent?: string | undefined; assignedAtMs?: number | undefined; putBack?: boolean | undefined }): void {
     if (this.consultations.has(record.id)) throw new DeskError('CONSULTATION_EXISTS', `consultation ${record.id} exists`);
     const consultation: Consultation = { id: record.id, customer: record.customer, group: record.group, state: 'waiting', agent: undefined, openedAtMs: record.openedAtMs, assignedAtMs: undefined };
     this.consultations.set(record.id, consultation);
     const agent = record.agent === undefined ? undefined : this.agents.get(record.agent);
     if (agent === undefined) {
-      if (record.agent === undefined) this.groupOf(record.group).queue.enqueue(record.id);
+      if (record.agent === undefined && record.putBack !== true) this.groupOf(record.group).queue.enqueue(record.id);
       else this.groupOf(record.group).queue.requeueAtHead(record.id, record.openedAtMs);
       return;
     }
