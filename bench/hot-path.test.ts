@@ -22,9 +22,9 @@ describe('hot-path benchmark', () => {
     expect(report.cpuMicrosPerMessage).toBeGreaterThan(0);
     expect(report.gcMsPerThousandMessages).toBeGreaterThanOrEqual(0);
     expect(report.msgsPerSec).toBeGreaterThan(0);
-    // The store's floor replays what the core wrote: a message, its idempotency record and its
-    // sender's read cursor at least, so three ops or more per message.
-    expect(report.storeOpsPerMessage).toBeGreaterThanOrEqual(3);
+    // The store's floor replays what the core wrote: a message and its idempotency record at least
+    // (the sender's read cursor is implied by the message: read-cursors.ts), so two ops or more.
+    expect(report.storeOpsPerMessage).toBeGreaterThanOrEqual(2);
     expect(report.storeBytesPerMessage).toBeGreaterThan(16);
     expect(report.storeCpuMicrosPerMessage).toBeGreaterThan(0);
   });
