@@ -773,6 +773,34 @@ describe('cross-cell conversations over a memory network', () => {
     await cluster.until(() => laptop.pushed(CONV).includes(3), 5_000);
   });
 
+  it('keeps under its repair pass a conversation a device asked about and the home sent at once, which the home forgets it follows when it restarts', async () => {
+    // desk.yaml seed 36: the customer followed the merchant her device is routed for to a new cell
+    // and asked it about her conversation with a merchant of another cell; the copy came at once,
+    // and the home followed her there, until it restarted. Routed for another merchant, her device
+    // is not located for this one's conversations, and her connect found no mirror to watch:
+    // the desk's system messages stored after the restart never reached her.
+    await threeCells();
+    const phone = await cluster.connect('b', 'alice', { device: 'phone' });
+    phone.frame({ op: 'send', conv: CONV, cmid: 'p1', body: 'hi' });
+    await cluster.until(() => phone.of('sent').length === 1);
+    phone.close(1000, 'gone to another cell');
+    const laptop = await cluster.connect('c', 'alice', { device: 'laptop', routedFor: 'kiosk' });
+    laptop.frame({ op: 'history', id: 'h1', conv: CONV, before: 202, limit: 200 });
+    await cluster.until(() => laptop.of('history').length === 1, 2_000);
+    expect(laptop.of('history')[0]!.messages.map((message) => message.seq)).toEqual([1]);
+    await cluster.restart('b');
+    const agent = await cluster.connect('b', 'bob', { merchant: 'shop' });
+    agent.frame({ op: 'send', conv: CONV, cmid: 'b1', body: 'after the restart' });
+    await cluster.until(() => agent.of('sent').length === 1);
+    await cluster.run(5_000, 50);
+    expect(laptop.seen(CONV)).toEqual([1]);
+    // c's repair pass (every 30 s) finds the message and has b follow alice there again.
+    await cluster.until(() => laptop.seen(CONV).includes(2), 40_000);
+    expect(laptop.seen(CONV)).toEqual([1, 2]);
+    agent.frame({ op: 'send', conv: CONV, cmid: 'b2', body: 'found' });
+    await cluster.until(() => laptop.pushed(CONV).includes(3), 5_000);
+  });
+
   it('delivers, when a merchant moves in, what its old home wrote and never pushed to the devices here', async () => {
     const { alice } = await aliceSaidHi();
     // The move's copy brings seq 2, which the old home never pushed here (its locate came back empty).

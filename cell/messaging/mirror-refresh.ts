@@ -134,6 +134,10 @@ export class MirrorRefresh {
         // locate the customer here (her device is routed for another merchant, or its location
         // answer predates her), would send nothing here, and the device asked only once.
         if (!(await this.refreshConversation(identity.tenant, conv.conv, conv.home, true))) this.wantCopy(identity.tenant, identity.user, conv.conv);
+        // Fetched, the copy goes under the repair pass all the same: the home follows this cell
+        // now, but forgets that when it restarts, and then, not locating her here, would send
+        // nothing more (desk.yaml seed 36). Her connect found no mirror here, so nothing else watches it.
+        else if (this.context.host.customerHasDevices(identity.tenant, identity.user)) this.watch(identity.tenant, identity.user);
       }
       return;
     }
